@@ -1,0 +1,316 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * upcache.h - a user-space page cache and mmap replacement for Linux.
+ *
+ * This header is the reference documentation of the library's API.  The
+ * concepts (the kernel analogy, the ordering rules I1-I6) are explained in
+ * upcache(7); each function has its own page in section 3.
+ *
+ * Conventions (liburing's):
+ *  - every function returns 0, or a non-negative count, on success and a
+ *    negative errno on failure; none of them sets errno;
+ *  - options structs start with "size_t sz" and are declared with
+ *    UPC_OPTS(); fields the library does not know must be zero, so new
+ *    fields can be added without breaking old binaries (libbpf's OPTS_VALID);
+ *  - the library never prints on its own; see upc_set_print().
+ */
+#ifndef UPCACHE_H
+#define UPCACHE_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define UPC_VERSION_MAJOR 0
+#define UPC_VERSION_MINOR 1
+
+#ifndef UPC_API
+#define UPC_API __attribute__((visibility("default")))
+#endif
+
+/* Declare and zero an options struct, setting its size: UPC_OPTS(upc_cache_opts, o, .flags = X). */
+#define UPC_OPTS(TYPE, NAME, ...) \
+	struct TYPE NAME = { .sz = sizeof(struct TYPE), __VA_ARGS__ }
+
+struct upc_cache;
+struct upc_store;
+
+/* ---------------------------------------------------------------- cache */
+
+/* upc_cache_opts.flags */
+#define UPC_CACHE_SYNC_WP	0x0u	/* synchronous write-protect dirty tracking (default) */
+#define UPC_CACHE_ASYNC_WP	0x1u	/* request async write-protect tracking (UFFD_FEATURE_WP_ASYNC) */
+#define UPC_CACHE_NO_BGWB	0x2u	/* no background write-back thread: only msync/destroy write */
+#define UPC_CACHE_DIRECT_IO	0x4u	/* the default file store opens files O_DIRECT */
+#define UPC_CACHE_FLAGS_ALL	0x7u
+
+struct upc_cache_opts {
+	size_t sz;			/* sizeof(struct upc_cache_opts) */
+	size_t mem_limit;		/* cached bytes at most; 0: $UPC_MEM_LIMIT, else 1/4 of RAM */
+	unsigned int flags;		/* UPC_CACHE_* */
+	unsigned int dirty_expire_ms;	/* dirty pages older than this are written back; 0: 30000 */
+	unsigned int writeback_interval_ms; /* background write-back period; 0: 5000 */
+	unsigned int ra_max_pages;	/* readahead window ceiling in pages; 0: 512 (2 MiB) */
+	struct upc_store *store;	/* backing store; NULL: the io_uring file store */
+};
+
+/*
+ * upc_cache_create - create a cache (embedded mode: the fault handler and the
+ * write-back engine run as threads of this process).
+ * @opts:   options, may be NULL for all defaults.
+ * @cachep: receives the cache.
+ *
+ * Returns 0 or a negative errno:
+ *  -EINVAL   bad options (unknown flags, non-zero unknown trailing bytes);
+ *  -ENOSYS   the kernel has no userfaultfd;
+ *  -EPERM    userfaultfd is not accessible to this process (see upcache(7));
+ *  -EOPNOTSUPP the kernel cannot write-protect shmem (UFFD_FEATURE_WP_HUGETLBFS_SHMEM);
+ *  -ENOMEM, -EMFILE  resources.
+ * UPC_CACHE_ASYNC_WP falls back to synchronous tracking where the kernel lacks
+ * it; upc_stats() reports the mode in use.
+ */
+UPC_API int upc_cache_create(const struct upc_cache_opts *opts, struct upc_cache **cachep);
+
+/*
+ * upc_cache_destroy - write back every dirty page, wait for it, unmap every
+ * mapping still established and free the cache.
+ * Returns 0, or the first write-back error not yet reported to anyone (the
+ * data of pages that could not be written is lost after this call: the error
+ * says so).  The cache is freed in both cases.
+ */
+UPC_API int upc_cache_destroy(struct upc_cache *cache);
+
+/* ---------------------------------------------------------------- mappings */
+
+/* upc_map flags */
+#define UPC_MAP_POPULATE	0x1u	/* fault the whole range in before returning (like MAP_POPULATE) */
+#define UPC_MAP_FLAGS_ALL	0x1u
+
+/*
+ * upc_map - map @length bytes of the file open on @fd from @offset, with
+ * MAP_SHARED semantics: every mapping of the same file (same st_dev/st_ino,
+ * through any fd, at any offset) shares one set of cached pages.
+ * @fd:     an open regular file; the cache keeps its own reference, @fd may
+ *          be closed afterwards.  Write access follows @fd's access mode.
+ * @offset: multiple of the page size.
+ * @prot:   PROT_READ, PROT_READ|PROT_WRITE or PROT_NONE.
+ * @addrp:  receives the address.
+ *
+ * As with mmap(2), a page wholly beyond end of file raises SIGBUS, the part
+ * of the last page beyond end of file reads as zeros and is never written
+ * back, and a write to a mapping without PROT_WRITE raises SIGSEGV.
+ *
+ * Returns 0 or a negative errno:
+ *  -EINVAL  @length is 0, @offset is not page-aligned, unknown @prot bits or @flags;
+ *  -EBADF   @fd is not an open file descriptor;
+ *  -ENODEV  @fd is not a regular file;
+ *  -EACCES  PROT_WRITE on an fd not opened for writing, or any mapping of an
+ *           fd opened O_WRONLY;
+ *  -EOVERFLOW @offset + @length overflows;
+ *  -ENOMEM, -EMFILE  resources.
+ */
+UPC_API int upc_map(struct upc_cache *cache, int fd, off_t offset, size_t length,
+		    int prot, unsigned int flags, void **addrp);
+
+/*
+ * upc_unmap - unmap a range of a mapping created by upc_map().  The range
+ * must lie within one mapping; unmapping its middle splits it.  Dirty pages
+ * stay dirty in the cache and are written back later (I5).
+ * Returns 0, -EINVAL (not page-aligned, zero length, not within one mapping).
+ */
+UPC_API int upc_unmap(struct upc_cache *cache, void *addr, size_t length);
+
+/* ---------------------------------------------------------------- write-back */
+
+/* upc_msync flags */
+#define UPC_MS_ASYNC	0x1u	/* schedule write-back of the range and return */
+#define UPC_MS_SYNC	0x2u	/* write back the range and make it durable (fdatasync) */
+#define UPC_MS_FLAGS_ALL 0x3u
+
+/*
+ * upc_msync - write back the dirty pages of the files mapped in
+ * [addr, addr+length), in the order of invariant I1: write-protect every
+ * mapping of those pages, then mark them clean, then submit the writes
+ * (sorted by offset, coalesced).  UPC_MS_SYNC also waits for write-back
+ * already in flight over the range, then makes the data durable with
+ * fdatasync.  UPC_MS_ASYNC marks the range's dirty pages as expired and wakes
+ * the background writer (without it, it writes them itself and does not
+ * wait for durability).
+ *
+ * Errors follow errseq_t semantics: a write-back error on a file is reported
+ * once to every mapping of it through which msync is called after the
+ * error, and the pages that failed stay dirty.
+ *
+ * Returns 0 or a negative errno:
+ *  -EINVAL  both or neither flag, unknown flags, unaligned @addr, zero length;
+ *  -ENOMEM  the range is not wholly covered by upcache mappings;
+ *  -EIO, -ENOSPC, ...  a write-back error (see above).
+ */
+UPC_API int upc_msync(struct upc_cache *cache, void *addr, size_t length, int flags);
+
+/* ---------------------------------------------------------------- errors, logs */
+
+/* upc_strerror - a string for a negative errno returned by this library (thread-safe). */
+UPC_API const char *upc_strerror(int err);
+
+enum upc_print_level {
+	UPC_WARN = 0,
+	UPC_INFO = 1,
+	UPC_DEBUG = 2,
+};
+typedef int (*upc_print_fn_t)(enum upc_print_level level, const char *fmt, va_list ap);
+
+/*
+ * upc_set_print - set the function that receives the library's messages, or
+ * NULL for silence (the default, unless $UPC_LOG_LEVEL is warn, info or debug,
+ * which prints to stderr).  Returns the previous function.
+ */
+UPC_API upc_print_fn_t upc_set_print(upc_print_fn_t fn);
+
+/* ---------------------------------------------------------------- statistics */
+
+#define UPC_TRACK_SYNC	0
+#define UPC_TRACK_ASYNC	1
+
+struct upc_stats {
+	size_t sz;			/* set by the caller: sizeof(struct upc_stats) */
+	uint32_t track_mode;		/* UPC_TRACK_SYNC or UPC_TRACK_ASYNC */
+	uint32_t nr_files;		/* cache objects (one per backing file) */
+	uint32_t nr_mappings;
+	uint32_t pad0;
+	uint64_t mem_limit;		/* bytes */
+	uint64_t pages_cached;		/* pages present in the cache */
+	uint64_t pages_dirty;
+	uint64_t pages_writeback;
+	uint64_t pages_pinned;
+	uint64_t faults_missing;	/* userfaultfd MISSING faults handled */
+	uint64_t faults_wp;		/* write-protect faults handled (sync tracking) */
+	uint64_t faults_minor;		/* MINOR faults handled */
+	uint64_t fill_ios;		/* read I/Os submitted to the store for faults */
+	uint64_t pages_filled;		/* pages read from the store */
+	uint64_t ra_pages;		/* pages filled beyond the faulting one (readahead) */
+	uint64_t ra_max_window;		/* largest readahead window used, pages */
+	uint64_t wp_calls;		/* write-protect ioctls issued by write-back */
+	uint64_t wb_ios;		/* write I/Os submitted to the store */
+	uint64_t pages_written;		/* pages written back */
+	uint64_t bytes_written;
+	uint64_t syncs;			/* fdatasync calls */
+	uint64_t wb_errors;		/* write-back errors */
+	uint64_t read_errors;		/* fill errors (the fault got SIGBUS) */
+	uint64_t pages_evicted;
+	uint64_t meta_bytes;		/* bytes of per-page metadata allocated */
+};
+
+/*
+ * upc_stats - fill @st with the cache's counters.  Set st->sz first; fields
+ * beyond it are not written, so old callers keep working.
+ * Returns 0 or -EINVAL (st->sz too small).
+ */
+UPC_API int upc_stats(struct upc_cache *cache, struct upc_stats *st);
+
+/* ---------------------------------------------------------------- stores */
+
+/*
+ * A store is where cached pages come from and go to.  upcache ships the
+ * io_uring file store (the default) and a fault-injection store for tests;
+ * a network or object store implements the same three operations.
+ */
+enum upc_io_dir { UPC_IO_READ = 0, UPC_IO_WRITE = 1 };
+
+struct upc_io {
+	void *buf;
+	size_t len;
+	off_t off;
+	ssize_t res;	/* set by the store: bytes transferred or a negative errno */
+};
+
+struct upc_store_ops {
+	size_t sz;
+	const char *name;
+	/* Open a per-file handle on @fd (borrowed; dup it to keep it). */
+	int (*open)(struct upc_store *store, int fd, unsigned int flags, void **handlep);
+	void (*close)(struct upc_store *store, void *handle);
+	/* Perform @n I/Os; set each ios[i].res; return 0 or a negative errno for the whole batch. */
+	int (*submit)(struct upc_store *store, void *handle, enum upc_io_dir dir,
+		      struct upc_io *ios, unsigned int n);
+	/* Make written data durable. */
+	int (*sync)(struct upc_store *store, void *handle);
+	void (*destroy)(struct upc_store *store);
+};
+
+/* upc_store_file_create flags */
+#define UPC_STORE_DIRECT	0x1u	/* O_DIRECT */
+
+/*
+ * upc_store_file_create - the io_uring file store.
+ * Returns 0, -EINVAL (unknown flags), -ENOMEM, or an io_uring setup error.
+ */
+UPC_API int upc_store_file_create(unsigned int flags, struct upc_store **storep);
+
+/*
+ * upc_store_inject_create - a fault-injection store that passes I/O to
+ * @inner (NULL: a new file store, owned by this store) except where a rule
+ * added with upc_store_inject_add() matches.
+ */
+UPC_API int upc_store_inject_create(struct upc_store *inner, struct upc_store **storep);
+
+/* upc_store_inject_add kinds */
+#define UPC_INJECT_ERROR	1	/* fail with -@arg (EIO, ENOSPC, ...) */
+#define UPC_INJECT_SHORT	2	/* transfer only @arg bytes */
+#define UPC_INJECT_DELAY	3	/* sleep @arg microseconds first */
+#define UPC_INJECT_SYNC_ERROR	4	/* sync fails with -@arg (offsets ignored) */
+
+/*
+ * upc_store_inject_add - fail the next @count I/Os in direction @dir that
+ * overlap [@off, @off+@len) (@count < 0: all of them), as @kind says.
+ * Returns 0, -EINVAL (not an inject store, bad kind), -ENOMEM.
+ */
+UPC_API int upc_store_inject_add(struct upc_store *store, enum upc_io_dir dir, off_t off,
+				 size_t len, int kind, long arg, int count);
+
+/* upc_store_inject_clear - remove every rule. Returns 0 or -EINVAL. */
+UPC_API int upc_store_inject_clear(struct upc_store *store);
+
+/*
+ * upc_store_destroy - free a store created by upc_store_*_create().  A store
+ * passed to a cache must outlive it.  Returns 0.
+ */
+UPC_API int upc_store_destroy(struct upc_store *store);
+
+/* ---------------------------------------------------------------- features */
+
+/* upc_probe bits */
+#define UPC_FEAT_UFFD_SYSCALL	(1u << 0)	/* userfaultfd(2) usable */
+#define UPC_FEAT_UFFD_DEV	(1u << 1)	/* /dev/userfaultfd usable */
+#define UPC_FEAT_USER_MODE_ONLY	(1u << 2)	/* only UFFD_USER_MODE_ONLY usable */
+#define UPC_FEAT_MISSING_SHMEM	(1u << 3)
+#define UPC_FEAT_MINOR_SHMEM	(1u << 4)
+#define UPC_FEAT_WP_SHMEM	(1u << 5)
+#define UPC_FEAT_WP_UNPOPULATED	(1u << 6)
+#define UPC_FEAT_WP_ASYNC	(1u << 7)
+#define UPC_FEAT_PAGEMAP_SCAN	(1u << 8)
+#define UPC_FEAT_POISON		(1u << 9)
+#define UPC_FEAT_PROCESS_MADVISE (1u << 10)
+#define UPC_FEAT_IO_URING	(1u << 11)
+#define UPC_FEAT_SIGBUS		(1u << 12)
+#define UPC_FEAT_EVENT_FORK	(1u << 13)
+#define UPC_FEAT_COPY_WP	(1u << 14)	/* UFFDIO_COPY_MODE_WP */
+
+/*
+ * upc_probe - the kernel features upcache found (UPC_FEAT_* bits), probed
+ * once per process and cached.  Never fails: an absent feature is a 0 bit.
+ */
+UPC_API uint64_t upc_probe(void);
+
+/* upc_feature_name - the name of one UPC_FEAT_* bit, or NULL. */
+UPC_API const char *upc_feature_name(uint64_t bit);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* UPCACHE_H */

@@ -1,0 +1,460 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cache.c - the cache and its address_spaces.
+ *
+ * Kernel analogy: one struct upc_file per backing file is the file's
+ * struct address_space.  Its pages live in a memfd at the file's own
+ * offsets: a page that is in the memfd is cached, a hole is not.  Every
+ * mapping of the file, in any process, maps that memfd, so two mappings of
+ * one file through any fds at any offsets see the same pages (MAP_SHARED
+ * coherence comes from the memfd, not from copying).  The engine keeps its
+ * own "staging" mapping of the memfd, which it uses as the source of
+ * write-back and as the place to insert readahead pages no client maps.
+ *
+ * The page table (@chunks) holds an 8-byte struct upc_page per file page in
+ * chunks of 512, allocated when a page of the chunk is first cached: the
+ * kernel's struct page flags (uptodate, dirty, writeback, referenced,
+ * active, lazyfree) and pin count, without the kernel's 64 bytes.
+ */
+#include "internal.h"
+
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+uint32_t cache_ticks(struct upc_cache *c)
+{
+	return (uint32_t)(now_ms() - c->t0_ms);
+}
+
+struct upc_page *pt_lookup(struct upc_file *f, uint64_t pgoff)
+{
+	uint64_t ci = pgoff >> PT_CHUNK_SHIFT;
+
+	if (pgoff >= f->npages || !f->chunks[ci])
+		return NULL;
+	return &f->chunks[ci][pgoff & (PT_CHUNK_PAGES - 1)];
+}
+
+struct upc_page *pt_get(struct upc_file *f, uint64_t pgoff)
+{
+	uint64_t ci = pgoff >> PT_CHUNK_SHIFT;
+
+	if (pgoff >= f->npages)
+		return NULL;
+	if (!f->chunks[ci]) {
+		f->chunks[ci] = calloc(PT_CHUNK_PAGES, sizeof(struct upc_page));
+		if (!f->chunks[ci])
+			return NULL;
+		atomic_fetch_add(&f->cache->meta_bytes, PT_CHUNK_PAGES * sizeof(struct upc_page));
+	}
+	return &f->chunks[ci][pgoff & (PT_CHUNK_PAGES - 1)];
+}
+
+/* The page became dirty: the kernel's set_page_dirty().  Caller holds f->lock. */
+void page_set_dirty(struct upc_file *f, struct upc_page *pg)
+{
+	if (pg->flags & PG_DIRTY)
+		return;
+	pg->flags |= PG_DIRTY;
+	pg->dirtied = cache_ticks(f->cache);
+	f->nr_dirty++;
+}
+
+/* The file grew: extend the memfd and the page table.  Caller holds f->lock. */
+int file_grow(struct upc_file *f, off_t newsize)
+{
+	uint64_t npages = pg_round_up(newsize) >> UPC_PAGE_SHIFT;
+	uint64_t nchunks = (npages + PT_CHUNK_PAGES - 1) >> PT_CHUNK_SHIFT;
+	int ret;
+
+	if (newsize <= f->size)
+		return 0;
+	if (pg_round_up(newsize) > f->base_len)
+		return -EFBIG;
+	if (nchunks > f->nchunks) {
+		struct upc_page **nc = realloc(f->chunks, nchunks * sizeof(*nc));
+
+		if (!nc)
+			return -ENOMEM;
+		memset(nc + f->nchunks, 0, (nchunks - f->nchunks) * sizeof(*nc));
+		atomic_fetch_add(&f->cache->meta_bytes, (nchunks - f->nchunks) * sizeof(*nc));
+		f->chunks = nc;
+		f->nchunks = nchunks;
+	}
+	ret = sys_ftruncate(f->memfd, (off_t)pg_round_up(newsize));
+	if (ret < 0)
+		return ret;
+	f->size = newsize;
+	f->npages = npages;
+	return 0;
+}
+
+/*
+ * Reserve enough address space in the staging mapping for the file to grow
+ * to twice its size (at least 4 GiB): a mapping of a memfd may extend past
+ * its size, and the kernel only allocates page tables where pages are.
+ */
+static size_t staging_len(off_t size)
+{
+	uint64_t len = pg_round_up((uint64_t)size) * 2;
+
+	return len < (4ULL << 30) ? (4ULL << 30) : len;
+}
+
+static void file_free(struct upc_file *f)
+{
+	struct upc_cache *c = f->cache;
+
+	if (f->store_h)
+		c->store->ops->close(c->store, f->store_h);
+	if (f->base)
+		munmap(f->base, f->base_len);
+	if (f->memfd >= 0)
+		close(f->memfd);
+	for (uint64_t i = 0; i < f->nchunks; i++)
+		if (f->chunks[i]) {
+			free(f->chunks[i]);
+			atomic_fetch_sub(&c->meta_bytes, PT_CHUNK_PAGES * sizeof(struct upc_page));
+		}
+	atomic_fetch_sub(&c->meta_bytes, f->nchunks * sizeof(*f->chunks));
+	free(f->chunks);
+	pthread_mutex_destroy(&f->lock);
+	pthread_cond_destroy(&f->wb_cond);
+	free(f);
+}
+
+static int file_new(struct upc_cache *c, int fd, const struct stat *st, struct upc_file **fp)
+{
+	struct upc_file *f;
+	char name[64];
+	int ret;
+
+	f = calloc(1, sizeof(*f));
+	if (!f)
+		return -ENOMEM;
+	f->cache = c;
+	f->dev = st->st_dev;
+	f->ino = st->st_ino;
+	f->memfd = -1;
+	pthread_mutex_init(&f->lock, NULL);
+	pthread_cond_init(&f->wb_cond, NULL);
+
+	snprintf(name, sizeof(name), "upcache:%lx:%lu", (unsigned long)st->st_dev,
+		 (unsigned long)st->st_ino);
+	ret = sys_memfd(name);
+	if (ret < 0)
+		goto out_free;
+	f->memfd = ret;
+	f->base_len = staging_len(st->st_size);
+	f->base = mmap(NULL, f->base_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
+		       f->memfd, 0);
+	if (f->base == MAP_FAILED) {
+		f->base = NULL;
+		ret = -ENOMEM;
+		goto out_free;
+	}
+	/*
+	 * The staging mapping is registered MISSING with the engine's own
+	 * userfaultfd, in SIGBUS mode: it is how a filled page enters the
+	 * memfd atomically (UFFDIO_COPY inserts a page that is already
+	 * uptodate), and an accidental engine access to a hole fails loudly
+	 * instead of waiting for a handler that does not exist.
+	 */
+	ret = sys_uffd_register(c->engine_uffd, (uintptr_t)f->base, f->base_len,
+				UFFDIO_REGISTER_MODE_MISSING);
+	if (ret < 0)
+		goto out_free;
+	ret = file_grow(f, st->st_size);
+	if (ret < 0)
+		goto out_free;
+	ret = c->store->ops->open(c->store, fd, 0, &f->store_h);
+	if (ret < 0) {
+		f->store_h = NULL;
+		goto out_free;
+	}
+	f->store_writable = (fcntl(fd, F_GETFL) & O_ACCMODE) == O_RDWR;
+	*fp = f;
+	return 0;
+out_free:
+	file_free(f);
+	return ret;
+}
+
+/*
+ * Find or create the address_space of the file open on @fd and take a
+ * reference.  A later writable fd upgrades the store handle, so that write
+ * access always follows an fd the caller handed us.
+ */
+int file_get(struct upc_cache *c, int fd, struct upc_file **fp)
+{
+	struct upc_file *f;
+	struct stat st;
+	void *wh = NULL;
+	bool writable;
+	int ret = 0;
+
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode))
+		return -ENODEV;
+	writable = (fcntl(fd, F_GETFL) & O_ACCMODE) == O_RDWR;
+
+	pthread_mutex_lock(&c->lock);
+	for (f = c->files; f; f = f->next)
+		if (f->dev == st.st_dev && f->ino == st.st_ino)
+			break;
+	if (!f) {
+		ret = file_new(c, fd, &st, &f);
+		if (ret < 0)
+			goto out;
+		f->next = c->files;
+		c->files = f;
+		c->nr_files++;
+	}
+	f->refs++;
+out:
+	pthread_mutex_unlock(&c->lock);
+	if (ret < 0)
+		return ret;
+
+	pthread_mutex_lock(&f->lock);
+	if (writable && !f->store_writable) {
+		ret = c->store->ops->open(c->store, fd, 0, &wh);
+		if (ret == 0) {
+			void *old = f->store_h;
+
+			/* Wait for I/O through the old handle, then swap. */
+			while (f->nr_writeback)
+				pthread_cond_wait(&f->wb_cond, &f->lock);
+			f->store_h = wh;
+			f->store_writable = true;
+			c->store->ops->close(c->store, old);
+		}
+	}
+	if (ret == 0 && st.st_size > f->size)
+		ret = file_grow(f, st.st_size);
+	pthread_mutex_unlock(&f->lock);
+	if (ret < 0) {
+		file_put(f);
+		return ret;
+	}
+	*fp = f;
+	return 0;
+}
+
+/* Cached pages outlive mappings (as the page cache outlives VMAs): a file is freed with the cache. */
+void file_put(struct upc_file *f)
+{
+	pthread_mutex_lock(&f->cache->lock);
+	f->refs--;
+	pthread_mutex_unlock(&f->cache->lock);
+}
+
+static size_t parse_size(const char *s)
+{
+	char *end;
+	unsigned long long v = strtoull(s, &end, 0);
+
+	switch (*end) {
+	case 'g': case 'G': v <<= 10; /* fall through */
+	case 'm': case 'M': v <<= 10; /* fall through */
+	case 'k': case 'K': v <<= 10; break;
+	default: break;
+	}
+	return (size_t)v;
+}
+
+static size_t default_mem_limit(void)
+{
+	const char *e = getenv("UPC_MEM_LIMIT");
+	long pages = sysconf(_SC_PHYS_PAGES);
+
+	if (e && *e && parse_size(e))
+		return parse_size(e);
+	return pages > 0 ? (size_t)pages * UPC_PAGE_SIZE / 4 : (1UL << 30);
+}
+
+/* libbpf's OPTS_VALID: a newer caller's fields beyond what we know must be zero. */
+static bool opts_valid(const void *opts, size_t known)
+{
+	const struct upc_cache_opts *o = opts;
+	const char *p = opts;
+
+	if (!opts)
+		return true;
+	if (o->sz < sizeof(size_t))
+		return false;
+	for (size_t i = known; i < o->sz; i++)
+		if (p[i])
+			return false;
+	return true;
+}
+
+UPC_API int upc_cache_create(const struct upc_cache_opts *opts, struct upc_cache **cachep)
+{
+	struct upc_cache_opts o = { .sz = sizeof(o) };
+	struct upc_cache *c;
+	uint64_t feats, want;
+	int ret, path;
+
+	if (!cachep || !opts_valid(opts, sizeof(o)))
+		return -EINVAL;
+	if (opts)
+		memcpy(&o, opts, min_t(size_t, opts->sz, sizeof(o)));
+	if (o.flags & ~UPC_CACHE_FLAGS_ALL)
+		return -EINVAL;
+	if (sysconf(_SC_PAGESIZE) != (long)UPC_PAGE_SIZE)
+		return -EOPNOTSUPP;
+
+	feats = __upc_uffd_features();
+	if (!(upc_probe() & (UPC_FEAT_UFFD_SYSCALL | UPC_FEAT_UFFD_DEV | UPC_FEAT_USER_MODE_ONLY))) {
+		ret = sys_uffd_open(0, NULL, &path);
+		return ret < 0 ? ret : -ENOSYS;
+	}
+	if (!(upc_probe() & UPC_FEAT_WP_SHMEM) || !(feats & UFFD_FEATURE_WP_UNPOPULATED))
+		return -EOPNOTSUPP;
+
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	c->flags = o.flags;
+	c->mem_limit = o.mem_limit ? o.mem_limit : default_mem_limit();
+	c->expire_ms = o.dirty_expire_ms ? o.dirty_expire_ms : UPC_EXPIRE_DEFAULT_MS;
+	c->interval_ms = o.writeback_interval_ms ? o.writeback_interval_ms : UPC_INTERVAL_DEFAULT_MS;
+	c->ra_max = o.ra_max_pages ? min_t(unsigned int, o.ra_max_pages, 4096) : UPC_RA_MAX_DEFAULT;
+	c->track_mode = UPC_TRACK_SYNC;
+	c->t0_ms = now_ms();
+	c->engine_uffd = -1;
+	c->self.uffd = -1;
+	pthread_mutex_init(&c->lock, NULL);
+	pthread_mutex_init(&c->wb_lock, NULL);
+	pthread_cond_init(&c->wb_cond, NULL);
+
+	/*
+	 * Client userfaultfds: write-protect on shmem, with PTE markers on
+	 * unpopulated PTEs.  Without the markers a read fault the kernel
+	 * serves itself maps a shared shmem page writable and the next write
+	 * is never seen (DESIGN.md, "checked on this kernel").
+	 */
+	want = UFFD_FEATURE_WP_HUGETLBFS_SHMEM | UFFD_FEATURE_WP_UNPOPULATED |
+	       (feats & UFFD_FEATURE_POISON) | (feats & UFFD_FEATURE_THREAD_ID);
+	c->uffd_features = want;
+
+	if (o.store) {
+		c->store = o.store;
+	} else {
+		ret = store_default(c->flags, &c->store);
+		if (ret < 0)
+			goto out_free;
+		c->own_store = true;
+	}
+	ret = sys_uffd_open(feats & UFFD_FEATURE_SIGBUS, NULL, NULL);
+	if (ret < 0)
+		goto out_free;
+	c->engine_uffd = ret;
+
+	ret = mm_init(c, &c->self);
+	if (ret < 0)
+		goto out_free;
+	ret = fault_handler_start(&c->self);
+	if (ret < 0)
+		goto out_mm;
+	if (!(c->flags & UPC_CACHE_NO_BGWB)) {
+		ret = bgwb_start(c);
+		if (ret < 0)
+			goto out_handler;
+	}
+	*cachep = c;
+	return 0;
+
+out_handler:
+	fault_handler_stop(&c->self);
+out_mm:
+	mm_fini(&c->self);
+out_free:
+	if (c->engine_uffd >= 0)
+		close(c->engine_uffd);
+	if (c->own_store)
+		upc_store_destroy(c->store);
+	free(c);
+	return ret;
+}
+
+UPC_API int upc_cache_destroy(struct upc_cache *c)
+{
+	struct upc_file *f, *next;
+	int ret = 0, err;
+
+	if (!c)
+		return -EINVAL;
+	bgwb_stop(c);
+
+	/* Write everything back while the mappings still exist to protect. */
+	for (f = c->files; f; f = f->next) {
+		err = writeback_range(f, 0, UINT64_MAX, WB_SYNC);
+		pthread_mutex_lock(&f->lock);
+		if (!err && f->err_seq != f->err_reported)
+			err = f->err;
+		if (!err && f->nr_dirty)
+			err = -EIO;	/* could not be written: say so */
+		f->err_reported = f->err_seq;
+		pthread_mutex_unlock(&f->lock);
+		if (err && !ret)
+			ret = err;
+	}
+	map_destroy_all(c);
+	fault_handler_stop(&c->self);
+	mm_fini(&c->self);
+	for (f = c->files; f; f = next) {
+		next = f->next;
+		file_free(f);
+	}
+	close(c->engine_uffd);
+	if (c->own_store)
+		upc_store_destroy(c->store);
+	pthread_mutex_destroy(&c->lock);
+	pthread_mutex_destroy(&c->wb_lock);
+	pthread_cond_destroy(&c->wb_cond);
+	free(c);
+	return ret;
+}
+
+UPC_API int upc_stats(struct upc_cache *c, struct upc_stats *out)
+{
+	struct upc_stats st = { .sz = sizeof(st) };
+	struct upc_file *f;
+
+	if (!c || !out || out->sz < offsetof(struct upc_stats, mem_limit))
+		return -EINVAL;
+	st.track_mode = c->track_mode;
+	st.mem_limit = c->mem_limit;
+	pthread_mutex_lock(&c->lock);
+	st.nr_files = c->nr_files;
+	for (f = c->files; f; f = f->next) {
+		pthread_mutex_lock(&f->lock);
+		st.pages_cached += f->nr_cached;
+		st.pages_dirty += f->nr_dirty;
+		st.pages_writeback += f->nr_writeback;
+		st.pages_pinned += f->nr_pinned;
+		pthread_mutex_unlock(&f->lock);
+	}
+	pthread_mutex_unlock(&c->lock);
+	pthread_rwlock_rdlock(&c->self.lock);
+	st.nr_mappings = (uint32_t)c->self.nmaps;
+	pthread_rwlock_unlock(&c->self.lock);
+
+#define C(x) st.x = atomic_load(&c->st.x)
+	C(faults_missing); C(faults_wp); C(faults_minor);
+	C(fill_ios); C(pages_filled); C(ra_pages); C(ra_max_window);
+	C(wp_calls); C(wb_ios); C(pages_written); C(bytes_written); C(syncs);
+	C(wb_errors); C(read_errors); C(pages_evicted);
+#undef C
+	st.meta_bytes = atomic_load(&c->meta_bytes);
+	memcpy(out, &st, min_t(size_t, out->sz, sizeof(st)));
+	out->sz = min_t(size_t, out->sz, sizeof(st));
+	return 0;
+}

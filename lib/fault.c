@@ -1,0 +1,300 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * fault.c - the fault path: the kernel's filemap_fault(), readahead and
+ * do_wp_page()/page_mkwrite() for shared file mappings.
+ *
+ * Mappings are registered with userfaultfd for MISSING faults only (not
+ * MINOR): a page that is already cached is mapped by the kernel itself, with
+ * no round trip to this handler.  Only a page that is not in the memfd
+ * comes here.  It is read from the store into a bounce buffer, and then
+ * inserted with UFFDIO_COPY, which adds a page that is already uptodate to
+ * the memfd and maps it in one step.  Filling the memfd first and mapping
+ * afterwards would be wrong: in the meantime, another thread or mapping
+ * would take a kernel-served fault on a half-read page (the kernel avoids
+ * this with PG_locked; an inserted page has no such lock in user space).
+ *
+ * Readahead grows per mapping as the kernel's file_ra_state does:
+ * a fault that continues the previous window, or whose previous page is
+ * cached, doubles the window (16 pages at least, up to ra_max); any other
+ * fault reads one page.  Window pages inside the faulting mapping are
+ * mapped write-protected right away; the rest go into the memfd through
+ * the engine's staging mapping.
+ *
+ * A write-protect fault is the first write to a clean page through one
+ * mapping: mark the page dirty, then remove the protection from that
+ * mapping's PTE, both under file->lock (I1; see writeback.c).
+ */
+#include "internal.h"
+
+#include <poll.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+static bool page_cached(struct upc_file *f, uint64_t pgoff)
+{
+	struct upc_page *pg = pt_lookup(f, pgoff);
+
+	return pg && (pg->flags & PG_UPTODATE);
+}
+
+static uint32_t ra_window(struct upc_cache *c, struct upc_map *m, struct upc_file *f, uint64_t pgoff)
+{
+	uint32_t win;
+
+	if ((m->ra_win && pgoff == m->ra_next) || (pgoff > 0 && page_cached(f, pgoff - 1)))
+		win = max_t(uint32_t, m->ra_win * 2, 16);
+	else
+		win = 1;
+	return min_t(uint32_t, win, c->ra_max);
+}
+
+/*
+ * Insert @len bytes from @src at @dst through @uffd.  A page that is already
+ * there (EEXIST: inserted by another path since we looked) is skipped.
+ * Returns the bytes inserted by us, or a negative errno.
+ */
+static long insert_pages(int uffd, uintptr_t dst, const char *src, size_t len, bool wp, size_t *skipped)
+{
+	size_t done = 0;
+	long r;
+
+	*skipped = 0;
+	while (done < len) {
+		r = sys_uffd_copy(uffd, dst + done, src + done, len - done, wp, false);
+		if (r > 0) {
+			done += (size_t)r;
+		} else if (r == -EEXIST) {
+			done += UPC_PAGE_SIZE;
+			(*skipped)++;
+		} else if (r == -EAGAIN) {
+			continue;
+		} else {
+			return done ? (long)done : r;
+		}
+	}
+	return (long)done;
+}
+
+/*
+ * The store failed the faulting page: the access gets SIGBUS, as a failed
+ * ->read_folio gives it in the kernel.  UFFDIO_POISON (6.6) leaves a poison
+ * marker in the PTE; without it, the faulting thread is signalled directly.
+ */
+static void fault_fail(struct upc_mm *mm, uintptr_t addr, uint32_t ptid)
+{
+	if ((mm->cache->uffd_features & UFFD_FEATURE_POISON) &&
+	    sys_uffd_poison(mm->uffd, addr, UPC_PAGE_SIZE) == 0)
+		return;
+	if (ptid)
+		syscall(SYS_tgkill, mm->pid, ptid, SIGBUS);
+	sys_uffd_wake(mm->uffd, addr, UPC_PAGE_SIZE);
+}
+
+static void handle_missing(struct upc_mm *mm, struct upc_map *m, uintptr_t addr, bool write,
+			   uint32_t ptid)
+{
+	struct upc_cache *c = mm->cache;
+	struct upc_file *f = m->file;
+	uint64_t pgoff = m->pgoff + ((addr - m->start) >> UPC_PAGE_SHIFT);
+	uint64_t map_last = m->pgoff + ((m->end - m->start) >> UPC_PAGE_SHIFT);
+	uint64_t n, i, full, in_map;
+	struct upc_page *pg;
+	struct upc_io io;
+	size_t skipped;
+	uint32_t win;
+	long r;
+	int ret;
+
+	atomic_fetch_add(&c->st.faults_missing, 1);
+	pg = pt_get(f, pgoff);
+	if (!pg)
+		goto fail;
+	if (pg->flags & PG_UPTODATE)
+		goto resolved;	/* inserted by another path meanwhile */
+
+	win = ra_window(c, m, f, pgoff);
+	for (n = 1; n < win && pgoff + n < f->npages && !page_cached(f, pgoff + n); n++)
+		;
+	io = (struct upc_io){
+		.buf = mm->bounce,
+		.len = min_t(uint64_t, n << UPC_PAGE_SHIFT, (uint64_t)f->size - (pgoff << UPC_PAGE_SHIFT)),
+		.off = (off_t)(pgoff << UPC_PAGE_SHIFT),
+	};
+	ret = c->store->ops->submit(c->store, f->store_h, UPC_IO_READ, &io, 1);
+	atomic_fetch_add(&c->st.fill_ios, 1);
+	if (ret < 0 || io.res <= 0)
+		goto fail;
+	/*
+	 * Whole pages read are valid; so is a partial last page that ends at
+	 * end of file, whose tail reads as zeros (mmap(2) semantics).  Any
+	 * other short read leaves the pages after it uncached.
+	 */
+	full = (uint64_t)io.res >> UPC_PAGE_SHIFT;
+	if ((io.res & (UPC_PAGE_SIZE - 1)) && io.off + io.res >= f->size) {
+		memset(mm->bounce + io.res, 0, UPC_PAGE_SIZE - (io.res & (UPC_PAGE_SIZE - 1)));
+		full++;
+	}
+	if (!full)
+		goto fail;
+	n = min_t(uint64_t, n, full);
+
+	in_map = min_t(uint64_t, n, map_last - pgoff);
+	r = insert_pages(mm->uffd, addr, mm->bounce, in_map << UPC_PAGE_SHIFT, true, &skipped);
+	if (r < 0 && r != -ENOENT)
+		goto fail;
+	if (n > in_map) {
+		size_t skipped2;
+
+		r = insert_pages(c->engine_uffd, (uintptr_t)f->base + ((pgoff + in_map) << UPC_PAGE_SHIFT),
+				 mm->bounce + (in_map << UPC_PAGE_SHIFT), (n - in_map) << UPC_PAGE_SHIFT,
+				 false, &skipped2);
+		if (r > 0)
+			n = in_map + ((uint64_t)r >> UPC_PAGE_SHIFT);
+		else
+			n = in_map;
+	}
+	for (i = 0; i < n; i++) {
+		struct upc_page *p = pt_get(f, pgoff + i);
+
+		if (p && !(p->flags & PG_UPTODATE)) {
+			p->flags |= PG_UPTODATE;
+			f->nr_cached++;
+		}
+	}
+	atomic_fetch_add(&c->st.pages_filled, n);
+	atomic_fetch_add(&c->st.ra_pages, n - 1);
+	if (n > atomic_load(&c->st.ra_max_window))
+		atomic_store(&c->st.ra_max_window, n);
+	m->ra_next = pgoff + n;
+	m->ra_win = (uint32_t)n;
+
+resolved:
+	if (write) {
+		/* A write to a hole: dirty first, then writable (I1). */
+		page_set_dirty(f, pg);
+		sys_uffd_wp(mm->uffd, addr, UPC_PAGE_SIZE, false, true);
+	} else {
+		sys_uffd_wake(mm->uffd, addr, UPC_PAGE_SIZE);
+	}
+	return;
+fail:
+	atomic_fetch_add(&c->st.read_errors, 1);
+	pr_warn("read of page %llu failed; the access gets SIGBUS\n", (unsigned long long)pgoff);
+	fault_fail(mm, addr, ptid);
+}
+
+static void handle_wp(struct upc_mm *mm, struct upc_map *m, uintptr_t addr)
+{
+	struct upc_file *f = m->file;
+	uint64_t pgoff = m->pgoff + ((addr - m->start) >> UPC_PAGE_SHIFT);
+	struct upc_page *pg = pt_lookup(f, pgoff);
+
+	atomic_fetch_add(&mm->cache->st.faults_wp, 1);
+	if (!pg || !(pg->flags & PG_UPTODATE)) {
+		/* Evicted since the fault was raised: let it fault again. */
+		sys_uffd_wake(mm->uffd, addr, UPC_PAGE_SIZE);
+		return;
+	}
+	/*
+	 * I1, the write side: the page is marked dirty before the PTE is made
+	 * writable, and both happen under file->lock, which write-back holds
+	 * from write-protecting to clearing dirty.  So write-back either sees
+	 * the page dirty, or protects it after we un-protected it and catches
+	 * the write in its snapshot; it never sees it writable and clean.
+	 */
+	page_set_dirty(f, pg);
+	sys_uffd_wp(mm->uffd, addr, UPC_PAGE_SIZE, false, true);
+}
+
+static void handle_fault(struct upc_mm *mm, const struct uffd_msg *msg)
+{
+	uintptr_t addr = (uintptr_t)msg->arg.pagefault.address & UPC_PAGE_MASK;
+	uint64_t flags = msg->arg.pagefault.flags;
+	struct upc_map *m;
+
+	pthread_rwlock_rdlock(&mm->lock);
+	m = mm_find(mm, addr);
+	if (!m) {
+		/* Unmapped while the fault was queued. */
+		pthread_rwlock_unlock(&mm->lock);
+		sys_uffd_wake(mm->uffd, addr, UPC_PAGE_SIZE);
+		return;
+	}
+	pthread_mutex_lock(&m->file->lock);
+	if (flags & UFFD_PAGEFAULT_FLAG_WP)
+		handle_wp(mm, m, addr);
+	else
+		handle_missing(mm, m, addr, flags & UFFD_PAGEFAULT_FLAG_WRITE,
+			       msg->arg.pagefault.feat.ptid);
+	pthread_mutex_unlock(&m->file->lock);
+	pthread_rwlock_unlock(&mm->lock);
+}
+
+static void *handler_main(void *arg)
+{
+	struct upc_mm *mm = arg;
+	struct uffd_msg msgs[32];
+	struct pollfd pfd[2] = {
+		{ .fd = mm->uffd, .events = POLLIN },
+		{ .fd = mm->stop_efd, .events = POLLIN },
+	};
+	ssize_t n;
+
+	for (;;) {
+		if (poll(pfd, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			pr_warn("fault handler: poll: %s\n", upc_strerror(-errno));
+			break;
+		}
+		if (pfd[1].revents)
+			break;
+		n = read(mm->uffd, msgs, sizeof(msgs));
+		if (n < 0) {
+			if (errno == EAGAIN || errno == EINTR)
+				continue;
+			pr_warn("fault handler: read: %s\n", upc_strerror(-errno));
+			break;
+		}
+		for (ssize_t i = 0; i < n / (ssize_t)sizeof(msgs[0]); i++)
+			if (msgs[i].event == UFFD_EVENT_PAGEFAULT)
+				handle_fault(mm, &msgs[i]);
+	}
+	return NULL;
+}
+
+int fault_handler_start(struct upc_mm *mm)
+{
+	int ret = pthread_create(&mm->handler, NULL, handler_main, mm);
+
+	if (ret)
+		return -ret;
+	pthread_setname_np(mm->handler, "upc-fault");
+	mm->handler_running = true;
+	return 0;
+}
+
+void fault_handler_stop(struct upc_mm *mm)
+{
+	uint64_t one = 1;
+
+	if (!mm->handler_running)
+		return;
+	if (write(mm->stop_efd, &one, sizeof(one)) != sizeof(one))
+		pr_warn("fault handler: cannot signal stop\n");
+	pthread_join(mm->handler, NULL);
+	mm->handler_running = false;
+}
+
+/* UPC_MAP_POPULATE: take every fault now (MADV_POPULATE_*, Linux 5.14). */
+void fault_populate(struct upc_map *m)
+{
+	/* Read faults, as mm_populate() takes for a shared mapping: populating must not dirty. */
+	if (m->prot == PROT_NONE)
+		return;
+	if (madvise((void *)m->start, m->end - m->start, MADV_POPULATE_READ) < 0)
+		pr_debug("populate: %s\n", upc_strerror(-errno));
+}

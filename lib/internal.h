@@ -1,0 +1,252 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * internal.h - the engine's objects and how they nest.
+ *
+ *   struct upc_cache     one per upc_cache_create(): options, the store, the
+ *                        files, the background writer.  (The whole "mm" of
+ *                        the kernel analogy: page cache + reclaim + flusher.)
+ *   struct upc_file      one per backing file (st_dev/st_ino): the kernel's
+ *                        struct address_space.  Its pages live in a memfd at
+ *                        the file's offsets; @chunks is its page table of
+ *                        struct upc_page descriptors; @rmap lists every
+ *                        mapping of it (the kernel's i_mmap).
+ *   struct upc_page      8 bytes per page of the file: the kernel's struct
+ *                        page flags and counts.
+ *   struct upc_mm        one per client address space: its userfaultfd, its
+ *                        pagemap fd, its fault-handler thread and its
+ *                        mappings sorted by address (the kernel's mm_struct).
+ *                        Embedded mode has exactly one, the process itself;
+ *                        nothing below assumes the faulting process is ours.
+ *   struct upc_map       one mapping (the kernel's VMA): an address range of
+ *                        one mm over one file at a page offset.
+ *
+ * Lock ordering (outermost first), in the style of mm/rmap.c:
+ *
+ *   cache->lock                      (files list)
+ *     mm->lock  (rwlock)             (an mm's mappings; read for faults and msync)
+ *       file->lock                   (page table, rmap, counters, errseq)
+ *         cache->wb_lock             (background writer's wakeup state)
+ *
+ * Fill I/O runs with file->lock held (that is what makes a page "locked"
+ * while it is read: faults on the same file wait).  Write-back I/O runs
+ * without it, with PG_WRITEBACK set on the pages; msync(SYNC) waits on
+ * file->wb_cond for write-back in flight, as write_cache_pages() waits on
+ * PG_writeback.
+ */
+#ifndef UPC_INTERNAL_H
+#define UPC_INTERNAL_H
+
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
+
+#include "upcache.h"
+#include "compat.h"
+
+#define UPC_PAGE_SHIFT	12
+#define UPC_PAGE_SIZE	(1UL << UPC_PAGE_SHIFT)
+#define UPC_PAGE_MASK	(~(UPC_PAGE_SIZE - 1))
+
+#define UPC_RA_MAX_DEFAULT	512u		/* 2 MiB */
+#define UPC_EXPIRE_DEFAULT_MS	30000u
+#define UPC_INTERVAL_DEFAULT_MS	5000u
+#define UPC_WB_MAX_IO		(1UL << 20)	/* largest single write I/O */
+
+#define __upc_hidden __attribute__((visibility("hidden")))
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define min_t(t, a, b) ((t)(a) < (t)(b) ? (t)(a) : (t)(b))
+#define max_t(t, a, b) ((t)(a) > (t)(b) ? (t)(a) : (t)(b))
+
+static inline uint64_t pg_round_up(uint64_t x)
+{
+	return (x + UPC_PAGE_SIZE - 1) & UPC_PAGE_MASK;
+}
+
+/* ------------------------------------------------------------ struct page */
+
+#define PG_UPTODATE	0x0001	/* in the memfd with the store's data */
+#define PG_DIRTY	0x0002	/* newer than the store */
+#define PG_WRITEBACK	0x0004	/* a write of it is in flight */
+#define PG_REFERENCED	0x0008	/* replacement: seen since the hand passed */
+#define PG_ACTIVE	0x0010	/* replacement: in the hot set */
+#define PG_LAZYFREE	0x0020	/* UPC_ADV_FREE: may be discarded unwritten */
+#define PG_NOWB		0x0040	/* pinned with UPC_PIN_NOWRITEBACK */
+
+struct upc_page {
+	uint16_t flags;
+	uint16_t pincount;
+	uint32_t dirtied;	/* cache ticks (ms) when it became dirty */
+};
+
+#define PT_CHUNK_SHIFT	9
+#define PT_CHUNK_PAGES	(1u << PT_CHUNK_SHIFT)
+
+/* ------------------------------------------------------------ address_space */
+
+struct upc_map;
+
+struct upc_file {
+	struct upc_cache *cache;
+	struct upc_file *next;		/* cache->files */
+	dev_t dev;
+	ino_t ino;
+	int refs;			/* mappings + in-flight users; under cache->lock */
+
+	int memfd;
+	char *base;			/* the engine's staging mapping of the memfd */
+	size_t base_len;		/* reserved length of @base */
+	void *store_h;			/* store handle */
+	bool store_writable;
+
+	pthread_mutex_t lock;
+	pthread_cond_t wb_cond;		/* broadcast when write-back completes */
+	off_t size;			/* file size as last seen */
+	uint64_t npages;		/* memfd size in pages */
+	struct upc_page **chunks;	/* page table: npages / 512 chunk pointers */
+	uint64_t nchunks;
+	struct upc_map *rmap;		/* every mapping of this file */
+
+	uint64_t nr_cached, nr_dirty, nr_writeback, nr_pinned;
+
+	/* errseq_t: @err_seq counts write-back errors, @err is the latest. */
+	uint32_t err_seq;
+	int err;
+	uint32_t err_reported;		/* highest err_seq reported to some caller */
+};
+
+/* ------------------------------------------------------------ VMA, mm */
+
+struct upc_mm;
+
+struct upc_map {
+	struct upc_mm *mm;
+	struct upc_file *file;
+	uintptr_t start, end;		/* [start, end) in mm's address space */
+	uint64_t pgoff;			/* file page at @start */
+	int prot;
+	uint32_t err_seen;		/* errseq sampled at map time / last report */
+	uint64_t ra_next;		/* readahead: page after the last window */
+	uint32_t ra_win;		/* readahead: last window size, pages */
+	struct upc_map *f_next, *f_prev;	/* file->rmap */
+};
+
+struct upc_mm {
+	struct upc_cache *cache;
+	int uffd;
+	int pagemap_fd;
+	pid_t pid;
+	pthread_rwlock_t lock;
+	struct upc_map **maps;		/* sorted by start, non-overlapping */
+	size_t nmaps, cap;
+	pthread_t handler;
+	bool handler_running;
+	int stop_efd;
+	char *bounce;			/* the handler's fill buffer, ra_max pages */
+};
+
+/* ------------------------------------------------------------ the cache */
+
+struct upc_counters {
+	_Atomic uint64_t faults_missing, faults_wp, faults_minor;
+	_Atomic uint64_t fill_ios, pages_filled, ra_pages, ra_max_window;
+	_Atomic uint64_t wp_calls, wb_ios, pages_written, bytes_written, syncs;
+	_Atomic uint64_t wb_errors, read_errors, pages_evicted;
+};
+
+struct upc_cache {
+	unsigned int flags;
+	size_t mem_limit;
+	unsigned int expire_ms, interval_ms, ra_max;
+	uint32_t track_mode;
+	uint64_t uffd_features;		/* features enabled on client uffds */
+	uint64_t t0_ms;			/* CLOCK_MONOTONIC at creation */
+
+	struct upc_store *store;
+	bool own_store;
+
+	pthread_mutex_t lock;
+	struct upc_file *files;
+	uint32_t nr_files;
+
+	struct upc_mm self;		/* embedded mode: this process */
+	int engine_uffd;		/* the staging mappings' uffd (SIGBUS mode) */
+
+	/* background writer */
+	pthread_t wb_thread;
+	bool wb_running, wb_stop, wb_kick;
+	pthread_mutex_t wb_lock;
+	pthread_cond_t wb_cond;
+
+	struct upc_counters st;
+	_Atomic uint64_t meta_bytes;	/* page-table bytes allocated */
+};
+
+/* ------------------------------------------------------------ store */
+
+struct upc_store {
+	const struct upc_store_ops *ops;
+};
+
+/* ------------------------------------------------------------ helpers */
+
+/* log.c */
+__upc_hidden void __upc_pr(enum upc_print_level level, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+#define pr_warn(fmt, ...)  __upc_pr(UPC_WARN, "upcache: " fmt, ##__VA_ARGS__)
+#define pr_info(fmt, ...)  __upc_pr(UPC_INFO, "upcache: " fmt, ##__VA_ARGS__)
+#define pr_debug(fmt, ...) __upc_pr(UPC_DEBUG, "upcache: " fmt, ##__VA_ARGS__)
+
+/* syscall.c: thin shims; the only code that reads errno. */
+__upc_hidden int sys_uffd_open(uint64_t want_features, uint64_t *got_features, int *pathp);
+__upc_hidden int sys_uffd_register(int uffd, uintptr_t start, size_t len, uint64_t mode);
+__upc_hidden int sys_uffd_wp(int uffd, uintptr_t start, size_t len, bool protect, bool wake);
+__upc_hidden int sys_uffd_wake(int uffd, uintptr_t start, size_t len);
+__upc_hidden long sys_uffd_copy(int uffd, uintptr_t dst, const void *src, size_t len, bool wp, bool wake);
+__upc_hidden int sys_uffd_poison(int uffd, uintptr_t start, size_t len);
+__upc_hidden int sys_memfd(const char *name);
+__upc_hidden int sys_ftruncate(int fd, off_t len);
+__upc_hidden int sys_punch(int fd, off_t off, off_t len);
+__upc_hidden uint64_t now_ms(void);
+
+/* probe.c */
+__upc_hidden uint64_t __upc_uffd_features(void);
+
+/* cache.c: page table */
+__upc_hidden struct upc_page *pt_get(struct upc_file *f, uint64_t pgoff);
+__upc_hidden struct upc_page *pt_lookup(struct upc_file *f, uint64_t pgoff);
+__upc_hidden uint32_t cache_ticks(struct upc_cache *c);
+__upc_hidden void page_set_dirty(struct upc_file *f, struct upc_page *pg);
+__upc_hidden int file_grow(struct upc_file *f, off_t newsize);
+__upc_hidden int file_get(struct upc_cache *c, int fd, struct upc_file **fp);
+__upc_hidden void file_put(struct upc_file *f);
+
+/* map.c */
+__upc_hidden struct upc_map *mm_find(struct upc_mm *mm, uintptr_t addr);
+__upc_hidden int mm_init(struct upc_cache *c, struct upc_mm *mm);
+__upc_hidden void mm_fini(struct upc_mm *mm);
+__upc_hidden void map_destroy_all(struct upc_cache *c);
+
+/* fault.c */
+__upc_hidden int fault_handler_start(struct upc_mm *mm);
+__upc_hidden void fault_handler_stop(struct upc_mm *mm);
+__upc_hidden void fault_populate(struct upc_map *m);
+
+/* writeback.c */
+#define WB_SYNC		0x1	/* wait for write-back in flight, then fdatasync */
+#define WB_EXPIRED	0x2	/* only pages dirty for longer than expire_ms */
+#define WB_NOWAIT	0x4	/* skip pages under write-back instead of waiting */
+__upc_hidden int writeback_range(struct upc_file *f, uint64_t first, uint64_t last, int how);
+__upc_hidden int errseq_check(struct upc_file *f, uint32_t *seen);
+__upc_hidden int bgwb_start(struct upc_cache *c);
+__upc_hidden void bgwb_stop(struct upc_cache *c);
+__upc_hidden void bgwb_kick(struct upc_cache *c);
+
+/* store.c */
+__upc_hidden int store_default(unsigned int flags, struct upc_store **storep);
+
+#endif /* UPC_INTERNAL_H */

@@ -1,0 +1,477 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * store.c - where pages come from and go to (the kernel's ->readahead,
+ * ->writepages and ->fsync of an address_space's a_ops).
+ *
+ * The file store does every I/O through io_uring (liburing): a batch of
+ * reads or writes is one submission and one wait.  Several threads use it at
+ * once (the fault handler fills while msync callers write back), so it keeps
+ * a small pool of rings, each owned by one caller at a time.
+ *
+ * The fault-injection store wraps another store and fails chosen offsets:
+ * every error path of the engine has a test through it.
+ */
+#include "internal.h"
+
+#include <fcntl.h>
+#include <liburing.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define NR_RINGS	4
+#define RING_DEPTH	64
+#define DIO_ALIGN	512
+
+struct ring_slot {
+	pthread_mutex_t lock;
+	struct io_uring ring;
+	bool ready;
+};
+
+struct file_store {
+	struct upc_store base;
+	unsigned int flags;
+	_Atomic unsigned int next;
+	struct ring_slot rings[NR_RINGS];
+};
+
+struct fs_handle {
+	int fd;		/* O_DIRECT when the store is, else buffered */
+	int fd_buf;	/* buffered, for unaligned O_DIRECT remainders; == fd otherwise */
+};
+
+static struct ring_slot *ring_get(struct file_store *fs, int *errp)
+{
+	unsigned int start = atomic_fetch_add(&fs->next, 1);
+	struct ring_slot *s = NULL;
+	int ret;
+
+	for (unsigned int i = 0; i < NR_RINGS; i++) {
+		s = &fs->rings[(start + i) % NR_RINGS];
+		if (pthread_mutex_trylock(&s->lock) == 0)
+			goto got;
+	}
+	s = &fs->rings[start % NR_RINGS];
+	pthread_mutex_lock(&s->lock);
+got:
+	if (!s->ready) {
+		ret = io_uring_queue_init(RING_DEPTH, &s->ring, 0);
+		if (ret < 0) {
+			pthread_mutex_unlock(&s->lock);
+			*errp = ret;
+			return NULL;
+		}
+		s->ready = true;
+	}
+	return s;
+}
+
+static int fs_open(struct upc_store *store, int fd, unsigned int flags, void **handlep)
+{
+	struct file_store *fs = (struct file_store *)store;
+	struct fs_handle *h;
+	char path[64];
+	int acc, ret;
+
+	(void)flags;
+	h = calloc(1, sizeof(*h));
+	if (!h)
+		return -ENOMEM;
+	h->fd = h->fd_buf = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	if (h->fd < 0) {
+		ret = -errno;
+		goto out_free;
+	}
+	if (fs->flags & UPC_STORE_DIRECT) {
+		acc = fcntl(fd, F_GETFL) & O_ACCMODE;
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+		h->fd = open(path, acc | O_DIRECT | O_CLOEXEC);
+		if (h->fd < 0) {
+			ret = -errno;
+			close(h->fd_buf);
+			goto out_free;
+		}
+	}
+	*handlep = h;
+	return 0;
+out_free:
+	free(h);
+	return ret;
+}
+
+static void fs_close(struct upc_store *store, void *handle)
+{
+	struct fs_handle *h = handle;
+
+	(void)store;
+	if (h->fd != h->fd_buf)
+		close(h->fd);
+	close(h->fd_buf);
+	free(h);
+}
+
+static int pick_fd(struct file_store *fs, struct fs_handle *h, const struct upc_io *io)
+{
+	if (!(fs->flags & UPC_STORE_DIRECT))
+		return h->fd;
+	if ((io->off | io->len | (uintptr_t)io->buf) & (DIO_ALIGN - 1))
+		return h->fd_buf;
+	return h->fd;
+}
+
+/*
+ * Submit @n I/Os, RING_DEPTH at a time, and wait for all of them.  A short
+ * write is continued (the kernel may stop early, e.g. near ENOSPC); a short
+ * read is end of file and left to the caller.
+ */
+static int fs_submit(struct upc_store *store, void *handle, enum upc_io_dir dir,
+		     struct upc_io *ios, unsigned int n)
+{
+	struct file_store *fs = (struct file_store *)store;
+	struct fs_handle *h = handle;
+	struct io_uring_cqe *cqe;
+	struct ring_slot *s;
+	size_t *done;
+	unsigned int i, batch, inflight;
+	int ret = 0;
+
+	s = ring_get(fs, &ret);
+	if (!s)
+		return ret;
+	done = calloc(n, sizeof(*done));
+	if (!done) {
+		pthread_mutex_unlock(&s->lock);
+		return -ENOMEM;
+	}
+	for (i = 0; i < n; i++)
+		ios[i].res = 0;
+
+	for (i = 0; i < n; i += batch) {
+		batch = min_t(unsigned int, n - i, RING_DEPTH);
+		for (unsigned int j = i; j < i + batch; j++) {
+			struct io_uring_sqe *sqe = io_uring_get_sqe(&s->ring);
+			int fd = pick_fd(fs, h, &ios[j]);
+
+			if (dir == UPC_IO_READ)
+				io_uring_prep_read(sqe, fd, ios[j].buf, ios[j].len, ios[j].off);
+			else
+				io_uring_prep_write(sqe, fd, ios[j].buf, ios[j].len, ios[j].off);
+			io_uring_sqe_set_data64(sqe, j);
+		}
+		inflight = batch;
+		ret = io_uring_submit(&s->ring);
+		if (ret < 0)
+			goto out;
+		while (inflight) {
+			unsigned int j;
+
+			ret = io_uring_wait_cqe(&s->ring, &cqe);
+			if (ret == -EINTR)
+				continue;
+			if (ret < 0)
+				goto out;
+			j = (unsigned int)io_uring_cqe_get_data64(cqe);
+			if (cqe->res < 0) {
+				ios[j].res = cqe->res;
+			} else {
+				done[j] += cqe->res;
+				ios[j].res = done[j];
+				if (dir == UPC_IO_WRITE && cqe->res > 0 && done[j] < ios[j].len) {
+					struct io_uring_sqe *sqe = io_uring_get_sqe(&s->ring);
+
+					io_uring_prep_write(sqe, h->fd_buf, (char *)ios[j].buf + done[j],
+							    ios[j].len - done[j], ios[j].off + done[j]);
+					io_uring_sqe_set_data64(sqe, j);
+					io_uring_cqe_seen(&s->ring, cqe);
+					ret = io_uring_submit(&s->ring);
+					if (ret < 0)
+						goto out;
+					continue;
+				}
+				if (dir == UPC_IO_WRITE && cqe->res == 0 && done[j] < ios[j].len)
+					ios[j].res = -EIO;
+			}
+			io_uring_cqe_seen(&s->ring, cqe);
+			inflight--;
+		}
+	}
+	ret = 0;
+out:
+	pthread_mutex_unlock(&s->lock);
+	free(done);
+	return ret;
+}
+
+static int fs_sync(struct upc_store *store, void *handle)
+{
+	struct file_store *fs = (struct file_store *)store;
+	struct fs_handle *h = handle;
+	struct io_uring_cqe *cqe;
+	struct io_uring_sqe *sqe;
+	struct ring_slot *s;
+	int ret = 0;
+
+	s = ring_get(fs, &ret);
+	if (!s)
+		return ret;
+	sqe = io_uring_get_sqe(&s->ring);
+	io_uring_prep_fsync(sqe, h->fd, IORING_FSYNC_DATASYNC);
+	ret = io_uring_submit(&s->ring);
+	if (ret >= 0) {
+		do
+			ret = io_uring_wait_cqe(&s->ring, &cqe);
+		while (ret == -EINTR);
+		if (ret == 0) {
+			ret = cqe->res;
+			io_uring_cqe_seen(&s->ring, cqe);
+		}
+	}
+	pthread_mutex_unlock(&s->lock);
+	return ret < 0 ? ret : 0;
+}
+
+static void fs_destroy(struct upc_store *store)
+{
+	struct file_store *fs = (struct file_store *)store;
+
+	for (unsigned int i = 0; i < NR_RINGS; i++) {
+		if (fs->rings[i].ready)
+			io_uring_queue_exit(&fs->rings[i].ring);
+		pthread_mutex_destroy(&fs->rings[i].lock);
+	}
+	free(fs);
+}
+
+static const struct upc_store_ops file_ops = {
+	.sz = sizeof(struct upc_store_ops),
+	.name = "file",
+	.open = fs_open,
+	.close = fs_close,
+	.submit = fs_submit,
+	.sync = fs_sync,
+	.destroy = fs_destroy,
+};
+
+UPC_API int upc_store_file_create(unsigned int flags, struct upc_store **storep)
+{
+	struct file_store *fs;
+
+	if (!storep || (flags & ~UPC_STORE_DIRECT))
+		return -EINVAL;
+	fs = calloc(1, sizeof(*fs));
+	if (!fs)
+		return -ENOMEM;
+	fs->base.ops = &file_ops;
+	fs->flags = flags;
+	for (unsigned int i = 0; i < NR_RINGS; i++)
+		pthread_mutex_init(&fs->rings[i].lock, NULL);
+	*storep = &fs->base;
+	return 0;
+}
+
+int store_default(unsigned int flags, struct upc_store **storep)
+{
+	return upc_store_file_create(flags & UPC_CACHE_DIRECT_IO ? UPC_STORE_DIRECT : 0, storep);
+}
+
+/* ------------------------------------------------------------ fault injection */
+
+struct inject_rule {
+	struct inject_rule *next;
+	enum upc_io_dir dir;
+	off_t off;
+	size_t len;
+	int kind;
+	long arg;
+	int count;	/* < 0: forever */
+};
+
+struct inject_store {
+	struct upc_store base;
+	struct upc_store *inner;
+	bool own_inner;
+	pthread_mutex_t lock;
+	struct inject_rule *rules;
+};
+
+static const struct upc_store_ops inject_ops;
+
+static struct inject_store *to_inject(struct upc_store *s)
+{
+	return s && s->ops == &inject_ops ? (struct inject_store *)s : NULL;
+}
+
+static int inj_open(struct upc_store *store, int fd, unsigned int flags, void **handlep)
+{
+	struct inject_store *is = to_inject(store);
+
+	return is->inner->ops->open(is->inner, fd, flags, handlep);
+}
+
+static void inj_close(struct upc_store *store, void *handle)
+{
+	struct inject_store *is = to_inject(store);
+
+	is->inner->ops->close(is->inner, handle);
+}
+
+/* The first rule that matches @io, consuming one use of it; NULL if none. */
+static struct inject_rule *inj_match(struct inject_store *is, enum upc_io_dir dir, int kind_sync,
+				     const struct upc_io *io, struct inject_rule *out)
+{
+	struct inject_rule *r;
+
+	for (r = is->rules; r; r = r->next) {
+		if (r->count == 0)
+			continue;
+		if (kind_sync != (r->kind == UPC_INJECT_SYNC_ERROR))
+			continue;
+		if (!kind_sync && (r->dir != dir || io->off >= (off_t)(r->off + r->len) ||
+				   io->off + (off_t)io->len <= r->off))
+			continue;
+		if (r->count > 0)
+			r->count--;
+		*out = *r;
+		return out;
+	}
+	return NULL;
+}
+
+static int inj_submit(struct upc_store *store, void *handle, enum upc_io_dir dir,
+		      struct upc_io *ios, unsigned int n)
+{
+	struct inject_store *is = to_inject(store);
+	struct inject_rule rule, *r;
+	int ret = 0;
+
+	/* One I/O at a time, so that each can be failed on its own. */
+	for (unsigned int i = 0; i < n && ret == 0; i++) {
+		struct upc_io io = ios[i];
+
+		pthread_mutex_lock(&is->lock);
+		r = inj_match(is, dir, 0, &ios[i], &rule);
+		pthread_mutex_unlock(&is->lock);
+		if (r && r->kind == UPC_INJECT_ERROR) {
+			ios[i].res = -r->arg;
+			continue;
+		}
+		if (r && r->kind == UPC_INJECT_DELAY)
+			usleep((useconds_t)r->arg);
+		if (r && r->kind == UPC_INJECT_SHORT)
+			io.len = min_t(size_t, io.len, (size_t)r->arg);
+		ret = is->inner->ops->submit(is->inner, handle, dir, &io, 1);
+		ios[i].res = io.res;
+		if (r && r->kind == UPC_INJECT_SHORT && dir == UPC_IO_WRITE && io.res >= 0)
+			ios[i].res = -EIO;	/* what a persistent short write turns into */
+	}
+	return ret;
+}
+
+static int inj_sync(struct upc_store *store, void *handle)
+{
+	struct inject_store *is = to_inject(store);
+	struct inject_rule rule, *r;
+	struct upc_io none = { 0 };
+
+	pthread_mutex_lock(&is->lock);
+	r = inj_match(is, UPC_IO_WRITE, 1, &none, &rule);
+	pthread_mutex_unlock(&is->lock);
+	if (r)
+		return -r->arg;
+	return is->inner->ops->sync(is->inner, handle);
+}
+
+static void inj_destroy(struct upc_store *store)
+{
+	struct inject_store *is = to_inject(store);
+
+	upc_store_inject_clear(store);
+	if (is->own_inner)
+		upc_store_destroy(is->inner);
+	pthread_mutex_destroy(&is->lock);
+	free(is);
+}
+
+static const struct upc_store_ops inject_ops = {
+	.sz = sizeof(struct upc_store_ops),
+	.name = "inject",
+	.open = inj_open,
+	.close = inj_close,
+	.submit = inj_submit,
+	.sync = inj_sync,
+	.destroy = inj_destroy,
+};
+
+UPC_API int upc_store_inject_create(struct upc_store *inner, struct upc_store **storep)
+{
+	struct inject_store *is;
+	int ret;
+
+	if (!storep)
+		return -EINVAL;
+	is = calloc(1, sizeof(*is));
+	if (!is)
+		return -ENOMEM;
+	if (!inner) {
+		ret = upc_store_file_create(0, &inner);
+		if (ret < 0) {
+			free(is);
+			return ret;
+		}
+		is->own_inner = true;
+	}
+	is->base.ops = &inject_ops;
+	is->inner = inner;
+	pthread_mutex_init(&is->lock, NULL);
+	*storep = &is->base;
+	return 0;
+}
+
+UPC_API int upc_store_inject_add(struct upc_store *store, enum upc_io_dir dir, off_t off,
+				 size_t len, int kind, long arg, int count)
+{
+	struct inject_store *is = to_inject(store);
+	struct inject_rule *r;
+
+	if (!is || (dir != UPC_IO_READ && dir != UPC_IO_WRITE) || off < 0 || count == 0 ||
+	    kind < UPC_INJECT_ERROR || kind > UPC_INJECT_SYNC_ERROR || arg < 0 ||
+	    ((kind == UPC_INJECT_ERROR || kind == UPC_INJECT_SYNC_ERROR) && (arg == 0 || arg > 4095)))
+		return -EINVAL;
+	r = calloc(1, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	*r = (struct inject_rule){ .dir = dir, .off = off, .len = len, .kind = kind,
+				   .arg = arg, .count = count };
+	pthread_mutex_lock(&is->lock);
+	/* Appended: rules match in the order they were added. */
+	struct inject_rule **pp = &is->rules;
+	while (*pp)
+		pp = &(*pp)->next;
+	*pp = r;
+	pthread_mutex_unlock(&is->lock);
+	return 0;
+}
+
+UPC_API int upc_store_inject_clear(struct upc_store *store)
+{
+	struct inject_store *is = to_inject(store);
+	struct inject_rule *r;
+
+	if (!is)
+		return -EINVAL;
+	pthread_mutex_lock(&is->lock);
+	while ((r = is->rules)) {
+		is->rules = r->next;
+		free(r);
+	}
+	pthread_mutex_unlock(&is->lock);
+	return 0;
+}
+
+UPC_API int upc_store_destroy(struct upc_store *store)
+{
+	if (store)
+		store->ops->destroy(store);
+	return 0;
+}

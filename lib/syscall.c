@@ -1,0 +1,150 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * syscall.c - thin shims over the system calls and ioctls the engine uses.
+ *
+ * This is the only file that reads errno: every shim returns a value or a
+ * negative errno (liburing's src/arch/generic/syscall.h convention).
+ */
+#include "internal.h"
+
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+static int uffd_new(int flags, int *pathp)
+{
+	int fd, dev;
+
+	/*
+	 * The userfaultfd(2) syscall first; where vm.unprivileged_userfaultfd
+	 * forbids it, /dev/userfaultfd (Linux 6.1, access by file mode); last,
+	 * UFFD_USER_MODE_ONLY, which an unprivileged process may always ask
+	 * for but which cannot serve faults taken in kernel mode (read(2)
+	 * into a mapped buffer, O_DIRECT): those fail with EFAULT.
+	 */
+	fd = (int)syscall(SYS_userfaultfd, flags);
+	if (fd >= 0) {
+		*pathp = UPC_FEAT_UFFD_SYSCALL;
+		return fd;
+	}
+	if (errno == ENOSYS)
+		return -ENOSYS;
+	dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+	if (dev >= 0) {
+		fd = ioctl(dev, USERFAULTFD_IOC_NEW, flags);
+		close(dev);
+		if (fd >= 0) {
+			*pathp = UPC_FEAT_UFFD_DEV;
+			return fd;
+		}
+	}
+	fd = (int)syscall(SYS_userfaultfd, flags | UFFD_USER_MODE_ONLY);
+	if (fd >= 0) {
+		*pathp = UPC_FEAT_USER_MODE_ONLY;
+		return fd;
+	}
+	return -errno;
+}
+
+int sys_uffd_open(uint64_t want, uint64_t *got, int *pathp)
+{
+	struct uffdio_api api = { .api = UFFD_API, .features = want };
+	int path = 0, fd, ret;
+
+	fd = uffd_new(O_CLOEXEC | O_NONBLOCK, &path);
+	if (fd < 0)
+		return fd;
+	if (ioctl(fd, UFFDIO_API, &api) < 0) {
+		ret = -errno;
+		close(fd);
+		return ret;
+	}
+	if (got)
+		*got = api.features;
+	if (pathp)
+		*pathp = path;
+	return fd;
+}
+
+int sys_uffd_register(int uffd, uintptr_t start, size_t len, uint64_t mode)
+{
+	struct uffdio_register reg = {
+		.range = { .start = start, .len = len },
+		.mode = mode,
+	};
+
+	return ioctl(uffd, UFFDIO_REGISTER, &reg) < 0 ? -errno : 0;
+}
+
+int sys_uffd_wp(int uffd, uintptr_t start, size_t len, bool protect, bool wake)
+{
+	struct uffdio_writeprotect wp = {
+		.range = { .start = start, .len = len },
+		.mode = protect ? UFFDIO_WRITEPROTECT_MODE_WP :
+			(wake ? 0 : UFFDIO_WRITEPROTECT_MODE_DONTWAKE),
+	};
+
+	/* The kernel rejects WP|DONTWAKE: protecting never wakes anyone. */
+
+	return ioctl(uffd, UFFDIO_WRITEPROTECT, &wp) < 0 ? -errno : 0;
+}
+
+int sys_uffd_wake(int uffd, uintptr_t start, size_t len)
+{
+	struct uffdio_range r = { .start = start, .len = len };
+
+	return ioctl(uffd, UFFDIO_WAKE, &r) < 0 ? -errno : 0;
+}
+
+/* Returns the bytes copied (maybe fewer than @len) or a negative errno if none were. */
+long sys_uffd_copy(int uffd, uintptr_t dst, const void *src, size_t len, bool wp, bool wake)
+{
+	struct uffdio_copy cp = {
+		.dst = dst,
+		.src = (uintptr_t)src,
+		.len = len,
+		.mode = (wp ? UFFDIO_COPY_MODE_WP : 0) | (wake ? 0 : UFFDIO_COPY_MODE_DONTWAKE),
+	};
+
+	if (ioctl(uffd, UFFDIO_COPY, &cp) < 0) {
+		if (cp.copy > 0)
+			return cp.copy;
+		return cp.copy < 0 ? cp.copy : -errno;
+	}
+	return cp.copy;
+}
+
+int sys_uffd_poison(int uffd, uintptr_t start, size_t len)
+{
+	struct uffdio_poison p = { .range = { .start = start, .len = len } };
+
+	return ioctl(uffd, UFFDIO_POISON, &p) < 0 ? -errno : 0;
+}
+
+int sys_memfd(const char *name)
+{
+	int fd = memfd_create(name, MFD_CLOEXEC);
+
+	return fd < 0 ? -errno : fd;
+}
+
+int sys_ftruncate(int fd, off_t len)
+{
+	return ftruncate(fd, len) < 0 ? -errno : 0;
+}
+
+int sys_punch(int fd, off_t off, off_t len)
+{
+	return fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len) < 0 ? -errno : 0;
+}
+
+uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}

@@ -1,0 +1,428 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * writeback.c - the kernel's writepages/fsync: page_mkclean() +
+ * clear_page_dirty_for_io() + submission, the flusher thread, and errseq_t.
+ *
+ * I1 (seed 003, Torvalds/Hansen/Kara 2014, "Dirty/Access bits vs. page
+ * content"): a page may be marked clean only after every writable mapping of
+ * it has been write-protected and the call doing it has returned, which is
+ * after the TLB flush.  Otherwise a CPU still holding a writable TLB entry
+ * writes into a page already counted clean, and the write is lost once the
+ * page is dropped.  UFFDIO_WRITEPROTECT returns only after flushing the TLB,
+ * so the order here is:
+ *
+ *     1. write-protect every mapping (every mm) of the dirty pages;
+ *     2. clear PG_DIRTY, set PG_WRITEBACK;
+ *     3. submit the writes, reading the pages as they are now.
+ *
+ * Steps 1 and 2 run under file->lock, which the write-protect fault handler
+ * also holds from "mark dirty" to "un-protect" (fault.c).  A write that
+ * lands after step 1 traps, waits for the lock, re-dirties the page and goes
+ * on; whether or not step 3's I/O caught it, the page is dirty again and
+ * written later.  Nothing is lost, and nothing is written clean that was
+ * not protected first.
+ *
+ * Errors follow errseq_t (lib/errseq.c in the kernel): a failed write bumps
+ * the file's error sequence and leaves the page dirty; each mapping samples
+ * the sequence when it is created and on every msync through it, so every
+ * msync caller after an error sees it exactly once.
+ */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+
+#define PG_URGENT	0x0080	/* UPC_MS_ASYNC: write at the next flusher pass */
+#define WP_MERGE_GAP	16	/* protect across clean gaps up to this many pages */
+
+struct run {
+	uint64_t start;
+	uint64_t n;
+};
+
+static void errseq_set(struct upc_file *f, int err)
+{
+	f->err = err;
+	f->err_seq++;
+	atomic_fetch_add(&f->cache->st.wb_errors, 1);
+	pr_warn("write-back error on file %lu: %s\n", (unsigned long)f->ino, upc_strerror(err));
+}
+
+/* Report the file's latest error once per @seen.  Caller holds f->lock. */
+int errseq_check(struct upc_file *f, uint32_t *seen)
+{
+	if (*seen == f->err_seq)
+		return 0;
+	*seen = f->err_seq;
+	f->err_reported = f->err_seq;
+	return f->err;
+}
+
+static int runs_add(struct run **runs, size_t *nr, size_t *cap, uint64_t pgoff)
+{
+	if (*nr && (*runs)[*nr - 1].start + (*runs)[*nr - 1].n == pgoff) {
+		(*runs)[*nr - 1].n++;
+		return 0;
+	}
+	if (*nr == *cap) {
+		size_t nc = *cap ? *cap * 2 : 64;
+		struct run *n = realloc(*runs, nc * sizeof(*n));
+
+		if (!n)
+			return -ENOMEM;
+		*runs = n;
+		*cap = nc;
+	}
+	(*runs)[(*nr)++] = (struct run){ pgoff, 1 };
+	return 0;
+}
+
+/*
+ * Step 1: write-protect @runs in every mapping of @f, merging runs that are
+ * close together into one ioctl (a protected clean page stays protected).
+ */
+static int protect_runs(struct upc_file *f, const struct run *runs, size_t nr)
+{
+	struct upc_cache *c = f->cache;
+
+	for (struct upc_map *m = f->rmap; m; m = m->f_next) {
+		uint64_t mfirst = m->pgoff, mend = m->pgoff + ((m->end - m->start) >> UPC_PAGE_SHIFT);
+		uint64_t s = 0, e = 0;
+		bool have = false;
+
+		for (size_t i = 0; i <= nr; i++) {
+			uint64_t rs = 0, re = 0;
+
+			if (i < nr) {
+				rs = max_t(uint64_t, runs[i].start, mfirst);
+				re = min_t(uint64_t, runs[i].start + runs[i].n, mend);
+				if (rs >= re)
+					continue;
+				if (have && rs <= e + WP_MERGE_GAP) {
+					e = re;
+					continue;
+				}
+			}
+			if (have) {
+				int ret = sys_uffd_wp(m->mm->uffd, m->start + ((s - mfirst) << UPC_PAGE_SHIFT),
+						      (e - s) << UPC_PAGE_SHIFT, true, false);
+
+				atomic_fetch_add(&c->st.wp_calls, 1);
+				if (ret < 0 && ret != -ENOENT)
+					return ret;
+			}
+			s = rs;
+			e = re;
+			have = i < nr;
+		}
+	}
+	return 0;
+}
+
+static bool has_writeback(struct upc_file *f, uint64_t first, uint64_t last)
+{
+	if (!f->nr_writeback)
+		return false;
+	for (uint64_t p = first; p <= last; p++) {
+		struct upc_page *pg = pt_lookup(f, p);
+
+		if (!pg) {
+			p |= PT_CHUNK_PAGES - 1;	/* skip the empty chunk */
+			continue;
+		}
+		if (pg->flags & PG_WRITEBACK)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Write back the dirty pages of @f in [@first, @last].  Returns 0 or the first
+ * error this call met (which is also recorded in the file's errseq).
+ */
+int writeback_range(struct upc_file *f, uint64_t first, uint64_t last, int how)
+{
+	struct upc_cache *c = f->cache;
+	struct run *runs = NULL;
+	struct upc_io *ios = NULL;
+	size_t nr = 0, cap = 0, nios = 0;
+	uint32_t now;
+	int ret = 0, err;
+
+	pthread_mutex_lock(&f->lock);
+	if (last >= f->npages)
+		last = f->npages - 1;
+	if (!f->npages || first > last)
+		goto out_unlock;
+	/* A data-integrity write waits for write-back in flight (wait_on_page_writeback). */
+	if (how & WB_SYNC)
+		while (has_writeback(f, first, last))
+			pthread_cond_wait(&f->wb_cond, &f->lock);
+	if (!f->nr_dirty)
+		goto out_unlock;
+
+	now = cache_ticks(c);
+	for (uint64_t p = first; p <= last; p++) {
+		struct upc_page *pg = pt_lookup(f, p);
+
+		if (!pg) {
+			p |= PT_CHUNK_PAGES - 1;
+			continue;
+		}
+		if (!(pg->flags & PG_DIRTY) || (pg->flags & (PG_WRITEBACK | PG_NOWB)))
+			continue;
+		if ((how & WB_EXPIRED) && !(pg->flags & PG_URGENT) && now - pg->dirtied < c->expire_ms)
+			continue;
+		ret = runs_add(&runs, &nr, &cap, p);
+		if (ret < 0)
+			goto out_unlock;
+	}
+	if (!nr)
+		goto out_unlock;
+
+	/* 1. protect every mapping; the ioctl returns after the TLB flush. */
+	ret = protect_runs(f, runs, nr);
+	if (ret < 0) {
+		pr_warn("write-protect failed (%s): pages stay dirty\n", upc_strerror(ret));
+		goto out_unlock;
+	}
+	/* 2. only now clean. */
+	for (size_t i = 0; i < nr; i++)
+		for (uint64_t p = runs[i].start; p < runs[i].start + runs[i].n; p++) {
+			struct upc_page *pg = pt_lookup(f, p);
+
+			pg->flags = (pg->flags & ~(PG_DIRTY | PG_URGENT)) | PG_WRITEBACK;
+			f->nr_dirty--;
+			f->nr_writeback++;
+		}
+	/* 3. build sorted, coalesced writes; the tail past EOF is never written. */
+	for (size_t i = 0; i < nr; i++)
+		nios += (runs[i].n * UPC_PAGE_SIZE + UPC_WB_MAX_IO - 1) / UPC_WB_MAX_IO;
+	ios = calloc(nios, sizeof(*ios));
+	if (!ios) {
+		ret = -ENOMEM;
+		nios = 0;
+	}
+	for (size_t i = 0, k = 0; ios && i < nr; i++) {
+		uint64_t off = runs[i].start << UPC_PAGE_SHIFT;
+		uint64_t end = min_t(uint64_t, (runs[i].start + runs[i].n) << UPC_PAGE_SHIFT, (uint64_t)f->size);
+
+		while (off < end) {
+			size_t len = min_t(uint64_t, end - off, UPC_WB_MAX_IO);
+
+			ios[k++] = (struct upc_io){ .buf = f->base + off, .len = len, .off = (off_t)off };
+			off += len;
+		}
+		nios = k;
+	}
+	pthread_mutex_unlock(&f->lock);
+
+	if (nios) {
+		err = c->store->ops->submit(c->store, f->store_h, UPC_IO_WRITE, ios, (unsigned int)nios);
+		if (err < 0)
+			for (size_t k = 0; k < nios; k++)
+				if (ios[k].res >= 0 && (size_t)ios[k].res != ios[k].len)
+					ios[k].res = err;
+		atomic_fetch_add(&c->st.wb_ios, nios);
+	}
+
+	pthread_mutex_lock(&f->lock);
+	/* Completion: end write-back; a failed page is dirty again, never lost. */
+	for (size_t i = 0, k = 0; i < nr; i++)
+		for (uint64_t p = runs[i].start; p < runs[i].start + runs[i].n; p++) {
+			struct upc_page *pg = pt_lookup(f, p);
+			uint64_t off = p << UPC_PAGE_SHIFT;
+			bool ok = false;
+
+			while (k < nios && (uint64_t)ios[k].off + ios[k].len <= off)
+				k++;
+			if (k < nios && (uint64_t)ios[k].off <= off)
+				ok = ios[k].res >= 0 && (size_t)ios[k].res == ios[k].len;
+			else if (ios && off >= (uint64_t)f->size)
+				ok = true;	/* wholly past EOF: nothing to write */
+			pg->flags &= ~PG_WRITEBACK;
+			f->nr_writeback--;
+			if (ok) {
+				atomic_fetch_add(&c->st.pages_written, 1);
+			} else {
+				page_set_dirty(f, pg);
+				if (!ret)
+					ret = (k < nios && ios[k].res < 0) ? (int)ios[k].res : -EIO;
+			}
+		}
+	for (size_t k = 0; k < nios; k++)
+		if (ios[k].res > 0)
+			atomic_fetch_add(&c->st.bytes_written, (uint64_t)ios[k].res);
+	if (ret < 0)
+		errseq_set(f, ret);
+	pthread_cond_broadcast(&f->wb_cond);
+out_unlock:
+	pthread_mutex_unlock(&f->lock);
+	free(runs);
+	free(ios);
+
+	if ((how & WB_SYNC) && f->store_writable) {
+		err = c->store->ops->sync(c->store, f->store_h);
+		atomic_fetch_add(&c->st.syncs, 1);
+		if (err < 0) {
+			pthread_mutex_lock(&f->lock);
+			errseq_set(f, err);
+			pthread_mutex_unlock(&f->lock);
+			if (!ret)
+				ret = err;
+		}
+	}
+	return ret;
+}
+
+UPC_API int upc_msync(struct upc_cache *c, void *addr, size_t length, int flags)
+{
+	uintptr_t start = (uintptr_t)addr, end, pos;
+	struct upc_mm *mm;
+	int ret = 0, err;
+	bool kick = false;
+
+	if (!c || !length || (start & (UPC_PAGE_SIZE - 1)) || (flags & ~UPC_MS_FLAGS_ALL) ||
+	    (flags & UPC_MS_FLAGS_ALL) == 0 || (flags & UPC_MS_FLAGS_ALL) == UPC_MS_FLAGS_ALL)
+		return -EINVAL;
+	end = start + pg_round_up(length);
+	if (end <= start)
+		return -EINVAL;
+	mm = &c->self;
+	pthread_rwlock_rdlock(&mm->lock);
+	/* Like msync(2): -ENOMEM unless the range is wholly mapped. */
+	for (pos = start; pos < end;) {
+		struct upc_map *m = mm_find(mm, pos);
+
+		if (!m) {
+			ret = -ENOMEM;
+			goto out;
+		}
+		pos = m->end;
+	}
+	for (pos = start; pos < end;) {
+		struct upc_map *m = mm_find(mm, pos);
+		struct upc_file *f = m->file;
+		uint64_t first = m->pgoff + ((pos - m->start) >> UPC_PAGE_SHIFT);
+		uint64_t last = m->pgoff + ((min_t(uintptr_t, end, m->end) - m->start) >> UPC_PAGE_SHIFT) - 1;
+
+		if (flags & UPC_MS_SYNC) {
+			err = writeback_range(f, first, last, WB_SYNC);
+		} else {
+			err = 0;
+			pthread_mutex_lock(&f->lock);
+			for (uint64_t p = first; p <= last && p < f->npages; p++) {
+				struct upc_page *pg = pt_lookup(f, p);
+
+				if (!pg) {
+					p |= PT_CHUNK_PAGES - 1;
+					continue;
+				}
+				if (pg->flags & PG_DIRTY) {
+					pg->flags |= PG_URGENT;
+					kick = true;
+				}
+			}
+			pthread_mutex_unlock(&f->lock);
+			if (kick && (c->flags & UPC_CACHE_NO_BGWB))
+				err = writeback_range(f, first, last, 0);
+		}
+		pthread_mutex_lock(&f->lock);
+		if (!err)
+			err = errseq_check(f, &m->err_seen);
+		else
+			m->err_seen = f->err_seq;
+		pthread_mutex_unlock(&f->lock);
+		if (err && !ret)
+			ret = err;
+		pos = m->end;
+	}
+out:
+	pthread_rwlock_unlock(&mm->lock);
+	if (kick && !(c->flags & UPC_CACHE_NO_BGWB))
+		bgwb_kick(c);
+	return ret;
+}
+
+/* ------------------------------------------------------------ the flusher */
+
+static void *bgwb_main(void *arg)
+{
+	struct upc_cache *c = arg;
+	struct upc_file **files = NULL;
+	size_t nf, cap = 0;
+	struct timespec ts;
+
+	pthread_mutex_lock(&c->wb_lock);
+	while (!c->wb_stop) {
+		if (!c->wb_kick) {
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_sec += c->interval_ms / 1000;
+			ts.tv_nsec += (long)(c->interval_ms % 1000) * 1000000;
+			if (ts.tv_nsec >= 1000000000) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000;
+			}
+			pthread_cond_timedwait(&c->wb_cond, &c->wb_lock, &ts);
+		}
+		if (c->wb_stop)
+			break;
+		c->wb_kick = false;
+		pthread_mutex_unlock(&c->wb_lock);
+
+		/* Files live until the cache is destroyed, after this thread stops. */
+		pthread_mutex_lock(&c->lock);
+		if (c->nr_files > cap) {
+			struct upc_file **n = realloc(files, c->nr_files * sizeof(*n));
+
+			if (n) {
+				files = n;
+				cap = c->nr_files;
+			}
+		}
+		nf = 0;
+		for (struct upc_file *f = c->files; f && nf < cap; f = f->next)
+			files[nf++] = f;
+		pthread_mutex_unlock(&c->lock);
+		for (size_t i = 0; i < nf; i++)
+			writeback_range(files[i], 0, UINT64_MAX, WB_EXPIRED | WB_NOWAIT);
+
+		pthread_mutex_lock(&c->wb_lock);
+	}
+	pthread_mutex_unlock(&c->wb_lock);
+	free(files);
+	return NULL;
+}
+
+int bgwb_start(struct upc_cache *c)
+{
+	int ret = pthread_create(&c->wb_thread, NULL, bgwb_main, c);
+
+	if (ret)
+		return -ret;
+	pthread_setname_np(c->wb_thread, "upc-flush");
+	c->wb_running = true;
+	return 0;
+}
+
+void bgwb_kick(struct upc_cache *c)
+{
+	pthread_mutex_lock(&c->wb_lock);
+	c->wb_kick = true;
+	pthread_cond_signal(&c->wb_cond);
+	pthread_mutex_unlock(&c->wb_lock);
+}
+
+void bgwb_stop(struct upc_cache *c)
+{
+	if (!c->wb_running)
+		return;
+	pthread_mutex_lock(&c->wb_lock);
+	c->wb_stop = true;
+	pthread_cond_signal(&c->wb_cond);
+	pthread_mutex_unlock(&c->wb_lock);
+	pthread_join(c->wb_thread, NULL);
+	c->wb_running = false;
+}
