@@ -168,6 +168,11 @@ static int file_new(struct upc_cache *c, int fd, const struct stat *st, struct u
 				UFFDIO_REGISTER_MODE_MISSING);
 	if (ret < 0)
 		goto out_free;
+	/* A forked child must not write through (or fault holes into) the staging mapping. */
+	if (madvise(f->base, f->base_len, MADV_DONTFORK) < 0) {
+		ret = -errno;
+		goto out_free;
+	}
 	ret = file_grow(f, st->st_size);
 	if (ret < 0)
 		goto out_free;

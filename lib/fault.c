@@ -85,7 +85,14 @@ static long insert_pages(int uffd, uintptr_t dst, const char *src, size_t len, b
  */
 static void fault_fail(struct upc_mm *mm, uintptr_t addr, uint32_t ptid)
 {
+	/*
+	 * UFFDIO_POISON installs into an empty PTE only, and ours holds a
+	 * uffd-wp marker (EEXIST): resolve the marker first.  The page is not
+	 * cached, so nothing can be written through the PTE meanwhile; whoever
+	 * later zaps the poison marker must write-protect the PTE again.
+	 */
 	if ((mm->cache->uffd_features & UFFD_FEATURE_POISON) &&
+	    sys_uffd_wp(mm->uffd, addr, UPC_PAGE_SIZE, false, false) == 0 &&
 	    sys_uffd_poison(mm->uffd, addr, UPC_PAGE_SIZE) == 0)
 		return;
 	if (ptid)

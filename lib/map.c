@@ -203,6 +203,17 @@ UPC_API int upc_map(struct upc_cache *c, int fd, off_t offset, size_t length, in
 	ret = sys_uffd_wp(mm->uffd, m->start, len, true, false);
 	if (ret < 0)
 		goto out_unmap;
+	/*
+	 * A child inherits a mapping without the userfaultfd registration
+	 * (no UFFD_EVENT_FORK here): its read of an uncached page would
+	 * allocate a zero page in the shared memfd, which every mapping then
+	 * sees as the file's data.  So children do not inherit mappings: they
+	 * get SIGSEGV, never wrong data.
+	 */
+	if (madvise(addr, len, MADV_DONTFORK) < 0) {
+		ret = -errno;
+		goto out_unmap;
+	}
 
 	pthread_rwlock_wrlock(&mm->lock);
 	pthread_mutex_lock(&f->lock);

@@ -332,8 +332,8 @@ UPC_API int upc_msync(struct upc_cache *c, void *addr, size_t length, int flags)
 		pthread_mutex_lock(&f->lock);
 		if (!err)
 			err = errseq_check(f, &m->err_seen);
-		else
-			m->err_seen = f->err_seq;
+		else	/* this call's own error is the one it reports */
+			m->err_seen = f->err_reported = f->err_seq;
 		pthread_mutex_unlock(&f->lock);
 		if (err && !ret)
 			ret = err;

@@ -1,0 +1,231 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * I/O errors through the fault-injection store: a failed read is SIGBUS for
+ * the access, a failed write keeps the page dirty and is reported by errseq
+ * rules; nothing is lost silently.
+ */
+#include "helpers.h"
+
+#include <setjmp.h>
+#include <signal.h>
+
+struct env {
+	struct upc_store *store;
+	struct upc_cache *c;
+	int fd;
+};
+
+static struct env env_new(size_t size)
+{
+	struct env e;
+	UPC_OPTS(upc_cache_opts, o, .flags = UPC_CACHE_NO_BGWB);
+
+	require_upcache();
+	cr_assert_eq(upc_store_inject_create(NULL, &e.store), 0);
+	o.store = e.store;
+	cr_assert_eq(upc_cache_create(&o, &e.c), 0);
+	e.fd = tmpfile_pattern(size, NULL);
+	return e;
+}
+
+static void env_free(struct env *e, int want_destroy)
+{
+	cr_assert_eq(upc_cache_destroy(e->c), want_destroy);
+	cr_assert_eq(upc_store_destroy(e->store), 0);
+	close(e->fd);
+}
+
+Test(errors, read_error_is_sigbus, .signal = SIGBUS, .timeout = 60)
+{
+	struct env e = env_new(16 * PAGE);
+	volatile unsigned char *p;
+
+	cr_assert_eq(upc_store_inject_add(e.store, UPC_IO_READ, 5 * PAGE, PAGE, UPC_INJECT_ERROR, EIO, -1), 0);
+	cr_assert_eq(upc_map(e.c, e.fd, 0, 16 * PAGE, PROT_READ, 0, (void **)&p), 0);
+	cr_assert_eq(p[4 * PAGE], pat(4 * PAGE));
+	(void)p[5 * PAGE];
+	cr_assert_fail("no SIGBUS");
+}
+
+static sigjmp_buf jb;
+static void *volatile bus_addr;
+
+static void on_sigbus(int sig, siginfo_t *si, void *uc)
+{
+	(void)sig; (void)uc;
+	bus_addr = si->si_addr;
+	siglongjmp(jb, 1);
+}
+
+/* The access that failed gets SIGBUS with its address; other mappings retry the read. */
+Test(errors, read_error_sigbus_has_the_address_and_other_mappings_retry, .timeout = 60)
+{
+	struct env e = env_new(16 * PAGE);
+	volatile unsigned char *p, *q;
+	struct sigaction sa = { .sa_sigaction = on_sigbus, .sa_flags = SA_SIGINFO };
+	int hits = 0;
+
+	sigaction(SIGBUS, &sa, NULL);
+	cr_assert_eq(upc_store_inject_add(e.store, UPC_IO_READ, 5 * PAGE, PAGE, UPC_INJECT_ERROR, EIO, 1), 0);
+	cr_assert_eq(upc_map(e.c, e.fd, 0, 16 * PAGE, PROT_READ, 0, (void **)&p), 0);
+	if (sigsetjmp(jb, 1) == 0)
+		(void)p[5 * PAGE + 8];
+	else
+		hits++;
+	cr_assert_eq(hits, 1, "no SIGBUS");
+	cr_assert_eq((uintptr_t)bus_addr & ~(PAGE - 1), (uintptr_t)(p + 5 * PAGE), "si_addr %p, page %p",
+		     bus_addr, (void *)(p + 5 * PAGE));
+	cr_assert_eq(stats_of(e.c).read_errors, 1);
+	cr_assert_eq(stats_of(e.c).pages_cached, 0, "a failed page is not cached");
+	/* The rule is used up: a new mapping reads the page from the store. */
+	cr_assert_eq(upc_map(e.c, e.fd, 0, 16 * PAGE, PROT_READ, 0, (void **)&q), 0);
+	cr_assert_eq(q[5 * PAGE + 8], pat(5 * PAGE + 8));
+	signal(SIGBUS, SIG_DFL);
+	env_free(&e, 0);
+}
+
+Test(errors, short_read_at_fault_is_sigbus, .signal = SIGBUS, .timeout = 60)
+{
+	struct env e = env_new(16 * PAGE);
+	volatile unsigned char *p;
+
+	cr_assert_eq(upc_store_inject_add(e.store, UPC_IO_READ, 0, 16 * PAGE, UPC_INJECT_SHORT, 0, -1), 0);
+	cr_assert_eq(upc_map(e.c, e.fd, 0, 16 * PAGE, PROT_READ, 0, (void **)&p), 0);
+	(void)p[0];
+	cr_assert_fail("no SIGBUS");
+}
+
+Test(errors, delayed_read_returns_the_right_data, .timeout = 60)
+{
+	struct env e = env_new(16 * PAGE);
+	unsigned char *p;
+
+	cr_assert_eq(upc_store_inject_add(e.store, UPC_IO_READ, 0, 16 * PAGE, UPC_INJECT_DELAY, 20000, -1), 0);
+	cr_assert_eq(upc_map(e.c, e.fd, 0, 16 * PAGE, PROT_READ, 0, (void **)&p), 0);
+	for (size_t i = 0; i < 16 * PAGE; i += 511)
+		cr_assert_eq(p[i], pat(i));
+	env_free(&e, 0);
+}
+
+Test(errors, write_error_keeps_page_dirty_and_is_reported_once, .timeout = 60)
+{
+	struct env e = env_new(16 * PAGE);
+	unsigned char *p, x;
+
+	cr_assert_eq(upc_map(e.c, e.fd, 0, 16 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
+	p[3 * PAGE] = 0x51;
+	cr_assert_eq(upc_store_inject_add(e.store, UPC_IO_WRITE, 3 * PAGE, PAGE, UPC_INJECT_ERROR, EIO, 1), 0);
+	cr_assert_eq(upc_msync(e.c, p, 16 * PAGE, UPC_MS_SYNC), -EIO);
+	struct upc_stats st = stats_of(e.c);
+	cr_assert_eq(st.pages_dirty, 1, "a page that failed to write stays dirty");
+	cr_assert_eq(st.wb_errors, 1);
+	cr_assert_eq(pread(e.fd, &x, 1, 3 * PAGE), 1);
+	cr_assert_eq(x, pat(3 * PAGE));
+	/* The rule is used up: the next msync writes the page and reports nothing new. */
+	cr_assert_eq(upc_msync(e.c, p, 16 * PAGE, UPC_MS_SYNC), 0);
+	cr_assert_eq(pread(e.fd, &x, 1, 3 * PAGE), 1);
+	cr_assert_eq(x, 0x51, "the retried write must land");
+	cr_assert_eq(stats_of(e.c).pages_dirty, 0);
+	env_free(&e, 0);
+}
+
+Test(errors, errseq_every_mapping_sees_the_error_once, .timeout = 60)
+{
+	struct env e = env_new(16 * PAGE);
+	unsigned char *a, *b, *late;
+
+	cr_assert_eq(upc_map(e.c, e.fd, 0, 16 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&a), 0);
+	cr_assert_eq(upc_map(e.c, e.fd, 0, 16 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&b), 0);
+	a[PAGE] = 1;
+	cr_assert_eq(upc_store_inject_add(e.store, UPC_IO_WRITE, 0, 16 * PAGE, UPC_INJECT_ERROR, ENOSPC, 1), 0);
+	cr_assert_eq(upc_msync(e.c, a, 16 * PAGE, UPC_MS_SYNC), -ENOSPC);
+	cr_assert_eq(upc_msync(e.c, a, 16 * PAGE, UPC_MS_SYNC), 0, "reported once through a");
+	/* b was mapped before the error and never saw it: it gets it once. */
+	cr_assert_eq(upc_msync(e.c, b, 16 * PAGE, UPC_MS_SYNC), -ENOSPC);
+	cr_assert_eq(upc_msync(e.c, b, 16 * PAGE, UPC_MS_SYNC), 0);
+	/* A mapping made after the error samples it and does not see it. */
+	cr_assert_eq(upc_map(e.c, e.fd, 0, 16 * PAGE, PROT_READ, 0, (void **)&late), 0);
+	cr_assert_eq(upc_msync(e.c, late, 16 * PAGE, UPC_MS_SYNC), 0);
+	env_free(&e, 0);
+}
+
+Test(errors, fdatasync_error_is_reported, .timeout = 60)
+{
+	struct env e = env_new(16 * PAGE);
+	unsigned char *p;
+
+	cr_assert_eq(upc_map(e.c, e.fd, 0, 16 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
+	p[0] = 1;
+	cr_assert_eq(upc_store_inject_add(e.store, UPC_IO_WRITE, 0, 0, UPC_INJECT_SYNC_ERROR, EIO, 1), 0);
+	cr_assert_eq(upc_msync(e.c, p, 16 * PAGE, UPC_MS_SYNC), -EIO);
+	cr_assert_eq(upc_msync(e.c, p, 16 * PAGE, UPC_MS_SYNC), 0);
+	env_free(&e, 0);
+}
+
+Test(errors, short_write_is_an_error_and_the_page_stays_dirty, .timeout = 60)
+{
+	struct env e = env_new(16 * PAGE);
+	unsigned char *p;
+
+	cr_assert_eq(upc_map(e.c, e.fd, 0, 16 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
+	p[2 * PAGE] = 1;
+	cr_assert_eq(upc_store_inject_add(e.store, UPC_IO_WRITE, 2 * PAGE, PAGE, UPC_INJECT_SHORT, 100, 1), 0);
+	cr_assert_eq(upc_msync(e.c, p, 16 * PAGE, UPC_MS_SYNC), -EIO);
+	cr_assert_eq(stats_of(e.c).pages_dirty, 1);
+	cr_assert_eq(upc_msync(e.c, p, 16 * PAGE, UPC_MS_SYNC), 0);
+	cr_assert_eq(stats_of(e.c).pages_dirty, 0);
+	env_free(&e, 0);
+}
+
+Test(errors, async_msync_reports_a_background_error, .timeout = 60)
+{
+	struct env e = env_new(16 * PAGE);
+	unsigned char *p;
+
+	cr_assert_eq(upc_map(e.c, e.fd, 0, 16 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
+	p[0] = 1;
+	cr_assert_eq(upc_store_inject_add(e.store, UPC_IO_WRITE, 0, PAGE, UPC_INJECT_ERROR, EIO, 1), 0);
+	/* No background writer: UPC_MS_ASYNC writes in the caller, and reports like SYNC. */
+	cr_assert_eq(upc_msync(e.c, p, 16 * PAGE, UPC_MS_ASYNC), -EIO);
+	cr_assert_eq(upc_msync(e.c, p, 16 * PAGE, UPC_MS_ASYNC), 0);
+	env_free(&e, 0);
+}
+
+Test(errors, destroy_reports_data_it_could_not_write, .timeout = 60)
+{
+	struct env e = env_new(16 * PAGE);
+	unsigned char *p;
+
+	cr_assert_eq(upc_map(e.c, e.fd, 0, 16 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
+	p[0] = 1;
+	cr_assert_eq(upc_store_inject_add(e.store, UPC_IO_WRITE, 0, PAGE, UPC_INJECT_ERROR, EIO, -1), 0);
+	env_free(&e, -EIO);
+}
+
+Test(errors, destroy_reports_an_error_no_msync_saw, .timeout = 60)
+{
+	struct upc_store *store;
+	struct upc_cache *c;
+	unsigned char *p;
+	int fd;
+	UPC_OPTS(upc_cache_opts, o, .dirty_expire_ms = 50, .writeback_interval_ms = 20);
+
+	require_upcache();
+	cr_assert_eq(upc_store_inject_create(NULL, &store), 0);
+	o.store = store;
+	cr_assert_eq(upc_cache_create(&o, &c), 0);
+	fd = tmpfile_pattern(16 * PAGE, NULL);
+	cr_assert_eq(upc_map(c, fd, 0, 16 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
+	cr_assert_eq(upc_store_inject_add(store, UPC_IO_WRITE, 0, PAGE, UPC_INJECT_ERROR, EIO, 1), 0);
+	p[0] = 1;
+	/* The background writer meets the error; the page is written on its next pass. */
+	for (int i = 0; i < 500 && stats_of(c).wb_errors == 0; i++)
+		usleep(10000);
+	cr_assert_eq(stats_of(c).wb_errors, 1);
+	cr_assert_eq(upc_cache_destroy(c), -EIO, "an error nobody was told of is reported at destroy");
+	cr_assert_eq(upc_store_destroy(store), 0);
+	unsigned char x;
+	cr_assert_eq(pread(fd, &x, 1, 0), 1);
+	cr_assert_eq(x, 1, "the data was still written");
+	close(fd);
+}

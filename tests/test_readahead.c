@@ -1,0 +1,74 @@
+/* SPDX-License-Identifier: MIT */
+/* Readahead: a sequential scan is served with few, large reads. */
+#include "helpers.h"
+
+Test(readahead, sequential_scan_grows_the_window, .timeout = 60)
+{
+	const size_t size = 16 << 20, npages = size / PAGE;
+	struct upc_cache *c = cache_new(0);
+	int fd = tmpfile_pattern(size, NULL);
+	unsigned char *p;
+	uint64_t sum = 0;
+
+	cr_assert_eq(upc_map(c, fd, 0, size, PROT_READ, 0, (void **)&p), 0);
+	for (size_t i = 0; i < size; i += PAGE)
+		sum += p[i];
+	struct upc_stats st = stats_of(c);
+	cr_assert_eq(st.pages_cached, npages);
+	cr_assert_eq(st.pages_filled, npages);
+	cr_assert_eq(st.ra_max_window, 512, "window should reach 2 MiB, got %lu",
+		     (unsigned long)st.ra_max_window);
+	/* 1 + 16 + 32 + ... + 512 then 2 MiB per fault: 13 reads for 16 MiB. */
+	cr_assert_leq(st.fill_ios, npages / 256, "%lu reads for %zu pages",
+		      (unsigned long)st.fill_ios, npages);
+	cr_assert_eq(st.ra_pages, npages - st.faults_missing);
+	cr_assert_neq(sum, 0);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	close(fd);
+}
+
+Test(readahead, window_ceiling_follows_option, .timeout = 60)
+{
+	const size_t size = 4 << 20;
+	struct upc_cache *c = NULL;
+	int fd = tmpfile_pattern(size, NULL);
+	unsigned char *p;
+	volatile unsigned char sink;
+
+	require_upcache();
+	UPC_OPTS(upc_cache_opts, o, .ra_max_pages = 32);
+	cr_assert_eq(upc_cache_create(&o, &c), 0);
+	cr_assert_eq(upc_map(c, fd, 0, size, PROT_READ, 0, (void **)&p), 0);
+	for (size_t i = 0; i < size; i += PAGE)
+		sink = p[i];
+	(void)sink;
+	struct upc_stats st = stats_of(c);
+	cr_assert_eq(st.ra_max_window, 32);
+	cr_assert_geq(st.fill_ios, size / PAGE / 32);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	close(fd);
+}
+
+Test(readahead, reads_ahead_past_the_mapping_into_the_cache, .timeout = 60)
+{
+	const size_t size = 4 << 20;
+	struct upc_cache *c = cache_new(0);
+	int fd = tmpfile_pattern(size, NULL);
+	unsigned char *p, *q;
+
+	/* Scan a 64-page mapping: the last windows reach past its end. */
+	cr_assert_eq(upc_map(c, fd, 0, 64 * PAGE, PROT_READ, 0, (void **)&p), 0);
+	for (size_t i = 0; i < 64 * PAGE; i += PAGE)
+		cr_assert_eq(p[i], pat(i));
+	struct upc_stats st = stats_of(c);
+	cr_assert_gt(st.pages_cached, 64, "no readahead beyond the mapping");
+	uint64_t extra = st.pages_cached - 64, faults = st.faults_missing;
+
+	/* The pages read ahead serve the next mapping with no fault. */
+	cr_assert_eq(upc_map(c, fd, 64 * PAGE, extra * PAGE, PROT_READ, 0, (void **)&q), 0);
+	for (size_t i = 0; i < extra * PAGE; i++)
+		cr_assert_eq(q[i], pat(64 * PAGE + i));
+	cr_assert_eq(stats_of(c).faults_missing, faults);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	close(fd);
+}
