@@ -146,12 +146,100 @@ UPC_API int upc_unmap(struct upc_cache *cache, void *addr, size_t length);
  * once to every mapping of it through which msync is called after the
  * error, and the pages that failed stay dirty.
  *
- * Returns 0 or a negative errno:
+ * Pages held by a UPC_PIN_NOWRITEBACK pin are not written.
+ *
+ * Returns 0 when every dirty page of the range was written (and, with
+ * UPC_MS_SYNC, made durable); a positive count of dirty pages that were
+ * held back by UPC_PIN_NOWRITEBACK pins and not written; or a negative errno:
  *  -EINVAL  both or neither flag, unknown flags, unaligned @addr, zero length;
  *  -ENOMEM  the range is not wholly covered by upcache mappings;
  *  -EIO, -ENOSPC, ...  a write-back error (see above).
  */
 UPC_API int upc_msync(struct upc_cache *cache, void *addr, size_t length, int flags);
+
+/* ---------------------------------------------------------------- controls */
+
+/* upc_pin flags */
+#define UPC_PIN_NOWRITEBACK	0x1u	/* also hold the pages' dirty data back from write-back */
+#define UPC_PIN_WRITE		0x2u	/* the pages will be written by the kernel or a device (O_DIRECT
+					 * read into them, DMA): map them writable now and count them
+					 * dirty at pin and again at unpin */
+#define UPC_PIN_FLAGS_ALL	0x3u
+
+/*
+ * upc_pin - fault in [addr, addr+length) and keep its pages resident: a
+ * pinned page is never unmapped, evicted or replaced (I6).  Pins nest (a
+ * count per page).  With UPC_PIN_NOWRITEBACK the pages' dirty data is also
+ * held back from every write-back (upc_msync, the background writer,
+ * reclaim) until the last pin of the page is released: a database pins its
+ * data pages this way, writes its log, and unpins once the log is durable.
+ * Pinning is also how a range becomes safe for kernel-mode access (read(2)
+ * or O_DIRECT into the mapping) when userfaultfd cannot serve kernel faults
+ * (UFFD_USER_MODE_ONLY): use UPC_PIN_WRITE for the kernel to write into it.
+ * Returns 0 or a negative errno:
+ *  -EINVAL  unaligned, zero length, unknown flags, not wholly mapped by upcache;
+ *  -EACCES  UPC_PIN_WRITE on a mapping without PROT_WRITE;
+ *  -EFAULT  a page could not be faulted in (read error; beyond end of file);
+ *  -ENOMEM  pinning would exceed the memory limit.
+ * On failure nothing is pinned.
+ */
+UPC_API int upc_pin(struct upc_cache *cache, void *addr, size_t length, unsigned int flags);
+
+/*
+ * upc_unpin - drop one pin of every page in [addr, addr+length).
+ * Returns 0, or -EINVAL (bad range, or a page in it is not pinned: then
+ * nothing is unpinned).
+ */
+UPC_API int upc_unpin(struct upc_cache *cache, void *addr, size_t length);
+
+/* upc_advise advice */
+#define UPC_ADV_NORMAL		0	/* adaptive readahead (the default) */
+#define UPC_ADV_RANDOM		1	/* no readahead: one page per fault */
+#define UPC_ADV_SEQUENTIAL	2	/* the largest readahead window from the first fault */
+#define UPC_ADV_WILLNEED	3	/* read the range in the background; returns at once */
+#define UPC_ADV_DONTNEED	4	/* tear down this process's PTEs of the range; data and dirty state stay */
+#define UPC_ADV_FREE		5	/* the range's data may be discarded without write-back */
+
+/*
+ * upc_advise - advice about [addr, addr+length), which must be mapped by
+ * upcache.  NORMAL, RANDOM and SEQUENTIAL set the readahead policy of the
+ * mappings in the range.  WILLNEED queues asynchronous readahead.  DONTNEED
+ * tears down this process's page-table entries (the pages stay cached and
+ * dirty pages stay dirty, I2/I5; pinned pages are skipped, I6), so the next
+ * access faults again.  FREE marks the pages lazily freeable, as MADV_FREE:
+ * their dirty data is dropped now and the cache may discard them without
+ * writing them back (the file keeps its older content) - unless a page is
+ * written again before it is reclaimed, in which case it is dirty and
+ * written back like any other (I4).
+ * Returns 0 or a negative errno: -EINVAL (unknown advice, unaligned, zero
+ * length, not wholly mapped), -EBUSY (FREE over a pinned page).
+ */
+UPC_API int upc_advise(struct upc_cache *cache, void *addr, size_t length, int advice);
+
+/*
+ * upc_protect - change the protection of [addr, addr+length) (within
+ * upcache mappings) to PROT_NONE, PROT_READ or PROT_READ|PROT_WRITE, as
+ * mprotect(2).  Dirty state is never lost (I5): it lives in the page
+ * descriptors, or (asynchronous tracking) is collected before the change.
+ * Returns 0 or a negative errno: -EINVAL (bad prot, unaligned, zero
+ * length, not wholly mapped), -EACCES (PROT_WRITE on a mapping whose fd was
+ * not opened for writing), -EBUSY (PROT_NONE over a pinned page).
+ */
+UPC_API int upc_protect(struct upc_cache *cache, void *addr, size_t length, int prot);
+
+/* upc_drop flags */
+#define UPC_DROP_WRITEBACK	0x1u	/* write dirty pages back first (and wait), then drop */
+#define UPC_DROP_FLAGS_ALL	0x1u
+
+/*
+ * upc_drop - drop every clean, unpinned page that is not under write-back
+ * from the cache, tearing its mappings down first and checking dirty again
+ * after (I3); dirty pages are never dropped.  Mappings stay valid: the next
+ * access reads the page from the store again.
+ * Returns the number of pages dropped, or -EINVAL (unknown flags), or a
+ * write-back error (UPC_DROP_WRITEBACK).
+ */
+UPC_API int upc_drop(struct upc_cache *cache, unsigned int flags);
 
 /* ---------------------------------------------------------------- errors, logs */
 
@@ -204,6 +292,8 @@ struct upc_stats {
 	uint64_t read_errors;		/* fill errors (the fault got SIGBUS) */
 	uint64_t pages_evicted;
 	uint64_t meta_bytes;		/* bytes of per-page metadata allocated */
+	uint64_t pages_active;		/* pages in the hot (active) list */
+	uint64_t reclaim_passes;	/* rounds of the reclaim thread */
 };
 
 /*

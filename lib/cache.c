@@ -57,11 +57,47 @@ struct upc_page *pt_get(struct upc_file *f, uint64_t pgoff)
 /* The page became dirty: the kernel's set_page_dirty().  Caller holds f->lock. */
 void page_set_dirty(struct upc_file *f, struct upc_page *pg)
 {
+	/* I4: a lazily freed page written again is an ordinary dirty page. */
+	pg->flags &= ~PG_LAZYFREE;
 	if (pg->flags & PG_DIRTY)
 		return;
 	pg->flags |= PG_DIRTY;
 	pg->dirtied = cache_ticks(f->cache);
 	f->nr_dirty++;
+}
+
+/* The page is now in the memfd with the store's data.  Caller holds f->lock. */
+void page_add(struct upc_file *f, uint64_t pgoff, struct upc_page *pg)
+{
+	pg->flags = PG_UPTODATE;
+	pg->pincount = 0;
+	f->chunk_used[pgoff >> PT_CHUNK_SHIFT]++;
+	f->nr_cached++;
+	atomic_fetch_add(&f->cache->nr_cached, 1);
+}
+
+/*
+ * The page left the memfd (the caller punched it): forget it, and free its
+ * chunk of the page table when that was the chunk's last cached page, so
+ * that metadata follows what is cached, not the file's size.
+ */
+void page_remove(struct upc_file *f, uint64_t pgoff)
+{
+	uint64_t ci = pgoff >> PT_CHUNK_SHIFT;
+	struct upc_page *pg = pt_lookup(f, pgoff);
+
+	if (!pg || !(pg->flags & PG_UPTODATE))
+		return;
+	if (pg->flags & PG_ACTIVE)
+		f->nr_active--;
+	memset(pg, 0, sizeof(*pg));
+	f->nr_cached--;
+	atomic_fetch_sub(&f->cache->nr_cached, 1);
+	if (--f->chunk_used[ci] == 0) {
+		free(f->chunks[ci]);
+		f->chunks[ci] = NULL;
+		atomic_fetch_sub(&f->cache->meta_bytes, PT_CHUNK_PAGES * sizeof(struct upc_page));
+	}
 }
 
 /* The file grew: extend the memfd and the page table.  Caller holds f->lock. */
@@ -77,12 +113,19 @@ int file_grow(struct upc_file *f, off_t newsize)
 		return -EFBIG;
 	if (nchunks > f->nchunks) {
 		struct upc_page **nc = realloc(f->chunks, nchunks * sizeof(*nc));
+		uint16_t *nu;
 
 		if (!nc)
 			return -ENOMEM;
-		memset(nc + f->nchunks, 0, (nchunks - f->nchunks) * sizeof(*nc));
-		atomic_fetch_add(&f->cache->meta_bytes, (nchunks - f->nchunks) * sizeof(*nc));
 		f->chunks = nc;
+		nu = realloc(f->chunk_used, nchunks * sizeof(*nu));
+		if (!nu)
+			return -ENOMEM;
+		f->chunk_used = nu;
+		memset(nc + f->nchunks, 0, (nchunks - f->nchunks) * sizeof(*nc));
+		memset(nu + f->nchunks, 0, (nchunks - f->nchunks) * sizeof(*nu));
+		atomic_fetch_add(&f->cache->meta_bytes,
+				 (nchunks - f->nchunks) * (sizeof(*nc) + sizeof(*nu)));
 		f->nchunks = nchunks;
 	}
 	ret = sys_ftruncate(f->memfd, (off_t)pg_round_up(newsize));
@@ -120,8 +163,10 @@ static void file_free(struct upc_file *f)
 			free(f->chunks[i]);
 			atomic_fetch_sub(&c->meta_bytes, PT_CHUNK_PAGES * sizeof(struct upc_page));
 		}
-	atomic_fetch_sub(&c->meta_bytes, f->nchunks * sizeof(*f->chunks));
+	atomic_fetch_sub(&c->meta_bytes, f->nchunks * (sizeof(*f->chunks) + sizeof(*f->chunk_used)));
+	atomic_fetch_sub(&c->nr_cached, f->nr_cached);
 	free(f->chunks);
+	free(f->chunk_used);
 	pthread_mutex_destroy(&f->lock);
 	pthread_cond_destroy(&f->wb_cond);
 	free(f);
@@ -331,6 +376,8 @@ UPC_API int upc_cache_create(const struct upc_cache_opts *opts, struct upc_cache
 	c->expire_ms = o.dirty_expire_ms ? o.dirty_expire_ms : UPC_EXPIRE_DEFAULT_MS;
 	c->interval_ms = o.writeback_interval_ms ? o.writeback_interval_ms : UPC_INTERVAL_DEFAULT_MS;
 	c->ra_max = o.ra_max_pages ? min_t(unsigned int, o.ra_max_pages, 4096) : UPC_RA_MAX_DEFAULT;
+	/* A readahead window never takes more than a quarter of the cache. */
+	c->ra_max = max_t(unsigned int, 1, min_t(uint64_t, c->ra_max, (c->mem_limit >> UPC_PAGE_SHIFT) / 4));
 	c->track_mode = UPC_TRACK_SYNC;
 	c->t0_ms = now_ms();
 	c->engine_uffd = -1;
@@ -362,12 +409,17 @@ UPC_API int upc_cache_create(const struct upc_cache_opts *opts, struct upc_cache
 		goto out_free;
 	c->engine_uffd = ret;
 
+	pthread_mutex_init(&c->ra_lock, NULL);
+	pthread_cond_init(&c->ra_cond, NULL);
 	ret = mm_init(c, &c->self);
 	if (ret < 0)
 		goto out_free;
 	ret = fault_handler_start(&c->self);
 	if (ret < 0)
 		goto out_mm;
+	ret = reclaim_start(c);
+	if (ret < 0)
+		goto out_handler;
 	if (!(c->flags & UPC_CACHE_NO_BGWB)) {
 		ret = bgwb_start(c);
 		if (ret < 0)
@@ -377,6 +429,7 @@ UPC_API int upc_cache_create(const struct upc_cache_opts *opts, struct upc_cache
 	return 0;
 
 out_handler:
+	reclaim_stop(c);
 	fault_handler_stop(&c->self);
 out_mm:
 	mm_fini(&c->self);
@@ -397,6 +450,8 @@ UPC_API int upc_cache_destroy(struct upc_cache *c)
 	if (!c)
 		return -EINVAL;
 	bgwb_stop(c);
+	ra_stop(c);
+	reclaim_stop(c);
 
 	/* Write everything back while the mappings still exist to protect. */
 	for (f = c->files; f; f = f->next) {
@@ -445,6 +500,7 @@ UPC_API int upc_stats(struct upc_cache *c, struct upc_stats *out)
 		st.pages_dirty += f->nr_dirty;
 		st.pages_writeback += f->nr_writeback;
 		st.pages_pinned += f->nr_pinned;
+		st.pages_active += f->nr_active;
 		pthread_mutex_unlock(&f->lock);
 	}
 	pthread_mutex_unlock(&c->lock);
@@ -457,8 +513,10 @@ UPC_API int upc_stats(struct upc_cache *c, struct upc_stats *out)
 	C(fill_ios); C(pages_filled); C(ra_pages); C(ra_max_window);
 	C(wp_calls); C(wb_ios); C(pages_written); C(bytes_written); C(syncs);
 	C(wb_errors); C(read_errors); C(pages_evicted);
+	st.pages_active = 0;
 #undef C
 	st.meta_bytes = atomic_load(&c->meta_bytes);
+	st.reclaim_passes = c->rc_passes;
 	memcpy(out, &st, min_t(size_t, out->sz, sizeof(st)));
 	out->sz = min_t(size_t, out->sz, sizeof(st));
 	return 0;

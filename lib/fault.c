@@ -44,6 +44,10 @@ static uint32_t ra_window(struct upc_cache *c, struct upc_map *m, struct upc_fil
 {
 	uint32_t win;
 
+	if (m->ra_policy == UPC_ADV_RANDOM)
+		return 1;
+	if (m->ra_policy == UPC_ADV_SEQUENTIAL)
+		return c->ra_max;
 	if ((m->ra_win && pgoff == m->ra_next) || (pgoff > 0 && page_cached(f, pgoff - 1)))
 		win = max_t(uint32_t, m->ra_win * 2, 16);
 	else
@@ -76,6 +80,15 @@ static long insert_pages(int uffd, uintptr_t dst, const char *src, size_t len, b
 		}
 	}
 	return (long)done;
+}
+
+/* Insert @n filled pages at file page @pgoff through the staging mapping. Returns pages or -errno. */
+long staging_insert(struct upc_file *f, uint64_t pgoff, uint64_t n, const char *buf, size_t *skipped)
+{
+	long r = insert_pages(f->cache->engine_uffd, (uintptr_t)f->base + (pgoff << UPC_PAGE_SHIFT), buf,
+			      n << UPC_PAGE_SHIFT, false, skipped);
+
+	return r < 0 ? r : r >> UPC_PAGE_SHIFT;
 }
 
 /*
@@ -155,21 +168,18 @@ static void handle_missing(struct upc_mm *mm, struct upc_map *m, uintptr_t addr,
 	if (n > in_map) {
 		size_t skipped2;
 
-		r = insert_pages(c->engine_uffd, (uintptr_t)f->base + ((pgoff + in_map) << UPC_PAGE_SHIFT),
-				 mm->bounce + (in_map << UPC_PAGE_SHIFT), (n - in_map) << UPC_PAGE_SHIFT,
-				 false, &skipped2);
+		r = staging_insert(f, pgoff + in_map, n - in_map, mm->bounce + (in_map << UPC_PAGE_SHIFT),
+				   &skipped2);
 		if (r > 0)
-			n = in_map + ((uint64_t)r >> UPC_PAGE_SHIFT);
+			n = in_map + (uint64_t)r;
 		else
 			n = in_map;
 	}
 	for (i = 0; i < n; i++) {
 		struct upc_page *p = pt_get(f, pgoff + i);
 
-		if (p && !(p->flags & PG_UPTODATE)) {
-			p->flags |= PG_UPTODATE;
-			f->nr_cached++;
-		}
+		if (p && !(p->flags & PG_UPTODATE))
+			page_add(f, pgoff + i, p);
 	}
 	atomic_fetch_add(&c->st.pages_filled, n);
 	atomic_fetch_add(&c->st.ra_pages, n - 1);
@@ -177,6 +187,8 @@ static void handle_missing(struct upc_mm *mm, struct upc_map *m, uintptr_t addr,
 		atomic_store(&c->st.ra_max_window, n);
 	m->ra_next = pgoff + n;
 	m->ra_win = (uint32_t)n;
+	if (atomic_load(&c->nr_cached) > c->high_pages)
+		reclaim_kick(c);
 
 resolved:
 	if (write) {
@@ -222,6 +234,8 @@ static void handle_fault(struct upc_mm *mm, const struct uffd_msg *msg)
 	uint64_t flags = msg->arg.pagefault.flags;
 	struct upc_map *m;
 
+	if (!(flags & UFFD_PAGEFAULT_FLAG_WP))
+		reclaim_throttle(mm->cache);
 	pthread_rwlock_rdlock(&mm->lock);
 	m = mm_find(mm, addr);
 	if (!m) {

@@ -76,6 +76,8 @@ static inline uint64_t pg_round_up(uint64_t x)
 #define PG_ACTIVE	0x0010	/* replacement: in the hot set */
 #define PG_LAZYFREE	0x0020	/* UPC_ADV_FREE: may be discarded unwritten */
 #define PG_NOWB		0x0040	/* pinned with UPC_PIN_NOWRITEBACK */
+#define PG_URGENT	0x0080	/* UPC_MS_ASYNC: write at the next flusher pass */
+#define PG_PINWRITE	0x0100	/* pinned with UPC_PIN_WRITE: dirty again at unpin */
 
 struct upc_page {
 	uint16_t flags;
@@ -108,7 +110,10 @@ struct upc_file {
 	off_t size;			/* file size as last seen */
 	uint64_t npages;		/* memfd size in pages */
 	struct upc_page **chunks;	/* page table: npages / 512 chunk pointers */
+	uint16_t *chunk_used;		/* cached pages per chunk; a chunk is freed at 0 */
 	uint64_t nchunks;
+	uint64_t hand;			/* reclaim: the clock hand, a page offset */
+	uint64_t nr_active;
 	struct upc_map *rmap;		/* every mapping of this file */
 
 	uint64_t nr_cached, nr_dirty, nr_writeback, nr_pinned;
@@ -132,6 +137,8 @@ struct upc_map {
 	uint32_t err_seen;		/* errseq sampled at map time / last report */
 	uint64_t ra_next;		/* readahead: page after the last window */
 	uint32_t ra_win;		/* readahead: last window size, pages */
+	int ra_policy;			/* UPC_ADV_NORMAL, _SEQUENTIAL or _RANDOM */
+	int maxprot;			/* what the fd allows: PROT_READ[|PROT_WRITE] */
 	struct upc_map *f_next, *f_prev;	/* file->rmap */
 };
 
@@ -175,6 +182,27 @@ struct upc_cache {
 
 	struct upc_mm self;		/* embedded mode: this process */
 	int engine_uffd;		/* the staging mappings' uffd (SIGBUS mode) */
+
+	/* memory: cached pages, watermarks, the reclaim thread (kswapd) */
+	_Atomic uint64_t nr_cached;
+	uint64_t limit_pages, high_pages, low_pages, hard_pages;
+	struct upc_file *clock_file;	/* reclaim visits files round-robin */
+	pthread_t rc_thread;
+	bool rc_running, rc_stop, rc_kick;
+	pthread_mutex_t rc_lock;
+	pthread_cond_t rc_cond;		/* wakes the reclaim thread */
+	pthread_cond_t rc_done;		/* reclaim made progress */
+	uint64_t rc_passes;
+
+	_Atomic uint64_t nr_pinned;
+
+	/* UPC_ADV_WILLNEED: a queue and a worker started on first use */
+	pthread_t ra_thread;
+	bool ra_running, ra_stop;
+	pthread_mutex_t ra_lock;
+	pthread_cond_t ra_cond;
+	struct ra_work *ra_queue;
+	uint64_t ra_queued, ra_done;
 
 	/* background writer */
 	pthread_t wb_thread;
@@ -221,6 +249,8 @@ __upc_hidden struct upc_page *pt_get(struct upc_file *f, uint64_t pgoff);
 __upc_hidden struct upc_page *pt_lookup(struct upc_file *f, uint64_t pgoff);
 __upc_hidden uint32_t cache_ticks(struct upc_cache *c);
 __upc_hidden void page_set_dirty(struct upc_file *f, struct upc_page *pg);
+__upc_hidden void page_add(struct upc_file *f, uint64_t pgoff, struct upc_page *pg);
+__upc_hidden void page_remove(struct upc_file *f, uint64_t pgoff);
 __upc_hidden int file_grow(struct upc_file *f, off_t newsize);
 __upc_hidden int file_get(struct upc_cache *c, int fd, struct upc_file **fp);
 __upc_hidden void file_put(struct upc_file *f);
@@ -231,7 +261,15 @@ __upc_hidden int mm_init(struct upc_cache *c, struct upc_mm *mm);
 __upc_hidden void mm_fini(struct upc_mm *mm);
 __upc_hidden void map_destroy_all(struct upc_cache *c);
 
+/* control.c */
+__upc_hidden int mm_range_ok(struct upc_mm *mm, uintptr_t start, uintptr_t end);
+__upc_hidden int range_args(struct upc_cache *c, void *addr, size_t length, uintptr_t *startp,
+			    uintptr_t *endp);
+__upc_hidden void ra_stop(struct upc_cache *c);
+
 /* fault.c */
+__upc_hidden long staging_insert(struct upc_file *f, uint64_t pgoff, uint64_t n, const char *buf,
+				 size_t *skipped);
 __upc_hidden int fault_handler_start(struct upc_mm *mm);
 __upc_hidden void fault_handler_stop(struct upc_mm *mm);
 __upc_hidden void fault_populate(struct upc_map *m);
@@ -245,6 +283,22 @@ __upc_hidden int errseq_check(struct upc_file *f, uint32_t *seen);
 __upc_hidden int bgwb_start(struct upc_cache *c);
 __upc_hidden void bgwb_stop(struct upc_cache *c);
 __upc_hidden void bgwb_kick(struct upc_cache *c);
+
+/* reclaim.c */
+struct run {
+	uint64_t start;
+	uint64_t n;
+};
+__upc_hidden int runs_add(struct run **runs, size_t *nr, size_t *cap, uint64_t pgoff);
+__upc_hidden int protect_runs(struct upc_file *f, const struct run *runs, size_t nr);
+__upc_hidden int reclaim_start(struct upc_cache *c);
+__upc_hidden void reclaim_stop(struct upc_cache *c);
+__upc_hidden void reclaim_kick(struct upc_cache *c);
+__upc_hidden void reclaim_throttle(struct upc_cache *c);
+__upc_hidden void teardown_runs(struct upc_file *f, const struct run *runs, size_t nr, bool staging);
+__upc_hidden uint64_t reclaim_runs(struct upc_file *f, struct run *runs, size_t nr);
+__upc_hidden int dontneed_piece(struct upc_map *m, uintptr_t s, uintptr_t e, uint64_t first,
+				uint64_t last);
 
 /* store.c */
 __upc_hidden int store_default(unsigned int flags, struct upc_store **storep);

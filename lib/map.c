@@ -190,6 +190,7 @@ UPC_API int upc_map(struct upc_cache *c, int fd, off_t offset, size_t length, in
 	m->end = m->start + len;
 	m->pgoff = (uint64_t)offset >> UPC_PAGE_SHIFT;
 	m->prot = prot;
+	m->maxprot = acc == O_RDWR ? PROT_READ | PROT_WRITE : PROT_READ;
 
 	/*
 	 * Register and protect before anyone can know the address: until the
@@ -241,26 +242,89 @@ out_put:
 }
 
 /*
+ * Split @m at @at, so that a range can be unmapped or re-protected as a
+ * whole mapping (the kernel's split_vma).  The new mapping [at, end) is
+ * returned in *@tailp.  Caller holds mm->lock for writing and f->lock.
+ */
+static int map_split(struct upc_mm *mm, struct upc_map *m, uintptr_t at, struct upc_map **tailp)
+{
+	struct upc_map *t = calloc(1, sizeof(*t));
+	int ret;
+
+	if (!t)
+		return -ENOMEM;
+	*t = *m;
+	t->start = at;
+	t->pgoff = m->pgoff + ((at - m->start) >> UPC_PAGE_SHIFT);
+	m->end = at;
+	ret = mm_insert(mm, t);
+	if (ret < 0) {
+		m->end = t->end;
+		free(t);
+		return ret;
+	}
+	rmap_add(m->file, t);
+	pthread_mutex_lock(&mm->cache->lock);
+	m->file->refs++;
+	pthread_mutex_unlock(&mm->cache->lock);
+	*tailp = t;
+	return 0;
+}
+
+/* Make [start, end) (within one mapping) a mapping of its own. Returns it. */
+static struct upc_map *map_isolate(struct upc_mm *mm, struct upc_map *m, uintptr_t start, uintptr_t end,
+				   int *retp)
+{
+	struct upc_map *t;
+
+	*retp = 0;
+	if (start > m->start) {
+		*retp = map_split(mm, m, start, &t);
+		if (*retp < 0)
+			return NULL;
+		m = t;
+	}
+	if (end < m->end) {
+		*retp = map_split(mm, m, end, &t);
+		if (*retp < 0)
+			return NULL;
+	}
+	return m;
+}
+
+static bool range_pinned(struct upc_map *m, uintptr_t start, uintptr_t end)
+{
+	uint64_t first = m->pgoff + ((start - m->start) >> UPC_PAGE_SHIFT);
+	uint64_t last = m->pgoff + ((end - m->start) >> UPC_PAGE_SHIFT);
+
+	for (uint64_t p = first; p < last; p++) {
+		struct upc_page *pg = pt_lookup(m->file, p);
+
+		if (pg && pg->pincount)
+			return true;
+	}
+	return false;
+}
+
+/*
  * Unmapping keeps the dirty state (I5, seed 002, Piggin: "the last unmapper
  * transfers dirty").  In synchronous tracking a page is marked dirty in its
  * descriptor before any mapping can write it, so the PTEs torn down here
  * carry no state the descriptor lacks; munmap runs under file->lock so that
  * a write-back protecting this range never acts on a reused address.
+ * Pinned pages are not unmapped (I6): -EBUSY.
  */
 UPC_API int upc_unmap(struct upc_cache *c, void *addr, size_t length)
 {
-	uintptr_t start = (uintptr_t)addr, end;
+	uintptr_t start, end;
 	struct upc_mm *mm;
-	struct upc_map *m, *m2 = NULL;
+	struct upc_map *m;
 	struct upc_file *f;
-	bool whole = false;
-	int ret = 0;
+	int ret;
 
-	if (!c || !length || (start & (UPC_PAGE_SIZE - 1)))
-		return -EINVAL;
-	end = start + pg_round_up(length);
-	if (end <= start)
-		return -EINVAL;
+	ret = range_args(c, addr, length, &start, &end);
+	if (ret < 0)
+		return ret;
 	mm = &c->self;
 	pthread_rwlock_wrlock(&mm->lock);
 	m = mm_find(mm, start);
@@ -269,46 +333,92 @@ UPC_API int upc_unmap(struct upc_cache *c, void *addr, size_t length)
 		goto out;
 	}
 	f = m->file;
-	if (start > m->start && end < m->end) {
-		m2 = calloc(1, sizeof(*m2));
-		if (!m2) {
-			ret = -ENOMEM;
-			goto out;
-		}
-	}
 	pthread_mutex_lock(&f->lock);
-	munmap((void *)start, end - start);
-	if (start == m->start && end == m->end) {
-		rmap_del(f, m);
-		mm_remove(mm, m);
-		whole = true;
-	} else if (start == m->start) {
-		m->pgoff += (end - m->start) >> UPC_PAGE_SHIFT;
-		m->start = end;
-	} else if (end == m->end) {
-		m->end = start;
-	} else {
-		*m2 = *m;
-		m2->start = end;
-		m2->pgoff = m->pgoff + ((end - m->start) >> UPC_PAGE_SHIFT);
-		m->end = start;
-		ret = mm_insert(mm, m2);
-		if (ret == 0) {
-			rmap_add(f, m2);
-			pthread_mutex_lock(&c->lock);
-			f->refs++;
-			pthread_mutex_unlock(&c->lock);
-			m2 = NULL;
-		}
+	if (range_pinned(m, start, end)) {
+		ret = -EBUSY;
+		goto out_unlock;
 	}
+	m = map_isolate(mm, m, start, end, &ret);
+	if (!m)
+		goto out_unlock;
+	munmap((void *)m->start, m->end - m->start);
+	rmap_del(f, m);
+	mm_remove(mm, m);
+out_unlock:
 	pthread_mutex_unlock(&f->lock);
-out:
-	pthread_rwlock_unlock(&mm->lock);
-	free(m2);
-	if (whole) {
-		file_put(m->file);
+	if (ret == 0) {
+		file_put(f);
 		free(m);
 	}
+out:
+	pthread_rwlock_unlock(&mm->lock);
+	return ret;
+}
+
+/*
+ * I5 again (seed 002: "an mprotect() can change the pte to read-only and
+ * we'd miss the dirty bit"): under synchronous tracking the dirty bit is in
+ * the descriptor before the PTE is writable, so making the PTE read-only or
+ * inaccessible loses nothing; mprotect keeps the uffd-wp bit of a clean
+ * page's PTE, so raising the protection again does not make it writable.
+ */
+UPC_API int upc_protect(struct upc_cache *c, void *addr, size_t length, int prot)
+{
+	uintptr_t start, end, pos;
+	struct upc_mm *mm;
+	struct upc_map *m;
+	int ret;
+
+	ret = range_args(c, addr, length, &start, &end);
+	if (ret < 0 || (prot & ~(PROT_READ | PROT_WRITE)))
+		return -EINVAL;
+	if (prot & PROT_WRITE)
+		prot |= PROT_READ;
+	mm = &c->self;
+	pthread_rwlock_wrlock(&mm->lock);
+	ret = mm_range_ok(mm, start, end);
+	if (ret < 0)
+		goto out;
+	/* Check everything first: a refused call changes nothing. */
+	for (pos = start; pos < end; pos = m->end) {
+		uintptr_t s, e;
+
+		m = mm_find(mm, pos);
+		s = max_t(uintptr_t, start, m->start);
+		e = min_t(uintptr_t, end, m->end);
+		if ((prot & PROT_WRITE) && !(m->maxprot & PROT_WRITE)) {
+			ret = -EACCES;
+			goto out;
+		}
+		pthread_mutex_lock(&m->file->lock);
+		if (prot == PROT_NONE && range_pinned(m, s, e))
+			ret = -EBUSY;
+		pthread_mutex_unlock(&m->file->lock);
+		if (ret < 0)
+			goto out;
+	}
+	for (pos = start; pos < end && ret == 0; pos = m->end) {
+		struct upc_file *f;
+		uintptr_t s, e;
+
+		m = mm_find(mm, pos);
+		f = m->file;
+		s = max_t(uintptr_t, start, m->start);
+		e = min_t(uintptr_t, end, m->end);
+		pthread_mutex_lock(&f->lock);
+		m = map_isolate(mm, m, s, e, &ret);
+		if (m) {
+			if (mprotect((void *)m->start, m->end - m->start, prot) == 0)
+				m->prot = prot;
+			else
+				ret = -ENOMEM;
+		}
+		pthread_mutex_unlock(&f->lock);
+		if (!m)
+			break;
+	}
+out:
+	pthread_rwlock_unlock(&mm->lock);
 	return ret;
 }
 

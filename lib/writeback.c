@@ -34,13 +34,7 @@
 #include <sys/mman.h>
 #include <time.h>
 
-#define PG_URGENT	0x0080	/* UPC_MS_ASYNC: write at the next flusher pass */
 #define WP_MERGE_GAP	16	/* protect across clean gaps up to this many pages */
-
-struct run {
-	uint64_t start;
-	uint64_t n;
-};
 
 static void errseq_set(struct upc_file *f, int err)
 {
@@ -60,7 +54,7 @@ int errseq_check(struct upc_file *f, uint32_t *seen)
 	return f->err;
 }
 
-static int runs_add(struct run **runs, size_t *nr, size_t *cap, uint64_t pgoff)
+int runs_add(struct run **runs, size_t *nr, size_t *cap, uint64_t pgoff)
 {
 	if (*nr && (*runs)[*nr - 1].start + (*runs)[*nr - 1].n == pgoff) {
 		(*runs)[*nr - 1].n++;
@@ -83,7 +77,7 @@ static int runs_add(struct run **runs, size_t *nr, size_t *cap, uint64_t pgoff)
  * Step 1: write-protect @runs in every mapping of @f, merging runs that are
  * close together into one ioctl (a protected clean page stays protected).
  */
-static int protect_runs(struct upc_file *f, const struct run *runs, size_t nr)
+int protect_runs(struct upc_file *f, const struct run *runs, size_t nr)
 {
 	struct upc_cache *c = f->cache;
 

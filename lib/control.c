@@ -1,0 +1,461 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * control.c - what a database asks of its page cache that the kernel's
+ * never gave it: pin_user_pages() (upc_pin), madvise() (upc_advise) and
+ * the asynchronous readahead worker behind UPC_ADV_WILLNEED.
+ *
+ * I6 (seed 004, Arcangeli 2005): a pinned page is never unmapped, evicted or
+ * replaced while I/O into or out of it is in flight - "what you have to
+ * prevent is the pte to be zeroed out, it must be kept writeable during the
+ * whole I/O".  Here a pin is a count in the page descriptor, and every path
+ * that tears down or frees (reclaim, drop, DONTNEED, PROT_NONE, unmap)
+ * skips or refuses a page whose count is not zero.  A page pinned for a
+ * kernel or device write (UPC_PIN_WRITE) is dirtied at pin and again at
+ * unpin, since writes through a pin bypass write-protect tracking (seed
+ * 001, Hubbard: gup + DMA is how a pinned page gets written unseen).
+ *
+ * I4 (seed 001, Hubbard/Wilcox 2021): a lazily freed page written again
+ * before reclaim is dirty again and written back; page_set_dirty() clears
+ * PG_LAZYFREE and reclaim re-checks dirty under file->lock before freeing.
+ */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+/* Walk [start, end) over this mm's mappings; -EINVAL unless wholly mapped.  mm->lock held. */
+int mm_range_ok(struct upc_mm *mm, uintptr_t start, uintptr_t end)
+{
+	for (uintptr_t pos = start; pos < end;) {
+		struct upc_map *m = mm_find(mm, pos);
+
+		if (!m)
+			return -EINVAL;
+		pos = m->end;
+	}
+	return 0;
+}
+
+int range_args(struct upc_cache *c, void *addr, size_t length, uintptr_t *startp, uintptr_t *endp)
+{
+	uintptr_t start = (uintptr_t)addr, end;
+
+	if (!c || !length || (start & (UPC_PAGE_SIZE - 1)))
+		return -EINVAL;
+	end = start + pg_round_up(length);
+	if (end <= start)
+		return -EINVAL;
+	*startp = start;
+	*endp = end;
+	return 0;
+}
+
+static void piece(struct upc_map *m, uintptr_t start, uintptr_t end, uint64_t *first, uint64_t *last)
+{
+	uintptr_t s = max_t(uintptr_t, start, m->start), e = min_t(uintptr_t, end, m->end);
+
+	*first = m->pgoff + ((s - m->start) >> UPC_PAGE_SHIFT);
+	*last = m->pgoff + ((e - m->start) >> UPC_PAGE_SHIFT) - 1;
+}
+
+#define for_each_piece(mm_, m_, pos_, from_, to_) \
+	for ((pos_) = (from_); (pos_) < (to_) && ((m_) = mm_find((mm_), (pos_))); (pos_) = (m_)->end)
+
+/* Drop one pin of file pages [first, last].  Caller holds f->lock. */
+static void unpin_pages(struct upc_file *f, uint64_t first, uint64_t last)
+{
+	for (uint64_t p = first; p <= last; p++) {
+		struct upc_page *pg = pt_lookup(f, p);
+
+		if (!pg || !pg->pincount)
+			continue;
+		if (--pg->pincount)
+			continue;
+		f->nr_pinned--;
+		atomic_fetch_sub(&f->cache->nr_pinned, 1);
+		if (pg->flags & PG_PINWRITE)
+			page_set_dirty(f, pg);
+		pg->flags &= ~(PG_NOWB | PG_PINWRITE);
+	}
+	pthread_cond_broadcast(&f->wb_cond);
+}
+
+UPC_API int upc_pin(struct upc_cache *c, void *addr, size_t length, unsigned int flags)
+{
+	struct upc_mm *mm = c ? &c->self : NULL;
+	uintptr_t start, end, pos, done;
+	uint64_t first, last;
+	struct upc_map *m;
+	int ret, tries;
+
+	ret = range_args(c, addr, length, &start, &end);
+	if (ret < 0 || (flags & ~UPC_PIN_FLAGS_ALL))
+		return -EINVAL;
+	pthread_rwlock_rdlock(&mm->lock);
+	ret = mm_range_ok(mm, start, end);
+	if (ret < 0)
+		goto out;
+	for_each_piece(mm, m, pos, start, end)
+		if ((flags & UPC_PIN_WRITE) && !(m->prot & PROT_WRITE)) {
+			ret = -EACCES;
+			goto out;
+		}
+	if (atomic_load(&c->nr_pinned) + ((end - start) >> UPC_PAGE_SHIFT) > c->limit_pages) {
+		ret = -ENOMEM;
+		goto out;
+	}
+
+	for_each_piece(mm, m, pos, start, end) {
+		struct upc_file *f = m->file;
+		uintptr_t s = max_t(uintptr_t, start, m->start), e = min_t(uintptr_t, end, m->end);
+		bool all = false;
+
+		piece(m, start, end, &first, &last);
+		/*
+		 * Fault the pages in, then pin them under the lock if they are
+		 * all still there (reclaim may take one in between: try again).
+		 */
+		for (tries = 0; tries < 8 && !all; tries++) {
+			int adv = (flags & UPC_PIN_WRITE) ? MADV_POPULATE_WRITE : MADV_POPULATE_READ;
+
+			if (madvise((void *)s, e - s, adv) < 0) {
+				ret = -EFAULT;
+				break;
+			}
+			pthread_mutex_lock(&f->lock);
+			all = true;
+			for (uint64_t p = first; p <= last && all; p++) {
+				struct upc_page *pg = pt_lookup(f, p);
+
+				all = pg && (pg->flags & PG_UPTODATE);
+			}
+			if (all)
+				for (uint64_t p = first; p <= last; p++) {
+					struct upc_page *pg = pt_lookup(f, p);
+
+					if (!pg->pincount++) {
+						f->nr_pinned++;
+						atomic_fetch_add(&c->nr_pinned, 1);
+					}
+					if (flags & UPC_PIN_NOWRITEBACK)
+						pg->flags |= PG_NOWB;
+					if (flags & UPC_PIN_WRITE) {
+						pg->flags |= PG_PINWRITE;
+						page_set_dirty(f, pg);
+					}
+				}
+			pthread_mutex_unlock(&f->lock);
+		}
+		if (!all) {
+			if (!ret)
+				ret = -EFAULT;
+			/* Undo the pieces already pinned: on failure nothing is pinned. */
+			for_each_piece(mm, m, done, start, s) {
+				uint64_t a, b;
+
+				piece(m, start, s, &a, &b);
+				pthread_mutex_lock(&m->file->lock);
+				unpin_pages(m->file, a, b);
+				pthread_mutex_unlock(&m->file->lock);
+			}
+			goto out;
+		}
+	}
+	ret = 0;
+out:
+	pthread_rwlock_unlock(&mm->lock);
+	return ret;
+}
+
+UPC_API int upc_unpin(struct upc_cache *c, void *addr, size_t length)
+{
+	struct upc_mm *mm = c ? &c->self : NULL;
+	uintptr_t start, end, pos;
+	uint64_t first, last;
+	struct upc_map *m;
+	int ret;
+
+	ret = range_args(c, addr, length, &start, &end);
+	if (ret < 0)
+		return ret;
+	pthread_rwlock_rdlock(&mm->lock);
+	ret = mm_range_ok(mm, start, end);
+	if (ret < 0)
+		goto out;
+	/* Every page must be pinned, or nothing changes. */
+	for_each_piece(mm, m, pos, start, end) {
+		piece(m, start, end, &first, &last);
+		pthread_mutex_lock(&m->file->lock);
+		for (uint64_t p = first; p <= last && ret == 0; p++) {
+			struct upc_page *pg = pt_lookup(m->file, p);
+
+			if (!pg || !pg->pincount)
+				ret = -EINVAL;
+		}
+		pthread_mutex_unlock(&m->file->lock);
+		if (ret < 0)
+			goto out;
+	}
+	for_each_piece(mm, m, pos, start, end) {
+		piece(m, start, end, &first, &last);
+		pthread_mutex_lock(&m->file->lock);
+		unpin_pages(m->file, first, last);
+		pthread_mutex_unlock(&m->file->lock);
+	}
+out:
+	pthread_rwlock_unlock(&mm->lock);
+	return ret;
+}
+
+/* ------------------------------------------------------------ WILLNEED worker */
+
+struct ra_work {
+	struct ra_work *next;
+	struct upc_file *file;
+	uint64_t first, last;
+};
+
+/* Read the uncached pages of [first, last] into the cache through the staging mapping. */
+static void readahead_range(struct upc_cache *c, struct upc_file *f, uint64_t first, uint64_t last,
+			    char *buf)
+{
+	for (uint64_t p = first; p <= last;) {
+		uint64_t n = 0;
+		struct upc_io io;
+		size_t skipped;
+		long r;
+
+		pthread_mutex_lock(&f->lock);
+		if (last >= f->npages)
+			last = f->npages - 1;
+		while (p <= last) {
+			struct upc_page *pg = pt_lookup(f, p);
+
+			if (!pg || !(pg->flags & PG_UPTODATE))
+				break;
+			p++;
+		}
+		while (p + n <= last && n < c->ra_max) {
+			struct upc_page *pg = pt_lookup(f, p + n);
+
+			if (pg && (pg->flags & PG_UPTODATE))
+				break;
+			n++;
+		}
+		pthread_mutex_unlock(&f->lock);
+		if (!n)
+			break;
+		io = (struct upc_io){
+			.buf = buf,
+			.len = min_t(uint64_t, n << UPC_PAGE_SHIFT, (uint64_t)f->size - (p << UPC_PAGE_SHIFT)),
+			.off = (off_t)(p << UPC_PAGE_SHIFT),
+		};
+		if (c->store->ops->submit(c->store, f->store_h, UPC_IO_READ, &io, 1) < 0 || io.res <= 0)
+			break;
+		atomic_fetch_add(&c->st.fill_ios, 1);
+		if ((size_t)io.res < io.len) {
+			if (io.off + io.res < f->size)
+				n = (uint64_t)io.res >> UPC_PAGE_SHIFT;
+		}
+		if ((io.res & (UPC_PAGE_SIZE - 1)) && io.off + io.res >= f->size)
+			memset(buf + io.res, 0, UPC_PAGE_SIZE - (io.res & (UPC_PAGE_SIZE - 1)));
+		if (!n)
+			break;
+		reclaim_throttle(c);
+		pthread_mutex_lock(&f->lock);
+		r = staging_insert(f, p, n, buf, &skipped);
+		if (r > 0) {
+			for (uint64_t i = 0; i < (uint64_t)r; i++) {
+				struct upc_page *pg = pt_get(f, p + i);
+
+				if (pg && !(pg->flags & PG_UPTODATE))
+					page_add(f, p + i, pg);
+			}
+			atomic_fetch_add(&c->st.pages_filled, (uint64_t)r - skipped);
+			atomic_fetch_add(&c->st.ra_pages, (uint64_t)r - skipped);
+		}
+		pthread_mutex_unlock(&f->lock);
+		if (atomic_load(&c->nr_cached) > c->high_pages)
+			reclaim_kick(c);
+		p += n;
+	}
+}
+
+static void *ra_main(void *arg)
+{
+	struct upc_cache *c = arg;
+	char *buf = mmap(NULL, (size_t)c->ra_max * UPC_PAGE_SIZE, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	pthread_mutex_lock(&c->ra_lock);
+	while (!c->ra_stop) {
+		struct ra_work *w = c->ra_queue;
+
+		if (!w) {
+			pthread_cond_wait(&c->ra_cond, &c->ra_lock);
+			continue;
+		}
+		c->ra_queue = w->next;
+		pthread_mutex_unlock(&c->ra_lock);
+		if (buf != MAP_FAILED)
+			readahead_range(c, w->file, w->first, w->last, buf);
+		free(w);
+		pthread_mutex_lock(&c->ra_lock);
+		c->ra_done++;
+		pthread_cond_broadcast(&c->ra_cond);
+	}
+	pthread_mutex_unlock(&c->ra_lock);
+	if (buf != MAP_FAILED)
+		munmap(buf, (size_t)c->ra_max * UPC_PAGE_SIZE);
+	return NULL;
+}
+
+static int ra_queue(struct upc_cache *c, struct upc_file *f, uint64_t first, uint64_t last)
+{
+	struct ra_work *w = calloc(1, sizeof(*w));
+	int ret = 0;
+
+	if (!w)
+		return -ENOMEM;
+	*w = (struct ra_work){ .file = f, .first = first, .last = last };
+	pthread_mutex_lock(&c->ra_lock);
+	if (!c->ra_running) {
+		ret = pthread_create(&c->ra_thread, NULL, ra_main, c);
+		if (ret) {
+			pthread_mutex_unlock(&c->ra_lock);
+			free(w);
+			return -ret;
+		}
+		pthread_setname_np(c->ra_thread, "upc-readahead");
+		c->ra_running = true;
+	}
+	w->next = NULL;
+	struct ra_work **pp = &c->ra_queue;
+	while (*pp)
+		pp = &(*pp)->next;
+	*pp = w;
+	c->ra_queued++;
+	pthread_cond_broadcast(&c->ra_cond);
+	pthread_mutex_unlock(&c->ra_lock);
+	return 0;
+}
+
+void ra_stop(struct upc_cache *c)
+{
+	pthread_mutex_lock(&c->ra_lock);
+	c->ra_stop = true;
+	pthread_cond_broadcast(&c->ra_cond);
+	pthread_mutex_unlock(&c->ra_lock);
+	if (c->ra_running)
+		pthread_join(c->ra_thread, NULL);
+	while (c->ra_queue) {
+		struct ra_work *w = c->ra_queue;
+
+		c->ra_queue = w->next;
+		free(w);
+	}
+	c->ra_running = false;
+}
+
+/* ------------------------------------------------------------ advice */
+
+UPC_API int upc_advise(struct upc_cache *c, void *addr, size_t length, int advice)
+{
+	struct upc_mm *mm = c ? &c->self : NULL;
+	uintptr_t start, end, pos;
+	uint64_t first, last;
+	struct upc_map *m;
+	int ret;
+
+	ret = range_args(c, addr, length, &start, &end);
+	if (ret < 0 || advice < UPC_ADV_NORMAL || advice > UPC_ADV_FREE)
+		return -EINVAL;
+	pthread_rwlock_rdlock(&mm->lock);
+	ret = mm_range_ok(mm, start, end);
+	if (ret < 0)
+		goto out;
+
+	switch (advice) {
+	case UPC_ADV_NORMAL:
+	case UPC_ADV_RANDOM:
+	case UPC_ADV_SEQUENTIAL:
+		/* Per mapping, as the kernel's per-VMA VM_RAND_READ / VM_SEQ_READ. */
+		for_each_piece(mm, m, pos, start, end) {
+			pthread_mutex_lock(&m->file->lock);
+			m->ra_policy = advice;
+			m->ra_win = 0;
+			pthread_mutex_unlock(&m->file->lock);
+		}
+		break;
+	case UPC_ADV_WILLNEED:
+		for_each_piece(mm, m, pos, start, end) {
+			piece(m, start, end, &first, &last);
+			ret = ra_queue(c, m->file, first, last);
+			if (ret < 0)
+				break;
+		}
+		break;
+	case UPC_ADV_DONTNEED:
+		for_each_piece(mm, m, pos, start, end) {
+			struct upc_file *f = m->file;
+			uintptr_t s = max_t(uintptr_t, start, m->start), e = min_t(uintptr_t, end, m->end);
+
+			piece(m, start, end, &first, &last);
+			pthread_mutex_lock(&f->lock);
+			ret = dontneed_piece(m, s, e, first, last);
+			pthread_mutex_unlock(&f->lock);
+			if (ret < 0)
+				break;
+		}
+		break;
+	case UPC_ADV_FREE:
+		for_each_piece(mm, m, pos, start, end) {
+			piece(m, start, end, &first, &last);
+			pthread_mutex_lock(&m->file->lock);
+			for (uint64_t p = first; p <= last && ret == 0; p++) {
+				struct upc_page *pg = pt_lookup(m->file, p);
+
+				if (pg && pg->pincount)
+					ret = -EBUSY;
+			}
+			pthread_mutex_unlock(&m->file->lock);
+			if (ret < 0)
+				goto out;
+		}
+		for_each_piece(mm, m, pos, start, end) {
+			struct upc_file *f = m->file;
+			struct run r;
+
+			piece(m, start, end, &first, &last);
+			r = (struct run){ first, last - first + 1 };
+			pthread_mutex_lock(&f->lock);
+			/*
+			 * As write-back does (I1): protect every mapping first,
+			 * so a later write traps and re-dirties the page; only
+			 * then forget the dirty data.
+			 */
+			ret = protect_runs(f, &r, 1);
+			if (ret == 0)
+				for (uint64_t p = first; p <= last; p++) {
+					struct upc_page *pg = pt_lookup(f, p);
+
+					if (!pg || !(pg->flags & PG_UPTODATE))
+						continue;
+					if (pg->flags & PG_DIRTY) {
+						pg->flags &= ~(PG_DIRTY | PG_URGENT);
+						f->nr_dirty--;
+					}
+					pg->flags |= PG_LAZYFREE;
+				}
+			pthread_mutex_unlock(&f->lock);
+			if (ret < 0)
+				break;
+		}
+		break;
+	}
+out:
+	pthread_rwlock_unlock(&mm->lock);
+	return ret;
+}

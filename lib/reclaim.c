@@ -1,0 +1,433 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * reclaim.c - page replacement and reclaim: the kernel's kswapd,
+ * shrink_folio_list(), try_to_unmap() + mmu_gather, and drop_caches.
+ *
+ * Accessed bits.  A fault the kernel serves itself leaves no trace here, so
+ * the engine samples PTE presence instead, the way MGLRU ages pages by
+ * walking page tables: when the clock hand passes a page it asks
+ * PAGEMAP_SCAN whether any mapping maps it, then tears those PTEs down.  A
+ * page present at the next pass was accessed again in between.
+ *
+ * Replacement is a two-list CLOCK that resists scans (2Q): a page enters
+ * inactive; it is promoted to active only when it is seen present on two
+ * passes in a row, i.e. accessed again after a teardown.  A page touched once
+ * by a sequential scan is seen once and then evicted, so one pass over a
+ * file many times the limit cannot push out a working set that is touched
+ * again and again.  Active pages are demoted while the active list is over
+ * half of the cache.
+ *
+ * Freeing (I2, I3; seeds 003 and 000).  Victims are torn down in batches: one
+ * MADV_DONTNEED per run and mapping (the mmu_gather), then the written state
+ * the teardown collected is transferred to the page, then dirty is checked
+ * again, and only then are clean pages punched out of the memfd, many per
+ * fallocate(PUNCH_HOLE).  Under synchronous tracking the written state is
+ * already in the descriptor: a write to a clean page traps and needs
+ * file->lock, which reclaim holds from the check to the punch, so the writer
+ * waits, finds the page gone, faults it in again and its write lands.
+ * Dirty, pinned (I6) and under-write-back pages are never freed.
+ */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SCAN_BATCH	512	/* pages the hand passes per visit to a file */
+
+/* A page that takes part in replacement: cached, not pinned, not in flight. */
+static bool reclaimable(const struct upc_page *pg)
+{
+	return (pg->flags & PG_UPTODATE) && !pg->pincount && !(pg->flags & PG_WRITEBACK);
+}
+
+/*
+ * PTE presence of file pages [first, first+n) in this process's mappings,
+ * as one byte per page.  Other processes' mappings (forked children) are
+ * not sampled: for them the punch below is the only teardown.
+ */
+static void presence_scan(struct upc_file *f, uint64_t first, uint64_t n, uint8_t *present)
+{
+	struct page_region regs[64];
+
+	memset(present, 0, n);
+	for (struct upc_map *m = f->rmap; m; m = m->f_next) {
+		uint64_t mend = m->pgoff + ((m->end - m->start) >> UPC_PAGE_SHIFT);
+		uint64_t s = max_t(uint64_t, first, m->pgoff), e = min_t(uint64_t, first + n, mend);
+		struct pm_scan_arg arg;
+		uintptr_t start, end;
+		long got;
+
+		if (s >= e || m->mm->pagemap_fd < 0 || m->mm != &f->cache->self)
+			continue;
+		start = m->start + ((s - m->pgoff) << UPC_PAGE_SHIFT);
+		end = m->start + ((e - m->pgoff) << UPC_PAGE_SHIFT);
+		while (start < end) {
+			arg = (struct pm_scan_arg){
+				.size = sizeof(arg),
+				.start = start,
+				.end = end,
+				.vec = (uintptr_t)regs,
+				.vec_len = ARRAY_SIZE(regs),
+				.category_anyof_mask = PAGE_IS_PRESENT,
+				.return_mask = PAGE_IS_PRESENT,
+			};
+			got = ioctl(m->mm->pagemap_fd, PAGEMAP_SCAN, &arg);
+			if (got <= 0)
+				break;
+			for (long i = 0; i < got; i++)
+				for (uintptr_t a = regs[i].start; a < regs[i].end; a += UPC_PAGE_SIZE)
+					present[m->pgoff + ((a - m->start) >> UPC_PAGE_SHIFT) - first] = 1;
+			if (arg.walk_end <= start || arg.walk_end >= end)
+				break;
+			start = arg.walk_end;
+		}
+	}
+}
+
+/*
+ * Tear down this process's PTEs of @runs (and the staging mapping's): the
+ * mmu_gather.  The pages stay in the memfd.  A clean page's PTE is
+ * write-protected, so the teardown leaves a uffd-wp marker behind and the
+ * next write still traps; a dirty page is dirty in its descriptor already.
+ */
+void teardown_runs(struct upc_file *f, const struct run *runs, size_t nr, bool staging)
+{
+	for (struct upc_map *m = f->rmap; m; m = m->f_next) {
+		uint64_t mend = m->pgoff + ((m->end - m->start) >> UPC_PAGE_SHIFT);
+
+		if (m->mm != &f->cache->self)
+			continue;
+		for (size_t i = 0; i < nr; i++) {
+			uint64_t s = max_t(uint64_t, runs[i].start, m->pgoff);
+			uint64_t e = min_t(uint64_t, runs[i].start + runs[i].n, mend);
+
+			if (s < e)
+				madvise((void *)(m->start + ((s - m->pgoff) << UPC_PAGE_SHIFT)),
+					(e - s) << UPC_PAGE_SHIFT, MADV_DONTNEED);
+		}
+	}
+	if (staging)
+		for (size_t i = 0; i < nr; i++)
+			madvise(f->base + (runs[i].start << UPC_PAGE_SHIFT), runs[i].n << UPC_PAGE_SHIFT,
+				MADV_DONTNEED);
+}
+
+/*
+ * Free clean victims: tear down, re-check, punch, re-protect.  Returns the
+ * pages freed.  Caller holds f->lock.
+ */
+uint64_t reclaim_runs(struct upc_file *f, struct run *runs, size_t nr)
+{
+	struct upc_cache *c = f->cache;
+	struct run *ok = NULL;
+	size_t nok = 0, cap = 0;
+	uint64_t freed = 0;
+
+	/* I2: tear every mapping down first; the written state moves to the page. */
+	teardown_runs(f, runs, nr, true);
+	/* I3: then re-check; a page dirty, pinned or in flight now is kept. */
+	for (size_t i = 0; i < nr; i++)
+		for (uint64_t p = runs[i].start; p < runs[i].start + runs[i].n; p++) {
+			struct upc_page *pg = pt_lookup(f, p);
+
+			if (pg && reclaimable(pg) && !(pg->flags & PG_DIRTY))
+				if (runs_add(&ok, &nok, &cap, p) < 0)
+					goto out;
+		}
+	for (size_t i = 0; i < nok; i++) {
+		if (sys_punch(f->memfd, (off_t)(ok[i].start << UPC_PAGE_SHIFT),
+			      (off_t)(ok[i].n << UPC_PAGE_SHIFT)) < 0) {
+			ok[i].n = 0;
+			continue;
+		}
+		for (uint64_t p = ok[i].start; p < ok[i].start + ok[i].n; p++)
+			page_remove(f, p);
+		freed += ok[i].n;
+	}
+	/*
+	 * The punch zapped every PTE of those pages in every mapping.  Put the
+	 * write-protect markers back on the empty PTEs, so that when a page
+	 * comes back through another path (readahead into the staging mapping)
+	 * a kernel-served read cannot map it writable.
+	 */
+	protect_runs(f, ok, nok);
+	atomic_fetch_add(&c->st.pages_evicted, freed);
+out:
+	free(ok);
+	return freed;
+}
+
+/*
+ * One visit of the clock hand to @f: sample and age up to SCAN_BATCH cached
+ * pages, free the clean victims, and start write-back of the dirty ones (they
+ * are freed at a later pass, once clean).  Returns the pages freed.
+ */
+static uint64_t shrink_file(struct upc_file *f, uint64_t active_target)
+{
+	struct run *zap = NULL, *victims = NULL, *dirty = NULL;
+	size_t nzap = 0, zcap = 0, nv = 0, vcap = 0, nd = 0, dcap = 0;
+	uint8_t present[SCAN_BATCH];
+	uint64_t first, n, freed = 0;
+
+	pthread_mutex_lock(&f->lock);
+	if (!f->nr_cached || !f->npages)
+		goto out;
+	if (f->hand >= f->npages)
+		f->hand = 0;
+	/* Skip empty chunks to the next cached page. */
+	while (!f->chunks[f->hand >> PT_CHUNK_SHIFT]) {
+		f->hand = ((f->hand >> PT_CHUNK_SHIFT) + 1) << PT_CHUNK_SHIFT;
+		if (f->hand >= f->npages)
+			f->hand = 0;
+	}
+	first = f->hand;
+	n = min_t(uint64_t, SCAN_BATCH, f->npages - first);
+	presence_scan(f, first, n, present);
+
+	for (uint64_t i = 0; i < n; i++) {
+		struct upc_page *pg = pt_lookup(f, first + i);
+
+		if (!pg || !reclaimable(pg))
+			continue;
+		if (present[i])
+			runs_add(&zap, &nzap, &zcap, first + i);
+		if (pg->flags & PG_ACTIVE) {
+			if (!present[i] && f->nr_active > active_target) {
+				pg->flags &= ~(PG_ACTIVE | PG_REFERENCED);
+				f->nr_active--;
+			}
+			continue;
+		}
+		if ((pg->flags & PG_LAZYFREE) && !(pg->flags & PG_DIRTY)) {
+			runs_add(&victims, &nv, &vcap, first + i);
+			continue;
+		}
+		if (present[i]) {
+			if (pg->flags & PG_REFERENCED) {
+				pg->flags = (pg->flags & ~PG_REFERENCED) | PG_ACTIVE;
+				f->nr_active++;
+			} else {
+				pg->flags |= PG_REFERENCED;
+			}
+			continue;
+		}
+		pg->flags &= ~PG_REFERENCED;
+		if (pg->flags & PG_DIRTY)
+			runs_add(&dirty, &nd, &dcap, first + i);
+		else
+			runs_add(&victims, &nv, &vcap, first + i);
+	}
+	f->hand = first + n;
+	/* Sample again at the next pass: what is present then was accessed since. */
+	teardown_runs(f, zap, nzap, false);
+	if (nv)
+		freed = reclaim_runs(f, victims, nv);
+out:
+	pthread_mutex_unlock(&f->lock);
+	for (size_t i = 0; i < nd; i++)
+		writeback_range(f, dirty[i].start, dirty[i].start + dirty[i].n - 1, WB_NOWAIT);
+	free(zap);
+	free(victims);
+	free(dirty);
+	return freed;
+}
+
+/* Reclaim until the cache is under the low watermark, or no progress is possible. */
+static void shrink_cache(struct upc_cache *c)
+{
+	unsigned int idle_rounds = 0;
+
+	while (atomic_load(&c->nr_cached) > c->low_pages && idle_rounds < 3) {
+		uint64_t freed = 0, active_target = atomic_load(&c->nr_cached) / 2;
+		uint32_t nfiles;
+
+		pthread_mutex_lock(&c->lock);
+		nfiles = c->nr_files;
+		pthread_mutex_unlock(&c->lock);
+		/* A round: enough visits for the hand to go around every file once. */
+		for (uint64_t v = 0; v < (uint64_t)nfiles * 2 + c->limit_pages / SCAN_BATCH &&
+				     atomic_load(&c->nr_cached) > c->low_pages; v++) {
+			struct upc_file *f;
+
+			pthread_mutex_lock(&c->lock);
+			f = c->clock_file && c->clock_file->next ? c->clock_file->next : c->files;
+			c->clock_file = f;
+			pthread_mutex_unlock(&c->lock);
+			if (!f)
+				break;
+			freed += shrink_file(f, active_target / (nfiles ? nfiles : 1));
+		}
+		idle_rounds = freed ? 0 : idle_rounds + 1;
+		pthread_mutex_lock(&c->rc_lock);
+		c->rc_passes++;
+		pthread_cond_broadcast(&c->rc_done);
+		pthread_mutex_unlock(&c->rc_lock);
+	}
+}
+
+static void *reclaim_main(void *arg)
+{
+	struct upc_cache *c = arg;
+	struct timespec ts;
+
+	pthread_mutex_lock(&c->rc_lock);
+	while (!c->rc_stop) {
+		if (!c->rc_kick && atomic_load(&c->nr_cached) <= c->high_pages) {
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_sec += 1;
+			pthread_cond_timedwait(&c->rc_cond, &c->rc_lock, &ts);
+			continue;
+		}
+		c->rc_kick = false;
+		pthread_mutex_unlock(&c->rc_lock);
+		shrink_cache(c);
+		pthread_mutex_lock(&c->rc_lock);
+		pthread_cond_broadcast(&c->rc_done);
+	}
+	pthread_mutex_unlock(&c->rc_lock);
+	return NULL;
+}
+
+void reclaim_kick(struct upc_cache *c)
+{
+	pthread_mutex_lock(&c->rc_lock);
+	c->rc_kick = true;
+	pthread_cond_signal(&c->rc_cond);
+	pthread_mutex_unlock(&c->rc_lock);
+}
+
+/*
+ * The fault path's throttle: far over the limit (the reclaim thread is
+ * behind), wait for it to make progress, for a bounded time, so that a cache
+ * full of pinned or dirty pages slows faults down rather than stopping them.
+ */
+void reclaim_throttle(struct upc_cache *c)
+{
+	struct timespec ts;
+
+	if (atomic_load(&c->nr_cached) < c->hard_pages)
+		return;
+	pthread_mutex_lock(&c->rc_lock);
+	c->rc_kick = true;
+	pthread_cond_signal(&c->rc_cond);
+	for (int i = 0; i < 20 && atomic_load(&c->nr_cached) >= c->hard_pages; i++) {
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 10 * 1000000;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		pthread_cond_timedwait(&c->rc_done, &c->rc_lock, &ts);
+	}
+	pthread_mutex_unlock(&c->rc_lock);
+}
+
+int reclaim_start(struct upc_cache *c)
+{
+	int ret;
+
+	c->limit_pages = max_t(uint64_t, c->mem_limit >> UPC_PAGE_SHIFT, 64);
+	c->high_pages = c->limit_pages;
+	c->low_pages = c->limit_pages - max_t(uint64_t, c->limit_pages / 32, 16);
+	c->hard_pages = c->limit_pages + c->limit_pages / 8 + c->ra_max;
+	pthread_mutex_init(&c->rc_lock, NULL);
+	pthread_cond_init(&c->rc_cond, NULL);
+	pthread_cond_init(&c->rc_done, NULL);
+	ret = pthread_create(&c->rc_thread, NULL, reclaim_main, c);
+	if (ret)
+		return -ret;
+	pthread_setname_np(c->rc_thread, "upc-reclaim");
+	c->rc_running = true;
+	return 0;
+}
+
+void reclaim_stop(struct upc_cache *c)
+{
+	if (!c->rc_running)
+		return;
+	pthread_mutex_lock(&c->rc_lock);
+	c->rc_stop = true;
+	pthread_cond_signal(&c->rc_cond);
+	pthread_mutex_unlock(&c->rc_lock);
+	pthread_join(c->rc_thread, NULL);
+	c->rc_running = false;
+}
+
+/*
+ * UPC_ADV_DONTNEED over [s, e) of mapping @m (file pages [first, last]):
+ * zap this process's PTEs, skipping pinned pages (I6).  Cached data and
+ * dirty state stay (I2, I5).  The PTEs are write-protected again afterwards:
+ * a zapped poison marker (a failed read) or a zapped writable PTE leaves an
+ * empty PTE, and a kernel-served read must not map a clean page writable.
+ * Caller holds f->lock.
+ */
+int dontneed_piece(struct upc_map *m, uintptr_t s, uintptr_t e, uint64_t first, uint64_t last)
+{
+	struct upc_file *f = m->file;
+	uint64_t p = first;
+	int ret = 0;
+
+	(void)e;
+	while (p <= last && ret == 0) {
+		uint64_t q = p;
+		struct upc_page *pg;
+
+		/* a run of unpinned pages */
+		while (q <= last && !((pg = pt_lookup(f, q)) && pg->pincount))
+			q++;
+		if (q > p) {
+			uintptr_t a = s + ((p - first) << UPC_PAGE_SHIFT);
+			size_t len = (q - p) << UPC_PAGE_SHIFT;
+
+			if (madvise((void *)a, len, MADV_DONTNEED) < 0)
+				ret = -EINVAL;
+			else
+				ret = sys_uffd_wp(m->mm->uffd, a, len, true, false);
+		}
+		p = q + 1;	/* past the pinned page */
+	}
+	return ret;
+}
+
+/* drop_caches, done right (I3, seed 000: Wilcox 2019): tear down first, check dirty after. */
+UPC_API int upc_drop(struct upc_cache *c, unsigned int flags)
+{
+	uint64_t dropped = 0;
+	struct upc_file *f;
+	int ret;
+
+	if (!c || (flags & ~UPC_DROP_FLAGS_ALL))
+		return -EINVAL;
+	pthread_mutex_lock(&c->lock);
+	f = c->files;
+	pthread_mutex_unlock(&c->lock);
+	/* Files are only ever added at the head and freed with the cache. */
+	for (; f; f = f->next) {
+		struct run *runs = NULL;
+		size_t nr = 0, cap = 0;
+
+		if (flags & UPC_DROP_WRITEBACK) {
+			ret = writeback_range(f, 0, UINT64_MAX, WB_SYNC);
+			if (ret < 0)
+				return ret;
+		}
+		pthread_mutex_lock(&f->lock);
+		for (uint64_t p = 0; p < f->npages; p++) {
+			struct upc_page *pg = pt_lookup(f, p);
+
+			if (!pg) {
+				p |= PT_CHUNK_PAGES - 1;
+				continue;
+			}
+			if (reclaimable(pg) && !(pg->flags & PG_DIRTY) && runs_add(&runs, &nr, &cap, p) < 0)
+				break;
+		}
+		dropped += reclaim_runs(f, runs, nr);
+		pthread_mutex_unlock(&f->lock);
+		free(runs);
+	}
+	return dropped > INT32_MAX ? INT32_MAX : (int)dropped;
+}
