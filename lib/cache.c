@@ -88,8 +88,10 @@ void page_remove(struct upc_file *f, uint64_t pgoff)
 
 	if (!pg || !(pg->flags & PG_UPTODATE))
 		return;
-	if (pg->flags & PG_ACTIVE)
+	if (pg->flags & PG_ACTIVE) {
 		f->nr_active--;
+		atomic_fetch_sub(&f->cache->nr_active, 1);
+	}
 	memset(pg, 0, sizeof(*pg));
 	f->nr_cached--;
 	atomic_fetch_sub(&f->cache->nr_cached, 1);
@@ -165,6 +167,7 @@ static void file_free(struct upc_file *f)
 		}
 	atomic_fetch_sub(&c->meta_bytes, f->nchunks * (sizeof(*f->chunks) + sizeof(*f->chunk_used)));
 	atomic_fetch_sub(&c->nr_cached, f->nr_cached);
+	atomic_fetch_sub(&c->nr_active, f->nr_active);
 	free(f->chunks);
 	free(f->chunk_used);
 	pthread_mutex_destroy(&f->lock);
@@ -455,7 +458,25 @@ UPC_API int upc_cache_destroy(struct upc_cache *c)
 
 	/* Write everything back while the mappings still exist to protect. */
 	for (f = c->files; f; f = f->next) {
-		err = writeback_range(f, 0, UINT64_MAX, WB_SYNC);
+		/* The cache goes away: its pins and write-back holds go with it. */
+		pthread_mutex_lock(&f->lock);
+		for (uint64_t p = 0; f->nr_pinned && p < f->npages; p++) {
+			struct upc_page *pg = pt_lookup(f, p);
+
+			if (!pg) {
+				p |= PT_CHUNK_PAGES - 1;
+				continue;
+			}
+			if (!pg->pincount)
+				continue;
+			if (pg->flags & PG_PINWRITE)
+				page_set_dirty(f, pg);
+			pg->pincount = 0;
+			pg->flags &= ~(PG_NOWB | PG_PINWRITE);
+			f->nr_pinned--;
+		}
+		pthread_mutex_unlock(&f->lock);
+		err = writeback_range(f, 0, UINT64_MAX, WB_SYNC, NULL);
 		pthread_mutex_lock(&f->lock);
 		if (!err && f->err_seq != f->err_reported)
 			err = f->err;

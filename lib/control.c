@@ -270,8 +270,10 @@ static void readahead_range(struct upc_cache *c, struct upc_file *f, uint64_t fi
 			for (uint64_t i = 0; i < (uint64_t)r; i++) {
 				struct upc_page *pg = pt_get(f, p + i);
 
-				if (pg && !(pg->flags & PG_UPTODATE))
+				if (pg && !(pg->flags & PG_UPTODATE)) {
 					page_add(f, p + i, pg);
+					pg->flags |= PG_READAHEAD;
+				}
 			}
 			atomic_fetch_add(&c->st.pages_filled, (uint64_t)r - skipped);
 			atomic_fetch_add(&c->st.ra_pages, (uint64_t)r - skipped);

@@ -178,8 +178,11 @@ static void handle_missing(struct upc_mm *mm, struct upc_map *m, uintptr_t addr,
 	for (i = 0; i < n; i++) {
 		struct upc_page *p = pt_get(f, pgoff + i);
 
-		if (p && !(p->flags & PG_UPTODATE))
+		if (p && !(p->flags & PG_UPTODATE)) {
 			page_add(f, pgoff + i, p);
+			if (i)
+				p->flags |= PG_READAHEAD;
+		}
 	}
 	atomic_fetch_add(&c->st.pages_filled, n);
 	atomic_fetch_add(&c->st.ra_pages, n - 1);

@@ -78,6 +78,7 @@ static inline uint64_t pg_round_up(uint64_t x)
 #define PG_NOWB		0x0040	/* pinned with UPC_PIN_NOWRITEBACK */
 #define PG_URGENT	0x0080	/* UPC_MS_ASYNC: write at the next flusher pass */
 #define PG_PINWRITE	0x0100	/* pinned with UPC_PIN_WRITE: dirty again at unpin */
+#define PG_READAHEAD	0x0200	/* read ahead, not yet accessed: mapped without a reference */
 
 struct upc_page {
 	uint16_t flags;
@@ -185,6 +186,7 @@ struct upc_cache {
 
 	/* memory: cached pages, watermarks, the reclaim thread (kswapd) */
 	_Atomic uint64_t nr_cached;
+	_Atomic uint64_t nr_active;	/* replacement: pages in the active list */
 	uint64_t limit_pages, high_pages, low_pages, hard_pages;
 	struct upc_file *clock_file;	/* reclaim visits files round-robin */
 	pthread_t rc_thread;
@@ -278,7 +280,8 @@ __upc_hidden void fault_populate(struct upc_map *m);
 #define WB_SYNC		0x1	/* wait for write-back in flight, then fdatasync */
 #define WB_EXPIRED	0x2	/* only pages dirty for longer than expire_ms */
 #define WB_NOWAIT	0x4	/* skip pages under write-back instead of waiting */
-__upc_hidden int writeback_range(struct upc_file *f, uint64_t first, uint64_t last, int how);
+__upc_hidden int writeback_range(struct upc_file *f, uint64_t first, uint64_t last, int how,
+				 uint64_t *heldp);
 __upc_hidden int errseq_check(struct upc_file *f, uint32_t *seen);
 __upc_hidden int bgwb_start(struct upc_cache *c);
 __upc_hidden void bgwb_stop(struct upc_cache *c);

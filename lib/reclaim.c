@@ -11,11 +11,15 @@
  *
  * Replacement is a two-list CLOCK that resists scans (2Q): a page enters
  * inactive; it is promoted to active only when it is seen present on two
- * passes in a row, i.e. accessed again after a teardown.  A page touched once
+ * passes in a row, i.e. accessed again after a teardown.  Readahead maps
+ * pages ahead of any access, so a readahead page's first presence only
+ * clears PG_READAHEAD (the kernel, likewise, marks a readahead folio
+ * accessed only when it is touched).  A page touched once
  * by a sequential scan is seen once and then evicted, so one pass over a
  * file many times the limit cannot push out a working set that is touched
  * again and again.  Active pages are demoted while the active list is over
- * half of the cache.
+ * half of the cache.  The active target is cache-wide (nr_active against
+ * half of nr_cached), as the kernel balances its LRU lists per node.
  *
  * Freeing (I2, I3; seeds 003 and 000).  Victims are torn down in batches: one
  * MADV_DONTNEED per run and mapping (the mmu_gather), then the written state
@@ -165,24 +169,28 @@ out:
  * pages, free the clean victims, and start write-back of the dirty ones (they
  * are freed at a later pass, once clean).  Returns the pages freed.
  */
-static uint64_t shrink_file(struct upc_file *f, uint64_t active_target)
+static uint64_t shrink_file(struct upc_file *f, uint64_t active_target, bool *wrapped)
 {
 	struct run *zap = NULL, *victims = NULL, *dirty = NULL;
 	size_t nzap = 0, zcap = 0, nv = 0, vcap = 0, nd = 0, dcap = 0;
 	uint8_t present[SCAN_BATCH];
 	uint64_t first, n, freed = 0;
 
+	*wrapped = true;
 	pthread_mutex_lock(&f->lock);
 	if (!f->nr_cached || !f->npages)
 		goto out;
 	if (f->hand >= f->npages)
 		f->hand = 0;
-	/* Skip empty chunks to the next cached page. */
+	/* Skip empty chunks to the next cached page; at the end the hand moves to the next file. */
 	while (!f->chunks[f->hand >> PT_CHUNK_SHIFT]) {
 		f->hand = ((f->hand >> PT_CHUNK_SHIFT) + 1) << PT_CHUNK_SHIFT;
-		if (f->hand >= f->npages)
+		if (f->hand >= f->npages) {
 			f->hand = 0;
+			goto out;
+		}
 	}
+	*wrapped = false;
 	first = f->hand;
 	n = min_t(uint64_t, SCAN_BATCH, f->npages - first);
 	presence_scan(f, first, n, present);
@@ -195,9 +203,10 @@ static uint64_t shrink_file(struct upc_file *f, uint64_t active_target)
 		if (present[i])
 			runs_add(&zap, &nzap, &zcap, first + i);
 		if (pg->flags & PG_ACTIVE) {
-			if (!present[i] && f->nr_active > active_target) {
+			if (!present[i] && atomic_load(&f->cache->nr_active) > active_target) {
 				pg->flags &= ~(PG_ACTIVE | PG_REFERENCED);
 				f->nr_active--;
+				atomic_fetch_sub(&f->cache->nr_active, 1);
 			}
 			continue;
 		}
@@ -205,10 +214,16 @@ static uint64_t shrink_file(struct upc_file *f, uint64_t active_target)
 			runs_add(&victims, &nv, &vcap, first + i);
 			continue;
 		}
+		if (present[i] && (pg->flags & PG_READAHEAD)) {
+			/* Mapped ahead of any access: this presence says nothing yet. */
+			pg->flags &= ~PG_READAHEAD;
+			continue;
+		}
 		if (present[i]) {
 			if (pg->flags & PG_REFERENCED) {
 				pg->flags = (pg->flags & ~PG_REFERENCED) | PG_ACTIVE;
 				f->nr_active++;
+				atomic_fetch_add(&f->cache->nr_active, 1);
 			} else {
 				pg->flags |= PG_REFERENCED;
 			}
@@ -221,6 +236,10 @@ static uint64_t shrink_file(struct upc_file *f, uint64_t active_target)
 			runs_add(&victims, &nv, &vcap, first + i);
 	}
 	f->hand = first + n;
+	if (f->hand >= f->npages) {
+		f->hand = 0;
+		*wrapped = true;
+	}
 	/* Sample again at the next pass: what is present then was accessed since. */
 	teardown_runs(f, zap, nzap, false);
 	if (nv)
@@ -228,7 +247,7 @@ static uint64_t shrink_file(struct upc_file *f, uint64_t active_target)
 out:
 	pthread_mutex_unlock(&f->lock);
 	for (size_t i = 0; i < nd; i++)
-		writeback_range(f, dirty[i].start, dirty[i].start + dirty[i].n - 1, WB_NOWAIT);
+		writeback_range(f, dirty[i].start, dirty[i].start + dirty[i].n - 1, WB_NOWAIT, NULL);
 	free(zap);
 	free(victims);
 	free(dirty);
@@ -247,18 +266,29 @@ static void shrink_cache(struct upc_cache *c)
 		pthread_mutex_lock(&c->lock);
 		nfiles = c->nr_files;
 		pthread_mutex_unlock(&c->lock);
-		/* A round: enough visits for the hand to go around every file once. */
-		for (uint64_t v = 0; v < (uint64_t)nfiles * 2 + c->limit_pages / SCAN_BATCH &&
+		/*
+		 * One clock over all cached pages: the hand stays on a file until it
+		 * wraps, then moves to the next, so every page is sampled as often as
+		 * any other, whatever the size of its file.  A round is enough
+		 * visits for the hand to go around the whole cache once.
+		 */
+		for (uint64_t v = 0; v < (uint64_t)nfiles + atomic_load(&c->nr_cached) / SCAN_BATCH + 1 &&
 				     atomic_load(&c->nr_cached) > c->low_pages; v++) {
 			struct upc_file *f;
+			bool wrapped;
 
 			pthread_mutex_lock(&c->lock);
-			f = c->clock_file && c->clock_file->next ? c->clock_file->next : c->files;
+			f = c->clock_file ? c->clock_file : c->files;
 			c->clock_file = f;
 			pthread_mutex_unlock(&c->lock);
 			if (!f)
 				break;
-			freed += shrink_file(f, active_target / (nfiles ? nfiles : 1));
+			freed += shrink_file(f, active_target, &wrapped);
+			if (wrapped) {
+				pthread_mutex_lock(&c->lock);
+				c->clock_file = f->next;
+				pthread_mutex_unlock(&c->lock);
+			}
 		}
 		idle_rounds = freed ? 0 : idle_rounds + 1;
 		pthread_mutex_lock(&c->rc_lock);
@@ -410,7 +440,7 @@ UPC_API int upc_drop(struct upc_cache *c, unsigned int flags)
 		size_t nr = 0, cap = 0;
 
 		if (flags & UPC_DROP_WRITEBACK) {
-			ret = writeback_range(f, 0, UINT64_MAX, WB_SYNC);
+			ret = writeback_range(f, 0, UINT64_MAX, WB_SYNC, NULL);
 			if (ret < 0)
 				return ret;
 		}

@@ -134,9 +134,10 @@ static bool has_writeback(struct upc_file *f, uint64_t first, uint64_t last)
 
 /*
  * Write back the dirty pages of @f in [@first, @last].  Returns 0 or the first
- * error this call met (which is also recorded in the file's errseq).
+ * error this call met (which is also recorded in the file's errseq).  Dirty
+ * pages held by UPC_PIN_NOWRITEBACK pins are skipped and counted in *@heldp.
  */
-int writeback_range(struct upc_file *f, uint64_t first, uint64_t last, int how)
+int writeback_range(struct upc_file *f, uint64_t first, uint64_t last, int how, uint64_t *heldp)
 {
 	struct upc_cache *c = f->cache;
 	struct run *runs = NULL;
@@ -165,8 +166,13 @@ int writeback_range(struct upc_file *f, uint64_t first, uint64_t last, int how)
 			p |= PT_CHUNK_PAGES - 1;
 			continue;
 		}
-		if (!(pg->flags & PG_DIRTY) || (pg->flags & (PG_WRITEBACK | PG_NOWB)))
+		if (!(pg->flags & PG_DIRTY) || (pg->flags & PG_WRITEBACK))
 			continue;
+		if (pg->flags & PG_NOWB) {
+			if (heldp)
+				(*heldp)++;
+			continue;
+		}
 		if ((how & WB_EXPIRED) && !(pg->flags & PG_URGENT) && now - pg->dirtied < c->expire_ms)
 			continue;
 		ret = runs_add(&runs, &nr, &cap, p);
@@ -275,6 +281,7 @@ UPC_API int upc_msync(struct upc_cache *c, void *addr, size_t length, int flags)
 {
 	uintptr_t start = (uintptr_t)addr, end, pos;
 	struct upc_mm *mm;
+	uint64_t held = 0;
 	int ret = 0, err;
 	bool kick = false;
 
@@ -303,7 +310,7 @@ UPC_API int upc_msync(struct upc_cache *c, void *addr, size_t length, int flags)
 		uint64_t last = m->pgoff + ((min_t(uintptr_t, end, m->end) - m->start) >> UPC_PAGE_SHIFT) - 1;
 
 		if (flags & UPC_MS_SYNC) {
-			err = writeback_range(f, first, last, WB_SYNC);
+			err = writeback_range(f, first, last, WB_SYNC, &held);
 		} else {
 			err = 0;
 			pthread_mutex_lock(&f->lock);
@@ -314,14 +321,16 @@ UPC_API int upc_msync(struct upc_cache *c, void *addr, size_t length, int flags)
 					p |= PT_CHUNK_PAGES - 1;
 					continue;
 				}
-				if (pg->flags & PG_DIRTY) {
+				if ((pg->flags & PG_DIRTY) && (pg->flags & PG_NOWB))
+					held++;
+				else if (pg->flags & PG_DIRTY) {
 					pg->flags |= PG_URGENT;
 					kick = true;
 				}
 			}
 			pthread_mutex_unlock(&f->lock);
 			if (kick && (c->flags & UPC_CACHE_NO_BGWB))
-				err = writeback_range(f, first, last, 0);
+				err = writeback_range(f, first, last, 0, NULL);
 		}
 		pthread_mutex_lock(&f->lock);
 		if (!err)
@@ -337,6 +346,8 @@ out:
 	pthread_rwlock_unlock(&mm->lock);
 	if (kick && !(c->flags & UPC_CACHE_NO_BGWB))
 		bgwb_kick(c);
+	if (ret == 0 && held)
+		ret = held > INT32_MAX ? INT32_MAX : (int)held;
 	return ret;
 }
 
@@ -381,7 +392,7 @@ static void *bgwb_main(void *arg)
 			files[nf++] = f;
 		pthread_mutex_unlock(&c->lock);
 		for (size_t i = 0; i < nf; i++)
-			writeback_range(files[i], 0, UINT64_MAX, WB_EXPIRED | WB_NOWAIT);
+			writeback_range(files[i], 0, UINT64_MAX, WB_EXPIRED | WB_NOWAIT, NULL);
 
 		pthread_mutex_lock(&c->wb_lock);
 	}

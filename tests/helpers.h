@@ -63,10 +63,33 @@ static inline void require_upcache(void)
 		cr_skip_test("io_uring is not available here");
 }
 
+/*
+ * The tracking mode the whole suite runs in: $UPC_TEST_TRACK=async adds
+ * UPC_CACHE_ASYNC_WP to every cache the tests make (make check runs both).
+ */
+static inline unsigned int track_flags(void)
+{
+	const char *e = getenv("UPC_TEST_TRACK");
+
+	return e && !strcmp(e, "async") ? UPC_CACHE_ASYNC_WP : 0;
+}
+
+static inline struct upc_cache *cache_new_opts(struct upc_cache_opts *o)
+{
+	struct upc_cache *c = NULL;
+	int ret;
+
+	require_upcache();
+	o->flags |= track_flags();
+	ret = upc_cache_create(o, &c);
+	cr_assert_eq(ret, 0, "upc_cache_create: %s", upc_strerror(ret));
+	return c;
+}
+
 static inline struct upc_cache *cache_new(unsigned int flags)
 {
 	struct upc_cache *c = NULL;
-	UPC_OPTS(upc_cache_opts, o, .flags = flags);
+	UPC_OPTS(upc_cache_opts, o, .flags = flags | track_flags());
 	int ret;
 
 	require_upcache();

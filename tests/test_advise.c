@@ -1,0 +1,110 @@
+/* SPDX-License-Identifier: MIT */
+/* upc_advise: readahead policy, WILLNEED, DONTNEED, FREE. */
+#include "helpers.h"
+
+Test(advise, random_reads_one_page_per_fault, .timeout = 60)
+{
+	const size_t size = 1 << 20;
+	struct upc_cache *c = cache_new(0);
+	int fd = tmpfile_pattern(size, NULL);
+	unsigned char *p;
+
+	cr_assert_eq(upc_map(c, fd, 0, size, PROT_READ, 0, (void **)&p), 0);
+	cr_assert_eq(upc_advise(c, p, size, UPC_ADV_RANDOM), 0);
+	for (size_t i = 0; i < size; i += PAGE)
+		cr_assert_eq(p[i], pat(i));
+	struct upc_stats st = stats_of(c);
+	cr_assert_eq(st.ra_pages, 0);
+	cr_assert_eq(st.fill_ios, size / PAGE);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	close(fd);
+}
+
+Test(advise, sequential_reads_the_largest_window_at_once, .timeout = 60)
+{
+	const size_t size = 4 << 20;
+	struct upc_cache *c = cache_new(0);
+	int fd = tmpfile_pattern(size, NULL);
+	unsigned char *p;
+
+	cr_assert_eq(upc_map(c, fd, 0, size, PROT_READ, 0, (void **)&p), 0);
+	cr_assert_eq(upc_advise(c, p, size, UPC_ADV_SEQUENTIAL), 0);
+	cr_assert_eq(p[0], pat(0));
+	struct upc_stats st = stats_of(c);
+	cr_assert_eq(st.fill_ios, 1);
+	cr_assert_eq(st.pages_cached, 512);
+	cr_assert_eq(upc_advise(c, p, size, UPC_ADV_NORMAL), 0);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	close(fd);
+}
+
+Test(advise, willneed_reads_in_the_background, .timeout = 60)
+{
+	const size_t size = 8 << 20;
+	struct upc_cache *c = cache_new(0);
+	int fd = tmpfile_pattern(size, NULL);
+	unsigned char *p;
+
+	cr_assert_eq(upc_map(c, fd, 0, size, PROT_READ, 0, (void **)&p), 0);
+	cr_assert_eq(upc_advise(c, p, size, UPC_ADV_WILLNEED), 0);
+	for (int i = 0; i < 500 && stats_of(c).pages_cached < size / PAGE; i++)
+		usleep(10000);
+	cr_assert_eq(stats_of(c).pages_cached, size / PAGE);
+	uint64_t faults = stats_of(c).faults_missing;
+	for (size_t i = 0; i < size; i += PAGE + 1)
+		cr_assert_eq(p[i], pat(i));
+	cr_assert_eq(stats_of(c).faults_missing, faults, "WILLNEED pages still faulted");
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	close(fd);
+}
+
+Test(advise, dontneed_keeps_data_and_dirty_state, .timeout = 60)
+{
+	const size_t size = 64 * PAGE;
+	struct upc_cache *c = cache_new(UPC_CACHE_NO_BGWB);
+	int fd = tmpfile_pattern(size, NULL);
+	unsigned char *p, x;
+
+	cr_assert_eq(upc_map(c, fd, 0, size, PROT_READ | PROT_WRITE, UPC_MAP_POPULATE, (void **)&p), 0);
+	p[2 * PAGE] = 0x55;
+	cr_assert_eq(upc_advise(c, p, size, UPC_ADV_DONTNEED), 0);
+	struct upc_stats st = stats_of(c);
+	cr_assert_eq(st.pages_cached, 64, "DONTNEED drops mappings, not cached pages");
+	cr_assert_eq(st.pages_dirty, 1, "I2: dirty state survives the teardown");
+	cr_assert_eq(p[2 * PAGE], 0x55);
+	/* A clean page torn down must still trap on its next write. */
+	uint64_t wp = st.faults_wp;
+	p[7 * PAGE] = 0x56;
+	cr_assert_eq(stats_of(c).faults_wp, wp + 1);
+	cr_assert_eq(upc_msync(c, p, size, UPC_MS_SYNC), 0);
+	cr_assert_eq(pread(fd, &x, 1, 2 * PAGE), 1);
+	cr_assert_eq(x, 0x55);
+	cr_assert_eq(pread(fd, &x, 1, 7 * PAGE), 1);
+	cr_assert_eq(x, 0x56);
+	cr_assert_eq(upc_advise(c, p, size, 99), -EINVAL);
+	cr_assert_eq(upc_advise(c, p, 65 * PAGE, UPC_ADV_DONTNEED), -EINVAL);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	close(fd);
+}
+
+Test(advise, free_discards_without_writeback, .timeout = 60)
+{
+	const size_t size = 16 * PAGE;
+	struct upc_cache *c = cache_new(UPC_CACHE_NO_BGWB);
+	int fd = tmpfile_pattern(size, NULL);
+	unsigned char *p, x;
+
+	cr_assert_eq(upc_map(c, fd, 0, size, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
+	p[PAGE] = 0x57;
+	cr_assert_eq(upc_advise(c, p, size, UPC_ADV_FREE), 0);
+	cr_assert_eq(stats_of(c).pages_dirty, 0);
+	uint64_t cached = stats_of(c).pages_cached;
+	cr_assert_eq(upc_drop(c, 0), (int)cached, "a lazily freed page was not dropped");
+	cr_assert_eq(upc_msync(c, p, size, UPC_MS_SYNC), 0);
+	cr_assert_eq(pread(fd, &x, 1, PAGE), 1);
+	cr_assert_eq(x, pat(PAGE), "freed data was written back");
+	cr_assert_eq(p[PAGE], pat(PAGE), "after reclaim the file's data is read again");
+	cr_assert_eq(stats_of(c).pages_written, 0);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	close(fd);
+}

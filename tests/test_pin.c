@@ -1,0 +1,156 @@
+/* SPDX-License-Identifier: MIT */
+/* Pins: resident, never torn down; NOWRITEBACK holds data back (WAL ordering). */
+#include "helpers.h"
+
+Test(pin, pinned_pages_survive_drop_and_pressure, .timeout = 120)
+{
+	const size_t limit = 2 << 20, size = 8 << 20;
+	UPC_OPTS(upc_cache_opts, o, .mem_limit = limit);
+	struct upc_cache *c = cache_new_opts(&o);
+	int fd = tmpfile_pattern(size, NULL);
+	volatile unsigned char *p;
+	unsigned long sink = 0;
+
+	cr_assert_eq(upc_map(c, fd, 0, size, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
+	cr_assert_eq(upc_pin(c, (void *)p, 64 * PAGE, 0), 0);
+	cr_assert_eq(stats_of(c).pages_pinned, 64);
+	uint64_t cached = stats_of(c).pages_cached;
+	cr_assert_eq(upc_drop(c, 0), (int)cached - 64, "drop took a pinned page");
+	cr_assert_eq(stats_of(c).pages_cached, 64);
+	for (size_t i = 64 * PAGE; i < size; i += PAGE)
+		sink += p[i];
+	uint64_t filled = stats_of(c).pages_filled;
+	for (size_t i = 0; i < 64 * PAGE; i += PAGE)
+		sink += p[i];
+	cr_assert_eq(stats_of(c).pages_filled, filled, "a pinned page was evicted");
+	cr_assert_eq(upc_unpin(c, (void *)p, 64 * PAGE), 0);
+	cr_assert_eq(stats_of(c).pages_pinned, 0);
+	(void)sink;
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	close(fd);
+}
+
+Test(pin, nowriteback_holds_data_until_unpin, .timeout = 60)
+{
+	struct upc_cache *c = cache_new(UPC_CACHE_NO_BGWB);
+	int fd = tmpfile_pattern(64 * PAGE, NULL);
+	unsigned char *p, x;
+
+	cr_assert_eq(upc_map(c, fd, 0, 64 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
+	cr_assert_eq(upc_pin(c, p, 4 * PAGE, UPC_PIN_NOWRITEBACK), 0);
+	p[0] = 0xD1;		/* a data page, held */
+	p[PAGE] = 0xD2;		/* held too */
+	p[10 * PAGE] = 0xD3;	/* not pinned */
+	/* msync writes what is not held and says how many dirty pages it held back. */
+	cr_assert_eq(upc_msync(c, p, 64 * PAGE, UPC_MS_SYNC), 2);
+	cr_assert_eq(pread(fd, &x, 1, 10 * PAGE), 1);
+	cr_assert_eq(x, 0xD3);
+	cr_assert_eq(pread(fd, &x, 1, 0), 1);
+	cr_assert_eq(x, pat(0), "a held page reached the file");
+	cr_assert_eq(stats_of(c).pages_dirty, 2);
+	/* The log is durable: release the data pages. */
+	cr_assert_eq(upc_unpin(c, p, 4 * PAGE), 0);
+	cr_assert_eq(upc_msync(c, p, 64 * PAGE, UPC_MS_SYNC), 0);
+	cr_assert_eq(pread(fd, &x, 1, 0), 1);
+	cr_assert_eq(x, 0xD1);
+	cr_assert_eq(pread(fd, &x, 1, PAGE), 1);
+	cr_assert_eq(x, 0xD2);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	close(fd);
+}
+
+Test(pin, pins_nest_and_hold_until_the_last_unpin, .timeout = 60)
+{
+	struct upc_cache *c = cache_new(UPC_CACHE_NO_BGWB);
+	int fd = tmpfile_pattern(16 * PAGE, NULL);
+	unsigned char *p;
+
+	cr_assert_eq(upc_map(c, fd, 0, 16 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
+	cr_assert_eq(upc_pin(c, p, PAGE, UPC_PIN_NOWRITEBACK), 0);
+	cr_assert_eq(upc_pin(c, p, PAGE, 0), 0);
+	p[0] = 1;
+	cr_assert_eq(upc_unpin(c, p, PAGE), 0);
+	cr_assert_eq(upc_msync(c, p, PAGE, UPC_MS_SYNC), 1, "still held by the first pin");
+	cr_assert_eq(upc_unpin(c, p, PAGE), 0);
+	cr_assert_eq(upc_msync(c, p, PAGE, UPC_MS_SYNC), 0);
+	cr_assert_eq(upc_unpin(c, p, PAGE), -EINVAL, "not pinned any more");
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	close(fd);
+}
+
+Test(pin, bad_input_and_busy, .timeout = 60)
+{
+	struct upc_cache *c = cache_new(0);
+	int fd = tmpfile_pattern(16 * PAGE, NULL), rfd;
+	char path[64];
+	unsigned char *p, *r;
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	rfd = open(path, O_RDONLY);
+	cr_assert_eq(upc_map(c, fd, 0, 16 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
+	cr_assert_eq(upc_map(c, rfd, 0, 16 * PAGE, PROT_READ, 0, (void **)&r), 0);
+	cr_assert_eq(upc_pin(c, p + 1, PAGE, 0), -EINVAL);
+	cr_assert_eq(upc_pin(c, p, 0, 0), -EINVAL);
+	cr_assert_eq(upc_pin(c, p, PAGE, 0x80), -EINVAL);
+	cr_assert_eq(upc_pin(c, p, 17 * PAGE, 0), -EINVAL, "not wholly mapped");
+	cr_assert_eq(upc_pin(c, r, PAGE, UPC_PIN_WRITE), -EACCES);
+	cr_assert_eq(upc_unpin(c, p, PAGE), -EINVAL, "not pinned");
+	cr_assert_eq(stats_of(c).pages_pinned, 0, "a refused call pinned something");
+
+	cr_assert_eq(upc_pin(c, p + 2 * PAGE, 2 * PAGE, 0), 0);
+	cr_assert_eq(upc_unmap(c, p, 16 * PAGE), -EBUSY, "I6: a pinned page is not unmapped");
+	cr_assert_eq(upc_protect(c, p, 16 * PAGE, PROT_NONE), -EBUSY);
+	cr_assert_eq(upc_advise(c, p, 16 * PAGE, UPC_ADV_FREE), -EBUSY);
+	cr_assert_eq(upc_unpin(c, p, 4 * PAGE), -EINVAL, "pages 0 and 1 are not pinned: nothing changes");
+	cr_assert_eq(stats_of(c).pages_pinned, 2);
+	cr_assert_eq(upc_unpin(c, p + 2 * PAGE, 2 * PAGE), 0);
+	cr_assert_eq(upc_unmap(c, p, 16 * PAGE), 0);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	close(fd);
+	close(rfd);
+}
+
+Test(pin, a_pinned_range_takes_kernel_writes, .timeout = 60)
+{
+	const size_t n = 8 * PAGE;
+	struct upc_cache *c = cache_new(UPC_CACHE_NO_BGWB);
+	int fd = tmpfile_pattern(n, NULL), src = tmpfile_pattern(n, NULL);
+	unsigned char *p, buf[PAGE];
+
+	memset(buf, 0x6b, sizeof(buf));
+	cr_assert_eq(pwrite(src, buf, PAGE, 2 * PAGE), (ssize_t)PAGE);
+	cr_assert_eq(upc_map(c, fd, 0, n, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
+	cr_assert_eq(upc_pin(c, p, n, UPC_PIN_WRITE), 0);
+	/* The kernel writes into the mapping: read(2) from another file. */
+	cr_assert_eq(pread(src, p + 2 * PAGE, PAGE, 2 * PAGE), (ssize_t)PAGE);
+	cr_assert_eq(upc_unpin(c, p, n), 0);
+	cr_assert_eq(upc_msync(c, p, n, UPC_MS_SYNC), 0);
+	cr_assert_eq(pread(fd, buf, PAGE, 2 * PAGE), (ssize_t)PAGE);
+	for (size_t i = 0; i < PAGE; i++)
+		cr_assert_eq(buf[i], 0x6b);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	close(fd);
+	close(src);
+}
+
+Test(pin, read_error_while_pinning_pins_nothing, .timeout = 60)
+{
+	struct upc_store *s;
+	struct upc_cache *c;
+	int fd = tmpfile_pattern(16 * PAGE, NULL);
+	unsigned char *p;
+	UPC_OPTS(upc_cache_opts, o, .flags = UPC_CACHE_NO_BGWB);
+
+	require_upcache();
+	cr_assert_eq(upc_store_inject_create(NULL, &s), 0);
+	o.store = s;
+	c = cache_new_opts(&o);
+	cr_assert_eq(upc_store_inject_add(s, UPC_IO_READ, 9 * PAGE, PAGE, UPC_INJECT_ERROR, EIO, -1), 0);
+	cr_assert_eq(upc_map(c, fd, 0, 16 * PAGE, PROT_READ, 0, (void **)&p), 0);
+	cr_assert_eq(upc_advise(c, p, 16 * PAGE, UPC_ADV_RANDOM), 0);
+	cr_assert_eq(upc_pin(c, p, 16 * PAGE, 0), -EFAULT);
+	cr_assert_eq(stats_of(c).pages_pinned, 0);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	cr_assert_eq(upc_store_destroy(s), 0);
+	close(fd);
+}
