@@ -374,6 +374,7 @@ UPC_API int upc_cache_create(const struct upc_cache_opts *opts, struct upc_cache
 	c = calloc(1, sizeof(*c));
 	if (!c)
 		return -ENOMEM;
+	c->track_mode = UPC_TRACK_SYNC;
 	c->flags = o.flags;
 	c->mem_limit = o.mem_limit ? o.mem_limit : default_mem_limit();
 	c->expire_ms = o.dirty_expire_ms ? o.dirty_expire_ms : UPC_EXPIRE_DEFAULT_MS;
@@ -381,7 +382,6 @@ UPC_API int upc_cache_create(const struct upc_cache_opts *opts, struct upc_cache
 	c->ra_max = o.ra_max_pages ? min_t(unsigned int, o.ra_max_pages, 4096) : UPC_RA_MAX_DEFAULT;
 	/* A readahead window never takes more than a quarter of the cache. */
 	c->ra_max = max_t(unsigned int, 1, min_t(uint64_t, c->ra_max, (c->mem_limit >> UPC_PAGE_SHIFT) / 4));
-	c->track_mode = UPC_TRACK_SYNC;
 	c->t0_ms = now_ms();
 	c->engine_uffd = -1;
 	c->self.uffd = -1;
@@ -397,6 +397,16 @@ UPC_API int upc_cache_create(const struct upc_cache_opts *opts, struct upc_cache
 	 */
 	want = UFFD_FEATURE_WP_HUGETLBFS_SHMEM | UFFD_FEATURE_WP_UNPOPULATED |
 	       (feats & UFFD_FEATURE_POISON) | (feats & UFFD_FEATURE_THREAD_ID);
+	/*
+	 * Asynchronous tracking needs WP_ASYNC (6.7), PAGEMAP_SCAN and MINOR
+	 * faults on shmem; without any of them the cache tracks synchronously
+	 * (upc_stats() says which, upcctl probe says why).
+	 */
+	if ((o.flags & UPC_CACHE_ASYNC_WP) && (feats & UFFD_FEATURE_WP_ASYNC) &&
+	    (feats & UFFD_FEATURE_MINOR_SHMEM) && (upc_probe() & UPC_FEAT_PAGEMAP_SCAN)) {
+		want |= UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_MINOR_SHMEM;
+		c->track_mode = UPC_TRACK_ASYNC;
+	}
 	c->uffd_features = want;
 
 	if (o.store) {
@@ -517,6 +527,7 @@ UPC_API int upc_stats(struct upc_cache *c, struct upc_stats *out)
 	st.nr_files = c->nr_files;
 	for (f = c->files; f; f = f->next) {
 		pthread_mutex_lock(&f->lock);
+		track_collect_all(f);	/* async: count what was written since the last look */
 		st.pages_cached += f->nr_cached;
 		st.pages_dirty += f->nr_dirty;
 		st.pages_writeback += f->nr_writeback;

@@ -433,6 +433,7 @@ UPC_API int upc_advise(struct upc_cache *c, void *addr, size_t length, int advic
 			piece(m, start, end, &first, &last);
 			r = (struct run){ first, last - first + 1 };
 			pthread_mutex_lock(&f->lock);
+			track_collect(f, first, last);
 			/*
 			 * As write-back does (I1): protect every mapping first,
 			 * so a later write traps and re-dirties the page; only

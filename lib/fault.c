@@ -208,6 +208,36 @@ fail:
 	fault_fail(mm, addr, ptid);
 }
 
+#define FAULT_AROUND	64	/* pages mapped per MINOR fault, at most */
+
+/*
+ * A MINOR fault (asynchronous tracking only): the page is cached but this
+ * mapping's PTE was torn down.  Map it, and the cached pages after it in the
+ * mapping (fault-around), write-protected so writes are seen, in one
+ * UFFDIO_CONTINUE.  A PTE already present ends the window (EEXIST).
+ */
+static void handle_minor(struct upc_mm *mm, struct upc_map *m, uintptr_t addr)
+{
+	struct upc_file *f = m->file;
+	uint64_t pgoff = m->pgoff + ((addr - m->start) >> UPC_PAGE_SHIFT);
+	uint64_t map_last = m->pgoff + ((m->end - m->start) >> UPC_PAGE_SHIFT);
+	uint64_t n;
+	long r;
+
+	atomic_fetch_add(&mm->cache->st.faults_minor, 1);
+	if (!page_cached(f, pgoff)) {
+		/* Freed since the fault was raised: it faults again as MISSING. */
+		sys_uffd_wake(mm->uffd, addr, UPC_PAGE_SIZE);
+		return;
+	}
+	for (n = 1; n < FAULT_AROUND && pgoff + n < map_last && page_cached(f, pgoff + n); n++)
+		;
+	r = sys_uffd_continue(mm->uffd, addr, n << UPC_PAGE_SHIFT, true, false);
+	if (r < (long)UPC_PAGE_SIZE && r != -EEXIST)
+		pr_debug("CONTINUE at page %llu: %ld\n", (unsigned long long)pgoff, r);
+	sys_uffd_wake(mm->uffd, addr, UPC_PAGE_SIZE);
+}
+
 static void handle_wp(struct upc_mm *mm, struct upc_map *m, uintptr_t addr)
 {
 	struct upc_file *f = m->file;
@@ -250,6 +280,8 @@ static void handle_fault(struct upc_mm *mm, const struct uffd_msg *msg)
 	pthread_mutex_lock(&m->file->lock);
 	if (flags & UFFD_PAGEFAULT_FLAG_WP)
 		handle_wp(mm, m, addr);
+	else if (flags & UFFD_PAGEFAULT_FLAG_MINOR)
+		handle_minor(mm, m, addr);
 	else
 		handle_missing(mm, m, addr, flags & UFFD_PAGEFAULT_FLAG_WRITE,
 			       msg->arg.pagefault.feat.ptid);

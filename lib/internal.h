@@ -238,6 +238,7 @@ __upc_hidden int sys_uffd_wp(int uffd, uintptr_t start, size_t len, bool protect
 __upc_hidden int sys_uffd_wake(int uffd, uintptr_t start, size_t len);
 __upc_hidden long sys_uffd_copy(int uffd, uintptr_t dst, const void *src, size_t len, bool wp, bool wake);
 __upc_hidden int sys_uffd_poison(int uffd, uintptr_t start, size_t len);
+__upc_hidden long sys_uffd_continue(int uffd, uintptr_t start, size_t len, bool wp, bool wake);
 __upc_hidden int sys_memfd(const char *name);
 __upc_hidden int sys_ftruncate(int fd, off_t len);
 __upc_hidden int sys_punch(int fd, off_t off, off_t len);
@@ -302,6 +303,10 @@ __upc_hidden void teardown_runs(struct upc_file *f, const struct run *runs, size
 __upc_hidden uint64_t reclaim_runs(struct upc_file *f, struct run *runs, size_t nr);
 __upc_hidden int dontneed_piece(struct upc_map *m, uintptr_t s, uintptr_t e, uint64_t first,
 				uint64_t last);
+
+/* track.c */
+__upc_hidden uint64_t track_collect(struct upc_file *f, uint64_t first, uint64_t last);
+__upc_hidden void track_collect_all(struct upc_file *f);
 
 /* store.c */
 __upc_hidden int store_default(unsigned int flags, struct upc_store **storep);

@@ -198,7 +198,8 @@ UPC_API int upc_map(struct upc_cache *c, int fd, off_t offset, size_t length, in
 	 * the engine's back.
 	 */
 	ret = sys_uffd_register(mm->uffd, m->start, len,
-				UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP);
+				UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP |
+				(c->track_mode == UPC_TRACK_ASYNC ? UFFDIO_REGISTER_MODE_MINOR : 0));
 	if (ret < 0)
 		goto out_unmap;
 	ret = sys_uffd_wp(mm->uffd, m->start, len, true, false);
@@ -341,6 +342,8 @@ UPC_API int upc_unmap(struct upc_cache *c, void *addr, size_t length)
 	m = map_isolate(mm, m, start, end, &ret);
 	if (!m)
 		goto out_unlock;
+	/* Async tracking: the written state leaves with the PTEs unless collected now. */
+	track_collect(f, m->pgoff, m->pgoff + ((m->end - m->start) >> UPC_PAGE_SHIFT) - 1);
 	munmap((void *)m->start, m->end - m->start);
 	rmap_del(f, m);
 	mm_remove(mm, m);
@@ -408,6 +411,7 @@ UPC_API int upc_protect(struct upc_cache *c, void *addr, size_t length, int prot
 		pthread_mutex_lock(&f->lock);
 		m = map_isolate(mm, m, s, e, &ret);
 		if (m) {
+			track_collect(f, m->pgoff, m->pgoff + ((m->end - m->start) >> UPC_PAGE_SHIFT) - 1);
 			if (mprotect((void *)m->start, m->end - m->start, prot) == 0)
 				m->prot = prot;
 			else
@@ -432,6 +436,7 @@ void map_destroy_all(struct upc_cache *c)
 		struct upc_file *f = m->file;
 
 		pthread_mutex_lock(&f->lock);
+		track_collect(f, m->pgoff, m->pgoff + ((m->end - m->start) >> UPC_PAGE_SHIFT) - 1);
 		munmap((void *)m->start, m->end - m->start);
 		rmap_del(f, m);
 		pthread_mutex_unlock(&f->lock);

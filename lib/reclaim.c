@@ -117,6 +117,13 @@ void teardown_runs(struct upc_file *f, const struct run *runs, size_t nr, bool s
 		for (size_t i = 0; i < nr; i++)
 			madvise(f->base + (runs[i].start << UPC_PAGE_SHIFT), runs[i].n << UPC_PAGE_SHIFT,
 				MADV_DONTNEED);
+	/*
+	 * Async tracking: read the torn-down PTEs' written state back (an empty
+	 * PTE was written, a marker was clean) and move it to the pages (I2).
+	 * A re-access meanwhile traps as a MINOR fault and waits for f->lock.
+	 */
+	for (size_t i = 0; i < nr && f->cache->track_mode == UPC_TRACK_ASYNC; i++)
+		track_collect(f, runs[i].start, runs[i].start + runs[i].n - 1);
 }
 
 /*
@@ -414,6 +421,8 @@ int dontneed_piece(struct upc_map *m, uintptr_t s, uintptr_t e, uint64_t first, 
 
 			if (madvise((void *)a, len, MADV_DONTNEED) < 0)
 				ret = -EINVAL;
+			else if (f->cache->track_mode == UPC_TRACK_ASYNC)
+				track_collect(f, p, q - 1);	/* also re-protects */
 			else
 				ret = sys_uffd_wp(m->mm->uffd, a, len, true, false);
 		}

@@ -117,6 +117,22 @@ long sys_uffd_copy(int uffd, uintptr_t dst, const void *src, size_t len, bool wp
 	return cp.copy;
 }
 
+/* Returns the bytes mapped (maybe fewer than @len) or a negative errno if none were. */
+long sys_uffd_continue(int uffd, uintptr_t start, size_t len, bool wp, bool wake)
+{
+	struct uffdio_continue cont = {
+		.range = { .start = start, .len = len },
+		.mode = (wp ? UFFDIO_CONTINUE_MODE_WP : 0) | (wake ? 0 : UFFDIO_CONTINUE_MODE_DONTWAKE),
+	};
+
+	if (ioctl(uffd, UFFDIO_CONTINUE, &cont) < 0) {
+		if (cont.mapped > 0)
+			return cont.mapped;
+		return cont.mapped < 0 ? cont.mapped : -errno;
+	}
+	return cont.mapped;
+}
+
 int sys_uffd_poison(int uffd, uintptr_t start, size_t len)
 {
 	struct uffdio_poison p = { .range = { .start = start, .len = len } };

@@ -155,6 +155,8 @@ int writeback_range(struct upc_file *f, uint64_t first, uint64_t last, int how, 
 	if (how & WB_SYNC)
 		while (has_writeback(f, first, last))
 			pthread_cond_wait(&f->wb_cond, &f->lock);
+	/* Async tracking: collecting the written PTEs also write-protects them (step 1). */
+	track_collect(f, first, last);
 	if (!f->nr_dirty)
 		goto out_unlock;
 
@@ -183,7 +185,7 @@ int writeback_range(struct upc_file *f, uint64_t first, uint64_t last, int how, 
 		goto out_unlock;
 
 	/* 1. protect every mapping; the ioctl returns after the TLB flush. */
-	ret = protect_runs(f, runs, nr);
+	ret = c->track_mode == UPC_TRACK_SYNC ? protect_runs(f, runs, nr) : 0;
 	if (ret < 0) {
 		pr_warn("write-protect failed (%s): pages stay dirty\n", upc_strerror(ret));
 		goto out_unlock;
@@ -314,6 +316,7 @@ UPC_API int upc_msync(struct upc_cache *c, void *addr, size_t length, int flags)
 		} else {
 			err = 0;
 			pthread_mutex_lock(&f->lock);
+			track_collect(f, first, last);
 			for (uint64_t p = first; p <= last && p < f->npages; p++) {
 				struct upc_page *pg = pt_lookup(f, p);
 
@@ -391,6 +394,7 @@ static void *bgwb_main(void *arg)
 		for (struct upc_file *f = c->files; f && nf < cap; f = f->next)
 			files[nf++] = f;
 		pthread_mutex_unlock(&c->lock);
+		/* (write-back collects async-tracked written pages itself) */
 		for (size_t i = 0; i < nf; i++)
 			writeback_range(files[i], 0, UINT64_MAX, WB_EXPIRED | WB_NOWAIT, NULL);
 

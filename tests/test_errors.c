@@ -23,7 +23,7 @@ static struct env env_new(size_t size)
 	require_upcache();
 	cr_assert_eq(upc_store_inject_create(NULL, &e.store), 0);
 	o.store = e.store;
-	cr_assert_eq(upc_cache_create(&o, &e.c), 0);
+	e.c = cache_new_opts(&o);
 	e.fd = tmpfile_pattern(size, NULL);
 	return e;
 }
@@ -213,7 +213,7 @@ Test(errors, destroy_reports_an_error_no_msync_saw, .timeout = 60)
 	require_upcache();
 	cr_assert_eq(upc_store_inject_create(NULL, &store), 0);
 	o.store = store;
-	cr_assert_eq(upc_cache_create(&o, &c), 0);
+	c = cache_new_opts(&o);
 	fd = tmpfile_pattern(16 * PAGE, NULL);
 	cr_assert_eq(upc_map(c, fd, 0, 16 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
 	cr_assert_eq(upc_store_inject_add(store, UPC_IO_WRITE, 0, PAGE, UPC_INJECT_ERROR, EIO, 1), 0);

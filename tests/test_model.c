@@ -21,7 +21,8 @@ struct mapping {
 };
 
 struct model {
-	unsigned int seed;
+	unsigned int seed;	/* the generator's state */
+	unsigned int seed0;	/* the seed the run started from, for messages */
 	struct upc_cache *c;
 	int fd;
 	unsigned char shadow[FPAGES * PAGE];	/* memory view: past EOF stays in memory */
@@ -46,7 +47,7 @@ static void op_map(struct model *m)
 	mp->prot = rnd(m, 4) ? PROT_READ | PROT_WRITE : PROT_READ;
 	ret = upc_map(m->c, m->fd, (off_t)(mp->pgoff * PAGE), mp->npages * PAGE, mp->prot, 0,
 		      (void **)&mp->addr);
-	cr_assert_eq(ret, 0, "seed %u: upc_map: %s", m->seed, upc_strerror(ret));
+	cr_assert_eq(ret, 0, "seed %u: upc_map: %s", m->seed0, upc_strerror(ret));
 	m->nmaps++;
 }
 
@@ -58,7 +59,7 @@ static void op_unmap(struct model *m)
 
 	if (rnd(m, 2))
 		a = 0, n = mp->npages;	/* whole, half of the time */
-	cr_assert_eq(upc_unmap(m->c, mp->addr + a * PAGE, n * PAGE), 0, "seed %u", m->seed);
+	cr_assert_eq(upc_unmap(m->c, mp->addr + a * PAGE, n * PAGE), 0, "seed %u", m->seed0);
 	if (a == 0 && n == mp->npages) {
 		m->maps[i] = m->maps[--m->nmaps];
 	} else if (a == 0) {
@@ -107,7 +108,7 @@ static void op_read(struct model *m)
 		len = mp->npages * PAGE - off;
 	for (size_t i = 0; i < len; i++)
 		if (mp->addr[off + i] != m->shadow[mp->pgoff * PAGE + off + i])
-			cr_assert_fail("seed %u: file offset %zu reads %u, model %u", m->seed,
+			cr_assert_fail("seed %u: file offset %zu reads %u, model %u", m->seed0,
 				       mp->pgoff * PAGE + off + i, mp->addr[off + i],
 				       m->shadow[mp->pgoff * PAGE + off + i]);
 }
@@ -123,7 +124,7 @@ static void check_file(struct model *m, size_t from, size_t to)
 	cr_assert_eq(pread(m->fd, buf, to - from, (off_t)from), (ssize_t)(to - from));
 	for (size_t i = 0; i < to - from; i++)
 		if (buf[i] != m->shadow[from + i])
-			cr_assert_fail("seed %u: file offset %zu holds %u, model %u", m->seed, from + i,
+			cr_assert_fail("seed %u: file offset %zu holds %u, model %u", m->seed0, from + i,
 				       buf[i], m->shadow[from + i]);
 }
 
@@ -132,7 +133,7 @@ static void op_msync(struct model *m)
 	struct mapping *mp = &m->maps[rnd(m, (size_t)m->nmaps)];
 	int ret = upc_msync(m->c, mp->addr, mp->npages * PAGE, rnd(m, 3) ? UPC_MS_SYNC : UPC_MS_ASYNC);
 
-	cr_assert_eq(ret, 0, "seed %u: msync: %s", m->seed, upc_strerror(ret));
+	cr_assert_eq(ret, 0, "seed %u: msync: %s", m->seed0, upc_strerror(ret));
 	check_file(m, mp->pgoff * PAGE, (mp->pgoff + mp->npages) * PAGE);
 }
 
@@ -142,7 +143,7 @@ static void run_model(unsigned int seed)
 	struct stat st;
 
 	memset(&m, 0, sizeof(m));
-	m.seed = seed;
+	m.seed = m.seed0 = seed;
 	m.c = cache_new(UPC_CACHE_NO_BGWB);
 	m.fd = tmpfile_pattern(FSIZE, NULL);
 	for (size_t i = 0; i < FSIZE; i++)

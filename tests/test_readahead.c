@@ -37,7 +37,7 @@ Test(readahead, window_ceiling_follows_option, .timeout = 60)
 
 	require_upcache();
 	UPC_OPTS(upc_cache_opts, o, .ra_max_pages = 32);
-	cr_assert_eq(upc_cache_create(&o, &c), 0);
+	c = cache_new_opts(&o);
 	cr_assert_eq(upc_map(c, fd, 0, size, PROT_READ, 0, (void **)&p), 0);
 	for (size_t i = 0; i < size; i += PAGE)
 		sink = p[i];

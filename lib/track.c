@@ -1,0 +1,98 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * track.c - asynchronous dirty tracking: where the kernel keeps the dirty
+ * bit in the PTE (pte_dirty) and moves it to the page at the right moments
+ * (page_mkclean, zap_pte_range, try_to_unmap), this engine keeps "written"
+ * in the PTE's uffd-wp bit and moves it to the descriptor with PAGEMAP_SCAN.
+ *
+ * With UFFD_FEATURE_WP_ASYNC a write to a write-protected PTE is resolved by
+ * the kernel without a trap: the PTE loses its uffd-wp bit, which
+ * PAGEMAP_SCAN reports as PAGE_IS_WRITTEN.  A torn-down PTE keeps the
+ * information too: a clean one leaves a uffd-wp marker, a written one
+ * leaves an empty PTE, which scans as written.  track_collect() asks for the
+ * written pages and write-protects them again in the same call
+ * (PM_SCAN_WP_MATCHING, which flushes the TLB before it returns), and marks
+ * their descriptors dirty.  It runs, with file->lock held:
+ *
+ *   - before write-back (the protect step of I1),
+ *   - before munmap and mprotect (I5: the last unmapper transfers dirty),
+ *   - after every teardown (I2: the written state of the torn-down PTEs
+ *     travels with the batch to the page before it can be freed),
+ *   - before statistics and at every flusher pass.
+ *
+ * Mappings are also registered for MINOR faults, so that a page torn down
+ * by reclaim faults back through the handler (and waits for file->lock)
+ * instead of being mapped by the kernel between the collect and the punch.
+ * Such a fault is resolved with UFFDIO_CONTINUE, write-protected, over a
+ * window of cached pages (fault-around).
+ */
+#include "internal.h"
+
+#include <string.h>
+
+/*
+ * Transfer the written state of file pages [first, last] from every mapping
+ * of this process to the descriptors, re-protecting them.  Returns the pages
+ * newly found dirty.  A no-op in synchronous mode.  Caller holds f->lock.
+ */
+uint64_t track_collect(struct upc_file *f, uint64_t first, uint64_t last)
+{
+	struct upc_cache *c = f->cache;
+	struct page_region regs[64];
+	uint64_t found = 0;
+
+	if (c->track_mode != UPC_TRACK_ASYNC)
+		return 0;
+	if (last >= f->npages)
+		last = f->npages ? f->npages - 1 : 0;
+	for (struct upc_map *m = f->rmap; m; m = m->f_next) {
+		uint64_t mend = m->pgoff + ((m->end - m->start) >> UPC_PAGE_SHIFT);
+		uint64_t s = max_t(uint64_t, first, m->pgoff), e = min_t(uint64_t, last + 1, mend);
+		uintptr_t start, end;
+
+		if (s >= e || m->mm != &c->self || m->mm->pagemap_fd < 0)
+			continue;
+		start = m->start + ((s - m->pgoff) << UPC_PAGE_SHIFT);
+		end = m->start + ((e - m->pgoff) << UPC_PAGE_SHIFT);
+		while (start < end) {
+			struct pm_scan_arg arg = {
+				.size = sizeof(arg),
+				.flags = PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC,
+				.start = start,
+				.end = end,
+				.vec = (uintptr_t)regs,
+				.vec_len = ARRAY_SIZE(regs),
+				.category_mask = PAGE_IS_WRITTEN,
+				.return_mask = PAGE_IS_WRITTEN,
+			};
+			long got = ioctl(m->mm->pagemap_fd, PAGEMAP_SCAN, &arg);
+
+			atomic_fetch_add(&c->st.wp_calls, 1);
+			if (got < 0) {
+				pr_warn("PAGEMAP_SCAN: %s\n", upc_strerror(-errno));
+				break;
+			}
+			for (long i = 0; i < got; i++)
+				for (uintptr_t a = regs[i].start; a < regs[i].end; a += UPC_PAGE_SIZE) {
+					uint64_t p = m->pgoff + ((a - m->start) >> UPC_PAGE_SHIFT);
+					struct upc_page *pg = pt_lookup(f, p);
+
+					if (pg && (pg->flags & PG_UPTODATE) && !(pg->flags & PG_DIRTY)) {
+						page_set_dirty(f, pg);
+						found++;
+					}
+				}
+			if (arg.walk_end <= start || arg.walk_end >= end)
+				break;
+			start = arg.walk_end;
+		}
+	}
+	return found;
+}
+
+/* Every page of @f. */
+void track_collect_all(struct upc_file *f)
+{
+	if (f->cache->track_mode == UPC_TRACK_ASYNC && f->npages)
+		track_collect(f, 0, f->npages - 1);
+}
