@@ -121,7 +121,9 @@ UPC_API int upc_map(struct upc_cache *cache, int fd, off_t offset, size_t length
  * upc_unmap - unmap a range of a mapping created by upc_map().  The range
  * must lie within one mapping; unmapping its middle splits it.  Dirty pages
  * stay dirty in the cache and are written back later (I5).
- * Returns 0, -EINVAL (not page-aligned, zero length, not within one mapping).
+ * Returns 0, -EINVAL (not page-aligned, zero length, not within one mapping),
+ * -EBUSY (a page of the range is pinned - pins belong to the file's pages,
+ * whichever mapping took them: unpin first).
  */
 UPC_API int upc_unmap(struct upc_cache *cache, void *addr, size_t length);
 

@@ -52,6 +52,13 @@ int range_args(struct upc_cache *c, void *addr, size_t length, uintptr_t *startp
 	return 0;
 }
 
+static bool page_uptodate(struct upc_file *f, uint64_t pgoff)
+{
+	struct upc_page *pg = pt_lookup(f, pgoff);
+
+	return pg && (pg->flags & PG_UPTODATE);
+}
+
 static void piece(struct upc_map *m, uintptr_t start, uintptr_t end, uint64_t *first, uint64_t *last)
 {
 	uintptr_t s = max_t(uintptr_t, start, m->start), e = min_t(uintptr_t, end, m->end);
@@ -217,70 +224,67 @@ struct ra_work {
 	uint64_t first, last;
 };
 
-/* Read the uncached pages of [first, last] into the cache through the staging mapping. */
+/*
+ * Read the uncached pages of [first, last] into the cache through the staging
+ * mapping.  file->lock is held across each read, as the fault path holds it
+ * (the page lock of the kernel's readahead): otherwise a page could be
+ * faulted in, written, written back and evicted while the read is in flight,
+ * and the read's older data inserted afterwards as an uptodate page.
+ */
 static void readahead_range(struct upc_cache *c, struct upc_file *f, uint64_t first, uint64_t last,
 			    char *buf)
 {
 	for (uint64_t p = first; p <= last;) {
-		uint64_t n = 0;
+		uint64_t n = 0, full;
 		struct upc_io io;
 		size_t skipped;
 		long r;
 
+		reclaim_throttle(c);
 		pthread_mutex_lock(&f->lock);
 		if (last >= f->npages)
 			last = f->npages - 1;
-		while (p <= last) {
-			struct upc_page *pg = pt_lookup(f, p);
-
-			if (!pg || !(pg->flags & PG_UPTODATE))
-				break;
+		while (p <= last && page_uptodate(f, p))
 			p++;
-		}
-		while (p + n <= last && n < c->ra_max) {
-			struct upc_page *pg = pt_lookup(f, p + n);
-
-			if (pg && (pg->flags & PG_UPTODATE))
-				break;
+		while (p + n <= last && n < c->ra_max && !page_uptodate(f, p + n))
 			n++;
-		}
-		pthread_mutex_unlock(&f->lock);
-		if (!n)
+		if (!n) {
+			pthread_mutex_unlock(&f->lock);
 			break;
+		}
 		io = (struct upc_io){
 			.buf = buf,
 			.len = min_t(uint64_t, n << UPC_PAGE_SHIFT, (uint64_t)f->size - (p << UPC_PAGE_SHIFT)),
 			.off = (off_t)(p << UPC_PAGE_SHIFT),
 		};
-		if (c->store->ops->submit(c->store, f->store_h, UPC_IO_READ, &io, 1) < 0 || io.res <= 0)
-			break;
 		atomic_fetch_add(&c->st.fill_ios, 1);
-		if ((size_t)io.res < io.len) {
-			if (io.off + io.res < f->size)
-				n = (uint64_t)io.res >> UPC_PAGE_SHIFT;
-		}
-		if ((io.res & (UPC_PAGE_SIZE - 1)) && io.off + io.res >= f->size)
-			memset(buf + io.res, 0, UPC_PAGE_SIZE - (io.res & (UPC_PAGE_SIZE - 1)));
-		if (!n)
+		if (c->store->ops->submit(c->store, f->store_h, UPC_IO_READ, &io, 1) < 0 || io.res <= 0) {
+			pthread_mutex_unlock(&f->lock);
 			break;
-		reclaim_throttle(c);
-		pthread_mutex_lock(&f->lock);
-		r = staging_insert(f, p, n, buf, &skipped);
-		if (r > 0) {
-			for (uint64_t i = 0; i < (uint64_t)r; i++) {
-				struct upc_page *pg = pt_get(f, p + i);
+		}
+		/* Whole pages, and a partial last page at end of file (zero tail). */
+		full = (uint64_t)io.res >> UPC_PAGE_SHIFT;
+		if ((io.res & (UPC_PAGE_SIZE - 1)) && io.off + io.res >= f->size) {
+			memset(buf + io.res, 0, UPC_PAGE_SIZE - (io.res & (UPC_PAGE_SIZE - 1)));
+			full++;
+		}
+		n = min_t(uint64_t, n, full);
+		r = n ? staging_insert(f, p, n, buf, &skipped) : 0;
+		for (uint64_t i = 0; r > 0 && i < (uint64_t)r; i++) {
+			struct upc_page *pg = pt_get(f, p + i);
 
-				if (pg && !(pg->flags & PG_UPTODATE)) {
-					page_add(f, p + i, pg);
-					pg->flags |= PG_READAHEAD;
-				}
+			if (pg && !(pg->flags & PG_UPTODATE)) {
+				page_add(f, p + i, pg);
+				pg->flags |= PG_READAHEAD;
+				atomic_fetch_add(&c->st.pages_filled, 1);
+				atomic_fetch_add(&c->st.ra_pages, 1);
 			}
-			atomic_fetch_add(&c->st.pages_filled, (uint64_t)r - skipped);
-			atomic_fetch_add(&c->st.ra_pages, (uint64_t)r - skipped);
 		}
 		pthread_mutex_unlock(&f->lock);
 		if (atomic_load(&c->nr_cached) > c->high_pages)
 			reclaim_kick(c);
+		if (!n)
+			break;
 		p += n;
 	}
 }

@@ -93,9 +93,10 @@ static void presence_scan(struct upc_file *f, uint64_t first, uint64_t n, uint8_
 
 /*
  * Tear down this process's PTEs of @runs (and the staging mapping's): the
- * mmu_gather.  The pages stay in the memfd.  A clean page's PTE is
- * write-protected, so the teardown leaves a uffd-wp marker behind and the
- * next write still traps; a dirty page is dirty in its descriptor already.
+ * mmu_gather.  The pages stay in the memfd.  Afterwards every emptied PTE is
+ * write-protected again (a uffd-wp marker), so that a kernel-served read
+ * cannot map a clean page writable; that is done explicitly rather than
+ * relying on the zap to leave markers behind.
  */
 void teardown_runs(struct upc_file *f, const struct run *runs, size_t nr, bool staging)
 {
@@ -121,9 +122,13 @@ void teardown_runs(struct upc_file *f, const struct run *runs, size_t nr, bool s
 	 * Async tracking: read the torn-down PTEs' written state back (an empty
 	 * PTE was written, a marker was clean) and move it to the pages (I2).
 	 * A re-access meanwhile traps as a MINOR fault and waits for f->lock.
+	 * Sync tracking: write-protect the empty PTEs again.
 	 */
-	for (size_t i = 0; i < nr && f->cache->track_mode == UPC_TRACK_ASYNC; i++)
-		track_collect(f, runs[i].start, runs[i].start + runs[i].n - 1);
+	if (f->cache->track_mode == UPC_TRACK_ASYNC)
+		for (size_t i = 0; i < nr; i++)
+			track_collect(f, runs[i].start, runs[i].start + runs[i].n - 1);
+	else
+		protect_runs(f, runs, nr);
 }
 
 /*

@@ -76,10 +76,14 @@ int runs_add(struct run **runs, size_t *nr, size_t *cap, uint64_t pgoff)
 /*
  * Step 1: write-protect @runs in every mapping of @f, merging runs that are
  * close together into one ioctl (a protected clean page stays protected).
+ * Not under asynchronous tracking: there the uffd-wp bit *is* the written
+ * state, and protecting a page in a gap would erase it without moving it to
+ * the descriptor, so exactly the runs are protected.
  */
 int protect_runs(struct upc_file *f, const struct run *runs, size_t nr)
 {
 	struct upc_cache *c = f->cache;
+	const uint64_t gap = c->track_mode == UPC_TRACK_ASYNC ? 0 : WP_MERGE_GAP;
 
 	for (struct upc_map *m = f->rmap; m; m = m->f_next) {
 		uint64_t mfirst = m->pgoff, mend = m->pgoff + ((m->end - m->start) >> UPC_PAGE_SHIFT);
@@ -94,7 +98,7 @@ int protect_runs(struct upc_file *f, const struct run *runs, size_t nr)
 				re = min_t(uint64_t, runs[i].start + runs[i].n, mend);
 				if (rs >= re)
 					continue;
-				if (have && rs <= e + WP_MERGE_GAP) {
+				if (have && rs <= e + gap) {
 					e = re;
 					continue;
 				}

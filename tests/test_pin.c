@@ -154,3 +154,27 @@ Test(pin, read_error_while_pinning_pins_nothing, .timeout = 60)
 	cr_assert_eq(upc_store_destroy(s), 0);
 	close(fd);
 }
+
+/*
+ * Regression: reclaim re-protects what it punched, once per run.  Merging two
+ * runs across a pinned page in between (a "clean gap") erased that page's
+ * written state under asynchronous tracking, where the uffd-wp bit is the
+ * dirty bit; the write never reached the file.
+ */
+Test(pin, a_written_pinned_page_between_dropped_runs_keeps_its_write, .timeout = 60)
+{
+	struct upc_cache *c = cache_new(UPC_CACHE_NO_BGWB);
+	int fd = tmpfile_pattern(64 * PAGE, NULL);
+	unsigned char *p, x;
+
+	cr_assert_eq(upc_map(c, fd, 0, 64 * PAGE, PROT_READ | PROT_WRITE, UPC_MAP_POPULATE, (void **)&p), 0);
+	cr_assert_eq(upc_pin(c, p + 10 * PAGE, PAGE, UPC_PIN_NOWRITEBACK), 0);
+	p[10 * PAGE + 5] = 0x7e;
+	cr_assert_eq(upc_drop(c, 0), 63, "pages 0-9 and 11-63 are clean and unpinned");
+	cr_assert_eq(upc_unpin(c, p + 10 * PAGE, PAGE), 0);
+	cr_assert_eq(upc_msync(c, p, 64 * PAGE, UPC_MS_SYNC), 0);
+	cr_assert_eq(pread(fd, &x, 1, 10 * PAGE + 5), 1);
+	cr_assert_eq(x, 0x7e, "the write to the pinned page was lost");
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	close(fd);
+}
