@@ -69,8 +69,11 @@ struct upc_cache_opts {
  *  -EINVAL   bad options (unknown flags, non-zero unknown trailing bytes);
  *  -ENOSYS   the kernel has no userfaultfd;
  *  -EPERM    userfaultfd is not accessible to this process (see upcache(7));
- *  -EOPNOTSUPP the kernel cannot write-protect shmem (UFFD_FEATURE_WP_HUGETLBFS_SHMEM);
- *  -ENOMEM, -EMFILE  resources.
+ *  -EOPNOTSUPP the kernel cannot write-protect shmem with PTE markers
+ *             (UFFD_FEATURE_WP_HUGETLBFS_SHMEM, UFFD_FEATURE_WP_UNPOPULATED),
+ *             or the page size is not 4096;
+ *  -ENOMEM, -EMFILE, -EAGAIN  resources (memory, descriptors, threads);
+ *  an io_uring setup error from the default store.
  * UPC_CACHE_ASYNC_WP falls back to synchronous tracking where the kernel lacks
  * it; upc_stats() reports the mode in use.
  */
@@ -112,6 +115,8 @@ UPC_API int upc_cache_destroy(struct upc_cache *cache);
  *  -EACCES  PROT_WRITE on an fd not opened for writing, or any mapping of an
  *           fd opened O_WRONLY;
  *  -EOVERFLOW @offset + @length overflows;
+ *  -EFBIG   the range ends beyond the address space reserved for the file
+ *           (twice its size when first mapped, 4 GiB at least);
  *  -ENOMEM, -EMFILE  resources.
  */
 UPC_API int upc_map(struct upc_cache *cache, int fd, off_t offset, size_t length,
@@ -123,7 +128,7 @@ UPC_API int upc_map(struct upc_cache *cache, int fd, off_t offset, size_t length
  * stay dirty in the cache and are written back later (I5).
  * Returns 0, -EINVAL (not page-aligned, zero length, not within one mapping),
  * -EBUSY (a page of the range is pinned - pins belong to the file's pages,
- * whichever mapping took them: unpin first).
+ * whichever mapping took them: unpin first), -ENOMEM (splitting the mapping).
  */
 UPC_API int upc_unmap(struct upc_cache *cache, void *addr, size_t length);
 
@@ -238,8 +243,9 @@ UPC_API int upc_protect(struct upc_cache *cache, void *addr, size_t length, int 
  * from the cache, tearing its mappings down first and checking dirty again
  * after (I3); dirty pages are never dropped.  Mappings stay valid: the next
  * access reads the page from the store again.
- * Returns the number of pages dropped, or -EINVAL (unknown flags), or a
- * write-back error (UPC_DROP_WRITEBACK).
+ * Returns the number of pages dropped, or -EINVAL (unknown flags), or the
+ * first write-back error (UPC_DROP_WRITEBACK: the files whose write-back
+ * failed keep their dirty pages; the others are still dropped).
  */
 UPC_API int upc_drop(struct upc_cache *cache, unsigned int flags);
 
@@ -271,8 +277,8 @@ struct upc_stats {
 	size_t sz;			/* set by the caller: sizeof(struct upc_stats) */
 	uint32_t track_mode;		/* UPC_TRACK_SYNC or UPC_TRACK_ASYNC */
 	uint32_t nr_files;		/* cache objects (one per backing file) */
-	uint32_t nr_mappings;
-	uint32_t pad0;
+	uint32_t nr_mappings;		/* this process's mappings */
+	uint32_t nr_children;		/* forked children whose inherited mappings the cache serves */
 	uint64_t mem_limit;		/* bytes */
 	uint64_t pages_cached;		/* pages present in the cache */
 	uint64_t pages_dirty;
@@ -378,7 +384,7 @@ UPC_API int upc_store_destroy(struct upc_store *store);
 
 /* upc_probe bits */
 #define UPC_FEAT_UFFD_SYSCALL	(1u << 0)	/* userfaultfd(2) usable */
-#define UPC_FEAT_UFFD_DEV	(1u << 1)	/* /dev/userfaultfd usable */
+#define UPC_FEAT_UFFD_DEV	(1u << 1)	/* /dev/userfaultfd usable (probed even when the syscall works) */
 #define UPC_FEAT_USER_MODE_ONLY	(1u << 2)	/* only UFFD_USER_MODE_ONLY usable */
 #define UPC_FEAT_MISSING_SHMEM	(1u << 3)
 #define UPC_FEAT_MINOR_SHMEM	(1u << 4)

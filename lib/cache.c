@@ -406,6 +406,13 @@ UPC_API int upc_cache_create(const struct upc_cache_opts *opts, struct upc_cache
 	    (feats & UFFD_FEATURE_MINOR_SHMEM) && (upc_probe() & UPC_FEAT_PAGEMAP_SCAN)) {
 		want |= UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_MINOR_SHMEM;
 		c->track_mode = UPC_TRACK_ASYNC;
+	} else {
+		/*
+		 * Synchronous tracking serves forked children (fork.c).  Not
+		 * asynchronous tracking: the child's written PTEs could only be
+		 * read through its pagemap, whose pid the fork event does not give.
+		 */
+		want |= feats & UFFD_FEATURE_EVENT_FORK;
 	}
 	c->uffd_features = want;
 
@@ -438,6 +445,8 @@ UPC_API int upc_cache_create(const struct upc_cache_opts *opts, struct upc_cache
 		if (ret < 0)
 			goto out_handler;
 	}
+	if (c->uffd_features & UFFD_FEATURE_EVENT_FORK)
+		fork_cache_add(c);
 	*cachep = c;
 	return 0;
 
@@ -462,6 +471,7 @@ UPC_API int upc_cache_destroy(struct upc_cache *c)
 
 	if (!c)
 		return -EINVAL;
+	fork_cache_del(c);
 	bgwb_stop(c);
 	ra_stop(c);
 	reclaim_stop(c);
@@ -497,11 +507,17 @@ UPC_API int upc_cache_destroy(struct upc_cache *c)
 		if (err && !ret)
 			ret = err;
 	}
+	fork_children_release(c);
 	map_destroy_all(c);
 	fault_handler_stop(&c->self);
 	mm_fini(&c->self);
 	for (f = c->files; f; f = next) {
 		next = f->next;
+		/*
+		 * A forked child may still map the memfd: with it truncated, its
+		 * next access to an inherited mapping is SIGBUS, not stale data.
+		 */
+		sys_ftruncate(f->memfd, 0);
 		file_free(f);
 	}
 	close(c->engine_uffd);
@@ -525,6 +541,8 @@ UPC_API int upc_stats(struct upc_cache *c, struct upc_stats *out)
 	st.mem_limit = c->mem_limit;
 	pthread_mutex_lock(&c->lock);
 	st.nr_files = c->nr_files;
+	for (struct upc_mm *mm = c->children; mm; mm = mm->next_child)
+		st.nr_children += !mm->dead;
 	for (f = c->files; f; f = f->next) {
 		pthread_mutex_lock(&f->lock);
 		track_collect_all(f);	/* async: count what was written since the last look */
@@ -545,7 +563,6 @@ UPC_API int upc_stats(struct upc_cache *c, struct upc_stats *out)
 	C(fill_ios); C(pages_filled); C(ra_pages); C(ra_max_window);
 	C(wp_calls); C(wb_ios); C(pages_written); C(bytes_written); C(syncs);
 	C(wb_errors); C(read_errors); C(pages_evicted);
-	st.pages_active = 0;
 #undef C
 	st.meta_bytes = atomic_load(&c->meta_bytes);
 	st.reclaim_passes = c->rc_passes;

@@ -108,7 +108,7 @@ static void fault_fail(struct upc_mm *mm, uintptr_t addr, uint32_t ptid)
 	    sys_uffd_wp(mm->uffd, addr, UPC_PAGE_SIZE, false, false) == 0 &&
 	    sys_uffd_poison(mm->uffd, addr, UPC_PAGE_SIZE) == 0)
 		return;
-	if (ptid)
+	if (ptid && mm->pid)
 		syscall(SYS_tgkill, mm->pid, ptid, SIGBUS);
 	sys_uffd_wake(mm->uffd, addr, UPC_PAGE_SIZE);
 }
@@ -300,7 +300,9 @@ static void *handler_main(void *arg)
 	ssize_t n;
 
 	for (;;) {
-		if (poll(pfd, 2, -1) < 0) {
+		int r = poll(pfd, 2, mm->is_child ? 1000 : -1);
+
+		if (r < 0) {
 			if (errno == EINTR)
 				continue;
 			pr_warn("fault handler: poll: %s\n", upc_strerror(-errno));
@@ -308,6 +310,12 @@ static void *handler_main(void *arg)
 		}
 		if (pfd[1].revents)
 			break;
+		/* A forked child's handler notices the child is gone (see fork.c). */
+		if (r == 0) {
+			if (mm->is_child && fork_child_gone(mm))
+				break;
+			continue;
+		}
 		n = read(mm->uffd, msgs, sizeof(msgs));
 		if (n < 0) {
 			if (errno == EAGAIN || errno == EINTR)
@@ -315,9 +323,14 @@ static void *handler_main(void *arg)
 			pr_warn("fault handler: read: %s\n", upc_strerror(-errno));
 			break;
 		}
-		for (ssize_t i = 0; i < n / (ssize_t)sizeof(msgs[0]); i++)
+		for (ssize_t i = 0; i < n / (ssize_t)sizeof(msgs[0]); i++) {
 			if (msgs[i].event == UFFD_EVENT_PAGEFAULT)
 				handle_fault(mm, &msgs[i]);
+			else if (msgs[i].event == UFFD_EVENT_FORK)
+				fork_event(mm, (int)msgs[i].arg.fork.ufd);
+		}
+		if (mm->dead)
+			break;
 	}
 	return NULL;
 }

@@ -155,6 +155,9 @@ struct upc_mm {
 	bool handler_running;
 	int stop_efd;
 	char *bounce;			/* the handler's fill buffer, ra_max pages */
+	bool is_child;			/* a forked child's address space (fork.c) */
+	bool dead;			/* that child is gone: the handler exits */
+	struct upc_mm *next_child;	/* cache->children */
 };
 
 /* ------------------------------------------------------------ the cache */
@@ -182,6 +185,8 @@ struct upc_cache {
 	uint32_t nr_files;
 
 	struct upc_mm self;		/* embedded mode: this process */
+	struct upc_mm *children;	/* forked children served by this cache (fork.c) */
+	struct upc_cache *next_cache;	/* every cache of the process, for the exit hook */
 	int engine_uffd;		/* the staging mappings' uffd (SIGBUS mode) */
 
 	/* memory: cached pages, watermarks, the reclaim thread (kswapd) */
@@ -263,6 +268,8 @@ __upc_hidden struct upc_map *mm_find(struct upc_mm *mm, uintptr_t addr);
 __upc_hidden int mm_init(struct upc_cache *c, struct upc_mm *mm);
 __upc_hidden void mm_fini(struct upc_mm *mm);
 __upc_hidden void map_destroy_all(struct upc_cache *c);
+__upc_hidden int mm_clone_maps(struct upc_mm *dst, struct upc_mm *src);
+__upc_hidden void mm_release_maps(struct upc_mm *mm);
 
 /* control.c */
 __upc_hidden int mm_range_ok(struct upc_mm *mm, uintptr_t start, uintptr_t end);
@@ -276,6 +283,13 @@ __upc_hidden long staging_insert(struct upc_file *f, uint64_t pgoff, uint64_t n,
 __upc_hidden int fault_handler_start(struct upc_mm *mm);
 __upc_hidden void fault_handler_stop(struct upc_mm *mm);
 __upc_hidden void fault_populate(struct upc_map *m);
+
+/* fork.c */
+__upc_hidden void fork_event(struct upc_mm *parent, int ufd);
+__upc_hidden bool fork_child_gone(struct upc_mm *mm);
+__upc_hidden void fork_children_release(struct upc_cache *c);
+__upc_hidden void fork_cache_add(struct upc_cache *c);
+__upc_hidden void fork_cache_del(struct upc_cache *c);
 
 /* writeback.c */
 #define WB_SYNC		0x1	/* wait for write-back in flight, then fdatasync */

@@ -206,13 +206,14 @@ UPC_API int upc_map(struct upc_cache *c, int fd, off_t offset, size_t length, in
 	if (ret < 0)
 		goto out_unmap;
 	/*
-	 * A child inherits a mapping without the userfaultfd registration
-	 * (no UFFD_EVENT_FORK here): its read of an uncached page would
-	 * allocate a zero page in the shared memfd, which every mapping then
-	 * sees as the file's data.  So children do not inherit mappings: they
-	 * get SIGSEGV, never wrong data.
+	 * Without UFFD_EVENT_FORK (asynchronous tracking, or an old kernel) a
+	 * child would inherit the mapping without the userfaultfd
+	 * registration: its read of an uncached page would allocate a zero
+	 * page in the shared memfd, which every mapping would then see as the
+	 * file's data.  Such children do not inherit mappings: they get
+	 * SIGSEGV, never wrong data.  With it, fork.c serves the child.
 	 */
-	if (madvise(addr, len, MADV_DONTFORK) < 0) {
+	if (!(c->uffd_features & UFFD_FEATURE_EVENT_FORK) && madvise(addr, len, MADV_DONTFORK) < 0) {
 		ret = -errno;
 		goto out_unmap;
 	}
@@ -424,6 +425,57 @@ UPC_API int upc_protect(struct upc_cache *c, void *addr, size_t length, int prot
 out:
 	pthread_rwlock_unlock(&mm->lock);
 	return ret;
+}
+
+/* Give @dst a copy of every mapping of @src (fork).  Caller holds neither lock. */
+int mm_clone_maps(struct upc_mm *dst, struct upc_mm *src)
+{
+	int ret = 0;
+
+	pthread_rwlock_rdlock(&src->lock);
+	pthread_rwlock_wrlock(&dst->lock);
+	for (size_t i = 0; i < src->nmaps && ret == 0; i++) {
+		struct upc_map *m = src->maps[i], *n = malloc(sizeof(*n));
+
+		if (!n) {
+			ret = -ENOMEM;
+			break;
+		}
+		*n = *m;
+		n->mm = dst;
+		pthread_mutex_lock(&m->file->lock);
+		ret = mm_insert(dst, n);
+		if (ret == 0)
+			rmap_add(m->file, n);
+		pthread_mutex_unlock(&m->file->lock);
+		if (ret < 0) {
+			free(n);
+			break;
+		}
+		pthread_mutex_lock(&dst->cache->lock);
+		m->file->refs++;
+		pthread_mutex_unlock(&dst->cache->lock);
+	}
+	pthread_rwlock_unlock(&dst->lock);
+	pthread_rwlock_unlock(&src->lock);
+	return ret;
+}
+
+/* Forget every mapping of @mm (a child that is gone, or is no longer served); nothing is unmapped. */
+void mm_release_maps(struct upc_mm *mm)
+{
+	pthread_rwlock_wrlock(&mm->lock);
+	while (mm->nmaps) {
+		struct upc_map *m = mm->maps[--mm->nmaps];
+		struct upc_file *f = m->file;
+
+		pthread_mutex_lock(&f->lock);
+		rmap_del(f, m);
+		pthread_mutex_unlock(&f->lock);
+		file_put(f);
+		free(m);
+	}
+	pthread_rwlock_unlock(&mm->lock);
 }
 
 void map_destroy_all(struct upc_cache *c)

@@ -42,6 +42,20 @@ out_uffd:
 	return ok;
 }
 
+static bool probe_dev_path(void)
+{
+	int dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC), fd;
+
+	if (dev < 0)
+		return false;
+	fd = ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC);
+	close(dev);
+	if (fd < 0)
+		return false;
+	close(fd);
+	return true;
+}
+
 static bool probe_pagemap_scan(void)
 {
 	struct page_region r;
@@ -83,6 +97,9 @@ static void probe_all(void)
 	if (fd >= 0) {
 		close(fd);
 		f |= path;
+		/* Report every access path that works, not only the first one tried. */
+		if (probe_dev_path())
+			f |= UPC_FEAT_UFFD_DEV;
 		probed_uffd_features = feats;
 		if (probe_register(0, UFFDIO_REGISTER_MODE_MISSING))
 			f |= UPC_FEAT_MISSING_SHMEM;

@@ -441,7 +441,7 @@ UPC_API int upc_drop(struct upc_cache *c, unsigned int flags)
 {
 	uint64_t dropped = 0;
 	struct upc_file *f;
-	int ret;
+	int ret, err = 0;
 
 	if (!c || (flags & ~UPC_DROP_FLAGS_ALL))
 		return -EINVAL;
@@ -453,10 +453,11 @@ UPC_API int upc_drop(struct upc_cache *c, unsigned int flags)
 		struct run *runs = NULL;
 		size_t nr = 0, cap = 0;
 
+		/* A file whose write-back fails keeps its dirty pages; the others are still dropped. */
 		if (flags & UPC_DROP_WRITEBACK) {
 			ret = writeback_range(f, 0, UINT64_MAX, WB_SYNC, NULL);
-			if (ret < 0)
-				return ret;
+			if (ret < 0 && !err)
+				err = ret;
 		}
 		pthread_mutex_lock(&f->lock);
 		for (uint64_t p = 0; p < f->npages; p++) {
@@ -473,5 +474,7 @@ UPC_API int upc_drop(struct upc_cache *c, unsigned int flags)
 		pthread_mutex_unlock(&f->lock);
 		free(runs);
 	}
+	if (err)
+		return err;
 	return dropped > INT32_MAX ? INT32_MAX : (int)dropped;
 }

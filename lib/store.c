@@ -256,6 +256,7 @@ static const struct upc_store_ops file_ops = {
 UPC_API int upc_store_file_create(unsigned int flags, struct upc_store **storep)
 {
 	struct file_store *fs;
+	int ret;
 
 	if (!storep || (flags & ~UPC_STORE_DIRECT))
 		return -EINVAL;
@@ -266,6 +267,13 @@ UPC_API int upc_store_file_create(unsigned int flags, struct upc_store **storep)
 	fs->flags = flags;
 	for (unsigned int i = 0; i < NR_RINGS; i++)
 		pthread_mutex_init(&fs->rings[i].lock, NULL);
+	/* One ring now, so that a kernel without io_uring is an error here, not a SIGBUS later. */
+	ret = io_uring_queue_init(RING_DEPTH, &fs->rings[0].ring, 0);
+	if (ret < 0) {
+		fs_destroy(&fs->base);
+		return ret;
+	}
+	fs->rings[0].ready = true;
 	*storep = &fs->base;
 	return 0;
 }

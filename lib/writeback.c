@@ -108,7 +108,8 @@ int protect_runs(struct upc_file *f, const struct run *runs, size_t nr)
 						      (e - s) << UPC_PAGE_SHIFT, true, false);
 
 				atomic_fetch_add(&c->st.wp_calls, 1);
-				if (ret < 0 && ret != -ENOENT)
+				/* ENOENT: not mapped there any more; ESRCH: a forked child that is gone. */
+				if (ret < 0 && ret != -ENOENT && ret != -ESRCH)
 					return ret;
 			}
 			s = rs;

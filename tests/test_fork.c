@@ -1,0 +1,208 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * fork: a child that inherits a mapping never silently sees wrong data.
+ * Under synchronous tracking the parent's engine serves the child
+ * (UFFD_EVENT_FORK): reads, writes and write-back are coherent.  When the
+ * parent destroys the cache, the child's next access is SIGBUS.  Under
+ * asynchronous tracking mappings are not inherited: the child gets SIGSEGV.
+ */
+#include "helpers.h"
+
+#include <signal.h>
+#include <sys/wait.h>
+
+static bool child_served(struct upc_cache *c)
+{
+	return stats_of(c).track_mode == UPC_TRACK_SYNC && (upc_probe() & UPC_FEAT_EVENT_FORK);
+}
+
+/* Run @fn in a child; return its wait status. */
+static int in_child(void (*fn)(unsigned char *, int), unsigned char *p, int arg)
+{
+	int status;
+	pid_t pid = fork();
+
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		fn(p, arg);
+		_exit(0);
+	}
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	return status;
+}
+
+/* The child checks what it reads (cached and uncached pages) and writes. */
+static void child_reads_and_writes(unsigned char *p, int arg)
+{
+	for (size_t i = 0; i < 256 * PAGE; i += 997)
+		if (i != 3 * PAGE && p[i] != pat(i))
+			_exit(10);
+	if (p[3 * PAGE] != 0x31)
+		_exit(11);
+	p[200 * PAGE + 7] = (unsigned char)arg;	/* an uncached page, written by the child */
+	p[3 * PAGE + 1] = 0x32;			/* a page the parent dirtied */
+	_exit(0);
+}
+
+Test(fork, the_child_reads_and_writes_coherently, .timeout = 60)
+{
+	struct upc_cache *c = cache_new(UPC_CACHE_NO_BGWB);
+	int fd = tmpfile_pattern(256 * PAGE, NULL), status;
+	unsigned char *p, x;
+
+	cr_assert_eq(upc_map(c, fd, 0, 256 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
+	/* Some pages cached, one dirty, most not cached at the fork. */
+	for (size_t i = 0; i < 16 * PAGE; i += PAGE)
+		cr_assert_eq(p[i], pat(i));
+	p[3 * PAGE] = 0x31;
+	status = in_child(child_reads_and_writes, p, 0x5a);
+	if (child_served(c))
+		cr_assert_eq(stats_of(c).nr_children, 1, "the child is served");
+	if (!child_served(c)) {
+		cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV,
+			  "an unserved child must get SIGSEGV, status %#x", status);
+		goto out;
+	}
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %#x", status);
+	/* The parent sees the child's writes at once, and writes them back. */
+	cr_assert_eq(p[200 * PAGE + 7], 0x5a);
+	cr_assert_eq(p[3 * PAGE + 1], 0x32);
+	cr_assert_geq(stats_of(c).pages_dirty, 2, "the child's writes must be tracked");
+	cr_assert_eq(upc_msync(c, p, 256 * PAGE, UPC_MS_SYNC), 0);
+	cr_assert_eq(pread(fd, &x, 1, 200 * PAGE + 7), 1);
+	cr_assert_eq(x, 0x5a);
+	/* Once the child is gone, the cache stops serving it (its handler looks every second). */
+	for (int i = 0; i < 300 && stats_of(c).nr_children != 0; i++)
+		usleep(10000);
+	cr_assert_eq(stats_of(c).nr_children, 0, "the exited child is still served");
+out:
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	close(fd);
+}
+
+/* A child keeps writing a page while the parent msyncs: no write is lost. */
+static void child_writer(unsigned char *p, int rounds)
+{
+	volatile long *slot = (volatile long *)(p + 5 * PAGE);
+
+	for (long v = 1; v <= rounds; v++)
+		*slot = v;
+	_exit(0);
+}
+
+Test(fork, a_child_racing_write_back_loses_nothing, .timeout = 60)
+{
+	struct upc_cache *c = cache_new(UPC_CACHE_NO_BGWB);
+	int fd = tmpfile_pattern(16 * PAGE, NULL), status;
+	unsigned char *p;
+	long got;
+	pid_t pid;
+
+	cr_assert_eq(upc_map(c, fd, 0, 16 * PAGE, PROT_READ | PROT_WRITE, UPC_MAP_POPULATE, (void **)&p), 0);
+	if (!child_served(c)) {
+		cr_assert_eq(upc_cache_destroy(c), 0);
+		cr_skip_test("forked children are not served in asynchronous tracking (SIGSEGV: tested above)");
+	}
+	pid = fork();
+	if (pid == 0)
+		child_writer(p, 2000000);
+	/* Clean the page under the child's feet again and again. */
+	while (waitpid(pid, &status, WNOHANG) == 0)
+		cr_assert_geq(upc_msync(c, p, 16 * PAGE, UPC_MS_SYNC), 0);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	cr_assert_eq(upc_msync(c, p, 16 * PAGE, UPC_MS_SYNC), 0);
+	cr_assert_eq(pread(fd, &got, sizeof(got), 5 * PAGE), sizeof(got));
+	cr_assert_eq(got, 2000000, "the child's last write is lost: file has %ld", got);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	close(fd);
+}
+
+/* The parent destroys the cache; the child, still running, must not see stale data. */
+Test(fork, after_the_parent_destroys_the_cache_the_child_gets_sigbus, .timeout = 60)
+{
+	struct upc_cache *c = cache_new(UPC_CACHE_NO_BGWB);
+	int fd = tmpfile_pattern(64 * PAGE, NULL), status, go[2];
+	volatile unsigned char *p;
+	unsigned char x;
+	pid_t pid;
+
+	cr_assert_eq(upc_map(c, fd, 0, 64 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
+	if (!child_served(c)) {
+		cr_assert_eq(upc_cache_destroy(c), 0);
+		cr_skip_test("forked children are not served in asynchronous tracking (SIGSEGV: tested above)");
+	}
+	cr_assert_eq(pipe(go), 0);
+	pid = fork();
+	if (pid == 0) {
+		p[PAGE] = 0x41;		/* before: served */
+		if (read(go[0], &x, 1) != 1)
+			_exit(20);
+		(void)p[40 * PAGE];	/* after: an uncached page */
+		_exit(21);		/* read something: wrong */
+	}
+	usleep(100000);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	cr_assert_eq(pread(fd, &x, 1, PAGE), 1);
+	cr_assert_eq(x, 0x41, "the child's write was written back at destroy");
+	cr_assert_eq(write(go[1], "g", 1), 1);
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGBUS, "child status %#x", status);
+	close(fd);
+}
+
+/* The owner of the cache exits (exit(3)) without destroying it: its child gets SIGBUS. */
+Test(fork, when_the_parent_exits_the_child_gets_sigbus, .timeout = 60)
+{
+	int fd = tmpfile_pattern(64 * PAGE, NULL), status, go[2], res[2];
+	struct upc_cache *c;
+	pid_t parent;
+	unsigned char x;
+	int code = -1;
+
+	require_upcache();
+	cr_assert_eq(pipe(go), 0);
+	cr_assert_eq(pipe(res), 0);
+	/* An intermediate process owns the cache, forks a child, then exits. */
+	parent = fork();
+	if (parent == 0) {
+		volatile unsigned char *p;
+		pid_t child;
+
+		c = cache_new(UPC_CACHE_NO_BGWB);
+		if (upc_map(c, fd, 0, 64 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p))
+			_exit(1);
+		if (!child_served(c))
+			_exit(77);
+		child = fork();
+		if (child == 0) {
+			int r;
+
+			p[2 * PAGE] = 0x42;	/* served by the parent */
+			if (read(go[0], &x, 1) != 1)
+				_exit(30);
+			/* The parent is gone: touch an uncached page. */
+			pid_t g = fork();
+			if (g == 0) {
+				(void)p[50 * PAGE];
+				_exit(31);	/* read something: wrong */
+			}
+			waitpid(g, &r, 0);
+			r = WIFSIGNALED(r) ? WTERMSIG(r) : 100 + WEXITSTATUS(r);
+			if (write(res[1], &r, sizeof(r)) != sizeof(r))
+				_exit(32);
+			_exit(0);
+		}
+		usleep(100000);
+		exit(0);	/* without upc_cache_destroy: the exit hook runs */
+	}
+	cr_assert_eq(waitpid(parent, &status, 0), parent);
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 77)
+		cr_skip_test("forked children are not served in asynchronous tracking");
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "owner status %#x", status);
+	cr_assert_eq(pread(fd, &x, 1, 2 * PAGE), 1);
+	cr_assert_eq(x, 0x42, "the child's write was written back at the owner's exit");
+	cr_assert_eq(write(go[1], "g", 1), 1);
+	cr_assert_eq(read(res[0], &code, sizeof(code)), sizeof(code));
+	cr_assert_eq(code, SIGBUS, "after the owner exited, the child's access ended with %d", code);
+	close(fd);
+}
