@@ -41,7 +41,8 @@ static int cmd_probe(int json)
 	int uffd = !!(f & (UPC_FEAT_UFFD_SYSCALL | UPC_FEAT_UFFD_DEV | UPC_FEAT_USER_MODE_ONLY));
 	int sync_ok = uffd && (f & UPC_FEAT_MISSING_SHMEM) && (f & UPC_FEAT_WP_SHMEM) &&
 		      (f & UPC_FEAT_WP_UNPOPULATED) && (f & UPC_FEAT_IO_URING);
-	int async_ok = sync_ok && (f & UPC_FEAT_WP_ASYNC) && (f & UPC_FEAT_PAGEMAP_SCAN);
+	int async_ok = sync_ok && (f & UPC_FEAT_WP_ASYNC) && (f & UPC_FEAT_PAGEMAP_SCAN) &&
+		       (f & UPC_FEAT_MINOR_SHMEM);
 	const char *access = (f & UPC_FEAT_UFFD_SYSCALL) ? "syscall" :
 			     (f & UPC_FEAT_UFFD_DEV) ? "dev" :
 			     (f & UPC_FEAT_USER_MODE_ONLY) ? "user-mode-only" : "none";
@@ -57,15 +58,17 @@ static int cmd_probe(int json)
 		       sync_ok ? "true" : "false");
 		return sync_ok ? 0 : 1;
 	}
-	printf("kernel %s, userfaultfd access: %s\n\n", u.release, access);
+	printf("kernel %s, userfaultfd access: %s%s\n\n", u.release, access,
+	       (f & UPC_FEAT_UFFD_DEV) && !(f & UPC_FEAT_UFFD_SYSCALL) ? "" :
+	       (f & UPC_FEAT_UFFD_DEV) ? " (and /dev/userfaultfd)" : "");
 	for (size_t i = 0; i < sizeof(feats) / sizeof(feats[0]); i++)
-		printf("  %-3s %-18s %s\n", (f & feats[i].bit) ? "yes" : "no",
+		printf("  %-3s %-20s %s\n", (f & feats[i].bit) ? "yes" : "no",
 		       upc_feature_name(feats[i].bit), feats[i].what);
 	printf("\nmodes:\n");
 	printf("  %-3s embedded cache, synchronous write-protect tracking%s\n", sync_ok ? "yes" : "no",
 	       sync_ok ? "" : " (needs MISSING + WP on shmem, WP markers, io_uring)");
 	printf("  %-3s asynchronous write-protect tracking%s\n", async_ok ? "yes" : "no",
-	       async_ok ? "" : " (needs WP_ASYNC and PAGEMAP_SCAN; falls back to synchronous)");
+	       async_ok ? "" : " (needs WP_ASYNC, PAGEMAP_SCAN and MINOR on shmem; falls back to synchronous)");
 	printf("  %-3s read errors delivered as SIGBUS by poison PTE%s\n",
 	       (f & UPC_FEAT_POISON) ? "yes" : "no",
 	       (f & UPC_FEAT_POISON) ? "" : " (falls back to signalling the faulting thread)");

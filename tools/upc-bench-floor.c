@@ -1,0 +1,664 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * upc-bench-floor.c - workload 8, the floor: what the hardware and the
+ * kernel charge before upcache adds anything, measured in the same run as
+ * the library so that its figures can be read as multiples of it.
+ *
+ *  - a bare userfaultfd MISSING round trip: a minimal handler thread that
+ *    reads the fault message and answers with UFFDIO_COPY of one page, the
+ *    handler unpinned, pinned to the faulting thread's CPU and to the other
+ *    one; the same with a busy-polling handler and in-thread (SIGBUS), the
+ *    levers of DESIGN.md "Where a fault is handled"; and with a 4 KiB pread
+ *    in the handler, the least a cache must do to get the data;
+ *  - a bare write-protect round trip: a fresh mapping of a populated memfd
+ *    write-protected with PTE markers (WP_UNPOPULATED), a handler that only
+ *    un-protects: exactly the situation of upcache's first write;
+ *  - kernel shmem minor faults, with fault-around and one page per fault
+ *    (a userfaultfd-registered range, where the kernel disables it);
+ *  - a 4 KiB memcpy hot in cache and from DRAM, and a 4 KiB read of a cached
+ *    file through io_uring and through pread (the store's cheapest read).
+ */
+#include "upc-bench.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <liburing.h>
+#include <linux/userfaultfd.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+/* Headers older than the kernel (Debian 12: 6.1 uapi): upstream values. */
+#ifndef UFFD_FEATURE_WP_HUGETLBFS_SHMEM
+#define UFFD_FEATURE_WP_HUGETLBFS_SHMEM	(1 << 12)
+#endif
+#ifndef UFFD_FEATURE_WP_UNPOPULATED
+#define UFFD_FEATURE_WP_UNPOPULATED	(1 << 13)
+#endif
+
+static int populated_memfd(size_t npages);
+
+#define MiB (1UL << 20)
+
+/* ------------------------------------------------------------ userfaultfd helpers */
+
+int uffd_open(uint64_t features)
+{
+	struct uffdio_api api = { .api = UFFD_API, .features = features };
+	int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK), ret;
+
+	if (fd < 0)
+		return -errno;
+	if (ioctl(fd, UFFDIO_API, &api) < 0) {
+		ret = -errno;
+		close(fd);
+		return ret;
+	}
+	return fd;
+}
+
+int uffd_register(int uffd, void *addr, size_t len, uint64_t mode)
+{
+	struct uffdio_register r = {
+		.range = { .start = (uintptr_t)addr, .len = len },
+		.mode = mode,
+	};
+
+	return ioctl(uffd, UFFDIO_REGISTER, &r) < 0 ? -errno : 0;
+}
+
+int uffd_wp(int uffd, void *addr, size_t len, bool protect)
+{
+	struct uffdio_writeprotect wp = {
+		.range = { .start = (uintptr_t)addr, .len = len },
+		.mode = protect ? UFFDIO_WRITEPROTECT_MODE_WP : 0,
+	};
+
+	return ioctl(uffd, UFFDIO_WRITEPROTECT, &wp) < 0 ? -errno : 0;
+}
+
+/* ------------------------------------------------------------ the minimal handler */
+
+enum floor_mode { F_MISSING, F_WP, F_MINOR };
+
+struct handler {
+	int uffd, stop_efd, cpu;
+	bool busy;
+	atomic_bool stop;
+	char *src;		/* the page UFFDIO_COPY inserts */
+	int src_fd;		/* >= 0: pread the page from this file first */
+	char *_Atomic base;	/* the mapping, for the file offset */
+	pthread_t th;
+	int err;
+};
+
+static void handle_one(struct handler *h, const struct uffd_msg *m)
+{
+	uintptr_t addr = (uintptr_t)m->arg.pagefault.address & ~(PG - 1);
+
+	if (m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP) {
+		if (uffd_wp(h->uffd, (void *)addr, PG, false) < 0)
+			h->err = -errno;
+		return;
+	}
+	if (m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_MINOR) {
+		struct uffdio_continue c = { .range = { .start = addr, .len = PG }, .mode = 0 };
+
+		if (ioctl(h->uffd, UFFDIO_CONTINUE, &c) < 0 && errno != EEXIST)
+			h->err = -errno;
+		return;
+	}
+	if (h->src_fd >= 0 &&
+	    pread(h->src_fd, h->src, PG, (off_t)(addr - (uintptr_t)atomic_load(&h->base))) != (ssize_t)PG)
+		h->err = -EIO;
+	{
+		struct uffdio_copy c = { .dst = addr, .src = (uintptr_t)h->src, .len = PG, .mode = 0 };
+
+		if (ioctl(h->uffd, UFFDIO_COPY, &c) < 0 && errno == EEXIST) {
+			struct uffdio_range r = { .start = addr, .len = PG };
+
+			ioctl(h->uffd, UFFDIO_WAKE, &r);
+		}
+	}
+}
+
+static void *handler_main(void *arg)
+{
+	struct handler *h = arg;
+	struct pollfd pfd[2] = {
+		{ .fd = h->uffd, .events = POLLIN },
+		{ .fd = h->stop_efd, .events = POLLIN },
+	};
+	struct uffd_msg msgs[16];
+
+	if (h->cpu >= 0) {
+		cpu_set_t set;
+
+		CPU_ZERO(&set);
+		CPU_SET(h->cpu, &set);
+		sched_setaffinity(0, sizeof(set), &set);
+	}
+	for (;;) {
+		ssize_t n;
+
+		if (h->busy) {
+			if (atomic_load_explicit(&h->stop, memory_order_relaxed))
+				break;
+		} else {
+			if (poll(pfd, 2, -1) < 0) {
+				if (errno == EINTR)
+					continue;
+				break;
+			}
+			if (pfd[1].revents)
+				break;
+		}
+		n = read(h->uffd, msgs, sizeof(msgs));
+		if (n < 0) {
+			if (errno == EAGAIN || errno == EINTR)
+				continue;
+			break;
+		}
+		for (ssize_t i = 0; i < n / (ssize_t)sizeof(msgs[0]); i++)
+			if (msgs[i].event == UFFD_EVENT_PAGEFAULT)
+				handle_one(h, &msgs[i]);
+	}
+	return NULL;
+}
+
+static int handler_start(struct handler *h)
+{
+	h->stop_efd = eventfd(0, EFD_CLOEXEC);
+	if (h->stop_efd < 0)
+		return -errno;
+	atomic_store(&h->stop, false);
+	if (pthread_create(&h->th, NULL, handler_main, h) != 0) {
+		close(h->stop_efd);
+		return -EAGAIN;
+	}
+	return 0;
+}
+
+static void handler_stop(struct handler *h)
+{
+	uint64_t one = 1;
+
+	atomic_store(&h->stop, true);
+	if (write(h->stop_efd, &one, sizeof(one)) != sizeof(one))
+		fprintf(stderr, "upc-bench: cannot stop the floor handler\n");
+	pthread_join(h->th, NULL);
+	close(h->stop_efd);
+}
+
+/* In-thread resolution (UFFD_FEATURE_SIGBUS): the faulting thread fills its own fault. */
+static int sig_uffd = -1;
+static char *sig_src;
+
+static void sigbus_fill(int sig, siginfo_t *si, void *uc)
+{
+	struct uffdio_copy c = {
+		.dst = (uintptr_t)si->si_addr & ~(PG - 1), .src = (uintptr_t)sig_src, .len = PG,
+		.mode = UFFDIO_COPY_MODE_DONTWAKE,
+	};
+	int e = errno;
+
+	(void)sig;
+	(void)uc;
+	if (ioctl(sig_uffd, UFFDIO_COPY, &c) < 0 && errno != EEXIST)
+		signal(SIGBUS, SIG_DFL);	/* the retried access dies: better than a loop */
+	errno = e;
+}
+
+/* ------------------------------------------------------------ the uffd floor pass */
+
+struct floor_ctx {
+	enum floor_mode mode;
+	int pin;
+	bool busy, sigbus;
+	const char *src_path;	/* F_MISSING: the handler preads the page from here */
+	size_t npages;
+	const uint32_t *order;	/* pages touched; NULL: all in order */
+	size_t n;
+	int memfd;		/* F_WP, F_MINOR: populated once */
+};
+
+static int floor_pass(struct variant *v, struct sample *s)
+{
+	struct floor_ctx *f = v->ctx;
+	size_t size = f->npages * PG, n = f->order ? f->n : f->npages;
+	struct handler h = { .uffd = -1, .src_fd = -1, .cpu = -1 };
+	struct sigaction sa, old_sa;
+	cpu_set_t saved;
+	bool pinned = false;
+	int memfd = f->memfd, ret = 0;
+	uint64_t feats;
+	double t0, t1, t2;
+	char *base = MAP_FAILED;
+	volatile uint64_t sum = 0;
+
+	if (f->pin != PIN_NONE && (B.ncpus < 1 || (f->pin == PIN_OTHER && B.ncpus < 2))) {
+		snprintf(v->skip, sizeof(v->skip), "not enough CPUs to pin to");
+		return -EINVAL;
+	}
+	h.src = aligned_alloc(PG, PG);
+	if (!h.src)
+		return -ENOMEM;
+	memset(h.src, 0x3c, PG);
+	if (f->mode == F_MISSING) {
+		memfd = memfd_create("upc-bench-floor", MFD_CLOEXEC);
+		if (memfd < 0 || ftruncate(memfd, (off_t)size) < 0) {
+			ret = -errno;
+			goto out;
+		}
+		feats = f->sigbus ? UFFD_FEATURE_SIGBUS : 0;
+	} else if (f->mode == F_WP) {
+		feats = UFFD_FEATURE_WP_HUGETLBFS_SHMEM | UFFD_FEATURE_WP_UNPOPULATED;
+	} else {
+		feats = UFFD_FEATURE_MINOR_SHMEM;
+	}
+	h.uffd = uffd_open(feats);
+	if (h.uffd < 0) {
+		ret = h.uffd;
+		goto out;
+	}
+	if (f->src_path) {
+		h.src_fd = open(f->src_path, O_RDONLY | O_CLOEXEC);
+		if (h.src_fd < 0) {
+			ret = -errno;
+			goto out;
+		}
+	}
+	if (f->sigbus) {
+		sig_uffd = h.uffd;
+		sig_src = h.src;
+		memset(&sa, 0, sizeof(sa));
+		sa.sa_sigaction = sigbus_fill;
+		sa.sa_flags = SA_SIGINFO;
+		sigemptyset(&sa.sa_mask);
+		sigaction(SIGBUS, &sa, &old_sa);
+	} else {
+		h.busy = f->busy;
+		if (f->pin == PIN_SAME)
+			h.cpu = B.cpus[0];
+		else if (f->pin == PIN_OTHER)
+			h.cpu = B.cpus[1];
+		ret = handler_start(&h);
+		if (ret < 0)
+			goto out;
+	}
+	if (f->pin != PIN_NONE) {
+		ret = pin_self(B.cpus[0], &saved);
+		if (ret < 0)
+			goto out_handler;
+		pinned = true;
+	}
+
+	snap_begin(&s->c, NULL);
+	t0 = now_ns();
+	base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+	if (base == MAP_FAILED) {
+		ret = -errno;
+		goto out_unpin;
+	}
+	atomic_store(&h.base, base);
+	ret = uffd_register(h.uffd, base, size, f->mode == F_MINOR ? UFFDIO_REGISTER_MODE_MINOR :
+			    UFFDIO_REGISTER_MODE_MISSING | (f->mode == F_WP ? UFFDIO_REGISTER_MODE_WP : 0));
+	if (!ret && f->mode == F_WP)
+		ret = uffd_wp(h.uffd, base, size, true);
+	if (ret < 0)
+		goto out_unpin;
+	t1 = now_ns();
+	if (f->mode != F_WP) {
+		for (size_t i = 0; i < n; i++)
+			sum += *(volatile uint64_t *)(base + (f->order ? f->order[i] : i) * PG);
+	} else {
+		for (size_t i = 0; i < n; i++)
+			*(volatile uint64_t *)(base + (f->order ? f->order[i] : i) * PG + 8) = i;
+	}
+	t2 = now_ns();
+	snap_end(&s->c, NULL);
+	s->ns = t2 - t0;
+	s->map_ns = t1 - t0;
+	s->units = n;
+out_unpin:
+	if (pinned)
+		unpin_self(&saved);
+out_handler:
+	if (f->sigbus)
+		sigaction(SIGBUS, &old_sa, NULL);
+	else
+		handler_stop(&h);
+	if (!ret && h.err)
+		ret = h.err;
+out:
+	if (base != MAP_FAILED)
+		munmap(base, size);
+	if (h.uffd >= 0)
+		close(h.uffd);
+	if (h.src_fd >= 0)
+		close(h.src_fd);
+	if (f->mode == F_MISSING && memfd >= 0)
+		close(memfd);
+	free(h.src);
+	(void)sum;
+	return ret;
+}
+
+static const char *pin_desc(int pin)
+{
+	return pin == PIN_SAME ? "handler pinned to the faulting thread's CPU" :
+	       pin == PIN_OTHER ? "handler pinned to the other CPU" : "handler and faulter unpinned";
+}
+
+/* A memfd of @npages written pages (uptodate, as upcache's are after a fill), or -1. */
+static int populated_memfd(size_t npages)
+{
+	int mfd = memfd_create("upc-bench-floor", MFD_CLOEXEC);
+
+	if (mfd >= 0) {
+		/* Written, not fallocated: uptodate pages, as upcache's are after a fill. */
+		char *pg = calloc(1, PG);
+
+		if (!pg || ftruncate(mfd, (off_t)(npages * PG)) < 0)
+			npages = 0;
+		for (size_t i = 0; i < npages; i++) {
+			*(uint64_t *)pg = page_word(i);
+			if (pwrite(mfd, pg, PG, (off_t)(i * PG)) != (ssize_t)PG) {
+				close(mfd);
+				mfd = -1;
+				break;
+			}
+		}
+		free(pg);
+	}
+	return mfd;
+}
+
+int floor_wp_variant(struct workload *w, const char *name, int pin, bool info, size_t npages)
+{
+	struct floor_ctx *f = calloc(1, sizeof(*f));
+	int vi, mfd;
+
+	if (!f)
+		exit(1);
+	*f = (struct floor_ctx){ .mode = F_WP, .pin = pin, .npages = npages };
+	mfd = populated_memfd(npages);
+	f->memfd = mfd;
+	vi = add_variant(w, name, floor_pass, f, info, "bare write-protect round trip: minimal handler "
+			 "un-protects (%s)", pin_desc(pin));
+	if (mfd < 0)
+		skip_variant(w, vi, "memfd: %s", strerror(errno));
+	return vi;
+}
+
+static int floor_missing_variant(struct workload *w, const char *name, int pin, bool busy, bool sigbus,
+				 const char *src_path, size_t npages, const uint32_t *order, size_t n,
+				 bool info)
+{
+	struct floor_ctx *f = calloc(1, sizeof(*f));
+
+	if (!f)
+		exit(1);
+	*f = (struct floor_ctx){ .mode = F_MISSING, .pin = pin, .busy = busy, .sigbus = sigbus,
+				 .src_path = src_path, .npages = npages, .order = order, .n = n };
+	if (sigbus)
+		return add_variant(w, name, floor_pass, f, info, "bare MISSING fault resolved in the "
+				   "faulting thread (UFFD_FEATURE_SIGBUS, UFFDIO_COPY in the signal handler)");
+	return add_variant(w, name, floor_pass, f, info, "bare MISSING round trip, UFFDIO_COPY of one "
+			   "page%s%s (%s)", src_path ? " after a 4 KiB pread of a cached file" : "",
+			   busy ? ", busy-polling handler" : "", pin_desc(pin));
+}
+
+/* ------------------------------------------------------------ memcpy and store reads */
+
+struct mc_ctx {
+	bool dram;
+	char *src, *dst;
+	size_t src_pages, n;
+	const uint32_t *order;
+};
+
+static int memcpy_pass(struct variant *v, struct sample *s)
+{
+	struct mc_ctx *m = v->ctx;
+	double t0, t1;
+
+	memcpy(m->dst, m->src, PG);	/* hot: both pages in cache now */
+	snap_begin(&s->c, NULL);
+	t0 = now_ns();
+	for (size_t i = 0; i < m->n; i++) {
+		memcpy(m->dst, m->src + (m->dram ? (size_t)m->order[i] * PG : 0), PG);
+		__asm__ volatile("" : : "r"(m->dst) : "memory");
+	}
+	t1 = now_ns();
+	snap_end(&s->c, NULL);
+	s->ns = t1 - t0;
+	s->units = m->n;
+	return 0;
+}
+
+struct rd_ctx {
+	const char *path;
+	bool uring;
+	const uint32_t *order;
+	size_t n;
+};
+
+static int read_pass(struct variant *v, struct sample *s)
+{
+	struct rd_ctx *r = v->ctx;
+	struct io_uring ring;
+	char *buf = aligned_alloc(PG, PG);
+	int fd, ret = 0;
+	double t0, t1;
+
+	if (!buf)
+		return -ENOMEM;
+	fd = open(r->path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		free(buf);
+		return -errno;
+	}
+	if (r->uring) {
+		ret = io_uring_queue_init(8, &ring, 0);
+		if (ret < 0)
+			goto out;
+	}
+	snap_begin(&s->c, NULL);
+	t0 = now_ns();
+	for (size_t i = 0; i < r->n && !ret; i++) {
+		off_t off = (off_t)r->order[i] * (off_t)PG;
+
+		if (r->uring) {
+			struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
+			struct io_uring_cqe *cqe;
+
+			io_uring_prep_read(sqe, fd, buf, PG, (uint64_t)off);
+			io_uring_submit(&ring);
+			ret = io_uring_wait_cqe(&ring, &cqe);
+			if (!ret && cqe->res != (int)PG)
+				ret = -EIO;
+			if (!ret)
+				io_uring_cqe_seen(&ring, cqe);
+		} else if (pread(fd, buf, PG, off) != (ssize_t)PG) {
+			ret = -EIO;
+		}
+	}
+	t1 = now_ns();
+	snap_end(&s->c, NULL);
+	if (r->uring)
+		io_uring_queue_exit(&ring);
+	s->ns = t1 - t0;
+	s->units = r->n;
+out:
+	close(fd);
+	free(buf);
+	return ret;
+}
+
+/* ------------------------------------------------------------ 8. the floor */
+
+void wl8_floor(struct workload *w)
+{
+	static char path[256];
+	size_t size = 16 * MiB, np = size / PG, n, ndram;
+	size_t dram_size = B.quick ? 64 * MiB : 256 * MiB;
+	uint32_t *order, *dorder;
+	struct mc_ctx *mc;
+	struct rd_ctx *rd;
+	struct acc t;
+	int memfd, vf, vfs, vfo, vfb, vfg, vfr, vfm, vw, vws, vwo, vka, vk1, vmh, vmd, vru, vrp, vus, vua,
+	    vum;
+	struct upc_cache *ca;
+	char nm[NAME_LEN];
+
+	/* Cheap passes, and the most exposed to other processes' load: three times the repetitions. */
+	w->reps = B.reps * 3 <= MAX_REPS ? B.reps * 3 : B.reps;
+	snprintf(w->title, sizeof(w->title), "the floor");
+	snprintf(w->unit, sizeof(w->unit), "fault");
+	if (bench_file("floor", size, path, sizeof(path)) < 0) {
+		snprintf(w->skip, sizeof(w->skip), "cannot create the file in %s", B.dir);
+		return;
+	}
+	warm_file_cache(path);
+	/* Every other page, in a random order: upcache's readahead never widens past one page. */
+	order = random_order(np, 2, 8, &n);
+	snprintf(w->setup, sizeof(w->setup), "%zu faults per pass (every other page of a %zu MiB "
+		 "region, random order); timed: map + register + the faults (one word read or written "
+		 "per page); the memcpy and store-read rows count copies and reads; %d reps", n,
+		 size / MiB, w->reps);
+	memfd = memfd_copy_of(path, size);
+
+	vf = floor_missing_variant(w, "floor-missing", PIN_NONE, false, false, NULL, np, order, n, false);
+	vfs = floor_missing_variant(w, "floor-missing-same-cpu", PIN_SAME, false, false, NULL, np, order,
+				    n, false);
+	vfo = floor_missing_variant(w, "floor-missing-other-cpu", PIN_OTHER, false, false, NULL, np,
+				    order, n, false);
+	vfb = floor_missing_variant(w, "floor-missing-busypoll", PIN_OTHER, true, false, NULL, np, order,
+				    n, true);
+	vfg = floor_missing_variant(w, "floor-missing-sigbus", PIN_NONE, false, true, NULL, np, order, n,
+				    true);
+	vfr = floor_missing_variant(w, "floor-missing+pread", PIN_NONE, false, false, path, np, order, n,
+				    false);
+	{
+		struct floor_ctx *f = calloc(1, sizeof(*f));
+
+		if (!f)
+			exit(1);
+		*f = (struct floor_ctx){ .mode = F_MINOR, .npages = np, .order = order, .n = n,
+					 .memfd = populated_memfd(np) };
+		vfm = add_variant(w, "floor-minor", floor_pass, f, false, "bare MINOR round trip, "
+				  "UFFDIO_CONTINUE of one page (handler and faulter unpinned)");
+		if (f->memfd < 0)
+			skip_variant(w, vfm, "memfd: %s", strerror(errno));
+	}
+	vw = floor_wp_variant(w, "floor-wp", PIN_NONE, false, np);
+	vws = floor_wp_variant(w, "floor-wp-same-cpu", PIN_SAME, false, np);
+	vwo = floor_wp_variant(w, "floor-wp-other-cpu", PIN_OTHER, false, np);
+
+	t = (struct acc){ .path = path, .size = size, .npages = np, .kind = K_MEMFD, .memfd = memfd };
+	vka = add_acc(w, "kernel-minor-faultaround", false, &t, "kernel shmem minor faults, every "
+		      "page in order, fault-around on (per page)");
+	t.order = order;
+	t.n = n;
+	t.uffd_mode = UREG_WP;
+	vk1 = add_acc(w, "kernel-minor-1pg", false, &t, "kernel shmem minor fault in a range registered "
+		      "MISSING|WP and write-protected (no fault-around): what a cached upcache page costs");
+	if (memfd < 0) {
+		skip_variant(w, vka, "memfd: %s", strerror(-memfd));
+		skip_variant(w, vk1, "memfd: %s", strerror(-memfd));
+	}
+
+	mc = calloc(2, sizeof(*mc));
+	if (!mc)
+		exit(1);
+	mc[0].src = aligned_alloc(PG, dram_size);
+	mc[0].dst = aligned_alloc(PG, PG);
+	if (!mc[0].src || !mc[0].dst)
+		exit(1);
+	memset(mc[0].src, 1, dram_size);
+	memset(mc[0].dst, 2, PG);
+	dorder = random_order(dram_size / PG, 1, 9, &ndram);
+	mc[1] = mc[0];
+	mc[0].n = 65536;
+	mc[1].dram = true;
+	mc[1].order = dorder;
+	mc[1].n = ndram < 65536 ? ndram : 65536;
+	vmh = add_variant(w, "memcpy-4k-hot", memcpy_pass, &mc[0], false, "memcpy of 4 KiB, source in cache");
+	vmd = add_variant(w, "memcpy-4k-dram", memcpy_pass, &mc[1], false, "memcpy of 4 KiB from a random "
+			  "page of a %zu MiB buffer", dram_size / MiB);
+	rd = calloc(2, sizeof(*rd));
+	if (!rd)
+		exit(1);
+	rd[0] = (struct rd_ctx){ .path = path, .uring = true, .order = order, .n = n };
+	rd[1] = rd[0];
+	rd[1].uring = false;
+	vru = add_variant(w, "store-read-io_uring", read_pass, &rd[0], false, "4 KiB read of a cached "
+			  "file through io_uring, one at a time (submit + wait)");
+	vrp = add_variant(w, "store-read-pread", read_pass, &rd[1], false, "4 KiB pread of a cached file");
+
+	t = (struct acc){ .path = path, .size = size, .npages = np, .kind = K_UPC, .order = order, .n = n,
+			  .fresh_cache = true, .cflags = UPC_CACHE_NO_BGWB,
+			  .expect = expect_sum(order, n) };
+	vus = add_acc(w, "upc-sync-missing", false, &t, "upcache MISSING faults, one page each, the "
+		      "store's data in the kernel's page cache (a new cache per pass)");
+	t.async = true;
+	snprintf(nm, sizeof(nm), "%.32s-missing", B.async_label);
+	vua = add_acc(w, nm, false, &t, "as upc-sync-missing, async tracking asked");
+	/* Async tracking maps cached pages through MINOR faults: a cache filled beforehand. */
+	ca = cache_or_die(true, UPC_CACHE_NO_BGWB, 0);
+	upc_warm(ca, path, size);
+	t.fresh_cache = false;
+	t.cache = ca;
+	snprintf(nm, sizeof(nm), "%.32s-minor", B.async_label);
+	vum = add_acc(w, nm, false, &t, "cached pages through a fresh mapping in async mode: MINOR "
+		      "faults (with CONTINUE fault-around), per touch");
+	if (B.async_mode != UPC_TRACK_ASYNC)
+		skip_variant(w, vum, "async tracking not available: cached pages are kernel-served");
+
+	run_variants(w);
+	add_ratio(w, vus, vf);
+	add_ratio(w, vua, vf);
+	add_ratio(w, vum, vfm);
+	add_ratio(w, vfm, vf);
+	add_ratio(w, vus, vfr);
+	add_ratio(w, vus, vfs);
+	add_ratio(w, vus, vfo);
+	add_ratio(w, vfs, vf);
+	add_ratio(w, vfo, vf);
+	add_ratio(w, vfb, vf);
+	add_ratio(w, vfg, vf);
+	add_ratio(w, vws, vw);
+	add_ratio(w, vwo, vw);
+	add_ratio(w, vka, vmh);
+	add_ratio(w, vk1, vka);
+	add_ratio(w, vru, vrp);
+	add_ratio(w, vmd, vmh);
+	{
+		char note[300];
+		struct ratio *r1 = find_ratio(w, vus, vfr), *r2 = find_ratio(w, vua, vf);
+
+		snprintf(note, sizeof(note), "against the floor plus a 4 KiB pread in the handler "
+			 "(floor-missing+pread): %.2f; %s: %.2f", r1 ? r1->med : -1,
+			 w->var[vua].name, r2 ? r2->med : -1);
+		add_target(8, "any fault the cache serves: MISSING (sync)", vus, vf, 1.3, note);
+		add_target(8, "any fault the cache serves: MISSING (async)", vua, vf, 1.3, NULL);
+		add_target(8, "any fault the cache serves: MINOR (async)", vum, vfm, 1.3,
+			   "per touch: the library maps a fault-around window per MINOR fault, "
+			   "the floor one page");
+	}
+	upc_cache_destroy(ca);
+	snprintf(w->note, sizeof(w->note), "the same-cpu and other-cpu rows pin the faulting thread "
+		 "to one CPU and the handler to it or to the other; unpinned rows leave both to the "
+		 "scheduler, as upcache's own handler thread is; busypoll and sigbus are levers, not "
+		 "baselines");
+	(void)vmd;
+}

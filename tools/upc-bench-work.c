@@ -1,0 +1,1614 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * upc-bench-work.c - workloads 1-7: upcache against the kernel's mmap of the
+ * same file (and of a memfd holding the same data), and against pread/pwrite
+ * into a private buffer where a database would use them.
+ *
+ * Every file page starts with a tag word, page_word(page index), so that a
+ * pass can check that it read the file's data and not zeros or a neighbour
+ * page; a mismatch is reported next to the timing, it is not hidden.
+ */
+#include "upc-bench.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/userfaultfd.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef UFFD_FEATURE_WP_HUGETLBFS_SHMEM
+#define UFFD_FEATURE_WP_HUGETLBFS_SHMEM	(1 << 12)
+#endif
+#ifndef UFFD_FEATURE_WP_UNPOPULATED
+#define UFFD_FEATURE_WP_UNPOPULATED	(1 << 13)
+#endif
+
+static size_t sz(size_t full, size_t quick)
+{
+	return B.quick ? quick : full;
+}
+
+#define MiB (1UL << 20)
+
+/* ------------------------------------------------------------ files */
+
+#define MAX_FILES 16
+static char bench_files[MAX_FILES][256];
+static volatile int nr_bench_files;
+
+/* Async-signal-safe: also called from the signal handler and the watchdog. */
+void cleanup_files(void)
+{
+	for (int i = 0; i < nr_bench_files; i++)
+		if (bench_files[i][0])
+			unlink(bench_files[i]);
+}
+
+static void forget_file(const char *path)
+{
+	for (int i = 0; i < nr_bench_files; i++)
+		if (!strcmp(bench_files[i], path)) {
+			unlink(path);
+			bench_files[i][0] = 0;
+		}
+}
+
+uint64_t page_word(uint64_t pg)
+{
+	return (pg + 1) * 0x9E3779B97F4A7C15ULL;
+}
+
+/* Create a file of @size bytes in B.dir whose every page starts with its tag word; fsync it. */
+int bench_file(const char *tag, size_t size, char *path, size_t pathlen)
+{
+	const size_t chunk = 4 * MiB;
+	char *buf;
+	int fd, ret = 0;
+
+	snprintf(path, pathlen, "%s/upc-bench.%d.%s", B.dir, (int)getpid(), tag);
+	if (nr_bench_files < MAX_FILES) {
+		snprintf(bench_files[nr_bench_files], sizeof(bench_files[0]), "%s", path);
+		nr_bench_files++;
+	}
+	progress("creating %s (%zu MiB)", path, size / MiB);
+	buf = malloc(chunk);
+	if (!buf)
+		return -ENOMEM;
+	for (size_t i = 0; i < chunk; i++)
+		buf[i] = (char)(i * 131 + 7);
+	fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		ret = -errno;
+		goto out;
+	}
+	for (size_t off = 0; off < size; off += chunk) {
+		size_t len = size - off < chunk ? size - off : chunk;
+
+		for (size_t p = 0; p < len; p += PG)
+			*(uint64_t *)(buf + p) = page_word((off + p) / PG);
+		if (pwrite(fd, buf, len, (off_t)off) != (ssize_t)len) {
+			ret = errno ? -errno : -EIO;
+			break;
+		}
+	}
+	if (!ret && fsync(fd) < 0)
+		ret = -errno;
+	close(fd);
+out:
+	free(buf);
+	if (ret < 0)
+		fprintf(stderr, "upc-bench: cannot create %s: %s\n", path, strerror(-ret));
+	return ret;
+}
+
+int drop_file_cache(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC), ret = 0;
+
+	if (fd < 0)
+		return -errno;
+	ret = posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+	close(fd);
+	return -ret;
+}
+
+int warm_file_cache(const char *path)
+{
+	static char buf[1 << 20];
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+	off_t off = 0;
+
+	if (fd < 0)
+		return -errno;
+	while ((n = pread(fd, buf, sizeof(buf), off)) > 0)
+		off += n;
+	close(fd);
+	return n < 0 ? -errno : 0;
+}
+
+/* A memfd holding a copy of the file: the kernel's shmem with the same data, all pages present. */
+int memfd_copy_of(const char *path, size_t size)
+{
+	static char buf[1 << 20];
+	int fd, mfd;
+	ssize_t n;
+	off_t off = 0;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	mfd = memfd_create("upc-bench", MFD_CLOEXEC);
+	if (mfd < 0 || ftruncate(mfd, (off_t)size) < 0) {
+		n = -errno;
+		close(fd);
+		if (mfd >= 0)
+			close(mfd);
+		return (int)n;
+	}
+	while ((n = pread(fd, buf, sizeof(buf), off)) > 0) {
+		if (pwrite(mfd, buf, (size_t)n, off) != n)
+			break;
+		off += n;
+	}
+	close(fd);
+	return mfd;
+}
+
+uint64_t rnd64(uint64_t *s)
+{
+	uint64_t x = *s;
+
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	*s = x;
+	return x * 0x2545F4914F6CDD1DULL;
+}
+
+/* Pages 0, stride, 2*stride, ... below @npages, in a random order (Fisher-Yates). */
+uint32_t *random_order(size_t npages, size_t stride, uint64_t seed, size_t *count)
+{
+	size_t n = (npages + stride - 1) / stride;
+	uint32_t *o = malloc(n * sizeof(*o));
+	uint64_t s = seed * 2654435761u + 88172645463325252ULL;
+
+	if (!o) {
+		fprintf(stderr, "upc-bench: out of memory\n");
+		exit(1);
+	}
+	for (size_t i = 0; i < n; i++)
+		o[i] = (uint32_t)(i * stride);
+	for (size_t i = n - 1; i > 0; i--) {
+		size_t j = rnd64(&s) % (i + 1);
+		uint32_t t = o[i];
+
+		o[i] = o[j];
+		o[j] = t;
+	}
+	*count = n;
+	return o;
+}
+
+uint64_t expect_sum(const uint32_t *order, size_t n)
+{
+	uint64_t sum = 0;
+
+	for (size_t i = 0; i < n; i++)
+		sum += page_word(order ? order[i] : i);
+	return sum;
+}
+
+int pin_self(int cpu, cpu_set_t *saved)
+{
+	cpu_set_t set;
+
+	if (sched_getaffinity(0, sizeof(*saved), saved) < 0)
+		return -errno;
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	return sched_setaffinity(0, sizeof(set), &set) < 0 ? -errno : 0;
+}
+
+void unpin_self(const cpu_set_t *saved)
+{
+	sched_setaffinity(0, sizeof(*saved), saved);
+}
+
+/* ------------------------------------------------------------ counters */
+
+static int read_small(const char *path, char *buf, size_t len);
+
+/* KiB read and written on the block device holding B.dir (from /sys/dev/block/M:m/stat). */
+static void dev_kib(uint64_t *rd, uint64_t *wr)
+{
+	static char path[64];
+	unsigned long long f[7];
+	char buf[256];
+	struct stat st;
+
+	*rd = *wr = 0;
+	if (!path[0]) {
+		if (stat(B.dir, &st) < 0)
+			return;
+		snprintf(path, sizeof(path), "/sys/dev/block/%u:%u/stat", major(st.st_dev), minor(st.st_dev));
+	}
+	if (read_small(path, buf, sizeof(buf)) < 0 ||
+	    sscanf(buf, "%llu %llu %llu %llu %llu %llu %llu", &f[0], &f[1], &f[2], &f[3], &f[4], &f[5],
+		   &f[6]) != 7)
+		return;
+	*rd = f[2] / 2;
+	*wr = f[6] / 2;
+}
+
+void snap_begin(struct bench_counters *c, struct upc_cache *cache)
+{
+	struct rusage ru;
+
+	memset(c, 0, sizeof(*c));
+	getrusage(RUSAGE_SELF, &ru);
+	c->minflt = (uint64_t)ru.ru_minflt;
+	c->majflt = (uint64_t)ru.ru_majflt;
+	dev_kib(&c->dev_rd_kib, &c->dev_wr_kib);
+	if (cache) {
+		struct upc_stats st = { .sz = sizeof(st) };
+
+		if (upc_stats(cache, &st) == 0) {
+			c->upc = true;
+			c->faults_missing = st.faults_missing;
+			c->faults_wp = st.faults_wp;
+			c->faults_minor = st.faults_minor;
+			c->fill_ios = st.fill_ios;
+			c->pages_filled = st.pages_filled;
+			c->wp_calls = st.wp_calls;
+			c->wb_ios = st.wb_ios;
+			c->pages_written = st.pages_written;
+			c->syncs = st.syncs;
+			c->pages_evicted = st.pages_evicted;
+		}
+	}
+}
+
+/* Replace the values taken by snap_begin() by the deltas since then. */
+void snap_end(struct bench_counters *c, struct upc_cache *cache)
+{
+	struct rusage ru;
+	uint64_t rd, wr;
+
+	getrusage(RUSAGE_SELF, &ru);
+	dev_kib(&rd, &wr);
+	c->minflt = (uint64_t)ru.ru_minflt - c->minflt;
+	c->majflt = (uint64_t)ru.ru_majflt - c->majflt;
+	c->dev_rd_kib = rd - c->dev_rd_kib;
+	c->dev_wr_kib = wr - c->dev_wr_kib;
+	if (cache && c->upc) {
+		struct upc_stats st = { .sz = sizeof(st) };
+
+		if (upc_stats(cache, &st) == 0) {
+			c->track_mode = st.track_mode;
+			c->faults_missing = st.faults_missing - c->faults_missing;
+			c->faults_wp = st.faults_wp - c->faults_wp;
+			c->faults_minor = st.faults_minor - c->faults_minor;
+			c->fill_ios = st.fill_ios - c->fill_ios;
+			c->pages_filled = st.pages_filled - c->pages_filled;
+			c->ra_max_window = st.ra_max_window;	/* a maximum, not a count */
+			c->wp_calls = st.wp_calls - c->wp_calls;
+			c->wb_ios = st.wb_ios - c->wb_ios;
+			c->pages_written = st.pages_written - c->pages_written;
+			c->syncs = st.syncs - c->syncs;
+			c->pages_evicted = st.pages_evicted - c->pages_evicted;
+			c->pages_cached = st.pages_cached;
+		}
+	}
+}
+
+/* ------------------------------------------------------------ upcache helpers */
+
+int upc_new(bool async, unsigned int flags, size_t mem_limit, struct upc_cache **cp)
+{
+	UPC_OPTS(upc_cache_opts, o, .flags = flags | (async ? UPC_CACHE_ASYNC_WP : 0),
+		 .mem_limit = mem_limit);
+
+	return upc_cache_create(&o, cp);
+}
+
+/* Fill the cache with the whole file: map it, read every page, unmap. */
+int upc_warm(struct upc_cache *c, const char *path, size_t size)
+{
+	volatile uint64_t sum = 0;
+	char *p;
+	int fd, ret;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	ret = upc_map(c, fd, 0, size, PROT_READ, 0, (void **)&p);
+	if (ret == 0) {
+		for (size_t off = 0; off < size; off += PG)
+			sum += *(volatile uint64_t *)(p + off);
+		upc_unmap(c, p, size);
+	}
+	close(fd);
+	(void)sum;
+	return ret;
+}
+
+struct upc_cache *cache_or_die(bool async, unsigned int flags, size_t mem_limit)
+{
+	struct upc_cache *c;
+	int ret = upc_new(async, flags, mem_limit, &c);
+
+	if (ret < 0) {
+		fprintf(stderr, "upc-bench: upc_cache_create: %s\n", upc_strerror(ret));
+		exit(1);
+	}
+	return c;
+}
+
+static const char *upc_name(bool async, const char *suffix, char *buf, size_t len)
+{
+	snprintf(buf, len, "%.24s%.16s", async ? B.async_label : "upc-sync", suffix);
+	return buf;
+}
+
+/* ------------------------------------------------------------ the generic access pass */
+
+struct worker {
+	const struct acc *a;
+	pthread_t th;
+	pthread_barrier_t *bar;
+	char *base;
+	int fd;
+	size_t from, to;
+	uint64_t sum;
+	char *buf;
+	int err;
+};
+
+static void access_range(struct worker *t)
+{
+	const struct acc *a = t->a;
+	uint64_t sum = 0;
+
+	if (a->kind == K_PREAD && a->pread_pages > 1) {
+		size_t chunk = a->pread_pages * PG;
+
+		for (size_t off = t->from * PG; off < t->to * PG; off += chunk) {
+			size_t len = t->to * PG - off < chunk ? t->to * PG - off : chunk;
+
+			if (pread(t->fd, t->buf, len, (off_t)off) != (ssize_t)len) {
+				t->err = -EIO;
+				break;
+			}
+			for (size_t p = 0; p < len; p += PG)
+				sum += *(uint64_t *)(t->buf + p);
+		}
+		t->sum = sum;
+		return;
+	}
+	for (size_t i = t->from; i < t->to; i++) {
+		size_t pg = a->order ? a->order[i] : i;
+
+		if (a->kind == K_PREAD) {
+			if (pread(t->fd, t->buf, PG, (off_t)(pg * PG)) != (ssize_t)PG) {
+				t->err = -EIO;
+				break;
+			}
+			sum += *(uint64_t *)t->buf;
+		} else if (a->write) {
+			*(volatile uint64_t *)(t->base + pg * PG + 8) = pg + (uint64_t)B.cur_rep;
+		} else if (a->copy) {
+			memcpy(t->buf, t->base + pg * PG, PG);
+			__asm__ volatile("" : : "r"(t->buf) : "memory");
+			sum += *(uint64_t *)t->buf;
+		} else {
+			sum += *(volatile uint64_t *)(t->base + pg * PG);
+		}
+	}
+	t->sum = sum;
+}
+
+static void *worker_main(void *arg)
+{
+	struct worker *t = arg;
+
+	pthread_barrier_wait(t->bar);
+	access_range(t);
+	return NULL;
+}
+
+static int acc_pass(struct variant *v, struct sample *s)
+{
+	const struct acc *a = v->ctx;
+	struct upc_cache *cache = a->cache;
+	struct worker wk[2];
+	pthread_barrier_t bar;
+	int nt = a->threads > 1 ? 2 : 1, fd = -1, uffd = -1, ret = 0;
+	int prot = PROT_READ | (a->write ? PROT_WRITE : 0);
+	size_t n = a->order ? a->n : a->npages;
+	char *base = NULL;
+	uint64_t sum = 0;
+	double t0, t1, t2;
+
+	if (a->cold) {
+		ret = drop_file_cache(a->path);
+		if (ret < 0)
+			return ret;
+	}
+	if (a->kind == K_UPC && a->fresh_cache) {
+		ret = upc_new(a->async, a->cflags, 0, &cache);
+		if (ret < 0)
+			return ret;
+	}
+	if (a->kind != K_MEMFD) {
+		fd = open(a->path, (a->write ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+		if (fd < 0) {
+			ret = -errno;
+			goto out_cache;
+		}
+	}
+	memset(wk, 0, sizeof(wk));
+	pthread_barrier_init(&bar, NULL, (unsigned int)nt + 1);
+	for (int i = 0; i < nt; i++) {
+		wk[i].a = a;
+		wk[i].bar = &bar;
+		wk[i].fd = fd;
+		wk[i].from = n * (size_t)i / (size_t)nt;
+		wk[i].to = n * (size_t)(i + 1) / (size_t)nt;
+		wk[i].buf = aligned_alloc(PG, a->pread_pages > 1 ? a->pread_pages * PG : PG);
+		if (nt > 1 && pthread_create(&wk[i].th, NULL, worker_main, &wk[i]) != 0) {
+			fprintf(stderr, "upc-bench: pthread_create failed\n");
+			exit(1);
+		}
+	}
+	if (a->kind == K_MEMFD && a->uffd_mode != UREG_NONE) {
+		/* SIGBUS mode: a page that is unexpectedly missing crashes instead of waiting forever. */
+		uffd = uffd_open(UFFD_FEATURE_SIGBUS | (a->uffd_mode == UREG_WP ?
+				 UFFD_FEATURE_WP_HUGETLBFS_SHMEM | UFFD_FEATURE_WP_UNPOPULATED : 0));
+		if (uffd < 0) {
+			ret = uffd;
+			goto out_threads;
+		}
+	}
+
+	snap_begin(&s->c, a->kind == K_UPC ? cache : NULL);
+	t0 = now_ns();
+	switch (a->kind) {
+	case K_FILE:
+		base = mmap(NULL, a->size, prot, MAP_SHARED, fd, 0);
+		if (base == MAP_FAILED)
+			ret = -errno;
+		else if (a->madv && madvise(base, a->size, a->madv) < 0)
+			ret = -errno;
+		break;
+	case K_MEMFD:
+		base = mmap(NULL, a->size, prot, MAP_SHARED, a->memfd, 0);
+		if (base == MAP_FAILED)
+			ret = -errno;
+		else if (uffd >= 0)
+			ret = uffd_register(uffd, base, a->size, UFFDIO_REGISTER_MODE_MISSING |
+					    (a->uffd_mode == UREG_WP ? UFFDIO_REGISTER_MODE_WP : 0));
+		if (!ret && a->uffd_mode == UREG_WP)
+			ret = uffd_wp(uffd, base, a->size, true);
+		break;
+	case K_UPC:
+		ret = upc_map(cache, fd, 0, a->size, prot, a->mflags, (void **)&base);
+		if (ret < 0)
+			base = MAP_FAILED;
+		else if (a->uadv)
+			ret = upc_advise(cache, base, a->size, a->uadv);
+		break;
+	case K_PREAD:
+		break;
+	}
+	t1 = now_ns();
+	if (ret < 0) {
+		/* Let the workers run on nothing: they must pass the barrier to be joined. */
+		for (int i = 0; i < nt; i++)
+			wk[i].from = wk[i].to = 0;
+	}
+	for (int i = 0; i < nt; i++)
+		wk[i].base = base;
+	if (nt > 1) {
+		pthread_barrier_wait(&bar);
+		for (int i = 0; i < nt; i++)
+			pthread_join(wk[i].th, NULL);
+	} else {
+		access_range(&wk[0]);
+	}
+	t2 = now_ns();
+	snap_end(&s->c, a->kind == K_UPC ? cache : NULL);
+	nt = 1;			/* the threads, if any, are joined */
+	if (ret < 0)
+		goto out_unmap;
+	for (int i = 0; i < (a->threads > 1 ? 2 : 1); i++) {
+		sum += wk[i].sum;
+		if (wk[i].err && !ret)
+			ret = wk[i].err;
+	}
+	if (ret < 0)
+		goto out_unmap;
+	s->ns = t2 - t0;
+	s->map_ns = a->kind == K_PREAD ? 0 : t1 - t0;
+	s->units = n;
+	if (a->expect && !a->write && sum != a->expect)
+		warn_variant(v, "data mismatch: read checksum %" PRIx64 ", file has %" PRIx64
+			     " (rep %d)", sum, a->expect, B.cur_rep + 1);
+
+	if (a->clean_after) {
+		if (a->kind == K_UPC)
+			ret = upc_msync(cache, base, a->size, UPC_MS_SYNC);
+		else if (a->kind == K_FILE && msync(base, a->size, MS_SYNC) < 0)
+			ret = -errno;
+	}
+out_unmap:
+	if (base && base != MAP_FAILED) {
+		if (a->kind == K_UPC)
+			upc_unmap(cache, base, a->size);
+		else
+			munmap(base, a->size);
+	}
+	if (uffd >= 0)
+		close(uffd);
+out_threads:
+	if (nt > 1) {
+		/* Only on the early error path: release and join the waiting workers. */
+		for (int i = 0; i < nt; i++)
+			wk[i].from = wk[i].to = 0;
+		pthread_barrier_wait(&bar);
+		for (int i = 0; i < nt; i++)
+			pthread_join(wk[i].th, NULL);
+	}
+	for (int i = 0; i < (a->threads > 1 ? 2 : 1); i++)
+		free(wk[i].buf);
+	pthread_barrier_destroy(&bar);
+	if (fd >= 0)
+		close(fd);
+out_cache:
+	if (a->kind == K_UPC && a->fresh_cache) {
+		int r = upc_cache_destroy(cache);
+
+		if (r < 0 && !ret)
+			ret = r;
+	}
+	return ret;
+}
+
+int add_acc(struct workload *w, const char *name, bool info, const struct acc *tmpl,
+	    const char *desc_fmt, ...)
+{
+	struct acc *a = malloc(sizeof(*a));
+	char desc[160];
+	va_list ap;
+
+	if (!a) {
+		fprintf(stderr, "upc-bench: out of memory\n");
+		exit(1);
+	}
+	*a = *tmpl;
+	if (!a->threads)
+		a->threads = 1;
+	va_start(ap, desc_fmt);
+	vsnprintf(desc, sizeof(desc), desc_fmt, ap);
+	va_end(ap);
+	return add_variant(w, name, acc_pass, a, info, "%s", desc);
+}
+
+/* ------------------------------------------------------------ 1. cached sequential scan */
+
+static char seq_path[256];
+
+static const char *seq_file(size_t size)
+{
+	static size_t made;
+
+	if (made != size || access(seq_path, R_OK) < 0) {
+		if (bench_file("seq", size, seq_path, sizeof(seq_path)) < 0)
+			return NULL;
+		made = size;
+	}
+	return seq_path;
+}
+
+
+void wl1_cached_seq(struct workload *w)
+{
+	const char *path;
+	size_t size = sz(256 * MiB, 16 * MiB), np = size / PG;
+	struct upc_cache *cs, *ca;
+	struct acc t;
+	int memfd, vk, ve, vs, va, vp, vr, vfw, vfm;
+	char nm[NAME_LEN];
+
+	snprintf(w->title, sizeof(w->title), "cached sequential scan");
+	snprintf(w->unit, sizeof(w->unit), "page");
+	path = seq_file(size);
+	if (!path) {
+		snprintf(w->skip, sizeof(w->skip), "cannot create the file in %s", B.dir);
+		return;
+	}
+	snprintf(w->setup, sizeof(w->setup), "%zu MiB file in %s, already cached; timed: fresh open, "
+		 "map, read one word of every page in order; %d reps", size / MiB, B.dir, B.reps);
+	warm_file_cache(path);
+	memfd = memfd_copy_of(path, size);
+	cs = cache_or_die(false, UPC_CACHE_NO_BGWB, 0);
+	ca = cache_or_die(true, UPC_CACHE_NO_BGWB, 0);
+	upc_warm(cs, path, size);
+	upc_warm(ca, path, size);
+
+	t = (struct acc){ .path = path, .size = size, .npages = np, .expect = expect_sum(NULL, np) };
+	t.kind = K_MEMFD;
+	t.memfd = memfd;
+	vk = add_acc(w, "kernel-memfd", false, &t, "kernel mmap of a memfd (shmem) holding the same data");
+	t.kind = K_FILE;
+	ve = add_acc(w, "kernel-ext4", false, &t, "kernel mmap of the file (page cache)");
+	t.kind = K_UPC;
+	t.cache = cs;
+	vs = add_acc(w, "upc-sync", false, &t, "upc_map of the file, cache already filled");
+	t.cache = ca;
+	va = add_acc(w, upc_name(true, "", nm, sizeof(nm)), false, &t,
+		     "as upc-sync, the cache asked for async tracking");
+	t.cache = cs;
+	t.mflags = UPC_MAP_POPULATE;
+	vp = add_acc(w, "upc-sync+populate", true, &t,
+		     "upc_map(UPC_MAP_POPULATE) then the scan: map-ahead, as a lever");
+	t.mflags = 0;
+	t.kind = K_PREAD;
+	t.pread_pages = 32;
+	vr = add_acc(w, "pread-128k", true, &t, "pread 128 KiB at a time into a private buffer");
+	t.pread_pages = 0;
+	t.kind = K_MEMFD;
+	t.uffd_mode = UREG_WP;
+	vfw = add_acc(w, "floor-memfd-uffd-wp", true, &t, "the kernel's mmap of the memfd registered "
+		      "MISSING|WP and write-protected (markers), as upcache maps: the floor of upc-sync");
+	t.uffd_mode = UREG_MISSING;
+	vfm = add_acc(w, "floor-memfd-uffd-missing", true, &t, "the same registered MISSING only "
+		      "(what a read-only mapping could use: fault-around stays on)");
+	if (memfd < 0) {
+		skip_variant(w, vk, "memfd: %s", strerror(-memfd));
+		skip_variant(w, vfw, "memfd: %s", strerror(-memfd));
+		skip_variant(w, vfm, "memfd: %s", strerror(-memfd));
+	}
+
+	run_variants(w);
+	add_ratio(w, vs, vk);
+	add_ratio(w, va, vk);
+	add_ratio(w, vs, vfw);
+	add_ratio(w, vfw, vk);
+	add_ratio(w, vfm, vk);
+	add_ratio(w, vs, ve);
+	add_ratio(w, va, ve);
+	add_ratio(w, vp, vk);
+	add_ratio(w, ve, vk);
+	add_ratio(w, vr, vk);
+	{
+		struct ratio *r = find_ratio(w, vs, ve), *ra = find_ratio(w, va, ve);
+		char note[200];
+
+		snprintf(note, sizeof(note), "ratio to ext4 mmap: %.2f [%.2f, %.2f]", r ? r->med : -1,
+			 r ? r->min : -1, r ? r->max : -1);
+		add_target(1, "cached sequential scan (sync) vs memfd mmap", vs, vk, 1.0, note);
+		snprintf(note, sizeof(note), "ratio to ext4 mmap: %.2f [%.2f, %.2f]", ra ? ra->med : -1,
+			 ra ? ra->min : -1, ra ? ra->max : -1);
+		add_target(1, "cached sequential scan (async) vs memfd mmap", va, vk, 1.0, note);
+	}
+	snprintf(w->note, sizeof(w->note), "the kernel disables fault-around in userfaultfd-registered "
+		 "ranges, so every cached page of an upcache mapping costs one kernel-served minor fault "
+		 "(see minflt), where the kernel's own mmap maps 16 pages per fault");
+	upc_cache_destroy(cs);
+	upc_cache_destroy(ca);
+	if (memfd >= 0)
+		close(memfd);
+	/* The file is kept for workloads 2 and 3. */
+}
+
+/* ------------------------------------------------------------ 2. cold sequential scan */
+
+void wl2_cold_seq(struct workload *w)
+{
+	size_t size = sz(256 * MiB, 16 * MiB), np = size / PG;
+	const char *path;
+	struct acc t;
+	int vk, vs, va, vq, vds, vda, vr;
+	char nm[NAME_LEN];
+
+	snprintf(w->title, sizeof(w->title), "cold sequential scan");
+	snprintf(w->unit, sizeof(w->unit), "page");
+	/* Workload 1 made the file already when it ran: the same name, so reuse it. */
+	path = seq_file(size);
+	if (!path) {
+		snprintf(w->skip, sizeof(w->skip), "cannot create the file in %s", B.dir);
+		return;
+	}
+	snprintf(w->setup, sizeof(w->setup), "%zu MiB file in %s; before every pass "
+		 "posix_fadvise(DONTNEED) and, for upcache, a new cache; timed: fresh open, map, read one "
+		 "word of every page in order; %d reps", size / MiB, B.dir, B.reps);
+
+	t = (struct acc){ .path = path, .size = size, .npages = np, .cold = true,
+			  .expect = expect_sum(NULL, np) };
+	t.kind = K_FILE;
+	vk = add_acc(w, "kernel-ext4", false, &t, "kernel mmap of the file, page cache dropped");
+	t.kind = K_UPC;
+	t.fresh_cache = true;
+	t.cflags = UPC_CACHE_NO_BGWB;
+	vs = add_acc(w, "upc-sync", false, &t, "new cache, buffered io_uring file store");
+	t.async = true;
+	va = add_acc(w, upc_name(true, "", nm, sizeof(nm)), false, &t, "as upc-sync, async tracking asked");
+	t.async = false;
+	t.uadv = UPC_ADV_SEQUENTIAL;
+	vq = add_acc(w, "upc-sync+advseq", true, &t, "upc-sync with upc_advise(UPC_ADV_SEQUENTIAL)");
+	t.uadv = 0;
+	t.cflags = UPC_CACHE_NO_BGWB | UPC_CACHE_DIRECT_IO;
+	vds = add_acc(w, "upc-sync-direct", false, &t, "new cache, O_DIRECT file store");
+	t.async = true;
+	vda = add_acc(w, upc_name(true, "-direct", nm, sizeof(nm)), false, &t,
+		      "as upc-sync-direct, async tracking asked");
+	t = (struct acc){ .path = path, .size = size, .npages = np, .cold = true, .kind = K_PREAD,
+			  .pread_pages = 32, .expect = expect_sum(NULL, np) };
+	vr = add_acc(w, "pread-128k", true, &t, "pread 128 KiB at a time, page cache dropped");
+
+	run_variants(w);
+	add_ratio(w, vs, vk);
+	add_ratio(w, va, vk);
+	add_ratio(w, vds, vk);
+	add_ratio(w, vda, vk);
+	add_ratio(w, vr, vk);
+	add_ratio(w, vq, vk);
+	add_target(2, "cold sequential scan, buffered store (sync)", vs, vk, 1.0, NULL);
+	add_target(2, "cold sequential scan, buffered store (async)", va, vk, 1.0, NULL);
+	add_target(2, "cold sequential scan, O_DIRECT store (sync)", vds, vk, 1.0, NULL);
+	add_target(2, "cold sequential scan, O_DIRECT store (async)", vda, vk, 1.0, NULL);
+	{
+		char b[64];
+		int fd = open("/sys/block/vda/queue/read_ahead_kb", O_RDONLY);
+		ssize_t n = fd >= 0 ? read(fd, b, sizeof(b) - 1) : -1;
+
+		if (n > 0) {
+			b[n] = 0;
+			b[strcspn(b, "\n")] = 0;
+		} else {
+			snprintf(b, sizeof(b), "?");
+		}
+		if (fd >= 0)
+			close(fd);
+		snprintf(w->note, sizeof(w->note), "upcache's readahead window grows to ra_max_pages "
+			 "(2 MiB) per fault (pages/missing); the kernel's mmap readahead uses the device's "
+			 "read_ahead_kb (vda: %s KiB) and runs asynchronously ahead of the scan", b);
+	}
+}
+
+/* ------------------------------------------------------------ 3. cached random touch */
+
+void wl3_cached_rand(struct workload *w)
+{
+	size_t size = sz(256 * MiB, 16 * MiB), np = size / PG, n;
+	struct upc_cache *cs, *ca;
+	const char *path;
+	uint32_t *order;
+	struct acc t;
+	int memfd, vk, vm, vs, va, vp, vr, vfw;
+	char nm[NAME_LEN];
+
+	snprintf(w->title, sizeof(w->title), "cached random touch");
+	snprintf(w->unit, sizeof(w->unit), "page");
+	path = seq_file(size);
+	if (!path) {
+		snprintf(w->skip, sizeof(w->skip), "cannot create the file in %s", B.dir);
+		return;
+	}
+	snprintf(w->setup, sizeof(w->setup), "%zu MiB file in %s, already cached; timed: fresh open, "
+		 "map, read one word of every page once, in a random order; %d reps", size / MiB, B.dir,
+		 B.reps);
+	warm_file_cache(path);
+	memfd = memfd_copy_of(path, size);
+	order = random_order(np, 1, 3, &n);
+	cs = cache_or_die(false, UPC_CACHE_NO_BGWB, 0);
+	ca = cache_or_die(true, UPC_CACHE_NO_BGWB, 0);
+	upc_warm(cs, path, size);
+	upc_warm(ca, path, size);
+
+	t = (struct acc){ .path = path, .size = size, .npages = np, .order = order, .n = n,
+			  .expect = expect_sum(order, n) };
+	t.kind = K_FILE;
+	vk = add_acc(w, "kernel-ext4", false, &t, "kernel mmap of the file (page cache)");
+	t.kind = K_MEMFD;
+	t.memfd = memfd;
+	vm = add_acc(w, "kernel-memfd", true, &t, "kernel mmap of a memfd holding the same data");
+	t.kind = K_UPC;
+	t.cache = cs;
+	vs = add_acc(w, "upc-sync", false, &t, "upc_map of the file, cache already filled");
+	t.cache = ca;
+	va = add_acc(w, upc_name(true, "", nm, sizeof(nm)), false, &t, "as upc-sync, async tracking asked");
+	t.cache = cs;
+	t.mflags = UPC_MAP_POPULATE;
+	vp = add_acc(w, "upc-sync+populate", true, &t, "upc_map(UPC_MAP_POPULATE) then the touches");
+	t.mflags = 0;
+	t.kind = K_PREAD;
+	vr = add_acc(w, "pread-4k", true, &t, "pread 4 KiB of each page into a private buffer");
+	t.kind = K_MEMFD;
+	t.uffd_mode = UREG_WP;
+	vfw = add_acc(w, "floor-memfd-uffd-wp", true, &t, "the memfd registered MISSING|WP and "
+		      "write-protected, as upcache maps: the floor of upc-sync");
+	if (memfd < 0) {
+		skip_variant(w, vm, "memfd: %s", strerror(-memfd));
+		skip_variant(w, vfw, "memfd: %s", strerror(-memfd));
+	}
+
+	run_variants(w);
+	add_ratio(w, vs, vk);
+	add_ratio(w, va, vk);
+	add_ratio(w, vs, vm);
+	add_ratio(w, vs, vfw);
+	add_ratio(w, vfw, vk);
+	add_ratio(w, vp, vk);
+	add_ratio(w, vr, vk);
+	add_target(3, "cached random touch (sync)", vs, vk, 3.0, NULL);
+	add_target(3, "cached random touch (async)", va, vk, 3.0, NULL);
+	snprintf(w->note, sizeof(w->note), "the kernel's mmap maps up to 16 neighbours per fault "
+		 "(fault-around), so a random touch often finds its page mapped already; in an upcache "
+		 "mapping every page is a separate kernel-served fault");
+	upc_cache_destroy(cs);
+	upc_cache_destroy(ca);
+	if (memfd >= 0)
+		close(memfd);
+	free(order);
+	forget_file(path);
+}
+
+/* ------------------------------------------------------------ 4. cold random 4 KiB reads */
+
+void wl4_cold_rand(struct workload *w)
+{
+	static char path[256];
+	size_t size = sz(1024 * MiB, 64 * MiB), np = size / PG, n, nreads = sz(4096, 512);
+	uint32_t *order;
+	struct acc t;
+	int vk[3], vr[3], vp[3], vs[3], va[3], vu[3];
+	char nm[NAME_LEN], sfx[16];
+
+	snprintf(w->title, sizeof(w->title), "cold random 4 KiB reads");
+	snprintf(w->unit, sizeof(w->unit), "read");
+	if (bench_file("rand", size, path, sizeof(path)) < 0) {
+		snprintf(w->skip, sizeof(w->skip), "cannot create the file in %s", B.dir);
+		return;
+	}
+	order = random_order(np, 1, 4, &n);
+	if (nreads > n)
+		nreads = n;
+	snprintf(w->setup, sizeof(w->setup), "%zu MiB file in %s; %zu distinct random pages per pass, "
+		 "split over the threads; page cache dropped (and a new upcache cache) before every pass; "
+		 "timed: fresh open, map, copy each page out; us/read = wall time / reads; %d reps",
+		 size / MiB, B.dir, nreads, B.reps);
+	for (int th = 1; th <= 2; th++) {
+		snprintf(sfx, sizeof(sfx), "-%dt", th);
+		t = (struct acc){ .path = path, .size = size, .npages = np, .order = order, .n = nreads,
+				  .cold = true, .threads = th, .copy = true,
+				  .expect = expect_sum(order, nreads) };
+		t.kind = K_FILE;
+		snprintf(nm, sizeof(nm), "kernel-ext4%s", sfx);
+		vk[th] = add_acc(w, nm, false, &t, "kernel mmap, %d thread(s)", th);
+		t.madv = MADV_RANDOM;
+		snprintf(nm, sizeof(nm), "kernel-ext4-madvrand%s", sfx);
+		vr[th] = add_acc(w, nm, true, &t, "kernel mmap + MADV_RANDOM (no read-around)");
+		t.madv = 0;
+		t.kind = K_PREAD;
+		snprintf(nm, sizeof(nm), "pread-4k%s", sfx);
+		vp[th] = th == 2 ? add_acc(w, nm, true, &t, "pread 4 KiB into a private buffer") : -1;
+		t.kind = K_UPC;
+		t.fresh_cache = true;
+		t.cflags = UPC_CACHE_NO_BGWB;
+		snprintf(nm, sizeof(nm), "upc-sync%s", sfx);
+		vs[th] = add_acc(w, nm, false, &t, "new cache, buffered store, %d thread(s)", th);
+		t.async = true;
+		va[th] = add_acc(w, upc_name(true, sfx, nm, sizeof(nm)), false, &t, "as upc-sync, async asked");
+		t.async = false;
+		t.uadv = UPC_ADV_RANDOM;
+		snprintf(nm, sizeof(nm), "upc-sync-advrand%s", sfx);
+		vu[th] = th == 2 ? add_acc(w, nm, true, &t, "upc-sync with upc_advise(UPC_ADV_RANDOM)") : -1;
+	}
+	run_variants(w);
+	for (int th = 1; th <= 2; th++) {
+		add_ratio(w, vs[th], vk[th]);
+		add_ratio(w, va[th], vk[th]);
+		add_ratio(w, vs[th], vr[th]);
+		add_ratio(w, vs[th], vp[th]);
+		add_ratio(w, vu[th], vr[th]);
+	}
+	for (int k = 0; k < 2; k++) {
+		int v = k ? va[2] : vs[2];
+		char note[240];
+		struct ratio *r1 = find_ratio(w, k ? va[1] : vs[1], vk[1]), *r3 = find_ratio(w, v, vr[2]);
+		struct ratio *r4 = r3 ? r3 : NULL;
+
+		if (!r4)
+			r4 = &w->ratio[add_ratio(w, v, vr[2])];
+		snprintf(note, sizeof(note), "1 thread: %.2f; against the kernel's mmap with MADV_RANDOM "
+			 "(no read-around): %.2f [%.2f, %.2f]", r1 ? r1->med : -1, r4->med, r4->min, r4->max);
+		add_target(4, k ? "cold random 4 KiB reads, 2 threads (async)" :
+			   "cold random 4 KiB reads, 2 threads (sync)", v, vk[2], 1.0, note);
+	}
+	snprintf(w->note, sizeof(w->note), "upcache has one fault-handler thread per process and holds "
+		 "the file's lock across the fill I/O, so 2 faulting threads are served one at a time; "
+		 "the kernel's mmap reads around each fault (read_ahead_kb) until its miss counter "
+		 "gives up, which caches much of the file for later reads");
+	free(order);
+	forget_file(path);
+}
+
+/* ------------------------------------------------------------ 5. first write to clean cached pages */
+
+void wl5_first_write(struct workload *w)
+{
+	static char path[256];
+	size_t size = sz(64 * MiB, 8 * MiB), np = size / PG;
+	struct upc_cache *cs, *ca;
+	struct acc t;
+	int memfd, vk, ve, vf, vs, va;
+	char nm[NAME_LEN];
+
+	w->reps = B.reps * 2 <= MAX_REPS ? B.reps * 2 : B.reps;	/* cheap passes */
+	snprintf(w->title, sizeof(w->title), "first write to clean cached pages");
+	snprintf(w->unit, sizeof(w->unit), "page");
+	if (bench_file("write", size, path, sizeof(path)) < 0) {
+		snprintf(w->skip, sizeof(w->skip), "cannot create the file in %s", B.dir);
+		return;
+	}
+	snprintf(w->setup, sizeof(w->setup), "%zu MiB file in %s, cached and clean; timed: fresh open, "
+		 "map read-write, write one word into every page in order (the pages are written back "
+		 "untimed after each pass, so every pass starts clean); %d reps", size / MiB, B.dir, w->reps);
+	warm_file_cache(path);
+	memfd = memfd_copy_of(path, size);
+	cs = cache_or_die(false, UPC_CACHE_NO_BGWB, 0);
+	ca = cache_or_die(true, UPC_CACHE_NO_BGWB, 0);
+	upc_warm(cs, path, size);
+	upc_warm(ca, path, size);
+
+	t = (struct acc){ .path = path, .size = size, .npages = np, .write = true, .clean_after = true };
+	t.kind = K_MEMFD;
+	t.memfd = memfd;
+	vk = add_acc(w, "kernel-shmem-write", false, &t, "kernel shmem write fault (mmap of a memfd)");
+	t.kind = K_FILE;
+	ve = add_acc(w, "kernel-ext4-write", true, &t, "kernel ext4 write fault (page_mkwrite)");
+	vf = floor_wp_variant(w, "floor-wp", PIN_NONE, false, np);
+	t.kind = K_UPC;
+	t.cache = cs;
+	vs = add_acc(w, "upc-sync", false, &t, "sync write-protect tracking: one trap per page");
+	t.cache = ca;
+	va = add_acc(w, upc_name(true, "", nm, sizeof(nm)), false, &t, "async tracking asked");
+	if (memfd < 0)
+		skip_variant(w, vk, "memfd: %s", strerror(-memfd));
+
+	run_variants(w);
+	add_ratio(w, vs, vf);
+	add_ratio(w, va, vf);
+	add_ratio(w, va, vk);
+	add_ratio(w, vs, vk);
+	add_ratio(w, vs, ve);
+	add_ratio(w, vf, vk);
+	{
+		char note[300];
+
+		if (B.async_mode == UPC_TRACK_ASYNC)
+			snprintf(note, sizeof(note), "async tracking in use");
+		else
+			snprintf(note, sizeof(note), "async tracking is not available: a cache asking for "
+				 "it runs in sync mode (upc_stats().track_mode), so this row measures sync "
+				 "tracking against the async target");
+		add_target(5, "first write, async tracking, vs shmem write", va, vk, 2.0, note);
+		add_target(5, "first write, sync tracking, vs bare WP trap", vs, vf, 1.3, NULL);
+	}
+	snprintf(w->note, sizeof(w->note), "floor-wp is a bare write-protect round trip in the same "
+		 "situation: a fresh mapping of a populated memfd, write-protected with PTE markers "
+		 "(WP_UNPOPULATED), a handler thread that only un-protects; see workload 8 for it "
+		 "pinned to the same and the other CPU");
+	upc_cache_destroy(cs);
+	upc_cache_destroy(ca);
+	if (memfd >= 0)
+		close(memfd);
+	forget_file(path);
+}
+
+/* ------------------------------------------------------------ 6. msync of random dirty pages */
+
+struct msync_ctx {
+	enum acc_kind kind;	/* K_FILE, K_UPC or K_PREAD (pwrite + fdatasync) */
+	const char *path;
+	size_t size, npages;
+	struct upc_cache *cache;
+	double pct;
+};
+
+static int msync_pass(struct variant *v, struct sample *s)
+{
+	struct msync_ctx *m = v->ctx;
+	size_t n, ndirty = (size_t)((double)m->npages * m->pct / 100.0);
+	uint32_t *order = random_order(m->npages, 1, 1000 + (uint64_t)B.cur_rep, &n);
+	uint64_t val = ((uint64_t)B.cur_rep << 32) | (uint64_t)m->kind;
+	char *p = NULL, *buf = NULL;
+	double t0 = 0, t1 = 0;
+	int fd, ret = 0;
+
+	fd = open(m->path, O_RDWR | O_CLOEXEC);
+	if (fd < 0) {
+		ret = -errno;
+		goto out;
+	}
+	switch (m->kind) {
+	case K_FILE:
+		p = mmap(NULL, m->size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+		if (p == MAP_FAILED) {
+			p = NULL;
+			ret = -errno;
+			break;
+		}
+		for (size_t i = 0; i < ndirty; i++)
+			*(volatile uint64_t *)(p + order[i] * PG + 8) = val;
+		snap_begin(&s->c, NULL);
+		t0 = now_ns();
+		if (msync(p, m->size, MS_SYNC) < 0)
+			ret = -errno;
+		t1 = now_ns();
+		snap_end(&s->c, NULL);
+		munmap(p, m->size);
+		break;
+	case K_UPC:
+		ret = upc_map(m->cache, fd, 0, m->size, PROT_READ | PROT_WRITE, 0, (void **)&p);
+		if (ret < 0)
+			break;
+		for (size_t i = 0; i < ndirty; i++)
+			*(volatile uint64_t *)(p + order[i] * PG + 8) = val;
+		snap_begin(&s->c, m->cache);
+		t0 = now_ns();
+		ret = upc_msync(m->cache, p, m->size, UPC_MS_SYNC);
+		t1 = now_ns();
+		snap_end(&s->c, m->cache);
+		upc_unmap(m->cache, p, m->size);
+		break;
+	default:
+		buf = aligned_alloc(PG, PG);
+		if (!buf) {
+			ret = -ENOMEM;
+			break;
+		}
+		memset(buf, 0x5a, PG);
+		for (size_t i = 0; i < ndirty && !ret; i++) {
+			*(uint64_t *)buf = page_word(order[i]);
+			*(uint64_t *)(buf + 8) = val;
+			if (pwrite(fd, buf, PG, (off_t)(order[i] * PG)) != (ssize_t)PG)
+				ret = -EIO;
+		}
+		snap_begin(&s->c, NULL);
+		t0 = now_ns();
+		if (!ret && fdatasync(fd) < 0)
+			ret = -errno;
+		t1 = now_ns();
+		snap_end(&s->c, NULL);
+		break;
+	}
+	close(fd);
+	if (ret == 0) {
+		s->ns = t1 - t0;
+		s->units = ndirty;
+	}
+out:
+	free(buf);
+	free(order);
+	return ret;
+}
+
+void wl6_msync(struct workload *w)
+{
+	static char path[256], dpath[256];
+	size_t size = sz(256 * MiB, 32 * MiB), np = size / PG;
+	static const double pcts[2] = { 1, 10 };
+	struct upc_cache *cs, *ca, *cd;
+	int vk[2], vp[2], vs[2], va[2], vd[2];
+	char nm[NAME_LEN], sfx[16];
+
+	snprintf(w->title, sizeof(w->title), "msync of random dirty pages");
+	snprintf(w->unit, sizeof(w->unit), "dirty page");
+	if (bench_file("msync", size, path, sizeof(path)) < 0) {
+		snprintf(w->skip, sizeof(w->skip), "cannot create the file in %s", B.dir);
+		return;
+	}
+	snprintf(w->setup, sizeof(w->setup), "%zu MiB file in %s, cached; a fresh read-write mapping, "
+		 "1 %% or 10 %% of its pages (random, the same set for every variant of a repetition) "
+		 "written untimed; timed: msync(MS_SYNC) of the whole range; %d reps", size / MiB, B.dir,
+		 B.reps);
+	warm_file_cache(path);
+	cs = cache_or_die(false, UPC_CACHE_NO_BGWB, 0);
+	ca = cache_or_die(true, UPC_CACHE_NO_BGWB, 0);
+	/*
+	 * The O_DIRECT store's writes would invalidate the kernel's page cache
+	 * of the file (and change its folios under the kernel's variant): it
+	 * gets a copy of its own.
+	 */
+	if (bench_file("msync-direct", size, dpath, sizeof(dpath)) < 0)
+		dpath[0] = 0;
+	cd = cache_or_die(false, UPC_CACHE_NO_BGWB | UPC_CACHE_DIRECT_IO, 0);
+	upc_warm(cs, path, size);
+	upc_warm(ca, path, size);
+	if (dpath[0])
+		upc_warm(cd, dpath, size);
+	for (int i = 0; i < 2; i++) {
+		struct msync_ctx *m = calloc(5, sizeof(*m));
+
+		if (!m)
+			exit(1);
+		snprintf(sfx, sizeof(sfx), "-%.0f%%", pcts[i]);
+		for (int k = 0; k < 5; k++)
+			m[k] = (struct msync_ctx){ .path = path, .size = size, .npages = np, .pct = pcts[i] };
+		m[0].kind = K_FILE;
+		snprintf(nm, sizeof(nm), "kernel-ext4%s", sfx);
+		vk[i] = add_variant(w, nm, msync_pass, &m[0], false, "msync(MS_SYNC) of a kernel mmap");
+		m[1].kind = K_PREAD;
+		snprintf(nm, sizeof(nm), "pwrite%s", sfx);
+		vp[i] = add_variant(w, nm, msync_pass, &m[1], true,
+				    "pwrite of the same pages untimed, fdatasync timed");
+		m[2].kind = K_UPC;
+		m[2].cache = cs;
+		snprintf(nm, sizeof(nm), "upc-sync%s", sfx);
+		vs[i] = add_variant(w, nm, msync_pass, &m[2], false, "upc_msync(UPC_MS_SYNC)");
+		m[3].kind = K_UPC;
+		m[3].cache = ca;
+		va[i] = add_variant(w, upc_name(true, sfx, nm, sizeof(nm)), msync_pass, &m[3], false,
+				    "upc_msync(UPC_MS_SYNC), async tracking asked");
+		m[4].kind = K_UPC;
+		m[4].cache = cd;
+		m[4].path = dpath;
+		snprintf(nm, sizeof(nm), "upc-sync-direct%s", sfx);
+		vd[i] = add_variant(w, nm, msync_pass, &m[4], true, "upc_msync(UPC_MS_SYNC), O_DIRECT "
+				    "store (on a copy of the file)");
+		if (!dpath[0])
+			skip_variant(w, vd[i], "cannot create the copy");
+	}
+	run_variants(w);
+	for (int i = 0; i < 2; i++) {
+		char what[80], note[160];
+		struct ratio *r;
+
+		add_ratio(w, vs[i], vk[i]);
+		add_ratio(w, va[i], vk[i]);
+		add_ratio(w, vs[i], vp[i]);
+		add_ratio(w, vd[i], vk[i]);
+		r = find_ratio(w, vs[i], vp[i]);
+		snprintf(note, sizeof(note), "against pwrite + fdatasync of the same pages: %.2f",
+			 r ? r->med : -1);
+		snprintf(what, sizeof(what), "msync of %.0f %% random dirty pages (sync)", pcts[i]);
+		add_target(6, what, vs[i], vk[i], 1.0, note);
+		snprintf(what, sizeof(what), "msync of %.0f %% random dirty pages (async)", pcts[i]);
+		add_target(6, what, va[i], vk[i], 1.0, NULL);
+	}
+	upc_cache_destroy(cs);
+	upc_cache_destroy(ca);
+	upc_cache_destroy(cd);
+	forget_file(path);
+	if (dpath[0])
+		forget_file(dpath);
+}
+
+/* ------------------------------------------------------------ 7. eviction churn */
+
+/*
+ * Eviction is detected at run time: a cache whose mem_limit is a quarter of
+ * a file that is read whole must have evicted something (pages_evicted).
+ */
+static int eviction_probe(const char *path, size_t size, char *why, size_t len)
+{
+	struct upc_stats st = { .sz = sizeof(st) };
+	struct upc_cache *c;
+	int ret = upc_new(false, UPC_CACHE_NO_BGWB, size / 4, &c);
+
+	if (ret < 0) {
+		snprintf(why, len, "upc_cache_create: %s", upc_strerror(ret));
+		return 0;
+	}
+	ret = upc_warm(c, path, size);
+	upc_stats(c, &st);
+	upc_cache_destroy(c);
+	if (ret < 0) {
+		snprintf(why, len, "probe mapping failed: %s", upc_strerror(ret));
+		return 0;
+	}
+	if (st.pages_evicted)
+		return 1;
+	snprintf(why, len, "eviction not implemented (issue 3): a cache with mem_limit %zu KiB "
+		 "that read a %zu KiB file evicted 0 pages and holds %" PRIu64 " KiB "
+		 "(upc_stats().pages_evicted, detected at run time)", size / 4 / 1024, size / 1024,
+		 st.pages_cached * 4);
+	return 0;
+}
+
+static int read_small(const char *path, char *buf, size_t len)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+
+	if (fd < 0)
+		return -errno;
+	n = read(fd, buf, len - 1);
+	close(fd);
+	if (n < 0)
+		return -errno;
+	buf[n] = 0;
+	buf[strcspn(buf, "\n")] = 0;
+	return 0;
+}
+
+static int write_small(const char *path, const char *s)
+{
+	int fd = open(path, O_WRONLY | O_CLOEXEC), ret = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (write(fd, s, strlen(s)) < 0)
+		ret = -errno;
+	close(fd);
+	return ret;
+}
+
+/*
+ * A child cgroup v2 group with a memory controller, for the kernel side of
+ * the churn.  Returns 0 with the group's path, or -1 with why not.
+ */
+static int cgroup_v2_group(char *grp, size_t glen, char *why, size_t wlen)
+{
+	char line[1024], mnt[512] = "", cg[512] = "", ctl[512], path[1100];
+	FILE *f;
+	int ret;
+
+	f = fopen("/proc/self/mountinfo", "r");
+	while (f && fgets(line, sizeof(line), f)) {
+		char *sep = strstr(line, " - cgroup2 ");
+		char m[512];
+
+		if (sep && sscanf(line, "%*s %*s %*s %*s %511s", m) == 1) {
+			snprintf(mnt, sizeof(mnt), "%s", m);
+			break;
+		}
+	}
+	if (f)
+		fclose(f);
+	if (!mnt[0]) {
+		snprintf(why, wlen, "no cgroup v2 hierarchy is mounted");
+		return -1;
+	}
+	f = fopen("/proc/self/cgroup", "r");
+	while (f && fgets(line, sizeof(line), f))
+		if (!strncmp(line, "0::", 3)) {
+			line[strcspn(line, "\n")] = 0;
+			snprintf(cg, sizeof(cg), "%.500s", line + 3);
+		}
+	if (f)
+		fclose(f);
+	snprintf(path, sizeof(path), "%s%s/cgroup.controllers", mnt, strcmp(cg, "/") ? cg : "");
+	if (read_small(path, ctl, sizeof(ctl)) < 0) {
+		snprintf(why, wlen, "cannot read %.200s", path);
+		return -1;
+	}
+	if (!strstr(ctl, "memory")) {
+		snprintf(why, wlen, "the cgroup v2 hierarchy at %.80s offers no memory controller "
+			 "(cgroup.controllers: \"%.60s\"): on this machine memory is bound to a cgroup v1 "
+			 "hierarchy, so there is no memory.max to limit the kernel's page cache", mnt, ctl);
+		return -1;
+	}
+	snprintf(grp, glen, "%s%s/upc-bench.%d", mnt, strcmp(cg, "/") ? cg : "", (int)getpid());
+	if (mkdir(grp, 0755) < 0) {
+		snprintf(why, wlen, "cannot create the child group %.200s: %s", grp, strerror(errno));
+		return -1;
+	}
+	snprintf(path, sizeof(path), "%s/memory.max", grp);
+	if (access(path, W_OK) < 0) {
+		snprintf(path, sizeof(path), "%s%s/cgroup.subtree_control", mnt, strcmp(cg, "/") ? cg : "");
+		ret = write_small(path, "+memory");
+		if (ret < 0) {
+			snprintf(why, wlen, "cannot enable the memory controller for child groups "
+				 "(%.120s: %s; a non-root group that holds processes cannot, the "
+				 "no-internal-processes rule)", path, strerror(-ret));
+			rmdir(grp);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+enum churn_mode { CH_KERNEL, CH_UPC, CH_POOL };
+
+struct churn_ctx {
+	enum churn_mode mode;
+	const char *path;
+	size_t size, npages, warm, ops, limit;
+	bool async;
+	int uadv;			/* upc_advise() advice; 0: none */
+	char grp[600];
+};
+
+/* One read-modify-write of one word in a random page per op. */
+static void churn_ops(char *p, size_t npages, size_t ops, uint64_t *state)
+{
+	for (size_t i = 0; i < ops; i++) {
+		volatile uint64_t *q = (volatile uint64_t *)(p + (rnd64(state) % npages) * PG + 8);
+
+		*q = *q + 1;
+	}
+}
+
+/*
+ * What a database does without mmap: a buffer pool of mem_limit bytes over
+ * O_DIRECT pread/pwrite, a dirty victim written back before its frame is
+ * reused (FIFO: with uniform random access the policy hardly matters).
+ */
+struct pool {
+	int fd;
+	char *mem;
+	int32_t *frame_of;
+	uint32_t *page_of;
+	uint8_t *dirty;
+	size_t frames, used, hand;
+	uint64_t reads, writes;
+};
+
+static int pool_ops(struct pool *pl, size_t npages, size_t ops, uint64_t *state)
+{
+	for (size_t i = 0; i < ops; i++) {
+		size_t pg = rnd64(state) % npages;
+		int32_t f = pl->frame_of[pg];
+
+		if (f < 0) {
+			if (pl->used < pl->frames) {
+				f = (int32_t)pl->used++;
+			} else {
+				uint32_t victim;
+
+				f = (int32_t)pl->hand;
+				pl->hand = (pl->hand + 1) % pl->frames;
+				victim = pl->page_of[f];
+				if (pl->dirty[f]) {
+					if (pwrite(pl->fd, pl->mem + (size_t)f * PG, PG, (off_t)victim * (off_t)PG) !=
+					    (ssize_t)PG)
+						return -EIO;
+					pl->writes++;
+				}
+				pl->frame_of[victim] = -1;
+			}
+			if (pread(pl->fd, pl->mem + (size_t)f * PG, PG, (off_t)(pg * PG)) != (ssize_t)PG)
+				return -EIO;
+			pl->reads++;
+			pl->frame_of[pg] = f;
+			pl->page_of[f] = (uint32_t)pg;
+			pl->dirty[f] = 0;
+		}
+		(*(volatile uint64_t *)(pl->mem + (size_t)f * PG + 8))++;
+		pl->dirty[f] = 1;
+	}
+	return 0;
+}
+
+static int churn_pool(struct churn_ctx *c, struct sample *s)
+{
+	struct pool pl = { .frames = c->limit / PG };
+	uint64_t state = 7 + (uint64_t)B.cur_rep;
+	double t0, t1;
+	int ret;
+
+	drop_file_cache(c->path);
+	pl.fd = open(c->path, O_RDWR | O_DIRECT | O_CLOEXEC);
+	pl.mem = aligned_alloc(PG, pl.frames * PG);
+	pl.frame_of = malloc(c->npages * sizeof(*pl.frame_of));
+	pl.page_of = calloc(pl.frames, sizeof(*pl.page_of));
+	pl.dirty = calloc(pl.frames, 1);
+	if (pl.fd < 0 || !pl.mem || !pl.frame_of || !pl.page_of || !pl.dirty) {
+		ret = pl.fd < 0 ? -errno : -ENOMEM;
+		goto out;
+	}
+	memset(pl.frame_of, 0xff, c->npages * sizeof(*pl.frame_of));
+	ret = pool_ops(&pl, c->npages, c->warm, &state);
+	if (ret < 0)
+		goto out;
+	snap_begin(&s->c, NULL);
+	t0 = now_ns();
+	ret = pool_ops(&pl, c->npages, c->ops, &state);
+	t1 = now_ns();
+	snap_end(&s->c, NULL);
+	s->ns = t1 - t0;
+	s->units = c->ops;
+out:
+	if (pl.fd >= 0)
+		close(pl.fd);
+	free(pl.mem);
+	free(pl.frame_of);
+	free(pl.page_of);
+	free(pl.dirty);
+	return ret;
+}
+
+static int churn_kernel(struct churn_ctx *c, struct sample *s)
+{
+	char lim[32], procs[700];
+	struct rusage ru;
+	int pfd[2], st, ret;
+	pid_t pid;
+	double ns = 0;
+
+	snprintf(procs, sizeof(procs), "%s/memory.max", c->grp);
+	snprintf(lim, sizeof(lim), "%zu", c->limit);
+	ret = write_small(procs, lim);
+	if (ret < 0)
+		return ret;
+	if (pipe(pfd) < 0)
+		return -errno;
+	pid = fork();
+	if (pid == 0) {
+		uint64_t state = 7 + (uint64_t)B.cur_rep;
+		double t0;
+		char *p;
+		int fd;
+
+		snprintf(procs, sizeof(procs), "%s/cgroup.procs", c->grp);
+		if (write_small(procs, "0") < 0)
+			_exit(1);
+		drop_file_cache(c->path);	/* refaulted pages are charged to this group */
+		fd = open(c->path, O_RDWR | O_CLOEXEC);
+		p = mmap(NULL, c->size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+		if (fd < 0 || p == MAP_FAILED)
+			_exit(1);
+		churn_ops(p, c->npages, c->warm, &state);
+		t0 = now_ns();
+		churn_ops(p, c->npages, c->ops, &state);
+		ns = now_ns() - t0;
+		if (write(pfd[1], &ns, sizeof(ns)) != sizeof(ns))
+			_exit(1);
+		_exit(0);
+	}
+	close(pfd[1]);
+	if (pid < 0) {
+		close(pfd[0]);
+		return -errno;
+	}
+	ret = read(pfd[0], &ns, sizeof(ns)) == sizeof(ns) ? 0 : -EIO;
+	close(pfd[0]);
+	memset(&ru, 0, sizeof(ru));
+	wait4(pid, &st, 0, &ru);
+	if (ret < 0 || !WIFEXITED(st) || WEXITSTATUS(st))
+		return -EIO;
+	s->ns = ns;
+	s->units = c->ops;
+	s->c.minflt = (uint64_t)ru.ru_minflt;	/* of the whole child, warm-up included */
+	s->c.majflt = (uint64_t)ru.ru_majflt;
+	return 0;
+}
+
+static int churn_upc(struct churn_ctx *c, struct sample *s)
+{
+	uint64_t state = 7 + (uint64_t)B.cur_rep;
+	struct upc_cache *cache;
+	double t0, t1;
+	char *p;
+	int fd, ret, r;
+
+	drop_file_cache(c->path);
+	ret = upc_new(c->async, UPC_CACHE_DIRECT_IO, c->limit, &cache);
+	if (ret < 0)
+		return ret;
+	fd = open(c->path, O_RDWR | O_CLOEXEC);
+	if (fd < 0) {
+		ret = -errno;
+		goto out;
+	}
+	ret = upc_map(cache, fd, 0, c->size, PROT_READ | PROT_WRITE, 0, (void **)&p);
+	if (ret == 0 && c->uadv)
+		ret = upc_advise(cache, p, c->size, c->uadv);
+	if (ret == 0) {
+		churn_ops(p, c->npages, c->warm, &state);
+		snap_begin(&s->c, cache);
+		t0 = now_ns();
+		churn_ops(p, c->npages, c->ops, &state);
+		t1 = now_ns();
+		snap_end(&s->c, cache);
+		s->ns = t1 - t0;
+		s->units = c->ops;
+		upc_unmap(cache, p, c->size);
+	}
+	close(fd);
+out:
+	r = upc_cache_destroy(cache);	/* writes the dirty pages back: not timed */
+	return ret < 0 ? ret : r;
+}
+
+static int churn_pass(struct variant *v, struct sample *s)
+{
+	struct churn_ctx *c = v->ctx;
+
+	switch (c->mode) {
+	case CH_KERNEL:
+		return churn_kernel(c, s);
+	case CH_POOL:
+		return churn_pool(c, s);
+	default:
+		return churn_upc(c, s);
+	}
+}
+
+void wl7_evict(struct workload *w)
+{
+	static char path[256], probe[256];
+	size_t ws = sz(16 * MiB, 8 * MiB), limit = ws / 4;
+	char why[400], cgwhy[400] = "", grp[600];
+	struct churn_ctx *c;
+	int vk = -1, vp, vs, va, vr;
+	bool have_cg;
+	char nm[NAME_LEN];
+
+	snprintf(w->title, sizeof(w->title), "eviction churn");
+	snprintf(w->unit, sizeof(w->unit), "op");
+	snprintf(w->setup, sizeof(w->setup), "random read-modify-write of one word per op over a %zu MiB "
+		 "working set, 4x the memory limit (%zu MiB), cold start; %zu ops untimed (the cache fills "
+		 "and starts evicting), then %zu ops timed; %d reps", ws / MiB, limit / MiB,
+		 2 * (limit / PG), sz(2048, 512), B.reps);
+	have_cg = cgroup_v2_group(grp, sizeof(grp), cgwhy, sizeof(cgwhy)) == 0;
+	snprintf(w->note, sizeof(w->note), "kernel side: %s",
+		 have_cg ? "a child cgroup v2 group with memory.max" : cgwhy);
+	if (bench_file("evict-probe", 4 * MiB, probe, sizeof(probe)) < 0 ||
+	    !eviction_probe(probe, 4 * MiB, why, sizeof(why))) {
+		if (!why[0])
+			snprintf(why, sizeof(why), "cannot create the probe file in %s", B.dir);
+		snprintf(w->skip, sizeof(w->skip), "%.290s", why);
+		forget_file(probe);
+		if (have_cg)
+			rmdir(grp);
+		progress("workload 7 not available: %s", why);
+		return;
+	}
+	forget_file(probe);
+	if (bench_file("evict", ws, path, sizeof(path)) < 0) {
+		snprintf(w->skip, sizeof(w->skip), "cannot create the file in %s", B.dir);
+		return;
+	}
+	c = calloc(5, sizeof(*c));
+	if (!c)
+		exit(1);
+	for (int i = 0; i < 5; i++)
+		c[i] = (struct churn_ctx){ .path = path, .size = ws, .npages = ws / PG,
+					   .warm = 2 * (limit / PG), .ops = sz(2048, 512), .limit = limit };
+	if (have_cg) {
+		c[0].mode = CH_KERNEL;
+		snprintf(c[0].grp, sizeof(c[0].grp), "%s", grp);
+		vk = add_variant(w, "kernel-ext4-cgroup", churn_pass, &c[0], false,
+				 "kernel mmap in a cgroup with memory.max = %zu MiB", limit / MiB);
+	}
+	c[1].mode = CH_POOL;
+	vp = add_variant(w, "pool-odirect", churn_pass, &c[1], false, "a %zu MiB buffer pool over "
+			 "O_DIRECT pread/pwrite (FIFO, dirty victims written first)", limit / MiB);
+	c[2].mode = CH_UPC;
+	vs = add_variant(w, "upc-sync", churn_pass, &c[2], false, "mem_limit %zu MiB, O_DIRECT store",
+			 limit / MiB);
+	c[3].mode = CH_UPC;
+	c[3].async = true;
+	va = add_variant(w, upc_name(true, "", nm, sizeof(nm)), churn_pass, &c[3], false,
+			 "mem_limit %zu MiB, O_DIRECT store, async asked", limit / MiB);
+	c[4].mode = CH_UPC;
+	c[4].uadv = UPC_ADV_RANDOM;
+	vr = add_variant(w, "upc-sync-advrand", churn_pass, &c[4], true, "upc-sync with "
+			 "upc_advise(UPC_ADV_RANDOM): no readahead");
+	run_variants(w);
+	add_ratio(w, vr, vp);
+	if (vk >= 0) {
+		add_ratio(w, vs, vk);
+		add_ratio(w, va, vk);
+	}
+	add_ratio(w, vs, vp);
+	add_ratio(w, va, vp);
+	if (have_cg)
+		rmdir(grp);
+	forget_file(path);
+}
