@@ -49,6 +49,20 @@ struct upc_store;
 #define UPC_CACHE_DIRECT_IO	0x4u	/* the default file store opens files O_DIRECT */
 #define UPC_CACHE_FLAGS_ALL	0x7u
 
+/* What a read_error callback is told: the page of a fault that the store failed to read. */
+struct upc_read_error {
+	dev_t dev;		/* the file (st_dev, st_ino) */
+	ino_t ino;
+	off_t offset;		/* of the page */
+	int err;		/* negative errno from the store (-EIO for a short read) */
+	unsigned int attempt;	/* 0 for the first failure of this fault */
+};
+
+/* read_error callback answers */
+#define UPC_READ_ERROR_SIGBUS	0	/* the access gets SIGBUS (the default) */
+#define UPC_READ_ERROR_RETRY	1	/* read again (at most 8 attempts, then SIGBUS) */
+#define UPC_READ_ERROR_ZERO	2	/* map a page of zeros instead (clean: nothing is written) */
+
 struct upc_cache_opts {
 	size_t sz;			/* sizeof(struct upc_cache_opts) */
 	size_t mem_limit;		/* cached bytes at most; 0: $UPC_MEM_LIMIT, else 1/4 of RAM */
@@ -57,6 +71,13 @@ struct upc_cache_opts {
 	unsigned int writeback_interval_ms; /* background write-back period; 0: 5000 */
 	unsigned int ra_max_pages;	/* readahead window ceiling in pages; 0: 512 (2 MiB) */
 	struct upc_store *store;	/* backing store; NULL: the io_uring file store */
+	/*
+	 * Called from the fault handler thread when the store cannot read a
+	 * page a fault needs; returns UPC_READ_ERROR_*.  NULL: SIGBUS.  It must
+	 * not call upcache functions (the file's lock is held).
+	 */
+	int (*read_error)(void *arg, const struct upc_read_error *e);
+	void *read_error_arg;
 };
 
 /*

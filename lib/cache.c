@@ -382,6 +382,8 @@ UPC_API int upc_cache_create(const struct upc_cache_opts *opts, struct upc_cache
 	c->ra_max = o.ra_max_pages ? min_t(unsigned int, o.ra_max_pages, 4096) : UPC_RA_MAX_DEFAULT;
 	/* A readahead window never takes more than a quarter of the cache. */
 	c->ra_max = max_t(unsigned int, 1, min_t(uint64_t, c->ra_max, (c->mem_limit >> UPC_PAGE_SHIFT) / 4));
+	c->read_error = o.read_error;
+	c->read_error_arg = o.read_error_arg;
 	c->t0_ms = now_ms();
 	c->engine_uffd = -1;
 	c->self.uffd = -1;

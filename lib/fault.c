@@ -113,6 +113,33 @@ static void fault_fail(struct upc_mm *mm, uintptr_t addr, uint32_t ptid)
 	sys_uffd_wake(mm->uffd, addr, UPC_PAGE_SIZE);
 }
 
+#define READ_ERROR_RETRIES	8
+
+/*
+ * What to do about a page the store failed to read: SIGBUS for the access
+ * (the kernel's answer), unless the application installed a read_error
+ * callback; a RETRY answer is honoured READ_ERROR_RETRIES times at most.
+ */
+static int read_error_action(struct upc_cache *c, struct upc_file *f, uint64_t pgoff, int err,
+			     unsigned int attempt)
+{
+	struct upc_read_error e = {
+		.dev = f->dev,
+		.ino = f->ino,
+		.offset = (off_t)(pgoff << UPC_PAGE_SHIFT),
+		.err = err,
+		.attempt = attempt,
+	};
+	int action;
+
+	if (!c->read_error)
+		return UPC_READ_ERROR_SIGBUS;
+	action = c->read_error(c->read_error_arg, &e);
+	if (action == UPC_READ_ERROR_RETRY && attempt + 1 >= READ_ERROR_RETRIES)
+		return UPC_READ_ERROR_SIGBUS;
+	return action;
+}
+
 static void handle_missing(struct upc_mm *mm, struct upc_map *m, uintptr_t addr, bool write,
 			   uint32_t ptid)
 {
@@ -138,27 +165,47 @@ static void handle_missing(struct upc_mm *mm, struct upc_map *m, uintptr_t addr,
 	win = ra_window(c, m, f, pgoff);
 	for (n = 1; n < win && pgoff + n < f->npages && !page_cached(f, pgoff + n); n++)
 		;
-	io = (struct upc_io){
-		.buf = mm->bounce,
-		.len = min_t(uint64_t, n << UPC_PAGE_SHIFT, (uint64_t)f->size - (pgoff << UPC_PAGE_SHIFT)),
-		.off = (off_t)(pgoff << UPC_PAGE_SHIFT),
-	};
-	ret = c->store->ops->submit(c->store, f->store_h, UPC_IO_READ, &io, 1);
-	atomic_fetch_add(&c->st.fill_ios, 1);
-	if (ret < 0 || io.res <= 0)
-		goto fail;
-	/*
-	 * Whole pages read are valid; so is a partial last page that ends at
-	 * end of file, whose tail reads as zeros (mmap(2) semantics).  Any
-	 * other short read leaves the pages after it uncached.
-	 */
-	full = (uint64_t)io.res >> UPC_PAGE_SHIFT;
-	if ((io.res & (UPC_PAGE_SIZE - 1)) && io.off + io.res >= f->size) {
-		memset(mm->bounce + io.res, 0, UPC_PAGE_SIZE - (io.res & (UPC_PAGE_SIZE - 1)));
-		full++;
+	for (unsigned int attempt = 0;; attempt++) {
+		io = (struct upc_io){
+			.buf = mm->bounce,
+			.len = min_t(uint64_t, n << UPC_PAGE_SHIFT,
+				     (uint64_t)f->size - (pgoff << UPC_PAGE_SHIFT)),
+			.off = (off_t)(pgoff << UPC_PAGE_SHIFT),
+		};
+		ret = c->store->ops->submit(c->store, f->store_h, UPC_IO_READ, &io, 1);
+		atomic_fetch_add(&c->st.fill_ios, 1);
+		/*
+		 * Whole pages read are valid; so is a partial last page that
+		 * ends at end of file, whose tail reads as zeros (mmap(2)
+		 * semantics).  Any other short read leaves the pages after it
+		 * uncached.
+		 */
+		full = 0;
+		if (ret == 0 && io.res > 0) {
+			full = (uint64_t)io.res >> UPC_PAGE_SHIFT;
+			if ((io.res & (UPC_PAGE_SIZE - 1)) && io.off + io.res >= f->size) {
+				memset(mm->bounce + io.res, 0,
+				       UPC_PAGE_SIZE - (io.res & (UPC_PAGE_SIZE - 1)));
+				full++;
+			}
+		}
+		if (full)
+			break;
+		/* The faulting page could not be read: ask the application, if it asked to be asked. */
+		atomic_fetch_add(&c->st.read_errors, 1);
+		switch (read_error_action(c, f, pgoff, ret < 0 ? ret : io.res < 0 ? (int)io.res : -EIO,
+					  attempt)) {
+		case UPC_READ_ERROR_RETRY:
+			continue;
+		case UPC_READ_ERROR_ZERO:
+			memset(mm->bounce, 0, UPC_PAGE_SIZE);
+			full = 1;
+			break;
+		default:
+			goto fail;
+		}
+		break;
 	}
-	if (!full)
-		goto fail;
 	n = min_t(uint64_t, n, full);
 
 	in_map = min_t(uint64_t, n, map_last - pgoff);
@@ -203,7 +250,6 @@ resolved:
 	}
 	return;
 fail:
-	atomic_fetch_add(&c->st.read_errors, 1);
 	pr_warn("read of page %llu failed; the access gets SIGBUS\n", (unsigned long long)pgoff);
 	fault_fail(mm, addr, ptid);
 }

@@ -179,6 +179,8 @@ struct upc_cache {
 
 	struct upc_store *store;
 	bool own_store;
+	int (*read_error)(void *arg, const struct upc_read_error *e);
+	void *read_error_arg;
 
 	pthread_mutex_t lock;
 	struct upc_file *files;

@@ -229,3 +229,100 @@ Test(errors, destroy_reports_an_error_no_msync_saw, .timeout = 60)
 	cr_assert_eq(x, 1, "the data was still written");
 	close(fd);
 }
+
+/* The application's read_error callback decides instead of SIGBUS. */
+struct rerr {
+	int action;
+	int calls;
+	unsigned int last_attempt;
+	off_t offset;
+	int err;
+};
+
+static int on_read_error(void *arg, const struct upc_read_error *e)
+{
+	struct rerr *r = arg;
+
+	r->calls++;
+	r->last_attempt = e->attempt;
+	r->offset = e->offset;
+	r->err = e->err;
+	return r->action;
+}
+
+static struct env env_cb(struct rerr *r)
+{
+	struct env e;
+	UPC_OPTS(upc_cache_opts, o, .flags = UPC_CACHE_NO_BGWB, .read_error = on_read_error,
+		 .read_error_arg = r);
+
+	require_upcache();
+	cr_assert_eq(upc_store_inject_create(NULL, &e.store), 0);
+	o.store = e.store;
+	e.c = cache_new_opts(&o);
+	e.fd = tmpfile_pattern(16 * PAGE, NULL);
+	return e;
+}
+
+Test(errors, read_error_callback_retry_reads_again, .timeout = 60)
+{
+	struct rerr r = { .action = UPC_READ_ERROR_RETRY };
+	struct env e = env_cb(&r);
+	unsigned char *p;
+
+	/* Two failures, then the store recovers. */
+	cr_assert_eq(upc_store_inject_add(e.store, UPC_IO_READ, 6 * PAGE, PAGE, UPC_INJECT_ERROR, EIO, 2), 0);
+	cr_assert_eq(upc_map(e.c, e.fd, 0, 16 * PAGE, PROT_READ, 0, (void **)&p), 0);
+	cr_assert_eq(upc_advise(e.c, p, 16 * PAGE, UPC_ADV_RANDOM), 0);
+	cr_assert_eq(p[6 * PAGE + 3], pat(6 * PAGE + 3));
+	cr_assert_eq(r.calls, 2);
+	cr_assert_eq(r.last_attempt, 1);
+	cr_assert_eq(r.offset, 6 * PAGE);
+	cr_assert_eq(r.err, -EIO);
+	cr_assert_eq(stats_of(e.c).read_errors, 2);
+	env_free(&e, 0);
+}
+
+Test(errors, read_error_callback_retry_is_bounded, .signal = SIGBUS, .timeout = 60)
+{
+	static struct rerr r = { .action = UPC_READ_ERROR_RETRY };
+	struct env e = env_cb(&r);
+	volatile unsigned char *p;
+
+	cr_assert_eq(upc_store_inject_add(e.store, UPC_IO_READ, 6 * PAGE, PAGE, UPC_INJECT_ERROR, EIO, -1), 0);
+	cr_assert_eq(upc_map(e.c, e.fd, 0, 16 * PAGE, PROT_READ, 0, (void **)&p), 0);
+	cr_assert_eq(upc_advise(e.c, (void *)p, 16 * PAGE, UPC_ADV_RANDOM), 0);
+	(void)p[6 * PAGE];
+	cr_assert_fail("a store that never recovers must end in SIGBUS (after %d calls)", r.calls);
+}
+
+Test(errors, read_error_callback_zero_maps_a_clean_zero_page, .timeout = 60)
+{
+	struct rerr r = { .action = UPC_READ_ERROR_ZERO };
+	struct env e = env_cb(&r);
+	unsigned char *p, x;
+
+	cr_assert_eq(upc_store_inject_add(e.store, UPC_IO_READ, 6 * PAGE, PAGE, UPC_INJECT_ERROR, EIO, -1), 0);
+	cr_assert_eq(upc_map(e.c, e.fd, 0, 16 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
+	cr_assert_eq(upc_advise(e.c, p, 16 * PAGE, UPC_ADV_RANDOM), 0);
+	for (size_t i = 0; i < PAGE; i++)
+		cr_assert_eq(p[6 * PAGE + i], 0);
+	cr_assert_eq(r.calls, 1);
+	cr_assert_eq(stats_of(e.c).pages_dirty, 0, "a zero page stands in for the data, it is not new data");
+	cr_assert_eq(upc_msync(e.c, p, 16 * PAGE, UPC_MS_SYNC), 0);
+	cr_assert_eq(pread(e.fd, &x, 1, 6 * PAGE + 9), 1);
+	cr_assert_eq(x, pat(6 * PAGE + 9), "the file keeps its data");
+	env_free(&e, 0);
+}
+
+Test(errors, read_error_callback_may_choose_sigbus, .signal = SIGBUS, .timeout = 60)
+{
+	static struct rerr r = { .action = UPC_READ_ERROR_SIGBUS };
+	struct env e = env_cb(&r);
+	volatile unsigned char *p;
+
+	cr_assert_eq(upc_store_inject_add(e.store, UPC_IO_READ, 0, 16 * PAGE, UPC_INJECT_ERROR, ENOSPC, -1), 0);
+	cr_assert_eq(upc_map(e.c, e.fd, 0, 16 * PAGE, PROT_READ, 0, (void **)&p), 0);
+	(void)p[0];
+	cr_assert_fail("no SIGBUS");
+}
