@@ -58,13 +58,11 @@ int main(int argc, char **argv)
 	}
 	if (fd < 0)
 		DIE(file, -2);
-	printf("upcache demo on %s (kernel features: %s)\n\n", file,
-	       (upc_probe() & UPC_FEAT_WP_ASYNC) ? "with WP_ASYNC" : "sync WP only");
-
 	UPC_OPTS(upc_cache_opts, opts, .flags = UPC_CACHE_NO_BGWB);
 	ret = upc_cache_create(&opts, &c);
 	if (ret < 0)
 		DIE("upc_cache_create", ret);
+	printf("upcache demo on %s: an embedded cache, synchronous write-protect tracking\n\n", file);
 	off_t fsize = lseek(fd, 0, SEEK_END);
 	size_t len = (size_t)fsize;
 	ret = upc_map(c, fd, 0, len, PROT_READ | PROT_WRITE, 0, (void **)&p);
@@ -81,7 +79,7 @@ int main(int argc, char **argv)
 
 	for (size_t i = 0; i < len; i += 64 * 4096) {
 		snprintf(buf, sizeof(buf), "upcache was here %zu", i / 4096);
-		memcpy(p + i, buf, strlen(buf));
+		memcpy(p + i, buf, strlen(buf) + 1);
 	}
 	show(c, "wrote every 64th page");
 

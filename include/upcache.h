@@ -190,8 +190,9 @@ UPC_API int upc_msync(struct upc_cache *cache, void *addr, size_t length, int fl
 /* upc_pin flags */
 #define UPC_PIN_NOWRITEBACK	0x1u	/* also hold the pages' dirty data back from write-back */
 #define UPC_PIN_WRITE		0x2u	/* the pages will be written by the kernel or a device (O_DIRECT
-					 * read into them, DMA): map them writable now and count them
-					 * dirty at pin and again at unpin */
+					 * read into them, DMA): map them writable and keep them so
+					 * until unpinned; they count as dirty the whole time (write-back
+					 * writes them but does not clean them) and again at unpin */
 #define UPC_PIN_FLAGS_ALL	0x3u
 
 /*

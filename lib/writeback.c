@@ -145,9 +145,9 @@ static bool has_writeback(struct upc_file *f, uint64_t first, uint64_t last)
 int writeback_range(struct upc_file *f, uint64_t first, uint64_t last, int how, uint64_t *heldp)
 {
 	struct upc_cache *c = f->cache;
-	struct run *runs = NULL;
+	struct run *runs = NULL, *prot = NULL;
 	struct upc_io *ios = NULL;
-	size_t nr = 0, cap = 0, nios = 0;
+	size_t nr = 0, cap = 0, nios = 0, nprot = 0, pcap = 0;
 	uint32_t now;
 	int ret = 0, err;
 
@@ -183,6 +183,14 @@ int writeback_range(struct upc_file *f, uint64_t first, uint64_t last, int how, 
 		if ((how & WB_EXPIRED) && !(pg->flags & PG_URGENT) && now - pg->dirtied < c->expire_ms)
 			continue;
 		ret = runs_add(&runs, &nr, &cap, p);
+		/*
+		 * A page pinned for a kernel or device write (UPC_PIN_WRITE) is
+		 * written but neither protected nor cleaned while pinned: writes
+		 * through the pin are not seen (seed 001), so it stays dirty, as
+		 * the kernel keeps a page pinned for DMA dirty.
+		 */
+		if (ret == 0 && !(pg->flags & PG_PINWRITE))
+			ret = runs_add(&prot, &nprot, &pcap, p);
 		if (ret < 0)
 			goto out_unlock;
 	}
@@ -190,7 +198,7 @@ int writeback_range(struct upc_file *f, uint64_t first, uint64_t last, int how, 
 		goto out_unlock;
 
 	/* 1. protect every mapping; the ioctl returns after the TLB flush. */
-	ret = c->track_mode == UPC_TRACK_SYNC ? protect_runs(f, runs, nr) : 0;
+	ret = c->track_mode == UPC_TRACK_SYNC ? protect_runs(f, prot, nprot) : 0;
 	if (ret < 0) {
 		pr_warn("write-protect failed (%s): pages stay dirty\n", upc_strerror(ret));
 		goto out_unlock;
@@ -200,8 +208,11 @@ int writeback_range(struct upc_file *f, uint64_t first, uint64_t last, int how, 
 		for (uint64_t p = runs[i].start; p < runs[i].start + runs[i].n; p++) {
 			struct upc_page *pg = pt_lookup(f, p);
 
-			pg->flags = (pg->flags & ~(PG_DIRTY | PG_URGENT)) | PG_WRITEBACK;
-			f->nr_dirty--;
+			pg->flags = (pg->flags & ~PG_URGENT) | PG_WRITEBACK;
+			if (!(pg->flags & PG_PINWRITE)) {
+				pg->flags &= ~PG_DIRTY;
+				f->nr_dirty--;
+			}
 			f->nr_writeback++;
 		}
 	/* 3. build sorted, coalesced writes; the tail past EOF is never written. */
@@ -268,6 +279,7 @@ int writeback_range(struct upc_file *f, uint64_t first, uint64_t last, int how, 
 out_unlock:
 	pthread_mutex_unlock(&f->lock);
 	free(runs);
+	free(prot);
 	free(ios);
 
 	if ((how & WB_SYNC) && f->store_writable) {

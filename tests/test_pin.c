@@ -178,3 +178,31 @@ Test(pin, a_written_pinned_page_between_dropped_runs_keeps_its_write, .timeout =
 	cr_assert_eq(upc_cache_destroy(c), 0);
 	close(fd);
 }
+
+/* A page pinned for kernel writes stays writable and dirty across write-back, until unpinned. */
+Test(pin, a_write_pin_stays_writable_and_dirty_across_writeback, .timeout = 60)
+{
+	const size_t n = 4 * PAGE;
+	struct upc_cache *c = cache_new(UPC_CACHE_NO_BGWB);
+	int fd = tmpfile_pattern(n, NULL), src = tmpfile_pattern(n, NULL);
+	unsigned char *p, buf[PAGE];
+
+	cr_assert_eq(upc_map(c, fd, 0, n, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
+	cr_assert_eq(upc_pin(c, p, n, UPC_PIN_WRITE), 0);
+	cr_assert_eq(upc_msync(c, p, n, UPC_MS_SYNC), 0);
+	cr_assert_eq(stats_of(c).pages_dirty, 4, "pages pinned for writing must stay dirty");
+	uint64_t wp = stats_of(c).faults_wp;
+	/* The kernel writes through the pin after a write-back: no trap needed. */
+	memset(buf, 0x6c, sizeof(buf));
+	cr_assert_eq(pwrite(src, buf, PAGE, PAGE), (ssize_t)PAGE);
+	cr_assert_eq(pread(src, p + PAGE, PAGE, PAGE), (ssize_t)PAGE);
+	cr_assert_eq(stats_of(c).faults_wp, wp, "write-back re-protected a write-pinned page");
+	cr_assert_eq(upc_unpin(c, p, n), 0);
+	cr_assert_eq(upc_msync(c, p, n, UPC_MS_SYNC), 0);
+	cr_assert_eq(stats_of(c).pages_dirty, 0);
+	cr_assert_eq(pread(fd, buf, PAGE, PAGE), (ssize_t)PAGE);
+	cr_assert_eq(buf[100], 0x6c);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	close(fd);
+	close(src);
+}
