@@ -250,6 +250,7 @@ __upc_hidden int sys_memfd(const char *name);
 __upc_hidden int sys_ftruncate(int fd, off_t len);
 __upc_hidden int sys_punch(int fd, off_t off, off_t len);
 __upc_hidden uint64_t now_ms(void);
+__upc_hidden int cond_wait_ms(pthread_cond_t *cond, pthread_mutex_t *lock, unsigned int ms);
 
 /* probe.c */
 __upc_hidden uint64_t __upc_uffd_features(void);

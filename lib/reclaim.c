@@ -313,14 +313,11 @@ static void shrink_cache(struct upc_cache *c)
 static void *reclaim_main(void *arg)
 {
 	struct upc_cache *c = arg;
-	struct timespec ts;
 
 	pthread_mutex_lock(&c->rc_lock);
 	while (!c->rc_stop) {
 		if (!c->rc_kick && atomic_load(&c->nr_cached) <= c->high_pages) {
-			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_sec += 1;
-			pthread_cond_timedwait(&c->rc_cond, &c->rc_lock, &ts);
+			cond_wait_ms(&c->rc_cond, &c->rc_lock, 1000);
 			continue;
 		}
 		c->rc_kick = false;
@@ -348,21 +345,13 @@ void reclaim_kick(struct upc_cache *c)
  */
 void reclaim_throttle(struct upc_cache *c)
 {
-	struct timespec ts;
-
 	if (atomic_load(&c->nr_cached) < c->hard_pages)
 		return;
 	pthread_mutex_lock(&c->rc_lock);
 	c->rc_kick = true;
 	pthread_cond_signal(&c->rc_cond);
 	for (int i = 0; i < 20 && atomic_load(&c->nr_cached) >= c->hard_pages; i++) {
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 10 * 1000000;
-		if (ts.tv_nsec >= 1000000000) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000;
-		}
-		pthread_cond_timedwait(&c->rc_done, &c->rc_lock, &ts);
+		cond_wait_ms(&c->rc_done, &c->rc_lock, 10);
 	}
 	pthread_mutex_unlock(&c->rc_lock);
 }

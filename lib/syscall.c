@@ -157,6 +157,21 @@ int sys_punch(int fd, off_t off, off_t len)
 	return fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len) < 0 ? -errno : 0;
 }
 
+/* Wait on @cond (holding @lock) for @ms milliseconds at most. */
+int cond_wait_ms(pthread_cond_t *cond, pthread_mutex_t *lock, unsigned int ms)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (long)(ms % 1000) * 1000000;
+	if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000;
+	}
+	return -pthread_cond_timedwait(cond, lock, &ts);
+}
+
 uint64_t now_ms(void)
 {
 	struct timespec ts;

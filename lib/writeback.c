@@ -378,19 +378,11 @@ static void *bgwb_main(void *arg)
 	struct upc_cache *c = arg;
 	struct upc_file **files = NULL;
 	size_t nf, cap = 0;
-	struct timespec ts;
 
 	pthread_mutex_lock(&c->wb_lock);
 	while (!c->wb_stop) {
 		if (!c->wb_kick) {
-			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_sec += c->interval_ms / 1000;
-			ts.tv_nsec += (long)(c->interval_ms % 1000) * 1000000;
-			if (ts.tv_nsec >= 1000000000) {
-				ts.tv_sec++;
-				ts.tv_nsec -= 1000000000;
-			}
-			pthread_cond_timedwait(&c->wb_cond, &c->wb_lock, &ts);
+			cond_wait_ms(&c->wb_cond, &c->wb_lock, c->interval_ms);
 		}
 		if (c->wb_stop)
 			break;
