@@ -159,10 +159,13 @@ static void handle_missing(struct upc_mm *mm, struct upc_map *m, uintptr_t addr,
 	pg = pt_get(f, pgoff);
 	if (!pg)
 		goto fail;
-	if (pg->flags & PG_UPTODATE)
-		goto resolved;	/* inserted by another path meanwhile */
-
-	win = ra_window(c, m, f, pgoff);
+	/*
+	 * A MISSING fault means the memfd has no page here.  A descriptor that
+	 * says uptodate is either a fault queued before another path filled
+	 * the page (the copy below then finds it: EEXIST, nothing lost) or a
+	 * lie that would make this fault come back for ever: read it again.
+	 */
+	win = (pg->flags & PG_UPTODATE) ? 1 : ra_window(c, m, f, pgoff);
 	for (n = 1; n < win && pgoff + n < f->npages && !page_cached(f, pgoff + n); n++)
 		;
 	for (unsigned int attempt = 0;; attempt++) {
@@ -210,8 +213,11 @@ static void handle_missing(struct upc_mm *mm, struct upc_map *m, uintptr_t addr,
 
 	in_map = min_t(uint64_t, n, map_last - pgoff);
 	r = insert_pages(mm->uffd, addr, mm->bounce, in_map << UPC_PAGE_SHIFT, true, &skipped);
-	if (r < 0 && r != -ENOENT)
+	if (r <= 0)
 		goto fail;
+	/* Only what was inserted (or found there) is cached. */
+	if ((uint64_t)r >> UPC_PAGE_SHIFT < in_map)
+		n = in_map = (uint64_t)r >> UPC_PAGE_SHIFT;
 	if (n > in_map) {
 		size_t skipped2;
 
@@ -240,7 +246,6 @@ static void handle_missing(struct upc_mm *mm, struct upc_map *m, uintptr_t addr,
 	if (atomic_load(&c->nr_cached) > c->high_pages)
 		reclaim_kick(c);
 
-resolved:
 	if (write) {
 		/* A write to a hole: dirty first, then writable (I1). */
 		page_set_dirty(f, pg);
