@@ -309,9 +309,9 @@ struct upc_stats {
 	uint64_t faults_missing;	/* userfaultfd MISSING faults handled */
 	uint64_t faults_wp;		/* write-protect faults handled (sync tracking) */
 	uint64_t faults_minor;		/* MINOR faults handled */
-	uint64_t fill_ios;		/* read I/Os submitted to the store for faults */
+	uint64_t fill_ios;		/* read I/Os submitted to the store (faults and WILLNEED) */
 	uint64_t pages_filled;		/* pages read from the store */
-	uint64_t ra_pages;		/* pages filled beyond the faulting one (readahead) */
+	uint64_t ra_pages;		/* pages filled beyond the faulting one (readahead, WILLNEED) */
 	uint64_t ra_max_window;		/* largest readahead window used, pages */
 	uint64_t wp_calls;		/* write-protect ioctls issued by write-back */
 	uint64_t wb_ios;		/* write I/Os submitted to the store */
@@ -319,7 +319,7 @@ struct upc_stats {
 	uint64_t bytes_written;
 	uint64_t syncs;			/* fdatasync calls */
 	uint64_t wb_errors;		/* write-back errors */
-	uint64_t read_errors;		/* fill errors (the fault got SIGBUS) */
+	uint64_t read_errors;		/* failed reads of a faulting page (each attempt counts) */
 	uint64_t pages_evicted;
 	uint64_t meta_bytes;		/* bytes of per-page metadata allocated */
 	uint64_t pages_active;		/* pages in the hot (active) list */

@@ -102,6 +102,29 @@ void page_remove(struct upc_file *f, uint64_t pgoff)
 	}
 }
 
+/* The cache goes away: its pins and write-back holds go with it. */
+void file_unpin_all(struct upc_file *f)
+{
+	pthread_mutex_lock(&f->lock);
+	for (uint64_t p = 0; f->nr_pinned && p < f->npages; p++) {
+		struct upc_page *pg = pt_lookup(f, p);
+
+		if (!pg) {
+			p |= PT_CHUNK_PAGES - 1;
+			continue;
+		}
+		if (!pg->pincount)
+			continue;
+		if (pg->flags & PG_PINWRITE)
+			page_set_dirty(f, pg);
+		pg->pincount = 0;
+		pg->flags &= ~(PG_NOWB | PG_PINWRITE);
+		f->nr_pinned--;
+		atomic_fetch_sub(&f->cache->nr_pinned, 1);
+	}
+	pthread_mutex_unlock(&f->lock);
+}
+
 /* The file grew: extend the memfd and the page table.  Caller holds f->lock. */
 int file_grow(struct upc_file *f, off_t newsize)
 {
@@ -414,7 +437,8 @@ UPC_API int upc_cache_create(const struct upc_cache_opts *opts, struct upc_cache
 		 * asynchronous tracking: the child's written PTEs could only be
 		 * read through its pagemap, whose pid the fork event does not give.
 		 */
-		want |= feats & UFFD_FEATURE_EVENT_FORK;
+		if (upc_probe() & UPC_FEAT_EVENT_FORK)	/* needs CAP_SYS_PTRACE */
+			want |= UFFD_FEATURE_EVENT_FORK;
 	}
 	c->uffd_features = want;
 
@@ -433,6 +457,9 @@ UPC_API int upc_cache_create(const struct upc_cache_opts *opts, struct upc_cache
 
 	pthread_mutex_init(&c->ra_lock, NULL);
 	pthread_cond_init(&c->ra_cond, NULL);
+	pthread_rwlock_init(&c->fork_lock, NULL);
+	pthread_mutex_init(&c->fork_mutex, NULL);
+	pthread_cond_init(&c->fork_cond, NULL);
 	ret = mm_init(c, &c->self);
 	if (ret < 0)
 		goto out_free;
@@ -480,24 +507,7 @@ UPC_API int upc_cache_destroy(struct upc_cache *c)
 
 	/* Write everything back while the mappings still exist to protect. */
 	for (f = c->files; f; f = f->next) {
-		/* The cache goes away: its pins and write-back holds go with it. */
-		pthread_mutex_lock(&f->lock);
-		for (uint64_t p = 0; f->nr_pinned && p < f->npages; p++) {
-			struct upc_page *pg = pt_lookup(f, p);
-
-			if (!pg) {
-				p |= PT_CHUNK_PAGES - 1;
-				continue;
-			}
-			if (!pg->pincount)
-				continue;
-			if (pg->flags & PG_PINWRITE)
-				page_set_dirty(f, pg);
-			pg->pincount = 0;
-			pg->flags &= ~(PG_NOWB | PG_PINWRITE);
-			f->nr_pinned--;
-		}
-		pthread_mutex_unlock(&f->lock);
+		file_unpin_all(f);
 		err = writeback_range(f, 0, UINT64_MAX, WB_SYNC, NULL);
 		pthread_mutex_lock(&f->lock);
 		if (!err && f->err_seq != f->err_reported)
@@ -509,17 +519,20 @@ UPC_API int upc_cache_destroy(struct upc_cache *c)
 		if (err && !ret)
 			ret = err;
 	}
+	/*
+	 * A forked child may still map the memfds: truncated (while the child
+	 * is still served, so no access in between reads a hole), its next
+	 * access to an inherited mapping is SIGBUS, not stale data.
+	 */
+	if (c->children)
+		for (f = c->files; f; f = f->next)
+			sys_ftruncate(f->memfd, 0);
 	fork_children_release(c);
 	map_destroy_all(c);
 	fault_handler_stop(&c->self);
 	mm_fini(&c->self);
 	for (f = c->files; f; f = next) {
 		next = f->next;
-		/*
-		 * A forked child may still map the memfd: with it truncated, its
-		 * next access to an inherited mapping is SIGBUS, not stale data.
-		 */
-		sys_ftruncate(f->memfd, 0);
 		file_free(f);
 	}
 	close(c->engine_uffd);

@@ -430,6 +430,8 @@ UPC_API int upc_advise(struct upc_cache *c, void *addr, size_t length, int advic
 			if (ret < 0)
 				goto out;
 		}
+		/* Cleaning pages: no fork in between (see writeback_range). */
+		pthread_rwlock_rdlock(&c->fork_lock);
 		for_each_piece(mm, m, pos, start, end) {
 			struct upc_file *f = m->file;
 			struct run r;
@@ -460,6 +462,7 @@ UPC_API int upc_advise(struct upc_cache *c, void *addr, size_t length, int advic
 			if (ret < 0)
 				break;
 		}
+		pthread_rwlock_unlock(&c->fork_lock);
 		break;
 	}
 out:

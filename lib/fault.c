@@ -3,9 +3,10 @@
  * fault.c - the fault path: the kernel's filemap_fault(), readahead and
  * do_wp_page()/page_mkwrite() for shared file mappings.
  *
- * Mappings are registered with userfaultfd for MISSING faults only (not
- * MINOR): a page that is already cached is mapped by the kernel itself, with
- * no round trip to this handler.  Only a page that is not in the memfd
+ * Under synchronous tracking mappings are registered with userfaultfd for
+ * MISSING faults (and write-protect), not MINOR: a page that is already
+ * cached is mapped by the kernel itself, with no round trip to this handler.
+ * (Asynchronous tracking adds MINOR: see track.c for why and handle_minor.)  Only a page that is not in the memfd
  * comes here.  It is read from the store into a bounce buffer, and then
  * inserted with UFFDIO_COPY, which adds a page that is already uptodate to
  * the memfd and maps it in one step.  Filling the memfd first and mapping
@@ -110,6 +111,8 @@ static void fault_fail(struct upc_mm *mm, uintptr_t addr, uint32_t ptid)
 		return;
 	if (ptid && mm->pid)
 		syscall(SYS_tgkill, mm->pid, ptid, SIGBUS);
+	else if (ptid)	/* a forked child: its pid is not known, its thread id is */
+		syscall(SYS_tkill, ptid, SIGBUS);
 	sys_uffd_wake(mm->uffd, addr, UPC_PAGE_SIZE);
 }
 

@@ -32,6 +32,15 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+/* Tell the fork in progress (fork_parent()) that its child is in the rmap. */
+static void fork_event_done(struct upc_cache *c)
+{
+	pthread_mutex_lock(&c->fork_mutex);
+	c->fork_events++;
+	pthread_cond_broadcast(&c->fork_cond);
+	pthread_mutex_unlock(&c->fork_mutex);
+}
+
 void fork_event(struct upc_mm *parent, int ufd)
 {
 	struct upc_cache *c = parent->cache;
@@ -68,6 +77,7 @@ void fork_event(struct upc_mm *parent, int ufd)
 	c->children = child;
 	pthread_mutex_unlock(&c->lock);
 	pr_debug("fork: serving a child with %zu mappings\n", child->nmaps);
+	fork_event_done(c);
 	return;
 
 fail_child:
@@ -82,6 +92,7 @@ fail:
 	 */
 	pr_warn("fork: cannot serve the child's inherited mappings (out of memory)\n");
 	close(ufd);
+	fork_event_done(c);
 }
 
 /* Is the child whose address space @mm is gone?  Then drop its mappings. */
@@ -116,6 +127,7 @@ static void fork_atexit(void)
 		if (!c->children)
 			continue;
 		for (struct upc_file *f = c->files; f; f = f->next) {
+			file_unpin_all(f);
 			writeback_range(f, 0, UINT64_MAX, WB_SYNC, NULL);
 			sys_ftruncate(f->memfd, 0);
 		}
@@ -123,9 +135,58 @@ static void fork_atexit(void)
 	pthread_mutex_unlock(&caches_lock);
 }
 
+/*
+ * pthread_atfork handlers.  Write-back may not clean a page between the fork
+ * and the moment the child's mappings join the rmap (writeback_range): the
+ * child's PTEs were copied from the parent's, writable ones included, and a
+ * protect that misses them would let the child write a page counted clean
+ * (I1).  So the fork takes every cache's fork_lock for writing (waiting for
+ * cleaning in progress), and releases it only once the fork event has been
+ * handled.  caches_lock is held from prepare to parent, so no cache is
+ * destroyed in between.
+ */
+static void fork_prepare(void)
+{
+	pthread_mutex_lock(&caches_lock);
+	for (struct upc_cache *c = caches; c; c = c->next_cache) {
+		pthread_rwlock_wrlock(&c->fork_lock);
+		pthread_rwlock_rdlock(&c->self.lock);
+		c->fork_expect = c->fork_events + (c->self.nmaps ? 1 : 0);
+		pthread_rwlock_unlock(&c->self.lock);
+	}
+}
+
+static void fork_parent(void)
+{
+	for (struct upc_cache *c = caches; c; c = c->next_cache) {
+		pthread_mutex_lock(&c->fork_mutex);
+		/* Bounded: a fork with nothing registered sends no event. */
+		for (int i = 0; i < 200 && c->fork_events < c->fork_expect; i++)
+			cond_wait_ms(&c->fork_cond, &c->fork_mutex, 10);
+		pthread_mutex_unlock(&c->fork_mutex);
+		pthread_rwlock_unlock(&c->fork_lock);
+	}
+	pthread_mutex_unlock(&caches_lock);
+}
+
+/*
+ * In the child: it owns no cache.  Its copies of the parent's caches are
+ * snapshots that no thread serves (and whose locks other threads may have
+ * held), so they are forgotten - not unlocked: a glibc rwlock unlocked by
+ * another thread id than the one that write-locked it stays locked.  Nor
+ * must the child's exit hook write anything back through the parent's
+ * descriptors.
+ */
+static void fork_child(void)
+{
+	caches = NULL;
+	pthread_mutex_init(&caches_lock, NULL);
+}
+
 static void atexit_register(void)
 {
 	atexit(fork_atexit);
+	pthread_atfork(fork_prepare, fork_parent, fork_child);
 }
 
 void fork_cache_add(struct upc_cache *c)

@@ -188,6 +188,11 @@ struct upc_cache {
 
 	struct upc_mm self;		/* embedded mode: this process */
 	struct upc_mm *children;	/* forked children served by this cache (fork.c) */
+	pthread_rwlock_t fork_lock;	/* read: cleaning pages; write: a fork in progress */
+	pthread_mutex_t fork_mutex;
+	pthread_cond_t fork_cond;
+	uint64_t fork_events;		/* fork events handled so far */
+	uint64_t fork_expect;		/* ... that the fork in progress waits for */
 	struct upc_cache *next_cache;	/* every cache of the process, for the exit hook */
 	int engine_uffd;		/* the staging mappings' uffd (SIGBUS mode) */
 
@@ -263,6 +268,7 @@ __upc_hidden void page_set_dirty(struct upc_file *f, struct upc_page *pg);
 __upc_hidden void page_add(struct upc_file *f, uint64_t pgoff, struct upc_page *pg);
 __upc_hidden void page_remove(struct upc_file *f, uint64_t pgoff);
 __upc_hidden int file_grow(struct upc_file *f, off_t newsize);
+__upc_hidden void file_unpin_all(struct upc_file *f);
 __upc_hidden int file_get(struct upc_cache *c, int fd, struct upc_file **fp);
 __upc_hidden void file_put(struct upc_file *f);
 

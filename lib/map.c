@@ -5,7 +5,8 @@
  *
  * A mapping is an mmap(MAP_SHARED) of the file's memfd at the file offset,
  * registered with its mm's userfaultfd for MISSING faults (a page that is
- * not cached) and write-protect faults (the first write to a clean page).
+ * not cached) and write-protect faults (the first write to a clean page),
+ * and under asynchronous tracking for MINOR faults too (track.c).
  * The whole range is write-protected before its address is returned, which
  * with UFFD_FEATURE_WP_UNPOPULATED leaves a uffd-wp marker in every empty
  * PTE: a read the kernel serves itself then maps the page read-only, and the

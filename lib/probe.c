@@ -118,8 +118,14 @@ static void probe_all(void)
 			f |= UPC_FEAT_POISON;
 		if (feats & UFFD_FEATURE_SIGBUS)
 			f |= UPC_FEAT_SIGBUS;
-		if (feats & UFFD_FEATURE_EVENT_FORK)
-			f |= UPC_FEAT_EVENT_FORK;
+		/* Usable only with CAP_SYS_PTRACE: ask for it, don't trust the list. */
+		if (feats & UFFD_FEATURE_EVENT_FORK) {
+			fd = sys_uffd_open(UFFD_FEATURE_EVENT_FORK, NULL, NULL);
+			if (fd >= 0) {
+				close(fd);
+				f |= UPC_FEAT_EVENT_FORK;
+			}
+		}
 	}
 	if (probe_pagemap_scan())
 		f |= UPC_FEAT_PAGEMAP_SCAN;

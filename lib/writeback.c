@@ -148,10 +148,14 @@ int writeback_range(struct upc_file *f, uint64_t first, uint64_t last, int how, 
 	struct run *runs = NULL, *prot = NULL;
 	struct upc_io *ios = NULL;
 	size_t nr = 0, cap = 0, nios = 0, nprot = 0, pcap = 0;
+	uint64_t held0 = heldp ? *heldp : 0;
 	uint32_t now;
 	int ret = 0, err;
 
 	pthread_mutex_lock(&f->lock);
+again:
+	if (heldp)
+		*heldp = held0;
 	if (last >= f->npages)
 		last = f->npages - 1;
 	if (!f->npages || first > last)
@@ -197,9 +201,29 @@ int writeback_range(struct upc_file *f, uint64_t first, uint64_t last, int how, 
 	if (!nr)
 		goto out_unlock;
 
+	/*
+	 * No fork may happen between the protect and the clean: a child's
+	 * PTEs, copied from ours (writable ones included), join the rmap only
+	 * when its fork event is handled (fork.c), and until then this protect
+	 * would miss them.  A fork in progress holds fork_lock for writing
+	 * until the child is in the rmap; its handler needs f->lock, so wait
+	 * for it without holding f->lock, and look at the pages again.
+	 */
+	if (pthread_rwlock_tryrdlock(&c->fork_lock) != 0) {
+		pthread_mutex_unlock(&f->lock);
+		pthread_rwlock_rdlock(&c->fork_lock);
+		pthread_rwlock_unlock(&c->fork_lock);
+		free(runs);
+		free(prot);
+		runs = prot = NULL;
+		nr = cap = nprot = pcap = 0;
+		pthread_mutex_lock(&f->lock);
+		goto again;
+	}
 	/* 1. protect every mapping; the ioctl returns after the TLB flush. */
 	ret = c->track_mode == UPC_TRACK_SYNC ? protect_runs(f, prot, nprot) : 0;
 	if (ret < 0) {
+		pthread_rwlock_unlock(&c->fork_lock);
 		pr_warn("write-protect failed (%s): pages stay dirty\n", upc_strerror(ret));
 		goto out_unlock;
 	}
@@ -215,6 +239,7 @@ int writeback_range(struct upc_file *f, uint64_t first, uint64_t last, int how, 
 			}
 			f->nr_writeback++;
 		}
+	pthread_rwlock_unlock(&c->fork_lock);
 	/* 3. build sorted, coalesced writes; the tail past EOF is never written. */
 	for (size_t i = 0; i < nr; i++)
 		nios += (runs[i].n * UPC_PAGE_SIZE + UPC_WB_MAX_IO - 1) / UPC_WB_MAX_IO;
