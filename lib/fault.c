@@ -163,11 +163,21 @@ static void handle_missing(struct upc_mm *mm, struct upc_map *m, uintptr_t addr,
 	if (!pg)
 		goto fail;
 	/*
-	 * A MISSING fault means the memfd has no page here.  A descriptor that
-	 * says uptodate is either a fault queued before another path filled
-	 * the page (the copy below then finds it: EEXIST, nothing lost) or a
-	 * lie that would make this fault come back for ever: read it again.
+	 * A MISSING fault on a page the descriptor says is cached: usually a
+	 * fault raised just before another path filled the page, and waking
+	 * the faulter is all it needs.  If the same page faults again, the
+	 * descriptor is wrong and would make the fault come back for ever:
+	 * read the page again (the copy finds it if it is there: EEXIST).
 	 */
+	if (pg->flags & PG_UPTODATE) {
+		if (mm->last_spurious != addr) {
+			mm->last_spurious = addr;
+			goto resolved;
+		}
+		pr_debug("MISSING fault again on cached page %llu: reading it again\n",
+			 (unsigned long long)pgoff);
+	}
+	mm->last_spurious = 0;
 	win = (pg->flags & PG_UPTODATE) ? 1 : ra_window(c, m, f, pgoff);
 	for (n = 1; n < win && pgoff + n < f->npages && !page_cached(f, pgoff + n); n++)
 		;
@@ -248,7 +258,7 @@ static void handle_missing(struct upc_mm *mm, struct upc_map *m, uintptr_t addr,
 	m->ra_win = (uint32_t)n;
 	if (atomic_load(&c->nr_cached) > c->high_pages)
 		reclaim_kick(c);
-
+resolved:
 	if (write) {
 		/* A write to a hole: dirty first, then writable (I1). */
 		page_set_dirty(f, pg);

@@ -156,6 +156,7 @@ struct upc_mm {
 	int stop_efd;
 	char *bounce;			/* the handler's fill buffer, ra_max pages */
 	bool is_child;			/* a forked child's address space (fork.c) */
+	uintptr_t last_spurious;	/* the last MISSING fault on a page thought cached */
 	bool dead;			/* that child is gone: the handler exits */
 	struct upc_mm *next_child;	/* cache->children */
 };
