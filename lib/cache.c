@@ -427,9 +427,19 @@ UPC_API int upc_cache_create(const struct upc_cache_opts *opts, struct upc_cache
 	 * faults on shmem; without any of them the cache tracks synchronously
 	 * (upc_stats() says which, upcctl probe says why).
 	 */
+	/*
+	 * MINOR faults, where the kernel has them, in both modes: a cached page
+	 * not yet mapped through a mapping traps once and is mapped with up to
+	 * 512 neighbours in one UFFDIO_CONTINUE (fault.c).  Measured here, that
+	 * beats letting the kernel serve the fault: in a write-protected
+	 * userfaultfd range the kernel maps one page per fault (no fault-around)
+	 * at ~2.5-3 us a fault on this VM, where a trap plus a 64-page CONTINUE
+	 * comes to ~0.9 us a page (upc-bench workload 1, BENCHMARKS.md).
+	 */
+	want |= feats & UFFD_FEATURE_MINOR_SHMEM;
 	if ((o.flags & UPC_CACHE_ASYNC_WP) && (feats & UFFD_FEATURE_WP_ASYNC) &&
 	    (feats & UFFD_FEATURE_MINOR_SHMEM) && (upc_probe() & UPC_FEAT_PAGEMAP_SCAN)) {
-		want |= UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_MINOR_SHMEM;
+		want |= UFFD_FEATURE_WP_ASYNC;
 		c->track_mode = UPC_TRACK_ASYNC;
 	} else {
 		/*

@@ -97,7 +97,7 @@ long staging_insert(struct upc_file *f, uint64_t pgoff, uint64_t n, const char *
  * ->read_folio gives it in the kernel.  UFFDIO_POISON (6.6) leaves a poison
  * marker in the PTE; without it, the faulting thread is signalled directly.
  */
-static void fault_fail(struct upc_mm *mm, uintptr_t addr, uint32_t ptid)
+static void fault_fail(struct upc_mm *mm, struct upc_map *m, uintptr_t addr, uint32_t ptid)
 {
 	/*
 	 * UFFDIO_POISON installs into an empty PTE only, and ours holds a
@@ -106,7 +106,7 @@ static void fault_fail(struct upc_mm *mm, uintptr_t addr, uint32_t ptid)
 	 * later zaps the poison marker must write-protect the PTE again.
 	 */
 	if ((mm->cache->uffd_features & UFFD_FEATURE_POISON) &&
-	    sys_uffd_wp(mm->uffd, addr, UPC_PAGE_SIZE, false, false) == 0 &&
+	    (!m->wp || sys_uffd_wp(mm->uffd, addr, UPC_PAGE_SIZE, false, false) == 0) &&
 	    sys_uffd_poison(mm->uffd, addr, UPC_PAGE_SIZE) == 0)
 		return;
 	if (ptid && mm->pid)
@@ -225,7 +225,7 @@ static void handle_missing(struct upc_mm *mm, struct upc_map *m, uintptr_t addr,
 	n = min_t(uint64_t, n, full);
 
 	in_map = min_t(uint64_t, n, map_last - pgoff);
-	r = insert_pages(mm->uffd, addr, mm->bounce, in_map << UPC_PAGE_SHIFT, true, &skipped);
+	r = insert_pages(mm->uffd, addr, mm->bounce, in_map << UPC_PAGE_SHIFT, m->wp, &skipped);
 	if (r <= 0)
 		goto fail;
 	/* Only what was inserted (or found there) is cached. */
@@ -269,23 +269,27 @@ resolved:
 	return;
 fail:
 	pr_warn("read of page %llu failed; the access gets SIGBUS\n", (unsigned long long)pgoff);
-	fault_fail(mm, addr, ptid);
+	fault_fail(mm, m, addr, ptid);
 }
 
-#define FAULT_AROUND	64	/* pages mapped per MINOR fault, at most */
+#define FAULT_AROUND	64	/* pages mapped per MINOR fault: random access */
+#define MAP_AHEAD_MAX	512	/* ... and at most, for a sequential scan */
 
 /*
- * A MINOR fault (asynchronous tracking only): the page is cached but this
- * mapping's PTE was torn down.  Map it, and the cached pages after it in the
- * mapping (fault-around), write-protected so writes are seen, in one
- * UFFDIO_CONTINUE.  A PTE already present ends the window (EEXIST).
+ * A MINOR fault: the page is cached but not mapped through this mapping (a
+ * fresh mapping of cached pages, or a PTE torn down by reclaim or
+ * DONTNEED).  Map it and the cached pages after it in the mapping, write-
+ * protected so writes are seen, in one UFFDIO_CONTINUE: 64 pages
+ * (fault-around, as the kernel's 16), and for a scan that continues where
+ * the last window ended, twice the last window up to 512 (map-ahead).  A
+ * PTE already present ends the window (EEXIST).
  */
 static void handle_minor(struct upc_mm *mm, struct upc_map *m, uintptr_t addr)
 {
 	struct upc_file *f = m->file;
 	uint64_t pgoff = m->pgoff + ((addr - m->start) >> UPC_PAGE_SHIFT);
 	uint64_t map_last = m->pgoff + ((m->end - m->start) >> UPC_PAGE_SHIFT);
-	uint64_t n;
+	uint64_t n, win = FAULT_AROUND;
 	long r;
 
 	atomic_fetch_add(&mm->cache->st.faults_minor, 1);
@@ -294,8 +298,12 @@ static void handle_minor(struct upc_mm *mm, struct upc_map *m, uintptr_t addr)
 		sys_uffd_wake(mm->uffd, addr, UPC_PAGE_SIZE);
 		return;
 	}
-	for (n = 1; n < FAULT_AROUND && pgoff + n < map_last && page_cached(f, pgoff + n); n++)
+	if (m->ra_policy != UPC_ADV_RANDOM && pgoff == m->map_next)
+		win = min_t(uint64_t, max_t(uint64_t, (uint64_t)m->map_win * 2, FAULT_AROUND), MAP_AHEAD_MAX);
+	for (n = 1; n < win && pgoff + n < map_last && page_cached(f, pgoff + n); n++)
 		;
+	m->map_next = pgoff + n;
+	m->map_win = (uint32_t)n;
 	r = sys_uffd_continue(mm->uffd, addr, n << UPC_PAGE_SHIFT, true, false);
 	if (r < (long)UPC_PAGE_SIZE && r != -EEXIST)
 		pr_debug("CONTINUE at page %llu: %ld\n", (unsigned long long)pgoff, r);

@@ -139,7 +139,10 @@ struct upc_map {
 	uint64_t ra_next;		/* readahead: page after the last window */
 	uint32_t ra_win;		/* readahead: last window size, pages */
 	int ra_policy;			/* UPC_ADV_NORMAL, _SEQUENTIAL or _RANDOM */
+	uint64_t map_next;		/* map-ahead (MINOR faults): page after the last window */
+	uint32_t map_win;		/* map-ahead: last window, pages */
 	int maxprot;			/* what the fd allows: PROT_READ[|PROT_WRITE] */
+	bool wp;			/* registered for write-protect (writable mappings) */
 	struct upc_map *f_next, *f_prev;	/* file->rmap */
 };
 

@@ -415,6 +415,8 @@ int dontneed_piece(struct upc_map *m, uintptr_t s, uintptr_t e, uint64_t first, 
 
 			if (madvise((void *)a, len, MADV_DONTNEED) < 0)
 				ret = -EINVAL;
+			else if (!m->wp)
+				;	/* read-only: nothing to protect */
 			else if (f->cache->track_mode == UPC_TRACK_ASYNC)
 				track_collect(f, p, q - 1);	/* also re-protects */
 			else

@@ -50,7 +50,7 @@ uint64_t track_collect(struct upc_file *f, uint64_t first, uint64_t last)
 		uint64_t s = max_t(uint64_t, first, m->pgoff), e = min_t(uint64_t, last + 1, mend);
 		uintptr_t start, end;
 
-		if (s >= e || m->mm != &c->self || m->mm->pagemap_fd < 0)
+		if (s >= e || !m->wp || m->mm != &c->self || m->mm->pagemap_fd < 0)
 			continue;
 		start = m->start + ((s - m->pgoff) << UPC_PAGE_SHIFT);
 		end = m->start + ((e - m->pgoff) << UPC_PAGE_SHIFT);

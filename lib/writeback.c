@@ -90,6 +90,8 @@ int protect_runs(struct upc_file *f, const struct run *runs, size_t nr)
 		uint64_t s = 0, e = 0;
 		bool have = false;
 
+		if (!m->wp)	/* read-only: nothing to protect */
+			continue;
 		for (size_t i = 0; i <= nr; i++) {
 			uint64_t rs = 0, re = 0;
 
