@@ -328,12 +328,14 @@ static void counters_str(const struct variant *v, char *buf, size_t len)
 	double miss, filled;
 
 #define ADD(name, val) do { double _x = (val); \
-		if (!isnan(_x) && _x >= 0.5 && n < len) \
+		if (!isnan(_x) && _x >= 1 && n < len) \
 			n += (size_t)snprintf(buf + n, len - n, "%s%s %.0f", n ? ", " : "", name, _x); \
 	} while (0)
 	buf[0] = 0;
 	ADD("minflt", CM(v, minflt));
 	ADD("majflt", CM(v, majflt));
+	ADD("io-rd-KiB", CM(v, io_rd_kib));
+	ADD("io-wr-KiB", CM(v, io_wr_kib));
 	ADD("dev-rd-KiB", CM(v, dev_rd_kib));
 	ADD("dev-wr-KiB", CM(v, dev_wr_kib));
 	if (variant_is_upc(v)) {
@@ -466,7 +468,8 @@ static void json_num(FILE *o, double x)
 static void json_counters(FILE *o, const struct bench_counters *c)
 {
 	fprintf(o, "{\"minflt\": %" PRIu64 ", \"majflt\": %" PRIu64 ", \"dev_rd_kib\": %" PRIu64
-		", \"dev_wr_kib\": %" PRIu64, c->minflt, c->majflt, c->dev_rd_kib, c->dev_wr_kib);
+		", \"dev_wr_kib\": %" PRIu64 ", \"io_rd_kib\": %" PRIu64 ", \"io_wr_kib\": %" PRIu64,
+		c->minflt, c->majflt, c->dev_rd_kib, c->dev_wr_kib, c->io_rd_kib, c->io_wr_kib);
 	if (c->upc)
 		fprintf(o, ", \"track_mode\": \"%s\", \"faults_missing\": %" PRIu64
 			", \"faults_wp\": %" PRIu64 ", \"faults_minor\": %" PRIu64 ", \"fill_ios\": %" PRIu64

@@ -46,6 +46,7 @@
 struct bench_counters {
 	uint64_t minflt, majflt;
 	uint64_t dev_rd_kib, dev_wr_kib;	/* the device of --dir, whole device (other processes too) */
+	uint64_t io_rd_kib, io_wr_kib;	/* this process's storage I/O (/proc/self/io read/write_bytes) */
 	bool upc;			/* the upc_* fields below are meaningful */
 	uint32_t track_mode;
 	uint64_t faults_missing, faults_wp, faults_minor, fill_ios, pages_filled, ra_max_window;
