@@ -95,6 +95,13 @@ static void *writer(void *arg)
 		*slot = ++v;
 		w->last = v;
 	}
+	/*
+	 * One more store after the stop: when the racing thread was stopped
+	 * first (writers_last), this store is certainly later than its last
+	 * UPC_ADV_FREE, however the threads were scheduled.
+	 */
+	*slot = ++v;
+	w->last = v;
 	return NULL;
 }
 
@@ -116,7 +123,6 @@ static void run_race(struct race *r, void *(*chaos)(void *), int nwriters, bool 
 	if (writers_last) {
 		atomic_store(&r->stop, true);
 		pthread_join(ch, NULL);
-		usleep(1000);
 	}
 	atomic_store(&r->stop_writers, true);
 	for (int i = 0; i < nwriters; i++)
