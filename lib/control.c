@@ -318,7 +318,7 @@ static void *ra_main(void *arg)
 	return NULL;
 }
 
-static int ra_queue(struct upc_cache *c, struct upc_file *f, uint64_t first, uint64_t last)
+int ra_queue(struct upc_cache *c, struct upc_file *f, uint64_t first, uint64_t last)
 {
 	struct ra_work *w = calloc(1, sizeof(*w));
 	int ret = 0;

@@ -256,6 +256,16 @@ static void handle_missing(struct upc_mm *mm, struct upc_map *m, uintptr_t addr,
 		atomic_store(&c->st.ra_max_window, n);
 	m->ra_next = pgoff + n;
 	m->ra_win = (uint32_t)n;
+	/*
+	 * Asynchronous readahead (the kernel's PG_readahead): a scan running at
+	 * the full window has the next window read in the background while it
+	 * consumes this one.  The worker holds file->lock across its read, so a
+	 * fault on a page being read waits for it, as on a locked page.
+	 */
+	if (n >= c->ra_max && m->ra_policy != UPC_ADV_RANDOM && pgoff + n < f->npages &&
+	    m->ra_async < pgoff + n + c->ra_max &&
+	    ra_queue(c, f, pgoff + n, pgoff + n + c->ra_max - 1) == 0)
+		m->ra_async = pgoff + n + c->ra_max;
 	if (atomic_load(&c->nr_cached) > c->high_pages)
 		reclaim_kick(c);
 resolved:

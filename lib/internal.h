@@ -138,6 +138,7 @@ struct upc_map {
 	uint32_t err_seen;		/* errseq sampled at map time / last report */
 	uint64_t ra_next;		/* readahead: page after the last window */
 	uint32_t ra_win;		/* readahead: last window size, pages */
+	uint64_t ra_async;		/* readahead: end of the window queued in the background */
 	int ra_policy;			/* UPC_ADV_NORMAL, _SEQUENTIAL or _RANDOM */
 	uint64_t map_next;		/* map-ahead (MINOR faults): page after the last window */
 	uint32_t map_win;		/* map-ahead: last window, pages */
@@ -289,6 +290,7 @@ __upc_hidden int mm_range_ok(struct upc_mm *mm, uintptr_t start, uintptr_t end);
 __upc_hidden int range_args(struct upc_cache *c, void *addr, size_t length, uintptr_t *startp,
 			    uintptr_t *endp);
 __upc_hidden void ra_stop(struct upc_cache *c);
+__upc_hidden int ra_queue(struct upc_cache *c, struct upc_file *f, uint64_t first, uint64_t last);
 
 /* fault.c */
 __upc_hidden long staging_insert(struct upc_file *f, uint64_t pgoff, uint64_t n, const char *buf,

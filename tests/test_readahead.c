@@ -21,7 +21,9 @@ Test(readahead, sequential_scan_grows_the_window, .timeout = 60)
 	/* 1 + 16 + 32 + ... + 512 then 2 MiB per fault: 13 reads for 16 MiB. */
 	cr_assert_leq(st.fill_ios, npages / 256, "%lu reads for %zu pages",
 		      (unsigned long)st.fill_ios, npages);
-	cr_assert_eq(st.ra_pages, npages - st.faults_missing);
+	/* Each fault reads at most its own page; every other page came by readahead. */
+	cr_assert_leq(st.pages_filled - st.ra_pages, st.faults_missing);
+	cr_assert_geq(st.ra_pages, npages - st.faults_missing);
 	cr_assert_neq(sum, 0);
 	cr_assert_eq(upc_cache_destroy(c), 0);
 	close(fd);
