@@ -619,8 +619,9 @@ void wl8_floor(struct workload *w)
 	t.fresh_cache = false;
 	t.cache = ca;
 	snprintf(nm, sizeof(nm), "%.32s-minor", B.async_label);
-	vum = add_acc(w, nm, false, &t, "cached pages through a fresh mapping in async mode: MINOR "
-		      "faults (with CONTINUE fault-around), per touch");
+	t.map_rw = true;	/* a read-only mapping takes kernel-served faults, not MINOR ones */
+	vum = add_acc(w, nm, false, &t, "cached pages through a fresh read-write mapping in async "
+		      "mode: MINOR faults (with CONTINUE fault-around), per touch");
 	if (B.async_mode != UPC_TRACK_ASYNC)
 		skip_variant(w, vum, "async tracking not available: cached pages are kernel-served");
 

@@ -465,7 +465,7 @@ static int acc_pass(struct variant *v, struct sample *s)
 	struct worker wk[2];
 	pthread_barrier_t bar;
 	int nt = a->threads > 1 ? 2 : 1, fd = -1, uffd = -1, ret = 0;
-	int prot = PROT_READ | (a->write ? PROT_WRITE : 0);
+	int prot = PROT_READ | (a->write || a->map_rw ? PROT_WRITE : 0);
 	size_t n = a->order ? a->n : a->npages;
 	char *base = NULL;
 	uint64_t sum = 0;
@@ -482,7 +482,7 @@ static int acc_pass(struct variant *v, struct sample *s)
 			return ret;
 	}
 	if (a->kind != K_MEMFD) {
-		fd = open(a->path, (a->write ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+		fd = open(a->path, (a->write || a->map_rw ? O_RDWR : O_RDONLY) | O_CLOEXEC);
 		if (fd < 0) {
 			ret = -errno;
 			goto out_cache;
@@ -690,6 +690,10 @@ void wl1_cached_seq(struct workload *w)
 	va = add_acc(w, upc_name(true, "", nm, sizeof(nm)), false, &t,
 		     "as upc-sync, the cache asked for async tracking");
 	t.cache = cs;
+	t.map_rw = true;
+	add_acc(w, "upc-sync-rw", true, &t, "as upc-sync through a read-write mapping: registered "
+		"MISSING|WP|MINOR, cached pages mapped by MINOR faults with map-ahead (up to 512 a fault)");
+	t.map_rw = false;
 	t.mflags = UPC_MAP_POPULATE;
 	vp = add_acc(w, "upc-sync+populate", true, &t,
 		     "upc_map(UPC_MAP_POPULATE) then the scan: map-ahead, as a lever");
@@ -701,10 +705,11 @@ void wl1_cached_seq(struct workload *w)
 	t.kind = K_MEMFD;
 	t.uffd_mode = UREG_WP;
 	vfw = add_acc(w, "floor-memfd-uffd-wp", true, &t, "the kernel's mmap of the memfd registered "
-		      "MISSING|WP and write-protected (markers), as upcache maps: the floor of upc-sync");
+		      "MISSING|WP and write-protected (markers), as upcache registered every mapping "
+		      "before read-only mappings became MISSING-only: one kernel fault per page");
 	t.uffd_mode = UREG_MISSING;
-	vfm = add_acc(w, "floor-memfd-uffd-missing", true, &t, "the same registered MISSING only "
-		      "(what a read-only mapping could use: fault-around stays on)");
+	vfm = add_acc(w, "floor-memfd-uffd-missing", true, &t, "the same registered MISSING only, as "
+		      "upcache registers a read-only mapping: fault-around stays on (the floor of upc-sync)");
 	if (memfd < 0) {
 		skip_variant(w, vk, "memfd: %s", strerror(-memfd));
 		skip_variant(w, vfw, "memfd: %s", strerror(-memfd));
@@ -863,6 +868,10 @@ void wl3_cached_rand(struct workload *w)
 	t.cache = ca;
 	va = add_acc(w, upc_name(true, "", nm, sizeof(nm)), false, &t, "as upc-sync, async tracking asked");
 	t.cache = cs;
+	t.map_rw = true;
+	add_acc(w, "upc-sync-rw", true, &t, "as upc-sync through a read-write mapping: MINOR faults "
+		"with fault-around (64 pages a fault on random access)");
+	t.map_rw = false;
 	t.mflags = UPC_MAP_POPULATE;
 	vp = add_acc(w, "upc-sync+populate", true, &t, "upc_map(UPC_MAP_POPULATE) then the touches");
 	t.mflags = 0;
@@ -871,7 +880,7 @@ void wl3_cached_rand(struct workload *w)
 	t.kind = K_MEMFD;
 	t.uffd_mode = UREG_WP;
 	vfw = add_acc(w, "floor-memfd-uffd-wp", true, &t, "the memfd registered MISSING|WP and "
-		      "write-protected, as upcache maps: the floor of upc-sync");
+		      "write-protected (no fault-around), as upcache registers a writable mapping");
 	if (memfd < 0) {
 		skip_variant(w, vm, "memfd: %s", strerror(-memfd));
 		skip_variant(w, vfw, "memfd: %s", strerror(-memfd));

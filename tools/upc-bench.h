@@ -189,6 +189,7 @@ struct acc {
 	int threads;
 	bool copy;			/* copy each page out (a 4 KiB read), not one word */
 	bool write;			/* write one word per page (after the page's tag word) */
+	bool map_rw;			/* map read-write even when only reading */
 	int madv;			/* madvise() advice for K_FILE; 0: none */
 	size_t pread_pages;		/* K_PREAD: pages per pread (sequential when > 1) */
 	bool clean_after;		/* msync the range after the pass (not timed) */
