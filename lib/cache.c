@@ -17,6 +17,7 @@
  * active, lazyfree) and pin count, without the kernel's 64 bytes.
  */
 #include "internal.h"
+#include "usdt.h"
 
 #include <fcntl.h>
 #include <stdlib.h>
@@ -177,6 +178,7 @@ static void file_free(struct upc_file *f)
 {
 	struct upc_cache *c = f->cache;
 
+	UPC_TRACE(file_release, f);
 	if (f->store_h)
 		c->store->ops->close(c->store, f->store_h);
 	if (f->base)
@@ -325,9 +327,7 @@ out:
 /* Cached pages outlive mappings (as the page cache outlives VMAs): a file is freed with the cache. */
 void file_put(struct upc_file *f)
 {
-	pthread_mutex_lock(&f->cache->lock);
-	f->refs--;
-	pthread_mutex_unlock(&f->cache->lock);
+	atomic_fetch_sub(&f->refs, 1);
 }
 
 static size_t parse_size(const char *s)
@@ -451,6 +451,15 @@ UPC_API int upc_cache_create(const struct upc_cache_opts *opts, struct upc_cache
 			want |= UFFD_FEATURE_EVENT_FORK;
 	}
 	c->uffd_features = want;
+	c->debug = debug_from_env();
+	/* Backtraces need the first write to trap (sync tracking) and the writer's thread id. */
+	if ((c->debug & UPC_DBG_DIRTY_BT) &&
+	    (c->track_mode != UPC_TRACK_SYNC || !(want & UFFD_FEATURE_THREAD_ID) || !dirty_bt_init())) {
+		pr_warn("UPC_DEBUG=dirty-backtrace: not available (%s)\n",
+			c->track_mode != UPC_TRACK_SYNC ? "asynchronous tracking: first writes do not trap" :
+			"no thread ids in faults, or no libunwind");
+		c->debug &= ~UPC_DBG_DIRTY_BT;
+	}
 
 	if (o.store) {
 		c->store = o.store;
@@ -486,6 +495,7 @@ UPC_API int upc_cache_create(const struct upc_cache_opts *opts, struct upc_cache
 	}
 	if (c->uffd_features & UFFD_FEATURE_EVENT_FORK)
 		fork_cache_add(c);
+	publish_create(c);
 	*cachep = c;
 	return 0;
 
@@ -514,6 +524,7 @@ UPC_API int upc_cache_destroy(struct upc_cache *c)
 	bgwb_stop(c);
 	ra_stop(c);
 	reclaim_stop(c);
+	publish_destroy(c);
 
 	/* Write everything back while the mappings still exist to protect. */
 	for (f = c->files; f; f = f->next) {

@@ -19,6 +19,7 @@
  * PG_LAZYFREE and reclaim re-checks dirty under file->lock before freeing.
  */
 #include "internal.h"
+#include "usdt.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -73,6 +74,7 @@ static void piece(struct upc_map *m, uintptr_t start, uintptr_t end, uint64_t *f
 /* Drop one pin of file pages [first, last].  Caller holds f->lock. */
 static void unpin_pages(struct upc_file *f, uint64_t first, uint64_t last)
 {
+	UPC_TRACE(unpin, f, first, last - first + 1);
 	for (uint64_t p = first; p <= last; p++) {
 		struct upc_page *pg = pt_lookup(f, p);
 
@@ -82,8 +84,10 @@ static void unpin_pages(struct upc_file *f, uint64_t first, uint64_t last)
 			continue;
 		f->nr_pinned--;
 		atomic_fetch_sub(&f->cache->nr_pinned, 1);
-		if (pg->flags & PG_PINWRITE)
+		if (pg->flags & PG_PINWRITE) {
+			trace_dirty(f, pg, p, 0, 0);
 			page_set_dirty(f, pg);
+		}
 		pg->flags &= ~(PG_NOWB | PG_PINWRITE);
 	}
 	pthread_cond_broadcast(&f->wb_cond);
@@ -258,10 +262,14 @@ static void readahead_range(struct upc_cache *c, struct upc_file *f, uint64_t fi
 			.off = (off_t)(p << UPC_PAGE_SHIFT),
 		};
 		atomic_fetch_add(&c->st.fill_ios, 1);
+		UPC_TRACE(fill_submit, f, io.off, io.len);
 		if (c->store->ops->submit(c->store, f->store_h, UPC_IO_READ, &io, 1) < 0 || io.res <= 0) {
+			UPC_TRACE(fill_done, f, io.off, io.len, io.res < 0 ? io.res : -EIO);
+			UPC_TRACE(error, "readahead", io.res < 0 ? (int)io.res : -EIO, f, io.off);
 			pthread_mutex_unlock(&f->lock);
 			break;
 		}
+		UPC_TRACE(fill_done, f, io.off, io.len, io.res);
 		/* Whole pages, and a partial last page at end of file (zero tail). */
 		full = (uint64_t)io.res >> UPC_PAGE_SHIFT;
 		if ((io.res & (UPC_PAGE_SIZE - 1)) && io.off + io.res >= f->size) {
@@ -455,6 +463,7 @@ UPC_API int upc_advise(struct upc_cache *c, void *addr, size_t length, int advic
 					if (pg->flags & PG_DIRTY) {
 						pg->flags &= ~(PG_DIRTY | PG_URGENT);
 						f->nr_dirty--;
+						UPC_TRACE(clean, f, p, 1, UPC_CLEAN_LAZYFREE);
 					}
 					pg->flags |= PG_LAZYFREE;
 				}

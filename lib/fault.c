@@ -26,6 +26,7 @@
  * mapping's PTE, both under file->lock (I1; see writeback.c).
  */
 #include "internal.h"
+#include "usdt.h"
 
 #include <poll.h>
 #include <signal.h>
@@ -159,6 +160,7 @@ static void handle_missing(struct upc_mm *mm, struct upc_map *m, uintptr_t addr,
 	int ret;
 
 	atomic_fetch_add(&c->st.faults_missing, 1);
+	UPC_TRACE(fault, f, pgoff, addr, UPC_FAULT_MISSING | (write ? UPC_FAULT_WRITE : 0), ptid);
 	pg = pt_get(f, pgoff);
 	if (!pg)
 		goto fail;
@@ -178,6 +180,8 @@ static void handle_missing(struct upc_mm *mm, struct upc_map *m, uintptr_t addr,
 			 (unsigned long long)pgoff);
 	}
 	mm->last_spurious = 0;
+	if (m->ra_win && pgoff == m->ra_next)
+		atomic_fetch_add(&c->st.ra_hits, 1);	/* the last window was used up */
 	win = (pg->flags & PG_UPTODATE) ? 1 : ra_window(c, m, f, pgoff);
 	for (n = 1; n < win && pgoff + n < f->npages && !page_cached(f, pgoff + n); n++)
 		;
@@ -188,8 +192,10 @@ static void handle_missing(struct upc_mm *mm, struct upc_map *m, uintptr_t addr,
 				     (uint64_t)f->size - (pgoff << UPC_PAGE_SHIFT)),
 			.off = (off_t)(pgoff << UPC_PAGE_SHIFT),
 		};
+		UPC_TRACE(fill_submit, f, io.off, io.len);
 		ret = c->store->ops->submit(c->store, f->store_h, UPC_IO_READ, &io, 1);
 		atomic_fetch_add(&c->st.fill_ios, 1);
+		UPC_TRACE(fill_done, f, io.off, io.len, ret < 0 ? ret : io.res);
 		/*
 		 * Whole pages read are valid; so is a partial last page that
 		 * ends at end of file, whose tail reads as zeros (mmap(2)
@@ -270,14 +276,23 @@ static void handle_missing(struct upc_mm *mm, struct upc_map *m, uintptr_t addr,
 		reclaim_kick(c);
 resolved:
 	if (write) {
+		uint64_t bt = 0;
+
+		/* UPC_DEBUG=dirty-backtrace: the writer's stack, asked for before it resumes (debug.c). */
+		if (__builtin_expect(c->debug & UPC_DBG_DIRTY_BT, 0) && !(pg->flags & PG_DIRTY) && mm == &c->self)
+			bt = dirty_bt_request(f, pgoff, ptid);
 		/* A write to a hole: dirty first, then writable (I1). */
+		trace_dirty(f, pg, pgoff, ptid, bt);
 		page_set_dirty(f, pg);
 		sys_uffd_wp(mm->uffd, addr, UPC_PAGE_SIZE, false, true);
 	} else {
 		sys_uffd_wake(mm->uffd, addr, UPC_PAGE_SIZE);
 	}
+	UPC_TRACE(fault_done, f, pgoff, UPC_FAULT_MISSING, 1);
 	return;
 fail:
+	UPC_TRACE(error, "fill", -EIO, f, pgoff << UPC_PAGE_SHIFT);
+	UPC_TRACE(fault_done, f, pgoff, UPC_FAULT_MISSING, -EIO);
 	pr_warn("read of page %llu failed; the access gets SIGBUS\n", (unsigned long long)pgoff);
 	fault_fail(mm, m, addr, ptid);
 }
@@ -294,7 +309,7 @@ fail:
  * the last window ended, twice the last window up to 512 (map-ahead).  A
  * PTE already present ends the window (EEXIST).
  */
-static void handle_minor(struct upc_mm *mm, struct upc_map *m, uintptr_t addr)
+static void handle_minor(struct upc_mm *mm, struct upc_map *m, uintptr_t addr, uint32_t ptid)
 {
 	struct upc_file *f = m->file;
 	uint64_t pgoff = m->pgoff + ((addr - m->start) >> UPC_PAGE_SHIFT);
@@ -303,9 +318,11 @@ static void handle_minor(struct upc_mm *mm, struct upc_map *m, uintptr_t addr)
 	long r;
 
 	atomic_fetch_add(&mm->cache->st.faults_minor, 1);
+	UPC_TRACE(fault, f, pgoff, addr, UPC_FAULT_MINOR, ptid);
 	if (!page_cached(f, pgoff)) {
 		/* Freed since the fault was raised: it faults again as MISSING. */
 		sys_uffd_wake(mm->uffd, addr, UPC_PAGE_SIZE);
+		UPC_TRACE(fault_done, f, pgoff, UPC_FAULT_MINOR, 0);
 		return;
 	}
 	if (m->ra_policy != UPC_ADV_RANDOM && pgoff == m->map_next)
@@ -318,20 +335,28 @@ static void handle_minor(struct upc_mm *mm, struct upc_map *m, uintptr_t addr)
 	if (r < (long)UPC_PAGE_SIZE && r != -EEXIST)
 		pr_debug("CONTINUE at page %llu: %ld\n", (unsigned long long)pgoff, r);
 	sys_uffd_wake(mm->uffd, addr, UPC_PAGE_SIZE);
+	UPC_TRACE(fault_done, f, pgoff, UPC_FAULT_MINOR, r > 0 ? r >> UPC_PAGE_SHIFT : r);
 }
 
-static void handle_wp(struct upc_mm *mm, struct upc_map *m, uintptr_t addr)
+static void handle_wp(struct upc_mm *mm, struct upc_map *m, uintptr_t addr, uint32_t ptid)
 {
 	struct upc_file *f = m->file;
 	uint64_t pgoff = m->pgoff + ((addr - m->start) >> UPC_PAGE_SHIFT);
 	struct upc_page *pg = pt_lookup(f, pgoff);
+	uint64_t bt = 0;
 
 	atomic_fetch_add(&mm->cache->st.faults_wp, 1);
+	UPC_TRACE(fault, f, pgoff, addr, UPC_FAULT_WP | UPC_FAULT_WRITE, ptid);
 	if (!pg || !(pg->flags & PG_UPTODATE)) {
 		/* Evicted since the fault was raised: let it fault again. */
 		sys_uffd_wake(mm->uffd, addr, UPC_PAGE_SIZE);
+		UPC_TRACE(fault_done, f, pgoff, UPC_FAULT_WP, 0);
 		return;
 	}
+	/* UPC_DEBUG=dirty-backtrace: the writer's stack, asked for before it resumes (debug.c). */
+	if (__builtin_expect(mm->cache->debug & UPC_DBG_DIRTY_BT, 0) && !(pg->flags & PG_DIRTY) &&
+	    mm == &mm->cache->self)
+		bt = dirty_bt_request(f, pgoff, ptid);
 	/*
 	 * I1, the write side: the page is marked dirty before the PTE is made
 	 * writable, and both happen under file->lock, which write-back holds
@@ -339,8 +364,10 @@ static void handle_wp(struct upc_mm *mm, struct upc_map *m, uintptr_t addr)
 	 * the page dirty, or protects it after we un-protected it and catches
 	 * the write in its snapshot; it never sees it writable and clean.
 	 */
+	trace_dirty(f, pg, pgoff, ptid, bt);
 	page_set_dirty(f, pg);
 	sys_uffd_wp(mm->uffd, addr, UPC_PAGE_SIZE, false, true);
+	UPC_TRACE(fault_done, f, pgoff, UPC_FAULT_WP, 1);
 }
 
 static void handle_fault(struct upc_mm *mm, const struct uffd_msg *msg)
@@ -361,9 +388,9 @@ static void handle_fault(struct upc_mm *mm, const struct uffd_msg *msg)
 	}
 	pthread_mutex_lock(&m->file->lock);
 	if (flags & UFFD_PAGEFAULT_FLAG_WP)
-		handle_wp(mm, m, addr);
+		handle_wp(mm, m, addr, msg->arg.pagefault.feat.ptid);
 	else if (flags & UFFD_PAGEFAULT_FLAG_MINOR)
-		handle_minor(mm, m, addr);
+		handle_minor(mm, m, addr, msg->arg.pagefault.feat.ptid);
 	else
 		handle_missing(mm, m, addr, flags & UFFD_PAGEFAULT_FLAG_WRITE,
 			       msg->arg.pagefault.feat.ptid);

@@ -98,7 +98,8 @@ struct upc_file {
 	struct upc_file *next;		/* cache->files */
 	dev_t dev;
 	ino_t ino;
-	int refs;			/* mappings + in-flight users; under cache->lock */
+	_Atomic int refs;		/* mappings + in-flight users: atomic, so that no one
+				 * takes cache->lock under file->lock to change it */
 
 	int memfd;
 	char *base;			/* the engine's staging mapping of the memfd */
@@ -172,6 +173,7 @@ struct upc_counters {
 	_Atomic uint64_t fill_ios, pages_filled, ra_pages, ra_max_window;
 	_Atomic uint64_t wp_calls, wb_ios, pages_written, bytes_written, syncs;
 	_Atomic uint64_t wb_errors, read_errors, pages_evicted;
+	_Atomic uint64_t ra_hits;	/* faults that continued the previous readahead window */
 };
 
 struct upc_cache {
@@ -231,6 +233,9 @@ struct upc_cache {
 
 	struct upc_counters st;
 	_Atomic uint64_t meta_bytes;	/* page-table bytes allocated */
+
+	unsigned int debug;		/* UPC_DBG_*: $UPC_DEBUG at creation (debug.c) */
+	struct upc_pub *pub;		/* live statistics for upcctl (publish.c), or NULL */
 };
 
 /* ------------------------------------------------------------ store */
@@ -339,5 +344,23 @@ __upc_hidden void track_collect_all(struct upc_file *f);
 
 /* store.c */
 __upc_hidden int store_default(unsigned int flags, struct upc_store **storep);
+
+/* debug.c: $UPC_DEBUG (upcache(7)) and dirty backtraces; usdt.h has the probes */
+#define UPC_DBG_BREAK_I1	0x1u	/* tests only: write-back cleans before it protects */
+#define UPC_DBG_DIRTY_BT	0x2u	/* record the stack of the write that dirtied a page */
+#define UPC_BT_SIGNAL		(SIGRTMIN + 7)
+struct upc_shm_bt;
+__upc_hidden unsigned int debug_from_env(void);
+__upc_hidden bool dirty_bt_init(void);
+__upc_hidden uint64_t dirty_bt_request(struct upc_file *f, uint64_t pgoff, uint32_t tid);
+__upc_hidden unsigned int dirty_bt_collect(const struct upc_cache *c, struct upc_shm_bt *out,
+					   unsigned int max);
+__upc_hidden void dirty_bt_symbolize(uint64_t ip, bool ret_addr, char *buf, size_t len);
+
+/* publish.c: /dev/shm/upcache.<pid>.<n> for upcctl stats and top */
+__upc_hidden void publish_create(struct upc_cache *c);
+__upc_hidden void publish_refresh(struct upc_cache *c);
+__upc_hidden void publish_tick(struct upc_cache *c);
+__upc_hidden void publish_destroy(struct upc_cache *c);
 
 #endif /* UPC_INTERNAL_H */

@@ -15,6 +15,7 @@
  * on: a page that is clean is write-protected in every mapping of it.
  */
 #include "internal.h"
+#include "usdt.h"
 
 #include <fcntl.h>
 #include <stdlib.h>
@@ -290,9 +291,7 @@ static int map_split(struct upc_mm *mm, struct upc_map *m, uintptr_t at, struct 
 		return ret;
 	}
 	rmap_add(m->file, t);
-	pthread_mutex_lock(&mm->cache->lock);
-	m->file->refs++;
-	pthread_mutex_unlock(&mm->cache->lock);
+	atomic_fetch_add(&m->file->refs, 1);
 	*tailp = t;
 	return 0;
 }
@@ -370,6 +369,7 @@ UPC_API int upc_unmap(struct upc_cache *c, void *addr, size_t length)
 	/* Async tracking: the written state leaves with the PTEs unless collected now. */
 	track_collect(f, m->pgoff, m->pgoff + ((m->end - m->start) >> UPC_PAGE_SHIFT) - 1);
 	munmap((void *)m->start, m->end - m->start);
+	UPC_TRACE(unmap, f, m->pgoff, (m->end - m->start) >> UPC_PAGE_SHIFT);
 	rmap_del(f, m);
 	mm_remove(mm, m);
 out_unlock:
@@ -486,9 +486,7 @@ int mm_clone_maps(struct upc_mm *dst, struct upc_mm *src)
 			free(n);
 			break;
 		}
-		pthread_mutex_lock(&dst->cache->lock);
-		m->file->refs++;
-		pthread_mutex_unlock(&dst->cache->lock);
+		atomic_fetch_add(&m->file->refs, 1);
 	}
 	pthread_rwlock_unlock(&dst->lock);
 	pthread_rwlock_unlock(&src->lock);

@@ -32,6 +32,7 @@
  * Dirty, pinned (I6) and under-write-back pages are never freed.
  */
 #include "internal.h"
+#include "usdt.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -129,6 +130,13 @@ void teardown_runs(struct upc_file *f, const struct run *runs, size_t nr, bool s
 			track_collect(f, runs[i].start, runs[i].start + runs[i].n - 1);
 	else
 		protect_runs(f, runs, nr);
+	if (UPC_PROBE_ENABLED(teardown) && nr) {
+		uint64_t pages = 0;
+
+		for (size_t i = 0; i < nr; i++)
+			pages += runs[i].n;
+		UPC_TRACE(teardown, f, runs[0].start, nr, pages);
+	}
 }
 
 /*
@@ -161,6 +169,8 @@ uint64_t reclaim_runs(struct upc_file *f, struct run *runs, size_t nr)
 		}
 		for (uint64_t p = ok[i].start; p < ok[i].start + ok[i].n; p++)
 			page_remove(f, p);
+		/* upc-trace --check: none of these was dirty, pinned or under write-back (I3, I6). */
+		UPC_TRACE(evict, f, ok[i].start, ok[i].n);
 		freed += ok[i].n;
 	}
 	/*
@@ -318,11 +328,16 @@ static void *reclaim_main(void *arg)
 	while (!c->rc_stop) {
 		if (!c->rc_kick && atomic_load(&c->nr_cached) <= c->high_pages) {
 			cond_wait_ms(&c->rc_cond, &c->rc_lock, 1000);
+			/* upcctl's view (publish.c), at least every second; rc_lock is a leaf. */
+			pthread_mutex_unlock(&c->rc_lock);
+			publish_tick(c);
+			pthread_mutex_lock(&c->rc_lock);
 			continue;
 		}
 		c->rc_kick = false;
 		pthread_mutex_unlock(&c->rc_lock);
 		shrink_cache(c);
+		publish_tick(c);
 		pthread_mutex_lock(&c->rc_lock);
 		pthread_cond_broadcast(&c->rc_done);
 	}

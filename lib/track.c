@@ -27,6 +27,7 @@
  * window of cached pages (fault-around).
  */
 #include "internal.h"
+#include "usdt.h"
 
 #include <string.h>
 
@@ -40,6 +41,7 @@ uint64_t track_collect(struct upc_file *f, uint64_t first, uint64_t last)
 	struct upc_cache *c = f->cache;
 	struct page_region regs[64];
 	uint64_t found = 0;
+	bool all = true;
 
 	if (c->track_mode != UPC_TRACK_ASYNC)
 		return 0;
@@ -69,7 +71,9 @@ uint64_t track_collect(struct upc_file *f, uint64_t first, uint64_t last)
 
 			atomic_fetch_add(&c->st.wp_calls, 1);
 			if (got < 0) {
+				UPC_TRACE(error, "pagemap_scan", -errno, f, s << UPC_PAGE_SHIFT);
 				pr_warn("PAGEMAP_SCAN: %s\n", upc_strerror(-errno));
+				all = false;
 				break;
 			}
 			for (long i = 0; i < got; i++)
@@ -78,6 +82,7 @@ uint64_t track_collect(struct upc_file *f, uint64_t first, uint64_t last)
 					struct upc_page *pg = pt_lookup(f, p);
 
 					if (pg && (pg->flags & PG_UPTODATE) && !(pg->flags & PG_DIRTY)) {
+						trace_dirty(f, pg, p, 0, 0);
 						page_set_dirty(f, pg);
 						found++;
 					}
@@ -87,6 +92,13 @@ uint64_t track_collect(struct upc_file *f, uint64_t first, uint64_t last)
 			start = arg.walk_end;
 		}
 	}
+	/*
+	 * Every written page of the range was write-protected again by the
+	 * scans (which flush the TLB before they return) and its state moved
+	 * to the descriptor: the protect step of I1 for this range.
+	 */
+	if (all && first <= last)
+		UPC_TRACE(protect, f, first, last - first + 1, 0);
 	return found;
 }
 

@@ -28,6 +28,7 @@
  * msync caller after an error sees it exactly once.
  */
 #include "internal.h"
+#include "usdt.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +42,7 @@ static void errseq_set(struct upc_file *f, int err)
 	f->err = err;
 	f->err_seq++;
 	atomic_fetch_add(&f->cache->st.wb_errors, 1);
+	UPC_TRACE(error, "writeback", err, f, 0);
 	pr_warn("write-back error on file %lu: %s\n", (unsigned long)f->ino, upc_strerror(err));
 }
 
@@ -84,6 +86,7 @@ int protect_runs(struct upc_file *f, const struct run *runs, size_t nr)
 {
 	struct upc_cache *c = f->cache;
 	const uint64_t gap = c->track_mode == UPC_TRACK_ASYNC ? 0 : WP_MERGE_GAP;
+	unsigned int calls = 0;
 
 	for (struct upc_map *m = f->rmap; m; m = m->f_next) {
 		uint64_t mfirst = m->pgoff, mend = m->pgoff + ((m->end - m->start) >> UPC_PAGE_SHIFT);
@@ -110,6 +113,7 @@ int protect_runs(struct upc_file *f, const struct run *runs, size_t nr)
 						      (e - s) << UPC_PAGE_SHIFT, true, false);
 
 				atomic_fetch_add(&c->st.wp_calls, 1);
+				calls++;
 				/* ENOENT: not mapped there any more; ESRCH: a forked child that is gone. */
 				if (ret < 0 && ret != -ENOENT && ret != -ESRCH)
 					return ret;
@@ -119,7 +123,41 @@ int protect_runs(struct upc_file *f, const struct run *runs, size_t nr)
 			have = i < nr;
 		}
 	}
+	/* Every mapping is protected now, and every ioctl has returned (after its TLB flush). */
+	if (UPC_PROBE_ENABLED(protect))
+		for (size_t i = 0; i < nr; i++)
+			UPC_TRACE(protect, f, runs[i].start, runs[i].n, calls);
 	return 0;
+}
+
+/*
+ * Step 2: clear PG_DIRTY and set PG_WRITEBACK on @runs; a page pinned with
+ * UPC_PIN_WRITE stays dirty (below).  Caller holds f->lock.
+ */
+static void clean_runs(struct upc_file *f, const struct run *runs, size_t nr)
+{
+	for (size_t i = 0; i < nr; i++) {
+		uint64_t from = runs[i].start;
+
+		for (uint64_t p = runs[i].start; p < runs[i].start + runs[i].n; p++) {
+			struct upc_page *pg = pt_lookup(f, p);
+
+			pg->flags = (pg->flags & ~PG_URGENT) | PG_WRITEBACK;
+			if (!(pg->flags & PG_PINWRITE)) {
+				pg->flags &= ~PG_DIRTY;
+				f->nr_dirty--;
+			} else if (UPC_PROBE_ENABLED(clean)) {
+				/* Not cleaned: written while it stays dirty (and unprotected). */
+				if (p > from)
+					__upc_trace_clean(f, from, p - from, UPC_CLEAN_WRITEBACK);
+				__upc_trace_clean(f, p, 1, UPC_CLEAN_PINNED);
+				from = p + 1;
+			}
+			f->nr_writeback++;
+		}
+		if (runs[i].start + runs[i].n > from)
+			UPC_TRACE(clean, f, from, runs[i].start + runs[i].n - from, UPC_CLEAN_WRITEBACK);
+	}
 }
 
 static bool has_writeback(struct upc_file *f, uint64_t first, uint64_t last)
@@ -222,25 +260,27 @@ again:
 		pthread_mutex_lock(&f->lock);
 		goto again;
 	}
-	/* 1. protect every mapping; the ioctl returns after the TLB flush. */
-	ret = c->track_mode == UPC_TRACK_SYNC ? protect_runs(f, prot, nprot) : 0;
-	if (ret < 0) {
-		pthread_rwlock_unlock(&c->fork_lock);
-		pr_warn("write-protect failed (%s): pages stay dirty\n", upc_strerror(ret));
-		goto out_unlock;
-	}
-	/* 2. only now clean. */
-	for (size_t i = 0; i < nr; i++)
-		for (uint64_t p = runs[i].start; p < runs[i].start + runs[i].n; p++) {
-			struct upc_page *pg = pt_lookup(f, p);
-
-			pg->flags = (pg->flags & ~PG_URGENT) | PG_WRITEBACK;
-			if (!(pg->flags & PG_PINWRITE)) {
-				pg->flags &= ~PG_DIRTY;
-				f->nr_dirty--;
-			}
-			f->nr_writeback++;
+	if (__builtin_expect(c->debug & UPC_DBG_BREAK_I1, 0)) {
+		/*
+		 * UPC_DEBUG=break-i1, for tests only: the wrong order, clean
+		 * and then protect, so that upc-trace --check has something
+		 * to catch (tests/test_trace_check.c).
+		 */
+		clean_runs(f, runs, nr);
+		if (c->track_mode == UPC_TRACK_SYNC)
+			protect_runs(f, prot, nprot);
+	} else {
+		/* 1. protect every mapping; the ioctl returns after the TLB flush. */
+		ret = c->track_mode == UPC_TRACK_SYNC ? protect_runs(f, prot, nprot) : 0;
+		if (ret < 0) {
+			pthread_rwlock_unlock(&c->fork_lock);
+			UPC_TRACE(error, "protect", ret, f, runs[0].start << UPC_PAGE_SHIFT);
+			pr_warn("write-protect failed (%s): pages stay dirty\n", upc_strerror(ret));
+			goto out_unlock;
 		}
+		/* 2. only now clean. */
+		clean_runs(f, runs, nr);
+	}
 	pthread_rwlock_unlock(&c->fork_lock);
 	/* 3. build sorted, coalesced writes; the tail past EOF is never written. */
 	for (size_t i = 0; i < nr; i++)
@@ -265,6 +305,10 @@ again:
 	pthread_mutex_unlock(&f->lock);
 
 	if (nios) {
+		/* 3. submit: every page of these I/Os was cleaned above (upc-trace --check checks it). */
+		if (UPC_PROBE_ENABLED(wb_submit))
+			for (size_t k = 0; k < nios; k++)
+				UPC_TRACE(wb_submit, f, ios[k].off, ios[k].len);
 		err = c->store->ops->submit(c->store, f->store_h, UPC_IO_WRITE, ios, (unsigned int)nios);
 		if (err < 0)
 			for (size_t k = 0; k < nios; k++)
@@ -292,14 +336,18 @@ again:
 			if (ok) {
 				atomic_fetch_add(&c->st.pages_written, 1);
 			} else {
+				trace_dirty(f, pg, p, 0, 0);
 				page_set_dirty(f, pg);
 				if (!ret)
 					ret = (k < nios && ios[k].res < 0) ? (int)ios[k].res : -EIO;
 			}
 		}
-	for (size_t k = 0; k < nios; k++)
+	for (size_t k = 0; k < nios; k++) {
 		if (ios[k].res > 0)
 			atomic_fetch_add(&c->st.bytes_written, (uint64_t)ios[k].res);
+		/* PG_WRITEBACK is clear on the I/O's pages now. */
+		UPC_TRACE(wb_done, f, ios[k].off, ios[k].len, ios[k].res);
+	}
 	if (ret < 0)
 		errseq_set(f, ret);
 	pthread_cond_broadcast(&f->wb_cond);

@@ -117,3 +117,48 @@ Test(threads, eight_threads_write_every_page, .timeout = 120)
 	cr_assert_eq(upc_cache_destroy(c), 0);
 	close(fd);
 }
+
+/*
+ * Regression: splitting a mapping took cache->lock under file->lock while
+ * upc_stats() takes them the other way round: a thread reading statistics
+ * and one unmapping the middle of mappings deadlocked at once.
+ */
+struct statloop {
+	struct upc_cache *c;
+	volatile bool stop;
+	unsigned long loops;
+};
+
+static void *stats_loop(void *arg)
+{
+	struct statloop *s = arg;
+
+	while (!s->stop) {
+		stats_of(s->c);
+		s->loops++;
+	}
+	return NULL;
+}
+
+Test(threads, statistics_while_mappings_split_do_not_deadlock, .timeout = 60)
+{
+	struct statloop s = { .c = cache_new(0) };
+	int fd = tmpfile_pattern(16 * PAGE, NULL);
+	pthread_t th;
+
+	pthread_create(&th, NULL, stats_loop, &s);
+	for (int i = 0; i < 2000; i++) {
+		unsigned char *p;
+
+		cr_assert_eq(upc_map(s.c, fd, 0, 16 * PAGE, PROT_READ, 0, (void **)&p), 0);
+		cr_assert_eq(upc_unmap(s.c, p + 4 * PAGE, PAGE), 0);	/* a split */
+		cr_assert_eq(upc_unmap(s.c, p, 4 * PAGE), 0);
+		cr_assert_eq(upc_unmap(s.c, p + 5 * PAGE, 11 * PAGE), 0);
+	}
+	s.stop = true;
+	pthread_join(th, NULL);
+	cr_assert_gt(s.loops, 0);
+	cr_assert_eq(stats_of(s.c).nr_mappings, 0);
+	cr_assert_eq(upc_cache_destroy(s.c), 0);
+	close(fd);
+}

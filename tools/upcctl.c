@@ -4,6 +4,10 @@
  *
  *   upcctl probe [--json]   which kernel features upcache found, and the
  *                           modes they make available
+ *   upcctl stats [--json] [--backtraces] PID
+ *                           a live process's cache counters (upcctl-stats.c)
+ *   upcctl top [-n N] [-d SECS] [-p PID]
+ *                           the same for every process, refreshed like top
  */
 #define _GNU_SOURCE
 #include <stdio.h>
@@ -12,6 +16,7 @@
 #include <sys/utsname.h>
 
 #include <upcache.h>
+#include "upcctl.h"
 
 static const struct {
 	uint64_t bit;
@@ -80,13 +85,19 @@ static int cmd_probe(int json)
 
 static void usage(FILE *o)
 {
-	fprintf(o, "usage: upcctl probe [--json]\n");
+	fprintf(o, "usage: upcctl probe [--json]\n"
+		   "       upcctl stats [--json] [--backtraces] PID\n"
+		   "       upcctl top [-n ITERATIONS] [-d SECONDS] [-p PID]\n");
 }
 
 int main(int argc, char **argv)
 {
 	if (argc >= 2 && !strcmp(argv[1], "probe"))
 		return cmd_probe(argc >= 3 && !strcmp(argv[2], "--json"));
+	if (argc >= 2 && !strcmp(argv[1], "stats"))
+		return upcctl_stats(argc - 2, argv + 2);
+	if (argc >= 2 && !strcmp(argv[1], "top"))
+		return upcctl_top(argc - 2, argv + 2);
 	if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
 		usage(stdout);
 		return 0;
