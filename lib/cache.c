@@ -566,6 +566,22 @@ UPC_API int upc_cache_destroy(struct upc_cache *c)
 	return ret;
 }
 
+/* The counters of @st that need no file lock: mappings and the cache's event counts. */
+void stats_counters(struct upc_cache *c, struct upc_stats *st)
+{
+	pthread_rwlock_rdlock(&c->self.lock);
+	st->nr_mappings = (uint32_t)c->self.nmaps;
+	pthread_rwlock_unlock(&c->self.lock);
+#define C(x) st->x = atomic_load(&c->st.x)
+	C(faults_missing); C(faults_wp); C(faults_minor);
+	C(fill_ios); C(pages_filled); C(ra_pages); C(ra_max_window);
+	C(wp_calls); C(wb_ios); C(pages_written); C(bytes_written); C(syncs);
+	C(wb_errors); C(read_errors); C(pages_evicted);
+#undef C
+	st->meta_bytes = atomic_load(&c->meta_bytes);
+	st->reclaim_passes = c->rc_passes;
+}
+
 UPC_API int upc_stats(struct upc_cache *c, struct upc_stats *out)
 {
 	struct upc_stats st = { .sz = sizeof(st) };
@@ -590,18 +606,7 @@ UPC_API int upc_stats(struct upc_cache *c, struct upc_stats *out)
 		pthread_mutex_unlock(&f->lock);
 	}
 	pthread_mutex_unlock(&c->lock);
-	pthread_rwlock_rdlock(&c->self.lock);
-	st.nr_mappings = (uint32_t)c->self.nmaps;
-	pthread_rwlock_unlock(&c->self.lock);
-
-#define C(x) st.x = atomic_load(&c->st.x)
-	C(faults_missing); C(faults_wp); C(faults_minor);
-	C(fill_ios); C(pages_filled); C(ra_pages); C(ra_max_window);
-	C(wp_calls); C(wb_ios); C(pages_written); C(bytes_written); C(syncs);
-	C(wb_errors); C(read_errors); C(pages_evicted);
-#undef C
-	st.meta_bytes = atomic_load(&c->meta_bytes);
-	st.reclaim_passes = c->rc_passes;
+	stats_counters(c, &st);
 	memcpy(out, &st, min_t(size_t, out->sz, sizeof(st)));
 	out->sz = min_t(size_t, out->sz, sizeof(st));
 	return 0;

@@ -279,6 +279,7 @@ __upc_hidden void page_add(struct upc_file *f, uint64_t pgoff, struct upc_page *
 __upc_hidden void page_remove(struct upc_file *f, uint64_t pgoff);
 __upc_hidden int file_grow(struct upc_file *f, off_t newsize);
 __upc_hidden void file_unpin_all(struct upc_file *f);
+__upc_hidden void stats_counters(struct upc_cache *c, struct upc_stats *st);
 __upc_hidden int file_get(struct upc_cache *c, int fd, struct upc_file **fp);
 __upc_hidden void file_put(struct upc_file *f);
 

@@ -224,17 +224,7 @@ void publish_refresh(struct upc_cache *c)
 		}
 	}
 	st.nr_files = (uint32_t)nall;
-	pthread_rwlock_rdlock(&c->self.lock);
-	st.nr_mappings = (uint32_t)c->self.nmaps;
-	pthread_rwlock_unlock(&c->self.lock);
-#define C(x) st.x = atomic_load(&c->st.x)
-	C(faults_missing); C(faults_wp); C(faults_minor);
-	C(fill_ios); C(pages_filled); C(ra_pages); C(ra_max_window);
-	C(wp_calls); C(wb_ios); C(pages_written); C(bytes_written); C(syncs);
-	C(wb_errors); C(read_errors); C(pages_evicted);
-#undef C
-	st.meta_bytes = atomic_load(&c->meta_bytes);
-	st.reclaim_passes = c->rc_passes;
+	stats_counters(c, &st);
 
 	for (unsigned int i = 0; i < nf; i++)
 		snprintf(files[i].path, sizeof(files[i].path), "%s", file_path(p, files[i].dev, files[i].ino));
