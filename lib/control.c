@@ -53,13 +53,6 @@ int range_args(struct upc_cache *c, void *addr, size_t length, uintptr_t *startp
 	return 0;
 }
 
-static bool page_uptodate(struct upc_file *f, uint64_t pgoff)
-{
-	struct upc_page *pg = pt_lookup(f, pgoff);
-
-	return pg && (pg->flags & PG_UPTODATE);
-}
-
 static void piece(struct upc_map *m, uintptr_t start, uintptr_t end, uint64_t *first, uint64_t *last)
 {
 	uintptr_t s = max_t(uintptr_t, start, m->start), e = min_t(uintptr_t, end, m->end);
@@ -137,11 +130,8 @@ UPC_API int upc_pin(struct upc_cache *c, void *addr, size_t length, unsigned int
 			}
 			pthread_mutex_lock(&f->lock);
 			all = true;
-			for (uint64_t p = first; p <= last && all; p++) {
-				struct upc_page *pg = pt_lookup(f, p);
-
-				all = pg && (pg->flags & PG_UPTODATE);
-			}
+			for (uint64_t p = first; p <= last && all; p++)
+				all = page_uptodate(f, p);
 			if (all)
 				for (uint64_t p = first; p <= last; p++) {
 					struct upc_page *pg = pt_lookup(f, p);

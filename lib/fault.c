@@ -35,13 +35,6 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-static bool page_cached(struct upc_file *f, uint64_t pgoff)
-{
-	struct upc_page *pg = pt_lookup(f, pgoff);
-
-	return pg && (pg->flags & PG_UPTODATE);
-}
-
 static uint32_t ra_window(struct upc_cache *c, struct upc_map *m, struct upc_file *f, uint64_t pgoff)
 {
 	uint32_t win;
@@ -50,7 +43,7 @@ static uint32_t ra_window(struct upc_cache *c, struct upc_map *m, struct upc_fil
 		return 1;
 	if (m->ra_policy == UPC_ADV_SEQUENTIAL)
 		return c->ra_max;
-	if ((m->ra_win && pgoff == m->ra_next) || (pgoff > 0 && page_cached(f, pgoff - 1)))
+	if ((m->ra_win && pgoff == m->ra_next) || (pgoff > 0 && page_uptodate(f, pgoff - 1)))
 		win = max_t(uint32_t, m->ra_win * 2, 16);
 	else
 		win = 1;
@@ -183,7 +176,7 @@ static void handle_missing(struct upc_mm *mm, struct upc_map *m, uintptr_t addr,
 	if (m->ra_win && pgoff == m->ra_next)
 		atomic_fetch_add(&c->st.ra_hits, 1);	/* the last window was used up */
 	win = (pg->flags & PG_UPTODATE) ? 1 : ra_window(c, m, f, pgoff);
-	for (n = 1; n < win && pgoff + n < f->npages && !page_cached(f, pgoff + n); n++)
+	for (n = 1; n < win && pgoff + n < f->npages && !page_uptodate(f, pgoff + n); n++)
 		;
 	for (unsigned int attempt = 0;; attempt++) {
 		io = (struct upc_io){
@@ -319,7 +312,7 @@ static void handle_minor(struct upc_mm *mm, struct upc_map *m, uintptr_t addr, u
 
 	atomic_fetch_add(&mm->cache->st.faults_minor, 1);
 	UPC_TRACE(fault, f, pgoff, addr, UPC_FAULT_MINOR, ptid);
-	if (!page_cached(f, pgoff)) {
+	if (!page_uptodate(f, pgoff)) {
 		/* Freed since the fault was raised: it faults again as MISSING. */
 		sys_uffd_wake(mm->uffd, addr, UPC_PAGE_SIZE);
 		UPC_TRACE(fault_done, f, pgoff, UPC_FAULT_MINOR, 0);
@@ -327,7 +320,7 @@ static void handle_minor(struct upc_mm *mm, struct upc_map *m, uintptr_t addr, u
 	}
 	if (m->ra_policy != UPC_ADV_RANDOM && pgoff == m->map_next)
 		win = min_t(uint64_t, max_t(uint64_t, (uint64_t)m->map_win * 2, FAULT_AROUND), MAP_AHEAD_MAX);
-	for (n = 1; n < win && pgoff + n < map_last && page_cached(f, pgoff + n); n++)
+	for (n = 1; n < win && pgoff + n < map_last && page_uptodate(f, pgoff + n); n++)
 		;
 	m->map_next = pgoff + n;
 	m->map_win = (uint32_t)n;

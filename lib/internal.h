@@ -275,6 +275,14 @@ __upc_hidden struct upc_page *pt_get(struct upc_file *f, uint64_t pgoff);
 __upc_hidden struct upc_page *pt_lookup(struct upc_file *f, uint64_t pgoff);
 __upc_hidden uint32_t cache_ticks(struct upc_cache *c);
 __upc_hidden void page_set_dirty(struct upc_file *f, struct upc_page *pg);
+
+/* Is file page @pgoff in the cache?  Caller holds f->lock. */
+static inline bool page_uptodate(struct upc_file *f, uint64_t pgoff)
+{
+	struct upc_page *pg = pt_lookup(f, pgoff);
+
+	return pg && (pg->flags & PG_UPTODATE);
+}
 __upc_hidden void page_add(struct upc_file *f, uint64_t pgoff, struct upc_page *pg);
 __upc_hidden void page_remove(struct upc_file *f, uint64_t pgoff);
 __upc_hidden int file_grow(struct upc_file *f, off_t newsize);
@@ -341,6 +349,9 @@ __upc_hidden int dontneed_piece(struct upc_map *m, uintptr_t s, uintptr_t e, uin
 
 /* track.c */
 __upc_hidden uint64_t track_collect(struct upc_file *f, uint64_t first, uint64_t last);
+__upc_hidden int pagemap_walk(struct upc_file *f, uint64_t first, uint64_t last, bool wp_only,
+			      const struct pm_scan_arg *tmpl,
+			      void (*fn)(struct upc_file *f, uint64_t pgoff, void *arg), void *arg);
 __upc_hidden void track_collect_all(struct upc_file *f);
 
 /* store.c */

@@ -53,43 +53,30 @@ static bool reclaimable(const struct upc_page *pg)
  * as one byte per page.  Other processes' mappings (forked children) are
  * not sampled: for them the punch below is the only teardown.
  */
+struct presence {
+	uint64_t first;
+	uint8_t *present;
+};
+
+static void mark_present(struct upc_file *f, uint64_t p, void *arg)
+{
+	struct presence *pr = arg;
+
+	(void)f;
+	pr->present[p - pr->first] = 1;
+}
+
 static void presence_scan(struct upc_file *f, uint64_t first, uint64_t n, uint8_t *present)
 {
-	struct page_region regs[64];
+	static const struct pm_scan_arg present_pages = {
+		.category_anyof_mask = PAGE_IS_PRESENT,
+		.return_mask = PAGE_IS_PRESENT,
+	};
+	struct presence pr = { first, present };
 
 	memset(present, 0, n);
-	for (struct upc_map *m = f->rmap; m; m = m->f_next) {
-		uint64_t mend = m->pgoff + ((m->end - m->start) >> UPC_PAGE_SHIFT);
-		uint64_t s = max_t(uint64_t, first, m->pgoff), e = min_t(uint64_t, first + n, mend);
-		struct pm_scan_arg arg;
-		uintptr_t start, end;
-		long got;
-
-		if (s >= e || m->mm->pagemap_fd < 0 || m->mm != &f->cache->self)
-			continue;
-		start = m->start + ((s - m->pgoff) << UPC_PAGE_SHIFT);
-		end = m->start + ((e - m->pgoff) << UPC_PAGE_SHIFT);
-		while (start < end) {
-			arg = (struct pm_scan_arg){
-				.size = sizeof(arg),
-				.start = start,
-				.end = end,
-				.vec = (uintptr_t)regs,
-				.vec_len = ARRAY_SIZE(regs),
-				.category_anyof_mask = PAGE_IS_PRESENT,
-				.return_mask = PAGE_IS_PRESENT,
-			};
-			got = ioctl(m->mm->pagemap_fd, PAGEMAP_SCAN, &arg);
-			if (got <= 0)
-				break;
-			for (long i = 0; i < got; i++)
-				for (uintptr_t a = regs[i].start; a < regs[i].end; a += UPC_PAGE_SIZE)
-					present[m->pgoff + ((a - m->start) >> UPC_PAGE_SHIFT) - first] = 1;
-			if (arg.walk_end <= start || arg.walk_end >= end)
-				break;
-			start = arg.walk_end;
-		}
-	}
+	/* A failed scan leaves pages unseen: they only look less used. */
+	pagemap_walk(f, first, first + n - 1, false, &present_pages, mark_present, &pr);
 }
 
 /*

@@ -32,72 +32,100 @@
 #include <string.h>
 
 /*
+ * Walk file pages [first, last] of @f, in every mapping of this process
+ * (with @wp_only, the write-protect-registered ones), through PAGEMAP_SCAN
+ * as @tmpl asks, calling @fn for every page it reports.  One scan may stop
+ * early (a full vector): the walk goes on from walk_end.  Returns 0, or
+ * the first scan's error (the walk goes on with the next mapping).
+ * Caller holds f->lock.
+ */
+int pagemap_walk(struct upc_file *f, uint64_t first, uint64_t last, bool wp_only,
+		 const struct pm_scan_arg *tmpl, void (*fn)(struct upc_file *f, uint64_t pgoff, void *arg),
+		 void *arg)
+{
+	struct upc_cache *c = f->cache;
+	struct page_region regs[64];
+	int err = 0;
+
+	for (struct upc_map *m = f->rmap; m; m = m->f_next) {
+		uint64_t mend = m->pgoff + ((m->end - m->start) >> UPC_PAGE_SHIFT);
+		uint64_t s = max_t(uint64_t, first, m->pgoff), e = min_t(uint64_t, last + 1, mend);
+		uintptr_t start, end;
+
+		if (s >= e || (wp_only && !m->wp) || m->mm != &c->self || m->mm->pagemap_fd < 0)
+			continue;
+		start = m->start + ((s - m->pgoff) << UPC_PAGE_SHIFT);
+		end = m->start + ((e - m->pgoff) << UPC_PAGE_SHIFT);
+		while (start < end) {
+			struct pm_scan_arg scan = *tmpl;
+			long got;
+
+			scan.size = sizeof(scan);
+			scan.start = start;
+			scan.end = end;
+			scan.vec = (uintptr_t)regs;
+			scan.vec_len = ARRAY_SIZE(regs);
+			got = ioctl(m->mm->pagemap_fd, PAGEMAP_SCAN, &scan);
+			if (scan.flags & PM_SCAN_WP_MATCHING)
+				atomic_fetch_add(&c->st.wp_calls, 1);
+			if (got < 0) {
+				if (!err)
+					err = -errno;
+				break;
+			}
+			for (long i = 0; i < got; i++)
+				for (uintptr_t a = regs[i].start; a < regs[i].end; a += UPC_PAGE_SIZE)
+					fn(f, m->pgoff + ((a - m->start) >> UPC_PAGE_SHIFT), arg);
+			if (scan.walk_end <= start || scan.walk_end >= end)
+				break;
+			start = scan.walk_end;
+		}
+	}
+	return err;
+}
+
+/* A written page: its state moves to the descriptor (and is counted). */
+static void collect_one(struct upc_file *f, uint64_t p, void *arg)
+{
+	struct upc_page *pg = pt_lookup(f, p);
+
+	if (pg && (pg->flags & PG_UPTODATE) && !(pg->flags & PG_DIRTY)) {
+		trace_dirty(f, pg, p, 0, 0);
+		page_set_dirty(f, pg);
+		(*(uint64_t *)arg)++;
+	}
+}
+
+/*
  * Transfer the written state of file pages [first, last] from every mapping
  * of this process to the descriptors, re-protecting them.  Returns the pages
  * newly found dirty.  A no-op in synchronous mode.  Caller holds f->lock.
  */
 uint64_t track_collect(struct upc_file *f, uint64_t first, uint64_t last)
 {
-	struct upc_cache *c = f->cache;
-	struct page_region regs[64];
+	static const struct pm_scan_arg written = {
+		.flags = PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC,
+		.category_mask = PAGE_IS_WRITTEN,
+		.return_mask = PAGE_IS_WRITTEN,
+	};
 	uint64_t found = 0;
-	bool all = true;
+	int err;
 
-	if (c->track_mode != UPC_TRACK_ASYNC)
+	if (f->cache->track_mode != UPC_TRACK_ASYNC)
 		return 0;
 	if (last >= f->npages)
 		last = f->npages ? f->npages - 1 : 0;
-	for (struct upc_map *m = f->rmap; m; m = m->f_next) {
-		uint64_t mend = m->pgoff + ((m->end - m->start) >> UPC_PAGE_SHIFT);
-		uint64_t s = max_t(uint64_t, first, m->pgoff), e = min_t(uint64_t, last + 1, mend);
-		uintptr_t start, end;
-
-		if (s >= e || !m->wp || m->mm != &c->self || m->mm->pagemap_fd < 0)
-			continue;
-		start = m->start + ((s - m->pgoff) << UPC_PAGE_SHIFT);
-		end = m->start + ((e - m->pgoff) << UPC_PAGE_SHIFT);
-		while (start < end) {
-			struct pm_scan_arg arg = {
-				.size = sizeof(arg),
-				.flags = PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC,
-				.start = start,
-				.end = end,
-				.vec = (uintptr_t)regs,
-				.vec_len = ARRAY_SIZE(regs),
-				.category_mask = PAGE_IS_WRITTEN,
-				.return_mask = PAGE_IS_WRITTEN,
-			};
-			long got = ioctl(m->mm->pagemap_fd, PAGEMAP_SCAN, &arg);
-
-			atomic_fetch_add(&c->st.wp_calls, 1);
-			if (got < 0) {
-				UPC_TRACE(error, "pagemap_scan", -errno, f, s << UPC_PAGE_SHIFT);
-				pr_warn("PAGEMAP_SCAN: %s\n", upc_strerror(-errno));
-				all = false;
-				break;
-			}
-			for (long i = 0; i < got; i++)
-				for (uintptr_t a = regs[i].start; a < regs[i].end; a += UPC_PAGE_SIZE) {
-					uint64_t p = m->pgoff + ((a - m->start) >> UPC_PAGE_SHIFT);
-					struct upc_page *pg = pt_lookup(f, p);
-
-					if (pg && (pg->flags & PG_UPTODATE) && !(pg->flags & PG_DIRTY)) {
-						trace_dirty(f, pg, p, 0, 0);
-						page_set_dirty(f, pg);
-						found++;
-					}
-				}
-			if (arg.walk_end <= start || arg.walk_end >= end)
-				break;
-			start = arg.walk_end;
-		}
+	err = pagemap_walk(f, first, last, true, &written, collect_one, &found);
+	if (err) {
+		UPC_TRACE(error, "pagemap_scan", err, f, first << UPC_PAGE_SHIFT);
+		pr_warn("PAGEMAP_SCAN: %s\n", upc_strerror(err));
 	}
 	/*
 	 * Every written page of the range was write-protected again by the
 	 * scans (which flush the TLB before they return) and its state moved
 	 * to the descriptor: the protect step of I1 for this range.
 	 */
-	if (all && first <= last)
+	if (!err && first <= last)
 		UPC_TRACE(protect, f, first, last - first + 1, 0);
 	return found;
 }

@@ -36,13 +36,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-/* Headers older than the kernel (Debian 12: 6.1 uapi): upstream values. */
-#ifndef UFFD_FEATURE_WP_HUGETLBFS_SHMEM
-#define UFFD_FEATURE_WP_HUGETLBFS_SHMEM	(1 << 12)
-#endif
-#ifndef UFFD_FEATURE_WP_UNPOPULATED
-#define UFFD_FEATURE_WP_UNPOPULATED	(1 << 13)
-#endif
+#include "compat.h"	/* uapi newer than the build host's headers */
 
 static int populated_memfd(size_t npages);
 

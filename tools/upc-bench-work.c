@@ -26,12 +26,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#ifndef UFFD_FEATURE_WP_HUGETLBFS_SHMEM
-#define UFFD_FEATURE_WP_HUGETLBFS_SHMEM	(1 << 12)
-#endif
-#ifndef UFFD_FEATURE_WP_UNPOPULATED
-#define UFFD_FEATURE_WP_UNPOPULATED	(1 << 13)
-#endif
+#include "compat.h"	/* uapi newer than the build host's headers */
 
 static size_t sz(size_t full, size_t quick)
 {
