@@ -120,7 +120,8 @@ UPC_API int upc_cache_destroy(struct upc_cache *cache);
  * MAP_SHARED semantics: every mapping of the same file (same st_dev/st_ino,
  * through any fd, at any offset) shares one set of cached pages.
  * @fd:     an open regular file; the cache keeps its own reference, @fd may
- *          be closed afterwards.  Write access follows @fd's access mode.
+ *          be closed afterwards.  Write access follows @fd's access mode;
+ *          its status flags (O_APPEND), then or later, do not matter.
  * @offset: multiple of the page size.
  * @prot:   PROT_READ, PROT_READ|PROT_WRITE or PROT_NONE.
  * @addrp:  receives the address.
@@ -131,6 +132,8 @@ UPC_API int upc_cache_destroy(struct upc_cache *cache);
  *
  * Returns 0 or a negative errno:
  *  -EINVAL  @length is 0, @offset is not page-aligned, unknown @prot bits or @flags;
+ *           an O_APPEND @fd that the file store cannot open again for itself
+ *           (see upc_store_file_create(3): it never writes through O_APPEND);
  *  -EBADF   @fd is not an open file descriptor;
  *  -ENODEV  @fd is not a regular file;
  *  -EACCES  PROT_WRITE on an fd not opened for writing, or any mapping of an

@@ -39,6 +39,7 @@ struct file_store {
 struct fs_handle {
 	int fd;		/* O_DIRECT when the store is, else buffered */
 	int fd_buf;	/* buffered, for unaligned O_DIRECT remainders; == fd otherwise */
+	bool shared;	/* @fd_buf shares the caller's open file description (fallback) */
 };
 
 static struct ring_slot *ring_get(struct file_store *fs, int *errp)
@@ -67,31 +68,69 @@ got:
 	return s;
 }
 
+/*
+ * The store writes at the offsets write-back asks for, so it needs an open
+ * file description of its own: a duplicate (F_DUPFD) shares the caller's,
+ * and with it the caller's status flags, then and later (fcntl F_SETFL).
+ * Under O_APPEND every write, io_uring's included, goes to end of file: a
+ * page written back would be appended, and msync would still return 0.  So
+ * the file is opened again through /proc/self/fd (sys_fd_reopen: the same
+ * inode, checked), with the access mode the caller's descriptor has and
+ * none of its status flags.
+ *
+ * Where that is refused (no /proc: -ENOENT or -ENOTDIR; a /proc whose
+ * file is another inode: -ESTALE; a file whose mode no longer allows its
+ * access mode: -EACCES, -EPERM), the buffered descriptor falls back to a
+ * duplicate, so that whatever the caller could map it still can: an
+ * O_APPEND description is refused (-EINVAL) here, and fs_submit() refuses
+ * to write if the caller sets O_APPEND on it later, so the store never
+ * appends.  The O_DIRECT descriptor has no fallback (setting O_DIRECT on a
+ * shared description would change the caller's): its open's error is
+ * upc_map's.  upc_store_file_create(3) documents both.
+ */
+static bool reopen_refused(int err)
+{
+	return err == -ENOENT || err == -ENOTDIR || err == -ESTALE || err == -EACCES || err == -EPERM;
+}
+
 static int fs_open(struct upc_store *store, int fd, unsigned int flags, void **handlep)
 {
 	struct file_store *fs = (struct file_store *)store;
 	struct fs_handle *h;
-	char path[64];
-	int acc, ret;
+	int fl, acc, ret;
 
 	(void)flags;
+	fl = sys_fd_flags(fd);
+	if (fl < 0)
+		return fl;
+	/* The store reads what it caches: a write-only descriptor cannot back it. */
+	if ((fl & O_ACCMODE) == O_WRONLY)
+		return -EACCES;
+	acc = (fl & O_ACCMODE) == O_RDWR ? O_RDWR : O_RDONLY;
 	h = calloc(1, sizeof(*h));
 	if (!h)
 		return -ENOMEM;
-	h->fd = h->fd_buf = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-	if (h->fd < 0) {
-		ret = -errno;
-		goto out_free;
+	ret = sys_fd_reopen(fd, acc);
+	if (reopen_refused(ret)) {
+		if (fl & O_APPEND) {
+			pr_debug("file store: cannot reopen fd %d (%s) and it is O_APPEND\n", fd,
+				 upc_strerror(ret));
+			ret = -EINVAL;
+			goto out_free;
+		}
+		h->shared = true;
+		ret = sys_fd_dup(fd);
 	}
+	if (ret < 0)
+		goto out_free;
+	h->fd = h->fd_buf = ret;
 	if (fs->flags & UPC_STORE_DIRECT) {
-		acc = fcntl(fd, F_GETFL) & O_ACCMODE;
-		snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-		h->fd = open(path, acc | O_DIRECT | O_CLOEXEC);
-		if (h->fd < 0) {
-			ret = -errno;
+		ret = sys_fd_reopen(fd, acc | O_DIRECT);
+		if (ret < 0) {
 			close(h->fd_buf);
 			goto out_free;
 		}
+		h->fd = ret;
 	}
 	*handlep = h;
 	return 0;
@@ -136,6 +175,22 @@ static int fs_submit(struct upc_store *store, void *handle, enum upc_io_dir dir,
 	unsigned int i, batch, inflight;
 	int ret = 0;
 
+	/*
+	 * A description shared with the caller (fs_open's fallback) that the
+	 * caller has made O_APPEND since: every write would append.  Refuse;
+	 * the pages stay dirty and the error is reported as any write error.
+	 */
+	if (dir == UPC_IO_WRITE && h->shared) {
+		int fl = sys_fd_flags(h->fd_buf);
+
+		if (fl >= 0 && (fl & O_APPEND))
+			fl = -EINVAL;
+		if (fl < 0) {
+			for (i = 0; i < n; i++)
+				ios[i].res = fl;
+			return fl;
+		}
+	}
 	s = ring_get(fs, &ret);
 	if (!s)
 		return ret;

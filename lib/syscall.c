@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -138,6 +139,48 @@ int sys_uffd_poison(int uffd, uintptr_t start, size_t len)
 	struct uffdio_poison p = { .range = { .start = start, .len = len } };
 
 	return ioctl(uffd, UFFDIO_POISON, &p) < 0 ? -errno : 0;
+}
+
+/*
+ * A new open file description of the file open on @fd, with @flags (an
+ * access mode and O_DIRECT; O_CLOEXEC is added): open(2) of
+ * /proc/self/fd/N follows the descriptor's file, not a name, so a rename or
+ * an unlink does not matter.  What was opened is checked to be the same
+ * inode (st_dev, st_ino): a /proc that is not procfs must not make the
+ * caller write another file (-ESTALE then).  Otherwise the open's error:
+ * -ENOENT without /proc, -EACCES where the file's mode no longer allows
+ * @flags' access, -EINVAL for O_DIRECT on a file system without it.
+ */
+int sys_fd_reopen(int fd, int flags)
+{
+	struct stat a, b;
+	char path[32];
+	int nfd;
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	nfd = open(path, flags | O_CLOEXEC);
+	if (nfd < 0)
+		return -errno;
+	if (fstat(fd, &a) < 0 || fstat(nfd, &b) < 0 || a.st_dev != b.st_dev || a.st_ino != b.st_ino) {
+		close(nfd);
+		return -ESTALE;
+	}
+	return nfd;
+}
+
+int sys_fd_dup(int fd)
+{
+	int nfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+
+	return nfd < 0 ? -errno : nfd;
+}
+
+/* The file status flags and access mode of @fd's open file description (F_GETFL). */
+int sys_fd_flags(int fd)
+{
+	int fl = fcntl(fd, F_GETFL);
+
+	return fl < 0 ? -errno : fl;
 }
 
 int sys_memfd(const char *name)

@@ -13,7 +13,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <stdarg.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <grp.h>
 #include <unistd.h>
 
 #include <upcache.h>
@@ -128,6 +132,114 @@ static inline unsigned long env_ulong(const char *name, unsigned long dflt)
 	const char *e = getenv(name);
 
 	return e && *e ? strtoul(e, NULL, 0) : dflt;
+}
+
+/*
+ * Running as an unprivileged user: run_as_nobody() forks a child that drops
+ * to uid and gid 65534, as a service does, and runs @fn there.  Only the
+ * test's own process talks to Criterion, so the child cannot assert: it
+ * returns 0 (pass), 77 (skip) or 1 (fail), and says why with nobody_msg()
+ * (or nobody_check() and nobody_skip(), which exit).  nobody_report()
+ * turns that into the test's verdict; keep it apart from run_as_nobody() so
+ * that what the test changed for the child can be put back in between.
+ */
+#define NOBODY 65534
+
+static inline int *nobody_fd(void)
+{
+	static int fd = -1;
+
+	return &fd;
+}
+
+static inline __attribute__((format(printf, 1, 2))) void nobody_msg(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vdprintf(*nobody_fd(), fmt, ap);
+	va_end(ap);
+}
+
+#define nobody_check(cond, ...) do {						\
+	if (!(cond)) {								\
+		nobody_msg("%s:%d: ", __FILE__, __LINE__);			\
+		nobody_msg(__VA_ARGS__);					\
+		_exit(1);							\
+	}									\
+} while (0)
+#define nobody_skip(...) do { nobody_msg(__VA_ARGS__); _exit(77); } while (0)
+
+/* Returns the child's wait status; its message is in @msg. */
+static inline int run_as_nobody(int (*fn)(void *), void *arg, char *msg, size_t msglen)
+{
+	int pfd[2], status;
+	size_t len = 0;
+	ssize_t n;
+	pid_t pid;
+
+	if (geteuid() != 0)
+		cr_skip_test("needs root, to drop to uid %d", NOBODY);
+	cr_assert_eq(pipe(pfd), 0);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		close(pfd[0]);
+		*nobody_fd() = pfd[1];
+		if (setgroups(0, NULL) || setresgid(NOBODY, NOBODY, NOBODY) ||
+		    setresuid(NOBODY, NOBODY, NOBODY)) {
+			nobody_msg("cannot drop to uid %d: %s", NOBODY, strerror(errno));
+			_exit(1);
+		}
+		/*
+		 * Changing credentials made the process non-dumpable, which
+		 * gives its /proc/self files (pagemap) to root: a service that
+		 * starts unprivileged is dumpable.
+		 */
+		prctl(PR_SET_DUMPABLE, 1);
+		_exit(fn(arg));
+	}
+	close(pfd[1]);
+	while (len + 1 < msglen && (n = read(pfd[0], msg + len, msglen - 1 - len)) > 0)
+		len += (size_t)n;
+	msg[len] = '\0';
+	close(pfd[0]);
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	return status;
+}
+
+static inline void nobody_report(int status, const char *msg)
+{
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 77)
+		cr_skip_test("as uid %d: %s", NOBODY, msg);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "as uid %d: %s%s%s", NOBODY, msg,
+		  WIFSIGNALED(status) ? "killed by " : "", WIFSIGNALED(status) ? strsignal(WTERMSIG(status)) : "");
+}
+
+/* The child's require_upcache() and cache_new(): skip, never fail, for what the kernel lacks. */
+static inline struct upc_cache *nobody_cache(struct upc_cache_opts *o)
+{
+	uint64_t f = upc_probe();
+	struct upc_cache *c = NULL;
+	int ret;
+
+	if (!(f & (UPC_FEAT_UFFD_SYSCALL | UPC_FEAT_UFFD_DEV | UPC_FEAT_USER_MODE_ONLY)))
+		nobody_skip("userfaultfd is not available to this user");
+	if (!(f & UPC_FEAT_WP_SHMEM) || !(f & UPC_FEAT_WP_UNPOPULATED))
+		nobody_skip("kernel cannot write-protect shmem with PTE markers (needs 6.4+)");
+	if (!(f & UPC_FEAT_IO_URING))
+		nobody_skip("io_uring is not available to this user");
+	o->flags |= track_flags();
+	ret = upc_cache_create(o, &c);
+	nobody_check(ret == 0, "upc_cache_create: %s", upc_strerror(ret));
+	if (track_flags()) {
+		struct upc_stats st = { .sz = sizeof(st) };
+
+		upc_stats(c, &st);
+		if (st.track_mode != UPC_TRACK_ASYNC)
+			nobody_skip("asynchronous tracking is not available to this user");
+	}
+	return c;
 }
 
 #endif
