@@ -160,9 +160,69 @@ static int pick_fd(struct file_store *fs, struct fs_handle *h, const struct upc_
 }
 
 /*
+ * Submit every SQE queued on @s; *@inflight counts the requests the kernel
+ * took.  Returns 0 or a negative errno (the kernel may have taken some even
+ * then: *@inflight says how many).
+ */
+static int ring_submit(struct ring_slot *s, unsigned int *inflight)
+{
+	while (io_uring_sq_ready(&s->ring)) {
+		int ret = io_uring_submit(&s->ring);
+
+		if (ret == -EINTR)
+			continue;
+		if (ret <= 0)
+			return ret < 0 ? ret : -EAGAIN;
+		*inflight += (unsigned int)ret;
+	}
+	return 0;
+}
+
+/*
+ * Give @s back after an error with @inflight requests still in the kernel.
+ * A ring goes back to the pool only empty: a request left in flight would
+ * complete into the next owner's wait, which would take the completion for
+ * one of its own (user_data is an index into the owner's array: a read
+ * would be "done" before its data is there, or an index beyond the array
+ * written), and an SQE queued but not taken would be submitted with the
+ * next owner's.  So every request the kernel holds is reaped here: they
+ * always complete, and waiting for them also keeps a late read from landing
+ * in a buffer the caller has moved on from.  If the wait itself fails (a
+ * sandbox that forbids it, or completions the kernel dropped: -EBADR), or
+ * SQEs were left untaken, the ring is torn down instead and marked not
+ * ready: the next ring_get() sets up a fresh one, and closing the ring makes
+ * the kernel cancel what it has not started and finish the rest on its own.
+ */
+static void ring_put_error(struct ring_slot *s, unsigned int inflight)
+{
+	struct io_uring_cqe *cqe;
+	bool reset = io_uring_sq_ready(&s->ring) != 0;
+
+	while (inflight) {
+		int ret = io_uring_wait_cqe(&s->ring, &cqe);
+
+		if (ret == -EINTR)
+			continue;
+		if (ret < 0) {
+			reset = true;
+			break;
+		}
+		io_uring_cqe_seen(&s->ring, cqe);
+		inflight--;
+	}
+	if (reset) {
+		pr_debug("file store: an I/O ring could not be drained, set up again\n");
+		io_uring_queue_exit(&s->ring);
+		s->ready = false;
+	}
+	pthread_mutex_unlock(&s->lock);
+}
+
+/*
  * Submit @n I/Os, RING_DEPTH at a time, and wait for all of them.  A short
  * write is continued (the kernel may stop early, e.g. near ENOSPC); a short
- * read is end of file and left to the caller.
+ * read is end of file and left to the caller.  On an error of the ring
+ * itself (submit, wait) nothing is left in flight: see ring_put_error().
  */
 static int fs_submit(struct upc_store *store, void *handle, enum upc_io_dir dir,
 		     struct upc_io *ios, unsigned int n)
@@ -172,7 +232,7 @@ static int fs_submit(struct upc_store *store, void *handle, enum upc_io_dir dir,
 	struct io_uring_cqe *cqe;
 	struct ring_slot *s;
 	size_t *done;
-	unsigned int i, batch, inflight;
+	unsigned int i, batch, inflight = 0;
 	int ret = 0;
 
 	/*
@@ -214,46 +274,47 @@ static int fs_submit(struct upc_store *store, void *handle, enum upc_io_dir dir,
 				io_uring_prep_write(sqe, fd, ios[j].buf, ios[j].len, ios[j].off);
 			io_uring_sqe_set_data64(sqe, j);
 		}
-		inflight = batch;
-		ret = io_uring_submit(&s->ring);
+		ret = ring_submit(s, &inflight);
 		if (ret < 0)
-			goto out;
+			goto out_err;
 		while (inflight) {
 			unsigned int j;
+			int res;
 
 			ret = io_uring_wait_cqe(&s->ring, &cqe);
 			if (ret == -EINTR)
 				continue;
 			if (ret < 0)
-				goto out;
+				goto out_err;
 			j = (unsigned int)io_uring_cqe_get_data64(cqe);
-			if (cqe->res < 0) {
-				ios[j].res = cqe->res;
-			} else {
-				done[j] += cqe->res;
-				ios[j].res = done[j];
-				if (dir == UPC_IO_WRITE && cqe->res > 0 && done[j] < ios[j].len) {
-					struct io_uring_sqe *sqe = io_uring_get_sqe(&s->ring);
-
-					io_uring_prep_write(sqe, h->fd_buf, (char *)ios[j].buf + done[j],
-							    ios[j].len - done[j], ios[j].off + done[j]);
-					io_uring_sqe_set_data64(sqe, j);
-					io_uring_cqe_seen(&s->ring, cqe);
-					ret = io_uring_submit(&s->ring);
-					if (ret < 0)
-						goto out;
-					continue;
-				}
-				if (dir == UPC_IO_WRITE && cqe->res == 0 && done[j] < ios[j].len)
-					ios[j].res = -EIO;
-			}
+			res = cqe->res;
 			io_uring_cqe_seen(&s->ring, cqe);
 			inflight--;
+			if (res < 0) {
+				ios[j].res = res;
+				continue;
+			}
+			done[j] += (size_t)res;
+			ios[j].res = (ssize_t)done[j];
+			if (dir == UPC_IO_WRITE && res > 0 && done[j] < ios[j].len) {
+				struct io_uring_sqe *sqe = io_uring_get_sqe(&s->ring);
+
+				io_uring_prep_write(sqe, h->fd_buf, (char *)ios[j].buf + done[j],
+						    ios[j].len - done[j], ios[j].off + done[j]);
+				io_uring_sqe_set_data64(sqe, j);
+				ret = ring_submit(s, &inflight);
+				if (ret < 0)
+					goto out_err;
+			} else if (dir == UPC_IO_WRITE && res == 0 && done[j] < ios[j].len) {
+				ios[j].res = -EIO;
+			}
 		}
 	}
-	ret = 0;
-out:
 	pthread_mutex_unlock(&s->lock);
+	free(done);
+	return 0;
+out_err:
+	ring_put_error(s, inflight);
 	free(done);
 	return ret;
 }
@@ -265,25 +326,34 @@ static int fs_sync(struct upc_store *store, void *handle)
 	struct io_uring_cqe *cqe;
 	struct io_uring_sqe *sqe;
 	struct ring_slot *s;
-	int ret = 0;
+	unsigned int inflight = 0;
+	int ret = 0, res = 0;
 
 	s = ring_get(fs, &ret);
 	if (!s)
 		return ret;
 	sqe = io_uring_get_sqe(&s->ring);
 	io_uring_prep_fsync(sqe, h->fd, IORING_FSYNC_DATASYNC);
-	ret = io_uring_submit(&s->ring);
-	if (ret >= 0) {
-		do
-			ret = io_uring_wait_cqe(&s->ring, &cqe);
-		while (ret == -EINTR);
-		if (ret == 0) {
-			ret = cqe->res;
-			io_uring_cqe_seen(&s->ring, cqe);
+	io_uring_sqe_set_data64(sqe, 0);
+	ret = ring_submit(s, &inflight);
+	while (ret == 0 && inflight) {
+		ret = io_uring_wait_cqe(&s->ring, &cqe);
+		if (ret == -EINTR) {
+			ret = 0;
+			continue;
 		}
+		if (ret < 0)
+			break;
+		res = cqe->res;
+		io_uring_cqe_seen(&s->ring, cqe);
+		inflight--;
+	}
+	if (ret < 0) {
+		ring_put_error(s, inflight);
+		return ret;
 	}
 	pthread_mutex_unlock(&s->lock);
-	return ret < 0 ? ret : 0;
+	return res < 0 ? res : 0;
 }
 
 static void fs_destroy(struct upc_store *store)
