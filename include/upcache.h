@@ -341,7 +341,10 @@ UPC_API int upc_stats(struct upc_cache *cache, struct upc_stats *st);
 /*
  * A store is where cached pages come from and go to.  upcache ships the
  * io_uring file store (the default) and a fault-injection store for tests;
- * a network or object store implements the same three operations.
+ * a network or object store implements the same operations.  The struct
+ * starts with "size_t sz" (sizeof(struct upc_store_ops) when the store was
+ * built) and grows at its end: an operation beyond @sz, or NULL, is one the
+ * store does not have, and only optional operations are ever added.
  */
 enum upc_io_dir { UPC_IO_READ = 0, UPC_IO_WRITE = 1 };
 
@@ -364,6 +367,13 @@ struct upc_store_ops {
 	/* Make written data durable. */
 	int (*sync)(struct upc_store *store, void *handle);
 	void (*destroy)(struct upc_store *store);
+	/*
+	 * Optional (may be NULL or beyond @sz): the backing file's current
+	 * size in *@sizep, as the store sees it now (fstat for the file
+	 * store); 0 or a negative errno.  It tells a short read at a new end
+	 * of file (the file shrank) from a short read that is an error.
+	 */
+	int (*size)(struct upc_store *store, void *handle, off_t *sizep);
 };
 
 /* upc_store_file_create flags */

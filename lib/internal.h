@@ -264,6 +264,7 @@ __upc_hidden long sys_uffd_continue(int uffd, uintptr_t start, size_t len, bool 
 __upc_hidden int sys_fd_reopen(int fd, int flags);
 __upc_hidden int sys_fd_dup(int fd);
 __upc_hidden int sys_fd_flags(int fd);
+__upc_hidden int sys_fd_size(int fd, off_t *sizep);
 __upc_hidden int sys_memfd(const char *name);
 __upc_hidden int sys_ftruncate(int fd, off_t len);
 __upc_hidden int sys_punch(int fd, off_t off, off_t len);
@@ -359,6 +360,7 @@ __upc_hidden void track_collect_all(struct upc_file *f);
 
 /* store.c */
 __upc_hidden int store_default(unsigned int flags, struct upc_store **storep);
+__upc_hidden int store_size(struct upc_store *s, void *h, off_t *sizep);
 
 /* debug.c: $UPC_DEBUG (upcache(7)) and dirty backtraces; usdt.h has the probes */
 #define UPC_DBG_BREAK_I1	0x1u	/* tests only: write-back cleans before it protects */

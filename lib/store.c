@@ -15,6 +15,7 @@
 
 #include <fcntl.h>
 #include <liburing.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -356,6 +357,15 @@ static int fs_sync(struct upc_store *store, void *handle)
 	return res < 0 ? res : 0;
 }
 
+/* The buffered descriptor: O_DIRECT changes nothing fstat says. */
+static int fs_size(struct upc_store *store, void *handle, off_t *sizep)
+{
+	struct fs_handle *h = handle;
+
+	(void)store;
+	return sys_fd_size(h->fd_buf, sizep);
+}
+
 static void fs_destroy(struct upc_store *store)
 {
 	struct file_store *fs = (struct file_store *)store;
@@ -376,6 +386,7 @@ static const struct upc_store_ops file_ops = {
 	.submit = fs_submit,
 	.sync = fs_sync,
 	.destroy = fs_destroy,
+	.size = fs_size,
 };
 
 UPC_API int upc_store_file_create(unsigned int flags, struct upc_store **storep)
@@ -406,6 +417,21 @@ UPC_API int upc_store_file_create(unsigned int flags, struct upc_store **storep)
 int store_default(unsigned int flags, struct upc_store **storep)
 {
 	return upc_store_file_create(flags & UPC_CACHE_DIRECT_IO ? UPC_STORE_DIRECT : 0, storep);
+}
+
+/*
+ * The backing file's current size, through the store's optional ->size.
+ * A store built before the operation existed has a shorter ops->sz (the
+ * struct grows at its end, libbpf's OPTS_HAS): -EOPNOTSUPP then, as for a
+ * store that leaves it NULL.
+ */
+int store_size(struct upc_store *s, void *h, off_t *sizep)
+{
+	const struct upc_store_ops *ops = s->ops;
+
+	if (ops->sz < offsetof(struct upc_store_ops, size) + sizeof(ops->size) || !ops->size)
+		return -EOPNOTSUPP;
+	return ops->size(s, h, sizep);
 }
 
 /* ------------------------------------------------------------ fault injection */
@@ -515,6 +541,14 @@ static int inj_sync(struct upc_store *store, void *handle)
 	return is->inner->ops->sync(is->inner, handle);
 }
 
+/* No rule applies to it: the size is the inner store's, if it can tell. */
+static int inj_size(struct upc_store *store, void *handle, off_t *sizep)
+{
+	struct inject_store *is = to_inject(store);
+
+	return store_size(is->inner, handle, sizep);
+}
+
 static void inj_destroy(struct upc_store *store)
 {
 	struct inject_store *is = to_inject(store);
@@ -534,6 +568,7 @@ static const struct upc_store_ops inject_ops = {
 	.submit = inj_submit,
 	.sync = inj_sync,
 	.destroy = inj_destroy,
+	.size = inj_size,
 };
 
 UPC_API int upc_store_inject_create(struct upc_store *inner, struct upc_store **storep)

@@ -183,6 +183,16 @@ int sys_fd_flags(int fd)
 	return fl < 0 ? -errno : fl;
 }
 
+int sys_fd_size(int fd, off_t *sizep)
+{
+	struct stat st;
+
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	*sizep = st.st_size;
+	return 0;
+}
+
 int sys_memfd(const char *name)
 {
 	int fd = memfd_create(name, MFD_CLOEXEC);
