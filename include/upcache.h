@@ -208,6 +208,7 @@ UPC_API int upc_msync(struct upc_cache *cache, void *addr, size_t length, int fl
  * Pinning is also how a range becomes safe for kernel-mode access (read(2)
  * or O_DIRECT into the mapping) when userfaultfd cannot serve kernel faults
  * (UFFD_USER_MODE_ONLY): use UPC_PIN_WRITE for the kernel to write into it.
+ * (There, upc_pin reads and maps the pages itself: see upc_pin(3).)
  * Returns 0 or a negative errno:
  *  -EINVAL  unaligned, zero length, unknown flags, not wholly mapped by upcache;
  *  -EACCES  UPC_PIN_WRITE on a mapping without PROT_WRITE;

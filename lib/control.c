@@ -86,6 +86,72 @@ static void unpin_pages(struct upc_file *f, uint64_t first, uint64_t last)
 	pthread_cond_broadcast(&f->wb_cond);
 }
 
+static int fill_range(struct upc_cache *c, struct upc_file *f, uint64_t first, uint64_t last,
+		      char *buf, uint64_t bufpages, bool ahead);
+
+/*
+ * Pinning under UFFD_USER_MODE_ONLY.  MADV_POPULATE_* faults the range in
+ * from kernel mode, and a user-mode-only userfaultfd does not serve kernel
+ * faults: every MISSING, MINOR or write-protect fault it would have to serve
+ * fails, and the madvise with it (EFAULT).  That is the very mode in which
+ * pinning is how kernel-mode access is made safe (upcache.h), so upc_pin
+ * then does from here what the faults would have done: pin_fill() reads the
+ * uncached pages into the cache through the staging mapping, as the WILLNEED
+ * worker does (fill_range); once they are pinned, under file->lock,
+ * pin_map() maps them.  A page the store cannot read is -EFAULT, as a fault
+ * that fails is for MADV_POPULATE_*: nothing is pinned, nothing is signalled.
+ */
+static int pin_fill(struct upc_cache *c, struct upc_map *m, uint64_t first, uint64_t last)
+{
+	struct upc_file *f = m->file;
+	uint64_t n = min_t(uint64_t, last - first + 1, c->ra_max);
+	bool beyond;
+	char *buf;
+	int ret;
+
+	if (!(m->prot & PROT_READ))
+		return -EFAULT;		/* PROT_NONE: no access to make safe */
+	pthread_mutex_lock(&f->lock);
+	beyond = last >= f->npages;
+	pthread_mutex_unlock(&f->lock);
+	if (beyond)
+		return -EFAULT;		/* as a fault beyond end of file: SIGBUS */
+	buf = mmap(NULL, n << UPC_PAGE_SHIFT, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (buf == MAP_FAILED)
+		return -ENOMEM;
+	ret = fill_range(c, f, first, last, buf, n, false);
+	munmap(buf, n << UPC_PAGE_SHIFT);
+	return ret < 0 ? -EFAULT : 0;
+}
+
+/*
+ * Map [s, e) of @m, whose pages are cached and pinned (caller holds
+ * file->lock, so reclaim cannot take them: nothing below can fault on a
+ * page that is not cached, and so nothing waits for the fault handler).  A
+ * writable mapping is registered MINOR: UFFDIO_CONTINUE maps the pages,
+ * write-protected as the MINOR fault handler maps them (a clean page is
+ * write-protected everywhere); EEXIST is a page mapped already.  Without
+ * MINOR, a cached page is the kernel's to map, even under a uffd-wp marker:
+ * MADV_POPULATE_READ then faults nothing to the handler.
+ */
+static int pin_map(struct upc_map *m, uintptr_t s, uintptr_t e)
+{
+	if (m->wp && (m->mm->cache->uffd_features & UFFD_FEATURE_MINOR_SHMEM)) {
+		for (uintptr_t a = s; a < e;) {
+			long r = sys_uffd_continue(m->mm->uffd, a, e - a, true, false);
+
+			if (r > 0)
+				a += (uintptr_t)r;
+			else if (r == -EEXIST)
+				a += UPC_PAGE_SIZE;
+			else if (r != -EAGAIN)
+				return -EFAULT;
+		}
+		return 0;
+	}
+	return sys_madvise((void *)s, e - s, MADV_POPULATE_READ) < 0 ? -EFAULT : 0;
+}
+
 UPC_API int upc_pin(struct upc_cache *c, void *addr, size_t length, unsigned int flags)
 {
 	struct upc_mm *mm = c ? &c->self : NULL;
@@ -123,8 +189,15 @@ UPC_API int upc_pin(struct upc_cache *c, void *addr, size_t length, unsigned int
 		 */
 		for (tries = 0; tries < 8 && !all; tries++) {
 			int adv = (flags & UPC_PIN_WRITE) ? MADV_POPULATE_WRITE : MADV_POPULATE_READ;
+			bool by_hand = false;
 
-			if (madvise((void *)s, e - s, adv) < 0) {
+			ret = sys_madvise((void *)s, e - s, adv);
+			if (ret == -EFAULT) {
+				/* UFFD_USER_MODE_ONLY (or a read error, or end of file): see pin_fill(). */
+				ret = pin_fill(c, m, first, last);
+				by_hand = true;
+			}
+			if (ret < 0) {
 				ret = -EFAULT;
 				break;
 			}
@@ -144,9 +217,26 @@ UPC_API int upc_pin(struct upc_cache *c, void *addr, size_t length, unsigned int
 						pg->flags |= PG_NOWB;
 					if (flags & UPC_PIN_WRITE) {
 						pg->flags |= PG_PINWRITE;
+						trace_dirty(f, pg, p, 0, 0);
 						page_set_dirty(f, pg);
 					}
 				}
+			/*
+			 * Filled by hand: map the pages now that they are pinned,
+			 * and for a write pin make them writable - after they were
+			 * marked dirty just above, under the same lock (I1: dirty
+			 * before writable; writes through the pin are not seen).
+			 */
+			if (all && by_hand) {
+				ret = pin_map(m, s, e);
+				if (ret == 0 && (flags & UPC_PIN_WRITE) && m->wp)
+					ret = sys_uffd_wp(mm->uffd, s, e - s, false, false) < 0 ? -EFAULT : 0;
+				if (ret < 0) {
+					unpin_pages(f, first, last);
+					all = false;
+					tries = 8;	/* not a race with reclaim: give up */
+				}
+			}
 			pthread_mutex_unlock(&f->lock);
 		}
 		if (!all) {
@@ -220,27 +310,38 @@ struct ra_work {
 
 /*
  * Read the uncached pages of [first, last] into the cache through the staging
- * mapping.  file->lock is held across each read, as the fault path holds it
- * (the page lock of the kernel's readahead): otherwise a page could be
- * faulted in, written, written back and evicted while the read is in flight,
- * and the read's older data inserted afterwards as an uptodate page.
+ * mapping, @bufpages at a time through @buf.  file->lock is held across each
+ * read, as the fault path holds it (the page lock of the kernel's
+ * readahead): otherwise a page could be faulted in, written, written back
+ * and evicted while the read is in flight, and the read's older data
+ * inserted afterwards as an uptodate page.  @ahead: readahead (WILLNEED, a
+ * fault's asynchronous window), whose pages are marked PG_READAHEAD and
+ * counted as such; a pin's fill (pin_fill) is an access, not readahead.
+ * Returns 0, or the error of the read that failed (-EIO for one that read
+ * nothing, or less than a page without reaching end of file): the pages
+ * before it are cached, the others not.
  */
-static void readahead_range(struct upc_cache *c, struct upc_file *f, uint64_t first, uint64_t last,
-			    char *buf)
+static int fill_range(struct upc_cache *c, struct upc_file *f, uint64_t first, uint64_t last,
+		      char *buf, uint64_t bufpages, bool ahead)
 {
 	for (uint64_t p = first; p <= last;) {
 		uint64_t n = 0, full;
 		struct upc_io io;
 		size_t skipped;
 		long r;
+		int ret;
 
 		reclaim_throttle(c);
 		pthread_mutex_lock(&f->lock);
+		if (!f->npages) {
+			pthread_mutex_unlock(&f->lock);
+			break;
+		}
 		if (last >= f->npages)
 			last = f->npages - 1;
 		while (p <= last && page_uptodate(f, p))
 			p++;
-		while (p + n <= last && n < c->ra_max && !page_uptodate(f, p + n))
+		while (p + n <= last && n < bufpages && !page_uptodate(f, p + n))
 			n++;
 		if (!n) {
 			pthread_mutex_unlock(&f->lock);
@@ -253,11 +354,13 @@ static void readahead_range(struct upc_cache *c, struct upc_file *f, uint64_t fi
 		};
 		atomic_fetch_add(&c->st.fill_ios, 1);
 		UPC_TRACE(fill_submit, f, io.off, io.len);
-		if (c->store->ops->submit(c->store, f->store_h, UPC_IO_READ, &io, 1) < 0 || io.res <= 0) {
-			UPC_TRACE(fill_done, f, io.off, io.len, io.res < 0 ? io.res : -EIO);
-			UPC_TRACE(error, "readahead", io.res < 0 ? (int)io.res : -EIO, f, io.off);
+		ret = c->store->ops->submit(c->store, f->store_h, UPC_IO_READ, &io, 1);
+		if (ret < 0 || io.res <= 0) {
+			ret = ret < 0 ? ret : io.res < 0 ? (int)io.res : -EIO;
+			UPC_TRACE(fill_done, f, io.off, io.len, ret);
+			UPC_TRACE(error, ahead ? "readahead" : "pin", ret, f, io.off);
 			pthread_mutex_unlock(&f->lock);
-			break;
+			return ret;
 		}
 		UPC_TRACE(fill_done, f, io.off, io.len, io.res);
 		/* Whole pages, and a partial last page at end of file (zero tail). */
@@ -267,24 +370,27 @@ static void readahead_range(struct upc_cache *c, struct upc_file *f, uint64_t fi
 			full++;
 		}
 		n = min_t(uint64_t, n, full);
-		r = n ? staging_insert(f, p, n, buf, &skipped) : 0;
+		r = n ? staging_insert(f, p, n, buf, &skipped) : -EIO;
 		for (uint64_t i = 0; r > 0 && i < (uint64_t)r; i++) {
 			struct upc_page *pg = pt_get(f, p + i);
 
 			if (pg && !(pg->flags & PG_UPTODATE)) {
 				page_add(f, p + i, pg);
-				pg->flags |= PG_READAHEAD;
 				atomic_fetch_add(&c->st.pages_filled, 1);
-				atomic_fetch_add(&c->st.ra_pages, 1);
+				if (ahead) {
+					pg->flags |= PG_READAHEAD;
+					atomic_fetch_add(&c->st.ra_pages, 1);
+				}
 			}
 		}
 		pthread_mutex_unlock(&f->lock);
 		if (atomic_load(&c->nr_cached) > c->high_pages)
 			reclaim_kick(c);
-		if (!n)
-			break;
-		p += n;
+		if (r <= 0)
+			return r < 0 ? (int)r : -EIO;
+		p += (uint64_t)r;
 	}
+	return 0;
 }
 
 static void *ra_main(void *arg)
@@ -303,8 +409,9 @@ static void *ra_main(void *arg)
 		}
 		c->ra_queue = w->next;
 		pthread_mutex_unlock(&c->ra_lock);
+		/* Best effort: a page it could not read is read again by its fault. */
 		if (buf != MAP_FAILED)
-			readahead_range(c, w->file, w->first, w->last, buf);
+			(void)fill_range(c, w->file, w->first, w->last, buf, c->ra_max, true);
 		free(w);
 		pthread_mutex_lock(&c->ra_lock);
 		c->ra_done++;

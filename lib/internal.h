@@ -265,6 +265,7 @@ __upc_hidden int sys_fd_reopen(int fd, int flags);
 __upc_hidden int sys_fd_dup(int fd);
 __upc_hidden int sys_fd_flags(int fd);
 __upc_hidden int sys_fd_size(int fd, off_t *sizep);
+__upc_hidden int sys_madvise(void *addr, size_t len, int advice);
 __upc_hidden int sys_memfd(const char *name);
 __upc_hidden int sys_ftruncate(int fd, off_t len);
 __upc_hidden int sys_punch(int fd, off_t off, off_t len);

@@ -193,6 +193,11 @@ int sys_fd_size(int fd, off_t *sizep)
 	return 0;
 }
 
+int sys_madvise(void *addr, size_t len, int advice)
+{
+	return madvise(addr, len, advice) < 0 ? -errno : 0;
+}
+
 int sys_memfd(const char *name)
 {
 	int fd = memfd_create(name, MFD_CLOEXEC);
