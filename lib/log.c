@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+__attribute__((format(printf, 2, 0)))
 static int stderr_print(enum upc_print_level level, const char *fmt, va_list ap)
 {
 	static int max = -2;

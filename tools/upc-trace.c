@@ -997,9 +997,13 @@ int main(int argc, char **argv)
 	bpf_object__for_each_program(prog, skel->obj) {
 		if (bpf_program__type(prog) != BPF_PROG_TYPE_TRACING || !bpf_program__autoload(prog))
 			continue;
-		if (!bpf_program__attach(prog))
+		struct bpf_link *link = bpf_program__attach(prog);
+
+		if (!link)
 			fprintf(stderr, "upc-trace: warning: %s not attached: %s\n", bpf_program__name(prog),
 				strerror(errno));
+		else if (nlinks < sizeof(links) / sizeof(links[0]))
+			links[nlinks++] = link;
 	}
 	rb = ring_buffer__new(bpf_map__fd(skel->maps.events), on_event, NULL, NULL);
 	if (!rb) {
