@@ -476,7 +476,6 @@ UPC_API int upc_cache_create(const struct upc_cache_opts *opts, struct upc_cache
 
 	pthread_mutex_init(&c->ra_lock, NULL);
 	pthread_cond_init(&c->ra_cond, NULL);
-	pthread_rwlock_init(&c->fork_lock, NULL);
 	pthread_mutex_init(&c->fork_mutex, NULL);
 	pthread_cond_init(&c->fork_cond, NULL);
 	ret = mm_init(c, &c->self);

@@ -535,8 +535,6 @@ UPC_API int upc_advise(struct upc_cache *c, void *addr, size_t length, int advic
 			if (ret < 0)
 				goto out;
 		}
-		/* Cleaning pages: no fork in between (see writeback_range). */
-		pthread_rwlock_rdlock(&c->fork_lock);
 		for_each_piece(mm, m, pos, start, end) {
 			struct upc_file *f = m->file;
 			struct run r;
@@ -544,13 +542,21 @@ UPC_API int upc_advise(struct upc_cache *c, void *addr, size_t length, int advic
 			piece(m, start, end, &first, &last);
 			r = (struct run){ first, last - first + 1 };
 			pthread_mutex_lock(&f->lock);
-			track_collect(f, first, last);
-			/*
-			 * As write-back does (I1): protect every mapping first,
-			 * so a later write traps and re-dirties the page; only
-			 * then forget the dirty data.
-			 */
-			ret = protect_runs(f, &r, 1);
+			for (;;) {
+				track_collect(f, first, last);
+				/*
+				 * As write-back does (I1): protect every mapping
+				 * first, so a later write traps and re-dirties the
+				 * page, and no forked child unknown yet may write it
+				 * (fork.c); only then forget the dirty data.
+				 */
+				ret = protect_runs(f, &r, 1);
+				if (ret != -EAGAIN && (ret < 0 || fork_settled(f)))
+					break;
+				pthread_mutex_unlock(&f->lock);
+				fork_wait_settled(c);
+				pthread_mutex_lock(&f->lock);
+			}
 			if (ret == 0)
 				for (uint64_t p = first; p <= last; p++) {
 					struct upc_page *pg = pt_lookup(f, p);
@@ -568,7 +574,6 @@ UPC_API int upc_advise(struct upc_cache *c, void *addr, size_t length, int advic
 			if (ret < 0)
 				break;
 		}
-		pthread_rwlock_unlock(&c->fork_lock);
 		break;
 	}
 out:

@@ -32,6 +32,7 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sched.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -51,11 +52,27 @@ static uint32_t ra_window(struct upc_cache *c, struct upc_map *m, struct upc_fil
 }
 
 /*
- * Insert @len bytes from @src at @dst through @uffd.  A page that is already
- * there (EEXIST: inserted by another path since we looked) is skipped.
- * Returns the bytes inserted by us, or a negative errno.
+ * A resolving ioctl on @mm's userfaultfd answered EAGAIN: the process is
+ * forking.  From dup_userfaultfd() until its UFFD_EVENT_FORK has been read
+ * the kernel refuses to change its page tables (ctx->mmap_changing), and
+ * nobody but this handler reads that event: read it into the queue (it is
+ * handled after the fault at hand), let the forking task go on, retry.
+ * (@mm is NULL for the engine's own userfaultfd, which never forks.)
  */
-static long insert_pages(int uffd, uintptr_t dst, const char *src, size_t len, bool wp, size_t *skipped)
+static void uffd_eagain(struct upc_mm *mm)
+{
+	if (mm)
+		mm_read_msgs(mm);
+	sched_yield();
+}
+
+/*
+ * Insert @len bytes from @src at @dst through @mm's userfaultfd (@uffd).  A
+ * page that is already there (EEXIST: inserted by another path since we
+ * looked) is skipped.  Returns the bytes inserted by us, or a negative errno.
+ */
+static long insert_pages(struct upc_mm *mm, int uffd, uintptr_t dst, const char *src, size_t len,
+			 bool wp, size_t *skipped)
 {
 	size_t done = 0;
 	long r;
@@ -69,7 +86,7 @@ static long insert_pages(int uffd, uintptr_t dst, const char *src, size_t len, b
 			done += UPC_PAGE_SIZE;
 			(*skipped)++;
 		} else if (r == -EAGAIN) {
-			continue;
+			uffd_eagain(mm);
 		} else {
 			return done ? (long)done : r;
 		}
@@ -80,7 +97,7 @@ static long insert_pages(int uffd, uintptr_t dst, const char *src, size_t len, b
 /* Insert @n filled pages at file page @pgoff through the staging mapping. Returns pages or -errno. */
 long staging_insert(struct upc_file *f, uint64_t pgoff, uint64_t n, const char *buf, size_t *skipped)
 {
-	long r = insert_pages(f->cache->engine_uffd, (uintptr_t)f->base + (pgoff << UPC_PAGE_SHIFT), buf,
+	long r = insert_pages(NULL, f->cache->engine_uffd, (uintptr_t)f->base + (pgoff << UPC_PAGE_SHIFT), buf,
 			      n << UPC_PAGE_SHIFT, false, skipped);
 
 	return r < 0 ? r : r >> UPC_PAGE_SHIFT;
@@ -224,7 +241,7 @@ static void handle_missing(struct upc_mm *mm, struct upc_map *m, uintptr_t addr,
 	n = min_t(uint64_t, n, full);
 
 	in_map = min_t(uint64_t, n, map_last - pgoff);
-	r = insert_pages(mm->uffd, addr, mm->bounce, in_map << UPC_PAGE_SHIFT, m->wp, &skipped);
+	r = insert_pages(mm, mm->uffd, addr, mm->bounce, in_map << UPC_PAGE_SHIFT, m->wp, &skipped);
 	if (r <= 0)
 		goto fail;
 	/* Only what was inserted (or found there) is cached. */
@@ -277,7 +294,8 @@ resolved:
 		/* A write to a hole: dirty first, then writable (I1). */
 		trace_dirty(f, pg, pgoff, ptid, bt);
 		page_set_dirty(f, pg);
-		sys_uffd_wp(mm->uffd, addr, UPC_PAGE_SIZE, false, true);
+		while (sys_uffd_wp(mm->uffd, addr, UPC_PAGE_SIZE, false, true) == -EAGAIN)
+			uffd_eagain(mm);
 	} else {
 		sys_uffd_wake(mm->uffd, addr, UPC_PAGE_SIZE);
 	}
@@ -324,7 +342,8 @@ static void handle_minor(struct upc_mm *mm, struct upc_map *m, uintptr_t addr, u
 		;
 	m->map_next = pgoff + n;
 	m->map_win = (uint32_t)n;
-	r = sys_uffd_continue(mm->uffd, addr, n << UPC_PAGE_SHIFT, true, false);
+	while ((r = sys_uffd_continue(mm->uffd, addr, n << UPC_PAGE_SHIFT, true, false)) == -EAGAIN)
+		uffd_eagain(mm);
 	if (r < (long)UPC_PAGE_SIZE && r != -EEXIST)
 		pr_debug("CONTINUE at page %llu: %ld\n", (unsigned long long)pgoff, r);
 	sys_uffd_wake(mm->uffd, addr, UPC_PAGE_SIZE);
@@ -359,7 +378,8 @@ static void handle_wp(struct upc_mm *mm, struct upc_map *m, uintptr_t addr, uint
 	 */
 	trace_dirty(f, pg, pgoff, ptid, bt);
 	page_set_dirty(f, pg);
-	sys_uffd_wp(mm->uffd, addr, UPC_PAGE_SIZE, false, true);
+	while (sys_uffd_wp(mm->uffd, addr, UPC_PAGE_SIZE, false, true) == -EAGAIN)
+		uffd_eagain(mm);
 	UPC_TRACE(fault_done, f, pgoff, UPC_FAULT_WP, 1);
 }
 
@@ -391,49 +411,94 @@ static void handle_fault(struct upc_mm *mm, const struct uffd_msg *msg)
 	pthread_rwlock_unlock(&mm->lock);
 }
 
+/*
+ * Read what @mm's userfaultfd holds into the handler's queue, without
+ * blocking and without allocating.  Fork events are counted while the
+ * handler is marked "reading" (fork.c: write-back must know of a child from
+ * the moment the kernel let its fork go on, which is this read).  Returns
+ * the messages read.  Only the handler thread calls it.
+ */
+unsigned int mm_read_msgs(struct upc_mm *mm)
+{
+	unsigned int n = 0;
+	ssize_t r;
+
+	if (mm->qhead) {	/* the messages before qhead were taken: move the rest down */
+		memmove(mm->q, mm->q + mm->qhead, (mm->qtail - mm->qhead) * sizeof(*mm->q));
+		mm->qtail -= mm->qhead;
+		mm->qhead = 0;
+	}
+	if (mm->qtail == UFFD_QUEUE)
+		return 0;
+	atomic_fetch_add(&mm->reading, 1);	/* odd */
+	r = read(mm->uffd, mm->q + mm->qtail, (UFFD_QUEUE - mm->qtail) * sizeof(*mm->q));
+	if (r > 0)
+		n = (unsigned int)((size_t)r / sizeof(*mm->q));
+	for (unsigned int i = mm->qtail; i < mm->qtail + n; i++)
+		if (mm->q[i].event == UFFD_EVENT_FORK)
+			fork_event_read(mm, &mm->q[i]);
+	mm->qtail += n;
+	atomic_fetch_add(&mm->reading, 1);	/* even */
+	return n;
+}
+
+/*
+ * The handler: wait for messages, read them into the queue, handle them in
+ * order.  The queue is preallocated and a read never allocates or takes a
+ * lock, so that a handler asked to park (a fork of this process is in
+ * progress, fork.c) can always read the fork event the kernel waits for.
+ */
 static void *handler_main(void *arg)
 {
 	struct upc_mm *mm = arg;
-	struct uffd_msg msgs[32];
 	struct pollfd pfd[2] = {
 		{ .fd = mm->uffd, .events = POLLIN },
 		{ .fd = mm->stop_efd, .events = POLLIN },
 	};
-	ssize_t n;
 
 	for (;;) {
-		int r = poll(pfd, 2, mm->is_child ? 1000 : -1);
+		struct uffd_msg msg;
+		uint64_t v;
+		int r;
 
+		if (atomic_load(&mm->park_req))
+			handler_park(mm);
+		if (mm->qhead < mm->qtail) {
+			msg = mm->q[mm->qhead++];
+			if (msg.event == UFFD_EVENT_PAGEFAULT)
+				handle_fault(mm, &msg);
+			else if (msg.event == UFFD_EVENT_FORK)
+				fork_event(mm, &msg);
+			if (mm->dead)
+				break;
+			continue;
+		}
+		r = poll(pfd, 2, mm->is_child ? 1000 : -1);
 		if (r < 0) {
 			if (errno == EINTR)
 				continue;
 			pr_warn("fault handler: poll: %s\n", upc_strerror(-errno));
 			break;
 		}
-		if (pfd[1].revents)
-			break;
+		if (pfd[1].revents) {
+			if (read(mm->stop_efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+				break;
+			if (mm->stopping)
+				break;
+			continue;	/* a park request: looked at above */
+		}
 		/* A forked child's handler notices the child is gone (see fork.c). */
 		if (r == 0) {
 			if (mm->is_child && fork_child_gone(mm))
 				break;
 			continue;
 		}
-		n = read(mm->uffd, msgs, sizeof(msgs));
-		if (n < 0) {
-			if (errno == EAGAIN || errno == EINTR)
-				continue;
-			pr_warn("fault handler: read: %s\n", upc_strerror(-errno));
-			break;
-		}
-		for (ssize_t i = 0; i < n / (ssize_t)sizeof(msgs[0]); i++) {
-			if (msgs[i].event == UFFD_EVENT_PAGEFAULT)
-				handle_fault(mm, &msgs[i]);
-			else if (msgs[i].event == UFFD_EVENT_FORK)
-				fork_event(mm, (int)msgs[i].arg.fork.ufd);
-		}
-		if (mm->dead)
-			break;
+		mm_read_msgs(mm);
 	}
+	/* Fork events read and never handled: their children will not be served. */
+	for (; mm->qhead < mm->qtail; mm->qhead++)
+		if (mm->q[mm->qhead].event == UFFD_EVENT_FORK)
+			fork_event_drop(mm, &mm->q[mm->qhead]);
 	return NULL;
 }
 
@@ -454,6 +519,7 @@ void fault_handler_stop(struct upc_mm *mm)
 
 	if (!mm->handler_running)
 		return;
+	mm->stopping = true;
 	if (write(mm->stop_efd, &one, sizeof(one)) != sizeof(one))
 		pr_warn("fault handler: cannot signal stop\n");
 	pthread_join(mm->handler, NULL);

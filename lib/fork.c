@@ -11,7 +11,45 @@
  * child's address space through that descriptor), and write-back protects
  * the child's PTEs like the parent's (I1).  The child therefore reads and
  * writes the same pages as the parent, coherently, and its writes are
- * tracked and written back by the parent's engine.
+ * tracked and written back by the parent's engine.  A served child that
+ * forks again is served the same way: its child's fork event arrives on the
+ * child's userfaultfd, read by the child's handler here.
+ *
+ * I1 across a fork (seed 003; the rule of writeback.c).  The kernel copies
+ * the forking mm's PTEs into the child - writable ones, of dirty pages,
+ * included - before the engine can know the child: it learns of it when
+ * its handler reads the UFFD_EVENT_FORK message.  Until the child is in the
+ * rmap, a write-back that protects "every mapping" misses the child's
+ * writable PTEs, and a page it then counts clean is written through them
+ * unseen.  Two facts close the window, with no timeout anywhere:
+ *
+ *   1. from dup_userfaultfd() (before the PTEs are copied) until the fork
+ *      event has been read, the kernel answers UFFDIO_WRITEPROTECT on the
+ *      forking mm's userfaultfd with EAGAIN (ctx->mmap_changing);
+ *   2. the handler marks itself "reading" (mm->reading odd) before it reads,
+ *      counts every fork event of what it read in cache->forks_pending, and
+ *      only then clears the mark; the count drops when the child has joined
+ *      the rmap.
+ *
+ * So write-back, after protecting every mm of the rmap and before cleaning
+ * (fork_settled()), cleans only if no protect met EAGAIN, no handler of
+ * those mms is in a read, and no fork event is pending; otherwise it lets go
+ * of file->lock, waits for the child to join (fork_wait_settled()) and
+ * starts over.  A fork whose copy came after our protect copied protected
+ * PTEs; one whose copy came before it made our protect fail or is pending.
+ *
+ * Never a lock the fork holds.  glibc's fork() runs the prepare handlers,
+ * then takes the malloc (and stdio list) locks, clones, and the kernel keeps
+ * the clone waiting until the fork event has been read.  A handler that
+ * needs malloc, or a lock whose holder needs malloc, for a fault queued
+ * before the event would wait for ever.  So fork_prepare() parks the
+ * process's own handler: it finishes the message at hand (no malloc lock is
+ * held yet) and then only reads, into its preallocated queue, until
+ * fork_parent() lets it go; reading takes no lock and allocates nothing.
+ * The mappings the child gets are snapshotted in fork_prepare() under
+ * mm->lock, held until fork_parent(), and handed to the fork event the
+ * parked handler reads (fork_event_read()).  A clone() that runs no atfork
+ * handlers gets the mappings as they are when its event is handled.
  *
  * Limits, stated in upcache(7): the child must not call upcache functions
  * (its copy of the engine's state is a snapshot with locks other threads
@@ -26,24 +64,81 @@
  */
 #include "internal.h"
 
+#include <poll.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
-/* Tell the fork in progress (fork_parent()) that its child is in the rmap. */
+/* ------------------------------------------------------------ I1 across fork */
+
+/*
+ * The handler read a fork event into its queue (mm_read_msgs(), "reading"
+ * mark held).  Count it, and if the process's fork is in progress under
+ * fork_prepare(), give it the snapshot of the mappings taken there.  No
+ * lock, no allocation: the forking thread may hold the malloc locks.
+ */
+void fork_event_read(struct upc_mm *mm, struct uffd_msg *msg)
+{
+	struct upc_cache *c = mm->cache;
+
+	atomic_fetch_add(&c->forks_pending, 1);
+	msg->arg.reserved.reserved2 = 0;
+	if (mm == &c->self && mm->parked)
+		msg->arg.reserved.reserved2 = (uintptr_t)atomic_exchange(&c->fork_snap, NULL);
+}
+
+/* The fork event's child is in the rmap (or will never be): write-back may clean again. */
 static void fork_event_done(struct upc_cache *c)
 {
 	pthread_mutex_lock(&c->fork_mutex);
-	c->fork_events++;
+	atomic_fetch_sub(&c->forks_pending, 1);
 	pthread_cond_broadcast(&c->fork_cond);
 	pthread_mutex_unlock(&c->fork_mutex);
 }
 
-void fork_event(struct upc_mm *parent, int ufd)
+/*
+ * After protecting every mapping of @f (write-back, step 1): may its pages
+ * be counted clean now?  Not while a fork of one of the mms that map @f may
+ * have copied PTEs the protect did not reach (see the top of this file).
+ * Caller holds f->lock; the protect's own EAGAIN is the caller's to see.
+ */
+bool fork_settled(struct upc_file *f)
+{
+	struct upc_cache *c = f->cache;
+
+	if (!(c->uffd_features & UFFD_FEATURE_EVENT_FORK))
+		return true;
+	/* A handler in a read may hold a fork event it has not counted yet: a few instructions. */
+	for (struct upc_map *m = f->rmap; m; m = m->f_next)
+		while (atomic_load(&m->mm->reading) & 1)
+			sched_yield();
+	return atomic_load(&c->forks_pending) == 0;
+}
+
+/*
+ * Wait, holding no file lock, until every fork event read so far has its
+ * child in the rmap; then a little more, for a fork whose event nobody has
+ * read yet (its protect answered EAGAIN).
+ */
+void fork_wait_settled(struct upc_cache *c)
+{
+	pthread_mutex_lock(&c->fork_mutex);
+	while (atomic_load(&c->forks_pending))
+		cond_wait_ms(&c->fork_cond, &c->fork_mutex, 10);
+	pthread_mutex_unlock(&c->fork_mutex);
+	usleep(100);
+}
+
+/* ------------------------------------------------------------ serving a child */
+
+void fork_event(struct upc_mm *parent, const struct uffd_msg *msg)
 {
 	struct upc_cache *c = parent->cache;
+	struct mm_snap *snap = (struct mm_snap *)(uintptr_t)msg->arg.reserved.reserved2;
+	int ufd = (int)msg->arg.fork.ufd;
 	struct upc_mm *child = calloc(1, sizeof(*child));
 	int ret;
 
@@ -56,22 +151,28 @@ void fork_event(struct upc_mm *parent, int ufd)
 	child->is_child = true;
 	pthread_rwlock_init(&child->lock, NULL);
 	child->stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	child->bounce = mmap(NULL, (size_t)c->ra_max * UPC_PAGE_SIZE, PROT_READ | PROT_WRITE,
-			     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (child->stop_efd < 0 || child->bounce == MAP_FAILED) {
-		if (child->bounce == MAP_FAILED)
-			child->bounce = NULL;
+	if (child->stop_efd < 0 || mm_buffers(child) < 0)
 		goto fail_child;
+	/*
+	 * The child's mappings are the forking mm's as they were at the fork:
+	 * the snapshot fork_prepare() took, or (a clone without atfork
+	 * handlers, or a forking child, whose mappings never change) as they
+	 * are now.
+	 */
+	if (!snap) {
+		pthread_rwlock_rdlock(&parent->lock);
+		snap = mm_snapshot(parent);
+		pthread_rwlock_unlock(&parent->lock);
+		if (!snap)
+			goto fail_child;
 	}
-	/* The child's mappings are the parent's as they were at the fork. */
-	ret = mm_clone_maps(child, parent);
+	ret = mm_clone_maps(child, snap);
+	snap = NULL;
 	if (ret < 0)
-		goto fail_child;
+		goto fail_release;
 	ret = fault_handler_start(child);
-	if (ret < 0) {
-		mm_release_maps(child);
-		goto fail_child;
-	}
+	if (ret < 0)
+		goto fail_release;
 	pthread_mutex_lock(&c->lock);
 	child->next_child = c->children;
 	c->children = child;
@@ -80,11 +181,14 @@ void fork_event(struct upc_mm *parent, int ufd)
 	fork_event_done(c);
 	return;
 
+fail_release:
+	mm_release_maps(child);
 fail_child:
 	child->uffd = -1;
 	mm_fini(child);
 	free(child);
 fail:
+	mm_snap_free(snap);
 	/*
 	 * Closing the descriptor unregisters the child's mappings: its
 	 * uncached pages would then read as zeros.  Truncating would take the
@@ -93,6 +197,44 @@ fail:
 	pr_warn("fork: cannot serve the child's inherited mappings (out of memory)\n");
 	close(ufd);
 	fork_event_done(c);
+}
+
+/* A fork event read by a handler that stops before handling it. */
+void fork_event_drop(struct upc_mm *mm, const struct uffd_msg *msg)
+{
+	mm_snap_free((struct mm_snap *)(uintptr_t)msg->arg.reserved.reserved2);
+	close((int)msg->arg.fork.ufd);
+	fork_event_done(mm->cache);
+}
+
+/*
+ * The handler parks while its process forks: it only reads, into its queue,
+ * until fork_parent() lifts @park_req.  Called by the handler itself.
+ */
+void handler_park(struct upc_mm *mm)
+{
+	struct upc_cache *c = mm->cache;
+	struct pollfd pfd[2] = {
+		{ .fd = mm->uffd, .events = POLLIN },
+		{ .fd = mm->stop_efd, .events = POLLIN },
+	};
+	uint64_t v;
+
+	pthread_mutex_lock(&c->fork_mutex);
+	mm->parked = true;
+	pthread_cond_broadcast(&c->fork_cond);
+	pthread_mutex_unlock(&c->fork_mutex);
+	while (atomic_load(&mm->park_req) && !mm->stopping) {
+		if (poll(pfd, 2, -1) <= 0)
+			continue;
+		if (pfd[1].revents && read(mm->stop_efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+			break;
+		if (pfd[0].revents)
+			mm_read_msgs(mm);
+	}
+	pthread_mutex_lock(&c->fork_mutex);
+	mm->parked = false;
+	pthread_mutex_unlock(&c->fork_mutex);
 }
 
 /* Is the child whose address space @mm is gone?  Then drop its mappings. */
@@ -136,35 +278,48 @@ static void fork_atexit(void)
 }
 
 /*
- * pthread_atfork handlers.  Write-back may not clean a page between the fork
- * and the moment the child's mappings join the rmap (writeback_range): the
- * child's PTEs were copied from the parent's, writable ones included, and a
- * protect that misses them would let the child write a page counted clean
- * (I1).  So the fork takes every cache's fork_lock for writing (waiting for
- * cleaning in progress), and releases it only once the fork event has been
- * handled.  caches_lock is held from prepare to parent, so no cache is
- * destroyed in between.
+ * pthread_atfork handlers (see the top of this file).  Before glibc takes
+ * its locks: park every cache's handler, hold its mm->lock so that no
+ * mapping comes or goes until the clone, and snapshot the mappings for the
+ * child.  After the fork, in the parent: a snapshot no fork event took (the
+ * fork failed, or nothing was registered) is dropped, and the handlers go
+ * on with what they queued.  caches_lock is held from prepare to parent, so
+ * no cache is destroyed in between.
  */
+static void park(struct upc_cache *c, bool on)
+{
+	uint64_t one = 1;
+	struct upc_mm *mm = &c->self;
+
+	if (!mm->handler_running || pthread_equal(pthread_self(), mm->handler))
+		return;	/* a read_error callback that forks: nobody to park (upcache(7)) */
+	atomic_store(&mm->park_req, on);
+	if (write(mm->stop_efd, &one, sizeof(one)) != sizeof(one))
+		return;
+	if (!on)
+		return;
+	pthread_mutex_lock(&c->fork_mutex);
+	while (!mm->parked)
+		pthread_cond_wait(&c->fork_cond, &c->fork_mutex);
+	pthread_mutex_unlock(&c->fork_mutex);
+}
+
 static void fork_prepare(void)
 {
 	pthread_mutex_lock(&caches_lock);
 	for (struct upc_cache *c = caches; c; c = c->next_cache) {
-		pthread_rwlock_wrlock(&c->fork_lock);
+		park(c, true);
 		pthread_rwlock_rdlock(&c->self.lock);
-		c->fork_expect = c->fork_events + (c->self.nmaps ? 1 : 0);
-		pthread_rwlock_unlock(&c->self.lock);
+		atomic_store(&c->fork_snap, c->self.nmaps ? mm_snapshot(&c->self) : NULL);
 	}
 }
 
 static void fork_parent(void)
 {
 	for (struct upc_cache *c = caches; c; c = c->next_cache) {
-		pthread_mutex_lock(&c->fork_mutex);
-		/* Bounded: a fork with nothing registered sends no event. */
-		for (int i = 0; i < 200 && c->fork_events < c->fork_expect; i++)
-			cond_wait_ms(&c->fork_cond, &c->fork_mutex, 10);
-		pthread_mutex_unlock(&c->fork_mutex);
-		pthread_rwlock_unlock(&c->fork_lock);
+		mm_snap_free(atomic_exchange(&c->fork_snap, NULL));
+		pthread_rwlock_unlock(&c->self.lock);
+		park(c, false);
 	}
 	pthread_mutex_unlock(&caches_lock);
 }

@@ -92,6 +92,7 @@ struct upc_page {
 /* ------------------------------------------------------------ address_space */
 
 struct upc_map;
+struct mm_snap;
 
 struct upc_file {
 	struct upc_cache *cache;
@@ -158,8 +159,18 @@ struct upc_mm {
 	size_t nmaps, cap;
 	pthread_t handler;
 	bool handler_running;
-	int stop_efd;
+	int stop_efd;			/* "look at your flags": @stopping, @park_req */
+	bool stopping;
 	char *bounce;			/* the handler's fill buffer, ra_max pages */
+	/*
+	 * The handler's queue of messages read and not yet handled (fault.c):
+	 * q[qhead, qtail).  Preallocated, so that reading never allocates.
+	 */
+	struct uffd_msg *q;
+	unsigned int qhead, qtail;
+	_Atomic unsigned int reading;	/* odd while the handler reads and counts fork events (fork.c) */
+	_Atomic bool park_req;		/* a fork of this process is in progress: only read (fork.c) */
+	bool parked;			/* the handler acknowledged @park_req (under cache->fork_mutex) */
 	bool is_child;			/* a forked child's address space (fork.c) */
 	uintptr_t last_spurious;	/* the last MISSING fault on a page thought cached */
 	bool dead;			/* that child is gone: the handler exits */
@@ -195,11 +206,10 @@ struct upc_cache {
 
 	struct upc_mm self;		/* embedded mode: this process */
 	struct upc_mm *children;	/* forked children served by this cache (fork.c) */
-	pthread_rwlock_t fork_lock;	/* read: cleaning pages; write: a fork in progress */
-	pthread_mutex_t fork_mutex;
+	_Atomic unsigned int forks_pending;	/* fork events read whose child is not in the rmap yet */
+	pthread_mutex_t fork_mutex;	/* parking, and waiting for forks to settle */
 	pthread_cond_t fork_cond;
-	uint64_t fork_events;		/* fork events handled so far */
-	uint64_t fork_expect;		/* ... that the fork in progress waits for */
+	_Atomic(struct mm_snap *) fork_snap;	/* the mappings at the fork in progress (fork_prepare) */
 	struct upc_cache *next_cache;	/* every cache of the process, for the exit hook */
 	int engine_uffd;		/* the staging mappings' uffd (SIGBUS mode) */
 
@@ -301,8 +311,11 @@ __upc_hidden struct upc_map *mm_find(struct upc_mm *mm, uintptr_t addr);
 __upc_hidden int mm_init(struct upc_cache *c, struct upc_mm *mm);
 __upc_hidden void mm_fini(struct upc_mm *mm);
 __upc_hidden void map_destroy_all(struct upc_cache *c);
-__upc_hidden int mm_clone_maps(struct upc_mm *dst, struct upc_mm *src);
+__upc_hidden struct mm_snap *mm_snapshot(struct upc_mm *mm);
+__upc_hidden void mm_snap_free(struct mm_snap *snap);
+__upc_hidden int mm_clone_maps(struct upc_mm *dst, struct mm_snap *snap);
 __upc_hidden void mm_release_maps(struct upc_mm *mm);
+__upc_hidden int mm_buffers(struct upc_mm *mm);
 
 /* control.c */
 __upc_hidden int mm_range_ok(struct upc_mm *mm, uintptr_t start, uintptr_t end);
@@ -317,9 +330,16 @@ __upc_hidden long staging_insert(struct upc_file *f, uint64_t pgoff, uint64_t n,
 __upc_hidden int fault_handler_start(struct upc_mm *mm);
 __upc_hidden void fault_handler_stop(struct upc_mm *mm);
 __upc_hidden void fault_populate(struct upc_map *m);
+__upc_hidden unsigned int mm_read_msgs(struct upc_mm *mm);
+#define UFFD_QUEUE	1024	/* messages a handler holds: more than threads fault at once */
 
 /* fork.c */
-__upc_hidden void fork_event(struct upc_mm *parent, int ufd);
+__upc_hidden void fork_event_read(struct upc_mm *mm, struct uffd_msg *msg);
+__upc_hidden void fork_event(struct upc_mm *parent, const struct uffd_msg *msg);
+__upc_hidden void fork_event_drop(struct upc_mm *mm, const struct uffd_msg *msg);
+__upc_hidden bool fork_settled(struct upc_file *f);
+__upc_hidden void fork_wait_settled(struct upc_cache *c);
+__upc_hidden void handler_park(struct upc_mm *mm);
 __upc_hidden bool fork_child_gone(struct upc_mm *mm);
 __upc_hidden void fork_children_release(struct upc_cache *c);
 __upc_hidden void fork_cache_add(struct upc_cache *c);
@@ -332,6 +352,7 @@ __upc_hidden void fork_cache_del(struct upc_cache *c);
 __upc_hidden int writeback_range(struct upc_file *f, uint64_t first, uint64_t last, int how,
 				 uint64_t *heldp);
 __upc_hidden int errseq_check(struct upc_file *f, uint32_t *seen);
+__upc_hidden uint32_t errseq_sample(struct upc_file *f);
 __upc_hidden int bgwb_start(struct upc_cache *c);
 __upc_hidden void bgwb_stop(struct upc_cache *c);
 __upc_hidden void bgwb_kick(struct upc_cache *c);

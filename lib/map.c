@@ -24,6 +24,24 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+/* The handler's fill buffer and message queue: allocated once, never on the fault path. */
+int mm_buffers(struct upc_mm *mm)
+{
+	mm->bounce = mmap(NULL, (size_t)mm->cache->ra_max * UPC_PAGE_SIZE, PROT_READ | PROT_WRITE,
+			  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (mm->bounce == MAP_FAILED) {
+		mm->bounce = NULL;
+		return -ENOMEM;
+	}
+	mm->q = mmap(NULL, UFFD_QUEUE * sizeof(*mm->q), PROT_READ | PROT_WRITE,
+		     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (mm->q == MAP_FAILED) {
+		mm->q = NULL;
+		return -ENOMEM;
+	}
+	return 0;
+}
+
 int mm_init(struct upc_cache *c, struct upc_mm *mm)
 {
 	int ret;
@@ -43,13 +61,9 @@ int mm_init(struct upc_cache *c, struct upc_mm *mm)
 		ret = -errno;
 		goto err;
 	}
-	mm->bounce = mmap(NULL, (size_t)c->ra_max * UPC_PAGE_SIZE, PROT_READ | PROT_WRITE,
-			  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (mm->bounce == MAP_FAILED) {
-		mm->bounce = NULL;
-		ret = -ENOMEM;
+	ret = mm_buffers(mm);
+	if (ret < 0)
 		goto err;
-	}
 	return 0;
 err:
 	mm_fini(mm);
@@ -60,6 +74,10 @@ void mm_fini(struct upc_mm *mm)
 {
 	if (mm->bounce)
 		munmap(mm->bounce, (size_t)mm->cache->ra_max * UPC_PAGE_SIZE);
+	if (mm->q)
+		munmap(mm->q, UFFD_QUEUE * sizeof(*mm->q));
+	mm->bounce = NULL;
+	mm->q = NULL;
 	if (mm->uffd >= 0)
 		close(mm->uffd);
 	if (mm->pagemap_fd >= 0)
@@ -209,6 +227,12 @@ UPC_API int upc_map(struct upc_cache *c, int fd, off_t offset, size_t length, in
 		goto out_put;
 	}
 	mm = &c->self;
+	/*
+	 * mm->lock from the mmap until the mapping is in the rmap: a fork in
+	 * between would give the child a registered mapping that the snapshot
+	 * of our mappings taken for it (fork.c) does not have.
+	 */
+	pthread_rwlock_wrlock(&mm->lock);
 	addr = mmap(NULL, len, prot, MAP_SHARED, f->memfd, offset);
 	if (addr == MAP_FAILED) {
 		ret = -ENOMEM;
@@ -243,16 +267,15 @@ UPC_API int upc_map(struct upc_cache *c, int fd, off_t offset, size_t length, in
 		goto out_unmap;
 	}
 
-	pthread_rwlock_wrlock(&mm->lock);
 	pthread_mutex_lock(&f->lock);
-	m->err_seen = f->err_seq;
+	m->err_seen = errseq_sample(f);
 	ret = mm_insert(mm, m);
 	if (ret == 0)
 		rmap_add(f, m);
 	pthread_mutex_unlock(&f->lock);
-	pthread_rwlock_unlock(&mm->lock);
 	if (ret < 0)
 		goto out_unmap;
+	pthread_rwlock_unlock(&mm->lock);
 
 	if (flags & UPC_MAP_POPULATE)
 		fault_populate(m);
@@ -262,6 +285,7 @@ UPC_API int upc_map(struct upc_cache *c, int fd, off_t offset, size_t length, in
 out_unmap:
 	munmap(addr, len);
 out_free:
+	pthread_rwlock_unlock(&mm->lock);
 	free(m);
 out_put:
 	file_put(f);
@@ -461,15 +485,54 @@ out:
 	return ret;
 }
 
-/* Give @dst a copy of every mapping of @src (fork).  Caller holds neither lock. */
-int mm_clone_maps(struct upc_mm *dst, struct upc_mm *src)
+/*
+ * The mappings of @mm as they are now, for a forked child (fork.c): copies,
+ * each holding a reference to its file.  Caller holds mm->lock, or knows
+ * that nothing changes @mm (a child's mm never changes).
+ */
+struct mm_snap {
+	size_t n;
+	struct upc_map maps[];
+};
+
+struct mm_snap *mm_snapshot(struct upc_mm *mm)
+{
+	struct mm_snap *snap = malloc(sizeof(*snap) + mm->nmaps * sizeof(snap->maps[0]));
+
+	if (!snap)
+		return NULL;
+	snap->n = mm->nmaps;
+	for (size_t i = 0; i < mm->nmaps; i++) {
+		snap->maps[i] = *mm->maps[i];
+		atomic_fetch_add(&mm->maps[i]->file->refs, 1);
+	}
+	return snap;
+}
+
+void mm_snap_free(struct mm_snap *snap)
+{
+	if (!snap)
+		return;
+	for (size_t i = 0; i < snap->n; i++)
+		if (snap->maps[i].file)
+			file_put(snap->maps[i].file);
+	free(snap);
+}
+
+/*
+ * Give @dst the mappings of @snap, which are the forking mm's at the fork:
+ * they join each file's rmap, so that write-back protects them from now
+ * on.  The snapshot's file references pass to the new mappings; @snap is
+ * freed.  Caller holds no lock.
+ */
+int mm_clone_maps(struct upc_mm *dst, struct mm_snap *snap)
 {
 	int ret = 0;
 
-	pthread_rwlock_rdlock(&src->lock);
 	pthread_rwlock_wrlock(&dst->lock);
-	for (size_t i = 0; i < src->nmaps && ret == 0; i++) {
-		struct upc_map *m = src->maps[i], *n = malloc(sizeof(*n));
+	for (size_t i = 0; i < snap->n && ret == 0; i++) {
+		struct upc_map *m = &snap->maps[i], *n = malloc(sizeof(*n));
+		struct upc_file *f = m->file;
 
 		if (!n) {
 			ret = -ENOMEM;
@@ -477,19 +540,19 @@ int mm_clone_maps(struct upc_mm *dst, struct upc_mm *src)
 		}
 		*n = *m;
 		n->mm = dst;
-		pthread_mutex_lock(&m->file->lock);
+		pthread_mutex_lock(&f->lock);
 		ret = mm_insert(dst, n);
 		if (ret == 0)
-			rmap_add(m->file, n);
-		pthread_mutex_unlock(&m->file->lock);
+			rmap_add(f, n);
+		pthread_mutex_unlock(&f->lock);
 		if (ret < 0) {
 			free(n);
 			break;
 		}
-		atomic_fetch_add(&m->file->refs, 1);
+		m->file = NULL;	/* its reference is the new mapping's now */
 	}
 	pthread_rwlock_unlock(&dst->lock);
-	pthread_rwlock_unlock(&src->lock);
+	mm_snap_free(snap);
 	return ret;
 }
 

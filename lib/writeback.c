@@ -46,6 +46,18 @@ static void errseq_set(struct upc_file *f, int err)
 	pr_warn("write-back error on file %lu: %s\n", (unsigned long)f->ino, upc_strerror(err));
 }
 
+/*
+ * A new mapping's starting point in the error sequence: the current one,
+ * unless the latest error was never reported to anyone (write-back by the
+ * flusher or by reclaim failed): then the new mapping's first msync reports
+ * it, as the kernel's errseq_sample() hands an unseen error to the next
+ * sampler.  Caller holds f->lock.
+ */
+uint32_t errseq_sample(struct upc_file *f)
+{
+	return f->err_seq == f->err_reported ? f->err_seq : f->err_reported;
+}
+
 /* Report the file's latest error once per @seen.  Caller holds f->lock. */
 int errseq_check(struct upc_file *f, uint32_t *seen)
 {
@@ -75,18 +87,35 @@ int runs_add(struct run **runs, size_t *nr, size_t *cap, uint64_t pgoff)
 	return 0;
 }
 
+/* May write-back's protect cover clean page @p of a gap between two runs? */
+static bool gap_protectable(struct upc_file *f, uint64_t from, uint64_t to)
+{
+	for (uint64_t p = from; p < to; p++) {
+		struct upc_page *pg = pt_lookup(f, p);
+
+		/* UPC_PIN_WRITE: "writable until unpinned" (I6, seed 004): never protected. */
+		if (pg && (pg->flags & PG_PINWRITE))
+			return false;
+	}
+	return true;
+}
+
 /*
  * Step 1: write-protect @runs in every mapping of @f, merging runs that are
- * close together into one ioctl (a protected clean page stays protected).
- * Not under asynchronous tracking: there the uffd-wp bit *is* the written
- * state, and protecting a page in a gap would erase it without moving it to
- * the descriptor, so exactly the runs are protected.
+ * close together into one ioctl (a protected clean page stays protected),
+ * unless a page in the gap is pinned for write.  Not under asynchronous
+ * tracking: there the uffd-wp bit *is* the written state, and protecting a
+ * page in a gap would erase it without moving it to the descriptor, so
+ * exactly the runs are protected.  Returns 0, -EAGAIN if a mapping's mm is
+ * forking (fork.c: the caller must not clean now; the other mappings are
+ * still protected), or another error.
  */
 int protect_runs(struct upc_file *f, const struct run *runs, size_t nr)
 {
 	struct upc_cache *c = f->cache;
 	const uint64_t gap = c->track_mode == UPC_TRACK_ASYNC ? 0 : WP_MERGE_GAP;
 	unsigned int calls = 0;
+	int err = 0;
 
 	for (struct upc_map *m = f->rmap; m; m = m->f_next) {
 		uint64_t mfirst = m->pgoff, mend = m->pgoff + ((m->end - m->start) >> UPC_PAGE_SHIFT);
@@ -103,7 +132,7 @@ int protect_runs(struct upc_file *f, const struct run *runs, size_t nr)
 				re = min_t(uint64_t, runs[i].start + runs[i].n, mend);
 				if (rs >= re)
 					continue;
-				if (have && rs <= e + gap) {
+				if (have && rs <= e + gap && gap_protectable(f, e, rs)) {
 					e = re;
 					continue;
 				}
@@ -115,7 +144,9 @@ int protect_runs(struct upc_file *f, const struct run *runs, size_t nr)
 				atomic_fetch_add(&c->st.wp_calls, 1);
 				calls++;
 				/* ENOENT: not mapped there any more; ESRCH: a forked child that is gone. */
-				if (ret < 0 && ret != -ENOENT && ret != -ESRCH)
+				if (ret == -EAGAIN)
+					err = ret;
+				else if (ret < 0 && ret != -ENOENT && ret != -ESRCH)
 					return ret;
 			}
 			s = rs;
@@ -123,6 +154,8 @@ int protect_runs(struct upc_file *f, const struct run *runs, size_t nr)
 			have = i < nr;
 		}
 	}
+	if (err)
+		return err;
 	/* Every mapping is protected now, and every ioctl has returned (after its TLB flush). */
 	if (UPC_PROBE_ENABLED(protect))
 		for (size_t i = 0; i < nr; i++)
@@ -241,25 +274,6 @@ again:
 	if (!nr)
 		goto out_unlock;
 
-	/*
-	 * No fork may happen between the protect and the clean: a child's
-	 * PTEs, copied from ours (writable ones included), join the rmap only
-	 * when its fork event is handled (fork.c), and until then this protect
-	 * would miss them.  A fork in progress holds fork_lock for writing
-	 * until the child is in the rmap; its handler needs f->lock, so wait
-	 * for it without holding f->lock, and look at the pages again.
-	 */
-	if (pthread_rwlock_tryrdlock(&c->fork_lock) != 0) {
-		pthread_mutex_unlock(&f->lock);
-		pthread_rwlock_rdlock(&c->fork_lock);
-		pthread_rwlock_unlock(&c->fork_lock);
-		free(runs);
-		free(prot);
-		runs = prot = NULL;
-		nr = cap = nprot = pcap = 0;
-		pthread_mutex_lock(&f->lock);
-		goto again;
-	}
 	if (__builtin_expect(c->debug & UPC_DBG_BREAK_I1, 0)) {
 		/*
 		 * UPC_DEBUG=break-i1, for tests only: the wrong order, clean
@@ -272,8 +286,23 @@ again:
 	} else {
 		/* 1. protect every mapping; the ioctl returns after the TLB flush. */
 		ret = c->track_mode == UPC_TRACK_SYNC ? protect_runs(f, prot, nprot) : 0;
+		/*
+		 * A forked child may hold writable PTEs of these pages that no
+		 * protect reached yet (fork.c): let it join the rmap, then look
+		 * at the pages again.  Its handler may need f->lock to join.
+		 */
+		if (ret == -EAGAIN || (ret == 0 && !fork_settled(f))) {
+			pthread_mutex_unlock(&f->lock);
+			fork_wait_settled(c);
+			free(runs);
+			free(prot);
+			runs = prot = NULL;
+			nr = cap = nprot = pcap = 0;
+			ret = 0;
+			pthread_mutex_lock(&f->lock);
+			goto again;
+		}
 		if (ret < 0) {
-			pthread_rwlock_unlock(&c->fork_lock);
 			UPC_TRACE(error, "protect", ret, f, runs[0].start << UPC_PAGE_SHIFT);
 			pr_warn("write-protect failed (%s): pages stay dirty\n", upc_strerror(ret));
 			goto out_unlock;
@@ -281,7 +310,6 @@ again:
 		/* 2. only now clean. */
 		clean_runs(f, runs, nr);
 	}
-	pthread_rwlock_unlock(&c->fork_lock);
 	/* 3. build sorted, coalesced writes; the tail past EOF is never written. */
 	for (size_t i = 0; i < nr; i++)
 		nios += (runs[i].n * UPC_PAGE_SIZE + UPC_WB_MAX_IO - 1) / UPC_WB_MAX_IO;

@@ -326,3 +326,42 @@ Test(errors, read_error_callback_may_choose_sigbus, .signal = SIGBUS, .timeout =
 	(void)p[0];
 	cr_assert_fail("no SIGBUS");
 }
+
+/*
+ * errseq_sample(): a mapping made after a write-back error that nobody has
+ * seen yet (the flusher met it) reports it at its first msync, as the
+ * kernel hands an unseen error to the next sampler; then never again.  The
+ * older mapping sees it too, once.
+ */
+Test(errors, a_new_mapping_sees_an_error_nobody_saw, .timeout = 60)
+{
+	struct upc_store *store;
+	struct upc_cache *c;
+	unsigned char *a, *b;
+	int fd;
+	UPC_OPTS(upc_cache_opts, o, .dirty_expire_ms = 20, .writeback_interval_ms = 20);
+
+	require_upcache();
+	cr_assert_eq(upc_store_inject_create(NULL, &store), 0);
+	o.store = store;
+	c = cache_new_opts(&o);
+	fd = tmpfile_pattern(16 * PAGE, NULL);
+	cr_assert_eq(upc_map(c, fd, 0, 16 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&a), 0);
+	cr_assert_eq(upc_store_inject_add(store, UPC_IO_WRITE, 0, PAGE, UPC_INJECT_ERROR, EIO, 1), 0);
+	a[0] = 1;
+	for (int i = 0; i < 500 && stats_of(c).wb_errors == 0; i++)
+		usleep(10000);
+	cr_assert_eq(stats_of(c).wb_errors, 1, "the flusher did not meet the error");
+	cr_assert_eq(upc_map(c, fd, 0, 16 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&b), 0);
+	cr_assert_eq(upc_msync(c, b, 16 * PAGE, UPC_MS_SYNC), -EIO, "the new mapping missed the unseen error");
+	cr_assert_eq(upc_msync(c, b, 16 * PAGE, UPC_MS_SYNC), 0);
+	cr_assert_eq(upc_msync(c, a, 16 * PAGE, UPC_MS_SYNC), -EIO);
+	cr_assert_eq(upc_msync(c, a, 16 * PAGE, UPC_MS_SYNC), 0);
+	/* Seen now: a third mapping starts after it. */
+	cr_assert_eq(upc_unmap(c, b, 16 * PAGE), 0);
+	cr_assert_eq(upc_map(c, fd, 0, 16 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&b), 0);
+	cr_assert_eq(upc_msync(c, b, 16 * PAGE, UPC_MS_SYNC), 0);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	upc_store_destroy(store);
+	close(fd);
+}

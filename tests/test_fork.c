@@ -9,6 +9,7 @@
 #include "helpers.h"
 
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 
 static bool child_served(struct upc_cache *c)
@@ -260,5 +261,227 @@ Test(fork, forks_racing_write_back_lose_no_child_write, .timeout = 120)
 	fl.stop = true;
 	pthread_join(th, NULL);
 	cr_assert_eq(upc_cache_destroy(c), 0);
+	close(fd);
+}
+
+/*
+ * fork() while the fault handler serves faults must not hang.  glibc's
+ * fork() holds the malloc locks across the clone, and the kernel holds the
+ * clone until the handler has read UFFD_EVENT_FORK: a handler that needs
+ * malloc (or a lock whose holder needs it) for a fault queued before the
+ * event never gets there.  Two threads fault all over a file much larger
+ * than the cache (page-table chunks come and go, so the fault path would
+ * allocate) while the main thread forks and reaps.  The forks run in a
+ * process of their own, watched with a deadline: a hang is a failure, not
+ * a test that never ends.
+ */
+struct toucher {
+	volatile unsigned char *p;
+	size_t pages;
+	unsigned int seed;
+	volatile bool stop;
+};
+
+static void *touch_loop(void *arg)
+{
+	struct toucher *t = arg;
+
+	while (!t->stop) {
+		size_t pg = rand_r(&t->seed) % t->pages;
+
+		if (rand_r(&t->seed) & 1)
+			t->p[pg * PAGE + 8] = (unsigned char)pg;
+		else
+			(void)t->p[pg * PAGE];
+	}
+	return NULL;
+}
+
+static int fork_while_faulting(void)
+{
+	UPC_OPTS(upc_cache_opts, o, .mem_limit = 1 << 20, .flags = UPC_CACHE_NO_BGWB | track_flags());
+	const size_t pages = 16384;	/* 64 MiB: 32 page-table chunks */
+	struct toucher t[2];
+	pthread_t th[2];
+	struct upc_cache *c;
+	unsigned char *p;
+	int fd, status;
+
+	if (upc_cache_create(&o, &c))
+		return 2;
+	if (!child_served(c))
+		return 77;
+	fd = tmpfile_pattern(pages * PAGE, NULL);
+	if (upc_map(c, fd, 0, pages * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p) ||
+	    upc_advise(c, p, pages * PAGE, UPC_ADV_RANDOM))
+		return 3;
+	for (int i = 0; i < 2; i++) {
+		t[i] = (struct toucher){ .p = p, .pages = pages, .seed = 7u + (unsigned int)i };
+		pthread_create(&th[i], NULL, touch_loop, &t[i]);
+	}
+	for (int i = 0; i < 100; i++) {
+		pid_t pid = fork();
+
+		if (pid == 0)
+			_exit(0);
+		if (pid < 0 || waitpid(pid, &status, 0) != pid)
+			return 4;
+	}
+	for (int i = 0; i < 2; i++) {
+		t[i].stop = true;
+		pthread_join(th[i], NULL);
+	}
+	return upc_cache_destroy(c) ? 5 : 0;
+}
+
+Test(fork, forking_while_the_handler_serves_faults_does_not_hang, .timeout = 120)
+{
+	int status = 0;
+	pid_t pid;
+
+	require_upcache();
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		alarm(60);	/* SIGALRM: the forks hung */
+		_exit(fork_while_faulting());
+	}
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 77)
+		cr_skip_test("forked children are not served in asynchronous tracking");
+	cr_assert(!(WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM),
+		  "fork() hung while the handler was serving faults");
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %#x", status);
+}
+
+/*
+ * A served child forks again: the grandchild's PTEs are copied from the
+ * child's (a writable one for the page the child dirtied) before the
+ * grandchild is known to the engine.  The parent msyncs in a loop from a
+ * thread; every value the grandchild stored must be in the file after the
+ * next msync.
+ */
+Test(fork, a_grandchild_write_racing_write_back_is_not_lost, .timeout = 120)
+{
+	struct upc_cache *c = cache_new(UPC_CACHE_NO_BGWB);
+	int fd = tmpfile_pattern(16 * PAGE, NULL), status, cmd[2], ack[2];
+	struct flusher fl = { .c = c };
+	pthread_t th;
+	pid_t child;
+	long got;
+
+	cr_assert_eq(upc_map(c, fd, 0, 16 * PAGE, PROT_READ | PROT_WRITE, UPC_MAP_POPULATE, (void **)&fl.p), 0);
+	if (!child_served(c)) {
+		cr_assert_eq(upc_cache_destroy(c), 0);
+		cr_skip_test("forked children are not served in asynchronous tracking (SIGSEGV: tested above)");
+	}
+	cr_assert_eq(pipe(cmd), 0);
+	cr_assert_eq(pipe(ack), 0);
+	child = fork();
+	if (child == 0) {
+		volatile long *slot = (volatile long *)(fl.p + 2 * PAGE);
+		long i;
+
+		close(cmd[1]);
+		close(ack[0]);
+		prctl(PR_SET_PDEATHSIG, SIGKILL);	/* never outlive a failed test */
+		while (read(cmd[0], &i, sizeof(i)) == sizeof(i)) {
+			pid_t g;
+
+			*slot = -i;	/* the child dirties the page: its PTE is writable */
+			g = fork();
+			if (g == 0) {
+				*slot = i;	/* through the PTE copied from the child's */
+				_exit(0);
+			}
+			if (g < 0 || waitpid(g, &status, 0) != g || !WIFEXITED(status))
+				_exit(40);
+			if (write(ack[1], &i, sizeof(i)) != sizeof(i))
+				_exit(41);
+		}
+		_exit(0);
+	}
+	pthread_create(&th, NULL, flush_loop, &fl);
+	for (long i = 1; i <= 200; i++) {
+		long a;
+
+		cr_assert_eq(write(cmd[1], &i, sizeof(i)), sizeof(i));
+		cr_assert_eq(read(ack[0], &a, sizeof(a)), sizeof(a));
+		cr_assert_eq(upc_msync(c, fl.p, 16 * PAGE, UPC_MS_SYNC), 0);
+		cr_assert_eq(pread(fd, &got, sizeof(got), 2 * PAGE), sizeof(got));
+		cr_assert_eq(got, i, "grandchild %ld's write is lost: the file has %ld", i, got);
+	}
+	close(cmd[1]);
+	cr_assert_eq(waitpid(child, &status, 0), child);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %#x", status);
+	fl.stop = true;
+	pthread_join(th, NULL);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	close(fd);
+}
+
+/*
+ * The fork waits for a handler that is busy for seconds (a read_error
+ * callback retrying a failing read).  However long that takes, the child
+ * must be known before a page it may write through a copied writable PTE
+ * is counted clean: its write after the parent's msync reaches the file.
+ */
+static int slow_retry(void *arg, const struct upc_read_error *e)
+{
+	(void)arg;
+	usleep(400000);
+	return e->attempt < 6 ? UPC_READ_ERROR_RETRY : UPC_READ_ERROR_ZERO;
+}
+
+static void *touch_bad_page(void *arg)
+{
+	(void)*(volatile unsigned char *)arg;
+	return NULL;
+}
+
+Test(fork, a_slow_handler_at_fork_loses_no_child_write, .timeout = 120)
+{
+	struct upc_store *st;
+	struct upc_cache *c;
+	int fd = tmpfile_pattern(64 * PAGE, NULL), status, go[2], done[2];
+	volatile unsigned char *p;
+	unsigned char x;
+	pthread_t th;
+	pid_t pid;
+
+	require_upcache();
+	cr_assert_eq(upc_store_inject_create(NULL, &st), 0);
+	cr_assert_eq(upc_store_inject_add(st, UPC_IO_READ, 40 * PAGE, PAGE, UPC_INJECT_ERROR, EIO, -1), 0);
+	UPC_OPTS(upc_cache_opts, o, .flags = UPC_CACHE_NO_BGWB, .store = st, .read_error = slow_retry);
+	c = cache_new_opts(&o);
+	cr_assert_eq(upc_map(c, fd, 0, 64 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
+	if (!child_served(c)) {
+		cr_assert_eq(upc_cache_destroy(c), 0);
+		upc_store_destroy(st);
+		cr_skip_test("forked children are not served in asynchronous tracking (SIGSEGV: tested above)");
+	}
+	p[5 * PAGE] = 0x11;	/* dirty: the PTE the child inherits is writable */
+	cr_assert_eq(pipe(go), 0);
+	cr_assert_eq(pipe(done), 0);
+	/* Keep the handler busy for ~2.8 s in the callback. */
+	pthread_create(&th, NULL, touch_bad_page, (void *)(p + 40 * PAGE));
+	usleep(50000);
+	pid = fork();
+	if (pid == 0) {
+		if (read(go[0], &x, 1) != 1)
+			_exit(50);
+		p[5 * PAGE] = 0x22;	/* after the parent's msync */
+		_exit(write(done[1], "d", 1) == 1 ? 0 : 51);
+	}
+	cr_assert_eq(upc_msync(c, (void *)p, 64 * PAGE, UPC_MS_SYNC), 0);
+	cr_assert_eq(write(go[1], "g", 1), 1);
+	cr_assert_eq(read(done[0], &x, 1), 1);
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %#x", status);
+	pthread_join(th, NULL);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	cr_assert_eq(pread(fd, &x, 1, 5 * PAGE), 1);
+	cr_assert_eq(x, 0x22, "the child's write after the parent's msync is lost");
+	upc_store_destroy(st);
 	close(fd);
 }

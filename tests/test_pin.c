@@ -206,3 +206,34 @@ Test(pin, a_write_pin_stays_writable_and_dirty_across_writeback, .timeout = 60)
 	close(fd);
 	close(src);
 }
+
+/*
+ * Write-back protects close dirty runs in one ioctl across the clean gap
+ * between them; a page pinned for write in that gap must not be protected
+ * with them ("writable until unpinned"; as uid 65534 the kernel's write
+ * into it would fail with EFAULT: tests/test_pin_unpriv.c).  Here: pages 3
+ * and 9 dirty around a write pin of pages 4-7; after upc_msync a write to
+ * the pin must not trap.
+ */
+Test(pin, write_back_across_a_gap_leaves_a_write_pin_writable, .timeout = 60)
+{
+	const size_t n = 16 * PAGE;
+	struct upc_cache *c = cache_new(UPC_CACHE_NO_BGWB);
+	int fd = tmpfile_pattern(n, NULL);
+	unsigned char *p;
+	uint64_t wp;
+
+	cr_assert_eq(upc_map(c, fd, 0, n, PROT_READ | PROT_WRITE, UPC_MAP_POPULATE, (void **)&p), 0);
+	cr_assert_eq(upc_pin(c, p + 4 * PAGE, 4 * PAGE, UPC_PIN_WRITE), 0);
+	p[3 * PAGE] = 0x33;
+	p[9 * PAGE] = 0x99;
+	cr_assert_eq(upc_msync(c, p, n, UPC_MS_SYNC), 0);
+	wp = stats_of(c).faults_wp;
+	for (size_t i = 4; i < 8; i++)
+		p[i * PAGE + 5] = (unsigned char)i;
+	cr_assert_eq(stats_of(c).faults_wp, wp, "write-back protected %llu write-pinned pages in a gap",
+		     (unsigned long long)(stats_of(c).faults_wp - wp));
+	cr_assert_eq(upc_unpin(c, p + 4 * PAGE, 4 * PAGE), 0);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	close(fd);
+}
