@@ -391,7 +391,7 @@ UPC_API int upc_unmap(struct upc_cache *c, void *addr, size_t length)
 	if (!m)
 		goto out_unlock;
 	/* Async tracking: the written state leaves with the PTEs unless collected now. */
-	track_collect(f, m->pgoff, m->pgoff + ((m->end - m->start) >> UPC_PAGE_SHIFT) - 1);
+	track_collect_map(m);
 	munmap((void *)m->start, m->end - m->start);
 	UPC_TRACE(unmap, f, m->pgoff, (m->end - m->start) >> UPC_PAGE_SHIFT);
 	rmap_del(f, m);
@@ -470,7 +470,7 @@ UPC_API int upc_protect(struct upc_cache *c, void *addr, size_t length, int prot
 			ret = map_register(m, true);
 		}
 		if (m && ret == 0) {
-			track_collect(f, m->pgoff, m->pgoff + ((m->end - m->start) >> UPC_PAGE_SHIFT) - 1);
+			track_collect_map(m);
 			if (mprotect((void *)m->start, m->end - m->start, prot) == 0)
 				m->prot = prot;
 			else
@@ -583,7 +583,7 @@ void map_destroy_all(struct upc_cache *c)
 		struct upc_file *f = m->file;
 
 		pthread_mutex_lock(&f->lock);
-		track_collect(f, m->pgoff, m->pgoff + ((m->end - m->start) >> UPC_PAGE_SHIFT) - 1);
+		track_collect_map(m);
 		munmap((void *)m->start, m->end - m->start);
 		rmap_del(f, m);
 		pthread_mutex_unlock(&f->lock);

@@ -39,47 +39,55 @@
  * the first scan's error (the walk goes on with the next mapping).
  * Caller holds f->lock.
  */
+static int walk_map(struct upc_map *m, uint64_t first, uint64_t last, const struct pm_scan_arg *tmpl,
+		    void (*fn)(struct upc_file *f, uint64_t pgoff, void *arg), void *arg)
+{
+	struct upc_cache *c = m->file->cache;
+	uint64_t mend = m->pgoff + ((m->end - m->start) >> UPC_PAGE_SHIFT);
+	uint64_t s = max_t(uint64_t, first, m->pgoff), e = min_t(uint64_t, last + 1, mend);
+	struct page_region regs[64];
+	uintptr_t start, end;
+
+	if (s >= e || m->mm != &c->self || m->mm->pagemap_fd < 0)
+		return 0;
+	start = m->start + ((s - m->pgoff) << UPC_PAGE_SHIFT);
+	end = m->start + ((e - m->pgoff) << UPC_PAGE_SHIFT);
+	while (start < end) {
+		struct pm_scan_arg scan = *tmpl;
+		long got;
+
+		scan.size = sizeof(scan);
+		scan.start = start;
+		scan.end = end;
+		scan.vec = (uintptr_t)regs;
+		scan.vec_len = ARRAY_SIZE(regs);
+		got = ioctl(m->mm->pagemap_fd, PAGEMAP_SCAN, &scan);
+		if (scan.flags & PM_SCAN_WP_MATCHING)
+			atomic_fetch_add(&c->st.wp_calls, 1);
+		if (got < 0)
+			return -errno;
+		for (long i = 0; i < got; i++)
+			for (uintptr_t a = regs[i].start; a < regs[i].end; a += UPC_PAGE_SIZE)
+				fn(m->file, m->pgoff + ((a - m->start) >> UPC_PAGE_SHIFT), arg);
+		if (scan.walk_end <= start || scan.walk_end >= end)
+			break;
+		start = scan.walk_end;
+	}
+	return 0;
+}
+
 int pagemap_walk(struct upc_file *f, uint64_t first, uint64_t last, bool wp_only,
 		 const struct pm_scan_arg *tmpl, void (*fn)(struct upc_file *f, uint64_t pgoff, void *arg),
 		 void *arg)
 {
-	struct upc_cache *c = f->cache;
-	struct page_region regs[64];
-	int err = 0;
+	int err = 0, ret;
 
 	for (struct upc_map *m = f->rmap; m; m = m->f_next) {
-		uint64_t mend = m->pgoff + ((m->end - m->start) >> UPC_PAGE_SHIFT);
-		uint64_t s = max_t(uint64_t, first, m->pgoff), e = min_t(uint64_t, last + 1, mend);
-		uintptr_t start, end;
-
-		if (s >= e || (wp_only && !m->wp) || m->mm != &c->self || m->mm->pagemap_fd < 0)
+		if (wp_only && !m->wp)
 			continue;
-		start = m->start + ((s - m->pgoff) << UPC_PAGE_SHIFT);
-		end = m->start + ((e - m->pgoff) << UPC_PAGE_SHIFT);
-		while (start < end) {
-			struct pm_scan_arg scan = *tmpl;
-			long got;
-
-			scan.size = sizeof(scan);
-			scan.start = start;
-			scan.end = end;
-			scan.vec = (uintptr_t)regs;
-			scan.vec_len = ARRAY_SIZE(regs);
-			got = ioctl(m->mm->pagemap_fd, PAGEMAP_SCAN, &scan);
-			if (scan.flags & PM_SCAN_WP_MATCHING)
-				atomic_fetch_add(&c->st.wp_calls, 1);
-			if (got < 0) {
-				if (!err)
-					err = -errno;
-				break;
-			}
-			for (long i = 0; i < got; i++)
-				for (uintptr_t a = regs[i].start; a < regs[i].end; a += UPC_PAGE_SIZE)
-					fn(f, m->pgoff + ((a - m->start) >> UPC_PAGE_SHIFT), arg);
-			if (scan.walk_end <= start || scan.walk_end >= end)
-				break;
-			start = scan.walk_end;
-		}
+		ret = walk_map(m, first, last, tmpl, fn, arg);
+		if (ret && !err)
+			err = ret;
 	}
 	return err;
 }
@@ -96,6 +104,12 @@ static void collect_one(struct upc_file *f, uint64_t p, void *arg)
 	}
 }
 
+static const struct pm_scan_arg scan_written = {
+	.flags = PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC,
+	.category_mask = PAGE_IS_WRITTEN,
+	.return_mask = PAGE_IS_WRITTEN,
+};
+
 /*
  * Transfer the written state of file pages [first, last] from every mapping
  * of this process to the descriptors, re-protecting them.  Returns the pages
@@ -103,11 +117,6 @@ static void collect_one(struct upc_file *f, uint64_t p, void *arg)
  */
 uint64_t track_collect(struct upc_file *f, uint64_t first, uint64_t last)
 {
-	static const struct pm_scan_arg written = {
-		.flags = PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC,
-		.category_mask = PAGE_IS_WRITTEN,
-		.return_mask = PAGE_IS_WRITTEN,
-	};
 	uint64_t found = 0;
 	int err;
 
@@ -115,7 +124,7 @@ uint64_t track_collect(struct upc_file *f, uint64_t first, uint64_t last)
 		return 0;
 	if (last >= f->npages)
 		last = f->npages ? f->npages - 1 : 0;
-	err = pagemap_walk(f, first, last, true, &written, collect_one, &found);
+	err = pagemap_walk(f, first, last, true, &scan_written, collect_one, &found);
 	if (err) {
 		UPC_TRACE(error, "pagemap_scan", err, f, first << UPC_PAGE_SHIFT);
 		pr_warn("PAGEMAP_SCAN: %s\n", upc_strerror(err));
@@ -127,6 +136,29 @@ uint64_t track_collect(struct upc_file *f, uint64_t first, uint64_t last)
 	 */
 	if (!err && first <= last)
 		UPC_TRACE(protect, f, first, last - first + 1, 0);
+	return found;
+}
+
+/*
+ * The same for one mapping about to be unmapped or re-protected (I5): its
+ * PTEs are the only ones that change, so only they are scanned; the cost of
+ * an unmap does not grow with the number of mappings of the file.
+ * Caller holds f->lock.
+ */
+uint64_t track_collect_map(struct upc_map *m)
+{
+	struct upc_file *f = m->file;
+	uint64_t found = 0;
+	int err;
+
+	if (f->cache->track_mode != UPC_TRACK_ASYNC || !m->wp)
+		return 0;
+	err = walk_map(m, m->pgoff, m->pgoff + ((m->end - m->start) >> UPC_PAGE_SHIFT) - 1,
+		       &scan_written, collect_one, &found);
+	if (err) {
+		UPC_TRACE(error, "pagemap_scan", err, f, m->pgoff << UPC_PAGE_SHIFT);
+		pr_warn("PAGEMAP_SCAN: %s\n", upc_strerror(err));
+	}
 	return found;
 }
 
