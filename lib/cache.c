@@ -126,11 +126,51 @@ void file_unpin_all(struct upc_file *f)
 	pthread_mutex_unlock(&f->lock);
 }
 
-/* The file grew: extend the memfd and the page table.  Caller holds f->lock. */
+/*
+ * How many pages of a fill read (@ret, @io) are valid: the whole pages read,
+ * and a partial last page that ends at end of file, whose tail is zeroed
+ * (mmap(2) semantics).  A read that came back short before the size the
+ * cache knew may mean the file shrank behind its back: the store is asked
+ * for the size, and if the file now ends where the read did, that was end of
+ * file, not an error, and the cache takes the new size.  (Pages past it are
+ * not dropped here, as truncate_pagecache() would; faults on them raise
+ * SIGBUS and write-back leaves them out, as the kernel discards them.)  Any
+ * other short read leaves the pages after it uncached.  Caller holds f->lock.
+ */
+uint64_t fill_valid(struct upc_file *f, int ret, struct upc_io *io)
+{
+	uint64_t full;
+	off_t now;
+
+	if (ret < 0 || io->res < 0)
+		return 0;
+	if ((size_t)io->res < io->len && io->off + io->res < f->size &&
+	    store_size(f->cache->store, f->store_h, &now) == 0 && now <= io->off + io->res) {
+		pr_debug("file %lu shrank from %lld to %lld bytes\n", (unsigned long)f->ino,
+			 (long long)f->size, (long long)now);
+		f->size = now;
+	}
+	full = (uint64_t)io->res >> UPC_PAGE_SHIFT;
+	if ((io->res & (UPC_PAGE_SIZE - 1)) && io->off + io->res >= f->size) {
+		memset((char *)io->buf + io->res, 0, UPC_PAGE_SIZE - (io->res & (UPC_PAGE_SIZE - 1)));
+		full++;
+	}
+	return full;
+}
+
+/*
+ * The file grew: extend the memfd and the page table.  Bytes stored past
+ * the old end of file in its last page (a mapping may write there; they are
+ * never written back) must not become file data now: they are zeroed, as
+ * the kernel's pagecache_isize_extended() sees to.  The file's own bytes
+ * there are zeros too (a file extends with zeros), so the page keeps its
+ * clean or dirty state.  Caller holds f->lock.
+ */
 int file_grow(struct upc_file *f, off_t newsize)
 {
 	uint64_t npages = pg_round_up(newsize) >> UPC_PAGE_SHIFT;
 	uint64_t nchunks = (npages + PT_CHUNK_PAGES - 1) >> PT_CHUNK_SHIFT;
+	uint64_t tail = (uint64_t)f->size & (UPC_PAGE_SIZE - 1);
 	int ret;
 
 	if (newsize <= f->size)
@@ -157,6 +197,9 @@ int file_grow(struct upc_file *f, off_t newsize)
 	ret = sys_ftruncate(f->memfd, (off_t)pg_round_up(newsize));
 	if (ret < 0)
 		return ret;
+	if (tail && page_uptodate(f, (uint64_t)f->size >> UPC_PAGE_SHIFT))
+		memset(f->base + f->size, 0,
+		       min_t(uint64_t, UPC_PAGE_SIZE - tail, (uint64_t)(newsize - f->size)));
 	f->size = newsize;
 	f->npages = npages;
 	return 0;

@@ -343,7 +343,7 @@ static int fill_range(struct upc_cache *c, struct upc_file *f, uint64_t first, u
 			p++;
 		while (p + n <= last && n < bufpages && !page_uptodate(f, p + n))
 			n++;
-		if (!n) {
+		if (!n || (p << UPC_PAGE_SHIFT) >= (uint64_t)f->size) {
 			pthread_mutex_unlock(&f->lock);
 			break;
 		}
@@ -363,12 +363,7 @@ static int fill_range(struct upc_cache *c, struct upc_file *f, uint64_t first, u
 			return ret;
 		}
 		UPC_TRACE(fill_done, f, io.off, io.len, io.res);
-		/* Whole pages, and a partial last page at end of file (zero tail). */
-		full = (uint64_t)io.res >> UPC_PAGE_SHIFT;
-		if ((io.res & (UPC_PAGE_SIZE - 1)) && io.off + io.res >= f->size) {
-			memset(buf + io.res, 0, UPC_PAGE_SIZE - (io.res & (UPC_PAGE_SIZE - 1)));
-			full++;
-		}
+		full = fill_valid(f, ret, &io);
 		n = min_t(uint64_t, n, full);
 		r = n ? staging_insert(f, p, n, buf, &skipped) : -EIO;
 		for (uint64_t i = 0; r > 0 && i < (uint64_t)r; i++) {

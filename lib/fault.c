@@ -192,6 +192,9 @@ static void handle_missing(struct upc_mm *mm, struct upc_map *m, uintptr_t addr,
 	mm->last_spurious = 0;
 	if (m->ra_win && pgoff == m->ra_next)
 		atomic_fetch_add(&c->st.ra_hits, 1);	/* the last window was used up */
+	/* Wholly past end of file (the file shrank, fill_valid()): SIGBUS, as mmap(2) says. */
+	if ((pgoff << UPC_PAGE_SHIFT) >= (uint64_t)f->size)
+		goto beyond_eof;
 	win = (pg->flags & PG_UPTODATE) ? 1 : ra_window(c, m, f, pgoff);
 	for (n = 1; n < win && pgoff + n < f->npages && !page_uptodate(f, pgoff + n); n++)
 		;
@@ -206,23 +209,11 @@ static void handle_missing(struct upc_mm *mm, struct upc_map *m, uintptr_t addr,
 		ret = c->store->ops->submit(c->store, f->store_h, UPC_IO_READ, &io, 1);
 		atomic_fetch_add(&c->st.fill_ios, 1);
 		UPC_TRACE(fill_done, f, io.off, io.len, ret < 0 ? ret : io.res);
-		/*
-		 * Whole pages read are valid; so is a partial last page that
-		 * ends at end of file, whose tail reads as zeros (mmap(2)
-		 * semantics).  Any other short read leaves the pages after it
-		 * uncached.
-		 */
-		full = 0;
-		if (ret == 0 && io.res > 0) {
-			full = (uint64_t)io.res >> UPC_PAGE_SHIFT;
-			if ((io.res & (UPC_PAGE_SIZE - 1)) && io.off + io.res >= f->size) {
-				memset(mm->bounce + io.res, 0,
-				       UPC_PAGE_SIZE - (io.res & (UPC_PAGE_SIZE - 1)));
-				full++;
-			}
-		}
+		full = fill_valid(f, ret, &io);
 		if (full)
 			break;
+		if (io.off >= f->size)	/* the file shrank below the faulting page */
+			goto beyond_eof;
 		/* The faulting page could not be read: ask the application, if it asked to be asked. */
 		atomic_fetch_add(&c->st.read_errors, 1);
 		switch (read_error_action(c, f, pgoff, ret < 0 ? ret : io.res < 0 ? (int)io.res : -EIO,
@@ -300,6 +291,10 @@ resolved:
 		sys_uffd_wake(mm->uffd, addr, UPC_PAGE_SIZE);
 	}
 	UPC_TRACE(fault_done, f, pgoff, UPC_FAULT_MISSING, 1);
+	return;
+beyond_eof:
+	UPC_TRACE(fault_done, f, pgoff, UPC_FAULT_MISSING, -EFAULT);
+	fault_fail(mm, m, addr, ptid);
 	return;
 fail:
 	UPC_TRACE(error, "fill", -EIO, f, pgoff << UPC_PAGE_SHIFT);

@@ -301,6 +301,8 @@ static inline bool page_uptodate(struct upc_file *f, uint64_t pgoff)
 __upc_hidden void page_add(struct upc_file *f, uint64_t pgoff, struct upc_page *pg);
 __upc_hidden void page_remove(struct upc_file *f, uint64_t pgoff);
 __upc_hidden int file_grow(struct upc_file *f, off_t newsize);
+struct upc_io;
+__upc_hidden uint64_t fill_valid(struct upc_file *f, int ret, struct upc_io *io);
 __upc_hidden void file_unpin_all(struct upc_file *f);
 __upc_hidden void stats_counters(struct upc_cache *c, struct upc_stats *st);
 __upc_hidden int file_get(struct upc_cache *c, int fd, struct upc_file **fp);

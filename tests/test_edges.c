@@ -102,3 +102,52 @@ Test(edges, empty_file_maps_and_sigbus_on_touch, .signal = SIGBUS, .timeout = 60
 	(void)p[0];
 	cr_assert_fail("no SIGBUS");
 }
+
+/*
+ * Bytes stored past end of file inside the last page never reach the file,
+ * not even once the file grows over them: the kernel zeroes that tail when
+ * the file is extended (pagecache_isize_extended), and so does the cache when
+ * it learns of the new size (here at the next upc_map).
+ */
+Test(edges, bytes_past_eof_are_zeroed_when_the_file_grows, .timeout = 60)
+{
+	struct upc_cache *c = cache_new(UPC_CACHE_NO_BGWB);
+	int fd = tmpfile_pattern(100, NULL);
+	unsigned char *p, *q, x;
+
+	cr_assert_eq(upc_map(c, fd, 0, PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
+	p[200] = 'X';		/* past EOF, inside the last page */
+	cr_assert_eq(ftruncate(fd, 2 * PAGE), 0);
+	cr_assert_eq(upc_map(c, fd, 0, 2 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&q), 0);
+	cr_assert_eq(q[200], 0, "the old tail must read as zeros once the file grew over it");
+	cr_assert_eq(p[99], pat(99));
+	p[0] = 'A';
+	cr_assert_eq(upc_msync(c, q, 2 * PAGE, UPC_MS_SYNC), 0);
+	cr_assert_eq(pread(fd, &x, 1, 200), 1);
+	cr_assert_eq(x, 0, "a byte stored past EOF reached the file: %#x", x);
+	cr_assert_eq(pread(fd, &x, 1, 0), 1);
+	cr_assert_eq(x, 'A');
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	close(fd);
+}
+
+/*
+ * The file shrank within its last page behind the cache's back (3000 bytes,
+ * then 1000): a fault on that page shows the 1000 bytes that are left and
+ * zeros after them, as the kernel's page cache does, instead of SIGBUS.
+ */
+Test(edges, a_file_shrunk_within_its_last_page_reads_what_is_left, .timeout = 60)
+{
+	struct upc_cache *c = cache_new(UPC_CACHE_NO_BGWB);
+	int fd = tmpfile_pattern(3000, NULL);
+	unsigned char *p;
+
+	cr_assert_eq(upc_map(c, fd, 0, PAGE, PROT_READ, 0, (void **)&p), 0);
+	cr_assert_eq(ftruncate(fd, 1000), 0);
+	for (size_t i = 0; i < 1000; i += 37)
+		cr_assert_eq(p[i], pat(i), "byte %zu", i);
+	for (size_t i = 1000; i < PAGE; i++)
+		cr_assert_eq(p[i], 0, "byte %zu past the new end", i);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	close(fd);
+}
