@@ -22,6 +22,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+struct stat;
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -361,6 +363,15 @@ struct upc_store_ops {
 	/* Make written data durable. */
 	int (*sync)(struct upc_store *store, void *handle);
 	void (*destroy)(struct upc_store *store);
+	/*
+	 * Optional (NULL, or absent from a store built before it: @sz tells):
+	 * fstat(2) the backing file of @handle; return 0 or a negative errno.
+	 * The cache reads st_nlink of files no mapping uses any more: one
+	 * that is unlinked is released (written back first), so that its
+	 * disk space is freed.  Without it, such files are released only by
+	 * the bound on unused files (upcache(7), FILE LIFETIME).
+	 */
+	int (*stat)(struct upc_store *store, void *handle, struct stat *st);
 };
 
 /* upc_store_file_create flags */

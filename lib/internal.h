@@ -43,6 +43,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include "upcache.h"
@@ -356,6 +357,7 @@ __upc_hidden void track_collect_all(struct upc_file *f);
 
 /* store.c */
 __upc_hidden int store_default(unsigned int flags, struct upc_store **storep);
+__upc_hidden int store_stat(struct upc_store *s, void *h, struct stat *st);
 
 /* debug.c: $UPC_DEBUG (upcache(7)) and dirty backtraces; usdt.h has the probes */
 #define UPC_DBG_BREAK_I1	0x1u	/* tests only: write-back cleans before it protects */

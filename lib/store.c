@@ -231,6 +231,14 @@ static int fs_sync(struct upc_store *store, void *handle)
 	return ret < 0 ? ret : 0;
 }
 
+static int fs_stat(struct upc_store *store, void *handle, struct stat *st)
+{
+	struct fs_handle *h = handle;
+
+	(void)store;
+	return fstat(h->fd_buf, st) < 0 ? -errno : 0;
+}
+
 static void fs_destroy(struct upc_store *store)
 {
 	struct file_store *fs = (struct file_store *)store;
@@ -251,6 +259,7 @@ static const struct upc_store_ops file_ops = {
 	.submit = fs_submit,
 	.sync = fs_sync,
 	.destroy = fs_destroy,
+	.stat = fs_stat,
 };
 
 UPC_API int upc_store_file_create(unsigned int flags, struct upc_store **storep)
@@ -281,6 +290,16 @@ UPC_API int upc_store_file_create(unsigned int flags, struct upc_store **storep)
 int store_default(unsigned int flags, struct upc_store **storep)
 {
 	return upc_store_file_create(flags & UPC_CACHE_DIRECT_IO ? UPC_STORE_DIRECT : 0, storep);
+}
+
+/* The optional stat op: -EOPNOTSUPP where the store has none (or predates it). */
+int store_stat(struct upc_store *s, void *h, struct stat *st)
+{
+	const struct upc_store_ops *ops = s->ops;
+
+	if (ops->sz < offsetof(struct upc_store_ops, stat) + sizeof(ops->stat) || !ops->stat)
+		return -EOPNOTSUPP;
+	return ops->stat(s, h, st);
 }
 
 /* ------------------------------------------------------------ fault injection */
@@ -390,6 +409,11 @@ static int inj_sync(struct upc_store *store, void *handle)
 	return is->inner->ops->sync(is->inner, handle);
 }
 
+static int inj_stat(struct upc_store *store, void *handle, struct stat *st)
+{
+	return store_stat(to_inject(store)->inner, handle, st);
+}
+
 static void inj_destroy(struct upc_store *store)
 {
 	struct inject_store *is = to_inject(store);
@@ -409,6 +433,7 @@ static const struct upc_store_ops inject_ops = {
 	.submit = inj_submit,
 	.sync = inj_sync,
 	.destroy = inj_destroy,
+	.stat = inj_stat,
 };
 
 UPC_API int upc_store_inject_create(struct upc_store *inner, struct upc_store **storep)
