@@ -300,7 +300,7 @@ UPC_API upc_print_fn_t upc_set_print(upc_print_fn_t fn);
 struct upc_stats {
 	size_t sz;			/* set by the caller: sizeof(struct upc_stats) */
 	uint32_t track_mode;		/* UPC_TRACK_SYNC or UPC_TRACK_ASYNC */
-	uint32_t nr_files;		/* cache objects (one per backing file) */
+	uint32_t nr_files;		/* cache objects (one per backing file), in use or unused */
 	uint32_t nr_mappings;		/* this process's mappings */
 	uint32_t nr_children;		/* forked children whose inherited mappings the cache serves */
 	uint64_t mem_limit;		/* bytes */
