@@ -22,6 +22,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+struct stat;
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -302,7 +304,7 @@ UPC_API upc_print_fn_t upc_set_print(upc_print_fn_t fn);
 struct upc_stats {
 	size_t sz;			/* set by the caller: sizeof(struct upc_stats) */
 	uint32_t track_mode;		/* UPC_TRACK_SYNC or UPC_TRACK_ASYNC */
-	uint32_t nr_files;		/* cache objects (one per backing file) */
+	uint32_t nr_files;		/* cache objects (one per backing file), in use or unused */
 	uint32_t nr_mappings;		/* this process's mappings */
 	uint32_t nr_children;		/* forked children whose inherited mappings the cache serves */
 	uint64_t mem_limit;		/* bytes */
@@ -369,12 +371,16 @@ struct upc_store_ops {
 	int (*sync)(struct upc_store *store, void *handle);
 	void (*destroy)(struct upc_store *store);
 	/*
-	 * Optional (may be NULL or beyond @sz): the backing file's current
-	 * size in *@sizep, as the store sees it now (fstat for the file
-	 * store); 0 or a negative errno.  It tells a short read at a new end
-	 * of file (the file shrank) from a short read that is an error.
+	 * Optional (NULL, or absent from a store built before it: @sz tells):
+	 * fstat(2) the backing file of @handle; return 0 or a negative errno.
+	 * The cache uses st_size to tell a short read at a new end of file
+	 * (the file shrank behind its back) from a short read that is an
+	 * error, and st_nlink of files no mapping uses any more: one that is
+	 * unlinked is released (written back first), so that its disk space
+	 * is freed.  Without it, a short read is an error and unused files
+	 * are released only by the bound on them (upcache(7), FILE LIFETIME).
 	 */
-	int (*size)(struct upc_store *store, void *handle, off_t *sizep);
+	int (*stat)(struct upc_store *store, void *handle, struct stat *st);
 };
 
 /* upc_store_file_create flags */

@@ -15,6 +15,43 @@
  * chunks of 512, allocated when a page of the chunk is first cached: the
  * kernel's struct page flags (uptodate, dirty, writeback, referenced,
  * active, lazyfree) and pin count, without the kernel's 64 bytes.
+ *
+ * Lifetime, as the kernel's inode cache (iput, the inode LRU, evict).  A
+ * file is referenced by each of its mappings, in this process and in forked
+ * children, and by every user working on it outside cache->lock (internal.h
+ * has the rule).  When the last reference goes and the file has no dirty
+ * page, no page under write-back and no pin, it is *unused*: it goes on the
+ * cache's LRU of unused files and keeps its cached pages, so that a later
+ * upc_map() of it finds them (and takes it off the list).  A file whose last
+ * reference goes while it is dirty goes on the list too (and counts towards
+ * its bound), but is not released before it is clean: the background
+ * writer's pass, which holds a reference while it writes, re-examines it
+ * when it lets go.  An unused file is released:
+ *
+ *   - when its backing file has been unlinked (st_nlink 0, through the
+ *     store's optional stat op): at once when its last reference goes, or
+ *     at the reaper's next pass (the reclaim thread, about every second) if
+ *     the unlink came later.  Dirty, it is written back first (another
+ *     process may still have the file open), then released;
+ *   - when it has nothing cached: reclaim or upc_drop() evicted its last
+ *     page (their reference is the last one), or it never cached any;
+ *   - when it is the least recently used one past the bound: at most
+ *     max_unused = min(64, RLIMIT_NOFILE soft limit / 8) unused files are
+ *     kept.  Each holds two descriptors (the store's and the memfd; three
+ *     with O_DIRECT) and reserves twice its size, at least 4 GiB, of address
+ *     space, so the files nobody maps take at most a quarter of the
+ *     process's descriptors (3/8 with O_DIRECT), and the rest stays for the
+ *     application and its mappings; 64 bounds the reserve (256 GiB) and the
+ *     reaper's per-second fstat walk.  A dirty one past the bound is written
+ *     back first, by upc_map() before a new file takes descriptors (as
+ *     balance_dirty_pages() makes the dirtier pay) or by the reaper.
+ *
+ * Releasing takes the file off cache->files (and the clock hand) under
+ * cache->lock with refs at 0, which no one can raise without that lock;
+ * then, outside it, closes the store handle, unmaps the staging mapping
+ * (which unregisters it from the engine's userfaultfd), closes the memfd
+ * (its pages go with it) and frees the page table (file_free).  A write-back
+ * error no msync saw is kept for upc_cache_destroy() to return.
  */
 #include "internal.h"
 #include "usdt.h"
@@ -23,6 +60,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -222,12 +260,7 @@ static void file_free(struct upc_file *f)
 	struct upc_cache *c = f->cache;
 
 	UPC_TRACE(file_release, f);
-	if (f->store_h)
-		c->store->ops->close(c->store, f->store_h);
-	if (f->base)
-		munmap(f->base, f->base_len);
-	if (f->memfd >= 0)
-		close(f->memfd);
+	/* Uncounted first: once its descriptors are gone, nobody sees its pages counted. */
 	for (uint64_t i = 0; i < f->nchunks; i++)
 		if (f->chunks[i]) {
 			free(f->chunks[i]);
@@ -236,6 +269,12 @@ static void file_free(struct upc_file *f)
 	atomic_fetch_sub(&c->meta_bytes, f->nchunks * (sizeof(*f->chunks) + sizeof(*f->chunk_used)));
 	atomic_fetch_sub(&c->nr_cached, f->nr_cached);
 	atomic_fetch_sub(&c->nr_active, f->nr_active);
+	if (f->store_h)
+		c->store->ops->close(c->store, f->store_h);
+	if (f->base)
+		munmap(f->base, f->base_len);
+	if (f->memfd >= 0)
+		close(f->memfd);
 	free(f->chunks);
 	free(f->chunk_used);
 	pthread_mutex_destroy(&f->lock);
@@ -305,10 +344,193 @@ out_free:
 	return ret;
 }
 
+/* ------------------------------------------------------------ file lifetime */
+
+#define REAP_BATCH	16	/* dirty unused files written back per reaper pass */
+
+/* No dirty page, none under write-back, none pinned?  *@cachedp: pages cached. */
+static bool file_clean(struct upc_file *f, uint64_t *cachedp)
+{
+	bool clean;
+
+	pthread_mutex_lock(&f->lock);
+	clean = !f->nr_dirty && !f->nr_writeback && !f->nr_pinned;
+	if (cachedp)
+		*cachedp = f->nr_cached;
+	pthread_mutex_unlock(&f->lock);
+	return clean;
+}
+
+/* Is the backing file unlinked?  false where the store cannot tell.  Refs 0, cache->lock held. */
+static bool file_unlinked(struct upc_file *f)
+{
+	struct stat st;
+
+	return store_stat(f->cache->store, f->store_h, &st) == 0 && st.st_nlink == 0;
+}
+
+static void lru_add(struct upc_cache *c, struct upc_file *f)
+{
+	f->lru_prev = NULL;
+	f->lru_next = c->unused;
+	if (c->unused)
+		c->unused->lru_prev = f;
+	else
+		c->unused_tail = f;
+	c->unused = f;
+	f->unused = true;
+	c->nr_unused++;
+}
+
+static void lru_del(struct upc_cache *c, struct upc_file *f)
+{
+	if (f->lru_prev)
+		f->lru_prev->lru_next = f->lru_next;
+	else
+		c->unused = f->lru_next;
+	if (f->lru_next)
+		f->lru_next->lru_prev = f->lru_prev;
+	else
+		c->unused_tail = f->lru_prev;
+	f->lru_next = f->lru_prev = NULL;
+	f->unused = false;
+	c->nr_unused--;
+}
+
+/*
+ * Take @f, at refs 0, off the cache's lists (caller holds cache->lock) and
+ * chain it on *@deadp, for files_free() once the lock is dropped.
+ */
+static void file_unlist(struct upc_cache *c, struct upc_file *f, struct upc_file **deadp)
+{
+	if (f->unused)
+		lru_del(c, f);
+	if (c->clock_file == f)
+		c->clock_file = f->next;
+	*f->pprev = f->next;
+	if (f->next)
+		f->next->pprev = f->pprev;
+	c->nr_files--;
+	pthread_mutex_lock(&f->lock);
+	if (f->err_seq != f->err_reported && !c->released_err)
+		c->released_err = f->err;	/* errseq: no msync saw it; upc_cache_destroy() will */
+	pthread_mutex_unlock(&f->lock);
+	f->next = *deadp;
+	*deadp = f;
+}
+
+static void files_free(struct upc_file *f)
+{
+	while (f) {
+		struct upc_file *next = f->next;
+
+		file_free(f);
+		f = next;
+	}
+}
+
+/*
+ * The last reference to @f is gone (cache->lock held, refs 0): release it if
+ * it is clean and unlinked or caches nothing, else keep it on the unused
+ * list.  Returns true when it needs the reaper: unlinked, but dirty.
+ */
+static bool file_idle(struct upc_cache *c, struct upc_file *f, struct upc_file **deadp)
+{
+	uint64_t cached;
+	bool clean = file_clean(f, &cached);
+
+	if (!f->evict && file_unlinked(f))
+		f->evict = true;
+	if (clean && (f->evict || !cached)) {
+		file_unlist(c, f, deadp);
+		return false;
+	}
+	if (!f->unused)
+		lru_add(c, f);
+	return f->evict;
+}
+
+/*
+ * Bring the unused list back to max_unused, least recently used first:
+ * release the clean files; mark the dirty ones for release once written
+ * back, and hold up to @max of them in @wb for the caller to write back.
+ * Files held right now (a write-back or reclaim pass) are skipped.  Returns
+ * how many dirty ones there are.  Caller holds cache->lock.
+ */
+static unsigned int unused_trim(struct upc_cache *c, struct upc_file **deadp, struct upc_file **wb,
+				unsigned int max)
+{
+	uint32_t excess = c->nr_unused > c->max_unused ? c->nr_unused - c->max_unused : 0;
+	unsigned int dirty = 0;
+
+	for (struct upc_file *f = c->unused_tail, *prev; f && excess; f = prev) {
+		prev = f->lru_prev;
+		if (atomic_load(&f->refs))
+			continue;
+		excess--;
+		if (file_clean(f, NULL)) {
+			file_unlist(c, f, deadp);
+			continue;
+		}
+		f->evict = true;
+		if (dirty < max) {
+			file_hold(f);
+			wb[dirty] = f;
+		}
+		dirty++;
+	}
+	return dirty;
+}
+
+/*
+ * The reaper.  From file_get(), before a new file takes descriptors: the
+ * unused files past the bound go, the dirty ones written back here first.
+ * From the reclaim thread (@all), about every second and when woken: also
+ * the files whose backing file was unlinked, and those marked for release
+ * that write-back has cleaned meanwhile.  The files written back here are
+ * released by their last reference, in file_put().  No lock held.
+ */
+void file_reap(struct upc_cache *c, bool all)
+{
+	struct upc_file *dead = NULL, *wb[REAP_BATCH];
+	unsigned int nwb;
+
+	pthread_mutex_lock(&c->lock);
+	if (atomic_load(&c->dying)) {
+		pthread_mutex_unlock(&c->lock);
+		return;
+	}
+	nwb = unused_trim(c, &dead, wb, REAP_BATCH);
+	nwb = min_t(unsigned int, nwb, REAP_BATCH);	/* held: the first REAP_BATCH */
+	for (struct upc_file *f = c->unused_tail, *prev; all && f; f = prev) {
+		prev = f->lru_prev;
+		if (atomic_load(&f->refs))
+			continue;
+		if (!f->evict && file_unlinked(f))
+			f->evict = true;
+		if (!f->evict)
+			continue;
+		if (file_clean(f, NULL)) {
+			file_unlist(c, f, &dead);
+		} else if (nwb < REAP_BATCH) {
+			file_hold(f);
+			wb[nwb++] = f;
+		}
+	}
+	pthread_mutex_unlock(&c->lock);
+	files_free(dead);
+	for (unsigned int i = 0; i < nwb; i++) {
+		/* Written back before it goes; a failed write keeps it (dirty) for the next pass. */
+		writeback_range(wb[i], 0, UINT64_MAX, 0, NULL);
+		file_put(wb[i]);
+	}
+}
+
 /*
  * Find or create the address_space of the file open on @fd and take a
  * reference.  A later writable fd upgrades the store handle, so that write
- * access always follows an fd the caller handed us.
+ * access always follows an fd the caller handed us.  An unused file found
+ * here is revived: its cached pages are hits.
  */
 int file_get(struct upc_cache *c, int fd, struct upc_file **fp)
 {
@@ -324,6 +546,8 @@ int file_get(struct upc_cache *c, int fd, struct upc_file **fp)
 		return -ENODEV;
 	writable = (fcntl(fd, F_GETFL) & O_ACCMODE) == O_RDWR;
 
+	/* Unused files past the bound go (written back if dirty) before this one may take descriptors. */
+	file_reap(c, false);
 	pthread_mutex_lock(&c->lock);
 	for (f = c->files; f; f = f->next)
 		if (f->dev == st.st_dev && f->ino == st.st_ino)
@@ -333,10 +557,16 @@ int file_get(struct upc_cache *c, int fd, struct upc_file **fp)
 		if (ret < 0)
 			goto out;
 		f->next = c->files;
+		if (c->files)
+			c->files->pprev = &f->next;
+		f->pprev = &c->files;
 		c->files = f;
 		c->nr_files++;
+	} else if (f->unused) {
+		lru_del(c, f);
 	}
-	f->refs++;
+	f->evict = false;
+	file_hold(f);
 out:
 	pthread_mutex_unlock(&c->lock);
 	if (ret < 0)
@@ -367,10 +597,46 @@ out:
 	return 0;
 }
 
-/* Cached pages outlive mappings (as the page cache outlives VMAs): a file is freed with the cache. */
+/*
+ * Drop a reference.  The last one decides, under cache->lock, whether @f
+ * stays (unused, with its cached pages) or is released now (file_idle).
+ * So the caller must not hold mm->lock or file->lock, unless it holds
+ * another reference too (then this is one atomic decrement).
+ */
 void file_put(struct upc_file *f)
 {
-	atomic_fetch_sub(&f->refs, 1);
+	struct upc_cache *c = f->cache;
+	struct upc_file *dead = NULL;
+	int r = atomic_load(&f->refs);
+	bool reap = false;
+
+	while (r > 1)
+		if (atomic_compare_exchange_weak(&f->refs, &r, r - 1))
+			return;
+	/* upc_cache_destroy() frees every file itself, with mm->lock held here (map_destroy_all). */
+	if (atomic_load(&c->dying)) {
+		atomic_fetch_sub(&f->refs, 1);
+		return;
+	}
+	pthread_mutex_lock(&c->lock);
+	if (atomic_fetch_sub(&f->refs, 1) == 1 && !atomic_load(&c->dying)) {
+		reap = file_idle(c, f, &dead);
+		reap |= unused_trim(c, &dead, NULL, 0) > 0;
+	}
+	pthread_mutex_unlock(&c->lock);
+	files_free(dead);
+	if (reap)
+		reclaim_wake(c);	/* dirty files to write back before they go */
+}
+
+/* At most min(64, RLIMIT_NOFILE soft limit / 8) unused files: see the top of this file. */
+static uint32_t max_unused_files(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur / 8 >= 64)
+		return 64;
+	return (uint32_t)(rl.rlim_cur / 8);
 }
 
 static size_t parse_size(const char *s)
@@ -451,6 +717,7 @@ UPC_API int upc_cache_create(const struct upc_cache_opts *opts, struct upc_cache
 	c->read_error = o.read_error;
 	c->read_error_arg = o.read_error_arg;
 	c->t0_ms = now_ms();
+	c->max_unused = max_unused_files();
 	c->engine_uffd = -1;
 	c->self.uffd = -1;
 	pthread_mutex_init(&c->lock, NULL);
@@ -562,6 +829,10 @@ UPC_API int upc_cache_destroy(struct upc_cache *c)
 
 	if (!c)
 		return -EINVAL;
+	/* From here on the last reference to a file releases nothing: every file is freed below. */
+	pthread_mutex_lock(&c->lock);
+	atomic_store(&c->dying, true);
+	pthread_mutex_unlock(&c->lock);
 	fork_cache_del(c);
 	bgwb_stop(c);
 	ra_stop(c);
@@ -598,6 +869,8 @@ UPC_API int upc_cache_destroy(struct upc_cache *c)
 		next = f->next;
 		file_free(f);
 	}
+	if (!ret)
+		ret = c->released_err;
 	close(c->engine_uffd);
 	if (c->own_store)
 		upc_store_destroy(c->store);

@@ -304,7 +304,7 @@ out:
 
 struct ra_work {
 	struct ra_work *next;
-	struct upc_file *file;
+	struct upc_file *file;		/* held (a reference) until the work is done */
 	uint64_t first, last;
 };
 
@@ -407,6 +407,7 @@ static void *ra_main(void *arg)
 		/* Best effort: a page it could not read is read again by its fault. */
 		if (buf != MAP_FAILED)
 			(void)fill_range(c, w->file, w->first, w->last, buf, c->ra_max, true);
+		file_put(w->file);
 		free(w);
 		pthread_mutex_lock(&c->ra_lock);
 		c->ra_done++;
@@ -438,6 +439,7 @@ int ra_queue(struct upc_cache *c, struct upc_file *f, uint64_t first, uint64_t l
 		c->ra_running = true;
 	}
 	w->next = NULL;
+	file_hold(f);	/* the caller's mapping holds one: no lock needed (internal.h) */
 	struct ra_work **pp = &c->ra_queue;
 	while (*pp)
 		pp = &(*pp)->next;
@@ -460,6 +462,7 @@ void ra_stop(struct upc_cache *c)
 		struct ra_work *w = c->ra_queue;
 
 		c->ra_queue = w->next;
+		file_put(w->file);	/* the cache is being destroyed: just a decrement */
 		free(w);
 	}
 	c->ra_running = false;

@@ -268,11 +268,13 @@ static void fork_atexit(void)
 	for (struct upc_cache *c = caches; c; c = c->next_cache) {
 		if (!c->children)
 			continue;
+		pthread_mutex_lock(&c->lock);	/* no file is released meanwhile */
 		for (struct upc_file *f = c->files; f; f = f->next) {
 			file_unpin_all(f);
 			writeback_range(f, 0, UINT64_MAX, WB_SYNC, NULL);
 			sys_ftruncate(f->memfd, 0);
 		}
+		pthread_mutex_unlock(&c->lock);
 	}
 	pthread_mutex_unlock(&caches_lock);
 }

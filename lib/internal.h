@@ -9,7 +9,9 @@
  *                        struct address_space.  Its pages live in a memfd at
  *                        the file's offsets; @chunks is its page table of
  *                        struct upc_page descriptors; @rmap lists every
- *                        mapping of it (the kernel's i_mmap).
+ *                        mapping of it (the kernel's i_mmap).  Reference
+ *                        counted (@refs) and released when unused, like an
+ *                        inode in the kernel's inode cache (below).
  *   struct upc_page      8 bytes per page of the file: the kernel's struct
  *                        page flags and counts.
  *   struct upc_mm        one per client address space: its userfaultfd, its
@@ -22,7 +24,7 @@
  *
  * Lock ordering (outermost first), in the style of mm/rmap.c:
  *
- *   cache->lock                      (files list)
+ *   cache->lock                      (files list, unused-file LRU, file->evict)
  *     mm->lock  (rwlock)             (an mm's mappings; read for faults and msync)
  *       file->lock                   (page table, rmap, counters, errseq)
  *         cache->wb_lock             (background writer's wakeup state)
@@ -32,6 +34,24 @@
  * without it, with PG_WRITEBACK set on the pages; msync(SYNC) waits on
  * file->wb_cond for write-back in flight, as write_cache_pages() waits on
  * PG_writeback.
+ *
+ * File lifetime (the kernel's iget/iput and inode LRU; cache.c has the
+ * policy).  file->refs counts every mapping (in any mm, forked children's
+ * included) and every user of the file outside cache->lock: the background
+ * writer's pass, the reclaim thread's clock hand, upc_drop's walk, queued
+ * readahead work.  A reference is taken either from one the caller already
+ * holds (a mapping, under mm->lock) or under cache->lock while the file is
+ * on cache->files: so a file at refs 0 seen under cache->lock stays at 0,
+ * and only then may it be released (taken off cache->files under the lock,
+ * freed after it).  file_put() takes cache->lock when it may drop the last
+ * reference: never call it with mm->lock or file->lock held, unless the
+ * caller holds another reference.  Walking cache->files needs cache->lock
+ * or a reference to the file one stands on.  At refs 0 a file goes on
+ * cache->unused, the inode LRU, with its cached pages (dirty ones too, until
+ * written back); it is released once clean if its backing file is unlinked,
+ * if nothing of it is cached, or if it falls past max_unused =
+ * min(64, RLIMIT_NOFILE soft limit / 8) - two descriptors and >= 4 GiB of
+ * reserved address space each.
  */
 #ifndef UPC_INTERNAL_H
 #define UPC_INTERNAL_H
@@ -43,6 +63,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include "upcache.h"
@@ -97,10 +118,16 @@ struct mm_snap;
 struct upc_file {
 	struct upc_cache *cache;
 	struct upc_file *next;		/* cache->files */
+	struct upc_file **pprev;	/* ... the pointer to this file there */
 	dev_t dev;
 	ino_t ino;
 	_Atomic int refs;		/* mappings + in-flight users: atomic, so that no one
 				 * takes cache->lock under file->lock to change it */
+	/* cache->lock: */
+	struct upc_file *lru_next, *lru_prev;	/* cache->unused, most recently used first */
+	bool unused;			/* on cache->unused: no mapping since its last use */
+	bool evict;			/* release as soon as unused and clean (unlinked, or
+					 * past the bound and being written back) */
 
 	int memfd;
 	char *base;			/* the engine's staging mapping of the memfd */
@@ -202,7 +229,12 @@ struct upc_cache {
 
 	pthread_mutex_t lock;
 	struct upc_file *files;
-	uint32_t nr_files;
+	uint32_t nr_files;		/* live files, on @files */
+	/* the inode LRU: files no mapping uses, kept for their cached pages (cache.c) */
+	struct upc_file *unused, *unused_tail;
+	uint32_t nr_unused, max_unused;
+	int released_err;		/* an unreported write-back error of a released file */
+	_Atomic bool dying;		/* upc_cache_destroy() frees every file itself */
 
 	struct upc_mm self;		/* embedded mode: this process */
 	struct upc_mm *children;	/* forked children served by this cache (fork.c) */
@@ -274,7 +306,8 @@ __upc_hidden long sys_uffd_continue(int uffd, uintptr_t start, size_t len, bool 
 __upc_hidden int sys_fd_reopen(int fd, int flags);
 __upc_hidden int sys_fd_dup(int fd);
 __upc_hidden int sys_fd_flags(int fd);
-__upc_hidden int sys_fd_size(int fd, off_t *sizep);
+struct stat;
+__upc_hidden int sys_fstat(int fd, struct stat *st);
 __upc_hidden int sys_madvise(void *addr, size_t len, int advice);
 __upc_hidden int sys_memfd(const char *name);
 __upc_hidden int sys_ftruncate(int fd, off_t len);
@@ -307,6 +340,13 @@ __upc_hidden void file_unpin_all(struct upc_file *f);
 __upc_hidden void stats_counters(struct upc_cache *c, struct upc_stats *st);
 __upc_hidden int file_get(struct upc_cache *c, int fd, struct upc_file **fp);
 __upc_hidden void file_put(struct upc_file *f);
+__upc_hidden void file_reap(struct upc_cache *c, bool all);
+
+/* Another reference: the caller holds one, or cache->lock with @f on cache->files. */
+static inline void file_hold(struct upc_file *f)
+{
+	atomic_fetch_add(&f->refs, 1);
+}
 
 /* map.c */
 __upc_hidden struct upc_map *mm_find(struct upc_mm *mm, uintptr_t addr);
@@ -370,6 +410,7 @@ __upc_hidden int reclaim_start(struct upc_cache *c);
 __upc_hidden void reclaim_stop(struct upc_cache *c);
 __upc_hidden void reclaim_kick(struct upc_cache *c);
 __upc_hidden void reclaim_throttle(struct upc_cache *c);
+__upc_hidden void reclaim_wake(struct upc_cache *c);
 __upc_hidden void teardown_runs(struct upc_file *f, const struct run *runs, size_t nr, bool staging);
 __upc_hidden uint64_t reclaim_runs(struct upc_file *f, struct run *runs, size_t nr);
 __upc_hidden int dontneed_piece(struct upc_map *m, uintptr_t s, uintptr_t e, uint64_t first,
@@ -386,6 +427,7 @@ __upc_hidden void track_collect_all(struct upc_file *f);
 /* store.c */
 __upc_hidden int store_default(unsigned int flags, struct upc_store **storep);
 __upc_hidden int store_size(struct upc_store *s, void *h, off_t *sizep);
+__upc_hidden int store_stat(struct upc_store *s, void *h, struct stat *st);
 
 /* debug.c: $UPC_DEBUG (upcache(7)) and dirty backtraces; usdt.h has the probes */
 #define UPC_DBG_BREAK_I1	0x1u	/* tests only: write-back cleans before it protects */

@@ -368,7 +368,7 @@ UPC_API int upc_unmap(struct upc_cache *c, void *addr, size_t length)
 	uintptr_t start, end;
 	struct upc_mm *mm;
 	struct upc_map *m;
-	struct upc_file *f;
+	struct upc_file *f = NULL;
 	int ret;
 
 	ret = range_args(c, addr, length, &start, &end);
@@ -398,12 +398,13 @@ UPC_API int upc_unmap(struct upc_cache *c, void *addr, size_t length)
 	mm_remove(mm, m);
 out_unlock:
 	pthread_mutex_unlock(&f->lock);
-	if (ret == 0) {
-		file_put(f);
+	if (ret == 0)
 		free(m);
-	}
 out:
 	pthread_rwlock_unlock(&mm->lock);
+	/* Outside mm->lock: the last reference may release the file (cache.c). */
+	if (ret == 0)
+		file_put(f);
 	return ret;
 }
 
@@ -556,21 +557,30 @@ int mm_clone_maps(struct upc_mm *dst, struct mm_snap *snap)
 	return ret;
 }
 
-/* Forget every mapping of @mm (a child that is gone, or is no longer served); nothing is unmapped. */
+/*
+ * Forget every mapping of @mm (a child that is gone, or is no longer served); nothing is unmapped.
+ * Each file is put outside mm->lock: the last reference may release it (cache.c).
+ */
 void mm_release_maps(struct upc_mm *mm)
 {
-	pthread_rwlock_wrlock(&mm->lock);
-	while (mm->nmaps) {
-		struct upc_map *m = mm->maps[--mm->nmaps];
-		struct upc_file *f = m->file;
+	for (;;) {
+		struct upc_map *m;
+		struct upc_file *f;
 
+		pthread_rwlock_wrlock(&mm->lock);
+		if (!mm->nmaps) {
+			pthread_rwlock_unlock(&mm->lock);
+			break;
+		}
+		m = mm->maps[--mm->nmaps];
+		f = m->file;
 		pthread_mutex_lock(&f->lock);
 		rmap_del(f, m);
 		pthread_mutex_unlock(&f->lock);
+		pthread_rwlock_unlock(&mm->lock);
 		file_put(f);
 		free(m);
 	}
-	pthread_rwlock_unlock(&mm->lock);
 }
 
 void map_destroy_all(struct upc_cache *c)

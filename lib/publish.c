@@ -184,14 +184,11 @@ void publish_refresh(struct upc_cache *c)
 	st.track_mode = c->track_mode;
 	st.mem_limit = c->mem_limit;
 	/*
-	 * cache->lock is not held across the files' locks: map_split() takes
-	 * it under a file's lock.  Files are only ever added at the head of
-	 * the list and freed with the cache, so the list can be walked from a
-	 * head read under the lock.
+	 * cache->lock across the walk, as upc_stats() does (it is outside
+	 * file->lock): an unused file may be released otherwise (cache.c).
 	 */
 	pthread_mutex_lock(&c->lock);
 	head = c->files;
-	pthread_mutex_unlock(&c->lock);
 	for (struct upc_file *f = head; f; f = f->next, nall++) {
 		struct upc_shm_file fs = { .dev = f->dev, .ino = f->ino };
 
@@ -223,6 +220,7 @@ void publish_refresh(struct upc_cache *c)
 				files[lo] = fs;
 		}
 	}
+	pthread_mutex_unlock(&c->lock);
 	st.nr_files = (uint32_t)nall;
 	stats_counters(c, &st);
 

@@ -289,6 +289,8 @@ static void shrink_cache(struct upc_cache *c)
 			pthread_mutex_lock(&c->lock);
 			f = c->clock_file ? c->clock_file : c->files;
 			c->clock_file = f;
+			if (f)
+				file_hold(f);	/* an unused file may be released meanwhile otherwise */
 			pthread_mutex_unlock(&c->lock);
 			if (!f)
 				break;
@@ -298,6 +300,8 @@ static void shrink_cache(struct upc_cache *c)
 				c->clock_file = f->next;
 				pthread_mutex_unlock(&c->lock);
 			}
+			/* The last reference to an unused file with nothing left cached releases it. */
+			file_put(f);
 		}
 		idle_rounds = freed ? 0 : idle_rounds + 1;
 		pthread_mutex_lock(&c->rc_lock);
@@ -315,8 +319,13 @@ static void *reclaim_main(void *arg)
 	while (!c->rc_stop) {
 		if (!c->rc_kick && atomic_load(&c->nr_cached) <= c->high_pages) {
 			cond_wait_ms(&c->rc_cond, &c->rc_lock, 1000);
-			/* upcctl's view (publish.c), at least every second; rc_lock is a leaf. */
+			/*
+			 * At least every second: release unused files that were
+			 * unlinked or are past the bound (cache.c), and refresh
+			 * upcctl's view (publish.c).  rc_lock is a leaf.
+			 */
 			pthread_mutex_unlock(&c->rc_lock);
+			file_reap(c, true);
 			publish_tick(c);
 			pthread_mutex_lock(&c->rc_lock);
 			continue;
@@ -324,12 +333,21 @@ static void *reclaim_main(void *arg)
 		c->rc_kick = false;
 		pthread_mutex_unlock(&c->rc_lock);
 		shrink_cache(c);
+		file_reap(c, true);
 		publish_tick(c);
 		pthread_mutex_lock(&c->rc_lock);
 		pthread_cond_broadcast(&c->rc_done);
 	}
 	pthread_mutex_unlock(&c->rc_lock);
 	return NULL;
+}
+
+/* Wake the reclaim thread for a pass of the unused-file reaper only (cache.c). */
+void reclaim_wake(struct upc_cache *c)
+{
+	pthread_mutex_lock(&c->rc_lock);
+	pthread_cond_signal(&c->rc_cond);
+	pthread_mutex_unlock(&c->rc_lock);
 }
 
 void reclaim_kick(struct upc_cache *c)
@@ -438,11 +456,19 @@ UPC_API int upc_drop(struct upc_cache *c, unsigned int flags)
 
 	if (!c || (flags & ~UPC_DROP_FLAGS_ALL))
 		return -EINVAL;
+	/*
+	 * Each file is held while it is dropped, and the next one is taken
+	 * before it is let go: a file whose last page goes here, and that no
+	 * mapping uses, is released by that put (cache.c).  Files added
+	 * meanwhile (at the head) are not visited.
+	 */
 	pthread_mutex_lock(&c->lock);
 	f = c->files;
+	if (f)
+		file_hold(f);
 	pthread_mutex_unlock(&c->lock);
-	/* Files are only ever added at the head and freed with the cache. */
-	for (; f; f = f->next) {
+	while (f) {
+		struct upc_file *next;
 		struct run *runs = NULL;
 		size_t nr = 0, cap = 0;
 
@@ -466,6 +492,13 @@ UPC_API int upc_drop(struct upc_cache *c, unsigned int flags)
 		dropped += reclaim_runs(f, runs, nr);
 		pthread_mutex_unlock(&f->lock);
 		free(runs);
+		pthread_mutex_lock(&c->lock);
+		next = f->next;
+		if (next)
+			file_hold(next);
+		pthread_mutex_unlock(&c->lock);
+		file_put(f);
+		f = next;
 	}
 	if (err)
 		return err;

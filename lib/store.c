@@ -358,12 +358,12 @@ static int fs_sync(struct upc_store *store, void *handle)
 }
 
 /* The buffered descriptor: O_DIRECT changes nothing fstat says. */
-static int fs_size(struct upc_store *store, void *handle, off_t *sizep)
+static int fs_stat(struct upc_store *store, void *handle, struct stat *st)
 {
 	struct fs_handle *h = handle;
 
 	(void)store;
-	return sys_fd_size(h->fd_buf, sizep);
+	return sys_fstat(h->fd_buf, st);
 }
 
 static void fs_destroy(struct upc_store *store)
@@ -386,7 +386,7 @@ static const struct upc_store_ops file_ops = {
 	.submit = fs_submit,
 	.sync = fs_sync,
 	.destroy = fs_destroy,
-	.size = fs_size,
+	.stat = fs_stat,
 };
 
 UPC_API int upc_store_file_create(unsigned int flags, struct upc_store **storep)
@@ -420,18 +420,28 @@ int store_default(unsigned int flags, struct upc_store **storep)
 }
 
 /*
- * The backing file's current size, through the store's optional ->size.
- * A store built before the operation existed has a shorter ops->sz (the
- * struct grows at its end, libbpf's OPTS_HAS): -EOPNOTSUPP then, as for a
- * store that leaves it NULL.
+ * The optional stat op.  A store built before the operation existed has a
+ * shorter ops->sz (the struct grows at its end, libbpf's OPTS_HAS):
+ * -EOPNOTSUPP then, as for a store that leaves it NULL.
  */
-int store_size(struct upc_store *s, void *h, off_t *sizep)
+int store_stat(struct upc_store *s, void *h, struct stat *st)
 {
 	const struct upc_store_ops *ops = s->ops;
 
-	if (ops->sz < offsetof(struct upc_store_ops, size) + sizeof(ops->size) || !ops->size)
+	if (ops->sz < offsetof(struct upc_store_ops, stat) + sizeof(ops->stat) || !ops->stat)
 		return -EOPNOTSUPP;
-	return ops->size(s, h, sizep);
+	return ops->stat(s, h, st);
+}
+
+/* The backing file's current size, through the stat op. */
+int store_size(struct upc_store *s, void *h, off_t *sizep)
+{
+	struct stat st;
+	int ret = store_stat(s, h, &st);
+
+	if (ret == 0)
+		*sizep = st.st_size;
+	return ret;
 }
 
 /* ------------------------------------------------------------ fault injection */
@@ -541,12 +551,9 @@ static int inj_sync(struct upc_store *store, void *handle)
 	return is->inner->ops->sync(is->inner, handle);
 }
 
-/* No rule applies to it: the size is the inner store's, if it can tell. */
-static int inj_size(struct upc_store *store, void *handle, off_t *sizep)
+static int inj_stat(struct upc_store *store, void *handle, struct stat *st)
 {
-	struct inject_store *is = to_inject(store);
-
-	return store_size(is->inner, handle, sizep);
+	return store_stat(to_inject(store)->inner, handle, st);
 }
 
 static void inj_destroy(struct upc_store *store)
@@ -568,7 +575,7 @@ static const struct upc_store_ops inject_ops = {
 	.submit = inj_submit,
 	.sync = inj_sync,
 	.destroy = inj_destroy,
-	.size = inj_size,
+	.stat = inj_stat,
 };
 
 UPC_API int upc_store_inject_create(struct upc_store *inner, struct upc_store **storep)

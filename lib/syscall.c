@@ -183,14 +183,9 @@ int sys_fd_flags(int fd)
 	return fl < 0 ? -errno : fl;
 }
 
-int sys_fd_size(int fd, off_t *sizep)
+int sys_fstat(int fd, struct stat *st)
 {
-	struct stat st;
-
-	if (fstat(fd, &st) < 0)
-		return -errno;
-	*sizep = st.st_size;
-	return 0;
+	return fstat(fd, st) < 0 ? -errno : 0;
 }
 
 int sys_madvise(void *addr, size_t len, int advice)

@@ -492,7 +492,11 @@ static void *bgwb_main(void *arg)
 		c->wb_kick = false;
 		pthread_mutex_unlock(&c->wb_lock);
 
-		/* Files live until the cache is destroyed, after this thread stops. */
+		/*
+		 * Each file is held while it is written: an unused one could be
+		 * released meanwhile otherwise, and the put after its write-back
+		 * is what releases one that is clean now (cache.c).
+		 */
 		pthread_mutex_lock(&c->lock);
 		if (c->nr_files > cap) {
 			struct upc_file **n = realloc(files, c->nr_files * sizeof(*n));
@@ -503,12 +507,16 @@ static void *bgwb_main(void *arg)
 			}
 		}
 		nf = 0;
-		for (struct upc_file *f = c->files; f && nf < cap; f = f->next)
+		for (struct upc_file *f = c->files; f && nf < cap; f = f->next) {
+			file_hold(f);
 			files[nf++] = f;
+		}
 		pthread_mutex_unlock(&c->lock);
 		/* (write-back collects async-tracked written pages itself) */
-		for (size_t i = 0; i < nf; i++)
+		for (size_t i = 0; i < nf; i++) {
 			writeback_range(files[i], 0, UINT64_MAX, WB_EXPIRED | WB_NOWAIT, NULL);
+			file_put(files[i]);
+		}
 
 		pthread_mutex_lock(&c->wb_lock);
 	}

@@ -154,7 +154,9 @@ Test(msync, unmap_keeps_dirty_and_destroy_writes_it, .timeout = 60)
 {
 	const size_t size = 64 * PAGE;
 	struct upc_cache *c = cache_new(UPC_CACHE_NO_BGWB);
-	int fd = tmpfile_pattern(size, NULL);
+	char path[256];
+	/* Linked: an unlinked file is written back and released as soon as it is unused (upcache(7)). */
+	int fd = tmpfile_pattern(size, path);
 	unsigned char *p, x;
 
 	cr_assert_eq(upc_map(c, fd, 0, size, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
@@ -165,6 +167,7 @@ Test(msync, unmap_keeps_dirty_and_destroy_writes_it, .timeout = 60)
 	cr_assert_eq(pread(fd, &x, 1, 9 * PAGE), 1);
 	cr_assert_eq(x, 0x34, "destroy writes back what no mapping holds any more");
 	close(fd);
+	unlink(path);
 }
 
 Test(msync, destroy_writes_everything_back, .timeout = 60)
