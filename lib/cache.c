@@ -720,6 +720,7 @@ UPC_API int upc_cache_create(const struct upc_cache_opts *opts, struct upc_cache
 	c->max_unused = max_unused_files();
 	c->engine_uffd = -1;
 	c->self.uffd = -1;
+	c->fr_efd = -1;
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_mutex_init(&c->wb_lock, NULL);
 	pthread_cond_init(&c->wb_cond, NULL);
@@ -802,13 +803,18 @@ UPC_API int upc_cache_create(const struct upc_cache_opts *opts, struct upc_cache
 		if (ret < 0)
 			goto out_handler;
 	}
-	if (c->uffd_features & UFFD_FEATURE_EVENT_FORK)
+	if (c->uffd_features & UFFD_FEATURE_EVENT_FORK) {
+		ret = fork_reader_start(c);
+		if (ret < 0)
+			goto out_handler;
 		fork_cache_add(c);
+	}
 	publish_create(c);
 	*cachep = c;
 	return 0;
 
 out_handler:
+	bgwb_stop(c);
 	reclaim_stop(c);
 	fault_handler_stop(&c->self);
 out_mm:
@@ -864,6 +870,7 @@ UPC_API int upc_cache_destroy(struct upc_cache *c)
 	fork_children_release(c);
 	map_destroy_all(c);
 	fault_handler_stop(&c->self);
+	fork_reader_stop(c);
 	mm_fini(&c->self);
 	for (f = c->files; f; f = next) {
 		next = f->next;

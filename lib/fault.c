@@ -407,41 +407,51 @@ static void handle_fault(struct upc_mm *mm, const struct uffd_msg *msg)
 }
 
 /*
- * Read what @mm's userfaultfd holds into the handler's queue, without
- * blocking and without allocating.  Fork events are counted while the
- * handler is marked "reading" (fork.c: write-back must know of a child from
- * the moment the kernel let its fork go on, which is this read).  Returns
- * the messages read.  Only the handler thread calls it.
+ * Read what @mm's userfaultfd holds into @q (room for @space messages),
+ * without blocking, allocating or taking a lock.  Fork events are counted
+ * while the reader is counted in mm->reading (fork.c: write-back must know
+ * of a child from the moment the kernel let its fork go on, which is this
+ * read).  Returns the messages read.
  */
-unsigned int mm_read_msgs(struct upc_mm *mm)
+unsigned int uffd_read_msgs(struct upc_mm *mm, struct uffd_msg *q, unsigned int space)
 {
 	unsigned int n = 0;
 	ssize_t r;
+
+	if (!space)
+		return 0;
+	atomic_fetch_add(&mm->reading, 1);
+	r = read(mm->uffd, q, space * sizeof(*q));
+	if (r > 0)
+		n = (unsigned int)((size_t)r / sizeof(*q));
+	for (unsigned int i = 0; i < n; i++)
+		if (q[i].event == UFFD_EVENT_FORK)
+			fork_event_read(mm, &q[i]);
+	atomic_fetch_sub(&mm->reading, 1);
+	return n;
+}
+
+/* The handler reads into its own queue.  Only the handler thread calls it. */
+unsigned int mm_read_msgs(struct upc_mm *mm)
+{
+	unsigned int n;
 
 	if (mm->qhead) {	/* the messages before qhead were taken: move the rest down */
 		memmove(mm->q, mm->q + mm->qhead, (mm->qtail - mm->qhead) * sizeof(*mm->q));
 		mm->qtail -= mm->qhead;
 		mm->qhead = 0;
 	}
-	if (mm->qtail == UFFD_QUEUE)
-		return 0;
-	atomic_fetch_add(&mm->reading, 1);	/* odd */
-	r = read(mm->uffd, mm->q + mm->qtail, (UFFD_QUEUE - mm->qtail) * sizeof(*mm->q));
-	if (r > 0)
-		n = (unsigned int)((size_t)r / sizeof(*mm->q));
-	for (unsigned int i = mm->qtail; i < mm->qtail + n; i++)
-		if (mm->q[i].event == UFFD_EVENT_FORK)
-			fork_event_read(mm, &mm->q[i]);
+	n = uffd_read_msgs(mm, mm->q + mm->qtail, UFFD_QUEUE - mm->qtail);
 	mm->qtail += n;
-	atomic_fetch_add(&mm->reading, 1);	/* even */
 	return n;
 }
 
 /*
- * The handler: wait for messages, read them into the queue, handle them in
- * order.  The queue is preallocated and a read never allocates or takes a
- * lock, so that a handler asked to park (a fork of this process is in
- * progress, fork.c) can always read the fork event the kernel waits for.
+ * The handler: wait for messages, read them into its queue, handle them in
+ * order.  While the process forks, a second reader (fork.c) reads too, so
+ * that the fork event the kernel waits for is read even if this thread is
+ * blocked (on malloc, which glibc's fork holds); what it read joins this
+ * queue after the fork.
  */
 static void *handler_main(void *arg)
 {
@@ -456,8 +466,8 @@ static void *handler_main(void *arg)
 		uint64_t v;
 		int r;
 
-		if (atomic_load(&mm->park_req))
-			handler_park(mm);
+		if (mm == &mm->cache->self && atomic_load(&mm->cache->nstash))
+			fork_stash_take(mm);
 		if (mm->qhead < mm->qtail) {
 			msg = mm->q[mm->qhead++];
 			if (msg.event == UFFD_EVENT_PAGEFAULT)
@@ -480,7 +490,7 @@ static void *handler_main(void *arg)
 				break;
 			if (mm->stopping)
 				break;
-			continue;	/* a park request: looked at above */
+			continue;	/* the fork reader handed messages over: taken above */
 		}
 		/* A forked child's handler notices the child is gone (see fork.c). */
 		if (r == 0) {

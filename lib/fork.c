@@ -38,18 +38,23 @@
  * starts over.  A fork whose copy came after our protect copied protected
  * PTEs; one whose copy came before it made our protect fail or is pending.
  *
- * Never a lock the fork holds.  glibc's fork() runs the prepare handlers,
- * then takes the malloc (and stdio list) locks, clones, and the kernel keeps
- * the clone waiting until the fork event has been read.  A handler that
- * needs malloc, or a lock whose holder needs malloc, for a fault queued
- * before the event would wait for ever.  So fork_prepare() parks the
- * process's own handler: it finishes the message at hand (no malloc lock is
- * held yet) and then only reads, into its preallocated queue, until
- * fork_parent() lets it go; reading takes no lock and allocates nothing.
- * The mappings the child gets are snapshotted in fork_prepare() under
- * mm->lock, held until fork_parent(), and handed to the fork event the
- * parked handler reads (fork_event_read()).  A clone() that runs no atfork
- * handlers gets the mappings as they are when its event is handled.
+ * Never a lock the fork holds.  glibc's fork() takes the malloc (and stdio
+ * list) locks after the prepare handlers ran and before the clone, and the
+ * kernel keeps the clone waiting until the fork event has been read (an
+ * AddressSanitizer build takes its allocator's locks even before the prepare
+ * handlers).  A handler that needs malloc, or a lock whose holder needs
+ * malloc, for a fault queued before the event would wait for ever.  So a
+ * second reader of the process's userfaultfd, the fork reader thread, reads
+ * while a fork is in progress, into a stash allocated in advance: reading
+ * takes no lock and allocates nothing, and the fault handler takes what it
+ * read after the fork.  The atfork handlers themselves never wait on
+ * anything that may wait on an allocation: fork_prepare() wakes the fork
+ * reader (an eventfd write), takes mm->lock only if it can within a second,
+ * and snapshots the mappings for the child into a buffer allocated before;
+ * fork_parent() only lets go.  The snapshot is handed to the fork event by
+ * whichever thread reads it (fork_event_read()).  Without it (a clone()
+ * that runs no atfork handlers; mm->lock not had in time; no buffer) the
+ * child gets the mappings as they are when its event is handled.
  *
  * Limits, stated in upcache(7): the child must not call upcache functions
  * (its copy of the engine's state is a snapshot with locks other threads
@@ -70,13 +75,13 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 /* ------------------------------------------------------------ I1 across fork */
 
 /*
- * The handler read a fork event into its queue (mm_read_msgs(), "reading"
- * mark held).  Count it, and if the process's fork is in progress under
+ * A reader read a fork event (uffd_read_msgs(), counted in mm->reading).  Count it, and if the process's fork is in progress under
  * fork_prepare(), give it the snapshot of the mappings taken there.  No
  * lock, no allocation: the forking thread may hold the malloc locks.
  */
@@ -86,7 +91,7 @@ void fork_event_read(struct upc_mm *mm, struct uffd_msg *msg)
 
 	atomic_fetch_add(&c->forks_pending, 1);
 	msg->arg.reserved.reserved2 = 0;
-	if (mm == &c->self && mm->parked)
+	if (mm == &c->self && atomic_load(&c->forking))
 		msg->arg.reserved.reserved2 = (uintptr_t)atomic_exchange(&c->fork_snap, NULL);
 }
 
@@ -111,9 +116,9 @@ bool fork_settled(struct upc_file *f)
 
 	if (!(c->uffd_features & UFFD_FEATURE_EVENT_FORK))
 		return true;
-	/* A handler in a read may hold a fork event it has not counted yet: a few instructions. */
+	/* A reader in a read may hold a fork event it has not counted yet: a few instructions. */
 	for (struct upc_map *m = f->rmap; m; m = m->f_next)
-		while (atomic_load(&m->mm->reading) & 1)
+		while (atomic_load(&m->mm->reading))
 			sched_yield();
 	return atomic_load(&c->forks_pending) == 0;
 }
@@ -179,6 +184,8 @@ void fork_event(struct upc_mm *parent, const struct uffd_msg *msg)
 	pthread_mutex_unlock(&c->lock);
 	pr_debug("fork: serving a child with %zu mappings\n", child->nmaps);
 	fork_event_done(c);
+	if (parent == &c->self)
+		fork_spare_refill(c);	/* the next fork's snapshot buffer */
 	return;
 
 fail_release:
@@ -207,34 +214,160 @@ void fork_event_drop(struct upc_mm *mm, const struct uffd_msg *msg)
 	fork_event_done(mm->cache);
 }
 
+/* ------------------------------------------------------------ the fork reader */
+
+#define STASH_SIZE	UFFD_QUEUE
+
 /*
- * The handler parks while its process forks: it only reads, into its queue,
- * until fork_parent() lifts @park_req.  Called by the handler itself.
+ * The fork reader: asleep except while this process forks, when it reads
+ * the process's userfaultfd into the stash, so that the fork event is read
+ * whatever the fault handler is waiting for.  After the fork it hands the
+ * stash to the handler (a poke on its stop_efd).
  */
-void handler_park(struct upc_mm *mm)
+static void *fork_reader_main(void *arg)
+{
+	struct upc_cache *c = arg;
+	struct upc_mm *mm = &c->self;
+	struct pollfd pfd[2] = {
+		{ .fd = c->fr_efd, .events = POLLIN },
+		{ .fd = mm->uffd, .events = POLLIN },
+	};
+	uint64_t v, one = 1;
+
+	for (;;) {
+		bool forking = atomic_load(&c->forking);
+
+		/* Not forking: wait for fork_prepare() (or the stop) only. */
+		if (poll(pfd, forking ? 2 : 1, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		if (pfd[0].revents && read(c->fr_efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+			break;
+		if (mm->stopping)
+			break;
+		if (forking && pfd[1].revents) {
+			pthread_mutex_lock(&c->stash_lock);
+			atomic_fetch_add(&c->nstash, uffd_read_msgs(mm, c->stash + c->nstash,
+								    STASH_SIZE - c->nstash));
+			pthread_mutex_unlock(&c->stash_lock);
+		}
+		if (!atomic_load(&c->forking) && atomic_load(&c->nstash) &&
+		    write(mm->stop_efd, &one, sizeof(one)) != sizeof(one))
+			pr_warn("fork reader: cannot wake the fault handler\n");
+	}
+	return NULL;
+}
+
+/* The handler takes what the fork reader read, once the fork is over. */
+void fork_stash_take(struct upc_mm *mm)
 {
 	struct upc_cache *c = mm->cache;
-	struct pollfd pfd[2] = {
-		{ .fd = mm->uffd, .events = POLLIN },
-		{ .fd = mm->stop_efd, .events = POLLIN },
-	};
-	uint64_t v;
+	unsigned int n;
 
-	pthread_mutex_lock(&c->fork_mutex);
-	mm->parked = true;
-	pthread_cond_broadcast(&c->fork_cond);
-	pthread_mutex_unlock(&c->fork_mutex);
-	while (atomic_load(&mm->park_req) && !mm->stopping) {
-		if (poll(pfd, 2, -1) <= 0)
-			continue;
-		if (pfd[1].revents && read(mm->stop_efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
-			break;
-		if (pfd[0].revents)
-			mm_read_msgs(mm);
+	if (atomic_load(&c->forking))
+		return;
+	pthread_mutex_lock(&c->stash_lock);
+	if (mm->qhead) {
+		memmove(mm->q, mm->q + mm->qhead, (mm->qtail - mm->qhead) * sizeof(*mm->q));
+		mm->qtail -= mm->qhead;
+		mm->qhead = 0;
 	}
-	pthread_mutex_lock(&c->fork_mutex);
-	mm->parked = false;
-	pthread_mutex_unlock(&c->fork_mutex);
+	n = min_t(unsigned int, atomic_load(&c->nstash), UFFD_QUEUE - mm->qtail);
+	memcpy(mm->q + mm->qtail, c->stash, n * sizeof(*mm->q));
+	mm->qtail += n;
+	memmove(c->stash, c->stash + n, (c->nstash - n) * sizeof(*c->stash));
+	atomic_fetch_sub(&c->nstash, n);
+	pthread_mutex_unlock(&c->stash_lock);
+}
+
+int fork_reader_start(struct upc_cache *c)
+{
+	int ret;
+
+	pthread_mutex_init(&c->stash_lock, NULL);
+	pthread_mutex_init(&c->snap_lock, NULL);
+	c->fr_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	c->stash = mmap(NULL, STASH_SIZE * sizeof(*c->stash), PROT_READ | PROT_WRITE,
+			MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (c->fr_efd < 0 || c->stash == MAP_FAILED) {
+		ret = c->fr_efd < 0 ? -errno : -ENOMEM;
+		goto err;
+	}
+	ret = -pthread_create(&c->fr_thread, NULL, fork_reader_main, c);
+	if (ret)
+		goto err;
+	pthread_setname_np(c->fr_thread, "upc-fork");
+	c->fr_running = true;
+	fork_spare_refill(c);
+	return 0;
+err:
+	if (c->stash != MAP_FAILED && c->stash)
+		munmap(c->stash, STASH_SIZE * sizeof(*c->stash));
+	c->stash = NULL;
+	if (c->fr_efd >= 0)
+		close(c->fr_efd);
+	c->fr_efd = -1;
+	return ret;
+}
+
+/* After the handler stopped (mm->stopping is set). */
+void fork_reader_stop(struct upc_cache *c)
+{
+	uint64_t one = 1;
+
+	if (!c->fr_running)
+		return;
+	if (write(c->fr_efd, &one, sizeof(one)) != sizeof(one))
+		pr_warn("fork reader: cannot signal stop\n");
+	pthread_join(c->fr_thread, NULL);
+	c->fr_running = false;
+	/* Fork events it read that no handler took: their children are not served. */
+	for (unsigned int i = 0; i < c->nstash; i++)
+		if (c->stash[i].event == UFFD_EVENT_FORK)
+			fork_event_drop(&c->self, &c->stash[i]);
+	munmap(c->stash, STASH_SIZE * sizeof(*c->stash));
+	close(c->fr_efd);
+	mm_snap_free(c->snap_spare);
+	c->snap_spare = NULL;
+}
+
+/*
+ * Keep a snapshot buffer for the next fork large enough for the mappings
+ * (fork_prepare() cannot allocate).  Allocates outside self.lock, swaps
+ * under it.
+ */
+void fork_spare_refill(struct upc_cache *c)
+{
+	struct upc_mm *mm = &c->self;
+	struct mm_snap *snap, *old = NULL;
+	size_t want;
+
+	if (!c->fr_running)
+		return;
+	pthread_rwlock_rdlock(&mm->lock);
+	want = mm->nmaps + 1;
+	pthread_rwlock_unlock(&mm->lock);
+	pthread_mutex_lock(&c->snap_lock);
+	old = c->snap_spare;
+	pthread_mutex_unlock(&c->snap_lock);
+	if (mm_snap_cap(old) >= want)
+		return;
+	snap = mm_snap_alloc(want * 2 + 8);
+	if (!snap)
+		return;
+	/* snap_lock is held for pointer swaps only, never across an allocation. */
+	pthread_mutex_lock(&c->snap_lock);
+	old = NULL;
+	if (mm_snap_cap(c->snap_spare) < mm_snap_cap(snap)) {
+		old = c->snap_spare;
+		c->snap_spare = snap;
+		snap = NULL;
+	}
+	pthread_mutex_unlock(&c->snap_lock);
+	free(snap);
+	free(old);	/* a spare holds no file references */
 }
 
 /* Is the child whose address space @mm is gone?  Then drop its mappings. */
@@ -280,48 +413,66 @@ static void fork_atexit(void)
 }
 
 /*
- * pthread_atfork handlers (see the top of this file).  Before glibc takes
- * its locks: park every cache's handler, hold its mm->lock so that no
- * mapping comes or goes until the clone, and snapshot the mappings for the
- * child.  After the fork, in the parent: a snapshot no fork event took (the
- * fork failed, or nothing was registered) is dropped, and the handlers go
- * on with what they queued.  caches_lock is held from prepare to parent, so
- * no cache is destroyed in between.
+ * pthread_atfork handlers (see the top of this file): nothing here may wait
+ * on anything that can wait on an allocation, nor allocate.  Before the
+ * fork: wake every cache's fork reader; hold its mm->lock (if it can be had
+ * within a second: a writer holds it only for system calls, unless it waits
+ * for a file lock) so that no mapping comes or goes until the clone, and
+ * snapshot the mappings into the spare buffer.  After the fork, in the
+ * parent: a snapshot no fork event took (the fork failed, or nothing was
+ * registered) becomes the spare again; the fork reader hands what it read
+ * to the handler.  caches_lock is held from prepare to parent, so no cache
+ * is destroyed in between.
  */
-static void park(struct upc_cache *c, bool on)
-{
-	uint64_t one = 1;
-	struct upc_mm *mm = &c->self;
-
-	if (!mm->handler_running || pthread_equal(pthread_self(), mm->handler))
-		return;	/* a read_error callback that forks: nobody to park (upcache(7)) */
-	atomic_store(&mm->park_req, on);
-	if (write(mm->stop_efd, &one, sizeof(one)) != sizeof(one))
-		return;
-	if (!on)
-		return;
-	pthread_mutex_lock(&c->fork_mutex);
-	while (!mm->parked)
-		pthread_cond_wait(&c->fork_cond, &c->fork_mutex);
-	pthread_mutex_unlock(&c->fork_mutex);
-}
-
 static void fork_prepare(void)
 {
+	uint64_t one = 1;
+
 	pthread_mutex_lock(&caches_lock);
 	for (struct upc_cache *c = caches; c; c = c->next_cache) {
-		park(c, true);
-		pthread_rwlock_rdlock(&c->self.lock);
-		atomic_store(&c->fork_snap, c->self.nmaps ? mm_snapshot(&c->self) : NULL);
+		struct timespec ts;
+
+		atomic_store(&c->forking, true);
+		if (write(c->fr_efd, &one, sizeof(one)) != sizeof(one))
+			pr_warn("fork: cannot wake the fork reader\n");
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += 1;
+		c->fork_locked = pthread_rwlock_timedrdlock(&c->self.lock, &ts) == 0;
+		pthread_mutex_lock(&c->snap_lock);
+		if (c->fork_locked && c->self.nmaps && c->snap_spare &&
+		    mm_snapshot_into(&c->self, c->snap_spare)) {
+			atomic_store(&c->fork_snap, c->snap_spare);
+			c->snap_spare = NULL;
+		}
+		pthread_mutex_unlock(&c->snap_lock);
 	}
 }
 
 static void fork_parent(void)
 {
+	uint64_t one = 1;
+
 	for (struct upc_cache *c = caches; c; c = c->next_cache) {
-		mm_snap_free(atomic_exchange(&c->fork_snap, NULL));
-		pthread_rwlock_unlock(&c->self.lock);
-		park(c, false);
+		struct mm_snap *snap = atomic_exchange(&c->fork_snap, NULL);
+
+		if (snap) {	/* not taken: it holds references the mappings also hold */
+			mm_snap_drop_refs(snap);
+			pthread_mutex_lock(&c->snap_lock);
+			if (!c->snap_spare) {
+				c->snap_spare = snap;
+				snap = NULL;
+			}
+			pthread_mutex_unlock(&c->snap_lock);
+			/* Never: fork_prepare() took the spare and no one refills during a fork. */
+			if (snap)
+				pr_warn("fork: a snapshot buffer leaks\n");
+		}
+		if (c->fork_locked)
+			pthread_rwlock_unlock(&c->self.lock);
+		c->fork_locked = false;
+		atomic_store(&c->forking, false);
+		if (write(c->fr_efd, &one, sizeof(one)) != sizeof(one))
+			pr_warn("fork: cannot wake the fork reader\n");
 	}
 	pthread_mutex_unlock(&caches_lock);
 }

@@ -186,7 +186,7 @@ struct upc_mm {
 	size_t nmaps, cap;
 	pthread_t handler;
 	bool handler_running;
-	int stop_efd;			/* "look at your flags": @stopping, @park_req */
+	int stop_efd;			/* "look at your flags": @stopping, the fork stash */
 	bool stopping;
 	char *bounce;			/* the handler's fill buffer, ra_max pages */
 	/*
@@ -195,9 +195,7 @@ struct upc_mm {
 	 */
 	struct uffd_msg *q;
 	unsigned int qhead, qtail;
-	_Atomic unsigned int reading;	/* odd while the handler reads and counts fork events (fork.c) */
-	_Atomic bool park_req;		/* a fork of this process is in progress: only read (fork.c) */
-	bool parked;			/* the handler acknowledged @park_req (under cache->fork_mutex) */
+	_Atomic unsigned int reading;	/* threads reading this uffd and counting fork events (fork.c) */
 	bool is_child;			/* a forked child's address space (fork.c) */
 	uintptr_t last_spurious;	/* the last MISSING fault on a page thought cached */
 	bool dead;			/* that child is gone: the handler exits */
@@ -239,9 +237,20 @@ struct upc_cache {
 	struct upc_mm self;		/* embedded mode: this process */
 	struct upc_mm *children;	/* forked children served by this cache (fork.c) */
 	_Atomic unsigned int forks_pending;	/* fork events read whose child is not in the rmap yet */
-	pthread_mutex_t fork_mutex;	/* parking, and waiting for forks to settle */
+	pthread_mutex_t fork_mutex;	/* waiting for forks to settle */
 	pthread_cond_t fork_cond;
-	_Atomic(struct mm_snap *) fork_snap;	/* the mappings at the fork in progress (fork_prepare) */
+	/* This process's forks (fork.c): the fork reader and the mappings snapshot */
+	_Atomic bool forking;		/* between fork_prepare() and fork_parent() */
+	bool fork_locked;		/* fork_prepare() holds self.lock */
+	_Atomic(struct mm_snap *) fork_snap;	/* the mappings at the fork in progress */
+	pthread_mutex_t snap_lock;	/* @snap_spare: held for pointer swaps only */
+	struct mm_snap *snap_spare;	/* preallocated for the next fork */
+	pthread_t fr_thread;
+	bool fr_running;
+	int fr_efd;			/* wakes the fork reader */
+	pthread_mutex_t stash_lock;
+	struct uffd_msg *stash;		/* what the fork reader read: handed to self's handler */
+	_Atomic unsigned int nstash;
 	struct upc_cache *next_cache;	/* every cache of the process, for the exit hook */
 	int engine_uffd;		/* the staging mappings' uffd (SIGBUS mode) */
 
@@ -353,8 +362,12 @@ __upc_hidden struct upc_map *mm_find(struct upc_mm *mm, uintptr_t addr);
 __upc_hidden int mm_init(struct upc_cache *c, struct upc_mm *mm);
 __upc_hidden void mm_fini(struct upc_mm *mm);
 __upc_hidden void map_destroy_all(struct upc_cache *c);
+__upc_hidden struct mm_snap *mm_snap_alloc(size_t cap);
+__upc_hidden bool mm_snapshot_into(struct upc_mm *mm, struct mm_snap *snap);
 __upc_hidden struct mm_snap *mm_snapshot(struct upc_mm *mm);
+__upc_hidden size_t mm_snap_cap(const struct mm_snap *snap);
 __upc_hidden void mm_snap_free(struct mm_snap *snap);
+__upc_hidden void mm_snap_drop_refs(struct mm_snap *snap);
 __upc_hidden int mm_clone_maps(struct upc_mm *dst, struct mm_snap *snap);
 __upc_hidden void mm_release_maps(struct upc_mm *mm);
 __upc_hidden int mm_buffers(struct upc_mm *mm);
@@ -373,6 +386,7 @@ __upc_hidden int fault_handler_start(struct upc_mm *mm);
 __upc_hidden void fault_handler_stop(struct upc_mm *mm);
 __upc_hidden void fault_populate(struct upc_map *m);
 __upc_hidden unsigned int mm_read_msgs(struct upc_mm *mm);
+__upc_hidden unsigned int uffd_read_msgs(struct upc_mm *mm, struct uffd_msg *q, unsigned int space);
 #define UFFD_QUEUE	1024	/* messages a handler holds: more than threads fault at once */
 
 /* fork.c */
@@ -381,7 +395,10 @@ __upc_hidden void fork_event(struct upc_mm *parent, const struct uffd_msg *msg);
 __upc_hidden void fork_event_drop(struct upc_mm *mm, const struct uffd_msg *msg);
 __upc_hidden bool fork_settled(struct upc_file *f);
 __upc_hidden void fork_wait_settled(struct upc_cache *c);
-__upc_hidden void handler_park(struct upc_mm *mm);
+__upc_hidden int fork_reader_start(struct upc_cache *c);
+__upc_hidden void fork_reader_stop(struct upc_cache *c);
+__upc_hidden void fork_stash_take(struct upc_mm *mm);
+__upc_hidden void fork_spare_refill(struct upc_cache *c);
 __upc_hidden bool fork_child_gone(struct upc_mm *mm);
 __upc_hidden void fork_children_release(struct upc_cache *c);
 __upc_hidden void fork_cache_add(struct upc_cache *c);

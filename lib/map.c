@@ -276,6 +276,7 @@ UPC_API int upc_map(struct upc_cache *c, int fd, off_t offset, size_t length, in
 	if (ret < 0)
 		goto out_unmap;
 	pthread_rwlock_unlock(&mm->lock);
+	fork_spare_refill(c);
 
 	if (flags & UPC_MAP_POPULATE)
 		fault_populate(m);
@@ -492,22 +493,60 @@ out:
  * that nothing changes @mm (a child's mm never changes).
  */
 struct mm_snap {
-	size_t n;
+	size_t n, cap;
 	struct upc_map maps[];
 };
 
-struct mm_snap *mm_snapshot(struct upc_mm *mm)
+struct mm_snap *mm_snap_alloc(size_t cap)
 {
-	struct mm_snap *snap = malloc(sizeof(*snap) + mm->nmaps * sizeof(snap->maps[0]));
+	struct mm_snap *snap = malloc(sizeof(*snap) + cap * sizeof(snap->maps[0]));
 
-	if (!snap)
-		return NULL;
+	if (snap) {
+		snap->n = 0;
+		snap->cap = cap;
+	}
+	return snap;
+}
+
+size_t mm_snap_cap(const struct mm_snap *snap)
+{
+	return snap ? snap->cap : 0;
+}
+
+/*
+ * Fill @snap, allocated beforehand, without allocating: false if it is too
+ * small.  (fork_prepare() may not allocate: see fork.c.)
+ */
+bool mm_snapshot_into(struct upc_mm *mm, struct mm_snap *snap)
+{
+	if (snap->cap < mm->nmaps)
+		return false;
 	snap->n = mm->nmaps;
 	for (size_t i = 0; i < mm->nmaps; i++) {
 		snap->maps[i] = *mm->maps[i];
 		atomic_fetch_add(&mm->maps[i]->file->refs, 1);
 	}
+	return true;
+}
+
+struct mm_snap *mm_snapshot(struct upc_mm *mm)
+{
+	struct mm_snap *snap = mm_snap_alloc(mm->nmaps);
+
+	if (snap)
+		mm_snapshot_into(mm, snap);
 	return snap;
+}
+
+/*
+ * Give back the file references of a snapshot that was not used, while the
+ * mappings it copies still hold theirs (so none of these is the last).
+ */
+void mm_snap_drop_refs(struct mm_snap *snap)
+{
+	for (size_t i = 0; i < snap->n; i++)
+		atomic_fetch_sub(&snap->maps[i].file->refs, 1);
+	snap->n = 0;
 }
 
 void mm_snap_free(struct mm_snap *snap)
