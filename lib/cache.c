@@ -197,6 +197,24 @@ uint64_t fill_valid(struct upc_file *f, int ret, struct upc_io *io)
 }
 
 /*
+ * A fault on the page that holds end of file, where the cache's size ends
+ * within the page: has the file grown behind the cache's back?  Then grow
+ * first (zeroing what was past the old end), so that a write after the
+ * growth, which is file data, lands after the zeroing and not before it.
+ * (A page already writable takes no fault: upc_map(3), "File size
+ * changes".)  Caller holds f->lock.
+ */
+void file_size_recheck(struct upc_file *f, uint64_t pgoff)
+{
+	off_t now;
+
+	if (!((uint64_t)f->size & (UPC_PAGE_SIZE - 1)) || pgoff != (uint64_t)f->size >> UPC_PAGE_SHIFT)
+		return;
+	if (store_size(f->cache->store, f->store_h, &now) == 0 && now > f->size)
+		file_grow(f, now);
+}
+
+/*
  * The file grew: extend the memfd and the page table.  Bytes stored past
  * the old end of file in its last page (a mapping may write there; they are
  * never written back) must not become file data now: they are zeroed, as
@@ -206,7 +224,12 @@ uint64_t fill_valid(struct upc_file *f, int ret, struct upc_io *io)
  */
 int file_grow(struct upc_file *f, off_t newsize)
 {
-	uint64_t npages = pg_round_up(newsize) >> UPC_PAGE_SHIFT;
+	/*
+	 * Never fewer pages than before: after a shrink noticed by
+	 * fill_valid(), the pages past the smaller size are still in the
+	 * memfd and the page table, and must stay accounted for.
+	 */
+	uint64_t npages = max_t(uint64_t, pg_round_up(newsize) >> UPC_PAGE_SHIFT, f->npages);
 	uint64_t nchunks = (npages + PT_CHUNK_PAGES - 1) >> PT_CHUNK_SHIFT;
 	uint64_t tail = (uint64_t)f->size & (UPC_PAGE_SIZE - 1);
 	int ret;
@@ -232,9 +255,11 @@ int file_grow(struct upc_file *f, off_t newsize)
 				 (nchunks - f->nchunks) * (sizeof(*nc) + sizeof(*nu)));
 		f->nchunks = nchunks;
 	}
-	ret = sys_ftruncate(f->memfd, (off_t)pg_round_up(newsize));
-	if (ret < 0)
-		return ret;
+	if (npages > f->npages) {
+		ret = sys_ftruncate(f->memfd, (off_t)(npages << UPC_PAGE_SHIFT));
+		if (ret < 0)
+			return ret;
+	}
 	if (tail && page_uptodate(f, (uint64_t)f->size >> UPC_PAGE_SHIFT))
 		memset(f->base + f->size, 0,
 		       min_t(uint64_t, UPC_PAGE_SIZE - tail, (uint64_t)(newsize - f->size)));
@@ -864,7 +889,7 @@ UPC_API int upc_cache_destroy(struct upc_cache *c)
 	 * is still served, so no access in between reads a hole), its next
 	 * access to an inherited mapping is SIGBUS, not stale data.
 	 */
-	if (c->children)
+	if (c->uffd_features & UFFD_FEATURE_EVENT_FORK)	/* children, or a fork in flight */
 		for (f = c->files; f; f = f->next)
 			sys_ftruncate(f->memfd, 0);
 	fork_children_release(c);

@@ -171,6 +171,7 @@ static void handle_missing(struct upc_mm *mm, struct upc_map *m, uintptr_t addr,
 
 	atomic_fetch_add(&c->st.faults_missing, 1);
 	UPC_TRACE(fault, f, pgoff, addr, UPC_FAULT_MISSING | (write ? UPC_FAULT_WRITE : 0), ptid);
+	file_size_recheck(f, pgoff);
 	pg = pt_get(f, pgoff);
 	if (!pg)
 		goto fail;
@@ -354,6 +355,7 @@ static void handle_wp(struct upc_mm *mm, struct upc_map *m, uintptr_t addr, uint
 
 	atomic_fetch_add(&mm->cache->st.faults_wp, 1);
 	UPC_TRACE(fault, f, pgoff, addr, UPC_FAULT_WP | UPC_FAULT_WRITE, ptid);
+	file_size_recheck(f, pgoff);
 	if (!pg || !(pg->flags & PG_UPTODATE)) {
 		/* Evicted since the fault was raised: let it fault again. */
 		sys_uffd_wake(mm->uffd, addr, UPC_PAGE_SIZE);
@@ -420,14 +422,23 @@ unsigned int uffd_read_msgs(struct upc_mm *mm, struct uffd_msg *q, unsigned int 
 
 	if (!space)
 		return 0;
-	atomic_fetch_add(&mm->reading, 1);
+	atomic_fetch_add(&mm->cache->reading, 1);
 	r = read(mm->uffd, q, space * sizeof(*q));
 	if (r > 0)
 		n = (unsigned int)((size_t)r / sizeof(*q));
 	for (unsigned int i = 0; i < n; i++)
 		if (q[i].event == UFFD_EVENT_FORK)
 			fork_event_read(mm, &q[i]);
-	atomic_fetch_sub(&mm->reading, 1);
+	atomic_fetch_sub(&mm->cache->reading, 1);
+	/*
+	 * The kernel installs a forked child's userfaultfd in the read: out of
+	 * descriptors, the event stays queued and the fork waits.  Say so, and
+	 * do not spin on a descriptor that stays readable.
+	 */
+	if (r < 0 && (errno == EMFILE || errno == ENFILE)) {
+		pr_warn("fault handler: no descriptor for a forked child's userfaultfd: the fork waits\n");
+		usleep(10000);
+	}
 	return n;
 }
 
@@ -532,11 +543,11 @@ void fault_handler_stop(struct upc_mm *mm)
 }
 
 /* UPC_MAP_POPULATE: take every fault now (MADV_POPULATE_*, Linux 5.14). */
-void fault_populate(struct upc_map *m)
+void fault_populate(uintptr_t start, size_t len, int prot)
 {
 	/* Read faults, as mm_populate() takes for a shared mapping: populating must not dirty. */
-	if (m->prot == PROT_NONE)
+	if (prot == PROT_NONE)
 		return;
-	if (madvise((void *)m->start, m->end - m->start, MADV_POPULATE_READ) < 0)
+	if (madvise((void *)start, len, MADV_POPULATE_READ) < 0)
 		pr_debug("populate: %s\n", upc_strerror(-errno));
 }

@@ -26,14 +26,13 @@
  *   1. from dup_userfaultfd() (before the PTEs are copied) until the fork
  *      event has been read, the kernel answers UFFDIO_WRITEPROTECT on the
  *      forking mm's userfaultfd with EAGAIN (ctx->mmap_changing);
- *   2. the handler marks itself "reading" (mm->reading odd) before it reads,
- *      counts every fork event of what it read in cache->forks_pending, and
- *      only then clears the mark; the count drops when the child has joined
- *      the rmap.
+ *   2. a reader counts itself in cache->reading before it reads, counts
+ *      every fork event of what it read in cache->forks_pending, and only
+ *      then leaves; the count drops when the child has joined the rmap.
  *
  * So write-back, after protecting every mm of the rmap and before cleaning
- * (fork_settled()), cleans only if no protect met EAGAIN, no handler of
- * those mms is in a read, and no fork event is pending; otherwise it lets go
+ * (fork_settled()), cleans only if no protect met EAGAIN, no reader is in
+ * a read, and no fork event is pending; otherwise it lets go
  * of file->lock, waits for the child to join (fork_wait_settled()) and
  * starts over.  A fork whose copy came after our protect copied protected
  * PTEs; one whose copy came before it made our protect fail or is pending.
@@ -116,10 +115,13 @@ bool fork_settled(struct upc_file *f)
 
 	if (!(c->uffd_features & UFFD_FEATURE_EVENT_FORK))
 		return true;
-	/* A reader in a read may hold a fork event it has not counted yet: a few instructions. */
-	for (struct upc_map *m = f->rmap; m; m = m->f_next)
-		while (atomic_load(&m->mm->reading))
-			sched_yield();
+	/*
+	 * A reader in a read (of any mm's uffd: the mm that forked may have
+	 * unmapped the file since) may hold a fork event it has not counted
+	 * yet: a few instructions, no lock.
+	 */
+	while (atomic_load(&c->reading))
+		sched_yield();
 	return atomic_load(&c->forks_pending) == 0;
 }
 
@@ -147,6 +149,7 @@ void fork_event(struct upc_mm *parent, const struct uffd_msg *msg)
 	struct upc_mm *child = calloc(1, sizeof(*child));
 	int ret;
 
+	fork_children_reap(c);
 	if (!child)
 		goto fail;
 	child->cache = c;
@@ -179,6 +182,12 @@ void fork_event(struct upc_mm *parent, const struct uffd_msg *msg)
 	if (ret < 0)
 		goto fail_release;
 	pthread_mutex_lock(&c->lock);
+	if (atomic_load(&c->dying)) {
+		/* upc_cache_destroy() has let its children go: the memfds are truncated (SIGBUS). */
+		pthread_mutex_unlock(&c->lock);
+		fault_handler_stop(child);
+		goto fail_release;
+	}
 	child->next_child = c->children;
 	c->children = child;
 	pthread_mutex_unlock(&c->lock);
@@ -370,6 +379,33 @@ void fork_spare_refill(struct upc_cache *c)
 	free(old);	/* a spare holds no file references */
 }
 
+/*
+ * Free the children that are gone: their handler noticed (fork_child_gone)
+ * and has stopped or is stopping.  Their mappings left the rmap already.
+ */
+void fork_children_reap(struct upc_cache *c)
+{
+	struct upc_mm *dead = NULL, *mm, **pp;
+
+	pthread_mutex_lock(&c->lock);
+	for (pp = &c->children; (mm = *pp);) {
+		if (atomic_load(&mm->dead)) {
+			*pp = mm->next_child;
+			mm->next_child = dead;
+			dead = mm;
+		} else {
+			pp = &mm->next_child;
+		}
+	}
+	pthread_mutex_unlock(&c->lock);
+	for (; dead; dead = mm) {
+		mm = dead->next_child;
+		fault_handler_stop(dead);
+		mm_fini(dead);
+		free(dead);
+	}
+}
+
 /* Is the child whose address space @mm is gone?  Then drop its mappings. */
 bool fork_child_gone(struct upc_mm *mm)
 {
@@ -377,7 +413,7 @@ bool fork_child_gone(struct upc_mm *mm)
 	if (sys_uffd_wp(mm->uffd, 1UL << 20, UPC_PAGE_SIZE, true, false) != -ESRCH)
 		return false;
 	mm_release_maps(mm);
-	mm->dead = true;
+	atomic_store(&mm->dead, true);
 	pr_debug("fork: a child is gone; its dirty pages stay in the cache\n");
 	return true;
 }
@@ -399,15 +435,32 @@ static void fork_atexit(void)
 {
 	pthread_mutex_lock(&caches_lock);
 	for (struct upc_cache *c = caches; c; c = c->next_cache) {
+		struct upc_file **fs = NULL;
+		size_t n = 0, cap = 0;
+
 		if (!c->children)
 			continue;
-		pthread_mutex_lock(&c->lock);	/* no file is released meanwhile */
-		for (struct upc_file *f = c->files; f; f = f->next) {
-			file_unpin_all(f);
-			writeback_range(f, 0, UINT64_MAX, WB_SYNC, NULL);
-			sys_ftruncate(f->memfd, 0);
+		/*
+		 * References taken under cache->lock, the write-back done
+		 * without it: a served child's handler may need cache->lock to
+		 * let a grandchild join, and write-back waits for that join.
+		 */
+		pthread_mutex_lock(&c->lock);
+		for (struct upc_file *f = c->files; f; f = f->next)
+			cap++;
+		fs = calloc(cap ? cap : 1, sizeof(*fs));
+		for (struct upc_file *f = c->files; fs && f; f = f->next) {
+			atomic_fetch_add(&f->refs, 1);
+			fs[n++] = f;
 		}
 		pthread_mutex_unlock(&c->lock);
+		for (size_t i = 0; i < n; i++) {
+			file_unpin_all(fs[i]);
+			writeback_range(fs[i], 0, UINT64_MAX, WB_SYNC, NULL);
+			sys_ftruncate(fs[i]->memfd, 0);
+			file_put(fs[i]);
+		}
+		free(fs);
 	}
 	pthread_mutex_unlock(&caches_lock);
 }
@@ -453,7 +506,16 @@ static void fork_parent(void)
 	uint64_t one = 1;
 
 	for (struct upc_cache *c = caches; c; c = c->next_cache) {
-		struct mm_snap *snap = atomic_exchange(&c->fork_snap, NULL);
+		struct mm_snap *snap;
+
+		/*
+		 * The fork event was read before fork() returned; the reader
+		 * that read it may not have counted it (and taken the
+		 * snapshot) yet: a few instructions, no lock.
+		 */
+		while (atomic_load(&c->reading))
+			sched_yield();
+		snap = atomic_exchange(&c->fork_snap, NULL);
 
 		if (snap) {	/* not taken: it holds references the mappings also hold */
 			mm_snap_drop_refs(snap);

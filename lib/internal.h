@@ -195,10 +195,9 @@ struct upc_mm {
 	 */
 	struct uffd_msg *q;
 	unsigned int qhead, qtail;
-	_Atomic unsigned int reading;	/* threads reading this uffd and counting fork events (fork.c) */
 	bool is_child;			/* a forked child's address space (fork.c) */
 	uintptr_t last_spurious;	/* the last MISSING fault on a page thought cached */
-	bool dead;			/* that child is gone: the handler exits */
+	_Atomic bool dead;		/* that child is gone: the handler exits */
 	struct upc_mm *next_child;	/* cache->children */
 };
 
@@ -237,6 +236,7 @@ struct upc_cache {
 	struct upc_mm self;		/* embedded mode: this process */
 	struct upc_mm *children;	/* forked children served by this cache (fork.c) */
 	_Atomic unsigned int forks_pending;	/* fork events read whose child is not in the rmap yet */
+	_Atomic unsigned int reading;	/* threads in a read of a uffd, counting fork events (fork.c) */
 	pthread_mutex_t fork_mutex;	/* waiting for forks to settle */
 	pthread_cond_t fork_cond;
 	/* This process's forks (fork.c): the fork reader and the mappings snapshot */
@@ -345,6 +345,7 @@ __upc_hidden void page_remove(struct upc_file *f, uint64_t pgoff);
 __upc_hidden int file_grow(struct upc_file *f, off_t newsize);
 struct upc_io;
 __upc_hidden uint64_t fill_valid(struct upc_file *f, int ret, struct upc_io *io);
+__upc_hidden void file_size_recheck(struct upc_file *f, uint64_t pgoff);
 __upc_hidden void file_unpin_all(struct upc_file *f);
 __upc_hidden void stats_counters(struct upc_cache *c, struct upc_stats *st);
 __upc_hidden int file_get(struct upc_cache *c, int fd, struct upc_file **fp);
@@ -384,7 +385,7 @@ __upc_hidden long staging_insert(struct upc_file *f, uint64_t pgoff, uint64_t n,
 				 size_t *skipped);
 __upc_hidden int fault_handler_start(struct upc_mm *mm);
 __upc_hidden void fault_handler_stop(struct upc_mm *mm);
-__upc_hidden void fault_populate(struct upc_map *m);
+__upc_hidden void fault_populate(uintptr_t start, size_t len, int prot);
 __upc_hidden unsigned int mm_read_msgs(struct upc_mm *mm);
 __upc_hidden unsigned int uffd_read_msgs(struct upc_mm *mm, struct uffd_msg *q, unsigned int space);
 #define UFFD_QUEUE	1024	/* messages a handler holds: more than threads fault at once */
@@ -399,6 +400,7 @@ __upc_hidden int fork_reader_start(struct upc_cache *c);
 __upc_hidden void fork_reader_stop(struct upc_cache *c);
 __upc_hidden void fork_stash_take(struct upc_mm *mm);
 __upc_hidden void fork_spare_refill(struct upc_cache *c);
+__upc_hidden void fork_children_reap(struct upc_cache *c);
 __upc_hidden bool fork_child_gone(struct upc_mm *mm);
 __upc_hidden void fork_children_release(struct upc_cache *c);
 __upc_hidden void fork_cache_add(struct upc_cache *c);

@@ -278,8 +278,9 @@ UPC_API int upc_map(struct upc_cache *c, int fd, off_t offset, size_t length, in
 	pthread_rwlock_unlock(&mm->lock);
 	fork_spare_refill(c);
 
+	/* Not m: once mm->lock is let go, another thread may unmap it. */
 	if (flags & UPC_MAP_POPULATE)
-		fault_populate(m);
+		fault_populate((uintptr_t)addr, len, prot);
 	*addrp = addr;
 	return 0;
 

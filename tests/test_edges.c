@@ -151,3 +151,60 @@ Test(edges, a_file_shrunk_within_its_last_page_reads_what_is_left, .timeout = 60
 	cr_assert_eq(upc_cache_destroy(c), 0);
 	close(fd);
 }
+
+/*
+ * The file grew behind the cache's back, then a mapping writes past the old
+ * end of file in the cached (clean) last page: that is file data now.  The
+ * write traps, the cache sees the new size first, and the byte survives the
+ * next upc_map (which must not zero it as a store past end of file).
+ * Synchronous tracking only: there a write to a clean page traps.
+ */
+Test(edges, a_write_after_the_file_grew_behind_the_cache_is_kept, .timeout = 60)
+{
+	struct upc_cache *c = cache_new(UPC_CACHE_NO_BGWB);
+	int fd = tmpfile_pattern(PAGE + 100, NULL);
+	unsigned char *p, *q, x;
+
+	if (stats_of(c).track_mode != UPC_TRACK_SYNC) {
+		upc_cache_destroy(c);
+		cr_skip_test("asynchronous tracking: a first write does not trap, so the cache learns "
+			     "of the growth only at the next upc_map (upc_map(3), File size changes)");
+	}
+	cr_assert_eq(upc_map(c, fd, 0, 3 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
+	cr_assert_eq(p[PAGE + 99], pat(PAGE + 99));	/* the last page is cached, clean */
+	cr_assert_eq(ftruncate(fd, 3 * PAGE), 0);	/* grown by someone else */
+	p[PAGE + 200] = 0xab;
+	cr_assert_eq(upc_map(c, fd, 0, 3 * PAGE, PROT_READ, 0, (void **)&q), 0);
+	cr_assert_eq(q[PAGE + 200], 0xab, "a write after the growth was zeroed as past end of file");
+	cr_assert_eq(upc_msync(c, p, 3 * PAGE, UPC_MS_SYNC), 0);
+	cr_assert_eq(pread(fd, &x, 1, PAGE + 200), 1);
+	cr_assert_eq(x, 0xab);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	close(fd);
+}
+
+/*
+ * A shrink noticed by a short read, then growth again below the old size:
+ * pages past the smaller size stay accounted for (they are not truncated
+ * out of the memfd under their descriptors), and a dirty one past the
+ * end of file is dropped from write-back as the kernel discards it, so the
+ * cache ends clean and destroy reports nothing.
+ */
+Test(edges, a_shrink_then_growth_keeps_the_page_accounting, .timeout = 60)
+{
+	struct upc_cache *c = cache_new(UPC_CACHE_NO_BGWB);
+	int fd = tmpfile_pattern(100 * PAGE, NULL);
+	unsigned char *p, *q;
+
+	cr_assert_eq(upc_map(c, fd, 0, 100 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
+	p[80 * PAGE] = 1;
+	cr_assert_eq(stats_of(c).pages_dirty, 1);
+	cr_assert_eq(ftruncate(fd, 10 * PAGE + 100), 0);
+	cr_assert_eq(p[10 * PAGE + 99], pat(10 * PAGE + 99));	/* a short read: the cache sees the shrink */
+	cr_assert_eq(ftruncate(fd, 50 * PAGE), 0);
+	cr_assert_eq(upc_map(c, fd, 0, 50 * PAGE, PROT_READ, 0, (void **)&q), 0);
+	cr_assert_eq(upc_msync(c, p, 100 * PAGE, UPC_MS_SYNC), 0);
+	cr_assert_eq(stats_of(c).pages_dirty, 0, "a page past the end of file stays dirty for ever");
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	close(fd);
+}

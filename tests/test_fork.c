@@ -9,6 +9,7 @@
 #include "helpers.h"
 
 #include <signal.h>
+#include <dirent.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 
@@ -483,5 +484,49 @@ Test(fork, a_slow_handler_at_fork_loses_no_child_write, .timeout = 120)
 	cr_assert_eq(pread(fd, &x, 1, 5 * PAGE), 1);
 	cr_assert_eq(x, 0x22, "the child's write after the parent's msync is lost");
 	upc_store_destroy(st);
+	close(fd);
+}
+
+/* Children that are gone are freed: their descriptors and threads do not pile up. */
+static int count_fds(void)
+{
+	int n = 0;
+	DIR *d = opendir("/proc/self/fd");
+
+	for (struct dirent *e; d && (e = readdir(d));)
+		n += e->d_name[0] != '.';
+	if (d)
+		closedir(d);
+	return n;
+}
+
+Test(fork, children_that_are_gone_are_freed, .timeout = 60)
+{
+	struct upc_cache *c = cache_new(UPC_CACHE_NO_BGWB);
+	int fd = tmpfile_pattern(16 * PAGE, NULL), status, before;
+	unsigned char *p;
+	pid_t pid;
+
+	cr_assert_eq(upc_map(c, fd, 0, 16 * PAGE, PROT_READ | PROT_WRITE, UPC_MAP_POPULATE, (void **)&p), 0);
+	if (!child_served(c)) {
+		cr_assert_eq(upc_cache_destroy(c), 0);
+		cr_skip_test("forked children are not served in asynchronous tracking (SIGSEGV: tested above)");
+	}
+	before = count_fds();
+	for (int i = 0; i < 50; i++) {
+		pid = fork();
+		if (pid == 0)
+			_exit(p[0] == pat(0) ? 0 : 1);
+		cr_assert_eq(waitpid(pid, &status, 0), pid);
+		cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	}
+	usleep(1500000);	/* each child's handler notices within a second */
+	pid = fork();		/* the next fork event frees the children that are gone */
+	if (pid == 0)
+		_exit(0);
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	usleep(100000);
+	cr_assert_leq(count_fds(), before + 4, "%d descriptors after 51 forks, %d before", count_fds(), before);
+	cr_assert_eq(upc_cache_destroy(c), 0);
 	close(fd);
 }
