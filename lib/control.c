@@ -21,6 +21,7 @@
 #include "internal.h"
 #include "usdt.h"
 
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -140,12 +141,23 @@ static int pin_map(struct upc_map *m, uintptr_t s, uintptr_t e)
 		for (uintptr_t a = s; a < e;) {
 			long r = sys_uffd_continue(m->mm->uffd, a, e - a, true, false);
 
-			if (r > 0)
+			if (r > 0) {
 				a += (uintptr_t)r;
-			else if (r == -EEXIST)
+			} else if (r == -EEXIST) {
 				a += UPC_PAGE_SIZE;
-			else if (r != -EAGAIN)
+			} else if (r == -EAGAIN) {
+				/*
+				 * The process is forking: until its fork event is read
+				 * (by a reader that may need file->lock, fork.c) the
+				 * kernel refuses.  The pages are pinned: let go of the
+				 * lock meanwhile.
+				 */
+				pthread_mutex_unlock(&m->file->lock);
+				sched_yield();
+				pthread_mutex_lock(&m->file->lock);
+			} else {
 				return -EFAULT;
+			}
 		}
 		return 0;
 	}
@@ -229,8 +241,18 @@ UPC_API int upc_pin(struct upc_cache *c, void *addr, size_t length, unsigned int
 			 */
 			if (all && by_hand) {
 				ret = pin_map(m, s, e);
-				if (ret == 0 && (flags & UPC_PIN_WRITE) && m->wp)
-					ret = sys_uffd_wp(mm->uffd, s, e - s, false, false) < 0 ? -EFAULT : 0;
+				while (ret == 0 && (flags & UPC_PIN_WRITE) && m->wp) {
+					int r = sys_uffd_wp(mm->uffd, s, e - s, false, false);
+
+					if (r != -EAGAIN) {
+						ret = r < 0 ? -EFAULT : 0;
+						break;
+					}
+					/* Forking, as in pin_map(); a write pin is never cleaned meanwhile. */
+					pthread_mutex_unlock(&f->lock);
+					sched_yield();
+					pthread_mutex_lock(&f->lock);
+				}
 				if (ret < 0) {
 					unpin_pages(f, first, last);
 					all = false;

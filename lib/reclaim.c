@@ -34,6 +34,7 @@
 #include "internal.h"
 #include "usdt.h"
 
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -440,7 +441,16 @@ int dontneed_piece(struct upc_map *m, uintptr_t s, uintptr_t e, uint64_t first, 
 			else if (f->cache->track_mode == UPC_TRACK_ASYNC)
 				track_collect(f, p, q - 1);	/* also re-protects */
 			else
-				ret = sys_uffd_wp(m->mm->uffd, a, len, true, false);
+				/*
+				 * EAGAIN: the process is forking, and the reader of
+				 * its fork event may need file->lock (fork.c).  The
+				 * range must end protected: let go, try again.
+				 */
+				while ((ret = sys_uffd_wp(m->mm->uffd, a, len, true, false)) == -EAGAIN) {
+					pthread_mutex_unlock(&f->lock);
+					sched_yield();
+					pthread_mutex_lock(&f->lock);
+				}
 		}
 		p = q + 1;	/* past the pinned page */
 	}
