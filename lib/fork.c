@@ -379,6 +379,18 @@ void fork_spare_refill(struct upc_cache *c)
 	free(old);	/* a spare holds no file references */
 }
 
+/* Stop serving the children on the list @mm (off c->children already) and free them. */
+static void child_free_list(struct upc_mm *mm)
+{
+	for (struct upc_mm *next; mm; mm = next) {
+		next = mm->next_child;
+		fault_handler_stop(mm);
+		mm_release_maps(mm);	/* a child that is gone has none left */
+		mm_fini(mm);
+		free(mm);
+	}
+}
+
 /*
  * Free the children that are gone: their handler noticed (fork_child_gone)
  * and has stopped or is stopping.  Their mappings left the rmap already.
@@ -398,12 +410,7 @@ void fork_children_reap(struct upc_cache *c)
 		}
 	}
 	pthread_mutex_unlock(&c->lock);
-	for (; dead; dead = mm) {
-		mm = dead->next_child;
-		fault_handler_stop(dead);
-		mm_fini(dead);
-		free(dead);
-	}
+	child_free_list(dead);
 }
 
 /* Is the child whose address space @mm is gone?  Then drop its mappings. */
@@ -586,17 +593,11 @@ void fork_cache_del(struct upc_cache *c)
  */
 void fork_children_release(struct upc_cache *c)
 {
-	struct upc_mm *mm, *next;
+	struct upc_mm *mm;
 
 	pthread_mutex_lock(&c->lock);
 	mm = c->children;
 	c->children = NULL;
 	pthread_mutex_unlock(&c->lock);
-	for (; mm; mm = next) {
-		next = mm->next_child;
-		fault_handler_stop(mm);
-		mm_release_maps(mm);
-		mm_fini(mm);
-		free(mm);
-	}
+	child_free_list(mm);
 }
