@@ -165,6 +165,76 @@ void file_unpin_all(struct upc_file *f)
 }
 
 /*
+ * Drop file pages [first, end) from every mapping and the memfd, dirty ones
+ * without write-back (truncate_inode_pages_range()).  The caller made sure
+ * none is pinned or under write-back.  Caller holds f->lock.
+ */
+static void file_truncate_pages(struct upc_file *f, uint64_t first, uint64_t end)
+{
+	struct run r = { first, end - first };
+
+	for (uint64_t p = first; p < end; p++) {
+		struct upc_page *pg = pt_lookup(f, p);
+
+		if (!pg) {
+			p |= PT_CHUNK_PAGES - 1;
+			continue;
+		}
+		if ((pg->flags & PG_UPTODATE) && (pg->flags & PG_DIRTY)) {
+			pg->flags &= ~(PG_DIRTY | PG_URGENT);
+			f->nr_dirty--;
+			UPC_TRACE(clean, f, p, 1, UPC_CLEAN_TRUNCATE);
+		}
+	}
+	/* The punch zaps every PTE of the pages, in every process. */
+	if (sys_punch(f->memfd, (off_t)(first << UPC_PAGE_SHIFT), (off_t)((end - first) << UPC_PAGE_SHIFT)) < 0) {
+		pr_warn("punch of pages %llu-%llu failed: they stay cached past end of file\n",
+			(unsigned long long)first, (unsigned long long)end - 1);
+		return;
+	}
+	for (uint64_t p = first; p < end; p++) {
+		if (!f->chunks[p >> PT_CHUNK_SHIFT]) {
+			p |= PT_CHUNK_PAGES - 1;
+			continue;
+		}
+		if (page_uptodate(f, p)) {
+			UPC_TRACE(evict, f, p, 1);
+			page_remove(f, p);
+		}
+	}
+	protect_runs(f, &r, 1);	/* markers back on the emptied PTEs (sync tracking) */
+}
+
+/*
+ * The file shrank behind the cache's back to @size: the kernel's
+ * truncate_pagecache().  The cached pages wholly past the new end go from
+ * every mapping and the memfd, dirty ones without write-back (the data is
+ * past end of file: the kernel discards it too), and the new last page's
+ * tail is zeroed; otherwise a later growth would bring the old bytes back
+ * as file data.  Pages pinned or under write-back stay (I6): they are past
+ * end of file, so write-back leaves them out, until the file grows again.
+ * Caller holds f->lock.
+ */
+static void file_shrunk(struct upc_file *f, off_t size)
+{
+	uint64_t keep = pg_round_up((uint64_t)size) >> UPC_PAGE_SHIFT;
+
+	f->size = size;
+	if ((size & (off_t)(UPC_PAGE_SIZE - 1)) && page_uptodate(f, (uint64_t)size >> UPC_PAGE_SHIFT))
+		memset(f->base + size, 0, UPC_PAGE_SIZE - ((uint64_t)size & (UPC_PAGE_SIZE - 1)));
+	for (uint64_t p = keep; p < f->npages;) {
+		uint64_t q = p;
+		struct upc_page *pg;
+
+		while (q < f->npages && !((pg = pt_lookup(f, q)) && (pg->pincount || (pg->flags & PG_WRITEBACK))))
+			q++;
+		if (q > p)
+			file_truncate_pages(f, p, q);
+		p = q + 1;	/* past the page that stays */
+	}
+}
+
+/*
  * How many pages of a fill read (@ret, @io) are valid: the whole pages read,
  * and a partial last page that ends at end of file, whose tail is zeroed
  * (mmap(2) semantics).  A read that came back short before the size the
@@ -186,7 +256,7 @@ uint64_t fill_valid(struct upc_file *f, int ret, struct upc_io *io)
 	    store_size(f->cache->store, f->store_h, &now) == 0 && now <= io->off + io->res) {
 		pr_debug("file %lu shrank from %lld to %lld bytes\n", (unsigned long)f->ino,
 			 (long long)f->size, (long long)now);
-		f->size = now;
+		file_shrunk(f, now);
 	}
 	full = (uint64_t)io->res >> UPC_PAGE_SHIFT;
 	if ((io->res & (UPC_PAGE_SIZE - 1)) && io->off + io->res >= f->size) {
