@@ -29,10 +29,10 @@
 #include "usdt.h"
 
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sched.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -411,7 +411,7 @@ static void handle_fault(struct upc_mm *mm, const struct uffd_msg *msg)
 /*
  * Read what @mm's userfaultfd holds into @q (room for @space messages),
  * without blocking, allocating or taking a lock.  Fork events are counted
- * while the reader is counted in mm->reading (fork.c: write-back must know
+ * while the reader is counted in cache->reading (fork.c: write-back must know
  * of a child from the moment the kernel let its fork go on, which is this
  * read).  Returns the messages read.
  */
@@ -442,16 +442,22 @@ unsigned int uffd_read_msgs(struct upc_mm *mm, struct uffd_msg *q, unsigned int 
 	return n;
 }
 
+/* The messages before qhead were taken: move the rest down.  Only the handler thread calls it. */
+void mm_queue_compact(struct upc_mm *mm)
+{
+	if (!mm->qhead)
+		return;
+	memmove(mm->q, mm->q + mm->qhead, (mm->qtail - mm->qhead) * sizeof(*mm->q));
+	mm->qtail -= mm->qhead;
+	mm->qhead = 0;
+}
+
 /* The handler reads into its own queue.  Only the handler thread calls it. */
 unsigned int mm_read_msgs(struct upc_mm *mm)
 {
 	unsigned int n;
 
-	if (mm->qhead) {	/* the messages before qhead were taken: move the rest down */
-		memmove(mm->q, mm->q + mm->qhead, (mm->qtail - mm->qhead) * sizeof(*mm->q));
-		mm->qtail -= mm->qhead;
-		mm->qhead = 0;
-	}
+	mm_queue_compact(mm);
 	n = uffd_read_msgs(mm, mm->q + mm->qtail, UFFD_QUEUE - mm->qtail);
 	mm->qtail += n;
 	return n;

@@ -386,6 +386,7 @@ __upc_hidden long staging_insert(struct upc_file *f, uint64_t pgoff, uint64_t n,
 __upc_hidden int fault_handler_start(struct upc_mm *mm);
 __upc_hidden void fault_handler_stop(struct upc_mm *mm);
 __upc_hidden void fault_populate(uintptr_t start, size_t len, int prot);
+__upc_hidden void mm_queue_compact(struct upc_mm *mm);
 __upc_hidden unsigned int mm_read_msgs(struct upc_mm *mm);
 __upc_hidden unsigned int uffd_read_msgs(struct upc_mm *mm, struct uffd_msg *q, unsigned int space);
 #define UFFD_QUEUE	1024	/* messages a handler holds: more than threads fault at once */
@@ -396,6 +397,7 @@ __upc_hidden void fork_event(struct upc_mm *parent, const struct uffd_msg *msg);
 __upc_hidden void fork_event_drop(struct upc_mm *mm, const struct uffd_msg *msg);
 __upc_hidden bool fork_settled(struct upc_file *f);
 __upc_hidden void fork_wait_settled(struct upc_cache *c);
+__upc_hidden void fork_yield_file(struct upc_file *f);
 __upc_hidden int fork_reader_start(struct upc_cache *c);
 __upc_hidden void fork_reader_stop(struct upc_cache *c);
 __upc_hidden void fork_stash_take(struct upc_mm *mm);
