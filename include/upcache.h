@@ -381,6 +381,23 @@ struct upc_store_ops {
 	 * are released only by the bound on them (upcache(7), FILE LIFETIME).
 	 */
 	int (*stat)(struct upc_store *store, void *handle, struct stat *st);
+	/*
+	 * Optional: set the backing file's size, as ftruncate(2); return 0 or
+	 * a negative errno.  Without it upc_ftruncate() and a upc_pwrite()
+	 * past end of file fail with -EOPNOTSUPP.
+	 */
+	int (*truncate)(struct upc_store *store, void *handle, off_t length);
+	/*
+	 * Optional: fallocate(2) on the backing file (@mode: FALLOC_FL_KEEP_SIZE,
+	 * FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, or 0).  Without it
+	 * upc_fallocate() fails with -EOPNOTSUPP.
+	 */
+	int (*fallocate)(struct upc_store *store, void *handle, int mode, off_t off, off_t len);
+	/*
+	 * Optional: make written data and the file's metadata durable, as
+	 * fsync(2) (@sync is fdatasync(2)).  Without it upc_fsync() uses @sync.
+	 */
+	int (*fsync)(struct upc_store *store, void *handle);
 };
 
 /* upc_store_file_create flags */
@@ -403,7 +420,8 @@ UPC_API int upc_store_inject_create(struct upc_store *inner, struct upc_store **
 #define UPC_INJECT_ERROR	1	/* fail with -@arg (EIO, ENOSPC, ...) */
 #define UPC_INJECT_SHORT	2	/* transfer only @arg bytes */
 #define UPC_INJECT_DELAY	3	/* sleep @arg microseconds first */
-#define UPC_INJECT_SYNC_ERROR	4	/* sync fails with -@arg (offsets ignored) */
+#define UPC_INJECT_SYNC_ERROR	4	/* sync and fsync fail with -@arg (offsets ignored) */
+#define UPC_INJECT_META_ERROR	5	/* truncate and fallocate fail with -@arg (offsets ignored) */
 
 /*
  * upc_store_inject_add - fail the next @count I/Os in direction @dir that

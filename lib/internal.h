@@ -312,6 +312,7 @@ __upc_hidden int sys_madvise(void *addr, size_t len, int advice);
 __upc_hidden int sys_memfd(const char *name);
 __upc_hidden int sys_ftruncate(int fd, off_t len);
 __upc_hidden int sys_punch(int fd, off_t off, off_t len);
+__upc_hidden int sys_fallocate(int fd, int mode, off_t off, off_t len);
 __upc_hidden uint64_t now_ms(void);
 __upc_hidden int cond_wait_ms(pthread_cond_t *cond, pthread_mutex_t *lock, unsigned int ms);
 
@@ -428,6 +429,9 @@ __upc_hidden void track_collect_all(struct upc_file *f);
 __upc_hidden int store_default(unsigned int flags, struct upc_store **storep);
 __upc_hidden int store_size(struct upc_store *s, void *h, off_t *sizep);
 __upc_hidden int store_stat(struct upc_store *s, void *h, struct stat *st);
+__upc_hidden int store_truncate(struct upc_store *s, void *h, off_t length);
+__upc_hidden int store_fallocate(struct upc_store *s, void *h, int mode, off_t off, off_t len);
+__upc_hidden int store_fsync(struct upc_store *s, void *h);
 
 /* debug.c: $UPC_DEBUG (upcache(7)) and dirty backtraces; usdt.h has the probes */
 #define UPC_DBG_BREAK_I1	0x1u	/* tests only: write-back cleans before it protects */
