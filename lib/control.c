@@ -184,10 +184,21 @@ UPC_API int upc_pin(struct upc_cache *c, void *addr, size_t length, unsigned int
 
 		piece(m, start, end, &first, &last);
 		/*
+		 * Past end of file: -EFAULT, before any fault is taken (the
+		 * handler's answer there is a SIGBUS for the thread, fault.c).
+		 */
+		pthread_mutex_lock(&f->lock);
+		if (last >= f->npages)
+			file_size_refresh(f);
+		tries = last >= f->npages ? 8 : 0;
+		pthread_mutex_unlock(&f->lock);
+		if (tries)
+			ret = -EFAULT;
+		/*
 		 * Fault the pages in, then pin them under the lock if they are
 		 * all still there (reclaim may take one in between: try again).
 		 */
-		for (tries = 0; tries < 8 && !all; tries++) {
+		for (; tries < 8 && !all; tries++) {
 			int adv = (flags & UPC_PIN_WRITE) ? MADV_POPULATE_WRITE : MADV_POPULATE_READ;
 			bool by_hand = false;
 

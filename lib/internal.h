@@ -138,7 +138,7 @@ struct upc_file {
 	pthread_mutex_t lock;
 	pthread_cond_t wb_cond;		/* broadcast when write-back completes */
 	off_t size;			/* file size as last seen */
-	uint64_t npages;		/* memfd size in pages */
+	uint64_t npages;		/* @size in pages, rounded up (the memfd is base_len long) */
 	struct upc_page **chunks;	/* page table: npages / 512 chunk pointers */
 	uint16_t *chunk_used;		/* cached pages per chunk; a chunk is freed at 0 */
 	uint64_t nchunks;
@@ -335,6 +335,7 @@ static inline bool page_uptodate(struct upc_file *f, uint64_t pgoff)
 __upc_hidden void page_add(struct upc_file *f, uint64_t pgoff, struct upc_page *pg);
 __upc_hidden void page_remove(struct upc_file *f, uint64_t pgoff);
 __upc_hidden int file_grow(struct upc_file *f, off_t newsize);
+__upc_hidden void file_size_refresh(struct upc_file *f);
 struct upc_io;
 __upc_hidden uint64_t fill_valid(struct upc_file *f, int ret, struct upc_io *io);
 __upc_hidden void file_unpin_all(struct upc_file *f);
