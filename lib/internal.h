@@ -152,6 +152,7 @@ struct upc_file {
 	uint32_t err_seq;
 	int err;
 	uint32_t err_reported;		/* highest err_seq reported to some caller */
+	uint32_t fsync_seen;		/* upc_fsync()'s errseq cursor (fileio.c) */
 };
 
 /* ------------------------------------------------------------ VMA, mm */
@@ -367,6 +368,8 @@ __upc_hidden int range_args(struct upc_cache *c, void *addr, size_t length, uint
 			    uintptr_t *endp);
 __upc_hidden void ra_stop(struct upc_cache *c);
 __upc_hidden int ra_queue(struct upc_cache *c, struct upc_file *f, uint64_t first, uint64_t last);
+__upc_hidden long fill_run(struct upc_file *f, uint64_t *pp, uint64_t last, char *buf, uint64_t bufpages,
+			   bool ahead);
 
 /* fault.c */
 __upc_hidden long staging_insert(struct upc_file *f, uint64_t pgoff, uint64_t n, const char *buf,
@@ -393,9 +396,11 @@ __upc_hidden void fork_cache_del(struct upc_cache *c);
 #define WB_SYNC		0x1	/* wait for write-back in flight, then fdatasync */
 #define WB_EXPIRED	0x2	/* only pages dirty for longer than expire_ms */
 #define WB_NOWAIT	0x4	/* skip pages under write-back instead of waiting */
+#define WB_FSYNC	0x8	/* with WB_SYNC: fsync (data and metadata), not fdatasync */
 __upc_hidden int writeback_range(struct upc_file *f, uint64_t first, uint64_t last, int how,
 				 uint64_t *heldp);
 __upc_hidden int errseq_check(struct upc_file *f, uint32_t *seen);
+__upc_hidden bool has_writeback(struct upc_file *f, uint64_t first, uint64_t last);
 __upc_hidden uint32_t errseq_sample(struct upc_file *f);
 __upc_hidden int bgwb_start(struct upc_cache *c);
 __upc_hidden void bgwb_stop(struct upc_cache *c);
