@@ -510,7 +510,9 @@ static int punch_hole(struct upc_file *f, off_t off, off_t len)
 	 * is waited for over the edge pages too: a write of their old bytes
 	 * must not land after the punch.
 	 */
-	ret = range_quiesce(f, full_first, full_end - 1, start >> UPC_PAGE_SHIFT, (end - 1) >> UPC_PAGE_SHIFT);
+	ret = full_first < full_end ?
+	      range_quiesce(f, full_first, full_end - 1, start >> UPC_PAGE_SHIFT, (end - 1) >> UPC_PAGE_SHIFT) :
+	      range_quiesce(f, 1, 0, start >> UPC_PAGE_SHIFT, (end - 1) >> UPC_PAGE_SHIFT);
 	if (ret == 0)
 		ret = store_fallocate(f->cache->store, f->store_h,
 				      FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len);

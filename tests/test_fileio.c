@@ -91,6 +91,27 @@ Test(fileio, pwrite_is_seen_through_a_mapping_at_once_and_pread_sees_mapping_sto
 	close(fd);
 }
 
+/* The caller's buffer may be a mapping of the same file: no lock is held while it is touched. */
+Test(fileio, the_buffer_may_be_a_mapping_of_the_same_file, .timeout = 60)
+{
+	struct upc_cache *c = cache_new(UPC_CACHE_NO_BGWB);
+	int fd = tmpfile_pattern(8 * PAGE, NULL);
+	unsigned char *p;
+
+	cr_assert_eq(upc_map(c, fd, 0, 8 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
+	/* neither page cached: the copy out faults on the target while the source is being read */
+	cr_assert_eq(upc_pread(c, fd, p + 5 * PAGE, 2 * PAGE, 0), (ssize_t)(2 * PAGE));
+	cr_assert_eq(p[5 * PAGE + 3], pat(3));
+	cr_assert_eq(p[6 * PAGE + 3], pat(PAGE + 3));
+	cr_assert_eq(upc_pwrite(c, fd, p + 5 * PAGE, PAGE, 2 * PAGE + 1), (ssize_t)PAGE);
+	cr_assert_eq(p[2 * PAGE + 1], pat(0));
+	cr_assert_eq(p[3 * PAGE], pat(PAGE - 1));
+	cr_assert_eq(upc_fsync(c, fd), 0);
+	cr_assert_eq(rd64(fd, 2 * PAGE + 1) & 0xff, pat(0));
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	close(fd);
+}
+
 Test(fileio, pread_reads_uncached_pages_short_at_eof_zero_past_it, .timeout = 60)
 {
 	const size_t size = 5 * PAGE + 300;
@@ -318,6 +339,12 @@ Test(fileio, punch_hole_reads_zeros_everywhere_and_keeps_the_edges, .timeout = 6
 
 		cr_assert_eq(buf[o], want, "file byte %lld", (long long)o);
 	}
+	/* within the first page, with a pinned page elsewhere */
+	cr_assert_eq(upc_pin(c, p + 7 * PAGE, PAGE, 0), 0);
+	cr_assert_eq(upc_fallocate(c, fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, 10), 0);
+	cr_assert_eq(p[9], 0);
+	cr_assert_eq(p[10], pat(10));
+	cr_assert_eq(upc_unpin(c, p + 7 * PAGE, PAGE), 0);
 	/* within one page */
 	cr_assert_eq(upc_fallocate(c, fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 6 * PAGE + 10, 20), 0);
 	cr_assert_eq(p[6 * PAGE + 9], pat(6 * PAGE + 9));
