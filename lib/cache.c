@@ -243,7 +243,8 @@ int file_grow(struct upc_file *f, off_t newsize)
 		memset(f->base + f->size, 0,
 		       min_t(uint64_t, UPC_PAGE_SIZE - tail, (uint64_t)(newsize - f->size)));
 	f->size = newsize;
-	f->npages = npages;
+	/* Never fewer: a file found shrunk by a short read (fill_valid) keeps its pages past the size. */
+	f->npages = max_t(uint64_t, f->npages, npages);
 	return 0;
 }
 
