@@ -519,6 +519,88 @@ Test(fileio, bad_input_is_refused_and_changes_nothing, .timeout = 60)
 	close(wo);
 }
 
+struct slow_sync {
+	struct upc_cache *c;
+	int fd, ret;
+};
+
+static void *slow_sync(void *arg)
+{
+	struct slow_sync *s = arg;
+
+	s->ret = upc_fsync(s->c, s->fd);
+	return NULL;
+}
+
+/* No stable pages: a page under write-back takes the write at once, and is dirty again. */
+Test(fileio, a_page_under_write_back_is_written_at_once_and_written_again, .timeout = 60)
+{
+	struct upc_store *inj;
+	struct upc_cache *c;
+	char path[64];
+	int fd = tmpfile_pattern(2 * PAGE, path);
+	struct slow_sync s;
+	uint64_t v = 1;
+	pthread_t t;
+
+	require_upcache();
+	cr_assert_eq(upc_store_inject_create(NULL, &inj), 0);
+	UPC_OPTS(upc_cache_opts, o, .flags = UPC_CACHE_NO_BGWB, .store = inj);
+	c = cache_new_opts(&o);
+	cr_assert_eq(upc_pwrite(c, fd, &v, 8, 0), 8);
+	cr_assert_eq(upc_store_inject_add(inj, UPC_IO_WRITE, 0, PAGE, UPC_INJECT_DELAY, 300000, 1), 0);
+	s = (struct slow_sync){ .c = c, .fd = fd };
+	pthread_create(&t, NULL, slow_sync, &s);
+	while (stats_of(c).pages_writeback == 0)
+		usleep(1000);
+	v = 2;
+	cr_assert_eq(upc_pwrite(c, fd, &v, 8, 0), 8, "the write does not wait for the write-back");
+	cr_assert_eq(stats_of(c).pages_writeback, 1, "... which is still in flight");
+	pthread_join(t, NULL);
+	cr_assert_eq(s.ret, 0);
+	cr_assert_eq(stats_of(c).pages_dirty, 1, "dirty again after the write-back");
+	cr_assert_eq(upc_fsync(c, fd), 0);
+	cr_assert_eq(rd64(fd, 0), 2);
+	cr_assert_eq(stats_of(c).pages_dirty, 0);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	upc_store_destroy(inj);
+	unlink(path);
+	close(fd);
+}
+
+/* A truncation waits for write-back in flight past the new end: its write never lands after the cut. */
+Test(fileio, truncate_waits_for_write_back_in_flight_past_the_new_end, .timeout = 60)
+{
+	struct upc_store *inj;
+	struct upc_cache *c;
+	char path[64];
+	int fd = tmpfile_pattern(4 * PAGE, path);
+	struct slow_sync s;
+	unsigned char buf[8] = "written";
+	pthread_t t;
+
+	require_upcache();
+	cr_assert_eq(upc_store_inject_create(NULL, &inj), 0);
+	UPC_OPTS(upc_cache_opts, o, .flags = UPC_CACHE_NO_BGWB, .store = inj);
+	c = cache_new_opts(&o);
+	cr_assert_eq(upc_pwrite(c, fd, buf, 8, 3 * PAGE), 8);
+	cr_assert_eq(upc_store_inject_add(inj, UPC_IO_WRITE, 3 * PAGE, PAGE, UPC_INJECT_DELAY, 300000, 1), 0);
+	s = (struct slow_sync){ .c = c, .fd = fd };
+	pthread_create(&t, NULL, slow_sync, &s);
+	while (stats_of(c).pages_writeback == 0)
+		usleep(1000);
+	cr_assert_eq(upc_ftruncate(c, fd, PAGE), 0);
+	cr_assert_eq(stats_of(c).pages_writeback, 0, "truncate returned with write-back in flight");
+	pthread_join(t, NULL);
+	cr_assert_eq(fsize(fd), (off_t)PAGE, "a write landed after the truncation");
+	cr_assert_eq(upc_fsync(c, fd), 0);
+	cr_assert_eq(fsize(fd), (off_t)PAGE);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	upc_store_destroy(inj);
+	unlink(path);
+	close(fd);
+}
+
 /* ------------------------------------------------------------ racing */
 
 struct race {
