@@ -33,7 +33,10 @@
  * while it is read: faults on the same file wait).  Write-back I/O runs
  * without it, with PG_WRITEBACK set on the pages; msync(SYNC) waits on
  * file->wb_cond for write-back in flight, as write_cache_pages() waits on
- * PG_writeback.
+ * PG_writeback.  File I/O (fileio.c) takes file->lock as a fault does; it
+ * never touches the caller's buffer with it held (the buffer may be a
+ * mapping, whose fault would need the lock), and truncation and hole
+ * punching wait on file->wb_cond as msync(SYNC) does.
  *
  * File lifetime (the kernel's iget/iput and inode LRU; cache.c has the
  * policy).  file->refs counts every mapping (in any mm, forked children's
