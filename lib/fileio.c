@@ -448,7 +448,7 @@ static void zero_cached(struct upc_file *f, uint64_t from, uint64_t to)
 UPC_API int upc_ftruncate(struct upc_cache *c, int fd, off_t length)
 {
 	struct upc_file *f;
-	uint64_t newpages;
+	uint64_t newpages, keep;
 	int ret;
 
 	if (!c || length < 0)
@@ -463,16 +463,22 @@ UPC_API int upc_ftruncate(struct upc_cache *c, int fd, off_t length)
 	newpages = pg_round_up((uint64_t)length) >> UPC_PAGE_SHIFT;
 	pthread_mutex_lock(&f->lock);
 	/*
-	 * Shrinking: pinned pages wholly past the new end make it -EBUSY, and
-	 * nothing changes (I6); a pinned new last page stays, only its tail is
-	 * zeroed.  Write-back in flight from the new last page on is waited for.
+	 * The pages kept: those below the new end, and below the size the
+	 * cache knows (a file found shrunk behind its back by a short read
+	 * keeps cached pages past its size, fill_valid(): they go too).
+	 * Pinned pages past them make it -EBUSY, and nothing changes (I6); a
+	 * pinned new last page stays, only its tail is zeroed.  Write-back in
+	 * flight from the new last page on is waited for.
 	 */
-	if (length < f->size)
-		ret = range_quiesce(f, newpages, UINT64_MAX, (uint64_t)length >> UPC_PAGE_SHIFT, UINT64_MAX);
+	keep = min_t(uint64_t, newpages, pg_round_up((uint64_t)f->size) >> UPC_PAGE_SHIFT);
+	if (keep < f->npages || length < f->size)
+		ret = range_quiesce(f, keep, UINT64_MAX, min_t(uint64_t, (uint64_t)length, (uint64_t)f->size) >> UPC_PAGE_SHIFT,
+				    UINT64_MAX);
 	/* The store's file first: if it fails, nothing has changed. */
 	if (ret == 0)
 		ret = store_truncate(c->store, f->store_h, length);
-	if (ret == 0 && length < f->size) {
+	keep = min_t(uint64_t, newpages, pg_round_up((uint64_t)f->size) >> UPC_PAGE_SHIFT);
+	if (ret == 0 && (keep < f->npages || length < f->size)) {
 		/*
 		 * The kernel's truncate_setsize() + truncate_pagecache(): the new
 		 * size first (a fault past it raises SIGBUS from now on), then the
@@ -480,16 +486,18 @@ UPC_API int upc_ftruncate(struct upc_cache *c, int fd, off_t length)
 		 * tail of the new last page reads as zeros.
 		 */
 		uint64_t old = f->npages;
+		bool shrink = length < f->size;
 
-		f->size = length;
-		drop_pages(f, newpages, old);
-		f->npages = newpages;
-		if (length & (UPC_PAGE_SIZE - 1))
+		if (shrink)
+			f->size = length;
+		drop_pages(f, keep, old);
+		f->npages = keep;
+		if (shrink && (length & (UPC_PAGE_SIZE - 1)))
 			zero_cached(f, (uint64_t)length, pg_round_up((uint64_t)length));
-	} else if (ret == 0) {
-		/* Growing: file_grow() zeroes what mappings stored past the old end. */
-		ret = file_grow(f, length);
 	}
+	/* Growing: file_grow() zeroes what mappings stored past the old end. */
+	if (ret == 0 && length > f->size)
+		ret = file_grow(f, length);
 	pthread_mutex_unlock(&f->lock);
 out_put:
 	file_put(f);

@@ -290,6 +290,28 @@ Test(fileio, truncate_growing_extends_with_zeros, .timeout = 60)
 	close(fd);
 }
 
+/* A file shrunk behind the cache's back keeps stale pages past its size; upc_ftruncate drops them. */
+Test(fileio, truncate_after_a_shrink_behind_the_cache_leaves_no_stale_page, .timeout = 60)
+{
+	struct upc_cache *c = cache_new(UPC_CACHE_NO_BGWB);
+	int fd = tmpfile_pattern(4 * PAGE, NULL);
+	unsigned char *p;
+
+	cr_assert_eq(upc_map(c, fd, 0, 4 * PAGE, PROT_READ, 0, (void **)&p), 0);
+	cr_assert_eq(upc_advise(c, p, 4 * PAGE, UPC_ADV_RANDOM), 0);
+	cr_assert_eq(p[5], pat(5));
+	cr_assert_eq(p[PAGE + 5], pat(PAGE + 5));
+	cr_assert_eq(ftruncate(fd, 100), 0);		/* behind the cache's back */
+	cr_assert(raises_sigbus(p + 3 * PAGE));		/* a short read: the cache learns the size */
+	cr_assert_eq(upc_ftruncate(c, fd, 3 * PAGE), 0);
+	cr_assert_eq(p[99], pat(99));
+	cr_assert_eq(p[100], 0);
+	cr_assert_eq(p[PAGE + 5], 0, "a stale page past the shrunk size survived");
+	cr_assert_eq(p[2 * PAGE + 5], 0);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	close(fd);
+}
+
 Test(fileio, truncate_over_a_pinned_page_is_ebusy_and_changes_nothing, .timeout = 60)
 {
 	struct upc_cache *c = cache_new(0);
