@@ -472,8 +472,8 @@ UPC_API int upc_ftruncate(struct upc_cache *c, int fd, off_t length)
 	 */
 	keep = min_t(uint64_t, newpages, pg_round_up((uint64_t)f->size) >> UPC_PAGE_SHIFT);
 	if (keep < f->npages || length < f->size)
-		ret = range_quiesce(f, keep, UINT64_MAX, min_t(uint64_t, (uint64_t)length, (uint64_t)f->size) >> UPC_PAGE_SHIFT,
-				    UINT64_MAX);
+		ret = range_quiesce(f, keep, UINT64_MAX,
+				    min_t(uint64_t, (uint64_t)length, (uint64_t)f->size) >> UPC_PAGE_SHIFT, UINT64_MAX);
 	/* The store's file first: if it fails, nothing has changed. */
 	if (ret == 0)
 		ret = store_truncate(c->store, f->store_h, length);
@@ -643,7 +643,8 @@ UPC_API int upc_invalidate(struct upc_cache *c, int fd, off_t off, off_t len)
 	if (ret < 0)
 		return ret;
 	first = (uint64_t)off >> UPC_PAGE_SHIFT;
-	last = len == 0 || off > INT64_MAX - len ? UINT64_MAX : ((uint64_t)off + (uint64_t)len - 1) >> UPC_PAGE_SHIFT;
+	last = len == 0 || off > INT64_MAX - len ? UINT64_MAX :
+	       ((uint64_t)off + (uint64_t)len - 1) >> UPC_PAGE_SHIFT;
 	pthread_mutex_lock(&f->lock);
 	file_size_refresh(f);
 	if (first < f->npages) {
