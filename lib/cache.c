@@ -215,12 +215,20 @@ void file_size_recheck(struct upc_file *f, uint64_t pgoff)
 }
 
 /*
- * The file grew: extend the memfd and the page table.  Bytes stored past
- * the old end of file in its last page (a mapping may write there; they are
- * never written back) must not become file data now: they are zeroed, as
- * the kernel's pagecache_isize_extended() sees to.  The file's own bytes
- * there are zeros too (a file extends with zeros), so the page keeps its
- * clean or dirty state.  Caller holds f->lock.
+ * The file grew: extend the page table.  Bytes stored past the old end of
+ * file in its last page (a mapping may write there; they are never written
+ * back) must not become file data now: they are zeroed, as the kernel's
+ * pagecache_isize_extended() sees to.  The file's own bytes there are zeros
+ * too (a file extends with zeros), so the page keeps its clean or dirty
+ * state.
+ *
+ * The memfd is not resized: it is as large as the staging mapping's
+ * reservation from the start (file_new), so that a fault past end of file
+ * reaches the handler, which can look at the file's size again, instead of
+ * being the kernel's SIGBUS (a shmem fault past i_size never becomes a
+ * userfaultfd message).  End of file is the handler's to enforce, and it
+ * leaves nothing in the PTE when it refuses a page past it (no poison
+ * marker: fault.c), so the next access faults again.  Caller holds f->lock.
  */
 int file_grow(struct upc_file *f, off_t newsize)
 {
@@ -232,7 +240,6 @@ int file_grow(struct upc_file *f, off_t newsize)
 	uint64_t npages = max_t(uint64_t, pg_round_up(newsize) >> UPC_PAGE_SHIFT, f->npages);
 	uint64_t nchunks = (npages + PT_CHUNK_PAGES - 1) >> PT_CHUNK_SHIFT;
 	uint64_t tail = (uint64_t)f->size & (UPC_PAGE_SIZE - 1);
-	int ret;
 
 	if (newsize <= f->size)
 		return 0;
@@ -255,17 +262,28 @@ int file_grow(struct upc_file *f, off_t newsize)
 				 (nchunks - f->nchunks) * (sizeof(*nc) + sizeof(*nu)));
 		f->nchunks = nchunks;
 	}
-	if (npages > f->npages) {
-		ret = sys_ftruncate(f->memfd, (off_t)(npages << UPC_PAGE_SHIFT));
-		if (ret < 0)
-			return ret;
-	}
 	if (tail && page_uptodate(f, (uint64_t)f->size >> UPC_PAGE_SHIFT))
 		memset(f->base + f->size, 0,
 		       min_t(uint64_t, UPC_PAGE_SIZE - tail, (uint64_t)(newsize - f->size)));
 	f->size = newsize;
-	f->npages = npages;
+	/* Never fewer: a file found shrunk by a short read (fill_valid) keeps its pages past the size. */
+	f->npages = max_t(uint64_t, f->npages, npages);
 	return 0;
+}
+
+/*
+ * The backing file may have grown behind the cache's back (another process,
+ * a write(2) that bypassed the cache): take its size from the store, as the
+ * kernel's paths past end of file read i_size again.  A file that shrank is
+ * left to fill_valid().  Caller holds f->lock.
+ */
+void file_size_refresh(struct upc_file *f)
+{
+	off_t now;
+
+	if (store_size(f->cache->store, f->store_h, &now) == 0 && now > f->size &&
+	    pg_round_up((uint64_t)now) <= f->base_len)
+		file_grow(f, now);
 }
 
 /*
@@ -330,6 +348,10 @@ static int file_new(struct upc_cache *c, int fd, const struct stat *st, struct u
 		goto out_free;
 	f->memfd = ret;
 	f->base_len = staging_len(st->st_size);
+	/* As large as the reservation: end of file is the fault handler's (file_grow). */
+	ret = sys_ftruncate(f->memfd, (off_t)f->base_len);
+	if (ret < 0)
+		goto out_free;
 	f->base = mmap(NULL, f->base_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
 		       f->memfd, 0);
 	if (f->base == MAP_FAILED) {

@@ -64,6 +64,7 @@
 #define UPC_CLEAN_WRITEBACK	0	/* PG_DIRTY cleared, PG_WRITEBACK set */
 #define UPC_CLEAN_LAZYFREE	1	/* UPC_ADV_FREE: dirty data dropped */
 #define UPC_CLEAN_PINNED	2	/* UPC_PIN_WRITE: PG_WRITEBACK set, stays dirty and writable */
+#define UPC_CLEAN_TRUNCATE	3	/* truncated or punched out: dirty data dropped with the page */
 
 #define UPC_PROBE_LIST(X) \
 	X(fault) X(fault_done) X(fill_submit) X(fill_done) X(dirty) X(protect) X(clean) \

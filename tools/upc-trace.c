@@ -63,6 +63,7 @@
 #define CLEAN_WRITEBACK	0
 #define CLEAN_LAZYFREE	1
 #define CLEAN_PINNED	2
+#define CLEAN_TRUNCATE	3
 
 static const char *const ev_names[EV_MAX] = {
 	[EV_FAULT] = "fault",		[EV_FAULT_DONE] = "fault_done",
@@ -256,7 +257,8 @@ static void describe(const struct upc_ev *e, const char *str, char *buf, size_t 
 	case EV_CLEAN:
 		snprintf(buf, len, "ino %" PRIu64 " pages %" PRIu64 "+%" PRIu64 "%s", a[1], a[2], a[3],
 			 a[4] == CLEAN_LAZYFREE ? " (lazy-free: dirty data dropped)" :
-			 a[4] == CLEAN_PINNED ? " (pinned for write: written, stays dirty)" : "");
+			 a[4] == CLEAN_PINNED ? " (pinned for write: written, stays dirty)" :
+			 a[4] == CLEAN_TRUNCATE ? " (truncated: dirty data dropped with the page)" : "");
 		break;
 	case EV_TEARDOWN:
 		snprintf(buf, len, "ino %" PRIu64 " from page %" PRIu64 ": %" PRIu64 " ranges, %" PRIu64 " pages",
@@ -435,6 +437,12 @@ static void on_clean(struct page *p, const struct upc_ev *e)
 	if (e->args[4] == CLEAN_PINNED) {
 		/* Pinned for a device write: written, but never marked clean (so I1 does not apply). */
 		p->wb = p->known_wb = true;
+		return;
+	}
+	if (e->args[4] == CLEAN_TRUNCATE) {
+		/* Past a new end of file or in a punched hole: the punch that follows unmaps it everywhere. */
+		p->dirty = false;
+		p->known_dirty = true;
 		return;
 	}
 	if (p->need_wp)
