@@ -165,6 +165,35 @@ void file_unpin_all(struct upc_file *f)
 }
 
 /*
+ * The file shrank behind the cache's back to @size: the kernel's
+ * truncate_pagecache().  The cached pages wholly past the new end go from
+ * every mapping and the memfd, dirty ones without write-back (the data is
+ * past end of file: the kernel discards it too), and the new last page's
+ * tail is zeroed; otherwise a later growth would bring the old bytes back as
+ * file data.  Pages pinned or under write-back stay (I6): they are past end
+ * of file, so faults on them raise SIGBUS and write-back leaves them out,
+ * until the file grows again.  Caller holds f->lock.
+ */
+static void file_shrunk(struct upc_file *f, off_t size)
+{
+	uint64_t keep = pg_round_up((uint64_t)size) >> UPC_PAGE_SHIFT;
+
+	f->size = size;
+	if ((size & (off_t)(UPC_PAGE_SIZE - 1)) && page_uptodate(f, (uint64_t)size >> UPC_PAGE_SHIFT))
+		memset(f->base + size, 0, UPC_PAGE_SIZE - ((uint64_t)size & (UPC_PAGE_SIZE - 1)));
+	for (uint64_t p = keep; p < f->npages;) {
+		uint64_t q = p;
+		struct upc_page *pg;
+
+		while (q < f->npages && !((pg = pt_lookup(f, q)) && (pg->pincount || (pg->flags & PG_WRITEBACK))))
+			q++;
+		if (q > p)
+			file_drop_pages(f, p, q);
+		p = q + 1;	/* past the page that stays */
+	}
+}
+
+/*
  * How many pages of a fill read (@ret, @io) are valid: the whole pages read,
  * and a partial last page that ends at end of file, whose tail is zeroed
  * (mmap(2) semantics).  A read that came back short before the size the
@@ -186,7 +215,7 @@ uint64_t fill_valid(struct upc_file *f, int ret, struct upc_io *io)
 	    store_size(f->cache->store, f->store_h, &now) == 0 && now <= io->off + io->res) {
 		pr_debug("file %lu shrank from %lld to %lld bytes\n", (unsigned long)f->ino,
 			 (long long)f->size, (long long)now);
-		f->size = now;
+		file_shrunk(f, now);
 	}
 	full = (uint64_t)io->res >> UPC_PAGE_SHIFT;
 	if ((io->res & (UPC_PAGE_SIZE - 1)) && io->off + io->res >= f->size) {
@@ -634,7 +663,13 @@ out:
 		}
 	}
 	if (ret == 0 && st.st_size > f->size)
-		ret = file_grow(f, st.st_size);
+		/*
+		 * Past the address space reserved for the file the cache cannot
+		 * follow the growth (-EFBIG at map, or for I/O there); calls that
+		 * reach only the part it holds (sync, invalidate, a shrinking
+		 * truncate, I/O below the reservation) must still work.
+		 */
+		ret = file_grow(f, min_t(off_t, st.st_size, (off_t)f->base_len));
 	pthread_mutex_unlock(&f->lock);
 	if (ret < 0) {
 		file_put(f);

@@ -409,6 +409,11 @@ long fill_run(struct upc_file *f, uint64_t *pp, uint64_t last, char *buf, uint64
 	atomic_fetch_add(&c->st.fill_ios, 1);
 	UPC_TRACE(fill_submit, f, io.off, io.len);
 	ret = c->store->ops->submit(c->store, f->store_h, UPC_IO_READ, &io, 1);
+	/* Nothing read: the file may have shrunk below @p (fill_valid() asks): then end of file. */
+	if (ret == 0 && io.res == 0 && (fill_valid(f, ret, &io), io.off >= f->size)) {
+		UPC_TRACE(fill_done, f, io.off, io.len, 0);
+		return 0;
+	}
 	if (ret < 0 || io.res <= 0) {
 		ret = ret < 0 ? ret : io.res < 0 ? (int)io.res : -EIO;
 		UPC_TRACE(fill_done, f, io.off, io.len, ret);

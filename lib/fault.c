@@ -125,10 +125,23 @@ static void fault_fail(struct upc_mm *mm, struct upc_map *m, uintptr_t addr, uin
 	    (!m->wp || sys_uffd_wp(mm->uffd, addr, UPC_PAGE_SIZE, false, false) == 0) &&
 	    sys_uffd_poison(mm->uffd, addr, UPC_PAGE_SIZE) == 0)
 		return;
-	if (ptid && mm->pid)
+	if (ptid && mm->pid == getpid()) {
+		/*
+		 * As the kernel's own SIGBUS for an access past end of file:
+		 * BUS_ADRERR with the faulting address, which signal handlers
+		 * (a JVM's, a database's) look at.  Allowed within our own
+		 * process only.
+		 */
+		siginfo_t si = { .si_signo = SIGBUS, .si_code = BUS_ADRERR };
+
+		si.si_addr = (void *)addr;
+		if (syscall(SYS_rt_tgsigqueueinfo, mm->pid, ptid, SIGBUS, &si) < 0)
+			syscall(SYS_tgkill, mm->pid, ptid, SIGBUS);
+	} else if (ptid && mm->pid) {
 		syscall(SYS_tgkill, mm->pid, ptid, SIGBUS);
-	else if (ptid)	/* a forked child: its pid is not known, its thread id is */
+	} else if (ptid) {	/* a forked child: its pid is not known, its thread id is */
 		syscall(SYS_tkill, ptid, SIGBUS);
+	}
 	sys_uffd_wake(mm->uffd, addr, UPC_PAGE_SIZE);
 }
 

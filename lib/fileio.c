@@ -399,7 +399,7 @@ static int range_quiesce(struct upc_file *f, uint64_t pin_first, uint64_t pin_la
  * the emptied PTEs are write-protected again.  None is pinned or under
  * write-back (range_quiesce).  Caller holds f->lock.
  */
-static void drop_pages(struct upc_file *f, uint64_t first, uint64_t end)
+void file_drop_pages(struct upc_file *f, uint64_t first, uint64_t end)
 {
 	struct run r;
 
@@ -490,7 +490,7 @@ UPC_API int upc_ftruncate(struct upc_cache *c, int fd, off_t length)
 
 		if (shrink)
 			f->size = length;
-		drop_pages(f, keep, old);
+		file_drop_pages(f, keep, old);
 		f->npages = keep;
 		if (shrink && (length & (UPC_PAGE_SIZE - 1)))
 			zero_cached(f, (uint64_t)length, pg_round_up((uint64_t)length));
@@ -533,7 +533,7 @@ static int punch_hole(struct upc_file *f, off_t off, off_t len)
 	 * written back whole later, zeros included.
 	 */
 	if (full_first < full_end)
-		drop_pages(f, full_first, full_end);
+		file_drop_pages(f, full_first, full_end);
 	if (full_first > full_end) {	/* the hole lies within one page */
 		zero_cached(f, start, end);
 	} else {

@@ -352,6 +352,7 @@ __upc_hidden void file_size_refresh(struct upc_file *f);
 struct upc_io;
 __upc_hidden uint64_t fill_valid(struct upc_file *f, int ret, struct upc_io *io);
 __upc_hidden void file_size_recheck(struct upc_file *f, uint64_t pgoff);
+__upc_hidden void file_drop_pages(struct upc_file *f, uint64_t first, uint64_t end);
 __upc_hidden void file_unpin_all(struct upc_file *f);
 __upc_hidden void stats_counters(struct upc_cache *c, struct upc_stats *st);
 __upc_hidden int file_get(struct upc_cache *c, int fd, struct upc_file **fp);

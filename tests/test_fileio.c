@@ -712,3 +712,107 @@ Test(fileio, racing_pwrite_fsync_and_mapping_reads_end_with_the_last_value, .tim
 	cr_assert_eq(upc_cache_destroy(r.c), 0);
 	close(r.fd);
 }
+
+/*
+ * The file shrank behind the cache's back and grows again: pages the cache
+ * held past the smaller end must not come back as file data (the kernel's
+ * truncate_pagecache drops them).  A 3-page file with pages 0 and 2
+ * cached is cut to 100 bytes; a fault on page 1 sees the shrink; a
+ * upc_pwrite into page 2 then grows the file: page 2 holds only what was
+ * written.
+ */
+Test(fileio, pages_past_a_shrink_behind_the_cache_do_not_come_back, .timeout = 60)
+{
+	struct upc_cache *c = cache_new(UPC_CACHE_NO_BGWB);
+	int fd = tmpfile_pattern(3 * PAGE, NULL);
+	unsigned char *p, buf[16], x;
+
+	cr_assert_eq(upc_map(c, fd, 0, 3 * PAGE, PROT_READ, 0, (void **)&p), 0);
+	cr_assert_eq(upc_advise(c, p, 3 * PAGE, UPC_ADV_RANDOM), 0);
+	cr_assert_eq(p[0], pat(0));
+	cr_assert_eq(p[2 * PAGE], pat(2 * PAGE));
+	cr_assert_eq(ftruncate(fd, 100), 0);
+	cr_assert(raises_sigbus(p + PAGE), "page 1 is past the new end");
+	cr_assert_eq(upc_pwrite(c, fd, "x", 1, 2 * PAGE + 10), 1);
+	cr_assert_eq(upc_pread(c, fd, buf, sizeof(buf), 2 * PAGE), 11);	/* the file ends after the 'x' */
+	for (size_t i = 0; i < 11; i++)
+		cr_assert_eq(buf[i], i == 10 ? 'x' : 0, "byte %zu of page 2 is %#x: old data came back", i, buf[i]);
+	cr_assert_eq(upc_fsync(c, fd), 0);
+	cr_assert_eq(pread(fd, &x, 1, 2 * PAGE), 1);
+	cr_assert_eq(x, 0);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	close(fd);
+}
+
+/* upc_pread and upc_pwrite at or past an end of file that moved down behind the cache's back: as pread(2)/pwrite(2). */
+Test(fileio, pread_and_pwrite_past_a_shrink_behind_the_cache, .timeout = 60)
+{
+	struct upc_cache *c = cache_new(UPC_CACHE_NO_BGWB);
+	int fd = tmpfile_pattern(3 * PAGE, NULL);
+	unsigned char buf[100];
+
+	cr_assert_eq(upc_pread(c, fd, buf, 10, 0), 10);
+	cr_assert_eq(ftruncate(fd, PAGE), 0);
+	cr_assert_eq(upc_pread(c, fd, buf, sizeof(buf), 2 * PAGE), 0);
+	cr_assert_eq(upc_pread(c, fd, buf, sizeof(buf), PAGE + 10), 0);
+	cr_assert_eq(upc_pwrite(c, fd, "y", 1, 2 * PAGE + 10), 1);
+	cr_assert_eq(fsize(fd), 2 * PAGE + 11);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	close(fd);
+}
+
+/* SIGBUS past end of file is the kernel's: BUS_ADRERR with the faulting address. */
+static volatile void *bus_addr_seen;
+static volatile int bus_code_seen;
+
+static void on_bus_info(int sig, siginfo_t *si, void *uc)
+{
+	(void)sig;
+	(void)uc;
+	bus_addr_seen = si->si_addr;
+	bus_code_seen = si->si_code;
+	siglongjmp(bus_jmp, 1);
+}
+
+Test(fileio, sigbus_past_eof_carries_bus_adrerr_and_the_address, .timeout = 60)
+{
+	struct upc_cache *c = cache_new(UPC_CACHE_NO_BGWB);
+	int fd = tmpfile_pattern(PAGE + 10, NULL);
+	struct sigaction sa = { .sa_sigaction = on_bus_info, .sa_flags = SA_SIGINFO }, old;
+	volatile unsigned char *p;
+
+	cr_assert_eq(upc_map(c, fd, 0, 4 * PAGE, PROT_READ, 0, (void **)&p), 0);
+	sigemptyset(&sa.sa_mask);
+	cr_assert_eq(sigaction(SIGBUS, &sa, &old), 0);
+	if (sigsetjmp(bus_jmp, 1) == 0) {
+		(void)p[3 * PAGE + 5];
+		cr_assert_fail("no SIGBUS past end of file");
+	}
+	sigaction(SIGBUS, &old, NULL);
+	cr_assert_eq(bus_code_seen, BUS_ADRERR, "si_code %d", bus_code_seen);
+	cr_assert_eq((uintptr_t)bus_addr_seen & ~(PAGE - 1), (uintptr_t)(p + 3 * PAGE), "si_addr %p, mapping at %p",
+		     bus_addr_seen, (void *)p);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	close(fd);
+}
+
+/* A file grown past the address space the cache reserved for it: what the cache holds can still be read and synced. */
+Test(fileio, a_file_grown_past_its_reservation_can_still_be_synced, .timeout = 60)
+{
+	struct upc_cache *c = cache_new(UPC_CACHE_NO_BGWB);
+	int fd = tmpfile_pattern(4 * PAGE, NULL);
+	unsigned char *p, x;
+
+	cr_assert_eq(upc_map(c, fd, 0, 4 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
+	p[5] = 0x5e;
+	cr_assert_eq(ftruncate(fd, (off_t)(8ULL << 30) + (off_t)PAGE), 0);	/* sparse */
+	cr_assert_eq(upc_pread(c, fd, &x, 1, 5), 1);
+	cr_assert_eq(x, 0x5e);
+	cr_assert_eq(upc_fsync(c, fd), 0);
+	cr_assert_eq(pread(fd, &x, 1, 5), 1);
+	cr_assert_eq(x, 0x5e);
+	cr_assert_eq(upc_ftruncate(c, fd, 4 * PAGE), 0);
+	cr_assert_eq(fsize(fd), 4 * PAGE);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	close(fd);
+}
