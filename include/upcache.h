@@ -190,6 +190,122 @@ UPC_API int upc_unmap(struct upc_cache *cache, void *addr, size_t length);
  */
 UPC_API int upc_msync(struct upc_cache *cache, void *addr, size_t length, int flags);
 
+/* ---------------------------------------------------------------- file I/O */
+
+/*
+ * File I/O through the cache (upc_pread(3) and the pages it names), for a
+ * file open on @fd: the same pages every mapping of the file maps, so a
+ * write through either is seen at once through the other, as with the
+ * kernel's page cache.  A file the cache does not hold yet is taken in (as
+ * upc_map() takes it; it stays cached, unused, after the call).  @fd may
+ * be any descriptor of the file; the cache never uses its file position
+ * or status flags (O_APPEND is ignored: data goes at @off).
+ */
+
+/*
+ * upc_pread - read up to @len bytes at @off into @buf, as pread(2): cached
+ * data (dirty included) comes from the cache; pages not cached are read
+ * from the store into the cache.  A read past the end of file the cache
+ * knows looks at the file's size again first.
+ * Returns the bytes read (fewer than @len at end of file, 0 past it), or,
+ * when nothing was read, a negative errno:
+ *  -EBADF   @fd is not open, or open O_WRONLY;
+ *  -EINVAL  @off negative, @off + @len overflows, @buf NULL with @len;
+ *  -ENODEV  @fd is not a regular file;
+ *  -EIO, ...  the store's read failed (nothing of that read is cached);
+ *  -ENOMEM, -EMFILE  resources.
+ */
+UPC_API ssize_t upc_pread(struct upc_cache *cache, int fd, void *buf, size_t len, off_t off);
+
+/*
+ * upc_pwrite - write @len bytes from @buf at @off, as pwrite(2), into the
+ * cached pages, which become dirty and are written back later (upc_fsync(),
+ * upc_msync() of a mapping, the background writer) in the order of I1.  A
+ * page the write covers only in part is read from the store first, unless
+ * it is cached or lies past end of file.  Writing past end of file extends
+ * the file at once, in the cache and in the store (the backing file's
+ * size is raised before the call returns, its data written back later).
+ * Returns the bytes written, or, when nothing was written, a negative errno:
+ *  -EBADF   @fd is not open, or open O_RDONLY;
+ *  -EACCES  @fd is open O_WRONLY (the cache must be able to read the file);
+ *  -EINVAL  @off negative, @buf NULL with @len;
+ *  -EFBIG   @off + @len overflows, or @off is beyond the address space the
+ *           cache reserved for the file (upc_map's -EFBIG; a write that
+ *           crosses it is short);
+ *  -EOPNOTSUPP extending a file whose store cannot change its size;
+ *  -ENODEV, -EIO, -ENOSPC, -ENOMEM, -EMFILE.
+ */
+UPC_API ssize_t upc_pwrite(struct upc_cache *cache, int fd, const void *buf, size_t len, off_t off);
+
+/*
+ * upc_ftruncate - set the file's size to @length, as ftruncate(2).
+ * Shrinking drops the cached pages past the new end from every mapping and
+ * from the cache without writing them back (a later access through any
+ * mapping raises SIGBUS), zeroes the cached tail of the new last page, and
+ * truncates the backing file.  Growing zeroes what mappings stored past the
+ * old end in the old last page.
+ * Returns 0 or a negative errno (nothing changes then):
+ *  -EINVAL  @length negative, or @fd open O_RDONLY;
+ *  -EBADF, -EACCES, -ENODEV  as upc_pwrite();
+ *  -EBUSY   a page wholly past the new end is pinned (upc_pin());
+ *  -EFBIG   @length beyond the address space the cache reserved for the file;
+ *  -EOPNOTSUPP the store cannot change the file's size;
+ *  the store's error (-EIO, -EPERM, ...).
+ */
+UPC_API int upc_ftruncate(struct upc_cache *cache, int fd, off_t length);
+
+/*
+ * upc_fallocate - fallocate(2) through the cache.  @mode:
+ *  0: allocate [@off, @off+@len) in the backing file, extending the file
+ *     (in the cache too) if the range ends past it;
+ *  FALLOC_FL_KEEP_SIZE: allocate, never extend;
+ *  FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE: deallocate; cached pages
+ *     wholly in the hole are dropped from every mapping without write-back,
+ *     the parts of the edge pages in it read as zeros, in the cache and in
+ *     the file.
+ * Returns 0 or a negative errno (nothing changes then):
+ *  -EOPNOTSUPP any other mode (PUNCH_HOLE without KEEP_SIZE included), or
+ *           a store or file system that cannot do it;
+ *  -EINVAL  @off negative, @len not positive;
+ *  -EFBIG   @off + @len overflows, or mode 0 past the cache's reservation;
+ *  -EBUSY   a page wholly in the hole is pinned;
+ *  -EBADF   @fd not open, or open O_RDONLY; -EACCES, -ENODEV as upc_pwrite();
+ *  the store's error (-ENOSPC, -EIO, ...).
+ */
+UPC_API int upc_fallocate(struct upc_cache *cache, int fd, int mode, off_t off, off_t len);
+
+/*
+ * upc_fsync, upc_fdatasync - write back every dirty page of the file (in
+ * the I1 order), wait for write-back in flight, then make it durable with
+ * fsync(2) or fdatasync(2) on the backing file (a store without the
+ * optional fsync operation: fdatasync for both).
+ * Errors follow errseq_t semantics with one cursor per file in the cache,
+ * shared by every upc_fsync() and upc_fdatasync() of it through any
+ * descriptor: a write-back error is reported once to these calls (and,
+ * apart from them, once through every mapping's upc_msync()).
+ * Returns 0; a positive count of dirty pages held back by
+ * UPC_PIN_NOWRITEBACK pins (not written); or a negative errno:
+ *  -EBADF   @fd is not open; -ENODEV not a regular file;
+ *  -EACCES  @fd is open O_WRONLY and the cache does not hold the file;
+ *  -EIO, -ENOSPC, ...  a write-back or sync error (see above).
+ */
+UPC_API int upc_fsync(struct upc_cache *cache, int fd);
+UPC_API int upc_fdatasync(struct upc_cache *cache, int fd);
+
+/*
+ * upc_invalidate - drop the clean cached pages of [@off, @off+@len) (@len 0:
+ * to end of file) from every mapping and from the cache, so that the next
+ * access reads them from the store again: for a file written behind the
+ * cache's back (pwrite(2), another program), as the kernel's
+ * invalidate_inode_pages2_range().  It also takes the file's size again,
+ * if it grew.  Dirty, pinned and under-write-back pages are kept.
+ * Returns 0 when every cached page of the range was dropped, -EBUSY when
+ * some were kept (the others are dropped), or a negative errno:
+ *  -EINVAL  @off or @len negative;
+ *  -EBADF, -ENODEV, -EACCES  as upc_fsync().
+ */
+UPC_API int upc_invalidate(struct upc_cache *cache, int fd, off_t off, off_t len);
+
 /* ---------------------------------------------------------------- controls */
 
 /* upc_pin flags */
@@ -381,6 +497,23 @@ struct upc_store_ops {
 	 * are released only by the bound on them (upcache(7), FILE LIFETIME).
 	 */
 	int (*stat)(struct upc_store *store, void *handle, struct stat *st);
+	/*
+	 * Optional: set the backing file's size, as ftruncate(2); return 0 or
+	 * a negative errno.  Without it upc_ftruncate() and a upc_pwrite()
+	 * past end of file fail with -EOPNOTSUPP.
+	 */
+	int (*truncate)(struct upc_store *store, void *handle, off_t length);
+	/*
+	 * Optional: fallocate(2) on the backing file (@mode: FALLOC_FL_KEEP_SIZE,
+	 * FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, or 0).  Without it
+	 * upc_fallocate() fails with -EOPNOTSUPP.
+	 */
+	int (*fallocate)(struct upc_store *store, void *handle, int mode, off_t off, off_t len);
+	/*
+	 * Optional: make written data and the file's metadata durable, as
+	 * fsync(2) (@sync is fdatasync(2)).  Without it upc_fsync() uses @sync.
+	 */
+	int (*fsync)(struct upc_store *store, void *handle);
 };
 
 /* upc_store_file_create flags */
@@ -403,7 +536,8 @@ UPC_API int upc_store_inject_create(struct upc_store *inner, struct upc_store **
 #define UPC_INJECT_ERROR	1	/* fail with -@arg (EIO, ENOSPC, ...) */
 #define UPC_INJECT_SHORT	2	/* transfer only @arg bytes */
 #define UPC_INJECT_DELAY	3	/* sleep @arg microseconds first */
-#define UPC_INJECT_SYNC_ERROR	4	/* sync fails with -@arg (offsets ignored) */
+#define UPC_INJECT_SYNC_ERROR	4	/* sync and fsync fail with -@arg (offsets ignored) */
+#define UPC_INJECT_META_ERROR	5	/* truncate and fallocate fail with -@arg (offsets ignored) */
 
 /*
  * upc_store_inject_add - fail the next @count I/Os in direction @dir that

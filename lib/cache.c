@@ -165,55 +165,14 @@ void file_unpin_all(struct upc_file *f)
 }
 
 /*
- * Drop file pages [first, end) from every mapping and the memfd, dirty ones
- * without write-back (truncate_inode_pages_range()).  The caller made sure
- * none is pinned or under write-back.  Caller holds f->lock.
- */
-static void file_truncate_pages(struct upc_file *f, uint64_t first, uint64_t end)
-{
-	struct run r = { first, end - first };
-
-	for (uint64_t p = first; p < end; p++) {
-		struct upc_page *pg = pt_lookup(f, p);
-
-		if (!pg) {
-			p |= PT_CHUNK_PAGES - 1;
-			continue;
-		}
-		if ((pg->flags & PG_UPTODATE) && (pg->flags & PG_DIRTY)) {
-			pg->flags &= ~(PG_DIRTY | PG_URGENT);
-			f->nr_dirty--;
-			UPC_TRACE(clean, f, p, 1, UPC_CLEAN_TRUNCATE);
-		}
-	}
-	/* The punch zaps every PTE of the pages, in every process. */
-	if (sys_punch(f->memfd, (off_t)(first << UPC_PAGE_SHIFT), (off_t)((end - first) << UPC_PAGE_SHIFT)) < 0) {
-		pr_warn("punch of pages %llu-%llu failed: they stay cached past end of file\n",
-			(unsigned long long)first, (unsigned long long)end - 1);
-		return;
-	}
-	for (uint64_t p = first; p < end; p++) {
-		if (!f->chunks[p >> PT_CHUNK_SHIFT]) {
-			p |= PT_CHUNK_PAGES - 1;
-			continue;
-		}
-		if (page_uptodate(f, p)) {
-			UPC_TRACE(evict, f, p, 1);
-			page_remove(f, p);
-		}
-	}
-	protect_runs(f, &r, 1);	/* markers back on the emptied PTEs (sync tracking) */
-}
-
-/*
  * The file shrank behind the cache's back to @size: the kernel's
  * truncate_pagecache().  The cached pages wholly past the new end go from
  * every mapping and the memfd, dirty ones without write-back (the data is
  * past end of file: the kernel discards it too), and the new last page's
- * tail is zeroed; otherwise a later growth would bring the old bytes back
- * as file data.  Pages pinned or under write-back stay (I6): they are past
- * end of file, so write-back leaves them out, until the file grows again.
- * Caller holds f->lock.
+ * tail is zeroed; otherwise a later growth would bring the old bytes back as
+ * file data.  Pages pinned or under write-back stay (I6): they are past end
+ * of file, so faults on them raise SIGBUS and write-back leaves them out,
+ * until the file grows again.  Caller holds f->lock.
  */
 static void file_shrunk(struct upc_file *f, off_t size)
 {
@@ -229,7 +188,7 @@ static void file_shrunk(struct upc_file *f, off_t size)
 		while (q < f->npages && !((pg = pt_lookup(f, q)) && (pg->pincount || (pg->flags & PG_WRITEBACK))))
 			q++;
 		if (q > p)
-			file_truncate_pages(f, p, q);
+			file_drop_pages(f, p, q);
 		p = q + 1;	/* past the page that stays */
 	}
 }
@@ -285,12 +244,20 @@ void file_size_recheck(struct upc_file *f, uint64_t pgoff)
 }
 
 /*
- * The file grew: extend the memfd and the page table.  Bytes stored past
- * the old end of file in its last page (a mapping may write there; they are
- * never written back) must not become file data now: they are zeroed, as
- * the kernel's pagecache_isize_extended() sees to.  The file's own bytes
- * there are zeros too (a file extends with zeros), so the page keeps its
- * clean or dirty state.  Caller holds f->lock.
+ * The file grew: extend the page table.  Bytes stored past the old end of
+ * file in its last page (a mapping may write there; they are never written
+ * back) must not become file data now: they are zeroed, as the kernel's
+ * pagecache_isize_extended() sees to.  The file's own bytes there are zeros
+ * too (a file extends with zeros), so the page keeps its clean or dirty
+ * state.
+ *
+ * The memfd is not resized: it is as large as the staging mapping's
+ * reservation from the start (file_new), so that a fault past end of file
+ * reaches the handler, which can look at the file's size again, instead of
+ * being the kernel's SIGBUS (a shmem fault past i_size never becomes a
+ * userfaultfd message).  End of file is the handler's to enforce, and it
+ * leaves nothing in the PTE when it refuses a page past it (no poison
+ * marker: fault.c), so the next access faults again.  Caller holds f->lock.
  */
 int file_grow(struct upc_file *f, off_t newsize)
 {
@@ -302,12 +269,14 @@ int file_grow(struct upc_file *f, off_t newsize)
 	uint64_t npages = max_t(uint64_t, pg_round_up(newsize) >> UPC_PAGE_SHIFT, f->npages);
 	uint64_t nchunks = (npages + PT_CHUNK_PAGES - 1) >> PT_CHUNK_SHIFT;
 	uint64_t tail = (uint64_t)f->size & (UPC_PAGE_SIZE - 1);
-	int ret;
 
 	if (newsize <= f->size)
 		return 0;
 	if (pg_round_up(newsize) > f->base_len)
 		return -EFBIG;
+	file_unfence(f);
+	if (f->fence)
+		return -ENOMEM;	/* the memfd could not take the pages past the fence */
 	if (nchunks > f->nchunks) {
 		struct upc_page **nc = realloc(f->chunks, nchunks * sizeof(*nc));
 		uint16_t *nu;
@@ -325,17 +294,96 @@ int file_grow(struct upc_file *f, off_t newsize)
 				 (nchunks - f->nchunks) * (sizeof(*nc) + sizeof(*nu)));
 		f->nchunks = nchunks;
 	}
-	if (npages > f->npages) {
-		ret = sys_ftruncate(f->memfd, (off_t)(npages << UPC_PAGE_SHIFT));
-		if (ret < 0)
-			return ret;
-	}
 	if (tail && page_uptodate(f, (uint64_t)f->size >> UPC_PAGE_SHIFT))
 		memset(f->base + f->size, 0,
 		       min_t(uint64_t, UPC_PAGE_SIZE - tail, (uint64_t)(newsize - f->size)));
 	f->size = newsize;
-	f->npages = npages;
+	/* Never fewer: a file found shrunk by a short read (fill_valid) keeps its pages past the size. */
+	f->npages = max_t(uint64_t, f->npages, npages);
 	return 0;
+}
+
+/*
+ * The backing file may have grown behind the cache's back (another process,
+ * a write(2) that bypassed the cache): take its size from the store, as the
+ * kernel's paths past end of file read i_size again.  A file that shrank is
+ * left to fill_valid().  Caller holds f->lock.
+ */
+void file_size_refresh(struct upc_file *f)
+{
+	off_t now;
+
+	if (store_size(f->cache->store, f->store_h, &now) == 0 && now > f->size &&
+	    pg_round_up((uint64_t)now) <= f->base_len)
+		file_grow(f, now);
+}
+
+/*
+ * End of file, enforced by the kernel: the memfd is cut to the pages the
+ * file has, so that the faulting access past them, woken, takes the
+ * kernel's own SIGBUS for a shmem page past i_size (BUS_ADRERR with its
+ * address, a signal handler sees what it sees on a kernel mapping; a
+ * kernel-mode access gets -EFAULT and no signal).  Nothing else can raise
+ * that signal for another thread: only the kernel, or the thread itself,
+ * may queue a SIGBUS with a positive si_code (rt_tgsigqueueinfo refuses
+ * it from another thread with EPERM).
+ *
+ * Nothing is lost in the cut: no page past npages is in the memfd
+ * (file_shrunk and truncation punch them; a page kept past a shrink, pinned
+ * or under write-back, is below npages).  While the fence stands, a fault
+ * past it is the kernel's SIGBUS without a look at the file's size, so it
+ * stands briefly: the file's next growth through the cache lifts it
+ * (file_grow), and otherwise the reclaim thread does within a second
+ * (files_unfence_stale).  If it is lifted before the woken thread ran
+ * into it, the thread faults here again and is fenced again: a retry, never
+ * a wrong answer.  Returns 0, or -errno (the caller signals the thread
+ * itself).  Caller holds f->lock.
+ */
+int file_fence(struct upc_file *f)
+{
+	int ret;
+
+	if (f->fence == f->npages)
+		return 0;
+	ret = sys_ftruncate(f->memfd, (off_t)(f->npages << UPC_PAGE_SHIFT));
+	if (ret < 0)
+		return ret;
+	if (!f->fence)
+		atomic_fetch_add(&f->cache->nr_fenced, 1);
+	f->fence = f->npages;
+	f->fenced_at = now_ms();
+	return 0;
+}
+
+/* The memfd back to the reservation's length: faults past end of file reach the handler again. */
+void file_unfence(struct upc_file *f)
+{
+	if (!f->fence)
+		return;
+	if (sys_ftruncate(f->memfd, (off_t)f->base_len) < 0)
+		return;		/* it stays fenced: the next growth tries again */
+	f->fence = 0;
+	atomic_fetch_sub(&f->cache->nr_fenced, 1);
+}
+
+#define FENCE_MS	100	/* a fence older than this is lifted by the reclaim thread */
+
+/* The reclaim thread's second tick: lift the fences that did their work.  Takes cache->lock. */
+void files_unfence_stale(struct upc_cache *c)
+{
+	uint64_t now = now_ms();
+
+	if (!atomic_load(&c->nr_fenced))
+		return;
+	pthread_mutex_lock(&c->lock);
+	for (struct upc_file *f = c->files; f; f = f->next) {
+		if (pthread_mutex_trylock(&f->lock))
+			continue;	/* busy: the next tick */
+		if (f->fence && now - f->fenced_at >= FENCE_MS)
+			file_unfence(f);
+		pthread_mutex_unlock(&f->lock);
+	}
+	pthread_mutex_unlock(&c->lock);
 }
 
 /*
@@ -373,6 +421,7 @@ static void file_free(struct upc_file *f)
 	free(f->chunks);
 	free(f->chunk_used);
 	pthread_mutex_destroy(&f->lock);
+	pthread_mutex_destroy(&f->io_lock);
 	pthread_cond_destroy(&f->wb_cond);
 	free(f);
 }
@@ -391,6 +440,7 @@ static int file_new(struct upc_cache *c, int fd, const struct stat *st, struct u
 	f->ino = st->st_ino;
 	f->memfd = -1;
 	pthread_mutex_init(&f->lock, NULL);
+	pthread_mutex_init(&f->io_lock, NULL);
 	pthread_cond_init(&f->wb_cond, NULL);
 
 	snprintf(name, sizeof(name), "upcache:%lx:%lu", (unsigned long)st->st_dev,
@@ -400,6 +450,10 @@ static int file_new(struct upc_cache *c, int fd, const struct stat *st, struct u
 		goto out_free;
 	f->memfd = ret;
 	f->base_len = staging_len(st->st_size);
+	/* As large as the reservation: end of file is the fault handler's (file_grow). */
+	ret = sys_ftruncate(f->memfd, (off_t)f->base_len);
+	if (ret < 0)
+		goto out_free;
 	f->base = mmap(NULL, f->base_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
 		       f->memfd, 0);
 	if (f->base == MAP_FAILED) {
@@ -682,7 +736,13 @@ out:
 		}
 	}
 	if (ret == 0 && st.st_size > f->size)
-		ret = file_grow(f, st.st_size);
+		/*
+		 * Past the address space reserved for the file the cache cannot
+		 * follow the growth (-EFBIG at map, or for I/O there); calls that
+		 * reach only the part it holds (sync, invalidate, a shrinking
+		 * truncate, I/O below the reservation) must still work.
+		 */
+		ret = file_grow(f, min_t(off_t, st.st_size, (off_t)f->base_len));
 	pthread_mutex_unlock(&f->lock);
 	if (ret < 0) {
 		file_put(f);
@@ -801,6 +861,7 @@ UPC_API int upc_cache_create(const struct upc_cache_opts *opts, struct upc_cache
 	c = calloc(1, sizeof(*c));
 	if (!c)
 		return -ENOMEM;
+	sigbus_install();	/* refused accesses get the kernel's SIGBUS (sigbus.c) */
 	c->track_mode = UPC_TRACK_SYNC;
 	c->flags = o.flags;
 	c->mem_limit = o.mem_limit ? o.mem_limit : default_mem_limit();
@@ -827,7 +888,8 @@ UPC_API int upc_cache_create(const struct upc_cache_opts *opts, struct upc_cache
 	 * is never seen (DESIGN.md, "checked on this kernel").
 	 */
 	want = UFFD_FEATURE_WP_HUGETLBFS_SHMEM | UFFD_FEATURE_WP_UNPOPULATED |
-	       (feats & UFFD_FEATURE_POISON) | (feats & UFFD_FEATURE_THREAD_ID);
+	       (feats & UFFD_FEATURE_POISON) | (feats & UFFD_FEATURE_THREAD_ID) |
+	       (feats & UFFD_FEATURE_EXACT_ADDRESS);	/* SIGBUS's si_addr (sigbus.c) */
 	/*
 	 * Asynchronous tracking needs WP_ASYNC (6.7), PAGEMAP_SCAN and MINOR
 	 * faults on shmem; without any of them the cache tracks synchronously

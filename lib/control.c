@@ -193,10 +193,21 @@ UPC_API int upc_pin(struct upc_cache *c, void *addr, size_t length, unsigned int
 
 		piece(m, start, end, &first, &last);
 		/*
+		 * Past end of file: -EFAULT, before any fault is taken (the
+		 * handler's answer there is a SIGBUS for the thread, fault.c).
+		 */
+		pthread_mutex_lock(&f->lock);
+		if (last >= f->npages)
+			file_size_refresh(f);
+		tries = last >= f->npages ? 8 : 0;
+		pthread_mutex_unlock(&f->lock);
+		if (tries)
+			ret = -EFAULT;
+		/*
 		 * Fault the pages in, then pin them under the lock if they are
 		 * all still there (reclaim may take one in between: try again).
 		 */
-		for (tries = 0; tries < 8 && !all; tries++) {
+		for (; tries < 8 && !all; tries++) {
 			int adv = (flags & UPC_PIN_WRITE) ? MADV_POPULATE_WRITE : MADV_POPULATE_READ;
 			bool by_hand = false;
 
@@ -342,67 +353,85 @@ static int fill_range(struct upc_cache *c, struct upc_file *f, uint64_t first, u
 		      char *buf, uint64_t bufpages, bool ahead)
 {
 	for (uint64_t p = first; p <= last;) {
-		uint64_t n = 0, full;
-		struct upc_io io;
-		size_t skipped;
 		long r;
-		int ret;
 
 		reclaim_throttle(c);
 		pthread_mutex_lock(&f->lock);
-		if (!f->npages) {
-			pthread_mutex_unlock(&f->lock);
-			break;
-		}
-		if (last >= f->npages)
-			last = f->npages - 1;
-		while (p <= last && page_uptodate(f, p))
-			p++;
-		while (p + n <= last && n < bufpages && !page_uptodate(f, p + n))
-			n++;
-		if (!n || (p << UPC_PAGE_SHIFT) >= (uint64_t)f->size) {
-			pthread_mutex_unlock(&f->lock);
-			break;
-		}
-		io = (struct upc_io){
-			.buf = buf,
-			.len = min_t(uint64_t, n << UPC_PAGE_SHIFT, (uint64_t)f->size - (p << UPC_PAGE_SHIFT)),
-			.off = (off_t)(p << UPC_PAGE_SHIFT),
-		};
-		atomic_fetch_add(&c->st.fill_ios, 1);
-		UPC_TRACE(fill_submit, f, io.off, io.len);
-		ret = c->store->ops->submit(c->store, f->store_h, UPC_IO_READ, &io, 1);
-		if (ret < 0 || io.res <= 0) {
-			ret = ret < 0 ? ret : io.res < 0 ? (int)io.res : -EIO;
-			UPC_TRACE(fill_done, f, io.off, io.len, ret);
-			UPC_TRACE(error, ahead ? "readahead" : "pin", ret, f, io.off);
-			pthread_mutex_unlock(&f->lock);
-			return ret;
-		}
-		UPC_TRACE(fill_done, f, io.off, io.len, io.res);
-		full = fill_valid(f, ret, &io);
-		n = min_t(uint64_t, n, full);
-		r = n ? staging_insert(f, p, n, buf, &skipped) : -EIO;
-		for (uint64_t i = 0; r > 0 && i < (uint64_t)r; i++) {
-			struct upc_page *pg = pt_get(f, p + i);
-
-			if (pg && !(pg->flags & PG_UPTODATE)) {
-				page_add(f, p + i, pg);
-				atomic_fetch_add(&c->st.pages_filled, 1);
-				if (ahead) {
-					pg->flags |= PG_READAHEAD;
-					atomic_fetch_add(&c->st.ra_pages, 1);
-				}
-			}
-		}
+		r = fill_run(f, &p, last, buf, bufpages, ahead);
 		pthread_mutex_unlock(&f->lock);
-		if (atomic_load(&c->nr_cached) > c->high_pages)
+		if (r > 0 && atomic_load(&c->nr_cached) > c->high_pages)
 			reclaim_kick(c);
 		if (r <= 0)
-			return r < 0 ? (int)r : -EIO;
+			return (int)r;
 		p += (uint64_t)r;
 	}
 	return 0;
+}
+
+/*
+ * One read of fill_range(), with f->lock held (upc_pread and upc_pwrite
+ * call it too, fileio.c): skip the cached pages from *@pp, then read the run
+ * of uncached pages that starts there (at most @bufpages, up to @last and
+ * end of file) into @buf and insert it.  *@pp is left at the run's first
+ * page.  Returns the pages inserted, 0 if there was nothing to read (cached
+ * up to @last, or end of file), or a negative errno (nothing inserted).
+ */
+long fill_run(struct upc_file *f, uint64_t *pp, uint64_t last, char *buf, uint64_t bufpages, bool ahead)
+{
+	struct upc_cache *c = f->cache;
+	uint64_t p = *pp, n = 0, full;
+	struct upc_io io;
+	size_t skipped;
+	long r;
+	int ret;
+
+	if (!f->npages)
+		return 0;
+	if (last >= f->npages)
+		last = f->npages - 1;
+	while (p <= last && page_uptodate(f, p))
+		p++;
+	*pp = p;
+	while (p + n <= last && n < bufpages && !page_uptodate(f, p + n))
+		n++;
+	if (!n || (p << UPC_PAGE_SHIFT) >= (uint64_t)f->size)
+		return 0;
+	io = (struct upc_io){
+		.buf = buf,
+		.len = min_t(uint64_t, n << UPC_PAGE_SHIFT, (uint64_t)f->size - (p << UPC_PAGE_SHIFT)),
+		.off = (off_t)(p << UPC_PAGE_SHIFT),
+	};
+	atomic_fetch_add(&c->st.fill_ios, 1);
+	UPC_TRACE(fill_submit, f, io.off, io.len);
+	ret = c->store->ops->submit(c->store, f->store_h, UPC_IO_READ, &io, 1);
+	/* Nothing read: the file may have shrunk below @p (fill_valid() asks): then end of file. */
+	if (ret == 0 && io.res == 0 && (fill_valid(f, ret, &io), io.off >= f->size)) {
+		UPC_TRACE(fill_done, f, io.off, io.len, 0);
+		return 0;
+	}
+	if (ret < 0 || io.res <= 0) {
+		ret = ret < 0 ? ret : io.res < 0 ? (int)io.res : -EIO;
+		UPC_TRACE(fill_done, f, io.off, io.len, ret);
+		UPC_TRACE(error, ahead ? "readahead" : "fill", ret, f, io.off);
+		return ret;
+	}
+	UPC_TRACE(fill_done, f, io.off, io.len, io.res);
+	full = fill_valid(f, ret, &io);
+	n = min_t(uint64_t, n, full);
+	r = n ? staging_insert(f, p, n, buf, &skipped) : -EIO;
+	for (uint64_t i = 0; r > 0 && i < (uint64_t)r; i++) {
+		struct upc_page *pg = pt_get(f, p + i);
+
+		if (pg && !(pg->flags & PG_UPTODATE)) {
+			page_add(f, p + i, pg);
+			atomic_fetch_add(&c->st.pages_filled, 1);
+			if (ahead) {
+				pg->flags |= PG_READAHEAD;
+				atomic_fetch_add(&c->st.ra_pages, 1);
+			}
+		}
+	}
+	return r == 0 ? -EIO : r;
 }
 
 static void *ra_main(void *arg)

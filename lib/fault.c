@@ -107,23 +107,46 @@ long staging_insert(struct upc_file *f, uint64_t pgoff, uint64_t n, const char *
  * The store failed the faulting page: the access gets SIGBUS, as a failed
  * ->read_folio gives it in the kernel.  UFFDIO_POISON (6.6) leaves a poison
  * marker in the PTE; without it, the faulting thread is signalled directly.
+ *
+ * A page past end of file is never poisoned (@poison false): the file may
+ * grow, and then the next access must fault here again to see it, where a
+ * poison marker would raise SIGBUS in the kernel for ever.  The thread of
+ * this process gets the kernel's SIGBUS through the relay (sigbus.c); a
+ * forked child's, or one whose application took SIGBUS over, through the
+ * fence (cache.c, file_fence): the memfd is cut at end of file and the
+ * thread woken, so that its access takes the kernel's own SIGBUS.  Only a
+ * page neither reaches (one kept in the memfd past a shrink, I6, in a
+ * child) has the thread signalled from here, without the address
+ * (SI_TKILL).  Caller holds the file's lock.
  */
-static void fault_fail(struct upc_mm *mm, struct upc_map *m, uintptr_t addr, uint32_t ptid)
+static void fault_fail(struct upc_mm *mm, struct upc_map *m, uintptr_t addr, uint32_t ptid, bool poison)
 {
+	uint64_t pgoff = m->pgoff + ((addr - m->start) >> UPC_PAGE_SHIFT);
+
+	if (!poison && ptid && mm == &mm->cache->self &&
+	    sigbus_relay((pid_t)ptid, (mm->fault_exact & UPC_PAGE_MASK) == addr ? mm->fault_exact : addr) == 0) {
+		sys_uffd_wake(mm->uffd, addr, UPC_PAGE_SIZE);
+		return;
+	}
+	if (!poison && pgoff >= m->file->npages && file_fence(m->file) == 0) {
+		sys_uffd_wake(mm->uffd, addr, UPC_PAGE_SIZE);
+		return;
+	}
 	/*
 	 * UFFDIO_POISON installs into an empty PTE only, and ours holds a
 	 * uffd-wp marker (EEXIST): resolve the marker first.  The page is not
 	 * cached, so nothing can be written through the PTE meanwhile; whoever
 	 * later zaps the poison marker must write-protect the PTE again.
 	 */
-	if ((mm->cache->uffd_features & UFFD_FEATURE_POISON) &&
+	if (poison && (mm->cache->uffd_features & UFFD_FEATURE_POISON) &&
 	    (!m->wp || sys_uffd_wp(mm->uffd, addr, UPC_PAGE_SIZE, false, false) == 0) &&
 	    sys_uffd_poison(mm->uffd, addr, UPC_PAGE_SIZE) == 0)
 		return;
-	if (ptid && mm->pid)
+	if (ptid && mm->pid) {
 		syscall(SYS_tgkill, mm->pid, ptid, SIGBUS);
-	else if (ptid)	/* a forked child: its pid is not known, its thread id is */
+	} else if (ptid) {	/* a forked child: its pid is not known, its thread id is */
 		syscall(SYS_tkill, ptid, SIGBUS);
+	}
 	sys_uffd_wake(mm->uffd, addr, UPC_PAGE_SIZE);
 }
 
@@ -172,6 +195,18 @@ static void handle_missing(struct upc_mm *mm, struct upc_map *m, uintptr_t addr,
 	atomic_fetch_add(&c->st.faults_missing, 1);
 	UPC_TRACE(fault, f, pgoff, addr, UPC_FAULT_MISSING | (write ? UPC_FAULT_WRITE : 0), ptid);
 	file_size_recheck(f, pgoff);
+	/*
+	 * Past the end of file the cache knows: the file may have grown since
+	 * (another process, a pwrite(2) behind the cache's back).  Look at its
+	 * size again before SIGBUS, as the kernel's fault reads i_size.  The
+	 * memfd is longer than the file (file_grow), so such a fault does come
+	 * here.  (fstat allocates nothing and takes no lock.)
+	 */
+	if ((pgoff << UPC_PAGE_SHIFT) >= (uint64_t)f->size) {
+		file_size_refresh(f);
+		if ((pgoff << UPC_PAGE_SHIFT) >= (uint64_t)f->size)
+			goto beyond_eof;
+	}
 	pg = pt_get(f, pgoff);
 	if (!pg)
 		goto fail;
@@ -295,13 +330,13 @@ resolved:
 	return;
 beyond_eof:
 	UPC_TRACE(fault_done, f, pgoff, UPC_FAULT_MISSING, -EFAULT);
-	fault_fail(mm, m, addr, ptid);
+	fault_fail(mm, m, addr, ptid, false);
 	return;
 fail:
 	UPC_TRACE(error, "fill", -EIO, f, pgoff << UPC_PAGE_SHIFT);
 	UPC_TRACE(fault_done, f, pgoff, UPC_FAULT_MISSING, -EIO);
 	pr_warn("read of page %llu failed; the access gets SIGBUS\n", (unsigned long long)pgoff);
-	fault_fail(mm, m, addr, ptid);
+	fault_fail(mm, m, addr, ptid, true);
 }
 
 #define FAULT_AROUND	64	/* pages mapped per MINOR fault: random access */
@@ -383,6 +418,8 @@ static void handle_wp(struct upc_mm *mm, struct upc_map *m, uintptr_t addr, uint
 static void handle_fault(struct upc_mm *mm, const struct uffd_msg *msg)
 {
 	uintptr_t addr = (uintptr_t)msg->arg.pagefault.address & UPC_PAGE_MASK;
+
+	mm->fault_exact = (uintptr_t)msg->arg.pagefault.address;	/* for a SIGBUS's si_addr */
 	uint64_t flags = msg->arg.pagefault.flags;
 	struct upc_map *m;
 
@@ -552,7 +589,7 @@ void fault_handler_stop(struct upc_mm *mm)
 void fault_populate(uintptr_t start, size_t len, int prot)
 {
 	/* Read faults, as mm_populate() takes for a shared mapping: populating must not dirty. */
-	if (prot == PROT_NONE)
+	if (prot == PROT_NONE || !len)
 		return;
 	if (madvise((void *)start, len, MADV_POPULATE_READ) < 0)
 		pr_debug("populate: %s\n", upc_strerror(-errno));

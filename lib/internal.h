@@ -33,7 +33,10 @@
  * while it is read: faults on the same file wait).  Write-back I/O runs
  * without it, with PG_WRITEBACK set on the pages; msync(SYNC) waits on
  * file->wb_cond for write-back in flight, as write_cache_pages() waits on
- * PG_writeback.
+ * PG_writeback.  File I/O (fileio.c) takes file->lock as a fault does; it
+ * never touches the caller's buffer with it held (the buffer may be a
+ * mapping, whose fault would need the lock), and truncation and hole
+ * punching wait on file->wb_cond as msync(SYNC) does.
  *
  * File lifetime (the kernel's iget/iput and inode LRU; cache.c has the
  * policy).  file->refs counts every mapping (in any mm, forked children's
@@ -137,8 +140,17 @@ struct upc_file {
 
 	pthread_mutex_t lock;
 	pthread_cond_t wb_cond;		/* broadcast when write-back completes */
+	/*
+	 * The kernel's i_rwsem for writers: upc_pwrite, upc_ftruncate and
+	 * upc_fallocate hold it across the whole call, so that two writes do
+	 * not interleave (upc_pwrite lets go of @lock between chunks).  Taken
+	 * before @lock, never by a fault.
+	 */
+	pthread_mutex_t io_lock;
 	off_t size;			/* file size as last seen */
-	uint64_t npages;		/* memfd size in pages */
+	uint64_t npages;		/* @size in pages, rounded up (the memfd is base_len long) */
+	uint64_t fence;			/* non-zero: the memfd is cut to this many pages (fault.c) */
+	uint64_t fenced_at;		/* ... since this now_ms() */
 	struct upc_page **chunks;	/* page table: npages / 512 chunk pointers */
 	uint16_t *chunk_used;		/* cached pages per chunk; a chunk is freed at 0 */
 	uint64_t nchunks;
@@ -152,6 +164,7 @@ struct upc_file {
 	uint32_t err_seq;
 	int err;
 	uint32_t err_reported;		/* highest err_seq reported to some caller */
+	uint32_t fsync_seen;		/* upc_fsync()'s errseq cursor (fileio.c) */
 };
 
 /* ------------------------------------------------------------ VMA, mm */
@@ -189,6 +202,7 @@ struct upc_mm {
 	int stop_efd;			/* "look at your flags": @stopping, the fork stash */
 	bool stopping;
 	char *bounce;			/* the handler's fill buffer, ra_max pages */
+	uintptr_t fault_exact;		/* the address of the fault being handled, not rounded */
 	/*
 	 * The handler's queue of messages read and not yet handled (fault.c):
 	 * q[qhead, qtail).  Preallocated, so that reading never allocates.
@@ -257,6 +271,7 @@ struct upc_cache {
 	/* memory: cached pages, watermarks, the reclaim thread (kswapd) */
 	_Atomic uint64_t nr_cached;
 	_Atomic uint64_t nr_active;	/* replacement: pages in the active list */
+	_Atomic unsigned int nr_fenced;	/* files whose memfd is cut at end of file (fault.c) */
 	uint64_t limit_pages, high_pages, low_pages, hard_pages;
 	struct upc_file *clock_file;	/* reclaim visits files round-robin */
 	pthread_t rc_thread;
@@ -321,6 +336,7 @@ __upc_hidden int sys_madvise(void *addr, size_t len, int advice);
 __upc_hidden int sys_memfd(const char *name);
 __upc_hidden int sys_ftruncate(int fd, off_t len);
 __upc_hidden int sys_punch(int fd, off_t off, off_t len);
+__upc_hidden int sys_fallocate(int fd, int mode, off_t off, off_t len);
 __upc_hidden uint64_t now_ms(void);
 __upc_hidden int cond_wait_ms(pthread_cond_t *cond, pthread_mutex_t *lock, unsigned int ms);
 
@@ -343,9 +359,16 @@ static inline bool page_uptodate(struct upc_file *f, uint64_t pgoff)
 __upc_hidden void page_add(struct upc_file *f, uint64_t pgoff, struct upc_page *pg);
 __upc_hidden void page_remove(struct upc_file *f, uint64_t pgoff);
 __upc_hidden int file_grow(struct upc_file *f, off_t newsize);
+__upc_hidden void file_size_refresh(struct upc_file *f);
+__upc_hidden int file_fence(struct upc_file *f);
+__upc_hidden void sigbus_install(void);
+__upc_hidden int sigbus_relay(pid_t tid, uintptr_t addr);
+__upc_hidden void file_unfence(struct upc_file *f);
+__upc_hidden void files_unfence_stale(struct upc_cache *c);
 struct upc_io;
 __upc_hidden uint64_t fill_valid(struct upc_file *f, int ret, struct upc_io *io);
 __upc_hidden void file_size_recheck(struct upc_file *f, uint64_t pgoff);
+__upc_hidden void file_drop_pages(struct upc_file *f, uint64_t first, uint64_t end);
 __upc_hidden void file_unpin_all(struct upc_file *f);
 __upc_hidden void stats_counters(struct upc_cache *c, struct upc_stats *st);
 __upc_hidden int file_get(struct upc_cache *c, int fd, struct upc_file **fp);
@@ -379,6 +402,8 @@ __upc_hidden int range_args(struct upc_cache *c, void *addr, size_t length, uint
 			    uintptr_t *endp);
 __upc_hidden void ra_stop(struct upc_cache *c);
 __upc_hidden int ra_queue(struct upc_cache *c, struct upc_file *f, uint64_t first, uint64_t last);
+__upc_hidden long fill_run(struct upc_file *f, uint64_t *pp, uint64_t last, char *buf, uint64_t bufpages,
+			   bool ahead);
 
 /* fault.c */
 __upc_hidden long staging_insert(struct upc_file *f, uint64_t pgoff, uint64_t n, const char *buf,
@@ -412,9 +437,11 @@ __upc_hidden void fork_cache_del(struct upc_cache *c);
 #define WB_SYNC		0x1	/* wait for write-back in flight, then fdatasync */
 #define WB_EXPIRED	0x2	/* only pages dirty for longer than expire_ms */
 #define WB_NOWAIT	0x4	/* skip pages under write-back instead of waiting */
+#define WB_FSYNC	0x8	/* with WB_SYNC: fsync (data and metadata), not fdatasync */
 __upc_hidden int writeback_range(struct upc_file *f, uint64_t first, uint64_t last, int how,
 				 uint64_t *heldp);
 __upc_hidden int errseq_check(struct upc_file *f, uint32_t *seen);
+__upc_hidden bool has_writeback(struct upc_file *f, uint64_t first, uint64_t last);
 __upc_hidden uint32_t errseq_sample(struct upc_file *f);
 __upc_hidden int bgwb_start(struct upc_cache *c);
 __upc_hidden void bgwb_stop(struct upc_cache *c);
@@ -449,6 +476,9 @@ __upc_hidden void track_collect_all(struct upc_file *f);
 __upc_hidden int store_default(unsigned int flags, struct upc_store **storep);
 __upc_hidden int store_size(struct upc_store *s, void *h, off_t *sizep);
 __upc_hidden int store_stat(struct upc_store *s, void *h, struct stat *st);
+__upc_hidden int store_truncate(struct upc_store *s, void *h, off_t length);
+__upc_hidden int store_fallocate(struct upc_store *s, void *h, int mode, off_t off, off_t len);
+__upc_hidden int store_fsync(struct upc_store *s, void *h);
 
 /* debug.c: $UPC_DEBUG (upcache(7)) and dirty backtraces; usdt.h has the probes */
 #define UPC_DBG_BREAK_I1	0x1u	/* tests only: write-back cleans before it protects */

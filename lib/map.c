@@ -195,7 +195,7 @@ UPC_API int upc_map(struct upc_cache *c, int fd, off_t offset, size_t length, in
 	struct upc_mm *mm;
 	struct upc_file *f;
 	struct upc_map *m;
-	size_t len;
+	size_t len, pop_len;
 	void *addr;
 	int acc, ret;
 
@@ -272,6 +272,8 @@ UPC_API int upc_map(struct upc_cache *c, int fd, off_t offset, size_t length, in
 	ret = mm_insert(mm, m);
 	if (ret == 0)
 		rmap_add(f, m);
+	/* Populating stops at end of file: past it the handler signals the thread (fault.c). */
+	pop_len = f->npages <= m->pgoff ? 0 : min_t(uint64_t, len, (f->npages - m->pgoff) << UPC_PAGE_SHIFT);
 	pthread_mutex_unlock(&f->lock);
 	if (ret < 0)
 		goto out_unmap;
@@ -280,7 +282,7 @@ UPC_API int upc_map(struct upc_cache *c, int fd, off_t offset, size_t length, in
 
 	/* Not m: once mm->lock is let go, another thread may unmap it. */
 	if (flags & UPC_MAP_POPULATE)
-		fault_populate((uintptr_t)addr, len, prot);
+		fault_populate((uintptr_t)addr, pop_len, prot);
 	*addrp = addr;
 	return 0;
 

@@ -326,6 +326,7 @@ static void *reclaim_main(void *arg)
 			 */
 			pthread_mutex_unlock(&c->rc_lock);
 			file_reap(c, true);
+			files_unfence_stale(c);
 			publish_tick(c);
 			pthread_mutex_lock(&c->rc_lock);
 			continue;

@@ -320,7 +320,8 @@ out_err:
 	return ret;
 }
 
-static int fs_sync(struct upc_store *store, void *handle)
+/* fdatasync (IORING_FSYNC_DATASYNC) or fsync (0) through io_uring. */
+static int fs_sync_flags(struct upc_store *store, void *handle, unsigned int fsync_flags)
 {
 	struct file_store *fs = (struct file_store *)store;
 	struct fs_handle *h = handle;
@@ -334,7 +335,7 @@ static int fs_sync(struct upc_store *store, void *handle)
 	if (!s)
 		return ret;
 	sqe = io_uring_get_sqe(&s->ring);
-	io_uring_prep_fsync(sqe, h->fd, IORING_FSYNC_DATASYNC);
+	io_uring_prep_fsync(sqe, h->fd, fsync_flags);
 	io_uring_sqe_set_data64(sqe, 0);
 	ret = ring_submit(s, &inflight);
 	while (ret == 0 && inflight) {
@@ -355,6 +356,37 @@ static int fs_sync(struct upc_store *store, void *handle)
 	}
 	pthread_mutex_unlock(&s->lock);
 	return res < 0 ? res : 0;
+}
+
+static int fs_sync(struct upc_store *store, void *handle)
+{
+	return fs_sync_flags(store, handle, IORING_FSYNC_DATASYNC);
+}
+
+static int fs_fsync(struct upc_store *store, void *handle)
+{
+	return fs_sync_flags(store, handle, 0);
+}
+
+/*
+ * Size changes go through the buffered descriptor (the same inode as the
+ * O_DIRECT one).  A description shared with the caller (fs_open's
+ * fallback) is fine here: ftruncate and fallocate take no file position.
+ */
+static int fs_truncate(struct upc_store *store, void *handle, off_t length)
+{
+	struct fs_handle *h = handle;
+
+	(void)store;
+	return sys_ftruncate(h->fd_buf, length);
+}
+
+static int fs_fallocate(struct upc_store *store, void *handle, int mode, off_t off, off_t len)
+{
+	struct fs_handle *h = handle;
+
+	(void)store;
+	return sys_fallocate(h->fd_buf, mode, off, len);
 }
 
 /* The buffered descriptor: O_DIRECT changes nothing fstat says. */
@@ -387,6 +419,9 @@ static const struct upc_store_ops file_ops = {
 	.sync = fs_sync,
 	.destroy = fs_destroy,
 	.stat = fs_stat,
+	.truncate = fs_truncate,
+	.fallocate = fs_fallocate,
+	.fsync = fs_fsync,
 };
 
 UPC_API int upc_store_file_create(unsigned int flags, struct upc_store **storep)
@@ -431,6 +466,27 @@ int store_stat(struct upc_store *s, void *h, struct stat *st)
 	if (ops->sz < offsetof(struct upc_store_ops, stat) + sizeof(ops->stat) || !ops->stat)
 		return -EOPNOTSUPP;
 	return ops->stat(s, h, st);
+}
+
+/* Is optional operation @op (a field of struct upc_store_ops) there? */
+#define STORE_HAS(ops, op) \
+	((ops)->sz >= offsetof(struct upc_store_ops, op) + sizeof((ops)->op) && (ops)->op)
+
+/* The optional truncate op: -EOPNOTSUPP where the store has none. */
+int store_truncate(struct upc_store *s, void *h, off_t length)
+{
+	return STORE_HAS(s->ops, truncate) ? s->ops->truncate(s, h, length) : -EOPNOTSUPP;
+}
+
+int store_fallocate(struct upc_store *s, void *h, int mode, off_t off, off_t len)
+{
+	return STORE_HAS(s->ops, fallocate) ? s->ops->fallocate(s, h, mode, off, len) : -EOPNOTSUPP;
+}
+
+/* fsync(2) through the optional fsync op; a store without one has only sync (fdatasync). */
+int store_fsync(struct upc_store *s, void *h)
+{
+	return STORE_HAS(s->ops, fsync) ? s->ops->fsync(s, h) : s->ops->sync(s, h);
 }
 
 /* The backing file's current size, through the stat op. */
@@ -485,8 +541,12 @@ static void inj_close(struct upc_store *store, void *handle)
 	is->inner->ops->close(is->inner, handle);
 }
 
-/* The first rule that matches @io, consuming one use of it; NULL if none. */
-static struct inject_rule *inj_match(struct inject_store *is, enum upc_io_dir dir, int kind_sync,
+/*
+ * The first rule that matches @io, consuming one use of it; NULL if none.
+ * @special: 0 for I/O, else the kind of rule an operation other than I/O
+ * matches (UPC_INJECT_SYNC_ERROR, UPC_INJECT_META_ERROR), offsets ignored.
+ */
+static struct inject_rule *inj_match(struct inject_store *is, enum upc_io_dir dir, int special,
 				     const struct upc_io *io, struct inject_rule *out)
 {
 	struct inject_rule *r;
@@ -494,10 +554,11 @@ static struct inject_rule *inj_match(struct inject_store *is, enum upc_io_dir di
 	for (r = is->rules; r; r = r->next) {
 		if (r->count == 0)
 			continue;
-		if (kind_sync != (r->kind == UPC_INJECT_SYNC_ERROR))
+		if (special ? r->kind != special :
+		    r->kind == UPC_INJECT_SYNC_ERROR || r->kind == UPC_INJECT_META_ERROR)
 			continue;
-		if (!kind_sync && (r->dir != dir || io->off >= (off_t)(r->off + r->len) ||
-				   io->off + (off_t)io->len <= r->off))
+		if (!special && (r->dir != dir || io->off >= (off_t)(r->off + r->len) ||
+				 io->off + (off_t)io->len <= r->off))
 			continue;
 		if (r->count > 0)
 			r->count--;
@@ -537,18 +598,48 @@ static int inj_submit(struct upc_store *store, void *handle, enum upc_io_dir dir
 	return ret;
 }
 
-static int inj_sync(struct upc_store *store, void *handle)
+/* A rule of kind @special for an operation other than I/O: its error, or 0. */
+static int inj_special(struct inject_store *is, int special)
 {
-	struct inject_store *is = to_inject(store);
 	struct inject_rule rule, *r;
 	struct upc_io none = { 0 };
 
 	pthread_mutex_lock(&is->lock);
-	r = inj_match(is, UPC_IO_WRITE, 1, &none, &rule);
+	r = inj_match(is, UPC_IO_WRITE, special, &none, &rule);
 	pthread_mutex_unlock(&is->lock);
-	if (r)
-		return -r->arg;
-	return is->inner->ops->sync(is->inner, handle);
+	return r ? (int)-r->arg : 0;
+}
+
+static int inj_sync(struct upc_store *store, void *handle)
+{
+	struct inject_store *is = to_inject(store);
+	int ret = inj_special(is, UPC_INJECT_SYNC_ERROR);
+
+	return ret ? ret : is->inner->ops->sync(is->inner, handle);
+}
+
+static int inj_fsync(struct upc_store *store, void *handle)
+{
+	struct inject_store *is = to_inject(store);
+	int ret = inj_special(is, UPC_INJECT_SYNC_ERROR);
+
+	return ret ? ret : store_fsync(is->inner, handle);
+}
+
+static int inj_truncate(struct upc_store *store, void *handle, off_t length)
+{
+	struct inject_store *is = to_inject(store);
+	int ret = inj_special(is, UPC_INJECT_META_ERROR);
+
+	return ret ? ret : store_truncate(is->inner, handle, length);
+}
+
+static int inj_fallocate(struct upc_store *store, void *handle, int mode, off_t off, off_t len)
+{
+	struct inject_store *is = to_inject(store);
+	int ret = inj_special(is, UPC_INJECT_META_ERROR);
+
+	return ret ? ret : store_fallocate(is->inner, handle, mode, off, len);
 }
 
 static int inj_stat(struct upc_store *store, void *handle, struct stat *st)
@@ -576,6 +667,9 @@ static const struct upc_store_ops inject_ops = {
 	.sync = inj_sync,
 	.destroy = inj_destroy,
 	.stat = inj_stat,
+	.truncate = inj_truncate,
+	.fallocate = inj_fallocate,
+	.fsync = inj_fsync,
 };
 
 UPC_API int upc_store_inject_create(struct upc_store *inner, struct upc_store **storep)
@@ -610,8 +704,9 @@ UPC_API int upc_store_inject_add(struct upc_store *store, enum upc_io_dir dir, o
 	struct inject_rule *r;
 
 	if (!is || (dir != UPC_IO_READ && dir != UPC_IO_WRITE) || off < 0 || count == 0 ||
-	    kind < UPC_INJECT_ERROR || kind > UPC_INJECT_SYNC_ERROR || arg < 0 ||
-	    ((kind == UPC_INJECT_ERROR || kind == UPC_INJECT_SYNC_ERROR) && (arg == 0 || arg > 4095)))
+	    kind < UPC_INJECT_ERROR || kind > UPC_INJECT_META_ERROR || arg < 0 ||
+	    ((kind == UPC_INJECT_ERROR || kind == UPC_INJECT_SYNC_ERROR || kind == UPC_INJECT_META_ERROR) &&
+	     (arg == 0 || arg > 4095)))
 		return -EINVAL;
 	r = calloc(1, sizeof(*r));
 	if (!r)

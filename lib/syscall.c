@@ -210,6 +210,11 @@ int sys_punch(int fd, off_t off, off_t len)
 	return fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len) < 0 ? -errno : 0;
 }
 
+int sys_fallocate(int fd, int mode, off_t off, off_t len)
+{
+	return fallocate(fd, mode, off, len) < 0 ? -errno : 0;
+}
+
 /* Wait on @cond (holding @lock) for @ms milliseconds at most. */
 int cond_wait_ms(pthread_cond_t *cond, pthread_mutex_t *lock, unsigned int ms)
 {

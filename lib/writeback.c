@@ -193,7 +193,8 @@ static void clean_runs(struct upc_file *f, const struct run *runs, size_t nr)
 	}
 }
 
-static bool has_writeback(struct upc_file *f, uint64_t first, uint64_t last)
+/* Is a page of [first, last] under write-back?  Caller holds f->lock. */
+bool has_writeback(struct upc_file *f, uint64_t first, uint64_t last)
 {
 	if (!f->nr_writeback)
 		return false;
@@ -386,7 +387,8 @@ out_unlock:
 	free(ios);
 
 	if ((how & WB_SYNC) && f->store_writable) {
-		err = c->store->ops->sync(c->store, f->store_h);
+		err = (how & WB_FSYNC) ? store_fsync(c->store, f->store_h) :
+					 c->store->ops->sync(c->store, f->store_h);
 		atomic_fetch_add(&c->st.syncs, 1);
 		if (err < 0) {
 			pthread_mutex_lock(&f->lock);

@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * upc-trace --check is real: it passes on the racewrite-shaped workload and
- * on the randomized model test (both run here under the tracer, as the
- * traced command), and it fails - with a violation of I1 and the page's
- * recent events - when UPC_DEBUG=break-i1 makes write-back clear dirty
- * before it write-protects.  And UPC_DEBUG=dirty-backtrace's stacks reach
+ * upc-trace --check is real: it passes on the racewrite-shaped workload, on
+ * file I/O through the cache and on the randomized model test (run here
+ * under the tracer, as the traced command), and it fails - with a
+ * violation of I1 and the page's recent events - when UPC_DEBUG=break-i1
+ * makes write-back clear dirty before it write-protects.  And UPC_DEBUG=dirty-backtrace's stacks reach
  * the timeline.
  *
  * Needs root, kernel BTF and bpf(); skips with the reason elsewhere.  In
@@ -46,6 +46,22 @@ Test(trace_check, racewrite_passes, .timeout = 300)
 	cr_assert_eq(st, 0, "upc-trace --check on racewrite: exit %d", st);
 	cr_assert(strstr(out, "check passed"));
 	cr_assert(strstr(out, "Passing: 1"), "racewrite itself did not pass under the tracer");
+	free(out);
+}
+
+/* File I/O through the cache keeps the order too: upc_pwrite dirties before it copies, truncation drops (clean how 3). */
+Test(trace_check, fileio_passes, .timeout = 300)
+{
+	char *out;
+	int st;
+
+	require_upc_trace();
+	st = traced("UPC_TEST_SECONDS=1", "--check -q", "tests/test_fileio", &out);
+	if (st != 0 || !strstr(out, "check passed"))
+		show_tail("upc-trace --check -- test_fileio", out);
+	cr_assert_eq(st, 0, "upc-trace --check on test_fileio: exit %d", st);
+	cr_assert(strstr(out, "check passed"));
+	cr_assert(strstr(out, "Failing: 0"), "test_fileio itself did not pass under the tracer");
 	free(out);
 }
 

@@ -1,0 +1,696 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * fileio.c - file I/O through the cache, coherent with every mapping of the
+ * file as the kernel's unified page cache is: filemap_read() (upc_pread),
+ * generic_perform_write() (upc_pwrite), ->setattr with truncate_pagecache()
+ * (upc_ftruncate), ->fallocate with truncate_pagecache_range()
+ * (upc_fallocate), vfs_fsync_range() (upc_fsync, upc_fdatasync) and
+ * invalidate_inode_pages2_range() (upc_invalidate).
+ *
+ * The data goes through the same pages the mappings map: a cached page is
+ * read or written in place through the engine's staging mapping (f->base),
+ * an uncached one is read from the store with fill_run() (the fault path's
+ * and the WILLNEED worker's read) or, when a write covers it whole, built
+ * in a buffer and inserted with UFFDIO_COPY without reading it.
+ *
+ * I1, the write side (writeback.c has the rule): upc_pwrite marks a page
+ * dirty under file->lock *before* it changes its bytes, and changes them
+ * under the same hold.  Write-back protects, cleans and picks its pages
+ * under file->lock too, so it either sees the page dirty, or cleaned it
+ * before the lock was ours and the page is dirty again now: a clean page
+ * never holds bytes the store has not been sent.  A page under write-back
+ * may be written (no stable pages): it is dirty again and written once
+ * more, as a write through a mapping during I/O is.
+ *
+ * The caller's buffer is never touched with file->lock held.  It may be an
+ * upcache mapping (of this file or another): its fault would wait for a
+ * file lock, or for the one handler thread busy with a fault that waits
+ * for ours.  Data crosses a bounce buffer instead, IO_CHUNK pages at a
+ * time, laid out at the file's page offsets so that whole pages in it can
+ * be inserted as they are.
+ *
+ * Dropping pages (truncate, punch hole) never writes them back: they are
+ * marked clean (probe "clean", how UPC_CLEAN_TRUNCATE) and punched out of
+ * the memfd, which unmaps them from every mapping in every process, then
+ * the emptied PTEs are write-protected again (I1: a page that comes back
+ * must not be mapped writable by a kernel-served read).  Write-back in
+ * flight over them is waited for first, so that no write lands in the
+ * backing file after its truncation; pinned pages (I6) make the call fail
+ * with -EBUSY and change nothing.  upc_invalidate drops only what reclaim
+ * may (I3): reclaim_runs() tears down, re-checks and punches.
+ */
+#include "internal.h"
+#include "usdt.h"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/falloc.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#define IO_CHUNK	64u			/* pages copied per hold of file->lock (256 KiB) */
+#define MAX_RW		(INT_MAX & UPC_PAGE_MASK)	/* the kernel's MAX_RW_COUNT */
+
+enum access { ACC_ANY, ACC_READ, ACC_WRITE };
+
+/*
+ * The file open on @fd, taken into the cache (file_get: created if the cache
+ * does not hold it yet, grown if it grew), after checking that @fd allows
+ * @acc.  A write needs O_RDWR: the cache reads what it caches (-EACCES for
+ * O_WRONLY, as upc_map), and @rdonly_err for O_RDONLY (what the system call
+ * returns there).  A read needs a readable @fd (-EBADF, as read(2)).
+ * ACC_ANY (fsync, invalidate): any descriptor of a file the cache holds;
+ * one it does not hold yet must be readable (-EACCES, as upc_map).
+ */
+static int fileio_get(struct upc_cache *c, int fd, enum access acc, int rdonly_err, struct upc_file **fp)
+{
+	int fl = sys_fd_flags(fd);
+	int ret;
+
+	if (fl < 0)
+		return -EBADF;
+	fl &= O_ACCMODE;
+	if (acc == ACC_READ && fl == O_WRONLY)
+		return -EBADF;
+	if (acc == ACC_WRITE && fl == O_RDONLY)
+		return rdonly_err;
+	if (acc == ACC_WRITE && fl == O_WRONLY)
+		return -EACCES;
+	ret = file_get(c, fd, fp);
+	if (ret == 0 && acc == ACC_WRITE && !(*fp)->store_writable) {
+		file_put(*fp);
+		ret = -EBADF;
+	}
+	return ret;
+}
+
+/* A bounce buffer for @pages pages (page-aligned: an O_DIRECT store reads into it too). */
+static char *bounce_alloc(uint64_t pages)
+{
+	return aligned_alloc(UPC_PAGE_SIZE, pages << UPC_PAGE_SHIFT);
+}
+
+/* Pages a bounce buffer needs for @len bytes at @off: at most IO_CHUNK. */
+static uint64_t bounce_pages(off_t off, size_t len)
+{
+	uint64_t span = (pg_round_up((uint64_t)off + len) - ((uint64_t)off & UPC_PAGE_MASK)) >> UPC_PAGE_SHIFT;
+
+	return min_t(uint64_t, span, IO_CHUNK);
+}
+
+/* ------------------------------------------------------------ read */
+
+UPC_API ssize_t upc_pread(struct upc_cache *c, int fd, void *buf, size_t len, off_t off)
+{
+	struct upc_file *f;
+	uint64_t bpages;
+	bool refreshed = false;
+	size_t done = 0;
+	char *bounce;
+	int err = 0;
+
+	if (!c || off < 0 || (!buf && len))
+		return -EINVAL;
+	len = min_t(size_t, len, MAX_RW);
+	if ((uint64_t)off + len > (uint64_t)INT64_MAX)
+		return -EINVAL;
+	err = fileio_get(c, fd, ACC_READ, -EBADF, &f);
+	if (err < 0)
+		return err;
+	if (!len)
+		goto out_put;
+	bpages = bounce_pages(off, len);
+	bounce = bounce_alloc(bpages);
+	if (!bounce) {
+		err = -ENOMEM;
+		goto out_put;
+	}
+	while (done < len) {
+		uint64_t pos = (uint64_t)off + done, base = pos & UPC_PAGE_MASK;
+		uint64_t end = min_t(uint64_t, (uint64_t)off + len, base + (bpages << UPC_PAGE_SHIFT));
+		uint64_t first = pos >> UPC_PAGE_SHIFT, p, q, last;
+		long r = 0;
+
+		reclaim_throttle(c);
+		pthread_mutex_lock(&f->lock);
+		if (pos >= (uint64_t)f->size && !refreshed) {
+			file_size_refresh(f);	/* past the end the cache knows: look again, once */
+			refreshed = true;
+		}
+		end = min_t(uint64_t, end, (uint64_t)f->size);
+		if (pos >= end) {
+			pthread_mutex_unlock(&f->lock);
+			break;
+		}
+		/* The uncached pages of the piece are read from the store (file->lock held: the page lock). */
+		last = (end - 1) >> UPC_PAGE_SHIFT;
+		for (p = first; (r = fill_run(f, &p, last, bounce, bpages, false)) > 0; p += (uint64_t)r)
+			;
+		if (r < 0)
+			err = (int)r;
+		/* What is cached from @pos on is copied; a short read may have moved end of file. */
+		end = min_t(uint64_t, end, (uint64_t)f->size);
+		if (pos >= end && !err) {	/* the file shrank behind the cache's back: end of file */
+			pthread_mutex_unlock(&f->lock);
+			break;
+		}
+		for (q = first; q <= last && page_uptodate(f, q); q++)
+			;
+		end = min_t(uint64_t, end, q << UPC_PAGE_SHIFT);
+		if (end > pos)
+			memcpy(bounce, f->base + pos, end - pos);
+		pthread_mutex_unlock(&f->lock);
+		if (atomic_load(&c->nr_cached) > c->high_pages)
+			reclaim_kick(c);
+		if (end <= pos) {
+			if (!err)
+				err = -EIO;	/* not cached, not readable, and not past end of file */
+			break;
+		}
+		memcpy((char *)buf + done, bounce, end - pos);
+		done += end - pos;
+		if (err)
+			break;
+	}
+	free(bounce);
+out_put:
+	file_put(f);
+	/* As read(2): the bytes read before an error, else the error. */
+	return done ? (ssize_t)done : err;
+}
+
+/* ------------------------------------------------------------ write */
+
+/*
+ * Make the file at least @end bytes long, in the store and in the cache, as
+ * the kernel raises i_size during a write.  The store's file first, with
+ * fallocate(mode 0) over the last byte, which only ever extends: the file
+ * may have grown behind the cache's back, and a truncate to a size read
+ * just before could cut off what another writer appended meanwhile.  A
+ * store or file system without fallocate gets a truncate to @end, unless
+ * the file is already as long.  Caller holds f->lock.
+ */
+static int extend_to(struct upc_file *f, uint64_t end)
+{
+	struct upc_store *s = f->cache->store;
+	off_t now;
+	int ret;
+
+	if (end <= (uint64_t)f->size)
+		return 0;
+	ret = store_fallocate(s, f->store_h, 0, (off_t)end - 1, 1);
+	if (ret == -EOPNOTSUPP) {
+		if (store_size(s, f->store_h, &now) == 0 && (uint64_t)now >= end)
+			ret = 0;
+		else
+			ret = store_truncate(s, f->store_h, (off_t)end);
+	}
+	if (ret < 0)
+		return ret;
+	return file_grow(f, (off_t)end);
+}
+
+/*
+ * Write [pos, end) from @data (whose byte 0 is file offset @base) into the
+ * cache.  Caller holds f->lock, has filled the partial pages that need the
+ * store's bytes and made the file long enough.  Returns the bytes written
+ * (from @pos, whole pages first to last), or a negative errno.
+ */
+static long write_pages(struct upc_file *f, char *data, uint64_t base, uint64_t pos, uint64_t end)
+{
+	uint64_t first = pos >> UPC_PAGE_SHIFT, last = (end - 1) >> UPC_PAGE_SHIFT;
+
+	for (uint64_t p = first; p <= last;) {
+		uint64_t ps = p << UPC_PAGE_SHIFT, q, n;
+		struct upc_page *pg = pt_get(f, p);
+		size_t skipped;
+		long r;
+
+		if (!pg)
+			return p > first ? (long)(ps - pos) : -ENOMEM;
+		if (pg->flags & PG_UPTODATE) {
+			uint64_t s = max_t(uint64_t, pos, ps), e = min_t(uint64_t, end, ps + UPC_PAGE_SIZE);
+
+			/* Dirty first, then the bytes: see the top of this file (I1). */
+			trace_dirty(f, pg, p, 0, 0);
+			page_set_dirty(f, pg);
+			memcpy(f->base + s, data + (s - base), e - s);
+			p++;
+			continue;
+		}
+		/*
+		 * A run of uncached pages: built in @data and inserted whole.
+		 * What the write does not cover of its first and last page
+		 * lies past end of file (the caller filled the others): zeros.
+		 */
+		for (q = p + 1; q <= last && !page_uptodate(f, q); q++)
+			;
+		n = q - p;
+		if (pos > ps)
+			memset(data + (ps - base), 0, pos - ps);
+		if (end < (q << UPC_PAGE_SHIFT))
+			memset(data + (end - base), 0, (q << UPC_PAGE_SHIFT) - end);
+		r = staging_insert(f, p, n, data + (ps - base), &skipped);
+		if (r <= 0)
+			return p > first ? (long)(ps - pos) : (r < 0 ? r : -EIO);
+		n = (uint64_t)r;
+		if (skipped)	/* a page was there after all: the write goes into it */
+			memcpy(f->base + max_t(uint64_t, pos, ps), data + (max_t(uint64_t, pos, ps) - base),
+			       min_t(uint64_t, end, (p + n) << UPC_PAGE_SHIFT) - max_t(uint64_t, pos, ps));
+		for (uint64_t i = p; i < p + n; i++) {
+			struct upc_page *ip = pt_get(f, i);
+
+			if (!(ip->flags & PG_UPTODATE))
+				page_add(f, i, ip);
+			/* Nobody saw it clean with these bytes: the lock was held from the insert. */
+			trace_dirty(f, ip, i, 0, 0);
+			page_set_dirty(f, ip);
+		}
+		p += n;
+	}
+	return (long)(end - pos);
+}
+
+UPC_API ssize_t upc_pwrite(struct upc_cache *c, int fd, const void *buf, size_t len, off_t off)
+{
+	struct upc_file *f;
+	uint64_t bpages;
+	size_t done = 0;
+	char *data, *fillbuf;
+	int err;
+
+	if (!c || off < 0 || (!buf && len))
+		return -EINVAL;
+	len = min_t(size_t, len, MAX_RW);
+	if ((uint64_t)off + len > (uint64_t)INT64_MAX)
+		return -EFBIG;
+	err = fileio_get(c, fd, ACC_WRITE, -EBADF, &f);
+	if (err < 0)
+		return err;
+	if (!len)
+		goto out_put;
+	/* The file may grow up to the cache's reservation for it (upc_map's -EFBIG), as far as a write goes. */
+	if ((uint64_t)off >= f->base_len) {
+		err = -EFBIG;
+		goto out_put;
+	}
+	len = min_t(uint64_t, len, f->base_len - (uint64_t)off);
+	bpages = bounce_pages(off, len);
+	data = bounce_alloc(bpages + 1);
+	if (!data) {
+		err = -ENOMEM;
+		goto out_put;
+	}
+	fillbuf = data + (bpages << UPC_PAGE_SHIFT);
+	pthread_mutex_lock(&f->io_lock);
+	while (done < len) {
+		uint64_t pos = (uint64_t)off + done, base = pos & UPC_PAGE_MASK;
+		uint64_t end = min_t(uint64_t, (uint64_t)off + len, base + (bpages << UPC_PAGE_SHIFT));
+		uint64_t edges[2] = { pos >> UPC_PAGE_SHIFT, (end - 1) >> UPC_PAGE_SHIFT };
+		long r = 0;
+
+		/* Outside the lock: the caller's buffer may be a mapping (the top of this file). */
+		memcpy(data + (pos - base), (const char *)buf + done, end - pos);
+		reclaim_throttle(c);
+		pthread_mutex_lock(&f->lock);
+		/* Past the end the cache knows: the file may have grown behind its back, and the edges read what is there. */
+		if (end > (uint64_t)f->size)
+			file_size_refresh(f);
+		/*
+		 * 1. A partial page the store has bytes of, and the cache does not
+		 * hold, is read first (the kernel's write_begin); a page wholly
+		 * written, or past end of file, is not.
+		 */
+		for (int i = 0; i < 2 && r >= 0; i++) {
+			uint64_t p = edges[i], ps = p << UPC_PAGE_SHIFT;
+			bool partial = pos > ps || end < ps + UPC_PAGE_SIZE;
+
+			if ((i && p == edges[0]) || !partial || page_uptodate(f, p) || ps >= (uint64_t)f->size)
+				continue;
+			r = fill_run(f, &p, p, fillbuf, 1, false);
+		}
+		/* 2. Past end of file: the file grows first (the kernel's i_size, at once). */
+		if (r >= 0)
+			r = extend_to(f, end);
+		/* 3. Dirty, then copy. */
+		if (r >= 0)
+			r = write_pages(f, data, base, pos, end);
+		pthread_mutex_unlock(&f->lock);
+		if (atomic_load(&c->nr_cached) > c->high_pages)
+			reclaim_kick(c);
+		if (r < 0) {
+			err = (int)r;
+			break;
+		}
+		done += (size_t)r;
+		if ((uint64_t)r < end - pos) {
+			err = -ENOMEM;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&f->io_lock);
+	free(data);
+out_put:
+	file_put(f);
+	/* As write(2): the bytes written before an error, else the error. */
+	return done ? (ssize_t)done : err;
+}
+
+/* ------------------------------------------------------------ dropping pages */
+
+/* Is a page of [first, last] pinned?  Caller holds f->lock. */
+static bool range_has_pins(struct upc_file *f, uint64_t first, uint64_t last)
+{
+	if (!f->nr_pinned)
+		return false;
+	for (uint64_t p = first; p <= last && p < f->npages; p++) {
+		struct upc_page *pg = pt_lookup(f, p);
+
+		if (!pg) {
+			p |= PT_CHUNK_PAGES - 1;
+			continue;
+		}
+		if (pg->pincount)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Wait until no page of [wb_first, wb_last] is under write-back (a write in
+ * flight must not land after the store's file is cut), then return 0, or
+ * -EBUSY if a page of [pin_first, pin_last] is pinned (I6; an empty range
+ * when pin_first > pin_last).  Caller holds f->lock, which the wait drops.
+ */
+static int range_quiesce(struct upc_file *f, uint64_t pin_first, uint64_t pin_last, uint64_t wb_first,
+			 uint64_t wb_last)
+{
+	for (;;) {
+		uint64_t l = min_t(uint64_t, wb_last, f->npages ? f->npages - 1 : 0);
+
+		if (pin_first <= pin_last && range_has_pins(f, pin_first, pin_last))
+			return -EBUSY;
+		if (!f->npages || wb_first > l || !has_writeback(f, wb_first, l))
+			return 0;
+		pthread_cond_wait(&f->wb_cond, &f->lock);
+	}
+}
+
+/*
+ * Drop the cached pages of [first, end) (page offsets) without writing them
+ * back: the kernel's truncate_inode_pages_range().  Dirty ones are counted
+ * clean first; the punch unmaps them from every mapping in every process;
+ * the emptied PTEs are write-protected again.  None is pinned or under
+ * write-back (range_quiesce).  Caller holds f->lock.
+ */
+void file_drop_pages(struct upc_file *f, uint64_t first, uint64_t end)
+{
+	struct run r;
+
+	end = min_t(uint64_t, end, f->npages);
+	if (first >= end)
+		return;
+	for (uint64_t p = first; p < end; p++) {
+		struct upc_page *pg = pt_lookup(f, p);
+
+		if (!pg) {
+			p |= PT_CHUNK_PAGES - 1;
+			continue;
+		}
+		if ((pg->flags & PG_UPTODATE) && (pg->flags & PG_DIRTY)) {
+			pg->flags &= ~(PG_DIRTY | PG_URGENT);
+			f->nr_dirty--;
+			UPC_TRACE(clean, f, p, 1, UPC_CLEAN_TRUNCATE);
+		}
+	}
+	/* The punch zaps every PTE of the pages, in every process. */
+	if (sys_punch(f->memfd, (off_t)(first << UPC_PAGE_SHIFT), (off_t)((end - first) << UPC_PAGE_SHIFT)) < 0) {
+		/* They stay cached and in the page table: forgotten, they would be unaccounted memory. */
+		pr_warn("punch of pages %llu-%llu failed: they stay cached\n", (unsigned long long)first,
+			(unsigned long long)end - 1);
+		return;
+	}
+	for (uint64_t p = first; p < end; p++) {
+		if (!f->chunks[p >> PT_CHUNK_SHIFT]) {
+			p |= PT_CHUNK_PAGES - 1;
+			continue;
+		}
+		if (page_uptodate(f, p)) {
+			UPC_TRACE(evict, f, p, 1);
+			page_remove(f, p);
+		}
+	}
+	r = (struct run){ first, end - first };
+	protect_runs(f, &r, 1);
+}
+
+/* Zero [from, to) of the cached page that holds it, if it is cached.  Caller holds f->lock. */
+static void zero_cached(struct upc_file *f, uint64_t from, uint64_t to)
+{
+	if (from < to && page_uptodate(f, from >> UPC_PAGE_SHIFT))
+		memset(f->base + from, 0, to - from);
+}
+
+/* ------------------------------------------------------------ truncate */
+
+UPC_API int upc_ftruncate(struct upc_cache *c, int fd, off_t length)
+{
+	struct upc_file *f;
+	uint64_t newpages, keep;
+	int ret;
+
+	if (!c || length < 0)
+		return -EINVAL;
+	ret = fileio_get(c, fd, ACC_WRITE, -EINVAL, &f);
+	if (ret < 0)
+		return ret;
+	if (pg_round_up((uint64_t)length) > f->base_len) {
+		ret = -EFBIG;
+		goto out_put;
+	}
+	newpages = pg_round_up((uint64_t)length) >> UPC_PAGE_SHIFT;
+	pthread_mutex_lock(&f->io_lock);
+	pthread_mutex_lock(&f->lock);
+	/*
+	 * The pages kept: those below the new end, and below the size the
+	 * cache knows (a file found shrunk behind its back by a short read
+	 * keeps cached pages past its size, fill_valid(): they go too).
+	 * Pinned pages past them make it -EBUSY, and nothing changes (I6); a
+	 * pinned new last page stays, only its tail is zeroed.  Write-back in
+	 * flight from the new last page on is waited for.
+	 */
+	keep = min_t(uint64_t, newpages, pg_round_up((uint64_t)f->size) >> UPC_PAGE_SHIFT);
+	if (keep < f->npages || length < f->size)
+		ret = range_quiesce(f, keep, UINT64_MAX,
+				    min_t(uint64_t, (uint64_t)length, (uint64_t)f->size) >> UPC_PAGE_SHIFT, UINT64_MAX);
+	/* The store's file first: if it fails, nothing has changed. */
+	if (ret == 0)
+		ret = store_truncate(c->store, f->store_h, length);
+	keep = min_t(uint64_t, newpages, pg_round_up((uint64_t)f->size) >> UPC_PAGE_SHIFT);
+	if (ret == 0 && (keep < f->npages || length < f->size)) {
+		/*
+		 * The kernel's truncate_setsize() + truncate_pagecache(): the new
+		 * size first (a fault past it raises SIGBUS from now on), then the
+		 * pages past it go from every mapping without write-back, then the
+		 * tail of the new last page reads as zeros.
+		 */
+		uint64_t old = f->npages;
+		bool shrink = length < f->size;
+
+		if (shrink)
+			f->size = length;
+		file_drop_pages(f, keep, old);
+		f->npages = keep;
+		if (shrink && (length & (UPC_PAGE_SIZE - 1)))
+			zero_cached(f, (uint64_t)length, pg_round_up((uint64_t)length));
+	}
+	/* Growing: file_grow() zeroes what mappings stored past the old end. */
+	if (ret == 0 && length > f->size)
+		ret = file_grow(f, length);
+	pthread_mutex_unlock(&f->lock);
+	pthread_mutex_unlock(&f->io_lock);
+out_put:
+	file_put(f);
+	return ret;
+}
+
+/* ------------------------------------------------------------ fallocate */
+
+/* FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE: the kernel's truncate_pagecache_range(). */
+static int punch_hole(struct upc_file *f, off_t off, off_t len)
+{
+	uint64_t start = (uint64_t)off, end = (uint64_t)off + (uint64_t)len;
+	uint64_t full_first = pg_round_up(start) >> UPC_PAGE_SHIFT, full_end = end >> UPC_PAGE_SHIFT;
+	int ret = 0;
+
+	/*
+	 * Pinned pages wholly in the hole: -EBUSY (I6).  Write-back in flight
+	 * is waited for over the edge pages too: a write of their old bytes
+	 * must not land after the punch.
+	 */
+	ret = full_first < full_end ?
+	      range_quiesce(f, full_first, full_end - 1, start >> UPC_PAGE_SHIFT, (end - 1) >> UPC_PAGE_SHIFT) :
+	      range_quiesce(f, 1, 0, start >> UPC_PAGE_SHIFT, (end - 1) >> UPC_PAGE_SHIFT);
+	if (ret == 0)
+		ret = store_fallocate(f->cache->store, f->store_h,
+				      FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len);
+	if (ret < 0)
+		return ret;
+	/*
+	 * Pages wholly in the hole go without write-back.  The edges are
+	 * zeroed in place: the store zeroed the same bytes, so a clean edge
+	 * page still equals the store and stays clean, and a dirty one is
+	 * written back whole later, zeros included.
+	 */
+	if (full_first < full_end)
+		file_drop_pages(f, full_first, full_end);
+	if (full_first > full_end) {	/* the hole lies within one page */
+		zero_cached(f, start, end);
+	} else {
+		zero_cached(f, start, min_t(uint64_t, end, full_first << UPC_PAGE_SHIFT));
+		zero_cached(f, max_t(uint64_t, start, full_end << UPC_PAGE_SHIFT), end);
+	}
+	return 0;
+}
+
+UPC_API int upc_fallocate(struct upc_cache *c, int fd, int mode, off_t off, off_t len)
+{
+	struct upc_file *f;
+	int ret;
+
+	if (!c || off < 0 || len <= 0)
+		return -EINVAL;
+	/* As vfs_fallocate(): a hole punched must keep the size. */
+	if ((mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE)) ||
+	    ((mode & FALLOC_FL_PUNCH_HOLE) && !(mode & FALLOC_FL_KEEP_SIZE)))
+		return -EOPNOTSUPP;
+	if (off > INT64_MAX - len)
+		return -EFBIG;
+	ret = fileio_get(c, fd, ACC_WRITE, -EBADF, &f);
+	if (ret < 0)
+		return ret;
+	if (mode == 0 && pg_round_up((uint64_t)off + (uint64_t)len) > f->base_len) {
+		ret = -EFBIG;
+		goto out_put;
+	}
+	pthread_mutex_lock(&f->io_lock);
+	pthread_mutex_lock(&f->lock);
+	if (mode & FALLOC_FL_PUNCH_HOLE) {
+		ret = punch_hole(f, off, len);
+	} else {
+		ret = store_fallocate(c->store, f->store_h, mode, off, len);
+		/* Mode 0 extends the file, as the store's did. */
+		if (ret == 0 && mode == 0)
+			ret = file_grow(f, off + len);
+	}
+	pthread_mutex_unlock(&f->lock);
+	pthread_mutex_unlock(&f->io_lock);
+out_put:
+	file_put(f);
+	return ret;
+}
+
+/* ------------------------------------------------------------ fsync */
+
+/*
+ * vfs_fsync_range() over the whole file: write back every dirty page in
+ * the I1 order and wait (writeback_range, WB_SYNC), then make it durable.
+ * Errors are errseq_t's, with one cursor per file in the cache
+ * (f->fsync_seen), which stands for the struct file's f_wb_err that
+ * fsync(2) reads: every upc_fsync/upc_fdatasync of the file through this
+ * cache shares it, whatever descriptor it is given.  An error is reported
+ * once to them (and, separately, once through every mapping's msync), as
+ * the kernel reports it once per open file description.  The cursor
+ * starts where the cache took the file, and a file the cache releases
+ * hands an unreported error to upc_cache_destroy() (cache.c).
+ */
+static int file_sync(struct upc_cache *c, int fd, int how)
+{
+	struct upc_file *f;
+	uint64_t held = 0;
+	int ret, err;
+
+	if (!c)
+		return -EINVAL;
+	ret = fileio_get(c, fd, ACC_ANY, 0, &f);
+	if (ret < 0)
+		return ret;
+	err = writeback_range(f, 0, UINT64_MAX, WB_SYNC | how, &held);
+	pthread_mutex_lock(&f->lock);
+	if (!err)
+		err = errseq_check(f, &f->fsync_seen);
+	else	/* this call's own error is the one it reports */
+		f->fsync_seen = f->err_reported = f->err_seq;
+	pthread_mutex_unlock(&f->lock);
+	file_put(f);
+	if (err)
+		return err;
+	return held > INT32_MAX ? INT32_MAX : (int)held;
+}
+
+UPC_API int upc_fsync(struct upc_cache *c, int fd)
+{
+	return file_sync(c, fd, WB_FSYNC);
+}
+
+UPC_API int upc_fdatasync(struct upc_cache *c, int fd)
+{
+	return file_sync(c, fd, 0);
+}
+
+/* ------------------------------------------------------------ invalidate */
+
+UPC_API int upc_invalidate(struct upc_cache *c, int fd, off_t off, off_t len)
+{
+	struct run *runs = NULL;
+	size_t nr = 0, cap = 0;
+	uint64_t first, last;
+	struct upc_file *f;
+	bool busy = false;
+	int ret;
+
+	if (!c || off < 0 || len < 0)
+		return -EINVAL;
+	ret = fileio_get(c, fd, ACC_ANY, 0, &f);
+	if (ret < 0)
+		return ret;
+	first = (uint64_t)off >> UPC_PAGE_SHIFT;
+	last = len == 0 || off > INT64_MAX - len ? UINT64_MAX :
+	       ((uint64_t)off + (uint64_t)len - 1) >> UPC_PAGE_SHIFT;
+	pthread_mutex_lock(&f->lock);
+	file_size_refresh(f);
+	if (first < f->npages) {
+		last = min_t(uint64_t, last, f->npages - 1);
+		/* Async tracking: a page written through a mapping is dirty, not clean. */
+		track_collect(f, first, last);
+		for (uint64_t p = first; p <= last; p++) {
+			struct upc_page *pg = pt_lookup(f, p);
+
+			if (!pg) {
+				p |= PT_CHUNK_PAGES - 1;
+				continue;
+			}
+			if (!(pg->flags & PG_UPTODATE))
+				continue;
+			if ((pg->flags & (PG_DIRTY | PG_WRITEBACK)) || pg->pincount)
+				busy = true;
+			else if (runs_add(&runs, &nr, &cap, p) < 0)
+				busy = true;
+		}
+		/* I3: torn down first, dirty checked again after, then punched. */
+		if (nr)
+			reclaim_runs(f, runs, nr);
+		for (uint64_t p = first; !busy && p <= last; p++) {
+			if (!f->chunks[p >> PT_CHUNK_SHIFT]) {
+				p |= PT_CHUNK_PAGES - 1;
+				continue;
+			}
+			busy = page_uptodate(f, p);
+		}
+	}
+	pthread_mutex_unlock(&f->lock);
+	free(runs);
+	file_put(f);
+	return busy ? -EBUSY : 0;
+}
