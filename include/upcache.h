@@ -125,6 +125,9 @@ UPC_API int upc_cache_destroy(struct upc_cache *cache);
  *          be closed afterwards.  Write access follows @fd's access mode;
  *          its status flags (O_APPEND), then or later, do not matter.
  * @offset: multiple of the page size.
+ * @length: any length, whatever the file's size (a map may be far larger
+ *          than its file, and the file may grow into it): the part past
+ *          end of file costs address space only, as with mmap(2).
  * @prot:   PROT_READ, PROT_READ|PROT_WRITE or PROT_NONE.
  * @addrp:  receives the address.
  *
@@ -141,9 +144,8 @@ UPC_API int upc_cache_destroy(struct upc_cache *cache);
  *  -EACCES  PROT_WRITE on an fd not opened for writing, or any mapping of an
  *           fd opened O_WRONLY;
  *  -EOVERFLOW @offset + @length overflows;
- *  -EFBIG   the range ends beyond the address space reserved for the file
- *           (twice its size when first mapped, 4 GiB at least);
- *  -ENOMEM, -EMFILE  resources.
+ *  -ENOMEM  no address space for the range; memory;
+ *  -EMFILE  descriptors.
  */
 UPC_API int upc_map(struct upc_cache *cache, int fd, off_t offset, size_t length,
 		    int prot, unsigned int flags, void **addrp);
@@ -229,9 +231,8 @@ UPC_API ssize_t upc_pread(struct upc_cache *cache, int fd, void *buf, size_t len
  *  -EBADF   @fd is not open, or open O_RDONLY;
  *  -EACCES  @fd is open O_WRONLY (the cache must be able to read the file);
  *  -EINVAL  @off negative, @buf NULL with @len;
- *  -EFBIG   @off + @len overflows, or @off is beyond the address space the
- *           cache reserved for the file (upc_map's -EFBIG; a write that
- *           crosses it is short);
+ *  -EFBIG   @off + @len overflows, or the file would grow beyond what the
+ *           address space can stage (nothing written then);
  *  -EOPNOTSUPP extending a file whose store cannot change its size;
  *  -ENODEV, -EIO, -ENOSPC, -ENOMEM, -EMFILE.
  */
@@ -248,7 +249,7 @@ UPC_API ssize_t upc_pwrite(struct upc_cache *cache, int fd, const void *buf, siz
  *  -EINVAL  @length negative, or @fd open O_RDONLY;
  *  -EBADF, -EACCES, -ENODEV  as upc_pwrite();
  *  -EBUSY   a page wholly past the new end is pinned (upc_pin());
- *  -EFBIG   @length beyond the address space the cache reserved for the file;
+ *  -EFBIG   @length beyond what the address space can stage (upc_pwrite());
  *  -EOPNOTSUPP the store cannot change the file's size;
  *  the store's error (-EIO, -EPERM, ...).
  */
@@ -267,7 +268,8 @@ UPC_API int upc_ftruncate(struct upc_cache *cache, int fd, off_t length);
  *  -EOPNOTSUPP any other mode (PUNCH_HOLE without KEEP_SIZE included), or
  *           a store or file system that cannot do it;
  *  -EINVAL  @off negative, @len not positive;
- *  -EFBIG   @off + @len overflows, or mode 0 past the cache's reservation;
+ *  -EFBIG   @off + @len overflows, or mode 0 past what the address space
+ *           can stage (upc_pwrite());
  *  -EBUSY   a page wholly in the hole is pinned;
  *  -EBADF   @fd not open, or open O_RDONLY; -EACCES, -ENODEV as upc_pwrite();
  *  the store's error (-ENOSPC, -EIO, ...).

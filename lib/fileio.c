@@ -290,12 +290,12 @@ UPC_API ssize_t upc_pwrite(struct upc_cache *c, int fd, const void *buf, size_t 
 		return err;
 	if (!len)
 		goto out_put;
-	/* The file may grow up to the cache's reservation for it (upc_map's -EFBIG), as far as a write goes. */
-	if ((uint64_t)off >= f->base_len) {
-		err = -EFBIG;
+	/* Address space to stage the whole write in first: -EFBIG before anything has changed. */
+	pthread_mutex_lock(&f->lock);
+	err = file_reserve(f, (uint64_t)off + len);
+	pthread_mutex_unlock(&f->lock);
+	if (err < 0)
 		goto out_put;
-	}
-	len = min_t(uint64_t, len, f->base_len - (uint64_t)off);
 	bpages = bounce_pages(off, len);
 	data = bounce_alloc(bpages + 1);
 	if (!data) {
@@ -465,10 +465,11 @@ UPC_API int upc_ftruncate(struct upc_cache *c, int fd, off_t length)
 	ret = fileio_get(c, fd, ACC_WRITE, -EINVAL, &f);
 	if (ret < 0)
 		return ret;
-	if (pg_round_up((uint64_t)length) > f->base_len) {
-		ret = -EFBIG;
+	pthread_mutex_lock(&f->lock);
+	ret = file_reserve(f, (uint64_t)length);	/* -EFBIG before the store's file changes */
+	pthread_mutex_unlock(&f->lock);
+	if (ret < 0)
 		goto out_put;
-	}
 	newpages = pg_round_up((uint64_t)length) >> UPC_PAGE_SHIFT;
 	pthread_mutex_lock(&f->io_lock);
 	pthread_mutex_lock(&f->lock);
@@ -570,9 +571,12 @@ UPC_API int upc_fallocate(struct upc_cache *c, int fd, int mode, off_t off, off_
 	ret = fileio_get(c, fd, ACC_WRITE, -EBADF, &f);
 	if (ret < 0)
 		return ret;
-	if (mode == 0 && pg_round_up((uint64_t)off + (uint64_t)len) > f->base_len) {
-		ret = -EFBIG;
-		goto out_put;
+	if (mode == 0) {
+		pthread_mutex_lock(&f->lock);
+		ret = file_reserve(f, (uint64_t)off + (uint64_t)len);	/* before the store's file changes */
+		pthread_mutex_unlock(&f->lock);
+		if (ret < 0)
+			goto out_put;
 	}
 	pthread_mutex_lock(&f->io_lock);
 	pthread_mutex_lock(&f->lock);
