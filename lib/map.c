@@ -340,16 +340,103 @@ static bool range_pinned(struct upc_map *m, uintptr_t start, uintptr_t end)
 	return false;
 }
 
+/*
+ * UPC_MAP_FIXED: unmap the upcache mappings in [start, end) as upc_unmap()
+ * does - their written state collected first (I5), their dirty pages kept
+ * dirty in the cache - leaving an inaccessible placeholder (an anonymous
+ * PROT_NONE mapping) where each was, not a hole: between this and the
+ * mmap(MAP_FIXED) that replaces the whole range, another thread's mmap()
+ * could otherwise be given the hole, and then be replaced silently.  Each
+ * goes under its file's lock, so that write-back never protects an address
+ * that maps something else by then.  Refused, with nothing changed, if a
+ * page of the range is pinned (-EBUSY, I6).  The files are handed back in
+ * *@putp (*@nputp of them), for file_put() once mm->lock is let go.
+ * Caller holds mm->lock for writing.
+ */
+static int map_clear_range(struct upc_mm *mm, uintptr_t start, uintptr_t end, struct upc_file ***putp,
+			   size_t *nputp)
+{
+	struct upc_file **put;
+	size_t n = 0, i;
+	int ret = 0;
+
+	*putp = NULL;
+	*nputp = 0;
+	for (i = mm_search(mm, start); i < mm->nmaps && mm->maps[i]->start < end; i++) {
+		struct upc_map *m = mm->maps[i];
+		bool pinned;
+
+		pthread_mutex_lock(&m->file->lock);
+		pinned = range_pinned(m, max_t(uintptr_t, start, m->start), min_t(uintptr_t, end, m->end));
+		pthread_mutex_unlock(&m->file->lock);
+		if (pinned)
+			return -EBUSY;
+		n++;
+	}
+	if (!n)
+		return 0;
+	put = calloc(n, sizeof(*put));
+	if (!put)
+		return -ENOMEM;
+	while ((i = mm_search(mm, start)) < mm->nmaps && mm->maps[i]->start < end) {
+		struct upc_map *m = mm->maps[i];
+		struct upc_file *f = m->file;
+		uintptr_t s = max_t(uintptr_t, start, m->start), e = min_t(uintptr_t, end, m->end);
+
+		pthread_mutex_lock(&f->lock);
+		m = map_isolate(mm, m, s, e, &ret);
+		if (m) {
+			track_collect_map(m);
+			if (mmap((void *)s, e - s, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED,
+				 -1, 0) == MAP_FAILED)
+				ret = -ENOMEM;
+		}
+		if (m && ret == 0) {
+			UPC_TRACE(unmap, f, m->pgoff, (m->end - m->start) >> UPC_PAGE_SHIFT);
+			rmap_del(f, m);
+			mm_remove(mm, m);
+		}
+		pthread_mutex_unlock(&f->lock);
+		if (ret < 0)
+			break;
+		free(m);
+		put[(*nputp)++] = f;	/* at most n: a split leaves only the part outside */
+	}
+	*putp = put;
+	return ret;
+}
+
+/* Check the address flags of upc_map(): *@wantp is the address asked for, or NULL. */
+static int map_where(unsigned int flags, void *const *addrp, size_t len, uintptr_t *wantp)
+{
+	unsigned int where = flags & (UPC_MAP_HINT | UPC_MAP_FIXED | UPC_MAP_FIXED_NOREPLACE);
+	uintptr_t want;
+
+	*wantp = 0;
+	if (!where)
+		return 0;
+	if (where & (where - 1))
+		return -EINVAL;		/* at most one of them */
+	want = (uintptr_t)*addrp;
+	if ((want & (UPC_PAGE_SIZE - 1)) || want + len < want || (!want && where != UPC_MAP_HINT))
+		return -EINVAL;
+	*wantp = want;
+	return 0;
+}
+
 UPC_API int upc_map(struct upc_cache *c, int fd, off_t offset, size_t length, int prot,
 		    unsigned int flags, void **addrp)
 {
+	bool fixed = flags & (UPC_MAP_FIXED | UPC_MAP_FIXED_NOREPLACE);
+	struct upc_file **put = NULL;
+	size_t len, pop_len, nput = 0;
+	uintptr_t want = 0;
 	struct upc_mm *mm;
 	struct upc_file *f;
 	struct upc_map *m;
-	size_t len, pop_len;
+	int acc, ret, mflags;
 	bool yielded;
 	void *addr;
-	int acc, ret;
 
 	if (!c || !addrp || !length || offset < 0 || (offset & (UPC_PAGE_SIZE - 1)) ||
 	    (prot & ~(PROT_READ | PROT_WRITE)) || (flags & ~UPC_MAP_FLAGS_ALL))
@@ -357,6 +444,9 @@ UPC_API int upc_map(struct upc_cache *c, int fd, off_t offset, size_t length, in
 	len = pg_round_up(length);
 	if (len < length || (uint64_t)offset + len > (uint64_t)INT64_MAX)
 		return -EOVERFLOW;
+	ret = map_where(flags, addrp, len, &want);
+	if (ret < 0)
+		return ret;
 	acc = fcntl(fd, F_GETFL);
 	if (acc < 0)
 		return -EBADF;
@@ -381,10 +471,32 @@ UPC_API int upc_map(struct upc_cache *c, int fd, off_t offset, size_t length, in
 	 * of our mappings taken for it (fork.c) does not have.
 	 */
 	pthread_rwlock_wrlock(&mm->lock);
-	addr = mmap(NULL, len, prot, MAP_SHARED, f->memfd, offset);
+	if (flags & UPC_MAP_FIXED) {
+		ret = map_clear_range(mm, want, want + len, &put, &nput);
+		if (ret < 0)
+			goto out_fail;
+	}
+	/*
+	 * At an address the caller chose, the mapping is made inaccessible
+	 * and given its protection only once it is registered and protected:
+	 * the caller's other threads may know the address already, and an
+	 * access before the registration would map a cached page writable
+	 * behind the engine's back, or put a page of zeros into a hole of the
+	 * memfd, as if it were the file's data.  (Elsewhere nobody knows the
+	 * address until it is returned.)
+	 */
+	mflags = MAP_SHARED | ((flags & UPC_MAP_FIXED) ? MAP_FIXED : 0) |
+		 ((flags & UPC_MAP_FIXED_NOREPLACE) ? MAP_FIXED_NOREPLACE : 0);
+	addr = mmap((void *)want, len, fixed ? PROT_NONE : prot, mflags, f->memfd, offset);
 	if (addr == MAP_FAILED) {
 		ret = -errno;
-		goto out_free;
+		goto out_fail;
+	}
+	if ((flags & UPC_MAP_FIXED_NOREPLACE) && (uintptr_t)addr != want) {
+		/* A kernel before 4.17 takes MAP_FIXED_NOREPLACE for a hint. */
+		munmap(addr, len);
+		ret = -EEXIST;
+		goto out_fail;
 	}
 	m->mm = mm;
 	m->file = f;
@@ -395,8 +507,8 @@ UPC_API int upc_map(struct upc_cache *c, int fd, off_t offset, size_t length, in
 	m->maxprot = acc == O_RDWR ? PROT_READ | PROT_WRITE : PROT_READ;
 
 	/*
-	 * Register before anyone can know the address; the write-protection
-	 * follows under f->lock.
+	 * Register before anyone can know the address (or access it: see
+	 * above); the write-protection follows under f->lock.
 	 */
 	ret = map_register(m, prot & PROT_WRITE);
 	if (ret < 0)
@@ -426,6 +538,9 @@ UPC_API int upc_map(struct upc_cache *c, int fd, off_t offset, size_t length, in
 	if (ret < 0)
 		goto out_unmap;
 	pthread_rwlock_unlock(&mm->lock);
+	for (size_t i = 0; i < nput; i++)
+		file_put(put[i]);
+	free(put);
 	fork_spare_refill(c);
 
 	/*
@@ -440,6 +555,8 @@ UPC_API int upc_map(struct upc_cache *c, int fd, off_t offset, size_t length, in
 	pop_len = f->npages <= m->pgoff ? 0 : min_t(uint64_t, len, (f->npages - m->pgoff) << UPC_PAGE_SHIFT);
 	ret = file_wp_extend(f, f->npages, &yielded);
 	pthread_mutex_unlock(&f->lock);
+	if (ret == 0 && fixed && prot != PROT_NONE && mprotect(addr, len, prot) < 0)
+		ret = -ENOMEM;
 	if (ret < 0) {
 		upc_unmap(c, addr, len);	/* takes the file reference with it */
 		return ret;
@@ -452,8 +569,14 @@ UPC_API int upc_map(struct upc_cache *c, int fd, off_t offset, size_t length, in
 
 out_unmap:
 	munmap(addr, len);
-out_free:
+out_fail:
+	/* Replaced mappings are gone, as a failed mmap(MAP_FIXED) may have unmapped the range. */
+	if (nput)
+		munmap((void *)want, len);
 	pthread_rwlock_unlock(&mm->lock);
+	for (size_t i = 0; i < nput; i++)
+		file_put(put[i]);
+	free(put);
 	free(m);
 out_put:
 	file_put(f);

@@ -3,7 +3,9 @@
  * Maps as large as mmap(2) allows, and at the address the caller asks for
  * (issue 9): a terabyte map of a small file costs page tables for the file's
  * part only; the file grows into it, through the cache, with no reservation
- * limit; a larger remap keeps what is cached.
+ * limit; a larger remap keeps what is cached; UPC_MAP_HINT,
+ * UPC_MAP_FIXED_NOREPLACE and UPC_MAP_FIXED behave as mmap's addr,
+ * MAP_FIXED_NOREPLACE and MAP_FIXED.
  */
 #include "helpers.h"
 
@@ -13,6 +15,7 @@
 #define TIB	(1ULL << 40)
 #define GIB	(1ULL << 30)
 #define MIB	(1ULL << 20)
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
 /* A field of /proc/self/status, in kB. */
 static long status_kb(const char *key)
@@ -205,6 +208,217 @@ Test(maps, remapping_larger_keeps_pages_cached, .timeout = 60)
 	cr_assert_eq(file_byte(fd, 5 * PAGE), 0xd1);
 	cr_assert_eq(upc_cache_destroy(c), 0);
 	unlink(path);
+	close(fd);
+}
+
+/* ------------------------------------------------------------ addresses */
+
+/*
+ * A free, page-aligned range of @len bytes between two guard pages that
+ * stay mapped: nothing larger than @len can be placed there meanwhile
+ * (the cache's own mmaps are gigabytes, or made before).
+ */
+static void *free_range(size_t len)
+{
+	char *a = mmap(NULL, len + 2 * PAGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+
+	cr_assert_neq(a, MAP_FAILED);
+	cr_assert_eq(munmap(a + PAGE, len), 0);
+	return a + PAGE;
+}
+
+Test(maps, hint_is_taken_where_free, .timeout = 60)
+{
+	struct upc_cache *c = cache_new(0);
+	int fd = tmpfile_pattern(8 * PAGE, NULL);
+	void *want = free_range(8 * PAGE), *a = want, *b = NULL;
+
+	cr_assert_eq(upc_map(c, fd, 0, 8 * PAGE, PROT_READ, UPC_MAP_HINT, &a), 0);
+	cr_assert_eq(a, want);
+	cr_assert_eq(((unsigned char *)a)[3 * PAGE], pat(3 * PAGE));
+	/* NULL: no hint.  A hint where something is mapped: elsewhere, as mmap(2). */
+	cr_assert_eq(upc_map(c, fd, 0, 8 * PAGE, PROT_READ, UPC_MAP_HINT, &b), 0);
+	cr_assert_neq(b, NULL);
+	b = a;
+	cr_assert_eq(upc_map(c, fd, 0, 8 * PAGE, PROT_READ | PROT_WRITE, UPC_MAP_HINT, &b), 0);
+	cr_assert_neq(b, a);
+	((unsigned char *)b)[0] = 0xe1;
+	cr_assert_eq(((unsigned char *)a)[0], 0xe1);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	cr_assert_eq(file_byte(fd, 0), 0xe1);
+	close(fd);
+}
+
+Test(maps, fixed_noreplace_maps_exactly_or_eexist, .timeout = 60)
+{
+	struct upc_cache *c = cache_new(0);
+	int fd = tmpfile_pattern(8 * PAGE, NULL);
+	unsigned char *want = free_range(8 * PAGE), *a = want, *anon;
+	void *b;
+
+	cr_assert_eq(upc_map(c, fd, 0, 8 * PAGE, PROT_READ | PROT_WRITE, UPC_MAP_FIXED_NOREPLACE, (void **)&a), 0);
+	cr_assert_eq(a, want);
+	cr_assert_eq(a[7 * PAGE + 3], pat(7 * PAGE + 3));
+	a[1] = 0xe2;
+	/* Over an upcache mapping, even a page of it: -EEXIST, nothing changed. */
+	b = want + 7 * PAGE;
+	cr_assert_eq(upc_map(c, fd, 0, 4 * PAGE, PROT_READ, UPC_MAP_FIXED_NOREPLACE, &b), -EEXIST);
+	cr_assert_eq(b, want + 7 * PAGE);
+	cr_assert_eq(a[1], 0xe2);
+	cr_assert_eq(stats_of(c).nr_mappings, 1);
+	/* Over anything else mapped: -EEXIST, and it stays as it was. */
+	anon = mmap(NULL, 8 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	cr_assert_neq(anon, MAP_FAILED);
+	anon[5] = 0x42;
+	b = anon + 4 * PAGE;
+	cr_assert_eq(upc_map(c, fd, 0, 2 * PAGE, PROT_READ, UPC_MAP_FIXED_NOREPLACE, &b), -EEXIST);
+	cr_assert_eq(anon[5], 0x42);
+	cr_assert_eq(munmap(anon, 8 * PAGE), 0);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	cr_assert_eq(file_byte(fd, 1), 0xe2);
+	close(fd);
+}
+
+Test(maps, fixed_replaces_whatever_is_mapped, .timeout = 60)
+{
+	struct upc_cache *c = cache_new(UPC_CACHE_NO_BGWB);
+	int fd = tmpfile_pattern(8 * PAGE, NULL);
+	unsigned char *anon, *a;
+
+	anon = mmap(NULL, 8 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	cr_assert_neq(anon, MAP_FAILED);
+	memset(anon, 0x11, 8 * PAGE);
+	a = anon + 2 * PAGE;
+	cr_assert_eq(upc_map(c, fd, 4 * PAGE, 4 * PAGE, PROT_READ | PROT_WRITE, UPC_MAP_FIXED, (void **)&a), 0);
+	cr_assert_eq(a, anon + 2 * PAGE);
+	cr_assert_eq(anon[2 * PAGE + 9], pat(4 * PAGE + 9));
+	cr_assert_eq(anon[PAGE], 0x11);		/* the rest is untouched */
+	cr_assert_eq(anon[6 * PAGE], 0x11);
+	a[10] = 0xe3;				/* tracked: written back */
+	cr_assert_eq(upc_msync(c, a, 4 * PAGE, UPC_MS_SYNC), 0);
+	cr_assert_eq(file_byte(fd, 4 * PAGE + 10), 0xe3);
+	cr_assert_eq(upc_unmap(c, a, 4 * PAGE), 0);
+	cr_assert_eq(munmap(anon, 8 * PAGE), 0);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	close(fd);
+}
+
+/* MAP_FIXED over upcache mappings: they go as by upc_unmap(), their dirty pages kept. */
+Test(maps, fixed_over_upcache_mappings_keeps_their_dirty_pages, .timeout = 60)
+{
+	struct upc_cache *c = cache_new(UPC_CACHE_NO_BGWB);
+	int fa = tmpfile_pattern(16 * PAGE, NULL), fb = tmpfile_pattern(16 * PAGE, NULL);
+	unsigned char *a, *a2, *b;
+	struct upc_stats st;
+
+	/* two mappings of file A side by side, both written */
+	a = free_range(16 * PAGE);
+	cr_assert_eq(upc_map(c, fa, 0, 8 * PAGE, PROT_READ | PROT_WRITE, UPC_MAP_FIXED_NOREPLACE, (void **)&a), 0);
+	a2 = a + 8 * PAGE;
+	cr_assert_eq(upc_map(c, fa, 8 * PAGE, 8 * PAGE, PROT_READ | PROT_WRITE, UPC_MAP_FIXED_NOREPLACE, (void **)&a2), 0);
+	for (size_t i = 0; i < 16; i++)
+		a[i * PAGE + 1] = (unsigned char)(0x80 + i);
+	cr_assert_eq(stats_of(c).pages_dirty, 16);
+	/* file B over the second half of the first and the first half of the second */
+	b = a + 4 * PAGE;
+	cr_assert_eq(upc_map(c, fb, 0, 8 * PAGE, PROT_READ | PROT_WRITE, UPC_MAP_FIXED, (void **)&b), 0);
+	cr_assert_eq(b, a + 4 * PAGE);
+	st = stats_of(c);
+	cr_assert_eq(st.nr_mappings, 3);	/* A's two ends and B */
+	cr_assert_eq(st.pages_dirty, 16, "dirty pages lost: %llu", (unsigned long long)st.pages_dirty);
+	for (size_t i = 0; i < 8; i++)
+		cr_assert_eq(b[i * PAGE + 1], pat(i * PAGE + 1));
+	b[2] = 0xf0;
+	cr_assert_eq(a[3 * PAGE + 1], 0x83);	/* what is left of A still works */
+	cr_assert_eq(a[12 * PAGE + 1], 0x8c);
+	a[13 * PAGE + 2] = 0x9d;
+	cr_assert_eq(upc_fsync(c, fa), 0);
+	cr_assert_eq(upc_fsync(c, fb), 0);
+	for (size_t i = 0; i < 16; i++)
+		cr_assert_eq(file_byte(fa, (off_t)(i * PAGE + 1)), 0x80 + i, "page %zu of A", i);
+	cr_assert_eq(file_byte(fa, 13 * PAGE + 2), 0x9d);
+	cr_assert_eq(file_byte(fb, 2), 0xf0);
+	cr_assert_eq(upc_unmap(c, a, 4 * PAGE), 0);
+	cr_assert_eq(upc_unmap(c, b, 8 * PAGE), 0);
+	cr_assert_eq(upc_unmap(c, a + 12 * PAGE, 4 * PAGE), 0);
+	cr_assert_eq(stats_of(c).nr_mappings, 0);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	close(fa);
+	close(fb);
+}
+
+/* A pinned page in the range: -EBUSY, and nothing changed. */
+Test(maps, fixed_over_a_pinned_page_is_ebusy, .timeout = 60)
+{
+	struct upc_cache *c = cache_new(UPC_CACHE_NO_BGWB);
+	int fd = tmpfile_pattern(8 * PAGE, NULL);
+	unsigned char *a, *b;
+
+	cr_assert_eq(upc_map(c, fd, 0, 8 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&a), 0);
+	cr_assert_eq(upc_pin(c, a + 6 * PAGE, PAGE, 0), 0);
+	a[1] = 0x31;
+	b = a + 4 * PAGE;
+	cr_assert_eq(upc_map(c, fd, 0, 4 * PAGE, PROT_READ, UPC_MAP_FIXED, (void **)&b), -EBUSY);
+	cr_assert_eq(b, a + 4 * PAGE);
+	cr_assert_eq(stats_of(c).nr_mappings, 1);
+	cr_assert_eq(a[4 * PAGE + 1], pat(4 * PAGE + 1));
+	a[7 * PAGE] = 0x32;
+	cr_assert_eq(upc_unpin(c, a + 6 * PAGE, PAGE), 0);
+	cr_assert_eq(upc_map(c, fd, 0, 4 * PAGE, PROT_READ, UPC_MAP_FIXED, (void **)&b), 0);
+	cr_assert_eq(b[1], 0x31);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	cr_assert_eq(file_byte(fd, 7 * PAGE), 0x32);
+	close(fd);
+}
+
+Test(maps, bad_addresses_are_einval, .timeout = 60)
+{
+	struct upc_cache *c = cache_new(0);
+	int fd = tmpfile_pattern(4 * PAGE, NULL);
+	unsigned char *want = free_range(4 * PAGE);
+	const unsigned int each[] = { UPC_MAP_HINT, UPC_MAP_FIXED_NOREPLACE, UPC_MAP_FIXED };
+	void *a;
+
+	for (size_t i = 0; i < ARRAY_SIZE(each); i++) {
+		a = want + 1;	/* unaligned */
+		cr_assert_eq(upc_map(c, fd, 0, PAGE, PROT_READ, each[i], &a), -EINVAL, "flag %#x", each[i]);
+		cr_assert_eq(a, want + 1);
+		a = (void *)(UINTPTR_MAX & ~(uintptr_t)(PAGE - 1));	/* wraps around */
+		cr_assert_eq(upc_map(c, fd, 0, 2 * PAGE, PROT_READ, each[i], &a), -EINVAL, "flag %#x", each[i]);
+	}
+	a = NULL;
+	cr_assert_eq(upc_map(c, fd, 0, PAGE, PROT_READ, UPC_MAP_FIXED, &a), -EINVAL);
+	cr_assert_eq(upc_map(c, fd, 0, PAGE, PROT_READ, UPC_MAP_FIXED_NOREPLACE, &a), -EINVAL);
+	a = want;
+	cr_assert_eq(upc_map(c, fd, 0, PAGE, PROT_READ, UPC_MAP_FIXED | UPC_MAP_HINT, &a), -EINVAL);
+	cr_assert_eq(upc_map(c, fd, 0, PAGE, PROT_READ, UPC_MAP_FIXED | UPC_MAP_FIXED_NOREPLACE, &a), -EINVAL);
+	cr_assert_eq(upc_map(c, fd, 0, PAGE, PROT_READ, UPC_MAP_FLAGS_ALL + 1, &a), -EINVAL);
+	/* Past the user address space: the kernel's answer, and no mapping. */
+	a = (void *)(1ULL << 62);
+	cr_assert_eq(upc_map(c, fd, 0, PAGE, PROT_READ, UPC_MAP_FIXED, &a), -ENOMEM);
+	cr_assert_eq(upc_map(c, fd, 0, PAGE, PROT_READ, UPC_MAP_FIXED_NOREPLACE, &a), -ENOMEM);
+	cr_assert_eq(stats_of(c).nr_mappings, 0);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	close(fd);
+}
+
+/* A fixed map is inaccessible until it is protected: a write to it is tracked from the start. */
+Test(maps, a_fixed_map_is_tracked_from_the_first_write, .timeout = 60)
+{
+	struct upc_cache *c = cache_new(UPC_CACHE_NO_BGWB);
+	int fd = tmpfile_pattern(4 * PAGE, NULL);
+	unsigned char *a = free_range(4 * PAGE);
+
+	cr_assert_eq(upc_map(c, fd, 0, 4 * PAGE, PROT_READ | PROT_WRITE, UPC_MAP_FIXED, (void **)&a), 0);
+	(void)*(volatile unsigned char *)a;	/* read first: mapped write-protected */
+	a[0] = 0x51;
+	cr_assert_eq(stats_of(c).pages_dirty, 1);
+	cr_assert_eq(upc_msync(c, a, 4 * PAGE, UPC_MS_SYNC), 0);
+	cr_assert_eq(stats_of(c).pages_dirty, 0);
+	a[0] = 0x52;				/* written again after the clean: dirty again (I1) */
+	cr_assert_eq(stats_of(c).pages_dirty, 1);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	cr_assert_eq(file_byte(fd, 0), 0x52);
 	close(fd);
 }
 
