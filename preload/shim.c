@@ -893,8 +893,8 @@ static void *take_mmap(void *addr, size_t len, int prot, int flags, int fd, off_
 	else if (si->si_accmode == O_RDONLY && (k_fcntl(fd, F_GETFL, 0) & O_ACCMODE) == O_RDWR) {
 		int nfd = fd_dup_high(fd);	/* a descriptor that can remap writable */
 
+		/* the old one stays open: another thread may be using its number */
 		if (nfd >= 0) {
-			k_close(si->si_fd);
 			si->si_fd = nfd;
 			si->si_accmode = O_RDWR;
 		}
@@ -1328,6 +1328,41 @@ kernel:
 	return 0;
 }
 
+/*
+ * The descriptor a write-type call hands the cache.  The cache reads what
+ * it caches, so it wants O_RDWR where the kernel takes O_WRONLY: once the
+ * program's own descriptor has passed the kernel's check (it is open for
+ * writing), ours is used - reopened read-write if it was not already
+ * (that needs read permission on the file: upcache-run(1)).
+ */
+static int write_fd(int fd, struct shim_inode *si)
+{
+	int fl = k_fcntl(fd, F_GETFL, 0), ret = fd;
+
+	if (fl < 0 || (fl & O_ACCMODE) != O_WRONLY)
+		return fd;
+	pthread_mutex_lock(&shim_lock);
+	if (si->si_accmode != O_RDWR) {
+		char proc[64];
+		int nfd, hfd;
+
+		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+		nfd = open(proc, O_RDWR | O_CLOEXEC);
+		if (nfd >= 0) {
+			hfd = fd_dup_high(nfd);
+			k_close(nfd);
+			if (hfd >= 0) {
+				si->si_fd = hfd;	/* the old one stays open, as in take_mmap() */
+				si->si_accmode = O_RDWR;
+			}
+		}
+	}
+	if (si->si_accmode == O_RDWR)
+		ret = si->si_fd;
+	pthread_mutex_unlock(&shim_lock);
+	return ret;
+}
+
 /* One positional transfer on a routed file; bytes or a negative errno. */
 static ssize_t route_rw(int rt, struct shim_inode *si, int fd, void *buf, size_t n, off_t off, bool wr)
 {
@@ -1373,6 +1408,7 @@ static ssize_t vec_rw(int rt, struct shim_inode *si, int fd, const struct iovec 
 	size_t total = 0;
 	ssize_t done = 0;
 	off_t pos;
+	int cfd;
 
 	if (cnt < 0 || cnt > IOV_MAX)
 		return -EINVAL;
@@ -1389,12 +1425,13 @@ static ssize_t vec_rw(int rt, struct shim_inode *si, int fd, const struct iovec 
 		pos = positioned ? k_lseek(fd, 0, SEEK_CUR) : off;
 	if (pos < 0)
 		return wr ? pos : -errno;
+	cfd = wr && rt == R_CACHE ? write_fd(fd, si) : fd;
 	for (int i = 0; i < cnt; i++) {
 		ssize_t r;
 
 		if (!iov[i].iov_len)
 			continue;
-		r = route_rw(rt, si, fd, iov[i].iov_base, iov[i].iov_len, pos + done, wr);
+		r = route_rw(rt, si, cfd, iov[i].iov_base, iov[i].iov_len, pos + done, wr);
 		if (r < 0) {
 			if (!done)
 				return r;
@@ -1436,7 +1473,11 @@ static ssize_t do_pread(int fd, void *buf, size_t n, off_t off)
 	int rt = route(fd, &si);
 	struct iovec v = { buf, n };
 
-	return rt == R_KERNEL ? k_pread(fd, buf, n, off) : ret_ssize(vec_rw(rt, si, fd, &v, 1, off, false));
+	if (rt == R_KERNEL)
+		return k_pread(fd, buf, n, off);
+	if (off < 0)
+		return set_errno(-EINVAL);
+	return ret_ssize(vec_rw(rt, si, fd, &v, 1, off, false));
 }
 
 SHIM_API ssize_t read(int fd, void *buf, size_t n)
@@ -1615,7 +1656,7 @@ static int do_ftruncate(int fd, off_t len)
 	int rt = route(fd, &si);
 
 	if (rt == R_CACHE)
-		return int_ret(upc_ftruncate(cache, fd, len));
+		return int_ret(upc_ftruncate(cache, write_fd(fd, si), len));
 	if (rt == R_CHILD)
 		child_log_once(si, "ftruncate");
 	return k_ftruncate(fd, len);
@@ -1648,7 +1689,7 @@ static int do_truncate(const char *path, off_t len)
 
 			if (fd < 0)
 				return -1;
-			ret = upc_ftruncate(cache, fd, len);
+			ret = upc_ftruncate(cache, write_fd(fd, si), len);
 			k_close(fd);
 			return int_ret(ret);
 		}
@@ -1672,7 +1713,7 @@ SHIM_API int fallocate(int fd, int mode, off_t off, off_t len)
 	int rt = route(fd, &si);
 
 	if (rt == R_CACHE)
-		return int_ret(upc_fallocate(cache, fd, mode, off, len));
+		return int_ret(upc_fallocate(cache, write_fd(fd, si), mode, off, len));
 	if (rt == R_CHILD)
 		child_log_once(si, "fallocate");
 	return k_fallocate(fd, mode, off, len);
@@ -1690,7 +1731,7 @@ static int do_posix_fallocate(int fd, off_t off, off_t len)
 	int rt = route(fd, &si);
 
 	if (rt == R_CACHE) {
-		int ret = upc_fallocate(cache, fd, 0, off, len);
+		int ret = upc_fallocate(cache, write_fd(fd, si), 0, off, len);
 
 		return ret < 0 ? -ret : 0;
 	}
