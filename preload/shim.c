@@ -982,8 +982,8 @@ static long protect_piece(struct shim_region *r, uintptr_t s, uintptr_t e, long 
 		return k_mprotect((void *)s, e - s, p) < 0 ? -errno : 0;
 	ret = upc_protect(cache, (void *)s, e - s, p);
 	if (ret == 0 && region_split_at(s) == 0 && region_split_at(e) == 0)
-		for (struct shim_region *q = region_at(s); q && q->sr_start < e; q++)
-			q->sr_prot = p;
+		for (size_t i = region_first(s); i < nr_regions && regions[i].sr_start < e; i++)
+			regions[i].sr_prot = p;
 	return ret;
 }
 
@@ -1402,7 +1402,7 @@ static off_t write_pos(int fd, off_t off, bool *positioned)
 
 /* Vectored (or, with one element, plain) transfer; @off -1: at the file position. */
 static ssize_t vec_rw(int rt, struct shim_inode *si, int fd, const struct iovec *iov, int cnt, off_t off,
-		      bool wr)
+		      bool wr, int rwf)
 {
 	bool positioned = off == -1;
 	size_t total = 0;
@@ -1448,6 +1448,25 @@ static ssize_t vec_rw(int rt, struct shim_inode *si, int fd, const struct iovec 
 		if (r < 0)
 			return r;
 	}
+	/*
+	 * Durability as write(2) gives it: the library honours O_DSYNC and
+	 * O_SYNC of the descriptor it is handed, so what is left is a write
+	 * through our read-write stand-in for an O_WRONLY one (write_fd) and
+	 * pwritev2's RWF_DSYNC and RWF_SYNC: the file is synced before the
+	 * call returns (all of it, where the kernel syncs the range).
+	 */
+	if (wr && rt == R_CACHE && done > 0) {
+		int fl = cfd != fd ? k_fcntl(fd, F_GETFL, 0) : 0;
+		bool full = (rwf & RWF_SYNC) || (fl > 0 && (fl & O_SYNC) == O_SYNC);
+		int r = 0;
+
+		if (full)
+			r = upc_fsync(cache, cfd);
+		else if ((rwf & RWF_DSYNC) || (fl > 0 && (fl & O_DSYNC)))
+			r = upc_fdatasync(cache, cfd);
+		if (r < 0)
+			return r;
+	}
 	if (positioned && done > 0)
 		k_lseek(fd, pos + done, SEEK_SET);
 	return done;
@@ -1464,7 +1483,7 @@ static ssize_t do_read(int fd, void *buf, size_t n)
 	int rt = route(fd, &si);
 	struct iovec v = { buf, n };
 
-	return rt == R_KERNEL ? k_read(fd, buf, n) : ret_ssize(vec_rw(rt, si, fd, &v, 1, -1, false));
+	return rt == R_KERNEL ? k_read(fd, buf, n) : ret_ssize(vec_rw(rt, si, fd, &v, 1, -1, false, 0));
 }
 
 static ssize_t do_pread(int fd, void *buf, size_t n, off_t off)
@@ -1477,7 +1496,7 @@ static ssize_t do_pread(int fd, void *buf, size_t n, off_t off)
 		return k_pread(fd, buf, n, off);
 	if (off < 0)
 		return set_errno(-EINVAL);
-	return ret_ssize(vec_rw(rt, si, fd, &v, 1, off, false));
+	return ret_ssize(vec_rw(rt, si, fd, &v, 1, off, false, 0));
 }
 
 SHIM_API ssize_t read(int fd, void *buf, size_t n)
@@ -1498,7 +1517,7 @@ SHIM_API ssize_t write(int fd, const void *buf, size_t n)
 	int rt = route(fd, &si);
 	struct iovec v = { (void *)buf, n };
 
-	return rt == R_KERNEL ? k_write(fd, buf, n) : ret_ssize(vec_rw(rt, si, fd, &v, 1, -1, true));
+	return rt == R_KERNEL ? k_write(fd, buf, n) : ret_ssize(vec_rw(rt, si, fd, &v, 1, -1, true, 0));
 }
 
 SHIM_API ssize_t pread(int fd, void *buf, size_t n, off_t off)
@@ -1535,7 +1554,7 @@ static ssize_t do_pwrite(int fd, const void *buf, size_t n, off_t off)
 		return k_pwrite(fd, buf, n, off);
 	if (off < 0)
 		return set_errno(-EINVAL);
-	return ret_ssize(vec_rw(rt, si, fd, &v, 1, off, true));
+	return ret_ssize(vec_rw(rt, si, fd, &v, 1, off, true, 0));
 }
 
 SHIM_API ssize_t pwrite(int fd, const void *buf, size_t n, off_t off)
@@ -1585,7 +1604,7 @@ static ssize_t do_vec(int fd, const struct iovec *iov, int cnt, off_t off, int f
 		return set_errno(-EINVAL);
 	if (flags & ~(RWF_HIPRI | RWF_DSYNC | RWF_SYNC | RWF_NOWAIT | RWF_APPEND))
 		return set_errno(-EOPNOTSUPP);
-	return ret_ssize(vec_rw(rt, si, fd, iov, cnt, (flags & RWF_APPEND) ? -1 : off, wr));
+	return ret_ssize(vec_rw(rt, si, fd, iov, cnt, (flags & RWF_APPEND) ? -1 : off, wr, flags));
 }
 
 SHIM_API ssize_t readv(int fd, const struct iovec *iov, int cnt)

@@ -486,6 +486,26 @@ static int case_private(void)
 	return 0;
 }
 
+/*
+ * Durable writes without a sync call: an O_WRONLY|O_DSYNC descriptor (how
+ * LMDB writes its meta page), an O_SYNC one and pwritev2(RWF_DSYNC), then
+ * kill -9: the test finds all three in the file.  A plain write is not.
+ */
+static int case_dsync(void)
+{
+	int fd = open_file(O_RDWR), wd = open_file(O_WRONLY | O_DSYNC), ws = open_file(O_RDWR | O_SYNC);
+	char *p = map_file(fd, 2 * PG, PROT_READ);
+	struct iovec v = { (void *)"rwfdsync", 8 };
+
+	CHECK(pwrite(wd, "o-dsync", 7, 10) == 7, "pwrite O_WRONLY|O_DSYNC");
+	CHECK(!memcmp(p + 10, "o-dsync", 7), "the mapping sees it");
+	CHECK(pwrite(ws, "o-sync", 6, 100) == 6, "pwrite O_SYNC");
+	CHECK(pwritev2(fd, &v, 1, PG + 10, RWF_DSYNC) == 8, "pwritev2 RWF_DSYNC");
+	CHECK(pwrite(fd, "lost", 4, PG + 100) == 4, "a plain pwrite");
+	kill(getpid(), SIGKILL);
+	return 1;
+}
+
 int main(int argc, char **argv)
 {
 	const char *c;
@@ -505,6 +525,8 @@ int main(int argc, char **argv)
 		return case_msync_kill();
 	if (!strcmp(c, "protect"))
 		return case_protect();
+	if (!strcmp(c, "dsync"))
+		return case_dsync();
 	if (!strcmp(c, "advise"))
 		return case_advise();
 	if (!strcmp(c, "remap"))

@@ -160,6 +160,28 @@ Test(preload, msync_then_kill, .timeout = 120)
 	cleanup(file);
 }
 
+Test(preload, o_dsync_and_rwf_dsync_writes_are_durable_at_once, .timeout = 120)
+{
+	char file[64], buf[4];
+	int fd = tmpfile_pattern(2 * PAGE, file), st;
+
+	close(fd);
+	st = run("preload-prog", "dsync", file);
+	skip_unless_mode();
+	cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "status %#x", st);
+	cr_assert(file_has(logpath, "upcache mapping at"));
+	expect_bytes(file, 10, "o-dsync");
+	expect_bytes(file, 100, "o-sync");
+	expect_bytes(file, PAGE + 10, "rwfdsync");
+	/* and the plain write died with the process (embedded mode: upcache-run(1)) */
+	fd = open(file, O_RDONLY);
+	cr_assert(fd >= 0);
+	cr_assert_eq(pread(fd, buf, 4, PAGE + 100), 4);
+	cr_assert(memcmp(buf, "lost", 4), "a plain write reached the file without a sync");
+	close(fd);
+	cleanup(file);
+}
+
 Test(preload, mprotect, .timeout = 120)
 {
 	one("protect", 2 * PAGE);
