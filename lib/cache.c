@@ -274,6 +274,9 @@ int file_grow(struct upc_file *f, off_t newsize)
 		return 0;
 	if (pg_round_up(newsize) > f->base_len)
 		return -EFBIG;
+	file_unfence(f);
+	if (f->fence)
+		return -ENOMEM;	/* the memfd could not take the pages past the fence */
 	if (nchunks > f->nchunks) {
 		struct upc_page **nc = realloc(f->chunks, nchunks * sizeof(*nc));
 		uint16_t *nu;
@@ -316,6 +319,74 @@ void file_size_refresh(struct upc_file *f)
 }
 
 /*
+ * End of file, enforced by the kernel: the memfd is cut to the pages the
+ * file has, so that the faulting access past them, woken, takes the
+ * kernel's own SIGBUS for a shmem page past i_size (BUS_ADRERR with its
+ * address, a signal handler sees what it sees on a kernel mapping; a
+ * kernel-mode access gets -EFAULT and no signal).  Nothing else can raise
+ * that signal for another thread: only the kernel, or the thread itself,
+ * may queue a SIGBUS with a positive si_code (rt_tgsigqueueinfo refuses
+ * it from another thread with EPERM).
+ *
+ * Nothing is lost in the cut: no page past npages is in the memfd
+ * (file_shrunk and truncation punch them; a page kept past a shrink, pinned
+ * or under write-back, is below npages).  While the fence stands, a fault
+ * past it is the kernel's SIGBUS without a look at the file's size, so it
+ * stands briefly: the file's next growth through the cache lifts it
+ * (file_grow), and otherwise the reclaim thread does within a second
+ * (files_unfence_stale).  If it is lifted before the woken thread ran
+ * into it, the thread faults here again and is fenced again: a retry, never
+ * a wrong answer.  Returns 0, or -errno (the caller signals the thread
+ * itself).  Caller holds f->lock.
+ */
+int file_fence(struct upc_file *f)
+{
+	int ret;
+
+	if (f->fence == f->npages)
+		return 0;
+	ret = sys_ftruncate(f->memfd, (off_t)(f->npages << UPC_PAGE_SHIFT));
+	if (ret < 0)
+		return ret;
+	if (!f->fence)
+		atomic_fetch_add(&f->cache->nr_fenced, 1);
+	f->fence = f->npages;
+	f->fenced_at = now_ms();
+	return 0;
+}
+
+/* The memfd back to the reservation's length: faults past end of file reach the handler again. */
+void file_unfence(struct upc_file *f)
+{
+	if (!f->fence)
+		return;
+	if (sys_ftruncate(f->memfd, (off_t)f->base_len) < 0)
+		return;		/* it stays fenced: the next growth tries again */
+	f->fence = 0;
+	atomic_fetch_sub(&f->cache->nr_fenced, 1);
+}
+
+#define FENCE_MS	100	/* a fence older than this is lifted by the reclaim thread */
+
+/* The reclaim thread's second tick: lift the fences that did their work.  Takes cache->lock. */
+void files_unfence_stale(struct upc_cache *c)
+{
+	uint64_t now = now_ms();
+
+	if (!atomic_load(&c->nr_fenced))
+		return;
+	pthread_mutex_lock(&c->lock);
+	for (struct upc_file *f = c->files; f; f = f->next) {
+		if (pthread_mutex_trylock(&f->lock))
+			continue;	/* busy: the next tick */
+		if (f->fence && now - f->fenced_at >= FENCE_MS)
+			file_unfence(f);
+		pthread_mutex_unlock(&f->lock);
+	}
+	pthread_mutex_unlock(&c->lock);
+}
+
+/*
  * Reserve enough address space in the staging mapping for the file to grow
  * to twice its size (at least 4 GiB): a mapping of a memfd may extend past
  * its size, and the kernel only allocates page tables where pages are.
@@ -350,6 +421,7 @@ static void file_free(struct upc_file *f)
 	free(f->chunks);
 	free(f->chunk_used);
 	pthread_mutex_destroy(&f->lock);
+	pthread_mutex_destroy(&f->io_lock);
 	pthread_cond_destroy(&f->wb_cond);
 	free(f);
 }
@@ -368,6 +440,7 @@ static int file_new(struct upc_cache *c, int fd, const struct stat *st, struct u
 	f->ino = st->st_ino;
 	f->memfd = -1;
 	pthread_mutex_init(&f->lock, NULL);
+	pthread_mutex_init(&f->io_lock, NULL);
 	pthread_cond_init(&f->wb_cond, NULL);
 
 	snprintf(name, sizeof(name), "upcache:%lx:%lu", (unsigned long)st->st_dev,
@@ -788,6 +861,7 @@ UPC_API int upc_cache_create(const struct upc_cache_opts *opts, struct upc_cache
 	c = calloc(1, sizeof(*c));
 	if (!c)
 		return -ENOMEM;
+	sigbus_install();	/* refused accesses get the kernel's SIGBUS (sigbus.c) */
 	c->track_mode = UPC_TRACK_SYNC;
 	c->flags = o.flags;
 	c->mem_limit = o.mem_limit ? o.mem_limit : default_mem_limit();
@@ -814,7 +888,8 @@ UPC_API int upc_cache_create(const struct upc_cache_opts *opts, struct upc_cache
 	 * is never seen (DESIGN.md, "checked on this kernel").
 	 */
 	want = UFFD_FEATURE_WP_HUGETLBFS_SHMEM | UFFD_FEATURE_WP_UNPOPULATED |
-	       (feats & UFFD_FEATURE_POISON) | (feats & UFFD_FEATURE_THREAD_ID);
+	       (feats & UFFD_FEATURE_POISON) | (feats & UFFD_FEATURE_THREAD_ID) |
+	       (feats & UFFD_FEATURE_EXACT_ADDRESS);	/* SIGBUS's si_addr (sigbus.c) */
 	/*
 	 * Asynchronous tracking needs WP_ASYNC (6.7), PAGEMAP_SCAN and MINOR
 	 * faults on shmem; without any of them the cache tracks synchronously

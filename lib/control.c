@@ -21,7 +21,6 @@
 #include "internal.h"
 #include "usdt.h"
 
-#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -152,9 +151,7 @@ static int pin_map(struct upc_map *m, uintptr_t s, uintptr_t e)
 				 * kernel refuses.  The pages are pinned: let go of the
 				 * lock meanwhile.
 				 */
-				pthread_mutex_unlock(&m->file->lock);
-				sched_yield();
-				pthread_mutex_lock(&m->file->lock);
+				fork_yield_file(m->file);
 			} else {
 				return -EFAULT;
 			}
@@ -260,9 +257,7 @@ UPC_API int upc_pin(struct upc_cache *c, void *addr, size_t length, unsigned int
 						break;
 					}
 					/* Forking, as in pin_map(); a write pin is never cleaned meanwhile. */
-					pthread_mutex_unlock(&f->lock);
-					sched_yield();
-					pthread_mutex_lock(&f->lock);
+					fork_yield_file(f);
 				}
 				if (ret < 0) {
 					unpin_pages(f, first, last);

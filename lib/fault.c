@@ -29,10 +29,10 @@
 #include "usdt.h"
 
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sched.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -107,14 +107,31 @@ long staging_insert(struct upc_file *f, uint64_t pgoff, uint64_t n, const char *
  * The store failed the faulting page: the access gets SIGBUS, as a failed
  * ->read_folio gives it in the kernel.  UFFDIO_POISON (6.6) leaves a poison
  * marker in the PTE; without it, the faulting thread is signalled directly.
+ *
  * A page past end of file is never poisoned (@poison false): the file may
  * grow, and then the next access must fault here again to see it, where a
- * poison marker would raise SIGBUS in the kernel for ever.  (The price: a
- * kernel-mode access past end of file, read(2) into the mapping, gets the
- * thread a SIGBUS besides its EFAULT; upc_map(3), End of file.)
+ * poison marker would raise SIGBUS in the kernel for ever.  The thread of
+ * this process gets the kernel's SIGBUS through the relay (sigbus.c); a
+ * forked child's, or one whose application took SIGBUS over, through the
+ * fence (cache.c, file_fence): the memfd is cut at end of file and the
+ * thread woken, so that its access takes the kernel's own SIGBUS.  Only a
+ * page neither reaches (one kept in the memfd past a shrink, I6, in a
+ * child) has the thread signalled from here, without the address
+ * (SI_TKILL).  Caller holds the file's lock.
  */
 static void fault_fail(struct upc_mm *mm, struct upc_map *m, uintptr_t addr, uint32_t ptid, bool poison)
 {
+	uint64_t pgoff = m->pgoff + ((addr - m->start) >> UPC_PAGE_SHIFT);
+
+	if (!poison && ptid && mm == &mm->cache->self &&
+	    sigbus_relay((pid_t)ptid, (mm->fault_exact & UPC_PAGE_MASK) == addr ? mm->fault_exact : addr) == 0) {
+		sys_uffd_wake(mm->uffd, addr, UPC_PAGE_SIZE);
+		return;
+	}
+	if (!poison && pgoff >= m->file->npages && file_fence(m->file) == 0) {
+		sys_uffd_wake(mm->uffd, addr, UPC_PAGE_SIZE);
+		return;
+	}
 	/*
 	 * UFFDIO_POISON installs into an empty PTE only, and ours holds a
 	 * uffd-wp marker (EEXIST): resolve the marker first.  The page is not
@@ -125,19 +142,7 @@ static void fault_fail(struct upc_mm *mm, struct upc_map *m, uintptr_t addr, uin
 	    (!m->wp || sys_uffd_wp(mm->uffd, addr, UPC_PAGE_SIZE, false, false) == 0) &&
 	    sys_uffd_poison(mm->uffd, addr, UPC_PAGE_SIZE) == 0)
 		return;
-	if (ptid && mm->pid == getpid()) {
-		/*
-		 * As the kernel's own SIGBUS for an access past end of file:
-		 * BUS_ADRERR with the faulting address, which signal handlers
-		 * (a JVM's, a database's) look at.  Allowed within our own
-		 * process only.
-		 */
-		siginfo_t si = { .si_signo = SIGBUS, .si_code = BUS_ADRERR };
-
-		si.si_addr = (void *)addr;
-		if (syscall(SYS_rt_tgsigqueueinfo, mm->pid, ptid, SIGBUS, &si) < 0)
-			syscall(SYS_tgkill, mm->pid, ptid, SIGBUS);
-	} else if (ptid && mm->pid) {
+	if (ptid && mm->pid) {
 		syscall(SYS_tgkill, mm->pid, ptid, SIGBUS);
 	} else if (ptid) {	/* a forked child: its pid is not known, its thread id is */
 		syscall(SYS_tkill, ptid, SIGBUS);
@@ -413,6 +418,8 @@ static void handle_wp(struct upc_mm *mm, struct upc_map *m, uintptr_t addr, uint
 static void handle_fault(struct upc_mm *mm, const struct uffd_msg *msg)
 {
 	uintptr_t addr = (uintptr_t)msg->arg.pagefault.address & UPC_PAGE_MASK;
+
+	mm->fault_exact = (uintptr_t)msg->arg.pagefault.address;	/* for a SIGBUS's si_addr */
 	uint64_t flags = msg->arg.pagefault.flags;
 	struct upc_map *m;
 
@@ -441,7 +448,7 @@ static void handle_fault(struct upc_mm *mm, const struct uffd_msg *msg)
 /*
  * Read what @mm's userfaultfd holds into @q (room for @space messages),
  * without blocking, allocating or taking a lock.  Fork events are counted
- * while the reader is counted in mm->reading (fork.c: write-back must know
+ * while the reader is counted in cache->reading (fork.c: write-back must know
  * of a child from the moment the kernel let its fork go on, which is this
  * read).  Returns the messages read.
  */
@@ -472,16 +479,22 @@ unsigned int uffd_read_msgs(struct upc_mm *mm, struct uffd_msg *q, unsigned int 
 	return n;
 }
 
+/* The messages before qhead were taken: move the rest down.  Only the handler thread calls it. */
+void mm_queue_compact(struct upc_mm *mm)
+{
+	if (!mm->qhead)
+		return;
+	memmove(mm->q, mm->q + mm->qhead, (mm->qtail - mm->qhead) * sizeof(*mm->q));
+	mm->qtail -= mm->qhead;
+	mm->qhead = 0;
+}
+
 /* The handler reads into its own queue.  Only the handler thread calls it. */
 unsigned int mm_read_msgs(struct upc_mm *mm)
 {
 	unsigned int n;
 
-	if (mm->qhead) {	/* the messages before qhead were taken: move the rest down */
-		memmove(mm->q, mm->q + mm->qhead, (mm->qtail - mm->qhead) * sizeof(*mm->q));
-		mm->qtail -= mm->qhead;
-		mm->qhead = 0;
-	}
+	mm_queue_compact(mm);
 	n = uffd_read_msgs(mm, mm->q + mm->qtail, UFFD_QUEUE - mm->qtail);
 	mm->qtail += n;
 	return n;

@@ -303,6 +303,7 @@ UPC_API ssize_t upc_pwrite(struct upc_cache *c, int fd, const void *buf, size_t 
 		goto out_put;
 	}
 	fillbuf = data + (bpages << UPC_PAGE_SHIFT);
+	pthread_mutex_lock(&f->io_lock);
 	while (done < len) {
 		uint64_t pos = (uint64_t)off + done, base = pos & UPC_PAGE_MASK;
 		uint64_t end = min_t(uint64_t, (uint64_t)off + len, base + (bpages << UPC_PAGE_SHIFT));
@@ -313,6 +314,9 @@ UPC_API ssize_t upc_pwrite(struct upc_cache *c, int fd, const void *buf, size_t 
 		memcpy(data + (pos - base), (const char *)buf + done, end - pos);
 		reclaim_throttle(c);
 		pthread_mutex_lock(&f->lock);
+		/* Past the end the cache knows: the file may have grown behind its back, and the edges read what is there. */
+		if (end > (uint64_t)f->size)
+			file_size_refresh(f);
 		/*
 		 * 1. A partial page the store has bytes of, and the cache does not
 		 * hold, is read first (the kernel's write_begin); a page wholly
@@ -345,6 +349,7 @@ UPC_API ssize_t upc_pwrite(struct upc_cache *c, int fd, const void *buf, size_t 
 			break;
 		}
 	}
+	pthread_mutex_unlock(&f->io_lock);
 	free(data);
 out_put:
 	file_put(f);
@@ -419,9 +424,13 @@ void file_drop_pages(struct upc_file *f, uint64_t first, uint64_t end)
 			UPC_TRACE(clean, f, p, 1, UPC_CLEAN_TRUNCATE);
 		}
 	}
-	if (sys_punch(f->memfd, (off_t)(first << UPC_PAGE_SHIFT), (off_t)((end - first) << UPC_PAGE_SHIFT)) < 0)
-		pr_warn("punch of pages %llu-%llu failed\n", (unsigned long long)first,
+	/* The punch zaps every PTE of the pages, in every process. */
+	if (sys_punch(f->memfd, (off_t)(first << UPC_PAGE_SHIFT), (off_t)((end - first) << UPC_PAGE_SHIFT)) < 0) {
+		/* They stay cached and in the page table: forgotten, they would be unaccounted memory. */
+		pr_warn("punch of pages %llu-%llu failed: they stay cached\n", (unsigned long long)first,
 			(unsigned long long)end - 1);
+		return;
+	}
 	for (uint64_t p = first; p < end; p++) {
 		if (!f->chunks[p >> PT_CHUNK_SHIFT]) {
 			p |= PT_CHUNK_PAGES - 1;
@@ -461,6 +470,7 @@ UPC_API int upc_ftruncate(struct upc_cache *c, int fd, off_t length)
 		goto out_put;
 	}
 	newpages = pg_round_up((uint64_t)length) >> UPC_PAGE_SHIFT;
+	pthread_mutex_lock(&f->io_lock);
 	pthread_mutex_lock(&f->lock);
 	/*
 	 * The pages kept: those below the new end, and below the size the
@@ -499,6 +509,7 @@ UPC_API int upc_ftruncate(struct upc_cache *c, int fd, off_t length)
 	if (ret == 0 && length > f->size)
 		ret = file_grow(f, length);
 	pthread_mutex_unlock(&f->lock);
+	pthread_mutex_unlock(&f->io_lock);
 out_put:
 	file_put(f);
 	return ret;
@@ -563,6 +574,7 @@ UPC_API int upc_fallocate(struct upc_cache *c, int fd, int mode, off_t off, off_
 		ret = -EFBIG;
 		goto out_put;
 	}
+	pthread_mutex_lock(&f->io_lock);
 	pthread_mutex_lock(&f->lock);
 	if (mode & FALLOC_FL_PUNCH_HOLE) {
 		ret = punch_hole(f, off, len);
@@ -573,6 +585,7 @@ UPC_API int upc_fallocate(struct upc_cache *c, int fd, int mode, off_t off, off_
 			ret = file_grow(f, off + len);
 	}
 	pthread_mutex_unlock(&f->lock);
+	pthread_mutex_unlock(&f->io_lock);
 out_put:
 	file_put(f);
 	return ret;

@@ -80,8 +80,9 @@
 /* ------------------------------------------------------------ I1 across fork */
 
 /*
- * A reader read a fork event (uffd_read_msgs(), counted in mm->reading).  Count it, and if the process's fork is in progress under
- * fork_prepare(), give it the snapshot of the mappings taken there.  No
+ * A reader read a fork event (uffd_read_msgs(), counted in cache->reading).
+ * Count it, and if the process's fork is in progress under fork_prepare(),
+ * give it the snapshot of the mappings taken there.  No
  * lock, no allocation: the forking thread may hold the malloc locks.
  */
 void fork_event_read(struct upc_mm *mm, struct uffd_msg *msg)
@@ -123,6 +124,20 @@ bool fork_settled(struct upc_file *f)
 	while (atomic_load(&c->reading))
 		sched_yield();
 	return atomic_load(&c->forks_pending) == 0;
+}
+
+/*
+ * A page-table ioctl on a mapping of @f answered EAGAIN: its mm is forking,
+ * and the reader of the fork event may need file->lock (a handler blocked on
+ * it).  Let go of the lock for a moment; the caller tries again.  For
+ * callers whose pages cannot go meanwhile (pinned), or that redo their work
+ * after it.  Caller holds f->lock.
+ */
+void fork_yield_file(struct upc_file *f)
+{
+	pthread_mutex_unlock(&f->lock);
+	sched_yield();
+	pthread_mutex_lock(&f->lock);
 }
 
 /*
@@ -278,11 +293,7 @@ void fork_stash_take(struct upc_mm *mm)
 	if (atomic_load(&c->forking))
 		return;
 	pthread_mutex_lock(&c->stash_lock);
-	if (mm->qhead) {
-		memmove(mm->q, mm->q + mm->qhead, (mm->qtail - mm->qhead) * sizeof(*mm->q));
-		mm->qtail -= mm->qhead;
-		mm->qhead = 0;
-	}
+	mm_queue_compact(mm);
 	n = min_t(unsigned int, atomic_load(&c->nstash), UFFD_QUEUE - mm->qtail);
 	memcpy(mm->q + mm->qtail, c->stash, n * sizeof(*mm->q));
 	mm->qtail += n;
@@ -344,8 +355,8 @@ void fork_reader_stop(struct upc_cache *c)
 
 /*
  * Keep a snapshot buffer for the next fork large enough for the mappings
- * (fork_prepare() cannot allocate).  Allocates outside self.lock, swaps
- * under it.
+ * (fork_prepare() cannot allocate).  Allocates with no lock held, swaps
+ * under snap_lock.
  */
 void fork_spare_refill(struct upc_cache *c)
 {

@@ -140,8 +140,17 @@ struct upc_file {
 
 	pthread_mutex_t lock;
 	pthread_cond_t wb_cond;		/* broadcast when write-back completes */
+	/*
+	 * The kernel's i_rwsem for writers: upc_pwrite, upc_ftruncate and
+	 * upc_fallocate hold it across the whole call, so that two writes do
+	 * not interleave (upc_pwrite lets go of @lock between chunks).  Taken
+	 * before @lock, never by a fault.
+	 */
+	pthread_mutex_t io_lock;
 	off_t size;			/* file size as last seen */
 	uint64_t npages;		/* @size in pages, rounded up (the memfd is base_len long) */
+	uint64_t fence;			/* non-zero: the memfd is cut to this many pages (fault.c) */
+	uint64_t fenced_at;		/* ... since this now_ms() */
 	struct upc_page **chunks;	/* page table: npages / 512 chunk pointers */
 	uint16_t *chunk_used;		/* cached pages per chunk; a chunk is freed at 0 */
 	uint64_t nchunks;
@@ -193,6 +202,7 @@ struct upc_mm {
 	int stop_efd;			/* "look at your flags": @stopping, the fork stash */
 	bool stopping;
 	char *bounce;			/* the handler's fill buffer, ra_max pages */
+	uintptr_t fault_exact;		/* the address of the fault being handled, not rounded */
 	/*
 	 * The handler's queue of messages read and not yet handled (fault.c):
 	 * q[qhead, qtail).  Preallocated, so that reading never allocates.
@@ -261,6 +271,7 @@ struct upc_cache {
 	/* memory: cached pages, watermarks, the reclaim thread (kswapd) */
 	_Atomic uint64_t nr_cached;
 	_Atomic uint64_t nr_active;	/* replacement: pages in the active list */
+	_Atomic unsigned int nr_fenced;	/* files whose memfd is cut at end of file (fault.c) */
 	uint64_t limit_pages, high_pages, low_pages, hard_pages;
 	struct upc_file *clock_file;	/* reclaim visits files round-robin */
 	pthread_t rc_thread;
@@ -349,6 +360,11 @@ __upc_hidden void page_add(struct upc_file *f, uint64_t pgoff, struct upc_page *
 __upc_hidden void page_remove(struct upc_file *f, uint64_t pgoff);
 __upc_hidden int file_grow(struct upc_file *f, off_t newsize);
 __upc_hidden void file_size_refresh(struct upc_file *f);
+__upc_hidden int file_fence(struct upc_file *f);
+__upc_hidden void sigbus_install(void);
+__upc_hidden int sigbus_relay(pid_t tid, uintptr_t addr);
+__upc_hidden void file_unfence(struct upc_file *f);
+__upc_hidden void files_unfence_stale(struct upc_cache *c);
 struct upc_io;
 __upc_hidden uint64_t fill_valid(struct upc_file *f, int ret, struct upc_io *io);
 __upc_hidden void file_size_recheck(struct upc_file *f, uint64_t pgoff);
@@ -395,6 +411,7 @@ __upc_hidden long staging_insert(struct upc_file *f, uint64_t pgoff, uint64_t n,
 __upc_hidden int fault_handler_start(struct upc_mm *mm);
 __upc_hidden void fault_handler_stop(struct upc_mm *mm);
 __upc_hidden void fault_populate(uintptr_t start, size_t len, int prot);
+__upc_hidden void mm_queue_compact(struct upc_mm *mm);
 __upc_hidden unsigned int mm_read_msgs(struct upc_mm *mm);
 __upc_hidden unsigned int uffd_read_msgs(struct upc_mm *mm, struct uffd_msg *q, unsigned int space);
 #define UFFD_QUEUE	1024	/* messages a handler holds: more than threads fault at once */
@@ -405,6 +422,7 @@ __upc_hidden void fork_event(struct upc_mm *parent, const struct uffd_msg *msg);
 __upc_hidden void fork_event_drop(struct upc_mm *mm, const struct uffd_msg *msg);
 __upc_hidden bool fork_settled(struct upc_file *f);
 __upc_hidden void fork_wait_settled(struct upc_cache *c);
+__upc_hidden void fork_yield_file(struct upc_file *f);
 __upc_hidden int fork_reader_start(struct upc_cache *c);
 __upc_hidden void fork_reader_stop(struct upc_cache *c);
 __upc_hidden void fork_stash_take(struct upc_mm *mm);

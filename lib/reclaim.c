@@ -34,7 +34,6 @@
 #include "internal.h"
 #include "usdt.h"
 
-#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -327,6 +326,7 @@ static void *reclaim_main(void *arg)
 			 */
 			pthread_mutex_unlock(&c->rc_lock);
 			file_reap(c, true);
+			files_unfence_stale(c);
 			publish_tick(c);
 			pthread_mutex_lock(&c->rc_lock);
 			continue;
@@ -446,11 +446,8 @@ int dontneed_piece(struct upc_map *m, uintptr_t s, uintptr_t e, uint64_t first, 
 				 * its fork event may need file->lock (fork.c).  The
 				 * range must end protected: let go, try again.
 				 */
-				while ((ret = sys_uffd_wp(m->mm->uffd, a, len, true, false)) == -EAGAIN) {
-					pthread_mutex_unlock(&f->lock);
-					sched_yield();
-					pthread_mutex_lock(&f->lock);
-				}
+				while ((ret = sys_uffd_wp(m->mm->uffd, a, len, true, false)) == -EAGAIN)
+					fork_yield_file(f);
 		}
 		p = q + 1;	/* past the pinned page */
 	}

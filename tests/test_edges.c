@@ -2,6 +2,7 @@
 /* The kernel's mmap semantics at the edges: EOF, SIGBUS, SIGSEGV. */
 #include "helpers.h"
 
+#include <setjmp.h>
 #include <signal.h>
 
 Test(edges, tail_of_last_page_reads_zero_and_is_never_written, .timeout = 60)
@@ -205,6 +206,60 @@ Test(edges, a_shrink_then_growth_keeps_the_page_accounting, .timeout = 60)
 	cr_assert_eq(upc_map(c, fd, 0, 50 * PAGE, PROT_READ, 0, (void **)&q), 0);
 	cr_assert_eq(upc_msync(c, p, 100 * PAGE, UPC_MS_SYNC), 0);
 	cr_assert_eq(stats_of(c).pages_dirty, 0, "a page past the end of file stays dirty for ever");
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	close(fd);
+}
+
+static sigjmp_buf bus_jmp;
+
+static void on_bus(int sig)
+{
+	(void)sig;
+	siglongjmp(bus_jmp, 1);
+}
+
+/* Does reading @p raise SIGBUS?  (The test goes on after it.) */
+static bool raises_sigbus(volatile unsigned char *p)
+{
+	struct sigaction sa = { .sa_handler = on_bus }, old;
+	volatile bool bus = false;
+
+	sigemptyset(&sa.sa_mask);
+	cr_assert_eq(sigaction(SIGBUS, &sa, &old), 0);
+	if (sigsetjmp(bus_jmp, 1) == 0)
+		(void)*p;
+	else
+		bus = true;
+	sigaction(SIGBUS, &old, NULL);
+	return bus;
+}
+
+/*
+ * Pages the cache held past an end of file that moved down behind its back
+ * must not come back as file data when the file grows again (the kernel's
+ * truncate_pagecache drops them).  A 3-page file with pages 0 and 2 cached
+ * is cut to 100 bytes; a fault on page 1 shows the cache the shrink; the
+ * file grows back to 3 pages (zeros): page 2 reads as zeros.
+ */
+Test(edges, pages_past_a_shrink_do_not_come_back_when_the_file_grows, .timeout = 60)
+{
+	struct upc_cache *c = cache_new(UPC_CACHE_NO_BGWB);
+	int fd = tmpfile_pattern(3 * PAGE, NULL);
+	unsigned char *p, *q;
+
+	cr_assert_eq(upc_map(c, fd, 0, 3 * PAGE, PROT_READ, 0, (void **)&p), 0);
+	cr_assert_eq(upc_advise(c, p, 3 * PAGE, UPC_ADV_RANDOM), 0);
+	cr_assert_eq(p[0], pat(0));
+	cr_assert_eq(p[2 * PAGE], pat(2 * PAGE));
+	cr_assert_eq(ftruncate(fd, 100), 0);
+	cr_assert(raises_sigbus(p + PAGE), "page 1 is past the new end");
+	cr_assert_eq(ftruncate(fd, 3 * PAGE), 0);
+	cr_assert_eq(upc_map(c, fd, 0, 3 * PAGE, PROT_READ, 0, (void **)&q), 0);
+	for (size_t i = 0; i < PAGE; i += 511)
+		cr_assert_eq(q[2 * PAGE + i], 0, "byte %zu of page 2 is %#x: old data came back", i, q[2 * PAGE + i]);
+	cr_assert_eq(q[50], pat(50));
+	for (size_t i = 100; i < PAGE; i += 97)
+		cr_assert_eq(q[i], 0, "byte %zu of page 0, past the old end, is %#x", i, q[i]);
 	cr_assert_eq(upc_cache_destroy(c), 0);
 	close(fd);
 }

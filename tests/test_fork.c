@@ -18,6 +18,15 @@ static bool child_served(struct upc_cache *c)
 	return stats_of(c).track_mode == UPC_TRACK_SYNC && (upc_probe() & UPC_FEAT_EVENT_FORK);
 }
 
+/* Skip a case that needs served children where they are not (async tracking; SIGSEGV is tested above). */
+static void skip_unless_served(struct upc_cache *c)
+{
+	if (child_served(c))
+		return;
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	cr_skip_test("forked children are not served in asynchronous tracking (SIGSEGV: tested above)");
+}
+
 /* Run @fn in a child; return its wait status. */
 static int in_child(void (*fn)(unsigned char *, int), unsigned char *p, int arg)
 {
@@ -101,10 +110,7 @@ Test(fork, a_child_racing_write_back_loses_nothing, .timeout = 60)
 	pid_t pid;
 
 	cr_assert_eq(upc_map(c, fd, 0, 16 * PAGE, PROT_READ | PROT_WRITE, UPC_MAP_POPULATE, (void **)&p), 0);
-	if (!child_served(c)) {
-		cr_assert_eq(upc_cache_destroy(c), 0);
-		cr_skip_test("forked children are not served in asynchronous tracking (SIGSEGV: tested above)");
-	}
+	skip_unless_served(c);
 	pid = fork();
 	if (pid == 0)
 		child_writer(p, 2000000);
@@ -129,10 +135,7 @@ Test(fork, after_the_parent_destroys_the_cache_the_child_gets_sigbus, .timeout =
 	pid_t pid;
 
 	cr_assert_eq(upc_map(c, fd, 0, 64 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
-	if (!child_served(c)) {
-		cr_assert_eq(upc_cache_destroy(c), 0);
-		cr_skip_test("forked children are not served in asynchronous tracking (SIGSEGV: tested above)");
-	}
+	skip_unless_served(c);
 	cr_assert_eq(pipe(go), 0);
 	pid = fork();
 	if (pid == 0) {
@@ -240,10 +243,7 @@ Test(fork, forks_racing_write_back_lose_no_child_write, .timeout = 120)
 	long got;
 
 	cr_assert_eq(upc_map(c, fd, 0, 16 * PAGE, PROT_READ | PROT_WRITE, UPC_MAP_POPULATE, (void **)&fl.p), 0);
-	if (!child_served(c)) {
-		cr_assert_eq(upc_cache_destroy(c), 0);
-		cr_skip_test("forked children are not served in asynchronous tracking (SIGSEGV: tested above)");
-	}
+	skip_unless_served(c);
 	pthread_create(&th, NULL, flush_loop, &fl);
 	for (long i = 1; i <= 200; i++) {
 		((volatile long *)fl.p)[0] = -i;	/* the parent dirties the page: its PTE is writable */
@@ -372,10 +372,7 @@ Test(fork, a_grandchild_write_racing_write_back_is_not_lost, .timeout = 120)
 	long got;
 
 	cr_assert_eq(upc_map(c, fd, 0, 16 * PAGE, PROT_READ | PROT_WRITE, UPC_MAP_POPULATE, (void **)&fl.p), 0);
-	if (!child_served(c)) {
-		cr_assert_eq(upc_cache_destroy(c), 0);
-		cr_skip_test("forked children are not served in asynchronous tracking (SIGSEGV: tested above)");
-	}
+	skip_unless_served(c);
 	cr_assert_eq(pipe(cmd), 0);
 	cr_assert_eq(pipe(ack), 0);
 	child = fork();
@@ -508,10 +505,7 @@ Test(fork, children_that_are_gone_are_freed, .timeout = 60)
 	pid_t pid;
 
 	cr_assert_eq(upc_map(c, fd, 0, 16 * PAGE, PROT_READ | PROT_WRITE, UPC_MAP_POPULATE, (void **)&p), 0);
-	if (!child_served(c)) {
-		cr_assert_eq(upc_cache_destroy(c), 0);
-		cr_skip_test("forked children are not served in asynchronous tracking (SIGSEGV: tested above)");
-	}
+	skip_unless_served(c);
 	before = count_fds();
 	for (int i = 0; i < 50; i++) {
 		pid = fork();

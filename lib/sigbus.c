@@ -1,0 +1,186 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * sigbus.c - the kernel's SIGBUS for an access the cache refuses (past end
+ * of file), delivered to the faulting thread with the kernel's siginfo:
+ * si_code BUS_ADRERR and si_addr the faulting address, which signal
+ * handlers (a JVM's, a database's that survives a truncated file) look at.
+ *
+ * The fault handler runs in another thread, and the kernel lets no thread
+ * queue a signal with a positive si_code to another one
+ * (do_rt_tgsigqueueinfo() refuses it with EPERM: only the kernel may
+ * pretend to be the kernel); a thread may queue one to itself.  So the
+ * handler relays, with a real-time signal of the library's own (SIGRTMAX,
+ * or $UPC_RELAY_SIGNAL; 0 turns the relay off) and a slot per thread
+ * (tid, address, state):
+ *
+ *  1. The first refusal of (thread, address) is a probe: the thread,
+ *     interrupted in its fault, runs relay_action(), which only arms the
+ *     slot and returns.  The fault was the thread's own access, or a
+ *     kernel-mode one inside a system call (read(2) into the mapping): the
+ *     kernel's answer to the latter is -EFAULT from the call and no
+ *     signal, which is what the thread has now (a pending signal ends the
+ *     kernel's fault with the exception fixup).
+ *  2. A user-mode access re-executes and faults again at once: the handler
+ *     finds the slot armed and relays "deliver", and relay_action() queues
+ *     SIGBUS, BUS_ADRERR, the address, to its own thread, unblocked and
+ *     not ignored (as force_sig_fault() makes it).  It is delivered as the
+ *     relay handler returns, in the faulting context, to whatever handles
+ *     SIGBUS then: the application's handler, or the default action.
+ *
+ * SIGBUS itself stays the application's: nothing is installed for it, so
+ * handlers set and reset around an access (sigsetjmp idioms) work as on
+ * the kernel.  When the relay cannot be used (the signal is someone
+ * else's, the thread blocks it, a forked child: the slots are in the
+ * parent's memory), the caller falls back to the fence (cache.c,
+ * file_fence), which has the kernel raise the signal itself.
+ */
+#include "internal.h"
+
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define RELAY_SLOTS	64
+
+enum { RELAY_PROBE, RELAY_ARMED, RELAY_DELIVER };
+
+static struct {
+	_Atomic pid_t tid;		/* 0: free */
+	_Atomic uintptr_t addr;
+	_Atomic int state;
+} relay[RELAY_SLOTS];
+
+static int relay_sig;		/* 0: no relay */
+static pthread_once_t sigbus_once = PTHREAD_ONCE_INIT;
+
+static pid_t sigbus_gettid(void)
+{
+	return (pid_t)syscall(SYS_gettid);
+}
+
+/* In the faulting thread: the kernel's SIGBUS for @addr, as force_sig_fault() sends it. */
+static void raise_sigbus(void *addr, void *uctx)
+{
+	struct sigaction sa;
+	siginfo_t k;
+
+	if (sigaction(SIGBUS, NULL, &sa) == 0 && sa.sa_handler == SIG_IGN)
+		signal(SIGBUS, SIG_DFL);
+	memset(&k, 0, sizeof(k));
+	k.si_signo = SIGBUS;
+	k.si_code = BUS_ADRERR;
+	k.si_addr = addr;
+	syscall(SYS_rt_tgsigqueueinfo, getpid(), sigbus_gettid(), SIGBUS, &k);
+	/* The mask restored as this handler returns: SIGBUS not in it. */
+	sigdelset(&((ucontext_t *)uctx)->uc_sigmask, SIGBUS);
+}
+
+static void relay_action(int sig, siginfo_t *si, void *uctx)
+{
+	int saved = errno;
+	pid_t me;
+
+	(void)sig;
+	if (si->si_code != SI_QUEUE || si->si_pid != getpid())
+		return;		/* not ours: a stray real-time signal has no default to run */
+	me = sigbus_gettid();
+	for (unsigned int i = 0; i < RELAY_SLOTS; i++) {
+		if (atomic_load(&relay[i].tid) != me ||
+		    atomic_load(&relay[i].addr) != (uintptr_t)si->si_value.sival_ptr)
+			continue;
+		if (atomic_load(&relay[i].state) == RELAY_PROBE) {
+			atomic_store(&relay[i].state, RELAY_ARMED);
+		} else {
+			atomic_store(&relay[i].tid, 0);
+			raise_sigbus(si->si_value.sival_ptr, uctx);
+		}
+		break;
+	}
+	errno = saved;
+}
+
+static void sigbus_install_once(void)
+{
+	const char *env = getenv("UPC_RELAY_SIGNAL");
+	struct sigaction sa, old;
+	int sig = SIGRTMAX;
+
+	if (env && *env) {
+		char *end;
+		long v = strtol(env, &end, 10);
+
+		if (*end || v < 0 || (v && (v < SIGRTMIN || v > SIGRTMAX))) {
+			pr_warn("UPC_RELAY_SIGNAL=%s is not 0 or a real-time signal: the relay is off\n", env);
+			return;
+		}
+		sig = (int)v;
+	}
+	if (!sig)
+		return;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_sigaction = relay_action;
+	sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(sig, NULL, &old) < 0 || old.sa_handler != SIG_DFL || (old.sa_flags & SA_SIGINFO)) {
+		pr_info("signal %d is the application's: refused accesses are fenced (sigbus.c)\n", sig);
+		return;
+	}
+	if (sigaction(sig, &sa, NULL) == 0)
+		relay_sig = sig;
+}
+
+/* Once per process, from upc_cache_create(). */
+void sigbus_install(void)
+{
+	pthread_once(&sigbus_once, sigbus_install_once);
+}
+
+/*
+ * Have thread @tid of this process take the kernel's SIGBUS for @addr, as
+ * described at the top.  The caller wakes the fault afterwards.  Returns 0,
+ * or -errno when it cannot (the application's handler replaced ours, the
+ * thread blocks SIGBUS, the slots are full, the thread is gone): the caller
+ * has the kernel raise it another way.
+ */
+int sigbus_relay(pid_t tid, uintptr_t addr)
+{
+	struct sigaction cur;
+	siginfo_t si;
+	int state;
+
+	if (!relay_sig || sigaction(relay_sig, NULL, &cur) < 0 || !(cur.sa_flags & SA_SIGINFO) ||
+	    cur.sa_sigaction != relay_action)
+		return -ENOENT;
+	for (unsigned int i = 0; i < RELAY_SLOTS; i++) {
+		pid_t t = atomic_load(&relay[i].tid);
+
+		/* One slot a thread: taken if free, else the thread's own is reused. */
+		if (t != tid && (t || !atomic_compare_exchange_strong(&relay[i].tid, &t, tid)))
+			continue;
+		if (t == tid && atomic_load(&relay[i].addr) == addr) {
+			state = atomic_load(&relay[i].state);
+			if (state != RELAY_ARMED) {	/* the last one was never taken: the relay is blocked */
+				atomic_store(&relay[i].tid, 0);
+				return -EAGAIN;
+			}
+			state = RELAY_DELIVER;
+		} else {
+			state = RELAY_PROBE;
+		}
+		atomic_store(&relay[i].state, state);
+		atomic_store(&relay[i].addr, addr);
+		memset(&si, 0, sizeof(si));
+		si.si_signo = relay_sig;
+		si.si_code = SI_QUEUE;
+		si.si_pid = getpid();
+		si.si_uid = getuid();
+		si.si_value.sival_ptr = (void *)addr;
+		if (syscall(SYS_rt_tgsigqueueinfo, getpid(), tid, relay_sig, &si) == 0)
+			return 0;
+		atomic_store(&relay[i].tid, 0);
+		return -errno;
+	}
+	return -EAGAIN;
+}
