@@ -11,7 +11,7 @@
  * cursor scans of the database against it.
  *
  * Usage:
- *   lmdb-work [-w] [-f] [-m mapsize] [-r] [-n txns] [-b batch] [-S seed] DIR
+ *   lmdb-work [-w] [-f] [-m mapsize] [-r] [-n txns] [-b batch] [-S seed] [DIR]
  *       the workload: txns write transactions of about batch puts and a few
  *       deletes each, in a main database and in a MDB_DUPSORT one ("dups");
  *       a cursor scan checked against the model every 7 transactions and at
@@ -22,6 +22,7 @@
  *       default 64M); -r start with a 1 MiB map and grow it with
  *       mdb_env_set_mapsize() at MDB_MAP_FULL and, in any case, half way
  *       (not with -f: LMDB cannot promise the larger map the same address).
+ *       Without DIR: in a new temporary directory, removed at the end.
  *   lmdb-work -K progress [-w] [-m mapsize] DIR
  *       a writer to be killed: synced commits (no MDB_NOSYNC) of one txn
  *       each, forever; after each commit returns, its number is appended to
@@ -490,10 +491,27 @@ int main(int argc, char **argv)
 		default: goto usage;
 		}
 	}
-	if (optind + 1 != argc)
+	if (optind + 1 < argc || (optind == argc && (kill_progress || verify_progress)))
 		goto usage;
 	rng = seed;
 	setvbuf(stdout, NULL, _IOLBF, 0);
+	if (optind == argc) {
+		/* No DIR: the default workload in a temporary directory (make check runs it so). */
+		char tmpl[] = "/var/tmp/upc-lmdb-work.XXXXXX", f[64];
+		int ret;
+
+		if (!mkdtemp(tmpl)) {
+			perror("mkdtemp");
+			return 2;
+		}
+		ret = workload(tmpl, flags, mapsize, resize, ntxn, batch);
+		snprintf(f, sizeof(f), "%s/data.mdb", tmpl);
+		unlink(f);
+		snprintf(f, sizeof(f), "%s/lock.mdb", tmpl);
+		unlink(f);
+		rmdir(tmpl);
+		return ret;
+	}
 	if (kill_progress)
 		return writer(argv[optind], kill_progress, flags, mapsize, batch);
 	if (verify_progress)
@@ -501,7 +519,7 @@ int main(int argc, char **argv)
 	return workload(argv[optind], flags, mapsize, resize, ntxn, batch);
 usage:
 	fprintf(stderr, "usage: lmdb-work [-w] [-f] [-m mapsize] [-r] [-n txns] [-b batch] "
-		"[-S seed] DIR\n       lmdb-work -K progress [-w] [-m mapsize] DIR\n"
+		"[-S seed] [DIR]\n       lmdb-work -K progress [-w] [-m mapsize] DIR\n"
 		"       lmdb-work -V progress DIR\n");
 	return 2;
 }
