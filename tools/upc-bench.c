@@ -35,7 +35,7 @@ static const char *const target_status_name[] = {
 
 static void (*const workloads[NR_WORKLOADS + 1])(struct workload *) = {
 	NULL, wl1_cached_seq, wl2_cold_seq, wl3_cached_rand, wl4_cold_rand,
-	wl5_first_write, wl6_msync, wl7_evict, wl8_floor,
+	wl5_first_write, wl6_msync, wl7_evict, wl8_floor, wl9_databases,
 };
 
 /* ------------------------------------------------------------ small helpers */

@@ -39,7 +39,7 @@
 #define MAX_VARIANTS	24
 #define MAX_RATIOS	16
 #define MAX_TARGETS	32
-#define NR_WORKLOADS	8
+#define NR_WORKLOADS	9
 #define NAME_LEN	48
 
 /* Counters of one pass: getrusage() deltas, and upc_stats() deltas for upcache variants. */
@@ -220,6 +220,8 @@ void wl6_msync(struct workload *w);
 void wl7_evict(struct workload *w);
 /* upc-bench-floor.c */
 void wl8_floor(struct workload *w);
+/* upc-bench-apps.c */
+void wl9_databases(struct workload *w);
 int floor_wp_variant(struct workload *w, const char *name, int pin, bool info, size_t npages);
 
 /* floor pinning */
