@@ -45,6 +45,10 @@ static void find_tool(char *out, size_t len, const char *name, const char *alt)
 	if (!slash)
 		return;
 	*slash = 0;
+	/* In the build tree, libtool runs the program from .libs/. */
+	slash = strrchr(exe, '/');
+	if (slash && !strcmp(slash, "/.libs"))
+		*slash = 0;
 	if ((size_t)snprintf(out, len, "%s/%s", exe, name) < len && access(out, X_OK) == 0)
 		return;
 	if (alt && (size_t)snprintf(out, len, "%s/%s/%s", exe, alt, name) < len && access(out, X_OK) == 0)
