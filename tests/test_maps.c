@@ -517,3 +517,36 @@ Test(maps, pages_the_file_gains_are_write_protected_in_the_map, .timeout = 60)
 	cr_assert_eq(file_byte(fd, g + 2 * PAGE), 0x72);
 	close(fd);
 }
+
+/*
+ * A truncation empties the entries of the pages it drops, and a page that
+ * was writable leaves no protection behind: when the file grows again,
+ * those pages are write-protected again like any new page (I1; under
+ * asynchronous tracking an unprotected entry reads as written).
+ */
+Test(maps, pages_a_truncation_dropped_are_protected_again_as_the_file_regrows, .timeout = 60)
+{
+	struct upc_cache *c = cache_new(UPC_CACHE_NO_BGWB);
+	int fd = tmpfile_pattern(64 * PAGE, NULL);
+	unsigned char *p, buf[32 * PAGE];
+
+	cr_assert_eq(upc_map(c, fd, 0, TIB, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
+	p[40 * PAGE] = 0x81;			/* writable in this map */
+	p[2 * PAGE] = 0x82;
+	cr_assert_eq(upc_ftruncate(c, fd, 32 * PAGE), 0);
+	cr_assert_eq(upc_ftruncate(c, fd, 64 * PAGE), 0);
+	cr_assert_eq(upc_msync(c, p, TIB, UPC_MS_SYNC), 0);
+	cr_assert_eq(stats_of(c).pages_dirty, 0);
+	/* cached again, clean, not through this map */
+	cr_assert_eq(upc_pread(c, fd, buf, sizeof(buf), 32 * PAGE), (ssize_t)sizeof(buf));
+	cr_assert_eq(buf[8 * PAGE], 0);
+	cr_assert_eq(stats_of(c).pages_dirty, 0, "%llu pages dirty that nothing wrote",
+		     (unsigned long long)stats_of(c).pages_dirty);
+	cr_assert_eq(p[40 * PAGE], 0);
+	p[41 * PAGE] = 0x83;
+	cr_assert_eq(stats_of(c).pages_dirty, 1);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	cr_assert_eq(file_byte(fd, 41 * PAGE), 0x83);
+	cr_assert_eq(file_byte(fd, 40 * PAGE), 0);
+	close(fd);
+}
