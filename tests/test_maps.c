@@ -10,6 +10,8 @@
 #include "helpers.h"
 
 #include <setjmp.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <signal.h>
 
 #define TIB	(1ULL << 40)
@@ -549,4 +551,67 @@ Test(maps, pages_a_truncation_dropped_are_protected_again_as_the_file_regrows, .
 	cr_assert_eq(file_byte(fd, 41 * PAGE), 0x83);
 	cr_assert_eq(file_byte(fd, 40 * PAGE), 0);
 	close(fd);
+}
+
+/*
+ * Growth racing maps and unmaps of the same file: every map sees the file
+ * as far as it has grown, and every write through any map is kept (the
+ * growth protects the maps in the rmap; a new map protects itself up to
+ * the size it finds).
+ */
+struct racer {
+	struct upc_cache *c;
+	int fd;
+	_Atomic long grown;	/* pages written so far */
+	_Atomic bool stop;
+};
+
+static void *appender(void *arg)
+{
+	struct racer *r = arg;
+	unsigned char page[PAGE];
+
+	for (long i = 1; i < 1500; i++) {
+		memset(page, (int)(i & 0x7f) + 1, sizeof(page));
+		page[1] = 0;	/* the mapper's byte */
+		if (upc_pwrite(r->c, r->fd, page, sizeof(page), (off_t)(i * 64 * PAGE)) != (ssize_t)sizeof(page))
+			return (void *)1;
+		atomic_store(&r->grown, i);
+	}
+	atomic_store(&r->stop, true);
+	return NULL;
+}
+
+Test(maps, growth_racing_maps_and_unmaps, .timeout = 120)
+{
+	struct racer r = { .c = cache_new(0), .fd = tmpfile_pattern(PAGE, NULL) };
+	pthread_t t;
+	void *res;
+	long maps = 0;
+
+	cr_assert_eq(pthread_create(&t, NULL, appender, &r), 0);
+	while (!atomic_load(&r.stop)) {
+		unsigned char *p;
+		long i = atomic_load(&r.grown);
+
+		cr_assert_eq(upc_map(r.c, r.fd, 0, TIB, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
+		if (i) {
+			cr_assert_eq(p[i * 64 * PAGE + 5], (unsigned char)((i & 0x7f) + 1), "page %ld", i);
+			p[i * 64 * PAGE + 1] = 0xee;
+		}
+		cr_assert_eq(upc_unmap(r.c, p, TIB), 0);
+		maps++;
+	}
+	cr_assert_eq(pthread_join(t, &res), 0);
+	cr_assert_null(res);
+	cr_assert_gt(maps, 0);
+	cr_assert_eq(upc_cache_destroy(r.c), 0);
+	for (long i = 1; i < 1500; i++) {
+		unsigned char b[2];
+
+		cr_assert_eq(pread(r.fd, b, 2, (off_t)(i * 64 * PAGE)), 2);
+		cr_assert_eq(b[0], (unsigned char)((i & 0x7f) + 1), "page %ld", i);
+		cr_assert(b[1] == 0 || b[1] == 0xee);
+	}
+	close(r.fd);
 }
