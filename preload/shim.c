@@ -35,6 +35,9 @@
  *    them where it can (child_rw) and leaves the rest, and every new
  *    mapping, to the kernel.  A vfork child never reaches the cache: vfork
  *    is fork here, and posix_spawn's child runs no code of ours;
+ *  - other processes under the shim: one cache per file at a time, held
+ *    through a registry of flock()ed entries (below); a file another
+ *    process caches is busy here: no mapping, no write (EAGAIN);
  *  - dirty pages live in this process: they are written back before exec,
  *    before posix_spawn/system/popen, before a fork when there are any (so
  *    a child that execs reads them), and at exit (the destructor, _exit and

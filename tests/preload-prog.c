@@ -579,6 +579,29 @@ static int case_second(void)
 	return 0;
 }
 
+/* The first process maps FILE through the kernel (PROT_EXEC: never the cache's) until FILE.done. */
+static int case_hold_kernel(void)
+{
+	int fd = open_file(O_RDONLY);
+	void *p = mmap(NULL, PG, PROT_READ | PROT_EXEC, MAP_SHARED, fd, 0);
+
+	CHECK(p != MAP_FAILED, "mmap PROT_EXEC");
+	signal_file("ready", "");
+	wait_for("done");
+	return 0;
+}
+
+/* The second, while the first maps FILE through the kernel: no cache, but kernel writes are fine. */
+static int case_second_kernel(void)
+{
+	int fd = open_file(O_RDWR);
+	void *p = mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+
+	CHECK(p == MAP_FAILED && errno == EAGAIN, "a cache of a file another process maps through the kernel");
+	CHECK(pwrite(fd, "kernel", 6, 300) == 6, "pwrite through the kernel");
+	return 0;
+}
+
 /* A process after the first: caches FILE and writes "third". */
 static int case_take(void)
 {
@@ -674,6 +697,10 @@ int main(int argc, char **argv)
 		return case_hold();
 	if (!strcmp(c, "second"))
 		return case_second();
+	if (!strcmp(c, "hold-kernel"))
+		return case_hold_kernel();
+	if (!strcmp(c, "second-kernel"))
+		return case_second_kernel();
 	if (!strcmp(c, "take"))
 		return case_take();
 	if (!strcmp(c, "fork-stay"))

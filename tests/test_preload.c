@@ -419,6 +419,27 @@ Test(preload, second_process_cannot_cache_a_cached_file, .timeout = 120)
 	cleanup(file);
 }
 
+Test(preload, no_cache_of_a_file_mapped_through_the_kernel_elsewhere, .timeout = 120)
+{
+	char file[64];
+	int fd = tmpfile_pattern(PAGE, file);
+	pid_t first;
+
+	close(fd);
+	first = start("preload-prog", "hold-kernel", file, false);
+	wait_file(file, "ready");
+	expect_exit0(reap(start("preload-prog", "second-kernel", file, true)), "the second process");
+	cr_assert(file_has(logpath, "left to the kernel: PROT_EXEC"));
+	cr_assert(file_has(logpath, "refused (EAGAIN)"));
+	make_file(file, "done");
+	expect_exit0(reap(first), "the first process");
+	expect_bytes(file, 300, "kernel");
+	expect_ok(run("preload-prog", "take", file));
+	expect_bytes(file, 200, "third");
+	remove_files(file);
+	cleanup(file);
+}
+
 Test(preload, forked_child_shares_and_does_not_keep_the_entry, .timeout = 120)
 {
 	char file[64], path[128], buf[32] = { 0 };
