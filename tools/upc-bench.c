@@ -222,7 +222,12 @@ int add_ratio(struct workload *w, int num, int den)
 {
 	struct ratio *r;
 
-	if (num < 0 || den < 0 || w->nratio >= MAX_RATIOS)
+	if (num < 0 || den < 0)
+		return -1;
+	r = find_ratio(w, num, den);
+	if (r)
+		return (int)(r - w->ratio);	/* already there (a target's note asked for it first) */
+	if (w->nratio >= MAX_RATIOS)
 		return -1;
 	r = &w->ratio[w->nratio];
 	memset(r, 0, sizeof(*r));
@@ -439,7 +444,7 @@ char *bound_str(char *buf, size_t len, struct workload *w, int vi)
 		APP(", %.3g kernel faults a %s", x, w->unit);
 	x = med_per_unit(v, CNT(io_rd_kib));
 	if (x > 0)
-		APP(", %.3g KiB read a %s", x, w->unit);
+		APP(", %.3g KiB read from storage a %s", x, w->unit);
 	/* write_bytes counts a buffered write's whole (large) folio when it is dirtied. */
 	x = med_per_unit(v, CNT(io_wr_kib));
 	if (x > 0)
