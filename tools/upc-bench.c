@@ -831,7 +831,7 @@ static void usage(FILE *o)
 	      "                 [--timeout SECONDS] [--match STRING]\n"
 	      "workloads: 1 cached sequential scan, 2 cold sequential scan, 3 cached random touch,\n"
 	      "  4 cold random 4 KiB reads, 5 first write to clean cached pages, 6 msync,\n"
-	      "  7 eviction churn, 8 the floor.  See upc-bench(1).\n", o);
+	      "  7 eviction churn, 8 the floor, 9 databases end to end.  See upc-bench(1).\n", o);
 }
 
 static void on_signal(int sig)
