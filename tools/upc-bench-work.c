@@ -652,6 +652,55 @@ int add_acc(struct workload *w, const char *name, bool info, const struct acc *t
 	return add_variant(w, name, acc_pass, a, info, "%s", desc);
 }
 
+/* The bracketed choice of a sysfs setting ("always [never] ..." -> "never"), or "" */
+static void sysfs_choice(const char *path, char *out, size_t len)
+{
+	char buf[160], *a, *b;
+
+	out[0] = 0;
+	if (read_small(path, buf, sizeof(buf)) < 0)
+		return;
+	a = strchr(buf, '[');
+	b = a ? strchr(a, ']') : NULL;
+	if (a && b)
+		snprintf(out, len, "%.*s", (int)(b - a - 1), a + 1);
+}
+
+/*
+ * Whether the kernel lets shmem (a memfd: upcache's cache, the floor of row
+ * A) have large folios, which ext4 has: the sizes whose shmem_enabled is not
+ * "never" or "deny" (an mTHP size that says "inherit" follows the top one).
+ */
+static void shmem_folios(char *out, size_t len)
+{
+	static const char *const kb[] = { "8", "16", "32", "64", "128", "256", "512", "1024", "2048" };
+	const char *dir = "/sys/kernel/mm/transparent_hugepage";
+	char top[32], c[32], path[160];
+	size_t n = 0;
+
+	snprintf(path, sizeof(path), "%s/shmem_enabled", dir);
+	sysfs_choice(path, top, sizeof(top));
+	if (!top[0]) {
+		snprintf(out, len, "shmem large folios: unknown (no %s)", path);
+		return;
+	}
+	for (size_t i = 0; i < sizeof(kb) / sizeof(kb[0]); i++) {
+		snprintf(path, sizeof(path), "%s/hugepages-%skB/shmem_enabled", dir, kb[i]);
+		sysfs_choice(path, c, sizeof(c));
+		if (!c[0] && !strcmp(kb[i], "2048"))
+			snprintf(c, sizeof(c), "%s", top);	/* before mTHP: the top setting is 2 MiB's */
+		if (!strcmp(c, "inherit"))
+			snprintf(c, sizeof(c), "%s", top);
+		if (c[0] && strcmp(c, "never") && strcmp(c, "deny") && n < len)
+			n += (size_t)snprintf(out + n, len - n, "%s%s KiB (%s)", n ? ", " : "shmem large folios "
+					      "allowed: ", kb[i], c);
+	}
+	if (!n)
+		snprintf(out, len, "shmem large folios: none allowed on this machine (transparent_hugepage/"
+			 "shmem_enabled %s, no mTHP size enabled): the memfd maps 4 KiB pages where ext4 maps "
+			 "large folios", top);
+}
+
 /*
  * Issue 11's row A: upcache's fresh writable mapping of cached pages against
  * the kernel's own writable mapping of a memfd holding the same pages (the
@@ -660,10 +709,11 @@ int add_acc(struct workload *w, const char *name, bool info, const struct acc *t
  */
 static void target_a(int wl, const char *what, struct workload *w, int vu, int vm, int ve)
 {
-	char note[700];
+	char note[700], thp[200];
 
-	snprintf(note, sizeof(note), "to kernel-ext4-rw: %.2f; the pass's time per MINOR fault: %.3g us",
-		 ratio_med(w, vu, ve), med_us_per(&w->var[vu], CNT(faults_minor)));
+	shmem_folios(thp, sizeof(thp));
+	snprintf(note, sizeof(note), "to kernel-ext4-rw: %.2f; the pass's time per MINOR fault: %.3g us; %s",
+		 ratio_med(w, vu, ve), med_us_per(&w->var[vu], CNT(faults_minor)), thp);
 	bound_str(note, sizeof(note), w, vu);
 	bound_str(note, sizeof(note), w, vm);
 	bound_str(note, sizeof(note), w, ve);
