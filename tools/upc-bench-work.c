@@ -707,13 +707,15 @@ static void shmem_folios(char *out, size_t len)
  * shmem floor), the ratio to ext4's writable mapping in the note, with the
  * faults per page of all three.
  */
-static void target_a(int wl, const char *what, struct workload *w, int vu, int vm, int ve)
+static void target_a(int wl, const char *what, struct workload *w, int vu, int vm, int ve, int vf)
 {
 	char note[700], thp[200];
 
 	shmem_folios(thp, sizeof(thp));
-	snprintf(note, sizeof(note), "to kernel-ext4-rw: %.2f; the pass's time per MINOR fault: %.3g us; %s",
-		 ratio_med(w, vu, ve), med_us_per(&w->var[vu], CNT(faults_minor)), thp);
+	snprintf(note, sizeof(note), "to kernel-ext4-rw: %.2f; to %s (the same MINOR faults without "
+		 "the library): %.2f, and it to kernel-memfd-rw: %.2f; the pass's time per MINOR fault: "
+		 "%.3g us; %s", ratio_med(w, vu, ve), w->var[vf].name, ratio_med(w, vu, vf),
+		 ratio_med(w, vf, vm), med_us_per(&w->var[vu], CNT(faults_minor)), thp);
 	bound_str(note, sizeof(note), w, vu);
 	bound_str(note, sizeof(note), w, vm);
 	bound_str(note, sizeof(note), w, ve);
@@ -743,7 +745,7 @@ void wl1_cached_seq(struct workload *w)
 	size_t size = sz(256 * MiB, 16 * MiB), np = size / PG;
 	struct upc_cache *cs, *ca;
 	struct acc t;
-	int memfd, vk, ve, vs, va, vp, vr, vfw, vfm, vkw, vew, vsw, vaw;
+	int memfd, vk, ve, vs, va, vp, vr, vfw, vfm, vkw, vew, vsw, vaw, vfc;
 	char nm[NAME_LEN];
 
 	snprintf(w->title, sizeof(w->title), "cached sequential scan");
@@ -788,6 +790,7 @@ void wl1_cached_seq(struct workload *w)
 	t.cache = ca;
 	vaw = add_acc(w, upc_name(true, "-rw", nm, sizeof(nm)), false, &t,
 		      "as upc-sync-rw, async tracking asked");
+	vfc = floor_minor_variant(w, "floor-minor-rw-512", true, memfd, np, NULL, np, 512);
 	t.cache = cs;
 	t.map_rw = false;
 	t.mflags = UPC_MAP_POPULATE;
@@ -840,8 +843,8 @@ void wl1_cached_seq(struct workload *w)
 			 ra ? ra->min : -1, ra ? ra->max : -1);
 		add_target(1, "cached sequential scan (async) vs memfd mmap", va, vk, 1.0, note);
 	}
-	target_a(1, "cached sequential read, writable mapping (sync)", w, vsw, vkw, vew);
-	target_a(1, "cached sequential read, writable mapping (async)", w, vaw, vkw, vew);
+	target_a(1, "cached sequential read, writable mapping (sync)", w, vsw, vkw, vew, vfc);
+	target_a(1, "cached sequential read, writable mapping (async)", w, vaw, vkw, vew, vfc);
 	snprintf(w->note, sizeof(w->note), "the kernel turns fault-around off in ranges registered for "
 		 "write-protection (or MINOR faults): in sync mode every cached page of an upcache mapping "
 		 "is one kernel-served fault (minflt), as floor-memfd-uffd-wp shows without the library; "
@@ -974,7 +977,7 @@ void wl3_cached_rand(struct workload *w)
 	const char *path;
 	uint32_t *order;
 	struct acc t;
-	int memfd, vk, vm, vs, va, vp, vr, vfw, vkw, vew, vsw, vaw;
+	int memfd, vk, vm, vs, va, vp, vr, vfw, vkw, vew, vsw, vaw, vfc;
 	char nm[NAME_LEN];
 
 	snprintf(w->title, sizeof(w->title), "cached random touch");
@@ -1021,6 +1024,7 @@ void wl3_cached_rand(struct workload *w)
 	t.cache = ca;
 	vaw = add_acc(w, upc_name(true, "-rw", nm, sizeof(nm)), false, &t,
 		      "as upc-sync-rw, async tracking asked");
+	vfc = floor_minor_variant(w, "floor-minor-rw-64", true, memfd, np, order, n, 64);
 	t.cache = cs;
 	t.map_rw = false;
 	t.mflags = UPC_MAP_POPULATE;
@@ -1053,8 +1057,8 @@ void wl3_cached_rand(struct workload *w)
 	add_ratio(w, vr, vk);
 	add_target(3, "cached random touch (sync)", vs, vk, 3.0, NULL);
 	add_target(3, "cached random touch (async)", va, vk, 3.0, NULL);
-	target_a(3, "cached random read, writable mapping (sync)", w, vsw, vkw, vew);
-	target_a(3, "cached random read, writable mapping (async)", w, vaw, vkw, vew);
+	target_a(3, "cached random read, writable mapping (sync)", w, vsw, vkw, vew, vfc);
+	target_a(3, "cached random read, writable mapping (async)", w, vaw, vkw, vew, vfc);
 	snprintf(w->note, sizeof(w->note), "the kernel's mmap maps neighbours per fault (fault-around "
 		 "for shmem, the whole large folio for ext4), so a random touch often finds its page "
 		 "mapped already; in a sync-mode upcache mapping every page is a separate kernel-served "

@@ -245,6 +245,8 @@ void wl8_floor(struct workload *w);
 /* upc-bench-apps.c */
 void wl9_databases(struct workload *w);
 int floor_wp_variant(struct workload *w, const char *name, int pin, bool info, size_t npages);
+int floor_minor_variant(struct workload *w, const char *name, bool info, int memfd, size_t npages,
+			const uint32_t *order, size_t n, size_t win);
 
 /* floor pinning */
 #define PIN_NONE	0
