@@ -681,7 +681,7 @@ void file_reap(struct upc_cache *c, bool all)
  * access always follows an fd the caller handed us.  An unused file found
  * here is revived: its cached pages are hits.
  */
-int file_get(struct upc_cache *c, int fd, struct upc_file **fp)
+static int file_get_how(struct upc_cache *c, int fd, bool create, struct upc_file **fp)
 {
 	struct upc_file *f;
 	struct stat st;
@@ -701,6 +701,10 @@ int file_get(struct upc_cache *c, int fd, struct upc_file **fp)
 	for (f = c->files; f; f = f->next)
 		if (f->dev == st.st_dev && f->ino == st.st_ino)
 			break;
+	if (!f && !create) {
+		ret = -ENOENT;
+		goto out;
+	}
 	if (!f) {
 		ret = file_new(c, fd, &st, &f);
 		if (ret < 0)
@@ -750,6 +754,17 @@ out:
 	}
 	*fp = f;
 	return 0;
+}
+
+int file_get(struct upc_cache *c, int fd, struct upc_file **fp)
+{
+	return file_get_how(c, fd, true, fp);
+}
+
+/* As file_get(), for a file the cache holds already: -ENOENT if it does not. */
+int file_lookup(struct upc_cache *c, int fd, struct upc_file **fp)
+{
+	return file_get_how(c, fd, false, fp);
 }
 
 /*

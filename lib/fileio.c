@@ -57,11 +57,16 @@ enum access { ACC_ANY, ACC_READ, ACC_WRITE };
 /*
  * The file open on @fd, taken into the cache (file_get: created if the cache
  * does not hold it yet, grown if it grew), after checking that @fd allows
- * @acc.  A write needs O_RDWR: the cache reads what it caches (-EACCES for
- * O_WRONLY, as upc_map), and @rdonly_err for O_RDONLY (what the system call
- * returns there).  A read needs a readable @fd (-EBADF, as read(2)).
- * ACC_ANY (fsync, invalidate): any descriptor of a file the cache holds;
- * one it does not hold yet must be readable (-EACCES, as upc_map).
+ * @acc.  A write needs write access, and @rdonly_err for O_RDONLY (what the
+ * system call returns there); through an O_WRONLY @fd only to a file the
+ * cache holds already with write access through another descriptor (as the
+ * kernel's page cache does not ask which open file a write comes through;
+ * LMDB writes its meta page through an O_WRONLY|O_DSYNC descriptor of the
+ * file it maps): the cache reads what it caches, and cannot take a file in
+ * through a descriptor it cannot read (-EACCES, as upc_map).  A read needs a
+ * readable @fd (-EBADF, as read(2)).  ACC_ANY (fsync, invalidate): any
+ * descriptor of a file the cache holds; one it does not hold yet must be
+ * readable (-EACCES, as upc_map).
  */
 static int fileio_get(struct upc_cache *c, int fd, enum access acc, int rdonly_err, struct upc_file **fp)
 {
@@ -75,8 +80,14 @@ static int fileio_get(struct upc_cache *c, int fd, enum access acc, int rdonly_e
 		return -EBADF;
 	if (acc == ACC_WRITE && fl == O_RDONLY)
 		return rdonly_err;
-	if (acc == ACC_WRITE && fl == O_WRONLY)
-		return -EACCES;
+	if (acc == ACC_WRITE && fl == O_WRONLY) {
+		ret = file_lookup(c, fd, fp);
+		if (ret == 0 && !(*fp)->store_writable) {
+			file_put(*fp);
+			ret = -EACCES;
+		}
+		return ret == -ENOENT ? -EACCES : ret;
+	}
 	ret = file_get(c, fd, fp);
 	if (ret == 0 && acc == ACC_WRITE && !(*fp)->store_writable) {
 		file_put(*fp);
@@ -278,7 +289,7 @@ UPC_API ssize_t upc_pwrite(struct upc_cache *c, int fd, const void *buf, size_t 
 	uint64_t bpages;
 	size_t done = 0;
 	char *data, *fillbuf;
-	int err;
+	int err, fl;
 
 	if (!c || off < 0 || (!buf && len))
 		return -EINVAL;
@@ -351,6 +362,19 @@ UPC_API ssize_t upc_pwrite(struct upc_cache *c, int fd, const void *buf, size_t 
 	}
 	pthread_mutex_unlock(&f->io_lock);
 	free(data);
+	/*
+	 * An O_DSYNC or O_SYNC descriptor: the kernel's generic_write_sync().
+	 * What was written is written back and made durable before the call
+	 * returns; if that fails, the call fails (the bytes stay cached and
+	 * dirty, and are written again later).
+	 */
+	fl = sys_fd_flags(fd);
+	if (done && fl >= 0 && (fl & O_DSYNC)) {
+		err = writeback_range(f, (uint64_t)off >> UPC_PAGE_SHIFT, ((uint64_t)off + done - 1) >> UPC_PAGE_SHIFT,
+				      WB_SYNC | ((fl & O_SYNC) == O_SYNC ? WB_FSYNC : 0), NULL);
+		if (err < 0)
+			done = 0;
+	}
 out_put:
 	file_put(f);
 	/* As write(2): the bytes written before an error, else the error. */

@@ -360,6 +360,7 @@ __upc_hidden void page_add(struct upc_file *f, uint64_t pgoff, struct upc_page *
 __upc_hidden void page_remove(struct upc_file *f, uint64_t pgoff);
 __upc_hidden int file_grow(struct upc_file *f, off_t newsize);
 __upc_hidden void file_size_refresh(struct upc_file *f);
+__upc_hidden int file_lookup(struct upc_cache *c, int fd, struct upc_file **fp);
 __upc_hidden int file_fence(struct upc_file *f);
 __upc_hidden void sigbus_install(void);
 __upc_hidden int sigbus_relay(pid_t tid, uintptr_t addr);

@@ -891,3 +891,66 @@ Test(fileio, without_the_relay_the_fence_gives_the_kernels_sigbus, .timeout = 60
 	cr_assert_eq(upc_cache_destroy(c), 0);
 	close(fd);
 }
+
+/*
+ * write(2) needs no read access: an O_WRONLY descriptor writes through the
+ * cache to a file the cache holds with write access (LMDB writes its meta
+ * page so), and only then: it could not take the file in.
+ */
+Test(fileio, an_o_wronly_descriptor_writes_to_a_file_the_cache_holds, .timeout = 60)
+{
+	struct upc_cache *c = cache_new(UPC_CACHE_NO_BGWB);
+	char path[64];
+	int fd = tmpfile_pattern(2 * PAGE, path), wo = open(path, O_WRONLY), ro = open(path, O_RDONLY);
+	unsigned char *p, b;
+
+	cr_assert(wo >= 0 && ro >= 0);
+	cr_assert_eq(upc_pwrite(c, wo, "w", 1, 0), -EACCES, "not held yet: cannot take it in");
+	cr_assert_eq(upc_map(c, ro, 0, 2 * PAGE, PROT_READ, 0, (void **)&p), 0);
+	cr_assert_eq(upc_pwrite(c, wo, "w", 1, 0), -EACCES, "held read-only: no write access");
+	cr_assert_eq(upc_map(c, fd, 0, 2 * PAGE, PROT_READ, 0, (void **)&p), 0);	/* now read-write */
+	cr_assert_eq(upc_pwrite(c, wo, "w", 1, PAGE + 3), 1);
+	cr_assert_eq(p[PAGE + 3], 'w');
+	cr_assert_eq(pread(fd, &b, 1, PAGE + 3), 1);
+	cr_assert_eq(b, pat(PAGE + 3), "written back before any sync");
+	cr_assert_eq(upc_fsync(c, wo), 0);
+	cr_assert_eq(pread(fd, &b, 1, PAGE + 3), 1);
+	cr_assert_eq(b, 'w');
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	unlink(path);
+	close(wo);
+	close(ro);
+	close(fd);
+}
+
+/* O_DSYNC and O_SYNC descriptors: the write is in the file when the call returns (generic_write_sync). */
+Test(fileio, an_o_dsync_write_is_written_back_before_it_returns, .timeout = 60)
+{
+	struct upc_cache *c = cache_new(UPC_CACHE_NO_BGWB);
+	char path[64];
+	int fd = tmpfile_pattern(4 * PAGE, path);
+	int ds = open(path, O_RDWR | O_DSYNC), sy = open(path, O_WRONLY | O_SYNC);
+	struct upc_stats st;
+	unsigned char b;
+
+	cr_assert(ds >= 0 && sy >= 0);
+	st = stats_of(c);
+	cr_assert_eq(st.pages_dirty, 0);
+	cr_assert_eq(upc_pwrite(c, ds, "d", 1, 10), 1);
+	cr_assert_eq(pread(fd, &b, 1, 10), 1);
+	cr_assert_eq(b, 'd');
+	cr_assert_eq(upc_pwrite(c, sy, "s", 1, 2 * PAGE + 10), 1);
+	cr_assert_eq(pread(fd, &b, 1, 2 * PAGE + 10), 1);
+	cr_assert_eq(b, 's');
+	/* a plain descriptor's write stays dirty in the cache */
+	cr_assert_eq(upc_pwrite(c, fd, "p", 1, 3 * PAGE), 1);
+	cr_assert_eq(pread(fd, &b, 1, 3 * PAGE), 1);
+	cr_assert_eq(b, pat(3 * PAGE));
+	st = stats_of(c);
+	cr_assert_eq(st.pages_dirty, 1, "%llu dirty pages", (unsigned long long)st.pages_dirty);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	unlink(path);
+	close(ds);
+	close(sy);
+	close(fd);
+}
