@@ -1,0 +1,44 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * shim.h - the objects of libupcache-preload.so (preload/shim.c explains
+ * what it does; upcache-run(1) what a user can expect).
+ *
+ *   shim_lock (a mutex; never held across file I/O)
+ *     inodes[]   one per file the shim met in a MAP_SHARED mmap: routed
+ *                through the cache (the file has or had upcache mappings,
+ *                so its read/write go through upc_pread/upc_pwrite), or
+ *                left to the kernel for the life of the process
+ *     regions[]  the upcache mappings, sorted by address; each lies within
+ *                one mapping of the library (records are split, never
+ *                merged), so a piece of a record is a valid argument of
+ *                upc_unmap, upc_protect, upc_advise and upc_msync
+ *
+ * Lock order: shim_lock, then the library's locks (taken inside upc_*).
+ * The library's threads never take shim_lock: its calls of the interposed
+ * functions are linked to the real ones (--wrap, see preload.am).
+ */
+#ifndef UPC_SHIM_H
+#define UPC_SHIM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct shim_inode {
+	dev_t si_dev;
+	ino_t si_ino;
+	int si_fd;		/* our descriptor of the file (O_CLOEXEC, high number), -1 for kernel ones */
+	int si_accmode;		/* O_ACCMODE of si_fd */
+	bool si_kernel;		/* a shared mapping of it was left to the kernel: never routed */
+	bool si_child_logged;	/* a forked child logged that it cannot route it */
+	char si_path[160];	/* for the log */
+};
+
+struct shim_region {
+	uintptr_t sr_start, sr_end;
+	off_t sr_off;		/* file offset of sr_start */
+	int sr_prot;		/* PROT_NONE, PROT_READ or PROT_READ|PROT_WRITE */
+	struct shim_inode *sr_ino;
+};
+
+#endif /* UPC_SHIM_H */

@@ -1,0 +1,322 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * upcache-run(1) and libupcache-preload.so: ordinary programs
+ * (tests/preload-prog.c, tests/preload-malloc.c) run under
+ * preload/upcache-run, in the tracking mode of the run (make check runs
+ * both).  Every case also checks, in $UPCACHE_RUN_LOG, that the shim took
+ * the mapping over: a shim that left everything to the kernel would pass
+ * the programs' own checks.
+ */
+#include "helpers.h"
+
+#include <signal.h>
+
+static const char *builddir(void)
+{
+	const char *e = getenv("UPC_TEST_BUILDDIR");
+
+	return e && *e ? e : ".";
+}
+
+static char logpath[64], outpath[80];
+
+/* Run "upcache-run [--tracking=async] PROG CASE FILE"; returns the wait status. */
+static int run(const char *prog, const char *name, const char *file)
+{
+	char run_path[4096], prog_path[4096];
+	int st, fd;
+	pid_t pid;
+
+	require_upcache();
+	snprintf(run_path, sizeof(run_path), "%s/preload/upcache-run", builddir());
+	snprintf(prog_path, sizeof(prog_path), "%s/tests/%s", builddir(), prog);
+	strcpy(logpath, "/var/tmp/upc-preload-log.XXXXXX");
+	fd = mkstemp(logpath);
+	cr_assert(fd >= 0);
+	close(fd);
+	snprintf(outpath, sizeof(outpath), "%s.out", logpath);
+	pid = fork();
+	cr_assert(pid >= 0);
+	if (pid == 0) {
+		int out = open(outpath, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+
+		dup2(out, 1);
+		dup2(out, 2);
+		setenv("UPCACHE_RUN_LOG", logpath, 1);
+		if (track_flags())
+			execl(run_path, run_path, "--tracking=async", "--stats", prog_path, name, file, (char *)NULL);
+		else
+			execl(run_path, run_path, "--stats", prog_path, name, file, (char *)NULL);
+		_exit(127);
+	}
+	cr_assert_eq(waitpid(pid, &st, 0), pid);
+	return st;
+}
+
+static bool file_has(const char *path, const char *what)
+{
+	char buf[65536];
+	int fd = open(path, O_RDONLY);
+	ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+
+	if (fd >= 0)
+		close(fd);
+	if (n < 0)
+		return false;
+	buf[n] = '\0';
+	return strstr(buf, what) != NULL;
+}
+
+static void show(void)
+{
+	char cmd[256];
+
+	snprintf(cmd, sizeof(cmd), "cat %s %s >&2", logpath, outpath);
+	(void)!system(cmd);
+}
+
+/* The async run with a cache that fell back to sync would repeat the sync run. */
+static void skip_unless_mode(void)
+{
+	if (track_flags() && file_has(logpath, "async asked for, not available"))
+		cr_skip_test("asynchronous tracking is not available here");
+}
+
+static void expect_ok(int st)
+{
+	skip_unless_mode();
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+		show();
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the program failed: status %#x (its output is above)", st);
+	cr_assert(file_has(logpath, "upcache mapping at"), "the shim did not take the mapping over");
+}
+
+static void cleanup(const char *file)
+{
+	unlink(file);
+	unlink(logpath);
+	unlink(outpath);
+}
+
+/* Bytes of @path at @off equal @want. */
+static void expect_bytes(const char *path, off_t off, const char *want)
+{
+	char buf[256] = { 0 };
+	int fd = open(path, O_RDONLY);
+
+	cr_assert(fd >= 0);
+	cr_assert_eq(pread(fd, buf, strlen(want), off), (ssize_t)strlen(want));
+	close(fd);
+	cr_assert(!memcmp(buf, want, strlen(want)), "file at %lld: '%.*s', want '%s'", (long long)off,
+		  (int)strlen(want), buf, want);
+}
+
+static void one(const char *name, size_t size)
+{
+	char file[64];
+	int fd = tmpfile_pattern(size, file);
+
+	close(fd);
+	expect_ok(run("preload-prog", name, file));
+	cleanup(file);
+}
+
+Test(preload, coherence, .timeout = 120)
+{
+	char file[64];
+	int fd = tmpfile_pattern(3 * PAGE + 512, file);
+	struct stat st;
+
+	close(fd);
+	expect_ok(run("preload-prog", "coherence", file));
+	/* written back at exit */
+	expect_bytes(file, 100, "through-the-map");
+	expect_bytes(file, PAGE + 7, "by-pwrite");
+	expect_bytes(file, 3 * PAGE + 512, "APPENDED");
+	cr_assert(stat(file, &st) == 0 && st.st_size == 3 * PAGE + 520);
+	cr_assert(file_has(logpath, "written back before exit"));
+	cr_assert(file_has(outpath, "maps taken 1"), "--stats printed the counters");
+	cleanup(file);
+}
+
+Test(preload, size_changes, .timeout = 120)
+{
+	one("size", 4 * PAGE);
+}
+
+Test(preload, msync_then_kill, .timeout = 120)
+{
+	char file[64];
+	int fd = tmpfile_pattern(2 * PAGE, file), st;
+
+	close(fd);
+	st = run("preload-prog", "msync-kill", file);
+	skip_unless_mode();
+	cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "status %#x", st);
+	cr_assert(file_has(logpath, "upcache mapping at"));
+	/* no exit handler ran: what is in the file came from msync and fsync */
+	expect_bytes(file, 10, "msynced");
+	expect_bytes(file, PAGE + 10, "fsynced");
+	cleanup(file);
+}
+
+Test(preload, o_dsync_and_rwf_dsync_writes_are_durable_at_once, .timeout = 120)
+{
+	char file[64], buf[4];
+	int fd = tmpfile_pattern(2 * PAGE, file), st;
+
+	close(fd);
+	st = run("preload-prog", "dsync", file);
+	skip_unless_mode();
+	cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "status %#x", st);
+	cr_assert(file_has(logpath, "upcache mapping at"));
+	expect_bytes(file, 10, "o-dsync");
+	expect_bytes(file, 100, "o-sync");
+	expect_bytes(file, PAGE + 10, "rwfdsync");
+	/* and the plain write died with the process (embedded mode: upcache-run(1)) */
+	fd = open(file, O_RDONLY);
+	cr_assert(fd >= 0);
+	cr_assert_eq(pread(fd, buf, 4, PAGE + 100), 4);
+	cr_assert(memcmp(buf, "lost", 4), "a plain write reached the file without a sync");
+	close(fd);
+	cleanup(file);
+}
+
+Test(preload, mprotect, .timeout = 120)
+{
+	one("protect", 2 * PAGE);
+}
+
+Test(preload, madvise, .timeout = 120)
+{
+	one("advise", 4 * PAGE);
+}
+
+Test(preload, mremap, .timeout = 120)
+{
+	char file[64];
+	int fd = tmpfile_pattern(4 * PAGE, file);
+
+	close(fd);
+	expect_ok(run("preload-prog", "remap", file));
+	cr_assert(file_has(logpath, "mremap of"), "the remap went through the cache");
+	expect_bytes(file, 0, "first-page");
+	expect_bytes(file, 3 * PAGE, "Z");
+	cleanup(file);
+}
+
+Test(preload, munmap, .timeout = 120)
+{
+	char file[64];
+	int fd = tmpfile_pattern(3 * PAGE, file);
+
+	close(fd);
+	expect_ok(run("preload-prog", "unmap", file));
+	expect_bytes(file, 0, "a");
+	expect_bytes(file, PAGE, "b");
+	expect_bytes(file, 2 * PAGE, "c");
+	cleanup(file);
+}
+
+Test(preload, fork_child_coherent, .timeout = 120)
+{
+	char file[64];
+	int fd;
+
+	if (track_flags())
+		cr_skip_test("forked children keep upcache mappings under synchronous tracking only (upcache(7), FORK)");
+	if (!(upc_probe() & UPC_FEAT_EVENT_FORK))
+		cr_skip_test("the kernel has no UFFD_EVENT_FORK");
+	fd = tmpfile_pattern(2 * PAGE, file);
+	close(fd);
+	expect_ok(run("preload-prog", "fork", file));
+	cr_assert(!file_has(logpath, "goes to the kernel"), "the child's pwrite went through its inherited mapping");
+	expect_bytes(file, 0, "PC");
+	expect_bytes(file, PAGE + 1, "c");
+	cleanup(file);
+}
+
+Test(preload, exec_writes_back, .timeout = 120)
+{
+	char file[64];
+	int fd = tmpfile_pattern(PAGE, file);
+
+	close(fd);
+	expect_ok(run("preload-prog", "exec", file));
+	cr_assert(file_has(logpath, "written back before exec"));
+	cleanup(file);
+}
+
+Test(preload, spawn_vfork_system, .timeout = 120)
+{
+	char file[64];
+	int fd = tmpfile_pattern(PAGE, file);
+
+	close(fd);
+	expect_ok(run("preload-prog", "spawn", file));
+	cr_assert(file_has(logpath, "written back before posix_spawn"));
+	cr_assert(file_has(logpath, "written back before system"));
+	expect_bytes(file, 0, "systemd");
+	cleanup(file);
+}
+
+Test(preload, underscore_exit_writes_back, .timeout = 120)
+{
+	char file[64];
+	int fd = tmpfile_pattern(PAGE, file);
+
+	close(fd);
+	expect_ok(run("preload-prog", "_exit", file));
+	cr_assert(file_has(logpath, "written back before _exit"));
+	expect_bytes(file, 0, "by-_exit");
+	cleanup(file);
+}
+
+Test(preload, kernel_access, .timeout = 120)
+{
+	one("kernel-access", 8 * PAGE);
+}
+
+Test(preload, threads, .timeout = 120)
+{
+	one("threads", 4 * PAGE);
+}
+
+Test(preload, private_left_to_kernel, .timeout = 120)
+{
+	char file[64];
+	int fd = tmpfile_pattern(PAGE, file), st;
+
+	close(fd);
+	st = run("preload-prog", "private", file);
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %#x", st);
+	cr_assert(file_has(logpath, "left to the kernel: private mapping"));
+	cr_assert(!file_has(logpath, "upcache mapping at"));
+	cr_assert(!file_has(logpath, "cache created"), "no cache for a program that maps nothing shared");
+	cleanup(file);
+}
+
+Test(preload, program_interposing_malloc, .timeout = 120)
+{
+	char file[64];
+	int fd = tmpfile_pattern(PAGE, file);
+
+	close(fd);
+	expect_ok(run("preload-malloc", file, file));
+	expect_bytes(file, 0, "malloced");
+	cleanup(file);
+}
+
+Test(preload, upcache_run_usage)
+{
+	char cmd[4200];
+
+	snprintf(cmd, sizeof(cmd), "%s/preload/upcache-run --tracking=bogus true 2>/dev/null", builddir());
+	cr_assert_eq(WEXITSTATUS(system(cmd)), 2);
+	snprintf(cmd, sizeof(cmd), "%s/preload/upcache-run --mem-limit=lots true 2>/dev/null", builddir());
+	cr_assert_eq(WEXITSTATUS(system(cmd)), 2);
+	snprintf(cmd, sizeof(cmd), "%s/preload/upcache-run /nonexistent/program 2>/dev/null", builddir());
+	cr_assert_eq(WEXITSTATUS(system(cmd)), 127);
+	snprintf(cmd, sizeof(cmd), "%s/preload/upcache-run --mem-limit=64m true", builddir());
+	cr_assert_eq(WEXITSTATUS(system(cmd)), 0);
+}
