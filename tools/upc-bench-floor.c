@@ -237,7 +237,7 @@ struct floor_ctx {
 	size_t n;
 	int memfd;		/* F_WP, F_MINOR: populated once */
 	size_t win;		/* F_MINOR: pages per CONTINUE (0: 1) */
-	bool wp;		/* F_MINOR: registered MISSING|WP|MINOR and write-protected, as upcache's rw maps */
+	bool wp;		/* F_MINOR: registered MISSING|WP|MINOR, write-protected (upcache's rw map) */
 };
 
 static int floor_pass(struct variant *v, struct sample *s)

@@ -922,8 +922,10 @@ void wl2_cold_seq(struct workload *w)
 	run_variants(w);
 	for (int d = 0; d < 2; d++) {
 		static const char *const what[2][2] = {
-			{ "cold sequential read, buffered store (sync)", "cold sequential read, buffered store (async)" },
-			{ "cold sequential read, O_DIRECT store (sync)", "cold sequential read, O_DIRECT store (async)" },
+			{ "cold sequential read, buffered store (sync)",
+			  "cold sequential read, buffered store (async)" },
+			{ "cold sequential read, O_DIRECT store (sync)",
+			  "cold sequential read, O_DIRECT store (async)" },
 		};
 
 		for (int k = 0; k < 2; k++) {
