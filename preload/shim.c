@@ -35,6 +35,9 @@
  *    them where it can (child_rw) and leaves the rest, and every new
  *    mapping, to the kernel.  A vfork child never reaches the cache: vfork
  *    is fork here, and posix_spawn's child runs no code of ours;
+ *  - other processes under the shim: one cache per file at a time, held
+ *    through a registry of flock()ed entries (below); a file another
+ *    process caches is busy here: no mapping, no write (EAGAIN);
  *  - dirty pages live in this process: they are written back before exec,
  *    before posix_spawn/system/popen, before a fork when there are any (so
  *    a child that execs reads them), and at exit (the destructor, _exit and
@@ -54,10 +57,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -320,6 +325,11 @@ static int opt_async;			/* UPCACHE_RUN_TRACKING=async */
 static int opt_stats;			/* UPCACHE_RUN_STATS */
 static int log_fd = -1;			/* UPCACHE_RUN_LOG */
 
+static int reg_dirfd = -1;		/* the registry directory (below) */
+static atomic_ulong nr_reg_fds;		/* registry descriptors: fd_is_ours() looks when non-zero */
+
+static void reg_drop(int fd);
+
 static atomic_ulong n_maps_taken, n_maps_kernel, n_io_routed, n_io_child;
 
 static pid_t shim_getpid(void)
@@ -385,13 +395,15 @@ static bool fd_is_ours(int fd)
 {
 	bool ours = false;
 
-	if (fd < 0 || (fd != log_fd && atomic_load_explicit(&nr_routed, memory_order_relaxed) == 0))
+	if (fd < 0 || (fd != log_fd && atomic_load_explicit(&nr_routed, memory_order_relaxed) == 0 &&
+		       atomic_load_explicit(&nr_reg_fds, memory_order_relaxed) == 0))
 		return fd >= 0 && fd == log_fd;
 	if (fd == log_fd)
 		return true;
 	pthread_mutex_lock(&shim_lock);
+	ours = fd == reg_dirfd;
 	for (size_t i = 0; i < nr_inodes && !ours; i++)
-		ours = inodes[i]->si_fd == fd;
+		ours = inodes[i]->si_fd == fd || inodes[i]->si_regfd == fd;
 	pthread_mutex_unlock(&shim_lock);
 	return ours;
 }
@@ -430,6 +442,21 @@ static void atfork_child(void)
 {
 	pthread_mutex_init(&shim_lock, NULL);
 	in_shim = 0;
+	/*
+	 * The parent's cache entries stay the parent's: the child does not
+	 * cache (its inherited mappings are the parent's engine's), and its
+	 * copy of the lock must not outlive the parent (close, never
+	 * LOCK_UN, which would free the parent's lock too).  Its inherited
+	 * kernel mappings keep their LOCK_SH entries.
+	 */
+	for (size_t i = 0; i < nr_inodes; i++) {
+		struct shim_inode *si = inodes[i];
+
+		if (si->si_regfd >= 0 && !si->si_kernel) {
+			reg_drop(si->si_regfd);
+			si->si_regfd = -1;
+		}
+	}
 }
 
 __attribute__((constructor)) static void shim_init(void)
@@ -514,6 +541,7 @@ static struct shim_inode *inode_add(const struct stat *st, int fd, bool kernel)
 	si->si_ino = st->st_ino;
 	si->si_kernel = kernel;
 	si->si_fd = -1;
+	si->si_regfd = -1;
 	fd_path(fd, si->si_path, sizeof(si->si_path));
 	if (!kernel) {
 		si->si_fd = fd_dup_high(fd);
@@ -527,6 +555,27 @@ static struct shim_inode *inode_add(const struct stat *st, int fd, bool kernel)
 	if (!kernel)
 		atomic_fetch_add_explicit(&nr_routed, 1, memory_order_relaxed);
 	return si;
+}
+
+/* A busy record (or a new one) becomes routed: the descriptor the cache uses. */
+static struct shim_inode *inode_route(struct shim_inode *si, int fd)
+{
+	int nfd = fd_dup_high(fd);
+
+	if (nfd < 0)
+		return NULL;
+	si->si_fd = nfd;
+	si->si_accmode = k_fcntl(nfd, F_GETFL, 0) & O_ACCMODE;
+	si->si_busy = false;	/* still counted in nr_routed */
+	return si;
+}
+
+/* A busy record whose file this process now maps through the kernel. */
+static void busy_to_kernel(struct shim_inode *si)
+{
+	si->si_busy = false;
+	si->si_kernel = true;
+	atomic_fetch_sub_explicit(&nr_routed, 1, memory_order_relaxed);
 }
 
 /* Index of the first region that ends after @addr. */
@@ -630,6 +679,282 @@ static long for_each_piece(uintptr_t s, uintptr_t e, piece_fn upc, piece_fn kern
 	return ret;
 }
 
+/* ------------------------------------------------------------ registry */
+
+/*
+ * One cache per file across processes.  In embedded mode every process
+ * has a cache of its own, and two caches of one file lose each other's
+ * writes: each serves its own copy of the pages, and each one's write-back
+ * overwrites what the other wrote (measured: SQLite in WAL mode, a writer
+ * and a reader both under upcache-run, 400 committed rows of which 51 were
+ * left after the reader's checkpoint from its stale wal-index).  So a
+ * process caches a file only while it holds the file's registry entry:
+ * REG_DIR/<st_dev>-<st_ino>, flock()ed LOCK_EX.  A process that maps the
+ * file through the kernel (a shared mapping the shim leaves to it) holds
+ * it LOCK_SH, so that the two kinds of process refuse each other too.
+ *
+ * Why flock: the kernel drops the lock when the last descriptor of the
+ * open file description goes, at exit, kill -9 and exec (O_CLOEXEC)
+ * included, so an entry is never stale while no process holds it; and a
+ * conflict costs nothing until it happens.  The directory is
+ * /dev/shm/upcache-run (mode 1777, entries 0644: one user's process must
+ * see another user's cache of a shared file) unless UPCACHE_RUN_REGISTRY
+ * names another; every process that may share a file must use the same
+ * one.  What can go wrong:
+ *  - a forked child inherits the descriptor, and the lock with it; but the
+ *    child does not cache (its inherited mappings are served by the
+ *    parent's engine), so it closes its copies of the LOCK_EX ones
+ *    (atfork_child) and the entry goes when the parent goes;
+ *  - the entry is held until the process is gone, not dropped at exit:
+ *    after the destructor's write-back, threads still running may dirty
+ *    pages that the library's write-back writes, and another cache must not
+ *    start on the file before that stops.  Entries are empty files, free
+ *    when no process holds them, and stay (tmpfs: until reboot).  Removing
+ *    one is safe only while holding its lock (flock -xn F rm F): a process
+ *    that opened the old file before the unlink would lock an unlinked
+ *    inode, so a lock counts only if the name still leads to the locked
+ *    inode (else open again);
+ *  - the shim cannot see processes not under it: they are upcache-run(1)'s
+ *    BUGS.
+ */
+#define REG_DIR_DEFAULT "/dev/shm/upcache-run"
+
+
+static void reg_name(const struct stat *st, char *name, size_t len)
+{
+	snprintf(name, len, "%llx-%llu", (unsigned long long)st->st_dev, (unsigned long long)st->st_ino);
+}
+
+/* The registry directory, made if missing.  shim_lock held. */
+static int reg_dir(void)
+{
+	const char *dir = getenv("UPCACHE_RUN_REGISTRY");
+	int fd;
+
+	if (reg_dirfd >= 0)
+		return reg_dirfd;
+	if (!dir || !*dir)
+		dir = REG_DIR_DEFAULT;
+	if (mkdir(dir, 01777) == 0)
+		chmod(dir, 01777);	/* the umask took bits off: every user must be able to add entries */
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return -errno;
+	reg_dirfd = fd_dup_high(fd);
+	k_close(fd);
+	if (reg_dirfd < 0)
+		return -EMFILE;
+	atomic_fetch_add(&nr_reg_fds, 1);
+	return reg_dirfd;
+}
+
+/* The process holding the lock of @fd, from /proc/locks (0 if not found). */
+static pid_t reg_holder(int fd)
+{
+	char buf[16384], want[64];
+	struct stat st;
+	ssize_t n, len = 0;
+	pid_t pid = 0;
+	int pfd;
+
+	if (fstat(fd, &st) < 0)
+		return 0;
+	snprintf(want, sizeof(want), "%02x:%02x:%llu ", major(st.st_dev), minor(st.st_dev),
+		 (unsigned long long)st.st_ino);
+	pfd = open("/proc/locks", O_RDONLY | O_CLOEXEC);
+	if (pfd < 0)
+		return 0;
+	while (len < (ssize_t)sizeof(buf) - 1 && (n = k_read(pfd, buf + len, sizeof(buf) - 1 - len)) > 0)
+		len += n;
+	k_close(pfd);
+	buf[len] = '\0';
+	for (char *line = buf, *nl; line && *line && !pid; line = nl ? nl + 1 : NULL) {
+		char *at;
+		int p;
+
+		nl = strchr(line, '\n');
+		if (nl)
+			*nl = '\0';
+		/* "1: FLOCK  ADVISORY  WRITE 1234 fe:00:5678 0 EOF"; waiters have "->" */
+		at = strstr(line, want);
+		if (at && strstr(line, "FLOCK") && !strstr(line, "->") &&
+		    sscanf(line, "%*d: FLOCK %*s %*s %d", &p) == 1)
+			pid = p;
+	}
+	return pid;
+}
+
+/*
+ * Take the registry entry of the file @st: @op LOCK_EX to cache it,
+ * LOCK_SH to map it through the kernel.  Returns our descriptor of the
+ * entry, -EWOULDBLOCK when another process holds it the other way (its
+ * pid in *@holder), or another negative errno when the registry cannot be
+ * used.  shim_lock held.
+ */
+static int reg_take(const struct stat *st, int op, pid_t *holder)
+{
+	char name[64];
+	int dfd = reg_dir(), fd, hfd;
+
+	*holder = 0;
+	if (dfd < 0)
+		return dfd;
+	reg_name(st, name, sizeof(name));
+	for (int tries = 0; tries < 16; tries++) {
+		struct stat a, b;
+
+		fd = openat(dfd, name, O_RDONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+		if (fd < 0)
+			return -errno;
+		(void)!fchmod(fd, 0644);	/* the creator's umask must not hide it from other users */
+		if (flock(fd, op | LOCK_NB) < 0) {
+			int err = errno;
+
+			if (err == EWOULDBLOCK)
+				*holder = reg_holder(fd);
+			k_close(fd);
+			return -err;
+		}
+		/* the name must still lead to what we locked (an exiting holder unlinks it) */
+		if (fstat(fd, &a) == 0 && fstatat(dfd, name, &b, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    a.st_dev == b.st_dev && a.st_ino == b.st_ino) {
+			hfd = fd_dup_high(fd);
+			k_close(fd);
+			if (hfd < 0)
+				return -EMFILE;
+			atomic_fetch_add(&nr_reg_fds, 1);
+			return hfd;
+		}
+		k_close(fd);
+	}
+	return -EAGAIN;
+}
+
+/* Let go of a registry descriptor.  shim_lock held. */
+static void reg_drop(int fd)
+{
+	if (fd < 0)
+		return;
+	k_close(fd);
+	atomic_fetch_sub(&nr_reg_fds, 1);
+}
+
+/* "process 1234 (sqlite3)" for the messages. */
+static void holder_desc(pid_t pid, char *out, size_t len)
+{
+	char proc[64], comm[32] = "";
+	int fd;
+	ssize_t n;
+
+	if (!pid) {
+		snprintf(out, len, "another process (not found in /proc/locks)");
+		return;
+	}
+	snprintf(proc, sizeof(proc), "/proc/%d/comm", (int)pid);
+	fd = open(proc, O_RDONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		n = k_read(fd, comm, sizeof(comm) - 1);
+		k_close(fd);
+		comm[n > 0 ? n : 0] = '\0';
+		comm[strcspn(comm, "\n")] = '\0';
+	}
+	snprintf(out, len, "process %d%s%s%s", (int)pid, *comm ? " (" : "", comm, *comm ? ")" : "");
+}
+
+/*
+ * @si is cached by another process: say so in the log, and once per file
+ * on standard error, with the way out.  @what: "mmap" or "write".
+ */
+static void busy_tell(struct shim_inode *si, const char *what)
+{
+	char who[96], msg[1024];
+	int n;
+
+	holder_desc(si->si_holder, who, sizeof(who));
+	shim_log("%s of %s refused (EAGAIN): %s caches it (registry entry held)", what, si->si_path, who);
+	if (si->si_busy_told)
+		return;
+	si->si_busy_told = true;
+	n = snprintf(msg, sizeof(msg),
+		     "upcache-run[%d]: %s is cached by %s, under upcache-run too: two caches of one file lose "
+		     "each other's writes, so this process's %s of it fails with EAGAIN (and so do its later "
+		     "mmaps and writes of it). Run every process that uses this file without upcache-run, or "
+		     "make them one process (threads, or children forked without exec); upcache-run(1).\n",
+		     (int)shim_getpid(), si->si_path, who, what);
+	(void)!k_write(2, msg, n < (int)sizeof(msg) ? n : (int)sizeof(msg) - 1);
+}
+
+/*
+ * The registry refused @st's file (@err from reg_take, the holder's pid
+ * @holder): record it busy (a record made if *@sip is NULL), say so, and
+ * return the mmap's error, -EAGAIN as for a locked file (mmap(2)).  A
+ * registry that cannot be used refuses too: the shim could not tell
+ * whether another process caches the file.  shim_lock held.
+ */
+static int refuse_busy(struct shim_inode **sip, const struct stat *st, int fd, int err, pid_t holder)
+{
+	struct shim_inode *si = *sip;
+
+	if (err != -EWOULDBLOCK) {
+		static bool told;
+		const char *dir = getenv("UPCACHE_RUN_REGISTRY");
+		char path[160], msg[768];
+		int n;
+
+		fd_path(fd, path, sizeof(path));
+		dir = dir && *dir ? dir : REG_DIR_DEFAULT;
+		shim_log("mmap of %s refused (EAGAIN): the registry %s cannot be used: %s", path, dir,
+			 strerror(-err));
+		if (!told) {
+			told = true;
+			n = snprintf(msg, sizeof(msg),
+				     "upcache-run[%d]: the registry %s cannot be used (%s): without it the shim cannot "
+				     "tell whether another process caches %s, so its mmap fails with EAGAIN. Set "
+				     "UPCACHE_RUN_REGISTRY to a directory every process sharing the files can write; "
+				     "upcache-run(1).\n",
+				     (int)shim_getpid(), dir, strerror(-err), path);
+			(void)!k_write(2, msg, n < (int)sizeof(msg) ? n : (int)sizeof(msg) - 1);
+		}
+		return -EAGAIN;
+	}
+	if (!si) {
+		si = inode_add(st, fd, true);
+		if (!si)
+			return -EAGAIN;
+		si->si_kernel = false;
+		atomic_fetch_add_explicit(&nr_routed, 1, memory_order_relaxed);	/* route() must look */
+		*sip = si;
+	}
+	si->si_busy = true;
+	si->si_holder = holder;
+	busy_tell(si, "mmap");
+	return -EAGAIN;
+}
+
+/*
+ * May this process write @si, a busy file, through the kernel?  Only when
+ * the process that cached it is gone (its entry is free): its write-back
+ * would overwrite our write, and its cached pages would never see it.
+ */
+static bool busy_write_ok(struct shim_inode *si)
+{
+	struct stat st = { .st_dev = si->si_dev, .st_ino = si->si_ino };
+	pid_t holder;
+	int fd;
+
+	shim_lock_take();
+	fd = reg_take(&st, LOCK_SH, &holder);
+	if (fd >= 0)
+		reg_drop(fd);
+	else {
+		if (holder)
+			si->si_holder = holder;
+		busy_tell(si, "write");
+	}
+	shim_lock_drop();
+	return fd >= 0;
+}
+
 /* ------------------------------------------------------------ write-back */
 
 /*
@@ -711,6 +1036,7 @@ static void shim_exit(const char *why)
 	if (atomic_exchange(&exiting, 1))
 		return;
 	if (owned()) {
+		/* the registry entries stay held until the process is gone (registry, above) */
 		flush_all(why);
 		print_stats();
 	} else if (!cache) {
@@ -748,16 +1074,22 @@ static int upc_prot(int prot)
 	return prot;
 }
 
-/* Why a MAP_SHARED mapping of @fd is left to the kernel, or NULL to take it. */
-static const char *leave_reason(int fd, int prot, int flags, const struct stat *st)
+/* A file system of memory: nothing to cache, its pages are shared between processes already. */
+static bool memory_fs(int fd)
 {
 	struct statfs sfs;
 
+	return fstatfs(fd, &sfs) == 0 &&
+	       (sfs.f_type == TMPFS_MAGIC || sfs.f_type == RAMFS_MAGIC || sfs.f_type == HUGETLBFS_MAGIC ||
+		sfs.f_type == PROC_SUPER_MAGIC || sfs.f_type == SYSFS_MAGIC);
+}
+
+/* Why a MAP_SHARED mapping of @fd is left to the kernel, or NULL to take it. */
+static const char *leave_reason(int fd, int prot, int flags, const struct stat *st)
+{
 	if (!S_ISREG(st->st_mode))
 		return "not a regular file";
-	if (fstatfs(fd, &sfs) == 0 &&
-	    (sfs.f_type == TMPFS_MAGIC || sfs.f_type == RAMFS_MAGIC || sfs.f_type == HUGETLBFS_MAGIC ||
-	     sfs.f_type == PROC_SUPER_MAGIC || sfs.f_type == SYSFS_MAGIC))
+	if (memory_fs(fd))
 		return "memory file system (shared memory between processes, nothing to cache)";
 	if (prot & PROT_EXEC)
 		return "PROT_EXEC";
@@ -824,7 +1156,8 @@ static void *take_mmap(void *addr, size_t len, int prot, int flags, int fd, off_
 	char path[160];
 	struct stat st;
 	void *a = NULL;
-	int ret;
+	int ret, regfd = -1;
+	pid_t holder;
 
 	if (fstat(fd, &st) < 0)
 		return kernel_mmap(addr, len, prot, flags, fd, off);
@@ -836,7 +1169,7 @@ static void *take_mmap(void *addr, size_t len, int prot, int flags, int fd, off_
 	if (!why && !cache_get())
 		why = "no cache";
 	if (why) {
-		if (si && !si->si_kernel && S_ISREG(st.st_mode)) {
+		if (si && !si->si_kernel && !si->si_busy && S_ISREG(st.st_mode)) {
 			/* A second page cache of a routed file would lose writes. */
 			shim_lock_drop();
 			shim_log("mmap of %s refused (EACCES): %s, and the file is already the cache's",
@@ -850,6 +1183,16 @@ static void *take_mmap(void *addr, size_t len, int prot, int flags, int fd, off_
 		shim_lock_drop();
 		errno = EINVAL;
 		return MAP_FAILED;
+	}
+	if (!si || si->si_busy) {
+		/* the file's first upcache mapping here: no other process may cache it (registry) */
+		regfd = reg_take(&st, LOCK_EX, &holder);
+		if (regfd < 0) {
+			ret = refuse_busy(&si, &st, fd, regfd, holder);
+			shim_lock_drop();
+			errno = -ret;
+			return MAP_FAILED;
+		}
 	}
 #ifdef UPC_MAP_HINT
 	if (addr && !(flags & (MAP_FIXED | MAP_FIXED_NOREPLACE))) {
@@ -878,7 +1221,7 @@ static void *take_mmap(void *addr, size_t len, int prot, int flags, int fd, off_
 #endif
 	ret = upc_map(cache, fd, off, PAGE_UP(len), upc_prot(prot), uflags, &a);
 	if (ret < 0) {
-		if (si) {	/* routed already: no kernel mapping of it */
+		if (si && !si->si_busy) {	/* routed already: no kernel mapping of it */
 			shim_lock_drop();
 			shim_log("mmap of %s failed: upc_map: %s", si->si_path, upc_strerror(ret));
 			return errno = -ret, MAP_FAILED;
@@ -888,9 +1231,13 @@ static void *take_mmap(void *addr, size_t len, int prot, int flags, int fd, off_
 		why = "upc_map failed";
 		goto kernel;
 	}
-	if (!si)
-		si = inode_add(&st, fd, false);
-	else if (si->si_accmode == O_RDONLY && (k_fcntl(fd, F_GETFL, 0) & O_ACCMODE) == O_RDWR) {
+	if (!si || si->si_busy) {
+		si = si ? inode_route(si, fd) : inode_add(&st, fd, false);
+		if (si) {
+			si->si_regfd = regfd;
+			regfd = -1;
+		}
+	} else if (si->si_accmode == O_RDONLY && (k_fcntl(fd, F_GETFL, 0) & O_ACCMODE) == O_RDWR) {
 		int nfd = fd_dup_high(fd);	/* a descriptor that can remap writable */
 
 		/* the old one stays open: another thread may be using its number */
@@ -903,6 +1250,7 @@ static void *take_mmap(void *addr, size_t len, int prot, int flags, int fd, off_
 				    .sr_off = off, .sr_prot = upc_prot(prot), .sr_ino = si };
 	if (!si || region_insert(&reg) < 0) {
 		upc_unmap(cache, a, PAGE_UP(len));
+		reg_drop(regfd);
 		shim_lock_drop();
 		errno = ENOMEM;
 		return MAP_FAILED;
@@ -915,14 +1263,40 @@ static void *take_mmap(void *addr, size_t len, int prot, int flags, int fd, off_
 
 kernel:
 	{
-		void *k = k_mmap(addr, len, prot, flags, fd, off);
-		int err = errno;
+		void *k;
+		int err;
 
+		if (regfd >= 0) {
+			/* we took the entry to cache the file; the kernel maps it instead */
+			(void)!flock(regfd, LOCK_SH);
+		} else if (S_ISREG(st.st_mode) && (!si || si->si_busy) && !memory_fs(fd)) {
+			/* a second page cache of a file another process caches would lose writes */
+			regfd = reg_take(&st, LOCK_SH, &holder);
+			if (regfd == -EWOULDBLOCK) {
+				ret = refuse_busy(&si, &st, fd, regfd, holder);
+				shim_lock_drop();
+				errno = -ret;
+				return MAP_FAILED;
+			}
+			if (regfd < 0)
+				shim_log("registry not usable (%s): the kernel mapping is not registered",
+					 strerror(-regfd));
+		}
+		k = k_mmap(addr, len, prot, flags, fd, off);
+		err = errno;
 		if (k != MAP_FAILED) {
 			if (S_ISREG(st.st_mode) && !si)
-				inode_add(&st, fd, true);
+				si = inode_add(&st, fd, true);
+			else if (si && si->si_busy)
+				busy_to_kernel(si);
+			if (si && si->si_regfd < 0 && regfd >= 0) {
+				si->si_regfd = regfd;
+				regfd = -1;
+			}
 			atomic_fetch_add(&n_maps_kernel, 1);
 		}
+		if (regfd >= 0)
+			reg_drop(regfd);
 		shim_lock_drop();
 		if (S_ISREG(st.st_mode)) {
 			fd_path(fd, path, sizeof(path));
@@ -1241,15 +1615,17 @@ SHIM_API void *mremap(void *old, size_t oldlen, size_t newlen, int flags, ...)
 
 /* ------------------------------------------------------------ file I/O */
 
-enum { R_KERNEL, R_CACHE, R_CHILD };
+enum { R_KERNEL, R_CACHE, R_CHILD, R_REFUSED };
 
 /*
  * Where I/O on @fd goes: the kernel (nothing is mapped, not a regular file,
  * a file that was never mapped), the cache (a routed file, in the process
- * that made the cache), or a forked child's inherited mappings.  The cost
- * when a file is mapped: one fstat per call on any descriptor.
+ * that made the cache), or a forked child's inherited mappings; nowhere
+ * (R_REFUSED, EAGAIN) for a write (@wr) of a file another process caches
+ * (busy_write_ok).  The cost when a file is mapped: one fstat per call on
+ * any descriptor.
  */
-static int route(int fd, struct shim_inode **sip)
+static int route_how(int fd, struct shim_inode **sip, bool wr)
 {
 	struct shim_inode *si;
 	struct stat st;
@@ -1263,12 +1639,24 @@ static int route(int fd, struct shim_inode **sip)
 	pthread_mutex_unlock(&shim_lock);
 	if (!si || si->si_kernel)
 		return R_KERNEL;
+	if (si->si_busy)
+		return !wr || busy_write_ok(si) ? R_KERNEL : R_REFUSED;
 	*sip = si;
 	if (owned()) {
 		atomic_fetch_add_explicit(&n_io_routed, 1, memory_order_relaxed);
 		return R_CACHE;
 	}
 	return R_CHILD;
+}
+
+static int route(int fd, struct shim_inode **sip)
+{
+	return route_how(fd, sip, false);
+}
+
+static int route_write(int fd, struct shim_inode **sip)
+{
+	return route_how(fd, sip, true);
 }
 
 static void child_log_once(struct shim_inode *si, const char *what)
@@ -1521,9 +1909,11 @@ SHIM_API ssize_t __read_chk(int fd, void *buf, size_t n, size_t buflen)
 SHIM_API ssize_t write(int fd, const void *buf, size_t n)
 {
 	struct shim_inode *si = NULL;
-	int rt = route(fd, &si);
+	int rt = route_write(fd, &si);
 	struct iovec v = { (void *)buf, n };
 
+	if (rt == R_REFUSED)
+		return set_errno(-EAGAIN);
 	return rt == R_KERNEL ? k_write(fd, buf, n) : ret_ssize(vec_rw(rt, si, fd, &v, 1, -1, true, 0));
 }
 
@@ -1554,9 +1944,11 @@ SHIM_API ssize_t __pread64_chk(int fd, void *buf, size_t n, off_t off, size_t bu
 static ssize_t do_pwrite(int fd, const void *buf, size_t n, off_t off)
 {
 	struct shim_inode *si = NULL;
-	int rt = route(fd, &si);
+	int rt = route_write(fd, &si);
 	struct iovec v = { (void *)buf, n };
 
+	if (rt == R_REFUSED)
+		return set_errno(-EAGAIN);
 	if (rt == R_KERNEL)
 		return k_pwrite(fd, buf, n, off);
 	if (off < 0)
@@ -1578,8 +1970,10 @@ SHIM_API ssize_t pwrite64(int fd, const void *buf, size_t n, off_t off)
 static ssize_t do_vec(int fd, const struct iovec *iov, int cnt, off_t off, int flags, bool wr, bool v2)
 {
 	struct shim_inode *si = NULL;
-	int rt = route(fd, &si);
+	int rt = route_how(fd, &si, wr);
 
+	if (rt == R_REFUSED)
+		return set_errno(-EAGAIN);
 	if (rt == R_KERNEL) {
 		if (v2) {
 			__typeof__(&preadv2) fr = REAL(preadv2);
@@ -1679,8 +2073,10 @@ static int int_ret(long r)
 static int do_ftruncate(int fd, off_t len)
 {
 	struct shim_inode *si = NULL;
-	int rt = route(fd, &si);
+	int rt = route_write(fd, &si);
 
+	if (rt == R_REFUSED)
+		return set_errno(-EAGAIN);
 	if (rt == R_CACHE)
 		return int_ret(upc_ftruncate(cache, write_fd(fd, si), len));
 	if (rt == R_CHILD)
@@ -1704,12 +2100,14 @@ static int do_truncate(const char *path, off_t len)
 	struct shim_inode *si = NULL;
 	struct stat st;
 
-	if (atomic_load_explicit(&nr_routed, memory_order_relaxed) && !in_shim && owned() &&
+	if (atomic_load_explicit(&nr_routed, memory_order_relaxed) && !in_shim &&
 	    stat(path, &st) == 0 && S_ISREG(st.st_mode)) {
 		pthread_mutex_lock(&shim_lock);
 		si = inode_find(st.st_dev, st.st_ino);
 		pthread_mutex_unlock(&shim_lock);
-		if (si && !si->si_kernel) {
+		if (si && si->si_busy && !busy_write_ok(si))
+			return set_errno(-EAGAIN);
+		if (si && !si->si_kernel && !si->si_busy && owned()) {
 			int fd = open(path, O_WRONLY | O_CLOEXEC);
 			int ret;
 
@@ -1736,8 +2134,10 @@ SHIM_API int truncate64(const char *path, off_t len)
 SHIM_API int fallocate(int fd, int mode, off_t off, off_t len)
 {
 	struct shim_inode *si = NULL;
-	int rt = route(fd, &si);
+	int rt = route_write(fd, &si);
 
+	if (rt == R_REFUSED)
+		return set_errno(-EAGAIN);
 	if (rt == R_CACHE)
 		return int_ret(upc_fallocate(cache, write_fd(fd, si), mode, off, len));
 	if (rt == R_CHILD)
@@ -1754,8 +2154,10 @@ static int do_posix_fallocate(int fd, off_t off, off_t len)
 {
 	__typeof__(&posix_fallocate) fn = REAL(posix_fallocate);
 	struct shim_inode *si = NULL;
-	int rt = route(fd, &si);
+	int rt = route_write(fd, &si);
 
+	if (rt == R_REFUSED)
+		return EAGAIN;
 	if (rt == R_CACHE) {
 		int ret = upc_fallocate(cache, write_fd(fd, si), 0, off, len);
 
@@ -1854,9 +2256,14 @@ static void fd_move_away(int fd)
 	pthread_mutex_lock(&shim_lock);
 	if (fd == log_fd)
 		log_fd = nfd;
-	for (size_t i = 0; i < nr_inodes; i++)
+	if (fd == reg_dirfd)
+		reg_dirfd = nfd;
+	for (size_t i = 0; i < nr_inodes; i++) {
 		if (inodes[i]->si_fd == fd)
 			inodes[i]->si_fd = nfd;
+		if (inodes[i]->si_regfd == fd)
+			inodes[i]->si_regfd = nfd;
+	}
 	pthread_mutex_unlock(&shim_lock);
 }
 

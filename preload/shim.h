@@ -7,7 +7,8 @@
  *     inodes[]   one per file the shim met in a MAP_SHARED mmap: routed
  *                through the cache (the file has or had upcache mappings,
  *                so its read/write go through upc_pread/upc_pwrite), or
- *                left to the kernel for the life of the process
+ *                left to the kernel for the life of the process, or busy
+ *                (another process's cache holds it: the registry)
  *     regions[]  the upcache mappings, sorted by address; each lies within
  *                one mapping of the library (records are split, never
  *                merged), so a piece of a record is a valid argument of
@@ -29,7 +30,11 @@ struct shim_inode {
 	ino_t si_ino;
 	int si_fd;		/* our descriptor of the file (O_CLOEXEC, high number), -1 for kernel ones */
 	int si_accmode;		/* O_ACCMODE of si_fd */
+	int si_regfd;		/* its registry entry, flock()ed: LOCK_EX routed, LOCK_SH kernel; or -1 */
 	bool si_kernel;		/* a shared mapping of it was left to the kernel: never routed */
+	bool si_busy;		/* another process caches it: no mapping, no write (EAGAIN) */
+	bool si_busy_told;	/* stderr said so once */
+	pid_t si_holder;	/* the process that caches it, when busy (0: not known) */
 	bool si_child_logged;	/* a forked child logged that it cannot route it */
 	char si_path[160];	/* for the log */
 };

@@ -506,6 +506,150 @@ static int case_dsync(void)
 	return 1;
 }
 
+/* ---- two processes, one file (the registry: upcache-run(1), ONE CACHE PER FILE) */
+
+/* Wait (60 s at most) until FILE.SUFFIX exists. */
+static void wait_for(const char *suffix)
+{
+	char path[4200];
+
+	snprintf(path, sizeof(path), "%s.%s", file, suffix);
+	for (int i = 0; i < 6000 && access(path, F_OK) != 0; i++)
+		usleep(10000);
+	CHECK(access(path, F_OK) == 0, "%s never appeared", path);
+}
+
+/* Make FILE.SUFFIX, holding @text. */
+static void signal_file(const char *suffix, const char *text)
+{
+	char path[4200];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s.%s", file, suffix);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	CHECK(fd >= 0, "create %s", path);
+	CHECK(write(fd, text, strlen(text)) == (ssize_t)strlen(text), "write %s", path);
+	close(fd);
+}
+
+/*
+ * The first process: caches FILE (a mapping and a pwrite, neither synced),
+ * says FILE.ready, waits for FILE.done, writes again and exits (written
+ * back at exit).
+ */
+static int case_hold(void)
+{
+	int fd = open_file(O_RDWR);
+	char *p = map_file(fd, 2 * PG, PROT_READ | PROT_WRITE);
+
+	memcpy(p, "first-map", 9);
+	CHECK(pwrite(fd, "first-pwrite", 12, PG + 5) == 12, "pwrite");
+	signal_file("ready", "");
+	wait_for("done");
+	memcpy(p + 100, "after-second", 12);
+	CHECK(pwrite(fd, "after-pwrite", 12, PG + 100) == 12, "pwrite");
+	return 0;
+}
+
+/*
+ * The second process, while the first caches FILE: no mapping (EAGAIN),
+ * no write (EAGAIN), whatever the call; reads go to the kernel.
+ */
+static int case_second(void)
+{
+	int fd = open_file(O_RDWR);
+	struct iovec v = { "x", 1 };
+	char buf[4];
+	void *p;
+
+	p = mmap(NULL, PG, PROT_READ, MAP_SHARED, fd, 0);
+	CHECK(p == MAP_FAILED && errno == EAGAIN, "a second cache of the file");
+	p = mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	CHECK(p == MAP_FAILED && errno == EAGAIN, "a second cache of the file, read-write");
+	CHECK(pwrite(fd, "SECOND", 6, 0) < 0 && errno == EAGAIN, "pwrite of a file another process caches");
+	CHECK(write(fd, "SECOND", 6) < 0 && errno == EAGAIN, "write");
+	CHECK(pwritev(fd, &v, 1, 3) < 0 && errno == EAGAIN, "pwritev");
+	CHECK(ftruncate(fd, 0) < 0 && errno == EAGAIN, "ftruncate");
+	CHECK(truncate(file, 0) < 0 && errno == EAGAIN, "truncate");
+	CHECK(fallocate(fd, 0, 0, 4 * PG) < 0 && errno == EAGAIN, "fallocate");
+	CHECK(pread(fd, buf, 4, 2 * PG - 4) == 4, "pread goes to the kernel");
+	/* a private mapping is no second cache: the kernel's */
+	p = mmap(NULL, PG, PROT_READ, MAP_PRIVATE, fd, 0);
+	CHECK(p != MAP_FAILED, "private mapping");
+	return 0;
+}
+
+/* The first process maps FILE through the kernel (PROT_EXEC: never the cache's) until FILE.done. */
+static int case_hold_kernel(void)
+{
+	int fd = open_file(O_RDONLY);
+	void *p = mmap(NULL, PG, PROT_READ | PROT_EXEC, MAP_SHARED, fd, 0);
+
+	CHECK(p != MAP_FAILED, "mmap PROT_EXEC");
+	signal_file("ready", "");
+	wait_for("done");
+	return 0;
+}
+
+/* The second, while the first maps FILE through the kernel: no cache, but kernel writes are fine. */
+static int case_second_kernel(void)
+{
+	int fd = open_file(O_RDWR);
+	void *p = mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+
+	CHECK(p == MAP_FAILED && errno == EAGAIN, "a cache of a file another process maps through the kernel");
+	CHECK(pwrite(fd, "kernel", 6, 300) == 6, "pwrite through the kernel");
+	return 0;
+}
+
+/* A process after the first: caches FILE and writes "third". */
+static int case_take(void)
+{
+	int fd = open_file(O_RDWR);
+	char *p = map_file(fd, PG, PROT_READ | PROT_WRITE);
+
+	memcpy(p + 200, "third", 5);
+	return 0;
+}
+
+/*
+ * A forked child shares its parent's cache: it writes through the
+ * inherited mapping and pwrite, the parent sees it.  Then the parent exits
+ * and the child stays (its pid in FILE.ready) until FILE.done: the entry
+ * must go with the parent, not with the child.
+ */
+static int case_fork_stay(void)
+{
+	int fd = open_file(O_RDWR), pfd[2];
+	char *p = map_file(fd, 2 * PG, PROT_READ | PROT_WRITE), pid_s[32], c;
+	pid_t pid;
+
+	CHECK(pipe(pfd) == 0, "pipe");
+	p[0] = 'P';
+	pid = fork();
+	CHECK(pid >= 0, "fork");
+	if (pid == 0) {
+		char buf[1];
+
+		close(pfd[0]);
+		if (p[0] != 'P')
+			_exit(2);
+		p[1] = 'C';
+		if (pwrite(fd, "c", 1, PG + 1) != 1 || pread(fd, buf, 1, 0) != 1 || buf[0] != 'P')
+			_exit(3);
+		(void)!write(pfd[1], "k", 1);
+		close(pfd[1]);
+		wait_for("done");
+		_exit(0);
+	}
+	close(pfd[1]);
+	CHECK(read(pfd[0], &c, 1) == 1, "the child did its writes");
+	CHECK(p[1] == 'C' && p[PG + 1] == 'c', "the parent sees the child's writes");
+	snprintf(pid_s, sizeof(pid_s), "%d", (int)pid);
+	signal_file("ready", pid_s);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *c;
@@ -549,6 +693,18 @@ int main(int argc, char **argv)
 		return case_threads();
 	if (!strcmp(c, "private"))
 		return case_private();
+	if (!strcmp(c, "hold"))
+		return case_hold();
+	if (!strcmp(c, "second"))
+		return case_second();
+	if (!strcmp(c, "hold-kernel"))
+		return case_hold_kernel();
+	if (!strcmp(c, "second-kernel"))
+		return case_second_kernel();
+	if (!strcmp(c, "take"))
+		return case_take();
+	if (!strcmp(c, "fork-stay"))
+		return case_fork_stay();
 	fprintf(stderr, "preload-prog: unknown case %s\n", c);
 	return 2;
 }

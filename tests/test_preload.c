@@ -20,37 +20,61 @@ static const char *builddir(void)
 
 static char logpath[64], outpath[80];
 
-/* Run "upcache-run [--tracking=async] PROG CASE FILE"; returns the wait status. */
-static int run(const char *prog, const char *name, const char *file)
+/*
+ * Start "upcache-run [--tracking=async] PROG CASE FILE [ARG]", its output
+ * to outpath; a new log and output file unless @same_log (a second process
+ * of the same test: both append to the first's).
+ */
+static pid_t start_arg(const char *prog, const char *name, const char *file, const char *arg, bool same_log)
 {
 	char run_path[4096], prog_path[4096];
-	int st, fd;
+	int fd;
 	pid_t pid;
 
 	require_upcache();
 	snprintf(run_path, sizeof(run_path), "%s/preload/upcache-run", builddir());
 	snprintf(prog_path, sizeof(prog_path), "%s/tests/%s", builddir(), prog);
-	strcpy(logpath, "/var/tmp/upc-preload-log.XXXXXX");
-	fd = mkstemp(logpath);
-	cr_assert(fd >= 0);
-	close(fd);
-	snprintf(outpath, sizeof(outpath), "%s.out", logpath);
+	if (!same_log) {
+		strcpy(logpath, "/var/tmp/upc-preload-log.XXXXXX");
+		fd = mkstemp(logpath);
+		cr_assert(fd >= 0);
+		close(fd);
+		snprintf(outpath, sizeof(outpath), "%s.out", logpath);
+	}
 	pid = fork();
 	cr_assert(pid >= 0);
 	if (pid == 0) {
-		int out = open(outpath, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+		int out = open(outpath, O_WRONLY | O_CREAT | O_APPEND | (same_log ? 0 : O_TRUNC), 0644);
 
 		dup2(out, 1);
 		dup2(out, 2);
 		setenv("UPCACHE_RUN_LOG", logpath, 1);
 		if (track_flags())
-			execl(run_path, run_path, "--tracking=async", "--stats", prog_path, name, file, (char *)NULL);
+			execl(run_path, run_path, "--tracking=async", "--stats", prog_path, name, file, arg, (char *)NULL);
 		else
-			execl(run_path, run_path, "--stats", prog_path, name, file, (char *)NULL);
+			execl(run_path, run_path, "--stats", prog_path, name, file, arg, (char *)NULL);
 		_exit(127);
 	}
+	return pid;
+}
+
+static pid_t start(const char *prog, const char *name, const char *file, bool same_log)
+{
+	return start_arg(prog, name, file, NULL, same_log);
+}
+
+static int reap(pid_t pid)
+{
+	int st;
+
 	cr_assert_eq(waitpid(pid, &st, 0), pid);
 	return st;
+}
+
+/* Run "upcache-run [--tracking=async] PROG CASE FILE"; returns the wait status. */
+static int run(const char *prog, const char *name, const char *file)
+{
+	return reap(start(prog, name, file, false));
 }
 
 static bool file_has(const char *path, const char *what)
@@ -319,4 +343,186 @@ Test(preload, upcache_run_usage)
 	cr_assert_eq(WEXITSTATUS(system(cmd)), 127);
 	snprintf(cmd, sizeof(cmd), "%s/preload/upcache-run --mem-limit=64m true", builddir());
 	cr_assert_eq(WEXITSTATUS(system(cmd)), 0);
+}
+
+/* ---- one cache per file (the registry; upcache-run(1), ONE CACHE PER FILE) */
+
+/* FILE.SUFFIX: wait (60 s at most) until it exists, make it, remove it. */
+static void wait_file(const char *file, const char *suffix)
+{
+	char path[128];
+
+	snprintf(path, sizeof(path), "%s.%s", file, suffix);
+	for (int i = 0; i < 6000 && access(path, F_OK) != 0; i++)
+		usleep(10000);
+	if (access(path, F_OK) != 0)
+		show();
+	cr_assert(access(path, F_OK) == 0, "%s never appeared", path);
+}
+
+static void make_file(const char *file, const char *suffix)
+{
+	char path[128];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s.%s", file, suffix);
+	fd = open(path, O_WRONLY | O_CREAT, 0644);
+	cr_assert(fd >= 0);
+	close(fd);
+}
+
+static void remove_files(const char *file)
+{
+	char path[128];
+
+	snprintf(path, sizeof(path), "%s.ready", file);
+	unlink(path);
+	snprintf(path, sizeof(path), "%s.done", file);
+	unlink(path);
+}
+
+static void expect_exit0(int st, const char *who)
+{
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+		show();
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s failed: status %#x (output above)", who, st);
+}
+
+Test(preload, second_process_cannot_cache_a_cached_file, .timeout = 120)
+{
+	char file[64], want[96];
+	int fd = tmpfile_pattern(2 * PAGE, file);
+	pid_t first;
+
+	close(fd);
+	first = start("preload-prog", "hold", file, false);
+	wait_file(file, "ready");
+	/* while the first caches the file: EAGAIN for the second's mmaps and writes */
+	expect_exit0(reap(start("preload-prog", "second", file, true)), "the second process");
+	snprintf(want, sizeof(want), "is cached by process %d (preload-prog)", (int)first);
+	cr_assert(file_has(outpath, want), "stderr names the file, the holder and the way out");
+	cr_assert(file_has(outpath, "without upcache-run"));
+	cr_assert(file_has(logpath, "refused (EAGAIN)"));
+	make_file(file, "done");
+	expect_exit0(reap(first), "the first process");
+	skip_unless_mode();
+	/* nothing lost: all of the first's writes, none of the second's */
+	expect_bytes(file, 0, "first-map");
+	expect_bytes(file, PAGE + 5, "first-pwrite");
+	expect_bytes(file, 100, "after-second");
+	expect_bytes(file, PAGE + 100, "after-pwrite");
+	/* the first is gone: a new process caches the file */
+	expect_ok(run("preload-prog", "take", file));
+	expect_bytes(file, 200, "third");
+	expect_bytes(file, 0, "first-map");
+	remove_files(file);
+	cleanup(file);
+}
+
+Test(preload, no_cache_of_a_file_mapped_through_the_kernel_elsewhere, .timeout = 120)
+{
+	char file[64];
+	int fd = tmpfile_pattern(PAGE, file);
+	pid_t first;
+
+	close(fd);
+	first = start("preload-prog", "hold-kernel", file, false);
+	wait_file(file, "ready");
+	expect_exit0(reap(start("preload-prog", "second-kernel", file, true)), "the second process");
+	cr_assert(file_has(logpath, "left to the kernel: PROT_EXEC"));
+	cr_assert(file_has(logpath, "refused (EAGAIN)"));
+	make_file(file, "done");
+	expect_exit0(reap(first), "the first process");
+	expect_bytes(file, 300, "kernel");
+	expect_ok(run("preload-prog", "take", file));
+	expect_bytes(file, 200, "third");
+	remove_files(file);
+	cleanup(file);
+}
+
+Test(preload, forked_child_shares_and_does_not_keep_the_entry, .timeout = 120)
+{
+	char file[64], path[128], buf[32] = { 0 };
+	int fd;
+	pid_t child;
+
+	if (track_flags())
+		cr_skip_test("forked children keep upcache mappings under synchronous tracking only (upcache(7), FORK)");
+	if (!(upc_probe() & UPC_FEAT_EVENT_FORK))
+		cr_skip_test("the kernel has no UFFD_EVENT_FORK");
+	fd = tmpfile_pattern(2 * PAGE, file);
+	close(fd);
+	expect_ok(run("preload-prog", "fork-stay", file));
+	expect_bytes(file, 0, "PC");
+	expect_bytes(file, PAGE + 1, "c");
+	snprintf(path, sizeof(path), "%s.ready", file);
+	fd = open(path, O_RDONLY);
+	cr_assert(fd >= 0 && read(fd, buf, sizeof(buf) - 1) > 0);
+	close(fd);
+	child = atoi(buf);
+	cr_assert(child > 0 && kill(child, 0) == 0, "the forked child outlives its parent");
+	/* the parent is gone, its child is not: the file is free to cache */
+	expect_ok(run("preload-prog", "take", file));
+	expect_bytes(file, 200, "third");
+	make_file(file, "done");
+	for (int i = 0; i < 6000 && kill(child, 0) == 0; i++)
+		usleep(10000);
+	remove_files(file);
+	cleanup(file);
+}
+
+/*
+ * SQLite in WAL mode with mmap_size: a writer commits 400 rows one by one
+ * while a reader counts them, both under upcache-run.  Before the
+ * registry the reader's cache kept a stale -shm wal-index and its
+ * checkpoint at close (the last connection) threw committed rows away
+ * (106 and 70 of 400 left).  Now the second process cannot cache the
+ * files: it fails, loudly, and every committed row is in the database.
+ */
+Test(preload, sqlite_two_processes_never_lose_rows, .timeout = 200)
+{
+	char prog[4200], db[64], cmd[4400], line[256];
+	long committed = -1, rows = -1;
+	int st_w, st_r, fd;
+	pid_t w, r;
+	FILE *f;
+
+	snprintf(prog, sizeof(prog), "%s/tests/preload-sqlite", builddir());
+	if (access(prog, X_OK) != 0)
+		cr_skip_test("tests/preload-sqlite is not built (configure found no sqlite3)");
+	strcpy(db, "/var/tmp/upc-preload-db.XXXXXX");
+	fd = mkstemp(db);
+	cr_assert(fd >= 0);
+	close(fd);
+	unlink(db);	/* SQLite makes it */
+	w = start_arg("preload-sqlite", "writer", db, "400", false);
+	usleep(300000);
+	r = start_arg("preload-sqlite", "reader", db, "300", true);
+	st_r = reap(r);
+	st_w = reap(w);
+	skip_unless_mode();
+	f = fopen(outpath, "r");
+	cr_assert(f);
+	while (fgets(line, sizeof(line), f))
+		sscanf(line, "committed %ld", &committed);
+	fclose(f);
+	snprintf(cmd, sizeof(cmd), "%s count %s", prog, db);
+	f = popen(cmd, "r");
+	cr_assert(f);
+	while (fgets(line, sizeof(line), f))
+		sscanf(line, "rows %ld", &rows);
+	cr_assert_eq(WEXITSTATUS(pclose(f)), 0, "integrity check of %s", db);
+	if (committed < 0 || rows != committed)
+		show();
+	cr_assert(committed > 0, "the writer committed nothing (output above)");
+	cr_assert_eq(rows, committed, "committed %ld rows, %ld in the database", committed, rows);
+	/* works, or fails loudly: a failing process said why */
+	if (!WIFEXITED(st_w) || WEXITSTATUS(st_w) || !WIFEXITED(st_r) || WEXITSTATUS(st_r)) {
+		cr_assert(file_has(outpath, "error"), "a process failed without a word");
+		cr_assert(file_has(outpath, "is cached by process"), "the shim said which process caches it");
+	}
+	snprintf(cmd, sizeof(cmd), "rm -f %s %s-wal %s-shm", db, db, db);
+	(void)!system(cmd);
+	unlink(logpath);
+	unlink(outpath);
 }

@@ -90,6 +90,9 @@ struct handler {
 	char *src;		/* the page UFFDIO_COPY inserts */
 	int src_fd;		/* >= 0: pread the page from this file first */
 	char *_Atomic base;	/* the mapping, for the file offset */
+	size_t size;		/* of the mapping (a MINOR window stops at its end) */
+	size_t win;		/* MINOR: pages per UFFDIO_CONTINUE (0: 1) */
+	bool cont_wp;		/* MINOR: UFFDIO_CONTINUE_MODE_WP (a write-protected range) */
 	pthread_t th;
 	int err;
 };
@@ -104,10 +107,21 @@ static void handle_one(struct handler *h, const struct uffd_msg *m)
 		return;
 	}
 	if (m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_MINOR) {
-		struct uffdio_continue c = { .range = { .start = addr, .len = PG }, .mode = 0 };
+		uintptr_t end = (uintptr_t)atomic_load(&h->base) + h->size;
+		size_t len = (h->win ? h->win : 1) * PG;
+		struct uffdio_continue c = {
+			.range = { .start = addr, .len = addr + len > end ? end - addr : len },
+			.mode = h->cont_wp ? UFFDIO_CONTINUE_MODE_WP : 0,
+		};
 
-		if (ioctl(h->uffd, UFFDIO_CONTINUE, &c) < 0 && errno != EEXIST)
-			h->err = -errno;
+		/* A window meets pages mapped already: EEXIST (or EAGAIN after a part), as the library's. */
+		if (ioctl(h->uffd, UFFDIO_CONTINUE, &c) < 0) {
+			struct uffdio_range r = { .start = addr, .len = PG };
+
+			if (errno != EEXIST && errno != EAGAIN)
+				h->err = -errno;
+			ioctl(h->uffd, UFFDIO_WAKE, &r);
+		}
 		return;
 	}
 	if (h->src_fd >= 0 &&
@@ -222,6 +236,8 @@ struct floor_ctx {
 	const uint32_t *order;	/* pages touched; NULL: all in order */
 	size_t n;
 	int memfd;		/* F_WP, F_MINOR: populated once */
+	size_t win;		/* F_MINOR: pages per CONTINUE (0: 1) */
+	bool wp;		/* F_MINOR: registered MISSING|WP|MINOR, write-protected (upcache's rw map) */
 };
 
 static int floor_pass(struct variant *v, struct sample *s)
@@ -256,8 +272,12 @@ static int floor_pass(struct variant *v, struct sample *s)
 	} else if (f->mode == F_WP) {
 		feats = UFFD_FEATURE_WP_HUGETLBFS_SHMEM | UFFD_FEATURE_WP_UNPOPULATED;
 	} else {
-		feats = UFFD_FEATURE_MINOR_SHMEM;
+		feats = UFFD_FEATURE_MINOR_SHMEM |
+			(f->wp ? UFFD_FEATURE_WP_HUGETLBFS_SHMEM | UFFD_FEATURE_WP_UNPOPULATED : 0);
 	}
+	h.win = f->win;
+	h.cont_wp = f->wp;
+	h.size = size;
 	h.uffd = uffd_open(feats);
 	if (h.uffd < 0) {
 		ret = h.uffd;
@@ -303,9 +323,14 @@ static int floor_pass(struct variant *v, struct sample *s)
 		goto out_unpin;
 	}
 	atomic_store(&h.base, base);
-	ret = uffd_register(h.uffd, base, size, f->mode == F_MINOR ? UFFDIO_REGISTER_MODE_MINOR :
-			    UFFDIO_REGISTER_MODE_MISSING | (f->mode == F_WP ? UFFDIO_REGISTER_MODE_WP : 0));
-	if (!ret && f->mode == F_WP)
+	if (f->mode == F_MINOR && f->wp)
+		ret = uffd_register(h.uffd, base, size, UFFDIO_REGISTER_MODE_MISSING |
+				    UFFDIO_REGISTER_MODE_WP | UFFDIO_REGISTER_MODE_MINOR);
+	else
+		ret = uffd_register(h.uffd, base, size, f->mode == F_MINOR ? UFFDIO_REGISTER_MODE_MINOR :
+				    UFFDIO_REGISTER_MODE_MISSING |
+				    (f->mode == F_WP ? UFFDIO_REGISTER_MODE_WP : 0));
+	if (!ret && (f->mode == F_WP || f->wp))
 		ret = uffd_wp(h.uffd, base, size, true);
 	if (ret < 0)
 		goto out_unpin;
@@ -390,6 +415,32 @@ int floor_wp_variant(struct workload *w, const char *name, int pin, bool info, s
 			 "un-protects (%s)", pin_desc(pin));
 	if (mfd < 0)
 		skip_variant(w, vi, "memfd: %s", strerror(errno));
+	return vi;
+}
+
+/*
+ * The floor of a writable upcache mapping of cached pages: the kernel's
+ * mapping of a populated memfd registered MISSING|WP|MINOR and
+ * write-protected whole, as upcache registers a read-write mapping, and a
+ * minimal handler that answers each MINOR fault with one UFFDIO_CONTINUE
+ * (MODE_WP) of @win pages from the faulting one: the library's
+ * fault-around (64) or map-ahead (512) without the library.
+ */
+int floor_minor_variant(struct workload *w, const char *name, bool info, int memfd, size_t npages,
+			const uint32_t *order, size_t n, size_t win)
+{
+	struct floor_ctx *f = calloc(1, sizeof(*f));
+	int vi;
+
+	if (!f)
+		exit(1);
+	*f = (struct floor_ctx){ .mode = F_MINOR, .npages = npages, .order = order, .n = n,
+				 .memfd = memfd, .win = win, .wp = true };
+	vi = add_variant(w, name, floor_pass, f, info, "the memfd registered MISSING|WP|MINOR and "
+			 "write-protected, a minimal handler that CONTINUEs %zu pages (MODE_WP) per MINOR "
+			 "fault: upcache's writable mapping without the library", win);
+	if (memfd < 0)
+		skip_variant(w, vi, "memfd: %s", strerror(-memfd));
 	return vi;
 }
 
@@ -510,8 +561,8 @@ void wl8_floor(struct workload *w)
 	struct rd_ctx *rd;
 	struct acc t;
 	int memfd, vf, vfs, vfo, vfb, vfg, vfr, vfm, vw, vws, vwo, vka, vk1, vmh, vmd, vru, vrp, vus, vua,
-	    vum;
-	struct upc_cache *ca;
+	    vum, vsm;
+	struct upc_cache *ca, *cs;
 	char nm[NAME_LEN];
 
 	/* Cheap passes, and the most exposed to other processes' load: twice the repetitions. */
@@ -607,21 +658,32 @@ void wl8_floor(struct workload *w)
 	t.async = true;
 	snprintf(nm, sizeof(nm), "%.32s-missing", B.async_label);
 	vua = add_acc(w, nm, false, &t, "as upc-sync-missing, async tracking asked");
-	/* Async tracking maps cached pages through MINOR faults: a cache filled beforehand. */
+	/*
+	 * A read-write mapping of cached pages takes MINOR faults in both
+	 * modes.  The caches hold only the pages touched (every other page),
+	 * so that the library's fault-around, which stops at the first page
+	 * not cached, maps one page per fault: one MINOR fault per touch, the
+	 * same shape as floor-minor.
+	 */
+	cs = cache_or_die(false, UPC_CACHE_NO_BGWB, 0);
 	ca = cache_or_die(true, UPC_CACHE_NO_BGWB, 0);
-	upc_warm(ca, path, size);
+	upc_warm_pages(cs, path, size, order, n);
+	upc_warm_pages(ca, path, size, order, n);
 	t.fresh_cache = false;
+	t.async = false;
+	t.cache = cs;
+	t.map_rw = true;	/* a read-only mapping takes kernel-served faults, not MINOR ones */
+	vsm = add_acc(w, "upc-sync-minor", false, &t, "pages cached (only those touched) through a "
+		      "fresh read-write mapping: one MINOR fault of one page per touch");
+	t.async = true;
 	t.cache = ca;
 	snprintf(nm, sizeof(nm), "%.32s-minor", B.async_label);
-	t.map_rw = true;	/* a read-only mapping takes kernel-served faults, not MINOR ones */
-	vum = add_acc(w, nm, false, &t, "cached pages through a fresh read-write mapping in async "
-		      "mode: MINOR faults (with CONTINUE fault-around), per touch");
-	if (B.async_mode != UPC_TRACK_ASYNC)
-		skip_variant(w, vum, "async tracking not available: cached pages are kernel-served");
+	vum = add_acc(w, nm, false, &t, "as upc-sync-minor, async tracking asked");
 
 	run_variants(w);
 	add_ratio(w, vus, vf);
 	add_ratio(w, vua, vf);
+	add_ratio(w, vsm, vfm);
 	add_ratio(w, vum, vfm);
 	add_ratio(w, vfm, vf);
 	add_ratio(w, vus, vfr);
@@ -647,9 +709,30 @@ void wl8_floor(struct workload *w)
 		add_target(8, "any fault the cache serves: MISSING (sync)", vus, vf, 1.3, note);
 		add_target(8, "any fault the cache serves: MISSING (async)", vua, vf, 1.3, NULL);
 		add_target(8, "any fault the cache serves: MINOR (async)", vum, vfm, 1.3,
-			   "per touch: the library maps a fault-around window per MINOR fault, "
-			   "the floor one page");
+			   "one MINOR fault of one page per touch (only the touched pages cached)");
 	}
+	{
+		/* Issue 11, row F: every kind of served fault against its bare round trip. */
+		static const char *const what[4] = {
+			"served MISSING fault (sync) vs bare round trip", "served MISSING fault (async)",
+			"served MINOR fault (sync) vs bare round trip", "served MINOR fault (async)",
+		};
+		const int num[4] = { vus, vua, vsm, vum }, den[4] = { vf, vf, vfm, vfm };
+
+		for (int k = 0; k < 4; k++) {
+			char note[700];
+
+			note[0] = 0;
+			if (k < 2)
+				snprintf(note, sizeof(note), "to the bare round trip plus a 4 KiB pread in the "
+					 "handler: %.2f; the store's io_uring read / pread: %.2f",
+					 ratio_med(w, num[k], vfr), ratio_med(w, vru, vrp));
+			bound_str(note, sizeof(note), w, num[k]);
+			bound_str(note, sizeof(note), w, den[k]);
+			add_target_row("F", 8, what[k], num[k], den[k], 1.1, note);
+		}
+	}
+	upc_cache_destroy(cs);
 	upc_cache_destroy(ca);
 	snprintf(w->note, sizeof(w->note), "the same-cpu and other-cpu rows pin the faulting thread "
 		 "to one CPU and the handler to it or to the other; unpinned rows leave both to the "

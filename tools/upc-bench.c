@@ -222,7 +222,12 @@ int add_ratio(struct workload *w, int num, int den)
 {
 	struct ratio *r;
 
-	if (num < 0 || den < 0 || w->nratio >= MAX_RATIOS)
+	if (num < 0 || den < 0)
+		return -1;
+	r = find_ratio(w, num, den);
+	if (r)
+		return (int)(r - w->ratio);	/* already there (a target's note asked for it first) */
+	if (w->nratio >= MAX_RATIOS)
 		return -1;
 	r = &w->ratio[w->nratio];
 	memset(r, 0, sizeof(*r));
@@ -271,8 +276,16 @@ void add_target(int wl, const char *what, int num, int den, double limit, const 
 	}
 	snprintf(t->ratio, sizeof(t->ratio), "%s / %s", w->var[num].name, w->var[den].name);
 	r = find_ratio(w, num, den);
-	if (!r)
-		r = &w->ratio[add_ratio(w, num, den)];
+	if (!r) {
+		int ri = add_ratio(w, num, den);
+
+		if (ri < 0) {
+			t->status = T_NOT_AVAILABLE;
+			snprintf(t->note, sizeof(t->note), "upc-bench: too many ratios in workload %d", wl);
+			return;
+		}
+		r = &w->ratio[ri];
+	}
 	if (!r->n) {
 		t->status = T_NOT_AVAILABLE;
 		if (!t->note[0])
@@ -297,6 +310,43 @@ void add_target_na(int wl, const char *what, const char *ratio, double limit, co
 	t->status = T_NOT_AVAILABLE;
 }
 
+void add_target_row(const char *row, int wl, const char *what, int num, int den, double limit,
+		    const char *note)
+{
+	int i = B.ntargets;
+
+	add_target(wl, what, num, den, limit, note);
+	if (B.ntargets > i)
+		snprintf(B.targets[i].row, sizeof(B.targets[i].row), "%s", row);
+}
+
+void add_target_na_row(const char *row, int wl, const char *what, const char *ratio, double limit,
+		       const char *note)
+{
+	int i = B.ntargets;
+
+	add_target_na(wl, what, ratio, limit, note);
+	if (B.ntargets > i)
+		snprintf(B.targets[i].row, sizeof(B.targets[i].row), "%s", row);
+}
+
+double ratio_med(struct workload *w, int num, int den)
+{
+	struct ratio *r;
+	int ri;
+
+	if (num < 0 || den < 0)
+		return NAN;
+	r = find_ratio(w, num, den);
+	if (!r) {
+		ri = add_ratio(w, num, den);
+		if (ri < 0)
+			return NAN;
+		r = &w->ratio[ri];
+	}
+	return r->n ? r->med : NAN;
+}
+
 /* ------------------------------------------------------------ output: the table */
 
 /* The median over the passes of a counter; counters are nearly constant, the median hides a stray pass. */
@@ -312,12 +362,125 @@ static double counter_med(const struct variant *v, size_t off)
 	return med;
 }
 
+/* The median over the passes of x(pass); NAN where no pass ran. */
+static double pass_med(const struct variant *v, size_t off, int what)
+{
+	double x[MAX_REPS], med, mn, mx;
+	int n = 0;
+
+	if (!v)
+		return NAN;
+	for (int rep = 0; rep < MAX_REPS; rep++) {
+		const struct sample *s = &v->samp[rep];
+		double c;
+
+		if (!s->units)
+			continue;
+		c = off == SIZE_MAX ? 0 : (double)*(const uint64_t *)((const char *)&s->c + off);
+		switch (what) {
+		case 0:		/* us per unit */
+			x[n++] = s->ns / 1e3 / (double)s->units;
+			break;
+		case 1:		/* counter per unit */
+			x[n++] = c / (double)s->units;
+			break;
+		case 2:		/* us per counted event */
+			if (c > 0)
+				x[n++] = s->ns / 1e3 / c;
+			break;
+		default:	/* the counter */
+			x[n++] = c;
+		}
+	}
+	stats(x, n, &med, &mn, &mx);
+	return med;
+}
+
+double med_us(const struct variant *v)
+{
+	return pass_med(v, SIZE_MAX, 0);
+}
+
+double med_per_unit(const struct variant *v, size_t cnt_off)
+{
+	return pass_med(v, cnt_off, 1);
+}
+
+double med_us_per(const struct variant *v, size_t cnt_off)
+{
+	return pass_med(v, cnt_off, 2);
+}
+
+double med_cnt(const struct variant *v, size_t cnt_off)
+{
+	return pass_med(v, cnt_off, 3);
+}
+
 static bool variant_is_upc(const struct variant *v)
 {
 	for (int rep = 0; rep < MAX_REPS; rep++)
 		if (v->samp[rep].units)
 			return v->samp[rep].c.upc;
 	return false;
+}
+
+char *bound_str(char *buf, size_t len, struct workload *w, int vi)
+{
+	const struct variant *v;
+	size_t n = strlen(buf);
+	double x, pages;
+
+#define APP(...) do { if (n < len) n += (size_t)snprintf(buf + n, len - n, __VA_ARGS__); } while (0)
+	if (vi < 0 || vi >= w->nvar)
+		return buf;
+	v = &w->var[vi];
+	if (isnan(med_us(v))) {
+		APP("%s%s: no sample", n ? "; " : "", v->name);
+		return buf;
+	}
+	APP("%s%s %.3g us/%s", n ? "; " : "", v->name, med_us(v), w->unit);
+	x = med_per_unit(v, CNT(minflt)) + med_per_unit(v, CNT(majflt));
+	if (x > 0)
+		APP(", %.3g kernel faults a %s", x, w->unit);
+	x = med_per_unit(v, CNT(io_rd_kib));
+	if (x > 0)
+		APP(", %.3g KiB read from storage a %s", x, w->unit);
+	/* write_bytes counts a buffered write's whole (large) folio when it is dirtied. */
+	x = med_per_unit(v, CNT(io_wr_kib));
+	if (x > 0)
+		APP(", %.3g KiB write_bytes a %s", x, w->unit);
+	x = med_per_unit(v, CNT(dev_wr_kib));
+	if (x >= 0.5)
+		APP(", the device wrote %.3g KiB a %s (all processes)", x, w->unit);
+	if (!variant_is_upc(v))
+		return buf;
+	/* A time per fault only where the faults are the work (about one a unit). */
+	x = med_per_unit(v, CNT(faults_missing));
+	if (x > 0) {
+		pages = med_cnt(v, CNT(pages_filled)) / med_cnt(v, CNT(faults_missing));
+		APP(", %.3g MISSING a %s (%.3g pages filled each", x, w->unit, pages);
+		if (x >= 0.9)
+			APP(", %.3g us each", med_us_per(v, CNT(faults_missing)));
+		APP("), %.3g fill I/Os a %s", med_per_unit(v, CNT(fill_ios)), w->unit);
+	}
+	x = med_per_unit(v, CNT(faults_minor));
+	if (x >= 0.9)
+		APP(", %.3g MINOR a %s (%.3g us each)", x, w->unit, med_us_per(v, CNT(faults_minor)));
+	else if (x > 0)
+		APP(", 1 MINOR per %.0f %ss", 1 / x, w->unit);
+	x = med_per_unit(v, CNT(faults_wp));
+	if (x >= 0.9)
+		APP(", %.3g WP faults a %s (%.3g us each)", x, w->unit, med_us_per(v, CNT(faults_wp)));
+	else if (x > 0)
+		APP(", 1 WP fault per %.0f %ss", 1 / x, w->unit);
+	x = med_cnt(v, CNT(wp_calls));
+	if (x > 0)
+		APP(", %.0f wp calls a pass", x);
+	x = med_cnt(v, CNT(wb_ios));
+	if (x > 0)
+		APP(", %.0f write I/Os a pass (%.3g pages each)", x, med_cnt(v, CNT(pages_written)) / x);
+#undef APP
+	return buf;
 }
 
 #define CM(v, f) counter_med(v, offsetof(struct bench_counters, f))
@@ -414,26 +577,41 @@ static void print_workload(FILE *o, struct workload *w)
 		fprintf(o, "   note: %s\n", w->note);
 }
 
+/* Issue 4's rows (no row letter) first, then issue 11's by row letter, each in the order added. */
 static void print_targets(FILE *o)
 {
-	char lim[16];
+	static const char *const rows[] = { "", "A", "B", "C", "D", "E", "F", "G" };
+	bool head[2] = { false, false };
 
 	fprintf(o, "\n== targets (upcache time / baseline time, same run, median [min, max]; lower is better) ==\n");
-	fprintf(o, "   %-2s %-46s %-40s %5s %7s %16s  %s\n", "wl", "target", "ratio", "limit", "median",
-		"[min, max]", "status");
-	for (int i = 0; i < B.ntargets; i++) {
-		struct target *t = &B.targets[i];
-		char mm[40];
+	for (size_t g = 0; g < sizeof(rows) / sizeof(rows[0]); g++) {
+		for (int i = 0; i < B.ntargets; i++) {
+			struct target *t = &B.targets[i];
+			char mm[40], lim[16], col[8];
 
-		snprintf(lim, sizeof(lim), "%.1f", t->limit);
-		if (isnan(t->med))
-			snprintf(mm, sizeof(mm), "-");
-		else
-			snprintf(mm, sizeof(mm), "[%.2f, %.2f]", t->min, t->max);
-		fprintf(o, "   %-2d %-46s %-40s %5s %7.2f %16s  %s\n", t->wl, t->what, t->ratio, lim,
-			t->med, mm, STATUS_NAME(t->status));
-		if (t->note[0])
-			fprintf(o, "      %s\n", t->note);
+			if (strcmp(t->row, rows[g]))
+				continue;
+			if (!head[g > 0]) {
+				fprintf(o, "   %s\n   %-3s %-46s %-40s %5s %7s %16s  %s\n",
+					g ? "issue 11 (row letter and the workload that measures it):" :
+					"issue 4:", g ? "row" : "wl", "target", "ratio", "limit", "median",
+					"[min, max]", "status");
+				head[g > 0] = true;
+			}
+			snprintf(lim, sizeof(lim), "%.1f", t->limit);
+			if (isnan(t->med))
+				snprintf(mm, sizeof(mm), "-");
+			else
+				snprintf(mm, sizeof(mm), "[%.2f, %.2f]", t->min, t->max);
+			if (t->row[0])
+				snprintf(col, sizeof(col), "%s%d", t->row, t->wl);
+			else
+				snprintf(col, sizeof(col), "%d", t->wl);
+			fprintf(o, "   %-3s %-46s %-40s %5s %7.2f %16s  %s\n", col, t->what, t->ratio, lim,
+				t->med, mm, STATUS_NAME(t->status));
+			if (t->note[0])
+				fprintf(o, "       %s\n", t->note);
+		}
 	}
 }
 
@@ -607,7 +785,9 @@ static void write_json(const char *path, int argc, char **argv)
 	for (int i = 0; i < B.ntargets; i++) {
 		struct target *t = &B.targets[i];
 
-		fprintf(o, "%s\n    {\"wl\": %d, \"what\": ", i ? "," : "", t->wl);
+		fprintf(o, "%s\n    {\"wl\": %d, \"row\": ", i ? "," : "", t->wl);
+		json_str(o, t->row);
+		fputs(", \"what\": ", o);
 		json_str(o, t->what);
 		fputs(", \"ratio\": ", o);
 		json_str(o, t->ratio);
@@ -651,7 +831,7 @@ static void usage(FILE *o)
 	      "                 [--timeout SECONDS] [--match STRING]\n"
 	      "workloads: 1 cached sequential scan, 2 cold sequential scan, 3 cached random touch,\n"
 	      "  4 cold random 4 KiB reads, 5 first write to clean cached pages, 6 msync,\n"
-	      "  7 eviction churn, 8 the floor.  See upc-bench(1).\n", o);
+	      "  7 eviction churn, 8 the floor, 9 databases end to end.  See upc-bench(1).\n", o);
 }
 
 static void on_signal(int sig)
@@ -807,13 +987,19 @@ int main(int argc, char **argv)
 
 	for (int id = 1; id <= NR_WORKLOADS; id++) {
 		struct workload *w = &B.wl[id];
+		int nt;
 
 		w->id = id;
 		w->reps = B.reps;
 		if (B.only && !(B.only & (1u << id)))
 			continue;
 		progress("workload %d", id);
+		nt = B.ntargets;
 		workloads[id](w);
+		/* Workload 9's targets are issue 11's row G. */
+		for (int i = nt; id == 9 && i < B.ntargets; i++)
+			if (!B.targets[i].row[0])
+				snprintf(B.targets[i].row, sizeof(B.targets[i].row), "G");
 		print_workload(stdout, w);
 		fflush(stdout);
 	}

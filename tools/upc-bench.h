@@ -37,8 +37,8 @@
 #define PG		4096UL
 #define MAX_REPS	64
 #define MAX_VARIANTS	24
-#define MAX_RATIOS	16
-#define MAX_TARGETS	32
+#define MAX_RATIOS	32
+#define MAX_TARGETS	64
 #define NR_WORKLOADS	9
 #define NAME_LEN	48
 
@@ -103,12 +103,13 @@ enum target_status { T_NOT_RUN = -2, T_NOT_AVAILABLE = -1, T_NOT_MET = 0, T_MET 
 
 struct target {
 	int wl;
-	char what[120];			/* the target row of issue 4 */
+	char row[4];			/* "" for issue 4's rows; "A".."G" for issue 11's */
+	char what[120];			/* the target */
 	char ratio[120];		/* "upc-sync / kernel-memfd" */
 	double limit;
 	double med, min, max;
 	int status;
-	char note[400];
+	char note[700];			/* what bounds it, from counters of the same run */
 };
 
 struct bench {
@@ -142,6 +143,26 @@ void run_variants(struct workload *w);
 int add_ratio(struct workload *w, int num, int den);
 void add_target(int wl, const char *what, int num, int den, double limit, const char *note);
 void add_target_na(int wl, const char *what, const char *ratio, double limit, const char *note);
+/* The same for a row of issue 11 (@row "A".."G"): printed and plotted apart from issue 4's. */
+void add_target_row(const char *row, int wl, const char *what, int num, int den, double limit,
+		    const char *note);
+void add_target_na_row(const char *row, int wl, const char *what, const char *ratio, double limit,
+		       const char *note);
+/* Medians over the passes of @v: time per unit, a counter per unit, time per counted event. */
+#define CNT(f) offsetof(struct bench_counters, f)
+double med_us(const struct variant *v);
+double med_per_unit(const struct variant *v, size_t cnt_off);
+double med_us_per(const struct variant *v, size_t cnt_off);
+double med_cnt(const struct variant *v, size_t cnt_off);
+/*
+ * "NAME: X us/unit; per unit: N kernel faults, N MISSING (N pages each), N
+ * fill I/Os, N MINOR (N pages each), N WP faults; ..." from the medians of
+ * @w's variant @vi, appended to @buf: what bounds a target, from the
+ * counters of the same run.  Returns @buf.
+ */
+char *bound_str(char *buf, size_t len, struct workload *w, int vi);
+/* A ratio's median, or NAN. */
+double ratio_med(struct workload *w, int num, int den);
 struct ratio *find_ratio(struct workload *w, int num, int den);
 
 /* upc-bench-work.c: helpers shared with the floor */
@@ -156,6 +177,7 @@ uint64_t rnd64(uint64_t *s);
 int upc_new(bool async, unsigned int flags, size_t mem_limit, struct upc_cache **cp);
 struct upc_cache *cache_or_die(bool async, unsigned int flags, size_t mem_limit);
 int upc_warm(struct upc_cache *c, const char *path, size_t size);
+int upc_warm_pages(struct upc_cache *c, const char *path, size_t size, const uint32_t *order, size_t n);
 int pin_self(int cpu, cpu_set_t *saved);
 void unpin_self(const cpu_set_t *saved);
 void cleanup_files(void);
@@ -223,6 +245,8 @@ void wl8_floor(struct workload *w);
 /* upc-bench-apps.c */
 void wl9_databases(struct workload *w);
 int floor_wp_variant(struct workload *w, const char *name, int pin, bool info, size_t npages);
+int floor_minor_variant(struct workload *w, const char *name, bool info, int memfd, size_t npages,
+			const uint32_t *order, size_t n, size_t win);
 
 /* floor pinning */
 #define PIN_NONE	0
