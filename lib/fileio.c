@@ -329,6 +329,20 @@ UPC_API ssize_t upc_pwrite(struct upc_cache *c, int fd, const void *buf, size_t 
 		if (end > (uint64_t)f->size)
 			file_size_refresh(f);
 		/*
+		 * The pages this write may add are write-protected in every
+		 * mapping now, before the edges are read: file_grow() in step 2
+		 * then has nothing left to protect, so it never lets go of the
+		 * lock (a fork in flight, internal.h) between reading an edge
+		 * and writing into it, where reclaim could take the page and
+		 * the bytes of it that this write does not cover would be lost.
+		 */
+		if (end > (uint64_t)f->size) {
+			bool yielded;
+
+			/* as far as file_grow() will: never fewer pages than now */
+			file_wp_extend(f, max_t(uint64_t, pg_round_up(end) >> UPC_PAGE_SHIFT, f->npages), &yielded);
+		}
+		/*
 		 * 1. A partial page the store has bytes of, and the cache does not
 		 * hold, is read first (the kernel's write_begin); a page wholly
 		 * written, or past end of file, is not.

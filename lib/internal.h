@@ -36,7 +36,12 @@
  * PG_writeback.  File I/O (fileio.c) takes file->lock as a fault does; it
  * never touches the caller's buffer with it held (the buffer may be a
  * mapping, whose fault would need the lock), and truncation and hole
- * punching wait on file->wb_cond as msync(SYNC) does.
+ * punching wait on file->wb_cond as msync(SYNC) does.  file_grow() may let
+ * go of file->lock for a moment (a mapping's mm is forking while the new
+ * pages are write-protected: map.c, file_wp_extend()), as the other
+ * page-table changes that meet a fork do (fork_yield_file()): its callers
+ * hold nothing across it that another holder of the lock may change
+ * (upc_pwrite protects the new pages first, so that it does not).
  *
  * File lifetime (the kernel's iget/iput and inode LRU; cache.c has the
  * policy).  file->refs counts every mapping (in any mm, forked children's
