@@ -115,7 +115,10 @@ UPC_API int upc_cache_destroy(struct upc_cache *cache);
 
 /* upc_map flags */
 #define UPC_MAP_POPULATE	0x1u	/* fault the whole range in before returning (like MAP_POPULATE) */
-#define UPC_MAP_FLAGS_ALL	0x1u
+#define UPC_MAP_HINT		0x2u	/* *addrp on entry: a hint (mmap's addr without MAP_FIXED) */
+#define UPC_MAP_FIXED_NOREPLACE	0x4u	/* exactly at *addrp, -EEXIST if anything is mapped there */
+#define UPC_MAP_FIXED		0x8u	/* exactly at *addrp, replacing what is there (MAP_FIXED) */
+#define UPC_MAP_FLAGS_ALL	0xfu
 
 /*
  * upc_map - map @length bytes of the file open on @fd from @offset, with
@@ -125,15 +128,36 @@ UPC_API int upc_cache_destroy(struct upc_cache *cache);
  *          be closed afterwards.  Write access follows @fd's access mode;
  *          its status flags (O_APPEND), then or later, do not matter.
  * @offset: multiple of the page size.
+ * @length: any length, whatever the file's size (a map may be far larger
+ *          than its file, and the file may grow into it): the part past
+ *          end of file costs address space only, as with mmap(2).
  * @prot:   PROT_READ, PROT_READ|PROT_WRITE or PROT_NONE.
- * @addrp:  receives the address.
+ * @flags:  UPC_MAP_POPULATE, and at most one of the address flags:
+ *          UPC_MAP_HINT (*@addrp is a hint, NULL for none, as mmap(2)'s
+ *          addr), UPC_MAP_FIXED_NOREPLACE (exactly at *@addrp, or -EEXIST
+ *          if anything is mapped in the range, as MAP_FIXED_NOREPLACE),
+ *          UPC_MAP_FIXED (exactly at *@addrp, replacing what is mapped
+ *          there, as MAP_FIXED; upcache mappings in the range are unmapped
+ *          as by upc_unmap(), their dirty pages kept dirty in the cache).
+ * @addrp:  receives the address; with an address flag, holds the address
+ *          asked for on entry.
  *
  * As with mmap(2), a page wholly beyond end of file raises SIGBUS, the part
  * of the last page beyond end of file reads as zeros and is never written
  * back, and a write to a mapping without PROT_WRITE raises SIGSEGV.
+ * UPC_MAP_FIXED is not atomic as MAP_FIXED is: the upcache mappings in the
+ * range go first, then the new mapping replaces the range, inaccessible
+ * (an access by another thread meanwhile gets SIGSEGV) until it is ready;
+ * upc_map(3) has the details.
  *
  * Returns 0 or a negative errno:
  *  -EINVAL  @length is 0, @offset is not page-aligned, unknown @prot bits or @flags;
+ *           more than one address flag; with one, *@addrp not page-aligned
+ *           or the range wrapping around; NULL with UPC_MAP_FIXED or
+ *           UPC_MAP_FIXED_NOREPLACE;
+ *  -EEXIST  UPC_MAP_FIXED_NOREPLACE and something is mapped in the range;
+ *  -EBUSY   UPC_MAP_FIXED over an upcache mapping with a pinned page in the
+ *           range (nothing changed; see upc_unmap());
  *           an O_APPEND @fd that the file store cannot open again for itself
  *           (see upc_store_file_create(3): it never writes through O_APPEND);
  *  -EBADF   @fd is not an open file descriptor;
@@ -141,9 +165,11 @@ UPC_API int upc_cache_destroy(struct upc_cache *cache);
  *  -EACCES  PROT_WRITE on an fd not opened for writing, or any mapping of an
  *           fd opened O_WRONLY;
  *  -EOVERFLOW @offset + @length overflows;
- *  -EFBIG   the range ends beyond the address space reserved for the file
- *           (twice its size when first mapped, 4 GiB at least);
- *  -ENOMEM, -EMFILE  resources.
+ *  -ENOMEM  no address space for the range (or, with UPC_MAP_FIXED, the
+ *           range is not in the user address space); memory;
+ *  -EMFILE  descriptors.
+ * A failure after UPC_MAP_FIXED unmapped what was in the range leaves the
+ * range unmapped, as a failed mmap(MAP_FIXED) may.
  */
 UPC_API int upc_map(struct upc_cache *cache, int fd, off_t offset, size_t length,
 		    int prot, unsigned int flags, void **addrp);
@@ -229,9 +255,8 @@ UPC_API ssize_t upc_pread(struct upc_cache *cache, int fd, void *buf, size_t len
  *  -EBADF   @fd is not open, or open O_RDONLY;
  *  -EACCES  @fd is open O_WRONLY (the cache must be able to read the file);
  *  -EINVAL  @off negative, @buf NULL with @len;
- *  -EFBIG   @off + @len overflows, or @off is beyond the address space the
- *           cache reserved for the file (upc_map's -EFBIG; a write that
- *           crosses it is short);
+ *  -EFBIG   @off + @len overflows, or the file would grow beyond what the
+ *           address space can stage (nothing written then);
  *  -EOPNOTSUPP extending a file whose store cannot change its size;
  *  -ENODEV, -EIO, -ENOSPC, -ENOMEM, -EMFILE.
  */
@@ -248,7 +273,7 @@ UPC_API ssize_t upc_pwrite(struct upc_cache *cache, int fd, const void *buf, siz
  *  -EINVAL  @length negative, or @fd open O_RDONLY;
  *  -EBADF, -EACCES, -ENODEV  as upc_pwrite();
  *  -EBUSY   a page wholly past the new end is pinned (upc_pin());
- *  -EFBIG   @length beyond the address space the cache reserved for the file;
+ *  -EFBIG   @length beyond what the address space can stage (upc_pwrite());
  *  -EOPNOTSUPP the store cannot change the file's size;
  *  the store's error (-EIO, -EPERM, ...).
  */
@@ -267,7 +292,8 @@ UPC_API int upc_ftruncate(struct upc_cache *cache, int fd, off_t length);
  *  -EOPNOTSUPP any other mode (PUNCH_HOLE without KEEP_SIZE included), or
  *           a store or file system that cannot do it;
  *  -EINVAL  @off negative, @len not positive;
- *  -EFBIG   @off + @len overflows, or mode 0 past the cache's reservation;
+ *  -EFBIG   @off + @len overflows, or mode 0 past what the address space
+ *           can stage (upc_pwrite());
  *  -EBUSY   a page wholly in the hole is pinned;
  *  -EBADF   @fd not open, or open O_RDONLY; -EACCES, -ENODEV as upc_pwrite();
  *  the store's error (-ENOSPC, -EIO, ...).

@@ -251,29 +251,43 @@ void file_size_recheck(struct upc_file *f, uint64_t pgoff)
  * too (a file extends with zeros), so the page keeps its clean or dirty
  * state.
  *
- * The memfd is not resized: it is as large as the staging mapping's
- * reservation from the start (file_new), so that a fault past end of file
- * reaches the handler, which can look at the file's size again, instead of
- * being the kernel's SIGBUS (a shmem fault past i_size never becomes a
- * userfaultfd message).  End of file is the handler's to enforce, and it
- * leaves nothing in the PTE when it refuses a page past it (no poison
- * marker: fault.c), so the next access faults again.  Caller holds f->lock.
+ * The memfd is not resized to the file: it is at least as long as the
+ * staging mapping and every mapping of it (file_memfd_span), so that a
+ * fault past end of file reaches the handler, which can look at the file's
+ * size again, instead of being the kernel's SIGBUS (a shmem fault past
+ * i_size never becomes a userfaultfd message).  End of file is the
+ * handler's to enforce, and it leaves nothing in the PTE when it refuses a
+ * page past it (no poison marker: fault.c), so the next access faults
+ * again.
+ *
+ * The staging mapping grows first if the file outgrows it (file_reserve);
+ * then every writable mapping is write-protected over the new pages
+ * (file_wp_extend: I1 - a mapping is protected up to end of file only, so
+ * that a terabyte map of a small file costs nothing for the part past it),
+ * before the size says they exist.  That may let go of f->lock for a moment
+ * (a fork in flight): then it starts over.  -EFBIG: no address space left
+ * for the staging mapping.  Caller holds f->lock.
  */
 int file_grow(struct upc_file *f, off_t newsize)
 {
+	uint64_t npages, nchunks, tail;
+	bool yielded;
+	int ret;
+
+again:
 	/*
 	 * Never fewer pages than before: after a shrink noticed by
 	 * fill_valid(), the pages past the smaller size are still in the
 	 * memfd and the page table, and must stay accounted for.
 	 */
-	uint64_t npages = max_t(uint64_t, pg_round_up(newsize) >> UPC_PAGE_SHIFT, f->npages);
-	uint64_t nchunks = (npages + PT_CHUNK_PAGES - 1) >> PT_CHUNK_SHIFT;
-	uint64_t tail = (uint64_t)f->size & (UPC_PAGE_SIZE - 1);
-
+	npages = max_t(uint64_t, pg_round_up(newsize) >> UPC_PAGE_SHIFT, f->npages);
+	nchunks = (npages + PT_CHUNK_PAGES - 1) >> PT_CHUNK_SHIFT;
+	tail = (uint64_t)f->size & (UPC_PAGE_SIZE - 1);
 	if (newsize <= f->size)
 		return 0;
-	if (pg_round_up(newsize) > f->base_len)
-		return -EFBIG;
+	ret = file_reserve(f, pg_round_up(newsize));
+	if (ret < 0)
+		return ret;
 	file_unfence(f);
 	if (f->fence)
 		return -ENOMEM;	/* the memfd could not take the pages past the fence */
@@ -294,6 +308,11 @@ int file_grow(struct upc_file *f, off_t newsize)
 				 (nchunks - f->nchunks) * (sizeof(*nc) + sizeof(*nu)));
 		f->nchunks = nchunks;
 	}
+	ret = file_wp_extend(f, npages, &yielded);
+	if (ret < 0)
+		return ret;
+	if (yielded)
+		goto again;	/* f->lock was let go: the size may have changed */
 	if (tail && page_uptodate(f, (uint64_t)f->size >> UPC_PAGE_SHIFT))
 		memset(f->base + f->size, 0,
 		       min_t(uint64_t, UPC_PAGE_SIZE - tail, (uint64_t)(newsize - f->size)));
@@ -313,9 +332,8 @@ void file_size_refresh(struct upc_file *f)
 {
 	off_t now;
 
-	if (store_size(f->cache->store, f->store_h, &now) == 0 && now > f->size &&
-	    pg_round_up((uint64_t)now) <= f->base_len)
-		file_grow(f, now);
+	if (store_size(f->cache->store, f->store_h, &now) == 0 && now > f->size)
+		file_grow(f, now);	/* -EFBIG (no address space): the size stays, faults past it SIGBUS */
 }
 
 /*
@@ -355,12 +373,12 @@ int file_fence(struct upc_file *f)
 	return 0;
 }
 
-/* The memfd back to the reservation's length: faults past end of file reach the handler again. */
+/* The memfd back to its full length: faults past end of file reach the handler again. */
 void file_unfence(struct upc_file *f)
 {
 	if (!f->fence)
 		return;
-	if (sys_ftruncate(f->memfd, (off_t)f->base_len) < 0)
+	if (sys_ftruncate(f->memfd, (off_t)f->memfd_len) < 0)
 		return;		/* it stays fenced: the next growth tries again */
 	f->fence = 0;
 	atomic_fetch_sub(&f->cache->nr_fenced, 1);
@@ -386,16 +404,133 @@ void files_unfence_stale(struct upc_cache *c)
 	pthread_mutex_unlock(&c->lock);
 }
 
-/*
- * Reserve enough address space in the staging mapping for the file to grow
- * to twice its size (at least 4 GiB): a mapping of a memfd may extend past
- * its size, and the kernel only allocates page tables where pages are.
- */
-static size_t staging_len(off_t size)
-{
-	uint64_t len = pg_round_up((uint64_t)size) * 2;
+/* ------------------------------------------------------------ staging */
 
-	return len < (4ULL << 30) ? (4ULL << 30) : len;
+#define STAGING_MIN	(4ULL << 30)
+
+/*
+ * A staging mapping the file outgrew.  Kept, mapped, until the file is
+ * released (file_free): see file_reserve().
+ */
+struct staging_old {
+	struct staging_old *next;
+	char *base;
+	size_t len;
+};
+
+/*
+ * The memfd must be at least @bytes long (when not fenced), so that a
+ * mapping that ends there takes its faults past end of file to the handler
+ * and not to the kernel's SIGBUS (file_grow).  Growing a memfd allocates
+ * nothing.  While fenced, the cut stays: file_unfence() restores the full
+ * length.  Caller holds f->lock, or is file_new().
+ */
+int file_memfd_span(struct upc_file *f, uint64_t bytes)
+{
+	int ret;
+
+	if (bytes <= f->memfd_len)
+		return 0;
+	if (bytes > (uint64_t)INT64_MAX)
+		return -EFBIG;
+	if (!f->fence) {
+		ret = sys_ftruncate(f->memfd, (off_t)bytes);
+		if (ret < 0)
+			return ret;
+	}
+	f->memfd_len = bytes;
+	return 0;
+}
+
+static char *staging_map(struct upc_file *f, uint64_t len)
+{
+	struct upc_cache *c = f->cache;
+	char *base;
+
+	if (len > (uint64_t)INT64_MAX)
+		return NULL;
+	base = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, f->memfd, 0);
+	if (base == MAP_FAILED)
+		return NULL;
+	/*
+	 * The staging mapping is registered MISSING with the engine's own
+	 * userfaultfd, in SIGBUS mode: it is how a filled page enters the
+	 * memfd atomically (UFFDIO_COPY inserts a page that is already
+	 * uptodate), and an accidental engine access to a hole fails loudly
+	 * instead of waiting for a handler that does not exist.  A forked
+	 * child must not write through it (or fault holes into it).
+	 */
+	if (sys_uffd_register(c->engine_uffd, (uintptr_t)base, len, UFFDIO_REGISTER_MODE_MISSING) < 0 ||
+	    madvise(base, len, MADV_DONTFORK) < 0) {
+		munmap(base, len);
+		return NULL;
+	}
+	return base;
+}
+
+/*
+ * The staging mapping covers every page of the file: make it cover @bytes.
+ * It reserves twice what is needed (at least 4 GiB), so that a growing
+ * file moves to a new one rarely; the kernel allocates page tables only
+ * where pages are touched, so the reservation costs address space only.
+ * Where twice does not fit in the address space, exactly what is needed.
+ *
+ * A file that outgrows its staging mapping gets a new, larger one, mapping
+ * the same memfd from offset 0, and the old one stays mapped until the file
+ * is released.  Not mremap(MREMAP_MAYMOVE): pointers into the old mapping
+ * are held without f->lock - write-back I/O in flight reads its buffers
+ * there (writeback.c, step 3: io_uring, after f->lock is let go) - and a
+ * moved mapping would turn them into pointers to nothing, or to whatever
+ * is mapped there next, with no error anywhere.  Nor a new mapping that
+ * replaces the old one at once: the same, for the I/O in flight.  Nor a
+ * mapping grown in place (mremap without MAYMOVE): the address space after
+ * it is usually taken.  Both map the same pages, so a holder of the old
+ * pointer reads and writes the same data; the old one is still registered
+ * with the engine's userfaultfd, so a hole there is as loud as in the new
+ * one.  The cost is address space, and the page tables of what was touched
+ * through the old one: with doubling, all the old ones together are
+ * smaller than the new one.  Returns 0, -EFBIG (no address space for it)
+ * or -ENOMEM.  Caller holds f->lock, or is file_new().
+ */
+int file_reserve(struct upc_file *f, uint64_t bytes)
+{
+	uint64_t need = pg_round_up(bytes), len;
+	struct staging_old *old = NULL;
+	char *base;
+	int ret;
+
+	if (need <= f->base_len)
+		return 0;
+	if (need > (uint64_t)INT64_MAX / 2)
+		return -EFBIG;
+	len = max_t(uint64_t, need * 2, STAGING_MIN);
+	if (f->base) {
+		old = malloc(sizeof(*old));
+		if (!old)
+			return -ENOMEM;
+	}
+	base = staging_map(f, len);
+	if (!base && len > need)
+		base = staging_map(f, len = need);
+	if (!base) {
+		free(old);
+		return -EFBIG;
+	}
+	ret = file_memfd_span(f, len);
+	if (ret < 0) {
+		munmap(base, len);
+		free(old);
+		return ret;
+	}
+	if (old) {
+		old->base = f->base;
+		old->len = f->base_len;
+		old->next = f->old_bases;
+		f->old_bases = old;
+	}
+	f->base = base;
+	f->base_len = len;
+	return 0;
 }
 
 static void file_free(struct upc_file *f)
@@ -416,6 +551,13 @@ static void file_free(struct upc_file *f)
 		c->store->ops->close(c->store, f->store_h);
 	if (f->base)
 		munmap(f->base, f->base_len);
+	while (f->old_bases) {
+		struct staging_old *old = f->old_bases;
+
+		f->old_bases = old->next;
+		munmap(old->base, old->len);
+		free(old);
+	}
 	if (f->memfd >= 0)
 		close(f->memfd);
 	free(f->chunks);
@@ -449,34 +591,10 @@ static int file_new(struct upc_cache *c, int fd, const struct stat *st, struct u
 	if (ret < 0)
 		goto out_free;
 	f->memfd = ret;
-	f->base_len = staging_len(st->st_size);
-	/* As large as the reservation: end of file is the fault handler's (file_grow). */
-	ret = sys_ftruncate(f->memfd, (off_t)f->base_len);
+	/* At least as long as the staging mapping: end of file is the fault handler's (file_grow). */
+	ret = file_reserve(f, max_t(uint64_t, (uint64_t)st->st_size, 1));
 	if (ret < 0)
 		goto out_free;
-	f->base = mmap(NULL, f->base_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
-		       f->memfd, 0);
-	if (f->base == MAP_FAILED) {
-		f->base = NULL;
-		ret = -ENOMEM;
-		goto out_free;
-	}
-	/*
-	 * The staging mapping is registered MISSING with the engine's own
-	 * userfaultfd, in SIGBUS mode: it is how a filled page enters the
-	 * memfd atomically (UFFDIO_COPY inserts a page that is already
-	 * uptodate), and an accidental engine access to a hole fails loudly
-	 * instead of waiting for a handler that does not exist.
-	 */
-	ret = sys_uffd_register(c->engine_uffd, (uintptr_t)f->base, f->base_len,
-				UFFDIO_REGISTER_MODE_MISSING);
-	if (ret < 0)
-		goto out_free;
-	/* A forked child must not write through (or fault holes into) the staging mapping. */
-	if (madvise(f->base, f->base_len, MADV_DONTFORK) < 0) {
-		ret = -errno;
-		goto out_free;
-	}
 	ret = file_grow(f, st->st_size);
 	if (ret < 0)
 		goto out_free;
@@ -739,14 +857,17 @@ out:
 			c->store->ops->close(c->store, old);
 		}
 	}
-	if (ret == 0 && st.st_size > f->size)
+	if (ret == 0 && st.st_size > f->size) {
 		/*
-		 * Past the address space reserved for the file the cache cannot
-		 * follow the growth (-EFBIG at map, or for I/O there); calls that
-		 * reach only the part it holds (sync, invalidate, a shrinking
-		 * truncate, I/O below the reservation) must still work.
+		 * A file larger than the address space can stage (-EFBIG): the
+		 * cache keeps the size it knows, and calls that reach only that
+		 * part (sync, invalidate, a shrinking truncate, I/O below it)
+		 * must still work.
 		 */
-		ret = file_grow(f, min_t(off_t, st.st_size, (off_t)f->base_len));
+		ret = file_grow(f, st.st_size);
+		if (ret == -EFBIG)
+			ret = 0;
+	}
 	pthread_mutex_unlock(&f->lock);
 	if (ret < 0) {
 		file_put(f);

@@ -559,7 +559,17 @@ UPC_API int upc_advise(struct upc_cache *c, void *addr, size_t length, int advic
 
 			piece(m, start, end, &first, &last);
 			pthread_mutex_lock(&f->lock);
-			ret = dontneed_piece(m, s, e, first, last);
+			/*
+			 * Nothing is mapped past end of file (map.c): the part of a
+			 * large map past it is left alone, for it would take page
+			 * tables to write-protect again.
+			 */
+			if (last >= f->npages) {
+				last = f->npages - 1;
+				e = m->start + ((f->npages - m->pgoff) << UPC_PAGE_SHIFT);
+			}
+			if (first < f->npages)
+				ret = dontneed_piece(m, s, e, first, last);
 			pthread_mutex_unlock(&f->lock);
 			if (ret < 0)
 				break;
@@ -569,7 +579,7 @@ UPC_API int upc_advise(struct upc_cache *c, void *addr, size_t length, int advic
 		for_each_piece(mm, m, pos, start, end) {
 			piece(m, start, end, &first, &last);
 			pthread_mutex_lock(&m->file->lock);
-			for (uint64_t p = first; p <= last && ret == 0; p++) {
+			for (uint64_t p = first; p <= last && p < m->file->npages && ret == 0; p++) {
 				struct upc_page *pg = pt_lookup(m->file, p);
 
 				if (pg && pg->pincount)
@@ -584,8 +594,14 @@ UPC_API int upc_advise(struct upc_cache *c, void *addr, size_t length, int advic
 			struct run r;
 
 			piece(m, start, end, &first, &last);
-			r = (struct run){ first, last - first + 1 };
 			pthread_mutex_lock(&f->lock);
+			/* Only up to end of file, as DONTNEED. */
+			if (first >= f->npages) {
+				pthread_mutex_unlock(&f->lock);
+				continue;
+			}
+			last = min_t(uint64_t, last, f->npages - 1);
+			r = (struct run){ first, last - first + 1 };
 			for (;;) {
 				track_collect(f, first, last);
 				/*

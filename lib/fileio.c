@@ -301,12 +301,12 @@ UPC_API ssize_t upc_pwrite(struct upc_cache *c, int fd, const void *buf, size_t 
 		return err;
 	if (!len)
 		goto out_put;
-	/* The file may grow up to the cache's reservation for it (upc_map's -EFBIG), as far as a write goes. */
-	if ((uint64_t)off >= f->base_len) {
-		err = -EFBIG;
+	/* Address space to stage the whole write in first: -EFBIG before anything has changed. */
+	pthread_mutex_lock(&f->lock);
+	err = file_reserve(f, (uint64_t)off + len);
+	pthread_mutex_unlock(&f->lock);
+	if (err < 0)
 		goto out_put;
-	}
-	len = min_t(uint64_t, len, f->base_len - (uint64_t)off);
 	bpages = bounce_pages(off, len);
 	data = bounce_alloc(bpages + 1);
 	if (!data) {
@@ -328,6 +328,20 @@ UPC_API ssize_t upc_pwrite(struct upc_cache *c, int fd, const void *buf, size_t 
 		/* Past the end the cache knows: the file may have grown behind its back, and the edges read what is there. */
 		if (end > (uint64_t)f->size)
 			file_size_refresh(f);
+		/*
+		 * The pages this write may add are write-protected in every
+		 * mapping now, before the edges are read: file_grow() in step 2
+		 * then has nothing left to protect, so it never lets go of the
+		 * lock (a fork in flight, internal.h) between reading an edge
+		 * and writing into it, where reclaim could take the page and
+		 * the bytes of it that this write does not cover would be lost.
+		 */
+		if (end > (uint64_t)f->size) {
+			bool yielded;
+
+			/* as far as file_grow() will: never fewer pages than now */
+			file_wp_extend(f, max_t(uint64_t, pg_round_up(end) >> UPC_PAGE_SHIFT, f->npages), &yielded);
+		}
 		/*
 		 * 1. A partial page the store has bytes of, and the cache does not
 		 * hold, is read first (the kernel's write_begin); a page wholly
@@ -489,10 +503,11 @@ UPC_API int upc_ftruncate(struct upc_cache *c, int fd, off_t length)
 	ret = fileio_get(c, fd, ACC_WRITE, -EINVAL, &f);
 	if (ret < 0)
 		return ret;
-	if (pg_round_up((uint64_t)length) > f->base_len) {
-		ret = -EFBIG;
+	pthread_mutex_lock(&f->lock);
+	ret = file_reserve(f, (uint64_t)length);	/* -EFBIG before the store's file changes */
+	pthread_mutex_unlock(&f->lock);
+	if (ret < 0)
 		goto out_put;
-	}
 	newpages = pg_round_up((uint64_t)length) >> UPC_PAGE_SHIFT;
 	pthread_mutex_lock(&f->io_lock);
 	pthread_mutex_lock(&f->lock);
@@ -594,9 +609,12 @@ UPC_API int upc_fallocate(struct upc_cache *c, int fd, int mode, off_t off, off_
 	ret = fileio_get(c, fd, ACC_WRITE, -EBADF, &f);
 	if (ret < 0)
 		return ret;
-	if (mode == 0 && pg_round_up((uint64_t)off + (uint64_t)len) > f->base_len) {
-		ret = -EFBIG;
-		goto out_put;
+	if (mode == 0) {
+		pthread_mutex_lock(&f->lock);
+		ret = file_reserve(f, (uint64_t)off + (uint64_t)len);	/* before the store's file changes */
+		pthread_mutex_unlock(&f->lock);
+		if (ret < 0)
+			goto out_put;
 	}
 	pthread_mutex_lock(&f->io_lock);
 	pthread_mutex_lock(&f->lock);

@@ -36,7 +36,12 @@
  * PG_writeback.  File I/O (fileio.c) takes file->lock as a fault does; it
  * never touches the caller's buffer with it held (the buffer may be a
  * mapping, whose fault would need the lock), and truncation and hole
- * punching wait on file->wb_cond as msync(SYNC) does.
+ * punching wait on file->wb_cond as msync(SYNC) does.  file_grow() may let
+ * go of file->lock for a moment (a mapping's mm is forking while the new
+ * pages are write-protected: map.c, file_wp_extend()), as the other
+ * page-table changes that meet a fork do (fork_yield_file()): its callers
+ * hold nothing across it that another holder of the lock may change
+ * (upc_pwrite protects the new pages first, so that it does not).
  *
  * File lifetime (the kernel's iget/iput and inode LRU; cache.c has the
  * policy).  file->refs counts every mapping (in any mm, forked children's
@@ -117,6 +122,7 @@ struct upc_page {
 
 struct upc_map;
 struct mm_snap;
+struct staging_old;
 
 struct upc_file {
 	struct upc_cache *cache;
@@ -133,8 +139,11 @@ struct upc_file {
 					 * past the bound and being written back) */
 
 	int memfd;
-	char *base;			/* the engine's staging mapping of the memfd */
-	size_t base_len;		/* reserved length of @base */
+	uint64_t memfd_len;		/* the memfd's length when not fenced: >= @base_len and
+					 * >= the end of every mapping of it (file_memfd_span) */
+	char *base;			/* the engine's staging mapping of the memfd (file_reserve) */
+	size_t base_len;		/* reserved length of @base: covers every page of the file */
+	struct staging_old *old_bases;	/* earlier, smaller staging mappings, kept until file_free */
 	void *store_h;			/* store handle */
 	bool store_writable;
 
@@ -148,7 +157,7 @@ struct upc_file {
 	 */
 	pthread_mutex_t io_lock;
 	off_t size;			/* file size as last seen */
-	uint64_t npages;		/* @size in pages, rounded up (the memfd is base_len long) */
+	uint64_t npages;		/* @size in pages, rounded up (the memfd is memfd_len long) */
 	uint64_t fence;			/* non-zero: the memfd is cut to this many pages (fault.c) */
 	uint64_t fenced_at;		/* ... since this now_ms() */
 	struct upc_page **chunks;	/* page table: npages / 512 chunk pointers */
@@ -186,6 +195,8 @@ struct upc_map {
 	uint32_t map_win;		/* map-ahead: last window, pages */
 	int maxprot;			/* what the fd allows: PROT_READ[|PROT_WRITE] */
 	bool wp;			/* registered for write-protect (writable mappings) */
+	uint64_t wp_end;		/* file page: [pgoff, wp_end) was write-protected whole
+					 * (markers); the rest follows end of file (map_wp_extend) */
 	struct upc_map *f_next, *f_prev;	/* file->rmap */
 };
 
@@ -359,6 +370,8 @@ static inline bool page_uptodate(struct upc_file *f, uint64_t pgoff)
 __upc_hidden void page_add(struct upc_file *f, uint64_t pgoff, struct upc_page *pg);
 __upc_hidden void page_remove(struct upc_file *f, uint64_t pgoff);
 __upc_hidden int file_grow(struct upc_file *f, off_t newsize);
+__upc_hidden int file_reserve(struct upc_file *f, uint64_t bytes);
+__upc_hidden int file_memfd_span(struct upc_file *f, uint64_t bytes);
 __upc_hidden void file_size_refresh(struct upc_file *f);
 __upc_hidden int file_lookup(struct upc_cache *c, int fd, struct upc_file **fp);
 __upc_hidden int file_fence(struct upc_file *f);
@@ -396,6 +409,8 @@ __upc_hidden void mm_snap_drop_refs(struct mm_snap *snap);
 __upc_hidden int mm_clone_maps(struct upc_mm *dst, struct mm_snap *snap);
 __upc_hidden void mm_release_maps(struct upc_mm *mm);
 __upc_hidden int mm_buffers(struct upc_mm *mm);
+__upc_hidden int map_wp_extend(struct upc_map *m, uint64_t npages);
+__upc_hidden int file_wp_extend(struct upc_file *f, uint64_t npages, bool *yielded);
 
 /* control.c */
 __upc_hidden int mm_range_ok(struct upc_mm *mm, uintptr_t start, uintptr_t end);

@@ -8,16 +8,33 @@
  * not cached), write-protect faults (the first write to a clean page) and,
  * where the kernel has them, MINOR faults (a cached page not yet mapped
  * here: mapped with its neighbours in one UFFDIO_CONTINUE, see fault.c).
- * The whole range is write-protected before its address is returned, which
- * with UFFD_FEATURE_WP_UNPOPULATED leaves a uffd-wp marker in every empty
- * PTE: a read the kernel serves itself then maps the page read-only, and the
- * first write traps.  That is the invariant the rest of the engine relies
- * on: a page that is clean is write-protected in every mapping of it.
+ * The range up to end of file is write-protected before its address is
+ * returned, which leaves a uffd-wp marker in every empty PTE (shmem always
+ * uses markers: userfaultfd_wp_use_markers()): a read the kernel serves
+ * itself then maps the page read-only, and the first write traps.  That is
+ * the invariant the rest of the engine relies on: a page that is clean is
+ * write-protected in every mapping of it (I1).
+ *
+ * Only up to end of file, because a marker needs a PTE to live in:
+ * UFFDIO_WRITEPROTECT over an empty range allocates the page tables under
+ * it (mm/mprotect.c, pgtable_populate_needed(): MM_CP_UFFD_WP on a vma that
+ * uses markers), 2 GiB of them for a 1 TiB map.  Past end of file no page
+ * can be mapped without the handler: no page past it is in the memfd (its
+ * MISSING fault reaches the handler, which refuses it and leaves the PTE
+ * empty, fault.c), so there is nothing to protect.  As the file grows,
+ * file_grow() protects the new pages in every writable mapping of the file,
+ * in every mm (forked children's included), before the size says they
+ * exist (file_wp_extend); @wp_end records how far a mapping is protected,
+ * rounded up to a page table's reach (2 MiB) so that a file growing a page
+ * at a time costs one ioctl per mapping per 2 MiB.  A map of any length
+ * over a file of any size therefore costs page tables for the file's part
+ * only, like the kernel's own mmap.
  */
 #include "internal.h"
 #include "usdt.h"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -164,12 +181,13 @@ static void rmap_del(struct upc_file *f, struct upc_map *m)
 
 /*
  * Register @m with its mm's userfaultfd.  A writable mapping: MISSING, WP
- * and (where the kernel has it) MINOR, then write-protected whole.  A
+ * and (where the kernel has it) MINOR; the caller then write-protects it
+ * up to end of file (map_wp_extend) before anything can access it.  A
  * read-only one: MISSING only.  Nothing can write through it, so there is
  * nothing to track, and a range without WP or MINOR keeps the kernel's
  * fault-around: a cached page is mapped with its neighbours by the kernel
  * itself (upc-bench workload 1: 0.99x a plain memfd mapping, against 4-5x
- * with WP registered).  upc_protect() upgrades it in place (map_make_writable).
+ * with WP registered).  upc_protect() upgrades it in place.
  */
 static int map_register(struct upc_map *m, bool writable)
 {
@@ -181,119 +199,74 @@ static int map_register(struct upc_map *m, bool writable)
 		mode |= UFFDIO_REGISTER_MODE_WP |
 			((c->uffd_features & UFFD_FEATURE_MINOR_SHMEM) ? UFFDIO_REGISTER_MODE_MINOR : 0);
 	ret = sys_uffd_register(m->mm->uffd, m->start, m->end - m->start, mode);
-	if (ret < 0 || !writable)
-		return ret;
-	ret = sys_uffd_wp(m->mm->uffd, m->start, m->end - m->start, true, false);
-	if (ret == 0)
+	if (ret == 0 && writable) {
 		m->wp = true;
+		m->wp_end = m->pgoff;	/* nothing protected yet */
+	}
 	return ret;
 }
 
-UPC_API int upc_map(struct upc_cache *c, int fd, off_t offset, size_t length, int prot,
-		    unsigned int flags, void **addrp)
+/*
+ * Write-protect @m over the file pages it has not protected yet, up to
+ * @npages (end of file, in pages) rounded up to a page table's reach: I1
+ * for pages the file gains.  The pages there are not in the memfd yet
+ * (file_grow calls this before the size says they exist; upc_map before
+ * the address is returned), so nothing written is erased, in either
+ * tracking mode.  Returns 0, -EAGAIN (its mm is forking: fork.c; the
+ * caller lets the reader of the fork event run and tries again) or another
+ * error.  A forked child that is gone (ESRCH) needs nothing.  Caller holds
+ * f->lock.
+ */
+int map_wp_extend(struct upc_map *m, uint64_t npages)
 {
-	struct upc_mm *mm;
-	struct upc_file *f;
-	struct upc_map *m;
-	size_t len, pop_len;
-	void *addr;
-	int acc, ret;
+	uint64_t mend = m->pgoff + ((m->end - m->start) >> UPC_PAGE_SHIFT);
+	uint64_t want = min_t(uint64_t, mend, (npages + PT_CHUNK_PAGES - 1) & ~(uint64_t)(PT_CHUNK_PAGES - 1));
+	uint64_t from = max_t(uint64_t, m->wp_end, m->pgoff);
+	int ret;
 
-	if (!c || !addrp || !length || offset < 0 || (offset & (UPC_PAGE_SIZE - 1)) ||
-	    (prot & ~(PROT_READ | PROT_WRITE)) || (flags & ~UPC_MAP_FLAGS_ALL))
-		return -EINVAL;
-	len = pg_round_up(length);
-	if (len < length || (uint64_t)offset + len > (uint64_t)INT64_MAX)
-		return -EOVERFLOW;
-	acc = fcntl(fd, F_GETFL);
-	if (acc < 0)
-		return -EBADF;
-	acc &= O_ACCMODE;
-	if (acc == O_WRONLY || ((prot & PROT_WRITE) && acc != O_RDWR))
-		return -EACCES;
-	if (prot & PROT_WRITE)
-		prot |= PROT_READ;	/* as on x86: write implies read */
+	if (!m->wp || from >= want)
+		return 0;
+	ret = sys_uffd_wp(m->mm->uffd, m->start + ((from - m->pgoff) << UPC_PAGE_SHIFT),
+			  (want - from) << UPC_PAGE_SHIFT, true, false);
+	if (ret == 0 || ret == -ESRCH || ret == -ENOENT)
+		m->wp_end = want;
+	return ret == -ESRCH || ret == -ENOENT ? 0 : ret;
+}
 
-	ret = file_get(c, fd, &f);
-	if (ret < 0)
-		return ret;
-	if ((uint64_t)offset + len > f->base_len) {
-		ret = -EFBIG;
-		goto out_put;
+/*
+ * map_wp_extend() for every mapping of @f, in every mm: the file is
+ * growing to @npages pages.  A mapping whose mm is forking (EAGAIN) must
+ * be protected all the same before the pages exist: the thread that reads
+ * that mm's fork event may be waiting for f->lock, so let go of it for a
+ * moment (fork_yield_file), or, if this thread is that mm's handler, read
+ * the event itself (as fault.c's uffd_eagain does); then start over, since
+ * the rmap may have changed.  *@yielded says whether f->lock was let go.
+ * Caller holds f->lock.
+ */
+int file_wp_extend(struct upc_file *f, uint64_t npages, bool *yielded)
+{
+	int ret;
+
+	*yielded = false;
+again:
+	for (struct upc_map *m = f->rmap; m; m = m->f_next) {
+		ret = map_wp_extend(m, npages);
+		if (ret == -EAGAIN) {
+			struct upc_mm *mm = m->mm;
+
+			if (mm->handler_running && pthread_equal(mm->handler, pthread_self())) {
+				mm_read_msgs(mm);
+				sched_yield();
+			} else {
+				fork_yield_file(f);
+				*yielded = true;
+			}
+			goto again;
+		}
+		if (ret < 0)
+			return ret;
 	}
-	m = calloc(1, sizeof(*m));
-	if (!m) {
-		ret = -ENOMEM;
-		goto out_put;
-	}
-	mm = &c->self;
-	/*
-	 * mm->lock from the mmap until the mapping is in the rmap: a fork in
-	 * between would give the child a registered mapping that the snapshot
-	 * of our mappings taken for it (fork.c) does not have.
-	 */
-	pthread_rwlock_wrlock(&mm->lock);
-	addr = mmap(NULL, len, prot, MAP_SHARED, f->memfd, offset);
-	if (addr == MAP_FAILED) {
-		ret = -ENOMEM;
-		goto out_free;
-	}
-	m->mm = mm;
-	m->file = f;
-	m->start = (uintptr_t)addr;
-	m->end = m->start + len;
-	m->pgoff = (uint64_t)offset >> UPC_PAGE_SHIFT;
-	m->prot = prot;
-	m->maxprot = acc == O_RDWR ? PROT_READ | PROT_WRITE : PROT_READ;
-
-	/*
-	 * Register and protect before anyone can know the address: until the
-	 * range is protected, a read would map cached pages writable behind
-	 * the engine's back.
-	 */
-	ret = map_register(m, prot & PROT_WRITE);
-	if (ret < 0)
-		goto out_unmap;
-	/*
-	 * Without UFFD_EVENT_FORK (asynchronous tracking, or an old kernel) a
-	 * child would inherit the mapping without the userfaultfd
-	 * registration: its read of an uncached page would allocate a zero
-	 * page in the shared memfd, which every mapping would then see as the
-	 * file's data.  Such children do not inherit mappings: they get
-	 * SIGSEGV, never wrong data.  With it, fork.c serves the child.
-	 */
-	if (!(c->uffd_features & UFFD_FEATURE_EVENT_FORK) && madvise(addr, len, MADV_DONTFORK) < 0) {
-		ret = -errno;
-		goto out_unmap;
-	}
-
-	pthread_mutex_lock(&f->lock);
-	m->err_seen = errseq_sample(f);
-	ret = mm_insert(mm, m);
-	if (ret == 0)
-		rmap_add(f, m);
-	/* Populating stops at end of file: past it the handler signals the thread (fault.c). */
-	pop_len = f->npages <= m->pgoff ? 0 : min_t(uint64_t, len, (f->npages - m->pgoff) << UPC_PAGE_SHIFT);
-	pthread_mutex_unlock(&f->lock);
-	if (ret < 0)
-		goto out_unmap;
-	pthread_rwlock_unlock(&mm->lock);
-	fork_spare_refill(c);
-
-	/* Not m: once mm->lock is let go, another thread may unmap it. */
-	if (flags & UPC_MAP_POPULATE)
-		fault_populate((uintptr_t)addr, pop_len, prot);
-	*addrp = addr;
 	return 0;
-
-out_unmap:
-	munmap(addr, len);
-out_free:
-	pthread_rwlock_unlock(&mm->lock);
-	free(m);
-out_put:
-	file_put(f);
-	return ret;
 }
 
 /*
@@ -350,13 +323,264 @@ static bool range_pinned(struct upc_map *m, uintptr_t start, uintptr_t end)
 	uint64_t first = m->pgoff + ((start - m->start) >> UPC_PAGE_SHIFT);
 	uint64_t last = m->pgoff + ((end - m->start) >> UPC_PAGE_SHIFT);
 
+	/* Only what is cached: not a walk of every page of a terabyte map. */
+	if (!m->file->nr_pinned)
+		return false;
+	last = min_t(uint64_t, last, m->file->npages);
 	for (uint64_t p = first; p < last; p++) {
 		struct upc_page *pg = pt_lookup(m->file, p);
 
-		if (pg && pg->pincount)
+		if (!pg) {
+			p |= PT_CHUNK_PAGES - 1;	/* a chunk with nothing cached */
+			continue;
+		}
+		if (pg->pincount)
 			return true;
 	}
 	return false;
+}
+
+/*
+ * UPC_MAP_FIXED: unmap the upcache mappings in [start, end) as upc_unmap()
+ * does - their written state collected first (I5), their dirty pages kept
+ * dirty in the cache - leaving an inaccessible placeholder (an anonymous
+ * PROT_NONE mapping) where each was, not a hole: between this and the
+ * mmap(MAP_FIXED) that replaces the whole range, another thread's mmap()
+ * could otherwise be given the hole, and then be replaced silently.  Each
+ * goes under its file's lock, so that write-back never protects an address
+ * that maps something else by then.  Refused, with nothing changed, if a
+ * page of the range is pinned (-EBUSY, I6).  The files are handed back in
+ * *@putp (*@nputp of them), for file_put() once mm->lock is let go.
+ * Caller holds mm->lock for writing.
+ */
+static int map_clear_range(struct upc_mm *mm, uintptr_t start, uintptr_t end, struct upc_file ***putp,
+			   size_t *nputp)
+{
+	struct upc_file **put;
+	size_t n = 0, i;
+	int ret = 0;
+
+	*putp = NULL;
+	*nputp = 0;
+	for (i = mm_search(mm, start); i < mm->nmaps && mm->maps[i]->start < end; i++) {
+		struct upc_map *m = mm->maps[i];
+		bool pinned;
+
+		pthread_mutex_lock(&m->file->lock);
+		pinned = range_pinned(m, max_t(uintptr_t, start, m->start), min_t(uintptr_t, end, m->end));
+		pthread_mutex_unlock(&m->file->lock);
+		if (pinned)
+			return -EBUSY;
+		n++;
+	}
+	if (!n)
+		return 0;
+	put = calloc(n, sizeof(*put));
+	if (!put)
+		return -ENOMEM;
+	while ((i = mm_search(mm, start)) < mm->nmaps && mm->maps[i]->start < end) {
+		struct upc_map *m = mm->maps[i];
+		struct upc_file *f = m->file;
+		uintptr_t s = max_t(uintptr_t, start, m->start), e = min_t(uintptr_t, end, m->end);
+
+		pthread_mutex_lock(&f->lock);
+		m = map_isolate(mm, m, s, e, &ret);
+		if (m) {
+			track_collect_map(m);
+			if (mmap((void *)s, e - s, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED,
+				 -1, 0) == MAP_FAILED)
+				ret = -ENOMEM;
+		}
+		if (m && ret == 0) {
+			UPC_TRACE(unmap, f, m->pgoff, (m->end - m->start) >> UPC_PAGE_SHIFT);
+			rmap_del(f, m);
+			mm_remove(mm, m);
+		}
+		pthread_mutex_unlock(&f->lock);
+		if (ret < 0)
+			break;
+		free(m);
+		put[(*nputp)++] = f;	/* at most n: a split leaves only the part outside */
+	}
+	*putp = put;
+	return ret;
+}
+
+/* Check the address flags of upc_map(): *@wantp is the address asked for, or NULL. */
+static int map_where(unsigned int flags, void *const *addrp, size_t len, uintptr_t *wantp)
+{
+	unsigned int where = flags & (UPC_MAP_HINT | UPC_MAP_FIXED | UPC_MAP_FIXED_NOREPLACE);
+	uintptr_t want;
+
+	*wantp = 0;
+	if (!where)
+		return 0;
+	if (where & (where - 1))
+		return -EINVAL;		/* at most one of them */
+	want = (uintptr_t)*addrp;
+	if ((want & (UPC_PAGE_SIZE - 1)) || want + len < want || (!want && where != UPC_MAP_HINT))
+		return -EINVAL;
+	*wantp = want;
+	return 0;
+}
+
+UPC_API int upc_map(struct upc_cache *c, int fd, off_t offset, size_t length, int prot,
+		    unsigned int flags, void **addrp)
+{
+	bool fixed = flags & (UPC_MAP_FIXED | UPC_MAP_FIXED_NOREPLACE);
+	struct upc_file **put = NULL;
+	size_t len, pop_len, nput = 0;
+	uintptr_t want = 0;
+	struct upc_mm *mm;
+	struct upc_file *f;
+	struct upc_map *m;
+	int acc, ret, mflags;
+	bool yielded;
+	void *addr;
+
+	if (!c || !addrp || !length || offset < 0 || (offset & (UPC_PAGE_SIZE - 1)) ||
+	    (prot & ~(PROT_READ | PROT_WRITE)) || (flags & ~UPC_MAP_FLAGS_ALL))
+		return -EINVAL;
+	len = pg_round_up(length);
+	if (len < length || (uint64_t)offset + len > (uint64_t)INT64_MAX)
+		return -EOVERFLOW;
+	ret = map_where(flags, addrp, len, &want);
+	if (ret < 0)
+		return ret;
+	acc = fcntl(fd, F_GETFL);
+	if (acc < 0)
+		return -EBADF;
+	acc &= O_ACCMODE;
+	if (acc == O_WRONLY || ((prot & PROT_WRITE) && acc != O_RDWR))
+		return -EACCES;
+	if (prot & PROT_WRITE)
+		prot |= PROT_READ;	/* as on x86: write implies read */
+
+	ret = file_get(c, fd, &f);
+	if (ret < 0)
+		return ret;
+	m = calloc(1, sizeof(*m));
+	if (!m) {
+		ret = -ENOMEM;
+		goto out_put;
+	}
+	mm = &c->self;
+	/*
+	 * mm->lock from the mmap until the mapping is in the rmap: a fork in
+	 * between would give the child a registered mapping that the snapshot
+	 * of our mappings taken for it (fork.c) does not have.
+	 */
+	pthread_rwlock_wrlock(&mm->lock);
+	if (flags & UPC_MAP_FIXED) {
+		ret = map_clear_range(mm, want, want + len, &put, &nput);
+		if (ret < 0)
+			goto out_fail;
+	}
+	/*
+	 * At an address the caller chose, the mapping is made inaccessible
+	 * and given its protection only once it is registered and protected:
+	 * the caller's other threads may know the address already, and an
+	 * access before the registration would map a cached page writable
+	 * behind the engine's back, or put a page of zeros into a hole of the
+	 * memfd, as if it were the file's data.  (Elsewhere nobody knows the
+	 * address until it is returned.)
+	 */
+	mflags = MAP_SHARED | ((flags & UPC_MAP_FIXED) ? MAP_FIXED : 0) |
+		 ((flags & UPC_MAP_FIXED_NOREPLACE) ? MAP_FIXED_NOREPLACE : 0);
+	addr = mmap((void *)want, len, fixed ? PROT_NONE : prot, mflags, f->memfd, offset);
+	if (addr == MAP_FAILED) {
+		ret = -errno;
+		goto out_fail;
+	}
+	if ((flags & UPC_MAP_FIXED_NOREPLACE) && (uintptr_t)addr != want) {
+		/* A kernel before 4.17 takes MAP_FIXED_NOREPLACE for a hint. */
+		munmap(addr, len);
+		ret = -EEXIST;
+		goto out_fail;
+	}
+	m->mm = mm;
+	m->file = f;
+	m->start = (uintptr_t)addr;
+	m->end = m->start + len;
+	m->pgoff = (uint64_t)offset >> UPC_PAGE_SHIFT;
+	m->prot = prot;
+	m->maxprot = acc == O_RDWR ? PROT_READ | PROT_WRITE : PROT_READ;
+
+	/*
+	 * Register before anyone can know the address (or access it: see
+	 * above); the write-protection follows under f->lock.
+	 */
+	ret = map_register(m, prot & PROT_WRITE);
+	if (ret < 0)
+		goto out_unmap;
+	/*
+	 * Without UFFD_EVENT_FORK (asynchronous tracking, or an old kernel) a
+	 * child would inherit the mapping without the userfaultfd
+	 * registration: its read of an uncached page would allocate a zero
+	 * page in the shared memfd, which every mapping would then see as the
+	 * file's data.  Such children do not inherit mappings: they get
+	 * SIGSEGV, never wrong data.  With it, fork.c serves the child.
+	 */
+	if (!(c->uffd_features & UFFD_FEATURE_EVENT_FORK) && madvise(addr, len, MADV_DONTFORK) < 0) {
+		ret = -errno;
+		goto out_unmap;
+	}
+
+	pthread_mutex_lock(&f->lock);
+	/* A map may reach past the memfd: it grows, so that faults past end of file reach the handler. */
+	ret = file_memfd_span(f, (uint64_t)offset + len);
+	m->err_seen = errseq_sample(f);
+	if (ret == 0)
+		ret = mm_insert(mm, m);
+	if (ret == 0)
+		rmap_add(f, m);
+	pthread_mutex_unlock(&f->lock);
+	if (ret < 0)
+		goto out_unmap;
+	pthread_rwlock_unlock(&mm->lock);
+	for (size_t i = 0; i < nput; i++)
+		file_put(put[i]);
+	free(put);
+	fork_spare_refill(c);
+
+	/*
+	 * I1: write-protect it up to end of file before the address is
+	 * returned (map.c's top comment).  Without mm->lock: if a fork is in
+	 * flight (EAGAIN), the handler that reads its event may need mm->lock
+	 * first.  It is in the rmap already, so a growth meanwhile protects it
+	 * too, and nothing accesses it yet.  Not m after this: once f->lock is
+	 * let go, another thread may unmap it.
+	 */
+	pthread_mutex_lock(&f->lock);
+	pop_len = f->npages <= m->pgoff ? 0 : min_t(uint64_t, len, (f->npages - m->pgoff) << UPC_PAGE_SHIFT);
+	ret = file_wp_extend(f, f->npages, &yielded);
+	pthread_mutex_unlock(&f->lock);
+	if (ret == 0 && fixed && prot != PROT_NONE && mprotect(addr, len, prot) < 0)
+		ret = -ENOMEM;
+	if (ret < 0) {
+		upc_unmap(c, addr, len);	/* takes the file reference with it */
+		return ret;
+	}
+	/* Populating stops at end of file: past it the handler signals the thread (fault.c). */
+	if (flags & UPC_MAP_POPULATE)
+		fault_populate((uintptr_t)addr, pop_len, prot);
+	*addrp = addr;
+	return 0;
+
+out_unmap:
+	munmap(addr, len);
+out_fail:
+	/* Replaced mappings are gone, as a failed mmap(MAP_FIXED) may have unmapped the range. */
+	if (nput)
+		munmap((void *)want, len);
+	pthread_rwlock_unlock(&mm->lock);
+	for (size_t i = 0; i < nput; i++)
+		file_put(put[i]);
+	free(put);
+	free(m);
+out_put:
+	file_put(f);
+	return ret;
 }
 
 /*
@@ -469,10 +693,15 @@ UPC_API int upc_protect(struct upc_cache *c, void *addr, size_t length, int prot
 			 * A read-only mapping becomes writable: add WP (and MINOR)
 			 * to its registration - same userfaultfd, so in place, with
 			 * no moment unregistered - and write-protect every PTE the
-			 * kernel mapped read-only meanwhile, before mprotect lets a
-			 * write through.
+			 * kernel mapped read-only meanwhile (up to end of file: no
+			 * page past it is mapped), before mprotect lets a write
+			 * through.  -EAGAIN: a fork in flight (fork.c).
 			 */
 			ret = map_register(m, true);
+			if (ret == 0)
+				ret = map_wp_extend(m, f->npages);
+			if (ret < 0)
+				m->wp = false;	/* registered for WP, but not protected: not trusted */
 		}
 		if (m && ret == 0) {
 			track_collect_map(m);
@@ -585,8 +814,20 @@ int mm_clone_maps(struct upc_mm *dst, struct mm_snap *snap)
 		n->mm = dst;
 		pthread_mutex_lock(&f->lock);
 		ret = mm_insert(dst, n);
-		if (ret == 0)
+		if (ret == 0) {
 			rmap_add(f, n);
+			/*
+			 * The file may have grown since the snapshot: the child's copy
+			 * of the mapping is protected as far as the parent's was then
+			 * (its PTEs were copied with their markers).  EAGAIN, the child
+			 * forking in turn, cannot be waited for here (its handler,
+			 * which would read the event, is not running yet): the gap is
+			 * closed by the file's next growth, and until then, with MINOR
+			 * faults registered, no page of it is mapped but by the
+			 * handler, write-protected.
+			 */
+			map_wp_extend(n, f->npages);
+		}
 		pthread_mutex_unlock(&f->lock);
 		if (ret < 0) {
 			free(n);

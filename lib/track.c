@@ -150,11 +150,18 @@ uint64_t track_collect_map(struct upc_map *m)
 	struct upc_file *f = m->file;
 	uint64_t found = 0;
 	int err;
+	uint64_t mend = m->pgoff + ((m->end - m->start) >> UPC_PAGE_SHIFT);
 
 	if (f->cache->track_mode != UPC_TRACK_ASYNC || !m->wp)
 		return 0;
-	err = walk_map(m, m->pgoff, m->pgoff + ((m->end - m->start) >> UPC_PAGE_SHIFT) - 1,
-		       &scan_written, collect_one, &found);
+	/*
+	 * Only up to end of file: no page past it is mapped (map.c), and the
+	 * walk of a terabyte map of a small file would cost the terabyte.
+	 */
+	mend = min_t(uint64_t, mend, f->npages);
+	if (mend <= m->pgoff)
+		return 0;
+	err = walk_map(m, m->pgoff, mend - 1, &scan_written, collect_one, &found);
 	if (err) {
 		UPC_TRACE(error, "pagemap_scan", err, f, m->pgoff << UPC_PAGE_SHIFT);
 		pr_warn("PAGEMAP_SCAN: %s\n", upc_strerror(err));

@@ -1510,7 +1510,14 @@ static void *remap_upcache(struct shim_region *r, uintptr_t old, size_t oldlen, 
 		}
 		return (void *)old;
 	}
-#ifdef UPC_MAP_FIXED_NOREPLACE
+/*
+ * Growing in place leaves two regions (and two library mappings) where
+ * mremap(2) leaves one, and a later mremap or munmap of the whole range is
+ * refused (EFAULT: "not within one mapping"; tests/clients/test_fsx.sh,
+ * shrink after growth).  Off until regions of one file that touch are
+ * merged, here and in the library; until then a growth moves.
+ */
+#if defined(UPC_MAP_FIXED_NOREPLACE) && defined(SHIM_REMAP_GROW_IN_PLACE)
 	if (!(flags & MREMAP_FIXED) && oldlen && old + oldlen == r->sr_end) {
 		a = (void *)(old + oldlen);
 		ret = upc_map(cache, si->si_fd, off + (off_t)oldlen, newlen - oldlen, prot, UPC_MAP_FIXED_NOREPLACE, &a);
