@@ -418,7 +418,13 @@ static int map_where(unsigned int flags, void *const *addrp, size_t len, uintptr
 	if (where & (where - 1))
 		return -EINVAL;		/* at most one of them */
 	want = (uintptr_t)*addrp;
-	if ((want & (UPC_PAGE_SIZE - 1)) || want + len < want || (!want && where != UPC_MAP_HINT))
+	if (where == UPC_MAP_HINT) {
+		/* As mmap(2)'s hint: rounded down to a page, and no hint at all where it cannot be. */
+		want &= UPC_PAGE_MASK;
+		*wantp = want + len < want ? 0 : want;
+		return 0;
+	}
+	if ((want & (UPC_PAGE_SIZE - 1)) || want + len < want || !want)
 		return -EINVAL;
 	*wantp = want;
 	return 0;

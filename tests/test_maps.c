@@ -378,9 +378,17 @@ Test(maps, bad_addresses_are_einval, .timeout = 60)
 	struct upc_cache *c = cache_new(0);
 	int fd = tmpfile_pattern(4 * PAGE, NULL);
 	unsigned char *want = free_range(4 * PAGE);
-	const unsigned int each[] = { UPC_MAP_HINT, UPC_MAP_FIXED_NOREPLACE, UPC_MAP_FIXED };
+	const unsigned int each[] = { UPC_MAP_FIXED_NOREPLACE, UPC_MAP_FIXED };
 	void *a;
 
+	/* a hint is a hint, as mmap(2)'s: rounded down to a page, ignored where it cannot be */
+	a = want + 1;
+	cr_assert_eq(upc_map(c, fd, 0, PAGE, PROT_READ, UPC_MAP_HINT, &a), 0);
+	cr_assert_eq(a, (void *)want, "an unaligned hint is rounded down: %p, not %p", a, (void *)want);
+	cr_assert_eq(upc_unmap(c, a, PAGE), 0);
+	a = (void *)(UINTPTR_MAX & ~(uintptr_t)(PAGE - 1));
+	cr_assert_eq(upc_map(c, fd, 0, 2 * PAGE, PROT_READ, UPC_MAP_HINT, &a), 0);
+	cr_assert_eq(upc_unmap(c, a, 2 * PAGE), 0);
 	for (size_t i = 0; i < ARRAY_SIZE(each); i++) {
 		a = want + 1;	/* unaligned */
 		cr_assert_eq(upc_map(c, fd, 0, PAGE, PROT_READ, each[i], &a), -EINVAL, "flag %#x", each[i]);
