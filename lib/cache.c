@@ -240,7 +240,53 @@ void file_size_recheck(struct upc_file *f, uint64_t pgoff)
 	if (!((uint64_t)f->size & (UPC_PAGE_SIZE - 1)) || pgoff != (uint64_t)f->size >> UPC_PAGE_SHIFT)
 		return;
 	if (store_size(f->cache->store, f->store_h, &now) == 0 && now > f->size)
-		file_grow(f, now);
+		file_grow_seen(f, now);
+}
+
+/*
+ * The file grew behind the cache's back to @newsize (another process's
+ * write(2), seen by its size).  What the file now has past the old end in
+ * the old last page is the writer's data, which the kernel's page cache
+ * would hold in that very page: file_grow() zeroes the old tail (bytes a
+ * mapping stored past end of file are never file data), then the store's
+ * bytes are copied over it.  The page keeps its state: a clean one equals
+ * the store again, a dirty one holds the cache's writes below the old end
+ * and the file's bytes after it.  If the store cannot be read, a clean page
+ * is dropped (the next access reads it), a dirty one keeps the zeros.
+ * Caller holds f->lock.
+ */
+int file_grow_seen(struct upc_file *f, off_t newsize)
+{
+	uint64_t old = (uint64_t)f->size, pgoff = old >> UPC_PAGE_SHIFT, tail = old & (UPC_PAGE_SIZE - 1);
+	bool merge = tail && (uint64_t)newsize > old && page_uptodate(f, pgoff);
+	struct upc_store *s = f->cache->store;
+	struct upc_page *pg;
+	struct upc_io io;
+	char *buf = NULL;
+	int ret;
+
+	if (merge) {
+		buf = aligned_alloc(UPC_PAGE_SIZE, UPC_PAGE_SIZE);
+		io = (struct upc_io){ .buf = buf, .len = UPC_PAGE_SIZE, .off = (off_t)(pgoff << UPC_PAGE_SHIFT) };
+		if (!buf || s->ops->submit(s, f->store_h, UPC_IO_READ, &io, 1) < 0 || io.res < (ssize_t)tail)
+			merge = false;
+	}
+	ret = file_grow(f, newsize);
+	if (ret == 0 && tail && (uint64_t)f->size > old && page_uptodate(f, pgoff)) {
+		uint64_t end = min_t(uint64_t, UPC_PAGE_SIZE, (uint64_t)newsize - (pgoff << UPC_PAGE_SHIFT));
+
+		pg = pt_lookup(f, pgoff);
+		if (merge && (uint64_t)io.res > tail) {
+			memcpy(f->base + old, buf + tail, min_t(uint64_t, end, (uint64_t)io.res) - tail);
+		} else if (!merge && pg && !(pg->flags & PG_DIRTY) && !pg->pincount && !(pg->flags & PG_WRITEBACK)) {
+			file_drop_pages(f, pgoff, pgoff + 1);
+		} else if (!merge) {
+			pr_warn("page %llu: the file's bytes past its old end could not be read: zeros stay there\n",
+				(unsigned long long)pgoff);
+		}
+	}
+	free(buf);
+	return ret;
 }
 
 /*
@@ -333,7 +379,7 @@ void file_size_refresh(struct upc_file *f)
 	off_t now;
 
 	if (store_size(f->cache->store, f->store_h, &now) == 0 && now > f->size)
-		file_grow(f, now);	/* -EFBIG (no address space): the size stays, faults past it SIGBUS */
+		file_grow_seen(f, now);	/* -EFBIG (no address space): the size stays, faults past it SIGBUS */
 }
 
 /*
@@ -864,7 +910,7 @@ out:
 		 * part (sync, invalidate, a shrinking truncate, I/O below it)
 		 * must still work.
 		 */
-		ret = file_grow(f, st.st_size);
+		ret = file_grow_seen(f, st.st_size);
 		if (ret == -EFBIG)
 			ret = 0;
 	}

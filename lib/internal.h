@@ -373,10 +373,12 @@ __upc_hidden int file_grow(struct upc_file *f, off_t newsize);
 __upc_hidden int file_reserve(struct upc_file *f, uint64_t bytes);
 __upc_hidden int file_memfd_span(struct upc_file *f, uint64_t bytes);
 __upc_hidden void file_size_refresh(struct upc_file *f);
+__upc_hidden int file_grow_seen(struct upc_file *f, off_t newsize);
 __upc_hidden int file_lookup(struct upc_cache *c, int fd, struct upc_file **fp);
 __upc_hidden int file_fence(struct upc_file *f);
 __upc_hidden void sigbus_install(void);
 __upc_hidden int sigbus_relay(pid_t tid, uintptr_t addr);
+
 __upc_hidden void file_unfence(struct upc_file *f);
 __upc_hidden void files_unfence_stale(struct upc_cache *c);
 struct upc_io;

@@ -37,6 +37,7 @@
 #include "internal.h"
 
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -53,6 +54,7 @@ static struct {
 } relay[RELAY_SLOTS];
 
 static int relay_sig;		/* 0: no relay */
+
 static pthread_once_t sigbus_once = PTHREAD_ONCE_INIT;
 
 static pid_t sigbus_gettid(void)
@@ -122,7 +124,14 @@ static void sigbus_install_once(void)
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_sigaction = relay_action;
 	sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
+	/*
+	 * SIGBUS blocked while the relay runs: the SIGBUS it queues stays
+	 * pending until the relay's sigreturn restores the faulting context
+	 * (whose mask raise_sigbus() cleared of SIGBUS), and is delivered there,
+	 * to a handler that sees the faulting instruction in its ucontext.
+	 */
 	sigemptyset(&sa.sa_mask);
+	sigaddset(&sa.sa_mask, SIGBUS);
 	if (sigaction(sig, NULL, &old) < 0 || old.sa_handler != SIG_DFL || (old.sa_flags & SA_SIGINFO)) {
 		pr_info("signal %d is the application's: refused accesses are fenced (sigbus.c)\n", sig);
 		return;
@@ -138,6 +147,31 @@ void sigbus_install(void)
 }
 
 /*
+ * The slot of thread @tid: its own if it has one (a new slot has addr 0, no
+ * fault's), else a free one, else one of a thread that is gone.  Only the
+ * fault handler takes slots; the thread frees its own when it is delivered.
+ * -1 if none is left.
+ */
+static int relay_slot(pid_t tid)
+{
+	for (int i = 0; i < RELAY_SLOTS; i++)
+		if (atomic_load(&relay[i].tid) == tid)
+			return i;
+	for (int pass = 0; pass < 2; pass++)
+		for (int i = 0; i < RELAY_SLOTS; i++) {
+			pid_t t = atomic_load(&relay[i].tid);
+
+			if (t && !(pass && syscall(SYS_tgkill, getpid(), t, 0) < 0 && errno == ESRCH))
+				continue;
+			if (!atomic_compare_exchange_strong(&relay[i].tid, &t, tid))
+				continue;
+			atomic_store(&relay[i].addr, 0);
+			return i;
+		}
+	return -1;
+}
+
+/*
  * Have thread @tid of this process take the kernel's SIGBUS for @addr, as
  * described at the top.  The caller wakes the fault afterwards.  Returns 0,
  * or -errno when it cannot (the application's handler replaced ours, the
@@ -148,39 +182,42 @@ int sigbus_relay(pid_t tid, uintptr_t addr)
 {
 	struct sigaction cur;
 	siginfo_t si;
-	int state;
+	int i, state, ret;
 
 	if (!relay_sig || sigaction(relay_sig, NULL, &cur) < 0 || !(cur.sa_flags & SA_SIGINFO) ||
 	    cur.sa_sigaction != relay_action)
 		return -ENOENT;
-	for (unsigned int i = 0; i < RELAY_SLOTS; i++) {
-		pid_t t = atomic_load(&relay[i].tid);
-
-		/* One slot a thread: taken if free, else the thread's own is reused. */
-		if (t != tid && (t || !atomic_compare_exchange_strong(&relay[i].tid, &t, tid)))
-			continue;
-		if (t == tid && atomic_load(&relay[i].addr) == addr) {
-			state = atomic_load(&relay[i].state);
-			if (state != RELAY_ARMED) {	/* the last one was never taken: the relay is blocked */
-				atomic_store(&relay[i].tid, 0);
-				return -EAGAIN;
-			}
-			state = RELAY_DELIVER;
-		} else {
-			state = RELAY_PROBE;
-		}
-		atomic_store(&relay[i].state, state);
-		atomic_store(&relay[i].addr, addr);
-		memset(&si, 0, sizeof(si));
-		si.si_signo = relay_sig;
-		si.si_code = SI_QUEUE;
-		si.si_pid = getpid();
-		si.si_uid = getuid();
-		si.si_value.sival_ptr = (void *)addr;
-		if (syscall(SYS_rt_tgsigqueueinfo, getpid(), tid, relay_sig, &si) == 0)
-			return 0;
-		atomic_store(&relay[i].tid, 0);
-		return -errno;
+	i = relay_slot(tid);
+	if (i < 0)
+		return -EAGAIN;
+	if (atomic_load(&relay[i].addr) == addr && atomic_load(&relay[i].state) != RELAY_PROBE) {
+		state = RELAY_DELIVER;	/* armed: the access came back, a user-mode one */
+	} else if (atomic_load(&relay[i].addr) == addr) {
+		/*
+		 * The probe is not taken yet, and the same access faulted
+		 * again: a system call's kernel-mode access that retries with
+		 * the probe pending (a fault-in after a short copy), or a
+		 * thread that blocks the relay.  The fence ends either (the
+		 * kernel's own answer: -EFAULT, or SIGBUS).  It stands until the
+		 * file grows through the cache or the reclaim thread lifts it
+		 * (cache.c, files_unfence_stale).
+		 */
+		return -EAGAIN;
+	} else {
+		state = RELAY_PROBE;	/* a new address: whatever the slot held is over */
 	}
-	return -EAGAIN;
+	atomic_store(&relay[i].state, state);
+	atomic_store(&relay[i].addr, addr);
+	memset(&si, 0, sizeof(si));
+	si.si_signo = relay_sig;
+	si.si_code = SI_QUEUE;
+	si.si_pid = getpid();
+	si.si_uid = getuid();
+	si.si_value.sival_ptr = (void *)addr;
+	if (syscall(SYS_rt_tgsigqueueinfo, getpid(), tid, relay_sig, &si) == 0)
+		return 0;
+	ret = -errno;
+	atomic_store(&relay[i].tid, 0);
+	/* A message of a thread that is gone (it left the fault, then exited): nobody to answer. */
+	return ret == -ESRCH ? 0 : ret;
 }

@@ -954,3 +954,79 @@ Test(fileio, an_o_dsync_write_is_written_back_before_it_returns, .timeout = 60)
 	close(sy);
 	close(fd);
 }
+
+/*
+ * A file appended to behind the cache's back: the old last page, cached,
+ * takes the appended bytes when the cache sees the new size, as the
+ * kernel's page (the one the append went into) would have them; it is not
+ * zeroed over them, and a later write of that page does not write zeros
+ * over the other writer's data.
+ */
+Test(fileio, an_append_behind_the_cache_shows_in_the_cached_last_page, .timeout = 60)
+{
+	struct upc_cache *c = cache_new(UPC_CACHE_NO_BGWB);
+	char path[64], buf[8];
+	int fd = tmpfile_pattern(100, path), other = open(path, O_WRONLY);
+	unsigned char *p;
+
+	cr_assert(other >= 0);
+	cr_assert_eq(upc_map(c, fd, 0, 2 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
+	cr_assert_eq(p[99], pat(99));		/* page 0 cached */
+	cr_assert_eq(pwrite(other, "appended", 8, 100), 8);	/* bypasses the cache */
+	cr_assert_eq(upc_pread(c, fd, buf, 8, 100), 8, "the cache sees the new size");
+	cr_assert(!memcmp(buf, "appended", 8), "read '%.8s'", buf);
+	cr_assert(!memcmp(p + 100, "appended", 8), "the mapping sees '%.8s'", p + 100);
+	p[0] = 'x';				/* the page dirty: written back whole */
+	cr_assert_eq(upc_fsync(c, fd), 0);
+	cr_assert_eq(pread(fd, buf, 8, 100), 8);
+	cr_assert(!memcmp(buf, "appended", 8), "write-back put '%.8s' over the other writer's bytes", buf);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	unlink(path);
+	close(other);
+	close(fd);
+}
+
+/* The application's SIGBUS handler runs in the faulting context, as for the kernel's SIGBUS (sigbus.c). */
+static volatile uintptr_t bus_pc;
+static volatile int bus_relay_blocked;
+
+static void on_bus_ctx(int sig, siginfo_t *si, void *uc)
+{
+	(void)sig;
+	(void)si;
+#ifdef __x86_64__
+	bus_pc = (uintptr_t)((ucontext_t *)uc)->uc_mcontext.gregs[REG_RIP];
+#endif
+	bus_relay_blocked = sigismember(&((ucontext_t *)uc)->uc_sigmask, SIGRTMAX);
+	siglongjmp(bus_jmp, 1);
+}
+
+__attribute__((noinline)) static int touch_byte(volatile unsigned char *p)
+{
+	return *p;
+}
+
+Test(fileio, a_sigbus_handler_sees_the_faulting_context, .timeout = 60)
+{
+	struct upc_cache *c = cache_new(UPC_CACHE_NO_BGWB);
+	int fd = tmpfile_pattern(PAGE, NULL);
+	struct sigaction sa = { .sa_sigaction = on_bus_ctx, .sa_flags = SA_SIGINFO }, old;
+	volatile unsigned char *p;
+
+	cr_assert_eq(upc_map(c, fd, 0, 2 * PAGE, PROT_READ, 0, (void **)&p), 0);
+	sigemptyset(&sa.sa_mask);
+	cr_assert_eq(sigaction(SIGBUS, &sa, &old), 0);
+	if (sigsetjmp(bus_jmp, 1) == 0) {
+		touch_byte(p + PAGE + 3);
+		cr_assert_fail("no SIGBUS past end of file");
+	}
+	sigaction(SIGBUS, &old, NULL);
+	cr_assert_not(bus_relay_blocked, "the handler interrupted the relay's handler, not the access");
+#ifdef __x86_64__
+	cr_assert(bus_pc >= (uintptr_t)touch_byte && bus_pc < (uintptr_t)touch_byte + 64,
+		  "the handler's pc %#lx is not in the faulting function (%p)", (unsigned long)bus_pc,
+		  (void *)touch_byte);
+#endif
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	close(fd);
+}
