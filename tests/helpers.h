@@ -8,6 +8,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -269,6 +272,30 @@ static inline struct upc_cache *nobody_cache(struct upc_cache_opts *o)
 			nobody_skip("asynchronous tracking is not available to this user");
 	}
 	return c;
+}
+
+/* Does reading @p raise SIGBUS?  (sigsetjmp: the test goes on after it.) */
+static sigjmp_buf bus_jmp __attribute__((unused));
+
+static inline void on_bus(int sig)
+{
+	(void)sig;
+	siglongjmp(bus_jmp, 1);
+}
+
+static inline bool raises_sigbus(volatile unsigned char *p)
+{
+	struct sigaction sa = { .sa_handler = on_bus }, old;
+	volatile bool bus = false;
+
+	sigemptyset(&sa.sa_mask);
+	cr_assert_eq(sigaction(SIGBUS, &sa, &old), 0);
+	if (sigsetjmp(bus_jmp, 1) == 0)
+		(void)*p;
+	else
+		bus = true;
+	sigaction(SIGBUS, &old, NULL);
+	return bus;
 }
 
 #endif

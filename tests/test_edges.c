@@ -210,30 +210,6 @@ Test(edges, a_shrink_then_growth_keeps_the_page_accounting, .timeout = 60)
 	close(fd);
 }
 
-static sigjmp_buf bus_jmp;
-
-static void on_bus(int sig)
-{
-	(void)sig;
-	siglongjmp(bus_jmp, 1);
-}
-
-/* Does reading @p raise SIGBUS?  (The test goes on after it.) */
-static bool raises_sigbus(volatile unsigned char *p)
-{
-	struct sigaction sa = { .sa_handler = on_bus }, old;
-	volatile bool bus = false;
-
-	sigemptyset(&sa.sa_mask);
-	cr_assert_eq(sigaction(SIGBUS, &sa, &old), 0);
-	if (sigsetjmp(bus_jmp, 1) == 0)
-		(void)*p;
-	else
-		bus = true;
-	sigaction(SIGBUS, &old, NULL);
-	return bus;
-}
-
 /*
  * Pages the cache held past an end of file that moved down behind its back
  * must not come back as file data when the file grows again (the kernel's

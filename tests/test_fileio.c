@@ -28,30 +28,6 @@ static off_t fsize(int fd)
 	return st.st_size;
 }
 
-/* Does touching @p raise SIGBUS?  (sigsetjmp: the test goes on after it.) */
-static sigjmp_buf bus_jmp;
-
-static void on_bus(int sig)
-{
-	(void)sig;
-	siglongjmp(bus_jmp, 1);
-}
-
-static bool raises_sigbus(volatile unsigned char *p)
-{
-	struct sigaction sa = { .sa_handler = on_bus }, old;
-	volatile bool bus = false;
-
-	sigemptyset(&sa.sa_mask);
-	cr_assert_eq(sigaction(SIGBUS, &sa, &old), 0);
-	if (sigsetjmp(bus_jmp, 1) == 0)
-		(void)*p;
-	else
-		bus = true;
-	sigaction(SIGBUS, &old, NULL);
-	return bus;
-}
-
 Test(fileio, pwrite_is_seen_through_a_mapping_at_once_and_pread_sees_mapping_stores, .timeout = 60)
 {
 	struct upc_cache *c = cache_new(UPC_CACHE_NO_BGWB);
