@@ -9,6 +9,8 @@
  * else the installed one in the library directory.
  */
 #define _GNU_SOURCE
+#include "config.h"
+
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
@@ -124,12 +126,18 @@ int main(int argc, char **argv)
 	if (find_preload(lib, sizeof(lib)))
 		return 127;
 	old = getenv("LD_PRELOAD");
+#ifdef UPC_ASAN_RUNTIME
+	/* A sanitizer build (configure --enable-sanitizers): the ASan runtime must be first. */
+	if (asprintf(&preload, "%s %s%s%s", UPC_ASAN_RUNTIME, lib, old && *old ? " " : "", old ? old : "") < 0)
+		return 127;
+#else
 	if (old && *old) {
 		if (asprintf(&preload, "%s %s", lib, old) < 0)
 			return 127;
 	} else {
 		preload = lib;
 	}
+#endif
 	setenv("LD_PRELOAD", preload, 1);
 	execvp(argv[optind], argv + optind);
 	c = errno;

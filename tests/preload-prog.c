@@ -396,7 +396,7 @@ static int case_kernel_access(void)
 {
 	int fd = open_file(O_RDWR), pfd[2];
 	char *p = map_file(fd, 8 * PG, PROT_READ | PROT_WRITE);
-	char *buf = malloc(PG);
+	static char buf[PG];
 
 	/* write(pipe, mapped page): the kernel reads a page not faulted in yet */
 	CHECK(pipe(pfd) == 0, "pipe");
