@@ -141,6 +141,8 @@ int main(int argc, char **argv)
 	setenv("LD_PRELOAD", preload, 1);
 	execvp(argv[optind], argv + optind);
 	c = errno;
+	if (preload != lib)
+		free(preload);
 	fprintf(stderr, "upcache-run: %s: %s\n", argv[optind], strerror(c));
 	return c == ENOENT ? 127 : 126;
 }
