@@ -323,8 +323,18 @@ Test(preload, private_left_to_kernel, .timeout = 120)
 Test(preload, program_interposing_malloc, .timeout = 120)
 {
 	char file[64];
-	int fd = tmpfile_pattern(PAGE, file);
+	int fd;
 
+#ifdef __SANITIZE_ADDRESS__
+	/*
+	 * In a sanitizer build the ASan runtime's start-up calls the program's
+	 * malloc, which calls write(), which is the instrumented shim's, before
+	 * ASan's shadow memory exists: the program dies before main() with or
+	 * without anything of upcache's running.  The normal build runs it.
+	 */
+	cr_skip_test("a program with its own malloc cannot start under an ASan-instrumented preload library");
+#endif
+	fd = tmpfile_pattern(PAGE, file);
 	close(fd);
 	expect_ok(run("preload-malloc", file, file));
 	expect_bytes(file, 0, "malloced");
