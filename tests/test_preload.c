@@ -329,8 +329,8 @@ Test(preload, program_interposing_malloc, .timeout = 120)
 	/*
 	 * In a sanitizer build the ASan runtime's start-up calls the program's
 	 * malloc, which calls write(), which is the instrumented shim's, before
-	 * ASan's shadow memory exists: the program dies before main() with or
-	 * without anything of upcache's running.  The normal build runs it.
+	 * ASan's shadow memory exists: the program dies before main().  (Run
+	 * without the shim it starts.)  The normal build runs this case.
 	 */
 	cr_skip_test("a program with its own malloc cannot start under an ASan-instrumented preload library");
 #endif
