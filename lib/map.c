@@ -217,7 +217,7 @@ static int map_register(struct upc_map *m, bool writable)
  * error.  A forked child that is gone (ESRCH) needs nothing.  Caller holds
  * f->lock.
  */
-int map_wp_extend(struct upc_map *m, uint64_t npages)
+static int map_wp(struct upc_map *m, uint64_t npages, bool present)
 {
 	uint64_t mend = m->pgoff + ((m->end - m->start) >> UPC_PAGE_SHIFT);
 	uint64_t want = min_t(uint64_t, mend, (npages + PT_CHUNK_PAGES - 1) & ~(uint64_t)(PT_CHUNK_PAGES - 1));
@@ -226,11 +226,35 @@ int map_wp_extend(struct upc_map *m, uint64_t npages)
 
 	if (!m->wp || from >= want)
 		return 0;
+	/*
+	 * Synchronous tracking with MINOR faults registered: an empty PTE
+	 * needs no marker.  Every fault on it reaches the handler (MISSING
+	 * for a page the memfd does not have, MINOR for one it has:
+	 * shmem_get_folio_gfp()), which maps the page write-protected, and the
+	 * kernel maps nothing around it (uffd_disable_fault_around()).
+	 * Markers cost page tables for the whole range, 2 GiB over a sparse
+	 * 1 TiB file (LMDB's MDB_WRITEMAP sizes its file to the map).  Only
+	 * PTEs the kernel may have mapped already (@present: a read-only
+	 * mapping becoming writable) must be protected by the ioctl.
+	 * Asynchronous tracking keeps them: PAGEMAP_SCAN reports an empty PTE
+	 * without a marker as written, and a cached page this mapping never
+	 * touched would be counted dirty.
+	 */
+	if (!present && m->mm->cache->track_mode == UPC_TRACK_SYNC &&
+	    (m->mm->cache->uffd_features & UFFD_FEATURE_MINOR_SHMEM)) {
+		m->wp_end = want;
+		return 0;
+	}
 	ret = sys_uffd_wp(m->mm->uffd, m->start + ((from - m->pgoff) << UPC_PAGE_SHIFT),
 			  (want - from) << UPC_PAGE_SHIFT, true, false);
 	if (ret == 0 || ret == -ESRCH || ret == -ENOENT)
 		m->wp_end = want;
 	return ret == -ESRCH || ret == -ENOENT ? 0 : ret;
+}
+
+int map_wp_extend(struct upc_map *m, uint64_t npages)
+{
+	return map_wp(m, npages, false);
 }
 
 /*
@@ -705,7 +729,7 @@ UPC_API int upc_protect(struct upc_cache *c, void *addr, size_t length, int prot
 			 */
 			ret = map_register(m, true);
 			if (ret == 0)
-				ret = map_wp_extend(m, f->npages);
+				ret = map_wp(m, f->npages, true);
 			if (ret < 0)
 				m->wp = false;	/* registered for WP, but not protected: not trusted */
 		}

@@ -76,20 +76,48 @@ static int walk_map(struct upc_map *m, uint64_t first, uint64_t last, const stru
 	return 0;
 }
 
+/*
+ * walk_map() over the mappings of @f (@only, or every one; with @wp_only the
+ * write-protect-registered ones), only where the file has cached pages, a
+ * page-table chunk (2 MiB) at a time: a page written is a cached one, and a
+ * scan that write-protects (PM_SCAN_WP_MATCHING) leaves markers in every
+ * empty PTE it crosses, page tables and all - over a sparse 1 TiB file
+ * (LMDB's MDB_WRITEMAP sizes its file to the map), 2 GiB of them.
+ */
+static int walk_cached(struct upc_file *f, struct upc_map *only, uint64_t first, uint64_t last, bool wp_only,
+		       const struct pm_scan_arg *tmpl, void (*fn)(struct upc_file *f, uint64_t pgoff, void *arg),
+		       void *arg)
+{
+	int err = 0, ret;
+
+	if (!f->npages)
+		return 0;
+	last = min_t(uint64_t, last, f->npages - 1);
+	for (uint64_t c = first >> PT_CHUNK_SHIFT; c <= last >> PT_CHUNK_SHIFT && c < f->nchunks; c++) {
+		uint64_t s = max_t(uint64_t, first, c << PT_CHUNK_SHIFT), e;
+
+		if (!f->chunks[c] || !f->chunk_used[c])
+			continue;
+		/* consecutive chunks with cached pages: one walk */
+		while (c + 1 <= last >> PT_CHUNK_SHIFT && c + 1 < f->nchunks && f->chunks[c + 1] && f->chunk_used[c + 1])
+			c++;
+		e = min_t(uint64_t, last, ((c + 1) << PT_CHUNK_SHIFT) - 1);
+		for (struct upc_map *m = only ? only : f->rmap; m; m = only ? NULL : m->f_next) {
+			if (wp_only && !m->wp)
+				continue;
+			ret = walk_map(m, s, e, tmpl, fn, arg);
+			if (ret && !err)
+				err = ret;
+		}
+	}
+	return err;
+}
+
 int pagemap_walk(struct upc_file *f, uint64_t first, uint64_t last, bool wp_only,
 		 const struct pm_scan_arg *tmpl, void (*fn)(struct upc_file *f, uint64_t pgoff, void *arg),
 		 void *arg)
 {
-	int err = 0, ret;
-
-	for (struct upc_map *m = f->rmap; m; m = m->f_next) {
-		if (wp_only && !m->wp)
-			continue;
-		ret = walk_map(m, first, last, tmpl, fn, arg);
-		if (ret && !err)
-			err = ret;
-	}
-	return err;
+	return walk_cached(f, NULL, first, last, wp_only, tmpl, fn, arg);
 }
 
 /* A written page: its state moves to the descriptor (and is counted). */
@@ -161,7 +189,7 @@ uint64_t track_collect_map(struct upc_map *m)
 	mend = min_t(uint64_t, mend, f->npages);
 	if (mend <= m->pgoff)
 		return 0;
-	err = walk_map(m, m->pgoff, mend - 1, &scan_written, collect_one, &found);
+	err = walk_cached(f, m, m->pgoff, mend - 1, false, &scan_written, collect_one, &found);
 	if (err) {
 		UPC_TRACE(error, "pagemap_scan", err, f, m->pgoff << UPC_PAGE_SHIFT);
 		pr_warn("PAGEMAP_SCAN: %s\n", upc_strerror(err));

@@ -661,3 +661,38 @@ Test(maps, growth_racing_maps_and_unmaps, .timeout = 120)
 	}
 	close(r.fd);
 }
+
+/*
+ * A sparse terabyte file, as LMDB's MDB_WRITEMAP makes of its data file:
+ * under synchronous tracking, a writable map of all of it costs page
+ * tables for what is touched only (no uffd-wp markers in empty PTEs: every
+ * fault on one reaches the handler, map.c), and writes are still tracked.
+ * Asynchronous tracking keeps the markers (PAGEMAP_SCAN would report an
+ * empty PTE as written): skipped there, with that reason.
+ */
+Test(maps, a_sparse_terabyte_file_costs_page_tables_for_what_is_touched, .timeout = 120)
+{
+	struct upc_cache *c = cache_new(UPC_CACHE_NO_BGWB);
+	int fd = tmpfile_pattern(PAGE, NULL);
+	long pte0 = status_kb("VmPTE");
+	unsigned char *p;
+
+	if (track_flags())
+		cr_skip_test("asynchronous tracking write-protects empty PTEs up to end of file "
+			     "(PAGEMAP_SCAN reports one without a marker as written): upc_map(3)");
+	cr_assert_eq(ftruncate(fd, (off_t)TIB), 0);
+	cr_assert_eq(upc_map(c, fd, 0, TIB, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
+	for (uint64_t off = 0; off < TIB; off += TIB / 16) {
+		cr_assert_eq(p[off + 1], off ? 0 : pat(1));
+		p[off + 1] = 0x5a;
+	}
+	cr_assert_eq(stats_of(c).pages_dirty, 16);
+	cr_assert_lt(status_kb("VmPTE") - pte0, PTE_BOUND_KB, "VmPTE grew by %ld kB", status_kb("VmPTE") - pte0);
+	cr_assert_eq(upc_msync(c, p, TIB, UPC_MS_SYNC), 0);
+	cr_assert_eq(stats_of(c).pages_dirty, 0);
+	p[TIB / 2 + 1] = 0x5b;		/* protected again by the write-back: tracked */
+	cr_assert_eq(stats_of(c).pages_dirty, 1);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	cr_assert_eq(file_byte(fd, TIB / 2 + 1), 0x5b);
+	close(fd);
+}
