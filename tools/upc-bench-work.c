@@ -409,6 +409,36 @@ static const char *upc_name(bool async, const char *suffix, char *buf, size_t le
 	return buf;
 }
 
+/* Variant indices of the writable-mapping rows of a cached-read workload (issue 11, row A). */
+struct rw_rows {
+	int kernel_memfd, kernel_ext4, upc_sync, upc_async;
+};
+
+/*
+ * The cached-read workloads' writable-mapping rows: the shmem floor, ext4,
+ * and upcache in both tracking modes, from template @t (left mapping
+ * read-write, K_UPC, @async's cache).  @sync_desc says what the sync row
+ * does.
+ */
+static void add_rw_rows(struct workload *w, struct acc *t, struct upc_cache *sync, struct upc_cache *async,
+			const char *sync_desc, struct rw_rows *r)
+{
+	char nm[NAME_LEN];
+
+	t->map_rw = true;
+	t->kind = K_MEMFD;
+	r->kernel_memfd = add_acc(w, "kernel-memfd-rw", false, t, "kernel read-write mmap of the memfd: the "
+				  "shmem floor of issue 11's row A");
+	t->kind = K_FILE;
+	r->kernel_ext4 = add_acc(w, "kernel-ext4-rw", false, t, "kernel read-write mmap of the file");
+	t->kind = K_UPC;
+	t->cache = sync;
+	r->upc_sync = add_acc(w, "upc-sync-rw", false, t, "%s", sync_desc);
+	t->cache = async;
+	r->upc_async = add_acc(w, upc_name(true, "-rw", nm, sizeof(nm)), false, t,
+			       "as upc-sync-rw, async tracking asked");
+}
+
 /* ------------------------------------------------------------ the generic access pass */
 
 struct worker {
@@ -746,6 +776,7 @@ void wl1_cached_seq(struct workload *w)
 	struct upc_cache *cs, *ca;
 	struct acc t;
 	int memfd, vk, ve, vs, va, vp, vr, vfw, vfm, vkw, vew, vsw, vaw, vfc;
+	struct rw_rows rw;
 	char nm[NAME_LEN];
 
 	snprintf(w->title, sizeof(w->title), "cached sequential scan");
@@ -777,19 +808,9 @@ void wl1_cached_seq(struct workload *w)
 	va = add_acc(w, upc_name(true, "", nm, sizeof(nm)), false, &t,
 		     "as upc-sync, the cache asked for async tracking");
 	/* Issue 11: the same scan through fresh PROT_READ|PROT_WRITE mappings, as databases map. */
-	t.map_rw = true;
-	t.kind = K_MEMFD;
-	vkw = add_acc(w, "kernel-memfd-rw", false, &t, "kernel read-write mmap of the memfd: the shmem "
-		      "floor of issue 11's row A");
-	t.kind = K_FILE;
-	vew = add_acc(w, "kernel-ext4-rw", false, &t, "kernel read-write mmap of the file");
-	t.kind = K_UPC;
-	t.cache = cs;
-	vsw = add_acc(w, "upc-sync-rw", false, &t, "as upc-sync through a read-write mapping: registered "
-		      "MISSING|WP|MINOR, cached pages mapped by MINOR faults with map-ahead (up to 512 a fault)");
-	t.cache = ca;
-	vaw = add_acc(w, upc_name(true, "-rw", nm, sizeof(nm)), false, &t,
-		      "as upc-sync-rw, async tracking asked");
+	add_rw_rows(w, &t, cs, ca, "as upc-sync through a read-write mapping: registered MISSING|WP|MINOR, "
+		    "cached pages mapped by MINOR faults with map-ahead (up to 512 a fault)", &rw);
+	vkw = rw.kernel_memfd, vew = rw.kernel_ext4, vsw = rw.upc_sync, vaw = rw.upc_async;
 	vfc = floor_minor_variant(w, "floor-minor-rw-512", true, memfd, np, NULL, np, 512);
 	t.cache = cs;
 	t.map_rw = false;
@@ -980,6 +1001,7 @@ void wl3_cached_rand(struct workload *w)
 	uint32_t *order;
 	struct acc t;
 	int memfd, vk, vm, vs, va, vp, vr, vfw, vkw, vew, vsw, vaw, vfc;
+	struct rw_rows rw;
 	char nm[NAME_LEN];
 
 	snprintf(w->title, sizeof(w->title), "cached random touch");
@@ -1013,19 +1035,9 @@ void wl3_cached_rand(struct workload *w)
 	t.cache = ca;
 	va = add_acc(w, upc_name(true, "", nm, sizeof(nm)), false, &t, "as upc-sync, async tracking asked");
 	/* Issue 11: fresh PROT_READ|PROT_WRITE mappings. */
-	t.map_rw = true;
-	t.kind = K_MEMFD;
-	vkw = add_acc(w, "kernel-memfd-rw", false, &t, "kernel read-write mmap of the memfd: the shmem "
-		      "floor of issue 11's row A");
-	t.kind = K_FILE;
-	vew = add_acc(w, "kernel-ext4-rw", false, &t, "kernel read-write mmap of the file");
-	t.kind = K_UPC;
-	t.cache = cs;
-	vsw = add_acc(w, "upc-sync-rw", false, &t, "as upc-sync through a read-write mapping: MINOR "
-		      "faults with fault-around (64 pages a fault on random access)");
-	t.cache = ca;
-	vaw = add_acc(w, upc_name(true, "-rw", nm, sizeof(nm)), false, &t,
-		      "as upc-sync-rw, async tracking asked");
+	add_rw_rows(w, &t, cs, ca, "as upc-sync through a read-write mapping: MINOR faults with fault-around "
+		    "(64 pages a fault on random access)", &rw);
+	vkw = rw.kernel_memfd, vew = rw.kernel_ext4, vsw = rw.upc_sync, vaw = rw.upc_async;
 	vfc = floor_minor_variant(w, "floor-minor-rw-64", true, memfd, np, order, n, 64);
 	t.cache = cs;
 	t.map_rw = false;
