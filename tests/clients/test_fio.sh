@@ -17,7 +17,7 @@ fi
 if [ "$UPC_CLIENTS_LONG" = 1 ]; then size=256m; else size=16m; fi
 
 common="--ioengine=mmap --size=$size --numjobs=2 --group_reporting=1 --verify=crc32c
---verify_fatal=1 --randrepeat=1 --randseed=4242 --unlink=0"
+--verify_fatal=1 --randrepeat=1 --randseed=4242 --unlink=0 --verify_state_save=0"
 
 # fio_job MODE NAME ARGS...: run one fio job; pass if it exits 0 with no verify error.
 fio_job() {
