@@ -348,28 +348,11 @@ int upc_new(bool async, unsigned int flags, size_t mem_limit, struct upc_cache *
 	return upc_cache_create(&o, cp);
 }
 
-/* Fill the cache with the whole file: map it, read every page, unmap. */
-int upc_warm(struct upc_cache *c, const char *path, size_t size)
-{
-	volatile uint64_t sum = 0;
-	char *p;
-	int fd, ret;
-
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	ret = upc_map(c, fd, 0, size, PROT_READ, 0, (void **)&p);
-	if (ret == 0) {
-		for (size_t off = 0; off < size; off += PG)
-			sum += *(volatile uint64_t *)(p + off);
-		upc_unmap(c, p, size);
-	}
-	close(fd);
-	(void)sum;
-	return ret;
-}
-
-/* Fill the cache with the @n pages of @order only, one page per fault (UPC_ADV_RANDOM: no readahead). */
+/*
+ * Fill the cache with the @n pages of @order only, one page per fault
+ * (UPC_ADV_RANDOM: no readahead); @order NULL: every page of the file, with
+ * the default readahead.
+ */
 int upc_warm_pages(struct upc_cache *c, const char *path, size_t size, const uint32_t *order, size_t n)
 {
 	volatile uint64_t sum = 0;
@@ -381,14 +364,20 @@ int upc_warm_pages(struct upc_cache *c, const char *path, size_t size, const uin
 		return -errno;
 	ret = upc_map(c, fd, 0, size, PROT_READ, 0, (void **)&p);
 	if (ret == 0) {
-		ret = upc_advise(c, p, size, UPC_ADV_RANDOM);
+		ret = order ? upc_advise(c, p, size, UPC_ADV_RANDOM) : 0;
 		for (size_t i = 0; i < n && !ret; i++)
-			sum += *(volatile uint64_t *)(p + (size_t)order[i] * PG);
+			sum += *(volatile uint64_t *)(p + (order ? (size_t)order[i] : i) * PG);
 		upc_unmap(c, p, size);
 	}
 	close(fd);
 	(void)sum;
 	return ret;
+}
+
+/* Fill the cache with the whole file: map it, read every page, unmap. */
+int upc_warm(struct upc_cache *c, const char *path, size_t size)
+{
+	return upc_warm_pages(c, path, size, NULL, (size + PG - 1) / PG);
 }
 
 struct upc_cache *cache_or_die(bool async, unsigned int flags, size_t mem_limit)
