@@ -37,7 +37,6 @@
 #include "internal.h"
 
 #include <signal.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -173,10 +172,11 @@ static int relay_slot(pid_t tid)
 
 /*
  * Have thread @tid of this process take the kernel's SIGBUS for @addr, as
- * described at the top.  The caller wakes the fault afterwards.  Returns 0,
- * or -errno when it cannot (the application's handler replaced ours, the
- * thread blocks SIGBUS, the slots are full, the thread is gone): the caller
- * has the kernel raise it another way.
+ * described at the top.  The caller wakes the fault afterwards.  Returns 0
+ * (also for a thread that is gone: nobody waits), or -errno when it cannot
+ * (the relay signal is the application's, the same access faulted again
+ * before its probe was taken, no slot is left): the caller has the kernel
+ * raise it (the fence).
  */
 int sigbus_relay(pid_t tid, uintptr_t addr)
 {
