@@ -31,6 +31,8 @@
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -57,21 +59,21 @@ static uint32_t ra_window(struct upc_cache *c, struct upc_map *m, struct upc_fil
  * the kernel refuses to change its page tables (ctx->mmap_changing), and
  * nobody but this handler reads that event: read it into the queue (it is
  * handled after the fault at hand), let the forking task go on, retry.
- * (@mm is NULL for the engine's own userfaultfd, which never forks.)
+ * (@h is NULL for the engine's own userfaultfd, which never forks.)
  */
-static void uffd_eagain(struct upc_mm *mm)
+static void uffd_eagain(struct upc_handler *h)
 {
-	if (mm)
-		mm_read_msgs(mm);
+	if (h)
+		handler_read_msgs(h, UFFD_QUEUE);
 	sched_yield();
 }
 
 /*
- * Insert @len bytes from @src at @dst through @mm's userfaultfd (@uffd).  A
+ * Insert @len bytes from @src at @dst through @uffd (@h's mm's, or the engine's).  A
  * page that is already there (EEXIST: inserted by another path since we
  * looked) is skipped.  Returns the bytes inserted by us, or a negative errno.
  */
-static long insert_pages(struct upc_mm *mm, int uffd, uintptr_t dst, const char *src, size_t len,
+static long insert_pages(struct upc_handler *h, int uffd, uintptr_t dst, const char *src, size_t len,
 			 bool wp, size_t *skipped)
 {
 	size_t done = 0;
@@ -86,7 +88,7 @@ static long insert_pages(struct upc_mm *mm, int uffd, uintptr_t dst, const char 
 			done += UPC_PAGE_SIZE;
 			(*skipped)++;
 		} else if (r == -EAGAIN) {
-			uffd_eagain(mm);
+			uffd_eagain(h);
 		} else {
 			return done ? (long)done : r;
 		}
@@ -119,12 +121,13 @@ long staging_insert(struct upc_file *f, uint64_t pgoff, uint64_t n, const char *
  * child) has the thread signalled from here, without the address
  * (SI_TKILL).  Caller holds the file's lock.
  */
-static void fault_fail(struct upc_mm *mm, struct upc_map *m, uintptr_t addr, uint32_t ptid, bool poison)
+static void fault_fail(struct upc_handler *h, struct upc_map *m, uintptr_t addr, uint32_t ptid, bool poison)
 {
+	struct upc_mm *mm = h->mm;
 	uint64_t pgoff = m->pgoff + ((addr - m->start) >> UPC_PAGE_SHIFT);
 
 	if (!poison && ptid && mm == &mm->cache->self &&
-	    sigbus_relay((pid_t)ptid, (mm->fault_exact & UPC_PAGE_MASK) == addr ? mm->fault_exact : addr) == 0) {
+	    sigbus_relay((pid_t)ptid, (h->fault_exact & UPC_PAGE_MASK) == addr ? h->fault_exact : addr) == 0) {
 		sys_uffd_wake(mm->uffd, addr, UPC_PAGE_SIZE);
 		return;
 	}
@@ -177,9 +180,10 @@ static int read_error_action(struct upc_cache *c, struct upc_file *f, uint64_t p
 	return action;
 }
 
-static void handle_missing(struct upc_mm *mm, struct upc_map *m, uintptr_t addr, bool write,
+static void handle_missing(struct upc_handler *h, struct upc_map *m, uintptr_t addr, bool write,
 			   uint32_t ptid)
 {
+	struct upc_mm *mm = h->mm;
 	struct upc_cache *c = mm->cache;
 	struct upc_file *f = m->file;
 	uint64_t pgoff = m->pgoff + ((addr - m->start) >> UPC_PAGE_SHIFT);
@@ -218,14 +222,14 @@ static void handle_missing(struct upc_mm *mm, struct upc_map *m, uintptr_t addr,
 	 * read the page again (the copy finds it if it is there: EEXIST).
 	 */
 	if (pg->flags & PG_UPTODATE) {
-		if (mm->last_spurious != addr) {
-			mm->last_spurious = addr;
+		if (h->last_spurious != addr) {
+			h->last_spurious = addr;
 			goto resolved;
 		}
 		pr_debug("MISSING fault again on cached page %llu: reading it again\n",
 			 (unsigned long long)pgoff);
 	}
-	mm->last_spurious = 0;
+	h->last_spurious = 0;
 	if (m->ra_win && pgoff == m->ra_next)
 		atomic_fetch_add(&c->st.ra_hits, 1);	/* the last window was used up */
 	/* Wholly past end of file (the file shrank, fill_valid()): SIGBUS, as mmap(2) says. */
@@ -236,7 +240,7 @@ static void handle_missing(struct upc_mm *mm, struct upc_map *m, uintptr_t addr,
 		;
 	for (unsigned int attempt = 0;; attempt++) {
 		io = (struct upc_io){
-			.buf = mm->bounce,
+			.buf = h->bounce,
 			.len = min_t(uint64_t, n << UPC_PAGE_SHIFT,
 				     (uint64_t)f->size - (pgoff << UPC_PAGE_SHIFT)),
 			.off = (off_t)(pgoff << UPC_PAGE_SHIFT),
@@ -257,7 +261,7 @@ static void handle_missing(struct upc_mm *mm, struct upc_map *m, uintptr_t addr,
 		case UPC_READ_ERROR_RETRY:
 			continue;
 		case UPC_READ_ERROR_ZERO:
-			memset(mm->bounce, 0, UPC_PAGE_SIZE);
+			memset(h->bounce, 0, UPC_PAGE_SIZE);
 			full = 1;
 			break;
 		default:
@@ -268,7 +272,7 @@ static void handle_missing(struct upc_mm *mm, struct upc_map *m, uintptr_t addr,
 	n = min_t(uint64_t, n, full);
 
 	in_map = min_t(uint64_t, n, map_last - pgoff);
-	r = insert_pages(mm, mm->uffd, addr, mm->bounce, in_map << UPC_PAGE_SHIFT, m->wp, &skipped);
+	r = insert_pages(h, mm->uffd, addr, h->bounce, in_map << UPC_PAGE_SHIFT, m->wp, &skipped);
 	if (r <= 0)
 		goto fail;
 	/* Only what was inserted (or found there) is cached. */
@@ -277,7 +281,7 @@ static void handle_missing(struct upc_mm *mm, struct upc_map *m, uintptr_t addr,
 	if (n > in_map) {
 		size_t skipped2;
 
-		r = staging_insert(f, pgoff + in_map, n - in_map, mm->bounce + (in_map << UPC_PAGE_SHIFT),
+		r = staging_insert(f, pgoff + in_map, n - in_map, h->bounce + (in_map << UPC_PAGE_SHIFT),
 				   &skipped2);
 		if (r > 0)
 			n = in_map + (uint64_t)r;
@@ -322,7 +326,7 @@ resolved:
 		trace_dirty(f, pg, pgoff, ptid, bt);
 		page_set_dirty(f, pg);
 		while (sys_uffd_wp(mm->uffd, addr, UPC_PAGE_SIZE, false, true) == -EAGAIN)
-			uffd_eagain(mm);
+			uffd_eagain(h);
 	} else {
 		sys_uffd_wake(mm->uffd, addr, UPC_PAGE_SIZE);
 	}
@@ -330,13 +334,13 @@ resolved:
 	return;
 beyond_eof:
 	UPC_TRACE(fault_done, f, pgoff, UPC_FAULT_MISSING, -EFAULT);
-	fault_fail(mm, m, addr, ptid, false);
+	fault_fail(h, m, addr, ptid, false);
 	return;
 fail:
 	UPC_TRACE(error, "fill", -EIO, f, pgoff << UPC_PAGE_SHIFT);
 	UPC_TRACE(fault_done, f, pgoff, UPC_FAULT_MISSING, -EIO);
 	pr_warn("read of page %llu failed; the access gets SIGBUS\n", (unsigned long long)pgoff);
-	fault_fail(mm, m, addr, ptid, true);
+	fault_fail(h, m, addr, ptid, true);
 }
 
 #define FAULT_AROUND	64	/* pages mapped per MINOR fault: random access */
@@ -351,8 +355,9 @@ fail:
  * the last window ended, twice the last window up to 512 (map-ahead).  A
  * PTE already present ends the window (EEXIST).
  */
-static void handle_minor(struct upc_mm *mm, struct upc_map *m, uintptr_t addr, uint32_t ptid)
+static void handle_minor(struct upc_handler *h, struct upc_map *m, uintptr_t addr, uint32_t ptid)
 {
+	struct upc_mm *mm = h->mm;
 	struct upc_file *f = m->file;
 	uint64_t pgoff = m->pgoff + ((addr - m->start) >> UPC_PAGE_SHIFT);
 	uint64_t map_last = m->pgoff + ((m->end - m->start) >> UPC_PAGE_SHIFT);
@@ -374,15 +379,16 @@ static void handle_minor(struct upc_mm *mm, struct upc_map *m, uintptr_t addr, u
 	m->map_next = pgoff + n;
 	m->map_win = (uint32_t)n;
 	while ((r = sys_uffd_continue(mm->uffd, addr, n << UPC_PAGE_SHIFT, true, false)) == -EAGAIN)
-		uffd_eagain(mm);
+		uffd_eagain(h);
 	if (r < (long)UPC_PAGE_SIZE && r != -EEXIST)
 		pr_debug("CONTINUE at page %llu: %ld\n", (unsigned long long)pgoff, r);
 	sys_uffd_wake(mm->uffd, addr, UPC_PAGE_SIZE);
 	UPC_TRACE(fault_done, f, pgoff, UPC_FAULT_MINOR, r > 0 ? r >> UPC_PAGE_SHIFT : r);
 }
 
-static void handle_wp(struct upc_mm *mm, struct upc_map *m, uintptr_t addr, uint32_t ptid)
+static void handle_wp(struct upc_handler *h, struct upc_map *m, uintptr_t addr, uint32_t ptid)
 {
+	struct upc_mm *mm = h->mm;
 	struct upc_file *f = m->file;
 	uint64_t pgoff = m->pgoff + ((addr - m->start) >> UPC_PAGE_SHIFT);
 	struct upc_page *pg = pt_lookup(f, pgoff);
@@ -411,15 +417,16 @@ static void handle_wp(struct upc_mm *mm, struct upc_map *m, uintptr_t addr, uint
 	trace_dirty(f, pg, pgoff, ptid, bt);
 	page_set_dirty(f, pg);
 	while (sys_uffd_wp(mm->uffd, addr, UPC_PAGE_SIZE, false, true) == -EAGAIN)
-		uffd_eagain(mm);
+		uffd_eagain(h);
 	UPC_TRACE(fault_done, f, pgoff, UPC_FAULT_WP, 1);
 }
 
-static void handle_fault(struct upc_mm *mm, const struct uffd_msg *msg)
+static void handle_fault(struct upc_handler *h, const struct uffd_msg *msg)
 {
+	struct upc_mm *mm = h->mm;
 	uintptr_t addr = (uintptr_t)msg->arg.pagefault.address & UPC_PAGE_MASK;
 
-	mm->fault_exact = (uintptr_t)msg->arg.pagefault.address;	/* for a SIGBUS's si_addr */
+	h->fault_exact = (uintptr_t)msg->arg.pagefault.address;	/* for a SIGBUS's si_addr */
 	uint64_t flags = msg->arg.pagefault.flags;
 	struct upc_map *m;
 
@@ -435,11 +442,11 @@ static void handle_fault(struct upc_mm *mm, const struct uffd_msg *msg)
 	}
 	pthread_mutex_lock(&m->file->lock);
 	if (flags & UFFD_PAGEFAULT_FLAG_WP)
-		handle_wp(mm, m, addr, msg->arg.pagefault.feat.ptid);
+		handle_wp(h, m, addr, msg->arg.pagefault.feat.ptid);
 	else if (flags & UFFD_PAGEFAULT_FLAG_MINOR)
-		handle_minor(mm, m, addr, msg->arg.pagefault.feat.ptid);
+		handle_minor(h, m, addr, msg->arg.pagefault.feat.ptid);
 	else
-		handle_missing(mm, m, addr, flags & UFFD_PAGEFAULT_FLAG_WRITE,
+		handle_missing(h, m, addr, flags & UFFD_PAGEFAULT_FLAG_WRITE,
 			       msg->arg.pagefault.feat.ptid);
 	pthread_mutex_unlock(&m->file->lock);
 	pthread_rwlock_unlock(&mm->lock);
@@ -479,41 +486,105 @@ unsigned int uffd_read_msgs(struct upc_mm *mm, struct uffd_msg *q, unsigned int 
 	return n;
 }
 
-/* The messages before qhead were taken: move the rest down.  Only the handler thread calls it. */
-void mm_queue_compact(struct upc_mm *mm)
+/* The messages before qhead were taken: move the rest down.  Only @h's thread calls it. */
+void handler_queue_compact(struct upc_handler *h)
 {
-	if (!mm->qhead)
+	if (!h->qhead)
 		return;
-	memmove(mm->q, mm->q + mm->qhead, (mm->qtail - mm->qhead) * sizeof(*mm->q));
-	mm->qtail -= mm->qhead;
-	mm->qhead = 0;
+	memmove(h->q, h->q + h->qhead, (h->qtail - h->qhead) * sizeof(*h->q));
+	h->qtail -= h->qhead;
+	h->qhead = 0;
 }
 
-/* The handler reads into its own queue.  Only the handler thread calls it. */
-unsigned int mm_read_msgs(struct upc_mm *mm)
+/* A handler reads into its own queue, at most @max messages.  Only @h's thread calls it. */
+unsigned int handler_read_msgs(struct upc_handler *h, unsigned int max)
 {
 	unsigned int n;
 
-	mm_queue_compact(mm);
-	n = uffd_read_msgs(mm, mm->q + mm->qtail, UFFD_QUEUE - mm->qtail);
-	mm->qtail += n;
+	handler_queue_compact(h);
+	n = uffd_read_msgs(h->mm, h->q + h->qtail, min_t(unsigned int, max, UFFD_QUEUE - h->qtail));
+	h->qtail += n;
 	return n;
 }
 
 /*
- * The handler: wait for messages, read them into its queue, handle them in
+ * How many handler threads the process's own mm gets, and on which CPUs
+ * (@cpus, room for @max; NULL to count only).
+ *
+ * Where the handler runs decides the cost of a fault.  The faulting thread
+ * sleeps in handle_userfault() until the handler's ioctl wakes it; on these
+ * 2-vCPU machines a handler on the *other* CPU costs 49-106 us a round trip
+ * (the faulting vCPU halts and must be woken by an IPI), one on the same
+ * CPU 7-8 us (two context switches, no IPI: DESIGN.md, "Faults"; upc-bench
+ * workload 8).  The kernel wakes every thread polling a userfaultfd when a
+ * fault is queued (wake_up_poll() on fd_wqh, not exclusive), so a handler
+ * pinned to each CPU means the one on the faulting CPU is runnable there at
+ * once and takes the message before a remote one can be woken; the others
+ * find the queue empty (EAGAIN) and sleep again.  That costs each fault a
+ * wake-up per extra handler, so their number is capped: CPUs of the
+ * process's affinity mask when the cache is created, at most
+ * FAULT_HANDLERS_MAX; threads that fault on other CPUs are served from a
+ * remote CPU, as with one handler.  $UPC_FAULT_HANDLERS overrides it (1: a
+ * single unpinned handler, the old behaviour; more: pinned to the first
+ * that many CPUs of the mask).  The alternative, UFFD_FEATURE_SIGBUS and
+ * the fault resolved in the faulting thread's own signal handler (4.8-6.2
+ * us), makes every kernel access to an unpopulated page - read(2) into a
+ * mapped buffer, O_DIRECT, a futex - fail with EFAULT; the library does not
+ * take it (upcache(7), "Fault handling").
+ */
+#define FAULT_HANDLERS_MAX	8
+
+unsigned int fault_handlers_wanted(int *cpus, unsigned int max)
+{
+	const char *env = getenv("UPC_FAULT_HANDLERS");
+	unsigned int want = FAULT_HANDLERS_MAX, n = 0;
+	cpu_set_t set;
+
+	if (env && *env) {
+		char *end;
+		unsigned long v = strtoul(env, &end, 10);
+
+		if (*end || v == 0) {
+			pr_warn("UPC_FAULT_HANDLERS=%s: not a positive number; using the default\n", env);
+		} else {
+			want = (unsigned int)min_t(unsigned long, v, CPU_SETSIZE);
+			if (want == 1)
+				return 1;
+		}
+	}
+	if (sched_getaffinity(0, sizeof(set), &set) < 0 || CPU_COUNT(&set) < 2)
+		return 1;
+	for (int cpu = 0; cpu < CPU_SETSIZE && n < want; cpu++) {
+		if (!CPU_ISSET(cpu, &set))
+			continue;
+		if (cpus && n < max)
+			cpus[n] = cpu;
+		n++;
+	}
+	return n;
+}
+
+/*
+ * A handler: wait for messages, read them into its queue, handle them in
  * order.  While the process forks, a second reader (fork.c) reads too, so
- * that the fork event the kernel waits for is read even if this thread is
- * blocked (on malloc, which glibc's fork holds); what it read joins this
- * queue after the fork.
+ * that the fork event the kernel waits for is read even if every handler is
+ * blocked (on malloc, which glibc's fork holds); what it read joins the
+ * queue of the first handler to look, after the fork.  With several
+ * handlers each reads one message at a time, so that a fault is handled by
+ * the handler that woke first - the one on the faulting CPU - and one
+ * handler busy with a slow fill does not hold faults that others could
+ * take.  Faults of one file are serialized by its lock, as before.
  */
 static void *handler_main(void *arg)
 {
-	struct upc_mm *mm = arg;
+	struct upc_handler *h = arg;
+	struct upc_mm *mm = h->mm;
+	unsigned int batch = mm->nh > 1 ? 1 : UFFD_QUEUE;
 	struct pollfd pfd[2] = {
 		{ .fd = mm->uffd, .events = POLLIN },
 		{ .fd = mm->stop_efd, .events = POLLIN },
 	};
+	uint64_t one = 1;
 
 	for (;;) {
 		struct uffd_msg msg;
@@ -521,11 +592,11 @@ static void *handler_main(void *arg)
 		int r;
 
 		if (mm == &mm->cache->self && atomic_load(&mm->cache->nstash))
-			fork_stash_take(mm);
-		if (mm->qhead < mm->qtail) {
-			msg = mm->q[mm->qhead++];
+			fork_stash_take(h);
+		if (h->qhead < h->qtail) {
+			msg = h->q[h->qhead++];
 			if (msg.event == UFFD_EVENT_PAGEFAULT)
-				handle_fault(mm, &msg);
+				handle_fault(h, &msg);
 			else if (msg.event == UFFD_EVENT_FORK)
 				fork_event(mm, &msg);
 			if (mm->dead)
@@ -542,8 +613,12 @@ static void *handler_main(void *arg)
 		if (pfd[1].revents) {
 			if (read(mm->stop_efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
 				break;
-			if (mm->stopping)
+			if (mm->stopping) {
+				/* The read took the stop from the other handlers: hand it on. */
+				if (mm->nh > 1 && write(mm->stop_efd, &one, sizeof(one)) != sizeof(one))
+					pr_warn("fault handler: cannot pass the stop on\n");
 				break;
+			}
 			continue;	/* the fork reader handed messages over: taken above */
 		}
 		/* A forked child's handler notices the child is gone (see fork.c). */
@@ -552,37 +627,85 @@ static void *handler_main(void *arg)
 				break;
 			continue;
 		}
-		mm_read_msgs(mm);
+		handler_read_msgs(h, batch);
 	}
 	/* Fork events read and never handled: their children will not be served. */
-	for (; mm->qhead < mm->qtail; mm->qhead++)
-		if (mm->q[mm->qhead].event == UFFD_EVENT_FORK)
-			fork_event_drop(mm, &mm->q[mm->qhead]);
+	for (; h->qhead < h->qtail; h->qhead++)
+		if (h->q[h->qhead].event == UFFD_EVENT_FORK)
+			fork_event_drop(mm, &h->q[h->qhead]);
+	return NULL;
+}
+
+/* The handler of @mm that is the calling thread, if it is one. */
+struct upc_handler *mm_handler_self(struct upc_mm *mm)
+{
+	for (unsigned int i = 0; i < mm->nh; i++)
+		if (mm->h[i].running && pthread_equal(mm->h[i].thread, pthread_self()))
+			return &mm->h[i];
 	return NULL;
 }
 
 int fault_handler_start(struct upc_mm *mm)
 {
-	int ret = pthread_create(&mm->handler, NULL, handler_main, mm);
+	int cpus[FAULT_HANDLERS_MAX * 8];
+	unsigned int ncpu = 0;
+	int ret = 0;
 
+	if (mm->nh > 1)
+		ncpu = fault_handlers_wanted(cpus, sizeof(cpus) / sizeof(cpus[0]));
+	for (unsigned int i = 0; i < mm->nh; i++) {
+		struct upc_handler *h = &mm->h[i];
+		pthread_attr_t attr;
+		char name[16];
+
+		pthread_attr_init(&attr);
+		if (i < ncpu && i < sizeof(cpus) / sizeof(cpus[0])) {
+			cpu_set_t set;
+
+			CPU_ZERO(&set);
+			CPU_SET(cpus[i], &set);
+			/* Pinned from its first instruction; a CPU gone offline since leaves it unpinned. */
+			if (pthread_attr_setaffinity_np(&attr, sizeof(set), &set) == 0)
+				h->cpu = cpus[i];
+		}
+		ret = -pthread_create(&h->thread, &attr, handler_main, h);
+		if (ret && h->cpu >= 0) {
+			h->cpu = -1;
+			ret = -pthread_create(&h->thread, NULL, handler_main, h);
+		}
+		pthread_attr_destroy(&attr);
+		if (ret)
+			break;
+		h->running = true;
+		if (h->cpu >= 0)
+			snprintf(name, sizeof(name), "upc-fault/%u", (unsigned int)h->cpu % 10000);
+		else
+			snprintf(name, sizeof(name), "upc-fault");
+		pthread_setname_np(h->thread, name);
+	}
 	if (ret)
-		return -ret;
-	pthread_setname_np(mm->handler, "upc-fault");
-	mm->handler_running = true;
-	return 0;
+		fault_handler_stop(mm);
+	return ret;
 }
 
 void fault_handler_stop(struct upc_mm *mm)
 {
 	uint64_t one = 1;
+	bool any = false;
 
-	if (!mm->handler_running)
+	for (unsigned int i = 0; i < mm->nh; i++)
+		any |= mm->h[i].running;
+	if (!any)
 		return;
 	mm->stopping = true;
 	if (write(mm->stop_efd, &one, sizeof(one)) != sizeof(one))
 		pr_warn("fault handler: cannot signal stop\n");
-	pthread_join(mm->handler, NULL);
-	mm->handler_running = false;
+	for (unsigned int i = 0; i < mm->nh; i++) {
+		if (!mm->h[i].running)
+			continue;
+		pthread_join(mm->h[i].thread, NULL);
+		mm->h[i].running = false;
+	}
 }
 
 /* UPC_MAP_POPULATE: take every fault now (MADV_POPULATE_*, Linux 5.14). */

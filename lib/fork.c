@@ -174,7 +174,7 @@ void fork_event(struct upc_mm *parent, const struct uffd_msg *msg)
 	child->is_child = true;
 	pthread_rwlock_init(&child->lock, NULL);
 	child->stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (child->stop_efd < 0 || mm_buffers(child) < 0)
+	if (child->stop_efd < 0 || mm_handlers_alloc(child, 1) < 0)
 		goto fail_child;
 	/*
 	 * The child's mappings are the forking mm's as they were at the fork:
@@ -285,18 +285,18 @@ static void *fork_reader_main(void *arg)
 }
 
 /* The handler takes what the fork reader read, once the fork is over. */
-void fork_stash_take(struct upc_mm *mm)
+void fork_stash_take(struct upc_handler *h)
 {
-	struct upc_cache *c = mm->cache;
+	struct upc_cache *c = h->mm->cache;
 	unsigned int n;
 
 	if (atomic_load(&c->forking))
 		return;
 	pthread_mutex_lock(&c->stash_lock);
-	mm_queue_compact(mm);
-	n = min_t(unsigned int, atomic_load(&c->nstash), UFFD_QUEUE - mm->qtail);
-	memcpy(mm->q + mm->qtail, c->stash, n * sizeof(*mm->q));
-	mm->qtail += n;
+	handler_queue_compact(h);
+	n = min_t(unsigned int, atomic_load(&c->nstash), UFFD_QUEUE - h->qtail);
+	memcpy(h->q + h->qtail, c->stash, n * sizeof(*h->q));
+	h->qtail += n;
 	memmove(c->stash, c->stash + n, (c->nstash - n) * sizeof(*c->stash));
 	atomic_fetch_sub(&c->nstash, n);
 	pthread_mutex_unlock(&c->stash_lock);

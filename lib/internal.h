@@ -200,6 +200,28 @@ struct upc_map {
 	struct upc_map *f_next, *f_prev;	/* file->rmap */
 };
 
+/*
+ * A fault handler thread of an mm (fault.c).  The process's own mm has one
+ * per CPU it may run on (at most FAULT_HANDLERS_MAX), each pinned to its
+ * CPU, so that a thread that faults finds a handler on its own CPU; a
+ * forked child's mm has one, unpinned.
+ */
+struct upc_handler {
+	struct upc_mm *mm;
+	pthread_t thread;
+	bool running;
+	int cpu;			/* pinned there, or -1 */
+	char *bounce;			/* its fill buffer, ra_max pages */
+	uintptr_t fault_exact;		/* the address of the fault being handled, not rounded */
+	uintptr_t last_spurious;	/* the last MISSING fault on a page thought cached */
+	/*
+	 * Messages read and not yet handled: q[qhead, qtail).  Preallocated,
+	 * so that reading never allocates.
+	 */
+	struct uffd_msg *q;
+	unsigned int qhead, qtail;
+};
+
 struct upc_mm {
 	struct upc_cache *cache;
 	int uffd;
@@ -208,20 +230,11 @@ struct upc_mm {
 	pthread_rwlock_t lock;
 	struct upc_map **maps;		/* sorted by start, non-overlapping */
 	size_t nmaps, cap;
-	pthread_t handler;
-	bool handler_running;
+	struct upc_handler *h;		/* its fault handler threads (fault.c) */
+	unsigned int nh;
 	int stop_efd;			/* "look at your flags": @stopping, the fork stash */
 	bool stopping;
-	char *bounce;			/* the handler's fill buffer, ra_max pages */
-	uintptr_t fault_exact;		/* the address of the fault being handled, not rounded */
-	/*
-	 * The handler's queue of messages read and not yet handled (fault.c):
-	 * q[qhead, qtail).  Preallocated, so that reading never allocates.
-	 */
-	struct uffd_msg *q;
-	unsigned int qhead, qtail;
 	bool is_child;			/* a forked child's address space (fork.c) */
-	uintptr_t last_spurious;	/* the last MISSING fault on a page thought cached */
 	_Atomic bool dead;		/* that child is gone: the handler exits */
 	struct upc_mm *next_child;	/* cache->children */
 };
@@ -410,7 +423,8 @@ __upc_hidden void mm_snap_free(struct mm_snap *snap);
 __upc_hidden void mm_snap_drop_refs(struct mm_snap *snap);
 __upc_hidden int mm_clone_maps(struct upc_mm *dst, struct mm_snap *snap);
 __upc_hidden void mm_release_maps(struct upc_mm *mm);
-__upc_hidden int mm_buffers(struct upc_mm *mm);
+__upc_hidden int mm_handlers_alloc(struct upc_mm *mm, unsigned int nh);
+__upc_hidden unsigned int fault_handlers_wanted(int *cpus, unsigned int max);
 __upc_hidden int map_wp_extend(struct upc_map *m, uint64_t npages);
 __upc_hidden int file_wp_extend(struct upc_file *f, uint64_t npages, bool *yielded);
 
@@ -428,9 +442,10 @@ __upc_hidden long staging_insert(struct upc_file *f, uint64_t pgoff, uint64_t n,
 				 size_t *skipped);
 __upc_hidden int fault_handler_start(struct upc_mm *mm);
 __upc_hidden void fault_handler_stop(struct upc_mm *mm);
+__upc_hidden struct upc_handler *mm_handler_self(struct upc_mm *mm);
 __upc_hidden void fault_populate(uintptr_t start, size_t len, int prot);
-__upc_hidden void mm_queue_compact(struct upc_mm *mm);
-__upc_hidden unsigned int mm_read_msgs(struct upc_mm *mm);
+__upc_hidden void handler_queue_compact(struct upc_handler *h);
+__upc_hidden unsigned int handler_read_msgs(struct upc_handler *h, unsigned int max);
 __upc_hidden unsigned int uffd_read_msgs(struct upc_mm *mm, struct uffd_msg *q, unsigned int space);
 #define UFFD_QUEUE	1024	/* messages a handler holds: more than threads fault at once */
 
@@ -443,7 +458,7 @@ __upc_hidden void fork_wait_settled(struct upc_cache *c);
 __upc_hidden void fork_yield_file(struct upc_file *f);
 __upc_hidden int fork_reader_start(struct upc_cache *c);
 __upc_hidden void fork_reader_stop(struct upc_cache *c);
-__upc_hidden void fork_stash_take(struct upc_mm *mm);
+__upc_hidden void fork_stash_take(struct upc_handler *h);
 __upc_hidden void fork_spare_refill(struct upc_cache *c);
 __upc_hidden void fork_children_reap(struct upc_cache *c);
 __upc_hidden bool fork_child_gone(struct upc_mm *mm);

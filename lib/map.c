@@ -41,22 +41,47 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-/* The handler's fill buffer and message queue: allocated once, never on the fault path. */
-int mm_buffers(struct upc_mm *mm)
+/*
+ * @nh handlers for @mm, each with its fill buffer and message queue:
+ * allocated once, never on the fault path.  Not pinned yet (cpu -1).
+ */
+int mm_handlers_alloc(struct upc_mm *mm, unsigned int nh)
 {
-	mm->bounce = mmap(NULL, (size_t)mm->cache->ra_max * UPC_PAGE_SIZE, PROT_READ | PROT_WRITE,
-			  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (mm->bounce == MAP_FAILED) {
-		mm->bounce = NULL;
+	mm->h = calloc(nh, sizeof(*mm->h));
+	if (!mm->h)
 		return -ENOMEM;
-	}
-	mm->q = mmap(NULL, UFFD_QUEUE * sizeof(*mm->q), PROT_READ | PROT_WRITE,
-		     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (mm->q == MAP_FAILED) {
-		mm->q = NULL;
-		return -ENOMEM;
+	mm->nh = nh;
+	for (unsigned int i = 0; i < nh; i++) {
+		struct upc_handler *h = &mm->h[i];
+
+		h->mm = mm;
+		h->cpu = -1;
+		h->bounce = mmap(NULL, (size_t)mm->cache->ra_max * UPC_PAGE_SIZE, PROT_READ | PROT_WRITE,
+				 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		h->q = mmap(NULL, UFFD_QUEUE * sizeof(*h->q), PROT_READ | PROT_WRITE,
+			    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (h->bounce == MAP_FAILED || h->q == MAP_FAILED) {
+			if (h->bounce == MAP_FAILED)
+				h->bounce = NULL;
+			if (h->q == MAP_FAILED)
+				h->q = NULL;
+			return -ENOMEM;
+		}
 	}
 	return 0;
+}
+
+static void mm_handlers_free(struct upc_mm *mm)
+{
+	for (unsigned int i = 0; mm->h && i < mm->nh; i++) {
+		if (mm->h[i].bounce)
+			munmap(mm->h[i].bounce, (size_t)mm->cache->ra_max * UPC_PAGE_SIZE);
+		if (mm->h[i].q)
+			munmap(mm->h[i].q, UFFD_QUEUE * sizeof(*mm->h[i].q));
+	}
+	free(mm->h);
+	mm->h = NULL;
+	mm->nh = 0;
 }
 
 int mm_init(struct upc_cache *c, struct upc_mm *mm)
@@ -78,7 +103,7 @@ int mm_init(struct upc_cache *c, struct upc_mm *mm)
 		ret = -errno;
 		goto err;
 	}
-	ret = mm_buffers(mm);
+	ret = mm_handlers_alloc(mm, fault_handlers_wanted(NULL, 0));
 	if (ret < 0)
 		goto err;
 	return 0;
@@ -89,12 +114,7 @@ err:
 
 void mm_fini(struct upc_mm *mm)
 {
-	if (mm->bounce)
-		munmap(mm->bounce, (size_t)mm->cache->ra_max * UPC_PAGE_SIZE);
-	if (mm->q)
-		munmap(mm->q, UFFD_QUEUE * sizeof(*mm->q));
-	mm->bounce = NULL;
-	mm->q = NULL;
+	mm_handlers_free(mm);
 	if (mm->uffd >= 0)
 		close(mm->uffd);
 	if (mm->pagemap_fd >= 0)
@@ -262,7 +282,7 @@ int map_wp_extend(struct upc_map *m, uint64_t npages)
  * growing to @npages pages.  A mapping whose mm is forking (EAGAIN) must
  * be protected all the same before the pages exist: the thread that reads
  * that mm's fork event may be waiting for f->lock, so let go of it for a
- * moment (fork_yield_file), or, if this thread is that mm's handler, read
+ * moment (fork_yield_file), or, if this thread is one of that mm's handlers, read
  * the event itself (as fault.c's uffd_eagain does); then start over, since
  * the rmap may have changed.  *@yielded says whether f->lock was let go.
  * Caller holds f->lock.
@@ -276,10 +296,10 @@ again:
 	for (struct upc_map *m = f->rmap; m; m = m->f_next) {
 		ret = map_wp_extend(m, npages);
 		if (ret == -EAGAIN) {
-			struct upc_mm *mm = m->mm;
+			struct upc_handler *h = mm_handler_self(m->mm);
 
-			if (mm->handler_running && pthread_equal(mm->handler, pthread_self())) {
-				mm_read_msgs(mm);
+			if (h) {
+				handler_read_msgs(h, UFFD_QUEUE);
 				sched_yield();
 			} else {
 				fork_yield_file(f);
