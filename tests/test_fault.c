@@ -37,7 +37,7 @@ Test(fault, content_equals_file_random_order, .timeout = 60)
 	}
 	struct upc_stats st = stats_of(c);
 	/* Random access does not read ahead: every fill is a fault. */
-	cr_assert_eq(st.fill_ios, st.faults_missing);
+	cr_assert_eq(st.fill_ios, st.faults_missing, "fills %lu faults %lu minor %lu", (unsigned long)st.fill_ios, (unsigned long)st.faults_missing, (unsigned long)st.faults_minor);
 	cr_assert_eq(upc_cache_destroy(c), 0);
 	close(fd);
 }
