@@ -343,17 +343,64 @@ fail:
 	fault_fail(h, m, addr, ptid, true);
 }
 
-#define FAULT_AROUND	64	/* pages mapped per MINOR fault: random access */
-#define MAP_AHEAD_MAX	512	/* ... and at most, for a sequential scan */
+#define FAULT_AROUND	64	/* pages mapped around a MINOR fault: random access */
+#define MAP_AHEAD_MAX	512	/* ... at most: a scan, or a mapping touched densely */
+
+/*
+ * Which of the @n pages at @start are mapped in @mm (bit i of @present),
+ * from its pagemap: one read for the window.  Returns 0, or -1 when the mm
+ * has no pagemap (a forked child) or the read failed.
+ */
+static int pages_present(struct upc_mm *mm, uintptr_t start, unsigned int n, uint64_t *present)
+{
+	uint64_t ent[MAP_AHEAD_MAX];
+	ssize_t r;
+
+	if (mm->pagemap_fd < 0 || n > MAP_AHEAD_MAX)
+		return -1;
+	r = pread(mm->pagemap_fd, ent, n * sizeof(ent[0]), (off_t)((start >> UPC_PAGE_SHIFT) * sizeof(ent[0])));
+	if (r != (ssize_t)(n * sizeof(ent[0])))
+		return -1;
+	memset(present, 0, ((n + 63) / 64) * sizeof(*present));
+	for (unsigned int i = 0; i < n; i++)
+		if (ent[i] >> 63)	/* PM_PRESENT */
+			present[i / 64] |= 1ULL << (i % 64);
+	return 0;
+}
+
+/* Map [@addr, +@n pages) write-protected; returns what UFFDIO_CONTINUE returned. */
+static long continue_wp(struct upc_handler *h, uintptr_t addr, uint64_t n)
+{
+	long r;
+
+	while ((r = sys_uffd_continue(h->mm->uffd, addr, n << UPC_PAGE_SHIFT, true, false)) == -EAGAIN)
+		uffd_eagain(h);
+	if (r < (long)UPC_PAGE_SIZE && r != -EEXIST)
+		pr_debug("CONTINUE at %#lx, %llu pages: %ld\n", (unsigned long)addr, (unsigned long long)n, r);
+	return r;
+}
 
 /*
  * A MINOR fault: the page is cached but not mapped through this mapping (a
  * fresh mapping of cached pages, or a PTE torn down by reclaim or
- * DONTNEED).  Map it and the cached pages after it in the mapping, write-
- * protected so writes are seen, in one UFFDIO_CONTINUE: 64 pages
- * (fault-around, as the kernel's 16), and for a scan that continues where
- * the last window ended, twice the last window up to 512 (map-ahead).  A
- * PTE already present ends the window (EEXIST).
+ * DONTNEED).  In a range registered for MINOR or write-protect faults the
+ * kernel does no fault-around (uffd_disable_fault_around()), so it is done
+ * here, write-protected so that writes are seen, with UFFDIO_CONTINUE:
+ *
+ *  - a scan that continues where the last window ended maps ahead: twice
+ *    the last window, up to 512 pages, from the faulting page on (a PTE
+ *    already present ends the window: EEXIST);
+ *  - any other fault maps the cached pages of the window around it that
+ *    are not mapped yet, as the kernel's do_fault_around() does (64 pages,
+ *    aligned, where the kernel takes 16: each of our faults is a round
+ *    trip, not a trap), one read of the pagemap telling which PTEs are
+ *    there.  Once MINOR faults have mapped an eighth of the mapping this
+ *    way the mapping is being read densely (a random walk over all of
+ *    it): the window grows to 512 pages, so the rest costs a few faults.
+ *    A sparse random reader never gets there and maps 64 pages a fault.
+ *
+ * A forked child's mm has no pagemap here: it maps from the faulting page
+ * forward, up to the first page already mapped.
  */
 static void handle_minor(struct upc_handler *h, struct upc_map *m, uintptr_t addr, uint32_t ptid)
 {
@@ -361,8 +408,10 @@ static void handle_minor(struct upc_handler *h, struct upc_map *m, uintptr_t add
 	struct upc_file *f = m->file;
 	uint64_t pgoff = m->pgoff + ((addr - m->start) >> UPC_PAGE_SHIFT);
 	uint64_t map_last = m->pgoff + ((m->end - m->start) >> UPC_PAGE_SHIFT);
-	uint64_t n, win = FAULT_AROUND;
-	long r;
+	uint64_t map_pages = map_last - m->pgoff;
+	uint64_t n, win = FAULT_AROUND, mapped = 0, present[MAP_AHEAD_MAX / 64];
+	uintptr_t ws, we;
+	long r = 0;
 
 	atomic_fetch_add(&mm->cache->st.faults_minor, 1);
 	UPC_TRACE(fault, f, pgoff, addr, UPC_FAULT_MINOR, ptid);
@@ -372,27 +421,83 @@ static void handle_minor(struct upc_handler *h, struct upc_map *m, uintptr_t add
 		UPC_TRACE(fault_done, f, pgoff, UPC_FAULT_MINOR, 0);
 		return;
 	}
-	if (m->ra_policy != UPC_ADV_RANDOM && pgoff == m->map_next)
+	if (m->ra_policy != UPC_ADV_RANDOM && pgoff == m->map_next) {
 		win = min_t(uint64_t, max_t(uint64_t, (uint64_t)m->map_win * 2, FAULT_AROUND), MAP_AHEAD_MAX);
+		goto forward;
+	}
+	if (m->map_around * 8 >= map_pages)
+		win = MAP_AHEAD_MAX;
+	ws = max_t(uintptr_t, m->start, addr & ~((uintptr_t)(win << UPC_PAGE_SHIFT) - 1));
+	we = min_t(uintptr_t, m->end, (addr & ~((uintptr_t)(win << UPC_PAGE_SHIFT) - 1)) +
+			       (uintptr_t)(win << UPC_PAGE_SHIFT));
+	if (pages_present(mm, ws, (unsigned int)((we - ws) >> UPC_PAGE_SHIFT), present) < 0)
+		goto forward;
+	/* Each run of cached pages not mapped yet, the faulting page's included. */
+	for (uintptr_t a = ws; a < we;) {
+		uint64_t i = (a - ws) >> UPC_PAGE_SHIFT, p = m->pgoff + ((a - m->start) >> UPC_PAGE_SHIFT);
+		uintptr_t e = a;
+
+		while (e < we && !(present[i / 64] & (1ULL << (i % 64))) && page_uptodate(f, p)) {
+			e += UPC_PAGE_SIZE;
+			i++;
+			p++;
+		}
+		if (e == a) {
+			a += UPC_PAGE_SIZE;
+			continue;
+		}
+		r = continue_wp(h, a, (e - a) >> UPC_PAGE_SHIFT);
+		if (r > 0)
+			mapped += (uint64_t)r >> UPC_PAGE_SHIFT;
+		a = e;
+	}
+	m->map_around += mapped > 0 ? mapped - 1 : 0;
+	m->map_next = pgoff + 1;	/* a scan starting here maps ahead from its next fault */
+	m->map_win = 0;
+	goto done;
+forward:
 	for (n = 1; n < win && pgoff + n < map_last && page_uptodate(f, pgoff + n); n++)
 		;
 	m->map_next = pgoff + n;
 	m->map_win = (uint32_t)n;
-	while ((r = sys_uffd_continue(mm->uffd, addr, n << UPC_PAGE_SHIFT, true, false)) == -EAGAIN)
-		uffd_eagain(h);
-	if (r < (long)UPC_PAGE_SIZE && r != -EEXIST)
-		pr_debug("CONTINUE at page %llu: %ld\n", (unsigned long long)pgoff, r);
+	r = continue_wp(h, addr, n);
+	mapped = r > 0 ? (uint64_t)r >> UPC_PAGE_SHIFT : 0;
+done:
 	sys_uffd_wake(mm->uffd, addr, UPC_PAGE_SIZE);
-	UPC_TRACE(fault_done, f, pgoff, UPC_FAULT_MINOR, r > 0 ? r >> UPC_PAGE_SHIFT : r);
+	UPC_TRACE(fault_done, f, pgoff, UPC_FAULT_MINOR, mapped ? (long)mapped : r);
 }
 
+/*
+ * A write-protect fault: the first write to a clean page through one
+ * mapping (synchronous tracking).  Mark it dirty, then remove the
+ * protection from that mapping's PTE.
+ *
+ * Dirty-ahead, in a range advised UPC_ADV_SEQUENTIAL.  A writer that goes
+ * on where its last window ended (a sequential fill, a log) would take a
+ * trap a page: the window doubles instead, from 16 up to 512 pages, and
+ * every cached page of it is marked dirty and unprotected at once - what
+ * the kernel's large folios, dirtied and written back whole, give ext4
+ * (issue 11's row B: 39 write faults for 16 384 pages).  The price is
+ * theirs too: pages of the window the writer does not reach are written
+ * back unchanged (at most one window a sequential writer).  It is not the
+ * default because that price falls on the writers it does not help: a
+ * database writing a few new pages in order each commit (LMDB's page
+ * allocation) would write up to 16 unchanged pages more per commit, and
+ * pages_dirty would no longer count pages written.  A write anywhere else
+ * marks one page.  The window stops at the first page that
+ * is not cached, at end of file and at the end of the mapping; pages of it
+ * not mapped here are only marked (an unprotect leaves an empty PTE
+ * empty), which is what I1 asks: nothing becomes writable before it is
+ * dirty.
+ */
 static void handle_wp(struct upc_handler *h, struct upc_map *m, uintptr_t addr, uint32_t ptid)
 {
 	struct upc_mm *mm = h->mm;
 	struct upc_file *f = m->file;
 	uint64_t pgoff = m->pgoff + ((addr - m->start) >> UPC_PAGE_SHIFT);
+	uint64_t map_last = m->pgoff + ((m->end - m->start) >> UPC_PAGE_SHIFT);
 	struct upc_page *pg = pt_lookup(f, pgoff);
-	uint64_t bt = 0;
+	uint64_t bt = 0, n = 1, win = 1;
 
 	atomic_fetch_add(&mm->cache->st.faults_wp, 1);
 	UPC_TRACE(fault, f, pgoff, addr, UPC_FAULT_WP | UPC_FAULT_WRITE, ptid);
@@ -407,18 +512,30 @@ static void handle_wp(struct upc_handler *h, struct upc_map *m, uintptr_t addr, 
 	if (__builtin_expect(mm->cache->debug & UPC_DBG_DIRTY_BT, 0) && !(pg->flags & PG_DIRTY) &&
 	    mm == &mm->cache->self)
 		bt = dirty_bt_request(f, pgoff, ptid);
+	if (m->ra_policy == UPC_ADV_SEQUENTIAL && m->wp_win && pgoff == m->wp_next)
+		win = min_t(uint64_t, max_t(uint64_t, (uint64_t)m->wp_win * 2, 16), MAP_AHEAD_MAX);
 	/*
-	 * I1, the write side: the page is marked dirty before the PTE is made
-	 * writable, and both happen under file->lock, which write-back holds
-	 * from write-protecting to clearing dirty.  So write-back either sees
-	 * the page dirty, or protects it after we un-protected it and catches
-	 * the write in its snapshot; it never sees it writable and clean.
+	 * I1, the write side: the pages are marked dirty before the PTEs are
+	 * made writable, and both happen under file->lock, which write-back
+	 * holds from write-protecting to clearing dirty.  So write-back either
+	 * sees a page dirty, or protects it after we un-protected it and
+	 * catches the write in its snapshot; it never sees it writable and clean.
 	 */
 	trace_dirty(f, pg, pgoff, ptid, bt);
 	page_set_dirty(f, pg);
-	while (sys_uffd_wp(mm->uffd, addr, UPC_PAGE_SIZE, false, true) == -EAGAIN)
+	for (; n < win && pgoff + n < map_last && pgoff + n < f->npages; n++) {
+		struct upc_page *p = pt_lookup(f, pgoff + n);
+
+		if (!p || !(p->flags & PG_UPTODATE))
+			break;
+		trace_dirty(f, p, pgoff + n, ptid, 0);
+		page_set_dirty(f, p);
+	}
+	m->wp_next = pgoff + n;
+	m->wp_win = (uint32_t)n;
+	while (sys_uffd_wp(mm->uffd, addr, n << UPC_PAGE_SHIFT, false, true) == -EAGAIN)
 		uffd_eagain(h);
-	UPC_TRACE(fault_done, f, pgoff, UPC_FAULT_WP, 1);
+	UPC_TRACE(fault_done, f, pgoff, UPC_FAULT_WP, (long)n);
 }
 
 static void handle_fault(struct upc_handler *h, const struct uffd_msg *msg)

@@ -193,6 +193,9 @@ struct upc_map {
 	int ra_policy;			/* UPC_ADV_NORMAL, _SEQUENTIAL or _RANDOM */
 	uint64_t map_next;		/* map-ahead (MINOR faults): page after the last window */
 	uint32_t map_win;		/* map-ahead: last window, pages */
+	uint64_t map_around;		/* pages MINOR faults mapped around the faulting one */
+	uint64_t wp_next;		/* dirty-ahead (WP faults): page after the last window */
+	uint32_t wp_win;		/* dirty-ahead: last window, pages */
 	int maxprot;			/* what the fd allows: PROT_READ[|PROT_WRITE] */
 	bool wp;			/* registered for write-protect (writable mappings) */
 	uint64_t wp_end;		/* file page: [pgoff, wp_end) was write-protected whole

@@ -116,3 +116,60 @@ Test(advise, free_discards_without_writeback, .timeout = 60)
 	cr_assert_eq(upc_cache_destroy(c), 0);
 	close(fd);
 }
+
+/*
+ * Dirty-ahead (fault.c, handle_wp): under UPC_ADV_SEQUENTIAL a writer that
+ * goes on where its last trap's window ended takes one trap a window that
+ * doubles to 512 pages; the window never reaches a page that is not
+ * cached; without the advice each page is one trap and pages_dirty counts
+ * exactly the pages written.  Synchronous tracking only (async takes no
+ * write-protect trap).
+ */
+Test(advise, sequential_advice_dirties_ahead_a_window_a_trap, .timeout = 60)
+{
+	const size_t size = 4 << 20, np = size / PAGE, cached = 768;
+	struct upc_cache *c = cache_new(0);
+	int fd = tmpfile_pattern(size, NULL);
+	unsigned char *p, x;
+	uint64_t wp0;
+
+	if (stats_of(c).track_mode == UPC_TRACK_ASYNC) {
+		upc_cache_destroy(c);
+		cr_skip_test("asynchronous tracking takes no write-protect trap");
+	}
+	cr_assert_eq(upc_map(c, fd, 0, size, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
+	cr_assert_eq(upc_advise(c, p, size, UPC_ADV_RANDOM), 0);	/* cache exactly what is read */
+	for (size_t i = 0; i < cached; i++)
+		cr_assert_eq(p[i * PAGE], pat(i * PAGE));
+	cr_assert_eq(stats_of(c).pages_cached, cached);
+
+	/* No advice: a trap a page, and only the pages written are dirty. */
+	cr_assert_eq(upc_advise(c, p, size, UPC_ADV_NORMAL), 0);
+	wp0 = stats_of(c).faults_wp;
+	for (size_t i = 0; i < 10; i++)
+		p[i * PAGE + 1] = 0xd1;
+	cr_assert_eq(stats_of(c).faults_wp - wp0, 10);
+	cr_assert_eq(stats_of(c).pages_dirty, 10);
+	cr_assert_eq(upc_msync(c, p, size, UPC_MS_SYNC), 0);
+
+	/* Sequential: 1, 16, 32, ... 512 pages a trap, and never past the cached pages. */
+	cr_assert_eq(upc_advise(c, p, size, UPC_ADV_SEQUENTIAL), 0);
+	wp0 = stats_of(c).faults_wp;
+	for (size_t i = 0; i < cached; i++)
+		p[i * PAGE + 2] = 0xd2;
+	struct upc_stats st = stats_of(c);
+	cr_assert_leq(st.faults_wp - wp0, 8, "%llu write-protect traps for %zu pages written in order",
+		      (unsigned long long)(st.faults_wp - wp0), cached);
+	cr_assert_eq(st.pages_dirty, cached, "dirty-ahead went past the cached pages");
+	cr_assert_lt(st.pages_cached, np);
+	cr_assert_eq(upc_msync(c, p, size, UPC_MS_SYNC), 0);
+	cr_assert_eq(stats_of(c).pages_dirty, 0);
+	for (size_t i = 0; i < cached; i++) {
+		cr_assert_eq(pread(fd, &x, 1, (off_t)(i * PAGE + 2)), 1);
+		cr_assert_eq(x, 0xd2, "page %zu", i);
+		cr_assert_eq(pread(fd, &x, 1, (off_t)(i * PAGE + 1)), 1);
+		cr_assert_eq(x, i < 10 ? 0xd1 : pat(i * PAGE + 1), "page %zu", i);
+	}
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	close(fd);
+}

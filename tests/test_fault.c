@@ -98,3 +98,58 @@ Test(fault, populate_flag, .timeout = 60)
 	cr_assert_eq(upc_cache_destroy(c), 0);
 	close(fd);
 }
+
+/*
+ * A random reader of cached pages through a writable mapping (registered
+ * for MINOR faults, so the kernel does no fault-around): each MINOR fault
+ * maps the cached pages not yet mapped of the window around it (64 pages,
+ * 512 once an eighth of the mapping is mapped), so the walk costs about a
+ * fault a window, where a forward-only window stopped at the first mapped
+ * page and took one every ~20 pages.
+ */
+Test(fault, a_random_reader_of_cached_pages_takes_a_fault_a_window, .timeout = 60)
+{
+	const size_t size = 8 << 20, np = size / PAGE;
+	struct upc_cache *c = cache_new(0);
+	int fd = tmpfile_pattern(size, NULL);
+	unsigned char *p, *ro;
+	uint32_t *order = malloc(np * sizeof(*order));
+	unsigned int seed = 7;
+	uint64_t minor0, missing0;
+
+	cr_assert_not_null(order);
+	cr_assert_eq(upc_map(c, fd, 0, size, PROT_READ, 0, (void **)&ro), 0);
+	for (size_t i = 0; i < np; i++)	/* cache every page (this mapping keeps them in use) */
+		cr_assert_eq(ro[i * PAGE], pat(i * PAGE));
+	cr_assert_eq(stats_of(c).pages_cached, np);
+
+	for (size_t i = 0; i < np; i++)
+		order[i] = (uint32_t)i;
+	for (size_t i = np - 1; i > 0; i--) {
+		size_t j = (size_t)rand_r(&seed) % (i + 1);
+		uint32_t t = order[i];
+
+		order[i] = order[j];
+		order[j] = t;
+	}
+	cr_assert_eq(upc_map(c, fd, 0, size, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
+	minor0 = stats_of(c).faults_minor;
+	missing0 = stats_of(c).faults_missing;
+	for (size_t k = 0; k < np; k++) {
+		size_t off = (size_t)order[k] * PAGE + k % PAGE;
+
+		cr_assert_eq(p[off], pat(off), "offset %zu", off);
+	}
+	struct upc_stats st = stats_of(c);
+	if (st.faults_minor == minor0)
+		cr_skip_test("no MINOR faults on shmem here: the kernel maps cached pages itself");
+	cr_assert_leq(st.faults_minor - minor0, np / 64 + np / 512 + 8,
+		      "%llu MINOR faults for a random walk over %zu cached pages",
+		      (unsigned long long)(st.faults_minor - minor0), np);
+	cr_assert_eq(st.faults_missing, missing0, "a cached page was read again");
+	cr_assert_eq(st.pages_cached, np);
+	cr_assert_eq(st.pages_dirty, 0, "reads dirtied pages");
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	free(order);
+	close(fd);
+}
