@@ -72,17 +72,21 @@ static void uffd_eagain(struct upc_handler *h)
  * Insert @len bytes from @src at @dst through @uffd (@h's mm's, or the engine's).  A
  * page that is already there (EEXIST: inserted by another path since we
  * looked) is skipped.  Returns the bytes inserted by us, or a negative errno.
+ * With @woken, the copy that inserts the page at @dst also wakes its
+ * faulting thread (one ioctl fewer a read fault), and *@woken says if it did.
  */
 static long insert_pages(struct upc_handler *h, int uffd, uintptr_t dst, const char *src, size_t len,
-			 bool wp, size_t *skipped)
+			 bool wp, size_t *skipped, bool *woken)
 {
 	size_t done = 0;
 	long r;
 
 	*skipped = 0;
 	while (done < len) {
-		r = sys_uffd_copy(uffd, dst + done, src + done, len - done, wp, false);
+		r = sys_uffd_copy(uffd, dst + done, src + done, len - done, wp, woken && !done);
 		if (r > 0) {
+			if (woken && !done)
+				*woken = true;
 			done += (size_t)r;
 		} else if (r == -EEXIST) {
 			done += UPC_PAGE_SIZE;
@@ -100,7 +104,7 @@ static long insert_pages(struct upc_handler *h, int uffd, uintptr_t dst, const c
 long staging_insert(struct upc_file *f, uint64_t pgoff, uint64_t n, const char *buf, size_t *skipped)
 {
 	long r = insert_pages(NULL, f->cache->engine_uffd, (uintptr_t)f->base + (pgoff << UPC_PAGE_SHIFT), buf,
-			      n << UPC_PAGE_SHIFT, false, skipped);
+			      n << UPC_PAGE_SHIFT, false, skipped, NULL);
 
 	return r < 0 ? r : r >> UPC_PAGE_SHIFT;
 }
@@ -192,6 +196,7 @@ static void handle_missing(struct upc_handler *h, struct upc_map *m, uintptr_t a
 	struct upc_page *pg;
 	struct upc_io io;
 	size_t skipped;
+	bool woken = false;
 	uint32_t win;
 	long r;
 	int ret;
@@ -272,7 +277,14 @@ static void handle_missing(struct upc_handler *h, struct upc_map *m, uintptr_t a
 	n = min_t(uint64_t, n, full);
 
 	in_map = min_t(uint64_t, n, map_last - pgoff);
-	r = insert_pages(h, mm->uffd, addr, h->bounce, in_map << UPC_PAGE_SHIFT, m->wp, &skipped);
+	/*
+	 * A read fault's thread is woken by the copy itself: the page is
+	 * whole and mapped, and what follows (descriptors, readahead) is done
+	 * under file->lock, which anything that looks at them takes.  A write
+	 * fault's thread waits until its page is dirty and writable (I1).
+	 */
+	r = insert_pages(h, mm->uffd, addr, h->bounce, in_map << UPC_PAGE_SHIFT, m->wp, &skipped,
+			 write ? NULL : &woken);
 	if (r <= 0)
 		goto fail;
 	/* Only what was inserted (or found there) is cached. */
@@ -327,7 +339,7 @@ resolved:
 		page_set_dirty(f, pg);
 		while (sys_uffd_wp(mm->uffd, addr, UPC_PAGE_SIZE, false, true) == -EAGAIN)
 			uffd_eagain(h);
-	} else {
+	} else if (!woken) {
 		sys_uffd_wake(mm->uffd, addr, UPC_PAGE_SIZE);
 	}
 	UPC_TRACE(fault_done, f, pgoff, UPC_FAULT_MISSING, 1);
@@ -368,12 +380,15 @@ static int pages_present(struct upc_mm *mm, uintptr_t start, unsigned int n, uin
 	return 0;
 }
 
-/* Map [@addr, +@n pages) write-protected; returns what UFFDIO_CONTINUE returned. */
-static long continue_wp(struct upc_handler *h, uintptr_t addr, uint64_t n)
+/*
+ * Map [@addr, +@n pages) write-protected, waking the threads that wait in
+ * what it maps if @wake; returns what UFFDIO_CONTINUE returned.
+ */
+static long continue_wp(struct upc_handler *h, uintptr_t addr, uint64_t n, bool wake)
 {
 	long r;
 
-	while ((r = sys_uffd_continue(h->mm->uffd, addr, n << UPC_PAGE_SHIFT, true, false)) == -EAGAIN)
+	while ((r = sys_uffd_continue(h->mm->uffd, addr, n << UPC_PAGE_SHIFT, true, wake)) == -EAGAIN)
 		uffd_eagain(h);
 	if (r < (long)UPC_PAGE_SIZE && r != -EEXIST)
 		pr_debug("CONTINUE at %#lx, %llu pages: %ld\n", (unsigned long)addr, (unsigned long long)n, r);
@@ -411,6 +426,7 @@ static void handle_minor(struct upc_handler *h, struct upc_map *m, uintptr_t add
 	uint64_t map_pages = map_last - m->pgoff;
 	uint64_t n, win = FAULT_AROUND, mapped = 0, present[MAP_AHEAD_MAX / 64];
 	uintptr_t ws, we;
+	bool woken = false;
 	long r = 0;
 
 	atomic_fetch_add(&mm->cache->st.faults_minor, 1);
@@ -446,9 +462,11 @@ static void handle_minor(struct upc_handler *h, struct upc_map *m, uintptr_t add
 			a += UPC_PAGE_SIZE;
 			continue;
 		}
-		r = continue_wp(h, a, (e - a) >> UPC_PAGE_SHIFT);
+		r = continue_wp(h, a, (e - a) >> UPC_PAGE_SHIFT, a <= addr && addr < e);
 		if (r > 0)
 			mapped += (uint64_t)r >> UPC_PAGE_SHIFT;
+		if (r > 0 && a <= addr && addr < a + (uintptr_t)r)
+			woken = true;
 		a = e;
 	}
 	m->map_around += mapped > 0 ? mapped - 1 : 0;
@@ -460,10 +478,12 @@ forward:
 		;
 	m->map_next = pgoff + n;
 	m->map_win = (uint32_t)n;
-	r = continue_wp(h, addr, n);
+	r = continue_wp(h, addr, n, true);
 	mapped = r > 0 ? (uint64_t)r >> UPC_PAGE_SHIFT : 0;
+	woken = r > 0;
 done:
-	sys_uffd_wake(mm->uffd, addr, UPC_PAGE_SIZE);
+	if (!woken)	/* the page was mapped meanwhile (EEXIST), or the CONTINUE failed */
+		sys_uffd_wake(mm->uffd, addr, UPC_PAGE_SIZE);
 	UPC_TRACE(fault_done, f, pgoff, UPC_FAULT_MINOR, mapped ? (long)mapped : r);
 }
 
