@@ -444,9 +444,30 @@ int floor_minor_variant(struct workload *w, const char *name, bool info, int mem
 	return vi;
 }
 
-static int floor_missing_variant(struct workload *w, const char *name, int pin, bool busy, bool sigbus,
-				 const char *src_path, size_t npages, const uint32_t *order, size_t n,
-				 bool info)
+/*
+ * A bare MINOR round trip: the mapping of a populated memfd registered
+ * MINOR only, a minimal handler that CONTINUEs the faulting page, the
+ * handler placed as @pin says.
+ */
+int floor_minor1_variant(struct workload *w, const char *name, int pin, bool info, size_t npages,
+			 const uint32_t *order, size_t n)
+{
+	struct floor_ctx *f = calloc(1, sizeof(*f));
+	int vi;
+
+	if (!f)
+		exit(1);
+	*f = (struct floor_ctx){ .mode = F_MINOR, .pin = pin, .npages = npages, .order = order, .n = n,
+				 .memfd = populated_memfd(npages) };
+	vi = add_variant(w, name, floor_pass, f, info, "bare MINOR round trip, UFFDIO_CONTINUE of one "
+			 "page (%s)", pin_desc(pin));
+	if (f->memfd < 0)
+		skip_variant(w, vi, "memfd: %s", strerror(errno));
+	return vi;
+}
+
+int floor_missing_variant(struct workload *w, const char *name, int pin, bool busy, bool sigbus,
+			  const char *src_path, size_t npages, const uint32_t *order, size_t n, bool info)
 {
 	struct floor_ctx *f = calloc(1, sizeof(*f));
 

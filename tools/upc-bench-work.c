@@ -63,6 +63,18 @@ uint64_t page_word(uint64_t pg)
 	return (pg + 1) * 0x9E3779B97F4A7C15ULL;
 }
 
+void bench_file_name(const char *tag, char *path, size_t pathlen)
+{
+	snprintf(path, pathlen, "%s/upc-bench.%d.%s", B.dir, (int)getpid(), tag);
+	for (int i = 0; i < nr_bench_files; i++)
+		if (!strcmp(bench_files[i], path))
+			return;
+	if (nr_bench_files < MAX_FILES) {
+		snprintf(bench_files[nr_bench_files], sizeof(bench_files[0]), "%s", path);
+		nr_bench_files++;
+	}
+}
+
 /* Create a file of @size bytes in B.dir whose every page starts with its tag word; fsync it. */
 int bench_file(const char *tag, size_t size, char *path, size_t pathlen)
 {
@@ -70,11 +82,7 @@ int bench_file(const char *tag, size_t size, char *path, size_t pathlen)
 	char *buf;
 	int fd, ret = 0;
 
-	snprintf(path, pathlen, "%s/upc-bench.%d.%s", B.dir, (int)getpid(), tag);
-	if (nr_bench_files < MAX_FILES) {
-		snprintf(bench_files[nr_bench_files], sizeof(bench_files[0]), "%s", path);
-		nr_bench_files++;
-	}
+	bench_file_name(tag, path, pathlen);
 	progress("creating %s (%zu MiB)", path, size / MiB);
 	buf = malloc(chunk);
 	if (!buf)
