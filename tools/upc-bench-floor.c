@@ -466,6 +466,90 @@ int floor_minor1_variant(struct workload *w, const char *name, int pin, bool inf
 	return vi;
 }
 
+/* ------------------------------------------------------------ UFFDIO_CONTINUE alone */
+
+struct cont_ctx {
+	int memfd;
+	size_t npages, win;
+};
+
+/*
+ * What a user-space fault-around pays to map pages the cache holds,
+ * without any fault: a fresh mapping of the populated memfd registered
+ * MISSING|WP|MINOR and write-protected, as upcache registers a writable
+ * mapping, then one UFFDIO_CONTINUE (MODE_WP) of @win pages after another
+ * over the whole range.  Timed: map, register, the CONTINUEs; a unit is a
+ * page mapped.
+ */
+static int continue_pass(struct variant *v, struct sample *s)
+{
+	struct cont_ctx *c = v->ctx;
+	size_t size = c->npages * PG;
+	char *base = MAP_FAILED;
+	double t0, t1, t2;
+	int uffd, ret;
+
+	uffd = uffd_open(UFFD_FEATURE_MINOR_SHMEM | UFFD_FEATURE_WP_HUGETLBFS_SHMEM |
+			 UFFD_FEATURE_WP_UNPOPULATED);
+	if (uffd < 0)
+		return uffd;
+	snap_begin(&s->c, NULL);
+	t0 = now_ns();
+	base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, c->memfd, 0);
+	if (base == MAP_FAILED) {
+		ret = -errno;
+		goto out;
+	}
+	ret = uffd_register(uffd, base, size, UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP |
+			    UFFDIO_REGISTER_MODE_MINOR);
+	if (!ret)
+		ret = uffd_wp(uffd, base, size, true);
+	if (ret < 0)
+		goto out;
+	t1 = now_ns();
+	for (size_t pg = 0; pg < c->npages && !ret; pg += c->win) {
+		size_t len = (c->npages - pg < c->win ? c->npages - pg : c->win) * PG;
+		struct uffdio_continue cont = {
+			.range = { .start = (uintptr_t)base + pg * PG, .len = len },
+			.mode = UFFDIO_CONTINUE_MODE_WP,
+		};
+
+		if (ioctl(uffd, UFFDIO_CONTINUE, &cont) < 0)
+			ret = -errno;
+		else if ((size_t)cont.mapped != len)
+			ret = -EIO;
+	}
+	t2 = now_ns();
+	snap_end(&s->c, NULL);
+	if (!ret && *(volatile uint64_t *)(base + (c->npages - 1) * PG) != page_word(c->npages - 1))
+		ret = -EIO;	/* the last page is not the memfd's */
+	s->ns = t2 - t0;
+	s->map_ns = t1 - t0;
+	s->units = ret ? 0 : c->npages;
+out:
+	if (base != MAP_FAILED)
+		munmap(base, size);
+	close(uffd);
+	return ret;
+}
+
+int floor_continue_variant(struct workload *w, const char *name, bool info, int memfd, size_t npages,
+			   size_t win)
+{
+	struct cont_ctx *c = calloc(1, sizeof(*c));
+	int vi;
+
+	if (!c)
+		exit(1);
+	*c = (struct cont_ctx){ .memfd = memfd, .npages = npages, .win = win ? win : 1 };
+	vi = add_variant(w, name, continue_pass, c, info, "UFFDIO_CONTINUE (MODE_WP) of %zu pages at a "
+			 "time over the memfd's pages, write-protected MISSING|WP|MINOR mapping, no fault: "
+			 "what a user-space fault-around of %zu pages pays a page to map them", c->win, c->win);
+	if (memfd < 0)
+		skip_variant(w, vi, "memfd: %s", strerror(-memfd));
+	return vi;
+}
+
 int floor_missing_variant(struct workload *w, const char *name, int pin, bool busy, bool sigbus,
 			  const char *src_path, size_t npages, const uint32_t *order, size_t n, bool info)
 {

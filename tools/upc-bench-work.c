@@ -734,15 +734,29 @@ static void shmem_folios(char *out, size_t len)
  * shmem floor), the ratio to ext4's writable mapping in the note, with the
  * faults per page of all three.
  */
-static void target_a(int wl, const char *what, struct workload *w, int vu, int vm, int ve, int vf)
+static void target_a(int wl, const char *what, struct workload *w, int vu, int vm, int ve, int vf,
+		     int vc16, int vc64)
 {
-	char note[700], thp[200];
+	char note[1200], thp[300];
+	size_t n;
 
 	shmem_folios(thp, sizeof(thp));
 	snprintf(note, sizeof(note), "to kernel-ext4-rw: %.2f; to %s (the same MINOR faults without "
 		 "the library): %.2f, and it to kernel-memfd-rw: %.2f; the pass's time per MINOR fault: "
 		 "%.3g us; %s", ratio_med(w, vu, ve), w->var[vf].name, ratio_med(w, vu, vf),
 		 ratio_med(w, vf, vm), med_us_per(&w->var[vu], CNT(faults_minor)), thp);
+	/*
+	 * What mapping the pages costs a user-space fault-around, before any
+	 * round trip: the kernel's shmem fault-around maps 16 pages a fault.
+	 */
+	n = strlen(note);
+	if (vc16 >= 0 && vc64 >= 0)
+		snprintf(note + n, sizeof(note) - n, "; UFFDIO_CONTINUE alone, no fault (%s, %s): %.3g "
+			 "and %.3g us a page, against %.3g us a page for all of kernel-memfd-rw (%.2f and "
+			 "%.2f of it); %.3g pages mapped a MINOR fault", w->var[vc16].name, w->var[vc64].name,
+			 med_us(&w->var[vc16]), med_us(&w->var[vc64]), med_us(&w->var[vm]),
+			 ratio_med(w, vc16, vm), ratio_med(w, vc64, vm),
+			 1 / med_per_unit(&w->var[vu], CNT(faults_minor)));
 	bound_str(note, sizeof(note), w, vu);
 	bound_str(note, sizeof(note), w, vm);
 	bound_str(note, sizeof(note), w, ve);
@@ -861,8 +875,8 @@ void wl1_cached_seq(struct workload *w)
 			 ra ? ra->min : -1, ra ? ra->max : -1);
 		add_target(1, "cached sequential scan (async) vs memfd mmap", va, vk, 1.0, note);
 	}
-	target_a(1, "cached sequential read, writable mapping (sync)", w, vsw, vkw, vew, vfc);
-	target_a(1, "cached sequential read, writable mapping (async)", w, vaw, vkw, vew, vfc);
+	target_a(1, "cached sequential read, writable mapping (sync)", w, vsw, vkw, vew, vfc, -1, -1);
+	target_a(1, "cached sequential read, writable mapping (async)", w, vaw, vkw, vew, vfc, -1, -1);
 	snprintf(w->note, sizeof(w->note), "the kernel turns fault-around off in ranges registered for "
 		 "write-protection (or MINOR faults): in sync mode every cached page of an upcache mapping "
 		 "is one kernel-served fault (minflt), as floor-memfd-uffd-wp shows without the library; "
@@ -997,7 +1011,7 @@ void wl3_cached_rand(struct workload *w)
 	const char *path;
 	uint32_t *order;
 	struct acc t;
-	int memfd, vk, vm, vs, va, vp, vr, vfw, vkw, vew, vsw, vaw, vfc;
+	int memfd, vk, vm, vs, va, vp, vr, vfw, vkw, vew, vsw, vaw, vfc, vc16, vc64;
 	struct rw_rows rw;
 	char nm[NAME_LEN];
 
@@ -1036,6 +1050,8 @@ void wl3_cached_rand(struct workload *w)
 		    "(64 pages a fault on random access)", &rw);
 	vkw = rw.kernel_memfd, vew = rw.kernel_ext4, vsw = rw.upc_sync, vaw = rw.upc_async;
 	vfc = floor_minor_variant(w, "floor-minor-rw-64", true, memfd, np, order, n, 64);
+	vc16 = floor_continue_variant(w, "floor-continue-wp-16", true, memfd, np, 16);
+	vc64 = floor_continue_variant(w, "floor-continue-wp-64", true, memfd, np, 64);
 	t.cache = cs;
 	t.map_rw = false;
 	t.mflags = UPC_MAP_POPULATE;
@@ -1059,6 +1075,8 @@ void wl3_cached_rand(struct workload *w)
 	add_ratio(w, vsw, vew);
 	add_ratio(w, vaw, vew);
 	add_ratio(w, vkw, vew);
+	add_ratio(w, vc16, vkw);
+	add_ratio(w, vc64, vkw);
 	add_ratio(w, vs, vk);
 	add_ratio(w, va, vk);
 	add_ratio(w, vs, vm);
@@ -1068,8 +1086,8 @@ void wl3_cached_rand(struct workload *w)
 	add_ratio(w, vr, vk);
 	add_target(3, "cached random touch (sync)", vs, vk, 3.0, NULL);
 	add_target(3, "cached random touch (async)", va, vk, 3.0, NULL);
-	target_a(3, "cached random read, writable mapping (sync)", w, vsw, vkw, vew, vfc);
-	target_a(3, "cached random read, writable mapping (async)", w, vaw, vkw, vew, vfc);
+	target_a(3, "cached random read, writable mapping (sync)", w, vsw, vkw, vew, vfc, vc16, vc64);
+	target_a(3, "cached random read, writable mapping (async)", w, vaw, vkw, vew, vfc, vc16, vc64);
 	snprintf(w->note, sizeof(w->note), "the kernel's mmap maps neighbours per fault (fault-around "
 		 "for shmem, the whole large folio for ext4), so a random touch often finds its page "
 		 "mapped already; in a sync-mode upcache mapping every page is a separate kernel-served "
