@@ -253,6 +253,7 @@ int floor_minor1_variant(struct workload *w, const char *name, int pin, bool inf
 			 const uint32_t *order, size_t n);
 int floor_missing_variant(struct workload *w, const char *name, int pin, bool busy, bool sigbus,
 			  const char *src_path, size_t npages, const uint32_t *order, size_t n, bool info);
+void f_note(char *note, size_t len, struct workload *w, int vu, int same, int other, int unp);
 int floor_continue_variant(struct workload *w, const char *name, bool info, int memfd, size_t npages,
 			   size_t win);
 
