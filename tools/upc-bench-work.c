@@ -707,7 +707,7 @@ static void shmem_folios(char *out, size_t len)
 	char top[32], c[32], first[32] = "", path[200], nevers[300];
 	unsigned long sizes[32];
 	size_t n = 0, nn = 0;
-	int nsizes = 0;
+	int nsizes = 0, inherits = 0;
 	bool same = true;
 	struct dirent *de;
 	DIR *d;
@@ -750,9 +750,12 @@ static void shmem_folios(char *out, size_t len)
 		} else if (nn < sizeof(nevers)) {
 			nn += (size_t)snprintf(nevers + nn, sizeof(nevers) - nn, "%s%lu %s", nn ? ", " : "",
 					       sizes[i], c);
+			/* "inherit" is the top setting's ("never" or "deny" here) */
+			if (!strcmp(c, "inherit"))
+				inherits++;
 			if (!first[0])
-				snprintf(first, sizeof(first), "%s", c);
-			same = same && !strcmp(first, c);
+				snprintf(first, sizeof(first), "%s", strcmp(c, "inherit") ? c : top);
+			same = same && !strcmp(first, strcmp(c, "inherit") ? c : top);
 		}
 	}
 	if (!nsizes && strcmp(top, "never") && strcmp(top, "deny"))
@@ -760,9 +763,9 @@ static void shmem_folios(char *out, size_t len)
 				     "no mTHP sizes)", top);
 	if (!n && nsizes && same)
 		snprintf(out, len, "shmem large folios: none allowed on this machine (transparent_hugepage/"
-			 "shmem_enabled %s, and %s at every mTHP size, %lu to %lu KiB): a memfd maps and "
+			 "shmem_enabled %s, and %s at every mTHP size, %lu to %lu KiB%s): a memfd maps and "
 			 "dirties 4 KiB pages, one fault each, where ext4 maps large folios", top, first,
-			 sizes[0], sizes[nsizes - 1]);
+			 sizes[0], sizes[nsizes - 1], inherits ? ", where \"inherit\" is the top setting's" : "");
 	else if (!n)
 		snprintf(out, len, "shmem large folios: none allowed on this machine (transparent_hugepage/"
 			 "shmem_enabled %s; mTHP shmem_enabled by size in KiB: %s): a memfd maps and "
