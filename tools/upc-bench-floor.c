@@ -542,9 +542,9 @@ int floor_continue_variant(struct workload *w, const char *name, bool info, int 
 	if (!c)
 		exit(1);
 	*c = (struct cont_ctx){ .memfd = memfd, .npages = npages, .win = win ? win : 1 };
-	vi = add_variant(w, name, continue_pass, c, info, "UFFDIO_CONTINUE (MODE_WP) of %zu pages at a "
-			 "time over the memfd's pages, write-protected MISSING|WP|MINOR mapping, no fault: "
-			 "what a user-space fault-around of %zu pages pays a page to map them", c->win, c->win);
+	vi = add_variant(w, name, continue_pass, c, info, "UFFDIO_CONTINUE (MODE_WP) of %zu pages a call, "
+			 "no fault, over a write-protected MISSING|WP|MINOR map of the memfd: a user-space "
+			 "fault-around's cost", c->win);
 	if (memfd < 0)
 		skip_variant(w, vi, "memfd: %s", strerror(-memfd));
 	return vi;

@@ -798,10 +798,9 @@ static void target_a(int wl, const char *what, struct workload *w, int vu, int v
 	if (vc16 >= 0 && vc64 >= 0)
 		snprintf(note + n, sizeof(note) - n, "; UFFDIO_CONTINUE alone, no fault (%s, %s): %.3g "
 			 "and %.3g us a page, against %.3g us a page for all of kernel-memfd-rw (%.2f and "
-			 "%.2f of it); %.3g pages mapped a MINOR fault", w->var[vc16].name, w->var[vc64].name,
-			 med_us(&w->var[vc16]), med_us(&w->var[vc64]), med_us(&w->var[vm]),
-			 ratio_med(w, vc16, vm), ratio_med(w, vc64, vm),
-			 1 / med_per_unit(&w->var[vu], CNT(faults_minor)));
+			 "%.2f of it)", w->var[vc16].name, w->var[vc64].name, med_us(&w->var[vc16]),
+			 med_us(&w->var[vc64]), med_us(&w->var[vm]), ratio_med(w, vc16, vm),
+			 ratio_med(w, vc64, vm));
 	bound_str(note, sizeof(note), w, vu);
 	bound_str(note, sizeof(note), w, vm);
 	bound_str(note, sizeof(note), w, ve);
