@@ -26,6 +26,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -261,6 +262,10 @@ static void g_note(char *note, size_t len, struct workload *w, int vu, int vk, c
 
 #define APP(...) do { if (n < len) n += (size_t)snprintf(note + n, len - n, __VA_ARGS__); } while (0)
 	note[0] = 0;
+	if (isnan(tu) || isnan(tk)) {
+		APP("not run (--match, or a failed worker: see the table)");
+		return;
+	}
 	for (int rep = 0; rep < MAX_REPS; rep++)
 		if (u->samp[rep].units && u->samp[rep].c.upc)
 			upc = true;
@@ -277,21 +282,35 @@ static void g_note(char *note, size_t len, struct workload *w, int vu, int vk, c
 			if (per[i] > 0)
 				est[p] += per[i] * med_us(&w->var[fl[i][p]]);
 	}
-	APP("; at this run's bare round trips (handler on the faulting CPU / the other CPU: WP %.3g / "
-	    "%.3g, MISSING with a 4 KiB pread %.3g / %.3g, MINOR %.3g / %.3g us) the traps cost %.3g us "
-	    "an operation", med_us(&w->var[fl[FL_WP][0]]), med_us(&w->var[fl[FL_WP][1]]),
-	    med_us(&w->var[fl[FL_MISSING][0]]), med_us(&w->var[fl[FL_MISSING][1]]),
-	    med_us(&w->var[fl[FL_MINOR][0]]), med_us(&w->var[fl[FL_MINOR][1]]), est[0]);
-	if (tu > tk)
-		APP(" (%.0f%% of the difference)", 100 * est[0] / (tu - tk));
-	APP(", %.3g with the handler on the other CPU", est[1]);
+	if (isnan(est[0]) || isnan(est[1])) {
+		APP("; the bare round trips did not run (--match)");
+	} else {
+		APP("; at this run's bare round trips (handler on the faulting CPU / the other CPU: WP "
+		    "%.3g / %.3g, MISSING with a 4 KiB pread %.3g / %.3g, MINOR %.3g / %.3g us) the traps "
+		    "cost %.3g us an operation", med_us(&w->var[fl[FL_WP][0]]),
+		    med_us(&w->var[fl[FL_WP][1]]), med_us(&w->var[fl[FL_MISSING][0]]),
+		    med_us(&w->var[fl[FL_MISSING][1]]), med_us(&w->var[fl[FL_MINOR][0]]),
+		    med_us(&w->var[fl[FL_MINOR][1]]), est[0]);
+		if (tu > tk && est[0] <= tu - tk)
+			APP(" (%.0f%% of the difference)", 100 * est[0] / (tu - tk));
+		else if (tu > tk)
+			APP(" (more than the difference)");
+		APP(", %.3g with the handler on the other CPU", est[1]);
+	}
 	if (d->commits) {
 		double c = (double)d->commits, wb = med_cnt(u, CNT(wb_ios));
 
-		APP("; a commit (%" PRIu64 " a pass): %.3g syncs, %.3g write I/Os of %.3g pages, %.3g KiB "
-		    "write_bytes (the kernel: %.3g)", d->commits, med_cnt(u, CNT(syncs)) / c, wb / c,
-		    wb > 0 ? med_cnt(u, CNT(pages_written)) / wb : 0.0, med_cnt(u, CNT(io_wr_kib)) / c,
-		    med_cnt(k, CNT(io_wr_kib)) / c);
+		/*
+		 * What was written, not write_bytes: that counts a buffered
+		 * write's whole large folio when it is dirtied, which the
+		 * store's 4 KiB writes into ext4's page cache inflate.
+		 */
+		APP("; a commit (%" PRIu64 " a pass): %.3g syncs, %.3g write-protect calls, %.3g write I/Os "
+		    "of %.3g pages (%.4g KiB written back); the device wrote %.4g KiB a commit (the kernel's "
+		    "passes: %.4g; whole device)", d->commits, med_cnt(u, CNT(syncs)) / c,
+		    med_cnt(u, CNT(wp_calls)) / c, wb / c, wb > 0 ? med_cnt(u, CNT(pages_written)) / wb : 0.0,
+		    med_cnt(u, CNT(pages_written)) * 4 / c, med_cnt(u, CNT(dev_wr_kib)) / c,
+		    med_cnt(k, CNT(dev_wr_kib)) / c);
 	}
 #undef APP
 	bound_str(note, len, w, vu);
