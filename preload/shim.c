@@ -323,6 +323,8 @@ static bool children_served;		/* forked children keep working inherited mappings
 
 static int opt_async;			/* UPCACHE_RUN_TRACKING=async */
 static int opt_stats;			/* UPCACHE_RUN_STATS */
+static char stats_file[PATH_MAX];	/* UPCACHE_RUN_STATS_FILE: written at exit, "" if not asked */
+static pid_t stats_file_pid;		/* the process that read it: the only one writing it */
 static int log_fd = -1;			/* UPCACHE_RUN_LOG */
 
 static int reg_dirfd = -1;		/* the registry directory (below) */
@@ -467,6 +469,17 @@ __attribute__((constructor)) static void shim_init(void)
 	opt_async = e && !strcmp(e, "async");
 	e = getenv("UPCACHE_RUN_STATS");
 	opt_stats = e && *e && strcmp(e, "0");
+	/*
+	 * The counters of this process only: not of a forked child (the pid),
+	 * nor of a program it runs (unset, so that no other process takes the
+	 * name first: the file is created O_EXCL).
+	 */
+	e = getenv("UPCACHE_RUN_STATS_FILE");
+	if (e && *e && strlen(e) < sizeof(stats_file)) {
+		snprintf(stats_file, sizeof(stats_file), "%s", e);
+		stats_file_pid = shim_getpid();
+	}
+	unsetenv("UPCACHE_RUN_STATS_FILE");
 	e = getenv("UPCACHE_RUN_LOG");
 	if (e && *e) {
 		int fd = open(e, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
@@ -1029,6 +1042,62 @@ static void print_stats(void)
 	(void)!k_write(2, buf, n);
 }
 
+/*
+ * UPCACHE_RUN_STATS_FILE: the same counters as print_stats(), one "name
+ * value" line each, for a program to read (upc-bench's workload 9).  The
+ * file is made new (O_EXCL) and never through a symbolic link
+ * (O_NOFOLLOW): a name someone else made is refused, not written through.
+ * Failing says so on standard error and changes nothing else.
+ */
+static void write_stats_file(void)
+{
+	struct upc_stats st = { .sz = sizeof(st) };
+	bool have = owned() && upc_stats(cache, &st) == 0;
+	char buf[2048];
+	int fd, n;
+
+	if (!stats_file[0] || shim_getpid() != stats_file_pid)
+		return;
+	n = snprintf(buf, sizeof(buf),
+		     "pid %d\nmaps_taken %lu\nmaps_kernel %lu\nio_routed %lu\nio_child %lu\ncache %d\n",
+		     (int)shim_getpid(), atomic_load(&n_maps_taken), atomic_load(&n_maps_kernel),
+		     atomic_load(&n_io_routed), atomic_load(&n_io_child), have);
+	if (have)
+		n += snprintf(buf + n, sizeof(buf) - n,
+			      "track_mode %s\nnr_files %u\nnr_mappings %u\nnr_children %u\nmem_limit %llu\n"
+			      "pages_cached %llu\npages_dirty %llu\npages_writeback %llu\npages_pinned %llu\n"
+			      "faults_missing %llu\nfaults_wp %llu\nfaults_minor %llu\n"
+			      "fill_ios %llu\npages_filled %llu\nra_pages %llu\nra_max_window %llu\n"
+			      "wp_calls %llu\nwb_ios %llu\npages_written %llu\nbytes_written %llu\nsyncs %llu\n"
+			      "wb_errors %llu\nread_errors %llu\npages_evicted %llu\nmeta_bytes %llu\n"
+			      "pages_active %llu\nreclaim_passes %llu\n",
+			      st.track_mode == UPC_TRACK_ASYNC ? "async" : "sync", st.nr_files, st.nr_mappings,
+			      st.nr_children, (unsigned long long)st.mem_limit, (unsigned long long)st.pages_cached,
+			      (unsigned long long)st.pages_dirty, (unsigned long long)st.pages_writeback,
+			      (unsigned long long)st.pages_pinned, (unsigned long long)st.faults_missing,
+			      (unsigned long long)st.faults_wp, (unsigned long long)st.faults_minor,
+			      (unsigned long long)st.fill_ios, (unsigned long long)st.pages_filled,
+			      (unsigned long long)st.ra_pages, (unsigned long long)st.ra_max_window,
+			      (unsigned long long)st.wp_calls, (unsigned long long)st.wb_ios,
+			      (unsigned long long)st.pages_written, (unsigned long long)st.bytes_written,
+			      (unsigned long long)st.syncs, (unsigned long long)st.wb_errors,
+			      (unsigned long long)st.read_errors, (unsigned long long)st.pages_evicted,
+			      (unsigned long long)st.meta_bytes, (unsigned long long)st.pages_active,
+			      (unsigned long long)st.reclaim_passes);
+	if (n > (int)sizeof(buf))
+		n = sizeof(buf);
+	fd = open(stats_file, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0 || k_write(fd, buf, n) != n) {
+		char msg[PATH_MAX + 128];
+		int m = snprintf(msg, sizeof(msg), "upcache-run[%d]: UPCACHE_RUN_STATS_FILE=%s: %s\n",
+				 (int)shim_getpid(), stats_file, strerror(errno));
+
+		(void)!k_write(2, msg, m < (int)sizeof(msg) ? m : (int)sizeof(msg) - 1);
+	}
+	if (fd >= 0)
+		k_close(fd);
+}
+
 static atomic_int exiting;
 
 static void shim_exit(const char *why)
@@ -1042,6 +1111,7 @@ static void shim_exit(const char *why)
 	} else if (!cache) {
 		print_stats();
 	}
+	write_stats_file();
 }
 
 __attribute__((destructor)) static void shim_fini(void)

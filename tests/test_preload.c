@@ -163,6 +163,65 @@ Test(preload, coherence, .timeout = 120)
 	cleanup(file);
 }
 
+/*
+ * UPCACHE_RUN_STATS_FILE: the counters of the process upcache-run started
+ * (not of a child it forks, which exits first here), "name value" lines in a
+ * new file; a name taken already, here by a symbolic link, is neither
+ * followed nor replaced, and the program runs as it would without it.
+ */
+Test(preload, stats_file, .timeout = 120)
+{
+	/* A forked child keeps its mappings under synchronous tracking only (upcache(7), FORK). */
+	bool fork_case = !track_flags() && (upc_probe() & UPC_FEAT_EVENT_FORK);
+	char file[64], stats[80], target[80], want[64], buf[4096] = { 0 };
+	struct stat st;
+	ssize_t n;
+	pid_t pid;
+	int fd;
+
+	fd = tmpfile_pattern(fork_case ? 2 * PAGE : 3 * PAGE + 512, file);	/* the case's file */
+	close(fd);
+	snprintf(stats, sizeof(stats), "%s.stats", file);
+	snprintf(target, sizeof(target), "%s.target", file);
+	unlink(stats);
+	setenv("UPCACHE_RUN_STATS_FILE", stats, 1);
+	pid = start("preload-prog", fork_case ? "fork" : "coherence", file, false);
+	unsetenv("UPCACHE_RUN_STATS_FILE");
+	expect_ok(reap(pid));
+	fd = open(stats, O_RDONLY);
+	cr_assert(fd >= 0, "no counters in %s", stats);
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	cr_assert(n > 0);
+	snprintf(want, sizeof(want), "pid %d\n", (int)pid);
+	if (!strstr(buf, want) || !strstr(buf, "\ncache 1\n") || !strstr(buf, "\nmaps_taken 1\n") ||
+	    !strstr(buf, "\nfaults_missing ") || !strstr(buf, "\ntrack_mode "))
+		show();
+	cr_assert(strstr(buf, want), "the counters of process %d, not of its child:\n%s", (int)pid, buf);
+	cr_assert(strstr(buf, "\ncache 1\n") && strstr(buf, "\nmaps_taken 1\n") &&
+		  strstr(buf, "\nfaults_missing ") && strstr(buf, "\ntrack_mode "), "%s", buf);
+	cleanup(file);
+
+	/* A symbolic link at the name: left alone, and standard error says so. */
+	fd = tmpfile_pattern(3 * PAGE + 512, file);
+	close(fd);
+	unlink(stats);
+	fd = open(target, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	cr_assert(fd >= 0 && write(fd, "x", 1) == 1);
+	close(fd);
+	cr_assert(symlink(target, stats) == 0);
+	setenv("UPCACHE_RUN_STATS_FILE", stats, 1);
+	pid = start("preload-prog", "coherence", file, false);
+	unsetenv("UPCACHE_RUN_STATS_FILE");
+	expect_ok(reap(pid));
+	cr_assert(lstat(stats, &st) == 0 && S_ISLNK(st.st_mode), "the link was replaced");
+	cr_assert(stat(target, &st) == 0 && st.st_size == 1, "written through the link");
+	cr_assert(file_has(outpath, "UPCACHE_RUN_STATS_FILE="), "standard error does not say why");
+	unlink(stats);
+	unlink(target);
+	cleanup(file);
+}
+
 Test(preload, size_changes, .timeout = 120)
 {
 	one("size", 4 * PAGE);

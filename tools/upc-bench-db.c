@@ -21,7 +21,8 @@
  *
  * The timed region starts before the database is opened (a fresh process
  * opening a database is part of what a reader pays) and ends after the last
- * commit; it is printed as "ns=N ops=N" on stdout, and upc-bench reads it.
+ * commit; it is printed as "ns=N ops=N commits=N" on stdout (commits: the
+ * write transactions), and upc-bench reads it.
  * Every workload checks what it reads; a wrong value exits 3.
  */
 #define _GNU_SOURCE
@@ -39,6 +40,8 @@
 #define BATCH		50
 #define VAL_LEN		100
 #define READ_KEYS	200000u
+
+static uint64_t commits;	/* write transactions committed in the timed region */
 
 static double now_ns(void)
 {
@@ -113,6 +116,7 @@ static uint64_t lmdb_put_batches(MDB_env *env, uint64_t keys, uint64_t seed, boo
 			ops++;
 		}
 		MDB(mdb_txn_commit(txn));	/* synced: the env has neither MDB_NOSYNC nor MDB_NOMETASYNC */
+		commits++;
 	}
 	return ops;
 }
@@ -248,6 +252,7 @@ static uint64_t sqlite_fill(sqlite3 *db, uint64_t rows, uint64_t seed)
 			}
 		}
 		sql(db, "COMMIT");
+		commits++;
 	}
 	sqlite3_finalize(ins);
 	sqlite3_finalize(upd);
@@ -373,6 +378,7 @@ int main(int argc, char **argv)
 		sqlite_build(dir);
 		return 0;
 	}
+	commits = 0;
 	t0 = now_ns();
 	if (!strcmp(kind, "lmdb-write"))
 		ops = lmdb_write(dir, scale);
@@ -385,6 +391,6 @@ int main(int argc, char **argv)
 	else
 		die(kind, "unknown workload");
 	t1 = now_ns();
-	printf("ns=%.0f ops=%" PRIu64 "\n", t1 - t0, ops);
+	printf("ns=%.0f ops=%" PRIu64 " commits=%" PRIu64 "\n", t1 - t0, ops, commits);
 	return 0;
 }

@@ -10,6 +10,7 @@
  */
 #include "upc-bench.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -63,6 +64,18 @@ uint64_t page_word(uint64_t pg)
 	return (pg + 1) * 0x9E3779B97F4A7C15ULL;
 }
 
+void bench_file_name(const char *tag, char *path, size_t pathlen)
+{
+	snprintf(path, pathlen, "%s/upc-bench.%d.%s", B.dir, (int)getpid(), tag);
+	for (int i = 0; i < nr_bench_files; i++)
+		if (!strcmp(bench_files[i], path))
+			return;
+	if (nr_bench_files < MAX_FILES) {
+		snprintf(bench_files[nr_bench_files], sizeof(bench_files[0]), "%s", path);
+		nr_bench_files++;
+	}
+}
+
 /* Create a file of @size bytes in B.dir whose every page starts with its tag word; fsync it. */
 int bench_file(const char *tag, size_t size, char *path, size_t pathlen)
 {
@@ -70,11 +83,7 @@ int bench_file(const char *tag, size_t size, char *path, size_t pathlen)
 	char *buf;
 	int fd, ret = 0;
 
-	snprintf(path, pathlen, "%s/upc-bench.%d.%s", B.dir, (int)getpid(), tag);
-	if (nr_bench_files < MAX_FILES) {
-		snprintf(bench_files[nr_bench_files], sizeof(bench_files[0]), "%s", path);
-		nr_bench_files++;
-	}
+	bench_file_name(tag, path, pathlen);
 	progress("creating %s (%zu MiB)", path, size / MiB);
 	buf = malloc(chunk);
 	if (!buf)
@@ -686,38 +695,82 @@ static void sysfs_choice(const char *path, char *out, size_t len)
 }
 
 /*
- * Whether the kernel lets shmem (a memfd: upcache's cache, the floor of row
- * A) have large folios, which ext4 has: the sizes whose shmem_enabled is not
- * "never" or "deny" (an mTHP size that says "inherit" follows the top one).
+ * Whether the kernel lets shmem (a memfd: upcache's cache, the floor of rows
+ * A and B) have large folios, which ext4 has: transparent_hugepage/
+ * shmem_enabled and every hugepages-<size>kB/shmem_enabled (mTHP), a size
+ * allowed where its setting is not "never" or "deny" ("inherit" follows the
+ * top one, which is 2 MiB's before mTHP).
  */
 static void shmem_folios(char *out, size_t len)
 {
-	static const char *const kb[] = { "8", "16", "32", "64", "128", "256", "512", "1024", "2048" };
 	const char *dir = "/sys/kernel/mm/transparent_hugepage";
-	char top[32], c[32], path[160];
-	size_t n = 0;
+	char top[32], c[32], first[32] = "", path[200], nevers[300];
+	unsigned long sizes[32];
+	size_t n = 0, nn = 0;
+	int nsizes = 0, inherits = 0;
+	bool same = true;
+	struct dirent *de;
+	DIR *d;
 
 	snprintf(path, sizeof(path), "%s/shmem_enabled", dir);
 	sysfs_choice(path, top, sizeof(top));
 	if (!top[0]) {
-		snprintf(out, len, "shmem large folios: unknown (no %s)", path);
+		snprintf(out, len, "shmem large folios: unknown (no %.200s)", path);
 		return;
 	}
-	for (size_t i = 0; i < sizeof(kb) / sizeof(kb[0]); i++) {
-		snprintf(path, sizeof(path), "%s/hugepages-%skB/shmem_enabled", dir, kb[i]);
-		sysfs_choice(path, c, sizeof(c));
-		if (!c[0] && !strcmp(kb[i], "2048"))
-			snprintf(c, sizeof(c), "%s", top);	/* before mTHP: the top setting is 2 MiB's */
-		if (!strcmp(c, "inherit"))
-			snprintf(c, sizeof(c), "%s", top);
-		if (c[0] && strcmp(c, "never") && strcmp(c, "deny") && n < len)
-			n += (size_t)snprintf(out + n, len - n, "%s%s KiB (%s)", n ? ", " : "shmem large folios "
-					      "allowed: ", kb[i], c);
+	d = opendir(dir);
+	while (d && (de = readdir(d)) && nsizes < 32) {
+		unsigned long kb;
+		char tail[8];
+
+		if (sscanf(de->d_name, "hugepages-%lu%7s", &kb, tail) == 2 && !strcmp(tail, "kB"))
+			sizes[nsizes++] = kb;
 	}
-	if (!n)
+	if (d)
+		closedir(d);
+	for (int i = 1; i < nsizes; i++)	/* ascending */
+		for (int k = i; k > 0 && sizes[k] < sizes[k - 1]; k--) {
+			unsigned long t = sizes[k];
+
+			sizes[k] = sizes[k - 1];
+			sizes[k - 1] = t;
+		}
+	nevers[0] = 0;
+	for (int i = 0; i < nsizes; i++) {
+		snprintf(path, sizeof(path), "%s/hugepages-%lukB/shmem_enabled", dir, sizes[i]);
+		sysfs_choice(path, c, sizeof(c));
+		if (!c[0])
+			continue;
+		if (strcmp(c, "never") && strcmp(c, "deny") && strcmp(c, "inherit") && n < len) {
+			n += (size_t)snprintf(out + n, len - n, "%s%lu KiB (%s)", n ? ", " : "shmem large "
+					      "folios allowed: ", sizes[i], c);
+		} else if (!strcmp(c, "inherit") && strcmp(top, "never") && strcmp(top, "deny") && n < len) {
+			n += (size_t)snprintf(out + n, len - n, "%s%lu KiB (inherit: %s)", n ? ", " :
+					      "shmem large folios allowed: ", sizes[i], top);
+		} else if (nn < sizeof(nevers)) {
+			nn += (size_t)snprintf(nevers + nn, sizeof(nevers) - nn, "%s%lu %s", nn ? ", " : "",
+					       sizes[i], c);
+			/* "inherit" is the top setting's ("never" or "deny" here) */
+			if (!strcmp(c, "inherit"))
+				inherits++;
+			if (!first[0])
+				snprintf(first, sizeof(first), "%s", strcmp(c, "inherit") ? c : top);
+			same = same && !strcmp(first, strcmp(c, "inherit") ? c : top);
+		}
+	}
+	if (!nsizes && strcmp(top, "never") && strcmp(top, "deny"))
+		n = (size_t)snprintf(out, len, "shmem large folios allowed: 2048 KiB (shmem_enabled %s, "
+				     "no mTHP sizes)", top);
+	if (!n && nsizes && same)
 		snprintf(out, len, "shmem large folios: none allowed on this machine (transparent_hugepage/"
-			 "shmem_enabled %s, no mTHP size enabled): the memfd maps 4 KiB pages where ext4 maps "
-			 "large folios", top);
+			 "shmem_enabled %s, and %s at every mTHP size, %lu to %lu KiB%s): a memfd maps and "
+			 "dirties 4 KiB pages, one fault each, where ext4 maps large folios", top, first,
+			 sizes[0], sizes[nsizes - 1], inherits ? ", where \"inherit\" is the top setting's" : "");
+	else if (!n)
+		snprintf(out, len, "shmem large folios: none allowed on this machine (transparent_hugepage/"
+			 "shmem_enabled %s; mTHP shmem_enabled by size in KiB: %s): a memfd maps and "
+			 "dirties 4 KiB pages, one fault each, where ext4 maps large folios", top,
+			 nevers[0] ? nevers : "none");
 }
 
 /*
@@ -726,15 +779,28 @@ static void shmem_folios(char *out, size_t len)
  * shmem floor), the ratio to ext4's writable mapping in the note, with the
  * faults per page of all three.
  */
-static void target_a(int wl, const char *what, struct workload *w, int vu, int vm, int ve, int vf)
+static void target_a(int wl, const char *what, struct workload *w, int vu, int vm, int ve, int vf,
+		     int vc16, int vc64)
 {
-	char note[700], thp[200];
+	char note[1200], thp[300];
+	size_t n;
 
 	shmem_folios(thp, sizeof(thp));
 	snprintf(note, sizeof(note), "to kernel-ext4-rw: %.2f; to %s (the same MINOR faults without "
 		 "the library): %.2f, and it to kernel-memfd-rw: %.2f; the pass's time per MINOR fault: "
 		 "%.3g us; %s", ratio_med(w, vu, ve), w->var[vf].name, ratio_med(w, vu, vf),
 		 ratio_med(w, vf, vm), med_us_per(&w->var[vu], CNT(faults_minor)), thp);
+	/*
+	 * What mapping the pages costs a user-space fault-around, before any
+	 * round trip: the kernel's shmem fault-around maps 16 pages a fault.
+	 */
+	n = strlen(note);
+	if (vc16 >= 0 && vc64 >= 0)
+		snprintf(note + n, sizeof(note) - n, "; UFFDIO_CONTINUE alone, no fault (%s, %s): %.3g "
+			 "and %.3g us a page, against %.3g us a page for all of kernel-memfd-rw (%.2f and "
+			 "%.2f of it)", w->var[vc16].name, w->var[vc64].name, med_us(&w->var[vc16]),
+			 med_us(&w->var[vc64]), med_us(&w->var[vm]), ratio_med(w, vc16, vm),
+			 ratio_med(w, vc64, vm));
 	bound_str(note, sizeof(note), w, vu);
 	bound_str(note, sizeof(note), w, vm);
 	bound_str(note, sizeof(note), w, ve);
@@ -853,8 +919,8 @@ void wl1_cached_seq(struct workload *w)
 			 ra ? ra->min : -1, ra ? ra->max : -1);
 		add_target(1, "cached sequential scan (async) vs memfd mmap", va, vk, 1.0, note);
 	}
-	target_a(1, "cached sequential read, writable mapping (sync)", w, vsw, vkw, vew, vfc);
-	target_a(1, "cached sequential read, writable mapping (async)", w, vaw, vkw, vew, vfc);
+	target_a(1, "cached sequential read, writable mapping (sync)", w, vsw, vkw, vew, vfc, -1, -1);
+	target_a(1, "cached sequential read, writable mapping (async)", w, vaw, vkw, vew, vfc, -1, -1);
 	snprintf(w->note, sizeof(w->note), "the kernel turns fault-around off in ranges registered for "
 		 "write-protection (or MINOR faults): in sync mode every cached page of an upcache mapping "
 		 "is one kernel-served fault (minflt), as floor-memfd-uffd-wp shows without the library; "
@@ -989,7 +1055,7 @@ void wl3_cached_rand(struct workload *w)
 	const char *path;
 	uint32_t *order;
 	struct acc t;
-	int memfd, vk, vm, vs, va, vp, vr, vfw, vkw, vew, vsw, vaw, vfc;
+	int memfd, vk, vm, vs, va, vp, vr, vfw, vkw, vew, vsw, vaw, vfc, vc16, vc64;
 	struct rw_rows rw;
 	char nm[NAME_LEN];
 
@@ -1028,6 +1094,8 @@ void wl3_cached_rand(struct workload *w)
 		    "(64 pages a fault on random access)", &rw);
 	vkw = rw.kernel_memfd, vew = rw.kernel_ext4, vsw = rw.upc_sync, vaw = rw.upc_async;
 	vfc = floor_minor_variant(w, "floor-minor-rw-64", true, memfd, np, order, n, 64);
+	vc16 = floor_continue_variant(w, "floor-continue-wp-16", true, memfd, np, 16);
+	vc64 = floor_continue_variant(w, "floor-continue-wp-64", true, memfd, np, 64);
 	t.cache = cs;
 	t.map_rw = false;
 	t.mflags = UPC_MAP_POPULATE;
@@ -1051,6 +1119,8 @@ void wl3_cached_rand(struct workload *w)
 	add_ratio(w, vsw, vew);
 	add_ratio(w, vaw, vew);
 	add_ratio(w, vkw, vew);
+	add_ratio(w, vc16, vkw);
+	add_ratio(w, vc64, vkw);
 	add_ratio(w, vs, vk);
 	add_ratio(w, va, vk);
 	add_ratio(w, vs, vm);
@@ -1060,8 +1130,8 @@ void wl3_cached_rand(struct workload *w)
 	add_ratio(w, vr, vk);
 	add_target(3, "cached random touch (sync)", vs, vk, 3.0, NULL);
 	add_target(3, "cached random touch (async)", va, vk, 3.0, NULL);
-	target_a(3, "cached random read, writable mapping (sync)", w, vsw, vkw, vew, vfc);
-	target_a(3, "cached random read, writable mapping (async)", w, vaw, vkw, vew, vfc);
+	target_a(3, "cached random read, writable mapping (sync)", w, vsw, vkw, vew, vfc, vc16, vc64);
+	target_a(3, "cached random read, writable mapping (async)", w, vaw, vkw, vew, vfc, vc16, vc64);
 	snprintf(w->note, sizeof(w->note), "the kernel's mmap maps neighbours per fault (fault-around "
 		 "for shmem, the whole large folio for ext4), so a random touch often finds its page "
 		 "mapped already; in a sync-mode upcache mapping every page is a separate kernel-served "
@@ -1196,8 +1266,8 @@ void wl5_first_write(struct workload *w)
 	size_t size = sz(64 * MiB, 8 * MiB), np = size / PG;
 	struct upc_cache *cs, *ca;
 	struct acc t;
-	int memfd, vk, ve, vf, vs, va;
-	char nm[NAME_LEN];
+	int memfd, vk, ve, vf, vfs, vfo, vs, va;
+	char nm[NAME_LEN], thp[300];
 
 	w->reps = B.reps * 2 <= MAX_REPS ? B.reps * 2 : B.reps;	/* cheap passes */
 	snprintf(w->title, sizeof(w->title), "first write to clean cached pages");
@@ -1223,6 +1293,9 @@ void wl5_first_write(struct workload *w)
 	t.kind = K_FILE;
 	ve = add_acc(w, "kernel-ext4-write", true, &t, "kernel ext4 write fault (page_mkwrite)");
 	vf = floor_wp_variant(w, "floor-wp", PIN_NONE, false, np);
+	/* Row F's placements: 2048 traps are enough for a time per trap (the other CPU's cost 100+ us). */
+	vfs = floor_wp_variant(w, "floor-wp-same-cpu", PIN_SAME, true, np < 2048 ? np : 2048);
+	vfo = floor_wp_variant(w, "floor-wp-other-cpu", PIN_OTHER, true, np < 2048 ? np : 2048);
 	t.kind = K_UPC;
 	t.cache = cs;
 	vs = add_acc(w, "upc-sync", false, &t, "sync write-protect tracking: one trap per page");
@@ -1238,8 +1311,11 @@ void wl5_first_write(struct workload *w)
 	add_ratio(w, vs, vk);
 	add_ratio(w, vs, ve);
 	add_ratio(w, vf, vk);
+	add_ratio(w, vs, vfs);
+	add_ratio(w, vs, vfo);
+	shmem_folios(thp, sizeof(thp));
 	{
-		char note[300];
+		char note[1200];
 
 		if (B.async_mode == UPC_TRACK_ASYNC)
 			snprintf(note, sizeof(note), "async tracking in use");
@@ -1251,32 +1327,50 @@ void wl5_first_write(struct workload *w)
 		add_target(5, "first write, sync tracking, vs bare WP trap", vs, vf, 1.3, NULL);
 
 		/* Issue 11, row B: against ext4; the default mode (sync) is the target, async reported. */
-		snprintf(note, sizeof(note), "the default mode; to the bare WP round trip: %.2f, to the "
-			 "kernel's shmem write: %.2f; the bare WP round trip alone is %.2f of kernel-ext4-write",
-			 ratio_med(w, vs, vf), ratio_med(w, vs, vk), ratio_med(w, vf, ve));
+		snprintf(note, sizeof(note), "the default mode; to the bare WP round trip: %.2f (handler "
+			 "on the faulting CPU: %.2f), to the kernel's shmem write: %.2f; the bare WP round "
+			 "trip alone is %.2f of kernel-ext4-write; the kernel's own shmem write fault: %.3g us "
+			 "a page, %.2f of kernel-ext4-write; %s", ratio_med(w, vs, vf), ratio_med(w, vs, vfs),
+			 ratio_med(w, vs, vk), ratio_med(w, vf, ve), med_us(&w->var[vk]),
+			 ratio_med(w, vk, ve), thp);
 		bound_str(note, sizeof(note), w, vs);
 		bound_str(note, sizeof(note), w, vf);
 		bound_str(note, sizeof(note), w, ve);
 		add_target_row("B", 5, "first write to cached pages (sync, the default)", vs, ve, 1.2, note);
-		snprintf(note, sizeof(note), "%sto the kernel's shmem write: %.2f, which is %.2f of "
-			 "kernel-ext4-write", B.async_mode == UPC_TRACK_ASYNC ? "" : "ASYNC NOT AVAILABLE, ran sync; ",
-			 ratio_med(w, va, vk), ratio_med(w, vk, ve));
+		/*
+		 * Async tracking takes no trap: the kernel resolves the write as
+		 * a shmem write fault, so that fault (one a 4 KiB page unless
+		 * shmem may have large folios) is this row's floor.
+		 */
+		snprintf(note, sizeof(note), "%sthe kernel's own shmem write fault (kernel-shmem-write, "
+			 "first write to cached pages of a memfd's writable mapping): %.3g us a page, %.3g "
+			 "kernel faults a page, %.2f of kernel-ext4-write; this row to it: %.2f; %s",
+			 B.async_mode == UPC_TRACK_ASYNC ? "" : "ASYNC NOT AVAILABLE, ran sync; ",
+			 med_us(&w->var[vk]), med_per_unit(&w->var[vk], CNT(minflt)), ratio_med(w, vk, ve),
+			 ratio_med(w, va, vk), thp);
 		bound_str(note, sizeof(note), w, va);
 		bound_str(note, sizeof(note), w, vk);
+		bound_str(note, sizeof(note), w, ve);
 		add_target_row("B", 5, "first write to cached pages (async)", va, ve, 1.2, note);
 
-		/* Row F, the write-protect fault: one WP trap per page against the bare round trip. */
+		/*
+		 * Row F, the write-protect fault: one WP trap per page against
+		 * the bare round trip with the handler on the faulting CPU.
+		 */
 		note[0] = 0;
+		f_note(note, sizeof(note), w, vs, vfs, vfo, vf);
 		bound_str(note, sizeof(note), w, vs);
-		bound_str(note, sizeof(note), w, vf);
-		add_target_row("F", 5, "served WP fault (sync) vs bare WP round trip", vs, vf, 1.1, note);
+		bound_str(note, sizeof(note), w, vfs);
+		bound_str(note, sizeof(note), w, vfo);
+		add_target_row("F", 5, "served WP fault (sync) vs bare WP round trip", vs, vfs, 1.1, note);
 		add_target_na_row("F", 5, "served WP fault (async)", "-", 1.1, "async tracking takes no "
 				  "write-protect trap: the kernel resolves the first write (row B)");
 	}
 	snprintf(w->note, sizeof(w->note), "floor-wp is a bare write-protect round trip in the same "
 		 "situation: a fresh mapping of a populated memfd, write-protected with PTE markers "
-		 "(WP_UNPOPULATED), a handler thread that only un-protects; see workload 8 for it "
-		 "pinned to the same and the other CPU");
+		 "(WP_UNPOPULATED), a handler thread that only un-protects; floor-wp-same-cpu and "
+		 "floor-wp-other-cpu pin the writer to one CPU and the handler to it or to the other "
+		 "(2048 traps a pass)");
 	upc_cache_destroy(cs);
 	upc_cache_destroy(ca);
 	if (memfd >= 0)

@@ -109,7 +109,7 @@ struct target {
 	double limit;
 	double med, min, max;
 	int status;
-	char note[700];			/* what bounds it, from counters of the same run */
+	char note[1200];		/* what bounds it, from counters of the same run */
 };
 
 struct bench {
@@ -169,6 +169,8 @@ struct ratio *find_ratio(struct workload *w, int num, int den);
 void snap_begin(struct bench_counters *c, struct upc_cache *cache);
 void snap_end(struct bench_counters *c, struct upc_cache *cache);
 int bench_file(const char *tag, size_t size, char *path, size_t pathlen);
+/* The name bench_file() would give @tag, removed at exit like the files it makes; nothing created. */
+void bench_file_name(const char *tag, char *path, size_t pathlen);
 uint64_t page_word(uint64_t pg);
 int drop_file_cache(const char *path);
 int warm_file_cache(const char *path);
@@ -247,6 +249,13 @@ void wl9_databases(struct workload *w);
 int floor_wp_variant(struct workload *w, const char *name, int pin, bool info, size_t npages);
 int floor_minor_variant(struct workload *w, const char *name, bool info, int memfd, size_t npages,
 			const uint32_t *order, size_t n, size_t win);
+int floor_minor1_variant(struct workload *w, const char *name, int pin, bool info, size_t npages,
+			 const uint32_t *order, size_t n);
+int floor_missing_variant(struct workload *w, const char *name, int pin, bool busy, bool sigbus,
+			  const char *src_path, size_t npages, const uint32_t *order, size_t n, bool info);
+void f_note(char *note, size_t len, struct workload *w, int vu, int same, int other, int unp);
+int floor_continue_variant(struct workload *w, const char *name, bool info, int memfd, size_t npages,
+			   size_t win);
 
 /* floor pinning */
 #define PIN_NONE	0
