@@ -424,7 +424,7 @@ static void handle_minor(struct upc_handler *h, struct upc_map *m, uintptr_t add
 	uint64_t pgoff = m->pgoff + ((addr - m->start) >> UPC_PAGE_SHIFT);
 	uint64_t map_last = m->pgoff + ((m->end - m->start) >> UPC_PAGE_SHIFT);
 	uint64_t map_pages = map_last - m->pgoff;
-	uint64_t n, win = FAULT_AROUND, mapped = 0, present[MAP_AHEAD_MAX / 64];
+	uint64_t n, win = FAULT_AROUND, mapped = 0, cached = 0, present[MAP_AHEAD_MAX / 64];
 	uintptr_t ws, we;
 	bool woken = false;
 	long r = 0;
@@ -446,6 +446,16 @@ static void handle_minor(struct upc_handler *h, struct upc_map *m, uintptr_t add
 	ws = max_t(uintptr_t, m->start, addr & ~((uintptr_t)(win << UPC_PAGE_SHIFT) - 1));
 	we = min_t(uintptr_t, m->end, (addr & ~((uintptr_t)(win << UPC_PAGE_SHIFT) - 1)) +
 			       (uintptr_t)(win << UPC_PAGE_SHIFT));
+	/*
+	 * The faulting page the only cached one of the window (a sparse
+	 * reader): map it alone, without reading the pagemap (a few us).
+	 */
+	for (n = 0; ws + (n << UPC_PAGE_SHIFT) < we && cached < 2; n++)
+		cached += page_uptodate(f, m->pgoff + ((ws - m->start) >> UPC_PAGE_SHIFT) + n);
+	if (cached < 2) {
+		win = 1;
+		goto forward;
+	}
 	if (pages_present(mm, ws, (unsigned int)((we - ws) >> UPC_PAGE_SHIFT), present) < 0)
 		goto forward;
 	/* Each run of cached pages not mapped yet, the faulting page's included. */
