@@ -189,6 +189,7 @@ static void handle_missing(struct upc_mm *mm, struct upc_map *m, uintptr_t addr,
 	struct upc_io io;
 	size_t skipped;
 	uint32_t win;
+	bool zeroed = false;
 	long r;
 	int ret;
 
@@ -259,6 +260,7 @@ static void handle_missing(struct upc_mm *mm, struct upc_map *m, uintptr_t addr,
 		case UPC_READ_ERROR_ZERO:
 			memset(mm->bounce, 0, UPC_PAGE_SIZE);
 			full = 1;
+			zeroed = true;
 			break;
 		default:
 			goto fail;
@@ -293,6 +295,8 @@ static void handle_missing(struct upc_mm *mm, struct upc_map *m, uintptr_t addr,
 				p->flags |= PG_READAHEAD;
 		}
 	}
+	if (zeroed)	/* clean, but not the store's data: never written with dirty neighbours */
+		pg->flags |= PG_NOSTORE;
 	atomic_fetch_add(&c->st.pages_filled, n);
 	atomic_fetch_add(&c->st.ra_pages, n - 1);
 	if (n > atomic_load(&c->st.ra_max_window))
