@@ -1237,7 +1237,7 @@ void stats_counters(struct upc_cache *c, struct upc_stats *st)
 	C(faults_missing); C(faults_wp); C(faults_minor);
 	C(fill_ios); C(pages_filled); C(ra_pages); C(ra_max_window);
 	C(wp_calls); C(wb_ios); C(pages_written); C(bytes_written); C(syncs);
-	C(wb_errors); C(read_errors); C(pages_evicted);
+	C(wb_errors); C(read_errors); C(pages_evicted); C(wb_gap_pages);
 #undef C
 	st->meta_bytes = atomic_load(&c->meta_bytes);
 	st->reclaim_passes = c->rc_passes;

@@ -265,6 +265,19 @@ UPC_API int upc_pin(struct upc_cache *c, void *addr, size_t length, unsigned int
 					tries = 8;	/* not a race with reclaim: give up */
 				}
 			}
+			/*
+			 * A write-back in flight may be reading these pages (a
+			 * dirty one, or a clean one written in a gap between
+			 * dirty ones, writeback.c): a write made after the pin
+			 * could still reach the store through it, before the log
+			 * the pin waits for.  So a UPC_PIN_NOWRITEBACK pin
+			 * returns once none is in flight, as the kernel waits on
+			 * PG_writeback for a stable page; none starts afterwards
+			 * (PG_NOWB is set).
+			 */
+			if (all && (flags & UPC_PIN_NOWRITEBACK))
+				while (has_writeback(f, first, last))
+					pthread_cond_wait(&f->wb_cond, &f->lock);
 			pthread_mutex_unlock(&f->lock);
 		}
 		if (!all) {

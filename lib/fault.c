@@ -198,6 +198,7 @@ static void handle_missing(struct upc_handler *h, struct upc_map *m, uintptr_t a
 	size_t skipped;
 	bool woken = false;
 	uint32_t win;
+	bool zeroed = false;
 	long r;
 	int ret;
 
@@ -268,6 +269,7 @@ static void handle_missing(struct upc_handler *h, struct upc_map *m, uintptr_t a
 		case UPC_READ_ERROR_ZERO:
 			memset(h->bounce, 0, UPC_PAGE_SIZE);
 			full = 1;
+			zeroed = true;
 			break;
 		default:
 			goto fail;
@@ -309,6 +311,8 @@ static void handle_missing(struct upc_handler *h, struct upc_map *m, uintptr_t a
 				p->flags |= PG_READAHEAD;
 		}
 	}
+	if (zeroed)	/* clean, but not the store's data: never written with dirty neighbours */
+		pg->flags |= PG_NOSTORE;
 	atomic_fetch_add(&c->st.pages_filled, n);
 	atomic_fetch_add(&c->st.ra_pages, n - 1);
 	if (n > atomic_load(&c->st.ra_max_window))

@@ -108,6 +108,7 @@ static inline uint64_t pg_round_up(uint64_t x)
 #define PG_URGENT	0x0080	/* UPC_MS_ASYNC: write at the next flusher pass */
 #define PG_PINWRITE	0x0100	/* pinned with UPC_PIN_WRITE: dirty again at unpin */
 #define PG_READAHEAD	0x0200	/* read ahead, not yet accessed: mapped without a reference */
+#define PG_NOSTORE	0x0400	/* clean, but not the store's data (a read error answered with zeros) */
 
 struct upc_page {
 	uint16_t flags;
@@ -250,6 +251,7 @@ struct upc_counters {
 	_Atomic uint64_t wp_calls, wb_ios, pages_written, bytes_written, syncs;
 	_Atomic uint64_t wb_errors, read_errors, pages_evicted;
 	_Atomic uint64_t ra_hits;	/* faults that continued the previous readahead window */
+	_Atomic uint64_t wb_gap_pages;	/* clean pages written between dirty runs (writeback.c) */
 };
 
 struct upc_cache {
@@ -515,6 +517,7 @@ __upc_hidden int store_stat(struct upc_store *s, void *h, struct stat *st);
 __upc_hidden int store_truncate(struct upc_store *s, void *h, off_t length);
 __upc_hidden int store_fallocate(struct upc_store *s, void *h, int mode, off_t off, off_t len);
 __upc_hidden int store_fsync(struct upc_store *s, void *h);
+__upc_hidden uint64_t store_cluster_gap(struct upc_store *s);
 
 /* debug.c: $UPC_DEBUG (upcache(7)) and dirty backtraces; usdt.h has the probes */
 #define UPC_DBG_BREAK_I1	0x1u	/* tests only: write-back cleans before it protects */

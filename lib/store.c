@@ -23,6 +23,8 @@
 #define NR_RINGS	4
 #define RING_DEPTH	64
 #define DIO_ALIGN	512
+#define WB_GAP_BUFFERED	8	/* store_cluster_gap(): clean pages between dirty runs */
+#define WB_GAP_DIRECT	8
 
 struct ring_slot {
 	pthread_mutex_t lock;
@@ -744,4 +746,27 @@ UPC_API int upc_store_destroy(struct upc_store *store)
 	if (store)
 		store->ops->destroy(store);
 	return 0;
+}
+
+/*
+ * How many clean pages write-back may write between two dirty runs to make
+ * one I/O of them (writeback.c: clustering, and the measurements behind
+ * these bounds).  The file store's I/Os are bounded by their count more
+ * than by their bytes: a buffered write is a copy into the page cache plus
+ * ext4's write-back of it at fdatasync, an O_DIRECT one a device request;
+ * both cost about as much for a few pages more.  The fault-injection store
+ * clusters as the store it wraps (so that tests see what users get).  A
+ * store of the application's is not clustered: whether a byte more costs
+ * less than an I/O more there (a network store may pay by the byte) is not
+ * known here.
+ */
+uint64_t store_cluster_gap(struct upc_store *s)
+{
+	struct inject_store *is = to_inject(s);
+
+	if (is)
+		return store_cluster_gap(is->inner);
+	if (s->ops != &file_ops)
+		return 0;
+	return ((struct file_store *)s)->flags & UPC_STORE_DIRECT ? WB_GAP_DIRECT : WB_GAP_BUFFERED;
 }

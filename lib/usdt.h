@@ -34,7 +34,9 @@
  *   protect      file, ino, pgoff, pages, calls       pages write-protected in every mapping (I1 step 1)
  *   clean        file, ino, pgoff, pages, how         PG_DIRTY cleared: how 0, for write-back (I1
  *                                                     step 2); 1, UPC_ADV_FREE dropped the data; 2,
- *                                                     not cleared: written while pinned UPC_PIN_WRITE
+ *                                                     not cleared: written while pinned UPC_PIN_WRITE;
+ *                                                     3, truncated; 4, not cleared: a clean page
+ *                                                     written in a gap between dirty ones (writeback.c)
  *   wb_submit    file, ino, off, len                  a write-back I/O, before it is submitted (step 3)
  *   wb_done      file, ino, off, len, res             ... completed and PG_WRITEBACK cleared
  *   teardown     file, ino, pgoff, ranges, pages      PTEs torn down (reclaim batch, DONTNEED)
@@ -65,6 +67,7 @@
 #define UPC_CLEAN_LAZYFREE	1	/* UPC_ADV_FREE: dirty data dropped */
 #define UPC_CLEAN_PINNED	2	/* UPC_PIN_WRITE: PG_WRITEBACK set, stays dirty and writable */
 #define UPC_CLEAN_TRUNCATE	3	/* truncated or punched out: dirty data dropped with the page */
+#define UPC_CLEAN_GAP		4	/* not cleaned: a clean page written between dirty ones, PG_WRITEBACK set */
 
 #define UPC_PROBE_LIST(X) \
 	X(fault) X(fault_done) X(fill_submit) X(fill_done) X(dirty) X(protect) X(clean) \

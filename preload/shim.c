@@ -1025,7 +1025,7 @@ static void print_stats(void)
 			      "upcache-run[%d]: track_mode %s files %u mappings %u children %u mem_limit %llu "
 			      "pages_cached %llu pages_dirty %llu faults_missing %llu faults_wp %llu faults_minor %llu "
 			      "fill_ios %llu pages_filled %llu ra_pages %llu wp_calls %llu wb_ios %llu "
-			      "pages_written %llu bytes_written %llu syncs %llu wb_errors %llu read_errors %llu "
+			      "pages_written %llu wb_gap_pages %llu bytes_written %llu syncs %llu wb_errors %llu read_errors %llu "
 			      "pages_evicted %llu\n",
 			      (int)shim_getpid(), st.track_mode == UPC_TRACK_ASYNC ? "async" : "sync",
 			      st.nr_files, st.nr_mappings, st.nr_children, (unsigned long long)st.mem_limit,
@@ -1034,8 +1034,8 @@ static void print_stats(void)
 			      (unsigned long long)st.faults_minor, (unsigned long long)st.fill_ios,
 			      (unsigned long long)st.pages_filled, (unsigned long long)st.ra_pages,
 			      (unsigned long long)st.wp_calls, (unsigned long long)st.wb_ios,
-			      (unsigned long long)st.pages_written, (unsigned long long)st.bytes_written,
-			      (unsigned long long)st.syncs, (unsigned long long)st.wb_errors,
+			      (unsigned long long)st.pages_written, (unsigned long long)st.wb_gap_pages,
+			      (unsigned long long)st.bytes_written, (unsigned long long)st.syncs, (unsigned long long)st.wb_errors,
 			      (unsigned long long)st.read_errors, (unsigned long long)st.pages_evicted);
 	if (n > (int)sizeof(buf))
 		n = sizeof(buf);

@@ -315,6 +315,46 @@ Test(errors, read_error_callback_zero_maps_a_clean_zero_page, .timeout = 60)
 	env_free(&e, 0);
 }
 
+/*
+ * The zero page that stands in for an unreadable page is clean, but its
+ * data is not the file's: write-back never writes it, also not in a gap
+ * between dirty pages (writeback.c, clustering), where it would overwrite
+ * data the store may be able to read again.
+ */
+Test(errors, a_zero_page_for_a_read_error_is_not_written_as_a_gap, .timeout = 60)
+{
+	struct rerr r = { .action = UPC_READ_ERROR_ZERO };
+	struct env e = env_cb(&r);
+	unsigned char *p, x;
+
+	cr_assert_eq(upc_store_inject_add(e.store, UPC_IO_READ, 6 * PAGE, PAGE, UPC_INJECT_ERROR, EIO, -1), 0);
+	cr_assert_eq(upc_map(e.c, e.fd, 0, 16 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
+	cr_assert_eq(upc_advise(e.c, p, 16 * PAGE, UPC_ADV_RANDOM), 0);
+	for (size_t pg = 3; pg < 10; pg++)
+		(void)*(volatile unsigned char *)(p + pg * PAGE);
+	cr_assert_eq(r.calls, 1);
+	p[4 * PAGE] = 0x61;	/* 5-7 between them: cached and clean, 6 is the zero page */
+	p[8 * PAGE] = 0x62;
+	cr_assert_eq(upc_msync(e.c, p, 16 * PAGE, UPC_MS_SYNC), 0);
+	cr_assert_eq(stats_of(e.c).wb_gap_pages, 0, "a gap with the zero page was written");
+	cr_assert_eq(pread(e.fd, &x, 1, 6 * PAGE + 9), 1);
+	cr_assert_eq(x, pat(6 * PAGE + 9), "the file keeps its data");
+	cr_assert_eq(pread(e.fd, &x, 1, 8 * PAGE), 1);
+	cr_assert_eq(x, 0x62);
+	/* Once written itself (dirtied, then written back), it is the file's data and may be a gap. */
+	p[6 * PAGE + 1] = 0x63;
+	cr_assert_eq(upc_msync(e.c, p, 16 * PAGE, UPC_MS_SYNC), 0);
+	p[4 * PAGE] = 0x64;
+	p[8 * PAGE] = 0x65;
+	cr_assert_eq(upc_msync(e.c, p, 16 * PAGE, UPC_MS_SYNC), 0);
+	cr_assert_eq(stats_of(e.c).wb_gap_pages, 3);
+	cr_assert_eq(pread(e.fd, &x, 1, 6 * PAGE + 1), 1);
+	cr_assert_eq(x, 0x63);
+	cr_assert_eq(pread(e.fd, &x, 1, 6 * PAGE + 9), 1);
+	cr_assert_eq(x, 0, "the zero page's data, written by its own write-back");
+	env_free(&e, 0);
+}
+
 Test(errors, read_error_callback_may_choose_sigbus, .signal = SIGBUS, .timeout = 60)
 {
 	static struct rerr r = { .action = UPC_READ_ERROR_SIGBUS };

@@ -223,3 +223,269 @@ Test(msync, direct_io_store_round_trip, .timeout = 60)
 	cr_assert_eq(upc_cache_destroy(c), 0);
 	close(fd);
 }
+
+/*
+ * Write-back clustering (writeback.c): a short gap of cached, clean pages
+ * between dirty ones is written with them, in one I/O, with the data the
+ * file already has; a longer gap, or one with a page that is not cached,
+ * is not.  pages_written counts the dirty pages only.
+ */
+static void read_pages(const unsigned char *p, size_t from, size_t to)
+{
+	for (size_t pg = from; pg < to; pg++)
+		cr_assert_eq(p[pg * PAGE + 5], pat(pg * PAGE + 5), "page %zu", pg);
+}
+
+Test(msync, short_clean_gaps_are_written_with_the_dirty_pages, .timeout = 60)
+{
+	const size_t size = 128 * PAGE;
+	struct upc_cache *c = cache_new(UPC_CACHE_NO_BGWB);
+	int fd = tmpfile_pattern(size, NULL);
+	unsigned char *p, *buf = malloc(size);
+
+	cr_assert_eq(upc_map(c, fd, 0, size, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
+	cr_assert_eq(upc_advise(c, p, size, UPC_ADV_RANDOM), 0);	/* only what is touched is cached */
+	read_pages(p, 10, 15);
+	read_pages(p, 40, 70);
+	read_pages(p, 100, 104);
+	read_pages(p, 105, 108);	/* page 104 is not cached */
+	p[10 * PAGE] = 0xa1;	/* 11-13: a gap of 3 cached clean pages: joined */
+	p[14 * PAGE] = 0xa2;
+	p[40 * PAGE] = 0xa3;	/* 41-69: 29 pages, longer than the bound: not joined */
+	p[70 * PAGE] = 0xa4;
+	p[100 * PAGE] = 0xa5;	/* 101-106: page 104 is not cached: not joined */
+	p[107 * PAGE] = 0xa6;
+	/* The clean pages' data in the memfd is the file's: nothing else may be written. */
+	struct upc_stats before = stats_of(c);
+	cr_assert_eq(before.pages_dirty, 6);
+	cr_assert_eq(upc_msync(c, p, size, UPC_MS_SYNC), 0);
+	struct upc_stats st = stats_of(c);
+	cr_assert_eq(st.pages_written - before.pages_written, 6, "pages_written counts the dirty pages");
+	cr_assert_eq(st.wb_gap_pages - before.wb_gap_pages, 3, "only 11-13 are a gap to write, got %lu",
+		     (unsigned long)(st.wb_gap_pages - before.wb_gap_pages));
+	cr_assert_eq(st.wb_ios - before.wb_ios, 5, "10-14 in one I/O, the others alone: got %lu",
+		     (unsigned long)(st.wb_ios - before.wb_ios));
+	cr_assert_eq(st.pages_dirty, 0);
+	cr_assert_eq(st.pages_writeback, 0, "the gap pages' write-back ended");
+	cr_assert_eq(pread(fd, buf, size, 0), (ssize_t)size);
+	for (size_t i = 0; i < size; i++) {
+		unsigned char want = pat(i);
+
+		if (i % PAGE == 0 && (i / PAGE == 10 || i / PAGE == 14 || i / PAGE == 40 || i / PAGE == 70 ||
+				      i / PAGE == 100 || i / PAGE == 107))
+			want = i / PAGE == 10 ? 0xa1 : i / PAGE == 14 ? 0xa2 : i / PAGE == 40 ? 0xa3 :
+			       i / PAGE == 70 ? 0xa4 : i / PAGE == 100 ? 0xa5 : 0xa6;
+		cr_assert_eq(buf[i], want, "offset %zu (page %zu)", i, i / PAGE);
+	}
+	/* The gap pages stayed clean and protected: a write to one is a new dirty page. */
+	p[12 * PAGE + 1] = 0xb1;
+	cr_assert_eq(stats_of(c).pages_dirty, 1);
+	cr_assert_eq(upc_msync(c, p, size, UPC_MS_SYNC), 0);
+	cr_assert_eq(pread(fd, buf, 2, 12 * PAGE), 2);
+	cr_assert_eq(buf[1], 0xb1);
+	cr_assert_eq(buf[0], pat(12 * PAGE));
+	free(buf);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	close(fd);
+}
+
+/* A gap before the partial last page: the I/O ends at end of file; the file does not grow. */
+Test(msync, a_gap_up_to_the_last_page_does_not_extend_the_file, .timeout = 60)
+{
+	const size_t size = 20 * PAGE + 100;
+	struct upc_cache *c = cache_new(UPC_CACHE_NO_BGWB);
+	int fd = tmpfile_pattern(size, NULL);
+	unsigned char *p, x;
+	struct stat sb;
+
+	cr_assert_eq(upc_map(c, fd, 0, 21 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
+	read_pages(p, 0, 20);
+	cr_assert_eq(p[20 * PAGE + 99], pat(20 * PAGE + 99));
+	p[16 * PAGE] = 0xc1;
+	p[20 * PAGE + 99] = 0xc2;	/* the last byte of the file */
+	p[20 * PAGE + 100] = 0xc3;	/* past end of file, in the last page: never written */
+	uint64_t gaps0 = stats_of(c).wb_gap_pages;
+	cr_assert_eq(upc_msync(c, p, 21 * PAGE, UPC_MS_SYNC), 0);
+	cr_assert_eq(stats_of(c).wb_gap_pages - gaps0, 3, "pages 17-19 are the gap");
+	cr_assert_eq(fstat(fd, &sb), 0);
+	cr_assert_eq(sb.st_size, (off_t)size, "the file grew to %lld", (long long)sb.st_size);
+	cr_assert_eq(pread(fd, &x, 1, 20 * PAGE + 99), 1);
+	cr_assert_eq(x, 0xc2);
+	cr_assert_eq(pread(fd, &x, 1, 18 * PAGE + 3), 1);
+	cr_assert_eq(x, pat(18 * PAGE + 3));
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	close(fd);
+}
+
+/*
+ * A page advised UPC_ADV_FREE keeps data the file does not have (the
+ * application gave it up: I4): it is never written as a gap.
+ */
+Test(msync, a_lazily_freed_page_is_not_written_as_a_gap, .timeout = 60)
+{
+	const size_t size = 32 * PAGE;
+	struct upc_cache *c = cache_new(UPC_CACHE_NO_BGWB);
+	int fd = tmpfile_pattern(size, NULL);
+	unsigned char *p, x;
+
+	cr_assert_eq(upc_map(c, fd, 0, size, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
+	read_pages(p, 0, 32);
+	p[12 * PAGE] = 0xd1;
+	cr_assert_eq(upc_advise(c, p + 12 * PAGE, PAGE, UPC_ADV_FREE), 0);
+	cr_assert_eq(stats_of(c).pages_dirty, 0);
+	p[10 * PAGE] = 0xd2;
+	p[14 * PAGE] = 0xd3;
+	uint64_t gaps0 = stats_of(c).wb_gap_pages;
+	cr_assert_eq(upc_msync(c, p, size, UPC_MS_SYNC), 0);
+	cr_assert_eq(stats_of(c).wb_gap_pages, gaps0, "a gap with a lazily freed page is not written");
+	cr_assert_eq(pread(fd, &x, 1, 12 * PAGE), 1);
+	cr_assert_eq(x, pat(12 * PAGE), "the freed data reached the file");
+	cr_assert_eq(pread(fd, &x, 1, 14 * PAGE), 1);
+	cr_assert_eq(x, 0xd3);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	close(fd);
+}
+
+/*
+ * A gap page written while its I/O is in flight (the write is delayed by
+ * the fault-injection store): it becomes dirty as any clean page does, is
+ * dirty after the msync, whatever that I/O caught, and the next msync
+ * writes it.
+ */
+struct bg_msync {
+	struct upc_cache *c;
+	void *p;
+	size_t len;
+	int ret;
+};
+
+static void *bg_msync_main(void *arg)
+{
+	struct bg_msync *b = arg;
+
+	b->ret = upc_msync(b->c, b->p, b->len, UPC_MS_SYNC);
+	return NULL;
+}
+
+Test(msync, a_gap_page_written_during_write_back_stays_dirty, .timeout = 60)
+{
+	const size_t size = 32 * PAGE;
+	UPC_OPTS(upc_cache_opts, o, .flags = UPC_CACHE_NO_BGWB);
+	struct upc_store *store;
+	struct upc_cache *c;
+	int fd = tmpfile_pattern(size, NULL);
+	unsigned char *p, x;
+	pthread_t t;
+
+	require_upcache();
+	cr_assert_eq(upc_store_inject_create(NULL, &store), 0);
+	o.store = store;
+	c = cache_new_opts(&o);
+	cr_assert_eq(upc_map(c, fd, 0, size, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
+	read_pages(p, 0, 32);
+	p[10 * PAGE] = 0xe1;
+	p[14 * PAGE] = 0xe2;
+	/* The write of 10-14 waits 300 ms before it reads the memfd. */
+	cr_assert_eq(upc_store_inject_add(store, UPC_IO_WRITE, 10 * PAGE, 5 * PAGE, UPC_INJECT_DELAY,
+					  300000, 1), 0);
+	struct bg_msync b = { .c = c, .p = p, .len = size };
+	cr_assert_eq(pthread_create(&t, NULL, bg_msync_main, &b), 0);
+	for (int i = 0; i < 2000 && stats_of(c).pages_writeback < 5; i++)
+		usleep(1000);
+	cr_assert_eq(stats_of(c).pages_writeback, 5, "10-14 under write-back, the gap too");
+	p[12 * PAGE + 7] = 0xe3;	/* a gap page, while its I/O is in flight */
+	cr_assert_eq(pthread_join(t, NULL), 0);
+	cr_assert_eq(b.ret, 0);
+	struct upc_stats st = stats_of(c);
+	cr_assert_eq(st.pages_dirty, 1, "the gap page written meanwhile is dirty");
+	cr_assert_eq(st.pages_writeback, 0);
+	uint64_t written = st.pages_written;
+	cr_assert_eq(upc_msync(c, p, size, UPC_MS_SYNC), 0);
+	cr_assert_eq(stats_of(c).pages_written, written + 1);
+	cr_assert_eq(stats_of(c).pages_dirty, 0);
+	cr_assert_eq(pread(fd, &x, 1, 12 * PAGE + 7), 1);
+	cr_assert_eq(x, 0xe3, "the write to the gap page was lost");
+	cr_assert_eq(pread(fd, &x, 1, 14 * PAGE), 1);
+	cr_assert_eq(x, 0xe2);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	cr_assert_eq(upc_store_destroy(store), 0);
+	close(fd);
+}
+
+/*
+ * A clustered write that fails: the dirty pages it carried are dirty again
+ * and the error is reported once (errseq), as for any failed write; the gap
+ * pages stay clean; the next msync writes everything.
+ */
+Test(msync, a_failed_clustered_write_keeps_its_dirty_pages_dirty, .timeout = 60)
+{
+	const size_t size = 32 * PAGE;
+	UPC_OPTS(upc_cache_opts, o, .flags = UPC_CACHE_NO_BGWB);
+	struct upc_store *store;
+	struct upc_cache *c;
+	int fd = tmpfile_pattern(size, NULL);
+	unsigned char *p, x;
+
+	require_upcache();
+	cr_assert_eq(upc_store_inject_create(NULL, &store), 0);
+	o.store = store;
+	c = cache_new_opts(&o);
+	cr_assert_eq(upc_map(c, fd, 0, size, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
+	read_pages(p, 0, 32);
+	p[10 * PAGE] = 0xf1;
+	p[14 * PAGE] = 0xf2;
+	/* The error is at a gap page: it fails the one I/O that carries 10 and 14. */
+	cr_assert_eq(upc_store_inject_add(store, UPC_IO_WRITE, 12 * PAGE, PAGE, UPC_INJECT_ERROR, EIO, 1), 0);
+	cr_assert_eq(upc_msync(c, p, size, UPC_MS_SYNC), -EIO);
+	struct upc_stats st = stats_of(c);
+	cr_assert_eq(st.pages_dirty, 2, "both dirty pages of the failed I/O stay dirty");
+	cr_assert_eq(st.pages_writeback, 0);
+	cr_assert_eq(st.wb_errors, 1);
+	cr_assert_eq(st.wb_ios, 1, "10-14 went in one I/O");
+	cr_assert_eq(st.wb_gap_pages, 0, "a failed I/O wrote no gap page");
+	cr_assert_eq(pread(fd, &x, 1, 10 * PAGE), 1);
+	cr_assert_eq(x, pat(10 * PAGE));
+	cr_assert_eq(upc_msync(c, p, size, UPC_MS_SYNC), 0, "reported once");
+	cr_assert_eq(stats_of(c).pages_dirty, 0);
+	cr_assert_eq(pread(fd, &x, 1, 10 * PAGE), 1);
+	cr_assert_eq(x, 0xf1);
+	cr_assert_eq(pread(fd, &x, 1, 14 * PAGE), 1);
+	cr_assert_eq(x, 0xf2);
+	cr_assert_eq(pread(fd, &x, 1, 12 * PAGE), 1);
+	cr_assert_eq(x, pat(12 * PAGE));
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	cr_assert_eq(upc_store_destroy(store), 0);
+	close(fd);
+}
+
+/* The O_DIRECT store clusters too: whole pages, aligned, so the I/O stays O_DIRECT. */
+Test(msync, direct_io_store_writes_gaps_in_place, .timeout = 60)
+{
+	const size_t size = 32 * PAGE;
+	int fd = tmpfile_pattern(size, NULL), dfd;
+	struct upc_cache *c;
+	unsigned char *p, *buf = malloc(size);
+	char path[64];
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	dfd = open(path, O_RDWR | O_DIRECT);
+	if (dfd < 0)
+		cr_skip_test("the test directory's filesystem refuses O_DIRECT (%s)", strerror(errno));
+	close(dfd);
+	UPC_OPTS(upc_cache_opts, o, .flags = UPC_CACHE_DIRECT_IO | UPC_CACHE_NO_BGWB);
+	c = cache_new_opts(&o);
+	cr_assert_eq(upc_map(c, fd, 0, size, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
+	read_pages(p, 0, 32);
+	p[3 * PAGE] = 0x71;
+	p[9 * PAGE] = 0x72;
+	cr_assert_eq(upc_msync(c, p, size, UPC_MS_SYNC), 0);
+	struct upc_stats st = stats_of(c);
+	cr_assert_eq(st.wb_ios, 1);
+	cr_assert_eq(st.wb_gap_pages, 5);
+	cr_assert_eq(pread(fd, buf, size, 0), (ssize_t)size);
+	for (size_t i = 0; i < size; i++)
+		cr_assert_eq(buf[i], i == 3 * PAGE ? 0x71 : i == 9 * PAGE ? 0x72 : pat(i), "offset %zu", i);
+	free(buf);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	close(fd);
+}

@@ -237,3 +237,69 @@ Test(pin, write_back_across_a_gap_leaves_a_write_pin_writable, .timeout = 60)
 	cr_assert_eq(upc_cache_destroy(c), 0);
 	close(fd);
 }
+
+/*
+ * A UPC_PIN_NOWRITEBACK pin taken while a write-back is reading the page
+ * (here a clean page written in a gap between dirty ones, its write
+ * delayed by the fault-injection store) returns only once that I/O is
+ * done: a write made after the pin must not reach the file through it,
+ * before the log the pin waits for.
+ */
+struct bg_msync {
+	struct upc_cache *c;
+	void *p;
+	size_t len;
+	int ret;
+};
+
+static void *bg_msync_main(void *arg)
+{
+	struct bg_msync *b = arg;
+
+	b->ret = upc_msync(b->c, b->p, b->len, UPC_MS_SYNC);
+	return NULL;
+}
+
+Test(pin, a_nowriteback_pin_waits_for_write_back_in_flight, .timeout = 60)
+{
+	const size_t size = 32 * PAGE;
+	UPC_OPTS(upc_cache_opts, o, .flags = UPC_CACHE_NO_BGWB);
+	struct upc_store *s;
+	struct upc_cache *c;
+	int fd = tmpfile_pattern(size, NULL);
+	unsigned char *p, x;
+	pthread_t t;
+
+	require_upcache();
+	cr_assert_eq(upc_store_inject_create(NULL, &s), 0);
+	o.store = s;
+	c = cache_new_opts(&o);
+	cr_assert_eq(upc_map(c, fd, 0, size, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
+	for (size_t pg = 0; pg < 32; pg++)
+		cr_assert_eq(p[pg * PAGE], pat(pg * PAGE));
+	p[10 * PAGE] = 0x91;
+	p[14 * PAGE] = 0x92;
+	cr_assert_eq(upc_store_inject_add(s, UPC_IO_WRITE, 10 * PAGE, 5 * PAGE, UPC_INJECT_DELAY, 300000, 1), 0);
+	struct bg_msync b = { .c = c, .p = p, .len = size };
+	cr_assert_eq(pthread_create(&t, NULL, bg_msync_main, &b), 0);
+	for (int i = 0; i < 2000 && stats_of(c).pages_writeback == 0; i++)
+		usleep(1000);
+	cr_assert_gt(stats_of(c).pages_writeback, 0);
+	cr_assert_eq(upc_pin(c, p + 12 * PAGE, PAGE, UPC_PIN_NOWRITEBACK), 0);
+	cr_assert_eq(stats_of(c).pages_writeback, 0, "the pin returned with its page under write-back");
+	p[12 * PAGE] = 0x93;	/* the next transaction's data: held */
+	cr_assert_eq(pthread_join(t, NULL), 0);
+	cr_assert_eq(b.ret, 0);
+	cr_assert_eq(pread(fd, &x, 1, 12 * PAGE), 1);
+	cr_assert_eq(x, pat(12 * PAGE), "a write after the pin reached the file");
+	cr_assert_eq(upc_msync(c, p, size, UPC_MS_SYNC), 1, "held back");
+	cr_assert_eq(pread(fd, &x, 1, 12 * PAGE), 1);
+	cr_assert_eq(x, pat(12 * PAGE));
+	cr_assert_eq(upc_unpin(c, p + 12 * PAGE, PAGE), 0);
+	cr_assert_eq(upc_msync(c, p, size, UPC_MS_SYNC), 0);
+	cr_assert_eq(pread(fd, &x, 1, 12 * PAGE), 1);
+	cr_assert_eq(x, 0x93);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	cr_assert_eq(upc_store_destroy(s), 0);
+	close(fd);
+}

@@ -305,6 +305,7 @@ void snap_begin(struct bench_counters *c, struct upc_cache *cache)
 			c->wp_calls = st.wp_calls;
 			c->wb_ios = st.wb_ios;
 			c->pages_written = st.pages_written;
+			c->wb_gap_pages = st.wb_gap_pages;
 			c->syncs = st.syncs;
 			c->pages_evicted = st.pages_evicted;
 		}
@@ -340,6 +341,7 @@ void snap_end(struct bench_counters *c, struct upc_cache *cache)
 			c->wp_calls = st.wp_calls - c->wp_calls;
 			c->wb_ios = st.wb_ios - c->wb_ios;
 			c->pages_written = st.pages_written - c->pages_written;
+			c->wb_gap_pages = st.wb_gap_pages - c->wb_gap_pages;
 			c->syncs = st.syncs - c->syncs;
 			c->pages_evicted = st.pages_evicted - c->pages_evicted;
 			c->pages_cached = st.pages_cached;

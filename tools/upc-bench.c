@@ -479,6 +479,9 @@ char *bound_str(char *buf, size_t len, struct workload *w, int vi)
 	x = med_cnt(v, CNT(wb_ios));
 	if (x > 0)
 		APP(", %.0f write I/Os a pass (%.3g pages each)", x, med_cnt(v, CNT(pages_written)) / x);
+	x = med_cnt(v, CNT(wb_gap_pages));
+	if (x > 0)
+		APP(", %.3g clean gap pages written with them a dirty page", x / med_cnt(v, CNT(pages_written)));
 #undef APP
 	return buf;
 }
@@ -514,6 +517,7 @@ static void counters_str(const struct variant *v, char *buf, size_t len)
 		ADD("wp-calls", CM(v, wp_calls));
 		ADD("wb-ios", CM(v, wb_ios));
 		ADD("written", CM(v, pages_written));
+		ADD("gap-written", CM(v, wb_gap_pages));
 		ADD("evicted", CM(v, pages_evicted));
 	}
 #undef ADD
@@ -653,11 +657,11 @@ static void json_counters(FILE *o, const struct bench_counters *c)
 			", \"faults_wp\": %" PRIu64 ", \"faults_minor\": %" PRIu64 ", \"fill_ios\": %" PRIu64
 			", \"pages_filled\": %" PRIu64 ", \"ra_max_window\": %" PRIu64
 			", \"wp_calls\": %" PRIu64 ", \"wb_ios\": %" PRIu64
-			", \"pages_written\": %" PRIu64 ", \"syncs\": %" PRIu64
+			", \"pages_written\": %" PRIu64 ", \"wb_gap_pages\": %" PRIu64 ", \"syncs\": %" PRIu64
 			", \"pages_evicted\": %" PRIu64 ", \"pages_cached\": %" PRIu64,
 			c->track_mode == UPC_TRACK_ASYNC ? "async" : "sync", c->faults_missing,
 			c->faults_wp, c->faults_minor, c->fill_ios, c->pages_filled, c->ra_max_window, c->wp_calls,
-			c->wb_ios, c->pages_written, c->syncs, c->pages_evicted, c->pages_cached);
+			c->wb_ios, c->pages_written, c->wb_gap_pages, c->syncs, c->pages_evicted, c->pages_cached);
 	fputc('}', o);
 }
 

@@ -51,6 +51,7 @@ struct bench_counters {
 	uint32_t track_mode;
 	uint64_t faults_missing, faults_wp, faults_minor, fill_ios, pages_filled, ra_max_window;
 	uint64_t wp_calls, wb_ios, pages_written, syncs, pages_evicted, pages_cached;
+	uint64_t wb_gap_pages;		/* clean pages written between dirty ones (clustering) */
 };
 
 /* One timed pass. */

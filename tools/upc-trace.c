@@ -64,6 +64,7 @@
 #define CLEAN_LAZYFREE	1
 #define CLEAN_PINNED	2
 #define CLEAN_TRUNCATE	3
+#define CLEAN_GAP	4
 
 static const char *const ev_names[EV_MAX] = {
 	[EV_FAULT] = "fault",		[EV_FAULT_DONE] = "fault_done",
@@ -258,7 +259,8 @@ static void describe(const struct upc_ev *e, const char *str, char *buf, size_t 
 		snprintf(buf, len, "ino %" PRIu64 " pages %" PRIu64 "+%" PRIu64 "%s", a[1], a[2], a[3],
 			 a[4] == CLEAN_LAZYFREE ? " (lazy-free: dirty data dropped)" :
 			 a[4] == CLEAN_PINNED ? " (pinned for write: written, stays dirty)" :
-			 a[4] == CLEAN_TRUNCATE ? " (truncated: dirty data dropped with the page)" : "");
+			 a[4] == CLEAN_TRUNCATE ? " (truncated: dirty data dropped with the page)" :
+			 a[4] == CLEAN_GAP ? " (not cleaned: clean, written in a gap between dirty pages)" : "");
 		break;
 	case EV_TEARDOWN:
 		snprintf(buf, len, "ino %" PRIu64 " from page %" PRIu64 ": %" PRIu64 " ranges, %" PRIu64 " pages",
@@ -436,6 +438,14 @@ static void on_clean(struct page *p, const struct upc_ev *e)
 	remember(p, e);
 	if (e->args[4] == CLEAN_PINNED) {
 		/* Pinned for a device write: written, but never marked clean (so I1 does not apply). */
+		p->wb = p->known_wb = true;
+		return;
+	}
+	if (e->args[4] == CLEAN_GAP) {
+		/* A clean page written with its dirty neighbours: under write-back, stays clean. */
+		if (p->known_dirty && p->dirty)
+			violation(1, p, e, "added to a write-back I/O as a clean gap page, but it is dirty "
+					   "(its data would be written without a clean)");
 		p->wb = p->known_wb = true;
 		return;
 	}

@@ -173,7 +173,8 @@ static void json_str(const char *s)
 	X(pages_cached) X(pages_dirty) X(pages_writeback) X(pages_pinned) X(pages_active) \
 	X(faults_missing) X(faults_wp) X(faults_minor) X(fill_ios) X(pages_filled) X(ra_pages) \
 	X(ra_max_window) X(wp_calls) X(wb_ios) X(pages_written) X(bytes_written) X(syncs) \
-	X(wb_errors) X(read_errors) X(pages_evicted) X(meta_bytes) X(reclaim_passes)
+	X(wb_errors) X(read_errors) X(pages_evicted) X(meta_bytes) X(reclaim_passes) \
+	X(wb_gap_pages)
 
 static void print_json(const struct snap *v, int n, uint64_t now)
 {
@@ -247,10 +248,10 @@ static void print_text(const struct snap *v, int n, uint64_t now, bool bts)
 		       " hits, largest window %" PRIu64 "\n",
 		       (uint64_t)st->fill_ios, (uint64_t)st->pages_filled, (uint64_t)st->ra_pages, s->ra_hits,
 		       (uint64_t)st->ra_max_window);
-		printf("  write-back %" PRIu64 " pages in %" PRIu64 " I/Os (%" PRIu64 " bytes), %" PRIu64
-		       " write-protect calls, %" PRIu64 " fdatasync\n",
+		printf("  write-back %" PRIu64 " pages in %" PRIu64 " I/Os (%" PRIu64 " bytes, %" PRIu64
+		       " clean gap pages among them), %" PRIu64 " write-protect calls, %" PRIu64 " fdatasync\n",
 		       (uint64_t)st->pages_written, (uint64_t)st->wb_ios, (uint64_t)st->bytes_written,
-		       (uint64_t)st->wp_calls, (uint64_t)st->syncs);
+		       (uint64_t)st->wb_gap_pages, (uint64_t)st->wp_calls, (uint64_t)st->syncs);
 		printf("  reclaim    %" PRIu64 " pages evicted, %" PRIu64 " passes; metadata %" PRIu64 " bytes\n",
 		       (uint64_t)st->pages_evicted, (uint64_t)st->reclaim_passes, (uint64_t)st->meta_bytes);
 		printf("  errors     write-back %" PRIu64 ", read %" PRIu64 "\n", (uint64_t)st->wb_errors,
