@@ -681,9 +681,9 @@ void wl8_floor(struct workload *w)
 	struct mc_ctx *mc;
 	struct rd_ctx *rd;
 	struct acc t;
-	int memfd, vf, vfs, vfo, vfb, vfg, vfr, vfm, vms, vmo, vw, vws, vwo, vka, vk1, vmh, vmd, vru, vrp,
-	    vus, vua, vum, vsm;
-	struct upc_cache *ca, *cs;
+	int memfd, vf, vfs, vfo, vfb, vfg, vfr, vfrs, vus1, vsm1, vfm, vms, vmo, vw, vws, vwo, vka, vk1, vmh,
+	    vmd, vru, vrp, vus, vua, vum, vsm;
+	struct upc_cache *ca, *cs, *c1;
 	char nm[NAME_LEN];
 
 	/* Cheap passes, and the most exposed to other processes' load: twice the repetitions. */
@@ -714,6 +714,8 @@ void wl8_floor(struct workload *w)
 				    true);
 	vfr = floor_missing_variant(w, "floor-missing+pread", PIN_NONE, false, false, path, np, order, n,
 				    false);
+	vfrs = floor_missing_variant(w, "floor-missing+pread-same-cpu", PIN_SAME, false, false, path, np,
+				     order, n, false);
 	vfm = floor_minor1_variant(w, "floor-minor", PIN_NONE, false, np, order, n);
 	vms = floor_minor1_variant(w, "floor-minor-same-cpu", PIN_SAME, false, np, order, n);
 	vmo = floor_minor1_variant(w, "floor-minor-other-cpu", PIN_OTHER, false, np, order, n);
@@ -770,6 +772,11 @@ void wl8_floor(struct workload *w)
 	t.async = true;
 	snprintf(nm, sizeof(nm), "%.32s-missing", B.async_label);
 	vua = add_acc(w, nm, false, &t, "as upc-sync-missing, async tracking asked");
+	t.async = false;
+	t.one_cpu = B.cpus[0] + 1;
+	vus1 = add_acc(w, "upc-sync-missing-1h", true, &t, "as upc-sync-missing, the thread pinned and "
+		       "the cache with one fault handler on its CPU (UPC_FAULT_HANDLERS=1)");
+	t.one_cpu = 0;
 	/*
 	 * A read-write mapping of cached pages takes MINOR faults in both
 	 * modes.  The caches hold only the pages touched, one in every 64, so
@@ -786,8 +793,12 @@ void wl8_floor(struct workload *w)
 	morder = random_order(msize / PG, 64, 10, &mn);
 	cs = cache_or_die(false, UPC_CACHE_NO_BGWB, 0);
 	ca = cache_or_die(true, UPC_CACHE_NO_BGWB, 0);
+	if (upc_new_one_handler(false, UPC_CACHE_NO_BGWB, B.cpus[0], &c1) < 0)
+		c1 = NULL;
 	upc_warm_pages(cs, mpath, msize, morder, mn);
 	upc_warm_pages(ca, mpath, msize, morder, mn);
+	if (c1)
+		upc_warm_pages(c1, mpath, msize, morder, mn);
 	t = (struct acc){ .kind = K_UPC, .path = mpath, .size = msize, .npages = msize / PG,
 			  .order = morder, .n = mn, .expect = expect_sum(morder, mn) };
 	t.fresh_cache = false;
@@ -800,6 +811,13 @@ void wl8_floor(struct workload *w)
 	t.cache = ca;
 	snprintf(nm, sizeof(nm), "%.32s-minor", B.async_label);
 	vum = add_acc(w, nm, false, &t, "as upc-sync-minor, async tracking asked");
+	t.async = false;
+	t.cache = c1;
+	t.one_cpu = B.cpus[0] + 1;
+	vsm1 = add_acc(w, "upc-sync-minor-1h", true, &t, "as upc-sync-minor, the thread pinned and the "
+		       "cache with one fault handler on its CPU (UPC_FAULT_HANDLERS=1)");
+	if (!c1)
+		skip_variant(w, vsm1, "no cache with one fault handler");
 
 	run_variants(w);
 	add_ratio(w, vus, vf);
@@ -808,6 +826,10 @@ void wl8_floor(struct workload *w)
 	add_ratio(w, vum, vfm);
 	add_ratio(w, vfm, vf);
 	add_ratio(w, vus, vfr);
+	add_ratio(w, vus, vfrs);
+	add_ratio(w, vua, vfrs);
+	add_ratio(w, vus1, vfrs);
+	add_ratio(w, vsm1, vms);
 	add_ratio(w, vus, vfs);
 	add_ratio(w, vus, vfo);
 	add_ratio(w, vfs, vf);
@@ -855,9 +877,16 @@ void wl8_floor(struct workload *w)
 			f_note(note, sizeof(note), w, num[k], same[k], other[k], unp[k]);
 			if (k < 2)
 				snprintf(note + strlen(note), sizeof(note) - strlen(note), "; to the bare round "
-					 "trip plus a 4 KiB pread in the handler (unpinned): %.2f; the store's "
-					 "io_uring read / pread: %.2f", ratio_med(w, num[k], vfr),
+					 "trip plus a 4 KiB pread in the handler, on the faulting CPU "
+					 "(floor-missing+pread-same-cpu, what serving from the store adds to "
+					 "the round trip): %.2f, unpinned: %.2f; the store's io_uring read / "
+					 "pread: %.2f", ratio_med(w, num[k], vfrs), ratio_med(w, num[k], vfr),
 					 ratio_med(w, vru, vrp));
+			snprintf(note + strlen(note), sizeof(note) - strlen(note), "; the library with one "
+				 "fault handler, on the faulting thread's CPU (%s, no other CPU's handler "
+				 "woken): %.2f of %s", k < 2 ? "upc-sync-missing-1h" : "upc-sync-minor-1h",
+				 k < 2 ? ratio_med(w, vus1, vfrs) : ratio_med(w, vsm1, vms),
+				 k < 2 ? "floor-missing+pread-same-cpu" : "floor-minor-same-cpu");
 			bound_str(note, sizeof(note), w, num[k]);
 			bound_str(note, sizeof(note), w, same[k]);
 			bound_str(note, sizeof(note), w, other[k]);
@@ -866,6 +895,8 @@ void wl8_floor(struct workload *w)
 	}
 	upc_cache_destroy(cs);
 	upc_cache_destroy(ca);
+	if (c1)
+		upc_cache_destroy(c1);
 	free(morder);
 	snprintf(w->note, sizeof(w->note), "the same-cpu and other-cpu rows pin the faulting thread "
 		 "to one CPU and the handler to it or to the other; unpinned rows leave both to the "

@@ -505,6 +505,34 @@ static void *worker_main(void *arg)
 	return NULL;
 }
 
+/*
+ * A cache with a single fault handler on @cpu: UPC_FAULT_HANDLERS=1 gives
+ * one unpinned handler, which inherits the mask of the thread that creates
+ * the cache.  What the library's fault path costs without the wake-ups of
+ * the other CPUs' handlers (upcache(7), THREADS AND LOCKING).
+ */
+int upc_new_one_handler(bool async, unsigned int flags, int cpu, struct upc_cache **cp)
+{
+	const char *prev = getenv("UPC_FAULT_HANDLERS");
+	char *saved = prev ? strdup(prev) : NULL;
+	cpu_set_t old;
+	int ret = pin_self(cpu, &old);
+
+	if (ret < 0) {
+		free(saved);
+		return ret;
+	}
+	setenv("UPC_FAULT_HANDLERS", "1", 1);
+	ret = upc_new(async, flags, 0, cp);
+	if (saved)
+		setenv("UPC_FAULT_HANDLERS", saved, 1);
+	else
+		unsetenv("UPC_FAULT_HANDLERS");
+	free(saved);
+	unpin_self(&old);
+	return ret;
+}
+
 static int acc_pass(struct variant *v, struct sample *s)
 {
 	const struct acc *a = v->ctx;
@@ -514,6 +542,7 @@ static int acc_pass(struct variant *v, struct sample *s)
 	int nt = a->threads > 1 ? 2 : 1, fd = -1, uffd = -1, ret = 0;
 	int prot = PROT_READ | (a->write || a->map_rw ? PROT_WRITE : 0);
 	size_t n = a->order ? a->n : a->npages;
+	cpu_set_t oldmask;
 	char *base = NULL;
 	uint64_t sum = 0;
 	double t0, t1, t2;
@@ -523,10 +552,16 @@ static int acc_pass(struct variant *v, struct sample *s)
 		if (ret < 0)
 			return ret;
 	}
-	if (a->kind == K_UPC && a->fresh_cache) {
-		ret = upc_new(a->async, a->cflags, 0, &cache);
+	if (a->one_cpu) {
+		ret = pin_self(a->one_cpu - 1, &oldmask);
 		if (ret < 0)
 			return ret;
+	}
+	if (a->kind == K_UPC && a->fresh_cache) {
+		ret = a->one_cpu ? upc_new_one_handler(a->async, a->cflags, a->one_cpu - 1, &cache)
+				 : upc_new(a->async, a->cflags, 0, &cache);
+		if (ret < 0)
+			goto out_pin;
 	}
 	if (a->kind != K_MEMFD) {
 		fd = open(a->path, (a->write || a->map_rw ? O_RDWR : O_RDONLY) | O_CLOEXEC);
@@ -659,6 +694,9 @@ out_cache:
 		if (r < 0 && !ret)
 			ret = r;
 	}
+out_pin:
+	if (a->one_cpu)
+		unpin_self(&oldmask);
 	return ret;
 }
 

@@ -36,7 +36,7 @@
 
 #define PG		4096UL
 #define MAX_REPS	64
-#define MAX_VARIANTS	24
+#define MAX_VARIANTS	32
 #define MAX_RATIOS	32
 #define MAX_TARGETS	64
 #define NR_WORKLOADS	9
@@ -219,7 +219,12 @@ struct acc {
 	size_t pread_pages;		/* K_PREAD: pages per pread (sequential when > 1) */
 	bool clean_after;		/* msync the range after the pass (not timed) */
 	uint64_t expect;		/* checksum of the tag words read; 0: not checked */
+	int one_cpu;			/* K_UPC, one thread: CPU + 1 the pass runs on, and a fresh
+					 * cache gets one fault handler, there too; 0: not pinned */
 };
+
+/* upc_new() with one fault handler, created from a thread pinned to @cpu (so it runs there). */
+int upc_new_one_handler(bool async, unsigned int flags, int cpu, struct upc_cache **cp);
 
 /* acc.uffd_mode: how a K_MEMFD mapping is registered (no handler: every page is present) */
 #define UREG_NONE	0
