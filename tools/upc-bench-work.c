@@ -1306,7 +1306,7 @@ void wl5_first_write(struct workload *w)
 	size_t size = sz(64 * MiB, 8 * MiB), np = size / PG;
 	struct upc_cache *cs, *ca;
 	struct acc t;
-	int memfd, vk, ve, vf, vfs, vfo, vs, va;
+	int memfd, vk, ve, vf, vfs, vfo, vs, va, vsq;
 	char nm[NAME_LEN], thp[300];
 
 	w->reps = B.reps * 2 <= MAX_REPS ? B.reps * 2 : B.reps;	/* cheap passes */
@@ -1341,6 +1341,11 @@ void wl5_first_write(struct workload *w)
 	vs = add_acc(w, "upc-sync", false, &t, "sync write-protect tracking: one trap per page");
 	t.cache = ca;
 	va = add_acc(w, upc_name(true, "", nm, sizeof(nm)), false, &t, "async tracking asked");
+	t.cache = cs;
+	t.uadv = UPC_ADV_SEQUENTIAL;
+	vsq = add_acc(w, "upc-sync-seqadv", true, &t, "as upc-sync, the mapping advised "
+		      "UPC_ADV_SEQUENTIAL: dirty-ahead, a trap a doubling window");
+	t.uadv = 0;
 	if (memfd < 0)
 		skip_variant(w, vk, "memfd: %s", strerror(-memfd));
 
@@ -1353,6 +1358,8 @@ void wl5_first_write(struct workload *w)
 	add_ratio(w, vf, vk);
 	add_ratio(w, vs, vfs);
 	add_ratio(w, vs, vfo);
+	add_ratio(w, vsq, ve);
+	add_ratio(w, vsq, vk);
 	shmem_folios(thp, sizeof(thp));
 	{
 		char note[1200];
@@ -1370,9 +1377,11 @@ void wl5_first_write(struct workload *w)
 		snprintf(note, sizeof(note), "the default mode; to the bare WP round trip: %.2f (handler "
 			 "on the faulting CPU: %.2f), to the kernel's shmem write: %.2f; the bare WP round "
 			 "trip alone is %.2f of kernel-ext4-write; the kernel's own shmem write fault: %.3g us "
-			 "a page, %.2f of kernel-ext4-write; %s", ratio_med(w, vs, vf), ratio_med(w, vs, vfs),
+			 "a page, %.2f of kernel-ext4-write; with UPC_ADV_SEQUENTIAL (upc-sync-seqadv, "
+			 "dirty-ahead): %.2f of kernel-ext4-write, %.2f of the kernel's shmem write; %s",
+			 ratio_med(w, vs, vf), ratio_med(w, vs, vfs),
 			 ratio_med(w, vs, vk), ratio_med(w, vf, ve), med_us(&w->var[vk]),
-			 ratio_med(w, vk, ve), thp);
+			 ratio_med(w, vk, ve), ratio_med(w, vsq, ve), ratio_med(w, vsq, vk), thp);
 		bound_str(note, sizeof(note), w, vs);
 		bound_str(note, sizeof(note), w, vf);
 		bound_str(note, sizeof(note), w, ve);
