@@ -672,10 +672,16 @@ unsigned int handler_read_msgs(struct upc_handler *h, unsigned int max)
  * pinned to each CPU means the one on the faulting CPU is runnable there at
  * once and takes the message before a remote one can be woken; the others
  * find the queue empty (EAGAIN) and sleep again.  That costs each fault a
- * wake-up per extra handler, so their number is capped: CPUs of the
+ * wake-up per extra handler - an IPI to a halted CPU, 3-8 us of the
+ * faulting thread's time here - so their number is capped: CPUs of the
  * process's affinity mask when the cache is created, at most
  * FAULT_HANDLERS_MAX; threads that fault on other CPUs are served from a
- * remote CPU, as with one handler.  $UPC_FAULT_HANDLERS overrides it (1: a
+ * remote CPU, as with one handler.  (Only the handlers that served faults
+ * recently listening, the others probing now and then, was tried and
+ * lost: the kernel wakes a thread whose fault was resolved on an idle CPU
+ * rather than the handler's, so an unpinned faulting thread changes CPU
+ * every few faults and finds that CPU's handler not listening; upcache(7).)
+ * $UPC_FAULT_HANDLERS overrides it (1: a
  * single unpinned handler, the old behaviour; more: pinned to the first
  * that many CPUs of the mask).  The alternative, UFFD_FEATURE_SIGBUS and
  * the fault resolved in the faulting thread's own signal handler (4.8-6.2
