@@ -704,6 +704,13 @@ UPC_API int upc_invalidate(struct upc_cache *c, int fd, off_t off, off_t len)
 	       ((uint64_t)off + (uint64_t)len - 1) >> UPC_PAGE_SHIFT;
 	pthread_mutex_lock(&f->lock);
 	file_size_refresh(f);
+	/*
+	 * A readahead read in flight over the range (control.c, ra_fill) may
+	 * have read the file before the write this call is about: dropped when
+	 * it completes, as the kernel's invalidate waits on a locked page and
+	 * then drops it.
+	 */
+	fill_invalidate(f, first, last == UINT64_MAX ? UINT64_MAX : last + 1);
 	if (first < f->npages) {
 		last = min_t(uint64_t, last, f->npages - 1);
 		/* Async tracking: a page written through a mapping is dirty, not clean. */

@@ -223,3 +223,105 @@ Test(readahead, concurrent_scans_and_writes_see_the_right_data, .timeout = 180)
 	free((void *)written);
 	close(fd);
 }
+
+/*
+ * A store whose reads take 300 ms after the data is read (the
+ * fault-injection store's delay comes before it): what a read returns is
+ * the file as it was when the read began.
+ */
+struct upc_store {
+	const struct upc_store_ops *ops;	/* first, as every store's */
+	struct upc_store *inner;
+};
+
+static int late_open(struct upc_store *s, int fd, unsigned int flags, void **h)
+{
+	return s->inner->ops->open(s->inner, fd, flags, h);
+}
+
+static void late_close(struct upc_store *s, void *h)
+{
+	s->inner->ops->close(s->inner, h);
+}
+
+static int late_submit(struct upc_store *s, void *h, enum upc_io_dir dir, struct upc_io *ios, unsigned int n)
+{
+	int ret = s->inner->ops->submit(s->inner, h, dir, ios, n);
+
+	if (dir == UPC_IO_READ)
+		usleep(300000);
+	return ret;
+}
+
+static int late_sync(struct upc_store *s, void *h)
+{
+	return s->inner->ops->sync(s->inner, h);
+}
+
+static void late_destroy(struct upc_store *s)
+{
+	upc_store_destroy(s->inner);
+	free(s);
+}
+
+static int late_stat(struct upc_store *s, void *h, struct stat *st)
+{
+	return s->inner->ops->stat(s->inner, h, st);
+}
+
+static int late_truncate(struct upc_store *s, void *h, off_t length)
+{
+	return s->inner->ops->truncate(s->inner, h, length);
+}
+
+static const struct upc_store_ops late_ops = {
+	.sz = sizeof(struct upc_store_ops),
+	.name = "late",
+	.open = late_open,
+	.close = late_close,
+	.submit = late_submit,
+	.sync = late_sync,
+	.destroy = late_destroy,
+	.stat = late_stat,
+	.truncate = late_truncate,
+};
+
+/*
+ * upc_invalidate(3) after a write behind the cache's back, while a
+ * readahead read of the range is in flight (WILLNEED): the read began
+ * before the write, so what it read is older than the file; once
+ * upc_invalidate has returned, every page of the range reads what was
+ * written (upc_map(3), "Writes behind the cache's back"), never the
+ * read's older data inserted when it completes.
+ */
+Test(readahead, invalidate_drops_a_readahead_read_in_flight, .timeout = 60)
+{
+	const size_t size = 64 * PAGE;
+	struct upc_store *store = calloc(1, sizeof(*store));
+	struct upc_cache *c;
+	int fd = tmpfile_pattern(size, NULL);
+	unsigned char *p, *buf = malloc(size), *got = malloc(size);
+
+	require_upcache();
+	store->ops = &late_ops;
+	cr_assert_eq(upc_store_file_create(0, &store->inner), 0);
+	UPC_OPTS(upc_cache_opts, o, .store = store, .flags = UPC_CACHE_NO_BGWB);
+	c = cache_new_opts(&o);
+	cr_assert_eq(upc_map(c, fd, 0, size, PROT_READ, 0, (void **)&p), 0);
+	cr_assert_eq(upc_advise(c, p, size, UPC_ADV_WILLNEED), 0);
+	usleep(100000);	/* the worker has read the range, and not inserted it yet */
+	memset(buf, 0xa5, size);
+	cr_assert_eq(pwrite(fd, buf, size, 0), (ssize_t)size);	/* behind the cache's back */
+	cr_assert_eq(upc_invalidate(c, fd, 0, 0), 0);
+	usleep(500000);	/* the read has completed */
+	cr_assert_eq(upc_pread(c, fd, got, size, 0), (ssize_t)size);
+	for (size_t i = 0; i < size; i += PAGE)
+		cr_assert_eq(got[i + 9], 0xa5, "offset %zu: %#x, older than the file", i + 9, got[i + 9]);
+	for (size_t i = 0; i < size; i += PAGE)
+		cr_assert_eq(p[i + 11], 0xa5, "offset %zu", i + 11);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	cr_assert_eq(upc_store_destroy(store), 0);
+	free(buf);
+	free(got);
+	close(fd);
+}
