@@ -473,7 +473,6 @@ struct upc_stats {
 	uint64_t pages_active;		/* pages in the hot (active) list */
 	uint64_t reclaim_passes;	/* rounds of the reclaim thread */
 	uint64_t wb_gap_pages;		/* clean pages written with dirty ones around them */
-	uint64_t fill_inflight_max;	/* most store reads of fills in flight at once */
 };
 
 /*

@@ -127,7 +127,6 @@ void page_remove(struct upc_file *f, uint64_t pgoff)
 
 	if (!pg || !(pg->flags & PG_UPTODATE))
 		return;
-	fill_invalidate(f, pgoff, pgoff + 1);
 	if (pg->flags & PG_ACTIVE) {
 		f->nr_active--;
 		atomic_fetch_sub(&f->cache->nr_active, 1);
@@ -180,7 +179,6 @@ static void file_shrunk(struct upc_file *f, off_t size)
 	uint64_t keep = pg_round_up((uint64_t)size) >> UPC_PAGE_SHIFT;
 
 	f->size = size;
-	fill_invalidate(f, 0, UINT64_MAX);
 	if ((size & (off_t)(UPC_PAGE_SIZE - 1)) && page_uptodate(f, (uint64_t)size >> UPC_PAGE_SHIFT))
 		memset(f->base + size, 0, UPC_PAGE_SIZE - ((uint64_t)size & (UPC_PAGE_SIZE - 1)));
 	for (uint64_t p = keep; p < f->npages;) {
@@ -613,7 +611,6 @@ static void file_free(struct upc_file *f)
 	pthread_mutex_destroy(&f->lock);
 	pthread_mutex_destroy(&f->io_lock);
 	pthread_cond_destroy(&f->wb_cond);
-	pthread_cond_destroy(&f->fill_cond);
 	free(f);
 }
 
@@ -633,7 +630,6 @@ static int file_new(struct upc_cache *c, int fd, const struct stat *st, struct u
 	pthread_mutex_init(&f->lock, NULL);
 	pthread_mutex_init(&f->io_lock, NULL);
 	pthread_cond_init(&f->wb_cond, NULL);
-	pthread_cond_init(&f->fill_cond, NULL);
 
 	snprintf(name, sizeof(name), "upcache:%lx:%lu", (unsigned long)st->st_dev,
 		 (unsigned long)st->st_ino);
@@ -1241,7 +1237,7 @@ void stats_counters(struct upc_cache *c, struct upc_stats *st)
 	C(faults_missing); C(faults_wp); C(faults_minor);
 	C(fill_ios); C(pages_filled); C(ra_pages); C(ra_max_window);
 	C(wp_calls); C(wb_ios); C(pages_written); C(bytes_written); C(syncs);
-	C(wb_errors); C(read_errors); C(pages_evicted); C(wb_gap_pages); C(fill_inflight_max);
+	C(wb_errors); C(read_errors); C(pages_evicted); C(wb_gap_pages);
 #undef C
 	st->meta_bytes = atomic_load(&c->meta_bytes);
 	st->reclaim_passes = c->rc_passes;

@@ -355,10 +355,9 @@ struct ra_work {
  * read, as the fault path holds it (the page lock of the kernel's
  * readahead): otherwise a page could be faulted in, written, written back
  * and evicted while the read is in flight, and the read's older data
- * inserted afterwards as an uptodate page.  (The readahead workers read
- * without it and catch that case instead: ra_fill.)  @ahead: readahead,
- * whose pages are marked PG_READAHEAD and counted as such; a pin's fill
- * (pin_fill) is an access, not readahead.
+ * inserted afterwards as an uptodate page.  @ahead: readahead (WILLNEED, a
+ * fault's asynchronous window), whose pages are marked PG_READAHEAD and
+ * counted as such; a pin's fill (pin_fill) is an access, not readahead.
  * Returns 0, or the error of the read that failed (-EIO for one that read
  * nothing, or less than a page without reaching end of file): the pages
  * before it are cached, the others not.
@@ -382,49 +381,55 @@ static int fill_range(struct upc_cache *c, struct upc_file *f, uint64_t first, u
 	return 0;
 }
 
-/* The uncached run from *@pp, at most @bufpages: cached pages skipped (and, @skip_busy, ones read ahead). */
-static uint64_t fill_pick(struct upc_file *f, uint64_t *pp, uint64_t last, uint64_t bufpages, bool skip_busy)
+/*
+ * One read of fill_range(), with f->lock held (upc_pread and upc_pwrite
+ * call it too, fileio.c): skip the cached pages from *@pp, then read the run
+ * of uncached pages that starts there (at most @bufpages, up to @last and
+ * end of file) into @buf and insert it.  *@pp is left at the run's first
+ * page.  Returns the pages inserted, 0 if there was nothing to read (cached
+ * up to @last, or end of file), or a negative errno (nothing inserted).
+ */
+long fill_run(struct upc_file *f, uint64_t *pp, uint64_t last, char *buf, uint64_t bufpages, bool ahead)
 {
-	uint64_t p = *pp, n = 0;
+	struct upc_cache *c = f->cache;
+	uint64_t p = *pp, n = 0, full;
+	struct upc_io io;
+	size_t skipped;
+	long r;
+	int ret;
 
+	if (!f->npages)
+		return 0;
 	if (last >= f->npages)
 		last = f->npages - 1;
-	while (p <= last && (page_uptodate(f, p) || (skip_busy && ra_busy(f, p))))
+	while (p <= last && page_uptodate(f, p))
 		p++;
 	*pp = p;
-	while (p + n <= last && n < bufpages && !page_uptodate(f, p + n) && !(skip_busy && ra_busy(f, p + n)))
+	while (p + n <= last && n < bufpages && !page_uptodate(f, p + n))
 		n++;
 	if (!n || (p << UPC_PAGE_SHIFT) >= (uint64_t)f->size)
 		return 0;
-	return n;
-}
-
-/*
- * The read @io of @n pages at @p, submitted with result @ret, is done:
- * insert what it read, under f->lock.  Returns the pages inserted, 0 at end
- * of file, or a negative errno (nothing inserted).
- */
-static long fill_insert(struct upc_file *f, uint64_t p, uint64_t n, char *buf, struct upc_io *io, int ret,
-			bool ahead)
-{
-	struct upc_cache *c = f->cache;
-	uint64_t full;
-	size_t skipped;
-	long r;
-
+	io = (struct upc_io){
+		.buf = buf,
+		.len = min_t(uint64_t, n << UPC_PAGE_SHIFT, (uint64_t)f->size - (p << UPC_PAGE_SHIFT)),
+		.off = (off_t)(p << UPC_PAGE_SHIFT),
+	};
+	atomic_fetch_add(&c->st.fill_ios, 1);
+	UPC_TRACE(fill_submit, f, io.off, io.len);
+	ret = c->store->ops->submit(c->store, f->store_h, UPC_IO_READ, &io, 1);
 	/* Nothing read: the file may have shrunk below @p (fill_valid() asks): then end of file. */
-	if (ret == 0 && io->res == 0 && (fill_valid(f, ret, io), io->off >= f->size)) {
-		UPC_TRACE(fill_done, f, io->off, io->len, 0);
+	if (ret == 0 && io.res == 0 && (fill_valid(f, ret, &io), io.off >= f->size)) {
+		UPC_TRACE(fill_done, f, io.off, io.len, 0);
 		return 0;
 	}
-	if (ret < 0 || io->res <= 0) {
-		ret = ret < 0 ? ret : io->res < 0 ? (int)io->res : -EIO;
-		UPC_TRACE(fill_done, f, io->off, io->len, ret);
-		UPC_TRACE(error, ahead ? "readahead" : "fill", ret, f, io->off);
+	if (ret < 0 || io.res <= 0) {
+		ret = ret < 0 ? ret : io.res < 0 ? (int)io.res : -EIO;
+		UPC_TRACE(fill_done, f, io.off, io.len, ret);
+		UPC_TRACE(error, ahead ? "readahead" : "fill", ret, f, io.off);
 		return ret;
 	}
-	UPC_TRACE(fill_done, f, io->off, io->len, io->res);
-	full = fill_valid(f, ret, io);
+	UPC_TRACE(fill_done, f, io.off, io.len, io.res);
+	full = fill_valid(f, ret, &io);
 	n = min_t(uint64_t, n, full);
 	r = n ? staging_insert(f, p, n, buf, &skipped) : -EIO;
 	for (uint64_t i = 0; r > 0 && i < (uint64_t)r; i++) {
@@ -442,171 +447,12 @@ static long fill_insert(struct upc_file *f, uint64_t p, uint64_t n, char *buf, s
 	return r == 0 ? -EIO : r;
 }
 
-/* @delta store reads of fills start (1) or end (-1): counted, and the most at once kept. */
-void fill_inflight(struct upc_cache *c, int delta)
-{
-	uint64_t now = atomic_fetch_add(&c->st.fill_inflight, (uint64_t)(int64_t)delta) + (uint64_t)(int64_t)delta;
-	uint64_t max = atomic_load(&c->st.fill_inflight_max);
-
-	while (delta > 0 && now > max && !atomic_compare_exchange_weak(&c->st.fill_inflight_max, &max, now))
-		;
-}
-
-/*
- * One read of fill_range(), with f->lock held (upc_pread and upc_pwrite
- * call it too, fileio.c): skip the cached pages from *@pp, then read the run
- * of uncached pages that starts there (at most @bufpages, up to @last and
- * end of file) into @buf and insert it.  *@pp is left at the run's first
- * page.  Returns the pages inserted, 0 if there was nothing to read (cached
- * up to @last, or end of file), or a negative errno (nothing inserted).
- */
-long fill_run(struct upc_file *f, uint64_t *pp, uint64_t last, char *buf, uint64_t bufpages, bool ahead)
-{
-	struct upc_cache *c = f->cache;
-	uint64_t p, n;
-	struct upc_io io;
-	int ret;
-
-	if (!f->npages)
-		return 0;
-	n = fill_pick(f, pp, last, bufpages, false);
-	if (!n)
-		return 0;
-	p = *pp;
-	io = (struct upc_io){
-		.buf = buf,
-		.len = min_t(uint64_t, n << UPC_PAGE_SHIFT, (uint64_t)f->size - (p << UPC_PAGE_SHIFT)),
-		.off = (off_t)(p << UPC_PAGE_SHIFT),
-	};
-	atomic_fetch_add(&c->st.fill_ios, 1);
-	UPC_TRACE(fill_submit, f, io.off, io.len);
-	fill_inflight(c, 1);
-	ret = c->store->ops->submit(c->store, f->store_h, UPC_IO_READ, &io, 1);
-	fill_inflight(c, -1);
-	return fill_insert(f, p, n, buf, &io, ret, ahead);
-}
-
-/* Is @pgoff being read ahead (a read in flight without f->lock)?  Caller holds f->lock. */
-bool ra_busy(struct upc_file *f, uint64_t pgoff)
-{
-	for (unsigned int i = 0; i < RA_WORKERS; i++)
-		if (pgoff >= f->ra_busy[i].first && pgoff < f->ra_busy[i].end)
-			return true;
-	return false;
-}
-
-/*
- * Pages [first, end) left the cache, or the store's file changed there
- * (truncate, fallocate, a size found shrunk): a readahead read in flight
- * over them may hold older data than the file now has, and is dropped when
- * it completes.  Caller holds f->lock.
- */
-void fill_invalidate(struct upc_file *f, uint64_t first, uint64_t end)
-{
-	for (unsigned int i = 0; i < RA_WORKERS; i++)
-		if (f->ra_busy[i].first < end && first < f->ra_busy[i].end)
-			f->ra_busy[i].stale = true;
-}
-
-/*
- * Readahead worker @slot's fill of [first, last]: as fill_range(), except
- * that file->lock is not held across the store read, so that the fault
- * handler goes on serving faults (and the other worker reads the next
- * window) meanwhile.  The run read is marked busy (f->ra_busy): it is not
- * in the memfd until the read is complete and inserted whole, as before,
- * so no page is ever visible half-read; a fault on one of its pages waits
- * for it (fault.c), as the kernel's fault waits on a locked page.  What
- * holding the lock guarded against, a page of the run cached by another
- * path meanwhile, written, written back and evicted, after which the
- * read's older data would be inserted as uptodate, is caught by
- * fill_invalidate() (every page_remove() calls it): such a read is dropped.
- * A page cached meanwhile and still there is skipped by the insert
- * (EEXIST).
- *
- * Near the memory limit (the cache, with the pages the workers have in
- * flight, at high_pages) the read holds file->lock as fill_range()'s does:
- * fills are then one at a time, each after reclaim_throttle(), and the
- * cache stays within the hard margin as it did with one worker.  Best
- * effort, as fill_range() here: 0 or the first error.
- */
-static int ra_fill(struct upc_cache *c, struct upc_file *f, uint64_t first, uint64_t last, char *buf,
-		   uint64_t bufpages, unsigned int slot)
-{
-	for (uint64_t p = first; p <= last;) {
-		struct upc_io io;
-		uint64_t n = 0;
-		bool unlocked, stale = false;
-		long r;
-		int ret;
-
-		reclaim_throttle(c);
-		pthread_mutex_lock(&f->lock);
-		if (f->npages)
-			n = fill_pick(f, &p, last, bufpages, true);
-		if (!n) {
-			/* Cached to @last or end of file, or the rest is being read by the other worker. */
-			pthread_mutex_unlock(&f->lock);
-			return 0;
-		}
-		io = (struct upc_io){
-			.buf = buf,
-			.len = min_t(uint64_t, n << UPC_PAGE_SHIFT, (uint64_t)f->size - (p << UPC_PAGE_SHIFT)),
-			.off = (off_t)(p << UPC_PAGE_SHIFT),
-		};
-		unlocked = atomic_fetch_add(&c->ra_inflight_pages, n) + n + atomic_load(&c->nr_cached) <
-			   c->high_pages;
-		if (unlocked) {
-			f->ra_busy[slot] = (struct ra_busy){ .first = p, .end = p + n };
-			pthread_mutex_unlock(&f->lock);
-		} else {
-			atomic_fetch_sub(&c->ra_inflight_pages, n);
-		}
-		atomic_fetch_add(&c->st.fill_ios, 1);
-		UPC_TRACE(fill_submit, f, io.off, io.len);
-		fill_inflight(c, 1);
-		ret = c->store->ops->submit(c->store, f->store_h, UPC_IO_READ, &io, 1);
-		fill_inflight(c, -1);
-		if (unlocked) {
-			pthread_mutex_lock(&f->lock);
-			stale = f->ra_busy[slot].stale;
-		}
-		if (stale) {
-			UPC_TRACE(fill_done, f, io.off, io.len, -ESTALE);
-			r = 0;
-		} else {
-			r = fill_insert(f, p, n, buf, &io, ret, true);
-		}
-		if (unlocked) {
-			f->ra_busy[slot] = (struct ra_busy){ 0 };
-			atomic_fetch_sub(&c->ra_inflight_pages, n);
-			pthread_cond_broadcast(&f->fill_cond);
-		}
-		pthread_mutex_unlock(&f->lock);
-		if (stale)
-			return 0;	/* its faults read the pages again */
-		if (r > 0 && atomic_load(&c->nr_cached) > c->high_pages)
-			reclaim_kick(c);
-		if (r <= 0)
-			return (int)r;
-		p += (uint64_t)r;
-	}
-	return 0;
-}
-
-struct ra_worker {
-	struct upc_cache *cache;
-	unsigned int slot;
-};
-
 static void *ra_main(void *arg)
 {
-	struct ra_worker *rw = arg;
-	struct upc_cache *c = rw->cache;
-	unsigned int slot = rw->slot;
+	struct upc_cache *c = arg;
 	char *buf = mmap(NULL, (size_t)c->ra_max * UPC_PAGE_SIZE, PROT_READ | PROT_WRITE,
 			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 
-	free(rw);
 	pthread_mutex_lock(&c->ra_lock);
 	while (!c->ra_stop) {
 		struct ra_work *w = c->ra_queue;
@@ -619,7 +465,7 @@ static void *ra_main(void *arg)
 		pthread_mutex_unlock(&c->ra_lock);
 		/* Best effort: a page it could not read is read again by its fault. */
 		if (buf != MAP_FAILED)
-			(void)ra_fill(c, w->file, w->first, w->last, buf, c->ra_max, slot);
+			(void)fill_range(c, w->file, w->first, w->last, buf, c->ra_max, true);
 		file_put(w->file);
 		free(w);
 		pthread_mutex_lock(&c->ra_lock);
@@ -641,22 +487,15 @@ int ra_queue(struct upc_cache *c, struct upc_file *f, uint64_t first, uint64_t l
 		return -ENOMEM;
 	*w = (struct ra_work){ .file = f, .first = first, .last = last };
 	pthread_mutex_lock(&c->ra_lock);
-	while (c->ra_running < RA_WORKERS) {
-		struct ra_worker *rw = malloc(sizeof(*rw));
-
-		if (rw)
-			*rw = (struct ra_worker){ .cache = c, .slot = c->ra_running };
-		ret = rw ? pthread_create(&c->ra_thread[c->ra_running], NULL, ra_main, rw) : ENOMEM;
+	if (!c->ra_running) {
+		ret = pthread_create(&c->ra_thread, NULL, ra_main, c);
 		if (ret) {
-			free(rw);
-			if (c->ra_running)
-				break;	/* one worker does it, with one read in flight */
 			pthread_mutex_unlock(&c->ra_lock);
 			free(w);
 			return -ret;
 		}
-		pthread_setname_np(c->ra_thread[c->ra_running], "upc-readahead");
-		c->ra_running++;
+		pthread_setname_np(c->ra_thread, "upc-readahead");
+		c->ra_running = true;
 	}
 	w->next = NULL;
 	file_hold(f);	/* the caller's mapping holds one: no lock needed (internal.h) */
@@ -676,8 +515,8 @@ void ra_stop(struct upc_cache *c)
 	c->ra_stop = true;
 	pthread_cond_broadcast(&c->ra_cond);
 	pthread_mutex_unlock(&c->ra_lock);
-	for (unsigned int i = 0; i < c->ra_running; i++)
-		pthread_join(c->ra_thread[i], NULL);
+	if (c->ra_running)
+		pthread_join(c->ra_thread, NULL);
 	while (c->ra_queue) {
 		struct ra_work *w = c->ra_queue;
 
@@ -685,7 +524,7 @@ void ra_stop(struct upc_cache *c)
 		file_put(w->file);	/* the cache is being destroyed: just a decrement */
 		free(w);
 	}
-	c->ra_running = 0;
+	c->ra_running = false;
 }
 
 /* ------------------------------------------------------------ advice */

@@ -38,16 +38,6 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-/*
- * A page a fault may map around the faulting one: cached, and inside the
- * file (a page kept past a shrink because it is pinned or under write-back,
- * I6, is not mapped by a neighbour's fault: its own access gets SIGBUS).
- */
-static inline bool page_in_window(struct upc_file *f, uint64_t pgoff)
-{
-	return pgoff < f->npages && page_uptodate(f, pgoff);
-}
-
 static uint32_t ra_window(struct upc_cache *c, struct upc_map *m, struct upc_file *f, uint64_t pgoff)
 {
 	uint32_t win;
@@ -194,47 +184,6 @@ static int read_error_action(struct upc_cache *c, struct upc_file *f, uint64_t p
 	return action;
 }
 
-#define RA_ASYNC_WINDOWS	2	/* full windows queued or in flight ahead of a sequential scan */
-
-/*
- * Asynchronous readahead (the kernel's PG_readahead / async_size): a scan
- * at @pgoff inside the windows queued for @m (up to m->ra_async) has the
- * windows after it queued, so that RA_ASYNC_WINDOWS full windows are
- * queued or being read (by RA_WORKERS workers, control.c) ahead of the
- * window it is in: when it gets there, the store has read it (one
- * window near the memory limit, as ra_fill then reads one at a time).  A
- * fault outside those windows is not the scan's: it queues nothing.
- * Returns whether it queued a window.  Caller holds f->lock.
- */
-static bool ra_async_ahead(struct upc_cache *c, struct upc_map *m, struct upc_file *f, uint64_t pgoff)
-{
-	/* Near the memory limit, one window ahead: reclaim makes room for one fill at a time. */
-	uint64_t depth, windows = RA_ASYNC_WINDOWS;
-	bool queued = false;
-
-	if (atomic_load(&c->nr_cached) + (RA_ASYNC_WINDOWS + 1) * (uint64_t)c->ra_max >= c->high_pages)
-		windows = 1;
-	depth = (windows + 1) * (uint64_t)c->ra_max;
-	if (m->ra_policy == UPC_ADV_RANDOM || !m->ra_async || pgoff >= m->ra_async ||
-	    pgoff + depth < m->ra_async)
-		return false;
-	while (m->ra_async < f->npages && m->ra_async < pgoff + depth) {
-		if (ra_queue(c, f, m->ra_async, m->ra_async + c->ra_max - 1) < 0)
-			break;
-		m->ra_async += c->ra_max;
-		queued = true;
-	}
-	return queued;
-}
-
-/* Is @m registered for MINOR faults, so that its cached pages are mapped with UFFDIO_CONTINUE (map.c)? */
-static bool map_minor(struct upc_map *m)
-{
-	return m->wp && (m->mm->cache->uffd_features & UFFD_FEATURE_MINOR_SHMEM);
-}
-
-static long continue_wp(struct upc_handler *h, uintptr_t addr, uint64_t n, bool wake);
-
 static void handle_missing(struct upc_handler *h, struct upc_map *m, uintptr_t addr, bool write,
 			   uint32_t ptid)
 {
@@ -268,18 +217,6 @@ static void handle_missing(struct upc_handler *h, struct upc_map *m, uintptr_t a
 		if ((pgoff << UPC_PAGE_SHIFT) >= (uint64_t)f->size)
 			goto beyond_eof;
 	}
-	/*
-	 * The page is being read ahead (control.c, ra_fill): wait for that
-	 * read, as the kernel's fault waits on a locked page, rather than
-	 * read it a second time.  It is inserted whole when complete, or not
-	 * at all (an error, or dropped): look again then.
-	 */
-	if (ra_busy(f, pgoff)) {
-		while (ra_busy(f, pgoff))
-			pthread_cond_wait(&f->fill_cond, &f->lock);
-		if ((pgoff << UPC_PAGE_SHIFT) >= (uint64_t)f->size)
-			goto beyond_eof;
-	}
 	pg = pt_get(f, pgoff);
 	if (!pg)
 		goto fail;
@@ -293,19 +230,6 @@ static void handle_missing(struct upc_handler *h, struct upc_map *m, uintptr_t a
 	if (pg->flags & PG_UPTODATE) {
 		if (h->last_spurious != addr) {
 			h->last_spurious = addr;
-			/*
-			 * Usually a window read in the background that the scan
-			 * reached (and waited for, above): queue the next ones,
-			 * and map this one whole, so that it does not come back
-			 * as MINOR faults.
-			 */
-			ra_async_ahead(c, m, f, pgoff);
-			if (!write && map_minor(m)) {
-				for (n = 1; n < c->ra_max && pgoff + n < map_last && page_in_window(f, pgoff + n); n++)
-					;
-				r = continue_wp(h, addr, m->ra_policy == UPC_ADV_RANDOM ? 1 : n, true);
-				woken = r > 0;
-			}
 			goto resolved;
 		}
 		pr_debug("MISSING fault again on cached page %llu: reading it again\n",
@@ -318,9 +242,9 @@ static void handle_missing(struct upc_handler *h, struct upc_map *m, uintptr_t a
 	if ((pgoff << UPC_PAGE_SHIFT) >= (uint64_t)f->size)
 		goto beyond_eof;
 	win = (pg->flags & PG_UPTODATE) ? 1 : ra_window(c, m, f, pgoff);
-	for (n = 1; n < win && pgoff + n < f->npages && !page_uptodate(f, pgoff + n) && !ra_busy(f, pgoff + n); n++)
+	for (n = 1; n < win && pgoff + n < f->npages && !page_uptodate(f, pgoff + n); n++)
 		;
-	for (unsigned int attempt = 0;;) {
+	for (unsigned int attempt = 0;; attempt++) {
 		io = (struct upc_io){
 			.buf = h->bounce,
 			.len = min_t(uint64_t, n << UPC_PAGE_SHIFT,
@@ -328,9 +252,7 @@ static void handle_missing(struct upc_handler *h, struct upc_map *m, uintptr_t a
 			.off = (off_t)(pgoff << UPC_PAGE_SHIFT),
 		};
 		UPC_TRACE(fill_submit, f, io.off, io.len);
-		fill_inflight(c, 1);
 		ret = c->store->ops->submit(c->store, f->store_h, UPC_IO_READ, &io, 1);
-		fill_inflight(c, -1);
 		atomic_fetch_add(&c->st.fill_ios, 1);
 		UPC_TRACE(fill_done, f, io.off, io.len, ret < 0 ? ret : io.res);
 		full = fill_valid(f, ret, &io);
@@ -338,22 +260,11 @@ static void handle_missing(struct upc_handler *h, struct upc_map *m, uintptr_t a
 			break;
 		if (io.off >= f->size)	/* the file shrank below the faulting page */
 			goto beyond_eof;
-		/*
-		 * The window failed, maybe for a page after the faulting one
-		 * (readahead): read the faulting page alone, as the kernel's
-		 * filemap_fault() falls back to ->read_folio.  Only that page's
-		 * failure is the access's; the others are read by their faults.
-		 */
-		if (n > 1) {
-			n = 1;
-			continue;
-		}
 		/* The faulting page could not be read: ask the application, if it asked to be asked. */
 		atomic_fetch_add(&c->st.read_errors, 1);
 		switch (read_error_action(c, f, pgoff, ret < 0 ? ret : io.res < 0 ? (int)io.res : -EIO,
 					  attempt)) {
 		case UPC_READ_ERROR_RETRY:
-			attempt++;
 			continue;
 		case UPC_READ_ERROR_ZERO:
 			memset(h->bounce, 0, UPC_PAGE_SIZE);
@@ -409,15 +320,15 @@ static void handle_missing(struct upc_handler *h, struct upc_map *m, uintptr_t a
 	m->ra_next = pgoff + n;
 	m->ra_win = (uint32_t)n;
 	/*
-	 * Asynchronous readahead: a scan running at the full window has the
-	 * next windows read in the background while it consumes this one
-	 * (ra_async_ahead).  A fault on a page being read waits for it.
+	 * Asynchronous readahead (the kernel's PG_readahead): a scan running at
+	 * the full window has the next window read in the background while it
+	 * consumes this one.  The worker holds file->lock across its read, so a
+	 * fault on a page being read waits for it, as on a locked page.
 	 */
-	if (n >= c->ra_max && m->ra_policy != UPC_ADV_RANDOM) {
-		if (m->ra_async < pgoff + n || m->ra_async > pgoff + n + (uint64_t)RA_ASYNC_WINDOWS * c->ra_max)
-			m->ra_async = pgoff + n;
-		ra_async_ahead(c, m, f, pgoff);
-	}
+	if (n >= c->ra_max && m->ra_policy != UPC_ADV_RANDOM && pgoff + n < f->npages &&
+	    m->ra_async < pgoff + n + c->ra_max &&
+	    ra_queue(c, f, pgoff + n, pgoff + n + c->ra_max - 1) == 0)
+		m->ra_async = pgoff + n + c->ra_max;
 	if (atomic_load(&c->nr_cached) > c->high_pages)
 		reclaim_kick(c);
 resolved:
@@ -497,9 +408,7 @@ static long continue_wp(struct upc_handler *h, uintptr_t addr, uint64_t n, bool 
  *
  *  - a scan that continues where the last window ended maps ahead: twice
  *    the last window, up to 512 pages, from the faulting page on (a PTE
- *    already present ends the window: EEXIST); a scan inside its
- *    readahead windows has the next ones queued and this one mapped
- *    whole (ra_async_ahead);
+ *    already present ends the window: EEXIST);
  *  - any other fault maps the cached pages of the window around it that
  *    are not mapped yet, as the kernel's do_fault_around() does (64 pages,
  *    aligned, where the kernel takes 16: each of our faults is a round
@@ -532,11 +441,6 @@ static void handle_minor(struct upc_handler *h, struct upc_map *m, uintptr_t add
 		UPC_TRACE(fault_done, f, pgoff, UPC_FAULT_MINOR, 0);
 		return;
 	}
-	/* A scan inside its readahead windows: the next ones queued, this one mapped whole. */
-	if (ra_async_ahead(mm->cache, m, f, pgoff)) {
-		win = max_t(uint64_t, mm->cache->ra_max, FAULT_AROUND);
-		goto forward;
-	}
 	if (m->ra_policy != UPC_ADV_RANDOM && pgoff == m->map_next) {
 		win = min_t(uint64_t, max_t(uint64_t, (uint64_t)m->map_win * 2, FAULT_AROUND), MAP_AHEAD_MAX);
 		goto forward;
@@ -551,7 +455,7 @@ static void handle_minor(struct upc_handler *h, struct upc_map *m, uintptr_t add
 	 * reader): map it alone, without reading the pagemap (a few us).
 	 */
 	for (n = 0; ws + (n << UPC_PAGE_SHIFT) < we && cached < 2; n++)
-		cached += page_in_window(f, m->pgoff + ((ws - m->start) >> UPC_PAGE_SHIFT) + n);
+		cached += page_uptodate(f, m->pgoff + ((ws - m->start) >> UPC_PAGE_SHIFT) + n);
 	if (cached < 2) {
 		win = 1;
 		goto forward;
@@ -563,7 +467,7 @@ static void handle_minor(struct upc_handler *h, struct upc_map *m, uintptr_t add
 		uint64_t i = (a - ws) >> UPC_PAGE_SHIFT, p = m->pgoff + ((a - m->start) >> UPC_PAGE_SHIFT);
 		uintptr_t e = a;
 
-		while (e < we && !(present[i / 64] & (1ULL << (i % 64))) && page_in_window(f, p)) {
+		while (e < we && !(present[i / 64] & (1ULL << (i % 64))) && page_uptodate(f, p)) {
 			e += UPC_PAGE_SIZE;
 			i++;
 			p++;
@@ -584,7 +488,7 @@ static void handle_minor(struct upc_handler *h, struct upc_map *m, uintptr_t add
 	m->map_win = 0;
 	goto done;
 forward:
-	for (n = 1; n < win && pgoff + n < map_last && page_in_window(f, pgoff + n); n++)
+	for (n = 1; n < win && pgoff + n < map_last && page_uptodate(f, pgoff + n); n++)
 		;
 	m->map_next = pgoff + n;
 	m->map_win = (uint32_t)n;

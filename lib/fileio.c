@@ -526,7 +526,6 @@ UPC_API int upc_ftruncate(struct upc_cache *c, int fd, off_t length)
 	/* The store's file first: if it fails, nothing has changed. */
 	if (ret == 0)
 		ret = store_truncate(c->store, f->store_h, length);
-	fill_invalidate(f, 0, UINT64_MAX);
 	keep = min_t(uint64_t, newpages, pg_round_up((uint64_t)f->size) >> UPC_PAGE_SHIFT);
 	if (ret == 0 && (keep < f->npages || length < f->size)) {
 		/*
@@ -575,7 +574,6 @@ static int punch_hole(struct upc_file *f, off_t off, off_t len)
 	if (ret == 0)
 		ret = store_fallocate(f->cache->store, f->store_h,
 				      FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len);
-	fill_invalidate(f, 0, UINT64_MAX);
 	if (ret < 0)
 		return ret;
 	/*
@@ -704,13 +702,6 @@ UPC_API int upc_invalidate(struct upc_cache *c, int fd, off_t off, off_t len)
 	       ((uint64_t)off + (uint64_t)len - 1) >> UPC_PAGE_SHIFT;
 	pthread_mutex_lock(&f->lock);
 	file_size_refresh(f);
-	/*
-	 * A readahead read in flight over the range (control.c, ra_fill) may
-	 * have read the file before the write this call is about: dropped when
-	 * it completes, as the kernel's invalidate waits on a locked page and
-	 * then drops it.
-	 */
-	fill_invalidate(f, first, last == UINT64_MAX ? UINT64_MAX : last + 1);
 	if (first < f->npages) {
 		last = min_t(uint64_t, last, f->npages - 1);
 		/* Async tracking: a page written through a mapping is dirty, not clean. */

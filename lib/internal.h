@@ -30,11 +30,7 @@
  *         cache->wb_lock             (background writer's wakeup state)
  *
  * Fill I/O runs with file->lock held (that is what makes a page "locked"
- * while it is read: faults on the same file wait), except the readahead
- * workers' (control.c, ra_fill): their runs are marked in file->ra_busy,
- * not in the memfd until read whole, and a fault on one waits on
- * file->fill_cond; a page of one that leaves the cache meanwhile has the
- * read dropped (fill_invalidate), so older data never lands.  Write-back I/O runs
+ * while it is read: faults on the same file wait).  Write-back I/O runs
  * without it, with PG_WRITEBACK set on the pages; msync(SYNC) waits on
  * file->wb_cond for write-back in flight, as write_cache_pages() waits on
  * PG_writeback.  File I/O (fileio.c) takes file->lock as a fault does; it
@@ -114,8 +110,6 @@ static inline uint64_t pg_round_up(uint64_t x)
 #define PG_READAHEAD	0x0200	/* read ahead, not yet accessed: mapped without a reference */
 #define PG_NOSTORE	0x0400	/* clean, but not the store's data (a read error answered with zeros) */
 
-#define RA_WORKERS	2	/* readahead threads: store reads of a scan's next windows in flight */
-
 struct upc_page {
 	uint16_t flags;
 	uint16_t pincount;
@@ -181,21 +175,6 @@ struct upc_file {
 	int err;
 	uint32_t err_reported;		/* highest err_seq reported to some caller */
 	uint32_t fsync_seen;		/* upc_fsync()'s errseq cursor (fileio.c) */
-
-	/*
-	 * Readahead reads in flight without @lock held (control.c, ra_fill):
-	 * one range per worker, [first, end), set and cleared under @lock.
-	 * Their pages are the kernel's locked, !uptodate pages: a fault on one
-	 * waits on @fill_cond (broadcast when a read completes).  @stale: a
-	 * page of the range left the cache, or the store's file changed, while
-	 * the read was in flight: its data may be older than the file's and
-	 * is dropped (fill_invalidate).
-	 */
-	struct ra_busy {
-		uint64_t first, end;
-		bool stale;
-	} ra_busy[RA_WORKERS];
-	pthread_cond_t fill_cond;
 };
 
 /* ------------------------------------------------------------ VMA, mm */
@@ -273,7 +252,6 @@ struct upc_counters {
 	_Atomic uint64_t wb_errors, read_errors, pages_evicted;
 	_Atomic uint64_t ra_hits;	/* faults that continued the previous readahead window */
 	_Atomic uint64_t wb_gap_pages;	/* clean pages written between dirty runs (writeback.c) */
-	_Atomic uint64_t fill_inflight, fill_inflight_max;	/* store reads of fills in flight, most at once */
 };
 
 struct upc_cache {
@@ -334,15 +312,13 @@ struct upc_cache {
 
 	_Atomic uint64_t nr_pinned;
 
-	/* Readahead (WILLNEED, a fault's asynchronous windows): a queue and RA_WORKERS workers */
-	pthread_t ra_thread[RA_WORKERS];
-	unsigned int ra_running;
-	bool ra_stop;
+	/* UPC_ADV_WILLNEED: a queue and a worker started on first use */
+	pthread_t ra_thread;
+	bool ra_running, ra_stop;
 	pthread_mutex_t ra_lock;
 	pthread_cond_t ra_cond;
 	struct ra_work *ra_queue;
 	uint64_t ra_queued, ra_done;
-	_Atomic uint64_t ra_inflight_pages;	/* pages the workers read without file->lock */
 
 	/* background writer */
 	pthread_t wb_thread;
@@ -465,9 +441,6 @@ __upc_hidden void ra_stop(struct upc_cache *c);
 __upc_hidden int ra_queue(struct upc_cache *c, struct upc_file *f, uint64_t first, uint64_t last);
 __upc_hidden long fill_run(struct upc_file *f, uint64_t *pp, uint64_t last, char *buf, uint64_t bufpages,
 			   bool ahead);
-__upc_hidden bool ra_busy(struct upc_file *f, uint64_t pgoff);
-__upc_hidden void fill_invalidate(struct upc_file *f, uint64_t first, uint64_t end);
-__upc_hidden void fill_inflight(struct upc_cache *c, int delta);
 
 /* fault.c */
 __upc_hidden long staging_insert(struct upc_file *f, uint64_t pgoff, uint64_t n, const char *buf,

@@ -174,7 +174,7 @@ static void json_str(const char *s)
 	X(faults_missing) X(faults_wp) X(faults_minor) X(fill_ios) X(pages_filled) X(ra_pages) \
 	X(ra_max_window) X(wp_calls) X(wb_ios) X(pages_written) X(bytes_written) X(syncs) \
 	X(wb_errors) X(read_errors) X(pages_evicted) X(meta_bytes) X(reclaim_passes) \
-	X(wb_gap_pages) X(fill_inflight_max)
+	X(wb_gap_pages)
 
 static void print_json(const struct snap *v, int n, uint64_t now)
 {
@@ -245,9 +245,9 @@ static void print_text(const struct snap *v, int n, uint64_t now, bool bts)
 		printf("  faults     missing %" PRIu64 "  write-protect %" PRIu64 "  minor %" PRIu64 "\n",
 		       (uint64_t)st->faults_missing, (uint64_t)st->faults_wp, (uint64_t)st->faults_minor);
 		printf("  reads      %" PRIu64 " I/Os, %" PRIu64 " pages; readahead %" PRIu64 " pages, %" PRIu64
-		       " hits, largest window %" PRIu64 "; at most %" PRIu64 " in flight\n",
+		       " hits, largest window %" PRIu64 "\n",
 		       (uint64_t)st->fill_ios, (uint64_t)st->pages_filled, (uint64_t)st->ra_pages, s->ra_hits,
-		       (uint64_t)st->ra_max_window, (uint64_t)st->fill_inflight_max);
+		       (uint64_t)st->ra_max_window);
 		printf("  write-back %" PRIu64 " pages in %" PRIu64 " I/Os (%" PRIu64 " bytes, %" PRIu64
 		       " clean gap pages among them), %" PRIu64 " write-protect calls, %" PRIu64 " fdatasync\n",
 		       (uint64_t)st->pages_written, (uint64_t)st->wb_ios, (uint64_t)st->bytes_written,
