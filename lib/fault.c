@@ -38,6 +38,16 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+/*
+ * A page a fault may map around the faulting one: cached, and inside the
+ * file (a page kept past a shrink because it is pinned or under write-back,
+ * I6, is not mapped by a neighbour's fault: its own access gets SIGBUS).
+ */
+static inline bool page_in_window(struct upc_file *f, uint64_t pgoff)
+{
+	return pgoff < f->npages && page_uptodate(f, pgoff);
+}
+
 static uint32_t ra_window(struct upc_cache *c, struct upc_map *m, struct upc_file *f, uint64_t pgoff)
 {
 	uint32_t win;
@@ -455,7 +465,7 @@ static void handle_minor(struct upc_handler *h, struct upc_map *m, uintptr_t add
 	 * reader): map it alone, without reading the pagemap (a few us).
 	 */
 	for (n = 0; ws + (n << UPC_PAGE_SHIFT) < we && cached < 2; n++)
-		cached += page_uptodate(f, m->pgoff + ((ws - m->start) >> UPC_PAGE_SHIFT) + n);
+		cached += page_in_window(f, m->pgoff + ((ws - m->start) >> UPC_PAGE_SHIFT) + n);
 	if (cached < 2) {
 		win = 1;
 		goto forward;
@@ -467,7 +477,7 @@ static void handle_minor(struct upc_handler *h, struct upc_map *m, uintptr_t add
 		uint64_t i = (a - ws) >> UPC_PAGE_SHIFT, p = m->pgoff + ((a - m->start) >> UPC_PAGE_SHIFT);
 		uintptr_t e = a;
 
-		while (e < we && !(present[i / 64] & (1ULL << (i % 64))) && page_uptodate(f, p)) {
+		while (e < we && !(present[i / 64] & (1ULL << (i % 64))) && page_in_window(f, p)) {
 			e += UPC_PAGE_SIZE;
 			i++;
 			p++;
@@ -488,7 +498,7 @@ static void handle_minor(struct upc_handler *h, struct upc_map *m, uintptr_t add
 	m->map_win = 0;
 	goto done;
 forward:
-	for (n = 1; n < win && pgoff + n < map_last && page_uptodate(f, pgoff + n); n++)
+	for (n = 1; n < win && pgoff + n < map_last && page_in_window(f, pgoff + n); n++)
 		;
 	m->map_next = pgoff + n;
 	m->map_win = (uint32_t)n;
