@@ -1070,7 +1070,7 @@ static void write_stats_file(void)
 			      "fill_ios %llu\npages_filled %llu\nra_pages %llu\nra_max_window %llu\n"
 			      "wp_calls %llu\nwb_ios %llu\npages_written %llu\nbytes_written %llu\nsyncs %llu\n"
 			      "wb_errors %llu\nread_errors %llu\npages_evicted %llu\nmeta_bytes %llu\n"
-			      "pages_active %llu\nreclaim_passes %llu\n",
+			      "pages_active %llu\nreclaim_passes %llu\nwb_gap_pages %llu\n",
 			      st.track_mode == UPC_TRACK_ASYNC ? "async" : "sync", st.nr_files, st.nr_mappings,
 			      st.nr_children, (unsigned long long)st.mem_limit, (unsigned long long)st.pages_cached,
 			      (unsigned long long)st.pages_dirty, (unsigned long long)st.pages_writeback,
@@ -1083,7 +1083,7 @@ static void write_stats_file(void)
 			      (unsigned long long)st.syncs, (unsigned long long)st.wb_errors,
 			      (unsigned long long)st.read_errors, (unsigned long long)st.pages_evicted,
 			      (unsigned long long)st.meta_bytes, (unsigned long long)st.pages_active,
-			      (unsigned long long)st.reclaim_passes);
+			      (unsigned long long)st.reclaim_passes, (unsigned long long)st.wb_gap_pages);
 	if (n > (int)sizeof(buf))
 		n = sizeof(buf);
 	fd = open(stats_file, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);

@@ -298,4 +298,20 @@ static inline bool raises_sigbus(volatile unsigned char *p)
 	return bus;
 }
 
+/* upc_msync(MS_SYNC) of a range in a thread of its own: pthread_create(&t, NULL, bg_msync_main, &b). */
+struct bg_msync {
+	struct upc_cache *c;
+	void *p;
+	size_t len;
+	int ret;
+};
+
+static inline void *bg_msync_main(void *arg)
+{
+	struct bg_msync *b = arg;
+
+	b->ret = upc_msync(b->c, b->p, b->len, UPC_MS_SYNC);
+	return NULL;
+}
+
 #endif

@@ -352,21 +352,6 @@ Test(msync, a_lazily_freed_page_is_not_written_as_a_gap, .timeout = 60)
  * dirty after the msync, whatever that I/O caught, and the next msync
  * writes it.
  */
-struct bg_msync {
-	struct upc_cache *c;
-	void *p;
-	size_t len;
-	int ret;
-};
-
-static void *bg_msync_main(void *arg)
-{
-	struct bg_msync *b = arg;
-
-	b->ret = upc_msync(b->c, b->p, b->len, UPC_MS_SYNC);
-	return NULL;
-}
-
 Test(msync, a_gap_page_written_during_write_back_stays_dirty, .timeout = 60)
 {
 	const size_t size = 32 * PAGE;

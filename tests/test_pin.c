@@ -245,21 +245,6 @@ Test(pin, write_back_across_a_gap_leaves_a_write_pin_writable, .timeout = 60)
  * done: a write made after the pin must not reach the file through it,
  * before the log the pin waits for.
  */
-struct bg_msync {
-	struct upc_cache *c;
-	void *p;
-	size_t len;
-	int ret;
-};
-
-static void *bg_msync_main(void *arg)
-{
-	struct bg_msync *b = arg;
-
-	b->ret = upc_msync(b->c, b->p, b->len, UPC_MS_SYNC);
-	return NULL;
-}
-
 Test(pin, a_nowriteback_pin_waits_for_write_back_in_flight, .timeout = 60)
 {
 	const size_t size = 32 * PAGE;

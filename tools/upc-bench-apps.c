@@ -144,6 +144,7 @@ static int read_shim_stats(pid_t pid, struct bench_counters *c, char *why, size_
 		{ "wp_calls", CNT(wp_calls) }, { "wb_ios", CNT(wb_ios) },
 		{ "pages_written", CNT(pages_written) }, { "syncs", CNT(syncs) },
 		{ "pages_evicted", CNT(pages_evicted) }, { "pages_cached", CNT(pages_cached) },
+		{ "wb_gap_pages", CNT(wb_gap_pages) },
 	};
 	char buf[4096], *line, *save;
 	struct bench_counters t = { .upc = true };
