@@ -254,7 +254,7 @@ static void handle_missing(struct upc_handler *h, struct upc_map *m, uintptr_t a
 	win = (pg->flags & PG_UPTODATE) ? 1 : ra_window(c, m, f, pgoff);
 	for (n = 1; n < win && pgoff + n < f->npages && !page_uptodate(f, pgoff + n); n++)
 		;
-	for (unsigned int attempt = 0;; attempt++) {
+	for (unsigned int attempt = 0;;) {
 		io = (struct upc_io){
 			.buf = h->bounce,
 			.len = min_t(uint64_t, n << UPC_PAGE_SHIFT,
@@ -270,11 +270,22 @@ static void handle_missing(struct upc_handler *h, struct upc_map *m, uintptr_t a
 			break;
 		if (io.off >= f->size)	/* the file shrank below the faulting page */
 			goto beyond_eof;
+		/*
+		 * The window failed, maybe for a page after the faulting one
+		 * (readahead): read the faulting page alone, as the kernel's
+		 * filemap_fault() falls back to ->read_folio.  Only that page's
+		 * failure is the access's; the others are read by their faults.
+		 */
+		if (n > 1) {
+			n = 1;
+			continue;
+		}
 		/* The faulting page could not be read: ask the application, if it asked to be asked. */
 		atomic_fetch_add(&c->st.read_errors, 1);
 		switch (read_error_action(c, f, pgoff, ret < 0 ? ret : io.res < 0 ? (int)io.res : -EIO,
 					  attempt)) {
 		case UPC_READ_ERROR_RETRY:
+			attempt++;
 			continue;
 		case UPC_READ_ERROR_ZERO:
 			memset(h->bounce, 0, UPC_PAGE_SIZE);

@@ -74,3 +74,34 @@ Test(readahead, reads_ahead_past_the_mapping_into_the_cache, .timeout = 60)
 	cr_assert_eq(upc_cache_destroy(c), 0);
 	close(fd);
 }
+
+/*
+ * A read error in a window read ahead is the access's only when it is the
+ * accessed page's: the scan reads every page before the bad one, the bad
+ * one raises SIGBUS, the pages after it read right.
+ */
+Test(readahead, read_error_in_a_readahead_window_is_only_the_bad_pages, .timeout = 120)
+{
+	const size_t size = 16 << 20, bad = 3000 * PAGE;
+	struct upc_store *store;
+	struct upc_cache *c;
+	int fd = tmpfile_pattern(size, NULL);
+	unsigned char *p;
+
+	require_upcache();
+	cr_assert_eq(upc_store_inject_create(NULL, &store), 0);
+	cr_assert_eq(upc_store_inject_add(store, UPC_IO_READ, bad, PAGE, UPC_INJECT_ERROR, EIO, -1), 0);
+	UPC_OPTS(upc_cache_opts, o, .store = store, .flags = UPC_CACHE_NO_BGWB);
+	c = cache_new_opts(&o);
+	cr_assert_eq(upc_map(c, fd, 0, size, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
+	for (size_t i = 0; i < bad; i += PAGE)
+		cr_assert_eq(p[i + 7], pat(i + 7), "offset %zu", i);
+	cr_assert(raises_sigbus(p + bad + 7));
+	for (size_t i = bad + PAGE; i < size; i += PAGE)
+		cr_assert_eq(p[i + 7], pat(i + 7), "offset %zu", i);
+	cr_assert_geq(stats_of(c).read_errors, 1);
+	cr_assert_eq(stats_of(c).pages_cached, size / PAGE - 1);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	cr_assert_eq(upc_store_destroy(store), 0);
+	close(fd);
+}
