@@ -468,9 +468,9 @@ static void handle_minor(struct upc_handler *h, struct upc_map *m, uintptr_t add
 	}
 	if (m->map_around * 8 >= map_pages)
 		win = MAP_AHEAD_MAX;
-	ws = max_t(uintptr_t, m->start, addr & ~((uintptr_t)(win << UPC_PAGE_SHIFT) - 1));
-	we = min_t(uintptr_t, m->end, (addr & ~((uintptr_t)(win << UPC_PAGE_SHIFT) - 1)) +
-			       (uintptr_t)(win << UPC_PAGE_SHIFT));
+	ws = addr & ~((uintptr_t)(win << UPC_PAGE_SHIFT) - 1);	/* the aligned window, in the mapping */
+	we = min_t(uintptr_t, m->end, ws + (uintptr_t)(win << UPC_PAGE_SHIFT));
+	ws = max_t(uintptr_t, m->start, ws);
 	/*
 	 * The faulting page the only cached one of the window (a sparse
 	 * reader): map it alone, without reading the pagemap (a few us).
@@ -680,8 +680,9 @@ unsigned int handler_read_msgs(struct upc_handler *h, unsigned int max)
 }
 
 /*
- * How many handler threads the process's own mm gets, and on which CPUs
- * (@cpus, room for @max; NULL to count only).
+ * How many handler threads the process's own mm gets, and on which CPUs:
+ * @cpus (room for @max) is filled when it returns more than 1 (a single
+ * handler is not pinned).
  *
  * Where the handler runs decides the cost of a fault.  The faulting thread
  * sleeps in handle_userfault() until the handler's ioctl wakes it; on these
@@ -735,7 +736,7 @@ unsigned int fault_handlers_wanted(int *cpus, unsigned int max)
 	for (int cpu = 0; cpu < CPU_SETSIZE && n < want; cpu++) {
 		if (!CPU_ISSET(cpu, &set))
 			continue;
-		if (cpus && n < max)
+		if (n < max)
 			cpus[n] = cpu;
 		n++;
 	}
@@ -825,26 +826,22 @@ struct upc_handler *mm_handler_self(struct upc_mm *mm)
 
 int fault_handler_start(struct upc_mm *mm)
 {
-	int cpus[FAULT_HANDLERS_MAX * 8];
-	unsigned int ncpu = 0;
 	int ret = 0;
 
-	if (mm->nh > 1)
-		ncpu = fault_handlers_wanted(cpus, sizeof(cpus) / sizeof(cpus[0]));
 	for (unsigned int i = 0; i < mm->nh; i++) {
 		struct upc_handler *h = &mm->h[i];
 		pthread_attr_t attr;
 		char name[16];
 
 		pthread_attr_init(&attr);
-		if (i < ncpu && i < sizeof(cpus) / sizeof(cpus[0])) {
+		if (h->cpu >= 0) {
 			cpu_set_t set;
 
 			CPU_ZERO(&set);
-			CPU_SET(cpus[i], &set);
+			CPU_SET(h->cpu, &set);
 			/* Pinned from its first instruction; a CPU gone offline since leaves it unpinned. */
-			if (pthread_attr_setaffinity_np(&attr, sizeof(set), &set) == 0)
-				h->cpu = cpus[i];
+			if (pthread_attr_setaffinity_np(&attr, sizeof(set), &set) != 0)
+				h->cpu = -1;
 		}
 		ret = -pthread_create(&h->thread, &attr, handler_main, h);
 		if (ret && h->cpu >= 0) {

@@ -174,7 +174,7 @@ void fork_event(struct upc_mm *parent, const struct uffd_msg *msg)
 	child->is_child = true;
 	pthread_rwlock_init(&child->lock, NULL);
 	child->stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (child->stop_efd < 0 || mm_handlers_alloc(child, 1) < 0)
+	if (child->stop_efd < 0 || mm_handlers_alloc(child, 1, NULL) < 0)
 		goto fail_child;
 	/*
 	 * The child's mappings are the forking mm's as they were at the fork:

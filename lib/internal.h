@@ -214,7 +214,7 @@ struct upc_handler {
 	struct upc_mm *mm;
 	pthread_t thread;
 	bool running;
-	int cpu;			/* pinned there, or -1 */
+	int cpu;			/* pinned there (fault_handler_start()), or -1 */
 	char *bounce;			/* its fill buffer, ra_max pages */
 	uintptr_t fault_exact;		/* the address of the fault being handled, not rounded */
 	uintptr_t last_spurious;	/* the last MISSING fault on a page thought cached */
@@ -428,7 +428,7 @@ __upc_hidden void mm_snap_free(struct mm_snap *snap);
 __upc_hidden void mm_snap_drop_refs(struct mm_snap *snap);
 __upc_hidden int mm_clone_maps(struct upc_mm *dst, struct mm_snap *snap);
 __upc_hidden void mm_release_maps(struct upc_mm *mm);
-__upc_hidden int mm_handlers_alloc(struct upc_mm *mm, unsigned int nh);
+__upc_hidden int mm_handlers_alloc(struct upc_mm *mm, unsigned int nh, const int *cpus);
 __upc_hidden unsigned int fault_handlers_wanted(int *cpus, unsigned int max);
 __upc_hidden int map_wp_extend(struct upc_map *m, uint64_t npages);
 __upc_hidden int file_wp_extend(struct upc_file *f, uint64_t npages, bool *yielded);

@@ -43,9 +43,10 @@
 
 /*
  * @nh handlers for @mm, each with its fill buffer and message queue:
- * allocated once, never on the fault path.  Not pinned yet (cpu -1).
+ * allocated once, never on the fault path.  Handler i is to be pinned to
+ * @cpus[i] by fault_handler_start(); a single handler, or @cpus NULL: none.
  */
-int mm_handlers_alloc(struct upc_mm *mm, unsigned int nh)
+int mm_handlers_alloc(struct upc_mm *mm, unsigned int nh, const int *cpus)
 {
 	mm->h = calloc(nh, sizeof(*mm->h));
 	if (!mm->h)
@@ -55,7 +56,7 @@ int mm_handlers_alloc(struct upc_mm *mm, unsigned int nh)
 		struct upc_handler *h = &mm->h[i];
 
 		h->mm = mm;
-		h->cpu = -1;
+		h->cpu = nh > 1 && cpus ? cpus[i] : -1;
 		h->bounce = mmap(NULL, (size_t)mm->cache->ra_max * UPC_PAGE_SIZE, PROT_READ | PROT_WRITE,
 				 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 		h->q = mmap(NULL, UFFD_QUEUE * sizeof(*h->q), PROT_READ | PROT_WRITE,
@@ -86,6 +87,7 @@ static void mm_handlers_free(struct upc_mm *mm)
 
 int mm_init(struct upc_cache *c, struct upc_mm *mm)
 {
+	int cpus[CPU_SETSIZE];
 	int ret;
 
 	memset(mm, 0, sizeof(*mm));
@@ -103,7 +105,7 @@ int mm_init(struct upc_cache *c, struct upc_mm *mm)
 		ret = -errno;
 		goto err;
 	}
-	ret = mm_handlers_alloc(mm, fault_handlers_wanted(NULL, 0));
+	ret = mm_handlers_alloc(mm, fault_handlers_wanted(cpus, CPU_SETSIZE), cpus);
 	if (ret < 0)
 		goto err;
 	return 0;
