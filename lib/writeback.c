@@ -164,6 +164,22 @@ static int cluster_runs(struct upc_file *f, const struct run *runs, size_t nr, u
 	return 0;
 }
 
+/*
+ * Completion: does one of @ios (sorted by offset, searched on from *@k,
+ * where it is left) cover byte @off?  And did that I/O write all it had?
+ */
+static bool io_covers(const struct upc_io *ios, size_t nios, size_t *k, uint64_t off)
+{
+	while (*k < nios && (uint64_t)ios[*k].off + ios[*k].len <= off)
+		(*k)++;
+	return *k < nios && (uint64_t)ios[*k].off <= off;
+}
+
+static bool io_done(const struct upc_io *io)
+{
+	return io->res >= 0 && (size_t)io->res == io->len;
+}
+
 static void errseq_set(struct upc_file *f, int err)
 {
 	f->err = err;
@@ -487,10 +503,8 @@ again:
 			uint64_t off = p << UPC_PAGE_SHIFT;
 			bool ok = false;
 
-			while (k < nios && (uint64_t)ios[k].off + ios[k].len <= off)
-				k++;
-			if (k < nios && (uint64_t)ios[k].off <= off)
-				ok = ios[k].res >= 0 && (size_t)ios[k].res == ios[k].len;
+			if (io_covers(ios, nios, &k, off))
+				ok = io_done(&ios[k]);
 			else if (ios && off >= (uint64_t)f->size)
 				ok = true;	/* wholly past EOF: nothing to write */
 			pg->flags &= ~PG_WRITEBACK;
@@ -512,10 +526,7 @@ again:
 
 			pt_lookup(f, p)->flags &= ~PG_WRITEBACK;
 			f->nr_writeback--;
-			while (k < nios && (uint64_t)ios[k].off + ios[k].len <= off)
-				k++;
-			if (k < nios && (uint64_t)ios[k].off <= off && ios[k].res >= 0 &&
-			    (size_t)ios[k].res == ios[k].len)
+			if (io_covers(ios, nios, &k, off) && io_done(&ios[k]))
 				atomic_fetch_add(&c->st.wb_gap_pages, 1);
 		}
 	for (size_t k = 0; k < nios; k++) {
