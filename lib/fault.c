@@ -578,11 +578,9 @@ static void handle_wp(struct upc_handler *h, struct upc_map *m, uintptr_t addr, 
 	 */
 	trace_dirty(f, pg, pgoff, ptid, bt);
 	page_set_dirty(f, pg);
-	for (; n < win && pgoff + n < map_last && pgoff + n < f->npages; n++) {
+	for (; n < win && pgoff + n < map_last && page_in_window(f, pgoff + n); n++) {
 		struct upc_page *p = pt_lookup(f, pgoff + n);
 
-		if (!p || !(p->flags & PG_UPTODATE))
-			break;
 		trace_dirty(f, p, pgoff + n, ptid, 0);
 		page_set_dirty(f, p);
 	}
