@@ -64,6 +64,39 @@ static uint32_t ra_window(struct upc_cache *c, struct upc_map *m, struct upc_fil
 }
 
 /*
+ * Asynchronous readahead, the kernel's PG_readahead marker: a scan that
+ * reaches the window the background is reading (or has read) for it has the
+ * next window queued at once, so that the store is read while the scan
+ * consumes this one and the next fault finds its window cached (a MINOR
+ * fault) instead of waiting for a synchronous read.  Without it every
+ * second window of a scan was read synchronously and the store sat idle
+ * while the scan used up the window read in the background (issue 11,
+ * row C).  The kernel marks the first folio of the async window
+ * (page_cache_async_ra()); here m->ra_async is the end of what is queued
+ * for the mapping.  The queue is kept two windows ahead of the fault (one
+ * when the cache is small: ra_max can be a quarter of its memory): a MINOR
+ * fault maps up to the first page not cached yet, so a scan is always near
+ * the end of what has been read, and with one window ahead it would reach
+ * that window while it is being read.  Called with file->lock held.
+ */
+static void ra_async_marker(struct upc_cache *c, struct upc_map *m, struct upc_file *f, uint64_t pgoff)
+{
+	uint64_t ahead = (c->mem_limit >> UPC_PAGE_SHIFT) >= 8 * (uint64_t)c->ra_max ? 2 : 1;
+
+	for (uint64_t i = 0; i < ahead; i++) {
+		uint64_t first = m->ra_async, last;
+
+		if (m->ra_policy == UPC_ADV_RANDOM || !first || c->ra_max < 16 || pgoff >= first ||
+		    pgoff + ahead * c->ra_max < first || first >= f->npages)
+			return;
+		last = min_t(uint64_t, first + c->ra_max, f->npages) - 1;
+		if (ra_queue(c, f, first, last) < 0)
+			return;
+		m->ra_async = last + 1;
+	}
+}
+
+/*
  * A resolving ioctl on @mm's userfaultfd answered EAGAIN: the process is
  * forking.  From dup_userfaultfd() until its UFFD_EVENT_FORK has been read
  * the kernel refuses to change its page tables (ctx->mmap_changing), and
@@ -240,6 +273,7 @@ static void handle_missing(struct upc_handler *h, struct upc_map *m, uintptr_t a
 	if (pg->flags & PG_UPTODATE) {
 		if (h->last_spurious != addr) {
 			h->last_spurious = addr;
+			ra_async_marker(c, m, f, pgoff);	/* read in the background since the fault */
 			goto resolved;
 		}
 		pr_debug("MISSING fault again on cached page %llu: reading it again\n",
@@ -346,10 +380,14 @@ static void handle_missing(struct upc_handler *h, struct upc_map *m, uintptr_t a
 	 * consumes this one.  The worker holds file->lock across its read, so a
 	 * fault on a page being read waits for it, as on a locked page.
 	 */
-	if (n >= c->ra_max && m->ra_policy != UPC_ADV_RANDOM && pgoff + n < f->npages &&
-	    m->ra_async < pgoff + n + c->ra_max &&
-	    ra_queue(c, f, pgoff + n, pgoff + n + c->ra_max - 1) == 0)
-		m->ra_async = pgoff + n + c->ra_max;
+	if (n >= c->ra_max && m->ra_policy != UPC_ADV_RANDOM && pgoff + n < f->npages) {
+		/* A scan started again (or elsewhere): the queue runs from here. */
+		if (m->ra_async <= pgoff + n || m->ra_async > pgoff + n + 2 * (uint64_t)c->ra_max)
+			m->ra_async = pgoff + n;
+		if (m->ra_async < pgoff + n + c->ra_max &&
+		    ra_queue(c, f, m->ra_async, pgoff + n + c->ra_max - 1) == 0)
+			m->ra_async = pgoff + n + c->ra_max;
+	}
 	if (atomic_load(&c->nr_cached) > c->high_pages)
 		reclaim_kick(c);
 resolved:
@@ -462,6 +500,7 @@ static void handle_minor(struct upc_handler *h, struct upc_map *m, uintptr_t add
 		UPC_TRACE(fault_done, f, pgoff, UPC_FAULT_MINOR, 0);
 		return;
 	}
+	ra_async_marker(mm->cache, m, f, pgoff);
 	if (m->ra_policy != UPC_ADV_RANDOM && pgoff == m->map_next) {
 		win = min_t(uint64_t, max_t(uint64_t, (uint64_t)m->map_win * 2, FAULT_AROUND), MAP_AHEAD_MAX);
 		goto forward;
