@@ -7,9 +7,12 @@
  *  - a bare userfaultfd MISSING round trip: a minimal handler thread that
  *    reads the fault message and answers with UFFDIO_COPY of one page, the
  *    handler unpinned, pinned to the faulting thread's CPU and to the other
- *    one; the same with a busy-polling handler and in-thread (SIGBUS), the
- *    levers of DESIGN.md "Where a fault is handled"; and with a 4 KiB pread
- *    in the handler, the least a cache must do to get the data;
+ *    one, and one handler pinned to each CPU, all polling the userfaultfd,
+ *    the faulting thread unpinned (-percpu: the library's own placement,
+ *    every fault waking every handler); the same with a busy-polling
+ *    handler and in-thread (SIGBUS), the levers of DESIGN.md "Where a fault
+ *    is handled"; and with a 4 KiB pread in the handler, the least a cache
+ *    must do to get the data;
  *  - a bare write-protect round trip: a fresh mapping of a populated memfd
  *    write-protected with PTE markers (WP_UNPOPULATED), a handler that only
  *    un-protects: exactly the situation of upcache's first write;
@@ -41,6 +44,9 @@
 static int populated_memfd(size_t npages);
 
 #define MiB (1UL << 20)
+
+/* PIN_PERCPU: at most this many handlers, one a CPU of the affinity mask (the library's design). */
+#define MAX_PERCPU	8
 
 /* ------------------------------------------------------------ userfaultfd helpers */
 
@@ -95,6 +101,9 @@ struct handler {
 	bool cont_wp;		/* MINOR: UFFDIO_CONTINUE_MODE_WP (a write-protected range) */
 	pthread_t th;
 	int err;
+	/* PIN_PERCPU: who served the faults, and how often a read found another handler had been first. */
+	_Atomic int *faulter_cpu;	/* the CPU the faulting thread last touched a page from */
+	uint64_t served, served_here, empty;
 };
 
 static void handle_one(struct handler *h, const struct uffd_msg *m)
@@ -171,13 +180,22 @@ static void *handler_main(void *arg)
 		}
 		n = read(h->uffd, msgs, sizeof(msgs));
 		if (n < 0) {
+			/* Another handler read the message first (per-CPU handlers all wake). */
+			if (errno == EAGAIN && !h->busy)
+				h->empty++;
 			if (errno == EAGAIN || errno == EINTR)
 				continue;
 			break;
 		}
-		for (ssize_t i = 0; i < n / (ssize_t)sizeof(msgs[0]); i++)
-			if (msgs[i].event == UFFD_EVENT_PAGEFAULT)
-				handle_one(h, &msgs[i]);
+		for (ssize_t i = 0; i < n / (ssize_t)sizeof(msgs[0]); i++) {
+			if (msgs[i].event != UFFD_EVENT_PAGEFAULT)
+				continue;
+			h->served++;
+			if (h->faulter_cpu &&
+			    atomic_load_explicit(h->faulter_cpu, memory_order_relaxed) == h->cpu)
+				h->served_here++;
+			handle_one(h, &msgs[i]);
+		}
 	}
 	return NULL;
 }
@@ -193,6 +211,49 @@ static int handler_start(struct handler *h)
 		return -EAGAIN;
 	}
 	return 0;
+}
+
+/*
+ * A handler of the per-CPU set: another thread on @h's userfaultfd (and
+ * store file), pinned to @cpu, with its own page to copy from.
+ */
+static int handler_start_on(struct handler *x, const struct handler *h, int cpu)
+{
+	int ret;
+
+	*x = (struct handler){ .uffd = h->uffd, .src_fd = h->src_fd, .cpu = cpu, .size = h->size,
+			       .win = h->win, .cont_wp = h->cont_wp, .faulter_cpu = h->faulter_cpu };
+	x->src = aligned_alloc(PG, PG);
+	if (!x->src)
+		return -ENOMEM;
+	memset(x->src, 0x3c, PG);
+	ret = handler_start(x);
+	if (ret < 0) {
+		free(x->src);
+		x->src = NULL;
+	}
+	return ret;
+}
+
+/* The CPUs of the process's affinity mask, at most @max: where the library puts its handlers. */
+static int affinity_cpus(int *cpus, int max)
+{
+	cpu_set_t set;
+	int n = 0;
+
+	if (sched_getaffinity(0, sizeof(set), &set) < 0)
+		return 0;
+	for (int i = 0; i < CPU_SETSIZE && n < max; i++)
+		if (CPU_ISSET(i, &set))
+			cpus[n++] = i;
+	return n;
+}
+
+int floor_percpu_handlers(void)
+{
+	int cpus[MAX_PERCPU];
+
+	return affinity_cpus(cpus, MAX_PERCPU);
 }
 
 static void handler_stop(struct handler *h)
@@ -238,13 +299,20 @@ struct floor_ctx {
 	int memfd;		/* F_WP, F_MINOR: populated once */
 	size_t win;		/* F_MINOR: pages per CONTINUE (0: 1) */
 	bool wp;		/* F_MINOR: registered MISSING|WP|MINOR, write-protected (upcache's rw map) */
+	/* PIN_PERCPU, summed over the passes: faults, served on the faulting CPU, EAGAIN reads */
+	uint64_t pc_faults, pc_here, pc_empty;
+	uint64_t pc_on[MAX_PERCPU];	/* touches made from the CPU cpus[i] */
+	int pc_cpus[MAX_PERCPU], pc_ncpus;
 };
 
 static int floor_pass(struct variant *v, struct sample *s)
 {
 	struct floor_ctx *f = v->ctx;
 	size_t size = f->npages * PG, n = f->order ? f->n : f->npages;
-	struct handler h = { .uffd = -1, .src_fd = -1, .cpu = -1 };
+	struct handler h = { .uffd = -1, .src_fd = -1, .cpu = -1 }, more[MAX_PERCPU - 1];
+	int cpus[MAX_PERCPU], ncpus = 0, nmore = 0;
+	uint64_t on[MAX_PERCPU] = { 0 };
+	_Atomic int fcpu = -1;
 	struct sigaction sa, old_sa;
 	cpu_set_t saved;
 	bool pinned = false;
@@ -254,7 +322,7 @@ static int floor_pass(struct variant *v, struct sample *s)
 	char *base = MAP_FAILED;
 	volatile uint64_t sum = 0;
 
-	if (f->pin != PIN_NONE && (B.ncpus < 1 || (f->pin == PIN_OTHER && B.ncpus < 2))) {
+	if ((f->pin == PIN_SAME && B.ncpus < 1) || (f->pin == PIN_OTHER && B.ncpus < 2)) {
 		snprintf(v->skip, sizeof(v->skip), "not enough CPUs to pin to");
 		return -EINVAL;
 	}
@@ -304,11 +372,27 @@ static int floor_pass(struct variant *v, struct sample *s)
 			h.cpu = B.cpus[0];
 		else if (f->pin == PIN_OTHER)
 			h.cpu = B.cpus[1];
+		if (f->pin == PIN_PERCPU) {
+			ncpus = affinity_cpus(cpus, MAX_PERCPU);
+			h.faulter_cpu = &fcpu;
+			if (ncpus < 1) {
+				ret = -EINVAL;
+				goto out;
+			}
+			h.cpu = cpus[0];
+			for (int i = 1; i < ncpus; i++) {
+				ret = handler_start_on(&more[nmore], &h, cpus[i]);
+				if (ret < 0)
+					goto out_more;
+				nmore++;
+			}
+		}
 		ret = handler_start(&h);
 		if (ret < 0)
-			goto out;
+			goto out_more;
 	}
-	if (f->pin != PIN_NONE) {
+	/* PIN_PERCPU leaves the faulting thread to the scheduler, as the library leaves the app's. */
+	if (f->pin == PIN_SAME || f->pin == PIN_OTHER) {
 		ret = pin_self(B.cpus[0], &saved);
 		if (ret < 0)
 			goto out_handler;
@@ -323,6 +407,8 @@ static int floor_pass(struct variant *v, struct sample *s)
 		goto out_unpin;
 	}
 	atomic_store(&h.base, base);
+	for (int i = 0; i < nmore; i++)
+		atomic_store(&more[i].base, base);
 	if (f->mode == F_MINOR && f->wp)
 		ret = uffd_register(h.uffd, base, size, UFFDIO_REGISTER_MODE_MISSING |
 				    UFFDIO_REGISTER_MODE_WP | UFFDIO_REGISTER_MODE_MINOR);
@@ -335,12 +421,23 @@ static int floor_pass(struct variant *v, struct sample *s)
 	if (ret < 0)
 		goto out_unpin;
 	t1 = now_ns();
-	if (f->mode != F_WP) {
-		for (size_t i = 0; i < n; i++)
-			sum += *(volatile uint64_t *)(base + (f->order ? f->order[i] : i) * PG);
-	} else {
-		for (size_t i = 0; i < n; i++)
-			*(volatile uint64_t *)(base + (f->order ? f->order[i] : i) * PG + 8) = i;
+	for (size_t i = 0; i < n; i++) {
+		char *p = base + (f->order ? f->order[i] : i) * PG;
+
+		if (f->pin == PIN_PERCPU) {
+			/* Where the unpinned faulting thread is now: whose handler serves it. */
+			int c = sched_getcpu();
+
+			atomic_store_explicit(&fcpu, c, memory_order_relaxed);
+			for (int k = 0; k < ncpus; k++)
+				if (cpus[k] == c)
+					on[k]++;
+		}
+		if (f->mode != F_WP) {
+			sum += *(volatile uint64_t *)p;
+		} else {
+			*(volatile uint64_t *)(p + 8) = i;
+		}
 	}
 	t2 = now_ns();
 	snap_end(&s->c, NULL);
@@ -357,6 +454,26 @@ out_handler:
 		handler_stop(&h);
 	if (!ret && h.err)
 		ret = h.err;
+out_more:
+	for (int i = 0; i < nmore; i++) {
+		handler_stop(&more[i]);
+		if (!ret && more[i].err)
+			ret = more[i].err;
+		free(more[i].src);
+	}
+	if (!ret && f->pin == PIN_PERCPU) {
+		f->pc_ncpus = ncpus;
+		memcpy(f->pc_cpus, cpus, (size_t)ncpus * sizeof(cpus[0]));
+		for (int i = -1; i < nmore; i++) {
+			const struct handler *x = i < 0 ? &h : &more[i];
+
+			f->pc_faults += x->served;
+			f->pc_here += x->served_here;
+			f->pc_empty += x->empty;
+		}
+		for (int k = 0; k < ncpus; k++)
+			f->pc_on[k] += on[k];
+	}
 out:
 	if (base != MAP_FAILED)
 		munmap(base, size);
@@ -374,7 +491,9 @@ out:
 static const char *pin_desc(int pin)
 {
 	return pin == PIN_SAME ? "handler pinned to the faulting thread's CPU" :
-	       pin == PIN_OTHER ? "handler pinned to the other CPU" : "handler and faulter unpinned";
+	       pin == PIN_OTHER ? "handler pinned to the other CPU" :
+	       pin == PIN_PERCPU ? "a handler pinned to each CPU, all polling the uffd; faulter unpinned" :
+	       "handler and faulter unpinned";
 }
 
 /* A memfd of @npages written pages (uptodate, as upcache's are after a fill), or -1. */
@@ -567,6 +686,33 @@ int floor_missing_variant(struct workload *w, const char *name, int pin, bool bu
 			   busy ? ", busy-polling handler" : "", pin_desc(pin));
 }
 
+char *floor_percpu_str(char *buf, size_t len, struct workload *w, int vi)
+{
+	const struct floor_ctx *f;
+	uint64_t touches = 0;
+	size_t n = strlen(buf);
+
+	if (vi < 0 || vi >= w->nvar || w->var[vi].fn != floor_pass)
+		return buf;
+	f = w->var[vi].ctx;
+	if (f->pin != PIN_PERCPU || !f->pc_faults)
+		return buf;
+	for (int k = 0; k < f->pc_ncpus; k++)
+		touches += f->pc_on[k];
+	if (n < len)
+		n += (size_t)snprintf(buf + n, len - n, "; %s: the handler on the faulting thread's CPU "
+				      "served %.0f%% of the faults; %.2f EAGAIN reads a fault (a poll that "
+				      "returned after another handler read the message; a woken handler that "
+				      "finds nothing pending sleeps again inside poll, uncounted); the faulting "
+				      "thread on", w->var[vi].name,
+				      100.0 * (double)f->pc_here / (double)f->pc_faults,
+				      (double)f->pc_empty / (double)f->pc_faults);
+	for (int k = 0; k < f->pc_ncpus && n < len; k++)
+		n += (size_t)snprintf(buf + n, len - n, "%s CPU %d %.0f%%", k ? "," : "", f->pc_cpus[k],
+				      touches ? 100.0 * (double)f->pc_on[k] / (double)touches : 0.0);
+	return buf;
+}
+
 /* ------------------------------------------------------------ memcpy and store reads */
 
 struct mc_ctx {
@@ -682,7 +828,7 @@ void wl8_floor(struct workload *w)
 	struct rd_ctx *rd;
 	struct acc t;
 	int memfd, vf, vfs, vfo, vfb, vfg, vfr, vfrs, vus1, vsm1, vfm, vms, vmo, vw, vws, vwo, vka, vk1, vmh,
-	    vmd, vru, vrp, vus, vua, vum, vsm;
+	    vmd, vru, vrp, vus, vua, vum, vsm, vfp, vfrp, vmp, vwp;
 	struct upc_cache *ca, *cs, *c1;
 	char nm[NAME_LEN];
 
@@ -716,12 +862,19 @@ void wl8_floor(struct workload *w)
 				    false);
 	vfrs = floor_missing_variant(w, "floor-missing+pread-same-cpu", PIN_SAME, false, false, path, np,
 				     order, n, false);
+	/* The library's placement: one handler a CPU, all woken by every fault, the faulter unpinned. */
+	vfp = floor_missing_variant(w, "floor-missing-percpu", PIN_PERCPU, false, false, NULL, np, order,
+				    n, false);
+	vfrp = floor_missing_variant(w, "floor-missing+pread-percpu", PIN_PERCPU, false, false, path, np,
+				     order, n, false);
 	vfm = floor_minor1_variant(w, "floor-minor", PIN_NONE, false, np, order, n);
 	vms = floor_minor1_variant(w, "floor-minor-same-cpu", PIN_SAME, false, np, order, n);
 	vmo = floor_minor1_variant(w, "floor-minor-other-cpu", PIN_OTHER, false, np, order, n);
+	vmp = floor_minor1_variant(w, "floor-minor-percpu", PIN_PERCPU, false, np, order, n);
 	vw = floor_wp_variant(w, "floor-wp", PIN_NONE, false, np);
 	vws = floor_wp_variant(w, "floor-wp-same-cpu", PIN_SAME, false, np);
 	vwo = floor_wp_variant(w, "floor-wp-other-cpu", PIN_OTHER, false, np);
+	vwp = floor_wp_variant(w, "floor-wp-percpu", PIN_PERCPU, false, np);
 
 	t = (struct acc){ .path = path, .size = size, .npages = np, .kind = K_MEMFD, .memfd = memfd };
 	vka = add_acc(w, "kernel-minor-faultaround", false, &t, "kernel shmem minor faults, every "
@@ -840,6 +993,10 @@ void wl8_floor(struct workload *w)
 	add_ratio(w, vmo, vfm);
 	add_ratio(w, vws, vw);
 	add_ratio(w, vwo, vw);
+	add_ratio(w, vfp, vfs);
+	add_ratio(w, vfrp, vfrs);
+	add_ratio(w, vmp, vms);
+	add_ratio(w, vwp, vws);
 	add_ratio(w, vka, vmh);
 	add_ratio(w, vk1, vka);
 	add_ratio(w, vru, vrp);
@@ -871,7 +1028,7 @@ void wl8_floor(struct workload *w)
 		const int other[4] = { vfo, vfo, vmo, vmo }, unp[4] = { vf, vf, vfm, vfm };
 
 		for (int k = 0; k < 4; k++) {
-			char note[1200];
+			char note[2000];
 
 			note[0] = 0;
 			f_note(note, sizeof(note), w, num[k], same[k], other[k], unp[k]);
@@ -887,6 +1044,30 @@ void wl8_floor(struct workload *w)
 				 "woken): %.2f of %s", k < 2 ? "upc-sync-missing-1h" : "upc-sync-minor-1h",
 				 k < 2 ? ratio_med(w, vus1, vfrs) : ratio_med(w, vsm1, vms),
 				 k < 2 ? "floor-missing+pread-same-cpu" : "floor-minor-same-cpu");
+			/*
+			 * The library's own placement without the library: a
+			 * handler pinned to each CPU, all polling the uffd, the
+			 * faulting thread unpinned, so that every fault wakes
+			 * every handler, and the faulting CPU's normally reads
+			 * the message first.
+			 */
+			if (k < 2)
+				snprintf(note + strlen(note), sizeof(note) - strlen(note), "; PER-CPU FLOOR "
+					 "(upcache's design: a handler pinned to each of %d CPUs, all polling "
+					 "the uffd, the faulting thread unpinned): floor-missing-percpu %.3g us "
+					 "(%.2f of floor-missing-same-cpu), floor-missing+pread-percpu %.3g us "
+					 "(%.2f of floor-missing+pread-same-cpu); %s / floor-missing+pread-percpu: "
+					 "%.2f", floor_percpu_handlers(), med_us(&w->var[vfp]),
+					 ratio_med(w, vfp, vfs), med_us(&w->var[vfrp]), ratio_med(w, vfrp, vfrs),
+					 w->var[num[k]].name, ratio_med(w, num[k], vfrp));
+			else
+				snprintf(note + strlen(note), sizeof(note) - strlen(note), "; PER-CPU FLOOR "
+					 "(upcache's design: a handler pinned to each of %d CPUs, all polling "
+					 "the uffd, the faulting thread unpinned): floor-minor-percpu %.3g us "
+					 "(%.2f of floor-minor-same-cpu); %s / floor-minor-percpu: %.2f",
+					 floor_percpu_handlers(), med_us(&w->var[vmp]), ratio_med(w, vmp, vms),
+					 w->var[num[k]].name, ratio_med(w, num[k], vmp));
+			floor_percpu_str(note, sizeof(note), w, k < 2 ? vfrp : vmp);
 			bound_str(note, sizeof(note), w, num[k]);
 			bound_str(note, sizeof(note), w, same[k]);
 			bound_str(note, sizeof(note), w, other[k]);
@@ -902,6 +1083,10 @@ void wl8_floor(struct workload *w)
 		 "to one CPU and the handler to it or to the other; unpinned rows leave both to the "
 		 "scheduler; issue 11's row F compares each served fault with the same-cpu round trip of "
 		 "its kind (upcache's handlers run on the faulting CPU, one a CPU) and gives the other "
-		 "placements in its note; busypoll and sigbus are levers, not baselines");
+		 "placements in its note; the -percpu rows start a handler pinned to each CPU of the "
+		 "affinity mask (at most 8), all polling the uffd, and leave the faulting thread unpinned, "
+		 "as the library does: each fault wakes every handler, and a halted vCPU's wake-up (an "
+		 "IPI) is paid where the guest does not halt-poll; busypoll and sigbus are levers, not "
+		 "baselines");
 	(void)vmd;
 }

@@ -1306,7 +1306,7 @@ void wl5_first_write(struct workload *w)
 	size_t size = sz(64 * MiB, 8 * MiB), np = size / PG;
 	struct upc_cache *cs, *ca;
 	struct acc t;
-	int memfd, vk, ve, vf, vfs, vfo, vs, va, vsq;
+	int memfd, vk, ve, vf, vfs, vfo, vfp, vs, va, vsq;
 	char nm[NAME_LEN], thp[300];
 
 	w->reps = B.reps * 2 <= MAX_REPS ? B.reps * 2 : B.reps;	/* cheap passes */
@@ -1336,6 +1336,8 @@ void wl5_first_write(struct workload *w)
 	/* Row F's placements: 2048 traps are enough for a time per trap (the other CPU's cost 100+ us). */
 	vfs = floor_wp_variant(w, "floor-wp-same-cpu", PIN_SAME, true, np < 2048 ? np : 2048);
 	vfo = floor_wp_variant(w, "floor-wp-other-cpu", PIN_OTHER, true, np < 2048 ? np : 2048);
+	/* The library's placement: a handler a CPU, all woken by every trap, the writer unpinned. */
+	vfp = floor_wp_variant(w, "floor-wp-percpu", PIN_PERCPU, true, np < 2048 ? np : 2048);
 	t.kind = K_UPC;
 	t.cache = cs;
 	vs = add_acc(w, "upc-sync", false, &t, "sync write-protect tracking: one trap per page");
@@ -1362,7 +1364,7 @@ void wl5_first_write(struct workload *w)
 	add_ratio(w, vsq, vk);
 	shmem_folios(thp, sizeof(thp));
 	{
-		char note[1200];
+		char note[2000];
 
 		if (B.async_mode == UPC_TRACK_ASYNC)
 			snprintf(note, sizeof(note), "async tracking in use");
@@ -1408,6 +1410,12 @@ void wl5_first_write(struct workload *w)
 		 */
 		note[0] = 0;
 		f_note(note, sizeof(note), w, vs, vfs, vfo, vf);
+		snprintf(note + strlen(note), sizeof(note) - strlen(note), "; PER-CPU FLOOR (upcache's "
+			 "design: a handler pinned to each of %d CPUs, all polling the uffd, the writer "
+			 "unpinned): floor-wp-percpu %.3g us (%.2f of floor-wp-same-cpu); upc-sync / "
+			 "floor-wp-percpu: %.2f", floor_percpu_handlers(), med_us(&w->var[vfp]),
+			 ratio_med(w, vfp, vfs), ratio_med(w, vs, vfp));
+		floor_percpu_str(note, sizeof(note), w, vfp);
 		bound_str(note, sizeof(note), w, vs);
 		bound_str(note, sizeof(note), w, vfs);
 		bound_str(note, sizeof(note), w, vfo);
@@ -1418,8 +1426,9 @@ void wl5_first_write(struct workload *w)
 	snprintf(w->note, sizeof(w->note), "floor-wp is a bare write-protect round trip in the same "
 		 "situation: a fresh mapping of a populated memfd, write-protected with PTE markers "
 		 "(WP_UNPOPULATED), a handler thread that only un-protects; floor-wp-same-cpu and "
-		 "floor-wp-other-cpu pin the writer to one CPU and the handler to it or to the other "
-		 "(2048 traps a pass)");
+		 "floor-wp-other-cpu pin the writer to one CPU and the handler to it or to the other, "
+		 "floor-wp-percpu pins a handler to each CPU and leaves the writer unpinned, as the "
+		 "library does (2048 traps a pass)");
 	upc_cache_destroy(cs);
 	upc_cache_destroy(ca);
 	if (memfd >= 0)
