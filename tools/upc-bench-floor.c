@@ -19,12 +19,15 @@
  *  - kernel shmem minor faults, with fault-around and one page per fault
  *    (a userfaultfd-registered range, where the kernel disables it);
  *  - a 4 KiB memcpy hot in cache and from DRAM, and a 4 KiB read of a cached
- *    file through io_uring and through pread (the store's cheapest read).
+ *    file through io_uring and through pread (the store's cheapest read);
+ *  - row D's floor (workload 4): cold random reads served by the per-CPU
+ *    handlers, each fault a buffered pread of the cold file and UFFDIO_COPY.
  */
 #include "upc-bench.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <liburing.h>
 #include <linux/userfaultfd.h>
 #include <poll.h>
@@ -299,6 +302,9 @@ struct floor_ctx {
 	int memfd;		/* F_WP, F_MINOR: populated once */
 	size_t win;		/* F_MINOR: pages per CONTINUE (0: 1) */
 	bool wp;		/* F_MINOR: registered MISSING|WP|MINOR, write-protected (upcache's rw map) */
+	bool cold;		/* F_MISSING: drop @src_path's page cache before the pass */
+	bool copy;		/* copy each page out (a 4 KiB read), not one word */
+	uint64_t expect;	/* checksum of the first words read; 0: not checked */
 	/* PIN_PERCPU, summed over the passes: faults, served on the faulting CPU, EAGAIN reads */
 	uint64_t pc_faults, pc_here, pc_empty;
 	uint64_t pc_on[MAX_PERCPU];	/* touches made from the CPU cpus[i] */
@@ -321,14 +327,24 @@ static int floor_pass(struct variant *v, struct sample *s)
 	double t0, t1, t2;
 	char *base = MAP_FAILED;
 	volatile uint64_t sum = 0;
+	char *buf = NULL;
 
 	if ((f->pin == PIN_SAME && B.ncpus < 1) || (f->pin == PIN_OTHER && B.ncpus < 2)) {
 		snprintf(v->skip, sizeof(v->skip), "not enough CPUs to pin to");
 		return -EINVAL;
 	}
+	if (f->cold && f->src_path) {
+		ret = drop_file_cache(f->src_path);
+		if (ret < 0)
+			return ret;
+	}
 	h.src = aligned_alloc(PG, PG);
-	if (!h.src)
+	buf = aligned_alloc(PG, PG);
+	if (!h.src || !buf) {
+		free(h.src);
+		free(buf);
 		return -ENOMEM;
+	}
 	memset(h.src, 0x3c, PG);
 	if (f->mode == F_MISSING) {
 		memfd = memfd_create("upc-bench-floor", MFD_CLOEXEC);
@@ -433,7 +449,11 @@ static int floor_pass(struct variant *v, struct sample *s)
 				if (cpus[k] == c)
 					on[k]++;
 		}
-		if (f->mode != F_WP) {
+		if (f->copy) {
+			memcpy(buf, p, PG);
+			__asm__ volatile("" : : "r"(buf) : "memory");
+			sum += *(uint64_t *)buf;
+		} else if (f->mode != F_WP) {
 			sum += *(volatile uint64_t *)p;
 		} else {
 			*(volatile uint64_t *)(p + 8) = i;
@@ -444,6 +464,9 @@ static int floor_pass(struct variant *v, struct sample *s)
 	s->ns = t2 - t0;
 	s->map_ns = t1 - t0;
 	s->units = n;
+	if (f->expect && sum != f->expect)
+		warn_variant(v, "data mismatch: read checksum %" PRIx64 ", file has %" PRIx64 " (rep %d)",
+			     (uint64_t)sum, f->expect, B.cur_rep + 1);
 out_unpin:
 	if (pinned)
 		unpin_self(&saved);
@@ -484,6 +507,7 @@ out:
 	if (f->mode == F_MISSING && memfd >= 0)
 		close(memfd);
 	free(h.src);
+	free(buf);
 	(void)sum;
 	return ret;
 }
@@ -711,6 +735,21 @@ char *floor_percpu_str(char *buf, size_t len, struct workload *w, int vi)
 		n += (size_t)snprintf(buf + n, len - n, "%s CPU %d %.0f%%", k ? "," : "", f->pc_cpus[k],
 				      touches ? 100.0 * (double)f->pc_on[k] / (double)touches : 0.0);
 	return buf;
+}
+
+int floor_coldread_variant(struct workload *w, const char *name, const char *path, size_t npages,
+			   const uint32_t *order, size_t n, bool info)
+{
+	struct floor_ctx *f = calloc(1, sizeof(*f));
+
+	if (!f)
+		exit(1);
+	*f = (struct floor_ctx){ .mode = F_MISSING, .pin = PIN_PERCPU, .src_path = path, .cold = true,
+				 .copy = true, .npages = npages, .order = order, .n = n,
+				 .expect = expect_sum(order, n) };
+	return add_variant(w, name, floor_pass, f, info, "rw map of a memfd registered MISSING; per-CPU "
+			   "handlers pread the page from the cold file (buffered) and UFFDIO_COPY it; "
+			   "faulter unpinned");
 }
 
 /* ------------------------------------------------------------ memcpy and store reads */

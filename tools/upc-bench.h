@@ -277,4 +277,12 @@ int floor_percpu_handlers(void);
  */
 char *floor_percpu_str(char *buf, size_t len, struct workload *w, int vi);
 
+/*
+ * Row D's floor: cold random 4 KiB reads through a fresh read-write mapping
+ * of a memfd registered MISSING, each fault served by per-CPU handlers with
+ * a buffered pread of the page from the cold file and UFFDIO_COPY.
+ */
+int floor_coldread_variant(struct workload *w, const char *name, const char *path, size_t npages,
+			   const uint32_t *order, size_t n, bool info);
+
 #endif /* UPC_BENCH_H */
