@@ -21,7 +21,10 @@
  *  - a 4 KiB memcpy hot in cache and from DRAM, and a 4 KiB read of a cached
  *    file through io_uring and through pread (the store's cheapest read);
  *  - row D's floor (workload 4): cold random reads served by the per-CPU
- *    handlers, each fault a buffered pread of the cold file and UFFDIO_COPY.
+ *    handlers, each fault a buffered pread of the cold file and UFFDIO_COPY;
+ *  - row C's floors (workload 2): the cold file read in order into a fresh
+ *    memfd mapping, 2 MiB a read: buffered, O_DIRECT, and O_DIRECT with two
+ *    reads in flight (io_uring).
  */
 #include "upc-bench.h"
 
@@ -750,6 +753,159 @@ int floor_coldread_variant(struct workload *w, const char *name, const char *pat
 	return add_variant(w, name, floor_pass, f, info, "rw map of a memfd registered MISSING; per-CPU "
 			   "handlers pread the page from the cold file (buffered) and UFFDIO_COPY it; "
 			   "faulter unpinned");
+}
+
+/* ------------------------------------------------------------ cold sequential reads into a memfd */
+
+struct seq_ctx {
+	const char *path;
+	size_t size;
+	enum seqread_how how;
+};
+
+#define SEQ_CHUNK	(2 * MiB)
+
+/* Read [@off, @off + @len) of @fd into @dst whole (a buffered read may return short). */
+static int pread_full(int fd, char *dst, size_t len, off_t off)
+{
+	while (len) {
+		ssize_t r = pread(fd, dst, len, off);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return r < 0 ? -errno : -EIO;
+		dst += r;
+		len -= (size_t)r;
+		off += r;
+	}
+	return 0;
+}
+
+/* Two O_DIRECT reads of SEQ_CHUNK in flight through io_uring, the next queued as one completes. */
+static int uring_qd2(struct io_uring *ring, int fd, char *base, size_t size)
+{
+	size_t next = 0, inflight = 0;
+	int ret = 0;
+
+	while (!ret && (next < size || inflight)) {
+		struct io_uring_cqe *cqe;
+
+		while (next < size && inflight < 2) {
+			struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+			size_t len = size - next < SEQ_CHUNK ? size - next : SEQ_CHUNK;
+
+			io_uring_prep_read(sqe, fd, base + next, (unsigned int)len, next);
+			io_uring_sqe_set_data64(sqe, len);
+			next += len;
+			inflight++;
+		}
+		ret = io_uring_submit_and_wait(ring, 1);
+		if (ret < 0)
+			break;
+		ret = io_uring_peek_cqe(ring, &cqe);
+		if (ret < 0)
+			break;
+		if (cqe->res < 0 || (uint64_t)cqe->res != io_uring_cqe_get_data64(cqe))
+			ret = cqe->res < 0 ? cqe->res : -EIO;
+		io_uring_cqe_seen(ring, cqe);
+		inflight--;
+	}
+	/* On an error a read may still be in flight: O_DIRECT pins its pages, so unmapping is safe. */
+	return ret;
+}
+
+/*
+ * The copy into cache memory any user-space cache on a file store must
+ * make: the file's page cache dropped, a fresh MAP_SHARED mapping of a
+ * memfd the size of the file, and the file read into it in order, 2 MiB a
+ * read (buffered, or O_DIRECT one at a time or two in flight).  The read
+ * allocates the memfd's pages as it copies, a shmem fault a page (zeroed,
+ * then written); a cache that inserts them with UFFDIO_COPY from a bounce
+ * buffer allocates them without the fault or the zeroing.  Timed: the
+ * mapping and the reads; a unit is a page.
+ */
+static int seqread_pass(struct variant *v, struct sample *s)
+{
+	struct seq_ctx *c = v->ctx;
+	bool direct = c->how != SEQ_BUFFERED, ring_up = false;
+	size_t np = c->size / PG;
+	struct io_uring ring;
+	char *base = MAP_FAILED;
+	int fd = -1, mfd, ret;
+	uint64_t sum = 0;
+	double t0, t1, t2;
+
+	ret = drop_file_cache(c->path);
+	if (ret < 0)
+		return ret;
+	mfd = memfd_create("upc-bench-floor", MFD_CLOEXEC);
+	if (mfd < 0 || ftruncate(mfd, (off_t)c->size) < 0) {
+		ret = -errno;
+		goto out;
+	}
+	fd = open(c->path, O_RDONLY | O_CLOEXEC | (direct ? O_DIRECT : 0));
+	if (fd < 0) {
+		ret = -errno;
+		goto out;
+	}
+	if (c->how == SEQ_DIRECT_QD2) {
+		ret = io_uring_queue_init(4, &ring, 0);
+		if (ret < 0)
+			goto out;
+		ring_up = true;
+	}
+	snap_begin(&s->c, NULL);
+	t0 = now_ns();
+	base = mmap(NULL, c->size, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
+	if (base == MAP_FAILED) {
+		ret = -errno;
+		goto out;
+	}
+	t1 = now_ns();
+	if (c->how == SEQ_DIRECT_QD2) {
+		ret = uring_qd2(&ring, fd, base, c->size);
+	} else {
+		for (size_t off = 0; off < c->size && !ret; off += SEQ_CHUNK)
+			ret = pread_full(fd, base + off, c->size - off < SEQ_CHUNK ? c->size - off : SEQ_CHUNK,
+					 (off_t)off);
+	}
+	t2 = now_ns();
+	snap_end(&s->c, NULL);
+	if (ret < 0)
+		goto out;
+	for (size_t pg = 0; pg < np; pg++)
+		sum += *(uint64_t *)(base + pg * PG);
+	if (sum != expect_sum(NULL, np))
+		warn_variant(v, "data mismatch: read checksum %" PRIx64 ", file has %" PRIx64 " (rep %d)",
+			     sum, expect_sum(NULL, np), B.cur_rep + 1);
+	s->ns = t2 - t0;
+	s->map_ns = t1 - t0;
+	s->units = np;
+out:
+	if (ring_up)
+		io_uring_queue_exit(&ring);
+	if (base != MAP_FAILED)
+		munmap(base, c->size);
+	if (fd >= 0)
+		close(fd);
+	if (mfd >= 0)
+		close(mfd);
+	return ret;
+}
+
+int floor_seqread_variant(struct workload *w, const char *name, const char *path, size_t size,
+			  enum seqread_how how, bool info)
+{
+	struct seq_ctx *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		exit(1);
+	*c = (struct seq_ctx){ .path = path, .size = size, .how = how };
+	return add_variant(w, name, seqread_pass, c, info, "the cold file read in order into a fresh "
+			   "map of a memfd, 2 MiB a read: %s", how == SEQ_BUFFERED ? "pread, buffered "
+			   "(readahead)" : how == SEQ_DIRECT ? "pread, O_DIRECT, one at a time" :
+			   "io_uring, O_DIRECT, two in flight");
 }
 
 /* ------------------------------------------------------------ memcpy and store reads */

@@ -981,7 +981,7 @@ void wl2_cold_seq(struct workload *w)
 	size_t size = sz(256 * MiB, 16 * MiB), np = size / PG;
 	const char *path;
 	struct acc t;
-	int vk, vs, va, vq, vds, vda, vr, vkw, vsw[2], vaw[2];
+	int vk, vs, va, vq, vds, vda, vr, vkw, vsw[2], vaw[2], vfb, vfd, vfq;
 	char nm[NAME_LEN];
 
 	snprintf(w->title, sizeof(w->title), "cold sequential scan");
@@ -1035,6 +1035,10 @@ void wl2_cold_seq(struct workload *w)
 		vaw[d] = add_acc(w, upc_name(true, d ? "-direct-rw" : "-rw", nm, sizeof(nm)), false, &t,
 				 "as upc-sync%s-rw, async tracking asked", d ? "-direct" : "");
 	}
+	/* Row C's floors: the copy into cache memory a user-space cache on each store makes. */
+	vfb = floor_seqread_variant(w, "floor-read2m-memfd", path, size, SEQ_BUFFERED, false);
+	vfd = floor_seqread_variant(w, "floor-direct2m-memfd", path, size, SEQ_DIRECT, false);
+	vfq = floor_seqread_variant(w, "floor-direct2m-qd2-memfd", path, size, SEQ_DIRECT_QD2, false);
 
 	run_variants(w);
 	for (int d = 0; d < 2; d++) {
@@ -1046,15 +1050,34 @@ void wl2_cold_seq(struct workload *w)
 		};
 
 		for (int k = 0; k < 2; k++) {
-			int vu = k ? vaw[d] : vsw[d];
-			char note[700];
+			int vu = k ? vaw[d] : vsw[d], vfl = d ? vfd : vfb;
+			char note[1600];
+			size_t n;
 
 			add_ratio(w, vu, vkw);
 			snprintf(note, sizeof(note), "writable mappings; read-only: %.2f; synchronous 128 KiB "
 				 "pread of the same file: %.2f of the kernel",
 				 ratio_med(w, d ? (k ? vda : vds) : (k ? va : vs), vk), ratio_med(w, vr, vkw));
+			/*
+			 * The floors of this run: the cold file read in order,
+			 * 2 MiB a read, into a fresh memfd mapping, as a cache
+			 * on the store must copy it into its memory.
+			 */
+			n = strlen(note);
+			snprintf(note + n, sizeof(note) - n, "; FLOORS (the cold file read in order into a "
+				 "fresh memfd map, 2 MiB a read): floor-read2m-memfd %.3g us/page (%.2f of "
+				 "kernel-ext4-rw), floor-direct2m-memfd %.3g (%.2f), floor-direct2m-qd2-memfd "
+				 "%.3g (%.2f); %s / %s: %.2f", med_us(&w->var[vfb]), ratio_med(w, vfb, vkw),
+				 med_us(&w->var[vfd]), ratio_med(w, vfd, vkw), med_us(&w->var[vfq]),
+				 ratio_med(w, vfq, vkw), w->var[vu].name, w->var[vfl].name,
+				 ratio_med(w, vu, vfl));
+			n = strlen(note);
+			if (d)
+				snprintf(note + n, sizeof(note) - n, ", / floor-direct2m-qd2-memfd: %.2f",
+					 ratio_med(w, vu, vfq));
 			bound_str(note, sizeof(note), w, vu);
 			bound_str(note, sizeof(note), w, vkw);
+			bound_str(note, sizeof(note), w, vfl);
 			add_target_row("C", 2, what[d][k], vu, vkw, 1.0, note);
 		}
 	}
