@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <linux/userfaultfd.h>
 #include <pthread.h>
 #include <signal.h>
@@ -980,7 +981,7 @@ void wl2_cold_seq(struct workload *w)
 	size_t size = sz(256 * MiB, 16 * MiB), np = size / PG;
 	const char *path;
 	struct acc t;
-	int vk, vs, va, vq, vds, vda, vr, vkw, vsw[2], vaw[2];
+	int vk, vs, va, vq, vds, vda, vr, vkw, vsw[2], vaw[2], vfb, vfd, vfq;
 	char nm[NAME_LEN];
 
 	snprintf(w->title, sizeof(w->title), "cold sequential scan");
@@ -1034,6 +1035,10 @@ void wl2_cold_seq(struct workload *w)
 		vaw[d] = add_acc(w, upc_name(true, d ? "-direct-rw" : "-rw", nm, sizeof(nm)), false, &t,
 				 "as upc-sync%s-rw, async tracking asked", d ? "-direct" : "");
 	}
+	/* Row C's floors: the copy into cache memory a user-space cache on each store makes. */
+	vfb = floor_seqread_variant(w, "floor-read2m-memfd", path, size, SEQ_BUFFERED, false);
+	vfd = floor_seqread_variant(w, "floor-direct2m-memfd", path, size, SEQ_DIRECT, false);
+	vfq = floor_seqread_variant(w, "floor-direct2m-qd2-memfd", path, size, SEQ_DIRECT_QD2, false);
 
 	run_variants(w);
 	for (int d = 0; d < 2; d++) {
@@ -1045,15 +1050,34 @@ void wl2_cold_seq(struct workload *w)
 		};
 
 		for (int k = 0; k < 2; k++) {
-			int vu = k ? vaw[d] : vsw[d];
-			char note[700];
+			int vu = k ? vaw[d] : vsw[d], vfl = d ? vfd : vfb;
+			char note[1600];
+			size_t n;
 
 			add_ratio(w, vu, vkw);
 			snprintf(note, sizeof(note), "writable mappings; read-only: %.2f; synchronous 128 KiB "
 				 "pread of the same file: %.2f of the kernel",
 				 ratio_med(w, d ? (k ? vda : vds) : (k ? va : vs), vk), ratio_med(w, vr, vkw));
+			/*
+			 * The floors of this run: the cold file read in order,
+			 * 2 MiB a read, into a fresh memfd mapping, as a cache
+			 * on the store must copy it into its memory.
+			 */
+			n = strlen(note);
+			snprintf(note + n, sizeof(note) - n, "; FLOORS (the cold file read in order into a "
+				 "fresh memfd map, 2 MiB a read): floor-read2m-memfd %.3g us/page (%.2f of "
+				 "kernel-ext4-rw), floor-direct2m-memfd %.3g (%.2f), floor-direct2m-qd2-memfd "
+				 "%.3g (%.2f); %s / %s: %.2f", med_us(&w->var[vfb]), ratio_med(w, vfb, vkw),
+				 med_us(&w->var[vfd]), ratio_med(w, vfd, vkw), med_us(&w->var[vfq]),
+				 ratio_med(w, vfq, vkw), w->var[vu].name, w->var[vfl].name,
+				 ratio_med(w, vu, vfl));
+			n = strlen(note);
+			if (d)
+				snprintf(note + n, sizeof(note) - n, ", / floor-direct2m-qd2-memfd: %.2f",
+					 ratio_med(w, vu, vfq));
 			bound_str(note, sizeof(note), w, vu);
 			bound_str(note, sizeof(note), w, vkw);
+			bound_str(note, sizeof(note), w, vfl);
 			add_target_row("C", 2, what[d][k], vu, vkw, 1.0, note);
 		}
 	}
@@ -1186,13 +1210,68 @@ void wl3_cached_rand(struct workload *w)
 
 /* ------------------------------------------------------------ 4. cold random 4 KiB reads */
 
+/*
+ * Which CPUs take the completion interrupts of the virtio disk holding
+ * B.dir (its "virtioN-req" lines of /proc/interrupts, counts since boot),
+ * as "; the disk's (virtioN) completion interrupts: CPU0 n%, ...", or ""
+ * for another kind of disk.  A cold read's wake-up crosses CPUs when the
+ * faulting thread or the handler is not where the interrupt lands.
+ */
+static void disk_irq_cpus(char *out, size_t len)
+{
+	char link[64], dev[PATH_MAX], *v, name[32], line[1024];
+	unsigned long long sum[64] = { 0 }, total = 0;
+	size_t n = 0;
+	struct stat st;
+	int ncol = 0;
+	FILE *f;
+
+	out[0] = 0;
+	if (stat(B.dir, &st) < 0)
+		return;
+	snprintf(link, sizeof(link), "/sys/dev/block/%u:%u", major(st.st_dev), minor(st.st_dev));
+	if (!realpath(link, dev) || !(v = strstr(dev, "/virtio")))
+		return;
+	snprintf(name, sizeof(name), "%.*s-req", (int)strcspn(v + 1, "/"), v + 1);
+	f = fopen("/proc/interrupts", "r");
+	if (!f)
+		return;
+	if (fgets(line, sizeof(line), f))
+		for (char *p = strtok(line, " \t\n"); p && ncol < 64; p = strtok(NULL, " \t\n"))
+			ncol++;	/* "CPU0 CPU1 ...": one column a CPU */
+	while (fgets(line, sizeof(line), f)) {
+		char *p = strchr(line, ':');
+
+		if (!p || !strstr(line, name))
+			continue;
+		for (int c = 0; c < ncol; c++) {
+			char *end;
+			unsigned long long x = strtoull(p + 1, &end, 10);
+
+			if (end == p + 1)
+				break;
+			sum[c] += x;
+			total += x;
+			p = end - 1;
+		}
+	}
+	fclose(f);
+	if (!total)
+		return;
+	n = (size_t)snprintf(out, len, "; the disk's (%.*s) completion interrupts since boot:",
+			     (int)(strlen(name) - 4), name);
+	for (int c = 0; c < ncol && n < len; c++)
+		n += (size_t)snprintf(out + n, len - n, "%s CPU%d %.0f%%", c ? "," : "", c,
+				      100.0 * (double)sum[c] / (double)total);
+}
+
 void wl4_cold_rand(struct workload *w)
 {
 	static char path[256];
 	size_t size = sz(1024 * MiB, 64 * MiB), np = size / PG, n, nreads = sz(2048, 512);
 	uint32_t *order;
 	struct acc t;
-	int vk[3], vr[3], vp[3], vs[3], va[3], vu[3], vkw, vrw, vsw, vaw;
+	int vk[3], vr[3], vp[3], vs[3], va[3], vu[3], vkw, vrw, vsw, vaw, vfc;
 	char nm[NAME_LEN], sfx[16];
 
 	snprintf(w->title, sizeof(w->title), "cold random 4 KiB reads");
@@ -1251,15 +1330,35 @@ void wl4_cold_rand(struct workload *w)
 	t.async = true;
 	vaw = add_acc(w, upc_name(true, "-rw-1t", nm, sizeof(nm)), false, &t, "as upc-sync-rw-1t, "
 		      "async asked");
+	/* Row D's floor: the same reads served by bare per-CPU handlers that pread the cold file. */
+	vfc = floor_coldread_variant(w, "floor-coldread-percpu-rw-1t", path, np, order, nreads, false);
 	run_variants(w);
 	for (int k = 0; k < 2; k++) {
 		int v = k ? vaw : vsw;
-		char note[700], what[80];
+		char note[1600], what[80];
+		size_t nn;
 
 		snprintf(note, sizeof(note), "read-only mapping: %.2f", ratio_med(w, k ? va[1] : vs[1],
 			 vr[1]));
+		/*
+		 * The least a user-space cache serving faults from handler
+		 * threads pays on this machine: the same reads, each fault a
+		 * buffered 4 KiB pread of the cold file and a UFFDIO_COPY by
+		 * one of the per-CPU handlers, all woken by it.
+		 */
+		nn = strlen(note);
+		snprintf(note + nn, sizeof(note) - nn, "; FLOOR floor-coldread-percpu-rw-1t (a handler "
+			 "pinned to each of %d CPUs, all polling the uffd, the faulting thread unpinned; "
+			 "each fault a buffered 4 KiB pread of the cold file + UFFDIO_COPY): %.3g us/read, "
+			 "%.2f of kernel-ext4-madvrand-rw-1t; upc-sync-rw-1t / it: %.2f, %s / it: %.2f",
+			 floor_percpu_handlers(), med_us(&w->var[vfc]), ratio_med(w, vfc, vrw),
+			 ratio_med(w, vsw, vfc), w->var[vaw].name, ratio_med(w, vaw, vfc));
 		bound_str(note, sizeof(note), w, v);
 		bound_str(note, sizeof(note), w, vrw);
+		bound_str(note, sizeof(note), w, vfc);
+		floor_percpu_str(note, sizeof(note), w, vfc);
+		nn = strlen(note);
+		disk_irq_cpus(note + nn, sizeof(note) - nn);
 		snprintf(what, sizeof(what), "cold random 4 KiB reads, 1 thread, vs MADV_RANDOM (%s)",
 			 k ? "async" : "sync");
 		add_target_row("D", 4, what, v, vrw, 1.0, note);
@@ -1306,7 +1405,7 @@ void wl5_first_write(struct workload *w)
 	size_t size = sz(64 * MiB, 8 * MiB), np = size / PG;
 	struct upc_cache *cs, *ca;
 	struct acc t;
-	int memfd, vk, ve, vf, vfs, vfo, vs, va, vsq;
+	int memfd, vk, ve, vf, vfs, vfo, vfp, vs, va, vsq;
 	char nm[NAME_LEN], thp[300];
 
 	w->reps = B.reps * 2 <= MAX_REPS ? B.reps * 2 : B.reps;	/* cheap passes */
@@ -1336,6 +1435,8 @@ void wl5_first_write(struct workload *w)
 	/* Row F's placements: 2048 traps are enough for a time per trap (the other CPU's cost 100+ us). */
 	vfs = floor_wp_variant(w, "floor-wp-same-cpu", PIN_SAME, true, np < 2048 ? np : 2048);
 	vfo = floor_wp_variant(w, "floor-wp-other-cpu", PIN_OTHER, true, np < 2048 ? np : 2048);
+	/* The library's placement: a handler a CPU, all woken by every trap, the writer unpinned. */
+	vfp = floor_wp_variant(w, "floor-wp-percpu", PIN_PERCPU, true, np < 2048 ? np : 2048);
 	t.kind = K_UPC;
 	t.cache = cs;
 	vs = add_acc(w, "upc-sync", false, &t, "sync write-protect tracking: one trap per page");
@@ -1362,7 +1463,7 @@ void wl5_first_write(struct workload *w)
 	add_ratio(w, vsq, vk);
 	shmem_folios(thp, sizeof(thp));
 	{
-		char note[1200];
+		char note[2000];
 
 		if (B.async_mode == UPC_TRACK_ASYNC)
 			snprintf(note, sizeof(note), "async tracking in use");
@@ -1408,6 +1509,12 @@ void wl5_first_write(struct workload *w)
 		 */
 		note[0] = 0;
 		f_note(note, sizeof(note), w, vs, vfs, vfo, vf);
+		snprintf(note + strlen(note), sizeof(note) - strlen(note), "; PER-CPU FLOOR (upcache's "
+			 "design: a handler pinned to each of %d CPUs, all polling the uffd, the writer "
+			 "unpinned): floor-wp-percpu %.3g us (%.2f of floor-wp-same-cpu); upc-sync / "
+			 "floor-wp-percpu: %.2f", floor_percpu_handlers(), med_us(&w->var[vfp]),
+			 ratio_med(w, vfp, vfs), ratio_med(w, vs, vfp));
+		floor_percpu_str(note, sizeof(note), w, vfp);
 		bound_str(note, sizeof(note), w, vs);
 		bound_str(note, sizeof(note), w, vfs);
 		bound_str(note, sizeof(note), w, vfo);
@@ -1418,8 +1525,9 @@ void wl5_first_write(struct workload *w)
 	snprintf(w->note, sizeof(w->note), "floor-wp is a bare write-protect round trip in the same "
 		 "situation: a fresh mapping of a populated memfd, write-protected with PTE markers "
 		 "(WP_UNPOPULATED), a handler thread that only un-protects; floor-wp-same-cpu and "
-		 "floor-wp-other-cpu pin the writer to one CPU and the handler to it or to the other "
-		 "(2048 traps a pass)");
+		 "floor-wp-other-cpu pin the writer to one CPU and the handler to it or to the other, "
+		 "floor-wp-percpu pins a handler to each CPU and leaves the writer unpinned, as the "
+		 "library does (2048 traps a pass)");
 	upc_cache_destroy(cs);
 	upc_cache_destroy(ca);
 	if (memfd >= 0)

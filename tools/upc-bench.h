@@ -37,7 +37,7 @@
 #define PG		4096UL
 #define MAX_REPS	64
 #define MAX_VARIANTS	32
-#define MAX_RATIOS	32
+#define MAX_RATIOS	64
 #define MAX_TARGETS	64
 #define NR_WORKLOADS	9
 #define NAME_LEN	48
@@ -90,7 +90,7 @@ struct workload {
 	char title[120];
 	char setup[240];		/* sizes, file, what is timed */
 	char unit[24];			/* what one unit is: "page", "read", ... */
-	char note[600];			/* shown under the table */
+	char note[1000];		/* shown under the table */
 	char skip[300];			/* non-empty: the workload could not run */
 	bool ran;
 	int reps;			/* repetitions (B.reps, more for the cheap workloads) */
@@ -110,7 +110,7 @@ struct target {
 	double limit;
 	double med, min, max;
 	int status;
-	char note[1200];		/* what bounds it, from counters of the same run */
+	char note[2000];		/* what bounds it, from counters of the same run */
 };
 
 struct bench {
@@ -267,5 +267,31 @@ int floor_continue_variant(struct workload *w, const char *name, bool info, int 
 #define PIN_NONE	0
 #define PIN_SAME	1
 #define PIN_OTHER	2
+#define PIN_PERCPU	3	/* a handler pinned to each CPU (at most 8), the faulter unpinned */
+/* How many handlers PIN_PERCPU starts: the CPUs of the affinity mask, at most 8. */
+int floor_percpu_handlers(void);
+/*
+ * "; NAME: the handler on the faulting thread's CPU served N% of the
+ * faults, N EAGAIN reads a fault, the faulting thread on CPU a N%, ..."
+ * of a PIN_PERCPU floor @vi of @w, summed over its passes, appended to @buf.
+ */
+char *floor_percpu_str(char *buf, size_t len, struct workload *w, int vi);
+
+/*
+ * Row D's floor: cold random 4 KiB reads through a fresh read-write mapping
+ * of a memfd registered MISSING, each fault served by per-CPU handlers with
+ * a buffered pread of the page from the cold file and UFFDIO_COPY.
+ */
+int floor_coldread_variant(struct workload *w, const char *name, const char *path, size_t npages,
+			   const uint32_t *order, size_t n, bool info);
+
+/* Row C's floors: the cold file read sequentially, 2 MiB a read, into a memfd's mapping. */
+enum seqread_how {
+	SEQ_BUFFERED,		/* pread(2), buffered: the kernel's readahead applies */
+	SEQ_DIRECT,		/* pread(2) with O_DIRECT, one read at a time */
+	SEQ_DIRECT_QD2,		/* io_uring, O_DIRECT, two reads in flight */
+};
+int floor_seqread_variant(struct workload *w, const char *name, const char *path, size_t size,
+			  enum seqread_how how, bool info);
 
 #endif /* UPC_BENCH_H */
