@@ -1389,8 +1389,8 @@ void wl4_cold_rand(struct workload *w)
 		add_target(4, k ? "cold random 4 KiB reads, 2 threads (async)" :
 			   "cold random 4 KiB reads, 2 threads (sync)", v, vk[2], 1.0, note);
 	}
-	snprintf(w->note, sizeof(w->note), "upcache has one fault-handler thread per process and holds "
-		 "the file's lock across the fill I/O, so 2 faulting threads are served one at a time; "
+	snprintf(w->note, sizeof(w->note), "upcache has a fault-handler thread per CPU, but holds "
+		 "the file's lock across a fault's fill I/O, so 2 threads faulting on one file are served one at a time; "
 		 "the kernel's mmap reads around each fault (read_ahead_kb) until its miss counter "
 		 "gives up, which caches much of the file for later reads");
 	free(order);
