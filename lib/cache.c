@@ -853,8 +853,9 @@ static int file_get_how(struct upc_cache *c, int fd, bool create, struct upc_fil
 	bool writable;
 	int ret = 0;
 
-	if (fstat(fd, &st) < 0)
-		return -errno;
+	ret = sys_fstat_id(fd, &st);	/* not the timestamps: see there */
+	if (ret < 0)
+		return ret;
 	if (!S_ISREG(st.st_mode))
 		return -ENODEV;
 	writable = (fcntl(fd, F_GETFL) & O_ACCMODE) == O_RDWR;

@@ -361,6 +361,7 @@ __upc_hidden int sys_fd_dup(int fd);
 __upc_hidden int sys_fd_flags(int fd);
 struct stat;
 __upc_hidden int sys_fstat(int fd, struct stat *st);
+__upc_hidden int sys_fstat_id(int fd, struct stat *st);
 __upc_hidden int sys_madvise(void *addr, size_t len, int advice);
 __upc_hidden int sys_memfd(const char *name);
 __upc_hidden int sys_ftruncate(int fd, off_t len);

@@ -1685,6 +1685,29 @@ SHIM_API void *mremap(void *old, size_t oldlen, size_t newlen, int flags, ...)
 
 /* ------------------------------------------------------------ file I/O */
 
+/*
+ * fstat(2) for the I/O paths: the file's identity, type and size, without
+ * its timestamps.  A stat that returns the ctime makes the file's next
+ * change take a fine-grained time (multigrain timestamps, Linux 6.13), so
+ * with one on every call every write changed the inode and every
+ * fdatasync(2) wrote it: SQLite's WAL commits paid a synchronous inode
+ * write each (lib/syscall.c, sys_fstat_id(), has the numbers).
+ */
+static int io_fstat(int fd, struct stat *st)
+{
+	struct statx sx;
+
+	if (statx(fd, "", AT_EMPTY_PATH | AT_STATX_SYNC_AS_STAT, STATX_TYPE | STATX_MODE | STATX_INO | STATX_SIZE,
+		  &sx) < 0)
+		return errno == EBADF ? -1 : fstat(fd, st);	/* no statx, or a filter that refuses it */
+	memset(st, 0, sizeof(*st));
+	st->st_dev = makedev(sx.stx_dev_major, sx.stx_dev_minor);
+	st->st_ino = sx.stx_ino;
+	st->st_mode = sx.stx_mode;
+	st->st_size = (off_t)sx.stx_size;
+	return 0;
+}
+
 enum { R_KERNEL, R_CACHE, R_CHILD, R_REFUSED };
 
 /*
@@ -1692,8 +1715,8 @@ enum { R_KERNEL, R_CACHE, R_CHILD, R_REFUSED };
  * a file that was never mapped), the cache (a routed file, in the process
  * that made the cache), or a forked child's inherited mappings; nowhere
  * (R_REFUSED, EAGAIN) for a write (@wr) of a file another process caches
- * (busy_write_ok).  The cost when a file is mapped: one fstat per call on
- * any descriptor.
+ * (busy_write_ok).  The cost when a file is mapped: one statx per call on
+ * any descriptor (io_fstat()).
  */
 static int route_how(int fd, struct shim_inode **sip, bool wr)
 {
@@ -1702,7 +1725,7 @@ static int route_how(int fd, struct shim_inode **sip, bool wr)
 
 	if (!atomic_load_explicit(&nr_routed, memory_order_relaxed) || in_shim || resolving)
 		return R_KERNEL;
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+	if (io_fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
 		return R_KERNEL;
 	pthread_mutex_lock(&shim_lock);
 	si = inode_find(st.st_dev, st.st_ino);
@@ -1751,7 +1774,7 @@ static ssize_t child_rw(struct shim_inode *si, int fd, void *buf, size_t n, off_
 	struct stat st;
 
 	*handled = false;
-	if (!children_served || off < 0 || fstat(fd, &st) < 0)
+	if (!children_served || off < 0 || io_fstat(fd, &st) < 0)
 		goto kernel;
 	if (!wr && off >= st.st_size) {
 		*handled = true;
@@ -1859,7 +1882,7 @@ static off_t write_pos(int fd, off_t off, bool *positioned)
 		return -EBADF;
 	*positioned = off == -1;
 	if (fl & O_APPEND)
-		return fstat(fd, &st) < 0 ? -errno : st.st_size;
+		return io_fstat(fd, &st) < 0 ? -errno : st.st_size;
 	if (off == -1)
 		off = k_lseek(fd, 0, SEEK_CUR);
 	return off < 0 ? -errno : off;
