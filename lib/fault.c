@@ -64,36 +64,32 @@ static uint32_t ra_window(struct upc_cache *c, struct upc_map *m, struct upc_fil
 }
 
 /*
- * Asynchronous readahead, the kernel's PG_readahead marker: a scan that
- * reaches the window the background is reading (or has read) for it has the
- * next window queued at once, so that the store is read while the scan
- * consumes this one and the next fault finds its window cached (a MINOR
- * fault) instead of waiting for a synchronous read.  Without it every
- * second window of a scan was read synchronously and the store sat idle
- * while the scan used up the window read in the background (issue 11,
+ * Asynchronous readahead, the kernel's PG_readahead marker: a fault in the
+ * window the background read last for this mapping (it ends at
+ * m->ra_async) queues the next one, so that the store is read while the
+ * scan consumes this window, and the scan's next fault finds its window
+ * cached (a MINOR fault) instead of reading it synchronously.  Without it
+ * every second window of a scan was read in the fault while the store sat
+ * idle as the scan used up the window read in the background (issue 11,
  * row C).  The kernel marks the first folio of the async window
- * (page_cache_async_ra()); here m->ra_async is the end of what is queued
- * for the mapping.  The queue is kept two windows ahead of the fault (one
- * when the cache is small: ra_max can be a quarter of its memory): a MINOR
- * fault maps up to the first page not cached yet, so a scan is always near
- * the end of what has been read, and with one window ahead it would reach
- * that window while it is being read.  Called with file->lock held.
+ * (page_cache_async_ra()); here the fault that reaches a window read ahead
+ * maps the whole window (handle_minor()), so that it is the only fault
+ * there and comes at the window's start.  One window ahead, not more: the
+ * readahead thread holds file->lock across its read (a page being read is
+ * the kernel's locked page), so a fault of the scan on a window already
+ * read would wait behind the read of a window further on.  Called with
+ * file->lock held.
  */
 static void ra_async_marker(struct upc_cache *c, struct upc_map *m, struct upc_file *f, uint64_t pgoff)
 {
-	uint64_t ahead = (c->mem_limit >> UPC_PAGE_SHIFT) >= 8 * (uint64_t)c->ra_max ? 2 : 1;
+	uint64_t first = m->ra_async, last;
 
-	for (uint64_t i = 0; i < ahead; i++) {
-		uint64_t first = m->ra_async, last;
-
-		if (m->ra_policy == UPC_ADV_RANDOM || !first || c->ra_max < 16 || pgoff >= first ||
-		    pgoff + ahead * c->ra_max < first || first >= f->npages)
-			return;
-		last = min_t(uint64_t, first + c->ra_max, f->npages) - 1;
-		if (ra_queue(c, f, first, last) < 0)
-			return;
+	if (m->ra_policy == UPC_ADV_RANDOM || !first || c->ra_max < 16 || pgoff >= first ||
+	    pgoff + c->ra_max < first || first >= f->npages)
+		return;
+	last = min_t(uint64_t, first + c->ra_max, f->npages) - 1;
+	if (ra_queue(c, f, first, last) == 0)
 		m->ra_async = last + 1;
-	}
 }
 
 /*
@@ -501,6 +497,11 @@ static void handle_minor(struct upc_handler *h, struct upc_map *m, uintptr_t add
 		return;
 	}
 	ra_async_marker(mm->cache, m, f, pgoff);
+	/* A window read ahead, reached: map it whole (up to its first page not cached). */
+	if (m->ra_policy != UPC_ADV_RANDOM && (pt_lookup(f, pgoff)->flags & PG_READAHEAD)) {
+		win = MAP_AHEAD_MAX;
+		goto forward;
+	}
 	if (m->ra_policy != UPC_ADV_RANDOM && pgoff == m->map_next) {
 		win = min_t(uint64_t, max_t(uint64_t, (uint64_t)m->map_win * 2, FAULT_AROUND), MAP_AHEAD_MAX);
 		goto forward;
