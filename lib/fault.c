@@ -497,8 +497,15 @@ static void handle_minor(struct upc_handler *h, struct upc_map *m, uintptr_t add
 		return;
 	}
 	ra_async_marker(mm->cache, m, f, pgoff);
-	/* A window read ahead, reached: map it whole (up to its first page not cached). */
-	if (m->ra_policy != UPC_ADV_RANDOM && (pt_lookup(f, pgoff)->flags & PG_READAHEAD)) {
+	/*
+	 * A window this mapping's scan had read ahead, reached: map it whole
+	 * (up to its first page not cached).  Only the scan's own windows: a
+	 * page read ahead for another mapping, reached at random, gets the
+	 * gap-filling window below.
+	 */
+	if (m->ra_policy != UPC_ADV_RANDOM && pgoff < m->ra_async &&
+	    pgoff + 2 * (uint64_t)mm->cache->ra_max >= m->ra_async &&
+	    (pt_lookup(f, pgoff)->flags & PG_READAHEAD)) {
 		win = MAP_AHEAD_MAX;
 		goto forward;
 	}
