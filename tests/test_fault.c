@@ -36,8 +36,19 @@ Test(fault, content_equals_file_random_order, .timeout = 60)
 		cr_assert_eq(p[off], pat(off), "offset %zu", off);
 	}
 	struct upc_stats st = stats_of(c);
-	/* Random access does not read ahead: every fill is a fault. */
-	cr_assert_eq(st.fill_ios, st.faults_missing, "fills %lu faults %lu minor %lu", (unsigned long)st.fill_ios, (unsigned long)st.faults_missing, (unsigned long)st.faults_minor);
+	/*
+	 * Random access does not read ahead in the background: every fill is
+	 * a fault's.  Not every MISSING fault is a fill: a fault can be raised
+	 * again for a page its first message is filling (a faulting thread
+	 * woken early - a signal, or a UFFDIO_COPY that stopped part way and
+	 * woke it for what it had copied - faults again), and that message
+	 * finds the page cached (handle_missing()'s spurious case).  Under
+	 * load this happened about once in 30 runs of this file.
+	 */
+	cr_assert_leq(st.fill_ios, st.faults_missing, "fills %lu faults %lu minor %lu", (unsigned long)st.fill_ios,
+		      (unsigned long)st.faults_missing, (unsigned long)st.faults_minor);
+	cr_assert_geq(st.fill_ios + 4, st.faults_missing, "fills %lu faults %lu: faults that filled nothing",
+		      (unsigned long)st.fill_ios, (unsigned long)st.faults_missing);
 	cr_assert_eq(upc_cache_destroy(c), 0);
 	close(fd);
 }
