@@ -1695,17 +1695,9 @@ SHIM_API void *mremap(void *old, size_t oldlen, size_t newlen, int flags, ...)
  */
 static int io_fstat(int fd, struct stat *st)
 {
-	struct statx sx;
+	int ret = sys_fstat_id(fd, st);
 
-	if (statx(fd, "", AT_EMPTY_PATH | AT_STATX_SYNC_AS_STAT, STATX_TYPE | STATX_MODE | STATX_INO | STATX_SIZE,
-		  &sx) < 0)
-		return errno == EBADF ? -1 : fstat(fd, st);	/* no statx, or a filter that refuses it */
-	memset(st, 0, sizeof(*st));
-	st->st_dev = makedev(sx.stx_dev_major, sx.stx_dev_minor);
-	st->st_ino = sx.stx_ino;
-	st->st_mode = sx.stx_mode;
-	st->st_size = (off_t)sx.stx_size;
-	return 0;
+	return ret < 0 ? set_errno(ret) : 0;
 }
 
 enum { R_KERNEL, R_CACHE, R_CHILD, R_REFUSED };

@@ -23,6 +23,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 struct shim_inode {
@@ -38,6 +39,13 @@ struct shim_inode {
 	bool si_child_logged;	/* a forked child logged that it cannot route it */
 	char si_path[160];	/* for the log */
 };
+
+/*
+ * From the library's copy linked into this object (lib/syscall.c, hidden
+ * there): fstat(2) without the timestamps, for the paths that stat every
+ * read and write.  0 or a negative errno.
+ */
+int sys_fstat_id(int fd, struct stat *st);
 
 struct shim_region {
 	uintptr_t sr_start, sr_end;
