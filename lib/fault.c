@@ -84,8 +84,15 @@ static void ra_async_marker(struct upc_cache *c, struct upc_map *m, struct upc_f
 {
 	uint64_t first = m->ra_async, last;
 
+	/*
+	 * Not in a cache of fewer than 8 windows: reclaim takes a window read
+	 * ahead and not mapped yet before the scan gets there (a 96 MiB scan
+	 * under an 8 MiB limit read up to 1.75 times the file with the marker,
+	 * 1.3 times without, and waited in as many faults).
+	 */
 	if (m->ra_policy == UPC_ADV_RANDOM || !first || c->ra_max < 16 || pgoff >= first ||
-	    pgoff + c->ra_max < first || first >= f->npages)
+	    pgoff + c->ra_max < first || first >= f->npages ||
+	    (c->mem_limit >> UPC_PAGE_SHIFT) < 8 * (uint64_t)c->ra_max)
 		return;
 	last = min_t(uint64_t, first + c->ra_max, f->npages) - 1;
 	if (ra_queue(c, f, first, last) == 0)
