@@ -191,8 +191,8 @@ int sys_fstat(int fd, struct stat *st)
 }
 
 /*
- * The identity, type and size of @fd's file (st_dev, st_ino, st_mode,
- * st_size; the rest zero), without asking for its timestamps.  Since
+ * The identity, type, links and size of @fd's file (st_dev, st_ino,
+ * st_mode, st_nlink, st_size; the rest zero), without asking for its timestamps.  Since
  * multigrain timestamps (Linux 6.13; ext4, xfs, btrfs, tmpfs), a stat that
  * returns the ctime flags the inode so that its next change takes a
  * fine-grained time: every write then changes mtime and dirties the inode,
@@ -209,13 +209,14 @@ int sys_fstat_id(int fd, struct stat *st)
 {
 	struct statx sx;
 
-	if (statx(fd, "", AT_EMPTY_PATH | AT_STATX_SYNC_AS_STAT, STATX_TYPE | STATX_MODE | STATX_INO | STATX_SIZE,
-		  &sx) < 0)
+	if (statx(fd, "", AT_EMPTY_PATH | AT_STATX_SYNC_AS_STAT,
+		  STATX_TYPE | STATX_MODE | STATX_INO | STATX_SIZE | STATX_NLINK, &sx) < 0)
 		return errno == EBADF ? -EBADF : sys_fstat(fd, st);	/* no statx, or a filter that refuses it */
 	memset(st, 0, sizeof(*st));
 	st->st_dev = makedev(sx.stx_dev_major, sx.stx_dev_minor);
 	st->st_ino = sx.stx_ino;
 	st->st_mode = sx.stx_mode;
+	st->st_nlink = sx.stx_nlink;
 	st->st_size = (off_t)sx.stx_size;
 	return 0;
 }
