@@ -276,7 +276,16 @@ static void handle_missing(struct upc_handler *h, struct upc_map *m, uintptr_t a
 	if (pg->flags & PG_UPTODATE) {
 		if (h->last_spurious != addr) {
 			h->last_spurious = addr;
-			ra_async_marker(c, m, f, pgoff);	/* read in the background since the fault */
+			/*
+			 * Read in the background since the fault.  A mapping
+			 * registered for MINOR faults queues the next window
+			 * from the MINOR fault its retry takes, after mapping
+			 * this one: queued here, the readahead thread would
+			 * take file->lock for it first and that fault would
+			 * wait for the whole read (review of a5df1a3).
+			 */
+			if (!(m->wp && (c->uffd_features & UFFD_FEATURE_MINOR_SHMEM)))
+				ra_async_marker(c, m, f, pgoff);
 			goto resolved;
 		}
 		pr_debug("MISSING fault again on cached page %llu: reading it again\n",
@@ -513,7 +522,7 @@ static void handle_minor(struct upc_handler *h, struct upc_map *m, uintptr_t add
 	if (m->ra_policy != UPC_ADV_RANDOM && pgoff < m->ra_async &&
 	    pgoff + 2 * (uint64_t)mm->cache->ra_max >= m->ra_async &&
 	    (pt_lookup(f, pgoff)->flags & PG_READAHEAD)) {
-		win = MAP_AHEAD_MAX;
+		win = max_t(uint64_t, MAP_AHEAD_MAX, mm->cache->ra_max);	/* the forward path reads no pagemap */
 		goto forward;
 	}
 	if (m->ra_policy != UPC_ADV_RANDOM && pgoff == m->map_next) {
