@@ -207,11 +207,13 @@ int sys_fstat(int fd, struct stat *st)
  */
 int sys_fstat_id(int fd, struct stat *st)
 {
+	const unsigned int want = STATX_TYPE | STATX_MODE | STATX_INO | STATX_SIZE | STATX_NLINK;
 	struct statx sx;
 
-	if (statx(fd, "", AT_EMPTY_PATH | AT_STATX_SYNC_AS_STAT,
-		  STATX_TYPE | STATX_MODE | STATX_INO | STATX_SIZE | STATX_NLINK, &sx) < 0)
+	if (statx(fd, "", AT_EMPTY_PATH | AT_STATX_SYNC_AS_STAT, want, &sx) < 0)
 		return errno == EBADF ? -EBADF : sys_fstat(fd, st);	/* no statx, or a filter that refuses it */
+	if ((sx.stx_mask & want) != want)	/* a filesystem that could not say */
+		return sys_fstat(fd, st);
 	memset(st, 0, sizeof(*st));
 	st->st_dev = makedev(sx.stx_dev_major, sx.stx_dev_minor);
 	st->st_ino = sx.stx_ino;

@@ -1018,7 +1018,9 @@ Test(fileio, a_sigbus_handler_sees_the_faulting_context, .timeout = 60)
  * (lib/syscall.c, sys_fstat_id(): fstat's ctime would make every later
  * write of the file dirty its inode).  Where statx is refused - a seccomp
  * filter of a container runtime that predates it answers EPERM - fstat
- * answers instead, and the calls work as before.
+ * answers instead, and the calls work as before.  (Nothing here checks
+ * that statx is what they use: a stat's effect on the file's timestamps is
+ * not visible without a stat.)
  */
 #if defined(__x86_64__)
 #define TEST_AUDIT_ARCH AUDIT_ARCH_X86_64
@@ -1047,8 +1049,11 @@ Test(fileio, calls_work_where_statx_is_refused, .timeout = 60)
 	require_upcache();
 	/* Criterion runs each test in a process of its own: the filter ends with it. */
 	cr_assert_eq(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
-	cr_assert_eq(syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC, &prog), 0,
-		     "seccomp: %s", strerror(errno));
+	if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC, &prog) < 0) {
+		if (errno == EINVAL || errno == ENOSYS || errno == EACCES)
+			cr_skip_test("seccomp filters are not available here: %s", strerror(errno));
+		cr_assert_fail("seccomp: %s", strerror(errno));
+	}
 	cr_assert_eq(statx(AT_FDCWD, "/", 0, STATX_INO, &sx), -1);
 	cr_assert_eq(errno, EPERM);
 
@@ -1065,8 +1070,10 @@ Test(fileio, calls_work_where_statx_is_refused, .timeout = 60)
 	cr_assert_eq(buf[63], 0x5c);
 	cr_assert_eq(upc_fsync(c, fd), 0);
 	cr_assert_eq(rd64(fd, PAGE + 9), 0x5c5c5c5c5c5c5c5cULL);
-	/* A descriptor that is not open still says EBADF. */
-	cr_assert_eq(upc_pread(c, 1000, buf, 1, 0), -EBADF);
+	/* Past end of file: the store's size is asked again (store.c, fs_stat()). */
+	cr_assert_eq(upc_pwrite(c, fd, buf, sizeof(buf), 4 * PAGE + 100), (ssize_t)sizeof(buf));
+	cr_assert_eq(fsize(fd), 4 * PAGE + 100 + (off_t)sizeof(buf));
+	cr_assert_eq(upc_pread(c, fd, buf, sizeof(buf), 5 * PAGE), 0);
 	cr_assert_eq(upc_cache_destroy(c), 0);
 	close(fd);
 #else
