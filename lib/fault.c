@@ -512,6 +512,20 @@ static void handle_minor(struct upc_handler *h, struct upc_map *m, uintptr_t add
 		UPC_TRACE(fault_done, f, pgoff, UPC_FAULT_MINOR, 0);
 		return;
 	}
+	/*
+	 * Cached but wholly past end of file: a page kept in the memfd past a
+	 * shrink because it is pinned or under write-back (I6).  It is not
+	 * file data: SIGBUS, as handle_missing() answers past end of file,
+	 * after a look at the size in case the file grew behind the cache.
+	 */
+	if ((pgoff << UPC_PAGE_SHIFT) >= (uint64_t)f->size) {
+		file_size_refresh(f);
+		if ((pgoff << UPC_PAGE_SHIFT) >= (uint64_t)f->size) {
+			UPC_TRACE(fault_done, f, pgoff, UPC_FAULT_MINOR, -EFAULT);
+			fault_fail(h, m, addr, ptid, false);
+			return;
+		}
+	}
 	ra_async_marker(mm->cache, m, f, pgoff);
 	/*
 	 * A window this mapping's scan had read ahead, reached: map it whole

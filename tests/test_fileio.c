@@ -1080,3 +1080,33 @@ Test(fileio, calls_work_where_statx_is_refused, .timeout = 60)
 	cr_skip_test("no seccomp architecture constant for this machine in the test");
 #endif
 }
+
+/*
+ * A page kept past a shrink behind the cache's back because it is pinned
+ * (I6: pinned pages stay put) is not file data any more: an access to it
+ * through a mapping made afterwards gets SIGBUS, as past end of file,
+ * once the fence that cut the memfd is gone, when the access arrives as a
+ * MINOR fault on the cached page (found in review: handle_minor() mapped
+ * it, where handle_missing() looked at the size).
+ */
+Test(fileio, a_pinned_page_kept_past_a_shrink_is_not_mapped_again, .timeout = 60)
+{
+	struct upc_cache *c = cache_new(UPC_CACHE_NO_BGWB);
+	int fd = tmpfile_pattern(4 * PAGE, NULL);
+	unsigned char *p, *q;
+
+	cr_assert_eq(upc_map(c, fd, 0, 4 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
+	cr_assert_eq(upc_advise(c, p, 4 * PAGE, UPC_ADV_RANDOM), 0);
+	cr_assert_eq(p[3 * PAGE], pat(3 * PAGE));
+	cr_assert_eq(upc_pin(c, p + 3 * PAGE, PAGE, 0), 0);
+	cr_assert_eq(ftruncate(fd, PAGE), 0);
+	cr_assert(raises_sigbus(p + 2 * PAGE), "page 2 is past the new end");
+	usleep(1500 * 1000);	/* the fence goes within a second (files_unfence_stale) */
+	cr_assert_eq(upc_map(c, fd, 0, 4 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&q), 0);
+	cr_assert(raises_sigbus(q + 3 * PAGE), "the pinned page kept past the end was mapped");
+	cr_assert(raises_sigbus(q + 2 * PAGE));
+	cr_assert_eq(q[10], pat(10));
+	cr_assert_eq(upc_unpin(c, p + 3 * PAGE, PAGE), 0);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	close(fd);
+}
