@@ -142,8 +142,9 @@ Test(store, a_shared_description_refuses_o_append, .timeout = 60)
  * for one of its own (user_data is an index into the caller's array).  The
  * error here is a real one: a seccomp filter on one thread makes its
  * io_uring_enter(GETEVENTS) fail (a sandbox that forbids waiting), so that
- * the fdatasync of its upc_msync, which io_uring always runs in a worker,
- * is still in flight when its wait fails.  Other threads are not filtered:
+ * the write-back write of its upc_msync, a buffered write that io_uring
+ * hands to a worker, is still in flight when its wait fails.  (The
+ * fdatasync that follows is a plain syscall: store.c, fs_sync_flags().)  Other threads are not filtered:
  * their faults and write-backs must then read and write the right data.
  */
 #define WAIT_ERRNO ENOLINK	/* what the filtered waits fail with: rare enough to recognize */
@@ -203,7 +204,7 @@ Test(store, a_failed_wait_leaves_no_completion_for_the_next_caller, .timeout = 6
 	cr_assert_eq(upc_map(c, fd, 0, n * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
 	cr_assert_eq(upc_advise(c, p, n * PAGE, UPC_ADV_RANDOM), 0);	/* one read I/O per fault */
 	fm.p = p;
-	/* The fdatasync may, rarely, be done before the wait: then nothing failed; again. */
+	/* The write may, rarely, be done before the wait: then nothing failed; again. */
 	for (tries = 0; tries < 20; tries++) {
 		p[0] = (unsigned char)(0x80 + tries);
 		cr_assert_eq(pthread_create(&t, NULL, msync_with_failing_waits, &fm), 0);
@@ -215,12 +216,12 @@ Test(store, a_failed_wait_leaves_no_completion_for_the_next_caller, .timeout = 6
 		cr_assert_eq(fm.ret, 0, "upc_msync: %s", upc_strerror(fm.ret));
 	}
 	if (tries == 20)
-		cr_skip_test("no wait failed: every fdatasync was done before its wait");
+		cr_skip_test("no wait failed: every write was done before its wait");
 	usleep(100 * 1000);	/* what was in flight has completed by now */
 
 	/*
 	 * Every ring is used in turn: faults (one read each) and msyncs (a
-	 * write and a fdatasync each) reach the ring of the failed wait.
+	 * write each) reach the ring of the failed wait.
 	 */
 	for (size_t i = 1; i < n; i++) {
 		cr_assert_eq(p[i * PAGE + 1], pat(i * PAGE + 1), "page %zu read wrong (read errors: %d)", i,
