@@ -487,6 +487,16 @@ int ra_queue(struct upc_cache *c, struct upc_file *f, uint64_t first, uint64_t l
 		return -ENOMEM;
 	*w = (struct ra_work){ .file = f, .first = first, .last = last };
 	pthread_mutex_lock(&c->ra_lock);
+	/*
+	 * The cache is being destroyed (ra_stop() has run): a fault still
+	 * served before the handlers stop must not start a worker that would
+	 * see ra_stop, exit without the work and never be joined.
+	 */
+	if (c->ra_stop) {
+		pthread_mutex_unlock(&c->ra_lock);
+		free(w);
+		return -ECANCELED;
+	}
 	if (!c->ra_running) {
 		ret = pthread_create(&c->ra_thread, NULL, ra_main, c);
 		if (ret) {
