@@ -48,6 +48,22 @@ static inline bool page_in_window(struct upc_file *f, uint64_t pgoff)
 	return pgoff < f->npages && page_uptodate(f, pgoff);
 }
 
+/*
+ * Is file page @pgoff wholly past end of file?  Past the end the cache
+ * knows, the file may have grown since (another process, a pwrite(2)
+ * behind the cache's back): its size is looked at again before the answer
+ * is yes, as the kernel's fault reads i_size.  The memfd is longer than
+ * the file (file_grow), so such a fault does come here.  (The store's stat
+ * allocates nothing and takes no lock.)  Caller holds f->lock.
+ */
+static bool past_eof(struct upc_file *f, uint64_t pgoff)
+{
+	if ((pgoff << UPC_PAGE_SHIFT) < (uint64_t)f->size)
+		return false;
+	file_size_refresh(f);
+	return (pgoff << UPC_PAGE_SHIFT) >= (uint64_t)f->size;
+}
+
 static uint32_t ra_window(struct upc_cache *c, struct upc_map *m, struct upc_file *f, uint64_t pgoff)
 {
 	uint32_t win;
@@ -251,18 +267,8 @@ static void handle_missing(struct upc_handler *h, struct upc_map *m, uintptr_t a
 	atomic_fetch_add(&c->st.faults_missing, 1);
 	UPC_TRACE(fault, f, pgoff, addr, UPC_FAULT_MISSING | (write ? UPC_FAULT_WRITE : 0), ptid);
 	file_size_recheck(f, pgoff);
-	/*
-	 * Past the end of file the cache knows: the file may have grown since
-	 * (another process, a pwrite(2) behind the cache's back).  Look at its
-	 * size again before SIGBUS, as the kernel's fault reads i_size.  The
-	 * memfd is longer than the file (file_grow), so such a fault does come
-	 * here.  (fstat allocates nothing and takes no lock.)
-	 */
-	if ((pgoff << UPC_PAGE_SHIFT) >= (uint64_t)f->size) {
-		file_size_refresh(f);
-		if ((pgoff << UPC_PAGE_SHIFT) >= (uint64_t)f->size)
-			goto beyond_eof;
-	}
+	if (past_eof(f, pgoff))
+		goto beyond_eof;
 	pg = pt_get(f, pgoff);
 	if (!pg)
 		goto fail;
@@ -515,16 +521,12 @@ static void handle_minor(struct upc_handler *h, struct upc_map *m, uintptr_t add
 	/*
 	 * Cached but wholly past end of file: a page kept in the memfd past a
 	 * shrink because it is pinned or under write-back (I6).  It is not
-	 * file data: SIGBUS, as handle_missing() answers past end of file,
-	 * after a look at the size in case the file grew behind the cache.
+	 * file data: SIGBUS, as a MISSING fault there gets.
 	 */
-	if ((pgoff << UPC_PAGE_SHIFT) >= (uint64_t)f->size) {
-		file_size_refresh(f);
-		if ((pgoff << UPC_PAGE_SHIFT) >= (uint64_t)f->size) {
-			UPC_TRACE(fault_done, f, pgoff, UPC_FAULT_MINOR, -EFAULT);
-			fault_fail(h, m, addr, ptid, false);
-			return;
-		}
+	if (past_eof(f, pgoff)) {
+		UPC_TRACE(fault_done, f, pgoff, UPC_FAULT_MINOR, -EFAULT);
+		fault_fail(h, m, addr, ptid, false);
+		return;
 	}
 	ra_async_marker(mm->cache, m, f, pgoff);
 	/*
