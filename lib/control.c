@@ -136,7 +136,7 @@ static int pin_fill(struct upc_cache *c, struct upc_map *m, uint64_t first, uint
  */
 static int pin_map(struct upc_map *m, uintptr_t s, uintptr_t e)
 {
-	if (m->wp && (m->mm->cache->uffd_features & UFFD_FEATURE_MINOR_SHMEM)) {
+	if (map_minor(m)) {
 		for (uintptr_t a = s; a < e;) {
 			long r = sys_uffd_continue(m->mm->uffd, a, e - a, true, false);
 

@@ -290,7 +290,7 @@ static void handle_missing(struct upc_handler *h, struct upc_map *m, uintptr_t a
 			 * take file->lock for it first and that fault would
 			 * wait for the whole read (review of a5df1a3).
 			 */
-			if (!(m->wp && (c->uffd_features & UFFD_FEATURE_MINOR_SHMEM)))
+			if (!map_minor(m))
 				ra_async_marker(c, m, f, pgoff);
 			goto resolved;
 		}

@@ -204,6 +204,9 @@ struct upc_map {
 	struct upc_map *f_next, *f_prev;	/* file->rmap */
 };
 
+/* Is @m registered for MINOR faults (writable, and the kernel has them for shmem: map_register())? */
+#define map_minor(m)	((m)->wp && ((m)->mm->cache->uffd_features & UFFD_FEATURE_MINOR_SHMEM))
+
 /*
  * A fault handler thread of an mm (fault.c).  The process's own mm has one
  * per CPU it may run on (at most FAULT_HANDLERS_MAX), each pinned to its
