@@ -49,7 +49,8 @@ struct upc_store;
 #define UPC_CACHE_ASYNC_WP	0x1u	/* request async write-protect tracking (UFFD_FEATURE_WP_ASYNC) */
 #define UPC_CACHE_NO_BGWB	0x2u	/* no background write-back thread: only msync/destroy write */
 #define UPC_CACHE_DIRECT_IO	0x4u	/* the default file store opens files O_DIRECT */
-#define UPC_CACHE_FLAGS_ALL	0x7u
+#define UPC_CACHE_SHARED	0x8u	/* join upcd's cache, shared with other processes (upcd(8)) */
+#define UPC_CACHE_FLAGS_ALL	0xfu
 
 /* What a read_error callback is told: the page of a fault that the store failed to read. */
 struct upc_read_error {
@@ -80,6 +81,8 @@ struct upc_cache_opts {
 	 */
 	int (*read_error)(void *arg, const struct upc_read_error *e);
 	void *read_error_arg;
+	/* UPC_CACHE_SHARED: upcd's socket; NULL: $UPC_SOCKET, else the default (upcd(8)) */
+	const char *socket;
 };
 
 /*

@@ -637,6 +637,16 @@ static int file_new(struct upc_cache *c, int fd, const struct stat *st, struct u
 	if (ret < 0)
 		goto out_free;
 	f->memfd = ret;
+	/*
+	 * upcd hands descriptors of the memfd to clients: mode 0400, so that a
+	 * read-only one cannot be opened again read-write through /proc
+	 * (remote.c; DESIGN.md, "Security facts").  The daemon's own
+	 * descriptor keeps its write access.
+	 */
+	if (c->serving && fchmod(f->memfd, 0400) < 0) {
+		ret = -errno;
+		goto out_free;
+	}
 	/* At least as long as the staging mapping: end of file is the fault handler's (file_grow). */
 	ret = file_reserve(f, max_t(uint64_t, (uint64_t)st->st_size, 1));
 	if (ret < 0)
@@ -1032,6 +1042,8 @@ UPC_API int upc_cache_create(const struct upc_cache_opts *opts, struct upc_cache
 		return -EINVAL;
 	if (sysconf(_SC_PAGESIZE) != (long)UPC_PAGE_SIZE)
 		return -EOPNOTSUPP;
+	if (o.flags & UPC_CACHE_SHARED)
+		return client_create(&o, cachep);
 
 	feats = __upc_uffd_features();
 	if (!(upc_probe() & (UPC_FEAT_UFFD_SYSCALL | UPC_FEAT_UFFD_DEV | UPC_FEAT_USER_MODE_ONLY))) {
@@ -1173,6 +1185,9 @@ UPC_API int upc_cache_destroy(struct upc_cache *c)
 	struct upc_file *f, *next;
 	int ret = 0, err;
 
+	if (c && c->client)	/* UPC_CACHE_SHARED: upcd serves it (client.c) */
+		return client_destroy(c);
+
 	if (!c)
 		return -EINVAL;
 	/* From here on the last reference to a file releases nothing: every file is freed below. */
@@ -1251,6 +1266,8 @@ UPC_API int upc_stats(struct upc_cache *c, struct upc_stats *out)
 
 	if (!c || !out || out->sz < offsetof(struct upc_stats, mem_limit))
 		return -EINVAL;
+	if (c->client)
+		return client_stats(c, out);
 	st.track_mode = c->track_mode;
 	st.mem_limit = c->mem_limit;
 	pthread_mutex_lock(&c->lock);

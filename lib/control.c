@@ -158,16 +158,19 @@ static int pin_map(struct upc_map *m, uintptr_t s, uintptr_t e)
 		}
 		return 0;
 	}
-	return sys_madvise((void *)s, e - s, MADV_POPULATE_READ) < 0 ? -EFAULT : 0;
+	return mm_call(m->mm, MM_CALL_MADVISE, s, e - s, MADV_POPULATE_READ) < 0 ? -EFAULT : 0;
 }
 
 UPC_API int upc_pin(struct upc_cache *c, void *addr, size_t length, unsigned int flags)
 {
-	struct upc_mm *mm = c ? &c->self : NULL;
+	struct upc_mm *mm = c ? mm_current(c) : NULL;
 	uintptr_t start, end, pos, done;
 	uint64_t first, last;
 	struct upc_map *m;
 	int ret, tries;
+
+	if (c && c->client)	/* UPC_CACHE_SHARED: upcd serves it (client.c) */
+		return client_pin(c, addr, length, flags);
 
 	ret = range_args(c, addr, length, &start, &end);
 	if (ret < 0 || (flags & ~UPC_PIN_FLAGS_ALL))
@@ -211,7 +214,7 @@ UPC_API int upc_pin(struct upc_cache *c, void *addr, size_t length, unsigned int
 			int adv = (flags & UPC_PIN_WRITE) ? MADV_POPULATE_WRITE : MADV_POPULATE_READ;
 			bool by_hand = false;
 
-			ret = sys_madvise((void *)s, e - s, adv);
+			ret = mm_call(mm, MM_CALL_MADVISE, s, e - s, adv);
 			if (ret == -EFAULT) {
 				/* UFFD_USER_MODE_ONLY (or a read error, or end of file): see pin_fill(). */
 				ret = pin_fill(c, m, first, last);
@@ -303,11 +306,14 @@ out:
 
 UPC_API int upc_unpin(struct upc_cache *c, void *addr, size_t length)
 {
-	struct upc_mm *mm = c ? &c->self : NULL;
+	struct upc_mm *mm = c ? mm_current(c) : NULL;
 	uintptr_t start, end, pos;
 	uint64_t first, last;
 	struct upc_map *m;
 	int ret;
+
+	if (c && c->client)	/* UPC_CACHE_SHARED: upcd serves it (client.c) */
+		return client_unpin(c, addr, length);
 
 	ret = range_args(c, addr, length, &start, &end);
 	if (ret < 0)
@@ -541,11 +547,14 @@ void ra_stop(struct upc_cache *c)
 
 UPC_API int upc_advise(struct upc_cache *c, void *addr, size_t length, int advice)
 {
-	struct upc_mm *mm = c ? &c->self : NULL;
+	struct upc_mm *mm = c ? mm_current(c) : NULL;
 	uintptr_t start, end, pos;
 	uint64_t first, last;
 	struct upc_map *m;
 	int ret;
+
+	if (c && c->client)	/* UPC_CACHE_SHARED: upcd serves it (client.c) */
+		return client_advise(c, addr, length, advice);
 
 	ret = range_args(c, addr, length, &start, &end);
 	if (ret < 0 || advice < UPC_ADV_NORMAL || advice > UPC_ADV_FREE)

@@ -121,6 +121,9 @@ UPC_API ssize_t upc_pread(struct upc_cache *c, int fd, void *buf, size_t len, of
 	char *bounce;
 	int err = 0;
 
+	if (c && c->client)	/* UPC_CACHE_SHARED: upcd serves it (client.c) */
+		return client_pread(c, fd, buf, len, off);
+
 	if (!c || off < 0 || (!buf && len))
 		return -EINVAL;
 	len = min_t(size_t, len, MAX_RW);
@@ -290,6 +293,9 @@ UPC_API ssize_t upc_pwrite(struct upc_cache *c, int fd, const void *buf, size_t 
 	size_t done = 0;
 	char *data, *fillbuf;
 	int err, fl;
+
+	if (c && c->client)	/* UPC_CACHE_SHARED: upcd serves it (client.c) */
+		return client_pwrite(c, fd, buf, len, off);
 
 	if (!c || off < 0 || (!buf && len))
 		return -EINVAL;
@@ -498,6 +504,9 @@ UPC_API int upc_ftruncate(struct upc_cache *c, int fd, off_t length)
 	uint64_t newpages, keep;
 	int ret;
 
+	if (c && c->client)	/* UPC_CACHE_SHARED: upcd serves it (client.c) */
+		return client_ftruncate(c, fd, length);
+
 	if (!c || length < 0)
 		return -EINVAL;
 	ret = fileio_get(c, fd, ACC_WRITE, -EINVAL, &f);
@@ -598,6 +607,9 @@ UPC_API int upc_fallocate(struct upc_cache *c, int fd, int mode, off_t off, off_
 	struct upc_file *f;
 	int ret;
 
+	if (c && c->client)	/* UPC_CACHE_SHARED: upcd serves it (client.c) */
+		return client_fallocate(c, fd, mode, off, len);
+
 	if (!c || off < 0 || len <= 0)
 		return -EINVAL;
 	/* As vfs_fallocate(): a hole punched must keep the size. */
@@ -673,11 +685,15 @@ static int file_sync(struct upc_cache *c, int fd, int how)
 
 UPC_API int upc_fsync(struct upc_cache *c, int fd)
 {
+	if (c && c->client)
+		return client_fsync(c, fd, false);
 	return file_sync(c, fd, WB_FSYNC);
 }
 
 UPC_API int upc_fdatasync(struct upc_cache *c, int fd)
 {
+	if (c && c->client)
+		return client_fsync(c, fd, true);
 	return file_sync(c, fd, 0);
 }
 
@@ -691,6 +707,9 @@ UPC_API int upc_invalidate(struct upc_cache *c, int fd, off_t off, off_t len)
 	struct upc_file *f;
 	bool busy = false;
 	int ret;
+
+	if (c && c->client)	/* UPC_CACHE_SHARED: upcd serves it (client.c) */
+		return client_invalidate(c, fd, off, len);
 
 	if (!c || off < 0 || len < 0)
 		return -EINVAL;

@@ -244,6 +244,18 @@ struct upc_mm {
 	bool is_child;			/* a forked child's address space (fork.c) */
 	_Atomic bool dead;		/* that child is gone: the handler exits */
 	struct upc_mm *next_child;	/* cache->children */
+	/*
+	 * A client of upcd (remote.c): an address space in another process,
+	 * whose own operations on it (munmap, mprotect, madvise) the engine
+	 * asks for through @call, and only from the thread serving that
+	 * client's request (@call_thread).
+	 */
+	bool remote;
+	int (*call)(struct upc_mm *mm, int op, uintptr_t addr, size_t len, int arg);
+	void *call_arg;
+	pthread_t call_thread;
+	bool in_call;			/* @call_thread is serving a request of this client */
+	struct upc_mm *next_remote;	/* cache->remotes */
 };
 
 /* ------------------------------------------------------------ the cache */
@@ -281,6 +293,8 @@ struct upc_cache {
 
 	struct upc_mm self;		/* embedded mode: this process */
 	struct upc_mm *children;	/* forked children served by this cache (fork.c) */
+	struct upc_mm *remotes;		/* upcd's clients (remote.c), under @lock */
+	bool serving;			/* upcd's cache: memfds are handed to clients (remote.c) */
 	_Atomic unsigned int forks_pending;	/* fork events read whose child is not in the rmap yet */
 	_Atomic unsigned int reading;	/* threads in a read of a uffd, counting fork events (fork.c) */
 	pthread_mutex_t fork_mutex;	/* waiting for forks to settle */
@@ -334,6 +348,7 @@ struct upc_cache {
 
 	unsigned int debug;		/* UPC_DBG_*: $UPC_DEBUG at creation (debug.c) */
 	struct upc_pub *pub;		/* live statistics for upcctl (publish.c), or NULL */
+	struct upc_client *client;	/* UPC_CACHE_SHARED: everything above is upcd's (client.c) */
 };
 
 /* ------------------------------------------------------------ store */
@@ -457,6 +472,48 @@ __upc_hidden void handler_queue_compact(struct upc_handler *h);
 __upc_hidden unsigned int handler_read_msgs(struct upc_handler *h, unsigned int max);
 __upc_hidden unsigned int uffd_read_msgs(struct upc_mm *mm, struct uffd_msg *q, unsigned int space);
 #define UFFD_QUEUE	1024	/* messages a handler holds: more than threads fault at once */
+
+/* remote.c: the address spaces of other processes (upcd's clients) */
+#define MM_CALL_MUNMAP		1	/* the values of proto.h's UPC_CALL_* */
+#define MM_CALL_MPROTECT	2
+#define MM_CALL_MADVISE		3
+__upc_hidden struct upc_mm *mm_current(struct upc_cache *c);
+__upc_hidden void mm_current_set(struct upc_mm *mm);
+__upc_hidden void mm_current_clear(struct upc_mm *mm);
+__upc_hidden int remote_attach(struct upc_cache *c, int uffd, int pagemap_fd, pid_t pid,
+			       int (*call)(struct upc_mm *, int, uintptr_t, size_t, int), void *call_arg,
+			       struct upc_mm **mmp);
+__upc_hidden void remote_detach(struct upc_mm *mm);
+__upc_hidden int remote_map_prepare(struct upc_cache *c, int fd, uint64_t offset, uint64_t length, int prot,
+				    struct upc_file **fp, int *memfdp, int *maxprotp);
+__upc_hidden int mm_call(struct upc_mm *mm, int op, uintptr_t addr, size_t len, int arg);
+__upc_hidden int map_attach(struct upc_mm *mm, struct upc_file *f, uintptr_t addr, size_t len,
+			    uint64_t pgoff, int prot, int maxprot);
+
+/* client.c: a cache created with UPC_CACHE_SHARED, served by upcd */
+struct upc_client;
+__upc_hidden int client_create(const struct upc_cache_opts *o, struct upc_cache **cachep);
+__upc_hidden int client_destroy(struct upc_cache *c);
+__upc_hidden int client_map(struct upc_cache *c, int fd, off_t offset, size_t length, int prot,
+			    unsigned int flags, void **addrp);
+__upc_hidden int client_unmap(struct upc_cache *c, void *addr, size_t len);
+__upc_hidden int client_msync(struct upc_cache *c, void *addr, size_t len, int flags);
+__upc_hidden int client_protect(struct upc_cache *c, void *addr, size_t len, int prot);
+__upc_hidden int client_pin(struct upc_cache *c, void *addr, size_t len, unsigned int flags);
+__upc_hidden int client_unpin(struct upc_cache *c, void *addr, size_t len);
+__upc_hidden int client_advise(struct upc_cache *c, void *addr, size_t len, int advice);
+__upc_hidden int client_drop(struct upc_cache *c, unsigned int flags);
+__upc_hidden int client_stats(struct upc_cache *c, struct upc_stats *st);
+__upc_hidden ssize_t client_pread(struct upc_cache *c, int fd, void *buf, size_t len, off_t off);
+__upc_hidden ssize_t client_pwrite(struct upc_cache *c, int fd, const void *buf, size_t len, off_t off);
+__upc_hidden int client_ftruncate(struct upc_cache *c, int fd, off_t length);
+__upc_hidden int client_fallocate(struct upc_cache *c, int fd, int mode, off_t off, off_t len);
+__upc_hidden int client_fsync(struct upc_cache *c, int fd, bool datasync);
+__upc_hidden int client_invalidate(struct upc_cache *c, int fd, off_t off, off_t len);
+__upc_hidden long client_call_range(struct upc_cache *c, int type, void *addr, size_t length, long arg,
+				    unsigned int argc);
+__upc_hidden long client_file_call(struct upc_cache *c, int type, int fd, const uint64_t *args,
+				   unsigned int argc);
 
 /* fork.c */
 __upc_hidden void fork_event_read(struct upc_mm *mm, struct uffd_msg *msg);

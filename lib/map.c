@@ -490,6 +490,9 @@ UPC_API int upc_map(struct upc_cache *c, int fd, off_t offset, size_t length, in
 	bool yielded;
 	void *addr;
 
+	if (c && c->client)	/* UPC_CACHE_SHARED: upcd serves it (client.c) */
+		return client_map(c, fd, offset, length, prot, flags, addrp);
+
 	if (!c || !addrp || !length || offset < 0 || (offset & (UPC_PAGE_SIZE - 1)) ||
 	    (prot & ~(PROT_READ | PROT_WRITE)) || (flags & ~UPC_MAP_FLAGS_ALL))
 		return -EINVAL;
@@ -636,6 +639,82 @@ out_put:
 }
 
 /*
+ * The second half of a client's upc_map (remote.c has the first): the
+ * client has mapped the memfd descriptor it was given at @addr, with
+ * @prot, and nothing in it knows the address yet.  Register it with the
+ * client's userfaultfd (the daemon can: UFFDIO_REGISTER acts on the mm
+ * the userfaultfd belongs to), put it in the rmap, and write-protect it
+ * up to end of file, as upc_map() does before it returns the address.
+ * The file reference of remote_map_prepare() becomes the mapping's, or is
+ * put on failure.
+ */
+int map_attach(struct upc_mm *mm, struct upc_file *f, uintptr_t addr, size_t len, uint64_t pgoff,
+	       int prot, int maxprot)
+{
+	struct upc_map *m;
+	bool yielded;
+	int ret;
+
+	if (!len || (addr & (UPC_PAGE_SIZE - 1)) || (len & (UPC_PAGE_SIZE - 1)) || addr + len < addr ||
+	    (prot & ~(PROT_READ | PROT_WRITE)) || (prot & ~maxprot)) {
+		file_put(f);
+		return -EINVAL;
+	}
+	m = calloc(1, sizeof(*m));
+	if (!m) {
+		file_put(f);
+		return -ENOMEM;
+	}
+	m->mm = mm;
+	m->file = f;
+	m->start = addr;
+	m->end = addr + len;
+	m->pgoff = pgoff;
+	m->prot = prot;
+	m->maxprot = maxprot;
+	pthread_rwlock_wrlock(&mm->lock);
+	/* An address the client still has mapped through the cache: it unmapped behind our back. */
+	{
+		size_t i = mm_search(mm, addr);
+
+		if (i < mm->nmaps && mm->maps[i]->start < m->end) {
+			ret = -EEXIST;
+			goto out_free;
+		}
+	}
+	ret = map_register(m, prot & PROT_WRITE);
+	if (ret < 0)
+		goto out_free;
+	pthread_mutex_lock(&f->lock);
+	ret = file_memfd_span(f, (pgoff << UPC_PAGE_SHIFT) + len);
+	m->err_seen = errseq_sample(f);
+	if (ret == 0)
+		ret = mm_insert(mm, m);
+	if (ret == 0)
+		rmap_add(f, m);
+	pthread_mutex_unlock(&f->lock);
+	pthread_rwlock_unlock(&mm->lock);
+	if (ret < 0) {
+		file_put(f);
+		free(m);
+		return ret;
+	}
+	pthread_mutex_lock(&f->lock);
+	ret = file_wp_extend(f, f->npages, &yielded);
+	pthread_mutex_unlock(&f->lock);
+	/* The caller serves @mm's request (mm_current_set): upc_unmap acts on @mm and asks it to unmap. */
+	if (ret < 0 && mm_current(mm->cache) == mm)
+		upc_unmap(mm->cache, (void *)addr, len);
+	return ret;
+
+out_free:
+	pthread_rwlock_unlock(&mm->lock);
+	file_put(f);
+	free(m);
+	return ret;
+}
+
+/*
  * Unmapping keeps the dirty state (I5, seed 002, Piggin: "the last unmapper
  * transfers dirty").  In synchronous tracking a page is marked dirty in its
  * descriptor before any mapping can write it, so the PTEs torn down here
@@ -651,10 +730,13 @@ UPC_API int upc_unmap(struct upc_cache *c, void *addr, size_t length)
 	struct upc_file *f = NULL;
 	int ret;
 
+	if (c && c->client)	/* UPC_CACHE_SHARED: upcd serves it (client.c) */
+		return client_unmap(c, addr, length);
+
 	ret = range_args(c, addr, length, &start, &end);
 	if (ret < 0)
 		return ret;
-	mm = &c->self;
+	mm = mm_current(c);
 	pthread_rwlock_wrlock(&mm->lock);
 	m = mm_find(mm, start);
 	if (!m || end > m->end) {
@@ -672,7 +754,16 @@ UPC_API int upc_unmap(struct upc_cache *c, void *addr, size_t length)
 		goto out_unlock;
 	/* Async tracking: the written state leaves with the PTEs unless collected now. */
 	track_collect_map(m);
-	munmap((void *)m->start, m->end - m->start);
+	ret = mm_call(mm, MM_CALL_MUNMAP, m->start, m->end - m->start, 0);
+	if (ret < 0 && mm->remote) {
+		/*
+		 * The client did not unmap it (it is going away, or lied): the
+		 * mapping is forgotten all the same.  Its PTEs stay the
+		 * client's; a write through them is not tracked any more, as
+		 * after a munmap the client made behind the daemon's back.
+		 */
+		ret = 0;
+	}
 	UPC_TRACE(unmap, f, m->pgoff, (m->end - m->start) >> UPC_PAGE_SHIFT);
 	rmap_del(f, m);
 	mm_remove(mm, m);
@@ -702,12 +793,15 @@ UPC_API int upc_protect(struct upc_cache *c, void *addr, size_t length, int prot
 	struct upc_map *m;
 	int ret;
 
+	if (c && c->client)	/* UPC_CACHE_SHARED: upcd serves it (client.c) */
+		return client_protect(c, addr, length, prot);
+
 	ret = range_args(c, addr, length, &start, &end);
 	if (ret < 0 || (prot & ~(PROT_READ | PROT_WRITE)))
 		return -EINVAL;
 	if (prot & PROT_WRITE)
 		prot |= PROT_READ;
-	mm = &c->self;
+	mm = mm_current(c);
 	pthread_rwlock_wrlock(&mm->lock);
 	ret = mm_range_ok(mm, start, end);
 	if (ret < 0)
@@ -757,7 +851,7 @@ UPC_API int upc_protect(struct upc_cache *c, void *addr, size_t length, int prot
 		}
 		if (m && ret == 0) {
 			track_collect_map(m);
-			if (mprotect((void *)m->start, m->end - m->start, prot) == 0)
+			if (mm_call(mm, MM_CALL_MPROTECT, m->start, m->end - m->start, prot) == 0)
 				m->prot = prot;
 			else
 				ret = -ENOMEM;

@@ -434,7 +434,7 @@ int dontneed_piece(struct upc_map *m, uintptr_t s, uintptr_t e, uint64_t first, 
 			uintptr_t a = s + ((p - first) << UPC_PAGE_SHIFT);
 			size_t len = (q - p) << UPC_PAGE_SHIFT;
 
-			if (madvise((void *)a, len, MADV_DONTNEED) < 0)
+			if (mm_call(m->mm, MM_CALL_MADVISE, a, len, MADV_DONTNEED) < 0)
 				ret = -EINVAL;
 			else if (!m->wp)
 				;	/* read-only: nothing to protect */
@@ -460,6 +460,9 @@ UPC_API int upc_drop(struct upc_cache *c, unsigned int flags)
 	uint64_t dropped = 0;
 	struct upc_file *f;
 	int ret, err = 0;
+
+	if (c && c->client)	/* UPC_CACHE_SHARED: upcd serves it (client.c) */
+		return client_drop(c, flags);
 
 	if (!c || (flags & ~UPC_DROP_FLAGS_ALL))
 		return -EINVAL;

@@ -570,13 +570,16 @@ UPC_API int upc_msync(struct upc_cache *c, void *addr, size_t length, int flags)
 	int ret = 0, err;
 	bool kick = false;
 
+	if (c && c->client)	/* UPC_CACHE_SHARED: upcd serves it (client.c) */
+		return client_msync(c, addr, length, flags);
+
 	if (!c || !length || (start & (UPC_PAGE_SIZE - 1)) || (flags & ~UPC_MS_FLAGS_ALL) ||
 	    (flags & UPC_MS_FLAGS_ALL) == 0 || (flags & UPC_MS_FLAGS_ALL) == UPC_MS_FLAGS_ALL)
 		return -EINVAL;
 	end = start + pg_round_up(length);
 	if (end <= start)
 		return -EINVAL;
-	mm = &c->self;
+	mm = mm_current(c);
 	pthread_rwlock_rdlock(&mm->lock);
 	/* Like msync(2): -ENOMEM unless the range is wholly mapped. */
 	for (pos = start; pos < end;) {

@@ -1,0 +1,139 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * proto.h - the protocol between a client library and upcd (upcd(8),
+ * PROTOCOL).  Compiled into both sides: this is the seam a reader crosses
+ * from the address spaces (a client: its mappings, its userfaultfd) to the
+ * page cache (the daemon: files, pages, write-back, reclaim).
+ *
+ * Transport: a SOCK_SEQPACKET Unix socket, so that one message is one
+ * datagram, its descriptors (SCM_RIGHTS) arrive with it and a truncated
+ * one is seen (MSG_TRUNC, MSG_CTRUNC).  Every message is a fixed header,
+ * then @argc 64-bit arguments, then @len - 8 * @argc bytes of data:
+ *
+ *	struct upc_msg_hdr | uint64_t args[argc] | data
+ *
+ * The header says how long the rest is and how many descriptors came
+ * with it; upc_msg_parse() checks both against what arrived, and checks
+ * each type against the table in proto.c (argument count, data length,
+ * descriptor count, who may send it).  A message that fails any check is
+ * a protocol error: the daemon answers it with -EPROTO and disconnects
+ * that client only.
+ *
+ * One request is in flight on a connection at a time.  While the daemon
+ * serves it, it may call back into the client (UPC_MSG_CALL: an operation
+ * only the process that owns an address space can do on it, munmap,
+ * mprotect, madvise); the client answers each call before it reads the
+ * reply to its request.
+ */
+#ifndef UPC_PROTO_H
+#define UPC_PROTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define UPC_PROTO_MAGIC		0x31435055u	/* "UPC1", little-endian */
+#define UPC_PROTO_VERSION	1u
+#define UPC_PROTO_MAX_ARGS	8u
+#define UPC_PROTO_MAX_DATA	(64u << 10)	/* data bytes a message carries */
+#define UPC_PROTO_MAX_FDS	3u
+#define UPC_PROTO_MAX_MSG	(sizeof(struct upc_msg_hdr) + 8 * UPC_PROTO_MAX_ARGS + UPC_PROTO_MAX_DATA)
+#define UPC_SOCKET_DEFAULT	"/run/upcd.sock"
+
+struct upc_msg_hdr {
+	uint32_t magic;
+	uint16_t version;
+	uint16_t type;		/* enum upc_msg_type */
+	uint32_t len;		/* bytes after the header: 8 * argc + data */
+	uint8_t argc;		/* 64-bit arguments */
+	uint8_t nfds;		/* descriptors sent with it */
+	uint16_t flags;		/* none defined: must be 0 */
+	uint64_t seq;		/* a request's number; its reply and calls carry it */
+};
+
+enum upc_msg_type {
+	/* client -> daemon, requests (the daemon replies UPC_MSG_REPLY) */
+	UPC_MSG_HELLO = 1,	/* args: version, cache flags, mem_limit; reply args: version, uffd features, track mode */
+	UPC_MSG_ATTACH,		/* fds: userfaultfd, /proc/self/pagemap, pidfd */
+	UPC_MSG_MAP,		/* fd: the file; args: offset, length, prot; reply fd: the memfd, args: token */
+	UPC_MSG_MAP_DONE,	/* args: token, addr, length, prot, flags; token 0 .. ; addr 0: abandon */
+	UPC_MSG_UNMAP,		/* args: addr, length */
+	UPC_MSG_MSYNC,		/* args: addr, length, flags */
+	UPC_MSG_PROTECT,	/* args: addr, length, prot */
+	UPC_MSG_PIN,		/* args: addr, length, flags */
+	UPC_MSG_UNPIN,		/* args: addr, length */
+	UPC_MSG_ADVISE,		/* args: addr, length, advice */
+	UPC_MSG_PREAD,		/* fd; args: length (<= MAX_DATA), offset; reply data */
+	UPC_MSG_PWRITE,		/* fd; args: offset; data */
+	UPC_MSG_FTRUNCATE,	/* fd; args: length */
+	UPC_MSG_FALLOCATE,	/* fd; args: mode, offset, length */
+	UPC_MSG_FSYNC,		/* fd; args: datasync */
+	UPC_MSG_INVALIDATE,	/* fd; args: offset, length */
+	UPC_MSG_STATS,		/* reply data: struct upc_stats */
+	UPC_MSG_DROP,		/* args: flags */
+	UPC_MSG_STATUS,		/* upcctl: reply data: text */
+	/* daemon -> client */
+	UPC_MSG_REPLY,		/* args: result (negative errno or a value), then the request's */
+	UPC_MSG_CALL,		/* args: op, addr, length, arg: do it on your address space */
+	/* client -> daemon, the answer to a call */
+	UPC_MSG_CALL_DONE,	/* args: result */
+	UPC_MSG_TYPE_MAX
+};
+
+/* UPC_MSG_CALL operations. */
+enum upc_call_op {
+	UPC_CALL_MUNMAP = 1,
+	UPC_CALL_MPROTECT,	/* arg: prot */
+	UPC_CALL_MADVISE,	/* arg: advice */
+	UPC_CALL_OP_MAX
+};
+
+struct upc_msg {
+	struct upc_msg_hdr h;
+	uint64_t args[UPC_PROTO_MAX_ARGS];
+	const unsigned char *data;	/* into @buf */
+	size_t dlen;
+	int fds[UPC_PROTO_MAX_FDS];
+	unsigned int nfds;
+	unsigned char buf[UPC_PROTO_MAX_MSG];
+};
+
+#define UPC_FROM_CLIENT	0x1
+#define UPC_FROM_DAEMON	0x2
+
+/*
+ * Parse and check @len bytes that arrived as one message with @nfds
+ * descriptors, as sent by @from (UPC_FROM_*).  Fills @m (args, data)
+ * except its descriptors.  Returns 0 or -EPROTO (-EPROTONOSUPPORT for a
+ * version this side does not speak).  Pure: no system call, no
+ * allocation (the fuzz target calls it on anything).
+ */
+int upc_msg_parse(struct upc_msg *m, const void *buf, size_t len, unsigned int nfds, int from);
+
+/*
+ * Send one message.  Returns 0 or a negative errno (-EPIPE: the peer is
+ * gone; -EMSGSIZE: too big for the protocol).
+ */
+int upc_msg_send(int sock, uint16_t type, uint64_t seq, const uint64_t *args, unsigned int argc,
+		 const void *data, size_t dlen, const int *fds, unsigned int nfds);
+
+/*
+ * Receive one message into @m, from a peer of kind @from, checked by
+ * upc_msg_parse().  Returns 0, -ECONNRESET at end of stream, -EPROTO for
+ * a message that fails a check (its descriptors are closed), or another
+ * negative errno.  The descriptors received are the caller's.
+ */
+int upc_msg_recv(int sock, struct upc_msg *m, int from);
+
+/* Close the descriptors of @m that the caller did not take (set to -1). */
+void upc_msg_close_fds(struct upc_msg *m);
+
+const char *upc_msg_name(unsigned int type);
+
+/*
+ * The daemon's socket: @path if given, else $UPC_SOCKET, else the
+ * default: /run/upcd.sock for root, $XDG_RUNTIME_DIR/upcd.sock (or
+ * /tmp/upcd-UID.sock) for anyone else.  Written into @buf.
+ */
+const char *upc_socket_path(const char *path, char *buf, size_t len);
+
+#endif /* UPC_PROTO_H */

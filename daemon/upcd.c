@@ -1,0 +1,766 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * upcd - one page cache shared by many processes (upcd(8)).
+ *
+ * The daemon holds an ordinary engine cache (lib/), the page cache side of
+ * the seam: files, page descriptors, write-back, reclaim, stores.  Each
+ * client is an address space attached to it (lib/remote.c): its faults are
+ * served here through its userfaultfd, and its requests run the same
+ * engine calls an embedded cache runs, on its mm.  This file is the
+ * protocol's daemon end: the listening socket, a thread per client that
+ * reads its requests in order, checks them (daemon/proto.c, then each
+ * argument where it is used), serves them and replies; and the clean-up
+ * when a client disconnects or dies.
+ *
+ * Nothing a client sends is trusted: a message that fails a check gets
+ * -EPROTO and the client is disconnected, the daemon goes on serving the
+ * others.  A client reaches only files it passed a descriptor of, with
+ * that descriptor's access mode (remote_map_prepare()).
+ */
+#define _GNU_SOURCE
+#include "internal.h"
+#include "proto.h"
+
+#include <fcntl.h>
+#include <getopt.h>
+#include <grp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#define CLIENT_PENDING_MAX	16	/* maps between their two halves, per client */
+#define CLIENT_MAPS_MAX		65536	/* mappings, per client */
+#define CALL_TIMEOUT_MS		10000	/* a client that does not answer a call is dropped */
+
+_Static_assert(UPC_CALL_MUNMAP == MM_CALL_MUNMAP && UPC_CALL_MPROTECT == MM_CALL_MPROTECT &&
+	       UPC_CALL_MADVISE == MM_CALL_MADVISE, "call numbers differ between proto.h and the engine");
+
+struct pending_map {
+	struct upc_file *f;	/* NULL: free slot */
+	uint64_t pgoff, len;
+	int maxprot;
+};
+
+struct client {
+	int sock, pidfd;
+	struct ucred cred;		/* SO_PEERCRED at connect */
+	struct upc_mm *mm;		/* after attach */
+	bool hello;
+	bool broken;			/* a protocol error in a call: disconnect after the request */
+	uint64_t seq;			/* the request being served */
+	struct pending_map pend[CLIENT_PENDING_MAX];
+	struct upc_msg *msg, *call_msg;
+	pthread_t thread;
+	struct client *next;
+	uint64_t requests;
+};
+
+static struct {
+	struct upc_cache *c;
+	int lsock;
+	pthread_mutex_t lock;		/* @clients */
+	pthread_cond_t gone;		/* a client left */
+	bool socket_activated;
+	struct client *clients;
+	unsigned int nclients;
+	uint64_t served, dropped;
+	volatile sig_atomic_t stop;
+	int stop_pipe[2];
+	bool verbose;
+} d = { .lock = PTHREAD_MUTEX_INITIALIZER, .gone = PTHREAD_COND_INITIALIZER, .stop_pipe = { -1, -1 } };
+
+#define logf(fmt, ...) do { if (d.verbose) fprintf(stderr, "upcd: " fmt "\n", ##__VA_ARGS__); } while (0)
+
+/* ------------------------------------------------------------ calls into a client */
+
+/*
+ * mm_call() for a client: ask it to munmap, mprotect or madvise its own
+ * address space, and wait for its answer.  Only while it waits for the
+ * reply to the request this thread serves (remote.c).  A client that does
+ * not answer within CALL_TIMEOUT_MS, dies, or answers with anything else
+ * is broken: the call fails and the client is disconnected.
+ */
+static int client_call(struct upc_mm *mm, int op, uintptr_t addr, size_t len, int arg)
+{
+	struct client *cl = mm->call_arg;
+	uint64_t args[4] = { (uint64_t)op, addr, len, (uint64_t)(int64_t)arg };
+	struct pollfd pfd[2] = { { .fd = cl->sock, .events = POLLIN }, { .fd = cl->pidfd, .events = POLLIN } };
+	int ret;
+
+	if (cl->broken)
+		return -EPIPE;
+	ret = upc_msg_send(cl->sock, UPC_MSG_CALL, cl->seq, args, 4, NULL, 0, NULL, 0);
+	if (ret < 0)
+		goto broken;
+	ret = poll(pfd, 2, CALL_TIMEOUT_MS);
+	if (ret <= 0 || pfd[1].revents || !(pfd[0].revents & POLLIN)) {
+		ret = ret == 0 ? -ETIMEDOUT : -EPIPE;
+		goto broken;
+	}
+	ret = upc_msg_recv(cl->sock, cl->call_msg, UPC_FROM_CLIENT);
+	if (ret < 0)
+		goto broken;
+	if (cl->call_msg->h.type != UPC_MSG_CALL_DONE || cl->call_msg->h.seq != cl->seq) {
+		upc_msg_close_fds(cl->call_msg);
+		ret = -EPROTO;
+		goto broken;
+	}
+	ret = (int)(int64_t)cl->call_msg->args[0];
+	return ret > 0 || ret < -4095 ? -EPROTO : ret;
+broken:
+	logf("client %d: call %d failed: %s", cl->cred.pid, op, strerror(-ret));
+	cl->broken = true;
+	return ret;
+}
+
+/* ------------------------------------------------------------ checks of what a client passes */
+
+/* Is @fd an anonymous inode of kind @kind ("[userfaultfd]", "[pidfd]")? */
+static bool fd_is_anon(int fd, const char *kind)
+{
+	char path[64], link[128];
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	n = readlink(path, link, sizeof(link) - 1);
+	if (n < 0)
+		return false;
+	link[n] = 0;
+	return strncmp(link, "anon_inode:", 11) == 0 && strcmp(link + 11, kind) == 0;
+}
+
+/* A field of /proc/self/fdinfo/@fd ("Pid:", "API:"), as text; 0 or -1. */
+static int fdinfo_field(int fd, const char *key, char *out, size_t outlen)
+{
+	char path[64], line[256];
+	size_t kl = strlen(key);
+	FILE *fp;
+	int ret = -1;
+
+	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
+	fp = fopen(path, "re");
+	if (!fp)
+		return -1;
+	while (fgets(line, sizeof(line), fp))
+		if (strncmp(line, key, kl) == 0) {
+			size_t n = strnlen(line + kl, outlen - 1);
+
+			memcpy(out, line + kl, n);
+			out[n] = 0;
+			ret = 0;
+			break;
+		}
+	fclose(fp);
+	return ret;
+}
+
+/*
+ * ATTACH's descriptors: a userfaultfd, the client's own pagemap and a
+ * pidfd of the client itself (SO_PEERCRED's pid).
+ */
+static int check_attach(struct client *cl, const int *fds)
+{
+	char buf[64], want[64], link[128], path[64];
+	struct stat st;
+	ssize_t n;
+
+	if (!fd_is_anon(fds[0], "[userfaultfd]") || !fd_is_anon(fds[2], "[pidfd]"))
+		return -EBADF;
+	if (fdinfo_field(fds[2], "Pid:", buf, sizeof(buf)) < 0 || atoi(buf) != cl->cred.pid)
+		return -EPERM;
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fds[1]);
+	n = readlink(path, link, sizeof(link) - 1);
+	if (n < 0 || fstat(fds[1], &st) < 0)
+		return -EBADF;
+	link[n] = 0;
+	snprintf(want, sizeof(want), "/proc/%d/pagemap", cl->cred.pid);
+	if (strcmp(link, want) != 0 || !S_ISREG(st.st_mode))
+		return -EPERM;
+	return 0;
+}
+
+/* ------------------------------------------------------------ requests */
+
+static int pending_take(struct client *cl, uint64_t token, struct pending_map *out)
+{
+	if (token >= CLIENT_PENDING_MAX || !cl->pend[token].f)
+		return -EINVAL;
+	*out = cl->pend[token];
+	cl->pend[token].f = NULL;
+	return 0;
+}
+
+static void pending_drop_all(struct client *cl)
+{
+	for (unsigned int i = 0; i < CLIENT_PENDING_MAX; i++)
+		if (cl->pend[i].f) {
+			file_put(cl->pend[i].f);
+			cl->pend[i].f = NULL;
+		}
+}
+
+/* A regular file, or -EINVAL (the engine's own checks follow in the call). */
+static int check_file(int fd)
+{
+	struct stat st;
+
+	if (fstat(fd, &st) < 0)
+		return -EBADF;
+	return S_ISREG(st.st_mode) ? 0 : -EINVAL;
+}
+
+static int req_map(struct client *cl, struct upc_msg *m, uint64_t *rargs, int *rfd)
+{
+	struct upc_file *f;
+	int memfd, maxprot, ret;
+	unsigned int slot;
+
+	ret = check_file(m->fds[0]);
+	if (ret < 0)
+		return ret;
+	for (slot = 0; slot < CLIENT_PENDING_MAX && cl->pend[slot].f; slot++)
+		;
+	if (slot == CLIENT_PENDING_MAX)
+		return -EAGAIN;
+	if (m->args[2] > INT32_MAX)
+		return -EINVAL;
+	if (cl->mm->nmaps >= CLIENT_MAPS_MAX)
+		return -ENOMEM;
+	ret = remote_map_prepare(d.c, m->fds[0], m->args[0], m->args[1], (int)m->args[2], &f, &memfd,
+				 &maxprot);
+	if (ret < 0)
+		return ret;
+	cl->pend[slot] = (struct pending_map){
+		.f = f, .pgoff = m->args[0] >> UPC_PAGE_SHIFT, .len = pg_round_up(m->args[1]), .maxprot = maxprot,
+	};
+	rargs[0] = slot;
+	rargs[1] = (uint64_t)maxprot;
+	*rfd = memfd;
+	return 0;
+}
+
+static int req_map_done(struct client *cl, struct upc_msg *m)
+{
+	struct pending_map p;
+	int ret = pending_take(cl, m->args[0], &p);
+
+	if (ret < 0)
+		return ret;
+	if (!m->args[1]) {		/* the client could not map it */
+		file_put(p.f);
+		return 0;
+	}
+	if (m->args[2] != p.len || m->args[3] > INT32_MAX || m->args[4]) {
+		file_put(p.f);
+		return -EINVAL;
+	}
+	return map_attach(cl->mm, p.f, (uintptr_t)m->args[1], p.len, p.pgoff, (int)m->args[3], p.maxprot);
+}
+
+static int int_arg(uint64_t v, int *out)
+{
+	if ((int64_t)v > INT32_MAX || (int64_t)v < INT32_MIN)
+		return -EINVAL;
+	*out = (int)(int64_t)v;
+	return 0;
+}
+
+/*
+ * Serve one request.  Returns the result for the reply; *@rfd a
+ * descriptor to send with it (closed after), @data/@dlen its data.
+ */
+static long serve(struct client *cl, struct upc_msg *m, uint64_t *rargs, unsigned int *rargc, int *rfd,
+		  void *data, size_t *dlen)
+{
+	struct upc_cache *c = d.c;
+	void *addr = (void *)(uintptr_t)m->args[0];
+	size_t len = (size_t)m->args[1];
+	int iarg;
+	long ret;
+
+	switch (m->h.type) {
+	case UPC_MSG_MAP:
+		*rargc = 2;
+		return req_map(cl, m, rargs, rfd);
+	case UPC_MSG_MAP_DONE:
+		return req_map_done(cl, m);
+	case UPC_MSG_UNMAP:
+		return upc_unmap(c, addr, len);
+	case UPC_MSG_MSYNC:
+		if (int_arg(m->args[2], &iarg) < 0)
+			return -EINVAL;
+		return upc_msync(c, addr, len, iarg);
+	case UPC_MSG_PROTECT:
+		if (int_arg(m->args[2], &iarg) < 0)
+			return -EINVAL;
+		return upc_protect(c, addr, len, iarg);
+	case UPC_MSG_PIN:
+		if (int_arg(m->args[2], &iarg) < 0)
+			return -EINVAL;
+		return upc_pin(c, addr, len, (unsigned int)iarg);
+	case UPC_MSG_UNPIN:
+		return upc_unpin(c, addr, len);
+	case UPC_MSG_ADVISE:
+		if (int_arg(m->args[2], &iarg) < 0)
+			return -EINVAL;
+		return upc_advise(c, addr, len, iarg);
+	case UPC_MSG_PREAD:
+		if ((ret = check_file(m->fds[0])) < 0)
+			return ret;
+		if (m->args[0] > UPC_PROTO_MAX_DATA || (int64_t)m->args[1] < 0)
+			return -EINVAL;
+		ret = upc_pread(c, m->fds[0], data, (size_t)m->args[0], (off_t)m->args[1]);
+		*dlen = ret > 0 ? (size_t)ret : 0;
+		return ret;
+	case UPC_MSG_PWRITE:
+		if ((ret = check_file(m->fds[0])) < 0)
+			return ret;
+		if ((int64_t)m->args[0] < 0)
+			return -EINVAL;
+		return upc_pwrite(c, m->fds[0], m->data, m->dlen, (off_t)m->args[0]);
+	case UPC_MSG_FTRUNCATE:
+		if ((ret = check_file(m->fds[0])) < 0)
+			return ret;
+		return upc_ftruncate(c, m->fds[0], (off_t)m->args[0]);
+	case UPC_MSG_FALLOCATE:
+		if ((ret = check_file(m->fds[0])) < 0)
+			return ret;
+		if (int_arg(m->args[0], &iarg) < 0)
+			return -EINVAL;
+		return upc_fallocate(c, m->fds[0], iarg, (off_t)m->args[1], (off_t)m->args[2]);
+	case UPC_MSG_FSYNC:
+		if ((ret = check_file(m->fds[0])) < 0)
+			return ret;
+		return m->args[0] ? upc_fdatasync(c, m->fds[0]) : upc_fsync(c, m->fds[0]);
+	case UPC_MSG_INVALIDATE:
+		if ((ret = check_file(m->fds[0])) < 0)
+			return ret;
+		return upc_invalidate(c, m->fds[0], (off_t)m->args[0], (off_t)m->args[1]);
+	case UPC_MSG_STATS: {
+		struct upc_stats st = { .sz = sizeof(st) };
+
+		ret = upc_stats(c, &st);
+		if (cl->mm) {		/* this client's mappings, as an embedded cache counts its own */
+			pthread_rwlock_rdlock(&cl->mm->lock);
+			st.nr_mappings = (uint32_t)cl->mm->nmaps;
+			pthread_rwlock_unlock(&cl->mm->lock);
+		}
+		if (ret == 0) {
+			memcpy(data, &st, sizeof(st));
+			*dlen = sizeof(st);
+		}
+		return ret;
+	}
+	case UPC_MSG_DROP:
+		if (int_arg(m->args[0], &iarg) < 0)
+			return -EINVAL;
+		return upc_drop(c, (unsigned int)iarg);
+	case UPC_MSG_STATUS: {
+		struct upc_stats st = { .sz = sizeof(st) };
+		int n;
+
+		upc_stats(c, &st);
+		pthread_mutex_lock(&d.lock);
+		n = snprintf(data, UPC_PROTO_MAX_DATA,
+			     "pid %d\nclients %u\nrequests %lu\ndisconnected-for-errors %lu\n"
+			     "tracking %s\nmem-limit %lu\ncached %lu\ndirty %lu\nfiles %u\n",
+			     getpid(), d.nclients, (unsigned long)d.served, (unsigned long)d.dropped,
+			     st.track_mode == UPC_TRACK_ASYNC ? "async" : "sync", (unsigned long)st.mem_limit,
+			     (unsigned long)st.pages_cached, (unsigned long)st.pages_dirty, st.nr_files);
+		for (struct client *o = d.clients; o && n < (int)UPC_PROTO_MAX_DATA - 128; o = o->next)
+			n += snprintf((char *)data + n, UPC_PROTO_MAX_DATA - n,
+				      "client pid %d uid %u mappings %zu requests %lu\n", o->cred.pid,
+				      o->cred.uid, o->mm ? o->mm->nmaps : 0, (unsigned long)o->requests);
+		pthread_mutex_unlock(&d.lock);
+		*dlen = (size_t)n;
+		return 0;
+	}
+	}
+	return -EPROTO;
+}
+
+/* hello: versions, and the client's cache flags (the daemon's options are its own). */
+static long serve_hello(struct client *cl, struct upc_msg *m, uint64_t *rargs, unsigned int *rargc)
+{
+	struct upc_stats st = { .sz = sizeof(st) };
+
+	if (m->args[0] != UPC_PROTO_VERSION)
+		return -EPROTONOSUPPORT;
+	/* A cache shared by every client has one store and one flusher: see upcd(8). */
+	if (m->args[1] & ~(uint64_t)(UPC_CACHE_SHARED | UPC_CACHE_ASYNC_WP))
+		return -EOPNOTSUPP;
+	upc_stats(d.c, &st);
+	rargs[0] = UPC_PROTO_VERSION;
+	rargs[1] = d.c->uffd_features;
+	rargs[2] = st.track_mode;
+	*rargc = 3;
+	cl->hello = true;
+	return 0;
+}
+
+static long serve_attach(struct client *cl, struct upc_msg *m)
+{
+	int ret = check_attach(cl, m->fds);
+
+	if (ret < 0)
+		return ret;
+	ret = remote_attach(d.c, m->fds[0], m->fds[1], cl->cred.pid, client_call, cl, &cl->mm);
+	if (ret < 0)
+		return ret;
+	cl->pidfd = m->fds[2];
+	m->fds[0] = m->fds[1] = m->fds[2] = -1;		/* the mm's and the client's now */
+	return 0;
+}
+
+static void *client_main(void *arg)
+{
+	struct client *cl = arg;
+	char *data = malloc(UPC_PROTO_MAX_DATA);
+
+	for (; data;) {
+		struct pollfd pfd[2] = { { .fd = cl->sock, .events = POLLIN }, { .fd = cl->pidfd, .events = POLLIN } };
+		uint64_t rargs[UPC_PROTO_MAX_ARGS];
+		unsigned int rargc = 0;
+		struct upc_msg *m = cl->msg;
+		size_t dlen = 0;
+		int rfd = -1;
+		long ret;
+
+		if (poll(pfd, cl->pidfd >= 0 ? 2 : 1, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		if (cl->pidfd >= 0 && pfd[1].revents) {
+			logf("client %d: exited", cl->cred.pid);
+			break;
+		}
+		ret = upc_msg_recv(cl->sock, m, UPC_FROM_CLIENT);
+		if (ret == -ECONNRESET)
+			break;
+		if (ret < 0) {
+			logf("client %d: bad message: %s", cl->cred.pid, strerror((int)-ret));
+			upc_msg_send(cl->sock, UPC_MSG_REPLY, 0, (uint64_t[]){ (uint64_t)ret }, 1, NULL, 0, NULL, 0);
+			__atomic_fetch_add(&d.dropped, 1, __ATOMIC_RELAXED);
+			break;
+		}
+		cl->seq = m->h.seq;
+		cl->requests++;
+		__atomic_fetch_add(&d.served, 1, __ATOMIC_RELAXED);
+		/* In order: hello, attach, then anything; status alone needs no attach (upcctl). */
+		if (m->h.type == UPC_MSG_HELLO && !cl->hello) {
+			ret = serve_hello(cl, m, rargs + 1, &rargc);
+		} else if (m->h.type == UPC_MSG_STATUS || (m->h.type == UPC_MSG_STATS && !cl->mm)) {
+			ret = serve(cl, m, rargs + 1, &rargc, &rfd, data, &dlen);
+		} else if (m->h.type == UPC_MSG_ATTACH && cl->hello && !cl->mm) {
+			ret = serve_attach(cl, m);
+		} else if (cl->mm && m->h.type != UPC_MSG_HELLO && m->h.type != UPC_MSG_ATTACH &&
+			   m->h.type != UPC_MSG_CALL_DONE) {
+			mm_current_set(cl->mm);
+			ret = serve(cl, m, rargs + 1, &rargc, &rfd, data, &dlen);
+			mm_current_clear(cl->mm);
+		} else {
+			ret = -EPROTO;		/* out of order */
+		}
+		upc_msg_close_fds(m);
+		rargs[0] = (uint64_t)ret;
+		if (ret == -EPROTO || cl->broken ||
+		    upc_msg_send(cl->sock, UPC_MSG_REPLY, cl->seq, rargs, rargc + 1, data, dlen,
+				 &rfd, rfd >= 0) < 0) {
+			if (ret == -EPROTO)
+				upc_msg_send(cl->sock, UPC_MSG_REPLY, cl->seq, rargs, 1, NULL, 0, NULL, 0);
+			if (rfd >= 0)
+				close(rfd);
+			__atomic_fetch_add(&d.dropped, 1, __ATOMIC_RELAXED);
+			break;
+		}
+		if (rfd >= 0)
+			close(rfd);
+	}
+	free(data);
+	/* Gone: its mappings are forgotten, its dirty pages stay (remote_detach). */
+	pending_drop_all(cl);
+	if (cl->mm)
+		remote_detach(cl->mm);
+	pthread_mutex_lock(&d.lock);
+	for (struct client **pp = &d.clients; *pp; pp = &(*pp)->next)
+		if (*pp == cl) {
+			*pp = cl->next;
+			break;
+		}
+	d.nclients--;
+	pthread_cond_broadcast(&d.gone);
+	pthread_mutex_unlock(&d.lock);
+	logf("client %d: gone", cl->cred.pid);
+	close(cl->sock);
+	if (cl->pidfd >= 0)
+		close(cl->pidfd);
+	free(cl->msg);
+	free(cl->call_msg);
+	free(cl);
+	return NULL;
+}
+
+static void client_new(int sock)
+{
+	struct client *cl = calloc(1, sizeof(*cl));
+	socklen_t sl = sizeof(cl->cred);
+	pthread_attr_t at;
+
+	if (!cl)
+		goto fail;
+	cl->sock = sock;
+	cl->pidfd = -1;
+	cl->msg = malloc(sizeof(*cl->msg));
+	cl->call_msg = malloc(sizeof(*cl->call_msg));
+	if (!cl->msg || !cl->call_msg || getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cl->cred, &sl) < 0)
+		goto fail;
+	pthread_mutex_lock(&d.lock);
+	cl->next = d.clients;
+	d.clients = cl;
+	d.nclients++;
+	pthread_mutex_unlock(&d.lock);
+	pthread_attr_init(&at);
+	pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+	if (pthread_create(&cl->thread, &at, client_main, cl) != 0) {
+		pthread_attr_destroy(&at);
+		pthread_mutex_lock(&d.lock);
+		d.clients = cl->next;
+		d.nclients--;
+		pthread_mutex_unlock(&d.lock);
+		goto fail;
+	}
+	pthread_attr_destroy(&at);
+	logf("client %d (uid %u) connected", cl->cred.pid, cl->cred.uid);
+	return;
+fail:
+	if (cl) {
+		free(cl->msg);
+		free(cl->call_msg);
+		free(cl);
+	}
+	close(sock);
+}
+
+/* ------------------------------------------------------------ start-up */
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	d.stop = 1;
+	if (d.stop_pipe[1] >= 0 && write(d.stop_pipe[1], "x", 1) < 0)
+		d.stop = 1;	/* the pipe is full: the loop wakes all the same */
+}
+
+/* systemd: the socket it passed (LISTEN_FDS), and READY=1 (Type=notify). */
+static int systemd_socket(void)
+{
+	const char *pid = getenv("LISTEN_PID"), *n = getenv("LISTEN_FDS");
+
+	if (!pid || !n || atoi(pid) != getpid() || atoi(n) != 1)
+		return -1;
+	unsetenv("LISTEN_PID");
+	unsetenv("LISTEN_FDS");
+	unsetenv("LISTEN_FDNAMES");
+	fcntl(3, F_SETFD, FD_CLOEXEC);
+	return 3;
+}
+
+static void systemd_notify(const char *what)
+{
+	const char *path = getenv("NOTIFY_SOCKET");
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	socklen_t sl;
+	int fd;
+
+	if (!path || (path[0] != '/' && path[0] != '@') || strlen(path) >= sizeof(sa.sun_path))
+		return;
+	strcpy(sa.sun_path, path);
+	if (sa.sun_path[0] == '@')
+		sa.sun_path[0] = 0;
+	sl = offsetof(struct sockaddr_un, sun_path) + strlen(path);
+	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return;
+	if (sendto(fd, what, strlen(what), MSG_NOSIGNAL, (struct sockaddr *)&sa, sl) < 0)
+		logf("sd_notify: %s", strerror(errno));
+	close(fd);
+}
+
+static int listen_on(const char *path, const char *group, mode_t mode)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd;
+
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		fprintf(stderr, "upcd: socket path too long: %s\n", path);
+		return -1;
+	}
+	strcpy(sa.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -1;
+	unlink(path);		/* a stale socket of an earlier run */
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || chmod(path, mode) < 0)
+		goto err;
+	if (group) {
+		struct group *g = getgrnam(group);
+
+		if (!g || chown(path, (uid_t)-1, g->gr_gid) < 0) {
+			fprintf(stderr, "upcd: group %s: %s\n", group, g ? strerror(errno) : "no such group");
+			goto err;
+		}
+	}
+	if (listen(fd, 64) < 0)
+		goto err;
+	return fd;
+err:
+	fprintf(stderr, "upcd: %s: %s\n", path, strerror(errno));
+	close(fd);
+	return -1;
+}
+
+static size_t parse_size(const char *s)
+{
+	char *end;
+	double v = strtod(s, &end);
+
+	switch (*end) {
+	case 'k': case 'K': v *= 1024; break;
+	case 'm': case 'M': v *= 1024 * 1024; break;
+	case 'g': case 'G': v *= 1024.0 * 1024 * 1024; break;
+	case 0: break;
+	default: return 0;
+	}
+	return v > 0 ? (size_t)v : 0;
+}
+
+static void usage(FILE *to)
+{
+	fprintf(to,
+		"usage: upcd [--foreground] [--socket PATH] [--mem-limit SIZE] [--async]\n"
+		"            [--group NAME] [--mode OCTAL] [--verbose]\n"
+		"Holds one page cache for every process that creates its cache with\n"
+		"UPC_CACHE_SHARED.  See upcd(8).\n");
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option lo[] = {
+		{ "foreground", no_argument, NULL, 'f' },
+		{ "socket", required_argument, NULL, 's' },
+		{ "mem-limit", required_argument, NULL, 'm' },
+		{ "async", no_argument, NULL, 'a' },
+		{ "group", required_argument, NULL, 'g' },
+		{ "mode", required_argument, NULL, 'M' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 }
+	};
+	UPC_OPTS(upc_cache_opts, o);
+	const char *path = NULL, *group = NULL;
+	char defpath[256];
+	bool foreground = false;
+	long mode = -1;
+	struct sigaction sa = { .sa_handler = on_signal };
+	int opt, ret;
+
+	while ((opt = getopt_long(argc, argv, "fs:m:ag:M:vh", lo, NULL)) != -1) {
+		switch (opt) {
+		case 'f': foreground = true; break;
+		case 's': path = optarg; break;
+		case 'm':
+			o.mem_limit = parse_size(optarg);
+			if (!o.mem_limit) {
+				fprintf(stderr, "upcd: bad size: %s\n", optarg);
+				return 2;
+			}
+			break;
+		case 'a': o.flags |= UPC_CACHE_ASYNC_WP; break;
+		case 'g': group = optarg; break;
+		case 'M':
+			mode = strtol(optarg, NULL, 8);
+			if (mode <= 0 || mode > 0777) {
+				fprintf(stderr, "upcd: bad mode: %s\n", optarg);
+				return 2;
+			}
+			break;
+		case 'v': d.verbose = true; break;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 2;
+		}
+	}
+	if (!path)
+		path = upc_socket_path(NULL, defpath, sizeof(defpath));
+	if (pipe2(d.stop_pipe, O_CLOEXEC | O_NONBLOCK) < 0)
+		return 1;
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	d.lsock = systemd_socket();
+	d.socket_activated = d.lsock >= 0;
+	if (d.lsock < 0)
+		d.lsock = listen_on(path, group, mode > 0 ? (mode_t)mode : group ? 0660 : 0600);
+	if (d.lsock < 0)
+		return 1;
+	/* Asynchronous tracking needs every client's written PTEs read back at teardown: not yet (upcd(8)). */
+	if (o.flags & UPC_CACHE_ASYNC_WP) {
+		fprintf(stderr, "upcd: --async: shared caches track synchronously for now (upcd(8), BUGS)\n");
+		o.flags &= ~UPC_CACHE_ASYNC_WP;
+	}
+	ret = upc_cache_create(&o, &d.c);
+	if (ret < 0) {
+		fprintf(stderr, "upcd: cannot create the cache: %s\n", upc_strerror(ret));
+		return 1;
+	}
+	d.c->serving = true;
+	if (!foreground && daemon(0, 0) < 0) {
+		perror("upcd: daemon");
+		return 1;
+	}
+	systemd_notify("READY=1");
+	logf("serving on %s", path);
+	while (!d.stop) {
+		struct pollfd pfd[2] = { { .fd = d.lsock, .events = POLLIN }, { .fd = d.stop_pipe[0], .events = POLLIN } };
+		int s;
+
+		if (poll(pfd, 2, -1) < 0)
+			continue;
+		if (pfd[1].revents)
+			break;
+		s = accept4(d.lsock, NULL, NULL, SOCK_CLOEXEC);
+		if (s >= 0)
+			client_new(s);
+	}
+	/*
+	 * SIGTERM: let every client go (each thread forgets its client's
+	 * mappings), then destroy the cache, which writes every dirty page
+	 * back and truncates the memfds: a client that goes on using a
+	 * mapping gets SIGBUS, never a page of zeros for the file's data
+	 * (the client library makes its mappings inaccessible when it sees
+	 * the daemon go: client.c).
+	 */
+	systemd_notify("STOPPING=1");
+	logf("stopping");
+	close(d.lsock);
+	if (!getenv("LISTEN_FDS") && !d.socket_activated)
+		unlink(path);
+	pthread_mutex_lock(&d.lock);
+	for (struct client *cl = d.clients; cl; cl = cl->next)
+		shutdown(cl->sock, SHUT_RDWR);
+	while (d.nclients)
+		pthread_cond_wait(&d.gone, &d.lock);
+	pthread_mutex_unlock(&d.lock);
+	ret = upc_cache_destroy(d.c);
+	if (ret < 0)
+		fprintf(stderr, "upcd: write-back at exit: %s\n", upc_strerror(ret));
+	return ret < 0 ? 1 : 0;
+}
