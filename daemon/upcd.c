@@ -173,16 +173,20 @@ static int check_attach(struct client *cl, const int *fds)
 
 	if (!fd_is_anon(fds[0], "[userfaultfd]") || !fd_is_anon(fds[2], "[pidfd]"))
 		return -EBADF;
-	if (fdinfo_field(fds[2], "Pid:", buf, sizeof(buf)) < 0 || atoi(buf) != cl->cred.pid)
+	if (fdinfo_field(fds[2], "Pid:", buf, sizeof(buf)) < 0 || atoi(buf) != cl->cred.pid) {
+		logf("client %d: attach: a pidfd of another process", cl->cred.pid);
 		return -EPERM;
+	}
 	snprintf(path, sizeof(path), "/proc/self/fd/%d", fds[1]);
 	n = readlink(path, link, sizeof(link) - 1);
 	if (n < 0 || fstat(fds[1], &st) < 0)
 		return -EBADF;
 	link[n] = 0;
 	snprintf(want, sizeof(want), "/proc/%d/pagemap", cl->cred.pid);
-	if (strcmp(link, want) != 0 || !S_ISREG(st.st_mode))
+	if (strcmp(link, want) != 0 || !S_ISREG(st.st_mode)) {
+		logf("client %d: attach: %s is not its pagemap", cl->cred.pid, link);
 		return -EPERM;
+	}
 	return 0;
 }
 
@@ -411,6 +415,14 @@ static long serve_attach(struct client *cl, struct upc_msg *m)
 
 	if (ret < 0)
 		return ret;
+	/*
+	 * The handler reads it without blocking, whatever the client opened
+	 * it with (a blocking read would keep the handler from its stop).
+	 * The flag is the open file description's, shared with the client:
+	 * one that clears it again only stalls its own handler (upcd(8), BUGS).
+	 */
+	if (fcntl(m->fds[0], F_SETFL, O_NONBLOCK) < 0)
+		return -errno;
 	ret = remote_attach(d.c, m->fds[0], m->fds[1], cl->cred.pid, client_call, cl, &cl->mm);
 	if (ret < 0)
 		return ret;

@@ -276,6 +276,15 @@ int client_create(const struct upc_cache_opts *o, struct upc_cache **cachep)
 	cl->track_mode = (uint32_t)rep.args[2];
 	/* Our userfaultfd, with exactly the features the daemon's engine serves. */
 	ret = sys_uffd_open(cl->features, NULL, NULL);
+	if (ret < 0 && (cl->features & UFFD_FEATURE_EVENT_FORK)) {
+		/*
+		 * Fork events need CAP_SYS_PTRACE (a client of a root daemon
+		 * may lack it): without them a child does not inherit the
+		 * mappings (MADV_DONTFORK: client_map), as in embedded mode.
+		 */
+		cl->features &= ~(uint64_t)UFFD_FEATURE_EVENT_FORK;
+		ret = sys_uffd_open(cl->features, NULL, NULL);
+	}
 	if (ret < 0)
 		goto err;
 	cl->uffd = fds[0] = (int)ret;

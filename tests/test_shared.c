@@ -1,0 +1,497 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Shared mode: upcd holds the cache, processes join with UPC_CACHE_SHARED.
+ * Each test starts its own daemon on a socket of its own.
+ */
+#include "helpers.h"
+#include "proto.h"
+
+#include <linux/userfaultfd.h>
+#include <stdatomic.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+
+static char sock_path[108];
+static pid_t upcd_pid;
+
+static void upcd_start(const char *extra)
+{
+	const char *bd = getenv("UPC_TEST_BUILDDIR");
+	char dir[] = "/tmp/upcd-test.XXXXXX", bin[512];
+
+	require_upcache();
+	cr_assert(mkdtemp(dir));
+	cr_assert_eq(chmod(dir, 0711), 0);	/* the socket's own mode (0666) decides who connects */
+	snprintf(sock_path, sizeof(sock_path), "%s/s", dir);
+	snprintf(bin, sizeof(bin), "%s/daemon/upcd", bd ? bd : ".");
+	upcd_pid = fork();
+	cr_assert_geq(upcd_pid, 0);
+	if (upcd_pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGTERM);	/* a test that fails does not leave it behind */
+		execl(bin, "upcd", "--foreground", "--socket", sock_path, "--mode", "0666", "--verbose",
+		      extra ? extra : NULL, (char *)NULL);
+		fprintf(stderr, "exec %s: %s\n", bin, strerror(errno));
+		_exit(127);
+	}
+	for (int i = 0; i < 500; i++) {
+		struct sockaddr_un sa = { .sun_family = AF_UNIX };
+		int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+		int ok;
+
+		strcpy(sa.sun_path, sock_path);
+		ok = connect(s, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+		close(s);
+		if (ok)
+			return;
+		cr_assert_eq(waitpid(upcd_pid, NULL, WNOHANG), 0, "upcd exited at start");
+		usleep(10000);
+	}
+	cr_assert_fail("upcd did not start listening on %s", sock_path);
+}
+
+/* SIGTERM: it writes everything back and exits 0. */
+static void upcd_stop(void)
+{
+	int status;
+
+	cr_assert_eq(kill(upcd_pid, SIGTERM), 0);
+	cr_assert_eq(waitpid(upcd_pid, &status, 0), upcd_pid);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "upcd status %#x", status);
+}
+
+static struct upc_cache *shared_cache(void)
+{
+	UPC_OPTS(upc_cache_opts, o, .flags = UPC_CACHE_SHARED, .socket = sock_path);
+	struct upc_cache *c = NULL;
+	int ret = upc_cache_create(&o, &c);
+
+	cr_assert_eq(ret, 0, "upc_cache_create(SHARED): %s", upc_strerror(ret));
+	return c;
+}
+
+static int open_rw(const char *path)
+{
+	int fd = open(path, O_RDWR | O_CLOEXEC);
+
+	cr_assert_geq(fd, 0);
+	return fd;
+}
+
+Test(shared, no_daemon_is_a_clear_error)
+{
+	UPC_OPTS(upc_cache_opts, o, .flags = UPC_CACHE_SHARED, .socket = "/nonexistent/upcd.sock");
+	struct upc_cache *c = (void *)1;
+	int ret;
+
+	require_upcache();
+	ret = upc_cache_create(&o, &c);
+	cr_assert(ret == -ENOENT || ret == -ECONNREFUSED, "%s", upc_strerror(ret));
+	cr_assert_eq(c, (void *)1, "nothing returned on failure");
+}
+
+/*
+ * N processes, each its own client, write their stripe of one file
+ * (disjoint pages) and one shared page (overlapping: a byte each), then
+ * each checks every other's data through its own mapping; the file has
+ * it all after one of them msyncs.
+ */
+static void processes_share_one_cache(unsigned int nproc)
+{
+	const size_t size = 64 * PAGE;
+	char path[64];
+	int fd = tmpfile_pattern(size, path), ready[2], go[2];
+	pid_t pids[8];
+	unsigned char *buf = malloc(size);
+
+	upcd_start(NULL);
+	cr_assert_eq(pipe(ready), 0);
+	cr_assert_eq(pipe(go), 0);
+	for (unsigned int k = 0; k < nproc; k++) {
+		pids[k] = fork();
+		cr_assert_geq(pids[k], 0);
+		if (pids[k] == 0) {
+			struct upc_cache *c = shared_cache();
+			int cfd = open_rw(path);
+			unsigned char *p;
+			char b;
+			int bad = 0;
+
+			if (upc_map(c, cfd, 0, size, PROT_READ | PROT_WRITE, 0, (void **)&p))
+				_exit(2);
+			for (size_t i = k; i < size / PAGE - 1; i += nproc)
+				memset(p + i * PAGE + 16, 0x40 + (int)k, 64);
+			p[size - PAGE + k] = (unsigned char)(0xa0 + k);
+			if (write(ready[1], "r", 1) != 1 || read(go[0], &b, 1) != 1)
+				_exit(3);
+			/* Everyone has written: each sees all of it through its own mapping. */
+			for (size_t i = 0; i < size / PAGE - 1; i++)
+				bad += p[i * PAGE + 16] != 0x40 + (int)(i % nproc) || p[i * PAGE] != pat(i * PAGE);
+			for (unsigned int j = 0; j < nproc; j++)
+				bad += p[size - PAGE + j] != (unsigned char)(0xa0 + j);
+			if (k == 0 && upc_msync(c, p, size, UPC_MS_SYNC))
+				_exit(4);
+			if (upc_cache_destroy(c))
+				_exit(5);
+			_exit(bad ? 6 : 0);
+		}
+	}
+	for (unsigned int k = 0; k < nproc; k++) {
+		char b;
+
+		cr_assert_eq(read(ready[0], &b, 1), 1);
+	}
+	for (unsigned int k = 0; k < nproc; k++)
+		cr_assert_eq(write(go[1], "g", 1), 1);
+	for (unsigned int k = 0; k < nproc; k++) {
+		int status;
+
+		cr_assert_eq(waitpid(pids[k], &status, 0), pids[k]);
+		cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "process %u: status %#x", k, status);
+	}
+	cr_assert_eq(pread(fd, buf, size, 0), (ssize_t)size);
+	for (size_t i = 0; i < size / PAGE - 1; i++)
+		cr_assert_eq(buf[i * PAGE + 16], 0x40 + (int)(i % nproc), "page %zu", i);
+	for (unsigned int j = 0; j < nproc; j++)
+		cr_assert_eq(buf[size - PAGE + j], 0xa0 + j);
+	upcd_stop();
+	free(buf);
+	unlink(path);
+	close(fd);
+}
+
+Test(shared, two_processes_see_each_others_writes, .timeout = 60)
+{
+	processes_share_one_cache(2);
+}
+
+Test(shared, four_processes_see_each_others_writes, .timeout = 60)
+{
+	processes_share_one_cache(4);
+}
+
+Test(shared, a_pwrite_by_one_process_is_seen_through_anothers_mapping, .timeout = 60)
+{
+	char path[64];
+	int fd = tmpfile_pattern(64 * PAGE, path);
+	struct upc_cache *c;
+	unsigned char *p;
+	pid_t pid;
+	int status;
+
+	upcd_start(NULL);
+	c = shared_cache();
+	cr_assert_eq(upc_map(c, fd, 0, 64 * PAGE, PROT_READ, 0, (void **)&p), 0);
+	cr_assert_eq(p[5 * PAGE + 7], pat(5 * PAGE + 7));	/* cached, and mapped here */
+	pid = fork();
+	if (pid == 0) {
+		struct upc_cache *c2 = shared_cache();
+		int fd2 = open_rw(path);
+		char big[2 * 65536 + 100];
+
+		memset(big, 'Q', sizeof(big));
+		if (upc_pwrite(c2, fd2, "through pwrite", 14, 5 * PAGE + 7) != 14 ||
+		    upc_pwrite(c2, fd2, big, sizeof(big), 8 * PAGE) != (ssize_t)sizeof(big))
+			_exit(1);
+		_exit(upc_cache_destroy(c2) ? 2 : 0);
+	}
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %#x", status);
+	cr_assert_eq(memcmp(p + 5 * PAGE + 7, "through pwrite", 14), 0);
+	cr_assert_eq(p[8 * PAGE], 'Q');
+	cr_assert_eq(p[8 * PAGE + 2 * 65536 + 99], 'Q');
+	cr_assert_eq(p[8 * PAGE + 2 * 65536 + 100], pat(8 * PAGE + 2 * 65536 + 100));
+	{
+		char b[14];
+
+		cr_assert_eq(upc_pread(c, fd, b, 14, 5 * PAGE + 7), 14);
+		cr_assert_eq(memcmp(b, "through pwrite", 14), 0);
+	}
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	upcd_stop();
+	unlink(path);
+	close(fd);
+}
+
+/*
+ * kill -9 of a client in the middle of writing: every page it wrote
+ * before the kill reaches the file (the daemon keeps a dead client's
+ * dirty pages and writes them back).
+ */
+Test(shared, a_killed_client_loses_nothing_it_wrote, .timeout = 60)
+{
+	const size_t npages = 4096;
+	char path[64];
+	int fd = tmpfile_pattern(npages * PAGE, path);
+	_Atomic uint64_t *done = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	unsigned char *buf = malloc(npages * PAGE);
+	uint64_t n;
+	pid_t pid;
+
+	upcd_start(NULL);
+	pid = fork();
+	if (pid == 0) {
+		struct upc_cache *c = shared_cache();
+		int cfd = open_rw(path);
+		volatile unsigned char *p;
+
+		if (upc_map(c, cfd, 0, npages * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p))
+			_exit(1);
+		for (uint64_t round = 1;; round++)
+			for (uint64_t i = 0; i < npages; i++) {
+				p[i * PAGE + 100] = (unsigned char)round;
+				p[i * PAGE + 101] = (unsigned char)(i & 0xff);
+				atomic_store(done, (round - 1) * npages + i + 1);
+			}
+	}
+	while (atomic_load(done) < npages + npages / 2)
+		usleep(1000);
+	cr_assert_eq(kill(pid, SIGKILL), 0);
+	cr_assert_eq(waitpid(pid, NULL, 0), pid);
+	n = atomic_load(done);
+	upcd_stop();		/* writes back what the dead client left dirty */
+	cr_assert_eq(pread(fd, buf, npages * PAGE, 0), (ssize_t)(npages * PAGE));
+	for (uint64_t i = 0; i < npages; i++) {
+		/* the last round it finished for this page, at least */
+		uint64_t want = i < n % npages ? n / npages + 1 : n / npages;
+
+		cr_assert_geq(buf[i * PAGE + 100], (unsigned char)want, "page %lu: %u < %lu (done %lu)",
+			      (unsigned long)i, buf[i * PAGE + 100], (unsigned long)want, (unsigned long)n);
+		cr_assert_eq(buf[i * PAGE + 101], (unsigned char)(i & 0xff));
+	}
+	free(buf);
+	unlink(path);
+	close(fd);
+}
+
+/* ------------------------------------------------------------ the protocol, raw */
+
+static int raw_connect(void)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+
+	strcpy(sa.sun_path, sock_path);
+	if (s < 0 || connect(s, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+		return -1;
+	return s;
+}
+
+/* One request, its reply's result (the daemon's calls are not expected here). */
+static long raw_req(int s, uint16_t type, const uint64_t *args, unsigned int argc, const int *fds,
+		    unsigned int nfds, struct upc_msg *m)
+{
+	int ret = upc_msg_send(s, type, 77, args, argc, NULL, 0, fds, nfds);
+
+	if (ret < 0)
+		return ret;
+	ret = upc_msg_recv(s, m, UPC_FROM_DAEMON);
+	if (ret < 0)
+		return ret;
+	return m->h.type == UPC_MSG_REPLY ? (long)(int64_t)m->args[0] : -EBADMSG;
+}
+
+/* hello and attach, by hand: a client that may do what the library would not. */
+static int raw_attach(int s, struct upc_msg *m)
+{
+	uint64_t hello[3] = { UPC_PROTO_VERSION, UPC_CACHE_SHARED, 0 };
+	int fds[3];
+	long ret = raw_req(s, UPC_MSG_HELLO, hello, 3, NULL, 0, m);
+
+	if (ret < 0)
+		return (int)ret;
+	fds[0] = (int)syscall(SYS_userfaultfd, O_CLOEXEC | 1 /* UFFD_USER_MODE_ONLY */);
+	if (fds[0] < 0)
+		return -ENOSYS;		/* no userfaultfd for this user: the caller skips */
+	fds[1] = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	fds[2] = (int)syscall(SYS_pidfd_open, getpid(), 0);
+	if (fds[1] < 0 || fds[2] < 0)
+		return -errno;
+	{
+		/* without fork events, which need CAP_SYS_PTRACE (as the library does: client.c) */
+		struct uffdio_api api = { .api = UFFD_API, .features = m->args[2] & ~(uint64_t)UFFD_FEATURE_EVENT_FORK };
+
+		if (ioctl(fds[0], UFFDIO_API, &api) < 0)
+			return -ENOSYS;
+	}
+	ret = raw_req(s, UPC_MSG_ATTACH, NULL, 0, fds, 3, m);
+	close(fds[0]);
+	close(fds[1]);
+	close(fds[2]);
+	return (int)ret;
+}
+
+struct ro_arg {
+	int rofd;
+	char path[64];
+};
+
+/*
+ * As uid nobody, with a read-only descriptor of a file (the file is not
+ * nobody's: no other way in): no path leads to writing the cache's pages.
+ */
+static int read_only_client(void *argp)
+{
+	struct ro_arg *a = argp;
+	struct upc_msg *m = malloc(sizeof(*m));
+	uint64_t args[5] = { 0, 4 * PAGE, PROT_READ | PROT_WRITE };
+	char proc[64];
+	long ret;
+	int s = raw_connect(), memfd, rw;
+	void *p;
+
+	nobody_check(s >= 0, "connect: %s", strerror(errno));
+	ret = raw_attach(s, m);
+	if (ret == -ENOSYS)
+		nobody_skip("userfaultfd is not available to this user");
+	nobody_check(ret == 0, "attach: %s", strerror((int)-ret));
+	/* Writable: refused by the daemon. */
+	ret = raw_req(s, UPC_MSG_MAP, args, 3, &a->rofd, 1, m);
+	nobody_check(ret == -EACCES, "map PROT_WRITE of a read-only fd: %ld", ret);
+	/* Readable: a memfd descriptor, read-only, and it stays so. */
+	args[2] = PROT_READ;
+	ret = raw_req(s, UPC_MSG_MAP, args, 3, &a->rofd, 1, m);
+	nobody_check(ret == 0 && m->nfds == 1, "map PROT_READ: %ld", ret);
+	memfd = m->fds[0];
+	nobody_check((fcntl(memfd, F_GETFL) & O_ACCMODE) == O_RDONLY, "the memfd came read-write");
+	p = mmap(NULL, 4 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+	nobody_check(p == MAP_FAILED && errno == EACCES, "mmap(PROT_WRITE, MAP_SHARED) of it: %s",
+		     p == MAP_FAILED ? strerror(errno) : "succeeded");
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", memfd);
+	rw = open(proc, O_RDWR);
+	nobody_check(rw < 0 && (errno == EACCES || errno == EPERM), "reopen read-write through /proc: %s",
+		     rw < 0 ? strerror(errno) : "succeeded");
+	p = mmap(NULL, 4 * PAGE, PROT_READ, MAP_SHARED, memfd, 0);
+	nobody_check(p != MAP_FAILED, "mmap(PROT_READ): %s", strerror(errno));
+	nobody_check(mprotect(p, 4 * PAGE, PROT_READ | PROT_WRITE) < 0 && errno == EACCES,
+		     "mprotect to writable: %s", strerror(errno));
+	/* Claiming it writable at attach: refused (more than the descriptor allows). */
+	args[0] = m->args[1];		/* the token */
+	args[1] = (uintptr_t)p;
+	args[2] = 4 * PAGE;
+	args[3] = PROT_READ | PROT_WRITE;
+	args[4] = 0;
+	ret = raw_req(s, UPC_MSG_MAP_DONE, args, 5, NULL, 0, m);
+	nobody_check(ret == -EINVAL, "map-done PROT_WRITE: %ld", ret);
+	/* pwrite with the read-only descriptor: refused. */
+	ret = upc_msg_send(s, UPC_MSG_PWRITE, 78, (uint64_t[]){ 0 }, 1, "x", 1, &a->rofd, 1);
+	nobody_check(ret == 0, "send");
+	ret = upc_msg_recv(s, m, UPC_FROM_DAEMON);
+	nobody_check(ret == 0 && (int64_t)m->args[0] < 0, "pwrite through a read-only fd: %ld",
+		     (long)(int64_t)m->args[0]);
+	close(s);
+	free(m);
+	return 0;
+}
+
+Test(shared, a_read_only_client_cannot_write_by_any_path, .timeout = 60)
+{
+	struct ro_arg a;
+	char msg[512];
+	int fd = tmpfile_pattern(4 * PAGE, a.path), status;
+	unsigned char b;
+
+	cr_assert_eq(fchmod(fd, 0644), 0);
+	a.rofd = open(a.path, O_RDONLY | O_CLOEXEC);
+	cr_assert_geq(a.rofd, 0);
+	upcd_start(NULL);
+	status = run_as_nobody(read_only_client, &a, msg, sizeof(msg));
+	nobody_report(status, msg);
+	cr_assert_eq(pread(fd, &b, 1, 0), 1);
+	cr_assert_eq(b, pat(0), "the file changed");
+	upcd_stop();
+	unlink(a.path);
+	close(a.rofd);
+	close(fd);
+}
+
+/*
+ * Malformed, truncated, oversized and out-of-order messages: each gets an
+ * error and a disconnect of that client only; a well-behaved client keeps
+ * being served all along.
+ */
+Test(shared, malformed_messages_disconnect_only_their_sender, .timeout = 60)
+{
+	struct upc_msg *m = malloc(sizeof(*m));
+	int fd = tmpfile_pattern(8 * PAGE, NULL);
+	struct upc_cache *c;
+	unsigned char *p, junk[UPC_PROTO_MAX_MSG + 64];
+	struct upc_msg_hdr h = { .magic = UPC_PROTO_MAGIC, .version = UPC_PROTO_VERSION, .type = UPC_MSG_HELLO };
+	struct {
+		const char *what;
+		const void *buf;
+		size_t len;
+	} bad[8];
+	struct upc_msg_hdr wrongmagic = h, wrongversion = h, wronglen = h, badtype = h, badargc = h, attach_first = h;
+	unsigned int nbad = 0;
+
+	upcd_start(NULL);
+	c = shared_cache();
+	cr_assert_eq(upc_map(c, fd, 0, 8 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
+	p[0] = 'A';
+
+	wrongmagic.magic = 0xdeadbeef;
+	wrongversion.version = 99;
+	wronglen.len = 1000;		/* says 1000 bytes follow; none do */
+	badtype.type = 200;
+	badargc.argc = 2;		/* hello has three */
+	badargc.len = 16;
+	attach_first.type = UPC_MSG_ATTACH;	/* before hello, and without its descriptors */
+	memset(junk, 0x5a, sizeof(junk));
+	bad[nbad++] = (typeof(bad[0])){ "bad magic", &wrongmagic, sizeof(h) };
+	bad[nbad++] = (typeof(bad[0])){ "unknown version", &wrongversion, sizeof(h) };
+	bad[nbad++] = (typeof(bad[0])){ "length past the end", &wronglen, sizeof(h) };
+	bad[nbad++] = (typeof(bad[0])){ "unknown type", &badtype, sizeof(h) };
+	bad[nbad++] = (typeof(bad[0])){ "wrong argument count", &badargc, sizeof(h) };
+	bad[nbad++] = (typeof(bad[0])){ "attach before hello", &attach_first, sizeof(h) };
+	bad[nbad++] = (typeof(bad[0])){ "truncated header", &h, sizeof(h) / 2 };
+	bad[nbad++] = (typeof(bad[0])){ "oversized", junk, sizeof(junk) };
+	for (unsigned int i = 0; i < nbad; i++) {
+		int s = raw_connect();
+		int so = (int)sizeof(junk) * 2;
+		ssize_t n;
+		char b[64];
+
+		cr_assert_geq(s, 0);
+		setsockopt(s, SOL_SOCKET, SO_SNDBUF, &so, sizeof(so));
+		n = send(s, bad[i].buf, bad[i].len, MSG_NOSIGNAL);
+		if (n == (ssize_t)bad[i].len) {
+			/* An error reply at most, then end of stream: the daemon hung up. */
+			ssize_t r;
+			int replies = 0;
+
+			while ((r = recv(s, b, sizeof(b), 0)) > 0)
+				replies++;
+			cr_assert_eq(r, 0, "%s: no hang-up (%s)", bad[i].what, strerror(errno));
+			cr_assert_leq(replies, 1, "%s", bad[i].what);
+		} else {
+			cr_assert(n < 0 && errno == EMSGSIZE, "%s: send %zd: %s", bad[i].what, n, strerror(errno));
+		}
+		close(s);
+		/* The other client is served all along. */
+		p[i + 1] = 'B';
+		cr_assert_eq(upc_msync(c, p, PAGE, UPC_MS_SYNC), 0, "after %s", bad[i].what);
+	}
+	{
+		char b[16];
+
+		cr_assert_eq(pread(fd, b, 1 + nbad, 0), 1 + nbad);
+		cr_assert_eq(b[0], 'A');
+		cr_assert_eq(b[nbad], 'B');
+	}
+	/* A descriptor where none belongs: refused too (and closed by the daemon). */
+	{
+		int s = raw_connect();
+		uint64_t hello[3] = { UPC_PROTO_VERSION, UPC_CACHE_SHARED, 0 };
+		long ret;
+
+		ret = raw_req(s, UPC_MSG_HELLO, hello, 3, &fd, 1, m);
+		cr_assert_eq(ret, -EPROTO);
+		close(s);
+	}
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	upcd_stop();
+	free(m);
+	close(fd);
+}
