@@ -369,6 +369,21 @@ static int fill_range(struct upc_cache *c, struct upc_file *f, uint64_t first, u
 		long r;
 
 		reclaim_throttle(c);
+		/*
+		 * Readahead is a guess, and gives way under pressure, as the
+		 * kernel's does (readahead_gfp_mask(): __GFP_NORETRY): with
+		 * the cache still over limit + limit/8 after the throttle
+		 * (reclaim is behind), the rest is left to the faults.  So the
+		 * worker ends at the hard margin at most, and the cache goes
+		 * past it only by the window of a fault that passed the
+		 * throttle (hard_pages + ra_max).  Without this the worker's
+		 * window and a fault's could both be read past it: a scan under
+		 * a 4 MiB limit peaked at 1691 pages, 283 past the hard margin
+		 * of 1408 (ra_max 256), in a CI-like run of the suite
+		 * (test_eviction, once in about 570 runs).
+		 */
+		if (ahead && atomic_load(&c->nr_cached) + bufpages > c->hard_pages)
+			return 0;
 		pthread_mutex_lock(&f->lock);
 		r = fill_run(f, &p, last, buf, bufpages, ahead);
 		pthread_mutex_unlock(&f->lock);
