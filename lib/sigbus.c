@@ -16,16 +16,33 @@
  *  1. The first refusal of (thread, address) is a probe: the thread,
  *     interrupted in its fault, runs relay_action(), which only arms the
  *     slot and returns.  The fault was the thread's own access, or a
- *     kernel-mode one inside a system call (read(2) into the mapping): the
- *     kernel's answer to the latter is -EFAULT from the call and no
- *     signal, which is what the thread has now (a pending signal ends the
- *     kernel's fault with the exception fixup).
+ *     kernel-mode one inside a system call (write(2) from the mapping),
+ *     whose answer must be -EFAULT from the call and no signal.
  *  2. A user-mode access re-executes and faults again at once: the handler
  *     finds the slot armed and relays "deliver", and relay_action() queues
  *     SIGBUS, BUS_ADRERR, the address, to its own thread, unblocked and
  *     not ignored (as force_sig_fault() makes it).  It is delivered as the
  *     relay handler returns, in the faulting context, to whatever handles
  *     SIGBUS then: the application's handler, or the default action.
+ *  3. A kernel-mode access does not return to user mode to take the
+ *     probe: a signal that is not fatal does not end a kernel-mode fault
+ *     (fault_signal_pending() looks at it for user mode only), so the
+ *     kernel retries it, and each retry queues one more message of the
+ *     same (thread, address) while the probe is pending.  The first such
+ *     message marks the slot fenced and has the caller fence the file
+ *     (cache.c, file_fence): the retry then fails in the kernel, and the
+ *     call returns -EFAULT.  Every later message of that (thread,
+ *     address) is one of those retries, read before the fence and served
+ *     late (with two fault handlers, one handler's queue can hold them
+ *     while the thread has long left the call): the fence answers it
+ *     again, and relay_action() leaves a fenced slot alone.  Without the
+ *     mark a late retry found the slot armed by the probe the thread took
+ *     after the call, and relayed "deliver": a SIGBUS for a kernel-mode
+ *     access, raised wherever the thread was by then (test_fileio's
+ *     a_system_call_reading_a_mapping_past_eof_gets_efault_and_no_sigbus,
+ *     about one run in 50 of the sanitizer build under load: four
+ *     messages for one write(2), the last two served after the probe was
+ *     taken).
  *
  * SIGBUS itself stays the application's: nothing is installed for it, so
  * handlers set and reset around an access (sigsetjmp idioms) work as on
@@ -44,7 +61,7 @@
 
 #define RELAY_SLOTS	64
 
-enum { RELAY_PROBE, RELAY_ARMED, RELAY_DELIVER };
+enum { RELAY_PROBE, RELAY_ARMED, RELAY_DELIVER, RELAY_FENCED };
 
 static struct {
 	_Atomic pid_t tid;		/* 0: free */
@@ -91,9 +108,12 @@ static void relay_action(int sig, siginfo_t *si, void *uctx)
 		if (atomic_load(&relay[i].tid) != me ||
 		    atomic_load(&relay[i].addr) != (uintptr_t)si->si_value.sival_ptr)
 			continue;
-		if (atomic_load(&relay[i].state) == RELAY_PROBE) {
-			atomic_store(&relay[i].state, RELAY_ARMED);
-		} else {
+		int state = RELAY_PROBE;
+
+		/* A probe: armed, unless a retry of a kernel-mode access fenced it (3). */
+		if (atomic_compare_exchange_strong(&relay[i].state, &state, RELAY_ARMED))
+			break;
+		if (state == RELAY_DELIVER) {
 			atomic_store(&relay[i].tid, 0);
 			raise_sigbus(si->si_value.sival_ptr, uctx);
 		}
@@ -175,8 +195,8 @@ static int relay_slot(pid_t tid)
  * described at the top.  The caller wakes the fault afterwards.  Returns 0
  * (also for a thread that is gone: nobody waits), or -errno when it cannot
  * (the relay signal is the application's, the same access faulted again
- * before its probe was taken, no slot is left): the caller has the kernel
- * raise it (the fence).
+ * before its probe was taken or was fenced, no slot is left): the caller
+ * has the kernel raise it (the fence).
  */
 int sigbus_relay(pid_t tid, uintptr_t addr)
 {
@@ -190,19 +210,24 @@ int sigbus_relay(pid_t tid, uintptr_t addr)
 	i = relay_slot(tid);
 	if (i < 0)
 		return -EAGAIN;
-	if (atomic_load(&relay[i].addr) == addr && atomic_load(&relay[i].state) != RELAY_PROBE) {
-		state = RELAY_DELIVER;	/* armed: the access came back, a user-mode one */
-	} else if (atomic_load(&relay[i].addr) == addr) {
+	if (atomic_load(&relay[i].addr) == addr) {
 		/*
 		 * The probe is not taken yet, and the same access faulted
 		 * again: a system call's kernel-mode access that retries with
-		 * the probe pending (a fault-in after a short copy), or a
-		 * thread that blocks the relay.  The fence ends either (the
-		 * kernel's own answer: -EFAULT, or SIGBUS).  It stands until the
-		 * file grows through the cache or the reclaim thread lifts it
-		 * (cache.c, files_unfence_stale).
+		 * the probe pending (3), or a thread that blocks the relay.
+		 * The fence ends either (the kernel's own answer: -EFAULT, or
+		 * SIGBUS).  It stands until the file grows through the cache or
+		 * the reclaim thread lifts it (cache.c, files_unfence_stale).
+		 * The slot is marked before the fence goes up: the fence is
+		 * what lets the call return, so the thread cannot arm the slot
+		 * first.  A slot fenced already: a retry served late, the same
+		 * answer.
 		 */
-		return -EAGAIN;
+		state = RELAY_PROBE;
+		if (atomic_compare_exchange_strong(&relay[i].state, &state, RELAY_FENCED) ||
+		    state == RELAY_FENCED)
+			return -EAGAIN;
+		state = RELAY_DELIVER;	/* armed: the access came back, a user-mode one */
 	} else {
 		state = RELAY_PROBE;	/* a new address: whatever the slot held is over */
 	}

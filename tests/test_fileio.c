@@ -831,7 +831,8 @@ Test(fileio, a_system_call_reading_a_mapping_past_eof_gets_efault_and_no_sigbus,
 	}
 	sigaction(SIGBUS, &old, NULL);
 	cr_assert_eq(bus_code_seen, BUS_ADRERR, "si_code %d", bus_code_seen);
-	cr_assert_eq((uintptr_t)bus_addr_seen, (uintptr_t)(p + 3 * PAGE + 1));
+	cr_assert_eq((uintptr_t)bus_addr_seen, (uintptr_t)(p + 3 * PAGE + 1), "si_addr %p, mapping at %p",
+		     bus_addr_seen, (void *)p);
 	close(pfd[0]);
 	close(pfd[1]);
 	cr_assert_eq(upc_cache_destroy(c), 0);
