@@ -763,7 +763,8 @@ int main(int argc, char **argv)
 	systemd_notify("STOPPING=1");
 	logf("stopping");
 	close(d.lsock);
-	if (!getenv("LISTEN_FDS") && !d.socket_activated)
+	/* its own socket only: one systemd passed is systemd's (RemoveOnStop=) */
+	if (!d.socket_activated)
 		unlink(path);
 	pthread_mutex_lock(&d.lock);
 	for (struct client *cl = d.clients; cl; cl = cl->next)

@@ -8,6 +8,8 @@
  *                           a live process's cache counters (upcctl-stats.c)
  *   upcctl top [-n N] [-d SECS] [-p PID]
  *                           the same for every process, refreshed like top
+ *   upcctl daemon status [--socket PATH]
+ *                           upcd's status, asked over its socket (upcctl-daemon.c)
  */
 #define _GNU_SOURCE
 #include <stdio.h>
@@ -87,7 +89,8 @@ static void usage(FILE *o)
 {
 	fprintf(o, "usage: upcctl probe [--json]\n"
 		   "       upcctl stats [--json] [--backtraces] PID\n"
-		   "       upcctl top [-n ITERATIONS] [-d SECONDS] [-p PID]\n");
+		   "       upcctl top [-n ITERATIONS] [-d SECONDS] [-p PID]\n"
+		   "       upcctl daemon status [--socket PATH]\n");
 }
 
 int main(int argc, char **argv)
@@ -98,6 +101,8 @@ int main(int argc, char **argv)
 		return upcctl_stats(argc - 2, argv + 2);
 	if (argc >= 2 && !strcmp(argv[1], "top"))
 		return upcctl_top(argc - 2, argv + 2);
+	if (argc >= 2 && !strcmp(argv[1], "daemon"))
+		return upcctl_daemon(argc - 2, argv + 2);
 	if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
 		usage(stdout);
 		return 0;
