@@ -1,0 +1,260 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * upc-bench-shared - shared mode (upcd) against embedded mode, in one run.
+ *
+ *   upc-bench-shared [--upcd PATH] [--reps N] [--mib N] [--dir DIR]
+ *
+ * Starts its own upcd on a private socket, then per repetition, embedded
+ * and shared in alternating order, on one file (cached by the kernel, so
+ * that a fill is a buffered read of memory):
+ *   missing   served MISSING faults, one page each (UPC_ADV_RANDOM), random order
+ *   wp        the first write to each of those cached pages (a write-protect trap)
+ * and in shared mode only:
+ *   second    a second process scanning the file the first one cached:
+ *             its faults, and the store reads it caused (none expected)
+ *   client    the daemon's memory and threads for each idle client
+ * Prints us a page and the shared/embedded ratio of each repetition.
+ */
+#define _GNU_SOURCE
+#include <upcache.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PAGE 4096UL
+
+static char sock[108];
+
+static double now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
+}
+
+static struct upc_cache *cache(bool shared)
+{
+	UPC_OPTS(upc_cache_opts, o, .flags = shared ? UPC_CACHE_SHARED : 0, .socket = sock);
+	struct upc_cache *c;
+	int ret = upc_cache_create(&o, &c);
+
+	if (ret < 0) {
+		fprintf(stderr, "upc_cache_create(%s): %s\n", shared ? "shared" : "embedded", upc_strerror(ret));
+		exit(1);
+	}
+	return c;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n)
+{
+	qsort(v, (size_t)n, sizeof(*v), cmp_double);
+	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+/* us a page for MISSING faults then first writes, one pass of one mode */
+static void pass(bool shared, int fd, size_t npages, const uint32_t *perm, double *miss, double *wp)
+{
+	struct upc_cache *c = cache(shared);
+	volatile unsigned char *p;
+	unsigned long sink = 0;
+	double t;
+
+	if (upc_map(c, fd, 0, npages * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p) ||
+	    upc_advise(c, (void *)p, npages * PAGE, UPC_ADV_RANDOM)) {
+		fprintf(stderr, "map\n");
+		exit(1);
+	}
+	t = now_us();
+	for (size_t i = 0; i < npages; i++)
+		sink += p[(size_t)perm[i] * PAGE];
+	*miss = (now_us() - t) / (double)npages;
+	t = now_us();
+	for (size_t i = 0; i < npages; i++)
+		p[(size_t)perm[i] * PAGE + 1] = (unsigned char)sink;
+	*wp = (now_us() - t) / (double)npages;
+	/* the daemon keeps what a client cached: write it back and drop it for the next pass */
+	upc_msync(c, (void *)p, npages * PAGE, UPC_MS_SYNC);
+	upc_unmap(c, (void *)p, npages * PAGE);
+	upc_drop(c, 0);
+	upc_cache_destroy(c);
+}
+
+static long rss_kib(pid_t pid, const char *key)
+{
+	char path[64], line[256];
+	long v = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", pid);
+	f = fopen(path, "r");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, key, strlen(key)))
+			v = atol(line + strlen(key));
+	fclose(f);
+	return v;
+}
+
+int main(int argc, char **argv)
+{
+	const char *upcd = "./daemon/upcd", *dir = "/var/tmp";
+	int reps = 6, mib = 64, opt;
+	char path[256], sdir[] = "/tmp/upc-bench-shared.XXXXXX";
+	size_t npages;
+	uint32_t *perm;
+	pid_t d;
+	int fd;
+
+	while ((opt = getopt(argc, argv, "u:r:m:d:")) != -1) {
+		switch (opt) {
+		case 'u': upcd = optarg; break;
+		case 'r': reps = atoi(optarg); break;
+		case 'm': mib = atoi(optarg); break;
+		case 'd': dir = optarg; break;
+		default:
+			fprintf(stderr, "usage: upc-bench-shared [-u UPCD] [-r REPS] [-m MIB] [-d DIR]\n");
+			return 2;
+		}
+	}
+	if (reps < 1 || reps > 100 || mib < 1)
+		return 2;
+	npages = (size_t)mib << 8;
+	if (!mkdtemp(sdir))
+		return 1;
+	snprintf(sock, sizeof(sock), "%s/s", sdir);
+	d = fork();
+	if (d == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGTERM);
+		execl(upcd, "upcd", "--foreground", "--socket", sock, (char *)NULL);
+		perror(upcd);
+		_exit(127);
+	}
+	for (int i = 0; i < 500 && access(sock, F_OK); i++)
+		usleep(10000);
+	snprintf(path, sizeof(path), "%s/upc-bench-shared.XXXXXX", dir);
+	fd = mkstemp(path);
+	if (fd < 0)
+		return 1;
+	unlink(path);
+	{
+		char *buf = calloc(1, 1 << 20);
+
+		for (int i = 0; i < mib; i++)
+			if (pwrite(fd, buf, 1 << 20, (off_t)i << 20) != 1 << 20)
+				return 1;
+		free(buf);
+		fsync(fd);
+	}
+	perm = malloc(npages * sizeof(*perm));
+	for (size_t i = 0; i < npages; i++)
+		perm[i] = (uint32_t)i;
+	srandom(1);
+	for (size_t i = npages - 1; i > 0; i--) {
+		size_t j = (size_t)random() % (i + 1);
+		uint32_t t = perm[i];
+
+		perm[i] = perm[j];
+		perm[j] = t;
+	}
+
+	printf("# upc-bench-shared: %d MiB file in %s (in the kernel's page cache), %d repetitions\n", mib, dir, reps);
+	printf("# rep  missing: embedded shared ratio   wp: embedded shared ratio   (us a page)\n");
+	{
+		double rm[100], rw[100], em[100], sm[100], ew[100], sw[100];
+
+		for (int r = 0; r < reps; r++) {
+			bool order = r % 2;
+
+			pass(order, fd, npages, perm, order ? &sm[r] : &em[r], order ? &sw[r] : &ew[r]);
+			pass(!order, fd, npages, perm, !order ? &sm[r] : &em[r], !order ? &sw[r] : &ew[r]);
+			rm[r] = sm[r] / em[r];
+			rw[r] = sw[r] / ew[r];
+			printf("%5d  %8.2f %8.2f %5.2f   %8.2f %8.2f %5.2f\n", r, em[r], sm[r], rm[r], ew[r], sw[r], rw[r]);
+		}
+		printf("median ratio shared/embedded: MISSING fault %.2f, first write %.2f\n", median(rm, reps),
+		       median(rw, reps));
+	}
+
+	/* A second process scans what the first one cached. */
+	{
+		struct upc_cache *c = cache(true);
+		volatile unsigned char *p;
+		unsigned long sink = 0;
+		int pfd[2];
+		double res[2];
+
+		upc_map(c, fd, 0, npages * PAGE, PROT_READ, 0, (void **)&p);
+		for (size_t i = 0; i < npages; i++)
+			sink += p[i * PAGE];
+		if (pipe(pfd))
+			return 1;
+		if (fork() == 0) {
+			struct upc_cache *c2 = cache(true);
+			struct upc_stats a = { .sz = sizeof(a) }, b = { .sz = sizeof(b) };
+			volatile unsigned char *q;
+			double t;
+
+			upc_map(c2, fd, 0, npages * PAGE, PROT_READ, 0, (void **)&q);
+			upc_stats(c2, &a);
+			t = now_us();
+			for (size_t i = 0; i < npages; i++)
+				sink += q[i * PAGE];
+			res[0] = (now_us() - t) / (double)npages;
+			upc_stats(c2, &b);
+			res[1] = (double)(b.fill_ios - a.fill_ios);
+			if (write(pfd[1], res, sizeof(res)) != sizeof(res))
+				_exit(1);
+			upc_cache_destroy(c2);
+			_exit(0);
+		}
+		if (read(pfd[0], res, sizeof(res)) != sizeof(res))
+			return 1;
+		wait(NULL);
+		printf("second process scanning the file the first cached: %.3f us a page, %.0f store reads (sink %lu)\n",
+		       res[0], res[1], sink);
+		upc_cache_destroy(c);
+	}
+
+	/* The daemon's cost per idle client. */
+	{
+		struct upc_cache *cs[32];
+		long r0 = rss_kib(d, "VmRSS:"), t0 = rss_kib(d, "Threads:"), r1, t1;
+
+		for (int i = 0; i < 32; i++)
+			cs[i] = cache(true);
+		usleep(100000);
+		r1 = rss_kib(d, "VmRSS:");
+		t1 = rss_kib(d, "Threads:");
+		printf("daemon per idle client: %.1f KiB resident, %.1f threads (32 clients: %ld -> %ld KiB, %ld -> %ld threads)\n",
+		       (double)(r1 - r0) / 32, (double)(t1 - t0) / 32, r0, r1, t0, t1);
+		for (int i = 0; i < 32; i++)
+			upc_cache_destroy(cs[i]);
+	}
+	kill(d, SIGTERM);
+	waitpid(d, NULL, 0);
+	rmdir(sdir);
+	return 0;
+}
