@@ -476,6 +476,44 @@ static int map_where(unsigned int flags, void *const *addrp, size_t len, uintptr
 	return 0;
 }
 
+/*
+ * What a mapping of @fd may allow (PROT_READ, or PROT_READ | PROT_WRITE
+ * for O_RDWR), or -EBADF, or -EACCES if @prot asks for more: mmap(2)'s
+ * rule, for upc_map() and for upcd's clients (remote.c).
+ */
+int fd_map_access(int fd, int prot)
+{
+	int acc = fcntl(fd, F_GETFL);
+
+	if (acc < 0)
+		return -EBADF;
+	acc &= O_ACCMODE;
+	if (acc == O_WRONLY || ((prot & PROT_WRITE) && acc != O_RDWR))
+		return -EACCES;
+	return acc == O_RDWR ? PROT_READ | PROT_WRITE : PROT_READ;
+}
+
+/*
+ * Put @m in its mm and its file's rmap, the memfd spanning it (a map may
+ * reach past the memfd: it grows, so that faults past end of file reach
+ * the handler).  Caller holds mm->lock for writing.
+ */
+static int map_link(struct upc_mm *mm, struct upc_map *m)
+{
+	struct upc_file *f = m->file;
+	int ret;
+
+	pthread_mutex_lock(&f->lock);
+	ret = file_memfd_span(f, (m->pgoff << UPC_PAGE_SHIFT) + (m->end - m->start));
+	m->err_seen = errseq_sample(f);
+	if (ret == 0)
+		ret = mm_insert(mm, m);
+	if (ret == 0)
+		rmap_add(f, m);
+	pthread_mutex_unlock(&f->lock);
+	return ret;
+}
+
 UPC_API int upc_map(struct upc_cache *c, int fd, off_t offset, size_t length, int prot,
 		    unsigned int flags, void **addrp)
 {
@@ -502,12 +540,9 @@ UPC_API int upc_map(struct upc_cache *c, int fd, off_t offset, size_t length, in
 	ret = map_where(flags, addrp, len, &want);
 	if (ret < 0)
 		return ret;
-	acc = fcntl(fd, F_GETFL);
+	acc = fd_map_access(fd, prot);
 	if (acc < 0)
-		return -EBADF;
-	acc &= O_ACCMODE;
-	if (acc == O_WRONLY || ((prot & PROT_WRITE) && acc != O_RDWR))
-		return -EACCES;
+		return acc;
 	if (prot & PROT_WRITE)
 		prot |= PROT_READ;	/* as on x86: write implies read */
 
@@ -559,7 +594,7 @@ UPC_API int upc_map(struct upc_cache *c, int fd, off_t offset, size_t length, in
 	m->end = m->start + len;
 	m->pgoff = (uint64_t)offset >> UPC_PAGE_SHIFT;
 	m->prot = prot;
-	m->maxprot = acc == O_RDWR ? PROT_READ | PROT_WRITE : PROT_READ;
+	m->maxprot = acc;
 
 	/*
 	 * Register before anyone can know the address (or access it: see
@@ -581,15 +616,7 @@ UPC_API int upc_map(struct upc_cache *c, int fd, off_t offset, size_t length, in
 		goto out_unmap;
 	}
 
-	pthread_mutex_lock(&f->lock);
-	/* A map may reach past the memfd: it grows, so that faults past end of file reach the handler. */
-	ret = file_memfd_span(f, (uint64_t)offset + len);
-	m->err_seen = errseq_sample(f);
-	if (ret == 0)
-		ret = mm_insert(mm, m);
-	if (ret == 0)
-		rmap_add(f, m);
-	pthread_mutex_unlock(&f->lock);
+	ret = map_link(mm, m);
 	if (ret < 0)
 		goto out_unmap;
 	pthread_rwlock_unlock(&mm->lock);
@@ -685,14 +712,7 @@ int map_attach(struct upc_mm *mm, struct upc_file *f, uintptr_t addr, size_t len
 	ret = map_register(m, prot & PROT_WRITE);
 	if (ret < 0)
 		goto out_free;
-	pthread_mutex_lock(&f->lock);
-	ret = file_memfd_span(f, (pgoff << UPC_PAGE_SHIFT) + len);
-	m->err_seen = errseq_sample(f);
-	if (ret == 0)
-		ret = mm_insert(mm, m);
-	if (ret == 0)
-		rmap_add(f, m);
-	pthread_mutex_unlock(&f->lock);
+	ret = map_link(mm, m);
 	pthread_rwlock_unlock(&mm->lock);
 	if (ret < 0) {
 		file_put(f);

@@ -183,12 +183,9 @@ int remote_map_prepare(struct upc_cache *c, int fd, uint64_t offset, uint64_t le
 	len = pg_round_up(length);
 	if (len < length || offset > (uint64_t)INT64_MAX || len > (uint64_t)INT64_MAX - offset)
 		return -EOVERFLOW;
-	acc = fcntl(fd, F_GETFL);
+	acc = fd_map_access(fd, prot);
 	if (acc < 0)
-		return -EBADF;
-	acc &= O_ACCMODE;
-	if (acc == O_WRONLY || ((prot & PROT_WRITE) && acc != O_RDWR))
-		return -EACCES;
+		return acc;
 	ret = file_get(c, fd, &f);
 	if (ret < 0)
 		return ret;
@@ -196,13 +193,13 @@ int remote_map_prepare(struct upc_cache *c, int fd, uint64_t offset, uint64_t le
 	ret = file_memfd_span(f, offset + len);
 	pthread_mutex_unlock(&f->lock);
 	if (ret == 0)
-		ret = acc == O_RDWR ? sys_fd_dup(f->memfd) : sys_fd_reopen(f->memfd, O_RDONLY);
+		ret = (acc & PROT_WRITE) ? sys_fd_dup(f->memfd) : sys_fd_reopen(f->memfd, O_RDONLY);
 	if (ret < 0) {
 		file_put(f);
 		return ret;
 	}
 	*memfdp = ret;
-	*maxprotp = acc == O_RDWR ? PROT_READ | PROT_WRITE : PROT_READ;
+	*maxprotp = acc;
 	*fp = f;
 	return 0;
 }
