@@ -539,6 +539,8 @@ static void client_new(int sock)
 	d.clients = cl;
 	d.nclients++;
 	pthread_mutex_unlock(&d.lock);
+	/* Before the thread starts: it frees @cl when the client goes. */
+	logf("client %d (uid %u) connected", cl->cred.pid, cl->cred.uid);
 	pthread_attr_init(&at);
 	pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
 	if (pthread_create(&cl->thread, &at, client_main, cl) != 0) {
@@ -550,7 +552,6 @@ static void client_new(int sock)
 		goto fail;
 	}
 	pthread_attr_destroy(&at);
-	logf("client %d (uid %u) connected", cl->cred.pid, cl->cred.uid);
 	return;
 fail:
 	if (cl) {
