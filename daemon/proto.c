@@ -91,6 +91,12 @@ int upc_msg_parse(struct upc_msg *m, const void *buf, size_t len, unsigned int n
 int upc_msg_send(int sock, uint16_t type, uint64_t seq, const uint64_t *args, unsigned int argc,
 		 const void *data, size_t dlen, const int *fds, unsigned int nfds)
 {
+	return upc_msg_send_flags(sock, type, seq, args, argc, data, dlen, fds, nfds, 0);
+}
+
+int upc_msg_send_flags(int sock, uint16_t type, uint64_t seq, const uint64_t *args, unsigned int argc,
+		       const void *data, size_t dlen, const int *fds, unsigned int nfds, int flags)
+{
 	union {
 		struct cmsghdr align;
 		char buf[CMSG_SPACE(sizeof(int) * UPC_PROTO_MAX_FDS)];
@@ -127,7 +133,7 @@ int upc_msg_send(int sock, uint16_t type, uint64_t seq, const uint64_t *args, un
 		memcpy(CMSG_DATA(cm), fds, sizeof(int) * nfds);
 	}
 	do
-		n = sendmsg(sock, &msg, MSG_NOSIGNAL);
+		n = sendmsg(sock, &msg, MSG_NOSIGNAL | flags);
 	while (n < 0 && errno == EINTR);
 	if (n < 0)
 		return errno == ECONNRESET ? -EPIPE : -errno;

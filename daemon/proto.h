@@ -116,6 +116,10 @@ int upc_msg_parse(struct upc_msg *m, const void *buf, size_t len, unsigned int n
 int upc_msg_send(int sock, uint16_t type, uint64_t seq, const uint64_t *args, unsigned int argc,
 		 const void *data, size_t dlen, const int *fds, unsigned int nfds);
 
+/* The same, with sendmsg(2) @flags added (MSG_DONTWAIT). */
+int upc_msg_send_flags(int sock, uint16_t type, uint64_t seq, const uint64_t *args, unsigned int argc,
+		       const void *data, size_t dlen, const int *fds, unsigned int nfds, int flags);
+
 /*
  * Receive one message into @m, from a peer of kind @from, checked by
  * upc_msg_parse().  Returns 0, -ECONNRESET at end of stream, -EPROTO for

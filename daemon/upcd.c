@@ -96,7 +96,8 @@ static int client_call(struct upc_mm *mm, int op, uintptr_t addr, size_t len, in
 
 	if (cl->broken)
 		return -EPIPE;
-	ret = upc_msg_send(cl->sock, UPC_MSG_CALL, cl->seq, args, 4, NULL, 0, NULL, 0);
+	/* Never blocking: a client that does not read its socket is broken (EAGAIN). */
+	ret = upc_msg_send_flags(cl->sock, UPC_MSG_CALL, cl->seq, args, 4, NULL, 0, NULL, 0, MSG_DONTWAIT);
 	if (ret < 0)
 		goto broken;
 	ret = poll(pfd, 2, CALL_TIMEOUT_MS);
@@ -215,7 +216,10 @@ static int check_file(int fd)
 {
 	struct stat st;
 
-	if (fstat(fd, &st) < 0)
+	int fl = fcntl(fd, F_GETFL);
+
+	/* O_PATH grants no access, and the store opens the file again with the daemon's rights */
+	if (fl < 0 || (fl & O_PATH) || fstat(fd, &st) < 0)
 		return -EBADF;
 	return S_ISREG(st.st_mode) ? 0 : -EINVAL;
 }
@@ -499,8 +503,14 @@ static void *client_main(void *arg)
 	free(data);
 	/* Gone: its mappings are forgotten, its dirty pages stay (remote_detach). */
 	pending_drop_all(cl);
-	if (cl->mm)
-		remote_detach(cl->mm);
+	if (cl->mm) {
+		struct upc_mm *mm = cl->mm;
+
+		pthread_mutex_lock(&d.lock);	/* STATUS looks at cl->mm under it */
+		cl->mm = NULL;
+		pthread_mutex_unlock(&d.lock);
+		remote_detach(mm);
+	}
 	pthread_mutex_lock(&d.lock);
 	for (struct client **pp = &d.clients; *pp; pp = &(*pp)->next)
 		if (*pp == cl) {

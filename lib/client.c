@@ -44,7 +44,7 @@ struct crange {
 
 struct upc_client {
 	int sock;
-	int uffd;
+	_Atomic int uffd;
 	uint64_t features;
 	uint32_t track_mode;
 	pthread_mutex_t lock;		/* one request at a time */
@@ -95,10 +95,23 @@ static void cmaps_cut(struct upc_client *cl, uintptr_t start, uintptr_t end)
 		if (r->start < start && r->end > end) {
 			struct crange tail = { end, r->end };
 
+			if (cl->nmaps == cl->cap) {
+				struct crange *n = realloc(cl->maps, 2 * cl->cap * sizeof(*n));
+
+				if (!n) {
+					/*
+					 * Out of memory: kept whole.  At the daemon's death
+					 * the hole is made PROT_NONE too, with whatever the
+					 * process has mapped there since.
+					 */
+					continue;
+				}
+				cl->maps = n;
+				cl->cap *= 2;
+				r = &cl->maps[i];
+			}
 			r->end = start;
-			if (cl->nmaps < cl->cap)
-				cl->maps[cl->nmaps++] = tail;
-			/* else: out of room, the tail is forgotten: only the daemon's death uses the list */
+			cl->maps[cl->nmaps++] = tail;
 		} else if (r->start < start) {
 			r->end = start;
 		} else if (r->end > end) {
@@ -137,6 +150,12 @@ static void *watcher_main(void *arg)
 			atomic_store(&cl->gone, true);
 			pr_warn("upcd went away: this process's shared mappings are no longer accessible\n");
 			cmaps_revoke(cl);
+			/*
+			 * Threads already waiting in a fault would wait for ever:
+			 * closing the last descriptor of the userfaultfd wakes them,
+			 * and they fault again on PROT_NONE (SIGSEGV).
+			 */
+			close(atomic_exchange(&cl->uffd, -1));
 			return NULL;
 		}
 	}
@@ -382,7 +401,8 @@ int client_destroy(struct upc_cache *c)
 		pthread_join(cl->watcher, NULL);
 	close(cl->watch_efd);
 	close(cl->sock);
-	close(cl->uffd);
+	if (cl->uffd >= 0)
+		close(cl->uffd);
 	free(cl->maps);
 	free(cl->msg);
 	free(cl);
@@ -496,6 +516,8 @@ int client_stats(struct upc_cache *c, struct upc_stats *st)
 	struct creply rep = { .data = &full, .dcap = sizeof(full) };
 	long ret = request(c->client, UPC_MSG_STATS, NULL, 0, NULL, 0, -1, &rep);
 
+	if (ret == 0 && rep.dlen < offsetof(struct upc_stats, mem_limit))
+		ret = -EPROTO;
 	if (ret < 0)
 		return (int)ret;
 	memcpy((char *)st + sizeof(st->sz), (char *)&full + sizeof(full.sz),

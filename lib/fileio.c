@@ -73,7 +73,8 @@ static int fileio_get(struct upc_cache *c, int fd, enum access acc, int rdonly_e
 	int fl = sys_fd_flags(fd);
 	int ret;
 
-	if (fl < 0)
+	/* O_PATH: no I/O, as read(2) says; the store would open the file again with more (upcd(8)) */
+	if (fl < 0 || (fl & O_PATH))
 		return -EBADF;
 	fl &= O_ACCMODE;
 	if (acc == ACC_READ && fl == O_WRONLY)

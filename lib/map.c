@@ -485,7 +485,12 @@ int fd_map_access(int fd, int prot)
 {
 	int acc = fcntl(fd, F_GETFL);
 
-	if (acc < 0)
+	/*
+	 * O_PATH reads as O_RDONLY, but grants no access: mmap(2) says EBADF.
+	 * The store opens the file again through /proc: from upcd, with the
+	 * daemon's rights, which an O_PATH descriptor must not lend.
+	 */
+	if (acc < 0 || (acc & O_PATH))
 		return -EBADF;
 	acc &= O_ACCMODE;
 	if (acc == O_WRONLY || ((prot & PROT_WRITE) && acc != O_RDWR))
@@ -774,15 +779,16 @@ UPC_API int upc_unmap(struct upc_cache *c, void *addr, size_t length)
 		goto out_unlock;
 	/* Async tracking: the written state leaves with the PTEs unless collected now. */
 	track_collect_map(m);
-	ret = mm_call(mm, MM_CALL_MUNMAP, m->start, m->end - m->start, 0);
-	if (ret < 0 && mm->remote) {
+	if (mm_call(mm, MM_CALL_MUNMAP, m->start, m->end - m->start, 0) < 0 && mm->remote && m->wp) {
 		/*
-		 * The client did not unmap it (it is going away, or lied): the
-		 * mapping is forgotten all the same.  Its PTEs stay the
-		 * client's; a write through them is not tracked any more, as
-		 * after a munmap the client made behind the daemon's back.
+		 * The client did not unmap it (it is going away, or lies): the
+		 * mapping is forgotten all the same, write-protected first, so
+		 * that a write-back that no longer sees it in the rmap cannot
+		 * count clean a page still writable through it (I1).  (The
+		 * process's own munmap failing leaves the mapping forgotten, as
+		 * it always did.)
 		 */
-		ret = 0;
+		sys_uffd_wp(mm->uffd, m->start, m->end - m->start, true, false);
 	}
 	UPC_TRACE(unmap, f, m->pgoff, (m->end - m->start) >> UPC_PAGE_SHIFT);
 	rmap_del(f, m);

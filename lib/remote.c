@@ -156,6 +156,24 @@ void remote_detach(struct upc_mm *mm)
 		}
 	pthread_mutex_unlock(&c->lock);
 	fault_handler_stop(mm);
+	/*
+	 * A client that is still alive (it broke the protocol, or stopped
+	 * answering) keeps its PTEs: write-protect its writable mappings
+	 * before they leave the rmap, so that no page is counted clean while
+	 * writable through them (I1).  A dead one's fail with ESRCH: its PTEs
+	 * are gone with it.
+	 */
+	pthread_rwlock_rdlock(&mm->lock);
+	for (size_t i = 0; i < mm->nmaps; i++) {
+		struct upc_map *m = mm->maps[i];
+
+		if (m->wp) {
+			pthread_mutex_lock(&m->file->lock);
+			sys_uffd_wp(mm->uffd, m->start, m->end - m->start, true, false);
+			pthread_mutex_unlock(&m->file->lock);
+		}
+	}
+	pthread_rwlock_unlock(&mm->lock);
 	mm_release_maps(mm);
 	mm_fini(mm);
 	free(mm);

@@ -325,6 +325,7 @@ static int raw_attach(int s, struct upc_msg *m)
 struct ro_arg {
 	int rofd;
 	char path[64];
+	char secret[64];	/* root's, mode 0600 */
 };
 
 /*
@@ -346,6 +347,21 @@ static int read_only_client(void *argp)
 	if (ret == -ENOSYS)
 		nobody_skip("userfaultfd is not available to this user");
 	nobody_check(ret == 0, "attach: %s", strerror((int)-ret));
+	/* O_PATH lends no access: not to read a file nobody may read, through the root daemon. */
+	{
+		int op = open(a->secret, O_PATH | O_CLOEXEC);
+		uint64_t r[3] = { 16, 0, PROT_READ };
+
+		nobody_check(op >= 0 && open(a->secret, O_RDONLY) < 0 && errno == EACCES,
+			     "the secret file is not secret here");
+		ret = raw_req(s, UPC_MSG_PREAD, r, 2, &op, 1, m);
+		nobody_check(ret == -EBADF && m->dlen == 0, "pread through O_PATH: %ld", ret);
+		r[0] = 0;
+		r[1] = 4 * PAGE;
+		ret = raw_req(s, UPC_MSG_MAP, r, 3, &op, 1, m);
+		nobody_check(ret == -EBADF && m->nfds == 0, "map through O_PATH: %ld", ret);
+		close(op);
+	}
 	/* Writable: refused by the daemon. */
 	ret = raw_req(s, UPC_MSG_MAP, args, 3, &a->rofd, 1, m);
 	nobody_check(ret == -EACCES, "map PROT_WRITE of a read-only fd: %ld", ret);
@@ -393,6 +409,12 @@ Test(shared, a_read_only_client_cannot_write_by_any_path, .timeout = 60)
 	unsigned char b;
 
 	cr_assert_eq(fchmod(fd, 0644), 0);
+	{
+		int sfd = tmpfile_pattern(4 * PAGE, a.secret);
+
+		cr_assert_eq(fchmod(sfd, 0600), 0);
+		close(sfd);
+	}
 	a.rofd = open(a.path, O_RDONLY | O_CLOEXEC);
 	cr_assert_geq(a.rofd, 0);
 	upcd_start(NULL);
@@ -402,6 +424,7 @@ Test(shared, a_read_only_client_cannot_write_by_any_path, .timeout = 60)
 	cr_assert_eq(b, pat(0), "the file changed");
 	upcd_stop();
 	unlink(a.path);
+	unlink(a.secret);
 	close(a.rofd);
 	close(fd);
 }
