@@ -138,12 +138,14 @@ static void uffd_eagain(struct upc_handler *h)
  * faulting thread (one ioctl fewer a read fault), and *@woken says if it did.
  */
 static long insert_pages(struct upc_handler *h, int uffd, uintptr_t dst, const char *src, size_t len,
-			 bool wp, size_t *skipped, bool *woken)
+			 bool wp, size_t *skipped, bool *woken, bool *dst_there)
 {
 	size_t done = 0;
 	long r;
 
 	*skipped = 0;
+	if (dst_there)
+		*dst_there = false;
 	while (done < len) {
 		r = sys_uffd_copy(uffd, dst + done, src + done, len - done, wp, woken && !done);
 		if (r > 0) {
@@ -151,6 +153,8 @@ static long insert_pages(struct upc_handler *h, int uffd, uintptr_t dst, const c
 				*woken = true;
 			done += (size_t)r;
 		} else if (r == -EEXIST) {
+			if (dst_there && !done)
+				*dst_there = true;
 			done += UPC_PAGE_SIZE;
 			(*skipped)++;
 		} else if (r == -EAGAIN) {
@@ -166,7 +170,7 @@ static long insert_pages(struct upc_handler *h, int uffd, uintptr_t dst, const c
 long staging_insert(struct upc_file *f, uint64_t pgoff, uint64_t n, const char *buf, size_t *skipped)
 {
 	long r = insert_pages(NULL, f->cache->engine_uffd, (uintptr_t)f->base + (pgoff << UPC_PAGE_SHIFT), buf,
-			      n << UPC_PAGE_SHIFT, false, skipped, NULL);
+			      n << UPC_PAGE_SHIFT, false, skipped, NULL, NULL);
 
 	return r < 0 ? r : r >> UPC_PAGE_SHIFT;
 }
@@ -258,7 +262,8 @@ static void handle_missing(struct upc_handler *h, struct upc_map *m, uintptr_t a
 	struct upc_page *pg;
 	struct upc_io io;
 	size_t skipped;
-	bool woken = false;
+	bool woken = false, there = false;
+	bool mark_write = write && c->track_mode != UPC_TRACK_ASYNC;
 	uint32_t win;
 	bool zeroed = false;
 	long r;
@@ -292,7 +297,7 @@ static void handle_missing(struct upc_handler *h, struct upc_map *m, uintptr_t a
 			 */
 			if (!map_minor(m))
 				ra_async_marker(c, m, f, pgoff);
-			goto resolved;
+			goto stale;
 		}
 		pr_debug("MISSING fault again on cached page %llu: reading it again\n",
 			 (unsigned long long)pgoff);
@@ -357,9 +362,19 @@ static void handle_missing(struct upc_handler *h, struct upc_map *m, uintptr_t a
 	 * whole and mapped, and what follows (descriptors, readahead) is done
 	 * under file->lock, which anything that looks at them takes.  A write
 	 * fault's thread waits until its page is dirty and writable (I1).
+	 * Under asynchronous tracking a write fault is woken as a read fault
+	 * is: its write, retried on the protected page, is resolved by the
+	 * kernel and seen by track_collect() like any other.  The message
+	 * may be a stale second one of a write already served (below, at
+	 * stale:) and the page one that a truncation dropped since: read
+	 * again here, it must not count as written (test_maps' truncation
+	 * case: page 40 refilled with zeros after the file regrew, and
+	 * counted dirty).  Synchronous tracking keeps the shortcut (one trap
+	 * fewer a first write to a hole): there such a stale message counts
+	 * a page equal to the store dirty, and it is written back once.
 	 */
 	r = insert_pages(h, mm->uffd, addr, h->bounce, in_map << UPC_PAGE_SHIFT, m->wp, &skipped,
-			 write ? NULL : &woken);
+			 mark_write ? NULL : &woken, &there);
 	if (r <= 0)
 		goto fail;
 	/* Only what was inserted (or found there) is cached. */
@@ -408,8 +423,10 @@ static void handle_missing(struct upc_handler *h, struct upc_map *m, uintptr_t a
 	}
 	if (atomic_load(&c->nr_cached) > c->high_pages)
 		reclaim_kick(c);
-resolved:
-	if (write) {
+	/* The faulting page was mapped already: no write of ours to mark (below). */
+	if (there)
+		goto stale;
+	if (mark_write) {
 		uint64_t bt = 0;
 
 		/* UPC_DEBUG=dirty-backtrace: the writer's stack, asked for before it resumes (debug.c). */
@@ -424,6 +441,28 @@ resolved:
 		sys_uffd_wake(mm->uffd, addr, UPC_PAGE_SIZE);
 	}
 	UPC_TRACE(fault_done, f, pgoff, UPC_FAULT_MISSING, 1);
+	return;
+stale:
+	/*
+	 * The page was cached (or mapped here) before this fault was
+	 * served: the message may be stale, and then it is no write.  One
+	 * access can raise two MISSING messages, same address and thread
+	 * (30 such pairs in about 4000 runs of test_maps' truncation case's
+	 * steps under load, 6.18; a thread woken before its page is there
+	 * retries the fault and queues another), and with two handlers the
+	 * other one reads the second, then waits for file->lock for as long
+	 * as the application holds it.  So the second one of a write to
+	 * page 2 was served after upc_msync() had written the page back:
+	 * marked dirty and made writable here, the page counted dirty with
+	 * nothing written to it (that case, async, once in about 300 runs
+	 * under CI's load).
+	 * So only wake: a thread that does wait retries its write, which
+	 * takes the MINOR and write-protect faults (or, under asynchronous
+	 * tracking, the kernel's resolution, which track_collect() sees) that
+	 * mark the page dirty because it is written (I1).
+	 */
+	sys_uffd_wake(mm->uffd, addr, UPC_PAGE_SIZE);
+	UPC_TRACE(fault_done, f, pgoff, UPC_FAULT_MISSING, 0);
 	return;
 beyond_eof:
 	UPC_TRACE(fault_done, f, pgoff, UPC_FAULT_MISSING, -EFAULT);
