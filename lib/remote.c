@@ -30,6 +30,7 @@
 #include "internal.h"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -94,8 +95,12 @@ int mm_call(struct upc_mm *mm, int op, uintptr_t addr, size_t len, int arg)
 /*
  * A client attaches its address space: its userfaultfd (opened with
  * exactly cache->uffd_features, which the client learned at hello), its
- * pagemap and its pid.  The fds become the mm's.  One fault handler
- * thread, unpinned: the daemon serves many clients.
+ * pagemap and its pid.  The fds become the mm's.  Fault handlers as the
+ * process's own mm has them, one pinned to each CPU, all reading the
+ * client's userfaultfd: with a single unpinned handler a fault cost
+ * 7.4x an embedded one and a first write 14x (BENCHMARKS.md, issue 10:
+ * the handler slept on a halted vCPU), with these 1.00x and 1.18x.
+ * Threads cost: one a CPU a client.
  */
 int remote_attach(struct upc_cache *c, int uffd, int pagemap_fd, pid_t pid,
 		  int (*call)(struct upc_mm *, int, uintptr_t, size_t, int), void *call_arg,
@@ -119,7 +124,11 @@ int remote_attach(struct upc_cache *c, int uffd, int pagemap_fd, pid_t pid,
 		ret = -errno;
 		goto err;
 	}
-	ret = mm_handlers_alloc(mm, 1, NULL);
+	{
+		int cpus[CPU_SETSIZE];
+
+		ret = mm_handlers_alloc(mm, fault_handlers_wanted(cpus, CPU_SETSIZE), cpus);
+	}
 	if (ret < 0)
 		goto err;
 	ret = fault_handler_start(mm);
