@@ -198,12 +198,12 @@ struct creply {
 };
 
 /*
- * Send a request and wait for its reply, answering the daemon's calls
- * meanwhile.  Returns the reply's result (a value or a negative errno),
- * or -ENOTCONN once the daemon is gone.
+ * Send a request with @nfds descriptors and wait for its reply, answering
+ * the daemon's calls meanwhile.  Returns the reply's result (a value or a
+ * negative errno), or -ENOTCONN once the daemon is gone.
  */
-static long request(struct upc_client *cl, uint16_t type, const uint64_t *args, unsigned int argc,
-		    const void *data, size_t dlen, int fd, struct creply *rep)
+static long request_fds(struct upc_client *cl, uint16_t type, const uint64_t *args, unsigned int argc,
+			const void *data, size_t dlen, const int *fds, unsigned int nfds, struct creply *rep)
 {
 	struct upc_msg *m = cl->msg;
 	long ret;
@@ -214,7 +214,7 @@ static long request(struct upc_client *cl, uint16_t type, const uint64_t *args, 
 		return -ENOTCONN;
 	pthread_mutex_lock(&cl->lock);
 	cl->seq++;
-	ret = upc_msg_send(cl->sock, type, cl->seq, args, argc, data, dlen, &fd, fd >= 0);
+	ret = upc_msg_send(cl->sock, type, cl->seq, args, argc, data, dlen, fds, nfds);
 	while (ret == 0) {
 		ret = upc_msg_recv(cl->sock, m, UPC_FROM_DAEMON);
 		if (ret < 0)
@@ -247,6 +247,13 @@ static long request(struct upc_client *cl, uint16_t type, const uint64_t *args, 
 	if (ret == -ECONNRESET || ret == -EPIPE)
 		ret = -ENOTCONN;
 	return ret;
+}
+
+/* request_fds() with one descriptor, or none for @fd -1 */
+static long request(struct upc_client *cl, uint16_t type, const uint64_t *args, unsigned int argc,
+		    const void *data, size_t dlen, int fd, struct creply *rep)
+{
+	return request_fds(cl, type, args, argc, data, dlen, &fd, fd >= 0, rep);
 }
 
 /* ------------------------------------------------------------ create, destroy */
@@ -313,18 +320,7 @@ int client_create(const struct upc_cache_opts *o, struct upc_cache **cachep)
 		ret = -errno;
 		goto err;
 	}
-	/* Three descriptors in one message: the request() helper sends one, so by hand. */
-	pthread_mutex_lock(&cl->lock);
-	cl->seq++;
-	ret = upc_msg_send(cl->sock, UPC_MSG_ATTACH, cl->seq, NULL, 0, NULL, 0, fds, 3);
-	if (ret == 0)
-		ret = upc_msg_recv(cl->sock, cl->msg, UPC_FROM_DAEMON);
-	if (ret == 0) {
-		ret = cl->msg->h.type == UPC_MSG_REPLY && cl->msg->h.seq == cl->seq ?
-		      (long)(int64_t)cl->msg->args[0] : -EPROTO;
-		upc_msg_close_fds(cl->msg);
-	}
-	pthread_mutex_unlock(&cl->lock);
+	ret = request_fds(cl, UPC_MSG_ATTACH, NULL, 0, NULL, 0, fds, 3, NULL);
 	close(fds[1]);
 	close(fds[2]);
 	fds[1] = fds[2] = -1;
