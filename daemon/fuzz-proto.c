@@ -48,7 +48,7 @@ static const struct {
 	[UPC_MSG_ADVISE] = { 3, 0 },	[UPC_MSG_PREAD] = { 2, 1 },	[UPC_MSG_PWRITE] = { 1, 1 },
 	[UPC_MSG_FTRUNCATE] = { 1, 1 },	[UPC_MSG_FALLOCATE] = { 3, 1 },	[UPC_MSG_FSYNC] = { 1, 1 },
 	[UPC_MSG_INVALIDATE] = { 2, 1 },	[UPC_MSG_STATS] = { 0, 0 },	[UPC_MSG_DROP] = { 1, 0 },
-	[UPC_MSG_STATUS] = { 0, 0 },	[UPC_MSG_CALL] = { 4, 0 },	[UPC_MSG_CALL_DONE] = { 1, 0 },
+	[UPC_MSG_STATUS] = { 0, 0 },	[UPC_MSG_ADOPT] = { 4, 3 },	[UPC_MSG_CALL] = { 4, 0 },	[UPC_MSG_CALL_DONE] = { 1, 0 },
 };
 
 /* Per message type: whether it carries data (pwrite's bytes, a reply's). */
@@ -113,8 +113,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *in, size_t size)
 	check(type_from(h.type) & from);
 	check(h.nfds == nfds && nfds <= UPC_PROTO_MAX_FDS);
 	check(h.argc <= UPC_PROTO_MAX_ARGS);
-	if (h.type == UPC_MSG_REPLY)	/* its result, then up to the maximum; a map's memfd */
-		check(h.argc >= 1 && nfds <= 1);
+	if (h.type == UPC_MSG_REPLY)	/* its result, then up to the maximum; a map's two memfds */
+		check(h.argc >= 1 && nfds <= 2);
 	else
 		check(h.argc == want[h.type].argc && nfds == want[h.type].nfds);
 

@@ -45,6 +45,7 @@ static const struct msg_rule {
 	[UPC_MSG_STATS]		= { "stats", 0, 0, UPC_FROM_CLIENT, 0 },
 	[UPC_MSG_DROP]		= { "drop", 1, 0, UPC_FROM_CLIENT, 0 },
 	[UPC_MSG_STATUS]	= { "status", 0, 0, UPC_FROM_CLIENT, 0 },
+	[UPC_MSG_ADOPT]		= { "adopt", 4, 3, UPC_FROM_CLIENT, 0 },
 	/* a reply's descriptor count varies (a map's reply has the memfd): checked below */
 	[UPC_MSG_REPLY]		= { "reply", 1, 0, UPC_FROM_DAEMON, UPC_PROTO_MAX_DATA },
 	[UPC_MSG_CALL]		= { "call", 4, 0, UPC_FROM_DAEMON, 0 },
@@ -75,8 +76,8 @@ int upc_msg_parse(struct upc_msg *m, const void *buf, size_t len, unsigned int n
 	r = &rules[h.type];
 	if (!(r->from & from) || h.argc > UPC_PROTO_MAX_ARGS)
 		return -EPROTO;
-	/* A reply carries its result and up to the maximum of arguments; a map's reply, a descriptor. */
-	if (h.type == UPC_MSG_REPLY ? h.argc < 1 || nfds > 1 : h.argc != r->argc || nfds != r->nfds)
+	/* A reply carries its result and up to the maximum of arguments; a map's reply, two descriptors. */
+	if (h.type == UPC_MSG_REPLY ? h.argc < 1 || nfds > 2 : h.argc != r->argc || nfds != r->nfds)
 		return -EPROTO;
 	alen = (size_t)h.argc * 8;
 	if (h.len < alen || h.len - alen > r->maxdata)

@@ -54,7 +54,8 @@ enum upc_msg_type {
 	/* client -> daemon, requests (the daemon replies UPC_MSG_REPLY) */
 	UPC_MSG_HELLO = 1,	/* args: version, cache flags, mem_limit; reply args: version, uffd features, track mode */
 	UPC_MSG_ATTACH,		/* fds: userfaultfd, /proc/self/pagemap, pidfd */
-	UPC_MSG_MAP,		/* fd: the file; args: offset, length, prot; reply fd: the memfd, args: token */
+	UPC_MSG_MAP,		/* fd: the file; args: offset, length, prot;
+				 * reply fds: the memfd, the page-table memfd; args: token, max prot */
 	UPC_MSG_MAP_DONE,	/* args: token, addr, length, prot, flags; token 0 .. ; addr 0: abandon */
 	UPC_MSG_UNMAP,		/* args: addr, length */
 	UPC_MSG_MSYNC,		/* args: addr, length, flags */
@@ -71,6 +72,8 @@ enum upc_msg_type {
 	UPC_MSG_STATS,		/* reply data: struct upc_stats */
 	UPC_MSG_DROP,		/* args: flags */
 	UPC_MSG_STATUS,		/* upcctl: reply data: text */
+	UPC_MSG_ADOPT,		/* a mapping of an earlier daemon's: fds: the file, the memfd, the page-table
+				 * memfd; args: addr, length, page offset, prot */
 	/* daemon -> client */
 	UPC_MSG_REPLY,		/* args: result (negative errno or a value), then the request's */
 	UPC_MSG_CALL,		/* args: op, addr, length, arg: do it on your address space */

@@ -70,7 +70,7 @@ static struct {
 	bool socket_activated;
 	struct client *clients;
 	unsigned int nclients;
-	uint64_t served, dropped;
+	uint64_t served, dropped, adopted;	/* requests; clients dropped for errors; mappings adopted */
 	volatile sig_atomic_t stop;
 	int stop_pipe[2];
 	bool verbose;
@@ -227,7 +227,7 @@ static int check_file(int fd)
 static int req_map(struct client *cl, struct upc_msg *m, uint64_t *rargs, int *rfd)
 {
 	struct upc_file *f;
-	int memfd, maxprot, ret;
+	int memfd, statefd, maxprot, ret;
 	unsigned int slot;
 
 	ret = check_file(m->fds[0]);
@@ -242,7 +242,7 @@ static int req_map(struct client *cl, struct upc_msg *m, uint64_t *rargs, int *r
 	if (cl->mm->nmaps >= CLIENT_MAPS_MAX)
 		return -ENOMEM;
 	ret = remote_map_prepare(d.c, m->fds[0], m->args[0], m->args[1], (int)m->args[2], &f, &memfd,
-				 &maxprot);
+				 &statefd, &maxprot);
 	if (ret < 0)
 		return ret;
 	cl->pend[slot] = (struct pending_map){
@@ -250,8 +250,33 @@ static int req_map(struct client *cl, struct upc_msg *m, uint64_t *rargs, int *r
 	};
 	rargs[0] = slot;
 	rargs[1] = (uint64_t)maxprot;
-	*rfd = memfd;
+	rfd[0] = memfd;
+	rfd[1] = statefd;
 	return 0;
+}
+
+/*
+ * A client of an earlier daemon hands back one of its mappings (upcd(8),
+ * "Restarts"): fds: the file, the memfd it maps, the page-table memfd;
+ * args: addr, length, page offset, prot.  The memfds are checked to be an
+ * earlier daemon's of that file (file_adopt()), write access follows the
+ * file's descriptor, and the limit on mappings holds as for a map.
+ */
+static int req_adopt(struct client *cl, struct upc_msg *m)
+{
+	int ret = check_file(m->fds[0]);
+
+	if (ret < 0)
+		return ret;
+	if (m->args[3] > INT32_MAX || m->args[1] > SIZE_MAX)
+		return -EINVAL;
+	if (cl->mm->nmaps >= CLIENT_MAPS_MAX)
+		return -ENOMEM;
+	ret = remote_adopt(cl->mm, m->fds[0], m->fds[1], m->fds[2], (uintptr_t)m->args[0], (size_t)m->args[1],
+			   m->args[2], (int)m->args[3]);
+	if (ret == 0)
+		__atomic_fetch_add(&d.adopted, 1, __ATOMIC_RELAXED);
+	return ret;
 }
 
 static int req_map_done(struct client *cl, struct upc_msg *m)
@@ -297,6 +322,8 @@ static long serve(struct client *cl, struct upc_msg *m, uint64_t *rargs, unsigne
 	case UPC_MSG_MAP:
 		*rargc = 2;
 		return req_map(cl, m, rargs, rfd);
+	case UPC_MSG_ADOPT:
+		return req_adopt(cl, m);
 	case UPC_MSG_MAP_DONE:
 		return req_map_done(cl, m);
 	case UPC_MSG_UNMAP:
@@ -377,9 +404,10 @@ static long serve(struct client *cl, struct upc_msg *m, uint64_t *rargs, unsigne
 		upc_stats(c, &st);
 		pthread_mutex_lock(&d.lock);
 		n = snprintf(data, UPC_PROTO_MAX_DATA,
-			     "pid %d\nclients %u\nrequests %lu\ndisconnected-for-errors %lu\n"
+			     "pid %d\nclients %u\nrequests %lu\ndisconnected-for-errors %lu\nadopted-mappings %lu\n"
 			     "tracking %s\nmem-limit %lu\ncached %lu\ndirty %lu\nfiles %u\n",
 			     getpid(), d.nclients, (unsigned long)d.served, (unsigned long)d.dropped,
+			     (unsigned long)d.adopted,
 			     st.track_mode == UPC_TRACK_ASYNC ? "async" : "sync", (unsigned long)st.mem_limit,
 			     (unsigned long)st.pages_cached, (unsigned long)st.pages_dirty, st.nr_files);
 		for (struct client *o = d.clients; o && n < (int)UPC_PROTO_MAX_DATA - 128; o = o->next)
@@ -446,7 +474,7 @@ static void *client_main(void *arg)
 		unsigned int rargc = 0;
 		struct upc_msg *m = cl->msg;
 		size_t dlen = 0;
-		int rfd = -1;
+		int rfd[2] = { -1, -1 };
 		long ret;
 
 		if (poll(pfd, cl->pidfd >= 0 ? 2 : 1, -1) < 0) {
@@ -474,13 +502,13 @@ static void *client_main(void *arg)
 		if (m->h.type == UPC_MSG_HELLO && !cl->hello) {
 			ret = serve_hello(cl, m, rargs + 1, &rargc);
 		} else if (m->h.type == UPC_MSG_STATUS || (m->h.type == UPC_MSG_STATS && !cl->mm)) {
-			ret = serve(cl, m, rargs + 1, &rargc, &rfd, data, &dlen);
+			ret = serve(cl, m, rargs + 1, &rargc, rfd, data, &dlen);
 		} else if (m->h.type == UPC_MSG_ATTACH && cl->hello && !cl->mm) {
 			ret = serve_attach(cl, m);
 		} else if (cl->mm && m->h.type != UPC_MSG_HELLO && m->h.type != UPC_MSG_ATTACH &&
 			   m->h.type != UPC_MSG_CALL_DONE) {
 			mm_current_set(cl->mm);
-			ret = serve(cl, m, rargs + 1, &rargc, &rfd, data, &dlen);
+			ret = serve(cl, m, rargs + 1, &rargc, rfd, data, &dlen);
 			mm_current_clear(cl->mm);
 		} else {
 			ret = -EPROTO;		/* out of order */
@@ -489,16 +517,18 @@ static void *client_main(void *arg)
 		rargs[0] = (uint64_t)ret;
 		if (ret == -EPROTO || cl->broken ||
 		    upc_msg_send(cl->sock, UPC_MSG_REPLY, cl->seq, rargs, rargc + 1, data, dlen,
-				 &rfd, rfd >= 0) < 0) {
+				 rfd, (rfd[0] >= 0) + (rfd[1] >= 0)) < 0) {
 			if (ret == -EPROTO)
 				upc_msg_send(cl->sock, UPC_MSG_REPLY, cl->seq, rargs, 1, NULL, 0, NULL, 0);
-			if (rfd >= 0)
-				close(rfd);
+			for (int i = 0; i < 2; i++)
+				if (rfd[i] >= 0)
+					close(rfd[i]);
 			__atomic_fetch_add(&d.dropped, 1, __ATOMIC_RELAXED);
 			break;
 		}
-		if (rfd >= 0)
-			close(rfd);
+		for (int i = 0; i < 2; i++)
+			if (rfd[i] >= 0)
+				close(rfd[i]);
 	}
 	free(data);
 	/* Gone: its mappings are forgotten, its dirty pages stay (remote_detach). */
@@ -764,12 +794,13 @@ int main(int argc, char **argv)
 			client_new(s);
 	}
 	/*
-	 * SIGTERM: let every client go (each thread forgets its client's
-	 * mappings), then destroy the cache, which writes every dirty page
-	 * back and truncates the memfds: a client that goes on using a
-	 * mapping gets SIGBUS, never a page of zeros for the file's data
-	 * (the client library makes its mappings inaccessible when it sees
-	 * the daemon go: client.c).
+	 * SIGTERM: let every client go (each thread write-protects its
+	 * client's mappings and forgets them: remote_detach()), then destroy
+	 * the cache, which writes every dirty page back.  The memfds and
+	 * their page tables stay as they are in the clients that map them:
+	 * what is mapped stays readable, a fault waits in the client's
+	 * userfaultfd, and the next daemon adopts them, clean
+	 * (remote_adopt(); the client reconnects: client.c).
 	 */
 	systemd_notify("STOPPING=1");
 	logf("stopping");

@@ -69,6 +69,71 @@ uint32_t cache_ticks(struct upc_cache *c)
 	return (uint32_t)(now_ms() - c->t0_ms);
 }
 
+_Static_assert(PT_CHUNK_PAGES * sizeof(struct upc_page) == UPC_PAGE_SIZE,
+	       "a chunk of the page table is one page of the state memfd");
+
+/* Where chunk @ci of the page table lives in a serving cache's state memfd. */
+static off_t chunk_off(uint64_t ci)
+{
+	return (off_t)((ci + 1) << UPC_PAGE_SHIFT);
+}
+
+static struct upc_page *chunk_map(struct upc_file *f, uint64_t ci)
+{
+	void *p = mmap(NULL, UPC_PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, f->statefd, chunk_off(ci));
+
+	return p == MAP_FAILED ? NULL : p;
+}
+
+/*
+ * A new chunk of the page table, all zeros.  In a serving cache, a page of
+ * the state memfd (struct upc_file, @statefd): it was punched when last
+ * freed, so it reads as zeros.  One mapping per chunk, so that a pointer to
+ * a page descriptor stays valid for the chunk's life as with calloc(); a
+ * chunk describes 2 MiB of cached data, so the daemon's mappings grow with
+ * what it caches (vm.max_map_count: upcd(8)).
+ */
+static struct upc_page *chunk_alloc(struct upc_file *f, uint64_t ci)
+{
+	uint64_t need = (uint64_t)chunk_off(ci) + UPC_PAGE_SIZE;
+
+	if (f->statefd < 0)
+		return calloc(PT_CHUNK_PAGES, sizeof(struct upc_page));
+	if (need > f->state_len) {
+		uint64_t len = max_t(uint64_t, need, 2 * f->state_len);
+
+		if (sys_ftruncate(f->statefd, (off_t)len) < 0)
+			return NULL;
+		f->state_len = len;
+	}
+	return chunk_map(f, ci);
+}
+
+static void chunk_free(struct upc_file *f, uint64_t ci)
+{
+	if (f->statefd < 0) {
+		free(f->chunks[ci]);
+	} else {
+		munmap(f->chunks[ci], UPC_PAGE_SIZE);
+		/*
+		 * Zeros for its next use.  Not when upcd stops: its clients keep
+		 * the memfds mapped, and the next daemon adopts them with this
+		 * page table (written back whole by then: upc_cache_destroy).
+		 */
+		if (!atomic_load(&f->cache->dying))
+			sys_punch(f->statefd, chunk_off(ci), UPC_PAGE_SIZE);
+	}
+	f->chunks[ci] = NULL;
+}
+
+/* f->size changes here, so that a serving cache's state memfd has it too (struct upc_state_hdr). */
+void file_set_size(struct upc_file *f, off_t size)
+{
+	f->size = size;
+	if (f->state_hdr)
+		atomic_store(&f->state_hdr->size, (int64_t)size);
+}
+
 struct upc_page *pt_lookup(struct upc_file *f, uint64_t pgoff)
 {
 	uint64_t ci = pgoff >> PT_CHUNK_SHIFT;
@@ -85,7 +150,7 @@ struct upc_page *pt_get(struct upc_file *f, uint64_t pgoff)
 	if (pgoff >= f->npages)
 		return NULL;
 	if (!f->chunks[ci]) {
-		f->chunks[ci] = calloc(PT_CHUNK_PAGES, sizeof(struct upc_page));
+		f->chunks[ci] = chunk_alloc(f, ci);
 		if (!f->chunks[ci])
 			return NULL;
 		atomic_fetch_add(&f->cache->meta_bytes, PT_CHUNK_PAGES * sizeof(struct upc_page));
@@ -135,8 +200,7 @@ void page_remove(struct upc_file *f, uint64_t pgoff)
 	f->nr_cached--;
 	atomic_fetch_sub(&f->cache->nr_cached, 1);
 	if (--f->chunk_used[ci] == 0) {
-		free(f->chunks[ci]);
-		f->chunks[ci] = NULL;
+		chunk_free(f, ci);
 		atomic_fetch_sub(&f->cache->meta_bytes, PT_CHUNK_PAGES * sizeof(struct upc_page));
 	}
 }
@@ -178,7 +242,7 @@ static void file_shrunk(struct upc_file *f, off_t size)
 {
 	uint64_t keep = pg_round_up((uint64_t)size) >> UPC_PAGE_SHIFT;
 
-	f->size = size;
+	file_set_size(f, size);
 	if ((size & (off_t)(UPC_PAGE_SIZE - 1)) && page_uptodate(f, (uint64_t)size >> UPC_PAGE_SHIFT))
 		memset(f->base + size, 0, UPC_PAGE_SIZE - ((uint64_t)size & (UPC_PAGE_SIZE - 1)));
 	for (uint64_t p = keep; p < f->npages;) {
@@ -362,7 +426,7 @@ again:
 	if (tail && page_uptodate(f, (uint64_t)f->size >> UPC_PAGE_SHIFT))
 		memset(f->base + f->size, 0,
 		       min_t(uint64_t, UPC_PAGE_SIZE - tail, (uint64_t)(newsize - f->size)));
-	f->size = newsize;
+	file_set_size(f, newsize);
 	/* Never fewer: a file found shrunk by a short read (fill_valid) keeps its pages past the size. */
 	f->npages = max_t(uint64_t, f->npages, npages);
 	return 0;
@@ -587,7 +651,7 @@ static void file_free(struct upc_file *f)
 	/* Uncounted first: once its descriptors are gone, nobody sees its pages counted. */
 	for (uint64_t i = 0; i < f->nchunks; i++)
 		if (f->chunks[i]) {
-			free(f->chunks[i]);
+			chunk_free(f, i);
 			atomic_fetch_sub(&c->meta_bytes, PT_CHUNK_PAGES * sizeof(struct upc_page));
 		}
 	atomic_fetch_sub(&c->meta_bytes, f->nchunks * (sizeof(*f->chunks) + sizeof(*f->chunk_used)));
@@ -606,6 +670,10 @@ static void file_free(struct upc_file *f)
 	}
 	if (f->memfd >= 0)
 		close(f->memfd);
+	if (f->state_hdr)
+		munmap(f->state_hdr, UPC_PAGE_SIZE);
+	if (f->statefd >= 0)
+		close(f->statefd);
 	free(f->chunks);
 	free(f->chunk_used);
 	pthread_mutex_destroy(&f->lock);
@@ -614,9 +682,154 @@ static void file_free(struct upc_file *f)
 	free(f);
 }
 
-static int file_new(struct upc_cache *c, int fd, const struct stat *st, struct upc_file **fp)
+/*
+ * A descriptor of the daemon's own memfd (@kind "upcache" for the data,
+ * "upcache-pt" for the page table) of the file @st, as a client passed it
+ * back: a memfd of that name, owned by the daemon's user (a client cannot
+ * make a file owned by another user, so a client of a root daemon cannot
+ * forge one; a client of the daemon's own user could, and is trusted with
+ * everything anyway: upcd(8), SECURITY).  Reopened read-write: a client of
+ * a read-only file holds a read-only one, and the inode's mode is 0400
+ * (file_new), which its owner may change for a moment.
+ */
+static int adopt_fd(int fd, const char *kind, const struct stat *st)
 {
+	char link[128], want[96], path[32];
+	struct stat ms;
+	ssize_t n;
+	int ret;
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	snprintf(want, sizeof(want), "/memfd:%s:%lx:%lu ", kind, (unsigned long)st->st_dev,
+		 (unsigned long)st->st_ino);
+	n = readlink(path, link, sizeof(link) - 1);
+	if (n < 0)
+		return -errno;
+	link[n] = '\0';
+	/* "/memfd:NAME (deleted)" */
+	if (strncmp(link, want, strlen(want)) != 0 || fstat(fd, &ms) < 0 || ms.st_uid != geteuid() ||
+	    !S_ISREG(ms.st_mode))
+		return -EBADF;
+	if (geteuid() == 0)
+		return sys_fd_reopen(fd, O_RDWR);
+	if (fchmod(fd, 0600) < 0)
+		return -errno;
+	ret = sys_fd_reopen(fd, O_RDWR);
+	fchmod(fd, 0400);
+	return ret;
+}
+
+/*
+ * Take the page table of an earlier daemon from its state memfd (adoption,
+ * file_adopt): the rules that make it safe are the order in which that
+ * daemon changed the flags, which a SIGKILL can have stopped anywhere.
+ *
+ *  - A page enters the memfd whole (UFFDIO_COPY into the staging mapping)
+ *    before PG_UPTODATE says so (page_add): a page in the memfd without it
+ *    is dropped, and read again from the store when it is next needed.  An
+ *    upc_pwrite that was inserting it had not returned.
+ *  - A page is dirtied (page_set_dirty) before any mapping may write it:
+ *    PG_DIRTY is set before a write fault lifts the write protection
+ *    (fault.c) and before upc_pwrite copies into a cached page (fileio.c).
+ *  - Write-back sets PG_WRITEBACK before it clears PG_DIRTY, and clears it
+ *    after the write completed (writeback.c): a page with either, or
+ *    pinned for writing (PG_PINWRITE), is dirty here, and is written again.
+ *
+ * Pins were the clients' of the dead daemon: they go (upcd(8), BUGS).  A
+ * page without PG_UPTODATE that is not in the memfd is nothing; one that
+ * says PG_UPTODATE but is not in the memfd (punched between the punch and
+ * the page table) is forgotten.  Caller is file_new, with c->lock held.
+ */
+static int file_adopt_pages(struct upc_file *f)
+{
+	struct upc_cache *c = f->cache;
+	uint32_t now = cache_ticks(c);
+	unsigned char *vec = malloc(PT_CHUNK_PAGES);
+	off_t off, end;
+
+	if (!vec)
+		return -ENOMEM;
+	for (uint64_t ci = 0;; ci++) {
+		struct upc_page *chunk;
+		uint16_t used = 0;
+
+		off = lseek(f->statefd, chunk_off(ci), SEEK_DATA);
+		if (off < 0)
+			break;		/* ENXIO: no chunk past @ci */
+		ci = ((uint64_t)off >> UPC_PAGE_SHIFT) - 1;
+		if (ci >= f->nchunks) {	/* past the file: its pages go below */
+			sys_punch(f->statefd, off, (off_t)f->state_len - off);
+			break;
+		}
+		chunk = chunk_map(f, ci);
+		if (!chunk || mincore(f->base + (ci << (PT_CHUNK_SHIFT + UPC_PAGE_SHIFT)),
+				      PT_CHUNK_PAGES << UPC_PAGE_SHIFT, vec) < 0) {
+			if (chunk)
+				munmap(chunk, UPC_PAGE_SIZE);
+			free(vec);
+			return -ENOMEM;
+		}
+		for (unsigned int i = 0; i < PT_CHUNK_PAGES; i++) {
+			struct upc_page *pg = &chunk[i];
+			uint64_t pgoff = (ci << PT_CHUNK_SHIFT) + i;
+			uint16_t fl = pg->flags;
+
+			if (!(fl & PG_UPTODATE) || !(vec[i] & 1) || pgoff >= f->npages ||
+			    ((fl & PG_NOSTORE) && !(fl & (PG_DIRTY | PG_WRITEBACK | PG_PINWRITE)))) {
+				memset(pg, 0, sizeof(*pg));
+				continue;
+			}
+			pg->flags = fl & (PG_UPTODATE | PG_REFERENCED | PG_LAZYFREE | PG_NOSTORE);
+			pg->pincount = 0;
+			if (fl & (PG_DIRTY | PG_WRITEBACK | PG_PINWRITE)) {
+				pg->flags = (pg->flags & ~PG_LAZYFREE) | PG_DIRTY;
+				pg->dirtied = now;
+				f->nr_dirty++;
+			}
+			used++;
+		}
+		if (!used) {
+			munmap(chunk, UPC_PAGE_SIZE);
+			sys_punch(f->statefd, chunk_off(ci), UPC_PAGE_SIZE);
+			continue;
+		}
+		f->chunks[ci] = chunk;
+		f->chunk_used[ci] = used;
+		f->nr_cached += used;
+		atomic_fetch_add(&c->nr_cached, used);
+		atomic_fetch_add(&c->meta_bytes, PT_CHUNK_PAGES * sizeof(struct upc_page));
+	}
+	free(vec);
+	/* What the memfd holds that the page table does not: dropped (see above). */
+	for (off = 0; (off = lseek(f->memfd, off, SEEK_DATA)) >= 0; off = end) {
+		end = lseek(f->memfd, off, SEEK_HOLE);
+		if (end < 0)
+			break;
+		for (off_t p = off; p < end;) {
+			off_t q = p;
+
+			while (q < end && !page_uptodate(f, (uint64_t)q >> UPC_PAGE_SHIFT))
+				q += UPC_PAGE_SIZE;
+			if (q > p)
+				sys_punch(f->memfd, p, q - p);
+			p = q + UPC_PAGE_SIZE;
+		}
+	}
+	return 0;
+}
+
+/*
+ * A new file of the cache.  @adopt, when not NULL, is the data memfd and
+ * page-table memfd of an earlier daemon, which a client passed back
+ * (file_adopt): the cache takes them over with what they hold.
+ */
+static int file_new(struct upc_cache *c, int fd, const struct stat *st, const int *adopt,
+		    struct upc_file **fp)
+{
+	struct upc_state_hdr *h;
 	struct upc_file *f;
+	off_t size = st->st_size;
+	struct stat ms;
 	char name[64];
 	int ret;
 
@@ -626,34 +839,87 @@ static int file_new(struct upc_cache *c, int fd, const struct stat *st, struct u
 	f->cache = c;
 	f->dev = st->st_dev;
 	f->ino = st->st_ino;
-	f->memfd = -1;
+	f->memfd = f->statefd = -1;
 	pthread_mutex_init(&f->lock, NULL);
 	pthread_mutex_init(&f->io_lock, NULL);
 	pthread_cond_init(&f->wb_cond, NULL);
 
-	snprintf(name, sizeof(name), "upcache:%lx:%lu", (unsigned long)st->st_dev,
-		 (unsigned long)st->st_ino);
-	ret = sys_memfd(name);
-	if (ret < 0)
-		goto out_free;
-	f->memfd = ret;
-	/*
-	 * upcd hands descriptors of the memfd to clients: mode 0400, so that a
-	 * read-only one cannot be opened again read-write through /proc
-	 * (remote.c; DESIGN.md, "Security facts").  The daemon's own
-	 * descriptor keeps its write access.
-	 */
-	if (c->serving && fchmod(f->memfd, 0400) < 0) {
-		ret = -errno;
-		goto out_free;
+	if (adopt) {
+		ret = adopt_fd(adopt[0], "upcache", st);
+		if (ret < 0)
+			goto out_free;
+		f->memfd = ret;
+		ret = adopt_fd(adopt[1], "upcache-pt", st);
+		if (ret < 0)
+			goto out_free;
+		f->statefd = ret;
+		if (fstat(f->memfd, &ms) < 0)
+			goto out_errno;
+		f->memfd_len = (uint64_t)ms.st_size;
+		if (fstat(f->statefd, &ms) < 0)
+			goto out_errno;
+		f->state_len = (uint64_t)ms.st_size;
+		ret = -EINVAL;		/* not a page table of ours */
+		if (f->state_len < UPC_PAGE_SIZE)
+			goto out_free;
+	} else {
+		snprintf(name, sizeof(name), "upcache:%lx:%lu", (unsigned long)st->st_dev,
+			 (unsigned long)st->st_ino);
+		ret = sys_memfd(name);
+		if (ret < 0)
+			goto out_free;
+		f->memfd = ret;
+		/*
+		 * upcd hands descriptors of the memfds to clients: mode 0400,
+		 * so that a read-only one cannot be opened again read-write
+		 * through /proc (remote.c; DESIGN.md, "Security facts").  The
+		 * daemon's own descriptor keeps its write access.
+		 */
+		if (c->serving) {
+			snprintf(name, sizeof(name), "upcache-pt:%lx:%lu", (unsigned long)st->st_dev,
+				 (unsigned long)st->st_ino);
+			ret = sys_memfd(name);
+			if (ret < 0)
+				goto out_free;
+			f->statefd = ret;
+			if (fchmod(f->memfd, 0400) < 0 || fchmod(f->statefd, 0400) < 0)
+				goto out_errno;
+			ret = sys_ftruncate(f->statefd, UPC_PAGE_SIZE);
+			if (ret < 0)
+				goto out_free;
+			f->state_len = UPC_PAGE_SIZE;
+		}
+	}
+	if (f->statefd >= 0) {
+		h = mmap(NULL, UPC_PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, f->statefd, 0);
+		if (h == MAP_FAILED)
+			goto out_errno;
+		f->state_hdr = h;
+		if (adopt) {
+			ret = -EINVAL;
+			if (h->magic != UPC_STATE_MAGIC || h->page_size != UPC_PAGE_SIZE ||
+			    h->entry_size != sizeof(struct upc_page) || atomic_load(&h->size) < 0)
+				goto out_free;
+			/* The cache's size: past the store's while an extending write waits for write-back. */
+			size = max_t(off_t, size, (off_t)atomic_load(&h->size));
+		} else {
+			h->page_size = UPC_PAGE_SIZE;
+			h->entry_size = sizeof(struct upc_page);
+			h->magic = UPC_STATE_MAGIC;
+		}
 	}
 	/* At least as long as the staging mapping: end of file is the fault handler's (file_grow). */
-	ret = file_reserve(f, max_t(uint64_t, (uint64_t)st->st_size, 1));
+	ret = file_reserve(f, max_t(uint64_t, (uint64_t)size, 1));
 	if (ret < 0)
 		goto out_free;
-	ret = file_grow(f, st->st_size);
+	ret = file_grow(f, size);
 	if (ret < 0)
 		goto out_free;
+	if (adopt) {
+		ret = file_adopt_pages(f);
+		if (ret < 0)
+			goto out_free;
+	}
 	ret = c->store->ops->open(c->store, fd, 0, &f->store_h);
 	if (ret < 0) {
 		f->store_h = NULL;
@@ -662,7 +928,16 @@ static int file_new(struct upc_cache *c, int fd, const struct stat *st, struct u
 	f->store_writable = (fcntl(fd, F_GETFL) & O_ACCMODE) == O_RDWR;
 	*fp = f;
 	return 0;
+out_errno:
+	ret = -errno;
 out_free:
+	/* A page table that could not be adopted stays as it is for the next try: not punched. */
+	for (uint64_t i = 0; adopt && f->statefd >= 0 && i < f->nchunks; i++)
+		if (f->chunks[i]) {
+			munmap(f->chunks[i], UPC_PAGE_SIZE);
+			f->chunks[i] = NULL;
+			atomic_fetch_sub(&c->meta_bytes, PT_CHUNK_PAGES * sizeof(struct upc_page));
+		}
 	file_free(f);
 	return ret;
 }
@@ -855,7 +1130,7 @@ void file_reap(struct upc_cache *c, bool all)
  * access always follows an fd the caller handed us.  An unused file found
  * here is revived: its cached pages are hits.
  */
-static int file_get_how(struct upc_cache *c, int fd, bool create, struct upc_file **fp)
+static int file_get_how(struct upc_cache *c, int fd, bool create, const int *adopt, struct upc_file **fp)
 {
 	struct upc_file *f;
 	struct stat st;
@@ -880,8 +1155,18 @@ static int file_get_how(struct upc_cache *c, int fd, bool create, struct upc_fil
 		ret = -ENOENT;
 		goto out;
 	}
+	if (f && adopt) {
+		struct stat a, b;
+
+		/* Adopted already (another client's): the same memfd, or a stale one of another daemon. */
+		if (fstat(adopt[0], &a) < 0 || fstat(f->memfd, &b) < 0 || a.st_dev != b.st_dev ||
+		    a.st_ino != b.st_ino) {
+			ret = -ESTALE;
+			goto out;
+		}
+	}
 	if (!f) {
-		ret = file_new(c, fd, &st, &f);
+		ret = file_new(c, fd, &st, adopt, &f);
 		if (ret < 0)
 			goto out;
 		f->next = c->files;
@@ -936,13 +1221,27 @@ out:
 
 int file_get(struct upc_cache *c, int fd, struct upc_file **fp)
 {
-	return file_get_how(c, fd, true, fp);
+	return file_get_how(c, fd, true, NULL, fp);
+}
+
+/*
+ * As file_get(), adopting the memfd @memfd and page-table memfd @statefd of
+ * an earlier daemon if the cache does not hold the file yet (upcd restarted:
+ * remote_adopt()).  -ESTALE: the cache holds the file with another memfd.
+ */
+int file_adopt(struct upc_cache *c, int fd, int memfd, int statefd, struct upc_file **fp)
+{
+	int adopt[2] = { memfd, statefd };
+
+	if (!c->serving)
+		return -EINVAL;
+	return file_get_how(c, fd, true, adopt, fp);
 }
 
 /* As file_get(), for a file the cache holds already: -ENOENT if it does not. */
 int file_lookup(struct upc_cache *c, int fd, struct upc_file **fp)
 {
-	return file_get_how(c, fd, false, fp);
+	return file_get_how(c, fd, false, NULL, fp);
 }
 
 /*
@@ -1217,9 +1516,12 @@ UPC_API int upc_cache_destroy(struct upc_cache *c)
 	/*
 	 * A forked child may still map the memfds: truncated (while the child
 	 * is still served, so no access in between reads a hole), its next
-	 * access to an inherited mapping is SIGBUS, not stale data.
+	 * access to an inherited mapping is SIGBUS, not stale data.  Not
+	 * upcd's (@serving): its clients keep their mappings of the memfds,
+	 * now clean, for the next daemon to adopt (remote_adopt()); an access
+	 * that needs a fault served waits for it.
 	 */
-	if (c->uffd_features & UFFD_FEATURE_EVENT_FORK)	/* children, or a fork in flight */
+	if ((c->uffd_features & UFFD_FEATURE_EVENT_FORK) && !c->serving)	/* children, or a fork in flight */
 		for (f = c->files; f; f = f->next)
 			sys_ftruncate(f->memfd, 0);
 	fork_children_release(c);

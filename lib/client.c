@@ -18,11 +18,22 @@
  * range with this process's userfaultfd and write-protects it, and only
  * then does the mapping get its protection and its address returned.
  *
- * If the daemon goes away (a hangup on the socket, seen by the watcher
- * thread), every mapping of this cache is made inaccessible: an access
- * gets SIGSEGV, never a page of zeros for the file's data.  Taking the
- * faults over here (the embedded engine on the same memfds) is not done
- * yet: upcd(8), BUGS.
+ * If the daemon goes away (a hang-up on the socket, seen by the watcher
+ * thread: it was killed, crashed or stopped), nothing of the cache is lost
+ * with it: its pages are in the memfds, and their page table - which pages
+ * are cached, which dirty - is in a memfd of its own (cache.c, chunk_alloc),
+ * and this process holds both for every file it maps (struct cfile).  So
+ * the watcher waits for a daemon to come back on the socket (systemd
+ * restarts it; $UPC_RECONNECT seconds, 30 by default), and hands it every
+ * mapping (UPC_MSG_ADOPT): the new daemon adopts the memfds with their
+ * page table, dirty pages dirty, and serves the faults that waited
+ * meanwhile.  Until then an access that needs no fault goes on as before,
+ * one that needs one waits in the kernel, and a call of the API waits and
+ * is then sent again.  If no daemon comes back in time, every mapping of
+ * this cache is made inaccessible: an access gets SIGSEGV, never a page of
+ * zeros for the file's data.  Taking the faults over in this process (the
+ * embedded engine on the same memfds) is not done: two processes doing it
+ * for one file would each fill the other's pages (upcd(8), BUGS).
  */
 #include "internal.h"
 #include "../daemon/proto.h"
@@ -38,47 +49,149 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+/*
+ * A file this process maps through the daemon, held as the kernel's VMAs
+ * hold their struct file: the process's descriptor of the file (a
+ * duplicate), the memfd it maps and the page-table memfd, so that a
+ * restarted daemon can adopt every mapping of it (reconnect()).  Three
+ * descriptors per file, not per mapping.
+ */
+struct cfile {
+	struct cfile *next;
+	int refs;			/* mappings (struct crange) */
+	dev_t mdev;
+	ino_t mino;			/* the memfd's inode: one per file of the daemon */
+	int fd, memfd, statefd;
+};
+
 struct crange {
 	uintptr_t start, end;
+	uint64_t pgoff;			/* file page at @start */
+	int prot;			/* every protection it had: a write-protected range stays one */
+	struct cfile *file;
+};
+
+enum client_state {
+	CL_UP,				/* connected */
+	CL_DOWN,			/* the daemon went away: reconnecting */
+	CL_DEAD,			/* gave up: the mappings are inaccessible */
 };
 
 struct upc_client {
 	int sock;
 	_Atomic int uffd;
-	uint64_t features;
+	uint64_t features;		/* what our userfaultfd was opened with */
+	uint64_t daemon_features;	/* what the daemon said at hello */
 	uint32_t track_mode;
-	pthread_mutex_t lock;		/* one request at a time */
+	uint64_t cache_flags, mem_limit;
+	char path[108];			/* the daemon's socket */
+	unsigned int reconnect_ms;	/* how long to wait for a daemon to come back; 0: not at all */
+	/*
+	 * One request at a time, and the connection's state: a request waits
+	 * on @up while the daemon is away, and is sent again on the new
+	 * connection (request_fds).
+	 */
+	pthread_mutex_t lock;
+	pthread_cond_t up;
+	enum client_state state;
 	uint64_t seq;
 	struct upc_msg *msg;
 	/* this process's mappings of the cache, for the daemon's death */
 	pthread_mutex_t maps_lock;
 	struct crange *maps;
 	size_t nmaps, cap;
-	_Atomic bool gone;
+	struct cfile *files;
 	pthread_t watcher;
 	int watch_efd;
 };
 
 /* ------------------------------------------------------------ the local list of mappings */
 
-static int cmaps_add(struct upc_client *cl, uintptr_t start, uintptr_t end)
+static void cfile_put(struct cfile **list, struct cfile *cf)
 {
-	int ret = 0;
+	if (--cf->refs)
+		return;
+	for (struct cfile **pp = list; *pp; pp = &(*pp)->next)
+		if (*pp == cf) {
+			*pp = cf->next;
+			break;
+		}
+	close(cf->fd);
+	close(cf->memfd);
+	close(cf->statefd);
+	free(cf);
+}
 
-	pthread_mutex_lock(&cl->maps_lock);
+/*
+ * The cfile of the memfd @memfd maps: found by the memfd's inode, else new
+ * with duplicates of @fd and the two memfds (which the caller keeps).
+ * maps_lock held.
+ */
+static struct cfile *cfile_get(struct upc_client *cl, int fd, int memfd, int statefd)
+{
+	struct cfile *cf;
+	struct stat st;
+
+	if (fstat(memfd, &st) < 0)
+		return NULL;
+	for (cf = cl->files; cf; cf = cf->next)
+		if (cf->mdev == st.st_dev && cf->mino == st.st_ino) {
+			cf->refs++;
+			return cf;
+		}
+	cf = calloc(1, sizeof(*cf));
+	if (!cf)
+		return NULL;
+	cf->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	cf->memfd = fcntl(memfd, F_DUPFD_CLOEXEC, 0);
+	cf->statefd = fcntl(statefd, F_DUPFD_CLOEXEC, 0);
+	if (cf->fd < 0 || cf->memfd < 0 || cf->statefd < 0) {
+		if (cf->fd >= 0)
+			close(cf->fd);
+		if (cf->memfd >= 0)
+			close(cf->memfd);
+		if (cf->statefd >= 0)
+			close(cf->statefd);
+		free(cf);
+		return NULL;
+	}
+	cf->refs = 1;
+	cf->mdev = st.st_dev;
+	cf->mino = st.st_ino;
+	cf->next = cl->files;
+	cl->files = cf;
+	return cf;
+}
+
+static int cmaps_room(struct upc_client *cl)
+{
 	if (cl->nmaps == cl->cap) {
 		size_t cap = cl->cap ? 2 * cl->cap : 16;
 		struct crange *n = realloc(cl->maps, cap * sizeof(*n));
 
-		if (!n) {
-			ret = -ENOMEM;
-			goto out;
-		}
+		if (!n)
+			return -ENOMEM;
 		cl->maps = n;
 		cl->cap = cap;
 	}
-	cl->maps[cl->nmaps++] = (struct crange){ start, end };
-out:
+	return 0;
+}
+
+static int cmaps_add(struct upc_client *cl, uintptr_t start, uintptr_t end, uint64_t pgoff, int prot, int fd,
+		     int memfd, int statefd)
+{
+	struct cfile *cf;
+	int ret;
+
+	pthread_mutex_lock(&cl->maps_lock);
+	ret = cmaps_room(cl);
+	if (ret == 0) {
+		cf = cfile_get(cl, fd, memfd, statefd);
+		if (cf)
+			cl->maps[cl->nmaps++] = (struct crange){ start, end, pgoff, prot, cf };
+		else
+			ret = -ENOMEM;
+	}
 	pthread_mutex_unlock(&cl->maps_lock);
 	return ret;
 }
@@ -93,30 +206,29 @@ static void cmaps_cut(struct upc_client *cl, uintptr_t start, uintptr_t end)
 		if (r->end <= start || r->start >= end)
 			continue;
 		if (r->start < start && r->end > end) {
-			struct crange tail = { end, r->end };
+			struct crange tail = { end, r->end, r->pgoff + ((end - r->start) >> UPC_PAGE_SHIFT), r->prot,
+					       r->file };
 
-			if (cl->nmaps == cl->cap) {
-				struct crange *n = realloc(cl->maps, 2 * cl->cap * sizeof(*n));
-
-				if (!n) {
-					/*
-					 * Out of memory: kept whole.  At the daemon's death
-					 * the hole is made PROT_NONE too, with whatever the
-					 * process has mapped there since.
-					 */
-					continue;
-				}
-				cl->maps = n;
-				cl->cap *= 2;
-				r = &cl->maps[i];
+			if (cmaps_room(cl) < 0) {
+				/*
+				 * Out of memory: kept whole.  A restarted daemon is
+				 * handed the hole too, and refuses it (-EEXIST or a
+				 * mapping that is not the memfd's), and at the
+				 * daemon's death the hole is made PROT_NONE.
+				 */
+				continue;
 			}
+			r = &cl->maps[i];
 			r->end = start;
+			r->file->refs++;
 			cl->maps[cl->nmaps++] = tail;
 		} else if (r->start < start) {
 			r->end = start;
 		} else if (r->end > end) {
+			r->pgoff += (end - r->start) >> UPC_PAGE_SHIFT;
 			r->start = end;
 		} else {
+			cfile_put(&cl->files, r->file);
 			*r = cl->maps[--cl->nmaps];
 			i--;
 		}
@@ -124,7 +236,17 @@ static void cmaps_cut(struct upc_client *cl, uintptr_t start, uintptr_t end)
 	pthread_mutex_unlock(&cl->maps_lock);
 }
 
-/* The daemon is gone: no access to a mapping may read a hole of the memfd as data. */
+/* upc_protect() gave [start, end) @prot: a range once writable is adopted write-protected (reconnect). */
+static void cmaps_protect(struct upc_client *cl, uintptr_t start, uintptr_t end, int prot)
+{
+	pthread_mutex_lock(&cl->maps_lock);
+	for (size_t i = 0; i < cl->nmaps; i++)
+		if (cl->maps[i].end > start && cl->maps[i].start < end)
+			cl->maps[i].prot |= prot;
+	pthread_mutex_unlock(&cl->maps_lock);
+}
+
+/* No daemon: no access to a mapping may read a hole of the memfd as data. */
 static void cmaps_revoke(struct upc_client *cl)
 {
 	pthread_mutex_lock(&cl->maps_lock);
@@ -133,38 +255,10 @@ static void cmaps_revoke(struct upc_client *cl)
 	pthread_mutex_unlock(&cl->maps_lock);
 }
 
-static void *watcher_main(void *arg)
-{
-	struct upc_client *cl = arg;
-	struct pollfd pfd[2] = { { .fd = cl->sock, .events = POLLRDHUP }, { .fd = cl->watch_efd, .events = POLLIN } };
-
-	for (;;) {
-		if (poll(pfd, 2, -1) < 0) {
-			if (errno == EINTR)
-				continue;
-			return NULL;
-		}
-		if (pfd[1].revents)
-			return NULL;
-		if (pfd[0].revents & (POLLRDHUP | POLLHUP | POLLERR)) {
-			atomic_store(&cl->gone, true);
-			pr_warn("upcd went away: this process's shared mappings are no longer accessible\n");
-			cmaps_revoke(cl);
-			/*
-			 * Threads already waiting in a fault would wait for ever:
-			 * closing the last descriptor of the userfaultfd wakes them,
-			 * and they fault again on PROT_NONE (SIGSEGV).
-			 */
-			close(atomic_exchange(&cl->uffd, -1));
-			return NULL;
-		}
-	}
-}
-
 /* ------------------------------------------------------------ requests */
 
 /* A call of the daemon's: an operation on this process's own address space. */
-static void answer_call(struct upc_client *cl, const struct upc_msg *m)
+static void answer_call(struct upc_client *cl, int sock, const struct upc_msg *m)
 {
 	uintptr_t addr = (uintptr_t)m->args[1];
 	size_t len = (size_t)m->args[2];
@@ -186,7 +280,7 @@ static void answer_call(struct upc_client *cl, const struct upc_msg *m)
 	default:
 		r = -EINVAL;
 	}
-	upc_msg_send(cl->sock, UPC_MSG_CALL_DONE, m->h.seq, (uint64_t *)&r, 1, NULL, 0, NULL, 0);
+	upc_msg_send(sock, UPC_MSG_CALL_DONE, m->h.seq, (uint64_t *)&r, 1, NULL, 0, NULL, 0);
 }
 
 struct creply {
@@ -194,33 +288,36 @@ struct creply {
 	unsigned int argc;
 	void *data;			/* where the reply's data goes */
 	size_t dcap, dlen;
-	int fd;
+	int fd, fd2;
 };
 
+/* A lost connection (the daemon died or stopped), as opposed to an answer. */
+static bool conn_lost(long ret)
+{
+	return ret == -ECONNRESET || ret == -EPIPE || ret == -ENOTCONN;
+}
+
 /*
- * Send a request with @nfds descriptors and wait for its reply, answering
- * the daemon's calls meanwhile.  Returns the reply's result (a value or a
- * negative errno), or -ENOTCONN once the daemon is gone.
+ * Send one request on @sock and wait for its reply, answering the daemon's
+ * calls meanwhile.  cl->lock held.  Returns the reply's result (a value or
+ * a negative errno), or an error of the connection (conn_lost()).
  */
-static long request_fds(struct upc_client *cl, uint16_t type, const uint64_t *args, unsigned int argc,
-			const void *data, size_t dlen, const int *fds, unsigned int nfds, struct creply *rep)
+static long xfer(struct upc_client *cl, int sock, uint16_t type, const uint64_t *args, unsigned int argc,
+		 const void *data, size_t dlen, const int *fds, unsigned int nfds, struct creply *rep)
 {
 	struct upc_msg *m = cl->msg;
 	long ret;
 
 	if (rep)
-		rep->fd = -1;
-	if (atomic_load(&cl->gone))
-		return -ENOTCONN;
-	pthread_mutex_lock(&cl->lock);
+		rep->fd = rep->fd2 = -1;
 	cl->seq++;
-	ret = upc_msg_send(cl->sock, type, cl->seq, args, argc, data, dlen, fds, nfds);
+	ret = upc_msg_send(sock, type, cl->seq, args, argc, data, dlen, fds, nfds);
 	while (ret == 0) {
-		ret = upc_msg_recv(cl->sock, m, UPC_FROM_DAEMON);
+		ret = upc_msg_recv(sock, m, UPC_FROM_DAEMON);
 		if (ret < 0)
 			break;
 		if (m->h.type == UPC_MSG_CALL && m->h.seq == cl->seq) {
-			answer_call(cl, m);
+			answer_call(cl, sock, m);
 			continue;
 		}
 		if (m->h.type != UPC_MSG_REPLY || m->h.seq != cl->seq) {
@@ -235,17 +332,64 @@ static long request_fds(struct upc_client *cl, uint16_t type, const uint64_t *ar
 			rep->dlen = min_t(size_t, m->dlen, rep->dcap);
 			if (rep->dlen)
 				memcpy(rep->data, m->data, rep->dlen);
-			if (m->nfds) {
+			if (m->nfds > 0) {
 				rep->fd = m->fds[0];
 				m->fds[0] = -1;
+			}
+			if (m->nfds > 1) {
+				rep->fd2 = m->fds[1];
+				m->fds[1] = -1;
 			}
 		}
 		upc_msg_close_fds(m);
 		break;
 	}
+	return ret == -EPIPE ? -ECONNRESET : ret;
+}
+
+/*
+ * Send a request with @nfds descriptors and wait for its reply.  While the
+ * daemon is away (a restart: reconnect()), the request waits, and one
+ * the daemon died serving is sent again to the next: every request is one
+ * that may be repeated (an msync, a write of the same bytes at the same
+ * offset, a map whose first half left nothing behind), except a map's
+ * second half, whose token dies with the daemon (@once: client_map adopts
+ * the mapping instead).  Returns the reply's result, or -ENOTCONN once no
+ * daemon came back (or the connection was lost and @once).
+ */
+static long request_fds(struct upc_client *cl, uint16_t type, const uint64_t *args, unsigned int argc,
+			const void *data, size_t dlen, const int *fds, unsigned int nfds, struct creply *rep,
+			bool once)
+{
+	long ret;
+
+	pthread_mutex_lock(&cl->lock);
+	for (;;) {
+		while (cl->state == CL_DOWN)
+			pthread_cond_wait(&cl->up, &cl->lock);
+		if (cl->state == CL_DEAD) {
+			ret = -ENOTCONN;
+			break;
+		}
+		ret = xfer(cl, cl->sock, type, args, argc, data, dlen, fds, nfds, rep);
+		if (!conn_lost(ret))
+			break;
+		/* The watcher sees the hang-up too and reconnects: wait for it, then again. */
+		if (rep) {
+			if (rep->fd >= 0)
+				close(rep->fd);
+			if (rep->fd2 >= 0)
+				close(rep->fd2);
+			rep->fd = rep->fd2 = -1;
+		}
+		if (cl->state == CL_UP)
+			cl->state = CL_DOWN;
+		if (once || !cl->reconnect_ms) {
+			ret = -ENOTCONN;
+			break;
+		}
+	}
 	pthread_mutex_unlock(&cl->lock);
-	if (ret == -ECONNRESET || ret == -EPIPE)
-		ret = -ENOTCONN;
 	return ret;
 }
 
@@ -253,20 +397,206 @@ static long request_fds(struct upc_client *cl, uint16_t type, const uint64_t *ar
 static long request(struct upc_client *cl, uint16_t type, const uint64_t *args, unsigned int argc,
 		    const void *data, size_t dlen, int fd, struct creply *rep)
 {
-	return request_fds(cl, type, args, argc, data, dlen, &fd, fd >= 0, rep);
+	return request_fds(cl, type, args, argc, data, dlen, &fd, fd >= 0, rep, false);
+}
+
+/* ------------------------------------------------------------ connecting, and again */
+
+static int connect_daemon(const char *path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int s;
+
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	strcpy(sa.sun_path, path);
+	s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (s < 0)
+		return -errno;
+	if (connect(s, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		int err = -errno;
+
+		close(s);
+		return err;
+	}
+	return s;
+}
+
+/* Hello and attach on @sock, with our userfaultfd.  cl->lock held (or the client is not yet shared). */
+static long handshake(struct upc_client *cl, int sock, struct creply *rep)
+{
+	uint64_t hello[3] = { UPC_PROTO_VERSION, cl->cache_flags, cl->mem_limit };
+	int fds[3] = { atomic_load(&cl->uffd), -1, -1 };
+	long ret;
+
+	ret = xfer(cl, sock, UPC_MSG_HELLO, hello, 3, NULL, 0, NULL, 0, rep);
+	if (ret == 0 && rep->argc < 3)
+		ret = -EPROTO;
+	if (ret < 0)
+		return ret;
+	/* A restarted daemon must serve our userfaultfd as the first one did. */
+	if (fds[0] >= 0 && rep->args[1] != cl->daemon_features)
+		return -EPROTO;
+	fds[1] = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	fds[2] = (int)syscall(SYS_pidfd_open, getpid(), 0);
+	if (fds[1] < 0 || fds[2] < 0)
+		ret = -errno;
+	else if (fds[0] >= 0)
+		ret = xfer(cl, sock, UPC_MSG_ATTACH, NULL, 0, NULL, 0, fds, 3, NULL);
+	if (fds[1] >= 0)
+		close(fds[1]);
+	if (fds[2] >= 0)
+		close(fds[2]);
+	return ret;
+}
+
+/*
+ * A daemon is back: hand it every mapping (UPC_MSG_ADOPT, remote_adopt()).
+ * A mapping it refuses cannot be served: made inaccessible, as when no
+ * daemon comes back.  cl->lock held.
+ */
+static long adopt_all(struct upc_client *cl, int sock)
+{
+	long ret = 0;
+
+	pthread_mutex_lock(&cl->maps_lock);
+	for (size_t i = 0; i < cl->nmaps; i++) {
+		struct crange r = cl->maps[i];
+		uint64_t args[4] = { r.start, r.end - r.start, r.pgoff, (uint64_t)r.prot };
+		int fds[3] = { r.file->fd, r.file->memfd, r.file->statefd };
+		long err;
+
+		/* Unlocked for the request: the daemon's calls cut the list (answer_call). */
+		pthread_mutex_unlock(&cl->maps_lock);
+		err = xfer(cl, sock, UPC_MSG_ADOPT, args, 4, NULL, 0, fds, 3, NULL);
+		pthread_mutex_lock(&cl->maps_lock);
+		if (conn_lost(err)) {
+			ret = err;
+			break;
+		}
+		if (err < 0) {
+			pr_warn("upcd refused a mapping at %#lx: %s; it is no longer accessible\n",
+				(unsigned long)r.start, upc_strerror((int)err));
+			mprotect((void *)r.start, r.end - r.start, PROT_NONE);
+		}
+	}
+	pthread_mutex_unlock(&cl->maps_lock);
+	return ret;
+}
+
+/*
+ * The daemon went away.  Until one is back on the socket, or for
+ * reconnect_ms: requests wait (request_fds), and so does every access that
+ * needs a fault served (its message waits in our userfaultfd); what is
+ * mapped already stays as it is, and so do the memfds and their page table,
+ * dirty pages included.  Then the new daemon adopts every mapping.  Returns
+ * the new connection, or -1: no daemon came back, or the cache is being
+ * destroyed (@efd).
+ */
+static int reconnect(struct upc_client *cl, int efd)
+{
+	uint64_t deadline = now_ms() + cl->reconnect_ms;
+	unsigned int wait_ms = 10;
+
+	for (;;) {
+		struct pollfd pfd = { .fd = efd, .events = POLLIN };
+		struct creply rep = { 0 };
+		int s;
+		long ret;
+
+		if (now_ms() >= deadline)
+			return -1;
+		if (poll(&pfd, 1, (int)wait_ms) > 0)
+			return -1;
+		wait_ms = min_t(unsigned int, 2 * wait_ms, 200);
+		s = connect_daemon(cl->path);
+		if (s < 0)
+			continue;
+		pthread_mutex_lock(&cl->lock);
+		ret = handshake(cl, s, &rep);
+		if (ret == 0)
+			ret = adopt_all(cl, s);
+		if (ret == 0) {
+			close(cl->sock);
+			cl->sock = s;
+			cl->state = CL_UP;
+			pthread_cond_broadcast(&cl->up);
+			pthread_mutex_unlock(&cl->lock);
+			pr_info("upcd is back: %zu mappings adopted\n", cl->nmaps);
+			return s;
+		}
+		pthread_mutex_unlock(&cl->lock);
+		close(s);
+		if (!conn_lost(ret))
+			pr_warn("upcd refused this process back: %s\n", upc_strerror((int)ret));
+	}
+}
+
+static void *watcher_main(void *arg)
+{
+	struct upc_client *cl = arg;
+
+	for (;;) {
+		struct pollfd pfd[2] = { { .fd = cl->sock, .events = POLLRDHUP }, { .fd = cl->watch_efd, .events = POLLIN } };
+
+		if (poll(pfd, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			return NULL;
+		}
+		if (pfd[1].revents)
+			return NULL;
+		if (!(pfd[0].revents & (POLLRDHUP | POLLHUP | POLLERR)))
+			continue;
+		pthread_mutex_lock(&cl->lock);
+		if (cl->state == CL_UP)
+			cl->state = CL_DOWN;
+		pthread_mutex_unlock(&cl->lock);
+		if (cl->reconnect_ms) {
+			pr_warn("upcd went away: waiting up to %u ms for it to come back\n", cl->reconnect_ms);
+			if (reconnect(cl, cl->watch_efd) >= 0)
+				continue;
+		}
+		pthread_mutex_lock(&cl->lock);
+		cl->state = CL_DEAD;
+		pthread_cond_broadcast(&cl->up);
+		pthread_mutex_unlock(&cl->lock);
+		pr_warn("upcd went away: this process's shared mappings are no longer accessible\n");
+		cmaps_revoke(cl);
+		/*
+		 * Threads already waiting in a fault would wait for ever:
+		 * closing the last descriptor of the userfaultfd wakes them,
+		 * and they fault again on PROT_NONE (SIGSEGV).
+		 */
+		close(atomic_exchange(&cl->uffd, -1));
+		return NULL;
+	}
 }
 
 /* ------------------------------------------------------------ create, destroy */
 
+/* $UPC_RECONNECT: seconds to wait for a restarted daemon (upc_cache_create(3)); 0: none. */
+static unsigned int reconnect_ms(void)
+{
+	const char *e = getenv("UPC_RECONNECT");
+	char *end;
+	unsigned long v;
+
+	if (!e || !*e)
+		return 30000;
+	v = strtoul(e, &end, 10);
+	if (*end || v > 86400) {
+		pr_warn("UPC_RECONNECT=%s: not a number of seconds up to 86400; 30 it is\n", e);
+		return 30000;
+	}
+	return (unsigned int)v * 1000;
+}
+
 int client_create(const struct upc_cache_opts *o, struct upc_cache **cachep)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	struct upc_cache *c = calloc(1, sizeof(*c));
 	struct upc_client *cl = calloc(1, sizeof(*cl));
-	uint64_t hello[3] = { UPC_PROTO_VERSION, o->flags, o->mem_limit };
 	struct creply rep = { 0 };
-	int fds[3] = { -1, -1, -1 };
-	char path[sizeof(sa.sun_path) + 64];
 	long ret;
 
 	if (!c || !cl || !(cl->msg = malloc(sizeof(*cl->msg)))) {
@@ -280,25 +610,25 @@ int client_create(const struct upc_cache_opts *o, struct upc_cache **cachep)
 	c->client = cl;
 	c->flags = o->flags;
 	cl->sock = cl->uffd = cl->watch_efd = -1;
+	cl->cache_flags = o->flags;
+	cl->mem_limit = o->mem_limit;
+	cl->reconnect_ms = reconnect_ms();
 	pthread_mutex_init(&cl->lock, NULL);
+	pthread_cond_init(&cl->up, NULL);
 	pthread_mutex_init(&cl->maps_lock, NULL);
-	upc_socket_path(o->socket, path, sizeof(path));
-	if (strlen(path) >= sizeof(sa.sun_path)) {
+	upc_socket_path(o->socket, cl->path, sizeof(cl->path));
+	if (strlen(cl->path) >= sizeof(cl->path) - 1) {
 		ret = -ENAMETOOLONG;
 		goto err;
 	}
-	strcpy(sa.sun_path, path);
-	cl->sock = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-	if (cl->sock < 0 || connect(cl->sock, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		ret = -errno;
-		goto err;
-	}
-	ret = request(cl, UPC_MSG_HELLO, hello, 3, NULL, 0, -1, &rep);
-	if (ret == 0 && rep.argc < 3)
-		ret = -EPROTO;
+	ret = connect_daemon(cl->path);
 	if (ret < 0)
 		goto err;
-	cl->features = rep.args[1];
+	cl->sock = (int)ret;
+	ret = handshake(cl, cl->sock, &rep);	/* hello only: no userfaultfd yet */
+	if (ret < 0)
+		goto err;
+	cl->features = cl->daemon_features = rep.args[1];
 	cl->track_mode = (uint32_t)rep.args[2];
 	/* Our userfaultfd, with exactly the features the daemon's engine serves. */
 	ret = sys_uffd_open(cl->features, NULL, NULL);
@@ -313,19 +643,22 @@ int client_create(const struct upc_cache_opts *o, struct upc_cache **cachep)
 	}
 	if (ret < 0)
 		goto err;
-	cl->uffd = fds[0] = (int)ret;
-	fds[1] = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-	fds[2] = (int)syscall(SYS_pidfd_open, getpid(), 0);
-	if (fds[1] < 0 || fds[2] < 0) {
-		ret = -errno;
-		goto err;
+	cl->uffd = (int)ret;
+	{
+		/* attach: the pagemap and pidfd half of handshake() */
+		int fds[3] = { cl->uffd, open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC),
+			       (int)syscall(SYS_pidfd_open, getpid(), 0) };
+
+		ret = fds[1] < 0 || fds[2] < 0 ? -errno :
+			xfer(cl, cl->sock, UPC_MSG_ATTACH, NULL, 0, NULL, 0, fds, 3, NULL);
+		if (fds[1] >= 0)
+			close(fds[1]);
+		if (fds[2] >= 0)
+			close(fds[2]);
 	}
-	ret = request_fds(cl, UPC_MSG_ATTACH, NULL, 0, NULL, 0, fds, 3, NULL);
-	close(fds[1]);
-	close(fds[2]);
-	fds[1] = fds[2] = -1;
 	if (ret < 0)
 		goto err;
+	cl->state = CL_UP;
 	cl->watch_efd = eventfd(0, EFD_CLOEXEC);
 	if (cl->watch_efd < 0 || pthread_create(&cl->watcher, NULL, watcher_main, cl) != 0) {
 		ret = -EAGAIN;
@@ -335,10 +668,8 @@ int client_create(const struct upc_cache_opts *o, struct upc_cache **cachep)
 	*cachep = c;
 	return 0;
 err:
-	if (fds[1] >= 0)
-		close(fds[1]);
-	if (fds[2] >= 0)
-		close(fds[2]);
+	if (conn_lost(ret))
+		ret = -ENOTCONN;
 	if (cl) {
 		if (cl->watch_efd >= 0)
 			close(cl->watch_efd);
@@ -391,7 +722,7 @@ int client_destroy(struct upc_cache *c)
 				ret = (int)err;
 		}
 	}
-	if (atomic_load(&cl->gone) && !ret)
+	if (cl->state == CL_DEAD && !ret)
 		ret = -ENOTCONN;
 	if (write(cl->watch_efd, &one, sizeof(one)) == sizeof(one))
 		pthread_join(cl->watcher, NULL);
@@ -399,6 +730,10 @@ int client_destroy(struct upc_cache *c)
 	close(cl->sock);
 	if (cl->uffd >= 0)
 		close(cl->uffd);
+	while (cl->files) {
+		cl->files->refs = 1;
+		cfile_put(&cl->files, cl->files);
+	}
 	free(cl->maps);
 	free(cl->msg);
 	free(cl);
@@ -445,35 +780,50 @@ int client_map(struct upc_cache *c, int fd, off_t offset, size_t length, int pro
 		prot |= PROT_READ;
 	args[2] = (uint64_t)prot;
 	ret = request(cl, UPC_MSG_MAP, args, 3, NULL, 0, fd, &rep);
-	if (ret == 0 && (rep.argc < 2 || rep.fd < 0))
+	if (ret == 0 && (rep.argc < 2 || rep.fd < 0 || rep.fd2 < 0))
 		ret = -EPROTO;
-	if (ret < 0) {
-		if (rep.fd >= 0)
-			close(rep.fd);
-		return (int)ret;
-	}
+	if (ret < 0)
+		goto out_fds;
 	args[0] = rep.args[0];		/* the token */
 	/* Inaccessible until the daemon has registered and protected it. */
 	addr = mmap((void *)want, len, PROT_NONE, mflags, rep.fd, offset);
-	close(rep.fd);
 	if (addr == MAP_FAILED || ((flags & UPC_MAP_FIXED_NOREPLACE) && (uintptr_t)addr != want)) {
 		ret = addr == MAP_FAILED ? -errno : -EEXIST;
 		if (addr != MAP_FAILED)
 			munmap(addr, len);
 		args[1] = 0;
-		request(cl, UPC_MSG_MAP_DONE, args, 5, NULL, 0, -1, NULL);
-		return (int)ret;
+		request_fds(cl, UPC_MSG_MAP_DONE, args, 5, NULL, 0, NULL, 0, NULL, true);
+		goto out_fds;
 	}
 	/* Without fork events a child would see the memfd unregistered: it gets SIGSEGV instead (map.c). */
 	if (!(cl->features & UFFD_FEATURE_EVENT_FORK))
 		madvise(addr, len, MADV_DONTFORK);
+	/* Listed first: a daemon that dies from here on is handed it by reconnect(). */
+	ret = cmaps_add(cl, (uintptr_t)addr, (uintptr_t)addr + len, (uint64_t)offset >> UPC_PAGE_SHIFT, prot, fd,
+			rep.fd, rep.fd2);
+	if (ret < 0) {
+		munmap(addr, len);
+		args[1] = 0;
+		request_fds(cl, UPC_MSG_MAP_DONE, args, 5, NULL, 0, NULL, 0, NULL, true);
+		goto out_fds;
+	}
 	args[1] = (uintptr_t)addr;
 	args[2] = len;
 	args[3] = (uint64_t)prot;
 	args[4] = 0;
-	ret = request(cl, UPC_MSG_MAP_DONE, args, 5, NULL, 0, -1, NULL);
-	if (ret == 0)
-		ret = cmaps_add(cl, (uintptr_t)addr, (uintptr_t)addr + len);
+	/*
+	 * The token dies with the daemon: if it dies now, the next one was
+	 * handed the mapping with the others (reconnect(), adopt_all()), or
+	 * none came back.
+	 */
+	ret = request_fds(cl, UPC_MSG_MAP_DONE, args, 5, NULL, 0, NULL, 0, NULL, true);
+	if (ret == -ENOTCONN) {
+		pthread_mutex_lock(&cl->lock);
+		while (cl->state == CL_DOWN)
+			pthread_cond_wait(&cl->up, &cl->lock);
+		ret = cl->state == CL_UP ? 0 : -ENOTCONN;
+		pthread_mutex_unlock(&cl->lock);
+	}
 	if (ret == 0 && prot != PROT_NONE && mprotect(addr, len, prot) < 0)
 		ret = -ENOMEM;
 	if (ret < 0) {
@@ -482,7 +832,7 @@ int client_map(struct upc_cache *c, int fd, off_t offset, size_t length, int pro
 		if (request(cl, UPC_MSG_UNMAP, u, 2, NULL, 0, -1, NULL) < 0)
 			munmap(addr, len);
 		cmaps_cut(cl, (uintptr_t)addr, (uintptr_t)addr + len);
-		return (int)ret;
+		goto out_fds;
 	}
 	if (flags & UPC_MAP_POPULATE) {
 		struct stat st;
@@ -494,7 +844,13 @@ int client_map(struct upc_cache *c, int fd, off_t offset, size_t length, int pro
 			madvise(addr, pop, (prot & PROT_WRITE) ? MADV_POPULATE_WRITE : MADV_POPULATE_READ);
 	}
 	*addrp = addr;
-	return 0;
+	ret = 0;
+out_fds:
+	if (rep.fd >= 0)
+		close(rep.fd);
+	if (rep.fd2 >= 0)
+		close(rep.fd2);
+	return (int)ret;
 }
 
 /* ------------------------------------------------------------ everything else: one request each */
@@ -583,7 +939,11 @@ int client_msync(struct upc_cache *c, void *addr, size_t len, int flags)
 
 int client_protect(struct upc_cache *c, void *addr, size_t len, int prot)
 {
-	return (int)client_call_range(c, UPC_MSG_PROTECT, addr, len, prot, 3);
+	int ret = (int)client_call_range(c, UPC_MSG_PROTECT, addr, len, prot, 3);
+
+	if (ret == 0)
+		cmaps_protect(c->client, (uintptr_t)addr, (uintptr_t)addr + len, prot);
+	return ret;
 }
 
 int client_pin(struct upc_cache *c, void *addr, size_t len, unsigned int flags)

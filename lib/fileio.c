@@ -548,7 +548,7 @@ UPC_API int upc_ftruncate(struct upc_cache *c, int fd, off_t length)
 		bool shrink = length < f->size;
 
 		if (shrink)
-			f->size = length;
+			file_set_size(f, length);
 		file_drop_pages(f, keep, old);
 		f->npages = keep;
 		if (shrink && (length & (UPC_PAGE_SIZE - 1)))

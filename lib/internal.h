@@ -116,6 +116,20 @@ struct upc_page {
 	uint32_t dirtied;	/* cache ticks (ms) when it became dirty */
 };
 
+/*
+ * The first page of a serving cache's page-table memfd (struct upc_file,
+ * @statefd).  What a restarted upcd needs beyond the page flags: the file's
+ * size as the cache knew it, which is past the store's while a write that
+ * extended the file waits for write-back.
+ */
+#define UPC_STATE_MAGIC		0x3154535043505521ull	/* "!UPCPST1" */
+struct upc_state_hdr {
+	uint64_t magic;
+	uint64_t page_size;		/* UPC_PAGE_SIZE of the daemon that wrote it */
+	uint64_t entry_size;		/* sizeof(struct upc_page) */
+	_Atomic int64_t size;		/* struct upc_file @size */
+};
+
 #define PT_CHUNK_SHIFT	9
 #define PT_CHUNK_PAGES	(1u << PT_CHUNK_SHIFT)
 
@@ -162,6 +176,17 @@ struct upc_file {
 	uint64_t fence;			/* non-zero: the memfd is cut to this many pages (fault.c) */
 	uint64_t fenced_at;		/* ... since this now_ms() */
 	struct upc_page **chunks;	/* page table: npages / 512 chunk pointers */
+	/*
+	 * A serving cache (upcd) keeps the page table in a memfd of its own,
+	 * so that it outlives the daemon: chunk i is the page at (i + 1) *
+	 * UPC_PAGE_SIZE of @statefd, mapped alone; page 0 is @state_hdr.  A
+	 * restarted daemon adopts the memfd and its page table from the
+	 * clients that map them (file_adopt()).  -1 in an embedded cache,
+	 * whose chunks come from calloc().
+	 */
+	int statefd;
+	uint64_t state_len;		/* @statefd's length */
+	struct upc_state_hdr *state_hdr;
 	uint16_t *chunk_used;		/* cached pages per chunk; a chunk is freed at 0 */
 	uint64_t nchunks;
 	uint64_t hand;			/* reclaim: the clock hand, a page offset */
@@ -425,6 +450,8 @@ __upc_hidden void file_drop_pages(struct upc_file *f, uint64_t first, uint64_t e
 __upc_hidden void file_unpin_all(struct upc_file *f);
 __upc_hidden void stats_counters(struct upc_cache *c, struct upc_stats *st);
 __upc_hidden int file_get(struct upc_cache *c, int fd, struct upc_file **fp);
+__upc_hidden int file_adopt(struct upc_cache *c, int fd, int memfd, int statefd, struct upc_file **fp);
+__upc_hidden void file_set_size(struct upc_file *f, off_t size);
 __upc_hidden void file_put(struct upc_file *f);
 __upc_hidden void file_reap(struct upc_cache *c, bool all);
 
@@ -485,7 +512,9 @@ __upc_hidden int remote_attach(struct upc_cache *c, int uffd, int pagemap_fd, pi
 			       struct upc_mm **mmp);
 __upc_hidden void remote_detach(struct upc_mm *mm);
 __upc_hidden int remote_map_prepare(struct upc_cache *c, int fd, uint64_t offset, uint64_t length, int prot,
-				    struct upc_file **fp, int *memfdp, int *maxprotp);
+				    struct upc_file **fp, int *memfdp, int *statefdp, int *maxprotp);
+__upc_hidden int remote_adopt(struct upc_mm *mm, int fd, int memfd, int statefd, uintptr_t addr, size_t len,
+				uint64_t pgoff, int prot);
 __upc_hidden int mm_call(struct upc_mm *mm, int op, uintptr_t addr, size_t len, int arg);
 __upc_hidden int fd_map_access(int fd, int prot);
 __upc_hidden int map_attach(struct upc_mm *mm, struct upc_file *f, uintptr_t addr, size_t len,

@@ -199,7 +199,7 @@ void remote_detach(struct upc_mm *mm)
  * reaches the daemon's handler and not a SIGBUS.
  */
 int remote_map_prepare(struct upc_cache *c, int fd, uint64_t offset, uint64_t length, int prot,
-		       struct upc_file **fp, int *memfdp, int *maxprotp)
+		       struct upc_file **fp, int *memfdp, int *statefdp, int *maxprotp)
 {
 	struct upc_file *f;
 	uint64_t len;
@@ -226,7 +226,59 @@ int remote_map_prepare(struct upc_cache *c, int fd, uint64_t offset, uint64_t le
 		return ret;
 	}
 	*memfdp = ret;
+	/* The page table, read-only for every client: kept for a restarted daemon (remote_adopt). */
+	ret = sys_fd_reopen(f->statefd, O_RDONLY);
+	if (ret < 0) {
+		close(*memfdp);
+		file_put(f);
+		return ret;
+	}
+	*statefdp = ret;
 	*maxprotp = acc;
 	*fp = f;
 	return 0;
+}
+
+/*
+ * A client of an earlier daemon, which died or was stopped, comes back to
+ * this one with each of its mappings: the file's descriptor it holds, the
+ * memfd it maps and the page-table memfd it was given (remote_map_prepare).
+ * The file is adopted with what those memfds hold (file_adopt(): nothing
+ * the client wrote is lost, every dirty page stays dirty), and the mapping
+ * is attached as at map time: registered again with the client's
+ * userfaultfd (the registration is still there: the kernel keeps it with
+ * the client's VMA) and write-protected whole (I1: the dirty state of
+ * every page it could write is in the page table already).  Then the whole
+ * range is woken: a thread whose fault message the dead daemon had read
+ * waits for a wake that nobody else will send; woken, it faults again.
+ * Write access follows the file descriptor, as at map time.
+ */
+int remote_adopt(struct upc_mm *mm, int fd, int memfd, int statefd, uintptr_t addr, size_t len,
+		 uint64_t pgoff, int prot)
+{
+	struct upc_cache *c = mm->cache;
+	struct upc_file *f;
+	int acc, ret;
+
+	if (!len || (addr & (UPC_PAGE_SIZE - 1)) || (len & (UPC_PAGE_SIZE - 1)) || addr + len < addr ||
+	    (prot & ~(PROT_READ | PROT_WRITE)) || pgoff > ((uint64_t)INT64_MAX >> UPC_PAGE_SHIFT) ||
+	    len > (uint64_t)INT64_MAX - (pgoff << UPC_PAGE_SHIFT))
+		return -EINVAL;
+	acc = fd_map_access(fd, prot);
+	if (acc < 0)
+		return acc;
+	ret = file_adopt(c, fd, memfd, statefd, &f);
+	if (ret < 0)
+		return ret;
+	pthread_mutex_lock(&f->lock);
+	ret = file_memfd_span(f, (pgoff << UPC_PAGE_SHIFT) + len);
+	pthread_mutex_unlock(&f->lock);
+	if (ret < 0) {
+		file_put(f);
+		return ret;
+	}
+	ret = map_attach(mm, f, addr, len, pgoff, prot, acc);
+	if (ret == 0)
+		sys_uffd_wake(mm->uffd, addr, len);
+	return ret;
 }

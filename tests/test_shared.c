@@ -16,15 +16,12 @@
 static char sock_path[108];
 static pid_t upcd_pid;
 
-static void upcd_start(const char *extra)
+/* upcd on sock_path (again, after a kill: the new one adopts the old one's clients). */
+static void upcd_spawn(const char *extra)
 {
 	const char *bd = getenv("UPC_TEST_BUILDDIR");
-	char dir[] = "/tmp/upcd-test.XXXXXX", bin[512];
+	char bin[512];
 
-	require_upcache();
-	cr_assert(mkdtemp(dir));
-	cr_assert_eq(chmod(dir, 0711), 0);	/* the socket's own mode (0666) decides who connects */
-	snprintf(sock_path, sizeof(sock_path), "%s/s", dir);
 	snprintf(bin, sizeof(bin), "%s/daemon/upcd", bd ? bd : ".");
 	upcd_pid = fork();
 	cr_assert_geq(upcd_pid, 0);
@@ -49,6 +46,17 @@ static void upcd_start(const char *extra)
 		usleep(10000);
 	}
 	cr_assert_fail("upcd did not start listening on %s", sock_path);
+}
+
+static void upcd_start(const char *extra)
+{
+	char dir[] = "/tmp/upcd-test.XXXXXX";
+
+	require_upcache();
+	cr_assert(mkdtemp(dir));
+	cr_assert_eq(chmod(dir, 0711), 0);	/* the socket's own mode (0666) decides who connects */
+	snprintf(sock_path, sizeof(sock_path), "%s/s", dir);
+	upcd_spawn(extra);
 }
 
 /* SIGTERM: it writes everything back and exits 0. */
@@ -265,6 +273,199 @@ Test(shared, a_killed_client_loses_nothing_it_wrote, .timeout = 60)
 	close(fd);
 }
 
+/* ------------------------------------------------------------ the daemon's death */
+
+/* upcd's status text (static), or "" */
+static const char *upcd_status(void)
+{
+	static struct upc_msg m;
+	static char text[UPC_PROTO_MAX_DATA + 1];
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+
+	text[0] = '\0';
+	strcpy(sa.sun_path, sock_path);
+	if (s >= 0 && connect(s, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+	    upc_msg_send(s, UPC_MSG_STATUS, 1, NULL, 0, NULL, 0, NULL, 0) == 0 &&
+	    upc_msg_recv(s, &m, UPC_FROM_DAEMON) == 0 && (int64_t)m.args[0] == 0) {
+		memcpy(text, m.data, m.dlen);
+		text[m.dlen] = '\0';
+	}
+	if (s >= 0)
+		close(s);
+	return text;
+}
+
+/* A line "KEY N" of upcd's status text, or -1. */
+static long upcd_status_value(const char *key)
+{
+	const char *text = upcd_status(), *at = strstr(text, key);
+
+	return at && (at == text || at[-1] == '\n') ? strtol(at + strlen(key), NULL, 10) : -1;
+}
+
+/* Clients of upcd that map something (its status has a line for each client). */
+static unsigned int upcd_mapping_clients(void)
+{
+	const char *at = upcd_status();
+	unsigned int n = 0;
+
+	while ((at = strstr(at, "\nclient pid "))) {
+		const char *mp = strstr(at, " mappings ");
+
+		at++;
+		if (mp && strtoul(mp + 10, NULL, 10) > 0)
+			n++;
+	}
+	return n;
+}
+
+#define DD_WRITERS	2
+#define DD_PAGES	512		/* per writer */
+
+struct dd_shared {
+	_Atomic uint64_t synced[DD_WRITERS];	/* the last round msync'd whole */
+	_Atomic uint64_t quiet_written;		/* the quiet writer wrote its pages (no msync) */
+	_Atomic bool stop;
+};
+
+/*
+ * A racewrite-shaped writer: round after round, it stamps every page of its
+ * stripe with the round and its page number, through its mapping, msyncs,
+ * and says which round is in the file now.  Its msync may be the one the
+ * daemon dies in: it returns when the next daemon has written it.
+ */
+static void dd_writer(struct dd_shared *sh, const char *path, unsigned int w)
+{
+	struct upc_cache *c = shared_cache();
+	int fd = open_rw(path);
+	volatile uint64_t *p;
+	size_t len = (size_t)DD_WRITERS * DD_PAGES * PAGE;
+	int ret;
+
+	if (upc_map(c, fd, 0, len, PROT_READ | PROT_WRITE, 0, (void **)&p))
+		_exit(10);
+	for (uint64_t round = 1; !atomic_load(&sh->stop); round++) {
+		for (uint64_t i = w; i < DD_WRITERS * DD_PAGES; i += DD_WRITERS) {
+			p[i * PAGE / 8] = round;
+			p[i * PAGE / 8 + 1] = i;
+		}
+		ret = upc_msync(c, (void *)p, len, UPC_MS_SYNC);
+		if (ret) {
+			fprintf(stderr, "writer %u: msync of round %lu: %s\n", w, (unsigned long)round,
+				upc_strerror(ret));
+			_exit(11);
+		}
+		atomic_store(&sh->synced[w], round);
+	}
+	ret = upc_cache_destroy(c);
+	_exit(ret ? 12 : 0);
+}
+
+/*
+ * The quiet writer stamps its pages once and never msyncs; it is killed
+ * after the daemon's restart.  Its data reaches the file only if the dead
+ * daemon's dirty state was adopted: the page was dirty in the memfd, and
+ * nobody wrote it since.
+ */
+static void dd_quiet(struct dd_shared *sh, const char *qpath)
+{
+	struct upc_cache *c = shared_cache();
+	int fd = open_rw(qpath);
+	volatile unsigned char *p;
+
+	if (upc_map(c, fd, 0, 64 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p))
+		_exit(10);
+	for (unsigned int i = 0; i < 64; i++)
+		memset((void *)(p + i * PAGE), 0xa0 + (i & 15), 100);
+	atomic_store(&sh->quiet_written, 1);
+	for (;;)
+		pause();
+}
+
+static void dd_wait(_Atomic uint64_t *v, uint64_t want, const char *what)
+{
+	for (int i = 0; i < 3000 && atomic_load(v) < want; i++)
+		usleep(10000);
+	cr_assert_geq(atomic_load(v), want, "%s: %lu, waited for %lu", what, (unsigned long)atomic_load(v),
+		      (unsigned long)want);
+}
+
+Test(shared, a_daemon_killed_under_load_loses_nothing_and_a_new_one_adopts_its_clients, .timeout = 120)
+{
+	struct dd_shared *sh = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	size_t len = (size_t)DD_WRITERS * DD_PAGES * PAGE;
+	char path[64], qpath[64];
+	int fd = tmpfile_pattern(len, path), qfd = tmpfile_pattern(64 * PAGE, qpath);
+	uint64_t *buf = malloc(len), before[DD_WRITERS];
+	pid_t w[DD_WRITERS], q;
+	int status;
+
+	cr_assert(sh != MAP_FAILED && buf);
+	setenv("UPC_RECONNECT", "60", 1);
+	upcd_start(NULL);
+	q = fork();
+	if (q == 0)
+		dd_quiet(sh, qpath);
+	for (unsigned int i = 0; i < DD_WRITERS; i++) {
+		w[i] = fork();
+		if (w[i] == 0)
+			dd_writer(sh, path, i);
+	}
+	for (unsigned int i = 0; i < DD_WRITERS; i++)
+		dd_wait(&sh->synced[i], 3, "rounds before the kill");
+	dd_wait(&sh->quiet_written, 1, "the quiet writer");
+
+	/* kill -9 in the middle of it: faults, msyncs and write-back in flight */
+	cr_assert_eq(kill(upcd_pid, SIGKILL), 0);
+	cr_assert_eq(waitpid(upcd_pid, &status, 0), upcd_pid);
+	usleep(200 * 1000);		/* the writers wait meanwhile, in faults and in msync */
+	for (unsigned int i = 0; i < DD_WRITERS; i++)
+		before[i] = atomic_load(&sh->synced[i]);
+
+	upcd_spawn(NULL);
+	/* They carry on: three more rounds each, written back by the new daemon. */
+	for (unsigned int i = 0; i < DD_WRITERS; i++)
+		dd_wait(&sh->synced[i], before[i] + 3, "rounds after the restart");
+	/* Every mapping of the three clients was handed over (at least: one may have been split). */
+	cr_assert_geq(upcd_status_value("adopted-mappings "), 3, "the new daemon adopted no mapping");
+	cr_assert_eq(upcd_mapping_clients(), 3, "clients with mappings:\n%s", upcd_status());
+
+	/* The quiet writer dies with its pages dirty in the new daemon's cache. */
+	cr_assert_eq(kill(q, SIGKILL), 0);
+	cr_assert_eq(waitpid(q, NULL, 0), q);
+	atomic_store(&sh->stop, true);
+	for (unsigned int i = 0; i < DD_WRITERS; i++) {
+		cr_assert_eq(waitpid(w[i], &status, 0), w[i]);
+		cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "writer %u: status %#x", i, status);
+	}
+	upcd_stop();
+
+	cr_assert_eq(pread(fd, buf, len, 0), (ssize_t)len);
+	for (uint64_t i = 0; i < DD_WRITERS * DD_PAGES; i++) {
+		uint64_t synced = atomic_load(&sh->synced[i % DD_WRITERS]);
+
+		cr_assert_geq(buf[i * PAGE / 8], synced, "page %lu: round %lu in the file, %lu was msync'd",
+			      (unsigned long)i, (unsigned long)buf[i * PAGE / 8], (unsigned long)synced);
+		cr_assert_eq(buf[i * PAGE / 8 + 1], i, "page %lu: not its own stamp", (unsigned long)i);
+	}
+	{
+		unsigned char qb[64 * PAGE];
+
+		cr_assert_eq(pread(qfd, qb, sizeof(qb), 0), (ssize_t)sizeof(qb));
+		for (unsigned int i = 0; i < 64; i++)
+			for (unsigned int k = 0; k < 100; k++)
+				cr_assert_eq(qb[i * PAGE + k], 0xa0 + (i & 15),
+					     "quiet page %u byte %u: %#x: the dirty page was lost in the handover", i,
+					     k, qb[i * PAGE + k]);
+	}
+	free(buf);
+	unlink(path);
+	unlink(qpath);
+	close(fd);
+	close(qfd);
+}
+
 /* ------------------------------------------------------------ the protocol, raw */
 
 static int raw_connect(void)
@@ -324,6 +525,7 @@ static int raw_attach(int s, struct upc_msg *m)
 
 struct ro_arg {
 	int rofd;
+	int ptfd;		/* the page table's memfd, as the daemon sent it */
 	char path[64];
 	char secret[64];	/* root's, mode 0600 */
 };
@@ -368,9 +570,24 @@ static int read_only_client(void *argp)
 	/* Readable: a memfd descriptor, read-only, and it stays so. */
 	args[2] = PROT_READ;
 	ret = raw_req(s, UPC_MSG_MAP, args, 3, &a->rofd, 1, m);
-	nobody_check(ret == 0 && m->nfds == 1, "map PROT_READ: %ld", ret);
+	nobody_check(ret == 0 && m->nfds == 2, "map PROT_READ: %ld, %u descriptors", ret, m->nfds);
 	memfd = m->fds[0];
 	nobody_check((fcntl(memfd, F_GETFL) & O_ACCMODE) == O_RDONLY, "the memfd came read-write");
+	/* The page table's memfd (for a restarted daemon): read-only too, and it stays so. */
+	{
+		int pt = m->fds[1];
+
+		nobody_check((fcntl(pt, F_GETFL) & O_ACCMODE) == O_RDONLY, "the page table came read-write");
+		p = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, pt, 0);
+		nobody_check(p == MAP_FAILED && errno == EACCES, "mmap(PROT_WRITE) of the page table: %s",
+			     p == MAP_FAILED ? strerror(errno) : "succeeded");
+		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", pt);
+		rw = open(proc, O_RDWR);
+		nobody_check(rw < 0 && (errno == EACCES || errno == EPERM),
+			     "reopen the page table read-write: %s", rw < 0 ? strerror(errno) : "succeeded");
+		nobody_check(ftruncate(pt, 0) < 0, "ftruncate of the page table succeeded");
+		a->ptfd = pt;
+	}
 	p = mmap(NULL, 4 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
 	nobody_check(p == MAP_FAILED && errno == EACCES, "mmap(PROT_WRITE, MAP_SHARED) of it: %s",
 		     p == MAP_FAILED ? strerror(errno) : "succeeded");
@@ -390,6 +607,35 @@ static int read_only_client(void *argp)
 	args[4] = 0;
 	ret = raw_req(s, UPC_MSG_MAP_DONE, args, 5, NULL, 0, m);
 	nobody_check(ret == -EINVAL, "map-done PROT_WRITE: %ld", ret);
+	/*
+	 * Adoption (a restarted daemon's, UPC_MSG_ADOPT) grants nothing more:
+	 * the real memfds with the read-only file, writable: refused; memfds
+	 * of its own, named as the daemon names them: not the daemon's.
+	 */
+	{
+		struct stat st;
+		char name[64];
+		int fds[3] = { a->rofd, memfd, a->ptfd }, fm, fp;
+		uint64_t ad[4] = { (uintptr_t)p, 4 * PAGE, 0, PROT_READ | PROT_WRITE };
+
+		ret = raw_req(s, UPC_MSG_ADOPT, ad, 4, fds, 3, m);
+		nobody_check(ret == -EACCES, "adopt PROT_WRITE with a read-only fd: %ld", ret);
+		nobody_check(fstat(a->rofd, &st) == 0, "fstat");
+		snprintf(name, sizeof(name), "upcache:%lx:%lu", (unsigned long)st.st_dev, (unsigned long)st.st_ino);
+		fm = memfd_create(name, MFD_CLOEXEC);
+		snprintf(name, sizeof(name), "upcache-pt:%lx:%lu", (unsigned long)st.st_dev,
+			 (unsigned long)st.st_ino);
+		fp = memfd_create(name, MFD_CLOEXEC);
+		nobody_check(fm >= 0 && fp >= 0 && ftruncate(fm, 4 * PAGE) == 0 && ftruncate(fp, 2 * PAGE) == 0,
+			     "memfd_create: %s", strerror(errno));
+		fds[1] = fm;
+		fds[2] = fp;
+		ad[3] = PROT_READ;
+		ret = raw_req(s, UPC_MSG_ADOPT, ad, 4, fds, 3, m);
+		nobody_check(ret == -EBADF || ret == -ESTALE, "adopt of forged memfds: %ld", ret);
+		close(fm);
+		close(fp);
+	}
 	/* pwrite with the read-only descriptor: refused. */
 	ret = upc_msg_send(s, UPC_MSG_PWRITE, 78, (uint64_t[]){ 0 }, 1, "x", 1, &a->rofd, 1);
 	nobody_check(ret == 0, "send");
