@@ -764,11 +764,6 @@ int main(int argc, char **argv)
 		d.lsock = listen_on(path, group, mode > 0 ? (mode_t)mode : group ? 0660 : 0600);
 	if (d.lsock < 0)
 		return 1;
-	/* Asynchronous tracking needs every client's written PTEs read back at teardown: not yet (upcd(8)). */
-	if (o.flags & UPC_CACHE_ASYNC_WP) {
-		fprintf(stderr, "upcd: --async: shared caches track synchronously for now (upcd(8), BUGS)\n");
-		o.flags &= ~UPC_CACHE_ASYNC_WP;
-	}
 	ret = upc_cache_create(&o, &d.c);
 	if (ret < 0) {
 		fprintf(stderr, "upcd: cannot create the cache: %s\n", upc_strerror(ret));

@@ -596,6 +596,7 @@ __upc_hidden int dontneed_piece(struct upc_map *m, uintptr_t s, uintptr_t e, uin
 /* track.c */
 __upc_hidden uint64_t track_collect(struct upc_file *f, uint64_t first, uint64_t last);
 __upc_hidden uint64_t track_collect_map(struct upc_map *m);
+__upc_hidden uint64_t track_collect_adopted(struct upc_map *m);
 __upc_hidden int pagemap_walk(struct upc_file *f, uint64_t first, uint64_t last, bool wp_only,
 			      const struct pm_scan_arg *tmpl,
 			      void (*fn)(struct upc_file *f, uint64_t pgoff, void *arg), void *arg);

@@ -178,7 +178,15 @@ void remote_detach(struct upc_mm *mm)
 
 		if (m->wp) {
 			pthread_mutex_lock(&m->file->lock);
-			sys_uffd_wp(mm->uffd, m->start, m->end - m->start, true, false);
+			/*
+			 * Asynchronous tracking: what it wrote since the last
+			 * look is read first (and a dead one's pages are all
+			 * counted written: track.c, collect_unreadable()).
+			 */
+			if (c->track_mode == UPC_TRACK_ASYNC)
+				track_collect_map(m);
+			else
+				sys_uffd_wp(mm->uffd, m->start, m->end - m->start, true, false);
 			pthread_mutex_unlock(&m->file->lock);
 		}
 	}
@@ -272,6 +280,13 @@ int remote_adopt(struct upc_mm *mm, int fd, int memfd, int statefd, uintptr_t ad
 		return ret;
 	pthread_mutex_lock(&f->lock);
 	ret = file_memfd_span(f, (pgoff << UPC_PAGE_SHIFT) + len);
+	if (ret == 0) {
+		/* Asynchronous tracking: what it wrote unseen is dirty before the mapping is protected again. */
+		struct upc_map tmp = { .mm = mm, .file = f, .start = addr, .end = addr + len, .pgoff = pgoff,
+				       .prot = prot, .wp = true };
+
+		track_collect_adopted(&tmp);
+	}
 	pthread_mutex_unlock(&f->lock);
 	if (ret < 0) {
 		file_put(f);

@@ -30,6 +30,7 @@
 #include "usdt.h"
 
 #include <string.h>
+#include <sys/mman.h>
 
 /*
  * Walk file pages [first, last] of @f, in every mapping of this process
@@ -48,7 +49,7 @@ static int walk_map(struct upc_map *m, uint64_t first, uint64_t last, const stru
 	struct page_region regs[64];
 	uintptr_t start, end;
 
-	if (s >= e || m->mm != &c->self || m->mm->pagemap_fd < 0)
+	if (s >= e || m->mm->pagemap_fd < 0)
 		return 0;
 	start = m->start + ((s - m->pgoff) << UPC_PAGE_SHIFT);
 	end = m->start + ((e - m->pgoff) << UPC_PAGE_SHIFT);
@@ -84,6 +85,30 @@ static int walk_map(struct upc_map *m, uint64_t first, uint64_t last, const stru
  * empty PTE it crosses, page tables and all - over a sparse 1 TiB file
  * (LMDB's MDB_WRITEMAP sizes its file to the map), 2 GiB of them.
  */
+static void collect_one(struct upc_file *f, uint64_t p, void *arg);
+
+/*
+ * The written state of @m's pages [s, e) cannot be read: its process is
+ * gone (a client of upcd that died: ESRCH, its PTEs went with it) or the
+ * scan failed.  Every cached page it could have written is counted written
+ * (data is never lost on a guess), and the mapping is write-protected the
+ * synchronous way, in case its process is alive.  Caller holds f->lock.
+ */
+static void collect_unreadable(struct upc_map *m, uint64_t s, uint64_t e, void *arg)
+{
+	struct upc_file *f = m->file;
+	uint64_t mend = m->pgoff + ((m->end - m->start) >> UPC_PAGE_SHIFT);
+
+	s = max_t(uint64_t, s, m->pgoff);
+	e = min_t(uint64_t, e, mend);
+	if (s >= e)
+		return;
+	sys_uffd_wp(m->mm->uffd, m->start + ((s - m->pgoff) << UPC_PAGE_SHIFT), (e - s) << UPC_PAGE_SHIFT, true,
+		    false);
+	for (uint64_t p = s; p < e; p++)
+		collect_one(f, p, arg);
+}
+
 static int walk_cached(struct upc_file *f, struct upc_map *only, uint64_t first, uint64_t last, bool wp_only,
 		       const struct pm_scan_arg *tmpl, void (*fn)(struct upc_file *f, uint64_t pgoff, void *arg),
 		       void *arg)
@@ -106,6 +131,11 @@ static int walk_cached(struct upc_file *f, struct upc_map *only, uint64_t first,
 			if (wp_only && !m->wp)
 				continue;
 			ret = walk_map(m, s, e, tmpl, fn, arg);
+			/* A client of upcd, dead or not answering: see collect_unreadable(). */
+			if (ret < 0 && fn == collect_one && m->mm != &f->cache->self) {
+				collect_unreadable(m, s, e + 1, arg);
+				ret = 0;
+			}
 			if (ret && !err)
 				err = ret;
 		}
@@ -202,4 +232,29 @@ void track_collect_all(struct upc_file *f)
 {
 	if (f->cache->track_mode == UPC_TRACK_ASYNC && f->npages)
 		track_collect(f, 0, f->npages - 1);
+}
+
+/*
+ * A mapping a restarted upcd adopts (remote_adopt()): its process may have
+ * written it since the dead daemon's last look, and while no daemon ran
+ * (asynchronous tracking lets writes through without a fault).  Collect
+ * that before the mapping is protected again, with one scan that reads and
+ * re-protects at once, so that no write slips between the two.  @m is not
+ * linked yet.  Returns the pages found written.  Caller holds f->lock.
+ */
+uint64_t track_collect_adopted(struct upc_map *m)
+{
+	struct upc_file *f = m->file;
+	uint64_t found = 0, mend = m->pgoff + ((m->end - m->start) >> UPC_PAGE_SHIFT);
+	int err;
+
+	if (f->cache->track_mode != UPC_TRACK_ASYNC || !(m->prot & PROT_WRITE))
+		return 0;
+	mend = min_t(uint64_t, mend, f->npages);
+	if (mend <= m->pgoff)
+		return 0;
+	err = walk_cached(f, m, m->pgoff, mend - 1, false, &scan_written, collect_one, &found);
+	if (err)
+		pr_warn("PAGEMAP_SCAN of an adopted mapping: %s\n", upc_strerror(err));
+	return found;
 }
