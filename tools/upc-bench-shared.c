@@ -118,6 +118,21 @@ static long rss_kib(pid_t pid, const char *key)
 	return v;
 }
 
+static pid_t spawn_upcd(const char *upcd)
+{
+	pid_t d = fork();
+
+	if (d == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGTERM);
+		execl(upcd, "upcd", "--foreground", "--socket", sock, (char *)NULL);
+		perror(upcd);
+		_exit(127);
+	}
+	for (int i = 0; i < 500 && access(sock, F_OK); i++)
+		usleep(1000);
+	return d;
+}
+
 int main(int argc, char **argv)
 {
 	const char *upcd = "./daemon/upcd", *dir = "/var/tmp";
@@ -145,15 +160,7 @@ int main(int argc, char **argv)
 	if (!mkdtemp(sdir))
 		return 1;
 	snprintf(sock, sizeof(sock), "%s/s", sdir);
-	d = fork();
-	if (d == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGTERM);
-		execl(upcd, "upcd", "--foreground", "--socket", sock, (char *)NULL);
-		perror(upcd);
-		_exit(127);
-	}
-	for (int i = 0; i < 500 && access(sock, F_OK); i++)
-		usleep(10000);
+	d = spawn_upcd(upcd);
 	snprintf(path, sizeof(path), "%s/upc-bench-shared.XXXXXX", dir);
 	fd = mkstemp(path);
 	if (fd < 0)
@@ -238,17 +245,76 @@ int main(int argc, char **argv)
 		upc_cache_destroy(c);
 	}
 
-	/* The daemon's cost per idle client. */
+	/*
+	 * kill -9 of the daemon with the whole file dirty in one client, and a
+	 * new daemon: how long until the client's next call is served (the
+	 * client's reconnect back-off, the handshake, the adoption of its
+	 * mapping), and how long the write-back of the adopted dirty pages
+	 * takes then.  The client is a child: this process, which starts the
+	 * daemons, must not be one (a client's fork waits for the daemon to
+	 * read the fork event, and there is no daemon to read it).
+	 */
+	{
+		int up[2], go[2];
+		double t0, res[2];
+		pid_t w;
+
+		if (pipe(up) || pipe(go))
+			return 1;
+		w = fork();
+		if (w == 0) {
+			struct upc_cache *c = cache(true);
+			volatile unsigned char *p;
+			double t1, t2;
+			unsigned char b = 0;
+			int ret;
+
+			if (upc_map(c, fd, 0, npages * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p))
+				_exit(1);
+			for (size_t i = 0; i < npages; i++)
+				p[i * PAGE] = 7;
+			if (write(up[1], "r", 1) != 1 || read(go[0], &t0, sizeof(t0)) != sizeof(t0))
+				_exit(1);
+			ret = upc_msync(c, (void *)p, PAGE, UPC_MS_SYNC);
+			t1 = now_us();
+			ret = ret ? ret : upc_msync(c, (void *)p, npages * PAGE, UPC_MS_SYNC);
+			t2 = now_us();
+			if (ret || pread(fd, &b, 1, (off_t)(npages - 1) * PAGE) != 1 || b != 7) {
+				fprintf(stderr, "after the restart: msync %s, last page %u\n", upc_strerror(ret), b);
+				_exit(1);
+			}
+			res[0] = t1 - t0;
+			res[1] = t2 - t1;
+			if (write(up[1], res, sizeof(res)) != sizeof(res))
+				_exit(1);
+			upc_cache_destroy(c);
+			_exit(0);
+		}
+		if (read(up[0], res, 1) != 1)
+			return 1;
+		kill(d, SIGKILL);
+		waitpid(d, NULL, 0);
+		t0 = now_us();
+		d = spawn_upcd(upcd);
+		if (write(go[1], &t0, sizeof(t0)) != sizeof(t0) || read(up[0], res, sizeof(res)) != sizeof(res))
+			return 1;
+		waitpid(w, NULL, 0);
+		printf("daemon killed with %zu dirty pages in a client: its next call served %.1f ms after the new "
+		       "daemon was started, the adopted dirty pages written back in %.1f ms more\n",
+		       npages, res[0] / 1000, res[1] / 1000);
+	}
+
+	/* The daemon's cost per idle client: its own memory (RssAnon), not the shared memfds'. */
 	{
 		struct upc_cache *cs[32];
-		long r0 = rss_kib(d, "VmRSS:"), t0 = rss_kib(d, "Threads:"), r1, t1;
+		long r0 = rss_kib(d, "RssAnon:"), t0 = rss_kib(d, "Threads:"), r1, t1;
 
 		for (int i = 0; i < 32; i++)
 			cs[i] = cache(true);
 		usleep(100000);
-		r1 = rss_kib(d, "VmRSS:");
+		r1 = rss_kib(d, "RssAnon:");
 		t1 = rss_kib(d, "Threads:");
-		printf("daemon per idle client: %.1f KiB resident, %.1f threads (32 clients: %ld -> %ld KiB, %ld -> %ld threads)\n",
+		printf("daemon per idle client: %.1f KiB anonymous resident, %.1f threads (32 clients: %ld -> %ld KiB, %ld -> %ld threads)\n",
 		       (double)(r1 - r0) / 32, (double)(t1 - t0) / 32, r0, r1, t0, t1);
 		for (int i = 0; i < 32; i++)
 			upc_cache_destroy(cs[i]);
