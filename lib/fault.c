@@ -131,6 +131,37 @@ static void uffd_eagain(struct upc_handler *h)
 }
 
 /*
+ * A client of upcd says which of its address ranges map the memfd, and
+ * MAP_SHARED (map_attach); nothing makes it true.  A UFFDIO_COPY into a
+ * range that is not a shared mapping of the memfd (a private one, or
+ * another file) fills an anonymous page of the client's and leaves the
+ * memfd's page a hole, which the page table must not call cached: the
+ * daemon's own next access to it through the staging mapping would be its
+ * SIGBUS.  So after a client's fill the pages are looked for in the memfd
+ * (mincore through the staging mapping: the page cache's residency), and a
+ * fill that is not there fails (the faulting thread gets SIGBUS).
+ */
+static bool inserted_in_memfd(struct upc_file *f, uint64_t pgoff, uint64_t n)
+{
+	unsigned char vec[256];
+
+	for (uint64_t done = 0; done < n;) {
+		uint64_t k = min_t(uint64_t, n - done, sizeof(vec));
+
+		if (mincore(f->base + ((pgoff + done) << UPC_PAGE_SHIFT), k << UPC_PAGE_SHIFT, vec) < 0)
+			return false;
+		for (uint64_t i = 0; i < k; i++)
+			if (!(vec[i] & 1)) {
+				pr_warn("a client's fill did not reach the memfd: its range is not a shared "
+					"mapping of it\n");
+				return false;
+			}
+		done += k;
+	}
+	return true;
+}
+
+/*
  * Insert @len bytes from @src at @dst through @uffd (@h's mm's, or the engine's).  A
  * page that is already there (EEXIST: inserted by another path since we
  * looked) is skipped.  Returns the bytes inserted by us, or a negative errno.
@@ -375,7 +406,7 @@ static void handle_missing(struct upc_handler *h, struct upc_map *m, uintptr_t a
 	 */
 	r = insert_pages(h, mm->uffd, addr, h->bounce, in_map << UPC_PAGE_SHIFT, m->wp, &skipped,
 			 mark_write ? NULL : &woken, &there);
-	if (r <= 0)
+	if (r <= 0 || (mm != &c->self && !inserted_in_memfd(f, pgoff, (uint64_t)r >> UPC_PAGE_SHIFT)))
 		goto fail;
 	/* Only what was inserted (or found there) is cached. */
 	if ((uint64_t)r >> UPC_PAGE_SHIFT < in_map)

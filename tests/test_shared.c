@@ -539,6 +539,7 @@ static int raw_attach(int s, struct upc_msg *m)
 struct ro_arg {
 	int rofd;
 	int ptfd;		/* the page table's memfd, as the daemon sent it */
+	_Atomic int *sync;	/* shared: 1 the private mapping faulted, 2 root has read; [1]: root's result */
 	char path[64];
 	char secret[64];	/* root's, mode 0600 */
 };
@@ -655,6 +656,41 @@ static int read_only_client(void *argp)
 	ret = upc_msg_recv(s, m, UPC_FROM_DAEMON);
 	nobody_check(ret == 0 && (int64_t)m->args[0] < 0, "pwrite through a read-only fd: %ld",
 		     (long)(int64_t)m->args[0]);
+	/*
+	 * A private mapping of the memfd, claimed as the mapping: the daemon's
+	 * fill lands in a private page of ours, not in the memfd, and must not
+	 * be called cached (the daemon's own next read of the hole would be its
+	 * SIGBUS: the test reads the file through the daemon after this).
+	 */
+	{
+		uint64_t mp[3] = { 0, 4 * PAGE, PROT_READ };
+		volatile unsigned char *q;
+
+		ret = raw_req(s, UPC_MSG_MAP, mp, 3, &a->rofd, 1, m);
+		nobody_check(ret == 0 && m->nfds == 2, "map PROT_READ again: %ld", ret);
+		q = mmap(NULL, 4 * PAGE, PROT_READ, MAP_PRIVATE, m->fds[0], 0);
+		nobody_check(q != MAP_FAILED, "mmap(MAP_PRIVATE): %s", strerror(errno));
+		args[0] = m->args[1];
+		args[1] = (uintptr_t)q;
+		args[2] = 4 * PAGE;
+		args[3] = PROT_READ;
+		args[4] = 0;
+		close(m->fds[0]);
+		close(m->fds[1]);
+		ret = raw_req(s, UPC_MSG_MAP_DONE, args, 5, NULL, 0, m);
+		nobody_check(ret == 0, "map-done of the private mapping: %ld", ret);
+		/*
+		 * Its own copy of what it may read: the daemon's copy went into
+		 * it, and is refused after (a SIGBUS sent to this thread, which
+		 * may come after the read completed: ignored).
+		 */
+		signal(SIGBUS, SIG_IGN);
+		nobody_check(q[PAGE] == pat(PAGE), "page 1 of the private mapping: %#x", q[PAGE]);
+		/* While it is mapped, root reads the file through the daemon (the test, below). */
+		atomic_store(&a->sync[0], 1);
+		for (int i = 0; i < 5000 && atomic_load(&a->sync[0]) < 2; i++)
+			usleep(1000);
+	}
 	close(s);
 	free(m);
 	return 0;
@@ -666,6 +702,7 @@ Test(shared, a_read_only_client_cannot_write_by_any_path, .timeout = 60)
 	char msg[512];
 	int fd = tmpfile_pattern(4 * PAGE, a.path), status;
 	unsigned char b;
+	pid_t reader;
 
 	cr_assert_eq(fchmod(fd, 0644), 0);
 	{
@@ -677,8 +714,31 @@ Test(shared, a_read_only_client_cannot_write_by_any_path, .timeout = 60)
 	a.rofd = open(a.path, O_RDONLY | O_CLOEXEC);
 	cr_assert_geq(a.rofd, 0);
 	upcd_start(NULL);
+	a.sync = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	cr_assert(a.sync != MAP_FAILED);
+	/*
+	 * Root reads the pages the private mapping faulted through the daemon
+	 * while that mapping stands: the daemon reads them from its own mapping
+	 * of the memfd, which has no page for them.
+	 */
+	reader = fork();
+	if (reader == 0) {
+		struct upc_cache *c;
+		unsigned char buf[4 * PAGE];
+
+		for (int i = 0; i < 5000 && atomic_load(&a.sync[0]) < 1; i++)
+			usleep(1000);
+		c = shared_cache();
+		atomic_store(&a.sync[1], upc_pread(c, fd, buf, sizeof(buf), 0) == (ssize_t)sizeof(buf) &&
+						 buf[PAGE] == pat(PAGE) ? 1 : -1);
+		atomic_store(&a.sync[0], 2);
+		_exit(upc_cache_destroy(c) ? 1 : 0);
+	}
 	status = run_as_nobody(read_only_client, &a, msg, sizeof(msg));
 	nobody_report(status, msg);
+	cr_assert_eq(waitpid(reader, &status, 0), reader);
+	cr_assert_eq(atomic_load(&a.sync[1]), 1, "root's read through the daemon");
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "reader: %#x", status);
 	cr_assert_eq(pread(fd, &b, 1, 0), 1);
 	cr_assert_eq(b, pat(0), "the file changed");
 	upcd_stop();
