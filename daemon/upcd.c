@@ -351,6 +351,10 @@ static long serve(struct client *cl, struct upc_msg *m, uint64_t *rargs, unsigne
 		if ((ret = check_file(m->fds[0])) < 0)
 			return ret;
 		return upc_invalidate(c, m->fds[0], (off_t)m->args[0], (off_t)m->args[1]);
+	case UPC_MSG_RELAY:
+		if (int_arg(m->args[0], &iarg) < 0)
+			return -EINVAL;
+		return remote_relay_set(cl->mm, iarg);
 	case UPC_MSG_STATS: {
 		struct upc_stats st = { .sz = sizeof(st) };
 
@@ -480,7 +484,9 @@ static void *client_main(void *arg)
 		} else if (cl->mm && m->h.type != UPC_MSG_HELLO && m->h.type != UPC_MSG_ATTACH &&
 			   m->h.type != UPC_MSG_CALL_DONE) {
 			mm_current_set(cl->mm);
+			remote_lift_pending(cl->mm);	/* poison markers the file grew over (remote.c) */
 			ret = serve(cl, m, rargs + 1, &rargc, &rfd, data, &dlen);
+			remote_lift_pending(cl->mm);
 			mm_current_clear(cl->mm);
 		} else {
 			ret = -EPROTO;		/* out of order */
@@ -744,7 +750,11 @@ int main(int argc, char **argv)
 		fprintf(stderr, "upcd: cannot create the cache: %s\n", upc_strerror(ret));
 		return 1;
 	}
-	d.c->serving = true;
+	ret = cache_serve(d.c);
+	if (ret < 0) {
+		fprintf(stderr, "upcd: cannot serve the cache: %s\n", upc_strerror(ret));
+		return 1;
+	}
 	if (!foreground && daemon(0, 0) < 0) {
 		perror("upcd: daemon");
 		return 1;
@@ -766,10 +776,11 @@ int main(int argc, char **argv)
 	/*
 	 * SIGTERM: let every client go (each thread forgets its client's
 	 * mappings), then destroy the cache, which writes every dirty page
-	 * back and truncates the memfds: a client that goes on using a
-	 * mapping gets SIGBUS, never a page of zeros for the file's data
-	 * (the client library makes its mappings inaccessible when it sees
-	 * the daemon go: client.c).
+	 * back and empties the memfds (punched whole: they are sealed
+	 * against shrinking, cache.c, file_new); the client library makes
+	 * its mappings inaccessible when it sees the daemon go (client.c),
+	 * before it lets go of its userfaultfd, so no access reads a hole as
+	 * the file's data.
 	 */
 	systemd_notify("STOPPING=1");
 	logf("stopping");

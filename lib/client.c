@@ -326,6 +326,15 @@ int client_create(const struct upc_cache_opts *o, struct upc_cache **cachep)
 	fds[1] = fds[2] = -1;
 	if (ret < 0)
 		goto err;
+	/*
+	 * The relay signal, through which the daemon asks this process to zap
+	 * the poison markers of accesses it refused past end of file, once the
+	 * file has grown over them (remote.c, sigbus.c).
+	 */
+	sigbus_install();
+	ret = request(cl, UPC_MSG_RELAY, (uint64_t[]){ (uint64_t)sigbus_relay_signal() }, 1, NULL, 0, -1, NULL);
+	if (ret < 0)
+		goto err;
 	cl->watch_efd = eventfd(0, EFD_CLOEXEC);
 	if (cl->watch_efd < 0 || pthread_create(&cl->watcher, NULL, watcher_main, cl) != 0) {
 		ret = -EAGAIN;

@@ -201,6 +201,9 @@ static void fault_fail(struct upc_handler *h, struct upc_map *m, uintptr_t addr,
 		sys_uffd_wake(mm->uffd, addr, UPC_PAGE_SIZE);
 		return;
 	}
+	/* upcd's client: a poison marker in its PTE, the fence's answer for that client (remote.c) */
+	if (!poison && mm->remote && remote_refuse(m, addr) == 0)
+		return;
 	if (!poison && pgoff >= m->file->npages && file_fence(m->file) == 0) {
 		sys_uffd_wake(mm->uffd, addr, UPC_PAGE_SIZE);
 		return;
@@ -552,7 +555,16 @@ static void handle_minor(struct upc_handler *h, struct upc_map *m, uintptr_t add
 	atomic_fetch_add(&mm->cache->st.faults_minor, 1);
 	UPC_TRACE(fault, f, pgoff, addr, UPC_FAULT_MINOR, ptid);
 	if (!page_uptodate(f, pgoff)) {
-		/* Freed since the fault was raised: it faults again as MISSING. */
+		/*
+		 * Freed since the fault was raised: it faults again as MISSING.
+		 * Unless the memfd holds a page the cache does not: in upcd, a
+		 * client's write(2) into a hole of the memfd (remote.c, "What a
+		 * client can do to a memfd"), which would fault MINOR for ever.
+		 * It is not the cache's page: punched, and the retry reads the
+		 * store's (a page freed meanwhile is a hole already).
+		 */
+		if (mm->cache->serving)
+			sys_punch(f->memfd, (off_t)(pgoff << UPC_PAGE_SHIFT), UPC_PAGE_SIZE);
 		sys_uffd_wake(mm->uffd, addr, UPC_PAGE_SIZE);
 		UPC_TRACE(fault_done, f, pgoff, UPC_FAULT_MINOR, 0);
 		return;
