@@ -231,6 +231,13 @@ struct upc_handler {
 	unsigned int qhead, qtail;
 };
 
+/* Pins an mm holds (control.c, "Whose pins"): file pages [first, last], each pinned @count times. */
+struct upc_pin_range {
+	struct upc_file *f;
+	uint64_t first, last;
+	uint32_t count;
+};
+
 struct upc_mm {
 	struct upc_cache *cache;
 	int uffd;
@@ -243,6 +250,11 @@ struct upc_mm {
 	unsigned int nh;
 	int stop_efd;			/* "look at your flags": @stopping, the fork stash */
 	bool stopping;
+	/* The pins it took, sorted by (file, first), disjoint (control.c); @pin_lock */
+	pthread_mutex_t pin_lock;
+	struct upc_pin_range *pins;
+	size_t npins, pins_cap;
+	uint64_t nr_pinned;		/* pages it pins, each counted as often as it is pinned */
 	bool is_child;			/* a forked child's address space (fork.c) */
 	_Atomic bool dead;		/* that child is gone: the handler exits */
 	struct upc_mm *next_child;	/* cache->children */
@@ -462,6 +474,7 @@ __upc_hidden int map_wp_extend(struct upc_map *m, uint64_t npages);
 __upc_hidden int file_wp_extend(struct upc_file *f, uint64_t npages, bool *yielded);
 
 /* control.c */
+__upc_hidden void pins_release(struct upc_mm *mm);
 __upc_hidden int mm_range_ok(struct upc_mm *mm, uintptr_t start, uintptr_t end);
 __upc_hidden int range_args(struct upc_cache *c, void *addr, size_t length, uintptr_t *startp,
 			    uintptr_t *endp);

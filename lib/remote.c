@@ -122,6 +122,7 @@ int remote_attach(struct upc_cache *c, int uffd, int pagemap_fd, pid_t pid,
 	mm->call = call;
 	mm->call_arg = call_arg;
 	pthread_rwlock_init(&mm->lock, NULL);
+	pthread_mutex_init(&mm->pin_lock, NULL);
 	mm->stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (mm->stop_efd < 0) {
 		ret = -errno;
@@ -168,6 +169,14 @@ void remote_detach(struct upc_mm *mm)
 		}
 	pthread_mutex_unlock(&c->lock);
 	fault_handler_stop(mm);
+	/*
+	 * Its pins go with it, as a process's pin_user_pages() pins do when
+	 * it exits (seed 001, Hubbard): its UPC_PIN_WRITE pages become dirty,
+	 * its UPC_PIN_NOWRITEBACK pages may be written back, and all of them
+	 * evicted, as at upc_unpin().  Before its mappings go: they hold the
+	 * files the pins name (control.c, "Whose pins").
+	 */
+	pins_release(mm);
 	/*
 	 * A client that is still alive (it broke the protocol, or stopped
 	 * answering) keeps its PTEs: write-protect its writable mappings

@@ -839,3 +839,96 @@ Test(shared, past_eof_a_client_without_a_relay_signal_is_lifted_at_its_next_requ
 	unlink(path);
 	close(fd);
 }
+
+/* ------------------------------------------------------------ pins die with their client */
+
+/*
+ * A client pins pages (one range held back from write-back, one pinned for
+ * writing, written through the pin where tracking does not see it) and is
+ * killed.  Its pins go with it, as a process's pin_user_pages() pins go at
+ * its exit (seed 001, Hubbard): the pages are written back, the write pin's
+ * data included, and can be dropped.  Before, they stayed pinned until the
+ * daemon exited, held back from write-back for good.  Another client may
+ * not unpin pins it did not take.
+ */
+Test(shared, a_killed_clients_pins_go_with_it, .timeout = 60)
+{
+	const size_t size = 16 * PAGE;
+	char path[64];
+	int fd = tmpfile_pattern(size, path), ready[2], status;
+	struct upc_cache *c;
+	unsigned char *p, buf[PAGE];
+	struct upc_stats st = { .sz = sizeof(st) };
+	pid_t pid;
+	char b;
+
+	upcd_start(NULL);
+	cr_assert_eq(pipe(ready), 0);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		struct upc_cache *c2 = shared_cache();
+		int fd2 = open_rw(path);
+		unsigned char *q;
+
+		if (upc_map(c2, fd2, 0, size, PROT_READ | PROT_WRITE, 0, (void **)&q))
+			_exit(1);
+		memset(q + 100, 'N', 50);			/* pages 0-3: held back */
+		memset(q + 3 * PAGE + 100, 'N', 50);
+		if (upc_pin(c2, q, 4 * PAGE, UPC_PIN_NOWRITEBACK) ||
+		    upc_pin(c2, q + 8 * PAGE, 4 * PAGE, UPC_PIN_WRITE) ||
+		    upc_pin(c2, q + 8 * PAGE, 2 * PAGE, 0))	/* 8-9 twice */
+			_exit(2);
+		memset(q + 8 * PAGE + 100, 'W', 50);		/* through the write pin */
+		memset(q + 11 * PAGE + 100, 'W', 50);
+		if (write(ready[1], "p", 1) != 1)
+			_exit(3);
+		pause();
+		_exit(4);
+	}
+	cr_assert_eq(read(ready[0], &b, 1), 1);
+	c = shared_cache();
+	cr_assert_eq(upc_map(c, fd, 0, size, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
+	cr_assert_eq(upc_stats(c, &st), 0);
+	cr_assert_eq(st.pages_pinned, 8);
+	/* not this client's to unpin */
+	cr_assert_eq(upc_unpin(c, p, 4 * PAGE), -EINVAL);
+	cr_assert_eq(upc_unpin(c, p + 8 * PAGE, PAGE), -EINVAL);
+	/* held back while the client lives */
+	cr_assert_eq(upc_msync(c, p, size, UPC_MS_SYNC), 2, "the two held pages");
+	cr_assert_eq(pread(fd, buf, 1, 100), 1);
+	cr_assert_eq(buf[0], pat(100));
+
+	cr_assert_eq(kill(pid, SIGKILL), 0);
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL, "status %#x", status);
+	for (int i = 0; i < 500; i++) {
+		cr_assert_eq(upc_stats(c, &st), 0);
+		if (!st.pages_pinned)
+			break;
+		usleep(10000);
+	}
+	cr_assert_eq(st.pages_pinned, 0, "a dead client's pins stayed");
+	cr_assert_eq(upc_msync(c, p, size, UPC_MS_SYNC), 0);
+	for (size_t i = 0; i < 16; i++) {
+		cr_assert_eq(pread(fd, buf, PAGE, (off_t)(i * PAGE)), PAGE);
+		for (size_t j = 0; j < PAGE; j++) {
+			int want = pat(i * PAGE + j);
+
+			if ((i == 0 || i == 3) && j >= 100 && j < 150)
+				want = 'N';
+			if ((i == 8 || i == 11) && j >= 100 && j < 150)
+				want = 'W';
+			cr_assert_eq(buf[j], want, "page %zu byte %zu", i, j);
+		}
+	}
+	/* and the pages can go: dropped, as clean unpinned pages */
+	cr_assert_eq(upc_unmap(c, p, size), 0);
+	cr_assert_geq(upc_drop(c, 0), 0);
+	cr_assert_eq(upc_stats(c, &st), 0);
+	cr_assert_eq(st.pages_cached, 0, "%lu pages stayed", (unsigned long)st.pages_cached);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	upcd_stop();
+	unlink(path);
+	close(fd);
+}
