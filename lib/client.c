@@ -18,6 +18,9 @@
  * range with this process's userfaultfd and write-protects it, and only
  * then does the mapping get its protection and its address returned.
  *
+ * A forked child is a client of its own: it connects again and maps again
+ * what its parent had (below, "fork").
+ *
  * If the daemon goes away (a hangup on the socket, seen by the watcher
  * thread), every mapping of this cache is made inaccessible: an access
  * gets SIGSEGV, never a page of zeros for the file's data.  Taking the
@@ -38,8 +41,27 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+/*
+ * A file this process maps: a descriptor of it of its own (a dup of the
+ * caller's, read-write if any of them was), so that a forked child can map
+ * it again through the daemon (client_fork_child).  Shared by the ranges
+ * that map it.
+ */
+struct cfile {
+	struct cfile *next;
+	dev_t dev;
+	ino_t ino;
+	int fd;
+	unsigned int refs;
+};
+
+/* One mapping of the cache in this process, as upc_map() made it. */
 struct crange {
 	uintptr_t start, end;
+	uint64_t off;			/* file offset at @start */
+	int map_prot;			/* the protection it was mapped with (what the daemon registered) */
+	int prot;			/* its protection now (upc_protect) */
+	struct cfile *file;
 };
 
 struct upc_client {
@@ -50,77 +72,156 @@ struct upc_client {
 	pthread_mutex_t lock;		/* one request at a time */
 	uint64_t seq;
 	struct upc_msg *msg;
-	/* this process's mappings of the cache, for the daemon's death */
+	/* this process's mappings of the cache, for the daemon's death and for a forked child */
 	pthread_mutex_t maps_lock;
 	struct crange *maps;
 	size_t nmaps, cap;
+	struct cfile *files;
 	_Atomic bool gone;
 	pthread_t watcher;
 	int watch_efd;
+	char path[108];			/* the daemon's socket */
+	uint64_t hello_flags, mem_limit;	/* what it said at hello, said again by a forked child */
+	struct upc_client *next;	/* every shared cache of the process (the fork handlers) */
 };
 
 /* ------------------------------------------------------------ the local list of mappings */
 
-static int cmaps_add(struct upc_client *cl, uintptr_t start, uintptr_t end)
+static void cfile_put(struct upc_client *cl, struct cfile *cf)
 {
-	int ret = 0;
+	if (--cf->refs)
+		return;
+	for (struct cfile **pp = &cl->files; *pp; pp = &(*pp)->next)
+		if (*pp == cf) {
+			*pp = cf->next;
+			break;
+		}
+	close(cf->fd);
+	free(cf);
+}
+
+/* The cfile of the file open on @fd, a reference taken.  Caller holds maps_lock. */
+static struct cfile *cfile_get(struct upc_client *cl, int fd)
+{
+	bool rw = (fcntl(fd, F_GETFL) & O_ACCMODE) == O_RDWR;
+	struct cfile *cf;
+	struct stat st;
+	int dup;
+
+	if (fstat(fd, &st) < 0)
+		return NULL;
+	for (cf = cl->files; cf; cf = cf->next)
+		if (cf->dev == st.st_dev && cf->ino == st.st_ino)
+			break;
+	if (cf && (!rw || (fcntl(cf->fd, F_GETFL) & O_ACCMODE) == O_RDWR)) {
+		cf->refs++;
+		return cf;
+	}
+	dup = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	if (dup < 0)
+		return NULL;
+	if (cf) {		/* a writable descriptor now: the child may map it writable */
+		close(cf->fd);
+		cf->fd = dup;
+		cf->refs++;
+		return cf;
+	}
+	cf = calloc(1, sizeof(*cf));
+	if (!cf) {
+		close(dup);
+		return NULL;
+	}
+	*cf = (struct cfile){ .next = cl->files, .dev = st.st_dev, .ino = st.st_ino, .fd = dup, .refs = 1 };
+	cl->files = cf;
+	return cf;
+}
+
+static int cmaps_room(struct upc_client *cl, size_t extra)
+{
+	struct crange *n;
+	size_t cap;
+
+	if (cl->nmaps + extra <= cl->cap)
+		return 0;
+	cap = max_t(size_t, cl->cap ? 2 * cl->cap : 16, cl->nmaps + extra);
+	n = realloc(cl->maps, cap * sizeof(*n));
+	if (!n)
+		return -ENOMEM;
+	cl->maps = n;
+	cl->cap = cap;
+	return 0;
+}
+
+static int cmaps_add(struct upc_client *cl, uintptr_t start, uintptr_t end, int fd, uint64_t off, int prot)
+{
+	struct cfile *cf;
+	int ret;
 
 	pthread_mutex_lock(&cl->maps_lock);
-	if (cl->nmaps == cl->cap) {
-		size_t cap = cl->cap ? 2 * cl->cap : 16;
-		struct crange *n = realloc(cl->maps, cap * sizeof(*n));
-
-		if (!n) {
-			ret = -ENOMEM;
-			goto out;
-		}
-		cl->maps = n;
-		cl->cap = cap;
-	}
-	cl->maps[cl->nmaps++] = (struct crange){ start, end };
-out:
+	ret = cmaps_room(cl, 1);
+	cf = ret == 0 ? cfile_get(cl, fd) : NULL;
+	if (ret == 0 && !cf)
+		ret = -ENOMEM;
+	if (ret == 0)
+		cl->maps[cl->nmaps++] = (struct crange){ .start = start, .end = end, .off = off, .map_prot = prot,
+							 .prot = prot, .file = cf };
 	pthread_mutex_unlock(&cl->maps_lock);
 	return ret;
 }
 
-/* [start, end) is unmapped: cut it out of the list (a mapping may be split in two). */
+/* No range holds both @addr - 1 and @addr.  -ENOMEM: left whole.  Caller holds maps_lock. */
+static int cmaps_split(struct upc_client *cl, uintptr_t addr)
+{
+	for (size_t i = 0; i < cl->nmaps; i++) {
+		struct crange *r = &cl->maps[i], tail;
+
+		if (r->start >= addr || r->end <= addr)
+			continue;
+		if (cmaps_room(cl, 1) < 0)
+			return -ENOMEM;
+		r = &cl->maps[i];
+		tail = *r;
+		tail.start = addr;
+		tail.off += addr - r->start;
+		tail.file->refs++;
+		r->end = addr;
+		cl->maps[cl->nmaps++] = tail;
+		return 0;
+	}
+	return 0;
+}
+
+/*
+ * [start, end) is unmapped: cut it out of the list (a mapping may be split
+ * in two).  Out of memory for the split: kept whole; at the daemon's death
+ * the hole is made PROT_NONE too, with whatever the process has mapped
+ * there since, and a forked child cannot map it again (its address is
+ * taken), so it goes without it.
+ */
 static void cmaps_cut(struct upc_client *cl, uintptr_t start, uintptr_t end)
 {
 	pthread_mutex_lock(&cl->maps_lock);
-	for (size_t i = 0; i < cl->nmaps; i++) {
-		struct crange *r = &cl->maps[i];
+	if (cmaps_split(cl, start) == 0 && cmaps_split(cl, end) == 0)
+		for (size_t i = 0; i < cl->nmaps; i++) {
+			struct crange *r = &cl->maps[i];
 
-		if (r->end <= start || r->start >= end)
-			continue;
-		if (r->start < start && r->end > end) {
-			struct crange tail = { end, r->end };
-
-			if (cl->nmaps == cl->cap) {
-				struct crange *n = realloc(cl->maps, 2 * cl->cap * sizeof(*n));
-
-				if (!n) {
-					/*
-					 * Out of memory: kept whole.  At the daemon's death
-					 * the hole is made PROT_NONE too, with whatever the
-					 * process has mapped there since.
-					 */
-					continue;
-				}
-				cl->maps = n;
-				cl->cap *= 2;
-				r = &cl->maps[i];
+			if (r->start >= start && r->end <= end) {
+				cfile_put(cl, r->file);
+				*r = cl->maps[--cl->nmaps];
+				i--;
 			}
-			r->end = start;
-			cl->maps[cl->nmaps++] = tail;
-		} else if (r->start < start) {
-			r->end = start;
-		} else if (r->end > end) {
-			r->start = end;
-		} else {
-			*r = cl->maps[--cl->nmaps];
-			i--;
 		}
-	}
+	pthread_mutex_unlock(&cl->maps_lock);
+}
+
+/* [start, end) has protection @prot now (the daemon's upc_protect): a forked child maps it so. */
+static void cmaps_protect(struct upc_client *cl, uintptr_t start, uintptr_t end, int prot)
+{
+	pthread_mutex_lock(&cl->maps_lock);
+	if (cmaps_split(cl, start) == 0 && cmaps_split(cl, end) == 0)
+		for (size_t i = 0; i < cl->nmaps; i++)
+			if (cl->maps[i].start >= start && cl->maps[i].end <= end)
+				cl->maps[i].prot = prot;
 	pthread_mutex_unlock(&cl->maps_lock);
 }
 
@@ -179,6 +280,8 @@ static void answer_call(struct upc_client *cl, const struct upc_msg *m)
 		break;
 	case UPC_CALL_MPROTECT:
 		r = mprotect((void *)addr, len, arg) < 0 ? -errno : 0;
+		if (r == 0)
+			cmaps_protect(cl, addr, addr + len, arg);
 		break;
 	case UPC_CALL_MADVISE:
 		r = sys_madvise((void *)addr, len, arg);
@@ -258,15 +361,85 @@ static long request(struct upc_client *cl, uint16_t type, const uint64_t *args, 
 
 /* ------------------------------------------------------------ create, destroy */
 
-int client_create(const struct upc_cache_opts *o, struct upc_cache **cachep)
+/*
+ * Connect to the daemon at cl->path and become its client: hello, then
+ * attach this process's own userfaultfd, pagemap and pidfd, then the relay
+ * signal; and the watcher thread.  For client_create(), and for a forked
+ * child's own connection (client_fork_child).
+ */
+static long client_connect(struct upc_client *cl, uint64_t flags, uint64_t mem_limit)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	struct upc_cache *c = calloc(1, sizeof(*c));
-	struct upc_client *cl = calloc(1, sizeof(*cl));
-	uint64_t hello[3] = { UPC_PROTO_VERSION, o->flags, o->mem_limit };
+	uint64_t hello[3] = { UPC_PROTO_VERSION, flags, mem_limit };
 	struct creply rep = { 0 };
 	int fds[3] = { -1, -1, -1 };
-	char path[sizeof(sa.sun_path) + 64];
+	long ret;
+
+	strcpy(sa.sun_path, cl->path);
+	cl->sock = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (cl->sock < 0 || connect(cl->sock, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+		return -errno;
+	ret = request(cl, UPC_MSG_HELLO, hello, 3, NULL, 0, -1, &rep);
+	if (ret == 0 && rep.argc < 3)
+		ret = -EPROTO;
+	if (ret < 0)
+		return ret;
+	/*
+	 * Never fork events: a forked child is a client of its own, and maps
+	 * again what it inherits (client_fork_child), so the mappings are
+	 * not inherited at all (MADV_DONTFORK: client_map).
+	 */
+	cl->features = rep.args[1] & ~(uint64_t)UFFD_FEATURE_EVENT_FORK;
+	cl->track_mode = (uint32_t)rep.args[2];
+	/* Our userfaultfd, with the features the daemon's engine serves. */
+	ret = sys_uffd_open(cl->features, NULL, NULL);
+	if (ret < 0)
+		return ret;
+	cl->uffd = fds[0] = (int)ret;
+	fds[1] = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	fds[2] = (int)syscall(SYS_pidfd_open, getpid(), 0);
+	if (fds[1] < 0 || fds[2] < 0) {
+		ret = -errno;
+		goto out;
+	}
+	ret = request_fds(cl, UPC_MSG_ATTACH, NULL, 0, NULL, 0, fds, 3, NULL);
+	if (ret < 0)
+		goto out;
+	/*
+	 * The relay signal, through which the daemon asks this process to zap
+	 * the poison markers of accesses it refused past end of file, once the
+	 * file has grown over them (remote.c, sigbus.c).
+	 */
+	sigbus_install();
+	ret = request(cl, UPC_MSG_RELAY, (uint64_t[]){ (uint64_t)sigbus_relay_signal() }, 1, NULL, 0, -1, NULL);
+	if (ret < 0)
+		goto out;
+	cl->watch_efd = eventfd(0, EFD_CLOEXEC);
+	if (cl->watch_efd < 0 || pthread_create(&cl->watcher, NULL, watcher_main, cl) != 0) {
+		if (cl->watch_efd >= 0)
+			close(cl->watch_efd);
+		cl->watch_efd = -1;
+		ret = -EAGAIN;
+		goto out;
+	}
+	pthread_setname_np(cl->watcher, "upc-watch");
+out:
+	if (fds[1] >= 0)
+		close(fds[1]);
+	if (fds[2] >= 0)
+		close(fds[2]);
+	return ret;
+}
+
+static pthread_mutex_t clients_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct upc_client *clients;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+static void fork_handlers_install(void);
+
+int client_create(const struct upc_cache_opts *o, struct upc_cache **cachep)
+{
+	struct upc_cache *c = calloc(1, sizeof(*c));
+	struct upc_client *cl = calloc(1, sizeof(*cl));
 	long ret;
 
 	if (!c || !cl || !(cl->msg = malloc(sizeof(*cl->msg)))) {
@@ -282,75 +455,30 @@ int client_create(const struct upc_cache_opts *o, struct upc_cache **cachep)
 	cl->sock = cl->uffd = cl->watch_efd = -1;
 	pthread_mutex_init(&cl->lock, NULL);
 	pthread_mutex_init(&cl->maps_lock, NULL);
-	upc_socket_path(o->socket, path, sizeof(path));
-	if (strlen(path) >= sizeof(sa.sun_path)) {
-		ret = -ENAMETOOLONG;
-		goto err;
+	{
+		char path[sizeof(cl->path) + 64];
+
+		upc_socket_path(o->socket, path, sizeof(path));
+		if (strlen(path) >= sizeof(cl->path)) {
+			ret = -ENAMETOOLONG;
+			goto err;
+		}
+		strcpy(cl->path, path);
 	}
-	strcpy(sa.sun_path, path);
-	cl->sock = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-	if (cl->sock < 0 || connect(cl->sock, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		ret = -errno;
-		goto err;
-	}
-	ret = request(cl, UPC_MSG_HELLO, hello, 3, NULL, 0, -1, &rep);
-	if (ret == 0 && rep.argc < 3)
-		ret = -EPROTO;
+	pthread_once(&atfork_once, fork_handlers_install);
+	cl->hello_flags = o->flags;
+	cl->mem_limit = o->mem_limit;
+	ret = client_connect(cl, o->flags, o->mem_limit);
 	if (ret < 0)
 		goto err;
-	cl->features = rep.args[1];
-	cl->track_mode = (uint32_t)rep.args[2];
-	/* Our userfaultfd, with exactly the features the daemon's engine serves. */
-	ret = sys_uffd_open(cl->features, NULL, NULL);
-	if (ret < 0 && (cl->features & UFFD_FEATURE_EVENT_FORK)) {
-		/*
-		 * Fork events need CAP_SYS_PTRACE (a client of a root daemon
-		 * may lack it): without them a child does not inherit the
-		 * mappings (MADV_DONTFORK: client_map), as in embedded mode.
-		 */
-		cl->features &= ~(uint64_t)UFFD_FEATURE_EVENT_FORK;
-		ret = sys_uffd_open(cl->features, NULL, NULL);
-	}
-	if (ret < 0)
-		goto err;
-	cl->uffd = fds[0] = (int)ret;
-	fds[1] = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-	fds[2] = (int)syscall(SYS_pidfd_open, getpid(), 0);
-	if (fds[1] < 0 || fds[2] < 0) {
-		ret = -errno;
-		goto err;
-	}
-	ret = request_fds(cl, UPC_MSG_ATTACH, NULL, 0, NULL, 0, fds, 3, NULL);
-	close(fds[1]);
-	close(fds[2]);
-	fds[1] = fds[2] = -1;
-	if (ret < 0)
-		goto err;
-	/*
-	 * The relay signal, through which the daemon asks this process to zap
-	 * the poison markers of accesses it refused past end of file, once the
-	 * file has grown over them (remote.c, sigbus.c).
-	 */
-	sigbus_install();
-	ret = request(cl, UPC_MSG_RELAY, (uint64_t[]){ (uint64_t)sigbus_relay_signal() }, 1, NULL, 0, -1, NULL);
-	if (ret < 0)
-		goto err;
-	cl->watch_efd = eventfd(0, EFD_CLOEXEC);
-	if (cl->watch_efd < 0 || pthread_create(&cl->watcher, NULL, watcher_main, cl) != 0) {
-		ret = -EAGAIN;
-		goto err;
-	}
-	pthread_setname_np(cl->watcher, "upc-watch");
+	pthread_mutex_lock(&clients_lock);
+	cl->next = clients;
+	clients = cl;
+	pthread_mutex_unlock(&clients_lock);
 	*cachep = c;
 	return 0;
 err:
-	if (fds[1] >= 0)
-		close(fds[1]);
-	if (fds[2] >= 0)
-		close(fds[2]);
 	if (cl) {
-		if (cl->watch_efd >= 0)
-			close(cl->watch_efd);
 		if (cl->uffd >= 0)
 			close(cl->uffd);
 		if (cl->sock >= 0)
@@ -402,9 +530,17 @@ int client_destroy(struct upc_cache *c)
 	}
 	if (atomic_load(&cl->gone) && !ret)
 		ret = -ENOTCONN;
-	if (write(cl->watch_efd, &one, sizeof(one)) == sizeof(one))
+	pthread_mutex_lock(&clients_lock);
+	for (struct upc_client **pp = &clients; *pp; pp = &(*pp)->next)
+		if (*pp == cl) {
+			*pp = cl->next;
+			break;
+		}
+	pthread_mutex_unlock(&clients_lock);
+	if (cl->watch_efd >= 0 && write(cl->watch_efd, &one, sizeof(one)) == sizeof(one))
 		pthread_join(cl->watcher, NULL);
-	close(cl->watch_efd);
+	if (cl->watch_efd >= 0)
+		close(cl->watch_efd);
 	close(cl->sock);
 	if (cl->uffd >= 0)
 		close(cl->uffd);
@@ -413,6 +549,161 @@ int client_destroy(struct upc_cache *c)
 	free(cl);
 	free(c);
 	return ret;
+}
+
+/* ------------------------------------------------------------ fork */
+
+/*
+ * A forked child is a client of its own (issue 10: "forked children of
+ * clients are ordinary clients and outlive their parent").  It cannot share
+ * its parent's connection: requests of both would interleave on one
+ * socket, and the daemon would serve the child's calls on the parent's
+ * address space and end them with the parent.  Nor can it keep the
+ * inherited mappings as the kernel copies them: with fork events the
+ * daemon serves them through a userfaultfd of the child's that the event
+ * hands it, but the event does not say which process the child is (no pid,
+ * and a userfaultfd's fdinfo names none), so the daemon cannot tell which
+ * of the connections that come later owns them (upcd(8)).  So the cache's
+ * mappings are not inherited at all (MADV_DONTFORK, client_map), and the
+ * child, before fork() returns in it, connects on its own (hello, attach
+ * with its own userfaultfd, pagemap and pidfd) and maps every one of them
+ * again at the same address, with the same file offset and protection,
+ * through the descriptor of the file this process kept (struct cfile).  The
+ * pages are the daemon's memfd's, so it sees at once everything the parent
+ * wrote, and its own writes are tracked and written back as any client's,
+ * whatever becomes of the parent.
+ *
+ * The prepare handler takes every connection's request lock and the list
+ * of mappings, so that no request is half sent and the list is whole when
+ * the child copies it; a fork waits for a request in flight in another
+ * thread.  What it costs: a round trip to the daemon per mapping in every
+ * child, also in a child that is about to exec (posix_spawn() and vfork()
+ * run no fork handlers, and share the parent's address space until exec:
+ * nothing to do there).  If the child cannot connect, or a mapping cannot
+ * be made again, the child goes without it (an access is SIGSEGV, a call
+ * -ENOTCONN or -EINVAL) and the library says so (pr_warn).
+ */
+static long client_remap(struct upc_client *cl, const struct crange *r)
+{
+	size_t len = r->end - r->start;
+	uint64_t args[5] = { r->off, len, (uint64_t)r->map_prot };
+	struct creply rep = { 0 };
+	void *addr;
+	long ret;
+
+	ret = request(cl, UPC_MSG_MAP, args, 3, NULL, 0, r->file->fd, &rep);
+	if (ret == 0 && (rep.argc < 2 || rep.fd < 0))
+		ret = -EPROTO;
+	if (ret < 0) {
+		if (rep.fd >= 0)
+			close(rep.fd);
+		return ret;
+	}
+	args[0] = rep.args[0];		/* the token */
+	addr = mmap((void *)r->start, len, PROT_NONE, MAP_SHARED | MAP_FIXED_NOREPLACE, rep.fd, (off_t)r->off);
+	close(rep.fd);
+	if (addr != (void *)r->start) {
+		ret = addr == MAP_FAILED ? -errno : -EEXIST;
+		if (addr != MAP_FAILED)
+			munmap(addr, len);
+		args[1] = 0;
+		request(cl, UPC_MSG_MAP_DONE, args, 5, NULL, 0, -1, NULL);
+		return ret;
+	}
+	madvise(addr, len, MADV_DONTFORK);
+	args[1] = r->start;
+	args[2] = len;
+	args[3] = (uint64_t)r->map_prot;
+	args[4] = 0;
+	ret = request(cl, UPC_MSG_MAP_DONE, args, 5, NULL, 0, -1, NULL);
+	if (ret == 0)
+		ret = cmaps_add(cl, r->start, r->end, r->file->fd, r->off, r->map_prot);
+	if (ret == 0 && r->map_prot != PROT_NONE && mprotect(addr, len, r->map_prot) < 0)
+		ret = -ENOMEM;
+	/* protected since it was mapped: so again, by the daemon, which keeps its view of it */
+	if (ret == 0 && r->prot != r->map_prot) {
+		uint64_t a[3] = { r->start, len, (uint64_t)r->prot };
+
+		ret = request(cl, UPC_MSG_PROTECT, a, 3, NULL, 0, -1, NULL);
+	}
+	if (ret < 0) {
+		uint64_t u[2] = { r->start, len };
+
+		if (request(cl, UPC_MSG_UNMAP, u, 2, NULL, 0, -1, NULL) < 0)
+			munmap(addr, len);
+		cmaps_cut(cl, r->start, r->end);
+	}
+	return ret;
+}
+
+/* In the child, before fork() returns there.  Its copy of @cl is its own now. */
+static void client_fork_child(struct upc_client *cl)
+{
+	struct crange *maps = cl->maps;
+	size_t n = cl->nmaps;
+	int u = atomic_exchange(&cl->uffd, -1);
+	long ret;
+
+	/* the parent's: its connection, its userfaultfd, its watcher (no thread of it is here) */
+	close(cl->sock);
+	cl->sock = -1;
+	if (u >= 0)
+		close(u);
+	if (cl->watch_efd >= 0)
+		close(cl->watch_efd);
+	cl->watch_efd = -1;
+	cl->maps = NULL;
+	cl->nmaps = cl->cap = 0;
+	ret = atomic_load(&cl->gone) ? -ENOTCONN : client_connect(cl, cl->hello_flags, cl->mem_limit);
+	if (ret < 0) {
+		atomic_store(&cl->gone, true);
+		pr_warn("fork: the child cannot connect to upcd (%s): it has none of the shared mappings\n",
+			strerror((int)-ret));
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (ret == 0) {
+			long r = client_remap(cl, &maps[i]);
+
+			if (r < 0)
+				pr_warn("fork: the child cannot map %#lx-%#lx again: %s\n", (unsigned long)maps[i].start,
+					(unsigned long)maps[i].end, strerror((int)-r));
+		}
+		cfile_put(cl, maps[i].file);
+	}
+	free(maps);
+}
+
+static void fork_prepare(void)
+{
+	pthread_mutex_lock(&clients_lock);
+	for (struct upc_client *cl = clients; cl; cl = cl->next) {
+		pthread_mutex_lock(&cl->lock);
+		pthread_mutex_lock(&cl->maps_lock);
+	}
+}
+
+static void fork_parent(void)
+{
+	for (struct upc_client *cl = clients; cl; cl = cl->next) {
+		pthread_mutex_unlock(&cl->maps_lock);
+		pthread_mutex_unlock(&cl->lock);
+	}
+	pthread_mutex_unlock(&clients_lock);
+}
+
+static void fork_child(void)
+{
+	for (struct upc_client *cl = clients; cl; cl = cl->next) {
+		pthread_mutex_unlock(&cl->maps_lock);
+		pthread_mutex_unlock(&cl->lock);
+		client_fork_child(cl);
+	}
+	pthread_mutex_unlock(&clients_lock);
+}
+
+static void fork_handlers_install(void)
+{
+	pthread_atfork(fork_prepare, fork_parent, fork_child);
 }
 
 /* ------------------------------------------------------------ mappings */
@@ -473,16 +764,15 @@ int client_map(struct upc_cache *c, int fd, off_t offset, size_t length, int pro
 		request(cl, UPC_MSG_MAP_DONE, args, 5, NULL, 0, -1, NULL);
 		return (int)ret;
 	}
-	/* Without fork events a child would see the memfd unregistered: it gets SIGSEGV instead (map.c). */
-	if (!(cl->features & UFFD_FEATURE_EVENT_FORK))
-		madvise(addr, len, MADV_DONTFORK);
+	/* Not inherited: a forked child maps it again, as a client of its own (client_fork_child). */
+	madvise(addr, len, MADV_DONTFORK);
 	args[1] = (uintptr_t)addr;
 	args[2] = len;
 	args[3] = (uint64_t)prot;
 	args[4] = 0;
 	ret = request(cl, UPC_MSG_MAP_DONE, args, 5, NULL, 0, -1, NULL);
 	if (ret == 0)
-		ret = cmaps_add(cl, (uintptr_t)addr, (uintptr_t)addr + len);
+		ret = cmaps_add(cl, (uintptr_t)addr, (uintptr_t)addr + len, fd, (uint64_t)offset, prot);
 	if (ret == 0 && prot != PROT_NONE && mprotect(addr, len, prot) < 0)
 		ret = -ENOMEM;
 	if (ret < 0) {

@@ -932,3 +932,135 @@ Test(shared, a_killed_clients_pins_go_with_it, .timeout = 60)
 	unlink(path);
 	close(fd);
 }
+
+/* ------------------------------------------------------------ forked children */
+
+/* The permissions /proc/self/maps gives the mapping at @addr ("rw-s"), or "" if none. */
+static void maps_perms(const void *addr, char out[8])
+{
+	FILE *f = fopen("/proc/self/maps", "re");
+	char line[512];
+
+	out[0] = 0;
+	while (f && fgets(line, sizeof(line), f)) {
+		unsigned long lo, hi;
+		char perms[8];
+
+		if (sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) == 3 && (uintptr_t)addr >= lo &&
+		    (uintptr_t)addr < hi) {
+			strcpy(out, perms);
+			break;
+		}
+	}
+	if (f)
+		fclose(f);
+}
+
+/*
+ * A forked child of a client is a client of its own: it maps again what its
+ * parent mapped (same addresses, offsets, protection), sees what the parent
+ * wrote, the parent sees what it writes, and it goes on after the parent is
+ * killed: its writes, its msync and its other calls are its own, and the
+ * file holds everything.  Before, it shared its parent's connection, and
+ * every call it made after the parent's death returned -ENOTCONN.
+ */
+Test(shared, a_forked_child_is_a_client_of_its_own_and_outlives_its_parent, .timeout = 60)
+{
+	const size_t size = 16 * PAGE;
+	char path[64];
+	int fd = tmpfile_pattern(size, path), ready[2], go[2], status;
+	unsigned char buf[PAGE];
+	pid_t parent, child;
+	char b;
+
+	upcd_start(NULL);
+	cr_assert_eq(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);	/* the grandchild is ours to wait for */
+	cr_assert_eq(pipe(ready), 0);
+	cr_assert_eq(pipe(go), 0);
+	parent = fork();
+	cr_assert_geq(parent, 0);
+	if (parent == 0) {
+		struct upc_cache *c = shared_cache();
+		int c2p[2];
+		unsigned char *p;
+		pid_t kid;
+
+		if (upc_map(c, fd, 0, size, PROT_READ | PROT_WRITE, 0, (void **)&p) || pipe(c2p))
+			_exit(10);
+		for (size_t i = 0; i < 4; i++)
+			memset(p + i * PAGE + 100, 'P', 50);
+		if (upc_protect(c, p + 12 * PAGE, 4 * PAGE, PROT_READ))
+			_exit(11);
+		kid = fork();
+		if (kid < 0)
+			_exit(12);
+		if (kid == 0) {
+			struct upc_stats st = { .sz = sizeof(st) };
+			char perms[8];
+
+			/* its own mappings, where the parent's were, as they were */
+			maps_perms(p, perms);
+			if (strcmp(perms, "rw-s"))
+				_exit(20);
+			maps_perms(p + 12 * PAGE, perms);
+			if (strcmp(perms, "r--s"))
+				_exit(21);
+			if (p[100] != 'P' || p[3 * PAGE + 149] != 'P' || p[5 * PAGE] != pat(5 * PAGE))
+				_exit(22);
+			for (size_t i = 4; i < 8; i++)
+				memset(p + i * PAGE + 100, 'C', 50);
+			if (upc_stats(c, &st) || st.nr_mappings != 2)	/* its own: two, the protect split it */
+				_exit(23);
+			if (write(c2p[1], "c", 1) != 1 || read(go[0], &b, 1) != 1)
+				_exit(24);
+			/* the parent is dead */
+			for (size_t i = 8; i < 12; i++)
+				memset(p + i * PAGE + 100, 'D', 50);
+			if (p[4 * PAGE + 100] != 'C' || p[100] != 'P')
+				_exit(25);
+			if (upc_msync(c, p, size, UPC_MS_SYNC))
+				_exit(26);
+			{
+				/* two calls: upc_unmap(3) takes a range within one mapping (-EINVAL), as embedded */
+				int r = upc_unmap(c, p, 12 * PAGE) ?: upc_unmap(c, p + 12 * PAGE, 4 * PAGE);
+
+				if (r) {
+					fprintf(stderr, "child: upc_unmap: %s\n", upc_strerror(r));
+					_exit(27);
+				}
+				r = upc_cache_destroy(c);
+				if (r) {
+					fprintf(stderr, "child: upc_cache_destroy: %s\n", upc_strerror(r));
+					_exit(28);
+				}
+			}
+			_exit(0);
+		}
+		/* the child's writes, seen here */
+		if (read(c2p[0], &b, 1) != 1 || p[4 * PAGE + 100] != 'C' || p[7 * PAGE + 149] != 'C')
+			_exit(13);
+		if (write(ready[1], &kid, sizeof(kid)) != sizeof(kid))
+			_exit(14);
+		pause();
+		_exit(15);
+	}
+	cr_assert_eq(read(ready[0], &child, sizeof(child)), sizeof(child));
+	cr_assert_eq(kill(parent, SIGKILL), 0);
+	cr_assert_eq(waitpid(parent, &status, 0), parent);
+	cr_assert(WIFSIGNALED(status), "the parent: status %#x", status);
+	usleep(100000);		/* the daemon sees it go */
+	cr_assert_eq(write(go[1], "g", 1), 1);
+	cr_assert_eq(waitpid(child, &status, 0), child);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child: status %#x", status);
+	upcd_stop();
+	for (size_t i = 0; i < 16; i++) {
+		int mark = i < 4 ? 'P' : i < 8 ? 'C' : i < 12 ? 'D' : 0;
+
+		cr_assert_eq(pread(fd, buf, PAGE, (off_t)(i * PAGE)), PAGE);
+		for (size_t j = 0; j < PAGE; j++)
+			cr_assert_eq(buf[j], mark && j >= 100 && j < 150 ? mark : pat(i * PAGE + j), "page %zu byte %zu",
+				     i, j);
+	}
+	unlink(path);
+	close(fd);
+}
