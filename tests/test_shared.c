@@ -1064,3 +1064,85 @@ Test(shared, a_forked_child_is_a_client_of_its_own_and_outlives_its_parent, .tim
 	unlink(path);
 	close(fd);
 }
+
+/* A child forked after the daemon went away: it has none of the mappings, and its calls say so. */
+Test(shared, a_child_forked_without_a_daemon_has_no_mappings_and_says_so, .timeout = 60)
+{
+	int fd = tmpfile_pattern(4 * PAGE, NULL), status;
+	struct upc_cache *c;
+	unsigned char *p;
+	pid_t pid;
+
+	upcd_start(NULL);
+	c = shared_cache();
+	cr_assert_eq(upc_map(c, fd, 0, 4 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
+	p[0] = 'x';
+	upcd_stop();
+	for (int i = 0; i < 500 && upc_msync(c, p, PAGE, UPC_MS_SYNC) != -ENOTCONN; i++)
+		usleep(10000);
+	cr_assert_eq(upc_msync(c, p, PAGE, UPC_MS_SYNC), -ENOTCONN);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		struct upc_stats st = { .sz = sizeof(st) };
+		char perms[8];
+
+		maps_perms(p, perms);
+		if (perms[0])
+			_exit(1);	/* not inherited, and not mapped again */
+		_exit(upc_stats(c, &st) == -ENOTCONN ? 0 : 2);
+	}
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child: status %#x", status);
+	upc_cache_destroy(c);
+	close(fd);
+}
+
+/*
+ * The relay signal's requests: UPC_MSG_RELAY takes 0 or a real-time signal,
+ * after attach only; and a lift request (sigbus.c) for a range that is not a
+ * mapping of the cache, as one sent before an unmap and delivered after the
+ * address was reused, destroys nothing.
+ */
+Test(shared, relay_requests_are_checked, .timeout = 60)
+{
+	struct upc_msg *m = malloc(sizeof(*m));
+	int s;
+	long ret;
+
+	upcd_start(NULL);
+	s = raw_connect();
+	cr_assert_geq(s, 0);
+	ret = raw_req(s, UPC_MSG_RELAY, (uint64_t[]){ 0 }, 1, NULL, 0, m);
+	cr_assert_eq(ret, -EPROTO, "relay before attach: %ld", ret);
+	close(s);
+	s = raw_connect();
+	cr_assert_eq(raw_attach(s, m), 0);
+	cr_assert_eq(raw_req(s, UPC_MSG_RELAY, (uint64_t[]){ SIGBUS }, 1, NULL, 0, m), -EINVAL);
+	cr_assert_eq(raw_req(s, UPC_MSG_RELAY, (uint64_t[]){ 1ULL << 40 }, 1, NULL, 0, m), -EINVAL);
+	cr_assert_eq(raw_req(s, UPC_MSG_RELAY, (uint64_t[]){ (uint64_t)SIGRTMAX }, 1, NULL, 0, m), 0);
+	cr_assert_eq(raw_req(s, UPC_MSG_RELAY, (uint64_t[]){ 0 }, 1, NULL, 0, m), 0);
+	close(s);
+	{
+		struct upc_cache *c = shared_cache();	/* installs the relay (SIGRTMAX here) */
+		unsigned char *anon = mmap(NULL, 4 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		siginfo_t si;
+
+		cr_assert_neq(anon, MAP_FAILED);
+		memset(anon, 0x77, 4 * PAGE);
+		memset(&si, 0, sizeof(si));
+		si.si_signo = SIGRTMAX;
+		si.si_code = SI_QUEUE;
+		si.si_pid = getpid();
+		si.si_errno = 0x75706c66;	/* RELAY_LIFT_TAG */
+		si.si_uid = 4;
+		si.si_value.sival_ptr = anon;
+		cr_assert_eq(syscall(SYS_rt_tgsigqueueinfo, getpid(), (pid_t)syscall(SYS_gettid), SIGRTMAX, &si), 0);
+		for (size_t i = 0; i < 4 * PAGE; i += PAGE)
+			cr_assert_eq(anon[i], 0x77, "a lift request zapped memory that is not the cache's");
+		munmap(anon, 4 * PAGE);
+		cr_assert_eq(upc_cache_destroy(c), 0);
+	}
+	upcd_stop();
+	free(m);
+}
