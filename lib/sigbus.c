@@ -105,8 +105,8 @@ static void raise_sigbus(void *addr, void *uctx)
 }
 
 /*
- * Is [@start, @end) inside one mapping of a cache's memfd ("/memfd:upcache:"
- * in /proc/self/maps)?  The lift request is asynchronous: the range may
+ * Is [@start, @end) covered by mappings of a cache's memfd ("/memfd:upcache:"
+ * in /proc/self/maps, one or several adjacent ones)?  The lift request is asynchronous: the range may
  * have been unmapped and reused for other memory since it was sent, whose
  * contents MADV_DONTNEED would destroy.  Async-signal-safe: open, read
  * and close only, on the stack.
@@ -138,8 +138,11 @@ static bool range_is_cache_memfd(uintptr_t start, uintptr_t end)
 				lo = lo * 16 + (unsigned long)(*p <= '9' ? *p - '0' : (*p | 0x20) - 'a' + 10);
 			for (p += !!*p; *p && *p != ' '; p++)
 				hi = hi * 16 + (unsigned long)(*p <= '9' ? *p - '0' : (*p | 0x20) - 'a' + 10);
-			if (start >= lo && end <= hi && strstr(line, tag))
-				found = true;
+			/* the lines are sorted by address: cover from @start on, without a gap */
+			if (start >= lo && start < hi && strstr(line, tag)) {
+				start = hi;
+				found = start >= end;
+			}
 		}
 	}
 	close(fd);
