@@ -54,6 +54,7 @@ static const struct seed {
 	{ "reply-max", UPC_MSG_REPLY, UPC_PROTO_MAX_ARGS, 0, UPC_PROTO_MAX_DATA },
 	{ "call", UPC_MSG_CALL, 4, 0, 0 },
 	{ "call-done", UPC_MSG_CALL_DONE, 1, 0, 0 },
+	{ "relay", UPC_MSG_RELAY, 1, 0, 0 },
 };
 
 static unsigned char msg[1 + UPC_PROTO_MAX_MSG];

@@ -79,6 +79,8 @@ enum upc_msg_type {
 	UPC_MSG_CALL,		/* args: op, addr, length, arg: do it on your address space */
 	/* client -> daemon, the answer to a call */
 	UPC_MSG_CALL_DONE,	/* args: result */
+	/* client -> daemon, requests added later (at the end: the numbers above stay) */
+	UPC_MSG_RELAY,		/* after attach; args: the library's relay signal or 0 (sigbus.c) */
 	UPC_MSG_TYPE_MAX
 };
 

@@ -378,6 +378,10 @@ static long serve(struct client *cl, struct upc_msg *m, uint64_t *rargs, unsigne
 		if ((ret = check_file(m->fds[0])) < 0)
 			return ret;
 		return upc_invalidate(c, m->fds[0], (off_t)m->args[0], (off_t)m->args[1]);
+	case UPC_MSG_RELAY:
+		if (int_arg(m->args[0], &iarg) < 0)
+			return -EINVAL;
+		return remote_relay_set(cl->mm, iarg);
 	case UPC_MSG_STATS: {
 		struct upc_stats st = { .sz = sizeof(st) };
 
@@ -508,7 +512,9 @@ static void *client_main(void *arg)
 		} else if (cl->mm && m->h.type != UPC_MSG_HELLO && m->h.type != UPC_MSG_ATTACH &&
 			   m->h.type != UPC_MSG_CALL_DONE) {
 			mm_current_set(cl->mm);
+			remote_lift_pending(cl->mm);	/* poison markers the file grew over (remote.c) */
 			ret = serve(cl, m, rargs + 1, &rargc, rfd, data, &dlen);
+			remote_lift_pending(cl->mm);
 			mm_current_clear(cl->mm);
 		} else {
 			ret = -EPROTO;		/* out of order */
@@ -769,7 +775,11 @@ int main(int argc, char **argv)
 		fprintf(stderr, "upcd: cannot create the cache: %s\n", upc_strerror(ret));
 		return 1;
 	}
-	d.c->serving = true;
+	ret = cache_serve(d.c);
+	if (ret < 0) {
+		fprintf(stderr, "upcd: cannot serve the cache: %s\n", upc_strerror(ret));
+		return 1;
+	}
 	if (!foreground && daemon(0, 0) < 0) {
 		perror("upcd: daemon");
 		return 1;

@@ -426,6 +426,9 @@ again:
 	if (tail && page_uptodate(f, (uint64_t)f->size >> UPC_PAGE_SHIFT))
 		memset(f->base + f->size, 0,
 		       min_t(uint64_t, UPC_PAGE_SIZE - tail, (uint64_t)(newsize - f->size)));
+	/* upcd: the clients' poison markers past the old end go, as the fence does above (remote.c) */
+	if (f->cache->serving)
+		remote_lift(f);
 	file_set_size(f, newsize);
 	/* Never fewer: a file found shrunk by a short read (fill_valid) keeps its pages past the size. */
 	f->npages = max_t(uint64_t, f->npages, npages);
@@ -473,6 +476,8 @@ int file_fence(struct upc_file *f)
 
 	if (f->fence == f->npages)
 		return 0;
+	if (f->cache->serving)
+		return -EPERM;	/* sealed against shrinking (file_new): remote_refuse() instead */
 	ret = sys_ftruncate(f->memfd, (off_t)(f->npages << UPC_PAGE_SHIFT));
 	if (ret < 0)
 		return ret;
@@ -492,6 +497,22 @@ void file_unfence(struct upc_file *f)
 		return;		/* it stays fenced: the next growth tries again */
 	f->fence = 0;
 	atomic_fetch_sub(&f->cache->nr_fenced, 1);
+}
+
+/*
+ * Every page out of the memfd, for good (the cache goes, and a forked
+ * child or a client may still map it): truncated, so that an access gets
+ * SIGBUS, or, for a memfd sealed against shrinking (upcd's, file_new),
+ * punched whole, which frees the pages as well: a client has made its
+ * mappings inaccessible before it lets go of its userfaultfd (client.c),
+ * so no access reads the holes as data.
+ */
+void file_memfd_empty(struct upc_file *f)
+{
+	struct stat st;
+
+	if (sys_ftruncate(f->memfd, 0) < 0 && fstat(f->memfd, &st) == 0 && st.st_size > 0)
+		sys_punch(f->memfd, 0, st.st_size);	/* its size: a client may have grown it */
 }
 
 #define FENCE_MS	100	/* a fence older than this is lifted by the reclaim thread */
@@ -545,6 +566,17 @@ int file_memfd_span(struct upc_file *f, uint64_t bytes)
 		return -EFBIG;
 	if (!f->fence) {
 		ret = sys_ftruncate(f->memfd, (off_t)bytes);
+		/*
+		 * A served memfd is sealed against shrinking (file_new), and a
+		 * client with write access may have grown it past @bytes:
+		 * then it is long enough already.
+		 */
+		if (ret == -EPERM && f->cache->serving) {
+			struct stat st;
+
+			if (fstat(f->memfd, &st) == 0 && (uint64_t)st.st_size >= bytes)
+				ret = 0;
+		}
 		if (ret < 0)
 			return ret;
 	}
@@ -710,6 +742,9 @@ static int adopt_fd(int fd, const char *kind, const struct stat *st)
 	if (strncmp(link, want, strlen(want)) != 0 || fstat(fd, &ms) < 0 || ms.st_uid != geteuid() ||
 	    !S_ISREG(ms.st_mode))
 		return -EBADF;
+	/* The data memfd as file_new() sealed it, no more (a seal cannot be removed, nor added after SEAL). */
+	if (!strcmp(kind, "upcache") && fcntl(fd, F_GET_SEALS) != (F_SEAL_SHRINK | F_SEAL_SEAL))
+		return -EBADF;
 	if (geteuid() == 0)
 		return sys_fd_reopen(fd, O_RDWR);
 	if (fchmod(fd, 0600) < 0)
@@ -865,7 +900,7 @@ static int file_new(struct upc_cache *c, int fd, const struct stat *st, const in
 	} else {
 		snprintf(name, sizeof(name), "upcache:%lx:%lu", (unsigned long)st->st_dev,
 			 (unsigned long)st->st_ino);
-		ret = sys_memfd(name);
+		ret = sys_memfd(name, c->serving);
 		if (ret < 0)
 			goto out_free;
 		f->memfd = ret;
@@ -878,7 +913,7 @@ static int file_new(struct upc_cache *c, int fd, const struct stat *st, const in
 		if (c->serving) {
 			snprintf(name, sizeof(name), "upcache-pt:%lx:%lu", (unsigned long)st->st_dev,
 				 (unsigned long)st->st_ino);
-			ret = sys_memfd(name);
+			ret = sys_memfd(name, false);
 			if (ret < 0)
 				goto out_free;
 			f->statefd = ret;
@@ -919,6 +954,24 @@ static int file_new(struct upc_cache *c, int fd, const struct stat *st, const in
 		ret = file_adopt_pages(f);
 		if (ret < 0)
 			goto out_free;
+	}
+	/*
+	 * upcd hands read-write descriptors of the memfd to clients that may
+	 * write the file, and any of them could ftruncate(2) it: the
+	 * daemon's next access to a page past the new size, through the
+	 * staging mapping, would be SIGBUS, and every client's unwritten
+	 * data would die with the daemon.  Sealed against shrinking, no one
+	 * can (the engine included: its own shrinks become hole punches and
+	 * the end-of-file fence a poison marker in the client's mapping,
+	 * remote.c), and F_SEAL_SEAL keeps a client from adding the seals
+	 * that would stop the engine (F_SEAL_GROW, F_SEAL_FUTURE_WRITE).
+	 * What a client can still do to the memfd, and why it harms no one
+	 * else: remote.c, "What a client can do to a memfd".  An adopted
+	 * memfd was sealed so by the daemon that made it (adopt_fd checks).
+	 */
+	if (c->serving && !adopt && fcntl(f->memfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_SEAL) < 0) {
+		ret = -errno;
+		goto out_free;
 	}
 	ret = c->store->ops->open(c->store, fd, 0, &f->store_h);
 	if (ret < 0) {
@@ -1523,7 +1576,7 @@ UPC_API int upc_cache_destroy(struct upc_cache *c)
 	 */
 	if ((c->uffd_features & UFFD_FEATURE_EVENT_FORK) && !c->serving)	/* children, or a fork in flight */
 		for (f = c->files; f; f = f->next)
-			sys_ftruncate(f->memfd, 0);
+			file_memfd_empty(f);
 	fork_children_release(c);
 	map_destroy_all(c);
 	fault_handler_stop(&c->self);
@@ -1535,6 +1588,7 @@ UPC_API int upc_cache_destroy(struct upc_cache *c)
 	}
 	if (!ret)
 		ret = c->released_err;
+	cache_serve_stop(c);
 	close(c->engine_uffd);
 	if (c->own_store)
 		upc_store_destroy(c->store);

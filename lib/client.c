@@ -18,6 +18,9 @@
  * range with this process's userfaultfd and write-protects it, and only
  * then does the mapping get its protection and its address returned.
  *
+ * A forked child is a client of its own: it connects again and maps again
+ * what its parent had (below, "fork").
+ *
  * If the daemon goes away (a hang-up on the socket, seen by the watcher
  * thread: it was killed, crashed or stopped), nothing of the cache is lost
  * with it: its pages are in the memfds, and their page table - which pages
@@ -68,6 +71,7 @@ struct crange {
 	uintptr_t start, end;
 	uint64_t pgoff;			/* file page at @start */
 	int prot;			/* every protection it had: a write-protected range stays one */
+	int cur_prot;			/* its protection now (upc_protect): a forked child maps it so */
 	struct cfile *file;
 };
 
@@ -103,6 +107,7 @@ struct upc_client {
 	struct cfile *files;
 	pthread_t watcher;
 	int watch_efd;
+	struct upc_client *next;	/* every shared cache of the process (the fork handlers) */
 };
 
 /* ------------------------------------------------------------ the local list of mappings */
@@ -188,7 +193,7 @@ static int cmaps_add(struct upc_client *cl, uintptr_t start, uintptr_t end, uint
 	if (ret == 0) {
 		cf = cfile_get(cl, fd, memfd, statefd);
 		if (cf)
-			cl->maps[cl->nmaps++] = (struct crange){ start, end, pgoff, prot, cf };
+			cl->maps[cl->nmaps++] = (struct crange){ start, end, pgoff, prot, prot, cf };
 		else
 			ret = -ENOMEM;
 	}
@@ -207,7 +212,7 @@ static void cmaps_cut(struct upc_client *cl, uintptr_t start, uintptr_t end)
 			continue;
 		if (r->start < start && r->end > end) {
 			struct crange tail = { end, r->end, r->pgoff + ((end - r->start) >> UPC_PAGE_SHIFT), r->prot,
-					       r->file };
+					       r->cur_prot, r->file };
 
 			if (cmaps_room(cl) < 0) {
 				/*
@@ -236,13 +241,50 @@ static void cmaps_cut(struct upc_client *cl, uintptr_t start, uintptr_t end)
 	pthread_mutex_unlock(&cl->maps_lock);
 }
 
-/* upc_protect() gave [start, end) @prot: a range once writable is adopted write-protected (reconnect). */
+/* No range holds both @addr - 1 and @addr.  -ENOMEM: left whole.  Caller holds maps_lock. */
+static int cmaps_split(struct upc_client *cl, uintptr_t addr)
+{
+	for (size_t i = 0; i < cl->nmaps; i++) {
+		struct crange *r = &cl->maps[i], tail;
+
+		if (r->start >= addr || r->end <= addr)
+			continue;
+		if (cmaps_room(cl) < 0)
+			return -ENOMEM;
+		r = &cl->maps[i];
+		tail = *r;
+		tail.start = addr;
+		tail.pgoff += (addr - r->start) >> UPC_PAGE_SHIFT;
+		tail.file->refs++;
+		r->end = addr;
+		cl->maps[cl->nmaps++] = tail;
+		return 0;
+	}
+	return 0;
+}
+
+/*
+ * [start, end) has protection @prot now (upc_protect, or the daemon's
+ * call): a forked child maps it so, and a range once writable is adopted
+ * write-protected by a restarted daemon (reconnect).  Out of memory for a
+ * split: the whole range counts as writable once, and keeps its old
+ * protection for a child.
+ */
 static void cmaps_protect(struct upc_client *cl, uintptr_t start, uintptr_t end, int prot)
 {
+	bool split;
+
 	pthread_mutex_lock(&cl->maps_lock);
-	for (size_t i = 0; i < cl->nmaps; i++)
-		if (cl->maps[i].end > start && cl->maps[i].start < end)
-			cl->maps[i].prot |= prot;
+	split = cmaps_split(cl, start) == 0 && cmaps_split(cl, end) == 0;
+	for (size_t i = 0; i < cl->nmaps; i++) {
+		struct crange *r = &cl->maps[i];
+
+		if (r->end <= start || r->start >= end)
+			continue;
+		r->prot |= prot;
+		if (split)
+			r->cur_prot = prot;
+	}
 	pthread_mutex_unlock(&cl->maps_lock);
 }
 
@@ -273,6 +315,8 @@ static void answer_call(struct upc_client *cl, int sock, const struct upc_msg *m
 		break;
 	case UPC_CALL_MPROTECT:
 		r = mprotect((void *)addr, len, arg) < 0 ? -errno : 0;
+		if (r == 0)
+			cmaps_protect(cl, addr, addr + len, arg);
 		break;
 	case UPC_CALL_MADVISE:
 		r = sys_madvise((void *)addr, len, arg);
@@ -422,27 +466,52 @@ static int connect_daemon(const char *path)
 	return s;
 }
 
-/* Hello and attach on @sock, with our userfaultfd.  cl->lock held (or the client is not yet shared). */
+static long handshake_attach(struct upc_client *cl, int sock);
+
+/*
+ * Hello, and attach with our userfaultfd if we have one, on @sock.
+ * cl->lock held (or the client is not yet shared).
+ */
 static long handshake(struct upc_client *cl, int sock, struct creply *rep)
 {
 	uint64_t hello[3] = { UPC_PROTO_VERSION, cl->cache_flags, cl->mem_limit };
-	int fds[3] = { atomic_load(&cl->uffd), -1, -1 };
 	long ret;
 
 	ret = xfer(cl, sock, UPC_MSG_HELLO, hello, 3, NULL, 0, NULL, 0, rep);
 	if (ret == 0 && rep->argc < 3)
 		ret = -EPROTO;
-	if (ret < 0)
+	if (ret < 0 || atomic_load(&cl->uffd) < 0)
 		return ret;
 	/* A restarted daemon must serve our userfaultfd as the first one did. */
-	if (fds[0] >= 0 && rep->args[1] != cl->daemon_features)
+	if (rep->args[1] != cl->daemon_features)
 		return -EPROTO;
+	return handshake_attach(cl, sock);
+}
+
+/* Attach: our userfaultfd, pagemap and pidfd; then the relay signal. */
+static long handshake_attach(struct upc_client *cl, int sock)
+{
+	int fds[3] = { atomic_load(&cl->uffd), -1, -1 };
+	long ret = 0;
+
 	fds[1] = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
 	fds[2] = (int)syscall(SYS_pidfd_open, getpid(), 0);
 	if (fds[1] < 0 || fds[2] < 0)
 		ret = -errno;
-	else if (fds[0] >= 0)
+	else
 		ret = xfer(cl, sock, UPC_MSG_ATTACH, NULL, 0, NULL, 0, fds, 3, NULL);
+	/*
+	 * The relay signal, through which the daemon asks this process to zap
+	 * the poison markers of accesses it refused past end of file, once the
+	 * file has grown over them (remote.c, sigbus.c); again to every daemon.
+	 */
+	if (ret == 0) {
+		uint64_t sig;
+
+		sigbus_install();
+		sig = (uint64_t)sigbus_relay_signal();
+		ret = xfer(cl, sock, UPC_MSG_RELAY, &sig, 1, NULL, 0, NULL, 0, NULL);
+	}
 	if (fds[1] >= 0)
 		close(fds[1]);
 	if (fds[2] >= 0)
@@ -575,6 +644,57 @@ static void *watcher_main(void *arg)
 
 /* ------------------------------------------------------------ create, destroy */
 
+/*
+ * Connect to the daemon at cl->path and become its client: hello, our own
+ * userfaultfd, attach (with the relay signal: handshake()), and the
+ * watcher thread.  For client_create(), and for a forked child's own
+ * connection (client_fork_child).
+ */
+static long client_connect(struct upc_client *cl)
+{
+	struct creply rep = { 0 };
+	long ret;
+
+	ret = connect_daemon(cl->path);
+	if (ret < 0)
+		return ret;
+	cl->sock = (int)ret;
+	atomic_store(&cl->uffd, -1);
+	ret = handshake(cl, cl->sock, &rep);	/* hello only: no userfaultfd yet */
+	if (ret < 0)
+		return ret;
+	cl->daemon_features = rep.args[1];
+	/*
+	 * Never fork events: a forked child is a client of its own, and maps
+	 * again what it inherits (client_fork_child), so the mappings are
+	 * not inherited at all (MADV_DONTFORK: client_map).
+	 */
+	cl->features = rep.args[1] & ~(uint64_t)UFFD_FEATURE_EVENT_FORK;
+	cl->track_mode = (uint32_t)rep.args[2];
+	ret = sys_uffd_open(cl->features, NULL, NULL);
+	if (ret < 0)
+		return ret;
+	atomic_store(&cl->uffd, (int)ret);
+	ret = handshake_attach(cl, cl->sock);
+	if (ret < 0)
+		return ret;
+	cl->state = CL_UP;
+	cl->watch_efd = eventfd(0, EFD_CLOEXEC);
+	if (cl->watch_efd < 0 || pthread_create(&cl->watcher, NULL, watcher_main, cl) != 0) {
+		if (cl->watch_efd >= 0)
+			close(cl->watch_efd);
+		cl->watch_efd = -1;
+		return -EAGAIN;
+	}
+	pthread_setname_np(cl->watcher, "upc-watch");
+	return 0;
+}
+
+static pthread_mutex_t clients_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct upc_client *clients;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+static void fork_handlers_install(void);
+
 /* $UPC_RECONNECT: seconds to wait for a restarted daemon (upc_cache_create(3)); 0: none. */
 static unsigned int reconnect_ms(void)
 {
@@ -596,7 +716,6 @@ int client_create(const struct upc_cache_opts *o, struct upc_cache **cachep)
 {
 	struct upc_cache *c = calloc(1, sizeof(*c));
 	struct upc_client *cl = calloc(1, sizeof(*cl));
-	struct creply rep = { 0 };
 	long ret;
 
 	if (!c || !cl || !(cl->msg = malloc(sizeof(*cl->msg)))) {
@@ -621,58 +740,20 @@ int client_create(const struct upc_cache_opts *o, struct upc_cache **cachep)
 		ret = -ENAMETOOLONG;
 		goto err;
 	}
-	ret = connect_daemon(cl->path);
+	pthread_once(&atfork_once, fork_handlers_install);
+	ret = client_connect(cl);
 	if (ret < 0)
 		goto err;
-	cl->sock = (int)ret;
-	ret = handshake(cl, cl->sock, &rep);	/* hello only: no userfaultfd yet */
-	if (ret < 0)
-		goto err;
-	cl->features = cl->daemon_features = rep.args[1];
-	cl->track_mode = (uint32_t)rep.args[2];
-	/* Our userfaultfd, with exactly the features the daemon's engine serves. */
-	ret = sys_uffd_open(cl->features, NULL, NULL);
-	if (ret < 0 && (cl->features & UFFD_FEATURE_EVENT_FORK)) {
-		/*
-		 * Fork events need CAP_SYS_PTRACE (a client of a root daemon
-		 * may lack it): without them a child does not inherit the
-		 * mappings (MADV_DONTFORK: client_map), as in embedded mode.
-		 */
-		cl->features &= ~(uint64_t)UFFD_FEATURE_EVENT_FORK;
-		ret = sys_uffd_open(cl->features, NULL, NULL);
-	}
-	if (ret < 0)
-		goto err;
-	cl->uffd = (int)ret;
-	{
-		/* attach: the pagemap and pidfd half of handshake() */
-		int fds[3] = { cl->uffd, open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC),
-			       (int)syscall(SYS_pidfd_open, getpid(), 0) };
-
-		ret = fds[1] < 0 || fds[2] < 0 ? -errno :
-			xfer(cl, cl->sock, UPC_MSG_ATTACH, NULL, 0, NULL, 0, fds, 3, NULL);
-		if (fds[1] >= 0)
-			close(fds[1]);
-		if (fds[2] >= 0)
-			close(fds[2]);
-	}
-	if (ret < 0)
-		goto err;
-	cl->state = CL_UP;
-	cl->watch_efd = eventfd(0, EFD_CLOEXEC);
-	if (cl->watch_efd < 0 || pthread_create(&cl->watcher, NULL, watcher_main, cl) != 0) {
-		ret = -EAGAIN;
-		goto err;
-	}
-	pthread_setname_np(cl->watcher, "upc-watch");
+	pthread_mutex_lock(&clients_lock);
+	cl->next = clients;
+	clients = cl;
+	pthread_mutex_unlock(&clients_lock);
 	*cachep = c;
 	return 0;
 err:
 	if (conn_lost(ret))
 		ret = -ENOTCONN;
 	if (cl) {
-		if (cl->watch_efd >= 0)
-			close(cl->watch_efd);
 		if (cl->uffd >= 0)
 			close(cl->uffd);
 		if (cl->sock >= 0)
@@ -724,9 +805,17 @@ int client_destroy(struct upc_cache *c)
 	}
 	if (cl->state == CL_DEAD && !ret)
 		ret = -ENOTCONN;
-	if (write(cl->watch_efd, &one, sizeof(one)) == sizeof(one))
+	pthread_mutex_lock(&clients_lock);
+	for (struct upc_client **pp = &clients; *pp; pp = &(*pp)->next)
+		if (*pp == cl) {
+			*pp = cl->next;
+			break;
+		}
+	pthread_mutex_unlock(&clients_lock);
+	if (cl->watch_efd >= 0 && write(cl->watch_efd, &one, sizeof(one)) == sizeof(one))
 		pthread_join(cl->watcher, NULL);
-	close(cl->watch_efd);
+	if (cl->watch_efd >= 0)
+		close(cl->watch_efd);
 	close(cl->sock);
 	if (cl->uffd >= 0)
 		close(cl->uffd);
@@ -739,6 +828,177 @@ int client_destroy(struct upc_cache *c)
 	free(cl);
 	free(c);
 	return ret;
+}
+
+/* ------------------------------------------------------------ fork */
+
+/*
+ * A forked child is a client of its own (issue 10: "forked children of
+ * clients are ordinary clients and outlive their parent").  It cannot share
+ * its parent's connection: requests of both would interleave on one
+ * socket, and the daemon would serve the child's calls on the parent's
+ * address space and end them with the parent.  Nor can it keep the
+ * inherited mappings as the kernel copies them: with fork events the
+ * daemon serves them through a userfaultfd of the child's that the event
+ * hands it, but the event does not say which process the child is (no pid,
+ * and a userfaultfd's fdinfo names none), so the daemon cannot tell which
+ * of the connections that come later owns them (upcd(8)).  So the cache's
+ * mappings are not inherited at all (MADV_DONTFORK, client_map), and the
+ * child, before fork() returns in it, connects on its own (hello, attach
+ * with its own userfaultfd, pagemap and pidfd) and maps every one of them
+ * again at the same address, with the same file offset and protection,
+ * through the descriptor of the file this process kept (struct cfile).  The
+ * pages are the daemon's memfd's, so it sees at once everything the parent
+ * wrote, and its own writes are tracked and written back as any client's,
+ * whatever becomes of the parent.
+ *
+ * The prepare handler takes every connection's request lock and the list
+ * of mappings, so that no request is half sent and the list is whole when
+ * the child copies it; a fork waits for a request in flight in another
+ * thread, and for a reconnection in progress.  What it costs: a round trip
+ * to the daemon per mapping in every child, also in a child that is about
+ * to exec (posix_spawn() and vfork() run no fork handlers).  If the child
+ * cannot connect (no daemon, or one away for a restart), or a mapping
+ * cannot be made again, the child goes without it (an access is SIGSEGV, a
+ * call -ENOTCONN or -EINVAL) and the library says so (pr_warn).
+ */
+static long client_remap(struct upc_client *cl, const struct crange *r)
+{
+	size_t len = r->end - r->start;
+	uint64_t args[5] = { r->pgoff << UPC_PAGE_SHIFT, len, (uint64_t)r->prot };
+	struct creply rep = { 0 };
+	void *addr;
+	long ret;
+
+	ret = request(cl, UPC_MSG_MAP, args, 3, NULL, 0, r->file->fd, &rep);
+	if (ret == 0 && (rep.argc < 2 || rep.fd < 0 || rep.fd2 < 0))
+		ret = -EPROTO;
+	if (ret < 0)
+		goto out;
+	args[0] = rep.args[0];		/* the token */
+	addr = mmap((void *)r->start, len, PROT_NONE, MAP_SHARED | MAP_FIXED_NOREPLACE, rep.fd,
+		    (off_t)(r->pgoff << UPC_PAGE_SHIFT));
+	if (addr != (void *)r->start) {
+		ret = addr == MAP_FAILED ? -errno : -EEXIST;
+		if (addr != MAP_FAILED)
+			munmap(addr, len);
+		args[1] = 0;
+		request_fds(cl, UPC_MSG_MAP_DONE, args, 5, NULL, 0, NULL, 0, NULL, true);
+		goto out;
+	}
+	madvise(addr, len, MADV_DONTFORK);
+	ret = cmaps_add(cl, r->start, r->end, r->pgoff, r->prot, r->file->fd, rep.fd, rep.fd2);
+	if (ret < 0) {
+		munmap(addr, len);
+		args[1] = 0;
+		request_fds(cl, UPC_MSG_MAP_DONE, args, 5, NULL, 0, NULL, 0, NULL, true);
+		goto out;
+	}
+	args[1] = r->start;
+	args[2] = len;
+	args[3] = (uint64_t)r->prot;
+	args[4] = 0;
+	ret = request_fds(cl, UPC_MSG_MAP_DONE, args, 5, NULL, 0, NULL, 0, NULL, true);
+	if (ret == 0 && mprotect(addr, len, r->cur_prot) < 0)
+		ret = -ENOMEM;
+	/* protected since it was mapped: so again, by the daemon, which keeps its view of it */
+	if (ret == 0 && r->cur_prot != r->prot) {
+		uint64_t a[3] = { r->start, len, (uint64_t)r->cur_prot };
+
+		ret = request(cl, UPC_MSG_PROTECT, a, 3, NULL, 0, -1, NULL);
+	}
+	if (ret < 0) {
+		uint64_t u[2] = { r->start, len };
+
+		if (request(cl, UPC_MSG_UNMAP, u, 2, NULL, 0, -1, NULL) < 0)
+			munmap(addr, len);
+		cmaps_cut(cl, r->start, r->end);
+	}
+out:
+	if (rep.fd >= 0)
+		close(rep.fd);
+	if (rep.fd2 >= 0)
+		close(rep.fd2);
+	return ret;
+}
+
+/* In the child, before fork() returns there.  Its copy of @cl is its own now. */
+static void client_fork_child(struct upc_client *cl)
+{
+	struct crange *maps = cl->maps;
+	struct cfile *files = cl->files;
+	size_t n = cl->nmaps;
+	int u = atomic_exchange(&cl->uffd, -1);
+	long ret;
+
+	/* the parent's: its connection, its userfaultfd, its watcher (no thread of it is here) */
+	close(cl->sock);
+	cl->sock = -1;
+	if (u >= 0)
+		close(u);
+	if (cl->watch_efd >= 0)
+		close(cl->watch_efd);
+	cl->watch_efd = -1;
+	cl->maps = NULL;
+	cl->nmaps = cl->cap = 0;
+	cl->files = NULL;
+	pthread_mutex_init(&cl->lock, NULL);
+	pthread_cond_init(&cl->up, NULL);
+	pthread_mutex_init(&cl->maps_lock, NULL);
+	ret = cl->state != CL_UP ? -ENOTCONN : client_connect(cl);
+	if (ret < 0) {
+		cl->state = CL_DEAD;
+		pr_warn("fork: the child cannot connect to upcd (%s): it has none of the shared mappings\n",
+			strerror((int)-ret));
+	}
+	for (size_t i = 0; ret == 0 && i < n; i++) {
+		long r = client_remap(cl, &maps[i]);
+
+		if (r < 0)
+			pr_warn("fork: the child cannot map %#lx-%#lx again: %s\n", (unsigned long)maps[i].start,
+				(unsigned long)maps[i].end, strerror((int)-r));
+	}
+	/* the parent's list, copied: its descriptors are ours to close */
+	while (files) {
+		struct cfile *next = files->next;
+
+		close(files->fd);
+		close(files->memfd);
+		close(files->statefd);
+		free(files);
+		files = next;
+	}
+	free(maps);
+}
+
+static void fork_prepare(void)
+{
+	pthread_mutex_lock(&clients_lock);
+	for (struct upc_client *cl = clients; cl; cl = cl->next) {
+		pthread_mutex_lock(&cl->lock);
+		pthread_mutex_lock(&cl->maps_lock);
+	}
+}
+
+static void fork_parent(void)
+{
+	for (struct upc_client *cl = clients; cl; cl = cl->next) {
+		pthread_mutex_unlock(&cl->maps_lock);
+		pthread_mutex_unlock(&cl->lock);
+	}
+	pthread_mutex_unlock(&clients_lock);
+}
+
+static void fork_child(void)
+{
+	for (struct upc_client *cl = clients; cl; cl = cl->next)
+		client_fork_child(cl);
+	pthread_mutex_unlock(&clients_lock);
+}
+
+static void fork_handlers_install(void)
+{
+	pthread_atfork(fork_prepare, fork_parent, fork_child);
 }
 
 /* ------------------------------------------------------------ mappings */
@@ -795,9 +1055,8 @@ int client_map(struct upc_cache *c, int fd, off_t offset, size_t length, int pro
 		request_fds(cl, UPC_MSG_MAP_DONE, args, 5, NULL, 0, NULL, 0, NULL, true);
 		goto out_fds;
 	}
-	/* Without fork events a child would see the memfd unregistered: it gets SIGSEGV instead (map.c). */
-	if (!(cl->features & UFFD_FEATURE_EVENT_FORK))
-		madvise(addr, len, MADV_DONTFORK);
+	/* Not inherited: a forked child maps it again, as a client of its own (client_fork_child). */
+	madvise(addr, len, MADV_DONTFORK);
 	/* Listed first: a daemon that dies from here on is handed it by reconnect(). */
 	ret = cmaps_add(cl, (uintptr_t)addr, (uintptr_t)addr + len, (uint64_t)offset >> UPC_PAGE_SHIFT, prot, fd,
 			rep.fd, rep.fd2);

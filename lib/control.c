@@ -64,8 +64,8 @@ static void piece(struct upc_map *m, uintptr_t start, uintptr_t end, uint64_t *f
 #define for_each_piece(mm_, m_, pos_, from_, to_) \
 	for ((pos_) = (from_); (pos_) < (to_) && ((m_) = mm_find((mm_), (pos_))); (pos_) = (m_)->end)
 
-/* Drop one pin of file pages [first, last].  Caller holds f->lock. */
-static void unpin_pages(struct upc_file *f, uint64_t first, uint64_t last)
+/* Drop @n pins of file pages [first, last].  Caller holds f->lock. */
+static void unpin_pages_n(struct upc_file *f, uint64_t first, uint64_t last, uint32_t n)
 {
 	UPC_TRACE(unpin, f, first, last - first + 1);
 	for (uint64_t p = first; p <= last; p++) {
@@ -73,7 +73,8 @@ static void unpin_pages(struct upc_file *f, uint64_t first, uint64_t last)
 
 		if (!pg || !pg->pincount)
 			continue;
-		if (--pg->pincount)
+		pg->pincount -= (uint16_t)min_t(uint32_t, n, pg->pincount);
+		if (pg->pincount)
 			continue;
 		f->nr_pinned--;
 		atomic_fetch_sub(&f->cache->nr_pinned, 1);
@@ -86,8 +87,219 @@ static void unpin_pages(struct upc_file *f, uint64_t first, uint64_t last)
 	pthread_cond_broadcast(&f->wb_cond);
 }
 
+/* Drop one pin of file pages [first, last].  Caller holds f->lock. */
+static void unpin_pages(struct upc_file *f, uint64_t first, uint64_t last)
+{
+	unpin_pages_n(f, first, last, 1);
+}
+
+/*
+ * @mm is gone (a client of upcd that died or disconnected): every pin it
+ * holds goes, as at upc_unpin() (see "Whose pins" above).  No lock held.
+ */
+void pins_release(struct upc_mm *mm)
+{
+	struct upc_pin_range *pins;
+	size_t n;
+
+	pthread_mutex_lock(&mm->pin_lock);
+	pins = mm->pins;
+	n = mm->npins;
+	mm->pins = NULL;
+	mm->npins = mm->pins_cap = 0;
+	mm->nr_pinned = 0;
+	pthread_mutex_unlock(&mm->pin_lock);
+	for (size_t i = 0; i < n; i++) {
+		pthread_mutex_lock(&pins[i].f->lock);
+		unpin_pages_n(pins[i].f, pins[i].first, pins[i].last, pins[i].count);
+		pthread_mutex_unlock(&pins[i].f->lock);
+	}
+	free(pins);
+}
+
+/* ------------------------------------------------------------ whose pins */
+
+/*
+ * Whose pins.  A page's pin count (struct upc_page) says whether it may be
+ * unmapped, evicted or written back (I6); who holds the pins is recorded
+ * per address space, as the kernel's pin_user_pages() pins belong to the
+ * caller and go when it unpins them or exits (seed 001, Hubbard: a pinned
+ * page is the pinner's until it lets go).  So upcd releases a dead
+ * client's pins (remote_detach), and a process unpins only what it pinned:
+ * upc_unpin of a page another process pinned is -EINVAL, as for a page no
+ * one pinned.
+ *
+ * The record is a sorted array of disjoint page ranges of a file with a
+ * count each (an interval map): a pin adds one over its range, an unpin
+ * takes one off, splitting a range at the call's edges and merging equal
+ * neighbours again, so a run of pins of consecutive pages, or of one range
+ * pinned many times, stays one entry.  Binary search finds the first range
+ * a call touches; an insertion moves the tail of the array (memmove), so a
+ * call costs O(log n + k) plus that move, for n ranges held and k touched.
+ * Every call reserves its space first (at most k + 3 new entries), so that
+ * it cannot fail half done.
+ *
+ * A range names its file without a reference: the pinning mm's own mapping
+ * of the pages holds one, and cannot go while they are pinned (upc_unmap
+ * and PROT_NONE refuse it, -EBUSY); at a client's death the pins are
+ * released before its mappings (remote_detach), and an embedded cache's
+ * destruction releases every pin with file_unpin_all() before anything
+ * else.  Lock order: @pin_lock alone, never with file->lock held.
+ */
+
+/* The first range of @f that ends at or after @pgoff (or of a later file): its index. */
+static size_t pins_find(const struct upc_mm *mm, const struct upc_file *f, uint64_t pgoff)
+{
+	size_t lo = 0, hi = mm->npins;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		const struct upc_pin_range *r = &mm->pins[mid];
+
+		if ((uintptr_t)r->f < (uintptr_t)f || (r->f == f && r->last < pgoff))
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+static bool pins_in(const struct upc_mm *mm, size_t i, const struct upc_file *f, uint64_t last)
+{
+	return i < mm->npins && mm->pins[i].f == f && mm->pins[i].first <= last;
+}
+
+/* Room for @extra more ranges.  Caller holds mm->pin_lock. */
+static int pins_reserve(struct upc_mm *mm, size_t extra)
+{
+	struct upc_pin_range *n;
+	size_t cap;
+
+	if (mm->npins + extra <= mm->pins_cap)
+		return 0;
+	cap = max_t(size_t, max_t(size_t, 16, mm->pins_cap * 2), mm->npins + extra);
+	n = realloc(mm->pins, cap * sizeof(*n));
+	if (!n)
+		return -ENOMEM;
+	mm->pins = n;
+	mm->pins_cap = cap;
+	return 0;
+}
+
+static void pins_insert(struct upc_mm *mm, size_t i, struct upc_pin_range r)
+{
+	memmove(&mm->pins[i + 1], &mm->pins[i], (mm->npins - i) * sizeof(r));
+	mm->pins[i] = r;
+	mm->npins++;
+}
+
+static void pins_remove(struct upc_mm *mm, size_t i)
+{
+	memmove(&mm->pins[i], &mm->pins[i + 1], (mm->npins - i - 1) * sizeof(mm->pins[0]));
+	mm->npins--;
+}
+
+/* No range of @f holds both page @at - 1 and page @at (one entry of room). */
+static void pins_split(struct upc_mm *mm, struct upc_file *f, uint64_t at)
+{
+	size_t i;
+
+	if (!at)
+		return;
+	i = pins_find(mm, f, at);
+	if (i < mm->npins && mm->pins[i].f == f && mm->pins[i].first < at) {
+		struct upc_pin_range r = mm->pins[i];
+
+		mm->pins[i].last = at - 1;
+		r.first = at;
+		pins_insert(mm, i + 1, r);
+	}
+}
+
+/* Equal neighbours of @f around [first, last] become one range again. */
+static void pins_merge(struct upc_mm *mm, struct upc_file *f, uint64_t first, uint64_t last)
+{
+	size_t i = pins_find(mm, f, first ? first - 1 : 0);
+
+	while (i + 1 < mm->npins && mm->pins[i].f == f && pins_in(mm, i + 1, f, last + 1)) {
+		struct upc_pin_range *a = &mm->pins[i], *b = &mm->pins[i + 1];
+
+		if (a->last + 1 == b->first && a->count == b->count) {
+			a->last = b->last;
+			pins_remove(mm, i + 1);
+		} else {
+			i++;
+		}
+	}
+}
+
+/* Ranges of @f that [first, last] touches. */
+static size_t pins_touched(const struct upc_mm *mm, const struct upc_file *f, uint64_t first, uint64_t last)
+{
+	size_t n = 0;
+
+	for (size_t i = pins_find(mm, f, first); pins_in(mm, i, f, last); i++)
+		n++;
+	return n;
+}
+
+/* @mm pins file pages [first, last] once more.  Caller holds mm->pin_lock and made room (pins_touched + 3). */
+static void pins_add(struct upc_mm *mm, struct upc_file *f, uint64_t first, uint64_t last)
+{
+	uint64_t pos = first;
+	size_t i;
+
+	pins_split(mm, f, first);
+	pins_split(mm, f, last + 1);
+	i = pins_find(mm, f, first);
+	while (pos <= last) {
+		if (pins_in(mm, i, f, last) && mm->pins[i].first == pos) {
+			mm->pins[i].count++;
+			pos = mm->pins[i++].last + 1;
+		} else {
+			uint64_t end = pins_in(mm, i, f, last) ? mm->pins[i].first - 1 : last;
+
+			pins_insert(mm, i++, (struct upc_pin_range){ .f = f, .first = pos, .last = end, .count = 1 });
+			pos = end + 1;
+		}
+	}
+	mm->nr_pinned += last - first + 1;
+	pins_merge(mm, f, first, last);
+}
+
+/* Does @mm pin every page of [first, last] of @f?  Caller holds mm->pin_lock. */
+static bool pins_cover(const struct upc_mm *mm, const struct upc_file *f, uint64_t first, uint64_t last)
+{
+	uint64_t pos = first;
+
+	for (size_t i = pins_find(mm, f, first); pos <= last; i++) {
+		if (!pins_in(mm, i, f, pos))
+			return false;
+		pos = mm->pins[i].last + 1;
+	}
+	return true;
+}
+
+/* One pin less of [first, last], which @mm pins (pins_cover).  Caller holds mm->pin_lock and made room (2). */
+static void pins_del(struct upc_mm *mm, struct upc_file *f, uint64_t first, uint64_t last)
+{
+	size_t i;
+
+	pins_split(mm, f, first);
+	pins_split(mm, f, last + 1);
+	for (i = pins_find(mm, f, first); pins_in(mm, i, f, last);)
+		if (--mm->pins[i].count == 0)
+			pins_remove(mm, i);
+		else
+			i++;
+	mm->nr_pinned -= last - first + 1;
+	pins_merge(mm, f, first, last);
+}
+
 static int fill_range(struct upc_cache *c, struct upc_file *f, uint64_t first, uint64_t last,
 		      char *buf, uint64_t bufpages, bool ahead);
+static int pins_record(struct upc_mm *mm, uintptr_t start, uintptr_t end);
+static int pins_forget(struct upc_mm *mm, uintptr_t start, uintptr_t end);
 
 /*
  * Pinning under UFFD_USER_MODE_ONLY.  MADV_POPULATE_* faults the range in
@@ -298,9 +510,84 @@ UPC_API int upc_pin(struct upc_cache *c, void *addr, size_t length, unsigned int
 			goto out;
 		}
 	}
-	ret = 0;
+	ret = pins_record(mm, start, end);
 out:
 	pthread_rwlock_unlock(&mm->lock);
+	return ret;
+}
+
+/*
+ * The pins upc_pin() just took over [start, end), recorded as this mm's
+ * ("Whose pins").  Room first, for the worst case (each piece may touch the
+ * ranges an earlier piece of the same file added): without it, -ENOMEM and
+ * the pins are dropped again, so that a failed call pins nothing.  Caller
+ * holds mm->lock.
+ */
+static int pins_record(struct upc_mm *mm, uintptr_t start, uintptr_t end)
+{
+	uint64_t first, last;
+	struct upc_map *m;
+	size_t room = 0;
+	uintptr_t pos;
+	int ret;
+
+	pthread_mutex_lock(&mm->pin_lock);
+	for_each_piece(mm, m, pos, start, end) {
+		piece(m, start, end, &first, &last);
+		room += pins_touched(mm, m->file, first, last) + 3;
+	}
+	ret = pins_reserve(mm, 2 * room);
+	if (ret == 0)
+		for_each_piece(mm, m, pos, start, end) {
+			piece(m, start, end, &first, &last);
+			pins_add(mm, m->file, first, last);
+		}
+	pthread_mutex_unlock(&mm->pin_lock);
+	if (ret < 0)
+		for_each_piece(mm, m, pos, start, end) {
+			piece(m, start, end, &first, &last);
+			pthread_mutex_lock(&m->file->lock);
+			unpin_pages(m->file, first, last);
+			pthread_mutex_unlock(&m->file->lock);
+		}
+	return ret;
+}
+
+/*
+ * Take this mm's pins of [start, end) off its record: -EINVAL, and the
+ * record unchanged, unless it pins every page (a page another process
+ * pinned is not this one's to unpin).  Caller holds mm->lock.
+ */
+static int pins_forget(struct upc_mm *mm, uintptr_t start, uintptr_t end)
+{
+	uint64_t first, last;
+	struct upc_map *m;
+	size_t room = 0;
+	uintptr_t pos, done;
+	int ret;
+
+	pthread_mutex_lock(&mm->pin_lock);
+	for_each_piece(mm, m, pos, start, end) {
+		piece(m, start, end, &first, &last);
+		room += pins_touched(mm, m->file, first, last) + 5;
+	}
+	ret = pins_reserve(mm, 2 * room);
+	for_each_piece(mm, m, pos, start, end) {
+		if (ret < 0)
+			break;
+		piece(m, start, end, &first, &last);
+		if (!pins_cover(mm, m->file, first, last)) {
+			/* two mappings of one page in the range count twice: put back what went */
+			for_each_piece(mm, m, done, start, pos) {
+				piece(m, start, pos, &first, &last);
+				pins_add(mm, m->file, first, last);
+			}
+			ret = -EINVAL;
+			break;
+		}
+		pins_del(mm, m->file, first, last);
+	}
+	pthread_mutex_unlock(&mm->pin_lock);
 	return ret;
 }
 
@@ -322,20 +609,10 @@ UPC_API int upc_unpin(struct upc_cache *c, void *addr, size_t length)
 	ret = mm_range_ok(mm, start, end);
 	if (ret < 0)
 		goto out;
-	/* Every page must be pinned, or nothing changes. */
-	for_each_piece(mm, m, pos, start, end) {
-		piece(m, start, end, &first, &last);
-		pthread_mutex_lock(&m->file->lock);
-		for (uint64_t p = first; p <= last && ret == 0; p++) {
-			struct upc_page *pg = pt_lookup(m->file, p);
-
-			if (!pg || !pg->pincount)
-				ret = -EINVAL;
-		}
-		pthread_mutex_unlock(&m->file->lock);
-		if (ret < 0)
-			goto out;
-	}
+	/* Every page must be pinned by this mm, or nothing changes. */
+	ret = pins_forget(mm, start, end);
+	if (ret < 0)
+		goto out;
 	for_each_piece(mm, m, pos, start, end) {
 		piece(m, start, end, &first, &last);
 		pthread_mutex_lock(&m->file->lock);

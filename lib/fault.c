@@ -137,9 +137,11 @@ static void uffd_eagain(struct upc_handler *h)
  * another file) fills an anonymous page of the client's and leaves the
  * memfd's page a hole, which the page table must not call cached: the
  * daemon's own next access to it through the staging mapping would be its
- * SIGBUS.  So after a client's fill the pages are looked for in the memfd
- * (mincore through the staging mapping: the page cache's residency), and a
- * fill that is not there fails (the faulting thread gets SIGBUS).
+ * SIGBUS.  So after a client's fill the faulting page is looked for in the
+ * memfd (mincore through the staging mapping: the page cache's residency),
+ * and a fill that is not there fails (the faulting thread gets SIGBUS; a
+ * window of pages copied with it lands in the same mapping, so the first
+ * fault of a private mapping is caught).
  */
 static bool inserted_in_memfd(struct upc_file *f, uint64_t pgoff, uint64_t n)
 {
@@ -232,6 +234,9 @@ static void fault_fail(struct upc_handler *h, struct upc_map *m, uintptr_t addr,
 		sys_uffd_wake(mm->uffd, addr, UPC_PAGE_SIZE);
 		return;
 	}
+	/* upcd's client: a poison marker in its PTE, the fence's answer for that client (remote.c) */
+	if (!poison && mm->remote && remote_refuse(m, addr) == 0)
+		return;
 	if (!poison && pgoff >= m->file->npages && file_fence(m->file) == 0) {
 		sys_uffd_wake(mm->uffd, addr, UPC_PAGE_SIZE);
 		return;
@@ -406,7 +411,11 @@ static void handle_missing(struct upc_handler *h, struct upc_map *m, uintptr_t a
 	 */
 	r = insert_pages(h, mm->uffd, addr, h->bounce, in_map << UPC_PAGE_SHIFT, m->wp, &skipped,
 			 mark_write ? NULL : &woken, &there);
-	if (r <= 0 || (mm != &c->self && !inserted_in_memfd(f, pgoff, (uint64_t)r >> UPC_PAGE_SHIFT)))
+	/*
+	 * The faulting page, if this copy put it there (not one found there:
+	 * EEXIST, which a PTE marker over a page a client punched also gives).
+	 */
+	if (r <= 0 || (mm != &c->self && !there && !inserted_in_memfd(f, pgoff, 1)))
 		goto fail;
 	/* Only what was inserted (or found there) is cached. */
 	if ((uint64_t)r >> UPC_PAGE_SHIFT < in_map)
@@ -583,7 +592,16 @@ static void handle_minor(struct upc_handler *h, struct upc_map *m, uintptr_t add
 	atomic_fetch_add(&mm->cache->st.faults_minor, 1);
 	UPC_TRACE(fault, f, pgoff, addr, UPC_FAULT_MINOR, ptid);
 	if (!page_uptodate(f, pgoff)) {
-		/* Freed since the fault was raised: it faults again as MISSING. */
+		/*
+		 * Freed since the fault was raised: it faults again as MISSING.
+		 * Unless the memfd holds a page the cache does not: in upcd, a
+		 * client's write(2) into a hole of the memfd (remote.c, "What a
+		 * client can do to a memfd"), which would fault MINOR for ever.
+		 * It is not the cache's page: punched, and the retry reads the
+		 * store's (a page freed meanwhile is a hole already).
+		 */
+		if (mm->cache->serving)
+			sys_punch(f->memfd, (off_t)(pgoff << UPC_PAGE_SHIFT), UPC_PAGE_SIZE);
 		sys_uffd_wake(mm->uffd, addr, UPC_PAGE_SIZE);
 		UPC_TRACE(fault_done, f, pgoff, UPC_FAULT_MINOR, 0);
 		return;

@@ -475,7 +475,7 @@ static void fork_atexit(void)
 		for (size_t i = 0; i < n; i++) {
 			file_unpin_all(fs[i]);
 			writeback_range(fs[i], 0, UINT64_MAX, WB_SYNC, NULL);
-			sys_ftruncate(fs[i]->memfd, 0);
+			file_memfd_empty(fs[i]);
 			file_put(fs[i]);
 		}
 		free(fs);

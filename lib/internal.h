@@ -226,6 +226,8 @@ struct upc_map {
 	bool wp;			/* registered for write-protect (writable mappings) */
 	uint64_t wp_end;		/* file page: [pgoff, wp_end) was write-protected whole
 					 * (markers); the rest follows end of file (map_wp_extend) */
+	uint64_t poison_lo, poison_hi;	/* a client's: file pages [lo, hi) may hold poison markers,
+					 * accesses past end of file refused (remote_refuse) */
 	struct upc_map *f_next, *f_prev;	/* file->rmap */
 };
 
@@ -254,6 +256,13 @@ struct upc_handler {
 	unsigned int qhead, qtail;
 };
 
+/* Pins an mm holds (control.c, "Whose pins"): file pages [first, last], each pinned @count times. */
+struct upc_pin_range {
+	struct upc_file *f;
+	uint64_t first, last;
+	uint32_t count;
+};
+
 struct upc_mm {
 	struct upc_cache *cache;
 	int uffd;
@@ -266,6 +275,11 @@ struct upc_mm {
 	unsigned int nh;
 	int stop_efd;			/* "look at your flags": @stopping, the fork stash */
 	bool stopping;
+	/* The pins it took, sorted by (file, first), disjoint (control.c); @pin_lock */
+	pthread_mutex_t pin_lock;
+	struct upc_pin_range *pins;
+	size_t npins, pins_cap;
+	uint64_t nr_pinned;		/* pages it pins, each counted as often as it is pinned */
 	bool is_child;			/* a forked child's address space (fork.c) */
 	_Atomic bool dead;		/* that child is gone: the handler exits */
 	struct upc_mm *next_child;	/* cache->children */
@@ -280,6 +294,8 @@ struct upc_mm {
 	void *call_arg;
 	pthread_t call_thread;
 	bool in_call;			/* @call_thread is serving a request of this client */
+	int relay_sig;			/* the client library's relay signal (sigbus.c), or 0 */
+	_Atomic bool poisoned;		/* some mapping may hold poison markers (remote_refuse) */
 	struct upc_mm *next_remote;	/* cache->remotes */
 };
 
@@ -320,6 +336,9 @@ struct upc_cache {
 	struct upc_mm *children;	/* forked children served by this cache (fork.c) */
 	struct upc_mm *remotes;		/* upcd's clients (remote.c), under @lock */
 	bool serving;			/* upcd's cache: memfds are handed to clients (remote.c) */
+	pthread_t stage_thread;		/* serving: the staging mappings' faults (remote.c, staging_main) */
+	bool stage_running;
+	int stage_efd;
 	_Atomic unsigned int forks_pending;	/* fork events read whose child is not in the rmap yet */
 	_Atomic unsigned int reading;	/* threads in a read of a uffd, counting fork events (fork.c) */
 	pthread_mutex_t fork_mutex;	/* waiting for forks to settle */
@@ -406,7 +425,7 @@ struct stat;
 __upc_hidden int sys_fstat(int fd, struct stat *st);
 __upc_hidden int sys_fstat_id(int fd, struct stat *st);
 __upc_hidden int sys_madvise(void *addr, size_t len, int advice);
-__upc_hidden int sys_memfd(const char *name);
+__upc_hidden int sys_memfd(const char *name, bool sealable);
 __upc_hidden int sys_ftruncate(int fd, off_t len);
 __upc_hidden int sys_punch(int fd, off_t off, off_t len);
 __upc_hidden int sys_fallocate(int fd, int mode, off_t off, off_t len);
@@ -440,8 +459,10 @@ __upc_hidden int file_lookup(struct upc_cache *c, int fd, struct upc_file **fp);
 __upc_hidden int file_fence(struct upc_file *f);
 __upc_hidden void sigbus_install(void);
 __upc_hidden int sigbus_relay(pid_t tid, uintptr_t addr);
+__upc_hidden int sigbus_relay_signal(void);
 
 __upc_hidden void file_unfence(struct upc_file *f);
+__upc_hidden void file_memfd_empty(struct upc_file *f);
 __upc_hidden void files_unfence_stale(struct upc_cache *c);
 struct upc_io;
 __upc_hidden uint64_t fill_valid(struct upc_file *f, int ret, struct upc_io *io);
@@ -480,6 +501,7 @@ __upc_hidden int map_wp_extend(struct upc_map *m, uint64_t npages);
 __upc_hidden int file_wp_extend(struct upc_file *f, uint64_t npages, bool *yielded);
 
 /* control.c */
+__upc_hidden void pins_release(struct upc_mm *mm);
 __upc_hidden int mm_range_ok(struct upc_mm *mm, uintptr_t start, uintptr_t end);
 __upc_hidden int range_args(struct upc_cache *c, void *addr, size_t length, uintptr_t *startp,
 			    uintptr_t *endp);
@@ -504,6 +526,7 @@ __upc_hidden unsigned int uffd_read_msgs(struct upc_mm *mm, struct uffd_msg *q, 
 #define MM_CALL_MUNMAP		1	/* the values of proto.h's UPC_CALL_* */
 #define MM_CALL_MPROTECT	2
 #define MM_CALL_MADVISE		3
+#define RELAY_LIFT_TAG		0x75706c66	/* si_errno of upcd's "zap your poison markers" (sigbus.c) */
 __upc_hidden struct upc_mm *mm_current(struct upc_cache *c);
 __upc_hidden void mm_current_set(struct upc_mm *mm);
 __upc_hidden void mm_current_clear(struct upc_mm *mm);
@@ -511,6 +534,12 @@ __upc_hidden int remote_attach(struct upc_cache *c, int uffd, int pagemap_fd, pi
 			       int (*call)(struct upc_mm *, int, uintptr_t, size_t, int), void *call_arg,
 			       struct upc_mm **mmp);
 __upc_hidden void remote_detach(struct upc_mm *mm);
+__upc_hidden int cache_serve(struct upc_cache *c);
+__upc_hidden void cache_serve_stop(struct upc_cache *c);
+__upc_hidden int remote_refuse(struct upc_map *m, uintptr_t addr);
+__upc_hidden void remote_lift(struct upc_file *f);
+__upc_hidden void remote_lift_pending(struct upc_mm *mm);
+__upc_hidden int remote_relay_set(struct upc_mm *mm, int sig);
 __upc_hidden int remote_map_prepare(struct upc_cache *c, int fd, uint64_t offset, uint64_t length, int prot,
 				    struct upc_file **fp, int *memfdp, int *statefdp, int *maxprotp);
 __upc_hidden int remote_adopt(struct upc_mm *mm, int fd, int memfd, int statefd, uintptr_t addr, size_t len,

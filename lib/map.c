@@ -94,6 +94,7 @@ int mm_init(struct upc_cache *c, struct upc_mm *mm)
 	mm->cache = c;
 	mm->uffd = mm->pagemap_fd = mm->stop_efd = -1;
 	pthread_rwlock_init(&mm->lock, NULL);
+	pthread_mutex_init(&mm->pin_lock, NULL);
 	mm->pid = getpid();
 	ret = sys_uffd_open(c->uffd_features, NULL, NULL);
 	if (ret < 0)
@@ -125,6 +126,9 @@ void mm_fini(struct upc_mm *mm)
 		close(mm->stop_efd);
 	free(mm->maps);
 	mm->maps = NULL;
+	free(mm->pins);		/* released already: pins_release() or file_unpin_all() */
+	mm->pins = NULL;
+	mm->npins = mm->pins_cap = 0;
 	mm->uffd = mm->pagemap_fd = mm->stop_efd = -1;
 	pthread_rwlock_destroy(&mm->lock);
 }

@@ -25,7 +25,7 @@ static bool probe_register(uint64_t api_features, uint64_t mode)
 	uffd = sys_uffd_open(api_features, NULL, NULL);
 	if (uffd < 0)
 		return false;
-	mfd = sys_memfd("upcache-probe");
+	mfd = sys_memfd("upcache-probe", false);
 	if (mfd < 0)
 		goto out_uffd;
 	if (sys_ftruncate(mfd, UPC_PAGE_SIZE) < 0)

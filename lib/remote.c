@@ -30,11 +30,14 @@
 #include "internal.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 static __thread struct upc_mm *current_mm;
@@ -119,6 +122,7 @@ int remote_attach(struct upc_cache *c, int uffd, int pagemap_fd, pid_t pid,
 	mm->call = call;
 	mm->call_arg = call_arg;
 	pthread_rwlock_init(&mm->lock, NULL);
+	pthread_mutex_init(&mm->pin_lock, NULL);
 	mm->stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (mm->stop_efd < 0) {
 		ret = -errno;
@@ -165,6 +169,14 @@ void remote_detach(struct upc_mm *mm)
 		}
 	pthread_mutex_unlock(&c->lock);
 	fault_handler_stop(mm);
+	/*
+	 * Its pins go with it, as a process's pin_user_pages() pins do when
+	 * it exits (seed 001, Hubbard): its UPC_PIN_WRITE pages become dirty,
+	 * its UPC_PIN_NOWRITEBACK pages may be written back, and all of them
+	 * evicted, as at upc_unpin().  Before its mappings go: they hold the
+	 * files the pins name (control.c, "Whose pins").
+	 */
+	pins_release(mm);
 	/*
 	 * A client that is still alive (it broke the protocol, or stopped
 	 * answering) keeps its PTEs: write-protect its writable mappings
@@ -296,4 +308,308 @@ int remote_adopt(struct upc_mm *mm, int fd, int memfd, int statefd, uintptr_t ad
 	if (ret == 0)
 		sys_uffd_wake(mm->uffd, addr, len);
 	return ret;
+}
+
+/* ------------------------------------------------------------ what a client can do to a memfd */
+
+/*
+ * What a client can do to a memfd.  A client that may write a file gets a
+ * read-write descriptor of the file's memfd (it must map it writable), and
+ * with it every system call on a shmem file.  None of them may take the
+ * daemon down or cost another client its data beyond what writing the
+ * file allows anyway (writing zeros over it):
+ *
+ *   - ftruncate(2) to a smaller size, and any shrink: refused (EPERM), the
+ *     memfd is sealed with F_SEAL_SHRINK (cache.c, file_new).  Before the
+ *     seal, the daemon's next access to a page past the new size, through
+ *     its staging mapping, was SIGBUS, and the daemon died with every
+ *     client's unwritten data (upcd(8)).  F_SEAL_SEAL refuses new seals
+ *     (F_SEAL_GROW or F_SEAL_FUTURE_WRITE would stop the engine's own
+ *     growth, writes and hole punches); seals cannot be removed.
+ *   - fallocate(2) COLLAPSE_RANGE, INSERT_RANGE, ZERO_RANGE: shmem has
+ *     none of them (EOPNOTSUPP).
+ *   - growing it (ftruncate larger, a write past its end, fallocate):
+ *     allowed and harmless: the memfd only needs to be at least as long as
+ *     every mapping of it (cache.c, file_memfd_span, which accepts one a
+ *     client made longer).
+ *   - FALLOC_FL_PUNCH_HOLE: allowed (only F_SEAL_WRITE and
+ *     F_SEAL_FUTURE_WRITE refuse it, and they would refuse the clients'
+ *     writes too).  A punched page the cache thought cached reads as
+ *     zeros: the engine's own accesses to it through the staging mapping
+ *     are served a page of zeros (staging_main below: a staging hole in
+ *     an embedded cache is a bug, SIGBUS; in upcd it is a client's punch),
+ *     and a client's fault on it reads it from the store again (fault.c,
+ *     "MISSING fault again on cached page").  What it held is lost, as if
+ *     the punching client had written zeros there, which it may.
+ *   - write(2) into a hole of the memfd (a page the cache does not hold):
+ *     the page is not the cache's.  A client's MINOR fault on it punches
+ *     it and reads the store's page instead (fault.c, handle_minor).
+ *
+ * Without the shrink, the end-of-file fence an embedded cache uses
+ * (cache.c, file_fence: the memfd cut at end of file, so that the kernel
+ * raises its own SIGBUS for the access) is gone too.  A client's access
+ * past end of file is refused with a poison marker in that client's PTE
+ * instead (remote_refuse): measured on this kernel (6.18), an access to it
+ * is the kernel's own SIGBUS, BUS_ADRERR, with the exact faulting address
+ * in si_addr, a kernel-mode access (write(2) from the mapping) fails with
+ * EFAULT and no signal: the fence's semantics, for that client only.  A
+ * poison marker stays until the process itself zaps the PTE (a hole
+ * punched in the memfd does not remove it: the kernel zaps markers at
+ * truncation only, and process_madvise(MADV_DONTNEED) of another process
+ * is refused), so when the file grows over a poisoned page the client is
+ * asked to zap it (remote_lift): by the relay signal its library
+ * registered (UPC_MSG_RELAY; sigbus.c, relay_action), or, if it has none,
+ * at the start of its next request (and the client that grew the file
+ * itself, before the reply to that request).  Until then an access to
+ * that page still gets SIGBUS: upcd(8), BUGS.
+ */
+
+static pthread_once_t zero_once = PTHREAD_ONCE_INIT;
+static char *zero_page;
+
+static void zero_page_alloc(void)
+{
+	zero_page = aligned_alloc(UPC_PAGE_SIZE, UPC_PAGE_SIZE);
+	if (zero_page)
+		memset(zero_page, 0, UPC_PAGE_SIZE);
+}
+
+/*
+ * The engine's faults on its staging mappings, in a serving cache: a page
+ * the cache thinks cached is a hole only if a client punched it (see
+ * above).  It is served as zeros, the punch's own contents, instead of the
+ * SIGBUS that would end the daemon.
+ */
+static void *staging_main(void *arg)
+{
+	struct upc_cache *c = arg;
+	struct uffd_msg msg[16];
+
+	for (;;) {
+		struct pollfd pfd[2] = { { .fd = c->engine_uffd, .events = POLLIN },
+					 { .fd = c->stage_efd, .events = POLLIN } };
+		ssize_t n;
+
+		if (poll(pfd, 2, -1) < 0)
+			continue;
+		if (pfd[1].revents)
+			break;
+		n = read(c->engine_uffd, msg, sizeof(msg));
+		for (ssize_t i = 0; i < n / (ssize_t)sizeof(msg[0]); i++) {
+			uintptr_t addr = (uintptr_t)msg[i].arg.pagefault.address & UPC_PAGE_MASK;
+			long r;
+
+			if (msg[i].event != UFFD_EVENT_PAGEFAULT)
+				continue;
+			pr_warn("a page of a served memfd was punched behind the cache (a client's fallocate): "
+				"it reads as zeros\n");
+			r = sys_uffd_copy(c->engine_uffd, addr, zero_page, UPC_PAGE_SIZE, false, true);
+			if (r < 0)
+				sys_uffd_wake(c->engine_uffd, addr, UPC_PAGE_SIZE);	/* EEXIST: filled meanwhile */
+		}
+	}
+	return NULL;
+}
+
+/*
+ * The cache becomes upcd's: its memfds are sealed and handed to clients
+ * (cache.c, file_new), and its staging mappings are served by
+ * staging_main() rather than failing with SIGBUS.  Before any file exists.
+ */
+int cache_serve(struct upc_cache *c)
+{
+	int uffd, ret;
+
+	if (c->nr_files)
+		return -EBUSY;
+	pthread_once(&zero_once, zero_page_alloc);
+	if (!zero_page)
+		return -ENOMEM;
+	uffd = sys_uffd_open(0, NULL, NULL);	/* not UFFD_FEATURE_SIGBUS: staging_main() serves it */
+	if (uffd < 0)
+		return uffd;
+	c->stage_efd = eventfd(0, EFD_CLOEXEC);
+	if (c->stage_efd < 0) {
+		ret = -errno;
+		close(uffd);
+		return ret;
+	}
+	close(c->engine_uffd);
+	c->engine_uffd = uffd;
+	if (pthread_create(&c->stage_thread, NULL, staging_main, c) != 0) {
+		close(c->stage_efd);
+		c->stage_efd = -1;
+		return -EAGAIN;
+	}
+	pthread_setname_np(c->stage_thread, "upc-staging");
+	c->stage_running = true;
+	c->serving = true;
+	return 0;
+}
+
+/* At cache destruction, after every file is freed. */
+void cache_serve_stop(struct upc_cache *c)
+{
+	uint64_t one = 1;
+
+	if (!c->stage_running)
+		return;
+	if (write(c->stage_efd, &one, sizeof(one)) == sizeof(one))
+		pthread_join(c->stage_thread, NULL);
+	close(c->stage_efd);
+	c->stage_running = false;
+}
+
+/*
+ * A client's access at @addr in @m, past end of file, refused: a poison
+ * marker in its PTE (see the top of this section), which the kernel
+ * answers with SIGBUS for a user-mode access and EFAULT for a kernel-mode
+ * one, now and at every later access until the file grows over the page
+ * (remote_lift).  Only where an empty PTE needs no write-protect marker
+ * (synchronous tracking with MINOR faults: map.c, map_wp), since lifting
+ * the poison leaves the PTE empty.  Returns 0 (the caller wakes the
+ * fault), or -errno: the caller signals the thread itself.  Caller holds
+ * f->lock.
+ */
+int remote_refuse(struct upc_map *m, uintptr_t addr)
+{
+	struct upc_mm *mm = m->mm;
+	struct upc_cache *c = mm->cache;
+	uint64_t pgoff = m->pgoff + ((addr - m->start) >> UPC_PAGE_SHIFT);
+	int ret;
+
+	if (!(c->uffd_features & UFFD_FEATURE_POISON) ||
+	    (m->wp && !(c->track_mode == UPC_TRACK_SYNC && (c->uffd_features & UFFD_FEATURE_MINOR_SHMEM))))
+		return -EOPNOTSUPP;
+	/* UFFDIO_POISON installs into an empty PTE only (EEXIST on a uffd-wp marker) */
+	if (m->wp) {
+		ret = sys_uffd_wp(mm->uffd, addr, UPC_PAGE_SIZE, false, false);
+		if (ret < 0)
+			return ret;
+	}
+	ret = sys_uffd_poison(mm->uffd, addr, UPC_PAGE_SIZE);
+	if (ret < 0 && ret != -EEXIST)	/* EEXIST: a late message of an access poisoned already */
+		return ret;
+	atomic_store(&mm->poisoned, true);
+	if (m->poison_lo == m->poison_hi) {
+		m->poison_lo = pgoff;
+		m->poison_hi = pgoff + 1;
+	} else {
+		m->poison_lo = min_t(uint64_t, m->poison_lo, pgoff);
+		m->poison_hi = max_t(uint64_t, m->poison_hi, pgoff + 1);
+	}
+	if (ret == -EEXIST)
+		sys_uffd_wake(mm->uffd, addr, UPC_PAGE_SIZE);
+	return 0;
+}
+
+/*
+ * @m's client is asked to zap its poisoned PTEs: by its relay signal,
+ * process-directed, whichever of its threads takes it (sigbus.c,
+ * relay_action: MADV_DONTNEED of the range); the pages still past end of
+ * file are poisoned again at their next access.  The range stays recorded
+ * for remote_lift_pending() instead if the client has no relay signal, or
+ * if this thread is serving its request (the file grows by its own
+ * upc_pwrite or upc_ftruncate): then it is zapped before the reply, so
+ * that the client's next access after its own call sees the pages.
+ * Caller holds f->lock.
+ */
+/* @m's poisoned range, within @m (a split mapping keeps its original's range): false if none */
+static bool map_poisoned(const struct upc_map *m, uintptr_t *startp, uint64_t *npagesp)
+{
+	uint64_t lo = max_t(uint64_t, m->poison_lo, m->pgoff);
+	uint64_t hi = min_t(uint64_t, m->poison_hi, m->pgoff + ((m->end - m->start) >> UPC_PAGE_SHIFT));
+
+	if (lo >= hi)
+		return false;
+	*startp = m->start + ((lo - m->pgoff) << UPC_PAGE_SHIFT);
+	*npagesp = hi - lo;
+	return true;
+}
+
+static void map_lift(struct upc_map *m)
+{
+	struct upc_mm *mm = m->mm;
+	uintptr_t start;
+	uint64_t n;
+	siginfo_t si;
+
+	if (!map_poisoned(m, &start, &n)) {
+		m->poison_lo = m->poison_hi = 0;
+		return;
+	}
+	if (!mm->relay_sig || !mm->pid || (mm->in_call && pthread_equal(mm->call_thread, pthread_self())))
+		return;
+	memset(&si, 0, sizeof(si));
+	si.si_signo = mm->relay_sig;
+	si.si_code = SI_QUEUE;
+	si.si_pid = mm->pid;		/* relay_action() takes only its own process's (sigbus.c) */
+	si.si_errno = RELAY_LIFT_TAG;
+	si.si_uid = (uid_t)min_t(uint64_t, n, UINT32_MAX);	/* pages */
+	si.si_value.sival_ptr = (void *)start;
+	if (syscall(SYS_rt_sigqueueinfo, mm->pid, mm->relay_sig, &si) == 0 || errno == ESRCH)
+		m->poison_lo = m->poison_hi = 0;
+}
+
+/*
+ * The file grows over pages that were past its end: no client may keep a
+ * poison marker there (remote_refuse).  From file_grow(), before the size
+ * says the pages exist.  Caller holds f->lock.
+ */
+void remote_lift(struct upc_file *f)
+{
+	for (struct upc_map *m = f->rmap; m; m = m->f_next)
+		if (m->mm->remote && m->poison_hi != m->poison_lo)
+			map_lift(m);
+}
+
+/*
+ * The poison markers of @mm that the file has grown over and map_lift()
+ * left recorded are zapped now, by the client itself (mm_call): before
+ * and after each of its requests.  No lock held; from the thread serving
+ * the client's requests, with the client's mm current.
+ */
+void remote_lift_pending(struct upc_mm *mm)
+{
+	struct run lift[8];
+	bool left = false;
+	size_t n = 0;
+
+	/* a hint, set by remote_refuse(): most requests of most clients find nothing to walk */
+	if (!atomic_exchange(&mm->poisoned, false))
+		return;
+	pthread_rwlock_rdlock(&mm->lock);
+	for (size_t i = 0; i < mm->nmaps; i++) {
+		struct upc_map *m = mm->maps[i];
+
+		if (m->poison_hi == m->poison_lo)
+			continue;
+		left = true;
+		if (n == ARRAY_SIZE(lift))
+			continue;
+		pthread_mutex_lock(&m->file->lock);
+		/* only what the file has grown over: the rest is still past its end */
+		if ((m->poison_lo << UPC_PAGE_SHIFT) < (uint64_t)m->file->size) {
+			uintptr_t start;
+
+			if (map_poisoned(m, &start, &lift[n].n))
+				lift[n++].start = start;
+			m->poison_lo = m->poison_hi = 0;
+		}
+		pthread_mutex_unlock(&m->file->lock);
+	}
+	pthread_rwlock_unlock(&mm->lock);
+	if (left)	/* still past end of file, or more than one pass takes */
+		atomic_store(&mm->poisoned, true);
+	for (size_t i = 0; i < n; i++)
+		mm_call(mm, MM_CALL_MADVISE, (uintptr_t)lift[i].start, lift[i].n << UPC_PAGE_SHIFT, MADV_DONTNEED);
+}
+
+/* The client's relay signal (UPC_MSG_RELAY): 0, or a real-time signal. */
+int remote_relay_set(struct upc_mm *mm, int sig)
+{
+	if (sig && (sig < SIGRTMIN || sig > SIGRTMAX))
+		return -EINVAL;
+	mm->relay_sig = sig;
+	return 0;
 }

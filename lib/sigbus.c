@@ -44,6 +44,13 @@
  *     messages for one write(2), the last two served after the probe was
  *     taken).
  *
+ * A shared cache's process (client.c) is refused by upcd instead, with a
+ * poison marker in its own PTE (remote.c, remote_refuse): the kernel's
+ * SIGBUS and EFAULT without a relay.  The relay signal serves it another
+ * way: upcd queues it, SI_QUEUE with si_errno RELAY_LIFT_TAG, to ask the
+ * process to zap the markers of a range the file has grown over
+ * (relay_action, range_is_cache_memfd).
+ *
  * SIGBUS itself stays the application's: nothing is installed for it, so
  * handlers set and reset around an access (sigsetjmp idioms) work as on
  * the kernel.  When the relay cannot be used (the signal is someone
@@ -53,8 +60,10 @@
  */
 #include "internal.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -95,6 +104,51 @@ static void raise_sigbus(void *addr, void *uctx)
 	sigdelset(&((ucontext_t *)uctx)->uc_sigmask, SIGBUS);
 }
 
+/*
+ * Is [@start, @end) covered by mappings of a cache's memfd ("/memfd:upcache:"
+ * in /proc/self/maps, one or several adjacent ones)?  The lift request is asynchronous: the range may
+ * have been unmapped and reused for other memory since it was sent, whose
+ * contents MADV_DONTNEED would destroy.  Async-signal-safe: open, read
+ * and close only, on the stack.
+ */
+static bool range_is_cache_memfd(uintptr_t start, uintptr_t end)
+{
+	static const char tag[] = "/memfd:upcache:";
+	char buf[4096], line[512];
+	size_t ll = 0;
+	bool found = false;
+	ssize_t n;
+	int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return false;
+	while (!found && (n = read(fd, buf, sizeof(buf))) > 0) {
+		for (ssize_t i = 0; i < n && !found; i++) {
+			unsigned long lo = 0, hi = 0;
+			const char *p = line;
+
+			if (buf[i] != '\n') {
+				if (ll < sizeof(line) - 1)
+					line[ll++] = buf[i];
+				continue;
+			}
+			line[ll] = 0;
+			ll = 0;
+			for (; *p && *p != '-'; p++)
+				lo = lo * 16 + (unsigned long)(*p <= '9' ? *p - '0' : (*p | 0x20) - 'a' + 10);
+			for (p += !!*p; *p && *p != ' '; p++)
+				hi = hi * 16 + (unsigned long)(*p <= '9' ? *p - '0' : (*p | 0x20) - 'a' + 10);
+			/* the lines are sorted by address: cover from @start on, without a gap */
+			if (start >= lo && start < hi && strstr(line, tag)) {
+				start = hi;
+				found = start >= end;
+			}
+		}
+	}
+	close(fd);
+	return found;
+}
+
 static void relay_action(int sig, siginfo_t *si, void *uctx)
 {
 	int saved = errno;
@@ -103,6 +157,22 @@ static void relay_action(int sig, siginfo_t *si, void *uctx)
 	(void)sig;
 	if (si->si_code != SI_QUEUE || si->si_pid != getpid())
 		return;		/* not ours: a stray real-time signal has no default to run */
+	if (si->si_errno == RELAY_LIFT_TAG) {
+		/*
+		 * upcd asks this process to zap the poison markers its
+		 * refusals of accesses past end of file left in a mapping, the
+		 * file having grown over them (remote.c, remote_lift): a range
+		 * of si_uid pages at si_value.  The PTEs become empty, and the
+		 * next access faults to the daemon again.
+		 */
+		uintptr_t a = (uintptr_t)si->si_value.sival_ptr;
+		size_t len = (size_t)si->si_uid << UPC_PAGE_SHIFT;
+
+		if (!(a & ~UPC_PAGE_MASK) && len && range_is_cache_memfd(a, a + len))
+			madvise((void *)a, len, MADV_DONTNEED);
+		errno = saved;
+		return;
+	}
 	me = sigbus_gettid();
 	for (unsigned int i = 0; i < RELAY_SLOTS; i++) {
 		if (atomic_load(&relay[i].tid) != me ||
@@ -157,6 +227,12 @@ static void sigbus_install_once(void)
 	}
 	if (sigaction(sig, &sa, NULL) == 0)
 		relay_sig = sig;
+}
+
+/* The relay's signal, 0 if there is none (upcd asks through it: remote.c). */
+int sigbus_relay_signal(void)
+{
+	return relay_sig;
 }
 
 /* Once per process, from upc_cache_create(). */

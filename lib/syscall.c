@@ -9,6 +9,7 @@
 
 #include <fcntl.h>
 #include <linux/falloc.h>
+#include <linux/memfd.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -228,9 +229,9 @@ int sys_madvise(void *addr, size_t len, int advice)
 	return madvise(addr, len, advice) < 0 ? -errno : 0;
 }
 
-int sys_memfd(const char *name)
+int sys_memfd(const char *name, bool sealable)
 {
-	int fd = memfd_create(name, MFD_CLOEXEC);
+	int fd = memfd_create(name, MFD_CLOEXEC | (sealable ? MFD_ALLOW_SEALING : 0));
 
 	return fd < 0 ? -errno : fd;
 }

@@ -288,3 +288,47 @@ Test(pin, a_nowriteback_pin_waits_for_write_back_in_flight, .timeout = 60)
 	cr_assert_eq(upc_store_destroy(s), 0);
 	close(fd);
 }
+
+/*
+ * A process's pins are recorded per address space as ranges with counts
+ * (control.c, "Whose pins"): overlapping pins, pins through two mappings of
+ * one file, and unpins of pieces of them must leave every page pinned
+ * exactly as often as it was pinned and not unpinned, and an unpin of a
+ * page not pinned (or not pinned as often) changes nothing.
+ */
+Test(pin, overlapping_pins_and_partial_unpins_count_every_page, .timeout = 60)
+{
+	struct upc_cache *c = cache_new(UPC_CACHE_NO_BGWB);
+	int fd = tmpfile_pattern(32 * PAGE, NULL);
+	unsigned char *p, *q;
+
+	cr_assert_eq(upc_map(c, fd, 0, 32 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
+	cr_assert_eq(upc_map(c, fd, 8 * PAGE, 8 * PAGE, PROT_READ, 0, (void **)&q), 0);
+	cr_assert_eq(upc_pin(c, p, 8 * PAGE, 0), 0);			/* 0-7 */
+	cr_assert_eq(upc_pin(c, p + 8 * PAGE, 4 * PAGE, 0), 0);	/* 8-11: one range with 0-7 */
+	cr_assert_eq(upc_pin(c, p + 4 * PAGE, 8 * PAGE, 0), 0);	/* 4-11 twice */
+	cr_assert_eq(upc_pin(c, q + 2 * PAGE, 4 * PAGE, 0), 0);	/* 10-13 through the other mapping */
+	cr_assert_eq(stats_of(c).pages_pinned, 14);
+	/* counts now: 0-3 x1, 4-9 x2, 10-11 x3, 12-13 x1 */
+	cr_assert_eq(upc_unpin(c, p + 14 * PAGE, PAGE), -EINVAL, "page 14 was never pinned");
+	cr_assert_eq(upc_unpin(c, p + 12 * PAGE, 3 * PAGE), -EINVAL, "12-14: 14 is not pinned");
+	cr_assert_eq(stats_of(c).pages_pinned, 14, "a refused unpin changed something");
+	cr_assert_eq(upc_unpin(c, p, 12 * PAGE), 0);			/* 0-3 x0, 4-9 x1, 10-11 x2 */
+	cr_assert_eq(stats_of(c).pages_pinned, 10);
+	cr_assert_eq(upc_unpin(c, p, PAGE), -EINVAL, "page 0 is not pinned any more");
+	cr_assert_eq(upc_unpin(c, q, 6 * PAGE), 0);			/* 8-13 through q: 8-9 x0, 10-11 x1, 12-13 x0 */
+	cr_assert_eq(stats_of(c).pages_pinned, 6);			/* 4-7, 10-11 */
+	cr_assert_eq(upc_unpin(c, p + 4 * PAGE, 8 * PAGE), -EINVAL, "8-9 are not pinned");
+	cr_assert_eq(upc_unpin(c, p + 4 * PAGE, 4 * PAGE), 0);
+	cr_assert_eq(upc_unpin(c, p + 10 * PAGE, 2 * PAGE), 0);
+	cr_assert_eq(stats_of(c).pages_pinned, 0);
+	cr_assert_eq(upc_unpin(c, p + 10 * PAGE, PAGE), -EINVAL);
+	/* pinned whole again: unmap is refused while it is, and works after */
+	cr_assert_eq(upc_pin(c, p, 32 * PAGE, 0), 0);
+	cr_assert_eq(upc_unmap(c, p, 32 * PAGE), -EBUSY);
+	cr_assert_eq(upc_unpin(c, p, 32 * PAGE), 0);
+	cr_assert_eq(upc_unmap(c, p, 32 * PAGE), 0);
+	cr_assert_eq(upc_unmap(c, q, 8 * PAGE), 0);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	close(fd);
+}

@@ -6,6 +6,7 @@
 #include "helpers.h"
 #include "proto.h"
 
+#include <linux/falloc.h>
 #include <linux/userfaultfd.h>
 #include <stdatomic.h>
 #include <sys/ioctl.h>
@@ -837,4 +838,637 @@ Test(shared, malformed_messages_disconnect_only_their_sender, .timeout = 60)
 	upcd_stop();
 	free(m);
 	close(fd);
+}
+
+/* ------------------------------------------------------------ what a writer can do to the memfd it is handed */
+
+/*
+ * A client that may write a file gets a read-write descriptor of the
+ * cache's memfd.  Before it was sealed, an ftruncate(2) of it killed the
+ * daemon with SIGBUS (its staging mapping lost the pages past the new
+ * size), and every client's unwritten data with it.  Now: every shrink is
+ * refused, no seal can be added, growth is harmless; a hole punched in a
+ * cached page and a page written into a hole do not take the daemon down
+ * either, and the other client's data reaches the file.
+ */
+Test(shared, a_writer_cannot_shrink_the_memfd_nor_take_the_daemon_down, .timeout = 60)
+{
+	const size_t size = 16 * PAGE;
+	struct upc_msg *m = malloc(sizeof(*m));
+	char path[64];
+	int fd = tmpfile_pattern(size, path), s, memfd, rw;
+	uint64_t args[3] = { 0, size, PROT_READ | PROT_WRITE };
+	struct upc_cache *c, *c2;
+	unsigned char *p, *q, buf[PAGE];
+	struct stat st;
+	long ret;
+
+	upcd_start(NULL);
+	c = shared_cache();
+	cr_assert_eq(upc_map(c, fd, 0, size, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
+
+	/* The raw client: a writable map of the same file, its memfd descriptor. */
+	s = raw_connect();
+	cr_assert_geq(s, 0);
+	ret = raw_attach(s, m);
+	cr_assert_eq(ret, 0, "attach: %s", strerror((int)-ret));
+	rw = open_rw(path);
+	ret = raw_req(s, UPC_MSG_MAP, args, 3, &rw, 1, m);
+	cr_assert(ret == 0 && m->nfds == 2, "map: %ld, %u descriptors", ret, m->nfds);
+	memfd = m->fds[0];
+	close(m->fds[1]);	/* the page table's: read-only (a_read_only_client_cannot_write_by_any_path) */
+	cr_assert_eq(fcntl(memfd, F_GETFL) & O_ACCMODE, O_RDWR);
+	cr_assert_eq(fcntl(memfd, F_GET_SEALS), F_SEAL_SHRINK | F_SEAL_SEAL);
+
+	/* Every shrink: refused. */
+	cr_assert_eq(ftruncate(memfd, 0), -1);
+	cr_assert_eq(errno, EPERM, "%s", strerror(errno));
+	cr_assert_eq(ftruncate(memfd, 4 * PAGE + 7), -1);
+	cr_assert_eq(errno, EPERM);
+	cr_assert_eq(fallocate(memfd, FALLOC_FL_COLLAPSE_RANGE, 0, PAGE), -1);
+	cr_assert_eq(fallocate(memfd, FALLOC_FL_INSERT_RANGE, 0, PAGE), -1);
+	/* No seal can be added (GROW or FUTURE_WRITE would stop the engine), none removed. */
+	cr_assert_eq(fcntl(memfd, F_ADD_SEALS, F_SEAL_GROW), -1);
+	cr_assert_eq(errno, EPERM);
+	cr_assert_eq(fcntl(memfd, F_ADD_SEALS, F_SEAL_FUTURE_WRITE), -1);
+	cr_assert_eq(fcntl(memfd, F_ADD_SEALS, F_SEAL_WRITE), -1);
+	cr_assert_eq(fcntl(memfd, F_GET_SEALS), F_SEAL_SHRINK | F_SEAL_SEAL);
+	/* ... nor through a descriptor opened again through /proc */
+	{
+		char proc[64];
+		int again;
+
+		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", memfd);
+		again = open(proc, O_RDWR);
+		if (again >= 0) {
+			cr_assert_eq(ftruncate(again, 0), -1);
+			cr_assert_eq(errno, EPERM);
+			close(again);
+		}
+	}
+	/* Growing it: allowed, and harmless (the engine needs it long, not short). */
+	cr_assert_eq(fstat(memfd, &st), 0);
+	cr_assert_eq(ftruncate(memfd, st.st_size + 64 * PAGE), 0);
+	memset(buf, 'G', sizeof(buf));
+	cr_assert_eq(pwrite(memfd, buf, PAGE, st.st_size + 100 * PAGE), PAGE);
+	cr_assert_eq(ftruncate(memfd, st.st_size + 64 * PAGE), -1, "shrinking back");
+	/*
+	 * A page written into a hole of the cache (nothing of the file is
+	 * cached yet): the other client's first access to it is a MINOR fault
+	 * on a page the cache does not hold, which once faulted for ever.  It
+	 * reads the file's page.
+	 */
+	memset(buf, 'Z', sizeof(buf));
+	cr_assert_eq(pwrite(memfd, buf, PAGE, 12 * PAGE), PAGE);
+	cr_assert_eq(p[12 * PAGE + 5], pat(12 * PAGE + 5), "a page a client wrote into a hole of the memfd was read");
+	cr_assert_eq(p[12 * PAGE + 4095], pat(12 * PAGE + 4095));
+	/* A hole punched in a cached, dirty page. */
+	for (size_t i = 0; i < 8; i++)
+		memset(p + i * PAGE + 100, 'A' + (int)i, 50);	/* dirty, not written back */
+	cr_assert_eq(fallocate(memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 3 * PAGE, PAGE), 0);
+
+	/*
+	 * The daemon lives through its own access to the punched page (upc_pread
+	 * and upc_pwrite copy through its staging mapping), and the other
+	 * client is served all along.
+	 */
+	cr_assert_eq(upc_pread(c, fd, buf, 16, 3 * PAGE + 200), 16);
+	cr_assert_eq(upc_pwrite(c, fd, "after the punch", 15, 3 * PAGE + 300), 15);
+	for (size_t i = 8; i < 16; i++)
+		memset(p + i * PAGE + 100, 'A' + (int)i, 50);
+	cr_assert_eq(upc_msync(c, p, size, UPC_MS_SYNC), 0);
+	close(s);
+	close(memfd);
+	close(rw);
+	/* A new client is served too. */
+	c2 = shared_cache();
+	cr_assert_eq(upc_map(c2, fd, 0, size, PROT_READ, 0, (void **)&q), 0);
+	cr_assert_eq(q[5 * PAGE + 100], 'A' + 5);
+	cr_assert_eq(upc_cache_destroy(c2), 0);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	upcd_stop();		/* exits 0: it wrote everything back */
+	/* Everything the well-behaved client wrote is in the file, but the page punched under it. */
+	for (size_t i = 0; i < 16; i++) {
+		cr_assert_eq(pread(fd, buf, PAGE, (off_t)(i * PAGE)), PAGE);
+		if (i == 3) {
+			cr_assert_eq(memcmp(buf + 300, "after the punch", 15), 0);
+			continue;
+		}
+		for (size_t j = 0; j < PAGE; j++)
+			cr_assert_eq(buf[j], j >= 100 && j < 150 ? 'A' + (int)i : pat(i * PAGE + j),
+				     "page %zu byte %zu", i, j);
+	}
+	free(m);
+	unlink(path);
+	close(fd);
+}
+
+/* ------------------------------------------------------------ past end of file, in shared mode */
+
+/*
+ * The memfd is sealed against shrinking, so the end-of-file fence of an
+ * embedded cache (the memfd cut at end of file) is not there: a client's
+ * access past end of file is refused with a poison marker in its own PTE
+ * (remote.c).  The kernel's semantics all the same: SIGBUS with BUS_ADRERR
+ * and the exact address for a user-mode access, EFAULT and no signal for a
+ * kernel-mode one; and once the file grows over the page, the page reads.
+ */
+static sigjmp_buf eof_jmp;
+static volatile void *eof_addr;
+static volatile int eof_code, eof_hits;
+
+static void on_eof_bus(int sig, siginfo_t *si, void *uc)
+{
+	(void)sig;
+	(void)uc;
+	eof_addr = si->si_addr;
+	eof_code = si->si_code;
+	eof_hits++;
+	siglongjmp(eof_jmp, 1);
+}
+
+/* Does this access get the kernel's SIGBUS for @p: BUS_ADRERR, si_addr @p? */
+static bool eof_sigbus(volatile unsigned char *p, bool write)
+{
+	eof_code = 0;
+	eof_addr = NULL;
+	if (sigsetjmp(eof_jmp, 1) == 0) {
+		if (write)
+			*p = 1;
+		else
+			(void)*p;
+		return false;
+	}
+	return eof_code == BUS_ADRERR && eof_addr == (void *)p;
+}
+
+/* Does write(2) from @p fail with EFAULT, without a signal? */
+static bool eof_efault(int pfd, const volatile unsigned char *p)
+{
+	int hits = eof_hits;
+	ssize_t n;
+
+	errno = 0;
+	n = write(pfd, (const void *)p, 16);
+	return n == -1 && errno == EFAULT && eof_hits == hits;
+}
+
+static void eof_handler(struct sigaction *old)
+{
+	struct sigaction sa = { .sa_sigaction = on_eof_bus, .sa_flags = SA_SIGINFO };
+
+	sigemptyset(&sa.sa_mask);
+	cr_assert_eq(sigaction(SIGBUS, &sa, old), 0);
+}
+
+Test(shared, past_eof_a_client_gets_the_kernels_sigbus_and_efault, .timeout = 60)
+{
+	char path[64];
+	int fd = tmpfile_pattern(PAGE + 10, path), pfd[2], status;
+	struct sigaction old;
+	struct upc_cache *c;
+	volatile unsigned char *p;
+	bool ok = false;
+	pid_t pid;
+
+	/* Not under --async: the daemon declines poison markers for writable mappings there (upcd(8), BUGS). */
+	if (track_flags())
+		cr_skip_test("past end of file, an asynchronously tracking daemon falls back to a plain SIGBUS (upcd(8), BUGS)");
+	upcd_start(NULL);
+	c = shared_cache();
+	cr_assert_eq(upc_map(c, fd, 0, 8 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
+	cr_assert_eq(pipe(pfd), 0);
+	eof_handler(&old);
+	cr_assert_eq(p[PAGE + 9], pat(PAGE + 9));
+	cr_assert_eq(p[PAGE + 10], 0, "the last page's tail reads zeros");
+	/* kernel-mode first, on a page nothing touched yet; then user-mode there */
+	cr_assert(eof_efault(pfd[1], p + 3 * PAGE), "write(2) from page 3: %s", strerror(errno));
+	cr_assert(eof_efault(pfd[1], p + 3 * PAGE + 100));
+	cr_assert(eof_sigbus(p + 3 * PAGE + 5, false), "read page 3: code %d addr %p", eof_code, eof_addr);
+	/* user-mode first, on another page; then kernel-mode there */
+	cr_assert(eof_sigbus(p + 2 * PAGE + 7, true), "write page 2: code %d addr %p", eof_code, eof_addr);
+	cr_assert(eof_sigbus(p + 2 * PAGE + 7, false));
+	cr_assert(eof_efault(pfd[1], p + 2 * PAGE + 8));
+	cr_assert(eof_sigbus(p + 5 * PAGE, false));
+
+	/* The file grows by this client's own call: the pages read when the call returns. */
+	cr_assert_eq(upc_pwrite(c, fd, "grown", 5, 3 * PAGE), 5);
+	cr_assert(!eof_sigbus(p + 2 * PAGE + 7, true), "SIGBUS after the file grew over page 2");
+	cr_assert_eq(p[3 * PAGE], 'g');
+	cr_assert_eq(p[2 * PAGE + 8], 0);
+	cr_assert(eof_sigbus(p + 4 * PAGE + 1, false), "page 4 is still past the end");
+	cr_assert(eof_efault(pfd[1], p + 4 * PAGE));
+
+	/* By another client's: its relay signal reaches this process, and the pages read soon after. */
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		struct upc_cache *c2 = shared_cache();
+		int fd2 = open_rw(path);
+
+		if (upc_ftruncate(c2, fd2, 6 * PAGE) != 0)
+			_exit(1);
+		_exit(upc_cache_destroy(c2) ? 2 : 0);
+	}
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %#x", status);
+	for (int i = 0; i < 200 && !ok; i++) {
+		ok = !eof_sigbus(p + 5 * PAGE, false);
+		if (!ok)
+			usleep(10000);
+	}
+	cr_assert(ok, "page 5 still SIGBUS 2 s after the file grew over it");
+	cr_assert_eq(p[5 * PAGE + 9], 0);
+	cr_assert_eq(p[4 * PAGE + 1], 0);
+	cr_assert(eof_sigbus(p + 6 * PAGE, false), "page 6 is past the end");
+	sigaction(SIGBUS, &old, NULL);
+	p[4 * PAGE + 2] = 'x';
+	cr_assert_eq(upc_msync(c, (void *)p, 8 * PAGE, UPC_MS_SYNC), 0);
+	{
+		char b[8];
+
+		cr_assert_eq(pread(fd, b, 5, 3 * PAGE), 5);
+		cr_assert_eq(memcmp(b, "grown", 5), 0);
+		cr_assert_eq(pread(fd, b, 1, 4 * PAGE + 2), 1);
+		cr_assert_eq(b[0], 'x');
+		cr_assert_eq(pread(fd, b, 1, 2 * PAGE + 7), 1);
+		cr_assert_eq(b[0], 1, "the write to page 2 after the growth");
+	}
+	close(pfd[0]);
+	close(pfd[1]);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	upcd_stop();
+	unlink(path);
+	close(fd);
+}
+
+/*
+ * A client whose relay signal is taken ($UPC_RELAY_SIGNAL=0 here, an
+ * application's own handler in real life): the same answers, and its
+ * poison markers go at its next request after the file grew.
+ */
+Test(shared, past_eof_a_client_without_a_relay_signal_is_lifted_at_its_next_request, .timeout = 60)
+{
+	char path[64];
+	int fd = tmpfile_pattern(PAGE + 10, path), to_child[2], to_parent[2], status;
+	pid_t pid;
+	char b;
+
+	/* Not under --async: the daemon declines poison markers for writable mappings there (upcd(8), BUGS). */
+	if (track_flags())
+		cr_skip_test("past end of file, an asynchronously tracking daemon falls back to a plain SIGBUS (upcd(8), BUGS)");
+	upcd_start(NULL);
+	cr_assert_eq(pipe(to_child), 0);
+	cr_assert_eq(pipe(to_parent), 0);
+	pid = fork();		/* before this process makes a cache: the child's relay is still to be set up */
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		struct upc_stats st = { .sz = sizeof(st) };
+		struct sigaction old;
+		struct upc_cache *c2;
+		volatile unsigned char *q;
+		int fd2 = open_rw(path), pfd[2];
+
+		setenv("UPC_RELAY_SIGNAL", "0", 1);
+		c2 = shared_cache();
+		if (upc_map(c2, fd2, 0, 4 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&q) || pipe(pfd))
+			_exit(1);
+		eof_handler(&old);
+		if (!eof_sigbus(q + 3 * PAGE + 3, false) || !eof_efault(pfd[1], q + 2 * PAGE) ||
+		    !eof_sigbus(q + 2 * PAGE + 1, true))
+			_exit(2);
+		if (write(to_parent[1], "t", 1) != 1 || read(to_child[0], &b, 1) != 1)
+			_exit(3);
+		/* grown by the parent; its markers stay until a request of its own */
+		if (upc_stats(c2, &st) != 0)
+			_exit(4);
+		if (eof_sigbus(q + 3 * PAGE + 3, false) || q[3 * PAGE] != 'g' || eof_sigbus(q + 2 * PAGE + 1, true))
+			_exit(5);
+		if (upc_msync(c2, (void *)q, 4 * PAGE, UPC_MS_SYNC) || upc_cache_destroy(c2))
+			_exit(6);
+		_exit(0);
+	}
+	{
+		struct upc_cache *c;
+
+		cr_assert_eq(read(to_parent[0], &b, 1), 1);
+		c = shared_cache();
+		cr_assert_eq(upc_pwrite(c, fd, "grown", 5, 3 * PAGE), 5);
+		cr_assert_eq(write(to_child[1], "g", 1), 1);
+		cr_assert_eq(waitpid(pid, &status, 0), pid);
+		cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %#x", status);
+		cr_assert_eq(upc_cache_destroy(c), 0);
+	}
+	cr_assert_eq(pread(fd, &b, 1, 2 * PAGE + 1), 1);
+	cr_assert_eq(b, 1);
+	upcd_stop();
+	unlink(path);
+	close(fd);
+}
+
+/* ------------------------------------------------------------ pins die with their client */
+
+/*
+ * A client pins pages (one range held back from write-back, one pinned for
+ * writing, written through the pin where tracking does not see it) and is
+ * killed.  Its pins go with it, as a process's pin_user_pages() pins go at
+ * its exit (seed 001, Hubbard): the pages are written back, the write pin's
+ * data included, and can be dropped.  Before, they stayed pinned until the
+ * daemon exited, held back from write-back for good.  Another client may
+ * not unpin pins it did not take.
+ */
+Test(shared, a_killed_clients_pins_go_with_it, .timeout = 60)
+{
+	const size_t size = 16 * PAGE;
+	char path[64];
+	int fd = tmpfile_pattern(size, path), ready[2], status;
+	struct upc_cache *c;
+	unsigned char *p, buf[PAGE];
+	struct upc_stats st = { .sz = sizeof(st) };
+	pid_t pid;
+	char b;
+
+	upcd_start(NULL);
+	cr_assert_eq(pipe(ready), 0);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		struct upc_cache *c2 = shared_cache();
+		int fd2 = open_rw(path);
+		unsigned char *q;
+
+		if (upc_map(c2, fd2, 0, size, PROT_READ | PROT_WRITE, 0, (void **)&q))
+			_exit(1);
+		memset(q + 100, 'N', 50);			/* pages 0-3: held back */
+		memset(q + 3 * PAGE + 100, 'N', 50);
+		if (upc_pin(c2, q, 4 * PAGE, UPC_PIN_NOWRITEBACK) ||
+		    upc_pin(c2, q + 8 * PAGE, 4 * PAGE, UPC_PIN_WRITE) ||
+		    upc_pin(c2, q + 8 * PAGE, 2 * PAGE, 0))	/* 8-9 twice */
+			_exit(2);
+		memset(q + 8 * PAGE + 100, 'W', 50);		/* through the write pin */
+		memset(q + 11 * PAGE + 100, 'W', 50);
+		if (write(ready[1], "p", 1) != 1)
+			_exit(3);
+		pause();
+		_exit(4);
+	}
+	cr_assert_eq(read(ready[0], &b, 1), 1);
+	c = shared_cache();
+	cr_assert_eq(upc_map(c, fd, 0, size, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
+	cr_assert_eq(upc_stats(c, &st), 0);
+	cr_assert_eq(st.pages_pinned, 8);
+	/* not this client's to unpin */
+	cr_assert_eq(upc_unpin(c, p, 4 * PAGE), -EINVAL);
+	cr_assert_eq(upc_unpin(c, p + 8 * PAGE, PAGE), -EINVAL);
+	/* held back while the client lives */
+	cr_assert_eq(upc_msync(c, p, size, UPC_MS_SYNC), 2, "the two held pages");
+	cr_assert_eq(pread(fd, buf, 1, 100), 1);
+	cr_assert_eq(buf[0], pat(100));
+
+	cr_assert_eq(kill(pid, SIGKILL), 0);
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL, "status %#x", status);
+	for (int i = 0; i < 500; i++) {
+		cr_assert_eq(upc_stats(c, &st), 0);
+		if (!st.pages_pinned)
+			break;
+		usleep(10000);
+	}
+	cr_assert_eq(st.pages_pinned, 0, "a dead client's pins stayed");
+	cr_assert_eq(upc_msync(c, p, size, UPC_MS_SYNC), 0);
+	for (size_t i = 0; i < 16; i++) {
+		cr_assert_eq(pread(fd, buf, PAGE, (off_t)(i * PAGE)), PAGE);
+		for (size_t j = 0; j < PAGE; j++) {
+			int want = pat(i * PAGE + j);
+
+			if ((i == 0 || i == 3) && j >= 100 && j < 150)
+				want = 'N';
+			if ((i == 8 || i == 11) && j >= 100 && j < 150)
+				want = 'W';
+			cr_assert_eq(buf[j], want, "page %zu byte %zu", i, j);
+		}
+	}
+	/* and the pages can go: dropped, as clean unpinned pages */
+	cr_assert_eq(upc_unmap(c, p, size), 0);
+	cr_assert_geq(upc_drop(c, 0), 0);
+	cr_assert_eq(upc_stats(c, &st), 0);
+	cr_assert_eq(st.pages_cached, 0, "%lu pages stayed", (unsigned long)st.pages_cached);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	upcd_stop();
+	unlink(path);
+	close(fd);
+}
+
+/* ------------------------------------------------------------ forked children */
+
+/* The permissions /proc/self/maps gives the mapping at @addr ("rw-s"), or "" if none. */
+static void maps_perms(const void *addr, char out[8])
+{
+	FILE *f = fopen("/proc/self/maps", "re");
+	char line[512];
+
+	out[0] = 0;
+	while (f && fgets(line, sizeof(line), f)) {
+		unsigned long lo, hi;
+		char perms[8];
+
+		if (sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) == 3 && (uintptr_t)addr >= lo &&
+		    (uintptr_t)addr < hi) {
+			strcpy(out, perms);
+			break;
+		}
+	}
+	if (f)
+		fclose(f);
+}
+
+/*
+ * A forked child of a client is a client of its own: it maps again what its
+ * parent mapped (same addresses, offsets, protection), sees what the parent
+ * wrote, the parent sees what it writes, and it goes on after the parent is
+ * killed: its writes, its msync and its other calls are its own, and the
+ * file holds everything.  Before, it shared its parent's connection, and
+ * every call it made after the parent's death returned -ENOTCONN.
+ */
+Test(shared, a_forked_child_is_a_client_of_its_own_and_outlives_its_parent, .timeout = 60)
+{
+	const size_t size = 16 * PAGE;
+	char path[64];
+	int fd = tmpfile_pattern(size, path), ready[2], go[2], status;
+	unsigned char buf[PAGE];
+	pid_t parent, child;
+	char b;
+
+	upcd_start(NULL);
+	cr_assert_eq(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);	/* the grandchild is ours to wait for */
+	cr_assert_eq(pipe(ready), 0);
+	cr_assert_eq(pipe(go), 0);
+	parent = fork();
+	cr_assert_geq(parent, 0);
+	if (parent == 0) {
+		struct upc_cache *c = shared_cache();
+		int c2p[2];
+		unsigned char *p;
+		pid_t kid;
+
+		if (upc_map(c, fd, 0, size, PROT_READ | PROT_WRITE, 0, (void **)&p) || pipe(c2p))
+			_exit(10);
+		for (size_t i = 0; i < 4; i++)
+			memset(p + i * PAGE + 100, 'P', 50);
+		if (upc_protect(c, p + 12 * PAGE, 4 * PAGE, PROT_READ))
+			_exit(11);
+		kid = fork();
+		if (kid < 0)
+			_exit(12);
+		if (kid == 0) {
+			struct upc_stats st = { .sz = sizeof(st) };
+			char perms[8];
+
+			/* its own mappings, where the parent's were, as they were */
+			maps_perms(p, perms);
+			if (strcmp(perms, "rw-s"))
+				_exit(20);
+			maps_perms(p + 12 * PAGE, perms);
+			if (strcmp(perms, "r--s"))
+				_exit(21);
+			if (p[100] != 'P' || p[3 * PAGE + 149] != 'P' || p[5 * PAGE] != pat(5 * PAGE))
+				_exit(22);
+			for (size_t i = 4; i < 8; i++)
+				memset(p + i * PAGE + 100, 'C', 50);
+			if (upc_stats(c, &st) || st.nr_mappings != 2)	/* its own: two, the protect split it */
+				_exit(23);
+			if (write(c2p[1], "c", 1) != 1 || read(go[0], &b, 1) != 1)
+				_exit(24);
+			/* the parent is dead */
+			for (size_t i = 8; i < 12; i++)
+				memset(p + i * PAGE + 100, 'D', 50);
+			if (p[4 * PAGE + 100] != 'C' || p[100] != 'P')
+				_exit(25);
+			if (upc_msync(c, p, size, UPC_MS_SYNC))
+				_exit(26);
+			{
+				/* two calls: upc_unmap(3) takes a range within one mapping (-EINVAL), as embedded */
+				int r = upc_unmap(c, p, 12 * PAGE) ?: upc_unmap(c, p + 12 * PAGE, 4 * PAGE);
+
+				if (r) {
+					fprintf(stderr, "child: upc_unmap: %s\n", upc_strerror(r));
+					_exit(27);
+				}
+				r = upc_cache_destroy(c);
+				if (r) {
+					fprintf(stderr, "child: upc_cache_destroy: %s\n", upc_strerror(r));
+					_exit(28);
+				}
+			}
+			_exit(0);
+		}
+		/* the child's writes, seen here */
+		if (read(c2p[0], &b, 1) != 1 || p[4 * PAGE + 100] != 'C' || p[7 * PAGE + 149] != 'C')
+			_exit(13);
+		if (write(ready[1], &kid, sizeof(kid)) != sizeof(kid))
+			_exit(14);
+		pause();
+		_exit(15);
+	}
+	cr_assert_eq(read(ready[0], &child, sizeof(child)), sizeof(child));
+	cr_assert_eq(kill(parent, SIGKILL), 0);
+	cr_assert_eq(waitpid(parent, &status, 0), parent);
+	cr_assert(WIFSIGNALED(status), "the parent: status %#x", status);
+	usleep(100000);		/* the daemon sees it go */
+	cr_assert_eq(write(go[1], "g", 1), 1);
+	cr_assert_eq(waitpid(child, &status, 0), child);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child: status %#x", status);
+	upcd_stop();
+	for (size_t i = 0; i < 16; i++) {
+		int mark = i < 4 ? 'P' : i < 8 ? 'C' : i < 12 ? 'D' : 0;
+
+		cr_assert_eq(pread(fd, buf, PAGE, (off_t)(i * PAGE)), PAGE);
+		for (size_t j = 0; j < PAGE; j++)
+			cr_assert_eq(buf[j], mark && j >= 100 && j < 150 ? mark : pat(i * PAGE + j), "page %zu byte %zu",
+				     i, j);
+	}
+	unlink(path);
+	close(fd);
+}
+
+/* A child forked after the daemon went away: it has none of the mappings, and its calls say so. */
+Test(shared, a_child_forked_without_a_daemon_has_no_mappings_and_says_so, .timeout = 60)
+{
+	int fd = tmpfile_pattern(4 * PAGE, NULL), status;
+	struct upc_cache *c;
+	unsigned char *p;
+	pid_t pid;
+
+	upcd_start(NULL);
+	c = shared_cache();
+	cr_assert_eq(upc_map(c, fd, 0, 4 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
+	p[0] = 'x';
+	upcd_stop();
+	for (int i = 0; i < 500 && upc_msync(c, p, PAGE, UPC_MS_SYNC) != -ENOTCONN; i++)
+		usleep(10000);
+	cr_assert_eq(upc_msync(c, p, PAGE, UPC_MS_SYNC), -ENOTCONN);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		struct upc_stats st = { .sz = sizeof(st) };
+		char perms[8];
+
+		maps_perms(p, perms);
+		if (perms[0])
+			_exit(1);	/* not inherited, and not mapped again */
+		_exit(upc_stats(c, &st) == -ENOTCONN ? 0 : 2);
+	}
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child: status %#x", status);
+	upc_cache_destroy(c);
+	close(fd);
+}
+
+/*
+ * The relay signal's requests: UPC_MSG_RELAY takes 0 or a real-time signal,
+ * after attach only; and a lift request (sigbus.c) for a range that is not a
+ * mapping of the cache, as one sent before an unmap and delivered after the
+ * address was reused, destroys nothing.
+ */
+Test(shared, relay_requests_are_checked, .timeout = 60)
+{
+	struct upc_msg *m = malloc(sizeof(*m));
+	int s;
+	long ret;
+
+	upcd_start(NULL);
+	s = raw_connect();
+	cr_assert_geq(s, 0);
+	ret = raw_req(s, UPC_MSG_RELAY, (uint64_t[]){ 0 }, 1, NULL, 0, m);
+	cr_assert_eq(ret, -EPROTO, "relay before attach: %ld", ret);
+	close(s);
+	s = raw_connect();
+	cr_assert_eq(raw_attach(s, m), 0);
+	cr_assert_eq(raw_req(s, UPC_MSG_RELAY, (uint64_t[]){ SIGBUS }, 1, NULL, 0, m), -EINVAL);
+	cr_assert_eq(raw_req(s, UPC_MSG_RELAY, (uint64_t[]){ 1ULL << 40 }, 1, NULL, 0, m), -EINVAL);
+	cr_assert_eq(raw_req(s, UPC_MSG_RELAY, (uint64_t[]){ (uint64_t)SIGRTMAX }, 1, NULL, 0, m), 0);
+	cr_assert_eq(raw_req(s, UPC_MSG_RELAY, (uint64_t[]){ 0 }, 1, NULL, 0, m), 0);
+	close(s);
+	{
+		struct upc_cache *c = shared_cache();	/* installs the relay (SIGRTMAX here) */
+		unsigned char *anon = mmap(NULL, 4 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		siginfo_t si;
+
+		cr_assert_neq(anon, MAP_FAILED);
+		memset(anon, 0x77, 4 * PAGE);
+		memset(&si, 0, sizeof(si));
+		si.si_signo = SIGRTMAX;
+		si.si_code = SI_QUEUE;
+		si.si_pid = getpid();
+		si.si_errno = 0x75706c66;	/* RELAY_LIFT_TAG */
+		si.si_uid = 4;
+		si.si_value.sival_ptr = anon;
+		cr_assert_eq(syscall(SYS_rt_tgsigqueueinfo, getpid(), (pid_t)syscall(SYS_gettid), SIGRTMAX, &si), 0);
+		for (size_t i = 0; i < 4 * PAGE; i += PAGE)
+			cr_assert_eq(anon[i], 0x77, "a lift request zapped memory that is not the cache's");
+		munmap(anon, 4 * PAGE);
+		cr_assert_eq(upc_cache_destroy(c), 0);
+	}
+	upcd_stop();
+	free(m);
 }
