@@ -8,6 +8,7 @@
 #    --shared (the daemon's options): exit status 2;
 #  - no daemon (--socket, and $UPC_SOCKET): exit status 125 and the message,
 #    before the program runs;
+#  - tests/preload-prog's cases of test_preload.c that hold as they are;
 #  - two programs (tests/preload-prog share-a, share-b) map one file: each
 #    sees the other's stores and pwrites through its own mapping, at once,
 #    and the log shows upcd's cache and upcache mappings;
@@ -147,6 +148,21 @@ else
 	fail a_read_only_reopen_maps_and_stays_read_only "preload-prog ro-reopen"
 	show "$W/ro.out"
 fi
+
+# ---- the embedded mode's cases of tests/test_preload.c that hold in shared
+# mode as they are (a file of their own each: the daemon's cache outlives
+# the programs, and a file rewritten behind it would read stale)
+for c in size protect advise remap unmap exec spawn _exit kernel-access threads; do
+	F=$W/case-$c
+	"$PROG" mkfile "$F" 16
+	if UPCACHE_RUN_LOG=$W/case-$c.log "$RUN" --shared --socket="$S" "$PROG" "$c" "$F" >"$W/case-$c.out" 2>&1 &&
+		grep -q "upcache mapping at" "$W/case-$c.log"; then
+		pass "preload_case_$c"
+	else
+		fail "preload_case_$c" "preload-prog $c under --shared"
+		show "$W/case-$c.out"
+	fi
+done
 
 # ---- kill -9 of a writer; then the daemon's SIGTERM writes back what it left
 K=$W/killed
