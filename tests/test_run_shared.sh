@@ -247,7 +247,11 @@ if command -v flock >/dev/null; then
 	mkdir -p "$UPCACHE_RUN_REGISTRY"
 	flock "$UPCACHE_RUN_REGISTRY/.lock" sleep 13 &
 	fl=$!
-	sleep 0.5
+	i=0	# until flock(1) holds it (under load it may start late)
+	while flock -n "$UPCACHE_RUN_REGISTRY/.lock" true && [ $i -lt 100 ]; do
+		sleep 0.1
+		i=$((i + 1))
+	done
 	"$RUN" --shared --socket="$S" "$PROG" take "$F" >"$W/locked.out" 2>&1
 	lst=$?
 	wait $fl

@@ -669,19 +669,18 @@ Test(shared, a_refused_fixed_mapping_changes_nothing_a_failed_one_unmaps, .timeo
 		const size_t big = 256UL << 20;
 		struct upc_cache *c2 = shared_cache();
 		int cfd = open_rw(path);
-		unsigned char *r = mmap(NULL, big, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 		struct upc_stats st = { .sz = sizeof(st) };
 		struct rlimit rl;
-		unsigned char *m = r;
+		unsigned char *r, *m;
 		char line[256];
 		FILE *f;
 		long vm = 0;
 
-		if (r == MAP_FAILED || munmap(r + 16 * PAGE, big - 16 * PAGE))
-			_exit(10);
-		if (upc_map(c2, cfd, 0, 16 * PAGE, PROT_READ | PROT_WRITE, UPC_MAP_FIXED, (void **)&m) || m != r)
-			_exit(11);
-		m[7 * PAGE] = 'K';		/* dirty */
+		/*
+		 * The size first: from the munmap of the reservation's tail to
+		 * the failed map, nothing here allocates (no mmap can land in
+		 * the tail, which the failure unmaps whole).
+		 */
 		f = fopen("/proc/self/status", "r");
 		while (f && fgets(line, sizeof(line), f))
 			if (sscanf(line, "VmSize: %ld kB", &vm) == 1)
@@ -690,7 +689,15 @@ Test(shared, a_refused_fixed_mapping_changes_nothing_a_failed_one_unmaps, .timeo
 			fclose(f);
 		if (!vm)
 			_exit(12);
-		rl.rlim_cur = rl.rlim_max = (rlim_t)vm * 1024 + (64UL << 20);
+		r = mmap(NULL, big, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		m = r;
+		if (r == MAP_FAILED || munmap(r + 16 * PAGE, big - 16 * PAGE))
+			_exit(10);
+		if (upc_map(c2, cfd, 0, 16 * PAGE, PROT_READ | PROT_WRITE, UPC_MAP_FIXED, (void **)&m) || m != r)
+			_exit(11);
+		m[7 * PAGE] = 'K';		/* dirty */
+		/* 16 pages more than before, and 64 MiB of room: not the 256 MiB the map grows by */
+		rl.rlim_cur = rl.rlim_max = (rlim_t)vm * 1024 + 16 * PAGE + (64UL << 20);
 		if (setrlimit(RLIMIT_AS, &rl))
 			_exit(13);
 		m = r;
