@@ -921,6 +921,7 @@ static void reg_drop(int fd)
  */
 static int reg_lock_all(void)
 {
+	struct timespec start, now;
 	int dfd = reg_dir(), fd;
 
 	if (dfd < 0)
@@ -929,10 +930,15 @@ static int reg_lock_all(void)
 	if (fd < 0)
 		return -errno;
 	(void)!fchmod(fd, 0644);
-	for (int i = 0; flock(fd, LOCK_EX | LOCK_NB) < 0; i++) {
-		if (errno != EWOULDBLOCK || i == 10000) {
-			int err = errno == EWOULDBLOCK ? ETIMEDOUT : errno;
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	while (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		int err = errno;
 
+		/* 10 s of the clock, not a count of sleeps: a loaded machine stretches each one */
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if (err == EWOULDBLOCK && now.tv_sec - start.tv_sec >= 10)
+			err = ETIMEDOUT;
+		if (err != EWOULDBLOCK) {
 			k_close(fd);
 			return -err;
 		}

@@ -245,7 +245,7 @@ if command -v flock >/dev/null; then
 	F=$W/locked
 	"$PROG" mkfile "$F" 1
 	mkdir -p "$UPCACHE_RUN_REGISTRY"
-	flock "$UPCACHE_RUN_REGISTRY/.lock" sleep 13 &
+	flock "$UPCACHE_RUN_REGISTRY/.lock" sleep 16 &
 	fl=$!
 	i=0	# until flock(1) holds it (under load it may start late)
 	while flock -n "$UPCACHE_RUN_REGISTRY/.lock" true && [ $i -lt 100 ]; do
