@@ -55,6 +55,8 @@ static const struct seed {
 	{ "call", UPC_MSG_CALL, 4, 0, 0 },
 	{ "call-done", UPC_MSG_CALL_DONE, 1, 0, 0 },
 	{ "relay", UPC_MSG_RELAY, 1, 0, 0 },
+	{ "map-clear", UPC_MSG_MAP_CLEAR, 2, 0, 0 },
+	{ "pwrite-fd", UPC_MSG_PWRITE_FD, 2, 2, 0 },
 };
 
 static unsigned char msg[1 + UPC_PROTO_MAX_MSG];

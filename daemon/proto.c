@@ -51,6 +51,8 @@ static const struct msg_rule {
 	[UPC_MSG_CALL]		= { "call", 4, 0, UPC_FROM_DAEMON, 0 },
 	[UPC_MSG_CALL_DONE]	= { "call-done", 1, 0, UPC_FROM_CLIENT, 0 },
 	[UPC_MSG_RELAY]		= { "relay", 1, 0, UPC_FROM_CLIENT, 0 },
+	[UPC_MSG_MAP_CLEAR]	= { "map-clear", 2, 0, UPC_FROM_CLIENT, 0 },
+	[UPC_MSG_PWRITE_FD]	= { "pwrite-fd", 2, 2, UPC_FROM_CLIENT, 0 },
 };
 
 const char *upc_msg_name(unsigned int type)

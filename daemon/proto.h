@@ -36,6 +36,7 @@
 #define UPC_PROTO_MAX_ARGS	8u
 #define UPC_PROTO_MAX_DATA	(64u << 10)	/* data bytes a message carries */
 #define UPC_PROTO_MAX_FDS	3u
+#define UPC_PROTO_MAX_WRITE	(0x7fffffffu & ~4095u)	/* a PWRITE_FD's length at most: the kernel's MAX_RW_COUNT */
 #define UPC_PROTO_MAX_MSG	(sizeof(struct upc_msg_hdr) + 8 * UPC_PROTO_MAX_ARGS + UPC_PROTO_MAX_DATA)
 #define UPC_SOCKET_DEFAULT	"/run/upcd.sock"
 
@@ -81,6 +82,8 @@ enum upc_msg_type {
 	UPC_MSG_CALL_DONE,	/* args: result */
 	/* client -> daemon, requests added later (at the end: the numbers above stay) */
 	UPC_MSG_RELAY,		/* after attach; args: the library's relay signal or 0 (sigbus.c) */
+	UPC_MSG_MAP_CLEAR,	/* args: addr, length: forget this client's mappings there (UPC_MAP_FIXED) */
+	UPC_MSG_PWRITE_FD,	/* fds: the file, a sealed memfd holding the data; args: offset, length */
 	UPC_MSG_TYPE_MAX
 };
 
@@ -89,6 +92,7 @@ enum upc_call_op {
 	UPC_CALL_MUNMAP = 1,
 	UPC_CALL_MPROTECT,	/* arg: prot */
 	UPC_CALL_MADVISE,	/* arg: advice */
+	UPC_CALL_PLACEHOLD,	/* an inaccessible anonymous placeholder over the range (UPC_MAP_FIXED) */
 	UPC_CALL_OP_MAX
 };
 

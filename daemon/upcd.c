@@ -40,7 +40,8 @@
 #define CALL_TIMEOUT_MS		10000	/* a client that does not answer a call is dropped */
 
 _Static_assert(UPC_CALL_MUNMAP == MM_CALL_MUNMAP && UPC_CALL_MPROTECT == MM_CALL_MPROTECT &&
-	       UPC_CALL_MADVISE == MM_CALL_MADVISE, "call numbers differ between proto.h and the engine");
+	       UPC_CALL_MADVISE == MM_CALL_MADVISE && UPC_CALL_PLACEHOLD == MM_CALL_PLACEHOLD,
+	       "call numbers differ between proto.h and the engine");
 
 struct pending_map {
 	struct upc_file *f;	/* NULL: free slot */
@@ -297,6 +298,46 @@ static int req_map_done(struct client *cl, struct upc_msg *m)
 	return map_attach(cl->mm, p.f, (uintptr_t)m->args[1], p.len, p.pgoff, (int)m->args[3], p.maxprot);
 }
 
+/*
+ * A write larger than a message: the data comes in a memfd the client
+ * made, sealed, and sent (client.c, client_pwrite()), so that the whole
+ * of it is one upc_pwrite() under the file's io_lock - atomic against
+ * any other client's write of the same range, as write(2) of a regular
+ * file is under the inode's lock.  The memfd is checked before it is
+ * read: a shmem file (F_GET_SEALS fails on anything else, so a FIFO, a
+ * socket or a file of a FUSE server the client runs cannot block this
+ * thread), sealed against shrinking and writing (a shrink would make
+ * this daemon's read of it SIGBUS, with the file's io_lock held; a write
+ * would make the data change under the copy), and exactly @length bytes
+ * long.  It is read through a private read-only mapping: no copy of it
+ * in this daemon's memory.
+ */
+static long req_pwrite_fd(struct upc_msg *m)
+{
+	uint64_t off = m->args[0], len = m->args[1];
+	int mfd = m->fds[1], seals;
+	struct stat st;
+	void *p;
+	long ret;
+
+	if ((ret = check_file(m->fds[0])) < 0)
+		return ret;
+	if ((int64_t)off < 0 || !len || len > UPC_PROTO_MAX_WRITE)
+		return -EINVAL;
+	seals = fcntl(mfd, F_GET_SEALS);
+	if (seals < 0 || fstat(mfd, &st) < 0 || !S_ISREG(st.st_mode))
+		return -EBADF;
+	if ((seals & (F_SEAL_SHRINK | F_SEAL_WRITE)) != (F_SEAL_SHRINK | F_SEAL_WRITE) ||
+	    (uint64_t)st.st_size != len)
+		return -EINVAL;
+	p = mmap(NULL, len, PROT_READ, MAP_PRIVATE, mfd, 0);
+	if (p == MAP_FAILED)
+		return errno == EACCES ? -EBADF : -errno;
+	ret = upc_pwrite(d.c, m->fds[0], p, len, (off_t)off);
+	munmap(p, len);
+	return ret;
+}
+
 static int int_arg(uint64_t v, int *out)
 {
 	if ((int64_t)v > INT32_MAX || (int64_t)v < INT32_MIN)
@@ -382,6 +423,10 @@ static long serve(struct client *cl, struct upc_msg *m, uint64_t *rargs, unsigne
 		if (int_arg(m->args[0], &iarg) < 0)
 			return -EINVAL;
 		return remote_relay_set(cl->mm, iarg);
+	case UPC_MSG_MAP_CLEAR:
+		return map_clear(cl->mm, (uintptr_t)m->args[0], len);
+	case UPC_MSG_PWRITE_FD:
+		return req_pwrite_fd(m);
 	case UPC_MSG_STATS: {
 		struct upc_stats st = { .sz = sizeof(st) };
 

@@ -52,6 +52,10 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#ifndef MFD_ALLOW_SEALING	/* compat.h's MFD_CLOEXEC hides glibc's */
+#define MFD_ALLOW_SEALING	0x0002U
+#endif
+
 /*
  * A file this process maps through the daemon, held as the kernel's VMAs
  * hold their struct file: the process's descriptor of the file (a
@@ -320,6 +324,13 @@ static void answer_call(struct upc_client *cl, int sock, const struct upc_msg *m
 		break;
 	case UPC_CALL_MADVISE:
 		r = sys_madvise((void *)addr, len, arg);
+		break;
+	case UPC_CALL_PLACEHOLD:
+		/* UPC_MAP_FIXED (client_map): not a hole another thread's mmap could be given */
+		r = mmap((void *)addr, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1,
+			 0) == MAP_FAILED ? -errno : 0;
+		if (r == 0)
+			cmaps_cut(cl, addr, addr + len);
 		break;
 	default:
 		r = -EINVAL;
@@ -1011,6 +1022,7 @@ int client_map(struct upc_cache *c, int fd, off_t offset, size_t length, int pro
 	struct creply rep = { 0 };
 	uintptr_t want = 0;
 	int mflags = MAP_SHARED;
+	long cleared = 0;
 	size_t len;
 	void *addr;
 	long ret;
@@ -1021,21 +1033,23 @@ int client_map(struct upc_cache *c, int fd, off_t offset, size_t length, int pro
 	len = pg_round_up(length);
 	if (len < length || (uint64_t)offset + len > (uint64_t)INT64_MAX)
 		return -EOVERFLOW;
-	/* Replacing mappings in place needs the daemon to unmap them first: not yet (upcd(8), BUGS). */
-	if (flags & UPC_MAP_FIXED)
-		return -EOPNOTSUPP;
-	if (flags & (UPC_MAP_HINT | UPC_MAP_FIXED_NOREPLACE)) {
-		if ((flags & UPC_MAP_HINT) && (flags & UPC_MAP_FIXED_NOREPLACE))
-			return -EINVAL;
+	if (flags & (UPC_MAP_HINT | UPC_MAP_FIXED_NOREPLACE | UPC_MAP_FIXED)) {
+		unsigned int where = flags & (UPC_MAP_HINT | UPC_MAP_FIXED_NOREPLACE | UPC_MAP_FIXED);
+
+		if (where & (where - 1))
+			return -EINVAL;		/* more than one address flag */
 		want = (uintptr_t)*addrp;
-		if (flags & UPC_MAP_FIXED_NOREPLACE) {
+		if (flags & (UPC_MAP_FIXED_NOREPLACE | UPC_MAP_FIXED)) {
 			if ((want & (UPC_PAGE_SIZE - 1)) || !want || want + len < want)
 				return -EINVAL;
-			mflags |= MAP_FIXED_NOREPLACE;
+			mflags |= (flags & UPC_MAP_FIXED) ? MAP_FIXED : MAP_FIXED_NOREPLACE;
 		} else {
 			want &= UPC_PAGE_MASK;
 		}
 	}
+	/* No descriptor to send would be a malformed message, and the daemon would hang up. */
+	if (fd < 0)
+		return -EBADF;
 	if (prot & PROT_WRITE)
 		prot |= PROT_READ;
 	args[2] = (uint64_t)prot;
@@ -1045,15 +1059,32 @@ int client_map(struct upc_cache *c, int fd, off_t offset, size_t length, int pro
 	if (ret < 0)
 		goto out_fds;
 	args[0] = rep.args[0];		/* the token */
+	if (flags & UPC_MAP_FIXED) {
+		/*
+		 * MAP_FIXED replaces what is mapped at the address, and our own
+		 * upcache mappings there are the daemon's to forget first: it
+		 * collects their written state (I5: their dirty pages stay
+		 * dirty in the cache) and has us put an inaccessible placeholder
+		 * where each was, not a hole another thread's mmap could be
+		 * given meanwhile (map.c, map_clear()).  Pinned pages there:
+		 * -EBUSY, nothing changed, as in embedded mode.  The file's
+		 * descriptor was checked first (UPC_MSG_MAP above), so a bad one
+		 * changes nothing either.
+		 */
+		uint64_t clr[2] = { want, len };
+
+		ret = request(cl, UPC_MSG_MAP_CLEAR, clr, 2, NULL, 0, -1, NULL);
+		if (ret < 0)
+			goto out_abandon;
+		cleared = ret;		/* the mappings forgotten */
+	}
 	/* Inaccessible until the daemon has registered and protected it. */
 	addr = mmap((void *)want, len, PROT_NONE, mflags, rep.fd, offset);
 	if (addr == MAP_FAILED || ((flags & UPC_MAP_FIXED_NOREPLACE) && (uintptr_t)addr != want)) {
 		ret = addr == MAP_FAILED ? -errno : -EEXIST;
 		if (addr != MAP_FAILED)
 			munmap(addr, len);
-		args[1] = 0;
-		request_fds(cl, UPC_MSG_MAP_DONE, args, 5, NULL, 0, NULL, 0, NULL, true);
-		goto out_fds;
+		goto out_abandon;
 	}
 	/* Not inherited: a forked child maps it again, as a client of its own (client_fork_child). */
 	madvise(addr, len, MADV_DONTFORK);
@@ -1062,9 +1093,7 @@ int client_map(struct upc_cache *c, int fd, off_t offset, size_t length, int pro
 			rep.fd, rep.fd2);
 	if (ret < 0) {
 		munmap(addr, len);
-		args[1] = 0;
-		request_fds(cl, UPC_MSG_MAP_DONE, args, 5, NULL, 0, NULL, 0, NULL, true);
-		goto out_fds;
+		goto out_abandon;
 	}
 	args[1] = (uintptr_t)addr;
 	args[2] = len;
@@ -1104,6 +1133,22 @@ int client_map(struct upc_cache *c, int fd, off_t offset, size_t length, int pro
 	}
 	*addrp = addr;
 	ret = 0;
+	goto out_fds;
+
+out_abandon:
+	args[1] = 0;
+	request_fds(cl, UPC_MSG_MAP_DONE, args, 5, NULL, 0, NULL, 0, NULL, true);
+	/*
+	 * The mmap failed after the daemon had cleared upcache mappings from
+	 * the range: the range is left unmapped, as a failed mmap(MAP_FIXED)
+	 * may leave it (mmap(2)) and as an embedded upc_map() leaves it -
+	 * what was cleared is gone (its dirty pages kept in the cache), and
+	 * the rest of the range goes with it, so that no caller sees half of
+	 * the old contents.  A refused descriptor, pinned pages (-EBUSY) or a
+	 * range with no upcache mapping in it: nothing of ours was touched.
+	 */
+	if (cleared > 0)
+		munmap((void *)want, len);
 out_fds:
 	if (rep.fd >= 0)
 		close(rep.fd);
@@ -1140,6 +1185,8 @@ ssize_t client_pread(struct upc_cache *c, int fd, void *buf, size_t len, off_t o
 {
 	size_t done = 0;
 
+	if (fd < 0)
+		return -EBADF;		/* as client_map() */
 	if (off < 0)
 		return -EINVAL;
 	while (done < len) {
@@ -1158,31 +1205,68 @@ ssize_t client_pread(struct upc_cache *c, int fd, void *buf, size_t len, off_t o
 }
 
 /*
- * In pieces of UPC_PROTO_MAX_DATA: a write larger than that is not atomic
- * against another process's write of the same range (upcd(8), BUGS).
+ * A write larger than a message goes as one request all the same, its
+ * data in a memfd sent with it (UPC_MSG_PWRITE_FD): the daemon makes it
+ * one upc_pwrite() under the file's io_lock, so that it is atomic against
+ * another process's write of the same range, as write(2) of a regular
+ * file is under the inode's lock (i_rwsem).  Writing it in pieces of a
+ * message each would let another process's write land between two
+ * pieces.  The memfd is sealed before it is sent: the daemon reads it
+ * through a mapping, and a shrink under that read would be its SIGBUS
+ * (upcd.c, req_pwrite_fd()).  As write(2), at most UPC_PROTO_MAX_WRITE
+ * bytes (the kernel's MAX_RW_COUNT) are written by one call.
  */
+static ssize_t client_pwrite_memfd(struct upc_cache *c, int fd, const void *buf, size_t len, off_t off)
+{
+	uint64_t args[2] = { (uint64_t)off, len };
+	int fds[2] = { fd, -1 };
+	size_t done = 0;
+	long ret;
+
+	fds[1] = memfd_create("upc-pwrite", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (fds[1] < 0)
+		return -errno;
+	/* The system call itself: never back into an LD_PRELOAD shim's pwrite (preload/shim.c). */
+	while (done < len) {
+		long n = syscall(SYS_pwrite64, fds[1], (const char *)buf + done, len - done, (off_t)done);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			/* the caller's buffer not readable as write(2) would have it: -EFAULT */
+			ret = n < 0 ? -errno : -EIO;
+			goto out;
+		}
+		done += (size_t)n;
+	}
+	if (fcntl(fds[1], F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) < 0) {
+		ret = -errno;
+		goto out;
+	}
+	ret = request_fds(c->client, UPC_MSG_PWRITE_FD, args, 2, NULL, 0, fds, 2, NULL, false);
+out:
+	close(fds[1]);
+	return ret;
+}
+
 ssize_t client_pwrite(struct upc_cache *c, int fd, const void *buf, size_t len, off_t off)
 {
-	size_t done = 0;
+	uint64_t args[1] = { (uint64_t)off };
 
-	if (off < 0)
+	if (fd < 0)
+		return -EBADF;		/* as client_map() */
+	if (off < 0 || (!buf && len))
 		return -EINVAL;
-	do {
-		size_t n = min_t(size_t, len - done, UPC_PROTO_MAX_DATA);
-		uint64_t args[1] = { (uint64_t)off + done };
-		long ret = request(c->client, UPC_MSG_PWRITE, args, 1, (const char *)buf + done, n, fd, NULL);
-
-		if (ret < 0)
-			return done ? (ssize_t)done : ret;
-		done += (size_t)ret;
-		if ((size_t)ret < n)
-			break;
-	} while (done < len);
-	return (ssize_t)done;
+	len = min_t(size_t, len, UPC_PROTO_MAX_WRITE);
+	if (len > UPC_PROTO_MAX_DATA)
+		return client_pwrite_memfd(c, fd, buf, len, off);
+	return request(c->client, UPC_MSG_PWRITE, args, 1, buf, len, fd, NULL);
 }
 
 long client_file_call(struct upc_cache *c, int type, int fd, const uint64_t *args, unsigned int argc)
 {
+	if (fd < 0)
+		return -EBADF;		/* as client_map() */
 	return request(c->client, (uint16_t)type, args, argc, NULL, 0, fd, NULL);
 }
 

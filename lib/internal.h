@@ -527,6 +527,7 @@ __upc_hidden unsigned int uffd_read_msgs(struct upc_mm *mm, struct uffd_msg *q, 
 #define MM_CALL_MPROTECT	2
 #define MM_CALL_MADVISE		3
 #define RELAY_LIFT_TAG		0x75706c66	/* si_errno of upcd's "zap your poison markers" (sigbus.c) */
+#define MM_CALL_PLACEHOLD	4	/* an anonymous PROT_NONE placeholder over the range */
 __upc_hidden struct upc_mm *mm_current(struct upc_cache *c);
 __upc_hidden void mm_current_set(struct upc_mm *mm);
 __upc_hidden void mm_current_clear(struct upc_mm *mm);
@@ -548,6 +549,7 @@ __upc_hidden int mm_call(struct upc_mm *mm, int op, uintptr_t addr, size_t len, 
 __upc_hidden int fd_map_access(int fd, int prot);
 __upc_hidden int map_attach(struct upc_mm *mm, struct upc_file *f, uintptr_t addr, size_t len,
 			    uint64_t pgoff, int prot, int maxprot);
+__upc_hidden int map_clear(struct upc_mm *mm, uintptr_t addr, size_t len);
 
 /* client.c: a cache created with UPC_CACHE_SHARED, served by upcd */
 struct upc_client;

@@ -408,7 +408,7 @@ static int map_clear_range(struct upc_mm *mm, uintptr_t start, uintptr_t end, st
 {
 	struct upc_file **put;
 	size_t n = 0, i;
-	int ret = 0;
+	int ret = 0, err = 0;
 
 	*putp = NULL;
 	*nputp = 0;
@@ -437,9 +437,22 @@ static int map_clear_range(struct upc_mm *mm, uintptr_t start, uintptr_t end, st
 		m = map_isolate(mm, m, s, e, &ret);
 		if (m) {
 			track_collect_map(m);
-			if (mmap((void *)s, e - s, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED,
-				 -1, 0) == MAP_FAILED)
-				ret = -ENOMEM;
+			if (!mm->remote) {
+				if (mmap((void *)s, e - s, PROT_NONE,
+					 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0) == MAP_FAILED)
+					ret = -ENOMEM;
+			} else if (mm_call(mm, MM_CALL_PLACEHOLD, s, e - s, 0) < 0) {
+				/*
+				 * A client of upcd that did not put the placeholder
+				 * there (going away, or lying): forgotten all the
+				 * same, write-protected first, as upc_unmap() does
+				 * (I1); the request fails, and the client, broken, is
+				 * disconnected.
+				 */
+				if (m->wp)
+					sys_uffd_wp(mm->uffd, s, e - s, true, false);
+				err = -EIO;
+			}
 		}
 		if (m && ret == 0) {
 			UPC_TRACE(unmap, f, m->pgoff, (m->end - m->start) >> UPC_PAGE_SHIFT);
@@ -453,7 +466,38 @@ static int map_clear_range(struct upc_mm *mm, uintptr_t start, uintptr_t end, st
 		put[(*nputp)++] = f;	/* at most n: a split leaves only the part outside */
 	}
 	*putp = put;
-	return ret;
+	return ret < 0 ? ret : err;
+}
+
+/*
+ * UPC_MSG_MAP_CLEAR, the first half of a client's UPC_MAP_FIXED (client.c):
+ * the client's upcache mappings in [addr, addr + len) are forgotten as
+ * map_clear_range() forgets them for an embedded upc_map(UPC_MAP_FIXED) -
+ * their written state collected and their dirty pages left dirty in the
+ * cache (I5), the client asked to put a placeholder where each was - so
+ * that the client's mmap(MAP_FIXED) of the new memfd replaces no mapping
+ * the daemon still serves.  -EBUSY with nothing changed if a page in the
+ * range is pinned (I6).  On any other failure, what was cleared stays
+ * cleared: the client unmaps the whole range, as a failed
+ * mmap(MAP_FIXED) may leave it (upc_map(3)).  Returns the number of
+ * mappings (or pieces of one) forgotten, or a negative errno.
+ */
+int map_clear(struct upc_mm *mm, uintptr_t addr, size_t len)
+{
+	struct upc_file **put = NULL;
+	size_t nput = 0;
+	int ret;
+
+	if (!len || (addr & (UPC_PAGE_SIZE - 1)) || (len & (UPC_PAGE_SIZE - 1)) || addr + len < addr)
+		return -EINVAL;
+	pthread_rwlock_wrlock(&mm->lock);
+	ret = map_clear_range(mm, addr, addr + len, &put, &nput);
+	pthread_rwlock_unlock(&mm->lock);
+	/* Outside mm->lock: the last reference may release the file (cache.c). */
+	for (size_t i = 0; i < nput; i++)
+		file_put(put[i]);
+	free(put);
+	return ret < 0 ? ret : (int)min_t(size_t, nput, INT32_MAX);
 }
 
 /* Check the address flags of upc_map(): *@wantp is the address asked for, or NULL. */

@@ -335,6 +335,7 @@ static bool cache_failed;
 static bool children_served;		/* forked children keep working inherited mappings */
 
 static int opt_async;			/* UPCACHE_RUN_TRACKING=async */
+static int opt_shared;			/* UPCACHE_RUN_SHARED: upcd's cache (upcache-run --shared) */
 static int opt_stats;			/* UPCACHE_RUN_STATS */
 static char stats_file[PATH_MAX];	/* UPCACHE_RUN_STATS_FILE: written at exit, "" if not asked */
 static pid_t stats_file_pid;		/* the process that read it: the only one writing it */
@@ -480,6 +481,8 @@ __attribute__((constructor)) static void shim_init(void)
 
 	e = getenv("UPCACHE_RUN_TRACKING");
 	opt_async = e && !strcmp(e, "async");
+	e = getenv("UPCACHE_RUN_SHARED");
+	opt_shared = e && *e && strcmp(e, "0");
 	e = getenv("UPCACHE_RUN_STATS");
 	opt_stats = e && *e && strcmp(e, "0");
 	/*
@@ -505,10 +508,19 @@ __attribute__((constructor)) static void shim_init(void)
 	pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
 }
 
-/* The cache, made at the first mapping that needs it.  shim_lock held. */
+/*
+ * The cache, made at the first mapping that needs it.  shim_lock held.
+ * With --shared it is upcd's (UPC_CACHE_SHARED; the socket in
+ * $UPC_SOCKET, set by upcache-run from --socket, else the default): every
+ * process under upcache-run --shared maps the daemon's pages of a file,
+ * and what one wrote survives its kill -9.  No daemon then is no cache,
+ * and no kernel mapping in its place either (take_mmap): the other
+ * processes sharing the file have its pages in the daemon, and the
+ * kernel's page cache would be a second cache of it.
+ */
 static struct upc_cache *cache_get(void)
 {
-	UPC_OPTS(upc_cache_opts, o, .flags = opt_async ? UPC_CACHE_ASYNC_WP : 0);
+	UPC_OPTS(upc_cache_opts, o, .flags = opt_shared ? UPC_CACHE_SHARED : opt_async ? UPC_CACHE_ASYNC_WP : 0);
 	struct upc_stats st = { .sz = sizeof(st) };
 	int ret;
 
@@ -522,17 +534,40 @@ static struct upc_cache *cache_get(void)
 	if (ret) {
 		cache_failed = true;
 		cache = NULL;
-		shim_log("no cache (upc_cache_create: %s): every mapping is left to the kernel",
-			 upc_strerror(ret));
+		if (opt_shared) {
+			const char *sock = getenv("UPC_SOCKET");
+			char msg[512];
+			int n = snprintf(msg, sizeof(msg),
+					 "upcache-run[%d]: --shared: no cache from upcd at %s (%s): shared mappings of "
+					 "regular files fail with ENODEV; upcache-run(1)\n",
+					 (int)shim_getpid(), sock && *sock ? sock : "its default socket",
+					 upc_strerror(ret));
+
+			(void)!k_write(2, msg, n < (int)sizeof(msg) ? n : (int)sizeof(msg) - 1);
+		}
+		shim_log("no cache (upc_cache_create%s: %s): every mapping is %s", opt_shared ? " of upcd's" : "",
+			 upc_strerror(ret), opt_shared ? "refused (ENODEV)" : "left to the kernel");
 		return NULL;
 	}
 	cache_pid = shim_getpid();
 	upc_stats(cache, &st);
-	children_served = st.track_mode == UPC_TRACK_SYNC && (upc_probe() & UPC_FEAT_EVENT_FORK);
-	shim_log("cache created: %s tracking%s, memory limit %llu bytes",
-		 st.track_mode == UPC_TRACK_ASYNC ? "asynchronous" : "synchronous",
-		 opt_async && st.track_mode != UPC_TRACK_ASYNC ? " (async asked for, not available)" : "",
-		 (unsigned long long)st.mem_limit);
+	/*
+	 * A forked child's I/O through its inherited mappings (child_rw):
+	 * only where this process's own engine serves them.  In shared mode
+	 * the daemon serves them, or not (a client without fork events:
+	 * upcd(8)), which this process cannot tell: the child's I/O goes to
+	 * the kernel, as under asynchronous tracking (upcache-run(1)).
+	 */
+	children_served = !opt_shared && st.track_mode == UPC_TRACK_SYNC && (upc_probe() & UPC_FEAT_EVENT_FORK);
+	if (opt_shared)
+		shim_log("cache created: upcd's (shared mode, %s tracking), memory limit %llu bytes",
+			 st.track_mode == UPC_TRACK_ASYNC ? "asynchronous" : "synchronous",
+			 (unsigned long long)st.mem_limit);
+	else
+		shim_log("cache created: %s tracking%s, memory limit %llu bytes",
+			 st.track_mode == UPC_TRACK_ASYNC ? "asynchronous" : "synchronous",
+			 opt_async && st.track_mode != UPC_TRACK_ASYNC ? " (async asked for, not available)" : "",
+			 (unsigned long long)st.mem_limit);
 	return cache;
 }
 
@@ -742,13 +777,26 @@ static long for_each_piece(uintptr_t s, uintptr_t e, piece_fn upc, piece_fn kern
  *    inode (else open again);
  *  - the shim cannot see processes not under it: they are upcache-run(1)'s
  *    BUGS.
+ *
+ * Shared mode (upcache-run --shared): processes caching a file in upcd
+ * share one cache, so they do not exclude each other; they exclude the
+ * others.  Each holds REG_DIR/<st_dev>-<st_ino>.shared LOCK_SH and checks
+ * that nobody holds the plain entry (a process with a cache of its own,
+ * or a kernel mapping); those check, after taking the plain entry, that
+ * nobody holds the .shared one.  A check is a moment's LOCK_EX | LOCK_NB
+ * of the other entry.  Every take-and-check runs under REG_DIR/.lock
+ * (LOCK_EX), so a check never meets another check's moment of LOCK_EX, and
+ * of two processes of different kinds the second to run sees the first.
+ * Every process under --shared must use the same daemon: the registry does
+ * not tell two daemons apart (upcache-run(1)).
  */
 #define REG_DIR_DEFAULT "/dev/shm/upcache-run"
+#define REG_SHARED_SUFFIX ".shared"
 
 
-static void reg_name(const struct stat *st, char *name, size_t len)
+static void reg_name(const struct stat *st, const char *suffix, char *name, size_t len)
 {
-	snprintf(name, len, "%llx-%llu", (unsigned long long)st->st_dev, (unsigned long long)st->st_ino);
+	snprintf(name, len, "%llx-%llu%s", (unsigned long long)st->st_dev, (unsigned long long)st->st_ino, suffix);
 }
 
 /* The registry directory, made if missing.  shim_lock held. */
@@ -817,15 +865,15 @@ static pid_t reg_holder(int fd)
  * pid in *@holder), or another negative errno when the registry cannot be
  * used.  shim_lock held.
  */
-static int reg_take(const struct stat *st, int op, pid_t *holder)
+static int reg_take_entry(const struct stat *st, const char *suffix, int op, pid_t *holder)
 {
-	char name[64];
+	char name[80];
 	int dfd = reg_dir(), fd, hfd;
 
 	*holder = 0;
 	if (dfd < 0)
 		return dfd;
-	reg_name(st, name, sizeof(name));
+	reg_name(st, suffix, name, sizeof(name));
 	for (int tries = 0; tries < 16; tries++) {
 		struct stat a, b;
 
@@ -865,6 +913,85 @@ static void reg_drop(int fd)
 	atomic_fetch_sub(&nr_reg_fds, 1);
 }
 
+/*
+ * REG_DIR/.lock, LOCK_EX: one take-and-check at a time across processes
+ * (shared mode, above).  Held for a few system calls; a holder stopped
+ * for 10 s makes the registry unusable for this call (-ETIMEDOUT), never
+ * a hang.  Returns its descriptor, or a negative errno.  shim_lock held.
+ */
+static int reg_lock_all(void)
+{
+	struct timespec start, now;
+	int dfd = reg_dir(), fd;
+
+	if (dfd < 0)
+		return dfd;
+	fd = openat(dfd, ".lock", O_RDONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+	if (fd < 0)
+		return -errno;
+	(void)!fchmod(fd, 0644);
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	while (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		int err = errno;
+
+		/* 10 s of the clock, not a count of sleeps: a loaded machine stretches each one */
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if (err == EWOULDBLOCK && now.tv_sec - start.tv_sec >= 10)
+			err = ETIMEDOUT;
+		if (err != EWOULDBLOCK) {
+			k_close(fd);
+			return -err;
+		}
+		usleep(1000);
+	}
+	return fd;
+}
+
+/* Is @st's entry @suffix free?  0, or -EWOULDBLOCK (its holder in *@holder).  Under reg_lock_all(). */
+static int reg_check(const struct stat *st, const char *suffix, pid_t *holder)
+{
+	int fd = reg_take_entry(st, suffix, LOCK_EX, holder);
+
+	if (fd < 0)
+		return fd;
+	reg_drop(fd);		/* the lock goes with our only descriptor of it */
+	return 0;
+}
+
+enum { REG_CACHE, REG_KERNEL, REG_SHARED };
+
+/*
+ * Take the registry entry that lets this process use the file @st as
+ * @how: REG_CACHE, a cache of its own (the entry, LOCK_EX); REG_KERNEL, a
+ * kernel mapping (the entry, LOCK_SH); REG_SHARED, upcd's cache (the
+ * .shared entry, LOCK_SH).  Each is refused while another process uses the
+ * file another way.  Returns our descriptor of the entry taken,
+ * -EWOULDBLOCK when refused (the other process's pid in *@holder), or
+ * another negative errno when the registry cannot be used.  shim_lock
+ * held.
+ */
+static int reg_claim(const struct stat *st, int how, pid_t *holder)
+{
+	int lk = reg_lock_all(), fd, r;
+
+	*holder = 0;
+	if (lk < 0)
+		return lk;
+	if (how == REG_SHARED) {
+		fd = reg_take_entry(st, REG_SHARED_SUFFIX, LOCK_SH, holder);
+		r = fd >= 0 ? reg_check(st, "", holder) : 0;
+	} else {
+		fd = reg_take_entry(st, "", how == REG_CACHE ? LOCK_EX : LOCK_SH, holder);
+		r = fd >= 0 ? reg_check(st, REG_SHARED_SUFFIX, holder) : 0;
+	}
+	if (r < 0) {
+		reg_drop(fd);
+		fd = r;
+	}
+	k_close(lk);
+	return fd;
+}
+
 /* "process 1234 (sqlite3)" for the messages. */
 static void holder_desc(pid_t pid, char *out, size_t len)
 {
@@ -902,11 +1029,15 @@ static void busy_tell(struct shim_inode *si, const char *what)
 		return;
 	si->si_busy_told = true;
 	n = snprintf(msg, sizeof(msg),
-		     "upcache-run[%d]: %s is cached by %s, under upcache-run too: two caches of one file lose "
-		     "each other's writes, so this process's %s of it fails with EAGAIN (and so do its later "
-		     "mmaps and writes of it). Run every process that uses this file without upcache-run, or "
-		     "make them one process (threads, or children forked without exec); upcache-run(1).\n",
-		     (int)shim_getpid(), si->si_path, who, what);
+		     "upcache-run[%d]: %s is cached by %s, under upcache-run too (%s): two caches of one file "
+		     "lose each other's writes, so this process's %s of it fails with EAGAIN (and so do its "
+		     "later mmaps and writes of it). Run every process that uses this file without "
+		     "upcache-run, or all of them with upcache-run --shared (one cache, upcd's), or make them "
+		     "one process (threads, or children forked without exec); upcache-run(1).\n",
+		     (int)shim_getpid(), si->si_path, who,
+		     opt_shared ? "a cache of its own, not --shared, or a kernel mapping"
+				: "a cache of its own, or upcd's with --shared, or a kernel mapping",
+		     what);
 	(void)!k_write(2, msg, n < (int)sizeof(msg) ? n : (int)sizeof(msg) - 1);
 }
 
@@ -969,7 +1100,7 @@ static bool busy_write_ok(struct shim_inode *si)
 	int fd;
 
 	shim_lock_take();
-	fd = reg_take(&st, LOCK_SH, &holder);
+	fd = reg_claim(&st, REG_KERNEL, &holder);
 	if (fd >= 0)
 		reg_drop(fd);
 	else {
@@ -1239,7 +1370,7 @@ static void *take_mmap(void *addr, size_t len, int prot, int flags, int fd, off_
 	char path[160];
 	struct stat st;
 	void *a = NULL;
-	int ret, regfd = -1;
+	int ret, regfd = -1, maxprot, mapfd;
 	pid_t holder;
 
 	if (fstat(fd, &st) < 0)
@@ -1249,8 +1380,17 @@ static void *take_mmap(void *addr, size_t len, int prot, int flags, int fd, off_
 	why = leave_reason(fd, prot, flags, &st);
 	if (!why && si && si->si_kernel)
 		why = "the file already has a shared mapping of the kernel";
-	if (!why && !cache_get())
+	if (!why && !cache_get()) {
+		if (opt_shared) {
+			/* no daemon: no kernel mapping either, a second cache of what others share (cache_get) */
+			shim_lock_drop();
+			fd_path(fd, path, sizeof(path));
+			shim_log("mmap of %s refused (ENODEV): --shared, and no cache from upcd", path);
+			errno = ENODEV;
+			return MAP_FAILED;
+		}
 		why = "no cache";
+	}
 	if (why) {
 		if (si && !si->si_kernel && !si->si_busy && S_ISREG(st.st_mode)) {
 			/* A second page cache of a routed file would lose writes. */
@@ -1269,7 +1409,7 @@ static void *take_mmap(void *addr, size_t len, int prot, int flags, int fd, off_
 	}
 	if (!si || si->si_busy) {
 		/* the file's first upcache mapping here: no other process may cache it (registry) */
-		regfd = reg_take(&st, LOCK_EX, &holder);
+		regfd = reg_claim(&st, opt_shared ? REG_SHARED : REG_CACHE, &holder);
 		if (regfd < 0) {
 			ret = refuse_busy(&si, &st, fd, regfd, holder);
 			shim_lock_drop();
@@ -1302,7 +1442,23 @@ static void *take_mmap(void *addr, size_t len, int prot, int flags, int fd, off_
 		a = addr;
 	}
 #endif
-	ret = upc_map(cache, fd, off, PAGE_UP(len), upc_prot(prot), uflags, &a);
+	maxprot = (k_fcntl(fd, F_GETFL, 0) & O_ACCMODE) == O_RDWR ? PROT_READ | PROT_WRITE : PROT_READ;
+	mapfd = fd;
+	if (opt_shared && maxprot == PROT_READ && !(prot & PROT_WRITE) && si && !si->si_busy &&
+	    si->si_accmode == O_RDWR) {
+		/*
+		 * upcd cannot serve a mapping of a read-only descriptor: the
+		 * kernel registers with userfaultfd only mappings that may be
+		 * made writable (VM_MAYWRITE), and the daemon hands a read-only
+		 * client a read-only descriptor of its memfd (upcd(8), BUGS).
+		 * This process holds a read-write descriptor of the file
+		 * already (LMDB reopening an environment read-only): the same
+		 * read-only mapping through it, sr_maxprot keeping mprotect to
+		 * what the program's descriptor allows.
+		 */
+		mapfd = si->si_fd;
+	}
+	ret = upc_map(cache, mapfd, off, PAGE_UP(len), upc_prot(prot), uflags, &a);
 	if (ret < 0) {
 		if (si && !si->si_busy) {	/* routed already: no kernel mapping of it */
 			shim_lock_drop();
@@ -1330,7 +1486,7 @@ static void *take_mmap(void *addr, size_t len, int prot, int flags, int fd, off_
 		}
 	}
 	reg = (struct shim_region){ .sr_start = (uintptr_t)a, .sr_end = (uintptr_t)a + PAGE_UP(len),
-				    .sr_off = off, .sr_prot = upc_prot(prot), .sr_ino = si };
+				    .sr_off = off, .sr_prot = upc_prot(prot), .sr_maxprot = maxprot, .sr_ino = si };
 	if (!si || region_insert(&reg) < 0) {
 		upc_unmap(cache, a, PAGE_UP(len));
 		reg_drop(regfd);
@@ -1349,12 +1505,17 @@ kernel:
 		void *k;
 		int err;
 
+		if (regfd >= 0 && opt_shared) {
+			/* the .shared entry we took to cache the file: the kernel maps it instead, if it may */
+			reg_drop(regfd);
+			regfd = -1;
+		}
 		if (regfd >= 0) {
 			/* we took the entry to cache the file; the kernel maps it instead */
 			(void)!flock(regfd, LOCK_SH);
 		} else if (S_ISREG(st.st_mode) && (!si || si->si_busy) && !memory_fs(fd)) {
 			/* a second page cache of a file another process caches would lose writes */
-			regfd = reg_take(&st, LOCK_SH, &holder);
+			regfd = reg_claim(&st, REG_KERNEL, &holder);
 			if (regfd == -EWOULDBLOCK) {
 				ret = refuse_busy(&si, &st, fd, regfd, holder);
 				shim_lock_drop();
@@ -1435,6 +1596,8 @@ static long protect_piece(struct shim_region *r, uintptr_t s, uintptr_t e, long 
 
 	if (p < 0)
 		return -EINVAL;	/* PROT_EXEC on an upcache mapping: not supported (upcache-run(1)) */
+	if (p & ~r->sr_maxprot)
+		return -EACCES;	/* PROT_WRITE on a mapping of a read-only descriptor, as mprotect(2) */
 	if (!owned())
 		return k_mprotect((void *)s, e - s, p) < 0 ? -errno : 0;
 	ret = upc_protect(cache, (void *)s, e - s, p);
@@ -1574,7 +1737,7 @@ static void *remap_upcache(struct shim_region *r, uintptr_t old, size_t oldlen, 
 {
 	struct shim_inode *si = r->sr_ino;
 	off_t off = r->sr_off + (off_t)(old - r->sr_start);
-	int prot = r->sr_prot;
+	int prot = r->sr_prot, maxprot = r->sr_maxprot;
 	struct shim_region reg;
 	unsigned int uflags = 0;
 	void *a = NULL;
@@ -1606,7 +1769,8 @@ static void *remap_upcache(struct shim_region *r, uintptr_t old, size_t oldlen, 
 		ret = upc_map(cache, si->si_fd, off + (off_t)oldlen, newlen - oldlen, prot, UPC_MAP_FIXED_NOREPLACE, &a);
 		if (ret == 0) {
 			reg = (struct shim_region){ .sr_start = old + oldlen, .sr_end = old + newlen,
-						    .sr_off = off + (off_t)oldlen, .sr_prot = prot, .sr_ino = si };
+						    .sr_off = off + (off_t)oldlen, .sr_prot = prot,
+						    .sr_maxprot = maxprot, .sr_ino = si };
 			if (region_insert(&reg) == 0) {
 				shim_log("mremap of %s: grown in place at %p to %zu bytes", si->si_path, (void *)old,
 					 newlen);
@@ -1647,7 +1811,7 @@ static void *remap_upcache(struct shim_region *r, uintptr_t old, size_t oldlen, 
 		region_remove(old, old + oldlen);
 	}
 	reg = (struct shim_region){ .sr_start = (uintptr_t)a, .sr_end = (uintptr_t)a + newlen, .sr_off = off,
-				    .sr_prot = prot, .sr_ino = si };
+				    .sr_prot = prot, .sr_maxprot = maxprot, .sr_ino = si };
 	if (region_insert(&reg) < 0) {
 		upc_unmap(cache, a, newlen);
 		return errno = ENOMEM, MAP_FAILED;

@@ -51,6 +51,7 @@ struct shim_region {
 	uintptr_t sr_start, sr_end;
 	off_t sr_off;		/* file offset of sr_start */
 	int sr_prot;		/* PROT_NONE, PROT_READ or PROT_READ|PROT_WRITE */
+	int sr_maxprot;		/* what the program's descriptor allows: more is EACCES, as mprotect(2) */
 	struct shim_inode *sr_ino;
 };
 

@@ -7,9 +7,21 @@
  * The library is $UPCACHE_PRELOAD if set; else the one next to this
  * program in a build tree (preload/.libs/ under libtool) or beside it;
  * else the installed one in the library directory.
+ *
+ * --shared: the program's cache is upcd's (UPC_CACHE_SHARED), on the
+ * socket --socket names, else $UPC_SOCKET, else the default (upcd(8));
+ * the choice goes to the program in $UPC_SOCKET, so that every program it
+ * runs uses the same daemon.  No daemon listening there is an error
+ * before the program starts (exit status 125), not a quiet fall-back to
+ * a cache of the program's own: the programs sharing a file through the
+ * daemon would then have two caches of it, which lose each other's
+ * writes, and one that asked for the daemon asked for what it gives
+ * (what a process wrote survives its kill -9).
  */
 #define _GNU_SOURCE
 #include "config.h"
+
+#include "proto.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -17,6 +29,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #define PRELOAD_NAME "libupcache-preload.so"
@@ -24,9 +38,12 @@
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: upcache-run [--mem-limit=SIZE] [--tracking=sync|async] [--stats] CMD [ARGS...]\n"
+		   "       upcache-run --shared [--socket=PATH] [--stats] CMD [ARGS...]\n"
 		   "Run CMD with its MAP_SHARED mappings of regular files on upcache (see upcache-run(1)).\n"
 		   "  --mem-limit=SIZE  cached bytes at most (e.g. 512m, 4G; default: 1/4 of RAM)\n"
 		   "  --tracking=MODE   dirty tracking: sync (the default) or async\n"
+		   "  --shared          on upcd's cache, shared with every other process using it (upcd(8))\n"
+		   "  --socket=PATH     upcd's socket (default: $UPC_SOCKET, else upcd's default)\n"
 		   "  --stats           print the cache's counters on standard error at exit\n"
 		   "Environment: UPCACHE_RUN_LOG=FILE lists what was taken over and what was left\n"
 		   "to the kernel, and why; UPCACHE_PRELOAD=PATH names the preload library.\n");
@@ -41,6 +58,36 @@ static int size_ok(const char *s)
 	if (!*s || strtoull(s, &end, 10) == 0 || errno)
 		return 0;
 	return !*end || (strchr("kKmMgG", *end) && !end[1]);
+}
+
+/*
+ * --shared: a daemon must listen on @path.  A connection and nothing
+ * more (upcd logs a client that came and went).  0, or -1 said on
+ * standard error.
+ */
+static int daemon_check(const char *path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int s, err;
+
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		fprintf(stderr, "upcache-run: --shared: socket path too long: %s\n", path);
+		return -1;
+	}
+	strcpy(sa.sun_path, path);
+	s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (s >= 0 && connect(s, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+		close(s);
+		return 0;
+	}
+	err = errno;
+	if (s >= 0)
+		close(s);
+	fprintf(stderr,
+		"upcache-run: --shared: no upcd on %s (%s): start one (upcd --socket %s, upcd(8)), or run without "
+		"--shared for a cache of the program's own\n",
+		path, strerror(err), path);
+	return -1;
 }
 
 static int find_preload(char *out, size_t len)
@@ -84,17 +131,20 @@ int main(int argc, char **argv)
 		{ "mem-limit", required_argument, NULL, 'm' },
 		{ "tracking", required_argument, NULL, 't' },
 		{ "stats", no_argument, NULL, 's' },
+		{ "shared", no_argument, NULL, 'S' },
+		{ "socket", required_argument, NULL, 'k' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
-	char lib[PATH_MAX], *preload;
-	const char *old;
-	int c;
+	char lib[PATH_MAX], *preload, sockbuf[PATH_MAX];
+	const char *old, *sock = NULL, *daemon_opt = NULL;
+	int c, shared = 0;
 
 	/* "+": options stop at CMD, whose own options are its own */
 	while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'm':
+			daemon_opt = "--mem-limit";
 			if (!size_ok(optarg)) {
 				fprintf(stderr, "upcache-run: --mem-limit=%s: not a size (e.g. 512m, 4G)\n", optarg);
 				return 2;
@@ -102,6 +152,7 @@ int main(int argc, char **argv)
 			setenv("UPC_MEM_LIMIT", optarg, 1);
 			break;
 		case 't':
+			daemon_opt = "--tracking";
 			if (strcmp(optarg, "sync") && strcmp(optarg, "async")) {
 				fprintf(stderr, "upcache-run: --tracking=%s: sync or async\n", optarg);
 				return 2;
@@ -110,6 +161,12 @@ int main(int argc, char **argv)
 			break;
 		case 's':
 			setenv("UPCACHE_RUN_STATS", "1", 1);
+			break;
+		case 'S':
+			shared = 1;
+			break;
+		case 'k':
+			sock = optarg;
 			break;
 		case 'h':
 			usage(stdout);
@@ -122,6 +179,26 @@ int main(int argc, char **argv)
 	if (optind >= argc) {
 		usage(stderr);
 		return 2;
+	}
+	if (sock && !shared) {
+		fprintf(stderr, "upcache-run: --socket is for --shared (upcd's cache)\n");
+		return 2;
+	}
+	if (shared && daemon_opt) {
+		/* one cache for every client: its limit and tracking are upcd's own options (upcd(8)) */
+		fprintf(stderr, "upcache-run: %s with --shared: the daemon's to set (upcd --mem-limit, upcd(8))\n",
+			daemon_opt);
+		return 2;
+	}
+	if (shared) {
+		upc_socket_path(sock, sockbuf, sizeof(sockbuf));
+		if (!*sockbuf || daemon_check(sockbuf))
+			return 125;
+		setenv("UPC_SOCKET", sockbuf, 1);
+		setenv("UPCACHE_RUN_SHARED", "1", 1);
+	} else {
+		/* not from an outer upcache-run --shared: this one asked for a cache of its own */
+		unsetenv("UPCACHE_RUN_SHARED");
 	}
 	if (find_preload(lib, sizeof(lib)))
 		return 127;

@@ -650,6 +650,119 @@ static int case_fork_stay(void)
 	return 0;
 }
 
+/* ---- two processes, one cache: upcache-run --shared (tests/test_run_shared.sh) */
+
+/*
+ * The first: writes through its mapping and with pwrite, says FILE.ready,
+ * waits for FILE.done, and then sees the second's write through its own
+ * mapping - at once, nothing written back (each process's mapping maps
+ * the daemon's pages).
+ */
+static int case_share_a(void)
+{
+	int fd = open_file(O_RDWR);
+	char *p = map_file(fd, 4 * PG, PROT_READ | PROT_WRITE);
+
+	memcpy(p + 10, "from-a-map", 10);
+	CHECK(pwrite(fd, "from-a-pwrite", 13, PG + 20) == 13, "pwrite");
+	signal_file("ready", "");
+	wait_for("done");
+	CHECK(!memcmp(p + 2 * PG + 30, "from-b-map", 10), "b's store, through a's mapping");
+	CHECK(!memcmp(p + 3 * PG + 40, "from-b-pwrite", 13), "b's pwrite, through a's mapping");
+	return 0;
+}
+
+/* The second: sees the first's writes through its mapping and pread, writes its own, says FILE.done. */
+static int case_share_b(void)
+{
+	int fd, i;
+	char *p, buf[16];
+
+	wait_for("ready");
+	fd = open_file(O_RDWR);
+	p = map_file(fd, 4 * PG, PROT_READ | PROT_WRITE);
+	CHECK(!memcmp(p + 10, "from-a-map", 10), "a's store, through b's mapping");
+	CHECK(!memcmp(p + PG + 20, "from-a-pwrite", 13), "a's pwrite, through b's mapping");
+	CHECK(pread(fd, buf, 10, 10) == 10 && !memcmp(buf, "from-a-map", 10), "a's store, by pread");
+	for (i = 2 * (int)PG; i < 4 * (int)PG; i += 997)	/* the rest is the file's */
+		CHECK(p[i] == (char)pat(i), "offset %d", i);
+	memcpy(p + 2 * PG + 30, "from-b-map", 10);
+	CHECK(pwrite(fd, "from-b-pwrite", 13, 3 * PG + 40) == 13, "pwrite");
+	signal_file("done", "");
+	return 0;
+}
+
+/*
+ * A writer to be killed: writes "killed-N" into each of 64 pages through
+ * its mapping and "kpwrite" with pwrite, nothing synced, says FILE.ready
+ * with its pid, and waits to be killed.
+ */
+static int case_kill_writer(void)
+{
+	int fd = open_file(O_RDWR);
+	char *p = map_file(fd, 64 * PG, PROT_READ | PROT_WRITE), pid_s[32];
+
+	for (int i = 0; i < 64; i++)
+		snprintf(p + i * PG + 50, 16, "killed-%d", i);
+	CHECK(pwrite(fd, "kpwrite", 7, 64 * PG - 100) == 7, "pwrite");
+	snprintf(pid_s, sizeof(pid_s), "%d", (int)getpid());
+	signal_file("ready", pid_s);
+	for (;;)
+		pause();
+}
+
+/* After the writer's kill -9 and the daemon's SIGTERM, on the kernel: its writes are in the file. */
+static int case_kill_check(void)
+{
+	int fd = open_file(O_RDONLY);
+	char buf[16], want[16];
+
+	for (int i = 0; i < 64; i++) {
+		snprintf(want, sizeof(want), "killed-%d", i);
+		CHECK(pread(fd, buf, strlen(want) + 1, i * PG + 50) == (ssize_t)strlen(want) + 1 &&
+			      !memcmp(buf, want, strlen(want) + 1), "page %d: the killed writer's store is lost", i);
+	}
+	CHECK(pread(fd, buf, 7, 64 * PG - 100) == 7 && !memcmp(buf, "kpwrite", 7), "its pwrite is lost");
+	return 0;
+}
+
+/*
+ * Under --shared: a read-only mapping through a read-only descriptor of a
+ * file this process also has open read-write (LMDB reopening its
+ * environment read-only) works, sees the data, and cannot be made
+ * writable (EACCES, as mprotect(2) of a mapping of an O_RDONLY file).
+ */
+static int case_ro_reopen(void)
+{
+	int fd = open_file(O_RDWR), ro;
+	char *p = map_file(fd, PG, PROT_READ | PROT_WRITE), *q;
+
+	memcpy(p + 10, "rw-store", 8);
+	ro = open_file(O_RDONLY);
+	q = map_file(ro, PG, PROT_READ);
+	CHECK(!memcmp(q + 10, "rw-store", 8), "the read-only mapping sees the store");
+	CHECK(mprotect(q, PG, PROT_READ | PROT_WRITE) < 0 && errno == EACCES, "mprotect(PROT_WRITE) of it");
+	CHECK(mprotect(q, PG, PROT_NONE) == 0 && mprotect(q, PG, PROT_READ) == 0, "mprotect within what it allows");
+	memcpy(p + 20, "second", 6);
+	CHECK(!memcmp(q + 20, "second", 6), "and a later store");
+	return 0;
+}
+
+/* Make FILE: @pages pages of pat() (not under the shim: a test's set-up). */
+static int case_mkfile(const char *pages)
+{
+	size_t len = (size_t)atol(pages) * PG;
+	char *b = malloc(len);
+	int fd = open(file, O_RDWR | O_CREAT | O_TRUNC, 0644);
+
+	CHECK(fd >= 0 && b, "create %s", file);
+	for (size_t i = 0; i < len; i++)
+		b[i] = (char)pat(i);
+	CHECK(pwrite(fd, b, len, 0) == (ssize_t)len, "write %s", file);
+	free(b);
+	return close(fd) == 0 ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
 	const char *c;
@@ -705,6 +818,18 @@ int main(int argc, char **argv)
 		return case_take();
 	if (!strcmp(c, "fork-stay"))
 		return case_fork_stay();
+	if (!strcmp(c, "ro-reopen"))
+		return case_ro_reopen();
+	if (!strcmp(c, "mkfile") && argc > 3)
+		return case_mkfile(argv[3]);
+	if (!strcmp(c, "share-a"))
+		return case_share_a();
+	if (!strcmp(c, "share-b"))
+		return case_share_b();
+	if (!strcmp(c, "kill-writer"))
+		return case_kill_writer();
+	if (!strcmp(c, "kill-check"))
+		return case_kill_check();
 	fprintf(stderr, "preload-prog: unknown case %s\n", c);
 	return 2;
 }

@@ -10,6 +10,7 @@
 #include <linux/userfaultfd.h>
 #include <stdatomic.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
@@ -1471,4 +1472,400 @@ Test(shared, relay_requests_are_checked, .timeout = 60)
 	}
 	upcd_stop();
 	free(m);
+}
+
+/* ------------------------------------------------------------ UPC_MAP_FIXED */
+
+/* Is [p, p + len) wholly unmapped? (mincore(2) fails with ENOMEM on an unmapped page.) */
+static bool unmapped(const void *p, size_t len)
+{
+	unsigned char v;
+
+	for (size_t o = 0; o < len; o += PAGE)
+		if (mincore((char *)p + o, PAGE, &v) == 0 || errno != ENOMEM)
+			return false;
+	return true;
+}
+
+/* Over a plain anonymous mapping: replaced in the range only, as mmap(MAP_FIXED). */
+Test(shared, a_fixed_mapping_replaces_an_anonymous_one, .timeout = 60)
+{
+	char path[64];
+	int fd = tmpfile_pattern(16 * PAGE, path);
+	struct upc_cache *c;
+	unsigned char *anon, *p;
+	char b[5];
+
+	upcd_start(NULL);
+	c = shared_cache();
+	anon = mmap(NULL, 16 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	cr_assert_neq(anon, MAP_FAILED);
+	memset(anon, 'A', 16 * PAGE);
+	p = anon + 4 * PAGE;
+	cr_assert_eq(upc_map(c, fd, 2 * PAGE, 8 * PAGE, PROT_READ | PROT_WRITE, UPC_MAP_FIXED, (void **)&p), 0);
+	cr_assert_eq(p, anon + 4 * PAGE, "not at the address asked for");
+	for (size_t i = 0; i < 8 * PAGE; i += 511)
+		cr_assert_eq(p[i], pat(2 * PAGE + i), "offset %zu", i);
+	cr_assert_eq(anon[4 * PAGE - 1], 'A');
+	cr_assert_eq(anon[12 * PAGE], 'A');
+	memcpy(p + 100, "fixed", 5);
+	cr_assert_eq(upc_msync(c, p, 8 * PAGE, UPC_MS_SYNC), 0);
+	cr_assert_eq(pread(fd, b, 5, 2 * PAGE + 100), 5);
+	cr_assert_eq(memcmp(b, "fixed", 5), 0);
+	{
+		struct upc_stats st = { .sz = sizeof(st) };
+
+		cr_assert_eq(upc_stats(c, &st), 0);
+		cr_assert_eq(st.nr_mappings, 1);
+	}
+	cr_assert_eq(upc_unmap(c, p, 8 * PAGE), 0);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	upcd_stop();
+	munmap(anon, 16 * PAGE);
+	unlink(path);
+	close(fd);
+}
+
+/*
+ * Over an upcache mapping of this client with dirty pages: the old
+ * mapping's middle is replaced, its two ends stay mapped and served, and
+ * every page written through the replaced part reaches the file (I5: the
+ * daemon keeps them dirty when it forgets the mapping).
+ */
+Test(shared, a_fixed_mapping_over_an_upcache_one_keeps_its_dirty_pages, .timeout = 60)
+{
+	char apath[64], bpath[64];
+	int afd = tmpfile_pattern(16 * PAGE, apath), bfd = tmpfile_pattern(16 * PAGE, bpath);
+	unsigned char *p, *q, buf[16 * PAGE];
+	struct upc_stats st = { .sz = sizeof(st) };
+	struct upc_cache *c;
+
+	upcd_start(NULL);
+	c = shared_cache();
+	cr_assert_eq(upc_map(c, afd, 0, 16 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
+	for (size_t i = 0; i < 16; i++)
+		memset(p + i * PAGE + 8, 'D', 64);	/* dirty, not written back */
+	q = p + 4 * PAGE;
+	cr_assert_eq(upc_map(c, bfd, 8 * PAGE, 8 * PAGE, PROT_READ | PROT_WRITE, UPC_MAP_FIXED, (void **)&q), 0);
+	cr_assert_eq(q, p + 4 * PAGE);
+	for (size_t i = 0; i < 8; i++)
+		cr_assert_eq(q[i * PAGE + 8], pat((8 + i) * PAGE + 8), "page %zu is not b's", i);
+	/* the ends are a's still, dirty data included, and still served */
+	cr_assert_eq(p[3 * PAGE + 8], 'D');
+	cr_assert_eq(p[12 * PAGE + 8], 'D');
+	p[PAGE + 200] = 'E';
+	p[13 * PAGE + 200] = 'F';
+	q[300] = 'G';
+	cr_assert_eq(upc_stats(c, &st), 0);
+	cr_assert_eq(st.nr_mappings, 3, "%u mappings", st.nr_mappings);
+	/* the client's list of its mappings follows: destroy writes back and unmaps all three */
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	cr_assert(unmapped(p, 16 * PAGE));
+	upcd_stop();
+	cr_assert_eq(pread(afd, buf, sizeof(buf), 0), (ssize_t)sizeof(buf));
+	for (size_t i = 0; i < 16; i++)
+		cr_assert_eq(buf[i * PAGE + 8], 'D', "a's page %zu lost its dirty data", i);
+	cr_assert_eq(buf[PAGE + 200], 'E');
+	cr_assert_eq(buf[13 * PAGE + 200], 'F');
+	cr_assert_eq(pread(bfd, buf, PAGE, 8 * PAGE), (ssize_t)PAGE);
+	cr_assert_eq(buf[300], 'G');
+	unlink(apath);
+	unlink(bpath);
+	close(afd);
+	close(bfd);
+}
+
+/*
+ * What refuses a fixed mapping, and what a refusal leaves: bad arguments,
+ * a bad descriptor and a pinned page change nothing; an mmap that fails
+ * after the daemon cleared the range (the address-space limit, here)
+ * leaves the whole range unmapped, as a failed mmap(MAP_FIXED) may, and
+ * the cleared mapping's dirty pages still reach the file.
+ */
+Test(shared, a_refused_fixed_mapping_changes_nothing_a_failed_one_unmaps, .timeout = 60)
+{
+	char path[64];
+	int fd = tmpfile_pattern(16 * PAGE, path), status;
+	struct upc_cache *c;
+	unsigned char *p, *q, b;
+	pid_t pid;
+
+	upcd_start(NULL);
+	c = shared_cache();
+	cr_assert_eq(upc_map(c, fd, 0, 16 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
+	p[5 * PAGE] = 'D';
+	q = NULL;
+	cr_assert_eq(upc_map(c, fd, 0, PAGE, PROT_READ, UPC_MAP_FIXED, (void **)&q), -EINVAL);
+	q = p + 1;
+	cr_assert_eq(upc_map(c, fd, 0, PAGE, PROT_READ, UPC_MAP_FIXED, (void **)&q), -EINVAL);
+	q = p;
+	cr_assert_eq(upc_map(c, fd, 0, PAGE, PROT_READ, UPC_MAP_FIXED | UPC_MAP_HINT, (void **)&q), -EINVAL);
+	q = p + 4 * PAGE;
+	cr_assert_eq(upc_map(c, -1, 0, PAGE, PROT_READ, UPC_MAP_FIXED, (void **)&q), -EBADF);
+	cr_assert_eq(p[5 * PAGE], 'D', "a refused descriptor changed the mapping");
+	cr_assert_eq(upc_pin(c, p + 5 * PAGE, PAGE, 0), 0);
+	cr_assert_eq(upc_map(c, fd, 0, 4 * PAGE, PROT_READ, UPC_MAP_FIXED, (void **)&q), -EBUSY);
+	cr_assert_eq(p[5 * PAGE], 'D', "a pinned page's mapping changed");
+	p[4 * PAGE] = 'P';
+	cr_assert_eq(upc_unpin(c, p + 5 * PAGE, PAGE), 0);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+
+	/*
+	 * The failed mmap, in a child of its own with RLIMIT_AS just above
+	 * what it uses: its mapping of 16 pages is replaced by one of 256 MiB
+	 * over a reservation of that size (so that nothing else of the
+	 * child's is in the range), grown past the limit.
+	 */
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		const size_t big = 256UL << 20;
+		struct upc_cache *c2 = shared_cache();
+		int cfd = open_rw(path);
+		struct upc_stats st = { .sz = sizeof(st) };
+		struct rlimit rl;
+		unsigned char *r, *m;
+		char line[256];
+		FILE *f;
+		long vm = 0;
+
+		/*
+		 * The size first: from the munmap of the reservation's tail to
+		 * the failed map, nothing here allocates (no mmap can land in
+		 * the tail, which the failure unmaps whole).
+		 */
+		f = fopen("/proc/self/status", "r");
+		while (f && fgets(line, sizeof(line), f))
+			if (sscanf(line, "VmSize: %ld kB", &vm) == 1)
+				break;
+		if (f)
+			fclose(f);
+		if (!vm)
+			_exit(12);
+		r = mmap(NULL, big, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		m = r;
+		if (r == MAP_FAILED || munmap(r + 16 * PAGE, big - 16 * PAGE))
+			_exit(10);
+		if (upc_map(c2, cfd, 0, 16 * PAGE, PROT_READ | PROT_WRITE, UPC_MAP_FIXED, (void **)&m) || m != r)
+			_exit(11);
+		m[7 * PAGE] = 'K';		/* dirty */
+		/* 16 pages more than before, and 64 MiB of room: not the 256 MiB the map grows by */
+		rl.rlim_cur = rl.rlim_max = (rlim_t)vm * 1024 + 16 * PAGE + (64UL << 20);
+		if (setrlimit(RLIMIT_AS, &rl))
+			_exit(13);
+		m = r;
+		if (upc_map(c2, cfd, 0, big, PROT_READ, UPC_MAP_FIXED, (void **)&m) != -ENOMEM)
+			_exit(14);
+		if (!unmapped(r, big))
+			_exit(15);		/* half of the old contents left */
+		if (upc_stats(c2, &st) || st.nr_mappings != 0)
+			_exit(16);
+		_exit(upc_cache_destroy(c2) ? 17 : 0);
+	}
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %#x", status);
+	upcd_stop();
+	cr_assert_eq(pread(fd, &b, 1, 5 * PAGE), 1);
+	cr_assert_eq(b, 'D');
+	cr_assert_eq(pread(fd, &b, 1, 4 * PAGE), 1);
+	cr_assert_eq(b, 'P');
+	cr_assert_eq(pread(fd, &b, 1, 7 * PAGE), 1);
+	cr_assert_eq(b, 'K', "the cleared mapping's dirty page was lost");
+	unlink(path);
+	close(fd);
+}
+
+/* ------------------------------------------------------------ large pwrite */
+
+/* Bytes of @b (the range) that are not wholly the pattern of the writer its first byte is of. */
+static size_t mixed_bytes(const unsigned char *b, size_t len)
+{
+	int k = b[0] >= 0xb0;
+	size_t mixed = 0;
+
+	for (size_t i = 0; i < len; i++)
+		mixed += b[i] != (unsigned char)(k ? 0xb0 + (i % 7) : 0xa0 + (i % 5));
+	return mixed;
+}
+
+/*
+ * Two processes write 1 MiB of their own pattern at the same offset, 200
+ * times each, at the same time (both let go together at each round):
+ * every write is one upc_pwrite under the file's io_lock in the daemon,
+ * so after each round, and at the end in the file, the range is wholly
+ * one pattern, as with write(2) under the inode's lock.  (Sent in pieces
+ * of a message each, rounds ended mixed: checked by hand, 2026-12-03.)
+ */
+Test(shared, a_large_pwrite_is_atomic_against_another_processes_write, .timeout = 180)
+{
+	const size_t len = 1 << 20;
+	const off_t off = 3 * PAGE + 123;	/* not page-aligned: partial edge pages too */
+	const int rounds = 200;
+	char path[64];
+	int fd = tmpfile_pattern(2 * len, path), mixed_rounds = 0;
+	unsigned char *buf = malloc(len);
+	_Atomic int *sync = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	struct upc_cache *c;
+	pid_t pids[2];
+
+	cr_assert_neq(sync, MAP_FAILED);
+	atomic_store(&sync[0], -1);	/* the round the writers may start */
+	atomic_store(&sync[1], 0);	/* writes done */
+	upcd_start(NULL);
+	for (int k = 0; k < 2; k++) {
+		pids[k] = fork();
+		cr_assert_geq(pids[k], 0);
+		if (pids[k] == 0) {
+			struct upc_cache *wc = shared_cache();
+			int cfd = open_rw(path);
+			unsigned char *mine = malloc(len);
+
+			for (size_t i = 0; i < len; i++)
+				mine[i] = (unsigned char)(k ? 0xb0 + (i % 7) : 0xa0 + (i % 5));
+			for (int r = 0; r < rounds; r++) {
+				while (atomic_load(&sync[0]) < r)
+					;
+				if (upc_pwrite(wc, cfd, mine, len, off) != (ssize_t)len)
+					_exit(3);
+				atomic_fetch_add(&sync[1], 1);
+			}
+			_exit(upc_cache_destroy(wc) ? 4 : 0);
+		}
+	}
+	c = shared_cache();
+	for (int r = 0; r < rounds; r++) {
+		atomic_store(&sync[0], r);
+		while (atomic_load(&sync[1]) < 2 * (r + 1))
+			usleep(100);
+		cr_assert_eq(upc_pread(c, fd, buf, len, off), (ssize_t)len);
+		mixed_rounds += mixed_bytes(buf, len) != 0;
+	}
+	cr_assert_eq(mixed_rounds, 0, "%d rounds of %d left the range mixed", mixed_rounds, rounds);
+	for (int k = 0; k < 2; k++) {
+		int status;
+
+		cr_assert_eq(waitpid(pids[k], &status, 0), pids[k]);
+		cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "writer %d: status %#x", k, status);
+	}
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	upcd_stop();
+	cr_assert_eq(pread(fd, buf, len, off), (ssize_t)len);
+	cr_assert_eq(mixed_bytes(buf, len), 0, "the file's range is mixed");
+	cr_assert_eq(pread(fd, buf, 1, off - 1), 1);
+	cr_assert_eq(buf[0], pat(off - 1));
+	cr_assert_eq(pread(fd, buf, 1, off + len), 1);
+	cr_assert_eq(buf[0], pat(off + len));
+	munmap(sync, PAGE);
+	free(buf);
+	unlink(path);
+	close(fd);
+}
+
+/* A memfd of @len bytes of @c, sealed with @seals (0: none). */
+static int data_memfd(size_t len, int c, unsigned int seals)
+{
+	int mfd = memfd_create("t", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	char *b = malloc(len);
+
+	cr_assert_geq(mfd, 0);
+	memset(b, c, len);
+	cr_assert_eq(pwrite(mfd, b, len, 0), (ssize_t)len);
+	free(b);
+	if (seals)
+		cr_assert_eq(fcntl(mfd, F_ADD_SEALS, seals), 0);
+	return mfd;
+}
+
+/*
+ * The daemon checks what a large write's data comes in: not a memfd, not
+ * sealed against shrinking and writing, not the length said, or bad
+ * lengths and offsets are each refused with an error (the connection
+ * stays), and the file is unchanged; the right one writes.
+ */
+Test(shared, a_large_pwrites_data_descriptor_is_checked, .timeout = 60)
+{
+	const unsigned int sealed = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE;
+	const size_t len = 3 * PAGE;
+	struct upc_msg *m = malloc(sizeof(*m));
+	char path[64], other[64];
+	int fd = tmpfile_pattern(8 * PAGE, path), ofd = tmpfile_pattern(len, other), pfd[2], s, rofd;
+	unsigned char buf[3 * PAGE];
+	struct {
+		const char *what;
+		int mfd;
+		uint64_t off, len;
+		long want;
+	} cases[16];
+	unsigned int n = 0;
+	long ret;
+
+	upcd_start(NULL);
+	s = raw_connect();
+	cr_assert_geq(s, 0);
+	ret = raw_attach(s, m);
+	if (ret == -ENOSYS)
+		cr_skip_test("userfaultfd is not available");
+	cr_assert_eq(ret, 0, "attach: %s", strerror((int)-ret));
+	cr_assert_eq(pipe(pfd), 0);
+	cases[n++] = (typeof(cases[0])){ "unsealed", data_memfd(len, 'x', 0), PAGE, len, -EINVAL };
+	cases[n++] = (typeof(cases[0])){ "not sealed against writing", data_memfd(len, 'x', F_SEAL_SHRINK),
+					 PAGE, len, -EINVAL };
+	cases[n++] = (typeof(cases[0])){ "not sealed against shrinking", data_memfd(len, 'x', F_SEAL_WRITE),
+					 PAGE, len, -EINVAL };
+	cases[n++] = (typeof(cases[0])){ "shorter than said", data_memfd(len, 'x', sealed), PAGE, len + 1,
+					 -EINVAL };
+	cases[n++] = (typeof(cases[0])){ "longer than said", data_memfd(len, 'x', sealed), PAGE, len - 1,
+					 -EINVAL };
+	cases[n++] = (typeof(cases[0])){ "length 0", data_memfd(len, 'x', sealed), PAGE, 0, -EINVAL };
+	cases[n++] = (typeof(cases[0])){ "length past the maximum", data_memfd(len, 'x', sealed), PAGE,
+					 (uint64_t)UPC_PROTO_MAX_WRITE + PAGE, -EINVAL };
+	cases[n++] = (typeof(cases[0])){ "negative offset", data_memfd(len, 'x', sealed), (uint64_t)-PAGE, len,
+					 -EINVAL };
+	cases[n++] = (typeof(cases[0])){ "a pipe", pfd[0], PAGE, len, -EBADF };
+	cases[n++] = (typeof(cases[0])){ "a regular file", ofd, PAGE, len, 1 /* any error */ };
+	for (unsigned int i = 0; i < n; i++) {
+		int fds[2] = { fd, cases[i].mfd };
+		uint64_t a[2] = { cases[i].off, cases[i].len };
+
+		ret = raw_req(s, UPC_MSG_PWRITE_FD, a, 2, fds, 2, m);
+		if (cases[i].want == 1)
+			cr_assert(ret < 0 && ret != -EPROTO, "%s: %ld", cases[i].what, ret);
+		else
+			cr_assert_eq(ret, cases[i].want, "%s: %ld", cases[i].what, ret);
+		close(cases[i].mfd);
+	}
+	close(pfd[1]);
+	/* through a read-only descriptor of the file: refused too */
+	rofd = open(path, O_RDONLY | O_CLOEXEC);
+	{
+		int fds[2] = { rofd, data_memfd(len, 'x', sealed) };
+		uint64_t a[2] = { PAGE, len };
+
+		ret = raw_req(s, UPC_MSG_PWRITE_FD, a, 2, fds, 2, m);
+		cr_assert(ret < 0 && ret != -EPROTO, "through O_RDONLY: %ld", ret);
+		close(fds[1]);
+	}
+	cr_assert_eq(pread(fd, buf, len, PAGE), (ssize_t)len);
+	for (size_t i = 0; i < len; i++)
+		cr_assert_eq(buf[i], pat(PAGE + i), "the file changed at %zu", PAGE + i);
+	/* the right one: written, and the connection served all along */
+	{
+		int fds[2] = { fd, data_memfd(len, 'y', sealed) };
+		uint64_t a[2] = { PAGE, len };
+
+		cr_assert_eq(raw_req(s, UPC_MSG_PWRITE_FD, a, 2, fds, 2, m), (long)len);
+		close(fds[1]);
+		cr_assert_eq(raw_req(s, UPC_MSG_FSYNC, (uint64_t[]){ 1 }, 1, &fd, 1, m), 0);
+	}
+	cr_assert_eq(pread(fd, buf, len, PAGE), (ssize_t)len);
+	for (size_t i = 0; i < len; i++)
+		cr_assert_eq(buf[i], 'y', "at %zu", PAGE + i);
+	close(s);
+	upcd_stop();
+	free(m);
+	unlink(path);
+	unlink(other);
+	close(rofd);
+	close(ofd);
+	close(fd);
 }
