@@ -53,6 +53,10 @@ static const struct seed {
 	{ "reply-max", UPC_MSG_REPLY, UPC_PROTO_MAX_ARGS, 0, UPC_PROTO_MAX_DATA },
 	{ "call", UPC_MSG_CALL, 4, 0, 0 },
 	{ "call-done", UPC_MSG_CALL_DONE, 1, 0, 0 },
+	{ "clients", UPC_MSG_CLIENTS, 1, 0, 0 },
+	{ "sync", UPC_MSG_SYNC, 1, 0, 0 },
+	{ "reply-clients", UPC_MSG_REPLY, 2, 0, 3 * sizeof(struct upc_client_info) },
+	{ "reply-sync", UPC_MSG_REPLY, 3, 0, 0 },
 };
 
 static unsigned char msg[1 + UPC_PROTO_MAX_MSG];

@@ -49,6 +49,8 @@ static const struct msg_rule {
 	[UPC_MSG_REPLY]		= { "reply", 1, 0, UPC_FROM_DAEMON, UPC_PROTO_MAX_DATA },
 	[UPC_MSG_CALL]		= { "call", 4, 0, UPC_FROM_DAEMON, 0 },
 	[UPC_MSG_CALL_DONE]	= { "call-done", 1, 0, UPC_FROM_CLIENT, 0 },
+	[UPC_MSG_CLIENTS]	= { "clients", 1, 0, UPC_FROM_CLIENT, 0 },
+	[UPC_MSG_SYNC]		= { "sync", 1, 0, UPC_FROM_CLIENT, 0 },
 };
 
 const char *upc_msg_name(unsigned int type)

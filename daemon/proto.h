@@ -76,6 +76,9 @@ enum upc_msg_type {
 	UPC_MSG_CALL,		/* args: op, addr, length, arg: do it on your address space */
 	/* client -> daemon, the answer to a call */
 	UPC_MSG_CALL_DONE,	/* args: result */
+	/* client -> daemon, administrative (upcctl daemon; the admin only: upcd(8)) */
+	UPC_MSG_CLIENTS,	/* args: first (skip that many); reply args: total; data: struct upc_client_info[] */
+	UPC_MSG_SYNC,		/* args: flags (0); reply args: files written back, pages held by pins */
 	UPC_MSG_TYPE_MAX
 };
 
@@ -86,6 +89,26 @@ enum upc_call_op {
 	UPC_CALL_MADVISE,	/* arg: advice */
 	UPC_CALL_OP_MAX
 };
+
+/*
+ * One client in UPC_MSG_CLIENTS's reply, fixed size so that a reply holds
+ * UPC_CLIENTS_PER_MSG of them; upcctl asks again from where the last
+ * reply ended while it gets fewer than the total.
+ */
+struct upc_client_info {
+	int32_t pid;
+	uint32_t uid;
+	char comm[16];			/* /proc/PID/comm at the time of the reply, NUL-terminated */
+	uint64_t mappings;
+	uint64_t map_bytes;		/* the bytes its mappings span */
+	uint64_t pinned;		/* pages its pins hold (PIN minus UNPIN, per page per pin) */
+	uint64_t faults;		/* faults served in its mappings */
+	uint64_t requests;		/* requests served on its connection */
+	uint32_t attached;		/* 1: an address space (a cache); 0: upcctl or a client before attach */
+	uint32_t pad;
+};
+
+#define UPC_CLIENTS_PER_MSG	(UPC_PROTO_MAX_DATA / sizeof(struct upc_client_info))
 
 struct upc_msg {
 	struct upc_msg_hdr h;
