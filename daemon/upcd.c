@@ -70,6 +70,7 @@ struct client {
 	 * (serve()).  Written by the client's thread only, read by CLIENTS.
 	 */
 	uint64_t pinned;
+	uint64_t map_bytes;		/* what its mappings spanned when CLIENTS last looked (d.lock) */
 	bool admin;			/* SO_PEERCRED uid 0 or the daemon's own euid (is_admin()) */
 	int refuse;			/* a negative errno: answer the first request with it, and close */
 };
@@ -424,11 +425,21 @@ static long req_clients(uint64_t first, uint64_t *rargs, void *data, size_t *dle
 		if (o->mm) {		/* o->mm is let go under d.lock (client_main) */
 			x->attached = 1;
 			x->faults = atomic_load_explicit(&o->mm->nr_faults, memory_order_relaxed);
-			pthread_rwlock_rdlock(&o->mm->lock);
 			x->mappings = o->mm->nmaps;
-			for (size_t k = 0; k < o->mm->nmaps; k++)
-				x->map_bytes += o->mm->maps[k]->end - o->mm->maps[k]->start;
-			pthread_rwlock_unlock(&o->mm->lock);
+			/*
+			 * Never wait for mm->lock under d.lock: its writer may
+			 * be waiting up to CALL_TIMEOUT_MS for the client to
+			 * munmap (upc_unmap), and d.lock stops every connect
+			 * meanwhile.  Busy: the bytes seen last time.
+			 */
+			if (pthread_rwlock_tryrdlock(&o->mm->lock) == 0) {
+				o->map_bytes = 0;
+				for (size_t k = 0; k < o->mm->nmaps; k++)
+					o->map_bytes += o->mm->maps[k]->end - o->mm->maps[k]->start;
+				x->mappings = o->mm->nmaps;
+				pthread_rwlock_unlock(&o->mm->lock);
+			}
+			x->map_bytes = o->map_bytes;
 		}
 		n++;
 	}
