@@ -512,7 +512,47 @@ static int per_user(void *argp)
 		usleep(10000);
 	}
 	nobody_check(s4 >= 0, "a connection closed was not given back");
+	/*
+	 * Connections past the limit that say nothing: each waits for its
+	 * first request at most 2 s, then is closed unanswered; while 16 wait,
+	 * the next is closed at once (REFUSING_MAX: a user cannot hold a
+	 * thread of the daemon per connection by connecting and keeping quiet).
+	 */
+	{
+		int q[17];
+		struct pollfd pfd;
+
+		for (int i = 0; i < 17; i++) {
+			q[i] = raw_connect();
+			nobody_check(q[i] >= 0, "connect %d: %s", i, strerror(errno));
+		}
+		pfd = (struct pollfd){ .fd = q[16], .events = POLLIN };
+		nobody_check(poll(&pfd, 1, 1000) == 1, "the 17th silent connection was not closed at once");
+		ret = upc_msg_recv(q[16], m, UPC_FROM_DAEMON);
+		nobody_check(ret == -ECONNRESET, "the 17th: %ld, not a hang-up", ret);
+		for (int i = 0; i < 16; i++) {
+			pfd = (struct pollfd){ .fd = q[i], .events = POLLIN };
+			nobody_check(poll(&pfd, 1, 10000) == 1, "silent connection %d never closed", i);
+			ret = upc_msg_recv(q[i], m, UPC_FROM_DAEMON);
+			nobody_check(ret == -ECONNRESET, "silent connection %d: %ld, not a hang-up", i, ret);
+			close(q[i]);
+		}
+		close(q[16]);
+	}
+	/* and those refusals are over: the limit still lets one in once one leaves */
 	close(s2);
+	for (int i = 0; i < 200; i++) {
+		s1 = raw_connect();
+		nobody_check(s1 >= 0, "connect: %s", strerror(errno));
+		ret = raw_hello(s1, m);
+		if (ret == 0)
+			break;
+		close(s1);
+		s1 = -1;
+		usleep(10000);
+	}
+	nobody_check(s1 >= 0, "no connection after the refusals");
+	close(s1);
 	close(s4);
 	free(m);
 	return 0;
