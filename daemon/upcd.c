@@ -71,7 +71,6 @@ struct client {
 	 */
 	uint64_t pinned;
 	uint64_t map_bytes;		/* what its mappings spanned when CLIENTS last looked (d.lock) */
-	bool admin;			/* SO_PEERCRED uid 0 or the daemon's own euid (is_admin()) */
 	int refuse;			/* a negative errno: answer the first request with it, and close */
 };
 
@@ -662,7 +661,7 @@ static long serve_admin(struct client *cl, struct upc_msg *m, uint64_t *rargs, u
 			     (unsigned long)st.pages_cached, (unsigned long)st.pages_dirty, st.nr_files);
 		/* other users' processes are the administrator's to see (CLIENTS too) */
 		for (struct client *o = d.clients; o && n < (int)UPC_PROTO_MAX_DATA - 128; o = o->next)
-			if (is_admin(cl) || o->cred.uid == cl->cred.uid)
+			if (!o->refuse && (is_admin(cl) || o->cred.uid == cl->cred.uid))
 				n += snprintf((char *)data + n, UPC_PROTO_MAX_DATA - n,
 					      "client pid %d uid %u mappings %zu requests %lu\n", o->cred.pid,
 					      o->cred.uid, o->mm ? o->mm->nmaps : 0, (unsigned long)o->requests);
@@ -846,14 +845,13 @@ static void client_new(int sock)
 	cl->call_msg = malloc(sizeof(*cl->call_msg));
 	if (!cl->msg || !cl->call_msg || getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cl->cred, &sl) < 0)
 		goto fail;
-	cl->admin = is_admin(cl);
 	pthread_mutex_lock(&d.lock);
 	/*
 	 * Connections per user (--max-clients-per-user): one user cannot
 	 * take every thread and descriptor of the daemon from the others.
 	 * The administrator is not counted (upcctl must always get in).
 	 */
-	if (!cl->admin && d.max_per_user) {
+	if (!is_admin(cl) && d.max_per_user) {
 		unsigned int same = 0;
 
 		for (struct client *o = d.clients; o; o = o->next)
