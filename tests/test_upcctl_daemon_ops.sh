@@ -125,6 +125,7 @@ fi
 # The client: 64 pages of zeros, each read and written ('w'), 4 pinned.
 dd if=/dev/zero of="$F" bs=4096 count=64 2>/dev/null
 mkfifo "$W/in"
+: >"$W/cout"
 "$CLIENT" "$S" "$F" 64 --write w --pin 4 <"$W/in" >"$W/cout" 2>"$W/cerr" &
 cpid=$!
 exec 7>"$W/in"
