@@ -9,7 +9,7 @@
 #   - stats, text and --json: the daemon-wide counters (64 dirty pages,
 #     4 pinned, the client's mapping);
 #   - top -n 2 -d 0.2 on a pipe: two screens, no terminal escapes, the
-#     client's line;
+#     client's line; on a terminal (script(1)), screens cleared and q quits;
 #   - as uid nobody: clients, drop and sync exit 4 with EPERM's message and
 #     change nothing (dirty and cached pages the same after), status hides
 #     root's client, stats works, top shows the cache without clients;
@@ -175,6 +175,19 @@ expect top 0 "$UPCCTL" daemon top -n 2 -d 0.2 --socket "$S" &&
 	has top "$W/out" "^per s +faults [0-9]+ " &&
 	has top "$W/out" "^ +$cpid +0 upcd-client +1 +256K +4 " && ! grep -q "$(printf '\033')" "$W/out" &&
 	pass top
+
+# On a terminal: q quits (script(1) gives it one; the q comes a second in).
+if command -v script >/dev/null 2>&1 && command -v timeout >/dev/null 2>&1; then
+	(sleep 1; printf q) | timeout 20 script -qec "'$UPCCTL' daemon top -d 0.2 --socket '$S'" /dev/null >"$W/tty" 2>&1
+	st=$?
+	if [ $st = 0 ] && grep -q "every 0.2 s; q quits" "$W/tty" && grep -q "$(printf '\033')\[2J" "$W/tty"; then
+		pass top_q
+	else
+		fail top_q "exit $st (124: q did not quit): $(tr '\r\033' '\n ' <"$W/tty" | head -n 5)"
+	fi
+else
+	skip top_q "no script(1) or timeout(1) to run upcctl on a terminal"
+fi
 
 # As nobody: what reveals others or changes the cache is refused, and nothing changes.
 as_nobody true

@@ -434,7 +434,8 @@ static const struct upc_client_info *find_pid(const struct upc_client_info *v, l
 
 /*
  * Refreshed like vmstat 1 and top: the cache-wide counters and rates, then
- * one line per client, busiest first, with its rates between refreshes.
+ * one line per client, by pid, with its rates between refreshes; q quits
+ * where standard input is a terminal, as in upcctl top.
  * -n stops after COUNT screens (tests); on a terminal each screen replaces
  * the last, else they follow one another.  The client lines need the
  * administrator (CLIENTS): anyone else sees the cache's lines only.
@@ -444,7 +445,7 @@ static int cmd_top(struct conn *c, long count, double delay)
 	struct upc_client_info *prev = NULL;
 	struct upc_stats was = { 0 };
 	long nprev = 0;
-	bool tty = isatty(STDOUT_FILENO), have_was = false;
+	bool tty = isatty(STDOUT_FILENO), have_was = false, keys = upcctl_tty_raw();
 	double last = 0;
 	int ret = 0;
 
@@ -474,7 +475,8 @@ static int cmd_top(struct conn *c, long count, double delay)
 			printf("\033[H\033[2J");
 		else if (it)
 			printf("\n");
-		printf("upcctl daemon top - %s, upcd on %s, every %.1f s\n", clock, c->path, delay);
+		printf("upcctl daemon top - %s, upcd on %s, every %.1f s%s\n", clock, c->path, delay,
+		       keys ? "; q quits" : "");
 		printf("cache    %" PRIu64 " pages (%s of %s)  dirty %" PRIu64 "  writeback %" PRIu64 "  pinned %" PRIu64
 		       "  files %u  mappings %u  %s tracking\n",
 		       (uint64_t)st.pages_cached, upcctl_mib(st.pages_cached * 4096, b1, sizeof(b1)),
@@ -521,9 +523,11 @@ static int cmd_top(struct conn *c, long count, double delay)
 		last = t;
 		if (count >= 0 && it + 1 >= count)
 			break;
-		usleep((useconds_t)(delay * 1e6));
+		if (upcctl_tty_wait(delay))
+			break;
 	}
 	free(prev);
+	upcctl_tty_restore();
 	return ret;
 }
 

@@ -367,6 +367,52 @@ static void on_sig(int sig)
 	raise(sig);
 }
 
+/*
+ * top's keyboard: on a terminal, standard input without echo and line
+ * buffering, put back at exit or on SIGINT/SIGTERM.  Returns whether it
+ * is (and so whether "q quits").
+ */
+bool upcctl_tty_raw(void)
+{
+	if (isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &saved_tio) == 0) {
+		struct termios t = saved_tio;
+
+		t.c_lflag &= (tcflag_t) ~(ICANON | ECHO);
+		t.c_cc[VMIN] = 0;
+		t.c_cc[VTIME] = 0;
+		if (tcsetattr(STDIN_FILENO, TCSANOW, &t) == 0) {
+			raw_tty = true;
+			atexit(tty_restore);
+			signal(SIGINT, on_sig);
+			signal(SIGTERM, on_sig);
+		}
+	}
+	return raw_tty;
+}
+
+/* Wait @delay seconds between two screens; true: q was pressed (raw terminal only). */
+bool upcctl_tty_wait(double delay)
+{
+	struct pollfd pfd = { .fd = STDIN_FILENO, .events = POLLIN };
+
+	if (!raw_tty) {
+		usleep((useconds_t)(delay * 1e6));
+		return false;
+	}
+	if (poll(&pfd, 1, (int)(delay * 1000)) > 0) {
+		char c = 0;
+
+		if (read(STDIN_FILENO, &c, 1) == 1 && (c == 'q' || c == 'Q'))
+			return true;
+	}
+	return false;
+}
+
+void upcctl_tty_restore(void)
+{
+	tty_restore();
+}
+
 static double rate(const struct snap *prev, int np, const struct upc_shm *s, size_t field_off, double dt)
 {
 	for (int i = 0; i < np; i++)
@@ -404,19 +450,7 @@ int upcctl_top(int argc, char **argv)
 	}
 	if (delay < 0.1)
 		delay = 0.1;
-	if (isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &saved_tio) == 0) {
-		struct termios t = saved_tio;
-
-		t.c_lflag &= (tcflag_t) ~(ICANON | ECHO);
-		t.c_cc[VMIN] = 0;
-		t.c_cc[VTIME] = 0;
-		if (tcsetattr(STDIN_FILENO, TCSANOW, &t) == 0) {
-			raw_tty = true;
-			atexit(tty_restore);
-			signal(SIGINT, on_sig);
-			signal(SIGTERM, on_sig);
-		}
-	}
+	upcctl_tty_raw();
 	for (long it = 0; iterations < 0 || it < iterations; it++) {
 		struct snap *v;
 		struct timespec now;
@@ -424,8 +458,6 @@ int upcctl_top(int argc, char **argv)
 		time_t t = time(NULL);
 		struct tm tm;
 		int n = snap_all(only, &v), nproc = 0;
-		struct pollfd pfd = { .fd = STDIN_FILENO, .events = POLLIN };
-		bool quit = false;
 
 		clock_gettime(CLOCK_MONOTONIC, &now);
 		if (last.tv_sec)
@@ -479,17 +511,7 @@ int upcctl_top(int argc, char **argv)
 		if (iterations >= 0 && it + 1 >= iterations)
 			break;
 		/* Sleep, or read a key. */
-		if (raw_tty) {
-			if (poll(&pfd, 1, (int)(delay * 1000)) > 0) {
-				char c = 0;
-
-				if (read(STDIN_FILENO, &c, 1) == 1 && (c == 'q' || c == 'Q'))
-					quit = true;
-			}
-		} else {
-			usleep((useconds_t)(delay * 1e6));
-		}
-		if (quit)
+		if (upcctl_tty_wait(delay))
 			break;
 	}
 	free(prev);
