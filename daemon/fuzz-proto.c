@@ -50,6 +50,7 @@ static const struct {
 	[UPC_MSG_INVALIDATE] = { 2, 1 },	[UPC_MSG_STATS] = { 0, 0 },	[UPC_MSG_DROP] = { 1, 0 },
 	[UPC_MSG_STATUS] = { 0, 0 },	[UPC_MSG_ADOPT] = { 4, 3 },	[UPC_MSG_CALL] = { 4, 0 },	[UPC_MSG_CALL_DONE] = { 1, 0 },
 	[UPC_MSG_RELAY] = { 1, 0 },	[UPC_MSG_MAP_CLEAR] = { 2, 0 },	[UPC_MSG_PWRITE_FD] = { 2, 2 },
+	[UPC_MSG_CLIENTS] = { 1, 0 },	[UPC_MSG_SYNC] = { 1, 0 },
 };
 
 /* Per message type: whether it carries data (pwrite's bytes, a reply's). */

@@ -57,6 +57,10 @@ static const struct seed {
 	{ "relay", UPC_MSG_RELAY, 1, 0, 0 },
 	{ "map-clear", UPC_MSG_MAP_CLEAR, 2, 0, 0 },
 	{ "pwrite-fd", UPC_MSG_PWRITE_FD, 2, 2, 0 },
+	{ "clients", UPC_MSG_CLIENTS, 1, 0, 0 },
+	{ "sync", UPC_MSG_SYNC, 1, 0, 0 },
+	{ "reply-clients", UPC_MSG_REPLY, 2, 0, 3 * sizeof(struct upc_client_info) },
+	{ "reply-sync", UPC_MSG_REPLY, 3, 0, 0 },
 };
 
 static unsigned char msg[1 + UPC_PROTO_MAX_MSG];

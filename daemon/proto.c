@@ -53,6 +53,8 @@ static const struct msg_rule {
 	[UPC_MSG_RELAY]		= { "relay", 1, 0, UPC_FROM_CLIENT, 0 },
 	[UPC_MSG_MAP_CLEAR]	= { "map-clear", 2, 0, UPC_FROM_CLIENT, 0 },
 	[UPC_MSG_PWRITE_FD]	= { "pwrite-fd", 2, 2, UPC_FROM_CLIENT, 0 },
+	[UPC_MSG_CLIENTS]	= { "clients", 1, 0, UPC_FROM_CLIENT, 0 },
+	[UPC_MSG_SYNC]		= { "sync", 1, 0, UPC_FROM_CLIENT, 0 },
 };
 
 const char *upc_msg_name(unsigned int type)

@@ -84,6 +84,9 @@ enum upc_msg_type {
 	UPC_MSG_RELAY,		/* after attach; args: the library's relay signal or 0 (sigbus.c) */
 	UPC_MSG_MAP_CLEAR,	/* args: addr, length: forget this client's mappings there (UPC_MAP_FIXED) */
 	UPC_MSG_PWRITE_FD,	/* fds: the file, a sealed memfd holding the data; args: offset, length */
+	/* client -> daemon, administrative (upcctl daemon; the admin only: upcd(8)) */
+	UPC_MSG_CLIENTS,	/* args: first (skip that many); reply args: total; data: struct upc_client_info[] */
+	UPC_MSG_SYNC,		/* args: flags (0); reply args: files written back, pages held by pins */
 	UPC_MSG_TYPE_MAX
 };
 
@@ -95,6 +98,26 @@ enum upc_call_op {
 	UPC_CALL_PLACEHOLD,	/* an inaccessible anonymous placeholder over the range (UPC_MAP_FIXED) */
 	UPC_CALL_OP_MAX
 };
+
+/*
+ * One client in UPC_MSG_CLIENTS's reply, fixed size so that a reply holds
+ * UPC_CLIENTS_PER_MSG of them; upcctl asks again from where the last
+ * reply ended while it gets fewer than the total.
+ */
+struct upc_client_info {
+	int32_t pid;
+	uint32_t uid;
+	char comm[16];			/* /proc/PID/comm at the time of the reply, NUL-terminated */
+	uint64_t mappings;
+	uint64_t map_bytes;		/* the bytes its mappings span */
+	uint64_t pinned;		/* pages its pins hold (PIN minus UNPIN, per page per pin) */
+	uint64_t faults;		/* faults served in its mappings */
+	uint64_t requests;		/* requests served on its connection */
+	uint32_t attached;		/* 1: an address space (a cache); 0: upcctl or a client before attach */
+	uint32_t pad;
+};
+
+#define UPC_CLIENTS_PER_MSG	(UPC_PROTO_MAX_DATA / sizeof(struct upc_client_info))
 
 struct upc_msg {
 	struct upc_msg_hdr h;

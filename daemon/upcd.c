@@ -38,6 +38,9 @@
 #define CLIENT_PENDING_MAX	16	/* maps between their two halves, per client */
 #define CLIENT_MAPS_MAX		65536	/* mappings, per client */
 #define CALL_TIMEOUT_MS		10000	/* a client that does not answer a call is dropped */
+#define CLIENTS_PER_USER	64	/* --max-clients-per-user's default: connections of one uid */
+#define REFUSING_MAX		16	/* connections being refused at once; more are closed unanswered */
+#define REFUSE_TIMEOUT_MS	2000	/* a refused connection's first request, waited for so long */
 
 _Static_assert(UPC_CALL_MUNMAP == MM_CALL_MUNMAP && UPC_CALL_MPROTECT == MM_CALL_MPROTECT &&
 	       UPC_CALL_MADVISE == MM_CALL_MADVISE && UPC_CALL_PLACEHOLD == MM_CALL_PLACEHOLD,
@@ -61,6 +64,15 @@ struct client {
 	pthread_t thread;
 	struct client *next;
 	uint64_t requests;
+	/*
+	 * Pages this client's pins hold: the pages of every PIN that succeeded
+	 * minus those of every UNPIN that did, as the engine counts a page
+	 * pinned twice twice (pincount).  Checked against d.max_pinned at PIN
+	 * (serve()).  Written by the client's thread only, read by CLIENTS.
+	 */
+	uint64_t pinned;
+	uint64_t map_bytes;		/* what its mappings spanned when CLIENTS last looked (d.lock) */
+	int refuse;			/* a negative errno: answer the first request with it, and close */
 };
 
 static struct {
@@ -72,6 +84,10 @@ static struct {
 	struct client *clients;
 	unsigned int nclients;
 	uint64_t served, dropped, adopted;	/* requests; clients dropped for errors; mappings adopted */
+	unsigned int refusing;		/* connections being refused (client_refuse()) */
+	unsigned int max_per_user;	/* --max-clients-per-user; 0: no limit */
+	uint64_t max_pinned;		/* --max-pinned-per-client, pages */
+	uid_t euid;
 	volatile sig_atomic_t stop;
 	int stop_pipe[2];
 	bool verbose;
@@ -190,6 +206,21 @@ static int check_attach(struct client *cl, const int *fds)
 		return -EPERM;
 	}
 	return 0;
+}
+
+/* ------------------------------------------------------------ the administrator */
+
+/*
+ * Who may ask what reveals other users' processes (CLIENTS) or changes the
+ * whole cache (SYNC, DROP of every file), and who is exempt from the
+ * per-user connection limit: root and the user the daemon runs as, by the
+ * SO_PEERCRED uid of the connection (upcd(8), ADMINISTRATION).  A uid, not
+ * a capability: SO_PEERCRED gives none, and a per-user daemon's
+ * administrator is its user.
+ */
+static bool is_admin(const struct client *cl)
+{
+	return cl->cred.uid == 0 || cl->cred.uid == d.euid;
 }
 
 /* ------------------------------------------------------------ requests */
@@ -347,6 +378,200 @@ static int int_arg(uint64_t v, int *out)
 }
 
 /*
+ * PIN and UNPIN, counted per client (struct client's @pinned): one client
+ * cannot pin more than --max-pinned-per-client pages, so that it cannot
+ * take the cache-wide limit (upc_pin(3): -ENOMEM past the cache's) from
+ * every other client.  -ENOMEM past it too, as mlock(2) past
+ * RLIMIT_MEMLOCK; nothing is pinned.  An argument the engine refuses is
+ * left for it to refuse (range_args), so that the error is the engine's.
+ */
+static int req_pin(struct client *cl, void *addr, size_t len, unsigned int flags)
+{
+	uintptr_t start, end;
+	uint64_t pages = 0;
+	int ret;
+
+	if (range_args(d.c, addr, len, &start, &end) == 0) {
+		pages = (end - start) >> UPC_PAGE_SHIFT;
+		if (pages > d.max_pinned || cl->pinned > d.max_pinned - pages) {
+			logf("client %d: pin of %lu pages past its limit (%lu pinned, limit %lu)", cl->cred.pid,
+			     (unsigned long)pages, (unsigned long)cl->pinned, (unsigned long)d.max_pinned);
+			return -ENOMEM;
+		}
+	}
+	ret = upc_pin(d.c, addr, len, flags);
+	if (ret == 0)
+		__atomic_store_n(&cl->pinned, cl->pinned + pages, __ATOMIC_RELAXED);
+	return ret;
+}
+
+static int req_unpin(struct client *cl, void *addr, size_t len)
+{
+	uintptr_t start, end;
+	int ret = upc_unpin(d.c, addr, len);
+
+	/* Every page of the range was pinned, or nothing changed (upc_unpin). */
+	if (ret == 0 && range_args(d.c, addr, len, &start, &end) == 0) {
+		uint64_t pages = (end - start) >> UPC_PAGE_SHIFT;
+
+		__atomic_store_n(&cl->pinned, cl->pinned > pages ? cl->pinned - pages : 0, __ATOMIC_RELAXED);
+	}
+	return ret;
+}
+
+/*
+ * upc_drop() for a client that is not the administrator: the files it maps
+ * only, so that one user cannot empty the cache under every other user's
+ * processes (upcd(8)).  Same result as upc_drop(): pages dropped, or the
+ * first write-back error.
+ */
+static long drop_own_files(struct client *cl, unsigned int flags)
+{
+	struct upc_mm *mm = cl->mm;
+	struct upc_file **files;
+	uint64_t dropped = 0;
+	size_t n = 0;
+	int err = 0;
+
+	if (flags & ~UPC_DROP_FLAGS_ALL)
+		return -EINVAL;
+	pthread_rwlock_rdlock(&mm->lock);
+	files = calloc(mm->nmaps ? mm->nmaps : 1, sizeof(*files));
+	if (!files) {
+		pthread_rwlock_unlock(&mm->lock);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < mm->nmaps; i++) {
+		struct upc_file *f = mm->maps[i]->file;
+		size_t j;
+
+		for (j = 0; j < n && files[j] != f; j++)
+			;
+		if (j == n) {
+			file_hold(f);	/* from the mapping's reference, under mm->lock */
+			files[n++] = f;
+		}
+	}
+	pthread_rwlock_unlock(&mm->lock);
+	for (size_t i = 0; i < n; i++) {
+		int ret = file_drop(files[i], flags, &dropped);
+
+		if (ret < 0 && !err)
+			err = ret;
+		file_put(files[i]);
+	}
+	free(files);
+	if (err)
+		return err;
+	return dropped > INT32_MAX ? INT32_MAX : (long)dropped;
+}
+
+/*
+ * CLIENTS: every connection from the @first-th on (newest first), as many
+ * as one reply holds; rargs[0] the count of all.  comm is read after the
+ * list lock is let go: a client gone since has an empty one.
+ */
+static long req_clients(uint64_t first, uint64_t *rargs, void *data, size_t *dlen)
+{
+	struct upc_client_info *ci = data;
+	uint64_t i = 0, n = 0;
+
+	pthread_mutex_lock(&d.lock);
+	for (struct client *o = d.clients; o; o = o->next) {
+		struct upc_client_info *x = &ci[n];
+
+		if (o->refuse || i++ < first || n == UPC_CLIENTS_PER_MSG)
+			continue;
+		memset(x, 0, sizeof(*x));
+		x->pid = o->cred.pid;
+		x->uid = o->cred.uid;
+		x->requests = __atomic_load_n(&o->requests, __ATOMIC_RELAXED);
+		x->pinned = __atomic_load_n(&o->pinned, __ATOMIC_RELAXED);
+		if (o->mm) {		/* o->mm is let go under d.lock (client_main) */
+			x->attached = 1;
+			x->faults = atomic_load_explicit(&o->mm->nr_faults, memory_order_relaxed);
+			x->mappings = o->mm->nmaps;
+			/*
+			 * Never wait for mm->lock under d.lock: its writer may
+			 * be waiting up to CALL_TIMEOUT_MS for the client to
+			 * munmap (upc_unmap), and d.lock stops every connect
+			 * meanwhile.  Busy: the bytes seen last time.
+			 */
+			if (pthread_rwlock_tryrdlock(&o->mm->lock) == 0) {
+				o->map_bytes = 0;
+				for (size_t k = 0; k < o->mm->nmaps; k++)
+					o->map_bytes += o->mm->maps[k]->end - o->mm->maps[k]->start;
+				x->mappings = o->mm->nmaps;
+				pthread_rwlock_unlock(&o->mm->lock);
+			}
+			x->map_bytes = o->map_bytes;
+		}
+		n++;
+	}
+	pthread_mutex_unlock(&d.lock);
+	for (uint64_t k = 0; k < n; k++) {
+		char path[64];
+		ssize_t r;
+		int fd;
+
+		snprintf(path, sizeof(path), "/proc/%d/comm", ci[k].pid);
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		r = read(fd, ci[k].comm, sizeof(ci[k].comm) - 1);
+		close(fd);
+		if (r > 0)
+			ci[k].comm[strcspn(ci[k].comm, "\n")] = 0;
+	}
+	rargs[0] = i;
+	*dlen = n * sizeof(*ci);
+	return 0;
+}
+
+/*
+ * SYNC: write back every dirty page of the cache and fdatasync each file
+ * (writeback_range(WB_SYNC), as msync(MS_SYNC) over all of it), file after
+ * file as upc_drop() walks them.  rargs: files written back, dirty pages
+ * left because a UPC_PIN_NOWRITEBACK pin holds them.  Returns 0 or the
+ * first error; the other files are written back all the same.  upcctl
+ * shows its progress from pages_dirty and pages_writeback, polled on a
+ * connection of its own meanwhile.
+ */
+static long req_sync(uint64_t *rargs)
+{
+	struct upc_cache *c = d.c;
+	uint64_t files = 0, held = 0;
+	struct upc_file *f;
+	int err = 0;
+
+	pthread_mutex_lock(&c->lock);
+	f = c->files;
+	if (f)
+		file_hold(f);
+	pthread_mutex_unlock(&c->lock);
+	while (f) {
+		struct upc_file *next;
+		uint64_t h = 0;
+		int ret = writeback_range(f, 0, UINT64_MAX, WB_SYNC, &h);
+
+		if (ret < 0 && !err)
+			err = ret;
+		held += h;
+		files++;
+		pthread_mutex_lock(&c->lock);
+		next = f->next;
+		if (next)
+			file_hold(next);
+		pthread_mutex_unlock(&c->lock);
+		file_put(f);
+		f = next;
+	}
+	rargs[0] = files;
+	rargs[1] = held;
+	return err;
+}
+
+/*
  * Serve one request.  Returns the result for the reply; *@rfd a
  * descriptor to send with it (closed after), @data/@dlen its data.
  */
@@ -380,9 +605,9 @@ static long serve(struct client *cl, struct upc_msg *m, uint64_t *rargs, unsigne
 	case UPC_MSG_PIN:
 		if (int_arg(m->args[2], &iarg) < 0)
 			return -EINVAL;
-		return upc_pin(c, addr, len, (unsigned int)iarg);
+		return req_pin(cl, addr, len, (unsigned int)iarg);
 	case UPC_MSG_UNPIN:
-		return upc_unpin(c, addr, len);
+		return req_unpin(cl, addr, len);
 	case UPC_MSG_ADVISE:
 		if (int_arg(m->args[2], &iarg) < 0)
 			return -EINVAL;
@@ -445,6 +670,58 @@ static long serve(struct client *cl, struct upc_msg *m, uint64_t *rargs, unsigne
 	case UPC_MSG_DROP:
 		if (int_arg(m->args[0], &iarg) < 0)
 			return -EINVAL;
+		return is_admin(cl) ? upc_drop(c, (unsigned int)iarg) : drop_own_files(cl, (unsigned int)iarg);
+	}
+	return -EPROTO;
+}
+
+/*
+ * The requests that need no attach (upcctl daemon): STATUS and STATS for
+ * anyone who may connect; CLIENTS, SYNC and DROP of the whole cache for the
+ * administrator only (is_admin()), -EPERM and nothing done for anyone else.
+ * CLIENTS and SYNC are served on an attached connection too.
+ */
+static long serve_admin(struct client *cl, struct upc_msg *m, uint64_t *rargs, unsigned int *rargc,
+			void *data, size_t *dlen)
+{
+	struct upc_cache *c = d.c;
+	int iarg;
+
+	switch (m->h.type) {
+	case UPC_MSG_STATS: {
+		struct upc_stats st = { .sz = sizeof(st) };
+		long ret = upc_stats(c, &st);
+
+		if (ret < 0)
+			return ret;
+		/* the daemon's own mappings are none: every client's, as the cache's */
+		st.nr_mappings = 0;
+		pthread_mutex_lock(&d.lock);
+		for (struct client *o = d.clients; o; o = o->next)
+			if (o->mm)
+				st.nr_mappings += (uint32_t)o->mm->nmaps;
+		pthread_mutex_unlock(&d.lock);
+		memcpy(data, &st, sizeof(st));
+		*dlen = sizeof(st);
+		return 0;
+	}
+	case UPC_MSG_CLIENTS:
+		if (!is_admin(cl))
+			return -EPERM;
+		*rargc = 1;
+		return req_clients(m->args[0], rargs, data, dlen);
+	case UPC_MSG_SYNC:
+		if (!is_admin(cl))
+			return -EPERM;
+		if (m->args[0])
+			return -EINVAL;
+		*rargc = 2;
+		return req_sync(rargs);
+	case UPC_MSG_DROP:
+		if (!is_admin(cl))
+			return -EPERM;
+		if (int_arg(m->args[0], &iarg) < 0)
+			return -EINVAL;
 		return upc_drop(c, (unsigned int)iarg);
 	case UPC_MSG_STATUS: {
 		struct upc_stats st = { .sz = sizeof(st) };
@@ -459,10 +736,12 @@ static long serve(struct client *cl, struct upc_msg *m, uint64_t *rargs, unsigne
 			     (unsigned long)d.adopted,
 			     st.track_mode == UPC_TRACK_ASYNC ? "async" : "sync", (unsigned long)st.mem_limit,
 			     (unsigned long)st.pages_cached, (unsigned long)st.pages_dirty, st.nr_files);
+		/* other users' processes are the administrator's to see (CLIENTS too) */
 		for (struct client *o = d.clients; o && n < (int)UPC_PROTO_MAX_DATA - 128; o = o->next)
-			n += snprintf((char *)data + n, UPC_PROTO_MAX_DATA - n,
-				      "client pid %d uid %u mappings %zu requests %lu\n", o->cred.pid,
-				      o->cred.uid, o->mm ? o->mm->nmaps : 0, (unsigned long)o->requests);
+			if (!o->refuse && (is_admin(cl) || o->cred.uid == cl->cred.uid))
+				n += snprintf((char *)data + n, UPC_PROTO_MAX_DATA - n,
+					      "client pid %d uid %u mappings %zu requests %lu\n", o->cred.pid,
+					      o->cred.uid, o->mm ? o->mm->nmaps : 0, (unsigned long)o->requests);
 		pthread_mutex_unlock(&d.lock);
 		*dlen = (size_t)n;
 		return 0;
@@ -512,11 +791,30 @@ static long serve_attach(struct client *cl, struct upc_msg *m)
 	return 0;
 }
 
+/*
+ * A connection past its user's limit (client_new()): its first request is
+ * answered with @cl->refuse (so that upc_cache_create() returns it, as it
+ * returns a refused connect), then it is closed.  A client that sends
+ * nothing within REFUSE_TIMEOUT_MS is closed unanswered.
+ */
+static void client_refuse(struct client *cl)
+{
+	struct pollfd pfd = { .fd = cl->sock, .events = POLLIN };
+
+	if (poll(&pfd, 1, REFUSE_TIMEOUT_MS) == 1 && upc_msg_recv(cl->sock, cl->msg, UPC_FROM_CLIENT) == 0) {
+		upc_msg_close_fds(cl->msg);
+		upc_msg_send(cl->sock, UPC_MSG_REPLY, cl->msg->h.seq, (uint64_t[]){ (uint64_t)(int64_t)cl->refuse },
+			     1, NULL, 0, NULL, 0);
+	}
+}
+
 static void *client_main(void *arg)
 {
 	struct client *cl = arg;
-	char *data = malloc(UPC_PROTO_MAX_DATA);
+	char *data = cl->refuse ? NULL : malloc(UPC_PROTO_MAX_DATA);
 
+	if (cl->refuse)
+		client_refuse(cl);
 	for (; data;) {
 		struct pollfd pfd[2] = { { .fd = cl->sock, .events = POLLIN }, { .fd = cl->pidfd, .events = POLLIN } };
 		uint64_t rargs[UPC_PROTO_MAX_ARGS];
@@ -547,11 +845,12 @@ static void *client_main(void *arg)
 		cl->seq = m->h.seq;
 		cl->requests++;
 		__atomic_fetch_add(&d.served, 1, __ATOMIC_RELAXED);
-		/* In order: hello, attach, then anything; status alone needs no attach (upcctl). */
+		/* In order: hello, attach, then anything; upcctl's requests need no attach (serve_admin). */
 		if (m->h.type == UPC_MSG_HELLO && !cl->hello) {
 			ret = serve_hello(cl, m, rargs + 1, &rargc);
-		} else if (m->h.type == UPC_MSG_STATUS || (m->h.type == UPC_MSG_STATS && !cl->mm)) {
-			ret = serve(cl, m, rargs + 1, &rargc, rfd, data, &dlen);
+		} else if (m->h.type == UPC_MSG_STATUS || m->h.type == UPC_MSG_CLIENTS || m->h.type == UPC_MSG_SYNC ||
+			   (!cl->mm && (m->h.type == UPC_MSG_STATS || m->h.type == UPC_MSG_DROP))) {
+			ret = serve_admin(cl, m, rargs + 1, &rargc, data, &dlen);
 		} else if (m->h.type == UPC_MSG_ATTACH && cl->hello && !cl->mm) {
 			ret = serve_attach(cl, m);
 		} else if (cl->mm && m->h.type != UPC_MSG_HELLO && m->h.type != UPC_MSG_ATTACH &&
@@ -599,6 +898,8 @@ static void *client_main(void *arg)
 			break;
 		}
 	d.nclients--;
+	if (cl->refuse)
+		d.refusing--;
 	pthread_cond_broadcast(&d.gone);
 	pthread_mutex_unlock(&d.lock);
 	logf("client %d: gone", cl->cred.pid);
@@ -626,19 +927,47 @@ static void client_new(int sock)
 	if (!cl->msg || !cl->call_msg || getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cl->cred, &sl) < 0)
 		goto fail;
 	pthread_mutex_lock(&d.lock);
+	/*
+	 * Connections per user (--max-clients-per-user): one user cannot
+	 * take every thread and descriptor of the daemon from the others.
+	 * The administrator is not counted (upcctl must always get in).
+	 */
+	if (!is_admin(cl) && d.max_per_user) {
+		unsigned int same = 0;
+
+		for (struct client *o = d.clients; o; o = o->next)
+			same += o->cred.uid == cl->cred.uid && !o->refuse;
+		if (same >= d.max_per_user) {
+			if (d.refusing >= REFUSING_MAX) {
+				pthread_mutex_unlock(&d.lock);
+				logf("client %d (uid %u) closed: %u connections, and too many refused already",
+				     cl->cred.pid, cl->cred.uid, same);
+				goto fail;
+			}
+			cl->refuse = -EUSERS;
+			d.refusing++;
+		}
+	}
 	cl->next = d.clients;
 	d.clients = cl;
 	d.nclients++;
 	pthread_mutex_unlock(&d.lock);
 	/* Before the thread starts: it frees @cl when the client goes. */
-	logf("client %d (uid %u) connected", cl->cred.pid, cl->cred.uid);
+	logf("client %d (uid %u) connected%s", cl->cred.pid, cl->cred.uid,
+	     cl->refuse ? ", refused: its user's connections are at --max-clients-per-user" : "");
 	pthread_attr_init(&at);
 	pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
 	if (pthread_create(&cl->thread, &at, client_main, cl) != 0) {
 		pthread_attr_destroy(&at);
 		pthread_mutex_lock(&d.lock);
-		d.clients = cl->next;
+		for (struct client **pp = &d.clients; *pp; pp = &(*pp)->next)
+			if (*pp == cl) {
+				*pp = cl->next;
+				break;
+			}
 		d.nclients--;
+		if (cl->refuse)
+			d.refusing--;
 		pthread_mutex_unlock(&d.lock);
 		goto fail;
 	}
@@ -750,9 +1079,20 @@ static void usage(FILE *to)
 {
 	fprintf(to,
 		"usage: upcd [--foreground] [--socket PATH] [--mem-limit SIZE] [--async]\n"
-		"            [--group NAME] [--mode OCTAL] [--verbose]\n"
+		"            [--group NAME] [--mode OCTAL] [--max-clients-per-user N]\n"
+		"            [--max-pinned-per-client SIZE] [--verbose]\n"
 		"Holds one page cache for every process that creates its cache with\n"
-		"UPC_CACHE_SHARED.  See upcd(8).\n");
+		"UPC_CACHE_SHARED.  See upcd(8).\n"
+		"  --foreground                 do not detach\n"
+		"  --socket PATH                listen there (default: as clients find it)\n"
+		"  --mem-limit SIZE             cached bytes at most, all clients together (K, M, G)\n"
+		"  --group NAME, --mode OCTAL   the socket's group and mode (0600; 0660 with a group)\n"
+		"  --max-clients-per-user N     connections of one uid, root and upcd's own user\n"
+		"                               not counted (default %u; 0: no limit)\n"
+		"  --max-pinned-per-client SIZE what one client's upc_pin may hold (K, M, G;\n"
+		"                               default a quarter of the memory limit)\n"
+		"  --verbose                    log clients and errors to standard error\n",
+		CLIENTS_PER_USER);
 }
 
 int main(int argc, char **argv)
@@ -765,6 +1105,8 @@ int main(int argc, char **argv)
 		{ "group", required_argument, NULL, 'g' },
 		{ "mode", required_argument, NULL, 'M' },
 		{ "verbose", no_argument, NULL, 'v' },
+		{ "max-clients-per-user", required_argument, NULL, 'U' },
+		{ "max-pinned-per-client", required_argument, NULL, 'P' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
@@ -774,9 +1116,13 @@ int main(int argc, char **argv)
 	bool foreground = false;
 	long mode = -1;
 	struct sigaction sa = { .sa_handler = on_signal };
+	size_t max_pinned = 0;
+	char *end;
 	int opt, ret;
 
-	while ((opt = getopt_long(argc, argv, "fs:m:ag:M:vh", lo, NULL)) != -1) {
+	d.max_per_user = CLIENTS_PER_USER;
+	d.euid = geteuid();
+	while ((opt = getopt_long(argc, argv, "fs:m:ag:M:vU:P:h", lo, NULL)) != -1) {
 		switch (opt) {
 		case 'f': foreground = true; break;
 		case 's': path = optarg; break;
@@ -797,6 +1143,23 @@ int main(int argc, char **argv)
 			}
 			break;
 		case 'v': d.verbose = true; break;
+		case 'U': {
+			unsigned long v = strtoul(optarg, &end, 10);
+
+			if (!*optarg || *end || optarg[0] == '-' || v > 1000000) {
+				fprintf(stderr, "upcd: bad number of clients: %s\n", optarg);
+				return 2;
+			}
+			d.max_per_user = (unsigned int)v;
+			break;
+		}
+		case 'P':
+			max_pinned = parse_size(optarg);
+			if (max_pinned < UPC_PAGE_SIZE) {
+				fprintf(stderr, "upcd: bad size (a page at least): %s\n", optarg);
+				return 2;
+			}
+			break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -825,6 +1188,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "upcd: cannot serve the cache: %s\n", upc_strerror(ret));
 		return 1;
 	}
+	/* a quarter of the cache's own pin limit (upc_pin(3): the memory limit), by default */
+	d.max_pinned = max_pinned ? max_pinned >> UPC_PAGE_SHIFT : max_t(uint64_t, d.c->limit_pages / 4, 1);
 	if (!foreground && daemon(0, 0) < 0) {
 		perror("upcd: daemon");
 		return 1;

@@ -777,6 +777,7 @@ static void handle_fault(struct upc_handler *h, const struct uffd_msg *msg)
 		sys_uffd_wake(mm->uffd, addr, UPC_PAGE_SIZE);
 		return;
 	}
+	atomic_fetch_add_explicit(&mm->nr_faults, 1, memory_order_relaxed);	/* upcctl daemon clients */
 	pthread_mutex_lock(&m->file->lock);
 	if (flags & UFFD_PAGEFAULT_FLAG_WP)
 		handle_wp(h, m, addr, msg->arg.pagefault.feat.ptid);

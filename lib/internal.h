@@ -297,6 +297,7 @@ struct upc_mm {
 	int relay_sig;			/* the client library's relay signal (sigbus.c), or 0 */
 	_Atomic bool poisoned;		/* some mapping may hold poison markers (remote_refuse) */
 	struct upc_mm *next_remote;	/* cache->remotes */
+	_Atomic uint64_t nr_faults;	/* faults served in this mm's mappings (handle_fault) */
 };
 
 /* ------------------------------------------------------------ the cache */
@@ -598,6 +599,7 @@ __upc_hidden void fork_cache_del(struct upc_cache *c);
 #define WB_EXPIRED	0x2	/* only pages dirty for longer than expire_ms */
 #define WB_NOWAIT	0x4	/* skip pages under write-back instead of waiting */
 #define WB_FSYNC	0x8	/* with WB_SYNC: fsync (data and metadata), not fdatasync */
+__upc_hidden int file_drop(struct upc_file *f, unsigned int flags, uint64_t *dropped);
 __upc_hidden int writeback_range(struct upc_file *f, uint64_t first, uint64_t last, int how,
 				 uint64_t *heldp);
 __upc_hidden int errseq_check(struct upc_file *f, uint32_t *seen);

@@ -454,7 +454,40 @@ int dontneed_piece(struct upc_map *m, uintptr_t s, uintptr_t e, uint64_t first, 
 	return ret;
 }
 
-/* drop_caches, done right (I3, seed 000: Wilcox 2019): tear down first, check dirty after. */
+/*
+ * drop_caches, done right (I3, seed 000: Wilcox 2019): tear down first,
+ * check dirty after.  One file of it: its clean pages, after its dirty ones
+ * are written back with UPC_DROP_WRITEBACK.  The caller holds a reference
+ * to @f.  Adds the pages dropped to *@dropped; returns 0 or the write-back
+ * error (the clean pages are dropped all the same).  upc_drop() walks the
+ * cache with it, and upcd the files a client maps (upcd(8): a client that
+ * is not the administrator drops only its own files).
+ */
+int file_drop(struct upc_file *f, unsigned int flags, uint64_t *dropped)
+{
+	struct run *runs = NULL;
+	size_t nr = 0, cap = 0;
+	int ret = 0;
+
+	if (flags & UPC_DROP_WRITEBACK)
+		ret = writeback_range(f, 0, UINT64_MAX, WB_SYNC, NULL);
+	pthread_mutex_lock(&f->lock);
+	for (uint64_t p = 0; p < f->npages; p++) {
+		struct upc_page *pg = pt_lookup(f, p);
+
+		if (!pg) {
+			p |= PT_CHUNK_PAGES - 1;
+			continue;
+		}
+		if (reclaimable(pg) && !(pg->flags & PG_DIRTY) && runs_add(&runs, &nr, &cap, p) < 0)
+			break;
+	}
+	*dropped += reclaim_runs(f, runs, nr);
+	pthread_mutex_unlock(&f->lock);
+	free(runs);
+	return ret;
+}
+
 UPC_API int upc_drop(struct upc_cache *c, unsigned int flags)
 {
 	uint64_t dropped = 0;
@@ -479,29 +512,11 @@ UPC_API int upc_drop(struct upc_cache *c, unsigned int flags)
 	pthread_mutex_unlock(&c->lock);
 	while (f) {
 		struct upc_file *next;
-		struct run *runs = NULL;
-		size_t nr = 0, cap = 0;
 
 		/* A file whose write-back fails keeps its dirty pages; the others are still dropped. */
-		if (flags & UPC_DROP_WRITEBACK) {
-			ret = writeback_range(f, 0, UINT64_MAX, WB_SYNC, NULL);
-			if (ret < 0 && !err)
-				err = ret;
-		}
-		pthread_mutex_lock(&f->lock);
-		for (uint64_t p = 0; p < f->npages; p++) {
-			struct upc_page *pg = pt_lookup(f, p);
-
-			if (!pg) {
-				p |= PT_CHUNK_PAGES - 1;
-				continue;
-			}
-			if (reclaimable(pg) && !(pg->flags & PG_DIRTY) && runs_add(&runs, &nr, &cap, p) < 0)
-				break;
-		}
-		dropped += reclaim_runs(f, runs, nr);
-		pthread_mutex_unlock(&f->lock);
-		free(runs);
+		ret = file_drop(f, flags, &dropped);
+		if (ret < 0 && !err)
+			err = ret;
 		pthread_mutex_lock(&c->lock);
 		next = f->next;
 		if (next)

@@ -776,11 +776,17 @@ static bool file_exists(const char *p)
 	return p && stat(p, &st) == 0;
 }
 
-/* The library of process @pid, from its maps. */
+/*
+ * The library of process @pid, from its maps; else its executable, which
+ * holds the probes when it links the engine statically: upcd does
+ * (Makefile.am, daemon_upcd_LDADD), and so does a program linked with
+ * libupcache.a.  attach_usdt() finds no probe in any other.
+ */
 static char *lib_of_pid(pid_t pid)
 {
 	char path[64], line[4096];
 	char *found = NULL;
+	ssize_t n;
 	FILE *f;
 
 	snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
@@ -795,7 +801,14 @@ static char *lib_of_pid(pid_t pid)
 			found = strdup(p);
 	}
 	fclose(f);
-	return found;
+	if (found)
+		return found;
+	snprintf(path, sizeof(path), "/proc/%d/exe", (int)pid);
+	n = readlink(path, line, sizeof(line) - 1);
+	if (n <= 0)
+		return NULL;
+	line[n] = '\0';
+	return strdup(line);
 }
 
 static const char *default_lib(void)
@@ -972,8 +985,8 @@ int main(int argc, char **argv)
 	if (opt.lib)
 		lib = strdup(opt.lib);
 	else if (opt.pid && !(lib = lib_of_pid(opt.pid))) {
-		fprintf(stderr, "upc-trace: process %d has no libupcache.so mapped (use -l for a static build)\n",
-			(int)opt.pid);
+		fprintf(stderr, "upc-trace: process %d: neither its maps nor its executable can be read: %s\n",
+			(int)opt.pid, strerror(errno));
 		goto out;
 	}
 	if (!lib)

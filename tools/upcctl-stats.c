@@ -144,7 +144,7 @@ static int snap_cmp(const void *a, const void *b)
 	return x->s.cache_no < y->s.cache_no ? -1 : x->s.cache_no > y->s.cache_no;
 }
 
-static const char *mib(uint64_t bytes, char *buf, size_t len)
+const char *upcctl_mib(uint64_t bytes, char *buf, size_t len)
 {
 	if (bytes >= (1ULL << 30))
 		snprintf(buf, len, "%.1fG", (double)bytes / (1 << 30));
@@ -155,7 +155,7 @@ static const char *mib(uint64_t bytes, char *buf, size_t len)
 	return buf;
 }
 
-static void json_str(const char *s)
+void upcctl_json_str(const char *s)
 {
 	putchar('"');
 	for (; *s; s++) {
@@ -176,6 +176,49 @@ static void json_str(const char *s)
 	X(wb_errors) X(read_errors) X(pages_evicted) X(meta_bytes) X(reclaim_passes) \
 	X(wb_gap_pages)
 
+/* ,"name":value for every counter of @st, under its upc_stats(3) name */
+void upcctl_stats_json_fields(const struct upc_stats *st)
+{
+#define X(f) printf(",\"%s\":%" PRIu64, #f, (uint64_t)st->f);
+	STAT_FIELDS(X)
+#undef X
+}
+
+/*
+ * The counters of @st as "upcctl stats" prints them, after its header line:
+ * @ra_hits < 0 when the source has none (upcd's struct upc_stats), @note
+ * after the first line's mappings.
+ */
+void upcctl_stats_text(const struct upc_stats *st, int64_t ra_hits, const char *note)
+{
+	char b1[32], b2[32], hits[48] = "";
+
+	if (ra_hits >= 0)
+		snprintf(hits, sizeof(hits), ", %" PRIu64 " hits", (uint64_t)ra_hits);
+	printf("  tracking %s, memory limit %s, %u files, %u mappings%s\n",
+	       st->track_mode == UPC_TRACK_ASYNC ? "asynchronous" : "synchronous",
+	       upcctl_mib(st->mem_limit, b1, sizeof(b1)), st->nr_files, st->nr_mappings, note);
+	printf("  pages      cached %" PRIu64 " (%s)  dirty %" PRIu64 "  writeback %" PRIu64
+	       "  pinned %" PRIu64 "  active %" PRIu64 "\n",
+	       (uint64_t)st->pages_cached, upcctl_mib(st->pages_cached * 4096, b2, sizeof(b2)),
+	       (uint64_t)st->pages_dirty, (uint64_t)st->pages_writeback, (uint64_t)st->pages_pinned,
+	       (uint64_t)st->pages_active);
+	printf("  faults     missing %" PRIu64 "  write-protect %" PRIu64 "  minor %" PRIu64 "\n",
+	       (uint64_t)st->faults_missing, (uint64_t)st->faults_wp, (uint64_t)st->faults_minor);
+	printf("  reads      %" PRIu64 " I/Os, %" PRIu64 " pages; readahead %" PRIu64 " pages%s, largest window %" PRIu64
+	       "\n",
+	       (uint64_t)st->fill_ios, (uint64_t)st->pages_filled, (uint64_t)st->ra_pages, hits,
+	       (uint64_t)st->ra_max_window);
+	printf("  write-back %" PRIu64 " pages in %" PRIu64 " I/Os (%" PRIu64 " bytes, %" PRIu64
+	       " clean gap pages among them), %" PRIu64 " write-protect calls, %" PRIu64 " fdatasync\n",
+	       (uint64_t)st->pages_written, (uint64_t)st->wb_ios, (uint64_t)st->bytes_written,
+	       (uint64_t)st->wb_gap_pages, (uint64_t)st->wp_calls, (uint64_t)st->syncs);
+	printf("  reclaim    %" PRIu64 " pages evicted, %" PRIu64 " passes; metadata %" PRIu64 " bytes\n",
+	       (uint64_t)st->pages_evicted, (uint64_t)st->reclaim_passes, (uint64_t)st->meta_bytes);
+	printf("  errors     write-back %" PRIu64 ", read %" PRIu64 "\n", (uint64_t)st->wb_errors,
+	       (uint64_t)st->read_errors);
+}
+
 static void print_json(const struct snap *v, int n, uint64_t now)
 {
 	printf("{\"pid\":%d,\"caches\":[", n ? v[0].s.pid : 0);
@@ -183,21 +226,19 @@ static void print_json(const struct snap *v, int n, uint64_t now)
 		const struct upc_shm *s = &v[i].s;
 
 		printf("%s{\"cache\":%u,\"command\":", i ? "," : "", s->cache_no);
-		json_str(v[i].comm);
+		upcctl_json_str(v[i].comm);
 		printf(",\"age_ms\":%" PRIu64 ",\"track_mode\":\"%s\",\"mem_limit\":%" PRIu64
 		       ",\"nr_files\":%u,\"nr_mappings\":%u,\"ra_hits\":%" PRIu64 ",\"debug\":%u",
 		       now > s->updated_ms ? now - s->updated_ms : 0,
 		       s->st.track_mode == UPC_TRACK_ASYNC ? "async" : "sync", (uint64_t)s->st.mem_limit,
 		       s->st.nr_files, s->st.nr_mappings, s->ra_hits, s->debug);
-#define X(f) printf(",\"%s\":%" PRIu64, #f, (uint64_t)s->st.f);
-		STAT_FIELDS(X)
-#undef X
+		upcctl_stats_json_fields(&s->st);
 		printf(",\"files\":[");
 		for (uint32_t j = 0; j < s->nr_files_listed && j < UPC_SHM_FILES; j++) {
 			const struct upc_shm_file *f = &s->files[j];
 
 			printf("%s{\"path\":", j ? "," : "");
-			json_str(f->path);
+			upcctl_json_str(f->path);
 			printf(",\"dev\":%" PRIu64 ",\"ino\":%" PRIu64 ",\"size\":%" PRIu64 ",\"cached\":%" PRIu64
 			       ",\"dirty\":%" PRIu64 ",\"writeback\":%" PRIu64 ",\"pinned\":%" PRIu64
 			       ",\"active\":%" PRIu64 ",\"mappings\":%u}",
@@ -213,7 +254,7 @@ static void print_json(const struct snap *v, int n, uint64_t now)
 			       j ? "," : "", b->id, b->ino, b->pgoff, b->tid, b->when_ms);
 			for (uint32_t k = 0; k < b->nframes && k < UPC_BT_FRAMES; k++) {
 				printf("%s", k ? "," : "");
-				json_str(b->sym[k]);
+				upcctl_json_str(b->sym[k]);
 			}
 			printf("]}");
 		}
@@ -224,38 +265,15 @@ static void print_json(const struct snap *v, int n, uint64_t now)
 
 static void print_text(const struct snap *v, int n, uint64_t now, bool bts)
 {
-	char b1[32], b2[32];
-
 	for (int i = 0; i < n; i++) {
 		const struct upc_shm *s = &v[i].s;
 		const struct upc_stats *st = &s->st;
 
 		printf("%supcache cache %u of pid %d (%s), updated %.1f s ago\n", i ? "\n" : "", s->cache_no,
 		       s->pid, v[i].comm, now > s->updated_ms ? (double)(now - s->updated_ms) / 1000 : 0.0);
-		printf("  tracking %s, memory limit %s, %u files, %u mappings%s\n",
-		       st->track_mode == UPC_TRACK_ASYNC ? "asynchronous" : "synchronous",
-		       mib(st->mem_limit, b1, sizeof(b1)), st->nr_files, st->nr_mappings,
-		       (s->debug & 1) ? ", UPC_DEBUG=break-i1 (test only!)" :
-		       (s->debug & 2) ? ", UPC_DEBUG=dirty-backtrace" : "");
-		printf("  pages      cached %" PRIu64 " (%s)  dirty %" PRIu64 "  writeback %" PRIu64
-		       "  pinned %" PRIu64 "  active %" PRIu64 "\n",
-		       (uint64_t)st->pages_cached, mib(st->pages_cached * 4096, b2, sizeof(b2)),
-		       (uint64_t)st->pages_dirty, (uint64_t)st->pages_writeback, (uint64_t)st->pages_pinned,
-		       (uint64_t)st->pages_active);
-		printf("  faults     missing %" PRIu64 "  write-protect %" PRIu64 "  minor %" PRIu64 "\n",
-		       (uint64_t)st->faults_missing, (uint64_t)st->faults_wp, (uint64_t)st->faults_minor);
-		printf("  reads      %" PRIu64 " I/Os, %" PRIu64 " pages; readahead %" PRIu64 " pages, %" PRIu64
-		       " hits, largest window %" PRIu64 "\n",
-		       (uint64_t)st->fill_ios, (uint64_t)st->pages_filled, (uint64_t)st->ra_pages, s->ra_hits,
-		       (uint64_t)st->ra_max_window);
-		printf("  write-back %" PRIu64 " pages in %" PRIu64 " I/Os (%" PRIu64 " bytes, %" PRIu64
-		       " clean gap pages among them), %" PRIu64 " write-protect calls, %" PRIu64 " fdatasync\n",
-		       (uint64_t)st->pages_written, (uint64_t)st->wb_ios, (uint64_t)st->bytes_written,
-		       (uint64_t)st->wb_gap_pages, (uint64_t)st->wp_calls, (uint64_t)st->syncs);
-		printf("  reclaim    %" PRIu64 " pages evicted, %" PRIu64 " passes; metadata %" PRIu64 " bytes\n",
-		       (uint64_t)st->pages_evicted, (uint64_t)st->reclaim_passes, (uint64_t)st->meta_bytes);
-		printf("  errors     write-back %" PRIu64 ", read %" PRIu64 "\n", (uint64_t)st->wb_errors,
-		       (uint64_t)st->read_errors);
+		upcctl_stats_text(st, (int64_t)s->ra_hits,
+				  (s->debug & 1) ? ", UPC_DEBUG=break-i1 (test only!)" :
+				  (s->debug & 2) ? ", UPC_DEBUG=dirty-backtrace" : "");
 		if (s->nr_files_listed) {
 			printf("  %10s %8s %8s %8s %8s  %s\n", "cached", "dirty", "wb", "pinned", "maps", "file");
 			for (uint32_t j = 0; j < s->nr_files_listed && j < UPC_SHM_FILES; j++) {
@@ -349,6 +367,52 @@ static void on_sig(int sig)
 	raise(sig);
 }
 
+/*
+ * top's keyboard: on a terminal, standard input without echo and line
+ * buffering, put back at exit or on SIGINT/SIGTERM.  Returns whether it
+ * is (and so whether "q quits").
+ */
+bool upcctl_tty_raw(void)
+{
+	if (isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &saved_tio) == 0) {
+		struct termios t = saved_tio;
+
+		t.c_lflag &= (tcflag_t) ~(ICANON | ECHO);
+		t.c_cc[VMIN] = 0;
+		t.c_cc[VTIME] = 0;
+		if (tcsetattr(STDIN_FILENO, TCSANOW, &t) == 0) {
+			raw_tty = true;
+			atexit(tty_restore);
+			signal(SIGINT, on_sig);
+			signal(SIGTERM, on_sig);
+		}
+	}
+	return raw_tty;
+}
+
+/* Wait @delay seconds between two screens; true: q was pressed (raw terminal only). */
+bool upcctl_tty_wait(double delay)
+{
+	struct pollfd pfd = { .fd = STDIN_FILENO, .events = POLLIN };
+
+	if (!raw_tty) {
+		usleep((useconds_t)(delay * 1e6));
+		return false;
+	}
+	if (poll(&pfd, 1, (int)(delay * 1000)) > 0) {
+		char c = 0;
+
+		if (read(STDIN_FILENO, &c, 1) == 1 && (c == 'q' || c == 'Q'))
+			return true;
+	}
+	return false;
+}
+
+void upcctl_tty_restore(void)
+{
+	tty_restore();
+}
+
 static double rate(const struct snap *prev, int np, const struct upc_shm *s, size_t field_off, double dt)
 {
 	for (int i = 0; i < np; i++)
@@ -386,19 +450,7 @@ int upcctl_top(int argc, char **argv)
 	}
 	if (delay < 0.1)
 		delay = 0.1;
-	if (isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &saved_tio) == 0) {
-		struct termios t = saved_tio;
-
-		t.c_lflag &= (tcflag_t) ~(ICANON | ECHO);
-		t.c_cc[VMIN] = 0;
-		t.c_cc[VTIME] = 0;
-		if (tcsetattr(STDIN_FILENO, TCSANOW, &t) == 0) {
-			raw_tty = true;
-			atexit(tty_restore);
-			signal(SIGINT, on_sig);
-			signal(SIGTERM, on_sig);
-		}
-	}
+	upcctl_tty_raw();
 	for (long it = 0; iterations < 0 || it < iterations; it++) {
 		struct snap *v;
 		struct timespec now;
@@ -406,8 +458,6 @@ int upcctl_top(int argc, char **argv)
 		time_t t = time(NULL);
 		struct tm tm;
 		int n = snap_all(only, &v), nproc = 0;
-		struct pollfd pfd = { .fd = STDIN_FILENO, .events = POLLIN };
-		bool quit = false;
 
 		clock_gettime(CLOCK_MONOTONIC, &now);
 		if (last.tv_sec)
@@ -435,7 +485,7 @@ int upcctl_top(int argc, char **argv)
 			printf("%7d %5u %5s %6s %9" PRIu64 " %8" PRIu64 " %7" PRIu64 " %7" PRIu64
 			       " %9.0f %9.0f %9.0f %9.0f %5u  %s\n",
 			       s->pid, s->cache_no, s->st.track_mode == UPC_TRACK_ASYNC ? "async" : "sync",
-			       mib(s->st.mem_limit, b1, sizeof(b1)), (uint64_t)s->st.pages_cached,
+			       upcctl_mib(s->st.mem_limit, b1, sizeof(b1)), (uint64_t)s->st.pages_cached,
 			       (uint64_t)s->st.pages_dirty, (uint64_t)s->st.pages_writeback,
 			       (uint64_t)s->st.pages_pinned, faults, rate(prev, np, s, OFF(pages_filled), dt),
 			       rate(prev, np, s, OFF(pages_written), dt), rate(prev, np, s, OFF(pages_evicted), dt),
@@ -461,17 +511,7 @@ int upcctl_top(int argc, char **argv)
 		if (iterations >= 0 && it + 1 >= iterations)
 			break;
 		/* Sleep, or read a key. */
-		if (raw_tty) {
-			if (poll(&pfd, 1, (int)(delay * 1000)) > 0) {
-				char c = 0;
-
-				if (read(STDIN_FILENO, &c, 1) == 1 && (c == 'q' || c == 'Q'))
-					quit = true;
-			}
-		} else {
-			usleep((useconds_t)(delay * 1e6));
-		}
-		if (quit)
+		if (upcctl_tty_wait(delay))
 			break;
 	}
 	free(prev);

@@ -8,8 +8,9 @@
  *                           a live process's cache counters (upcctl-stats.c)
  *   upcctl top [-n N] [-d SECS] [-p PID]
  *                           the same for every process, refreshed like top
- *   upcctl daemon status [--socket PATH]
- *                           upcd's status, asked over its socket (upcctl-daemon.c)
+ *   upcctl daemon status|clients|stats|drop|sync|top [--socket PATH] ...
+ *                           upcd's status, clients, counters, drop, sync and
+ *                           rates, asked over its socket (upcctl-daemon.c)
  */
 #define _GNU_SOURCE
 #include <stdio.h>
@@ -90,7 +91,12 @@ static void usage(FILE *o)
 	fprintf(o, "usage: upcctl probe [--json]\n"
 		   "       upcctl stats [--json] [--backtraces] PID\n"
 		   "       upcctl top [-n ITERATIONS] [-d SECONDS] [-p PID]\n"
-		   "       upcctl daemon status [--socket PATH]\n");
+		   "       upcctl daemon status [--socket PATH]\n"
+		   "       upcctl daemon clients [--json] [--socket PATH]\n"
+		   "       upcctl daemon stats [--json] [--socket PATH]\n"
+		   "       upcctl daemon drop [--writeback] [--socket PATH]\n"
+		   "       upcctl daemon sync [--quiet] [--socket PATH]\n"
+		   "       upcctl daemon top [-n COUNT] [-d SECONDS] [--socket PATH]\n");
 }
 
 int main(int argc, char **argv)
