@@ -76,6 +76,7 @@ struct crange {
 	uint64_t pgoff;			/* file page at @start */
 	int prot;			/* every protection it had: a write-protected range stays one */
 	int cur_prot;			/* its protection now (upc_protect): a forked child maps it so */
+	uint64_t gen;			/* the connection (upc_client @gen) whose daemon knows it */
 	struct cfile *file;
 };
 
@@ -102,6 +103,7 @@ struct upc_client {
 	pthread_mutex_t lock;
 	pthread_cond_t up;
 	enum client_state state;
+	uint64_t gen;			/* connections so far: a token of a map is the connection's */
 	uint64_t seq;
 	struct upc_msg *msg;
 	/* this process's mappings of the cache, for the daemon's death */
@@ -187,7 +189,7 @@ static int cmaps_room(struct upc_client *cl)
 }
 
 static int cmaps_add(struct upc_client *cl, uintptr_t start, uintptr_t end, uint64_t pgoff, int prot, int fd,
-		     int memfd, int statefd)
+		     int memfd, int statefd, uint64_t gen)
 {
 	struct cfile *cf;
 	int ret;
@@ -197,7 +199,7 @@ static int cmaps_add(struct upc_client *cl, uintptr_t start, uintptr_t end, uint
 	if (ret == 0) {
 		cf = cfile_get(cl, fd, memfd, statefd);
 		if (cf)
-			cl->maps[cl->nmaps++] = (struct crange){ start, end, pgoff, prot, prot, cf };
+			cl->maps[cl->nmaps++] = (struct crange){ start, end, pgoff, prot, prot, gen, cf };
 		else
 			ret = -ENOMEM;
 	}
@@ -216,7 +218,7 @@ static void cmaps_cut(struct upc_client *cl, uintptr_t start, uintptr_t end)
 			continue;
 		if (r->start < start && r->end > end) {
 			struct crange tail = { end, r->end, r->pgoff + ((end - r->start) >> UPC_PAGE_SHIFT), r->prot,
-					       r->cur_prot, r->file };
+					       r->cur_prot, r->gen, r->file };
 
 			if (cmaps_room(cl) < 0) {
 				/*
@@ -344,6 +346,7 @@ struct creply {
 	void *data;			/* where the reply's data goes */
 	size_t dcap, dlen;
 	int fd, fd2;
+	uint64_t gen;			/* the connection that replied (request_fds) */
 };
 
 /* A lost connection (the daemon died or stopped), as opposed to an answer. */
@@ -408,25 +411,29 @@ static long xfer(struct upc_client *cl, int sock, uint16_t type, const uint64_t 
  * the daemon died serving is sent again to the next: every request is one
  * that may be repeated (an msync, a write of the same bytes at the same
  * offset, a map whose first half left nothing behind), except a map's
- * second half, whose token dies with the daemon (@once: client_map adopts
- * the mapping instead).  Returns the reply's result, or -ENOTCONN once no
- * daemon came back (or the connection was lost and @once).
+ * second half, whose token dies with the daemon (@gen: the connection the
+ * token is of; sent on that one only, else -ENOTCONN, and client_map
+ * adopts the mapping instead).  Returns the reply's result, or -ENOTCONN
+ * once no daemon came back (or the connection was lost and @gen).
  */
 static long request_fds(struct upc_client *cl, uint16_t type, const uint64_t *args, unsigned int argc,
 			const void *data, size_t dlen, const int *fds, unsigned int nfds, struct creply *rep,
-			bool once)
+			const uint64_t *gen)
 {
+	bool once = gen != NULL;
 	long ret;
 
 	pthread_mutex_lock(&cl->lock);
 	for (;;) {
 		while (cl->state == CL_DOWN)
 			pthread_cond_wait(&cl->up, &cl->lock);
-		if (cl->state == CL_DEAD) {
+		if (cl->state == CL_DEAD || (gen && *gen != cl->gen)) {
 			ret = -ENOTCONN;
 			break;
 		}
 		ret = xfer(cl, cl->sock, type, args, argc, data, dlen, fds, nfds, rep);
+		if (rep)
+			rep->gen = cl->gen;
 		if (!conn_lost(ret))
 			break;
 		/* The watcher sees the hang-up too and reconnects: wait for it, then again. */
@@ -452,7 +459,7 @@ static long request_fds(struct upc_client *cl, uint16_t type, const uint64_t *ar
 static long request(struct upc_client *cl, uint16_t type, const uint64_t *args, unsigned int argc,
 		    const void *data, size_t dlen, int fd, struct creply *rep)
 {
-	return request_fds(cl, type, args, argc, data, dlen, &fd, fd >= 0, rep, false);
+	return request_fds(cl, type, args, argc, data, dlen, &fd, fd >= 0, rep, NULL);
 }
 
 /* ------------------------------------------------------------ connecting, and again */
@@ -535,21 +542,41 @@ static long handshake_attach(struct upc_client *cl, int sock)
  * A mapping it refuses cannot be served: made inaccessible, as when no
  * daemon comes back.  cl->lock held.
  */
-static long adopt_all(struct upc_client *cl, int sock)
+static long adopt_all(struct upc_client *cl, int sock, uint64_t gen)
 {
 	long ret = 0;
 
 	pthread_mutex_lock(&cl->maps_lock);
-	for (size_t i = 0; i < cl->nmaps; i++) {
-		struct crange r = cl->maps[i];
-		uint64_t args[4] = { r.start, r.end - r.start, r.pgoff, (uint64_t)r.prot };
-		int fds[3] = { r.file->fd, r.file->memfd, r.file->statefd };
+	for (;;) {
+		struct crange r;
+		uint64_t args[4];
+		int fds[3];
 		long err;
+		size_t i;
 
-		/* Unlocked for the request: the daemon's calls cut the list (answer_call). */
+		/*
+		 * The first range the new daemon does not know yet: the list may
+		 * change while the lock is let go for the request (the daemon's
+		 * calls cut it: answer_call), so it is searched again each time.
+		 */
+		for (i = 0; i < cl->nmaps && cl->maps[i].gen == gen; i++)
+			;
+		if (i == cl->nmaps)
+			break;
+		cl->maps[i].gen = gen;
+		r = cl->maps[i];
+		args[0] = r.start;
+		args[1] = r.end - r.start;
+		args[2] = r.pgoff;
+		args[3] = (uint64_t)r.prot;
+		fds[0] = r.file->fd;
+		fds[1] = r.file->memfd;
+		fds[2] = r.file->statefd;
+		r.file->refs++;		/* its descriptors stay while the lock is let go */
 		pthread_mutex_unlock(&cl->maps_lock);
 		err = xfer(cl, sock, UPC_MSG_ADOPT, args, 4, NULL, 0, fds, 3, NULL);
 		pthread_mutex_lock(&cl->maps_lock);
+		cfile_put(&cl->files, r.file);
 		if (conn_lost(err)) {
 			ret = err;
 			break;
@@ -557,7 +584,10 @@ static long adopt_all(struct upc_client *cl, int sock)
 		if (err < 0) {
 			pr_warn("upcd refused a mapping at %#lx: %s; it is no longer accessible\n",
 				(unsigned long)r.start, upc_strerror((int)err));
-			mprotect((void *)r.start, r.end - r.start, PROT_NONE);
+			/* only if it is still ours: the daemon's call may have cut it meanwhile */
+			for (i = 0; i < cl->nmaps; i++)
+				if (cl->maps[i].start == r.start && cl->maps[i].end == r.end)
+					mprotect((void *)r.start, r.end - r.start, PROT_NONE);
 		}
 	}
 	pthread_mutex_unlock(&cl->maps_lock);
@@ -595,16 +625,23 @@ static int reconnect(struct upc_client *cl, int efd)
 		pthread_mutex_lock(&cl->lock);
 		ret = handshake(cl, s, &rep);
 		if (ret == 0)
-			ret = adopt_all(cl, s);
+			ret = adopt_all(cl, s, cl->gen + 1);
 		if (ret == 0) {
 			close(cl->sock);
 			cl->sock = s;
+			cl->gen++;
 			cl->state = CL_UP;
 			pthread_cond_broadcast(&cl->up);
 			pthread_mutex_unlock(&cl->lock);
 			pr_info("upcd is back: %zu mappings adopted\n", cl->nmaps);
 			return s;
 		}
+		/* the ranges this attempt handed over are unknown to the next daemon again */
+		pthread_mutex_lock(&cl->maps_lock);
+		for (size_t i = 0; i < cl->nmaps; i++)
+			if (cl->maps[i].gen == cl->gen + 1)
+				cl->maps[i].gen = cl->gen;
+		pthread_mutex_unlock(&cl->maps_lock);
 		pthread_mutex_unlock(&cl->lock);
 		close(s);
 		if (!conn_lost(ret))
@@ -878,10 +915,12 @@ static long client_remap(struct upc_client *cl, const struct crange *r)
 	size_t len = r->end - r->start;
 	uint64_t args[5] = { r->pgoff << UPC_PAGE_SHIFT, len, (uint64_t)r->prot };
 	struct creply rep = { 0 };
+	uint64_t gen = 0;
 	void *addr;
 	long ret;
 
 	ret = request(cl, UPC_MSG_MAP, args, 3, NULL, 0, r->file->fd, &rep);
+	gen = rep.gen;
 	if (ret == 0 && (rep.argc < 2 || rep.fd < 0 || rep.fd2 < 0))
 		ret = -EPROTO;
 	if (ret < 0)
@@ -894,22 +933,23 @@ static long client_remap(struct upc_client *cl, const struct crange *r)
 		if (addr != MAP_FAILED)
 			munmap(addr, len);
 		args[1] = 0;
-		request_fds(cl, UPC_MSG_MAP_DONE, args, 5, NULL, 0, NULL, 0, NULL, true);
+		request_fds(cl, UPC_MSG_MAP_DONE, args, 5, NULL, 0, NULL, 0, NULL, &gen);
 		goto out;
 	}
 	madvise(addr, len, MADV_DONTFORK);
-	ret = cmaps_add(cl, r->start, r->end, r->pgoff, r->prot, r->file->fd, rep.fd, rep.fd2);
+	gen = rep.gen;
+	ret = cmaps_add(cl, r->start, r->end, r->pgoff, r->prot, r->file->fd, rep.fd, rep.fd2, gen);
 	if (ret < 0) {
 		munmap(addr, len);
 		args[1] = 0;
-		request_fds(cl, UPC_MSG_MAP_DONE, args, 5, NULL, 0, NULL, 0, NULL, true);
+		request_fds(cl, UPC_MSG_MAP_DONE, args, 5, NULL, 0, NULL, 0, NULL, &gen);
 		goto out;
 	}
 	args[1] = r->start;
 	args[2] = len;
 	args[3] = (uint64_t)r->prot;
 	args[4] = 0;
-	ret = request_fds(cl, UPC_MSG_MAP_DONE, args, 5, NULL, 0, NULL, 0, NULL, true);
+	ret = request_fds(cl, UPC_MSG_MAP_DONE, args, 5, NULL, 0, NULL, 0, NULL, &gen);
 	if (ret == 0 && mprotect(addr, len, r->cur_prot) < 0)
 		ret = -ENOMEM;
 	/* protected since it was mapped: so again, by the daemon, which keeps its view of it */
@@ -1014,6 +1054,46 @@ static void fork_handlers_install(void)
 
 /* ------------------------------------------------------------ mappings */
 
+/*
+ * The daemon went away between the two halves of a map of [addr, addr +
+ * len): once a daemon is back, the mapping was handed to it with the others
+ * (adopt_all) if it was listed by then; else it is handed over here.
+ */
+static long adopt_own(struct upc_client *cl, uintptr_t addr, size_t len)
+{
+	struct crange r = { 0 };
+	bool known = false;
+	long ret;
+
+	pthread_mutex_lock(&cl->lock);
+	while (cl->state == CL_DOWN)
+		pthread_cond_wait(&cl->up, &cl->lock);
+	ret = cl->state == CL_UP ? 0 : -ENOTCONN;
+	pthread_mutex_lock(&cl->maps_lock);
+	for (size_t i = 0; i < cl->nmaps; i++)
+		if (cl->maps[i].start == addr && cl->maps[i].end == addr + len) {
+			r = cl->maps[i];
+			known = r.gen == cl->gen;
+			if (!known)
+				r.file->refs++;
+			break;
+		}
+	pthread_mutex_unlock(&cl->maps_lock);
+	pthread_mutex_unlock(&cl->lock);
+	if (ret < 0 || known || !r.file)
+		return ret < 0 ? ret : r.file ? 0 : -ENOTCONN;
+	{
+		uint64_t args[4] = { r.start, r.end - r.start, r.pgoff, (uint64_t)r.prot };
+		int fds[3] = { r.file->fd, r.file->memfd, r.file->statefd };
+
+		ret = request_fds(cl, UPC_MSG_ADOPT, args, 4, NULL, 0, fds, 3, NULL, NULL);
+	}
+	pthread_mutex_lock(&cl->maps_lock);
+	cfile_put(&cl->files, r.file);
+	pthread_mutex_unlock(&cl->maps_lock);
+	return ret;
+}
+
 int client_map(struct upc_cache *c, int fd, off_t offset, size_t length, int prot, unsigned int flags,
 	       void **addrp)
 {
@@ -1023,6 +1103,7 @@ int client_map(struct upc_cache *c, int fd, off_t offset, size_t length, int pro
 	uintptr_t want = 0;
 	int mflags = MAP_SHARED;
 	long cleared = 0;
+	uint64_t gen;
 	size_t len;
 	void *addr;
 	long ret;
@@ -1058,7 +1139,8 @@ int client_map(struct upc_cache *c, int fd, off_t offset, size_t length, int pro
 		ret = -EPROTO;
 	if (ret < 0)
 		goto out_fds;
-	args[0] = rep.args[0];		/* the token */
+	args[0] = rep.args[0];		/* the token, of connection @gen */
+	gen = rep.gen;
 	if (flags & UPC_MAP_FIXED) {
 		/*
 		 * MAP_FIXED replaces what is mapped at the address, and our own
@@ -1090,7 +1172,7 @@ int client_map(struct upc_cache *c, int fd, off_t offset, size_t length, int pro
 	madvise(addr, len, MADV_DONTFORK);
 	/* Listed first: a daemon that dies from here on is handed it by reconnect(). */
 	ret = cmaps_add(cl, (uintptr_t)addr, (uintptr_t)addr + len, (uint64_t)offset >> UPC_PAGE_SHIFT, prot, fd,
-			rep.fd, rep.fd2);
+			rep.fd, rep.fd2, gen);
 	if (ret < 0) {
 		munmap(addr, len);
 		goto out_abandon;
@@ -1104,14 +1186,9 @@ int client_map(struct upc_cache *c, int fd, off_t offset, size_t length, int pro
 	 * handed the mapping with the others (reconnect(), adopt_all()), or
 	 * none came back.
 	 */
-	ret = request_fds(cl, UPC_MSG_MAP_DONE, args, 5, NULL, 0, NULL, 0, NULL, true);
-	if (ret == -ENOTCONN) {
-		pthread_mutex_lock(&cl->lock);
-		while (cl->state == CL_DOWN)
-			pthread_cond_wait(&cl->up, &cl->lock);
-		ret = cl->state == CL_UP ? 0 : -ENOTCONN;
-		pthread_mutex_unlock(&cl->lock);
-	}
+	ret = request_fds(cl, UPC_MSG_MAP_DONE, args, 5, NULL, 0, NULL, 0, NULL, &gen);
+	if (ret == -ENOTCONN)
+		ret = adopt_own(cl, (uintptr_t)addr, len);
 	if (ret == 0 && prot != PROT_NONE && mprotect(addr, len, prot) < 0)
 		ret = -ENOMEM;
 	if (ret < 0) {
@@ -1137,7 +1214,7 @@ int client_map(struct upc_cache *c, int fd, off_t offset, size_t length, int pro
 
 out_abandon:
 	args[1] = 0;
-	request_fds(cl, UPC_MSG_MAP_DONE, args, 5, NULL, 0, NULL, 0, NULL, true);
+	request_fds(cl, UPC_MSG_MAP_DONE, args, 5, NULL, 0, NULL, 0, NULL, &gen);
 	/*
 	 * The mmap failed after the daemon had cleared upcache mappings from
 	 * the range: the range is left unmapped, as a failed mmap(MAP_FIXED)
@@ -1243,7 +1320,7 @@ static ssize_t client_pwrite_memfd(struct upc_cache *c, int fd, const void *buf,
 		ret = -errno;
 		goto out;
 	}
-	ret = request_fds(c->client, UPC_MSG_PWRITE_FD, args, 2, NULL, 0, fds, 2, NULL, false);
+	ret = request_fds(c->client, UPC_MSG_PWRITE_FD, args, 2, NULL, 0, fds, 2, NULL, NULL);
 out:
 	close(fds[1]);
 	return ret;
