@@ -770,8 +770,9 @@ static int adopt_fd(int fd, const char *kind, const struct stat *st)
  *    after the write completed (writeback.c): a page with either, or
  *    pinned for writing (PG_PINWRITE), is dirty here, and is written again.
  *
- * Pins were the clients' of the dead daemon: they go (upcd(8), BUGS).  A
- * page without PG_UPTODATE that is not in the memfd is nothing; one that
+ * Only dirty pages are adopted (below).  Pins were the clients' of the dead
+ * daemon: they go (upcd(8), BUGS).  A page without PG_UPTODATE that is not
+ * in the memfd is nothing; one that
  * says PG_UPTODATE but is not in the memfd (punched between the punch and
  * the page table) is forgotten.  Caller is file_new, with c->lock held.
  */
@@ -809,8 +810,22 @@ static int file_adopt_pages(struct upc_file *f)
 			uint64_t pgoff = (ci << PT_CHUNK_SHIFT) + i;
 			uint16_t fl = pg->flags;
 
+			/*
+			 * Only what is newer than the store is taken: a clean page
+			 * is read again when needed.  A memfd kept from an earlier
+			 * daemon (a client may keep its descriptors as long as it
+			 * likes) must not serve pages older than what the file
+			 * holds now; what it may bring back is only data written
+			 * through the cache and never written back (review of the
+			 * restart: a read-only client rolled a file back).  Not
+			 * under asynchronous tracking: there a page the table calls
+			 * clean may be written in a client's PTE, which the adoption
+			 * of its mapping reads (remote_adopt), so clean pages stay
+			 * (upcd(8), BUGS: the roll-back stays possible there).
+			 */
 			if (!(fl & PG_UPTODATE) || !(vec[i] & 1) || pgoff >= f->npages ||
-			    ((fl & PG_NOSTORE) && !(fl & (PG_DIRTY | PG_WRITEBACK | PG_PINWRITE)))) {
+			    (!(fl & (PG_DIRTY | PG_WRITEBACK | PG_PINWRITE)) &&
+			     (!f->state_hdr->async || (fl & PG_NOSTORE)))) {
 				memset(pg, 0, sizeof(*pg));
 				continue;
 			}
@@ -930,16 +945,38 @@ static int file_new(struct upc_cache *c, int fd, const struct stat *st, const in
 		if (h == MAP_FAILED)
 			goto out_errno;
 		f->state_hdr = h;
+		struct stat ms2;
+		struct statx bx = { 0 };
+
+		if (fstat(f->memfd, &ms2) < 0)
+			goto out_errno;
+		/* the file's birth time where the filesystem has one: an inode number is used again */
+		if (statx(fd, "", AT_EMPTY_PATH, STATX_BTIME, &bx) < 0 || !(bx.stx_mask & STATX_BTIME))
+			bx.stx_btime.tv_sec = 0, bx.stx_btime.tv_nsec = 0;
 		if (adopt) {
+			/*
+			 * Not a page table of ours, or not of this memfd, or of an
+			 * earlier file with this inode number: refused (-ESTALE),
+			 * never taken for this file's.
+			 */
 			ret = -EINVAL;
 			if (h->magic != UPC_STATE_MAGIC || h->page_size != UPC_PAGE_SIZE ||
 			    h->entry_size != sizeof(struct upc_page) || atomic_load(&h->size) < 0)
+				goto out_free;
+			ret = -ESTALE;
+			if (h->memfd_dev != (uint64_t)ms2.st_dev || h->memfd_ino != (uint64_t)ms2.st_ino ||
+			    h->btime_sec != bx.stx_btime.tv_sec || h->btime_nsec != bx.stx_btime.tv_nsec)
 				goto out_free;
 			/* The cache's size: past the store's while an extending write waits for write-back. */
 			size = max_t(off_t, size, (off_t)atomic_load(&h->size));
 		} else {
 			h->page_size = UPC_PAGE_SIZE;
 			h->entry_size = sizeof(struct upc_page);
+			h->memfd_dev = (uint64_t)ms2.st_dev;
+			h->memfd_ino = (uint64_t)ms2.st_ino;
+			h->btime_sec = bx.stx_btime.tv_sec;
+			h->btime_nsec = bx.stx_btime.tv_nsec;
+			h->async = c->track_mode == UPC_TRACK_ASYNC;
 			h->magic = UPC_STATE_MAGIC;
 		}
 	}
@@ -1183,6 +1220,37 @@ void file_reap(struct upc_cache *c, bool all)
  * access always follows an fd the caller handed us.  An unused file found
  * here is revived: its cached pages are hits.
  */
+/*
+ * upcd's files, for adoption (file_adopt): a memfd of a file this daemon
+ * held itself and let go is from before that (a client kept descriptors of
+ * an earlier daemon's memfds, or of this one's), and the file may have
+ * changed since: it is refused.  Under c->lock.  Out of memory, a file is
+ * not recorded, and could be adopted from an earlier daemon once more.
+ */
+static bool file_held_before(struct upc_cache *c, dev_t dev, ino_t ino)
+{
+	for (size_t i = 0; i < c->nheld; i++)
+		if (c->held[i].dev == dev && c->held[i].ino == ino)
+			return true;
+	return false;
+}
+
+static void file_held_add(struct upc_cache *c, dev_t dev, ino_t ino)
+{
+	if (file_held_before(c, dev, ino))
+		return;
+	if (c->nheld == c->held_cap) {
+		size_t cap = c->held_cap ? 2 * c->held_cap : 64;
+		struct file_id *n = realloc(c->held, cap * sizeof(*n));
+
+		if (!n)
+			return;
+		c->held = n;
+		c->held_cap = cap;
+	}
+	c->held[c->nheld++] = (struct file_id){ dev, ino };
+}
+
 static int file_get_how(struct upc_cache *c, int fd, bool create, const int *adopt, struct upc_file **fp)
 {
 	struct upc_file *f;
@@ -1218,10 +1286,16 @@ static int file_get_how(struct upc_cache *c, int fd, bool create, const int *ado
 			goto out;
 		}
 	}
+	if (!f && adopt && file_held_before(c, st.st_dev, st.st_ino)) {
+		ret = -ESTALE;		/* this daemon held it, and let it go: what was kept of it is older */
+		goto out;
+	}
 	if (!f) {
 		ret = file_new(c, fd, &st, adopt, &f);
 		if (ret < 0)
 			goto out;
+		if (c->serving)
+			file_held_add(c, st.st_dev, st.st_ino);	/* best effort: see file_held_before() */
 		f->next = c->files;
 		if (c->files)
 			c->files->pprev = &f->next;
@@ -1595,6 +1669,7 @@ UPC_API int upc_cache_destroy(struct upc_cache *c)
 	pthread_mutex_destroy(&c->lock);
 	pthread_mutex_destroy(&c->wb_lock);
 	pthread_cond_destroy(&c->wb_cond);
+	free(c->held);
 	free(c);
 	return ret;
 }

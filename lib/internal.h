@@ -128,6 +128,11 @@ struct upc_state_hdr {
 	uint64_t page_size;		/* UPC_PAGE_SIZE of the daemon that wrote it */
 	uint64_t entry_size;		/* sizeof(struct upc_page) */
 	_Atomic int64_t size;		/* struct upc_file @size */
+	/* what it belongs to, checked at adoption (file_new) */
+	uint64_t memfd_dev, memfd_ino;	/* the data memfd's inode */
+	int64_t btime_sec;		/* the file's birth time (statx), 0 unknown: */
+	uint32_t btime_nsec;		/* an inode number used again is another file */
+	uint32_t async;			/* tracked asynchronously: a clean page may be written in a PTE */
 };
 
 #define PT_CHUNK_SHIFT	9
@@ -337,6 +342,13 @@ struct upc_cache {
 	struct upc_mm *children;	/* forked children served by this cache (fork.c) */
 	struct upc_mm *remotes;		/* upcd's clients (remote.c), under @lock */
 	bool serving;			/* upcd's cache: memfds are handed to clients (remote.c) */
+	/*
+	 * upcd: every file this daemon has held (cache.c, file_adopt): a
+	 * memfd of one of them handed back later is stale, never adopted.
+	 * Under @lock; 16 bytes a file, for the daemon's life.
+	 */
+	struct file_id { dev_t dev; ino_t ino; } *held;
+	size_t nheld, held_cap;
 	pthread_t stage_thread;		/* serving: the staging mappings' faults (remote.c, staging_main) */
 	bool stage_running;
 	int stage_efd;

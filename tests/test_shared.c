@@ -538,6 +538,79 @@ static int raw_attach(int s, struct upc_msg *m)
 	return (int)ret;
 }
 
+/*
+ * A client may keep the descriptors of an earlier daemon's memfds as long
+ * as it likes, and hand them to a later daemon: that must not bring back
+ * pages older than the file (review of the restart: the file rolled back).
+ * Here the daemon stopped cleanly with the file cached, the file changed
+ * behind it, and a raw client hands the old memfds to the next daemon.
+ */
+Test(shared, an_earlier_daemons_memfds_bring_back_nothing_older_than_the_file, .timeout = 60)
+{
+	struct upc_msg *m = malloc(sizeof(*m));
+	char path[64];
+	int fd = tmpfile_pattern(4 * PAGE, path), s, memfd, ptfd, rw;
+	uint64_t args[5] = { 0, 4 * PAGE, PROT_READ | PROT_WRITE };
+	unsigned char buf[4 * PAGE], b = 'B';
+	struct upc_cache *c;
+	long ret;
+	void *q;
+
+	upcd_start(NULL);
+	/* cached through the daemon */
+	c = shared_cache();
+	cr_assert_eq(upc_pread(c, fd, buf, sizeof(buf), 0), (ssize_t)sizeof(buf));
+	/* a client keeps the memfds of a map it never finishes */
+	s = raw_connect();
+	cr_assert_geq(s, 0);
+	cr_assert_eq(raw_attach(s, m), 0);
+	rw = open_rw(path);
+	ret = raw_req(s, UPC_MSG_MAP, args, 3, &rw, 1, m);
+	cr_assert(ret == 0 && m->nfds == 2, "map: %ld", ret);
+	memfd = m->fds[0];
+	ptfd = m->fds[1];
+	args[0] = m->args[1];
+	args[1] = 0;		/* abandoned */
+	cr_assert_eq(raw_req(s, UPC_MSG_MAP_DONE, args, 5, NULL, 0, m), 0);
+	close(s);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	upcd_stop();
+	/* the file changes behind every cache */
+	for (int i = 0; i < 4; i++)
+		cr_assert_eq(pwrite(fd, &b, 1, (off_t)i * PAGE), 1);
+	upcd_spawn(NULL);
+	s = raw_connect();
+	cr_assert_geq(s, 0);
+	cr_assert_eq(raw_attach(s, m), 0);
+	q = mmap(NULL, 4 * PAGE, PROT_NONE, MAP_SHARED, memfd, 0);
+	cr_assert_neq(q, MAP_FAILED);
+	{
+		uint64_t ad[4] = { (uintptr_t)q, 4 * PAGE, 0, PROT_READ | PROT_WRITE };
+		int fds[3] = { rw, memfd, ptfd };
+
+		ret = raw_req(s, UPC_MSG_ADOPT, ad, 4, fds, 3, m);
+		cr_assert(ret == 0 || ret == -ESTALE, "adopt: %ld", ret);
+	}
+	/* what any client reads through the new daemon is the file's */
+	c = shared_cache();
+	cr_assert_eq(upc_pread(c, fd, buf, sizeof(buf), 0), (ssize_t)sizeof(buf));
+	for (int i = 0; i < 4; i++)
+		cr_assert_eq(buf[i * PAGE], 'B', "page %d: %#x, an earlier daemon's page", i, buf[i * PAGE]);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	close(s);
+	upcd_stop();
+	cr_assert_eq(pread(fd, buf, sizeof(buf), 0), (ssize_t)sizeof(buf));
+	for (int i = 0; i < 4; i++)
+		cr_assert_eq(buf[i * PAGE], 'B', "page %d in the file: %#x", i, buf[i * PAGE]);
+	munmap(q, 4 * PAGE);
+	close(memfd);
+	close(ptfd);
+	close(rw);
+	close(fd);
+	unlink(path);
+	free(m);
+}
+
 struct ro_arg {
 	int rofd;
 	int ptfd;		/* the page table's memfd, as the daemon sent it */
