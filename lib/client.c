@@ -77,6 +77,7 @@ struct crange {
 	int prot;			/* every protection it had: a write-protected range stays one */
 	int cur_prot;			/* its protection now (upc_protect): a forked child maps it so */
 	uint64_t gen;			/* the connection (upc_client @gen) whose daemon knows it */
+	bool placeheld;			/* a forked child's copy: its address is held for it */
 	struct cfile *file;
 };
 
@@ -199,7 +200,7 @@ static int cmaps_add(struct upc_client *cl, uintptr_t start, uintptr_t end, uint
 	if (ret == 0) {
 		cf = cfile_get(cl, fd, memfd, statefd);
 		if (cf)
-			cl->maps[cl->nmaps++] = (struct crange){ start, end, pgoff, prot, prot, gen, cf };
+			cl->maps[cl->nmaps++] = (struct crange){ start, end, pgoff, prot, prot, gen, false, cf };
 		else
 			ret = -ENOMEM;
 	}
@@ -218,7 +219,7 @@ static void cmaps_cut(struct upc_client *cl, uintptr_t start, uintptr_t end)
 			continue;
 		if (r->start < start && r->end > end) {
 			struct crange tail = { end, r->end, r->pgoff + ((end - r->start) >> UPC_PAGE_SHIFT), r->prot,
-					       r->cur_prot, r->gen, r->file };
+					       r->cur_prot, r->gen, false, r->file };
 
 			if (cmaps_room(cl) < 0) {
 				/*
@@ -926,7 +927,8 @@ static long client_remap(struct upc_client *cl, const struct crange *r)
 	if (ret < 0)
 		goto out;
 	args[0] = rep.args[0];		/* the token */
-	addr = mmap((void *)r->start, len, PROT_NONE, MAP_SHARED | MAP_FIXED_NOREPLACE, rep.fd,
+	addr = mmap((void *)r->start, len, PROT_NONE,
+		    MAP_SHARED | (r->placeheld ? MAP_FIXED : MAP_FIXED_NOREPLACE), rep.fd,
 		    (off_t)(r->pgoff << UPC_PAGE_SHIFT));
 	if (addr != (void *)r->start) {
 		ret = addr == MAP_FAILED ? -errno : -EEXIST;
@@ -973,6 +975,18 @@ out:
 	return ret;
 }
 
+/* Is a mapping listed at @addr? */
+static bool cmaps_has(struct upc_client *cl, uintptr_t addr)
+{
+	bool has = false;
+
+	pthread_mutex_lock(&cl->maps_lock);
+	for (size_t i = 0; i < cl->nmaps && !has; i++)
+		has = cl->maps[i].start <= addr && addr < cl->maps[i].end;
+	pthread_mutex_unlock(&cl->maps_lock);
+	return has;
+}
+
 /* In the child, before fork() returns there.  Its copy of @cl is its own now. */
 static void client_fork_child(struct upc_client *cl)
 {
@@ -983,6 +997,15 @@ static void client_fork_child(struct upc_client *cl)
 	long ret;
 
 	/* the parent's: its connection, its userfaultfd, its watcher (no thread of it is here) */
+	/*
+	 * First of all, before anything here allocates (a malloc may mmap into
+	 * the holes the parent's mappings left, MADV_DONTFORK): the addresses
+	 * are held with inaccessible placeholders, which the remaps replace.
+	 */
+	for (size_t i = 0; i < n; i++)
+		maps[i].placeheld = mmap((void *)maps[i].start, maps[i].end - maps[i].start, PROT_NONE,
+					 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1,
+					 0) == (void *)maps[i].start;
 	close(cl->sock);
 	cl->sock = -1;
 	if (u >= 0)
@@ -1002,12 +1025,17 @@ static void client_fork_child(struct upc_client *cl)
 		pr_warn("fork: the child cannot connect to upcd (%s): it has none of the shared mappings\n",
 			strerror((int)-ret));
 	}
-	for (size_t i = 0; ret == 0 && i < n; i++) {
-		long r = client_remap(cl, &maps[i]);
+	for (size_t i = 0; i < n; i++) {
+		long r = ret < 0 ? ret : client_remap(cl, &maps[i]);
 
-		if (r < 0)
-			pr_warn("fork: the child cannot map %#lx-%#lx again: %s\n", (unsigned long)maps[i].start,
-				(unsigned long)maps[i].end, strerror((int)-r));
+		if (r < 0) {
+			if (ret == 0)
+				pr_warn("fork: the child cannot map %#lx-%#lx again: %s\n",
+					(unsigned long)maps[i].start, (unsigned long)maps[i].end, strerror((int)-r));
+			/* a placeholder left where the map failed: the range is unmapped, as without it */
+			if (maps[i].placeheld && !cmaps_has(cl, maps[i].start))
+				munmap((void *)maps[i].start, maps[i].end - maps[i].start);
+		}
 	}
 	/* the parent's list, copied: its descriptors are ours to close */
 	while (files) {
