@@ -260,6 +260,60 @@ int remote_map_prepare(struct upc_cache *c, int fd, uint64_t offset, uint64_t le
 }
 
 /*
+ * Synchronous tracking: a PTE of the adopted mapping that is writable now
+ * (the dead daemon lifted its protection for a write) must be protected
+ * again before the mapping is served, and its page counted dirty first:
+ * the page table may call it clean, because another client's msync, in
+ * this daemon, wrote it back while this mapping was unknown here and so
+ * not protected (I1: clean only after every writable mapping is gone; a
+ * kill -9 test lost every later write to such a page, which kept its
+ * writable PTE for good).  map_attach() protects nothing in synchronous
+ * tracking (map.c, map_wp: a new mapping has no PTE), so it is done here:
+ * the pages the client's pagemap shows present and not uffd-write-protected
+ * (bit 57) are marked dirty, then protected, run by run; a page that
+ * becomes present meanwhile goes through a fault, which waits for the
+ * mapping to be attached.  Caller holds f->lock.
+ */
+static int adopt_writable_ptes(const struct upc_map *m)
+{
+	struct upc_file *f = m->file;
+	uint64_t mend = m->pgoff + ((m->end - m->start) >> UPC_PAGE_SHIFT), ent[512];
+	int ret = 0;
+
+	mend = min_t(uint64_t, mend, f->npages);
+	for (uint64_t p = m->pgoff; p < mend;) {
+		uint64_t n = min_t(uint64_t, mend - p, ARRAY_SIZE(ent));
+		uintptr_t a = m->start + ((p - m->pgoff) << UPC_PAGE_SHIFT);
+		ssize_t r = pread(m->mm->pagemap_fd, ent, n * sizeof(ent[0]), (off_t)((a >> UPC_PAGE_SHIFT) * 8));
+
+		if (r != (ssize_t)(n * sizeof(ent[0])))
+			return r < 0 ? -errno : -EIO;
+		for (uint64_t i = 0; i < n;) {
+			uint64_t j = i;
+
+			while (j < n && (ent[j] >> 63) && !((ent[j] >> 57) & 1))	/* present, not protected */
+				j++;
+			if (j > i) {
+				for (uint64_t k = i; k < j; k++) {
+					struct upc_page *pg = pt_lookup(f, p + k);
+
+					if (pg && (pg->flags & PG_UPTODATE))
+						page_set_dirty(f, pg);
+				}
+				ret = sys_uffd_wp(m->mm->uffd, a + (i << UPC_PAGE_SHIFT), (j - i) << UPC_PAGE_SHIFT, true,
+						  false);
+				if (ret < 0 && ret != -ENOENT)
+					return ret;
+				ret = 0;
+			}
+			i = j + 1;
+		}
+		p += n;
+	}
+	return ret;
+}
+
+/*
  * A client of an earlier daemon, which died or was stopped, comes back to
  * this one with each of its mappings: the file's descriptor it holds, the
  * memfd it maps and the page-table memfd it was given (remote_map_prepare).
@@ -297,7 +351,10 @@ int remote_adopt(struct upc_mm *mm, int fd, int memfd, int statefd, uintptr_t ad
 		struct upc_map tmp = { .mm = mm, .file = f, .start = addr, .end = addr + len, .pgoff = pgoff,
 				       .prot = prot, .wp = true };
 
-		track_collect_adopted(&tmp);
+		if (c->track_mode == UPC_TRACK_ASYNC)
+			track_collect_adopted(&tmp);
+		else if (prot & PROT_WRITE)
+			ret = adopt_writable_ptes(&tmp);
 	}
 	pthread_mutex_unlock(&f->lock);
 	if (ret < 0) {
