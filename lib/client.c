@@ -543,53 +543,58 @@ static long handshake_attach(struct upc_client *cl, int sock)
  * A mapping it refuses cannot be served: made inaccessible, as when no
  * daemon comes back.  cl->lock held.
  */
+/*
+ * Hand the range @rp of the list to the daemon on @sock (UPC_MSG_ADOPT),
+ * which knows it from then on as of connection @gen.  cl->lock and
+ * maps_lock held; maps_lock is let go for the request (the daemon's calls
+ * cut the list: answer_call), so @rp may be gone when it returns.  A
+ * refused range is made inaccessible, if it is still ours.  Returns the
+ * daemon's answer.
+ */
+static long adopt_one(struct upc_client *cl, int sock, struct crange *rp, uint64_t gen)
+{
+	struct crange r = *rp;
+	uint64_t args[4] = { r.start, r.end - r.start, r.pgoff, (uint64_t)r.prot };
+	int fds[3] = { r.file->fd, r.file->memfd, r.file->statefd };
+	long err;
+
+	rp->gen = gen;
+	r.file->refs++;		/* its descriptors stay while the lock is let go */
+	pthread_mutex_unlock(&cl->maps_lock);
+	err = xfer(cl, sock, UPC_MSG_ADOPT, args, 4, NULL, 0, fds, 3, NULL);
+	pthread_mutex_lock(&cl->maps_lock);
+	cfile_put(&cl->files, r.file);
+	if (err < 0 && !conn_lost(err)) {
+		pr_warn("upcd refused a mapping at %#lx: %s; it is no longer accessible\n", (unsigned long)r.start,
+			upc_strerror((int)err));
+		for (size_t i = 0; i < cl->nmaps; i++)
+			if (cl->maps[i].start == r.start && cl->maps[i].end == r.end)
+				mprotect((void *)r.start, r.end - r.start, PROT_NONE);
+	}
+	return err;
+}
+
 static long adopt_all(struct upc_client *cl, int sock, uint64_t gen)
 {
 	long ret = 0;
 
 	pthread_mutex_lock(&cl->maps_lock);
 	for (;;) {
-		struct crange r;
-		uint64_t args[4];
-		int fds[3];
-		long err;
 		size_t i;
 
 		/*
 		 * The first range the new daemon does not know yet: the list may
-		 * change while the lock is let go for the request (the daemon's
-		 * calls cut it: answer_call), so it is searched again each time.
+		 * change while adopt_one() lets go of the lock, so it is searched
+		 * again each time.
 		 */
 		for (i = 0; i < cl->nmaps && cl->maps[i].gen == gen; i++)
 			;
 		if (i == cl->nmaps)
 			break;
-		cl->maps[i].gen = gen;
-		r = cl->maps[i];
-		args[0] = r.start;
-		args[1] = r.end - r.start;
-		args[2] = r.pgoff;
-		args[3] = (uint64_t)r.prot;
-		fds[0] = r.file->fd;
-		fds[1] = r.file->memfd;
-		fds[2] = r.file->statefd;
-		r.file->refs++;		/* its descriptors stay while the lock is let go */
-		pthread_mutex_unlock(&cl->maps_lock);
-		err = xfer(cl, sock, UPC_MSG_ADOPT, args, 4, NULL, 0, fds, 3, NULL);
-		pthread_mutex_lock(&cl->maps_lock);
-		cfile_put(&cl->files, r.file);
-		if (conn_lost(err)) {
-			ret = err;
+		ret = adopt_one(cl, sock, &cl->maps[i], gen);
+		if (conn_lost(ret))
 			break;
-		}
-		if (err < 0) {
-			pr_warn("upcd refused a mapping at %#lx: %s; it is no longer accessible\n",
-				(unsigned long)r.start, upc_strerror((int)err));
-			/* only if it is still ours: the daemon's call may have cut it meanwhile */
-			for (i = 0; i < cl->nmaps; i++)
-				if (cl->maps[i].start == r.start && cl->maps[i].end == r.end)
-					mprotect((void *)r.start, r.end - r.start, PROT_NONE);
-		}
+		ret = 0;
 	}
 	pthread_mutex_unlock(&cl->maps_lock);
 	return ret;
@@ -1089,36 +1094,34 @@ static void fork_handlers_install(void)
  */
 static long adopt_own(struct upc_client *cl, uintptr_t addr, size_t len)
 {
-	struct crange r = { 0 };
-	bool known = false;
-	long ret;
+	long ret = 0;
 
 	pthread_mutex_lock(&cl->lock);
-	while (cl->state == CL_DOWN)
-		pthread_cond_wait(&cl->up, &cl->lock);
-	ret = cl->state == CL_UP ? 0 : -ENOTCONN;
-	pthread_mutex_lock(&cl->maps_lock);
-	for (size_t i = 0; i < cl->nmaps; i++)
-		if (cl->maps[i].start == addr && cl->maps[i].end == addr + len) {
-			r = cl->maps[i];
-			known = r.gen == cl->gen;
-			if (!known)
-				r.file->refs++;
+	for (;;) {
+		size_t i;
+
+		while (cl->state == CL_DOWN)
+			pthread_cond_wait(&cl->up, &cl->lock);
+		if (cl->state == CL_DEAD) {
+			ret = -ENOTCONN;
 			break;
 		}
-	pthread_mutex_unlock(&cl->maps_lock);
-	pthread_mutex_unlock(&cl->lock);
-	if (ret < 0 || known || !r.file)
-		return ret < 0 ? ret : r.file ? 0 : -ENOTCONN;
-	{
-		uint64_t args[4] = { r.start, r.end - r.start, r.pgoff, (uint64_t)r.prot };
-		int fds[3] = { r.file->fd, r.file->memfd, r.file->statefd };
-
-		ret = request_fds(cl, UPC_MSG_ADOPT, args, 4, NULL, 0, fds, 3, NULL, NULL);
+		pthread_mutex_lock(&cl->maps_lock);
+		for (i = 0; i < cl->nmaps && !(cl->maps[i].start == addr && cl->maps[i].end == addr + len); i++)
+			;
+		if (i == cl->nmaps)
+			ret = -ENOTCONN;	/* cut meanwhile: the daemon's call unmapped it */
+		else if (cl->maps[i].gen != cl->gen)
+			ret = adopt_one(cl, cl->sock, &cl->maps[i], cl->gen);
+		pthread_mutex_unlock(&cl->maps_lock);
+		/* Lost again: the next daemon is handed it with the others (adopt_all). */
+		if (!conn_lost(ret))
+			break;
+		if (cl->state == CL_UP)
+			cl->state = CL_DOWN;
+		ret = 0;
 	}
-	pthread_mutex_lock(&cl->maps_lock);
-	cfile_put(&cl->files, r.file);
-	pthread_mutex_unlock(&cl->maps_lock);
+	pthread_mutex_unlock(&cl->lock);
 	return ret;
 }
 
