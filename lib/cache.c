@@ -941,6 +941,20 @@ static int file_new(struct upc_cache *c, int fd, const struct stat *st, const in
 		}
 	}
 	if (f->statefd >= 0) {
+		struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1 };
+
+		/*
+		 * The takeover lock (takeover.c, rules 1 and 2): held by the
+		 * daemon that serves the file, through its own open file
+		 * description of the page table, for as long as it holds the
+		 * file; a client serves its own faults only while it can hold
+		 * it for reading.  An adopted table whose lock a client holds
+		 * is not taken yet: -EAGAIN, and remote_adopt() waits.
+		 */
+		if (fcntl(f->statefd, F_OFD_SETLK, &fl) < 0) {
+			ret = errno == EAGAIN || errno == EACCES ? -EAGAIN : -errno;
+			goto out_free;
+		}
 		h = mmap(NULL, UPC_PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, f->statefd, 0);
 		if (h == MAP_FAILED)
 			goto out_errno;

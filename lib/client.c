@@ -39,6 +39,7 @@
  * for one file would each fill the other's pages (upcd(8), BUGS).
  */
 #include "internal.h"
+#include "client.h"
 #include "../daemon/proto.h"
 
 #include <fcntl.h>
@@ -56,70 +57,9 @@
 #define MFD_ALLOW_SEALING	0x0002U
 #endif
 
-/*
- * A file this process maps through the daemon, held as the kernel's VMAs
- * hold their struct file: the process's descriptor of the file (a
- * duplicate), the memfd it maps and the page-table memfd, so that a
- * restarted daemon can adopt every mapping of it (reconnect()).  Three
- * descriptors per file, not per mapping.
- */
-struct cfile {
-	struct cfile *next;
-	int refs;			/* mappings (struct crange) */
-	dev_t mdev;
-	ino_t mino;			/* the memfd's inode: one per file of the daemon */
-	int fd, memfd, statefd;
-};
-
-struct crange {
-	uintptr_t start, end;
-	uint64_t pgoff;			/* file page at @start */
-	int prot;			/* every protection it had: a write-protected range stays one */
-	int cur_prot;			/* its protection now (upc_protect): a forked child maps it so */
-	uint64_t gen;			/* the connection (upc_client @gen) whose daemon knows it */
-	bool placeheld;			/* a forked child's copy: its address is held for it */
-	struct cfile *file;
-};
-
-enum client_state {
-	CL_UP,				/* connected */
-	CL_DOWN,			/* the daemon went away: reconnecting */
-	CL_DEAD,			/* gave up: the mappings are inaccessible */
-};
-
-struct upc_client {
-	int sock;
-	_Atomic int uffd;
-	uint64_t features;		/* what our userfaultfd was opened with */
-	uint64_t daemon_features;	/* what the daemon said at hello */
-	uint32_t track_mode;
-	uint64_t cache_flags, mem_limit;
-	char path[108];			/* the daemon's socket */
-	unsigned int reconnect_ms;	/* how long to wait for a daemon to come back; 0: not at all */
-	/*
-	 * One request at a time, and the connection's state: a request waits
-	 * on @up while the daemon is away, and is sent again on the new
-	 * connection (request_fds).
-	 */
-	pthread_mutex_t lock;
-	pthread_cond_t up;
-	enum client_state state;
-	uint64_t gen;			/* connections so far: a token of a map is the connection's */
-	uint64_t seq;
-	struct upc_msg *msg;
-	/* this process's mappings of the cache, for the daemon's death */
-	pthread_mutex_t maps_lock;
-	struct crange *maps;
-	size_t nmaps, cap;
-	struct cfile *files;
-	pthread_t watcher;
-	int watch_efd;
-	struct upc_client *next;	/* every shared cache of the process (the fork handlers) */
-};
-
 /* ------------------------------------------------------------ the local list of mappings */
 
-static void cfile_put(struct cfile **list, struct cfile *cf)
+void cfile_put(struct cfile **list, struct cfile *cf)
 {
 	if (--cf->refs)
 		return;
@@ -209,7 +149,7 @@ static int cmaps_add(struct upc_client *cl, uintptr_t start, uintptr_t end, uint
 }
 
 /* [start, end) is unmapped: cut it out of the list (a mapping may be split in two). */
-static void cmaps_cut(struct upc_client *cl, uintptr_t start, uintptr_t end)
+void cmaps_cut(struct upc_client *cl, uintptr_t start, uintptr_t end)
 {
 	pthread_mutex_lock(&cl->maps_lock);
 	for (size_t i = 0; i < cl->nmaps; i++) {
@@ -426,8 +366,19 @@ static long request_fds(struct upc_client *cl, uint16_t type, const uint64_t *ar
 
 	pthread_mutex_lock(&cl->lock);
 	for (;;) {
-		while (cl->state == CL_DOWN)
-			pthread_cond_wait(&cl->up, &cl->lock);
+		ret = 0;
+		while (cl->state == CL_DOWN && ret == 0) {
+			struct timespec ts = { .tv_sec = (time_t)(cl->down_deadline / 1000),
+					       .tv_nsec = (long)(cl->down_deadline % 1000) * 1000000 };
+
+			/* this process serves itself now: an msync is done here (takeover.c, client_msync) */
+			if (atomic_load(&cl->to_active) && type == UPC_MSG_MSYNC)
+				ret = -ESTRPIPE;
+			else if (pthread_cond_timedwait(&cl->up, &cl->lock, &ts) == ETIMEDOUT)
+				ret = -ENOTCONN;	/* waited $UPC_RECONNECT: the mappings stay served */
+		}
+		if (ret < 0)
+			break;
 		if (cl->state == CL_DEAD || (gen && *gen != cl->gen)) {
 			ret = -ENOTCONN;
 			break;
@@ -445,8 +396,10 @@ static long request_fds(struct upc_client *cl, uint16_t type, const uint64_t *ar
 				close(rep->fd2);
 			rep->fd = rep->fd2 = -1;
 		}
-		if (cl->state == CL_UP)
+		if (cl->state == CL_UP) {
 			cl->state = CL_DOWN;
+			cl->down_deadline = now_ms() + cl->reconnect_ms;
+		}
 		if (once || !cl->reconnect_ms) {
 			ret = -ENOTCONN;
 			break;
@@ -464,6 +417,17 @@ static long request(struct upc_client *cl, uint16_t type, const uint64_t *args, 
 }
 
 /* ------------------------------------------------------------ connecting, and again */
+
+/* @up is waited for with a deadline of now_ms(), which is CLOCK_MONOTONIC */
+static void up_init(struct upc_client *cl)
+{
+	pthread_condattr_t a;
+
+	pthread_condattr_init(&a);
+	pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+	pthread_cond_init(&cl->up, &a);
+	pthread_condattr_destroy(&a);
+}
 
 static int connect_daemon(const char *path)
 {
@@ -561,7 +525,13 @@ static long adopt_one(struct upc_client *cl, int sock, struct crange *rp, uint64
 	rp->gen = gen;
 	r.file->refs++;		/* its descriptors stay while the lock is let go */
 	pthread_mutex_unlock(&cl->maps_lock);
-	err = xfer(cl, sock, UPC_MSG_ADOPT, args, 4, NULL, 0, fds, 3, NULL);
+	/*
+	 * -EAGAIN: another process still serves itself on that file, and the
+	 * daemon waited for it long enough (remote.c, adopt_lock_wait): again,
+	 * until it has handed the file back or died (takeover.c, rule 2).
+	 */
+	while ((err = xfer(cl, sock, UPC_MSG_ADOPT, args, 4, NULL, 0, fds, 3, NULL)) == -EAGAIN)
+		usleep(50 * 1000);
 	pthread_mutex_lock(&cl->maps_lock);
 	cfile_put(&cl->files, r.file);
 	if (err < 0 && !conn_lost(err)) {
@@ -601,33 +571,43 @@ static long adopt_all(struct upc_client *cl, int sock, uint64_t gen)
 }
 
 /*
- * The daemon went away.  Until one is back on the socket, or for
- * reconnect_ms: requests wait (request_fds), and so does every access that
- * needs a fault served (its message waits in our userfaultfd); what is
- * mapped already stays as it is, and so do the memfds and their page table,
- * dirty pages included.  Then the new daemon adopts every mapping.  Returns
- * the new connection, or -1: no daemon came back, or the cache is being
- * destroyed (@efd).
+ * The daemon went away.  Until one is back on the socket, this process
+ * serves the faults of its mappings itself (takeover.c), and its msyncs;
+ * every other call waits for $UPC_RECONNECT seconds (request_fds), then
+ * fails with -ENOTCONN.  The memfds and their page table stay as they are,
+ * dirty pages included.  When a daemon answers, this process hands its
+ * files back (takeover_end: what it wrote meanwhile is protected and in
+ * the file), then the new daemon adopts every mapping.  Where this process
+ * cannot serve itself (asynchronous tracking; a file whose takeover lock a
+ * live daemon holds), an access that needs a fault waits in the kernel,
+ * and after reconnect_ms without a daemon the mappings are made
+ * inaccessible.  Returns the new connection, or -1: no daemon came back in
+ * time, or the cache is being destroyed (@efd).
  */
 static int reconnect(struct upc_client *cl, int efd)
 {
 	uint64_t deadline = now_ms() + cl->reconnect_ms;
 	unsigned int wait_ms = 10;
 
+	takeover_begin(cl);
 	for (;;) {
 		struct pollfd pfd = { .fd = efd, .events = POLLIN };
 		struct creply rep = { 0 };
 		int s;
 		long ret;
 
-		if (now_ms() >= deadline)
+		if (now_ms() >= deadline && !atomic_load(&cl->to_active))
 			return -1;
 		if (poll(&pfd, 1, (int)wait_ms) > 0)
 			return -1;
-		wait_ms = min_t(unsigned int, 2 * wait_ms, 200);
+		/* every 100 ms at most: a restarted daemon waits for the clients that serve themselves */
+		wait_ms = min_t(unsigned int, 2 * wait_ms, 100);
 		s = connect_daemon(cl->path);
-		if (s < 0)
+		if (s < 0) {
+			takeover_begin(cl);	/* a file whose dying daemon still held its lock */
 			continue;
+		}
+		takeover_end(cl);
 		pthread_mutex_lock(&cl->lock);
 		ret = handshake(cl, s, &rep);
 		if (ret == 0)
@@ -652,6 +632,7 @@ static int reconnect(struct upc_client *cl, int efd)
 		close(s);
 		if (!conn_lost(ret))
 			pr_warn("upcd refused this process back: %s\n", upc_strerror((int)ret));
+		takeover_begin(cl);
 	}
 }
 
@@ -672,13 +653,16 @@ static void *watcher_main(void *arg)
 		if (!(pfd[0].revents & (POLLRDHUP | POLLHUP | POLLERR)))
 			continue;
 		pthread_mutex_lock(&cl->lock);
-		if (cl->state == CL_UP)
+		if (cl->state == CL_UP) {
 			cl->state = CL_DOWN;
+			cl->down_deadline = now_ms() + cl->reconnect_ms;
+		}
 		pthread_mutex_unlock(&cl->lock);
 		if (cl->reconnect_ms) {
 			pr_warn("upcd went away: waiting up to %u ms for it to come back\n", cl->reconnect_ms);
 			if (reconnect(cl, cl->watch_efd) >= 0)
 				continue;
+			takeover_end(cl);	/* destroyed: its mappings are gone already */
 		}
 		pthread_mutex_lock(&cl->lock);
 		cl->state = CL_DEAD;
@@ -787,8 +771,9 @@ int client_create(const struct upc_cache_opts *o, struct upc_cache **cachep)
 	cl->mem_limit = o->mem_limit;
 	cl->reconnect_ms = reconnect_ms();
 	pthread_mutex_init(&cl->lock, NULL);
-	pthread_cond_init(&cl->up, NULL);
+	up_init(cl);
 	pthread_mutex_init(&cl->maps_lock, NULL);
+	takeover_init(cl);
 	upc_socket_path(o->socket, cl->path, sizeof(cl->path));
 	if (strlen(cl->path) >= sizeof(cl->path) - 1) {
 		ret = -ENAMETOOLONG;
@@ -832,7 +817,6 @@ int client_destroy(struct upc_cache *c)
 
 	for (;;) {
 		struct crange r;
-		uint64_t args[3];
 		long err;
 
 		pthread_mutex_lock(&cl->maps_lock);
@@ -842,13 +826,10 @@ int client_destroy(struct upc_cache *c)
 		}
 		r = cl->maps[cl->nmaps - 1];
 		pthread_mutex_unlock(&cl->maps_lock);
-		args[0] = r.start;
-		args[1] = r.end - r.start;
-		args[2] = UPC_MS_SYNC;
-		err = request(cl, UPC_MSG_MSYNC, args, 3, NULL, 0, -1, NULL);
+		err = client_msync(c, (void *)r.start, r.end - r.start, UPC_MS_SYNC);
 		if (err < 0 && !ret && err != -ENOTCONN)
 			ret = (int)err;
-		err = request(cl, UPC_MSG_UNMAP, args, 2, NULL, 0, -1, NULL);
+		err = client_unmap(c, (void *)r.start, r.end - r.start);
 		if (err < 0) {
 			/* pinned (-EBUSY) or the daemon is gone: unmap it here all the same */
 			munmap((void *)r.start, r.end - r.start);
@@ -1022,8 +1003,10 @@ static void client_fork_child(struct upc_client *cl)
 	cl->nmaps = cl->cap = 0;
 	cl->files = NULL;
 	pthread_mutex_init(&cl->lock, NULL);
-	pthread_cond_init(&cl->up, NULL);
+	up_init(cl);
 	pthread_mutex_init(&cl->maps_lock, NULL);
+	cl->npoisoned = 0;		/* the parent's, if it serves itself now: no mapping is ours yet */
+	takeover_init(cl);
 	ret = cl->state != CL_UP ? -ENOTCONN : client_connect(cl);
 	if (ret < 0) {
 		cl->state = CL_DEAD;
@@ -1378,14 +1361,31 @@ long client_file_call(struct upc_cache *c, int type, int fd, const uint64_t *arg
 	return request(c->client, (uint16_t)type, args, argc, NULL, 0, fd, NULL);
 }
 
+/*
+ * unmap, msync and fsync are served here while this process serves its own
+ * faults (takeover.c), on the files it serves itself; an msync that was
+ * waiting for the daemon when that began says -ESTRPIPE (request_fds), and
+ * is served here then.
+ */
 int client_unmap(struct upc_cache *c, void *addr, size_t len)
 {
+	int ret;
+
+	if (takeover_unmap(c->client, (uintptr_t)addr, len, &ret))
+		return ret;
 	return (int)client_call_range(c, UPC_MSG_UNMAP, addr, len, 0, 2);
 }
 
 int client_msync(struct upc_cache *c, void *addr, size_t len, int flags)
 {
-	return (int)client_call_range(c, UPC_MSG_MSYNC, addr, len, flags, 3);
+	int ret;
+
+	do {
+		if (takeover_msync(c->client, (uintptr_t)addr, len, flags, &ret))
+			return ret;
+		ret = (int)client_call_range(c, UPC_MSG_MSYNC, addr, len, flags, 3);
+	} while (ret == -ESTRPIPE);
+	return ret;
 }
 
 int client_protect(struct upc_cache *c, void *addr, size_t len, int prot)
@@ -1436,7 +1436,10 @@ int client_fallocate(struct upc_cache *c, int fd, int mode, off_t off, off_t len
 int client_fsync(struct upc_cache *c, int fd, bool datasync)
 {
 	uint64_t a = datasync;
+	int ret;
 
+	if (fd >= 0 && takeover_fsync(c->client, fd, datasync, &ret))
+		return ret;
 	return (int)client_file_call(c, UPC_MSG_FSYNC, fd, &a, 1);
 }
 

@@ -96,4 +96,11 @@ struct pm_scan_arg {
 #define MFD_NOEXEC_SEAL		0x0008U
 #endif
 
+/* OFD locks (3.15): the takeover lock on a page-table memfd (takeover.c) */
+#ifndef F_OFD_SETLK
+#define F_OFD_GETLK		36
+#define F_OFD_SETLK		37
+#define F_OFD_SETLKW		38
+#endif
+
 #endif /* UPC_COMPAT_H */

@@ -314,6 +314,27 @@ static int adopt_writable_ptes(const struct upc_map *m)
 }
 
 /*
+ * file_adopt(), waiting while other clients serve themselves on the file
+ * (takeover.c, rule 2: its takeover lock is held for reading): they notice
+ * this daemon within 100 ms, and hand the file back.  Each try opens the
+ * memfds again (adopt_fd) and holds no lock of the cache while it waits.
+ * After ADOPT_WAIT_MS the client is told -EAGAIN, and asks again (a client
+ * that stopped, SIGSTOP, holds its lock until it goes on or dies; so one
+ * client's request does not hold this thread for ever).
+ */
+#define ADOPT_WAIT_MS	2000
+
+static int adopt_lock_wait(struct upc_cache *c, int fd, int memfd, int statefd, struct upc_file **fp)
+{
+	uint64_t until = now_ms() + ADOPT_WAIT_MS;
+	int ret;
+
+	while ((ret = file_adopt(c, fd, memfd, statefd, fp)) == -EAGAIN && now_ms() < until)
+		usleep(5 * 1000);
+	return ret;
+}
+
+/*
  * A client of an earlier daemon, which died or was stopped, comes back to
  * this one with each of its mappings: the file's descriptor it holds, the
  * memfd it maps and the page-table memfd it was given (remote_map_prepare).
@@ -341,7 +362,7 @@ int remote_adopt(struct upc_mm *mm, int fd, int memfd, int statefd, uintptr_t ad
 	acc = fd_map_access(fd, prot);
 	if (acc < 0)
 		return acc;
-	ret = file_adopt(c, fd, memfd, statefd, &f);
+	ret = adopt_lock_wait(c, fd, memfd, statefd, &f);
 	if (ret < 0)
 		return ret;
 	pthread_mutex_lock(&f->lock);

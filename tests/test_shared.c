@@ -407,6 +407,14 @@ static void dd_wait(_Atomic uint64_t *v, uint64_t want, const char *what)
 		      (unsigned long)want);
 }
 
+/* The three clients hand back within 100 ms of a daemon's start (takeover.c): 10 s is plenty. */
+static void to_wait_adopted(void)
+{
+	for (int i = 0; i < 1000 && upcd_mapping_clients() != 3; i++)
+		usleep(10000);
+	cr_assert_eq(upcd_mapping_clients(), 3, "clients with mappings:\n%s", upcd_status());
+}
+
 Test(shared, a_daemon_killed_under_load_loses_nothing_and_a_new_one_adopts_its_clients, .timeout = 120)
 {
 	struct dd_shared *sh = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -435,17 +443,17 @@ Test(shared, a_daemon_killed_under_load_loses_nothing_and_a_new_one_adopts_its_c
 	/* kill -9 in the middle of it: faults, msyncs and write-back in flight */
 	cr_assert_eq(kill(upcd_pid, SIGKILL), 0);
 	cr_assert_eq(waitpid(upcd_pid, &status, 0), upcd_pid);
-	usleep(200 * 1000);		/* the writers wait meanwhile, in faults and in msync */
-	for (unsigned int i = 0; i < DD_WRITERS; i++)
-		before[i] = atomic_load(&sh->synced[i]);
+	usleep(200 * 1000);		/* the writers serve themselves meanwhile (takeover.c) */
 
 	upcd_spawn(NULL);
+	to_wait_adopted();
 	/* They carry on: three more rounds each, written back by the new daemon. */
+	for (unsigned int i = 0; i < DD_WRITERS; i++)
+		before[i] = atomic_load(&sh->synced[i]);
 	for (unsigned int i = 0; i < DD_WRITERS; i++)
 		dd_wait(&sh->synced[i], before[i] + 3, "rounds after the restart");
 	/* Every mapping of the three clients was handed over (at least: one may have been split). */
 	cr_assert_geq(upcd_status_value("adopted-mappings "), 3, "the new daemon adopted no mapping");
-	cr_assert_eq(upcd_mapping_clients(), 3, "clients with mappings:\n%s", upcd_status());
 
 	atomic_store(&sh->stop, true);
 	cr_assert_eq(waitpid(q, &status, 0), q);
@@ -475,6 +483,182 @@ Test(shared, a_daemon_killed_under_load_loses_nothing_and_a_new_one_adopts_its_c
 					     k, qb[i * PAGE + k]);
 	}
 	free(buf);
+	unlink(path);
+	unlink(qpath);
+	close(fd);
+	close(qfd);
+}
+
+/*
+ * While no daemon runs, clients serve their own faults (takeover.c).  The
+ * late client maps a file it has touched only half of when the daemon is
+ * killed; with no daemon it reads the other half (MISSING faults filled
+ * from the file), writes part of it and msyncs that (served in the client),
+ * and writes another part it never msyncs (kept by the hand-back alone),
+ * while the racewrite writers go on round after round.  What each msync'd
+ * is in the file before any daemon is back.  Then a new daemon adopts them
+ * all; a SIGTERM hands over again, the clients serve themselves again, and
+ * a third daemon adopts them.  Nothing is lost: the dirty pages of the
+ * page table (the late client's first half, never msync'd by it) reach the
+ * file through the daemons, the rest through the clients' own msyncs.
+ */
+struct to_shared {
+	struct dd_shared dd;
+	_Atomic int killed, late_synced, late_errors;
+};
+
+#define TO_PAGES	128
+
+static void to_late(struct to_shared *sh, const char *qpath)
+{
+	struct upc_cache *c = shared_cache();
+	int fd = open_rw(qpath);
+	volatile unsigned char *p;
+	int bad = 0;
+
+	if (upc_map(c, fd, 0, TO_PAGES * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p))
+		_exit(10);
+	for (unsigned int i = 0; i < TO_PAGES / 2; i++)
+		memset((void *)(p + i * PAGE), 0xa0 + (i & 15), 100);
+	atomic_store(&sh->dd.quiet_written, 1);
+	while (!atomic_load(&sh->killed))
+		usleep(1000);
+	/* no daemon: the second half is read from the file by this process itself */
+	for (unsigned int i = TO_PAGES / 2; i < TO_PAGES; i++)
+		for (unsigned int k = 0; k < PAGE; k += 509)
+			bad += p[i * PAGE + k] != pat(i * PAGE + k);
+	for (unsigned int i = TO_PAGES / 2; i < TO_PAGES * 3 / 4; i++)
+		memset((void *)(p + i * PAGE), 0xb0 + (i & 15), 100);
+	if (upc_msync(c, (void *)(p + TO_PAGES / 2 * PAGE), TO_PAGES / 4 * PAGE, UPC_MS_SYNC))
+		_exit(13);
+	/* and a quarter written with no daemon and never msync'd: only the hand-back keeps it */
+	for (unsigned int i = TO_PAGES * 3 / 4; i < TO_PAGES * 7 / 8; i++)
+		memset((void *)(p + i * PAGE), 0xc0 + (i & 15), 100);
+	atomic_store(&sh->late_errors, bad);
+	atomic_store(&sh->late_synced, 1);
+	while (!atomic_load(&sh->dd.stop))
+		usleep(10000);
+	_exit(upc_cache_destroy(c) ? 12 : 0);
+}
+
+/* Every writer's page holds at least the round it had msync'd before @fd was read. */
+static void to_check_rounds(struct to_shared *sh, int fd, uint64_t *buf, size_t len, const char *when)
+{
+	uint64_t synced[DD_WRITERS];
+
+	for (unsigned int i = 0; i < DD_WRITERS; i++)
+		synced[i] = atomic_load(&sh->dd.synced[i]);
+	cr_assert_eq(pread(fd, buf, len, 0), (ssize_t)len);
+	for (uint64_t i = 0; i < DD_WRITERS * DD_PAGES; i++) {
+		cr_assert_geq(buf[i * PAGE / 8], synced[i % DD_WRITERS],
+			      "%s: page %lu: round %lu in the file, %lu was msync'd", when, (unsigned long)i,
+			      (unsigned long)buf[i * PAGE / 8], (unsigned long)synced[i % DD_WRITERS]);
+		cr_assert_eq(buf[i * PAGE / 8 + 1], i, "%s: page %lu: not its own stamp", when, (unsigned long)i);
+	}
+}
+
+static void to_wait_rounds(struct to_shared *sh, uint64_t more, const char *what)
+{
+	uint64_t before[DD_WRITERS];
+
+	for (unsigned int i = 0; i < DD_WRITERS; i++)
+		before[i] = atomic_load(&sh->dd.synced[i]);
+	for (unsigned int i = 0; i < DD_WRITERS; i++)
+		dd_wait(&sh->dd.synced[i], before[i] + more, what);
+}
+
+Test(shared, with_no_daemon_clients_serve_themselves_and_a_new_one_takes_them_back, .timeout = 180)
+{
+	struct to_shared *sh = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	size_t len = (size_t)DD_WRITERS * DD_PAGES * PAGE;
+	char path[64], qpath[64];
+	int fd = tmpfile_pattern(len, path), qfd = tmpfile_pattern(TO_PAGES * PAGE, qpath);
+	uint64_t *buf = malloc(len);
+	unsigned char *qb = malloc(TO_PAGES * PAGE);
+	pid_t w[DD_WRITERS], q;
+	int status;
+
+	cr_assert(sh != MAP_FAILED && buf && qb);
+	if (track_flags())
+		cr_skip_test("under asynchronous tracking no client serves itself: a write lifts its own "
+			     "protection in the kernel, unseen between the hand-back and the adoption "
+			     "(takeover.c)");
+	setenv("UPC_RECONNECT", "60", 1);
+	upcd_start(NULL);
+	q = fork();
+	if (q == 0)
+		to_late(sh, qpath);
+	for (unsigned int i = 0; i < DD_WRITERS; i++) {
+		w[i] = fork();
+		if (w[i] == 0)
+			dd_writer(&sh->dd, path, i);
+	}
+	for (unsigned int i = 0; i < DD_WRITERS; i++)
+		dd_wait(&sh->dd.synced[i], 3, "rounds before the kill");
+	dd_wait(&sh->dd.quiet_written, 1, "the late client's first half");
+
+	cr_assert_eq(kill(upcd_pid, SIGKILL), 0);
+	cr_assert_eq(waitpid(upcd_pid, &status, 0), upcd_pid);
+	atomic_store(&sh->killed, 1);
+
+	/* No daemon runs: the writers go on, and the late client reads, writes and msyncs. */
+	to_wait_rounds(sh, 5, "rounds with no daemon (killed)");
+	for (int i = 0; i < 3000 && !atomic_load(&sh->late_synced); i++)
+		usleep(10000);
+	cr_assert(atomic_load(&sh->late_synced), "the late client's msync with no daemon did not return");
+	cr_assert_eq(atomic_load(&sh->late_errors), 0, "pages read with no daemon that are not the file's");
+	to_check_rounds(sh, fd, buf, len, "no daemon");
+	cr_assert_eq(pread(qfd, qb, TO_PAGES * PAGE, 0), (ssize_t)(TO_PAGES * PAGE));
+	for (unsigned int i = TO_PAGES / 2; i < TO_PAGES * 3 / 4; i++)
+		for (unsigned int k = 0; k < 100; k++)
+			cr_assert_eq(qb[i * PAGE + k], 0xb0 + (i & 15),
+				     "late page %u byte %u: %#x: msync'd with no daemon, not in the file", i, k,
+				     qb[i * PAGE + k]);
+
+	/*
+	 * The late client stops (SIGSTOP) while it serves itself, with pages
+	 * it wrote and did not msync under its own writable PTEs.  The new
+	 * daemon must not adopt that file before it hands it back: nor drop
+	 * those pages (the page table calls them clean or does not have them),
+	 * nor serve the writers' faults on it meanwhile (takeover.c, rule 2).
+	 */
+	cr_assert_eq(kill(q, SIGSTOP), 0);
+	upcd_spawn(NULL);
+	usleep(1500 * 1000);
+	cr_assert_eq(kill(q, SIGCONT), 0);
+	to_wait_adopted();
+	to_wait_rounds(sh, 3, "rounds after the restart");
+	cr_assert_geq(upcd_status_value("adopted-mappings "), 3, "the new daemon adopted no mapping");
+
+	/* SIGTERM: it writes everything back and exits; they serve themselves again; a third adopts them. */
+	upcd_stop();
+	to_wait_rounds(sh, 3, "rounds with no daemon (stopped)");
+	to_check_rounds(sh, fd, buf, len, "stopped");
+	upcd_spawn(NULL);
+	to_wait_adopted();
+	to_wait_rounds(sh, 3, "rounds after the second restart");
+
+	atomic_store(&sh->dd.stop, true);
+	cr_assert_eq(waitpid(q, &status, 0), q);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "late client: status %#x", status);
+	for (unsigned int i = 0; i < DD_WRITERS; i++) {
+		cr_assert_eq(waitpid(w[i], &status, 0), w[i]);
+		cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "writer %u: status %#x", i, status);
+	}
+	upcd_stop();
+	to_check_rounds(sh, fd, buf, len, "at the end");
+	cr_assert_eq(pread(qfd, qb, TO_PAGES * PAGE, 0), (ssize_t)(TO_PAGES * PAGE));
+	for (unsigned int i = 0; i < TO_PAGES; i++)
+		for (unsigned int k = 0; k < 100; k++) {
+			unsigned char want = i < TO_PAGES / 2 ? 0xa0 + (i & 15) :
+					     i < TO_PAGES * 3 / 4 ? 0xb0 + (i & 15) :
+					     i < TO_PAGES * 7 / 8 ? 0xc0 + (i & 15) : pat(i * PAGE + k);
+
+			cr_assert_eq(qb[i * PAGE + k], want, "late page %u byte %u: %#x, not %#x", i, k,
+				     qb[i * PAGE + k], want);
+		}
+	free(buf);
+	free(qb);
 	unlink(path);
 	unlink(qpath);
 	close(fd);

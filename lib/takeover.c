@@ -1,0 +1,632 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * takeover.c - while no daemon runs, a client serves its own faults.
+ *
+ * When upcd dies (kill -9, a crash) or stops (SIGTERM), its pages stay in
+ * the memfds and their page table in the page-table memfds, and every
+ * client holds descriptors of both for each file it maps (client.h, struct
+ * cfile).  Until a daemon is back and adopts them (client.c, reconnect()),
+ * each client serves the faults of its own mappings itself, on the same
+ * memfds, so that its threads carry on instead of waiting in the kernel:
+ *
+ *   - a MISSING fault (the page is in no one's memfd) is filled from the
+ *     file with UFFDIO_COPY into the client's own mapping, which puts it in
+ *     the memfd, so every other process of the file sees it at once; a
+ *     read fills it write-protected, as the daemon does;
+ *   - a MINOR fault (another process filled it) maps the memfd's page with
+ *     UFFDIO_CONTINUE;
+ *   - a write-protect fault lifts the protection: the page is written
+ *     under the client's own PTE, which says so (the pagemap's uffd-wp bit,
+ *     57, is clear) until the client hands its mappings back;
+ *   - past the cache's end of file, UFFDIO_POISON: the kernel's SIGBUS
+ *     (BUS_ADRERR) and EFAULT, as the daemon's refusal (remote.c).
+ *
+ * upc_msync and upc_fsync are served here too: they write every page the
+ * memfd holds in the range (within the cache's size) to the file and
+ * fdatasync it.  A client cannot tell which pages another process wrote
+ * while no daemon ran (their dirty state is in that process's PTEs), so it
+ * writes them all: more I/O than the daemon's msync, never less, which is
+ * what msync across processes promises (a store by any process before the
+ * call is in the file after it).  Every other call waits for a daemon, for
+ * $UPC_RECONNECT seconds, and fails with -ENOTCONN after that; the
+ * mappings go on being served.
+ *
+ * The rules that make it safe, with the daemon's side in cache.c
+ * (file_new) and remote.c (remote_adopt):
+ *
+ *  1. Never beside a daemon.  A daemon that holds a file holds an OFD
+ *     write lock on byte 0 of its page-table memfd, through its own
+ *     read-write open file description; a client takes over a file only
+ *     under an OFD read lock on its own read-only description of that
+ *     memfd (every MAP reply is a new open: remote_map_prepare).  The
+ *     kernel drops a dead daemon's lock with its last descriptor, so the
+ *     lock is free exactly when no daemon serves the file, and a client
+ *     whose connection alone was lost (the daemon lives) takes nothing
+ *     over.  A client whose lock is refused waits, as before takeover.
+ *  2. A restarted daemon adopts a file only under its write lock: only
+ *     when every client that took it over has handed it back, so nothing
+ *     a client writes meanwhile can be dropped by the adoption (which
+ *     keeps only the page table's dirty pages: cache.c, file_adopt_pages)
+ *     nor called clean under a writable PTE the daemon does not know (I1).
+ *     It waits for the lock (remote.c, adopt_lock_wait), the clients
+ *     notice the daemon within 100 ms and hand back.
+ *  3. Handing back (takeover_end) is the kernel's order for dirty PTEs
+ *     (Torvalds/Hansen/Kara, seeds/: the dirty bit travels with the PTE,
+ *     and a page is clean only once no PTE can write it): the takeover
+ *     thread stops first, so no protection is lifted any more; then every
+ *     PTE of the client's that is present and not protected (bit 57 clear)
+ *     is protected again, and only then are those pages written to the
+ *     file.  A write after the protection waits in the kernel for the new
+ *     daemon, which has the data in the file already when it adopts.
+ *  4. Two processes' write-backs of a page must not cross (one's older
+ *     copy written after the other's newer one, whose msync returned): a
+ *     POSIX write lock on the memfd's range of the write-back orders them
+ *     between processes (POSIX locks are a process's own, which is what is
+ *     wanted here: all writers share one open file description of the
+ *     memfd), and @to_wb between this process's threads.
+ *
+ * What it cannot do (upcd(8), BUGS): a client killed while it serves
+ * itself loses the writes it made meanwhile and did not msync (nothing
+ * records them outside its PTEs; what it wrote before the daemon died is
+ * in the page table, and stays); under asynchronous tracking no client
+ * takes over (a write there lifts its own protection, in the kernel, so a
+ * write between rule 3's protection and the adoption would be unseen).
+ */
+#include "internal.h"
+#include "client.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define WB_CHUNK	(256u << 10)
+
+static int64_t npages_of(int64_t size)
+{
+	return (int64_t)(((uint64_t)size + UPC_PAGE_SIZE - 1) >> UPC_PAGE_SHIFT);
+}
+
+/* Rule 1: an OFD lock on byte 0 of the page-table memfd; @type F_RDLCK or F_UNLCK. */
+static int takeover_lock(int statefd, short type)
+{
+	struct flock fl = { .l_type = type, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1 };
+
+	return fcntl(statefd, F_OFD_SETLK, &fl) < 0 ? -errno : 0;
+}
+
+/* ------------------------------------------------------------ writing back */
+
+/*
+ * Write what the memfd of @cf holds in file pages [p0, p1), within the
+ * cache's size, to the file.  Rule 4.  Nothing is marked anywhere: the
+ * pages stay what they were (dirty in the page table, or written under a
+ * PTE that says so), and are written again by the daemon that adopts them.
+ * A client that may not write the file has nothing of its own to write.
+ */
+static int wb_range(struct upc_client *cl, struct cfile *cf, uint64_t p0, uint64_t p1)
+{
+	off_t end = (off_t)min_t(uint64_t, p1, (uint64_t)npages_of(cf->size)) << UPC_PAGE_SHIFT;
+	off_t off = (off_t)(p0 << UPC_PAGE_SHIFT);
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = off, .l_len = end - off };
+	int ffl = sys_fd_flags(cf->fd), wfd = cf->fd, ret = 0;
+	char *buf;
+
+	if (off >= end || ffl < 0 || (ffl & O_ACCMODE) == O_RDONLY ||
+	    (sys_fd_flags(cf->memfd) & O_ACCMODE) == O_RDONLY)
+		return 0;
+	/* pwrite(2) appends on an O_APPEND descriptor, and O_DIRECT wants aligned lengths: an open of our own */
+	if (ffl & (O_APPEND | O_DIRECT)) {
+		wfd = sys_fd_reopen(cf->fd, O_RDWR);
+		if (wfd < 0)
+			return wfd;
+	}
+	buf = malloc(WB_CHUNK);
+	if (!buf) {
+		if (wfd != cf->fd)
+			close(wfd);
+		return -ENOMEM;
+	}
+	pthread_mutex_lock(&cl->to_wb);
+	while (fcntl(cf->memfd, F_SETLKW, &fl) < 0)
+		if (errno != EINTR) {
+			ret = -errno;
+			goto out;
+		}
+	while (off < end) {
+		off_t d = lseek(cf->memfd, off, SEEK_DATA), h;
+
+		if (d < 0 || d >= end) {
+			if (d < 0 && errno != ENXIO)
+				ret = -errno;
+			break;
+		}
+		h = lseek(cf->memfd, d, SEEK_HOLE);
+		if (h < 0 || h > end)
+			h = end;
+		for (off = d; off < h;) {
+			size_t n = (size_t)min_t(off_t, h - off, (off_t)WB_CHUNK), m;
+			ssize_t r = pread(cf->memfd, buf, n, off);
+
+			if (r <= 0) {
+				ret = r < 0 ? -errno : -EIO;
+				goto unlock;
+			}
+			/* the last page only up to the end of the file */
+			m = (size_t)min_t(int64_t, r, cf->size - off);
+			for (size_t done = 0; done < m;) {
+				ssize_t w = pwrite(wfd, buf + done, m - done, off + (off_t)done);
+
+				if (w <= 0) {
+					ret = w < 0 ? -errno : -EIO;
+					goto unlock;
+				}
+				done += (size_t)w;
+			}
+			off += r;
+		}
+	}
+unlock:
+	fl.l_type = F_UNLCK;
+	fcntl(cf->memfd, F_SETLK, &fl);
+out:
+	pthread_mutex_unlock(&cl->to_wb);
+	free(buf);
+	if (wfd != cf->fd)
+		close(wfd);
+	if (ret < 0)
+		pr_warn("write-back while upcd is away: %s\n", upc_strerror(ret));
+	return ret;
+}
+
+/*
+ * Rule 3 for [start, end) of the range @r (maps_lock held, the takeover
+ * thread stopped or @r's pages served by no one else): protect every page
+ * this process may have written, then write those pages.
+ */
+static int protect_and_write(struct upc_client *cl, const struct crange *r, uintptr_t start, uintptr_t end)
+{
+	int uffd = atomic_load(&cl->uffd), pfd, ret = 0;
+	uint64_t ent[512];
+
+	if (!(r->prot & PROT_WRITE) || !r->file->taken)
+		return 0;
+	pfd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	if (pfd < 0)
+		return -errno;
+	for (uintptr_t a = start; a < end && ret == 0;) {
+		size_t n = min_t(size_t, (end - a) >> UPC_PAGE_SHIFT, ARRAY_SIZE(ent));
+		ssize_t got = pread(pfd, ent, n * 8, (off_t)((a >> UPC_PAGE_SHIFT) * 8));
+
+		if (got != (ssize_t)(n * 8)) {
+			ret = got < 0 ? -errno : -EIO;
+			break;
+		}
+		for (size_t i = 0; i < n && ret == 0;) {
+			size_t j = i;
+
+			while (j < n && (ent[j] >> 63) && !((ent[j] >> 57) & 1))	/* present, not protected */
+				j++;
+			if (j > i) {
+				uintptr_t ra = a + (i << UPC_PAGE_SHIFT);
+				uint64_t p = r->pgoff + ((ra - r->start) >> UPC_PAGE_SHIFT);
+
+				ret = sys_uffd_wp(uffd, ra, (j - i) << UPC_PAGE_SHIFT, true, false);
+				if (ret == 0 || ret == -ENOENT)
+					ret = wb_range(cl, r->file, p, p + (j - i));
+			}
+			i = j + 1;
+		}
+		a += n << UPC_PAGE_SHIFT;
+	}
+	close(pfd);
+	return ret;
+}
+
+/* ------------------------------------------------------------ the faults */
+
+/* The range of @addr, copied, if its file is taken over.  maps_lock taken here. */
+static bool lookup(struct upc_client *cl, uintptr_t addr, struct crange *out)
+{
+	bool found = false;
+
+	pthread_mutex_lock(&cl->maps_lock);
+	for (size_t i = 0; i < cl->nmaps && !found; i++)
+		if (cl->maps[i].start <= addr && addr < cl->maps[i].end && cl->maps[i].file->taken) {
+			*out = cl->maps[i];
+			out->file->refs++;	/* its descriptors stay while the fault is served */
+			found = true;
+		}
+	pthread_mutex_unlock(&cl->maps_lock);
+	return found;
+}
+
+static void lookup_done(struct upc_client *cl, struct crange *r)
+{
+	pthread_mutex_lock(&cl->maps_lock);
+	cfile_put(&cl->files, r->file);
+	pthread_mutex_unlock(&cl->maps_lock);
+}
+
+static void refuse(struct upc_client *cl, int uffd, uintptr_t addr)
+{
+	if (sys_uffd_poison(uffd, addr, UPC_PAGE_SIZE) < 0) {
+		sys_uffd_wake(uffd, addr, UPC_PAGE_SIZE);	/* no POISON: it faults again, and waits */
+		return;
+	}
+	pthread_mutex_lock(&cl->maps_lock);
+	if (cl->npoisoned == cl->poison_cap) {
+		size_t cap = cl->poison_cap ? 2 * cl->poison_cap : 16;
+		uintptr_t *n = realloc(cl->poisoned, cap * sizeof(*n));
+
+		if (n) {
+			cl->poisoned = n;
+			cl->poison_cap = cap;
+		}
+	}
+	if (cl->npoisoned < cl->poison_cap)
+		cl->poisoned[cl->npoisoned++] = addr;
+	pthread_mutex_unlock(&cl->maps_lock);
+}
+
+static void serve_one(struct upc_client *cl, int uffd, const struct uffd_msg *msg, const struct crange *rp,
+		      void *page);
+
+static void serve_fault(struct upc_client *cl, int uffd, const struct uffd_msg *msg, void *page)
+{
+	uintptr_t addr = (uintptr_t)msg->arg.pagefault.address & ~(uintptr_t)(UPC_PAGE_SIZE - 1);
+	struct crange r;
+
+	/* Not ours to serve (no lock on its file): it waits for the daemon's adoption, which wakes it. */
+	if (!lookup(cl, addr, &r))
+		return;
+	serve_one(cl, uffd, msg, &r, page);
+	lookup_done(cl, &r);
+}
+
+static void serve_one(struct upc_client *cl, int uffd, const struct uffd_msg *msg, const struct crange *rp,
+		      void *page)
+{
+	uintptr_t addr = (uintptr_t)msg->arg.pagefault.address & ~(uintptr_t)(UPC_PAGE_SIZE - 1);
+	uint64_t fl = msg->arg.pagefault.flags;
+	bool write = fl & UFFD_PAGEFAULT_FLAG_WRITE;
+	const struct crange r = *rp;
+	uint64_t pgoff;
+	long ret;
+
+	if (fl & UFFD_PAGEFAULT_FLAG_WP) {
+		sys_uffd_wp(uffd, addr, UPC_PAGE_SIZE, false, true);
+		return;
+	}
+	pgoff = r.pgoff + ((addr - r.start) >> UPC_PAGE_SHIFT);
+	if (pgoff >= (uint64_t)npages_of(r.file->size)) {
+		refuse(cl, uffd, addr);
+		return;
+	}
+	/* a write fault of a writable mapping maps the page writable at once: rule 3 finds it */
+	write = write && (r.cur_prot & PROT_WRITE);
+	if (fl & UFFD_PAGEFAULT_FLAG_MINOR) {
+		ret = sys_uffd_continue(uffd, addr, UPC_PAGE_SIZE, !write, true);
+	} else {
+		ssize_t n = pread(r.file->fd, page, UPC_PAGE_SIZE, (off_t)(pgoff << UPC_PAGE_SHIFT));
+
+		if (n < 0) {
+			pr_warn("reading page %llu while upcd is away: %s\n", (unsigned long long)pgoff,
+				strerror(errno));
+			refuse(cl, uffd, addr);		/* the engine's read error: SIGBUS */
+			return;
+		}
+		memset((char *)page + n, 0, UPC_PAGE_SIZE - (size_t)n);
+		ret = sys_uffd_copy(uffd, addr, page, UPC_PAGE_SIZE, !write, true);
+	}
+	/* Another process filled it meanwhile (-EEXIST), or it went: it faults again. */
+	if (ret < 0)
+		sys_uffd_wake(uffd, addr, UPC_PAGE_SIZE);
+}
+
+static void *takeover_main(void *arg)
+{
+	struct upc_client *cl = arg;
+	int uffd = atomic_load(&cl->uffd);
+	struct uffd_msg msgs[16];
+	void *page = NULL;
+
+	if (posix_memalign(&page, UPC_PAGE_SIZE, UPC_PAGE_SIZE))
+		return NULL;
+	for (;;) {
+		struct pollfd pfd[2] = { { .fd = uffd, .events = POLLIN }, { .fd = cl->to_efd, .events = POLLIN } };
+		ssize_t n;
+
+		if (poll(pfd, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		if (pfd[1].revents)
+			break;
+		n = read(uffd, msgs, sizeof(msgs));
+		if (n < 0) {
+			if (errno == EAGAIN || errno == EINTR)
+				continue;
+			break;
+		}
+		for (size_t i = 0; i < (size_t)n / sizeof(msgs[0]); i++)
+			if (msgs[i].event == UFFD_EVENT_PAGEFAULT)
+				serve_fault(cl, uffd, &msgs[i], page);
+	}
+	free(page);
+	return NULL;
+}
+
+/* ------------------------------------------------------------ begin, end */
+
+void takeover_init(struct upc_client *cl)
+{
+	pthread_rwlock_init(&cl->to_lock, NULL);
+	pthread_mutex_init(&cl->to_wb, NULL);
+	cl->to_efd = -1;
+	atomic_store(&cl->to_active, false);
+}
+
+void takeover_fini(struct upc_client *cl)
+{
+	free(cl->poisoned);
+	cl->poisoned = NULL;
+	cl->npoisoned = cl->poison_cap = 0;
+}
+
+/*
+ * The daemon is away: take over every file whose lock is free (rule 1),
+ * start serving faults if not yet, and wake the ranges of the files taken
+ * now (a thread whose fault message the dead daemon had read waits for a
+ * wake nobody else sends).  Called again while the daemon stays away, for
+ * the files whose lock was still held (a daemon dies after its socket
+ * hangs up).  Synchronous tracking only (see the top).  Returns the number
+ * of files taken over, 0 if none.
+ */
+int takeover_begin(struct upc_client *cl)
+{
+	int uffd = atomic_load(&cl->uffd), taken = 0, fresh = 0;
+
+	if (cl->track_mode != UPC_TRACK_SYNC || uffd < 0 || !cl->reconnect_ms)
+		return 0;
+	pthread_rwlock_wrlock(&cl->to_lock);
+	pthread_mutex_lock(&cl->maps_lock);
+	for (struct cfile *cf = cl->files; cf; cf = cf->next) {
+		struct upc_state_hdr h;
+
+		if (!cf->taken && takeover_lock(cf->statefd, F_RDLCK) == 0) {
+			if (pread(cf->statefd, &h, sizeof(h), 0) == (ssize_t)sizeof(h) && h.magic == UPC_STATE_MAGIC &&
+			    h.page_size == UPC_PAGE_SIZE && atomic_load(&h.size) >= 0) {
+				cf->size = atomic_load(&h.size);
+				cf->taken = true;
+				fresh++;
+			} else {
+				takeover_lock(cf->statefd, F_UNLCK);
+			}
+		}
+		taken += cf->taken;
+	}
+	pthread_mutex_unlock(&cl->maps_lock);
+	if (fresh && !atomic_load(&cl->to_active)) {
+		cl->to_efd = eventfd(0, EFD_CLOEXEC);
+		if (cl->to_efd >= 0 && pthread_create(&cl->to_thread, NULL, takeover_main, cl) == 0) {
+			pthread_setname_np(cl->to_thread, "upc-takeover");
+			atomic_store(&cl->to_active, true);
+		} else {
+			if (cl->to_efd >= 0)
+				close(cl->to_efd);
+			cl->to_efd = -1;
+			pthread_rwlock_unlock(&cl->to_lock);
+			takeover_end(cl);	/* lets the locks go: the faults wait for a daemon */
+			return 0;
+		}
+	}
+	if (fresh) {
+		pthread_mutex_lock(&cl->maps_lock);
+		for (size_t i = 0; i < cl->nmaps; i++)
+			if (cl->maps[i].file->taken)
+				sys_uffd_wake(uffd, cl->maps[i].start, cl->maps[i].end - cl->maps[i].start);
+		pthread_mutex_unlock(&cl->maps_lock);
+		pr_warn("upcd is away: this process serves its own faults on %d file%s\n", taken,
+			taken == 1 ? "" : "s");
+	}
+	pthread_rwlock_unlock(&cl->to_lock);
+	/* a call waiting for the daemon that is served here now: msync, fsync, unmap (request_fds) */
+	pthread_mutex_lock(&cl->lock);
+	pthread_cond_broadcast(&cl->up);
+	pthread_mutex_unlock(&cl->lock);
+	return taken;
+}
+
+/*
+ * A daemon is back: hand every file taken over back to it (rule 3), before
+ * this process's userfaultfd is attached to it.  Also when takeover_begin()
+ * failed half way.
+ */
+void takeover_end(struct upc_client *cl)
+{
+	uint64_t one = 1;
+	int err = 0;
+
+	pthread_rwlock_wrlock(&cl->to_lock);
+	if (atomic_load(&cl->to_active)) {
+		if (write(cl->to_efd, &one, sizeof(one)) == sizeof(one))
+			pthread_join(cl->to_thread, NULL);
+		close(cl->to_efd);
+		cl->to_efd = -1;
+		atomic_store(&cl->to_active, false);
+	}
+	pthread_mutex_lock(&cl->maps_lock);
+	for (size_t i = 0; i < cl->nmaps; i++) {
+		int r = protect_and_write(cl, &cl->maps[i], cl->maps[i].start, cl->maps[i].end);
+
+		if (r < 0 && !err)
+			err = r;
+	}
+	/* the poison markers of refused accesses: the daemon knows nothing of them */
+	for (size_t i = 0; i < cl->npoisoned; i++)
+		madvise((void *)cl->poisoned[i], UPC_PAGE_SIZE, MADV_DONTNEED);
+	cl->npoisoned = 0;
+	for (struct cfile *cf = cl->files; cf; cf = cf->next)
+		if (cf->taken) {
+			takeover_lock(cf->statefd, F_UNLCK);
+			cf->taken = false;
+		}
+	pthread_mutex_unlock(&cl->maps_lock);
+	pthread_rwlock_unlock(&cl->to_lock);
+	/*
+	 * A page that could not be written stays in the memfd, and the daemon
+	 * drops it if its page table calls it clean: said, as a write-back
+	 * error is (the file's write-back error is the daemon's to report).
+	 */
+	if (err < 0)
+		pr_warn("handing back to upcd: a page written while it was away could not be written: %s\n",
+		       upc_strerror(err));
+}
+
+/* ------------------------------------------------------------ calls served here */
+
+/* Is [addr, addr+len) wholly covered by mappings?  maps_lock held. */
+static bool covered(struct upc_client *cl, uintptr_t addr, uintptr_t end)
+{
+	while (addr < end) {
+		bool hit = false;
+
+		for (size_t i = 0; i < cl->nmaps; i++)
+			if (cl->maps[i].start <= addr && addr < cl->maps[i].end) {
+				addr = cl->maps[i].end;
+				hit = true;
+				break;
+			}
+		if (!hit)
+			return false;
+	}
+	return true;
+}
+
+/*
+ * upc_msync while the daemon is away (see the top): every page the memfds
+ * hold in the range is written; UPC_MS_SYNC makes it durable.  False if
+ * this process does not serve itself now: the call goes to the daemon.
+ */
+bool takeover_msync(struct upc_client *cl, uintptr_t addr, size_t len, int flags, int *retp)
+{
+	uintptr_t end = addr + len;
+	int ret = 0;
+
+	if (!atomic_load(&cl->to_active))
+		return false;
+	pthread_rwlock_rdlock(&cl->to_lock);
+	if (!atomic_load(&cl->to_active)) {
+		pthread_rwlock_unlock(&cl->to_lock);
+		return false;
+	}
+	pthread_mutex_lock(&cl->maps_lock);
+	if ((flags & ~(int)UPC_MS_FLAGS_ALL) || (flags & UPC_MS_FLAGS_ALL) == 0 ||
+	    (flags & UPC_MS_FLAGS_ALL) == UPC_MS_FLAGS_ALL || (addr & (UPC_PAGE_SIZE - 1)) || !len || end < addr)
+		ret = -EINVAL;
+	else if (!covered(cl, addr, pg_round_up(end)))
+		ret = -ENOMEM;
+	for (size_t i = 0; i < cl->nmaps && ret == 0; i++) {
+		struct crange *r = &cl->maps[i];
+		uintptr_t s = max_t(uintptr_t, r->start, addr), e = min_t(uintptr_t, r->end, pg_round_up(end));
+
+		if (s >= e)
+			continue;
+		if (!r->file->taken) {
+			ret = -ENOTCONN;	/* a file no one serves: the daemon still holds it */
+			break;
+		}
+		ret = wb_range(cl, r->file, r->pgoff + ((s - r->start) >> UPC_PAGE_SHIFT),
+				      r->pgoff + ((e - r->start) >> UPC_PAGE_SHIFT));
+		if (ret == 0 && (flags & UPC_MS_SYNC) && fdatasync(r->file->fd) < 0 && errno != EBADF &&
+		    errno != EINVAL)
+			ret = -errno;
+	}
+	pthread_mutex_unlock(&cl->maps_lock);
+	pthread_rwlock_unlock(&cl->to_lock);
+	*retp = ret;
+	return true;
+}
+
+/* upc_fsync while the daemon is away: the whole file, as takeover_msync(). */
+bool takeover_fsync(struct upc_client *cl, int fd, bool datasync, int *retp)
+{
+	struct stat st, cs;
+	struct cfile *cf;
+	int ret = 0;
+
+	if (!atomic_load(&cl->to_active) || fstat(fd, &st) < 0)
+		return false;
+	pthread_rwlock_rdlock(&cl->to_lock);
+	if (!atomic_load(&cl->to_active)) {
+		pthread_rwlock_unlock(&cl->to_lock);
+		return false;
+	}
+	pthread_mutex_lock(&cl->maps_lock);
+	for (cf = cl->files; cf; cf = cf->next)
+		if (cf->taken && fstat(cf->fd, &cs) == 0 && cs.st_dev == st.st_dev && cs.st_ino == st.st_ino)
+			break;
+	if (cf) {
+		ret = wb_range(cl, cf, 0, (uint64_t)npages_of(cf->size));
+		if (ret == 0 && (datasync ? fdatasync(fd) : fsync(fd)) < 0)
+			ret = -errno;
+	}
+	pthread_mutex_unlock(&cl->maps_lock);
+	pthread_rwlock_unlock(&cl->to_lock);
+	if (!cf)
+		return false;
+	*retp = ret;
+	return true;
+}
+
+/*
+ * upc_unmap while the daemon is away: what this process wrote in the range
+ * is protected and written first (rule 3: once unmapped, nothing says it
+ * was written), then the range goes.  The daemon that comes back never
+ * hears of it.  False if the range is not wholly of files taken over.
+ */
+bool takeover_unmap(struct upc_client *cl, uintptr_t addr, size_t len, int *retp)
+{
+	uintptr_t end = pg_round_up(addr + len);
+	int ret = 0;
+	bool ours = true;
+
+	if (!atomic_load(&cl->to_active))
+		return false;
+	pthread_rwlock_rdlock(&cl->to_lock);
+	if (!atomic_load(&cl->to_active)) {
+		pthread_rwlock_unlock(&cl->to_lock);
+		return false;
+	}
+	pthread_mutex_lock(&cl->maps_lock);
+	if ((addr & (UPC_PAGE_SIZE - 1)) || !len || end < addr)
+		ret = -EINVAL;
+	for (size_t i = 0; i < cl->nmaps && ret == 0; i++) {
+		struct crange *r = &cl->maps[i];
+
+		if (r->end > addr && r->start < end && !r->file->taken)
+			ours = false;
+	}
+	for (size_t i = 0; i < cl->nmaps && ret == 0 && ours; i++) {
+		struct crange *r = &cl->maps[i];
+		uintptr_t s = max_t(uintptr_t, r->start, addr), e = min_t(uintptr_t, r->end, end);
+
+		if (s < e)
+			ret = protect_and_write(cl, r, s, e);
+	}
+	pthread_mutex_unlock(&cl->maps_lock);
+	if (ret == 0 && ours) {
+		munmap((void *)addr, end - addr);
+		cmaps_cut(cl, addr, end);
+	}
+	pthread_rwlock_unlock(&cl->to_lock);
+	if (!ours && ret == 0)
+		return false;
+	*retp = ret;
+	return true;
+}
