@@ -776,6 +776,71 @@ static int adopt_fd(int fd, const char *kind, const struct stat *st)
  * says PG_UPTODATE but is not in the memfd (punched between the punch and
  * the page table) is forgotten.  Caller is file_new, with c->lock held.
  */
+/*
+ * The journal of the clients that served themselves while no daemon ran
+ * (takeover.c; UPC_JOURNAL_OFF): each page they let be written, and that
+ * the memfd holds, is marked cached and dirty in the page table, as the
+ * dead daemon would have marked it, before file_adopt_pages() reads the
+ * table.  Its data is newer than the file unless its writer handed it back
+ * (written, and protected): then it is written once more.  A client killed
+ * while it served itself loses nothing so.  The daemon holds the takeover
+ * lock (file_new): no client marks the journal any more.  Then the journal
+ * is punched.  Caller is file_new, with c->lock held.
+ */
+static int file_adopt_journal(struct upc_file *f)
+{
+	unsigned char buf[4096];
+	struct stat st;
+	off_t off, end;
+	int ret = 0;
+
+	if (fstat(f->memfd, &st) < 0)
+		return -errno;
+	if ((uint64_t)st.st_size <= UPC_JOURNAL_OFF)
+		return 0;
+	for (off = (off_t)UPC_JOURNAL_OFF; ret == 0 && (off = lseek(f->memfd, off, SEEK_DATA)) >= 0; off = end) {
+		end = lseek(f->memfd, off, SEEK_HOLE);
+		if (end < 0)
+			end = st.st_size;
+		for (off_t o = off; ret == 0 && o < end;) {
+			ssize_t n = pread(f->memfd, buf, (size_t)min_t(off_t, end - o, (off_t)sizeof(buf)), o);
+
+			if (n <= 0) {
+				ret = n < 0 ? -errno : -EIO;
+				break;
+			}
+			for (ssize_t i = 0; i < n && ret == 0; i++) {
+				uint64_t pgoff = (uint64_t)(o + i) - UPC_JOURNAL_OFF, ci = pgoff >> PT_CHUNK_SHIFT;
+				off_t at = chunk_off(ci) + (off_t)((pgoff & (PT_CHUNK_PAGES - 1)) * sizeof(struct upc_page));
+				struct upc_page pg = { 0 };
+
+				if (!buf[i] || pgoff >= f->npages ||
+				    lseek(f->memfd, (off_t)(pgoff << UPC_PAGE_SHIFT), SEEK_DATA) != (off_t)(pgoff << UPC_PAGE_SHIFT))
+					continue;	/* not a page of the file, or not in the memfd: nothing */
+				if ((uint64_t)at + sizeof(pg) > f->state_len) {
+					uint64_t len = (uint64_t)chunk_off(ci) + UPC_PAGE_SIZE;
+
+					ret = sys_ftruncate(f->statefd, (off_t)len);
+					if (ret < 0)
+						break;
+					f->state_len = len;
+				}
+				if (pread(f->statefd, &pg, sizeof(pg), at) < 0) {
+					ret = -errno;
+					break;
+				}
+				pg.flags |= PG_UPTODATE | PG_DIRTY;
+				if (pwrite(f->statefd, &pg, sizeof(pg), at) != (ssize_t)sizeof(pg))
+					ret = -EIO;
+			}
+			o += n;
+		}
+	}
+	if (ret == 0)
+		ret = sys_punch(f->memfd, (off_t)UPC_JOURNAL_OFF, st.st_size - (off_t)UPC_JOURNAL_OFF);
+	return ret;
+}
+
 static int file_adopt_pages(struct upc_file *f)
 {
 	struct upc_cache *c = f->cache;
@@ -1002,7 +1067,9 @@ static int file_new(struct upc_cache *c, int fd, const struct stat *st, const in
 	if (ret < 0)
 		goto out_free;
 	if (adopt) {
-		ret = file_adopt_pages(f);
+		ret = file_adopt_journal(f);
+		if (ret == 0)
+			ret = file_adopt_pages(f);
 		if (ret < 0)
 			goto out_free;
 	}

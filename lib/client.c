@@ -26,17 +26,18 @@
  * with it: its pages are in the memfds, and their page table - which pages
  * are cached, which dirty - is in a memfd of its own (cache.c, chunk_alloc),
  * and this process holds both for every file it maps (struct cfile).  So
+ * the process serves its own faults on those memfds meanwhile (takeover.c),
  * the watcher waits for a daemon to come back on the socket (systemd
- * restarts it; $UPC_RECONNECT seconds, 30 by default), and hands it every
- * mapping (UPC_MSG_ADOPT): the new daemon adopts the memfds with their
- * page table, dirty pages dirty, and serves the faults that waited
- * meanwhile.  Until then an access that needs no fault goes on as before,
- * one that needs one waits in the kernel, and a call of the API waits and
- * is then sent again.  If no daemon comes back in time, every mapping of
- * this cache is made inaccessible: an access gets SIGSEGV, never a page of
- * zeros for the file's data.  Taking the faults over in this process (the
- * embedded engine on the same memfds) is not done: two processes doing it
- * for one file would each fill the other's pages (upcd(8), BUGS).
+ * restarts it), this process hands its files back to it, written and
+ * write-protected, and then every mapping (UPC_MSG_ADOPT): the new daemon
+ * adopts the memfds with their page table, dirty pages dirty, and serves
+ * the faults from then on.  A call of the API other than msync, fsync and
+ * unmap waits for it ($UPC_RECONNECT seconds, 30 by default) and is then
+ * sent again.  Where this process cannot serve itself (asynchronous
+ * tracking), an access that needs a fault waits in the kernel, and if no
+ * daemon comes back in time, every mapping of this cache is made
+ * inaccessible: an access gets SIGSEGV, never a page of zeros for the
+ * file's data.
  */
 #include "internal.h"
 #include "client.h"

@@ -135,6 +135,17 @@ struct upc_state_hdr {
 	uint32_t async;			/* tracked asynchronously: a clean page may be written in a PTE */
 };
 
+/*
+ * The takeover journal (takeover.c): while no daemon runs, a client that
+ * serves itself writes a byte at UPC_JOURNAL_OFF + the page's offset in the
+ * data memfd before it lets a page be written, as the daemon sets PG_DIRTY
+ * before it lifts a protection; the next daemon takes those pages as dirty
+ * (cache.c, file_adopt_journal), also those of a client that died in
+ * between, and punches the journal.  Far past any page a file can have
+ * (the staging mapping bounds a file far below it).
+ */
+#define UPC_JOURNAL_OFF	(1ull << 62)
+
 #define PT_CHUNK_SHIFT	9
 #define PT_CHUNK_PAGES	(1u << PT_CHUNK_SHIFT)
 

@@ -65,10 +65,22 @@
  *     wanted here: all writers share one open file description of the
  *     memfd), and @to_wb between this process's threads.
  *
- * What it cannot do (upcd(8), BUGS): a client killed while it serves
- * itself loses the writes it made meanwhile and did not msync (nothing
- * records them outside its PTEs; what it wrote before the daemon died is
- * in the page table, and stays); under asynchronous tracking no client
+ *  5. A client may die while it serves itself (kill -9), and its PTEs, the
+ *     only record of what it wrote, die with it.  So before it lets a page
+ *     be written (a protection lifted, or a page filled writable) it says
+ *     so in the journal, a byte per page at UPC_JOURNAL_OFF in the data
+ *     memfd, which every client that may write the file can write (the
+ *     page table is read-only for clients); the next daemon takes every
+ *     page the journal names and the memfd holds as dirty (cache.c,
+ *     file_adopt_journal), under its lock, then clears the journal.  The
+ *     order is the daemon's own: PG_DIRTY before the protection goes.  A
+ *     client that may write the file can write any of its pages anyway,
+ *     so a journal byte it forges costs nobody more than that (a page
+ *     written back once more).  The data lives as long as some process
+ *     holds the memfd: a file whose every client died while no daemon ran
+ *     is gone with its memfd, dirty pages and all (upcd(8), BUGS).
+ *
+ * What it cannot do (upcd(8), BUGS): under asynchronous tracking no client
  * takes over (a write there lifts its own protection, in the kernel, so a
  * write between rule 3's protection and the adoption would be unseen).
  */
@@ -251,6 +263,22 @@ static void lookup_done(struct upc_client *cl, struct crange *r)
 	pthread_mutex_unlock(&cl->maps_lock);
 }
 
+/*
+ * Rule 5: the page at @pgoff may be written from now on: said in the
+ * journal first (UPC_JOURNAL_OFF), where the next daemon reads it even if
+ * this process dies before it hands back.  If it cannot be said (the
+ * memfd's filesystem is full), the write goes on, and only this process's
+ * death before the hand-back would lose it: logged.
+ */
+static void journal_mark(struct cfile *cf, uint64_t pgoff)
+{
+	static const unsigned char one = 1;
+
+	if (pwrite(cf->memfd, &one, 1, (off_t)(UPC_JOURNAL_OFF + pgoff)) != 1)
+		pr_warn("takeover journal of page %llu: %s; written all the same\n", (unsigned long long)pgoff,
+			strerror(errno));
+}
+
 static void refuse(struct upc_client *cl, int uffd, uintptr_t addr)
 {
 	if (sys_uffd_poison(uffd, addr, UPC_PAGE_SIZE) < 0) {
@@ -297,17 +325,20 @@ static void serve_one(struct upc_client *cl, int uffd, const struct uffd_msg *ms
 	uint64_t pgoff;
 	long ret;
 
+	pgoff = r.pgoff + ((addr - r.start) >> UPC_PAGE_SHIFT);
 	if (fl & UFFD_PAGEFAULT_FLAG_WP) {
+		journal_mark(r.file, pgoff);
 		sys_uffd_wp(uffd, addr, UPC_PAGE_SIZE, false, true);
 		return;
 	}
-	pgoff = r.pgoff + ((addr - r.start) >> UPC_PAGE_SHIFT);
 	if (pgoff >= (uint64_t)npages_of(r.file->size)) {
 		refuse(cl, uffd, addr);
 		return;
 	}
 	/* a write fault of a writable mapping maps the page writable at once: rule 3 finds it */
 	write = write && (r.cur_prot & PROT_WRITE);
+	if (write)
+		journal_mark(r.file, pgoff);
 	if (fl & UFFD_PAGEFAULT_FLAG_MINOR) {
 		ret = sys_uffd_continue(uffd, addr, UPC_PAGE_SIZE, !write, true);
 	} else {

@@ -500,14 +500,18 @@ Test(shared, a_daemon_killed_under_load_loses_nothing_and_a_new_one_adopts_its_c
  * all; a SIGTERM hands over again, the clients serve themselves again, and
  * a third daemon adopts them.  Nothing is lost: the dirty pages of the
  * page table (the late client's first half, never msync'd by it) reach the
- * file through the daemons, the rest through the clients' own msyncs.
+ * file through the daemons, the rest through the clients' own msyncs.  A
+ * victim writes with no daemon and is killed before one is back: what it
+ * wrote reaches the file all the same (takeover.c, rule 5).
  */
 struct to_shared {
 	struct dd_shared dd;
 	_Atomic int killed, late_synced, late_errors;
+	_Atomic int victim_mapped, victim_go, victim_written;
 };
 
-#define TO_PAGES	128
+#define TO_PAGES	128		/* the late client's mapping of the file */
+#define TO_FILE_PAGES	160		/* the victim's */
 
 static void to_late(struct to_shared *sh, const char *qpath)
 {
@@ -541,6 +545,43 @@ static void to_late(struct to_shared *sh, const char *qpath)
 	_exit(upc_cache_destroy(c) ? 12 : 0);
 }
 
+/*
+ * The victim writes with no daemon and is killed before any daemon is back:
+ * pages another process filled, first read then written (a write-protect
+ * fault) and written at once (a MINOR fault), and pages no one had (a
+ * MISSING fault).  It never msyncs nor hands back: only the journal it
+ * wrote first tells the next daemon (takeover.c, rule 5).
+ */
+static void to_victim(struct to_shared *sh, const char *qpath)
+{
+	struct upc_cache *c = shared_cache();
+	int fd = open_rw(qpath);
+	volatile unsigned char *p;
+	unsigned int sum = 0;
+
+	if (upc_map(c, fd, 0, TO_FILE_PAGES * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p))
+		_exit(10);
+	atomic_store(&sh->victim_mapped, 1);
+	while (!atomic_load(&sh->victim_go))
+		usleep(1000);
+	for (unsigned int i = 112; i < 120; i++)
+		sum += p[i * PAGE];
+	for (unsigned int i = 112; i < 144; i++)
+		memset((void *)(p + i * PAGE), 0xd0 + (i & 15), 100);
+	atomic_store(&sh->victim_written, 1);
+	if (sum == ~0u)
+		_exit(14);	/* never: the reads are what counts */
+	for (;;)
+		pause();
+}
+
+static void to_wait_flag(_Atomic int *f, const char *what)
+{
+	for (int i = 0; i < 3000 && !atomic_load(f); i++)
+		usleep(10000);
+	cr_assert(atomic_load(f), "%s: not after 30 s", what);
+}
+
 /* Every writer's page holds at least the round it had msync'd before @fd was read. */
 static void to_check_rounds(struct to_shared *sh, int fd, uint64_t *buf, size_t len, const char *when)
 {
@@ -572,10 +613,10 @@ Test(shared, with_no_daemon_clients_serve_themselves_and_a_new_one_takes_them_ba
 	struct to_shared *sh = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	size_t len = (size_t)DD_WRITERS * DD_PAGES * PAGE;
 	char path[64], qpath[64];
-	int fd = tmpfile_pattern(len, path), qfd = tmpfile_pattern(TO_PAGES * PAGE, qpath);
+	int fd = tmpfile_pattern(len, path), qfd = tmpfile_pattern(TO_FILE_PAGES * PAGE, qpath);
 	uint64_t *buf = malloc(len);
-	unsigned char *qb = malloc(TO_PAGES * PAGE);
-	pid_t w[DD_WRITERS], q;
+	unsigned char *qb = malloc(TO_FILE_PAGES * PAGE);
+	pid_t w[DD_WRITERS], q, v;
 	int status;
 
 	cr_assert(sh != MAP_FAILED && buf && qb);
@@ -588,6 +629,9 @@ Test(shared, with_no_daemon_clients_serve_themselves_and_a_new_one_takes_them_ba
 	q = fork();
 	if (q == 0)
 		to_late(sh, qpath);
+	v = fork();
+	if (v == 0)
+		to_victim(sh, qpath);
 	for (unsigned int i = 0; i < DD_WRITERS; i++) {
 		w[i] = fork();
 		if (w[i] == 0)
@@ -596,6 +640,7 @@ Test(shared, with_no_daemon_clients_serve_themselves_and_a_new_one_takes_them_ba
 	for (unsigned int i = 0; i < DD_WRITERS; i++)
 		dd_wait(&sh->dd.synced[i], 3, "rounds before the kill");
 	dd_wait(&sh->dd.quiet_written, 1, "the late client's first half");
+	to_wait_flag(&sh->victim_mapped, "the victim's mapping");
 
 	cr_assert_eq(kill(upcd_pid, SIGKILL), 0);
 	cr_assert_eq(waitpid(upcd_pid, &status, 0), upcd_pid);
@@ -603,10 +648,13 @@ Test(shared, with_no_daemon_clients_serve_themselves_and_a_new_one_takes_them_ba
 
 	/* No daemon runs: the writers go on, and the late client reads, writes and msyncs. */
 	to_wait_rounds(sh, 5, "rounds with no daemon (killed)");
-	for (int i = 0; i < 3000 && !atomic_load(&sh->late_synced); i++)
-		usleep(10000);
-	cr_assert(atomic_load(&sh->late_synced), "the late client's msync with no daemon did not return");
+	to_wait_flag(&sh->late_synced, "the late client's msync with no daemon");
 	cr_assert_eq(atomic_load(&sh->late_errors), 0, "pages read with no daemon that are not the file's");
+	/* the victim writes, with no daemon, and dies before one is back */
+	atomic_store(&sh->victim_go, 1);
+	to_wait_flag(&sh->victim_written, "the victim's writes");
+	cr_assert_eq(kill(v, SIGKILL), 0);
+	cr_assert_eq(waitpid(v, &status, 0), v);
 	to_check_rounds(sh, fd, buf, len, "no daemon");
 	cr_assert_eq(pread(qfd, qb, TO_PAGES * PAGE, 0), (ssize_t)(TO_PAGES * PAGE));
 	for (unsigned int i = TO_PAGES / 2; i < TO_PAGES * 3 / 4; i++)
@@ -647,12 +695,13 @@ Test(shared, with_no_daemon_clients_serve_themselves_and_a_new_one_takes_them_ba
 	}
 	upcd_stop();
 	to_check_rounds(sh, fd, buf, len, "at the end");
-	cr_assert_eq(pread(qfd, qb, TO_PAGES * PAGE, 0), (ssize_t)(TO_PAGES * PAGE));
-	for (unsigned int i = 0; i < TO_PAGES; i++)
+	cr_assert_eq(pread(qfd, qb, TO_FILE_PAGES * PAGE, 0), (ssize_t)(TO_FILE_PAGES * PAGE));
+	for (unsigned int i = 0; i < TO_FILE_PAGES; i++)
 		for (unsigned int k = 0; k < 100; k++) {
 			unsigned char want = i < TO_PAGES / 2 ? 0xa0 + (i & 15) :
 					     i < TO_PAGES * 3 / 4 ? 0xb0 + (i & 15) :
-					     i < TO_PAGES * 7 / 8 ? 0xc0 + (i & 15) : pat(i * PAGE + k);
+					     i < TO_PAGES * 7 / 8 ? 0xc0 + (i & 15) :
+					     i < 144 ? 0xd0 + (i & 15) : pat(i * PAGE + k);
 
 			cr_assert_eq(qb[i * PAGE + k], want, "late page %u byte %u: %#x, not %#x", i, k,
 				     qb[i * PAGE + k], want);
