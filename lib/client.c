@@ -915,8 +915,8 @@ static long client_remap(struct upc_client *cl, const struct crange *r)
 		goto out;
 	args[0] = rep.args[0];		/* the token */
 	addr = mmap((void *)r->start, len, PROT_NONE,
-		    MAP_SHARED | (r->placeheld ? MAP_FIXED : MAP_FIXED_NOREPLACE), rep.fd,
-		    (off_t)(r->pgoff << UPC_PAGE_SHIFT));
+		    ((rep.args[1] & PROT_WRITE) ? MAP_SHARED : MAP_PRIVATE) |	/* as client_map() */
+		    (r->placeheld ? MAP_FIXED : MAP_FIXED_NOREPLACE), rep.fd, (off_t)(r->pgoff << UPC_PAGE_SHIFT));
 	if (addr != (void *)r->start) {
 		ret = addr == MAP_FAILED ? -errno : -EEXIST;
 		if (addr != MAP_FAILED)
@@ -1175,6 +1175,16 @@ int client_map(struct upc_cache *c, int fd, off_t offset, size_t length, int pro
 			goto out_abandon;
 		cleared = ret;		/* the mappings forgotten */
 	}
+	/*
+	 * A read-only descriptor of the file gets a read-only descriptor of
+	 * the memfd, which maps MAP_PRIVATE: the kernel registers a shared
+	 * mapping with userfaultfd only if it may become writable
+	 * (VM_MAYWRITE).  The daemon fills it through its staging mapping, so
+	 * its pages are the memfd's, read-only (fault.c, handle_missing); a
+	 * write after an mprotect(2) of our own copies the page for us alone.
+	 */
+	if (!(rep.args[1] & PROT_WRITE))
+		mflags = (mflags & ~MAP_SHARED) | MAP_PRIVATE;
 	/* Inaccessible until the daemon has registered and protected it. */
 	addr = mmap((void *)want, len, PROT_NONE, mflags, rep.fd, offset);
 	if (addr == MAP_FAILED || ((flags & UPC_MAP_FIXED_NOREPLACE) && (uintptr_t)addr != want)) {

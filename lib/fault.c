@@ -392,7 +392,26 @@ static void handle_missing(struct upc_handler *h, struct upc_map *m, uintptr_t a
 	}
 	n = min_t(uint64_t, n, full);
 
-	in_map = min_t(uint64_t, n, map_last - pgoff);
+	/*
+	 * A client that may only read the file maps the memfd MAP_PRIVATE
+	 * (client.c, client_map: the kernel registers only mappings that may
+	 * become writable, VM_MAYWRITE, and a shared mapping of a read-only
+	 * descriptor is not one).  A copy into a private mapping would be the
+	 * client's own page, not the memfd's: the pages go in through the
+	 * staging mapping, and the woken thread faults again and is mapped
+	 * the memfd's page by the kernel (read-only; a write of its own, after
+	 * an mprotect(2), is copied on write into a page of its own, and never
+	 * reaches the cache).
+	 */
+	in_map = (mm != &c->self && !(m->maxprot & PROT_WRITE)) ? 0 : min_t(uint64_t, n, map_last - pgoff);
+	if (!in_map) {
+		r = staging_insert(f, pgoff, n, h->bounce, &skipped);
+		if (r < 0 || !inserted_in_memfd(f, pgoff, 1))
+			goto fail;
+		n = (uint64_t)r ? (uint64_t)r : 1;
+		mark_write = false;
+		goto inserted;
+	}
 	/*
 	 * A read fault's thread is woken by the copy itself: the page is
 	 * whole and mapped, and what follows (descriptors, readahead) is done
@@ -430,6 +449,7 @@ static void handle_missing(struct upc_handler *h, struct upc_map *m, uintptr_t a
 		else
 			n = in_map;
 	}
+inserted:
 	for (i = 0; i < n; i++) {
 		struct upc_page *p = pt_get(f, pgoff + i);
 

@@ -342,7 +342,16 @@ static void serve_one(struct upc_client *cl, int uffd, const struct uffd_msg *ms
 	if (fl & UFFD_PAGEFAULT_FLAG_MINOR) {
 		ret = sys_uffd_continue(uffd, addr, UPC_PAGE_SIZE, !write, true);
 	} else {
-		ssize_t n = pread(r.file->fd, page, UPC_PAGE_SIZE, (off_t)(pgoff << UPC_PAGE_SHIFT));
+		ssize_t n;
+
+		/*
+		 * A read-only client's mapping is private (client.c, client_map):
+		 * a copy would be a page of its own, which would never see
+		 * another process's write.  It waits for the daemon.
+		 */
+		if ((sys_fd_flags(r.file->memfd) & O_ACCMODE) == O_RDONLY)
+			return;
+		n = pread(r.file->fd, page, UPC_PAGE_SIZE, (off_t)(pgoff << UPC_PAGE_SHIFT));
 
 		if (n < 0) {
 			pr_warn("reading page %llu while upcd is away: %s\n", (unsigned long long)pgoff,

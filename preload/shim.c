@@ -1447,13 +1447,14 @@ static void *take_mmap(void *addr, size_t len, int prot, int flags, int fd, off_
 	if (opt_shared && maxprot == PROT_READ && !(prot & PROT_WRITE) && si && !si->si_busy &&
 	    si->si_accmode == O_RDWR) {
 		/*
-		 * upcd cannot serve a mapping of a read-only descriptor: the
-		 * kernel registers with userfaultfd only mappings that may be
-		 * made writable (VM_MAYWRITE), and the daemon hands a read-only
-		 * client a read-only descriptor of its memfd (upcd(8), BUGS).
-		 * This process holds a read-write descriptor of the file
-		 * already (LMDB reopening an environment read-only): the same
-		 * read-only mapping through it, sr_maxprot keeping mprotect to
+		 * upcd serves a mapping of a read-only descriptor through a
+		 * private mapping of its memfd (the kernel registers with
+		 * userfaultfd only mappings that may be made writable,
+		 * VM_MAYWRITE), filled through the daemon's staging mapping and
+		 * a second fault per page (upcd(8), SECURITY).  This process
+		 * holds a read-write descriptor of the file already (LMDB
+		 * reopening an environment read-only): the same read-only
+		 * mapping through it, shared, sr_maxprot keeping mprotect to
 		 * what the program's descriptor allows.
 		 */
 		mapfd = si->si_fd;
