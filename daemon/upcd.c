@@ -2,9 +2,9 @@
 /*
  * upcd - one page cache shared by many processes (upcd(8)).
  *
- * The daemon holds an ordinary engine cache (lib/), the page cache side of
+ * The daemon holds an ordinary engine cache (lib/pagecache/), the page cache side of
  * the seam: files, page descriptors, write-back, reclaim, stores.  Each
- * client is an address space attached to it (lib/remote.c): its faults are
+ * client is an address space attached to it (lib/mm/remote.c): its faults are
  * served here through its userfaultfd, and its requests run the same
  * engine calls an embedded cache runs, on its mm.  This file is the
  * protocol's daemon end: the listening socket, a thread per client that

@@ -41,7 +41,7 @@
  */
 #include "internal.h"
 #include "client.h"
-#include "../daemon/proto.h"
+#include "proto.h"
 
 #include <fcntl.h>
 #include <poll.h>
