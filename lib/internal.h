@@ -154,6 +154,7 @@ struct upc_state_hdr {
 struct upc_map;
 struct mm_snap;
 struct staging_old;
+struct orphan;
 
 struct upc_file {
 	struct upc_cache *cache;
@@ -203,6 +204,7 @@ struct upc_file {
 	int statefd;
 	uint64_t state_len;		/* @statefd's length */
 	struct upc_state_hdr *state_hdr;
+	bool pt_unlocked;		/* adopted without the takeover lock (file_new): tried again */
 	uint16_t *chunk_used;		/* cached pages per chunk; a chunk is freed at 0 */
 	uint64_t nchunks;
 	uint64_t hand;			/* reclaim: the clock hand, a page offset */
@@ -360,6 +362,8 @@ struct upc_cache {
 	 */
 	struct file_id { dev_t dev; ino_t ino; } *held;
 	size_t nheld, held_cap;
+	struct orphan *orphans;		/* upcd: earlier daemons' memfds held by processes (cache.c) */
+	size_t norphans;
 	pthread_t stage_thread;		/* serving: the staging mappings' faults (remote.c, staging_main) */
 	bool stage_running;
 	int stage_efd;
@@ -495,7 +499,8 @@ __upc_hidden void file_drop_pages(struct upc_file *f, uint64_t first, uint64_t e
 __upc_hidden void file_unpin_all(struct upc_file *f);
 __upc_hidden void stats_counters(struct upc_cache *c, struct upc_stats *st);
 __upc_hidden int file_get(struct upc_cache *c, int fd, struct upc_file **fp);
-__upc_hidden int file_adopt(struct upc_cache *c, int fd, int memfd, int statefd, struct upc_file **fp);
+__upc_hidden int file_adopt_wait(struct upc_cache *c, int fd, int memfd, int statefd, struct upc_file **fp);
+__upc_hidden void cache_find_orphans(struct upc_cache *c);
 __upc_hidden void file_set_size(struct upc_file *f, off_t size);
 __upc_hidden void file_put(struct upc_file *f);
 __upc_hidden void file_reap(struct upc_cache *c, bool all);

@@ -2238,3 +2238,198 @@ Test(shared, a_large_pwrites_data_descriptor_is_checked, .timeout = 60)
 	close(ofd);
 	close(fd);
 }
+
+/* ------------------------------------------------------------ with no daemon: the calls' contracts */
+
+struct nd_shared {
+	_Atomic int ready, killed, done, writer_done;
+	_Atomic int unmap_ret, foreign_mapped, read_ok, eof_bus;
+};
+
+/*
+ * While no daemon runs, a client keeps every contract it has with one
+ * (review of 36c145e): a read of a page nobody cached through a mapping
+ * that was never writable completes (no write-protected fill where the
+ * range is not registered for it); an access past end of file through a
+ * mapping made writable by upc_protect() is the kernel's SIGBUS (the
+ * write-protect marker there is removed before the poison marker goes in);
+ * upc_unmap() of memory that is no mapping of the cache is -EINVAL and
+ * unmaps nothing.  And a process that writes and exits without
+ * upc_cache_destroy() or an msync loses nothing: the journal names its
+ * page to the next daemon.
+ */
+Test(shared, with_no_daemon_a_client_keeps_its_contracts_and_an_exit_loses_nothing, .timeout = 90)
+{
+	struct nd_shared *sh = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	char path[64], epath[64];
+	int fd = tmpfile_pattern(16 * PAGE, path), efd = tmpfile_pattern(4 * PAGE, epath), status;
+	unsigned char b;
+	pid_t x, y;
+
+	cr_assert(sh != MAP_FAILED);
+	if (track_flags())
+		cr_skip_test("under asynchronous tracking no client serves itself (takeover.c)");
+	setenv("UPC_RECONNECT", "60", 1);
+	upcd_start(NULL);
+	x = fork();
+	cr_assert_geq(x, 0);
+	if (x == 0) {
+		struct upc_cache *c = shared_cache();
+		int f = open_rw(path), e = open_rw(epath);
+		volatile unsigned char *r, *p;
+		char *mine = mmap(NULL, 4 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		struct sigaction old;
+
+		if (mine == MAP_FAILED || upc_map(c, f, 0, 16 * PAGE, PROT_READ, 0, (void **)&r) ||
+		    upc_map(c, e, 0, 8 * PAGE, PROT_READ, 0, (void **)&p) ||
+		    upc_protect(c, (void *)p, 8 * PAGE, PROT_READ | PROT_WRITE))
+			_exit(10);
+		(void)r[0];
+		p[0] = 'p';
+		mine[0] = 'm';
+		atomic_store(&sh->ready, 1);
+		while (!atomic_load(&sh->killed))
+			usleep(1000);
+		atomic_store(&sh->read_ok, r[8 * PAGE + 5] == pat(8 * PAGE + 5));
+		eof_handler(&old);
+		atomic_store(&sh->eof_bus, eof_sigbus(p + 6 * PAGE, false));
+		sigaction(SIGBUS, &old, NULL);
+		atomic_store(&sh->unmap_ret, upc_unmap(c, mine, 4 * PAGE));
+		atomic_store(&sh->foreign_mapped, msync(mine, PAGE, MS_ASYNC) == 0 && mine[0] == 'm');
+		atomic_store(&sh->done, 1);
+		while (atomic_load(&sh->done) != 2)
+			usleep(1000);
+		_exit(upc_cache_destroy(c) ? 11 : 0);
+	}
+	y = fork();
+	cr_assert_geq(y, 0);
+	if (y == 0) {
+		struct upc_cache *c = shared_cache();
+		int f = open_rw(path);
+		volatile unsigned char *p;
+
+		if (upc_map(c, f, 0, 16 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p))
+			_exit(10);
+		while (!atomic_load(&sh->killed))
+			usleep(1000);
+		p[12 * PAGE] = 'H';	/* a page nobody has: filled by this process itself */
+		p[0] = 'h';		/* a page another process has cached */
+		atomic_store(&sh->writer_done, 1);
+		exit(0);		/* neither msync nor upc_cache_destroy */
+	}
+	for (int i = 0; i < 3000 && !atomic_load(&sh->ready); i++)
+		usleep(1000);
+	cr_assert(atomic_load(&sh->ready));
+	cr_assert_eq(kill(upcd_pid, SIGKILL), 0);
+	cr_assert_eq(waitpid(upcd_pid, &status, 0), upcd_pid);
+	atomic_store(&sh->killed, 1);
+	cr_assert_eq(waitpid(y, &status, 0), y);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the exiting writer: status %#x", status);
+	for (int i = 0; i < 3000 && !atomic_load(&sh->done); i++)
+		usleep(10000);
+	cr_assert(atomic_load(&sh->done), "the calls with no daemon did not return");
+	cr_assert(atomic_load(&sh->read_ok), "a read-only mapping's read of an uncached page with no daemon");
+	cr_assert(atomic_load(&sh->eof_bus), "past end of file with no daemon: no SIGBUS BUS_ADRERR");
+	cr_assert_eq(atomic_load(&sh->unmap_ret), -EINVAL, "upc_unmap of memory that is not the cache's: %d",
+		     atomic_load(&sh->unmap_ret));
+	cr_assert(atomic_load(&sh->foreign_mapped), "upc_unmap with no daemon unmapped the program's memory");
+
+	upcd_spawn(NULL);
+	atomic_store(&sh->done, 2);
+	cr_assert_eq(waitpid(x, &status, 0), x);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the reader: status %#x", status);
+	upcd_stop();
+	cr_assert_eq(pread(fd, &b, 1, 12 * PAGE), 1);
+	cr_assert_eq(b, 'H', "a page written with no daemon by a process that exited: %#x", b);
+	cr_assert_eq(pread(fd, &b, 1, 0), 1);
+	cr_assert_eq(b, 'h', "a cached page written with no daemon by a process that exited: %#x", b);
+	close(fd);
+	close(efd);
+	unlink(path);
+	unlink(epath);
+}
+
+/*
+ * A new daemon must not give a file a memfd of its own while a client of
+ * the dead one still serves itself on the old one (review of 36c145e: the
+ * new client's msync was undone by the old one's hand-back, and the old
+ * one's mapping refused).  It adopts the old memfd from the process that
+ * holds it (cache.c, cache_find_orphans), after that client handed it back:
+ * the new client sees the old one's write, and each keeps the other's.
+ */
+Test(shared, a_new_client_after_a_restart_shares_the_memfd_the_old_ones_serve_themselves, .timeout = 90)
+{
+	struct nd_shared *sh = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	char path[64];
+	int fd = tmpfile_pattern(4 * PAGE, path), status;
+	unsigned char buf[PAGE];
+	pid_t w, z;
+
+	cr_assert(sh != MAP_FAILED);
+	if (track_flags())
+		cr_skip_test("under asynchronous tracking no client serves itself (takeover.c)");
+	setenv("UPC_RECONNECT", "60", 1);
+	upcd_start(NULL);
+	w = fork();
+	cr_assert_geq(w, 0);
+	if (w == 0) {
+		struct upc_cache *c = shared_cache();
+		int f = open_rw(path);
+		volatile unsigned char *p;
+
+		if (upc_map(c, f, 0, 4 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p))
+			_exit(10);
+		(void)p[0];
+		atomic_store(&sh->ready, 1);
+		while (!atomic_load(&sh->killed))
+			usleep(1000);
+		memset((void *)p, 'W', 100);	/* served by itself, never msync'd */
+		atomic_store(&sh->writer_done, 1);
+		while (atomic_load(&sh->done) != 2)
+			usleep(1000);
+		_exit(upc_cache_destroy(c) ? 11 : 0);
+	}
+	for (int i = 0; i < 3000 && !atomic_load(&sh->ready); i++)
+		usleep(1000);
+	cr_assert_eq(kill(upcd_pid, SIGKILL), 0);
+	cr_assert_eq(waitpid(upcd_pid, &status, 0), upcd_pid);
+	atomic_store(&sh->killed, 1);
+	for (int i = 0; i < 3000 && !atomic_load(&sh->writer_done); i++)
+		usleep(1000);
+	cr_assert(atomic_load(&sh->writer_done));
+	/* the old client stops before it can notice the new daemon */
+	cr_assert_eq(kill(w, SIGSTOP), 0);
+	upcd_spawn(NULL);
+	z = fork();
+	cr_assert_geq(z, 0);
+	if (z == 0) {
+		struct upc_cache *c = shared_cache();
+		int f = open_rw(path);
+		volatile unsigned char *p;
+		bool saw;
+
+		if (upc_map(c, f, 0, 4 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p))
+			_exit(10);
+		saw = p[0] == 'W' && p[99] == 'W';
+		memset((void *)(p + 200), 'Z', 100);
+		if (upc_msync(c, (void *)p, 4 * PAGE, UPC_MS_SYNC))
+			_exit(12);
+		_exit(upc_cache_destroy(c) ? 11 : saw ? 0 : 13);
+	}
+	usleep(1000 * 1000);		/* the new client's map waits for the old one */
+	cr_assert_eq(kill(w, SIGCONT), 0);
+	cr_assert_eq(waitpid(z, &status, 0), z);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		  "the new client: status %#x (13: it did not see the old one's write)", status);
+	atomic_store(&sh->done, 2);
+	cr_assert_eq(waitpid(w, &status, 0), w);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the old client: status %#x", status);
+	upcd_stop();
+	cr_assert_eq(pread(fd, buf, PAGE, 0), (ssize_t)PAGE);
+	for (int i = 0; i < 100; i++)
+		cr_assert_eq(buf[i], 'W', "byte %d: %#x: the old client's write", i, buf[i]);
+	for (int i = 200; i < 300; i++)
+		cr_assert_eq(buf[i], 'Z', "byte %d: %#x: the new client's msync'd write", i, buf[i]);
+	close(fd);
+	unlink(path);
+}

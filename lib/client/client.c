@@ -373,7 +373,7 @@ static long request_fds(struct upc_client *cl, uint16_t type, const uint64_t *ar
 					       .tv_nsec = (long)(cl->down_deadline % 1000) * 1000000 };
 
 			/* this process serves itself now: an msync is done here (takeover.c, client_msync) */
-			if (atomic_load(&cl->to_active) && type == UPC_MSG_MSYNC)
+			if (atomic_load(&cl->to_active) && type == UPC_MSG_MSYNC && !takeover_bypass)
 				ret = -ESTRPIPE;
 			else if (pthread_cond_timedwait(&cl->up, &cl->lock, &ts) == ETIMEDOUT)
 				ret = -ENOTCONN;	/* waited $UPC_RECONNECT: the mappings stay served */
@@ -526,21 +526,25 @@ static long adopt_one(struct upc_client *cl, int sock, struct crange *rp, uint64
 	rp->gen = gen;
 	r.file->refs++;		/* its descriptors stay while the lock is let go */
 	pthread_mutex_unlock(&cl->maps_lock);
-	/*
-	 * -EAGAIN: another process still serves itself on that file, and the
-	 * daemon waited for it long enough (remote.c, adopt_lock_wait): again,
-	 * until it has handed the file back or died (takeover.c, rule 2).
-	 */
-	while ((err = xfer(cl, sock, UPC_MSG_ADOPT, args, 4, NULL, 0, fds, 3, NULL)) == -EAGAIN)
-		usleep(50 * 1000);
+	err = xfer(cl, sock, UPC_MSG_ADOPT, args, 4, NULL, 0, fds, 3, NULL);
 	pthread_mutex_lock(&cl->maps_lock);
 	cfile_put(&cl->files, r.file);
 	if (err < 0 && !conn_lost(err)) {
 		pr_warn("upcd refused a mapping at %#lx: %s; it is no longer accessible\n", (unsigned long)r.start,
 			upc_strerror((int)err));
+		/*
+		 * And forgotten, with its descriptors once no range needs them:
+		 * a refused memfd (-ESTALE: another one serves the file now) must
+		 * not be taken over at the next outage, where its pages, older
+		 * than the file, would be written over it (review of 36c145e).
+		 */
 		for (size_t i = 0; i < cl->nmaps; i++)
-			if (cl->maps[i].start == r.start && cl->maps[i].end == r.end)
+			if (cl->maps[i].start == r.start && cl->maps[i].end == r.end) {
 				mprotect((void *)r.start, r.end - r.start, PROT_NONE);
+				cfile_put(&cl->files, cl->maps[i].file);
+				cl->maps[i] = cl->maps[--cl->nmaps];
+				break;
+			}
 	}
 	return err;
 }
@@ -859,6 +863,7 @@ int client_destroy(struct upc_cache *c)
 		cl->files->refs = 1;
 		cfile_put(&cl->files, cl->files);
 	}
+	takeover_fini(cl);
 	free(cl->maps);
 	free(cl->msg);
 	free(cl);
@@ -1006,7 +1011,10 @@ static void client_fork_child(struct upc_client *cl)
 	pthread_mutex_init(&cl->lock, NULL);
 	up_init(cl);
 	pthread_mutex_init(&cl->maps_lock, NULL);
-	cl->npoisoned = 0;		/* the parent's, if it serves itself now: no mapping is ours yet */
+	/* the parent's, if it serves itself now: its thread's eventfd, its poison list */
+	if (cl->to_efd >= 0)
+		close(cl->to_efd);
+	cl->npoisoned = 0;
 	takeover_init(cl);
 	ret = cl->state != CL_UP ? -ENOTCONN : client_connect(cl);
 	if (ret < 0) {
@@ -1101,8 +1109,10 @@ static long adopt_own(struct upc_client *cl, uintptr_t addr, size_t len)
 		/* Lost again: the next daemon is handed it with the others (adopt_all). */
 		if (!conn_lost(ret))
 			break;
-		if (cl->state == CL_UP)
+		if (cl->state == CL_UP) {
 			cl->state = CL_DOWN;
+			cl->down_deadline = now_ms() + cl->reconnect_ms;
+		}
 		ret = 0;
 	}
 	pthread_mutex_unlock(&cl->lock);
@@ -1395,6 +1405,7 @@ int client_msync(struct upc_cache *c, void *addr, size_t len, int flags)
 		if (takeover_msync(c->client, (uintptr_t)addr, len, flags, &ret))
 			return ret;
 		ret = (int)client_call_range(c, UPC_MSG_MSYNC, addr, len, flags, 3);
+		takeover_bypass = false;
 	} while (ret == -ESTRPIPE);
 	return ret;
 }

@@ -96,6 +96,7 @@ __upc_hidden bool takeover_fsync(struct upc_client *cl, int fd, bool datasync, i
 __upc_hidden bool takeover_unmap(struct upc_client *cl, uintptr_t addr, size_t len, int *ret);
 __upc_hidden void takeover_init(struct upc_client *cl);
 __upc_hidden void takeover_fini(struct upc_client *cl);
+extern __thread bool takeover_bypass __attribute__((visibility("hidden")));
 
 /* client.c, for takeover.c */
 __upc_hidden void cmaps_cut(struct upc_client *cl, uintptr_t start, uintptr_t end);

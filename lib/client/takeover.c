@@ -21,15 +21,17 @@
  *   - past the cache's end of file, UFFDIO_POISON: the kernel's SIGBUS
  *     (BUS_ADRERR) and EFAULT, as the daemon's refusal (remote.c).
  *
- * upc_msync and upc_fsync are served here too: they write every page the
- * memfd holds in the range (within the cache's size) to the file and
- * fdatasync it.  A client cannot tell which pages another process wrote
- * while no daemon ran (their dirty state is in that process's PTEs), so it
- * writes them all: more I/O than the daemon's msync, never less, which is
- * what msync across processes promises (a store by any process before the
- * call is in the file after it).  Every other call waits for a daemon, for
+ * upc_msync, upc_fsync and upc_unmap are served here too: they write the
+ * pages of the range that the page table calls dirty (the dead daemon's)
+ * or that the journal names (written since, by any process: rule 5) to
+ * the file, and fdatasync it; a clean page is never written (an older
+ * memfd must not roll the file back).  Nothing is marked clean: the pages
+ * are written again by each msync, and by the next daemon.  That is what
+ * msync across processes promises (a store by any process before the call
+ * is in the file after it).  Every other call waits for a daemon, for
  * $UPC_RECONNECT seconds, and fails with -ENOTCONN after that; the
- * mappings go on being served.
+ * mappings go on being served.  A client that may only read a file serves
+ * nothing of it (its mapping is private: client.c) and takes no lock.
  *
  * The rules that make it safe, with the daemon's side in cache.c
  * (file_new) and remote.c (remote_adopt):
@@ -48,8 +50,14 @@
  *     a client writes meanwhile can be dropped by the adoption (which
  *     keeps only the page table's dirty pages: cache.c, file_adopt_pages)
  *     nor called clean under a writable PTE the daemon does not know (I1).
- *     It waits for the lock (remote.c, adopt_lock_wait), the clients
- *     notice the daemon within 100 ms and hand back.
+ *     It waits for the lock (cache.c, file_adopt_wait), the clients
+ *     notice the daemon within 100 ms and hand back; after 10 s it takes
+ *     the file without the lock (a stopped client, or one holding the
+ *     lock on purpose, must not stop every other client of the file).  A
+ *     new daemon also adopts the old memfds of a file a new client asks
+ *     for, from whichever process holds them (cache.c,
+ *     cache_find_orphans), so the file never gets a second memfd beside
+ *     clients that still serve themselves on the first.
  *  3. Handing back (takeover_end) is the kernel's order for dirty PTEs
  *     (Torvalds/Hansen/Kara, seeds/: the dirty bit travels with the PTE,
  *     and a page is clean only once no PTE can write it): the takeover
@@ -92,7 +100,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <signal.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #define WB_CHUNK	(256u << 10)
@@ -112,19 +122,58 @@ static int takeover_lock(int statefd, short type)
 
 /* ------------------------------------------------------------ writing back */
 
+#define WB_BATCH	(WB_CHUNK >> UPC_PAGE_SHIFT)
+
 /*
- * Write what the memfd of @cf holds in file pages [p0, p1), within the
- * cache's size, to the file.  Rule 4.  Nothing is marked anywhere: the
- * pages stay what they were (dirty in the page table, or written under a
- * PTE that says so), and are written again by the daemon that adopts them.
- * A client that may not write the file has nothing of its own to write.
+ * Which of the @n pages from @pg to write: those the page table calls
+ * dirty (the dead daemon's: PG_DIRTY, PG_WRITEBACK, PG_PINWRITE, as
+ * file_adopt_pages() reads them) and those the journal names (written
+ * while no daemon ran: rule 5, by any process).  A clean page is never
+ * written: a memfd kept from before a newer one served the file must not
+ * roll the file back with it (review of 36c145e: a refused memfd, taken
+ * over again, wrote its stale page over a newer msync).  Pages pinned
+ * with UPC_PIN_NOWRITEBACK are held back and counted in @held.
  */
-static int wb_range(struct upc_client *cl, struct cfile *cf, uint64_t p0, uint64_t p1)
+static void wb_select(struct cfile *cf, uint64_t pg, size_t n, bool *sel, unsigned int *held)
+{
+	struct upc_page pt[WB_BATCH];
+	unsigned char jr[WB_BATCH];
+	ssize_t got;
+
+	memset(pt, 0, sizeof(pt));
+	memset(jr, 0, sizeof(jr));
+	/* the entries of consecutive pages are consecutive: chunk ci is page ci + 1 of the table */
+	got = pread(cf->statefd, pt, n * sizeof(pt[0]), (off_t)(UPC_PAGE_SIZE + pg * sizeof(pt[0])));
+	if (got < 0)
+		memset(pt, 0, sizeof(pt));
+	got = pread(cf->memfd, jr, n, (off_t)(UPC_JOURNAL_OFF + pg));
+	if (got < 0)
+		memset(jr, 0, sizeof(jr));
+	for (size_t i = 0; i < n; i++) {
+		bool dirty = (pt[i].flags & (PG_DIRTY | PG_WRITEBACK | PG_PINWRITE)) || jr[i];
+
+		sel[i] = dirty && !(pt[i].flags & PG_NOWB);
+		if (dirty && (pt[i].flags & PG_NOWB))
+			(*held)++;
+	}
+}
+
+/*
+ * Write the pages of @cf in file pages [p0, p1) that wb_select() picks and
+ * the memfd holds, within the cache's size, to the file.  Rule 4.  Nothing
+ * is marked anywhere: the pages stay what they were (dirty in the page
+ * table, or named by the journal), and are written again by the daemon
+ * that adopts them.  A client that may not write the file has nothing of
+ * its own to write.  Returns 0 or a negative errno; *@held counts the
+ * pages held back by pins.
+ */
+static int wb_range(struct upc_client *cl, struct cfile *cf, uint64_t p0, uint64_t p1, unsigned int *held)
 {
 	off_t end = (off_t)min_t(uint64_t, p1, (uint64_t)npages_of(cf->size)) << UPC_PAGE_SHIFT;
 	off_t off = (off_t)(p0 << UPC_PAGE_SHIFT);
 	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = off, .l_len = end - off };
 	int ffl = sys_fd_flags(cf->fd), wfd = cf->fd, ret = 0;
+	bool sel[WB_BATCH];
 	char *buf;
 
 	if (off >= end || ffl < 0 || (ffl & O_ACCMODE) == O_RDONLY ||
@@ -148,7 +197,7 @@ static int wb_range(struct upc_client *cl, struct cfile *cf, uint64_t p0, uint64
 			ret = -errno;
 			goto out;
 		}
-	while (off < end) {
+	while (off < end && ret == 0) {
 		off_t d = lseek(cf->memfd, off, SEEK_DATA), h;
 
 		if (d < 0 || d >= end) {
@@ -159,29 +208,46 @@ static int wb_range(struct upc_client *cl, struct cfile *cf, uint64_t p0, uint64
 		h = lseek(cf->memfd, d, SEEK_HOLE);
 		if (h < 0 || h > end)
 			h = end;
-		for (off = d; off < h;) {
-			size_t n = (size_t)min_t(off_t, h - off, (off_t)WB_CHUNK), m;
-			ssize_t r = pread(cf->memfd, buf, n, off);
+		for (off = d; off < h && ret == 0;) {
+			size_t n = (size_t)min_t(off_t, h - off, (off_t)WB_CHUNK) >> UPC_PAGE_SHIFT;
 
-			if (r <= 0) {
-				ret = r < 0 ? -errno : -EIO;
-				goto unlock;
-			}
-			/* the last page only up to the end of the file */
-			m = (size_t)min_t(int64_t, r, cf->size - off);
-			for (size_t done = 0; done < m;) {
-				ssize_t w = pwrite(wfd, buf + done, m - done, off + (off_t)done);
+			if (!n)
+				n = 1;		/* a last page short of the page: within the size */
+			wb_select(cf, (uint64_t)off >> UPC_PAGE_SHIFT, n, sel, held);
+			for (size_t i = 0; i < n && ret == 0;) {
+				size_t j = i;
+				off_t at = off + (off_t)(i << UPC_PAGE_SHIFT);
+				size_t len, m;
+				ssize_t r;
 
-				if (w <= 0) {
-					ret = w < 0 ? -errno : -EIO;
-					goto unlock;
+				while (j < n && sel[j])
+					j++;
+				if (j == i) {
+					i++;
+					continue;
 				}
-				done += (size_t)w;
+				len = (j - i) << UPC_PAGE_SHIFT;
+				r = pread(cf->memfd, buf, len, at);
+				if (r <= 0) {
+					ret = r < 0 ? -errno : -EIO;
+					break;
+				}
+				/* the last page only up to the end of the file */
+				m = (size_t)min_t(int64_t, r, cf->size - at);
+				for (size_t done = 0; done < m;) {
+					ssize_t w = pwrite(wfd, buf + done, m - done, at + (off_t)done);
+
+					if (w <= 0) {
+						ret = w < 0 ? -errno : -EIO;
+						break;
+					}
+					done += (size_t)w;
+				}
+				i = j;
 			}
-			off += r;
+			off += (off_t)(n << UPC_PAGE_SHIFT);
 		}
 	}
-unlock:
 	fl.l_type = F_UNLCK;
 	fcntl(cf->memfd, F_SETLK, &fl);
 out:
@@ -202,6 +268,7 @@ out:
 static int protect_and_write(struct upc_client *cl, const struct crange *r, uintptr_t start, uintptr_t end)
 {
 	int uffd = atomic_load(&cl->uffd), pfd, ret = 0;
+	unsigned int held = 0;		/* pinned pages: written by the next daemon, pins gone */
 	uint64_t ent[512];
 
 	if (!(r->prot & PROT_WRITE) || !r->file->taken)
@@ -228,7 +295,7 @@ static int protect_and_write(struct upc_client *cl, const struct crange *r, uint
 
 				ret = sys_uffd_wp(uffd, ra, (j - i) << UPC_PAGE_SHIFT, true, false);
 				if (ret == 0 || ret == -ENOENT)
-					ret = wb_range(cl, r->file, p, p + (j - i));
+					ret = wb_range(cl, r->file, p, p + (j - i), &held);
 			}
 			i = j + 1;
 		}
@@ -279,10 +346,21 @@ static void journal_mark(struct cfile *cf, uint64_t pgoff)
 			strerror(errno));
 }
 
-static void refuse(struct upc_client *cl, int uffd, uintptr_t addr)
+/*
+ * The access at @addr gets SIGBUS, as fault.c's fault_fail() gives it: a
+ * poison marker (the kernel's own SIGBUS, BUS_ADRERR, and EFAULT for a
+ * kernel-mode access), after the write-protect marker a PTE past end of
+ * file may hold is removed (UFFDIO_POISON refuses to replace one: EEXIST,
+ * and the fault came back for ever: review of 36c145e).  Without POISON,
+ * the faulting thread @ptid is signalled (SI_TKILL, no address).
+ */
+static void refuse(struct upc_client *cl, int uffd, uintptr_t addr, uint32_t ptid)
 {
+	sys_uffd_wp(uffd, addr, UPC_PAGE_SIZE, false, false);
 	if (sys_uffd_poison(uffd, addr, UPC_PAGE_SIZE) < 0) {
-		sys_uffd_wake(uffd, addr, UPC_PAGE_SIZE);	/* no POISON: it faults again, and waits */
+		if (ptid)
+			syscall(SYS_tgkill, getpid(), (pid_t)ptid, SIGBUS);
+		sys_uffd_wake(uffd, addr, UPC_PAGE_SIZE);
 		return;
 	}
 	pthread_mutex_lock(&cl->maps_lock);
@@ -325,6 +403,10 @@ static void serve_one(struct upc_client *cl, int uffd, const struct uffd_msg *ms
 	uint64_t pgoff;
 	long ret;
 
+	uint32_t ptid = msg->arg.pagefault.feat.ptid;
+	/* protected fills only where the range is registered for it: once writable (map.c, map_register) */
+	bool wp_ok = r.prot & PROT_WRITE;
+
 	pgoff = r.pgoff + ((addr - r.start) >> UPC_PAGE_SHIFT);
 	if (fl & UFFD_PAGEFAULT_FLAG_WP) {
 		journal_mark(r.file, pgoff);
@@ -332,7 +414,7 @@ static void serve_one(struct upc_client *cl, int uffd, const struct uffd_msg *ms
 		return;
 	}
 	if (pgoff >= (uint64_t)npages_of(r.file->size)) {
-		refuse(cl, uffd, addr);
+		refuse(cl, uffd, addr, ptid);
 		return;
 	}
 	/* a write fault of a writable mapping maps the page writable at once: rule 3 finds it */
@@ -340,7 +422,7 @@ static void serve_one(struct upc_client *cl, int uffd, const struct uffd_msg *ms
 	if (write)
 		journal_mark(r.file, pgoff);
 	if (fl & UFFD_PAGEFAULT_FLAG_MINOR) {
-		ret = sys_uffd_continue(uffd, addr, UPC_PAGE_SIZE, !write, true);
+		ret = sys_uffd_continue(uffd, addr, UPC_PAGE_SIZE, !write && wp_ok, true);
 	} else {
 		ssize_t n;
 
@@ -356,11 +438,11 @@ static void serve_one(struct upc_client *cl, int uffd, const struct uffd_msg *ms
 		if (n < 0) {
 			pr_warn("reading page %llu while upcd is away: %s\n", (unsigned long long)pgoff,
 				strerror(errno));
-			refuse(cl, uffd, addr);		/* the engine's read error: SIGBUS */
+			refuse(cl, uffd, addr, ptid);	/* the engine's read error: SIGBUS */
 			return;
 		}
 		memset((char *)page + n, 0, UPC_PAGE_SIZE - (size_t)n);
-		ret = sys_uffd_copy(uffd, addr, page, UPC_PAGE_SIZE, !write, true);
+		ret = sys_uffd_copy(uffd, addr, page, UPC_PAGE_SIZE, !write && wp_ok, true);
 	}
 	/* Another process filled it meanwhile (-EEXIST), or it went: it faults again. */
 	if (ret < 0)
@@ -405,7 +487,13 @@ static void *takeover_main(void *arg)
 
 void takeover_init(struct upc_client *cl)
 {
-	pthread_rwlock_init(&cl->to_lock, NULL);
+	pthread_rwlockattr_t a;
+
+	/* the hand-back (a writer) must not wait behind a stream of msyncs (readers) */
+	pthread_rwlockattr_init(&a);
+	pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_init(&cl->to_lock, &a);
+	pthread_rwlockattr_destroy(&a);
 	pthread_mutex_init(&cl->to_wb, NULL);
 	cl->to_efd = -1;
 	atomic_store(&cl->to_active, false);
@@ -438,6 +526,14 @@ int takeover_begin(struct upc_client *cl)
 	for (struct cfile *cf = cl->files; cf; cf = cf->next) {
 		struct upc_state_hdr h;
 
+		/*
+		 * A client that may not write the file has nothing to serve
+		 * itself: its mapping is private, and its faults wait for the
+		 * daemon (serve_one); it takes no lock, which would only delay
+		 * the next daemon.
+		 */
+		if ((sys_fd_flags(cf->memfd) & O_ACCMODE) == O_RDONLY)
+			continue;
 		if (!cf->taken && takeover_lock(cf->statefd, F_RDLCK) == 0) {
 			if (pread(cf->statefd, &h, sizeof(h), 0) == (ssize_t)sizeof(h) && h.magic == UPC_STATE_MAGIC &&
 			    h.page_size == UPC_PAGE_SIZE && atomic_load(&h.size) >= 0) {
@@ -548,14 +644,21 @@ static bool covered(struct upc_client *cl, uintptr_t addr, uintptr_t end)
 	return true;
 }
 
+/* A call of this thread that must go to the daemon, not be served here (client.c, request_fds). */
+__thread bool takeover_bypass;
+
 /*
- * upc_msync while the daemon is away (see the top): every page the memfds
- * hold in the range is written; UPC_MS_SYNC makes it durable.  False if
- * this process does not serve itself now: the call goes to the daemon.
+ * upc_msync while the daemon is away (see the top): the pages of the range
+ * that are dirty in the page table or named by the journal are written;
+ * UPC_MS_SYNC makes them durable.  False if this process does not serve
+ * every file of the range now: the call goes to the daemon, and waits.
+ * Returns, as upc_msync(3), the pages held back by UPC_PIN_NOWRITEBACK
+ * pins, if any.
  */
 bool takeover_msync(struct upc_client *cl, uintptr_t addr, size_t len, int flags, int *retp)
 {
 	uintptr_t end = addr + len;
+	unsigned int held = 0;
 	int ret = 0;
 
 	if (!atomic_load(&cl->to_active))
@@ -573,23 +676,29 @@ bool takeover_msync(struct upc_client *cl, uintptr_t addr, size_t len, int flags
 		ret = -ENOMEM;
 	for (size_t i = 0; i < cl->nmaps && ret == 0; i++) {
 		struct crange *r = &cl->maps[i];
+
+		if (r->start < pg_round_up(end) && r->end > addr && !r->file->taken) {
+			pthread_mutex_unlock(&cl->maps_lock);
+			pthread_rwlock_unlock(&cl->to_lock);
+			takeover_bypass = true;		/* the daemon's, and it waits for one */
+			return false;
+		}
+	}
+	for (size_t i = 0; i < cl->nmaps && ret == 0; i++) {
+		struct crange *r = &cl->maps[i];
 		uintptr_t s = max_t(uintptr_t, r->start, addr), e = min_t(uintptr_t, r->end, pg_round_up(end));
 
 		if (s >= e)
 			continue;
-		if (!r->file->taken) {
-			ret = -ENOTCONN;	/* a file no one serves: the daemon still holds it */
-			break;
-		}
 		ret = wb_range(cl, r->file, r->pgoff + ((s - r->start) >> UPC_PAGE_SHIFT),
-				      r->pgoff + ((e - r->start) >> UPC_PAGE_SHIFT));
+			       r->pgoff + ((e - r->start) >> UPC_PAGE_SHIFT), &held);
 		if (ret == 0 && (flags & UPC_MS_SYNC) && fdatasync(r->file->fd) < 0 && errno != EBADF &&
 		    errno != EINVAL)
 			ret = -errno;
 	}
 	pthread_mutex_unlock(&cl->maps_lock);
 	pthread_rwlock_unlock(&cl->to_lock);
-	*retp = ret;
+	*retp = ret < 0 ? ret : (int)held;
 	return true;
 }
 
@@ -597,6 +706,7 @@ bool takeover_msync(struct upc_client *cl, uintptr_t addr, size_t len, int flags
 bool takeover_fsync(struct upc_client *cl, int fd, bool datasync, int *retp)
 {
 	struct stat st, cs;
+	unsigned int held = 0;
 	struct cfile *cf;
 	int ret = 0;
 
@@ -612,7 +722,7 @@ bool takeover_fsync(struct upc_client *cl, int fd, bool datasync, int *retp)
 		if (cf->taken && fstat(cf->fd, &cs) == 0 && cs.st_dev == st.st_dev && cs.st_ino == st.st_ino)
 			break;
 	if (cf) {
-		ret = wb_range(cl, cf, 0, (uint64_t)npages_of(cf->size));
+		ret = wb_range(cl, cf, 0, (uint64_t)npages_of(cf->size), &held);
 		if (ret == 0 && (datasync ? fdatasync(fd) : fsync(fd)) < 0)
 			ret = -errno;
 	}
@@ -625,16 +735,21 @@ bool takeover_fsync(struct upc_client *cl, int fd, bool datasync, int *retp)
 }
 
 /*
- * upc_unmap while the daemon is away: what this process wrote in the range
- * is protected and written first (rule 3: once unmapped, nothing says it
- * was written), then the range goes.  The daemon that comes back never
- * hears of it.  False if the range is not wholly of files taken over.
+ * upc_unmap while the daemon is away, of a range wholly of mappings of
+ * files taken over (else -EINVAL, as the daemon answers, or false: the
+ * call waits for the daemon).  The range leaves the list first, so that
+ * the takeover thread serves no fault in it any more (a write fault waits
+ * until the munmap, then faults on nothing); what this process wrote in it
+ * is protected and written (rule 3: once unmapped, nothing but the journal
+ * says it was written); then it is unmapped.  The daemon that comes back
+ * never hears of it.
  */
 bool takeover_unmap(struct upc_client *cl, uintptr_t addr, size_t len, int *retp)
 {
 	uintptr_t end = pg_round_up(addr + len);
+	struct crange *cut = NULL;
+	size_t ncut = 0;
 	int ret = 0;
-	bool ours = true;
 
 	if (!atomic_load(&cl->to_active))
 		return false;
@@ -644,29 +759,55 @@ bool takeover_unmap(struct upc_client *cl, uintptr_t addr, size_t len, int *retp
 		return false;
 	}
 	pthread_mutex_lock(&cl->maps_lock);
-	if ((addr & (UPC_PAGE_SIZE - 1)) || !len || end < addr)
+	if ((addr & (UPC_PAGE_SIZE - 1)) || !len || end < addr || !covered(cl, addr, end))
 		ret = -EINVAL;
+	for (size_t i = 0; i < cl->nmaps && ret == 0; i++)
+		if (cl->maps[i].end > addr && cl->maps[i].start < end && !cl->maps[i].file->taken) {
+			pthread_mutex_unlock(&cl->maps_lock);
+			pthread_rwlock_unlock(&cl->to_lock);
+			return false;
+		}
+	if (ret == 0) {
+		cut = calloc(cl->nmaps, sizeof(*cut));
+		if (!cut)
+			ret = -ENOMEM;
+	}
 	for (size_t i = 0; i < cl->nmaps && ret == 0; i++) {
 		struct crange *r = &cl->maps[i];
 
-		if (r->end > addr && r->start < end && !r->file->taken)
-			ours = false;
+		if (r->end <= addr || r->start >= end)
+			continue;
+		cut[ncut] = *r;
+		cut[ncut].start = max_t(uintptr_t, r->start, addr);
+		cut[ncut].end = min_t(uintptr_t, r->end, end);
+		cut[ncut].pgoff = r->pgoff + ((cut[ncut].start - r->start) >> UPC_PAGE_SHIFT);
+		r->file->refs++;
+		ncut++;
 	}
-	for (size_t i = 0; i < cl->nmaps && ret == 0 && ours; i++) {
-		struct crange *r = &cl->maps[i];
-		uintptr_t s = max_t(uintptr_t, r->start, addr), e = min_t(uintptr_t, r->end, end);
-
-		if (s < e)
-			ret = protect_and_write(cl, r, s, e);
-	}
+	/* the poison markers there go with the mapping */
+	for (size_t i = 0; i < cl->npoisoned;)
+		if (ret == 0 && cl->poisoned[i] >= addr && cl->poisoned[i] < end)
+			cl->poisoned[i] = cl->poisoned[--cl->npoisoned];
+		else
+			i++;
 	pthread_mutex_unlock(&cl->maps_lock);
-	if (ret == 0 && ours) {
-		munmap((void *)addr, end - addr);
+	if (ret == 0) {
 		cmaps_cut(cl, addr, end);
+		for (size_t i = 0; i < ncut; i++) {
+			int r = protect_and_write(cl, &cut[i], cut[i].start, cut[i].end);
+
+			if (r < 0 && !ret)
+				ret = r;
+		}
+		munmap((void *)addr, end - addr);
+		sys_uffd_wake(atomic_load(&cl->uffd), addr, end - addr);
+		pthread_mutex_lock(&cl->maps_lock);
+		for (size_t i = 0; i < ncut; i++)
+			cfile_put(&cl->files, cut[i].file);
+		pthread_mutex_unlock(&cl->maps_lock);
 	}
 	pthread_rwlock_unlock(&cl->to_lock);
-	if (!ours && ret == 0)
-		return false;
+	free(cut);
 	*retp = ret;
 	return true;
 }

@@ -313,26 +313,6 @@ static int adopt_writable_ptes(const struct upc_map *m)
 	return ret;
 }
 
-/*
- * file_adopt(), waiting while other clients serve themselves on the file
- * (takeover.c, rule 2: its takeover lock is held for reading): they notice
- * this daemon within 100 ms, and hand the file back.  Each try opens the
- * memfds again (adopt_fd) and holds no lock of the cache while it waits.
- * After ADOPT_WAIT_MS the client is told -EAGAIN, and asks again (a client
- * that stopped, SIGSTOP, holds its lock until it goes on or dies; so one
- * client's request does not hold this thread for ever).
- */
-#define ADOPT_WAIT_MS	2000
-
-static int adopt_lock_wait(struct upc_cache *c, int fd, int memfd, int statefd, struct upc_file **fp)
-{
-	uint64_t until = now_ms() + ADOPT_WAIT_MS;
-	int ret;
-
-	while ((ret = file_adopt(c, fd, memfd, statefd, fp)) == -EAGAIN && now_ms() < until)
-		usleep(5 * 1000);
-	return ret;
-}
 
 /*
  * A client of an earlier daemon, which died or was stopped, comes back to
@@ -362,7 +342,7 @@ int remote_adopt(struct upc_mm *mm, int fd, int memfd, int statefd, uintptr_t ad
 	acc = fd_map_access(fd, prot);
 	if (acc < 0)
 		return acc;
-	ret = adopt_lock_wait(c, fd, memfd, statefd, &f);
+	ret = file_adopt_wait(c, fd, memfd, statefd, &f);
 	if (ret < 0)
 		return ret;
 	pthread_mutex_lock(&f->lock);
@@ -522,6 +502,7 @@ int cache_serve(struct upc_cache *c)
 	pthread_setname_np(c->stage_thread, "upc-staging");
 	c->stage_running = true;
 	c->serving = true;
+	cache_find_orphans(c);
 	return 0;
 }
 

@@ -56,6 +56,7 @@
 #include "internal.h"
 #include "usdt.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -938,7 +939,13 @@ static int file_adopt_pages(struct upc_file *f)
  * page-table memfd of an earlier daemon, which a client passed back
  * (file_adopt): the cache takes them over with what they hold.
  */
-static int file_new(struct upc_cache *c, int fd, const struct stat *st, const int *adopt,
+/* What file_adopt() hands file_new(): an earlier daemon's memfds, and whether to wait for their lock. */
+struct adopt_fds {
+	int memfd, statefd;
+	bool force;		/* take them without the takeover lock: waited long enough */
+};
+
+static int file_new(struct upc_cache *c, int fd, const struct stat *st, const struct adopt_fds *adopt,
 		    struct upc_file **fp)
 {
 	struct upc_state_hdr *h;
@@ -960,11 +967,11 @@ static int file_new(struct upc_cache *c, int fd, const struct stat *st, const in
 	pthread_cond_init(&f->wb_cond, NULL);
 
 	if (adopt) {
-		ret = adopt_fd(adopt[0], "upcache", st);
+		ret = adopt_fd(adopt->memfd, "upcache", st);
 		if (ret < 0)
 			goto out_free;
 		f->memfd = ret;
-		ret = adopt_fd(adopt[1], "upcache-pt", st);
+		ret = adopt_fd(adopt->statefd, "upcache-pt", st);
 		if (ret < 0)
 			goto out_free;
 		f->statefd = ret;
@@ -1018,7 +1025,19 @@ static int file_new(struct upc_cache *c, int fd, const struct stat *st, const in
 		 */
 		if (fcntl(f->statefd, F_OFD_SETLK, &fl) < 0) {
 			ret = errno == EAGAIN || errno == EACCES ? -EAGAIN : -errno;
-			goto out_free;
+			if (ret != -EAGAIN || !adopt || !adopt->force)
+				goto out_free;
+			/*
+			 * A client has served itself on it for ADOPT_WAIT_MS
+			 * (remote.c) and not handed it back: stopped, or holding
+			 * the lock on purpose.  The file is taken without the
+			 * lock, which is tried again at every lookup
+			 * (file_get_how); meanwhile such a client may go on
+			 * serving itself beside this daemon (upcd(8), BUGS).
+			 */
+			pr_warn("a client still serves itself on %lx:%lu: adopted without its takeover lock\n",
+				(unsigned long)st->st_dev, (unsigned long)st->st_ino);
+			f->pt_unlocked = true;
 		}
 		h = mmap(NULL, UPC_PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, f->statefd, 0);
 		if (h == MAP_FAILED)
@@ -1332,7 +1351,8 @@ static void file_held_add(struct upc_cache *c, dev_t dev, ino_t ino)
 	c->held[c->nheld++] = (struct file_id){ dev, ino };
 }
 
-static int file_get_how(struct upc_cache *c, int fd, bool create, const int *adopt, struct upc_file **fp)
+static int file_get_how(struct upc_cache *c, int fd, bool create, const struct adopt_fds *adopt,
+			struct upc_file **fp)
 {
 	struct upc_file *f;
 	struct stat st;
@@ -1361,7 +1381,7 @@ static int file_get_how(struct upc_cache *c, int fd, bool create, const int *ado
 		struct stat a, b;
 
 		/* Adopted already (another client's): the same memfd, or a stale one of another daemon. */
-		if (fstat(adopt[0], &a) < 0 || fstat(f->memfd, &b) < 0 || a.st_dev != b.st_dev ||
+		if (fstat(adopt->memfd, &a) < 0 || fstat(f->memfd, &b) < 0 || a.st_dev != b.st_dev ||
 		    a.st_ino != b.st_ino) {
 			ret = -ESTALE;
 			goto out;
@@ -1385,6 +1405,13 @@ static int file_get_how(struct upc_cache *c, int fd, bool create, const int *ado
 		c->nr_files++;
 	} else if (f->unused) {
 		lru_del(c, f);
+	}
+	if (f->pt_unlocked) {
+		struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1 };
+
+		/* adopted without its takeover lock (file_new): taken as soon as it is free */
+		if (fcntl(f->statefd, F_OFD_SETLK, &fl) == 0)
+			f->pt_unlocked = false;
 	}
 	f->evict = false;
 	file_hold(f);
@@ -1427,8 +1454,174 @@ out:
 	return 0;
 }
 
+/* ------------------------------------------------------------ an earlier daemon's memfds */
+
+/*
+ * upcd, at start: the memfds of earlier daemons that processes still hold
+ * (its clients, which serve themselves meanwhile: takeover.c), found
+ * through /proc/<pid>/fd by their names, "upcache:<dev>:<ino>" and
+ * "upcache-pt:<dev>:<ino>".  A file one of them is of is adopted from them
+ * (file_get) even when the first process to ask for the file is a new one:
+ * otherwise the file would get a new memfd beside the old one, whose
+ * clients still serve themselves, and both would write the file (review
+ * of 36c145e: a new client's msync undone by an old client's hand-back,
+ * and the old client's dirty pages lost when its memfd was refused).
+ * What a process holds is reached if the daemon may read its /proc
+ * (root, or its own user's processes that are dumpable); the memfds are
+ * checked as a client's ADOPT is (adopt_fd), so a forged one is refused.
+ */
+struct orphan {
+	dev_t dev;
+	ino_t ino;
+	pid_t pid;
+	int memfd_no, pt_no;
+};
+
+static bool orphan_name(const char *link, const char *kind, dev_t *dev, ino_t *ino)
+{
+	size_t k = strlen(kind);
+	unsigned long d, i;
+	int n = 0;
+
+	if (strncmp(link, "/memfd:", 7) || strncmp(link + 7, kind, k) || link[7 + k] != ':')
+		return false;
+	link += 8 + k;
+	if (sscanf(link, "%lx:%lu%n", &d, &i, &n) != 2 || !n || (link[n] && link[n] != ' '))
+		return false;
+	*dev = (dev_t)d;
+	*ino = (ino_t)i;
+	return true;
+}
+
+static void orphans_of(struct upc_cache *c, pid_t pid)
+{
+	struct orphan *mine = NULL;
+	size_t nmine = 0;
+	char path[64], link[128];
+	struct dirent *de;
+	DIR *dir;
+
+	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+	dir = opendir(path);
+	if (!dir)
+		return;
+	while ((de = readdir(dir))) {
+		ssize_t n = readlinkat(dirfd(dir), de->d_name, link, sizeof(link) - 1);
+		bool pt = false;
+		dev_t dev;
+		ino_t ino;
+		size_t i;
+
+		if (n <= 0)
+			continue;
+		link[n] = '\0';
+		if (!orphan_name(link, "upcache", &dev, &ino) && !(pt = orphan_name(link, "upcache-pt", &dev, &ino)))
+			continue;
+		for (i = 0; i < nmine && !(mine[i].dev == dev && mine[i].ino == ino); i++)
+			;
+		if (i == nmine) {
+			struct orphan *m = realloc(mine, (nmine + 1) * sizeof(*m));
+
+			if (!m)
+				break;
+			mine = m;
+			mine[nmine++] = (struct orphan){ dev, ino, pid, -1, -1 };
+		}
+		*(pt ? &mine[i].pt_no : &mine[i].memfd_no) = atoi(de->d_name);
+	}
+	closedir(dir);
+	for (size_t i = 0; i < nmine; i++) {
+		struct orphan *o;
+
+		if (mine[i].memfd_no < 0 || mine[i].pt_no < 0)
+			continue;
+		o = realloc(c->orphans, (c->norphans + 1) * sizeof(*o));
+		if (!o)
+			break;
+		c->orphans = o;
+		c->orphans[c->norphans++] = mine[i];
+	}
+	free(mine);
+}
+
+void cache_find_orphans(struct upc_cache *c)
+{
+	struct dirent *de;
+	DIR *dir = opendir("/proc");
+
+	if (!dir)
+		return;
+	while ((de = readdir(dir))) {
+		pid_t pid = (pid_t)atoi(de->d_name);
+
+		if (pid > 0 && pid != getpid())
+			orphans_of(c, pid);
+	}
+	closedir(dir);
+	if (c->norphans)
+		pr_info("%zu memfds of an earlier daemon are held by processes: adopted when their file is asked for\n",
+			c->norphans);
+}
+
+/*
+ * file_get() of a file the earlier daemon's memfds in some process are of,
+ * and which this daemon does not hold: adopted from the first of them that
+ * can be opened (file_adopt_wait: after every client that serves itself on
+ * it has handed it back).  1: not such a file, or none could be adopted
+ * (then it gets a memfd of its own).
+ */
+static int orphan_adopt(struct upc_cache *c, int fd, struct upc_file **fp)
+{
+	struct stat st;
+	int ret = 1;
+
+	if (sys_fstat_id(fd, &st) < 0)
+		return 1;
+	for (;;) {
+		struct orphan o = { 0 };
+		char path[64];
+		int m, p;
+		bool found = false, held = false;
+
+		pthread_mutex_lock(&c->lock);
+		for (struct upc_file *f = c->files; f && !held; f = f->next)
+			held = f->dev == st.st_dev && f->ino == st.st_ino;
+		for (size_t i = 0; i < c->norphans; i++)
+			if (c->orphans[i].dev == st.st_dev && c->orphans[i].ino == st.st_ino) {
+				o = c->orphans[i];
+				c->orphans[i] = c->orphans[--c->norphans];
+				found = true;
+				break;
+			}
+		pthread_mutex_unlock(&c->lock);
+		if (!found)
+			return ret;
+		if (held)
+			continue;	/* adopted already: the entries go */
+		snprintf(path, sizeof(path), "/proc/%d/fd/%d", (int)o.pid, o.memfd_no);
+		m = open(path, O_RDONLY | O_CLOEXEC);
+		snprintf(path, sizeof(path), "/proc/%d/fd/%d", (int)o.pid, o.pt_no);
+		p = open(path, O_RDONLY | O_CLOEXEC);
+		if (m >= 0 && p >= 0)
+			ret = file_adopt_wait(c, fd, m, p, fp);
+		if (m >= 0)
+			close(m);
+		if (p >= 0)
+			close(p);
+		if (ret <= 0 && ret != -ESTALE && ret != -EBADF && ret != -EINVAL && ret != -EPERM)
+			return ret;
+		ret = 1;
+	}
+}
+
 int file_get(struct upc_cache *c, int fd, struct upc_file **fp)
 {
+	if (c->serving && c->norphans) {
+		int ret = orphan_adopt(c, fd, fp);
+
+		if (ret <= 0)
+			return ret;
+	}
 	return file_get_how(c, fd, true, NULL, fp);
 }
 
@@ -1437,13 +1630,37 @@ int file_get(struct upc_cache *c, int fd, struct upc_file **fp)
  * an earlier daemon if the cache does not hold the file yet (upcd restarted:
  * remote_adopt()).  -ESTALE: the cache holds the file with another memfd.
  */
-int file_adopt(struct upc_cache *c, int fd, int memfd, int statefd, struct upc_file **fp)
+static int file_adopt(struct upc_cache *c, int fd, int memfd, int statefd, bool force, struct upc_file **fp)
 {
-	int adopt[2] = { memfd, statefd };
+	struct adopt_fds adopt = { memfd, statefd, force };
 
 	if (!c->serving)
 		return -EINVAL;
-	return file_get_how(c, fd, true, adopt, fp);
+	return file_get_how(c, fd, true, &adopt, fp);
+}
+
+/*
+ * file_adopt(), waiting while other clients serve themselves on the file
+ * (takeover.c, rule 2: its takeover lock is held for reading): they notice
+ * this daemon within 100 ms, and hand the file back.  Each try opens the
+ * memfds again (adopt_fd) and holds no lock of the cache while it waits.
+ * After ADOPT_WAIT_MS the file is adopted without the lock (file_new): a
+ * client that stopped (SIGSTOP), or one that holds the lock on purpose
+ * (any client with a descriptor of the page table can), must not keep
+ * every other client of the file waiting for ever (review of 36c145e).
+ */
+#define ADOPT_WAIT_MS	10000
+
+int file_adopt_wait(struct upc_cache *c, int fd, int memfd, int statefd, struct upc_file **fp)
+{
+	uint64_t until = now_ms() + ADOPT_WAIT_MS;
+	int ret;
+
+	while ((ret = file_adopt(c, fd, memfd, statefd, false, fp)) == -EAGAIN && now_ms() < until)
+		usleep(5 * 1000);
+	if (ret == -EAGAIN)
+		ret = file_adopt(c, fd, memfd, statefd, true, fp);
+	return ret;
 }
 
 /* As file_get(), for a file the cache holds already: -ENOENT if it does not. */
@@ -1751,6 +1968,7 @@ UPC_API int upc_cache_destroy(struct upc_cache *c)
 	pthread_mutex_destroy(&c->wb_lock);
 	pthread_cond_destroy(&c->wb_cond);
 	free(c->held);
+	free(c->orphans);
 	free(c);
 	return ret;
 }
