@@ -272,7 +272,13 @@ if [ -x "$SQL" ]; then
 	n=200
 	"$RUN" --shared --socket="$S" "$SQL" writer "$D" $n >"$W/sw.out" 2>&1 &
 	sw=$!
-	sleep 0.3
+	# the reader starts once the writer's table exists (it said "ready"); a
+	# fixed delay made the reader find no table under make -j2's load
+	i=0
+	while [ $i -lt 300 ] && ! grep -qx ready "$W/sw.out" 2>/dev/null && kill -0 $sw 2>/dev/null; do
+		sleep 0.05
+		i=$((i + 1))
+	done
 	"$RUN" --shared --socket="$S" "$SQL" reader "$D" 100 >"$W/sr.out" 2>&1
 	srt=$?
 	wait $sw
