@@ -2242,7 +2242,7 @@ Test(shared, a_large_pwrites_data_descriptor_is_checked, .timeout = 60)
 /* ------------------------------------------------------------ with no daemon: the calls' contracts */
 
 struct nd_shared {
-	_Atomic int ready, killed, done, writer_done;
+	_Atomic int ready, killed, done, writer_done, writer_ready;
 	_Atomic int unmap_ret, foreign_mapped, read_ok, eof_bus;
 };
 
@@ -2310,16 +2310,17 @@ Test(shared, with_no_daemon_a_client_keeps_its_contracts_and_an_exit_loses_nothi
 
 		if (upc_map(c, f, 0, 16 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p))
 			_exit(10);
+		atomic_store(&sh->writer_ready, 1);
 		while (!atomic_load(&sh->killed))
 			usleep(1000);
 		p[12 * PAGE] = 'H';	/* a page nobody has: filled by this process itself */
 		p[0] = 'h';		/* a page another process has cached */
 		atomic_store(&sh->writer_done, 1);
-		exit(0);		/* neither msync nor upc_cache_destroy */
+		_exit(0);		/* neither msync nor upc_cache_destroy */
 	}
-	for (int i = 0; i < 3000 && !atomic_load(&sh->ready); i++)
+	for (int i = 0; i < 3000 && !(atomic_load(&sh->ready) && atomic_load(&sh->writer_ready)); i++)
 		usleep(1000);
-	cr_assert(atomic_load(&sh->ready));
+	cr_assert(atomic_load(&sh->ready) && atomic_load(&sh->writer_ready));
 	cr_assert_eq(kill(upcd_pid, SIGKILL), 0);
 	cr_assert_eq(waitpid(upcd_pid, &status, 0), upcd_pid);
 	atomic_store(&sh->killed, 1);

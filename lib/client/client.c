@@ -1092,9 +1092,15 @@ static long adopt_own(struct upc_client *cl, uintptr_t addr, size_t len)
 	for (;;) {
 		size_t i;
 
-		while (cl->state == CL_DOWN)
-			pthread_cond_wait(&cl->up, &cl->lock);
-		if (cl->state == CL_DEAD) {
+		while (cl->state == CL_DOWN && ret == 0) {
+			struct timespec ts = { .tv_sec = (time_t)(cl->down_deadline / 1000),
+					       .tv_nsec = (long)(cl->down_deadline % 1000) * 1000000 };
+
+			/* $UPC_RECONNECT, as every call's wait (request_fds) */
+			if (pthread_cond_timedwait(&cl->up, &cl->lock, &ts) == ETIMEDOUT)
+				ret = -ENOTCONN;
+		}
+		if (ret < 0 || cl->state == CL_DEAD) {
 			ret = -ENOTCONN;
 			break;
 		}

@@ -644,6 +644,18 @@ static bool covered(struct upc_client *cl, uintptr_t addr, uintptr_t end)
 	return true;
 }
 
+/* A call served here: true with @to_lock held for reading, if this process serves itself now. */
+static bool to_enter(struct upc_client *cl)
+{
+	if (!atomic_load(&cl->to_active))
+		return false;
+	pthread_rwlock_rdlock(&cl->to_lock);
+	if (atomic_load(&cl->to_active))
+		return true;
+	pthread_rwlock_unlock(&cl->to_lock);
+	return false;
+}
+
 /* A call of this thread that must go to the daemon, not be served here (client.c, request_fds). */
 __thread bool takeover_bypass;
 
@@ -661,13 +673,8 @@ bool takeover_msync(struct upc_client *cl, uintptr_t addr, size_t len, int flags
 	unsigned int held = 0;
 	int ret = 0;
 
-	if (!atomic_load(&cl->to_active))
+	if (!to_enter(cl))
 		return false;
-	pthread_rwlock_rdlock(&cl->to_lock);
-	if (!atomic_load(&cl->to_active)) {
-		pthread_rwlock_unlock(&cl->to_lock);
-		return false;
-	}
 	pthread_mutex_lock(&cl->maps_lock);
 	if ((flags & ~(int)UPC_MS_FLAGS_ALL) || (flags & UPC_MS_FLAGS_ALL) == 0 ||
 	    (flags & UPC_MS_FLAGS_ALL) == UPC_MS_FLAGS_ALL || (addr & (UPC_PAGE_SIZE - 1)) || !len || end < addr)
@@ -710,13 +717,8 @@ bool takeover_fsync(struct upc_client *cl, int fd, bool datasync, int *retp)
 	struct cfile *cf;
 	int ret = 0;
 
-	if (!atomic_load(&cl->to_active) || fstat(fd, &st) < 0)
+	if (fstat(fd, &st) < 0 || !to_enter(cl))
 		return false;
-	pthread_rwlock_rdlock(&cl->to_lock);
-	if (!atomic_load(&cl->to_active)) {
-		pthread_rwlock_unlock(&cl->to_lock);
-		return false;
-	}
 	pthread_mutex_lock(&cl->maps_lock);
 	for (cf = cl->files; cf; cf = cf->next)
 		if (cf->taken && fstat(cf->fd, &cs) == 0 && cs.st_dev == st.st_dev && cs.st_ino == st.st_ino)
@@ -751,13 +753,8 @@ bool takeover_unmap(struct upc_client *cl, uintptr_t addr, size_t len, int *retp
 	size_t ncut = 0;
 	int ret = 0;
 
-	if (!atomic_load(&cl->to_active))
+	if (!to_enter(cl))
 		return false;
-	pthread_rwlock_rdlock(&cl->to_lock);
-	if (!atomic_load(&cl->to_active)) {
-		pthread_rwlock_unlock(&cl->to_lock);
-		return false;
-	}
 	pthread_mutex_lock(&cl->maps_lock);
 	if ((addr & (UPC_PAGE_SIZE - 1)) || !len || end < addr || !covered(cl, addr, end))
 		ret = -EINVAL;
