@@ -187,6 +187,8 @@ int main(int argc, char **argv)
 		perm[j] = t;
 	}
 
+	double em_all[100];
+
 	printf("# upc-bench-shared: %d MiB file in %s (in the kernel's page cache), %d repetitions\n", mib, dir, reps);
 	printf("# rep  missing: embedded shared ratio   wp: embedded shared ratio   (us a page)\n");
 	{
@@ -203,6 +205,7 @@ int main(int argc, char **argv)
 		}
 		printf("median ratio shared/embedded: MISSING fault %.2f, first write %.2f\n", median(rm, reps),
 		       median(rw, reps));
+		memcpy(em_all, em, sizeof(em));
 	}
 
 	/* A second process scans what the first one cached. */
@@ -246,17 +249,20 @@ int main(int argc, char **argv)
 	}
 
 	/*
-	 * kill -9 of the daemon with the whole file dirty in one client, and a
-	 * new daemon: how long until the client's next call is served (the
-	 * client's reconnect back-off, the handshake, the adoption of its
-	 * mapping), and how long the write-back of the adopted dirty pages
+	 * kill -9 of the daemon with half the file dirty in one client.  With no
+	 * daemon, the client serves itself (lib/client/takeover.c): a MISSING
+	 * fault on the other half, and an msync of the dirty half, each as a
+	 * ratio to the embedded cache's MISSING fault above.  Then a new
+	 * daemon: how long until the client's next call is served (its check
+	 * for a daemon every 100 ms, its hand-back, the handshake, the
+	 * adoption), and how long the write-back of the adopted dirty pages
 	 * takes then.  The client is a child: this process, which starts the
-	 * daemons, must not be one (a client's fork waits for the daemon to
-	 * read the fork event, and there is no daemon to read it).
+	 * daemons, must not be one (a client's fork waits for the daemon).
 	 */
 	{
 		int up[2], go[2];
-		double t0, res[2];
+		double t0, res[5], em_med;
+		size_t half = npages / 2;
 		pid_t w;
 
 		if (pipe(up) || pipe(go))
@@ -264,28 +270,50 @@ int main(int argc, char **argv)
 		w = fork();
 		if (w == 0) {
 			struct upc_cache *c = cache(true);
+			struct upc_stats st = { .sz = sizeof(st) };
 			volatile unsigned char *p;
-			double t1, t2;
+			unsigned long sink = 0;
+			double t1, t2, t3;
 			unsigned char b = 0;
 			int ret;
 
-			if (upc_map(c, fd, 0, npages * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p))
+			if (upc_map(c, fd, 0, npages * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p) ||
+			    upc_advise(c, (void *)p, npages * PAGE, UPC_ADV_RANDOM))
 				_exit(1);
-			for (size_t i = 0; i < npages; i++)
+			for (size_t i = 0; i < half; i++)
 				p[i * PAGE] = 7;
 			if (write(up[1], "r", 1) != 1 || read(go[0], &t0, sizeof(t0)) != sizeof(t0))
 				_exit(1);
-			ret = upc_msync(c, (void *)p, PAGE, UPC_MS_SYNC);
+			/* no daemon: the first fault waits until this process serves itself; then the rest */
+			sink += p[half * PAGE];
+			t1 = now_us();
+			for (size_t i = 0; i < npages; i++)	/* the other half, in the random order of the passes */
+				if (perm[i] > half)
+					sink += p[(size_t)perm[i] * PAGE];
+			t2 = now_us();
+			ret = upc_msync(c, (void *)p, half * PAGE, UPC_MS_SYNC);
+			t3 = now_us();
+			if (ret || pread(fd, &b, 1, (off_t)(half - 1) * PAGE) != 1 || b != 7) {
+				fprintf(stderr, "with no daemon: msync %s, page %zu %u\n", upc_strerror(ret), half - 1, b);
+				_exit(1);
+			}
+			res[0] = (t2 - t1) / (double)(npages - half - 1);
+			res[1] = (t3 - t2) / (double)half;
+			if (write(up[1], res, 2 * sizeof(res[0])) != 2 * sizeof(res[0]) ||
+			    read(go[0], &t0, sizeof(t0)) != sizeof(t0))
+				_exit(1);
+			ret = upc_stats(c, &st);		/* waits for the new daemon */
 			t1 = now_us();
 			ret = ret ? ret : upc_msync(c, (void *)p, npages * PAGE, UPC_MS_SYNC);
 			t2 = now_us();
-			if (ret || pread(fd, &b, 1, (off_t)(npages - 1) * PAGE) != 1 || b != 7) {
-				fprintf(stderr, "after the restart: msync %s, last page %u\n", upc_strerror(ret), b);
+			if (ret) {
+				fprintf(stderr, "after the restart: %s\n", upc_strerror(ret));
 				_exit(1);
 			}
-			res[0] = t1 - t0;
-			res[1] = t2 - t1;
-			if (write(up[1], res, sizeof(res)) != sizeof(res))
+			res[2] = t1 - t0;
+			res[3] = t2 - t1;
+			res[4] = (double)(sink & 1);
+			if (write(up[1], res + 2, 3 * sizeof(res[0])) != 3 * sizeof(res[0]))
 				_exit(1);
 			upc_cache_destroy(c);
 			_exit(0);
@@ -295,13 +323,20 @@ int main(int argc, char **argv)
 		kill(d, SIGKILL);
 		waitpid(d, NULL, 0);
 		t0 = now_us();
+		if (write(go[1], &t0, sizeof(t0)) != sizeof(t0) || read(up[0], res, 2 * sizeof(res[0])) != 2 * sizeof(res[0]))
+			return 1;
+		t0 = now_us();
 		d = spawn_upcd(upcd);
-		if (write(go[1], &t0, sizeof(t0)) != sizeof(t0) || read(up[0], res, sizeof(res)) != sizeof(res))
+		if (write(go[1], &t0, sizeof(t0)) != sizeof(t0) ||
+		    read(up[0], res + 2, 3 * sizeof(res[0])) != 3 * sizeof(res[0]))
 			return 1;
 		waitpid(w, NULL, 0);
-		printf("daemon killed with %zu dirty pages in a client: its next call served %.1f ms after the new "
-		       "daemon was started, the adopted dirty pages written back in %.1f ms more\n",
-		       npages, res[0] / 1000, res[1] / 1000);
+		em_med = median(em_all, reps);
+		printf("daemon killed, no daemon: the client serves a MISSING fault itself in %.2f us (%.2fx the embedded "
+		       "cache's %.2f us), msyncs its %zu dirty pages at %.2f us a page\n",
+		       res[0], res[0] / em_med, em_med, half, res[1]);
+		printf("new daemon: the client's next call served %.1f ms after it was started, the adopted dirty "
+		       "pages written back in %.1f ms more\n", res[2] / 1000, res[3] / 1000);
 	}
 
 	/* The daemon's cost per idle client: its own memory (RssAnon), not the shared memfds'. */
