@@ -606,7 +606,7 @@ static int reconnect(struct upc_client *cl, int efd)
 		if (poll(&pfd, 1, (int)wait_ms) > 0)
 			return -1;
 		/* every 100 ms at most: a restarted daemon waits for the clients that serve themselves */
-		wait_ms = min_t(unsigned int, 2 * wait_ms, 100);
+		wait_ms = wait_ms >= 1000 ? 1000 : min_t(unsigned int, 2 * wait_ms, 100);
 		s = connect_daemon(cl->path);
 		if (s < 0) {
 			takeover_begin(cl);	/* a file whose dying daemon still held its lock */
@@ -635,8 +635,10 @@ static int reconnect(struct upc_client *cl, int efd)
 		pthread_mutex_unlock(&cl->maps_lock);
 		pthread_mutex_unlock(&cl->lock);
 		close(s);
-		if (!conn_lost(ret))
+		if (!conn_lost(ret)) {
 			pr_warn("upcd refused this process back: %s\n", upc_strerror((int)ret));
+			wait_ms = 1000;		/* a daemon that refuses: not a hand-back every 100 ms */
+		}
 		takeover_begin(cl);
 	}
 }
