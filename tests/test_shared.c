@@ -39,6 +39,20 @@ static const char *upcd_status(void)
 	return text;
 }
 
+/*
+ * A child of the test that dies with it: a case that times out must not
+ * leave its clients behind, writing and serving themselves for ever (they
+ * did, and loaded every later run of the machine).
+ */
+static pid_t fork_child(void)
+{
+	pid_t pid = fork();
+
+	if (pid == 0)
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+	return pid;
+}
+
 /* upcd on sock_path (again, after a kill: the new one adopts the old one's clients). */
 static void upcd_spawn(const char *extra)
 {
@@ -151,7 +165,7 @@ static void processes_share_one_cache(unsigned int nproc)
 	cr_assert_eq(pipe(ready), 0);
 	cr_assert_eq(pipe(go), 0);
 	for (unsigned int k = 0; k < nproc; k++) {
-		pids[k] = fork();
+		pids[k] = fork_child();
 		cr_assert_geq(pids[k], 0);
 		if (pids[k] == 0) {
 			struct upc_cache *c = shared_cache();
@@ -226,7 +240,7 @@ Test(shared, a_pwrite_by_one_process_is_seen_through_anothers_mapping, .timeout 
 	c = shared_cache();
 	cr_assert_eq(upc_map(c, fd, 0, 64 * PAGE, PROT_READ, 0, (void **)&p), 0);
 	cr_assert_eq(p[5 * PAGE + 7], pat(5 * PAGE + 7));	/* cached, and mapped here */
-	pid = fork();
+	pid = fork_child();
 	if (pid == 0) {
 		struct upc_cache *c2 = shared_cache();
 		int fd2 = open_rw(path);
@@ -272,7 +286,7 @@ Test(shared, a_killed_client_loses_nothing_it_wrote, .timeout = 60)
 	pid_t pid;
 
 	upcd_start(NULL);
-	pid = fork();
+	pid = fork_child();
 	if (pid == 0) {
 		struct upc_cache *c = shared_cache();
 		int cfd = open_rw(path);
@@ -428,11 +442,11 @@ Test(shared, a_daemon_killed_under_load_loses_nothing_and_a_new_one_adopts_its_c
 	cr_assert(sh != MAP_FAILED && buf);
 	setenv("UPC_RECONNECT", "60", 1);
 	upcd_start(NULL);
-	q = fork();
+	q = fork_child();
 	if (q == 0)
 		dd_quiet(sh, qpath);
 	for (unsigned int i = 0; i < DD_WRITERS; i++) {
-		w[i] = fork();
+		w[i] = fork_child();
 		if (w[i] == 0)
 			dd_writer(sh, path, i);
 	}
@@ -626,14 +640,14 @@ Test(shared, with_no_daemon_clients_serve_themselves_and_a_new_one_takes_them_ba
 			     "(takeover.c)");
 	setenv("UPC_RECONNECT", "60", 1);
 	upcd_start(NULL);
-	q = fork();
+	q = fork_child();
 	if (q == 0)
 		to_late(sh, qpath);
-	v = fork();
+	v = fork_child();
 	if (v == 0)
 		to_victim(sh, qpath);
 	for (unsigned int i = 0; i < DD_WRITERS; i++) {
-		w[i] = fork();
+		w[i] = fork_child();
 		if (w[i] == 0)
 			dd_writer(&sh->dd, path, i);
 	}
@@ -870,7 +884,7 @@ Test(shared, a_read_only_descriptor_maps_and_sees_every_store, .timeout = 60)
 	cr_assert_eq(upc_map(c, rofd, 0, 8 * PAGE, PROT_READ, 0, (void **)&ro), 0);
 	cr_assert_eq(ro[3 * PAGE + 7], pat(3 * PAGE + 7));
 	/* another process writes a cached page and one nobody has read yet */
-	w = fork();
+	w = fork_child();
 	cr_assert_geq(w, 0);
 	if (w == 0) {
 		struct upc_cache *wc = shared_cache();
@@ -1090,7 +1104,7 @@ Test(shared, a_read_only_client_cannot_write_by_any_path, .timeout = 60)
 	 * while that mapping stands: the daemon reads them from its own mapping
 	 * of the memfd, which has no page for them.
 	 */
-	reader = fork();
+	reader = fork_child();
 	if (reader == 0) {
 		struct upc_cache *c;
 		unsigned char buf[4 * PAGE];
@@ -1428,7 +1442,7 @@ Test(shared, past_eof_a_client_gets_the_kernels_sigbus_and_efault, .timeout = 60
 	cr_assert(eof_efault(pfd[1], p + 4 * PAGE));
 
 	/* By another client's: its relay signal reaches this process, and the pages read soon after. */
-	pid = fork();
+	pid = fork_child();
 	cr_assert_geq(pid, 0);
 	if (pid == 0) {
 		struct upc_cache *c2 = shared_cache();
@@ -1488,7 +1502,7 @@ Test(shared, past_eof_a_client_without_a_relay_signal_is_lifted_at_its_next_requ
 	upcd_start(NULL);
 	cr_assert_eq(pipe(to_child), 0);
 	cr_assert_eq(pipe(to_parent), 0);
-	pid = fork();		/* before this process makes a cache: the child's relay is still to be set up */
+	pid = fork_child();		/* before this process makes a cache: the child's relay is still to be set up */
 	cr_assert_geq(pid, 0);
 	if (pid == 0) {
 		struct upc_stats st = { .sz = sizeof(st) };
@@ -1558,7 +1572,7 @@ Test(shared, a_killed_clients_pins_go_with_it, .timeout = 60)
 
 	upcd_start(NULL);
 	cr_assert_eq(pipe(ready), 0);
-	pid = fork();
+	pid = fork_child();
 	cr_assert_geq(pid, 0);
 	if (pid == 0) {
 		struct upc_cache *c2 = shared_cache();
@@ -1777,7 +1791,7 @@ Test(shared, a_child_forked_without_a_daemon_has_no_mappings_and_says_so, .timeo
 	for (int i = 0; i < 500 && upc_msync(c, p, PAGE, UPC_MS_SYNC) != -ENOTCONN; i++)
 		usleep(10000);
 	cr_assert_eq(upc_msync(c, p, PAGE, UPC_MS_SYNC), -ENOTCONN);
-	pid = fork();
+	pid = fork_child();
 	cr_assert_geq(pid, 0);
 	if (pid == 0) {
 		struct upc_stats st = { .sz = sizeof(st) };
@@ -1985,7 +1999,7 @@ Test(shared, a_refused_fixed_mapping_changes_nothing_a_failed_one_unmaps, .timeo
 	 * over a reservation of that size (so that nothing else of the
 	 * child's is in the range), grown past the limit.
 	 */
-	pid = fork();
+	pid = fork_child();
 	cr_assert_geq(pid, 0);
 	if (pid == 0) {
 		const size_t big = 256UL << 20;
@@ -2082,7 +2096,7 @@ Test(shared, a_large_pwrite_is_atomic_against_another_processes_write, .timeout 
 	atomic_store(&sync[1], 0);	/* writes done */
 	upcd_start(NULL);
 	for (int k = 0; k < 2; k++) {
-		pids[k] = fork();
+		pids[k] = fork_child();
 		cr_assert_geq(pids[k], 0);
 		if (pids[k] == 0) {
 			struct upc_cache *wc = shared_cache();
@@ -2271,7 +2285,7 @@ Test(shared, with_no_daemon_a_client_keeps_its_contracts_and_an_exit_loses_nothi
 		cr_skip_test("under asynchronous tracking no client serves itself (takeover.c)");
 	setenv("UPC_RECONNECT", "60", 1);
 	upcd_start(NULL);
-	x = fork();
+	x = fork_child();
 	cr_assert_geq(x, 0);
 	if (x == 0) {
 		struct upc_cache *c = shared_cache();
@@ -2301,7 +2315,7 @@ Test(shared, with_no_daemon_a_client_keeps_its_contracts_and_an_exit_loses_nothi
 			usleep(1000);
 		_exit(upc_cache_destroy(c) ? 11 : 0);
 	}
-	y = fork();
+	y = fork_child();
 	cr_assert_geq(y, 0);
 	if (y == 0) {
 		struct upc_cache *c = shared_cache();
@@ -2371,7 +2385,7 @@ Test(shared, a_new_client_after_a_restart_shares_the_memfd_the_old_ones_serve_th
 		cr_skip_test("under asynchronous tracking no client serves itself (takeover.c)");
 	setenv("UPC_RECONNECT", "60", 1);
 	upcd_start(NULL);
-	w = fork();
+	w = fork_child();
 	cr_assert_geq(w, 0);
 	if (w == 0) {
 		struct upc_cache *c = shared_cache();
@@ -2401,7 +2415,7 @@ Test(shared, a_new_client_after_a_restart_shares_the_memfd_the_old_ones_serve_th
 	/* the old client stops before it can notice the new daemon */
 	cr_assert_eq(kill(w, SIGSTOP), 0);
 	upcd_spawn(NULL);
-	z = fork();
+	z = fork_child();
 	cr_assert_geq(z, 0);
 	if (z == 0) {
 		struct upc_cache *c = shared_cache();
