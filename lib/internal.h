@@ -133,6 +133,7 @@ struct upc_state_hdr {
 	int64_t btime_sec;		/* the file's birth time (statx), 0 unknown: */
 	uint32_t btime_nsec;		/* an inode number used again is another file */
 	uint32_t async;			/* tracked asynchronously: a clean page may be written in a PTE */
+	uint64_t born;			/* the daemon that made it: its start, ns since the epoch (0: older) */
 };
 
 /*
@@ -364,6 +365,8 @@ struct upc_cache {
 	size_t nheld, held_cap;
 	struct orphan *orphans;		/* upcd: earlier daemons' memfds held by processes (cache.c) */
 	size_t norphans;
+	uint64_t orphans_until;		/* now_ms(): after it the orphans are forgotten */
+	uint64_t born;			/* upcd: when it started, ns since the epoch (struct upc_state_hdr) */
 	pthread_t stage_thread;		/* serving: the staging mappings' faults (remote.c, staging_main) */
 	bool stage_running;
 	int stage_efd;

@@ -2448,3 +2448,160 @@ Test(shared, a_new_client_after_a_restart_shares_the_memfd_the_old_ones_serve_th
 	close(fd);
 	unlink(path);
 }
+
+/*
+ * One process maps a file read-write and read-only (review of fdcd625):
+ * each mapping keeps descriptors of its own (client.c, cfile_get), so with
+ * no daemon the read-only (private) view shows the pages the writer fills
+ * (the memfd's, never a copy of its own), and after a restart both are
+ * adopted with their own access: the writable one stays writable, the
+ * read-only one sees every later store.
+ */
+Test(shared, a_read_only_and_a_writable_mapping_in_one_process_survive_a_restart, .timeout = 90)
+{
+	struct nd_shared *sh = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	char path[64];
+	int fd = tmpfile_pattern(256 * PAGE, path), status;
+	unsigned char b;
+	pid_t x;
+
+	cr_assert(sh != MAP_FAILED);
+	if (track_flags())
+		cr_skip_test("under asynchronous tracking no client serves itself (takeover.c)");
+	setenv("UPC_RECONNECT", "60", 1);
+	upcd_start(NULL);
+	x = fork_child();
+	cr_assert_geq(x, 0);
+	if (x == 0) {
+		struct upc_cache *c = shared_cache();
+		int f = open_rw(path), rofd = open(path, O_RDONLY | O_CLOEXEC);
+		volatile unsigned char *p, *ro;
+		int bad = 0;
+
+		if (rofd < 0 || upc_map(c, f, 0, 256 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p) ||
+		    upc_map(c, rofd, 0, 256 * PAGE, PROT_READ, 0, (void **)&ro))
+			_exit(10);
+		bad += ro[0] != pat(0);
+		p[0] = 'A';
+		bad += ro[0] != 'A';
+		atomic_store(&sh->ready, 1);
+		while (!atomic_load(&sh->killed))
+			usleep(1000);
+		p[200 * PAGE] = 'Q';		/* no one had page 200: this process fills it itself */
+		bad += (ro[200 * PAGE] != 'Q') << 1;
+		atomic_store(&sh->done, 1);
+		while (atomic_load(&sh->done) != 2)
+			usleep(1000);
+		if (upc_msync(c, (void *)p, PAGE, UPC_MS_SYNC))	/* through the new daemon: adopted */
+			_exit(12);
+		p[PAGE] = 'B';			/* still writable */
+		p[201 * PAGE] = 'R';
+		bad += (ro[201 * PAGE] != 'R') << 2;
+		bad += (ro[240 * PAGE] != pat(240 * PAGE)) << 3;	/* uncached: the daemon's staged fill */
+		p[240 * PAGE] = 'S';
+		bad += (ro[240 * PAGE] != 'S') << 4;
+		if (upc_cache_destroy(c))
+			_exit(11);
+		_exit(bad ? 20 + bad : 0);
+	}
+	for (int i = 0; i < 3000 && !atomic_load(&sh->ready); i++)
+		usleep(1000);
+	cr_assert(atomic_load(&sh->ready));
+	cr_assert_eq(kill(upcd_pid, SIGKILL), 0);
+	cr_assert_eq(waitpid(upcd_pid, &status, 0), upcd_pid);
+	atomic_store(&sh->killed, 1);
+	for (int i = 0; i < 3000 && !atomic_load(&sh->done); i++)
+		usleep(10000);
+	cr_assert(atomic_load(&sh->done), "the writes and reads with no daemon did not return");
+	upcd_spawn(NULL);
+	atomic_store(&sh->done, 2);
+	cr_assert_eq(waitpid(x, &status, 0), x);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		  "status %#x (exit 20 + a mask: 1 before the kill, 2 with no daemon, 4/8/16 after the restart)", status);
+	upcd_stop();
+	cr_assert_eq(pread(fd, &b, 1, PAGE), 1);
+	cr_assert_eq(b, 'B');
+	cr_assert_eq(pread(fd, &b, 1, 200 * PAGE), 1);
+	cr_assert_eq(b, 'Q');
+	close(fd);
+	unlink(path);
+}
+
+/*
+ * The earlier daemon's memfds are found by their names in /proc, which
+ * anyone can give: a process that names memfds for a file and then puts a
+ * FIFO behind those descriptor numbers must not block the daemon (an open
+ * of it through /proc did, for ever: review of fdcd625).  The descriptors
+ * are taken with pidfd_getfd(2), which opens nothing, and checked.
+ */
+Test(shared, a_planted_orphan_memfd_cannot_block_the_daemon, .timeout = 60)
+{
+	struct nd_shared *sh = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	char path[64], fifo[80];
+	int fd = tmpfile_pattern(8 * PAGE, path), status;
+	struct stat st;
+	pid_t a, v;
+
+	cr_assert(sh != MAP_FAILED);
+	cr_assert_eq(fstat(fd, &st), 0);
+	snprintf(fifo, sizeof(fifo), "%s.fifo", path);
+	cr_assert_eq(mkfifo(fifo, 0600), 0);
+	a = fork_child();
+	cr_assert_geq(a, 0);
+	if (a == 0) {
+		char name[96];
+		int m, p, ff;
+
+		snprintf(name, sizeof(name), "upcache:%lx:%lu", (unsigned long)st.st_dev, (unsigned long)st.st_ino);
+		m = memfd_create(name, 0);
+		snprintf(name, sizeof(name), "upcache-pt:%lx:%lu", (unsigned long)st.st_dev, (unsigned long)st.st_ino);
+		p = memfd_create(name, 0);
+		if (m < 0 || p < 0)
+			_exit(10);
+		atomic_store(&sh->ready, 1);
+		while (atomic_load(&sh->killed) != 1)	/* the daemon has read /proc */
+			usleep(1000);
+		ff = open(fifo, O_RDONLY | O_NONBLOCK);	/* no writer: a blocking open would wait */
+		if (ff < 0 || dup2(ff, m) < 0 || dup2(ff, p) < 0)
+			_exit(11);
+		atomic_store(&sh->killed, 2);
+		pause();
+		_exit(0);
+	}
+	for (int i = 0; i < 3000 && !atomic_load(&sh->ready); i++)
+		usleep(1000);
+	upcd_start(NULL);
+	atomic_store(&sh->killed, 1);
+	for (int i = 0; i < 3000 && atomic_load(&sh->killed) != 2; i++)
+		usleep(1000);
+	cr_assert_eq(atomic_load(&sh->killed), 2);
+	v = fork_child();
+	cr_assert_geq(v, 0);
+	if (v == 0) {
+		struct upc_cache *c = shared_cache();
+		int f = open_rw(path);
+		volatile unsigned char *q;
+
+		if (upc_map(c, f, 0, 8 * PAGE, PROT_READ, 0, (void **)&q))
+			_exit(12);
+		_exit(q[PAGE + 3] == pat(PAGE + 3) && upc_cache_destroy(c) == 0 ? 0 : 13);
+	}
+	{
+		bool back = false;
+
+		for (int i = 0; i < 1000 && !(back = waitpid(v, &status, WNOHANG) == v); i++)
+			usleep(10000);
+		if (!back) {
+			kill(v, SIGKILL);
+			waitpid(v, NULL, 0);
+		}
+		cr_assert(back, "the map of the file did not return in 10 s: the daemon is blocked");
+		cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the map of the file: status %#x", status);
+	}
+	upcd_stop();
+	kill(a, SIGKILL);
+	waitpid(a, NULL, 0);
+	unlink(fifo);
+	unlink(path);
+	close(fd);
+}

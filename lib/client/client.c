@@ -85,10 +85,21 @@ static struct cfile *cfile_get(struct upc_client *cl, int fd, int memfd, int sta
 	struct cfile *cf;
 	struct stat st;
 
-	if (fstat(memfd, &st) < 0)
+	int acc = fcntl(memfd, F_GETFL);
+
+	if (fstat(memfd, &st) < 0 || acc < 0)
 		return NULL;
+	/*
+	 * One record per memfd and access mode: a read-only mapping (its
+	 * memfd descriptor read-only, mapped MAP_PRIVATE) and a read-write one
+	 * of the same file keep descriptors of their own, which a restarted
+	 * daemon is handed with each (adopt_one) and a forked child maps again
+	 * (client_remap): shared, the second was handed the first's, and a
+	 * writable range was refused or a read-only one served as writable
+	 * (review of fdcd625).
+	 */
 	for (cf = cl->files; cf; cf = cf->next)
-		if (cf->mdev == st.st_dev && cf->mino == st.st_ino) {
+		if (cf->mdev == st.st_dev && cf->mino == st.st_ino && cf->acc == (acc & O_ACCMODE)) {
 			cf->refs++;
 			return cf;
 		}
@@ -109,6 +120,7 @@ static struct cfile *cfile_get(struct upc_client *cl, int fd, int memfd, int sta
 		return NULL;
 	}
 	cf->refs = 1;
+	cf->acc = acc & O_ACCMODE;
 	cf->mdev = st.st_dev;
 	cf->mino = st.st_ino;
 	cf->next = cl->files;

@@ -21,6 +21,7 @@ struct cfile {
 	int refs;			/* mappings (struct crange) */
 	dev_t mdev;
 	ino_t mino;			/* the memfd's inode: one per file of the daemon */
+	int acc;			/* the memfd descriptor's access mode: O_RDONLY for a read-only file */
 	int fd, memfd, statefd;
 	/* while the daemon is away (takeover.c): this process serves its faults */
 	bool taken;			/* its takeover lock is held: see takeover.c */
@@ -79,6 +80,7 @@ struct upc_client {
 	 */
 	pthread_rwlock_t to_lock;
 	_Atomic bool to_active;
+	_Atomic bool to_stop;		/* the takeover thread is to stop (takeover_end) */
 	pthread_t to_thread;
 	int to_efd;
 	pthread_mutex_t to_wb;		/* one write-back at a time in this process */

@@ -502,6 +502,12 @@ int cache_serve(struct upc_cache *c)
 	pthread_setname_np(c->stage_thread, "upc-staging");
 	c->stage_running = true;
 	c->serving = true;
+	{
+		struct timespec ts;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		c->born = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+	}
 	cache_find_orphans(c);
 	return 0;
 }

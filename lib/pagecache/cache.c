@@ -63,6 +63,7 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 uint32_t cache_ticks(struct upc_cache *c)
@@ -1075,6 +1076,7 @@ static int file_new(struct upc_cache *c, int fd, const struct stat *st, const st
 			h->btime_sec = bx.stx_btime.tv_sec;
 			h->btime_nsec = bx.stx_btime.tv_nsec;
 			h->async = c->track_mode == UPC_TRACK_ASYNC;
+			h->born = c->born;
 			h->magic = UPC_STATE_MAGIC;
 		}
 	}
@@ -1461,19 +1463,36 @@ out:
  * (its clients, which serve themselves meanwhile: takeover.c), found
  * through /proc/<pid>/fd by their names, "upcache:<dev>:<ino>" and
  * "upcache-pt:<dev>:<ino>".  A file one of them is of is adopted from them
- * (file_get) even when the first process to ask for the file is a new one:
- * otherwise the file would get a new memfd beside the old one, whose
- * clients still serve themselves, and both would write the file (review
- * of 36c145e: a new client's msync undone by an old client's hand-back,
- * and the old client's dirty pages lost when its memfd was refused).
- * What a process holds is reached if the daemon may read its /proc
- * (root, or its own user's processes that are dumpable); the memfds are
- * checked as a client's ADOPT is (adopt_fd), so a forged one is refused.
+ * (file_get, file_adopt_wait) even when the first process to ask for the
+ * file is a new one: otherwise the file would get a new memfd beside the
+ * old one, whose clients still serve themselves, and both would write the
+ * file (review of 36c145e: a new client's msync undone by an old client's
+ * hand-back, and the old client's dirty pages lost when its memfd was
+ * refused).
+ *
+ * The names are anyone's to give (memfd_create), and a process can put
+ * anything behind a descriptor number once it was read here: so nothing
+ * is ever opened by its /proc path (an open of a FIFO put there blocked a
+ * daemon thread for ever, and a pty's became the daemon's controlling
+ * terminal, whose hang-up killed it: review of fdcd625).  The holder is
+ * kept as a pidfd from the scan on (no pid used again), and the descriptor
+ * is taken with pidfd_getfd(2), which opens nothing: a duplicate of what
+ * the process holds, then checked as a client's ADOPT is (adopt_fd: the
+ * name, the daemon's own user, the seals).  Of several memfds of one file
+ * (a client can keep one of any earlier daemon), the newest daemon's is
+ * taken (struct upc_state_hdr @born), never an older one over it.  At most
+ * ORPHANS_MAX are kept, for ORPHANS_TTL_MS: the clients that serve
+ * themselves hand back within 100 ms of the start.
  */
+static int file_adopt_lockwait(struct upc_cache *c, int fd, int memfd, int statefd, struct upc_file **fp);
+
+#define ORPHANS_MAX	4096
+#define ORPHANS_TTL_MS	(5 * 60 * 1000)
+
 struct orphan {
 	dev_t dev;
 	ino_t ino;
-	pid_t pid;
+	int pidfd;		/* the holder */
 	int memfd_no, pt_no;
 };
 
@@ -1499,12 +1518,19 @@ static void orphans_of(struct upc_cache *c, pid_t pid)
 	size_t nmine = 0;
 	char path[64], link[128];
 	struct dirent *de;
+	int pidfd;
 	DIR *dir;
 
+	/* the holder first: its fds are read after, so they are this process's */
+	pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	if (pidfd < 0)
+		return;
 	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
 	dir = opendir(path);
-	if (!dir)
+	if (!dir) {
+		close(pidfd);
 		return;
+	}
 	while ((de = readdir(dir))) {
 		ssize_t n = readlinkat(dirfd(dir), de->d_name, link, sizeof(link) - 1);
 		bool pt = false;
@@ -1520,12 +1546,12 @@ static void orphans_of(struct upc_cache *c, pid_t pid)
 		for (i = 0; i < nmine && !(mine[i].dev == dev && mine[i].ino == ino); i++)
 			;
 		if (i == nmine) {
-			struct orphan *m = realloc(mine, (nmine + 1) * sizeof(*m));
+			struct orphan *m = nmine < 64 ? realloc(mine, (nmine + 1) * sizeof(*m)) : NULL;
 
 			if (!m)
 				break;
 			mine = m;
-			mine[nmine++] = (struct orphan){ dev, ino, pid, -1, -1 };
+			mine[nmine++] = (struct orphan){ dev, ino, -1, -1, -1 };
 		}
 		*(pt ? &mine[i].pt_no : &mine[i].memfd_no) = atoi(de->d_name);
 	}
@@ -1533,14 +1559,18 @@ static void orphans_of(struct upc_cache *c, pid_t pid)
 	for (size_t i = 0; i < nmine; i++) {
 		struct orphan *o;
 
-		if (mine[i].memfd_no < 0 || mine[i].pt_no < 0)
+		if (mine[i].memfd_no < 0 || mine[i].pt_no < 0 || c->norphans >= ORPHANS_MAX)
 			continue;
 		o = realloc(c->orphans, (c->norphans + 1) * sizeof(*o));
 		if (!o)
 			break;
 		c->orphans = o;
+		mine[i].pidfd = fcntl(pidfd, F_DUPFD_CLOEXEC, 0);
+		if (mine[i].pidfd < 0)
+			break;
 		c->orphans[c->norphans++] = mine[i];
 	}
+	close(pidfd);
 	free(mine);
 }
 
@@ -1551,67 +1581,108 @@ void cache_find_orphans(struct upc_cache *c)
 
 	if (!dir)
 		return;
-	while ((de = readdir(dir))) {
+	while ((de = readdir(dir)) && c->norphans < ORPHANS_MAX) {
 		pid_t pid = (pid_t)atoi(de->d_name);
 
 		if (pid > 0 && pid != getpid())
 			orphans_of(c, pid);
 	}
 	closedir(dir);
+	c->orphans_until = now_ms() + ORPHANS_TTL_MS;
 	if (c->norphans)
 		pr_info("%zu memfds of an earlier daemon are held by processes: adopted when their file is asked for\n",
 			c->norphans);
 }
 
+/* Every orphan entry of @st's file (or all, @all) out of the list, into @out (caller frees).  Under c->lock. */
+static size_t orphans_take(struct upc_cache *c, const struct stat *st, bool all, struct orphan **out)
+{
+	size_t n = 0;
+
+	*out = calloc(c->norphans ? c->norphans : 1, sizeof(**out));
+	if (!*out)
+		return 0;
+	for (size_t i = 0; i < c->norphans;)
+		if (all || (c->orphans[i].dev == st->st_dev && c->orphans[i].ino == st->st_ino)) {
+			(*out)[n++] = c->orphans[i];
+			c->orphans[i] = c->orphans[--c->norphans];
+		} else {
+			i++;
+		}
+	return n;
+}
+
 /*
- * file_get() of a file the earlier daemon's memfds in some process are of,
- * and which this daemon does not hold: adopted from the first of them that
- * can be opened (file_adopt_wait: after every client that serves itself on
- * it has handed it back).  1: not such a file, or none could be adopted
- * (then it gets a memfd of its own).
+ * Before a file this daemon does not hold gets a memfd, or a client's
+ * memfd of it is adopted (file_adopt_wait): the earlier daemons' memfds of
+ * it that processes hold, the newest daemon's first.  0 and *@fp: adopted;
+ * 1: not such a file, or none could be adopted (then it gets a memfd of
+ * its own, or the client's is adopted); < 0: an error.
  */
 static int orphan_adopt(struct upc_cache *c, int fd, struct upc_file **fp)
 {
+	struct orphan *os;
 	struct stat st;
+	size_t n;
 	int ret = 1;
 
 	if (sys_fstat_id(fd, &st) < 0)
 		return 1;
-	for (;;) {
-		struct orphan o = { 0 };
-		char path[64];
-		int m, p;
-		bool found = false, held = false;
-
-		pthread_mutex_lock(&c->lock);
-		for (struct upc_file *f = c->files; f && !held; f = f->next)
-			held = f->dev == st.st_dev && f->ino == st.st_ino;
-		for (size_t i = 0; i < c->norphans; i++)
-			if (c->orphans[i].dev == st.st_dev && c->orphans[i].ino == st.st_ino) {
-				o = c->orphans[i];
-				c->orphans[i] = c->orphans[--c->norphans];
-				found = true;
-				break;
-			}
+	pthread_mutex_lock(&c->lock);
+	if (now_ms() > c->orphans_until) {
+		n = orphans_take(c, &st, true, &os);		/* too late: every client has handed back */
 		pthread_mutex_unlock(&c->lock);
-		if (!found)
-			return ret;
-		if (held)
-			continue;	/* adopted already: the entries go */
-		snprintf(path, sizeof(path), "/proc/%d/fd/%d", (int)o.pid, o.memfd_no);
-		m = open(path, O_RDONLY | O_CLOEXEC);
-		snprintf(path, sizeof(path), "/proc/%d/fd/%d", (int)o.pid, o.pt_no);
-		p = open(path, O_RDONLY | O_CLOEXEC);
-		if (m >= 0 && p >= 0)
-			ret = file_adopt_wait(c, fd, m, p, fp);
-		if (m >= 0)
-			close(m);
-		if (p >= 0)
-			close(p);
-		if (ret <= 0 && ret != -ESTALE && ret != -EBADF && ret != -EINVAL && ret != -EPERM)
-			return ret;
-		ret = 1;
+		for (size_t i = 0; i < n; i++)
+			close(os[i].pidfd);
+		free(os);
+		return 1;
 	}
+	n = orphans_take(c, &st, false, &os);
+	pthread_mutex_unlock(&c->lock);
+	{
+		int (*fds)[2] = calloc(n ? n : 1, sizeof(*fds));
+		uint64_t *born = calloc(n ? n : 1, sizeof(*born));
+
+		for (size_t i = 0; i < n && fds && born; i++) {
+			struct upc_state_hdr h;
+
+			fds[i][0] = (int)syscall(SYS_pidfd_getfd, os[i].pidfd, os[i].memfd_no, 0);
+			fds[i][1] = (int)syscall(SYS_pidfd_getfd, os[i].pidfd, os[i].pt_no, 0);
+			born[i] = 0;
+			if (fds[i][1] >= 0 && pread(fds[i][1], &h, sizeof(h), 0) == (ssize_t)sizeof(h))
+				born[i] = h.born;
+		}
+		/* the newest daemon's first: an older memfd's dirty pages are older than its */
+		while (ret != 0 && fds && born) {
+			size_t best = n;
+
+			for (size_t i = 0; i < n; i++)
+				if (fds[i][0] >= 0 && fds[i][1] >= 0 && (best == n || born[i] > born[best]))
+					best = i;
+			if (best == n)
+				break;
+			ret = file_adopt_lockwait(c, fd, fds[best][0], fds[best][1], fp);
+			if (ret < 0 && ret != -ESTALE && ret != -EBADF && ret != -EINVAL && ret != -EPERM &&
+			    ret != -EBUSY)
+				break;
+			if (ret != 0)
+				ret = 1;
+			close(fds[best][0]);
+			close(fds[best][1]);
+			fds[best][0] = fds[best][1] = -1;
+		}
+		for (size_t i = 0; i < n; i++) {
+			if (fds && fds[i][0] >= 0)
+				close(fds[i][0]);
+			if (fds && fds[i][1] >= 0)
+				close(fds[i][1]);
+			close(os[i].pidfd);
+		}
+		free(fds);
+		free(born);
+	}
+	free(os);
+	return ret;
 }
 
 int file_get(struct upc_cache *c, int fd, struct upc_file **fp)
@@ -1651,15 +1722,50 @@ static int file_adopt(struct upc_cache *c, int fd, int memfd, int statefd, bool 
  */
 #define ADOPT_WAIT_MS	10000
 
-int file_adopt_wait(struct upc_cache *c, int fd, int memfd, int statefd, struct upc_file **fp)
+static int file_adopt_lockwait(struct upc_cache *c, int fd, int memfd, int statefd, struct upc_file **fp)
 {
 	uint64_t until = now_ms() + ADOPT_WAIT_MS;
 	int ret;
 
-	while ((ret = file_adopt(c, fd, memfd, statefd, false, fp)) == -EAGAIN && now_ms() < until)
+	while ((ret = file_adopt(c, fd, memfd, statefd, false, fp)) == -EAGAIN) {
+		struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1 };
+
+		/*
+		 * A write lock is a live daemon's (this machine may run
+		 * another, on another socket): its memfds are never taken,
+		 * after any wait.  Read locks are clients serving themselves.
+		 */
+		if (fcntl(statefd, F_OFD_GETLK, &fl) == 0 && fl.l_type == F_WRLCK)
+			return -EBUSY;
+		if (now_ms() >= until)
+			return file_adopt(c, fd, memfd, statefd, true, fp);
 		usleep(5 * 1000);
-	if (ret == -EAGAIN)
-		ret = file_adopt(c, fd, memfd, statefd, true, fp);
+	}
+	return ret;
+}
+
+/*
+ * A client hands back a memfd of an earlier daemon (remote_adopt): the
+ * newest of the earlier daemons' memfds of the file is adopted first
+ * (orphan_adopt), so that a client that kept an older one cannot have it
+ * taken instead; then the client's, which must be the one adopted.
+ */
+int file_adopt_wait(struct upc_cache *c, int fd, int memfd, int statefd, struct upc_file **fp)
+{
+	struct upc_file *of = NULL;
+	int ret;
+
+	if (c->norphans) {
+		ret = orphan_adopt(c, fd, &of);
+		if (ret < 0)
+			return ret;
+		if (ret)
+			of = NULL;
+	}
+	ret = file_adopt_lockwait(c, fd, memfd, statefd, fp);
+	/* held until the client's is taken: unused meanwhile, it could have been let go */
+	if (of)
+		file_put(of);
 	return ret;
 }
 
@@ -1968,6 +2074,8 @@ UPC_API int upc_cache_destroy(struct upc_cache *c)
 	pthread_mutex_destroy(&c->wb_lock);
 	pthread_cond_destroy(&c->wb_cond);
 	free(c->held);
+	for (size_t i = 0; i < c->norphans; i++)
+		close(c->orphans[i].pidfd);
 	free(c->orphans);
 	free(c);
 	return ret;
