@@ -721,8 +721,8 @@ bool takeover_msync(struct upc_client *cl, uintptr_t addr, size_t len, int flags
 	if ((flags & ~(int)UPC_MS_FLAGS_ALL) || (flags & UPC_MS_FLAGS_ALL) == 0 ||
 	    (flags & UPC_MS_FLAGS_ALL) == UPC_MS_FLAGS_ALL || (addr & (UPC_PAGE_SIZE - 1)) || !len || end < addr)
 		ret = -EINVAL;
-	else if (!covered(cl, addr, pg_round_up(end)))
-		ret = -ENOMEM;
+	else if (pg_round_up(end) < end || !covered(cl, addr, pg_round_up(end)))
+		ret = -ENOMEM;		/* the top page of the address space is never a mapping */
 	for (size_t i = 0; i < cl->nmaps && ret == 0; i++) {
 		struct crange *r = &cl->maps[i];
 
@@ -759,8 +759,13 @@ bool takeover_fsync(struct upc_client *cl, int fd, bool datasync, int *retp)
 	struct cfile *cf;
 	int ret = 0;
 
-	if (fstat(fd, &st) < 0 || !to_enter(cl))
+	if (!to_enter(cl))
 		return false;
+	if (fstat(fd, &st) < 0) {
+		pthread_rwlock_unlock(&cl->to_lock);
+		*retp = -EBADF;		/* as the daemon answers, not after waiting for one */
+		return true;
+	}
 	pthread_mutex_lock(&cl->maps_lock);
 	for (cf = cl->files; cf; cf = cf->next)
 		if (cf->taken && fstat(cf->fd, &cs) == 0 && cs.st_dev == st.st_dev && cs.st_ino == st.st_ino)
