@@ -28,6 +28,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -1178,6 +1179,20 @@ int main(int argc, char **argv)
 		d.lsock = listen_on(path, group, mode > 0 ? (mode_t)mode : group ? 0660 : 0600);
 	if (d.lsock < 0)
 		return 1;
+	/*
+	 * Descriptors: two memfds a file, a pidfd per process holding an
+	 * earlier daemon's memfds (cache.c, cache_find_orphans), three per
+	 * client.  The soft limit (1024, run by hand) is raised to the hard
+	 * one, as upcd.service's LimitNOFILE does.
+	 */
+	{
+		struct rlimit rl;
+
+		if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+			rl.rlim_cur = rl.rlim_max;
+			setrlimit(RLIMIT_NOFILE, &rl);
+		}
+	}
 	ret = upc_cache_create(&o, &d.c);
 	if (ret < 0) {
 		fprintf(stderr, "upcd: cannot create the cache: %s\n", upc_strerror(ret));

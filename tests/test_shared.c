@@ -6,6 +6,7 @@
 #include "helpers.h"
 #include "proto.h"
 
+#include <dirent.h>
 #include <linux/falloc.h>
 #include <linux/userfaultfd.h>
 #include <stdatomic.h>
@@ -2604,4 +2605,113 @@ Test(shared, a_planted_orphan_memfd_cannot_block_the_daemon, .timeout = 60)
 	unlink(fifo);
 	unlink(path);
 	close(fd);
+}
+
+/* The inode of the data memfd daemon @pid holds for @st's file, 0 if none. */
+static ino_t daemon_memfd_ino(pid_t pid, const struct stat *st)
+{
+	char dir[64], want[96], link[128];
+	struct dirent *de;
+	ino_t ino = 0;
+	DIR *d;
+
+	snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)pid);
+	snprintf(want, sizeof(want), "/memfd:upcache:%lx:%lu ", (unsigned long)st->st_dev, (unsigned long)st->st_ino);
+	d = opendir(dir);
+	cr_assert(d);
+	while ((de = readdir(d)) && !ino) {
+		ssize_t n = readlinkat(dirfd(d), de->d_name, link, sizeof(link) - 1);
+		struct stat ms;
+
+		if (n <= 0)
+			continue;
+		link[n] = '\0';
+		if (!strncmp(link, want, strlen(want)) && fstatat(dirfd(d), de->d_name, &ms, 0) == 0)
+			ino = ms.st_ino;
+	}
+	closedir(d);
+	return ino;
+}
+
+/*
+ * Two daemons on one machine (two sockets): a file that one serves is never
+ * taken from it by the other, which finds its memfds in the first one's
+ * clients (cache_find_orphans): the first one's write lock says so, read
+ * through the second's own description of the page table, not through the
+ * duplicate it takes from the client (review of dcfd6eb: it was taken after
+ * a 10 s wait).
+ */
+Test(shared, a_second_daemon_never_takes_a_live_daemons_memfd, .timeout = 60)
+{
+	struct nd_shared *sh = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	char path[64], first[108];
+	int fd = tmpfile_pattern(8 * PAGE, path), status;
+	struct stat st;
+	pid_t da, a, b;
+	uint64_t t0;
+	ino_t ia, ib;
+
+	cr_assert(sh != MAP_FAILED);
+	cr_assert_eq(fstat(fd, &st), 0);
+	upcd_start(NULL);
+	da = upcd_pid;
+	strcpy(first, sock_path);
+	a = fork_child();
+	cr_assert_geq(a, 0);
+	if (a == 0) {
+		struct upc_cache *c = shared_cache();
+		int f = open_rw(path);
+		volatile unsigned char *p;
+
+		if (upc_map(c, f, 0, 8 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p))
+			_exit(10);
+		p[0] = 'A';
+		atomic_store(&sh->ready, 1);
+		while (!atomic_load(&sh->done))
+			usleep(1000);
+		_exit(upc_cache_destroy(c) ? 11 : 0);
+	}
+	for (int i = 0; i < 3000 && !atomic_load(&sh->ready); i++)
+		usleep(1000);
+	cr_assert(atomic_load(&sh->ready));
+	ia = daemon_memfd_ino(da, &st);
+	cr_assert_neq(ia, 0);
+	/* the second daemon, on a socket of its own, beside the first */
+	snprintf(sock_path, sizeof(sock_path), "%s2", first);
+	upcd_spawn(NULL);
+	t0 = (uint64_t)time(NULL);
+	b = fork_child();
+	cr_assert_geq(b, 0);
+	if (b == 0) {
+		struct upc_cache *c = shared_cache();
+		int f = open_rw(path);
+		volatile unsigned char *p;
+
+		if (upc_map(c, f, 0, 8 * PAGE, PROT_READ, 0, (void **)&p))
+			_exit(10);
+		(void)p[PAGE];
+		atomic_store(&sh->writer_ready, 1);
+		while (atomic_load(&sh->done) != 2)
+			usleep(1000);
+		_exit(upc_cache_destroy(c) ? 11 : 0);
+	}
+	for (int i = 0; i < 3000 && !atomic_load(&sh->writer_ready); i++)
+		usleep(10000);
+	cr_assert(atomic_load(&sh->writer_ready), "the second daemon's client could not map the file");
+	cr_assert_lt((uint64_t)time(NULL) - t0, 5, "the second daemon waited for the first one's lock");
+	ib = daemon_memfd_ino(upcd_pid, &st);
+	cr_assert_neq(ib, 0);
+	cr_assert_neq(ia, ib, "the second daemon took the first one's memfd (inode %lu)", (unsigned long)ia);
+	atomic_store(&sh->done, 2);
+	cr_assert_eq(waitpid(b, &status, 0), b);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the second daemon's client: %#x", status);
+	upcd_stop();
+	upcd_pid = da;
+	strcpy(sock_path, first);
+	atomic_store(&sh->done, 1);
+	cr_assert_eq(waitpid(a, &status, 0), a);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the first daemon's client: %#x", status);
+	upcd_stop();
+	close(fd);
+	unlink(path);
 }

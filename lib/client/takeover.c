@@ -390,16 +390,18 @@ static void refuse(struct upc_client *cl, int uffd, uintptr_t addr, uint32_t pti
 static void serve_one(struct upc_client *cl, int uffd, const struct uffd_msg *msg, const struct crange *rp,
 		      void *page);
 
-static void serve_fault(struct upc_client *cl, int uffd, const struct uffd_msg *msg, void *page)
+/* Returns whether it was this process's to serve. */
+static bool serve_fault(struct upc_client *cl, int uffd, const struct uffd_msg *msg, void *page)
 {
 	uintptr_t addr = (uintptr_t)msg->arg.pagefault.address & ~(uintptr_t)(UPC_PAGE_SIZE - 1);
 	struct crange r;
 
 	/* Not ours to serve (no lock on its file): it waits for the daemon's adoption, which wakes it. */
 	if (!lookup(cl, addr, &r))
-		return;
+		return false;
 	serve_one(cl, uffd, msg, &r, page);
 	lookup_done(cl, &r);
+	return true;
 }
 
 static void serve_one(struct upc_client *cl, int uffd, const struct uffd_msg *msg, const struct crange *rp,
@@ -515,9 +517,8 @@ static void *takeover_main(void *arg)
 			break;
 		}
 		for (size_t i = 0; i < (size_t)n / sizeof(msgs[0]); i++)
-			if (msgs[i].event == UFFD_EVENT_PAGEFAULT)
-				serve_fault(cl, uffd, &msgs[i], page);
-		last = now_us();
+			if (msgs[i].event == UFFD_EVENT_PAGEFAULT && serve_fault(cl, uffd, &msgs[i], page))
+				last = now_us();	/* only a fault served here is worth looking ahead for */
 	}
 	free(page);
 	return NULL;
@@ -726,7 +727,8 @@ bool takeover_msync(struct upc_client *cl, uintptr_t addr, size_t len, int flags
 	for (size_t i = 0; i < cl->nmaps && ret == 0; i++) {
 		struct crange *r = &cl->maps[i];
 
-		if (r->start < pg_round_up(end) && r->end > addr && !r->file->taken) {
+		/* a read-only range has nothing to write (its record is never taken) */
+		if (r->start < pg_round_up(end) && r->end > addr && !r->file->taken && r->file->acc != O_RDONLY) {
 			pthread_mutex_unlock(&cl->maps_lock);
 			pthread_rwlock_unlock(&cl->to_lock);
 			takeover_bypass = true;		/* the daemon's, and it waits for one */
@@ -737,11 +739,22 @@ bool takeover_msync(struct upc_client *cl, uintptr_t addr, size_t len, int flags
 		struct crange *r = &cl->maps[i];
 		uintptr_t s = max_t(uintptr_t, r->start, addr), e = min_t(uintptr_t, r->end, pg_round_up(end));
 
-		if (s >= e)
+		struct cfile *wf = r->file;
+
+		/*
+		 * A read-only range is written through this process's writable
+		 * record of the same memfd, if it has one (the pages are the
+		 * same); else there is nothing this process may write.
+		 */
+		if (!wf->taken)
+			for (wf = cl->files; wf && !(wf->taken && wf->mdev == r->file->mdev && wf->mino == r->file->mino);
+			     wf = wf->next)
+				;
+		if (s >= e || !wf)
 			continue;
-		ret = wb_range(cl, r->file, r->pgoff + ((s - r->start) >> UPC_PAGE_SHIFT),
+		ret = wb_range(cl, wf, r->pgoff + ((s - r->start) >> UPC_PAGE_SHIFT),
 			       r->pgoff + ((e - r->start) >> UPC_PAGE_SHIFT), &held);
-		if (ret == 0 && (flags & UPC_MS_SYNC) && fdatasync(r->file->fd) < 0 && errno != EBADF &&
+		if (ret == 0 && (flags & UPC_MS_SYNC) && fdatasync(wf->fd) < 0 && errno != EBADF &&
 		    errno != EINVAL)
 			ret = -errno;
 	}

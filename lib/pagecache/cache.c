@@ -1026,6 +1026,21 @@ static int file_new(struct upc_cache *c, int fd, const struct stat *st, const st
 		 */
 		if (fcntl(f->statefd, F_OFD_SETLK, &fl) < 0) {
 			ret = errno == EAGAIN || errno == EACCES ? -EAGAIN : -errno;
+			/*
+			 * A write lock is a live daemon's (this machine may run
+			 * another, on another socket): its memfds are never
+			 * taken, after any wait.  Asked through this daemon's own
+			 * open file description (adopt_fd opened it): through a
+			 * duplicate of the holder's (pidfd_getfd), the holder's
+			 * own lock is no conflict, and reads F_UNLCK (review of
+			 * dcfd6eb: a second daemon took a live one's memfd).
+			 */
+			if (ret == -EAGAIN) {
+				struct flock q = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1 };
+
+				if (fcntl(f->statefd, F_OFD_GETLK, &q) == 0 && q.l_type == F_WRLCK)
+					ret = -EBUSY;
+			}
 			if (ret != -EAGAIN || !adopt || !adopt->force)
 				goto out_free;
 			/*
@@ -1533,6 +1548,7 @@ static void orphans_of(struct upc_cache *c, pid_t pid)
 	}
 	while ((de = readdir(dir))) {
 		ssize_t n = readlinkat(dirfd(dir), de->d_name, link, sizeof(link) - 1);
+		struct stat ms;
 		bool pt = false;
 		dev_t dev;
 		ino_t ino;
@@ -1543,10 +1559,19 @@ static void orphans_of(struct upc_cache *c, pid_t pid)
 		link[n] = '\0';
 		if (!orphan_name(link, "upcache", &dev, &ino) && !(pt = orphan_name(link, "upcache-pt", &dev, &ino)))
 			continue;
+		/*
+		 * Only a memfd of this daemon's user can be one of its kind
+		 * (adopt_fd checks it again): what another user named so is
+		 * dropped here, not counted (a user filled the list and the
+		 * daemon's descriptors with them: review of dcfd6eb).  fstatat
+		 * follows the link without opening anything.
+		 */
+		if (fstatat(dirfd(dir), de->d_name, &ms, 0) < 0 || !S_ISREG(ms.st_mode) || ms.st_uid != geteuid())
+			continue;
 		for (i = 0; i < nmine && !(mine[i].dev == dev && mine[i].ino == ino); i++)
 			;
 		if (i == nmine) {
-			struct orphan *m = nmine < 64 ? realloc(mine, (nmine + 1) * sizeof(*m)) : NULL;
+			struct orphan *m = realloc(mine, (nmine + 1) * sizeof(*m));
 
 			if (!m)
 				break;
@@ -1574,6 +1599,22 @@ static void orphans_of(struct upc_cache *c, pid_t pid)
 	free(mine);
 }
 
+/* Another daemon (a live one: its memfds are its own) holds nothing to adopt. */
+static bool is_upcd(pid_t pid)
+{
+	char path[32], comm[32] = "";
+	int fd;
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/proc/%d/comm", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	n = read(fd, comm, sizeof(comm) - 1);
+	close(fd);
+	return n > 0 && !strncmp(comm, "upcd\n", 5);
+}
+
 void cache_find_orphans(struct upc_cache *c)
 {
 	struct dirent *de;
@@ -1584,11 +1625,11 @@ void cache_find_orphans(struct upc_cache *c)
 	while ((de = readdir(dir)) && c->norphans < ORPHANS_MAX) {
 		pid_t pid = (pid_t)atoi(de->d_name);
 
-		if (pid > 0 && pid != getpid())
+		if (pid > 0 && pid != getpid() && !is_upcd(pid))
 			orphans_of(c, pid);
 	}
 	closedir(dir);
-	c->orphans_until = now_ms() + ORPHANS_TTL_MS;
+	c->orphans_until = c->norphans ? now_ms() + ORPHANS_TTL_MS : 0;
 	if (c->norphans)
 		pr_info("%zu memfds of an earlier daemon are held by processes: adopted when their file is asked for\n",
 			c->norphans);
@@ -1646,10 +1687,27 @@ static int orphan_adopt(struct upc_cache *c, int fd, struct upc_file **fp)
 		for (size_t i = 0; i < n && fds && born; i++) {
 			struct upc_state_hdr h;
 
+			char link[128], path[32];
+			struct stat ms;
+			ssize_t k;
+
 			fds[i][0] = (int)syscall(SYS_pidfd_getfd, os[i].pidfd, os[i].memfd_no, 0);
 			fds[i][1] = (int)syscall(SYS_pidfd_getfd, os[i].pidfd, os[i].pt_no, 0);
+			if ((fds[i][0] < 0 || fds[i][1] < 0) && errno == EPERM)
+				pr_warn("pidfd_getfd refused (ptrace access: Yama's ptrace_scope?): the earlier daemon's "
+					"memfd of %lx:%lu is not adopted\n", (unsigned long)st.st_dev, (unsigned long)st.st_ino);
 			born[i] = 0;
-			if (fds[i][1] >= 0 && pread(fds[i][1], &h, sizeof(h), 0) == (ssize_t)sizeof(h))
+			/* what is behind the number now is checked before it is read (adopt_fd again, after) */
+			snprintf(path, sizeof(path), "/proc/self/fd/%d", fds[i][1]);
+			k = fds[i][1] >= 0 ? readlink(path, link, sizeof(link) - 1) : -1;
+			if (k <= 0 || (link[k] = '\0', strncmp(link, "/memfd:upcache-pt:", 18)) ||
+			    fstat(fds[i][1], &ms) < 0 || !S_ISREG(ms.st_mode) || ms.st_uid != geteuid()) {
+				if (fds[i][1] >= 0)
+					close(fds[i][1]);
+				fds[i][1] = -1;
+				continue;
+			}
+			if (pread(fds[i][1], &h, sizeof(h), 0) == (ssize_t)sizeof(h))
 				born[i] = h.born;
 		}
 		/* the newest daemon's first: an older memfd's dirty pages are older than its */
@@ -1685,11 +1743,30 @@ static int orphan_adopt(struct upc_cache *c, int fd, struct upc_file **fp)
 	return ret;
 }
 
+/*
+ * One orphan adoption at a time, and every first lookup of a file waits
+ * for the one in flight: the entries of the file being adopted are out of
+ * the list while it waits for the clients that serve themselves, and a
+ * second request for that file found none and gave it a memfd of its own
+ * (review of dcfd6eb).  Only in the ORPHANS_TTL_MS after a start that
+ * found orphans.
+ */
+static pthread_mutex_t orphan_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static bool orphan_window(struct upc_cache *c)
+{
+	/* and once after it, to let the entries and their pidfds go (orphan_adopt) */
+	return c->serving && c->orphans_until && (now_ms() < c->orphans_until || c->norphans);
+}
+
 int file_get(struct upc_cache *c, int fd, struct upc_file **fp)
 {
-	if (c->serving && c->norphans) {
-		int ret = orphan_adopt(c, fd, fp);
+	if (orphan_window(c)) {
+		int ret;
 
+		pthread_mutex_lock(&orphan_lock);
+		ret = orphan_adopt(c, fd, fp);
+		pthread_mutex_unlock(&orphan_lock);
 		if (ret <= 0)
 			return ret;
 	}
@@ -1727,16 +1804,8 @@ static int file_adopt_lockwait(struct upc_cache *c, int fd, int memfd, int state
 	uint64_t until = now_ms() + ADOPT_WAIT_MS;
 	int ret;
 
+	/* -EBUSY: a live daemon's (file_new); -EAGAIN: clients serving themselves */
 	while ((ret = file_adopt(c, fd, memfd, statefd, false, fp)) == -EAGAIN) {
-		struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1 };
-
-		/*
-		 * A write lock is a live daemon's (this machine may run
-		 * another, on another socket): its memfds are never taken,
-		 * after any wait.  Read locks are clients serving themselves.
-		 */
-		if (fcntl(statefd, F_OFD_GETLK, &fl) == 0 && fl.l_type == F_WRLCK)
-			return -EBUSY;
 		if (now_ms() >= until)
 			return file_adopt(c, fd, memfd, statefd, true, fp);
 		usleep(5 * 1000);
@@ -1755,8 +1824,10 @@ int file_adopt_wait(struct upc_cache *c, int fd, int memfd, int statefd, struct 
 	struct upc_file *of = NULL;
 	int ret;
 
-	if (c->norphans) {
+	if (orphan_window(c)) {
+		pthread_mutex_lock(&orphan_lock);
 		ret = orphan_adopt(c, fd, &of);
+		pthread_mutex_unlock(&orphan_lock);
 		if (ret < 0)
 			return ret;
 		if (ret)
