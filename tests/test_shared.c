@@ -2379,7 +2379,7 @@ Test(shared, a_new_client_after_a_restart_shares_the_memfd_the_old_ones_serve_th
 	char path[64];
 	int fd = tmpfile_pattern(4 * PAGE, path), status;
 	unsigned char buf[PAGE];
-	pid_t w, z;
+	pid_t w, zs[2];
 
 	cr_assert(sh != MAP_FAILED);
 	if (track_flags())
@@ -2416,27 +2416,37 @@ Test(shared, a_new_client_after_a_restart_shares_the_memfd_the_old_ones_serve_th
 	/* the old client stops before it can notice the new daemon */
 	cr_assert_eq(kill(w, SIGSTOP), 0);
 	upcd_spawn(NULL);
-	z = fork_child();
-	cr_assert_geq(z, 0);
-	if (z == 0) {
-		struct upc_cache *c = shared_cache();
-		int f = open_rw(path);
-		volatile unsigned char *p;
-		bool saw;
+	/*
+	 * Two new clients, the second while the first one's map waits: it
+	 * waits too, for that adoption, and gets the same memfd (review of
+	 * dcfd6eb: it found the file's entries taken out of the list and gave
+	 * the file a memfd of its own, which the first one got too).
+	 */
+	for (int k = 0; k < 2; k++) {
+		zs[k] = fork_child();
+		cr_assert_geq(zs[k], 0);
+		if (zs[k] == 0) {
+			struct upc_cache *c = shared_cache();
+			int f = open_rw(path);
+			volatile unsigned char *p;
+			bool saw;
 
-		if (upc_map(c, f, 0, 4 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p))
-			_exit(10);
-		saw = p[0] == 'W' && p[99] == 'W';
-		memset((void *)(p + 200), 'Z', 100);
-		if (upc_msync(c, (void *)p, 4 * PAGE, UPC_MS_SYNC))
-			_exit(12);
-		_exit(upc_cache_destroy(c) ? 11 : saw ? 0 : 13);
+			if (upc_map(c, f, 0, 4 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p))
+				_exit(10);
+			saw = p[0] == 'W' && p[99] == 'W';
+			memset((void *)(p + 200 + 100 * k), 'Z' + k, 100);
+			if (upc_msync(c, (void *)p, 4 * PAGE, UPC_MS_SYNC))
+				_exit(12);
+			_exit(upc_cache_destroy(c) ? 11 : saw ? 0 : 13);
+		}
+		usleep(500 * 1000);	/* the new client's map waits for the old one */
 	}
-	usleep(1000 * 1000);		/* the new client's map waits for the old one */
 	cr_assert_eq(kill(w, SIGCONT), 0);
-	cr_assert_eq(waitpid(z, &status, 0), z);
-	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-		  "the new client: status %#x (13: it did not see the old one's write)", status);
+	for (int k = 0; k < 2; k++) {
+		cr_assert_eq(waitpid(zs[k], &status, 0), zs[k]);
+		cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+			  "new client %d: status %#x (13: it did not see the old one's write)", k, status);
+	}
 	atomic_store(&sh->done, 2);
 	cr_assert_eq(waitpid(w, &status, 0), w);
 	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the old client: status %#x", status);
@@ -2444,8 +2454,8 @@ Test(shared, a_new_client_after_a_restart_shares_the_memfd_the_old_ones_serve_th
 	cr_assert_eq(pread(fd, buf, PAGE, 0), (ssize_t)PAGE);
 	for (int i = 0; i < 100; i++)
 		cr_assert_eq(buf[i], 'W', "byte %d: %#x: the old client's write", i, buf[i]);
-	for (int i = 200; i < 300; i++)
-		cr_assert_eq(buf[i], 'Z', "byte %d: %#x: the new client's msync'd write", i, buf[i]);
+	for (int i = 200; i < 400; i++)
+		cr_assert_eq(buf[i], i < 300 ? 'Z' : 'Z' + 1, "byte %d: %#x: a new client's msync'd write", i, buf[i]);
 	close(fd);
 	unlink(path);
 }
