@@ -150,6 +150,16 @@ struct upc_state_hdr {
 #define PT_CHUNK_SHIFT	9
 #define PT_CHUNK_PAGES	(1u << PT_CHUNK_SHIFT)
 
+/*
+ * Where page @pgoff's descriptor is in a page-table memfd: after the header
+ * page, chunk after chunk, one page each (cache.c, chunk_off), so the
+ * descriptors of consecutive pages are consecutive.
+ */
+static inline off_t pt_entry_off(uint64_t pgoff)
+{
+	return (off_t)(UPC_PAGE_SIZE + pgoff * sizeof(struct upc_page));
+}
+
 /* ------------------------------------------------------------ address_space */
 
 struct upc_map;
@@ -461,6 +471,9 @@ __upc_hidden int sys_ftruncate(int fd, off_t len);
 __upc_hidden int sys_punch(int fd, off_t off, off_t len);
 __upc_hidden int sys_fallocate(int fd, int mode, off_t off, off_t len);
 __upc_hidden uint64_t now_ms(void);
+__upc_hidden uint64_t now_us(void);
+__upc_hidden int pagemap_writable_runs(int pagemap_fd, uintptr_t start, uint64_t npages,
+				       int (*fn)(void *arg, uintptr_t addr, uint64_t n), void *arg);
 __upc_hidden int cond_wait_ms(pthread_cond_t *cond, pthread_mutex_t *lock, unsigned int ms);
 
 /* probe.c */

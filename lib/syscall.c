@@ -266,6 +266,53 @@ int cond_wait_ms(pthread_cond_t *cond, pthread_mutex_t *lock, unsigned int ms)
 	return -pthread_cond_timedwait(cond, lock, &ts);
 }
 
+/*
+ * The runs of pages from @start (@npages of them) whose PTEs in the
+ * pagemap @pagemap_fd are present and not write-protected by userfaultfd
+ * (bit 57): the pages a process may be writing now, unseen.  @fn gets each
+ * run (its first address, its pages); a negative return of it stops the
+ * walk and is returned.  Returns 0, or the pagemap read's error.  For a
+ * restarted daemon's adoption of a client's mapping (remote.c) and a
+ * client's hand-back to it (takeover.c).
+ */
+int pagemap_writable_runs(int pagemap_fd, uintptr_t start, uint64_t npages,
+			  int (*fn)(void *arg, uintptr_t addr, uint64_t n), void *arg)
+{
+	uint64_t ent[512];
+
+	for (uint64_t p = 0; p < npages;) {
+		uint64_t n = npages - p < 512 ? npages - p : 512;
+		uintptr_t a = start + (p << UPC_PAGE_SHIFT);
+		ssize_t r = pread(pagemap_fd, ent, n * sizeof(ent[0]), (off_t)((a >> UPC_PAGE_SHIFT) * sizeof(ent[0])));
+
+		if (r != (ssize_t)(n * sizeof(ent[0])))
+			return r < 0 ? -errno : -EIO;
+		for (uint64_t i = 0; i < n;) {
+			uint64_t j = i;
+			int ret;
+
+			while (j < n && (ent[j] >> 63) && !((ent[j] >> 57) & 1))	/* present, not protected */
+				j++;
+			if (j > i) {
+				ret = fn(arg, a + (i << UPC_PAGE_SHIFT), j - i);
+				if (ret < 0)
+					return ret;
+			}
+			i = j + 1;
+		}
+		p += n;
+	}
+	return 0;
+}
+
+uint64_t now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
 uint64_t now_ms(void)
 {
 	struct timespec ts;

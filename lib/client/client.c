@@ -360,6 +360,19 @@ static long xfer(struct upc_client *cl, int sock, uint16_t type, const uint64_t 
 }
 
 /*
+ * Wait for the daemon to be back, until cl->down_deadline ($UPC_RECONNECT
+ * after it went).  cl->lock held.  0 (woken: look again) or -ETIMEDOUT.
+ */
+static int wait_up(struct upc_client *cl)
+{
+	uint64_t now = now_ms();
+
+	if (now >= cl->down_deadline)
+		return -ETIMEDOUT;
+	return cond_wait_ms(&cl->up, &cl->lock, (unsigned int)min_t(uint64_t, cl->down_deadline - now, UINT32_MAX));
+}
+
+/*
  * Send a request with @nfds descriptors and wait for its reply.  While the
  * daemon is away (a restart: reconnect()), the request waits, and one
  * the daemon died serving is sent again to the next: every request is one
@@ -381,13 +394,10 @@ static long request_fds(struct upc_client *cl, uint16_t type, const uint64_t *ar
 	for (;;) {
 		ret = 0;
 		while (cl->state == CL_DOWN && ret == 0) {
-			struct timespec ts = { .tv_sec = (time_t)(cl->down_deadline / 1000),
-					       .tv_nsec = (long)(cl->down_deadline % 1000) * 1000000 };
-
 			/* this process serves itself now: an msync is done here (takeover.c, client_msync) */
 			if (atomic_load(&cl->to_active) && type == UPC_MSG_MSYNC && !takeover_bypass)
 				ret = -ESTRPIPE;
-			else if (pthread_cond_timedwait(&cl->up, &cl->lock, &ts) == ETIMEDOUT)
+			else if (wait_up(cl) == -ETIMEDOUT)
 				ret = -ENOTCONN;	/* waited $UPC_RECONNECT: the mappings stay served */
 		}
 		if (ret < 0)
@@ -431,16 +441,6 @@ static long request(struct upc_client *cl, uint16_t type, const uint64_t *args, 
 
 /* ------------------------------------------------------------ connecting, and again */
 
-/* @up is waited for with a deadline of now_ms(), which is CLOCK_MONOTONIC */
-static void up_init(struct upc_client *cl)
-{
-	pthread_condattr_t a;
-
-	pthread_condattr_init(&a);
-	pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-	pthread_cond_init(&cl->up, &a);
-	pthread_condattr_destroy(&a);
-}
 
 static int connect_daemon(const char *path)
 {
@@ -790,7 +790,7 @@ int client_create(const struct upc_cache_opts *o, struct upc_cache **cachep)
 	cl->mem_limit = o->mem_limit;
 	cl->reconnect_ms = reconnect_ms();
 	pthread_mutex_init(&cl->lock, NULL);
-	up_init(cl);
+	pthread_cond_init(&cl->up, NULL);
 	pthread_mutex_init(&cl->maps_lock, NULL);
 	takeover_init(cl);
 	upc_socket_path(o->socket, cl->path, sizeof(cl->path));
@@ -1023,7 +1023,7 @@ static void client_fork_child(struct upc_client *cl)
 	cl->nmaps = cl->cap = 0;
 	cl->files = NULL;
 	pthread_mutex_init(&cl->lock, NULL);
-	up_init(cl);
+	pthread_cond_init(&cl->up, NULL);
 	pthread_mutex_init(&cl->maps_lock, NULL);
 	/* the parent's, if it serves itself now: its thread's eventfd, its poison list */
 	if (cl->to_efd >= 0)
@@ -1106,14 +1106,9 @@ static long adopt_own(struct upc_client *cl, uintptr_t addr, size_t len)
 	for (;;) {
 		size_t i;
 
-		while (cl->state == CL_DOWN && ret == 0) {
-			struct timespec ts = { .tv_sec = (time_t)(cl->down_deadline / 1000),
-					       .tv_nsec = (long)(cl->down_deadline % 1000) * 1000000 };
-
-			/* $UPC_RECONNECT, as every call's wait (request_fds) */
-			if (pthread_cond_timedwait(&cl->up, &cl->lock, &ts) == ETIMEDOUT)
+		while (cl->state == CL_DOWN && ret == 0)
+			if (wait_up(cl) == -ETIMEDOUT)	/* $UPC_RECONNECT, as every call's wait (request_fds) */
 				ret = -ENOTCONN;
-		}
 		if (ret < 0 || cl->state == CL_DEAD) {
 			ret = -ENOTCONN;
 			break;

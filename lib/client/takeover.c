@@ -108,17 +108,9 @@
 #define WB_CHUNK	(256u << 10)
 #define TAKEOVER_SPIN_US	200	/* looking for the next fault before sleeping (takeover_main) */
 
-static uint64_t now_us(void)
+static uint64_t npages_of(int64_t size)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-}
-
-static int64_t npages_of(int64_t size)
-{
-	return (int64_t)(((uint64_t)size + UPC_PAGE_SIZE - 1) >> UPC_PAGE_SHIFT);
+	return pg_round_up((uint64_t)size) >> UPC_PAGE_SHIFT;
 }
 
 /* Rule 1: an OFD lock on byte 0 of the page-table memfd; @type F_RDLCK or F_UNLCK. */
@@ -151,8 +143,7 @@ static void wb_select(struct cfile *cf, uint64_t pg, size_t n, bool *sel, unsign
 
 	memset(pt, 0, sizeof(pt));
 	memset(jr, 0, sizeof(jr));
-	/* the entries of consecutive pages are consecutive: chunk ci is page ci + 1 of the table */
-	got = pread(cf->statefd, pt, n * sizeof(pt[0]), (off_t)(UPC_PAGE_SIZE + pg * sizeof(pt[0])));
+	got = pread(cf->statefd, pt, n * sizeof(pt[0]), pt_entry_off(pg));
 	if (got < 0)
 		memset(pt, 0, sizeof(pt));
 	got = pread(cf->memfd, jr, n, (off_t)(UPC_JOURNAL_OFF + pg));
@@ -178,7 +169,7 @@ static void wb_select(struct cfile *cf, uint64_t pg, size_t n, bool *sel, unsign
  */
 static int wb_range(struct upc_client *cl, struct cfile *cf, uint64_t p0, uint64_t p1, unsigned int *held)
 {
-	off_t end = (off_t)min_t(uint64_t, p1, (uint64_t)npages_of(cf->size)) << UPC_PAGE_SHIFT;
+	off_t end = (off_t)min_t(uint64_t, p1, npages_of(cf->size)) << UPC_PAGE_SHIFT;
 	off_t off = (off_t)(p0 << UPC_PAGE_SHIFT);
 	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = off, .l_len = end - off };
 	int ffl = sys_fd_flags(cf->fd), wfd = cf->fd, ret = 0;
@@ -274,42 +265,35 @@ out:
  * thread stopped or @r's pages served by no one else): protect every page
  * this process may have written, then write those pages.
  */
+struct protect_arg {
+	struct upc_client *cl;
+	const struct crange *r;
+	int uffd;
+	unsigned int held;		/* pinned pages: written by the next daemon, pins gone */
+};
+
+static int protect_run(void *arg, uintptr_t addr, uint64_t n)
+{
+	struct protect_arg *pa = arg;
+	uint64_t p = pa->r->pgoff + ((addr - pa->r->start) >> UPC_PAGE_SHIFT);
+	int ret = sys_uffd_wp(pa->uffd, addr, n << UPC_PAGE_SHIFT, true, false);
+
+	if (ret < 0 && ret != -ENOENT)
+		return ret;
+	return wb_range(pa->cl, pa->r->file, p, p + n, &pa->held);
+}
+
 static int protect_and_write(struct upc_client *cl, const struct crange *r, uintptr_t start, uintptr_t end)
 {
-	int uffd = atomic_load(&cl->uffd), pfd, ret = 0;
-	unsigned int held = 0;		/* pinned pages: written by the next daemon, pins gone */
-	uint64_t ent[512];
+	struct protect_arg pa = { .cl = cl, .r = r, .uffd = atomic_load(&cl->uffd) };
+	int pfd, ret;
 
 	if (!(r->prot & PROT_WRITE) || !r->file->taken)
 		return 0;
 	pfd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
 	if (pfd < 0)
 		return -errno;
-	for (uintptr_t a = start; a < end && ret == 0;) {
-		size_t n = min_t(size_t, (end - a) >> UPC_PAGE_SHIFT, ARRAY_SIZE(ent));
-		ssize_t got = pread(pfd, ent, n * 8, (off_t)((a >> UPC_PAGE_SHIFT) * 8));
-
-		if (got != (ssize_t)(n * 8)) {
-			ret = got < 0 ? -errno : -EIO;
-			break;
-		}
-		for (size_t i = 0; i < n && ret == 0;) {
-			size_t j = i;
-
-			while (j < n && (ent[j] >> 63) && !((ent[j] >> 57) & 1))	/* present, not protected */
-				j++;
-			if (j > i) {
-				uintptr_t ra = a + (i << UPC_PAGE_SHIFT);
-				uint64_t p = r->pgoff + ((ra - r->start) >> UPC_PAGE_SHIFT);
-
-				ret = sys_uffd_wp(uffd, ra, (j - i) << UPC_PAGE_SHIFT, true, false);
-				if (ret == 0 || ret == -ENOENT)
-					ret = wb_range(cl, r->file, p, p + (j - i), &held);
-			}
-			i = j + 1;
-		}
-		a += n << UPC_PAGE_SHIFT;
-	}
+	ret = pagemap_writable_runs(pfd, start, (end - start) >> UPC_PAGE_SHIFT, protect_run, &pa);
 	close(pfd);
 	return ret;
 }
@@ -424,7 +408,7 @@ static void serve_one(struct upc_client *cl, int uffd, const struct uffd_msg *ms
 		sys_uffd_wp(uffd, addr, UPC_PAGE_SIZE, false, true);
 		return;
 	}
-	if (pgoff >= (uint64_t)npages_of(r.file->size)) {
+	if (pgoff >= npages_of(r.file->size)) {
 		refuse(cl, uffd, addr, ptid);
 		return;
 	}
@@ -784,7 +768,7 @@ bool takeover_fsync(struct upc_client *cl, int fd, bool datasync, int *retp)
 		if (cf->taken && fstat(cf->fd, &cs) == 0 && cs.st_dev == st.st_dev && cs.st_ino == st.st_ino)
 			break;
 	if (cf) {
-		ret = wb_range(cl, cf, 0, (uint64_t)npages_of(cf->size), &held);
+		ret = wb_range(cl, cf, 0, npages_of(cf->size), &held);
 		if (ret == 0 && (datasync ? fdatasync(fd) : fsync(fd)) < 0)
 			ret = -errno;
 	}

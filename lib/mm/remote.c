@@ -274,43 +274,30 @@ int remote_map_prepare(struct upc_cache *c, int fd, uint64_t offset, uint64_t le
  * becomes present meanwhile goes through a fault, which waits for the
  * mapping to be attached.  Caller holds f->lock.
  */
+static int adopt_run(void *arg, uintptr_t addr, uint64_t n)
+{
+	const struct upc_map *m = arg;
+	uint64_t p = m->pgoff + ((addr - m->start) >> UPC_PAGE_SHIFT);
+	int ret;
+
+	for (uint64_t k = 0; k < n; k++) {
+		struct upc_page *pg = pt_lookup(m->file, p + k);
+
+		if (pg && (pg->flags & PG_UPTODATE))
+			page_set_dirty(m->file, pg);
+	}
+	ret = sys_uffd_wp(m->mm->uffd, addr, n << UPC_PAGE_SHIFT, true, false);
+	return ret == -ENOENT ? 0 : ret;
+}
+
 static int adopt_writable_ptes(const struct upc_map *m)
 {
-	struct upc_file *f = m->file;
-	uint64_t mend = m->pgoff + ((m->end - m->start) >> UPC_PAGE_SHIFT), ent[512];
-	int ret = 0;
+	uint64_t mend = m->pgoff + ((m->end - m->start) >> UPC_PAGE_SHIFT);
 
-	mend = min_t(uint64_t, mend, f->npages);
-	for (uint64_t p = m->pgoff; p < mend;) {
-		uint64_t n = min_t(uint64_t, mend - p, ARRAY_SIZE(ent));
-		uintptr_t a = m->start + ((p - m->pgoff) << UPC_PAGE_SHIFT);
-		ssize_t r = pread(m->mm->pagemap_fd, ent, n * sizeof(ent[0]), (off_t)((a >> UPC_PAGE_SHIFT) * 8));
-
-		if (r != (ssize_t)(n * sizeof(ent[0])))
-			return r < 0 ? -errno : -EIO;
-		for (uint64_t i = 0; i < n;) {
-			uint64_t j = i;
-
-			while (j < n && (ent[j] >> 63) && !((ent[j] >> 57) & 1))	/* present, not protected */
-				j++;
-			if (j > i) {
-				for (uint64_t k = i; k < j; k++) {
-					struct upc_page *pg = pt_lookup(f, p + k);
-
-					if (pg && (pg->flags & PG_UPTODATE))
-						page_set_dirty(f, pg);
-				}
-				ret = sys_uffd_wp(m->mm->uffd, a + (i << UPC_PAGE_SHIFT), (j - i) << UPC_PAGE_SHIFT, true,
-						  false);
-				if (ret < 0 && ret != -ENOENT)
-					return ret;
-				ret = 0;
-			}
-			i = j + 1;
-		}
-		p += n;
-	}
-	return ret;
+	mend = min_t(uint64_t, mend, m->file->npages);
+	if (mend <= m->pgoff)
+		return 0;
+	return pagemap_writable_runs(m->mm->pagemap_fd, m->start, mend - m->pgoff, adopt_run, (void *)m);
 }
 
 

@@ -813,7 +813,7 @@ static int file_adopt_journal(struct upc_file *f)
 			}
 			for (ssize_t i = 0; i < n && ret == 0; i++) {
 				uint64_t pgoff = (uint64_t)(o + i) - UPC_JOURNAL_OFF, ci = pgoff >> PT_CHUNK_SHIFT;
-				off_t at = chunk_off(ci) + (off_t)((pgoff & (PT_CHUNK_PAGES - 1)) * sizeof(struct upc_page));
+				off_t at = pt_entry_off(pgoff);
 				struct upc_page pg = { 0 };
 
 				if (!buf[i] || pgoff >= f->npages ||
