@@ -30,15 +30,28 @@ Test(advise, sequential_reads_the_largest_window_at_once, .timeout = 60)
 	cr_assert_eq(upc_map(c, fd, 0, size, PROT_READ, 0, (void **)&p), 0);
 	cr_assert_eq(upc_advise(c, p, size, UPC_ADV_SEQUENTIAL), 0);
 	cr_assert_eq(p[0], pat(0));
+	/*
+	 * Counted in reads, not in MISSING messages: the kernel may deliver
+	 * the access's fault twice (a faulting thread woken before its page
+	 * is mapped retries the fault: handle_userfault() returns
+	 * VM_FAULT_RETRY), and the second finds the page cached (fault.c,
+	 * handle_missing's stale path).  Seen under load in CI.
+	 */
 	struct upc_stats st = stats_of(c);
-	cr_assert_eq(st.faults_missing, 1);
+	cr_assert_geq(st.faults_missing, 1);
 	cr_assert_geq(st.pages_cached, 512, "the first fault reads a whole 2 MiB window");
-	/* ... and, the scan being at the full window, the next one is read in the background. */
-	for (int i = 0; i < 500 && stats_of(c).pages_cached < 1024; i++)
+	uint64_t faults = st.faults_missing;
+	/*
+	 * ... and, the scan being at the full window, the next one is read in
+	 * the background (the bound is only a bound: 30 s under load).
+	 */
+	for (int i = 0; i < 3000 && stats_of(c).pages_cached < 1024; i++)
 		usleep(10000);
 	st = stats_of(c);
 	cr_assert_eq(st.pages_cached, 1024, "no asynchronous readahead of the next window");
-	cr_assert_eq(st.faults_missing, 1);
+	cr_assert_eq(st.pages_filled, 1024, "pages read more than once");
+	cr_assert_eq(st.fill_ios, 2, "%llu reads for two windows", (unsigned long long)st.fill_ios);
+	cr_assert_eq(st.faults_missing, faults, "the next window was read by a fault");
 	for (size_t i = 0; i < 1024 * PAGE; i += PAGE)
 		cr_assert_eq(p[i + 1], pat(i + 1));
 	cr_assert_eq(upc_advise(c, p, size, UPC_ADV_NORMAL), 0);
@@ -55,7 +68,7 @@ Test(advise, willneed_reads_in_the_background, .timeout = 60)
 
 	cr_assert_eq(upc_map(c, fd, 0, size, PROT_READ, 0, (void **)&p), 0);
 	cr_assert_eq(upc_advise(c, p, size, UPC_ADV_WILLNEED), 0);
-	for (int i = 0; i < 500 && stats_of(c).pages_cached < size / PAGE; i++)
+	for (int i = 0; i < 3000 && stats_of(c).pages_cached < size / PAGE; i++)
 		usleep(10000);
 	cr_assert_eq(stats_of(c).pages_cached, size / PAGE);
 	uint64_t faults = stats_of(c).faults_missing;
