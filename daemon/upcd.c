@@ -19,6 +19,7 @@
  */
 #define _GNU_SOURCE
 #include "internal.h"
+#include "keeper.h"
 #include "proto.h"
 
 #include <fcntl.h>
@@ -1118,9 +1119,13 @@ int main(int argc, char **argv)
 	long mode = -1;
 	struct sigaction sa = { .sa_handler = on_signal };
 	size_t max_pinned = 0;
+	int ready_fd = -1;		/* without --foreground: the waiting parent's pipe */
 	char *end;
 	int opt, ret;
 
+	/* the keeper of this daemon's files (keeper.c, keeper_start) */
+	if (argc == 3 && !strcmp(argv[1], "--keeper"))
+		return keeper_run(argv[2]);
 	d.max_per_user = CLIENTS_PER_USER;
 	d.euid = geteuid();
 	while ((opt = getopt_long(argc, argv, "fs:m:ag:M:vU:P:h", lo, NULL)) != -1) {
@@ -1173,6 +1178,31 @@ int main(int argc, char **argv)
 	sigaction(SIGINT, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
+	/*
+	 * Into the background before the cache exists: daemon(3) after it
+	 * forked a process without the engine's threads (its flusher, the
+	 * staging fault handler), and every map failed.  The parent waits
+	 * for the child to be ready, so that its exit status says whether
+	 * the daemon serves, and start-up errors still reach the terminal.
+	 */
+	if (!foreground) {
+		int rp[2];
+		pid_t pid;
+
+		if (pipe2(rp, O_CLOEXEC) < 0 || (pid = fork()) < 0) {
+			perror("upcd: fork");
+			return 1;
+		}
+		if (pid > 0) {
+			char ok;
+
+			close(rp[1]);
+			return read(rp[0], &ok, 1) == 1 ? 0 : 1;
+		}
+		close(rp[0]);
+		ready_fd = rp[1];
+		setsid();
+	}
 	d.lsock = systemd_socket();
 	d.socket_activated = d.lsock >= 0;
 	if (d.lsock < 0)
@@ -1205,12 +1235,52 @@ int main(int argc, char **argv)
 	}
 	/* a quarter of the cache's own pin limit (upc_pin(3): the memory limit), by default */
 	d.max_pinned = max_pinned ? max_pinned >> UPC_PAGE_SHIFT : max_t(uint64_t, d.c->limit_pages / 4, 1);
-	if (!foreground && daemon(0, 0) < 0) {
-		perror("upcd: daemon");
-		return 1;
+	/*
+	 * What an earlier daemon's keeper holds is adopted, then this one's
+	 * keeper starts on the same path (keeper.c).  A daemon without one
+	 * serves all the same: its dirty pages die with it, as they did.
+	 */
+	{
+		struct kept *k;
+		size_t nk;
+		int kr;
+
+		/* the socket systemd passed may be anywhere: its keeper is beside it */
+		if (d.socket_activated) {
+			struct sockaddr_un ka;
+			socklen_t sl = sizeof(sa);
+
+			if (getsockname(d.lsock, (struct sockaddr *)&ka, &sl) == 0 && ka.sun_family == AF_UNIX &&
+			    sl > offsetof(struct sockaddr_un, sun_path) + 1 && ka.sun_path[0] &&
+			    sl - offsetof(struct sockaddr_un, sun_path) < sizeof(defpath)) {
+				memcpy(defpath, ka.sun_path, sl - offsetof(struct sockaddr_un, sun_path));
+				defpath[sl - offsetof(struct sockaddr_un, sun_path)] = '\0';
+				path = defpath;
+			}
+		}
+		ret = keeper_takeover(path, &k, &nk);
+		if (ret < 0)
+			fprintf(stderr, "upcd: the earlier daemon's keeper: %s\n", upc_strerror(ret));
+		else if (nk)
+			logf("the earlier daemon's keeper handed over %zu files", nk);
+		/* this one's first: the files adopted are its to keep */
+		kr = keeper_start(d.c, path);
+		if (kr < 0)
+			fprintf(stderr, "upcd: no keeper: %s\n", upc_strerror(kr));
+		if (ret == 0 && (ret = keeper_adopt(d.c, k, nk)) < 0)
+			fprintf(stderr, "upcd: adopting the kept files: %s\n", upc_strerror(ret));
 	}
 	systemd_notify("READY=1");
 	logf("serving on %s", path);
+	if (ready_fd >= 0) {
+		int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+
+		if (null < 0 || chdir("/") < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(null, 2) < 0 ||
+		    write(ready_fd, "", 1) != 1)
+			return 1;
+		close(null);
+		close(ready_fd);
+	}
 	while (!d.stop) {
 		struct pollfd pfd[2] = { { .fd = d.lsock, .events = POLLIN }, { .fd = d.stop_pipe[0], .events = POLLIN } };
 		int s;
@@ -1244,8 +1314,11 @@ int main(int argc, char **argv)
 	while (d.nclients)
 		pthread_cond_wait(&d.gone, &d.lock);
 	pthread_mutex_unlock(&d.lock);
+	keeper_adopt_wait();
 	ret = upc_cache_destroy(d.c);
 	if (ret < 0)
-		fprintf(stderr, "upcd: write-back at exit: %s\n", upc_strerror(ret));
+		fprintf(stderr, "upcd: write-back at exit: %s (the keeper keeps the files)\n", upc_strerror(ret));
+	else
+		keeper_bye();
 	return ret < 0 ? 1 : 0;
 }

@@ -189,6 +189,7 @@ struct upc_file {
 	struct staging_old *old_bases;	/* earlier, smaller staging mappings, kept until file_free */
 	void *store_h;			/* store handle */
 	bool store_writable;
+	bool kept;			/* upcd: its keeper holds it (daemon/keeper.c) */
 
 	pthread_mutex_t lock;
 	pthread_cond_t wb_cond;		/* broadcast when write-back completes */
@@ -377,6 +378,9 @@ struct upc_cache {
 	size_t norphans;
 	uint64_t orphans_until;		/* now_ms(): after it the orphans are forgotten */
 	uint64_t born;			/* upcd: when it started, ns since the epoch (struct upc_state_hdr) */
+	/* upcd: its keeper (daemon/keeper.c) is told of each file the cache holds, and lets go */
+	void (*keep)(struct upc_cache *c, struct upc_file *f, int fd);
+	void (*forget)(struct upc_cache *c, struct upc_file *f);
 	pthread_t stage_thread;		/* serving: the staging mappings' faults (remote.c, staging_main) */
 	bool stage_running;
 	int stage_efd;
@@ -516,6 +520,7 @@ __upc_hidden void file_unpin_all(struct upc_file *f);
 __upc_hidden void stats_counters(struct upc_cache *c, struct upc_stats *st);
 __upc_hidden int file_get(struct upc_cache *c, int fd, struct upc_file **fp);
 __upc_hidden int file_adopt_wait(struct upc_cache *c, int fd, int memfd, int statefd, struct upc_file **fp);
+__upc_hidden int file_adopt_kept(struct upc_cache *c, int fd, int memfd, int statefd, struct upc_file **fp);
 __upc_hidden void cache_find_orphans(struct upc_cache *c);
 __upc_hidden void file_set_size(struct upc_file *f, off_t size);
 __upc_hidden void file_put(struct upc_file *f);

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <stdarg.h>
+#include <dirent.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -312,6 +313,36 @@ static inline void *bg_msync_main(void *arg)
 
 	b->ret = upc_msync(b->c, b->p, b->len, UPC_MS_SYNC);
 	return NULL;
+}
+
+/*
+ * After a case that started upcd on @sock_path (in a directory of its own,
+ * from mkdtemp): the directory and what is in it, the sockets of the
+ * daemon and of its keeper (daemon/keeper.c) included.  A keeper left by a
+ * daemon the case killed exits when its socket's path is gone.
+ */
+static inline void sock_dir_remove(const char *sock_path)
+{
+	char dir[108];
+	char *slash;
+	struct dirent *de;
+	DIR *d;
+
+	if (!sock_path[0] || strlen(sock_path) >= sizeof(dir))
+		return;
+	strcpy(dir, sock_path);
+	slash = strrchr(dir, '/');
+	if (!slash || slash == dir)
+		return;
+	*slash = '\0';
+	d = opendir(dir);
+	if (!d)
+		return;
+	while ((de = readdir(d)))
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+			unlinkat(dirfd(d), de->d_name, 0);
+	closedir(d);
+	rmdir(dir);
 }
 
 #endif

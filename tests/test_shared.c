@@ -136,6 +136,15 @@ static int open_rw(const char *path)
 	return fd;
 }
 
+/* Each case's socket directory goes with it (helpers.h, sock_dir_remove). */
+static void sock_dir_fini(void)
+{
+	sock_dir_remove(sock_path);
+	sock_path[0] = '\0';
+}
+
+TestSuite(shared, .fini = sock_dir_fini);
+
 Test(shared, no_daemon_is_a_clear_error)
 {
 	UPC_OPTS(upc_cache_opts, o, .flags = UPC_CACHE_SHARED, .socket = "/nonexistent/upcd.sock");
@@ -2724,4 +2733,104 @@ Test(shared, a_second_daemon_never_takes_a_live_daemons_memfd, .timeout = 60)
 	upcd_stop();
 	close(fd);
 	unlink(path);
+}
+
+/* Can a process connect to "<sock_path>.keeper"?  (Whether a keeper serves it.) */
+static bool keeper_listens(void)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	bool ok;
+
+	cr_assert_lt(strlen(sock_path) + sizeof(".keeper"), sizeof(sa.sun_path));
+	strcpy(sa.sun_path, sock_path);
+	strcat(sa.sun_path, ".keeper");
+	ok = s >= 0 && connect(s, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+	if (s >= 0)
+		close(s);
+	return ok;
+}
+
+/*
+ * The daemon's memfds outlive it and every client (daemon/keeper.c): a
+ * file written by a process that exited, and one whose writer is killed
+ * after the daemon, while it waits or serves itself, both with their
+ * pages never written back; then no process but the keeper holds the
+ * memfds.  A new daemon takes them from the keeper and writes them back
+ * unasked.  Both tracking modes: under asynchronous tracking the table
+ * does not know the second file's page is dirty, and the kept memfd's
+ * pages are all written back (cache.c, file_adopt_pages).
+ */
+Test(shared, a_killed_daemons_dirty_pages_outlive_every_client_in_its_keeper, .timeout = 90)
+{
+	struct nd_shared *sh = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	char apath[64], bpath[64];
+	int afd = tmpfile_pattern(8 * PAGE, apath), bfd = tmpfile_pattern(8 * PAGE, bpath), status;
+	unsigned char a = 0, b = 0;
+	pid_t x, y;
+
+	cr_assert(sh != MAP_FAILED);
+	setenv("UPC_RECONNECT", "60", 1);
+	upcd_start(NULL);
+	x = fork_child();
+	cr_assert_geq(x, 0);
+	if (x == 0) {		/* writes, and exits without msync: the daemon holds its dirty page */
+		struct upc_cache *c = shared_cache();
+		int f = open_rw(apath);
+		volatile unsigned char *p;
+
+		if (upc_map(c, f, 0, 8 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p))
+			_exit(10);
+		p[3 * PAGE + 7] = 'A';
+		_exit(0);
+	}
+	cr_assert_eq(waitpid(x, &status, 0), x);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the first writer: status %#x", status);
+	y = fork_child();
+	cr_assert_geq(y, 0);
+	if (y == 0) {		/* writes, and stays until it is killed */
+		struct upc_cache *c = shared_cache();
+		int f = open_rw(bpath);
+		volatile unsigned char *p;
+
+		if (upc_map(c, f, 0, 8 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p))
+			_exit(10);
+		p[5 * PAGE + 9] = 'B';
+		atomic_store(&sh->writer_ready, 1);
+		for (;;)
+			pause();
+	}
+	for (int i = 0; i < 3000 && !atomic_load(&sh->writer_ready); i++)
+		usleep(1000);
+	cr_assert(atomic_load(&sh->writer_ready));
+	cr_assert(keeper_listens(), "no keeper beside the daemon");
+	cr_assert_eq(kill(upcd_pid, SIGKILL), 0);
+	cr_assert_eq(waitpid(upcd_pid, &status, 0), upcd_pid);
+	usleep(200 * 1000);	/* the writer notices: waits (async) or serves itself (sync) */
+	cr_assert_eq(kill(y, SIGKILL), 0);
+	cr_assert_eq(waitpid(y, &status, 0), y);
+	/* only the keeper holds them now, and neither page was written back */
+	cr_assert_eq(pread(afd, &a, 1, 3 * PAGE + 7), 1);
+	cr_assert_eq(pread(bfd, &b, 1, 5 * PAGE + 9), 1);
+	cr_assert_eq(a, pat(3 * PAGE + 7), "the test's premise: the page was written back before the kill");
+	cr_assert_eq(b, pat(5 * PAGE + 9), "the test's premise: the page was written back before the kill");
+
+	upcd_spawn(NULL);
+	for (int i = 0; i < 3000 && (a != 'A' || b != 'B'); i++) {
+		usleep(10000);
+		cr_assert_eq(pread(afd, &a, 1, 3 * PAGE + 7), 1);
+		cr_assert_eq(pread(bfd, &b, 1, 5 * PAGE + 9), 1);
+	}
+	cr_assert_eq(a, 'A', "a page written by a process that exited, after the daemon's kill: %#x", a);
+	cr_assert_eq(b, 'B', "a page written by a process killed after the daemon: %#x", b);
+	cr_assert(keeper_listens(), "no keeper beside the new daemon");
+	upcd_stop();
+	/* BYE: a daemon that wrote everything back leaves no keeper behind */
+	for (int i = 0; i < 200 && keeper_listens(); i++)
+		usleep(10000);
+	cr_assert(!keeper_listens(), "the keeper outlived a clean stop");
+	close(afd);
+	close(bfd);
+	unlink(apath);
+	unlink(bpath);
 }

@@ -452,3 +452,70 @@ Test(upcd, hardened_like_the_unit)
 	close(fd);
 	stop_upcd();
 }
+
+/* Exited: no such process, or a zombie its new parent (not us) has not reaped yet. */
+static bool pid_gone(pid_t pid)
+{
+	char path[64], buf[256], *rp;
+	FILE *f;
+	bool gone;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	f = fopen(path, "r");
+	if (!f)
+		return true;
+	gone = !fgets(buf, sizeof(buf), f) || !(rp = strrchr(buf, ')')) || rp[1] != ' ' || rp[2] == 'Z';
+	fclose(f);
+	return gone;
+}
+
+/*
+ * Without --foreground: the parent exits 0 once the daemon serves, and the
+ * daemon, in the background, serves maps (daemon(3) after the cache was
+ * made forked a daemon without the engine's threads, and every upc_map
+ * failed with EFBIG: the forked child's staging faults went unserved).
+ */
+Test(upcd, in_the_background_it_serves_maps)
+{
+	char path[300], fpath[64], *text;
+	const char *bin = upcd_path();
+	int fd = tmpfile_pattern(64 * PAGE, fpath), st;
+	UPC_OPTS(upc_cache_opts, o, .flags = UPC_CACHE_SHARED, .socket = path);
+	struct upc_cache *c = NULL;
+	volatile unsigned char *p;
+	unsigned char b;
+	long pid = 0;
+	pid_t starter;
+
+	require_upcache();
+	snprintf(path, sizeof(path), "%s/upcd.sock", t.dir);
+	starter = fork();
+	cr_assert_geq(starter, 0);
+	if (starter == 0) {
+		execl(bin, "upcd", "--socket", path, (char *)NULL);
+		_exit(127);
+	}
+	cr_assert_eq(waitpid(starter, &st, 0), starter);
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "upcd in the background: status %#x", st);
+	text = status_of("upcd.sock");
+	cr_assert_eq(sscanf(text, "pid %ld\n", &pid), 1, "%s", text);
+	free(text);
+	cr_assert_neq(pid, starter, "the daemon is not in the background");
+
+	cr_assert_eq(upc_cache_create(&o, &c), 0);
+	cr_assert_eq(upc_map(c, fd, 0, 64 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
+	cr_assert_eq(p[17 * PAGE + 3], pat(17 * PAGE + 3));
+	p[40 * PAGE] = 0x5a;
+	cr_assert_eq(upc_msync(c, (void *)p, 64 * PAGE, UPC_MS_SYNC), 0);
+	cr_assert_eq(pread(fd, &b, 1, 40 * PAGE), 1);
+	cr_assert_eq(b, 0x5a);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+
+	cr_assert_eq(kill((pid_t)pid, SIGTERM), 0);
+	for (int i = 0; i < 2000 && !pid_gone((pid_t)pid); i++)
+		usleep(10000);
+	cr_assert(pid_gone((pid_t)pid), "upcd did not exit within 20 s of SIGTERM");
+	cr_expect(!exists("upcd.sock"), "upcd left its socket behind");
+	close(fd);
+	unlink(fpath);
+}

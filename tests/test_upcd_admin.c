@@ -222,6 +222,15 @@ static int not_admin(void *argp)
 	return 0;
 }
 
+/* Each case's socket directory goes with it (helpers.h, sock_dir_remove). */
+static void sock_dir_fini(void)
+{
+	sock_dir_remove(sock_path);
+	sock_path[0] = '\0';
+}
+
+TestSuite(upcd_admin, .fini = sock_dir_fini);
+
 Test(upcd_admin, clients_sync_and_drop_are_the_administrators, .timeout = 60)
 {
 	struct upc_msg *m = malloc(sizeof(*m));

@@ -682,6 +682,9 @@ static void file_free(struct upc_file *f)
 	struct upc_cache *c = f->cache;
 
 	UPC_TRACE(file_release, f);
+	/* out of the cache clean: its keeper lets it go too (daemon/keeper.c); not at destruction */
+	if (f->kept && c->forget && !atomic_load(&c->dying))
+		c->forget(c, f);
 	/* Uncounted first: once its descriptors are gone, nobody sees its pages counted. */
 	for (uint64_t i = 0; i < f->nchunks; i++)
 		if (f->chunks[i]) {
@@ -843,7 +846,7 @@ static int file_adopt_journal(struct upc_file *f)
 	return ret;
 }
 
-static int file_adopt_pages(struct upc_file *f)
+static int file_adopt_pages(struct upc_file *f, bool kept)
 {
 	struct upc_cache *c = f->cache;
 	uint32_t now = cache_ticks(c);
@@ -889,6 +892,10 @@ static int file_adopt_pages(struct upc_file *f)
 			 * clean may be written in a client's PTE, which the adoption
 			 * of its mapping reads (remote_adopt), so clean pages stay
 			 * (upcd(8), BUGS: the roll-back stays possible there).
+			 * Handed over by the earlier daemon's keeper (@kept), such
+			 * a page is written back: the client whose PTE said it
+			 * was written may be gone with its page table, and only
+			 * the keeper held the memfd (daemon/keeper.c).
 			 */
 			if (!(fl & PG_UPTODATE) || !(vec[i] & 1) || pgoff >= f->npages ||
 			    (!(fl & (PG_DIRTY | PG_WRITEBACK | PG_PINWRITE)) &&
@@ -898,7 +905,8 @@ static int file_adopt_pages(struct upc_file *f)
 			}
 			pg->flags = fl & (PG_UPTODATE | PG_REFERENCED | PG_LAZYFREE | PG_NOSTORE);
 			pg->pincount = 0;
-			if (fl & (PG_DIRTY | PG_WRITEBACK | PG_PINWRITE)) {
+			if ((fl & (PG_DIRTY | PG_WRITEBACK | PG_PINWRITE)) ||
+			    (kept && f->state_hdr->async && !(fl & PG_NOSTORE))) {
 				pg->flags = (pg->flags & ~PG_LAZYFREE) | PG_DIRTY;
 				pg->dirtied = now;
 				f->nr_dirty++;
@@ -944,6 +952,7 @@ static int file_adopt_pages(struct upc_file *f)
 struct adopt_fds {
 	int memfd, statefd;
 	bool force;		/* take them without the takeover lock: waited long enough */
+	bool kept;		/* from the earlier daemon's keeper (daemon/keeper.c): see file_adopt_pages */
 };
 
 static int file_new(struct upc_cache *c, int fd, const struct stat *st, const struct adopt_fds *adopt,
@@ -1105,7 +1114,7 @@ static int file_new(struct upc_cache *c, int fd, const struct stat *st, const st
 	if (adopt) {
 		ret = file_adopt_journal(f);
 		if (ret == 0)
-			ret = file_adopt_pages(f);
+			ret = file_adopt_pages(f, adopt->kept);
 		if (ret < 0)
 			goto out_free;
 	}
@@ -1133,6 +1142,10 @@ static int file_new(struct upc_cache *c, int fd, const struct stat *st, const st
 		goto out_free;
 	}
 	f->store_writable = (fcntl(fd, F_GETFL) & O_ACCMODE) == O_RDWR;
+	if (c->keep) {
+		c->keep(c, f, fd);
+		f->kept = true;
+	}
 	*fp = f;
 	return 0;
 out_errno:
@@ -1449,6 +1462,8 @@ out:
 			f->store_h = wh;
 			f->store_writable = true;
 			c->store->ops->close(c->store, old);
+			if (f->kept)
+				c->keep(c, f, fd);	/* the keeper's descriptor of the file: writable too */
 		}
 	}
 	if (ret == 0 && st.st_size > f->size) {
@@ -1499,7 +1514,8 @@ out:
  * ORPHANS_MAX are kept, for ORPHANS_TTL_MS: the clients that serve
  * themselves hand back within 100 ms of the start.
  */
-static int file_adopt_lockwait(struct upc_cache *c, int fd, int memfd, int statefd, struct upc_file **fp);
+static int file_adopt_lockwait(struct upc_cache *c, int fd, int memfd, int statefd, bool kept,
+			       struct upc_file **fp);
 
 #define ORPHANS_MAX	4096
 #define ORPHANS_TTL_MS	(5 * 60 * 1000)
@@ -1719,7 +1735,7 @@ static int orphan_adopt(struct upc_cache *c, int fd, struct upc_file **fp)
 					best = i;
 			if (best == n)
 				break;
-			ret = file_adopt_lockwait(c, fd, fds[best][0], fds[best][1], fp);
+			ret = file_adopt_lockwait(c, fd, fds[best][0], fds[best][1], false, fp);
 			if (ret < 0 && ret != -ESTALE && ret != -EBADF && ret != -EINVAL && ret != -EPERM &&
 			    ret != -EBUSY)
 				break;
@@ -1778,9 +1794,10 @@ int file_get(struct upc_cache *c, int fd, struct upc_file **fp)
  * an earlier daemon if the cache does not hold the file yet (upcd restarted:
  * remote_adopt()).  -ESTALE: the cache holds the file with another memfd.
  */
-static int file_adopt(struct upc_cache *c, int fd, int memfd, int statefd, bool force, struct upc_file **fp)
+static int file_adopt(struct upc_cache *c, int fd, int memfd, int statefd, bool force, bool kept,
+		      struct upc_file **fp)
 {
-	struct adopt_fds adopt = { memfd, statefd, force };
+	struct adopt_fds adopt = { memfd, statefd, force, kept };
 
 	if (!c->serving)
 		return -EINVAL;
@@ -1799,15 +1816,16 @@ static int file_adopt(struct upc_cache *c, int fd, int memfd, int statefd, bool 
  */
 #define ADOPT_WAIT_MS	10000
 
-static int file_adopt_lockwait(struct upc_cache *c, int fd, int memfd, int statefd, struct upc_file **fp)
+static int file_adopt_lockwait(struct upc_cache *c, int fd, int memfd, int statefd, bool kept,
+			       struct upc_file **fp)
 {
 	uint64_t until = now_ms() + ADOPT_WAIT_MS;
 	int ret;
 
 	/* -EBUSY: a live daemon's (file_new); -EAGAIN: clients serving themselves */
-	while ((ret = file_adopt(c, fd, memfd, statefd, false, fp)) == -EAGAIN) {
+	while ((ret = file_adopt(c, fd, memfd, statefd, false, kept, fp)) == -EAGAIN) {
 		if (now_ms() >= until)
-			return file_adopt(c, fd, memfd, statefd, true, fp);
+			return file_adopt(c, fd, memfd, statefd, true, kept, fp);
 		usleep(5 * 1000);
 	}
 	return ret;
@@ -1819,7 +1837,8 @@ static int file_adopt_lockwait(struct upc_cache *c, int fd, int memfd, int state
  * (orphan_adopt), so that a client that kept an older one cannot have it
  * taken instead; then the client's, which must be the one adopted.
  */
-int file_adopt_wait(struct upc_cache *c, int fd, int memfd, int statefd, struct upc_file **fp)
+static int file_adopt_wait_how(struct upc_cache *c, int fd, int memfd, int statefd, bool kept,
+			       struct upc_file **fp)
 {
 	struct upc_file *of = NULL;
 	int ret;
@@ -1833,11 +1852,26 @@ int file_adopt_wait(struct upc_cache *c, int fd, int memfd, int statefd, struct 
 		if (ret)
 			of = NULL;
 	}
-	ret = file_adopt_lockwait(c, fd, memfd, statefd, fp);
+	ret = file_adopt_lockwait(c, fd, memfd, statefd, kept, fp);
 	/* held until the client's is taken: unused meanwhile, it could have been let go */
 	if (of)
 		file_put(of);
 	return ret;
+}
+
+int file_adopt_wait(struct upc_cache *c, int fd, int memfd, int statefd, struct upc_file **fp)
+{
+	return file_adopt_wait_how(c, fd, memfd, statefd, false, fp);
+}
+
+/*
+ * The same for what the earlier daemon's keeper handed over (daemon/keeper.c):
+ * no client may map the file any more, so under asynchronous tracking every
+ * page the memfd holds is written back (file_adopt_pages).
+ */
+int file_adopt_kept(struct upc_cache *c, int fd, int memfd, int statefd, struct upc_file **fp)
+{
+	return file_adopt_wait_how(c, fd, memfd, statefd, true, fp);
 }
 
 /* As file_get(), for a file the cache holds already: -ENOENT if it does not. */

@@ -1,0 +1,618 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * keeper.c - what keeps a dead daemon's cache (upcd(8), "Restarts").
+ *
+ * The kernel's page cache does not die with the process that dirtied it;
+ * upcd's memfds die with the last process that holds a descriptor of them.
+ * While the daemon lives, that is the daemon; when it is killed, the
+ * clients that map the file (each serves itself: lib/client/takeover.c);
+ * when the last of those dies too, or when nobody mapped the file any more
+ * (a process wrote it and exited, and the daemon was killed before the
+ * write-back), the pages go, dirty or not.  So upcd starts a process of
+ * its own at start, upcd-keeper, that holds, for every file the cache holds, a
+ * descriptor of the file and of its two memfds, and nothing else:
+ *
+ *   daemon -> keeper   KEEP (the three descriptors), FORGET (the file left
+ *                      the cache, clean), BYE (upcd exits after writing
+ *                      everything back: the keeper exits too);
+ *   keeper -> a new daemon, on "<socket>.keeper" once its daemon died
+ *                      without BYE: an ENTRY a file, END; the new daemon
+ *                      answers DONE and the keeper exits.
+ *
+ * The new daemon adopts every file so handed over at once (keeper_adopt),
+ * not when a process asks for it, because nobody may ever ask: then the
+ * reaper writes the dirty pages back, as it writes back every unused dirty
+ * file.  The adoption is the one a client's hand-back takes (cache.c,
+ * file_adopt_wait): it waits for the clients that serve themselves, and
+ * marks dirty what the page table and the journal say is dirty.
+ *
+ * The keeper holds descriptors of its own open file descriptions, opened
+ * again through /proc/self/fd, never the daemon's: an OFD lock lives as
+ * long as any descriptor of its description, and the daemon's takeover lock
+ * on the page table (cache.c, file_new) must go with the daemon, or no
+ * client would ever serve itself (takeover.c, rule 1).  For the same
+ * reason it does not keep a client's description of the file (a client's
+ * own OFD locks would outlive it), only where the file cannot be opened
+ * again (then, as the store does: store.c, fs_open).
+ *
+ * Its lifetime: it lives as long as its daemon, then as long as it holds
+ * anything and its socket's path still names its socket (removing
+ * "<socket>.keeper" gives the pages up; the test suite does so).  It is
+ * its own session, with /dev/null for standard input and outputs, so that
+ * neither a terminal's signals nor a pipe that a caller waits on tie it to
+ * its launcher.  Under upcd.service there is none: the unit sees /run
+ * read-only, and KillMode=mixed would kill it with the unit when upcd
+ * dies (upcd(8), BUGS).
+ */
+#define _GNU_SOURCE
+#include "internal.h"
+#include "keeper.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <spawn.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+enum { KEEP_FILE = 1, KEEP_FORGET, KEEP_BYE, KEEP_ENTRY, KEEP_END, KEEP_DONE };
+
+struct keep_msg {
+	uint32_t op;
+	uint32_t nfds;
+	uint64_t key;
+};
+
+#define KEEPER_TAKE_TIMEOUT_MS	2000	/* a keeper that does not answer: its daemon lives */
+#define KEEPER_DONE_TIMEOUT_MS	10000	/* the new daemon's DONE */
+#define KEEPER_CHECK_MS		1000	/* the socket's path, checked so often once alone */
+
+static int keep_chan = -1;		/* the daemon's end of its keeper's channel */
+static bool keep_warned;
+static pthread_t adopt_thread;		/* keeper_adopt's */
+static bool adopting;
+
+static int send_fds(int s, const struct keep_msg *m, const int *fds, unsigned int nfds, int flags)
+{
+	char cbuf[CMSG_SPACE(3 * sizeof(int))] = { 0 };
+	struct iovec iov = { .iov_base = (void *)m, .iov_len = sizeof(*m) };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+
+	if (nfds) {
+		struct cmsghdr *cm;
+
+		mh.msg_control = cbuf;
+		mh.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
+		cm = CMSG_FIRSTHDR(&mh);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(nfds * sizeof(int));
+		memcpy(CMSG_DATA(cm), fds, nfds * sizeof(int));
+	}
+	return sendmsg(s, &mh, MSG_NOSIGNAL | flags) == (ssize_t)sizeof(*m) ? 0 : -errno;
+}
+
+/* One message, with exactly its descriptors (3 for FILE and ENTRY, else none): else -EPROTO. */
+static int recv_fds(int s, struct keep_msg *m, int *fds)
+{
+	char cbuf[CMSG_SPACE(4 * sizeof(int))];
+	struct iovec iov = { .iov_base = m, .iov_len = sizeof(*m) };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf) };
+	unsigned int n = 0;
+	ssize_t r;
+
+	r = recvmsg(s, &mh, MSG_CMSG_CLOEXEC);
+	if (r < 0)
+		return -errno;
+	if (r == 0)
+		return -ECONNRESET;
+	for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm))
+		if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
+			unsigned int k = (unsigned int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+			int got[4];
+
+			memcpy(got, CMSG_DATA(cm), k * sizeof(int));
+			for (unsigned int i = 0; i < k; i++)
+				if (n < 3)
+					fds[n++] = got[i];
+				else
+					close(got[i]);
+		}
+	if (r != (ssize_t)sizeof(*m) || (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) ||
+	    n != ((m->op == KEEP_FILE || m->op == KEEP_ENTRY) ? 3u : 0u)) {
+		for (unsigned int i = 0; i < n; i++)
+			close(fds[i]);
+		return -EPROTO;
+	}
+	return 0;
+}
+
+static void keeper_path(const char *sock_path, char *out, size_t len)
+{
+	snprintf(out, len, "%s.keeper", sock_path);
+}
+
+/* ------------------------------------------------------------ the keeper process */
+
+struct entry {
+	uint64_t key;
+	int fd[3];
+};
+
+static struct entry *ents;
+static size_t nents;
+
+static void entry_close(struct entry *e)
+{
+	for (int i = 0; i < 3; i++)
+		close(e->fd[i]);
+}
+
+/* A description of our own for @fd (see the top of this file); @fd is consumed. */
+static int reopen_own(int fd, bool file)
+{
+	char path[32];
+	int fl = fcntl(fd, F_GETFL), nfd;
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	nfd = open(path, (file && (fl & O_ACCMODE) == O_RDWR ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+	if (nfd < 0 && !file)
+		return -1;	/* never the daemon's page-table description */
+	if (nfd < 0)
+		return fd;
+	close(fd);
+	return nfd;
+}
+
+static void keep_file(uint64_t key, int *fds)
+{
+	struct entry e = { .key = key };
+	size_t i;
+
+	e.fd[0] = reopen_own(fds[0], true);
+	e.fd[1] = reopen_own(fds[1], false);
+	e.fd[2] = reopen_own(fds[2], false);
+	if (e.fd[1] < 0 || e.fd[2] < 0) {
+		for (int k = 0; k < 3; k++)
+			if (e.fd[k] >= 0)
+				close(e.fd[k]);
+		return;
+	}
+	for (i = 0; i < nents && ents[i].key != key; i++)
+		;
+	if (i < nents) {		/* again, with a writable descriptor of the file */
+		entry_close(&ents[i]);
+		ents[i] = e;
+		return;
+	}
+	{
+		struct entry *n = realloc(ents, (nents + 1) * sizeof(*n));
+
+		if (!n) {
+			entry_close(&e);
+			return;
+		}
+		ents = n;
+		ents[nents++] = e;
+	}
+}
+
+static void forget_file(uint64_t key)
+{
+	for (size_t i = 0; i < nents; i++)
+		if (ents[i].key == key) {
+			entry_close(&ents[i]);
+			ents[i] = ents[--nents];
+			return;
+		}
+}
+
+/* A new daemon of our user takes everything: 0 when it said DONE. */
+static int hand_over(int s)
+{
+	struct keep_msg m = { .op = KEEP_END };
+	struct ucred cr;
+	socklen_t len = sizeof(cr);
+	struct pollfd p = { .fd = s, .events = POLLIN };
+	int fds[3];
+
+	if (getsockopt(s, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0 || cr.uid != geteuid())
+		return -EPERM;
+	for (size_t i = 0; i < nents; i++) {
+		struct keep_msg e = { .op = KEEP_ENTRY, .nfds = 3, .key = ents[i].key };
+
+		if (send_fds(s, &e, ents[i].fd, 3, 0) < 0)
+			return -EPIPE;
+	}
+	if (send_fds(s, &m, NULL, 0, 0) < 0)
+		return -EPIPE;
+	if (poll(&p, 1, KEEPER_DONE_TIMEOUT_MS) != 1 || recv_fds(s, &m, fds) < 0 || m.op != KEEP_DONE)
+		return -ETIMEDOUT;
+	return 0;
+}
+
+static bool path_is(const char *path, const struct stat *bound)
+{
+	struct stat st;
+
+	return stat(path, &st) == 0 && st.st_dev == bound->st_dev && st.st_ino == bound->st_ino;
+}
+
+/*
+ * The keeper: upcd started again as "upcd --keeper PATH" (keeper_start),
+ * with its channel at descriptor 3 and its listening socket at 4.
+ */
+int keeper_run(const char *path)
+{
+	const int chan = 3, lsock = 4;
+	bool alone = false;
+	struct stat bound;
+
+	prctl(PR_SET_NAME, "upcd-keeper");
+	signal(SIGINT, SIG_IGN);
+	signal(SIGHUP, SIG_IGN);
+	signal(SIGPIPE, SIG_IGN);
+	if (fcntl(chan, F_SETFD, FD_CLOEXEC) < 0 || fcntl(lsock, F_SETFD, FD_CLOEXEC) < 0 ||
+	    stat(path, &bound) < 0)
+		return 1;
+	for (;;) {
+		struct pollfd p = { .fd = alone ? lsock : chan, .events = POLLIN };
+		struct keep_msg m;
+		int fds[3], r;
+
+		r = poll(&p, 1, alone ? KEEPER_CHECK_MS : -1);
+		if (alone && (!nents || !path_is(path, &bound)))
+			break;
+		if (r <= 0)
+			continue;
+		if (alone) {
+			int s = accept4(lsock, NULL, NULL, SOCK_CLOEXEC);
+
+			if (s >= 0 && hand_over(s) == 0) {
+				close(s);
+				break;
+			}
+			if (s >= 0)
+				close(s);
+			continue;
+		}
+		r = recv_fds(chan, &m, fds);
+		if (r == -EINTR || r == -EPROTO)
+			continue;
+		if (r < 0) {
+			/* the daemon died without BYE: what it held is ours to hand over */
+			alone = true;
+			close(chan);
+			continue;
+		}
+		if (m.op == KEEP_FILE)
+			keep_file(m.key, fds);
+		else if (m.op == KEEP_FORGET)
+			forget_file(m.key);
+		else if (m.op == KEEP_BYE)
+			return 0;
+	}
+	if (path_is(path, &bound))
+		unlink(path);
+	return 0;
+}
+
+/* ------------------------------------------------------------ the daemon's side */
+
+static uint64_t file_key(const struct upc_file *f)
+{
+	return f->state_hdr ? f->state_hdr->memfd_ino : 0;
+}
+
+/*
+ * The cache holds @f now (file_new), or holds it again with a writable
+ * descriptor @fd (file_get_how): the keeper keeps them.  Under the
+ * cache's lock: never blocks (a keeper that is behind, or stopped, costs
+ * this file its keeping, said once, never the daemon its progress).
+ */
+static void keep(struct upc_cache *c, struct upc_file *f, int fd)
+{
+	struct keep_msg m = { .op = KEEP_FILE, .nfds = 3, .key = file_key(f) };
+	int fds[3] = { fd, f->memfd, f->statefd };
+	int ret;
+
+	(void)c;
+	if (keep_chan < 0 || !m.key)
+		return;
+	ret = send_fds(keep_chan, &m, fds, 3, MSG_DONTWAIT);
+	if (ret < 0 && !keep_warned) {
+		keep_warned = true;
+		pr_warn("keeper: %lx:%lu is not kept (%s): its dirty pages die with this daemon\n",
+			(unsigned long)f->dev, (unsigned long)f->ino, upc_strerror(ret));
+	}
+}
+
+static void forget(struct upc_cache *c, struct upc_file *f)
+{
+	struct keep_msg m = { .op = KEEP_FORGET, .key = file_key(f) };
+
+	(void)c;
+	if (keep_chan >= 0 && m.key)
+		send_fds(keep_chan, &m, NULL, 0, MSG_DONTWAIT);
+}
+
+/*
+ * The keeper of an earlier daemon on @sock_path hands over what it holds
+ * (*@out, *@n: the caller adopts them, keeper_adopt) and exits.  No keeper
+ * there, or one whose daemon lives (it answers only once alone): 0 and
+ * nothing.
+ */
+int keeper_takeover(const char *sock_path, struct kept **out, size_t *n)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct kept *k = NULL;
+	struct ucred cr;
+	socklen_t len = sizeof(cr);
+	struct timeval tv = { .tv_sec = KEEPER_TAKE_TIMEOUT_MS / 1000 };
+	int s, pidfd = -1, ret = 0;
+
+	*out = NULL;
+	*n = 0;
+	keeper_path(sock_path, sa.sun_path, sizeof(sa.sun_path));
+	s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (s < 0)
+		return -errno;
+	if (connect(s, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		close(s);
+		return 0;	/* none, or a stale path: keeper_start() replaces it */
+	}
+	/* a keeper of our own user only: another one's descriptors are not ours to adopt */
+	if (getsockopt(s, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0 || cr.uid != geteuid()) {
+		pr_warn("keeper: %s is not this user's: ignored\n", sa.sun_path);
+		close(s);
+		return 0;
+	}
+	pidfd = (int)syscall(SYS_pidfd_open, cr.pid, 0);
+	setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	for (;;) {
+		struct keep_msg m;
+		int fds[3];
+
+		ret = recv_fds(s, &m, fds);
+		if (ret == -EAGAIN) {
+			pr_warn("keeper: %s does not answer (its daemon lives?): nothing taken over\n", sa.sun_path);
+			break;
+		}
+		if (ret < 0 || m.op == KEEP_END)
+			break;
+		if (m.op != KEEP_ENTRY) {
+			ret = -EPROTO;
+			break;
+		}
+		{
+			struct kept *nk = realloc(k, (*n + 1) * sizeof(*nk));
+
+			if (!nk) {
+				for (int i = 0; i < 3; i++)
+					close(fds[i]);
+				ret = -ENOMEM;
+				break;
+			}
+			k = nk;
+			k[(*n)++] = (struct kept){ m.key, fds[0], fds[1], fds[2] };
+		}
+	}
+	if (ret == 0) {
+		struct keep_msg m = { .op = KEEP_DONE };
+		struct pollfd p = { .fd = pidfd, .events = POLLIN };
+
+		/* DONE, then its exit: its socket's path is ours after it (keeper_start) */
+		if (send_fds(s, &m, NULL, 0, 0) == 0 && pidfd >= 0)
+			poll(&p, 1, KEEPER_TAKE_TIMEOUT_MS);
+		*out = k;
+	} else {
+		for (size_t i = 0; i < *n; i++) {
+			close(k[i].fd);
+			close(k[i].memfd);
+			close(k[i].statefd);
+		}
+		free(k);
+		*n = 0;
+		if (ret == -EAGAIN)
+			ret = 0;
+	}
+	if (pidfd >= 0)
+		close(pidfd);
+	close(s);
+	return ret;
+}
+
+/*
+ * Start this daemon's keeper on "<@sock_path>.keeper": upcd itself again
+ * (/proc/self/exe), by posix_spawn: a fork of this process, whose threads
+ * hold locks and whose engine has fork handlers of its own (fork.c), would
+ * be a copy of all that; an exec is a process of its own.  Its own
+ * session, /dev/null for its standard descriptors, no other descriptor.
+ */
+int keeper_start(struct upc_cache *c, const char *sock_path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	posix_spawn_file_actions_t fa;
+	posix_spawnattr_t at;
+	sigset_t none;
+	int sv[2], ls = -1, sndbuf = 4 << 20, hi, ret;
+	char *argv[] = { "upcd-keeper", "--keeper", sa.sun_path, NULL };
+	pid_t pid;
+
+	if (strlen(sock_path) + sizeof(".keeper") > sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	keeper_path(sock_path, sa.sun_path, sizeof(sa.sun_path));
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+		return -errno;
+	ls = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (ls < 0)
+		goto err;
+	unlink(sa.sun_path);	/* a stale one: a live keeper handed over first (keeper_takeover) */
+	{
+		mode_t old = umask(0077);	/* connecting is its owner's only */
+		int r = bind(ls, (struct sockaddr *)&sa, sizeof(sa));
+
+		umask(old);
+		if (r < 0 || listen(ls, 4) < 0)
+			goto err;
+	}
+	setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
+	sigemptyset(&none);
+	posix_spawn_file_actions_init(&fa);
+	posix_spawnattr_init(&at);
+	posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK);
+	posix_spawnattr_setsigmask(&at, &none);
+	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDWR, 0);
+	posix_spawn_file_actions_adddup2(&fa, 0, 1);
+	posix_spawn_file_actions_adddup2(&fa, 0, 2);
+	/* through numbers above both, so that 3 and 4 cannot overwrite each other */
+	hi = (sv[1] > ls ? sv[1] : ls) + 1;
+	posix_spawn_file_actions_adddup2(&fa, sv[1], hi);
+	posix_spawn_file_actions_adddup2(&fa, ls, hi + 1);
+	posix_spawn_file_actions_adddup2(&fa, hi, 3);
+	posix_spawn_file_actions_adddup2(&fa, hi + 1, 4);
+	posix_spawn_file_actions_addclosefrom_np(&fa, 5);
+	ret = posix_spawn(&pid, "/proc/self/exe", &fa, &at, argv, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	posix_spawnattr_destroy(&at);
+	if (ret) {
+		errno = ret;
+		goto err;
+	}
+	close(sv[1]);
+	close(ls);
+	keep_chan = sv[0];
+	c->keep = keep;
+	c->forget = forget;
+	pr_info("keeper: process %d keeps this daemon's files (%s)\n", (int)pid, sa.sun_path);
+	return 0;
+err:
+	ret = -errno;
+	if (ls >= 0)
+		close(ls);
+	close(sv[0]);
+	close(sv[1]);
+	return ret;
+}
+
+/*
+ * upcd exits after writing everything back: its keeper holds nothing that
+ * needs it.  Not sent when the write-back failed: then what the keeper
+ * holds is the next daemon's to try again.
+ */
+void keeper_bye(void)
+{
+	struct keep_msg m = { .op = KEEP_BYE };
+
+	if (keep_chan >= 0)
+		send_fds(keep_chan, &m, NULL, 0, 0);
+}
+
+struct adopt_job {
+	struct upc_cache *c;
+	struct kept *k;
+	size_t n;
+};
+
+static void *adopt_main(void *arg)
+{
+	struct adopt_job *j = arg;
+	size_t done = 0;
+
+	for (size_t i = 0; i < j->n; i++) {
+		struct upc_file *f = NULL;
+		int ret = file_adopt_kept(j->c, j->k[i].fd, j->k[i].memfd, j->k[i].statefd, &f);
+
+		if (ret == 0) {
+			uint64_t last;
+
+			/*
+			 * Written back now, not when they expire: dirty since
+			 * before the earlier daemon died, and held by nothing
+			 * but this cache (file_adopt_pages dates them now).
+			 */
+			pthread_mutex_lock(&f->lock);
+			last = f->npages ? f->npages - 1 : 0;
+			pthread_mutex_unlock(&f->lock);
+			ret = writeback_range(f, 0, last, WB_SYNC, NULL);
+			if (ret < 0)
+				pr_warn("keeper: writing back %lx:%lu: %s (it stays dirty in the cache)\n",
+					(unsigned long)f->dev, (unsigned long)f->ino, upc_strerror(ret));
+			done++;
+			file_put(f);
+		} else {
+			pr_warn("keeper: the earlier daemon's memfd %llu is not adopted: %s\n",
+				(unsigned long long)j->k[i].key, upc_strerror(ret));
+			/* not a memfd of that file (any more): nothing to keep; else kept for the next daemon */
+			if (ret == -ESTALE || ret == -EINVAL || ret == -EPERM || ret == -EBADF || ret == -EBUSY) {
+				struct keep_msg m = { .op = KEEP_FORGET, .key = j->k[i].key };
+
+				if (keep_chan >= 0)
+					send_fds(keep_chan, &m, NULL, 0, MSG_DONTWAIT);
+			}
+		}
+		close(j->k[i].fd);
+		close(j->k[i].memfd);
+		close(j->k[i].statefd);
+	}
+	pr_info("keeper: %zu of %zu files of the earlier daemon adopted\n", done, j->n);
+	free(j->k);
+	free(j);
+	return NULL;
+}
+
+/*
+ * Adopt what keeper_takeover() handed over, in a thread of its own: each
+ * adoption may wait for the clients that serve themselves on the file
+ * (cache.c, file_adopt_lockwait), while this daemon already serves them.
+ * @k is consumed.
+ */
+int keeper_adopt(struct upc_cache *c, struct kept *k, size_t n)
+{
+	struct adopt_job *j;
+	pthread_t t;
+
+	if (!n) {
+		free(k);
+		return 0;
+	}
+	/*
+	 * This daemon's keeper holds them from now on, as they are: the
+	 * earlier keeper has let them go, and a crash before their adoption
+	 * must not lose them (the adoption sends them again, same key).
+	 */
+	for (size_t i = 0; i < n && keep_chan >= 0; i++) {
+		struct keep_msg m = { .op = KEEP_FILE, .nfds = 3, .key = k[i].key };
+		int fds[3] = { k[i].fd, k[i].memfd, k[i].statefd };
+
+		if (send_fds(keep_chan, &m, fds, 3, 0) < 0)
+			pr_warn("keeper: the earlier daemon's memfd %llu is not kept until it is adopted\n",
+				(unsigned long long)k[i].key);
+	}
+	j = malloc(sizeof(*j));
+	if (!j)
+		return -ENOMEM;
+	*j = (struct adopt_job){ c, k, n };
+	if (pthread_create(&t, NULL, adopt_main, j) != 0) {
+		free(j);
+		return -EAGAIN;
+	}
+	adopt_thread = t;
+	adopting = true;
+	return 0;
+}
+
+/* Before the cache goes (upcd's exit): the adoptions keeper_adopt() started are done. */
+void keeper_adopt_wait(void)
+{
+	if (adopting)
+		pthread_join(adopt_thread, NULL);
+	adopting = false;
+}

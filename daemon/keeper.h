@@ -1,0 +1,24 @@
+/* SPDX-License-Identifier: MIT */
+/* keeper.c: the process that keeps a dead daemon's cache. */
+#ifndef UPCD_KEEPER_H
+#define UPCD_KEEPER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct upc_cache;
+
+/* What an earlier daemon's keeper handed over: a file and its two memfds. */
+struct kept {
+	uint64_t key;			/* the data memfd's inode number */
+	int fd, memfd, statefd;
+};
+
+int keeper_run(const char *path);
+int keeper_takeover(const char *sock_path, struct kept **out, size_t *n);
+int keeper_start(struct upc_cache *c, const char *sock_path);
+int keeper_adopt(struct upc_cache *c, struct kept *k, size_t n);
+void keeper_adopt_wait(void);
+void keeper_bye(void);
+
+#endif
