@@ -15,7 +15,8 @@
  *   daemon -> keeper   KEEP (the three descriptors), FORGET (the file left
  *                      the cache, clean), BYE (upcd exits after writing
  *                      everything back: the keeper exits too);
- *   keeper -> a new daemon, on "<socket>.keeper" once its daemon died
+ *   keeper -> a new daemon, on its socket (--keeper-socket, by default
+ *                      "<socket>.keeper") once its daemon died
  *                      without BYE: an ENTRY a file, END; the new daemon
  *                      answers DONE and the keeper exits.
  *
@@ -36,13 +37,12 @@
  * again (then, as the store does: store.c, fs_open).
  *
  * Its lifetime: it lives as long as its daemon, then as long as it holds
- * anything and its socket's path still names its socket (removing
- * "<socket>.keeper" gives the pages up; the test suite does so).  It is
+ * anything and its socket's path still names its socket (removing it
+ * gives the pages up; the test suite does so).  It is
  * its own session, with /dev/null for standard input and outputs, so that
  * neither a terminal's signals nor a pipe that a caller waits on tie it to
- * its launcher.  Under upcd.service there is none: the unit sees /run
- * read-only, and KillMode=mixed would kill it with the unit when upcd
- * dies (upcd(8), BUGS).
+ * its launcher.  upcd.service kills only upcd (KillMode=process) and gives
+ * the keeper's socket a runtime directory of its own.
  */
 #define _GNU_SOURCE
 #include "internal.h"
@@ -132,11 +132,6 @@ static int recv_fds(int s, struct keep_msg *m, int *fds)
 		return -EPROTO;
 	}
 	return 0;
-}
-
-static void keeper_path(const char *sock_path, char *out, size_t len)
-{
-	snprintf(out, len, "%s.keeper", sock_path);
 }
 
 /* ------------------------------------------------------------ the keeper process */
@@ -246,7 +241,7 @@ static bool path_is(const char *path, const struct stat *bound)
 }
 
 /*
- * The keeper: upcd started again as "upcd --keeper PATH" (keeper_start),
+ * The keeper: upcd started again as "upcd --run-keeper PATH" (keeper_start),
  * with its channel at descriptor 3 and its listening socket at 4.
  */
 int keeper_run(const char *path)
@@ -297,7 +292,7 @@ int keeper_run(const char *path)
 		else if (m.op == KEEP_FORGET)
 			forget_file(m.key);
 		else if (m.op == KEEP_BYE)
-			return 0;
+			break;
 	}
 	if (path_is(path, &bound))
 		unlink(path);
@@ -344,12 +339,12 @@ static void forget(struct upc_cache *c, struct upc_file *f)
 }
 
 /*
- * The keeper of an earlier daemon on @sock_path hands over what it holds
+ * The keeper of an earlier daemon on @kpath hands over what it holds
  * (*@out, *@n: the caller adopts them, keeper_adopt) and exits.  No keeper
  * there, or one whose daemon lives (it answers only once alone): 0 and
  * nothing.
  */
-int keeper_takeover(const char *sock_path, struct kept **out, size_t *n)
+int keeper_takeover(const char *kpath, struct kept **out, size_t *n)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	struct kept *k = NULL;
@@ -360,7 +355,9 @@ int keeper_takeover(const char *sock_path, struct kept **out, size_t *n)
 
 	*out = NULL;
 	*n = 0;
-	keeper_path(sock_path, sa.sun_path, sizeof(sa.sun_path));
+	if (strlen(kpath) >= sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	strcpy(sa.sun_path, kpath);
 	s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
 	if (s < 0)
 		return -errno;
@@ -430,25 +427,25 @@ int keeper_takeover(const char *sock_path, struct kept **out, size_t *n)
 }
 
 /*
- * Start this daemon's keeper on "<@sock_path>.keeper": upcd itself again
+ * Start this daemon's keeper on @kpath: upcd itself again
  * (/proc/self/exe), by posix_spawn: a fork of this process, whose threads
  * hold locks and whose engine has fork handlers of its own (fork.c), would
  * be a copy of all that; an exec is a process of its own.  Its own
  * session, /dev/null for its standard descriptors, no other descriptor.
  */
-int keeper_start(struct upc_cache *c, const char *sock_path)
+int keeper_start(struct upc_cache *c, const char *kpath)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	posix_spawn_file_actions_t fa;
 	posix_spawnattr_t at;
 	sigset_t none;
 	int sv[2], ls = -1, sndbuf = 4 << 20, hi, ret;
-	char *argv[] = { "upcd-keeper", "--keeper", sa.sun_path, NULL };
+	char *argv[] = { "upcd-keeper", "--run-keeper", sa.sun_path, NULL };
 	pid_t pid;
 
-	if (strlen(sock_path) + sizeof(".keeper") > sizeof(sa.sun_path))
+	if (strlen(kpath) >= sizeof(sa.sun_path))
 		return -ENAMETOOLONG;
-	keeper_path(sock_path, sa.sun_path, sizeof(sa.sun_path));
+	strcpy(sa.sun_path, kpath);
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
 		return -errno;
 	ls = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);

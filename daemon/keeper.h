@@ -15,8 +15,8 @@ struct kept {
 };
 
 int keeper_run(const char *path);
-int keeper_takeover(const char *sock_path, struct kept **out, size_t *n);
-int keeper_start(struct upc_cache *c, const char *sock_path);
+int keeper_takeover(const char *kpath, struct kept **out, size_t *n);
+int keeper_start(struct upc_cache *c, const char *kpath);
 int keeper_adopt(struct upc_cache *c, struct kept *k, size_t n);
 void keeper_adopt_wait(void);
 void keeper_bye(void);

@@ -1082,7 +1082,7 @@ static void usage(FILE *to)
 	fprintf(to,
 		"usage: upcd [--foreground] [--socket PATH] [--mem-limit SIZE] [--async]\n"
 		"            [--group NAME] [--mode OCTAL] [--max-clients-per-user N]\n"
-		"            [--max-pinned-per-client SIZE] [--verbose]\n"
+		"            [--max-pinned-per-client SIZE] [--keeper-socket PATH] [--verbose]\n"
 		"Holds one page cache for every process that creates its cache with\n"
 		"UPC_CACHE_SHARED.  See upcd(8).\n"
 		"  --foreground                 do not detach\n"
@@ -1093,6 +1093,9 @@ static void usage(FILE *to)
 		"                               not counted (default %u; 0: no limit)\n"
 		"  --max-pinned-per-client SIZE what one client's upc_pin may hold (K, M, G;\n"
 		"                               default a quarter of the memory limit)\n"
+		"  --keeper-socket PATH         where this daemon's keeper waits for the next\n"
+		"                               daemon after a crash (default SOCKET.keeper;\n"
+		"                               \"none\": no keeper)\n"
 		"  --verbose                    log clients and errors to standard error\n",
 		CLIENTS_PER_USER);
 }
@@ -1109,11 +1112,12 @@ int main(int argc, char **argv)
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "max-clients-per-user", required_argument, NULL, 'U' },
 		{ "max-pinned-per-client", required_argument, NULL, 'P' },
+		{ "keeper-socket", required_argument, NULL, 'K' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
 	UPC_OPTS(upc_cache_opts, o);
-	const char *path = NULL, *group = NULL;
+	const char *path = NULL, *group = NULL, *kpath = NULL;
 	char defpath[256];
 	bool foreground = false;
 	long mode = -1;
@@ -1124,11 +1128,11 @@ int main(int argc, char **argv)
 	int opt, ret;
 
 	/* the keeper of this daemon's files (keeper.c, keeper_start) */
-	if (argc == 3 && !strcmp(argv[1], "--keeper"))
+	if (argc == 3 && !strcmp(argv[1], "--run-keeper"))
 		return keeper_run(argv[2]);
 	d.max_per_user = CLIENTS_PER_USER;
 	d.euid = geteuid();
-	while ((opt = getopt_long(argc, argv, "fs:m:ag:M:vU:P:h", lo, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "fs:m:ag:M:vU:P:K:h", lo, NULL)) != -1) {
 		switch (opt) {
 		case 'f': foreground = true; break;
 		case 's': path = optarg; break;
@@ -1165,6 +1169,13 @@ int main(int argc, char **argv)
 				fprintf(stderr, "upcd: bad size (a page at least): %s\n", optarg);
 				return 2;
 			}
+			break;
+		case 'K':
+			if (!*optarg || strlen(optarg) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+				fprintf(stderr, "upcd: bad keeper socket: %s\n", optarg);
+				return 2;
+			}
+			kpath = optarg;
 			break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
@@ -1244,11 +1255,12 @@ int main(int argc, char **argv)
 		struct kept *k;
 		size_t nk;
 		int kr;
+		char kbuf[sizeof(((struct sockaddr_un *)0)->sun_path)];
 
-		/* the socket systemd passed may be anywhere: its keeper is beside it */
-		if (d.socket_activated) {
+		/* the socket systemd passed may be anywhere: by default the keeper's is beside it */
+		if (!kpath && d.socket_activated) {
 			struct sockaddr_un ka;
-			socklen_t sl = sizeof(sa);
+			socklen_t sl = sizeof(ka);
 
 			if (getsockname(d.lsock, (struct sockaddr *)&ka, &sl) == 0 && ka.sun_family == AF_UNIX &&
 			    sl > offsetof(struct sockaddr_un, sun_path) + 1 && ka.sun_path[0] &&
@@ -1258,15 +1270,24 @@ int main(int argc, char **argv)
 				path = defpath;
 			}
 		}
-		ret = keeper_takeover(path, &k, &nk);
-		if (ret < 0)
-			fprintf(stderr, "upcd: the earlier daemon's keeper: %s\n", upc_strerror(ret));
-		else if (nk)
-			logf("the earlier daemon's keeper handed over %zu files", nk);
-		/* this one's first: the files adopted are its to keep */
-		kr = keeper_start(d.c, path);
-		if (kr < 0)
-			fprintf(stderr, "upcd: no keeper: %s\n", upc_strerror(kr));
+		if (!kpath && (size_t)snprintf(kbuf, sizeof(kbuf), "%s.keeper", path) < sizeof(kbuf))
+			kpath = kbuf;
+		if (!kpath)
+			fprintf(stderr, "upcd: no keeper: its socket's path (%s.keeper) is too long\n", path);
+		ret = 0;
+		nk = 0;
+		k = NULL;
+		if (kpath && strcmp(kpath, "none")) {
+			ret = keeper_takeover(kpath, &k, &nk);
+			if (ret < 0)
+				fprintf(stderr, "upcd: the earlier daemon's keeper: %s\n", upc_strerror(ret));
+			else if (nk)
+				logf("the earlier daemon's keeper handed over %zu files", nk);
+			/* this one's first: the files adopted are its to keep */
+			kr = keeper_start(d.c, kpath);
+			if (kr < 0)
+				fprintf(stderr, "upcd: no keeper (%s): %s\n", kpath, upc_strerror(kr));
+		}
 		if (ret == 0 && (ret = keeper_adopt(d.c, k, nk)) < 0)
 			fprintf(stderr, "upcd: adopting the kept files: %s\n", upc_strerror(ret));
 	}

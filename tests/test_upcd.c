@@ -519,3 +519,39 @@ Test(upcd, in_the_background_it_serves_maps)
 	close(fd);
 	unlink(fpath);
 }
+
+/*
+ * --keeper-socket: the keeper (daemon/keeper.c) listens where it says,
+ * and not beside the socket; "none" starts none.  By default it is the
+ * socket's path with ".keeper" (own_socket's daemon leaves none behind).
+ */
+Test(upcd, keeper_socket_option)
+{
+	const char *args[] = { "--socket", NULL, "--keeper-socket", NULL, NULL };
+	char path[300], kpath[300];
+
+	require_upcache();
+	snprintf(path, sizeof(path), "%s/upcd.sock", t.dir);
+	snprintf(kpath, sizeof(kpath), "%s/k.sock", t.dir);
+	args[1] = path;
+	args[3] = kpath;
+	notify_socket();
+	start_upcd(-1, 0, args);
+	expect_notify("READY=1");
+	cr_assert(exists("k.sock"), "no keeper socket where --keeper-socket said");
+	cr_assert(!exists("upcd.sock.keeper"), "a keeper socket beside the daemon's too");
+	close(connect_to("k.sock"));
+	stop_upcd();
+	for (int i = 0; i < 200 && exists("k.sock"); i++)
+		usleep(10000);
+	cr_expect(!exists("k.sock"), "the keeper outlived a clean stop");
+	expect_notify("STOPPING=1");
+
+	args[3] = "none";
+	start_upcd(-1, 0, args);
+	expect_notify("READY=1");
+	free(expect_status("upcd.sock", t.pid));
+	cr_assert(!exists("k.sock") && !exists("upcd.sock.keeper") && !exists("none"),
+		  "a keeper with --keeper-socket none");
+	stop_upcd();
+}
