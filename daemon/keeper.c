@@ -216,10 +216,13 @@ static int hand_over(int s)
 	struct ucred cr;
 	socklen_t len = sizeof(cr);
 	struct pollfd p = { .fd = s, .events = POLLIN };
+	struct timeval tv = { .tv_sec = KEEPER_DONE_TIMEOUT_MS / 1000 };
 	int fds[3];
 
 	if (getsockopt(s, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0 || cr.uid != geteuid())
 		return -EPERM;
+	/* a peer that does not read does not hold the keeper for ever */
+	setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 	for (size_t i = 0; i < nents; i++) {
 		struct keep_msg e = { .op = KEEP_ENTRY, .nfds = 3, .key = ents[i].key };
 
@@ -271,8 +274,15 @@ int keeper_run(const char *path)
 			int s = accept4(lsock, NULL, NULL, SOCK_CLOEXEC);
 
 			if (s >= 0 && hand_over(s) == 0) {
+				/*
+				 * The path goes before the connection: the new
+				 * daemon waits for its end (keeper_takeover) and
+				 * only then binds its own keeper there.
+				 */
+				if (path_is(path, &bound))
+					unlink(path);
 				close(s);
-				break;
+				return 0;
 			}
 			if (s >= 0)
 				close(s);
@@ -351,7 +361,7 @@ int keeper_takeover(const char *kpath, struct kept **out, size_t *n)
 	struct ucred cr;
 	socklen_t len = sizeof(cr);
 	struct timeval tv = { .tv_sec = KEEPER_TAKE_TIMEOUT_MS / 1000 };
-	int s, pidfd = -1, ret = 0;
+	int s, ret = 0;
 
 	*out = NULL;
 	*n = 0;
@@ -365,23 +375,23 @@ int keeper_takeover(const char *kpath, struct kept **out, size_t *n)
 		close(s);
 		return 0;	/* none, or a stale path: keeper_start() replaces it */
 	}
-	/* a keeper of our own user only: another one's descriptors are not ours to adopt */
+	/*
+	 * A keeper of our own user only: another one's descriptors are not
+	 * ours to adopt.  (The credentials are those of the socket's listen(),
+	 * the daemon that started the keeper: the same user.)
+	 */
 	if (getsockopt(s, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0 || cr.uid != geteuid()) {
-		pr_warn("keeper: %s is not this user's: ignored\n", sa.sun_path);
 		close(s);
-		return 0;
+		return -EACCES;
 	}
-	pidfd = (int)syscall(SYS_pidfd_open, cr.pid, 0);
 	setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	for (;;) {
 		struct keep_msg m;
 		int fds[3];
 
 		ret = recv_fds(s, &m, fds);
-		if (ret == -EAGAIN) {
-			pr_warn("keeper: %s does not answer (its daemon lives?): nothing taken over\n", sa.sun_path);
-			break;
-		}
+		if (ret == -EAGAIN)	/* nothing at all: a keeper whose daemon lives (it answers only alone) */
+			ret = *n ? -ETIMEDOUT : -EBUSY;
 		if (ret < 0 || m.op == KEEP_END)
 			break;
 		if (m.op != KEEP_ENTRY) {
@@ -403,13 +413,19 @@ int keeper_takeover(const char *kpath, struct kept **out, size_t *n)
 	}
 	if (ret == 0) {
 		struct keep_msg m = { .op = KEEP_DONE };
-		struct pollfd p = { .fd = pidfd, .events = POLLIN };
+		char c;
 
-		/* DONE, then its exit: its socket's path is ours after it (keeper_start) */
-		if (send_fds(s, &m, NULL, 0, 0) == 0 && pidfd >= 0)
-			poll(&p, 1, KEEPER_TAKE_TIMEOUT_MS);
+		/* DONE, then its end of the connection, after its path (keeper_run) */
+		if (send_fds(s, &m, NULL, 0, 0) == 0)
+			while (recv(s, &c, 1, 0) > 0)
+				;
 		*out = k;
 	} else {
+		/*
+		 * Taken over in part, or not at all: the keeper keeps all it
+		 * holds (it lets go only at DONE), and its path stays its own
+		 * (the caller starts no keeper over it).
+		 */
 		for (size_t i = 0; i < *n; i++) {
 			close(k[i].fd);
 			close(k[i].memfd);
@@ -417,11 +433,7 @@ int keeper_takeover(const char *kpath, struct kept **out, size_t *n)
 		}
 		free(k);
 		*n = 0;
-		if (ret == -EAGAIN)
-			ret = 0;
 	}
-	if (pidfd >= 0)
-		close(pidfd);
 	close(s);
 	return ret;
 }
@@ -466,13 +478,18 @@ int keeper_start(struct upc_cache *c, const char *kpath)
 	posix_spawnattr_init(&at);
 	posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK);
 	posix_spawnattr_setsigmask(&at, &none);
+	/*
+	 * Through numbers above both and above 4 first, so that neither the
+	 * standard descriptors nor 3 and 4 overwrite one of them.
+	 */
+	hi = (sv[1] > ls ? sv[1] : ls) + 1;
+	if (hi < 5)
+		hi = 5;
+	posix_spawn_file_actions_adddup2(&fa, sv[1], hi);
+	posix_spawn_file_actions_adddup2(&fa, ls, hi + 1);
 	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDWR, 0);
 	posix_spawn_file_actions_adddup2(&fa, 0, 1);
 	posix_spawn_file_actions_adddup2(&fa, 0, 2);
-	/* through numbers above both, so that 3 and 4 cannot overwrite each other */
-	hi = (sv[1] > ls ? sv[1] : ls) + 1;
-	posix_spawn_file_actions_adddup2(&fa, sv[1], hi);
-	posix_spawn_file_actions_adddup2(&fa, ls, hi + 1);
 	posix_spawn_file_actions_adddup2(&fa, hi, 3);
 	posix_spawn_file_actions_adddup2(&fa, hi + 1, 4);
 	posix_spawn_file_actions_addclosefrom_np(&fa, 5);
@@ -525,15 +542,15 @@ static void *adopt_main(void *arg)
 
 	for (size_t i = 0; i < j->n; i++) {
 		struct upc_file *f = NULL;
-		int ret = file_adopt_kept(j->c, j->k[i].fd, j->k[i].memfd, j->k[i].statefd, &f);
+		int ret = cache_adopt_orphans(j->c, j->k[i].fd, &f);
 
 		if (ret == 0) {
 			uint64_t last;
 
 			/*
 			 * Written back now, not when they expire: dirty since
-			 * before the earlier daemon died, and held by nothing
-			 * but this cache (file_adopt_pages dates them now).
+			 * before the earlier daemon died, and maybe held by
+			 * nothing but this cache (file_adopt_pages dates them now).
 			 */
 			pthread_mutex_lock(&f->lock);
 			last = f->npages ? f->npages - 1 : 0;
@@ -544,46 +561,38 @@ static void *adopt_main(void *arg)
 					(unsigned long)f->dev, (unsigned long)f->ino, upc_strerror(ret));
 			done++;
 			file_put(f);
-		} else {
-			pr_warn("keeper: the earlier daemon's memfd %llu is not adopted: %s\n",
+		} else if (ret < 0) {
+			/* listed still: a later lookup tries again, and the keeper is not let go at exit */
+			pr_warn("keeper: the earlier daemon's memfd %llu is not adopted yet: %s\n",
 				(unsigned long long)j->k[i].key, upc_strerror(ret));
-			/* not a memfd of that file (any more): nothing to keep; else kept for the next daemon */
-			if (ret == -ESTALE || ret == -EINVAL || ret == -EPERM || ret == -EBADF || ret == -EBUSY) {
-				struct keep_msg m = { .op = KEEP_FORGET, .key = j->k[i].key };
-
-				if (keep_chan >= 0)
-					send_fds(keep_chan, &m, NULL, 0, MSG_DONTWAIT);
-			}
 		}
+		/* 1: a lookup of the file adopted it first, or it was not this file's any more */
 		close(j->k[i].fd);
-		close(j->k[i].memfd);
-		close(j->k[i].statefd);
 	}
-	pr_info("keeper: %zu of %zu files of the earlier daemon adopted\n", done, j->n);
+	pr_info("keeper: %zu of %zu files of the earlier daemon adopted here\n", done, j->n);
 	free(j->k);
 	free(j);
 	return NULL;
 }
 
 /*
- * Adopt what keeper_takeover() handed over, in a thread of its own: each
- * adoption may wait for the clients that serve themselves on the file
- * (cache.c, file_adopt_lockwait), while this daemon already serves them.
- * @k is consumed.
+ * Adopt what keeper_takeover() handed over.  The memfds join the cache's
+ * orphan list at once (cache.c, cache_add_kept), so that the first lookup
+ * of such a file adopts them, whoever makes it; a thread of its own then
+ * adopts the rest one by one, each maybe waiting for the clients that
+ * serve themselves on the file (file_adopt_lockwait), while this daemon
+ * already serves.  @k is consumed.
  */
 int keeper_adopt(struct upc_cache *c, struct kept *k, size_t n)
 {
 	struct adopt_job *j;
 	pthread_t t;
 
-	if (!n) {
-		free(k);
-		return 0;
-	}
 	/*
 	 * This daemon's keeper holds them from now on, as they are: the
 	 * earlier keeper has let them go, and a crash before their adoption
-	 * must not lose them (the adoption sends them again, same key).
+	 * must not lose them (the adoption sends them again, same key; one
+	 * that is never adopted is held until this daemon's clean exit).
 	 */
 	for (size_t i = 0; i < n && keep_chan >= 0; i++) {
 		struct keep_msg m = { .op = KEEP_FILE, .nfds = 3, .key = k[i].key };
@@ -593,9 +602,20 @@ int keeper_adopt(struct upc_cache *c, struct kept *k, size_t n)
 			pr_warn("keeper: the earlier daemon's memfd %llu is not kept until it is adopted\n",
 				(unsigned long long)k[i].key);
 	}
+	for (size_t i = 0; i < n; i++) {
+		int ret = cache_add_kept(c, k[i].fd, k[i].memfd, k[i].statefd);
+
+		if (ret < 0)
+			pr_warn("keeper: the earlier daemon's memfd %llu: %s\n", (unsigned long long)k[i].key,
+				upc_strerror(ret));
+	}
+	if (!n) {
+		free(k);
+		return 0;
+	}
 	j = malloc(sizeof(*j));
 	if (!j)
-		return -ENOMEM;
+		return -ENOMEM;		/* listed: each is adopted at its file's first lookup */
 	*j = (struct adopt_job){ c, k, n };
 	if (pthread_create(&t, NULL, adopt_main, j) != 0) {
 		free(j);

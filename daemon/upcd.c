@@ -1124,6 +1124,7 @@ int main(int argc, char **argv)
 	struct sigaction sa = { .sa_handler = on_signal };
 	size_t max_pinned = 0;
 	int ready_fd = -1;		/* without --foreground: the waiting parent's pipe */
+	size_t pending;
 	char *end;
 	int opt, ret;
 
@@ -1279,14 +1280,18 @@ int main(int argc, char **argv)
 		k = NULL;
 		if (kpath && strcmp(kpath, "none")) {
 			ret = keeper_takeover(kpath, &k, &nk);
-			if (ret < 0)
-				fprintf(stderr, "upcd: the earlier daemon's keeper: %s\n", upc_strerror(ret));
-			else if (nk)
-				logf("the earlier daemon's keeper handed over %zu files", nk);
-			/* this one's first: the files adopted are its to keep */
-			kr = keeper_start(d.c, kpath);
-			if (kr < 0)
-				fprintf(stderr, "upcd: no keeper (%s): %s\n", kpath, upc_strerror(kr));
+			if (ret < 0) {
+				/* it keeps what it holds, on its path: this daemon runs without a keeper */
+				fprintf(stderr, "upcd: the keeper on %s: %s: it keeps what it holds; no keeper here\n",
+					kpath, ret == -EBUSY ? "its daemon lives" : upc_strerror(ret));
+			} else {
+				if (nk)
+					logf("the earlier daemon's keeper handed over %zu files", nk);
+				/* this one's first: the files adopted are its to keep */
+				kr = keeper_start(d.c, kpath);
+				if (kr < 0)
+					fprintf(stderr, "upcd: no keeper (%s): %s\n", kpath, upc_strerror(kr));
+			}
 		}
 		if (ret == 0 && (ret = keeper_adopt(d.c, k, nk)) < 0)
 			fprintf(stderr, "upcd: adopting the kept files: %s\n", upc_strerror(ret));
@@ -1336,9 +1341,13 @@ int main(int argc, char **argv)
 		pthread_cond_wait(&d.gone, &d.lock);
 	pthread_mutex_unlock(&d.lock);
 	keeper_adopt_wait();
+	pending = cache_kept_pending(d.c);
 	ret = upc_cache_destroy(d.c);
+	/* the keeper is let go only when it holds nothing the next daemon needs */
 	if (ret < 0)
 		fprintf(stderr, "upcd: write-back at exit: %s (the keeper keeps the files)\n", upc_strerror(ret));
+	else if (pending)
+		fprintf(stderr, "upcd: %zu files of an earlier daemon not adopted: the keeper keeps them\n", pending);
 	else
 		keeper_bye();
 	return ret < 0 ? 1 : 0;

@@ -134,6 +134,14 @@ struct upc_state_hdr {
 	uint32_t btime_nsec;		/* an inode number used again is another file */
 	uint32_t async;			/* tracked asynchronously: a clean page may be written in a PTE */
 	uint64_t born;			/* the daemon that made it: its start, ns since the epoch (0: older) */
+	/*
+	 * Clients' mappings of the file that may write (map.c, rmap_add):
+	 * what a daemon that died left here says whether a client's PTEs may
+	 * have held writes the table does not know (asynchronous tracking:
+	 * cache.c, file_adopt_pages).  Set to 0 by the adopting daemon.
+	 */
+	_Atomic uint32_t wmaps;
+	uint32_t pad;
 };
 
 /*
@@ -520,8 +528,10 @@ __upc_hidden void file_unpin_all(struct upc_file *f);
 __upc_hidden void stats_counters(struct upc_cache *c, struct upc_stats *st);
 __upc_hidden int file_get(struct upc_cache *c, int fd, struct upc_file **fp);
 __upc_hidden int file_adopt_wait(struct upc_cache *c, int fd, int memfd, int statefd, struct upc_file **fp);
-__upc_hidden int file_adopt_kept(struct upc_cache *c, int fd, int memfd, int statefd, struct upc_file **fp);
 __upc_hidden void cache_find_orphans(struct upc_cache *c);
+__upc_hidden int cache_add_kept(struct upc_cache *c, int fd, int memfd, int statefd);
+__upc_hidden int cache_adopt_orphans(struct upc_cache *c, int fd, struct upc_file **fp);
+__upc_hidden size_t cache_kept_pending(struct upc_cache *c);
 __upc_hidden void file_set_size(struct upc_file *f, off_t size);
 __upc_hidden void file_put(struct upc_file *f);
 __upc_hidden void file_reap(struct upc_cache *c, bool all);

@@ -54,6 +54,9 @@ static pid_t fork_child(void)
 	return pid;
 }
 
+/* The next upcd_spawn()'s descriptor limit, soft and hard (0: the test's). */
+static rlim_t spawn_nofile;
+
 /* upcd on sock_path (again, after a kill: the new one adopts the old one's clients). */
 static void upcd_spawn(const char *extra)
 {
@@ -65,6 +68,12 @@ static void upcd_spawn(const char *extra)
 	cr_assert_geq(upcd_pid, 0);
 	if (upcd_pid == 0) {
 		prctl(PR_SET_PDEATHSIG, SIGTERM);	/* a test that fails does not leave it behind */
+		if (spawn_nofile) {
+			struct rlimit rl = { spawn_nofile, spawn_nofile };
+
+			if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+				_exit(126);
+		}
 		/* the suite's async run: the daemon tracks for its clients (tests/run-async) */
 		if (track_flags())
 			execl(bin, "upcd", "--foreground", "--socket", sock_path, "--mode", "0666", "--verbose",
@@ -2833,4 +2842,187 @@ Test(shared, a_killed_daemons_dirty_pages_outlive_every_client_in_its_keeper, .t
 	close(bfd);
 	unlink(apath);
 	unlink(bpath);
+}
+
+/*
+ * A file the keeper handed over is adopted by the first request for it,
+ * even while the daemon's own adoption waits on another file (a client
+ * serving itself there is stopped): the reader sees the page the dead
+ * daemon held dirty, not the file's, and it reaches the file (review of
+ * 3213905: the request gave the file a new memfd, the keeper's was let go).
+ */
+Test(shared, a_kept_file_asked_for_first_is_adopted_not_read_again, .timeout = 90)
+{
+	struct nd_shared *sh = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	char apath[64], bpath[64];
+	int afd = tmpfile_pattern(8 * PAGE, apath), bfd = tmpfile_pattern(8 * PAGE, bpath), status;
+	unsigned char a = 0;
+	pid_t x, y, r;
+
+	cr_assert(sh != MAP_FAILED);
+	setenv("UPC_RECONNECT", "60", 1);
+	upcd_start(NULL);
+	y = fork_child();
+	cr_assert_geq(y, 0);
+	if (y == 0) {		/* B first: kept first, adopted first */
+		struct upc_cache *c = shared_cache();
+		int f = open_rw(bpath);
+		volatile unsigned char *p;
+
+		if (upc_map(c, f, 0, 8 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p))
+			_exit(10);
+		p[5 * PAGE + 9] = 'B';
+		atomic_store(&sh->writer_ready, 1);
+		for (;;)
+			pause();
+	}
+	for (int i = 0; i < 3000 && !atomic_load(&sh->writer_ready); i++)
+		usleep(1000);
+	cr_assert(atomic_load(&sh->writer_ready));
+	x = fork_child();
+	cr_assert_geq(x, 0);
+	if (x == 0) {		/* A: written, and the writer exits without msync */
+		struct upc_cache *c = shared_cache();
+		int f = open_rw(apath);
+		volatile unsigned char *p;
+
+		if (upc_map(c, f, 0, 8 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p))
+			_exit(10);
+		p[3 * PAGE + 7] = 'A';
+		_exit(0);
+	}
+	cr_assert_eq(waitpid(x, &status, 0), x);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the writer of A: status %#x", status);
+	cr_assert_eq(kill(upcd_pid, SIGKILL), 0);
+	cr_assert_eq(waitpid(upcd_pid, &status, 0), upcd_pid);
+	usleep(300 * 1000);
+	cr_assert_eq(kill(y, SIGSTOP), 0);	/* holds B's takeover lock (sync), or waits (async) */
+	upcd_spawn(NULL);
+	r = fork_child();
+	cr_assert_geq(r, 0);
+	if (r == 0) {		/* a reader of A, while the adoption waits on B */
+		struct upc_cache *c = shared_cache();
+		int f = open_rw(apath);
+		volatile unsigned char *p;
+
+		if (upc_map(c, f, 0, 8 * PAGE, PROT_READ, 0, (void **)&p))
+			_exit(10);
+		_exit(p[3 * PAGE + 7] == 'A' ? 0 : 20);
+	}
+	cr_assert_eq(waitpid(r, &status, 0), r);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		  "the reader of A after the restart (20: it read the file, not the kept page): status %#x", status);
+	cr_assert_eq(kill(y, SIGKILL), 0);
+	cr_assert_eq(waitpid(y, &status, 0), y);
+	upcd_stop();
+	cr_assert_eq(pread(afd, &a, 1, 3 * PAGE + 7), 1);
+	cr_assert_eq(a, 'A', "A's page on disk after the stop: %#x", a);
+	close(afd);
+	close(bfd);
+	unlink(apath);
+	unlink(bpath);
+}
+
+/*
+ * A file nobody mapped when the daemon died, clean, changed on disk by
+ * another program while no daemon ran: the next daemon writes nothing of
+ * it back, in either mode (review of 3213905: under --async every cached
+ * page of every kept file was written back, over the change).
+ */
+Test(shared, a_clean_kept_file_is_not_written_over_a_change, .timeout = 60)
+{
+	char apath[64];
+	int afd = tmpfile_pattern(8 * PAGE, apath), status;
+	unsigned char a = 0, z = 'Z';
+	pid_t x;
+
+	upcd_start(NULL);
+	x = fork_child();
+	cr_assert_geq(x, 0);
+	if (x == 0) {
+		struct upc_cache *c = shared_cache();
+		int f = open_rw(apath);
+		volatile unsigned char *p;
+
+		if (upc_map(c, f, 0, 8 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p))
+			_exit(10);
+		p[3 * PAGE + 7] = 'A';
+		_exit(upc_cache_destroy(c) ? 11 : 0);	/* written back, unmapped */
+	}
+	cr_assert_eq(waitpid(x, &status, 0), x);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the writer: status %#x", status);
+	cr_assert_eq(pread(afd, &a, 1, 3 * PAGE + 7), 1);
+	cr_assert_eq(a, 'A');
+	cr_assert(keeper_listens());
+	cr_assert_eq(kill(upcd_pid, SIGKILL), 0);
+	cr_assert_eq(waitpid(upcd_pid, &status, 0), upcd_pid);
+	cr_assert_eq(pwrite(afd, &z, 1, 3 * PAGE + 7), 1);	/* no daemon: another program writes */
+	upcd_spawn(NULL);
+	usleep(500 * 1000);	/* its adoption of the kept file, and a write-back if it wrongly made one */
+	upcd_stop();		/* writes back whatever it holds dirty */
+	cr_assert_eq(pread(afd, &a, 1, 3 * PAGE + 7), 1);
+	cr_assert_eq(a, 'Z', "the kept clean page was written over the file's change: %#x", a);
+	close(afd);
+	unlink(apath);
+}
+
+/*
+ * A new daemon that cannot take everything the keeper holds (here its
+ * descriptor limit: the hand-over's descriptors do not fit) leaves it all
+ * to the keeper, path included, and runs without one; the daemon after it
+ * takes everything (review of 3213905: the first one replaced the keeper's
+ * path, the keeper exited, and all 40 files' pages were lost).
+ */
+Test(shared, a_keeper_that_cannot_hand_everything_over_keeps_it, .timeout = 90)
+{
+	enum { N = 40 };
+	char paths[N][64];
+	int fds[N], status, ok = 0;
+	pid_t x;
+
+	for (int i = 0; i < N; i++)
+		fds[i] = tmpfile_pattern(2 * PAGE, paths[i]);
+	upcd_start(NULL);
+	x = fork_child();
+	cr_assert_geq(x, 0);
+	if (x == 0) {
+		struct upc_cache *c = shared_cache();
+
+		for (int i = 0; i < N; i++) {
+			volatile unsigned char *p;
+			int f = open_rw(paths[i]);
+
+			if (upc_map(c, f, 0, 2 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p))
+				_exit(10);
+			p[7] = 'K';
+		}
+		_exit(0);
+	}
+	cr_assert_eq(waitpid(x, &status, 0), x);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the writer: status %#x", status);
+	cr_assert_eq(kill(upcd_pid, SIGKILL), 0);
+	cr_assert_eq(waitpid(upcd_pid, &status, 0), upcd_pid);
+	spawn_nofile = 150;
+	upcd_spawn(NULL);
+	spawn_nofile = 0;
+	upcd_stop();
+	cr_assert(keeper_listens(), "the earlier keeper is gone after a hand-over that could not be done");
+	upcd_spawn(NULL);
+	for (int t = 0; t < 3000 && ok < N; t++) {
+		ok = 0;
+		for (int i = 0; i < N; i++) {
+			unsigned char b;
+
+			cr_assert_eq(pread(fds[i], &b, 1, 7), 1);
+			ok += b == 'K';
+		}
+		if (ok < N)
+			usleep(10000);
+	}
+	cr_assert_eq(ok, N, "%d of %d files' pages reached the file after the second restart", ok, N);
+	upcd_stop();
+	for (int i = 0; i < N; i++) {
+		close(fds[i]);
+		unlink(paths[i]);
+	}
 }

@@ -186,8 +186,16 @@ static void mm_remove(struct upc_mm *mm, struct upc_map *m)
 	mm->nmaps--;
 }
 
+/* A client's mapping that may write, in the page table's header (struct upc_state_hdr @wmaps). */
+static bool rmap_wmap(const struct upc_file *f, const struct upc_map *m)
+{
+	return f->state_hdr && m->mm->remote && (m->maxprot & PROT_WRITE);
+}
+
 static void rmap_add(struct upc_file *f, struct upc_map *m)
 {
+	if (rmap_wmap(f, m))
+		atomic_fetch_add(&f->state_hdr->wmaps, 1);
 	m->f_prev = NULL;
 	m->f_next = f->rmap;
 	if (f->rmap)
@@ -197,6 +205,8 @@ static void rmap_add(struct upc_file *f, struct upc_map *m)
 
 static void rmap_del(struct upc_file *f, struct upc_map *m)
 {
+	if (rmap_wmap(f, m))
+		atomic_fetch_sub(&f->state_hdr->wmaps, 1);
 	if (m->f_prev)
 		m->f_prev->f_next = m->f_next;
 	else

@@ -846,7 +846,7 @@ static int file_adopt_journal(struct upc_file *f)
 	return ret;
 }
 
-static int file_adopt_pages(struct upc_file *f, bool kept)
+static int file_adopt_pages(struct upc_file *f, bool wmapped)
 {
 	struct upc_cache *c = f->cache;
 	uint32_t now = cache_ticks(c);
@@ -892,10 +892,13 @@ static int file_adopt_pages(struct upc_file *f, bool kept)
 			 * clean may be written in a client's PTE, which the adoption
 			 * of its mapping reads (remote_adopt), so clean pages stay
 			 * (upcd(8), BUGS: the roll-back stays possible there).
-			 * Handed over by the earlier daemon's keeper (@kept), such
-			 * a page is written back: the client whose PTE said it
-			 * was written may be gone with its page table, and only
-			 * the keeper held the memfd (daemon/keeper.c).
+			 * But where clients mapped the file writable when the
+			 * earlier daemon died (@wmapped, struct upc_state_hdr
+			 * @wmaps), such a page is written back: a client whose
+			 * PTE said it was written may be gone with its page
+			 * table (killed while it waited for a daemon; the keeper
+			 * kept the memfd, daemon/keeper.c).  A file nobody mapped
+			 * writable had its writes collected into the table.
 			 */
 			if (!(fl & PG_UPTODATE) || !(vec[i] & 1) || pgoff >= f->npages ||
 			    (!(fl & (PG_DIRTY | PG_WRITEBACK | PG_PINWRITE)) &&
@@ -906,7 +909,7 @@ static int file_adopt_pages(struct upc_file *f, bool kept)
 			pg->flags = fl & (PG_UPTODATE | PG_REFERENCED | PG_LAZYFREE | PG_NOSTORE);
 			pg->pincount = 0;
 			if ((fl & (PG_DIRTY | PG_WRITEBACK | PG_PINWRITE)) ||
-			    (kept && f->state_hdr->async && !(fl & PG_NOSTORE))) {
+			    (wmapped && f->state_hdr->async && !(fl & PG_NOSTORE))) {
 				pg->flags = (pg->flags & ~PG_LAZYFREE) | PG_DIRTY;
 				pg->dirtied = now;
 				f->nr_dirty++;
@@ -952,7 +955,6 @@ static int file_adopt_pages(struct upc_file *f, bool kept)
 struct adopt_fds {
 	int memfd, statefd;
 	bool force;		/* take them without the takeover lock: waited long enough */
-	bool kept;		/* from the earlier daemon's keeper (daemon/keeper.c): see file_adopt_pages */
 };
 
 static int file_new(struct upc_cache *c, int fd, const struct stat *st, const struct adopt_fds *adopt,
@@ -1112,9 +1114,11 @@ static int file_new(struct upc_cache *c, int fd, const struct stat *st, const st
 	if (ret < 0)
 		goto out_free;
 	if (adopt) {
+		bool wmapped = atomic_load(&f->state_hdr->wmaps) != 0;
+
 		ret = file_adopt_journal(f);
 		if (ret == 0)
-			ret = file_adopt_pages(f, adopt->kept);
+			ret = file_adopt_pages(f, wmapped);
 		if (ret < 0)
 			goto out_free;
 	}
@@ -1142,6 +1146,8 @@ static int file_new(struct upc_cache *c, int fd, const struct stat *st, const st
 		goto out_free;
 	}
 	f->store_writable = (fcntl(fd, F_GETFL) & O_ACCMODE) == O_RDWR;
+	if (adopt)	/* the dead daemon's clients' mappings: each one adopted counts again */
+		atomic_store(&f->state_hdr->wmaps, 0);
 	if (c->keep) {
 		c->keep(c, f, fd);
 		f->kept = true;
@@ -1514,8 +1520,7 @@ out:
  * ORPHANS_MAX are kept, for ORPHANS_TTL_MS: the clients that serve
  * themselves hand back within 100 ms of the start.
  */
-static int file_adopt_lockwait(struct upc_cache *c, int fd, int memfd, int statefd, bool kept,
-			       struct upc_file **fp);
+static int file_adopt_lockwait(struct upc_cache *c, int fd, int memfd, int statefd, struct upc_file **fp);
 
 #define ORPHANS_MAX	4096
 #define ORPHANS_TTL_MS	(5 * 60 * 1000)
@@ -1523,9 +1528,19 @@ static int file_adopt_lockwait(struct upc_cache *c, int fd, int memfd, int state
 struct orphan {
 	dev_t dev;
 	ino_t ino;
-	int pidfd;		/* the holder */
-	int memfd_no, pt_no;
+	int pidfd;		/* the holder; -1: handed over by a keeper (cache_add_kept) */
+	int memfd_no, pt_no;	/* its descriptors: numbers in the holder, or ours (pidfd -1) */
 };
+
+static void orphan_close(struct orphan *o)
+{
+	if (o->pidfd >= 0) {
+		close(o->pidfd);
+		return;
+	}
+	close(o->memfd_no);
+	close(o->pt_no);
+}
 
 static bool orphan_name(const char *link, const char *kind, dev_t *dev, ino_t *ino)
 {
@@ -1686,13 +1701,20 @@ static int orphan_adopt(struct upc_cache *c, int fd, struct upc_file **fp)
 	if (sys_fstat_id(fd, &st) < 0)
 		return 1;
 	pthread_mutex_lock(&c->lock);
-	if (now_ms() > c->orphans_until) {
-		n = orphans_take(c, &st, true, &os);		/* too late: every client has handed back */
-		pthread_mutex_unlock(&c->lock);
+	if (now_ms() > c->orphans_until && c->orphans_until) {
+		/* too late: every client has handed back; a keeper's entries stay until adopted */
+		n = orphans_take(c, &st, true, &os);
+		c->orphans_until = 0;
 		for (size_t i = 0; i < n; i++)
-			close(os[i].pidfd);
+			if (os[i].pidfd < 0)	/* back where they were: the array still has the room */
+				c->orphans[c->norphans++] = os[i];
+			else
+				orphan_close(&os[i]);
+		pthread_mutex_unlock(&c->lock);
 		free(os);
-		return 1;
+		if (!c->norphans)
+			return 1;
+		pthread_mutex_lock(&c->lock);
 	}
 	n = orphans_take(c, &st, false, &os);
 	pthread_mutex_unlock(&c->lock);
@@ -1707,9 +1729,14 @@ static int orphan_adopt(struct upc_cache *c, int fd, struct upc_file **fp)
 			struct stat ms;
 			ssize_t k;
 
-			fds[i][0] = (int)syscall(SYS_pidfd_getfd, os[i].pidfd, os[i].memfd_no, 0);
-			fds[i][1] = (int)syscall(SYS_pidfd_getfd, os[i].pidfd, os[i].pt_no, 0);
-			if ((fds[i][0] < 0 || fds[i][1] < 0) && errno == EPERM)
+			if (os[i].pidfd < 0) {	/* a keeper's: ours already */
+				fds[i][0] = fcntl(os[i].memfd_no, F_DUPFD_CLOEXEC, 0);
+				fds[i][1] = fcntl(os[i].pt_no, F_DUPFD_CLOEXEC, 0);
+			} else {
+				fds[i][0] = (int)syscall(SYS_pidfd_getfd, os[i].pidfd, os[i].memfd_no, 0);
+				fds[i][1] = (int)syscall(SYS_pidfd_getfd, os[i].pidfd, os[i].pt_no, 0);
+			}
+			if (os[i].pidfd >= 0 && (fds[i][0] < 0 || fds[i][1] < 0) && errno == EPERM)
 				pr_warn("pidfd_getfd refused (ptrace access: Yama's ptrace_scope?): the earlier daemon's "
 					"memfd of %lx:%lu is not adopted\n", (unsigned long)st.st_dev, (unsigned long)st.st_ino);
 			born[i] = 0;
@@ -1735,10 +1762,24 @@ static int orphan_adopt(struct upc_cache *c, int fd, struct upc_file **fp)
 					best = i;
 			if (best == n)
 				break;
-			ret = file_adopt_lockwait(c, fd, fds[best][0], fds[best][1], false, fp);
+			ret = file_adopt_lockwait(c, fd, fds[best][0], fds[best][1], fp);
 			if (ret < 0 && ret != -ESTALE && ret != -EBADF && ret != -EINVAL && ret != -EPERM &&
-			    ret != -EBUSY)
+			    ret != -EBUSY) {
+				/* a keeper's entries stay for another try: it alone may hold the memfds */
+				pthread_mutex_lock(&c->lock);
+				for (size_t i = 0; i < n; i++)
+					if (os[i].pidfd < 0 && os[i].memfd_no >= 0) {
+						struct orphan *no = realloc(c->orphans, (c->norphans + 1) * sizeof(*no));
+
+						if (!no)
+							break;
+						c->orphans = no;
+						c->orphans[c->norphans++] = os[i];
+						os[i].memfd_no = os[i].pt_no = -1;
+					}
+				pthread_mutex_unlock(&c->lock);
 				break;
+			}
 			if (ret != 0)
 				ret = 1;
 			close(fds[best][0]);
@@ -1750,7 +1791,7 @@ static int orphan_adopt(struct upc_cache *c, int fd, struct upc_file **fp)
 				close(fds[i][0]);
 			if (fds && fds[i][1] >= 0)
 				close(fds[i][1]);
-			close(os[i].pidfd);
+			orphan_close(&os[i]);
 		}
 		free(fds);
 		free(born);
@@ -1771,8 +1812,8 @@ static pthread_mutex_t orphan_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static bool orphan_window(struct upc_cache *c)
 {
-	/* and once after it, to let the entries and their pidfds go (orphan_adopt) */
-	return c->serving && c->orphans_until && (now_ms() < c->orphans_until || c->norphans);
+	/* and once after it, to let the entries and their pidfds go (orphan_adopt); a keeper's, until adopted */
+	return c->serving && (c->norphans || (c->orphans_until && now_ms() < c->orphans_until));
 }
 
 int file_get(struct upc_cache *c, int fd, struct upc_file **fp)
@@ -1790,14 +1831,73 @@ int file_get(struct upc_cache *c, int fd, struct upc_file **fp)
 }
 
 /*
+ * What an earlier daemon's keeper handed over (daemon/keeper.c): the
+ * memfds @memfd and @statefd of the file @fd (both taken, even on error),
+ * entries of the orphan list like the memfds processes hold, but ours and
+ * with no end of life.  So the first lookup of that file, whoever makes
+ * it, adopts them (orphan_adopt), before the file could get a new memfd
+ * from the store beside them (review of 3213905: a client that asked for
+ * the file first was given one, and the keeper's dirty pages were let go).
+ */
+int cache_add_kept(struct upc_cache *c, int fd, int memfd, int statefd)
+{
+	struct orphan *o;
+	struct stat st;
+	int ret = sys_fstat_id(fd, &st);
+
+	if (ret < 0)
+		goto out;
+	pthread_mutex_lock(&c->lock);
+	o = realloc(c->orphans, (c->norphans + 1) * sizeof(*o));
+	if (o) {
+		c->orphans = o;
+		c->orphans[c->norphans++] = (struct orphan){ st.st_dev, st.st_ino, -1, memfd, statefd };
+	}
+	pthread_mutex_unlock(&c->lock);
+	if (o)
+		return 0;
+	ret = -ENOMEM;
+out:
+	close(memfd);
+	close(statefd);
+	return ret;
+}
+
+/*
+ * The file @fd, adopted from the orphan list if it is there: 0 and *@fp
+ * (a reference); 1: not there (a lookup adopted it already, or none of its
+ * memfds could be); < 0: an error, and a keeper's entries stay listed.
+ */
+int cache_adopt_orphans(struct upc_cache *c, int fd, struct upc_file **fp)
+{
+	int ret;
+
+	pthread_mutex_lock(&orphan_lock);
+	ret = orphan_adopt(c, fd, fp);
+	pthread_mutex_unlock(&orphan_lock);
+	return ret;
+}
+
+/* A keeper's entries not adopted yet (upcd's exit: then its keeper is not let go). */
+size_t cache_kept_pending(struct upc_cache *c)
+{
+	size_t n = 0;
+
+	pthread_mutex_lock(&c->lock);
+	for (size_t i = 0; i < c->norphans; i++)
+		n += c->orphans[i].pidfd < 0;
+	pthread_mutex_unlock(&c->lock);
+	return n;
+}
+
+/*
  * As file_get(), adopting the memfd @memfd and page-table memfd @statefd of
  * an earlier daemon if the cache does not hold the file yet (upcd restarted:
  * remote_adopt()).  -ESTALE: the cache holds the file with another memfd.
  */
-static int file_adopt(struct upc_cache *c, int fd, int memfd, int statefd, bool force, bool kept,
-		      struct upc_file **fp)
+static int file_adopt(struct upc_cache *c, int fd, int memfd, int statefd, bool force, struct upc_file **fp)
 {
-	struct adopt_fds adopt = { memfd, statefd, force, kept };
+	struct adopt_fds adopt = { memfd, statefd, force };
 
 	if (!c->serving)
 		return -EINVAL;
@@ -1816,16 +1916,15 @@ static int file_adopt(struct upc_cache *c, int fd, int memfd, int statefd, bool 
  */
 #define ADOPT_WAIT_MS	10000
 
-static int file_adopt_lockwait(struct upc_cache *c, int fd, int memfd, int statefd, bool kept,
-			       struct upc_file **fp)
+static int file_adopt_lockwait(struct upc_cache *c, int fd, int memfd, int statefd, struct upc_file **fp)
 {
 	uint64_t until = now_ms() + ADOPT_WAIT_MS;
 	int ret;
 
 	/* -EBUSY: a live daemon's (file_new); -EAGAIN: clients serving themselves */
-	while ((ret = file_adopt(c, fd, memfd, statefd, false, kept, fp)) == -EAGAIN) {
+	while ((ret = file_adopt(c, fd, memfd, statefd, false, fp)) == -EAGAIN) {
 		if (now_ms() >= until)
-			return file_adopt(c, fd, memfd, statefd, true, kept, fp);
+			return file_adopt(c, fd, memfd, statefd, true, fp);
 		usleep(5 * 1000);
 	}
 	return ret;
@@ -1837,8 +1936,7 @@ static int file_adopt_lockwait(struct upc_cache *c, int fd, int memfd, int state
  * (orphan_adopt), so that a client that kept an older one cannot have it
  * taken instead; then the client's, which must be the one adopted.
  */
-static int file_adopt_wait_how(struct upc_cache *c, int fd, int memfd, int statefd, bool kept,
-			       struct upc_file **fp)
+int file_adopt_wait(struct upc_cache *c, int fd, int memfd, int statefd, struct upc_file **fp)
 {
 	struct upc_file *of = NULL;
 	int ret;
@@ -1852,26 +1950,11 @@ static int file_adopt_wait_how(struct upc_cache *c, int fd, int memfd, int state
 		if (ret)
 			of = NULL;
 	}
-	ret = file_adopt_lockwait(c, fd, memfd, statefd, kept, fp);
+	ret = file_adopt_lockwait(c, fd, memfd, statefd, fp);
 	/* held until the client's is taken: unused meanwhile, it could have been let go */
 	if (of)
 		file_put(of);
 	return ret;
-}
-
-int file_adopt_wait(struct upc_cache *c, int fd, int memfd, int statefd, struct upc_file **fp)
-{
-	return file_adopt_wait_how(c, fd, memfd, statefd, false, fp);
-}
-
-/*
- * The same for what the earlier daemon's keeper handed over (daemon/keeper.c):
- * no client may map the file any more, so under asynchronous tracking every
- * page the memfd holds is written back (file_adopt_pages).
- */
-int file_adopt_kept(struct upc_cache *c, int fd, int memfd, int statefd, struct upc_file **fp)
-{
-	return file_adopt_wait_how(c, fd, memfd, statefd, true, fp);
 }
 
 /* As file_get(), for a file the cache holds already: -ENOENT if it does not. */
@@ -2180,7 +2263,7 @@ UPC_API int upc_cache_destroy(struct upc_cache *c)
 	pthread_cond_destroy(&c->wb_cond);
 	free(c->held);
 	for (size_t i = 0; i < c->norphans; i++)
-		close(c->orphans[i].pidfd);
+		orphan_close(&c->orphans[i]);
 	free(c->orphans);
 	free(c);
 	return ret;
