@@ -20,10 +20,9 @@
  *                      without BYE: an ENTRY a file, END; the new daemon
  *                      answers DONE and the keeper exits.
  *
- * The new daemon adopts every file so handed over at once (keeper_adopt),
- * not when a process asks for it, because nobody may ever ask: then the
- * reaper writes the dirty pages back, as it writes back every unused dirty
- * file.  The adoption is the one a client's hand-back takes (cache.c,
+ * The new daemon adopts every file so handed over (keeper_adopt), not only
+ * when a process asks for it, because nobody may ever ask: then the reaper
+ * writes the dirty pages back, as it writes back every unused dirty file.  The adoption is the one a client's hand-back takes (cache.c,
  * file_adopt_wait): it waits for the clients that serve themselves, and
  * marks dirty what the page table and the journal say is dirty.
  *
@@ -545,20 +544,15 @@ static void *adopt_main(void *arg)
 		int ret = cache_adopt_orphans(j->c, j->k[i].fd, &f);
 
 		if (ret == 0) {
-			uint64_t last;
-
 			/*
-			 * Written back now, not when they expire: dirty since
-			 * before the earlier daemon died, and maybe held by
-			 * nothing but this cache (file_adopt_pages dates them now).
+			 * In the cache now, its dirty pages written back as any
+			 * are (when they expire, at a sync), not at once: a
+			 * client that serves itself on the file hands it back
+			 * and pins its pages again after the adoption (client.c,
+			 * pins_replay), and a page it holds back from write-back
+			 * must not be written in between (test_shared,
+			 * a_clients_pins_survive_a_daemon_restart).
 			 */
-			pthread_mutex_lock(&f->lock);
-			last = f->npages ? f->npages - 1 : 0;
-			pthread_mutex_unlock(&f->lock);
-			ret = writeback_range(f, 0, last, WB_SYNC, NULL);
-			if (ret < 0)
-				pr_warn("keeper: writing back %lx:%lu: %s (it stays dirty in the cache)\n",
-					(unsigned long)f->dev, (unsigned long)f->ino, upc_strerror(ret));
 			done++;
 			file_put(f);
 		} else if (ret < 0) {

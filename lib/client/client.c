@@ -373,6 +373,119 @@ static int wait_up(struct upc_client *cl)
 }
 
 /*
+ * Pins across a restart.  The daemon records whose pins a page holds
+ * (control.c, "Whose pins") and a new daemon knows none of them, so this
+ * process keeps the same record of its own: every PIN and UNPIN the daemon
+ * answered with success, applied under @lock, in the same critical section
+ * as the request (request_fds), and sent again, count by count, to a new
+ * daemon once it has adopted every mapping and before any other request
+ * (reconnect, pins_replay).  A request the dead daemon answered was
+ * applied there and here; one it did not answer is sent again to the new
+ * daemon after the replay, so every pin is held once.  Flags are per page,
+ * as the engine keeps them (PG_NOWB, PG_PINWRITE: set by any pin of the
+ * page, cleared at its last unpin), so a range records the union of its
+ * pins' flags.
+ */
+static int cpins_apply(struct upc_client *cl, uintptr_t s, uintptr_t e, int delta, uint32_t flags)
+{
+	struct cpin *out = malloc((4 * cl->npins + 4) * sizeof(*out));
+	size_t n = 0;
+	uintptr_t pos = s;
+
+	if (!out)
+		return -ENOMEM;
+#define EMIT(a, b, c, f) do { if ((a) < (b) && (c) > 0) out[n++] = (struct cpin){ (a), (b), (c), (f) }; } while (0)
+	for (size_t i = 0; i < cl->npins; i++) {
+		struct cpin r = cl->pins[i];
+		uintptr_t lo, hi;
+
+		if (r.end <= s || r.start >= e) {
+			if (r.start >= e && pos < e) {
+				if (delta > 0)
+					EMIT(pos, e, 1u, flags);
+				pos = e;
+			}
+			out[n++] = r;
+			continue;
+		}
+		lo = max_t(uintptr_t, r.start, s);
+		hi = min_t(uintptr_t, r.end, e);
+		EMIT(r.start, s, r.count, r.flags);
+		if (delta > 0)
+			EMIT(pos, lo, 1u, flags);
+		EMIT(lo, hi, (uint32_t)((int64_t)r.count + delta), delta > 0 ? r.flags | flags : r.flags);
+		EMIT(e, r.end, r.count, r.flags);
+		pos = hi;
+	}
+	if (delta > 0)
+		EMIT(pos, e, 1u, flags);
+#undef EMIT
+	/* neighbours alike, one range again */
+	if (n) {
+		size_t j = 0;
+
+		for (size_t i = 1; i < n; i++)
+			if (out[j].end == out[i].start && out[j].count == out[i].count && out[j].flags == out[i].flags)
+				out[j].end = out[i].end;
+			else
+				out[++j] = out[i];
+		n = j + 1;
+	}
+	free(cl->pins);
+	cl->pins = out;
+	cl->npins = n;
+	return 0;
+}
+
+/* A PIN or UNPIN the daemon answered with success (@args: addr, length, flags), under cl->lock. */
+static void cpins_note(struct upc_client *cl, uint16_t type, const uint64_t *args)
+{
+	uintptr_t s = (uintptr_t)args[0] & ~(uintptr_t)(UPC_PAGE_SIZE - 1);
+	uintptr_t e = ((uintptr_t)args[0] + (uintptr_t)args[1] + UPC_PAGE_SIZE - 1) & ~(uintptr_t)(UPC_PAGE_SIZE - 1);
+
+	if (cpins_apply(cl, s, e, type == UPC_MSG_PIN ? 1 : -1, type == UPC_MSG_PIN ? (uint32_t)args[2] : 0) < 0)
+		pr_warn("pins: no memory to record a pin of %#lx: a restarted daemon will not know it\n",
+			(unsigned long)s);
+}
+
+/*
+ * Every pin of the record, to the new daemon on @sock.  One it refuses
+ * (its own limits may be lower; a page could not be read) is said, and
+ * dropped from the record: this process does not hold it any more.
+ * cl->lock held.  Returns 0, or a lost connection's error.
+ */
+static long pins_replay(struct upc_client *cl, int sock)
+{
+	long ret = 0;
+
+	for (size_t i = 0; i < cl->npins; i++) {
+		struct cpin *r = &cl->pins[i];
+		uint64_t args[3] = { r->start, r->end - r->start, r->flags };
+
+		for (uint32_t k = 0; k < r->count; k++) {
+			ret = xfer(cl, sock, UPC_MSG_PIN, args, 3, NULL, 0, NULL, 0, NULL);
+			if (conn_lost(ret))
+				return ret;
+			if (ret < 0) {
+				pr_warn("pins: the new daemon refused the pin of %#lx-%#lx: %s; it is let go\n",
+					(unsigned long)r->start, (unsigned long)r->end, upc_strerror((int)ret));
+				r->count = k;
+				break;
+			}
+		}
+	}
+	/* what was let go, out of the record */
+	for (size_t i = 0; i < cl->npins;)
+		if (!cl->pins[i].count)
+			memmove(&cl->pins[i], &cl->pins[i + 1], (--cl->npins - i) * sizeof(cl->pins[0]));
+		else
+			i++;
+	if (ret < 0)
+		ret = 0;
+	return ret;
+}
+
+/*
  * Send a request with @nfds descriptors and wait for its reply.  While the
  * daemon is away (a restart: reconnect()), the request waits, and one
  * the daemon died serving is sent again to the next: every request is one
@@ -409,6 +522,8 @@ static long request_fds(struct upc_client *cl, uint16_t type, const uint64_t *ar
 		ret = xfer(cl, cl->sock, type, args, argc, data, dlen, fds, nfds, rep);
 		if (rep)
 			rep->gen = cl->gen;
+		if (ret == 0 && (type == UPC_MSG_PIN || type == UPC_MSG_UNPIN))
+			cpins_note(cl, type, args);
 		if (!conn_lost(ret))
 			break;
 		/* The watcher sees the hang-up too and reconnects: wait for it, then again. */
@@ -629,6 +744,8 @@ static int reconnect(struct upc_client *cl, int efd)
 		ret = handshake(cl, s, &rep);
 		if (ret == 0)
 			ret = adopt_all(cl, s, cl->gen + 1);
+		if (ret == 0)
+			ret = pins_replay(cl, s);	/* before any other request: cl->lock is held */
 		if (ret == 0) {
 			close(cl->sock);
 			cl->sock = s;
@@ -879,6 +996,7 @@ int client_destroy(struct upc_cache *c)
 	}
 	takeover_fini(cl);
 	free(cl->maps);
+	free(cl->pins);
 	free(cl->msg);
 	free(cl);
 	free(c);
@@ -1022,6 +1140,8 @@ static void client_fork_child(struct upc_client *cl)
 	cl->maps = NULL;
 	cl->nmaps = cl->cap = 0;
 	cl->files = NULL;
+	cl->pins = NULL;	/* pins are not inherited (the parent's record stays the parent's) */
+	cl->npins = 0;
 	pthread_mutex_init(&cl->lock, NULL);
 	pthread_cond_init(&cl->up, NULL);
 	pthread_mutex_init(&cl->maps_lock, NULL);

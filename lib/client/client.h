@@ -86,6 +86,16 @@ struct upc_client {
 	pthread_mutex_t to_wb;		/* one write-back at a time in this process */
 	uintptr_t *poisoned;		/* addresses refused past end of file, zapped at the end */
 	size_t npoisoned, poison_cap;
+	/*
+	 * This process's pins, as the daemon holds them (client.c, "Pins
+	 * across a restart"): sorted disjoint address ranges with a count and
+	 * the flags of their pins.  Under @lock.
+	 */
+	struct cpin {
+		uintptr_t start, end;
+		uint32_t count, flags;
+	} *pins;
+	size_t npins;
 	struct upc_client *next;	/* every shared cache of the process (the fork handlers) */
 };
 
