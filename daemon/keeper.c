@@ -9,22 +9,30 @@
  * when the last of those dies too, or when nobody mapped the file any more
  * (a process wrote it and exited, and the daemon was killed before the
  * write-back), the pages go, dirty or not.  So upcd starts a process of
- * its own at start, upcd-keeper, that holds, for every file the cache holds, a
+ * its own, upcd-keeper, that holds, for every file the cache holds, a
  * descriptor of the file and of its two memfds, and nothing else:
  *
  *   daemon -> keeper   KEEP (the three descriptors), FORGET (the file left
  *                      the cache, clean), BYE (upcd exits after writing
  *                      everything back: the keeper exits too);
  *   keeper -> a new daemon, on its socket (--keeper-socket, by default
- *                      "<socket>.keeper") once its daemon died
- *                      without BYE: an ENTRY a file, END; the new daemon
- *                      answers DONE and the keeper exits.
+ *                      "<socket>.keeper") once its daemon died without
+ *                      BYE: an ENTRY a file (copies of its descriptors),
+ *                      END; the new daemon answers ATTACH, and from then
+ *                      on the keeper is its keeper, the connection its
+ *                      channel.  Nothing moves between keepers, so nothing
+ *                      can be lost between two (review of e2d7e5f: a new
+ *                      keeper that could not start, EMFILE, after the old
+ *                      one had let go).  A hand-over that fails leaves the
+ *                      keeper alone, with everything.
  *
  * The new daemon adopts every file so handed over (keeper_adopt), not only
  * when a process asks for it, because nobody may ever ask: then the reaper
- * writes the dirty pages back, as it writes back every unused dirty file.  The adoption is the one a client's hand-back takes (cache.c,
- * file_adopt_wait): it waits for the clients that serve themselves, and
- * marks dirty what the page table and the journal say is dirty.
+ * writes the dirty pages back, as it writes back every unused dirty file.
+ * The adoption is the one a client's hand-back takes (cache.c,
+ * file_adopt_wait, through the orphan list): it waits for the clients that
+ * serve themselves, and marks dirty what the page table and the journal
+ * say is dirty.
  *
  * The keeper holds descriptors of its own open file descriptions, opened
  * again through /proc/self/fd, never the daemon's: an OFD lock lives as
@@ -61,7 +69,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-enum { KEEP_FILE = 1, KEEP_FORGET, KEEP_BYE, KEEP_ENTRY, KEEP_END, KEEP_DONE };
+enum { KEEP_FILE = 1, KEEP_FORGET, KEEP_BYE, KEEP_ENTRY, KEEP_END, KEEP_ATTACH };
 
 struct keep_msg {
 	uint32_t op;
@@ -230,8 +238,11 @@ static int hand_over(int s)
 	}
 	if (send_fds(s, &m, NULL, 0, 0) < 0)
 		return -EPIPE;
-	if (poll(&p, 1, KEEPER_DONE_TIMEOUT_MS) != 1 || recv_fds(s, &m, fds) < 0 || m.op != KEEP_DONE)
+	if (poll(&p, 1, KEEPER_DONE_TIMEOUT_MS) != 1 || recv_fds(s, &m, fds) < 0 || m.op != KEEP_ATTACH)
 		return -ETIMEDOUT;
+	/* the new daemon's channel from now on: its sends must not time out here */
+	tv.tv_sec = 0;
+	setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 	return 0;
 }
 
@@ -248,7 +259,8 @@ static bool path_is(const char *path, const struct stat *bound)
  */
 int keeper_run(const char *path)
 {
-	const int chan = 3, lsock = 4;
+	const int lsock = 4;
+	int chan = 3;
 	bool alone = false;
 	struct stat bound;
 
@@ -273,15 +285,10 @@ int keeper_run(const char *path)
 			int s = accept4(lsock, NULL, NULL, SOCK_CLOEXEC);
 
 			if (s >= 0 && hand_over(s) == 0) {
-				/*
-				 * The path goes before the connection: the new
-				 * daemon waits for its end (keeper_takeover) and
-				 * only then binds its own keeper there.
-				 */
-				if (path_is(path, &bound))
-					unlink(path);
-				close(s);
-				return 0;
+				/* the new daemon's keeper now: the connection is its channel */
+				chan = s;
+				alone = false;
+				continue;
 			}
 			if (s >= 0)
 				close(s);
@@ -348,12 +355,14 @@ static void forget(struct upc_cache *c, struct upc_file *f)
 }
 
 /*
- * The keeper of an earlier daemon on @kpath hands over what it holds
- * (*@out, *@n: the caller adopts them, keeper_adopt) and exits.  No keeper
- * there, or one whose daemon lives (it answers only once alone): 0 and
- * nothing.
+ * The keeper of an earlier daemon on @kpath sends copies of what it holds
+ * (*@out, *@n: the caller adopts them, keeper_adopt) and becomes this
+ * daemon's keeper: 1.  No keeper there (or a stale path): 0, and the caller
+ * starts one (keeper_start).  A keeper that does not answer (its daemon
+ * lives: -EBUSY), another user's (-EACCES), or a hand-over that fails
+ * part-way: < 0, the keeper keeps everything, and the caller runs without.
  */
-int keeper_takeover(const char *kpath, struct kept **out, size_t *n)
+int keeper_takeover(struct upc_cache *c, const char *kpath, struct kept **out, size_t *n)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	struct kept *k = NULL;
@@ -411,19 +420,32 @@ int keeper_takeover(const char *kpath, struct kept **out, size_t *n)
 		}
 	}
 	if (ret == 0) {
-		struct keep_msg m = { .op = KEEP_DONE };
-		char c;
+		struct keep_msg m = { .op = KEEP_ATTACH };
+		int sndbuf = 4 << 20;
 
-		/* DONE, then its end of the connection, after its path (keeper_run) */
-		if (send_fds(s, &m, NULL, 0, 0) == 0)
-			while (recv(s, &c, 1, 0) > 0)
-				;
-		*out = k;
-	} else {
+		/*
+		 * ATTACH: the keeper keeps what it holds, and is this daemon's
+		 * from now on, on its socket, the connection its channel
+		 * (keeper_run): nothing of it moves, so nothing can be lost
+		 * between two keepers (review of e2d7e5f: a new keeper that
+		 * could not start after the old one let go).
+		 */
+		ret = send_fds(s, &m, NULL, 0, 0);
+		if (ret == 0) {
+			tv.tv_sec = 0;
+			setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+			setsockopt(s, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
+			keep_chan = s;
+			c->keep = keep;
+			c->forget = forget;
+			*out = k;
+			return 1;
+		}
+	}
+	{
 		/*
 		 * Taken over in part, or not at all: the keeper keeps all it
-		 * holds (it lets go only at DONE), and its path stays its own
-		 * (the caller starts no keeper over it).
+		 * holds, and its path (the caller starts no keeper over it).
 		 */
 		for (size_t i = 0; i < *n; i++) {
 			close(k[i].fd);
@@ -462,7 +484,7 @@ int keeper_start(struct upc_cache *c, const char *kpath)
 	ls = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
 	if (ls < 0)
 		goto err;
-	unlink(sa.sun_path);	/* a stale one: a live keeper handed over first (keeper_takeover) */
+	unlink(sa.sun_path);	/* a stale one: a keeper there would have answered (keeper_takeover) */
 	{
 		mode_t old = umask(0077);	/* connecting is its owner's only */
 		int r = bind(ls, (struct sockaddr *)&sa, sizeof(sa));
@@ -479,20 +501,31 @@ int keeper_start(struct upc_cache *c, const char *kpath)
 	posix_spawnattr_setsigmask(&at, &none);
 	/*
 	 * Through numbers above both and above 4 first, so that neither the
-	 * standard descriptors nor 3 and 4 overwrite one of them.
+	 * standard descriptors nor 3 and 4 overwrite one of them.  Every
+	 * action is checked: glibc refuses a number past the descriptor
+	 * limit (EBADF), and a keeper without its socket would hold files
+	 * nobody can take from it (review of e2d7e5f).
 	 */
 	hi = (sv[1] > ls ? sv[1] : ls) + 1;
 	if (hi < 5)
 		hi = 5;
-	posix_spawn_file_actions_adddup2(&fa, sv[1], hi);
-	posix_spawn_file_actions_adddup2(&fa, ls, hi + 1);
-	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDWR, 0);
-	posix_spawn_file_actions_adddup2(&fa, 0, 1);
-	posix_spawn_file_actions_adddup2(&fa, 0, 2);
-	posix_spawn_file_actions_adddup2(&fa, hi, 3);
-	posix_spawn_file_actions_adddup2(&fa, hi + 1, 4);
-	posix_spawn_file_actions_addclosefrom_np(&fa, 5);
-	ret = posix_spawn(&pid, "/proc/self/exe", &fa, &at, argv, environ);
+	ret = posix_spawn_file_actions_adddup2(&fa, sv[1], hi);
+	if (!ret)
+		ret = posix_spawn_file_actions_adddup2(&fa, ls, hi + 1);
+	if (!ret)
+		ret = posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDWR, 0);
+	if (!ret)
+		ret = posix_spawn_file_actions_adddup2(&fa, 0, 1);
+	if (!ret)
+		ret = posix_spawn_file_actions_adddup2(&fa, 0, 2);
+	if (!ret)
+		ret = posix_spawn_file_actions_adddup2(&fa, hi, 3);
+	if (!ret)
+		ret = posix_spawn_file_actions_adddup2(&fa, hi + 1, 4);
+	if (!ret)
+		ret = posix_spawn_file_actions_addclosefrom_np(&fa, 5);
+	if (!ret)
+		ret = posix_spawn(&pid, "/proc/self/exe", &fa, &at, argv, environ);
 	posix_spawn_file_actions_destroy(&fa);
 	posix_spawnattr_destroy(&at);
 	if (ret) {
@@ -582,20 +615,6 @@ int keeper_adopt(struct upc_cache *c, struct kept *k, size_t n)
 	struct adopt_job *j;
 	pthread_t t;
 
-	/*
-	 * This daemon's keeper holds them from now on, as they are: the
-	 * earlier keeper has let them go, and a crash before their adoption
-	 * must not lose them (the adoption sends them again, same key; one
-	 * that is never adopted is held until this daemon's clean exit).
-	 */
-	for (size_t i = 0; i < n && keep_chan >= 0; i++) {
-		struct keep_msg m = { .op = KEEP_FILE, .nfds = 3, .key = k[i].key };
-		int fds[3] = { k[i].fd, k[i].memfd, k[i].statefd };
-
-		if (send_fds(keep_chan, &m, fds, 3, 0) < 0)
-			pr_warn("keeper: the earlier daemon's memfd %llu is not kept until it is adopted\n",
-				(unsigned long long)k[i].key);
-	}
 	for (size_t i = 0; i < n; i++) {
 		int ret = cache_add_kept(c, k[i].fd, k[i].memfd, k[i].statefd);
 
@@ -608,12 +627,15 @@ int keeper_adopt(struct upc_cache *c, struct kept *k, size_t n)
 		return 0;
 	}
 	j = malloc(sizeof(*j));
-	if (!j)
-		return -ENOMEM;		/* listed: each is adopted at its file's first lookup */
-	*j = (struct adopt_job){ c, k, n };
-	if (pthread_create(&t, NULL, adopt_main, j) != 0) {
+	if (j)
+		*j = (struct adopt_job){ c, k, n };
+	if (!j || pthread_create(&t, NULL, adopt_main, j) != 0) {
+		/* listed all the same: each is adopted at its file's first lookup */
+		for (size_t i = 0; i < n; i++)
+			close(k[i].fd);
+		free(k);
 		free(j);
-		return -EAGAIN;
+		return j ? -EAGAIN : -ENOMEM;
 	}
 	adopt_thread = t;
 	adopting = true;

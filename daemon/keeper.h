@@ -15,7 +15,7 @@ struct kept {
 };
 
 int keeper_run(const char *path);
-int keeper_takeover(const char *kpath, struct kept **out, size_t *n);
+int keeper_takeover(struct upc_cache *c, const char *kpath, struct kept **out, size_t *n);
 int keeper_start(struct upc_cache *c, const char *kpath);
 int keeper_adopt(struct upc_cache *c, struct kept *k, size_t n);
 void keeper_adopt_wait(void);

@@ -1279,15 +1279,16 @@ int main(int argc, char **argv)
 		nk = 0;
 		k = NULL;
 		if (kpath && strcmp(kpath, "none")) {
-			ret = keeper_takeover(kpath, &k, &nk);
+			ret = keeper_takeover(d.c, kpath, &k, &nk);
 			if (ret < 0) {
 				/* it keeps what it holds, on its path: this daemon runs without a keeper */
 				fprintf(stderr, "upcd: the keeper on %s: %s: it keeps what it holds; no keeper here\n",
 					kpath, ret == -EBUSY ? "its daemon lives" : upc_strerror(ret));
+			} else if (ret == 1) {
+				logf("the earlier daemon's keeper is this one's, with %zu files", nk);
+				ret = 0;
 			} else {
-				if (nk)
-					logf("the earlier daemon's keeper handed over %zu files", nk);
-				/* this one's first: the files adopted are its to keep */
+				/* before any file: every file is its to keep */
 				kr = keeper_start(d.c, kpath);
 				if (kr < 0)
 					fprintf(stderr, "upcd: no keeper (%s): %s\n", kpath, upc_strerror(kr));

@@ -3025,6 +3025,29 @@ Test(shared, a_keeper_that_cannot_hand_everything_over_keeps_it, .timeout = 90)
 	spawn_nofile = 0;
 	upcd_stop();
 	cr_assert(keeper_listens(), "the earlier keeper is gone after a hand-over that could not be done");
+	/*
+	 * Limits where the hand-over fits and the adoption runs out of
+	 * descriptors part of the way (review of e2d7e5f: at 218 an entry
+	 * whose descriptors could not be duplicated was closed, at 220 the
+	 * new keeper started without its socket): after each clean stop,
+	 * every page is on disk, or the keeper still holds it.
+	 */
+	for (rlim_t lim = 200; lim <= 240; lim++) {
+		int on = 0;
+
+		spawn_nofile = lim;
+		upcd_spawn(NULL);
+		spawn_nofile = 0;
+		upcd_stop();
+		for (int i = 0; i < N; i++) {
+			unsigned char b;
+
+			cr_assert_eq(pread(fds[i], &b, 1, 7), 1);
+			on += b == 'K';
+		}
+		cr_assert(on == N || keeper_listens(), "limit %lu: %d of %d files on disk, and no keeper",
+			  (unsigned long)lim, on, N);
+	}
 	upcd_spawn(NULL);
 	for (int t = 0; t < 300 && ok < N; t++) {
 		upcd_sync();

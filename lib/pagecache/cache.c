@@ -1685,6 +1685,33 @@ static size_t orphans_take(struct upc_cache *c, const struct stat *st, bool all,
 }
 
 /*
+ * A keeper's entries of @os that were not found stale (@stale, NULL: none
+ * was), back on the list for another try: it alone may hold their memfds,
+ * and one left listed keeps the keeper from being let go (review of
+ * e2d7e5f: an entry whose descriptor could not be duplicated, EMFILE, was
+ * closed and its dirty page lost).  Returns how many.
+ */
+static size_t orphans_relist_kept(struct upc_cache *c, struct orphan *os, size_t n, const bool *stale)
+{
+	size_t k = 0;
+
+	pthread_mutex_lock(&c->lock);
+	for (size_t i = 0; i < n; i++)
+		if (os[i].pidfd < 0 && os[i].memfd_no >= 0 && !(stale && stale[i])) {
+			struct orphan *no = realloc(c->orphans, (c->norphans + 1) * sizeof(*no));
+
+			if (!no)
+				break;
+			c->orphans = no;
+			c->orphans[c->norphans++] = os[i];
+			os[i].memfd_no = os[i].pt_no = -1;
+			k++;
+		}
+	pthread_mutex_unlock(&c->lock);
+	return k;
+}
+
+/*
  * Before a file this daemon does not hold gets a memfd, or a client's
  * memfd of it is adopted (file_adopt_wait): the earlier daemons' memfds of
  * it that processes hold, the newest daemon's first.  0 and *@fp: adopted;
@@ -1704,7 +1731,8 @@ static int orphan_adopt(struct upc_cache *c, int fd, struct upc_file **fp)
 	if (now_ms() > c->orphans_until && c->orphans_until) {
 		/* too late: every client has handed back; a keeper's entries stay until adopted */
 		n = orphans_take(c, &st, true, &os);
-		c->orphans_until = 0;
+		if (os)		/* else nothing was taken: try again at the next lookup */
+			c->orphans_until = 0;
 		for (size_t i = 0; i < n; i++)
 			if (os[i].pidfd < 0)	/* back where they were: the array still has the room */
 				c->orphans[c->norphans++] = os[i];
@@ -1721,8 +1749,16 @@ static int orphan_adopt(struct upc_cache *c, int fd, struct upc_file **fp)
 	{
 		int (*fds)[2] = calloc(n ? n : 1, sizeof(*fds));
 		uint64_t *born = calloc(n ? n : 1, sizeof(*born));
+		bool *stale = calloc(n ? n : 1, sizeof(*stale));
+		int err = 0;
 
-		for (size_t i = 0; i < n && fds && born; i++) {
+		if (!fds || !born || !stale) {
+			if (orphans_relist_kept(c, os, n, NULL))
+				ret = -ENOMEM;
+			free(stale);
+			stale = NULL;
+		}
+		for (size_t i = 0; i < n && fds && born && stale; i++) {
 			struct upc_state_hdr h;
 
 			char link[128], path[32];
@@ -1732,6 +1768,8 @@ static int orphan_adopt(struct upc_cache *c, int fd, struct upc_file **fp)
 			if (os[i].pidfd < 0) {	/* a keeper's: ours already */
 				fds[i][0] = fcntl(os[i].memfd_no, F_DUPFD_CLOEXEC, 0);
 				fds[i][1] = fcntl(os[i].pt_no, F_DUPFD_CLOEXEC, 0);
+				if ((fds[i][0] < 0 || fds[i][1] < 0) && !err)
+					err = -errno;
 			} else {
 				fds[i][0] = (int)syscall(SYS_pidfd_getfd, os[i].pidfd, os[i].memfd_no, 0);
 				fds[i][1] = (int)syscall(SYS_pidfd_getfd, os[i].pidfd, os[i].pt_no, 0);
@@ -1754,7 +1792,7 @@ static int orphan_adopt(struct upc_cache *c, int fd, struct upc_file **fp)
 				born[i] = h.born;
 		}
 		/* the newest daemon's first: an older memfd's dirty pages are older than its */
-		while (ret != 0 && fds && born) {
+		while (ret != 0 && fds && born && stale) {
 			size_t best = n;
 
 			for (size_t i = 0; i < n; i++)
@@ -1763,21 +1801,11 @@ static int orphan_adopt(struct upc_cache *c, int fd, struct upc_file **fp)
 			if (best == n)
 				break;
 			ret = file_adopt_lockwait(c, fd, fds[best][0], fds[best][1], fp);
-			if (ret < 0 && ret != -ESTALE && ret != -EBADF && ret != -EINVAL && ret != -EPERM &&
-			    ret != -EBUSY) {
-				/* a keeper's entries stay for another try: it alone may hold the memfds */
-				pthread_mutex_lock(&c->lock);
-				for (size_t i = 0; i < n; i++)
-					if (os[i].pidfd < 0 && os[i].memfd_no >= 0) {
-						struct orphan *no = realloc(c->orphans, (c->norphans + 1) * sizeof(*no));
-
-						if (!no)
-							break;
-						c->orphans = no;
-						c->orphans[c->norphans++] = os[i];
-						os[i].memfd_no = os[i].pt_no = -1;
-					}
-				pthread_mutex_unlock(&c->lock);
+			if (ret == -ESTALE || ret == -EBADF || ret == -EINVAL || ret == -EPERM || ret == -EBUSY) {
+				stale[best] = true;	/* not this file's, or a live daemon's: never */
+			} else if (ret < 0) {
+				/* a keeper's entries stay for another try */
+				orphans_relist_kept(c, os, n, stale);
 				break;
 			}
 			if (ret != 0)
@@ -1786,6 +1814,9 @@ static int orphan_adopt(struct upc_cache *c, int fd, struct upc_file **fp)
 			close(fds[best][1]);
 			fds[best][0] = fds[best][1] = -1;
 		}
+		/* none adopted: what a keeper gave that was not found stale stays listed, and says so */
+		if (ret == 1 && stale && orphans_relist_kept(c, os, n, stale))
+			ret = err ? err : -EAGAIN;
 		for (size_t i = 0; i < n; i++) {
 			if (fds && fds[i][0] >= 0)
 				close(fds[i][0]);
@@ -1795,6 +1826,7 @@ static int orphan_adopt(struct upc_cache *c, int fd, struct upc_file **fp)
 		}
 		free(fds);
 		free(born);
+		free(stale);
 	}
 	free(os);
 	return ret;
