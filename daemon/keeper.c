@@ -85,6 +85,19 @@ static int keep_chan = -1;		/* the daemon's end of its keeper's channel */
 static bool keep_warned;
 static pthread_t adopt_thread;		/* keeper_adopt's */
 static bool adopting;
+static pthread_mutex_t adopt_mutex = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t adopt_cond = PTHREAD_COND_INITIALIZER;
+static bool adopt_stop;			/* keeper_adopt_wait: the daemon exits */
+
+/*
+ * How long the files adopted from a keeper are held: as long as the
+ * earlier daemons' memfds are listed for their clients (cache.c,
+ * ORPHANS_TTL_MS).  Let go at once, a clean file was released, and the
+ * hand-back of a client that maps it was refused as a memfd of a file
+ * this daemon had let go (-ESTALE: review of 70969e6, a clean mapping
+ * became inaccessible at every restart).
+ */
+#define ADOPT_HOLD_MS	(5 * 60 * 1000)
 
 static int send_fds(int s, const struct keep_msg *m, const int *fds, unsigned int nfds, int flags)
 {
@@ -570,7 +583,9 @@ struct adopt_job {
 static void *adopt_main(void *arg)
 {
 	struct adopt_job *j = arg;
+	struct upc_file **held = calloc(j->n ? j->n : 1, sizeof(*held));
 	size_t done = 0;
+	uint64_t until;
 
 	for (size_t i = 0; i < j->n; i++) {
 		struct upc_file *f = NULL;
@@ -586,8 +601,11 @@ static void *adopt_main(void *arg)
 			 * must not be written in between (test_shared,
 			 * a_clients_pins_survive_a_daemon_restart).
 			 */
+			if (held)
+				held[done] = f;
+			else
+				file_put(f);
 			done++;
-			file_put(f);
 		} else if (ret < 0) {
 			/* listed still: a later lookup tries again, and the keeper is not let go at exit */
 			pr_warn("keeper: the earlier daemon's memfd %llu is not adopted yet: %s\n",
@@ -597,6 +615,14 @@ static void *adopt_main(void *arg)
 		close(j->k[i].fd);
 	}
 	pr_info("keeper: %zu of %zu files of the earlier daemon adopted here\n", done, j->n);
+	until = now_ms() + ADOPT_HOLD_MS;
+	pthread_mutex_lock(&adopt_mutex);
+	while (!adopt_stop && held && now_ms() < until)
+		cond_wait_ms(&adopt_cond, &adopt_mutex, 1000);
+	pthread_mutex_unlock(&adopt_mutex);
+	for (size_t i = 0; held && i < done; i++)
+		file_put(held[i]);
+	free(held);
 	free(j->k);
 	free(j);
 	return NULL;
@@ -645,6 +671,10 @@ int keeper_adopt(struct upc_cache *c, struct kept *k, size_t n)
 /* Before the cache goes (upcd's exit): the adoptions keeper_adopt() started are done. */
 void keeper_adopt_wait(void)
 {
+	pthread_mutex_lock(&adopt_mutex);
+	adopt_stop = true;
+	pthread_cond_broadcast(&adopt_cond);
+	pthread_mutex_unlock(&adopt_mutex);
 	if (adopting)
 		pthread_join(adopt_thread, NULL);
 	adopting = false;

@@ -3145,3 +3145,63 @@ Test(shared, a_clients_pins_survive_a_daemon_restart, .timeout = 90)
 	close(fd);
 	unlink(path);
 }
+
+/*
+ * A clean mapping survives a restart with a keeper: the new daemon's
+ * adoption of the kept file must not let the file go before its client
+ * hands the mapping back (review of 70969e6: released clean at once, the
+ * file refused the hand-back as one this daemon had let go, -ESTALE, and
+ * the mapping became inaccessible).
+ */
+Test(shared, a_clean_mapping_survives_a_restart_with_a_keeper, .timeout = 60)
+{
+	struct nd_shared *sh = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	char path[64];
+	int fd = tmpfile_pattern(8 * PAGE, path), status;
+	unsigned char b;
+	pid_t x;
+
+	cr_assert(sh != MAP_FAILED);
+	setenv("UPC_RECONNECT", "60", 1);
+	upcd_start(NULL);
+	x = fork_child();
+	cr_assert_geq(x, 0);
+	if (x == 0) {
+		struct upc_cache *c = shared_cache();
+		struct upc_stats st = { .sz = sizeof(st) };
+		int f = open_rw(path);
+		volatile unsigned char *p;
+
+		if (upc_map(c, f, 0, 8 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p))
+			_exit(10);
+		if (p[PAGE] != pat(PAGE))	/* cached, clean */
+			_exit(11);
+		atomic_store(&sh->ready, 1);
+		while (!atomic_load(&sh->killed))
+			usleep(1000);
+		if (upc_stats(c, &st))		/* waits for the hand-back */
+			_exit(12);
+		usleep(300 * 1000);		/* past the adoption thread's pass */
+		if (p[2 * PAGE] != pat(2 * PAGE))
+			_exit(13);
+		p[2 * PAGE] = 'C';
+		if (upc_msync(c, (void *)p, 8 * PAGE, UPC_MS_SYNC))
+			_exit(14);
+		_exit(upc_cache_destroy(c) ? 15 : 0);
+	}
+	for (int i = 0; i < 3000 && !atomic_load(&sh->ready); i++)
+		usleep(1000);
+	cr_assert(atomic_load(&sh->ready));
+	cr_assert_eq(kill(upcd_pid, SIGKILL), 0);
+	cr_assert_eq(waitpid(upcd_pid, &status, 0), upcd_pid);
+	upcd_spawn(NULL);
+	atomic_store(&sh->killed, 1);
+	cr_assert_eq(waitpid(x, &status, 0), x);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		  "the client after the restart (a signal: its mapping was refused): status %#x", status);
+	cr_assert_eq(pread(fd, &b, 1, 2 * PAGE), 1);
+	cr_assert_eq(b, 'C');
+	upcd_stop();
+	close(fd);
+	unlink(path);
+}

@@ -1752,6 +1752,9 @@ static int orphan_adopt(struct upc_cache *c, int fd, struct upc_file **fp)
 		bool *stale = calloc(n ? n : 1, sizeof(*stale));
 		int err = 0;
 
+		for (size_t i = 0; fds && i < n; i++)
+			fds[i][0] = fds[i][1] = -1;	/* not descriptor 0, if the loop below does not run */
+
 		if (!fds || !born || !stale) {
 			if (orphans_relist_kept(c, os, n, NULL))
 				ret = -ENOMEM;
