@@ -47,7 +47,26 @@ for c in $configs; do
 		ok=1
 		for phase in 1 2; do
 			# shellcheck disable=SC2086
-			if ! run "$m" "$d.run$phase" "$WORK" -n "$ntxn" -b "$batch" $opts "$d"; then
+			run "$m" "$d.run$phase" "$WORK" -n "$ntxn" -b "$batch" $opts "$d"
+			rc=$?
+			# MDB_FIXEDMAP: a second process whose address space already
+			# has something at the recorded address gets EBUSY from
+			# mdb_env_open (LMDB's documented answer; nothing was
+			# written).  Seen once in CI under the shim (820a46f,
+			# shim-sync, phase 2), never in 40+40 runs here: said, and
+			# tried again in a new process, at most twice.
+			for retry in 1 2; do
+				case $opts in *-f*) ;; *) break ;; esac
+				if [ "$rc" = 0 ] || [ "$phase" != 2 ] ||
+					! grep -q 'mdb_env_open.*Device or resource busy' "$d.run$phase"; then
+					break
+				fi
+				echo "note: $name.$m.run$phase: the MDB_FIXEDMAP address was taken (EBUSY): again ($retry)"
+				# shellcheck disable=SC2086
+				run "$m" "$d.run$phase" "$WORK" -n "$ntxn" -b "$batch" $opts "$d"
+				rc=$?
+			done
+			if [ "$rc" != 0 ]; then
 				fail "$name.$m.run$phase" "lmdb-work $opts (phase $phase) failed"
 				show "$d.run$phase"
 				ok=0
