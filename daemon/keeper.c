@@ -104,6 +104,7 @@ static int send_fds(int s, const struct keep_msg *m, const int *fds, unsigned in
 	char cbuf[CMSG_SPACE(3 * sizeof(int))] = { 0 };
 	struct iovec iov = { .iov_base = (void *)m, .iov_len = sizeof(*m) };
 	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+	ssize_t r;
 
 	if (nfds) {
 		struct cmsghdr *cm;
@@ -116,7 +117,10 @@ static int send_fds(int s, const struct keep_msg *m, const int *fds, unsigned in
 		cm->cmsg_len = CMSG_LEN(nfds * sizeof(int));
 		memcpy(CMSG_DATA(cm), fds, nfds * sizeof(int));
 	}
-	return sendmsg(s, &mh, MSG_NOSIGNAL | flags) == (ssize_t)sizeof(*m) ? 0 : -errno;
+	do		/* a signal of the daemon's (a hand-over failed with EINTR in CI at 2745538) */
+		r = sendmsg(s, &mh, MSG_NOSIGNAL | flags);
+	while (r < 0 && errno == EINTR);
+	return r == (ssize_t)sizeof(*m) ? 0 : -errno;
 }
 
 /* One message, with exactly its descriptors (3 for FILE and ENTRY, else none): else -EPROTO. */
@@ -128,7 +132,9 @@ static int recv_fds(int s, struct keep_msg *m, int *fds)
 	unsigned int n = 0;
 	ssize_t r;
 
-	r = recvmsg(s, &mh, MSG_CMSG_CLOEXEC);
+	do
+		r = recvmsg(s, &mh, MSG_CMSG_CLOEXEC);
+	while (r < 0 && errno == EINTR);
 	if (r < 0)
 		return -errno;
 	if (r == 0)
