@@ -184,8 +184,10 @@ static int reopen_own(int fd, bool file)
 
 	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
 	nfd = open(path, (file && (fl & O_ACCMODE) == O_RDWR ? O_RDWR : O_RDONLY) | O_CLOEXEC);
-	if (nfd < 0 && !file)
-		return -1;	/* never the daemon's page-table description */
+	if (nfd < 0 && !file) {
+		close(fd);	/* never the daemon's description of a memfd: its lock must die with it */
+		return -1;
+	}
 	if (nfd < 0)
 		return fd;
 	close(fd);
