@@ -385,7 +385,6 @@ static void forget(struct upc_cache *c, struct upc_file *f)
  */
 int keeper_takeover(struct upc_cache *c, const char *kpath, struct kept **out, size_t *n)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	struct kept *k = NULL;
 	struct ucred cr;
 	socklen_t len = sizeof(cr);
@@ -394,16 +393,11 @@ int keeper_takeover(struct upc_cache *c, const char *kpath, struct kept **out, s
 
 	*out = NULL;
 	*n = 0;
-	if (strlen(kpath) >= sizeof(sa.sun_path))
-		return -ENAMETOOLONG;
-	strcpy(sa.sun_path, kpath);
-	s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	s = sys_seqpacket_connect(kpath);
+	if (s == -ENAMETOOLONG || s == -EMFILE || s == -ENFILE || s == -ENOMEM)
+		return s;
 	if (s < 0)
-		return -errno;
-	if (connect(s, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		close(s);
 		return 0;	/* none, or a stale path: keeper_start() replaces it */
-	}
 	/*
 	 * A keeper of our own user only: another one's descriptors are not
 	 * ours to adopt.  (The credentials are those of the socket's listen(),

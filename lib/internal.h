@@ -482,6 +482,7 @@ __upc_hidden int sys_memfd(const char *name, bool sealable);
 __upc_hidden int sys_ftruncate(int fd, off_t len);
 __upc_hidden int sys_punch(int fd, off_t off, off_t len);
 __upc_hidden int sys_fallocate(int fd, int mode, off_t off, off_t len);
+__upc_hidden int sys_seqpacket_connect(const char *path);
 __upc_hidden uint64_t now_ms(void);
 __upc_hidden uint64_t now_us(void);
 __upc_hidden int pagemap_writable_runs(int pagemap_fd, uintptr_t start, uint64_t npages,

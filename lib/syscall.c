@@ -12,9 +12,11 @@
 #include <linux/memfd.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -303,6 +305,31 @@ int pagemap_writable_runs(int pagemap_fd, uintptr_t start, uint64_t npages,
 		p += n;
 	}
 	return 0;
+}
+
+/*
+ * A SOCK_SEQPACKET connection to the Unix socket at @path: the descriptor,
+ * or -errno (-ENAMETOOLONG for a path that does not fit).  A client to
+ * upcd (client.c), a daemon to an earlier daemon's keeper (daemon/keeper.c).
+ */
+int sys_seqpacket_connect(const char *path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int s;
+
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	strcpy(sa.sun_path, path);
+	s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (s < 0)
+		return -errno;
+	if (connect(s, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		int err = -errno;
+
+		close(s);
+		return err;
+	}
+	return s;
 }
 
 uint64_t now_us(void)

@@ -19,17 +19,32 @@
 static char sock_path[108];
 static pid_t upcd_pid;
 
+/* A connection to the socket at @path (upcd's, its keeper's), or -1. */
+static int path_connect(const char *path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int s;
+
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return -1;
+	strcpy(sa.sun_path, path);
+	s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (s >= 0 && connect(s, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		close(s);
+		s = -1;
+	}
+	return s;
+}
+
 /* upcd's status text (static), or "" */
 static const char *upcd_status(void)
 {
 	static struct upc_msg m;
 	static char text[UPC_PROTO_MAX_DATA + 1];
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	int s = path_connect(sock_path);
 
 	text[0] = '\0';
-	strcpy(sa.sun_path, sock_path);
-	if (s >= 0 && connect(s, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+	if (s >= 0 &&
 	    upc_msg_send(s, UPC_MSG_STATUS, 1, NULL, 0, NULL, 0, NULL, 0) == 0 &&
 	    upc_msg_recv(s, &m, UPC_FROM_DAEMON) == 0 && (int64_t)m.args[0] == 0) {
 		memcpy(text, m.data, m.dlen);
@@ -44,12 +59,10 @@ static const char *upcd_status(void)
 static void upcd_sync(void)
 {
 	static struct upc_msg m;
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	uint64_t arg = 0;
-	int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	int s = path_connect(sock_path);
 
-	strcpy(sa.sun_path, sock_path);
-	cr_assert(s >= 0 && connect(s, (struct sockaddr *)&sa, sizeof(sa)) == 0, "connect: %s", strerror(errno));
+	cr_assert(s >= 0, "connect: %s", strerror(errno));
 	cr_assert_eq(upc_msg_send(s, UPC_MSG_SYNC, 1, &arg, 1, NULL, 0, NULL, 0), 0);
 	cr_assert_eq(upc_msg_recv(s, &m, UPC_FROM_DAEMON), 0);
 	cr_assert_geq((int64_t)m.args[0], 0, "sync: %s", strerror((int)-(int64_t)m.args[0]));
@@ -101,15 +114,12 @@ static void upcd_spawn(const char *extra)
 		_exit(127);
 	}
 	for (int i = 0; i < 500; i++) {
-		struct sockaddr_un sa = { .sun_family = AF_UNIX };
-		int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-		int ok;
+		int s = path_connect(sock_path);
 
-		strcpy(sa.sun_path, sock_path);
-		ok = connect(s, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-		close(s);
-		if (ok)
+		if (s >= 0) {
+			close(s);
 			return;
+		}
 		cr_assert_eq(waitpid(upcd_pid, NULL, WNOHANG), 0, "upcd exited at start");
 		usleep(10000);
 	}
@@ -767,13 +777,7 @@ Test(shared, with_no_daemon_clients_serve_themselves_and_a_new_one_takes_them_ba
 
 static int raw_connect(void)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-
-	strcpy(sa.sun_path, sock_path);
-	if (s < 0 || connect(s, (struct sockaddr *)&sa, sizeof(sa)) < 0)
-		return -1;
-	return s;
+	return path_connect(sock_path);
 }
 
 /* One request, its reply's result (the daemon's calls are not expected here). */
@@ -2763,17 +2767,16 @@ Test(shared, a_second_daemon_never_takes_a_live_daemons_memfd, .timeout = 60)
 /* Can a process connect to "<sock_path>.keeper"?  (Whether a keeper serves it.) */
 static bool keeper_listens(void)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-	bool ok;
+	char kpath[sizeof(sock_path) + sizeof(".keeper")];
+	int s;
 
-	cr_assert_lt(strlen(sock_path) + sizeof(".keeper"), sizeof(sa.sun_path));
-	strcpy(sa.sun_path, sock_path);
-	strcat(sa.sun_path, ".keeper");
-	ok = s >= 0 && connect(s, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+	strcpy(kpath, sock_path);
+	strcat(kpath, ".keeper");
+	cr_assert_lt(strlen(kpath), sizeof(((struct sockaddr_un *)0)->sun_path));
+	s = path_connect(kpath);
 	if (s >= 0)
 		close(s);
-	return ok;
+	return s >= 0;
 }
 
 /*

@@ -557,26 +557,6 @@ static long request(struct upc_client *cl, uint16_t type, const uint64_t *args, 
 /* ------------------------------------------------------------ connecting, and again */
 
 
-static int connect_daemon(const char *path)
-{
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int s;
-
-	if (strlen(path) >= sizeof(sa.sun_path))
-		return -ENAMETOOLONG;
-	strcpy(sa.sun_path, path);
-	s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-	if (s < 0)
-		return -errno;
-	if (connect(s, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		int err = -errno;
-
-		close(s);
-		return err;
-	}
-	return s;
-}
-
 static long handshake_attach(struct upc_client *cl, int sock);
 
 /*
@@ -734,7 +714,7 @@ static int reconnect(struct upc_client *cl, int efd)
 			return -1;
 		/* every 100 ms at most: a restarted daemon waits for the clients that serve themselves */
 		wait_ms = wait_ms >= 1000 ? 1000 : min_t(unsigned int, 2 * wait_ms, 100);
-		s = connect_daemon(cl->path);
+		s = sys_seqpacket_connect(cl->path);
 		if (s < 0) {
 			takeover_begin(cl);	/* a file whose dying daemon still held its lock */
 			continue;
@@ -829,7 +809,7 @@ static long client_connect(struct upc_client *cl)
 	struct creply rep = { 0 };
 	long ret;
 
-	ret = connect_daemon(cl->path);
+	ret = sys_seqpacket_connect(cl->path);
 	if (ret < 0)
 		return ret;
 	cl->sock = (int)ret;
