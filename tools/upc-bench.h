@@ -285,13 +285,18 @@ char *floor_percpu_str(char *buf, size_t len, struct workload *w, int vi);
 int floor_coldread_variant(struct workload *w, const char *name, const char *path, size_t npages,
 			   const uint32_t *order, size_t n, bool info);
 
-/* Row C's floors: the cold file read sequentially, 2 MiB a read, into a memfd's mapping. */
+/*
+ * Row C's floors: the cold file read sequentially, 2 MiB a read, into a
+ * memfd's mapping: straight into it (@copy false: the reads take a shmem
+ * fault a page), or into a bounce buffer and then inserted with UFFDIO_COPY
+ * (@copy true: as upcache's fills do, no fault and no zeroing).
+ */
 enum seqread_how {
 	SEQ_BUFFERED,		/* pread(2), buffered: the kernel's readahead applies */
 	SEQ_DIRECT,		/* pread(2) with O_DIRECT, one read at a time */
 	SEQ_DIRECT_QD2,		/* io_uring, O_DIRECT, two reads in flight */
 };
 int floor_seqread_variant(struct workload *w, const char *name, const char *path, size_t size,
-			  enum seqread_how how, bool info);
+			  enum seqread_how how, bool copy, bool info);
 
 #endif /* UPC_BENCH_H */
