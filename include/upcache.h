@@ -568,6 +568,7 @@ UPC_API int upc_store_inject_create(struct upc_store *inner, struct upc_store **
 #define UPC_INJECT_DELAY	3	/* sleep @arg microseconds first */
 #define UPC_INJECT_SYNC_ERROR	4	/* sync and fsync fail with -@arg (offsets ignored) */
 #define UPC_INJECT_META_ERROR	5	/* truncate and fallocate fail with -@arg (offsets ignored) */
+#define UPC_INJECT_DELAY_DONE	6	/* do the I/O, then sleep @arg microseconds before completing it */
 
 /*
  * upc_store_inject_add - fail the next @count I/Os in direction @dir that

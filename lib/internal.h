@@ -30,7 +30,11 @@
  *         cache->wb_lock             (background writer's wakeup state)
  *
  * Fill I/O runs with file->lock held (that is what makes a page "locked"
- * while it is read: faults on the same file wait).  Write-back I/O runs
+ * while it is read: faults on the same file wait), but for the readahead
+ * workers': they let go of it across the store's read, with the pages
+ * they read listed in file->fill_busy (the kernel's locked pages: a MISSING
+ * fault on one waits on file->wb_cond), and insert only if file->store_gen
+ * has not moved meanwhile (control.c, fill_run).  Write-back I/O runs
  * without it, with PG_WRITEBACK set on the pages; msync(SYNC) waits on
  * file->wb_cond for write-back in flight, as write_cache_pages() waits on
  * PG_writeback.  File I/O (fileio.c) takes file->lock as a fault does; it
@@ -82,6 +86,12 @@
 #define UPC_PAGE_MASK	(~(UPC_PAGE_SIZE - 1))
 
 #define UPC_RA_MAX_DEFAULT	512u		/* 2 MiB */
+/*
+ * Readahead workers, and windows a scan has queued ahead of the one it
+ * reads: two store reads in flight (issue 11, row C: the cold file read
+ * into a memfd two O_DIRECT reads at a time costs 0.7 of one at a time).
+ */
+#define RA_WORKERS		2
 #define UPC_EXPIRE_DEFAULT_MS	30000u
 #define UPC_INTERVAL_DEFAULT_MS	5000u
 #define UPC_WB_MAX_IO		(1UL << 20)	/* largest single write I/O */
@@ -200,7 +210,15 @@ struct upc_file {
 	bool kept;			/* upcd: its keeper holds it (daemon/keeper.c) */
 
 	pthread_mutex_t lock;
-	pthread_cond_t wb_cond;		/* broadcast when write-back completes */
+	pthread_cond_t wb_cond;		/* broadcast when write-back or an unlocked fill completes */
+	/*
+	 * Readahead reads in flight without @lock (control.c, fill_run): pages
+	 * [first, last] of each; at most one a readahead worker.
+	 */
+	struct { uint64_t first, last; } fill_busy[RA_WORKERS];
+	unsigned int nr_fill_busy;
+	/* Moves whenever the store's data of the file may have changed (file_store_changed()). */
+	uint64_t store_gen;
 	/*
 	 * The kernel's i_rwsem for writers: upc_pwrite, upc_ftruncate and
 	 * upc_fallocate hold it across the whole call, so that two writes do
@@ -426,9 +444,10 @@ struct upc_cache {
 
 	_Atomic uint64_t nr_pinned;
 
-	/* UPC_ADV_WILLNEED: a queue and a worker started on first use */
-	pthread_t ra_thread;
-	bool ra_running, ra_stop;
+	/* Readahead (UPC_ADV_WILLNEED, a fault's next windows): a queue and workers started on first use */
+	pthread_t ra_thread[RA_WORKERS];
+	unsigned int ra_running;
+	bool ra_stop;
 	pthread_mutex_t ra_lock;
 	pthread_cond_t ra_cond;
 	struct ra_work *ra_queue;
@@ -570,6 +589,16 @@ __upc_hidden void ra_stop(struct upc_cache *c);
 __upc_hidden int ra_queue(struct upc_cache *c, struct upc_file *f, uint64_t first, uint64_t last);
 __upc_hidden long fill_run(struct upc_file *f, uint64_t *pp, uint64_t last, char *buf, uint64_t bufpages,
 			   bool ahead);
+__upc_hidden bool fill_busy(const struct upc_file *f, uint64_t first, uint64_t last);
+/*
+ * The store's data of @f may have changed (a write-back completed, a
+ * truncate, a hole, an extension): a readahead read in flight since before
+ * is not inserted (fill_run).  Caller holds f->lock.
+ */
+static inline void file_store_changed(struct upc_file *f)
+{
+	f->store_gen++;
+}
 
 /* fault.c */
 __upc_hidden long staging_insert(struct upc_file *f, uint64_t pgoff, uint64_t n, const char *buf,

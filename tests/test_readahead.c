@@ -137,3 +137,126 @@ Test(readahead, slow_scan_never_waits_for_a_window_read_in_the_fault, .timeout =
 	cr_assert_eq(upc_cache_destroy(c), 0);
 	close(fd);
 }
+
+/*
+ * The readahead workers read without the file's lock (control.c,
+ * fill_run), which is what kept a page from being faulted in, written,
+ * written back and evicted while a read of its old data was in flight.
+ * Here the worker's read of pages 0-15 has its data and is held before it
+ * hands it over (UPC_INJECT_DELAY_DONE), while page 5 is written with
+ * upc_pwrite (which does not wait for the read), written back and
+ * dropped: the read's old copy of page 5 must not come back as a cached
+ * page.  The write-back moved the file's store generation, so the worker
+ * reads the window again.
+ */
+Test(readahead, a_window_read_while_its_page_is_written_back_is_not_inserted_stale, .timeout = 60)
+{
+	const size_t size = 64 * PAGE;
+	unsigned char newpage[PAGE], back[PAGE];
+	struct upc_store *store;
+	struct upc_cache *c;
+	int fd = tmpfile_pattern(size, NULL);
+	unsigned char *p;
+
+	require_upcache();
+	cr_assert_eq(upc_store_inject_create(NULL, &store), 0);
+	UPC_OPTS(upc_cache_opts, o, .store = store, .flags = UPC_CACHE_NO_BGWB);
+	c = cache_new_opts(&o);
+	cr_assert_eq(upc_map(c, fd, 0, size, PROT_READ, 0, (void **)&p), 0);
+	cr_assert_eq(upc_store_inject_add(store, UPC_IO_READ, 0, 16 * PAGE, UPC_INJECT_DELAY_DONE, 600000, 1), 0);
+	cr_assert_eq(upc_advise(c, p, 16 * PAGE, UPC_ADV_WILLNEED), 0);
+	/* The worker counts its read before it submits it: then give it the time to reach the store. */
+	for (int i = 0; i < 3000 && stats_of(c).fill_ios == 0; i++)
+		usleep(1000);
+	cr_assert_eq(stats_of(c).fill_ios, 1, "the readahead read has not started");
+	usleep(50000);
+	memset(newpage, 0xb5, sizeof(newpage));
+	cr_assert_eq(upc_pwrite(c, fd, newpage, PAGE, 5 * PAGE), PAGE);
+	cr_assert_eq(upc_fsync(c, fd), 0);
+	cr_assert_eq(upc_invalidate(c, fd, 5 * PAGE, PAGE), 0);
+	cr_assert_eq(pread(fd, back, PAGE, 5 * PAGE), PAGE);
+	cr_assert_eq(memcmp(back, newpage, PAGE), 0, "the store does not have the write");
+	/* The held read hands over its old copy, and the worker finishes the window. */
+	for (int i = 0; i < 3000 && stats_of(c).pages_cached < 16; i++)
+		usleep(1000);
+	cr_assert_eq(stats_of(c).pages_cached, 16);
+	cr_assert_eq(p[5 * PAGE], 0xb5, "page 5 is the readahead's stale copy: %#x", p[5 * PAGE]);
+	cr_assert_eq(memcmp(p + 5 * PAGE, newpage, PAGE), 0);
+	for (size_t i = 0; i < 16 * PAGE; i += PAGE)
+		if (i != 5 * PAGE)
+			cr_assert_eq(p[i + 9], pat(i + 9), "offset %zu", i);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	cr_assert_eq(upc_store_destroy(store), 0);
+	close(fd);
+}
+
+/*
+ * A fault on a page a readahead worker is reading (without the file's
+ * lock) waits for that read, as the kernel's fault waits on a locked
+ * folio, and does not read the page a second time.
+ */
+Test(readahead, a_fault_on_a_page_being_read_ahead_waits_for_that_read, .timeout = 60)
+{
+	const size_t size = 64 * PAGE;
+	struct upc_store *store;
+	struct upc_cache *c;
+	int fd = tmpfile_pattern(size, NULL);
+	unsigned char *p;
+
+	require_upcache();
+	cr_assert_eq(upc_store_inject_create(NULL, &store), 0);
+	UPC_OPTS(upc_cache_opts, o, .store = store, .flags = UPC_CACHE_NO_BGWB);
+	c = cache_new_opts(&o);
+	cr_assert_eq(upc_map(c, fd, 0, size, PROT_READ, 0, (void **)&p), 0);
+	cr_assert_eq(upc_store_inject_add(store, UPC_IO_READ, 0, 16 * PAGE, UPC_INJECT_DELAY_DONE, 300000, 1), 0);
+	cr_assert_eq(upc_advise(c, p, 16 * PAGE, UPC_ADV_WILLNEED), 0);
+	for (int i = 0; i < 3000 && stats_of(c).fill_ios == 0; i++)
+		usleep(1000);
+	cr_assert_eq(stats_of(c).fill_ios, 1, "the readahead read has not started");
+	usleep(50000);
+	cr_assert_eq(p[3 * PAGE + 1], pat(3 * PAGE + 1));
+	struct upc_stats st = stats_of(c);
+	cr_assert_eq(st.fill_ios, 1, "the fault read its page again: %lu reads", (unsigned long)st.fill_ios);
+	cr_assert_eq(st.pages_filled, 16);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	cr_assert_eq(upc_store_destroy(store), 0);
+	close(fd);
+}
+
+/*
+ * The same race with a truncation: the file is cut to 8 pages and grown
+ * back while a readahead read of pages 0-15 holds their old data; pages
+ * 8-15 are zeros in the file now, and must not come back as they were.
+ */
+Test(readahead, a_window_read_across_a_truncation_is_not_inserted_stale, .timeout = 60)
+{
+	const size_t size = 64 * PAGE;
+	struct upc_store *store;
+	struct upc_cache *c;
+	int fd = tmpfile_pattern(size, NULL);
+	unsigned char *p;
+
+	require_upcache();
+	cr_assert_eq(upc_store_inject_create(NULL, &store), 0);
+	UPC_OPTS(upc_cache_opts, o, .store = store, .flags = UPC_CACHE_NO_BGWB);
+	c = cache_new_opts(&o);
+	cr_assert_eq(upc_map(c, fd, 0, size, PROT_READ, 0, (void **)&p), 0);
+	cr_assert_eq(upc_store_inject_add(store, UPC_IO_READ, 0, 16 * PAGE, UPC_INJECT_DELAY_DONE, 600000, 1), 0);
+	cr_assert_eq(upc_advise(c, p, 16 * PAGE, UPC_ADV_WILLNEED), 0);
+	for (int i = 0; i < 3000 && stats_of(c).fill_ios == 0; i++)
+		usleep(1000);
+	cr_assert_eq(stats_of(c).fill_ios, 1, "the readahead read has not started");
+	usleep(50000);
+	cr_assert_eq(upc_ftruncate(c, fd, 8 * PAGE), 0);
+	cr_assert_eq(upc_ftruncate(c, fd, size), 0);
+	for (int i = 0; i < 3000 && stats_of(c).pages_cached < 16; i++)
+		usleep(1000);
+	cr_assert_eq(stats_of(c).pages_cached, 16);
+	for (size_t i = 0; i < 8 * PAGE; i += PAGE)
+		cr_assert_eq(p[i + 9], pat(i + 9), "offset %zu", i);
+	for (size_t i = 8 * PAGE; i < 16 * PAGE; i += PAGE)
+		cr_assert_eq(p[i + 9], 0, "offset %zu: the readahead's copy from before the truncation", i);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	cr_assert_eq(upc_store_destroy(store), 0);
+	close(fd);
+}

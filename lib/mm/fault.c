@@ -81,7 +81,7 @@ static uint32_t ra_window(struct upc_cache *c, struct upc_map *m, struct upc_fil
 
 /*
  * Asynchronous readahead, the kernel's PG_readahead marker: a fault in the
- * window the background read last for this mapping (it ends at
+ * windows the background read last for this mapping (they end at
  * m->ra_async) queues the next one, so that the store is read while the
  * scan consumes this window, and the scan's next fault finds its window
  * cached (a MINOR fault) instead of reading it synchronously.  Without it
@@ -90,11 +90,11 @@ static uint32_t ra_window(struct upc_cache *c, struct upc_map *m, struct upc_fil
  * row C).  The kernel marks the first folio of the async window
  * (page_cache_async_ra()); here the fault that reaches a window read ahead
  * maps the whole window (handle_minor()), so that it is the only fault
- * there and comes at the window's start.  One window ahead, not more: the
- * readahead thread holds file->lock across its read (a page being read is
- * the kernel's locked page), so a fault of the scan on a window already
- * read would wait behind the read of a window further on.  Called with
- * file->lock held.
+ * there and comes at the window's start.  RA_WORKERS windows ahead: the
+ * workers read without file->lock (control.c, fill_run), each its own
+ * window, so the store has a read in flight while another is inserted,
+ * and a fault of the scan on a window already read does not wait behind
+ * the read of one further on.  Called with file->lock held.
  */
 static void ra_async_marker(struct upc_cache *c, struct upc_map *m, struct upc_file *f, uint64_t pgoff)
 {
@@ -107,7 +107,7 @@ static void ra_async_marker(struct upc_cache *c, struct upc_map *m, struct upc_f
 	 * 1.3 times without, and waited in as many faults).
 	 */
 	if (m->ra_policy == UPC_ADV_RANDOM || !first || c->ra_max < 16 || pgoff >= first ||
-	    pgoff + c->ra_max < first || first >= f->npages ||
+	    pgoff + RA_WORKERS * (uint64_t)c->ra_max < first || first >= f->npages ||
 	    (c->mem_limit >> UPC_PAGE_SHIFT) < 8 * (uint64_t)c->ra_max)
 		return;
 	last = min_t(uint64_t, first + c->ra_max, f->npages) - 1;
@@ -307,9 +307,21 @@ static void handle_missing(struct upc_handler *h, struct upc_map *m, uintptr_t a
 
 	atomic_fetch_add(&c->st.faults_missing, 1);
 	UPC_TRACE(fault, f, pgoff, addr, UPC_FAULT_MISSING | (write ? UPC_FAULT_WRITE : 0), ptid);
+again:
 	file_size_recheck(f, pgoff);
 	if (past_eof(f, pgoff))
 		goto beyond_eof;
+	/*
+	 * A readahead worker is reading the page without file->lock (control.c,
+	 * fill_run): wait for it, as filemap_fault() waits on a locked folio,
+	 * then look again.  The wait lets go of file->lock; mm->lock, held,
+	 * keeps @m.
+	 */
+	if (!page_uptodate(f, pgoff) && fill_busy(f, pgoff, pgoff)) {
+		while (fill_busy(f, pgoff, pgoff))
+			pthread_cond_wait(&f->wb_cond, &f->lock);
+		goto again;
+	}
 	pg = pt_get(f, pgoff);
 	if (!pg)
 		goto fail;
@@ -327,9 +339,9 @@ static void handle_missing(struct upc_handler *h, struct upc_map *m, uintptr_t a
 			 * Read in the background since the fault.  A mapping
 			 * registered for MINOR faults queues the next window
 			 * from the MINOR fault its retry takes, after mapping
-			 * this one: queued here, the readahead thread would
+			 * this one: queued here, a readahead thread would
 			 * take file->lock for it first and that fault would
-			 * wait for the whole read (review of a5df1a3).
+			 * wait for it (review of a5df1a3).
 			 */
 			if (!map_minor(m))
 				ra_async_marker(c, m, f, pgoff);
@@ -345,7 +357,8 @@ static void handle_missing(struct upc_handler *h, struct upc_map *m, uintptr_t a
 	if ((pgoff << UPC_PAGE_SHIFT) >= (uint64_t)f->size)
 		goto beyond_eof;
 	win = (pg->flags & PG_UPTODATE) ? 1 : ra_window(c, m, f, pgoff);
-	for (n = 1; n < win && pgoff + n < f->npages && !page_uptodate(f, pgoff + n); n++)
+	for (n = 1; n < win && pgoff + n < f->npages && !page_uptodate(f, pgoff + n) &&
+	     !fill_busy(f, pgoff + n, pgoff + n); n++)
 		;
 	for (unsigned int attempt = 0;;) {
 		io = (struct upc_io){
@@ -469,17 +482,19 @@ inserted:
 	m->ra_win = (uint32_t)n;
 	/*
 	 * Asynchronous readahead (the kernel's PG_readahead): a scan running at
-	 * the full window has the next window read in the background while it
-	 * consumes this one.  The worker holds file->lock across its read, so a
-	 * fault on a page being read waits for it, as on a locked page.
+	 * the full window has the next RA_WORKERS windows read in the
+	 * background, one by each worker, while it consumes this one.  A fault
+	 * on a page being read waits for it, as on a locked page (above).
 	 */
 	if (n >= c->ra_max && m->ra_policy != UPC_ADV_RANDOM && pgoff + n < f->npages) {
+		uint64_t end = min_t(uint64_t, pgoff + n + RA_WORKERS * (uint64_t)c->ra_max, f->npages);
+
 		/* A scan started again (or elsewhere): the queue runs from here. */
-		if (m->ra_async <= pgoff + n || m->ra_async > pgoff + n + 2 * (uint64_t)c->ra_max)
+		if (m->ra_async <= pgoff + n || m->ra_async > end + c->ra_max)
 			m->ra_async = pgoff + n;
-		if (m->ra_async < pgoff + n + c->ra_max &&
-		    ra_queue(c, f, m->ra_async, pgoff + n + c->ra_max - 1) == 0)
-			m->ra_async = pgoff + n + c->ra_max;
+		while (m->ra_async < end &&
+		       ra_queue(c, f, m->ra_async, min_t(uint64_t, m->ra_async + c->ra_max, end) - 1) == 0)
+			m->ra_async = min_t(uint64_t, m->ra_async + c->ra_max, end);
 	}
 	if (atomic_load(&c->nr_cached) > c->high_pages)
 		reclaim_kick(c);

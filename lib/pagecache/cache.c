@@ -1462,8 +1462,8 @@ out:
 		if (ret == 0) {
 			void *old = f->store_h;
 
-			/* Wait for I/O through the old handle, then swap. */
-			while (f->nr_writeback)
+			/* Wait for I/O through the old handle (write-back, readahead), then swap. */
+			while (f->nr_writeback || f->nr_fill_busy)
 				pthread_cond_wait(&f->wb_cond, &f->lock);
 			f->store_h = wh;
 			f->store_writable = true;

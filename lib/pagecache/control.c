@@ -634,16 +634,16 @@ struct ra_work {
 
 /*
  * Read the uncached pages of [first, last] into the cache through the staging
- * mapping, @bufpages at a time through @buf.  file->lock is held across each
- * read, as the fault path holds it (the page lock of the kernel's
- * readahead): otherwise a page could be faulted in, written, written back
- * and evicted while the read is in flight, and the read's older data
- * inserted afterwards as an uptodate page.  @ahead: readahead (WILLNEED, a
- * fault's asynchronous window), whose pages are marked PG_READAHEAD and
- * counted as such; a pin's fill (pin_fill) is an access, not readahead.
- * Returns 0, or the error of the read that failed (-EIO for one that read
- * nothing, or less than a page without reaching end of file): the pages
- * before it are cached, the others not.
+ * mapping, @bufpages at a time through @buf.  A pin's fill (pin_fill, @ahead
+ * false) holds file->lock across each read, as the fault path holds it (the
+ * page lock of the kernel's readahead).  Readahead (@ahead: WILLNEED, a
+ * fault's asynchronous windows, the workers' only) lets go of it across the
+ * read, so that two workers, or a worker and a fault, read at once; see
+ * fill_run() for what stands in for the lock.  Readahead pages are marked
+ * PG_READAHEAD and counted as such; a pin's fill is an access.  Returns 0,
+ * or the error of the read that failed (-EIO for one that read nothing, or
+ * less than a page without reaching end of file): the pages before it are
+ * cached, the others not.
  */
 static int fill_range(struct upc_cache *c, struct upc_file *f, uint64_t first, uint64_t last,
 		      char *buf, uint64_t bufpages, bool ahead)
@@ -679,6 +679,15 @@ static int fill_range(struct upc_cache *c, struct upc_file *f, uint64_t first, u
 	return 0;
 }
 
+/* Is a page of [first, last] being read by a readahead worker without f->lock?  Caller holds it. */
+bool fill_busy(const struct upc_file *f, uint64_t first, uint64_t last)
+{
+	for (unsigned int i = 0; i < f->nr_fill_busy; i++)
+		if (f->fill_busy[i].first <= last && first <= f->fill_busy[i].last)
+			return true;
+	return false;
+}
+
 /*
  * One read of fill_range(), with f->lock held (upc_pread and upc_pwrite
  * call it too, fileio.c): skip the cached pages from *@pp, then read the run
@@ -686,24 +695,50 @@ static int fill_range(struct upc_cache *c, struct upc_file *f, uint64_t first, u
  * end of file) into @buf and insert it.  *@pp is left at the run's first
  * page.  Returns the pages inserted, 0 if there was nothing to read (cached
  * up to @last, or end of file), or a negative errno (nothing inserted).
+ *
+ * Readahead (@ahead) lets go of f->lock across the store's read and takes
+ * it again before it returns.  What the lock did for the read, two things
+ * do instead:
+ *  - the run is listed in f->fill_busy while it is read: another worker
+ *    skips it, and a MISSING fault on one of its pages waits for the read
+ *    (fault.c, handle_missing), as on the kernel's locked page, instead of
+ *    reading it again;
+ *  - the read is inserted only if f->store_gen has not moved since it was
+ *    started.  What the lock kept from happening is a page faulted in
+ *    (by a path that does not wait: upc_pwrite, a pin), written, written
+ *    back and evicted while the read is in flight, and the read's older
+ *    data inserted afterwards as an uptodate page; a completed write-back
+ *    moves store_gen before any eviction can follow it, and so do a
+ *    truncate, a hole and an extension (file_store_changed()).  A page
+ *    that became uptodate meanwhile and is still there is kept, not
+ *    overwritten (staging_insert skips it).  A read that lost the race is
+ *    started again, twice at most, and then left to the faults.
+ * The store handle is swapped (file_get: a writable one) only once no
+ * read is listed.
  */
 long fill_run(struct upc_file *f, uint64_t *pp, uint64_t last, char *buf, uint64_t bufpages, bool ahead)
 {
 	struct upc_cache *c = f->cache;
-	uint64_t p = *pp, n = 0, full;
+	uint64_t p, n, full, gen = 0;
+	unsigned int tries = 0;
+	bool unlocked;
 	struct upc_io io;
 	size_t skipped;
 	long r;
 	int ret;
 
+again:
+	p = *pp;
+	n = 0;
 	if (!f->npages)
 		return 0;
 	if (last >= f->npages)
 		last = f->npages - 1;
-	while (p <= last && page_uptodate(f, p))
+	while (p <= last && (page_uptodate(f, p) || (ahead && fill_busy(f, p, p))))
 		p++;
 	*pp = p;
-	while (p + n <= last && n < bufpages && !page_uptodate(f, p + n))
+	while (p + n <= last && n < bufpages && !page_uptodate(f, p + n) &&
+	       !(ahead && fill_busy(f, p + n, p + n)))
 		n++;
 	if (!n || (p << UPC_PAGE_SHIFT) >= (uint64_t)f->size)
 		return 0;
@@ -714,7 +749,33 @@ long fill_run(struct upc_file *f, uint64_t *pp, uint64_t last, char *buf, uint64
 	};
 	atomic_fetch_add(&c->st.fill_ios, 1);
 	UPC_TRACE(fill_submit, f, io.off, io.len);
-	ret = c->store->ops->submit(c->store, f->store_h, UPC_IO_READ, &io, 1);
+	unlocked = ahead && f->nr_fill_busy < RA_WORKERS;
+	if (unlocked) {
+		void *h = f->store_h;
+
+		f->fill_busy[f->nr_fill_busy].first = p;
+		f->fill_busy[f->nr_fill_busy].last = p + n - 1;
+		f->nr_fill_busy++;
+		gen = f->store_gen;
+		pthread_mutex_unlock(&f->lock);
+		ret = c->store->ops->submit(c->store, h, UPC_IO_READ, &io, 1);
+		pthread_mutex_lock(&f->lock);
+		for (unsigned int i = 0; i < f->nr_fill_busy; i++) {
+			if (f->fill_busy[i].first != p)
+				continue;
+			f->fill_busy[i] = f->fill_busy[--f->nr_fill_busy];
+			break;
+		}
+		pthread_cond_broadcast(&f->wb_cond);
+		if (gen != f->store_gen) {
+			UPC_TRACE(fill_done, f, io.off, io.len, -ESTALE);
+			if (++tries > 2)
+				return 0;
+			goto again;
+		}
+	} else {
+		ret = c->store->ops->submit(c->store, f->store_h, UPC_IO_READ, &io, 1);
+	}
 	/* Nothing read: the file may have shrunk below @p (fill_valid() asks): then end of file. */
 	if (ret == 0 && io.res == 0 && (fill_valid(f, ret, &io), io.off >= f->size)) {
 		UPC_TRACE(fill_done, f, io.off, io.len, 0);
@@ -745,6 +806,7 @@ long fill_run(struct upc_file *f, uint64_t *pp, uint64_t last, char *buf, uint64
 	return r == 0 ? -EIO : r;
 }
 
+/* A readahead worker; RA_WORKERS of them share the queue. */
 static void *ra_main(void *arg)
 {
 	struct upc_cache *c = arg;
@@ -829,15 +891,17 @@ int ra_queue(struct upc_cache *c, struct upc_file *f, uint64_t first, uint64_t l
 		free(w);
 		return -ECANCELED;
 	}
-	if (!c->ra_running) {
-		ret = pthread_create(&c->ra_thread, NULL, ra_main, c);
+	while (c->ra_running < RA_WORKERS) {
+		ret = pthread_create(&c->ra_thread[c->ra_running], NULL, ra_main, c);
 		if (ret) {
+			if (c->ra_running)
+				break;	/* one worker serves, reading one window at a time */
 			pthread_mutex_unlock(&c->ra_lock);
 			free(w);
 			return -ret;
 		}
-		pthread_setname_np(c->ra_thread, "upc-readahead");
-		c->ra_running = true;
+		pthread_setname_np(c->ra_thread[c->ra_running], "upc-readahead");
+		c->ra_running++;
 	}
 	w->next = NULL;
 	file_hold(f);	/* the caller's mapping holds one: no lock needed (internal.h) */
@@ -866,8 +930,8 @@ void ra_stop(struct upc_cache *c)
 	c->ra_stop = true;
 	pthread_cond_broadcast(&c->ra_cond);
 	pthread_mutex_unlock(&c->ra_lock);
-	if (c->ra_running)
-		pthread_join(c->ra_thread, NULL);
+	for (unsigned int i = 0; i < c->ra_running; i++)
+		pthread_join(c->ra_thread[i], NULL);
 	while (c->ra_queue) {
 		struct ra_work *w = c->ra_queue;
 
@@ -875,7 +939,7 @@ void ra_stop(struct upc_cache *c)
 		file_put(w->file);	/* the cache is being destroyed: just a decrement */
 		free(w);
 	}
-	c->ra_running = false;
+	c->ra_running = 0;
 }
 
 /* ------------------------------------------------------------ advice */

@@ -221,6 +221,7 @@ static int extend_to(struct upc_file *f, uint64_t end)
 		else
 			ret = store_truncate(s, f->store_h, (off_t)end);
 	}
+	file_store_changed(f);
 	if (ret < 0)
 		return ret;
 	return file_grow(f, (off_t)end);
@@ -534,8 +535,10 @@ UPC_API int upc_ftruncate(struct upc_cache *c, int fd, off_t length)
 		ret = range_quiesce(f, keep, UINT64_MAX,
 				    min_t(uint64_t, (uint64_t)length, (uint64_t)f->size) >> UPC_PAGE_SHIFT, UINT64_MAX);
 	/* The store's file first: if it fails, nothing has changed. */
-	if (ret == 0)
+	if (ret == 0) {
 		ret = store_truncate(c->store, f->store_h, length);
+		file_store_changed(f);
+	}
 	keep = min_t(uint64_t, newpages, pg_round_up((uint64_t)f->size) >> UPC_PAGE_SHIFT);
 	if (ret == 0 && (keep < f->npages || length < f->size)) {
 		/*
@@ -581,9 +584,11 @@ static int punch_hole(struct upc_file *f, off_t off, off_t len)
 	ret = full_first < full_end ?
 	      range_quiesce(f, full_first, full_end - 1, start >> UPC_PAGE_SHIFT, (end - 1) >> UPC_PAGE_SHIFT) :
 	      range_quiesce(f, 1, 0, start >> UPC_PAGE_SHIFT, (end - 1) >> UPC_PAGE_SHIFT);
-	if (ret == 0)
+	if (ret == 0) {
 		ret = store_fallocate(f->cache->store, f->store_h,
 				      FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len);
+		file_store_changed(f);
+	}
 	if (ret < 0)
 		return ret;
 	/*
@@ -635,6 +640,7 @@ UPC_API int upc_fallocate(struct upc_cache *c, int fd, int mode, off_t off, off_
 		ret = punch_hole(f, off, len);
 	} else {
 		ret = store_fallocate(c->store, f->store_h, mode, off, len);
+		file_store_changed(f);
 		/* Mode 0 extends the file, as the store's did. */
 		if (ret == 0 && mode == 0)
 			ret = file_grow(f, off + len);

@@ -580,6 +580,8 @@ static int inj_submit(struct upc_store *store, void *handle, enum upc_io_dir dir
 		if (r && r->kind == UPC_INJECT_SHORT)
 			io.len = min_t(size_t, io.len, (size_t)r->arg);
 		ret = is->inner->ops->submit(is->inner, handle, dir, &io, 1);
+		if (r && r->kind == UPC_INJECT_DELAY_DONE)
+			usleep((useconds_t)r->arg);	/* a read that holds what it read, for now */
 		ios[i].res = io.res;
 		if (r && r->kind == UPC_INJECT_SHORT && dir == UPC_IO_WRITE && io.res >= 0)
 			ios[i].res = -EIO;	/* what a persistent short write turns into */
@@ -693,7 +695,7 @@ UPC_API int upc_store_inject_add(struct upc_store *store, enum upc_io_dir dir, o
 	struct inject_rule *r;
 
 	if (!is || (dir != UPC_IO_READ && dir != UPC_IO_WRITE) || off < 0 || count == 0 ||
-	    kind < UPC_INJECT_ERROR || kind > UPC_INJECT_META_ERROR || arg < 0 ||
+	    kind < UPC_INJECT_ERROR || kind > UPC_INJECT_DELAY_DONE || arg < 0 ||
 	    ((kind == UPC_INJECT_ERROR || kind == UPC_INJECT_SYNC_ERROR || kind == UPC_INJECT_META_ERROR) &&
 	     (arg == 0 || arg > 4095)))
 		return -EINVAL;

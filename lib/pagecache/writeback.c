@@ -496,6 +496,8 @@ again:
 	}
 
 	pthread_mutex_lock(&f->lock);
+	if (nios)	/* a readahead read in flight meanwhile may hold the old data (fill_run) */
+		file_store_changed(f);
 	/* Completion: end write-back; a failed page is dirty again, never lost. */
 	for (size_t i = 0, k = 0; i < nr; i++)
 		for (uint64_t p = runs[i].start; p < runs[i].start + runs[i].n; p++) {
