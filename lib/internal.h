@@ -217,6 +217,7 @@ struct upc_file {
 	 */
 	struct { uint64_t first, last; } fill_busy[RA_WORKERS];
 	unsigned int nr_fill_busy;
+	void *stale_store_h;		/* a store handle swapped out while a readahead read used it */
 	/* Moves whenever the store's data of the file may have changed (file_store_changed()). */
 	uint64_t store_gen;
 	/*
@@ -431,6 +432,7 @@ struct upc_cache {
 
 	/* memory: cached pages, watermarks, the reclaim thread (kswapd) */
 	_Atomic uint64_t nr_cached;
+	_Atomic uint64_t ra_reading;	/* pages readahead workers are reading (fill_run) */
 	_Atomic uint64_t nr_active;	/* replacement: pages in the active list */
 	_Atomic unsigned int nr_fenced;	/* files whose memfd is cut at end of file (fault.c) */
 	uint64_t limit_pages, high_pages, low_pages, hard_pages;

@@ -260,3 +260,140 @@ Test(readahead, a_window_read_across_a_truncation_is_not_inserted_stale, .timeou
 	cr_assert_eq(upc_store_destroy(store), 0);
 	close(fd);
 }
+
+/* The readahead read of pages @first..+16 has started and is held (UPC_INJECT_DELAY_DONE). */
+static void held_read_started(struct upc_cache *c)
+{
+	for (int i = 0; i < 3000 && stats_of(c).fill_ios == 0; i++)
+		usleep(1000);
+	cr_assert_eq(stats_of(c).fill_ios, 1, "the readahead read has not started");
+	usleep(50000);	/* counted before it is submitted */
+}
+
+static void wait_cached(struct upc_cache *c, uint64_t n)
+{
+	for (int i = 0; i < 3000 && stats_of(c).pages_cached < n; i++)
+		usleep(1000);
+	usleep(100000);
+}
+
+/*
+ * upc_invalidate(3) and upc_drop(3) while a readahead read holds the old
+ * data of a page written behind the cache's back: the next touch reads the
+ * file again, as the calls promise; the held read is not inserted.
+ */
+static void drop_during_held_read(bool invalidate)
+{
+	const size_t size = 64 * PAGE;
+	unsigned char newpage[PAGE];
+	struct upc_store *store;
+	struct upc_cache *c;
+	int fd = tmpfile_pattern(size, NULL);
+	unsigned char *p;
+
+	require_upcache();
+	cr_assert_eq(upc_store_inject_create(NULL, &store), 0);
+	UPC_OPTS(upc_cache_opts, o, .store = store, .flags = UPC_CACHE_NO_BGWB);
+	c = cache_new_opts(&o);
+	cr_assert_eq(upc_map(c, fd, 0, size, PROT_READ, 0, (void **)&p), 0);
+	cr_assert_eq(upc_store_inject_add(store, UPC_IO_READ, 0, 16 * PAGE, UPC_INJECT_DELAY_DONE, 600000, 1), 0);
+	cr_assert_eq(upc_advise(c, p, 16 * PAGE, UPC_ADV_WILLNEED), 0);
+	held_read_started(c);
+	memset(newpage, 0xb5, sizeof(newpage));
+	cr_assert_eq(pwrite(fd, newpage, PAGE, 5 * PAGE), PAGE);	/* behind the cache's back */
+	if (invalidate)
+		cr_assert_eq(upc_invalidate(c, fd, 0, 0), 0);
+	else
+		cr_assert_geq(upc_drop(c, 0), 0);
+	wait_cached(c, 16);
+	cr_assert_eq(p[5 * PAGE], 0xb5, "page 5 is the readahead's copy from before the %s: %#x",
+		     invalidate ? "upc_invalidate" : "upc_drop", p[5 * PAGE]);
+	cr_assert_eq(p[4 * PAGE + 9], pat(4 * PAGE + 9));
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	cr_assert_eq(upc_store_destroy(store), 0);
+	close(fd);
+}
+
+Test(readahead, an_invalidate_during_a_held_readahead_read_reads_the_file_again, .timeout = 60)
+{
+	drop_during_held_read(true);
+}
+
+Test(readahead, a_drop_during_a_held_readahead_read_reads_the_file_again, .timeout = 60)
+{
+	drop_during_held_read(false);
+}
+
+/*
+ * A shrink behind the cache's back, seen by a short read (fill_valid ->
+ * file_shrunk) while a readahead read of pages past the new end is held,
+ * then growth through the cache: the pages between read as zeros, not as
+ * the held read's copy of what they were.
+ */
+Test(readahead, a_shrink_seen_during_a_held_readahead_read_leaves_no_old_page, .timeout = 60)
+{
+	const size_t size = 64 * PAGE;
+	unsigned char b[PAGE], zero[PAGE] = { 0 };
+	struct upc_store *store;
+	struct upc_cache *c;
+	int fd = tmpfile_pattern(size, NULL);
+	unsigned char *p;
+
+	require_upcache();
+	cr_assert_eq(upc_store_inject_create(NULL, &store), 0);
+	UPC_OPTS(upc_cache_opts, o, .store = store, .flags = UPC_CACHE_NO_BGWB);
+	c = cache_new_opts(&o);
+	cr_assert_eq(upc_map(c, fd, 0, size, PROT_READ, 0, (void **)&p), 0);
+	cr_assert_eq(upc_store_inject_add(store, UPC_IO_READ, 16 * PAGE, 16 * PAGE, UPC_INJECT_DELAY_DONE,
+					  600000, 1), 0);
+	cr_assert_eq(upc_advise(c, p + 16 * PAGE, 16 * PAGE, UPC_ADV_WILLNEED), 0);
+	held_read_started(c);
+	cr_assert_eq(ftruncate(fd, 8 * PAGE), 0);			/* behind the cache's back */
+	cr_assert_eq(upc_pread(c, fd, b, PAGE, 10 * PAGE), 0, "the shrink is seen: end of file");
+	wait_cached(c, 16);
+	cr_assert_eq(upc_pwrite(c, fd, "x", 1, 40 * PAGE), 1);		/* grows the file through the cache */
+	cr_assert_eq(upc_pread(c, fd, b, PAGE, 20 * PAGE), PAGE);
+	cr_assert_eq(memcmp(b, zero, PAGE), 0, "page 20 holds its bytes from before the shrink (%#x)", b[9]);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	cr_assert_eq(upc_store_destroy(store), 0);
+	close(fd);
+}
+
+/*
+ * A file cached through a read-only descriptor is written through a
+ * writable one while two workers stream 32 windows of readahead: the write
+ * swaps the store handle without waiting for the readahead to run dry (it
+ * did, when the swap waited for no read to be in flight: two workers
+ * streaming always have one).  Counted, not timed: the write returns with
+ * most of the 32 reads still to come.
+ */
+Test(readahead, a_write_through_a_writable_descriptor_does_not_wait_for_readahead, .timeout = 120)
+{
+	const size_t size = 64 << 20, reads = size / PAGE / 512;
+	char path[64];
+	struct upc_store *store;
+	struct upc_cache *c;
+	int fd = tmpfile_pattern(size, path), rfd = open(path, O_RDONLY | O_CLOEXEC);
+	unsigned char *p;
+	uint64_t after;
+
+	require_upcache();
+	cr_assert(rfd >= 0);
+	cr_assert_eq(upc_store_inject_create(NULL, &store), 0);
+	UPC_OPTS(upc_cache_opts, o, .store = store, .flags = UPC_CACHE_NO_BGWB);
+	c = cache_new_opts(&o);
+	cr_assert_eq(upc_store_inject_add(store, UPC_IO_READ, 0, size, UPC_INJECT_DELAY_DONE, 50000, -1), 0);
+	cr_assert_eq(upc_map(c, rfd, 0, size, PROT_READ, 0, (void **)&p), 0);
+	cr_assert_eq(upc_advise(c, p, size / 2, UPC_ADV_WILLNEED), 0);
+	cr_assert_eq(upc_advise(c, p + size / 2, size / 2, UPC_ADV_WILLNEED), 0);
+	for (int i = 0; i < 3000 && stats_of(c).fill_ios < 2; i++)
+		usleep(1000);
+	cr_assert_eq(upc_pwrite(c, fd, "x", 1, 0), 1);
+	after = stats_of(c).fill_ios;
+	cr_assert_lt(after, reads / 2, "the write waited for %lu of the %zu readahead reads",
+		     (unsigned long)after, reads);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	cr_assert_eq(upc_store_destroy(store), 0);
+	close(rfd);
+	close(fd);
+}

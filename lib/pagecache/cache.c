@@ -244,6 +244,7 @@ static void file_shrunk(struct upc_file *f, off_t size)
 {
 	uint64_t keep = pg_round_up((uint64_t)size) >> UPC_PAGE_SHIFT;
 
+	file_store_changed(f);	/* a readahead read in flight may hold pages past @size (fill_run) */
 	file_set_size(f, size);
 	if ((size & (off_t)(UPC_PAGE_SIZE - 1)) && page_uptodate(f, (uint64_t)size >> UPC_PAGE_SHIFT))
 		memset(f->base + size, 0, UPC_PAGE_SIZE - ((uint64_t)size & (UPC_PAGE_SIZE - 1)));
@@ -696,6 +697,8 @@ static void file_free(struct upc_file *f)
 	atomic_fetch_sub(&c->nr_active, f->nr_active);
 	if (f->store_h)
 		c->store->ops->close(c->store, f->store_h);
+	if (f->stale_store_h)
+		c->store->ops->close(c->store, f->stale_store_h);
 	if (f->base)
 		munmap(f->base, f->base_len);
 	while (f->old_bases) {
@@ -1462,12 +1465,21 @@ out:
 		if (ret == 0) {
 			void *old = f->store_h;
 
-			/* Wait for I/O through the old handle (write-back, readahead), then swap. */
-			while (f->nr_writeback || f->nr_fill_busy)
+			/*
+			 * Wait for write-back through the old handle, then swap.
+			 * Readahead reads through it are not waited for (two
+			 * workers streaming a scan overlap, and the wait lasted
+			 * until the queue ran dry): the last of them closes it
+			 * (fill_run), or file_free.
+			 */
+			while (f->nr_writeback)
 				pthread_cond_wait(&f->wb_cond, &f->lock);
 			f->store_h = wh;
 			f->store_writable = true;
-			c->store->ops->close(c->store, old);
+			if (f->nr_fill_busy)
+				f->stale_store_h = old;	/* the last readahead read through it closes it */
+			else
+				c->store->ops->close(c->store, old);
 			if (f->kept)
 				c->keep(c, f, fd);	/* the keeper's descriptor of the file: writable too */
 		}

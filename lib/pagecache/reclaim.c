@@ -472,6 +472,13 @@ int file_drop(struct upc_file *f, unsigned int flags, uint64_t *dropped)
 	if (flags & UPC_DROP_WRITEBACK)
 		ret = writeback_range(f, 0, UINT64_MAX, WB_SYNC, NULL);
 	pthread_mutex_lock(&f->lock);
+	/*
+	 * A readahead read in flight (control.c, fill_run) holds what the file
+	 * had before the drop: the next touch must read the file again, so it
+	 * is not inserted, as invalidate_mapping_pages() skips a locked folio
+	 * only because its read is of the current data.
+	 */
+	file_store_changed(f);
 	for (uint64_t p = 0; p < f->npages; p++) {
 		struct upc_page *pg = pt_lookup(f, p);
 
