@@ -140,54 +140,80 @@ Test(readahead, slow_scan_never_waits_for_a_window_read_in_the_fault, .timeout =
 
 /*
  * The readahead workers read without the file's lock (control.c,
- * fill_run), which is what kept a page from being faulted in, written,
- * written back and evicted while a read of its old data was in flight.
- * Here the worker's read of pages 0-15 has its data and is held before it
- * hands it over (UPC_INJECT_DELAY_DONE), while page 5 is written with
- * upc_pwrite (which does not wait for the read), written back and
- * dropped: the read's old copy of page 5 must not come back as a cached
- * page.  The write-back moved the file's store generation, so the worker
- * reads the window again.
+ * fill_run).  These tests hold one such read between the store and the
+ * cache (UPC_INJECT_DELAY_DONE: the read has its data and hands it over
+ * late) and change the file meanwhile.
+ */
+struct held {
+	struct upc_store *store;
+	struct upc_cache *c;
+	int fd;
+	unsigned char *p;
+};
+
+#define HELD_SIZE	(64 * PAGE)
+
+/* A cache over a 64-page file, mapped read-only, and a held readahead read of pages [first, first + 16). */
+static void held_start(struct held *h, size_t first, long delay_us)
+{
+	require_upcache();
+	h->fd = tmpfile_pattern(HELD_SIZE, NULL);
+	cr_assert_eq(upc_store_inject_create(NULL, &h->store), 0);
+	UPC_OPTS(upc_cache_opts, o, .store = h->store, .flags = UPC_CACHE_NO_BGWB);
+	h->c = cache_new_opts(&o);
+	cr_assert_eq(upc_map(h->c, h->fd, 0, HELD_SIZE, PROT_READ, 0, (void **)&h->p), 0);
+	cr_assert_eq(upc_store_inject_add(h->store, UPC_IO_READ, (off_t)(first * PAGE), 16 * PAGE,
+					  UPC_INJECT_DELAY_DONE, delay_us, 1), 0);
+	cr_assert_eq(upc_advise(h->c, h->p + first * PAGE, 16 * PAGE, UPC_ADV_WILLNEED), 0);
+	for (int i = 0; i < 3000 && stats_of(h->c).fill_ios == 0; i++)
+		usleep(1000);
+	cr_assert_eq(stats_of(h->c).fill_ios, 1, "the readahead read has not started");
+	usleep(50000);	/* counted before it is submitted: let it reach the store */
+}
+
+/* Wait for the held read to hand over and the worker to finish its window. */
+static void held_done(struct held *h)
+{
+	for (int i = 0; i < 3000 && stats_of(h->c).pages_cached < 16; i++)
+		usleep(1000);
+	usleep(100000);
+	cr_assert_eq(stats_of(h->c).pages_cached, 16);
+}
+
+static void held_end(struct held *h)
+{
+	cr_assert_eq(upc_cache_destroy(h->c), 0);
+	cr_assert_eq(upc_store_destroy(h->store), 0);
+	close(h->fd);
+}
+
+/*
+ * The lock kept a page from being faulted in, written, written back and
+ * evicted while a read of its old data was in flight.  Here page 5 is
+ * written with upc_pwrite (which does not wait for the read), written back
+ * and dropped: the read's old copy must not come back as a cached page.
+ * The write-back moved the file's store generation, so the worker reads
+ * the window again.
  */
 Test(readahead, a_window_read_while_its_page_is_written_back_is_not_inserted_stale, .timeout = 60)
 {
-	const size_t size = 64 * PAGE;
 	unsigned char newpage[PAGE], back[PAGE];
-	struct upc_store *store;
-	struct upc_cache *c;
-	int fd = tmpfile_pattern(size, NULL);
-	unsigned char *p;
+	struct held h;
 
-	require_upcache();
-	cr_assert_eq(upc_store_inject_create(NULL, &store), 0);
-	UPC_OPTS(upc_cache_opts, o, .store = store, .flags = UPC_CACHE_NO_BGWB);
-	c = cache_new_opts(&o);
-	cr_assert_eq(upc_map(c, fd, 0, size, PROT_READ, 0, (void **)&p), 0);
-	cr_assert_eq(upc_store_inject_add(store, UPC_IO_READ, 0, 16 * PAGE, UPC_INJECT_DELAY_DONE, 600000, 1), 0);
-	cr_assert_eq(upc_advise(c, p, 16 * PAGE, UPC_ADV_WILLNEED), 0);
-	/* The worker counts its read before it submits it: then give it the time to reach the store. */
-	for (int i = 0; i < 3000 && stats_of(c).fill_ios == 0; i++)
-		usleep(1000);
-	cr_assert_eq(stats_of(c).fill_ios, 1, "the readahead read has not started");
-	usleep(50000);
+	held_start(&h, 0, 600000);
 	memset(newpage, 0xb5, sizeof(newpage));
-	cr_assert_eq(upc_pwrite(c, fd, newpage, PAGE, 5 * PAGE), PAGE);
-	cr_assert_eq(upc_fsync(c, fd), 0);
-	cr_assert_eq(upc_invalidate(c, fd, 5 * PAGE, PAGE), 0);
-	cr_assert_eq(pread(fd, back, PAGE, 5 * PAGE), PAGE);
+	cr_assert_eq(upc_pwrite(h.c, h.fd, newpage, PAGE, 5 * PAGE), PAGE);
+	cr_assert_eq(upc_fsync(h.c, h.fd), 0);
+	cr_assert_eq(upc_invalidate(h.c, h.fd, 5 * PAGE, PAGE), 0);
+	cr_assert_eq(pread(h.fd, back, PAGE, 5 * PAGE), PAGE);
 	cr_assert_eq(memcmp(back, newpage, PAGE), 0, "the store does not have the write");
-	/* The held read hands over its old copy, and the worker finishes the window. */
-	for (int i = 0; i < 3000 && stats_of(c).pages_cached < 16; i++)
-		usleep(1000);
-	cr_assert_eq(stats_of(c).pages_cached, 16);
-	cr_assert_eq(p[5 * PAGE], 0xb5, "page 5 is the readahead's stale copy: %#x", p[5 * PAGE]);
-	cr_assert_eq(memcmp(p + 5 * PAGE, newpage, PAGE), 0);
+	held_done(&h);
+	cr_assert_eq(h.p[5 * PAGE], 0xb5, "page 5 is the readahead's stale copy: %#x", h.p[5 * PAGE]);
+	cr_assert_eq(memcmp(h.p + 5 * PAGE, newpage, PAGE), 0);
 	for (size_t i = 0; i < 16 * PAGE; i += PAGE)
 		if (i != 5 * PAGE)
-			cr_assert_eq(p[i + 9], pat(i + 9), "offset %zu", i);
-	cr_assert_eq(upc_cache_destroy(c), 0);
-	cr_assert_eq(upc_store_destroy(store), 0);
-	close(fd);
+			cr_assert_eq(h.p[i + 9], pat(i + 9), "offset %zu", i);
+	held_end(&h);
 }
 
 /*
@@ -197,121 +223,58 @@ Test(readahead, a_window_read_while_its_page_is_written_back_is_not_inserted_sta
  */
 Test(readahead, a_fault_on_a_page_being_read_ahead_waits_for_that_read, .timeout = 60)
 {
-	const size_t size = 64 * PAGE;
-	struct upc_store *store;
-	struct upc_cache *c;
-	int fd = tmpfile_pattern(size, NULL);
-	unsigned char *p;
+	struct held h;
 
-	require_upcache();
-	cr_assert_eq(upc_store_inject_create(NULL, &store), 0);
-	UPC_OPTS(upc_cache_opts, o, .store = store, .flags = UPC_CACHE_NO_BGWB);
-	c = cache_new_opts(&o);
-	cr_assert_eq(upc_map(c, fd, 0, size, PROT_READ, 0, (void **)&p), 0);
-	cr_assert_eq(upc_store_inject_add(store, UPC_IO_READ, 0, 16 * PAGE, UPC_INJECT_DELAY_DONE, 300000, 1), 0);
-	cr_assert_eq(upc_advise(c, p, 16 * PAGE, UPC_ADV_WILLNEED), 0);
-	for (int i = 0; i < 3000 && stats_of(c).fill_ios == 0; i++)
-		usleep(1000);
-	cr_assert_eq(stats_of(c).fill_ios, 1, "the readahead read has not started");
-	usleep(50000);
-	cr_assert_eq(p[3 * PAGE + 1], pat(3 * PAGE + 1));
-	struct upc_stats st = stats_of(c);
+	held_start(&h, 0, 300000);
+	cr_assert_eq(h.p[3 * PAGE + 1], pat(3 * PAGE + 1));
+	struct upc_stats st = stats_of(h.c);
 	cr_assert_eq(st.fill_ios, 1, "the fault read its page again: %lu reads", (unsigned long)st.fill_ios);
 	cr_assert_eq(st.pages_filled, 16);
-	cr_assert_eq(upc_cache_destroy(c), 0);
-	cr_assert_eq(upc_store_destroy(store), 0);
-	close(fd);
+	held_end(&h);
 }
 
 /*
  * The same race with a truncation: the file is cut to 8 pages and grown
- * back while a readahead read of pages 0-15 holds their old data; pages
- * 8-15 are zeros in the file now, and must not come back as they were.
+ * back while the held read has the old data of pages 0-15; pages 8-15 are
+ * zeros in the file now, and must not come back as they were.
  */
 Test(readahead, a_window_read_across_a_truncation_is_not_inserted_stale, .timeout = 60)
 {
-	const size_t size = 64 * PAGE;
-	struct upc_store *store;
-	struct upc_cache *c;
-	int fd = tmpfile_pattern(size, NULL);
-	unsigned char *p;
+	struct held h;
 
-	require_upcache();
-	cr_assert_eq(upc_store_inject_create(NULL, &store), 0);
-	UPC_OPTS(upc_cache_opts, o, .store = store, .flags = UPC_CACHE_NO_BGWB);
-	c = cache_new_opts(&o);
-	cr_assert_eq(upc_map(c, fd, 0, size, PROT_READ, 0, (void **)&p), 0);
-	cr_assert_eq(upc_store_inject_add(store, UPC_IO_READ, 0, 16 * PAGE, UPC_INJECT_DELAY_DONE, 600000, 1), 0);
-	cr_assert_eq(upc_advise(c, p, 16 * PAGE, UPC_ADV_WILLNEED), 0);
-	for (int i = 0; i < 3000 && stats_of(c).fill_ios == 0; i++)
-		usleep(1000);
-	cr_assert_eq(stats_of(c).fill_ios, 1, "the readahead read has not started");
-	usleep(50000);
-	cr_assert_eq(upc_ftruncate(c, fd, 8 * PAGE), 0);
-	cr_assert_eq(upc_ftruncate(c, fd, size), 0);
-	for (int i = 0; i < 3000 && stats_of(c).pages_cached < 16; i++)
-		usleep(1000);
-	cr_assert_eq(stats_of(c).pages_cached, 16);
+	held_start(&h, 0, 600000);
+	cr_assert_eq(upc_ftruncate(h.c, h.fd, 8 * PAGE), 0);
+	cr_assert_eq(upc_ftruncate(h.c, h.fd, HELD_SIZE), 0);
+	held_done(&h);
 	for (size_t i = 0; i < 8 * PAGE; i += PAGE)
-		cr_assert_eq(p[i + 9], pat(i + 9), "offset %zu", i);
+		cr_assert_eq(h.p[i + 9], pat(i + 9), "offset %zu", i);
 	for (size_t i = 8 * PAGE; i < 16 * PAGE; i += PAGE)
-		cr_assert_eq(p[i + 9], 0, "offset %zu: the readahead's copy from before the truncation", i);
-	cr_assert_eq(upc_cache_destroy(c), 0);
-	cr_assert_eq(upc_store_destroy(store), 0);
-	close(fd);
-}
-
-/* The readahead read of pages @first..+16 has started and is held (UPC_INJECT_DELAY_DONE). */
-static void held_read_started(struct upc_cache *c)
-{
-	for (int i = 0; i < 3000 && stats_of(c).fill_ios == 0; i++)
-		usleep(1000);
-	cr_assert_eq(stats_of(c).fill_ios, 1, "the readahead read has not started");
-	usleep(50000);	/* counted before it is submitted */
-}
-
-static void wait_cached(struct upc_cache *c, uint64_t n)
-{
-	for (int i = 0; i < 3000 && stats_of(c).pages_cached < n; i++)
-		usleep(1000);
-	usleep(100000);
+		cr_assert_eq(h.p[i + 9], 0, "offset %zu: the readahead's copy from before the truncation", i);
+	held_end(&h);
 }
 
 /*
- * upc_invalidate(3) and upc_drop(3) while a readahead read holds the old
- * data of a page written behind the cache's back: the next touch reads the
- * file again, as the calls promise; the held read is not inserted.
+ * upc_invalidate(3) and upc_drop(3) while the held read has the old data
+ * of a page written behind the cache's back: the next touch reads the file
+ * again, as the calls promise; the held read is not inserted.
  */
 static void drop_during_held_read(bool invalidate)
 {
-	const size_t size = 64 * PAGE;
 	unsigned char newpage[PAGE];
-	struct upc_store *store;
-	struct upc_cache *c;
-	int fd = tmpfile_pattern(size, NULL);
-	unsigned char *p;
+	struct held h;
 
-	require_upcache();
-	cr_assert_eq(upc_store_inject_create(NULL, &store), 0);
-	UPC_OPTS(upc_cache_opts, o, .store = store, .flags = UPC_CACHE_NO_BGWB);
-	c = cache_new_opts(&o);
-	cr_assert_eq(upc_map(c, fd, 0, size, PROT_READ, 0, (void **)&p), 0);
-	cr_assert_eq(upc_store_inject_add(store, UPC_IO_READ, 0, 16 * PAGE, UPC_INJECT_DELAY_DONE, 600000, 1), 0);
-	cr_assert_eq(upc_advise(c, p, 16 * PAGE, UPC_ADV_WILLNEED), 0);
-	held_read_started(c);
+	held_start(&h, 0, 600000);
 	memset(newpage, 0xb5, sizeof(newpage));
-	cr_assert_eq(pwrite(fd, newpage, PAGE, 5 * PAGE), PAGE);	/* behind the cache's back */
+	cr_assert_eq(pwrite(h.fd, newpage, PAGE, 5 * PAGE), PAGE);	/* behind the cache's back */
 	if (invalidate)
-		cr_assert_eq(upc_invalidate(c, fd, 0, 0), 0);
+		cr_assert_eq(upc_invalidate(h.c, h.fd, 0, 0), 0);
 	else
-		cr_assert_geq(upc_drop(c, 0), 0);
-	wait_cached(c, 16);
-	cr_assert_eq(p[5 * PAGE], 0xb5, "page 5 is the readahead's copy from before the %s: %#x",
-		     invalidate ? "upc_invalidate" : "upc_drop", p[5 * PAGE]);
-	cr_assert_eq(p[4 * PAGE + 9], pat(4 * PAGE + 9));
-	cr_assert_eq(upc_cache_destroy(c), 0);
-	cr_assert_eq(upc_store_destroy(store), 0);
-	close(fd);
+		cr_assert_geq(upc_drop(h.c, 0), 0);
+	held_done(&h);
+	cr_assert_eq(h.p[5 * PAGE], 0xb5, "page 5 is the readahead's copy from before the %s: %#x",
+		     invalidate ? "upc_invalidate" : "upc_drop", h.p[5 * PAGE]);
+	cr_assert_eq(h.p[4 * PAGE + 9], pat(4 * PAGE + 9));
+	held_end(&h);
 }
 
 Test(readahead, an_invalidate_during_a_held_readahead_read_reads_the_file_again, .timeout = 60)
@@ -326,37 +289,25 @@ Test(readahead, a_drop_during_a_held_readahead_read_reads_the_file_again, .timeo
 
 /*
  * A shrink behind the cache's back, seen by a short read (fill_valid ->
- * file_shrunk) while a readahead read of pages past the new end is held,
- * then growth through the cache: the pages between read as zeros, not as
- * the held read's copy of what they were.
+ * file_shrunk) while the held read has pages past the new end, then growth
+ * through the cache: the pages between read as zeros, not as the held
+ * read's copy of what they were.
  */
 Test(readahead, a_shrink_seen_during_a_held_readahead_read_leaves_no_old_page, .timeout = 60)
 {
-	const size_t size = 64 * PAGE;
 	unsigned char b[PAGE], zero[PAGE] = { 0 };
-	struct upc_store *store;
-	struct upc_cache *c;
-	int fd = tmpfile_pattern(size, NULL);
-	unsigned char *p;
+	struct held h;
 
-	require_upcache();
-	cr_assert_eq(upc_store_inject_create(NULL, &store), 0);
-	UPC_OPTS(upc_cache_opts, o, .store = store, .flags = UPC_CACHE_NO_BGWB);
-	c = cache_new_opts(&o);
-	cr_assert_eq(upc_map(c, fd, 0, size, PROT_READ, 0, (void **)&p), 0);
-	cr_assert_eq(upc_store_inject_add(store, UPC_IO_READ, 16 * PAGE, 16 * PAGE, UPC_INJECT_DELAY_DONE,
-					  600000, 1), 0);
-	cr_assert_eq(upc_advise(c, p + 16 * PAGE, 16 * PAGE, UPC_ADV_WILLNEED), 0);
-	held_read_started(c);
-	cr_assert_eq(ftruncate(fd, 8 * PAGE), 0);			/* behind the cache's back */
-	cr_assert_eq(upc_pread(c, fd, b, PAGE, 10 * PAGE), 0, "the shrink is seen: end of file");
-	wait_cached(c, 16);
-	cr_assert_eq(upc_pwrite(c, fd, "x", 1, 40 * PAGE), 1);		/* grows the file through the cache */
-	cr_assert_eq(upc_pread(c, fd, b, PAGE, 20 * PAGE), PAGE);
+	held_start(&h, 16, 600000);
+	cr_assert_eq(ftruncate(h.fd, 8 * PAGE), 0);			/* behind the cache's back */
+	cr_assert_eq(upc_pread(h.c, h.fd, b, PAGE, 10 * PAGE), 0, "the shrink is seen: end of file");
+	for (int i = 0; i < 3000 && stats_of(h.c).pages_cached < 16; i++)
+		usleep(1000);
+	usleep(100000);
+	cr_assert_eq(upc_pwrite(h.c, h.fd, "x", 1, 40 * PAGE), 1);	/* grows the file through the cache */
+	cr_assert_eq(upc_pread(h.c, h.fd, b, PAGE, 20 * PAGE), PAGE);
 	cr_assert_eq(memcmp(b, zero, PAGE), 0, "page 20 holds its bytes from before the shrink (%#x)", b[9]);
-	cr_assert_eq(upc_cache_destroy(c), 0);
-	cr_assert_eq(upc_store_destroy(store), 0);
-	close(fd);
+	held_end(&h);
 }
 
 /*
