@@ -594,8 +594,10 @@ __upc_hidden long fill_run(struct upc_file *f, uint64_t *pp, uint64_t last, char
 __upc_hidden bool fill_busy(const struct upc_file *f, uint64_t first, uint64_t last);
 /*
  * The store's data of @f may have changed (a write-back completed, a
- * truncate, a hole, an extension): a readahead read in flight since before
- * is not inserted (fill_run).  Caller holds f->lock.
+ * truncate, a hole, an extension, a shrink seen behind the cache's back),
+ * or the cache promised to read it again (upc_invalidate, upc_drop): a
+ * readahead read in flight since before is not inserted (fill_run).
+ * Caller holds f->lock.
  */
 static inline void file_store_changed(struct upc_file *f)
 {

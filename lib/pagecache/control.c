@@ -712,7 +712,9 @@ bool fill_busy(const struct upc_file *f, uint64_t first, uint64_t last)
  *    back and evicted while the read is in flight, and the read's older
  *    data inserted afterwards as an uptodate page; a completed write-back
  *    moves store_gen before any eviction can follow it, and so do a
- *    truncate, a hole and an extension (file_store_changed()).  A page
+ *    truncate, a hole, an extension, upc_invalidate, upc_drop and a
+ *    shrink seen behind the cache's back (file_store_changed()): each
+ *    promises that the next touch reads the file again.  A page
  *    that became uptodate meanwhile and is still there is kept, not
  *    overwritten (staging_insert skips it).  A read that lost the race is
  *    started again, twice at most, and then left to the faults.
