@@ -441,8 +441,19 @@ again:
 	 * fewer a first write to a hole): there such a stale message counts
 	 * a page equal to the store dirty, and it is written back once.
 	 */
+	/*
+	 * Not for a page table that outlives this process (a daemon's, or a
+	 * client's serving itself: f->state_hdr): the woken thread may write
+	 * the page at once (asynchronous tracking takes no trap), and a kill
+	 * of this process before PG_UPTODATE is set below would leave that
+	 * write in a page the next daemon's adoption calls uncached and
+	 * punches (file_adopt_pages).  test_shared's keeper case under
+	 * --async lost it so, about once in ten runs under load, and every
+	 * time with a 0.5 s sleep put after the copy.  There the thread is
+	 * woken after the page table says the page is cached.
+	 */
 	r = insert_pages(h, mm->uffd, addr, h->bounce, in_map << UPC_PAGE_SHIFT, m->wp, &skipped,
-			 mark_write ? NULL : &woken, &there);
+			 (mark_write || f->state_hdr) ? NULL : &woken, &there);
 	/*
 	 * The faulting page, if this copy put it there (not one found there:
 	 * EEXIST, which a PTE marker over a page a client punched also gives).
