@@ -442,8 +442,9 @@ again:
 	 * a page equal to the store dirty, and it is written back once.
 	 */
 	/*
-	 * Not for a page table that outlives this process (a daemon's, or a
-	 * client's serving itself: f->state_hdr): the woken thread may write
+	 * Not for a page table that outlives this process (a daemon's:
+	 * f->state_hdr; a client serving itself after a daemon's death has
+	 * its own fault path, takeover.c): the woken thread may write
 	 * the page at once (asynchronous tracking takes no trap), and a kill
 	 * of this process before PG_UPTODATE is set below would leave that
 	 * write in a page the next daemon's adoption calls uncached and
