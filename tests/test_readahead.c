@@ -352,3 +352,96 @@ Test(readahead, a_write_through_a_writable_descriptor_does_not_wait_for_readahea
 	close(rfd);
 	close(fd);
 }
+
+/* Is the page at @addr mapped in this process's page table (pagemap's PM_PRESENT)? */
+static bool pte_present(const void *addr)
+{
+	int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	uint64_t ent = 0;
+
+	cr_assert(fd >= 0);
+	cr_assert_eq(pread(fd, &ent, sizeof(ent), (off_t)((uintptr_t)addr / PAGE * sizeof(ent))),
+		     (ssize_t)sizeof(ent));
+	close(fd);
+	return ent >> 63;
+}
+
+/*
+ * A window read ahead for a scan goes into the scan's mapping as it is
+ * inserted (fault.c, ra_map_insert), not only into the cache: the scan
+ * takes one fault a window, on its first page, which the worker leaves
+ * out so that its fault queues the next window (the kernel's fault-around
+ * leaves a PG_readahead folio to filemap_fault()).  Through the cache only,
+ * the scan mapped each window with MINOR faults and UFFDIO_CONTINUE under
+ * the file's lock, which the next window's insert waited for.  Here a slow
+ * reader stops at the start of window 8, whose next windows are read by
+ * then: their pages are in its page table before it touches them, but
+ * for each window's first page.
+ */
+Test(readahead, a_window_read_ahead_for_a_scan_is_mapped_into_it, .timeout = 60)
+{
+	const size_t size = 32 << 20, win = 512 * PAGE;
+	struct upc_cache *c = cache_new(0);
+	int fd = tmpfile_pattern(size, NULL);
+	const size_t first = 1 + 16 + 32 + 64 + 128 + 256;	/* the growing windows; then 512 pages each */
+	size_t stop;
+	unsigned char *p;
+
+	cr_assert_eq(upc_map(c, fd, 0, size, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
+	stop = first * PAGE + 8 * win;
+	for (size_t i = 0; i < stop; i += PAGE) {
+		cr_assert_eq(p[i + 5], pat(i + 5), "offset %zu", i);
+		if ((i / PAGE) % 512 == first % 512)
+			usleep(20000);	/* the reader's work on the window */
+	}
+	usleep(100000);
+	for (size_t w = 0; w < 2; w++) {
+		const unsigned char *ws = p + stop + w * win;
+
+		cr_assert_not(pte_present(ws), "window %zu: its first page is mapped: no fault queues the "
+			      "next", w + 1);
+		for (size_t i = 1; i < 512; i += 37)
+			cr_assert(pte_present(ws + i * PAGE), "window %zu, page %zu not mapped", w + 1, i);
+	}
+	uint64_t minor = stats_of(c).faults_minor;
+
+	for (size_t i = stop; i < stop + 2 * win; i += PAGE)
+		cr_assert_eq(p[i + 5], pat(i + 5), "offset %zu", i);
+	cr_assert_eq(stats_of(c).faults_minor - minor, 2, "%lu MINOR faults for two windows",
+		     (unsigned long)(stats_of(c).faults_minor - minor));
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	close(fd);
+}
+
+/*
+ * A page that went into a writable mapping with its window is mapped
+ * write-protected, as a fault's page is (I1): a write to it is seen, and
+ * msync writes it back.  Mapped writable, the writes would reach the
+ * memfd unseen and the file would keep its old bytes.
+ */
+Test(readahead, a_write_to_a_page_read_ahead_into_the_mapping_is_written_back, .timeout = 60)
+{
+	const size_t size = 16 << 20;
+	char path[64];
+	struct upc_cache *c = cache_new(UPC_CACHE_NO_BGWB);
+	int fd = tmpfile_pattern(size, path), rfd = open(path, O_RDONLY | O_CLOEXEC);
+	unsigned char *p, b;
+	size_t n = 0;
+
+	cr_assert(rfd >= 0);
+	cr_assert_eq(upc_map(c, fd, 0, size, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
+	for (size_t i = 0; i < size / 2; i += PAGE)
+		cr_assert_eq(p[i], pat(i), "offset %zu", i);
+	usleep(100000);		/* the windows queued ahead are read and mapped */
+	for (size_t i = 3 * PAGE; i < size; i += 101 * PAGE, n++)
+		p[i + 9] = (unsigned char)~pat(i + 9);
+	cr_assert_eq(upc_msync(c, p, size, UPC_MS_SYNC), 0);
+	for (size_t i = 3 * PAGE; i < size; i += 101 * PAGE) {
+		cr_assert_eq(pread(rfd, &b, 1, (off_t)(i + 9)), 1);
+		cr_assert_eq(b, (unsigned char)~pat(i + 9), "offset %zu: the write did not reach the file", i + 9);
+	}
+	cr_assert_geq(stats_of(c).pages_written, n);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	close(rfd);
+	close(fd);
+}

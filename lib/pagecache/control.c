@@ -297,7 +297,7 @@ static void pins_del(struct upc_mm *mm, struct upc_file *f, uint64_t first, uint
 }
 
 static int fill_range(struct upc_cache *c, struct upc_file *f, uint64_t first, uint64_t last,
-		      char *buf, uint64_t bufpages, bool ahead);
+		      char *buf, uint64_t bufpages, bool ahead, const struct ra_target *t);
 static int pins_record(struct upc_mm *mm, uintptr_t start, uintptr_t end);
 static int pins_forget(struct upc_mm *mm, uintptr_t start, uintptr_t end);
 
@@ -331,7 +331,7 @@ static int pin_fill(struct upc_cache *c, struct upc_map *m, uint64_t first, uint
 	buf = mmap(NULL, n << UPC_PAGE_SHIFT, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (buf == MAP_FAILED)
 		return -ENOMEM;
-	ret = fill_range(c, f, first, last, buf, n, false);
+	ret = fill_range(c, f, first, last, buf, n, false, NULL);
 	munmap(buf, n << UPC_PAGE_SHIFT);
 	return ret < 0 ? -EFAULT : 0;
 }
@@ -630,6 +630,7 @@ struct ra_work {
 	struct ra_work *next;
 	struct upc_file *file;		/* held (a reference) until the work is done */
 	uint64_t first, last;
+	struct ra_target target;	/* the mapping that asked for it, if any (fill_run) */
 };
 
 /*
@@ -646,7 +647,7 @@ struct ra_work {
  * cached, the others not.
  */
 static int fill_range(struct upc_cache *c, struct upc_file *f, uint64_t first, uint64_t last,
-		      char *buf, uint64_t bufpages, bool ahead)
+		      char *buf, uint64_t bufpages, bool ahead, const struct ra_target *t)
 {
 	for (uint64_t p = first; p <= last;) {
 		long r;
@@ -671,7 +672,7 @@ static int fill_range(struct upc_cache *c, struct upc_file *f, uint64_t first, u
 		if (ahead && atomic_load(&c->nr_cached) + atomic_load(&c->ra_reading) + bufpages > c->hard_pages)
 			return 0;
 		pthread_mutex_lock(&f->lock);
-		r = fill_run(f, &p, last, buf, bufpages, ahead);
+		r = fill_run(f, &p, last, buf, bufpages, ahead, t);
 		pthread_mutex_unlock(&f->lock);
 		if (r > 0 && atomic_load(&c->nr_cached) > c->high_pages)
 			reclaim_kick(c);
@@ -721,7 +722,8 @@ bool fill_busy(const struct upc_file *f, uint64_t first, uint64_t last)
  * A store handle swapped meanwhile (file_get: a writable one) is closed
  * by the last listed read, which may still be using it.
  */
-long fill_run(struct upc_file *f, uint64_t *pp, uint64_t last, char *buf, uint64_t bufpages, bool ahead)
+long fill_run(struct upc_file *f, uint64_t *pp, uint64_t last, char *buf, uint64_t bufpages, bool ahead,
+	      const struct ra_target *t)
 {
 	struct upc_cache *c = f->cache;
 	uint64_t p, n, full, gen = 0;
@@ -801,7 +803,12 @@ again:
 	UPC_TRACE(fill_done, f, io.off, io.len, io.res);
 	full = fill_valid(f, ret, &io);
 	n = min_t(uint64_t, n, full);
-	r = n ? staging_insert(f, p, n, buf, &skipped) : -EIO;
+	if (!n)
+		r = -EIO;
+	else if (t)
+		r = ra_map_insert(f, t, p, n, buf);
+	else
+		r = staging_insert(f, p, n, buf, &skipped);
 	for (uint64_t i = 0; r > 0 && i < (uint64_t)r; i++) {
 		struct upc_page *pg = pt_get(f, p + i);
 
@@ -836,7 +843,8 @@ static void *ra_main(void *arg)
 		pthread_mutex_unlock(&c->ra_lock);
 		/* Best effort: a page it could not read is read again by its fault. */
 		if (buf != MAP_FAILED)
-			(void)fill_range(c, w->file, w->first, w->last, buf, c->ra_max, true);
+			(void)fill_range(c, w->file, w->first, w->last, buf, c->ra_max, true,
+					 w->target.mm ? &w->target : NULL);
 		file_put(w->file);
 		free(w);
 		pthread_mutex_lock(&c->ra_lock);
@@ -883,7 +891,7 @@ static bool ra_range_cached(struct upc_file *f, uint64_t first, uint64_t last)
  * case counted them as hot pages read again).  The kernel has no such
  * queue: page_cache_async_ra() submits its reads at once.
  */
-int ra_queue(struct upc_cache *c, struct upc_file *f, uint64_t first, uint64_t last)
+int ra_queue(struct upc_cache *c, struct upc_file *f, uint64_t first, uint64_t last, const struct upc_map *m)
 {
 	struct ra_work *w = calloc(1, sizeof(*w)), **pp, *stale;
 	int ret = 0;
@@ -891,6 +899,16 @@ int ra_queue(struct upc_cache *c, struct upc_file *f, uint64_t first, uint64_t l
 	if (!w)
 		return -ENOMEM;
 	*w = (struct ra_work){ .file = f, .first = first, .last = last };
+	/*
+	 * A scan of this process's own mapping gets the window mapped too
+	 * (fault.c, ra_map_insert).  Not a forked child's mm, nor a daemon's
+	 * file: there a thread woken by the copy before PG_UPTODATE may write
+	 * into a page a killed daemon's successor calls uncached (handle_missing).
+	 */
+	if (m && m->mm == &c->self && !f->state_hdr && first >= m->pgoff &&
+	    first < m->pgoff + ((m->end - m->start) >> UPC_PAGE_SHIFT))
+		w->target = (struct ra_target){ .mm = m->mm, .first = first,
+						.addr = m->start + ((first - m->pgoff) << UPC_PAGE_SHIFT) };
 	pthread_mutex_lock(&c->ra_lock);
 	/*
 	 * The cache is being destroyed (ra_stop() has run): a fault still
@@ -990,7 +1008,7 @@ UPC_API int upc_advise(struct upc_cache *c, void *addr, size_t length, int advic
 		for_each_piece(mm, m, pos, start, end) {
 			piece(m, start, end, &first, &last);
 			pthread_mutex_lock(&m->file->lock);
-			ret = ra_queue(c, m->file, first, last);
+			ret = ra_queue(c, m->file, first, last, NULL);	/* read, not mapped: madvise(2)'s WILLNEED */
 			pthread_mutex_unlock(&m->file->lock);
 			if (ret < 0)
 				break;

@@ -160,7 +160,7 @@ UPC_API ssize_t upc_pread(struct upc_cache *c, int fd, void *buf, size_t len, of
 		}
 		/* The uncached pages of the piece are read from the store (file->lock held: the page lock). */
 		last = (end - 1) >> UPC_PAGE_SHIFT;
-		for (p = first; (r = fill_run(f, &p, last, bounce, bpages, false)) > 0; p += (uint64_t)r)
+		for (p = first; (r = fill_run(f, &p, last, bounce, bpages, false, NULL)) > 0; p += (uint64_t)r)
 			;
 		if (r < 0)
 			err = (int)r;
@@ -361,7 +361,7 @@ UPC_API ssize_t upc_pwrite(struct upc_cache *c, int fd, const void *buf, size_t 
 
 			if ((i && p == edges[0]) || !partial || page_uptodate(f, p) || ps >= (uint64_t)f->size)
 				continue;
-			r = fill_run(f, &p, p, fillbuf, 1, false);
+			r = fill_run(f, &p, p, fillbuf, 1, false, NULL);
 		}
 		/* 2. Past end of file: the file grows first (the kernel's i_size, at once). */
 		if (r >= 0)
