@@ -747,12 +747,17 @@ static void handle_minor(struct upc_handler *h, struct upc_map *m, uintptr_t add
 	ra_async_marker(mm->cache, m, f, pgoff);
 	/*
 	 * A window this mapping's scan had read ahead, reached: map it whole
-	 * (up to its first page not cached).  Only the scan's own windows: a
-	 * page read ahead for another mapping, reached at random, gets the
-	 * gap-filling window below.
+	 * (up to its first page not cached).  Only the scan's own windows,
+	 * the ra_ahead() queued before m->ra_async and the one the marker
+	 * just queued: a page read ahead for another mapping, reached at
+	 * random, gets the gap-filling window below.  (With two windows
+	 * counted here, as before RA_AHEAD, a scan's fault at a window's
+	 * start never matched once the marker had queued the next: review of
+	 * 6998616.  A window the worker mapped into the scan's mapping
+	 * (ra_map_insert) leaves only its first page to this fault.)
 	 */
 	if (m->ra_policy != UPC_ADV_RANDOM && pgoff < m->ra_async &&
-	    pgoff + 2 * (uint64_t)mm->cache->ra_max >= m->ra_async &&
+	    pgoff + (ra_ahead(mm->cache) + 1) * mm->cache->ra_max >= m->ra_async &&
 	    (pt_lookup(f, pgoff)->flags & PG_READAHEAD)) {
 		win = max_t(uint64_t, MAP_AHEAD_MAX, mm->cache->ra_max);	/* the forward path reads no pagemap */
 		goto forward;
