@@ -129,7 +129,7 @@ Test(fork, a_child_racing_write_back_loses_nothing, .timeout = 60)
 Test(fork, after_the_parent_destroys_the_cache_the_child_gets_sigbus, .timeout = 60)
 {
 	struct upc_cache *c = cache_new(UPC_CACHE_NO_BGWB);
-	int fd = tmpfile_pattern(64 * PAGE, NULL), status, go[2];
+	int fd = tmpfile_pattern(64 * PAGE, NULL), status, go[2], done[2];
 	volatile unsigned char *p;
 	unsigned char x;
 	pid_t pid;
@@ -137,15 +137,17 @@ Test(fork, after_the_parent_destroys_the_cache_the_child_gets_sigbus, .timeout =
 	cr_assert_eq(upc_map(c, fd, 0, 64 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
 	skip_unless_served(c);
 	cr_assert_eq(pipe(go), 0);
+	cr_assert_eq(pipe(done), 0);
 	pid = fork();
 	if (pid == 0) {
 		p[PAGE] = 0x41;		/* before: served */
-		if (read(go[0], &x, 1) != 1)
+		if (write(done[1], "w", 1) != 1 || read(go[0], &x, 1) != 1)
 			_exit(20);
 		(void)p[40 * PAGE];	/* after: an uncached page */
 		_exit(21);		/* read something: wrong */
 	}
-	usleep(100000);
+	/* The child's write is done (it waited 100 ms: under ASan and CI's load, not always enough). */
+	cr_assert_eq(read(done[0], &x, 1), 1);
 	cr_assert_eq(upc_cache_destroy(c), 0);
 	cr_assert_eq(pread(fd, &x, 1, PAGE), 1);
 	cr_assert_eq(x, 0x41, "the child's write was written back at destroy");
@@ -158,7 +160,7 @@ Test(fork, after_the_parent_destroys_the_cache_the_child_gets_sigbus, .timeout =
 /* The owner of the cache exits (exit(3)) without destroying it: its child gets SIGBUS. */
 Test(fork, when_the_parent_exits_the_child_gets_sigbus, .timeout = 60)
 {
-	int fd = tmpfile_pattern(64 * PAGE, NULL), status, go[2], res[2];
+	int fd = tmpfile_pattern(64 * PAGE, NULL), status, go[2], res[2], done[2];
 	struct upc_cache *c;
 	pid_t parent;
 	unsigned char x;
@@ -167,6 +169,7 @@ Test(fork, when_the_parent_exits_the_child_gets_sigbus, .timeout = 60)
 	require_upcache();
 	cr_assert_eq(pipe(go), 0);
 	cr_assert_eq(pipe(res), 0);
+	cr_assert_eq(pipe(done), 0);
 	/* An intermediate process owns the cache, forks a child, then exits. */
 	parent = fork();
 	if (parent == 0) {
@@ -183,7 +186,7 @@ Test(fork, when_the_parent_exits_the_child_gets_sigbus, .timeout = 60)
 			int r;
 
 			p[2 * PAGE] = 0x42;	/* served by the parent */
-			if (read(go[0], &x, 1) != 1)
+			if (write(done[1], "w", 1) != 1 || read(go[0], &x, 1) != 1)
 				_exit(30);
 			/* The parent is gone: touch an uncached page. */
 			pid_t g = fork();
@@ -197,7 +200,8 @@ Test(fork, when_the_parent_exits_the_child_gets_sigbus, .timeout = 60)
 				_exit(32);
 			_exit(0);
 		}
-		usleep(100000);
+		if (read(done[0], &x, 1) != 1)	/* the child's write is done */
+			_exit(2);
 		exit(0);	/* without upc_cache_destroy: the exit hook runs */
 	}
 	cr_assert_eq(waitpid(parent, &status, 0), parent);
