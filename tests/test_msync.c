@@ -474,3 +474,34 @@ Test(msync, direct_io_store_writes_gaps_in_place, .timeout = 60)
 	cr_assert_eq(upc_cache_destroy(c), 0);
 	close(fd);
 }
+
+/*
+ * Synchronous tracking protects a mapping's dirty runs before cleaning
+ * them (I1), and merges runs up to 256 clean pages apart into one ioctl: a
+ * clean page is protected already, and each ioctl costs a TLB flush.  Here
+ * 21 pages dirty 50 pages apart take one.  Asynchronous tracking protects
+ * exactly the dirty runs (its uffd-wp bit is the written state).
+ */
+Test(msync, scattered_dirty_runs_are_protected_in_one_ioctl, .timeout = 60)
+{
+	struct upc_cache *c = cache_new(UPC_CACHE_NO_BGWB);
+	int fd = tmpfile_pattern(1024 * PAGE, NULL);
+	unsigned char *p, b;
+	uint64_t calls;
+
+	if (stats_of(c).track_mode == UPC_TRACK_ASYNC)
+		cr_skip_test("asynchronous tracking protects exactly the dirty runs: no merging to count");
+	cr_assert_eq(upc_map(c, fd, 0, 1024 * PAGE, PROT_READ | PROT_WRITE, UPC_MAP_POPULATE, (void **)&p), 0);
+	for (size_t pg = 0; pg < 1024; pg += 50)
+		p[pg * PAGE + 3] = (unsigned char)~pat(pg * PAGE + 3);
+	calls = stats_of(c).wp_calls;
+	cr_assert_eq(upc_msync(c, p, 1024 * PAGE, UPC_MS_SYNC), 0);
+	cr_assert_eq(stats_of(c).wp_calls - calls, 1, "%llu write-protect ioctls for 21 dirty pages",
+		     (unsigned long long)(stats_of(c).wp_calls - calls));
+	for (size_t pg = 0; pg < 1024; pg += 50) {
+		cr_assert_eq(pread(fd, &b, 1, (off_t)(pg * PAGE + 3)), 1);
+		cr_assert_eq(b, (unsigned char)~pat(pg * PAGE + 3), "page %zu", pg);
+	}
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	close(fd);
+}
