@@ -242,22 +242,29 @@ static int db_pass(struct variant *v, struct sample *s)
 	return 0;
 }
 
-/* Workload 9's floors: bare round trips of each kind of trap, both handler placements. */
+/*
+ * Workload 9's floors: bare round trips of each kind of trap, with the
+ * handler on the faulting CPU, on the other one, and as the library places
+ * its handlers (one pinned to each CPU, all woken by each fault: row F's
+ * per-CPU floor).
+ */
 enum { FL_WP, FL_MISSING, FL_MINOR, FL_KINDS };
+#define FL_PLACES	3
 
 /*
  * Row G's note: what the upcache variant @vu pays over the kernel's @vk an
  * operation, the traps it took times the bare round trips of this run
- * (@fl[kind][0] with the handler on the faulting CPU, [1] on the other),
+ * (@fl[kind][0] with the handler on the faulting CPU, [1] on the other,
+ * [2] a handler on each CPU),
  * what it wrote a commit against the kernel, then bound_str() of both.
  */
 static void g_note(char *note, size_t len, struct workload *w, int vu, int vk, const struct db_ctx *d,
-		   int fl[FL_KINDS][2])
+		   int fl[FL_KINDS][FL_PLACES])
 {
 	static const char *const kname[FL_KINDS] = { "WP", "MISSING", "MINOR" };
 	static const size_t koff[FL_KINDS] = { CNT(faults_wp), CNT(faults_missing), CNT(faults_minor) };
 	const struct variant *u = &w->var[vu], *k = &w->var[vk];
-	double tu = med_us(u), tk = med_us(k), est[2] = { 0, 0 }, per[FL_KINDS];
+	double tu = med_us(u), tk = med_us(k), est[FL_PLACES] = { 0, 0, 0 }, per[FL_KINDS];
 	bool upc = false;
 	size_t n = 0;
 
@@ -279,7 +286,7 @@ static void g_note(char *note, size_t len, struct workload *w, int vu, int vk, c
 	for (int i = 0; i < FL_KINDS; i++) {
 		per[i] = med_per_unit(u, koff[i]);
 		APP("%s %.3g %s", i ? "," : "", per[i], kname[i]);
-		for (int p = 0; p < 2; p++)
+		for (int p = 0; p < FL_PLACES; p++)
 			if (per[i] > 0)
 				est[p] += per[i] * med_us(&w->var[fl[i][p]]);
 	}
@@ -297,6 +304,18 @@ static void g_note(char *note, size_t len, struct workload *w, int vu, int vk, c
 		else if (tu > tk)
 			APP(" (more than the difference)");
 		APP(", %.3g with the handler on the other CPU", est[1]);
+		if (isnan(est[2]))
+			APP("; the per-CPU round trips did not run");
+		else {
+			APP("; at the library's placement (a handler pinned to each CPU, all woken by each "
+			    "fault: WP %.3g, MISSING with a 4 KiB pread %.3g, MINOR %.3g us) %.3g us an "
+			    "operation", med_us(&w->var[fl[FL_WP][2]]), med_us(&w->var[fl[FL_MISSING][2]]),
+			    med_us(&w->var[fl[FL_MINOR][2]]), est[2]);
+			if (tu > tk && est[2] <= tu - tk)
+				APP(" (%.0f%% of the difference)", 100 * est[2] / (tu - tk));
+			else if (tu > tk)
+				APP(" (more than the difference)");
+		}
 	}
 	if (d->commits) {
 		double c = (double)d->commits, wb = med_cnt(u, CNT(wb_ios));
@@ -328,7 +347,7 @@ void wl9_databases(struct workload *w)
 		"SQLite, mmap_size: 200k random point selects and a full scan, fresh process",
 	};
 	struct db_ctx *d = calloc(12, sizeof(*d));
-	int vk[4], vs[4], va[4], fl[FL_KINDS][2];
+	int vk[4], vs[4], va[4], fl[FL_KINDS][FL_PLACES];
 	char out[256], nm[NAME_LEN];
 	static char fpath[256];
 	size_t fpages = 1024;
@@ -380,14 +399,17 @@ void wl9_databases(struct workload *w)
 	 * the database passes: a write-protect trap, a MISSING fault whose
 	 * handler reads the page from a cached file first (a fill from the
 	 * kernel's page cache), a MINOR fault; the handler on the faulting
-	 * thread's CPU and on the other one.  A unit of these rows is a fault.
+	 * thread's CPU, on the other one, and one on each CPU (the library's
+	 * placement).  A unit of these rows is a fault.
 	 */
 	bench_file_name("stats", stats_path, sizeof(stats_path));
 	if (bench_file("dbfloor", fpages * PG, fpath, sizeof(fpath)) == 0)
 		warm_file_cache(fpath);
-	for (int p = 0; p < 2; p++) {
-		int pin = p ? PIN_OTHER : PIN_SAME;
-		const char *where = p ? "other-cpu" : "same-cpu";
+	for (int p = 0; p < FL_PLACES; p++) {
+		static const int pins[FL_PLACES] = { PIN_SAME, PIN_OTHER, PIN_PERCPU };
+		static const char *const places[FL_PLACES] = { "same-cpu", "other-cpu", "percpu" };
+		int pin = pins[p];
+		const char *where = places[p];
 
 		snprintf(nm, sizeof(nm), "floor-wp-%s", where);
 		fl[FL_WP][p] = floor_wp_variant(w, nm, pin, true, fpages);

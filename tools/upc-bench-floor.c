@@ -617,6 +617,7 @@ int floor_minor1_variant(struct workload *w, const char *name, int pin, bool inf
 struct cont_ctx {
 	int memfd;
 	size_t npages, win;
+	bool write_async;	/* then write a word into every page, UFFD_FEATURE_WP_ASYNC resolving it */
 };
 
 /*
@@ -625,7 +626,11 @@ struct cont_ctx {
  * MISSING|WP|MINOR and write-protected, as upcache registers a writable
  * mapping, then one UFFDIO_CONTINUE (MODE_WP) of @win pages after another
  * over the whole range.  Timed: map, register, the CONTINUEs; a unit is a
- * page mapped.
+ * page mapped.  With @c->write_async, the userfaultfd tracks writes
+ * asynchronously and a word is then written into every page, timed: the
+ * first write to a cached page under upcache's asynchronous tracking,
+ * without the library (its MINOR faults), a kernel write fault on a
+ * write-protected PTE a page.
  */
 static int continue_pass(struct variant *v, struct sample *s)
 {
@@ -636,7 +641,7 @@ static int continue_pass(struct variant *v, struct sample *s)
 	int uffd, ret;
 
 	uffd = uffd_open(UFFD_FEATURE_MINOR_SHMEM | UFFD_FEATURE_WP_HUGETLBFS_SHMEM |
-			 UFFD_FEATURE_WP_UNPOPULATED);
+			 UFFD_FEATURE_WP_UNPOPULATED | (c->write_async ? UFFD_FEATURE_WP_ASYNC : 0));
 	if (uffd < 0)
 		return uffd;
 	snap_begin(&s->c, NULL);
@@ -665,6 +670,8 @@ static int continue_pass(struct variant *v, struct sample *s)
 		else if ((size_t)cont.mapped != len)
 			ret = -EIO;
 	}
+	for (size_t pg = 0; c->write_async && !ret && pg < c->npages; pg++)
+		*(volatile uint64_t *)(base + pg * PG + 8) = pg + (uint64_t)B.cur_rep;	/* as the workload */
 	t2 = now_ns();
 	snap_end(&s->c, NULL);
 	if (!ret && *(volatile uint64_t *)(base + (c->npages - 1) * PG) != page_word(c->npages - 1))
@@ -691,6 +698,24 @@ int floor_continue_variant(struct workload *w, const char *name, bool info, int 
 	vi = add_variant(w, name, continue_pass, c, info, "UFFDIO_CONTINUE (MODE_WP) of %zu pages a call, "
 			 "no fault, over a write-protected MISSING|WP|MINOR map of the memfd: a user-space "
 			 "fault-around's cost", c->win);
+	if (memfd < 0)
+		skip_variant(w, vi, "memfd: %s", strerror(-memfd));
+	return vi;
+}
+
+/* Row B's floor under asynchronous tracking: continue_pass() with @write_async. */
+int floor_wp_async_variant(struct workload *w, const char *name, bool info, int memfd, size_t npages)
+{
+	struct cont_ctx *c = calloc(1, sizeof(*c));
+	int vi;
+
+	if (!c)
+		exit(1);
+	*c = (struct cont_ctx){ .memfd = memfd, .npages = npages, .win = 512, .write_async = true };
+	vi = add_variant(w, name, continue_pass, c, info, "the memfd mapped as upcache maps a writable "
+			 "mapping under async tracking (MISSING|WP|MINOR, write-protected, WP_ASYNC), its "
+			 "pages mapped write-protected by UFFDIO_CONTINUE 512 at a time, then a word written "
+			 "into each: the kernel's async write-protect fault without the library");
 	if (memfd < 0)
 		skip_variant(w, vi, "memfd: %s", strerror(-memfd));
 	return vi;

@@ -1423,7 +1423,7 @@ void wl5_first_write(struct workload *w)
 	size_t size = sz(64 * MiB, 8 * MiB), np = size / PG;
 	struct upc_cache *cs, *ca;
 	struct acc t;
-	int memfd, vk, ve, vf, vfs, vfo, vfp, vs, va, vsq;
+	int memfd, vk, ve, vf, vfs, vfo, vfp, vfa, vs, va, vsq;
 	char nm[NAME_LEN], thp[300];
 
 	w->reps = B.reps * 2 <= MAX_REPS ? B.reps * 2 : B.reps;	/* cheap passes */
@@ -1455,6 +1455,10 @@ void wl5_first_write(struct workload *w)
 	vfo = floor_wp_variant(w, "floor-wp-other-cpu", PIN_OTHER, true, np < 2048 ? np : 2048);
 	/* The library's placement: a handler a CPU, all woken by every trap, the writer unpinned. */
 	vfp = floor_wp_variant(w, "floor-wp-percpu", PIN_PERCPU, true, np < 2048 ? np : 2048);
+	/* Row B's floor under async tracking: the kernel's write fault on a write-protected PTE. */
+	vfa = floor_wp_async_variant(w, "floor-wp-async-write", true, memfd, np);
+	if (B.async_mode != UPC_TRACK_ASYNC)
+		skip_variant(w, vfa, "the kernel has no asynchronous write-protect tracking");
 	t.kind = K_UPC;
 	t.cache = cs;
 	vs = add_acc(w, "upc-sync", false, &t, "sync write-protect tracking: one trap per page");
@@ -1479,6 +1483,8 @@ void wl5_first_write(struct workload *w)
 	add_ratio(w, vs, vfo);
 	add_ratio(w, vsq, ve);
 	add_ratio(w, vsq, vk);
+	add_ratio(w, va, vfa);
+	add_ratio(w, vfa, vk);
 	shmem_folios(thp, sizeof(thp));
 	{
 		char note[2000];
@@ -1512,11 +1518,17 @@ void wl5_first_write(struct workload *w)
 		 */
 		snprintf(note, sizeof(note), "%sthe kernel's own shmem write fault (kernel-shmem-write, "
 			 "first write to cached pages of a memfd's writable mapping): %.3g us a page, %.3g "
-			 "kernel faults a page, %.2f of kernel-ext4-write; this row to it: %.2f; %s",
+			 "kernel faults a page, %.2f of kernel-ext4-write; this row to it: %.2f; FLOOR "
+			 "floor-wp-async-write (the memfd mapped as upcache maps it under async tracking, "
+			 "every page mapped write-protected by UFFDIO_CONTINUE, then written: a kernel write "
+			 "fault on a write-protected PTE a page, no library): %.3g us a page, %.2f of "
+			 "kernel-shmem-write; this row to it: %.2f; %s",
 			 B.async_mode == UPC_TRACK_ASYNC ? "" : "ASYNC NOT AVAILABLE, ran sync; ",
 			 med_us(&w->var[vk]), med_per_unit(&w->var[vk], CNT(minflt)), ratio_med(w, vk, ve),
-			 ratio_med(w, va, vk), thp);
+			 ratio_med(w, va, vk), med_us(&w->var[vfa]), ratio_med(w, vfa, vk), ratio_med(w, va, vfa),
+			 thp);
 		bound_str(note, sizeof(note), w, va);
+		bound_str(note, sizeof(note), w, vfa);
 		bound_str(note, sizeof(note), w, vk);
 		bound_str(note, sizeof(note), w, ve);
 		add_target_row("B", 5, "first write to cached pages (async)", va, ve, 1.2, note);

@@ -262,6 +262,7 @@ int floor_missing_variant(struct workload *w, const char *name, int pin, bool bu
 void f_note(char *note, size_t len, struct workload *w, int vu, int same, int other, int unp);
 int floor_continue_variant(struct workload *w, const char *name, bool info, int memfd, size_t npages,
 			   size_t win);
+int floor_wp_async_variant(struct workload *w, const char *name, bool info, int memfd, size_t npages);
 
 /* floor pinning */
 #define PIN_NONE	0
