@@ -686,39 +686,42 @@ out:
 	return ret;
 }
 
-int floor_continue_variant(struct workload *w, const char *name, bool info, int memfd, size_t npages,
-			   size_t win)
+/* A continue_pass() variant over @memfd, described by @desc. */
+static int cont_variant(struct workload *w, const char *name, bool info, struct cont_ctx init, const char *desc)
 {
-	struct cont_ctx *c = calloc(1, sizeof(*c));
+	struct cont_ctx *c = malloc(sizeof(*c));
 	int vi;
 
 	if (!c)
 		exit(1);
-	*c = (struct cont_ctx){ .memfd = memfd, .npages = npages, .win = win ? win : 1 };
-	vi = add_variant(w, name, continue_pass, c, info, "UFFDIO_CONTINUE (MODE_WP) of %zu pages a call, "
-			 "no fault, over a write-protected MISSING|WP|MINOR map of the memfd: a user-space "
-			 "fault-around's cost", c->win);
-	if (memfd < 0)
-		skip_variant(w, vi, "memfd: %s", strerror(-memfd));
+	*c = init;
+	vi = add_variant(w, name, continue_pass, c, info, "%s", desc);
+	if (c->memfd < 0)
+		skip_variant(w, vi, "memfd: %s", strerror(-c->memfd));
 	return vi;
+}
+
+int floor_continue_variant(struct workload *w, const char *name, bool info, int memfd, size_t npages,
+			   size_t win)
+{
+	char desc[200];
+
+	win = win ? win : 1;
+	snprintf(desc, sizeof(desc), "UFFDIO_CONTINUE (MODE_WP) of %zu pages a call, no fault, over a "
+		 "write-protected MISSING|WP|MINOR map of the memfd: a user-space fault-around's cost", win);
+	return cont_variant(w, name, info, (struct cont_ctx){ .memfd = memfd, .npages = npages, .win = win },
+			    desc);
 }
 
 /* Row B's floor under asynchronous tracking: continue_pass() with @write_async. */
 int floor_wp_async_variant(struct workload *w, const char *name, bool info, int memfd, size_t npages)
 {
-	struct cont_ctx *c = calloc(1, sizeof(*c));
-	int vi;
-
-	if (!c)
-		exit(1);
-	*c = (struct cont_ctx){ .memfd = memfd, .npages = npages, .win = 512, .write_async = true };
-	vi = add_variant(w, name, continue_pass, c, info, "the memfd mapped as upcache maps a writable "
-			 "mapping under async tracking (MISSING|WP|MINOR, write-protected, WP_ASYNC), its "
-			 "pages mapped write-protected by UFFDIO_CONTINUE 512 at a time, then a word written "
-			 "into each: the kernel's async write-protect fault without the library");
-	if (memfd < 0)
-		skip_variant(w, vi, "memfd: %s", strerror(-memfd));
-	return vi;
+	return cont_variant(w, name, info, (struct cont_ctx){ .memfd = memfd, .npages = npages, .win = 512,
+							      .write_async = true },
+			    "the memfd mapped as upcache maps a writable mapping under async tracking "
+			    "(MISSING|WP|MINOR, write-protected, WP_ASYNC), its pages mapped write-protected "
+			    "by UFFDIO_CONTINUE 512 at a time, then a word written into each: the kernel's "
+			    "async write-protect fault without the library");
 }
 
 int floor_missing_variant(struct workload *w, const char *name, int pin, bool busy, bool sigbus,
