@@ -251,6 +251,16 @@ static int db_pass(struct variant *v, struct sample *s)
 enum { FL_WP, FL_MISSING, FL_MINOR, FL_KINDS };
 #define FL_PLACES	3
 
+/* What share of the difference @tu - @tk the traps' estimate @est is, for row G's note. */
+static const char *diff_share(char *buf, size_t len, double est, double tu, double tk)
+{
+	if (tu > tk && est <= tu - tk)
+		snprintf(buf, len, " (%.0f%% of the difference)", 100 * est / (tu - tk));
+	else
+		snprintf(buf, len, "%s", tu > tk ? " (more than the difference)" : "");
+	return buf;
+}
+
 /*
  * Row G's note: what the upcache variant @vu pays over the kernel's @vk an
  * operation, the traps it took times the bare round trips of this run
@@ -265,6 +275,7 @@ static void g_note(char *note, size_t len, struct workload *w, int vu, int vk, c
 	static const size_t koff[FL_KINDS] = { CNT(faults_wp), CNT(faults_missing), CNT(faults_minor) };
 	const struct variant *u = &w->var[vu], *k = &w->var[vk];
 	double tu = med_us(u), tk = med_us(k), est[FL_PLACES] = { 0, 0, 0 }, per[FL_KINDS];
+	char share[40];
 	bool upc = false;
 	size_t n = 0;
 
@@ -299,23 +310,15 @@ static void g_note(char *note, size_t len, struct workload *w, int vu, int vk, c
 		    med_us(&w->var[fl[FL_WP][1]]), med_us(&w->var[fl[FL_MISSING][0]]),
 		    med_us(&w->var[fl[FL_MISSING][1]]), med_us(&w->var[fl[FL_MINOR][0]]),
 		    med_us(&w->var[fl[FL_MINOR][1]]), est[0]);
-		if (tu > tk && est[0] <= tu - tk)
-			APP(" (%.0f%% of the difference)", 100 * est[0] / (tu - tk));
-		else if (tu > tk)
-			APP(" (more than the difference)");
-		APP(", %.3g with the handler on the other CPU", est[1]);
+		APP("%s, %.3g with the handler on the other CPU", diff_share(share, sizeof(share), est[0], tu, tk),
+		    est[1]);
 		if (isnan(est[2]))
 			APP("; the per-CPU round trips did not run");
-		else {
+		else
 			APP("; at the library's placement (a handler pinned to each CPU, all woken by each "
 			    "fault: WP %.3g, MISSING with a 4 KiB pread %.3g, MINOR %.3g us) %.3g us an "
-			    "operation", med_us(&w->var[fl[FL_WP][2]]), med_us(&w->var[fl[FL_MISSING][2]]),
-			    med_us(&w->var[fl[FL_MINOR][2]]), est[2]);
-			if (tu > tk && est[2] <= tu - tk)
-				APP(" (%.0f%% of the difference)", 100 * est[2] / (tu - tk));
-			else if (tu > tk)
-				APP(" (more than the difference)");
-		}
+			    "operation%s", med_us(&w->var[fl[FL_WP][2]]), med_us(&w->var[fl[FL_MISSING][2]]),
+			    med_us(&w->var[fl[FL_MINOR][2]]), est[2], diff_share(share, sizeof(share), est[2], tu, tk));
 	}
 	if (d->commits) {
 		double c = (double)d->commits, wb = med_cnt(u, CNT(wb_ios));

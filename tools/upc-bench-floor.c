@@ -839,12 +839,6 @@ static int uffd_copy_full(int uffd, char *dst, const char *src, size_t len)
 }
 
 /*
- * Two O_DIRECT reads of SEQ_CHUNK in flight through io_uring, the next
- * queued as one completes: straight into @base, or (@uffd >= 0) into one of
- * the two halves of @bounce, inserted at @base with UFFDIO_COPY before that
- * half is read into again.
- */
-/*
  * Read a word of each page of a chunk just put in place, as the workload's
  * scan does (and the kernel's and upcache's passes, timed): the first touch
  * of a page is not free where the hypervisor shadows the guest's page
@@ -859,6 +853,13 @@ static uint64_t touch_chunk(const char *p, size_t len)
 	return sum;
 }
 
+/*
+ * Two O_DIRECT reads of SEQ_CHUNK in flight through io_uring, the next
+ * queued as one completes: straight into @base, or (@uffd >= 0) into one of
+ * the two halves of @bounce, inserted at @base with UFFDIO_COPY before that
+ * half is read into again; each chunk's words are added to *@sum as it is
+ * in (touch_chunk()).
+ */
 static int uring_qd2(struct io_uring *ring, int fd, char *base, size_t size, int uffd, char *bounce,
 		     uint64_t *sum)
 {
@@ -910,8 +911,9 @@ static int uring_qd2(struct io_uring *ring, int fd, char *base, size_t size, int
  * shmem fault a page (zeroed, then written); with @c->copy it reads into a
  * bounce buffer (touched before the clock starts) and inserts each read
  * with UFFDIO_COPY, write-protected, into the mapping registered
- * MISSING|WP, as upcache's fills do: a copy more, and no fault or zeroing.  Which is cheaper depends on
- * the machine (a shmem fault costs 5 us under the PVM hypervisor of
+ * MISSING|WP, as upcache's fills do: a copy more, and no fault or
+ * zeroing.  Which is cheaper depends on the machine (a shmem fault costs
+ * 5 us under the PVM hypervisor of
  * 2026-12-04's machine, and about 0.3 us on a plain KVM guest), so row C
  * reports both.  Timed: the mapping, its registration, the reads, and a
  * word read from each page once its chunk is in (touch_chunk()); a unit is
