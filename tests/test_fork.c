@@ -140,6 +140,7 @@ Test(fork, after_the_parent_destroys_the_cache_the_child_gets_sigbus, .timeout =
 	cr_assert_eq(pipe(done), 0);
 	pid = fork();
 	if (pid == 0) {
+		close(go[1]);		/* a test that fails leaves no child waiting */
 		p[PAGE] = 0x41;		/* before: served */
 		if (write(done[1], "w", 1) != 1 || read(go[0], &x, 1) != 1)
 			_exit(20);
@@ -185,6 +186,7 @@ Test(fork, when_the_parent_exits_the_child_gets_sigbus, .timeout = 60)
 		if (child == 0) {
 			int r;
 
+			close(go[1]);	/* a test that fails leaves no child waiting */
 			p[2 * PAGE] = 0x42;	/* served by the parent */
 			if (write(done[1], "w", 1) != 1 || read(go[0], &x, 1) != 1)
 				_exit(30);

@@ -455,15 +455,24 @@ static void fork_atexit(void)
 	for (struct upc_cache *c = caches; c; c = c->next_cache) {
 		struct upc_file **fs = NULL;
 		size_t n = 0, cap = 0;
+		bool pending = atomic_load(&c->forks_pending) != 0;
 
-		if (!c->children)
-			continue;
 		/*
 		 * References taken under cache->lock, the write-back done
 		 * without it: a served child's handler may need cache->lock to
 		 * let a grandchild join, and write-back waits for that join.
+		 *
+		 * A child being joined counts as served: fork_event() starts
+		 * its handler before it links it to c->children, and that
+		 * handler may serve a write the child then finishes.  So the
+		 * pending count is read first: it drops only after the link,
+		 * and before the event was counted the child cannot have run.
 		 */
 		pthread_mutex_lock(&c->lock);
+		if (!pending && !c->children) {
+			pthread_mutex_unlock(&c->lock);
+			continue;
+		}
 		for (struct upc_file *f = c->files; f; f = f->next)
 			cap++;
 		fs = calloc(cap ? cap : 1, sizeof(*fs));
