@@ -3208,3 +3208,239 @@ Test(shared, a_clean_mapping_survives_a_restart_with_a_keeper, .timeout = 60)
 	close(fd);
 	unlink(path);
 }
+
+/*
+ * Pushing a kept memfd's pages out to swap (the next case).  The case
+ * needs swap, and a memory cgroup of its own whose pages it can reclaim
+ * whole: v1's memory.force_empty, or v2's memory.reclaim where the v2
+ * hierarchy has the memory controller.  Without swap it makes a swap file
+ * of its own, and takes it away at the end (swap_fini, also when the case
+ * fails).  What it cannot have, it skips, and says why.
+ */
+static char swap_file[64];
+static char memcg_dir[256], memcg_home[320];
+static bool memcg_v2;
+
+/* The memory cgroup directory @mount/<this process's cgroup> into @out. */
+static bool memcg_own(const char *mount, bool v2, char *out, size_t len)
+{
+	char line[512];
+	FILE *f = fopen("/proc/self/cgroup", "re");
+	bool found = false;
+
+	if (!f)
+		return false;
+	while (!found && fgets(line, sizeof(line), f)) {
+		char *ctrl = strchr(line, ':'), *path = ctrl ? strchr(ctrl + 1, ':') : NULL;
+
+		if (!path)
+			continue;
+		*path++ = '\0';
+		path[strcspn(path, "\n")] = '\0';
+		if (v2 ? strcmp(ctrl + 1, "") == 0 : strstr(ctrl + 1, "memory") != NULL) {
+			snprintf(out, len, "%s%s", mount, path);
+			found = true;
+		}
+	}
+	fclose(f);
+	return found;
+}
+
+static bool file_has(const char *path, const char *word)
+{
+	char buf[512] = "";
+	FILE *f = fopen(path, "re");
+	bool ok = f && fgets(buf, sizeof(buf), f) && strstr(buf, word);
+
+	if (f)
+		fclose(f);
+	return ok;
+}
+
+static bool write_str(const char *dir, const char *name, const char *s)
+{
+	char path[400];
+	int fd;
+	bool ok;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	ok = write(fd, s, strlen(s)) == (ssize_t)strlen(s);
+	close(fd);
+	return ok;
+}
+
+/* Swap on (the machine's, or a file of the case's); NULL, or why not. */
+static const char *swap_ready(void)
+{
+	char line[256];
+	FILE *f = fopen("/proc/swaps", "re");
+	int lines = 0, fd;
+
+	while (f && fgets(line, sizeof(line), f))
+		lines++;
+	if (f)
+		fclose(f);
+	if (lines > 1)
+		return NULL;
+	strcpy(swap_file, "/var/tmp/upc-test-swap.XXXXXX");
+	fd = mkstemp(swap_file);
+	if (fd < 0)
+		return "no swap, and no swap file in /var/tmp";
+	if (fallocate(fd, 0, 0, 64 << 20) < 0) {
+		close(fd);
+		return "no swap, and /var/tmp cannot allocate a swap file";
+	}
+	close(fd);
+	snprintf(line, sizeof(line), "mkswap -q %s >/dev/null 2>&1", swap_file);
+	if (system(line) != 0)
+		return "no swap, and mkswap failed (util-linux)";
+	if (syscall(SYS_swapon, swap_file, 0) < 0)
+		return "no swap, and swapon(2) of a swap file failed";
+	return NULL;
+}
+
+/* The case goes into a memory cgroup of its own (its children follow); NULL, or why not. */
+static const char *memcg_enter(void)
+{
+	char pid[32];
+
+	if (access("/sys/fs/cgroup/memory/cgroup.procs", F_OK) == 0 &&
+	    memcg_own("/sys/fs/cgroup/memory", false, memcg_home, sizeof(memcg_home))) {
+		memcg_v2 = false;
+	} else if (file_has("/sys/fs/cgroup/cgroup.subtree_control", "memory") &&
+		   memcg_own("/sys/fs/cgroup", true, memcg_home, sizeof(memcg_home))) {
+		memcg_v2 = true;
+	} else {
+		return "no memory cgroup to reclaim from (v1 at /sys/fs/cgroup/memory, or v2 at /sys/fs/cgroup "
+		       "with the memory controller in its cgroup.subtree_control)";
+	}
+	snprintf(memcg_dir, sizeof(memcg_dir), "%.200s/upc-test-%d", memcg_v2 ? "/sys/fs/cgroup" : "/sys/fs/cgroup/memory",
+		 (int)getpid());
+	if (mkdir(memcg_dir, 0755) < 0) {
+		memcg_dir[0] = '\0';
+		return "cannot make a memory cgroup";
+	}
+	snprintf(pid, sizeof(pid), "%d", (int)getpid());
+	if (!write_str(memcg_dir, "cgroup.procs", pid))
+		return "cannot move into a memory cgroup";
+	return NULL;
+}
+
+/* Every page charged to the case's cgroup that can go, gone (shmem to swap). */
+static bool memcg_reclaim_all(void)
+{
+	return memcg_v2 ? write_str(memcg_dir, "memory.reclaim", "1G") || errno == EAGAIN
+			: write_str(memcg_dir, "memory.force_empty", "0");
+}
+
+/* The cgroup's shmem, in bytes (memory.stat), or -1. */
+static long memcg_shmem(void)
+{
+	char path[300], key[64];
+	long v, ret = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/memory.stat", memcg_dir);
+	f = fopen(path, "re");
+	while (f && fscanf(f, "%63s %ld", key, &v) == 2)
+		if (strcmp(key, "shmem") == 0) {
+			ret = v;
+			break;
+		}
+	if (f)
+		fclose(f);
+	return ret;
+}
+
+static void swap_fini(void)
+{
+	char pid[32];
+
+	sock_dir_fini();
+	if (memcg_dir[0]) {
+		snprintf(pid, sizeof(pid), "%d", (int)getpid());
+		write_str(memcg_home, "cgroup.procs", pid);
+		/* the keeper may outlive its daemon a moment (it leaves at the daemon's BYE) */
+		for (int i = 0; i < 500 && rmdir(memcg_dir) < 0 && errno == EBUSY; i++)
+			usleep(10000);
+		memcg_dir[0] = '\0';
+	}
+	if (swap_file[0]) {
+		syscall(SYS_swapoff, swap_file);
+		unlink(swap_file);
+		swap_file[0] = '\0';
+	}
+}
+
+/*
+ * A dirty page of a killed daemon that the kernel swapped out of the kept
+ * memfd is adopted dirty and written back (upcd(8), BUGS, until this case:
+ * the adoption took residency from mincore(2), which calls a swapped-out
+ * shmem page not cached, so it was dropped and punched; SEEK_DATA counts
+ * it, as the kernel's mapping_seek_hole_data() counts a swap entry as data).
+ * A writer writes 64 pages and exits without msync; the daemon is killed;
+ * the keeper alone holds the memfd; its pages are pushed out to swap; a new
+ * daemon must write every one.
+ */
+Test(shared, a_killed_daemons_dirty_pages_swapped_out_are_adopted, .timeout = 90, .fini = swap_fini)
+{
+	char path[64];
+	int fd = tmpfile_pattern(64 * PAGE, path), status;
+	const char *why;
+	unsigned char b = 0;
+	long shmem;
+	int left = 64;
+	pid_t x;
+
+	require_upcache();
+	why = swap_ready();
+	if (why)
+		cr_skip_test("%s", why);
+	why = memcg_enter();
+	if (why)
+		cr_skip_test("%s", why);
+	setenv("UPC_RECONNECT", "60", 1);
+	upcd_start(NULL);
+	x = fork_child();
+	cr_assert_geq(x, 0);
+	if (x == 0) {		/* writes, and exits without msync: the daemon holds its dirty pages */
+		struct upc_cache *c = shared_cache();
+		int f = open_rw(path);
+		volatile unsigned char *p;
+
+		if (upc_map(c, f, 0, 64 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p))
+			_exit(10);
+		for (int i = 0; i < 64; i++)
+			p[i * PAGE + 11] = 'S';
+		_exit(0);
+	}
+	cr_assert_eq(waitpid(x, &status, 0), x);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the writer: status %#x", status);
+	cr_assert(keeper_listens(), "no keeper beside the daemon");
+	cr_assert_eq(kill(upcd_pid, SIGKILL), 0);
+	cr_assert_eq(waitpid(upcd_pid, &status, 0), upcd_pid);
+	cr_assert_eq(pread(fd, &b, 1, 11), 1);
+	cr_assert_eq(b, pat(11), "the test's premise: the pages were written back before the kill");
+	cr_assert(memcg_reclaim_all(), "reclaim in the case's memory cgroup: %s", strerror(errno));
+	shmem = memcg_shmem();
+	cr_assert(shmem >= 0 && shmem < (long)(32 * PAGE),
+		  "the test's premise: the kept memfd's pages went to swap (the cgroup's shmem is %ld bytes)", shmem);
+
+	upcd_spawn(NULL);
+	for (int i = 0; i < 300 && left; i++) {
+		usleep(100 * 1000);
+		upcd_sync();
+		left = 0;
+		for (int k = 0; k < 64; k++) {
+			cr_assert_eq(pread(fd, &b, 1, k * PAGE + 11), 1);
+			left += b != 'S';
+		}
+	}
+	cr_assert_eq(left, 0, "%d of the 64 swapped-out dirty pages did not reach the file", left);
+	upcd_stop();
+	close(fd);
+	unlink(path);
+}

@@ -143,6 +143,12 @@ static void uffd_eagain(struct upc_handler *h)
 	sched_yield();
 }
 
+/* mincore() calls a page swapped out since not cached; SEEK_DATA counts it (cache.c, memfd_held). */
+static bool memfd_holds(struct upc_file *f, uint64_t pgoff)
+{
+	return lseek(f->memfd, (off_t)(pgoff << UPC_PAGE_SHIFT), SEEK_DATA) == (off_t)(pgoff << UPC_PAGE_SHIFT);
+}
+
 /*
  * A client of upcd says which of its address ranges map the memfd, and
  * MAP_SHARED (map_attach); nothing makes it true.  A UFFDIO_COPY into a
@@ -151,8 +157,9 @@ static void uffd_eagain(struct upc_handler *h)
  * memfd's page a hole, which the page table must not call cached: the
  * daemon's own next access to it through the staging mapping would be its
  * SIGBUS.  So after a client's fill the faulting page is looked for in the
- * memfd (mincore through the staging mapping: the page cache's residency),
- * and a fill that is not there fails (the faulting thread gets SIGBUS; a
+ * memfd (mincore through the staging mapping: the page cache's residency;
+ * SEEK_DATA for a page mincore misses, which may have been swapped out
+ * since), and a fill that is not there fails (the faulting thread gets SIGBUS; a
  * window of pages copied with it lands in the same mapping, so the first
  * fault of a private mapping is caught).
  */
@@ -166,7 +173,7 @@ static bool inserted_in_memfd(struct upc_file *f, uint64_t pgoff, uint64_t n)
 		if (mincore(f->base + ((pgoff + done) << UPC_PAGE_SHIFT), k << UPC_PAGE_SHIFT, vec) < 0)
 			return false;
 		for (uint64_t i = 0; i < k; i++)
-			if (!(vec[i] & 1)) {
+			if (!(vec[i] & 1) && !memfd_holds(f, pgoff + done + i)) {
 				pr_warn("a client's fill did not reach the memfd: its range is not a shared "
 					"mapping of it\n");
 				return false;

@@ -849,12 +849,43 @@ static int file_adopt_journal(struct upc_file *f)
 	return ret;
 }
 
+/*
+ * Which of the PT_CHUNK_PAGES pages of chunk @ci the memfd holds: @vec[i]
+ * is 1 for a page it holds.  SEEK_DATA, not mincore(2): a page the kernel
+ * swapped out of the memfd is held (mapping_seek_hole_data() counts a swap
+ * entry as data), where mincore() calls it not cached once it has left the
+ * swap cache, and a dirty page the daemon died with would be dropped
+ * (test_shared, a_killed_daemons_dirty_pages_swapped_out_are_adopted).
+ */
+static int memfd_held(int memfd, uint64_t ci, unsigned char *vec)
+{
+	off_t start = (off_t)(ci << (PT_CHUNK_SHIFT + UPC_PAGE_SHIFT));
+	off_t end = start + ((off_t)PT_CHUNK_PAGES << UPC_PAGE_SHIFT), off = start, hole;
+
+	memset(vec, 0, PT_CHUNK_PAGES);
+	while (off < end) {
+		off = lseek(memfd, off, SEEK_DATA);
+		if (off < 0)
+			return errno == ENXIO ? 0 : -errno;	/* ENXIO: no data past @off */
+		if (off >= end)
+			break;
+		hole = lseek(memfd, off, SEEK_HOLE);
+		if (hole < 0)
+			return -errno;
+		for (; off < hole && off < end; off += UPC_PAGE_SIZE)
+			vec[(off - start) >> UPC_PAGE_SHIFT] = 1;
+		off = hole;
+	}
+	return 0;
+}
+
 static int file_adopt_pages(struct upc_file *f, bool wmapped)
 {
 	struct upc_cache *c = f->cache;
 	uint32_t now = cache_ticks(c);
 	unsigned char *vec = malloc(PT_CHUNK_PAGES);
 	off_t off, end;
+	int ret;
 
 	if (!vec)
 		return -ENOMEM;
@@ -871,12 +902,12 @@ static int file_adopt_pages(struct upc_file *f, bool wmapped)
 			break;
 		}
 		chunk = chunk_map(f, ci);
-		if (!chunk || mincore(f->base + (ci << (PT_CHUNK_SHIFT + UPC_PAGE_SHIFT)),
-				      PT_CHUNK_PAGES << UPC_PAGE_SHIFT, vec) < 0) {
+		ret = chunk ? memfd_held(f->memfd, ci, vec) : -ENOMEM;
+		if (ret < 0) {
 			if (chunk)
 				munmap(chunk, UPC_PAGE_SIZE);
 			free(vec);
-			return -ENOMEM;
+			return ret;
 		}
 		for (unsigned int i = 0; i < PT_CHUNK_PAGES; i++) {
 			struct upc_page *pg = &chunk[i];
@@ -903,7 +934,7 @@ static int file_adopt_pages(struct upc_file *f, bool wmapped)
 			 * kept the memfd, daemon/keeper.c).  A file nobody mapped
 			 * writable had its writes collected into the table.
 			 */
-			if (!(fl & PG_UPTODATE) || !(vec[i] & 1) || pgoff >= f->npages ||
+			if (!(fl & PG_UPTODATE) || !vec[i] || pgoff >= f->npages ||
 			    (!(fl & (PG_DIRTY | PG_WRITEBACK | PG_PINWRITE)) &&
 			     (!f->state_hdr->async || (fl & PG_NOSTORE)))) {
 				memset(pg, 0, sizeof(*pg));
