@@ -170,6 +170,14 @@ struct upc_state_hdr {
  * (the staging mapping bounds a file far below it).
  */
 #define UPC_JOURNAL_OFF	(1ull << 62)
+/*
+ * Its length: a byte for each page of a file of up to 2^58 bytes, more
+ * than the staging mapping can hold.  upcd makes its memfds this much
+ * longer (holes: cache.c, memfd_journal_span), so that a client marks the
+ * journal through a mapping, where no RLIMIT_FSIZE of its own applies
+ * (takeover.c, journal_mark).
+ */
+#define UPC_JOURNAL_LEN	(1ull << 46)
 
 #define PT_CHUNK_SHIFT	9
 #define PT_CHUNK_PAGES	(1u << PT_CHUNK_SHIFT)

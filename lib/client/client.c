@@ -72,6 +72,8 @@ void cfile_put(struct cfile **list, struct cfile *cf)
 	close(cf->fd);
 	close(cf->memfd);
 	close(cf->statefd);
+	if (cf->journal)
+		munmap(cf->journal, cf->journal_len);
 	free(cf);
 }
 

@@ -26,6 +26,8 @@ struct cfile {
 	/* while the daemon is away (takeover.c): this process serves its faults */
 	bool taken;			/* its takeover lock is held: see takeover.c */
 	int64_t size;			/* the cache's size of the file when the daemon went */
+	unsigned char *journal;		/* the takeover journal, mapped (takeover.c, journal_mark) */
+	size_t journal_len;
 };
 
 struct crange {

@@ -78,7 +78,8 @@
  *     be written (a protection lifted, or a page filled writable) it says
  *     so in the journal, a byte per page at UPC_JOURNAL_OFF in the data
  *     memfd, which every client that may write the file can write (the
- *     page table is read-only for clients); the next daemon takes every
+ *     page table is read-only for clients), through a mapping (journal_mark:
+ *     no RLIMIT_FSIZE applies to a store); the next daemon takes every
  *     page the journal names and the memfd holds as dirty (cache.c,
  *     file_adopt_journal), under its lock, then clears the journal.  The
  *     order is the daemon's own: PG_DIRTY before the protection goes.  A
@@ -324,16 +325,58 @@ static void lookup_done(struct upc_client *cl, struct crange *r)
 }
 
 /*
+ * The journal's byte of page @pgoff, mapped: a window of the memfd from
+ * UPC_JOURNAL_OFF, remapped larger when @pgoff is past it.  A store there
+ * is not a write(2), so no RLIMIT_FSIZE refuses it (the journal is 2^62
+ * bytes into the memfd: a write(2) there fails, EFBIG, under any limit a
+ * process would set).  NULL where the memfd does not reach that far (an
+ * earlier upcd's, which did not make its memfds that long: cache.c,
+ * memfd_journal_span) or the mapping fails.  Only the takeover thread
+ * marks the journal; the cfile is held by the crange it serves.
+ */
+#define JOURNAL_WINDOW	(2ull << 20)	/* a window's bytes grow by this much: 8 GiB of file */
+
+static unsigned char *journal_byte(struct cfile *cf, uint64_t pgoff)
+{
+	struct stat st;
+	size_t len;
+	void *p;
+
+	if (cf->journal && pgoff < cf->journal_len)
+		return cf->journal + pgoff;
+	if (pgoff >= UPC_JOURNAL_LEN || fstat(cf->memfd, &st) < 0 ||
+	    (uint64_t)st.st_size < UPC_JOURNAL_OFF + UPC_JOURNAL_LEN)
+		return NULL;
+	len = (size_t)((pgoff / JOURNAL_WINDOW + 1) * JOURNAL_WINDOW);
+	p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, cf->memfd, (off_t)UPC_JOURNAL_OFF);
+	if (p == MAP_FAILED)
+		return NULL;
+	if (cf->journal)
+		munmap(cf->journal, cf->journal_len);
+	cf->journal = p;
+	cf->journal_len = len;
+	return cf->journal + pgoff;
+}
+
+/*
  * Rule 5: the page at @pgoff may be written from now on: said in the
  * journal first (UPC_JOURNAL_OFF), where the next daemon reads it even if
- * this process dies before it hands back.  If it cannot be said (the
- * memfd's filesystem is full), the write goes on, and only this process's
- * death before the hand-back would lose it: logged.
+ * this process dies before it hands back.  Through the mapping above, else
+ * by pwrite(2).  If it cannot be said (the memfd's filesystem is full, or
+ * an earlier daemon's memfd and this process's RLIMIT_FSIZE), the write
+ * goes on, and only this process's death before the hand-back would lose
+ * it: logged.
  */
 static void journal_mark(struct cfile *cf, uint64_t pgoff)
 {
 	static const unsigned char one = 1;
+	unsigned char *b = journal_byte(cf, pgoff);
 
+	/* The memfd is on the kernel's internal tmpfs, which has no size limit: the store fails only as memory does. */
+	if (b) {
+		*(volatile unsigned char *)b = 1;
+		return;
+	}
 	if (pwrite(cf->memfd, &one, 1, (off_t)(UPC_JOURNAL_OFF + pgoff)) != 1)
 		pr_warn("takeover journal of page %llu: %s; written all the same\n", (unsigned long long)pgoff,
 			strerror(errno));

@@ -850,6 +850,33 @@ static int file_adopt_journal(struct upc_file *f)
 }
 
 /*
+ * A served memfd reaches to the end of the takeover journal (holes), so
+ * that a client marks the journal through a mapping, which its
+ * RLIMIT_FSIZE does not limit, where a write(2) 2^62 bytes into the memfd
+ * fails (takeover.c, journal_mark).  An adopted memfd too (an earlier
+ * daemon may not have made it so long).  Sealed against shrinking, it
+ * stays so.  A daemon whose own RLIMIT_FSIZE forbids it says so, and its
+ * clients write the journal with write(2) again.
+ */
+static void memfd_journal_span(struct upc_file *f)
+{
+	const uint64_t want = UPC_JOURNAL_OFF + UPC_JOURNAL_LEN;
+	struct rlimit rl;
+	struct stat st;
+	int ret;
+
+	if (fstat(f->memfd, &st) == 0 && (uint64_t)st.st_size >= want)
+		return;
+	if (getrlimit(RLIMIT_FSIZE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want) {
+		pr_warn("the takeover journal cannot be mapped (RLIMIT_FSIZE); a client serving itself writes it\n");
+		return;
+	}
+	ret = sys_ftruncate(f->memfd, (off_t)want);
+	if (ret < 0)
+		pr_warn("the takeover journal cannot be mapped: %s\n", strerror(-ret));
+}
+
+/*
  * Which of the PT_CHUNK_PAGES pages of chunk @ci the memfd holds: @vec[i]
  * is 1 for a page it holds.  SEEK_DATA, not mincore(2): a page the kernel
  * swapped out of the memfd is held (mapping_seek_hole_data() counts a swap
@@ -1174,6 +1201,8 @@ static int file_new(struct upc_cache *c, int fd, const struct stat *st, const st
 		ret = -errno;
 		goto out_free;
 	}
+	if (c->serving)
+		memfd_journal_span(f);
 	ret = c->store->ops->open(c->store, fd, 0, &f->store_h);
 	if (ret < 0) {
 		f->store_h = NULL;
