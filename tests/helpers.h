@@ -63,6 +63,44 @@ static inline unsigned char pat(uint64_t off)
 	return (unsigned char)(off * 31 + (off >> 12) * 7 + 1);
 }
 
+/*
+ * The files a case makes under /var/tmp and names (tmpfile_pattern with a
+ * path, test_preload's logs: tmp_remove_at_exit) go when the process that
+ * made them exits through exit(3): the case's own process, when
+ * Criterion's worker ends (they were left behind, 16 MiB and 64 MiB files
+ * among them, at every run).  A forked child has a list of its own; a
+ * process that dies of a signal leaves its files.
+ */
+#define TMP_FILES_MAX	32
+static char tmp_files[TMP_FILES_MAX][128];
+static unsigned int tmp_nfiles;
+static pid_t tmp_files_pid;
+
+static void tmp_files_remove(void)
+{
+	if (tmp_files_pid != getpid())
+		return;
+	for (unsigned int i = 0; i < tmp_nfiles; i++)
+		unlink(tmp_files[i]);
+	tmp_nfiles = 0;
+}
+
+static inline void tmp_remove_at_exit(const char *path)
+{
+	static bool registered;
+
+	if (tmp_files_pid != getpid()) {
+		tmp_files_pid = getpid();
+		tmp_nfiles = 0;
+	}
+	if (!registered) {
+		atexit(tmp_files_remove);
+		registered = true;
+	}
+	if (tmp_nfiles < TMP_FILES_MAX && strlen(path) < sizeof(tmp_files[0]))
+		strcpy(tmp_files[tmp_nfiles++], path);
+}
+
 /* A temporary file of @size bytes filled with pat(); returns an O_RDWR fd. */
 static inline int tmpfile_pattern(size_t size, char *path_out)
 {
@@ -80,10 +118,12 @@ static inline int tmpfile_pattern(size_t size, char *path_out)
 		cr_assert_eq(pwrite(fd, buf, n, (off_t)off), (ssize_t)n);
 	}
 	free(buf);
-	if (path_out)
+	if (path_out) {
 		strcpy(path_out, path);
-	else
+		tmp_remove_at_exit(path);
+	} else {
 		unlink(path);
+	}
 	return fd;
 }
 

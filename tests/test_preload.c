@@ -40,6 +40,8 @@ static pid_t start_arg(const char *prog, const char *name, const char *file, con
 		cr_assert(fd >= 0);
 		close(fd);
 		snprintf(outpath, sizeof(outpath), "%s.out", logpath);
+		tmp_remove_at_exit(logpath);
+		tmp_remove_at_exit(outpath);
 	}
 	pid = fork();
 	cr_assert(pid >= 0);
