@@ -780,8 +780,10 @@ static long serve_attach(struct client *cl, struct upc_msg *m)
 	/*
 	 * The handler reads it without blocking, whatever the client opened
 	 * it with (a blocking read would keep the handler from its stop).
-	 * The flag is the open file description's, shared with the client:
-	 * one that clears it again only stalls its own handler (upcd(8), BUGS).
+	 * The flag is the open file description's, shared with the client,
+	 * which may clear it again: the handler reads with RWF_NOWAIT too
+	 * (fault.c, uffd_read_nonblock); on a kernel that refuses that, such
+	 * a client stalls its own handler (upcd(8), BUGS).
 	 */
 	if (fcntl(m->fds[0], F_SETFL, O_NONBLOCK) < 0)
 		return -errno;

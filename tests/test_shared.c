@@ -3451,3 +3451,93 @@ Test(shared, a_killed_daemons_dirty_pages_swapped_out_are_adopted, .timeout = 90
 	close(fd);
 	unlink(path);
 }
+
+/* This process's userfaultfd (the library's, for its connection to upcd), or -1. */
+static int own_uffd(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+	int fd = -1;
+
+	while (d && fd < 0 && (e = readdir(d))) {
+		char path[300], target[64];
+		ssize_t n;
+
+		snprintf(path, sizeof(path), "/proc/self/fd/%s", e->d_name);
+		n = readlink(path, target, sizeof(target) - 1);
+		if (n > 0) {
+			target[n] = '\0';
+			if (strcmp(target, "anon_inode:[userfaultfd]") == 0)
+				fd = atoi(e->d_name);
+		}
+	}
+	if (d)
+		closedir(d);
+	return fd;
+}
+
+/*
+ * A client clears O_NONBLOCK on its userfaultfd, whose open file
+ * description the daemon shares (upcd(8), BUGS, until this case): poll(2)
+ * on it then answers POLLERR at once, and the daemon's handler for the
+ * client blocked in read(2) with nothing to read, so that the client's
+ * exit was never cleaned up.  Now the handler sets the flag again and
+ * reads with RWF_NOWAIT: the client is served, and gone from the daemon's
+ * status after its exit; another client is served all along.
+ */
+Test(shared, a_client_that_clears_o_nonblock_on_its_userfaultfd_stalls_nothing, .timeout = 60)
+{
+	struct nd_shared *sh = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	char path[64], who[64];
+	int fd = tmpfile_pattern(16 * PAGE, path), status, gone = 0;
+	struct upc_cache *c;
+	volatile unsigned char *p;
+	pid_t x;
+
+	cr_assert(sh != MAP_FAILED);
+	upcd_start(NULL);
+	x = fork_child();
+	cr_assert_geq(x, 0);
+	if (x == 0) {
+		struct upc_cache *xc = shared_cache();
+		int f = open_rw(path), u;
+		volatile unsigned char *q;
+
+		if (upc_map(xc, f, 0, 16 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&q))
+			_exit(10);
+		u = own_uffd();
+		if (u < 0 || fcntl(u, F_SETFL, fcntl(u, F_GETFL) & ~O_NONBLOCK) < 0)
+			_exit(11);
+		usleep(100 * 1000);	/* the daemon's handler polls it meanwhile */
+		if (q[3 * PAGE] != pat(3 * PAGE))
+			_exit(12);
+		q[4 * PAGE] = 'N';
+		if (upc_msync(xc, (void *)q, 16 * PAGE, UPC_MS_SYNC))
+			_exit(13);
+		atomic_store(&sh->ready, 1);
+		while (!atomic_load(&sh->killed))
+			usleep(1000);
+		_exit(0);	/* no upc_cache_destroy: the daemon cleans up after it */
+	}
+	for (int i = 0; i < 3000 && !atomic_load(&sh->ready); i++)
+		usleep(1000);
+	cr_assert(atomic_load(&sh->ready), "the client was not served after it cleared O_NONBLOCK");
+	snprintf(who, sizeof(who), "\nclient pid %d ", (int)x);
+	cr_assert(strstr(upcd_status(), who), "the client is not in the daemon's status");
+	atomic_store(&sh->killed, 1);
+	cr_assert_eq(waitpid(x, &status, 0), x);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the client: status %#x", status);
+	for (int i = 0; i < 500 && !gone; i++) {
+		usleep(10 * 1000);
+		gone = !strstr(upcd_status(), who);
+	}
+	cr_assert(gone, "the daemon did not clean up after the client in 5 s");
+
+	c = shared_cache();
+	cr_assert_eq(upc_map(c, fd, 0, 16 * PAGE, PROT_READ, 0, (void **)&p), 0);
+	cr_assert_eq(p[4 * PAGE], 'N');
+	cr_assert_eq(p[5 * PAGE], pat(5 * PAGE));
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	upcd_stop();
+	close(fd);
+}

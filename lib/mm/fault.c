@@ -28,6 +28,7 @@
 #include "internal.h"
 #include "usdt.h"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -36,6 +37,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 /*
@@ -937,6 +939,34 @@ static void handle_fault(struct upc_handler *h, const struct uffd_msg *msg)
  * of a child from the moment the kernel let its fork go on, which is this
  * read).  Returns the messages read.
  */
+/*
+ * Does preadv2(RWF_NOWAIT) read a userfaultfd without blocking?  Where the
+ * kernel's userfaultfd has read_iter() (userfaultfd_read_iter(), which
+ * honours IOCB_NOWAIT; Linux 6.18 here) it does, whatever the descriptor's
+ * O_NONBLOCK says; before, it fails with EOPNOTSUPP, once.
+ */
+static _Atomic bool uffd_read_nowait = true;
+
+/*
+ * A read that never blocks.  O_NONBLOCK alone is not enough: it is the
+ * open file description's, which an upcd client shares with the daemon
+ * and may clear after it attached; the daemon's handler for it would then
+ * block in read(2) whenever the client itself read a message first, and
+ * stop neither at the client's disconnect nor at the daemon's.
+ */
+static ssize_t uffd_read_nonblock(int uffd, void *buf, size_t len)
+{
+	if (atomic_load_explicit(&uffd_read_nowait, memory_order_relaxed)) {
+		struct iovec iov = { .iov_base = buf, .iov_len = len };
+		ssize_t r = preadv2(uffd, &iov, 1, -1, RWF_NOWAIT);
+
+		if (r >= 0 || errno != EOPNOTSUPP)
+			return r;
+		atomic_store(&uffd_read_nowait, false);
+	}
+	return read(uffd, buf, len);
+}
+
 unsigned int uffd_read_msgs(struct upc_mm *mm, struct uffd_msg *q, unsigned int space)
 {
 	unsigned int n = 0;
@@ -945,7 +975,7 @@ unsigned int uffd_read_msgs(struct upc_mm *mm, struct uffd_msg *q, unsigned int 
 	if (!space)
 		return 0;
 	atomic_fetch_add(&mm->cache->reading, 1);
-	r = read(mm->uffd, q, space * sizeof(*q));
+	r = uffd_read_nonblock(mm->uffd, q, space * sizeof(*q));
 	if (r > 0)
 		n = (unsigned int)((size_t)r / sizeof(*q));
 	for (unsigned int i = 0; i < n; i++)
@@ -1070,6 +1100,7 @@ static void *handler_main(void *arg)
 		{ .fd = mm->stop_efd, .events = POLLIN },
 	};
 	uint64_t one = 1;
+	unsigned int nonblock_lost = 0;
 
 	for (;;) {
 		struct uffd_msg msg;
@@ -1105,6 +1136,23 @@ static void *handler_main(void *arg)
 				break;
 			}
 			continue;	/* the fork reader handed messages over: taken above */
+		}
+		/*
+		 * poll(2) on a userfaultfd without O_NONBLOCK answers POLLERR,
+		 * at once and every time (userfaultfd_poll(): "poll() never
+		 * guarantees that read won't block").  An upcd client can
+		 * clear the flag on the description it shares with the
+		 * daemon (upcd.c, attach): set it again; one that keeps
+		 * clearing it only slows its own handler down.
+		 */
+		if (pfd[0].revents & POLLERR) {
+			int fl = fcntl(mm->uffd, F_GETFL);
+
+			if (fl < 0 || (fl & O_NONBLOCK) || fcntl(mm->uffd, F_SETFL, fl | O_NONBLOCK) < 0 ||
+			    ++nonblock_lost > 1)
+				usleep(10000);
+		} else {
+			nonblock_lost = 0;
 		}
 		/* A forked child's handler notices the child is gone (see fork.c). */
 		if (r == 0) {
