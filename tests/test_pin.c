@@ -19,10 +19,20 @@ Test(pin, pinned_pages_survive_drop_and_pressure, .timeout = 120)
 	cr_assert_eq(stats_of(c).pages_cached, 64);
 	for (size_t i = 64 * PAGE; i < size; i += PAGE)
 		sink += p[i];
-	uint64_t filled = stats_of(c).pages_filled;
+	/*
+	 * A pinned page stays mapped: touching it faults nothing and fills
+	 * nothing.  Not pages_filled alone: a readahead window of the scan
+	 * may still be completing (ra_pages), which is not a pinned page's
+	 * fill (it failed so, 1 run in 100: 128 pages, all readahead).
+	 */
+	struct upc_stats s0 = stats_of(c), s1;
 	for (size_t i = 0; i < 64 * PAGE; i += PAGE)
 		sink += p[i];
-	cr_assert_eq(stats_of(c).pages_filled, filled, "a pinned page was evicted");
+	s1 = stats_of(c);
+	cr_assert_eq(s1.faults_missing + s1.faults_minor, s0.faults_missing + s0.faults_minor,
+		     "a pinned page was evicted: touching it faulted");
+	cr_assert_eq(s1.pages_filled - s1.ra_pages, s0.pages_filled - s0.ra_pages,
+		     "a pinned page was evicted: it was read again");
 	cr_assert_eq(upc_unpin(c, (void *)p, 64 * PAGE), 0);
 	cr_assert_eq(stats_of(c).pages_pinned, 0);
 	(void)sink;

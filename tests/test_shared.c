@@ -2787,6 +2787,32 @@ static bool keeper_listens(void)
 }
 
 /*
+ * A client that maps the first @npages pages of @path writable, writes
+ * @byte at offset @off of @n pages from page @first, and exits without
+ * msync: the daemon holds them dirty.  Returns when it has exited.
+ */
+static void write_and_exit(const char *path, size_t npages, size_t first, size_t n, size_t off, unsigned char byte)
+{
+	int status;
+	pid_t x = fork_child();
+
+	cr_assert_geq(x, 0);
+	if (x == 0) {
+		struct upc_cache *c = shared_cache();
+		int f = open_rw(path);
+		volatile unsigned char *p;
+
+		if (upc_map(c, f, 0, npages * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p))
+			_exit(10);
+		for (size_t i = first; i < first + n; i++)
+			p[i * PAGE + off] = byte;
+		_exit(0);
+	}
+	cr_assert_eq(waitpid(x, &status, 0), x);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "a writer: status %#x", status);
+}
+
+/*
  * The daemon's memfds outlive it and every client (daemon/keeper.c): a
  * file written by a process that exited, and one whose writer is killed
  * after the daemon, while it waits or serves itself, both with their
@@ -2802,25 +2828,12 @@ Test(shared, a_killed_daemons_dirty_pages_outlive_every_client_in_its_keeper, .t
 	char apath[64], bpath[64];
 	int afd = tmpfile_pattern(8 * PAGE, apath), bfd = tmpfile_pattern(8 * PAGE, bpath), status;
 	unsigned char a = 0, b = 0;
-	pid_t x, y;
+	pid_t y;
 
 	cr_assert(sh != MAP_FAILED);
 	setenv("UPC_RECONNECT", "60", 1);
 	upcd_start(NULL);
-	x = fork_child();
-	cr_assert_geq(x, 0);
-	if (x == 0) {		/* writes, and exits without msync: the daemon holds its dirty page */
-		struct upc_cache *c = shared_cache();
-		int f = open_rw(apath);
-		volatile unsigned char *p;
-
-		if (upc_map(c, f, 0, 8 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p))
-			_exit(10);
-		p[3 * PAGE + 7] = 'A';
-		_exit(0);
-	}
-	cr_assert_eq(waitpid(x, &status, 0), x);
-	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the first writer: status %#x", status);
+	write_and_exit(apath, 8, 3, 1, 7, 'A');
 	y = fork_child();
 	cr_assert_geq(y, 0);
 	if (y == 0) {		/* writes, and stays until it is killed */
@@ -3400,7 +3413,6 @@ Test(shared, a_killed_daemons_dirty_pages_swapped_out_are_adopted, .timeout = 90
 	unsigned char b = 0;
 	long shmem;
 	int left = 64;
-	pid_t x;
 
 	require_upcache();
 	why = swap_ready();
@@ -3411,21 +3423,7 @@ Test(shared, a_killed_daemons_dirty_pages_swapped_out_are_adopted, .timeout = 90
 		cr_skip_test("%s", why);
 	setenv("UPC_RECONNECT", "60", 1);
 	upcd_start(NULL);
-	x = fork_child();
-	cr_assert_geq(x, 0);
-	if (x == 0) {		/* writes, and exits without msync: the daemon holds its dirty pages */
-		struct upc_cache *c = shared_cache();
-		int f = open_rw(path);
-		volatile unsigned char *p;
-
-		if (upc_map(c, f, 0, 64 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p))
-			_exit(10);
-		for (int i = 0; i < 64; i++)
-			p[i * PAGE + 11] = 'S';
-		_exit(0);
-	}
-	cr_assert_eq(waitpid(x, &status, 0), x);
-	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the writer: status %#x", status);
+	write_and_exit(path, 64, 0, 64, 11, 'S');
 	cr_assert(keeper_listens(), "no keeper beside the daemon");
 	cr_assert_eq(kill(upcd_pid, SIGKILL), 0);
 	cr_assert_eq(waitpid(upcd_pid, &status, 0), upcd_pid);
