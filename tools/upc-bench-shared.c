@@ -9,6 +9,11 @@
  * that a fill is a buffered read of memory):
  *   missing   served MISSING faults, one page each (UPC_ADV_RANDOM), random order
  *   wp        the first write to each of those cached pages (a write-protect trap)
+ * each with its floor: the same faults served by bare userfaultfd handlers,
+ * one pinned to each CPU, threads of the faulting process (what the
+ * embedded cache is) or processes of their own (what upcd is), whose
+ * cross/same ratio is what a daemon's round trip costs on this machine
+ * beyond a thread's, before any library code (floor_pass);
  * and in shared mode only:
  *   second    a second process scanning the file the first one cached:
  *             its faults, and the store reads it caused (none expected)
@@ -21,19 +26,27 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <linux/userfaultfd.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "compat.h"	/* uapi newer than the build host's headers */
 
 #define PAGE 4096UL
 
@@ -73,20 +86,12 @@ static double median(double *v, int n)
 	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
-/* us a page for MISSING faults then first writes, one pass of one mode */
-static void pass(bool shared, int fd, size_t npages, const uint32_t *perm, double *miss, double *wp)
+/* us a page: a read of each page in @perm's order (MISSING faults), then a write to each (first writes) */
+static void touch_pages(volatile unsigned char *p, size_t npages, const uint32_t *perm, double *miss, double *wp)
 {
-	struct upc_cache *c = cache(shared);
-	volatile unsigned char *p;
 	unsigned long sink = 0;
-	double t;
+	double t = now_us();
 
-	if (upc_map(c, fd, 0, npages * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p) ||
-	    upc_advise(c, (void *)p, npages * PAGE, UPC_ADV_RANDOM)) {
-		fprintf(stderr, "map\n");
-		exit(1);
-	}
-	t = now_us();
 	for (size_t i = 0; i < npages; i++)
 		sink += p[(size_t)perm[i] * PAGE];
 	*miss = (now_us() - t) / (double)npages;
@@ -94,11 +99,156 @@ static void pass(bool shared, int fd, size_t npages, const uint32_t *perm, doubl
 	for (size_t i = 0; i < npages; i++)
 		p[(size_t)perm[i] * PAGE + 1] = (unsigned char)sink;
 	*wp = (now_us() - t) / (double)npages;
+}
+
+/* us a page for MISSING faults then first writes, one pass of one mode */
+static void pass(bool shared, int fd, size_t npages, const uint32_t *perm, double *miss, double *wp)
+{
+	struct upc_cache *c = cache(shared);
+	volatile unsigned char *p;
+
+	if (upc_map(c, fd, 0, npages * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p) ||
+	    upc_advise(c, (void *)p, npages * PAGE, UPC_ADV_RANDOM)) {
+		fprintf(stderr, "map\n");
+		exit(1);
+	}
+	touch_pages(p, npages, perm, miss, wp);
 	/* the daemon keeps what a client cached: write it back and drop it for the next pass */
 	upc_msync(c, (void *)p, npages * PAGE, UPC_MS_SYNC);
 	upc_unmap(c, (void *)p, npages * PAGE);
 	upc_drop(c, 0);
 	upc_cache_destroy(c);
+}
+
+/* ------------------------------------------------------------ the floor */
+
+/*
+ * A bare handler: reads the userfaultfd, and for a MISSING fault preads
+ * the page from the file and copies it in write-protected (UFFDIO_COPY_MODE_WP,
+ * as the engine fills a writable mapping under synchronous tracking), for
+ * a write-protect fault lifts the protection (which wakes the writer).
+ * As a thread it resolves faults of its own process; as a process of its
+ * own it resolves them, through the descriptor it inherited, in another
+ * process's address space, as upcd does through a client's.
+ */
+struct fhandler {
+	int uffd, src_fd, stop_fd, cpu;
+	uintptr_t base;
+	pthread_t th;
+};
+
+static void fh_loop(struct fhandler *h)
+{
+	struct pollfd pfd[2] = { { .fd = h->uffd, .events = POLLIN }, { .fd = h->stop_fd, .events = POLLIN } };
+	char *page = aligned_alloc(PAGE, PAGE);
+	struct uffd_msg msgs[16];
+	cpu_set_t set;
+
+	CPU_ZERO(&set);
+	CPU_SET(h->cpu, &set);
+	sched_setaffinity(0, sizeof(set), &set);
+	while (page && poll(pfd, 2, -1) >= 0 && !pfd[1].revents) {
+		ssize_t n = read(h->uffd, msgs, sizeof(msgs));
+
+		for (ssize_t i = 0; i < n / (ssize_t)sizeof(msgs[0]); i++) {
+			uintptr_t addr = (uintptr_t)msgs[i].arg.pagefault.address & ~(PAGE - 1);
+			struct uffdio_range r = { .start = addr, .len = PAGE };
+
+			if (msgs[i].event != UFFD_EVENT_PAGEFAULT)
+				continue;
+			if (msgs[i].arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP) {
+				struct uffdio_writeprotect wp = { .range = r, .mode = 0 };
+
+				ioctl(h->uffd, UFFDIO_WRITEPROTECT, &wp);
+			} else if (pread(h->src_fd, page, PAGE, (off_t)(addr - h->base)) == (ssize_t)PAGE) {
+				struct uffdio_copy c = { .dst = addr, .src = (uintptr_t)page, .len = PAGE,
+							 .mode = UFFDIO_COPY_MODE_WP };
+
+				if (ioctl(h->uffd, UFFDIO_COPY, &c) < 0 && errno == EEXIST)
+					ioctl(h->uffd, UFFDIO_WAKE, &r);
+			}
+		}
+	}
+	free(page);
+}
+
+static void *fh_thread(void *arg)
+{
+	fh_loop(arg);
+	return NULL;
+}
+
+/*
+ * One floor pass: MISSING faults on a memfd mapping registered MISSING|WP,
+ * in the random order of the library's passes, then the first write to
+ * each page, served by a handler pinned to each CPU of the affinity mask
+ * (both the engine and upcd place theirs so): threads of this process
+ * (@cross false) or processes of their own.  us a page into *@miss, *@wp;
+ * false where the kernel cannot (no write-protection of shmem).
+ */
+static bool floor_pass(bool cross, int fd, size_t npages, const uint32_t *perm, double *miss, double *wp)
+{
+	struct uffdio_api api = { .api = UFFD_API,
+				  .features = UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_WP_HUGETLBFS_SHMEM };
+	struct fhandler h[16];
+	int uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK), memfd = memfd_create("floor", MFD_CLOEXEC);
+	int stop[2] = { -1, -1 }, ncpu = 0, cpus[16];
+	pid_t pids[16];
+	cpu_set_t set;
+	volatile unsigned char *p;
+	bool ok = false;
+
+	if (uffd < 0 || memfd < 0 || ioctl(uffd, UFFDIO_API, &api) < 0 || ftruncate(memfd, (off_t)(npages * PAGE)) ||
+	    pipe2(stop, O_CLOEXEC) < 0)
+		goto out;
+	p = mmap(NULL, npages * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+	if (p == MAP_FAILED)
+		goto out;
+	{
+		struct uffdio_register reg = { .range = { .start = (uintptr_t)p, .len = npages * PAGE },
+					       .mode = UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP };
+
+		if (ioctl(uffd, UFFDIO_REGISTER, &reg) < 0)
+			goto out_unmap;
+	}
+	sched_getaffinity(0, sizeof(set), &set);
+	for (int i = 0; i < CPU_SETSIZE && ncpu < 16; i++)
+		if (CPU_ISSET(i, &set))
+			cpus[ncpu++] = i;
+	for (int i = 0; i < ncpu; i++) {
+		h[i] = (struct fhandler){ .uffd = uffd, .src_fd = fd, .stop_fd = stop[0], .cpu = cpus[i],
+					  .base = (uintptr_t)p };
+		if (cross) {
+			pids[i] = fork();
+			if (pids[i] == 0) {
+				prctl(PR_SET_PDEATHSIG, SIGKILL);
+				close(stop[1]);
+				fh_loop(&h[i]);
+				_exit(0);
+			}
+		} else {
+			pthread_create(&h[i].th, NULL, fh_thread, &h[i]);
+		}
+	}
+	touch_pages(p, npages, perm, miss, wp);
+	ok = true;
+	close(stop[1]);		/* every handler sees the hang-up */
+	stop[1] = -1;
+	for (int i = 0; i < ncpu; i++) {
+		if (cross)
+			waitpid(pids[i], NULL, 0);
+		else
+			pthread_join(h[i].th, NULL);
+	}
+out_unmap:
+	munmap((void *)p, npages * PAGE);
+out:
+	if (stop[1] >= 0)
+		close(stop[1]);
+	close(stop[0]);
+	close(uffd);
+	close(memfd);
+	return ok;
 }
 
 static long rss_kib(pid_t pid, const char *key)
@@ -190,21 +340,40 @@ int main(int argc, char **argv)
 	double em_all[100];
 
 	printf("# upc-bench-shared: %d MiB file in %s (in the kernel's page cache), %d repetitions\n", mib, dir, reps);
-	printf("# rep  missing: embedded shared ratio   wp: embedded shared ratio   (us a page)\n");
+	printf("# rep  missing: embedded shared ratio | floor thread process ratio   "
+	       "wp: embedded shared ratio | floor thread process ratio   (us a page)\n");
 	{
 		double rm[100], rw[100], em[100], sm[100], ew[100], sw[100];
+		double fm[100], fw[100], tm[100], pm[100], tw[100], pw[100], km[100], kw[100];
+		bool floor_ok = true;
 
 		for (int r = 0; r < reps; r++) {
 			bool order = r % 2;
 
+			/* library passes and floor passes alternate, each pair in turn */
 			pass(order, fd, npages, perm, order ? &sm[r] : &em[r], order ? &sw[r] : &ew[r]);
+			floor_ok &= floor_pass(order, fd, npages, perm, order ? &pm[r] : &tm[r], order ? &pw[r] : &tw[r]);
 			pass(!order, fd, npages, perm, !order ? &sm[r] : &em[r], !order ? &sw[r] : &ew[r]);
+			floor_ok &= floor_pass(!order, fd, npages, perm, !order ? &pm[r] : &tm[r], !order ? &pw[r] : &tw[r]);
 			rm[r] = sm[r] / em[r];
 			rw[r] = sw[r] / ew[r];
-			printf("%5d  %8.2f %8.2f %5.2f   %8.2f %8.2f %5.2f\n", r, em[r], sm[r], rm[r], ew[r], sw[r], rw[r]);
+			fm[r] = pm[r] / tm[r];
+			fw[r] = pw[r] / tw[r];
+			km[r] = rm[r] / fm[r];
+			kw[r] = rw[r] / fw[r];
+			printf("%5d  %8.2f %8.2f %5.2f | %6.2f %6.2f %5.2f   %8.2f %8.2f %5.2f | %6.2f %6.2f %5.2f\n", r,
+			       em[r], sm[r], rm[r], tm[r], pm[r], fm[r], ew[r], sw[r], rw[r], tw[r], pw[r], fw[r]);
 		}
 		printf("median ratio shared/embedded: MISSING fault %.2f, first write %.2f\n", median(rm, reps),
 		       median(rw, reps));
+		if (floor_ok) {
+			printf("median ratio of the floor, handler process/handler thread: MISSING fault %.2f, "
+			       "first write %.2f\n", median(fm, reps), median(fw, reps));
+			printf("median of each repetition's shared/embedded over its floor's process/thread: "
+			       "MISSING fault %.2f, first write %.2f\n", median(km, reps), median(kw, reps));
+		} else {
+			printf("floor: not measured (no userfaultfd write-protection of shmem here)\n");
+		}
 		memcpy(em_all, em, sizeof(em));
 	}
 
