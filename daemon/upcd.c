@@ -787,6 +787,15 @@ static long serve_attach(struct client *cl, struct upc_msg *m)
 	 */
 	if (fcntl(m->fds[0], F_SETFL, O_NONBLOCK) < 0)
 		return -errno;
+	/*
+	 * One userfaultfd(2) made, as the library makes it: where the kernel
+	 * reads the daemon's own with RWF_NOWAIT, the client's must read so
+	 * too (a fork event's descriptor may not: fault.c, uffd_read_nonblock).
+	 */
+	if (d.c->engine_uffd >= 0 && uffd_reads_nowait(d.c->engine_uffd) && !uffd_reads_nowait(m->fds[0])) {
+		logf("client %d: attach: a userfaultfd that cannot be read without blocking", cl->cred.pid);
+		return -EINVAL;
+	}
 	ret = remote_attach(d.c, m->fds[0], m->fds[1], cl->cred.pid, client_call, cl, &cl->mm);
 	if (ret < 0)
 		return ret;

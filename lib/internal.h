@@ -346,6 +346,7 @@ struct upc_mm {
 	unsigned int nh;
 	int stop_efd;			/* "look at your flags": @stopping, the fork stash */
 	bool stopping;
+	_Atomic bool uffd_plain_read;	/* @uffd refused RWF_NOWAIT: read(2) (fault.c) */
 	/* The pins it took, sorted by (file, first), disjoint (control.c); @pin_lock */
 	pthread_mutex_t pin_lock;
 	struct upc_pin_range *pins;
@@ -641,6 +642,7 @@ __upc_hidden void fault_populate(uintptr_t start, size_t len, int prot);
 __upc_hidden void handler_queue_compact(struct upc_handler *h);
 __upc_hidden unsigned int handler_read_msgs(struct upc_handler *h, unsigned int max);
 __upc_hidden unsigned int uffd_read_msgs(struct upc_mm *mm, struct uffd_msg *q, unsigned int space);
+__upc_hidden bool uffd_reads_nowait(int uffd);
 #define UFFD_QUEUE	1024	/* messages a handler holds: more than threads fault at once */
 
 /* remote.c: the address spaces of other processes (upcd's clients) */

@@ -9,11 +9,13 @@
 #include <dirent.h>
 #include <linux/falloc.h>
 #include <linux/userfaultfd.h>
+#include <poll.h>
 #include <stdatomic.h>
 #include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 
 static char sock_path[108];
@@ -801,33 +803,43 @@ static long raw_req(int s, uint16_t type, const uint64_t *args, unsigned int arg
 	return m->h.type == UPC_MSG_REPLY ? (long)(int64_t)m->args[0] : -EBADMSG;
 }
 
+/* ATTACH with @uffd, the caller's pagemap and a pidfd of its own (after HELLO). */
+static int raw_attach_uffd(int s, struct upc_msg *m, int uffd)
+{
+	int fds[3] = { uffd, open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC),
+		       (int)syscall(SYS_pidfd_open, getpid(), 0) };
+	long ret = fds[1] < 0 || fds[2] < 0 ? -errno : raw_req(s, UPC_MSG_ATTACH, NULL, 0, fds, 3, m);
+
+	if (fds[1] >= 0)
+		close(fds[1]);
+	if (fds[2] >= 0)
+		close(fds[2]);
+	return (int)ret;
+}
+
 /* hello and attach, by hand: a client that may do what the library would not. */
 static int raw_attach(int s, struct upc_msg *m)
 {
 	uint64_t hello[3] = { UPC_PROTO_VERSION, UPC_CACHE_SHARED, 0 };
-	int fds[3];
 	long ret = raw_req(s, UPC_MSG_HELLO, hello, 3, NULL, 0, m);
+	int uffd;
 
 	if (ret < 0)
 		return (int)ret;
-	fds[0] = (int)syscall(SYS_userfaultfd, O_CLOEXEC | 1 /* UFFD_USER_MODE_ONLY */);
-	if (fds[0] < 0)
+	uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | 1 /* UFFD_USER_MODE_ONLY */);
+	if (uffd < 0)
 		return -ENOSYS;		/* no userfaultfd for this user: the caller skips */
-	fds[1] = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-	fds[2] = (int)syscall(SYS_pidfd_open, getpid(), 0);
-	if (fds[1] < 0 || fds[2] < 0)
-		return -errno;
 	{
 		/* without fork events, which need CAP_SYS_PTRACE (as the library does: client.c) */
 		struct uffdio_api api = { .api = UFFD_API, .features = m->args[2] & ~(uint64_t)UFFD_FEATURE_EVENT_FORK };
 
-		if (ioctl(fds[0], UFFDIO_API, &api) < 0)
+		if (ioctl(uffd, UFFDIO_API, &api) < 0) {
+			close(uffd);
 			return -ENOSYS;
+		}
 	}
-	ret = raw_req(s, UPC_MSG_ATTACH, NULL, 0, fds, 3, m);
-	close(fds[0]);
-	close(fds[1]);
-	close(fds[2]);
+	ret = raw_attach_uffd(s, m, uffd);
+	close(uffd);
 	return (int)ret;
 }
 
@@ -3538,4 +3550,93 @@ Test(shared, a_client_that_clears_o_nonblock_on_its_userfaultfd_stalls_nothing, 
 	cr_assert_eq(upc_cache_destroy(c), 0);
 	upcd_stop();
 	close(fd);
+}
+
+/* Reads the fork event on the userfaultfd *@arg: *@arg becomes the child's userfaultfd, or -1. */
+static void *fork_event_reader(void *arg)
+{
+	int *fd = arg;
+	struct pollfd pf = { .fd = *fd, .events = POLLIN };
+	struct uffd_msg msg;
+
+	if (poll(&pf, 1, 10000) == 1 && read(*fd, &msg, sizeof(msg)) == (ssize_t)sizeof(msg) &&
+	    msg.event == UFFD_EVENT_FORK)
+		*fd = (int)msg.arg.fork.ufd;
+	else
+		*fd = -1;
+	return NULL;
+}
+
+static bool reads_nowait(int fd)
+{
+	char b;
+	struct iovec iov = { .iov_base = &b, .iov_len = 1 };
+
+	return preadv2(fd, &iov, 1, -1, RWF_NOWAIT) >= 0 || errno != EOPNOTSUPP;
+}
+
+/*
+ * The daemon refuses a client's userfaultfd that cannot be read with
+ * RWF_NOWAIT where its own can: one a fork event made, which has no
+ * FMODE_NOWAIT (Linux 6.18), and with which a client that cleared
+ * O_NONBLOCK could block its handler again (review of ad28970).  Another
+ * client attaches as before.
+ */
+Test(shared, a_userfaultfd_that_cannot_be_read_without_blocking_is_refused, .timeout = 60)
+{
+	uint64_t hello[3] = { UPC_PROTO_VERSION, UPC_CACHE_SHARED, 0 };
+	static struct upc_msg m;
+	int s, uffd, fresh, child_uffd, ret;
+	volatile char *area;
+	pthread_t t;
+	pid_t pid;
+
+	upcd_start(NULL);
+	s = raw_connect();
+	cr_assert_geq(s, 0);
+	cr_assert_eq(raw_req(s, UPC_MSG_HELLO, hello, 3, NULL, 0, &m), 0);
+	uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	cr_assert_geq(uffd, 0, "userfaultfd: %s", strerror(errno));
+	{
+		struct uffdio_api api = { .api = UFFD_API, .features = m.args[2] | UFFD_FEATURE_EVENT_FORK };
+		struct uffdio_register reg = { .mode = UFFDIO_REGISTER_MODE_MISSING };
+
+		cr_assert_eq(ioctl(uffd, UFFDIO_API, &api), 0, "UFFDIO_API: %s", strerror(errno));
+		area = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		cr_assert(area != MAP_FAILED);
+		reg.range.start = (uintptr_t)area;
+		reg.range.len = PAGE;
+		cr_assert_eq(ioctl(uffd, UFFDIO_REGISTER, &reg), 0, "UFFDIO_REGISTER: %s", strerror(errno));
+	}
+	if (!reads_nowait(uffd))
+		cr_skip_test("this kernel's userfaultfd refuses RWF_NOWAIT: the daemon reads with read(2) (upcd(8), BUGS)");
+	child_uffd = uffd;
+	cr_assert_eq(pthread_create(&t, NULL, fork_event_reader, &child_uffd), 0);
+	pid = fork_child();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		for (;;)
+			pause();
+	}
+	pthread_join(t, NULL);
+	cr_assert_geq(child_uffd, 0, "no fork event");
+	if (reads_nowait(child_uffd)) {
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+		cr_skip_test("this kernel reads a fork event's userfaultfd with RWF_NOWAIT: nothing to refuse");
+	}
+	ret = raw_attach_uffd(s, &m, child_uffd);
+	cr_assert_eq(ret, -EINVAL, "a fork event's userfaultfd attached: %d", ret);
+
+	fresh = raw_connect();
+	cr_assert_geq(fresh, 0);
+	cr_assert_eq(raw_attach(fresh, &m), 0, "a client with a userfaultfd of its own is refused");
+	close(fresh);
+	close(s);
+	close(child_uffd);
+	close(uffd);
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	upcd_stop();
+	(void)area;
 }

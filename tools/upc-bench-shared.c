@@ -27,6 +27,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <linux/userfaultfd.h>
+#include <math.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
@@ -192,11 +193,13 @@ static bool floor_pass(bool cross, int fd, size_t npages, const uint32_t *perm, 
 				  .features = UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_WP_HUGETLBFS_SHMEM };
 	struct fhandler h[16];
 	int uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK), memfd = memfd_create("floor", MFD_CLOEXEC);
-	int stop[2] = { -1, -1 }, ncpu = 0, cpus[16];
+	int stop[2] = { -1, -1 }, ncpu = 0, started = 0, cpus[16];
 	pid_t pids[16];
 	cpu_set_t set;
 	volatile unsigned char *p;
 	bool ok = false;
+
+	*miss = *wp = NAN;	/* printed as such where the floor could not be measured */
 
 	if (uffd < 0 || memfd < 0 || ioctl(uffd, UFFDIO_API, &api) < 0 || ftruncate(memfd, (off_t)(npages * PAGE)) ||
 	    pipe2(stop, O_CLOEXEC) < 0)
@@ -226,15 +229,20 @@ static bool floor_pass(bool cross, int fd, size_t npages, const uint32_t *perm, 
 				fh_loop(&h[i]);
 				_exit(0);
 			}
-		} else {
-			pthread_create(&h[i].th, NULL, fh_thread, &h[i]);
+			if (pids[i] < 0)
+				break;
+		} else if (pthread_create(&h[i].th, NULL, fh_thread, &h[i]) != 0) {
+			break;
 		}
+		started++;
 	}
-	touch_pages(p, npages, perm, miss, wp);
-	ok = true;
+	if (started == ncpu) {
+		touch_pages(p, npages, perm, miss, wp);
+		ok = true;
+	}
 	close(stop[1]);		/* every handler sees the hang-up */
 	stop[1] = -1;
-	for (int i = 0; i < ncpu; i++) {
+	for (int i = 0; i < started; i++) {
 		if (cross)
 			waitpid(pids[i], NULL, 0);
 		else

@@ -1150,7 +1150,7 @@ static void client_fork_child(struct upc_client *cl)
 				munmap((void *)maps[i].start, maps[i].end - maps[i].start);
 		}
 	}
-	/* the parent's list, copied: its descriptors are ours to close */
+	/* the parent's list, copied: its descriptors are ours to close (its journal window is not here: MADV_DONTFORK) */
 	while (files) {
 		struct cfile *next = files->next;
 

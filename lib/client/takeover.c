@@ -351,6 +351,8 @@ static unsigned char *journal_byte(struct cfile *cf, uint64_t pgoff)
 	p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, cf->memfd, (off_t)UPC_JOURNAL_OFF);
 	if (p == MAP_FAILED)
 		return NULL;
+	/* not a forked child's: it would hold the memfd with no descriptor (client.c, client_fork_child) */
+	madvise(p, len, MADV_DONTFORK);
 	if (cf->journal)
 		munmap(cf->journal, cf->journal_len);
 	cf->journal = p;

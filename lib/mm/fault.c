@@ -145,12 +145,6 @@ static void uffd_eagain(struct upc_handler *h)
 	sched_yield();
 }
 
-/* mincore() calls a page swapped out since not cached; SEEK_DATA counts it (cache.c, memfd_held). */
-static bool memfd_holds(struct upc_file *f, uint64_t pgoff)
-{
-	return lseek(f->memfd, (off_t)(pgoff << UPC_PAGE_SHIFT), SEEK_DATA) == (off_t)(pgoff << UPC_PAGE_SHIFT);
-}
-
 /*
  * A client of upcd says which of its address ranges map the memfd, and
  * MAP_SHARED (map_attach); nothing makes it true.  A UFFDIO_COPY into a
@@ -159,9 +153,8 @@ static bool memfd_holds(struct upc_file *f, uint64_t pgoff)
  * memfd's page a hole, which the page table must not call cached: the
  * daemon's own next access to it through the staging mapping would be its
  * SIGBUS.  So after a client's fill the faulting page is looked for in the
- * memfd (mincore through the staging mapping: the page cache's residency;
- * SEEK_DATA for a page mincore misses, which may have been swapped out
- * since), and a fill that is not there fails (the faulting thread gets SIGBUS; a
+ * memfd (mincore through the staging mapping: the page cache's residency),
+ * and a fill that is not there fails (the faulting thread gets SIGBUS; a
  * window of pages copied with it lands in the same mapping, so the first
  * fault of a private mapping is caught).
  */
@@ -175,7 +168,7 @@ static bool inserted_in_memfd(struct upc_file *f, uint64_t pgoff, uint64_t n)
 		if (mincore(f->base + ((pgoff + done) << UPC_PAGE_SHIFT), k << UPC_PAGE_SHIFT, vec) < 0)
 			return false;
 		for (uint64_t i = 0; i < k; i++)
-			if (!(vec[i] & 1) && !memfd_holds(f, pgoff + done + i)) {
+			if (!(vec[i] & 1)) {
 				pr_warn("a client's fill did not reach the memfd: its range is not a shared "
 					"mapping of it\n");
 				return false;
@@ -933,40 +926,50 @@ static void handle_fault(struct upc_handler *h, const struct uffd_msg *msg)
 }
 
 /*
+ * A read of a userfaultfd that never blocks.  O_NONBLOCK alone is not
+ * enough: it is the open file description's, which an upcd client shares
+ * with the daemon and may clear after it attached; the daemon's handler
+ * for it would then block in read(2) with nothing to read, and stop
+ * neither at the client's disconnect nor at the daemon's.  preadv2's
+ * RWF_NOWAIT does not block whatever the flag says, where the descriptor
+ * has FMODE_NOWAIT (one userfaultfd(2) made on a kernel whose userfaultfd
+ * has read_iter(), as Linux 6.18, the kernel here, has; a fork event's may
+ * not): else EOPNOTSUPP, and that mm reads with read(2) from then on.
+ * upcd refuses a client's descriptor that cannot (uffd_reads_nowait).
+ */
+static ssize_t uffd_read_nonblock(struct upc_mm *mm, void *buf, size_t len)
+{
+	if (!atomic_load_explicit(&mm->uffd_plain_read, memory_order_relaxed)) {
+		struct iovec iov = { .iov_base = buf, .iov_len = len };
+		ssize_t r = preadv2(mm->uffd, &iov, 1, -1, RWF_NOWAIT);
+
+		if (r >= 0 || errno != EOPNOTSUPP)
+			return r;
+		atomic_store(&mm->uffd_plain_read, true);
+	}
+	return read(mm->uffd, buf, len);
+}
+
+/*
+ * Can @uffd be read with RWF_NOWAIT?  A read of one byte, too short for a
+ * message: EINVAL from the userfaultfd's read_iter() if the flag passed
+ * the VFS, EOPNOTSUPP if not; nothing is consumed either way.
+ */
+bool uffd_reads_nowait(int uffd)
+{
+	char b;
+	struct iovec iov = { .iov_base = &b, .iov_len = 1 };
+
+	return preadv2(uffd, &iov, 1, -1, RWF_NOWAIT) >= 0 || errno != EOPNOTSUPP;
+}
+
+/*
  * Read what @mm's userfaultfd holds into @q (room for @space messages),
  * without blocking, allocating or taking a lock.  Fork events are counted
  * while the reader is counted in cache->reading (fork.c: write-back must know
  * of a child from the moment the kernel let its fork go on, which is this
  * read).  Returns the messages read.
  */
-/*
- * Does preadv2(RWF_NOWAIT) read a userfaultfd without blocking?  Where the
- * kernel's userfaultfd has read_iter() (userfaultfd_read_iter(), which
- * honours IOCB_NOWAIT; Linux 6.18 here) it does, whatever the descriptor's
- * O_NONBLOCK says; before, it fails with EOPNOTSUPP, once.
- */
-static _Atomic bool uffd_read_nowait = true;
-
-/*
- * A read that never blocks.  O_NONBLOCK alone is not enough: it is the
- * open file description's, which an upcd client shares with the daemon
- * and may clear after it attached; the daemon's handler for it would then
- * block in read(2) whenever the client itself read a message first, and
- * stop neither at the client's disconnect nor at the daemon's.
- */
-static ssize_t uffd_read_nonblock(int uffd, void *buf, size_t len)
-{
-	if (atomic_load_explicit(&uffd_read_nowait, memory_order_relaxed)) {
-		struct iovec iov = { .iov_base = buf, .iov_len = len };
-		ssize_t r = preadv2(uffd, &iov, 1, -1, RWF_NOWAIT);
-
-		if (r >= 0 || errno != EOPNOTSUPP)
-			return r;
-		atomic_store(&uffd_read_nowait, false);
-	}
-	return read(uffd, buf, len);
-}
-
 unsigned int uffd_read_msgs(struct upc_mm *mm, struct uffd_msg *q, unsigned int space)
 {
 	unsigned int n = 0;
@@ -975,7 +978,7 @@ unsigned int uffd_read_msgs(struct upc_mm *mm, struct uffd_msg *q, unsigned int 
 	if (!space)
 		return 0;
 	atomic_fetch_add(&mm->cache->reading, 1);
-	r = uffd_read_nonblock(mm->uffd, q, space * sizeof(*q));
+	r = uffd_read_nonblock(mm, q, space * sizeof(*q));
 	if (r > 0)
 		n = (unsigned int)((size_t)r / sizeof(*q));
 	for (unsigned int i = 0; i < n; i++)

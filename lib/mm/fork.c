@@ -455,7 +455,7 @@ static void fork_atexit(void)
 	for (struct upc_cache *c = caches; c; c = c->next_cache) {
 		struct upc_file **fs = NULL;
 		size_t n = 0, cap = 0;
-		bool pending = atomic_load(&c->forks_pending) != 0;
+		bool pending;
 
 		/*
 		 * References taken under cache->lock, the write-back done
@@ -465,9 +465,14 @@ static void fork_atexit(void)
 		 * A child being joined counts as served: fork_event() starts
 		 * its handler before it links it to c->children, and that
 		 * handler may serve a write the child then finishes.  So the
-		 * pending count is read first: it drops only after the link,
-		 * and before the event was counted the child cannot have run.
+		 * pending count is read first: it drops only after the link.
+		 * It is raised after the read that let the fork go on
+		 * (uffd_read_msgs), by a reader counted in c->reading
+		 * meanwhile: wait for those first, as fork_settled() does.
 		 */
+		while (atomic_load(&c->reading))
+			sched_yield();
+		pending = atomic_load(&c->forks_pending) != 0;
 		pthread_mutex_lock(&c->lock);
 		if (!pending && !c->children) {
 			pthread_mutex_unlock(&c->lock);
