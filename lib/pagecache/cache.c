@@ -877,33 +877,20 @@ static void memfd_journal_span(struct upc_file *f)
 }
 
 /*
- * Which of the PT_CHUNK_PAGES pages of chunk @ci the memfd holds: @vec[i]
- * is 1 for a page it holds.  SEEK_DATA, not mincore(2): a page the kernel
- * swapped out of the memfd is held (mapping_seek_hole_data() counts a swap
- * entry as data), where mincore() calls it not cached once it has left the
- * swap cache, and a dirty page the daemon died with would be dropped
- * (test_shared, a_killed_daemons_dirty_pages_swapped_out_are_adopted).
+ * Does the memfd hold page @pgoff, which mincore(2) on the staging mapping
+ * calls not cached?  It may: mincore() calls a page the kernel swapped
+ * out of the memfd, and that has left the swap cache, not cached, and a
+ * dirty page the daemon died with would be dropped (test_shared,
+ * a_killed_daemons_dirty_pages_swapped_out_are_adopted).  SEEK_DATA counts
+ * it (mapping_seek_hole_data() takes a swap entry for data).  Asked only
+ * for the pages mincore() misses and the adoption would keep: lseek takes
+ * the memfd's inode lock, which a client's write(2) to the memfd may hold.
  */
-static int memfd_held(int memfd, uint64_t ci, unsigned char *vec)
+static bool memfd_holds_swapped(int memfd, uint64_t pgoff)
 {
-	off_t start = (off_t)(ci << (PT_CHUNK_SHIFT + UPC_PAGE_SHIFT));
-	off_t end = start + ((off_t)PT_CHUNK_PAGES << UPC_PAGE_SHIFT), off = start, hole;
+	off_t off = (off_t)(pgoff << UPC_PAGE_SHIFT);
 
-	memset(vec, 0, PT_CHUNK_PAGES);
-	while (off < end) {
-		off = lseek(memfd, off, SEEK_DATA);
-		if (off < 0)
-			return errno == ENXIO ? 0 : -errno;	/* ENXIO: no data past @off */
-		if (off >= end)
-			break;
-		hole = lseek(memfd, off, SEEK_HOLE);
-		if (hole < 0)
-			return -errno;
-		for (; off < hole && off < end; off += UPC_PAGE_SIZE)
-			vec[(off - start) >> UPC_PAGE_SHIFT] = 1;
-		off = hole;
-	}
-	return 0;
+	return lseek(memfd, off, SEEK_DATA) == off;
 }
 
 static int file_adopt_pages(struct upc_file *f, bool wmapped)
@@ -912,7 +899,6 @@ static int file_adopt_pages(struct upc_file *f, bool wmapped)
 	uint32_t now = cache_ticks(c);
 	unsigned char *vec = malloc(PT_CHUNK_PAGES);
 	off_t off, end;
-	int ret;
 
 	if (!vec)
 		return -ENOMEM;
@@ -929,12 +915,12 @@ static int file_adopt_pages(struct upc_file *f, bool wmapped)
 			break;
 		}
 		chunk = chunk_map(f, ci);
-		ret = chunk ? memfd_held(f->memfd, ci, vec) : -ENOMEM;
-		if (ret < 0) {
+		if (!chunk || mincore(f->base + (ci << (PT_CHUNK_SHIFT + UPC_PAGE_SHIFT)),
+				      PT_CHUNK_PAGES << UPC_PAGE_SHIFT, vec) < 0) {
 			if (chunk)
 				munmap(chunk, UPC_PAGE_SIZE);
 			free(vec);
-			return ret;
+			return -ENOMEM;
 		}
 		for (unsigned int i = 0; i < PT_CHUNK_PAGES; i++) {
 			struct upc_page *pg = &chunk[i];
@@ -961,9 +947,10 @@ static int file_adopt_pages(struct upc_file *f, bool wmapped)
 			 * kept the memfd, daemon/keeper.c).  A file nobody mapped
 			 * writable had its writes collected into the table.
 			 */
-			if (!(fl & PG_UPTODATE) || !vec[i] || pgoff >= f->npages ||
+			if (!(fl & PG_UPTODATE) || pgoff >= f->npages ||
 			    (!(fl & (PG_DIRTY | PG_WRITEBACK | PG_PINWRITE)) &&
-			     (!f->state_hdr->async || (fl & PG_NOSTORE)))) {
+			     (!f->state_hdr->async || (fl & PG_NOSTORE))) ||
+			    (!(vec[i] & 1) && !memfd_holds_swapped(f->memfd, pgoff))) {
 				memset(pg, 0, sizeof(*pg));
 				continue;
 			}
