@@ -3395,9 +3395,26 @@ static void swap_fini(void)
 	if (memcg_dir[0]) {
 		snprintf(pid, sizeof(pid), "%d", (int)getpid());
 		write_str(memcg_home, "cgroup.procs", pid);
-		/* the keeper may outlive its daemon a moment (it leaves at the daemon's BYE) */
-		for (int i = 0; i < 500 && rmdir(memcg_dir) < 0 && errno == EBUSY; i++)
+		/*
+		 * What is left in it is the case's own (a daemon, its keeper,
+		 * which leaves a moment after its daemon's BYE): given a
+		 * second, then killed, so that the cgroup can go.
+		 */
+		for (int i = 0; i < 300 && rmdir(memcg_dir) < 0 && errno == EBUSY; i++) {
+			if (i == 100) {
+				char path[300];
+				FILE *f;
+				int left;
+
+				snprintf(path, sizeof(path), "%s/cgroup.procs", memcg_dir);
+				f = fopen(path, "re");
+				while (f && fscanf(f, "%d", &left) == 1)
+					kill(left, SIGKILL);
+				if (f)
+					fclose(f);
+			}
 			usleep(10000);
+		}
 		memcg_dir[0] = '\0';
 	}
 	if (swap_file[0]) {
