@@ -82,6 +82,16 @@ static uint32_t ra_window(struct upc_cache *c, struct upc_map *m, struct upc_fil
 }
 
 /*
+ * Windows a scan keeps queued ahead: RA_AHEAD in a cache of 4 * RA_AHEAD
+ * windows or more, RA_WORKERS in a smaller one (as before RA_AHEAD), where
+ * windows read far ahead are what reclaim would take first.
+ */
+static uint64_t ra_ahead(const struct upc_cache *c)
+{
+	return (c->mem_limit >> UPC_PAGE_SHIFT) >= 4 * RA_AHEAD * (uint64_t)c->ra_max ? RA_AHEAD : RA_WORKERS;
+}
+
+/*
  * Asynchronous readahead, the kernel's PG_readahead marker: a fault in the
  * windows the background read last for this mapping (they end at
  * m->ra_async) queues the next one, so that the store is read while the
@@ -101,16 +111,6 @@ static uint32_t ra_window(struct upc_cache *c, struct upc_map *m, struct upc_fil
  * window already read does not wait behind the read of one further on.
  * Called with file->lock held.
  */
-/*
- * Windows a scan keeps queued ahead: RA_AHEAD in a cache of 4 * RA_AHEAD
- * windows or more, RA_WORKERS in a smaller one (as before RA_AHEAD), where
- * windows read far ahead are what reclaim would take first.
- */
-static uint64_t ra_ahead(const struct upc_cache *c)
-{
-	return (c->mem_limit >> UPC_PAGE_SHIFT) >= 4 * RA_AHEAD * (uint64_t)c->ra_max ? RA_AHEAD : RA_WORKERS;
-}
-
 static void ra_async_marker(struct upc_cache *c, struct upc_map *m, struct upc_file *f, uint64_t pgoff)
 {
 	uint64_t first = m->ra_async, last;
