@@ -101,6 +101,21 @@ static inline void tmp_remove_at_exit(const char *path)
 		strcpy(tmp_files[tmp_nfiles++], path);
 }
 
+/* Does the file at @path say @what (in its first 64 KiB)? */
+static inline bool file_has(const char *path, const char *what)
+{
+	char buf[65536];
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+
+	if (fd >= 0)
+		close(fd);
+	if (n < 0)
+		return false;
+	buf[n] = '\0';
+	return strstr(buf, what) != NULL;
+}
+
 /* A temporary file of @size bytes filled with pat(); returns an O_RDWR fd. */
 static inline int tmpfile_pattern(size_t size, char *path_out)
 {

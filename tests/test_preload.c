@@ -79,20 +79,6 @@ static int run(const char *prog, const char *name, const char *file)
 	return reap(start(prog, name, file, false));
 }
 
-static bool file_has(const char *path, const char *what)
-{
-	char buf[65536];
-	int fd = open(path, O_RDONLY);
-	ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
-
-	if (fd >= 0)
-		close(fd);
-	if (n < 0)
-		return false;
-	buf[n] = '\0';
-	return strstr(buf, what) != NULL;
-}
-
 static void show(void)
 {
 	char cmd[256];

@@ -2674,30 +2674,49 @@ Test(shared, a_planted_orphan_memfd_cannot_block_the_daemon, .timeout = 60)
 	close(fd);
 }
 
-/* The inode of the data memfd daemon @pid holds for @st's file, 0 if none. */
-static ino_t daemon_memfd_ino(pid_t pid, const struct stat *st)
+/*
+ * The first descriptor of process @pid whose /proc link starts with
+ * @prefix, or -1: with errno 0 if it has none, opendir's if its
+ * descriptors cannot be listed.  (Called in a case's children too: no
+ * assertion here.)
+ */
+static int proc_fd_linked(pid_t pid, const char *prefix)
 {
-	char dir[64], want[96], link[128];
+	char dir[64], link[128];
 	struct dirent *de;
-	ino_t ino = 0;
+	int fd = -1;
 	DIR *d;
 
 	snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)pid);
-	snprintf(want, sizeof(want), "/memfd:upcache:%lx:%lu ", (unsigned long)st->st_dev, (unsigned long)st->st_ino);
 	d = opendir(dir);
-	cr_assert(d);
-	while ((de = readdir(d)) && !ino) {
+	if (!d)
+		return -1;
+	while (fd < 0 && (de = readdir(d))) {
 		ssize_t n = readlinkat(dirfd(d), de->d_name, link, sizeof(link) - 1);
-		struct stat ms;
 
 		if (n <= 0)
 			continue;
 		link[n] = '\0';
-		if (!strncmp(link, want, strlen(want)) && fstatat(dirfd(d), de->d_name, &ms, 0) == 0)
-			ino = ms.st_ino;
+		if (!strncmp(link, prefix, strlen(prefix)))
+			fd = atoi(de->d_name);
 	}
 	closedir(d);
-	return ino;
+	errno = 0;
+	return fd;
+}
+
+/* The inode of the data memfd daemon @pid holds for @st's file, 0 if none. */
+static ino_t daemon_memfd_ino(pid_t pid, const struct stat *st)
+{
+	char want[96], path[64];
+	struct stat ms;
+	int fd;
+
+	snprintf(want, sizeof(want), "/memfd:upcache:%lx:%lu ", (unsigned long)st->st_dev, (unsigned long)st->st_ino);
+	fd = proc_fd_linked(pid, want);
+	cr_assert(fd >= 0 || errno == 0, "/proc/%d/fd: %s", (int)pid, strerror(errno));
+	snprintf(path, sizeof(path), "/proc/%d/fd/%d", (int)pid, fd);
+	return fd >= 0 && stat(path, &ms) == 0 ? ms.st_ino : 0;
 }
 
 /*
@@ -3278,17 +3297,6 @@ static bool memcg_own(const char *mount, bool v2, char *out, size_t len)
 	return found;
 }
 
-static bool file_has(const char *path, const char *word)
-{
-	char buf[512] = "";
-	FILE *f = fopen(path, "re");
-	bool ok = f && fgets(buf, sizeof(buf), f) && strstr(buf, word);
-
-	if (f)
-		fclose(f);
-	return ok;
-}
-
 static bool write_str(const char *dir, const char *name, const char *s)
 {
 	char path[400];
@@ -3479,30 +3487,6 @@ Test(shared, a_killed_daemons_dirty_pages_swapped_out_are_adopted, .timeout = 90
 	unlink(path);
 }
 
-/* This process's userfaultfd (the library's, for its connection to upcd), or -1. */
-static int own_uffd(void)
-{
-	DIR *d = opendir("/proc/self/fd");
-	struct dirent *e;
-	int fd = -1;
-
-	while (d && fd < 0 && (e = readdir(d))) {
-		char path[300], target[64];
-		ssize_t n;
-
-		snprintf(path, sizeof(path), "/proc/self/fd/%s", e->d_name);
-		n = readlink(path, target, sizeof(target) - 1);
-		if (n > 0) {
-			target[n] = '\0';
-			if (strcmp(target, "anon_inode:[userfaultfd]") == 0)
-				fd = atoi(e->d_name);
-		}
-	}
-	if (d)
-		closedir(d);
-	return fd;
-}
-
 /*
  * A client clears O_NONBLOCK on its userfaultfd, whose open file
  * description the daemon shares (upcd(8), BUGS, until this case): poll(2)
@@ -3532,7 +3516,7 @@ Test(shared, a_client_that_clears_o_nonblock_on_its_userfaultfd_stalls_nothing, 
 
 		if (upc_map(xc, f, 0, 16 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&q))
 			_exit(10);
-		u = own_uffd();
+		u = proc_fd_linked(getpid(), "anon_inode:[userfaultfd]");	/* the library's, for upcd */
 		if (u < 0 || fcntl(u, F_SETFL, fcntl(u, F_GETFL) & ~O_NONBLOCK) < 0)
 			_exit(11);
 		usleep(100 * 1000);	/* the daemon's handler polls it meanwhile */
