@@ -669,6 +669,8 @@ __upc_hidden int remote_map_prepare(struct upc_cache *c, int fd, uint64_t offset
 __upc_hidden int remote_adopt(struct upc_mm *mm, int fd, int memfd, int statefd, uintptr_t addr, size_t len,
 				uint64_t pgoff, int prot);
 __upc_hidden int mm_call(struct upc_mm *mm, int op, uintptr_t addr, size_t len, int arg);
+__upc_hidden int mm_call_file(struct upc_file *f, struct upc_mm *mm, int op, uintptr_t addr, size_t len,
+				 int arg);
 __upc_hidden int fd_map_access(int fd, int prot);
 __upc_hidden int map_attach(struct upc_mm *mm, struct upc_file *f, uintptr_t addr, size_t len,
 			    uint64_t pgoff, int prot, int maxprot);

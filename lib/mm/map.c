@@ -401,6 +401,33 @@ static bool range_pinned(struct upc_map *m, uintptr_t start, uintptr_t end)
 }
 
 /*
+ * A client's mapping @m (isolated, its written state collected) is taken
+ * down: the client is asked to munmap it or to put a placeholder over it
+ * (@op), with file->lock let go while it answers (mm_call_file()).  So @m
+ * leaves the rmap and @mm first, and is write-protected before that if it
+ * is writable (under asynchronous tracking track_collect_map() just did):
+ * a write-back meanwhile neither protects an address the client may have
+ * unmapped or reused by then, nor counts clean a page still writable
+ * through it (I1) - a write the client makes before it is done traps, and
+ * its handler, which needs mm->lock, finds no mapping once the caller
+ * lets go of it.  Forgotten whatever the client answers (it is going
+ * away, or lies); returns the answer.  Caller holds mm->lock for writing
+ * and f->lock, and frees @m.
+ */
+static int map_forget_remote(struct upc_mm *mm, struct upc_map *m, int op)
+{
+	struct upc_file *f = m->file;
+
+	if (m->wp && f->cache->track_mode != UPC_TRACK_ASYNC)
+		while (sys_uffd_wp(mm->uffd, m->start, m->end - m->start, true, false) == -EAGAIN)
+			fork_yield_file(f);
+	UPC_TRACE(unmap, f, m->pgoff, (m->end - m->start) >> UPC_PAGE_SHIFT);
+	rmap_del(f, m);
+	mm_remove(mm, m);
+	return mm_call_file(f, mm, op, m->start, m->end - m->start, 0);
+}
+
+/*
  * UPC_MAP_FIXED: unmap the upcache mappings in [start, end) as upc_unmap()
  * does - their written state collected first (I5), their dirty pages kept
  * dirty in the cache - leaving an inaccessible placeholder (an anonymous
@@ -408,7 +435,8 @@ static bool range_pinned(struct upc_map *m, uintptr_t start, uintptr_t end)
  * mmap(MAP_FIXED) that replaces the whole range, another thread's mmap()
  * could otherwise be given the hole, and then be replaced silently.  Each
  * goes under its file's lock, so that write-back never protects an address
- * that maps something else by then.  Refused, with nothing changed, if a
+ * that maps something else by then (a client's leaves the rmap first, and
+ * is replaced without the lock: map_forget_remote()).  Refused, with nothing changed, if a
  * page of the range is pinned (-EBUSY, I6).  The files are handed back in
  * *@putp (*@nputp of them), for file_put() once mm->lock is let go.
  * Caller holds mm->lock for writing.
@@ -447,27 +475,22 @@ static int map_clear_range(struct upc_mm *mm, uintptr_t start, uintptr_t end, st
 		m = map_isolate(mm, m, s, e, &ret);
 		if (m) {
 			track_collect_map(m);
-			if (!mm->remote) {
-				if (mmap((void *)s, e - s, PROT_NONE,
-					 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0) == MAP_FAILED)
-					ret = -ENOMEM;
-			} else if (mm_call(mm, MM_CALL_PLACEHOLD, s, e - s, 0) < 0) {
+			if (mm->remote) {
 				/*
-				 * A client of upcd that did not put the placeholder
-				 * there (going away, or lying): forgotten all the
-				 * same, write-protected first, as upc_unmap() does
-				 * (I1); the request fails, and the client, broken, is
-				 * disconnected.
+				 * A client that did not put the placeholder there
+				 * (going away, or lying): the request fails, and the
+				 * client, broken, is disconnected.
 				 */
-				if (m->wp)
-					sys_uffd_wp(mm->uffd, s, e - s, true, false);
-				err = -EIO;
+				if (map_forget_remote(mm, m, MM_CALL_PLACEHOLD) < 0)
+					err = -EIO;
+			} else if (mmap((void *)s, e - s, PROT_NONE,
+					MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0) == MAP_FAILED) {
+				ret = -ENOMEM;
+			} else {
+				UPC_TRACE(unmap, f, m->pgoff, (m->end - m->start) >> UPC_PAGE_SHIFT);
+				rmap_del(f, m);
+				mm_remove(mm, m);
 			}
-		}
-		if (m && ret == 0) {
-			UPC_TRACE(unmap, f, m->pgoff, (m->end - m->start) >> UPC_PAGE_SHIFT);
-			rmap_del(f, m);
-			mm_remove(mm, m);
 		}
 		pthread_mutex_unlock(&f->lock);
 		if (ret < 0)
@@ -801,9 +824,11 @@ out_free:
  * Unmapping keeps the dirty state (I5, seed 002, Piggin: "the last unmapper
  * transfers dirty").  In synchronous tracking a page is marked dirty in its
  * descriptor before any mapping can write it, so the PTEs torn down here
- * carry no state the descriptor lacks; munmap runs under file->lock so that
- * a write-back protecting this range never acts on a reused address.
- * Pinned pages are not unmapped (I6): -EBUSY.
+ * carry no state the descriptor lacks; the process's own munmap runs under
+ * file->lock so that a write-back protecting this range never acts on a
+ * reused address (a client of upcd munmaps without it, the mapping out of
+ * the rmap first: map_forget_remote()).  Pinned pages are not unmapped
+ * (I6): -EBUSY.
  */
 UPC_API int upc_unmap(struct upc_cache *c, void *addr, size_t length)
 {
@@ -837,20 +862,15 @@ UPC_API int upc_unmap(struct upc_cache *c, void *addr, size_t length)
 		goto out_unlock;
 	/* Async tracking: the written state leaves with the PTEs unless collected now. */
 	track_collect_map(m);
-	if (mm_call(mm, MM_CALL_MUNMAP, m->start, m->end - m->start, 0) < 0 && mm->remote && m->wp) {
-		/*
-		 * The client did not unmap it (it is going away, or lies): the
-		 * mapping is forgotten all the same, write-protected first, so
-		 * that a write-back that no longer sees it in the rmap cannot
-		 * count clean a page still writable through it (I1).  (The
-		 * process's own munmap failing leaves the mapping forgotten, as
-		 * it always did.)
-		 */
-		sys_uffd_wp(mm->uffd, m->start, m->end - m->start, true, false);
+	if (mm->remote) {
+		map_forget_remote(mm, m, MM_CALL_MUNMAP);
+	} else {
+		/* Failing, it leaves the mapping forgotten all the same, as it always did. */
+		munmap((void *)m->start, m->end - m->start);
+		UPC_TRACE(unmap, f, m->pgoff, (m->end - m->start) >> UPC_PAGE_SHIFT);
+		rmap_del(f, m);
+		mm_remove(mm, m);
 	}
-	UPC_TRACE(unmap, f, m->pgoff, (m->end - m->start) >> UPC_PAGE_SHIFT);
-	rmap_del(f, m);
-	mm_remove(mm, m);
 out_unlock:
 	pthread_mutex_unlock(&f->lock);
 	if (ret == 0)
@@ -935,7 +955,14 @@ UPC_API int upc_protect(struct upc_cache *c, void *addr, size_t length, int prot
 		}
 		if (m && ret == 0) {
 			track_collect_map(m);
-			if (mm_call(mm, MM_CALL_MPROTECT, m->start, m->end - m->start, prot) == 0)
+			/*
+			 * A client of upcd mprotects without file->lock
+			 * (mm_call_file()): @m stays in the rmap, and a
+			 * write-back meanwhile protects and reads it as any
+			 * mapping registered for WP, whatever its protection
+			 * (track.c, walk_cached()).
+			 */
+			if (mm_call_file(f, mm, MM_CALL_MPROTECT, m->start, m->end - m->start, prot) == 0)
 				m->prot = prot;
 			else
 				ret = -ENOMEM;

@@ -96,6 +96,32 @@ int mm_call(struct upc_mm *mm, int op, uintptr_t addr, size_t len, int arg)
 }
 
 /*
+ * mm_call() from under @f->lock, for a mapping of @f.  The process's own
+ * munmap, mprotect or madvise runs with the lock held; a client of upcd
+ * answers in its own time (up to CALL_TIMEOUT_MS, upcd.c: a stopped or
+ * hostile client takes all of it), so for a client the lock is let go
+ * while it does, and every other client's faults, write-backs, reads and
+ * truncations of the file go on meanwhile.  The caller makes its call
+ * safe without the lock: what a write-back could act on is out of the
+ * rmap, or write-protected, before the call (map.c: map_forget_remote(),
+ * upc_protect(); reclaim.c: dontneed_piece()), and it finds @f changed
+ * afterwards only as other mms, reclaim and write-back may change it.
+ * A client's own requests are served one at a time (upcd.c), so nothing
+ * else of its mm changes meanwhile except through its fault handlers.
+ */
+int mm_call_file(struct upc_file *f, struct upc_mm *mm, int op, uintptr_t addr, size_t len, int arg)
+{
+	int r;
+
+	if (!mm->remote)
+		return mm_call(mm, op, addr, len, arg);
+	pthread_mutex_unlock(&f->lock);
+	r = mm_call(mm, op, addr, len, arg);
+	pthread_mutex_lock(&f->lock);
+	return r;
+}
+
+/*
  * A client attaches its address space: its userfaultfd (opened with
  * exactly cache->uffd_features, which the client learned at hello), its
  * pagemap and its pid.  The fds become the mm's.  Fault handlers as the

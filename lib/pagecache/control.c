@@ -370,7 +370,12 @@ static int pin_map(struct upc_map *m, uintptr_t s, uintptr_t e)
 		}
 		return 0;
 	}
-	return mm_call(m->mm, MM_CALL_MADVISE, s, e - s, MADV_POPULATE_READ) < 0 ? -EFAULT : 0;
+	/*
+	 * A client of upcd populates without the lock (mm_call_file()): the
+	 * pages are pinned, so neither reclaim nor a truncation takes them
+	 * meanwhile.
+	 */
+	return mm_call_file(m->file, m->mm, MM_CALL_MADVISE, s, e - s, MADV_POPULATE_READ) < 0 ? -EFAULT : 0;
 }
 
 UPC_API int upc_pin(struct upc_cache *c, void *addr, size_t length, unsigned int flags)

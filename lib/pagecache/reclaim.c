@@ -434,7 +434,13 @@ int dontneed_piece(struct upc_map *m, uintptr_t s, uintptr_t e, uint64_t first, 
 			uintptr_t a = s + ((p - first) << UPC_PAGE_SHIFT);
 			size_t len = (q - p) << UPC_PAGE_SHIFT;
 
-			if (mm_call(m->mm, MM_CALL_MADVISE, a, len, MADV_DONTNEED) < 0)
+			/*
+			 * A client of upcd zaps its PTEs without the lock
+			 * (mm_call_file()): a page pinned meanwhile is another
+			 * mm's pin (this one's requests wait for this one), and
+			 * another mm's pin keeps its own mapping, not ours.
+			 */
+			if (mm_call_file(f, m->mm, MM_CALL_MADVISE, a, len, MADV_DONTNEED) < 0)
 				ret = -EINVAL;
 			else if (!m->wp)
 				;	/* read-only: nothing to protect */
