@@ -941,25 +941,38 @@ static void client_new(int sock)
 		goto fail;
 	pthread_mutex_lock(&d.lock);
 	/*
-	 * Connections per user (--max-clients-per-user): one user cannot
-	 * take every thread and descriptor of the daemon from the others.
-	 * The administrator is not counted (upcctl must always get in).
+	 * A daemon not run as root serves its own user, and root, only.  Its
+	 * memfds are its user's inodes, whose mode any process of that user
+	 * may change: a client of that user with a read-only descriptor of a
+	 * file could make the memfd writable and write the pages another
+	 * user's client writes back (upcd(8), SECURITY).  Among one user's
+	 * processes a read-only descriptor separates nothing that the user
+	 * could not undo anyway (they may ptrace one another, the daemon
+	 * included); root, which may do all of it, is served.
 	 */
-	if (!is_admin(cl) && d.max_per_user) {
+	if (d.euid != 0 && cl->cred.uid != d.euid && cl->cred.uid != 0) {
+		cl->refuse = -EACCES;
+	} else if (!is_admin(cl) && d.max_per_user) {
+		/*
+		 * Connections per user (--max-clients-per-user): one user cannot
+		 * take every thread and descriptor of the daemon from the others.
+		 * The administrator is not counted (upcctl must always get in).
+		 */
 		unsigned int same = 0;
 
 		for (struct client *o = d.clients; o; o = o->next)
 			same += o->cred.uid == cl->cred.uid && !o->refuse;
-		if (same >= d.max_per_user) {
-			if (d.refusing >= REFUSING_MAX) {
-				pthread_mutex_unlock(&d.lock);
-				logf("client %d (uid %u) closed: %u connections, and too many refused already",
-				     cl->cred.pid, cl->cred.uid, same);
-				goto fail;
-			}
+		if (same >= d.max_per_user)
 			cl->refuse = -EUSERS;
-			d.refusing++;
+	}
+	if (cl->refuse) {
+		if (d.refusing >= REFUSING_MAX) {
+			pthread_mutex_unlock(&d.lock);
+			logf("client %d (uid %u) closed: refused (%s), and too many refused already",
+			     cl->cred.pid, cl->cred.uid, strerror(-cl->refuse));
+			goto fail;
 		}
+		d.refusing++;
 	}
 	cl->next = d.clients;
 	d.clients = cl;
@@ -967,7 +980,8 @@ static void client_new(int sock)
 	pthread_mutex_unlock(&d.lock);
 	/* Before the thread starts: it frees @cl when the client goes. */
 	logf("client %d (uid %u) connected%s", cl->cred.pid, cl->cred.uid,
-	     cl->refuse ? ", refused: its user's connections are at --max-clients-per-user" : "");
+	     cl->refuse == -EUSERS ? ", refused: its user's connections are at --max-clients-per-user" :
+	     cl->refuse ? ", refused: another user's, and this daemon is not root's" : "");
 	pthread_attr_init(&at);
 	pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
 	if (pthread_create(&cl->thread, &at, client_main, cl) != 0) {
@@ -1228,8 +1242,14 @@ int main(int argc, char **argv)
 	}
 	d.lsock = systemd_socket();
 	d.socket_activated = d.lsock >= 0;
-	if (d.lsock < 0)
-		d.lsock = listen_on(path, group, mode > 0 ? (mode_t)mode : group ? 0660 : 0600);
+	if (d.lsock < 0) {
+		mode_t m = mode > 0 ? (mode_t)mode : group ? 0660 : 0600;
+
+		if (d.euid != 0 && (m & 0066))
+			fprintf(stderr, "upcd: not root: other users may connect to %s (mode %04o) but are refused "
+				"(upcd(8), SECURITY)\n", path, (unsigned int)m);
+		d.lsock = listen_on(path, group, m);
+	}
 	if (d.lsock < 0)
 		return 1;
 	/*

@@ -21,6 +21,7 @@
 
 static char sock_path[108];
 static pid_t upcd_pid;
+static uid_t upcd_uid;		/* the next upcd_start()'s user (0: root) */
 
 static void upcd_start(const char *a1, const char *a2)
 {
@@ -30,11 +31,18 @@ static void upcd_start(const char *a1, const char *a2)
 	require_upcache();
 	cr_assert(mkdtemp(dir));
 	cr_assert_eq(chmod(dir, 0711), 0);	/* the socket's own mode (0666) decides who connects */
+	if (upcd_uid)
+		cr_assert_eq(chown(dir, upcd_uid, upcd_uid), 0);
 	snprintf(sock_path, sizeof(sock_path), "%s/s", dir);
 	snprintf(bin, sizeof(bin), "%s/daemon/upcd", bd ? bd : ".");
 	upcd_pid = fork();
 	cr_assert_geq(upcd_pid, 0);
 	if (upcd_pid == 0) {
+		if (upcd_uid && (setgroups(0, NULL) || setresgid(upcd_uid, upcd_uid, upcd_uid) ||
+				 setresuid(upcd_uid, upcd_uid, upcd_uid))) {
+			fprintf(stderr, "cannot drop to uid %u: %s\n", (unsigned int)upcd_uid, strerror(errno));
+			_exit(126);
+		}
 		prctl(PR_SET_PDEATHSIG, SIGTERM);
 		execl(bin, "upcd", "--foreground", "--socket", sock_path, "--mode", "0666", "--verbose", a1, a2,
 		      (char *)NULL);
@@ -586,6 +594,66 @@ Test(upcd_admin, connections_past_a_users_limit_get_eusers, .timeout = 60)
 	}
 	for (int i = 0; i < 3; i++)
 		close(s[i]);
+	upcd_stop();
+	free(m);
+}
+
+/* ------------------------------------------------------------ a daemon that is not root */
+
+/* As uid @uid: HELLO's result on a connection of its own (a negative errno), or 1 if it cannot try. */
+static long hello_as(uid_t uid)
+{
+	int pfd[2], status;
+	long ret = 1;
+	pid_t pid;
+
+	cr_assert_eq(pipe(pfd), 0);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		struct upc_msg *m = malloc(sizeof(*m));
+		long r = 1;
+		int s;
+
+		if (!setgroups(0, NULL) && !setresgid(uid, uid, uid) && !setresuid(uid, uid, uid) && m &&
+		    (s = raw_connect()) >= 0)
+			r = raw_hello(s, m);
+		_exit(write(pfd[1], &r, sizeof(r)) == (ssize_t)sizeof(r) ? 0 : 1);
+	}
+	close(pfd[1]);
+	if (read(pfd[0], &ret, sizeof(ret)) != (ssize_t)sizeof(ret))
+		ret = 1;
+	close(pfd[0]);
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	return ret;
+}
+
+/*
+ * upcd run by a user serves that user and root, and refuses every other
+ * user (-EACCES at the first request) even where the socket's mode lets
+ * them connect: its memfds are its user's, whose processes may change
+ * their mode, so a read-only descriptor could not be kept read-only for
+ * them against another user's writes (upcd(8), SECURITY).
+ */
+Test(upcd_admin, a_daemon_that_is_not_root_serves_only_its_own_user, .timeout = 60)
+{
+	struct upc_msg *m = malloc(sizeof(*m));
+	int s;
+
+	if (geteuid() != 0)
+		cr_skip_test("needs root, to run upcd as uid %d", NOBODY);
+	upcd_uid = NOBODY;
+	upcd_start(NULL, NULL);		/* --mode 0666: anyone may connect */
+	upcd_uid = 0;
+	cr_assert_eq(hello_as(NOBODY), 0, "the daemon's own user was refused");
+	cr_assert_eq(hello_as(NOBODY - 1), -EACCES, "another user was not refused");
+	s = raw_connect();
+	cr_assert_geq(s, 0);
+	cr_assert_eq(raw_hello(s, m), 0, "root was refused");
+	/* a refused user does not count against the others: the daemon's user is served after */
+	cr_assert_eq(hello_as(NOBODY - 1), -EACCES);
+	cr_assert_eq(hello_as(NOBODY), 0);
+	close(s);
 	upcd_stop();
 	free(m);
 }
