@@ -356,7 +356,10 @@ static void keep(struct upc_cache *c, struct upc_file *f, int fd)
 	int ret;
 
 	(void)c;
-	if (keep_chan < 0 || !m.key)
+	if (!m.key)
+		return;
+	fdstore_keep(f, m.key, fd);	/* --fd-store (fdstore.c) */
+	if (keep_chan < 0)
 		return;
 	ret = send_fds(keep_chan, &m, fds, 3, MSG_DONTWAIT);
 	if (ret < 0 && !keep_warned) {
@@ -371,8 +374,45 @@ static void forget(struct upc_cache *c, struct upc_file *f)
 	struct keep_msg m = { .op = KEEP_FORGET, .key = file_key(f) };
 
 	(void)c;
-	if (keep_chan >= 0 && m.key)
+	if (!m.key)
+		return;
+	fdstore_forget(m.key);
+	if (keep_chan >= 0)
 		send_fds(keep_chan, &m, NULL, 0, MSG_DONTWAIT);
+}
+
+/* The cache tells keep() and forget() what to keep: the keeper, systemd's store, or both. */
+void keeper_hooks(struct upc_cache *c)
+{
+	c->keep = keep;
+	c->forget = forget;
+}
+
+/*
+ * What systemd's store handed back (@more, consumed) joins what the keeper
+ * did (*@k): a file both hand back is adopted once, from the keeper.
+ */
+void keeper_merge(struct kept **k, size_t *n, struct kept *more, size_t nmore)
+{
+	struct kept *all = nmore ? realloc(*k, (*n + nmore) * sizeof(*all)) : *k;
+
+	for (size_t i = 0; i < nmore; i++) {
+		bool dup = false;
+
+		for (size_t j = 0; all && j < *n && !dup; j++)
+			dup = all[j].key == more[i].key;
+		if (dup || !all) {
+			/* no room: left in the store, adopted at the next start */
+			close(more[i].fd);
+			close(more[i].memfd);
+			close(more[i].statefd);
+			continue;
+		}
+		all[(*n)++] = more[i];
+	}
+	if (all)
+		*k = all;
+	free(more);
 }
 
 /*
@@ -451,8 +491,7 @@ int keeper_takeover(struct upc_cache *c, const char *kpath, struct kept **out, s
 			setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 			setsockopt(s, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
 			keep_chan = s;
-			c->keep = keep;
-			c->forget = forget;
+			keeper_hooks(c);
 			*out = k;
 			return 1;
 		}
@@ -550,8 +589,7 @@ int keeper_start(struct upc_cache *c, const char *kpath)
 	close(sv[1]);
 	close(ls);
 	keep_chan = sv[0];
-	c->keep = keep;
-	c->forget = forget;
+	keeper_hooks(c);
 	pr_info("keeper: process %d keeps this daemon's files (%s)\n", (int)pid, sa.sun_path);
 	return 0;
 err:
@@ -572,6 +610,7 @@ void keeper_bye(void)
 {
 	struct keep_msg m = { .op = KEEP_BYE };
 
+	fdstore_bye();
 	if (keep_chan >= 0)
 		send_fds(keep_chan, &m, NULL, 0, 0);
 }

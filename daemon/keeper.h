@@ -20,5 +20,16 @@ int keeper_start(struct upc_cache *c, const char *kpath);
 int keeper_adopt(struct upc_cache *c, struct kept *k, size_t n);
 void keeper_adopt_wait(void);
 void keeper_bye(void);
+void keeper_hooks(struct upc_cache *c);
+void keeper_merge(struct kept **k, size_t *n, struct kept *more, size_t nmore);
+
+/* fdstore.c: systemd's file descriptor store, a keeper that is no process */
+struct upc_file;
+int fdstore_start(void);
+int fdstore_take(int fd, const char *name);
+int fdstore_take_all(struct kept **out, size_t *n);
+void fdstore_keep(struct upc_file *f, uint64_t key, int fd);
+void fdstore_forget(uint64_t key);
+void fdstore_bye(void);
 
 #endif

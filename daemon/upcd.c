@@ -1019,18 +1019,45 @@ static void on_signal(int sig)
 		d.stop = 1;	/* the pipe is full: the loop wakes all the same */
 }
 
-/* systemd: the socket it passed (LISTEN_FDS), and READY=1 (Type=notify). */
+/*
+ * systemd: what it passed (LISTEN_FDS from 3 on, named by LISTEN_FDNAMES):
+ * its socket, which is returned (or -1: none), and what its file
+ * descriptor store kept for us (fdstore.c, fdstore_take()).  Anything
+ * else is closed.  READY=1 and STOPPING=1 below (Type=notify).
+ */
 static int systemd_socket(void)
 {
-	const char *pid = getenv("LISTEN_PID"), *n = getenv("LISTEN_FDS");
+	const char *pid = getenv("LISTEN_PID"), *n = getenv("LISTEN_FDS"), *names = getenv("LISTEN_FDNAMES");
+	int lsock = -1, count;
 
-	if (!pid || !n || atoi(pid) != getpid() || atoi(n) != 1)
+	if (!pid || !n || atoi(pid) != getpid())
 		return -1;
+	count = atoi(n);
+	for (int i = 0; i < count && i < 1 << 20; i++) {
+		int fd = 3 + i, listening = 0;
+		socklen_t sl = sizeof(listening);
+		char name[256] = "";
+
+		if (fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
+			continue;
+		if (names) {	/* the i-th of them, ':' between */
+			size_t len = strcspn(names, ":");
+
+			if (len < sizeof(name))
+				memcpy(name, names, len), name[len] = '\0';
+			names = names[len] ? names + len + 1 : names + len;
+		}
+		if (fdstore_take(fd, name))
+			continue;
+		if (lsock < 0 && getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &sl) == 0 && listening)
+			lsock = fd;
+		else
+			close(fd);
+	}
 	unsetenv("LISTEN_PID");
 	unsetenv("LISTEN_FDS");
 	unsetenv("LISTEN_FDNAMES");
-	fcntl(3, F_SETFD, FD_CLOEXEC);
-	return 3;
+	return lsock;
 }
 
 static void systemd_notify(const char *what)
@@ -1107,7 +1134,8 @@ static void usage(FILE *to)
 	fprintf(to,
 		"usage: upcd [--foreground] [--socket PATH] [--mem-limit SIZE] [--async]\n"
 		"            [--group NAME] [--mode OCTAL] [--max-clients-per-user N]\n"
-		"            [--max-pinned-per-client SIZE] [--keeper-socket PATH] [--verbose]\n"
+		"            [--max-pinned-per-client SIZE] [--keeper-socket PATH] [--fd-store]\n"
+		"            [--verbose]\n"
 		"Holds one page cache for every process that creates its cache with\n"
 		"UPC_CACHE_SHARED.  See upcd(8).\n"
 		"  --foreground                 do not detach\n"
@@ -1121,6 +1149,8 @@ static void usage(FILE *to)
 		"  --keeper-socket PATH         where this daemon's keeper waits for the next\n"
 		"                               daemon after a crash (default SOCKET.keeper;\n"
 		"                               \"none\": no keeper)\n"
+		"  --fd-store                   keep the files in systemd's file descriptor\n"
+		"                               store too (FileDescriptorStoreMax=)\n"
 		"  --verbose                    log clients and errors to standard error\n",
 		CLIENTS_PER_USER);
 }
@@ -1138,13 +1168,14 @@ int main(int argc, char **argv)
 		{ "max-clients-per-user", required_argument, NULL, 'U' },
 		{ "max-pinned-per-client", required_argument, NULL, 'P' },
 		{ "keeper-socket", required_argument, NULL, 'K' },
+		{ "fd-store", no_argument, NULL, 'S' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
 	UPC_OPTS(upc_cache_opts, o);
 	const char *path = NULL, *group = NULL, *kpath = NULL;
 	char defpath[256];
-	bool foreground = false;
+	bool foreground = false, fd_store = false;
 	long mode = -1;
 	struct sigaction sa = { .sa_handler = on_signal };
 	size_t max_pinned = 0;
@@ -1158,7 +1189,7 @@ int main(int argc, char **argv)
 		return keeper_run(argv[2]);
 	d.max_per_user = CLIENTS_PER_USER;
 	d.euid = geteuid();
-	while ((opt = getopt_long(argc, argv, "fs:m:ag:M:vU:P:K:h", lo, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "fs:m:ag:M:vU:P:K:Sh", lo, NULL)) != -1) {
 		switch (opt) {
 		case 'f': foreground = true; break;
 		case 's': path = optarg; break;
@@ -1203,6 +1234,7 @@ int main(int argc, char **argv)
 			}
 			kpath = optarg;
 			break;
+		case 'S': fd_store = true; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -1279,13 +1311,27 @@ int main(int argc, char **argv)
 	/* a quarter of the cache's own pin limit (upc_pin(3): the memory limit), by default */
 	d.max_pinned = max_pinned ? max_pinned >> UPC_PAGE_SHIFT : max_t(uint64_t, d.c->limit_pages / 4, 1);
 	/*
+	 * --fd-store, or systemd's $FDSTORE (254 and later set it to
+	 * FileDescriptorStoreMax=): every file goes to its store too, which
+	 * no kill of the unit's processes empties (fdstore.c).
+	 */
+	if (fd_store || (getenv("FDSTORE") && atoi(getenv("FDSTORE")) > 0)) {
+		int r = fdstore_start();
+
+		if (r < 0)
+			fprintf(stderr, "upcd: --fd-store: %s: the keeper alone keeps the files\n",
+				r == -ENOENT ? "no $NOTIFY_SOCKET (not started by systemd)" : upc_strerror(r));
+		else
+			keeper_hooks(d.c);
+	}
+	/*
 	 * What an earlier daemon's keeper holds is adopted, then this one's
 	 * keeper starts on the same path (keeper.c).  A daemon without one
 	 * serves all the same: its dirty pages die with it, as they did.
 	 */
 	{
-		struct kept *k;
-		size_t nk;
+		struct kept *k, *sk;
+		size_t nk, nsk;
 		int kr;
 		char kbuf[sizeof(((struct sockaddr_un *)0)->sun_path)];
 
@@ -1325,7 +1371,12 @@ int main(int argc, char **argv)
 					fprintf(stderr, "upcd: no keeper (%s): %s\n", kpath, upc_strerror(kr));
 			}
 		}
-		if (ret == 0 && (ret = keeper_adopt(d.c, k, nk)) < 0)
+		/* and what systemd's store handed back (fdstore.c): a file the keeper has too, once */
+		if (fdstore_take_all(&sk, &nsk) == 0 && nsk) {
+			logf("systemd's file descriptor store handed back %zu files", nsk);
+			keeper_merge(&k, &nk, sk, nsk);
+		}
+		if ((ret = keeper_adopt(d.c, k, nk)) < 0)
 			fprintf(stderr, "upcd: adopting the kept files: %s\n", upc_strerror(ret));
 	}
 	systemd_notify("READY=1");

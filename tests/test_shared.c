@@ -3891,3 +3891,244 @@ Test(shared, a_client_slow_to_map_its_pin_holds_up_no_other_client_of_the_file, 
 {
 	slow_client_holds_up_nobody(SLOW_PIN, 0, -1);
 }
+
+/* ------------------------------------------------------------ systemd's file descriptor store, played */
+
+/*
+ * The part of systemd a daemon with --fd-store talks to: a datagram
+ * socket at $NOTIFY_SOCKET whose FDSTORE=1 and FDSTOREREMOVE=1 messages
+ * it keeps (FDNAME= names each descriptor), and that hands what it holds
+ * to the next daemon it starts (LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES),
+ * as systemd does for a unit with FileDescriptorStoreMax= set.
+ */
+#define FS_MAX 64
+
+struct fake_store {
+	int sock;
+	char path[108];
+	size_t n;
+	char name[FS_MAX][64];
+	int fd[FS_MAX];
+};
+
+static void fs_open(struct fake_store *st)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	char *slash;
+
+	memset(st, 0, sizeof(*st));
+	snprintf(st->path, sizeof(st->path), "%s", sock_path);
+	slash = strrchr(st->path, '/');
+	cr_assert(slash);
+	strcpy(slash + 1, "notify");
+	strcpy(sa.sun_path, st->path);
+	st->sock = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	cr_assert_geq(st->sock, 0);
+	cr_assert_eq(bind(st->sock, (struct sockaddr *)&sa, sizeof(sa)), 0, "bind %s: %s", st->path, strerror(errno));
+}
+
+/* Every message sent so far, carried out. */
+static void fs_drain(struct fake_store *st)
+{
+	for (;;) {
+		char text[512], cbuf[CMSG_SPACE(8 * sizeof(int))], *nm;
+		struct iovec iov = { .iov_base = text, .iov_len = sizeof(text) - 1 };
+		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+				     .msg_controllen = sizeof(cbuf) };
+		int got[8], ngot = 0;
+		ssize_t r = recvmsg(st->sock, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+		char name[64] = "";
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			break;
+		text[r] = '\0';
+		for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm))
+			if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
+				ngot = (int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+				memcpy(got, CMSG_DATA(cm), (size_t)ngot * sizeof(int));
+			}
+		if ((nm = strstr(text, "FDNAME=")))
+			sscanf(nm + 7, "%63[^\n]", name);
+		if (strstr(text, "FDSTORE=1")) {
+			for (int i = 0; i < ngot; i++) {
+				cr_assert_lt(st->n, FS_MAX, "the store is full");
+				strcpy(st->name[st->n], name);
+				st->fd[st->n++] = got[i];
+			}
+			continue;
+		}
+		for (int i = 0; i < ngot; i++)
+			close(got[i]);
+		if (strstr(text, "FDSTOREREMOVE=1"))
+			for (size_t i = 0; i < st->n;) {
+				if (strcmp(st->name[i], name)) {
+					i++;
+					continue;
+				}
+				close(st->fd[i]);
+				st->n--;
+				st->fd[i] = st->fd[st->n];
+				strcpy(st->name[i], st->name[st->n]);
+			}
+	}
+}
+
+/* How many descriptors the store holds under names starting with @prefix. */
+static size_t fs_count(const struct fake_store *st, const char *prefix)
+{
+	size_t k = 0;
+
+	for (size_t i = 0; i < st->n; i++)
+		k += !strncmp(st->name[i], prefix, strlen(prefix));
+	return k;
+}
+
+/* upcd --fd-store, no keeper, with what the store holds if @hand (systemd starting it again). */
+static void fs_spawn(const struct fake_store *st, bool hand, bool fd_store)
+{
+	const char *bd = getenv("UPC_TEST_BUILDDIR");
+	char bin[512];
+
+	snprintf(bin, sizeof(bin), "%s/daemon/upcd", bd ? bd : ".");
+	upcd_pid = fork();
+	cr_assert_geq(upcd_pid, 0);
+	if (upcd_pid == 0) {
+		char names[FS_MAX * 64] = "", num[32];
+		int hi[FS_MAX];
+
+		prctl(PR_SET_PDEATHSIG, SIGTERM);
+		setenv("NOTIFY_SOCKET", st->path, 1);
+		if (hand && st->n) {
+			/* above every number they go to first, then down to 3, 4, ... */
+			for (size_t i = 0; i < st->n; i++)
+				if ((hi[i] = fcntl(st->fd[i], F_DUPFD, 3 + FS_MAX + 16)) < 0)
+					_exit(125);
+			for (size_t i = 0; i < st->n; i++) {
+				if (dup2(hi[i], 3 + (int)i) < 0)
+					_exit(125);
+				if (i)
+					strcat(names, ":");
+				strcat(names, st->name[i]);
+			}
+			snprintf(num, sizeof(num), "%zu", st->n);
+			setenv("LISTEN_FDS", num, 1);
+			snprintf(num, sizeof(num), "%d", (int)getpid());
+			setenv("LISTEN_PID", num, 1);
+			setenv("LISTEN_FDNAMES", names, 1);
+		}
+		execl(bin, "upcd", "--foreground", "--socket", sock_path, "--mode", "0666", "--verbose",
+		      "--keeper-socket", "none", fd_store ? "--fd-store" : "--verbose",
+		      track_flags() ? "--async" : NULL, (char *)NULL);
+		fprintf(stderr, "exec %s: %s\n", bin, strerror(errno));
+		_exit(127);
+	}
+	for (int i = 0; i < 500; i++) {
+		int s = path_connect(sock_path);
+
+		if (s >= 0) {
+			close(s);
+			return;
+		}
+		cr_assert_eq(waitpid(upcd_pid, NULL, WNOHANG), 0, "upcd exited at start");
+		usleep(10000);
+	}
+	cr_assert_fail("upcd did not start listening on %s", sock_path);
+}
+
+/*
+ * With --fd-store and no keeper at all, a killed daemon's dirty pages
+ * outlive every process of it and every client, in systemd's store
+ * (daemon/fdstore.c): the case the keeper cannot cover, where it is
+ * killed too (systemctl kill).  A file written by a process that exited,
+ * and one whose writer is killed after the daemon; systemd starts a new
+ * daemon with what its store kept, which adopts both files and writes
+ * them back, sending nothing again; a clean stop empties the store.  A
+ * file the cache lets go before (it was unlinked) leaves the store then.
+ */
+Test(shared, a_killed_daemons_dirty_pages_outlive_everything_in_systemds_fd_store, .timeout = 90)
+{
+	struct nd_shared *sh = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	char apath[64], bpath[64], cpath[64], dir[] = "/tmp/upcd-test.XXXXXX";
+	int afd = tmpfile_pattern(8 * PAGE, apath), bfd = tmpfile_pattern(8 * PAGE, bpath), status;
+	int cfd = tmpfile_pattern(8 * PAGE, cpath);
+	struct fake_store *st = calloc(1, sizeof(*st));
+	unsigned char a = 0, b = 0, cb = 0;
+	pid_t y;
+
+	cr_assert(sh != MAP_FAILED && st);
+	require_upcache();
+	cr_assert(mkdtemp(dir));
+	cr_assert_eq(chmod(dir, 0711), 0);
+	snprintf(sock_path, sizeof(sock_path), "%s/s", dir);
+	fs_open(st);
+	setenv("UPC_RECONNECT", "60", 1);
+	fs_spawn(st, false, true);
+	/* a file the cache lets go: unlinked, it is written back and released, and leaves the store */
+	write_and_exit(cpath, 8, 2, 1, 0, 'C');
+	fs_drain(st);
+	cr_assert_eq(fs_count(st, "upc-mem."), 1, "the written file's memfd is not in the store");
+	cr_assert_eq(unlink(cpath), 0);
+	for (int i = 0; i < 500 && fs_count(st, "upc-"); i++) {
+		usleep(10 * 1000);
+		fs_drain(st);
+	}
+	cr_assert_eq(st->n, 0, "a file the cache let go left %zu descriptors in the store", st->n);
+	cr_assert_eq(pread(cfd, &cb, 1, 2 * PAGE), 1);
+	cr_assert_eq(cb, 'C', "the unlinked file was not written back before it left the cache: %#x", cb);
+	write_and_exit(apath, 8, 3, 1, 7, 'A');
+	y = fork_child();
+	cr_assert_geq(y, 0);
+	if (y == 0) {		/* writes, and stays until it is killed */
+		struct upc_cache *c = shared_cache();
+		int f = open_rw(bpath);
+		volatile unsigned char *p;
+
+		if (upc_map(c, f, 0, 8 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p))
+			_exit(10);
+		p[5 * PAGE + 9] = 'B';
+		atomic_store(&sh->writer_ready, 1);
+		for (;;)
+			pause();
+	}
+	for (int i = 0; i < 3000 && !atomic_load(&sh->writer_ready); i++)
+		usleep(1000);
+	cr_assert(atomic_load(&sh->writer_ready));
+	fs_drain(st);
+	cr_assert_eq(fs_count(st, "upc-mem."), 2, "the store holds %zu data memfds, not 2", fs_count(st, "upc-mem."));
+	cr_assert_eq(fs_count(st, "upc-pt."), 2);
+	cr_assert_eq(fs_count(st, "upc-file-rw."), 2, "the files' writable descriptors are not stored");
+	cr_assert_eq(st->n, 6, "the store holds %zu descriptors, not 6", st->n);
+	cr_assert_eq(kill(upcd_pid, SIGKILL), 0);
+	cr_assert_eq(waitpid(upcd_pid, &status, 0), upcd_pid);
+	usleep(200 * 1000);	/* the writer notices: waits (async) or serves itself (sync) */
+	cr_assert_eq(kill(y, SIGKILL), 0);
+	cr_assert_eq(waitpid(y, &status, 0), y);
+	/* only the store holds them now, and neither page was written back */
+	cr_assert_eq(pread(afd, &a, 1, 3 * PAGE + 7), 1);
+	cr_assert_eq(pread(bfd, &b, 1, 5 * PAGE + 9), 1);
+	cr_assert_eq(a, pat(3 * PAGE + 7), "the test's premise: the page was written back before the kill");
+	cr_assert_eq(b, pat(5 * PAGE + 9), "the test's premise: the page was written back before the kill");
+
+	fs_drain(st);
+	fs_spawn(st, true, true);
+	for (int i = 0; i < 300 && (a != 'A' || b != 'B'); i++) {
+		usleep(100 * 1000);
+		upcd_sync();
+		cr_assert_eq(pread(afd, &a, 1, 3 * PAGE + 7), 1);
+		cr_assert_eq(pread(bfd, &b, 1, 5 * PAGE + 9), 1);
+	}
+	cr_assert_eq(a, 'A', "a page written by a process that exited, after the daemon's kill: %#x", a);
+	cr_assert_eq(b, 'B', "a page written by a process killed after the daemon: %#x", b);
+	fs_drain(st);
+	cr_assert_eq(st->n, 6, "the new daemon stored again what the store handed it: %zu descriptors", st->n);
+	upcd_stop();
+	fs_drain(st);
+	cr_assert_eq(st->n, 0, "a clean stop left %zu descriptors in the store", st->n);
+	close(st->sock);
+	free(st);
+	close(afd);
+	close(bfd);
+	close(cfd);
+}

@@ -19,16 +19,18 @@ if [ ! -f "$svc" ]; then
 elif grep -n '@[a-z_]*@' "$svc"; then
 	fail generated "$svc: a @variable@ left"
 elif [ -n "${UPC_TEST_SBINDIR:-}" ] &&
-	! grep -qxF "ExecStart=$UPC_TEST_SBINDIR/upcd --foreground --keeper-socket /run/upcd/keeper.sock" "$svc"; then
-	fail generated "$svc: no ExecStart=$UPC_TEST_SBINDIR/upcd --foreground --keeper-socket /run/upcd/keeper.sock"
+	! grep -qxF "ExecStart=$UPC_TEST_SBINDIR/upcd --foreground --keeper-socket /run/upcd/keeper.sock --fd-store" "$svc"; then
+	fail generated "$svc: no ExecStart=$UPC_TEST_SBINDIR/upcd --foreground --keeper-socket /run/upcd/keeper.sock --fd-store"
 else
-	# the keeper (upcd(8)) outlives a crash of the main process, its socket in the runtime directory
+	# the keeper (upcd(8)) outlives a crash of the main process, its socket in the runtime directory;
+	# systemd's store (--fd-store) outlives them both
 	grep -q '^Type=notify$' "$svc" && grep -q '^KillSignal=SIGTERM$' "$svc" &&
+		grep -q '^FileDescriptorStoreMax=[1-9][0-9]*$' "$svc" &&
 		grep -q '^KillMode=process$' "$svc" && grep -q '^RuntimeDirectory=upcd$' "$svc" &&
 		grep -q '^RuntimeDirectoryPreserve=yes$' "$svc" &&
 		grep -q '^ListenSequentialPacket=/run/upcd.sock$' "$SRC/daemon/upcd.socket" &&
 		pass generated ||
-		fail generated "Type=notify, KillSignal=SIGTERM, KillMode=process, RuntimeDirectory=upcd (preserved) or ListenSequentialPacket= missing"
+		fail generated "Type=notify, KillSignal=SIGTERM, FileDescriptorStoreMax=, KillMode=process, RuntimeDirectory=upcd (preserved) or ListenSequentialPacket= missing"
 fi
 
 if ! command -v systemd-analyze >/dev/null 2>&1; then
