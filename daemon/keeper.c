@@ -402,7 +402,12 @@ void keeper_merge(struct kept **k, size_t *n, struct kept *more, size_t nmore)
 		for (size_t j = 0; all && j < *n && !dup; j++)
 			dup = all[j].key == more[i].key;
 		if (dup || !all) {
-			/* no room: left in the store, adopted at the next start */
+			/*
+			 * No room: left in the store, adopted at the next start
+			 * (and not removed from it at a clean exit).
+			 */
+			if (!dup)
+				fdstore_leave(more[i].key);
 			close(more[i].fd);
 			close(more[i].memfd);
 			close(more[i].statefd);

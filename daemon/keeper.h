@@ -3,6 +3,7 @@
 #ifndef UPCD_KEEPER_H
 #define UPCD_KEEPER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -25,9 +26,11 @@ void keeper_merge(struct kept **k, size_t *n, struct kept *more, size_t nmore);
 
 /* fdstore.c: systemd's file descriptor store, a keeper that is no process */
 struct upc_file;
-int fdstore_start(void);
+int fdstore_start(size_t max);
 int fdstore_take(int fd, const char *name);
+bool fdstore_handed(void);
 int fdstore_take_all(struct kept **out, size_t *n);
+void fdstore_leave(uint64_t key);
 void fdstore_keep(struct upc_file *f, uint64_t key, int fd);
 void fdstore_forget(uint64_t key);
 void fdstore_bye(void);

@@ -210,6 +210,24 @@ static int check_attach(struct client *cl, const int *fds)
 	return 0;
 }
 
+/*
+ * The kernel's internal UFFD_FEATURE_INITIALIZED, set once UFFDIO_API is
+ * done: fdinfo shows it among the features since Linux 6.1.
+ */
+#define UFFD_SHOWN_INITIALIZED	(1ull << 31)
+
+/* The features fdinfo shows for the userfaultfd @fd: 0, or -1. */
+static int uffd_features_shown(int fd, uint64_t *feat)
+{
+	char api[64];
+	unsigned long long ver, f;
+
+	if (fdinfo_field(fd, "API:", api, sizeof(api)) < 0 || sscanf(api, "%llx:%llx", &ver, &f) != 2)
+		return -1;
+	*feat = f;
+	return 0;
+}
+
 /* ------------------------------------------------------------ the administrator */
 
 /*
@@ -788,6 +806,29 @@ static long serve_attach(struct client *cl, struct upc_msg *m)
 	if (fcntl(m->fds[0], F_SETFL, O_NONBLOCK) < 0)
 		return -errno;
 	/*
+	 * Its features as the library asks for them: set (UFFDIO_API done,
+	 * so that none can be added later), and no non-cooperative event.
+	 * A fork, mremap, madvise or munmap event of the client's would make
+	 * the kernel refuse the daemon's page-table ioctls (EAGAIN) until a
+	 * handler reads it, and the handlers may be waiting for the mm's
+	 * lock the refused request holds (review of edfc85e).  Read from
+	 * fdinfo ("API:\t<api>:<features>:<ioctls>"); the kernel's own
+	 * "initialized" bit is among them where the daemon's userfaultfd
+	 * shows it (Linux 6.1 and later).
+	 */
+	{
+		uint64_t feat, own;
+
+		if (uffd_features_shown(m->fds[0], &feat) < 0 ||
+		    (feat & (UFFD_FEATURE_EVENT_FORK | UFFD_FEATURE_EVENT_REMAP | UFFD_FEATURE_EVENT_REMOVE |
+			     UFFD_FEATURE_EVENT_UNMAP)) ||
+		    (d.c->engine_uffd >= 0 && uffd_features_shown(d.c->engine_uffd, &own) == 0 &&
+		     (own & UFFD_SHOWN_INITIALIZED) && !(feat & UFFD_SHOWN_INITIALIZED))) {
+			logf("client %d: attach: a userfaultfd not set up as the library sets it up", cl->cred.pid);
+			return -EINVAL;
+		}
+	}
+	/*
 	 * One userfaultfd(2) made, as the library makes it: where the kernel
 	 * reads the daemon's own with RWF_NOWAIT, the client's must read so
 	 * too (a fork event's descriptor may not: fault.c, uffd_read_nonblock).
@@ -1038,8 +1079,6 @@ static int systemd_socket(void)
 		socklen_t sl = sizeof(listening);
 		char name[256] = "";
 
-		if (fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
-			continue;
 		if (names) {	/* the i-th of them, ':' between */
 			size_t len = strcspn(names, ":");
 
@@ -1047,6 +1086,8 @@ static int systemd_socket(void)
 				memcpy(name, names, len), name[len] = '\0';
 			names = names[len] ? names + len + 1 : names + len;
 		}
+		if (fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
+			continue;
 		if (fdstore_take(fd, name))
 			continue;
 		if (lsock < 0 && getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &sl) == 0 && listening)
@@ -1312,11 +1353,14 @@ int main(int argc, char **argv)
 	d.max_pinned = max_pinned ? max_pinned >> UPC_PAGE_SHIFT : max_t(uint64_t, d.c->limit_pages / 4, 1);
 	/*
 	 * --fd-store, or systemd's $FDSTORE (254 and later set it to
-	 * FileDescriptorStoreMax=): every file goes to its store too, which
-	 * no kill of the unit's processes empties (fdstore.c).
+	 * FileDescriptorStoreMax=, the maximum the store is counted against),
+	 * or a store systemd handed back (it keeps one for this unit): every
+	 * file goes to its store too, which no kill of the unit's processes
+	 * empties (fdstore.c).
 	 */
-	if (fd_store || (getenv("FDSTORE") && atoi(getenv("FDSTORE")) > 0)) {
-		int r = fdstore_start();
+	if (fd_store || (getenv("FDSTORE") && atol(getenv("FDSTORE")) > 0) || fdstore_handed()) {
+		long max = getenv("FDSTORE") ? atol(getenv("FDSTORE")) : 0;
+		int r = fdstore_start(max > 0 ? (size_t)max : 0);
 
 		if (r < 0)
 			fprintf(stderr, "upcd: --fd-store: %s: the keeper alone keeps the files\n",
@@ -1372,7 +1416,10 @@ int main(int argc, char **argv)
 			}
 		}
 		/* and what systemd's store handed back (fdstore.c): a file the keeper has too, once */
-		if (fdstore_take_all(&sk, &nsk) == 0 && nsk) {
+		if (fdstore_take_all(&sk, &nsk) < 0)
+			fprintf(stderr, "upcd: systemd's file descriptor store: out of memory: left there for the "
+				"next start\n");
+		if (nsk) {
 			logf("systemd's file descriptor store handed back %zu files", nsk);
 			keeper_merge(&k, &nk, sk, nsk);
 		}

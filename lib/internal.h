@@ -45,7 +45,11 @@
  * pages are write-protected: map.c, file_wp_extend()), as the other
  * page-table changes that meet a fork do (fork_yield_file()): its callers
  * hold nothing across it that another holder of the lock may change
- * (upc_pwrite protects the new pages first, so that it does not).
+ * (upc_pwrite protects the new pages first, so that it does not).  So does
+ * mm_call_file() (remote.c), while a client of upcd munmaps, mprotects or
+ * madvises its own addresses, which it may take its time to do: what the
+ * lock kept out is made safe before (map.c, map_forget_remote(); reclaim.c,
+ * dontneed_piece()).
  *
  * File lifetime (the kernel's iget/iput and inode LRU; cache.c has the
  * policy).  file->refs counts every mapping (in any mm, forked children's
@@ -299,6 +303,8 @@ struct upc_map {
 					 * (markers); the rest follows end of file (map_wp_extend) */
 	uint64_t poison_lo, poison_hi;	/* a client's: file pages [lo, hi) may hold poison markers,
 					 * accesses past end of file refused (remote_refuse) */
+	uint64_t zap_lo, zap_hi;	/* a client's, asynchronous tracking: file pages [lo, hi)
+					 * it is zapping without file->lock (dontneed_piece) */
 	struct upc_map *f_next, *f_prev;	/* file->rmap */
 };
 

@@ -914,6 +914,13 @@ static void handle_fault(struct upc_handler *h, const struct uffd_msg *msg)
 	}
 	atomic_fetch_add_explicit(&mm->nr_faults, 1, memory_order_relaxed);	/* upcctl daemon clients */
 	pthread_mutex_lock(&m->file->lock);
+	/*
+	 * The client is zapping a run of @m without file->lock (reclaim.c,
+	 * dontneed_piece): what it wrote there is in the PTEs it empties,
+	 * and a page this fault maps again, write-protected, would hide it.
+	 */
+	if (m->zap_hi != m->zap_lo)
+		track_collect(m->file, m->zap_lo, m->zap_hi - 1);
 	if (flags & UFFD_PAGEFAULT_FLAG_WP)
 		handle_wp(h, m, addr, msg->arg.pagefault.feat.ptid);
 	else if (flags & UFFD_PAGEFAULT_FLAG_MINOR)

@@ -404,23 +404,37 @@ static bool range_pinned(struct upc_map *m, uintptr_t start, uintptr_t end)
  * A client's mapping @m (isolated, its written state collected) is taken
  * down: the client is asked to munmap it or to put a placeholder over it
  * (@op), with file->lock let go while it answers (mm_call_file()).  So @m
- * leaves the rmap and @mm first, and is write-protected before that if it
- * is writable (under asynchronous tracking track_collect_map() just did):
- * a write-back meanwhile neither protects an address the client may have
- * unmapped or reused by then, nor counts clean a page still writable
- * through it (I1) - a write the client makes before it is done traps, and
- * its handler, which needs mm->lock, finds no mapping once the caller
- * lets go of it.  Forgotten whatever the client answers (it is going
- * away, or lies); returns the answer.  Caller holds mm->lock for writing
+ * leaves the rmap and @mm first: a write-back meanwhile must neither
+ * protect an address the client may have unmapped or reused by then, nor
+ * count clean a page still writable through it (I1).  So no write through
+ * @m may go unseen once it is out of the rmap:
+ *
+ *   - synchronous tracking: @m is write-protected first.  A write the
+ *     client makes before it is done traps, and its handler, which needs
+ *     mm->lock, finds no mapping once the caller lets go of it;
+ *   - asynchronous tracking, where writes do not trap: the client is asked
+ *     to make @m read-only first (a call of its own, without the lock),
+ *     and what it wrote until then is collected after, under the lock
+ *     (a page it wrote just before it stopped would otherwise be written
+ *     back by another client's msync and then rewritten unseen; review of
+ *     edfc85e).
+ *
+ * The protect cannot meet EAGAIN: a client's userfaultfd has no event
+ * that makes the kernel refuse it (upcd.c, serve_attach()).  Forgotten
+ * whatever the client answers (it is going away, or lies; a lie costs only
+ * its own writes); returns the answer.  Caller holds mm->lock for writing
  * and f->lock, and frees @m.
  */
 static int map_forget_remote(struct upc_mm *mm, struct upc_map *m, int op)
 {
 	struct upc_file *f = m->file;
 
-	if (m->wp && f->cache->track_mode != UPC_TRACK_ASYNC)
-		while (sys_uffd_wp(mm->uffd, m->start, m->end - m->start, true, false) == -EAGAIN)
-			fork_yield_file(f);
+	if (m->wp && f->cache->track_mode == UPC_TRACK_ASYNC) {
+		mm_call_file(f, mm, MM_CALL_MPROTECT, m->start, m->end - m->start, PROT_READ);
+		track_collect_map(m);
+	} else if (m->wp) {
+		sys_uffd_wp(mm->uffd, m->start, m->end - m->start, true, false);
+	}
 	UPC_TRACE(unmap, f, m->pgoff, (m->end - m->start) >> UPC_PAGE_SHIFT);
 	rmap_del(f, m);
 	mm_remove(mm, m);

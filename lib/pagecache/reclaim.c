@@ -439,8 +439,23 @@ int dontneed_piece(struct upc_map *m, uintptr_t s, uintptr_t e, uint64_t first, 
 			 * (mm_call_file()): a page pinned meanwhile is another
 			 * mm's pin (this one's requests wait for this one), and
 			 * another mm's pin keeps its own mapping, not ours.
+			 * Under asynchronous tracking a written PTE zapped
+			 * leaves an empty one, which scans as written (track.c),
+			 * until a fault maps the page again, write-protected:
+			 * the run is marked, and a fault in @m collects it
+			 * before it maps anything (fault.c, handle_fault();
+			 * review of edfc85e: a write before the DONTNEED was
+			 * lost).
 			 */
-			if (mm_call_file(f, m->mm, MM_CALL_MADVISE, a, len, MADV_DONTNEED) < 0)
+			bool mark = m->mm->remote && m->wp && f->cache->track_mode == UPC_TRACK_ASYNC;
+			int r;
+
+			if (mark) {
+				m->zap_lo = p;
+				m->zap_hi = q;
+			}
+			r = mm_call_file(f, m->mm, MM_CALL_MADVISE, a, len, MADV_DONTNEED);
+			if (r < 0)
 				ret = -EINVAL;
 			else if (!m->wp)
 				;	/* read-only: nothing to protect */
@@ -454,6 +469,8 @@ int dontneed_piece(struct upc_map *m, uintptr_t s, uintptr_t e, uint64_t first, 
 				 */
 				while ((ret = sys_uffd_wp(m->mm->uffd, a, len, true, false)) == -EAGAIN)
 					fork_yield_file(f);
+			if (mark)
+				m->zap_lo = m->zap_hi = 0;
 		}
 		p = q + 1;	/* past the pinned page */
 	}
