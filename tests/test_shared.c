@@ -4156,9 +4156,21 @@ static void fs_spawn(const struct fake_store *st, unsigned int how, const char *
 			setenv("LISTEN_PID", num, 1);
 			setenv("LISTEN_FDNAMES", names, 1);
 		}
-		execl(bin, "upcd", "--foreground", "--socket", sock_path, "--mode", "0666", "--verbose",
-		      (how & FS_KEEPER) ? "--verbose" : "--keeper-socket", (how & FS_KEEPER) ? "--verbose" : "none",
-		      (how & FS_STORE) ? "--fd-store" : "--verbose", track_flags() ? "--async" : NULL, (char *)NULL);
+		{
+			char *argv[16] = { "upcd", "--foreground", "--socket", sock_path, "--mode", "0666", "--verbose" };
+			int argc = 7;
+
+			if (!(how & FS_KEEPER)) {
+				argv[argc++] = "--keeper-socket";
+				argv[argc++] = "none";
+			}
+			if (how & FS_STORE)
+				argv[argc++] = "--fd-store";
+			if (track_flags())
+				argv[argc++] = "--async";
+			argv[argc] = NULL;
+			execv(bin, argv);
+		}
 		fprintf(stderr, "exec %s: %s\n", bin, strerror(errno));
 		_exit(127);
 	}

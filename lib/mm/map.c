@@ -430,8 +430,11 @@ static int map_forget_remote(struct upc_mm *mm, struct upc_map *m, int op)
 	struct upc_file *f = m->file;
 
 	if (m->wp && f->cache->track_mode == UPC_TRACK_ASYNC) {
-		mm_call_file(f, mm, MM_CALL_MPROTECT, m->start, m->end - m->start, PROT_READ);
-		track_collect_map(m);
+		/* (one the client made read-only or inaccessible already cannot write) */
+		if (m->prot & PROT_WRITE) {
+			mm_call_file(f, mm, MM_CALL_MPROTECT, m->start, m->end - m->start, PROT_READ);
+			track_collect_map(m);
+		}
 	} else if (m->wp) {
 		sys_uffd_wp(mm->uffd, m->start, m->end - m->start, true, false);
 	}
