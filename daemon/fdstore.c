@@ -24,8 +24,13 @@
  * the keeper go; a file already stored is not sent again, so a restart
  * adds nothing to the store.  systemd answers nothing: what is stored is
  * counted against the maximum it was given ($FDSTORE), and a file that
- * would not fit whole is not stored (store_max).  What systemd hands back
- * joins what the keeper hands back (keeper_adopt).
+ * would not fit whole is not stored (store_max).  Nothing here waits for
+ * systemd while a lock of the cache is held (keep runs under the cache's
+ * lock or a file's, forget in the reclaim and flusher threads): a send
+ * systemd's queue refuses is not waited for; a removal so refused is
+ * tried again at the next keep or forget, and at exit, where it waits
+ * (review of 98e3b21).  What systemd hands back joins what the keeper
+ * hands back (keeper_adopt).
  */
 #define _GNU_SOURCE
 #include "internal.h"
@@ -49,19 +54,26 @@ static int store_sock = -1;		/* a datagram socket, connected to $NOTIFY_SOCKET *
 static bool store_warned;
 
 /*
- * The keys in the store (open addressing, linear probing; 0 is no key:
- * no memfd has inode 0), and whether the file went in read-write.  Under
- * store_lock: keep runs under the cache's lock, forget without it (the
- * file is released outside it: cache.c, file_free).
+ * The files in the store (open addressing, linear probing, key 0 none: no
+ * memfd has inode 0): how many of its descriptors the store holds, and
+ * what is still to be removed.  store_used counts every descriptor the
+ * store holds of ours, these and those left there untracked (@other: a
+ * file handed back and not adopted now, for the next start), against
+ * store_max ($FDSTORE; 0: not known).  All under store_lock.
  */
 static pthread_mutex_t store_lock = PTHREAD_MUTEX_INITIALIZER;
+
 struct slot {
 	uint64_t key;
-	bool rw;
+	uint8_t nfd;		/* its descriptors in the store */
+	bool rw;		/* its file descriptor there is read-write */
+	bool gone;		/* left the cache: every name to be removed */
+	bool ro_left;		/* upc-file-ro to be removed (upc-file-rw is in) */
 };
 
 static struct slot *slots;
-static size_t nslots, nkeys;
+static size_t nslots, nkeys, npending;
+static size_t store_max, store_used;
 
 static struct slot *slot_find(uint64_t key)
 {
@@ -127,14 +139,11 @@ static void slot_del(struct slot *s)
 }
 
 /*
- * One sd_notify message, with @fd or none.  0 or a negative errno.
- * Stores never block (they run under the cache's lock): a store that is
- * slow costs that file its keeping there.  Removals wait a little
- * (STORE_REMOVE_MS, the socket's send timeout): one that is lost leaves a
- * clean file's memfds in systemd until the unit stops, handed to every
- * restart (review of 36133e3).
+ * One sd_notify message, with @fd or none.  0 or a negative errno.  Not
+ * waiting for systemd unless @wait (then up to STORE_WAIT_MS, the
+ * socket's send timeout): only where no lock of the cache is held.
  */
-#define STORE_REMOVE_MS	1000
+#define STORE_WAIT_MS	1000
 
 static int store_send(const char *text, int fd, bool wait)
 {
@@ -168,26 +177,59 @@ static int store_put(int kind, uint64_t key, int fd)
 	return store_send(text, fd, false);
 }
 
-static int store_remove(int kind, uint64_t key)
+static int store_remove(int kind, uint64_t key, bool wait)
 {
 	char text[96];
 
 	snprintf(text, sizeof(text), "FDSTOREREMOVE=1\nFDNAME=%s.%" PRIu64 "\n", kind_name[kind], key);
-	return store_send(text, -1, true);
+	return store_send(text, -1, wait);
 }
 
-/* Every name of @key out of the store: 0, or the first error (the rest are sent all the same). */
-static int store_remove_all(uint64_t key)
+/* Every name of @key out of the store: 0, or the first error (stopping there: the rest are tried again). */
+static int store_remove_all(uint64_t key, bool wait)
 {
-	int ret = 0;
-
 	for (int k = 0; k < FD_KINDS; k++) {
-		int r = store_remove(k, key);
+		int r = store_remove(k, key, wait);
 
-		if (r < 0 && !ret)
-			ret = r;
+		if (r < 0)
+			return r;
 	}
-	return ret;
+	return 0;
+}
+
+/* What is still to be removed, tried (@wait: see store_send()).  Under store_lock. */
+static void store_sweep(bool wait)
+{
+	for (size_t i = 0; npending && i < nslots;) {
+		struct slot *s = &slots[i];
+
+		if (s->key && s->gone) {
+			if (store_remove_all(s->key, wait) < 0)
+				return;		/* the queue is full: later */
+			store_used -= s->nfd;
+			npending--;
+			slot_del(s);		/* another slot may have moved here: look at i again */
+			continue;
+		}
+		if (s->key && s->ro_left) {
+			if (store_remove(FD_FILE_RO, s->key, wait) < 0)
+				return;
+			s->ro_left = false;
+			s->nfd--;
+			store_used--;
+			npending--;
+		}
+		i++;
+	}
+}
+
+/* Mark @s to be removed whole. */
+static void slot_gone(struct slot *s)
+{
+	if (!s->gone && !s->ro_left)
+		npending++;
+	s->ro_left = false;
+	s->gone = true;
 }
 
 /* A description of our own of @fd (fdstore.c's top), read-write only if @fd's is and @rw asks. */
@@ -209,79 +251,73 @@ static void store_warn(const struct upc_file *f, const char *what, int err)
 }
 
 /*
- * The descriptors in the store, counted against its maximum (systemd's
- * FileDescriptorStoreMax=, which it tells a service in $FDSTORE, systemd
- * 254 and later; upcd.service sets $FDSTORE itself for older ones).
- * systemd answers no FDSTORE=1: past the maximum it closes what it is
- * sent and logs, and upcd would not know.  So upcd stores no file that
- * would not fit whole (and the fourth descriptor a file holds while its
- * read-write one replaces its read-only one), and says so once.  0: no
- * maximum known.
+ * The file @f (key @key), with @fd, its descriptor of the file: into the
+ * store, unless it is there.  The file as the keeper keeps it: a
+ * description of our own, or the caller's where it cannot be opened again
+ * (keeper.c, reopen_own).  Again with a writable descriptor: the
+ * read-write one goes in before the read-only one comes out, so that the
+ * store always holds one.  No file goes in that would not fit whole, with
+ * room for that fourth descriptor.
  */
-static size_t store_max, store_used;
-
-/* The file @f (key @key), with @fd, its descriptor of the file: into the store, unless it is there. */
 void fdstore_keep(struct upc_file *f, uint64_t key, int fd)
 {
 	bool rw = (fcntl(fd, F_GETFL) & O_ACCMODE) == O_RDWR;
-	struct slot *s;
 	int own[3] = { -1, -1, -1 }, file, ret = 0;
+	struct slot *s;
 
 	if (store_sock < 0 || !key)
 		return;
 	pthread_mutex_lock(&store_lock);
+	store_sweep(false);
 	s = slot_find(key);
-	if (s && (s->rw || !rw)) {
-		pthread_mutex_unlock(&store_lock);
-		return;
+	if (s && !s->gone && (s->rw || !rw))
+		goto out;
+	if (s && s->gone) {		/* a memfd's inode number used again: the old one's names first */
+		ret = -EBUSY;
+		goto out;
 	}
 	if (store_max && store_used + (s ? 1 : 4) > store_max) {
 		ret = -ENOSPC;
 		goto out;
 	}
-	/*
-	 * The file as the keeper keeps it: a description of our own, or the
-	 * caller's where it cannot be opened again (keeper.c, reopen_own).
-	 * Again with a writable descriptor: the read-write one goes in before
-	 * the read-only one comes out, so that the store always holds one.
-	 */
 	own[0] = reopen(fd, true);
 	file = own[0] >= 0 ? own[0] : fd;
 	if (!s) {
 		own[1] = reopen(f->memfd, false);
 		own[2] = reopen(f->statefd, false);
-		if (own[1] < 0 || own[2] < 0) {
-			ret = -errno;
+		s = own[1] >= 0 && own[2] >= 0 ? slot_add(key) : NULL;
+		if (!s) {
+			ret = own[1] < 0 || own[2] < 0 ? -errno : -ENOMEM;
 			goto out;
 		}
-		ret = store_put(FD_MEM, key, own[1]);
-		if (!ret)
-			ret = store_put(FD_PT, key, own[2]);
-		if (ret)
-			goto undo;
-	}
-	ret = store_put(rw ? FD_FILE_RW : FD_FILE_RO, key, file);
-	if (ret)
-		goto undo;
-	if (s) {
-		store_used++;
-		if (store_remove(FD_FILE_RO, key) == 0)
-			store_used--;
-		s->rw = true;
-	} else {
-		store_used += 3;
-		s = slot_add(key);
-		if (s) {
-			s->rw = rw;
-		} else {	/* not remembered, so nothing would remove it: out again, the keeper's alone */
-			store_remove_all(key);
-			store_used -= 3;
+		for (int k = 0; k < 2 && !ret; k++) {
+			ret = store_put(k ? FD_PT : FD_MEM, key, own[1 + k]);
+			if (!ret) {
+				s->nfd++;
+				store_used++;
+			}
 		}
+		if (!ret)
+			ret = store_put(rw ? FD_FILE_RW : FD_FILE_RO, key, file);
+		if (ret) {
+			slot_gone(s);		/* what went in comes out */
+			store_sweep(false);
+			goto out;
+		}
+		s->nfd++;
+		store_used++;
+		s->rw = rw;
+		goto out;
 	}
-	goto out;
-undo:
-	if (!s)
-		store_remove_all(key);
+	ret = store_put(FD_FILE_RW, key, file);
+	if (ret)
+		goto out;
+	s->nfd++;
+	store_used++;
+	s->rw = true;
+	s->ro_left = true;
+	npending++;
+	store_sweep(false);
 out:
 	pthread_mutex_unlock(&store_lock);
 	for (int i = 0; i < 3; i++)
@@ -291,7 +327,7 @@ out:
 		store_warn(f, ret == -ENOSPC ? "not stored: the store is full" : "not stored", ret);
 }
 
-/* The file of @key left the cache, clean: out of the store. */
+/* The file of @key left the cache, clean: out of the store (now, or at a later sweep). */
 void fdstore_forget(uint64_t key)
 {
 	struct slot *s;
@@ -300,15 +336,13 @@ void fdstore_forget(uint64_t key)
 		return;
 	pthread_mutex_lock(&store_lock);
 	s = slot_find(key);
-	/* a removal that did not go through is tried again at a clean exit (fdstore_bye) */
-	if (s && store_remove_all(key) == 0) {
-		store_used -= 3;
-		slot_del(s);
-	}
+	if (s)
+		slot_gone(s);
+	store_sweep(false);
 	pthread_mutex_unlock(&store_lock);
 }
 
-/* Forget @key without touching the store: a file handed back that is not adopted now, left for the next start. */
+/* @key, handed back and not adopted now: left in the store for the next start, untracked (but counted). */
 void fdstore_leave(uint64_t key)
 {
 	struct slot *s;
@@ -316,22 +350,23 @@ void fdstore_leave(uint64_t key)
 	pthread_mutex_lock(&store_lock);
 	s = slot_find(key);
 	if (s) {
-		store_used -= 3;
-		slot_del(s);
+		if (s->gone || s->ro_left)
+			npending--;
+		slot_del(s);	/* its descriptors stay counted in store_used */
 	}
 	pthread_mutex_unlock(&store_lock);
 }
 
-/* A clean exit, everything written back: the store is emptied (as BYE lets the keeper go). */
+/* A clean exit, everything written back: the store is emptied (as BYE lets the keeper go), waiting. */
 void fdstore_bye(void)
 {
 	pthread_mutex_lock(&store_lock);
 	for (size_t i = 0; store_sock >= 0 && i < nslots; i++)
 		if (slots[i].key)
-			store_remove_all(slots[i].key);
+			store_remove_all(slots[i].key, true);
 	free(slots);
 	slots = NULL;
-	nslots = nkeys = 0;
+	nslots = nkeys = npending = 0;
 	store_used = 0;
 	pthread_mutex_unlock(&store_lock);
 }
@@ -346,7 +381,7 @@ int fdstore_start(size_t max)
 {
 	const char *path = getenv("NOTIFY_SOCKET");
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	struct timeval tv = { .tv_sec = STORE_REMOVE_MS / 1000, .tv_usec = (STORE_REMOVE_MS % 1000) * 1000 };
+	struct timeval tv = { .tv_sec = STORE_WAIT_MS / 1000, .tv_usec = (STORE_WAIT_MS % 1000) * 1000 };
 	socklen_t sl;
 	int fd;
 
@@ -381,8 +416,7 @@ struct handed {
 };
 
 static struct handed *handed;
-static size_t nhanded;
-static bool take_short;		/* a descriptor handed back was dropped: out of memory */
+static size_t nhanded, ndropped;	/* ndropped: handed back, but not taken (out of memory) */
 
 /*
  * A descriptor systemd passed, named @name: 1 if it is one of the store's
@@ -407,6 +441,7 @@ int fdstore_take(int fd, const char *name)
 	key = dot ? strtoull(dot + 1, &end, 10) : 0;
 	if (kind == FD_KINDS || !key || errno || *end) {
 		close(fd);
+		ndropped++;
 		return 1;
 	}
 	for (i = 0; i < nhanded && handed[i].key != key; i++)
@@ -416,7 +451,7 @@ int fdstore_take(int fd, const char *name)
 
 		if (!n) {
 			close(fd);	/* still in the store: the next start has it */
-			take_short = true;
+			ndropped++;
 			return 1;
 		}
 		handed = n;
@@ -431,17 +466,18 @@ int fdstore_take(int fd, const char *name)
 /* Did systemd hand back anything of its store?  (Then it keeps one for this unit.) */
 bool fdstore_handed(void)
 {
-	return nhanded || take_short;
+	return nhanded || ndropped;
 }
 
 /*
  * What systemd handed back, as the keeper hands it (keeper_adopt()):
  * *@out, *@n, a file each, with its read-write descriptor where the store
- * has one.  Each is remembered as stored (the store holds it still, and
- * the adoption's keep must not send it again; keeper_merge() forgets one
- * it drops: fdstore_leave()).  A file the store holds in part cannot be
- * adopted: it is closed, and removed from the store unless a part of it
- * was dropped here (out of memory: then the next start may find it whole).
+ * has one.  Each is tracked as stored (the store holds it still, and the
+ * adoption's keep must not send it again; keeper_merge() lets go of one it
+ * drops: fdstore_leave()).  A file the store holds in part cannot be
+ * adopted: it is closed and removed from the store, unless something
+ * handed back was dropped here (out of memory, a name that did not parse:
+ * then it is left there, counted).  Runs before any client: removals wait.
  */
 int fdstore_take_all(struct kept **out, size_t *n)
 {
@@ -450,38 +486,50 @@ int fdstore_take_all(struct kept **out, size_t *n)
 
 	*out = NULL;
 	*n = 0;
+	pthread_mutex_lock(&store_lock);
+	store_used += ndropped;
 	for (size_t i = 0; i < nhanded; i++) {
 		struct handed *h = &handed[i];
 		int file = h->fd[FD_FILE_RW] >= 0 ? h->fd[FD_FILE_RW] : h->fd[FD_FILE_RO];
 		bool whole = file >= 0 && h->fd[FD_MEM] >= 0 && h->fd[FD_PT] >= 0;
+		uint8_t nfd = 0;
 		struct slot *s;
 
+		for (int kind = 0; kind < FD_KINDS; kind++)
+			nfd += h->fd[kind] >= 0;
+		if (whole && !k)
+			ret = -ENOMEM;
+		if (!whole && k)
+			pr_warn("fd store: memfd %" PRIu64 " handed back in part: not adopted\n", h->key);
 		if (!whole || !k) {
-			if (!k) {
-				ret = -ENOMEM;	/* left in the store, for the next start */
-			} else {
-				pr_warn("fd store: memfd %" PRIu64 " handed back in part: not adopted\n", h->key);
-				if (store_sock >= 0 && !take_short)
-					store_remove_all(h->key);
-			}
+			/* out of the store if it can be (a part of it may have been dropped: then left) */
+			if (k && !ndropped && store_sock >= 0 && store_remove_all(h->key, true) == 0)
+				nfd = 0;
+			store_used += nfd;
 			for (int kind = 0; kind < FD_KINDS; kind++)
 				if (h->fd[kind] >= 0)
 					close(h->fd[kind]);
 			continue;
 		}
-		if (file == h->fd[FD_FILE_RW] && h->fd[FD_FILE_RO] >= 0) {
-			close(h->fd[FD_FILE_RO]);
-			if (store_sock >= 0)
-				store_remove(FD_FILE_RO, h->key);
-		}
 		k[(*n)++] = (struct kept){ h->key, file, h->fd[FD_MEM], h->fd[FD_PT] };
-		pthread_mutex_lock(&store_lock);
-		if (store_sock >= 0 && (s = slot_add(h->key))) {
+		s = store_sock >= 0 ? slot_add(h->key) : NULL;
+		if (!s) {
+			store_used += nfd;	/* in the store, untracked */
+		} else {
+			s->nfd = nfd;
+			store_used += nfd;
 			s->rw = file == h->fd[FD_FILE_RW];
-			store_used += 3;
+			if (s->rw && h->fd[FD_FILE_RO] >= 0) {
+				s->ro_left = true;
+				npending++;
+			}
 		}
-		pthread_mutex_unlock(&store_lock);
+		if (file == h->fd[FD_FILE_RW] && h->fd[FD_FILE_RO] >= 0)
+			close(h->fd[FD_FILE_RO]);
 	}
+	if (store_sock >= 0)
+		store_sweep(true);
+	pthread_mutex_unlock(&store_lock);
 	free(handed);
 	handed = NULL;
 	nhanded = 0;

@@ -758,6 +758,17 @@ static void handle_minor(struct upc_handler *h, struct upc_map *m, uintptr_t add
 	 * 6998616.  A window the worker mapped into the scan's mapping
 	 * (ra_map_insert) leaves only its first page to this fault.)
 	 */
+	/*
+	 * A run of @m being zapped by its client (reclaim.c, dontneed_piece):
+	 * the fault's own page only.  A neighbour mapped here, write-protected,
+	 * could be one the client wrote after handle_fault() collected the run
+	 * and zapped before this CONTINUE: its write would read as not written
+	 * (review of 98e3b21).  The faulting page cannot be: it is not mapped.
+	 */
+	if (m->zap_hi != m->zap_lo) {
+		win = 1;
+		goto forward;
+	}
 	if (m->ra_policy != UPC_ADV_RANDOM && pgoff < m->ra_async &&
 	    pgoff + (ra_ahead(mm->cache) + 1) * mm->cache->ra_max >= m->ra_async &&
 	    (pt_lookup(f, pgoff)->flags & PG_READAHEAD)) {

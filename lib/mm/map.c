@@ -422,7 +422,10 @@ static bool range_pinned(struct upc_map *m, uintptr_t start, uintptr_t end)
  * The protect cannot meet EAGAIN: a client's userfaultfd has no event
  * that makes the kernel refuse it (upcd.c, serve_attach()).  Forgotten
  * whatever the client answers (it is going away, or lies; a lie costs only
- * its own writes); returns the answer.  Caller holds mm->lock for writing
+ * its own writes; a client whose mprotect fails, ENOMEM at
+ * vm.max_map_count, and that writes the range while its own munmap runs
+ * may lose that write, as any such write could be before edfc85e);
+ * returns the answer.  Caller holds mm->lock for writing
  * and f->lock, and frees @m.
  */
 static int map_forget_remote(struct upc_mm *mm, struct upc_map *m, int op)

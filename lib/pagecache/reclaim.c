@@ -457,18 +457,27 @@ int dontneed_piece(struct upc_map *m, uintptr_t s, uintptr_t e, uint64_t first, 
 			r = mm_call_file(f, m->mm, MM_CALL_MADVISE, a, len, MADV_DONTNEED);
 			if (r < 0)
 				ret = -EINVAL;
-			else if (!m->wp)
+			/*
+			 * Collected, or protected again, even when the call
+			 * failed: a madvise(2) that fails part-way (a locked
+			 * page, a hole) has zapped what came before (review of
+			 * 98e3b21).
+			 */
+			if (!m->wp) {
 				;	/* read-only: nothing to protect */
-			else if (f->cache->track_mode == UPC_TRACK_ASYNC)
+			} else if (f->cache->track_mode == UPC_TRACK_ASYNC) {
 				track_collect(f, p, q - 1);	/* also re-protects */
-			else
+			} else {
 				/*
 				 * EAGAIN: the process is forking, and the reader of
 				 * its fork event may need file->lock (fork.c).  The
 				 * range must end protected: let go, try again.
 				 */
-				while ((ret = sys_uffd_wp(m->mm->uffd, a, len, true, false)) == -EAGAIN)
+				while ((r = sys_uffd_wp(m->mm->uffd, a, len, true, false)) == -EAGAIN)
 					fork_yield_file(f);
+				if (r < 0 && !ret)
+					ret = r;
+			}
 			if (mark)
 				m->zap_lo = m->zap_hi = 0;
 		}
