@@ -128,7 +128,8 @@ static void upcd_spawn(const char *extra)
 	cr_assert_fail("upcd did not start listening on %s", sock_path);
 }
 
-static void upcd_start(const char *extra)
+/* sock_path in a directory of the case's own (sock_dir_fini() removes it). */
+static void sock_dir_make(void)
 {
 	char dir[] = "/tmp/upcd-test.XXXXXX";
 
@@ -136,6 +137,11 @@ static void upcd_start(const char *extra)
 	cr_assert(mkdtemp(dir));
 	cr_assert_eq(chmod(dir, 0711), 0);	/* the socket's own mode (0666) decides who connects */
 	snprintf(sock_path, sizeof(sock_path), "%s/s", dir);
+}
+
+static void upcd_start(const char *extra)
+{
+	sock_dir_make();
 	upcd_spawn(extra);
 	/* The async run repeats the sync one where the kernel lacks what async tracking needs. */
 	if (track_flags() && !strstr(upcd_status(), "\ntracking async\n")) {
@@ -2844,6 +2850,70 @@ static void write_and_exit(const char *path, size_t npages, size_t first, size_t
 }
 
 /*
+ * Of the cases that kill a daemon: a client that maps the 8 pages of
+ * @path writable, writes 'B' at page 5 offset 9, and stays until it is
+ * killed.  Returns it once it has written.
+ */
+static pid_t write_and_stay(struct nd_shared *sh, const char *path)
+{
+	pid_t y = fork_child();
+
+	cr_assert_geq(y, 0);
+	if (y == 0) {
+		struct upc_cache *c = shared_cache();
+		int f = open_rw(path);
+		volatile unsigned char *p;
+
+		if (upc_map(c, f, 0, 8 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p))
+			_exit(10);
+		p[5 * PAGE + 9] = 'B';
+		atomic_store(&sh->writer_ready, 1);
+		for (;;)
+			pause();
+	}
+	for (int i = 0; i < 3000 && !atomic_load(&sh->writer_ready); i++)
+		usleep(1000);
+	cr_assert(atomic_load(&sh->writer_ready));
+	return y;
+}
+
+/*
+ * The daemon killed, then the writer @y of write_and_stay(), once it has
+ * noticed (it waits, async, or serves itself, sync); neither page 3
+ * offset 7 of @afd (write_and_exit()'s 'A') nor @y's was written back.
+ */
+static void kill_daemon_then(pid_t y, int afd, int bfd)
+{
+	unsigned char a = 0, b = 0;
+	int status;
+
+	cr_assert_eq(kill(upcd_pid, SIGKILL), 0);
+	cr_assert_eq(waitpid(upcd_pid, &status, 0), upcd_pid);
+	usleep(200 * 1000);
+	cr_assert_eq(kill(y, SIGKILL), 0);
+	cr_assert_eq(waitpid(y, &status, 0), y);
+	cr_assert_eq(pread(afd, &a, 1, 3 * PAGE + 7), 1);
+	cr_assert_eq(pread(bfd, &b, 1, 5 * PAGE + 9), 1);
+	cr_assert_eq(a, pat(3 * PAGE + 7), "the test's premise: the page was written back before the kill");
+	cr_assert_eq(b, pat(5 * PAGE + 9), "the test's premise: the page was written back before the kill");
+}
+
+/* Both pages reach their files once the new daemon has adopted them: in the background, so a sync writes them once it has. */
+static void kept_pages_written(int afd, int bfd)
+{
+	unsigned char a = 0, b = 0;
+
+	for (int i = 0; i < 300 && (a != 'A' || b != 'B'); i++) {
+		usleep(100 * 1000);
+		upcd_sync();
+		cr_assert_eq(pread(afd, &a, 1, 3 * PAGE + 7), 1);
+		cr_assert_eq(pread(bfd, &b, 1, 5 * PAGE + 9), 1);
+	}
+	cr_assert_eq(a, 'A', "a page written by a process that exited, after the daemon's kill: %#x", a);
+	cr_assert_eq(b, 'B', "a page written by a process killed after the daemon: %#x", b);
+}
+
+/*
  * The daemon's memfds outlive it and every client (daemon/keeper.c): a
  * file written by a process that exited, and one whose writer is killed
  * after the daemon, while it waits or serves itself, both with their
@@ -2857,53 +2927,21 @@ Test(shared, a_killed_daemons_dirty_pages_outlive_every_client_in_its_keeper, .t
 {
 	struct nd_shared *sh = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	char apath[64], bpath[64];
-	int afd = tmpfile_pattern(8 * PAGE, apath), bfd = tmpfile_pattern(8 * PAGE, bpath), status;
-	unsigned char a = 0, b = 0;
+	int afd = tmpfile_pattern(8 * PAGE, apath), bfd = tmpfile_pattern(8 * PAGE, bpath);
 	pid_t y;
 
 	cr_assert(sh != MAP_FAILED);
 	setenv("UPC_RECONNECT", "60", 1);
 	upcd_start(NULL);
 	write_and_exit(apath, 8, 3, 1, 7, 'A');
-	y = fork_child();
-	cr_assert_geq(y, 0);
-	if (y == 0) {		/* writes, and stays until it is killed */
-		struct upc_cache *c = shared_cache();
-		int f = open_rw(bpath);
-		volatile unsigned char *p;
-
-		if (upc_map(c, f, 0, 8 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p))
-			_exit(10);
-		p[5 * PAGE + 9] = 'B';
-		atomic_store(&sh->writer_ready, 1);
-		for (;;)
-			pause();
-	}
-	for (int i = 0; i < 3000 && !atomic_load(&sh->writer_ready); i++)
-		usleep(1000);
-	cr_assert(atomic_load(&sh->writer_ready));
+	y = write_and_stay(sh, bpath);
 	cr_assert(keeper_listens(), "no keeper beside the daemon");
-	cr_assert_eq(kill(upcd_pid, SIGKILL), 0);
-	cr_assert_eq(waitpid(upcd_pid, &status, 0), upcd_pid);
-	usleep(200 * 1000);	/* the writer notices: waits (async) or serves itself (sync) */
-	cr_assert_eq(kill(y, SIGKILL), 0);
-	cr_assert_eq(waitpid(y, &status, 0), y);
 	/* only the keeper holds them now, and neither page was written back */
-	cr_assert_eq(pread(afd, &a, 1, 3 * PAGE + 7), 1);
-	cr_assert_eq(pread(bfd, &b, 1, 5 * PAGE + 9), 1);
-	cr_assert_eq(a, pat(3 * PAGE + 7), "the test's premise: the page was written back before the kill");
-	cr_assert_eq(b, pat(5 * PAGE + 9), "the test's premise: the page was written back before the kill");
+	kill_daemon_then(y, afd, bfd);
 
 	upcd_spawn(NULL);
 	/* adopted in the background: a sync writes them once they are */
-	for (int i = 0; i < 300 && (a != 'A' || b != 'B'); i++) {
-		usleep(100 * 1000);
-		upcd_sync();
-		cr_assert_eq(pread(afd, &a, 1, 3 * PAGE + 7), 1);
-		cr_assert_eq(pread(bfd, &b, 1, 5 * PAGE + 9), 1);
-	}
-	cr_assert_eq(a, 'A', "a page written by a process that exited, after the daemon's kill: %#x", a);
-	cr_assert_eq(b, 'B', "a page written by a process killed after the daemon: %#x", b);
+	kept_pages_written(afd, bfd);
 	cr_assert(keeper_listens(), "no keeper beside the new daemon");
 	upcd_stop();
 	/* BYE: a daemon that wrote everything back leaves no keeper behind */
@@ -3670,18 +3708,26 @@ static bool uffd_api_line(int fd, char *out, size_t len)
  * attach).  A fork event's userfaultfd, refused above, has the parent's
  * events too.
  */
-Test(shared, a_userfaultfd_with_events_or_not_set_up_is_refused, .timeout = 60)
+/* A connection after HELLO, and a userfaultfd not set up yet (*@uffd). */
+static int hello_and_uffd(struct upc_msg *m, int *uffd)
 {
 	uint64_t hello[3] = { UPC_PROTO_VERSION, UPC_CACHE_SHARED, 0 };
+	int s = raw_connect();
+
+	cr_assert_geq(s, 0);
+	cr_assert_eq(raw_req(s, UPC_MSG_HELLO, hello, 3, NULL, 0, m), 0);
+	*uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | 1 /* UFFD_USER_MODE_ONLY */);
+	cr_assert_geq(*uffd, 0, "userfaultfd: %s", strerror(errno));
+	return s;
+}
+
+Test(shared, a_userfaultfd_with_events_or_not_set_up_is_refused, .timeout = 60)
+{
 	static struct upc_msg m;
 	int s, uffd, ret;
 
 	upcd_start(NULL);
-	s = raw_connect();
-	cr_assert_geq(s, 0);
-	cr_assert_eq(raw_req(s, UPC_MSG_HELLO, hello, 3, NULL, 0, &m), 0);
-	uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | 1 /* UFFD_USER_MODE_ONLY */);
-	cr_assert_geq(uffd, 0, "userfaultfd: %s", strerror(errno));
+	s = hello_and_uffd(&m, &uffd);
 	{
 		struct uffdio_api api = { .api = UFFD_API, .features = (m.args[2] & ~(uint64_t)UFFD_FEATURE_EVENT_FORK) |
 								      UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP };
@@ -3693,11 +3739,7 @@ Test(shared, a_userfaultfd_with_events_or_not_set_up_is_refused, .timeout = 60)
 	close(uffd);
 	close(s);
 
-	s = raw_connect();
-	cr_assert_geq(s, 0);
-	cr_assert_eq(raw_req(s, UPC_MSG_HELLO, hello, 3, NULL, 0, &m), 0);
-	uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | 1);
-	cr_assert_geq(uffd, 0);
+	s = hello_and_uffd(&m, &uffd);
 	{
 		/* where fdinfo shows no "initialized" bit (before 6.1) the daemon cannot tell: nothing to refuse */
 		struct uffdio_api api = { .api = UFFD_API };
@@ -4205,6 +4247,23 @@ static void fs_spawn(const struct fake_store *st, unsigned int how, const char *
 	cr_assert_fail("upcd did not start listening on %s", sock_path);
 }
 
+/* A socket directory of the case's own, and the fake store in it. */
+static void fs_setup(struct fake_store *st)
+{
+	sock_dir_make();
+	fs_open(st);
+}
+
+/* A clean stop of the daemon leaves nothing in the store (as BYE lets the keeper go); @st goes. */
+static void fs_stop_empty(struct fake_store *st)
+{
+	upcd_stop();
+	fs_drain(st);
+	cr_assert_eq(st->n, 0, "a clean stop left %zu descriptors in the store", st->n);
+	close(st->sock);
+	free(st);
+}
+
 /*
  * With --fd-store and no keeper at all, a killed daemon's dirty pages
  * outlive every process of it and every client, in systemd's store
@@ -4218,19 +4277,15 @@ static void fs_spawn(const struct fake_store *st, unsigned int how, const char *
 Test(shared, a_killed_daemons_dirty_pages_outlive_everything_in_systemds_fd_store, .timeout = 90)
 {
 	struct nd_shared *sh = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	char apath[64], bpath[64], cpath[64], dir[] = "/tmp/upcd-test.XXXXXX";
-	int afd = tmpfile_pattern(8 * PAGE, apath), bfd = tmpfile_pattern(8 * PAGE, bpath), status;
+	char apath[64], bpath[64], cpath[64];
+	int afd = tmpfile_pattern(8 * PAGE, apath), bfd = tmpfile_pattern(8 * PAGE, bpath);
 	int cfd = tmpfile_pattern(8 * PAGE, cpath);
 	struct fake_store *st = calloc(1, sizeof(*st));
-	unsigned char a = 0, b = 0, cb = 0;
+	unsigned char cb = 0;
 	pid_t y;
 
 	cr_assert(sh != MAP_FAILED && st);
-	require_upcache();
-	cr_assert(mkdtemp(dir));
-	cr_assert_eq(chmod(dir, 0711), 0);
-	snprintf(sock_path, sizeof(sock_path), "%s/s", dir);
-	fs_open(st);
+	fs_setup(st);
 	setenv("UPC_RECONNECT", "60", 1);
 	fs_spawn(st, FS_STORE, NULL);
 	/* a file the cache lets go: unlinked, it is written back and released, and leaves the store */
@@ -4246,56 +4301,21 @@ Test(shared, a_killed_daemons_dirty_pages_outlive_everything_in_systemds_fd_stor
 	cr_assert_eq(pread(cfd, &cb, 1, 2 * PAGE), 1);
 	cr_assert_eq(cb, 'C', "the unlinked file was not written back before it left the cache: %#x", cb);
 	write_and_exit(apath, 8, 3, 1, 7, 'A');
-	y = fork_child();
-	cr_assert_geq(y, 0);
-	if (y == 0) {		/* writes, and stays until it is killed */
-		struct upc_cache *c = shared_cache();
-		int f = open_rw(bpath);
-		volatile unsigned char *p;
-
-		if (upc_map(c, f, 0, 8 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p))
-			_exit(10);
-		p[5 * PAGE + 9] = 'B';
-		atomic_store(&sh->writer_ready, 1);
-		for (;;)
-			pause();
-	}
-	for (int i = 0; i < 3000 && !atomic_load(&sh->writer_ready); i++)
-		usleep(1000);
-	cr_assert(atomic_load(&sh->writer_ready));
+	y = write_and_stay(sh, bpath);
 	fs_drain(st);
 	cr_assert_eq(fs_count(st, "upc-mem."), 2, "the store holds %zu data memfds, not 2", fs_count(st, "upc-mem."));
 	cr_assert_eq(fs_count(st, "upc-pt."), 2);
 	cr_assert_eq(fs_count(st, "upc-file-rw."), 2, "the files' writable descriptors are not stored");
 	cr_assert_eq(st->n, 6, "the store holds %zu descriptors, not 6", st->n);
-	cr_assert_eq(kill(upcd_pid, SIGKILL), 0);
-	cr_assert_eq(waitpid(upcd_pid, &status, 0), upcd_pid);
-	usleep(200 * 1000);	/* the writer notices: waits (async) or serves itself (sync) */
-	cr_assert_eq(kill(y, SIGKILL), 0);
-	cr_assert_eq(waitpid(y, &status, 0), y);
 	/* only the store holds them now, and neither page was written back */
-	cr_assert_eq(pread(afd, &a, 1, 3 * PAGE + 7), 1);
-	cr_assert_eq(pread(bfd, &b, 1, 5 * PAGE + 9), 1);
-	cr_assert_eq(a, pat(3 * PAGE + 7), "the test's premise: the page was written back before the kill");
-	cr_assert_eq(b, pat(5 * PAGE + 9), "the test's premise: the page was written back before the kill");
+	kill_daemon_then(y, afd, bfd);
 
 	fs_drain(st);
 	fs_spawn(st, FS_STORE | FS_HAND, NULL);
-	for (int i = 0; i < 300 && (a != 'A' || b != 'B'); i++) {
-		usleep(100 * 1000);
-		upcd_sync();
-		cr_assert_eq(pread(afd, &a, 1, 3 * PAGE + 7), 1);
-		cr_assert_eq(pread(bfd, &b, 1, 5 * PAGE + 9), 1);
-	}
-	cr_assert_eq(a, 'A', "a page written by a process that exited, after the daemon's kill: %#x", a);
-	cr_assert_eq(b, 'B', "a page written by a process killed after the daemon: %#x", b);
+	kept_pages_written(afd, bfd);
 	fs_drain(st);
 	cr_assert_eq(st->n, 6, "the new daemon stored again what the store handed it: %zu descriptors", st->n);
-	upcd_stop();
-	fs_drain(st);
-	cr_assert_eq(st->n, 0, "a clean stop left %zu descriptors in the store", st->n);
-	close(st->sock);
-	free(st);
+	fs_stop_empty(st);
 	close(afd);
 	close(bfd);
 	close(cfd);
@@ -4310,17 +4330,13 @@ Test(shared, a_killed_daemons_dirty_pages_outlive_everything_in_systemds_fd_stor
  */
 Test(shared, a_restart_with_the_keeper_and_the_fd_store_stores_nothing_twice, .timeout = 90)
 {
-	char apath[64], dir[] = "/tmp/upcd-test.XXXXXX";
+	char apath[64];
 	int afd = tmpfile_pattern(8 * PAGE, apath), status;
 	struct fake_store *st = calloc(1, sizeof(*st));
 	unsigned char a = 0;
 
 	cr_assert(st);
-	require_upcache();
-	cr_assert(mkdtemp(dir));
-	cr_assert_eq(chmod(dir, 0711), 0);
-	snprintf(sock_path, sizeof(sock_path), "%s/s", dir);
-	fs_open(st);
+	fs_setup(st);
 	setenv("UPC_RECONNECT", "60", 1);
 	fs_spawn(st, FS_STORE | FS_KEEPER, NULL);
 	write_and_exit(apath, 8, 3, 1, 7, 'A');
@@ -4342,14 +4358,10 @@ Test(shared, a_restart_with_the_keeper_and_the_fd_store_stores_nothing_twice, .t
 	fs_drain(st);
 	cr_assert_eq(st->n, 3, "the store holds %zu descriptors after the restart, not 3", st->n);
 	cr_assert(keeper_listens(), "no keeper beside the new daemon");
-	upcd_stop();
-	fs_drain(st);
-	cr_assert_eq(st->n, 0, "a clean stop left %zu descriptors in the store", st->n);
+	fs_stop_empty(st);
 	for (int i = 0; i < 200 && keeper_listens(); i++)
 		usleep(10000);
 	cr_assert(!keeper_listens(), "the keeper outlived a clean stop");
-	close(st->sock);
-	free(st);
 	close(afd);
 }
 
@@ -4361,16 +4373,12 @@ Test(shared, a_restart_with_the_keeper_and_the_fd_store_stores_nothing_twice, .t
  */
 Test(shared, a_full_fd_store_gets_no_file_in_part, .timeout = 60)
 {
-	char apath[64], bpath[64], dir[] = "/tmp/upcd-test.XXXXXX";
+	char apath[64], bpath[64];
 	int afd = tmpfile_pattern(8 * PAGE, apath), bfd = tmpfile_pattern(8 * PAGE, bpath);
 	struct fake_store *st = calloc(1, sizeof(*st));
 
 	cr_assert(st);
-	require_upcache();
-	cr_assert(mkdtemp(dir));
-	cr_assert_eq(chmod(dir, 0711), 0);
-	snprintf(sock_path, sizeof(sock_path), "%s/s", dir);
-	fs_open(st);
+	fs_setup(st);
 	fs_spawn(st, FS_STORE | FS_KEEPER, "6");	/* a file takes 3, and room for a 4th while it changes */
 	write_and_exit(apath, 8, 3, 1, 7, 'A');
 	write_and_exit(bpath, 8, 3, 1, 7, 'B');
@@ -4378,11 +4386,7 @@ Test(shared, a_full_fd_store_gets_no_file_in_part, .timeout = 60)
 	cr_assert_eq(st->n, 3, "the store holds %zu descriptors, not the first file's 3", st->n);
 	cr_assert_eq(fs_count(st, "upc-mem."), 1);
 	cr_assert_eq(fs_count(st, "upc-pt."), 1);
-	upcd_stop();
-	fs_drain(st);
-	cr_assert_eq(st->n, 0, "a clean stop left %zu descriptors in the store", st->n);
-	close(st->sock);
-	free(st);
+	fs_stop_empty(st);
 	close(afd);
 	close(bfd);
 }
