@@ -403,34 +403,41 @@ static bool range_pinned(struct upc_map *m, uintptr_t start, uintptr_t end)
 /*
  * A client's mapping @m (isolated, its written state collected) is taken
  * down: the client is asked to munmap it or to put a placeholder over it
- * (@op), with file->lock let go while it answers (mm_call_file()).  So @m
- * leaves the rmap and @mm first: a write-back meanwhile must neither
- * protect an address the client may have unmapped or reused by then, nor
- * count clean a page still writable through it (I1).  So no write through
- * @m may go unseen once it is out of the rmap:
+ * (@op), with file->lock let go while it answers (mm_call_file()).  A
+ * write-back meanwhile must not count clean a page still writable through
+ * @m (I1), and no write through @m may go unseen:
  *
- *   - synchronous tracking: @m is write-protected first.  A write the
- *     client makes before it is done traps, and its handler, which needs
- *     mm->lock, finds no mapping once the caller lets go of it;
- *   - asynchronous tracking, where writes do not trap: the client is asked
- *     to make @m read-only first (a call of its own, without the lock),
- *     and what it wrote until then is collected after, under the lock
- *     (a page it wrote just before it stopped would otherwise be written
- *     back by another client's msync and then rewritten unseen; review of
- *     edfc85e).
+ *   - synchronous tracking: @m stays in the rmap until the client has
+ *     answered, so a write-back meanwhile protects it as any mapping, and
+ *     a write after that traps; its handler, which needs mm->lock, finds
+ *     no mapping once the caller lets go of it.  A protect of an address
+ *     the client has unmapped by then fails (ENOENT, which write-back
+ *     takes for gone: writeback.c, protect_runs()); no other mapping of
+ *     ours can be there (mm->lock), and nothing else there is registered
+ *     with the userfaultfd but by the client itself, on its own memory.
+ *     (Protecting @m first instead, and taking it out of the rmap, cost
+ *     a TLB flush more: +70 us a munmap of a dirty mapping here.)
+ *   - asynchronous tracking, where writes do not trap and a write-back
+ *     reads written state with PAGEMAP_SCAN, which on a range unmapped
+ *     meanwhile would count every page written: the client is asked to
+ *     make @m read-only first (a call of its own, without the lock), what
+ *     it wrote until then is collected, and @m leaves the rmap before the
+ *     munmap (review of edfc85e: a page written just before it stopped
+ *     was otherwise written back by another client's msync and then
+ *     rewritten unseen).
  *
- * The protect cannot meet EAGAIN: a client's userfaultfd has no event
- * that makes the kernel refuse it (upcd.c, serve_attach()).  Forgotten
- * whatever the client answers (it is going away, or lies; a lie costs only
- * its own writes; a client whose mprotect fails, ENOMEM at
- * vm.max_map_count, and that writes the range while its own munmap runs
- * may lose that write, as any such write could be before edfc85e);
- * returns the answer.  Caller holds mm->lock for writing
- * and f->lock, and frees @m.
+ * Forgotten whatever the client answers (it is going away, or lies;
+ * write-protected first, as before edfc85e, when it did not unmap; a lie
+ * costs only its own writes; under asynchronous tracking, a client whose
+ * mprotect fails, ENOMEM at vm.max_map_count, and that writes the range
+ * while its own munmap runs may lose that write, as any such write could
+ * be before edfc85e); returns the answer.  Caller holds mm->lock for
+ * writing and f->lock, and frees @m.
  */
 static int map_forget_remote(struct upc_mm *mm, struct upc_map *m, int op)
 {
 	struct upc_file *f = m->file;
+	int r;
 
 	if (m->wp && f->cache->track_mode == UPC_TRACK_ASYNC) {
 		/* (one the client made read-only or inaccessible already cannot write) */
@@ -438,13 +445,18 @@ static int map_forget_remote(struct upc_mm *mm, struct upc_map *m, int op)
 			mm_call_file(f, mm, MM_CALL_MPROTECT, m->start, m->end - m->start, PROT_READ);
 			track_collect_map(m);
 		}
-	} else if (m->wp) {
-		sys_uffd_wp(mm->uffd, m->start, m->end - m->start, true, false);
+		UPC_TRACE(unmap, f, m->pgoff, (m->end - m->start) >> UPC_PAGE_SHIFT);
+		rmap_del(f, m);
+		mm_remove(mm, m);
+		return mm_call_file(f, mm, op, m->start, m->end - m->start, 0);
 	}
+	r = mm_call_file(f, mm, op, m->start, m->end - m->start, 0);
+	if (r < 0 && m->wp)	/* not unmapped: write-protected, so that no write goes unseen */
+		sys_uffd_wp(mm->uffd, m->start, m->end - m->start, true, false);
 	UPC_TRACE(unmap, f, m->pgoff, (m->end - m->start) >> UPC_PAGE_SHIFT);
 	rmap_del(f, m);
 	mm_remove(mm, m);
-	return mm_call_file(f, mm, op, m->start, m->end - m->start, 0);
+	return r;
 }
 
 /*
