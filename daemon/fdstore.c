@@ -34,7 +34,7 @@
  */
 #define _GNU_SOURCE
 #include "internal.h"
-#include "keeper.h"
+#include "fdstore.h"
 
 #include <fcntl.h>
 #include <inttypes.h>
