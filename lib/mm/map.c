@@ -416,7 +416,7 @@ static bool range_pinned(struct upc_map *m, uintptr_t start, uintptr_t end)
  *     ours can be there (mm->lock), and nothing else there is registered
  *     with the userfaultfd but by the client itself, on its own memory.
  *     (Protecting @m first instead, and taking it out of the rmap, cost
- *     a TLB flush more: +70 us a munmap of a dirty mapping here.)
+ *     a TLB flush more: BENCHMARKS.md, issue 10 at 9e483ed.)
  *   - asynchronous tracking, where writes do not trap and a write-back
  *     reads written state with PAGEMAP_SCAN, which on a range unmapped
  *     meanwhile would count every page written: the client is asked to
@@ -467,9 +467,9 @@ static int map_forget_remote(struct upc_mm *mm, struct upc_map *m, int op)
  * mmap(MAP_FIXED) that replaces the whole range, another thread's mmap()
  * could otherwise be given the hole, and then be replaced silently.  Each
  * goes under its file's lock, so that write-back never protects an address
- * that maps something else by then (a client's leaves the rmap first, and
- * is replaced without the lock: map_forget_remote()).  Refused, with nothing changed, if a
- * page of the range is pinned (-EBUSY, I6).  The files are handed back in
+ * that maps something else by then (a client's is replaced without the
+ * lock, made safe otherwise: map_forget_remote()).  Refused, with nothing
+ * changed, if a page of the range is pinned (-EBUSY, I6).  The files are handed back in
  * *@putp (*@nputp of them), for file_put() once mm->lock is let go.
  * Caller holds mm->lock for writing.
  */
@@ -858,9 +858,9 @@ out_free:
  * descriptor before any mapping can write it, so the PTEs torn down here
  * carry no state the descriptor lacks; the process's own munmap runs under
  * file->lock so that a write-back protecting this range never acts on a
- * reused address (a client of upcd munmaps without it, the mapping out of
- * the rmap first: map_forget_remote()).  Pinned pages are not unmapped
- * (I6): -EBUSY.
+ * reused address (a client of upcd munmaps without it, made safe
+ * otherwise: map_forget_remote()).  Pinned pages are not unmapped (I6):
+ * -EBUSY.
  */
 UPC_API int upc_unmap(struct upc_cache *c, void *addr, size_t length)
 {

@@ -102,10 +102,10 @@ int mm_call(struct upc_mm *mm, int op, uintptr_t addr, size_t len, int arg)
  * hostile client takes all of it), so for a client the lock is let go
  * while it does, and every other client's faults, write-backs, reads and
  * truncations of the file go on meanwhile.  The caller makes its call
- * safe without the lock: what a write-back could act on is out of the
- * rmap, or write-protected, before the call (map.c: map_forget_remote(),
- * upc_protect(); reclaim.c: dontneed_piece()), and it finds @f changed
- * afterwards only as other mms, reclaim and write-back may change it.
+ * safe without the lock (map.c: map_forget_remote(), upc_protect();
+ * reclaim.c: dontneed_piece(); control.c: pin_map()), and finds @f
+ * changed afterwards only as other mms, reclaim and write-back may change
+ * it.
  * A client's own requests are served one at a time (upcd.c), so nothing
  * else of its mm changes meanwhile except through its fault handlers.
  */
