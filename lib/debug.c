@@ -17,6 +17,10 @@
  *                    it, and there is no order to break.
  *   dirty-backtrace  record the stack of the thread whose write dirtied a
  *                    clean page (synchronous tracking: that write traps).
+ *   stop-at-call     TEST ONLY: a process of a shared cache stops itself
+ *                    (SIGSTOP) the first time upcd calls into it (munmap,
+ *                    mprotect, madvise of its own addresses), so that a
+ *                    test can kill the daemon in the middle of a request.
  *
  * How a backtrace is taken.  The write-protect fault is served by the
  * handler thread, not by the writer, so the handler cannot unwind the
@@ -162,6 +166,8 @@ unsigned int debug_from_env(void)
 			flags |= UPC_DBG_BREAK_I1;
 		else if (!strcmp(tok, "dirty-backtrace"))
 			flags |= UPC_DBG_DIRTY_BT;
+		else if (!strcmp(tok, "stop-at-call"))
+			flags |= UPC_DBG_STOP_AT_CALL;
 		else
 			pr_warn("UPC_DEBUG: unknown option \"%s\" ignored\n", tok);
 	}

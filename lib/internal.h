@@ -777,6 +777,7 @@ __upc_hidden uint64_t store_cluster_gap(struct upc_store *s);
 /* debug.c: $UPC_DEBUG (upcache(7)) and dirty backtraces; usdt.h has the probes */
 #define UPC_DBG_BREAK_I1	0x1u	/* tests only: write-back cleans before it protects */
 #define UPC_DBG_DIRTY_BT	0x2u	/* record the stack of the write that dirtied a page */
+#define UPC_DBG_STOP_AT_CALL	0x4u	/* tests only: a shared cache's process stops as upcd calls into it */
 #define UPC_BT_SIGNAL		(SIGRTMIN + 7)
 struct upc_shm_bt;
 __upc_hidden unsigned int debug_from_env(void);

@@ -4390,3 +4390,61 @@ Test(shared, a_full_fd_store_gets_no_file_in_part, .timeout = 60)
 	close(afd);
 	close(bfd);
 }
+
+/*
+ * A request the daemon dies in the middle of is sent again to the next
+ * one, but not an unmap whose munmap this process did already (the
+ * daemon's call): sent again, the next daemon would not know the range
+ * (the process no longer hands it back) and refuse it (-EINVAL), or
+ * unmap what another thread mapped there since.  UPC_DEBUG=stop-at-call
+ * stops the client as the daemon calls into it; the daemon is killed and
+ * another started meanwhile.  Under asynchronous tracking the first call
+ * is the read-only one (map.c, map_forget_remote): the unmap is sent again
+ * and served, as any request.
+ */
+Test(shared, an_unmap_the_daemon_died_in_is_not_sent_again, .timeout = 90)
+{
+	char path[64];
+	int fd = tmpfile_pattern(8 * PAGE, path), status;
+	pid_t x;
+
+	setenv("UPC_RECONNECT", "60", 1);
+	upcd_start(NULL);
+	x = fork_child();
+	cr_assert_geq(x, 0);
+	if (x == 0) {
+		struct upc_cache *c;
+		volatile unsigned char *p;
+		void *q;
+		int f, ret;
+
+		setenv("UPC_DEBUG", "stop-at-call", 1);
+		c = shared_cache();
+		f = open_rw(path);
+		if (upc_map(c, f, 0, 8 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p))
+			_exit(10);
+		p[PAGE] = 'U';
+		if (upc_msync(c, (void *)p, 8 * PAGE, UPC_MS_SYNC))
+			_exit(11);
+		ret = upc_unmap(c, (void *)p, 8 * PAGE);
+		if (ret)
+			_exit(ret == -EINVAL ? 12 : 13);
+		/* gone from this process, and the new daemon serves it */
+		if (msync((void *)p, PAGE, MS_ASYNC) == 0 || errno != ENOMEM)
+			_exit(14);
+		if (upc_map(c, f, 0, 8 * PAGE, PROT_READ, 0, &q) || ((volatile char *)q)[PAGE] != 'U')
+			_exit(15);
+		_exit(upc_cache_destroy(c) == 0 ? 0 : 16);
+	}
+	cr_assert_eq(waitpid(x, &status, WUNTRACED), x);
+	cr_assert(WIFSTOPPED(status), "the client did not stop at the daemon's call: status %#x", status);
+	cr_assert_eq(kill(upcd_pid, SIGKILL), 0);
+	cr_assert_eq(waitpid(upcd_pid, &status, 0), upcd_pid);
+	upcd_spawn(NULL);
+	cr_assert_eq(kill(x, SIGCONT), 0);
+	cr_assert_eq(waitpid(x, &status, 0), x);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		  "the client: status %#x (exit 12: the unmap was sent again, and refused)", status);
+	upcd_stop();
+	close(fd);
+}

@@ -45,6 +45,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -269,11 +270,17 @@ static void answer_call(struct upc_client *cl, int sock, const struct upc_msg *m
 	int arg = (int)(int64_t)m->args[3];
 	int64_t r;
 
+	if (cl->stop_at_call) {	/* at the first call only: a test kills the daemon now (debug.c) */
+		cl->stop_at_call = false;
+		raise(SIGSTOP);
+	}
 	switch (m->args[0]) {
 	case UPC_CALL_MUNMAP:
 		r = munmap((void *)addr, len) < 0 ? -errno : 0;
-		if (r == 0)
+		if (r == 0) {
 			cmaps_cut(cl, addr, addr + len);
+			cl->call_unmapped = true;
+		}
 		break;
 	case UPC_CALL_MPROTECT:
 		r = mprotect((void *)addr, len, arg) < 0 ? -errno : 0;
@@ -325,6 +332,7 @@ static long xfer(struct upc_client *cl, int sock, uint16_t type, const uint64_t 
 	if (rep)
 		rep->fd = rep->fd2 = -1;
 	cl->seq++;
+	cl->call_unmapped = false;
 	ret = upc_msg_send(sock, type, cl->seq, args, argc, data, dlen, fds, nfds);
 	while (ret == 0) {
 		ret = upc_msg_recv(sock, m, UPC_FROM_DAEMON);
@@ -539,6 +547,17 @@ static long request_fds(struct upc_client *cl, uint16_t type, const uint64_t *ar
 		if (cl->state == CL_UP) {
 			cl->state = CL_DOWN;
 			cl->down_deadline = now_ms() + cl->reconnect_ms;
+		}
+		/*
+		 * An unmap whose munmap this process did (the daemon's call)
+		 * is done, whatever the daemon did not get to reply: sent
+		 * again, the next daemon would not know the range (this
+		 * process no longer hands it back) and say -EINVAL, or unmap
+		 * what another thread mapped there since (upcd(8), BUGS).
+		 */
+		if (type == UPC_MSG_UNMAP && cl->call_unmapped) {
+			ret = 0;
+			break;
 		}
 		if (once || !cl->reconnect_ms) {
 			ret = -ENOTCONN;
@@ -884,6 +903,7 @@ int client_create(const struct upc_cache_opts *o, struct upc_cache **cachep)
 	}
 	c->client = cl;
 	c->flags = o->flags;
+	cl->stop_at_call = debug_from_env() & UPC_DBG_STOP_AT_CALL;
 	cl->sock = cl->uffd = cl->watch_efd = -1;
 	cl->cache_flags = o->flags;
 	cl->mem_limit = o->mem_limit;

@@ -65,6 +65,8 @@ struct upc_client {
 	enum client_state state;
 	uint64_t gen;			/* connections so far: a token of a map is the connection's */
 	uint64_t seq;
+	bool call_unmapped;		/* the request in flight had this process munmap (answer_call) */
+	bool stop_at_call;		/* UPC_DEBUG=stop-at-call (debug.c): tests only */
 	struct upc_msg *msg;
 	/* this process's mappings of the cache, for the daemon's death */
 	pthread_mutex_t maps_lock;
