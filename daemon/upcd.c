@@ -93,6 +93,12 @@ static struct {
 	volatile sig_atomic_t stop;
 	int stop_pipe[2];
 	bool verbose;
+	/*
+	 * What the kernel does with the daemon's own userfaultfd, found once
+	 * at start: what a client's must do too (serve_attach()).
+	 */
+	bool own_uffd_nowait;		/* read with RWF_NOWAIT (fault.c, uffd_reads_nowait) */
+	bool own_uffd_shows_init;	/* fdinfo shows UFFD_SHOWN_INITIALIZED */
 } d = { .lock = PTHREAD_MUTEX_INITIALIZER, .gone = PTHREAD_COND_INITIALIZER, .stop_pipe = { -1, -1 } };
 
 #define logf(fmt, ...) do { if (d.verbose) fprintf(stderr, "upcd: " fmt "\n", ##__VA_ARGS__); } while (0)
@@ -817,13 +823,12 @@ static long serve_attach(struct client *cl, struct upc_msg *m)
 	 * shows it (Linux 6.1 and later).
 	 */
 	{
-		uint64_t feat, own;
+		uint64_t feat;
 
 		if (uffd_features_shown(m->fds[0], &feat) < 0 ||
 		    (feat & (UFFD_FEATURE_EVENT_FORK | UFFD_FEATURE_EVENT_REMAP | UFFD_FEATURE_EVENT_REMOVE |
 			     UFFD_FEATURE_EVENT_UNMAP)) ||
-		    (d.c->engine_uffd >= 0 && uffd_features_shown(d.c->engine_uffd, &own) == 0 &&
-		     (own & UFFD_SHOWN_INITIALIZED) && !(feat & UFFD_SHOWN_INITIALIZED))) {
+		    (d.own_uffd_shows_init && !(feat & UFFD_SHOWN_INITIALIZED))) {
 			logf("client %d: attach: a userfaultfd not set up as the library sets it up", cl->cred.pid);
 			return -EINVAL;
 		}
@@ -833,7 +838,7 @@ static long serve_attach(struct client *cl, struct upc_msg *m)
 	 * reads the daemon's own with RWF_NOWAIT, the client's must read so
 	 * too (a fork event's descriptor may not: fault.c, uffd_read_nonblock).
 	 */
-	if (d.c->engine_uffd >= 0 && uffd_reads_nowait(d.c->engine_uffd) && !uffd_reads_nowait(m->fds[0])) {
+	if (d.own_uffd_nowait && !uffd_reads_nowait(m->fds[0])) {
 		logf("client %d: attach: a userfaultfd that cannot be read without blocking", cl->cred.pid);
 		return -EINVAL;
 	}
@@ -1349,6 +1354,13 @@ int main(int argc, char **argv)
 		fprintf(stderr, "upcd: cannot serve the cache: %s\n", upc_strerror(ret));
 		return 1;
 	}
+	if (d.c->engine_uffd >= 0) {
+		uint64_t own;
+
+		d.own_uffd_nowait = uffd_reads_nowait(d.c->engine_uffd);
+		d.own_uffd_shows_init = uffd_features_shown(d.c->engine_uffd, &own) == 0 &&
+					(own & UFFD_SHOWN_INITIALIZED);
+	}
 	/* a quarter of the cache's own pin limit (upc_pin(3): the memory limit), by default */
 	d.max_pinned = max_pinned ? max_pinned >> UPC_PAGE_SHIFT : max_t(uint64_t, d.c->limit_pages / 4, 1);
 	/*
@@ -1358,15 +1370,18 @@ int main(int argc, char **argv)
 	 * file goes to its store too, which no kill of the unit's processes
 	 * empties (fdstore.c).
 	 */
-	if (fd_store || (getenv("FDSTORE") && atol(getenv("FDSTORE")) > 0) || fdstore_handed()) {
+	{
 		long max = getenv("FDSTORE") ? atol(getenv("FDSTORE")) : 0;
-		int r = fdstore_start(max > 0 ? (size_t)max : 0);
 
-		if (r < 0)
-			fprintf(stderr, "upcd: --fd-store: %s: the keeper alone keeps the files\n",
-				r == -ENOENT ? "no $NOTIFY_SOCKET (not started by systemd)" : upc_strerror(r));
-		else
-			keeper_hooks(d.c);
+		if (fd_store || max > 0 || fdstore_handed()) {
+			int r = fdstore_start(max > 0 ? (size_t)max : 0);
+
+			if (r < 0)
+				fprintf(stderr, "upcd: --fd-store: %s: the keeper alone keeps the files\n",
+					r == -ENOENT ? "no $NOTIFY_SOCKET (not started by systemd)" : upc_strerror(r));
+			else
+				keeper_hooks(d.c);
+		}
 	}
 	/*
 	 * What an earlier daemon's keeper holds is adopted, then this one's
