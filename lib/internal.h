@@ -28,6 +28,7 @@
  *     mm->lock  (rwlock)             (an mm's mappings; read for faults and msync)
  *       file->lock                   (page table, rmap, counters, errseq)
  *         cache->wb_lock             (background writer's wakeup state)
+ *         punch_ctl->lock            (upcd: evictions queued for the punch thread)
  *
  * Fill I/O runs with file->lock held (that is what makes a page "locked"
  * while it is read: faults on the same file wait), but for the readahead
@@ -49,7 +50,13 @@
  * mm_call_file() (remote.c), while a client of upcd munmaps, mprotects or
  * madvises its own addresses, which it may take its time to do: what the
  * lock kept out is made safe before (map.c, map_forget_remote(); reclaim.c,
- * dontneed_piece()).
+ * dontneed_piece()).  No thread the whole cache shares holds file->lock
+ * across a system call that takes the data memfd's inode lock, which a
+ * client of upcd can hold (reclaim.c, "Evictions punched without
+ * file->lock"): upcd's reclaim thread has its punches made by a thread of
+ * their own, through an io_uring, and the pages of a punch in flight are
+ * listed in file->punch (a fault on one waits on file->wb_cond, a fill
+ * waits for it or leaves it out).
  *
  * File lifetime (the kernel's iget/iput and inode LRU; cache.c has the
  * policy).  file->refs counts every mapping (in any mm, forked children's
@@ -199,6 +206,8 @@ static inline off_t pt_entry_off(uint64_t pgoff)
 /* ------------------------------------------------------------ address_space */
 
 struct upc_map;
+struct punch;
+struct punch_ctl;
 struct mm_snap;
 struct staging_old;
 struct orphan;
@@ -235,6 +244,13 @@ struct upc_file {
 	 */
 	struct { uint64_t first, last; } fill_busy[RA_WORKERS];
 	unsigned int nr_fill_busy;
+	/*
+	 * upcd: the eviction whose hole punches are in flight without @lock
+	 * (reclaim.c, punch_queue): its pages are out of the page table, and
+	 * nothing may put a page into the memfd where it punches until it is
+	 * done.  At most one a file.
+	 */
+	struct punch *punch;
 	void *stale_store_h;		/* a store handle swapped out while a readahead read used it */
 	/* Moves whenever the store's data of the file may have changed (file_store_changed()). */
 	uint64_t store_gen;
@@ -464,6 +480,10 @@ struct upc_cache {
 	pthread_cond_t rc_cond;		/* wakes the reclaim thread */
 	pthread_cond_t rc_done;		/* reclaim made progress */
 	uint64_t rc_passes;
+	/* upcd: the reclaim thread's hole punches, through an io_uring (reclaim.c, punch_start) */
+	struct punch_ctl *punch;
+	bool punch_abandoned;		/* at destruction, still stuck: the cache is left allocated */
+	_Atomic bool quitting;		/* upcd stops: no more waiting for punches (punch_wait) */
 
 	_Atomic uint64_t nr_pinned;
 
@@ -530,6 +550,7 @@ __upc_hidden uint64_t now_us(void);
 __upc_hidden int pagemap_writable_runs(int pagemap_fd, uintptr_t start, uint64_t npages,
 				       int (*fn)(void *arg, uintptr_t addr, uint64_t n), void *arg);
 __upc_hidden int cond_wait_ms(pthread_cond_t *cond, pthread_mutex_t *lock, unsigned int ms);
+__upc_hidden int mutex_lock_ms(pthread_mutex_t *lock, unsigned int ms);
 
 /* probe.c */
 __upc_hidden uint64_t __upc_uffd_features(void);
@@ -752,7 +773,11 @@ __upc_hidden void reclaim_kick(struct upc_cache *c);
 __upc_hidden void reclaim_throttle(struct upc_cache *c);
 __upc_hidden void reclaim_wake(struct upc_cache *c);
 __upc_hidden void teardown_runs(struct upc_file *f, const struct run *runs, size_t nr, bool staging);
-__upc_hidden uint64_t reclaim_runs(struct upc_file *f, struct run *runs, size_t nr);
+__upc_hidden uint64_t reclaim_runs(struct upc_file *f, struct run *runs, size_t nr, bool unlocked);
+__upc_hidden int punch_start(struct upc_cache *c);
+__upc_hidden bool punch_busy(struct upc_file *f, uint64_t first, uint64_t last);
+__upc_hidden bool punch_wait(struct upc_file *f, uint64_t first, uint64_t last, const bool *stop);
+__upc_hidden void punch_free(struct upc_file *f);
 __upc_hidden int dontneed_piece(struct upc_map *m, uintptr_t s, uintptr_t e, uint64_t first,
 				uint64_t last);
 
@@ -763,6 +788,8 @@ __upc_hidden uint64_t track_collect_adopted(struct upc_map *m);
 __upc_hidden int pagemap_walk(struct upc_file *f, uint64_t first, uint64_t last, bool wp_only,
 			      const struct pm_scan_arg *tmpl,
 			      void (*fn)(struct upc_file *f, uint64_t pgoff, void *arg), void *arg);
+__upc_hidden int pagemap_walk_map(struct upc_map *m, uint64_t first, uint64_t last, const struct pm_scan_arg *tmpl,
+				 void (*fn)(struct upc_file *f, uint64_t pgoff, void *arg), void *arg);
 __upc_hidden void track_collect_all(struct upc_file *f);
 
 /* store.c */

@@ -268,6 +268,23 @@ int cond_wait_ms(pthread_cond_t *cond, pthread_mutex_t *lock, unsigned int ms)
 	return -pthread_cond_timedwait(cond, lock, &ts);
 }
 
+/* Take @lock, waiting @ms milliseconds at most (0: as long as it takes).  0 or -ETIMEDOUT. */
+int mutex_lock_ms(pthread_mutex_t *lock, unsigned int ms)
+{
+	struct timespec ts;
+
+	if (!ms)
+		return -pthread_mutex_lock(lock);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (long)(ms % 1000) * 1000000;
+	if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000;
+	}
+	return -pthread_mutex_timedlock(lock, &ts);
+}
+
 /*
  * The runs of pages from @start (@npages of them) whose PTEs in the
  * pagemap @pagemap_fd are present and not write-protected by userfaultfd

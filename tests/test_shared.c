@@ -5,9 +5,12 @@
  */
 #include "helpers.h"
 #include "proto.h"
+#include "internal.h"	/* the page table's layout: pt_entry_off(), struct upc_page */
 
 #include <dirent.h>
+#include <inttypes.h>
 #include <linux/falloc.h>
+#include <linux/io_uring.h>
 #include <linux/userfaultfd.h>
 #include <poll.h>
 #include <stdatomic.h>
@@ -4447,4 +4450,300 @@ Test(shared, an_unmap_the_daemon_died_in_is_not_sent_again, .timeout = 90)
 		  "the client: status %#x (exit 12: the unmap was sent again, and refused)", status);
 	upcd_stop();
 	close(fd);
+}
+
+/*
+ * A client that may write a file can hold its memfd's inode lock for as
+ * long as it likes: write(2) into the memfd from a page whose fault nobody
+ * serves.  Every hole punch of that memfd waits for the lock.  The daemon's
+ * one reclaim thread punched evicted pages itself, so that client stopped
+ * eviction for every client of the daemon (upcd(8), BUGS, until
+ * reclaim.c's "Evictions punched without file->lock").  Here the held
+ * file's pages are evicted while the lock is held, another file eight
+ * times the memory limit is read through, and the cache stays within its
+ * limit; a fault on a page of the held file waits for the punch, and reads
+ * the file's data once the lock is let go.
+ */
+struct held_write {
+	int memfd;
+	void *buf;
+	_Atomic ssize_t ret;
+};
+
+static void *held_write_main(void *arg)
+{
+	struct held_write *hw = arg;
+
+	atomic_store(&hw->ret, write(hw->memfd, hw->buf, PAGE));
+	return NULL;
+}
+
+struct held_pwrite {
+	struct upc_cache *c;
+	int fd;
+	unsigned char data[100];
+	_Atomic int done;
+	ssize_t ret;
+};
+
+static void *held_pwrite_main(void *arg)
+{
+	struct held_pwrite *hp = arg;
+
+	hp->ret = upc_pwrite(hp->c, hp->fd, hp->data, sizeof(hp->data), 6 * PAGE + 100);
+	atomic_store(&hp->done, 1);
+	return NULL;
+}
+
+struct held_touch {
+	unsigned char *p;
+	_Atomic int done;
+	unsigned char byte;
+};
+
+static void *held_touch_main(void *arg)
+{
+	struct held_touch *ht = arg;
+
+	*(volatile unsigned char *)ht->p = ht->byte;
+	atomic_store(&ht->done, 1);
+	return NULL;
+}
+
+/* Page @pgoff's flags in a file's page table (the memfd a map hands back beside the data's). */
+static uint16_t pt_flags(int statefd, uint64_t pgoff)
+{
+	struct upc_page pg;
+
+	cr_assert_eq(pread(statefd, &pg, sizeof(pg), pt_entry_off(pgoff)), (ssize_t)sizeof(pg));
+	return pg.flags;
+}
+
+Test(shared, a_client_holding_its_memfds_lock_stops_no_eviction, .timeout = 120)
+{
+	const size_t xsize = 64 * PAGE, ysize = 32u << 20, limit = 4u << 20;
+	struct upc_msg *m = malloc(sizeof(*m));
+	struct held_write hw = { .ret = -2 };
+	struct held_touch ht = { 0 };
+	struct uffdio_register reg = { .mode = UFFDIO_REGISTER_MODE_MISSING };
+	struct uffdio_api api = { .api = UFFD_API };
+	struct upc_stats st = { .sz = sizeof(st) };
+	uint64_t args[3] = { 0, xsize, PROT_READ | PROT_WRITE };
+	char xpath[64], ypath[64];
+	int xfd = tmpfile_pattern(xsize, xpath), yfd = tmpfile_pattern(ysize, ypath), s, rw, uffd, statefd;
+	static unsigned char ybuf[1 << 20];
+	unsigned char *xbuf = malloc(xsize), *xp;
+	struct uffd_msg fault;
+	struct pollfd pfd;
+	pthread_t writer, toucher, pwriter;
+	static struct held_pwrite hp;
+	struct upc_cache *c;
+	uint64_t bad = 0;
+	long ret;
+
+	/* What the daemon's evictions and the held write need of the kernel, and of this user. */
+	{
+		struct io_uring_params par = { 0 };
+		int ring = (int)syscall(__NR_io_uring_setup, 1, &par);
+
+		if (ring < 0)
+			cr_skip_test("no io_uring here (%s): upcd punches in its reclaim thread", strerror(errno));
+		close(ring);
+	}
+	uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	if (uffd < 0)
+		cr_skip_test("no userfaultfd serving kernel-mode faults for this user: %s", strerror(errno));
+	upcd_start("--mem-limit=4M");
+	c = shared_cache();
+	/* The held file: cached whole, mapped nowhere, so the clock's first victims. */
+	cr_assert_eq(upc_pread(c, xfd, xbuf, xsize, 0), (ssize_t)xsize);
+	for (size_t i = 0; i < xsize; i++)
+		bad += xbuf[i] != pat(i);
+	cr_assert_eq(bad, 0);
+
+	/* A raw client's writable map of it: the memfd, read-write. */
+	s = raw_connect();
+	cr_assert_geq(s, 0);
+	ret = raw_attach(s, m);
+	if (ret == -ENOSYS)
+		cr_skip_test("no userfaultfd for this user");
+	cr_assert_eq(ret, 0, "attach: %s", strerror((int)-ret));
+	rw = open_rw(xpath);
+	ret = raw_req(s, UPC_MSG_MAP, args, 3, &rw, 1, m);
+	cr_assert(ret == 0 && m->nfds == 2, "map: %ld, %u descriptors", ret, m->nfds);
+	hw.memfd = m->fds[0];
+	statefd = m->fds[1];
+	cr_assert(pt_flags(statefd, 5) & 1 /* PG_UPTODATE */, "page 5 of the held file is not cached");
+
+	/*
+	 * Under synchronous tracking, a client maps the pages before they are
+	 * evicted: its PTEs stay, write-protected, until the punch zaps them
+	 * (reclaim.c, shrink_file).  Under asynchronous tracking such pages
+	 * are kept (upcd(8), BUGS): mapped only after.
+	 */
+	if (!track_flags()) {
+		cr_assert_eq(upc_map(c, xfd, 0, xsize, PROT_READ | PROT_WRITE, 0, (void **)&xp), 0);
+		for (size_t i = 0; i < xsize; i += PAGE)	/* all of them: the clock evicts them together */
+			bad += xp[i + 7] != pat(i + 7);
+		cr_assert_eq(bad, 0);
+	}
+
+	/* Its inode lock, held: a write(2) into it from a page whose fault nobody serves. */
+	cr_assert_eq(ioctl(uffd, UFFDIO_API, &api), 0);
+	hw.buf = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	cr_assert_neq(hw.buf, MAP_FAILED);
+	reg.range.start = (uintptr_t)hw.buf;
+	reg.range.len = PAGE;
+	cr_assert_eq(ioctl(uffd, UFFDIO_REGISTER, &reg), 0);
+	cr_assert_eq(pthread_create(&writer, NULL, held_write_main, &hw), 0);
+	pfd = (struct pollfd){ .fd = uffd, .events = POLLIN };
+	cr_assert_eq(poll(&pfd, 1, 10000), 1, "the write did not fault");
+	cr_assert_eq(read(uffd, &fault, sizeof(fault)), (ssize_t)sizeof(fault));
+	cr_assert_eq(fault.arg.pagefault.address & ~(uint64_t)(PAGE - 1), (uintptr_t)hw.buf);
+	/* The write holds the memfd's i_rwsem from here until its fault is served. */
+
+	/*
+	 * Another file, eight times the limit, read with upc_pread (pages a
+	 * client maps are another matter: upcd(8), BUGS).
+	 */
+	for (int round = 0; round < 2 || (round < 6 && (pt_flags(statefd, 5) & 1)); round++)	/* till the clock took page 5 */
+		for (size_t off = 0; off < ysize; off += sizeof(ybuf)) {
+			cr_assert_eq(upc_pread(c, yfd, ybuf, sizeof(ybuf), (off_t)off), (ssize_t)sizeof(ybuf));
+			for (size_t i = 0; i < sizeof(ybuf); i += PAGE / 2)
+				bad += ybuf[i] != pat(off + i);
+		}
+	cr_assert_eq(bad, 0, "%" PRIu64 " pages of the scanned file read wrong", bad);
+	/* Reclaim goes on behind the reader: the cache is back under its limit soon after. */
+	for (int i = 0; i < 3000; i++) {
+		cr_assert_eq(upc_stats(c, &st), 0);
+		if (st.pages_cached <= 2 * limit / PAGE)
+			break;
+		usleep(10000);
+	}
+	cr_assert_leq(st.pages_cached, 2 * limit / PAGE, "%" PRIu64 " pages cached under a limit of %zu, 30 s on",
+		      st.pages_cached, limit / PAGE);
+	cr_assert_geq(st.pages_evicted, (ysize - 2 * limit) / PAGE, "%" PRIu64 " pages evicted", st.pages_evicted);
+	cr_assert_eq(atomic_load(&hw.ret), -2, "the held write returned");
+	/* The held file was evicted (its punch waits for the lock) ... */
+	cr_assert_not(pt_flags(statefd, 5) & 1, "page 5 of the held file was not evicted");
+
+	/*
+	 * ... and a write to one of its pages waits for the punch, through a
+	 * PTE mapped before (synchronous tracking) or not (a read need not:
+	 * the clean page may be mapped read-only meanwhile, and the punch
+	 * takes it away again) ...
+	 */
+	if (track_flags())
+		cr_assert_eq(upc_map(c, xfd, 0, xsize, PROT_READ | PROT_WRITE, 0, (void **)&xp), 0);
+	ht.p = xp + 5 * PAGE + 7;
+	ht.byte = (unsigned char)~pat(5 * PAGE + 7);
+	cr_assert_eq(pthread_create(&toucher, NULL, held_touch_main, &ht), 0);
+	/* ... as does a upc_pwrite, which would write into the page the punch then takes ... */
+	hp.c = c;
+	hp.fd = xfd;
+	for (size_t i = 0; i < sizeof(hp.data); i++)
+		hp.data[i] = (unsigned char)~pat(6 * PAGE + 100 + i);
+	cr_assert_eq(pthread_create(&pwriter, NULL, held_pwrite_main, &hp), 0);
+	usleep(300000);
+	cr_assert_eq(atomic_load(&ht.done), 0, "a write to a page being punched did not wait for the punch");
+	cr_assert_eq(atomic_load(&hp.done), 0, "a upc_pwrite into a page being punched did not wait for the punch");
+
+	/* ... until the lock is let go: then the write, the punch, and the fault, with the file's data. */
+	{
+		struct uffdio_zeropage z = { .range = { (uintptr_t)hw.buf, PAGE } };
+
+		cr_assert_eq(ioctl(uffd, UFFDIO_ZEROPAGE, &z), 0);
+	}
+	cr_assert_eq(pthread_join(writer, NULL), 0);
+	cr_assert_eq(atomic_load(&hw.ret), (ssize_t)PAGE);
+	cr_assert_eq(pthread_join(toucher, NULL), 0);
+	cr_assert_eq(pthread_join(pwriter, NULL), 0);
+	cr_assert_eq(hp.ret, (ssize_t)sizeof(hp.data));
+	/*
+	 * The write landed, and nothing else of the held file changed: the
+	 * zeros written into the memfd's evicted page are not the file's.
+	 */
+	cr_assert_eq(upc_msync(c, xp, xsize, UPC_MS_SYNC), 0);
+	cr_assert_eq(pread(xfd, xbuf, xsize, 0), (ssize_t)xsize);
+	for (size_t i = 0; i < xsize; i++) {
+		unsigned char want = i == 5 * PAGE + 7 ? ht.byte : pat(i);
+
+		if (i >= 6 * PAGE + 100 && i < 6 * PAGE + 100 + sizeof(hp.data))
+			want = hp.data[i - (6 * PAGE + 100)];
+
+		bad += xbuf[i] != want || xp[i] != want;
+	}
+	cr_assert_eq(bad, 0, "%" PRIu64 " bytes of the held file are wrong", bad);
+
+	cr_assert_eq(upc_unmap(c, xp, xsize), 0);
+	upc_cache_destroy(c);
+	close(s);
+	close(uffd);
+	close(hw.memfd);
+	close(statefd);
+	close(rw);
+	close(xfd);
+	close(yfd);
+	free(xbuf);
+	free(m);
+	upcd_stop();
+}
+
+/*
+ * A client that maps a file eight times the daemon's memory limit, and
+ * reads and writes all of it through the mapping: the daemon evicts what
+ * the client maps (the hole punch tears the client's PTEs down, as
+ * try_to_unmap does), the cache stays within its limit, and every write
+ * reaches the file.  The daemon could not tear a client's PTEs down, and
+ * kept every page a client mapped, whatever the limit.
+ */
+Test(shared, what_a_client_maps_is_evicted_under_the_memory_limit, .timeout = 120)
+{
+	const size_t size = 32u << 20, limit = 4u << 20;
+	struct upc_stats st = { .sz = sizeof(st) };
+	static unsigned char buf[1 << 20];
+	struct upc_cache *c;
+	unsigned char *p;
+	uint64_t bad = 0;
+	char path[64];
+	int fd;
+
+	if (track_flags())
+		cr_skip_test("under --async upcd keeps the pages a client maps (upcd(8), BUGS)");
+	fd = tmpfile_pattern(size, path);
+	upcd_start("--mem-limit=4M");
+	c = shared_cache();
+	cr_assert_eq(upc_map(c, fd, 0, size, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
+	/* Every page read, every sixteenth written. */
+	for (size_t off = 0; off < size; off += PAGE) {
+		bad += p[off] != pat(off) || p[off + PAGE - 1] != pat(off + PAGE - 1);
+		if ((off / PAGE) % 16 == 0)
+			p[off + 1] = (unsigned char)~pat(off + 1);
+	}
+	cr_assert_eq(bad, 0, "%" PRIu64 " pages read wrong through the mapping", bad);
+	for (int i = 0; i < 3000; i++) {
+		cr_assert_eq(upc_stats(c, &st), 0);
+		if (st.pages_cached <= 2 * limit / PAGE)
+			break;
+		usleep(10000);
+	}
+	cr_assert_leq(st.pages_cached, 2 * limit / PAGE, "%" PRIu64 " pages cached under a limit of %zu, 30 s on",
+		      st.pages_cached, limit / PAGE);
+	cr_assert_geq(st.pages_evicted, (size - 2 * limit) / PAGE, "%" PRIu64 " pages evicted", st.pages_evicted);
+	/* The writes, in the file and through the mapping again (evicted pages fault back in). */
+	cr_assert_eq(upc_msync(c, p, size, UPC_MS_SYNC), 0);
+	for (size_t off = 0; off < size; off += sizeof(buf)) {
+		cr_assert_eq(pread(fd, buf, sizeof(buf), (off_t)off), (ssize_t)sizeof(buf));
+		for (size_t i = 0; i < sizeof(buf); i++) {
+			size_t at = off + i;
+			unsigned char want = (at % PAGE == 1 && (at / PAGE) % 16 == 0) ? (unsigned char)~pat(at) : pat(at);
+
+			bad += buf[i] != want || p[at] != want;
+		}
+	}
+	cr_assert_eq(bad, 0, "%" PRIu64 " bytes wrong in the file or the mapping", bad);
+	cr_assert_eq(upc_unmap(c, p, size), 0);
+	upc_cache_destroy(c);
+	close(fd);
+	upcd_stop();
 }

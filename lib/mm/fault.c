@@ -405,6 +405,12 @@ again:
 			pthread_cond_wait(&f->wb_cond, &f->lock);
 		goto again;
 	}
+	/* Evicted by upcd's reclaim thread, its punch still in flight (reclaim.c): wait for it too. */
+	if (punch_busy(f, pgoff, pgoff)) {
+		if (!punch_wait(f, pgoff, pgoff, &h->mm->stopping))
+			return;		/* the mm or the cache is going: the fault is left to it */
+		goto again;
+	}
 	pg = pt_get(f, pgoff);
 	if (!pg)
 		goto fail;
@@ -441,7 +447,7 @@ again:
 		goto beyond_eof;
 	win = (pg->flags & PG_UPTODATE) ? 1 : ra_window(c, m, f, pgoff);
 	for (n = 1; n < win && pgoff + n < f->npages && !page_uptodate(f, pgoff + n) &&
-	     !fill_busy(f, pgoff + n, pgoff + n); n++)
+	     !fill_busy(f, pgoff + n, pgoff + n) && !punch_busy(f, pgoff + n, pgoff + n); n++)
 		;
 	for (unsigned int attempt = 0;;) {
 		io = (struct upc_io){
@@ -858,6 +864,16 @@ done:
  * empty), which is what I1 asks: nothing becomes writable before it is
  * dirty.
  */
+/* Is page @pgoff in @f's memfd (mincore of the staging mapping: no inode lock)? */
+static bool page_in_memfd(struct upc_file *f, uint64_t pgoff)
+{
+	unsigned char vec = 0;
+
+	if (pgoff >= (f->base_len >> UPC_PAGE_SHIFT))
+		return false;
+	return mincore(f->base + (pgoff << UPC_PAGE_SHIFT), UPC_PAGE_SIZE, &vec) == 0 && (vec & 1);
+}
+
 static void handle_wp(struct upc_handler *h, struct upc_map *m, uintptr_t addr, uint32_t ptid)
 {
 	struct upc_mm *mm = h->mm;
@@ -871,7 +887,15 @@ static void handle_wp(struct upc_handler *h, struct upc_map *m, uintptr_t addr, 
 	UPC_TRACE(fault, f, pgoff, addr, UPC_FAULT_WP | UPC_FAULT_WRITE, ptid);
 	file_size_recheck(f, pgoff);
 	if (!pg || !(pg->flags & PG_UPTODATE)) {
-		/* Evicted since the fault was raised: let it fault again. */
+		/*
+		 * Evicted since the fault was raised: let it fault again.  In
+		 * upcd, unless the memfd still holds the page: an eviction's
+		 * punch that failed (reclaim.c, punch_complete) left it there,
+		 * and a client's write-protected PTE to it, which would fault
+		 * here for ever.  Punched now: the PTE goes with it.
+		 */
+		if (mm->cache->serving && page_in_memfd(f, pgoff))
+			sys_punch(f->memfd, (off_t)(pgoff << UPC_PAGE_SHIFT), UPC_PAGE_SIZE);
 		sys_uffd_wake(mm->uffd, addr, UPC_PAGE_SIZE);
 		UPC_TRACE(fault_done, f, pgoff, UPC_FAULT_WP, 0);
 		return;
@@ -925,6 +949,21 @@ static void handle_fault(struct upc_handler *h, const struct uffd_msg *msg)
 	}
 	atomic_fetch_add_explicit(&mm->nr_faults, 1, memory_order_relaxed);	/* upcctl daemon clients */
 	pthread_mutex_lock(&m->file->lock);
+	/*
+	 * The page is being punched out of the memfd by upcd's reclaim thread
+	 * (reclaim.c, "Evictions punched without file->lock"): whatever the
+	 * fault is, it waits for the punch, as it would have waited for
+	 * file->lock, and finds the page gone.  @m stays (mm->lock).
+	 */
+	if (m->file->punch) {
+		uint64_t pgoff = m->pgoff + ((addr - m->start) >> UPC_PAGE_SHIFT);
+
+		if (!punch_wait(m->file, pgoff, pgoff, &mm->stopping)) {
+			pthread_mutex_unlock(&m->file->lock);
+			pthread_rwlock_unlock(&mm->lock);
+			return;
+		}
+	}
 	/*
 	 * The client is zapping a run of @m without file->lock (reclaim.c,
 	 * dontneed_piece): what it wrote there is in the PTEs it empties,

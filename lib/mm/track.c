@@ -33,12 +33,11 @@
 #include <sys/mman.h>
 
 /*
- * Walk file pages [first, last] of @f, in every mapping of this process
- * (with @wp_only, the write-protect-registered ones), through PAGEMAP_SCAN
+ * Walk file pages [first, last] of @f in mapping @m (this process's, a
+ * forked child's with a pagemap, an upcd client's), through PAGEMAP_SCAN
  * as @tmpl asks, calling @fn for every page it reports.  One scan may stop
  * early (a full vector): the walk goes on from walk_end.  Returns 0, or
- * the first scan's error (the walk goes on with the next mapping).
- * Caller holds f->lock.
+ * the first scan's error.  Caller holds f->lock.
  */
 static int walk_map(struct upc_map *m, uint64_t first, uint64_t last, const struct pm_scan_arg *tmpl,
 		    void (*fn)(struct upc_file *f, uint64_t pgoff, void *arg), void *arg)
@@ -148,6 +147,13 @@ int pagemap_walk(struct upc_file *f, uint64_t first, uint64_t last, bool wp_only
 		 void *arg)
 {
 	return walk_cached(f, NULL, first, last, wp_only, tmpl, fn, arg);
+}
+
+/* The same over mapping @m only. */
+int pagemap_walk_map(struct upc_map *m, uint64_t first, uint64_t last, const struct pm_scan_arg *tmpl,
+		     void (*fn)(struct upc_file *f, uint64_t pgoff, void *arg), void *arg)
+{
+	return walk_cached(m->file, m, first, last, false, tmpl, fn, arg);
 }
 
 /* A written page: its state moves to the descriptor (and is counted). */

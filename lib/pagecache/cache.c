@@ -683,6 +683,7 @@ static void file_free(struct upc_file *f)
 	struct upc_cache *c = f->cache;
 
 	UPC_TRACE(file_release, f);
+	punch_free(f);
 	/* out of the cache clean: its keeper lets it go too (daemon/keeper.c); not at destruction */
 	if (f->kept && c->forget && !atomic_load(&c->dying))
 		c->forget(c, f);
@@ -2342,7 +2343,12 @@ UPC_API int upc_cache_destroy(struct upc_cache *c)
 	fault_handler_stop(&c->self);
 	fork_reader_stop(c);
 	mm_fini(&c->self);
-	for (f = c->files; f; f = next) {
+	/*
+	 * Hole punches of evictions still stuck on a client's hold of a memfd's
+	 * lock (reclaim.c): their thread goes on, and may touch any file and
+	 * the cache when they complete, so both stay; the process is exiting.
+	 */
+	for (f = c->punch_abandoned ? NULL : c->files; f; f = next) {
 		next = f->next;
 		file_free(f);
 	}
@@ -2359,7 +2365,8 @@ UPC_API int upc_cache_destroy(struct upc_cache *c)
 	for (size_t i = 0; i < c->norphans; i++)
 		orphan_close(&c->orphans[i]);
 	free(c->orphans);
-	free(c);
+	if (!c->punch_abandoned)
+		free(c);
 	return ret;
 }
 

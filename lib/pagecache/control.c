@@ -677,6 +677,10 @@ static int fill_range(struct upc_cache *c, struct upc_file *f, uint64_t first, u
 		if (ahead && atomic_load(&c->nr_cached) + atomic_load(&c->ra_reading) + bufpages > c->hard_pages)
 			return 0;
 		pthread_mutex_lock(&f->lock);
+		if (!ahead && !punch_wait(f, p, last, NULL)) {
+			pthread_mutex_unlock(&f->lock);
+			return -EIO;	/* the cache is going */
+		}
 		r = fill_run(f, &p, last, buf, bufpages, ahead, t);
 		pthread_mutex_unlock(&f->lock);
 		if (r > 0 && atomic_load(&c->nr_cached) > c->high_pages)
@@ -722,8 +726,11 @@ bool fill_busy(const struct upc_file *f, uint64_t first, uint64_t last)
  *    shrink seen behind the cache's back (file_store_changed()): each
  *    promises that the next touch reads the file again.  A page
  *    that became uptodate meanwhile and is still there is kept, not
- *    overwritten (staging_insert skips it).  A read that lost the race is
- *    started again, twice at most, and then left to the faults.
+ *    overwritten (staging_insert skips it).  Nor is one evicted meanwhile
+ *    whose hole punch upcd's punch thread has not made yet (reclaim.c):
+ *    it is still there too, and would be skipped and taken away after.
+ *    A read that lost either race is started again (without the pages
+ *    being punched), twice at most, and then left to the faults.
  * A store handle swapped meanwhile (file_get: a writable one) is closed
  * by the last listed read, which may still be using it.
  */
@@ -746,12 +753,19 @@ again:
 		return 0;
 	if (last >= f->npages)
 		last = f->npages - 1;
-	while (p <= last && (page_uptodate(f, p) || (ahead && fill_busy(f, p, p))))
+	/*
+	 * Readahead leaves out what another worker reads and what upcd's
+	 * reclaim thread is still punching (reclaim.c); a fill that must read
+	 * waited for the punches before (punch_wait), and holds the lock.
+	 */
+	while (p <= last && (page_uptodate(f, p) || (ahead && (fill_busy(f, p, p) || punch_busy(f, p, p)))))
 		p++;
 	*pp = p;
 	while (p + n <= last && n < bufpages && !page_uptodate(f, p + n) &&
-	       !(ahead && fill_busy(f, p + n, p + n)))
+	       !(ahead && fill_busy(f, p + n, p + n)) && !punch_busy(f, p + n, p + n))
 		n++;
+	if (!n && p <= last && punch_busy(f, p, p))
+		return -EBUSY;	/* a punch in flight the caller did not wait for: a bug */
 	if (!n || (p << UPC_PAGE_SHIFT) >= (uint64_t)f->size)
 		return 0;
 	io = (struct upc_io){
@@ -785,7 +799,13 @@ again:
 			f->stale_store_h = NULL;
 		}
 		pthread_cond_broadcast(&f->wb_cond);
-		if (gen != f->store_gen) {
+		/*
+		 * Or a page of the run was filled meanwhile (a fault, a
+		 * pread), evicted, and its punch is in flight: the copy would
+		 * find the page still there (EEXIST), take it as inserted, and
+		 * the punch would then take it away (reclaim.c).
+		 */
+		if (gen != f->store_gen || punch_busy(f, p, p + n - 1)) {
 			UPC_TRACE(fill_done, f, io.off, io.len, -ESTALE);
 			if (++tries > 2)
 				return 0;

@@ -160,6 +160,17 @@ UPC_API ssize_t upc_pread(struct upc_cache *c, int fd, void *buf, size_t len, of
 		}
 		/* The uncached pages of the piece are read from the store (file->lock held: the page lock). */
 		last = (end - 1) >> UPC_PAGE_SHIFT;
+		/*
+		 * Pages upcd's reclaim thread is still punching are read once
+		 * the punch is done (reclaim.c); after the refresh above, which
+		 * may let go of the lock (file_grow()).  The size is looked at
+		 * again after the read.
+		 */
+		if (!punch_wait(f, first, last, NULL)) {
+			pthread_mutex_unlock(&f->lock);
+			err = -EIO;	/* the cache is going */
+			break;
+		}
 		for (p = first; (r = fill_run(f, &p, last, bounce, bpages, false, NULL)) > 0; p += (uint64_t)r)
 			;
 		if (r < 0)
@@ -349,6 +360,21 @@ UPC_API ssize_t upc_pwrite(struct upc_cache *c, int fd, const void *buf, size_t 
 
 			/* as far as file_grow() will: never fewer pages than now */
 			file_wp_extend(f, max_t(uint64_t, pg_round_up(end) >> UPC_PAGE_SHIFT, f->npages), &yielded);
+		}
+		/*
+		 * Pages upcd's reclaim thread is still punching (reclaim.c): not
+		 * written into before the punch is done, and then the piece
+		 * starts again, as the wait let go of the lock.
+		 */
+		if (punch_busy(f, edges[0], edges[1])) {
+			bool going = !punch_wait(f, edges[0], edges[1], NULL);
+
+			pthread_mutex_unlock(&f->lock);
+			if (going) {
+				err = -EIO;
+				break;
+			}
+			continue;
 		}
 		/*
 		 * 1. A partial page the store has bytes of, and the cache does not
@@ -749,7 +775,7 @@ UPC_API int upc_invalidate(struct upc_cache *c, int fd, off_t off, off_t len)
 		}
 		/* I3: torn down first, dirty checked again after, then punched. */
 		if (nr)
-			reclaim_runs(f, runs, nr);
+			reclaim_runs(f, runs, nr, false);
 		for (uint64_t p = first; !busy && p <= last; p++) {
 			if (!f->chunks[p >> PT_CHUNK_SHIFT]) {
 				p |= PT_CHUNK_PAGES - 1;

@@ -29,13 +29,19 @@
  * already in the descriptor: a write to a clean page traps and needs
  * file->lock, which reclaim holds from the check to the punch, so the writer
  * waits, finds the page gone, faults it in again and its write lands.
+ * (upcd's reclaim thread lets go of file->lock before its punches
+ * complete: the writer's fault then waits for them, handle_fault.)
  * Dirty, pinned (I6) and under-write-back pages are never freed.
  */
 #include "internal.h"
 #include "usdt.h"
 
+#include <fcntl.h>
+#include <liburing.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
@@ -49,9 +55,9 @@ static bool reclaimable(const struct upc_page *pg)
 }
 
 /*
- * PTE presence of file pages [first, first+n) in this process's mappings,
- * as one byte per page.  Other processes' mappings (forked children) are
- * not sampled: for them the punch below is the only teardown.
+ * PTE presence of file pages [first, first+n), as one byte per page: in
+ * this process's mappings (@own), and in other processes' (@others: upcd's
+ * clients; a forked child's mm has no pagemap here, and is not sampled).
  */
 struct presence {
 	uint64_t first;
@@ -66,17 +72,31 @@ static void mark_present(struct upc_file *f, uint64_t p, void *arg)
 	pr->present[p - pr->first] = 1;
 }
 
-static void presence_scan(struct upc_file *f, uint64_t first, uint64_t n, uint8_t *present)
+static void presence_scan(struct upc_file *f, uint64_t first, uint64_t n, uint8_t *own, uint8_t *others)
 {
 	static const struct pm_scan_arg present_pages = {
 		.category_anyof_mask = PAGE_IS_PRESENT,
 		.return_mask = PAGE_IS_PRESENT,
 	};
-	struct presence pr = { first, present };
+	struct presence pown = { first, own }, pothers = { first, others };
 
-	memset(present, 0, n);
-	/* A failed scan leaves pages unseen: they only look less used. */
-	pagemap_walk(f, first, first + n - 1, false, &present_pages, mark_present, &pr);
+	memset(own, 0, n);
+	memset(others, 0, n);
+	/*
+	 * A failed scan leaves pages unseen: they only look less used.  But
+	 * for another process's mapping under asynchronous tracking, where a
+	 * page present there is kept (shrink_file): the whole range counts as
+	 * present there.
+	 */
+	for (struct upc_map *m = f->rmap; m; m = m->f_next) {
+		bool mine = m->mm == &f->cache->self;
+		uint64_t s = max_t(uint64_t, first, m->pgoff);
+		uint64_t e = min_t(uint64_t, first + n, m->pgoff + ((m->end - m->start) >> UPC_PAGE_SHIFT));
+
+		if (pagemap_walk_map(m, first, first + n - 1, &present_pages, mark_present, mine ? &pown : &pothers) < 0 &&
+		    !mine && f->cache->track_mode == UPC_TRACK_ASYNC && s < e)
+			memset(others + (s - first), 1, e - s);
+	}
 }
 
 /*
@@ -126,11 +146,365 @@ void teardown_runs(struct upc_file *f, const struct run *runs, size_t nr, bool s
 	}
 }
 
+/* ------------------------------------------------------------ evictions punched without file->lock */
+
+/*
+ * Evictions punched without file->lock (upcd).  A client that may write a
+ * file holds a read-write descriptor of its data memfd (remote.c, "What a
+ * client can do to a memfd"), and with it the memfd's inode lock for as
+ * long as it likes: write(2) into the memfd from a buffer whose page fault
+ * it never lets finish (a userfaultfd of its own, a FUSE file it serves)
+ * holds i_rwsem while the fault waits, and a hole punch takes i_rwsem
+ * (shmem_fallocate).  The reclaim thread is the whole cache's: a punch of
+ * that memfd from it, under file->lock, stopped eviction of every file, and
+ * through reclaim_throttle() slowed every client's faults (upcd(8), BUGS,
+ * until this).  So a serving cache's reclaim thread queues its punches for
+ * a thread of their own, which makes them through an io_uring, where
+ * IORING_OP_FALLOCATE always runs in an io-wq worker: the worker is what
+ * waits for the inode lock.
+ *
+ *  - One chain a file.  io-wq does not serialize the fallocates of one
+ *    inode: measured on Linux 6.18, twenty punches of a memfd whose lock
+ *    was held took all eight bounded workers (4 per CPU), and the punches
+ *    of eight other memfds queued behind them.  So an eviction's runs go
+ *    as one IOSQE_IO_HARDLINK chain, run one after the other by one
+ *    worker, and a file with a chain in flight gets no other before it
+ *    completes: a stuck memfd holds one worker, and the clock hand passes
+ *    its file by.  PUNCH_WORKERS bounds the workers: a client that holds
+ *    that many memfds' locks at once (as many files it may write, each with
+ *    a thread stuck in a write) stops evictions again.  The pages of a
+ *    stuck chain stay counted cached (at most a clock visit's, SCAN_BATCH,
+ *    a file): with a few such files under a small limit, the cache stays
+ *    over its hard margin, and reclaim_throttle() slows every fault.
+ *  - The pages leave the page table when the chain is queued, and stay
+ *    counted in nr_cached until it completes (their memory is not free
+ *    before).  Nothing may put a page into the memfd where a punch in
+ *    flight would take it away after: a fault on such a page waits for the
+ *    chain (fault.c, handle_fault), a fill waits for it (punch_wait) or, if
+ *    it is readahead, leaves the page out (punch_busy; control.c,
+ *    fill_run, also after its read without the lock).
+ *  - The punch thread does not wait for the file's lock, which a thread
+ *    stuck on the same inode lock may hold (a truncation's punch): it
+ *    counts the pages free, marks the chain done, and wakes the file's
+ *    waiters, under the lock only if it gets it within 2 ms; the next
+ *    holder of file->lock frees the record (punch_reap).  Its put of the
+ *    chain's reference may release the file (cache.c, file_put), which
+ *    takes locks, but only when nothing else uses the file.
+ *  - The kernel ties io-wq work to the thread that submitted it, and a
+ *    thread's exit waits for its work to finish.  The reclaim thread only
+ *    queues, so it stops at once; the punch thread is joined only if its
+ *    chains complete within a second of the cache's destruction.  If not,
+ *    it is left running, and the cache with its files stays allocated for
+ *    it (upc_cache_destroy): the process's exit then waits in the kernel
+ *    for the client to let go of the lock, or to die.
+ *
+ * Every other punch of a data memfd (a truncation, upc_fallocate, a drop,
+ * a fault on a client's page in a hole of the memfd), and a growth of the
+ * memfd, is made by a thread working for that file's clients, under its
+ * lock, and waits for the inode lock: one client can stall the others of a
+ * file it may write (which it can also fill with zeros), and through the
+ * threads that visit every file under its lock, some with cache->lock held
+ * (publish_tick, upc_stats, the background writer), every client: not
+ * fixed (upcd(8), BUGS).  The clock hand at least passes such a file by
+ * (shrink_file).
+ */
+#define PUNCH_RING	1024	/* > the runs of one eviction (SCAN_BATCH pages) */
+#define PUNCH_WORKERS	64	/* io-wq workers: memfds whose locks can be waited for at once */
+#define PUNCH_STUCK_MS	100	/* a chain this old: the file is passed by, not waited for */
+
+struct punch {
+	struct upc_file *f;
+	struct run *runs;
+	size_t nr;
+	uint64_t pages;
+	uint64_t t0;			/* now_ms() when queued */
+	struct punch *next;		/* punch_ctl->queue */
+	int err;			/* the first punch that failed (punch thread) */
+	_Atomic size_t left;		/* completions to come: 0 once done */
+};
+
+struct punch_ctl {
+	struct upc_cache *cache;
+	struct io_uring ring;
+	int efd;			/* wakes the punch thread */
+	pthread_mutex_t lock;		/* @queue, @stop: a leaf, taken under file->lock */
+	struct punch *queue, **tail;
+	bool stop;
+	_Atomic unsigned int inflight;	/* chains queued or in flight */
+	pthread_t thread;
+};
+
+/* The chain of @f, if done: freed.  Caller holds f->lock. */
+static void punch_reap(struct upc_file *f)
+{
+	struct punch *p = f->punch;
+
+	if (p && atomic_load_explicit(&p->left, memory_order_acquire) == 0) {
+		f->punch = NULL;
+		free(p->runs);
+		free(p);
+	}
+}
+
+/* At file_free, once the punch thread is gone: a chain still listed then is done. */
+void punch_free(struct upc_file *f)
+{
+	if (f->punch) {
+		free(f->punch->runs);
+		free(f->punch);
+		f->punch = NULL;
+	}
+}
+
+/* Does a punch in flight take a page of [first, last]?  Caller holds f->lock. */
+bool punch_busy(struct upc_file *f, uint64_t first, uint64_t last)
+{
+	struct punch *p;
+
+	punch_reap(f);
+	p = f->punch;
+	if (!p)
+		return false;
+	for (size_t i = 0; i < p->nr; i++)
+		if (p->runs[i].start <= last && first < p->runs[i].start + p->runs[i].n)
+			return true;
+	return false;
+}
+
+/*
+ * Wait until no punch in flight takes a page of [first, last], letting go
+ * of f->lock meanwhile, as a fault waits for fill_busy.  The punch thread
+ * wakes the waiters under file->lock if it gets it within 2 ms, else
+ * without, and then a waiter can miss it: the wait looks again every 5 ms.
+ * Returns false, still waiting, when *@stop (an mm's handlers stop) or the
+ * cache is going (or upcd stopping: it waits for its clients' threads
+ * first).  Caller holds f->lock.
+ */
+bool punch_wait(struct upc_file *f, uint64_t first, uint64_t last, const bool *stop)
+{
+	while (punch_busy(f, first, last)) {
+		if (atomic_load(&f->cache->dying) || atomic_load(&f->cache->quitting) ||
+		    (stop && __atomic_load_n(stop, __ATOMIC_RELAXED)))
+			return false;
+		cond_wait_ms(&f->wb_cond, &f->lock, 5);
+	}
+	return true;
+}
+
+static void punch_complete(struct upc_cache *c, struct punch_ctl *pc, struct punch *p, int res)
+{
+	struct upc_file *f = p->f;
+	uint64_t pages = p->pages, first = p->runs[0].start;
+	bool locked;
+
+	if (res < 0 && !p->err)
+		p->err = res;
+	/* Only this thread counts down. */
+	if (atomic_load_explicit(&p->left, memory_order_relaxed) > 1) {
+		atomic_fetch_sub_explicit(&p->left, 1, memory_order_relaxed);
+		return;
+	}
+	/*
+	 * A punch that failed leaves pages in the memfd the page table does
+	 * not hold: a client's MINOR fault on one punches it (fault.c,
+	 * handle_minor), a fill finds it there (EEXIST) and takes it as it is:
+	 * a clean page, the store's data.
+	 */
+	if (p->err) {
+		UPC_TRACE(error, "punch", p->err, f, first << UPC_PAGE_SHIFT);
+		pr_warn("hole punch of an evicted run failed: %s\n", upc_strerror(p->err));
+	}
+	atomic_fetch_sub(&c->nr_cached, pages);
+	locked = mutex_lock_ms(&f->lock, 2) == 0;
+	atomic_store_explicit(&p->left, 0, memory_order_release);	/* @p is the lock holder's from here */
+	pthread_cond_broadcast(&f->wb_cond);
+	if (locked)
+		pthread_mutex_unlock(&f->lock);
+	file_put(f);	/* the chain's reference */
+	atomic_fetch_sub(&pc->inflight, 1);
+}
+
+/* Put the chain of @p into the ring and submit it whole. */
+static void punch_issue(struct punch_ctl *pc, struct punch *p)
+{
+	unsigned int done = 0;
+
+	for (size_t i = 0; i < p->nr; i++) {
+		struct io_uring_sqe *sqe = io_uring_get_sqe(&pc->ring);	/* room: PUNCH_RING, and the ring is emptied below */
+
+		io_uring_prep_fallocate(sqe, p->f->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+					(off_t)(p->runs[i].start << UPC_PAGE_SHIFT),
+					(off_t)(p->runs[i].n << UPC_PAGE_SHIFT));
+		io_uring_sqe_set_data(sqe, p);
+		if (i + 1 < p->nr)
+			sqe->flags |= IOSQE_IO_HARDLINK;	/* one after the other, failed or not */
+	}
+	/*
+	 * All of it, however many calls that takes: what is left in the ring
+	 * would go with the next chain, and its pages would wait meanwhile.
+	 * A failure here is the ring's (its memory, a signal): tried again.
+	 */
+	for (unsigned int tries = 0; done < p->nr; tries++) {
+		int ret = io_uring_submit(&pc->ring);
+
+		if (ret > 0) {
+			done += (unsigned int)ret;
+			continue;
+		}
+		if (tries == 10)
+			pr_warn("io_uring_submit of a hole punch: %s; trying again\n", upc_strerror(ret < 0 ? ret : -EAGAIN));
+		usleep(tries < 10 ? 1000 : 100000);
+	}
+}
+
+static void *punch_main(void *arg)
+{
+	struct punch_ctl *pc = arg;
+	struct upc_cache *c = pc->cache;
+
+	for (;;) {
+		struct pollfd pfd[2] = { { .fd = pc->ring.ring_fd, .events = POLLIN }, { .fd = pc->efd, .events = POLLIN } };
+		struct io_uring_cqe *cqe;
+		struct punch *q;
+		uint64_t v;
+		bool stop;
+
+		while (io_uring_peek_cqe(&pc->ring, &cqe) == 0) {
+			struct punch *p = io_uring_cqe_get_data(cqe);
+			int res = cqe->res;
+
+			io_uring_cqe_seen(&pc->ring, cqe);
+			punch_complete(c, pc, p, res);
+		}
+		pthread_mutex_lock(&pc->lock);
+		q = pc->queue;
+		pc->queue = NULL;
+		pc->tail = &pc->queue;
+		stop = pc->stop;
+		pthread_mutex_unlock(&pc->lock);
+		while (q) {
+			struct punch *next = q->next;
+
+			punch_issue(pc, q);
+			q = next;
+		}
+		if (stop && !atomic_load(&pc->inflight))
+			break;
+		if (poll(pfd, 2, -1) > 0 && (pfd[1].revents & POLLIN))
+			(void)!read(pc->efd, &v, sizeof(v));
+	}
+	return NULL;
+}
+
+/*
+ * The ring and its thread, when the cache starts serving.  Without a ring
+ * (io_uring disabled: kernel.io_uring_disabled, a seccomp filter) the
+ * reclaim thread punches as an embedded cache's does, and says so.
+ */
+int punch_start(struct upc_cache *c)
+{
+	unsigned int workers[2] = { PUNCH_WORKERS, 0 };
+	struct punch_ctl *pc = calloc(1, sizeof(*pc));
+	int ret;
+
+	if (!pc)
+		return -ENOMEM;
+	pc->cache = c;
+	pc->tail = &pc->queue;
+	ret = io_uring_queue_init(PUNCH_RING, &pc->ring, 0);
+	if (ret < 0) {
+		free(pc);
+		pr_warn("no io_uring for evictions (%s): a client holding a memfd's lock can stall reclaim\n",
+			upc_strerror(ret));
+		return 0;
+	}
+	io_uring_register_iowq_max_workers(&pc->ring, workers);	/* best effort: the default is 4 a CPU */
+	pc->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (pc->efd < 0) {
+		ret = -errno;
+		goto fail;
+	}
+	pthread_mutex_init(&pc->lock, NULL);
+	ret = -pthread_create(&pc->thread, NULL, punch_main, pc);
+	if (ret)
+		goto fail;
+	pthread_setname_np(pc->thread, "upc-punch");
+	c->punch = pc;
+	return 0;
+fail:
+	if (pc->efd >= 0)
+		close(pc->efd);
+	io_uring_queue_exit(&pc->ring);
+	free(pc);
+	return ret;
+}
+
+/*
+ * At destruction, after the reclaim thread (the only one that queues)
+ * stopped: the punch thread ends once every chain completed; given a
+ * second, or it is left (above, and c->punch_abandoned).
+ */
+static void punch_stop(struct upc_cache *c)
+{
+	struct punch_ctl *pc = c->punch;
+	uint64_t one = 1;
+	struct timespec ts;
+
+	if (!pc)
+		return;
+	pthread_mutex_lock(&pc->lock);
+	pc->stop = true;
+	pthread_mutex_unlock(&pc->lock);
+	(void)!write(pc->efd, &one, sizeof(one));
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += 1;
+	if (pthread_timedjoin_np(pc->thread, NULL, &ts) != 0) {
+		pr_warn("%u evictions' hole punches wait for a memfd's lock: left to finish as the process exits\n",
+			atomic_load(&pc->inflight));
+		pthread_detach(pc->thread);
+		c->punch_abandoned = true;
+		return;
+	}
+	close(pc->efd);
+	io_uring_queue_exit(&pc->ring);
+	pthread_mutex_destroy(&pc->lock);
+	free(pc);
+	c->punch = NULL;
+}
+
+/*
+ * Queue the punches of @runs (its pages out of the page table, counted
+ * cached) as one chain.  Takes @runs on success.  Caller holds f->lock,
+ * and f->punch is NULL.
+ */
+static int punch_queue(struct upc_file *f, struct run *runs, size_t nr, uint64_t pages)
+{
+	struct punch_ctl *pc = f->cache->punch;
+	struct punch *p = malloc(sizeof(*p));
+	uint64_t one = 1;
+
+	if (!p)
+		return -ENOMEM;
+	*p = (struct punch){ .f = f, .runs = runs, .nr = nr, .pages = pages, .t0 = now_ms() };
+	atomic_init(&p->left, nr);
+	file_hold(f);	/* the chain's: let go by the punch thread, once it is done */
+	atomic_fetch_add(&pc->inflight, 1);
+	f->punch = p;
+	pthread_mutex_lock(&pc->lock);
+	*pc->tail = p;
+	pc->tail = &p->next;
+	pthread_mutex_unlock(&pc->lock);
+	(void)!write(pc->efd, &one, sizeof(one));
+	return 0;
+}
+
 /*
  * Free clean victims: tear down, re-check, punch, re-protect.  Returns the
- * pages freed.  Caller holds f->lock.
+ * pages freed.  With @unlocked (the reclaim thread of a serving cache) the
+ * punches complete without file->lock (above), and the pages are counted
+ * cached until they do.  Caller holds f->lock.
  */
-uint64_t reclaim_runs(struct upc_file *f, struct run *runs, size_t nr)
+uint64_t reclaim_runs(struct upc_file *f, struct run *runs, size_t nr, bool unlocked)
 {
 	struct upc_cache *c = f->cache;
 	struct run *ok = NULL;
@@ -148,6 +522,33 @@ uint64_t reclaim_runs(struct upc_file *f, struct run *runs, size_t nr)
 				if (runs_add(&ok, &nok, &cap, p) < 0)
 					goto out;
 		}
+	if (unlocked && nok && c->punch && !f->punch) {
+		for (size_t i = 0; i < nok; i++)
+			freed += ok[i].n;
+		/* Out of the page table, still counted cached: queued first, as nothing can fail after. */
+		if (punch_queue(f, ok, nok, freed) < 0) {
+			freed = 0;	/* no memory for the record: the victims stay cached this time */
+			goto out;
+		}
+		for (size_t i = 0; i < nok; i++) {
+			for (uint64_t p = ok[i].start; p < ok[i].start + ok[i].n; p++)
+				page_remove(f, p);
+			UPC_TRACE(evict, f, ok[i].start, ok[i].n);
+		}
+		atomic_fetch_add(&c->nr_cached, freed);
+		/*
+		 * The markers go back on the empty PTEs before the punch rather
+		 * than after it: this process's PTEs were torn down above, and
+		 * no fault maps these pages again before the chain completes
+		 * (handle_fault waits for it).  A client's PTE that still maps
+		 * one (synchronous tracking only: shrink_file) is
+		 * write-protected, as every clean page's is: a write traps and
+		 * waits too; the punch zaps it, leaving a marker.
+		 */
+		protect_runs(f, ok, nok);
+		atomic_fetch_add(&c->st.pages_evicted, freed);
+		return freed;	/* @ok is the chain's */
+	}
 	for (size_t i = 0; i < nok; i++) {
 		if (sys_punch(f->memfd, (off_t)(ok[i].start << UPC_PAGE_SHIFT),
 			      (off_t)(ok[i].n << UPC_PAGE_SHIFT)) < 0) {
@@ -174,6 +575,25 @@ out:
 }
 
 /*
+ * Does @f's last eviction still punch (upcd)?  Waited for a few
+ * milliseconds: a chain takes microseconds, unless a client holds the
+ * memfd's inode lock, and then the file's victims wait for a later visit.
+ * Caller holds f->lock.
+ */
+static bool punch_pending(struct upc_file *f)
+{
+	punch_reap(f);
+	if (!f->punch)
+		return false;
+	if (now_ms() - f->punch->t0 < PUNCH_STUCK_MS)
+		for (int i = 0; i < 5 && f->punch; i++) {
+			cond_wait_ms(&f->wb_cond, &f->lock, 1);
+			punch_reap(f);
+		}
+	return f->punch != NULL;
+}
+
+/*
  * One visit of the clock hand to @f: sample and age up to SCAN_BATCH cached
  * pages, free the clean victims, and start write-back of the dirty ones (they
  * are freed at a later pass, once clean).  Returns the pages freed.
@@ -182,11 +602,20 @@ static uint64_t shrink_file(struct upc_file *f, uint64_t active_target, bool *wr
 {
 	struct run *zap = NULL, *victims = NULL, *dirty = NULL;
 	size_t nzap = 0, zcap = 0, nv = 0, vcap = 0, nd = 0, dcap = 0;
-	uint8_t present[SCAN_BATCH];
+	uint8_t present[SCAN_BATCH], elsewhere[SCAN_BATCH];
 	uint64_t first, n, freed = 0;
+	bool stuck, async = f->cache->track_mode == UPC_TRACK_ASYNC;
 
 	*wrapped = true;
-	pthread_mutex_lock(&f->lock);
+	/*
+	 * Given 20 ms: a thread of upcd can hold a file's lock while it waits
+	 * for the memfd's inode lock, which a client can hold (the top of this
+	 * section): the clock passes the file by, and goes on with the others.
+	 */
+	if (mutex_lock_ms(&f->lock, f->cache->punch ? 20 : 0) != 0)
+		return 0;
+	/* Before the victims are chosen: the wait lets go of the lock, and a fault could map one. */
+	stuck = punch_pending(f);
 	if (!f->nr_cached || !f->npages)
 		goto out;
 	if (f->hand >= f->npages)
@@ -202,7 +631,23 @@ static uint64_t shrink_file(struct upc_file *f, uint64_t active_target, bool *wr
 	*wrapped = false;
 	first = f->hand;
 	n = min_t(uint64_t, SCAN_BATCH, f->npages - first);
-	presence_scan(f, first, n, present);
+	presence_scan(f, first, n, present, elsewhere);
+	/*
+	 * Pages other processes map (upcd's clients).  Their PTEs cannot be
+	 * torn down to sample access, as this process's are (process_madvise
+	 * MADV_DONTNEED works only on the caller's own), so after a first
+	 * look their presence says nothing more: such a page gets one pass of
+	 * the hand as a second chance, then is evicted, and the punch tears
+	 * the PTEs down (try_to_unmap).  That is safe where a write to a clean
+	 * page traps (synchronous tracking: the writer waits for the punch,
+	 * I1).  Under asynchronous tracking a write goes through a clean PTE
+	 * without a trap, and would be lost to the punch after the dirty check
+	 * (I3): a page mapped elsewhere is kept there, as if in use (upcd(8),
+	 * BUGS: the memory limit does not hold for what clients map).
+	 */
+	if (async)
+		for (uint64_t i = 0; i < n; i++)
+			present[i] |= elsewhere[i];
 
 	for (uint64_t i = 0; i < n; i++) {
 		struct upc_page *pg = pt_lookup(f, first + i);
@@ -219,11 +664,12 @@ static uint64_t shrink_file(struct upc_file *f, uint64_t active_target, bool *wr
 			}
 			continue;
 		}
-		if ((pg->flags & PG_LAZYFREE) && !(pg->flags & PG_DIRTY)) {
+		/* Not one a client maps under async tracking: a write there is not seen (above). */
+		if ((pg->flags & PG_LAZYFREE) && !(pg->flags & PG_DIRTY) && !(async && elsewhere[i])) {
 			runs_add(&victims, &nv, &vcap, first + i);
 			continue;
 		}
-		if (present[i] && (pg->flags & PG_READAHEAD)) {
+		if ((present[i] || elsewhere[i]) && (pg->flags & PG_READAHEAD)) {
 			/* Mapped ahead of any access: this presence says nothing yet. */
 			pg->flags &= ~PG_READAHEAD;
 			continue;
@@ -236,6 +682,10 @@ static uint64_t shrink_file(struct upc_file *f, uint64_t active_target, bool *wr
 			} else {
 				pg->flags |= PG_REFERENCED;
 			}
+			continue;
+		}
+		if (elsewhere[i] && !async && !(pg->flags & PG_REFERENCED)) {
+			pg->flags |= PG_REFERENCED;	/* the second chance (above) */
 			continue;
 		}
 		pg->flags &= ~PG_REFERENCED;
@@ -251,8 +701,8 @@ static uint64_t shrink_file(struct upc_file *f, uint64_t active_target, bool *wr
 	}
 	/* Sample again at the next pass: what is present then was accessed since. */
 	teardown_runs(f, zap, nzap, false);
-	if (nv)
-		freed = reclaim_runs(f, victims, nv);
+	if (nv && !stuck)
+		freed = reclaim_runs(f, victims, nv, true);
 out:
 	pthread_mutex_unlock(&f->lock);
 	for (size_t i = 0; i < nd; i++)
@@ -406,6 +856,7 @@ void reclaim_stop(struct upc_cache *c)
 	pthread_mutex_unlock(&c->rc_lock);
 	pthread_join(c->rc_thread, NULL);
 	c->rc_running = false;
+	punch_stop(c);
 }
 
 /*
@@ -521,7 +972,7 @@ int file_drop(struct upc_file *f, unsigned int flags, uint64_t *dropped)
 		if (reclaimable(pg) && !(pg->flags & PG_DIRTY) && runs_add(&runs, &nr, &cap, p) < 0)
 			break;
 	}
-	*dropped += reclaim_runs(f, runs, nr);
+	*dropped += reclaim_runs(f, runs, nr, false);
 	pthread_mutex_unlock(&f->lock);
 	free(runs);
 	return ret;
