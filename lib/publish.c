@@ -192,7 +192,9 @@ void publish_refresh(struct upc_cache *c)
 	for (struct upc_file *f = head; f; f = f->next, nall++) {
 		struct upc_shm_file fs = { .dev = f->dev, .ino = f->ino };
 
-		pthread_mutex_lock(&f->lock);
+		/* Not for ever, cache->lock held: as upc_stats() (cache.c); the file is left out. */
+		if (mutex_lock_ms(&f->lock, c->serving ? 20 : 0) != 0)
+			continue;
 		fs.size = (uint64_t)f->size;
 		fs.cached = f->nr_cached;
 		fs.dirty = f->nr_dirty;

@@ -2402,7 +2402,13 @@ UPC_API int upc_stats(struct upc_cache *c, struct upc_stats *out)
 	for (struct upc_mm *mm = c->children; mm; mm = mm->next_child)
 		st.nr_children += !mm->dead;
 	for (f = c->files; f; f = f->next) {
-		pthread_mutex_lock(&f->lock);
+		/*
+		 * upcd: not for ever, with cache->lock held, for a file whose
+		 * lock a thread holds while it waits for the memfd's inode lock,
+		 * which a client can hold (reclaim.c): its pages go uncounted.
+		 */
+		if (mutex_lock_ms(&f->lock, c->serving ? 20 : 0) != 0)
+			continue;
 		track_collect_all(f);	/* async: count what was written since the last look */
 		st.pages_cached += f->nr_cached;
 		st.pages_dirty += f->nr_dirty;

@@ -166,7 +166,8 @@ void teardown_runs(struct upc_file *f, const struct run *runs, size_t nr, bool s
  *  - One chain a file.  io-wq does not serialize the fallocates of one
  *    inode: measured on Linux 6.18, twenty punches of a memfd whose lock
  *    was held took all eight bounded workers (4 per CPU), and the punches
- *    of eight other memfds queued behind them.  So an eviction's runs go
+ *    of eight other memfds queued behind them (docs/bench/issue10-punch/
+ *    iowq.c).  So an eviction's runs go
  *    as one IOSQE_IO_HARDLINK chain, run one after the other by one
  *    worker, and a file with a chain in flight gets no other before it
  *    completes: a stuck memfd holds one worker, and the clock hand passes
@@ -202,11 +203,11 @@ void teardown_runs(struct upc_file *f, const struct run *runs, size_t nr, bool s
  * a fault on a client's page in a hole of the memfd), and a growth of the
  * memfd, is made by a thread working for that file's clients, under its
  * lock, and waits for the inode lock: one client can stall the others of a
- * file it may write (which it can also fill with zeros), and through the
- * threads that visit every file under its lock, some with cache->lock held
- * (publish_tick, upc_stats, the background writer), every client: not
- * fixed (upcd(8), BUGS).  The clock hand at least passes such a file by
- * (shrink_file).
+ * file it may write (which it can also fill with zeros), and the threads
+ * that visit every file under its lock (the background writer, a sync or
+ * drop of the whole cache): not fixed (upcd(8), BUGS).  Those that would
+ * stall every client pass such a file by: the clock hand (shrink_file),
+ * and the statistics, which hold cache->lock (publish_tick, upc_stats).
  */
 #define PUNCH_RING	1024	/* > the runs of one eviction (SCAN_BATCH pages) */
 #define PUNCH_WORKERS	64	/* io-wq workers: memfds whose locks can be waited for at once */
