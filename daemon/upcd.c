@@ -1479,7 +1479,7 @@ int main(int argc, char **argv)
 	/* its own socket only: one systemd passed is systemd's (RemoveOnStop=) */
 	if (!d.socket_activated)
 		unlink(path);
-	/* A client's request waiting for a punch stuck on a memfd's lock gives up (reclaim.c). */
+	/* A client's request waiting for a punch stuck on a memfd's lock gives up (punch.c). */
 	atomic_store(&d.c->quitting, true);
 	pthread_mutex_lock(&d.lock);
 	for (struct client *cl = d.clients; cl; cl = cl->next)

@@ -52,7 +52,7 @@
  * lock kept out is made safe before (map.c, map_forget_remote(); reclaim.c,
  * dontneed_piece()).  No thread the whole cache shares holds file->lock
  * across a system call that takes the data memfd's inode lock, which a
- * client of upcd can hold (reclaim.c, "Evictions punched without
+ * client of upcd can hold (punch.c, "Evictions punched without
  * file->lock"): upcd's reclaim thread has its punches made by a thread of
  * their own, through an io_uring, and the pages of a punch in flight are
  * listed in file->punch (a fault on one waits on file->wb_cond, a fill
@@ -246,7 +246,7 @@ struct upc_file {
 	unsigned int nr_fill_busy;
 	/*
 	 * upcd: the eviction whose hole punches are in flight without @lock
-	 * (reclaim.c, punch_queue): its pages are out of the page table, and
+	 * (punch.c, punch_queue): its pages are out of the page table, and
 	 * nothing may put a page into the memfd where it punches until it is
 	 * done.  At most one a file.
 	 */
@@ -480,7 +480,7 @@ struct upc_cache {
 	pthread_cond_t rc_cond;		/* wakes the reclaim thread */
 	pthread_cond_t rc_done;		/* reclaim made progress */
 	uint64_t rc_passes;
-	/* upcd: the reclaim thread's hole punches, through an io_uring (reclaim.c, punch_start) */
+	/* upcd: the reclaim thread's hole punches, through an io_uring (punch.c) */
 	struct punch_ctl *punch;
 	bool punch_abandoned;		/* at destruction, still stuck: the cache is left allocated */
 	_Atomic bool quitting;		/* upcd stops: no more waiting for punches (punch_wait) */
@@ -774,7 +774,11 @@ __upc_hidden void reclaim_throttle(struct upc_cache *c);
 __upc_hidden void reclaim_wake(struct upc_cache *c);
 __upc_hidden void teardown_runs(struct upc_file *f, const struct run *runs, size_t nr, bool staging);
 __upc_hidden uint64_t reclaim_runs(struct upc_file *f, struct run *runs, size_t nr, bool unlocked);
+/* punch.c */
 __upc_hidden int punch_start(struct upc_cache *c);
+__upc_hidden void punch_stop(struct upc_cache *c);
+__upc_hidden int punch_queue(struct upc_file *f, struct run *runs, size_t nr, uint64_t pages);
+__upc_hidden bool punch_pending(struct upc_file *f);
 __upc_hidden bool punch_busy(struct upc_file *f, uint64_t first, uint64_t last);
 __upc_hidden bool punch_wait(struct upc_file *f, uint64_t first, uint64_t last, const bool *stop);
 __upc_hidden void punch_free(struct upc_file *f);

@@ -253,18 +253,24 @@ int sys_fallocate(int fd, int mode, off_t off, off_t len)
 	return fallocate(fd, mode, off, len) < 0 ? -errno : 0;
 }
 
+/* CLOCK_REALTIME @ms milliseconds from now, as pthread's timed waits take it. */
+static void deadline_ms(struct timespec *ts, unsigned int ms)
+{
+	clock_gettime(CLOCK_REALTIME, ts);
+	ts->tv_sec += ms / 1000;
+	ts->tv_nsec += (long)(ms % 1000) * 1000000;
+	if (ts->tv_nsec >= 1000000000) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000;
+	}
+}
+
 /* Wait on @cond (holding @lock) for @ms milliseconds at most. */
 int cond_wait_ms(pthread_cond_t *cond, pthread_mutex_t *lock, unsigned int ms)
 {
 	struct timespec ts;
 
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += ms / 1000;
-	ts.tv_nsec += (long)(ms % 1000) * 1000000;
-	if (ts.tv_nsec >= 1000000000) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000;
-	}
+	deadline_ms(&ts, ms);
 	return -pthread_cond_timedwait(cond, lock, &ts);
 }
 
@@ -275,13 +281,7 @@ int mutex_lock_ms(pthread_mutex_t *lock, unsigned int ms)
 
 	if (!ms)
 		return -pthread_mutex_lock(lock);
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += ms / 1000;
-	ts.tv_nsec += (long)(ms % 1000) * 1000000;
-	if (ts.tv_nsec >= 1000000000) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000;
-	}
+	deadline_ms(&ts, ms);
 	return -pthread_mutex_timedlock(lock, &ts);
 }
 

@@ -4458,7 +4458,7 @@ Test(shared, an_unmap_the_daemon_died_in_is_not_sent_again, .timeout = 90)
  * serves.  Every hole punch of that memfd waits for the lock.  The daemon's
  * one reclaim thread punched evicted pages itself, so that client stopped
  * eviction for every client of the daemon (upcd(8), BUGS, until
- * reclaim.c's "Evictions punched without file->lock").  Here the held
+ * punch.c's "Evictions punched without file->lock").  Here the held
  * file's pages are evicted while the lock is held, another file eight
  * times the memory limit is read through, and the cache stays within its
  * limit; a fault on a page of the held file waits for the punch, and reads
@@ -4511,6 +4511,122 @@ static void *held_touch_main(void *arg)
 	return NULL;
 }
 
+/* A raw client's writable map of a file, and the hold of its memfd's inode lock. */
+struct held {
+	struct upc_msg *m;
+	struct held_write hw;
+	int s, rw, uffd, statefd;
+	pthread_t writer;
+};
+
+/* Skips where the kernel or this user lacks what the hold needs; then the daemon, under a 4 MiB limit. */
+static void held_start(struct held *h)
+{
+	struct io_uring_params par = { 0 };
+	int ring = (int)syscall(__NR_io_uring_setup, 1, &par);
+
+	if (ring < 0)
+		cr_skip_test("no io_uring here (%s): upcd punches in its reclaim thread", strerror(errno));
+	close(ring);
+	h->uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	if (h->uffd < 0)
+		cr_skip_test("no userfaultfd serving kernel-mode faults for this user: %s", strerror(errno));
+	h->m = malloc(sizeof(*h->m));
+	h->hw.ret = -2;
+	upcd_start("--mem-limit=4M");
+}
+
+/* The raw client's writable map of @path: the memfd, read-write, and the page table's. */
+static void held_map(struct held *h, const char *path, size_t size)
+{
+	uint64_t args[3] = { 0, size, PROT_READ | PROT_WRITE };
+	long ret;
+
+	h->s = raw_connect();
+	cr_assert_geq(h->s, 0);
+	ret = raw_attach(h->s, h->m);
+	if (ret == -ENOSYS)
+		cr_skip_test("no userfaultfd for this user");
+	cr_assert_eq(ret, 0, "attach: %s", strerror((int)-ret));
+	h->rw = open_rw(path);
+	ret = raw_req(h->s, UPC_MSG_MAP, args, 3, &h->rw, 1, h->m);
+	cr_assert(ret == 0 && h->m->nfds == 2, "map: %ld, %u descriptors", ret, h->m->nfds);
+	h->hw.memfd = h->m->fds[0];
+	h->statefd = h->m->fds[1];
+}
+
+/*
+ * The memfd's inode lock, held: a write into it at @off from a page whose
+ * fault nobody serves.  Held from the fault on, which this waits for.
+ */
+static void held_lock(struct held *h, off_t off)
+{
+	struct uffdio_register reg = { .mode = UFFDIO_REGISTER_MODE_MISSING };
+	struct uffdio_api api = { .api = UFFD_API };
+	struct pollfd pfd = { .fd = h->uffd, .events = POLLIN };
+	struct uffd_msg fault;
+
+	cr_assert_eq(ioctl(h->uffd, UFFDIO_API, &api), 0);
+	h->hw.buf = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	cr_assert_neq(h->hw.buf, MAP_FAILED);
+	h->hw.off = off;
+	reg.range.start = (uintptr_t)h->hw.buf;
+	reg.range.len = PAGE;
+	cr_assert_eq(ioctl(h->uffd, UFFDIO_REGISTER, &reg), 0);
+	cr_assert_eq(pthread_create(&h->writer, NULL, held_write_main, &h->hw), 0);
+	cr_assert_eq(poll(&pfd, 1, 10000), 1, "the write did not fault");
+	cr_assert_eq(read(h->uffd, &fault, sizeof(fault)), (ssize_t)sizeof(fault));
+	cr_assert_eq(fault.arg.pagefault.address & ~(uint64_t)(PAGE - 1), (uintptr_t)h->hw.buf);
+}
+
+/* Let go: the fault served (zeros), the write done. */
+static void held_let_go(struct held *h)
+{
+	struct uffdio_zeropage z = { .range = { (uintptr_t)h->hw.buf, PAGE } };
+
+	cr_assert_eq(ioctl(h->uffd, UFFDIO_ZEROPAGE, &z), 0);
+	cr_assert_eq(pthread_join(h->writer, NULL), 0);
+	cr_assert_eq(atomic_load(&h->hw.ret), (ssize_t)PAGE);
+}
+
+static void held_fini(struct held *h)
+{
+	close(h->s);
+	close(h->uffd);
+	close(h->hw.memfd);
+	close(h->statefd);
+	close(h->rw);
+	munmap(h->hw.buf, PAGE);
+	free(h->m);
+}
+
+/* Reclaim goes on behind the reader: the cache is back under twice its limit soon after (30 s at most). */
+static void held_settles(struct upc_cache *c, size_t limit, struct upc_stats *st)
+{
+	for (int i = 0; i < 3000; i++) {
+		cr_assert_eq(upc_stats(c, st), 0);
+		if (st->pages_cached <= 2 * limit / PAGE)
+			break;
+		usleep(10000);
+	}
+	cr_assert_leq(st->pages_cached, 2 * limit / PAGE, "%" PRIu64 " pages cached under a limit of %zu, 30 s on",
+		      st->pages_cached, limit / PAGE);
+}
+
+/* Read all of @fd, @size bytes, through @c with upc_pread; returns the half-pages read wrong. */
+static uint64_t held_read_all(struct upc_cache *c, int fd, size_t size)
+{
+	static unsigned char buf[1 << 20];
+	uint64_t bad = 0;
+
+	for (size_t off = 0; off < size; off += sizeof(buf)) {
+		cr_assert_eq(upc_pread(c, fd, buf, sizeof(buf), (off_t)off), (ssize_t)sizeof(buf));
+		for (size_t i = 0; i < sizeof(buf); i += PAGE / 2)
+			bad += buf[i] != pat(off + i);
+	}
+	return bad;
+}
+
 /* Page @pgoff's flags in a file's page table (the memfd a map hands back beside the data's). */
 static uint16_t pt_flags(int statefd, uint64_t pgoff)
 {
@@ -4523,58 +4639,26 @@ static uint16_t pt_flags(int statefd, uint64_t pgoff)
 Test(shared, a_client_holding_its_memfds_lock_stops_no_eviction, .timeout = 120)
 {
 	const size_t xsize = 64 * PAGE, ysize = 32u << 20, limit = 4u << 20;
-	struct upc_msg *m = malloc(sizeof(*m));
-	struct held_write hw = { .ret = -2 };
+	struct held h = { 0 };
 	struct held_touch ht = { 0 };
-	struct uffdio_register reg = { .mode = UFFDIO_REGISTER_MODE_MISSING };
-	struct uffdio_api api = { .api = UFFD_API };
 	struct upc_stats st = { .sz = sizeof(st) };
-	uint64_t args[3] = { 0, xsize, PROT_READ | PROT_WRITE };
 	char xpath[64], ypath[64];
-	int xfd = tmpfile_pattern(xsize, xpath), yfd = tmpfile_pattern(ysize, ypath), s, rw, uffd, statefd;
-	static unsigned char ybuf[1 << 20];
+	int xfd = tmpfile_pattern(xsize, xpath), yfd = tmpfile_pattern(ysize, ypath);
 	unsigned char *xbuf = malloc(xsize), *xp;
-	struct uffd_msg fault;
-	struct pollfd pfd;
-	pthread_t writer, toucher, pwriter;
+	pthread_t toucher, pwriter;
 	static struct held_pwrite hp;
 	struct upc_cache *c;
 	uint64_t bad = 0;
-	long ret;
 
-	/* What the daemon's evictions and the held write need of the kernel, and of this user. */
-	{
-		struct io_uring_params par = { 0 };
-		int ring = (int)syscall(__NR_io_uring_setup, 1, &par);
-
-		if (ring < 0)
-			cr_skip_test("no io_uring here (%s): upcd punches in its reclaim thread", strerror(errno));
-		close(ring);
-	}
-	uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
-	if (uffd < 0)
-		cr_skip_test("no userfaultfd serving kernel-mode faults for this user: %s", strerror(errno));
-	upcd_start("--mem-limit=4M");
+	held_start(&h);
 	c = shared_cache();
 	/* The held file: cached whole, mapped nowhere, so the clock's first victims. */
 	cr_assert_eq(upc_pread(c, xfd, xbuf, xsize, 0), (ssize_t)xsize);
 	for (size_t i = 0; i < xsize; i++)
 		bad += xbuf[i] != pat(i);
 	cr_assert_eq(bad, 0);
-
-	/* A raw client's writable map of it: the memfd, read-write. */
-	s = raw_connect();
-	cr_assert_geq(s, 0);
-	ret = raw_attach(s, m);
-	if (ret == -ENOSYS)
-		cr_skip_test("no userfaultfd for this user");
-	cr_assert_eq(ret, 0, "attach: %s", strerror((int)-ret));
-	rw = open_rw(xpath);
-	ret = raw_req(s, UPC_MSG_MAP, args, 3, &rw, 1, m);
-	cr_assert(ret == 0 && m->nfds == 2, "map: %ld, %u descriptors", ret, m->nfds);
-	hw.memfd = m->fds[0];
-	statefd = m->fds[1];
-	cr_assert(pt_flags(statefd, 5) & 1 /* PG_UPTODATE */, "page 5 of the held file is not cached");
+	held_map(&h, xpath, xsize);
+	cr_assert(pt_flags(h.statefd, 5) & 1 /* PG_UPTODATE */, "page 5 of the held file is not cached");
 
 	/*
 	 * Under synchronous tracking, a client maps the pages before they are
@@ -4588,45 +4672,20 @@ Test(shared, a_client_holding_its_memfds_lock_stops_no_eviction, .timeout = 120)
 			bad += xp[i + 7] != pat(i + 7);
 		cr_assert_eq(bad, 0);
 	}
-
-	/* Its inode lock, held: a write(2) into it from a page whose fault nobody serves. */
-	cr_assert_eq(ioctl(uffd, UFFDIO_API, &api), 0);
-	hw.buf = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	cr_assert_neq(hw.buf, MAP_FAILED);
-	reg.range.start = (uintptr_t)hw.buf;
-	reg.range.len = PAGE;
-	cr_assert_eq(ioctl(uffd, UFFDIO_REGISTER, &reg), 0);
-	cr_assert_eq(pthread_create(&writer, NULL, held_write_main, &hw), 0);
-	pfd = (struct pollfd){ .fd = uffd, .events = POLLIN };
-	cr_assert_eq(poll(&pfd, 1, 10000), 1, "the write did not fault");
-	cr_assert_eq(read(uffd, &fault, sizeof(fault)), (ssize_t)sizeof(fault));
-	cr_assert_eq(fault.arg.pagefault.address & ~(uint64_t)(PAGE - 1), (uintptr_t)hw.buf);
-	/* The write holds the memfd's i_rwsem from here until its fault is served. */
+	held_lock(&h, 0);
 
 	/*
 	 * Another file, eight times the limit, read with upc_pread (pages a
 	 * client maps are another matter: upcd(8), BUGS).
 	 */
-	for (int round = 0; round < 2 || (round < 6 && (pt_flags(statefd, 5) & 1)); round++)	/* till the clock took page 5 */
-		for (size_t off = 0; off < ysize; off += sizeof(ybuf)) {
-			cr_assert_eq(upc_pread(c, yfd, ybuf, sizeof(ybuf), (off_t)off), (ssize_t)sizeof(ybuf));
-			for (size_t i = 0; i < sizeof(ybuf); i += PAGE / 2)
-				bad += ybuf[i] != pat(off + i);
-		}
+	for (int round = 0; round < 2 || (round < 6 && (pt_flags(h.statefd, 5) & 1)); round++)	/* till the clock took page 5 */
+		bad += held_read_all(c, yfd, ysize);
 	cr_assert_eq(bad, 0, "%" PRIu64 " pages of the scanned file read wrong", bad);
-	/* Reclaim goes on behind the reader: the cache is back under its limit soon after. */
-	for (int i = 0; i < 3000; i++) {
-		cr_assert_eq(upc_stats(c, &st), 0);
-		if (st.pages_cached <= 2 * limit / PAGE)
-			break;
-		usleep(10000);
-	}
-	cr_assert_leq(st.pages_cached, 2 * limit / PAGE, "%" PRIu64 " pages cached under a limit of %zu, 30 s on",
-		      st.pages_cached, limit / PAGE);
+	held_settles(c, limit, &st);
 	cr_assert_geq(st.pages_evicted, (ysize - 2 * limit) / PAGE, "%" PRIu64 " pages evicted", st.pages_evicted);
-	cr_assert_eq(atomic_load(&hw.ret), -2, "the held write returned");
+	cr_assert_eq(atomic_load(&h.hw.ret), -2, "the held write returned");
 	/* The held file was evicted (its punch waits for the lock) ... */
-	cr_assert_not(pt_flags(statefd, 5) & 1, "page 5 of the held file was not evicted");
+	cr_assert_not(pt_flags(h.statefd, 5) & 1, "page 5 of the held file was not evicted");
 
 	/*
 	 * ... and a write to one of its pages waits for the punch, through a
@@ -4650,13 +4709,7 @@ Test(shared, a_client_holding_its_memfds_lock_stops_no_eviction, .timeout = 120)
 	cr_assert_eq(atomic_load(&hp.done), 0, "a upc_pwrite into a page being punched did not wait for the punch");
 
 	/* ... until the lock is let go: then the write, the punch, and the fault, with the file's data. */
-	{
-		struct uffdio_zeropage z = { .range = { (uintptr_t)hw.buf, PAGE } };
-
-		cr_assert_eq(ioctl(uffd, UFFDIO_ZEROPAGE, &z), 0);
-	}
-	cr_assert_eq(pthread_join(writer, NULL), 0);
-	cr_assert_eq(atomic_load(&hw.ret), (ssize_t)PAGE);
+	held_let_go(&h);
 	cr_assert_eq(pthread_join(toucher, NULL), 0);
 	cr_assert_eq(pthread_join(pwriter, NULL), 0);
 	cr_assert_eq(hp.ret, (ssize_t)sizeof(hp.data));
@@ -4678,15 +4731,10 @@ Test(shared, a_client_holding_its_memfds_lock_stops_no_eviction, .timeout = 120)
 
 	cr_assert_eq(upc_unmap(c, xp, xsize), 0);
 	upc_cache_destroy(c);
-	close(s);
-	close(uffd);
-	close(hw.memfd);
-	close(statefd);
-	close(rw);
+	held_fini(&h);
 	close(xfd);
 	close(yfd);
 	free(xbuf);
-	free(m);
 	upcd_stop();
 }
 
@@ -4722,14 +4770,7 @@ Test(shared, what_a_client_maps_is_evicted_under_the_memory_limit, .timeout = 12
 			p[off + 1] = (unsigned char)~pat(off + 1);
 	}
 	cr_assert_eq(bad, 0, "%" PRIu64 " pages read wrong through the mapping", bad);
-	for (int i = 0; i < 3000; i++) {
-		cr_assert_eq(upc_stats(c, &st), 0);
-		if (st.pages_cached <= 2 * limit / PAGE)
-			break;
-		usleep(10000);
-	}
-	cr_assert_leq(st.pages_cached, 2 * limit / PAGE, "%" PRIu64 " pages cached under a limit of %zu, 30 s on",
-		      st.pages_cached, limit / PAGE);
+	held_settles(c, limit, &st);
 	cr_assert_geq(st.pages_evicted, (size - 2 * limit) / PAGE, "%" PRIu64 " pages evicted", st.pages_evicted);
 	/* The writes, in the file and through the mapping again (evicted pages fault back in). */
 	cr_assert_eq(upc_msync(c, p, size, UPC_MS_SYNC), 0);
@@ -4776,64 +4817,23 @@ static void *held_trunc_main(void *arg)
 Test(shared, a_client_holding_its_memfds_lock_and_truncating_stalls_no_other_file, .timeout = 120)
 {
 	const size_t xsize = 64 * PAGE, ysize = 32u << 20, limit = 4u << 20;
-	struct upc_msg *m = malloc(sizeof(*m));
-	struct held_write hw = { .ret = -2 };
+	struct held h = { 0 };
 	struct held_trunc ht = { .ret = 1 };
-	struct uffdio_register reg = { .mode = UFFDIO_REGISTER_MODE_MISSING };
-	struct uffdio_api api = { .api = UFFD_API };
 	struct upc_stats st = { .sz = sizeof(st) };
-	uint64_t args[3] = { 0, xsize, PROT_READ | PROT_WRITE };
 	char xpath[64], ypath[64], zpath[64];
 	int xfd = tmpfile_pattern(xsize, xpath), yfd = tmpfile_pattern(ysize, ypath);
-	int zfd = tmpfile_pattern(16 * PAGE, zpath), s, rw, uffd;
-	static unsigned char ybuf[1 << 20];
+	int zfd = tmpfile_pattern(16 * PAGE, zpath);
 	unsigned char *xbuf = malloc(xsize), *zp;
-	struct uffd_msg fault;
-	struct pollfd pfd;
-	pthread_t writer, truncater;
+	pthread_t truncater;
 	struct upc_cache *c, *c2;
 	uint64_t bad = 0;
 	struct stat sb;
-	long ret;
 
-	{
-		struct io_uring_params par = { 0 };
-		int ring = (int)syscall(__NR_io_uring_setup, 1, &par);
-
-		if (ring < 0)
-			cr_skip_test("no io_uring here (%s): upcd punches in its reclaim thread", strerror(errno));
-		close(ring);
-	}
-	uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
-	if (uffd < 0)
-		cr_skip_test("no userfaultfd serving kernel-mode faults for this user: %s", strerror(errno));
-	upcd_start("--mem-limit=4M");
+	held_start(&h);
 	c = shared_cache();
 	cr_assert_eq(upc_pread(c, xfd, xbuf, xsize, 0), (ssize_t)xsize);
-	s = raw_connect();
-	cr_assert_geq(s, 0);
-	ret = raw_attach(s, m);
-	if (ret == -ENOSYS)
-		cr_skip_test("no userfaultfd for this user");
-	cr_assert_eq(ret, 0, "attach: %s", strerror((int)-ret));
-	rw = open_rw(xpath);
-	ret = raw_req(s, UPC_MSG_MAP, args, 3, &rw, 1, m);
-	cr_assert(ret == 0 && m->nfds == 2, "map: %ld, %u descriptors", ret, m->nfds);
-	hw.memfd = m->fds[0];
-	close(m->fds[1]);
-
-	/* The memfd's inode lock, held (as above, but past the truncation: its zeros go with it) ... */
-	hw.off = 60 * PAGE;
-	cr_assert_eq(ioctl(uffd, UFFDIO_API, &api), 0);
-	hw.buf = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	cr_assert_neq(hw.buf, MAP_FAILED);
-	reg.range.start = (uintptr_t)hw.buf;
-	reg.range.len = PAGE;
-	cr_assert_eq(ioctl(uffd, UFFDIO_REGISTER, &reg), 0);
-	cr_assert_eq(pthread_create(&writer, NULL, held_write_main, &hw), 0);
-	pfd = (struct pollfd){ .fd = uffd, .events = POLLIN };
-	cr_assert_eq(poll(&pfd, 1, 10000), 1, "the write did not fault");
-	cr_assert_eq(read(uffd, &fault, sizeof(fault)), (ssize_t)sizeof(fault));
+	held_map(&h, xpath, xsize);
+	held_lock(&h, 60 * PAGE);	/* past the truncation below: its zeros go with it */
 
 	/* ... and a truncation of the file, which waits for it holding the file's lock. */
 	ht.c = c;
@@ -4847,29 +4847,13 @@ Test(shared, a_client_holding_its_memfds_lock_and_truncating_stalls_no_other_fil
 	cr_assert_eq(upc_map(c2, zfd, 0, 16 * PAGE, PROT_READ, 0, (void **)&zp), 0);
 	for (size_t i = 0; i < 16 * PAGE; i += PAGE)
 		bad += zp[i + 9] != pat(i + 9);
-	for (size_t off = 0; off < ysize; off += sizeof(ybuf)) {
-		cr_assert_eq(upc_pread(c2, yfd, ybuf, sizeof(ybuf), (off_t)off), (ssize_t)sizeof(ybuf));
-		for (size_t i = 0; i < sizeof(ybuf); i += PAGE / 2)
-			bad += ybuf[i] != pat(off + i);
-	}
+	bad += held_read_all(c2, yfd, ysize);
 	cr_assert_eq(bad, 0);
-	for (int i = 0; i < 3000; i++) {
-		cr_assert_eq(upc_stats(c2, &st), 0);
-		if (st.pages_cached <= 2 * limit / PAGE)
-			break;
-		usleep(10000);
-	}
-	cr_assert_leq(st.pages_cached, 2 * limit / PAGE, "%" PRIu64 " pages cached under a limit of %zu, 30 s on",
-		      st.pages_cached, limit / PAGE);
+	held_settles(c2, limit, &st);
 	cr_assert_eq(atomic_load(&ht.ret), 1, "the truncation returned while the lock was held");
 
 	/* Let go: the write, then the truncation. */
-	{
-		struct uffdio_zeropage z = { .range = { (uintptr_t)hw.buf, PAGE } };
-
-		cr_assert_eq(ioctl(uffd, UFFDIO_ZEROPAGE, &z), 0);
-	}
-	cr_assert_eq(pthread_join(writer, NULL), 0);
+	held_let_go(&h);
 	cr_assert_eq(pthread_join(truncater, NULL), 0);
 	cr_assert_eq(atomic_load(&ht.ret), 0, "truncate: %s", strerror(-atomic_load(&ht.ret)));
 	cr_assert_eq(fstat(xfd, &sb), 0);
@@ -4882,14 +4866,10 @@ Test(shared, a_client_holding_its_memfds_lock_and_truncating_stalls_no_other_fil
 	cr_assert_eq(upc_unmap(c2, zp, 16 * PAGE), 0);
 	upc_cache_destroy(c2);
 	upc_cache_destroy(c);
-	close(s);
-	close(uffd);
-	close(hw.memfd);
-	close(rw);
+	held_fini(&h);
 	close(xfd);
 	close(yfd);
 	close(zfd);
 	free(xbuf);
-	free(m);
 	upcd_stop();
 }

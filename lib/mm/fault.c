@@ -405,7 +405,7 @@ again:
 			pthread_cond_wait(&f->wb_cond, &f->lock);
 		goto again;
 	}
-	/* Evicted by upcd's reclaim thread, its punch still in flight (reclaim.c): wait for it too. */
+	/* Evicted by upcd's reclaim thread, its punch still in flight (punch.c): wait for it too. */
 	if (punch_busy(f, pgoff, pgoff)) {
 		if (!punch_wait(f, pgoff, pgoff, &h->mm->stopping))
 			return;		/* the mm or the cache is going: the fault is left to it */
@@ -890,7 +890,7 @@ static void handle_wp(struct upc_handler *h, struct upc_map *m, uintptr_t addr, 
 		/*
 		 * Evicted since the fault was raised: let it fault again.  In
 		 * upcd, unless the memfd still holds the page: an eviction's
-		 * punch that failed (reclaim.c, punch_complete) left it there,
+		 * punch that failed (punch.c, punch_complete) left it there,
 		 * and a client's write-protected PTE to it, which would fault
 		 * here for ever.  Punched now: the PTE goes with it.
 		 */
@@ -951,7 +951,7 @@ static void handle_fault(struct upc_handler *h, const struct uffd_msg *msg)
 	pthread_mutex_lock(&m->file->lock);
 	/*
 	 * The page is being punched out of the memfd by upcd's reclaim thread
-	 * (reclaim.c, "Evictions punched without file->lock"): whatever the
+	 * (punch.c, "Evictions punched without file->lock"): whatever the
 	 * fault is, it waits for the punch, as it would have waited for
 	 * file->lock, and finds the page gone.  @m stays (mm->lock).
 	 */

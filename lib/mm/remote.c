@@ -514,7 +514,7 @@ int cache_serve(struct upc_cache *c)
 	}
 	pthread_setname_np(c->stage_thread, "upc-staging");
 	c->stage_running = true;
-	ret = punch_start(c);	/* the reclaim thread's punches (reclaim.c): not stopped here on failure */
+	ret = punch_start(c);	/* the reclaim thread's punches (punch.c): not stopped here on failure */
 	if (ret < 0)
 		return ret;
 	c->serving = true;

@@ -727,7 +727,7 @@ bool fill_busy(const struct upc_file *f, uint64_t first, uint64_t last)
  *    promises that the next touch reads the file again.  A page
  *    that became uptodate meanwhile and is still there is kept, not
  *    overwritten (staging_insert skips it).  Nor is one evicted meanwhile
- *    whose hole punch upcd's punch thread has not made yet (reclaim.c):
+ *    whose hole punch upcd's punch thread has not made yet (punch.c):
  *    it is still there too, and would be skipped and taken away after.
  *    A read that lost either race is started again (without the pages
  *    being punched), twice at most, and then left to the faults.
@@ -755,7 +755,7 @@ again:
 		last = f->npages - 1;
 	/*
 	 * Readahead leaves out what another worker reads and what upcd's
-	 * reclaim thread is still punching (reclaim.c); a fill that must read
+	 * reclaim thread is still punching (punch.c); a fill that must read
 	 * waited for the punches before (punch_wait), and holds the lock.
 	 */
 	while (p <= last && (page_uptodate(f, p) || (ahead && (fill_busy(f, p, p) || punch_busy(f, p, p)))))
@@ -803,7 +803,7 @@ again:
 		 * Or a page of the run was filled meanwhile (a fault, a
 		 * pread), evicted, and its punch is in flight: the copy would
 		 * find the page still there (EEXIST), take it as inserted, and
-		 * the punch would then take it away (reclaim.c).
+		 * the punch would then take it away (punch.c).
 		 */
 		if (gen != f->store_gen || punch_busy(f, p, p + n - 1)) {
 			UPC_TRACE(fill_done, f, io.off, io.len, -ESTALE);

@@ -162,7 +162,7 @@ UPC_API ssize_t upc_pread(struct upc_cache *c, int fd, void *buf, size_t len, of
 		last = (end - 1) >> UPC_PAGE_SHIFT;
 		/*
 		 * Pages upcd's reclaim thread is still punching are read once
-		 * the punch is done (reclaim.c); after the refresh above, which
+		 * the punch is done (punch.c); after the refresh above, which
 		 * may let go of the lock (file_grow()).  The size is looked at
 		 * again after the read.
 		 */
@@ -362,7 +362,7 @@ UPC_API ssize_t upc_pwrite(struct upc_cache *c, int fd, const void *buf, size_t 
 			file_wp_extend(f, max_t(uint64_t, pg_round_up(end) >> UPC_PAGE_SHIFT, f->npages), &yielded);
 		}
 		/*
-		 * Pages upcd's reclaim thread is still punching (reclaim.c): not
+		 * Pages upcd's reclaim thread is still punching (punch.c): not
 		 * written into before the punch is done, and then the piece
 		 * starts again, as the wait let go of the lock.
 		 */

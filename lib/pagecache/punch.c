@@ -1,0 +1,386 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * punch.c - upcd's eviction punches, made without file->lock by a thread
+ * of their own through an io_uring (the reclaim thread queues them:
+ * reclaim.c, reclaim_runs), and what waits for them.
+ */
+#include "internal.h"
+#include "usdt.h"
+
+#include <fcntl.h>
+#include <liburing.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+/*
+ * Evictions punched without file->lock (upcd).  A client that may write a
+ * file holds a read-write descriptor of its data memfd (remote.c, "What a
+ * client can do to a memfd"), and with it the memfd's inode lock for as
+ * long as it likes: write(2) into the memfd from a buffer whose page fault
+ * it never lets finish (a userfaultfd of its own, a FUSE file it serves)
+ * holds i_rwsem while the fault waits, and a hole punch takes i_rwsem
+ * (shmem_fallocate).  The reclaim thread is the whole cache's: a punch of
+ * that memfd from it, under file->lock, stopped eviction of every file, and
+ * through reclaim_throttle() slowed every client's faults (upcd(8), BUGS,
+ * until this).  So a serving cache's reclaim thread queues its punches for
+ * a thread of their own, which makes them through an io_uring, where
+ * IORING_OP_FALLOCATE always runs in an io-wq worker: the worker is what
+ * waits for the inode lock.
+ *
+ *  - One chain a file.  io-wq does not serialize the fallocates of one
+ *    inode: measured on Linux 6.18, twenty punches of a memfd whose lock
+ *    was held took all eight bounded workers (4 per CPU), and the punches
+ *    of eight other memfds queued behind them (docs/bench/issue10-punch/
+ *    iowq.c).  So an eviction's runs go
+ *    as one IOSQE_IO_HARDLINK chain, run one after the other by one
+ *    worker, and a file with a chain in flight gets no other before it
+ *    completes: a stuck memfd holds one worker, and the clock hand passes
+ *    its file by.  PUNCH_WORKERS bounds the workers: a client that holds
+ *    that many memfds' locks at once (as many files it may write, each with
+ *    a thread stuck in a write) stops evictions again.  The pages of a
+ *    stuck chain stay counted cached (at most a clock visit's, SCAN_BATCH,
+ *    a file): with a few such files under a small limit, the cache stays
+ *    over its hard margin, and reclaim_throttle() slows every fault.
+ *  - The pages leave the page table when the chain is queued, and stay
+ *    counted in nr_cached until it completes (their memory is not free
+ *    before).  Nothing may put a page into the memfd where a punch in
+ *    flight would take it away after: a fault on such a page waits for the
+ *    chain (fault.c, handle_fault), a fill waits for it (punch_wait) or, if
+ *    it is readahead, leaves the page out (punch_busy; control.c,
+ *    fill_run, also after its read without the lock).
+ *  - The punch thread does not wait for the file's lock, which a thread
+ *    stuck on the same inode lock may hold (a truncation's punch): it
+ *    counts the pages free, marks the chain done, and wakes the file's
+ *    waiters, under the lock only if it gets it within 2 ms; the next
+ *    holder of file->lock frees the record (punch_reap).  Its put of the
+ *    chain's reference may release the file (cache.c, file_put), which
+ *    takes locks, but only when nothing else uses the file.
+ *  - The kernel ties io-wq work to the thread that submitted it, and a
+ *    thread's exit waits for its work to finish.  The reclaim thread only
+ *    queues, so it stops at once; the punch thread is joined only if its
+ *    chains complete within a second of the cache's destruction.  If not,
+ *    it is left running, and the cache with its files stays allocated for
+ *    it (upc_cache_destroy): the process's exit then waits in the kernel
+ *    for the client to let go of the lock, or to die.
+ *
+ * Every other punch of a data memfd (a truncation, upc_fallocate, a drop,
+ * a fault on a client's page in a hole of the memfd), and a growth of the
+ * memfd, is made by a thread working for that file's clients, under its
+ * lock, and waits for the inode lock: one client can stall the others of a
+ * file it may write (which it can also fill with zeros), and the threads
+ * that visit every file under its lock (the background writer, a sync or
+ * drop of the whole cache): not fixed (upcd(8), BUGS).  Those that would
+ * stall every client pass such a file by: the clock hand (shrink_file),
+ * and the statistics, which hold cache->lock (publish_tick, upc_stats).
+ */
+#define PUNCH_RING	1024	/* > the runs of one eviction (SCAN_BATCH pages) */
+#define PUNCH_WORKERS	64	/* io-wq workers: memfds whose locks can be waited for at once */
+#define PUNCH_STUCK_MS	100	/* a chain this old: the file is passed by, not waited for */
+
+struct punch {
+	struct upc_file *f;
+	struct run *runs;
+	size_t nr;
+	uint64_t pages;
+	uint64_t t0;			/* now_ms() when queued */
+	struct punch *next;		/* punch_ctl->queue */
+	int err;			/* the first punch that failed (punch thread) */
+	_Atomic size_t left;		/* completions to come: 0 once done */
+};
+
+struct punch_ctl {
+	struct upc_cache *cache;
+	struct io_uring ring;
+	int efd;			/* wakes the punch thread */
+	pthread_mutex_t lock;		/* @queue, @stop: a leaf, taken under file->lock */
+	struct punch *queue, **tail;
+	bool stop;
+	_Atomic unsigned int inflight;	/* chains queued or in flight */
+	pthread_t thread;
+};
+
+/* The chain of @f, if done: freed.  Caller holds f->lock. */
+static void punch_reap(struct upc_file *f)
+{
+	struct punch *p = f->punch;
+
+	if (p && atomic_load_explicit(&p->left, memory_order_acquire) == 0) {
+		f->punch = NULL;
+		free(p->runs);
+		free(p);
+	}
+}
+
+/* At file_free, once the punch thread is gone: a chain still listed then is done. */
+void punch_free(struct upc_file *f)
+{
+	if (f->punch) {
+		free(f->punch->runs);
+		free(f->punch);
+		f->punch = NULL;
+	}
+}
+
+/* Does a punch in flight take a page of [first, last]?  Caller holds f->lock. */
+bool punch_busy(struct upc_file *f, uint64_t first, uint64_t last)
+{
+	struct punch *p;
+
+	punch_reap(f);
+	p = f->punch;
+	if (!p)
+		return false;
+	for (size_t i = 0; i < p->nr; i++)
+		if (p->runs[i].start <= last && first < p->runs[i].start + p->runs[i].n)
+			return true;
+	return false;
+}
+
+/*
+ * Wait until no punch in flight takes a page of [first, last], letting go
+ * of f->lock meanwhile, as a fault waits for fill_busy.  The punch thread
+ * wakes the waiters under file->lock if it gets it within 2 ms, else
+ * without, and then a waiter can miss it: the wait looks again every 5 ms.
+ * Returns false, still waiting, when *@stop (an mm's handlers stop) or the
+ * cache is going (or upcd stopping: it waits for its clients' threads
+ * first).  Caller holds f->lock.
+ */
+bool punch_wait(struct upc_file *f, uint64_t first, uint64_t last, const bool *stop)
+{
+	while (punch_busy(f, first, last)) {
+		if (atomic_load(&f->cache->dying) || atomic_load(&f->cache->quitting) ||
+		    (stop && __atomic_load_n(stop, __ATOMIC_RELAXED)))
+			return false;
+		cond_wait_ms(&f->wb_cond, &f->lock, 5);
+	}
+	return true;
+}
+
+static void punch_complete(struct upc_cache *c, struct punch_ctl *pc, struct punch *p, int res)
+{
+	struct upc_file *f = p->f;
+	uint64_t pages = p->pages, first = p->runs[0].start;
+	bool locked;
+
+	if (res < 0 && !p->err)
+		p->err = res;
+	/* Only this thread counts down. */
+	if (atomic_load_explicit(&p->left, memory_order_relaxed) > 1) {
+		atomic_fetch_sub_explicit(&p->left, 1, memory_order_relaxed);
+		return;
+	}
+	/*
+	 * A punch that failed leaves pages in the memfd the page table does
+	 * not hold: a client's MINOR fault on one punches it (fault.c,
+	 * handle_minor), a fill finds it there (EEXIST) and takes it as it is:
+	 * a clean page, the store's data.
+	 */
+	if (p->err) {
+		UPC_TRACE(error, "punch", p->err, f, first << UPC_PAGE_SHIFT);
+		pr_warn("hole punch of an evicted run failed: %s\n", upc_strerror(p->err));
+	}
+	atomic_fetch_sub(&c->nr_cached, pages);
+	locked = mutex_lock_ms(&f->lock, 2) == 0;
+	atomic_store_explicit(&p->left, 0, memory_order_release);	/* @p is the lock holder's from here */
+	pthread_cond_broadcast(&f->wb_cond);
+	if (locked)
+		pthread_mutex_unlock(&f->lock);
+	file_put(f);	/* the chain's reference */
+	atomic_fetch_sub(&pc->inflight, 1);
+}
+
+/* Put the chain of @p into the ring and submit it whole. */
+static void punch_issue(struct punch_ctl *pc, struct punch *p)
+{
+	unsigned int done = 0;
+
+	for (size_t i = 0; i < p->nr; i++) {
+		struct io_uring_sqe *sqe = io_uring_get_sqe(&pc->ring);	/* room: PUNCH_RING, and the ring is emptied below */
+
+		io_uring_prep_fallocate(sqe, p->f->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+					(off_t)(p->runs[i].start << UPC_PAGE_SHIFT),
+					(off_t)(p->runs[i].n << UPC_PAGE_SHIFT));
+		io_uring_sqe_set_data(sqe, p);
+		if (i + 1 < p->nr)
+			sqe->flags |= IOSQE_IO_HARDLINK;	/* one after the other, failed or not */
+	}
+	/*
+	 * All of it, however many calls that takes: what is left in the ring
+	 * would go with the next chain, and its pages would wait meanwhile.
+	 * A failure here is the ring's (its memory, a signal): tried again.
+	 */
+	for (unsigned int tries = 0; done < p->nr; tries++) {
+		int ret = io_uring_submit(&pc->ring);
+
+		if (ret > 0) {
+			done += (unsigned int)ret;
+			continue;
+		}
+		if (tries == 10)
+			pr_warn("io_uring_submit of a hole punch: %s; trying again\n", upc_strerror(ret < 0 ? ret : -EAGAIN));
+		usleep(tries < 10 ? 1000 : 100000);
+	}
+}
+
+static void *punch_main(void *arg)
+{
+	struct punch_ctl *pc = arg;
+	struct upc_cache *c = pc->cache;
+
+	for (;;) {
+		struct pollfd pfd[2] = { { .fd = pc->ring.ring_fd, .events = POLLIN }, { .fd = pc->efd, .events = POLLIN } };
+		struct io_uring_cqe *cqe;
+		struct punch *q;
+		uint64_t v;
+		bool stop;
+
+		while (io_uring_peek_cqe(&pc->ring, &cqe) == 0) {
+			struct punch *p = io_uring_cqe_get_data(cqe);
+			int res = cqe->res;
+
+			io_uring_cqe_seen(&pc->ring, cqe);
+			punch_complete(c, pc, p, res);
+		}
+		pthread_mutex_lock(&pc->lock);
+		q = pc->queue;
+		pc->queue = NULL;
+		pc->tail = &pc->queue;
+		stop = pc->stop;
+		pthread_mutex_unlock(&pc->lock);
+		while (q) {
+			struct punch *next = q->next;
+
+			punch_issue(pc, q);
+			q = next;
+		}
+		if (stop && !atomic_load(&pc->inflight))
+			break;
+		if (poll(pfd, 2, -1) > 0 && (pfd[1].revents & POLLIN))
+			(void)!read(pc->efd, &v, sizeof(v));
+	}
+	return NULL;
+}
+
+/*
+ * The ring and its thread, when the cache starts serving.  Without a ring
+ * (io_uring disabled: kernel.io_uring_disabled, a seccomp filter) the
+ * reclaim thread punches as an embedded cache's does, and says so.
+ */
+int punch_start(struct upc_cache *c)
+{
+	unsigned int workers[2] = { PUNCH_WORKERS, 0 };
+	struct punch_ctl *pc = calloc(1, sizeof(*pc));
+	int ret;
+
+	if (!pc)
+		return -ENOMEM;
+	pc->cache = c;
+	pc->tail = &pc->queue;
+	ret = io_uring_queue_init(PUNCH_RING, &pc->ring, 0);
+	if (ret < 0) {
+		free(pc);
+		pr_warn("no io_uring for evictions (%s): a client holding a memfd's lock can stall reclaim\n",
+			upc_strerror(ret));
+		return 0;
+	}
+	io_uring_register_iowq_max_workers(&pc->ring, workers);	/* best effort: the default is 4 a CPU */
+	pc->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (pc->efd < 0) {
+		ret = -errno;
+		goto fail;
+	}
+	pthread_mutex_init(&pc->lock, NULL);
+	ret = -pthread_create(&pc->thread, NULL, punch_main, pc);
+	if (ret)
+		goto fail;
+	pthread_setname_np(pc->thread, "upc-punch");
+	c->punch = pc;
+	return 0;
+fail:
+	if (pc->efd >= 0)
+		close(pc->efd);
+	io_uring_queue_exit(&pc->ring);
+	free(pc);
+	return ret;
+}
+
+/*
+ * At destruction, after the reclaim thread (the only one that queues)
+ * stopped: the punch thread ends once every chain completed; given a
+ * second, or it is left (above, and c->punch_abandoned).
+ */
+void punch_stop(struct upc_cache *c)
+{
+	struct punch_ctl *pc = c->punch;
+	uint64_t one = 1;
+	struct timespec ts;
+
+	if (!pc)
+		return;
+	pthread_mutex_lock(&pc->lock);
+	pc->stop = true;
+	pthread_mutex_unlock(&pc->lock);
+	(void)!write(pc->efd, &one, sizeof(one));
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += 1;
+	if (pthread_timedjoin_np(pc->thread, NULL, &ts) != 0) {
+		pr_warn("%u evictions' hole punches wait for a memfd's lock: left to finish as the process exits\n",
+			atomic_load(&pc->inflight));
+		pthread_detach(pc->thread);
+		c->punch_abandoned = true;
+		return;
+	}
+	close(pc->efd);
+	io_uring_queue_exit(&pc->ring);
+	pthread_mutex_destroy(&pc->lock);
+	free(pc);
+	c->punch = NULL;
+}
+
+/*
+ * Queue the punches of @runs (its pages out of the page table, counted
+ * cached) as one chain.  Takes @runs on success.  Caller holds f->lock,
+ * and f->punch is NULL.
+ */
+int punch_queue(struct upc_file *f, struct run *runs, size_t nr, uint64_t pages)
+{
+	struct punch_ctl *pc = f->cache->punch;
+	struct punch *p = malloc(sizeof(*p));
+	uint64_t one = 1;
+
+	if (!p)
+		return -ENOMEM;
+	*p = (struct punch){ .f = f, .runs = runs, .nr = nr, .pages = pages, .t0 = now_ms() };
+	atomic_init(&p->left, nr);
+	file_hold(f);	/* the chain's: let go by the punch thread, once it is done */
+	atomic_fetch_add(&pc->inflight, 1);
+	f->punch = p;
+	pthread_mutex_lock(&pc->lock);
+	*pc->tail = p;
+	pc->tail = &p->next;
+	pthread_mutex_unlock(&pc->lock);
+	(void)!write(pc->efd, &one, sizeof(one));
+	return 0;
+}
+
+/*
+ * Does @f's last eviction still punch (upcd)?  Waited for a few
+ * milliseconds: a chain takes microseconds, unless a client holds the
+ * memfd's inode lock, and then the file's victims wait for a later visit.
+ * Caller holds f->lock.
+ */
+bool punch_pending(struct upc_file *f)
+{
+	punch_reap(f);
+	if (!f->punch)
+		return false;
+	if (now_ms() - f->punch->t0 < PUNCH_STUCK_MS)
+		for (int i = 0; i < 5 && f->punch; i++) {
+			cond_wait_ms(&f->wb_cond, &f->lock, 1);
+			punch_reap(f);
+		}
+	return f->punch != NULL;
+}
+
