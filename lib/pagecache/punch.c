@@ -113,7 +113,11 @@ static void punch_reap(struct upc_file *f)
 	}
 }
 
-/* At file_free, once the punch thread is gone: a chain still listed then is done. */
+/*
+ * At file_free: a chain still listed is done (its reference kept the file
+ * until the punch thread let go of it), or the cache is being destroyed
+ * after its punch thread ended.  An abandoned one frees no file at all.
+ */
 void punch_free(struct upc_file *f)
 {
 	if (f->punch) {
