@@ -551,6 +551,8 @@ __upc_hidden int pagemap_writable_runs(int pagemap_fd, uintptr_t start, uint64_t
 				       int (*fn)(void *arg, uintptr_t addr, uint64_t n), void *arg);
 __upc_hidden int cond_wait_ms(pthread_cond_t *cond, pthread_mutex_t *lock, unsigned int ms);
 __upc_hidden int mutex_lock_ms(pthread_mutex_t *lock, unsigned int ms);
+struct timespec;
+__upc_hidden void deadline_ms(struct timespec *ts, unsigned int ms);
 
 /* probe.c */
 __upc_hidden uint64_t __upc_uffd_features(void);
@@ -782,6 +784,7 @@ __upc_hidden bool punch_pending(struct upc_file *f);
 __upc_hidden bool punch_busy(struct upc_file *f, uint64_t first, uint64_t last);
 __upc_hidden bool punch_wait(struct upc_file *f, uint64_t first, uint64_t last, const bool *stop);
 __upc_hidden void punch_free(struct upc_file *f);
+__upc_hidden int file_lock_visit(struct upc_file *f);
 __upc_hidden int dontneed_piece(struct upc_map *m, uintptr_t s, uintptr_t e, uint64_t first,
 				uint64_t last);
 

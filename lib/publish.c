@@ -193,7 +193,7 @@ void publish_refresh(struct upc_cache *c)
 		struct upc_shm_file fs = { .dev = f->dev, .ino = f->ino };
 
 		/* Not for ever, cache->lock held: as upc_stats() (cache.c); the file is left out. */
-		if (mutex_lock_ms(&f->lock, c->serving ? 20 : 0) != 0)
+		if (file_lock_visit(f) != 0)
 			continue;
 		fs.size = (uint64_t)f->size;
 		fs.cached = f->nr_cached;

@@ -254,7 +254,7 @@ int sys_fallocate(int fd, int mode, off_t off, off_t len)
 }
 
 /* CLOCK_REALTIME @ms milliseconds from now, as pthread's timed waits take it. */
-static void deadline_ms(struct timespec *ts, unsigned int ms)
+void deadline_ms(struct timespec *ts, unsigned int ms)
 {
 	clock_gettime(CLOCK_REALTIME, ts);
 	ts->tv_sec += ms / 1000;

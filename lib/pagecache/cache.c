@@ -2405,9 +2405,9 @@ UPC_API int upc_stats(struct upc_cache *c, struct upc_stats *out)
 		/*
 		 * upcd: not for ever, with cache->lock held, for a file whose
 		 * lock a thread holds while it waits for the memfd's inode lock,
-		 * which a client can hold (reclaim.c): its pages go uncounted.
+		 * which a client can hold (punch.c, file_lock_visit): its pages go uncounted.
 		 */
-		if (mutex_lock_ms(&f->lock, c->serving ? 20 : 0) != 0)
+		if (file_lock_visit(f) != 0)
 			continue;
 		track_collect_all(f);	/* async: count what was written since the last look */
 		st.pages_cached += f->nr_cached;

@@ -78,6 +78,7 @@
 #define PUNCH_RING	1024	/* > the runs of one eviction (SCAN_BATCH pages) */
 #define PUNCH_WORKERS	64	/* io-wq workers: memfds whose locks can be waited for at once */
 #define PUNCH_STUCK_MS	100	/* a chain this old: the file is passed by, not waited for */
+#define VISIT_LOCK_MS	20	/* file_lock_visit() */
 
 struct punch {
 	struct upc_file *f;
@@ -125,6 +126,17 @@ void punch_free(struct upc_file *f)
 		free(f->punch);
 		f->punch = NULL;
 	}
+}
+
+/*
+ * file->lock, for a thread that visits every file (the clock hand,
+ * statistics): in upcd given VISIT_LOCK_MS, as a thread can hold it while
+ * it waits for the memfd's inode lock, which a client can hold (above);
+ * the caller then passes the file by.  0, or -ETIMEDOUT.
+ */
+int file_lock_visit(struct upc_file *f)
+{
+	return mutex_lock_ms(&f->lock, f->cache->serving ? VISIT_LOCK_MS : 0);
 }
 
 /* Does a punch in flight take a page of [first, last]?  Caller holds f->lock. */
@@ -327,8 +339,7 @@ void punch_stop(struct upc_cache *c)
 	pc->stop = true;
 	pthread_mutex_unlock(&pc->lock);
 	(void)!write(pc->efd, &one, sizeof(one));
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += 1;
+	deadline_ms(&ts, 1000);
 	if (pthread_timedjoin_np(pc->thread, NULL, &ts) != 0) {
 		pr_warn("%u evictions' hole punches wait for a memfd's lock: left to finish as the process exits\n",
 			atomic_load(&pc->inflight));

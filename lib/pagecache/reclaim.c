@@ -232,12 +232,8 @@ static uint64_t shrink_file(struct upc_file *f, uint64_t active_target, bool *wr
 	bool stuck, async = f->cache->track_mode == UPC_TRACK_ASYNC;
 
 	*wrapped = true;
-	/*
-	 * Given 20 ms: a thread of upcd can hold a file's lock while it waits
-	 * for the memfd's inode lock, which a client can hold (punch.c): the
-	 * clock passes the file by, and goes on with the others.
-	 */
-	if (mutex_lock_ms(&f->lock, f->cache->punch ? 20 : 0) != 0)
+	/* Not taken in time (upcd, punch.c): the clock passes the file by, and goes on with the others. */
+	if (file_lock_visit(f) != 0)
 		return 0;
 	/* Before the victims are chosen: the wait lets go of the lock, and a fault could map one. */
 	stuck = punch_pending(f);
