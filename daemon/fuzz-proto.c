@@ -31,7 +31,7 @@
 /* Per message type: the sender, as proto.h's enum comments say. */
 static int type_from(unsigned int type)
 {
-	return type == UPC_MSG_REPLY || type == UPC_MSG_CALL ? UPC_FROM_DAEMON : UPC_FROM_CLIENT;
+	return type == UPC_MSG_REPLY || type == UPC_MSG_CALL || type == UPC_MSG_ZAP ? UPC_FROM_DAEMON : UPC_FROM_CLIENT;
 }
 
 /*
@@ -50,13 +50,14 @@ static const struct {
 	[UPC_MSG_INVALIDATE] = { 2, 1 },	[UPC_MSG_STATS] = { 0, 0 },	[UPC_MSG_DROP] = { 1, 0 },
 	[UPC_MSG_STATUS] = { 0, 0 },	[UPC_MSG_ADOPT] = { 4, 3 },	[UPC_MSG_CALL] = { 4, 0 },	[UPC_MSG_CALL_DONE] = { 1, 0 },
 	[UPC_MSG_RELAY] = { 1, 0 },	[UPC_MSG_MAP_CLEAR] = { 2, 0 },	[UPC_MSG_PWRITE_FD] = { 2, 2 },
-	[UPC_MSG_CLIENTS] = { 1, 0 },	[UPC_MSG_SYNC] = { 1, 0 },
+	[UPC_MSG_CLIENTS] = { 1, 0 },	[UPC_MSG_SYNC] = { 1, 0 },	[UPC_MSG_RECLAIM] = { 0, 1 },
+	[UPC_MSG_ZAP] = { 0, 0 },	[UPC_MSG_ZAP_DONE] = { 1, 0 },
 };
 
-/* Per message type: whether it carries data (pwrite's bytes, a reply's). */
+/* Per message type: whether it carries data (pwrite's bytes, a reply's, a zap's ranges). */
 static int type_has_data(unsigned int type)
 {
-	return type == UPC_MSG_PWRITE || type == UPC_MSG_REPLY;
+	return type == UPC_MSG_PWRITE || type == UPC_MSG_REPLY || type == UPC_MSG_ZAP;
 }
 
 #define check(cond)                                                                  \

@@ -24,6 +24,14 @@
  * only the process that owns an address space can do on it, munmap,
  * mprotect, madvise); the client answers each call before it reads the
  * reply to its request.
+ *
+ * The reclaim channel is the one thing the daemon asks unbidden: evicting
+ * a page that a client maps writable under asynchronous tracking needs
+ * that client to zap its own PTEs first (try_to_unmap, which only the
+ * owner of an mm can do from user space: remote.c), at a time of the
+ * daemon's choosing.  So a client hands the daemon one end of a socket
+ * pair of its own (UPC_MSG_RECLAIM), and a thread of the client answers
+ * each UPC_MSG_ZAP on it with UPC_MSG_ZAP_DONE, whatever its requests do.
  */
 #ifndef UPC_PROTO_H
 #define UPC_PROTO_H
@@ -87,6 +95,11 @@ enum upc_msg_type {
 	/* client -> daemon, administrative (upcctl daemon; the admin only: upcd(8)) */
 	UPC_MSG_CLIENTS,	/* args: first (skip that many); reply args: total; data: struct upc_client_info[] */
 	UPC_MSG_SYNC,		/* args: flags (0); reply args: files written back, pages held by pins */
+	/* the reclaim channel (upcd(8), "Memory"): a client asks the daemon to open one after attach */
+	UPC_MSG_RECLAIM,	/* client -> daemon request; fd: its end of a SOCK_SEQPACKET socketpair */
+	UPC_MSG_ZAP,		/* daemon -> client, on the channel: zap your PTEs of these ranges
+				 * (MADV_DONTNEED); data: { addr, length } pairs, 64-bit each */
+	UPC_MSG_ZAP_DONE,	/* client -> daemon, on the channel, the ZAP's seq; args: result */
 	UPC_MSG_TYPE_MAX
 };
 

@@ -146,6 +146,116 @@ broken:
 	return ret;
 }
 
+/* ------------------------------------------------------------ a client's reclaim channel */
+
+/*
+ * The daemon's end of a client's reclaim channel (struct upc_zapper,
+ * reclaim.c: zap_elsewhere).  Only the reclaim thread asks, one zap at a
+ * time, and the client answers it with the zap's seq.  A client that does
+ * not answer in time, or answers with anything else, or closes the
+ * channel, may still zap later: the channel is @dead, and the zap stays
+ * counted in z.inflight for as long as the mm lives (its faults map as
+ * struct upc_zapper says, and it is not asked again).
+ */
+struct zapchan {
+	struct upc_zapper z;
+	int fd, pidfd;
+	pid_t pid;
+	uint64_t seq;
+	bool dead;
+	struct upc_msg *msg;
+};
+
+/*
+ * Zap @n pairs: the client's answer (0 or its negative errno), -EAGAIN if
+ * it was not asked (nothing was zapped), or -ETIMEDOUT / -EPIPE if it was
+ * asked and did not answer (dead from now on).
+ */
+static int client_zap(struct upc_zapper *z, const uint64_t *pairs, size_t n, unsigned int timeout_ms)
+{
+	struct zapchan *zc = (struct zapchan *)z;
+	/* the pidfd too: a client that exits does not answer, and its PTEs are gone with it */
+	struct pollfd pfd[2] = { { .fd = zc->fd, .events = POLLIN }, { .fd = zc->pidfd, .events = POLLIN } };
+	int r;
+
+	if (zc->dead || !n || n * 16 > UPC_PROTO_MAX_DATA)
+		return -EAGAIN;
+	/* never blocking: a client that does not read its channel is not waited for */
+	if (upc_msg_send_flags(zc->fd, UPC_MSG_ZAP, ++zc->seq, NULL, 0, pairs, n * 16, NULL, 0, MSG_DONTWAIT) < 0)
+		return -EAGAIN;
+	do
+		r = poll(pfd, 2, (int)timeout_ms);
+	while (r < 0 && errno == EINTR);
+	if (r == 0) {
+		logf("client %d: no answer to a zap in %u ms: it keeps what it maps from now on", zc->pid, timeout_ms);
+		zc->dead = true;
+		return -ETIMEDOUT;
+	}
+	if (r < 0 || !(pfd[0].revents & POLLIN) || upc_msg_recv(zc->fd, zc->msg, UPC_FROM_CLIENT) < 0)
+		goto broken;
+	upc_msg_close_fds(zc->msg);
+	if (zc->msg->h.type != UPC_MSG_ZAP_DONE || zc->msg->h.seq != zc->seq)
+		goto broken;
+	r = (int)(int64_t)zc->msg->args[0];
+	return r > 0 || r < -4095 ? -EPROTO : r;
+broken:
+	logf("client %d: its reclaim channel is broken: it keeps what it maps from now on", zc->pid);
+	zc->dead = true;
+	return -EPIPE;
+}
+
+static void client_zap_release(struct upc_zapper *z)
+{
+	struct zapchan *zc = (struct zapchan *)z;
+
+	close(zc->fd);
+	close(zc->pidfd);
+	free(zc->msg);
+	free(zc);
+}
+
+/*
+ * UPC_MSG_RECLAIM: the client's end of its reclaim channel, which its mm
+ * keeps (remote_zapper_set) until it is detached.  One per connection.
+ */
+static int serve_reclaim(struct client *cl, int fd)
+{
+	struct zapchan *zc;
+	struct stat st;
+	int type = 0, ret;
+	socklen_t tl = sizeof(type);
+	struct sockaddr_un sa;
+	socklen_t sl = sizeof(sa);
+
+	if (fstat(fd, &st) < 0 || !S_ISSOCK(st.st_mode) ||
+	    getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) < 0 || type != SOCK_SEQPACKET ||
+	    getsockname(fd, (struct sockaddr *)&sa, &sl) < 0 || sa.sun_family != AF_UNIX)
+		return -EINVAL;
+	zc = calloc(1, sizeof(*zc));
+	if (!zc || !(zc->msg = malloc(sizeof(*zc->msg)))) {
+		free(zc);
+		return -ENOMEM;
+	}
+	zc->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	zc->pidfd = fcntl(cl->pidfd, F_DUPFD_CLOEXEC, 0);
+	if (zc->fd < 0 || zc->pidfd < 0) {
+		ret = -errno;
+		if (zc->fd >= 0)
+			close(zc->fd);
+		free(zc->msg);
+		free(zc);
+		return ret;
+	}
+	zc->pid = cl->cred.pid;
+	atomic_init(&zc->z.refs, 1);
+	zc->z.zap = client_zap;
+	zc->z.release = client_zap_release;
+	ret = remote_zapper_set(cl->mm, &zc->z);
+	if (ret < 0)
+		client_zap_release(&zc->z);
+	return ret;
+}
+
 /* ------------------------------------------------------------ checks of what a client passes */
 
 /* Is @fd an anonymous inode of kind @kind ("[userfaultfd]", "[pidfd]")? */
@@ -676,6 +786,8 @@ static long serve(struct client *cl, struct upc_msg *m, uint64_t *rargs, unsigne
 		return remote_relay_set(cl->mm, iarg);
 	case UPC_MSG_MAP_CLEAR:
 		return map_clear(cl->mm, (uintptr_t)m->args[0], len);
+	case UPC_MSG_RECLAIM:
+		return serve_reclaim(cl, m->fds[0]);
 	case UPC_MSG_PWRITE_FD:
 		return req_pwrite_fd(m);
 	case UPC_MSG_STATS: {

@@ -392,7 +392,60 @@ struct upc_mm {
 	_Atomic bool poisoned;		/* some mapping may hold poison markers (remote_refuse) */
 	struct upc_mm *next_remote;	/* cache->remotes */
 	_Atomic uint64_t nr_faults;	/* faults served in this mm's mappings (handle_fault) */
+	struct upc_zapper *_Atomic zapper;	/* its reclaim channel, or NULL (struct upc_zapper) */
 };
+
+/*
+ * A client's reclaim channel (upcd.c, client_zap; upcd(8), "Memory"): how
+ * the reclaim thread asks an upcd client to zap its own PTEs of pages it
+ * maps writable under asynchronous tracking, which nothing else can tear
+ * down safely (reclaim.c, zap_elsewhere).  The mm holds a reference from
+ * the client's UPC_MSG_RECLAIM to remote_detach(); the reclaim thread
+ * takes one under file->lock (the mm is alive while one of its mappings
+ * is in the file's rmap) and asks without the lock.
+ *
+ * @inflight counts the zaps asked of the client whose emptied PTEs have
+ * not been collected yet (track.c): meanwhile the client may empty a PTE at
+ * any moment, and a page the daemon maps into this mm write-protected could
+ * hide a write made before the zap (the empty PTE is the only record of it).
+ * So meanwhile the mm's faults map the faulting page alone, dirty and
+ * writable (fault.c, handle_minor; control.c, pin_map): nothing can be
+ * hidden in a page that is dirty already.  A zap the client did not answer
+ * in time stays counted as long as the mm lives, and the client is not
+ * asked again (reclaim.c, map_held).
+ */
+struct upc_zapper {
+	_Atomic unsigned int refs;
+	_Atomic int inflight;
+	/*
+	 * Zap @n { addr, length } pairs, waiting up to @timeout_ms for the
+	 * answer: the client's (0, or its negative errno), -EAGAIN if the
+	 * client was not asked, -ETIMEDOUT or -EPIPE if it was and did not
+	 * answer (it may zap later).
+	 */
+	int (*zap)(struct upc_zapper *z, const uint64_t *pairs, size_t n, unsigned int timeout_ms);
+	void (*release)(struct upc_zapper *z);	/* the last reference went */
+};
+
+static inline struct upc_zapper *zapper_get(struct upc_zapper *z)
+{
+	atomic_fetch_add(&z->refs, 1);
+	return z;
+}
+
+static inline void zapper_put(struct upc_zapper *z)
+{
+	if (atomic_fetch_sub(&z->refs, 1) == 1)
+		z->release(z);
+}
+
+/* Are @mm's PTEs being zapped by its client right now (struct upc_zapper)? */
+static inline bool mm_zapping(struct upc_mm *mm)
+{
+	struct upc_zapper *z = mm->remote ? atomic_load(&mm->zapper) : NULL;
+
+	return z && atomic_load(&z->inflight);
+}
 
 /* ------------------------------------------------------------ the cache */
 
@@ -687,6 +740,7 @@ __upc_hidden int remote_attach(struct upc_cache *c, int uffd, int pagemap_fd, pi
 			       int (*call)(struct upc_mm *, int, uintptr_t, size_t, int), void *call_arg,
 			       struct upc_mm **mmp);
 __upc_hidden void remote_detach(struct upc_mm *mm);
+__upc_hidden int remote_zapper_set(struct upc_mm *mm, struct upc_zapper *z);
 __upc_hidden int cache_serve(struct upc_cache *c);
 __upc_hidden void cache_serve_stop(struct upc_cache *c);
 __upc_hidden int remote_refuse(struct upc_map *m, uintptr_t addr);

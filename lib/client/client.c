@@ -164,10 +164,12 @@ static int cmaps_add(struct upc_client *cl, uintptr_t start, uintptr_t end, uint
 	return ret;
 }
 
-/* [start, end) is unmapped: cut it out of the list (a mapping may be split in two). */
-void cmaps_cut(struct upc_client *cl, uintptr_t start, uintptr_t end)
+/*
+ * [start, end) is unmapped: cut it out of the list (a mapping may be split
+ * in two).  Caller holds maps_lock.
+ */
+static void cmaps_cut_locked(struct upc_client *cl, uintptr_t start, uintptr_t end)
 {
-	pthread_mutex_lock(&cl->maps_lock);
 	for (size_t i = 0; i < cl->nmaps; i++) {
 		struct crange *r = &cl->maps[i];
 
@@ -201,6 +203,12 @@ void cmaps_cut(struct upc_client *cl, uintptr_t start, uintptr_t end)
 			i--;
 		}
 	}
+}
+
+void cmaps_cut(struct upc_client *cl, uintptr_t start, uintptr_t end)
+{
+	pthread_mutex_lock(&cl->maps_lock);
+	cmaps_cut_locked(cl, start, end);
 	pthread_mutex_unlock(&cl->maps_lock);
 }
 
@@ -274,13 +282,20 @@ static void answer_call(struct upc_client *cl, int sock, const struct upc_msg *m
 		cl->stop_at_call = false;
 		raise(SIGSTOP);
 	}
+	/*
+	 * An unmap and its cut of the list are one step under maps_lock: the
+	 * watcher zaps only what the list holds (zap_serve), and an address
+	 * unmapped but still listed could be another mapping's by then.
+	 */
 	switch (m->args[0]) {
 	case UPC_CALL_MUNMAP:
+		pthread_mutex_lock(&cl->maps_lock);
 		r = munmap((void *)addr, len) < 0 ? -errno : 0;
 		if (r == 0) {
-			cmaps_cut(cl, addr, addr + len);
+			cmaps_cut_locked(cl, addr, addr + len);
 			cl->call_unmapped = true;
 		}
+		pthread_mutex_unlock(&cl->maps_lock);
 		break;
 	case UPC_CALL_MPROTECT:
 		r = mprotect((void *)addr, len, arg) < 0 ? -errno : 0;
@@ -292,10 +307,12 @@ static void answer_call(struct upc_client *cl, int sock, const struct upc_msg *m
 		break;
 	case UPC_CALL_PLACEHOLD:
 		/* UPC_MAP_FIXED (client_map): not a hole another thread's mmap could be given */
+		pthread_mutex_lock(&cl->maps_lock);
 		r = mmap((void *)addr, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1,
 			 0) == MAP_FAILED ? -errno : 0;
 		if (r == 0)
-			cmaps_cut(cl, addr, addr + len);
+			cmaps_cut_locked(cl, addr, addr + len);
+		pthread_mutex_unlock(&cl->maps_lock);
 		break;
 	default:
 		r = -EINVAL;
@@ -600,7 +617,92 @@ static long handshake(struct upc_client *cl, int sock, struct creply *rep)
 	return handshake_attach(cl, sock);
 }
 
-/* Attach: our userfaultfd, pagemap and pidfd; then the relay signal. */
+/*
+ * Under asynchronous tracking the daemon can evict a page this process
+ * maps writable only once this process zapped its own PTEs of it (a write
+ * through a clean PTE does not trap: upcd(8), "Memory"); it asks through a
+ * socket pair whose other end it is handed here, again to every daemon.
+ * The old connection's end goes.  Synchronous tracking needs none.
+ */
+static long reclaim_channel(struct upc_client *cl, int sock)
+{
+	int sv[2];
+	long ret;
+
+	if (cl->track_mode != UPC_TRACK_ASYNC)
+		return 0;
+	if (!cl->zap_msg && !(cl->zap_msg = malloc(sizeof(*cl->zap_msg))))
+		return -ENOMEM;
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+		return -errno;
+	ret = xfer(cl, sock, UPC_MSG_RECLAIM, NULL, 0, NULL, 0, &sv[1], 1, NULL);
+	close(sv[1]);
+	if (ret < 0) {
+		close(sv[0]);
+		return ret;
+	}
+	if (cl->zap_sock >= 0)
+		close(cl->zap_sock);
+	cl->zap_sock = sv[0];
+	return 0;
+}
+
+/*
+ * The watcher's answer to one message on the reclaim channel: a UPC_MSG_ZAP
+ * zaps each range it names - only where this process maps the cache
+ * writable (the list, under maps_lock: an address the list does not hold
+ * is not the daemon's to zap) - and is answered with the first error, or
+ * 0.  A zapped PTE keeps what the daemon needs to know: a clean page's
+ * write-protect marker, or nothing for a written one (track.c).  Returns
+ * false if the channel is broken (the daemon is gone, or spoke nonsense).
+ */
+static bool zap_serve(struct upc_client *cl)
+{
+	struct upc_msg *m = cl->zap_msg;
+	int64_t r = 0;
+
+	if (upc_msg_recv(cl->zap_sock, m, UPC_FROM_DAEMON) < 0)
+		return false;
+	upc_msg_close_fds(m);
+	if (m->h.type != UPC_MSG_ZAP || m->dlen % 16)
+		return false;
+	pthread_mutex_lock(&cl->maps_lock);
+	for (size_t i = 0; i < m->dlen / 16; i++) {
+		uint64_t pair[2];
+		uintptr_t a, end;
+
+		memcpy(pair, m->data + 16 * i, sizeof(pair));
+		a = (uintptr_t)pair[0];
+		end = a + (uintptr_t)pair[1];
+		if ((a | end) & ~UPC_PAGE_MASK || end <= a) {
+			r = r ? r : -EINVAL;
+			continue;
+		}
+		/* every page of it in a writable range of the list (ranges may abut: upc_protect splits) */
+		for (uintptr_t p = a; p < end;) {
+			size_t j;
+
+			for (j = 0; j < cl->nmaps; j++)
+				if (cl->maps[j].start <= p && p < cl->maps[j].end && (cl->maps[j].prot & PROT_WRITE))
+					break;
+			if (j == cl->nmaps) {
+				end = 0;
+				break;
+			}
+			p = min_t(uintptr_t, end, cl->maps[j].end);
+		}
+		if (!end) {
+			r = r ? r : -EINVAL;
+			continue;
+		}
+		if (madvise((void *)a, end - a, MADV_DONTNEED) < 0 && !r)
+			r = -errno;
+	}
+	pthread_mutex_unlock(&cl->maps_lock);
+	return upc_msg_send(cl->zap_sock, UPC_MSG_ZAP_DONE, m->h.seq, (uint64_t *)&r, 1, NULL, 0, NULL, 0) == 0;
+}
+
+/* Attach: our userfaultfd, pagemap and pidfd; then the relay signal and the reclaim channel. */
 static long handshake_attach(struct upc_client *cl, int sock)
 {
 	int fds[3] = { atomic_load(&cl->uffd), -1, -1 };
@@ -624,6 +726,8 @@ static long handshake_attach(struct upc_client *cl, int sock)
 		sig = (uint64_t)sigbus_relay_signal();
 		ret = xfer(cl, sock, UPC_MSG_RELAY, &sig, 1, NULL, 0, NULL, 0, NULL);
 	}
+	if (ret == 0)
+		ret = reclaim_channel(cl, sock);
 	if (fds[1] >= 0)
 		close(fds[1]);
 	if (fds[2] >= 0)
@@ -778,15 +882,21 @@ static void *watcher_main(void *arg)
 	struct upc_client *cl = arg;
 
 	for (;;) {
-		struct pollfd pfd[2] = { { .fd = cl->sock, .events = POLLRDHUP }, { .fd = cl->watch_efd, .events = POLLIN } };
+		struct pollfd pfd[3] = { { .fd = cl->sock, .events = POLLRDHUP }, { .fd = cl->watch_efd, .events = POLLIN },
+					 { .fd = cl->zap_sock, .events = POLLIN } };
 
-		if (poll(pfd, 2, -1) < 0) {
+		if (poll(pfd, 3, -1) < 0) {
 			if (errno == EINTR)
 				continue;
 			return NULL;
 		}
 		if (pfd[1].revents)
 			return NULL;
+		/* A broken channel: the daemon asks no more (its connection's hang-up is below). */
+		if (pfd[2].revents && !((pfd[2].revents & POLLIN) && zap_serve(cl))) {
+			close(cl->zap_sock);
+			cl->zap_sock = -1;
+		}
 		if (!(pfd[0].revents & (POLLRDHUP | POLLHUP | POLLERR)))
 			continue;
 		pthread_mutex_lock(&cl->lock);
@@ -904,7 +1014,7 @@ int client_create(const struct upc_cache_opts *o, struct upc_cache **cachep)
 	c->client = cl;
 	c->flags = o->flags;
 	cl->stop_at_call = debug_from_env() & UPC_DBG_STOP_AT_CALL;
-	cl->sock = cl->uffd = cl->watch_efd = -1;
+	cl->sock = cl->uffd = cl->watch_efd = cl->zap_sock = -1;
 	cl->cache_flags = o->flags;
 	cl->mem_limit = o->mem_limit;
 	cl->reconnect_ms = reconnect_ms();
@@ -935,7 +1045,10 @@ err:
 			close(cl->uffd);
 		if (cl->sock >= 0)
 			close(cl->sock);
+		if (cl->zap_sock >= 0)
+			close(cl->zap_sock);
 		free(cl->msg);
+		free(cl->zap_msg);
 		free(cl);
 	}
 	free(c);
@@ -969,9 +1082,9 @@ int client_destroy(struct upc_cache *c)
 			ret = (int)err;
 		err = client_unmap(c, (void *)r.start, r.end - r.start);
 		if (err < 0) {
-			/* pinned (-EBUSY) or the daemon is gone: unmap it here all the same */
-			munmap((void *)r.start, r.end - r.start);
+			/* pinned (-EBUSY) or the daemon is gone: unmap it here all the same (listed no more first: zap_serve) */
 			cmaps_cut(cl, r.start, r.end);
+			munmap((void *)r.start, r.end - r.start);
 			if (!ret && err != -ENOTCONN)
 				ret = (int)err;
 		}
@@ -990,6 +1103,8 @@ int client_destroy(struct upc_cache *c)
 	if (cl->watch_efd >= 0)
 		close(cl->watch_efd);
 	close(cl->sock);
+	if (cl->zap_sock >= 0)
+		close(cl->zap_sock);
 	if (cl->uffd >= 0)
 		close(cl->uffd);
 	while (cl->files) {
@@ -1000,6 +1115,7 @@ int client_destroy(struct upc_cache *c)
 	free(cl->maps);
 	free(cl->pins);
 	free(cl->msg);
+	free(cl->zap_msg);
 	free(cl);
 	free(c);
 	return ret;
@@ -1139,6 +1255,9 @@ static void client_fork_child(struct upc_client *cl)
 	if (cl->watch_efd >= 0)
 		close(cl->watch_efd);
 	cl->watch_efd = -1;
+	if (cl->zap_sock >= 0)
+		close(cl->zap_sock);
+	cl->zap_sock = -1;
 	cl->maps = NULL;
 	cl->nmaps = cl->cap = 0;
 	cl->files = NULL;

@@ -75,6 +75,15 @@ struct upc_client {
 	struct cfile *files;
 	pthread_t watcher;
 	int watch_efd;
+	/*
+	 * The reclaim channel (asynchronous tracking): our end of the socket
+	 * pair whose other end the daemon holds (UPC_MSG_RECLAIM), on which
+	 * the watcher thread zaps what the daemon's reclaim asks (zap_serve).
+	 * Written by whoever connects (before the watcher runs, or the watcher
+	 * itself at a reconnect), read by the watcher.  -1: none.
+	 */
+	int zap_sock;
+	struct upc_msg *zap_msg;
 	uint64_t down_deadline;		/* ms: a request waits for a daemon until then (request_fds) */
 	/*
 	 * Takeover (takeover.c): while no daemon serves this process, it

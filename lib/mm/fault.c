@@ -754,6 +754,28 @@ static void handle_minor(struct upc_handler *h, struct upc_map *m, uintptr_t add
 	}
 	ra_async_marker(mm->cache, m, f, pgoff);
 	/*
+	 * The client is zapping PTEs of this mm at the reclaim thread's
+	 * request, without file->lock (reclaim.c, zap_elsewhere): a PTE it
+	 * empties is the only record of a write made before (track.c), and a
+	 * page mapped here write-protected would read as clean.  Even the
+	 * faulting page: this fault may be stale, the page mapped by another
+	 * handler since, written and zapped.  So the faulting page alone, and
+	 * dirty first, then mapped writable: there is nothing left to hide (the
+	 * order of I1: dirty before writable, as handle_wp).
+	 */
+	if (mm_zapping(mm) && m->wp) {
+		struct upc_page *pg = pt_lookup(f, pgoff);
+
+		trace_dirty(f, pg, pgoff, ptid, 0);
+		page_set_dirty(f, pg);
+		while ((r = sys_uffd_continue(mm->uffd, addr, UPC_PAGE_SIZE, false, true)) == -EAGAIN)
+			uffd_eagain(h);
+		if (r <= 0)
+			sys_uffd_wake(mm->uffd, addr, UPC_PAGE_SIZE);
+		UPC_TRACE(fault_done, f, pgoff, UPC_FAULT_MINOR, r > 0 ? 1 : r);
+		return;
+	}
+	/*
 	 * A window this mapping's scan had read ahead, reached: map it whole
 	 * (up to its first page not cached).  Only the scan's own windows,
 	 * the ra_ahead() queued before m->ra_async and the one the marker

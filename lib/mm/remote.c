@@ -230,8 +230,31 @@ void remote_detach(struct upc_mm *mm)
 	}
 	pthread_rwlock_unlock(&mm->lock);
 	mm_release_maps(mm);
+	/*
+	 * No mapping of it is in any rmap now, so no reclaim pass can take a
+	 * new reference to its reclaim channel (struct upc_zapper): the
+	 * mm's goes.  One the reclaim thread holds keeps it until its zap
+	 * returns.
+	 */
+	{
+		struct upc_zapper *z = atomic_exchange(&mm->zapper, NULL);
+
+		if (z)
+			zapper_put(z);
+	}
 	mm_fini(mm);
 	free(mm);
+}
+
+/*
+ * The client opened its reclaim channel (UPC_MSG_RECLAIM): @z, whose
+ * reference the mm takes.  -EBUSY if it has one already.
+ */
+int remote_zapper_set(struct upc_mm *mm, struct upc_zapper *z)
+{
+	struct upc_zapper *none = NULL;
+
+	return atomic_compare_exchange_strong(&mm->zapper, &none, z) ? 0 : -EBUSY;
 }
 
 /*

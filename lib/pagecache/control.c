@@ -349,8 +349,18 @@ static int pin_fill(struct upc_cache *c, struct upc_map *m, uint64_t first, uint
 static int pin_map(struct upc_map *m, uintptr_t s, uintptr_t e)
 {
 	if (map_minor(m)) {
+		/*
+		 * Its client is zapping PTEs of this mm (struct upc_zapper):
+		 * what it maps here could hide a write the zap emptied a PTE
+		 * of, so the pages are made dirty and mapped writable, as a
+		 * MINOR fault maps them meanwhile (fault.c, handle_minor).
+		 */
+		bool wp = !mm_zapping(m->mm);
+
+		for (uintptr_t a = s; !wp && a < e; a += UPC_PAGE_SIZE)
+			page_set_dirty(m->file, pt_lookup(m->file, m->pgoff + ((a - m->start) >> UPC_PAGE_SHIFT)));
 		for (uintptr_t a = s; a < e;) {
-			long r = sys_uffd_continue(m->mm->uffd, a, e - a, true, false);
+			long r = sys_uffd_continue(m->mm->uffd, a, e - a, wp, false);
 
 			if (r > 0) {
 				a += (uintptr_t)r;

@@ -50,14 +50,25 @@ static bool reclaimable(const struct upc_page *pg)
 	return (pg->flags & PG_UPTODATE) && !pg->pincount && !(pg->flags & PG_WRITEBACK);
 }
 
+#define ZAP_TIMEOUT_MS	1000	/* the clients' answers to one pass's zaps, in all (zap_elsewhere) */
+
 /*
  * PTE presence of file pages [first, first+n), as one byte per page: in
  * this process's mappings (@own), and in other processes' (@others: upcd's
  * clients; a forked child's mm has no pagemap here, and is not sampled).
+ * In @others, ELSEWHERE_W marks a page a client maps writable under
+ * asynchronous tracking, whose PTE that client must zap before a punch
+ * (zap_elsewhere), and ELSEWHERE_HELD one where it cannot be asked to
+ * (map_held).
  */
+#define ELSEWHERE	0x1
+#define ELSEWHERE_W	0x2
+#define ELSEWHERE_HELD	0x4
+
 struct presence {
 	uint64_t first;
 	uint8_t *present;
+	uint8_t val;
 };
 
 static void mark_present(struct upc_file *f, uint64_t p, void *arg)
@@ -65,7 +76,28 @@ static void mark_present(struct upc_file *f, uint64_t p, void *arg)
 	struct presence *pr = arg;
 
 	(void)f;
-	pr->present[p - pr->first] = 1;
+	pr->present[p - pr->first] |= pr->val;
+}
+
+/*
+ * Does mapping @m, a client's, hold its pages in the cache?  Under
+ * asynchronous tracking a write through a clean PTE does not trap, so a
+ * page a client maps writable can go only after that client zapped its
+ * PTEs itself (zap_elsewhere), through its reclaim channel: a client
+ * without one, or that once did not answer a zap (struct upc_zapper),
+ * holds them.  Under synchronous tracking a write to a clean page traps
+ * and waits for the punch, which tears the PTE down (try_to_unmap); a
+ * read-only mapping cannot write at all.  Called by the reclaim thread
+ * between its zaps: @inflight is the unanswered ones'.
+ */
+static bool map_held(struct upc_map *m)
+{
+	struct upc_zapper *z;
+
+	if (!m->mm->remote || !m->wp || m->file->cache->track_mode != UPC_TRACK_ASYNC)
+		return false;
+	z = atomic_load(&m->mm->zapper);
+	return !z || atomic_load(&z->inflight);
 }
 
 static void presence_scan(struct upc_file *f, uint64_t first, uint64_t n, uint8_t *own, uint8_t *others)
@@ -74,25 +106,143 @@ static void presence_scan(struct upc_file *f, uint64_t first, uint64_t n, uint8_
 		.category_anyof_mask = PAGE_IS_PRESENT,
 		.return_mask = PAGE_IS_PRESENT,
 	};
-	struct presence pown = { first, own }, pothers = { first, others };
+	struct presence pown = { first, own, ELSEWHERE }, pothers = { first, others, ELSEWHERE };
 
 	memset(own, 0, n);
 	memset(others, 0, n);
 	/*
 	 * A failed scan leaves pages unseen: they only look less used.  But
 	 * for another process's mapping under asynchronous tracking, where a
-	 * page present there is kept (shrink_file): the whole range counts as
-	 * present there.
+	 * page present there must be zapped first (shrink_file): the whole
+	 * range counts as present there.
 	 */
 	for (struct upc_map *m = f->rmap; m; m = m->f_next) {
 		bool mine = m->mm == &f->cache->self;
 		uint64_t s = max_t(uint64_t, first, m->pgoff);
 		uint64_t e = min_t(uint64_t, first + n, m->pgoff + ((m->end - m->start) >> UPC_PAGE_SHIFT));
 
+		if (s >= e)
+			continue;
+		pothers.val = ELSEWHERE;
+		if (!mine && m->mm->remote && m->wp && f->cache->track_mode == UPC_TRACK_ASYNC)
+			pothers.val |= map_held(m) ? ELSEWHERE_W | ELSEWHERE_HELD : ELSEWHERE_W;
 		if (pagemap_walk_map(m, first, first + n - 1, &present_pages, mark_present, mine ? &pown : &pothers) < 0 &&
-		    !mine && f->cache->track_mode == UPC_TRACK_ASYNC && s < e)
-			memset(others + (s - first), 1, e - s);
+		    !mine && f->cache->track_mode == UPC_TRACK_ASYNC)
+			for (uint64_t i = s; i < e; i++)
+				others[i - first] |= pothers.val;
 	}
+}
+
+/*
+ * The try_to_unmap of victims that clients map writable under asynchronous
+ * tracking (@elsewhere: presence_scan's, from file page @first): each such
+ * client is asked, through its reclaim channel, to zap its PTEs of them.
+ * Each zapped PTE keeps what it recorded - a write-protect marker for a
+ * clean page, an empty PTE for a written one (track.c) - so the written
+ * state travels with the teardown, as the kernel moves the dirty bit to
+ * the folio at zap_pte_range() (Torvalds/Hansen/Kara, seeds/), and
+ * reclaim_runs() collects it before the dirty check (I2, I3).
+ *
+ * The clients answer without file->lock (a stopped or hostile one must not
+ * stall every other client of the file); their faults map meanwhile as
+ * struct upc_zapper says, until the written state of what they zapped is
+ * collected here, under the lock again.  All the answers together get
+ * ZAP_TIMEOUT_MS; a client that does not answer in time keeps its pages
+ * where they are, from then on (map_held).  f->lock is held on entry.
+ * Returns 0 if no client was asked (the lock was held throughout), 1 if
+ * some were (the lock was let go, and is held again), or -1 if it could not
+ * be taken again in time (file_lock_visit: the pass ends there, and what
+ * was zapped is never collected here: those clients are then treated as if
+ * they had not answered, which keeps their writes, and their pages).
+ */
+static int zap_elsewhere(struct upc_file *f, const struct run *victims, size_t nv, uint64_t first,
+			  const uint8_t *elsewhere)
+{
+	struct zap_req {
+		struct upc_zapper *z;
+		uint64_t *pairs;
+		size_t n;
+		int ret;
+	} *reqs = NULL;
+	size_t nreq = 0;
+	uint64_t deadline;
+	bool locked;
+
+	for (struct upc_map *m = f->rmap; m; m = m->f_next) {
+		uint64_t mend = m->pgoff + ((m->end - m->start) >> UPC_PAGE_SHIFT), *pairs = NULL;
+		struct upc_zapper *z;
+		bool asked = false;
+		size_t np = 0;
+
+		if (!m->mm->remote || !m->wp || !(z = atomic_load(&m->mm->zapper)))
+			continue;
+		/* not a client that did not answer once (another mapping of one asked in this pass is) */
+		for (size_t i = 0; i < nreq; i++)
+			asked |= reqs[i].z == z;
+		if (!asked && atomic_load(&z->inflight))
+			continue;
+		for (size_t i = 0; i < nv; i++) {
+			uint64_t s = max_t(uint64_t, victims[i].start, m->pgoff);
+			uint64_t e = min_t(uint64_t, victims[i].start + victims[i].n, mend);
+
+			for (uint64_t p = s; p < e; p++) {
+				uintptr_t a = m->start + ((p - m->pgoff) << UPC_PAGE_SHIFT);
+				uint64_t *n;
+
+				if (!(elsewhere[p - first] & ELSEWHERE_W))
+					continue;
+				if (np && pairs[2 * np - 2] + pairs[2 * np - 1] == a) {
+					pairs[2 * np - 1] += UPC_PAGE_SIZE;
+					continue;
+				}
+				n = realloc(pairs, (np + 1) * 2 * sizeof(*pairs));
+				if (!n)
+					break;
+				pairs = n;
+				pairs[2 * np] = a;
+				pairs[2 * np + 1] = UPC_PAGE_SIZE;
+				np++;
+			}
+		}
+		if (np) {
+			struct zap_req *r = realloc(reqs, (nreq + 1) * sizeof(*r));
+
+			if (r) {
+				reqs = r;
+				reqs[nreq++] = (struct zap_req){ zapper_get(z), pairs, np, 0 };
+				/* Before the lock goes: from now on its faults map dirty (struct upc_zapper). */
+				atomic_fetch_add(&z->inflight, 1);
+				continue;
+			}
+		}
+		free(pairs);
+	}
+	if (!nreq)
+		return 0;
+	pthread_mutex_unlock(&f->lock);
+	deadline = now_ms() + ZAP_TIMEOUT_MS;
+	for (size_t i = 0; i < nreq; i++) {
+		uint64_t now = now_ms();
+
+		reqs[i].ret = reqs[i].z->zap(reqs[i].z, reqs[i].pairs, reqs[i].n,
+					     now < deadline ? (unsigned int)(deadline - now) : 0);
+		free(reqs[i].pairs);
+	}
+	locked = file_lock_visit(f) == 0;
+	/*
+	 * What the zaps emptied is read back into the descriptors before a
+	 * fault of those clients may map write-protected again (I2).
+	 */
+	if (locked)
+		for (size_t i = 0; i < nv; i++)
+			track_collect(f, victims[i].start, victims[i].start + victims[i].n - 1);
+	for (size_t i = 0; i < nreq; i++) {
+		if (reqs[i].ret != -ETIMEDOUT && reqs[i].ret != -EPIPE && (locked || reqs[i].ret == -EAGAIN))
+			atomic_fetch_sub(&reqs[i].z->inflight, 1);
+		zapper_put(reqs[i].z);
+	}
+	free(reqs);
+	return locked ? 1 : -1;
 }
 
 /*
@@ -258,17 +408,19 @@ static uint64_t shrink_file(struct upc_file *f, uint64_t active_target, bool *wr
 	 * torn down to sample access, as this process's are (process_madvise
 	 * MADV_DONTNEED works only on the caller's own), so after a first
 	 * look their presence says nothing more: such a page gets one pass of
-	 * the hand as a second chance, then is evicted, and the punch tears
-	 * the PTEs down (try_to_unmap).  That is safe where a write to a clean
-	 * page traps (synchronous tracking: the writer waits for the punch,
-	 * I1).  Under asynchronous tracking a write goes through a clean PTE
-	 * without a trap, and would be lost to the punch after the dirty check
-	 * (I3): a page mapped elsewhere is kept there, as if in use (upcd(8),
-	 * BUGS: the memory limit does not hold for what clients map).
+	 * the hand as a second chance, then is evicted, and its PTEs go with
+	 * it (try_to_unmap).  Where a write to a clean page traps (synchronous
+	 * tracking: the writer waits for the punch, I1) or cannot happen (a
+	 * read-only mapping), the punch tears them down.  Under asynchronous
+	 * tracking a write goes through a clean PTE without a trap, and would
+	 * be lost to a punch after the dirty check (I3): the client zaps its
+	 * own PTEs first, and the written state they held is collected
+	 * (zap_elsewhere).  A page a client maps that cannot be asked so
+	 * (map_held) is kept, as if in use.
 	 */
 	if (async)
 		for (uint64_t i = 0; i < n; i++)
-			present[i] |= elsewhere[i];
+			present[i] |= elsewhere[i] & ELSEWHERE_HELD;
 
 	for (uint64_t i = 0; i < n; i++) {
 		struct upc_page *pg = pt_lookup(f, first + i);
@@ -285,8 +437,8 @@ static uint64_t shrink_file(struct upc_file *f, uint64_t active_target, bool *wr
 			}
 			continue;
 		}
-		/* Not one a client maps under async tracking: a write there is not seen (above). */
-		if ((pg->flags & PG_LAZYFREE) && !(pg->flags & PG_DIRTY) && !(async && elsewhere[i])) {
+		/* Not one a client holds (above): a write there is not seen. */
+		if ((pg->flags & PG_LAZYFREE) && !(pg->flags & PG_DIRTY) && !(elsewhere[i] & ELSEWHERE_HELD)) {
 			runs_add(&victims, &nv, &vcap, first + i);
 			continue;
 		}
@@ -305,7 +457,7 @@ static uint64_t shrink_file(struct upc_file *f, uint64_t active_target, bool *wr
 			}
 			continue;
 		}
-		if (elsewhere[i] && !async && !(pg->flags & PG_REFERENCED)) {
+		if (elsewhere[i] && !(pg->flags & PG_REFERENCED)) {
 			pg->flags |= PG_REFERENCED;	/* the second chance (above) */
 			continue;
 		}
@@ -322,6 +474,38 @@ static uint64_t shrink_file(struct upc_file *f, uint64_t active_target, bool *wr
 	}
 	/* Sample again at the next pass: what is present then was accessed since. */
 	teardown_runs(f, zap, nzap, false);
+	if (nv && !stuck && async && f->cache->serving) {
+		/*
+		 * Victims clients map writable: zapped by them, then looked at
+		 * again under the lock.  A page still present in such a
+		 * mapping (its zap failed or was late, or a fault mapped it
+		 * meanwhile) stays; one that is not cannot be mapped there
+		 * again before the punch without file->lock (every fault of a
+		 * writable mapping needs it: MINOR faults, track.c).  What
+		 * read-only mappings map, the punch tears down.
+		 */
+		struct run *gone = NULL;
+		size_t ng = 0, gcap = 0;
+		int asked = zap_elsewhere(f, victims, nv, first, elsewhere);
+
+		if (asked < 0) {
+			free(zap);
+			free(victims);
+			free(dirty);
+			return 0;	/* not locked: dirty runs are written at a later pass */
+		}
+		if (asked)
+			presence_scan(f, first, n, present, elsewhere);
+		for (size_t i = 0; i < nv; i++)
+			for (uint64_t p = victims[i].start; p < victims[i].start + victims[i].n; p++)
+				if (!(elsewhere[p - first] & ELSEWHERE_W) && runs_add(&gone, &ng, &gcap, p) < 0)
+					goto nomem;
+nomem:
+		free(victims);
+		victims = gone;
+		nv = ng;
+		stuck = f->punch != NULL;	/* the lock was let go: a chain may have been queued */
+	}
 	if (nv && !stuck)
 		freed = reclaim_runs(f, victims, nv, true);
 out:

@@ -2,7 +2,7 @@
 # fio (mmap engine, crc32c verify; write, read-verify, randrw: 2 jobs x 64 MiB) and
 # LMDB (tests/clients/lmdb-work -w, 2 x 300 transactions) under upcache-run --shared,
 # upcd --mem-limit=8M, each step given 120 s.  B=<build tree> MODES="sync async".
-# Needs tests/clients/lmdb-work built (make check).  Run on 2026-12-04: see the issue note.
+# Needs tests/clients/lmdb-work built (make check).  Runs of 2026-12-04 and -05: see the issue notes.
 # fio (mmap engine, crc32c verify) and LMDB (writemap) under upcache-run --shared,
 # upcd with an 8 MiB limit, files 8x that; both tracking modes.
 B=${B:-/work/main}
@@ -23,12 +23,12 @@ for mode in ${MODES:-sync async}; do
   st=$($B/tools/upcctl daemon status --socket $D/s | grep -E "^(cached|mem-limit)" | tr '\n' ' ')
   echo "$mode fio ok=$ok in $(( $(date +%s) - t0 )) s; after: $st"
   mkdir -p $D/l
-  lok=1
+  lok=1; t1=$(date +%s)
   timeout 120 $R $B/tests/clients/lmdb-work -n 300 -b 60 -w -m1T $D/l >$D/l1 2>&1 || lok=0
   timeout 120 $R $B/tests/clients/lmdb-work -n 300 -b 60 -w -m1T $D/l >$D/l2 2>&1 || lok=0
   mdb_stat -a $D/l >/dev/null 2>&1 || lok=0
   st=$($B/tools/upcctl daemon status --socket $D/s | grep -E "^cached" | tr '\n' ' ')
-  echo "$mode lmdb ok=$lok size=$(du -sh $D/l | cut -f1) after: $st"
+  echo "$mode lmdb ok=$lok in $(( $(date +%s) - t1 )) s size=$(du -sh $D/l | cut -f1) after: $st"
   kill -TERM $up; wait $up; echo "$mode upcd exit $?"
   rm -rf $D
 done
