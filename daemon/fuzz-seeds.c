@@ -76,7 +76,7 @@ static size_t build(const struct seed *s, uint16_t version)
 		.magic = UPC_PROTO_MAGIC, .version = version, .type = s->type,
 		.len = 8u * s->argc + s->dlen, .argc = s->argc, .nfds = s->nfds, .seq = 42,
 	};
-	int from = s->type == UPC_MSG_REPLY || s->type == UPC_MSG_CALL ? 1 : 0;
+	int from = s->type == UPC_MSG_REPLY || s->type == UPC_MSG_CALL || s->type == UPC_MSG_ZAP ? 1 : 0;
 	size_t n = 1;
 
 	msg[0] = (unsigned char)(s->nfds | from << 3);

@@ -2366,9 +2366,52 @@ Test(shared, a_large_pwrites_data_descriptor_is_checked, .timeout = 60)
 
 /* ------------------------------------------------------------ with no daemon: the calls' contracts */
 
+/*
+ * What @pid's threads wait in, "comm:wchan ...", for a message about a
+ * hang: a case that fails kills its children, and with them the evidence.
+ */
+static const char *task_waits(pid_t pid)
+{
+	static char out[1024];
+	char path[320], comm[32], wchan[64];
+	size_t len = 0;
+	struct dirent *e;
+	DIR *d;
+
+	out[0] = 0;
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	d = opendir(path);
+	if (!d)
+		return "(gone)";
+	while ((e = readdir(d)) && len < sizeof(out) - 100) {
+		FILE *f;
+
+		if (e->d_name[0] == '.')
+			continue;
+		comm[0] = wchan[0] = 0;
+		snprintf(path, sizeof(path), "/proc/%d/task/%s/comm", (int)pid, e->d_name);
+		if ((f = fopen(path, "re"))) {
+			if (!fgets(comm, sizeof(comm), f))
+				comm[0] = 0;
+			comm[strcspn(comm, "\n")] = 0;
+			fclose(f);
+		}
+		snprintf(path, sizeof(path), "/proc/%d/task/%s/wchan", (int)pid, e->d_name);
+		if ((f = fopen(path, "re"))) {
+			if (!fgets(wchan, sizeof(wchan), f))
+				wchan[0] = 0;
+			fclose(f);
+		}
+		len += (size_t)snprintf(out + len, sizeof(out) - len, "%s:%s ", comm, wchan);
+	}
+	closedir(d);
+	return out;
+}
+
 struct nd_shared {
 	_Atomic int ready, killed, done, writer_done, writer_ready;
 	_Atomic int unmap_ret, foreign_mapped, read_ok, eof_bus;
+	_Atomic int step;	/* how far a client's calls got: a hang says where */
 };
 
 /*
@@ -2415,11 +2458,15 @@ Test(shared, with_no_daemon_a_client_keeps_its_contracts_and_an_exit_loses_nothi
 		atomic_store(&sh->ready, 1);
 		while (!atomic_load(&sh->killed))
 			usleep(1000);
+		atomic_store(&sh->step, 1);
 		atomic_store(&sh->read_ok, r[8 * PAGE + 5] == pat(8 * PAGE + 5));
+		atomic_store(&sh->step, 2);
 		eof_handler(&old);
 		atomic_store(&sh->eof_bus, eof_sigbus(p + 6 * PAGE, false));
 		sigaction(SIGBUS, &old, NULL);
+		atomic_store(&sh->step, 3);
 		atomic_store(&sh->unmap_ret, upc_unmap(c, mine, 4 * PAGE));
+		atomic_store(&sh->step, 4);
 		atomic_store(&sh->foreign_mapped, msync(mine, PAGE, MS_ASYNC) == 0 && mine[0] == 'm');
 		atomic_store(&sh->done, 1);
 		while (atomic_load(&sh->done) != 2)
@@ -2453,7 +2500,10 @@ Test(shared, with_no_daemon_a_client_keeps_its_contracts_and_an_exit_loses_nothi
 	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the exiting writer: status %#x", status);
 	for (int i = 0; i < 3000 && !atomic_load(&sh->done); i++)
 		usleep(10000);
-	cr_assert(atomic_load(&sh->done), "the calls with no daemon did not return");
+	cr_assert(atomic_load(&sh->done),
+		  "the calls with no daemon did not return (step %d: 0 before the read of an uncached page, 1 in it, "
+		  "2 in the access past end of file, 3 in upc_unmap, 4 in msync; its threads wait in %s)",
+		  atomic_load(&sh->step), task_waits(x));
 	cr_assert(atomic_load(&sh->read_ok), "a read-only mapping's read of an uncached page with no daemon");
 	cr_assert(atomic_load(&sh->eof_bus), "past end of file with no daemon: no SIGBUS BUS_ADRERR");
 	cr_assert_eq(atomic_load(&sh->unmap_ret), -EINVAL, "upc_unmap of memory that is not the cache's: %d",
@@ -2941,8 +2991,9 @@ static void kill_daemon_then(pid_t y, int afd, int bfd)
 	cr_assert_eq(waitpid(y, &status, 0), y);
 	cr_assert_eq(pread(afd, &a, 1, 3 * PAGE + 7), 1);
 	cr_assert_eq(pread(bfd, &b, 1, 5 * PAGE + 9), 1);
-	cr_assert_eq(a, pat(3 * PAGE + 7), "the test's premise: the page was written back before the kill");
-	cr_assert_eq(b, pat(5 * PAGE + 9), "the test's premise: the page was written back before the kill");
+	/* (which of the two, and with what, tells who wrote it: the exited writer's file, or the killed one's) */
+	cr_assert_eq(a, pat(3 * PAGE + 7), "the test's premise: A's page was written back before the kill (%#x)", a);
+	cr_assert_eq(b, pat(5 * PAGE + 9), "the test's premise: B's page was written back before the kill (%#x)", b);
 }
 
 /* Both pages reach their files once the new daemon has adopted them: in the background, so a sync writes them once it has. */
