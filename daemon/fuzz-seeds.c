@@ -62,8 +62,9 @@ static const struct seed {
 	{ "reply-clients", UPC_MSG_REPLY, 2, 0, 3 * sizeof(struct upc_client_info) },
 	{ "reply-sync", UPC_MSG_REPLY, 3, 0, 0 },
 	{ "reclaim", UPC_MSG_RECLAIM, 0, 1, 0 },
-	{ "zap", UPC_MSG_ZAP, 0, 0, 32 },
-	{ "zap-max", UPC_MSG_ZAP, 0, 0, UPC_PROTO_MAX_DATA },
+	{ "zap", UPC_MSG_ZAP, 2, 0, 48 },
+	{ "zap-max", UPC_MSG_ZAP, 2, 0, UPC_PROTO_MAX_DATA - 16 },
+	{ "reply-hello-features", UPC_MSG_REPLY, 5, 0, 0 },
 	{ "zap-done", UPC_MSG_ZAP_DONE, 1, 0, 0 },
 };
 

@@ -56,7 +56,7 @@ static const struct msg_rule {
 	[UPC_MSG_CLIENTS]	= { "clients", 1, 0, UPC_FROM_CLIENT, 0 },
 	[UPC_MSG_SYNC]		= { "sync", 1, 0, UPC_FROM_CLIENT, 0 },
 	[UPC_MSG_RECLAIM]	= { "reclaim", 0, 1, UPC_FROM_CLIENT, 0 },
-	[UPC_MSG_ZAP]		= { "zap", 0, 0, UPC_FROM_DAEMON, UPC_PROTO_MAX_DATA },
+	[UPC_MSG_ZAP]		= { "zap", 2, 0, UPC_FROM_DAEMON, UPC_PROTO_MAX_DATA - 16 },
 	[UPC_MSG_ZAP_DONE]	= { "zap-done", 1, 0, UPC_FROM_CLIENT, 0 },
 };
 

@@ -32,6 +32,11 @@
  * daemon's choosing.  So a client hands the daemon one end of a socket
  * pair of its own (UPC_MSG_RECLAIM), and a thread of the client answers
  * each UPC_MSG_ZAP on it with UPC_MSG_ZAP_DONE, whatever its requests do.
+ * Each range names the memfd and the file page it is meant for, and the
+ * client zaps only where it still maps that: an address may have been
+ * unmapped and mapped again since the daemon looked.  A daemon that has no
+ * such channel does not say UPC_DAEMON_F_RECLAIM at hello, and is asked
+ * for none.
  */
 #ifndef UPC_PROTO_H
 #define UPC_PROTO_H
@@ -61,7 +66,8 @@ struct upc_msg_hdr {
 
 enum upc_msg_type {
 	/* client -> daemon, requests (the daemon replies UPC_MSG_REPLY) */
-	UPC_MSG_HELLO = 1,	/* args: version, cache flags, mem_limit; reply args: version, uffd features, track mode */
+	UPC_MSG_HELLO = 1,	/* args: version, cache flags, mem_limit; reply args: version, uffd features, track mode,
+				 * and since the reclaim channel, the daemon's features (UPC_DAEMON_F_*) */
 	UPC_MSG_ATTACH,		/* fds: userfaultfd, /proc/self/pagemap, pidfd */
 	UPC_MSG_MAP,		/* fd: the file; args: offset, length, prot;
 				 * reply fds: the memfd, the page-table memfd; args: token, max prot */
@@ -98,10 +104,15 @@ enum upc_msg_type {
 	/* the reclaim channel (upcd(8), "Memory"): a client asks the daemon to open one after attach */
 	UPC_MSG_RECLAIM,	/* client -> daemon request; fd: its end of a SOCK_SEQPACKET socketpair */
 	UPC_MSG_ZAP,		/* daemon -> client, on the channel: zap your PTEs of these ranges
-				 * (MADV_DONTNEED); data: { addr, length } pairs, 64-bit each */
+				 * (MADV_DONTNEED); args: the memfd's st_dev, st_ino; data:
+				 * { addr, length, file page at addr } triples, 64-bit each */
 	UPC_MSG_ZAP_DONE,	/* client -> daemon, on the channel, the ZAP's seq; args: result */
 	UPC_MSG_TYPE_MAX
 };
+
+/* The daemon's features, the fourth argument of HELLO's reply. */
+#define UPC_DAEMON_F_RECLAIM	0x1u	/* it takes a reclaim channel (UPC_MSG_RECLAIM) */
+#define UPC_ZAP_TRIPLE		24u	/* bytes of one range of a UPC_MSG_ZAP */
 
 /* UPC_MSG_CALL operations. */
 enum upc_call_op {

@@ -24,6 +24,7 @@
 
 #include <fcntl.h>
 #include <getopt.h>
+#include <inttypes.h>
 #include <grp.h>
 #include <poll.h>
 #include <signal.h>
@@ -150,58 +151,119 @@ broken:
 
 /*
  * The daemon's end of a client's reclaim channel (struct upc_zapper,
- * reclaim.c: zap_elsewhere).  Only the reclaim thread asks, one zap at a
- * time, and the client answers it with the zap's seq.  A client that does
- * not answer in time, or answers with anything else, or closes the
- * channel, may still zap later: the channel is @dead, and the zap stays
+ * reclaim.c: zap_elsewhere).  Only the reclaim thread asks, once a client
+ * a pass, and the client answers with the zap's seq.  A client that does
+ * not answer in time, answers with anything else, closes the channel or
+ * exits may zap later, or never: the channel is @dead, and the zap stays
  * counted in z.inflight for as long as the mm lives (its faults map as
- * struct upc_zapper says, and it is not asked again).
+ * struct upc_zapper says, and it is not asked again).  One that answers,
+ * but slowly, is not asked again for ZAP_QUIET_MS: it would hold up every
+ * reclaim pass.
  */
+#define ZAP_SLOW_MS	100
+#define ZAP_QUIET_MS	10000
+
 struct zapchan {
 	struct upc_zapper z;
 	int fd, pidfd;
 	pid_t pid;
 	uint64_t seq;
+	uint64_t asked_at;
 	bool dead;
 	struct upc_msg *msg;
 };
 
-/*
- * Zap @n pairs: the client's answer (0 or its negative errno), -EAGAIN if
- * it was not asked (nothing was zapped), or -ETIMEDOUT / -EPIPE if it was
- * asked and did not answer (dead from now on).
- */
-static int client_zap(struct upc_zapper *z, const uint64_t *pairs, size_t n, unsigned int timeout_ms)
+static void zapchan_dead(struct zapchan *zc, const char *why)
+{
+	logf("client %d: %s: what it maps stays cached from now on", zc->pid, why);
+	zc->dead = true;
+	atomic_store(&zc->z.quiet_until, UINT64_MAX);
+}
+
+static int client_zap_ask(struct upc_zapper *z, uint64_t dev, uint64_t ino, const uint64_t *triples, size_t n)
 {
 	struct zapchan *zc = (struct zapchan *)z;
-	/* the pidfd too: a client that exits does not answer, and its PTEs are gone with it */
-	struct pollfd pfd[2] = { { .fd = zc->fd, .events = POLLIN }, { .fd = zc->pidfd, .events = POLLIN } };
-	int r;
+	uint64_t args[2] = { dev, ino };
 
-	if (zc->dead || !n || n * 16 > UPC_PROTO_MAX_DATA)
+	if (zc->dead || !n || n * UPC_ZAP_TRIPLE > UPC_PROTO_MAX_DATA - 16)
 		return -EAGAIN;
 	/* never blocking: a client that does not read its channel is not waited for */
-	if (upc_msg_send_flags(zc->fd, UPC_MSG_ZAP, ++zc->seq, NULL, 0, pairs, n * 16, NULL, 0, MSG_DONTWAIT) < 0)
+	if (upc_msg_send_flags(zc->fd, UPC_MSG_ZAP, ++zc->seq, args, 2, triples, n * UPC_ZAP_TRIPLE, NULL, 0,
+			       MSG_DONTWAIT) < 0) {
+		zapchan_dead(zc, "its reclaim channel takes no more");
 		return -EAGAIN;
-	do
-		r = poll(pfd, 2, (int)timeout_ms);
-	while (r < 0 && errno == EINTR);
-	if (r == 0) {
-		logf("client %d: no answer to a zap in %u ms: it keeps what it maps from now on", zc->pid, timeout_ms);
-		zc->dead = true;
-		return -ETIMEDOUT;
 	}
-	if (r < 0 || !(pfd[0].revents & POLLIN) || upc_msg_recv(zc->fd, zc->msg, UPC_FROM_CLIENT) < 0)
+	zc->asked_at = now_ms();
+	return 0;
+}
+
+/* The answer waiting on @zc's channel: the client's result, or -EPIPE. */
+static int client_zap_answer(struct zapchan *zc)
+{
+	int r;
+
+	if (upc_msg_recv(zc->fd, zc->msg, UPC_FROM_CLIENT) < 0)
 		goto broken;
 	upc_msg_close_fds(zc->msg);
 	if (zc->msg->h.type != UPC_MSG_ZAP_DONE || zc->msg->h.seq != zc->seq)
 		goto broken;
 	r = (int)(int64_t)zc->msg->args[0];
+	if (now_ms() - zc->asked_at > ZAP_SLOW_MS) {
+		logf("client %d: answered a zap in %" PRIu64 " ms: not asked again for %u s", zc->pid,
+		     now_ms() - zc->asked_at, ZAP_QUIET_MS / 1000);
+		atomic_store(&zc->z.quiet_until, now_ms() + ZAP_QUIET_MS);
+	}
 	return r > 0 || r < -4095 ? -EPROTO : r;
 broken:
-	logf("client %d: its reclaim channel is broken: it keeps what it maps from now on", zc->pid);
-	zc->dead = true;
+	zapchan_dead(zc, "its reclaim channel is broken");
 	return -EPIPE;
+}
+
+/* Every channel at once: one client that does not answer delays the others' answers, it does not lose them. */
+static void client_zap_wait(struct upc_zapper **zs, int *rets, size_t n, unsigned int timeout_ms)
+{
+	uint64_t deadline = now_ms() + timeout_ms;
+	struct pollfd *pfd = calloc(2 * n, sizeof(*pfd));
+	size_t left = n;
+
+	for (size_t i = 0; i < n; i++)
+		rets[i] = 1;	/* not answered yet */
+	while (left) {
+		uint64_t now = now_ms();
+		int r;
+
+		if (!pfd || now >= deadline)
+			break;
+		for (size_t i = 0; i < n; i++) {
+			struct zapchan *zc = (struct zapchan *)zs[i];
+
+			/* the pidfd too: a client that exits does not answer, and its PTEs are gone with it */
+			pfd[2 * i] = (struct pollfd){ .fd = rets[i] == 1 ? zc->fd : -1, .events = POLLIN };
+			pfd[2 * i + 1] = (struct pollfd){ .fd = rets[i] == 1 ? zc->pidfd : -1, .events = POLLIN };
+		}
+		r = poll(pfd, 2 * n, (int)(deadline - now));
+		if (r < 0 && errno != EINTR)
+			break;
+		for (size_t i = 0; r > 0 && i < n; i++) {
+			struct zapchan *zc = (struct zapchan *)zs[i];
+
+			if (rets[i] != 1 || !(pfd[2 * i].revents | pfd[2 * i + 1].revents))
+				continue;
+			if (pfd[2 * i].revents & POLLIN) {
+				rets[i] = client_zap_answer(zc);
+			} else {
+				zapchan_dead(zc, pfd[2 * i + 1].revents ? "it exited" : "its reclaim channel is closed");
+				rets[i] = -EPIPE;
+			}
+			left--;
+		}
+	}
+	for (size_t i = 0; i < n; i++)
+		if (rets[i] == 1) {
+			zapchan_dead((struct zapchan *)zs[i], "no answer to a zap in time");
+			rets[i] = -ETIMEDOUT;
+		}
+	free(pfd);
 }
 
 static void client_zap_release(struct upc_zapper *z)
@@ -226,10 +288,18 @@ static int serve_reclaim(struct client *cl, int fd)
 	socklen_t tl = sizeof(type);
 	struct sockaddr_un sa;
 	socklen_t sl = sizeof(sa);
+	struct ucred peer;
+	socklen_t pl = sizeof(peer);
 
+	/*
+	 * A Unix SEQPACKET socket whose peer is the client itself (the other
+	 * end of a pair it made): not one connected to some other service,
+	 * which the daemon would then talk to in the client's name.
+	 */
 	if (fstat(fd, &st) < 0 || !S_ISSOCK(st.st_mode) ||
 	    getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) < 0 || type != SOCK_SEQPACKET ||
-	    getsockname(fd, (struct sockaddr *)&sa, &sl) < 0 || sa.sun_family != AF_UNIX)
+	    getsockname(fd, (struct sockaddr *)&sa, &sl) < 0 || sa.sun_family != AF_UNIX ||
+	    getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &pl) < 0 || peer.pid != cl->cred.pid)
 		return -EINVAL;
 	zc = calloc(1, sizeof(*zc));
 	if (!zc || !(zc->msg = malloc(sizeof(*zc->msg)))) {
@@ -248,7 +318,8 @@ static int serve_reclaim(struct client *cl, int fd)
 	}
 	zc->pid = cl->cred.pid;
 	atomic_init(&zc->z.refs, 1);
-	zc->z.zap = client_zap;
+	zc->z.ask = client_zap_ask;
+	zc->z.wait = client_zap_wait;
 	zc->z.release = client_zap_release;
 	ret = remote_zapper_set(cl->mm, &zc->z);
 	if (ret < 0)
@@ -902,7 +973,8 @@ static long serve_hello(struct client *cl, struct upc_msg *m, uint64_t *rargs, u
 	rargs[0] = UPC_PROTO_VERSION;
 	rargs[1] = d.c->uffd_features;
 	rargs[2] = st.track_mode;
-	*rargc = 3;
+	rargs[3] = UPC_DAEMON_F_RECLAIM;
+	*rargc = 4;
 	cl->hello = true;
 	return 0;
 }

@@ -396,9 +396,9 @@ struct upc_mm {
 };
 
 /*
- * A client's reclaim channel (upcd.c, client_zap; upcd(8), "Memory"): how
- * the reclaim thread asks an upcd client to zap its own PTEs of pages it
- * maps writable under asynchronous tracking, which nothing else can tear
+ * A client's reclaim channel (upcd.c, struct zapchan; upcd(8), "Memory"):
+ * how the reclaim thread asks an upcd client to zap its own PTEs of pages
+ * it maps writable under asynchronous tracking, which nothing else can tear
  * down safely (reclaim.c, zap_elsewhere).  The mm holds a reference from
  * the client's UPC_MSG_RECLAIM to remote_detach(); the reclaim thread
  * takes one under file->lock (the mm is alive while one of its mappings
@@ -411,19 +411,28 @@ struct upc_mm {
  * So meanwhile the mm's faults map the faulting page alone, dirty and
  * writable (fault.c, handle_minor; control.c, pin_map): nothing can be
  * hidden in a page that is dirty already.  A zap the client did not answer
- * in time stays counted as long as the mm lives, and the client is not
- * asked again (reclaim.c, map_held).
+ * stays counted as long as the mm lives.  The client is not asked again
+ * before @quiet_until (now_ms(); UINT64_MAX: never), and what it maps
+ * meanwhile stays cached (reclaim.c, map_held).
  */
 struct upc_zapper {
 	_Atomic unsigned int refs;
 	_Atomic int inflight;
+	_Atomic uint64_t quiet_until;
 	/*
-	 * Zap @n { addr, length } pairs, waiting up to @timeout_ms for the
-	 * answer: the client's (0, or its negative errno), -EAGAIN if the
-	 * client was not asked, -ETIMEDOUT or -EPIPE if it was and did not
-	 * answer (it may zap later).
+	 * Ask for a zap of @n ranges of the memfd @dev/@ino: { addr, length,
+	 * file page at addr } each.  0, or -EAGAIN if the client could not be
+	 * asked (nothing will be zapped).
 	 */
-	int (*zap)(struct upc_zapper *z, const uint64_t *pairs, size_t n, unsigned int timeout_ms);
+	int (*ask)(struct upc_zapper *z, uint64_t dev, uint64_t ino, const uint64_t *triples, size_t n);
+	/*
+	 * Wait up to @timeout_ms in all for the answers of the @n zappers @zs
+	 * (of this kind, each asked once): @rets[i] is the client's answer (0,
+	 * or its negative errno), or -ETIMEDOUT or -EPIPE if it did not
+	 * answer (it may zap later).  Sets @quiet_until of a client that did
+	 * not answer, or answered slowly.
+	 */
+	void (*wait)(struct upc_zapper **zs, int *rets, size_t n, unsigned int timeout_ms);
 	void (*release)(struct upc_zapper *z);	/* the last reference went */
 };
 

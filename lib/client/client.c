@@ -609,6 +609,8 @@ static long handshake(struct upc_client *cl, int sock, struct creply *rep)
 	ret = xfer(cl, sock, UPC_MSG_HELLO, hello, 3, NULL, 0, NULL, 0, rep);
 	if (ret == 0 && rep->argc < 3)
 		ret = -EPROTO;
+	if (ret == 0)
+		cl->daemon_flags = rep->argc >= 4 ? rep->args[3] : 0;
 	if (ret < 0 || atomic_load(&cl->uffd) < 0)
 		return ret;
 	/* A restarted daemon must serve our userfaultfd as the first one did. */
@@ -621,40 +623,54 @@ static long handshake(struct upc_client *cl, int sock, struct creply *rep)
  * Under asynchronous tracking the daemon can evict a page this process
  * maps writable only once this process zapped its own PTEs of it (a write
  * through a clean PTE does not trap: upcd(8), "Memory"); it asks through a
- * socket pair whose other end it is handed here, again to every daemon.
- * The old connection's end goes.  Synchronous tracking needs none.
+ * socket pair whose other end it is handed here (on @sock), by every daemon
+ * that says it takes one, once this process's mappings are its own again
+ * (after a reconnect's adoption: until then the watcher, which answers,
+ * is busy reconnecting).  The old connection's end goes.  Best effort:
+ * without a channel the daemon keeps what this process maps, and a failure
+ * here fails nothing else (but a lost connection, which the caller sees).
  */
 static long reclaim_channel(struct upc_client *cl, int sock)
 {
 	int sv[2];
 	long ret;
 
-	if (cl->track_mode != UPC_TRACK_ASYNC)
+	if (cl->zap_sock >= 0) {
+		close(cl->zap_sock);
+		cl->zap_sock = -1;
+	}
+	if (cl->track_mode != UPC_TRACK_ASYNC || !(cl->daemon_flags & UPC_DAEMON_F_RECLAIM))
 		return 0;
 	if (!cl->zap_msg && !(cl->zap_msg = malloc(sizeof(*cl->zap_msg))))
-		return -ENOMEM;
-	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
-		return -errno;
+		return 0;
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
+		pr_warn("no reclaim channel (%s): upcd keeps what this process maps\n", strerror(errno));
+		return 0;
+	}
 	ret = xfer(cl, sock, UPC_MSG_RECLAIM, NULL, 0, NULL, 0, &sv[1], 1, NULL);
 	close(sv[1]);
 	if (ret < 0) {
 		close(sv[0]);
-		return ret;
+		if (conn_lost(ret))
+			return ret;
+		pr_warn("upcd refused a reclaim channel (%s): it keeps what this process maps\n",
+			upc_strerror((int)ret));
+		return 0;
 	}
-	if (cl->zap_sock >= 0)
-		close(cl->zap_sock);
 	cl->zap_sock = sv[0];
 	return 0;
 }
 
 /*
  * The watcher's answer to one message on the reclaim channel: a UPC_MSG_ZAP
- * zaps each range it names - only where this process maps the cache
- * writable (the list, under maps_lock: an address the list does not hold
- * is not the daemon's to zap) - and is answered with the first error, or
- * 0.  A zapped PTE keeps what the daemon needs to know: a clean page's
- * write-protect marker, or nothing for a written one (track.c).  Returns
- * false if the channel is broken (the daemon is gone, or spoke nonsense).
+ * zaps each range it names - only where this process still maps, writable,
+ * the memfd and the file pages the range names (the list, under maps_lock:
+ * the daemon looked before it asked, and the address may have been
+ * unmapped and mapped again since, to anything) - and is answered with the
+ * first error, or 0.  A zapped PTE keeps what the daemon needs to know: a
+ * clean page's write-protect marker, or nothing for a written one
+ * (track.c).  Returns false if the channel is broken (the daemon is gone,
+ * or spoke nonsense).
  */
 static bool zap_serve(struct upc_client *cl)
 {
@@ -664,35 +680,37 @@ static bool zap_serve(struct upc_client *cl)
 	if (upc_msg_recv(cl->zap_sock, m, UPC_FROM_DAEMON) < 0)
 		return false;
 	upc_msg_close_fds(m);
-	if (m->h.type != UPC_MSG_ZAP || m->dlen % 16)
+	if (m->h.type != UPC_MSG_ZAP || m->dlen % UPC_ZAP_TRIPLE)
 		return false;
 	pthread_mutex_lock(&cl->maps_lock);
-	for (size_t i = 0; i < m->dlen / 16; i++) {
-		uint64_t pair[2];
+	for (size_t i = 0; i < m->dlen / UPC_ZAP_TRIPLE; i++) {
+		uint64_t t[3];
 		uintptr_t a, end;
 
-		memcpy(pair, m->data + 16 * i, sizeof(pair));
-		a = (uintptr_t)pair[0];
-		end = a + (uintptr_t)pair[1];
+		memcpy(t, m->data + UPC_ZAP_TRIPLE * i, sizeof(t));
+		a = (uintptr_t)t[0];
+		end = a + (uintptr_t)t[1];
 		if ((a | end) & ~UPC_PAGE_MASK || end <= a) {
 			r = r ? r : -EINVAL;
 			continue;
 		}
-		/* every page of it in a writable range of the list (ranges may abut: upc_protect splits) */
+		/* every page of it in a writable range of that memfd at that page (ranges abut: upc_protect splits) */
 		for (uintptr_t p = a; p < end;) {
-			size_t j;
+			const struct crange *cr = NULL;
 
-			for (j = 0; j < cl->nmaps; j++)
-				if (cl->maps[j].start <= p && p < cl->maps[j].end && (cl->maps[j].prot & PROT_WRITE))
-					break;
-			if (j == cl->nmaps) {
+			for (size_t j = 0; j < cl->nmaps && !cr; j++)
+				if (cl->maps[j].start <= p && p < cl->maps[j].end)
+					cr = &cl->maps[j];
+			if (!cr || !(cr->prot & PROT_WRITE) || cr->file->mdev != (dev_t)m->args[0] ||
+			    cr->file->mino != (ino_t)m->args[1] ||
+			    cr->pgoff + ((p - cr->start) >> UPC_PAGE_SHIFT) != t[2] + ((p - a) >> UPC_PAGE_SHIFT)) {
 				end = 0;
 				break;
 			}
-			p = min_t(uintptr_t, end, cl->maps[j].end);
+			p = min_t(uintptr_t, end, cr->end);
 		}
 		if (!end) {
-			r = r ? r : -EINVAL;
+			r = r ? r : -ESTALE;
 			continue;
 		}
 		if (madvise((void *)a, end - a, MADV_DONTNEED) < 0 && !r)
@@ -726,8 +744,6 @@ static long handshake_attach(struct upc_client *cl, int sock)
 		sig = (uint64_t)sigbus_relay_signal();
 		ret = xfer(cl, sock, UPC_MSG_RELAY, &sig, 1, NULL, 0, NULL, 0, NULL);
 	}
-	if (ret == 0)
-		ret = reclaim_channel(cl, sock);
 	if (fds[1] >= 0)
 		close(fds[1]);
 	if (fds[2] >= 0)
@@ -851,6 +867,8 @@ static int reconnect(struct upc_client *cl, int efd)
 			ret = adopt_all(cl, s, cl->gen + 1);
 		if (ret == 0)
 			ret = pins_replay(cl, s);	/* before any other request: cl->lock is held */
+		if (ret == 0)
+			ret = reclaim_channel(cl, s);
 		if (ret == 0) {
 			close(cl->sock);
 			cl->sock = s;
@@ -961,6 +979,8 @@ static long client_connect(struct upc_client *cl)
 		return ret;
 	atomic_store(&cl->uffd, (int)ret);
 	ret = handshake_attach(cl, cl->sock);
+	if (ret == 0)
+		ret = reclaim_channel(cl, cl->sock);	/* before the watcher, which reads it */
 	if (ret < 0)
 		return ret;
 	cl->state = CL_UP;

@@ -51,6 +51,7 @@ struct upc_client {
 	_Atomic int uffd;
 	uint64_t features;		/* what our userfaultfd was opened with */
 	uint64_t daemon_features;	/* what the daemon said at hello */
+	uint64_t daemon_flags;		/* UPC_DAEMON_F_*, from the last hello */
 	uint32_t track_mode;
 	uint64_t cache_flags, mem_limit;
 	char path[108];			/* the daemon's socket */

@@ -39,6 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -85,10 +86,11 @@ static void mark_present(struct upc_file *f, uint64_t p, void *arg)
  * page a client maps writable can go only after that client zapped its
  * PTEs itself (zap_elsewhere), through its reclaim channel: a client
  * without one, or that once did not answer a zap (struct upc_zapper),
- * holds them.  Under synchronous tracking a write to a clean page traps
- * and waits for the punch, which tears the PTE down (try_to_unmap); a
- * read-only mapping cannot write at all.  Called by the reclaim thread
- * between its zaps: @inflight is the unanswered ones'.
+ * holds them, as does one not to be asked again yet (slow to answer).
+ * Under synchronous tracking a write to a clean page traps and waits for
+ * the punch, which tears the PTE down (try_to_unmap); a read-only mapping
+ * cannot write at all.  Called by the reclaim thread between its zaps:
+ * @inflight is the unanswered ones'.
  */
 static bool map_held(struct upc_map *m)
 {
@@ -97,7 +99,7 @@ static bool map_held(struct upc_map *m)
 	if (!m->mm->remote || !m->wp || m->file->cache->track_mode != UPC_TRACK_ASYNC)
 		return false;
 	z = atomic_load(&m->mm->zapper);
-	return !z || atomic_load(&z->inflight);
+	return !z || atomic_load(&z->inflight) || now_ms() < atomic_load(&z->quiet_until);
 }
 
 static void presence_scan(struct upc_file *f, uint64_t first, uint64_t n, uint8_t *own, uint8_t *others)
@@ -140,108 +142,136 @@ static void presence_scan(struct upc_file *f, uint64_t first, uint64_t n, uint8_
  * Each zapped PTE keeps what it recorded - a write-protect marker for a
  * clean page, an empty PTE for a written one (track.c) - so the written
  * state travels with the teardown, as the kernel moves the dirty bit to
- * the folio at zap_pte_range() (Torvalds/Hansen/Kara, seeds/), and
- * reclaim_runs() collects it before the dirty check (I2, I3).
+ * the folio at zap_pte_range() (Torvalds/Hansen/Kara, seeds/), and it is
+ * collected here before the dirty check (I2, I3).  Each range names the
+ * memfd and file page it is for: the client zaps nothing it does not map
+ * so any more (an address unmapped and reused meanwhile).
  *
- * The clients answer without file->lock (a stopped or hostile one must not
- * stall every other client of the file); their faults map meanwhile as
- * struct upc_zapper says, until the written state of what they zapped is
- * collected here, under the lock again.  All the answers together get
- * ZAP_TIMEOUT_MS; a client that does not answer in time keeps its pages
- * where they are, from then on (map_held).  f->lock is held on entry.
- * Returns 0 if no client was asked (the lock was held throughout), 1 if
- * some were (the lock was let go, and is held again), or -1 if it could not
- * be taken again in time (file_lock_visit: the pass ends there, and what
- * was zapped is never collected here: those clients are then treated as if
- * they had not answered, which keeps their writes, and their pages).
+ * The clients are all asked at once, one message each, and answer without
+ * file->lock (a stopped or hostile one must not stall every other client
+ * of the file); their faults map meanwhile as struct upc_zapper says,
+ * until the written state of what they zapped is collected here, under the
+ * lock again.  The answers get ZAP_TIMEOUT_MS in all; a client that does
+ * not answer in time keeps its pages where they are, from then on
+ * (map_held).  f->lock is held on entry.  Returns 0 if no client was asked
+ * (the lock was held throughout), 1 if some were (the lock was let go, and
+ * is held again), or -1 if it could not be taken again within
+ * ZAP_TIMEOUT_MS (file_lock_visit, again and again: a truncation waiting
+ * for a memfd's inode lock holds it): the pass ends there, and what was
+ * zapped is never collected here, so those clients are treated as if they
+ * had not answered, which keeps their writes, and their pages.
  */
 static int zap_elsewhere(struct upc_file *f, const struct run *victims, size_t nv, uint64_t first,
 			  const uint8_t *elsewhere)
 {
 	struct zap_req {
 		struct upc_zapper *z;
-		uint64_t *pairs;
-		size_t n;
-		int ret;
+		uint64_t *triples;
+		size_t n, cap;
 	} *reqs = NULL;
-	size_t nreq = 0;
+	struct upc_zapper **zs = NULL;
+	int *rets = NULL;
+	size_t nreq = 0, nasked = 0;
 	uint64_t deadline;
+	struct stat st;
 	bool locked;
 
+	if (fstat(f->memfd, &st) < 0)
+		return 0;
 	for (struct upc_map *m = f->rmap; m; m = m->f_next) {
-		uint64_t mend = m->pgoff + ((m->end - m->start) >> UPC_PAGE_SHIFT), *pairs = NULL;
+		uint64_t mend = m->pgoff + ((m->end - m->start) >> UPC_PAGE_SHIFT);
+		struct zap_req *r = NULL;
 		struct upc_zapper *z;
-		bool asked = false;
-		size_t np = 0;
 
 		if (!m->mm->remote || !m->wp || !(z = atomic_load(&m->mm->zapper)))
 			continue;
-		/* not a client that did not answer once (another mapping of one asked in this pass is) */
+		/* one message a client: another mapping of one asked already goes in the same */
 		for (size_t i = 0; i < nreq; i++)
-			asked |= reqs[i].z == z;
-		if (!asked && atomic_load(&z->inflight))
-			continue;
+			if (reqs[i].z == z)
+				r = &reqs[i];
+		if (!r) {
+			struct zap_req *n;
+
+			if (atomic_load(&z->inflight) || now_ms() < atomic_load(&z->quiet_until))
+				continue;	/* held (map_held) */
+			n = realloc(reqs, (nreq + 1) * sizeof(*n));
+			if (!n)
+				break;
+			reqs = n;
+			r = &reqs[nreq++];
+			*r = (struct zap_req){ zapper_get(z), NULL, 0, 0 };
+			/* Before the lock goes: from now on its faults map dirty (struct upc_zapper). */
+			atomic_fetch_add(&z->inflight, 1);
+		}
 		for (size_t i = 0; i < nv; i++) {
 			uint64_t s = max_t(uint64_t, victims[i].start, m->pgoff);
 			uint64_t e = min_t(uint64_t, victims[i].start + victims[i].n, mend);
 
 			for (uint64_t p = s; p < e; p++) {
 				uintptr_t a = m->start + ((p - m->pgoff) << UPC_PAGE_SHIFT);
-				uint64_t *n;
+				uint64_t *t = r->n ? r->triples + 3 * (r->n - 1) : NULL;
 
 				if (!(elsewhere[p - first] & ELSEWHERE_W))
 					continue;
-				if (np && pairs[2 * np - 2] + pairs[2 * np - 1] == a) {
-					pairs[2 * np - 1] += UPC_PAGE_SIZE;
+				if (t && t[0] + t[1] == a && t[2] + (t[1] >> UPC_PAGE_SHIFT) == p) {
+					t[1] += UPC_PAGE_SIZE;
 					continue;
 				}
-				n = realloc(pairs, (np + 1) * 2 * sizeof(*pairs));
-				if (!n)
-					break;
-				pairs = n;
-				pairs[2 * np] = a;
-				pairs[2 * np + 1] = UPC_PAGE_SIZE;
-				np++;
-			}
-		}
-		if (np) {
-			struct zap_req *r = realloc(reqs, (nreq + 1) * sizeof(*r));
+				if (r->n == r->cap) {
+					size_t cap = r->cap ? 2 * r->cap : 16;
+					uint64_t *n = realloc(r->triples, cap * 3 * sizeof(*n));
 
-			if (r) {
-				reqs = r;
-				reqs[nreq++] = (struct zap_req){ zapper_get(z), pairs, np, 0 };
-				/* Before the lock goes: from now on its faults map dirty (struct upc_zapper). */
-				atomic_fetch_add(&z->inflight, 1);
-				continue;
+					if (!n)
+						continue;	/* that page is not zapped: it stays, as present */
+					r->triples = n;
+					r->cap = cap;
+				}
+				t = r->triples + 3 * r->n++;
+				t[0] = a;
+				t[1] = UPC_PAGE_SIZE;
+				t[2] = p;
 			}
 		}
-		free(pairs);
 	}
 	if (!nreq)
 		return 0;
+	zs = calloc(nreq, sizeof(*zs));
+	rets = calloc(nreq, sizeof(*rets));
 	pthread_mutex_unlock(&f->lock);
-	deadline = now_ms() + ZAP_TIMEOUT_MS;
 	for (size_t i = 0; i < nreq; i++) {
-		uint64_t now = now_ms();
-
-		reqs[i].ret = reqs[i].z->zap(reqs[i].z, reqs[i].pairs, reqs[i].n,
-					     now < deadline ? (unsigned int)(deadline - now) : 0);
-		free(reqs[i].pairs);
+		if (zs && rets && reqs[i].n &&
+		    reqs[i].z->ask(reqs[i].z, (uint64_t)st.st_dev, (uint64_t)st.st_ino, reqs[i].triples, reqs[i].n) == 0) {
+			zs[nasked++] = reqs[i].z;
+			continue;
+		}
+		atomic_fetch_sub(&reqs[i].z->inflight, 1);	/* not asked: nothing will be zapped */
+		zapper_put(reqs[i].z);
+		reqs[i].z = NULL;
 	}
-	locked = file_lock_visit(f) == 0;
+	if (nasked)
+		zs[0]->wait(zs, rets, nasked, ZAP_TIMEOUT_MS);
+	deadline = now_ms() + ZAP_TIMEOUT_MS;
+	while (!(locked = file_lock_visit(f) == 0) && now_ms() < deadline)
+		;
 	/*
 	 * What the zaps emptied is read back into the descriptors before a
 	 * fault of those clients may map write-protected again (I2).
 	 */
-	if (locked)
+	if (locked && nasked)
 		for (size_t i = 0; i < nv; i++)
 			track_collect(f, victims[i].start, victims[i].start + victims[i].n - 1);
-	for (size_t i = 0; i < nreq; i++) {
-		if (reqs[i].ret != -ETIMEDOUT && reqs[i].ret != -EPIPE && (locked || reqs[i].ret == -EAGAIN))
-			atomic_fetch_sub(&reqs[i].z->inflight, 1);
-		zapper_put(reqs[i].z);
+	for (size_t i = 0; i < nasked; i++) {
+		if (locked && rets[i] != -ETIMEDOUT && rets[i] != -EPIPE)
+			atomic_fetch_sub(&zs[i]->inflight, 1);
+		else if (rets[i] != -ETIMEDOUT && rets[i] != -EPIPE)
+			atomic_store(&zs[i]->quiet_until, UINT64_MAX);	/* see above: never collected */
+		zapper_put(zs[i]);
 	}
+	for (size_t i = 0; i < nreq; i++)
+		free(reqs[i].triples);
 	free(reqs);
+	free(zs);
+	free(rets);
 	return locked ? 1 : -1;
 }
 
