@@ -185,7 +185,7 @@ static int client_zap_ask(struct upc_zapper *z, uint64_t dev, uint64_t ino, cons
 	struct zapchan *zc = (struct zapchan *)z;
 	uint64_t args[2] = { dev, ino };
 
-	if (zc->dead || !n || n * UPC_ZAP_TRIPLE > UPC_PROTO_MAX_DATA - 16)
+	if (zc->dead || !n || n > UPC_ZAP_MAX_RANGES)
 		return -EAGAIN;
 	/* never blocking: a client that does not read its channel is not waited for */
 	if (upc_msg_send_flags(zc->fd, UPC_MSG_ZAP, ++zc->seq, args, 2, triples, n * UPC_ZAP_TRIPLE, NULL, 0,
@@ -208,32 +208,44 @@ static int client_zap_answer(struct zapchan *zc)
 	if (zc->msg->h.type != UPC_MSG_ZAP_DONE || zc->msg->h.seq != zc->seq)
 		goto broken;
 	r = (int)(int64_t)zc->msg->args[0];
-	if (now_ms() - zc->asked_at > ZAP_SLOW_MS) {
-		logf("client %d: answered a zap in %" PRIu64 " ms: not asked again for %u s", zc->pid,
-		     now_ms() - zc->asked_at, ZAP_QUIET_MS / 1000);
+	/* the client's own error, never one that would read as "no answer" */
+	if (r > 0 || r < -4095 || r == -ETIMEDOUT || r == -EPIPE)
+		r = -EPROTO;
+	/*
+	 * Slow, or failing (an mlock'd mapping cannot be zapped: EINVAL): not
+	 * asked again for a while, rather than at every pass.
+	 */
+	if (now_ms() - zc->asked_at > ZAP_SLOW_MS || r < 0) {
+		logf("client %d: answered a zap in %" PRIu64 " ms (%d): not asked again for %u s", zc->pid,
+		     now_ms() - zc->asked_at, r, ZAP_QUIET_MS / 1000);
 		atomic_store(&zc->z.quiet_until, now_ms() + ZAP_QUIET_MS);
 	}
-	return r > 0 || r < -4095 ? -EPROTO : r;
+	return r;
 broken:
 	zapchan_dead(zc, "its reclaim channel is broken");
 	return -EPIPE;
 }
 
-/* Every channel at once: one client that does not answer delays the others' answers, it does not lose them. */
+/*
+ * Every channel at once: one client that does not answer delays the
+ * others' answers, it does not lose them; one last look at the deadline
+ * reads those that came meanwhile.  At most UPC_ZAP_MAX_CLIENTS (the
+ * caller asks no more at once).
+ */
 static void client_zap_wait(struct upc_zapper **zs, int *rets, size_t n, unsigned int timeout_ms)
 {
 	uint64_t deadline = now_ms() + timeout_ms;
-	struct pollfd *pfd = calloc(2 * n, sizeof(*pfd));
+	struct pollfd pfd[2 * UPC_ZAP_MAX_CLIENTS];
 	size_t left = n;
+	bool last = false;
 
 	for (size_t i = 0; i < n; i++)
 		rets[i] = 1;	/* not answered yet */
-	while (left) {
+	while (left && !last && n <= UPC_ZAP_MAX_CLIENTS) {
 		uint64_t now = now_ms();
 		int r;
 
-		if (!pfd || now >= deadline)
-			break;
+		last = now >= deadline;
 		for (size_t i = 0; i < n; i++) {
 			struct zapchan *zc = (struct zapchan *)zs[i];
 
@@ -241,8 +253,12 @@ static void client_zap_wait(struct upc_zapper **zs, int *rets, size_t n, unsigne
 			pfd[2 * i] = (struct pollfd){ .fd = rets[i] == 1 ? zc->fd : -1, .events = POLLIN };
 			pfd[2 * i + 1] = (struct pollfd){ .fd = rets[i] == 1 ? zc->pidfd : -1, .events = POLLIN };
 		}
-		r = poll(pfd, 2 * n, (int)(deadline - now));
-		if (r < 0 && errno != EINTR)
+		r = poll(pfd, 2 * n, last ? 0 : (int)(deadline - now));
+		if (r < 0 && errno == EINTR) {
+			last = false;
+			continue;
+		}
+		if (r < 0)
 			break;
 		for (size_t i = 0; r > 0 && i < n; i++) {
 			struct zapchan *zc = (struct zapchan *)zs[i];
@@ -263,7 +279,6 @@ static void client_zap_wait(struct upc_zapper **zs, int *rets, size_t n, unsigne
 			zapchan_dead((struct zapchan *)zs[i], "no answer to a zap in time");
 			rets[i] = -ETIMEDOUT;
 		}
-	free(pfd);
 }
 
 static void client_zap_release(struct upc_zapper *z)

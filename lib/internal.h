@@ -251,6 +251,10 @@ struct upc_file {
 	 * done.  At most one a file.
 	 */
 	struct punch *punch;
+	/* zaps answered, not collected yet: the reclaim thread's (reclaim.c, zap_pend_add) */
+	struct upc_zapper **zap_pend;
+	size_t nzap_pend;
+	uint64_t zap_pend_lo, zap_pend_hi;
 	void *stale_store_h;		/* a store handle swapped out while a readahead read used it */
 	/* Moves whenever the store's data of the file may have changed (file_store_changed()). */
 	uint64_t store_gen;
@@ -415,6 +419,9 @@ struct upc_mm {
  * before @quiet_until (now_ms(); UINT64_MAX: never), and what it maps
  * meanwhile stays cached (reclaim.c, map_held).
  */
+#define UPC_ZAP_MAX_CLIENTS	64	/* clients asked at once (zap_elsewhere) */
+#define UPC_ZAP_MAX_RANGES	2730	/* ranges in one zap: (UPC_PROTO_MAX_DATA - 16) / 24 */
+
 struct upc_zapper {
 	_Atomic unsigned int refs;
 	_Atomic int inflight;

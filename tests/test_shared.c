@@ -1979,12 +1979,14 @@ Test(shared, reclaim_channel_requests_are_checked, .timeout = 60)
 /*
  * A daemon of the test's own, on sock_path, for what upcd would never send:
  * it answers hello (asynchronous tracking, a reclaim channel taken), attach,
- * the relay signal and the channel, keeps the channel's descriptor, and
- * refuses anything else.  Until the client hangs up.
+ * the relay signal and the channel, keeps the channel's descriptor, maps
+ * its own memfd for a MAP (plain shared memory: no fault reaches anyone),
+ * and refuses anything else.  Until the client hangs up.
  */
 struct fake_daemon {
 	int ls;
 	_Atomic int channel;
+	int memfds[2];		/* what a MAP is answered with: the data's, the page table's */
 	pthread_t thread;
 };
 
@@ -2006,9 +2008,16 @@ static void *fake_daemon_main(void *arg)
 		} else if (m->h.type == UPC_MSG_RECLAIM) {
 			atomic_store(&fd->channel, fcntl(m->fds[0], F_DUPFD_CLOEXEC, 0));
 			r[0] = 0;
+		} else if (m->h.type == UPC_MSG_MAP) {
+			/* its own memfd, mapped shared and served by the kernel: nothing registered */
+			r[0] = 0, r[1] = 1, r[2] = PROT_READ | PROT_WRITE;
+			n = 3;
+		} else if (m->h.type == UPC_MSG_MAP_DONE || m->h.type == UPC_MSG_MSYNC) {
+			r[0] = 0;
 		}
 		upc_msg_close_fds(m);
-		if (upc_msg_send(conn, UPC_MSG_REPLY, m->h.seq, r, n, NULL, 0, NULL, 0) < 0)
+		if (upc_msg_send(conn, UPC_MSG_REPLY, m->h.seq, r, n, NULL, 0, m->h.type == UPC_MSG_MAP ? fd->memfds : NULL,
+				 m->h.type == UPC_MSG_MAP ? 2 : 0) < 0)
 			break;
 	}
 	if (conn >= 0)
@@ -2029,13 +2038,26 @@ static long fake_zap(int ch, uint64_t dev, uint64_t ino, uintptr_t addr, size_t 
 	return (long)(int64_t)m->args[0];
 }
 
+/* Is the PTE of @p present (/proc/self/pagemap, bit 63)? */
+static bool pte_present(const volatile void *p)
+{
+	int pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	uint64_t e = 0;
+
+	cr_assert_geq(pm, 0);
+	cr_assert_eq(pread(pm, &e, sizeof(e), (off_t)((uintptr_t)p / PAGE * sizeof(e))), (ssize_t)sizeof(e));
+	close(pm);
+	return e >> 63;
+}
+
 /*
- * The client's side of the reclaim channel (client.c, zap_serve): a zap of
- * memory that is not a writable mapping of the cache, of the memfd and page
- * it names (the daemon's look may be older than an unmap and a new mmap at
- * the address: anything may be there now), is refused and zaps nothing; a
- * range that is not whole pages is refused; anything but a zap ends the
- * channel (and only it).
+ * The client's side of the reclaim channel (client.c, zap_serve): it zaps
+ * only where it maps, writable, the memfd and the file page a range names.
+ * The daemon's look may be older than an unmap and a new mmap at the
+ * address: anything may be there now, another memfd, another page of it,
+ * or the program's own memory, and such a zap is refused (-ESTALE) and
+ * zaps nothing; a range that is not whole pages is refused (-EINVAL);
+ * anything but a zap ends the channel (and only it).
  */
 Test(shared, a_zap_of_what_the_client_does_not_map_so_is_refused, .timeout = 60)
 {
@@ -2045,12 +2067,23 @@ Test(shared, a_zap_of_what_the_client_does_not_map_so_is_refused, .timeout = 60)
 	UPC_OPTS(upc_cache_opts, o, .flags = UPC_CACHE_SHARED, .socket = sock_path);
 	struct upc_cache *c = NULL;
 	unsigned char *anon = mmap(NULL, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	volatile unsigned char *p;
+	char path[64];
+	int file = tmpfile_pattern(4 * PAGE, path);
+	uint64_t dev, ino;
 	struct stat st;
 	int ch, ret;
 	char b;
 
 	cr_assert(m && anon != MAP_FAILED);
 	sock_dir_make();
+	fd.memfds[0] = memfd_create("fake-data", MFD_CLOEXEC);
+	fd.memfds[1] = memfd_create("fake-state", MFD_CLOEXEC);
+	cr_assert(fd.memfds[0] >= 0 && fd.memfds[1] >= 0);
+	cr_assert_eq(ftruncate(fd.memfds[0], 4 * PAGE), 0);
+	cr_assert_eq(fstat(fd.memfds[0], &st), 0);
+	dev = (uint64_t)st.st_dev;
+	ino = (uint64_t)st.st_ino;
 	fd.ls = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
 	cr_assert_geq(fd.ls, 0);
 	strcpy(sa.sun_path, sock_path);
@@ -2061,14 +2094,29 @@ Test(shared, a_zap_of_what_the_client_does_not_map_so_is_refused, .timeout = 60)
 	cr_assert_eq(ret, 0, "upc_cache_create against the fake daemon: %s", upc_strerror(ret));
 	ch = atomic_load(&fd.channel);
 	cr_assert_geq(ch, 0, "the client opened no reclaim channel");
+	cr_assert_eq(upc_map(c, file, 0, 4 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
+	for (size_t i = 0; i < 4; i++)
+		p[i * PAGE] = (unsigned char)(0x11 + i);
 	memset(anon, 0x5a, 2 * PAGE);
-	cr_assert_eq(fstat(ch, &st), 0);
-	/* the program's own memory, named as a page of some memfd */
-	cr_assert_eq(fake_zap(ch, st.st_dev, st.st_ino, (uintptr_t)anon, 2 * PAGE, 0, m), -ESTALE);
-	cr_assert_eq(fake_zap(ch, st.st_dev, st.st_ino, (uintptr_t)anon + 1, PAGE, 0, m), -EINVAL);
-	cr_assert_eq(fake_zap(ch, st.st_dev, st.st_ino, (uintptr_t)anon, 0, 0, m), -EINVAL);
+
+	/* another memfd, another page of it, past the mapping's end, the program's own memory */
+	cr_assert_eq(fake_zap(ch, dev, ino + 1, (uintptr_t)p, PAGE, 0, m), -ESTALE);
+	cr_assert_eq(fake_zap(ch, dev, ino, (uintptr_t)p, PAGE, 1, m), -ESTALE);
+	cr_assert_eq(fake_zap(ch, dev, ino, (uintptr_t)p + 3 * PAGE, 2 * PAGE, 3, m), -ESTALE);
+	cr_assert_eq(fake_zap(ch, dev, ino, (uintptr_t)anon, 2 * PAGE, 0, m), -ESTALE);
+	cr_assert_eq(fake_zap(ch, dev, ino, (uintptr_t)p + 1, PAGE, 0, m), -EINVAL);
+	cr_assert_eq(fake_zap(ch, dev, ino, (uintptr_t)p, 0, 0, m), -EINVAL);
+	for (size_t i = 0; i < 4; i++)
+		cr_assert(pte_present(p + i * PAGE), "a refused zap zapped page %zu of the mapping", i);
 	for (size_t i = 0; i < 2 * PAGE; i++)
 		cr_assert_eq(anon[i], 0x5a, "a refused zap zapped the program's memory at %zu", i);
+	/* what it does map so: zapped, and the data is the memfd's still */
+	cr_assert_eq(fake_zap(ch, dev, ino, (uintptr_t)p + PAGE, 2 * PAGE, 1, m), 0);
+	cr_assert(pte_present(p) && !pte_present(p + PAGE) && !pte_present(p + 2 * PAGE) && pte_present(p + 3 * PAGE),
+		  "a zap of pages 1-2 zapped other pages, or not those");
+	for (size_t i = 0; i < 4; i++)
+		cr_assert_eq(p[i * PAGE], 0x11 + i, "page %zu after the zap", i);
+
 	/* not a zap: the client ends the channel */
 	cr_assert_eq(upc_msg_send(ch, UPC_MSG_CALL, 10, (uint64_t[]){ 0, 0, 0, 0 }, 4, NULL, 0, NULL, 0), 0);
 	{
@@ -2077,10 +2125,15 @@ Test(shared, a_zap_of_what_the_client_does_not_map_so_is_refused, .timeout = 60)
 		cr_assert_eq(poll(&pfd, 1, 5000), 1);
 		cr_assert_eq(read(ch, &b, 1), 0, "the channel is still open after a message that is not a zap");
 	}
-	cr_assert_eq(upc_cache_destroy(c), 0);
+	/* (the fake daemon refuses the unmap: destroy unmaps it itself, and says so) */
+	upc_cache_destroy(c);
 	pthread_join(fd.thread, NULL);
 	close(ch);
 	close(fd.ls);
+	close(fd.memfds[0]);
+	close(fd.memfds[1]);
+	close(file);
+	unlink(path);
 	munmap(anon, 2 * PAGE);
 	free(m);
 }
@@ -2529,6 +2582,7 @@ struct nd_shared {
 	_Atomic int ready, killed, done, writer_done, writer_ready;
 	_Atomic int unmap_ret, foreign_mapped, read_ok, eof_bus;
 	_Atomic int step;	/* how far a client's calls got: a hang says where */
+	_Atomic int resident_a, resident_b;	/* pages two clients found cached (resident()) */
 };
 
 /*
@@ -5125,14 +5179,34 @@ static size_t resident(volatile unsigned char *p, size_t len)
 	return n;
 }
 
+/*
+ * In a child, a client: @path (@size bytes from @at) mapped writable, @byte written
+ * at offset 3 of every page, and written back (so that its pages are clean,
+ * and mapped: the ones a zap is for).  Exits 10 or 11 if it cannot.
+ */
+static volatile unsigned char *map_write_clean(struct upc_cache *c, const char *path, off_t at, size_t size,
+					       unsigned char byte)
+{
+	int f = open_rw(path);
+	volatile unsigned char *p;
+
+	if (upc_map(c, f, at, size, PROT_READ | PROT_WRITE, 0, (void **)&p))
+		_exit(10);
+	for (size_t off = 0; off < size; off += PAGE)
+		p[off + 3] = byte;
+	if (upc_msync(c, (void *)p, size, UPC_MS_SYNC))
+		_exit(11);
+	return p;
+}
+
 Test(shared, a_client_that_does_not_answer_its_zaps_keeps_its_pages_and_stalls_no_one, .timeout = 120)
 {
-	const size_t wsize = 2u << 20, rsize = 32u << 20, limit = 4u << 20;
+	const size_t wsize = 1u << 20, rsize = 32u << 20, limit = 4u << 20;
 	struct nd_shared *sh = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	struct upc_stats st = { .sz = sizeof(st) };
 	static unsigned char buf[1 << 20];
-	char wpath[64], rpath[64], vpath[64];
-	int wfd, rfd, vfd, status;
+	char wpath[64], rpath[64];
+	int wfd, rfd, status;
 	struct upc_cache *c;
 	uint64_t bad = 0, t0;
 	pid_t w, v;
@@ -5140,47 +5214,31 @@ Test(shared, a_client_that_does_not_answer_its_zaps_keeps_its_pages_and_stalls_n
 	cr_assert(sh != MAP_FAILED);
 	if (!track_flags())
 		cr_skip_test("no zaps under synchronous tracking: a punch tears a client's PTEs down");
-	wfd = tmpfile_pattern(wsize, wpath);
+	/* one file, one reclaim visit (512 pages): the silent writer maps its first half, the other the second */
+	wfd = tmpfile_pattern(2 * wsize, wpath);
 	rfd = tmpfile_pattern(rsize, rpath);
-	vfd = tmpfile_pattern(wsize, vpath);
 	upcd_start("--mem-limit=4M");
 	/* A writer that does answer: what it maps is evicted all the same. */
 	v = fork_child();
 	cr_assert_geq(v, 0);
 	if (v == 0) {
-		struct upc_cache *vc = shared_cache();
-		int f = open_rw(vpath);
-		volatile unsigned char *p;
+		volatile unsigned char *p = map_write_clean(shared_cache(), wpath, (off_t)wsize, wsize, 'v');
 
-		if (upc_map(vc, f, 0, wsize, PROT_READ | PROT_WRITE, 0, (void **)&p))
-			_exit(10);
-		for (size_t off = 0; off < wsize; off += PAGE)
-			p[off + 3] = 'v';
-		if (upc_msync(vc, (void *)p, wsize, UPC_MS_SYNC))
-			_exit(11);
 		atomic_store(&sh->writer_ready, 1);
 		while (!atomic_load(&sh->killed))
 			usleep(1000);
-		atomic_store(&sh->unmap_ret, (int)resident(p, wsize));
+		atomic_store(&sh->resident_b, (int)resident(p, wsize));
 		_exit(0);
 	}
 	w = fork_child();
 	cr_assert_geq(w, 0);
 	if (w == 0) {
 		struct upc_cache *wc = shared_cache();
-		int f = open_rw(wpath);
-		volatile unsigned char *p;
+		volatile unsigned char *p = map_write_clean(wc, wpath, 0, wsize, 'a');
 
-		if (upc_map(wc, f, 0, wsize, PROT_READ | PROT_WRITE, 0, (void **)&p))
-			_exit(10);
-		for (size_t off = 0; off < wsize; off += PAGE)
-			p[off + 3] = 'a';
-		/* written back, so that its pages are clean, and mapped: the ones a zap is for */
-		if (upc_msync(wc, (void *)p, wsize, UPC_MS_SYNC))
-			_exit(11);
 		atomic_store(&sh->ready, 1);
 		raise(SIGSTOP);
-		atomic_store(&sh->read_ok, (int)resident(p, wsize));
+		atomic_store(&sh->resident_a, (int)resident(p, wsize));
 		for (size_t off = 0; off < wsize; off += PAGE)
 			p[off + 4] = 'b';
 		if (upc_msync(wc, (void *)p, wsize, UPC_MS_SYNC))
@@ -5204,30 +5262,29 @@ Test(shared, a_client_that_does_not_answer_its_zaps_keeps_its_pages_and_stalls_n
 	atomic_store(&sh->killed, 1);
 	cr_assert_eq(waitpid(v, &status, 0), v);
 	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the answering writer: status %#x", status);
-	cr_assert_leq(atomic_load(&sh->unmap_ret), (int)(wsize / PAGE / 8),
-		      "%d of the answering writer's %zu pages still cached", atomic_load(&sh->unmap_ret), wsize / PAGE);
+	cr_assert_leq(atomic_load(&sh->resident_b), (int)(wsize / PAGE / 8),
+		      "%d of the answering writer's %zu pages still cached", atomic_load(&sh->resident_b), wsize / PAGE);
 	cr_assert_eq(kill(w, SIGCONT), 0);
 	cr_assert_eq(waitpid(w, &status, 0), w);
 	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the writer: status %#x", status);
-	cr_assert_eq(atomic_load(&sh->read_ok), (int)(wsize / PAGE), "%d of the silent writer's %zu pages kept",
-		     atomic_load(&sh->read_ok), wsize / PAGE);
-	for (size_t off = 0; off < wsize; off += sizeof(buf)) {
+	cr_assert_eq(atomic_load(&sh->resident_a), (int)(wsize / PAGE), "%d of the silent writer's %zu pages kept",
+		     atomic_load(&sh->resident_a), wsize / PAGE);
+	for (size_t off = 0; off < 2 * wsize; off += sizeof(buf)) {
 		cr_assert_eq(pread(wfd, buf, sizeof(buf), (off_t)off), (ssize_t)sizeof(buf));
 		for (size_t i = 0; i < sizeof(buf); i++) {
 			size_t at = off + i;
-			unsigned char want = at % PAGE == 3 ? 'a' : at % PAGE == 4 ? 'b' : pat(at);
+			unsigned char want = at % PAGE == 3 ? (at < wsize ? 'a' : 'v') :
+					     at % PAGE == 4 && at < wsize ? 'b' : pat(at);
 
 			bad += buf[i] != want;
 		}
 	}
-	cr_assert_eq(bad, 0, "%" PRIu64 " bytes of the stopped writer's file wrong", bad);
+	cr_assert_eq(bad, 0, "%" PRIu64 " bytes of the writers' file wrong", bad);
 	upc_cache_destroy(c);
 	close(wfd);
 	close(rfd);
-	close(vfd);
 	unlink(wpath);
 	unlink(rpath);
-	unlink(vpath);
 	upcd_stop();
 }
 

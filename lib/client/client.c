@@ -156,7 +156,8 @@ static int cmaps_add(struct upc_client *cl, uintptr_t start, uintptr_t end, uint
 	if (ret == 0) {
 		cf = cfile_get(cl, fd, memfd, statefd);
 		if (cf)
-			cl->maps[cl->nmaps++] = (struct crange){ start, end, pgoff, prot, prot, gen, false, cf };
+			cl->maps[cl->nmaps++] = (struct crange){ .start = start, .end = end, .pgoff = pgoff, .prot = prot,
+								 .cur_prot = prot, .gen = gen, .file = cf };
 		else
 			ret = -ENOMEM;
 	}
@@ -176,16 +177,19 @@ static void cmaps_cut_locked(struct upc_client *cl, uintptr_t start, uintptr_t e
 		if (r->end <= start || r->start >= end)
 			continue;
 		if (r->start < start && r->end > end) {
-			struct crange tail = { end, r->end, r->pgoff + ((end - r->start) >> UPC_PAGE_SHIFT), r->prot,
-					       r->cur_prot, r->gen, false, r->file };
+			struct crange tail = { .start = end, .end = r->end,
+					       .pgoff = r->pgoff + ((end - r->start) >> UPC_PAGE_SHIFT), .prot = r->prot,
+					       .cur_prot = r->cur_prot, .gen = r->gen, .nozap = r->nozap, .file = r->file };
 
 			if (cmaps_room(cl) < 0) {
 				/*
 				 * Out of memory: kept whole.  A restarted daemon is
 				 * handed the hole too, and refuses it (-EEXIST or a
 				 * mapping that is not the memfd's), and at the
-				 * daemon's death the hole is made PROT_NONE.
+				 * daemon's death the hole is made PROT_NONE.  No zap
+				 * is served in it: the hole may be anything's now.
 				 */
+				r->nozap = true;
 				continue;
 			}
 			r = &cl->maps[i];
@@ -641,9 +645,8 @@ static long reclaim_channel(struct upc_client *cl, int sock)
 	}
 	if (cl->track_mode != UPC_TRACK_ASYNC || !(cl->daemon_flags & UPC_DAEMON_F_RECLAIM))
 		return 0;
-	if (!cl->zap_msg && !(cl->zap_msg = malloc(sizeof(*cl->zap_msg))))
-		return 0;
-	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
+	if ((!cl->zap_msg && !(cl->zap_msg = malloc(sizeof(*cl->zap_msg)))) ||
+	    socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
 		pr_warn("no reclaim channel (%s): upcd keeps what this process maps\n", strerror(errno));
 		return 0;
 	}
@@ -701,7 +704,7 @@ static bool zap_serve(struct upc_client *cl)
 			for (size_t j = 0; j < cl->nmaps && !cr; j++)
 				if (cl->maps[j].start <= p && p < cl->maps[j].end)
 					cr = &cl->maps[j];
-			if (!cr || !(cr->prot & PROT_WRITE) || cr->file->mdev != (dev_t)m->args[0] ||
+			if (!cr || !(cr->prot & PROT_WRITE) || cr->nozap || cr->file->mdev != (dev_t)m->args[0] ||
 			    cr->file->mino != (ino_t)m->args[1] ||
 			    cr->pgoff + ((p - cr->start) >> UPC_PAGE_SHIFT) != t[2] + ((p - a) >> UPC_PAGE_SHIFT)) {
 				end = 0;
@@ -1505,8 +1508,11 @@ int client_map(struct upc_cache *c, int fd, off_t offset, size_t length, int pro
 	if (ret < 0) {
 		uint64_t u[2] = { (uintptr_t)addr, len };
 
-		if (request(cl, UPC_MSG_UNMAP, u, 2, NULL, 0, -1, NULL) < 0)
+		/* listed no more before it is unmapped (zap_serve) */
+		if (request(cl, UPC_MSG_UNMAP, u, 2, NULL, 0, -1, NULL) < 0) {
+			cmaps_cut(cl, (uintptr_t)addr, (uintptr_t)addr + len);
 			munmap(addr, len);
+		}
 		cmaps_cut(cl, (uintptr_t)addr, (uintptr_t)addr + len);
 		goto out_fds;
 	}

@@ -37,6 +37,7 @@ struct crange {
 	int cur_prot;			/* its protection now (upc_protect): a forked child maps it so */
 	uint64_t gen;			/* the connection (upc_client @gen) whose daemon knows it */
 	bool placeheld;			/* a forked child's copy: its address is held for it */
+	bool nozap;			/* kept whole over a hole (cmaps_cut out of memory): zap_serve refuses it */
 	struct cfile *file;
 };
 

@@ -754,16 +754,19 @@ static void handle_minor(struct upc_handler *h, struct upc_map *m, uintptr_t add
 	}
 	ra_async_marker(mm->cache, m, f, pgoff);
 	/*
-	 * The client is zapping PTEs of this mm at the reclaim thread's
-	 * request, without file->lock (reclaim.c, zap_elsewhere): a PTE it
-	 * empties is the only record of a write made before (track.c), and a
-	 * page mapped here write-protected would read as clean.  Even the
-	 * faulting page: this fault may be stale, the page mapped by another
-	 * handler since, written and zapped.  So the faulting page alone, and
-	 * dirty first, then mapped writable: there is nothing left to hide (the
-	 * order of I1: dirty before writable, as handle_wp).
+	 * The client is zapping PTEs of this mm without file->lock, at the
+	 * reclaim thread's request (reclaim.c, zap_elsewhere) or in a run of
+	 * @m it advised DONTNEED (reclaim.c, dontneed_piece): a PTE it empties
+	 * is the only record of a write made before (track.c), and a page
+	 * mapped here write-protected would read as clean.  A neighbour could
+	 * be one the client wrote after a collect and zapped before this
+	 * CONTINUE (review of 98e3b21), and even the faulting page: this fault
+	 * may be stale, the page mapped by another handler since, written and
+	 * zapped.  So the faulting page alone, and dirty first, then mapped
+	 * writable: there is nothing left to hide (the order of I1: dirty
+	 * before writable, as handle_wp).
 	 */
-	if (mm_zapping(mm) && m->wp) {
+	if ((mm_zapping(mm) || m->zap_hi != m->zap_lo) && m->wp) {
 		struct upc_page *pg = pt_lookup(f, pgoff);
 
 		trace_dirty(f, pg, pgoff, ptid, 0);
@@ -786,17 +789,6 @@ static void handle_minor(struct upc_handler *h, struct upc_map *m, uintptr_t add
 	 * 6998616.  A window the worker mapped into the scan's mapping
 	 * (ra_map_insert) leaves only its first page to this fault.)
 	 */
-	/*
-	 * A run of @m being zapped by its client (reclaim.c, dontneed_piece):
-	 * the fault's own page only.  A neighbour mapped here, write-protected,
-	 * could be one the client wrote after handle_fault() collected the run
-	 * and zapped before this CONTINUE: its write would read as not written
-	 * (review of 98e3b21).  The faulting page cannot be: it is not mapped.
-	 */
-	if (m->zap_hi != m->zap_lo) {
-		win = 1;
-		goto forward;
-	}
 	if (m->ra_policy != UPC_ADV_RANDOM && pgoff < m->ra_async &&
 	    pgoff + (ra_ahead(mm->cache) + 1) * mm->cache->ra_max >= m->ra_async &&
 	    (pt_lookup(f, pgoff)->flags & PG_READAHEAD)) {

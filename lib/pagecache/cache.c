@@ -684,6 +684,12 @@ static void file_free(struct upc_file *f)
 
 	UPC_TRACE(file_release, f);
 	punch_free(f);
+	/* zaps of mappings that are all gone now: nothing of them is left to collect */
+	for (size_t i = 0; i < f->nzap_pend; i++) {
+		atomic_fetch_sub(&f->zap_pend[i]->inflight, 1);
+		zapper_put(f->zap_pend[i]);
+	}
+	free(f->zap_pend);
 	/* out of the cache clean: its keeper lets it go too (daemon/keeper.c); not at destruction */
 	if (f->kept && c->forget && !atomic_load(&c->dying))
 		c->forget(c, f);

@@ -136,6 +136,37 @@ static void presence_scan(struct upc_file *f, uint64_t first, uint64_t n, uint8_
 }
 
 /*
+ * Zaps answered whose emptied PTEs are not collected yet: the file's lock
+ * could not be taken again after them (zap_elsewhere).  The clients stay
+ * counted in flight (their faults map dirty) until the file's next visit
+ * collects file pages [zap_pend_lo, zap_pend_hi].  The reclaim thread's
+ * only, and file_free()'s once no mapping of the file is left.
+ */
+static int zap_pend_add(struct upc_file *f, struct upc_zapper *z)
+{
+	struct upc_zapper **n = realloc(f->zap_pend, (f->nzap_pend + 1) * sizeof(*n));
+
+	if (!n)
+		return -ENOMEM;
+	f->zap_pend = n;
+	f->zap_pend[f->nzap_pend++] = z;
+	return 0;
+}
+
+/* The collection zap_pend_add() put off.  Caller holds f->lock. */
+static void zap_settle(struct upc_file *f)
+{
+	if (!f->nzap_pend)
+		return;
+	track_collect(f, f->zap_pend_lo, f->zap_pend_hi);
+	for (size_t i = 0; i < f->nzap_pend; i++) {
+		atomic_fetch_sub(&f->zap_pend[i]->inflight, 1);
+		zapper_put(f->zap_pend[i]);
+	}
+	f->nzap_pend = 0;
+}
+
+/*
  * The try_to_unmap of victims that clients map writable under asynchronous
  * tracking (@elsewhere: presence_scan's, from file page @first): each such
  * client is asked, through its reclaim channel, to zap its PTEs of them.
@@ -158,8 +189,8 @@ static void presence_scan(struct upc_file *f, uint64_t first, uint64_t n, uint8_
  * is held again), or -1 if it could not be taken again within
  * ZAP_TIMEOUT_MS (file_lock_visit, again and again: a truncation waiting
  * for a memfd's inode lock holds it): the pass ends there, and what was
- * zapped is never collected here, so those clients are treated as if they
- * had not answered, which keeps their writes, and their pages.
+ * zapped is collected at the file's next visit (zap_settle); those
+ * clients' faults map dirty until then.
  */
 static int zap_elsewhere(struct upc_file *f, const struct run *victims, size_t nv, uint64_t first,
 			  const uint8_t *elsewhere)
@@ -168,9 +199,9 @@ static int zap_elsewhere(struct upc_file *f, const struct run *victims, size_t n
 		struct upc_zapper *z;
 		uint64_t *triples;
 		size_t n, cap;
-	} *reqs = NULL;
-	struct upc_zapper **zs = NULL;
-	int *rets = NULL;
+	} reqs[UPC_ZAP_MAX_CLIENTS];
+	struct upc_zapper *zs[UPC_ZAP_MAX_CLIENTS];
+	int rets[UPC_ZAP_MAX_CLIENTS];
 	size_t nreq = 0, nasked = 0;
 	uint64_t deadline;
 	struct stat st;
@@ -190,18 +221,11 @@ static int zap_elsewhere(struct upc_file *f, const struct run *victims, size_t n
 			if (reqs[i].z == z)
 				r = &reqs[i];
 		if (!r) {
-			struct zap_req *n;
-
-			if (atomic_load(&z->inflight) || now_ms() < atomic_load(&z->quiet_until))
-				continue;	/* held (map_held) */
-			n = realloc(reqs, (nreq + 1) * sizeof(*n));
-			if (!n)
-				break;
-			reqs = n;
-			r = &reqs[nreq++];
-			*r = (struct zap_req){ zapper_get(z), NULL, 0, 0 };
-			/* Before the lock goes: from now on its faults map dirty (struct upc_zapper). */
-			atomic_fetch_add(&z->inflight, 1);
+			if (nreq == UPC_ZAP_MAX_CLIENTS || atomic_load(&z->inflight) ||
+			    now_ms() < atomic_load(&z->quiet_until))
+				continue;	/* held (map_held), or the next pass's */
+			r = &reqs[nreq];
+			*r = (struct zap_req){ z, NULL, 0, 0 };
 		}
 		for (size_t i = 0; i < nv; i++) {
 			uint64_t s = max_t(uint64_t, victims[i].start, m->pgoff);
@@ -217,12 +241,15 @@ static int zap_elsewhere(struct upc_file *f, const struct run *victims, size_t n
 					t[1] += UPC_PAGE_SIZE;
 					continue;
 				}
+				/* (a page not asked for stays: it is still present at the look after) */
+				if (r->n == UPC_ZAP_MAX_RANGES)
+					break;
 				if (r->n == r->cap) {
 					size_t cap = r->cap ? 2 * r->cap : 16;
 					uint64_t *n = realloc(r->triples, cap * 3 * sizeof(*n));
 
 					if (!n)
-						continue;	/* that page is not zapped: it stays, as present */
+						break;
 					r->triples = n;
 					r->cap = cap;
 				}
@@ -232,46 +259,49 @@ static int zap_elsewhere(struct upc_file *f, const struct run *victims, size_t n
 				t[2] = p;
 			}
 		}
+		if (r == &reqs[nreq] && r->n) {
+			/* Before the lock goes: from now on its faults map dirty (struct upc_zapper). */
+			zapper_get(z);
+			atomic_fetch_add(&z->inflight, 1);
+			nreq++;
+		} else if (r == &reqs[nreq]) {
+			free(r->triples);
+		}
 	}
 	if (!nreq)
 		return 0;
-	zs = calloc(nreq, sizeof(*zs));
-	rets = calloc(nreq, sizeof(*rets));
 	pthread_mutex_unlock(&f->lock);
 	for (size_t i = 0; i < nreq; i++) {
-		if (zs && rets && reqs[i].n &&
-		    reqs[i].z->ask(reqs[i].z, (uint64_t)st.st_dev, (uint64_t)st.st_ino, reqs[i].triples, reqs[i].n) == 0) {
+		if (reqs[i].z->ask(reqs[i].z, (uint64_t)st.st_dev, (uint64_t)st.st_ino, reqs[i].triples, reqs[i].n) == 0) {
 			zs[nasked++] = reqs[i].z;
 			continue;
 		}
 		atomic_fetch_sub(&reqs[i].z->inflight, 1);	/* not asked: nothing will be zapped */
 		zapper_put(reqs[i].z);
-		reqs[i].z = NULL;
 	}
 	if (nasked)
 		zs[0]->wait(zs, rets, nasked, ZAP_TIMEOUT_MS);
 	deadline = now_ms() + ZAP_TIMEOUT_MS;
 	while (!(locked = file_lock_visit(f) == 0) && now_ms() < deadline)
 		;
-	/*
-	 * What the zaps emptied is read back into the descriptors before a
-	 * fault of those clients may map write-protected again (I2).
-	 */
-	if (locked && nasked)
-		for (size_t i = 0; i < nv; i++)
-			track_collect(f, victims[i].start, victims[i].start + victims[i].n - 1);
 	for (size_t i = 0; i < nasked; i++) {
-		if (locked && rets[i] != -ETIMEDOUT && rets[i] != -EPIPE)
-			atomic_fetch_sub(&zs[i]->inflight, 1);
-		else if (rets[i] != -ETIMEDOUT && rets[i] != -EPIPE)
-			atomic_store(&zs[i]->quiet_until, UINT64_MAX);	/* see above: never collected */
-		zapper_put(zs[i]);
+		if (rets[i] == -ETIMEDOUT || rets[i] == -EPIPE) {
+			zapper_put(zs[i]);	/* counted in flight for good (struct upc_zapper) */
+			continue;
+		}
+		/* answered: collected below, or at the file's next visit (zap_settle) */
+		f->zap_pend_lo = min_t(uint64_t, f->nzap_pend ? f->zap_pend_lo : UINT64_MAX, victims[0].start);
+		f->zap_pend_hi = max_t(uint64_t, f->nzap_pend ? f->zap_pend_hi : 0,
+				       victims[nv - 1].start + victims[nv - 1].n - 1);
+		if (zap_pend_add(f, zs[i]) < 0) {
+			atomic_store(&zs[i]->quiet_until, UINT64_MAX);	/* never collected: held for good */
+			zapper_put(zs[i]);
+		}
 	}
 	for (size_t i = 0; i < nreq; i++)
 		free(reqs[i].triples);
-	free(reqs);
-	free(zs);
-	free(rets);
+	if (locked)
+		zap_settle(f);
 	return locked ? 1 : -1;
 }
 
@@ -415,6 +445,7 @@ static uint64_t shrink_file(struct upc_file *f, uint64_t active_target, bool *wr
 	/* Not taken in time (upcd, punch.c): the clock passes the file by, and goes on with the others. */
 	if (file_lock_visit(f) != 0)
 		return 0;
+	zap_settle(f);
 	/* Before the victims are chosen: the wait lets go of the lock, and a fault could map one. */
 	stuck = punch_pending(f);
 	if (!f->nr_cached || !f->npages)
