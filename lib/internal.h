@@ -538,6 +538,7 @@ struct upc_cache {
 
 	/* memory: cached pages, watermarks, the reclaim thread (kswapd) */
 	_Atomic uint64_t nr_cached;
+	_Atomic unsigned int nr_zap_pend;	/* files with zaps to collect (reclaim.c, zap_pend_add) */
 	_Atomic uint64_t ra_reading;	/* pages readahead workers are reading (fill_run) */
 	_Atomic uint64_t nr_active;	/* replacement: pages in the active list */
 	_Atomic unsigned int nr_fenced;	/* files whose memfd is cut at end of file (fault.c) */

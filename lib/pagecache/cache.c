@@ -689,6 +689,8 @@ static void file_free(struct upc_file *f)
 		atomic_fetch_sub(&f->zap_pend[i]->inflight, 1);
 		zapper_put(f->zap_pend[i]);
 	}
+	if (f->nzap_pend)
+		atomic_fetch_sub(&c->nr_zap_pend, 1);
 	free(f->zap_pend);
 	/* out of the cache clean: its keeper lets it go too (daemon/keeper.c); not at destruction */
 	if (f->kept && c->forget && !atomic_load(&c->dying))

@@ -149,6 +149,8 @@ static int zap_pend_add(struct upc_file *f, struct upc_zapper *z)
 	if (!n)
 		return -ENOMEM;
 	f->zap_pend = n;
+	if (!f->nzap_pend)
+		atomic_fetch_add(&f->cache->nr_zap_pend, 1);
 	f->zap_pend[f->nzap_pend++] = z;
 	return 0;
 }
@@ -164,6 +166,39 @@ static void zap_settle(struct upc_file *f)
 		zapper_put(f->zap_pend[i]);
 	}
 	f->nzap_pend = 0;
+	atomic_fetch_sub(&f->cache->nr_zap_pend, 1);
+}
+
+/*
+ * Every second, the files with zaps to collect, whether or not the cache is
+ * over its limit (the clock may not visit them for a long time, and their
+ * clients' faults map dirty meanwhile).  A file whose lock is still not
+ * free in 20 ms waits for the next second.
+ */
+static void zap_settle_all(struct upc_cache *c)
+{
+	unsigned int max = atomic_load(&c->nr_zap_pend);
+	struct upc_file **fs;
+	size_t n = 0;
+
+	if (!max)
+		return;
+	fs = calloc(max, sizeof(*fs));
+	pthread_mutex_lock(&c->lock);
+	for (struct upc_file *f = c->files; fs && f && n < max; f = f->next)
+		if (f->nzap_pend) {
+			file_hold(f);
+			fs[n++] = f;
+		}
+	pthread_mutex_unlock(&c->lock);
+	for (size_t i = 0; i < n; i++) {
+		if (file_lock_visit(fs[i]) == 0) {
+			zap_settle(fs[i]);
+			pthread_mutex_unlock(&fs[i]->lock);
+		}
+		file_put(fs[i]);
+	}
+	free(fs);
 }
 
 /*
@@ -643,6 +678,7 @@ static void *reclaim_main(void *arg)
 			pthread_mutex_unlock(&c->rc_lock);
 			file_reap(c, true);
 			files_unfence_stale(c);
+			zap_settle_all(c);
 			publish_tick(c);
 			pthread_mutex_lock(&c->rc_lock);
 			continue;
