@@ -138,7 +138,15 @@ struct upc_client_info {
 	uint64_t faults;		/* faults served in its mappings */
 	uint64_t requests;		/* requests served on its connection */
 	uint32_t attached;		/* 1: an address space (a cache); 0: upcctl or a client before attach */
-	uint32_t pad;
+	uint32_t reclaim;		/* its reclaim channel: UPC_RECLAIM_* (was padding, 0) */
+};
+
+/* upc_client_info.reclaim: may the daemon evict what the client maps writable (--async)? */
+enum {
+	UPC_RECLAIM_NONE,		/* no channel (synchronous tracking needs none): kept if --async */
+	UPC_RECLAIM_OK,			/* asked, and answers */
+	UPC_RECLAIM_RESTING,		/* answered slowly or with an error: not asked for a while */
+	UPC_RECLAIM_HELD,		/* did not answer: kept for the rest of the connection */
 };
 
 #define UPC_CLIENTS_PER_MSG	(UPC_PROTO_MAX_DATA / sizeof(struct upc_client_info))

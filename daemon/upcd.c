@@ -710,7 +710,12 @@ static long req_clients(uint64_t first, uint64_t *rargs, void *data, size_t *dle
 		x->requests = __atomic_load_n(&o->requests, __ATOMIC_RELAXED);
 		x->pinned = __atomic_load_n(&o->pinned, __ATOMIC_RELAXED);
 		if (o->mm) {		/* o->mm is let go under d.lock (client_main) */
+			struct upc_zapper *z = atomic_load(&o->mm->zapper);	/* the mm's until remote_detach */
+			uint64_t quiet = z ? atomic_load(&z->quiet_until) : 0;
+
 			x->attached = 1;
+			x->reclaim = !z ? UPC_RECLAIM_NONE : quiet == UINT64_MAX ? UPC_RECLAIM_HELD :
+				     now_ms() < quiet ? UPC_RECLAIM_RESTING : UPC_RECLAIM_OK;
 			x->faults = atomic_load_explicit(&o->mm->nr_faults, memory_order_relaxed);
 			x->mappings = o->mm->nmaps;
 			/*

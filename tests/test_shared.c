@@ -5259,6 +5259,27 @@ Test(shared, a_client_that_does_not_answer_its_zaps_keeps_its_pages_and_stalls_n
 	cr_assert_geq(st.pages_evicted, (2 * rsize - 2 * limit) / PAGE, "%" PRIu64 " pages evicted", st.pages_evicted);
 	/* one timeout of 1 s, not one a pass (there are hundreds) */
 	cr_assert_lt(mono_ms() - t0, 20000, "the reads took %" PRIu64 " ms", mono_ms() - t0);
+	{
+		/* as upcctl daemon clients shows them: the silent writer held, the other one asked */
+		struct upc_msg *m = malloc(sizeof(*m));
+		int s = raw_connect(), held = -1, ok = -1;
+
+		cr_assert(m && s >= 0);
+		cr_assert_geq(raw_req(s, UPC_MSG_CLIENTS, (uint64_t[]){ 0 }, 1, NULL, 0, m), 0);
+		for (size_t i = 0; i < m->dlen / sizeof(struct upc_client_info); i++) {
+			struct upc_client_info ci;
+
+			memcpy(&ci, m->data + i * sizeof(ci), sizeof(ci));
+			if (ci.pid == w)
+				held = (int)ci.reclaim;
+			if (ci.pid == v)
+				ok = (int)ci.reclaim;
+		}
+		cr_assert_eq(held, UPC_RECLAIM_HELD, "the silent writer's reclaim state: %d", held);
+		cr_assert(ok == UPC_RECLAIM_OK || ok == UPC_RECLAIM_RESTING, "the answering writer's reclaim state: %d", ok);
+		close(s);
+		free(m);
+	}
 	atomic_store(&sh->killed, 1);
 	cr_assert_eq(waitpid(v, &status, 0), v);
 	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the answering writer: status %#x", status);

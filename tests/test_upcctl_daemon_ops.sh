@@ -149,13 +149,13 @@ if ! grep -q ready "$W/cout"; then
 fi
 
 expect clients 0 "$UPCCTL" daemon clients --socket "$S" &&
-	has clients "$W/out" "^ +PID +UID +COMMAND +MAPS +MAPPED +PINNED +FAULTS +REQUESTS$" &&
-	has clients "$W/out" "^ +$cpid +0 upcd-client +1 +256K +4 +[1-9][0-9]* +[1-9][0-9]*$" &&
-	has clients "$W/out" "^ +[0-9]+ +0 upcctl +- +- +0 +0 +1$" && [ ! -s "$W/err" ] && pass clients
+	has clients "$W/out" "^ +PID +UID +COMMAND +MAPS +MAPPED +PINNED +FAULTS +REQUESTS +RECLAIM$" &&
+	has clients "$W/out" "^ +$cpid +0 upcd-client +1 +256K +4 +[1-9][0-9]* +[1-9][0-9]* +(-|ok)$" &&
+	has clients "$W/out" "^ +[0-9]+ +0 upcctl +- +- +0 +0 +1 +-$" && [ ! -s "$W/err" ] && pass clients
 
 expect clients_json 0 "$UPCCTL" daemon clients --json --socket "$S" &&
 	has clients_json "$W/out" "^\{\"socket\":\"$S\",\"clients\":\[.*\]\}$" &&
-	has clients_json "$W/out" "\{\"pid\":$cpid,\"uid\":0,\"comm\":\"upcd-client\",\"attached\":true,\"mappings\":1,\"map_bytes\":262144,\"pinned\":4,\"faults\":[1-9][0-9]*,\"requests\":[1-9][0-9]*\}" &&
+	has clients_json "$W/out" "\{\"pid\":$cpid,\"uid\":0,\"comm\":\"upcd-client\",\"attached\":true,\"mappings\":1,\"map_bytes\":262144,\"pinned\":4,\"faults\":[1-9][0-9]*,\"requests\":[1-9][0-9]*,\"reclaim\":\"(none|ok)\"\}" &&
 	has clients_json "$W/out" "\"comm\":\"upcctl\",\"attached\":false" && pass clients_json
 
 expect stats 0 "$UPCCTL" daemon stats --socket "$S" && has stats "$W/out" "^upcd on $S" &&

@@ -270,6 +270,14 @@ static int cmp_pid(const void *a, const void *b)
 	return (x->pid > y->pid) - (x->pid < y->pid);
 }
 
+/* upc_client_info.reclaim, for people (upcctl(1), "daemon clients") */
+static const char *reclaim_name(uint32_t r)
+{
+	static const char *const names[] = { "-", "ok", "resting", "held" };
+
+	return r < sizeof(names) / sizeof(names[0]) ? names[r] : "?";
+}
+
 static int cmd_clients(struct conn *c, bool json)
 {
 	struct upc_client_info *v;
@@ -287,24 +295,24 @@ static int cmd_clients(struct conn *c, bool json)
 			printf("%s{\"pid\":%d,\"uid\":%u,\"comm\":", i ? "," : "", v[i].pid, v[i].uid);
 			upcctl_json_str(v[i].comm);
 			printf(",\"attached\":%s,\"mappings\":%" PRIu64 ",\"map_bytes\":%" PRIu64 ",\"pinned\":%" PRIu64
-			       ",\"faults\":%" PRIu64 ",\"requests\":%" PRIu64 "}",
+			       ",\"faults\":%" PRIu64 ",\"requests\":%" PRIu64 ",\"reclaim\":\"%s\"}",
 			       v[i].attached ? "true" : "false", v[i].mappings, v[i].map_bytes, v[i].pinned,
-			       v[i].faults, v[i].requests);
+			       v[i].faults, v[i].requests, v[i].reclaim ? reclaim_name(v[i].reclaim) : "none");
 		}
 		printf("]}\n");
 	} else {
-		printf("%7s %6s %-16s %5s %8s %8s %10s %10s\n", "PID", "UID", "COMMAND", "MAPS", "MAPPED", "PINNED",
-		       "FAULTS", "REQUESTS");
+		printf("%7s %6s %-16s %5s %8s %8s %10s %10s %s\n", "PID", "UID", "COMMAND", "MAPS", "MAPPED", "PINNED",
+		       "FAULTS", "REQUESTS", "RECLAIM");
 		for (long i = 0; i < n; i++) {
 			char maps[24] = "-";
 
 			/* "-": a connection with no address space (upcctl, or a client before attach) */
 			if (v[i].attached)
 				snprintf(maps, sizeof(maps), "%" PRIu64, v[i].mappings);
-			printf("%7d %6u %-16s %5s %8s %8" PRIu64 " %10" PRIu64 " %10" PRIu64 "\n", v[i].pid, v[i].uid,
+			printf("%7d %6u %-16s %5s %8s %8" PRIu64 " %10" PRIu64 " %10" PRIu64 " %s\n", v[i].pid, v[i].uid,
 			       v[i].comm[0] ? v[i].comm : "?", maps,
 			       v[i].attached ? upcctl_mib(v[i].map_bytes, b1, sizeof(b1)) : "-", v[i].pinned,
-			       v[i].faults, v[i].requests);
+			       v[i].faults, v[i].requests, reclaim_name(v[i].reclaim));
 		}
 	}
 	free(v);
