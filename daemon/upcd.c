@@ -213,9 +213,11 @@ static int client_zap_answer(struct zapchan *zc)
 		r = -EPROTO;
 	/*
 	 * Slow, or failing (an mlock'd mapping cannot be zapped: EINVAL): not
-	 * asked again for a while, rather than at every pass.
+	 * asked again for a while, rather than at every pass.  Not for
+	 * -ESTALE: a range the client unmapped since the daemon looked, which
+	 * is no fault of its own (the rest was zapped).
 	 */
-	if (now_ms() - zc->asked_at > ZAP_SLOW_MS || r < 0) {
+	if (now_ms() - zc->asked_at > ZAP_SLOW_MS || (r < 0 && r != -ESTALE)) {
 		logf("client %d: answered a zap in %" PRIu64 " ms (%d): not asked again for %u s", zc->pid,
 		     now_ms() - zc->asked_at, r, ZAP_QUIET_MS / 1000);
 		atomic_store(&zc->z.quiet_until, now_ms() + ZAP_QUIET_MS);

@@ -5258,7 +5258,7 @@ Test(shared, a_client_that_does_not_answer_its_zaps_keeps_its_pages_and_stalls_n
 	held_settles(c, limit, &st);
 	cr_assert_geq(st.pages_evicted, (2 * rsize - 2 * limit) / PAGE, "%" PRIu64 " pages evicted", st.pages_evicted);
 	/* one timeout of 1 s, not one a pass (there are hundreds) */
-	cr_assert_lt(mono_ms() - t0, 20000, "the reads took %" PRIu64 " ms", mono_ms() - t0);
+	cr_assert_lt(mono_ms() - t0, 60000, "the reads took %" PRIu64 " ms", mono_ms() - t0);
 	{
 		/* as upcctl daemon clients shows them: the silent writer held, the other one asked */
 		struct upc_msg *m = malloc(sizeof(*m));

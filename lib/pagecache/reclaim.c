@@ -170,10 +170,11 @@ static void zap_settle(struct upc_file *f)
 }
 
 /*
- * Every second, the files with zaps to collect, whether or not the cache is
- * over its limit (the clock may not visit them for a long time, and their
- * clients' faults map dirty meanwhile).  A file whose lock is still not
- * free in 20 ms waits for the next second.
+ * The files with zaps to collect, at every tick of the reclaim thread
+ * (every second) and after every round of the clock, whether or not the
+ * cache is over its limit (the clock may not come back to them for a long
+ * time, and their clients' faults map dirty and their pages are held
+ * meanwhile).  A file whose lock is still not free in 20 ms waits.
  */
 static void zap_settle_all(struct upc_cache *c)
 {
@@ -687,6 +688,7 @@ static void *reclaim_main(void *arg)
 		pthread_mutex_unlock(&c->rc_lock);
 		shrink_cache(c);
 		file_reap(c, true);
+		zap_settle_all(c);	/* not only under the limit: held clients keep the cache over it */
 		publish_tick(c);
 		pthread_mutex_lock(&c->rc_lock);
 		pthread_cond_broadcast(&c->rc_done);
