@@ -15,6 +15,7 @@
 #include <poll.h>
 #include <stdatomic.h>
 #include <sys/ioctl.h>
+#include <sys/ptrace.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -5301,6 +5302,143 @@ Test(shared, a_client_that_does_not_answer_its_zaps_keeps_its_pages_and_stalls_n
 		}
 	}
 	cr_assert_eq(bad, 0, "%" PRIu64 " bytes of the writers' file wrong", bad);
+	upc_cache_destroy(c);
+	close(wfd);
+	close(rfd);
+	unlink(wpath);
+	unlink(rpath);
+	upcd_stop();
+}
+
+/* The tid of @pid's thread named @comm, or -1. */
+static pid_t thread_named(pid_t pid, const char *comm)
+{
+	char path[320], name[32];
+	struct dirent *e;
+	pid_t tid = -1;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	d = opendir(path);
+	while (d && (e = readdir(d)) && tid < 0) {
+		FILE *f;
+
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/task/%s/comm", (int)pid, e->d_name);
+		if ((f = fopen(path, "re"))) {
+			if (fgets(name, sizeof(name), f) && strncmp(name, comm, strlen(comm)) == 0)
+				tid = (pid_t)atoi(e->d_name);
+			fclose(f);
+		}
+	}
+	if (d)
+		closedir(d);
+	return tid;
+}
+
+/*
+ * A zap made late, after the daemon stopped waiting for it (--async): only
+ * the client's watcher thread is stopped (ptrace), so the client itself
+ * writes on - through clean, write-protected PTEs, which a write does not
+ * trap - after the zap timed out; then the watcher runs and makes the zap,
+ * which empties those written PTEs.  The client reads its pages again (the
+ * faults map them) and msyncs: every write is in the file.  A daemon that
+ * took a late zap for an answered one would map those pages again
+ * write-protected, clean, and the msync would write none of them.
+ */
+Test(shared, a_zap_made_late_loses_no_write, .timeout = 120)
+{
+	const size_t wsize = 1u << 20, rsize = 32u << 20;
+	struct nd_shared *sh = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	static unsigned char buf[1 << 20];
+	char wpath[64], rpath[64];
+	int wfd, rfd, status;
+	struct upc_cache *c;
+	uint64_t bad = 0;
+	pid_t w, watcher;
+
+	cr_assert(sh != MAP_FAILED);
+	if (!track_flags())
+		cr_skip_test("no zaps under synchronous tracking: a punch tears a client's PTEs down");
+	wfd = tmpfile_pattern(wsize, wpath);
+	rfd = tmpfile_pattern(rsize, rpath);
+	upcd_start("--mem-limit=4M");
+	w = fork_child();
+	cr_assert_geq(w, 0);
+	if (w == 0) {
+		struct upc_cache *wc = shared_cache();
+		volatile unsigned char *p = map_write_clean(wc, wpath, 0, wsize, 'a');
+
+		atomic_store(&sh->ready, 1);
+		while (atomic_load(&sh->step) < 1)	/* the zap has timed out */
+			usleep(1000);
+		for (size_t off = 0; off < wsize; off += PAGE)
+			p[off + 4] = 'b';
+		atomic_store(&sh->step, 2);
+		while (atomic_load(&sh->step) < 3)	/* the watcher runs again */
+			usleep(1000);
+		/* until the late zap has emptied the PTEs */
+		for (int i = 0; i < 5000 && pte_present(p); i++)
+			usleep(1000);
+		if (pte_present(p))
+			_exit(12);
+		for (size_t off = 0; off < wsize; off += PAGE)
+			(void)p[off + 5];
+		if (upc_msync(wc, (void *)p, wsize, UPC_MS_SYNC))
+			_exit(11);
+		_exit(upc_cache_destroy(wc) ? 13 : 0);
+	}
+	for (int i = 0; i < 3000 && !atomic_load(&sh->ready); i++)
+		usleep(1000);
+	cr_assert(atomic_load(&sh->ready));
+	watcher = thread_named(w, "upc-watch");
+	cr_assert_gt(watcher, 0, "no watcher thread in the writer");
+	if (ptrace(PTRACE_SEIZE, watcher, NULL, NULL) < 0)	/* (the writer dies with this process) */
+		cr_skip_test("PTRACE_SEIZE of the writer's watcher thread: %s (Yama's ptrace_scope?)", strerror(errno));
+	cr_assert_eq(ptrace(PTRACE_INTERRUPT, watcher, NULL, NULL), 0);
+	cr_assert_eq(waitpid(watcher, &status, __WALL), watcher);
+	/* eviction: the writer is asked to zap, and does not answer (its watcher is stopped) */
+	c = shared_cache();
+	for (int round = 0; round < 2; round++)
+		bad += held_read_all(c, rfd, rsize);
+	cr_assert_eq(bad, 0);
+	{
+		struct upc_msg *m = malloc(sizeof(*m));
+		int s = raw_connect(), held = -1;
+
+		cr_assert(m && s >= 0);
+		cr_assert_geq(raw_req(s, UPC_MSG_CLIENTS, (uint64_t[]){ 0 }, 1, NULL, 0, m), 0);
+		for (size_t i = 0; i < m->dlen / sizeof(struct upc_client_info); i++) {
+			struct upc_client_info ci;
+
+			memcpy(&ci, m->data + i * sizeof(ci), sizeof(ci));
+			if (ci.pid == w)
+				held = (int)ci.reclaim;
+		}
+		cr_assert_eq(held, UPC_RECLAIM_HELD, "the test's premise: the writer's zap timed out (%d)", held);
+		close(s);
+		free(m);
+	}
+	atomic_store(&sh->step, 1);
+	for (int i = 0; i < 5000 && atomic_load(&sh->step) < 2; i++)
+		usleep(1000);
+	cr_assert_eq(atomic_load(&sh->step), 2);
+	cr_assert_eq(ptrace(PTRACE_DETACH, watcher, NULL, NULL), 0);
+	atomic_store(&sh->step, 3);
+	cr_assert_eq(waitpid(w, &status, 0), w);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		  "the writer: status %#x (12: the late zap was never made)", status);
+	for (size_t off = 0; off < wsize; off += sizeof(buf)) {
+		cr_assert_eq(pread(wfd, buf, sizeof(buf), (off_t)off), (ssize_t)sizeof(buf));
+		for (size_t i = 0; i < sizeof(buf); i++) {
+			size_t at = off + i;
+			unsigned char want = at % PAGE == 3 ? 'a' : at % PAGE == 4 ? 'b' : pat(at);
+
+			bad += buf[i] != want;
+		}
+	}
+	cr_assert_eq(bad, 0, "%" PRIu64 " bytes of the writer's file wrong after a late zap", bad);
 	upc_cache_destroy(c);
 	close(wfd);
 	close(rfd);
