@@ -5180,6 +5180,51 @@ static size_t resident(volatile unsigned char *p, size_t len)
 	return n;
 }
 
+/* The reclaim state (UPC_RECLAIM_*) upcd shows for client @pid, as upcctl daemon clients does; -1: none. */
+static int client_reclaim_state(pid_t pid)
+{
+	struct upc_msg *m = malloc(sizeof(*m));
+	int s = raw_connect(), state = -1;
+
+	cr_assert(m && s >= 0);
+	cr_assert_geq(raw_req(s, UPC_MSG_CLIENTS, (uint64_t[]){ 0 }, 1, NULL, 0, m), 0);
+	for (size_t i = 0; i < m->dlen / sizeof(struct upc_client_info); i++) {
+		struct upc_client_info ci;
+
+		memcpy(&ci, m->data + i * sizeof(ci), sizeof(ci));
+		if (ci.pid == pid)
+			state = (int)ci.reclaim;
+	}
+	close(s);
+	free(m);
+	return state;
+}
+
+/*
+ * Bytes of the first @len of @fd that are not what the zap cases' writers
+ * left: 'a' at offset 3 and 'b' at 4 of each page below @a_end, 'v' at 3
+ * of each page from there on, the pattern elsewhere.
+ */
+static uint64_t writers_bytes_wrong(int fd, size_t len, size_t a_end)
+{
+	static unsigned char buf[1 << 20];
+	uint64_t bad = 0;
+
+	for (size_t off = 0; off < len; off += sizeof(buf)) {
+		size_t n = len - off < sizeof(buf) ? len - off : sizeof(buf);
+
+		cr_assert_eq(pread(fd, buf, n, (off_t)off), (ssize_t)n);
+		for (size_t i = 0; i < n; i++) {
+			size_t at = off + i;
+			unsigned char want = at % PAGE == 3 ? (at < a_end ? 'a' : 'v') :
+					     at % PAGE == 4 && at < a_end ? 'b' : pat(at);
+
+			bad += buf[i] != want;
+		}
+	}
+	return bad;
+}
+
 /*
  * In a child, a client: @path (@size bytes from @at) mapped writable, @byte written
  * at offset 3 of every page, and written back (so that its pages are clean,
@@ -5205,7 +5250,6 @@ Test(shared, a_client_that_does_not_answer_its_zaps_keeps_its_pages_and_stalls_n
 	const size_t wsize = 1u << 20, rsize = 32u << 20, limit = 4u << 20;
 	struct nd_shared *sh = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	struct upc_stats st = { .sz = sizeof(st) };
-	static unsigned char buf[1 << 20];
 	char wpath[64], rpath[64];
 	int wfd, rfd, status;
 	struct upc_cache *c;
@@ -5262,24 +5306,10 @@ Test(shared, a_client_that_does_not_answer_its_zaps_keeps_its_pages_and_stalls_n
 	cr_assert_lt(mono_ms() - t0, 60000, "the reads took %" PRIu64 " ms", mono_ms() - t0);
 	{
 		/* as upcctl daemon clients shows them: the silent writer held, the other one asked */
-		struct upc_msg *m = malloc(sizeof(*m));
-		int s = raw_connect(), held = -1, ok = -1;
+		int held = client_reclaim_state(w), ok = client_reclaim_state(v);
 
-		cr_assert(m && s >= 0);
-		cr_assert_geq(raw_req(s, UPC_MSG_CLIENTS, (uint64_t[]){ 0 }, 1, NULL, 0, m), 0);
-		for (size_t i = 0; i < m->dlen / sizeof(struct upc_client_info); i++) {
-			struct upc_client_info ci;
-
-			memcpy(&ci, m->data + i * sizeof(ci), sizeof(ci));
-			if (ci.pid == w)
-				held = (int)ci.reclaim;
-			if (ci.pid == v)
-				ok = (int)ci.reclaim;
-		}
 		cr_assert_eq(held, UPC_RECLAIM_HELD, "the silent writer's reclaim state: %d", held);
 		cr_assert(ok == UPC_RECLAIM_OK || ok == UPC_RECLAIM_RESTING, "the answering writer's reclaim state: %d", ok);
-		close(s);
-		free(m);
 	}
 	atomic_store(&sh->killed, 1);
 	cr_assert_eq(waitpid(v, &status, 0), v);
@@ -5291,16 +5321,7 @@ Test(shared, a_client_that_does_not_answer_its_zaps_keeps_its_pages_and_stalls_n
 	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the writer: status %#x", status);
 	cr_assert_eq(atomic_load(&sh->resident_a), (int)(wsize / PAGE), "%d of the silent writer's %zu pages kept",
 		     atomic_load(&sh->resident_a), wsize / PAGE);
-	for (size_t off = 0; off < 2 * wsize; off += sizeof(buf)) {
-		cr_assert_eq(pread(wfd, buf, sizeof(buf), (off_t)off), (ssize_t)sizeof(buf));
-		for (size_t i = 0; i < sizeof(buf); i++) {
-			size_t at = off + i;
-			unsigned char want = at % PAGE == 3 ? (at < wsize ? 'a' : 'v') :
-					     at % PAGE == 4 && at < wsize ? 'b' : pat(at);
-
-			bad += buf[i] != want;
-		}
-	}
+	bad = writers_bytes_wrong(wfd, 2 * wsize, wsize);
 	cr_assert_eq(bad, 0, "%" PRIu64 " bytes of the writers' file wrong", bad);
 	upc_cache_destroy(c);
 	close(wfd);
@@ -5351,7 +5372,6 @@ Test(shared, a_zap_made_late_loses_no_write, .timeout = 120)
 {
 	const size_t wsize = 1u << 20, rsize = 32u << 20;
 	struct nd_shared *sh = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	static unsigned char buf[1 << 20];
 	char wpath[64], rpath[64];
 	int wfd, rfd, status;
 	struct upc_cache *c;
@@ -5403,23 +5423,8 @@ Test(shared, a_zap_made_late_loses_no_write, .timeout = 120)
 	for (int round = 0; round < 2; round++)
 		bad += held_read_all(c, rfd, rsize);
 	cr_assert_eq(bad, 0);
-	{
-		struct upc_msg *m = malloc(sizeof(*m));
-		int s = raw_connect(), held = -1;
-
-		cr_assert(m && s >= 0);
-		cr_assert_geq(raw_req(s, UPC_MSG_CLIENTS, (uint64_t[]){ 0 }, 1, NULL, 0, m), 0);
-		for (size_t i = 0; i < m->dlen / sizeof(struct upc_client_info); i++) {
-			struct upc_client_info ci;
-
-			memcpy(&ci, m->data + i * sizeof(ci), sizeof(ci));
-			if (ci.pid == w)
-				held = (int)ci.reclaim;
-		}
-		cr_assert_eq(held, UPC_RECLAIM_HELD, "the test's premise: the writer's zap timed out (%d)", held);
-		close(s);
-		free(m);
-	}
+	status = client_reclaim_state(w);
+	cr_assert_eq(status, UPC_RECLAIM_HELD, "the test's premise: the writer's zap timed out (%d)", status);
 	atomic_store(&sh->step, 1);
 	for (int i = 0; i < 5000 && atomic_load(&sh->step) < 2; i++)
 		usleep(1000);
@@ -5429,15 +5434,7 @@ Test(shared, a_zap_made_late_loses_no_write, .timeout = 120)
 	cr_assert_eq(waitpid(w, &status, 0), w);
 	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
 		  "the writer: status %#x (12: the late zap was never made)", status);
-	for (size_t off = 0; off < wsize; off += sizeof(buf)) {
-		cr_assert_eq(pread(wfd, buf, sizeof(buf), (off_t)off), (ssize_t)sizeof(buf));
-		for (size_t i = 0; i < sizeof(buf); i++) {
-			size_t at = off + i;
-			unsigned char want = at % PAGE == 3 ? 'a' : at % PAGE == 4 ? 'b' : pat(at);
-
-			bad += buf[i] != want;
-		}
-	}
+	bad = writers_bytes_wrong(wfd, wsize, wsize);
 	cr_assert_eq(bad, 0, "%" PRIu64 " bytes of the writer's file wrong after a late zap", bad);
 	upc_cache_destroy(c);
 	close(wfd);
