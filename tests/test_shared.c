@@ -2537,6 +2537,22 @@ Test(shared, a_large_pwrites_data_descriptor_is_checked, .timeout = 60)
 
 /* ------------------------------------------------------------ with no daemon: the calls' contracts */
 
+/* The first line of /proc/@pid/task/@tid/@what, without its newline; "" if it cannot be read. */
+static void task_read(pid_t pid, const char *tid, const char *what, char *buf, size_t len)
+{
+	char path[320];
+	FILE *f;
+
+	buf[0] = 0;
+	snprintf(path, sizeof(path), "/proc/%d/task/%s/%s", (int)pid, tid, what);
+	if ((f = fopen(path, "re"))) {
+		if (!fgets(buf, (int)len, f))
+			buf[0] = 0;
+		fclose(f);
+	}
+	buf[strcspn(buf, "\n")] = 0;
+}
+
 /*
  * What @pid's threads wait in, "comm:wchan ...", for a message about a
  * hang: a case that fails kills its children, and with them the evidence.
@@ -2544,7 +2560,7 @@ Test(shared, a_large_pwrites_data_descriptor_is_checked, .timeout = 60)
 static const char *task_waits(pid_t pid)
 {
 	static char out[1024];
-	char path[320], comm[32], wchan[64];
+	char path[64], comm[32], wchan[64];
 	size_t len = 0;
 	struct dirent *e;
 	DIR *d;
@@ -2555,28 +2571,36 @@ static const char *task_waits(pid_t pid)
 	if (!d)
 		return "(gone)";
 	while ((e = readdir(d)) && len < sizeof(out) - 100) {
-		FILE *f;
-
 		if (e->d_name[0] == '.')
 			continue;
-		comm[0] = wchan[0] = 0;
-		snprintf(path, sizeof(path), "/proc/%d/task/%s/comm", (int)pid, e->d_name);
-		if ((f = fopen(path, "re"))) {
-			if (!fgets(comm, sizeof(comm), f))
-				comm[0] = 0;
-			comm[strcspn(comm, "\n")] = 0;
-			fclose(f);
-		}
-		snprintf(path, sizeof(path), "/proc/%d/task/%s/wchan", (int)pid, e->d_name);
-		if ((f = fopen(path, "re"))) {
-			if (!fgets(wchan, sizeof(wchan), f))
-				wchan[0] = 0;
-			fclose(f);
-		}
+		task_read(pid, e->d_name, "comm", comm, sizeof(comm));
+		task_read(pid, e->d_name, "wchan", wchan, sizeof(wchan));
 		len += (size_t)snprintf(out + len, sizeof(out) - len, "%s:%s ", comm, wchan);
 	}
 	closedir(d);
 	return out;
+}
+
+/* The tid of @pid's thread named @comm, or -1. */
+static pid_t thread_named(pid_t pid, const char *comm)
+{
+	char path[64], name[32];
+	struct dirent *e;
+	pid_t tid = -1;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	d = opendir(path);
+	while (d && (e = readdir(d)) && tid < 0) {
+		if (e->d_name[0] == '.')
+			continue;
+		task_read(pid, e->d_name, "comm", name, sizeof(name));
+		if (strcmp(name, comm) == 0)
+			tid = (pid_t)atoi(e->d_name);
+	}
+	if (d)
+		closedir(d);
+	return tid;
 }
 
 struct nd_shared {
@@ -5329,33 +5353,6 @@ Test(shared, a_client_that_does_not_answer_its_zaps_keeps_its_pages_and_stalls_n
 	unlink(wpath);
 	unlink(rpath);
 	upcd_stop();
-}
-
-/* The tid of @pid's thread named @comm, or -1. */
-static pid_t thread_named(pid_t pid, const char *comm)
-{
-	char path[320], name[32];
-	struct dirent *e;
-	pid_t tid = -1;
-	DIR *d;
-
-	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
-	d = opendir(path);
-	while (d && (e = readdir(d)) && tid < 0) {
-		FILE *f;
-
-		if (e->d_name[0] == '.')
-			continue;
-		snprintf(path, sizeof(path), "/proc/%d/task/%s/comm", (int)pid, e->d_name);
-		if ((f = fopen(path, "re"))) {
-			if (fgets(name, sizeof(name), f) && strncmp(name, comm, strlen(comm)) == 0)
-				tid = (pid_t)atoi(e->d_name);
-			fclose(f);
-		}
-	}
-	if (d)
-		closedir(d);
-	return tid;
 }
 
 /*

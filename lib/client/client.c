@@ -216,6 +216,15 @@ void cmaps_cut(struct upc_client *cl, uintptr_t start, uintptr_t end)
 	pthread_mutex_unlock(&cl->maps_lock);
 }
 
+/* The listed range that holds @addr, or NULL (ranges do not overlap).  Caller holds maps_lock. */
+struct crange *cmaps_at(struct upc_client *cl, uintptr_t addr)
+{
+	for (size_t i = 0; i < cl->nmaps; i++)
+		if (cl->maps[i].start <= addr && addr < cl->maps[i].end)
+			return &cl->maps[i];
+	return NULL;
+}
+
 /* No range holds both @addr - 1 and @addr.  -ENOMEM: left whole.  Caller holds maps_lock. */
 static int cmaps_split(struct upc_client *cl, uintptr_t addr)
 {
@@ -699,11 +708,8 @@ static bool zap_serve(struct upc_client *cl)
 		}
 		/* every page of it in a writable range of that memfd at that page (ranges abut: upc_protect splits) */
 		for (uintptr_t p = a; p < end;) {
-			const struct crange *cr = NULL;
+			const struct crange *cr = cmaps_at(cl, p);
 
-			for (size_t j = 0; j < cl->nmaps && !cr; j++)
-				if (cl->maps[j].start <= p && p < cl->maps[j].end)
-					cr = &cl->maps[j];
 			if (!cr || !(cr->prot & PROT_WRITE) || cr->nozap || cr->file->mdev != (dev_t)m->args[0] ||
 			    cr->file->mino != (ino_t)m->args[1] ||
 			    cr->pgoff + ((p - cr->start) >> UPC_PAGE_SHIFT) != t[2] + ((p - a) >> UPC_PAGE_SHIFT)) {
@@ -1227,10 +1233,11 @@ static long client_remap(struct upc_client *cl, const struct crange *r)
 	}
 	if (ret < 0) {
 		uint64_t u[2] = { r->start, len };
+		bool refused = request(cl, UPC_MSG_UNMAP, u, 2, NULL, 0, -1, NULL) < 0;
 
-		if (request(cl, UPC_MSG_UNMAP, u, 2, NULL, 0, -1, NULL) < 0)
-			munmap(addr, len);
 		cmaps_cut(cl, r->start, r->end);
+		if (refused)
+			munmap(addr, len);	/* listed no more before it is unmapped (zap_serve) */
 	}
 out:
 	if (rep.fd >= 0)
@@ -1243,11 +1250,10 @@ out:
 /* Is a mapping listed at @addr? */
 static bool cmaps_has(struct upc_client *cl, uintptr_t addr)
 {
-	bool has = false;
+	bool has;
 
 	pthread_mutex_lock(&cl->maps_lock);
-	for (size_t i = 0; i < cl->nmaps && !has; i++)
-		has = cl->maps[i].start <= addr && addr < cl->maps[i].end;
+	has = cmaps_at(cl, addr) != NULL;
 	pthread_mutex_unlock(&cl->maps_lock);
 	return has;
 }
@@ -1507,13 +1513,11 @@ int client_map(struct upc_cache *c, int fd, off_t offset, size_t length, int pro
 		ret = -ENOMEM;
 	if (ret < 0) {
 		uint64_t u[2] = { (uintptr_t)addr, len };
+		bool refused = request(cl, UPC_MSG_UNMAP, u, 2, NULL, 0, -1, NULL) < 0;
 
-		/* listed no more before it is unmapped (zap_serve) */
-		if (request(cl, UPC_MSG_UNMAP, u, 2, NULL, 0, -1, NULL) < 0) {
-			cmaps_cut(cl, (uintptr_t)addr, (uintptr_t)addr + len);
-			munmap(addr, len);
-		}
 		cmaps_cut(cl, (uintptr_t)addr, (uintptr_t)addr + len);
+		if (refused)
+			munmap(addr, len);	/* listed no more before it is unmapped (zap_serve) */
 		goto out_fds;
 	}
 	if (flags & UPC_MAP_POPULATE) {

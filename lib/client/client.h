@@ -127,6 +127,7 @@ extern __thread bool takeover_bypass __attribute__((visibility("hidden")));
 
 /* client.c, for takeover.c */
 __upc_hidden void cmaps_cut(struct upc_client *cl, uintptr_t start, uintptr_t end);
+__upc_hidden struct crange *cmaps_at(struct upc_client *cl, uintptr_t addr);
 __upc_hidden void cfile_put(struct cfile **list, struct cfile *cf);
 
 #endif

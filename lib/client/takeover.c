@@ -304,15 +304,16 @@ static int protect_and_write(struct upc_client *cl, const struct crange *r, uint
 /* The range of @addr, copied, if its file is taken over.  maps_lock taken here. */
 static bool lookup(struct upc_client *cl, uintptr_t addr, struct crange *out)
 {
-	bool found = false;
+	struct crange *r;
+	bool found;
 
 	pthread_mutex_lock(&cl->maps_lock);
-	for (size_t i = 0; i < cl->nmaps && !found; i++)
-		if (cl->maps[i].start <= addr && addr < cl->maps[i].end && cl->maps[i].file->taken) {
-			*out = cl->maps[i];
-			out->file->refs++;	/* its descriptors stay while the fault is served */
-			found = true;
-		}
+	r = cmaps_at(cl, addr);
+	found = r && r->file->taken;
+	if (found) {
+		*out = *r;
+		out->file->refs++;	/* its descriptors stay while the fault is served */
+	}
 	pthread_mutex_unlock(&cl->maps_lock);
 	return found;
 }
