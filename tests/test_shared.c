@@ -3174,15 +3174,31 @@ static pid_t write_and_stay(struct nd_shared *sh, const char *path)
  * The daemon killed, then the writer @y of write_and_stay(), once it has
  * noticed (it waits, async, or serves itself, sync); neither page 3
  * offset 7 of @afd (write_and_exit()'s 'A') nor @y's was written back.
+ * Meanwhile the socket takes connections nobody answers, as a dying
+ * daemon's does for a while after its clients' connections hung up, and
+ * systemd's does while it restarts the service: a client hands back only
+ * to a daemon that answers (client.c, reconnect; it handed back on a
+ * connect, and wrote y's page early: twice in the CI runs of 2026-12-04
+ * and 05, in the ASan build).
  */
 static void kill_daemon_then(pid_t y, int afd, int bfd)
 {
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	unsigned char a = 0, b = 0;
-	int status;
+	int status, ls;
 
 	cr_assert_eq(kill(upcd_pid, SIGKILL), 0);
 	cr_assert_eq(waitpid(upcd_pid, &status, 0), upcd_pid);
+	ls = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	cr_assert_geq(ls, 0);
+	strcpy(sa.sun_path, sock_path);
+	unlink(sock_path);
+	cr_assert_eq(bind(ls, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	cr_assert_eq(chmod(sock_path, 0666), 0);
+	cr_assert_eq(listen(ls, 16), 0);
 	usleep(200 * 1000);
+	close(ls);		/* the connections in its backlog are reset */
+	unlink(sock_path);
 	cr_assert_eq(kill(y, SIGKILL), 0);
 	cr_assert_eq(waitpid(y, &status, 0), y);
 	cr_assert_eq(pread(afd, &a, 1, 3 * PAGE + 7), 1);

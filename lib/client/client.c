@@ -611,24 +611,35 @@ static long request(struct upc_client *cl, uint16_t type, const uint64_t *args, 
 static long handshake_attach(struct upc_client *cl, int sock);
 
 /*
+ * Hello on @sock: a daemon that answers, and serves our userfaultfd as
+ * the first one did (once we have one).  cl->lock held (or the client is
+ * not yet shared).
+ */
+static long hello(struct upc_client *cl, int sock, struct creply *rep)
+{
+	uint64_t args[3] = { UPC_PROTO_VERSION, cl->cache_flags, cl->mem_limit };
+	long ret;
+
+	ret = xfer(cl, sock, UPC_MSG_HELLO, args, 3, NULL, 0, NULL, 0, rep);
+	if (ret == 0 && rep->argc < 3)
+		ret = -EPROTO;
+	if (ret == 0)
+		cl->daemon_flags = rep->argc >= 4 ? rep->args[3] : 0;
+	if (ret == 0 && atomic_load(&cl->uffd) >= 0 && rep->args[1] != cl->daemon_features)
+		ret = -EPROTO;
+	return ret;
+}
+
+/*
  * Hello, and attach with our userfaultfd if we have one, on @sock.
  * cl->lock held (or the client is not yet shared).
  */
 static long handshake(struct upc_client *cl, int sock, struct creply *rep)
 {
-	uint64_t hello[3] = { UPC_PROTO_VERSION, cl->cache_flags, cl->mem_limit };
-	long ret;
+	long ret = hello(cl, sock, rep);
 
-	ret = xfer(cl, sock, UPC_MSG_HELLO, hello, 3, NULL, 0, NULL, 0, rep);
-	if (ret == 0 && rep->argc < 3)
-		ret = -EPROTO;
-	if (ret == 0)
-		cl->daemon_flags = rep->argc >= 4 ? rep->args[3] : 0;
 	if (ret < 0 || atomic_load(&cl->uffd) < 0)
 		return ret;
-	/* A restarted daemon must serve our userfaultfd as the first one did. */
-	if (rep->args[1] != cl->daemon_features)
-		return -EPROTO;
 	return handshake_attach(cl, sock);
 }
 
@@ -869,9 +880,27 @@ static int reconnect(struct upc_client *cl, int efd)
 			takeover_begin(cl);	/* a file whose dying daemon still held its lock */
 			continue;
 		}
-		takeover_end(cl);
+		/*
+		 * Handed back only to a daemon that answers.  A connect alone
+		 * proves nothing: a dying daemon's listening socket takes
+		 * connections into its backlog until the kernel releases it,
+		 * after the connection whose hang-up woke us (a dying process's
+		 * descriptors are released last first: on Linux 6.18, connects
+		 * made after the hang-up succeeded until the backlog was full),
+		 * and a socket systemd holds (upcd.socket) takes them while no
+		 * daemon runs at all.  Handed back on a connect, the pages
+		 * written here went to the file early, and the faults waited
+		 * for an answer that might never come instead of being served
+		 * here (test_shared.c, kill_daemon_then).
+		 */
 		pthread_mutex_lock(&cl->lock);
-		ret = handshake(cl, s, &rep);
+		ret = hello(cl, s, &rep);
+		pthread_mutex_unlock(&cl->lock);
+		if (ret == 0)
+			takeover_end(cl);
+		pthread_mutex_lock(&cl->lock);
+		if (ret == 0 && atomic_load(&cl->uffd) >= 0)
+			ret = handshake_attach(cl, s);
 		if (ret == 0)
 			ret = adopt_all(cl, s, cl->gen + 1);
 		if (ret == 0)
