@@ -1120,9 +1120,22 @@ static void *client_main(void *arg)
 			ret = serve_attach(cl, m);
 		} else if (cl->mm && m->h.type != UPC_MSG_HELLO && m->h.type != UPC_MSG_ATTACH &&
 			   m->h.type != UPC_MSG_CALL_DONE) {
+			/*
+			 * A request that changes a file is applied once, whatever
+			 * daemon it is sent to again (struct upc_once, internal.h):
+			 * known by the client's process, which it cannot forge,
+			 * and its sequence number, which the library keeps for a
+			 * request it sends again.
+			 */
+			struct upc_once once = { (uint64_t)cl->cred.pid, m->h.seq };
+			bool changes = m->h.type == UPC_MSG_PWRITE || m->h.type == UPC_MSG_PWRITE_FD ||
+				       m->h.type == UPC_MSG_FTRUNCATE || m->h.type == UPC_MSG_FALLOCATE;
+
 			mm_current_set(cl->mm);
 			remote_lift_pending(cl->mm);	/* poison markers the file grew over (remote.c) */
+			upc_once_cur = changes ? &once : NULL;
 			ret = serve(cl, m, rargs + 1, &rargc, rfd, data, &dlen);
+			upc_once_cur = NULL;
 			remote_lift_pending(cl->mm);
 			mm_current_clear(cl->mm);
 		} else {

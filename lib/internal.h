@@ -172,6 +172,37 @@ struct upc_state_hdr {
 };
 
 /*
+ * Requests of upcd's clients that change a file - a pwrite, a truncation,
+ * a fallocate - are applied once.  A daemon can die between applying one
+ * and answering it, and the client then sends it again to the next daemon
+ * (client.c, request_fds), which may have let another process write the
+ * range meanwhile: applied again, the request would undo that write.  So
+ * the daemon notes each such request in the file's state page (page 0 of
+ * its page-table memfd, which outlives it with the memfd), in the slot of
+ * the client's process, under the file's io_lock: (who, seq) and
+ * UPC_ONCE_APPLYING before the file changes, the result after (fileio.c,
+ * once_begin, once_end).  @who is the client's pid as SO_PEERCRED gave it
+ * (a client cannot pass for another process), @seq the request's header
+ * sequence number, which the library keeps for a request sent again and
+ * starts at a random number for each connection of a process.  A request
+ * found done is answered with its result and not applied; one found
+ * applying (the daemon died in it) is applied again, as nothing answered
+ * it yet.  One slot per process, hashed: a request whose slot another
+ * process's took since is applied again (a client's resend is made within
+ * $UPC_RECONNECT of the death).
+ */
+struct upc_once_slot {
+	_Atomic uint64_t who, seq;
+	_Atomic int64_t result;		/* UPC_ONCE_APPLYING, or what the call returned */
+};
+#define UPC_ONCE_OFF		512u	/* in the state page, past struct upc_state_hdr */
+#define UPC_ONCE_SLOTS		128u
+#define UPC_ONCE_APPLYING	INT64_MIN
+struct upc_once {
+	uint64_t who, seq;
+};
+
+/*
  * The takeover journal (takeover.c): while no daemon runs, a client that
  * serves itself writes a byte at UPC_JOURNAL_OFF + the page's offset in the
  * data memfd before it lets a page be written, as the daemon sets PG_DIRTY
@@ -750,6 +781,8 @@ __upc_hidden bool uffd_reads_nowait(int uffd);
 #define MM_CALL_MADVISE		3
 #define RELAY_LIFT_TAG		0x75706c66	/* si_errno of upcd's "zap your poison markers" (sigbus.c) */
 #define MM_CALL_PLACEHOLD	4	/* an anonymous PROT_NONE placeholder over the range */
+/* fileio.c: the client request being served by this thread, if it changes a file (struct upc_once) */
+extern __thread const struct upc_once *upc_once_cur;
 __upc_hidden struct upc_mm *mm_current(struct upc_cache *c);
 __upc_hidden void mm_current_set(struct upc_mm *mm);
 __upc_hidden void mm_current_clear(struct upc_mm *mm);

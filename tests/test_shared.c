@@ -1982,13 +1982,19 @@ Test(shared, reclaim_channel_requests_are_checked, .timeout = 60)
  * it answers hello (asynchronous tracking, a reclaim channel taken), attach,
  * the relay signal and the channel, keeps the channel's descriptor, maps
  * its own memfd for a MAP (plain shared memory: no fault reaches anyone),
- * and refuses anything else.  Until the client hangs up.
+ * takes a PWRITE as written whole, and refuses anything else.  Until the
+ * client hangs up; or, for each of the first @hangups PWRITEs, it hangs up
+ * itself instead of answering, as a daemon that dies, and serves the next
+ * connection.
  */
 struct fake_daemon {
 	int ls;
 	_Atomic int channel;
 	int memfds[2];		/* what a MAP is answered with: the data's, the page table's */
 	pthread_t thread;
+	unsigned int hangups;
+	uint64_t pwrites[4];	/* the sequence numbers of the PWRITEs it got */
+	_Atomic unsigned int npwrites;
 };
 
 static void *fake_daemon_main(void *arg)
@@ -2000,6 +2006,23 @@ static void *fake_daemon_main(void *arg)
 	while (m && conn >= 0 && upc_msg_recv(conn, m, UPC_FROM_CLIENT) == 0) {
 		uint64_t r[5] = { (uint64_t)-ENOSYS };
 		unsigned int n = 1;
+
+		if (m->h.type == UPC_MSG_PWRITE) {
+			unsigned int i = atomic_load(&fd->npwrites);
+
+			if (i < sizeof(fd->pwrites) / sizeof(fd->pwrites[0])) {
+				fd->pwrites[i] = m->h.seq;
+				atomic_store(&fd->npwrites, i + 1);
+			}
+			r[0] = m->dlen;
+			if (fd->hangups) {
+				fd->hangups--;
+				upc_msg_close_fds(m);
+				close(conn);
+				conn = accept4(fd->ls, NULL, NULL, SOCK_CLOEXEC);
+				continue;
+			}
+		}
 
 		if (m->h.type == UPC_MSG_HELLO) {
 			r[0] = 0, r[1] = UPC_PROTO_VERSION, r[2] = 0, r[3] = UPC_TRACK_ASYNC, r[4] = UPC_DAEMON_F_RECLAIM;
@@ -2137,6 +2160,51 @@ Test(shared, a_zap_of_what_the_client_does_not_map_so_is_refused, .timeout = 60)
 	unlink(path);
 	munmap(anon, 2 * PAGE);
 	free(m);
+}
+
+/*
+ * A request the daemon did not answer (it died) is sent again to the next
+ * with the number it had, so that a daemon that applied it already
+ * answers it without applying it again (struct upc_once, internal.h); a
+ * new request gets a new number.  Against a fake daemon that hangs up on
+ * the first PWRITE.
+ */
+Test(shared, a_request_sent_again_keeps_its_number, .timeout = 60)
+{
+	struct fake_daemon fd = { .channel = -1, .hangups = 1 };
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	UPC_OPTS(upc_cache_opts, o, .flags = UPC_CACHE_SHARED, .socket = sock_path);
+	struct upc_cache *c = NULL;
+	char path[64], buf[100];
+	int file = tmpfile_pattern(4 * PAGE, path);
+	ssize_t n;
+	int ret;
+
+	sock_dir_make();
+	setenv("UPC_RECONNECT", "10", 1);
+	fd.memfds[0] = fd.memfds[1] = -1;
+	fd.ls = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	cr_assert_geq(fd.ls, 0);
+	strcpy(sa.sun_path, sock_path);
+	cr_assert_eq(bind(fd.ls, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	cr_assert_eq(listen(fd.ls, 4), 0);
+	cr_assert_eq(pthread_create(&fd.thread, NULL, fake_daemon_main, &fd), 0);
+	ret = upc_cache_create(&o, &c);
+	cr_assert_eq(ret, 0, "upc_cache_create against the fake daemon: %s", upc_strerror(ret));
+	memset(buf, 'X', sizeof(buf));
+	n = upc_pwrite(c, file, buf, sizeof(buf), 100);
+	cr_assert_eq(n, (ssize_t)sizeof(buf), "a pwrite sent again after a hang-up: %zd", n);
+	n = upc_pwrite(c, file, buf, sizeof(buf), 200);
+	cr_assert_eq(n, (ssize_t)sizeof(buf));
+	cr_assert_eq(atomic_load(&fd.npwrites), 3, "the daemons got %u PWRITEs, not 3", atomic_load(&fd.npwrites));
+	cr_assert_eq(fd.pwrites[1], fd.pwrites[0], "sent again as %#llx, first as %#llx",
+		     (unsigned long long)fd.pwrites[1], (unsigned long long)fd.pwrites[0]);
+	cr_assert_neq(fd.pwrites[2], fd.pwrites[1], "a new request with the number of the one before");
+	upc_cache_destroy(c);
+	pthread_join(fd.thread, NULL);
+	close(fd.ls);
+	close(file);
+	unlink(path);
 }
 
 /* ------------------------------------------------------------ UPC_MAP_FIXED */
@@ -3262,6 +3330,121 @@ Test(shared, a_killed_daemons_dirty_pages_outlive_every_client_in_its_keeper, .t
 	close(bfd);
 	unlink(apath);
 	unlink(bpath);
+}
+
+/* A request by hand, numbered @seq, with @dlen bytes of data and the descriptor @fd: its reply's result. */
+static long raw_req_seq(int s, uint64_t seq, uint16_t type, const uint64_t *args, unsigned int argc,
+			const void *data, size_t dlen, int fd, struct upc_msg *m)
+{
+	int ret = upc_msg_send(s, type, seq, args, argc, data, dlen, &fd, 1);
+
+	if (ret < 0)
+		return ret;
+	ret = upc_msg_recv(s, m, UPC_FROM_DAEMON);
+	if (ret < 0)
+		return ret;
+	upc_msg_close_fds(m);
+	return m->h.type == UPC_MSG_REPLY && m->h.seq == seq ? (long)(int64_t)m->args[0] : -EBADMSG;
+}
+
+/* Another process writes @n bytes @byte at @off of @path with upc_pwrite, through the daemon, and exits. */
+static void pwrite_by_another(const char *path, off_t off, size_t n, unsigned char byte)
+{
+	int status;
+	pid_t x = fork_child();
+
+	cr_assert_geq(x, 0);
+	if (x == 0) {
+		struct upc_cache *c = shared_cache();
+		int f = open_rw(path);
+		char buf[PAGE];
+
+		memset(buf, byte, n);
+		_exit(n <= sizeof(buf) && upc_pwrite(c, f, buf, n, off) == (ssize_t)n ? 0 : 10);
+	}
+	cr_assert_eq(waitpid(x, &status, 0), x);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the other writer: status %#x", status);
+}
+
+/* Are the @n bytes at @off of @fd all @byte, once the daemon wrote back what it holds? */
+static bool file_bytes_are(int fd, off_t off, size_t n, unsigned char byte)
+{
+	unsigned char buf[PAGE];
+
+	upcd_sync();
+	cr_assert_leq(n, sizeof(buf));
+	cr_assert_eq(pread(fd, buf, n, off), (ssize_t)n, "the file is shorter than %lld bytes", (long long)(off + (off_t)n));
+	for (size_t i = 0; i < n; i++)
+		if (buf[i] != byte)
+			return false;
+	return true;
+}
+
+/*
+ * A request that changes a file, which a daemon applied but did not
+ * answer (it was killed), is sent again by the client to the next daemon
+ * (client.c, request_fds), which may have let another process write the
+ * range in between: it is answered with what the first daemon did, and
+ * not applied again (struct upc_once, internal.h), or it would undo that
+ * write.  A pwrite, a truncation and a hole punch, each sent again by hand
+ * with the number it had, as the library sends its one request in flight
+ * again: to the same daemon, and to the next after a kill -9, with the
+ * other process's write made through the next.  A new number is a new
+ * request.
+ */
+Test(shared, a_request_sent_again_to_the_next_daemon_is_applied_once, .timeout = 90)
+{
+	static const char *const what[3] = { "pwrite", "truncation", "hole punch" };
+	struct upc_msg *m = malloc(sizeof(*m));
+	char path[64], x[100];
+	int fd = tmpfile_pattern(8 * PAGE, path), s, status;
+	uint64_t seq = 0x5eed00;
+
+	cr_assert(m);
+	memset(x, 'X', sizeof(x));
+	upcd_start(NULL);
+	s = raw_connect();
+	cr_assert_eq(raw_attach(s, m), 0);
+	for (int restart = 0; restart < 2; restart++) {
+		for (int k = 0; k < 3; k++) {
+			/* a pwrite at page 3; a truncation to 2 pages; a hole of page 0 */
+			static const uint64_t args[3][3] = { { 3 * PAGE }, { 2 * PAGE },
+							     { FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, PAGE } };
+			static const uint16_t type[3] = { UPC_MSG_PWRITE, UPC_MSG_FTRUNCATE, UPC_MSG_FALLOCATE };
+			static const unsigned int argc[3] = { 1, 1, 3 };
+			long want = k ? 0 : (long)sizeof(x), ret;
+
+			seq++;
+			ret = raw_req_seq(s, seq, type[k], args[k], argc[k], k ? NULL : x, k ? 0 : sizeof(x), fd, m);
+			cr_assert_eq(ret, want, "the %s: %ld", what[k], ret);
+			if (restart) {
+				/* as far as the client knows, the daemon died before it answered */
+				close(s);
+				cr_assert_eq(kill(upcd_pid, SIGKILL), 0);
+				cr_assert_eq(waitpid(upcd_pid, &status, 0), upcd_pid);
+				upcd_spawn(NULL);	/* it adopts the file from the keeper */
+			}
+			/* another process writes page 3 (growing the file back past it) and page 0 */
+			pwrite_by_another(path, 3 * PAGE, 100, 'Y');
+			pwrite_by_another(path, 10, 100, 'Y');
+			if (restart) {
+				s = raw_connect();
+				cr_assert_eq(raw_attach(s, m), 0);
+			}
+			ret = raw_req_seq(s, seq, type[k], args[k], argc[k], k ? NULL : x, k ? 0 : sizeof(x), fd, m);
+			cr_assert_eq(ret, want, "the %s sent again%s: %ld", what[k], restart ? " to the next daemon" : "", ret);
+			cr_assert(file_bytes_are(fd, 3 * PAGE, 100, 'Y') && file_bytes_are(fd, 10, 100, 'Y'),
+				  "the %s sent again%s was applied again", what[k], restart ? " to the next daemon" : "");
+		}
+	}
+	/* a new number: applied */
+	cr_assert_eq(raw_req_seq(s, ++seq, UPC_MSG_PWRITE, (uint64_t[]){ 3 * PAGE }, 1, x, sizeof(x), fd, m), 100);
+	cr_assert(file_bytes_are(fd, 3 * PAGE, 100, 'X'), "a new pwrite was not applied");
+	close(s);
+	upcd_stop();
+	free(m);
+	close(fd);
+	unlink(path);
 }
 
 /*

@@ -50,6 +50,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
@@ -349,30 +350,45 @@ static bool conn_lost(long ret)
 }
 
 /*
- * Send one request on @sock and wait for its reply, answering the daemon's
- * calls meanwhile.  cl->lock held.  Returns the reply's result (a value or
- * a negative errno), or an error of the connection (conn_lost()).
+ * A request's sequence number: the next of this client's, never 0.  The
+ * daemon knows a request that changes a file by it and the process
+ * (struct upc_once, internal.h), so a request sent again keeps its number
+ * (request_fds), and each client starts at a random one: two clients of
+ * one process (two caches) do not count the same numbers.  cl->lock held.
  */
-static long xfer(struct upc_client *cl, int sock, uint16_t type, const uint64_t *args, unsigned int argc,
-		 const void *data, size_t dlen, const int *fds, unsigned int nfds, struct creply *rep)
+static uint64_t seq_next(struct upc_client *cl)
+{
+	if (!++cl->seq)
+		cl->seq++;
+	return cl->seq;
+}
+
+/*
+ * Send one request on @sock, numbered @seq, and wait for its reply,
+ * answering the daemon's calls meanwhile.  cl->lock held.  Returns the
+ * reply's result (a value or a negative errno), or an error of the
+ * connection (conn_lost()).
+ */
+static long xfer_seq(struct upc_client *cl, int sock, uint64_t seq, uint16_t type, const uint64_t *args,
+		     unsigned int argc, const void *data, size_t dlen, const int *fds, unsigned int nfds,
+		     struct creply *rep)
 {
 	struct upc_msg *m = cl->msg;
 	long ret;
 
 	if (rep)
 		rep->fd = rep->fd2 = -1;
-	cl->seq++;
 	cl->call_unmapped = false;
-	ret = upc_msg_send(sock, type, cl->seq, args, argc, data, dlen, fds, nfds);
+	ret = upc_msg_send(sock, type, seq, args, argc, data, dlen, fds, nfds);
 	while (ret == 0) {
 		ret = upc_msg_recv(sock, m, UPC_FROM_DAEMON);
 		if (ret < 0)
 			break;
-		if (m->h.type == UPC_MSG_CALL && m->h.seq == cl->seq) {
+		if (m->h.type == UPC_MSG_CALL && m->h.seq == seq) {
 			answer_call(cl, sock, m);
 			continue;
 		}
-		if (m->h.type != UPC_MSG_REPLY || m->h.seq != cl->seq) {
+		if (m->h.type != UPC_MSG_REPLY || m->h.seq != seq) {
 			upc_msg_close_fds(m);
 			ret = -EPROTO;
 			break;
@@ -397,6 +413,13 @@ static long xfer(struct upc_client *cl, int sock, uint16_t type, const uint64_t 
 		break;
 	}
 	return ret == -EPIPE ? -ECONNRESET : ret;
+}
+
+/* xfer_seq() numbered with the next number */
+static long xfer(struct upc_client *cl, int sock, uint16_t type, const uint64_t *args, unsigned int argc,
+		 const void *data, size_t dlen, const int *fds, unsigned int nfds, struct creply *rep)
+{
+	return xfer_seq(cl, sock, seq_next(cl), type, args, argc, data, dlen, fds, nfds, rep);
 }
 
 /*
@@ -528,22 +551,27 @@ static long pins_replay(struct upc_client *cl, int sock)
 /*
  * Send a request with @nfds descriptors and wait for its reply.  While the
  * daemon is away (a restart: reconnect()), the request waits, and one
- * the daemon died serving is sent again to the next: every request is one
- * that may be repeated (an msync, a write of the same bytes at the same
- * offset, a map whose first half left nothing behind), except a map's
- * second half, whose token dies with the daemon (@gen: the connection the
- * token is of; sent on that one only, else -ENOTCONN, and client_map
- * adopts the mapping instead).  Returns the reply's result, or -ENOTCONN
- * once no daemon came back (or the connection was lost and @gen).
+ * the daemon died serving is sent again to the next, with the same
+ * number: every request is one that may be repeated (an msync, a map
+ * whose first half left nothing behind), or one that changes a file (a
+ * pwrite, a truncation, a fallocate), which the daemons apply once by its
+ * number (struct upc_once, internal.h: applied again, it could undo
+ * another process's write made in between); except a map's second half,
+ * whose token dies with the daemon (@gen: the connection the token is
+ * of; sent on that one only, else -ENOTCONN, and client_map adopts the
+ * mapping instead).  Returns the reply's result, or -ENOTCONN once no
+ * daemon came back (or the connection was lost and @gen).
  */
 static long request_fds(struct upc_client *cl, uint16_t type, const uint64_t *args, unsigned int argc,
 			const void *data, size_t dlen, const int *fds, unsigned int nfds, struct creply *rep,
 			const uint64_t *gen)
 {
 	bool once = gen != NULL;
+	uint64_t seq;
 	long ret;
 
 	pthread_mutex_lock(&cl->lock);
+	seq = seq_next(cl);	/* the same each time it is sent: a daemon applies it once (seq_next) */
 	for (;;) {
 		ret = 0;
 		while (cl->state == CL_DOWN && ret == 0) {
@@ -559,7 +587,7 @@ static long request_fds(struct upc_client *cl, uint16_t type, const uint64_t *ar
 			ret = -ENOTCONN;
 			break;
 		}
-		ret = xfer(cl, cl->sock, type, args, argc, data, dlen, fds, nfds, rep);
+		ret = xfer_seq(cl, cl->sock, seq, type, args, argc, data, dlen, fds, nfds, rep);
 		if (rep)
 			rep->gen = cl->gen;
 		if (ret == 0 && (type == UPC_MSG_PIN || type == UPC_MSG_UNPIN))
@@ -1073,6 +1101,9 @@ int client_create(const struct upc_cache_opts *o, struct upc_cache **cachep)
 	c->flags = o->flags;
 	cl->stop_at_call = debug_from_env() & UPC_DBG_STOP_AT_CALL;
 	cl->sock = cl->uffd = cl->watch_efd = cl->zap_sock = -1;
+	/* where this client's request numbers start (seq_next) */
+	if (getrandom(&cl->seq, sizeof(cl->seq), GRND_NONBLOCK) != sizeof(cl->seq))
+		cl->seq = now_us() ^ ((uint64_t)getpid() << 40) ^ (uintptr_t)cl;
 	cl->cache_flags = o->flags;
 	cl->mem_limit = o->mem_limit;
 	cl->reconnect_ms = reconnect_ms();

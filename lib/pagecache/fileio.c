@@ -54,6 +54,65 @@
 
 enum access { ACC_ANY, ACC_READ, ACC_WRITE };
 
+/* ------------------------------------------------------------ applied once */
+
+__thread const struct upc_once *upc_once_cur;
+
+_Static_assert(sizeof(struct upc_state_hdr) <= UPC_ONCE_OFF &&
+	       UPC_ONCE_OFF + UPC_ONCE_SLOTS * sizeof(struct upc_once_slot) <= UPC_PAGE_SIZE,
+	       "the once slots share the state page with its header");
+
+/* The slot of this thread's request in @f's state page, or NULL: not upcd's request, or no state page. */
+static struct upc_once_slot *once_slot(struct upc_file *f)
+{
+	const struct upc_once *o = upc_once_cur;
+	uint64_t h;
+
+	if (!o || !f->state_hdr)
+		return NULL;
+	h = o->who * 0x9e3779b97f4a7c15ull;
+	return (struct upc_once_slot *)((char *)f->state_hdr + UPC_ONCE_OFF) + (h >> 57) % UPC_ONCE_SLOTS;
+}
+
+/*
+ * Before a request of upcd's client changes @f (struct upc_once, in
+ * internal.h): true, and its result in *@result, if an earlier daemon
+ * applied it already (then it is not applied again); else it is noted as
+ * being applied.  f->io_lock held, which every change of a file's bytes
+ * or size through a request takes, so that no two requests' notes cross.
+ */
+static bool once_begin(struct upc_file *f, long *result)
+{
+	struct upc_once_slot *sl = once_slot(f);
+	const struct upc_once *o = upc_once_cur;
+
+	if (!sl)
+		return false;
+	if (atomic_load(&sl->who) == o->who && atomic_load(&sl->seq) == o->seq) {
+		int64_t r = atomic_load(&sl->result);
+
+		if (r != UPC_ONCE_APPLYING) {
+			*result = (long)r;
+			return true;
+		}
+	}
+	/* (seq cleared first: no reader in between takes a mix of two requests for one) */
+	atomic_store(&sl->seq, 0);
+	atomic_store(&sl->result, UPC_ONCE_APPLYING);
+	atomic_store(&sl->who, o->who);
+	atomic_store(&sl->seq, o->seq);
+	return false;
+}
+
+/* The request once_begin() let through is done, with @result.  f->io_lock held. */
+static void once_end(struct upc_file *f, long result)
+{
+	struct upc_once_slot *sl = once_slot(f);
+
+	if (sl)
+		atomic_store(&sl->result, (int64_t)result);
+}
+
 /*
  * The file open on @fd, taken into the cache (file_get: created if the cache
  * does not hold it yet, grown if it grew), after checking that @fd allows
@@ -305,6 +364,7 @@ UPC_API ssize_t upc_pwrite(struct upc_cache *c, int fd, const void *buf, size_t 
 	uint64_t bpages;
 	size_t done = 0;
 	char *data, *fillbuf;
+	long once;
 	int err, fl;
 
 	if (c && c->client)	/* UPC_CACHE_SHARED: upcd serves it (client.c) */
@@ -334,6 +394,14 @@ UPC_API ssize_t upc_pwrite(struct upc_cache *c, int fd, const void *buf, size_t 
 	}
 	fillbuf = data + (bpages << UPC_PAGE_SHIFT);
 	pthread_mutex_lock(&f->io_lock);
+	if (once_begin(f, &once)) {
+		/* applied by a daemon that died before it answered: not again (O_DSYNC below is) */
+		if (once < 0)
+			err = (int)once;
+		else
+			done = (size_t)once;
+		len = 0;
+	}
 	while (done < len) {
 		uint64_t pos = (uint64_t)off + done, base = pos & UPC_PAGE_MASK;
 		uint64_t end = min_t(uint64_t, (uint64_t)off + len, base + (bpages << UPC_PAGE_SHIFT));
@@ -408,6 +476,8 @@ UPC_API ssize_t upc_pwrite(struct upc_cache *c, int fd, const void *buf, size_t 
 			break;
 		}
 	}
+	if (len)
+		once_end(f, done ? (long)done : err);
 	pthread_mutex_unlock(&f->io_lock);
 	free(data);
 	/*
@@ -530,6 +600,7 @@ UPC_API int upc_ftruncate(struct upc_cache *c, int fd, off_t length)
 {
 	struct upc_file *f;
 	uint64_t newpages, keep;
+	long once;
 	int ret;
 
 	if (c && c->client)	/* UPC_CACHE_SHARED: upcd serves it (client.c) */
@@ -547,6 +618,11 @@ UPC_API int upc_ftruncate(struct upc_cache *c, int fd, off_t length)
 		goto out_put;
 	newpages = pg_round_up((uint64_t)length) >> UPC_PAGE_SHIFT;
 	pthread_mutex_lock(&f->io_lock);
+	if (once_begin(f, &once)) {
+		pthread_mutex_unlock(&f->io_lock);
+		ret = (int)once;
+		goto out_put;
+	}
 	pthread_mutex_lock(&f->lock);
 	/*
 	 * The pages kept: those below the new end, and below the size the
@@ -587,6 +663,7 @@ UPC_API int upc_ftruncate(struct upc_cache *c, int fd, off_t length)
 	if (ret == 0 && length > f->size)
 		ret = file_grow(f, length);
 	pthread_mutex_unlock(&f->lock);
+	once_end(f, ret);
 	pthread_mutex_unlock(&f->io_lock);
 out_put:
 	file_put(f);
@@ -637,6 +714,7 @@ static int punch_hole(struct upc_file *f, off_t off, off_t len)
 UPC_API int upc_fallocate(struct upc_cache *c, int fd, int mode, off_t off, off_t len)
 {
 	struct upc_file *f;
+	long once;
 	int ret;
 
 	if (c && c->client)	/* UPC_CACHE_SHARED: upcd serves it (client.c) */
@@ -661,6 +739,11 @@ UPC_API int upc_fallocate(struct upc_cache *c, int fd, int mode, off_t off, off_
 			goto out_put;
 	}
 	pthread_mutex_lock(&f->io_lock);
+	if (once_begin(f, &once)) {
+		pthread_mutex_unlock(&f->io_lock);
+		ret = (int)once;
+		goto out_put;
+	}
 	pthread_mutex_lock(&f->lock);
 	if (mode & FALLOC_FL_PUNCH_HOLE) {
 		ret = punch_hole(f, off, len);
@@ -672,6 +755,7 @@ UPC_API int upc_fallocate(struct upc_cache *c, int fd, int mode, off_t off, off_
 			ret = file_grow(f, off + len);
 	}
 	pthread_mutex_unlock(&f->lock);
+	once_end(f, ret);
 	pthread_mutex_unlock(&f->io_lock);
 out_put:
 	file_put(f);
