@@ -151,7 +151,7 @@ broken:
 
 /*
  * The daemon's end of a client's reclaim channel (struct upc_zapper,
- * reclaim.c: zap_elsewhere).  Only the reclaim thread asks, once a client
+ * zap.c: zap_elsewhere).  Only the reclaim thread asks, once a client
  * a pass, and the client answers with the zap's seq.  A client that does
  * not answer in time, answers with anything else, closes the channel or
  * exits may zap later, or never: the channel is @dead, and the zap stays

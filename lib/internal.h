@@ -282,7 +282,7 @@ struct upc_file {
 	 * done.  At most one a file.
 	 */
 	struct punch *punch;
-	/* zaps answered, not collected yet: the reclaim thread's (reclaim.c, zap_pend_add) */
+	/* zaps answered, not collected yet: the reclaim thread's (zap.c, zap_pend_add) */
 	struct upc_zapper **zap_pend;
 	size_t nzap_pend;
 	uint64_t zap_pend_lo, zap_pend_hi;
@@ -434,7 +434,7 @@ struct upc_mm {
  * A client's reclaim channel (upcd.c, struct zapchan; upcd(8), "Memory"):
  * how the reclaim thread asks an upcd client to zap its own PTEs of pages
  * it maps writable under asynchronous tracking, which nothing else can tear
- * down safely (reclaim.c, zap_elsewhere).  The mm holds a reference from
+ * down safely (zap.c, zap_elsewhere).  The mm holds a reference from
  * the client's UPC_MSG_RECLAIM to remote_detach(); the reclaim thread
  * takes one under file->lock (the mm is alive while one of its mappings
  * is in the file's rmap) and asks without the lock.
@@ -448,7 +448,7 @@ struct upc_mm {
  * hidden in a page that is dirty already.  A zap the client did not answer
  * stays counted as long as the mm lives.  The client is not asked again
  * before @quiet_until (now_ms(); UINT64_MAX: never), and what it maps
- * meanwhile stays cached (reclaim.c, map_held).
+ * meanwhile stays cached (zap.c, map_held).
  */
 #define UPC_ZAP_MAX_CLIENTS	64	/* clients asked at once (zap_elsewhere) */
 #define UPC_ZAP_MAX_RANGES	2730	/* ranges in one zap: (UPC_PROTO_MAX_DATA - 16) / 24 */
@@ -569,7 +569,7 @@ struct upc_cache {
 
 	/* memory: cached pages, watermarks, the reclaim thread (kswapd) */
 	_Atomic uint64_t nr_cached;
-	_Atomic unsigned int nr_zap_pend;	/* files with zaps to collect (reclaim.c, zap_pend_add) */
+	_Atomic unsigned int nr_zap_pend;	/* files with zaps to collect (zap.c, zap_pend_add) */
 	_Atomic uint64_t ra_reading;	/* pages readahead workers are reading (fill_run) */
 	_Atomic uint64_t nr_active;	/* replacement: pages in the active list */
 	_Atomic unsigned int nr_fenced;	/* files whose memfd is cut at end of file (fault.c) */
@@ -879,6 +879,21 @@ __upc_hidden void reclaim_kick(struct upc_cache *c);
 __upc_hidden void reclaim_throttle(struct upc_cache *c);
 __upc_hidden void reclaim_wake(struct upc_cache *c);
 __upc_hidden void teardown_runs(struct upc_file *f, const struct run *runs, size_t nr, bool staging);
+/*
+ * zap.c: upcd's clients' PTEs of victims.  What reclaim.c's presence_scan()
+ * says of a page in other processes' mappings: present (ELSEWHERE); in a
+ * client's mapping that may write it unseen, which that client must zap
+ * before the punch (ELSEWHERE_W); and one that cannot be asked to
+ * (ELSEWHERE_HELD, map_held()).
+ */
+#define ELSEWHERE	0x1
+#define ELSEWHERE_W	0x2
+#define ELSEWHERE_HELD	0x4
+__upc_hidden bool map_held(struct upc_map *m);
+__upc_hidden int zap_elsewhere(struct upc_file *f, const struct run *victims, size_t nv, uint64_t first,
+			       const uint8_t *elsewhere);
+__upc_hidden void zap_settle(struct upc_file *f);
+__upc_hidden void zap_settle_all(struct upc_cache *c);
 __upc_hidden uint64_t reclaim_runs(struct upc_file *f, struct run *runs, size_t nr, bool unlocked);
 /* punch.c */
 __upc_hidden int punch_start(struct upc_cache *c);

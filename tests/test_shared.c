@@ -5287,7 +5287,7 @@ Test(shared, what_a_client_maps_is_evicted_under_the_memory_limit, .timeout = 12
  * the other's each time, so that pages are written back, cleaned and
  * evicted from under mappings that write them all along.  Under --async a
  * write to a clean page does not trap: it must be seen in the PTE the
- * client zaps before the punch (reclaim.c, zap_elsewhere), or in the page
+ * client zaps before the punch (zap.c, zap_elsewhere), or in the page
  * a fault maps while a zap is in flight (fault.c, handle_minor); under
  * synchronous tracking the writer waits for the punch.  Every counter in
  * the file afterwards is what its writer counted, and the rest of the file

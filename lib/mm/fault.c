@@ -755,7 +755,7 @@ static void handle_minor(struct upc_handler *h, struct upc_map *m, uintptr_t add
 	ra_async_marker(mm->cache, m, f, pgoff);
 	/*
 	 * The client is zapping PTEs of this mm without file->lock, at the
-	 * reclaim thread's request (reclaim.c, zap_elsewhere) or in a run of
+	 * reclaim thread's request (zap.c, zap_elsewhere) or in a run of
 	 * @m it advised DONTNEED (reclaim.c, dontneed_piece): a PTE it empties
 	 * is the only record of a write made before (track.c), and a page
 	 * mapped here write-protected would read as clean.  A neighbour could

@@ -1,0 +1,256 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * zap.c - the try_to_unmap of pages that upcd's clients map writable under
+ * asynchronous tracking (upcd(8), "Memory").
+ *
+ * The kernel's reclaim tears down every PTE of a victim itself, and the
+ * dirty bit of each torn-down PTE moves to the folio in the same step
+ * (zap_pte_range; Torvalds/Hansen/Kara, seeds/).  upcd cannot tear down a
+ * client's PTEs (process_madvise does MADV_DONTNEED only on the caller:
+ * DESIGN.md), and under asynchronous tracking a write through a clean PTE
+ * does not trap, so a page a client maps writable could take a write
+ * between the dirty check and the punch that nobody sees.  So the reclaim
+ * thread (reclaim.c, shrink_file) asks each such client, through the
+ * reclaim channel the client handed it (upcd.c, struct zapchan;
+ * client.c, zap_serve), to zap its own PTEs of the victims, then collects
+ * what the zapped PTEs recorded (track.c) before it looks at dirty again.
+ * A client that cannot be asked, or did not answer in time, keeps what it
+ * maps cached (map_held), and its faults map dirty from then on (struct
+ * upc_zapper, internal.h).
+ */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define ZAP_TIMEOUT_MS	1000	/* the clients' answers to one pass's zaps, in all (zap_elsewhere) */
+
+/*
+ * Does mapping @m, a client's, hold its pages in the cache?  Under
+ * asynchronous tracking a write through a clean PTE does not trap, so a
+ * page a client maps writable can go only after that client zapped its
+ * PTEs itself (zap_elsewhere), through its reclaim channel: a client
+ * without one, or that once did not answer a zap (struct upc_zapper),
+ * holds them, as does one not to be asked again yet (slow to answer).
+ * Under synchronous tracking a write to a clean page traps and waits for
+ * the punch, which tears the PTE down (try_to_unmap); a read-only mapping
+ * cannot write at all.  Called by the reclaim thread between its zaps:
+ * @inflight is the unanswered ones'.
+ */
+bool map_held(struct upc_map *m)
+{
+	struct upc_zapper *z;
+
+	if (!m->mm->remote || !m->wp || m->file->cache->track_mode != UPC_TRACK_ASYNC)
+		return false;
+	z = atomic_load(&m->mm->zapper);
+	return !z || atomic_load(&z->inflight) || now_ms() < atomic_load(&z->quiet_until);
+}
+
+/*
+ * Zaps answered whose emptied PTEs are not collected yet: the file's lock
+ * could not be taken again after them (zap_elsewhere).  The clients stay
+ * counted in flight (their faults map dirty) until the file's next visit
+ * collects file pages [zap_pend_lo, zap_pend_hi].  The reclaim thread's
+ * only, and file_free()'s once no mapping of the file is left.
+ */
+static int zap_pend_add(struct upc_file *f, struct upc_zapper *z)
+{
+	struct upc_zapper **n = realloc(f->zap_pend, (f->nzap_pend + 1) * sizeof(*n));
+
+	if (!n)
+		return -ENOMEM;
+	f->zap_pend = n;
+	if (!f->nzap_pend)
+		atomic_fetch_add(&f->cache->nr_zap_pend, 1);
+	f->zap_pend[f->nzap_pend++] = z;
+	return 0;
+}
+
+/* The collection zap_pend_add() put off.  Caller holds f->lock. */
+void zap_settle(struct upc_file *f)
+{
+	if (!f->nzap_pend)
+		return;
+	track_collect(f, f->zap_pend_lo, f->zap_pend_hi);
+	for (size_t i = 0; i < f->nzap_pend; i++) {
+		atomic_fetch_sub(&f->zap_pend[i]->inflight, 1);
+		zapper_put(f->zap_pend[i]);
+	}
+	f->nzap_pend = 0;
+	atomic_fetch_sub(&f->cache->nr_zap_pend, 1);
+}
+
+/*
+ * The files with zaps to collect, at every tick of the reclaim thread
+ * (every second) and after every round of the clock, whether or not the
+ * cache is over its limit (the clock may not come back to them for a long
+ * time, and their clients' faults map dirty and their pages are held
+ * meanwhile).  A file whose lock is still not free in 20 ms waits.
+ */
+void zap_settle_all(struct upc_cache *c)
+{
+	unsigned int max = atomic_load(&c->nr_zap_pend);
+	struct upc_file **fs;
+	size_t n = 0;
+
+	if (!max)
+		return;
+	fs = calloc(max, sizeof(*fs));
+	pthread_mutex_lock(&c->lock);
+	for (struct upc_file *f = c->files; fs && f && n < max; f = f->next)
+		if (f->nzap_pend) {
+			file_hold(f);
+			fs[n++] = f;
+		}
+	pthread_mutex_unlock(&c->lock);
+	for (size_t i = 0; i < n; i++) {
+		if (file_lock_visit(fs[i]) == 0) {
+			zap_settle(fs[i]);
+			pthread_mutex_unlock(&fs[i]->lock);
+		}
+		file_put(fs[i]);
+	}
+	free(fs);
+}
+
+/*
+ * The try_to_unmap of victims that clients map writable under asynchronous
+ * tracking (@elsewhere: presence_scan's, from file page @first): each such
+ * client is asked, through its reclaim channel, to zap its PTEs of them.
+ * Each zapped PTE keeps what it recorded - a write-protect marker for a
+ * clean page, an empty PTE for a written one (track.c) - so the written
+ * state travels with the teardown, as the kernel moves the dirty bit to
+ * the folio at zap_pte_range() (Torvalds/Hansen/Kara, seeds/), and it is
+ * collected here before the dirty check (I2, I3).  Each range names the
+ * memfd and file page it is for: the client zaps nothing it does not map
+ * so any more (an address unmapped and reused meanwhile).
+ *
+ * The clients are all asked at once, one message each, and answer without
+ * file->lock (a stopped or hostile one must not stall every other client
+ * of the file); their faults map meanwhile as struct upc_zapper says,
+ * until the written state of what they zapped is collected here, under the
+ * lock again.  The answers get ZAP_TIMEOUT_MS in all; a client that does
+ * not answer in time keeps its pages where they are, from then on
+ * (map_held).  f->lock is held on entry.  Returns 0 if no client was asked
+ * (the lock was held throughout), 1 if some were (the lock was let go, and
+ * is held again), or -1 if it could not be taken again within
+ * ZAP_TIMEOUT_MS (file_lock_visit, again and again: a truncation waiting
+ * for a memfd's inode lock holds it): the pass ends there, and what was
+ * zapped is collected at the file's next visit (zap_settle); those
+ * clients' faults map dirty until then.
+ */
+int zap_elsewhere(struct upc_file *f, const struct run *victims, size_t nv, uint64_t first,
+		  const uint8_t *elsewhere)
+{
+	struct zap_req {
+		struct upc_zapper *z;
+		uint64_t *triples;
+		size_t n, cap;
+	} reqs[UPC_ZAP_MAX_CLIENTS];
+	struct upc_zapper *zs[UPC_ZAP_MAX_CLIENTS];
+	int rets[UPC_ZAP_MAX_CLIENTS];
+	size_t nreq = 0, nasked = 0;
+	uint64_t deadline;
+	struct stat st;
+	bool locked;
+
+	if (fstat(f->memfd, &st) < 0)
+		return 0;
+	for (struct upc_map *m = f->rmap; m; m = m->f_next) {
+		uint64_t mend = m->pgoff + ((m->end - m->start) >> UPC_PAGE_SHIFT);
+		struct zap_req *r = NULL;
+		struct upc_zapper *z;
+
+		if (!m->mm->remote || !m->wp || !(z = atomic_load(&m->mm->zapper)))
+			continue;
+		/* one message a client: another mapping of one asked already goes in the same */
+		for (size_t i = 0; i < nreq; i++)
+			if (reqs[i].z == z)
+				r = &reqs[i];
+		if (!r) {
+			if (nreq == UPC_ZAP_MAX_CLIENTS || atomic_load(&z->inflight) ||
+			    now_ms() < atomic_load(&z->quiet_until))
+				continue;	/* held (map_held), or the next pass's */
+			r = &reqs[nreq];
+			*r = (struct zap_req){ z, NULL, 0, 0 };
+		}
+		for (size_t i = 0; i < nv; i++) {
+			uint64_t s = max_t(uint64_t, victims[i].start, m->pgoff);
+			uint64_t e = min_t(uint64_t, victims[i].start + victims[i].n, mend);
+
+			for (uint64_t p = s; p < e; p++) {
+				uintptr_t a = m->start + ((p - m->pgoff) << UPC_PAGE_SHIFT);
+				uint64_t *t = r->n ? r->triples + 3 * (r->n - 1) : NULL;
+
+				if (!(elsewhere[p - first] & ELSEWHERE_W))
+					continue;
+				if (t && t[0] + t[1] == a && t[2] + (t[1] >> UPC_PAGE_SHIFT) == p) {
+					t[1] += UPC_PAGE_SIZE;
+					continue;
+				}
+				/* (a page not asked for stays: it is still present at the look after) */
+				if (r->n == UPC_ZAP_MAX_RANGES)
+					break;
+				if (r->n == r->cap) {
+					size_t cap = r->cap ? 2 * r->cap : 16;
+					uint64_t *n = realloc(r->triples, cap * 3 * sizeof(*n));
+
+					if (!n)
+						break;
+					r->triples = n;
+					r->cap = cap;
+				}
+				t = r->triples + 3 * r->n++;
+				t[0] = a;
+				t[1] = UPC_PAGE_SIZE;
+				t[2] = p;
+			}
+		}
+		if (r == &reqs[nreq] && r->n) {
+			/* Before the lock goes: from now on its faults map dirty (struct upc_zapper). */
+			zapper_get(z);
+			atomic_fetch_add(&z->inflight, 1);
+			nreq++;
+		} else if (r == &reqs[nreq]) {
+			free(r->triples);
+		}
+	}
+	if (!nreq)
+		return 0;
+	pthread_mutex_unlock(&f->lock);
+	for (size_t i = 0; i < nreq; i++) {
+		if (reqs[i].z->ask(reqs[i].z, (uint64_t)st.st_dev, (uint64_t)st.st_ino, reqs[i].triples, reqs[i].n) == 0) {
+			zs[nasked++] = reqs[i].z;
+			continue;
+		}
+		atomic_fetch_sub(&reqs[i].z->inflight, 1);	/* not asked: nothing will be zapped */
+		zapper_put(reqs[i].z);
+	}
+	if (nasked)
+		zs[0]->wait(zs, rets, nasked, ZAP_TIMEOUT_MS);
+	deadline = now_ms() + ZAP_TIMEOUT_MS;
+	while (!(locked = file_lock_visit(f) == 0) && now_ms() < deadline)
+		;
+	for (size_t i = 0; i < nasked; i++) {
+		if (rets[i] == -ETIMEDOUT || rets[i] == -EPIPE) {
+			zapper_put(zs[i]);	/* counted in flight for good (struct upc_zapper) */
+			continue;
+		}
+		/* answered: collected below, or at the file's next visit (zap_settle) */
+		f->zap_pend_lo = min_t(uint64_t, f->nzap_pend ? f->zap_pend_lo : UINT64_MAX, victims[0].start);
+		f->zap_pend_hi = max_t(uint64_t, f->nzap_pend ? f->zap_pend_hi : 0,
+				       victims[nv - 1].start + victims[nv - 1].n - 1);
+		if (zap_pend_add(f, zs[i]) < 0) {
+			atomic_store(&zs[i]->quiet_until, UINT64_MAX);	/* never collected: held for good */
+			zapper_put(zs[i]);
+		}
+	}
+	for (size_t i = 0; i < nreq; i++)
+		free(reqs[i].triples);
+	if (locked)
+		zap_settle(f);
+	return locked ? 1 : -1;
+}
+
