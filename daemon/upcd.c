@@ -760,43 +760,38 @@ static long req_clients(uint64_t first, uint64_t *rargs, void *data, size_t *dle
 /*
  * SYNC: write back every dirty page of the cache and fdatasync each file
  * (writeback_range(WB_SYNC), as msync(MS_SYNC) over all of it), file after
- * file as upc_drop() walks them.  rargs: files written back, dirty pages
+ * file as upc_drop() walks them (files_walk: a file whose lock is held by
+ * a thread waiting for a client's hold of its memfd's inode lock is
+ * waited for last).  rargs: files written back, dirty pages
  * left because a UPC_PIN_NOWRITEBACK pin holds them.  Returns 0 or the
  * first error; the other files are written back all the same.  upcctl
  * shows its progress from pages_dirty and pages_writeback, polled on a
  * connection of its own meanwhile.
  */
+struct sync_walk {
+	uint64_t files, held;
+};
+
+static int sync_one(struct upc_file *f, bool visit, void *arg)
+{
+	struct sync_walk *w = arg;
+	uint64_t h = 0;
+	int ret = writeback_range(f, 0, UINT64_MAX, WB_SYNC | (visit ? WB_VISIT : 0), &h);
+
+	if (ret == -EBUSY && visit)
+		return ret;	/* passed by, for now (files_walk) */
+	w->held += h;
+	w->files++;
+	return ret;
+}
+
 static long req_sync(uint64_t *rargs)
 {
-	struct upc_cache *c = d.c;
-	uint64_t files = 0, held = 0;
-	struct upc_file *f;
-	int err = 0;
+	struct sync_walk w = { 0, 0 };
+	int err = files_walk(d.c, sync_one, &w);
 
-	pthread_mutex_lock(&c->lock);
-	f = c->files;
-	if (f)
-		file_hold(f);
-	pthread_mutex_unlock(&c->lock);
-	while (f) {
-		struct upc_file *next;
-		uint64_t h = 0;
-		int ret = writeback_range(f, 0, UINT64_MAX, WB_SYNC, &h);
-
-		if (ret < 0 && !err)
-			err = ret;
-		held += h;
-		files++;
-		pthread_mutex_lock(&c->lock);
-		next = f->next;
-		if (next)
-			file_hold(next);
-		pthread_mutex_unlock(&c->lock);
-		file_put(f);
-		f = next;
-	}
-	rargs[0] = files;
-	rargs[1] = held;
+	rargs[0] = w.files;
+	rargs[1] = w.held;
 	return err;
 }
 

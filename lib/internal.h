@@ -702,6 +702,7 @@ __upc_hidden size_t cache_kept_pending(struct upc_cache *c);
 __upc_hidden void file_set_size(struct upc_file *f, off_t size);
 __upc_hidden void file_put(struct upc_file *f);
 __upc_hidden void file_reap(struct upc_cache *c, bool all);
+__upc_hidden int files_walk(struct upc_cache *c, int (*fn)(struct upc_file *f, bool visit, void *arg), void *arg);
 
 /* Another reference: the caller holds one, or cache->lock with @f on cache->files. */
 static inline void file_hold(struct upc_file *f)
@@ -856,6 +857,8 @@ __upc_hidden void fork_cache_del(struct upc_cache *c);
 #define WB_EXPIRED	0x2	/* only pages dirty for longer than expire_ms */
 #define WB_NOWAIT	0x4	/* skip pages under write-back instead of waiting */
 #define WB_FSYNC	0x8	/* with WB_SYNC: fsync (data and metadata), not fdatasync */
+#define WB_VISIT	0x10	/* a visitor of every file: -EBUSY if file_lock_visit() fails */
+#define DROP_VISIT	0x80000000u	/* file_drop(), beside UPC_DROP_*: as WB_VISIT */
 __upc_hidden int file_drop(struct upc_file *f, unsigned int flags, uint64_t *dropped);
 __upc_hidden int writeback_range(struct upc_file *f, uint64_t first, uint64_t last, int how,
 				 uint64_t *heldp);

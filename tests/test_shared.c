@@ -5648,7 +5648,11 @@ Test(shared, a_zap_made_late_loses_no_write, .timeout = 120)
  * file's lock too: every client of the daemon stopped (measured: another
  * client's map of another file had not returned 37 s later).  Now other
  * files are mapped, read and evicted as ever, and the truncation completes
- * once the lock is let go.
+ * once the lock is let go.  So did the threads that visit every file: the
+ * background writer stopped at that file for good, and a sync or a drop of
+ * the whole cache wrote nothing after it; now a file older in the cache
+ * (walked after it) is written back by each meanwhile, and the sync and the
+ * drop wait for the held file last.
  */
 struct held_trunc {
 	struct upc_cache *c;
@@ -5664,15 +5668,57 @@ static void *held_trunc_main(void *arg)
 	return NULL;
 }
 
+/* An administrator's SYNC or DROP (UPC_DROP_WRITEBACK) of the whole cache, in a thread: its result, or 1 until it has one. */
+struct held_admin {
+	uint16_t type;
+	_Atomic long ret;
+};
+
+static void *held_admin_main(void *arg)
+{
+	struct held_admin *a = arg;
+	uint64_t flags = a->type == UPC_MSG_DROP ? UPC_DROP_WRITEBACK : 0;
+	struct upc_msg *m = malloc(sizeof(*m));
+	int s = path_connect(sock_path);
+	long ret = -ENOMEM;
+
+	if (m && s >= 0 && upc_msg_send(s, a->type, 1, &flags, 1, NULL, 0, NULL, 0) == 0)
+		ret = upc_msg_recv(s, m, UPC_FROM_DAEMON) == 0 ? (long)(int64_t)m->args[0] : -EBADMSG;
+	else if (s < 0)
+		ret = -errno;
+	if (s >= 0)
+		close(s);
+	free(m);
+	atomic_store(&a->ret, ret);
+	return NULL;
+}
+
+/* Does the file @fd say @byte at @off within 10 s (written back by someone else meanwhile)? */
+static bool held_reaches_file(int fd, off_t off, unsigned char byte)
+{
+	unsigned char b = 0;
+
+	for (int i = 0; i < 1000; i++) {
+		cr_assert_eq(pread(fd, &b, 1, off), 1);
+		if (b == byte)
+			return true;
+		usleep(10000);
+	}
+	return false;
+}
+
 Test(shared, a_client_holding_its_memfds_lock_and_truncating_stalls_no_other_file, .timeout = 120)
 {
 	const size_t xsize = 64 * PAGE, ysize = 32u << 20, limit = 4u << 20;
 	struct held h = { 0 };
 	struct held_trunc ht = { .ret = 1 };
+	struct held_admin admin[2];
+	pthread_t admins[2];
+	volatile unsigned char *wp;
 	struct upc_stats st = { .sz = sizeof(st) };
-	char xpath[64], ypath[64], zpath[64];
+	char xpath[64], ypath[64], zpath[64], wpath[64];
 	int xfd = tmpfile_pattern(xsize, xpath), yfd = tmpfile_pattern(ysize, ypath);
-	int zfd = tmpfile_pattern(16 * PAGE, zpath);
+	int zfd = tmpfile_pattern(16 * PAGE, zpath), wfd = tmpfile_pattern(4 * PAGE, wpath);
 	unsigned char *xbuf = malloc(xsize), *zp;
 	pthread_t truncater;
 	struct upc_cache *c, *c2;
@@ -5681,6 +5727,8 @@ Test(shared, a_client_holding_its_memfds_lock_and_truncating_stalls_no_other_fil
 
 	held_start(&h);
 	c = shared_cache();
+	/* W, older in the cache than X: the walks of every file come to it after X */
+	cr_assert_eq(upc_pread(c, wfd, xbuf, PAGE, 0), (ssize_t)PAGE);
 	cr_assert_eq(upc_pread(c, xfd, xbuf, xsize, 0), (ssize_t)xsize);
 	held_map(&h, xpath, xsize);
 	held_lock(&h, 60 * PAGE);	/* past the truncation below: its zeros go with it */
@@ -5692,8 +5740,27 @@ Test(shared, a_client_holding_its_memfds_lock_and_truncating_stalls_no_other_fil
 	sleep(2);	/* statistics are published every second */
 	cr_assert_eq(atomic_load(&ht.ret), 1, "the truncation did not wait for the memfd's lock");
 
-	/* Another client maps and reads another file, and reads one eight times the limit. */
+	/*
+	 * The background writer (asked by an msync), a sync and a drop of the
+	 * whole cache write W back meanwhile; before the cache is full (the
+	 * eviction of a dirty page writes it back too).
+	 */
 	c2 = shared_cache();
+	cr_assert_eq(upc_map(c2, wfd, 0, 4 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&wp), 0);
+	wp[PAGE + 3] = 'b';
+	cr_assert_eq(upc_msync(c2, (void *)wp, 4 * PAGE, UPC_MS_ASYNC), 0);
+	cr_assert(held_reaches_file(wfd, PAGE + 3, 'b'), "the background writer stopped at the held file");
+	for (int i = 0; i < 2; i++) {
+		admin[i].type = i ? UPC_MSG_DROP : UPC_MSG_SYNC;
+		atomic_store(&admin[i].ret, 1);
+		wp[2 * PAGE + i] = (unsigned char)('s' + i);
+		cr_assert_eq(pthread_create(&admins[i], NULL, held_admin_main, &admin[i]), 0);
+		cr_assert(held_reaches_file(wfd, 2 * PAGE + i, (unsigned char)('s' + i)),
+			  "a %s of the whole cache stopped at the held file", i ? "drop" : "sync");
+		cr_assert_eq(atomic_load(&admin[i].ret), 1, "the %s returned while the lock was held", i ? "drop" : "sync");
+	}
+
+	/* Another client maps and reads another file, and reads one eight times the limit. */
 	cr_assert_eq(upc_map(c2, zfd, 0, 16 * PAGE, PROT_READ, 0, (void **)&zp), 0);
 	for (size_t i = 0; i < 16 * PAGE; i += PAGE)
 		bad += zp[i + 9] != pat(i + 9);
@@ -5702,8 +5769,14 @@ Test(shared, a_client_holding_its_memfds_lock_and_truncating_stalls_no_other_fil
 	held_settles(c2, limit, &st);
 	cr_assert_eq(atomic_load(&ht.ret), 1, "the truncation returned while the lock was held");
 
-	/* Let go: the write, then the truncation. */
+	/* Let go: the write, then the truncation, the sync and the drop. */
 	held_let_go(&h);
+	for (int i = 0; i < 2; i++) {
+		cr_assert_eq(pthread_join(admins[i], NULL), 0);
+		cr_assert_geq(atomic_load(&admin[i].ret), 0, "the %s: %s", i ? "drop" : "sync",
+			      strerror((int)-atomic_load(&admin[i].ret)));
+	}
+	cr_assert_eq(upc_unmap(c2, (void *)wp, 4 * PAGE), 0);
 	cr_assert_eq(pthread_join(truncater, NULL), 0);
 	cr_assert_eq(atomic_load(&ht.ret), 0, "truncate: %s", strerror(-atomic_load(&ht.ret)));
 	cr_assert_eq(fstat(xfd, &sb), 0);
@@ -5720,6 +5793,7 @@ Test(shared, a_client_holding_its_memfds_lock_and_truncating_stalls_no_other_fil
 	close(xfd);
 	close(yfd);
 	close(zfd);
+	close(wfd);
 	free(xbuf);
 	upcd_stop();
 }

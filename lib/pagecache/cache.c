@@ -1366,6 +1366,73 @@ static unsigned int unused_trim(struct upc_cache *c, struct upc_file **deadp, st
 }
 
 /*
+ * @fn over every file of @c, each held meanwhile, as a sync or a drop of
+ * the whole cache walks it: first as a visitor (@visit: @fn returns -EBUSY,
+ * having done nothing, for a file whose lock it cannot take soon:
+ * file_lock_visit), then, once every other file is done, again for each
+ * file passed by, waiting for its lock.  Under upcd a thread can hold a
+ * file's lock while it waits for the memfd's inode lock, which a client
+ * can hold as long as it likes (punch.c): the walk waited there, and every
+ * file after that one waited with it.  Files added meanwhile (at the head)
+ * are not visited.  Returns 0 or @fn's first error.
+ */
+int files_walk(struct upc_cache *c, int (*fn)(struct upc_file *f, bool visit, void *arg), void *arg)
+{
+	struct upc_file *f, **later = NULL;
+	size_t nlater = 0, cap = 0;
+	int err = 0, ret;
+
+	pthread_mutex_lock(&c->lock);
+	f = c->files;
+	if (f)
+		file_hold(f);
+	pthread_mutex_unlock(&c->lock);
+	while (f) {
+		struct upc_file *next;
+		bool kept = false;
+
+		ret = fn(f, true, arg);
+		if (ret == -EBUSY) {
+			if (nlater == cap) {
+				size_t ncap = cap ? 2 * cap : 8;
+				struct upc_file **n = realloc(later, ncap * sizeof(*n));
+
+				if (n) {
+					later = n;
+					cap = ncap;
+				}
+			}
+			if (nlater < cap) {
+				later[nlater++] = f;	/* its reference goes with it */
+				kept = true;
+				ret = 0;
+			} else {
+				ret = fn(f, false, arg);	/* no memory to put it off: waited for now */
+			}
+		}
+		if (ret < 0 && !err)
+			err = ret;
+		/* the next one taken before this one is let go: its put may release it (file_put) */
+		pthread_mutex_lock(&c->lock);
+		next = f->next;
+		if (next)
+			file_hold(next);
+		pthread_mutex_unlock(&c->lock);
+		if (!kept)
+			file_put(f);
+		f = next;
+	}
+	for (size_t i = 0; i < nlater; i++) {
+		ret = fn(later[i], false, arg);
+		if (ret < 0 && !err)
+			err = ret;
+		file_put(later[i]);
+	}
+	free(later);
+	return err;
+}
+
+/*
  * The reaper.  From file_get(), before a new file takes descriptors: the
  * unused files past the bound go, the dirty ones written back here first.
  * From the reclaim thread (@all), about every second and when woken: also
@@ -1403,8 +1470,8 @@ void file_reap(struct upc_cache *c, bool all)
 	pthread_mutex_unlock(&c->lock);
 	files_free(dead);
 	for (unsigned int i = 0; i < nwb; i++) {
-		/* Written back before it goes; a failed write keeps it (dirty) for the next pass. */
-		writeback_range(wb[i], 0, UINT64_MAX, 0, NULL);
+		/* Written back before it goes; a failed write, or a lock not free (WB_VISIT), keeps it for the next pass. */
+		writeback_range(wb[i], 0, UINT64_MAX, WB_VISIT, NULL);
 		file_put(wb[i]);
 	}
 }

@@ -69,11 +69,12 @@
  * a fault on a client's page in a hole of the memfd), and a growth of the
  * memfd, is made by a thread working for that file's clients, under its
  * lock, and waits for the inode lock: one client can stall the others of a
- * file it may write (which it can also fill with zeros), and the threads
- * that visit every file under its lock (the background writer, a sync or
- * drop of the whole cache): not fixed (upcd(8), BUGS).  Those that would
- * stall every client pass such a file by: the clock hand (shrink_file),
- * and the statistics, which hold cache->lock (publish_tick, upc_stats).
+ * file it may write (which it can also fill with zeros): not fixed
+ * (upcd(8), BUGS).  The threads that visit every file pass such a file by:
+ * the clock hand (shrink_file), the statistics, which hold cache->lock
+ * (publish_tick, upc_stats), the background writer and the reaper
+ * (writeback_range, WB_VISIT); a sync or a drop of the whole cache comes
+ * back to it after every other file, and waits (files_walk).
  */
 #define PUNCH_RING	1024	/* > the runs of one eviction (SCAN_BATCH pages) */
 #define PUNCH_WORKERS	64	/* io-wq workers: memfds whose locks can be waited for at once */

@@ -618,13 +618,21 @@ int dontneed_piece(struct upc_map *m, uintptr_t s, uintptr_t e, uint64_t first, 
  */
 int file_drop(struct upc_file *f, unsigned int flags, uint64_t *dropped)
 {
+	bool visit = flags & DROP_VISIT;
 	struct run *runs = NULL;
 	size_t nr = 0, cap = 0;
 	int ret = 0;
 
-	if (flags & UPC_DROP_WRITEBACK)
-		ret = writeback_range(f, 0, UINT64_MAX, WB_SYNC, NULL);
-	pthread_mutex_lock(&f->lock);
+	/* A visitor of every file (DROP_VISIT: files_walk) passes by one whose lock is not free: -EBUSY. */
+	if (flags & UPC_DROP_WRITEBACK) {
+		ret = writeback_range(f, 0, UINT64_MAX, WB_SYNC | (visit ? WB_VISIT : 0), NULL);
+		if (ret == -EBUSY && visit)
+			return ret;
+	}
+	if (!visit)
+		pthread_mutex_lock(&f->lock);
+	else if (file_lock_visit(f) != 0)
+		return -EBUSY;
 	/*
 	 * A readahead read in flight (control.c, fill_run) holds what the file
 	 * had before the drop: the next touch must read the file again, so it
@@ -648,11 +656,22 @@ int file_drop(struct upc_file *f, unsigned int flags, uint64_t *dropped)
 	return ret;
 }
 
+struct drop_walk {
+	unsigned int flags;
+	uint64_t dropped;
+};
+
+static int drop_one(struct upc_file *f, bool visit, void *arg)
+{
+	struct drop_walk *w = arg;
+
+	return file_drop(f, w->flags | (visit ? DROP_VISIT : 0), &w->dropped);
+}
+
 UPC_API int upc_drop(struct upc_cache *c, unsigned int flags)
 {
-	uint64_t dropped = 0;
-	struct upc_file *f;
-	int ret, err = 0;
+	struct drop_walk w = { flags, 0 };
+	int err;
 
 	if (c && c->client)	/* UPC_CACHE_SHARED: upcd serves it (client.c) */
 		return client_drop(c, flags);
@@ -660,32 +679,12 @@ UPC_API int upc_drop(struct upc_cache *c, unsigned int flags)
 	if (!c || (flags & ~UPC_DROP_FLAGS_ALL))
 		return -EINVAL;
 	/*
-	 * Each file is held while it is dropped, and the next one is taken
-	 * before it is let go: a file whose last page goes here, and that no
-	 * mapping uses, is released by that put (cache.c).  Files added
-	 * meanwhile (at the head) are not visited.
+	 * A file whose write-back fails keeps its dirty pages; the others are
+	 * still dropped.  A file whose last page goes here, and that no
+	 * mapping uses, is released by files_walk()'s put (cache.c).
 	 */
-	pthread_mutex_lock(&c->lock);
-	f = c->files;
-	if (f)
-		file_hold(f);
-	pthread_mutex_unlock(&c->lock);
-	while (f) {
-		struct upc_file *next;
-
-		/* A file whose write-back fails keeps its dirty pages; the others are still dropped. */
-		ret = file_drop(f, flags, &dropped);
-		if (ret < 0 && !err)
-			err = ret;
-		pthread_mutex_lock(&c->lock);
-		next = f->next;
-		if (next)
-			file_hold(next);
-		pthread_mutex_unlock(&c->lock);
-		file_put(f);
-		f = next;
-	}
+	err = files_walk(c, drop_one, &w);
 	if (err)
 		return err;
-	return dropped > INT32_MAX ? INT32_MAX : (int)dropped;
+	return w.dropped > INT32_MAX ? INT32_MAX : (int)w.dropped;
 }

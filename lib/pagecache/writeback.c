@@ -370,6 +370,8 @@ bool has_writeback(struct upc_file *f, uint64_t first, uint64_t last)
  * Write back the dirty pages of @f in [@first, @last].  Returns 0 or the first
  * error this call met (which is also recorded in the file's errseq).  Dirty
  * pages held by UPC_PIN_NOWRITEBACK pins are skipped and counted in *@heldp.
+ * With WB_VISIT, a thread that visits every file passes by one whose lock it
+ * cannot take soon (file_lock_visit): -EBUSY, and nothing is done.
  */
 int writeback_range(struct upc_file *f, uint64_t first, uint64_t last, int how, uint64_t *heldp)
 {
@@ -381,7 +383,10 @@ int writeback_range(struct upc_file *f, uint64_t first, uint64_t last, int how, 
 	uint32_t now;
 	int ret = 0, err;
 
-	pthread_mutex_lock(&f->lock);
+	if (!(how & WB_VISIT))
+		pthread_mutex_lock(&f->lock);
+	else if (file_lock_visit(f) != 0)
+		return -EBUSY;
 again:
 	if (heldp)
 		*heldp = held0;
@@ -692,9 +697,15 @@ static void *bgwb_main(void *arg)
 			files[nf++] = f;
 		}
 		pthread_mutex_unlock(&c->lock);
-		/* (write-back collects async-tracked written pages itself) */
+		/*
+		 * (write-back collects async-tracked written pages itself.)  A
+		 * file whose lock a thread holds while it waits for the memfd's
+		 * inode lock, which an upcd client can hold as long as it likes
+		 * (punch.c), is passed by until the next pass: it stalled the
+		 * write-back of every other file.
+		 */
 		for (size_t i = 0; i < nf; i++) {
-			writeback_range(files[i], 0, UINT64_MAX, WB_EXPIRED | WB_NOWAIT, NULL);
+			writeback_range(files[i], 0, UINT64_MAX, WB_EXPIRED | WB_NOWAIT | WB_VISIT, NULL);
 			file_put(files[i]);
 		}
 
