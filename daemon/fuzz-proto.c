@@ -51,7 +51,7 @@ static const struct {
 	[UPC_MSG_STATUS] = { 0, 0 },	[UPC_MSG_ADOPT] = { 4, 3 },	[UPC_MSG_CALL] = { 4, 0 },	[UPC_MSG_CALL_DONE] = { 1, 0 },
 	[UPC_MSG_RELAY] = { 1, 0 },	[UPC_MSG_MAP_CLEAR] = { 2, 0 },	[UPC_MSG_PWRITE_FD] = { 2, 2 },
 	[UPC_MSG_CLIENTS] = { 1, 0 },	[UPC_MSG_SYNC] = { 1, 0 },	[UPC_MSG_RECLAIM] = { 0, 1 },
-	[UPC_MSG_ZAP] = { 2, 0 },	[UPC_MSG_ZAP_DONE] = { 1, 0 },
+	[UPC_MSG_ZAP] = { 2, 0 },	[UPC_MSG_ZAP_DONE] = { 1, 0 },	[UPC_MSG_ONCE] = { 0, 0 },
 };
 
 /* Per message type: whether it carries data (pwrite's bytes, a reply's, a zap's ranges). */

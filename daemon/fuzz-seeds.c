@@ -66,6 +66,7 @@ static const struct seed {
 	{ "zap-max", UPC_MSG_ZAP, 2, 0, UPC_PROTO_MAX_DATA - 16 },
 	{ "reply-hello-features", UPC_MSG_REPLY, 5, 0, 0 },
 	{ "zap-done", UPC_MSG_ZAP_DONE, 1, 0, 0 },
+	{ "once", UPC_MSG_ONCE, 0, 0, 0 },
 };
 
 static unsigned char msg[1 + UPC_PROTO_MAX_MSG];

@@ -58,6 +58,7 @@ static const struct msg_rule {
 	[UPC_MSG_RECLAIM]	= { "reclaim", 0, 1, UPC_FROM_CLIENT, 0 },
 	[UPC_MSG_ZAP]		= { "zap", 2, 0, UPC_FROM_DAEMON, UPC_PROTO_MAX_DATA - 16 },
 	[UPC_MSG_ZAP_DONE]	= { "zap-done", 1, 0, UPC_FROM_CLIENT, 0 },
+	[UPC_MSG_ONCE]		= { "once", 0, 0, UPC_FROM_CLIENT, 0 },
 };
 
 const char *upc_msg_name(unsigned int type)

@@ -107,11 +107,20 @@ enum upc_msg_type {
 				 * (MADV_DONTNEED); args: the memfd's st_dev, st_ino; data:
 				 * { addr, length, file page at addr } triples, 64-bit each */
 	UPC_MSG_ZAP_DONE,	/* client -> daemon, on the channel, the ZAP's seq; args: result */
+	/*
+	 * client -> daemon request, after attach, to a daemon that says
+	 * UPC_DAEMON_F_ONCE: this client numbers its requests so that one that
+	 * changes a file (PWRITE, PWRITE_FD, FTRUNCATE, FALLOCATE) and is sent
+	 * again, with its number, to this or a later daemon, is applied once
+	 * (numbers start at random, never repeat, are never 0)
+	 */
+	UPC_MSG_ONCE,
 	UPC_MSG_TYPE_MAX
 };
 
 /* The daemon's features, the fourth argument of HELLO's reply. */
 #define UPC_DAEMON_F_RECLAIM	0x1u	/* it takes a reclaim channel (UPC_MSG_RECLAIM) */
+#define UPC_DAEMON_F_ONCE	0x2u	/* it applies a numbered request once (UPC_MSG_ONCE) */
 #define UPC_ZAP_TRIPLE		24u	/* bytes of one range of a UPC_MSG_ZAP */
 
 /* UPC_MSG_CALL operations. */

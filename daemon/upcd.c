@@ -75,6 +75,7 @@ struct client {
 	 */
 	uint64_t pinned;
 	uint64_t map_bytes;		/* what its mappings spanned when CLIENTS last looked (d.lock) */
+	bool once;			/* it numbers its requests to be applied once (UPC_MSG_ONCE) */
 	int refuse;			/* a negative errno: answer the first request with it, and close */
 };
 
@@ -868,6 +869,9 @@ static long serve(struct client *cl, struct upc_msg *m, uint64_t *rargs, unsigne
 		if ((ret = check_file(m->fds[0])) < 0)
 			return ret;
 		return upc_invalidate(c, m->fds[0], (off_t)m->args[0], (off_t)m->args[1]);
+	case UPC_MSG_ONCE:
+		cl->once = true;
+		return 0;
 	case UPC_MSG_RELAY:
 		if (int_arg(m->args[0], &iarg) < 0)
 			return -EINVAL;
@@ -990,7 +994,7 @@ static long serve_hello(struct client *cl, struct upc_msg *m, uint64_t *rargs, u
 	rargs[0] = UPC_PROTO_VERSION;
 	rargs[1] = d.c->uffd_features;
 	rargs[2] = st.track_mode;
-	rargs[3] = UPC_DAEMON_F_RECLAIM;
+	rargs[3] = UPC_DAEMON_F_RECLAIM | UPC_DAEMON_F_ONCE;
 	*rargc = 4;
 	cl->hello = true;
 	return 0;
@@ -1082,6 +1086,13 @@ static void *client_main(void *arg)
 		struct upc_msg *m = cl->msg;
 		size_t dlen = 0;
 		int rfd[2] = { -1, -1 };
+		/*
+		 * A request that changes a file is applied once, whatever daemon
+		 * it is sent to again (struct upc_once, internal.h), for a client
+		 * that numbers its requests so (UPC_MSG_ONCE): known by the
+		 * client's process, which it cannot forge, and its number.
+		 */
+		struct upc_once once = { 0 };
 		long ret;
 
 		if (poll(pfd, cl->pidfd >= 0 ? 2 : 1, -1) < 0) {
@@ -1115,20 +1126,14 @@ static void *client_main(void *arg)
 			ret = serve_attach(cl, m);
 		} else if (cl->mm && m->h.type != UPC_MSG_HELLO && m->h.type != UPC_MSG_ATTACH &&
 			   m->h.type != UPC_MSG_CALL_DONE) {
-			/*
-			 * A request that changes a file is applied once, whatever
-			 * daemon it is sent to again (struct upc_once, internal.h):
-			 * known by the client's process, which it cannot forge,
-			 * and its sequence number, which the library keeps for a
-			 * request it sends again.
-			 */
-			struct upc_once once = { (uint64_t)cl->cred.pid, m->h.seq };
 			bool changes = m->h.type == UPC_MSG_PWRITE || m->h.type == UPC_MSG_PWRITE_FD ||
 				       m->h.type == UPC_MSG_FTRUNCATE || m->h.type == UPC_MSG_FALLOCATE;
 
+			once.who = (uint64_t)cl->cred.pid;
+			once.seq = m->h.seq;
 			mm_current_set(cl->mm);
 			remote_lift_pending(cl->mm);	/* poison markers the file grew over (remote.c) */
-			upc_once_cur = changes ? &once : NULL;
+			upc_once_cur = changes && cl->once ? &once : NULL;
 			ret = serve(cl, m, rargs + 1, &rargc, rfd, data, &dlen);
 			upc_once_cur = NULL;
 			remote_lift_pending(cl->mm);
@@ -1146,12 +1151,14 @@ static void *client_main(void *arg)
 			for (int i = 0; i < 2; i++)
 				if (rfd[i] >= 0)
 					close(rfd[i]);
+			upc_once_release(&once);
 			__atomic_fetch_add(&d.dropped, 1, __ATOMIC_RELAXED);
 			break;
 		}
 		for (int i = 0; i < 2; i++)
 			if (rfd[i] >= 0)
 				close(rfd[i]);
+		upc_once_release(&once);	/* answered: its note may go with the file */
 	}
 	free(data);
 	/* Gone: its mappings are forgotten, its dirty pages stay (remote_detach). */

@@ -178,28 +178,36 @@ struct upc_state_hdr {
  * (client.c, request_fds), which may have let another process write the
  * range meanwhile: applied again, the request would undo that write.  So
  * the daemon notes each such request in the file's state page (page 0 of
- * its page-table memfd, which outlives it with the memfd), in the slot of
+ * its page-table memfd, which outlives it with the memfd), in a slot of
  * the client's process, under the file's io_lock: (who, seq) and
  * UPC_ONCE_APPLYING before the file changes, the result after (fileio.c,
- * once_begin, once_end).  @who is the client's pid as SO_PEERCRED gave it
- * (a client cannot pass for another process), @seq the request's header
- * sequence number, which the library keeps for a request sent again and
- * starts at a random number for each connection of a process.  A request
- * found done is answered with its result and not applied; one found
- * applying (the daemon died in it) is applied again, as nothing answered
- * it yet.  One slot per process, hashed: a request whose slot another
- * process's took since is applied again (a client's resend is made within
- * $UPC_RECONNECT of the death).
+ * once_begin, once_end), and it holds the file until the reply is sent,
+ * so that the note outlives the request.  @who is the client's pid as
+ * SO_PEERCRED gave it, @seq the request's header sequence number, which
+ * the library keeps for a request sent again, starts at a random number
+ * for each client (and again in a forked child), and never makes 0; only
+ * for a client that said so (UPC_MSG_ONCE: an earlier library numbers
+ * from 1, and two caches of one process count the same numbers).  A
+ * request found done is answered with its result and not applied; one
+ * found applying (the daemon died in it) is applied again, as nothing
+ * answered it yet; one that failed is not noted (sent again, it is tried
+ * again).  The slots are sets of UPC_ONCE_WAYS, chosen by a hash of @who,
+ * and a process takes the least recently used one of its set: a request
+ * whose note was taken since is applied again (upcd(8), BUGS).
  */
 struct upc_once_slot {
 	_Atomic uint64_t who, seq;
 	_Atomic int64_t result;		/* UPC_ONCE_APPLYING, or what the call returned */
+	_Atomic uint64_t used;		/* now_ms() when taken (the choice of a slot to take) */
 };
 #define UPC_ONCE_OFF		512u	/* in the state page, past struct upc_state_hdr */
-#define UPC_ONCE_SLOTS		128u
+#define UPC_ONCE_SLOTS		96u
+#define UPC_ONCE_WAYS		4u
 #define UPC_ONCE_APPLYING	INT64_MIN
 struct upc_once {
 	uint64_t who, seq;
+	struct upc_once_slot *slot;	/* once_begin()'s, for once_end() */
+	struct upc_file *held;		/* held from once_begin() until upc_once_release() */
 };
 
 /*
@@ -783,7 +791,8 @@ __upc_hidden bool uffd_reads_nowait(int uffd);
 #define RELAY_LIFT_TAG		0x75706c66	/* si_errno of upcd's "zap your poison markers" (sigbus.c) */
 #define MM_CALL_PLACEHOLD	4	/* an anonymous PROT_NONE placeholder over the range */
 /* fileio.c: the client request being served by this thread, if it changes a file (struct upc_once) */
-extern __thread const struct upc_once *upc_once_cur;
+extern __thread struct upc_once *upc_once_cur __upc_hidden;
+__upc_hidden void upc_once_release(struct upc_once *o);
 __upc_hidden struct upc_mm *mm_current(struct upc_cache *c);
 __upc_hidden void mm_current_set(struct upc_mm *mm);
 __upc_hidden void mm_current_clear(struct upc_mm *mm);

@@ -1982,7 +1982,7 @@ Test(shared, reclaim_channel_requests_are_checked, .timeout = 60)
  * it answers hello (asynchronous tracking, a reclaim channel taken), attach,
  * the relay signal and the channel, keeps the channel's descriptor, maps
  * its own memfd for a MAP (plain shared memory: no fault reaches anyone),
- * takes a PWRITE as written whole, and refuses anything else.  Until the
+ * takes a PWRITE as written whole, takes ONCE, and refuses anything else.  Until the
  * client hangs up; or, for each of the first @hangups PWRITEs, it hangs up
  * itself instead of answering, as a daemon that dies, and serves the next
  * connection.
@@ -1995,6 +1995,7 @@ struct fake_daemon {
 	unsigned int hangups;
 	uint64_t pwrites[4];	/* the sequence numbers of the PWRITEs it got */
 	_Atomic unsigned int npwrites;
+	_Atomic unsigned int nonce;	/* UPC_MSG_ONCEs */
 };
 
 static void *fake_daemon_main(void *arg)
@@ -2025,12 +2026,19 @@ static void *fake_daemon_main(void *arg)
 		}
 
 		if (m->h.type == UPC_MSG_HELLO) {
-			r[0] = 0, r[1] = UPC_PROTO_VERSION, r[2] = 0, r[3] = UPC_TRACK_ASYNC, r[4] = UPC_DAEMON_F_RECLAIM;
+			r[0] = 0, r[1] = UPC_PROTO_VERSION, r[2] = 0, r[3] = UPC_TRACK_ASYNC;
+			r[4] = UPC_DAEMON_F_RECLAIM | UPC_DAEMON_F_ONCE;
 			n = 5;
 		} else if (m->h.type == UPC_MSG_ATTACH || m->h.type == UPC_MSG_RELAY) {
 			r[0] = 0;
+		} else if (m->h.type == UPC_MSG_ONCE) {
+			atomic_fetch_add(&fd->nonce, 1);
+			r[0] = 0;
 		} else if (m->h.type == UPC_MSG_RECLAIM) {
-			atomic_store(&fd->channel, fcntl(m->fds[0], F_DUPFD_CLOEXEC, 0));
+			int old = atomic_exchange(&fd->channel, fcntl(m->fds[0], F_DUPFD_CLOEXEC, 0));
+
+			if (old >= 0)
+				close(old);	/* an earlier connection's */
 			r[0] = 0;
 		} else if (m->h.type == UPC_MSG_MAP) {
 			/* its own memfd, mapped shared and served by the kernel: nothing registered */
@@ -2200,6 +2208,8 @@ Test(shared, a_request_sent_again_keeps_its_number, .timeout = 60)
 	cr_assert_eq(fd.pwrites[1], fd.pwrites[0], "sent again as %#llx, first as %#llx",
 		     (unsigned long long)fd.pwrites[1], (unsigned long long)fd.pwrites[0]);
 	cr_assert_neq(fd.pwrites[2], fd.pwrites[1], "a new request with the number of the one before");
+	cr_assert_eq(atomic_load(&fd.nonce), 2, "the client said it numbers its requests on %u connections of 2",
+		     atomic_load(&fd.nonce));
 	upc_cache_destroy(c);
 	pthread_join(fd.thread, NULL);
 	close(fd.ls);
@@ -3347,23 +3357,65 @@ static long raw_req_seq(int s, uint64_t seq, uint16_t type, const uint64_t *args
 	return m->h.type == UPC_MSG_REPLY && m->h.seq == seq ? (long)(int64_t)m->args[0] : -EBADMSG;
 }
 
-/* Another process writes @n bytes @byte at @off of @path with upc_pwrite, through the daemon, and exits. */
-static void pwrite_by_another(const char *path, off_t off, size_t n, unsigned char byte)
-{
-	int status;
-	pid_t x = fork_child();
+/*
+ * Another process, one for the whole case, that writes with upc_pwrite
+ * through the daemon what it is told: { offset, byte } on @cmd[1], 100
+ * bytes each, and answers each with its result on @ack[0].  One process:
+ * a process of its own for each write would take as many slots of the
+ * file's notes (struct upc_once), and might take the case's own.
+ */
+struct other_writer {
+	pid_t pid;
+	int cmd[2], ack[2];
+};
 
-	cr_assert_geq(x, 0);
-	if (x == 0) {
+static void other_writer_start(struct other_writer *w, const char *path)
+{
+	cr_assert_eq(pipe2(w->cmd, O_CLOEXEC), 0);
+	cr_assert_eq(pipe2(w->ack, O_CLOEXEC), 0);
+	w->pid = fork_child();
+	cr_assert_geq(w->pid, 0);
+	if (w->pid == 0) {
 		struct upc_cache *c = shared_cache();
 		int f = open_rw(path);
-		char buf[PAGE];
+		uint64_t req[2];
+		char buf[100];
 
-		memset(buf, byte, n);
-		_exit(n <= sizeof(buf) && upc_pwrite(c, f, buf, n, off) == (ssize_t)n ? 0 : 10);
+		close(w->cmd[1]);	/* (its end of file: the case's close) */
+		close(w->ack[0]);
+		while (read(w->cmd[0], req, sizeof(req)) == (ssize_t)sizeof(req)) {
+			ssize_t n;
+
+			memset(buf, (int)req[1], sizeof(buf));
+			n = upc_pwrite(c, f, buf, sizeof(buf), (off_t)req[0]);
+			if (write(w->ack[1], &n, sizeof(n)) != (ssize_t)sizeof(n))
+				_exit(11);
+		}
+		_exit(0);
 	}
-	cr_assert_eq(waitpid(x, &status, 0), x);
+}
+
+/* The other process writes 100 bytes @byte at @off of the file, through the daemon. */
+static void other_writes(struct other_writer *w, off_t off, unsigned char byte)
+{
+	uint64_t req[2] = { (uint64_t)off, byte };
+	ssize_t n = 0;
+
+	cr_assert_eq(write(w->cmd[1], req, sizeof(req)), (ssize_t)sizeof(req));
+	cr_assert_eq(read(w->ack[0], &n, sizeof(n)), (ssize_t)sizeof(n));
+	cr_assert_eq(n, 100, "the other writer's upc_pwrite: %zd", n);
+}
+
+static void other_writer_stop(struct other_writer *w)
+{
+	int status;
+
+	close(w->cmd[1]);
+	cr_assert_eq(waitpid(w->pid, &status, 0), w->pid);
 	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the other writer: status %#x", status);
+	close(w->cmd[0]);
+	close(w->ack[0]);
+	close(w->ack[1]);
 }
 
 /* Are the @n bytes at @off of @fd all @byte, once the daemon wrote back what it holds? */
@@ -3390,12 +3442,14 @@ static bool file_bytes_are(int fd, off_t off, size_t n, unsigned char byte)
  * with the number it had, as the library sends its one request in flight
  * again: to the same daemon, and to the next after a kill -9, with the
  * other process's write made through the next.  A new number is a new
- * request.
+ * request; a client that did not say it numbers its requests so
+ * (UPC_MSG_ONCE: an earlier library) gets every request applied.
  */
 Test(shared, a_request_sent_again_to_the_next_daemon_is_applied_once, .timeout = 90)
 {
 	static const char *const what[3] = { "pwrite", "truncation", "hole punch" };
 	struct upc_msg *m = malloc(sizeof(*m));
+	struct other_writer w;
 	char path[64], x[100];
 	int fd = tmpfile_pattern(8 * PAGE, path), s, status;
 	uint64_t seq = 0x5eed00;
@@ -3403,8 +3457,20 @@ Test(shared, a_request_sent_again_to_the_next_daemon_is_applied_once, .timeout =
 	cr_assert(m);
 	memset(x, 'X', sizeof(x));
 	upcd_start(NULL);
+	other_writer_start(&w, path);
+
+	/* a client that does not number its requests: the same number twice is two requests */
 	s = raw_connect();
 	cr_assert_eq(raw_attach(s, m), 0);
+	cr_assert_eq(raw_req_seq(s, seq, UPC_MSG_PWRITE, (uint64_t[]){ 3 * PAGE }, 1, x, sizeof(x), fd, m), 100);
+	other_writes(&w, 3 * PAGE, 'Y');
+	cr_assert_eq(raw_req_seq(s, seq, UPC_MSG_PWRITE, (uint64_t[]){ 3 * PAGE }, 1, x, sizeof(x), fd, m), 100);
+	cr_assert(file_bytes_are(fd, 3 * PAGE, 100, 'X'), "a request of a client that does not number them was not applied");
+	close(s);
+
+	s = raw_connect();
+	cr_assert_eq(raw_attach(s, m), 0);
+	cr_assert_eq(raw_req(s, UPC_MSG_ONCE, NULL, 0, NULL, 0, m), 0);
 	for (int restart = 0; restart < 2; restart++) {
 		for (int k = 0; k < 3; k++) {
 			/* a pwrite at page 3; a truncation to 2 pages; a hole of page 0 */
@@ -3424,12 +3490,13 @@ Test(shared, a_request_sent_again_to_the_next_daemon_is_applied_once, .timeout =
 				cr_assert_eq(waitpid(upcd_pid, &status, 0), upcd_pid);
 				upcd_spawn(NULL);	/* it adopts the file from the keeper */
 			}
-			/* another process writes page 3 (growing the file back past it) and page 0 */
-			pwrite_by_another(path, 3 * PAGE, 100, 'Y');
-			pwrite_by_another(path, 10, 100, 'Y');
+			/* the other process writes page 3 (growing the file back past it) and page 0 */
+			other_writes(&w, 3 * PAGE, 'Y');
+			other_writes(&w, 10, 'Y');
 			if (restart) {
 				s = raw_connect();
 				cr_assert_eq(raw_attach(s, m), 0);
+				cr_assert_eq(raw_req(s, UPC_MSG_ONCE, NULL, 0, NULL, 0, m), 0);
 			}
 			ret = raw_req_seq(s, seq, type[k], args[k], argc[k], k ? NULL : x, k ? 0 : sizeof(x), fd, m);
 			cr_assert_eq(ret, want, "the %s sent again%s: %ld", what[k], restart ? " to the next daemon" : "", ret);
@@ -3441,6 +3508,7 @@ Test(shared, a_request_sent_again_to_the_next_daemon_is_applied_once, .timeout =
 	cr_assert_eq(raw_req_seq(s, ++seq, UPC_MSG_PWRITE, (uint64_t[]){ 3 * PAGE }, 1, x, sizeof(x), fd, m), 100);
 	cr_assert(file_bytes_are(fd, 3 * PAGE, 100, 'X'), "a new pwrite was not applied");
 	close(s);
+	other_writer_stop(&w);
 	upcd_stop();
 	free(m);
 	close(fd);

@@ -352,10 +352,19 @@ static bool conn_lost(long ret)
 /*
  * A request's sequence number: the next of this client's, never 0.  The
  * daemon knows a request that changes a file by it and the process
- * (struct upc_once, internal.h), so a request sent again keeps its number
- * (request_fds), and each client starts at a random one: two clients of
- * one process (two caches) do not count the same numbers.  cl->lock held.
+ * (struct upc_once, internal.h; UPC_MSG_ONCE), so a request sent again
+ * keeps its number (request_fds), and each client starts at a random one
+ * (seq_random): two clients of one process (two caches) do not count the
+ * same numbers, nor does a forked child count its parent's, where the
+ * daemon sees them as one process (a pid namespace it cannot see into:
+ * SO_PEERCRED's pid 0).  cl->lock held.
  */
+static void seq_random(struct upc_client *cl)
+{
+	if (getrandom(&cl->seq, sizeof(cl->seq), GRND_NONBLOCK) != sizeof(cl->seq))
+		cl->seq ^= now_us() ^ ((uint64_t)getpid() << 40) ^ (uintptr_t)cl;
+}
+
 static uint64_t seq_next(struct upc_client *cl)
 {
 	if (!++cl->seq)
@@ -566,7 +575,7 @@ static long request_fds(struct upc_client *cl, uint16_t type, const uint64_t *ar
 			const void *data, size_t dlen, const int *fds, unsigned int nfds, struct creply *rep,
 			const uint64_t *gen)
 {
-	bool once = gen != NULL;
+	bool this_conn = gen != NULL;
 	uint64_t seq;
 	long ret;
 
@@ -617,7 +626,7 @@ static long request_fds(struct upc_client *cl, uint16_t type, const uint64_t *ar
 			ret = 0;
 			break;
 		}
-		if (once || !cl->reconnect_ms) {
+		if (this_conn || !cl->reconnect_ms) {
 			ret = -ENOTCONN;
 			break;
 		}
@@ -792,6 +801,9 @@ static long handshake_attach(struct upc_client *cl, int sock)
 		sig = (uint64_t)sigbus_relay_signal();
 		ret = xfer(cl, sock, UPC_MSG_RELAY, &sig, 1, NULL, 0, NULL, 0, NULL);
 	}
+	/* Our requests are numbered to be applied once (seq_next); again to every daemon that takes that. */
+	if (ret == 0 && (cl->daemon_flags & UPC_DAEMON_F_ONCE))
+		ret = xfer(cl, sock, UPC_MSG_ONCE, NULL, 0, NULL, 0, NULL, 0, NULL);
 	if (fds[1] >= 0)
 		close(fds[1]);
 	if (fds[2] >= 0)
@@ -924,7 +936,13 @@ static int reconnect(struct upc_client *cl, int efd)
 		pthread_mutex_lock(&cl->lock);
 		ret = hello(cl, s, &rep);
 		pthread_mutex_unlock(&cl->lock);
-		if (ret == 0)
+		/*
+		 * A daemon that answered, even to refuse this process (its
+		 * limits, another version), serves: it may adopt our files
+		 * (from a keeper, or at another client's request), and must not
+		 * find us serving them beside it.
+		 */
+		if (!conn_lost(ret))
 			takeover_end(cl);
 		pthread_mutex_lock(&cl->lock);
 		if (ret == 0 && atomic_load(&cl->uffd) >= 0)
@@ -1101,9 +1119,7 @@ int client_create(const struct upc_cache_opts *o, struct upc_cache **cachep)
 	c->flags = o->flags;
 	cl->stop_at_call = debug_from_env() & UPC_DBG_STOP_AT_CALL;
 	cl->sock = cl->uffd = cl->watch_efd = cl->zap_sock = -1;
-	/* where this client's request numbers start (seq_next) */
-	if (getrandom(&cl->seq, sizeof(cl->seq), GRND_NONBLOCK) != sizeof(cl->seq))
-		cl->seq = now_us() ^ ((uint64_t)getpid() << 40) ^ (uintptr_t)cl;
+	seq_random(cl);		/* where this client's request numbers start (seq_next) */
 	cl->cache_flags = o->flags;
 	cl->mem_limit = o->mem_limit;
 	cl->reconnect_ms = reconnect_ms();
@@ -1352,6 +1368,7 @@ static void client_fork_child(struct upc_client *cl)
 	cl->files = NULL;
 	cl->pins = NULL;	/* pins are not inherited (the parent's record stays the parent's) */
 	cl->npins = 0;
+	seq_random(cl);		/* not the parent's numbers (seq_next) */
 	pthread_mutex_init(&cl->lock, NULL);
 	pthread_cond_init(&cl->up, NULL);
 	pthread_mutex_init(&cl->maps_lock, NULL);

@@ -56,39 +56,34 @@ enum access { ACC_ANY, ACC_READ, ACC_WRITE };
 
 /* ------------------------------------------------------------ applied once */
 
-__thread const struct upc_once *upc_once_cur;
+__thread struct upc_once *upc_once_cur;
 
 _Static_assert(sizeof(struct upc_state_hdr) <= UPC_ONCE_OFF &&
-	       UPC_ONCE_OFF + UPC_ONCE_SLOTS * sizeof(struct upc_once_slot) <= UPC_PAGE_SIZE,
+	       UPC_ONCE_OFF + UPC_ONCE_SLOTS * sizeof(struct upc_once_slot) <= UPC_PAGE_SIZE &&
+	       UPC_ONCE_SLOTS % UPC_ONCE_WAYS == 0,
 	       "the once slots share the state page with its header");
-
-/* The slot of this thread's request in @f's state page, or NULL: not upcd's request, or no state page. */
-static struct upc_once_slot *once_slot(struct upc_file *f)
-{
-	const struct upc_once *o = upc_once_cur;
-	uint64_t h;
-
-	if (!o || !f->state_hdr)
-		return NULL;
-	h = o->who * 0x9e3779b97f4a7c15ull;
-	return (struct upc_once_slot *)((char *)f->state_hdr + UPC_ONCE_OFF) + (h >> 57) % UPC_ONCE_SLOTS;
-}
 
 /*
  * Before a request of upcd's client changes @f (struct upc_once, in
  * internal.h): true, and its result in *@result, if an earlier daemon
  * applied it already (then it is not applied again); else it is noted as
- * being applied.  f->io_lock held, which every change of a file's bytes
- * or size through a request takes, so that no two requests' notes cross.
+ * being applied, and @f is held until the reply is sent.  f->io_lock held,
+ * which every change of a file's bytes or size through a request takes,
+ * so that no two requests' notes cross.
  */
 static bool once_begin(struct upc_file *f, long *result)
 {
-	struct upc_once_slot *sl = once_slot(f);
-	const struct upc_once *o = upc_once_cur;
+	struct upc_once *o = upc_once_cur;
+	struct upc_once_slot *set, *sl = NULL;
 
-	if (!sl)
+	if (!o || !o->seq || !f->state_hdr || o->held)
 		return false;
-	if (atomic_load(&sl->who) == o->who && atomic_load(&sl->seq) == o->seq) {
+	set = (struct upc_once_slot *)((char *)f->state_hdr + UPC_ONCE_OFF) +
+	      ((o->who * 0x9e3779b97f4a7c15ull) >> 32) % (UPC_ONCE_SLOTS / UPC_ONCE_WAYS) * UPC_ONCE_WAYS;
+	for (unsigned int i = 0; i < UPC_ONCE_WAYS && !sl; i++)
+		if (atomic_load(&set[i].who) == o->who && atomic_load(&set[i].seq))
+			sl = &set[i];
+	if (sl && atomic_load(&sl->seq) == o->seq) {
 		int64_t r = atomic_load(&sl->result);
 
 		if (r != UPC_ONCE_APPLYING) {
@@ -96,21 +91,53 @@ static bool once_begin(struct upc_file *f, long *result)
 			return true;
 		}
 	}
-	/* (seq cleared first: no reader in between takes a mix of two requests for one) */
+	/* the process's own slot, else a free one, else the least recently taken of the set */
+	for (unsigned int i = 0; i < UPC_ONCE_WAYS && !sl; i++)
+		if (!atomic_load(&set[i].seq))
+			sl = &set[i];
+	if (!sl) {
+		sl = set;
+		for (unsigned int i = 1; i < UPC_ONCE_WAYS; i++)
+			if (atomic_load(&set[i].used) < atomic_load(&sl->used))
+				sl = &set[i];
+	}
+	/* seq first, and last: a daemon killed in between leaves a slot that matches nothing */
 	atomic_store(&sl->seq, 0);
 	atomic_store(&sl->result, UPC_ONCE_APPLYING);
 	atomic_store(&sl->who, o->who);
+	atomic_store(&sl->used, now_ms());
 	atomic_store(&sl->seq, o->seq);
+	o->slot = sl;
+	file_hold(f);
+	o->held = f;
 	return false;
 }
 
-/* The request once_begin() let through is done, with @result.  f->io_lock held. */
+/*
+ * The request once_begin() let through is done, with @result; one that
+ * failed is not noted (nothing was applied, or what was is applied the
+ * same by a try again).  f->io_lock held.
+ */
 static void once_end(struct upc_file *f, long result)
 {
-	struct upc_once_slot *sl = once_slot(f);
+	struct upc_once *o = upc_once_cur;
 
-	if (sl)
-		atomic_store(&sl->result, (int64_t)result);
+	if (!o || o->held != f || !o->slot)
+		return;
+	if (result < 0)
+		atomic_store(&o->slot->seq, 0);
+	else
+		atomic_store(&o->slot->result, (int64_t)result);
+	o->slot = NULL;
+}
+
+/* After the reply: the file once_begin() held may go (upcd.c, client_main). */
+void upc_once_release(struct upc_once *o)
+{
+	if (o->held)
+		file_put(o->held);
+	o->held = NULL;
+	o->slot = NULL;
 }
 
 /*
