@@ -3393,6 +3393,9 @@ static void other_writer_start(struct other_writer *w, const char *path)
 		}
 		_exit(0);
 	}
+	/* the child's ends: a child that dies is an end of file here, not a hang */
+	close(w->cmd[0]);
+	close(w->ack[1]);
 }
 
 /* The other process writes 100 bytes @byte at @off of the file, through the daemon. */
@@ -3413,9 +3416,7 @@ static void other_writer_stop(struct other_writer *w)
 	close(w->cmd[1]);
 	cr_assert_eq(waitpid(w->pid, &status, 0), w->pid);
 	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the other writer: status %#x", status);
-	close(w->cmd[0]);
 	close(w->ack[0]);
-	close(w->ack[1]);
 }
 
 /* Are the @n bytes at @off of @fd all @byte, once the daemon wrote back what it holds? */

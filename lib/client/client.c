@@ -901,6 +901,7 @@ static int reconnect(struct upc_client *cl, int efd)
 {
 	uint64_t deadline = now_ms() + cl->reconnect_ms;
 	unsigned int wait_ms = 10;
+	bool refused = false;
 
 	takeover_begin(cl);
 	for (;;) {
@@ -971,9 +972,22 @@ static int reconnect(struct upc_client *cl, int efd)
 		pthread_mutex_unlock(&cl->maps_lock);
 		pthread_mutex_unlock(&cl->lock);
 		close(s);
+		/*
+		 * A daemon that answers serves, even one that refused us (its
+		 * limits, another version): we handed back, and do not take
+		 * over again while it answers (it may adopt the files under its
+		 * lock at any moment, and a takeover taken back at once would
+		 * only make it wait its 10 s and adopt them beside us).  Our
+		 * faults wait meanwhile, for it to let us in, or for
+		 * $UPC_RECONNECT (upcd(8), BUGS).
+		 */
 		if (!conn_lost(ret)) {
-			pr_warn("upcd refused this process back: %s\n", upc_strerror((int)ret));
-			wait_ms = 1000;		/* a daemon that refuses: not a hand-back every 100 ms */
+			if (!refused)
+				pr_warn("upcd refused this process back: %s; asking again every second\n",
+					upc_strerror((int)ret));
+			refused = true;
+			wait_ms = 1000;
+			continue;
 		}
 		takeover_begin(cl);
 	}

@@ -114,9 +114,12 @@ static bool once_begin(struct upc_file *f, long *result)
 }
 
 /*
- * The request once_begin() let through is done, with @result; one that
- * failed is not noted (nothing was applied, or what was is applied the
- * same by a try again).  f->io_lock held.
+ * The request once_begin() let through is done, with @result.  One that
+ * failed is not noted: sent again, it is tried again, which a failure
+ * that changed nothing asks for (the daemon stopping under a pwrite:
+ * -EIO), and which applies again one that failed half way (a truncation
+ * whose file_grow() failed after the store's truncation: upcd(8), BUGS).
+ * f->io_lock held.
  */
 static void once_end(struct upc_file *f, long result)
 {

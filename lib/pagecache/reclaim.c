@@ -373,8 +373,9 @@ nomem:
 		freed = reclaim_runs(f, victims, nv, true);
 out:
 	pthread_mutex_unlock(&f->lock);
+	/* (a file whose lock is taken meanwhile by a thread waiting for its memfd: passed by, WB_VISIT) */
 	for (size_t i = 0; i < nd; i++)
-		writeback_range(f, dirty[i].start, dirty[i].start + dirty[i].n - 1, WB_NOWAIT, NULL);
+		writeback_range(f, dirty[i].start, dirty[i].start + dirty[i].n - 1, WB_NOWAIT | WB_VISIT, NULL);
 	free(zap);
 	free(victims);
 	free(dirty);
