@@ -1740,11 +1740,15 @@ static void maps_perms(const void *addr, char out[8])
  * file holds everything.  Before, it shared its parent's connection, and
  * every call it made after the parent's death returned -ENOTCONN.
  */
+static const char *task_waits(pid_t pid);
+
 Test(shared, a_forked_child_is_a_client_of_its_own_and_outlives_its_parent, .timeout = 60)
 {
 	const size_t size = 16 * PAGE;
 	char path[64];
 	int fd = tmpfile_pattern(size, path), ready[2], go[2], status;
+	/* how far the child got: said if it hangs (it timed out once in CI, 0a734ce's parent) */
+	_Atomic int *step = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	unsigned char buf[PAGE];
 	pid_t parent, child;
 	char b;
@@ -1787,15 +1791,19 @@ Test(shared, a_forked_child_is_a_client_of_its_own_and_outlives_its_parent, .tim
 				memset(p + i * PAGE + 100, 'C', 50);
 			if (upc_stats(c, &st) || st.nr_mappings != 2)	/* its own: two, the protect split it */
 				_exit(23);
+			atomic_store(step, 1);
 			if (write(c2p[1], "c", 1) != 1 || read(go[0], &b, 1) != 1)
 				_exit(24);
 			/* the parent is dead */
+			atomic_store(step, 2);
 			for (size_t i = 8; i < 12; i++)
 				memset(p + i * PAGE + 100, 'D', 50);
 			if (p[4 * PAGE + 100] != 'C' || p[100] != 'P')
 				_exit(25);
+			atomic_store(step, 3); if (getenv("MUT")) pause();
 			if (upc_msync(c, p, size, UPC_MS_SYNC))
 				_exit(26);
+			atomic_store(step, 4);
 			{
 				/* two calls: upc_unmap(3) takes a range within one mapping (-EINVAL), as embedded */
 				int r = upc_unmap(c, p, 12 * PAGE) ?: upc_unmap(c, p + 12 * PAGE, 4 * PAGE);
@@ -1804,6 +1812,7 @@ Test(shared, a_forked_child_is_a_client_of_its_own_and_outlives_its_parent, .tim
 					fprintf(stderr, "child: upc_unmap: %s\n", upc_strerror(r));
 					_exit(27);
 				}
+				atomic_store(step, 5);
 				r = upc_cache_destroy(c);
 				if (r) {
 					fprintf(stderr, "child: upc_cache_destroy: %s\n", upc_strerror(r));
@@ -1826,7 +1835,17 @@ Test(shared, a_forked_child_is_a_client_of_its_own_and_outlives_its_parent, .tim
 	cr_assert(WIFSIGNALED(status), "the parent: status %#x", status);
 	usleep(100000);		/* the daemon sees it go */
 	cr_assert_eq(write(go[1], "g", 1), 1);
-	cr_assert_eq(waitpid(child, &status, 0), child);
+	for (int i = 0; i < 4000 && waitpid(child, &status, WNOHANG) == 0; i++)
+		usleep(10000);
+	if (waitpid(child, &status, WNOHANG) == 0) {
+		/* (task_waits' buffer is static: the two in turn) */
+		char cw[1024];
+
+		snprintf(cw, sizeof(cw), "%s", task_waits(child));
+		kill(child, SIGKILL);	/* (it holds the case's output) */
+		cr_assert_fail("the child hung after step %d (1: written, 2: the parent dead, 3: checked, 4: msync, 5: unmap); "
+			       "its threads wait in: %s; upcd's: %s", atomic_load(step), cw, task_waits(upcd_pid));
+	}
 	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child: status %#x", status);
 	upcd_stop();
 	for (size_t i = 0; i < 16; i++) {
