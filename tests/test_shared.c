@@ -3820,6 +3820,68 @@ Test(shared, a_clients_pins_survive_a_daemon_restart, .timeout = 90)
 }
 
 /*
+ * Pins are the file pages', in the daemon and in the library's record of
+ * them (client.c, "Pins across a restart"): a page pinned through one
+ * mapping and let go through another of the same file stays let go after
+ * a restart (the record was by address: the pin came back, and was held
+ * until the process exited), either way round.
+ */
+static uint64_t pinned_now(struct upc_cache *c)
+{
+	struct upc_stats st = { .sz = sizeof(st) };
+
+	cr_assert_eq(upc_stats(c, &st), 0);
+	return st.pages_pinned;
+}
+
+static void upcd_kill_spawn(void)
+{
+	int status;
+
+	cr_assert_eq(kill(upcd_pid, SIGKILL), 0);
+	cr_assert_eq(waitpid(upcd_pid, &status, 0), upcd_pid);
+	upcd_spawn(NULL);
+}
+
+Test(shared, pins_follow_the_file_pages_across_a_restart, .timeout = 90)
+{
+	const size_t size = 16 * PAGE;
+	char path[64];
+	int fd = tmpfile_pattern(size, path);
+	struct upc_cache *c;
+	unsigned char *p, *q;
+	uint64_t n;
+
+	setenv("UPC_RECONNECT", "60", 1);
+	upcd_start(NULL);
+	c = shared_cache();
+	cr_assert_eq(upc_map(c, fd, 0, size, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
+	cr_assert_eq(upc_map(c, fd, 0, size, PROT_READ | PROT_WRITE, 0, (void **)&q), 0);
+	cr_assert_eq(upc_pin(c, p, 4 * PAGE, 0), 0);
+	cr_assert_eq(upc_unpin(c, q, 4 * PAGE), 0, "pins are the pages': let go through another mapping");
+	cr_assert_eq(upc_pin(c, q + 8 * PAGE, 2 * PAGE, 0), 0);
+	cr_assert_eq(pinned_now(c), 2);
+
+	upcd_kill_spawn();
+	n = pinned_now(c);	/* (it waits for the hand-back and the pins again) */
+	cr_assert_eq(n, 2, "%" PRIu64 " pages pinned after a restart, not 2: a pin let go through another mapping came back", n);
+
+	/* pinned through q, let go through p */
+	cr_assert_eq(upc_unpin(c, p + 8 * PAGE, 2 * PAGE), 0);
+	cr_assert_eq(pinned_now(c), 0);
+	cr_assert_eq(upc_unpin(c, q + 8 * PAGE, PAGE), -EINVAL);
+	upcd_kill_spawn();
+	n = pinned_now(c);
+	cr_assert_eq(n, 0, "%" PRIu64 " pages pinned after a second restart, not 0", n);
+	cr_assert_eq(upc_unmap(c, q, size), 0);
+	cr_assert_eq(upc_unmap(c, p, size), 0);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	upcd_stop();
+	close(fd);
+	unlink(path);
+}
+
+/*
  * A clean mapping survives a restart with a keeper: the new daemon's
  * adoption of the kept file must not let the file go before its client
  * hands the mapping back (review of 70969e6: released clean at once, the

@@ -453,35 +453,46 @@ static int wait_up(struct upc_client *cl)
  * daemon once it has adopted every mapping and before any other request
  * (reconnect, pins_replay).  A request the dead daemon answered was
  * applied there and here; one it did not answer is sent again to the new
- * daemon after the replay, so every pin is held once.  Flags are per page,
- * as the engine keeps them (PG_NOWB, PG_PINWRITE: set by any pin of the
- * page, cleared at its last unpin), so a range records the union of its
- * pins' flags.
+ * daemon after the replay, so every pin is held once.  Pins are the file
+ * pages', as the daemon counts them, not the addresses': a page pinned
+ * through one mapping and unpinned through another of the same file is
+ * let go here too; a replay pins each page through whichever mapping of
+ * it the process has then.  Flags are per page, as the engine keeps them
+ * (PG_NOWB, PG_PINWRITE: set by any pin of the page, cleared at its last
+ * unpin), so a range records the union of its pins' flags.
  */
-static int cpins_apply(struct upc_client *cl, uintptr_t s, uintptr_t e, int delta, uint32_t flags)
+static int cpin_cmp(const void *a, const void *b)
+{
+	const struct cpin *x = a, *y = b;
+
+	if (x->mdev != y->mdev)
+		return x->mdev < y->mdev ? -1 : 1;
+	if (x->mino != y->mino)
+		return x->mino < y->mino ? -1 : 1;
+	return x->start < y->start ? -1 : x->start > y->start;
+}
+
+/* Pages [s, e) of the file @mdev/@mino pinned once more (@delta 1, with @flags) or once less (-1). */
+static int cpins_apply(struct upc_client *cl, uint64_t mdev, uint64_t mino, uint64_t s, uint64_t e, int delta,
+		       uint32_t flags)
 {
 	struct cpin *out = malloc((4 * cl->npins + 4) * sizeof(*out));
 	size_t n = 0;
-	uintptr_t pos = s;
+	uint64_t pos = s;
 
 	if (!out)
 		return -ENOMEM;
-#define EMIT(a, b, c, f) do { if ((a) < (b) && (c) > 0) out[n++] = (struct cpin){ (a), (b), (c), (f) }; } while (0)
+#define EMIT(a, b, c, f) do { if ((a) < (b) && (c) > 0) out[n++] = (struct cpin){ mdev, mino, (a), (b), (c), (f) }; } while (0)
 	for (size_t i = 0; i < cl->npins; i++) {
 		struct cpin r = cl->pins[i];
-		uintptr_t lo, hi;
+		uint64_t lo, hi;
 
-		if (r.end <= s || r.start >= e) {
-			if (r.start >= e && pos < e) {
-				if (delta > 0)
-					EMIT(pos, e, 1u, flags);
-				pos = e;
-			}
+		if (r.mdev != mdev || r.mino != mino || r.end <= s || r.start >= e) {
 			out[n++] = r;
 			continue;
 		}
-		lo = max_t(uintptr_t, r.start, s);
-		hi = min_t(uintptr_t, r.end, e);
+		lo = max_t(uint64_t, r.start, s);
+		hi = min_t(uint64_t, r.end, e);
 		EMIT(r.start, s, r.count, r.flags);
 		if (delta > 0)
 			EMIT(pos, lo, 1u, flags);
@@ -492,12 +503,14 @@ static int cpins_apply(struct upc_client *cl, uintptr_t s, uintptr_t e, int delt
 	if (delta > 0)
 		EMIT(pos, e, 1u, flags);
 #undef EMIT
-	/* neighbours alike, one range again */
+	/* in order again, and neighbours alike one range again */
+	qsort(out, n, sizeof(*out), cpin_cmp);
 	if (n) {
 		size_t j = 0;
 
 		for (size_t i = 1; i < n; i++)
-			if (out[j].end == out[i].start && out[j].count == out[i].count && out[j].flags == out[i].flags)
+			if (out[j].mdev == out[i].mdev && out[j].mino == out[i].mino && out[j].end == out[i].start &&
+			    out[j].count == out[i].count && out[j].flags == out[i].flags)
 				out[j].end = out[i].end;
 			else
 				out[++j] = out[i];
@@ -509,52 +522,139 @@ static int cpins_apply(struct upc_client *cl, uintptr_t s, uintptr_t e, int delt
 	return 0;
 }
 
-/* A PIN or UNPIN the daemon answered with success (@args: addr, length, flags), under cl->lock. */
+/*
+ * A PIN or UNPIN the daemon answered with success (@args: addr, length,
+ * flags), under cl->lock: the file pages of every mapping it covered.
+ */
 static void cpins_note(struct upc_client *cl, uint16_t type, const uint64_t *args)
 {
 	uintptr_t s = (uintptr_t)args[0] & ~(uintptr_t)(UPC_PAGE_SIZE - 1);
 	uintptr_t e = ((uintptr_t)args[0] + (uintptr_t)args[1] + UPC_PAGE_SIZE - 1) & ~(uintptr_t)(UPC_PAGE_SIZE - 1);
+	int err = 0;
 
-	if (cpins_apply(cl, s, e, type == UPC_MSG_PIN ? 1 : -1, type == UPC_MSG_PIN ? (uint32_t)args[2] : 0) < 0)
+	pthread_mutex_lock(&cl->maps_lock);
+	for (size_t i = 0; i < cl->nmaps; i++) {
+		const struct crange *r = &cl->maps[i];
+		uintptr_t lo = max_t(uintptr_t, s, r->start), hi = min_t(uintptr_t, e, r->end);
+
+		if (lo >= hi)
+			continue;
+		if (cpins_apply(cl, (uint64_t)r->file->mdev, (uint64_t)r->file->mino,
+				r->pgoff + ((lo - r->start) >> UPC_PAGE_SHIFT), r->pgoff + ((hi - r->start) >> UPC_PAGE_SHIFT),
+				type == UPC_MSG_PIN ? 1 : -1, type == UPC_MSG_PIN ? (uint32_t)args[2] : 0) < 0)
+			err = -ENOMEM;
+	}
+	pthread_mutex_unlock(&cl->maps_lock);
+	if (err)
 		pr_warn("pins: no memory to record a pin of %#lx: a restarted daemon will not know it\n",
 			(unsigned long)s);
 }
 
 /*
- * Every pin of the record, to the new daemon on @sock.  One it refuses
- * (its own limits may be lower; a page could not be read) is said, and
- * dropped from the record: this process does not hold it any more.
- * cl->lock held.  Returns 0, or a lost connection's error.
+ * The pieces of @pin through which this process maps its pages now, one
+ * per mapping (the first that covers each page), at most @max of them:
+ * each its address and length in @addr, its file pages in @pages.
+ * Pages no mapping covers are left out.  maps_lock held.
+ */
+static size_t cpin_pieces(struct upc_client *cl, const struct cpin *pin, uint64_t (*addr)[2],
+			  uint64_t (*pages)[2], size_t max)
+{
+	uint64_t p = pin->start;
+	size_t n = 0;
+
+	while (p < pin->end && n < max) {
+		const struct crange *best = NULL;
+		uint64_t next = pin->end;
+
+		for (size_t i = 0; i < cl->nmaps; i++) {
+			const struct crange *r = &cl->maps[i];
+			uint64_t rend = r->pgoff + ((r->end - r->start) >> UPC_PAGE_SHIFT);
+
+			if ((uint64_t)r->file->mdev != pin->mdev || (uint64_t)r->file->mino != pin->mino)
+				continue;
+			if (r->pgoff <= p && p < rend) {
+				best = r;
+				break;
+			}
+			if (r->pgoff > p && r->pgoff < next)
+				next = r->pgoff;
+		}
+		if (best) {
+			next = min_t(uint64_t, pin->end, best->pgoff + ((best->end - best->start) >> UPC_PAGE_SHIFT));
+			addr[n][0] = best->start + ((p - best->pgoff) << UPC_PAGE_SHIFT);
+			addr[n][1] = (next - p) << UPC_PAGE_SHIFT;
+			pages[n][0] = p;
+			pages[n][1] = next;
+			n++;
+		}
+		p = next;
+	}
+	return n;
+}
+
+#define CPIN_PIECES	16	/* mappings one recorded range is pinned through again, at most */
+
+/*
+ * The record, pinned again on @sock, count by count.  What the new daemon
+ * does not hold afterwards leaves the record: a page this process maps no
+ * more (the record is by file page, a PIN by address), a range spread
+ * over more than CPIN_PIECES mappings (the rest of it), pins the daemon
+ * refused (its own limits).
  */
 static long pins_replay(struct upc_client *cl, int sock)
 {
+	struct cpin *kept = malloc((cl->npins * CPIN_PIECES + 1) * sizeof(*kept));
+	size_t nkept = 0;
 	long ret = 0;
 
+	if (!kept) {
+		pr_warn("pins: no memory to pin again what this process pinned: the new daemon holds none of it\n");
+		free(cl->pins);
+		cl->pins = NULL;
+		cl->npins = 0;
+		return 0;
+	}
 	for (size_t i = 0; i < cl->npins; i++) {
-		struct cpin *r = &cl->pins[i];
-		uint64_t args[3] = { r->start, r->end - r->start, r->flags };
+		const struct cpin *r = &cl->pins[i];
+		uint64_t addr[CPIN_PIECES][2], pages[CPIN_PIECES][2], got = 0;
+		uint32_t k = 0;
+		size_t n;
 
-		for (uint32_t k = 0; k < r->count; k++) {
-			ret = xfer(cl, sock, UPC_MSG_PIN, args, 3, NULL, 0, NULL, 0, NULL);
-			if (conn_lost(ret))
-				return ret;
-			if (ret < 0) {
-				pr_warn("pins: the new daemon refused the pin of %#lx-%#lx: %s; it is let go\n",
-					(unsigned long)r->start, (unsigned long)r->end, upc_strerror((int)ret));
-				r->count = k;
-				break;
+		/* (maps_lock let go before the requests: the daemon's calls take it, answer_call) */
+		pthread_mutex_lock(&cl->maps_lock);
+		n = cpin_pieces(cl, r, addr, pages, CPIN_PIECES);
+		pthread_mutex_unlock(&cl->maps_lock);
+		for (size_t j = 0; j < n; j++)
+			got += pages[j][1] - pages[j][0];
+		if (got < r->end - r->start)
+			pr_warn("pins: %llu of pages %llu-%llu of a file this process pinned are not mapped here "
+				"now: the new daemon does not pin them\n", (unsigned long long)(r->end - r->start - got),
+				(unsigned long long)r->start, (unsigned long long)r->end - 1);
+		for (size_t j = 0; j < n; j++) {
+			uint64_t args[3] = { addr[j][0], addr[j][1], r->flags };
+
+			for (k = 0; k < r->count; k++) {
+				ret = xfer(cl, sock, UPC_MSG_PIN, args, 3, NULL, 0, NULL, 0, NULL);
+				if (conn_lost(ret)) {
+					free(kept);
+					return ret;
+				}
+				if (ret < 0)
+					break;
 			}
+			if (ret < 0)
+				pr_warn("pins: the new daemon refused a pin of pages %llu-%llu: %s; it is let go\n",
+					(unsigned long long)pages[j][0], (unsigned long long)pages[j][1] - 1,
+					upc_strerror((int)ret));
+			if (k)
+				kept[nkept++] = (struct cpin){ r->mdev, r->mino, pages[j][0], pages[j][1], k, r->flags };
+			ret = 0;
 		}
 	}
-	/* what was let go, out of the record */
-	for (size_t i = 0; i < cl->npins;)
-		if (!cl->pins[i].count)
-			memmove(&cl->pins[i], &cl->pins[i + 1], (--cl->npins - i) * sizeof(cl->pins[0]));
-		else
-			i++;
-	if (ret < 0)
-		ret = 0;
-	return ret;
+	free(cl->pins);
+	cl->pins = kept;
+	cl->npins = nkept;
+	return 0;
 }
 
 /*

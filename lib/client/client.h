@@ -103,11 +103,13 @@ struct upc_client {
 	size_t npoisoned, poison_cap;
 	/*
 	 * This process's pins, as the daemon holds them (client.c, "Pins
-	 * across a restart"): sorted disjoint address ranges with a count and
-	 * the flags of their pins.  Under @lock.
+	 * across a restart"): ranges of file pages [start, end) of the file
+	 * whose memfd is @mdev/@mino, with a count and the flags of their
+	 * pins, sorted by file and page, disjoint.  Under @lock.
 	 */
 	struct cpin {
-		uintptr_t start, end;
+		uint64_t mdev, mino;
+		uint64_t start, end;
 		uint32_t count, flags;
 	} *pins;
 	size_t npins;
