@@ -3875,6 +3875,40 @@ Test(shared, pins_follow_the_file_pages_across_a_restart, .timeout = 90)
 	cr_assert_eq(n, 0, "%" PRIu64 " pages pinned after a second restart, not 0", n);
 	cr_assert_eq(upc_unmap(c, q, size), 0);
 	cr_assert_eq(upc_unmap(c, p, size), 0);
+
+	/*
+	 * Pages pinned one by one through 20 mappings of a page each (one
+	 * range of the record), and two more through a read-write mapping
+	 * listed after a read-only one of the same pages (a write pin:
+	 * not through the read-only one), in two files: all 22 again.
+	 */
+	{
+		char path2[64];
+		int fd2 = tmpfile_pattern(size, path2);
+		unsigned char *w[20], *ro, *rw;
+
+		for (int i = 0; i < 20; i++) {
+			cr_assert_eq(upc_map(c, fd, (off_t)(i * PAGE) % (off_t)size, PAGE, PROT_READ, 0, (void **)&w[i]), 0);
+			cr_assert_eq(upc_pin(c, w[i], PAGE, 0), 0);
+		}
+		cr_assert_eq(upc_map(c, fd2, 0, size, PROT_READ, 0, (void **)&ro), 0);
+		cr_assert_eq(upc_map(c, fd2, 0, size, PROT_READ | PROT_WRITE, 0, (void **)&rw), 0);
+		cr_assert_eq(upc_pin(c, rw + 4 * PAGE, 2 * PAGE, UPC_PIN_WRITE), 0);
+		cr_assert_eq(pinned_now(c), 18);	/* 16 pages of the first file, 4 of them twice; 2 of the second */
+		upcd_kill_spawn();
+		n = pinned_now(c);
+		cr_assert_eq(n, 18, "%" PRIu64 " pages pinned after a restart, not 18", n);
+		cr_assert_eq(upc_unpin(c, rw + 4 * PAGE, 2 * PAGE), 0, "the write pin was not pinned again");
+		for (int i = 0; i < 20; i++)
+			cr_assert_eq(upc_unpin(c, w[i], PAGE), 0, "window %d's pin was not pinned again", i);
+		cr_assert_eq(pinned_now(c), 0);
+		for (int i = 0; i < 20; i++)
+			cr_assert_eq(upc_unmap(c, w[i], PAGE), 0);
+		cr_assert_eq(upc_unmap(c, ro, size), 0);
+		cr_assert_eq(upc_unmap(c, rw, size), 0);
+		close(fd2);
+		unlink(path2);
+	}
 	cr_assert_eq(upc_cache_destroy(c), 0);
 	upcd_stop();
 	close(fd);

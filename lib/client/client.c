@@ -524,45 +524,73 @@ static int cpins_apply(struct upc_client *cl, uint64_t mdev, uint64_t mino, uint
 
 /*
  * A PIN or UNPIN the daemon answered with success (@args: addr, length,
- * flags), under cl->lock: the file pages of every mapping it covered.
+ * flags), under cl->lock: the file pages of every mapping it covered (the
+ * daemon pins a page once per mapping of it the range covers, as here).
  */
 static void cpins_note(struct upc_client *cl, uint16_t type, const uint64_t *args)
 {
 	uintptr_t s = (uintptr_t)args[0] & ~(uintptr_t)(UPC_PAGE_SIZE - 1);
 	uintptr_t e = ((uintptr_t)args[0] + (uintptr_t)args[1] + UPC_PAGE_SIZE - 1) & ~(uintptr_t)(UPC_PAGE_SIZE - 1);
+	struct cpin *pieces;
+	size_t n = 0;
 	int err = 0;
 
+	/* the pieces under maps_lock, applied after it (zap_serve takes it) */
 	pthread_mutex_lock(&cl->maps_lock);
-	for (size_t i = 0; i < cl->nmaps; i++) {
+	pieces = malloc((cl->nmaps + 1) * sizeof(*pieces));
+	for (size_t i = 0; pieces && i < cl->nmaps; i++) {
 		const struct crange *r = &cl->maps[i];
 		uintptr_t lo = max_t(uintptr_t, s, r->start), hi = min_t(uintptr_t, e, r->end);
 
-		if (lo >= hi)
-			continue;
-		if (cpins_apply(cl, (uint64_t)r->file->mdev, (uint64_t)r->file->mino,
-				r->pgoff + ((lo - r->start) >> UPC_PAGE_SHIFT), r->pgoff + ((hi - r->start) >> UPC_PAGE_SHIFT),
-				type == UPC_MSG_PIN ? 1 : -1, type == UPC_MSG_PIN ? (uint32_t)args[2] : 0) < 0)
-			err = -ENOMEM;
+		if (lo < hi)
+			pieces[n++] = (struct cpin){ (uint64_t)r->file->mdev, (uint64_t)r->file->mino,
+						     r->pgoff + ((lo - r->start) >> UPC_PAGE_SHIFT),
+						     r->pgoff + ((hi - r->start) >> UPC_PAGE_SHIFT), 0, 0 };
 	}
 	pthread_mutex_unlock(&cl->maps_lock);
+	if (!pieces)
+		err = -ENOMEM;
+	for (size_t i = 0; i < n; i++)
+		if (cpins_apply(cl, pieces[i].mdev, pieces[i].mino, pieces[i].start, pieces[i].end,
+				type == UPC_MSG_PIN ? 1 : -1, type == UPC_MSG_PIN ? (uint32_t)args[2] : 0) < 0)
+			err = -ENOMEM;
+	free(pieces);
 	if (err)
 		pr_warn("pins: no memory to record a pin of %#lx: a restarted daemon will not know it\n",
 			(unsigned long)s);
 }
 
+/* Can mapping @r be pinned through with @flags (upc_pin: -EACCES, -EFAULT otherwise)? */
+static bool cpin_through(const struct crange *r, uint32_t flags)
+{
+	if (flags & UPC_PIN_WRITE)
+		return (r->prot & PROT_WRITE) && (r->cur_prot & PROT_WRITE);
+	return r->cur_prot != PROT_NONE;
+}
+
+/* A piece of a recorded range, as pins_replay() pins it again: an address range, and its file pages. */
+struct cpin_piece {
+	uintptr_t addr, len;
+	uint64_t first, end;
+	bool through;		/* cpin_through() its mapping */
+};
+
 /*
- * The pieces of @pin through which this process maps its pages now, one
- * per mapping (the first that covers each page), at most @max of them:
- * each its address and length in @addr, its file pages in @pages.
- * Pages no mapping covers are left out.  maps_lock held.
+ * The pieces of @pin through which this process maps its pages now, in
+ * @out, which has room for cl->nmaps: for each page a mapping the new
+ * daemon knows (connection @gen) that can be pinned through with @pin's
+ * flags if one maps it so, else any that maps it; a piece runs to the
+ * end of its mapping, so none is chosen twice, and pieces that follow
+ * each other in both address and page are one.  Pages no mapping covers
+ * are left out.  maps_lock held.
  */
-static size_t cpin_pieces(struct upc_client *cl, const struct cpin *pin, uint64_t (*addr)[2],
-			  uint64_t (*pages)[2], size_t max)
+
+static size_t cpin_pieces(struct upc_client *cl, const struct cpin *pin, uint64_t gen, struct cpin_piece *out)
 {
 	uint64_t p = pin->start;
 	size_t n = 0;
 
-	while (p < pin->end && n < max) {
+	while (p < pin->end) {
 		const struct crange *best = NULL;
 		uint64_t next = pin->end;
 
@@ -570,72 +598,88 @@ static size_t cpin_pieces(struct upc_client *cl, const struct cpin *pin, uint64_
 			const struct crange *r = &cl->maps[i];
 			uint64_t rend = r->pgoff + ((r->end - r->start) >> UPC_PAGE_SHIFT);
 
-			if ((uint64_t)r->file->mdev != pin->mdev || (uint64_t)r->file->mino != pin->mino)
+			if ((uint64_t)r->file->mdev != pin->mdev || (uint64_t)r->file->mino != pin->mino ||
+			    r->gen != gen)
 				continue;
 			if (r->pgoff <= p && p < rend) {
-				best = r;
-				break;
-			}
-			if (r->pgoff > p && r->pgoff < next)
+				if (!best || (!cpin_through(best, pin->flags) && cpin_through(r, pin->flags)))
+					best = r;
+			} else if (r->pgoff > p && r->pgoff < next) {
 				next = r->pgoff;
+			}
 		}
 		if (best) {
+			uintptr_t a = best->start + ((p - best->pgoff) << UPC_PAGE_SHIFT);
+			bool through = cpin_through(best, pin->flags);
+
 			next = min_t(uint64_t, pin->end, best->pgoff + ((best->end - best->start) >> UPC_PAGE_SHIFT));
-			addr[n][0] = best->start + ((p - best->pgoff) << UPC_PAGE_SHIFT);
-			addr[n][1] = (next - p) << UPC_PAGE_SHIFT;
-			pages[n][0] = p;
-			pages[n][1] = next;
-			n++;
+			/* one run where the mappings follow each other (upc_protect's pieces) alike */
+			if (n && out[n - 1].addr + out[n - 1].len == a && out[n - 1].end == p && out[n - 1].through == through) {
+				out[n - 1].len += (next - p) << UPC_PAGE_SHIFT;
+				out[n - 1].end = next;
+			} else {
+				out[n++] = (struct cpin_piece){ a, (next - p) << UPC_PAGE_SHIFT, p, next, through };
+			}
 		}
 		p = next;
 	}
 	return n;
 }
 
-#define CPIN_PIECES	16	/* mappings one recorded range is pinned through again, at most */
-
 /*
- * The record, pinned again on @sock, count by count.  What the new daemon
- * does not hold afterwards leaves the record: a page this process maps no
- * more (the record is by file page, a PIN by address), a range spread
- * over more than CPIN_PIECES mappings (the rest of it), pins the daemon
- * refused (its own limits).
+ * The record, pinned again on @sock, count by count, through the mappings
+ * the new daemon knows (connection @gen).  What it does not hold
+ * afterwards leaves the record: a page this process maps no more (the
+ * record is by file page, a PIN by address), pins the daemon refused (its
+ * own limits).
  */
-static long pins_replay(struct upc_client *cl, int sock)
+static long pins_replay(struct upc_client *cl, int sock, uint64_t gen)
 {
-	struct cpin *kept = malloc((cl->npins * CPIN_PIECES + 1) * sizeof(*kept));
-	size_t nkept = 0;
+	struct cpin *kept = NULL;
+	size_t nkept = 0, cap = 0;
 	long ret = 0;
 
-	if (!kept) {
-		pr_warn("pins: no memory to pin again what this process pinned: the new daemon holds none of it\n");
-		free(cl->pins);
-		cl->pins = NULL;
-		cl->npins = 0;
-		return 0;
-	}
 	for (size_t i = 0; i < cl->npins; i++) {
 		const struct cpin *r = &cl->pins[i];
-		uint64_t addr[CPIN_PIECES][2], pages[CPIN_PIECES][2], got = 0;
-		uint32_t k = 0;
-		size_t n;
+		struct cpin_piece *pieces;
+		uint64_t got = 0;
+		size_t n = 0;
 
 		/* (maps_lock let go before the requests: the daemon's calls take it, answer_call) */
 		pthread_mutex_lock(&cl->maps_lock);
-		n = cpin_pieces(cl, r, addr, pages, CPIN_PIECES);
+		pieces = malloc((cl->nmaps + 1) * sizeof(*pieces));
+		if (pieces)
+			n = cpin_pieces(cl, r, gen, pieces);
 		pthread_mutex_unlock(&cl->maps_lock);
+		if (!pieces || nkept + n > cap) {
+			size_t ncap = max_t(size_t, 2 * cap, nkept + n + 16);
+			struct cpin *k = realloc(kept, ncap * sizeof(*k));
+
+			if (!pieces || !k) {
+				pr_warn("pins: no memory to pin again what this process pinned: pages %llu-%llu of a "
+					"file are let go\n", (unsigned long long)r->start, (unsigned long long)r->end - 1);
+				free(pieces);
+				if (k)
+					kept = k, cap = ncap;
+				continue;
+			}
+			kept = k;
+			cap = ncap;
+		}
 		for (size_t j = 0; j < n; j++)
-			got += pages[j][1] - pages[j][0];
+			got += pieces[j].end - pieces[j].first;
 		if (got < r->end - r->start)
 			pr_warn("pins: %llu of pages %llu-%llu of a file this process pinned are not mapped here "
 				"now: the new daemon does not pin them\n", (unsigned long long)(r->end - r->start - got),
 				(unsigned long long)r->start, (unsigned long long)r->end - 1);
 		for (size_t j = 0; j < n; j++) {
-			uint64_t args[3] = { addr[j][0], addr[j][1], r->flags };
+			uint64_t args[3] = { pieces[j].addr, pieces[j].len, r->flags };
+			uint32_t k;
 
 			for (k = 0; k < r->count; k++) {
 				ret = xfer(cl, sock, UPC_MSG_PIN, args, 3, NULL, 0, NULL, 0, NULL);
 				if (conn_lost(ret)) {
+					free(pieces);
 					free(kept);
 					return ret;
 				}
@@ -644,12 +688,13 @@ static long pins_replay(struct upc_client *cl, int sock)
 			}
 			if (ret < 0)
 				pr_warn("pins: the new daemon refused a pin of pages %llu-%llu: %s; it is let go\n",
-					(unsigned long long)pages[j][0], (unsigned long long)pages[j][1] - 1,
+					(unsigned long long)pieces[j].first, (unsigned long long)pieces[j].end - 1,
 					upc_strerror((int)ret));
 			if (k)
-				kept[nkept++] = (struct cpin){ r->mdev, r->mino, pages[j][0], pages[j][1], k, r->flags };
+				kept[nkept++] = (struct cpin){ r->mdev, r->mino, pieces[j].first, pieces[j].end, k, r->flags };
 			ret = 0;
 		}
+		free(pieces);
 	}
 	free(cl->pins);
 	cl->pins = kept;
@@ -1051,7 +1096,7 @@ static int reconnect(struct upc_client *cl, int efd)
 		if (ret == 0)
 			ret = adopt_all(cl, s, cl->gen + 1);
 		if (ret == 0)
-			ret = pins_replay(cl, s);	/* before any other request: cl->lock is held */
+			ret = pins_replay(cl, s, cl->gen + 1);	/* before any other request: cl->lock is held */
 		if (ret == 0)
 			ret = reclaim_channel(cl, s);
 		if (ret == 0) {
