@@ -42,6 +42,21 @@ static int path_connect(const char *path)
 	return s;
 }
 
+/* A listening socket on sock_path, of mode 0666, as upcd.socket's (a stale one there removed). */
+static int listen_here(void)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int ls = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+
+	cr_assert_geq(ls, 0);
+	strcpy(sa.sun_path, sock_path);
+	unlink(sock_path);
+	cr_assert_eq(bind(ls, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	cr_assert_eq(chmod(sock_path, 0666), 0);
+	cr_assert_eq(listen(ls, 16), 0);
+	return ls;
+}
+
 /* upcd's status text (static), or "" */
 static const char *upcd_status(void)
 {
@@ -2077,6 +2092,20 @@ static void *fake_daemon_main(void *arg)
 	return NULL;
 }
 
+/* @fd's thread, serving on a socket of its own at sock_path; and a cache of the library's, its client. */
+static struct upc_cache *fake_daemon_start(struct fake_daemon *fd)
+{
+	UPC_OPTS(upc_cache_opts, o, .flags = UPC_CACHE_SHARED, .socket = sock_path);
+	struct upc_cache *c = NULL;
+	int ret;
+
+	fd->ls = listen_here();
+	cr_assert_eq(pthread_create(&fd->thread, NULL, fake_daemon_main, fd), 0);
+	ret = upc_cache_create(&o, &c);
+	cr_assert_eq(ret, 0, "upc_cache_create against the fake daemon: %s", upc_strerror(ret));
+	return c;
+}
+
 /* A zap on the channel @ch, and the client's answer to it. */
 static long fake_zap(int ch, uint64_t dev, uint64_t ino, uintptr_t addr, size_t len, uint64_t pgoff, struct upc_msg *m)
 {
@@ -2113,17 +2142,15 @@ static bool pte_present(const volatile void *p)
 Test(shared, a_zap_of_what_the_client_does_not_map_so_is_refused, .timeout = 60)
 {
 	struct fake_daemon fd = { .channel = -1 };
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	struct upc_msg *m = malloc(sizeof(*m));
-	UPC_OPTS(upc_cache_opts, o, .flags = UPC_CACHE_SHARED, .socket = sock_path);
-	struct upc_cache *c = NULL;
+	struct upc_cache *c;
 	unsigned char *anon = mmap(NULL, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	volatile unsigned char *p;
 	char path[64];
 	int file = tmpfile_pattern(4 * PAGE, path);
 	uint64_t dev, ino;
 	struct stat st;
-	int ch, ret;
+	int ch;
 	char b;
 
 	cr_assert(m && anon != MAP_FAILED);
@@ -2135,14 +2162,7 @@ Test(shared, a_zap_of_what_the_client_does_not_map_so_is_refused, .timeout = 60)
 	cr_assert_eq(fstat(fd.memfds[0], &st), 0);
 	dev = (uint64_t)st.st_dev;
 	ino = (uint64_t)st.st_ino;
-	fd.ls = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-	cr_assert_geq(fd.ls, 0);
-	strcpy(sa.sun_path, sock_path);
-	cr_assert_eq(bind(fd.ls, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	cr_assert_eq(listen(fd.ls, 4), 0);
-	cr_assert_eq(pthread_create(&fd.thread, NULL, fake_daemon_main, &fd), 0);
-	ret = upc_cache_create(&o, &c);
-	cr_assert_eq(ret, 0, "upc_cache_create against the fake daemon: %s", upc_strerror(ret));
+	c = fake_daemon_start(&fd);
 	ch = atomic_load(&fd.channel);
 	cr_assert_geq(ch, 0, "the client opened no reclaim channel");
 	cr_assert_eq(upc_map(c, file, 0, 4 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
@@ -2199,25 +2219,15 @@ Test(shared, a_zap_of_what_the_client_does_not_map_so_is_refused, .timeout = 60)
 Test(shared, a_request_sent_again_keeps_its_number, .timeout = 60)
 {
 	struct fake_daemon fd = { .channel = -1, .hangups = 1 };
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	UPC_OPTS(upc_cache_opts, o, .flags = UPC_CACHE_SHARED, .socket = sock_path);
-	struct upc_cache *c = NULL;
+	struct upc_cache *c;
 	char path[64], buf[100];
 	int file = tmpfile_pattern(4 * PAGE, path);
 	ssize_t n;
-	int ret;
 
 	sock_dir_make();
 	setenv("UPC_RECONNECT", "10", 1);
 	fd.memfds[0] = fd.memfds[1] = -1;
-	fd.ls = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-	cr_assert_geq(fd.ls, 0);
-	strcpy(sa.sun_path, sock_path);
-	cr_assert_eq(bind(fd.ls, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	cr_assert_eq(listen(fd.ls, 4), 0);
-	cr_assert_eq(pthread_create(&fd.thread, NULL, fake_daemon_main, &fd), 0);
-	ret = upc_cache_create(&o, &c);
-	cr_assert_eq(ret, 0, "upc_cache_create against the fake daemon: %s", upc_strerror(ret));
+	c = fake_daemon_start(&fd);
 	memset(buf, 'X', sizeof(buf));
 	n = upc_pwrite(c, file, buf, sizeof(buf), 100);
 	cr_assert_eq(n, (ssize_t)sizeof(buf), "a pwrite sent again after a hang-up: %zd", n);
@@ -3280,19 +3290,12 @@ static pid_t write_and_stay(struct nd_shared *sh, const char *path)
  */
 static void kill_daemon_then(pid_t y, int afd, int bfd)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	unsigned char a = 0, b = 0;
 	int status, ls;
 
 	cr_assert_eq(kill(upcd_pid, SIGKILL), 0);
 	cr_assert_eq(waitpid(upcd_pid, &status, 0), upcd_pid);
-	ls = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-	cr_assert_geq(ls, 0);
-	strcpy(sa.sun_path, sock_path);
-	unlink(sock_path);
-	cr_assert_eq(bind(ls, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	cr_assert_eq(chmod(sock_path, 0666), 0);
-	cr_assert_eq(listen(ls, 16), 0);
+	ls = listen_here();
 	usleep(200 * 1000);
 	close(ls);		/* the connections in its backlog are reset */
 	unlink(sock_path);
@@ -4840,17 +4843,8 @@ static void fs_spawn(const struct fake_store *st, unsigned int how, const char *
 	int ls = -1;
 
 	snprintf(bin, sizeof(bin), "%s/daemon/upcd", bd ? bd : ".");
-	if (how & FS_SOCKET) {
-		struct sockaddr_un sa = { .sun_family = AF_UNIX };
-
-		ls = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-		cr_assert_geq(ls, 0);
-		strcpy(sa.sun_path, sock_path);
-		unlink(sock_path);
-		cr_assert_eq(bind(ls, (struct sockaddr *)&sa, sizeof(sa)), 0);
-		cr_assert_eq(chmod(sock_path, 0666), 0);
-		cr_assert_eq(listen(ls, 16), 0);
-	}
+	if (how & FS_SOCKET)
+		ls = listen_here();
 	upcd_pid = fork();
 	cr_assert_geq(upcd_pid, 0);
 	if (upcd_pid == 0) {
