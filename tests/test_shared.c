@@ -3308,6 +3308,62 @@ static void kill_daemon_then(pid_t y, int afd, int bfd)
 	cr_assert_eq(b, pat(5 * PAGE + 9), "the test's premise: B's page was written back before the kill (%#x)", b);
 }
 
+/*
+ * A socket that takes connections and never answers (a daemon stopped
+ * with SIGSTOP after it accepted, systemd's socket while the service does
+ * not start) is no daemon: the client's other calls still fail with
+ * -ENOTCONN after $UPC_RECONNECT, and its mappings go on being served
+ * (synchronous tracking: it serves itself).  The watcher waited for the
+ * hello's answer for ever holding the client's lock, and every call with
+ * it (client.c, reconnect: HELLO_WAIT_MS).
+ */
+struct stats_call {
+	struct upc_cache *c;
+	_Atomic int ret;
+};
+
+static void *stats_call_main(void *arg)
+{
+	struct stats_call *sc = arg;
+	struct upc_stats st = { .sz = sizeof(st) };
+
+	atomic_store(&sc->ret, upc_stats(sc->c, &st));
+	return NULL;
+}
+
+Test(shared, a_socket_that_never_answers_is_no_daemon, .timeout = 60)
+{
+	char path[64];
+	int fd = tmpfile_pattern(4 * PAGE, path), status, ls;
+	struct stats_call sc = { .ret = 1 };
+	volatile unsigned char *p;
+	pthread_t t;
+	int i;
+
+	setenv("UPC_RECONNECT", "2", 1);
+	upcd_start(NULL);
+	sc.c = shared_cache();
+	cr_assert_eq(upc_map(sc.c, fd, 0, 4 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
+	p[0] = 'a';
+	cr_assert_eq(kill(upcd_pid, SIGKILL), 0);
+	cr_assert_eq(waitpid(upcd_pid, &status, 0), upcd_pid);
+	ls = listen_here();	/* never accepts: every connect waits in its backlog */
+	cr_assert_eq(pthread_create(&t, NULL, stats_call_main, &sc), 0);
+	for (i = 0; i < 2000 && atomic_load(&sc.ret) == 1; i++)
+		usleep(10 * 1000);
+	cr_assert_eq(atomic_load(&sc.ret), -ENOTCONN, "a call %s after %d ms, with a socket that never answers (%d)",
+		     atomic_load(&sc.ret) == 1 ? "still waits" : "returned", i * 10, atomic_load(&sc.ret));
+	if (!track_flags()) {
+		p[PAGE] = 'b';		/* served here: this process serves itself */
+		cr_assert_eq(p[0], 'a');
+	}
+	close(ls);
+	cr_assert_eq(pthread_join(t, NULL), 0);
+	upc_cache_destroy(sc.c);
+	close(fd);
+	unlink(path);
+}
+
 /* Both pages reach their files once the new daemon has adopted them: in the background, so a sync writes them once it has. */
 static void kept_pages_written(int afd, int bfd)
 {

@@ -52,6 +52,7 @@
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -1042,6 +1043,8 @@ static long adopt_all(struct upc_client *cl, int sock, uint64_t gen)
  * inaccessible.  Returns the new connection, or -1: no daemon came back in
  * time, or the cache is being destroyed (@efd).
  */
+#define HELLO_WAIT_MS	2000	/* a restarted daemon's answer to hello (reconnect) */
+
 static int reconnect(struct upc_client *cl, int efd)
 {
 	uint64_t deadline = now_ms() + cl->reconnect_ms;
@@ -1079,9 +1082,23 @@ static int reconnect(struct upc_client *cl, int efd)
 		 * for an answer that might never come instead of being served
 		 * here (test_shared.c, kill_daemon_then).
 		 */
+		/*
+		 * And within HELLO_WAIT_MS: a daemon that does not answer at
+		 * all (stopped, SIGSTOP; a socket systemd holds while the
+		 * service does not start) is no daemon, and this thread holds
+		 * cl->lock meanwhile, which every other call of this process
+		 * and the cache's destruction wait for.
+		 */
+		setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &(struct timeval){ .tv_sec = HELLO_WAIT_MS / 1000 },
+			   sizeof(struct timeval));
 		pthread_mutex_lock(&cl->lock);
 		ret = hello(cl, s, &rep);
 		pthread_mutex_unlock(&cl->lock);
+		setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &(struct timeval){ 0 }, sizeof(struct timeval));
+		if (ret == -EAGAIN || ret == -EWOULDBLOCK) {
+			close(s);
+			continue;
+		}
 		/*
 		 * A daemon that answered, even to refuse this process (its
 		 * limits, another version), serves: it may adopt our files
