@@ -1097,6 +1097,7 @@ static int reconnect(struct upc_client *cl, int efd)
 		setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &(struct timeval){ 0 }, sizeof(struct timeval));
 		if (ret == -EAGAIN || ret == -EWOULDBLOCK) {
 			close(s);
+			takeover_begin(cl);	/* as with no socket: a file whose dying daemon still held its lock */
 			continue;
 		}
 		/*
