@@ -585,7 +585,6 @@ struct cpin_piece {
  * each other in both address and page are one.  Pages no mapping covers
  * are left out.  maps_lock held.
  */
-
 static size_t cpin_pieces(struct upc_client *cl, const struct cpin *pin, uint64_t gen, struct cpin_piece *out)
 {
 	uint64_t p = pin->start;
@@ -1080,14 +1079,11 @@ static int reconnect(struct upc_client *cl, int efd)
 		 * daemon runs at all.  Handed back on a connect, the pages
 		 * written here went to the file early, and the faults waited
 		 * for an answer that might never come instead of being served
-		 * here (test_shared.c, kill_daemon_then).
-		 */
-		/*
-		 * And within HELLO_WAIT_MS: a daemon that does not answer at
-		 * all (stopped, SIGSTOP; a socket systemd holds while the
-		 * service does not start) is no daemon, and this thread holds
-		 * cl->lock meanwhile, which every other call of this process
-		 * and the cache's destruction wait for.
+		 * here (test_shared.c, kill_daemon_then).  And it answers within
+		 * HELLO_WAIT_MS, or it is no daemon (stopped, SIGSTOP; a socket
+		 * systemd holds while the service does not start): this thread
+		 * holds cl->lock meanwhile, which every other call of this
+		 * process and the cache's destruction wait for.
 		 */
 		setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &(struct timeval){ .tv_sec = HELLO_WAIT_MS / 1000 },
 			   sizeof(struct timeval));
