@@ -251,6 +251,8 @@ struct mm_snap;
 struct staging_old;
 struct orphan;
 
+struct wb_done;
+
 struct upc_file {
 	struct upc_cache *cache;
 	struct upc_file *next;		/* cache->files */
@@ -328,6 +330,8 @@ struct upc_file {
 	struct upc_map *rmap;		/* every mapping of this file */
 
 	uint64_t nr_cached, nr_dirty, nr_writeback, nr_pinned;
+	/* write-backs whose visitor could not take @lock again after the I/O (writeback.c, wb_park) */
+	_Atomic(struct wb_done *) wb_parked;
 
 	/* errseq_t: @err_seq counts write-back errors, @err is the latest. */
 	uint32_t err_seq;
@@ -866,13 +870,15 @@ __upc_hidden void fork_cache_del(struct upc_cache *c);
 #define WB_EXPIRED	0x2	/* only pages dirty for longer than expire_ms */
 #define WB_NOWAIT	0x4	/* skip pages under write-back instead of waiting */
 #define WB_FSYNC	0x8	/* with WB_SYNC: fsync (data and metadata), not fdatasync */
-#define WB_VISIT	0x10	/* a visitor of every file: -EBUSY if file_lock_visit() fails */
+#define WB_VISIT	0x10	/* a visitor of every file: -EBUSY if file_lock_visit() fails, before the I/O or after it (wb_park) */
 #define DROP_VISIT	0x80000000u	/* file_drop(), beside UPC_DROP_*: as WB_VISIT */
 __upc_hidden int file_drop(struct upc_file *f, unsigned int flags, uint64_t *dropped);
 __upc_hidden int writeback_range(struct upc_file *f, uint64_t first, uint64_t last, int how,
 				 uint64_t *heldp);
 __upc_hidden int errseq_check(struct upc_file *f, uint32_t *seen);
 __upc_hidden bool has_writeback(struct upc_file *f, uint64_t first, uint64_t last);
+__upc_hidden void wb_wait(struct upc_file *f);
+__upc_hidden bool wb_finish_parked(struct upc_file *f);
 __upc_hidden uint32_t errseq_sample(struct upc_file *f);
 __upc_hidden int bgwb_start(struct upc_cache *c);
 __upc_hidden void bgwb_stop(struct upc_cache *c);
@@ -943,6 +949,7 @@ __upc_hidden uint64_t store_cluster_gap(struct upc_store *s);
 #define UPC_DBG_BREAK_I1	0x1u	/* tests only: write-back cleans before it protects */
 #define UPC_DBG_DIRTY_BT	0x2u	/* record the stack of the write that dirtied a page */
 #define UPC_DBG_STOP_AT_CALL	0x4u	/* tests only: a shared cache's process stops as upcd calls into it */
+#define UPC_DBG_VISIT_PAUSE	0x8u	/* tests only: a visitor's write-back waits 1.5 s after its I/O */
 #define UPC_BT_SIGNAL		(SIGRTMIN + 7)
 struct upc_shm_bt;
 __upc_hidden unsigned int debug_from_env(void);

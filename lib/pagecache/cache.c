@@ -684,6 +684,7 @@ static void file_free(struct upc_file *f)
 
 	UPC_TRACE(file_release, f);
 	punch_free(f);
+	wb_finish_parked(f);	/* no other holder is left: ended as under the lock (writeback.c) */
 	/* zaps of mappings that are all gone now: nothing of them is left to collect */
 	for (size_t i = 0; i < f->nzap_pend; i++) {
 		atomic_fetch_sub(&f->zap_pend[i]->inflight, 1);
@@ -1596,7 +1597,7 @@ out:
 			 * (fill_run), or file_free.
 			 */
 			while (f->nr_writeback)
-				pthread_cond_wait(&f->wb_cond, &f->lock);
+				wb_wait(f);
 			f->store_h = wh;
 			f->store_writable = true;
 			if (f->nr_fill_busy)

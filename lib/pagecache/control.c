@@ -507,7 +507,7 @@ UPC_API int upc_pin(struct upc_cache *c, void *addr, size_t length, unsigned int
 			 */
 			if (all && (flags & UPC_PIN_NOWRITEBACK))
 				while (has_writeback(f, first, last))
-					pthread_cond_wait(&f->wb_cond, &f->lock);
+					wb_wait(f);
 			pthread_mutex_unlock(&f->lock);
 		}
 		if (!all) {

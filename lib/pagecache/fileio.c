@@ -565,7 +565,7 @@ static int range_quiesce(struct upc_file *f, uint64_t pin_first, uint64_t pin_la
 			return -EBUSY;
 		if (!f->npages || wb_first > l || !has_writeback(f, wb_first, l))
 			return 0;
-		pthread_cond_wait(&f->wb_cond, &f->lock);
+		wb_wait(f);
 	}
 }
 

@@ -73,8 +73,9 @@
  * (upcd(8), BUGS).  The threads that visit every file pass such a file by:
  * the clock hand (shrink_file), the statistics, which hold cache->lock
  * (publish_tick, upc_stats), the background writer and the reaper
- * (writeback_range, WB_VISIT); a sync or a drop of the whole cache comes
- * back to it after every other file, and waits (files_walk).
+ * (writeback_range, WB_VISIT), also back from their I/O (wb_park); a sync
+ * or a drop of the whole cache comes back to it after every other file,
+ * and waits (files_walk).
  */
 #define PUNCH_RING	1024	/* > the runs of one eviction (SCAN_BATCH pages) */
 #define PUNCH_WORKERS	64	/* io-wq workers: memfds whose locks can be waited for at once */
@@ -137,7 +138,11 @@ void punch_free(struct upc_file *f)
  */
 int file_lock_visit(struct upc_file *f)
 {
-	return mutex_lock_ms(&f->lock, f->cache->serving ? VISIT_LOCK_MS : 0);
+	int ret = mutex_lock_ms(&f->lock, f->cache->serving ? VISIT_LOCK_MS : 0);
+
+	if (ret == 0)
+		wb_finish_parked(f);	/* a visitor's write-back that could not end here (wb_park) */
+	return ret;
 }
 
 /* Does a punch in flight take a page of [first, last]?  Caller holds f->lock. */

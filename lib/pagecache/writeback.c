@@ -367,6 +367,147 @@ bool has_writeback(struct upc_file *f, uint64_t first, uint64_t last)
 }
 
 /*
+ * Step 4, the completion of a write-back: end PG_WRITEBACK on its runs and
+ * gap pages; a page whose I/O failed is dirty again, never lost, and the
+ * error goes to the file's errseq.  Returns @d->ret, or the first error of
+ * the I/Os.  Caller holds f->lock.
+ */
+struct wb_done {
+	struct run *runs, *gaps;
+	size_t nr, ngaps;
+	struct upc_io *ios;
+	size_t nios;
+	int ret;			/* an error before the I/O (no memory for @ios) */
+	struct wb_done *next;		/* f->wb_parked */
+};
+
+static int wb_complete(struct upc_file *f, const struct wb_done *d)
+{
+	struct upc_cache *c = f->cache;
+	const struct run *runs = d->runs, *gaps = d->gaps;
+	struct upc_io *ios = d->ios;
+	size_t nios = d->nios;
+	int ret = d->ret;
+
+	if (nios)	/* a readahead read in flight meanwhile may hold the old data (fill_run) */
+		file_store_changed(f);
+	/* Completion: end write-back; a failed page is dirty again, never lost. */
+	for (size_t i = 0, k = 0; i < d->nr; i++)
+		for (uint64_t p = runs[i].start; p < runs[i].start + runs[i].n; p++) {
+			struct upc_page *pg = pt_lookup(f, p);
+			uint64_t off = p << UPC_PAGE_SHIFT;
+			bool ok = false;
+
+			if (io_covers(ios, nios, &k, off))
+				ok = io_done(&ios[k]);
+			else if (ios && off >= (uint64_t)f->size)
+				ok = true;	/* wholly past EOF: nothing to write */
+			pg->flags &= ~PG_WRITEBACK;
+			f->nr_writeback--;
+			if (ok) {
+				pg->flags &= ~PG_NOSTORE;	/* the store has its data now */
+				atomic_fetch_add(&c->st.pages_written, 1);
+			} else {
+				trace_dirty(f, pg, p, 0, 0);
+				page_set_dirty(f, pg);
+				if (!ret)
+					ret = (k < nios && ios[k].res < 0) ? (int)ios[k].res : -EIO;
+			}
+		}
+	/* Gap pages: only PG_WRITEBACK ends; dirty or clean, they are what they became meanwhile. */
+	for (size_t i = 0, k = 0; i < d->ngaps; i++)
+		for (uint64_t p = gaps[i].start; p < gaps[i].start + gaps[i].n; p++) {
+			uint64_t off = p << UPC_PAGE_SHIFT;
+
+			pt_lookup(f, p)->flags &= ~PG_WRITEBACK;
+			f->nr_writeback--;
+			if (io_covers(ios, nios, &k, off) && io_done(&ios[k]))
+				atomic_fetch_add(&c->st.wb_gap_pages, 1);
+		}
+	for (size_t k = 0; k < nios; k++) {
+		if (ios[k].res > 0)
+			atomic_fetch_add(&c->st.bytes_written, (uint64_t)ios[k].res);
+		/* PG_WRITEBACK is clear on the I/O's pages now. */
+		UPC_TRACE(wb_done, f, ios[k].off, ios[k].len, ios[k].res);
+	}
+	if (ret < 0)
+		errseq_set(f, ret);
+	pthread_cond_broadcast(&f->wb_cond);
+	return ret;
+}
+
+/*
+ * Write-back parked (WB_VISIT): a visitor of every file, back from the I/O
+ * of a file whose lock it cannot take again within VISIT_LOCK_MS, does not
+ * wait for it: a client of upcd can make a thread hold that lock as long as
+ * it likes (a truncation that waits for the memfd's inode lock, punch.c),
+ * and the flusher, or the reclaim thread, stopped there for the whole
+ * cache (upcd(8), BUGS, until this).  It leaves the completion on the
+ * file, whose pages stay PG_WRITEBACK meanwhile (I3: not dropped, not
+ * punched; a data-integrity write-back waits for them), and goes on to the
+ * next file.  The next holder of the lock who cares ends it: a visitor that
+ * takes the lock (file_lock_visit), any write-back (writeback_range), any
+ * wait for write-back (wb_wait), file_free.  A lock-free stack: pushed
+ * without the lock, taken whole under it.  0, or -ENOMEM: not parked.
+ */
+static int wb_park(struct upc_file *f, const struct wb_done *d)
+{
+	struct wb_done *p = malloc(sizeof(*p));
+
+	if (!p)
+		return -ENOMEM;
+	*p = *d;
+	p->next = atomic_load_explicit(&f->wb_parked, memory_order_relaxed);
+	while (!atomic_compare_exchange_weak_explicit(&f->wb_parked, &p->next, p, memory_order_release,
+						      memory_order_relaxed))
+		;
+	/* A waiter for write-back (wb_wait) looks again, and ends it once it holds the lock. */
+	pthread_cond_broadcast(&f->wb_cond);
+	return 0;
+}
+
+/* End the parked write-backs of @f (wb_park).  Returns whether there were any.  Caller holds f->lock. */
+bool wb_finish_parked(struct upc_file *f)
+{
+	struct wb_done *d;
+
+	if (!atomic_load_explicit(&f->wb_parked, memory_order_relaxed))
+		return false;
+	d = atomic_exchange_explicit(&f->wb_parked, NULL, memory_order_acquire);
+	while (d) {
+		struct wb_done *next = d->next;
+
+		wb_complete(f, d);
+		free(d->runs);
+		free(d->gaps);
+		free(d->ios);
+		free(d);
+		d = next;
+	}
+	return true;
+}
+
+/*
+ * Wait for a write-back in flight to end, as the kernel's
+ * folio_wait_writeback(); a parked one (wb_park) this holder of the lock
+ * ends itself.  Its parker wakes the waiters without the lock (it could not
+ * take it), so a waiter that looked just before misses that wakeup: in upcd
+ * it looks again every WB_PARK_POLL_MS.  Caller holds f->lock, which the
+ * wait lets go of, and looks at its pages again after it.
+ */
+#define WB_PARK_POLL_MS	50
+
+void wb_wait(struct upc_file *f)
+{
+	if (wb_finish_parked(f))
+		return;
+	if (f->cache->serving)
+		cond_wait_ms(&f->wb_cond, &f->lock, WB_PARK_POLL_MS);
+	else
+		pthread_cond_wait(&f->wb_cond, &f->lock);
+}
+
+/*
  * Write back the dirty pages of @f in [@first, @last].  Returns 0 or the first
  * error this call met (which is also recorded in the file's errseq).  Dirty
  * pages held by UPC_PIN_NOWRITEBACK pins are skipped and counted in *@heldp.
@@ -387,6 +528,7 @@ int writeback_range(struct upc_file *f, uint64_t first, uint64_t last, int how, 
 		pthread_mutex_lock(&f->lock);
 	else if (file_lock_visit(f) != 0)
 		return -EBUSY;
+	wb_finish_parked(f);
 again:
 	if (heldp)
 		*heldp = held0;
@@ -397,7 +539,7 @@ again:
 	/* A data-integrity write waits for write-back in flight (wait_on_page_writeback). */
 	if (how & WB_SYNC)
 		while (has_writeback(f, first, last))
-			pthread_cond_wait(&f->wb_cond, &f->lock);
+			wb_wait(f);
 	/* Async tracking: collecting the written PTEs also write-protects them (step 1). */
 	track_collect(f, first, last);
 	if (!f->nr_dirty)
@@ -460,7 +602,10 @@ again:
 			runs = prot = NULL;
 			nr = cap = nprot = pcap = 0;
 			ret = 0;
-			pthread_mutex_lock(&f->lock);
+			if (!(how & WB_VISIT))
+				pthread_mutex_lock(&f->lock);
+			else if (file_lock_visit(f) != 0)
+				return -EBUSY;	/* nothing cleaned yet: passed by (wb_park) */
 			goto again;
 		}
 		if (ret < 0) {
@@ -512,51 +657,29 @@ again:
 		atomic_fetch_add(&c->st.wb_ios, nios);
 	}
 
-	pthread_mutex_lock(&f->lock);
-	if (nios)	/* a readahead read in flight meanwhile may hold the old data (fill_run) */
-		file_store_changed(f);
-	/* Completion: end write-back; a failed page is dirty again, never lost. */
-	for (size_t i = 0, k = 0; i < nr; i++)
-		for (uint64_t p = runs[i].start; p < runs[i].start + runs[i].n; p++) {
-			struct upc_page *pg = pt_lookup(f, p);
-			uint64_t off = p << UPC_PAGE_SHIFT;
-			bool ok = false;
-
-			if (io_covers(ios, nios, &k, off))
-				ok = io_done(&ios[k]);
-			else if (ios && off >= (uint64_t)f->size)
-				ok = true;	/* wholly past EOF: nothing to write */
-			pg->flags &= ~PG_WRITEBACK;
-			f->nr_writeback--;
-			if (ok) {
-				pg->flags &= ~PG_NOSTORE;	/* the store has its data now */
-				atomic_fetch_add(&c->st.pages_written, 1);
-			} else {
-				trace_dirty(f, pg, p, 0, 0);
-				page_set_dirty(f, pg);
-				if (!ret)
-					ret = (k < nios && ios[k].res < 0) ? (int)ios[k].res : -EIO;
-			}
+	/*
+	 * A visitor does not wait for the file's lock again either: a thread
+	 * may have taken it during the I/O, to wait with it for the memfd's
+	 * inode lock, which a client of upcd can hold as long as it likes
+	 * (punch.c).  The completion is left to the file (wb_park); out of
+	 * memory, it is waited for here, as before.  (UPC_DEBUG=visit-pause:
+	 * a test takes the lock meanwhile.)
+	 */
+	if (__builtin_expect(c->debug & UPC_DBG_VISIT_PAUSE, 0) && (how & WB_VISIT) && c->serving)
+		nanosleep(&(struct timespec){ .tv_sec = 1, .tv_nsec = 500000000 }, NULL);
+	if (!(how & WB_VISIT) || file_lock_visit(f) != 0) {
+		if ((how & WB_VISIT) &&
+		    wb_park(f, &(struct wb_done){ .runs = runs, .nr = nr, .gaps = gaps, .ngaps = ngaps,
+						  .ios = ios, .nios = nios, .ret = ret }) == 0) {
+			if (spans != runs)
+				free(spans);
+			free(prot);
+			return -EBUSY;	/* its runs, gaps and I/Os are the parked record's */
 		}
-	/* Gap pages: only PG_WRITEBACK ends; dirty or clean, they are what they became meanwhile. */
-	for (size_t i = 0, k = 0; i < ngaps; i++)
-		for (uint64_t p = gaps[i].start; p < gaps[i].start + gaps[i].n; p++) {
-			uint64_t off = p << UPC_PAGE_SHIFT;
-
-			pt_lookup(f, p)->flags &= ~PG_WRITEBACK;
-			f->nr_writeback--;
-			if (io_covers(ios, nios, &k, off) && io_done(&ios[k]))
-				atomic_fetch_add(&c->st.wb_gap_pages, 1);
-		}
-	for (size_t k = 0; k < nios; k++) {
-		if (ios[k].res > 0)
-			atomic_fetch_add(&c->st.bytes_written, (uint64_t)ios[k].res);
-		/* PG_WRITEBACK is clear on the I/O's pages now. */
-		UPC_TRACE(wb_done, f, ios[k].off, ios[k].len, ios[k].res);
+		pthread_mutex_lock(&f->lock);
 	}
-	if (ret < 0)
-		errseq_set(f, ret);
-	pthread_cond_broadcast(&f->wb_cond);
+	ret = wb_complete(f, &(struct wb_done){ .runs = runs, .nr = nr, .gaps = gaps, .ngaps = ngaps,
+						 .ios = ios, .nios = nios, .ret = ret });
 out_unlock:
 	pthread_mutex_unlock(&f->lock);
 	if (spans != runs)
