@@ -550,6 +550,14 @@ struct upc_cache {
 	 */
 	struct file_id { dev_t dev; ino_t ino; } *held;
 	size_t nheld, held_cap;
+	/*
+	 * Files being made (file_get_how), not listed yet: the kernel's
+	 * I_NEW inodes; and upcd's files being adopted from an earlier
+	 * daemon's memfds (orphan_adopt).  A lookup of one waits on
+	 * @new_cond; others go on.  Under @lock.
+	 */
+	struct file_new_entry { dev_t dev; ino_t ino; struct file_new_entry *next; } *making, *adopting;
+	pthread_cond_t new_cond;
 	struct orphan *orphans;		/* upcd: earlier daemons' memfds held by processes (cache.c) */
 	size_t norphans;
 	uint64_t orphans_until;		/* now_ms(): after it the orphans are forgotten */

@@ -6104,3 +6104,76 @@ Test(shared, a_writer_back_from_its_io_passes_by_a_file_a_truncation_holds, .tim
 	close(wfd);
 	upcd_stop();
 }
+
+/*
+ * A restarted daemon adopts the earlier one's memfds (its keeper's here):
+ * the adoption seeks through the data memfd and punches it, which takes
+ * its inode lock, and a client that kept the memfd can hold that lock as
+ * long as it likes (held_lock).  The adoption made the file with the
+ * cache's lock held, and every lookup of every file, by every client,
+ * waited with it (upcd(8), BUGS, until file_get_how made it without).  Now
+ * only a lookup of that file waits; another client reads another file
+ * meanwhile, and the held file's data is there once the lock is let go.
+ */
+struct adopt_reader {
+	struct upc_cache *c;
+	int fd;
+	size_t size;
+	_Atomic uint64_t bad;
+	_Atomic int done;
+};
+
+/* A client of its own that reads the file: the attach too may wait (for the cache's lock). */
+static void *adopt_reader_main(void *arg)
+{
+	UPC_OPTS(upc_cache_opts, o, .flags = UPC_CACHE_SHARED, .socket = sock_path);
+	struct adopt_reader *r = arg;
+
+	if (upc_cache_create(&o, &r->c) == 0)
+		atomic_store(&r->bad, held_read_all(r->c, r->fd, r->size));
+	else
+		atomic_store(&r->bad, UINT64_MAX);
+	atomic_store(&r->done, 1);
+	return NULL;
+}
+
+Test(shared, an_adoption_waiting_for_a_held_memfd_stalls_no_other_file, .timeout = 120)
+{
+	const size_t size = 1u << 20;
+	struct held h = { 0 };
+	char xpath[64], ypath[64];
+	int xfd = tmpfile_pattern(size, xpath), yfd = tmpfile_pattern(size, ypath), status;
+	struct adopt_reader rx = { .fd = xfd, .size = size }, ry = { .fd = yfd, .size = size };
+	pthread_t tx, ty;
+	struct upc_cache *c;
+
+	held_start(&h);
+	c = shared_cache();
+	cr_assert_eq(held_read_all(c, xfd, size), 0);	/* X cached, in the memfd the keeper keeps */
+	upc_cache_destroy(c);
+	held_map(&h, xpath, size);
+
+	cr_assert_eq(kill(upcd_pid, SIGKILL), 0);
+	cr_assert_eq(waitpid(upcd_pid, &status, 0), upcd_pid);
+	held_lock(&h, (off_t)size + PAGE);	/* past the end of X: its zeros are no page of X */
+	upcd_spawn("--mem-limit=4M");	/* adopts what the keeper kept: X waits for the memfd's lock */
+
+	cr_assert_eq(pthread_create(&tx, NULL, adopt_reader_main, &rx), 0);
+	cr_assert_eq(pthread_create(&ty, NULL, adopt_reader_main, &ry), 0);
+	for (int i = 0; i < 1000 && !atomic_load(&ry.done); i++)
+		usleep(10000);
+	cr_assert(atomic_load(&ry.done), "a read of another file waited for the adoption of the held one");
+	cr_assert_eq(atomic_load(&ry.bad), 0);
+	cr_assert_eq(pthread_join(ty, NULL), 0);
+	cr_assert_not(atomic_load(&rx.done), "the test's premise: X's adoption did not wait for the memfd's lock");
+
+	held_let_go(&h);
+	cr_assert_eq(pthread_join(tx, NULL), 0);
+	cr_assert_eq(atomic_load(&rx.bad), 0, "X read wrong after its adoption");
+	upc_cache_destroy(rx.c);
+	upc_cache_destroy(ry.c);
+	held_fini(&h);
+	close(xfd);
+	close(yfd);
+	upcd_stop();
+}

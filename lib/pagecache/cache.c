@@ -792,7 +792,7 @@ static int adopt_fd(int fd, const char *kind, const struct stat *st)
  * daemon: they go (upcd(8), BUGS).  A page without PG_UPTODATE that is not
  * in the memfd is nothing; one that
  * says PG_UPTODATE but is not in the memfd (punched between the punch and
- * the page table) is forgotten.  Caller is file_new, with c->lock held.
+ * the page table) is forgotten.  Caller is file_new, without c->lock.
  */
 /*
  * The journal of the clients that served themselves while no daemon ran
@@ -803,7 +803,7 @@ static int adopt_fd(int fd, const char *kind, const struct stat *st)
  * (written, and protected): then it is written once more.  A client killed
  * while it served itself loses nothing so.  The daemon holds the takeover
  * lock (file_new): no client marks the journal any more.  Then the journal
- * is punched.  Caller is file_new, with c->lock held.
+ * is punched.  Caller is file_new, without c->lock.
  */
 static int file_adopt_journal(struct upc_file *f)
 {
@@ -1514,6 +1514,24 @@ static void file_held_add(struct upc_cache *c, dev_t dev, ino_t ino)
 	c->held[c->nheld++] = (struct file_id){ dev, ino };
 }
 
+/* Is the file of @st on the list @l (cache->making, cache->adopting)?  Under cache->lock. */
+static bool file_id_listed(const struct file_new_entry *l, const struct stat *st)
+{
+	for (; l; l = l->next)
+		if (l->dev == st->st_dev && l->ino == st->st_ino)
+			return true;
+	return false;
+}
+
+/* Take @e off the list *@lp, and wake the lookups that wait for it.  Under cache->lock. */
+static void file_id_unlist(struct upc_cache *c, struct file_new_entry **lp, struct file_new_entry *e)
+{
+	while (*lp != e)
+		lp = &(*lp)->next;
+	*lp = e->next;
+	pthread_cond_broadcast(&c->new_cond);
+}
+
 static int file_get_how(struct upc_cache *c, int fd, bool create, const struct adopt_fds *adopt,
 			struct upc_file **fp)
 {
@@ -1533,9 +1551,14 @@ static int file_get_how(struct upc_cache *c, int fd, bool create, const struct a
 	/* Unused files past the bound go (written back if dirty) before this one may take descriptors. */
 	file_reap(c, false);
 	pthread_mutex_lock(&c->lock);
+again:
 	for (f = c->files; f; f = f->next)
 		if (f->dev == st.st_dev && f->ino == st.st_ino)
 			break;
+	if (!f && file_id_listed(c->making, &st)) {
+		pthread_cond_wait(&c->new_cond, &c->lock);	/* being made: wait_on_inode() */
+		goto again;
+	}
 	if (!f && !create) {
 		ret = -ENOENT;
 		goto out;
@@ -1555,7 +1578,21 @@ static int file_get_how(struct upc_cache *c, int fd, bool create, const struct a
 		goto out;
 	}
 	if (!f) {
+		/*
+		 * Made without cache->lock, as the kernel's iget5_locked() makes
+		 * an I_NEW inode: a lookup of this file waits for it, every other
+		 * goes on.  An adoption seeks through the memfd and punches it,
+		 * which takes its inode lock, and a client holding that lock
+		 * (punch.c) stopped every lookup of the daemon with cache->lock
+		 * (upcd(8), BUGS, until this); an open of the store may be slow.
+		 */
+		struct file_new_entry me = { st.st_dev, st.st_ino, c->making };
+
+		c->making = &me;
+		pthread_mutex_unlock(&c->lock);
 		ret = file_new(c, fd, &st, adopt, &f);
+		pthread_mutex_lock(&c->lock);
+		file_id_unlist(c, &c->making, &me);
 		if (ret < 0)
 			goto out;
 		if (c->serving)
@@ -1972,14 +2009,37 @@ static int orphan_adopt(struct upc_cache *c, int fd, struct upc_file **fp)
 }
 
 /*
- * One orphan adoption at a time, and every first lookup of a file waits
- * for the one in flight: the entries of the file being adopted are out of
- * the list while it waits for the clients that serve themselves, and a
- * second request for that file found none and gave it a memfd of its own
- * (review of dcfd6eb).  Only in the ORPHANS_TTL_MS after a start that
- * found orphans.
+ * One orphan adoption of a file at a time, and every first lookup of that
+ * file waits for the one in flight: the entries of the file being adopted
+ * are out of the list while it waits for the clients that serve themselves,
+ * and a second request for that file found none and gave it a memfd of its
+ * own (review of dcfd6eb).  Lookups of other files do not wait: the
+ * adoption can wait for the memfd's inode lock, which a client that kept it
+ * can hold, and one lock for every adoption stopped every first lookup of
+ * every file with it (upcd(8), BUGS, until cache->adopting).  Only in the
+ * ORPHANS_TTL_MS after a start that found orphans, and while a keeper's
+ * entries are not adopted.
  */
-static pthread_mutex_t orphan_lock = PTHREAD_MUTEX_INITIALIZER;
+static int orphan_adopt_once(struct upc_cache *c, int fd, struct upc_file **fp)
+{
+	struct file_new_entry me;
+	struct stat st;
+	int ret;
+
+	if (sys_fstat_id(fd, &st) < 0)
+		return 1;
+	pthread_mutex_lock(&c->lock);
+	while (file_id_listed(c->adopting, &st))
+		pthread_cond_wait(&c->new_cond, &c->lock);
+	me = (struct file_new_entry){ st.st_dev, st.st_ino, c->adopting };
+	c->adopting = &me;
+	pthread_mutex_unlock(&c->lock);
+	ret = orphan_adopt(c, fd, fp);
+	pthread_mutex_lock(&c->lock);
+	file_id_unlist(c, &c->adopting, &me);
+	pthread_mutex_unlock(&c->lock);
+	return ret;
+}
 
 static bool orphan_window(struct upc_cache *c)
 {
@@ -1992,9 +2052,7 @@ int file_get(struct upc_cache *c, int fd, struct upc_file **fp)
 	if (orphan_window(c)) {
 		int ret;
 
-		pthread_mutex_lock(&orphan_lock);
-		ret = orphan_adopt(c, fd, fp);
-		pthread_mutex_unlock(&orphan_lock);
+		ret = orphan_adopt_once(c, fd, fp);
 		if (ret <= 0)
 			return ret;
 	}
@@ -2041,12 +2099,7 @@ out:
  */
 int cache_adopt_orphans(struct upc_cache *c, int fd, struct upc_file **fp)
 {
-	int ret;
-
-	pthread_mutex_lock(&orphan_lock);
-	ret = orphan_adopt(c, fd, fp);
-	pthread_mutex_unlock(&orphan_lock);
-	return ret;
+	return orphan_adopt_once(c, fd, fp);
 }
 
 /* A keeper's entries not adopted yet (upcd's exit: then its keeper is not let go). */
@@ -2113,9 +2166,7 @@ int file_adopt_wait(struct upc_cache *c, int fd, int memfd, int statefd, struct 
 	int ret;
 
 	if (orphan_window(c)) {
-		pthread_mutex_lock(&orphan_lock);
-		ret = orphan_adopt(c, fd, &of);
-		pthread_mutex_unlock(&orphan_lock);
+		ret = orphan_adopt_once(c, fd, &of);
 		if (ret < 0)
 			return ret;
 		if (ret)
@@ -2262,6 +2313,7 @@ UPC_API int upc_cache_create(const struct upc_cache_opts *opts, struct upc_cache
 	c->self.uffd = -1;
 	c->fr_efd = -1;
 	pthread_mutex_init(&c->lock, NULL);
+	pthread_cond_init(&c->new_cond, NULL);
 	pthread_mutex_init(&c->wb_lock, NULL);
 	pthread_cond_init(&c->wb_cond, NULL);
 
@@ -2435,6 +2487,7 @@ UPC_API int upc_cache_destroy(struct upc_cache *c)
 	if (c->own_store)
 		upc_store_destroy(c->store);
 	pthread_mutex_destroy(&c->lock);
+	pthread_cond_destroy(&c->new_cond);
 	pthread_mutex_destroy(&c->wb_lock);
 	pthread_cond_destroy(&c->wb_cond);
 	free(c->held);
