@@ -332,6 +332,7 @@ struct upc_file {
 	uint64_t nr_cached, nr_dirty, nr_writeback, nr_pinned;
 	/* write-backs whose visitor could not take @lock again after the I/O (writeback.c, wb_park) */
 	_Atomic(struct wb_done *) wb_parked;
+	_Atomic bool wb_io_stuck;	/* upcd: a visitor's write I/O went on without it (wb_io_offload) */
 
 	/* errseq_t: @err_seq counts write-back errors, @err is the latest. */
 	uint32_t err_seq;
@@ -538,6 +539,7 @@ struct upc_cache {
 	uint32_t nr_unused, max_unused;
 	int released_err;		/* an unreported write-back error of a released file */
 	_Atomic bool dying;		/* upc_cache_destroy() frees every file itself */
+	_Atomic unsigned int wb_io_running;	/* upcd: visitors' write I/O threads (writeback.c) */
 
 	struct upc_mm self;		/* embedded mode: this process */
 	struct upc_mm *children;	/* forked children served by this cache (fork.c) */

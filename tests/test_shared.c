@@ -6177,3 +6177,105 @@ Test(shared, an_adoption_waiting_for_a_held_memfd_stalls_no_other_file, .timeout
 	close(yfd);
 	upcd_stop();
 }
+
+/*
+ * A write to a file takes its inode lock, and a client that may write the
+ * file can hold that lock as long as it likes (write(2) into the file from
+ * a page whose fault it does not serve), as it can the memfd's.  The
+ * background writer waited in that file's write-back I/O, and every other
+ * file's dirty pages with it; and four write-backs of it so took the file
+ * store's four rings, and every read of every file waited for a ring
+ * (upcd(8), BUGS, until writeback.c's wb_io_offload and store.c's
+ * ring_get).  Here the writer passes X by after its wait and writes W; four
+ * clients' msyncs of X wait, and a fifth client reads Y; once the lock is
+ * let go, X's pages are all written.
+ */
+struct sync_page {
+	volatile unsigned char *p;
+	struct upc_cache *c;
+	_Atomic int ret;
+};
+
+static void *sync_page_main(void *arg)
+{
+	struct sync_page *s = arg;
+
+	atomic_store(&s->ret, upc_msync(s->c, (void *)s->p, PAGE, UPC_MS_SYNC));
+	return NULL;
+}
+
+Test(shared, a_client_holding_a_files_inode_lock_stalls_no_other_files_io, .timeout = 120)
+{
+	const size_t xsize = 64 * PAGE, ysize = 1u << 20;
+	struct held h = { 0 };
+	struct sync_page sp[4];
+	struct adopt_reader ry = { .size = ysize };
+	pthread_t st[4], ty;
+	volatile unsigned char *wp, *xp;
+	char xpath[64], wpath[64], ypath[64];
+	int xfd = tmpfile_pattern(xsize, xpath), wfd = tmpfile_pattern(4 * PAGE, wpath), memfd;
+	struct upc_cache *c;
+
+	ry.fd = tmpfile_pattern(ysize, ypath);
+	held_start(&h);
+	c = shared_cache();
+	cr_assert_eq(upc_map(c, wfd, 0, 4 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&wp), 0);
+	cr_assert_eq(wp[PAGE], pat(PAGE));
+	cr_assert_eq(upc_map(c, xfd, 0, xsize, PROT_READ | PROT_WRITE, 0, (void **)&xp), 0);
+	for (size_t i = 0; i < xsize; i += PAGE)
+		cr_assert_eq(xp[i + 3], pat(i + 3));	/* all of X cached: no read of it waits below */
+	held_map(&h, xpath, xsize);
+	memfd = h.hw.memfd;
+	h.hw.memfd = h.rw;	/* the file's own inode lock, not its memfd's */
+	held_lock(&h, (off_t)xsize);
+
+	/* The writer's I/O of X waits for the lock; after a second it goes on to W. */
+	xp[3] = 'x';
+	cr_assert_eq(upc_msync(c, (void *)xp, PAGE, UPC_MS_ASYNC), 0);
+	usleep(200 * 1000);
+	wp[PAGE + 3] = 'b';
+	cr_assert_eq(upc_msync(c, (void *)wp, 4 * PAGE, UPC_MS_ASYNC), 0);
+	cr_assert(held_reaches_file(wfd, PAGE + 3, 'b'), "the background writer stopped in the held file's I/O");
+
+	/* Four clients write back a page of X each, and wait; a fifth reads Y. */
+	for (int i = 0; i < 4; i++) {
+		sp[i].c = shared_cache();
+		atomic_store(&sp[i].ret, 1);
+		cr_assert_eq(upc_map(sp[i].c, xfd, 0, xsize, PROT_READ | PROT_WRITE, 0, (void **)&sp[i].p), 0);
+		sp[i].p += (10 + i) * PAGE;
+		sp[i].p[5] = (unsigned char)('0' + i);
+		cr_assert_eq(pthread_create(&st[i], NULL, sync_page_main, &sp[i]), 0);
+	}
+	usleep(500 * 1000);
+	for (int i = 0; i < 4; i++)
+		cr_assert_eq(atomic_load(&sp[i].ret), 1, "the test's premise: an msync of X did not wait for the lock");
+	cr_assert_eq(pthread_create(&ty, NULL, adopt_reader_main, &ry), 0);
+	for (int i = 0; i < 1000 && !atomic_load(&ry.done); i++)
+		usleep(10000);
+	cr_assert(atomic_load(&ry.done), "a read of another file waited for a ring of the store");
+	cr_assert_eq(pthread_join(ty, NULL), 0);
+	cr_assert_eq(atomic_load(&ry.bad), 0);
+
+	/* Let go: every write of X lands. */
+	held_let_go(&h);
+	h.hw.memfd = memfd;
+	for (int i = 0; i < 4; i++) {
+		cr_assert_eq(pthread_join(st[i], NULL), 0);
+		cr_assert_eq(atomic_load(&sp[i].ret), 0, "msync: %s", strerror(-atomic_load(&sp[i].ret)));
+		cr_assert(held_reaches_file(xfd, (off_t)(10 + i) * PAGE + 5, (unsigned char)('0' + i)));
+		cr_assert_eq(upc_unmap(sp[i].c, (void *)(sp[i].p - (10 + i) * PAGE), xsize), 0);
+		upc_cache_destroy(sp[i].c);
+	}
+	cr_assert_eq(upc_msync(c, (void *)xp, xsize, UPC_MS_SYNC), 0);
+	cr_assert(held_reaches_file(xfd, 3, 'x'));
+	cr_assert_eq(pt_flags(h.statefd, 0) & (PG_DIRTY | PG_WRITEBACK), 0);
+	cr_assert_eq(upc_unmap(c, (void *)xp, xsize), 0);
+	cr_assert_eq(upc_unmap(c, (void *)wp, 4 * PAGE), 0);
+	upc_cache_destroy(c);
+	upc_cache_destroy(ry.c);
+	held_fini(&h);
+	close(xfd);
+	close(wfd);
+	close(ry.fd);
+	upcd_stop();
+}

@@ -2455,6 +2455,9 @@ UPC_API int upc_cache_destroy(struct upc_cache *c)
 		if (err && !ret)
 			ret = err;
 	}
+	/* Visitors' write I/O threads (writeback.c): their pages are done (above); the threads end now. */
+	while (atomic_load(&c->wb_io_running))
+		usleep(1000);
 	/*
 	 * A forked child may still map the memfds: truncated (while the child
 	 * is still served, so no access in between reads a hole), its next

@@ -6,7 +6,7 @@
  * The file store does every I/O through io_uring (liburing): a batch of
  * reads or writes is one submission and one wait.  Several threads use it at
  * once (the fault handler fills while msync callers write back), so it keeps
- * a small pool of rings, each owned by one caller at a time.
+ * a pool of rings, each owned by one caller at a time (ring_get).
  *
  * The fault-injection store wraps another store and fails chosen offsets:
  * every error path of the engine has a test through it.
@@ -20,7 +20,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#define NR_RINGS	4
+#define NR_RINGS	4	/* rings to start with */
+#define NR_RINGS_MAX	64	/* and at most, when callers are stuck (ring_get) */
 #define RING_DEPTH	64
 #define DIO_ALIGN	512
 #define WB_GAP_BUFFERED	8	/* store_cluster_gap(): clean pages between dirty runs */
@@ -36,7 +37,8 @@ struct file_store {
 	struct upc_store base;
 	unsigned int flags;
 	_Atomic unsigned int next;
-	struct ring_slot rings[NR_RINGS];
+	_Atomic unsigned int nr_rings;	/* in use: NR_RINGS, growing up to NR_RINGS_MAX */
+	struct ring_slot rings[NR_RINGS_MAX];
 };
 
 struct fs_handle {
@@ -45,18 +47,37 @@ struct fs_handle {
 	bool shared;	/* @fd_buf shares the caller's open file description (fallback) */
 };
 
+/*
+ * A ring of the pool, for one caller.  None free: the pool grows by one, up
+ * to NR_RINGS_MAX, rather than the caller waiting for a ring.  A caller can
+ * hold its ring as long as its I/O waits, and an I/O can wait as long as
+ * another process holds the file's inode lock: a buffered or O_DIRECT write
+ * takes it (i_rwsem), and in upcd any client that may write a file can hold
+ * it (write(2) into the file from a buffer whose page fault it does not let
+ * finish).  Four write-backs stuck so took the four rings, and every read
+ * of every file, for every client, waited behind them (upcd(8), BUGS).
+ * Past NR_RINGS_MAX stuck callers, the next one waits as before.
+ */
 static struct ring_slot *ring_get(struct file_store *fs, int *errp)
 {
-	unsigned int start = atomic_fetch_add(&fs->next, 1);
+	unsigned int start = atomic_fetch_add(&fs->next, 1), nr = atomic_load(&fs->nr_rings);
 	struct ring_slot *s = NULL;
 	int ret;
 
-	for (unsigned int i = 0; i < NR_RINGS; i++) {
-		s = &fs->rings[(start + i) % NR_RINGS];
+	for (unsigned int i = 0; i < nr; i++) {
+		s = &fs->rings[(start + i) % nr];
 		if (pthread_mutex_trylock(&s->lock) == 0)
 			goto got;
 	}
-	s = &fs->rings[start % NR_RINGS];
+	while (nr < NR_RINGS_MAX) {
+		if (atomic_compare_exchange_weak(&fs->nr_rings, &nr, nr + 1)) {
+			s = &fs->rings[nr];
+			if (pthread_mutex_trylock(&s->lock) == 0)
+				goto got;
+			nr++;
+		}
+	}
+	s = &fs->rings[start % nr];
 	pthread_mutex_lock(&s->lock);
 got:
 	if (!s->ready) {
@@ -391,7 +412,7 @@ static void fs_destroy(struct upc_store *store)
 {
 	struct file_store *fs = (struct file_store *)store;
 
-	for (unsigned int i = 0; i < NR_RINGS; i++) {
+	for (unsigned int i = 0; i < NR_RINGS_MAX; i++) {
 		if (fs->rings[i].ready)
 			io_uring_queue_exit(&fs->rings[i].ring);
 		pthread_mutex_destroy(&fs->rings[i].lock);
@@ -425,8 +446,9 @@ UPC_API int upc_store_file_create(unsigned int flags, struct upc_store **storep)
 		return -ENOMEM;
 	fs->base.ops = &file_ops;
 	fs->flags = flags;
-	for (unsigned int i = 0; i < NR_RINGS; i++)
+	for (unsigned int i = 0; i < NR_RINGS_MAX; i++)
 		pthread_mutex_init(&fs->rings[i].lock, NULL);
+	atomic_init(&fs->nr_rings, NR_RINGS);
 	/* One ring now, so that a kernel without io_uring is an error here, not a SIGBUS later. */
 	ret = io_uring_queue_init(RING_DEPTH, &fs->rings[0].ring, 0);
 	if (ret < 0) {

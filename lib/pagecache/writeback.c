@@ -507,6 +507,143 @@ void wb_wait(struct upc_file *f)
 		pthread_cond_wait(&f->wb_cond, &f->lock);
 }
 
+/* Step 3's I/O: submit @ios and wait for them; each gets its result. */
+static void wb_submit(struct upc_file *f, struct upc_io *ios, size_t nios)
+{
+	struct upc_cache *c = f->cache;
+	int err = c->store->ops->submit(c->store, f->store_h, UPC_IO_WRITE, ios, (unsigned int)nios);
+
+	if (err < 0)
+		for (size_t k = 0; k < nios; k++)
+			if (ios[k].res >= 0 && (size_t)ios[k].res != ios[k].len)
+				ios[k].res = err;
+	atomic_fetch_add(&c->st.wb_ios, nios);
+}
+
+/*
+ * upcd: a visitor's write I/O, in a thread of its own (wb_io_offload).  A
+ * write to a file takes its inode lock (i_rwsem: buffered or O_DIRECT, the
+ * file store's io_uring write too, in an io-wq worker), and any client
+ * that may write the file can hold that lock as long as it likes, as it can
+ * the memfd's (punch.c): the background writer waited in such a file's
+ * write-back, and every other file's dirty pages waited with it (upcd(8),
+ * BUGS, until this).  The kernel's flusher takes no inode lock to write a
+ * page back (->writepages); this one cannot help it, so it does not wait
+ * for the I/O longer than WB_IO_WAIT_MS: the I/O's thread completes it
+ * (under the file's lock, or parked: wb_park), and visitors pass the file
+ * by until it has (upc_file @wb_io_stuck).  Its pages stay PG_WRITEBACK
+ * meanwhile, as for any write-back in flight.  At most WB_IO_MAX such
+ * threads at once: past it a visitor waits for its own I/O, as before.
+ */
+#define WB_IO_WAIT_MS	1000
+#define WB_IO_MAX	64
+
+struct wb_io {
+	struct upc_file *f;
+	struct wb_done d;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool done;		/* the I/O completed: the visitor completes it ... */
+	bool left;		/* ... unless it went on: then the thread does */
+};
+
+static void wb_io_free(struct wb_io *j)
+{
+	pthread_mutex_destroy(&j->lock);
+	pthread_cond_destroy(&j->cond);
+	free(j);
+}
+
+static void *wb_io_main(void *arg)
+{
+	struct wb_io *j = arg;
+	struct upc_file *f = j->f;
+	struct upc_cache *c = f->cache;
+	bool left;
+
+	wb_submit(f, j->d.ios, j->d.nios);
+	pthread_mutex_lock(&j->lock);
+	j->done = true;
+	left = j->left;
+	pthread_cond_signal(&j->cond);
+	pthread_mutex_unlock(&j->lock);	/* not left: @j is the visitor's from here */
+	if (left) {
+		/* Completed here under the file's lock if it comes soon, else parked; no memory to park: waited for. */
+		bool locked = file_lock_visit(f) == 0;
+
+		if (locked || wb_park(f, &j->d) != 0) {
+			if (!locked)
+				pthread_mutex_lock(&f->lock);
+			wb_complete(f, &j->d);
+			pthread_mutex_unlock(&f->lock);
+			free(j->d.runs);
+			free(j->d.gaps);
+			free(j->d.ios);
+		}
+		atomic_store(&f->wb_io_stuck, false);
+		wb_io_free(j);
+	}
+	file_put(f);
+	atomic_fetch_sub(&c->wb_io_running, 1);
+	return NULL;
+}
+
+/*
+ * Run @d's I/O in a thread of its own, and wait for it WB_IO_WAIT_MS at
+ * most: 0 when it completed (the results are in @d->ios), -EBUSY when the
+ * thread goes on with it and completes it (it owns @d's arrays then).  No
+ * thread (WB_IO_MAX, no memory): the I/O is done here.  Caller holds a
+ * reference to @f, not its lock.
+ */
+static int wb_io_offload(struct upc_file *f, const struct wb_done *d)
+{
+	struct upc_cache *c = f->cache;
+	struct wb_io *j = NULL;
+	pthread_attr_t attr;
+	struct timespec ts;
+	pthread_t t;
+	bool left;
+
+	if (atomic_fetch_add(&c->wb_io_running, 1) >= WB_IO_MAX || !(j = calloc(1, sizeof(*j))))
+		goto inline_io;
+	j->f = f;
+	j->d = *d;
+	pthread_mutex_init(&j->lock, NULL);
+	pthread_cond_init(&j->cond, NULL);
+	file_hold(f);	/* the thread's */
+	if (pthread_attr_init(&attr) != 0) {
+		file_put(f);
+		goto inline_io;
+	}
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	if (pthread_create(&t, &attr, wb_io_main, j) != 0) {
+		pthread_attr_destroy(&attr);
+		file_put(f);
+		goto inline_io;
+	}
+	pthread_attr_destroy(&attr);
+	deadline_ms(&ts, WB_IO_WAIT_MS);
+	pthread_mutex_lock(&j->lock);
+	while (!j->done && pthread_cond_timedwait(&j->cond, &j->lock, &ts) != ETIMEDOUT)
+		;
+	left = !j->done;
+	if (left) {
+		j->left = true;
+		atomic_store(&f->wb_io_stuck, true);	/* cleared by the thread, once it completed */
+	}
+	pthread_mutex_unlock(&j->lock);
+	if (left)
+		return -EBUSY;
+	wb_io_free(j);
+	return 0;
+inline_io:
+	if (j)
+		wb_io_free(j);
+	atomic_fetch_sub(&c->wb_io_running, 1);
+	wb_submit(f, d->ios, d->nios);
+	return 0;
+}
+
 /*
  * Write back the dirty pages of @f in [@first, @last].  Returns 0 or the first
  * error this call met (which is also recorded in the file's errseq).  Dirty
@@ -528,6 +665,11 @@ int writeback_range(struct upc_file *f, uint64_t first, uint64_t last, int how, 
 		pthread_mutex_lock(&f->lock);
 	else if (file_lock_visit(f) != 0)
 		return -EBUSY;
+	/* A visitor passes by a file whose last visitor's I/O still waits (wb_io_offload). */
+	if ((how & WB_VISIT) && atomic_load(&f->wb_io_stuck)) {
+		pthread_mutex_unlock(&f->lock);
+		return -EBUSY;
+	}
 	wb_finish_parked(f);
 again:
 	if (heldp)
@@ -649,12 +791,16 @@ again:
 		if (UPC_PROBE_ENABLED(wb_submit))
 			for (size_t k = 0; k < nios; k++)
 				UPC_TRACE(wb_submit, f, ios[k].off, ios[k].len);
-		err = c->store->ops->submit(c->store, f->store_h, UPC_IO_WRITE, ios, (unsigned int)nios);
-		if (err < 0)
-			for (size_t k = 0; k < nios; k++)
-				if (ios[k].res >= 0 && (size_t)ios[k].res != ios[k].len)
-					ios[k].res = err;
-		atomic_fetch_add(&c->st.wb_ios, nios);
+		if ((how & WB_VISIT) && c->serving &&
+		    wb_io_offload(f, &(struct wb_done){ .runs = runs, .nr = nr, .gaps = gaps, .ngaps = ngaps,
+						       .ios = ios, .nios = nios, .ret = ret }) == -EBUSY) {
+			if (spans != runs)
+				free(spans);
+			free(prot);
+			return -EBUSY;	/* its runs, gaps and I/Os are the I/O thread's */
+		} else if (!(how & WB_VISIT) || !c->serving) {
+			wb_submit(f, ios, nios);
+		}
 	}
 
 	/*
