@@ -53,8 +53,9 @@
  * dontneed_piece()).  No thread the whole cache shares holds file->lock
  * across a system call that takes the data memfd's inode lock, which a
  * client of upcd can hold (punch.c, "Evictions punched without
- * file->lock"): upcd's reclaim thread has its punches made by a thread of
- * their own, through an io_uring, and the pages of a punch in flight are
+ * file->lock"): upcd's reclaim thread, truncations, hole punches and drops
+ * have their punches made by a thread of their own, through an io_uring
+ * (punch_settle), and the pages of a punch in flight are
  * listed in file->punch (a fault on one waits on file->wb_cond, a fill
  * waits for it or leaves it out).
  *
@@ -931,6 +932,7 @@ __upc_hidden bool punch_pending(struct upc_file *f);
 __upc_hidden bool punch_busy(struct upc_file *f, uint64_t first, uint64_t last);
 __upc_hidden bool punch_wait(struct upc_file *f, uint64_t first, uint64_t last, const bool *stop);
 __upc_hidden void punch_free(struct upc_file *f);
+__upc_hidden void punch_settle(struct upc_file *f);
 __upc_hidden int file_lock_visit(struct upc_file *f);
 __upc_hidden int dontneed_piece(struct upc_map *m, uintptr_t s, uintptr_t e, uint64_t first,
 				uint64_t last);

@@ -5876,17 +5876,19 @@ Test(shared, a_zap_made_late_loses_no_write, .timeout = 120)
 
 /*
  * The same hold, and then a truncation of that file, whose hole punch waits
- * for the lock with the file's lock held (upcd(8), BUGS: the stall of that
- * file's clients is not fixed).  Statistics, which the reclaim thread
- * publishes every second with the whole cache's lock held, waited for that
- * file's lock too: every client of the daemon stopped (measured: another
- * client's map of another file had not returned 37 s later).  Now other
- * files are mapped, read and evicted as ever, and the truncation completes
- * once the lock is let go.  So did the threads that visit every file: the
- * background writer stopped at that file for good, and a sync or a drop of
- * the whole cache wrote nothing after it; now a file older in the cache
- * (walked after it) is written back by each meanwhile, and the sync and the
- * drop wait for the held file last.
+ * for the lock.  It waited with the file's lock held, and every client of
+ * that file waited with it; statistics, which the reclaim thread publishes
+ * every second with the whole cache's lock held, waited for that file's
+ * lock too: every client of the daemon stopped (measured: another client's
+ * map of another file had not returned 37 s later).  So did the threads
+ * that visit every file: the background writer stopped at that file for
+ * good, and a sync or a drop of the whole cache wrote nothing after it.
+ * Now the punch goes through the punch thread, and the truncation waits for
+ * it without the file's lock (punch_settle): another client reads the file,
+ * other files are mapped, read and evicted as ever, a file older in the
+ * cache (walked after it) is written back by the writer, a sync and a drop
+ * meanwhile, the sync returns, the drop waits for the held file's punch,
+ * and the truncation completes once the lock is let go.
  */
 struct held_trunc {
 	struct upc_cache *c;
@@ -5899,6 +5901,34 @@ static void *held_trunc_main(void *arg)
 	struct held_trunc *t = arg;
 
 	atomic_store(&t->ret, upc_ftruncate(t->c, t->fd, 32 * PAGE));
+	return NULL;
+}
+
+/* Another client's read of the first 16 pages of a file, in a thread: done, and the bytes read wrong. */
+struct held_read {
+	int fd;
+	pthread_t t;
+	_Atomic int done;
+	_Atomic uint64_t bad;
+};
+
+static void *held_read_main(void *arg)
+{
+	UPC_OPTS(upc_cache_opts, o, .flags = UPC_CACHE_SHARED, .socket = sock_path);
+	static unsigned char buf[16 * PAGE];
+	struct held_read *r = arg;
+	struct upc_cache *c = NULL;
+	uint64_t bad = UINT64_MAX;
+
+	if (upc_cache_create(&o, &c) == 0 && upc_pread(c, r->fd, buf, sizeof(buf), 0) == (ssize_t)sizeof(buf)) {
+		bad = 0;
+		for (size_t i = 0; i < sizeof(buf); i++)
+			bad += buf[i] != pat(i);
+	}
+	if (c)
+		upc_cache_destroy(c);
+	atomic_store(&r->bad, bad);
+	atomic_store(&r->done, 1);
 	return NULL;
 }
 
@@ -5975,6 +6005,20 @@ Test(shared, a_client_holding_its_memfds_lock_and_truncating_stalls_no_other_fil
 	cr_assert_eq(atomic_load(&ht.ret), 1, "the truncation did not wait for the memfd's lock");
 
 	/*
+	 * Another client reads what stays of X meanwhile: the truncation
+	 * waits for its punch without the file's lock (punch_settle), where it
+	 * held it and every fault and read of X waited with it.
+	 */
+	struct held_read hr = { .fd = xfd };
+
+	cr_assert_eq(pthread_create(&hr.t, NULL, held_read_main, &hr), 0);
+	for (int i = 0; i < 1000 && !atomic_load(&hr.done); i++)
+		usleep(10000);
+	cr_assert(atomic_load(&hr.done), "a read of the file waited for its truncation's punch");
+	cr_assert_eq(pthread_join(hr.t, NULL), 0);
+	cr_assert_eq(atomic_load(&hr.bad), 0);
+
+	/*
 	 * The background writer (asked by an msync), a sync and a drop of the
 	 * whole cache write W back meanwhile; before the cache is full (the
 	 * eviction of a dirty page writes it back too).
@@ -5991,8 +6035,16 @@ Test(shared, a_client_holding_its_memfds_lock_and_truncating_stalls_no_other_fil
 		cr_assert_eq(pthread_create(&admins[i], NULL, held_admin_main, &admin[i]), 0);
 		cr_assert(held_reaches_file(wfd, 2 * PAGE + i, (unsigned char)('s' + i)),
 			  "a %s of the whole cache stopped at the held file", i ? "drop" : "sync");
-		cr_assert_eq(atomic_load(&admin[i].ret), 1, "the %s returned while the lock was held", i ? "drop" : "sync");
 	}
+	/*
+	 * The sync returns: the truncation waits for X's punch without X's
+	 * lock (punch_settle).  The drop waits for that punch, as a drop of a
+	 * file waits for its pages to go.
+	 */
+	for (int i = 0; i < 1000 && atomic_load(&admin[0].ret) == 1; i++)
+		usleep(10000);
+	cr_assert_eq(atomic_load(&admin[0].ret), 0, "a sync of the whole cache waited for the held file's truncation");
+	cr_assert_eq(atomic_load(&admin[1].ret), 1, "the drop returned while the lock was held");
 
 	/* Another client maps and reads another file, and reads one eight times the limit. */
 	cr_assert_eq(upc_map(c2, zfd, 0, 16 * PAGE, PROT_READ, 0, (void **)&zp), 0);
@@ -6003,7 +6055,7 @@ Test(shared, a_client_holding_its_memfds_lock_and_truncating_stalls_no_other_fil
 	held_settles(c2, limit, &st);
 	cr_assert_eq(atomic_load(&ht.ret), 1, "the truncation returned while the lock was held");
 
-	/* Let go: the write, then the truncation, the sync and the drop. */
+	/* Let go: the write, then the truncation and the drop. */
 	held_let_go(&h);
 	for (int i = 0; i < 2; i++) {
 		cr_assert_eq(pthread_join(admins[i], NULL), 0);

@@ -563,6 +563,12 @@ static int range_quiesce(struct upc_file *f, uint64_t pin_first, uint64_t pin_la
 
 		if (pin_first <= pin_last && range_has_pins(f, pin_first, pin_last))
 			return -EBUSY;
+		/* No punch chain of the file in flight either: the caller's punch may be one (file_drop_pages). */
+		if (f->cache->punch && punch_busy(f, 0, UINT64_MAX)) {
+			punch_settle(f);
+			if (!punch_busy(f, 0, UINT64_MAX))
+				continue;	/* look at pins and write-back again: the lock was let go */
+		}
 		if (!f->npages || wb_first > l || !has_writeback(f, wb_first, l))
 			return 0;
 		wb_wait(f);
@@ -574,11 +580,15 @@ static int range_quiesce(struct upc_file *f, uint64_t pin_first, uint64_t pin_la
  * back: the kernel's truncate_inode_pages_range().  Dirty ones are counted
  * clean first; the punch unmaps them from every mapping in every process;
  * the emptied PTEs are write-protected again.  None is pinned or under
- * write-back (range_quiesce).  Caller holds f->lock.
+ * write-back (range_quiesce).  In upcd the punch goes through the punch
+ * thread (punch.c, punch_settle), as an eviction's does: the pages leave
+ * the page table now, a fault on one waits for the chain, and the caller
+ * waits for it once it may let go of the lock (punch_settle).  Caller
+ * holds f->lock.
  */
 void file_drop_pages(struct upc_file *f, uint64_t first, uint64_t end)
 {
-	struct run r;
+	struct run r, *chain;
 
 	end = min_t(uint64_t, end, f->npages);
 	if (first >= end)
@@ -595,6 +605,35 @@ void file_drop_pages(struct upc_file *f, uint64_t first, uint64_t end)
 			f->nr_dirty--;
 			UPC_TRACE(clean, f, p, 1, UPC_CLEAN_TRUNCATE);
 		}
+	}
+	if (f->cache->punch && !f->punch && (chain = malloc(sizeof(*chain)))) {
+		uint64_t pages = 0;
+
+		*chain = (struct run){ first, end - first };
+		for (uint64_t p = first; p < end; p++) {
+			if (!f->chunks[p >> PT_CHUNK_SHIFT]) {
+				p |= PT_CHUNK_PAGES - 1;
+				continue;
+			}
+			pages += page_uptodate(f, p);
+		}
+		/* Out of the page table, still counted cached until the chain completes (reclaim_runs). */
+		if (punch_queue(f, chain, 1, pages) == 0) {
+			for (uint64_t p = first; p < end; p++) {
+				if (!f->chunks[p >> PT_CHUNK_SHIFT]) {
+					p |= PT_CHUNK_PAGES - 1;
+					continue;
+				}
+				if (page_uptodate(f, p)) {
+					UPC_TRACE(evict, f, p, 1);
+					page_remove(f, p);
+				}
+			}
+			atomic_fetch_add(&f->cache->nr_cached, pages);
+			protect_runs(f, chain, 1);	/* the markers before the punch, as reclaim_runs puts them */
+			return;
+		}
+		free(chain);
 	}
 	/* The punch zaps every PTE of the pages, in every process. */
 	if (sys_punch(f->memfd, (off_t)(first << UPC_PAGE_SHIFT), (off_t)((end - first) << UPC_PAGE_SHIFT)) < 0) {
@@ -692,6 +731,7 @@ UPC_API int upc_ftruncate(struct upc_cache *c, int fd, off_t length)
 	/* Growing: file_grow() zeroes what mappings stored past the old end. */
 	if (ret == 0 && length > f->size)
 		ret = file_grow(f, length);
+	punch_settle(f);	/* the punch of the pages past the end, without the lock (file_drop_pages) */
 	pthread_mutex_unlock(&f->lock);
 	once_end(f, ret);
 	pthread_mutex_unlock(&f->io_lock);
@@ -777,6 +817,7 @@ UPC_API int upc_fallocate(struct upc_cache *c, int fd, int mode, off_t off, off_
 	pthread_mutex_lock(&f->lock);
 	if (mode & FALLOC_FL_PUNCH_HOLE) {
 		ret = punch_hole(f, off, len);
+		punch_settle(f);	/* its punch, without the lock (file_drop_pages) */
 	} else {
 		ret = store_fallocate(c->store, f->store_h, mode, off, len);
 		file_store_changed(f);
@@ -867,6 +908,7 @@ UPC_API int upc_invalidate(struct upc_cache *c, int fd, off_t off, off_t len)
 	last = len == 0 || off > INT64_MAX - len ? UINT64_MAX :
 	       ((uint64_t)off + (uint64_t)len - 1) >> UPC_PAGE_SHIFT;
 	pthread_mutex_lock(&f->lock);
+	punch_settle(f);	/* one chain a file: its punch below is one (reclaim_runs) */
 	file_store_changed(f);	/* a readahead read in flight holds what the file had before (fill_run) */
 	file_size_refresh(f);
 	if (first < f->npages) {
@@ -889,7 +931,7 @@ UPC_API int upc_invalidate(struct upc_cache *c, int fd, off_t off, off_t len)
 		}
 		/* I3: torn down first, dirty checked again after, then punched. */
 		if (nr)
-			reclaim_runs(f, runs, nr, false);
+			reclaim_runs(f, runs, nr, true);
 		for (uint64_t p = first; !busy && p <= last; p++) {
 			if (!f->chunks[p >> PT_CHUNK_SHIFT]) {
 				p |= PT_CHUNK_PAGES - 1;
@@ -897,6 +939,7 @@ UPC_API int upc_invalidate(struct upc_cache *c, int fd, off_t off, off_t len)
 			}
 			busy = page_uptodate(f, p);
 		}
+		punch_settle(f);
 	}
 	pthread_mutex_unlock(&f->lock);
 	free(runs);

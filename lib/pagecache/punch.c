@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * punch.c - upcd's eviction punches, made without file->lock by a thread
- * of their own through an io_uring (the reclaim thread queues them:
- * reclaim.c, reclaim_runs), and what waits for them.
+ * punch.c - upcd's hole punches of its data memfds, made without
+ * file->lock by a thread of their own through an io_uring (evictions,
+ * reclaim.c, reclaim_runs; truncations and hole punches, fileio.c,
+ * file_drop_pages; drops and invalidations), and what waits for them.
  */
 #include "internal.h"
 #include "usdt.h"
@@ -65,12 +66,14 @@
  *    it (upc_cache_destroy): the process's exit then waits in the kernel
  *    for the client to let go of the lock, or to die.
  *
- * Every other punch of a data memfd (a truncation, upc_fallocate, a drop,
- * a fault on a client's page in a hole of the memfd), and a growth of the
- * memfd, is made by a thread working for that file's clients, under its
- * lock, and waits for the inode lock: one client can stall the others of a
- * file it may write (which it can also fill with zeros): not fixed
- * (upcd(8), BUGS).  The threads that visit every file pass such a file by:
+ * A truncation, a hole punch (upc_fallocate), a drop and an invalidation
+ * queue theirs the same way (file_drop_pages, reclaim_runs), having waited
+ * for the file's chain where they may let go of the lock, and wait for
+ * their own without it (punch_settle).  What is still made under the lock
+ * by a thread working for that file's clients, and waits for the inode
+ * lock: the punch of a client's page in a hole of the memfd (fault.c), and
+ * a growth of the memfd: one client can stall the others of a file it may
+ * write (which it can also fill with zeros): not fixed (upcd(8), BUGS).  The threads that visit every file pass such a file by:
  * the clock hand (shrink_file), the statistics, which hold cache->lock
  * (publish_tick, upc_stats), the background writer and the reaper
  * (writeback_range, WB_VISIT), also back from their I/O (wb_park); a sync
@@ -143,6 +146,23 @@ int file_lock_visit(struct upc_file *f)
 	if (ret == 0)
 		wb_finish_parked(f);	/* a visitor's write-back that could not end here (wb_park) */
 	return ret;
+}
+
+/*
+ * Wait until no chain of @f is in flight (one a file), letting go of
+ * f->lock meanwhile: a thread working for the file's clients (a
+ * truncation, a hole punch, a drop, an invalidation) does so where it may
+ * let go of the lock, and its punch then goes through the punch thread as
+ * well (file_drop_pages, reclaim_runs): it held the lock while it waited
+ * for the memfd's inode lock, which a client can hold as long as it likes,
+ * and every client's fault of the file waited with it (upcd(8), BUGS, until
+ * this).  No punch thread (an embedded cache, no io_uring): nothing to
+ * wait for.  Caller holds f->lock.
+ */
+void punch_settle(struct upc_file *f)
+{
+	if (f->cache->punch)
+		punch_wait(f, 0, UINT64_MAX, NULL);
 }
 
 /* Does a punch in flight take a page of [first, last]?  Caller holds f->lock. */

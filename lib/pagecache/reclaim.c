@@ -634,6 +634,12 @@ int file_drop(struct upc_file *f, unsigned int flags, uint64_t *dropped)
 		pthread_mutex_lock(&f->lock);
 	else if (file_lock_visit(f) != 0)
 		return -EBUSY;
+	/* One punch chain a file (punch.c): a visitor passes a file with one in flight by, others wait. */
+	if (visit && f->cache->punch && punch_busy(f, 0, UINT64_MAX)) {
+		pthread_mutex_unlock(&f->lock);
+		return -EBUSY;
+	}
+	punch_settle(f);
 	/*
 	 * A readahead read in flight (control.c, fill_run) holds what the file
 	 * had before the drop: the next touch must read the file again, so it
@@ -651,7 +657,9 @@ int file_drop(struct upc_file *f, unsigned int flags, uint64_t *dropped)
 		if (reclaimable(pg) && !(pg->flags & PG_DIRTY) && runs_add(&runs, &nr, &cap, p) < 0)
 			break;
 	}
-	*dropped += reclaim_runs(f, runs, nr, false);
+	*dropped += reclaim_runs(f, runs, nr, true);
+	if (!visit)
+		punch_settle(f);	/* the punch, without the lock; a visitor does not wait for it */
 	pthread_mutex_unlock(&f->lock);
 	free(runs);
 	return ret;
