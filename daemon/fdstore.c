@@ -25,8 +25,8 @@
  * adds nothing to the store.  systemd answers nothing: what is stored is
  * counted against the maximum it was given ($FDSTORE), and a file that
  * would not fit whole is not stored (store_max).  Nothing here waits for
- * systemd while a lock of the cache is held (keep runs under the cache's
- * lock or a file's, forget in the reclaim and flusher threads): a send
+ * systemd while a lock of the cache is held (keep runs under a file's lock
+ * or while the file is being made, forget in the reclaim and flusher threads): a send
  * systemd's queue refuses is not waited for; a removal so refused is
  * tried again at the next keep or forget, and at exit, where it waits
  * (review of 98e3b21).  What systemd hands back joins what the keeper

@@ -345,8 +345,8 @@ static uint64_t file_key(const struct upc_file *f)
 
 /*
  * The cache holds @f now (file_new), or holds it again with a writable
- * descriptor @fd (file_get_how): the keeper keeps them.  Under the
- * cache's lock: never blocks (a keeper that is behind, or stopped, costs
+ * descriptor @fd (file_get_how): the keeper keeps them.  While the file
+ * is being made, or under its lock: never blocks (a keeper that is behind, or stopped, costs
  * this file its keeping, said once, never the daemon its progress).
  */
 static void keep(struct upc_cache *c, struct upc_file *f, int fd)

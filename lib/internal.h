@@ -253,6 +253,7 @@ struct staging_old;
 struct orphan;
 
 struct wb_done;
+struct wb_pool;
 
 struct upc_file {
 	struct upc_cache *cache;
@@ -540,7 +541,8 @@ struct upc_cache {
 	uint32_t nr_unused, max_unused;
 	int released_err;		/* an unreported write-back error of a released file */
 	_Atomic bool dying;		/* upc_cache_destroy() frees every file itself */
-	_Atomic unsigned int wb_io_running;	/* upcd: visitors' write I/O threads (writeback.c) */
+	_Atomic unsigned int wb_io_running;	/* upcd: visitors' write I/Os given to a thread (writeback.c) */
+	struct wb_pool *wb_pool;	/* ... and the threads (wb_pool_queue), made under @wb_lock */
 
 	struct upc_mm self;		/* embedded mode: this process */
 	struct upc_mm *children;	/* forked children served by this cache (fork.c) */
@@ -894,6 +896,7 @@ __upc_hidden uint32_t errseq_sample(struct upc_file *f);
 __upc_hidden int bgwb_start(struct upc_cache *c);
 __upc_hidden void bgwb_stop(struct upc_cache *c);
 __upc_hidden void bgwb_kick(struct upc_cache *c);
+__upc_hidden void wb_pool_stop(struct upc_cache *c);
 
 /* reclaim.c */
 struct run {

@@ -6265,9 +6265,15 @@ Test(shared, a_client_holding_a_files_inode_lock_stalls_no_other_files_io, .time
 	pthread_t st[4], ty;
 	volatile unsigned char *wp, *xp;
 	char xpath[64], wpath[64], ypath[64];
-	int xfd = tmpfile_pattern(xsize, xpath), wfd = tmpfile_pattern(4 * PAGE, wpath), memfd;
+	int xfd = tmpfile_pattern(xsize, NULL), wfd = tmpfile_pattern(4 * PAGE, wpath), memfd;
 	struct upc_cache *c;
 
+	/*
+	 * X has no name: an unlink of it would wait for the held lock with its
+	 * directory's locked (the removal at exit of a case that failed before
+	 * it let go), and every test creating a file there with it.
+	 */
+	snprintf(xpath, sizeof(xpath), "/proc/self/fd/%d", xfd);
 	ry.fd = tmpfile_pattern(ysize, ypath);
 	held_start(&h);
 	c = shared_cache();

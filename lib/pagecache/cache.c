@@ -1238,6 +1238,7 @@ static bool file_clean(struct upc_file *f, uint64_t *cachedp)
 	bool clean;
 
 	pthread_mutex_lock(&f->lock);
+	wb_finish_parked(f);	/* a parked write-back (writeback.c) is not one in flight */
 	clean = !f->nr_dirty && !f->nr_writeback && !f->nr_pinned;
 	if (cachedp)
 		*cachedp = f->nr_cached;
@@ -1368,9 +1369,9 @@ static unsigned int unused_trim(struct upc_cache *c, struct upc_file **deadp, st
 
 /*
  * @fn over every file of @c, each held meanwhile, as a sync or a drop of
- * the whole cache walks it: first as a visitor (@visit: @fn returns -EBUSY,
- * having done nothing, for a file whose lock it cannot take soon:
- * file_lock_visit), then, once every other file is done, again for each
+ * the whole cache walks it: first as a visitor (@visit: @fn returns -EBUSY
+ * for a file whose lock it cannot take soon, file_lock_visit, or that it
+ * would wait for: it may have written some of it), then, once every other file is done, again for each
  * file passed by, waiting for its lock.  Under upcd a thread can hold a
  * file's lock while it waits for the memfd's inode lock, which a client
  * can hold as long as it likes (punch.c): the walk waited there, and every
@@ -1555,8 +1556,13 @@ again:
 	for (f = c->files; f; f = f->next)
 		if (f->dev == st.st_dev && f->ino == st.st_ino)
 			break;
-	if (!f && file_id_listed(c->making, &st)) {
-		pthread_cond_wait(&c->new_cond, &c->lock);	/* being made: wait_on_inode() */
+	/*
+	 * Being made: wait_on_inode().  Being adopted (orphan_adopt_once), for a
+	 * lookup that adopts nothing: it may have found the orphan window just
+	 * closed by that adoption, and would make the file a memfd of its own.
+	 */
+	if (!f && (file_id_listed(c->making, &st) || (!adopt && file_id_listed(c->adopting, &st)))) {
+		pthread_cond_wait(&c->new_cond, &c->lock);
 		goto again;
 	}
 	if (!f && !create) {
@@ -2455,9 +2461,10 @@ UPC_API int upc_cache_destroy(struct upc_cache *c)
 		if (err && !ret)
 			ret = err;
 	}
-	/* Visitors' write I/O threads (writeback.c): their pages are done (above); the threads end now. */
+	/* Visitors' write I/Os given to a thread (writeback.c): their pages are done (above); the threads end now. */
 	while (atomic_load(&c->wb_io_running))
 		usleep(1000);
+	wb_pool_stop(c);
 	/*
 	 * A forked child may still map the memfds: truncated (while the child
 	 * is still served, so no access in between reads a hole), its next

@@ -908,6 +908,7 @@ UPC_API int upc_invalidate(struct upc_cache *c, int fd, off_t off, off_t len)
 	last = len == 0 || off > INT64_MAX - len ? UINT64_MAX :
 	       ((uint64_t)off + (uint64_t)len - 1) >> UPC_PAGE_SHIFT;
 	pthread_mutex_lock(&f->lock);
+	wb_finish_parked(f);	/* a parked write-back (writeback.c) is not one in flight */
 	punch_settle(f);	/* one chain a file: its punch below is one (reclaim_runs) */
 	file_store_changed(f);	/* a readahead read in flight holds what the file had before (fill_run) */
 	file_size_refresh(f);

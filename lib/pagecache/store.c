@@ -84,6 +84,14 @@ got:
 		ret = io_uring_queue_init(RING_DEPTH, &s->ring, 0);
 		if (ret < 0) {
 			pthread_mutex_unlock(&s->lock);
+			/* A ring the pool grew by cannot be had (EMFILE, ENOMEM): wait for the first one, ready. */
+			if (s != &fs->rings[0]) {
+				s = &fs->rings[0];
+				pthread_mutex_lock(&s->lock);
+				if (s->ready)
+					return s;
+				pthread_mutex_unlock(&s->lock);
+			}
 			*errp = ret;
 			return NULL;
 		}
