@@ -1881,6 +1881,43 @@ static int io_fstat(int fd, struct stat *st)
 enum { R_KERNEL, R_CACHE, R_CHILD, R_REFUSED };
 
 /*
+ * Shared mode: a file's I/O is routed from its first read or write through
+ * a read-write descriptor, not only from its first mapping.  upcd's cache
+ * outlives the processes that use it: the pages an earlier process wrote
+ * (upc_pwrite, a mapping) stay there, dirty until upcd writes them back,
+ * and a process that read or wrote the file through the kernel before it
+ * mapped it read what the file had before them, and wrote under them: its
+ * write was undone by their write-back, or its mapping then served upcd's
+ * older pages.  SQLite, which writes with pwrite(2) in a transaction and
+ * maps the database only to read, corrupted its database so in 16 runs of
+ * 17 (a helper's run of SQLite under upcache-run --shared, upcd
+ * --mem-limit=8M).  Not a read-only or write-only descriptor, nor O_APPEND
+ * (upcache-run(1), BUGS), nor a file on a memory filesystem; a file another
+ * process caches or maps through the kernel (the registry) stays the
+ * kernel's.  Returns the record, routed, or NULL.  shim_lock held.
+ */
+static struct shim_inode *shared_route_io(int fd, const struct stat *st)
+{
+	struct shim_inode *si;
+	pid_t holder;
+	int fl = k_fcntl(fd, F_GETFL, 0), regfd;
+
+	if (fl < 0 || (fl & O_ACCMODE) != O_RDWR || (fl & O_APPEND) || memory_fs(fd) || !cache_get())
+		return NULL;
+	regfd = reg_claim(st, REG_SHARED, &holder);
+	if (regfd < 0)
+		return NULL;
+	si = inode_add(st, fd, false);
+	if (!si) {
+		reg_drop(regfd);
+		return NULL;
+	}
+	si->si_regfd = regfd;
+	shim_log("%s: read and written through upcd from its first I/O (--shared)", si->si_path);
+	return si;
+}
+
+/*
  * Where I/O on @fd goes: the kernel (nothing is mapped, not a regular file,
  * a file that was never mapped), the cache (a routed file, in the process
  * that made the cache), or a forked child's inherited mappings; nowhere
@@ -1893,13 +1930,21 @@ static int route_how(int fd, struct shim_inode **sip, bool wr)
 	struct shim_inode *si;
 	struct stat st;
 
-	if (!atomic_load_explicit(&nr_routed, memory_order_relaxed) || in_shim || resolving)
+	if ((!opt_shared && !atomic_load_explicit(&nr_routed, memory_order_relaxed)) || in_shim || resolving)
 		return R_KERNEL;
 	if (io_fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
 		return R_KERNEL;
-	pthread_mutex_lock(&shim_lock);
-	si = inode_find(st.st_dev, st.st_ino);
-	pthread_mutex_unlock(&shim_lock);
+	if (opt_shared) {
+		shim_lock_take();
+		si = inode_find(st.st_dev, st.st_ino);
+		if (!si && (!cache_pid || owned()))	/* not a forked child of the cache's process */
+			si = shared_route_io(fd, &st);
+		shim_lock_drop();
+	} else {
+		pthread_mutex_lock(&shim_lock);
+		si = inode_find(st.st_dev, st.st_ino);
+		pthread_mutex_unlock(&shim_lock);
+	}
 	if (!si || si->si_kernel)
 		return R_KERNEL;
 	if (si->si_busy)

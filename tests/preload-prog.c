@@ -748,6 +748,49 @@ static int case_ro_reopen(void)
 	return 0;
 }
 
+/*
+ * Under --shared, one program after another (SQLite's pattern: pwrite in a
+ * transaction, a mapping only to read, later).  The first stores through
+ * its mapping and exits, nothing synced: its page is upcd's, dirty.
+ */
+static int case_later_a(void)
+{
+	int fd = open_file(O_RDWR);
+	char *p = map_file(fd, 4 * PG, PROT_READ | PROT_WRITE);
+
+	memcpy(p + 10, "from-later-a", 12);
+	return 0;
+}
+
+/*
+ * The next reads and writes the file before it maps it: its pread sees the
+ * first's store, its pwrite over it is what its mapping then sees, and
+ * what the file has once upcd wrote back (later-check).
+ */
+static int case_later_b(void)
+{
+	int fd = open_file(O_RDWR);
+	char buf[16], *p;
+
+	CHECK(pread(fd, buf, 12, 10) == 12 && !memcmp(buf, "from-later-a", 12),
+	      "the first program's store, by pread before any mapping");
+	CHECK(pwrite(fd, "from-later-b", 12, 10) == 12, "pwrite");
+	p = map_file(fd, 4 * PG, PROT_READ);
+	CHECK(!memcmp(p + 10, "from-later-b", 12), "the pwrite made before the mapping, through it");
+	return 0;
+}
+
+/* After the daemon's SIGTERM, on the kernel: the second program's pwrite, not the first's store. */
+static int case_later_check(void)
+{
+	int fd = open_file(O_RDONLY);
+	char buf[16];
+
+	CHECK(pread(fd, buf, 12, 10) == 12 && !memcmp(buf, "from-later-b", 12),
+	      "the second program's pwrite was undone by the first's store");
+	return 0;
+}
+
 /* Make FILE: @pages pages of pat() (not under the shim: a test's set-up). */
 static int case_mkfile(const char *pages)
 {
@@ -830,6 +873,12 @@ int main(int argc, char **argv)
 		return case_kill_writer();
 	if (!strcmp(c, "kill-check"))
 		return case_kill_check();
+	if (!strcmp(c, "later-a"))
+		return case_later_a();
+	if (!strcmp(c, "later-b"))
+		return case_later_b();
+	if (!strcmp(c, "later-check"))
+		return case_later_check();
 	fprintf(stderr, "preload-prog: unknown case %s\n", c);
 	return 2;
 }

@@ -15,6 +15,10 @@
 #  - kill -9 of a writer after it said it wrote (64 pages through its
 #    mapping, a pwrite; nothing synced): everything is in the file after the
 #    daemon's SIGTERM (read on the kernel);
+#  - one program after another (preload-prog later-a, later-b): the second
+#    reads and writes the file before it maps it, and meets the first's
+#    store, which upcd has not written back; its write is what the file
+#    has after the daemon's SIGTERM;
 #  - the registry: a program with a cache of its own (no --shared) and one
 #    under --shared refuse each other's mappings and writes (EAGAIN), both
 #    ways (preload-prog hold, second);
@@ -186,6 +190,26 @@ else
 	kill -KILL $k 2>/dev/null
 	show "$W/k.out"
 	stop
+fi
+start || { fail restart "upcd did not start again"; finish; }
+
+# ---- one program after another: the second's I/O before its first mapping meets the first's pages
+F=$W/later
+"$PROG" mkfile "$F" 4
+if "$RUN" --shared --socket="$S" "$PROG" later-a "$F" >"$W/la.out" 2>&1 &&
+	"$RUN" --shared --socket="$S" "$PROG" later-b "$F" >"$W/lb.out" 2>&1; then
+	lst=0
+else
+	lst=1
+fi
+stop
+if [ $lst = 0 ] && "$PROG" later-check "$F" >"$W/lc.out" 2>&1; then
+	pass io_before_the_first_mapping_meets_upcds_pages
+else
+	fail io_before_the_first_mapping_meets_upcds_pages "a later program's pread and pwrite went by upcd's cache"
+	show "$W/la.out"
+	show "$W/lb.out"
+	show "$W/lc.out"
 fi
 start || { fail restart "upcd did not start again"; finish; }
 

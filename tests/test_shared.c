@@ -6314,9 +6314,20 @@ Test(shared, a_client_holding_a_files_inode_lock_stalls_no_other_files_io, .time
 	cr_assert_eq(pthread_join(ty, NULL), 0);
 	cr_assert_eq(atomic_load(&ry.bad), 0);
 
-	/* Let go: every write of X lands. */
+	/* A sync of the whole cache writes W, X's write-backs in flight waited for last. */
+	struct held_admin admin = { .type = UPC_MSG_SYNC, .ret = 1 };
+	pthread_t at;
+
+	wp[PAGE + 4] = 'c';
+	cr_assert_eq(pthread_create(&at, NULL, held_admin_main, &admin), 0);
+	cr_assert(held_reaches_file(wfd, PAGE + 4, 'c'), "a sync of the whole cache stopped at the held file's write-back");
+	cr_assert_eq(atomic_load(&admin.ret), 1, "the sync returned while X's write-backs waited");
+
+	/* Let go: every write of X lands, and the sync returns. */
 	held_let_go(&h);
 	h.hw.memfd = memfd;
+	cr_assert_eq(pthread_join(at, NULL), 0);
+	cr_assert_eq(atomic_load(&admin.ret), 0, "sync: %s", strerror((int)-atomic_load(&admin.ret)));
 	for (int i = 0; i < 4; i++) {
 		cr_assert_eq(pthread_join(st[i], NULL), 0);
 		cr_assert_eq(atomic_load(&sp[i].ret), 0, "msync: %s", strerror(-atomic_load(&sp[i].ret)));
@@ -6324,8 +6335,12 @@ Test(shared, a_client_holding_a_files_inode_lock_stalls_no_other_files_io, .time
 		cr_assert_eq(upc_unmap(sp[i].c, (void *)(sp[i].p - (10 + i) * PAGE), xsize), 0);
 		upc_cache_destroy(sp[i].c);
 	}
+	/* The thread's write of X landed, and the writer visits X again (no more passed by). */
+	cr_assert(held_reaches_file(xfd, 3, 'x'), "the write-back left to a thread never landed");
+	xp[7 * PAGE] = 'y';
+	cr_assert_eq(upc_msync(c, (void *)(xp + 7 * PAGE), PAGE, UPC_MS_ASYNC), 0);
+	cr_assert(held_reaches_file(xfd, 7 * PAGE, 'y'), "the background writer passes X by for good");
 	cr_assert_eq(upc_msync(c, (void *)xp, xsize, UPC_MS_SYNC), 0);
-	cr_assert(held_reaches_file(xfd, 3, 'x'));
 	cr_assert_eq(pt_flags(h.statefd, 0) & (PG_DIRTY | PG_WRITEBACK), 0);
 	cr_assert_eq(upc_unmap(c, (void *)xp, xsize), 0);
 	cr_assert_eq(upc_unmap(c, (void *)wp, 4 * PAGE), 0);
