@@ -248,6 +248,10 @@ int __wrap_ftruncate(int fd, off_t len);
 int __wrap_fsync(int fd);
 int __wrap_fdatasync(int fd);
 int __wrap_fcntl(int fd, int cmd, ...);
+ssize_t __wrap_pread(int fd, void *b, size_t n, off_t off);
+ssize_t __wrap_pwrite(int fd, const void *b, size_t n, off_t off);
+ssize_t __wrap_pread64(int fd, void *b, size_t n, off_t off);
+ssize_t __wrap_pwrite64(int fd, const void *b, size_t n, off_t off);
 
 void *__wrap_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
@@ -303,6 +307,34 @@ int __wrap_fsync(int fd)
 int __wrap_fdatasync(int fd)
 {
 	return (int)syscall(SYS_fdatasync, fd);
+}
+
+/*
+ * The library's positional I/O: a client serving itself while upcd is away
+ * writes its pages to the file (takeover.c), and the daemon's page table
+ * and journal are read and written so.  Routed back through the shim, such
+ * a write of a routed file became upc_pwrite() through the daemon that was
+ * away: the hand-back waited for $UPC_RECONNECT (30 s, SQLite under
+ * upcache-run --shared after a kill -9 of upcd, a helper's run).
+ */
+ssize_t __wrap_pread(int fd, void *b, size_t n, off_t off)
+{
+	return k_pread(fd, b, n, off);
+}
+
+ssize_t __wrap_pwrite(int fd, const void *b, size_t n, off_t off)
+{
+	return k_pwrite(fd, b, n, off);
+}
+
+ssize_t __wrap_pread64(int fd, void *b, size_t n, off_t off)
+{
+	return k_pread(fd, b, n, off);
+}
+
+ssize_t __wrap_pwrite64(int fd, const void *b, size_t n, off_t off)
+{
+	return k_pwrite(fd, b, n, off);
 }
 
 int __wrap_fcntl(int fd, int cmd, ...)

@@ -791,6 +791,48 @@ static int case_later_check(void)
 	return 0;
 }
 
+/*
+ * Under --shared, a writer through upcd's death (sync tracking): stores,
+ * says FILE.ready with its pid, and once FILE.killed is there (kill -9 of
+ * upcd) stores again, serving itself.  Once FILE.back is there (a new upcd)
+ * its pwrite and msync must not wait for $UPC_RECONNECT: the hand-back of
+ * what it wrote meanwhile wrote the file with pwrite(2), which the shim
+ * routed to upc_pwrite() through the daemon the hand-back was for.
+ */
+static int case_away_writer(void)
+{
+	int fd = open_file(O_RDWR);
+	char *p = map_file(fd, 4 * PG, PROT_READ | PROT_WRITE), pid_s[32];
+	struct timespec t0, t1;
+
+	memcpy(p + 10, "before-kill", 11);
+	snprintf(pid_s, sizeof(pid_s), "%d", (int)getpid());
+	signal_file("ready", pid_s);
+	wait_for("killed");
+	memcpy(p + PG + 10, "while-away", 10);
+	signal_file("wrote", "");
+	wait_for("back");
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	CHECK(pwrite(fd, "after-back", 10, 2 * PG + 10) == 10, "pwrite after the restart");
+	CHECK(msync(p, 4 * PG, MS_SYNC) == 0, "msync after the restart");
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	CHECK(t1.tv_sec - t0.tv_sec < 20, "the calls after the restart waited %ld s (the hand-back for itself)",
+	      (long)(t1.tv_sec - t0.tv_sec));
+	return 0;
+}
+
+/* After it, on the kernel: its three writes. */
+static int case_away_check(void)
+{
+	int fd = open_file(O_RDONLY);
+	char buf[16];
+
+	CHECK(pread(fd, buf, 11, 10) == 11 && !memcmp(buf, "before-kill", 11), "the store before the kill");
+	CHECK(pread(fd, buf, 10, PG + 10) == 10 && !memcmp(buf, "while-away", 10), "the store while upcd was away");
+	CHECK(pread(fd, buf, 10, 2 * PG + 10) == 10 && !memcmp(buf, "after-back", 10), "the pwrite after");
+	return 0;
+}
+
 /* Make FILE: @pages pages of pat() (not under the shim: a test's set-up). */
 static int case_mkfile(const char *pages)
 {
@@ -873,6 +915,10 @@ int main(int argc, char **argv)
 		return case_kill_writer();
 	if (!strcmp(c, "kill-check"))
 		return case_kill_check();
+	if (!strcmp(c, "away-writer"))
+		return case_away_writer();
+	if (!strcmp(c, "away-check"))
+		return case_away_check();
 	if (!strcmp(c, "later-a"))
 		return case_later_a();
 	if (!strcmp(c, "later-b"))

@@ -15,6 +15,9 @@
 #  - kill -9 of a writer after it said it wrote (64 pages through its
 #    mapping, a pwrite; nothing synced): everything is in the file after the
 #    daemon's SIGTERM (read on the kernel);
+#  - kill -9 of upcd under a writer (preload-prog away-writer), which
+#    serves itself and writes, and a new upcd: its calls after the restart
+#    do not wait for $UPC_RECONNECT, and its writes are in the file;
 #  - one program after another (preload-prog later-a, later-b): the second
 #    reads and writes the file before it maps it, and meets the first's
 #    store, which upcd has not written back; its write is what the file
@@ -210,6 +213,32 @@ else
 	show "$W/la.out"
 	show "$W/lb.out"
 	show "$W/lc.out"
+fi
+start || { fail restart "upcd did not start again"; finish; }
+
+# ---- kill -9 of upcd under a writer (sync tracking: it serves itself), a new upcd: no wait for $UPC_RECONNECT
+F=$W/away
+"$PROG" mkfile "$F" 4
+UPC_RECONNECT=60 "$RUN" --shared --socket="$S" "$PROG" away-writer "$F" >"$W/aw.out" 2>&1 &
+aw=$!
+if waitfile "$F.ready"; then
+	kill -KILL "$pid"
+	wait "$pid"
+	pid=
+	: >"$F.killed"
+	waitfile "$F.wrote"
+	start || { fail restart "upcd did not start again"; finish; }
+	: >"$F.back"
+fi
+wait $aw
+awst=$?
+stop
+if [ $awst = 0 ] && "$PROG" away-check "$F" >"$W/ac.out" 2>&1; then
+	pass a_writer_hands_back_to_a_new_daemon_at_once
+else
+	fail a_writer_hands_back_to_a_new_daemon_at_once "the writer: status $awst (142: its 60 s alarm: it waited)"
+	show "$W/aw.out"
+	[ -e "$W/ac.out" ] && show "$W/ac.out"
 fi
 start || { fail restart "upcd did not start again"; finish; }
 
