@@ -890,13 +890,31 @@ __upc_hidden int writeback_range(struct upc_file *f, uint64_t first, uint64_t la
 				 uint64_t *heldp);
 __upc_hidden int errseq_check(struct upc_file *f, uint32_t *seen);
 __upc_hidden bool has_writeback(struct upc_file *f, uint64_t first, uint64_t last);
+/*
+ * A write-back's completion (step 4): its runs, the gap pages joined to
+ * them, its I/Os.  writeback.c ends it; wbpark.c parks it, or hands it to
+ * an I/O thread, for a visitor that does not wait.
+ */
+struct wb_done {
+	struct run *runs, *gaps;
+	size_t nr, ngaps;
+	struct upc_io *ios;
+	size_t nios;
+	int ret;			/* an error before the I/O (no memory for @ios) */
+	struct wb_done *next;		/* f->wb_parked */
+};
+__upc_hidden int wb_complete(struct upc_file *f, const struct wb_done *d);
+__upc_hidden void wb_submit(struct upc_file *f, struct upc_io *ios, size_t nios);
+/* wbpark.c */
+__upc_hidden int wb_park(struct upc_file *f, const struct wb_done *d);
+__upc_hidden int wb_io_offload(struct upc_file *f, const struct wb_done *d);
 __upc_hidden void wb_wait(struct upc_file *f);
 __upc_hidden bool wb_finish_parked(struct upc_file *f);
+__upc_hidden void wb_pool_stop(struct upc_cache *c);
 __upc_hidden uint32_t errseq_sample(struct upc_file *f);
 __upc_hidden int bgwb_start(struct upc_cache *c);
 __upc_hidden void bgwb_stop(struct upc_cache *c);
 __upc_hidden void bgwb_kick(struct upc_cache *c);
-__upc_hidden void wb_pool_stop(struct upc_cache *c);
 
 /* reclaim.c */
 struct run {

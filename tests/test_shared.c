@@ -5904,29 +5904,43 @@ static void *held_trunc_main(void *arg)
 	return NULL;
 }
 
-/* Another client's read of the first 16 pages of a file, in a thread: done, and the bytes read wrong. */
-struct held_read {
+/*
+ * A client of its own that reads @size bytes of a file, in a thread (its
+ * attach too may wait, for the cache's lock): done, and the half-pages
+ * read wrong (UINT64_MAX: no cache, or a short read).  Its cache is the
+ * test's to destroy.
+ */
+struct reader {
+	struct upc_cache *c;
 	int fd;
+	size_t size;
 	pthread_t t;
-	_Atomic int done;
 	_Atomic uint64_t bad;
+	_Atomic int done;
 };
 
-static void *held_read_main(void *arg)
+static void *reader_main(void *arg)
 {
 	UPC_OPTS(upc_cache_opts, o, .flags = UPC_CACHE_SHARED, .socket = sock_path);
-	static unsigned char buf[16 * PAGE];
-	struct held_read *r = arg;
-	struct upc_cache *c = NULL;
+	const size_t chunk = 1u << 20;
+	struct reader *r = arg;
+	unsigned char *buf = malloc(chunk);
 	uint64_t bad = UINT64_MAX;
 
-	if (upc_cache_create(&o, &c) == 0 && upc_pread(c, r->fd, buf, sizeof(buf), 0) == (ssize_t)sizeof(buf)) {
+	if (buf && upc_cache_create(&o, &r->c) == 0) {
 		bad = 0;
-		for (size_t i = 0; i < sizeof(buf); i++)
-			bad += buf[i] != pat(i);
+		for (size_t off = 0; off < r->size; off += chunk) {
+			size_t n = r->size - off < chunk ? r->size - off : chunk;
+
+			if (upc_pread(r->c, r->fd, buf, n, (off_t)off) != (ssize_t)n) {
+				bad = UINT64_MAX;
+				break;
+			}
+			for (size_t i = 0; i < n; i += PAGE / 2)
+				bad += buf[i] != pat(off + i);
+		}
 	}
-	if (c)
-		upc_cache_destroy(c);
+	free(buf);
 	atomic_store(&r->bad, bad);
 	atomic_store(&r->done, 1);
 	return NULL;
@@ -6009,14 +6023,15 @@ Test(shared, a_client_holding_its_memfds_lock_and_truncating_stalls_no_other_fil
 	 * waits for its punch without the file's lock (punch_settle), where it
 	 * held it and every fault and read of X waited with it.
 	 */
-	struct held_read hr = { .fd = xfd };
+	struct reader hr = { .fd = xfd, .size = 16 * PAGE };
 
-	cr_assert_eq(pthread_create(&hr.t, NULL, held_read_main, &hr), 0);
+	cr_assert_eq(pthread_create(&hr.t, NULL, reader_main, &hr), 0);
 	for (int i = 0; i < 1000 && !atomic_load(&hr.done); i++)
 		usleep(10000);
 	cr_assert(atomic_load(&hr.done), "a read of the file waited for its truncation's punch");
 	cr_assert_eq(pthread_join(hr.t, NULL), 0);
 	cr_assert_eq(atomic_load(&hr.bad), 0);
+	upc_cache_destroy(hr.c);
 
 	/*
 	 * The background writer (asked by an msync), a sync and a drop of the
@@ -6167,27 +6182,6 @@ Test(shared, a_writer_back_from_its_io_passes_by_a_file_a_truncation_holds, .tim
  * only a lookup of that file waits; another client reads another file
  * meanwhile, and the held file's data is there once the lock is let go.
  */
-struct adopt_reader {
-	struct upc_cache *c;
-	int fd;
-	size_t size;
-	_Atomic uint64_t bad;
-	_Atomic int done;
-};
-
-/* A client of its own that reads the file: the attach too may wait (for the cache's lock). */
-static void *adopt_reader_main(void *arg)
-{
-	UPC_OPTS(upc_cache_opts, o, .flags = UPC_CACHE_SHARED, .socket = sock_path);
-	struct adopt_reader *r = arg;
-
-	if (upc_cache_create(&o, &r->c) == 0)
-		atomic_store(&r->bad, held_read_all(r->c, r->fd, r->size));
-	else
-		atomic_store(&r->bad, UINT64_MAX);
-	atomic_store(&r->done, 1);
-	return NULL;
-}
 
 Test(shared, an_adoption_waiting_for_a_held_memfd_stalls_no_other_file, .timeout = 120)
 {
@@ -6195,7 +6189,7 @@ Test(shared, an_adoption_waiting_for_a_held_memfd_stalls_no_other_file, .timeout
 	struct held h = { 0 };
 	char xpath[64], ypath[64];
 	int xfd = tmpfile_pattern(size, xpath), yfd = tmpfile_pattern(size, ypath), status;
-	struct adopt_reader rx = { .fd = xfd, .size = size }, ry = { .fd = yfd, .size = size };
+	struct reader rx = { .fd = xfd, .size = size }, ry = { .fd = yfd, .size = size };
 	pthread_t tx, ty;
 	struct upc_cache *c;
 
@@ -6210,8 +6204,8 @@ Test(shared, an_adoption_waiting_for_a_held_memfd_stalls_no_other_file, .timeout
 	held_lock(&h, (off_t)size + PAGE);	/* past the end of X: its zeros are no page of X */
 	upcd_spawn("--mem-limit=4M");	/* adopts what the keeper kept: X waits for the memfd's lock */
 
-	cr_assert_eq(pthread_create(&tx, NULL, adopt_reader_main, &rx), 0);
-	cr_assert_eq(pthread_create(&ty, NULL, adopt_reader_main, &ry), 0);
+	cr_assert_eq(pthread_create(&tx, NULL, reader_main, &rx), 0);
+	cr_assert_eq(pthread_create(&ty, NULL, reader_main, &ry), 0);
 	for (int i = 0; i < 1000 && !atomic_load(&ry.done); i++)
 		usleep(10000);
 	cr_assert(atomic_load(&ry.done), "a read of another file waited for the adoption of the held one");
@@ -6261,7 +6255,7 @@ Test(shared, a_client_holding_a_files_inode_lock_stalls_no_other_files_io, .time
 	const size_t xsize = 64 * PAGE, ysize = 1u << 20;
 	struct held h = { 0 };
 	struct sync_page sp[4];
-	struct adopt_reader ry = { .size = ysize };
+	struct reader ry = { .size = ysize };
 	pthread_t st[4], ty;
 	volatile unsigned char *wp, *xp;
 	char xpath[64], wpath[64], ypath[64];
@@ -6307,7 +6301,7 @@ Test(shared, a_client_holding_a_files_inode_lock_stalls_no_other_files_io, .time
 	usleep(500 * 1000);
 	for (int i = 0; i < 4; i++)
 		cr_assert_eq(atomic_load(&sp[i].ret), 1, "the test's premise: an msync of X did not wait for the lock");
-	cr_assert_eq(pthread_create(&ty, NULL, adopt_reader_main, &ry), 0);
+	cr_assert_eq(pthread_create(&ty, NULL, reader_main, &ry), 0);
 	for (int i = 0; i < 1000 && !atomic_load(&ry.done); i++)
 		usleep(10000);
 	cr_assert(atomic_load(&ry.done), "a read of another file waited for a ring of the store");

@@ -575,6 +575,21 @@ static int range_quiesce(struct upc_file *f, uint64_t pin_first, uint64_t pin_la
 	}
 }
 
+/* Take the cached pages of [first, end) out of the page table.  Caller holds f->lock. */
+static void pages_remove(struct upc_file *f, uint64_t first, uint64_t end)
+{
+	for (uint64_t p = first; p < end; p++) {
+		if (!f->chunks[p >> PT_CHUNK_SHIFT]) {
+			p |= PT_CHUNK_PAGES - 1;
+			continue;
+		}
+		if (page_uptodate(f, p)) {
+			UPC_TRACE(evict, f, p, 1);
+			page_remove(f, p);
+		}
+	}
+}
+
 /*
  * Drop the cached pages of [first, end) (page offsets) without writing them
  * back: the kernel's truncate_inode_pages_range().  Dirty ones are counted
@@ -619,16 +634,7 @@ void file_drop_pages(struct upc_file *f, uint64_t first, uint64_t end)
 		}
 		/* Out of the page table, still counted cached until the chain completes (reclaim_runs). */
 		if (punch_queue(f, chain, 1, pages) == 0) {
-			for (uint64_t p = first; p < end; p++) {
-				if (!f->chunks[p >> PT_CHUNK_SHIFT]) {
-					p |= PT_CHUNK_PAGES - 1;
-					continue;
-				}
-				if (page_uptodate(f, p)) {
-					UPC_TRACE(evict, f, p, 1);
-					page_remove(f, p);
-				}
-			}
+			pages_remove(f, first, end);
 			atomic_fetch_add(&f->cache->nr_cached, pages);
 			protect_runs(f, chain, 1);	/* the markers before the punch, as reclaim_runs puts them */
 			return;
@@ -642,16 +648,7 @@ void file_drop_pages(struct upc_file *f, uint64_t first, uint64_t end)
 			(unsigned long long)end - 1);
 		return;
 	}
-	for (uint64_t p = first; p < end; p++) {
-		if (!f->chunks[p >> PT_CHUNK_SHIFT]) {
-			p |= PT_CHUNK_PAGES - 1;
-			continue;
-		}
-		if (page_uptodate(f, p)) {
-			UPC_TRACE(evict, f, p, 1);
-			page_remove(f, p);
-		}
-	}
+	pages_remove(f, first, end);
 	r = (struct run){ first, end - first };
 	protect_runs(f, &r, 1);
 }

@@ -1,0 +1,306 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * wbpark.c - upcd's write-back that waits for no client: a visitor of every
+ * file (the background writer, the reaper, reclaim's write-back of dirty
+ * victims, the first pass of a sync or drop of the whole cache) neither
+ * waits to take a file's lock again after its I/O (wb_park), nor waits for
+ * an I/O that a client's hold of the file's inode lock keeps (wb_io_offload,
+ * the I/O threads).  A client that may write a file can hold either lock
+ * as long as it likes (punch.c), and one such file stopped the write-back
+ * of every other.
+ */
+#include "internal.h"
+#include "usdt.h"
+
+#include <stdlib.h>
+#include <time.h>
+
+/*
+ * Write-back parked (WB_VISIT): a visitor of every file, back from the I/O
+ * of a file whose lock it cannot take again within VISIT_LOCK_MS, does not
+ * wait for it: a client of upcd can make a thread hold that lock as long as
+ * it likes (a truncation that waits for the memfd's inode lock, punch.c),
+ * and the flusher, or the reclaim thread, stopped there for the whole
+ * cache (upcd(8), BUGS, until this).  It leaves the completion on the
+ * file, whose pages stay PG_WRITEBACK meanwhile (I3: not dropped, not
+ * punched; a data-integrity write-back waits for them), and goes on to the
+ * next file.  The next holder of the lock who cares ends it: a visitor that
+ * takes the lock (file_lock_visit), any write-back (writeback_range), any
+ * wait for write-back (wb_wait), file_free.  A lock-free stack: pushed
+ * without the lock, taken whole under it.  0, or -ENOMEM: not parked.
+ */
+int wb_park(struct upc_file *f, const struct wb_done *d)
+{
+	struct wb_done *p = malloc(sizeof(*p));
+
+	if (!p)
+		return -ENOMEM;
+	*p = *d;
+	p->next = atomic_load_explicit(&f->wb_parked, memory_order_relaxed);
+	while (!atomic_compare_exchange_weak_explicit(&f->wb_parked, &p->next, p, memory_order_release,
+						      memory_order_relaxed))
+		;
+	/* A waiter for write-back (wb_wait) looks again, and ends it once it holds the lock. */
+	pthread_cond_broadcast(&f->wb_cond);
+	return 0;
+}
+
+/* End the parked write-backs of @f (wb_park).  Returns whether there were any.  Caller holds f->lock. */
+bool wb_finish_parked(struct upc_file *f)
+{
+	struct wb_done *d;
+
+	if (!atomic_load_explicit(&f->wb_parked, memory_order_relaxed))
+		return false;
+	d = atomic_exchange_explicit(&f->wb_parked, NULL, memory_order_acquire);
+	while (d) {
+		struct wb_done *next = d->next;
+
+		wb_complete(f, d);
+		free(d->runs);
+		free(d->gaps);
+		free(d->ios);
+		free(d);
+		d = next;
+	}
+	return true;
+}
+
+/*
+ * Wait for a write-back in flight to end, as the kernel's
+ * folio_wait_writeback(); a parked one (wb_park) this holder of the lock
+ * ends itself.  Its parker wakes the waiters without the lock (it could not
+ * take it), so a waiter that looked just before misses that wakeup: in upcd
+ * it looks again every WB_PARK_POLL_MS.  Caller holds f->lock, which the
+ * wait lets go of, and looks at its pages again after it.
+ */
+#define WB_PARK_POLL_MS	50
+
+void wb_wait(struct upc_file *f)
+{
+	if (wb_finish_parked(f))
+		return;
+	if (f->cache->serving)
+		cond_wait_ms(&f->wb_cond, &f->lock, WB_PARK_POLL_MS);
+	else
+		pthread_cond_wait(&f->wb_cond, &f->lock);
+}
+
+/*
+ * upcd: a visitor's write I/O, in a thread of its own (wb_io_offload).  A
+ * write to a file takes its inode lock (i_rwsem: buffered or O_DIRECT, the
+ * file store's io_uring write too, in an io-wq worker), and any client
+ * that may write the file can hold that lock as long as it likes, as it can
+ * the memfd's (punch.c): the background writer waited in such a file's
+ * write-back, and every other file's dirty pages waited with it (upcd(8),
+ * BUGS, until this).  The kernel's flusher takes no inode lock to write a
+ * page back (->writepages); this one cannot help it, so it does not wait
+ * for the I/O longer than WB_IO_WAIT_MS: the I/O's thread completes it
+ * (under the file's lock, or parked: wb_park), and visitors pass the file
+ * by until it has (upc_file @wb_io_stuck).  Its pages stay PG_WRITEBACK
+ * meanwhile, as for any write-back in flight.  At most WB_IO_MAX I/Os so
+ * at once: past it a visitor does its own I/O, and waits, as before.
+ */
+#define WB_IO_WAIT_MS	1000
+#define WB_IO_MAX	64
+
+struct wb_io {
+	struct upc_file *f;
+	struct wb_done d;
+	struct wb_io *next;	/* wb_pool's queue */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool done;		/* the I/O completed: the visitor completes it ... */
+	bool left;		/* ... unless it went on: then the thread does */
+};
+
+static void wb_io_free(struct wb_io *j)
+{
+	pthread_mutex_destroy(&j->lock);
+	pthread_cond_destroy(&j->cond);
+	free(j);
+}
+
+static void wb_io_run(struct wb_io *j)
+{
+	struct upc_file *f = j->f;
+	struct upc_cache *c = f->cache;
+	bool left;
+
+	wb_submit(f, j->d.ios, j->d.nios);
+	pthread_mutex_lock(&j->lock);
+	j->done = true;
+	left = j->left;
+	pthread_cond_signal(&j->cond);
+	pthread_mutex_unlock(&j->lock);	/* not left: @j is the visitor's from here */
+	if (left) {
+		/* Completed here under the file's lock if it comes soon, else parked; no memory to park: waited for. */
+		bool locked = file_lock_visit(f) == 0;
+
+		if (locked || wb_park(f, &j->d) != 0) {
+			if (!locked)
+				pthread_mutex_lock(&f->lock);
+			wb_complete(f, &j->d);
+			pthread_mutex_unlock(&f->lock);
+			free(j->d.runs);
+			free(j->d.gaps);
+			free(j->d.ios);
+		}
+		atomic_store(&f->wb_io_stuck, false);
+		wb_io_free(j);
+	}
+	file_put(f);
+	atomic_fetch_sub(&c->wb_io_running, 1);
+}
+
+/*
+ * The I/O threads: long-lived, since a thread's first io_uring submission
+ * sets up its kernel state (a thread a write-back cost 185-336 us against
+ * 6 us inline, review of 52441e0), started when no thread is idle, at most
+ * WB_IO_MAX; they end with the cache (wb_pool_stop).
+ */
+struct wb_pool {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct wb_io *head, **tail;
+	unsigned int threads, idle;
+	bool stop;
+};
+
+static void *wb_worker_main(void *arg)
+{
+	struct wb_pool *p = arg;
+
+	pthread_mutex_lock(&p->lock);
+	for (;;) {
+		struct wb_io *j;
+
+		while (!p->head && !p->stop) {
+			p->idle++;
+			pthread_cond_wait(&p->cond, &p->lock);
+			p->idle--;
+		}
+		if (!p->head)
+			break;
+		j = p->head;
+		p->head = j->next;
+		if (!p->head)
+			p->tail = &p->head;
+		pthread_mutex_unlock(&p->lock);
+		wb_io_run(j);
+		pthread_mutex_lock(&p->lock);
+	}
+	p->threads--;
+	pthread_cond_broadcast(&p->cond);
+	pthread_mutex_unlock(&p->lock);
+	return NULL;
+}
+
+/* Queue @j for an I/O thread, starting one if none is idle.  false: no thread for it (none could start). */
+static bool wb_pool_queue(struct upc_cache *c, struct wb_io *j)
+{
+	struct wb_pool *p;
+	bool ok;
+
+	pthread_mutex_lock(&c->wb_lock);
+	if (!c->wb_pool && (p = calloc(1, sizeof(*p)))) {
+		pthread_mutex_init(&p->lock, NULL);
+		pthread_cond_init(&p->cond, NULL);
+		p->tail = &p->head;
+		c->wb_pool = p;
+	}
+	p = c->wb_pool;
+	pthread_mutex_unlock(&c->wb_lock);
+	if (!p)
+		return false;
+	pthread_mutex_lock(&p->lock);
+	if (!p->idle && p->threads < WB_IO_MAX) {
+		pthread_attr_t attr;
+		pthread_t t;
+
+		if (pthread_attr_init(&attr) == 0) {
+			pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+			if (pthread_create(&t, &attr, wb_worker_main, p) == 0) {
+				pthread_setname_np(t, "upc-wb-io");
+				p->threads++;
+			}
+			pthread_attr_destroy(&attr);
+		}
+	}
+	ok = p->threads > 0;
+	if (ok) {
+		j->next = NULL;
+		*p->tail = j;
+		p->tail = &j->next;
+		pthread_cond_signal(&p->cond);
+	}
+	pthread_mutex_unlock(&p->lock);
+	return ok;
+}
+
+/* At destruction, once no I/O is queued or running (wb_io_running): the threads end. */
+void wb_pool_stop(struct upc_cache *c)
+{
+	struct wb_pool *p = c->wb_pool;
+
+	if (!p)
+		return;
+	pthread_mutex_lock(&p->lock);
+	p->stop = true;
+	pthread_cond_broadcast(&p->cond);
+	while (p->threads)
+		pthread_cond_wait(&p->cond, &p->lock);
+	pthread_mutex_unlock(&p->lock);
+	pthread_mutex_destroy(&p->lock);
+	pthread_cond_destroy(&p->cond);
+	free(p);
+	c->wb_pool = NULL;
+}
+
+/*
+ * Run @d's I/O in a thread of its own, and wait for it WB_IO_WAIT_MS at
+ * most: 0 when it completed (the results are in @d->ios), -EBUSY when the
+ * thread goes on with it and completes it (it owns @d's arrays then).  No
+ * thread (WB_IO_MAX, no memory): the I/O is done here.  Caller holds a
+ * reference to @f, not its lock.
+ */
+int wb_io_offload(struct upc_file *f, const struct wb_done *d)
+{
+	struct upc_cache *c = f->cache;
+	struct wb_io *j = NULL;
+	struct timespec ts;
+	bool left;
+
+	if (atomic_fetch_add(&c->wb_io_running, 1) >= WB_IO_MAX || !(j = calloc(1, sizeof(*j))))
+		goto inline_io;
+	j->f = f;
+	j->d = *d;
+	pthread_mutex_init(&j->lock, NULL);
+	pthread_cond_init(&j->cond, NULL);
+	file_hold(f);	/* the thread's */
+	if (!wb_pool_queue(c, j)) {
+		file_put(f);
+		goto inline_io;
+	}
+	deadline_ms(&ts, WB_IO_WAIT_MS);
+	pthread_mutex_lock(&j->lock);
+	while (!j->done && pthread_cond_timedwait(&j->cond, &j->lock, &ts) != ETIMEDOUT)
+		;
+	left = !j->done;
+	if (left) {
+		j->left = true;
+		atomic_store(&f->wb_io_stuck, true);	/* cleared by the thread, once it completed */
+	}
+	pthread_mutex_unlock(&j->lock);
+	if (left)
+		return -EBUSY;
+	wb_io_free(j);
+	return 0;
+inline_io:
+	if (j)
+		wb_io_free(j);
+	atomic_fetch_sub(&c->wb_io_running, 1);
+	wb_submit(f, d->ios, d->nios);
+	return 0;
+}
+
