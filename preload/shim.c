@@ -1912,9 +1912,21 @@ static int io_fstat(int fd, struct stat *st)
 
 enum { R_KERNEL, R_CACHE, R_CHILD, R_REFUSED };
 
+/* Has a process under --shared cached the file @st since the registry was made (its .shared entry)? */
+static bool reg_shared_known(const struct stat *st)
+{
+	struct stat sb;
+	char name[80];
+	int dfd = reg_dir();
+
+	reg_name(st, REG_SHARED_SUFFIX, name, sizeof(name));
+	return dfd >= 0 && fstatat(dfd, name, &sb, AT_SYMLINK_NOFOLLOW) == 0;
+}
+
 /*
- * Shared mode: a file's I/O is routed from its first read or write through
- * a read-write descriptor, not only from its first mapping.  upcd's cache
+ * Shared mode: a file's I/O is routed from its first read or write, not
+ * only from its first mapping, once any process under --shared has cached
+ * it (its .shared entry in the registry, which stays).  upcd's cache
  * outlives the processes that use it: the pages an earlier process wrote
  * (upc_pwrite, a mapping) stay there, dirty until upcd writes them back,
  * and a process that read or wrote the file through the kernel before it
@@ -1923,10 +1935,15 @@ enum { R_KERNEL, R_CACHE, R_CHILD, R_REFUSED };
  * older pages.  SQLite, which writes with pwrite(2) in a transaction and
  * maps the database only to read, corrupted its database so in 16 runs of
  * 17 (a helper's run of SQLite under upcache-run --shared, upcd
- * --mem-limit=8M).  Not a read-only or write-only descriptor, nor O_APPEND
- * (upcache-run(1), BUGS), nor a file on a memory filesystem; a file another
- * process caches or maps through the kernel (the registry) stays the
- * kernel's.  Returns the record, routed, or NULL.  shim_lock held.
+ * --mem-limit=8M).  Only such files: every file a program wrote would
+ * otherwise cost a descriptor and a registry entry for the life of the
+ * process (SQLite's rollback journal is a new file a transaction: review
+ * of 25aedd7), and a program that forks would have made its cache before
+ * its children (theirs would be the kernel's mappings).  Not a write-only
+ * descriptor (the store reads what it caches), nor O_APPEND (upcache-run(1),
+ * BUGS), nor a file on a memory filesystem; a file another process caches
+ * or maps through the kernel (the registry) stays the kernel's.  Returns
+ * the record, routed, or NULL.  shim_lock held.
  */
 static struct shim_inode *shared_route_io(int fd, const struct stat *st)
 {
@@ -1934,7 +1951,8 @@ static struct shim_inode *shared_route_io(int fd, const struct stat *st)
 	pid_t holder;
 	int fl = k_fcntl(fd, F_GETFL, 0), regfd;
 
-	if (fl < 0 || (fl & O_ACCMODE) != O_RDWR || (fl & O_APPEND) || memory_fs(fd) || !cache_get())
+	if (cache_failed || fl < 0 || (fl & O_ACCMODE) == O_WRONLY || (fl & O_APPEND) || !reg_shared_known(st) ||
+	    memory_fs(fd) || !cache_get())
 		return NULL;
 	regfd = reg_claim(st, REG_SHARED, &holder);
 	if (regfd < 0)

@@ -487,6 +487,21 @@ UPC_API ssize_t upc_pwrite(struct upc_cache *c, int fd, const void *buf, size_t 
 				continue;
 			r = fill_run(f, &p, p, fillbuf, 1, false, NULL);
 		}
+		/*
+		 * A fill that found the file shrunk behind the cache queued the
+		 * punch of what lies past its end (file_shrunk, file_drop_pages):
+		 * nothing is written there before it is done (review of 5ef6ea3).
+		 */
+		if (r >= 0 && punch_busy(f, edges[0], edges[1])) {
+			bool going = !punch_wait(f, edges[0], edges[1], NULL);
+
+			pthread_mutex_unlock(&f->lock);
+			if (going) {
+				err = -EIO;
+				break;
+			}
+			continue;
+		}
 		/* 2. Past end of file: the file grows first (the kernel's i_size, at once). */
 		if (r >= 0)
 			r = extend_to(f, end);
@@ -666,6 +681,7 @@ UPC_API int upc_ftruncate(struct upc_cache *c, int fd, off_t length)
 {
 	struct upc_file *f;
 	uint64_t newpages, keep;
+	bool dropped = false;
 	long once;
 	int ret;
 
@@ -721,6 +737,7 @@ UPC_API int upc_ftruncate(struct upc_cache *c, int fd, off_t length)
 		if (shrink)
 			file_set_size(f, length);
 		file_drop_pages(f, keep, old);
+		dropped = true;
 		f->npages = keep;
 		if (shrink && (length & (UPC_PAGE_SIZE - 1)))
 			zero_cached(f, (uint64_t)length, pg_round_up((uint64_t)length));
@@ -728,7 +745,8 @@ UPC_API int upc_ftruncate(struct upc_cache *c, int fd, off_t length)
 	/* Growing: file_grow() zeroes what mappings stored past the old end. */
 	if (ret == 0 && length > f->size)
 		ret = file_grow(f, length);
-	punch_settle(f);	/* the punch of the pages past the end, without the lock (file_drop_pages) */
+	if (dropped)
+		punch_settle(f);	/* the punch of the pages past the end, without the lock (file_drop_pages) */
 	pthread_mutex_unlock(&f->lock);
 	once_end(f, ret);
 	pthread_mutex_unlock(&f->io_lock);
@@ -905,8 +923,8 @@ UPC_API int upc_invalidate(struct upc_cache *c, int fd, off_t off, off_t len)
 	last = len == 0 || off > INT64_MAX - len ? UINT64_MAX :
 	       ((uint64_t)off + (uint64_t)len - 1) >> UPC_PAGE_SHIFT;
 	pthread_mutex_lock(&f->lock);
-	wb_finish_parked(f);	/* a parked write-back (writeback.c) is not one in flight */
 	punch_settle(f);	/* one chain a file: its punch below is one (reclaim_runs) */
+	wb_finish_parked(f);	/* a parked write-back (wbpark.c) is not one in flight; after the wait */
 	file_store_changed(f);	/* a readahead read in flight holds what the file had before (fill_run) */
 	file_size_refresh(f);
 	if (first < f->npages) {
@@ -937,7 +955,8 @@ UPC_API int upc_invalidate(struct upc_cache *c, int fd, off_t off, off_t len)
 			}
 			busy = page_uptodate(f, p);
 		}
-		punch_settle(f);
+		if (nr)
+			punch_settle(f);
 	}
 	pthread_mutex_unlock(&f->lock);
 	free(runs);

@@ -349,9 +349,9 @@ fail:
 }
 
 /*
- * At destruction, after the reclaim thread (the only one that queues)
- * stopped: the punch thread ends once every chain completed; given a
- * second, or it is left (above, and c->punch_abandoned).
+ * At destruction, after the reclaim thread and every client's thread (the
+ * ones that queue) stopped: the punch thread ends once every chain
+ * completed; given a second, or it is left (above, and c->punch_abandoned).
  */
 void punch_stop(struct upc_cache *c)
 {

@@ -639,8 +639,8 @@ int file_drop(struct upc_file *f, unsigned int flags, uint64_t *dropped)
 		pthread_mutex_unlock(&f->lock);
 		return -EBUSY;
 	}
-	wb_finish_parked(f);	/* a parked write-back (writeback.c) is not one in flight */
 	punch_settle(f);
+	wb_finish_parked(f);	/* a parked write-back (wbpark.c) is not one in flight; after the wait */
 	/*
 	 * A readahead read in flight (control.c, fill_run) holds what the file
 	 * had before the drop: the next touch must read the file again, so it
