@@ -1012,6 +1012,9 @@ static int reg_claim(const struct stat *st, int how, pid_t *holder)
 	if (how == REG_SHARED) {
 		fd = reg_take_entry(st, REG_SHARED_SUFFIX, LOCK_SH, holder);
 		r = fd >= 0 ? reg_check(st, "", holder) : 0;
+		/* when it was last cached under --shared: reg_shared_known() (its owner's to set) */
+		if (fd >= 0 && r == 0)
+			(void)!futimens(fd, NULL);
 	} else {
 		fd = reg_take_entry(st, "", how == REG_CACHE ? LOCK_EX : LOCK_SH, holder);
 		r = fd >= 0 ? reg_check(st, REG_SHARED_SUFFIX, holder) : 0;
@@ -1912,15 +1915,28 @@ static int io_fstat(int fd, struct stat *st)
 
 enum { R_KERNEL, R_CACHE, R_CHILD, R_REFUSED };
 
-/* Has a process under --shared cached the file @st since the registry was made (its .shared entry)? */
-static bool reg_shared_known(const struct stat *st)
+/*
+ * Has a process under --shared cached the file @fd (@st) since it was
+ * made?  Its .shared entry exists, and was claimed (reg_claim touches it)
+ * after the file's birth: an inode number is used again, and the entry of
+ * a deleted file would route its successor (SQLite's temporary files were,
+ * and every sort went through the daemon).  A file system without birth
+ * times: the entry alone.
+ */
+static bool reg_shared_known(int fd, const struct stat *st)
 {
+	struct statx bx;
 	struct stat sb;
 	char name[80];
 	int dfd = reg_dir();
 
 	reg_name(st, REG_SHARED_SUFFIX, name, sizeof(name));
-	return dfd >= 0 && fstatat(dfd, name, &sb, AT_SYMLINK_NOFOLLOW) == 0;
+	if (dfd < 0 || fstatat(dfd, name, &sb, AT_SYMLINK_NOFOLLOW) < 0)
+		return false;
+	if (statx(fd, "", AT_EMPTY_PATH, STATX_BTIME, &bx) < 0 || !(bx.stx_mask & STATX_BTIME))
+		return true;
+	return sb.st_mtim.tv_sec > bx.stx_btime.tv_sec ||
+	       (sb.st_mtim.tv_sec == bx.stx_btime.tv_sec && sb.st_mtim.tv_nsec >= (long)bx.stx_btime.tv_nsec);
 }
 
 /*
@@ -1951,7 +1967,7 @@ static struct shim_inode *shared_route_io(int fd, const struct stat *st)
 	pid_t holder;
 	int fl = k_fcntl(fd, F_GETFL, 0), regfd;
 
-	if (cache_failed || fl < 0 || (fl & O_ACCMODE) == O_WRONLY || (fl & O_APPEND) || !reg_shared_known(st) ||
+	if (cache_failed || fl < 0 || (fl & O_ACCMODE) == O_WRONLY || (fl & O_APPEND) || !reg_shared_known(fd, st) ||
 	    memory_fs(fd) || !cache_get())
 		return NULL;
 	regfd = reg_claim(st, REG_SHARED, &holder);
