@@ -332,7 +332,7 @@ struct upc_file {
 	struct upc_map *rmap;		/* every mapping of this file */
 
 	uint64_t nr_cached, nr_dirty, nr_writeback, nr_pinned;
-	/* write-backs whose visitor could not take @lock again after the I/O (writeback.c, wb_park) */
+	/* write-backs whose visitor could not take @lock again after the I/O (wbpark.c, wb_park) */
 	_Atomic(struct wb_done *) wb_parked;
 	_Atomic bool wb_io_stuck;	/* upcd: a visitor's write I/O went on without it (wb_io_offload) */
 
@@ -541,7 +541,7 @@ struct upc_cache {
 	uint32_t nr_unused, max_unused;
 	int released_err;		/* an unreported write-back error of a released file */
 	_Atomic bool dying;		/* upc_cache_destroy() frees every file itself */
-	_Atomic unsigned int wb_io_running;	/* upcd: visitors' write I/Os given to a thread (writeback.c) */
+	_Atomic unsigned int wb_io_running;	/* upcd: visitors' write I/Os given to a thread (wbpark.c) */
 	struct wb_pool *wb_pool;	/* ... and the threads (wb_pool_queue), made under @wb_lock */
 
 	struct upc_mm self;		/* embedded mode: this process */

@@ -1967,8 +1967,8 @@ static struct shim_inode *shared_route_io(int fd, const struct stat *st)
 	pid_t holder;
 	int fl = k_fcntl(fd, F_GETFL, 0), regfd;
 
-	if (cache_failed || fl < 0 || (fl & O_ACCMODE) == O_WRONLY || (fl & O_APPEND) || !reg_shared_known(fd, st) ||
-	    memory_fs(fd) || !cache_get())
+	if (cache_failed || fl < 0 || (fl & O_ACCMODE) == O_WRONLY || (fl & O_APPEND) ||
+	    !reg_shared_known(fd, st) || memory_fs(fd) || !cache_get())
 		return NULL;
 	regfd = reg_claim(st, REG_SHARED, &holder);
 	if (regfd < 0)

@@ -684,7 +684,7 @@ static void file_free(struct upc_file *f)
 
 	UPC_TRACE(file_release, f);
 	punch_free(f);
-	wb_finish_parked(f);	/* no other holder is left: ended as under the lock (writeback.c) */
+	wb_finish_parked(f);	/* no other holder is left: ended as under the lock (wbpark.c) */
 	/* zaps of mappings that are all gone now: nothing of them is left to collect */
 	for (size_t i = 0; i < f->nzap_pend; i++) {
 		atomic_fetch_sub(&f->zap_pend[i]->inflight, 1);
@@ -1238,7 +1238,7 @@ static bool file_clean(struct upc_file *f, uint64_t *cachedp)
 	bool clean;
 
 	pthread_mutex_lock(&f->lock);
-	wb_finish_parked(f);	/* a parked write-back (writeback.c) is not one in flight */
+	wb_finish_parked(f);	/* a parked write-back (wbpark.c) is not one in flight */
 	clean = !f->nr_dirty && !f->nr_writeback && !f->nr_pinned;
 	if (cachedp)
 		*cachedp = f->nr_cached;
@@ -2461,7 +2461,7 @@ UPC_API int upc_cache_destroy(struct upc_cache *c)
 		if (err && !ret)
 			ret = err;
 	}
-	/* Visitors' write I/Os given to a thread (writeback.c): their pages are done (above); the threads end now. */
+	/* Visitors' write I/Os given to a thread (wbpark.c): their pages are done (above); the threads end now. */
 	while (atomic_load(&c->wb_io_running))
 		usleep(1000);
 	wb_pool_stop(c);
