@@ -334,7 +334,7 @@ struct upc_file {
 	uint64_t nr_cached, nr_dirty, nr_writeback, nr_pinned;
 	/* write-backs whose visitor could not take @lock again after the I/O (wbpark.c, wb_park) */
 	_Atomic(struct wb_done *) wb_parked;
-	_Atomic bool wb_io_stuck;	/* upcd: a visitor's write I/O went on without it (wb_io_offload) */
+	_Atomic unsigned int wb_io_stuck;	/* upcd: visitors' write I/Os gone on without them (wb_io_offload) */
 
 	/* errseq_t: @err_seq counts write-back errors, @err is the latest. */
 	uint32_t err_seq;

@@ -146,7 +146,7 @@ static void wb_io_run(struct wb_io *j)
 			free(j->d.gaps);
 			free(j->d.ios);
 		}
-		atomic_store(&f->wb_io_stuck, false);
+		atomic_fetch_sub(&f->wb_io_stuck, 1);
 		wb_io_free(j);
 	}
 	file_put(f);
@@ -289,7 +289,7 @@ int wb_io_offload(struct upc_file *f, const struct wb_done *d)
 	left = !j->done;
 	if (left) {
 		j->left = true;
-		atomic_store(&f->wb_io_stuck, true);	/* cleared by the thread, once it completed */
+		atomic_fetch_add(&f->wb_io_stuck, 1);	/* the thread takes it off once it completed */
 	}
 	pthread_mutex_unlock(&j->lock);
 	if (left)
