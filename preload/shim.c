@@ -2000,17 +2000,11 @@ static int route_how(int fd, struct shim_inode **sip, bool wr)
 		return R_KERNEL;
 	if (io_fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
 		return R_KERNEL;
-	if (opt_shared) {
-		shim_lock_take();
-		si = inode_find(st.st_dev, st.st_ino);
-		if (!si && (!cache_pid || owned()))	/* not a forked child of the cache's process */
-			si = shared_route_io(fd, &st);
-		shim_lock_drop();
-	} else {
-		pthread_mutex_lock(&shim_lock);
-		si = inode_find(st.st_dev, st.st_ino);
-		pthread_mutex_unlock(&shim_lock);
-	}
+	shim_lock_take();
+	si = inode_find(st.st_dev, st.st_ino);
+	if (!si && opt_shared && (!cache_pid || owned()))	/* not a forked child of the cache's process */
+		si = shared_route_io(fd, &st);
+	shim_lock_drop();
 	if (!si || si->si_kernel)
 		return R_KERNEL;
 	if (si->si_busy)

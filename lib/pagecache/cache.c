@@ -1371,7 +1371,8 @@ static unsigned int unused_trim(struct upc_cache *c, struct upc_file **deadp, st
  * @fn over every file of @c, each held meanwhile, as a sync or a drop of
  * the whole cache walks it: first as a visitor (@visit: @fn returns -EBUSY
  * for a file whose lock it cannot take soon, file_lock_visit, or that it
- * would wait for: it may have written some of it), then, once every other file is done, again for each
+ * would wait for: it may have written some of it), then, once every other
+ * file is done, again for each
  * file passed by, waiting for its lock.  Under upcd a thread can hold a
  * file's lock while it waits for the memfd's inode lock, which a client
  * can hold as long as it likes (punch.c): the walk waited there, and every
@@ -1895,21 +1896,19 @@ static size_t orphans_relist_kept(struct upc_cache *c, struct orphan *os, size_t
  * memfd of it is adopted (file_adopt_wait): the earlier daemons' memfds of
  * it that processes hold, the newest daemon's first.  0 and *@fp: adopted;
  * 1: not such a file, or none could be adopted (then it gets a memfd of
- * its own, or the client's is adopted); < 0: an error.
+ * its own, or the client's is adopted); < 0: an error.  @st: @fd's
+ * identity (sys_fstat_id).
  */
-static int orphan_adopt(struct upc_cache *c, int fd, struct upc_file **fp)
+static int orphan_adopt(struct upc_cache *c, int fd, const struct stat *st, struct upc_file **fp)
 {
 	struct orphan *os;
-	struct stat st;
 	size_t n;
 	int ret = 1;
 
-	if (sys_fstat_id(fd, &st) < 0)
-		return 1;
 	pthread_mutex_lock(&c->lock);
 	if (now_ms() > c->orphans_until && c->orphans_until) {
 		/* too late: every client has handed back; a keeper's entries stay until adopted */
-		n = orphans_take(c, &st, true, &os);
+		n = orphans_take(c, st, true, &os);
 		if (os)		/* else nothing was taken: try again at the next lookup */
 			c->orphans_until = 0;
 		for (size_t i = 0; i < n; i++)
@@ -1923,7 +1922,7 @@ static int orphan_adopt(struct upc_cache *c, int fd, struct upc_file **fp)
 			return 1;
 		pthread_mutex_lock(&c->lock);
 	}
-	n = orphans_take(c, &st, false, &os);
+	n = orphans_take(c, st, false, &os);
 	pthread_mutex_unlock(&c->lock);
 	{
 		int (*fds)[2] = calloc(n ? n : 1, sizeof(*fds));
@@ -1958,7 +1957,7 @@ static int orphan_adopt(struct upc_cache *c, int fd, struct upc_file **fp)
 			}
 			if (os[i].pidfd >= 0 && (fds[i][0] < 0 || fds[i][1] < 0) && errno == EPERM)
 				pr_warn("pidfd_getfd refused (ptrace access: Yama's ptrace_scope?): the earlier daemon's "
-					"memfd of %lx:%lu is not adopted\n", (unsigned long)st.st_dev, (unsigned long)st.st_ino);
+					"memfd of %lx:%lu is not adopted\n", (unsigned long)st->st_dev, (unsigned long)st->st_ino);
 			born[i] = 0;
 			/* what is behind the number now is checked before it is read (adopt_fd again, after) */
 			snprintf(path, sizeof(path), "/proc/self/fd/%d", fds[i][1]);
@@ -2040,7 +2039,7 @@ static int orphan_adopt_once(struct upc_cache *c, int fd, struct upc_file **fp)
 	me = (struct file_new_entry){ st.st_dev, st.st_ino, c->adopting };
 	c->adopting = &me;
 	pthread_mutex_unlock(&c->lock);
-	ret = orphan_adopt(c, fd, fp);
+	ret = orphan_adopt(c, fd, &st, fp);
 	pthread_mutex_lock(&c->lock);
 	file_id_unlist(c, &c->adopting, &me);
 	pthread_mutex_unlock(&c->lock);
@@ -2461,9 +2460,7 @@ UPC_API int upc_cache_destroy(struct upc_cache *c)
 		if (err && !ret)
 			ret = err;
 	}
-	/* Visitors' write I/Os given to a thread (wbpark.c): their pages are done (above); the threads end now. */
-	while (atomic_load(&c->wb_io_running))
-		usleep(1000);
+	/* The I/O threads of visitors' write-backs (wbpark.c): their I/Os are done (above); they end now. */
 	wb_pool_stop(c);
 	/*
 	 * A forked child may still map the memfds: truncated (while the child

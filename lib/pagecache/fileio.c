@@ -437,6 +437,7 @@ UPC_API ssize_t upc_pwrite(struct upc_cache *c, int fd, const void *buf, size_t 
 		uint64_t end = min_t(uint64_t, (uint64_t)off + len, base + (bpages << UPC_PAGE_SHIFT));
 		uint64_t edges[2] = { pos >> UPC_PAGE_SHIFT, (end - 1) >> UPC_PAGE_SHIFT };
 		long r = 0;
+		bool busy;
 
 		/* Outside the lock: the caller's buffer may be a mapping (the top of this file). */
 		memcpy(data + (pos - base), (const char *)buf + done, end - pos);
@@ -460,26 +461,16 @@ UPC_API ssize_t upc_pwrite(struct upc_cache *c, int fd, const void *buf, size_t 
 			file_wp_extend(f, max_t(uint64_t, pg_round_up(end) >> UPC_PAGE_SHIFT, f->npages), &yielded);
 		}
 		/*
-		 * Pages upcd's reclaim thread is still punching (punch.c): not
-		 * written into before the punch is done, and then the piece
-		 * starts again, as the wait let go of the lock.
+		 * Pages upcd is still punching (punch.c) are not read nor
+		 * written into before the punch is done (below).
 		 */
-		if (punch_busy(f, edges[0], edges[1])) {
-			bool going = !punch_wait(f, edges[0], edges[1], NULL);
-
-			pthread_mutex_unlock(&f->lock);
-			if (going) {
-				err = -EIO;
-				break;
-			}
-			continue;
-		}
+		busy = punch_busy(f, edges[0], edges[1]);
 		/*
 		 * 1. A partial page the store has bytes of, and the cache does not
 		 * hold, is read first (the kernel's write_begin); a page wholly
 		 * written, or past end of file, is not.
 		 */
-		for (int i = 0; i < 2 && r >= 0; i++) {
+		for (int i = 0; i < 2 && r >= 0 && !busy; i++) {
 			uint64_t p = edges[i], ps = p << UPC_PAGE_SHIFT;
 			bool partial = pos > ps || end < ps + UPC_PAGE_SIZE;
 
@@ -488,11 +479,12 @@ UPC_API ssize_t upc_pwrite(struct upc_cache *c, int fd, const void *buf, size_t 
 			r = fill_run(f, &p, p, fillbuf, 1, false, NULL);
 		}
 		/*
-		 * A fill that found the file shrunk behind the cache queued the
-		 * punch of what lies past its end (file_shrunk, file_drop_pages):
-		 * nothing is written there before it is done (review of 5ef6ea3).
+		 * Nor does a punch that a fill queued, having found the file
+		 * shrunk behind the cache (file_shrunk, file_drop_pages; review of
+		 * 5ef6ea3): the piece starts again once it is done, as the wait
+		 * let go of the lock.
 		 */
-		if (r >= 0 && punch_busy(f, edges[0], edges[1])) {
+		if (busy || (r >= 0 && punch_busy(f, edges[0], edges[1]))) {
 			bool going = !punch_wait(f, edges[0], edges[1], NULL);
 
 			pthread_mutex_unlock(&f->lock);
@@ -579,7 +571,7 @@ static int range_quiesce(struct upc_file *f, uint64_t pin_first, uint64_t pin_la
 		if (pin_first <= pin_last && range_has_pins(f, pin_first, pin_last))
 			return -EBUSY;
 		/* No punch chain of the file in flight either: the caller's punch may be one (file_drop_pages). */
-		if (f->cache->punch && punch_busy(f, 0, UINT64_MAX)) {
+		if (punch_busy(f, 0, UINT64_MAX)) {
 			punch_settle(f);
 			if (!punch_busy(f, 0, UINT64_MAX))
 				continue;	/* look at pins and write-back again: the lock was let go */

@@ -73,12 +73,13 @@
  * by a thread working for that file's clients, and waits for the inode
  * lock: the punch of a client's page in a hole of the memfd (fault.c), and
  * a growth of the memfd: one client can stall the others of a file it may
- * write (which it can also fill with zeros): not fixed (upcd(8), BUGS).  The threads that visit every file pass such a file by:
- * the clock hand (shrink_file), the statistics, which hold cache->lock
- * (publish_tick, upc_stats), the background writer and the reaper
- * (writeback_range, WB_VISIT), also back from their I/O (wb_park); a sync
- * or a drop of the whole cache comes back to it after every other file,
- * and waits (files_walk).
+ * write (which it can also fill with zeros): not fixed (upcd(8), BUGS).
+ * The threads that visit every file pass such a file by: the clock hand
+ * (shrink_file), the statistics, which hold cache->lock (publish_tick,
+ * upc_stats), the background writer and the reaper (writeback_range,
+ * WB_VISIT), also back from their I/O (wb_park); a sync or a drop of the
+ * whole cache comes back to it after every other file, and waits
+ * (files_walk).
  */
 #define PUNCH_RING	1024	/* > the runs of one eviction (SCAN_BATCH pages) */
 #define PUNCH_WORKERS	64	/* io-wq workers: memfds whose locks can be waited for at once */

@@ -635,7 +635,7 @@ int file_drop(struct upc_file *f, unsigned int flags, uint64_t *dropped)
 	else if (file_lock_visit(f) != 0)
 		return -EBUSY;
 	/* One punch chain a file (punch.c): a visitor passes a file with one in flight by, others wait. */
-	if (visit && f->cache->punch && punch_busy(f, 0, UINT64_MAX)) {
+	if (visit && punch_busy(f, 0, UINT64_MAX)) {
 		pthread_mutex_unlock(&f->lock);
 		return -EBUSY;
 	}

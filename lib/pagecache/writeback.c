@@ -372,7 +372,6 @@ bool has_writeback(struct upc_file *f, uint64_t first, uint64_t last)
  * error goes to the file's errseq.  Returns @d->ret, or the first error of
  * the I/Os.  Caller holds f->lock.
  */
-
 int wb_complete(struct upc_file *f, const struct wb_done *d)
 {
 	struct upc_cache *c = f->cache;
@@ -454,21 +453,22 @@ int writeback_range(struct upc_file *f, uint64_t first, uint64_t last, int how, 
 	struct upc_cache *c = f->cache;
 	struct run *runs = NULL, *prot = NULL, *spans = NULL, *gaps = NULL;
 	struct upc_io *ios = NULL;
+	struct wb_done d;
 	size_t nr = 0, cap = 0, nios = 0, nprot = 0, pcap = 0, nspans = 0, ngaps = 0;
 	uint64_t held0 = heldp ? *heldp : 0, gap;
 	uint32_t now;
 	int ret = 0, err;
 
-	if (!(how & WB_VISIT))
+	if (!(how & WB_VISIT)) {
 		pthread_mutex_lock(&f->lock);
-	else if (file_lock_visit(f) != 0)
+		wb_finish_parked(f);	/* (file_lock_visit ends them itself) */
+	} else if (file_lock_visit(f) != 0) {
 		return -EBUSY;
-	/* A visitor passes by a file whose last visitor's I/O still waits (wb_io_offload). */
-	if ((how & WB_VISIT) && atomic_load(&f->wb_io_stuck)) {
+	} else if (atomic_load(&f->wb_io_stuck)) {
+		/* A visitor passes by a file whose last visitor's I/O still waits (wb_io_offload). */
 		pthread_mutex_unlock(&f->lock);
 		return -EBUSY;
 	}
-	wb_finish_parked(f);
 again:
 	if (heldp)
 		*heldp = held0;
@@ -589,22 +589,18 @@ again:
 		nios = k;
 	}
 	pthread_mutex_unlock(&f->lock);
+	d = (struct wb_done){ .runs = runs, .nr = nr, .gaps = gaps, .ngaps = ngaps, .ios = ios, .nios = nios,
+			      .ret = ret };
 
 	if (nios) {
 		/* 3. submit: every page of these I/Os was cleaned above (upc-trace --check checks it). */
 		if (UPC_PROBE_ENABLED(wb_submit))
 			for (size_t k = 0; k < nios; k++)
 				UPC_TRACE(wb_submit, f, ios[k].off, ios[k].len);
-		if ((how & WB_VISIT) && c->serving &&
-		    wb_io_offload(f, &(struct wb_done){ .runs = runs, .nr = nr, .gaps = gaps, .ngaps = ngaps,
-						       .ios = ios, .nios = nios, .ret = ret }) == -EBUSY) {
-			if (spans != runs)
-				free(spans);
-			free(prot);
-			return -EBUSY;	/* its runs, gaps and I/Os are the I/O thread's */
-		} else if (!(how & WB_VISIT) || !c->serving) {
+		if (!(how & WB_VISIT) || !c->serving)
 			wb_submit(f, ios, nios);
-		}
+		else if (wb_io_offload(f, &d) == -EBUSY)
+			goto handed;	/* to the I/O thread */
 	}
 
 	/*
@@ -618,18 +614,11 @@ again:
 	if (__builtin_expect(c->debug & UPC_DBG_VISIT_PAUSE, 0) && (how & WB_VISIT) && c->serving)
 		nanosleep(&(struct timespec){ .tv_sec = 1, .tv_nsec = 500000000 }, NULL);
 	if (!(how & WB_VISIT) || file_lock_visit(f) != 0) {
-		if ((how & WB_VISIT) &&
-		    wb_park(f, &(struct wb_done){ .runs = runs, .nr = nr, .gaps = gaps, .ngaps = ngaps,
-						  .ios = ios, .nios = nios, .ret = ret }) == 0) {
-			if (spans != runs)
-				free(spans);
-			free(prot);
-			return -EBUSY;	/* its runs, gaps and I/Os are the parked record's */
-		}
+		if ((how & WB_VISIT) && wb_park(f, &d) == 0)
+			goto handed;	/* to the file */
 		pthread_mutex_lock(&f->lock);
 	}
-	ret = wb_complete(f, &(struct wb_done){ .runs = runs, .nr = nr, .gaps = gaps, .ngaps = ngaps,
-						 .ios = ios, .nios = nios, .ret = ret });
+	ret = wb_complete(f, &d);
 out_unlock:
 	pthread_mutex_unlock(&f->lock);
 	if (spans != runs)
@@ -652,6 +641,12 @@ out_unlock:
 		}
 	}
 	return ret;
+handed:
+	/* The runs, gaps and I/Os are the I/O thread's or the parked record's now: passed by. */
+	if (spans != runs)
+		free(spans);
+	free(prot);
+	return -EBUSY;
 }
 
 UPC_API int upc_msync(struct upc_cache *c, void *addr, size_t length, int flags)
