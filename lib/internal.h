@@ -954,6 +954,7 @@ __upc_hidden bool punch_busy(struct upc_file *f, uint64_t first, uint64_t last);
 __upc_hidden bool punch_wait(struct upc_file *f, uint64_t first, uint64_t last, const bool *stop);
 __upc_hidden void punch_free(struct upc_file *f);
 __upc_hidden void punch_settle(struct upc_file *f);
+__upc_hidden bool punch_stray(struct upc_file *f, uint64_t pgoff, const bool *stop);
 __upc_hidden int file_lock_visit(struct upc_file *f);
 __upc_hidden int dontneed_piece(struct upc_map *m, uintptr_t s, uintptr_t e, uint64_t first,
 				uint64_t last);

@@ -6100,6 +6100,136 @@ Test(shared, a_client_holding_its_memfds_lock_and_truncating_stalls_no_other_fil
 }
 
 /*
+ * A call made in a thread, to see whether it waits for a hold: 1 until it
+ * returns (what it returned then).
+ */
+struct held_call {
+	struct upc_cache *c;
+	int fd;
+	void *p;
+	pthread_t t;
+	_Atomic long ret;
+};
+
+#define HELD_FAR	(5ULL << 30)	/* past the daemon's first staging mapping (4 GiB) and memfd_len */
+
+static void *held_map_far_main(void *arg)
+{
+	struct held_call *hc = arg;
+
+	atomic_store(&hc->ret, upc_map(hc->c, hc->fd, 0, HELD_FAR, PROT_READ, 0, &hc->p));
+	return NULL;
+}
+
+static void *held_grow_main(void *arg)
+{
+	struct held_call *hc = arg;
+
+	atomic_store(&hc->ret, upc_ftruncate(hc->c, hc->fd, (off_t)HELD_FAR));
+	return NULL;
+}
+
+/* Does @hc return within 10 s? */
+static bool held_call_returns(struct held_call *hc)
+{
+	for (int i = 0; i < 1000 && atomic_load(&hc->ret) == 1; i++)
+		usleep(10000);
+	return atomic_load(&hc->ret) != 1;
+}
+
+/*
+ * What else a client holding its memfd's inode lock (held_lock) held up for
+ * every client of the file, beside evictions and truncations (above): the
+ * daemon waited for that lock holding the file's lock (upcd(8), BUGS, until
+ * punch.c's punch_stray and cache.c's file_memfd_span):
+ *  - a mapping, or a growth, past the memfd's length as the daemon knew it
+ *    (its first staging mapping's, 4 GiB): ftruncate(2) of the memfd, which
+ *    takes the inode lock even to be refused (the memfd, sealed against
+ *    shrinking, reaches the takeover journal already);
+ *  - a fault on a page the client wrote into a hole of the memfd (not the
+ *    cache's page: punched, and read from the store).
+ * Now neither takes the inode lock under the file's lock: the mapping and
+ * the growth return, the fault on that page waits for its punch alone, and
+ * another client reads the file meanwhile.  Once the hold ends, the page
+ * reads the store's data with the fault's write, never the client's bytes.
+ */
+Test(shared, a_client_holding_its_memfds_lock_stalls_no_map_growth_or_read_of_the_file, .timeout = 120)
+{
+	const size_t xsize = 64 * PAGE;
+	struct held h = { 0 };
+	struct held_touch ht = { .byte = 'T' };
+	struct held_call far = { .ret = 1 }, grow = { .ret = 1 };
+	struct reader hr = { .size = 16 * PAGE };
+	unsigned char junk[PAGE], *xp;
+	char xpath[64];
+	int xfd = tmpfile_pattern(xsize, xpath);
+	pthread_t toucher;
+	struct upc_cache *c;
+	uint64_t bad = 0;
+	struct stat sb;
+
+	held_start(&h);
+	c = shared_cache();
+	held_map(&h, xpath, xsize);
+	/* Page 40: a hole of the memfd (nothing of X is cached), written by the client. */
+	memset(junk, 'J', sizeof(junk));
+	cr_assert_eq(pwrite(h.hw.memfd, junk, PAGE, 40 * PAGE), (ssize_t)PAGE);
+	held_lock(&h, 60 * PAGE);
+
+	/* A mapping and a growth past 4 GiB return while the lock is held ... */
+	far.c = grow.c = c;
+	far.fd = grow.fd = xfd;
+	cr_assert_eq(pthread_create(&far.t, NULL, held_map_far_main, &far), 0);
+	cr_assert(held_call_returns(&far), "a mapping past the memfd's length waited for its inode lock");
+	cr_assert_eq(atomic_load(&far.ret), 0, "map: %s", strerror((int)-atomic_load(&far.ret)));
+	cr_assert_eq(((unsigned char *)far.p)[3 * PAGE + 1], pat(3 * PAGE + 1));
+	cr_assert_eq(pthread_create(&grow.t, NULL, held_grow_main, &grow), 0);
+	cr_assert(held_call_returns(&grow), "a growth past the memfd's length waited for its inode lock");
+	cr_assert_eq(atomic_load(&grow.ret), 0, "truncate: %s", strerror((int)-atomic_load(&grow.ret)));
+	cr_assert_eq(fstat(xfd, &sb), 0);
+	cr_assert_eq((uint64_t)sb.st_size, HELD_FAR);
+
+	/* ... a write to page 40 waits for the page's punch, which waits for the lock ... */
+	cr_assert_eq(upc_map(c, xfd, 0, xsize, PROT_READ | PROT_WRITE, 0, (void **)&xp), 0);
+	ht.p = xp + 40 * PAGE + 5;
+	cr_assert_eq(pthread_create(&toucher, NULL, held_touch_main, &ht), 0);
+	sleep(1);
+	cr_assert_eq(atomic_load(&ht.done), 0, "the write to the page written into a hole did not wait for its punch");
+
+	/* ... and another client reads the file meanwhile. */
+	hr.fd = xfd;
+	cr_assert_eq(pthread_create(&hr.t, NULL, reader_main, &hr), 0);
+	for (int i = 0; i < 1000 && !atomic_load(&hr.done); i++)
+		usleep(10000);
+	cr_assert(atomic_load(&hr.done), "a read of the file waited for the punch of a page written into a hole");
+	cr_assert_eq(pthread_join(hr.t, NULL), 0);
+	cr_assert_eq(atomic_load(&hr.bad), 0);
+	upc_cache_destroy(hr.c);
+	cr_assert_eq(atomic_load(&h.hw.ret), -2, "the held write returned");
+
+	/* Let go: the punch, then the write, to the store's page. */
+	held_let_go(&h);
+	cr_assert_eq(pthread_join(toucher, NULL), 0);
+	for (size_t i = 0; i < PAGE; i++)
+		bad += xp[40 * PAGE + i] != (i == 5 ? 'T' : pat(40 * PAGE + i));
+	cr_assert_eq(bad, 0, "%" PRIu64 " bytes of page 40 are not the store's (%#x: the client's)", bad,
+		     xp[40 * PAGE + 6]);
+	cr_assert_eq(upc_msync(c, xp, xsize, UPC_MS_SYNC), 0);
+	cr_assert_eq(pread(xfd, junk, PAGE, 40 * PAGE), (ssize_t)PAGE);
+	cr_assert(junk[5] == 'T' && junk[6] == pat(40 * PAGE + 6), "page 40 of the file: %#x %#x", junk[5], junk[6]);
+
+	cr_assert_eq(pthread_join(far.t, NULL), 0);
+	cr_assert_eq(pthread_join(grow.t, NULL), 0);
+	cr_assert_eq(upc_unmap(c, far.p, HELD_FAR), 0);
+	cr_assert_eq(upc_unmap(c, xp, xsize), 0);
+	cr_assert_eq(upc_ftruncate(c, xfd, (off_t)xsize), 0);
+	upc_cache_destroy(c);
+	held_fini(&h);
+	close(xfd);
+	upcd_stop();
+}
+
+/*
  * The threads that visit every file let go of a file's lock for their
  * write-back I/O, and then waited to take it again: a truncation that took
  * it meanwhile, to wait with it for the memfd's inode lock a client holds,

@@ -691,6 +691,16 @@ static long continue_wp(struct upc_handler *h, uintptr_t addr, uint64_t n, bool 
 	return r;
 }
 
+/* Is page @pgoff in @f's memfd (mincore of the staging mapping: no inode lock)? */
+static bool page_in_memfd(struct upc_file *f, uint64_t pgoff)
+{
+	unsigned char vec = 0;
+
+	if (pgoff >= (f->base_len >> UPC_PAGE_SHIFT))
+		return false;
+	return mincore(f->base + (pgoff << UPC_PAGE_SHIFT), UPC_PAGE_SIZE, &vec) == 0 && (vec & 1);
+}
+
 /*
  * A MINOR fault: the page is cached but not mapped through this mapping (a
  * fresh mapping of cached pages, or a PTE torn down by reclaim or
@@ -733,11 +743,13 @@ static void handle_minor(struct upc_handler *h, struct upc_map *m, uintptr_t add
 		 * Unless the memfd holds a page the cache does not: in upcd, a
 		 * client's write(2) into a hole of the memfd (remote.c, "What a
 		 * client can do to a memfd"), which would fault MINOR for ever.
-		 * It is not the cache's page: punched, and the retry reads the
-		 * store's (a page freed meanwhile is a hole already).
+		 * It is not the cache's page: punched, by the punch thread
+		 * (punch.c, punch_stray), and the retry waits for that without
+		 * file->lock and reads the store's (a page freed meanwhile is a
+		 * hole already).
 		 */
-		if (mm->cache->serving)
-			sys_punch(f->memfd, (off_t)(pgoff << UPC_PAGE_SHIFT), UPC_PAGE_SIZE);
+		if (mm->cache->serving && page_in_memfd(f, pgoff) && !punch_stray(f, pgoff, &mm->stopping))
+			return;		/* the mm or the cache is going: the fault is left to it */
 		sys_uffd_wake(mm->uffd, addr, UPC_PAGE_SIZE);
 		UPC_TRACE(fault_done, f, pgoff, UPC_FAULT_MINOR, 0);
 		return;
@@ -878,16 +890,6 @@ done:
  * empty), which is what I1 asks: nothing becomes writable before it is
  * dirty.
  */
-/* Is page @pgoff in @f's memfd (mincore of the staging mapping: no inode lock)? */
-static bool page_in_memfd(struct upc_file *f, uint64_t pgoff)
-{
-	unsigned char vec = 0;
-
-	if (pgoff >= (f->base_len >> UPC_PAGE_SHIFT))
-		return false;
-	return mincore(f->base + (pgoff << UPC_PAGE_SHIFT), UPC_PAGE_SIZE, &vec) == 0 && (vec & 1);
-}
-
 static void handle_wp(struct upc_handler *h, struct upc_map *m, uintptr_t addr, uint32_t ptid)
 {
 	struct upc_mm *mm = h->mm;
@@ -906,10 +908,11 @@ static void handle_wp(struct upc_handler *h, struct upc_map *m, uintptr_t addr, 
 		 * upcd, unless the memfd still holds the page: an eviction's
 		 * punch that failed (punch.c, punch_complete) left it there,
 		 * and a client's write-protected PTE to it, which would fault
-		 * here for ever.  Punched now: the PTE goes with it.
+		 * here for ever.  Punched (punch.c, punch_stray): the PTE goes
+		 * with it.
 		 */
-		if (mm->cache->serving && page_in_memfd(f, pgoff))
-			sys_punch(f->memfd, (off_t)(pgoff << UPC_PAGE_SHIFT), UPC_PAGE_SIZE);
+		if (mm->cache->serving && page_in_memfd(f, pgoff) && !punch_stray(f, pgoff, &mm->stopping))
+			return;		/* the mm or the cache is going: the fault is left to it */
 		sys_uffd_wake(mm->uffd, addr, UPC_PAGE_SIZE);
 		UPC_TRACE(fault_done, f, pgoff, UPC_FAULT_WP, 0);
 		return;

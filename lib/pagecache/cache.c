@@ -552,6 +552,14 @@ struct staging_old {
 	size_t len;
 };
 
+/* Is @memfd @bytes long, or longer?  fstat(2): no inode lock. */
+static bool memfd_spans(int memfd, uint64_t bytes)
+{
+	struct stat st;
+
+	return fstat(memfd, &st) == 0 && (uint64_t)st.st_size >= bytes;
+}
+
 /*
  * The memfd must be at least @bytes long (when not fenced), so that a
  * mapping that ends there takes its faults past end of file to the handler
@@ -567,20 +575,20 @@ int file_memfd_span(struct upc_file *f, uint64_t bytes)
 		return 0;
 	if (bytes > (uint64_t)INT64_MAX)
 		return -EFBIG;
-	if (!f->fence) {
+	/*
+	 * A served memfd reaches to the end of the takeover journal already
+	 * (memfd_journal_span), or a client with write access grew it: long
+	 * enough, as fstat(2) says without the inode lock.  ftruncate(2) takes
+	 * that lock even to be refused (a served memfd is sealed against
+	 * shrinking, file_new), and a client can hold it as long as it likes
+	 * (punch.c): a map or a growth of the file waited for it under
+	 * file->lock, and every client of the file with it (upcd(8), BUGS,
+	 * until this).
+	 */
+	if (!f->fence && !(f->cache->serving && memfd_spans(f->memfd, bytes))) {
 		ret = sys_ftruncate(f->memfd, (off_t)bytes);
-		/*
-		 * A served memfd is sealed against shrinking (file_new), and a
-		 * client with write access may have grown it past @bytes:
-		 * then it is long enough already.
-		 */
-		if (ret == -EPERM && f->cache->serving) {
-			struct stat st;
-
-			if (fstat(f->memfd, &st) == 0 && (uint64_t)st.st_size >= bytes)
-				ret = 0;
-		}
-		if (ret < 0)
+		/* -EPERM: sealed, and grown past @bytes by a client meanwhile */
+		if (ret < 0 && !(ret == -EPERM && f->cache->serving && memfd_spans(f->memfd, bytes)))
 			return ret;
 	}
 	f->memfd_len = bytes;

@@ -69,12 +69,13 @@
  * A truncation, a hole punch (upc_fallocate), a drop and an invalidation
  * queue theirs the same way (file_drop_pages, reclaim_runs), having waited
  * for the file's chain where they may let go of the lock, and wait for
- * their own without it (punch_settle).  What is still made under the lock
- * by a thread working for that file's clients, and waits for the inode
- * lock: the punch of a client's page in a hole of the memfd (fault.c), and
- * a growth of the memfd: one client can stall the others of a file it may
- * write (which it can also fill with zeros): not fixed (upcd(8), BUGS).
- * The threads that visit every file pass such a file by: the clock hand
+ * their own without it (punch_settle), and so does the punch of a page a
+ * client wrote into a hole of the memfd (punch_stray); a growth of the file
+ * or a mapping past the memfd's length takes none (cache.c,
+ * file_memfd_span).  What still waits for the memfd's inode lock is the
+ * work that needs that page or range: a fault on a page being punched, a
+ * truncation's or hole punch's caller (holding the file's I/O lock).  The
+ * threads that visit every file pass such a file by: the clock hand
  * (shrink_file), the statistics, which hold cache->lock (publish_tick,
  * upc_stats), the background writer and the reaper (writeback_range,
  * WB_VISIT), also back from their I/O (wb_park); a sync or a drop of the
@@ -405,6 +406,55 @@ int punch_queue(struct upc_file *f, struct run *runs, size_t nr, uint64_t pages)
 	pthread_mutex_unlock(&pc->lock);
 	(void)!write(pc->efd, &one, sizeof(one));
 	return 0;
+}
+
+/*
+ * A page the memfd holds and the page table does not (upcd): one a client
+ * wrote into a hole of the memfd with write(2) (remote.c, "What a client
+ * can do to a memfd"), or one an eviction's failed punch left there
+ * (punch_complete).  A client's fault on it would fault MINOR (or, on a
+ * write-protected PTE, WP) for ever: it is not the cache's page, and goes.
+ * It went with a punch made here, under file->lock, where a client that
+ * holds the memfd's inode lock (above) held every fault of the file with
+ * it, in every client (upcd(8), BUGS, until this).  So it goes as an
+ * eviction's does: a chain of one page for the punch thread.  The caller
+ * wakes the fault, which comes back and waits for the chain without
+ * file->lock (fault.c, handle_fault), as a fault on an evicted page does,
+ * and then reads the store's page.  Only that page's faults wait (and
+ * this fault's handler, for a chain of the file in flight before: below).
+ *
+ * A chain of @f in flight is waited for first (one a file), letting go of
+ * f->lock: the page may have been filled meanwhile, and is then the
+ * cache's.  Without a punch thread (an embedded cache has no such page;
+ * no io_uring), or out of memory, the punch is made here, as before.
+ * Returns false if the wait was stopped (*@stop, the cache going): nothing
+ * was punched, and the fault is left to whoever stops.  Caller holds
+ * f->lock.
+ */
+bool punch_stray(struct upc_file *f, uint64_t pgoff, const bool *stop)
+{
+	struct run *r;
+
+	if (f->cache->punch) {
+		if (!punch_wait(f, 0, UINT64_MAX, stop))
+			return false;
+		/*
+		 * A readahead read of the page in flight leaves it out (fill_run
+		 * looks for a punch after its read): else its insert would find
+		 * the client's bytes there (EEXIST) and take them for the store's.
+		 */
+		if (page_uptodate(f, pgoff))
+			return true;	/* the cache's now */
+		r = malloc(sizeof(*r));
+		if (r) {
+			*r = (struct run){ pgoff, 1 };
+			if (punch_queue(f, r, 1, 0) == 0)	/* counted cached by no one */
+				return true;
+			free(r);
+		}
+	}
+	sys_punch(f->memfd, (off_t)(pgoff << UPC_PAGE_SHIFT), UPC_PAGE_SIZE);
+	return true;
 }
 
 /*
