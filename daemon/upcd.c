@@ -152,8 +152,10 @@ broken:
 
 /*
  * The daemon's end of a client's reclaim channel (struct upc_zapper,
- * zap.c: zap_elsewhere).  Only the reclaim thread asks, once a client
- * a pass, and the client answers with the zap's seq.  A client that does
+ * zap.c: zap_elsewhere).  The reclaim thread asks, once a client a pass,
+ * and so do drops and invalidations (reclaim.c, unmap_elsewhere), one
+ * asker at a time (cache->zap_lock); the client answers with the zap's
+ * seq.  A client that does
  * not answer in time, answers with anything else, closes the channel or
  * exits may zap later, or never: the channel is @dead, and the zap stays
  * counted in z.inflight for as long as the mm lives (its faults map as

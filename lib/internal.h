@@ -29,6 +29,8 @@
  *       file->lock                   (page table, rmap, counters, errseq)
  *         cache->wb_lock             (background writer's wakeup state)
  *         punch_ctl->lock            (upcd: evictions queued for the punch thread)
+ *   cache->zap_lock                  (upcd: clients' reclaim channels, one zap at a
+ *                                     time; taken with no other lock held: zap.c)
  *
  * Fill I/O runs with file->lock held (that is what makes a page "locked"
  * while it is read: faults on the same file wait), but for the readahead
@@ -595,6 +597,7 @@ struct upc_cache {
 	/* memory: cached pages, watermarks, the reclaim thread (kswapd) */
 	_Atomic uint64_t nr_cached;
 	_Atomic unsigned int nr_zap_pend;	/* files with zaps to collect (zap.c, zap_pend_add) */
+	pthread_mutex_t zap_lock;	/* clients' reclaim channels: one zap at a time (zap_elsewhere) */
 	_Atomic uint64_t ra_reading;	/* pages readahead workers are reading (fill_run) */
 	_Atomic uint64_t nr_active;	/* replacement: pages in the active list */
 	_Atomic unsigned int nr_fenced;	/* files whose memfd is cut at end of file (fault.c) */
@@ -941,10 +944,11 @@ __upc_hidden void teardown_runs(struct upc_file *f, const struct run *runs, size
 #define ELSEWHERE_HELD	0x4
 __upc_hidden bool map_held(struct upc_map *m);
 __upc_hidden int zap_elsewhere(struct upc_file *f, const struct run *victims, size_t nv, uint64_t first,
-			       const uint8_t *elsewhere);
+			       const uint8_t *elsewhere, bool visit);
 __upc_hidden void zap_settle(struct upc_file *f);
 __upc_hidden void zap_settle_all(struct upc_cache *c);
 __upc_hidden uint64_t reclaim_runs(struct upc_file *f, struct run *runs, size_t nr, bool unlocked);
+__upc_hidden int unmap_elsewhere(struct upc_file *f, struct run **runs, size_t *nr, bool visit);
 /* punch.c */
 __upc_hidden int punch_start(struct upc_cache *c);
 __upc_hidden void punch_stop(struct upc_cache *c);
@@ -984,6 +988,7 @@ __upc_hidden uint64_t store_cluster_gap(struct upc_store *s);
 #define UPC_DBG_DIRTY_BT	0x2u	/* record the stack of the write that dirtied a page */
 #define UPC_DBG_STOP_AT_CALL	0x4u	/* tests only: a shared cache's process stops as upcd calls into it */
 #define UPC_DBG_VISIT_PAUSE	0x8u	/* tests only: a visitor's write-back waits 1.5 s after its I/O */
+#define UPC_DBG_DROP_PAUSE	0x10u	/* tests only: upcd's punch of clean pages waits 1.5 s after its last look */
 #define UPC_BT_SIGNAL		(SIGRTMIN + 7)
 struct upc_shm_bt;
 __upc_hidden unsigned int debug_from_env(void);

@@ -5874,6 +5874,85 @@ Test(shared, a_zap_made_late_loses_no_write, .timeout = 120)
 	upcd_stop();
 }
 
+struct drop_call {
+	struct upc_cache *c;
+	int fd;			/* -1: a drop of the whole cache; else an invalidation of the file */
+	_Atomic long ret;	/* 1 until it returns */
+};
+
+static void *drop_call_main(void *arg)
+{
+	struct drop_call *d = arg;
+
+	atomic_store(&d->ret, d->fd < 0 ? upc_drop(d->c, 0) : upc_invalidate(d->c, d->fd, 0, 0));
+	return NULL;
+}
+
+/*
+ * A drop or an invalidation takes clean pages from under every mapping of
+ * them.  Under asynchronous tracking a client's write through a clean PTE
+ * does not trap, and the daemon punched the page from under it: a write
+ * between the drop's last look and its punch was lost (upcd(8), BUGS,
+ * until reclaim.c's unmap_elsewhere; "dropping never drops dirty data").
+ * Now the client zaps its PTEs first, as for an eviction.  UPC_DEBUG=
+ * drop-pause holds the daemon 1.5 s between its last look and the punch;
+ * the client writes the page meanwhile, and the write reaches the file,
+ * for a drop of the whole cache as for an invalidation of the file.
+ */
+Test(shared, a_write_during_a_drop_or_an_invalidation_is_not_lost, .timeout = 60)
+{
+	char path[64];
+	int fd = tmpfile_pattern(8 * PAGE, path);
+	volatile unsigned char *p;
+	struct upc_cache *c, *w;
+	unsigned char b[2];
+
+	if (!track_flags())
+		cr_skip_test("no zaps under synchronous tracking: a write to a clean page traps, and waits for the punch");
+	setenv("UPC_DEBUG", "drop-pause", 1);
+	upcd_start(NULL);
+	unsetenv("UPC_DEBUG");
+	c = shared_cache();
+	w = shared_cache();
+	cr_assert_eq(upc_map(w, fd, 0, 8 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
+	for (int round = 0; round < 2; round++) {
+		volatile unsigned char *q = p + (3 + round) * PAGE;
+		struct drop_call d = { .c = c, .fd = round ? fd : -1, .ret = 1 };
+		const char *what = round ? "an invalidation" : "a drop";
+		pthread_t t;
+		int i;
+
+		q[0] = (unsigned char)('a' + round);
+		cr_assert_eq(upc_msync(w, (void *)p, 8 * PAGE, UPC_MS_SYNC), 0);
+		cr_assert(pte_present(q), "the page written and cleaned is not mapped");
+		cr_assert_eq(pthread_create(&t, NULL, drop_call_main, &d), 0);
+		/*
+		 * Zapped by its client, asked by the daemon (then come the
+		 * daemon's last look, its pause, its punch), or 0.5 s on: the
+		 * daemon is in its pause, with the PTE still there if nobody
+		 * asked for the zap.  The write faults and waits for the punch,
+		 * or, made before the zap, is collected with it.
+		 */
+		for (i = 0; i < 50 && pte_present(q); i++)
+			usleep(10000);
+		q[1] = (unsigned char)('A' + round);
+		cr_assert_eq(pthread_join(t, NULL), 0);
+		cr_assert_geq(atomic_load(&d.ret), round ? -EBUSY : 0, "%s: %ld", what, atomic_load(&d.ret));
+		cr_assert(q[0] == 'a' + round && q[1] == 'A' + round, "through the mapping after %s: %#x %#x", what,
+			  q[0], q[1]);
+		cr_assert_eq(upc_msync(w, (void *)p, 8 * PAGE, UPC_MS_SYNC), 0);
+		cr_assert_eq(pread(fd, b, 2, (off_t)(3 + round) * PAGE), 2);
+		cr_assert(b[0] == 'a' + round && b[1] == 'A' + round, "the write made during %s was lost: %#x %#x",
+			  what, b[0], b[1]);
+	}
+	cr_assert_eq(upc_unmap(w, (void *)p, 8 * PAGE), 0);
+	upc_cache_destroy(w);
+	upc_cache_destroy(c);
+	upcd_stop();
+	close(fd);
+	unlink(path);
+}
+
 /*
  * The same hold, and then a truncation of that file, whose hole punch waits
  * for the lock.  It waited with the file's lock held, and every client of

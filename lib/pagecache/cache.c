@@ -2329,6 +2329,7 @@ UPC_API int upc_cache_create(const struct upc_cache_opts *opts, struct upc_cache
 	pthread_cond_init(&c->new_cond, NULL);
 	pthread_mutex_init(&c->wb_lock, NULL);
 	pthread_cond_init(&c->wb_cond, NULL);
+	pthread_mutex_init(&c->zap_lock, NULL);
 
 	/*
 	 * Client userfaultfds: write-protect on shmem, with PTE markers on
@@ -2504,6 +2505,7 @@ UPC_API int upc_cache_destroy(struct upc_cache *c)
 	pthread_mutex_destroy(&c->lock);
 	pthread_cond_destroy(&c->new_cond);
 	pthread_mutex_destroy(&c->wb_lock);
+	pthread_mutex_destroy(&c->zap_lock);
 	pthread_cond_destroy(&c->wb_cond);
 	free(c->held);
 	for (size_t i = 0; i < c->norphans; i++)

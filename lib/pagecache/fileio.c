@@ -937,7 +937,13 @@ UPC_API int upc_invalidate(struct upc_cache *c, int fd, off_t off, off_t len)
 			else if (runs_add(&runs, &nr, &cap, p) < 0)
 				busy = true;
 		}
-		/* I3: torn down first, dirty checked again after, then punched. */
+		/*
+		 * I3: torn down first (what clients map writable under
+		 * asynchronous tracking, by them: reclaim.c, unmap_elsewhere;
+		 * a page one still maps is kept), dirty checked again after,
+		 * then punched.
+		 */
+		unmap_elsewhere(f, &runs, &nr, false);
 		if (nr)
 			reclaim_runs(f, runs, nr, true);
 		for (uint64_t p = first; !busy && p <= last; p++) {

@@ -178,6 +178,9 @@ uint64_t reclaim_runs(struct upc_file *f, struct run *runs, size_t nr, bool unlo
 				if (runs_add(&ok, &nok, &cap, p) < 0)
 					goto out;
 		}
+	/* UPC_DEBUG=drop-pause, tests only: a client's write between this last look and the punch. */
+	if (__builtin_expect(c->debug & UPC_DBG_DROP_PAUSE, 0) && c->serving && nok)
+		usleep(1500000);
 	if (unlocked && nok && c->punch && !f->punch) {
 		for (size_t i = 0; i < nok; i++)
 			freed += ok[i].n;
@@ -228,6 +231,112 @@ uint64_t reclaim_runs(struct upc_file *f, struct run *runs, size_t nr, bool unlo
 out:
 	free(ok);
 	return freed;
+}
+
+/* Does a client map @f writable under asynchronous tracking (a write there need not trap)? */
+static bool mapped_writable_elsewhere(struct upc_file *f)
+{
+	if (!f->cache->serving || f->cache->track_mode != UPC_TRACK_ASYNC)
+		return false;
+	for (struct upc_map *m = f->rmap; m; m = m->f_next)
+		if (m->mm->remote && m->wp)
+			return true;
+	return false;
+}
+
+/*
+ * The next window of victims to look at: from page *@first on, the first
+ * page of @runs (sorted) there starts a window of up to SCAN_BATCH pages,
+ * not past @npages; its victims go to @sub, clipped to it.  Returns how
+ * many runs (0: no victim left), with *@first and *@n the window; *@i
+ * moves past the runs that end before it.
+ */
+static size_t runs_window(const struct run *runs, size_t nr, size_t *i, uint64_t npages, uint64_t *first,
+			  uint64_t *n, struct run *sub)
+{
+	size_t ns = 0;
+
+	while (*i < nr && runs[*i].start + runs[*i].n <= *first)
+		(*i)++;
+	if (*i == nr)
+		return 0;
+	*first = max_t(uint64_t, *first, runs[*i].start);
+	if (*first >= npages)
+		return 0;
+	*n = min_t(uint64_t, SCAN_BATCH, npages - *first);
+	for (size_t j = *i; j < nr && runs[j].start < *first + *n; j++) {
+		uint64_t s = max_t(uint64_t, runs[j].start, *first);
+		uint64_t e = min_t(uint64_t, runs[j].start + runs[j].n, *first + *n);
+
+		sub[ns++] = (struct run){ s, e - s };
+	}
+	return ns;
+}
+
+/*
+ * The try_to_unmap of a drop's or an invalidation's clean victims (@runs,
+ * sorted) that clients map writable under asynchronous tracking, as
+ * shrink_file() makes it for its own: each such client zaps its PTEs of
+ * them (zap.c, zap_elsewhere), and what they recorded is collected before
+ * reclaim_runs() checks dirty again and punches (I2, I3).  Before this the
+ * punch took such a page from under a clean PTE a write goes through
+ * without a trap, and a write between the last look (track_collect) and
+ * the punch was lost (upcd(8), BUGS): "dropping never drops dirty data"
+ * (seed 000: Wilcox 2019).
+ *
+ * The zaps let go of f->lock; the last look, window by window, does not,
+ * and the caller punches under that same hold: a page then present in no
+ * client's writable mapping cannot be mapped there again before the punch
+ * (every fault of such a mapping needs the lock, track.c).  A page still
+ * present in one (a client that does not answer, map_held; one that
+ * mapped it again meanwhile) is kept, taken out of @runs, as the kernel's
+ * invalidate_mapping_pages() keeps a mapped folio.  A punch chain queued
+ * while the lock was let go is waited for first (one a file, punch.c).
+ *
+ * The zaps wait for the clients' answers and for the file's lock again: a
+ * visitor (@visit: the first pass of a drop of the whole cache, which must
+ * not wait on one file) passes such a file by, to the second pass, which
+ * waits (files_walk): -EBUSY, f->lock let go.  Otherwise 0, f->lock held.
+ * Caller holds f->lock.
+ */
+int unmap_elsewhere(struct upc_file *f, struct run **runs, size_t *nr, bool visit)
+{
+	uint8_t present[SCAN_BATCH], elsewhere[SCAN_BATCH];
+	struct run sub[SCAN_BATCH], *keep = NULL;
+	size_t i, ns, nk = 0, kcap = 0;
+	uint64_t first, n;
+	bool asked = false;
+
+	if (!*nr || !mapped_writable_elsewhere(f))
+		return 0;
+	if (visit) {
+		pthread_mutex_unlock(&f->lock);
+		return -EBUSY;
+	}
+	/* Ask, window by window: each client zaps what it maps writable of the victims. */
+	for (i = 0, first = 0; (ns = runs_window(*runs, *nr, &i, f->npages, &first, &n, sub)); first += n) {
+		presence_scan(f, first, n, present, elsewhere);
+		if (zap_elsewhere(f, sub, ns, first, elsewhere, false))
+			asked = true;	/* the lock was let go */
+	}
+	if (asked)
+		punch_settle(f);
+	/* The last look, without letting go of the lock from here to the punch. */
+	for (i = 0, first = 0; (ns = runs_window(*runs, *nr, &i, f->npages, &first, &n, sub)); first += n) {
+		presence_scan(f, first, n, present, elsewhere);
+		for (size_t j = 0; j < ns; j++)
+			for (uint64_t p = sub[j].start; p < sub[j].start + sub[j].n; p++)
+				if (!(elsewhere[p - first] & ELSEWHERE_W) && runs_add(&keep, &nk, &kcap, p) < 0)
+					goto nomem;
+	}
+	free(*runs);
+	*runs = keep;
+	*nr = nk;
+	return 0;
+nomem:
+	*nr = 0;	/* nothing is dropped this time */
+	free(keep);
+	return 0;
 }
 
 /*
@@ -349,7 +458,7 @@ static uint64_t shrink_file(struct upc_file *f, uint64_t active_target, bool *wr
 		 */
 		struct run *gone = NULL;
 		size_t ng = 0, gcap = 0;
-		int asked = zap_elsewhere(f, victims, nv, first, elsewhere);
+		int asked = zap_elsewhere(f, victims, nv, first, elsewhere, true);
 
 		if (asked < 0) {
 			free(zap);
@@ -657,6 +766,11 @@ int file_drop(struct upc_file *f, unsigned int flags, uint64_t *dropped)
 		}
 		if (reclaimable(pg) && !(pg->flags & PG_DIRTY) && runs_add(&runs, &nr, &cap, p) < 0)
 			break;
+	}
+	/* What clients map writable under asynchronous tracking: zapped by them first. */
+	if (unmap_elsewhere(f, &runs, &nr, visit) < 0) {
+		free(runs);
+		return -EBUSY;	/* passed by: the lock is let go */
 	}
 	*dropped += reclaim_runs(f, runs, nr, true);
 	if (!visit)

@@ -140,9 +140,17 @@ void zap_settle_all(struct upc_cache *c)
  * for a memfd's inode lock holds it): the pass ends there, and what was
  * zapped is collected at the file's next visit (zap_settle); those
  * clients' faults map dirty until then.
+ *
+ * The reclaim thread's (@visit), and a drop's or an invalidation's
+ * (reclaim.c, unmap_elsewhere), which waits for the lock as long as it
+ * takes and collects what its zaps recorded at once: it never leaves any
+ * to zap_settle, whose list stays the reclaim thread's alone.  A client's
+ * channel takes one zap at a time (upcd.c, struct zapchan): the asks and
+ * the wait for their answers are made under cache->zap_lock, which is
+ * taken with no other lock held.
  */
 int zap_elsewhere(struct upc_file *f, const struct run *victims, size_t nv, uint64_t first,
-		  const uint8_t *elsewhere)
+		  const uint8_t *elsewhere, bool visit)
 {
 	struct zap_req {
 		struct upc_zapper *z;
@@ -220,6 +228,7 @@ int zap_elsewhere(struct upc_file *f, const struct run *victims, size_t nv, uint
 	if (!nreq)
 		return 0;
 	pthread_mutex_unlock(&f->lock);
+	pthread_mutex_lock(&f->cache->zap_lock);
 	for (size_t i = 0; i < nreq; i++) {
 		if (reqs[i].z->ask(reqs[i].z, (uint64_t)st.st_dev, (uint64_t)st.st_ino, reqs[i].triples, reqs[i].n) == 0) {
 			zs[nasked++] = reqs[i].z;
@@ -230,6 +239,20 @@ int zap_elsewhere(struct upc_file *f, const struct run *victims, size_t nv, uint
 	}
 	if (nasked)
 		zs[0]->wait(zs, rets, nasked, ZAP_TIMEOUT_MS);
+	pthread_mutex_unlock(&f->cache->zap_lock);
+	if (!visit) {
+		pthread_mutex_lock(&f->lock);
+		/* what the zaps emptied, collected before their clients' faults map clean again */
+		track_collect(f, victims[0].start, victims[nv - 1].start + victims[nv - 1].n - 1);
+		for (size_t i = 0; i < nasked; i++) {
+			if (rets[i] != -ETIMEDOUT && rets[i] != -EPIPE)
+				atomic_fetch_sub(&zs[i]->inflight, 1);	/* else counted in flight for good */
+			zapper_put(zs[i]);
+		}
+		for (size_t i = 0; i < nreq; i++)
+			free(reqs[i].triples);
+		return 1;
+	}
 	deadline = now_ms() + ZAP_TIMEOUT_MS;
 	while (!(locked = file_lock_visit(f) == 0) && now_ms() < deadline)
 		;
