@@ -32,6 +32,14 @@
  *   cache->zap_lock                  (upcd: clients' reclaim channels, one zap at a
  *                                     time; taken with no other lock held: zap.c)
  *
+ * file->io_lock (the kernel's i_rwsem for writers) is taken before file->lock,
+ * by upc_pwrite, upc_ftruncate and upc_fallocate, and held across a
+ * truncation's or hole punch's call into the store, which can wait for the
+ * backing file's inode lock as long as another writer holds it, with
+ * file->lock let go (fileio.c, store_unlock): the pages it changes are
+ * marked (file->store_busy), and a data-integrity write-back and a pin of
+ * them wait on file->wb_cond until it is done.
+ *
  * Fill I/O runs with file->lock held (that is what makes a page "locked"
  * while it is read: faults on the same file wait), but for the readahead
  * workers': they let go of it across the store's read, with the pages
@@ -296,6 +304,13 @@ struct upc_file {
 	 * done.  At most one a file.
 	 */
 	struct punch *punch;
+	/*
+	 * A truncation or hole punch changing the store's file without @lock
+	 * (fileio.c, store_unlock): pages [store_first, store_last] while
+	 * @store_busy.  No write-back starts there meanwhile (writeback.c).
+	 */
+	bool store_busy;
+	uint64_t store_first, store_last;
 	/* zaps answered, not collected yet: the reclaim thread's (zap.c, zap_pend_add) */
 	struct upc_zapper **zap_pend;
 	size_t nzap_pend;
@@ -691,6 +706,12 @@ __upc_hidden struct upc_page *pt_get(struct upc_file *f, uint64_t pgoff);
 __upc_hidden struct upc_page *pt_lookup(struct upc_file *f, uint64_t pgoff);
 __upc_hidden uint32_t cache_ticks(struct upc_cache *c);
 __upc_hidden void page_set_dirty(struct upc_file *f, struct upc_page *pg);
+
+/* Is a truncation or hole punch changing the store's file in [first, last]?  Caller holds f->lock. */
+static inline bool store_busy_in(const struct upc_file *f, uint64_t first, uint64_t last)
+{
+	return f->store_busy && first <= f->store_last && f->store_first <= last;
+}
 
 /* Is file page @pgoff in the cache?  Caller holds f->lock. */
 static inline bool page_uptodate(struct upc_file *f, uint64_t pgoff)

@@ -6555,3 +6555,150 @@ Test(shared, a_client_holding_a_files_inode_lock_stalls_no_other_files_io, .time
 	close(ry.fd);
 	upcd_stop();
 }
+
+/*
+ * A change of the store's file that the kernel makes under the file's
+ * inode lock: a truncation, a hole punch.  A client that may write the
+ * file can hold that lock (held_lock on the file itself), and the daemon
+ * waited for it holding the file's lock: every read and fault of the file,
+ * in every client, waited with it (upcd(8), BUGS, until fileio.c's
+ * store_unlock).  The kernel's readers do not wait for a truncation stuck
+ * on i_rwsem.  Now the change waits alone (and the file's next writer
+ * behind it, as behind i_rwsem), another client reads the file meanwhile,
+ * a pin of a page the change takes waits for it (it checked for pins
+ * before: I6), and the change is made once the lock is let go.
+ */
+enum held_change { HELD_TRUNCATE, HELD_PUNCH };
+
+struct held_pin {
+	struct upc_cache *c;
+	void *p;
+	pthread_t t;
+	_Atomic long ret;
+};
+
+static void *held_pin_main(void *arg)
+{
+	struct held_pin *hp = arg;
+
+	atomic_store(&hp->ret, upc_pin(hp->c, hp->p, PAGE, 0));
+	return NULL;
+}
+
+struct held_store {
+	struct upc_cache *c;
+	int fd;
+	enum held_change op;
+	pthread_t t;
+	_Atomic long ret;
+};
+
+static void *held_store_main(void *arg)
+{
+	struct held_store *hs = arg;
+
+	if (hs->op == HELD_TRUNCATE)
+		atomic_store(&hs->ret, upc_ftruncate(hs->c, hs->fd, 32 * PAGE));
+	else
+		atomic_store(&hs->ret, upc_fallocate(hs->c, hs->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+						     8 * PAGE, 8 * PAGE));
+	return NULL;
+}
+
+static void held_store_change(enum held_change op)
+{
+	static const char *const what[] = { "truncation", "hole punch" };
+	const size_t xsize = 64 * PAGE;
+	struct held h = { 0 };
+	struct held_store hs = { .op = op, .ret = 1 };
+	struct held_pin hp = { .ret = 1 };
+	struct reader hr = { .size = 16 * PAGE };
+	volatile unsigned char *xp, *xp2;
+	unsigned char buf[100];
+	char xpath[64];
+	int xfd = tmpfile_pattern(xsize, NULL), memfd;
+	struct upc_cache *c;
+	uint64_t bad = 0;
+	struct stat sb;
+
+	snprintf(xpath, sizeof(xpath), "/proc/self/fd/%d", xfd);	/* no name: as in the case above */
+	held_start(&h);
+	c = shared_cache();
+	cr_assert_eq(upc_map(c, xfd, 0, xsize, PROT_READ | PROT_WRITE, 0, (void **)&xp), 0);
+	for (size_t i = 0; i < xsize; i += PAGE)
+		cr_assert_eq(xp[i + 3], pat(i + 3));
+	held_map(&h, xpath, xsize);
+	memfd = h.hw.memfd;
+	h.hw.memfd = h.rw;	/* the file's own inode lock */
+	held_lock(&h, (off_t)xsize);
+
+	hs.c = c;
+	hs.fd = xfd;
+	cr_assert_eq(pthread_create(&hs.t, NULL, held_store_main, &hs), 0);
+	sleep(1);
+	cr_assert_eq(atomic_load(&hs.ret), 1, "the %s did not wait for the file's inode lock", what[op]);
+
+	/* Another client reads the file meanwhile. */
+	hr.fd = xfd;
+	cr_assert_eq(pthread_create(&hr.t, NULL, reader_main, &hr), 0);
+	for (int i = 0; i < 1000 && !atomic_load(&hr.done); i++)
+		usleep(10000);
+	cr_assert(atomic_load(&hr.done), "a read of the file waited for a %s stuck on its inode lock", what[op]);
+	cr_assert_eq(pthread_join(hr.t, NULL), 0);
+	cr_assert_eq(atomic_load(&hr.bad), 0);
+	upc_cache_destroy(hr.c);
+	cr_assert_eq(atomic_load(&hs.ret), 1, "the %s returned while the lock was held", what[op]);
+
+	/*
+	 * A pin of a page it takes (cached, mapped) waits for it; through a
+	 * connection of its own, whose requests do not queue behind it.
+	 */
+	hp.c = shared_cache();
+	cr_assert_eq(upc_map(hp.c, xfd, 0, xsize, PROT_READ, 0, (void **)&xp2), 0);
+	hp.p = (void *)(xp2 + (op == HELD_TRUNCATE ? 40 : 10) * PAGE);
+	cr_assert_eq(pthread_create(&hp.t, NULL, held_pin_main, &hp), 0);
+	usleep(300000);
+	cr_assert_eq(atomic_load(&hp.ret), 1, "a pin of a page the %s takes did not wait for it: %ld", what[op],
+		     atomic_load(&hp.ret));
+
+	held_let_go(&h);
+	h.hw.memfd = memfd;
+	cr_assert_eq(pthread_join(hs.t, NULL), 0);
+	cr_assert_eq(atomic_load(&hs.ret), 0, "the %s: %s", what[op], strerror((int)-atomic_load(&hs.ret)));
+	cr_assert_eq(pthread_join(hp.t, NULL), 0);
+	cr_assert_eq(fstat(xfd, &sb), 0);
+	if (op == HELD_TRUNCATE) {
+		/* the pin came after: past the new end of file */
+		cr_assert_eq(atomic_load(&hp.ret), -EFAULT, "a pin past the new end: %ld", atomic_load(&hp.ret));
+		cr_assert_eq(sb.st_size, 32 * PAGE);
+		cr_assert_eq(upc_pread(c, xfd, buf, sizeof(buf), 40 * PAGE), 0, "a read past the new end");
+		for (size_t i = 0; i < 32 * PAGE; i += PAGE / 2)
+			bad += xp[i] != pat(i);
+	} else {
+		/* the pin came after: the hole's page, zeros */
+		cr_assert_eq(atomic_load(&hp.ret), 0, "a pin in the hole: %ld", atomic_load(&hp.ret));
+		cr_assert_eq(upc_unpin(hp.c, hp.p, PAGE), 0);
+		cr_assert_eq(sb.st_size, (off_t)(xsize + PAGE));	/* and the held write's page */
+		for (size_t i = 0; i < xsize; i += PAGE / 2)
+			bad += xp[i] != (i >= 8 * PAGE && i < 16 * PAGE ? 0 : pat(i));
+	}
+	cr_assert_eq(bad, 0, "%" PRIu64 " half-pages wrong after the %s", bad, what[op]);
+	cr_assert_eq(upc_unmap(hp.c, (void *)xp2, xsize), 0);
+	upc_cache_destroy(hp.c);
+	cr_assert_eq(upc_unmap(c, (void *)xp, xsize), 0);
+	upc_cache_destroy(c);
+	held_fini(&h);
+	close(xfd);
+	upcd_stop();
+}
+
+Test(shared, a_truncation_stuck_on_the_files_inode_lock_stalls_no_read_of_it, .timeout = 60)
+{
+	held_store_change(HELD_TRUNCATE);
+}
+
+Test(shared, a_hole_punch_stuck_on_the_files_inode_lock_stalls_no_read_of_it, .timeout = 60)
+{
+	held_store_change(HELD_PUNCH);
+}
+

@@ -452,6 +452,22 @@ UPC_API int upc_pin(struct upc_cache *c, void *addr, size_t length, unsigned int
 				break;
 			}
 			pthread_mutex_lock(&f->lock);
+			/*
+			 * A truncation or hole punch is changing the store there
+			 * without the lock (fileio.c, store_unlock): it checked
+			 * for pins before (I6: -EBUSY) and drops the pages after,
+			 * so a pin waits for it, then looks again (past the new
+			 * end of file: -EFAULT).  It needs no mm->lock.
+			 */
+			if (store_busy_in(f, first, last)) {
+				while (store_busy_in(f, first, last))
+					pthread_cond_wait(&f->wb_cond, &f->lock);
+				if (last >= f->npages) {
+					pthread_mutex_unlock(&f->lock);
+					ret = -EFAULT;
+					break;
+				}
+			}
 			all = true;
 			for (uint64_t p = first; p <= last && all; p++)
 				all = page_uptodate(f, p);

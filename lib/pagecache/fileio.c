@@ -38,6 +38,20 @@
  * backing file after its truncation; pinned pages (I6) make the call fail
  * with -EBUSY and change nothing.  upc_invalidate drops only what reclaim
  * may (I3): reclaim_runs() tears down, re-checks and punches.
+ *
+ * The store's own truncation or hole punch is made without file->lock,
+ * holding file->io_lock (store_unlock): the backing file's inode lock,
+ * which the kernel's truncate waits for, can be held as long as a writer
+ * of the file likes (a write(2) from a buffer whose fault it never
+ * serves), and with file->lock held every fault and read of the file, in
+ * every client of upcd, waited with it (upcd(8), BUGS, until this).  The
+ * kernel's readers and faults do not wait for a truncation stuck on
+ * i_rwsem either; its writers do, and so do upcache's (io_lock).  A write
+ * past end of file still grows the store's file under file->lock
+ * (extend_to): made before, the store's size would be seen before the
+ * data (file_size_refresh, by a read or a fault past the size the cache
+ * knows), and an error after it would leave the file longer than what
+ * was written (upcd(8), BUGS).
  */
 #include "internal.h"
 #include "usdt.h"
@@ -582,6 +596,40 @@ static int range_quiesce(struct upc_file *f, uint64_t pin_first, uint64_t pin_la
 	}
 }
 
+/*
+ * Let go of f->lock for a change of the store's file over pages [first,
+ * last] (a truncation's, a hole punch's), made holding f->io_lock only
+ * (above).  Until store_relock(), no write-back starts there (writeback.c:
+ * a data-integrity one waits), and range_quiesce() has waited for those in
+ * flight; pages read in meanwhile are dropped or zeroed after, as the
+ * caller would have dropped and zeroed them, and a readahead read that
+ * ends after it is not inserted (file_store_changed).  A pin of those
+ * pages waits for it (control.c), as range_quiesce() refused the ones
+ * before.  Caller holds f->lock and f->io_lock.
+ */
+static void store_unlock(struct upc_file *f, uint64_t first, uint64_t last)
+{
+	f->store_first = first;
+	f->store_last = last;
+	f->store_busy = true;
+	pthread_mutex_unlock(&f->lock);
+}
+
+static void store_relock(struct upc_file *f)
+{
+	pthread_mutex_lock(&f->lock);
+	/*
+	 * A punch chain queued meanwhile (an eviction, a fault's stray page,
+	 * punch.c) is waited for, without the lock, before the caller queues
+	 * its own (one a file; else file_drop_pages punches under the lock),
+	 * and with the mark still up: no write-back starts there meanwhile.
+	 */
+	punch_settle(f);
+	f->store_busy = false;
+	file_store_changed(f);	/* a readahead read in flight may hold what the file had before */
+	pthread_cond_broadcast(&f->wb_cond);
+}
+
 /* Take the cached pages of [first, end) out of the page table.  Caller holds f->lock. */
 static void pages_remove(struct upc_file *f, uint64_t first, uint64_t end)
 {
@@ -712,8 +760,9 @@ UPC_API int upc_ftruncate(struct upc_cache *c, int fd, off_t length)
 				    min_t(uint64_t, (uint64_t)length, (uint64_t)f->size) >> UPC_PAGE_SHIFT, UINT64_MAX);
 	/* The store's file first: if it fails, nothing has changed. */
 	if (ret == 0) {
+		store_unlock(f, min_t(uint64_t, (uint64_t)length, (uint64_t)f->size) >> UPC_PAGE_SHIFT, UINT64_MAX);
 		ret = store_truncate(c->store, f->store_h, length);
-		file_store_changed(f);
+		store_relock(f);
 	}
 	keep = min_t(uint64_t, newpages, pg_round_up((uint64_t)f->size) >> UPC_PAGE_SHIFT);
 	if (ret == 0 && (keep < f->npages || length < f->size)) {
@@ -765,9 +814,10 @@ static int punch_hole(struct upc_file *f, off_t off, off_t len)
 	      range_quiesce(f, full_first, full_end - 1, start >> UPC_PAGE_SHIFT, (end - 1) >> UPC_PAGE_SHIFT) :
 	      range_quiesce(f, 1, 0, start >> UPC_PAGE_SHIFT, (end - 1) >> UPC_PAGE_SHIFT);
 	if (ret == 0) {
+		store_unlock(f, start >> UPC_PAGE_SHIFT, (end - 1) >> UPC_PAGE_SHIFT);
 		ret = store_fallocate(f->cache->store, f->store_h,
 				      FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len);
-		file_store_changed(f);
+		store_relock(f);
 	}
 	if (ret < 0)
 		return ret;
@@ -826,7 +876,10 @@ UPC_API int upc_fallocate(struct upc_cache *c, int fd, int mode, off_t off, off_
 		ret = punch_hole(f, off, len);
 		punch_settle(f);	/* its punch, without the lock (file_drop_pages) */
 	} else {
+		/* Allocation changes no byte of the file: without f->lock, and no page kept from write-back. */
+		pthread_mutex_unlock(&f->lock);
 		ret = store_fallocate(c->store, f->store_h, mode, off, len);
+		pthread_mutex_lock(&f->lock);
 		file_store_changed(f);
 		/* Mode 0 extends the file, as the store's did. */
 		if (ret == 0 && mode == 0)

@@ -124,7 +124,7 @@
  */
 static bool gap_writable(struct upc_file *f, uint64_t from, uint64_t to)
 {
-	if ((to << UPC_PAGE_SHIFT) > (uint64_t)f->size)
+	if ((to << UPC_PAGE_SHIFT) > (uint64_t)f->size || store_busy_in(f, from, to - 1))
 		return false;
 	for (uint64_t p = from; p < to; p++) {
 		struct upc_page *pg = pt_lookup(f, p);
@@ -486,6 +486,23 @@ again:
 			}
 			wb_wait(f);
 		}
+	/*
+	 * A truncation or hole punch is changing the store's file without the
+	 * lock (fileio.c, store_unlock): no write of its pages may land after
+	 * it.  A data-integrity write waits for it, as the kernel's waits for
+	 * i_rwsem (then looks again: the file may have shrunk), or, visiting
+	 * every file, passes the file by to come back to it (files_walk); the
+	 * others leave those pages dirty for a later pass.
+	 */
+	if ((how & WB_SYNC) && store_busy_in(f, first, last)) {
+		if (how & WB_VISIT) {
+			pthread_mutex_unlock(&f->lock);
+			return -EBUSY;
+		}
+		while (store_busy_in(f, first, last))
+			pthread_cond_wait(&f->wb_cond, &f->lock);
+		goto again;
+	}
 	/* Async tracking: collecting the written PTEs also write-protects them (step 1). */
 	track_collect(f, first, last);
 	if (!f->nr_dirty)
@@ -499,7 +516,7 @@ again:
 			p |= PT_CHUNK_PAGES - 1;
 			continue;
 		}
-		if (!(pg->flags & PG_DIRTY) || (pg->flags & PG_WRITEBACK))
+		if (!(pg->flags & PG_DIRTY) || (pg->flags & PG_WRITEBACK) || store_busy_in(f, p, p))
 			continue;
 		if (pg->flags & PG_NOWB) {
 			if (heldp)
