@@ -524,6 +524,16 @@ UPC_API int upc_pin(struct upc_cache *c, void *addr, size_t length, unsigned int
 			if (all && (flags & UPC_PIN_NOWRITEBACK))
 				while (has_writeback(f, first, last))
 					wb_wait(f);
+			/*
+			 * A page upcd is punching (punch.c: an eviction, a
+			 * truncation's or hole punch's drop) is out of the page
+			 * table while a client's PTE may still map it: populating
+			 * again would find that PTE and fault nothing, and the
+			 * tries would run out before the punch lands.  So the
+			 * next try waits for it.
+			 */
+			if (!all && !punch_wait(f, first, last, NULL))
+				tries = 8;	/* the cache is going */
 			pthread_mutex_unlock(&f->lock);
 		}
 		if (!all) {
