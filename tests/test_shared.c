@@ -6310,31 +6310,43 @@ Test(shared, a_client_holding_its_memfds_lock_stalls_no_map_growth_or_read_of_th
 
 /*
  * The threads that visit every file let go of a file's lock for their
- * write-back I/O, and then waited to take it again: a truncation that took
- * it meanwhile, to wait with it for the memfd's inode lock a client holds,
- * stopped the background writer there, for every file (upcd(8), BUGS, until
- * writeback.c's wb_park).  UPC_DEBUG=visit-pause holds the writer for 1.5 s
- * between its I/O and the lock: X's page is in the file, its write-back not
- * ended, when the truncation takes the lock.  The writer passes X by and
- * writes W; once the lock is let go, X's write-back ends (an msync of it
- * returns, and its page is clean and no more under write-back).
+ * write-back I/O, and then waited to take it again: a thread that took it
+ * meanwhile, to wait with it for the memfd's inode lock a client holds,
+ * stopped the background writer there, for every file (upcd(8), BUGS,
+ * until writeback.c's wb_park).  Truncations did so until they waited for
+ * their punches without the lock (punch_settle), and growths until they
+ * asked fstat(2) first (file_memfd_span).  What still waits so is a growth
+ * of a memfd that the daemon's RLIMIT_FSIZE kept short of the takeover
+ * journal: the daemon runs with a limit of 1 TiB here, and another
+ * client's mapping past 4 GiB waits for the lock.  UPC_DEBUG=visit-pause
+ * holds the writer 1.5 s between its I/O and the lock: X's page is in the
+ * file, its write-back not ended, when the mapping takes the lock.  The
+ * writer parks X's write-back (X's page stays under write-back), passes X
+ * by and writes W; once the lock is let go, X's write-back ends (an msync
+ * of it returns, and its page is clean and no more under write-back).
  */
-Test(shared, a_writer_back_from_its_io_passes_by_a_file_a_truncation_holds, .timeout = 120)
+Test(shared, a_writer_back_from_its_io_passes_by_a_file_a_growth_holds, .timeout = 120)
 {
 	const size_t xsize = 64 * PAGE;
 	struct held h = { 0 };
-	struct held_trunc ht = { .ret = 1 };
+	struct held_call far = { .ret = 1 };
 	volatile unsigned char *wp, *xp;
 	char xpath[64], wpath[64];
 	int xfd = tmpfile_pattern(xsize, xpath), wfd = tmpfile_pattern(4 * PAGE, wpath);
-	pthread_t truncater;
+	struct rlimit fsz, small;
 	struct upc_cache *c, *c2;
 	uint16_t fl;
 
+	cr_assert_eq(getrlimit(RLIMIT_FSIZE, &fsz), 0);
+	small = (struct rlimit){ 1ULL << 40, fsz.rlim_max };	/* the soft limit only: raised again below */
+	if (fsz.rlim_cur != RLIM_INFINITY && fsz.rlim_cur < small.rlim_cur)
+		small.rlim_cur = fsz.rlim_cur;
+	cr_assert_eq(setrlimit(RLIMIT_FSIZE, &small), 0);
 	setenv("UPC_DEBUG", "visit-pause", 1);
 	held_start(&h);
 	unsetenv("UPC_DEBUG");
-	c = shared_cache();	/* the truncation's; c2 a connection of its own, whose calls do not queue behind it */
+	cr_assert_eq(setrlimit(RLIMIT_FSIZE, &fsz), 0);
+	c = shared_cache();	/* the mapping's; c2 a connection of its own, whose calls do not queue behind it */
 	c2 = shared_cache();
 	/* W, older in the cache than X: the writer's pass comes to it after X */
 	cr_assert_eq(upc_map(c2, wfd, 0, 4 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&wp), 0);
@@ -6342,30 +6354,34 @@ Test(shared, a_writer_back_from_its_io_passes_by_a_file_a_truncation_holds, .tim
 	cr_assert_eq(upc_map(c2, xfd, 0, xsize, PROT_READ | PROT_WRITE, 0, (void **)&xp), 0);
 	cr_assert_eq(xp[3], pat(3));
 	held_map(&h, xpath, xsize);
-	held_lock(&h, 60 * PAGE);	/* past the truncation below: its zeros go with it */
+	held_lock(&h, 60 * PAGE);
 
 	/* X's page written back: the writer is in its pause, the lock not taken again. */
 	xp[3] = 'x';
 	cr_assert_eq(upc_msync(c2, (void *)xp, PAGE, UPC_MS_ASYNC), 0);
 	cr_assert(held_reaches_file(xfd, 3, 'x'), "X's page was not written back");
-	ht.c = c;
-	ht.fd = xfd;
-	cr_assert_eq(pthread_create(&truncater, NULL, held_trunc_main, &ht), 0);
+	far.c = c;
+	far.fd = xfd;
+	cr_assert_eq(pthread_create(&far.t, NULL, held_map_far_main, &far), 0);
 	usleep(500000);
-	cr_assert_eq(atomic_load(&ht.ret), 1, "the truncation did not wait for the memfd's lock");
+	cr_assert_eq(atomic_load(&far.ret), 1, "the mapping past 4 GiB did not wait for the memfd's lock "
+		     "(the daemon's RLIMIT_FSIZE did not keep the memfd short?)");
 
-	/* The writer comes back, cannot take X's lock, and goes on to W. */
+	/* The writer comes back, cannot take X's lock, parks X's write-back and goes on to W. */
 	wp[PAGE + 3] = 'b';
 	cr_assert_eq(upc_msync(c2, (void *)wp, 4 * PAGE, UPC_MS_ASYNC), 0);
 	cr_assert(held_reaches_file(wfd, PAGE + 3, 'b'),
 		  "the background writer stopped at the held file, back from its I/O");
-	cr_assert_eq(atomic_load(&ht.ret), 1, "the truncation returned while the lock was held");
+	fl = pt_flags(h.statefd, 0);
+	cr_assert(fl & PG_WRITEBACK, "X's write-back was not parked (page 0: flags %#x)", fl);
+	cr_assert_eq(atomic_load(&far.ret), 1, "the mapping returned while the lock was held");
 
-	/* Let go: the truncation; X's write-back ends, and nothing of it is lost. */
+	/* Let go: the mapping; X's write-back ends, and nothing of it is lost. */
 	held_let_go(&h);
-	cr_assert_eq(pthread_join(truncater, NULL), 0);
-	cr_assert_eq(atomic_load(&ht.ret), 0, "truncate: %s", strerror(-atomic_load(&ht.ret)));
-	cr_assert_eq(upc_msync(c2, (void *)xp, 32 * PAGE, UPC_MS_SYNC), 0);
+	cr_assert_eq(pthread_join(far.t, NULL), 0);
+	cr_assert_eq(atomic_load(&far.ret), 0, "map: %s", strerror((int)-atomic_load(&far.ret)));
+	cr_assert_eq(upc_unmap(c, far.p, HELD_FAR), 0);
+	cr_assert_eq(upc_msync(c2, (void *)xp, xsize, UPC_MS_SYNC), 0);
 	fl = pt_flags(h.statefd, 0);
 	cr_assert_eq(fl & (PG_DIRTY | PG_WRITEBACK), 0, "X's page 0: flags %#x after an msync", fl);
 	cr_assert(held_reaches_file(xfd, 3, 'x'));
