@@ -6025,6 +6025,18 @@ static void *reader_main(void *arg)
 	return NULL;
 }
 
+/* Run @r and see it done within 10 s (@what: what it would have waited for), all read right. */
+static void reader_passes(struct reader *r, const char *what)
+{
+	cr_assert_eq(pthread_create(&r->t, NULL, reader_main, r), 0);
+	for (int i = 0; i < 1000 && !atomic_load(&r->done); i++)
+		usleep(10000);
+	cr_assert(atomic_load(&r->done), "a read of the file waited for %s", what);
+	cr_assert_eq(pthread_join(r->t, NULL), 0);
+	cr_assert_eq(atomic_load(&r->bad), 0);
+	upc_cache_destroy(r->c);
+}
+
 /* An administrator's SYNC or DROP (UPC_DROP_WRITEBACK) of the whole cache, in a thread: its result, or 1 until it has one. */
 struct held_admin {
 	uint16_t type;
@@ -6104,13 +6116,7 @@ Test(shared, a_client_holding_its_memfds_lock_and_truncating_stalls_no_other_fil
 	 */
 	struct reader hr = { .fd = xfd, .size = 16 * PAGE };
 
-	cr_assert_eq(pthread_create(&hr.t, NULL, reader_main, &hr), 0);
-	for (int i = 0; i < 1000 && !atomic_load(&hr.done); i++)
-		usleep(10000);
-	cr_assert(atomic_load(&hr.done), "a read of the file waited for its truncation's punch");
-	cr_assert_eq(pthread_join(hr.t, NULL), 0);
-	cr_assert_eq(atomic_load(&hr.bad), 0);
-	upc_cache_destroy(hr.c);
+	reader_passes(&hr, "its truncation's punch");
 
 	/*
 	 * The background writer (asked by an msync), a sync and a drop of the
@@ -6277,13 +6283,7 @@ Test(shared, a_client_holding_its_memfds_lock_stalls_no_map_growth_or_read_of_th
 
 	/* ... and another client reads the file meanwhile. */
 	hr.fd = xfd;
-	cr_assert_eq(pthread_create(&hr.t, NULL, reader_main, &hr), 0);
-	for (int i = 0; i < 1000 && !atomic_load(&hr.done); i++)
-		usleep(10000);
-	cr_assert(atomic_load(&hr.done), "a read of the file waited for the punch of a page written into a hole");
-	cr_assert_eq(pthread_join(hr.t, NULL), 0);
-	cr_assert_eq(atomic_load(&hr.bad), 0);
-	upc_cache_destroy(hr.c);
+	reader_passes(&hr, "the punch of a page written into a hole");
 	cr_assert_eq(atomic_load(&h.hw.ret), -2, "the held write returned");
 
 	/* Let go: the punch, then the write, to the store's page. */
@@ -6631,7 +6631,7 @@ static void held_store_change(enum held_change op)
 	struct reader hr = { .size = 16 * PAGE };
 	volatile unsigned char *xp, *xp2;
 	unsigned char buf[100];
-	char xpath[64];
+	char xpath[64], why[64];
 	int xfd = tmpfile_pattern(xsize, NULL), memfd;
 	struct upc_cache *c;
 	uint64_t bad = 0;
@@ -6656,13 +6656,8 @@ static void held_store_change(enum held_change op)
 
 	/* Another client reads the file meanwhile. */
 	hr.fd = xfd;
-	cr_assert_eq(pthread_create(&hr.t, NULL, reader_main, &hr), 0);
-	for (int i = 0; i < 1000 && !atomic_load(&hr.done); i++)
-		usleep(10000);
-	cr_assert(atomic_load(&hr.done), "a read of the file waited for a %s stuck on its inode lock", what[op]);
-	cr_assert_eq(pthread_join(hr.t, NULL), 0);
-	cr_assert_eq(atomic_load(&hr.bad), 0);
-	upc_cache_destroy(hr.c);
+	snprintf(why, sizeof(why), "a %s stuck on its inode lock", what[op]);
+	reader_passes(&hr, why);
 	cr_assert_eq(atomic_load(&hs.ret), 1, "the %s returned while the lock was held", what[op]);
 
 	/*
