@@ -26,6 +26,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#define PIN_PUNCH_WAIT_MS	1000	/* upc_pin: a punch in flight over the pages, waited for */
+
 /* Walk [start, end) over this mm's mappings; -EINVAL unless wholly mapped.  mm->lock held. */
 int mm_range_ok(struct upc_mm *mm, uintptr_t start, uintptr_t end)
 {
@@ -530,10 +532,17 @@ UPC_API int upc_pin(struct upc_cache *c, void *addr, size_t length, unsigned int
 			 * table while a client's PTE may still map it: populating
 			 * again would find that PTE and fault nothing, and the
 			 * tries would run out before the punch lands.  So the
-			 * next try waits for it.
+			 * next try waits for it, up to PIN_PUNCH_WAIT_MS (a chain
+			 * can wait for a memfd's inode lock that a client holds,
+			 * punch.c): then -EFAULT, as when the tries run out.
 			 */
-			if (!all && !punch_wait(f, first, last, NULL))
-				tries = 8;	/* the cache is going */
+			if (!all && punch_busy(f, first, last)) {
+				for (int w = 0; w < PIN_PUNCH_WAIT_MS / 5 && punch_busy(f, first, last) &&
+						!atomic_load(&c->dying) && !atomic_load(&c->quitting); w++)
+					cond_wait_ms(&f->wb_cond, &f->lock, 5);
+				if (punch_busy(f, first, last))
+					tries = 8;	/* still punching, or the cache is going */
+			}
 			pthread_mutex_unlock(&f->lock);
 		}
 		if (!all) {

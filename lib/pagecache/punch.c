@@ -420,8 +420,11 @@ int punch_queue(struct upc_file *f, struct run *runs, size_t nr, uint64_t pages)
  * eviction's does: a chain of one page for the punch thread.  The caller
  * wakes the fault, which comes back and waits for the chain without
  * file->lock (fault.c, handle_fault), as a fault on an evicted page does,
- * and then reads the store's page.  Only that page's faults wait (and
- * this fault's handler, for a chain of the file in flight before: below).
+ * and then reads the store's page.  Only that page's faults wait, and,
+ * for a chain of the file already in flight (below), the handler thread
+ * of this fault's client: a chain stuck on a memfd lock that another
+ * client holds parks it, where the punch under file->lock stalled every
+ * client of the file.
  *
  * A chain of @f in flight is waited for first (one a file), letting go of
  * f->lock: the page may have been filled meanwhile, and is then the
