@@ -1815,7 +1815,7 @@ Test(shared, a_forked_child_is_a_client_of_its_own_and_outlives_its_parent, .tim
 				memset(p + i * PAGE + 100, 'D', 50);
 			if (p[4 * PAGE + 100] != 'C' || p[100] != 'P')
 				_exit(25);
-			atomic_store(step, 3); if (getenv("MUT")) pause();
+			atomic_store(step, 3);
 			if (upc_msync(c, p, size, UPC_MS_SYNC))
 				_exit(26);
 			atomic_store(step, 4);
