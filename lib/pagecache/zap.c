@@ -240,6 +240,8 @@ int zap_elsewhere(struct upc_file *f, const struct run *victims, size_t nv, uint
 	if (nasked)
 		zs[0]->wait(zs, rets, nasked, ZAP_TIMEOUT_MS);
 	pthread_mutex_unlock(&f->cache->zap_lock);
+	for (size_t i = 0; i < nreq; i++)
+		free(reqs[i].triples);	/* sent (ask copies them) */
 	if (!visit) {
 		pthread_mutex_lock(&f->lock);
 		/* what the zaps emptied, collected before their clients' faults map clean again */
@@ -249,8 +251,6 @@ int zap_elsewhere(struct upc_file *f, const struct run *victims, size_t nv, uint
 				atomic_fetch_sub(&zs[i]->inflight, 1);	/* else counted in flight for good */
 			zapper_put(zs[i]);
 		}
-		for (size_t i = 0; i < nreq; i++)
-			free(reqs[i].triples);
 		return 1;
 	}
 	deadline = now_ms() + ZAP_TIMEOUT_MS;
@@ -270,8 +270,6 @@ int zap_elsewhere(struct upc_file *f, const struct run *victims, size_t nv, uint
 			zapper_put(zs[i]);
 		}
 	}
-	for (size_t i = 0; i < nreq; i++)
-		free(reqs[i].triples);
 	if (locked)
 		zap_settle(f);
 	return locked ? 1 : -1;
