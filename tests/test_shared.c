@@ -5874,18 +5874,67 @@ Test(shared, a_zap_made_late_loses_no_write, .timeout = 120)
 	upcd_stop();
 }
 
-struct drop_call {
+/*
+ * A call made in a thread, to see whether it waits (for a hold, a pause):
+ * @ret is 1 until it returns, then what it returned.
+ */
+enum held_op { HELD_DROP, HELD_INVALIDATE, HELD_TRUNCATE, HELD_PUNCH, HELD_MAP_FAR, HELD_GROW, HELD_PIN };
+
+#define HELD_FAR	(5ULL << 30)	/* past the daemon's first staging mapping (4 GiB) and memfd_len */
+
+struct held_call {
+	enum held_op op;
 	struct upc_cache *c;
-	int fd;			/* -1: a drop of the whole cache; else an invalidation of the file */
-	_Atomic long ret;	/* 1 until it returns */
+	int fd;
+	void *p;		/* HELD_MAP_FAR: the mapping made; HELD_PIN: the page to pin */
+	pthread_t t;
+	_Atomic long ret;
 };
 
-static void *drop_call_main(void *arg)
+static void *held_call_main(void *arg)
 {
-	struct drop_call *d = arg;
+	struct held_call *hc = arg;
+	long r = -EINVAL;
 
-	atomic_store(&d->ret, d->fd < 0 ? upc_drop(d->c, 0) : upc_invalidate(d->c, d->fd, 0, 0));
+	switch (hc->op) {
+	case HELD_DROP:
+		r = upc_drop(hc->c, 0);
+		break;
+	case HELD_INVALIDATE:
+		r = upc_invalidate(hc->c, hc->fd, 0, 0);
+		break;
+	case HELD_TRUNCATE:
+		r = upc_ftruncate(hc->c, hc->fd, 32 * PAGE);
+		break;
+	case HELD_PUNCH:
+		r = upc_fallocate(hc->c, hc->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 8 * PAGE, 8 * PAGE);
+		break;
+	case HELD_MAP_FAR:
+		r = upc_map(hc->c, hc->fd, 0, HELD_FAR, PROT_READ, 0, &hc->p);
+		break;
+	case HELD_GROW:
+		r = upc_ftruncate(hc->c, hc->fd, (off_t)HELD_FAR);
+		break;
+	case HELD_PIN:
+		r = upc_pin(hc->c, hc->p, PAGE, 0);
+		break;
+	}
+	atomic_store(&hc->ret, r);
 	return NULL;
+}
+
+static void held_call_start(struct held_call *hc)
+{
+	atomic_store(&hc->ret, 1);
+	cr_assert_eq(pthread_create(&hc->t, NULL, held_call_main, hc), 0);
+}
+
+/* Does @hc return within 10 s? */
+static bool held_call_returns(struct held_call *hc)
+{
+	for (int i = 0; i < 1000 && atomic_load(&hc->ret) == 1; i++)
+		usleep(10000);
+	return atomic_load(&hc->ret) != 1;
 }
 
 /*
@@ -5917,15 +5966,14 @@ Test(shared, a_write_during_a_drop_or_an_invalidation_is_not_lost, .timeout = 60
 	cr_assert_eq(upc_map(w, fd, 0, 8 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
 	for (int round = 0; round < 2; round++) {
 		volatile unsigned char *q = p + (3 + round) * PAGE;
-		struct drop_call d = { .c = c, .fd = round ? fd : -1, .ret = 1 };
+		struct held_call d = { .op = round ? HELD_INVALIDATE : HELD_DROP, .c = c, .fd = fd };
 		const char *what = round ? "an invalidation" : "a drop";
-		pthread_t t;
 		int i;
 
 		q[0] = (unsigned char)('a' + round);
 		cr_assert_eq(upc_msync(w, (void *)p, 8 * PAGE, UPC_MS_SYNC), 0);
 		cr_assert(pte_present(q), "the page written and cleaned is not mapped");
-		cr_assert_eq(pthread_create(&t, NULL, drop_call_main, &d), 0);
+		held_call_start(&d);
 		/*
 		 * Zapped by its client, asked by the daemon (then come the
 		 * daemon's last look, its pause, its punch), or 0.5 s on: the
@@ -5936,7 +5984,7 @@ Test(shared, a_write_during_a_drop_or_an_invalidation_is_not_lost, .timeout = 60
 		for (i = 0; i < 50 && pte_present(q); i++)
 			usleep(10000);
 		q[1] = (unsigned char)('A' + round);
-		cr_assert_eq(pthread_join(t, NULL), 0);
+		cr_assert_eq(pthread_join(d.t, NULL), 0);
 		cr_assert_geq(atomic_load(&d.ret), round ? -EBUSY : 0, "%s: %ld", what, atomic_load(&d.ret));
 		cr_assert(q[0] == 'a' + round && q[1] == 'A' + round, "through the mapping after %s: %#x %#x", what,
 			  q[0], q[1]);
@@ -5969,20 +6017,6 @@ Test(shared, a_write_during_a_drop_or_an_invalidation_is_not_lost, .timeout = 60
  * meanwhile, the sync returns, the drop waits for the held file's punch,
  * and the truncation completes once the lock is let go.
  */
-struct held_trunc {
-	struct upc_cache *c;
-	int fd;
-	_Atomic int ret;
-};
-
-static void *held_trunc_main(void *arg)
-{
-	struct held_trunc *t = arg;
-
-	atomic_store(&t->ret, upc_ftruncate(t->c, t->fd, 32 * PAGE));
-	return NULL;
-}
-
 /*
  * A client of its own that reads @size bytes of a file, in a thread (its
  * attach too may wait, for the cache's lock): done, and the half-pages
@@ -6080,7 +6114,7 @@ Test(shared, a_client_holding_its_memfds_lock_and_truncating_stalls_no_other_fil
 {
 	const size_t xsize = 64 * PAGE, ysize = 32u << 20, limit = 4u << 20;
 	struct held h = { 0 };
-	struct held_trunc ht = { .ret = 1 };
+	struct held_call ht = { .op = HELD_TRUNCATE };
 	struct held_admin admin[2];
 	pthread_t admins[2];
 	volatile unsigned char *wp;
@@ -6089,7 +6123,6 @@ Test(shared, a_client_holding_its_memfds_lock_and_truncating_stalls_no_other_fil
 	int xfd = tmpfile_pattern(xsize, xpath), yfd = tmpfile_pattern(ysize, ypath);
 	int zfd = tmpfile_pattern(16 * PAGE, zpath), wfd = tmpfile_pattern(4 * PAGE, wpath);
 	unsigned char *xbuf = malloc(xsize), *zp;
-	pthread_t truncater;
 	struct upc_cache *c, *c2;
 	uint64_t bad = 0;
 	struct stat sb;
@@ -6105,7 +6138,7 @@ Test(shared, a_client_holding_its_memfds_lock_and_truncating_stalls_no_other_fil
 	/* ... and a truncation of the file, which waits for it holding the file's lock. */
 	ht.c = c;
 	ht.fd = xfd;
-	cr_assert_eq(pthread_create(&truncater, NULL, held_trunc_main, &ht), 0);
+	held_call_start(&ht);
 	sleep(2);	/* statistics are published every second */
 	cr_assert_eq(atomic_load(&ht.ret), 1, "the truncation did not wait for the memfd's lock");
 
@@ -6163,8 +6196,8 @@ Test(shared, a_client_holding_its_memfds_lock_and_truncating_stalls_no_other_fil
 			      strerror((int)-atomic_load(&admin[i].ret)));
 	}
 	cr_assert_eq(upc_unmap(c2, (void *)wp, 4 * PAGE), 0);
-	cr_assert_eq(pthread_join(truncater, NULL), 0);
-	cr_assert_eq(atomic_load(&ht.ret), 0, "truncate: %s", strerror(-atomic_load(&ht.ret)));
+	cr_assert_eq(pthread_join(ht.t, NULL), 0);
+	cr_assert_eq(atomic_load(&ht.ret), 0, "truncate: %s", strerror((int)-atomic_load(&ht.ret)));
 	cr_assert_eq(fstat(xfd, &sb), 0);
 	cr_assert_eq(sb.st_size, 32 * PAGE);
 	cr_assert_eq(upc_pread(c, xfd, xbuf, xsize, 0), (ssize_t)(32 * PAGE));
@@ -6182,44 +6215,6 @@ Test(shared, a_client_holding_its_memfds_lock_and_truncating_stalls_no_other_fil
 	close(wfd);
 	free(xbuf);
 	upcd_stop();
-}
-
-/*
- * A call made in a thread, to see whether it waits for a hold: 1 until it
- * returns (what it returned then).
- */
-struct held_call {
-	struct upc_cache *c;
-	int fd;
-	void *p;
-	pthread_t t;
-	_Atomic long ret;
-};
-
-#define HELD_FAR	(5ULL << 30)	/* past the daemon's first staging mapping (4 GiB) and memfd_len */
-
-static void *held_map_far_main(void *arg)
-{
-	struct held_call *hc = arg;
-
-	atomic_store(&hc->ret, upc_map(hc->c, hc->fd, 0, HELD_FAR, PROT_READ, 0, &hc->p));
-	return NULL;
-}
-
-static void *held_grow_main(void *arg)
-{
-	struct held_call *hc = arg;
-
-	atomic_store(&hc->ret, upc_ftruncate(hc->c, hc->fd, (off_t)HELD_FAR));
-	return NULL;
-}
-
-/* Does @hc return within 10 s? */
-static bool held_call_returns(struct held_call *hc)
-{
-	for (int i = 0; i < 1000 && atomic_load(&hc->ret) == 1; i++)
-		usleep(10000);
-	return atomic_load(&hc->ret) != 1;
 }
 
 /*
@@ -6243,7 +6238,7 @@ Test(shared, a_client_holding_its_memfds_lock_stalls_no_map_growth_or_read_of_th
 	const size_t xsize = 64 * PAGE;
 	struct held h = { 0 };
 	struct held_touch ht = { .byte = 'T' };
-	struct held_call far = { .ret = 1 }, grow = { .ret = 1 };
+	struct held_call far = { .op = HELD_MAP_FAR }, grow = { .op = HELD_GROW };
 	struct reader hr = { .size = 16 * PAGE };
 	unsigned char junk[PAGE], *xp;
 	char xpath[64];
@@ -6264,11 +6259,11 @@ Test(shared, a_client_holding_its_memfds_lock_stalls_no_map_growth_or_read_of_th
 	/* A mapping and a growth past 4 GiB return while the lock is held ... */
 	far.c = grow.c = c;
 	far.fd = grow.fd = xfd;
-	cr_assert_eq(pthread_create(&far.t, NULL, held_map_far_main, &far), 0);
+	held_call_start(&far);
 	cr_assert(held_call_returns(&far), "a mapping past the memfd's length waited for its inode lock");
 	cr_assert_eq(atomic_load(&far.ret), 0, "map: %s", strerror((int)-atomic_load(&far.ret)));
 	cr_assert_eq(((unsigned char *)far.p)[3 * PAGE + 1], pat(3 * PAGE + 1));
-	cr_assert_eq(pthread_create(&grow.t, NULL, held_grow_main, &grow), 0);
+	held_call_start(&grow);
 	cr_assert(held_call_returns(&grow), "a growth past the memfd's length waited for its inode lock");
 	cr_assert_eq(atomic_load(&grow.ret), 0, "truncate: %s", strerror((int)-atomic_load(&grow.ret)));
 	cr_assert_eq(fstat(xfd, &sb), 0);
@@ -6329,7 +6324,7 @@ Test(shared, a_writer_back_from_its_io_passes_by_a_file_a_growth_holds, .timeout
 {
 	const size_t xsize = 64 * PAGE;
 	struct held h = { 0 };
-	struct held_call far = { .ret = 1 };
+	struct held_call far = { .op = HELD_MAP_FAR };
 	volatile unsigned char *wp, *xp;
 	char xpath[64], wpath[64];
 	int xfd = tmpfile_pattern(xsize, xpath), wfd = tmpfile_pattern(4 * PAGE, wpath);
@@ -6362,7 +6357,7 @@ Test(shared, a_writer_back_from_its_io_passes_by_a_file_a_growth_holds, .timeout
 	cr_assert(held_reaches_file(xfd, 3, 'x'), "X's page was not written back");
 	far.c = c;
 	far.fd = xfd;
-	cr_assert_eq(pthread_create(&far.t, NULL, held_map_far_main, &far), 0);
+	held_call_start(&far);
 	usleep(500000);
 	cr_assert_eq(atomic_load(&far.ret), 1, "the mapping past 4 GiB did not wait for the memfd's lock "
 		     "(the daemon's RLIMIT_FSIZE did not keep the memfd short?)");
@@ -6584,50 +6579,13 @@ Test(shared, a_client_holding_a_files_inode_lock_stalls_no_other_files_io, .time
  * a pin of a page the change takes waits for it (it checked for pins
  * before: I6), and the change is made once the lock is let go.
  */
-enum held_change { HELD_TRUNCATE, HELD_PUNCH };
-
-struct held_pin {
-	struct upc_cache *c;
-	void *p;
-	pthread_t t;
-	_Atomic long ret;
-};
-
-static void *held_pin_main(void *arg)
+/* @op: HELD_TRUNCATE (to 32 pages) or HELD_PUNCH (pages 8-15) */
+static void held_store_change(enum held_op op)
 {
-	struct held_pin *hp = arg;
-
-	atomic_store(&hp->ret, upc_pin(hp->c, hp->p, PAGE, 0));
-	return NULL;
-}
-
-struct held_store {
-	struct upc_cache *c;
-	int fd;
-	enum held_change op;
-	pthread_t t;
-	_Atomic long ret;
-};
-
-static void *held_store_main(void *arg)
-{
-	struct held_store *hs = arg;
-
-	if (hs->op == HELD_TRUNCATE)
-		atomic_store(&hs->ret, upc_ftruncate(hs->c, hs->fd, 32 * PAGE));
-	else
-		atomic_store(&hs->ret, upc_fallocate(hs->c, hs->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-						     8 * PAGE, 8 * PAGE));
-	return NULL;
-}
-
-static void held_store_change(enum held_change op)
-{
-	static const char *const what[] = { "truncation", "hole punch" };
+	const char *what = op == HELD_TRUNCATE ? "truncation" : "hole punch";
 	const size_t xsize = 64 * PAGE;
 	struct held h = { 0 };
-	struct held_store hs = { .op = op, .ret = 1 };
-	struct held_pin hp = { .ret = 1 };
+	struct held_call hs = { .op = op }, hp = { .op = HELD_PIN };
 	struct reader hr = { .size = 16 * PAGE };
 	volatile unsigned char *xp, *xp2;
 	unsigned char buf[100];
@@ -6650,15 +6608,15 @@ static void held_store_change(enum held_change op)
 
 	hs.c = c;
 	hs.fd = xfd;
-	cr_assert_eq(pthread_create(&hs.t, NULL, held_store_main, &hs), 0);
+	held_call_start(&hs);
 	sleep(1);
-	cr_assert_eq(atomic_load(&hs.ret), 1, "the %s did not wait for the file's inode lock", what[op]);
+	cr_assert_eq(atomic_load(&hs.ret), 1, "the %s did not wait for the file's inode lock", what);
 
 	/* Another client reads the file meanwhile. */
 	hr.fd = xfd;
-	snprintf(why, sizeof(why), "a %s stuck on its inode lock", what[op]);
+	snprintf(why, sizeof(why), "a %s stuck on its inode lock", what);
 	reader_passes(&hr, why);
-	cr_assert_eq(atomic_load(&hs.ret), 1, "the %s returned while the lock was held", what[op]);
+	cr_assert_eq(atomic_load(&hs.ret), 1, "the %s returned while the lock was held", what);
 
 	/*
 	 * A pin of a page it takes (cached, mapped) waits for it; through a
@@ -6667,15 +6625,15 @@ static void held_store_change(enum held_change op)
 	hp.c = shared_cache();
 	cr_assert_eq(upc_map(hp.c, xfd, 0, xsize, PROT_READ, 0, (void **)&xp2), 0);
 	hp.p = (void *)(xp2 + (op == HELD_TRUNCATE ? 40 : 10) * PAGE);
-	cr_assert_eq(pthread_create(&hp.t, NULL, held_pin_main, &hp), 0);
+	held_call_start(&hp);
 	usleep(300000);
-	cr_assert_eq(atomic_load(&hp.ret), 1, "a pin of a page the %s takes did not wait for it: %ld", what[op],
+	cr_assert_eq(atomic_load(&hp.ret), 1, "a pin of a page the %s takes did not wait for it: %ld", what,
 		     atomic_load(&hp.ret));
 
 	held_let_go(&h);
 	h.hw.memfd = memfd;
 	cr_assert_eq(pthread_join(hs.t, NULL), 0);
-	cr_assert_eq(atomic_load(&hs.ret), 0, "the %s: %s", what[op], strerror((int)-atomic_load(&hs.ret)));
+	cr_assert_eq(atomic_load(&hs.ret), 0, "the %s: %s", what, strerror((int)-atomic_load(&hs.ret)));
 	cr_assert_eq(pthread_join(hp.t, NULL), 0);
 	cr_assert_eq(fstat(xfd, &sb), 0);
 	if (op == HELD_TRUNCATE) {
@@ -6693,7 +6651,7 @@ static void held_store_change(enum held_change op)
 		for (size_t i = 0; i < xsize; i += PAGE / 2)
 			bad += xp[i] != (i >= 8 * PAGE && i < 16 * PAGE ? 0 : pat(i));
 	}
-	cr_assert_eq(bad, 0, "%" PRIu64 " half-pages wrong after the %s", bad, what[op]);
+	cr_assert_eq(bad, 0, "%" PRIu64 " half-pages wrong after the %s", bad, what);
 	cr_assert_eq(upc_unmap(hp.c, (void *)xp2, xsize), 0);
 	upc_cache_destroy(hp.c);
 	cr_assert_eq(upc_unmap(c, (void *)xp, xsize), 0);
