@@ -172,6 +172,8 @@ unsigned int debug_from_env(void)
 			flags |= UPC_DBG_VISIT_PAUSE;
 		else if (!strcmp(tok, "drop-pause"))
 			flags |= UPC_DBG_DROP_PAUSE;
+		else if (!strcmp(tok, "grow-pause"))
+			flags |= UPC_DBG_GROW_PAUSE;
 		else
 			pr_warn("UPC_DEBUG: unknown option \"%s\" ignored\n", tok);
 	}

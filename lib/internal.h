@@ -311,6 +311,17 @@ struct upc_file {
 	 */
 	bool store_busy;
 	uint64_t store_first, store_last;
+	/*
+	 * A upc_pwrite past end of file raised the cache's size with its data
+	 * and grows the store's file after, without @lock (fileio.c,
+	 * store_grow): meanwhile the store is shorter than the file, and what a
+	 * read of it finds short there is a hole, not a shrink (fill_valid).
+	 * Stays set if that growth failed (it is a write-back error then).
+	 * @behind_from: the store's size when it was set; only a read that
+	 * ends there or after can be short for that reason.
+	 */
+	bool store_behind;
+	off_t behind_from;
 	/* zaps answered, not collected yet: the reclaim thread's (zap.c, zap_pend_add) */
 	struct upc_zapper **zap_pend;
 	size_t nzap_pend;
@@ -913,6 +924,7 @@ __upc_hidden int file_drop(struct upc_file *f, unsigned int flags, uint64_t *dro
 __upc_hidden int writeback_range(struct upc_file *f, uint64_t first, uint64_t last, int how,
 				 uint64_t *heldp);
 __upc_hidden int errseq_check(struct upc_file *f, uint32_t *seen);
+__upc_hidden void errseq_set(struct upc_file *f, int err);
 __upc_hidden bool has_writeback(struct upc_file *f, uint64_t first, uint64_t last);
 /*
  * A write-back's completion (step 4): its runs, the gap pages joined to
@@ -1000,6 +1012,7 @@ __upc_hidden int store_default(unsigned int flags, struct upc_store **storep);
 __upc_hidden int store_size(struct upc_store *s, void *h, off_t *sizep);
 __upc_hidden int store_stat(struct upc_store *s, void *h, struct stat *st);
 __upc_hidden int store_truncate(struct upc_store *s, void *h, off_t length);
+__upc_hidden bool store_has_truncate(const struct upc_store *s);
 __upc_hidden int store_fallocate(struct upc_store *s, void *h, int mode, off_t off, off_t len);
 __upc_hidden int store_fsync(struct upc_store *s, void *h);
 __upc_hidden uint64_t store_cluster_gap(struct upc_store *s);
@@ -1010,6 +1023,7 @@ __upc_hidden uint64_t store_cluster_gap(struct upc_store *s);
 #define UPC_DBG_STOP_AT_CALL	0x4u	/* tests only: a shared cache's process stops as upcd calls into it */
 #define UPC_DBG_VISIT_PAUSE	0x8u	/* tests only: a visitor's write-back waits 1.5 s after its I/O */
 #define UPC_DBG_DROP_PAUSE	0x10u	/* tests only: upcd's punch of clean pages waits 1.5 s after its last look */
+#define UPC_DBG_GROW_PAUSE	0x20u	/* tests only: a write past end of file waits 1.5 s before it grows the store */
 #define UPC_BT_SIGNAL		(SIGRTMIN + 7)
 struct upc_shm_bt;
 __upc_hidden unsigned int debug_from_env(void);

@@ -15,6 +15,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <time.h>
 
@@ -443,6 +444,161 @@ Test(fileio, a_failed_write_back_is_reported_once_by_fsync, .timeout = 60)
 	upc_store_destroy(inj);
 	unlink(path);
 	close(fd);
+}
+
+/* A upc_pwrite in a thread: its result, or 1 until it has one. */
+struct bg_pwrite {
+	struct upc_cache *c;
+	int fd;
+	const void *buf;
+	size_t len;
+	off_t off;
+	pthread_t t;
+	_Atomic long ret;
+};
+
+static void *bg_pwrite_main(void *arg)
+{
+	struct bg_pwrite *w = arg;
+
+	atomic_store(&w->ret, (long)upc_pwrite(w->c, w->fd, w->buf, w->len, w->off));
+	return NULL;
+}
+
+/*
+ * A write past end of file asks the store for its last block first
+ * (fileio.c, grow_check: fallocate with FALLOC_FL_KEEP_SIZE, no size
+ * change), then puts the data in the cache, then grows the store's file
+ * (store_grow).  A failure of the first is the call's, and nothing has
+ * changed; a failure of the last comes after the data is in the cache, and
+ * is a write-back error: the call succeeds, the data is read back, the
+ * next fsync reports the error once and writes the data, which grows the
+ * file.  UPC_DEBUG=grow-pause holds the write 1.5 s before the growth,
+ * for the error rule to be added meanwhile.
+ */
+Test(fileio, a_failed_growth_of_the_file_fails_the_write_or_its_fsync, .timeout = 60)
+{
+	const off_t size = 4 * PAGE + 100, at = 6 * PAGE;
+	struct bg_pwrite w;
+	struct upc_store *inj;
+	struct upc_cache *c;
+	char path[64];
+	int fd = tmpfile_pattern((size_t)size, path);
+	unsigned char buf[200], back[200];
+	ssize_t n;
+
+	require_upcache();
+	cr_assert_eq(upc_store_inject_create(NULL, &inj), 0);
+	UPC_OPTS(upc_cache_opts, o, .flags = UPC_CACHE_NO_BGWB, .store = inj);
+	setenv("UPC_DEBUG", "grow-pause", 1);
+	c = cache_new_opts(&o);
+	unsetenv("UPC_DEBUG");
+	memset(buf, 0x5a, sizeof(buf));
+
+	/* The check fails: the call's error, and nothing changed (past the last page, and over the end in it). */
+	for (int i = 0; i < 2; i++) {
+		cr_assert_eq(upc_store_inject_add(inj, UPC_IO_WRITE, 0, 0, UPC_INJECT_META_ERROR, ENOSPC, 1), 0);
+		cr_assert_eq(upc_pwrite(c, fd, buf, sizeof(buf), i ? 4 * PAGE + 50 : at), -ENOSPC);
+		cr_assert_eq(fsize(fd), size);
+		cr_assert_eq(upc_pread(c, fd, back, sizeof(back), 4 * PAGE), 100, "the cache's size");
+		for (int k = 0; k < 100; k++)
+			cr_assert_eq(back[k], pat(4 * PAGE + (size_t)k));
+	}
+
+	/* The growth fails after the data is in: a write-back error. */
+	w = (struct bg_pwrite){ .c = c, .fd = fd, .buf = buf, .len = sizeof(buf), .off = at, .ret = 1 };
+	cr_assert_eq(pthread_create(&w.t, NULL, bg_pwrite_main, &w), 0);
+	n = 0;
+	for (int i = 0; i < 100 && (n = upc_pread(c, fd, back, sizeof(back), at)) != (ssize_t)sizeof(back); i++)
+		usleep(10000);
+	cr_assert_eq(n, (ssize_t)sizeof(back), "the data, in the pause: %zd", n);
+	cr_assert_eq(upc_store_inject_add(inj, UPC_IO_WRITE, 0, 0, UPC_INJECT_META_ERROR, EIO, 1), 0);
+	cr_assert_eq(atomic_load(&w.ret), 1, "the test's premise: the write was done before the rule");
+	cr_assert_eq(pthread_join(w.t, NULL), 0);
+	cr_assert_eq(atomic_load(&w.ret), (long)sizeof(buf), "the write: %ld", atomic_load(&w.ret));
+	cr_assert_eq(fsize(fd), size, "the growth that failed grew the file");
+	cr_assert_eq(upc_pread(c, fd, back, sizeof(back), at), (ssize_t)sizeof(back));
+	cr_assert_eq(memcmp(back, buf, sizeof(buf)), 0);
+	/* and between the old end and the data, a hole: not a shrink of the file behind the cache's back */
+	n = upc_pread(c, fd, back, sizeof(back), 5 * PAGE);
+	cr_assert_eq(n, (ssize_t)sizeof(back), "the hole: %zd", n);
+	for (size_t k = 0; k < sizeof(back); k++)
+		cr_assert_eq(back[k], 0);
+	cr_assert_eq(upc_fsync(c, fd), -EIO, "the growth's error, reported");
+	cr_assert_eq(upc_fsync(c, fd), 0, "once");
+	cr_assert_eq(fsize(fd), at + (off_t)sizeof(buf), "the write-back grew the file");
+	cr_assert_eq(pread(fd, back, sizeof(back), at), (ssize_t)sizeof(back));
+	cr_assert_eq(memcmp(back, buf, sizeof(buf)), 0);
+	cr_assert_eq(pread(fd, back, sizeof(back), size), (ssize_t)sizeof(back));
+	for (size_t k = 0; k < sizeof(back); k++)
+		cr_assert_eq(back[k], 0);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	upc_store_destroy(inj);
+	unlink(path);
+	close(fd);
+}
+
+static _Atomic int xfsz_kernel, xfsz_raised;
+
+/* The kernel's SIGXFSZ is SI_USER; upc_pwrite's, raise(3)'s, SI_TKILL (a log write past the limit: SI_USER too). */
+static void on_xfsz(int sig, siginfo_t *si, void *uc)
+{
+	(void)sig;
+	(void)uc;
+	atomic_fetch_add(si->si_code == SI_TKILL ? &xfsz_raised : &xfsz_kernel, 1);
+}
+
+/*
+ * RLIMIT_FSIZE, with the kernel as the reference (generic_write_checks):
+ * a write across the limit is cut short at it, one from past it is -EFBIG
+ * with SIGXFSZ, and the file ends at the limit.  Since fileio.c's
+ * grow_check, upc_pwrite checks it itself: the store's fallocate with
+ * FALLOC_FL_KEEP_SIZE, which it asks first, does not.
+ */
+Test(fileio, a_write_past_rlimit_fsize_is_cut_short_as_the_kernels, .timeout = 60)
+{
+	const rlim_t limit = 6 * PAGE + 10;
+	struct rlimit old, rl;
+	struct upc_cache *c;
+	char path[64];
+	int fd = tmpfile_pattern(4 * PAGE, path), kfd = tmpfile_pattern(4 * PAGE, NULL);
+	unsigned char buf[3 * PAGE], b = 0;
+	ssize_t got, want;
+
+	require_upcache();
+	c = cache_new(UPC_CACHE_NO_BGWB);
+	memset(buf, 0x6b, sizeof(buf));
+	/* The file in the cache before the limit (linked: it stays), its memfd sized (upcache(7), BUGS). */
+	cr_assert_eq(upc_pread(c, fd, &b, 1, 0), 1);
+	cr_assert_eq(getrlimit(RLIMIT_FSIZE, &old), 0);
+	cr_assert(old.rlim_max == RLIM_INFINITY || old.rlim_max >= limit);
+	struct sigaction sa = { .sa_sigaction = on_xfsz, .sa_flags = SA_SIGINFO };
+
+	cr_assert_eq(sigaction(SIGXFSZ, &sa, NULL), 0);
+	rl = (struct rlimit){ .rlim_cur = limit, .rlim_max = old.rlim_max };
+	cr_assert_eq(setrlimit(RLIMIT_FSIZE, &rl), 0);
+	want = pwrite(kfd, buf, sizeof(buf), 4 * PAGE);
+	got = upc_pwrite(c, fd, buf, sizeof(buf), 4 * PAGE);
+	cr_assert_eq(want, (ssize_t)(limit - 4 * PAGE), "the kernel: %zd", want);
+	cr_assert_eq(got, want, "across the limit: %zd, the kernel's %zd", got, want);
+	cr_assert_eq(atomic_load(&xfsz_raised), 0);
+	cr_assert_eq(pwrite(kfd, buf, 100, (off_t)limit), -1);
+	cr_assert_eq(errno, EFBIG);
+	cr_assert_geq(atomic_load(&xfsz_kernel), 1);
+	cr_assert_eq(upc_pwrite(c, fd, buf, 100, (off_t)limit), -EFBIG);
+	cr_assert_eq(atomic_load(&xfsz_raised), 1, "SIGXFSZ, as the kernel's");
+	cr_assert_eq(setrlimit(RLIMIT_FSIZE, &old), 0);
+	cr_assert_eq(upc_fsync(c, fd), 0);
+	cr_assert_eq(fsize(fd), (off_t)limit);
+	cr_assert_eq(fsize(kfd), (off_t)limit);
+	cr_assert_eq(upc_pread(c, fd, buf, sizeof(buf), 4 * PAGE), (ssize_t)(limit - 4 * PAGE));
+	for (size_t k = 0; k < limit - 4 * PAGE; k++)
+		cr_assert_eq(buf[k], 0x6b);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	signal(SIGXFSZ, SIG_DFL);
+	unlink(path);
+	close(fd);
+	close(kfd);
 }
 
 Test(fileio, a_failed_read_in_pread_is_eio_and_caches_nothing, .timeout = 60)

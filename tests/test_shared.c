@@ -3594,6 +3594,90 @@ Test(shared, a_request_sent_again_to_the_next_daemon_is_applied_once, .timeout =
 	unlink(path);
 }
 
+/* A numbered pwrite request in a thread: its result, or 1 until it has one. */
+struct seq_pwrite {
+	int s, fd;
+	uint64_t seq, at;
+	const void *data;
+	size_t len;
+	struct upc_msg *m;
+	_Atomic long ret;
+};
+
+static void *seq_pwrite_main(void *arg)
+{
+	struct seq_pwrite *w = arg;
+
+	atomic_store(&w->ret, raw_req_seq(w->s, w->seq, UPC_MSG_PWRITE, &w->at, 1, w->data, w->len, w->fd, w->m));
+	return NULL;
+}
+
+/*
+ * A write past end of file puts its data in the cache, then grows the
+ * store's file (fileio.c, store_grow); a daemon killed in between leaves
+ * the store short of the cache's size, which the memfd's state page keeps.
+ * The next daemon adopts the file with that size, and what lies between
+ * the store's end and the data is a hole, zeros: not a shrink of the file
+ * behind the cache's back, which would have dropped the data (f->store_behind
+ * was the first daemon's only; review of the change).  UPC_DEBUG=grow-pause
+ * holds the first daemon 1.5 s there.
+ */
+Test(shared, a_daemon_killed_before_a_writes_growth_of_the_file_keeps_the_write, .timeout = 90)
+{
+	const uint64_t at = 64 * PAGE + 10;
+	struct upc_msg *m = malloc(sizeof(*m));
+	char path[64], x[100];
+	unsigned char buf[100];
+	int fd = tmpfile_pattern(PAGE, path), status;
+	struct seq_pwrite w = { .fd = fd, .seq = 0x6a0, .at = at, .data = x, .len = sizeof(x), .m = m, .ret = 1 };
+	struct upc_cache *c;
+	struct stat sb;
+	ssize_t n = 0;
+	pthread_t t;
+
+	cr_assert(m);
+	memset(x, 'X', sizeof(x));
+	setenv("UPC_DEBUG", "grow-pause", 1);
+	upcd_start(NULL);
+	unsetenv("UPC_DEBUG");
+	w.s = raw_connect();
+	cr_assert_eq(raw_attach(w.s, m), 0);
+	cr_assert_eq(raw_req(w.s, UPC_MSG_ONCE, NULL, 0, NULL, 0, m), 0);
+	cr_assert_eq(pthread_create(&t, NULL, seq_pwrite_main, &w), 0);
+
+	/* The data is in the cache (another client reads it), the store's file not grown: the daemon dies. */
+	c = shared_cache();
+	for (int i = 0; i < 150 && (n = upc_pread(c, fd, buf, sizeof(buf), (off_t)at)) != (ssize_t)sizeof(buf); i++)
+		usleep(10000);
+	cr_assert_eq(n, (ssize_t)sizeof(buf), "the write's data: %zd", n);
+	cr_assert_eq(fstat(fd, &sb), 0);
+	cr_assert_eq(sb.st_size, PAGE, "the test's premise: the store's file grew before the kill");
+	cr_assert_eq(kill(upcd_pid, SIGKILL), 0);
+	cr_assert_eq(waitpid(upcd_pid, &status, 0), upcd_pid);
+	cr_assert_eq(pthread_join(t, NULL), 0);
+	cr_assert_neq(atomic_load(&w.ret), (long)sizeof(x), "the write was answered before the kill");
+	close(w.s);
+	upc_cache_destroy(c);
+
+	upcd_spawn(NULL);	/* it adopts the file from the keeper */
+	c = shared_cache();
+	cr_assert_eq(upc_pread(c, fd, buf, sizeof(buf), 10 * PAGE), (ssize_t)sizeof(buf), "a read of the hole");
+	for (size_t i = 0; i < sizeof(buf); i++)
+		cr_assert_eq(buf[i], 0);
+	cr_assert_eq(upc_pread(c, fd, buf, sizeof(buf), (off_t)at), (ssize_t)sizeof(buf), "the data, after the hole");
+	cr_assert_eq(memcmp(buf, x, sizeof(x)), 0);
+	cr_assert_eq(upc_fsync(c, fd), 0);
+	cr_assert(file_bytes_are(fd, (off_t)at, sizeof(x), 'X'), "the write did not reach the file");
+	cr_assert(file_bytes_are(fd, 10 * PAGE, 100, 0));
+	cr_assert_eq(fstat(fd, &sb), 0);
+	cr_assert_eq((uint64_t)sb.st_size, at + sizeof(x));
+	upc_cache_destroy(c);
+	upcd_stop();
+	free(m);
+	close(fd);
+	unlink(path);
+}
+
 /*
  * A file the keeper handed over is adopted by the first request for it,
  * even while the daemon's own adoption waits on another file (a client
@@ -5878,15 +5962,16 @@ Test(shared, a_zap_made_late_loses_no_write, .timeout = 120)
  * A call made in a thread, to see whether it waits (for a hold, a pause):
  * @ret is 1 until it returns, then what it returned.
  */
-enum held_op { HELD_DROP, HELD_INVALIDATE, HELD_TRUNCATE, HELD_PUNCH, HELD_MAP_FAR, HELD_GROW, HELD_PIN };
+enum held_op { HELD_DROP, HELD_INVALIDATE, HELD_TRUNCATE, HELD_PUNCH, HELD_MAP_FAR, HELD_GROW, HELD_PIN, HELD_APPEND };
 
 #define HELD_FAR	(5ULL << 30)	/* past the daemon's first staging mapping (4 GiB) and memfd_len */
+#define HELD_APPEND_AT	(66 * PAGE + 50)	/* HELD_APPEND: 2 pages from @p here, past end of file */
 
 struct held_call {
 	enum held_op op;
 	struct upc_cache *c;
 	int fd;
-	void *p;		/* HELD_MAP_FAR: the mapping made; HELD_PIN: the page to pin */
+	void *p;		/* HELD_MAP_FAR: the mapping made; HELD_PIN: the page to pin; HELD_APPEND: the data */
 	pthread_t t;
 	_Atomic long ret;
 };
@@ -5917,6 +6002,9 @@ static void *held_call_main(void *arg)
 		break;
 	case HELD_PIN:
 		r = upc_pin(hc->c, hc->p, PAGE, 0);
+		break;
+	case HELD_APPEND:
+		r = upc_pwrite(hc->c, hc->fd, hc->p, 2 * PAGE, HELD_APPEND_AT);
 		break;
 	}
 	atomic_store(&hc->ret, r);
@@ -6671,3 +6759,101 @@ Test(shared, a_hole_punch_stuck_on_the_files_inode_lock_stalls_no_read_of_it, .t
 	held_store_change(HELD_PUNCH);
 }
 
+
+/*
+ * A write past end of file grew the store's file first, which the kernel
+ * does under the file's inode lock: the daemon waited for a held one
+ * holding the file's lock, and every read and fault of the file, in every
+ * client, waited with it (upcd(8), BUGS, until fileio.c's grow_check and
+ * store_grow).  Now the write waits alone, and another client reads the
+ * file meanwhile (end of file where the write is to go, as the kernel's
+ * readers find).  Then the data goes into the cache with the cache's size,
+ * and the store's file grows after: UPC_DEBUG=grow-pause holds the daemon
+ * 1.5 s between the two.  Meanwhile the store is short, and a page between
+ * its end and the data is a hole, zeros (f->store_behind), not a shrink of
+ * the file behind the cache's back, which would have lost the data (the
+ * cache's size cut back under it, write-back leaving it out).
+ */
+Test(shared, a_write_past_end_of_file_stuck_on_the_files_inode_lock_stalls_no_read_of_it, .timeout = 60)
+{
+	const size_t xsize = 64 * PAGE, end = HELD_APPEND_AT + 2 * PAGE;
+	const size_t gap = xsize + PAGE + 10;	/* past the held write's page, before the data */
+	struct held h = { 0 };
+	struct held_call hw = { .op = HELD_APPEND };
+	struct reader hr = { .size = 16 * PAGE };
+	unsigned char *data = malloc(2 * PAGE), buf[100];
+	volatile unsigned char *xp, *rp;
+	char xpath[64];
+	int xfd = tmpfile_pattern(xsize, NULL), memfd;
+	struct upc_cache *c, *r;
+	uint64_t bad = 0;
+	struct stat sb;
+	ssize_t n = 0;
+
+	cr_assert_not_null(data);
+	for (size_t i = 0; i < 2 * PAGE; i++)
+		data[i] = (unsigned char)('A' + i % 23);
+	snprintf(xpath, sizeof(xpath), "/proc/self/fd/%d", xfd);	/* no name: as in the cases above */
+	setenv("UPC_DEBUG", "grow-pause", 1);
+	held_start(&h);
+	unsetenv("UPC_DEBUG");
+	c = shared_cache();
+	r = shared_cache();
+	cr_assert_eq(upc_map(c, xfd, 0, xsize, PROT_READ | PROT_WRITE, 0, (void **)&xp), 0);
+	for (size_t i = 0; i < xsize; i += PAGE)
+		cr_assert_eq(xp[i + 3], pat(i + 3));
+	cr_assert_eq(upc_map(r, xfd, 0, end, PROT_READ, 0, (void **)&rp), 0);
+	held_map(&h, xpath, xsize);
+	memfd = h.hw.memfd;
+	h.hw.memfd = h.rw;	/* the file's own inode lock */
+	held_lock(&h, (off_t)xsize);
+
+	hw.c = c;
+	hw.fd = xfd;
+	hw.p = data;
+	held_call_start(&hw);
+	sleep(1);
+	cr_assert_eq(atomic_load(&hw.ret), 1, "the write past end of file did not wait for the file's inode lock");
+	hr.fd = xfd;
+	reader_passes(&hr, "a write past end of file stuck on its inode lock");
+	cr_assert_eq(upc_pread(r, xfd, buf, sizeof(buf), HELD_APPEND_AT), 0, "a read where the write goes");
+	cr_assert_eq(atomic_load(&hw.ret), 1, "the write returned while the lock was held");
+
+	/* Let go: the data goes in, and the daemon stops 1.5 s before the store's file grows. */
+	held_let_go(&h);
+	h.hw.memfd = memfd;
+	for (int i = 0; i < 100 && (n = upc_pread(r, xfd, buf, sizeof(buf), HELD_APPEND_AT)) == 0; i++)
+		usleep(10000);
+	cr_assert_eq(n, (ssize_t)sizeof(buf), "the data: %zd", n);
+	cr_assert_eq(memcmp(buf, data, sizeof(buf)), 0);
+	/* The page between the store's end and the data: a hole (by a fault, then a read). */
+	cr_assert_eq(rp[gap], 0);
+	cr_assert_eq(upc_pread(r, xfd, buf, sizeof(buf), (off_t)gap), (ssize_t)sizeof(buf));
+	for (size_t i = 0; i < sizeof(buf); i++)
+		bad += buf[i] != 0;
+	cr_assert_eq(rp[HELD_APPEND_AT + PAGE], data[PAGE]);
+	cr_assert_eq(fstat(xfd, &sb), 0);
+	cr_assert_lt((size_t)sb.st_size, end, "the test's premise: the store's file grew before the reads");
+	cr_assert_eq(atomic_load(&hw.ret), 1, "the test's premise: the write returned before the reads");
+	cr_assert_eq(bad, 0, "%" PRIu64 " bytes of the hole read wrong", bad);
+
+	cr_assert_eq(pthread_join(hw.t, NULL), 0);
+	cr_assert_eq(atomic_load(&hw.ret), (long)(2 * PAGE), "the write: %ld", atomic_load(&hw.ret));
+	cr_assert_eq(fstat(xfd, &sb), 0);
+	cr_assert_eq((size_t)sb.st_size, end, "the store's file after the write: %lld", (long long)sb.st_size);
+	/* Another client's mapping: the old bytes, the held write's zeros, the gap's, the data; and the file. */
+	for (size_t i = 0; i < end; i += 97)
+		bad += rp[i] != (i < xsize ? pat(i) : i < HELD_APPEND_AT ? 0 : data[i - HELD_APPEND_AT]);
+	cr_assert_eq(bad, 0, "%" PRIu64 " bytes wrong after the write", bad);
+	cr_assert_eq(upc_fsync(c, xfd), 0);
+	cr_assert_eq(pread(xfd, buf, sizeof(buf), HELD_APPEND_AT + PAGE), (ssize_t)sizeof(buf));
+	cr_assert_eq(memcmp(buf, data + PAGE, sizeof(buf)), 0);
+	cr_assert_eq(upc_unmap(r, (void *)rp, end), 0);
+	cr_assert_eq(upc_unmap(c, (void *)xp, xsize), 0);
+	upc_cache_destroy(r);
+	upc_cache_destroy(c);
+	held_fini(&h);
+	free(data);
+	close(xfd);
+	upcd_stop();
+}

@@ -268,25 +268,54 @@ static void file_shrunk(struct upc_file *f, off_t size)
  * for the size, and if the file now ends where the read did, that was end of
  * file, not an error, and the cache takes the new size.  (Pages past it are
  * not dropped here, as truncate_pagecache() would; faults on them raise
- * SIGBUS and write-back leaves them out, as the kernel discards them.)  Any
- * other short read leaves the pages after it uncached.  Caller holds f->lock.
+ * SIGBUS and write-back leaves them out, as the kernel discards them.)
+ * Unless a write past end of file raised the cache's size and has not
+ * grown the store's file yet (f->store_behind, fileio.c): then, up to the
+ * cache's size, what the store does not have is a hole, zeros.  Any other
+ * short read leaves the pages after it uncached.  Caller holds f->lock.
  */
 uint64_t fill_valid(struct upc_file *f, int ret, struct upc_io *io)
 {
-	uint64_t full;
+	struct upc_store *s = f->cache->store;
+	uint64_t got, full;
 	off_t now;
 
 	if (ret < 0 || io->res < 0)
 		return 0;
-	if ((size_t)io->res < io->len && io->off + io->res < f->size &&
-	    store_size(f->cache->store, f->store_h, &now) == 0 && now <= io->off + io->res) {
+	got = (uint64_t)io->res;
+	/*
+	 * Past where the store ended when the cache's size went past it: the
+	 * store grows meanwhile, without file->lock (store_grow; write-back of
+	 * the pages past its end), maybe between the read and the look at
+	 * its size.  What it has now is read again, a few times at most; where
+	 * it still ends at the read, the rest is a hole up to the cache's size.
+	 */
+	for (int tries = 0; f->store_behind && got < io->len && io->off + (off_t)got < f->size &&
+			    io->off + (off_t)got >= f->behind_from && tries < 3; tries++) {
+		struct upc_io more = { .buf = (char *)io->buf + got, .len = io->len - got, .off = io->off + (off_t)got };
+
+		if (store_size(s, f->store_h, &now) < 0)
+			break;
+		if (now <= io->off + (off_t)got) {
+			uint64_t to = min_t(uint64_t, io->len, (uint64_t)(f->size - io->off));
+
+			memset((char *)io->buf + got, 0, to - got);
+			got = to;
+			break;
+		}
+		if (s->ops->submit(s, f->store_h, UPC_IO_READ, &more, 1) < 0 || more.res <= 0)
+			break;
+		got += (uint64_t)more.res;
+	}
+	if (!f->store_behind && got < io->len && io->off + (off_t)got < f->size &&
+	    store_size(s, f->store_h, &now) == 0 && now <= io->off + (off_t)got) {
 		pr_debug("file %lu shrank from %lld to %lld bytes\n", (unsigned long)f->ino,
 			 (long long)f->size, (long long)now);
 		file_shrunk(f, now);
 	}
-	full = (uint64_t)io->res >> UPC_PAGE_SHIFT;
-	if ((io->res & (UPC_PAGE_SIZE - 1)) && io->off + io->res >= f->size) {
-		memset((char *)io->buf + io->res, 0, UPC_PAGE_SIZE - (io->res & (UPC_PAGE_SIZE - 1)));
+	full = got >> UPC_PAGE_SHIFT;
+	if ((got & (UPC_PAGE_SIZE - 1)) && io->off + (off_t)got >= f->size) {
+		memset((char *)io->buf + got, 0, UPC_PAGE_SIZE - (got & (UPC_PAGE_SIZE - 1)));
 		full++;
 	}
 	return full;
@@ -1158,8 +1187,17 @@ static int file_new(struct upc_cache *c, int fd, const struct stat *st, const st
 			if (h->memfd_dev != (uint64_t)ms2.st_dev || h->memfd_ino != (uint64_t)ms2.st_ino ||
 			    h->btime_sec != bx.stx_btime.tv_sec || h->btime_nsec != bx.stx_btime.tv_nsec)
 				goto out_free;
-			/* The cache's size: past the store's while an extending write waits for write-back. */
-			size = max_t(off_t, size, (off_t)atomic_load(&h->size));
+			/*
+			 * The cache's size: past the store's while an extending
+			 * write waits for write-back, or for its growth of the
+			 * store (fileio.c, store_grow): what lies past the
+			 * store's end is a hole meanwhile (fill_valid).
+			 */
+			if ((off_t)atomic_load(&h->size) > size) {
+				f->store_behind = true;
+				f->behind_from = size;
+				size = (off_t)atomic_load(&h->size);
+			}
 		} else {
 			h->page_size = UPC_PAGE_SIZE;
 			h->entry_size = sizeof(struct upc_page);

@@ -859,19 +859,28 @@ again:
 	} else {
 		ret = c->store->ops->submit(c->store, f->store_h, UPC_IO_READ, &io, 1);
 	}
-	/* Nothing read: the file may have shrunk below @p (fill_valid() asks): then end of file. */
-	if (ret == 0 && io.res == 0 && (fill_valid(f, ret, &io), io.off >= f->size)) {
-		UPC_TRACE(fill_done, f, io.off, io.len, 0);
-		return 0;
+	/*
+	 * Nothing read: the file may have shrunk below @p (fill_valid() asks):
+	 * then end of file; or the pages lie past the end of a store that a
+	 * write past end of file has not grown yet: a hole (fill_valid).
+	 */
+	full = 0;
+	if (ret == 0 && io.res == 0) {
+		full = fill_valid(f, ret, &io);
+		if (io.off >= f->size) {
+			UPC_TRACE(fill_done, f, io.off, io.len, 0);
+			return 0;
+		}
 	}
-	if (ret < 0 || io.res <= 0) {
+	if (ret < 0 || (io.res <= 0 && !full)) {
 		ret = ret < 0 ? ret : io.res < 0 ? (int)io.res : -EIO;
 		UPC_TRACE(fill_done, f, io.off, io.len, ret);
 		UPC_TRACE(error, ahead ? "readahead" : "fill", ret, f, io.off);
 		return ret;
 	}
 	UPC_TRACE(fill_done, f, io.off, io.len, io.res);
-	full = fill_valid(f, ret, &io);
+	if (io.res > 0)
+		full = fill_valid(f, ret, &io);
 	n = min_t(uint64_t, n, full);
 	if (!n)
 		r = -EIO;

@@ -46,12 +46,19 @@
  * serves), and with file->lock held every fault and read of the file, in
  * every client of upcd, waited with it (upcd(8), BUGS, until this).  The
  * kernel's readers and faults do not wait for a truncation stuck on
- * i_rwsem either; its writers do, and so do upcache's (io_lock).  A write
- * past end of file still grows the store's file under file->lock
- * (extend_to): made before, the store's size would be seen before the
- * data (file_size_refresh, by a read or a fault past the size the cache
- * knows), and an error after it would leave the file longer than what
- * was written (upcd(8), BUGS).
+ * i_rwsem either; its writers do, and so do upcache's (io_lock).
+ *
+ * A write past end of file takes the same care (upc_pwrite): its checks
+ * and the space for its last block are asked of the store first
+ * (grow_check), then the cache's size rises with the data, piece by
+ * piece, as the kernel raises i_size in write_end after each copy, and the
+ * store's file grows last (store_grow), both calls without file->lock.
+ * The store's size is never ahead of the cache's: a reader that took it
+ * (file_size_refresh, file_get) would see the new size before the data,
+ * and a process that fstat(2)s the file and then touches its mapping up to
+ * that size would get SIGBUS.  Meanwhile the store is shorter than the
+ * file: what a read finds short there is a hole (f->store_behind,
+ * fill_valid), as ext4's on-disk size lags i_size until write-back.
  */
 #include "internal.h"
 #include "usdt.h"
@@ -59,9 +66,12 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/falloc.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #define IO_CHUNK	64u			/* pages copied per hold of file->lock (256 KiB) */
 #define MAX_RW		(INT_MAX & UPC_PAGE_MASK)	/* the kernel's MAX_RW_COUNT */
@@ -312,33 +322,90 @@ out_put:
 /* ------------------------------------------------------------ write */
 
 /*
- * Make the file at least @end bytes long, in the store and in the cache, as
- * the kernel raises i_size during a write.  The store's file first, with
- * fallocate(mode 0) over the last byte, which only ever extends: the file
- * may have grown behind the cache's back, and a truncate to a size read
- * just before could cut off what another writer appended meanwhile.  A
- * store or file system without fallocate gets a truncate to @end, unless
- * the file is already as long.  Caller holds f->lock.
+ * Before a write ending at @off + *@lenp, past end of file, changes
+ * anything: the checks the kernel makes before it copies
+ * (generic_write_checks), and the space for the last block.
+ * RLIMIT_FSIZE (this process's: upcd's, for its clients' writes): a
+ * write from past the limit is -EFBIG, and *@xfsz says the caller is to
+ * send the process SIGXFSZ, as the kernel sends the writer (with no lock
+ * held: a handler may write the file; never upcd); one across it is cut
+ * short at it (*@lenp).  Only writes that extend the file are checked;
+ * the kernel checks every one.  Then fallocate(2) with
+ * FALLOC_FL_KEEP_SIZE over the last byte, which changes no size: ENOSPC,
+ * EFBIG (the file system's largest file), EIO come now, with nothing
+ * written, as they came when the store's file grew first, and the growth
+ * after the data (store_grow) finds its block there (if the write fails
+ * in between, the block stays allocated past end of file, unused).  A
+ * store or file system that has no such fallocate (EOPNOTSUPP, or EINVAL
+ * for the mode) goes on, if the store can truncate; else -EOPNOTSUPP.
+ * Caller holds f->io_lock, not f->lock: the store's call waits for the
+ * backing file's inode lock, which a writer of the file can hold as long
+ * as it likes (the top of this file).
  */
-static int extend_to(struct upc_file *f, uint64_t end)
+static int grow_check(struct upc_file *f, uint64_t off, size_t *lenp, bool *xfsz)
 {
-	struct upc_store *s = f->cache->store;
-	off_t now;
+	struct upc_cache *c = f->cache;
+	struct rlimit rl;
 	int ret;
 
-	if (end <= (uint64_t)f->size)
-		return 0;
-	ret = store_fallocate(s, f->store_h, 0, (off_t)end - 1, 1);
+	if (getrlimit(RLIMIT_FSIZE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && off + *lenp > rl.rlim_cur) {
+		if (off >= rl.rlim_cur) {
+			*xfsz = !c->serving;
+			return -EFBIG;
+		}
+		*lenp = (size_t)(rl.rlim_cur - off);
+	}
+	ret = store_fallocate(c->store, f->store_h, FALLOC_FL_KEEP_SIZE, (off_t)(off + *lenp) - 1, 1);
+	if ((ret == -EOPNOTSUPP || ret == -EINVAL) && store_has_truncate(c->store))
+		ret = 0;
+	else if (ret == -EINVAL)
+		ret = -EOPNOTSUPP;
+	return ret;
+}
+
+/*
+ * The store's file grows to the size the write gave the cache, as the
+ * kernel raises i_size: fallocate(mode 0) over the last byte, which only
+ * ever extends (the file may have grown behind the cache's back, and a
+ * truncate to a size read just before could cut off what another writer
+ * appended meanwhile).  A store or file system without fallocate gets a
+ * truncate, unless the file is already as long.  Without file->lock, as
+ * grow_check: the write waits for a held inode lock here, nothing else
+ * does.  If it fails (EIO; grow_check saw to the space), the data stays in
+ * the cache, dirty, and the error is a write-back error, for the next
+ * upc_fsync or msync to report: the store's file grows when the pages are
+ * written back, and until one growth succeeds, what a read finds short
+ * past the store's end stays a hole (f->store_behind).  Caller holds
+ * f->io_lock, not f->lock.
+ */
+static void store_grow(struct upc_file *f)
+{
+	struct upc_store *s = f->cache->store;
+	off_t size, now;
+	int ret;
+
+	pthread_mutex_lock(&f->lock);
+	size = f->size;
+	pthread_mutex_unlock(&f->lock);
+	if (size <= 0)
+		return;
+	/* UPC_DEBUG=grow-pause, tests only: a read, an error rule between the data and the growth. */
+	if (__builtin_expect(f->cache->debug & UPC_DBG_GROW_PAUSE, 0))
+		usleep(1500000);
+	ret = store_fallocate(s, f->store_h, 0, size - 1, 1);
 	if (ret == -EOPNOTSUPP) {
-		if (store_size(s, f->store_h, &now) == 0 && (uint64_t)now >= end)
+		if (store_size(s, f->store_h, &now) == 0 && now >= size)
 			ret = 0;
 		else
-			ret = store_truncate(s, f->store_h, (off_t)end);
+			ret = store_truncate(s, f->store_h, size);
 	}
-	file_store_changed(f);
+	pthread_mutex_lock(&f->lock);
 	if (ret < 0)
-		return ret;
-	return file_grow(f, (off_t)end);
+		errseq_set(f, ret);
+	else
+		f->store_behind = false;
+	file_store_changed(f);	/* a readahead read meanwhile found the store short */
+	pthread_mutex_unlock(&f->lock);
 }
 
 /*
@@ -408,6 +475,7 @@ UPC_API ssize_t upc_pwrite(struct upc_cache *c, int fd, const void *buf, size_t 
 	uint64_t bpages;
 	size_t done = 0;
 	char *data, *fillbuf;
+	bool grew = false, xfsz = false;
 	long once;
 	int err, fl;
 
@@ -446,7 +514,15 @@ UPC_API ssize_t upc_pwrite(struct upc_cache *c, int fd, const void *buf, size_t 
 			done = (size_t)once;
 		len = 0;
 	}
-	while (done < len) {
+	/* Past end of file: the checks, and the space, first (grow_check). */
+	pthread_mutex_lock(&f->lock);
+	if (len && (uint64_t)off + len > (uint64_t)f->size)
+		file_size_refresh(f);
+	grew = len && (uint64_t)off + len > (uint64_t)f->size;
+	pthread_mutex_unlock(&f->lock);
+	if (grew)
+		err = grow_check(f, (uint64_t)off, &len, &xfsz);
+	while (!err && done < len) {
 		uint64_t pos = (uint64_t)off + done, base = pos & UPC_PAGE_MASK;
 		uint64_t end = min_t(uint64_t, (uint64_t)off + len, base + (bpages << UPC_PAGE_SHIFT));
 		uint64_t edges[2] = { pos >> UPC_PAGE_SHIFT, (end - 1) >> UPC_PAGE_SHIFT };
@@ -508,9 +584,23 @@ UPC_API ssize_t upc_pwrite(struct upc_cache *c, int fd, const void *buf, size_t 
 			}
 			continue;
 		}
-		/* 2. Past end of file: the file grows first (the kernel's i_size, at once). */
-		if (r >= 0)
-			r = extend_to(f, end);
+		/*
+		 * 2. Past end of file: the cache's size, under the same hold as
+		 * the copy (the kernel's write_end); the store's file grows
+		 * after (store_grow), and is short meanwhile.  A readahead read
+		 * in flight since before would take that for a shrink.
+		 */
+		if (r >= 0 && end > (uint64_t)f->size) {
+			off_t was = f->size;
+
+			r = file_grow(f, (off_t)end);
+			if (r >= 0 && !f->store_behind) {
+				file_store_changed(f);
+				f->store_behind = true;
+				f->behind_from = was;
+			}
+			grew = true;
+		}
 		/* 3. Dirty, then copy. */
 		if (r >= 0)
 			r = write_pages(f, data, base, pos, end);
@@ -527,6 +617,8 @@ UPC_API ssize_t upc_pwrite(struct upc_cache *c, int fd, const void *buf, size_t 
 			break;
 		}
 	}
+	if (grew && f->store_behind)	/* without f->lock: set and cleared with io_lock held (or before the file is seen) */
+		store_grow(f);
 	if (len)
 		once_end(f, done ? (long)done : err);
 	pthread_mutex_unlock(&f->io_lock);
@@ -546,6 +638,8 @@ UPC_API ssize_t upc_pwrite(struct upc_cache *c, int fd, const void *buf, size_t 
 	}
 out_put:
 	file_put(f);
+	if (xfsz)	/* past RLIMIT_FSIZE (grow_check), as generic_write_checks sends it; no lock held */
+		raise(SIGXFSZ);
 	/* As write(2): the bytes written before an error, else the error. */
 	return done ? (ssize_t)done : err;
 }
@@ -763,6 +857,8 @@ UPC_API int upc_ftruncate(struct upc_cache *c, int fd, off_t length)
 		store_unlock(f, min_t(uint64_t, (uint64_t)length, (uint64_t)f->size) >> UPC_PAGE_SHIFT, UINT64_MAX);
 		ret = store_truncate(c->store, f->store_h, length);
 		store_relock(f);
+		if (ret == 0)
+			f->store_behind = false;	/* its size is the file's again (a growth that failed: store_grow) */
 	}
 	keep = min_t(uint64_t, newpages, pg_round_up((uint64_t)f->size) >> UPC_PAGE_SHIFT);
 	if (ret == 0 && (keep < f->npages || length < f->size)) {

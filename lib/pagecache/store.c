@@ -497,6 +497,11 @@ int store_truncate(struct upc_store *s, void *h, off_t length)
 	return STORE_HAS(s->ops, truncate) ? s->ops->truncate(s, h, length) : -EOPNOTSUPP;
 }
 
+bool store_has_truncate(const struct upc_store *s)
+{
+	return STORE_HAS(s->ops, truncate);
+}
+
 int store_fallocate(struct upc_store *s, void *h, int mode, off_t off, off_t len)
 {
 	return STORE_HAS(s->ops, fallocate) ? s->ops->fallocate(s, h, mode, off, len) : -EOPNOTSUPP;

@@ -192,7 +192,8 @@ static bool io_done(const struct upc_io *io)
 	return io->res >= 0 && (size_t)io->res == io->len;
 }
 
-static void errseq_set(struct upc_file *f, int err)
+/* A write-back error, for the next msync or fsync to report (errseq_check).  Caller holds f->lock. */
+void errseq_set(struct upc_file *f, int err)
 {
 	f->err = err;
 	f->err_seq++;
