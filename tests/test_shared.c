@@ -6540,10 +6540,13 @@ Test(shared, an_adoption_waiting_for_a_held_memfd_stalls_no_other_file, .timeout
  * file's dirty pages with it; and four write-backs of it so took the file
  * store's four rings, and every read of every file waited for a ring
  * (upcd(8), BUGS, until writeback.c's wb_io_offload and store.c's
- * ring_get).  Here the writer passes X by after its wait and writes W; four
- * clients' msyncs of X wait, and a fifth client reads Y; once the lock is
- * let go, X's pages are all written.
+ * ring_get), and past the pool's 64 rings, again (until store.c's
+ * fs_submit_sync).  Here the writer passes X by after its wait and writes
+ * W; SYNCERS clients' msyncs of X wait, more than the pool has rings, and
+ * another client reads Y; once the lock is let go, X's pages are all
+ * written.
  */
+#define SYNCERS	66	/* past store.c's NR_RINGS_MAX (64), with the writer's own */
 struct sync_page {
 	volatile unsigned char *p;
 	struct upc_cache *c;
@@ -6560,11 +6563,11 @@ static void *sync_page_main(void *arg)
 
 Test(shared, a_client_holding_a_files_inode_lock_stalls_no_other_files_io, .timeout = 120)
 {
-	const size_t xsize = 64 * PAGE, ysize = 1u << 20;
+	const size_t xsize = 128 * PAGE, ysize = 1u << 20;
 	struct held h = { 0 };
-	struct sync_page sp[4];
+	struct sync_page sp[SYNCERS];
 	struct reader ry = { .size = ysize };
-	pthread_t st[4], ty;
+	pthread_t st[SYNCERS], ty;
 	volatile unsigned char *wp, *xp;
 	char xpath[64], wpath[64], ypath[64];
 	int xfd = tmpfile_pattern(xsize, NULL), wfd = tmpfile_pattern(4 * PAGE, wpath), memfd;
@@ -6597,8 +6600,8 @@ Test(shared, a_client_holding_a_files_inode_lock_stalls_no_other_files_io, .time
 	cr_assert_eq(upc_msync(c, (void *)wp, 4 * PAGE, UPC_MS_ASYNC), 0);
 	cr_assert(held_reaches_file(wfd, PAGE + 3, 'b'), "the background writer stopped in the held file's I/O");
 
-	/* Four clients write back a page of X each, and wait; a fifth reads Y. */
-	for (int i = 0; i < 4; i++) {
+	/* SYNCERS clients write back a page of X each, and wait; another reads Y. */
+	for (int i = 0; i < SYNCERS; i++) {
 		sp[i].c = shared_cache();
 		atomic_store(&sp[i].ret, 1);
 		cr_assert_eq(upc_map(sp[i].c, xfd, 0, xsize, PROT_READ | PROT_WRITE, 0, (void **)&sp[i].p), 0);
@@ -6607,7 +6610,7 @@ Test(shared, a_client_holding_a_files_inode_lock_stalls_no_other_files_io, .time
 		cr_assert_eq(pthread_create(&st[i], NULL, sync_page_main, &sp[i]), 0);
 	}
 	usleep(500 * 1000);
-	for (int i = 0; i < 4; i++)
+	for (int i = 0; i < SYNCERS; i++)
 		cr_assert_eq(atomic_load(&sp[i].ret), 1, "the test's premise: an msync of X did not wait for the lock");
 	cr_assert_eq(pthread_create(&ty, NULL, reader_main, &ry), 0);
 	for (int i = 0; i < 1000 && !atomic_load(&ry.done); i++)
@@ -6630,7 +6633,7 @@ Test(shared, a_client_holding_a_files_inode_lock_stalls_no_other_files_io, .time
 	h.hw.memfd = memfd;
 	cr_assert_eq(pthread_join(at, NULL), 0);
 	cr_assert_eq(atomic_load(&admin.ret), 0, "sync: %s", strerror((int)-atomic_load(&admin.ret)));
-	for (int i = 0; i < 4; i++) {
+	for (int i = 0; i < SYNCERS; i++) {
 		cr_assert_eq(pthread_join(st[i], NULL), 0);
 		cr_assert_eq(atomic_load(&sp[i].ret), 0, "msync: %s", strerror(-atomic_load(&sp[i].ret)));
 		cr_assert(held_reaches_file(xfd, (off_t)(10 + i) * PAGE + 5, (unsigned char)('0' + i)));

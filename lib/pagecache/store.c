@@ -56,7 +56,10 @@ struct fs_handle {
  * it (write(2) into the file from a buffer whose page fault it does not let
  * finish).  Four write-backs stuck so took the four rings, and every read
  * of every file, for every client, waited behind them (upcd(8), BUGS).
- * Past NR_RINGS_MAX stuck callers, the next one waits as before.
+ * Past NR_RINGS_MAX stuck callers, NULL and -EAGAIN: the caller does its
+ * I/O itself, without a ring (fs_submit_sync), rather than waiting for a
+ * ring that a stuck I/O holds (before, every read of every file waited
+ * again past 64 of them).
  */
 static struct ring_slot *ring_get(struct file_store *fs, int *errp)
 {
@@ -77,22 +80,19 @@ static struct ring_slot *ring_get(struct file_store *fs, int *errp)
 			nr++;
 		}
 	}
-	s = &fs->rings[start % nr];
-	pthread_mutex_lock(&s->lock);
+	*errp = -EAGAIN;
+	return NULL;
 got:
 	if (!s->ready) {
 		ret = io_uring_queue_init(RING_DEPTH, &s->ring, 0);
 		if (ret < 0) {
+			/*
+			 * A ring cannot be had (EMFILE, ENOMEM): the caller does
+			 * its I/O itself, as past NR_RINGS_MAX; waiting for the
+			 * first ring, it could wait for a stuck I/O (review).
+			 */
 			pthread_mutex_unlock(&s->lock);
-			/* A ring the pool grew by cannot be had (EMFILE, ENOMEM): wait for the first one, ready. */
-			if (s != &fs->rings[0]) {
-				s = &fs->rings[0];
-				pthread_mutex_lock(&s->lock);
-				if (s->ready)
-					return s;
-				pthread_mutex_unlock(&s->lock);
-			}
-			*errp = ret;
+			*errp = -EAGAIN;
 			return NULL;
 		}
 		s->ready = true;
@@ -251,6 +251,48 @@ static void ring_put_error(struct ring_slot *s, unsigned int inflight)
 }
 
 /*
+ * @n I/Os in the calling thread, one after the other, with pread(2) and
+ * pwrite(2), as the ring would make them (fs_submit: the same descriptor
+ * for each, a short write continued, a short read left to the caller):
+ * every ring of the pool is held by a caller whose I/O waits (ring_get).
+ * Slower than a ring for a batch, and only then.  (In the LD_PRELOAD
+ * shim's build the library's pread and pwrite are the kernel's: ld --wrap,
+ * preload/shim.c.)
+ */
+static int fs_submit_sync(struct file_store *fs, struct fs_handle *h, enum upc_io_dir dir,
+			  struct upc_io *ios, unsigned int n)
+{
+	for (unsigned int i = 0; i < n; i++) {
+		int fd = pick_fd(fs, h, &ios[i]);
+		size_t done = 0;
+
+		ios[i].res = 0;
+		while (done < ios[i].len) {
+			ssize_t r = dir == UPC_IO_READ ?
+				pread(fd, (char *)ios[i].buf + done, ios[i].len - done, ios[i].off + (off_t)done) :
+				pwrite(fd, (char *)ios[i].buf + done, ios[i].len - done, ios[i].off + (off_t)done);
+
+			if (r < 0 && errno == EINTR)
+				continue;
+			if (r < 0) {
+				ios[i].res = -errno;
+				break;
+			}
+			done += (size_t)r;
+			ios[i].res = (ssize_t)done;
+			if (dir == UPC_IO_READ)
+				break;	/* a short read is end of file, the caller's to tell */
+			if (r == 0) {
+				ios[i].res = -EIO;
+				break;
+			}
+			fd = h->fd_buf;	/* the rest of a short write: buffered, as fs_submit */
+		}
+	}
+	return 0;
+}
+
+/*
  * Submit @n I/Os, RING_DEPTH at a time, and wait for all of them.  A short
  * write is continued (the kernel may stop early, e.g. near ENOSPC); a short
  * read is end of file and left to the caller.  On an error of the ring
@@ -284,6 +326,8 @@ static int fs_submit(struct upc_store *store, void *handle, enum upc_io_dir dir,
 		}
 	}
 	s = ring_get(fs, &ret);
+	if (!s && ret == -EAGAIN)
+		return fs_submit_sync(fs, h, dir, ios, n);
 	if (!s)
 		return ret;
 	done = calloc(n, sizeof(*done));
