@@ -1515,6 +1515,13 @@ int main(int argc, char **argv)
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
+	/*
+	 * Under an RLIMIT_FSIZE ("ulimit -f" where it was started), a write
+	 * or truncation past it, a client's, its log's, is EFBIG and no more:
+	 * the kernel's SIGXFSZ would end the daemon, and every client's
+	 * unwritten data would wait for the next (upcd(8), BUGS).
+	 */
+	signal(SIGXFSZ, SIG_IGN);
 
 	/*
 	 * Into the background before the cache exists: daemon(3) after it

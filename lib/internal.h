@@ -697,6 +697,7 @@ __upc_hidden int sys_fstat_id(int fd, struct stat *st);
 __upc_hidden int sys_madvise(void *addr, size_t len, int advice);
 __upc_hidden int sys_memfd(const char *name, bool sealable);
 __upc_hidden int sys_ftruncate(int fd, off_t len);
+__upc_hidden uint64_t fsize_limit(void);
 __upc_hidden int sys_punch(int fd, off_t off, off_t len);
 __upc_hidden int sys_fallocate(int fd, int mode, off_t off, off_t len);
 __upc_hidden int sys_seqpacket_connect(const char *path);

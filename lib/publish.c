@@ -137,7 +137,7 @@ void publish_create(struct upc_cache *c)
 	fd = open(p->name, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0)
 		goto out_free;
-	if (ftruncate(fd, sizeof(struct upc_shm)) < 0)
+	if (sys_ftruncate(fd, sizeof(struct upc_shm)) < 0)	/* no SIGXFSZ under a tiny RLIMIT_FSIZE */
 		goto out_unlink;
 	p->shm = mmap(NULL, sizeof(struct upc_shm), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	if (p->shm == MAP_FAILED)

@@ -10,8 +10,10 @@
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <linux/memfd.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -238,9 +240,47 @@ int sys_memfd(const char *name, bool sealable)
 	return fd < 0 ? -errno : fd;
 }
 
+/*
+ * ftruncate(2) that leaves no SIGXFSZ: a size past RLIMIT_FSIZE is EFBIG,
+ * and the kernel sends the thread SIGXFSZ too, whose default action ends
+ * the process with a core dump.  The limit applies to a memfd as to a
+ * file, and the memfds are the cache's memory, not a file the program
+ * writes: under "ulimit -f" a program died at its first cached file
+ * (upc_cache_create(3), NOTES).  The store's file through it too: upcd
+ * must never take one; an embedded cache's upc_pwrite and upc_ftruncate
+ * send it themselves, as the kernel's write and truncate would.  Blocked
+ * for the call, the signal the kernel sends this thread for a size past
+ * the limit (inode_newsize_ok: to the thread, not the process) stays
+ * pending on it, and is taken back: sigtimedwait() takes a thread's own
+ * pending signal before the process's.  An EFBIG within the limit (the
+ * file system's largest file) sends none, and takes none back.
+ */
 int sys_ftruncate(int fd, off_t len)
 {
-	return ftruncate(fd, len) < 0 ? -errno : 0;
+	const struct timespec zero = { 0 };
+	sigset_t xfsz, old;
+	int ret;
+
+	sigemptyset(&xfsz);
+	sigaddset(&xfsz, SIGXFSZ);
+	pthread_sigmask(SIG_BLOCK, &xfsz, &old);
+	ret = ftruncate(fd, len) < 0 ? -errno : 0;
+	if (ret == -EFBIG && (uint64_t)len > fsize_limit())
+		sigtimedwait(&xfsz, NULL, &zero);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (ret < 0)
+		errno = -ret;	/* as ftruncate(2) left it, for callers that look */
+	return ret;
+}
+
+/* This process's RLIMIT_FSIZE, in bytes: UINT64_MAX for none. */
+uint64_t fsize_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_FSIZE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
+		return UINT64_MAX;
+	return (uint64_t)rl.rlim_cur;
 }
 
 int sys_punch(int fd, off_t off, off_t len)

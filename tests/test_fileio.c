@@ -551,7 +551,7 @@ static void on_xfsz(int sig, siginfo_t *si, void *uc)
 /*
  * RLIMIT_FSIZE, with the kernel as the reference (generic_write_checks):
  * a write across the limit is cut short at it, one from past it is -EFBIG
- * with SIGXFSZ, and the file ends at the limit.  Since fileio.c's
+ * with SIGXFSZ, so is a truncation past it, and the file ends at the limit.  Since fileio.c's
  * grow_check, upc_pwrite checks it itself: the store's fallocate with
  * FALLOC_FL_KEEP_SIZE, which it asks first, does not.
  */
@@ -587,6 +587,11 @@ Test(fileio, a_write_past_rlimit_fsize_is_cut_short_as_the_kernels, .timeout = 6
 	cr_assert_geq(atomic_load(&xfsz_kernel), 1);
 	cr_assert_eq(upc_pwrite(c, fd, buf, 100, (off_t)limit), -EFBIG);
 	cr_assert_eq(atomic_load(&xfsz_raised), 1, "SIGXFSZ, as the kernel's");
+	/* A truncation past it: EFBIG and SIGXFSZ too (the library's memfds: never). */
+	cr_assert_eq(ftruncate(kfd, (off_t)limit + PAGE), -1);
+	cr_assert_eq(errno, EFBIG);
+	cr_assert_eq(upc_ftruncate(c, fd, (off_t)limit + PAGE), -EFBIG);
+	cr_assert_eq(atomic_load(&xfsz_raised), 2, "SIGXFSZ from the truncation, as the kernel's");
 	cr_assert_eq(setrlimit(RLIMIT_FSIZE, &old), 0);
 	cr_assert_eq(upc_fsync(c, fd), 0);
 	cr_assert_eq(fsize(fd), (off_t)limit);
@@ -599,6 +604,67 @@ Test(fileio, a_write_past_rlimit_fsize_is_cut_short_as_the_kernels, .timeout = 6
 	unlink(path);
 	close(fd);
 	close(kfd);
+}
+
+/*
+ * RLIMIT_FSIZE bounds a memfd as it bounds a file, and the kernel's SIGXFSZ
+ * for a memfd grown past it (the library makes each file's 4 GiB long)
+ * ended the process at its first cached file ("ulimit -f").  Now a memfd
+ * grows as far as the limit and the signal never reaches the process
+ * (SIGXFSZ keeps its default action here: one would end the test): what
+ * the process maps, writes and reads below the limit works, up to its last
+ * byte (a limit in KiB, as "ulimit -f" sets it, ends within a page); a
+ * file longer than the limit is not cached (-EFBIG), where the kernel
+ * reads it (upc_cache_create(3), NOTES).
+ */
+Test(fileio, a_cache_under_rlimit_fsize_works_below_the_limit, .timeout = 60)
+{
+	const rlim_t limit = (1u << 20) + 1000;
+	struct rlimit old, rl;
+	int fd = tmpfile_pattern(64 * PAGE, NULL), big = tmpfile_pattern(2u << 20, NULL);
+	int fresh = tmpfile_pattern(0, NULL);
+	volatile unsigned char *p;
+	unsigned char buf[100], *all = malloc(limit);
+	struct upc_cache *c;
+	ssize_t n;
+
+	require_upcache();
+	cr_assert_neq(signal(SIGXFSZ, SIG_DFL), SIG_ERR);
+	cr_assert_eq(getrlimit(RLIMIT_FSIZE, &old), 0);
+	cr_assert(old.rlim_max == RLIM_INFINITY || old.rlim_max >= limit);
+	rl = (struct rlimit){ .rlim_cur = limit, .rlim_max = old.rlim_max };
+	cr_assert_eq(setrlimit(RLIMIT_FSIZE, &rl), 0);
+	c = cache_new(UPC_CACHE_NO_BGWB);
+	cr_assert_eq(upc_map(c, fd, 0, 64 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
+	cr_assert_eq(p[5], pat(5));
+	p[10 * PAGE] = 'w';
+	cr_assert_eq(upc_msync(c, (void *)p, 64 * PAGE, UPC_MS_SYNC), 0);
+	cr_assert_eq(pread(fd, buf, 1, 10 * PAGE), 1);
+	cr_assert_eq(buf[0], 'w');
+	memset(buf, 'a', sizeof(buf));
+	cr_assert_eq(upc_pwrite(c, fd, buf, sizeof(buf), 64 * PAGE), (ssize_t)sizeof(buf), "a growth below the limit");
+	cr_assert_eq(upc_fsync(c, fd), 0);
+	cr_assert_eq(fsize(fd), 64 * PAGE + (off_t)sizeof(buf));
+	/* A file written up to the limit's last byte, within a page. */
+	cr_assert_not_null(all);
+	memset(all, 'f', limit);
+	n = upc_pwrite(c, fresh, all, limit, 0);
+	cr_assert_eq(n, (ssize_t)limit, "a write up to the limit: %zd", n);
+	cr_assert_eq(upc_pread(c, fresh, buf, sizeof(buf), (off_t)limit - 50), 50);
+	cr_assert_eq(buf[49], 'f');
+	cr_assert_eq(upc_fsync(c, fresh), 0);
+	cr_assert_eq(fsize(fresh), (off_t)limit);
+	/* A file longer than the limit: not cached; the kernel reads it. */
+	n = upc_pread(c, big, buf, sizeof(buf), 100);
+	cr_assert_eq(n, -EFBIG, "a file past the limit: %zd", n);
+	cr_assert_eq(pread(big, buf, sizeof(buf), (off_t)limit + 100), (ssize_t)sizeof(buf), "the kernel's");
+	cr_assert_eq(upc_unmap(c, (void *)p, 64 * PAGE), 0);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	cr_assert_eq(setrlimit(RLIMIT_FSIZE, &old), 0);
+	free(all);
+	close(fd);
+	close(big);
+	close(fresh);
 }
 
 Test(fileio, a_failed_read_in_pread_is_eio_and_caches_nothing, .timeout = 60)

@@ -3594,6 +3594,52 @@ Test(shared, a_request_sent_again_to_the_next_daemon_is_applied_once, .timeout =
 	unlink(path);
 }
 
+/*
+ * upcd under an RLIMIT_FSIZE (it inherits "ulimit -f"): a client's growth
+ * of a file past the limit is -EFBIG, and the daemon goes on.  Before, the
+ * kernel's SIGXFSZ for the store's truncation, or for a memfd grown past
+ * the limit (the first file's), ended it: upcd ignores SIGXFSZ now, and
+ * the library's memfds grow as far as the limit (upcd(8), BUGS).
+ */
+Test(shared, a_daemon_under_rlimit_fsize_refuses_growth_past_it_and_lives, .timeout = 60)
+{
+	const rlim_t limit = 1u << 20;
+	struct rlimit fsz, small;
+	char path[64];
+	int fd = tmpfile_pattern(64 * PAGE, path), status;
+	volatile unsigned char *p;
+	unsigned char buf[100];
+	struct upc_cache *c;
+
+	cr_assert_eq(getrlimit(RLIMIT_FSIZE, &fsz), 0);
+	cr_assert(fsz.rlim_max == RLIM_INFINITY || fsz.rlim_max >= limit);
+	small = (struct rlimit){ limit, fsz.rlim_max };	/* the soft limit only: raised again below */
+	cr_assert_eq(setrlimit(RLIMIT_FSIZE, &small), 0);
+	upcd_start(NULL);
+	cr_assert_eq(setrlimit(RLIMIT_FSIZE, &fsz), 0);
+	c = shared_cache();
+	cr_assert_eq(upc_map(c, fd, 0, 64 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
+	cr_assert_eq(p[5], pat(5));
+	p[10 * PAGE] = 'w';
+	cr_assert_eq(upc_msync(c, (void *)p, 64 * PAGE, UPC_MS_SYNC), 0);
+	cr_assert(file_bytes_are(fd, 10 * PAGE, 1, 'w'));
+	memset(buf, 'g', sizeof(buf));
+	cr_assert_eq(upc_pwrite(c, fd, buf, sizeof(buf), 64 * PAGE), (ssize_t)sizeof(buf), "a growth below the limit");
+	cr_assert_eq(upc_pwrite(c, fd, buf, sizeof(buf), (off_t)limit), -EFBIG);
+	cr_assert_eq(upc_ftruncate(c, fd, (off_t)limit + PAGE), -EFBIG);
+	cr_assert_eq(waitpid(upcd_pid, &status, WNOHANG), 0, "the daemon ended: status %#x", status);
+	cr_assert_eq(upc_pread(c, fd, buf, sizeof(buf), 64 * PAGE), (ssize_t)sizeof(buf));
+	for (size_t i = 0; i < sizeof(buf); i++)
+		cr_assert_eq(buf[i], 'g');
+	cr_assert_eq(upc_fsync(c, fd), 0);
+	cr_assert(file_bytes_are(fd, 64 * PAGE, sizeof(buf), 'g'));
+	cr_assert_eq(upc_unmap(c, (void *)p, 64 * PAGE), 0);
+	upc_cache_destroy(c);
+	upcd_stop();
+	close(fd);
+	unlink(path);
+}
+
 /* A numbered pwrite request in a thread: its result, or 1 until it has one. */
 struct seq_pwrite {
 	int s, fd;

@@ -594,16 +594,33 @@ static bool memfd_spans(int memfd, uint64_t bytes)
  * mapping that ends there takes its faults past end of file to the handler
  * and not to the kernel's SIGBUS (file_grow).  Growing a memfd allocates
  * nothing.  While fenced, the cut stays: file_unfence() restores the full
- * length.  Caller holds f->lock, or is file_new().
+ * length.
+ *
+ * RLIMIT_FSIZE bounds a memfd as it bounds a file (ftruncate(2) past it is
+ * EFBIG, and SIGXFSZ, which sys_ftruncate takes back): a memfd grows as
+ * far as the limit lets it, and no further, without an error: what is
+ * asked past it is a mapping's reach past end of file, or the staging
+ * mapping's room to grow, where a fault is then the kernel's SIGBUS.  A
+ * file longer than the limit is not cached at all (file_reserve: -EFBIG;
+ * upc_cache_create(3), NOTES; upcd(8), BUGS: upcd's limit bounds what it
+ * caches for its clients, and its memfds then do not reach the takeover
+ * journal, memfd_journal_span).  Caller holds f->lock, or is file_new().
  */
 int file_memfd_span(struct upc_file *f, uint64_t bytes)
 {
+	uint64_t limit;
 	int ret;
 
 	if (bytes <= f->memfd_len)
 		return 0;
 	if (bytes > (uint64_t)INT64_MAX)
 		return -EFBIG;
+	limit = fsize_limit();	/* a size of exactly the limit is allowed, a partial last page too */
+	if (bytes > limit) {
+		bytes = limit;
+		if (bytes <= f->memfd_len)
+			return 0;
+	}
 	/*
 	 * A served memfd reaches to the end of the takeover journal already
 	 * (memfd_journal_span), or a client with write access grew it: long
@@ -676,13 +693,22 @@ static char *staging_map(struct upc_file *f, uint64_t len)
  */
 int file_reserve(struct upc_file *f, uint64_t bytes)
 {
-	uint64_t need = pg_round_up(bytes), len;
+	uint64_t need = pg_round_up(bytes), len, limit;
 	struct staging_old *old = NULL;
 	char *base;
 	int ret;
 
+	/*
+	 * A file longer than RLIMIT_FSIZE: its pages past the limit's could
+	 * not be in the memfd (file_memfd_span; the page the limit ends in
+	 * can, whole), so it is not cached (the shim leaves it to the kernel,
+	 * which reads it).  @bytes may be rounded up to a page by the caller.
+	 */
+	limit = fsize_limit();
+	if (limit != UINT64_MAX && need > pg_round_up(limit))
+		return -EFBIG;
 	if (need <= f->base_len)
-		return 0;
+		return file_memfd_span(f, need);	/* the limit may have been raised since */
 	if (need > (uint64_t)INT64_MAX / 2)
 		return -EFBIG;
 	len = max_t(uint64_t, need * 2, STAGING_MIN);

@@ -345,15 +345,15 @@ out_put:
 static int grow_check(struct upc_file *f, uint64_t off, size_t *lenp, bool *xfsz)
 {
 	struct upc_cache *c = f->cache;
-	struct rlimit rl;
+	uint64_t limit = fsize_limit();
 	int ret;
 
-	if (getrlimit(RLIMIT_FSIZE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && off + *lenp > rl.rlim_cur) {
-		if (off >= rl.rlim_cur) {
+	if (off + *lenp > limit) {
+		if (off >= limit) {
 			*xfsz = !c->serving;
 			return -EFBIG;
 		}
-		*lenp = (size_t)(rl.rlim_cur - off);
+		*lenp = (size_t)(limit - off);
 	}
 	ret = store_fallocate(c->store, f->store_h, FALLOC_FL_KEEP_SIZE, (off_t)(off + *lenp) - 1, 1);
 	if ((ret == -EOPNOTSUPP || ret == -EINVAL) && store_has_truncate(c->store))
@@ -492,9 +492,13 @@ UPC_API ssize_t upc_pwrite(struct upc_cache *c, int fd, const void *buf, size_t 
 		return err;
 	if (!len)
 		goto out_put;
-	/* Address space to stage the whole write in first: -EFBIG before anything has changed. */
+	/*
+	 * Address space to stage the whole write in first: -EFBIG before
+	 * anything has changed.  Up to RLIMIT_FSIZE: a write across it is cut
+	 * short there (grow_check).
+	 */
 	pthread_mutex_lock(&f->lock);
-	err = file_reserve(f, (uint64_t)off + len);
+	err = file_reserve(f, min_t(uint64_t, (uint64_t)off + len, fsize_limit()));
 	pthread_mutex_unlock(&f->lock);
 	if (err < 0)
 		goto out_put;
@@ -889,6 +893,14 @@ UPC_API int upc_ftruncate(struct upc_cache *c, int fd, off_t length)
 	pthread_mutex_unlock(&f->io_lock);
 out_put:
 	file_put(f);
+	/*
+	 * Past RLIMIT_FSIZE the store's truncate is EFBIG, without the
+	 * kernel's SIGXFSZ (sys_ftruncate takes it back: upcd must never get
+	 * one): an embedded cache's process gets it here, with no lock held,
+	 * as from ftruncate(2).
+	 */
+	if (ret == -EFBIG && !c->serving && fsize_limit() < (uint64_t)length)
+		raise(SIGXFSZ);
 	return ret;
 }
 
