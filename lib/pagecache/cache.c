@@ -703,12 +703,13 @@ int file_reserve(struct upc_file *f, uint64_t bytes)
 	 * not be in the memfd (file_memfd_span; the page the limit ends in
 	 * can, whole), so it is not cached (the shim leaves it to the kernel,
 	 * which reads it).  @bytes may be rounded up to a page by the caller.
+	 * Asked only where the memfd must grow: the limit may have been
+	 * raised since it was cut at it.
 	 */
-	limit = fsize_limit();
-	if (limit != UINT64_MAX && need > pg_round_up(limit))
+	if (need > f->memfd_len && (limit = fsize_limit()) != UINT64_MAX && need > pg_round_up(limit))
 		return -EFBIG;
 	if (need <= f->base_len)
-		return file_memfd_span(f, need);	/* the limit may have been raised since */
+		return file_memfd_span(f, need);
 	if (need > (uint64_t)INT64_MAX / 2)
 		return -EFBIG;
 	len = max_t(uint64_t, need * 2, STAGING_MIN);

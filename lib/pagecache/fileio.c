@@ -494,11 +494,13 @@ UPC_API ssize_t upc_pwrite(struct upc_cache *c, int fd, const void *buf, size_t 
 		goto out_put;
 	/*
 	 * Address space to stage the whole write in first: -EFBIG before
-	 * anything has changed.  Up to RLIMIT_FSIZE: a write across it is cut
-	 * short there (grow_check).
+	 * anything has changed.  Up to RLIMIT_FSIZE, where a file past it is
+	 * refused: a write across it is cut short there (grow_check).
 	 */
 	pthread_mutex_lock(&f->lock);
-	err = file_reserve(f, min_t(uint64_t, (uint64_t)off + len, fsize_limit()));
+	err = file_reserve(f, (uint64_t)off + len);
+	if (err == -EFBIG && (uint64_t)off + len > fsize_limit())
+		err = file_reserve(f, min_t(uint64_t, (uint64_t)off + len, fsize_limit()));
 	pthread_mutex_unlock(&f->lock);
 	if (err < 0)
 		goto out_put;
@@ -518,10 +520,12 @@ UPC_API ssize_t upc_pwrite(struct upc_cache *c, int fd, const void *buf, size_t 
 			done = (size_t)once;
 		len = 0;
 	}
-	/* Past end of file: the checks, and the space, first (grow_check). */
+	/*
+	 * Past end of file: the checks, and the space, first (grow_check).
+	 * The size the cache knows: a file grown behind its back since is
+	 * looked at in the loop, and its check asked for space it has.
+	 */
 	pthread_mutex_lock(&f->lock);
-	if (len && (uint64_t)off + len > (uint64_t)f->size)
-		file_size_refresh(f);
 	grew = len && (uint64_t)off + len > (uint64_t)f->size;
 	pthread_mutex_unlock(&f->lock);
 	if (grew)
