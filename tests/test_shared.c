@@ -6716,6 +6716,27 @@ Test(shared, a_client_holding_a_files_inode_lock_stalls_no_other_files_io, .time
  * a pin of a page the change takes waits for it (it checked for pins
  * before: I6), and the change is made once the lock is let go.
  */
+/*
+ * X (@xfd, named @xpath) mapped writable by @c at *@xpp, all of it cached
+ * (no read of it waits below), and the file's own inode lock held by the
+ * raw client (a write(2) at its end).  Returns the memfd, for h->hw.memfd
+ * once the lock is let go.
+ */
+static int held_file(struct held *h, struct upc_cache *c, const char *xpath, int xfd, size_t xsize,
+		     volatile unsigned char **xpp)
+{
+	int memfd;
+
+	cr_assert_eq(upc_map(c, xfd, 0, xsize, PROT_READ | PROT_WRITE, 0, (void **)xpp), 0);
+	for (size_t i = 0; i < xsize; i += PAGE)
+		cr_assert_eq((*xpp)[i + 3], pat(i + 3));
+	held_map(h, xpath, xsize);
+	memfd = h->hw.memfd;
+	h->hw.memfd = h->rw;	/* the file's own inode lock */
+	held_lock(h, (off_t)xsize);
+	return memfd;
+}
+
 /* @op: HELD_TRUNCATE (to 32 pages) or HELD_PUNCH (pages 8-15) */
 static void held_store_change(enum held_op op)
 {
@@ -6735,13 +6756,7 @@ static void held_store_change(enum held_op op)
 	snprintf(xpath, sizeof(xpath), "/proc/self/fd/%d", xfd);	/* no name: as in the case above */
 	held_start(&h);
 	c = shared_cache();
-	cr_assert_eq(upc_map(c, xfd, 0, xsize, PROT_READ | PROT_WRITE, 0, (void **)&xp), 0);
-	for (size_t i = 0; i < xsize; i += PAGE)
-		cr_assert_eq(xp[i + 3], pat(i + 3));
-	held_map(&h, xpath, xsize);
-	memfd = h.hw.memfd;
-	h.hw.memfd = h.rw;	/* the file's own inode lock */
-	held_lock(&h, (off_t)xsize);
+	memfd = held_file(&h, c, xpath, xfd, xsize, &xp);
 
 	hs.c = c;
 	hs.fd = xfd;
@@ -6848,14 +6863,8 @@ Test(shared, a_write_past_end_of_file_stuck_on_the_files_inode_lock_stalls_no_re
 	unsetenv("UPC_DEBUG");
 	c = shared_cache();
 	r = shared_cache();
-	cr_assert_eq(upc_map(c, xfd, 0, xsize, PROT_READ | PROT_WRITE, 0, (void **)&xp), 0);
-	for (size_t i = 0; i < xsize; i += PAGE)
-		cr_assert_eq(xp[i + 3], pat(i + 3));
 	cr_assert_eq(upc_map(r, xfd, 0, end, PROT_READ, 0, (void **)&rp), 0);
-	held_map(&h, xpath, xsize);
-	memfd = h.hw.memfd;
-	h.hw.memfd = h.rw;	/* the file's own inode lock */
-	held_lock(&h, (off_t)xsize);
+	memfd = held_file(&h, c, xpath, xfd, xsize, &xp);
 
 	hw.c = c;
 	hw.fd = xfd;
