@@ -174,6 +174,8 @@ unsigned int debug_from_env(void)
 			flags |= UPC_DBG_DROP_PAUSE;
 		else if (!strcmp(tok, "grow-pause"))
 			flags |= UPC_DBG_GROW_PAUSE;
+		else if (!strcmp(tok, "wb-io-few"))
+			flags |= UPC_DBG_WB_IO_FEW;
 		else
 			pr_warn("UPC_DEBUG: unknown option \"%s\" ignored\n", tok);
 	}

@@ -945,6 +945,7 @@ __upc_hidden void wb_submit(struct upc_file *f, struct upc_io *ios, size_t nios)
 /* wbpark.c */
 __upc_hidden int wb_park(struct upc_file *f, const struct wb_done *d);
 __upc_hidden int wb_io_offload(struct upc_file *f, const struct wb_done *d);
+__upc_hidden bool wb_io_full(struct upc_cache *c);
 __upc_hidden void wb_wait(struct upc_file *f);
 __upc_hidden bool wb_finish_parked(struct upc_file *f);
 __upc_hidden void wb_pool_stop(struct upc_cache *c);
@@ -1025,6 +1026,7 @@ __upc_hidden uint64_t store_cluster_gap(struct upc_store *s);
 #define UPC_DBG_VISIT_PAUSE	0x8u	/* tests only: a visitor's write-back waits 1.5 s after its I/O */
 #define UPC_DBG_DROP_PAUSE	0x10u	/* tests only: upcd's punch of clean pages waits 1.5 s after its last look */
 #define UPC_DBG_GROW_PAUSE	0x20u	/* tests only: a write past end of file waits 1.5 s before it grows the store */
+#define UPC_DBG_WB_IO_FEW	0x40u	/* tests only: upcd's visitors have 2 I/O threads, not WB_IO_MAX (wbpark.c) */
 #define UPC_BT_SIGNAL		(SIGRTMIN + 7)
 struct upc_shm_bt;
 __upc_hidden unsigned int debug_from_env(void);

@@ -5373,6 +5373,16 @@ struct held {
 	pthread_t writer;
 };
 
+/* The hold's userfaultfd and message (a second hold beside the first: held_start for the first). */
+static void held_prepare(struct held *h)
+{
+	h->uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	if (h->uffd < 0)
+		cr_skip_test("no userfaultfd serving kernel-mode faults for this user: %s", strerror(errno));
+	h->m = malloc(sizeof(*h->m));
+	h->hw.ret = -2;
+}
+
 /* Skips where the kernel or this user lacks what the hold needs; then the daemon, under a 4 MiB limit. */
 static void held_start(struct held *h)
 {
@@ -5382,11 +5392,7 @@ static void held_start(struct held *h)
 	if (ring < 0)
 		cr_skip_test("no io_uring here (%s): upcd punches in its reclaim thread", strerror(errno));
 	close(ring);
-	h->uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
-	if (h->uffd < 0)
-		cr_skip_test("no userfaultfd serving kernel-mode faults for this user: %s", strerror(errno));
-	h->m = malloc(sizeof(*h->m));
-	h->hw.ret = -2;
+	held_prepare(h);
 	upcd_start("--mem-limit=4M");
 }
 
@@ -6913,5 +6919,91 @@ Test(shared, a_write_past_end_of_file_stuck_on_the_files_inode_lock_stalls_no_re
 	held_fini(&h);
 	free(data);
 	close(xfd);
+	upcd_stop();
+}
+
+/*
+ * The background writer gives each visited file's write I/O to a thread
+ * of its own and waits for it a second (wbpark.c, wb_io_offload); at most
+ * 64 I/Os so.  Past them it made the I/O itself, and the next file whose
+ * inode lock a client held stopped it there for good, and every other
+ * file's write-back with it (upcd(8), BUGS, until writeback.c passed every
+ * file by then).  UPC_DEBUG=wb-io-few makes the bound 2: three held files,
+ * each with a page to write.  Two I/Os wait in their threads, and the
+ * writer passes the third file by (its page not under write-back); once
+ * those two are let go, the writer writes W, dirtied meanwhile; once the
+ * third is let go, the writer writes its page too.
+ */
+#define HELD_FILES	3
+
+Test(shared, a_writer_whose_io_threads_all_wait_passes_every_file_by, .timeout = 120)
+{
+	const size_t xsize = 16 * PAGE;
+	struct held h[HELD_FILES] = { 0 };
+	volatile unsigned char *xp[HELD_FILES], *wp;
+	char xpath[HELD_FILES][64], wpath[64];
+	int xfd[HELD_FILES], wfd = tmpfile_pattern(4 * PAGE, wpath), memfd[HELD_FILES];
+	struct upc_cache *c;
+
+	setenv("UPC_DEBUG", "wb-io-few", 1);
+	held_start(&h[0]);
+	unsetenv("UPC_DEBUG");
+	c = shared_cache();
+	cr_assert_eq(upc_map(c, wfd, 0, 4 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&wp), 0);
+	cr_assert_eq(wp[PAGE], pat(PAGE));
+	for (int i = 0; i < HELD_FILES; i++) {
+		xfd[i] = tmpfile_pattern(xsize, NULL);
+		snprintf(xpath[i], sizeof(xpath[i]), "/proc/self/fd/%d", xfd[i]);	/* no name: as above */
+		if (i)
+			held_prepare(&h[i]);
+		memfd[i] = held_file(&h[i], c, xpath[i], xfd[i], xsize, &xp[i]);
+		xp[i][3] = 'x';
+		cr_assert_eq(upc_msync(c, (void *)xp[i], PAGE, UPC_MS_ASYNC), 0);
+	}
+	/* Two I/Os wait in their threads (their pages under write-back); the writer goes on to the third. */
+	bool wb[HELD_FILES];
+	int stuck = 0, third = -1;
+
+	for (int t = 0; t < 1000 && stuck < 2; t++) {
+		usleep(10000);
+		stuck = 0;
+		for (int i = 0; i < HELD_FILES; i++)
+			stuck += !!(pt_flags(h[i].statefd, 0) & PG_WRITEBACK);
+	}
+	cr_assert_geq(stuck, 2, "the writer's I/Os of the held files did not wait: %d", stuck);
+	usleep(1500 * 1000);
+	stuck = 0;
+	for (int i = 0; i < HELD_FILES; i++) {
+		wb[i] = pt_flags(h[i].statefd, 0) & PG_WRITEBACK;
+		stuck += wb[i];
+		if (!wb[i])
+			third = i;
+	}
+	cr_assert_eq(stuck, 2, "the writer made the third held file's I/O itself, and waits in it");
+
+	/* W dirtied meanwhile; the two I/Os let go: the writer writes W. */
+	wp[PAGE + 3] = 'b';
+	cr_assert_eq(upc_msync(c, (void *)wp, 4 * PAGE, UPC_MS_ASYNC), 0);
+	for (int i = 0; i < HELD_FILES; i++)
+		if (wb[i]) {
+			held_let_go(&h[i]);
+			h[i].hw.memfd = memfd[i];
+		}
+	cr_assert(held_reaches_file(wfd, PAGE + 3, 'b'), "the background writer stopped in a held file's I/O");
+	held_let_go(&h[third]);
+	h[third].hw.memfd = memfd[third];
+	cr_assert(held_reaches_file(xfd[third], 3, 'x'), "the background writer never wrote the third held file");
+	for (int i = 0; i < HELD_FILES; i++) {
+		cr_assert_eq(upc_msync(c, (void *)xp[i], xsize, UPC_MS_SYNC), 0);
+		cr_assert(held_reaches_file(xfd[i], 3, 'x'), "X%d's page never reached its file", i);
+		cr_assert_eq(upc_unmap(c, (void *)xp[i], xsize), 0);
+	}
+	cr_assert_eq(upc_unmap(c, (void *)wp, 4 * PAGE), 0);
+	upc_cache_destroy(c);
+	for (int i = 0; i < HELD_FILES; i++) {
+		held_fini(&h[i]);
+		close(xfd[i]);
+	}
+	close(wfd);
 	upcd_stop();
 }

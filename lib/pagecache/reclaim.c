@@ -491,10 +491,11 @@ out:
 	return freed;
 }
 
-/* Reclaim until the cache is under the low watermark, or no progress is possible. */
-static void shrink_cache(struct upc_cache *c)
+/* Reclaim until the cache is under the low watermark, or no progress is possible.  Returns the pages freed. */
+static uint64_t shrink_cache(struct upc_cache *c)
 {
 	unsigned int idle_rounds = 0;
+	uint64_t total = 0;
 
 	while (atomic_load(&c->nr_cached) > c->low_pages && idle_rounds < 3) {
 		uint64_t freed = 0, active_target = atomic_load(&c->nr_cached) / 2;
@@ -532,16 +533,19 @@ static void shrink_cache(struct upc_cache *c)
 			file_put(f);
 		}
 		idle_rounds = freed ? 0 : idle_rounds + 1;
+		total += freed;
 		pthread_mutex_lock(&c->rc_lock);
 		c->rc_passes++;
 		pthread_cond_broadcast(&c->rc_done);
 		pthread_mutex_unlock(&c->rc_lock);
 	}
+	return total;
 }
 
 static void *reclaim_main(void *arg)
 {
 	struct upc_cache *c = arg;
+	uint64_t freed;
 
 	pthread_mutex_lock(&c->rc_lock);
 	while (!c->rc_stop) {
@@ -562,12 +566,20 @@ static void *reclaim_main(void *arg)
 		}
 		c->rc_kick = false;
 		pthread_mutex_unlock(&c->rc_lock);
-		shrink_cache(c);
+		freed = shrink_cache(c);
 		file_reap(c, true);
 		zap_settle_all(c);	/* not only under the limit: held clients keep the cache over it */
 		publish_tick(c);
 		pthread_mutex_lock(&c->rc_lock);
 		pthread_cond_broadcast(&c->rc_done);
+		/*
+		 * Over the limit and nothing freed (every page pinned, or dirty
+		 * with its write-back passed by: upcd's I/O threads all waiting,
+		 * wbpark.c): not round again at once, a busy loop, but at the
+		 * next kick, or 100 ms on (review).
+		 */
+		if (!freed && !c->rc_stop && !c->rc_kick)
+			cond_wait_ms(&c->rc_cond, &c->rc_lock, 100);
 	}
 	pthread_mutex_unlock(&c->rc_lock);
 	return NULL;

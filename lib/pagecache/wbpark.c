@@ -99,10 +99,26 @@ void wb_wait(struct upc_file *f)
  * (under the file's lock, or parked: wb_park), and visitors pass the file
  * by until it has (upc_file @wb_io_stuck).  Its pages stay PG_WRITEBACK
  * meanwhile, as for any write-back in flight.  At most WB_IO_MAX I/Os so
- * at once: past it a visitor does its own I/O, and waits, as before.
+ * at once (a thread each): past it a visitor passes every file by
+ * (wb_io_full, writeback_range) until one ends.  It made the I/O itself
+ * before, and the next file whose inode lock a client held stopped it
+ * there, with every other file's write-back (upcd(8), BUGS): a client
+ * holding 65 files' locks stopped them all.  UPC_DEBUG=wb-io-few makes the
+ * bound 2, for a test.
  */
 #define WB_IO_WAIT_MS	1000
 #define WB_IO_MAX	64
+
+static unsigned int wb_io_max(const struct upc_cache *c)
+{
+	return __builtin_expect(c->debug & UPC_DBG_WB_IO_FEW, 0) ? 2 : WB_IO_MAX;
+}
+
+/* Are all the visitors' I/O threads taken (WB_IO_MAX)?  Then a visitor passes a file by. */
+bool wb_io_full(struct upc_cache *c)
+{
+	return atomic_load(&c->wb_io_running) >= wb_io_max(c);
+}
 
 struct wb_io {
 	struct upc_file *f;
@@ -157,7 +173,7 @@ static void wb_io_run(struct wb_io *j)
  * The I/O threads: long-lived, since a thread's first io_uring submission
  * sets up its kernel state (a thread a write-back cost 185-336 us against
  * 6 us inline, review of 52441e0), started when no thread is idle, at most
- * WB_IO_MAX; they end with the cache (wb_pool_stop).
+ * WB_IO_MAX (wb_io_max); they end with the cache (wb_pool_stop).
  */
 struct wb_pool {
 	pthread_mutex_t lock;
@@ -214,7 +230,7 @@ static bool wb_pool_queue(struct upc_cache *c, struct wb_io *j)
 	if (!p)
 		return false;
 	pthread_mutex_lock(&p->lock);
-	if (!p->idle && p->threads < WB_IO_MAX) {
+	if (!p->idle && p->threads < wb_io_max(c)) {
 		pthread_attr_t attr;
 		pthread_t t;
 
@@ -260,8 +276,11 @@ void wb_pool_stop(struct upc_cache *c)
 /*
  * Run @d's I/O in a thread of its own, and wait for it WB_IO_WAIT_MS at
  * most: 0 when it completed (the results are in @d->ios), -EBUSY when the
- * thread goes on with it and completes it (it owns @d's arrays then).  No
- * thread (WB_IO_MAX, no memory): the I/O is done here.  Caller holds a
+ * thread goes on with it and completes it (it owns @d's arrays then).  All
+ * threads taken since the visitor looked (wb_io_full; two visitors at
+ * once): queued all the same, for the first thread that ends, and left
+ * after the same wait (review: done here, it could wait for good).  No
+ * thread at all, no memory: the I/O is done here.  Caller holds a
  * reference to @f, not its lock.
  */
 int wb_io_offload(struct upc_file *f, const struct wb_done *d)
@@ -271,7 +290,8 @@ int wb_io_offload(struct upc_file *f, const struct wb_done *d)
 	struct timespec ts;
 	bool left;
 
-	if (atomic_fetch_add(&c->wb_io_running, 1) >= WB_IO_MAX || !(j = calloc(1, sizeof(*j))))
+	atomic_fetch_add(&c->wb_io_running, 1);
+	if (!(j = calloc(1, sizeof(*j))))
 		goto inline_io;
 	j->f = f;
 	j->d = *d;
