@@ -57,16 +57,27 @@ static void on_sigbus(int sig, siginfo_t *si, void *uc)
 	siglongjmp(jb, 1);
 }
 
-/* The access that failed gets SIGBUS with its address; other mappings retry the read. */
+/*
+ * The access that failed gets SIGBUS with its address; other mappings retry
+ * the read.  The rule fails every read of page 5 until it is cleared: a
+ * fault that reads a window first falls back to the page alone (fault.c),
+ * and with a rule of one use that second read succeeded, rightly, with no
+ * SIGBUS (a failure of this case, twice in CI under ASan: "no SIGBUS").
+ * That the failed page is not cached is asked of the memfd (mincore(2) of
+ * the mapping: the kernel's page cache of the memfd is the cache's pages).
+ * Other pages may be, read ahead; the other failure, "a failed page is not
+ * cached", asked that no page at all was.
+ */
 Test(errors, read_error_sigbus_has_the_address_and_other_mappings_retry, .timeout = 60)
 {
 	struct env e = env_new(16 * PAGE);
 	volatile unsigned char *p, *q;
 	struct sigaction sa = { .sa_sigaction = on_sigbus, .sa_flags = SA_SIGINFO };
+	unsigned char vec = 1;
 	int hits = 0;
 
 	sigaction(SIGBUS, &sa, NULL);
-	cr_assert_eq(upc_store_inject_add(e.store, UPC_IO_READ, 5 * PAGE, PAGE, UPC_INJECT_ERROR, EIO, 1), 0);
+	cr_assert_eq(upc_store_inject_add(e.store, UPC_IO_READ, 5 * PAGE, PAGE, UPC_INJECT_ERROR, EIO, -1), 0);
 	cr_assert_eq(upc_map(e.c, e.fd, 0, 16 * PAGE, PROT_READ, 0, (void **)&p), 0);
 	if (sigsetjmp(jb, 1) == 0)
 		(void)p[5 * PAGE + 8];
@@ -76,10 +87,14 @@ Test(errors, read_error_sigbus_has_the_address_and_other_mappings_retry, .timeou
 	cr_assert_eq((uintptr_t)bus_addr & ~(PAGE - 1), (uintptr_t)(p + 5 * PAGE), "si_addr %p, page %p",
 		     bus_addr, (void *)(p + 5 * PAGE));
 	cr_assert_eq(stats_of(e.c).read_errors, 1);
-	cr_assert_eq(stats_of(e.c).pages_cached, 0, "a failed page is not cached");
-	/* The rule is used up: a new mapping reads the page from the store. */
+	cr_assert_eq(mincore((void *)(p + 5 * PAGE), PAGE, &vec), 0);
+	cr_assert_eq(vec & 1, 0, "a failed page is not cached");
+	/* The rule gone: a new mapping reads the page from the store. */
+	cr_assert_eq(upc_store_inject_clear(e.store), 0);
 	cr_assert_eq(upc_map(e.c, e.fd, 0, 16 * PAGE, PROT_READ, 0, (void **)&q), 0);
 	cr_assert_eq(q[5 * PAGE + 8], pat(5 * PAGE + 8));
+	cr_assert_eq(mincore((void *)(q + 5 * PAGE), PAGE, &vec), 0);
+	cr_assert_eq(vec & 1, 1, "the page read is cached (mincore sees the memfd's pages)");
 	signal(SIGBUS, SIG_DFL);
 	env_free(&e, 0);
 }
