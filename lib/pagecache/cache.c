@@ -935,13 +935,12 @@ static int file_adopt_journal(struct upc_file *f)
 static void memfd_journal_span(struct upc_file *f)
 {
 	const uint64_t want = UPC_JOURNAL_OFF + UPC_JOURNAL_LEN;
-	struct rlimit rl;
 	struct stat st;
 	int ret;
 
 	if (fstat(f->memfd, &st) == 0 && (uint64_t)st.st_size >= want)
 		return;
-	if (getrlimit(RLIMIT_FSIZE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want) {
+	if (fsize_limit() < want) {
 		pr_warn("the takeover journal cannot be mapped (RLIMIT_FSIZE); a client serving itself writes it\n");
 		return;
 	}

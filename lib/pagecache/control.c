@@ -864,13 +864,10 @@ again:
 	 * then end of file; or the pages lie past the end of a store that a
 	 * write past end of file has not grown yet: a hole (fill_valid).
 	 */
-	full = 0;
-	if (ret == 0 && io.res == 0) {
-		full = fill_valid(f, ret, &io);
-		if (io.off >= f->size) {
-			UPC_TRACE(fill_done, f, io.off, io.len, 0);
-			return 0;
-		}
+	full = fill_valid(f, ret, &io);	/* 0 for a failed read */
+	if (ret == 0 && io.res == 0 && io.off >= f->size) {
+		UPC_TRACE(fill_done, f, io.off, io.len, 0);
+		return 0;
 	}
 	if (ret < 0 || (io.res <= 0 && !full)) {
 		ret = ret < 0 ? ret : io.res < 0 ? (int)io.res : -EIO;
@@ -879,8 +876,6 @@ again:
 		return ret;
 	}
 	UPC_TRACE(fill_done, f, io.off, io.len, io.res);
-	if (io.res > 0)
-		full = fill_valid(f, ret, &io);
 	n = min_t(uint64_t, n, full);
 	if (!n)
 		r = -EIO;

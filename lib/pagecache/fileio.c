@@ -499,8 +499,12 @@ UPC_API ssize_t upc_pwrite(struct upc_cache *c, int fd, const void *buf, size_t 
 	 */
 	pthread_mutex_lock(&f->lock);
 	err = file_reserve(f, (uint64_t)off + len);
-	if (err == -EFBIG && (uint64_t)off + len > fsize_limit())
-		err = file_reserve(f, min_t(uint64_t, (uint64_t)off + len, fsize_limit()));
+	if (err == -EFBIG) {
+		uint64_t limit = fsize_limit();
+
+		if ((uint64_t)off + len > limit)
+			err = file_reserve(f, limit);
+	}
 	pthread_mutex_unlock(&f->lock);
 	if (err < 0)
 		goto out_put;
