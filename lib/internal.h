@@ -264,6 +264,7 @@ struct orphan;
 
 struct wb_done;
 struct wb_pool;
+#define WB_OWNER_SLOTS	72	/* wbpark.c: WB_IO_MAX, and a few visitors racing past it */
 
 struct upc_file {
 	struct upc_cache *cache;
@@ -271,6 +272,7 @@ struct upc_file {
 	struct upc_file **pprev;	/* ... the pointer to this file there */
 	dev_t dev;
 	ino_t ino;
+	uid_t owner;			/* the backing file's owner when it was looked up (wbpark.c) */
 	_Atomic int refs;		/* mappings + in-flight users: atomic, so that no one
 				 * takes cache->lock under file->lock to change it */
 	/* cache->lock: */
@@ -571,6 +573,8 @@ struct upc_cache {
 	_Atomic bool dying;		/* upc_cache_destroy() frees every file itself */
 	_Atomic unsigned int wb_io_running;	/* upcd: visitors' write I/Os given to a thread (wbpark.c) */
 	struct wb_pool *wb_pool;	/* ... and the threads (wb_pool_queue), made under @wb_lock */
+	/* ... and how many of them each owner's files have (wb_io_owner_get), under @wb_lock */
+	struct wb_owner { uid_t uid; unsigned int n; } wb_owners[WB_OWNER_SLOTS];
 
 	struct upc_mm self;		/* embedded mode: this process */
 	struct upc_mm *children;	/* forked children served by this cache (fork.c) */
@@ -945,7 +949,7 @@ __upc_hidden void wb_submit(struct upc_file *f, struct upc_io *ios, size_t nios)
 /* wbpark.c */
 __upc_hidden int wb_park(struct upc_file *f, const struct wb_done *d);
 __upc_hidden int wb_io_offload(struct upc_file *f, const struct wb_done *d);
-__upc_hidden bool wb_io_full(struct upc_cache *c);
+__upc_hidden bool wb_io_full(struct upc_cache *c, const struct upc_file *f);
 __upc_hidden void wb_wait(struct upc_file *f);
 __upc_hidden bool wb_finish_parked(struct upc_file *f);
 __upc_hidden void wb_pool_stop(struct upc_cache *c);
@@ -1026,7 +1030,7 @@ __upc_hidden uint64_t store_cluster_gap(struct upc_store *s);
 #define UPC_DBG_VISIT_PAUSE	0x8u	/* tests only: a visitor's write-back waits 1.5 s after its I/O */
 #define UPC_DBG_DROP_PAUSE	0x10u	/* tests only: upcd's punch of clean pages waits 1.5 s after its last look */
 #define UPC_DBG_GROW_PAUSE	0x20u	/* tests only: a write past end of file waits 1.5 s before it grows the store */
-#define UPC_DBG_WB_IO_FEW	0x40u	/* tests only: upcd's visitors have 2 I/O threads, not WB_IO_MAX (wbpark.c) */
+#define UPC_DBG_WB_IO_FEW	0x40u	/* tests only: upcd's visitors have 3 I/O threads, 2 an owner (wbpark.c) */
 #define UPC_BT_SIGNAL		(SIGRTMIN + 7)
 struct upc_shm_bt;
 __upc_hidden unsigned int debug_from_env(void);

@@ -6925,34 +6925,60 @@ Test(shared, a_write_past_end_of_file_stuck_on_the_files_inode_lock_stalls_no_re
 /*
  * The background writer gives each visited file's write I/O to a thread
  * of its own and waits for it a second (wbpark.c, wb_io_offload); at most
- * 64 I/Os so.  Past them it made the I/O itself, and the next file whose
- * inode lock a client held stopped it there for good, and every other
- * file's write-back with it (upcd(8), BUGS, until writeback.c passed every
- * file by then).  UPC_DEBUG=wb-io-few makes the bound 2: three held files,
- * each with a page to write.  Two I/Os wait in their threads, and the
- * writer passes the third file by (its page not under write-back); once
- * those two are let go, the writer writes W, dirtied meanwhile; once the
- * third is let go, the writer writes its page too.
+ * 64 I/Os so, and 16 for the files of one owner.  Past them it made the
+ * I/O itself, and the next file whose inode lock a client held stopped it
+ * there for good, and every other file's write-back with it (upcd(8),
+ * BUGS, until writeback.c passed every file by then); and then one user's
+ * 64 held files, its own, left every user's dirty pages unwritten (until
+ * the bound an owner).  UPC_DEBUG=wb-io-few makes the bounds 3 and 2.
+ * Held files X0 and X1 are root's, X2 another owner's: three I/Os wait in
+ * their threads, and the writer passes every file by, R (root's) and W (a
+ * third owner's) alike.  X2 let go: W is written, R still passed by (root's
+ * two threads wait).  X0 and X1 let go: R is written.
  */
 #define HELD_FILES	3
+#define HELD_OWNER2	65534
+#define HELD_OWNER3	65533
 
-Test(shared, a_writer_whose_io_threads_all_wait_passes_every_file_by, .timeout = 120)
+/* Is the byte at @off of @fd still not @byte after @ms? */
+static bool held_stays_off_file(int fd, off_t off, unsigned char byte, int ms)
+{
+	unsigned char b = 0;
+
+	for (int i = 0; i <= ms / 10; i++) {
+		cr_assert_eq(pread(fd, &b, 1, off), 1);
+		if (b == byte)
+			return false;
+		usleep(10000);
+	}
+	return true;
+}
+
+Test(shared, a_writer_passes_by_the_files_whose_owners_io_threads_or_all_wait, .timeout = 120)
 {
 	const size_t xsize = 16 * PAGE;
 	struct held h[HELD_FILES] = { 0 };
-	volatile unsigned char *xp[HELD_FILES], *wp;
+	volatile unsigned char *xp[HELD_FILES], *wp, *rp;
 	char xpath[HELD_FILES][64], wpath[64];
-	int xfd[HELD_FILES], wfd = tmpfile_pattern(4 * PAGE, wpath), memfd[HELD_FILES];
+	int xfd[HELD_FILES], wfd = tmpfile_pattern(4 * PAGE, wpath), rfd = tmpfile_pattern(4 * PAGE, NULL);
+	int memfd[HELD_FILES];
 	struct upc_cache *c;
 
+	if (geteuid() != 0)
+		cr_skip_test("files of other owners need root to make (fchown)");
+	cr_assert_eq(fchown(wfd, HELD_OWNER3, HELD_OWNER3), 0);
 	setenv("UPC_DEBUG", "wb-io-few", 1);
 	held_start(&h[0]);
 	unsetenv("UPC_DEBUG");
 	c = shared_cache();
 	cr_assert_eq(upc_map(c, wfd, 0, 4 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&wp), 0);
+	cr_assert_eq(upc_map(c, rfd, 0, 4 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&rp), 0);
 	cr_assert_eq(wp[PAGE], pat(PAGE));
+	cr_assert_eq(rp[PAGE], pat(PAGE));
 	for (int i = 0; i < HELD_FILES; i++) {
 		xfd[i] = tmpfile_pattern(xsize, NULL);
+		if (i == 2)
+			cr_assert_eq(fchown(xfd[i], HELD_OWNER2, HELD_OWNER2), 0);
 		snprintf(xpath[i], sizeof(xpath[i]), "/proc/self/fd/%d", xfd[i]);	/* no name: as above */
 		if (i)
 			held_prepare(&h[i]);
@@ -6960,50 +6986,56 @@ Test(shared, a_writer_whose_io_threads_all_wait_passes_every_file_by, .timeout =
 		xp[i][3] = 'x';
 		cr_assert_eq(upc_msync(c, (void *)xp[i], PAGE, UPC_MS_ASYNC), 0);
 	}
-	/* Two I/Os wait in their threads (their pages under write-back); the writer goes on to the third. */
-	bool wb[HELD_FILES];
-	int stuck = 0, third = -1;
+	/* Three I/Os wait in their threads (their pages under write-back): all of them. */
+	int stuck = 0;
 
-	for (int t = 0; t < 1000 && stuck < 2; t++) {
+	for (int t = 0; t < 1000 && stuck < HELD_FILES; t++) {
 		usleep(10000);
 		stuck = 0;
 		for (int i = 0; i < HELD_FILES; i++)
 			stuck += !!(pt_flags(h[i].statefd, 0) & PG_WRITEBACK);
 	}
-	cr_assert_geq(stuck, 2, "the writer's I/Os of the held files did not wait: %d", stuck);
-	usleep(1500 * 1000);
-	stuck = 0;
-	for (int i = 0; i < HELD_FILES; i++) {
-		wb[i] = pt_flags(h[i].statefd, 0) & PG_WRITEBACK;
-		stuck += wb[i];
-		if (!wb[i])
-			third = i;
-	}
-	cr_assert_eq(stuck, 2, "the writer made the third held file's I/O itself, and waits in it");
+	cr_assert_eq(stuck, HELD_FILES, "the writer's I/Os of the held files did not all wait: X0 %d, X1 %d, X2 %d",
+		     !!(pt_flags(h[0].statefd, 0) & PG_WRITEBACK), !!(pt_flags(h[1].statefd, 0) & PG_WRITEBACK),
+		     !!(pt_flags(h[2].statefd, 0) & PG_WRITEBACK));
 
-	/* W dirtied meanwhile; the two I/Os let go: the writer writes W. */
-	wp[PAGE + 3] = 'b';
+	/* R and W dirtied meanwhile: passed by, W's owner has no thread but none is left. */
+	rp[PAGE + 3] = 'r';
+	wp[PAGE + 3] = 'w';
+	cr_assert_eq(upc_msync(c, (void *)rp, 4 * PAGE, UPC_MS_ASYNC), 0);
 	cr_assert_eq(upc_msync(c, (void *)wp, 4 * PAGE, UPC_MS_ASYNC), 0);
-	for (int i = 0; i < HELD_FILES; i++)
-		if (wb[i]) {
-			held_let_go(&h[i]);
-			h[i].hw.memfd = memfd[i];
-		}
-	cr_assert(held_reaches_file(wfd, PAGE + 3, 'b'), "the background writer stopped in a held file's I/O");
-	held_let_go(&h[third]);
-	h[third].hw.memfd = memfd[third];
-	cr_assert(held_reaches_file(xfd[third], 3, 'x'), "the background writer never wrote the third held file");
+	cr_assert(held_stays_off_file(wfd, PAGE + 3, 'w', 2500),
+		  "the writer made W's I/O with every I/O thread taken (itself, or in a thread past the bound)");
+	cr_assert(held_stays_off_file(rfd, PAGE + 3, 'r', 0), "R written with every I/O thread taken");
+
+	/* X2 (another owner's) let go: a thread is free, and W's owner may have it; R's may not. */
+	held_let_go(&h[2]);
+	h[2].hw.memfd = memfd[2];
+	cr_assert(held_reaches_file(wfd, PAGE + 3, 'w'), "W never written once a thread was free");
+	cr_assert(held_stays_off_file(rfd, PAGE + 3, 'r', 2500),
+		  "R written while both of its owner's I/O threads wait");
+	for (int i = 0; i < 2; i++)
+		cr_assert(pt_flags(h[i].statefd, 0) & PG_WRITEBACK, "X%d's I/O no longer waits", i);
+
+	/* X0 and X1 let go: R is written, and theirs. */
+	for (int i = 0; i < 2; i++) {
+		held_let_go(&h[i]);
+		h[i].hw.memfd = memfd[i];
+	}
+	cr_assert(held_reaches_file(rfd, PAGE + 3, 'r'), "R never written once its owner's threads were free");
 	for (int i = 0; i < HELD_FILES; i++) {
 		cr_assert_eq(upc_msync(c, (void *)xp[i], xsize, UPC_MS_SYNC), 0);
 		cr_assert(held_reaches_file(xfd[i], 3, 'x'), "X%d's page never reached its file", i);
 		cr_assert_eq(upc_unmap(c, (void *)xp[i], xsize), 0);
 	}
 	cr_assert_eq(upc_unmap(c, (void *)wp, 4 * PAGE), 0);
+	cr_assert_eq(upc_unmap(c, (void *)rp, 4 * PAGE), 0);
 	upc_cache_destroy(c);
 	for (int i = 0; i < HELD_FILES; i++) {
 		held_fini(&h[i]);
 		close(xfd[i]);
 	}
 	close(wfd);
+	close(rfd);
 	upcd_stop();
 }

@@ -98,32 +98,101 @@ void wb_wait(struct upc_file *f)
  * for the I/O longer than WB_IO_WAIT_MS: the I/O's thread completes it
  * (under the file's lock, or parked: wb_park), and visitors pass the file
  * by until it has (upc_file @wb_io_stuck).  Its pages stay PG_WRITEBACK
- * meanwhile, as for any write-back in flight.  At most WB_IO_MAX I/Os so
- * at once (a thread each): past it a visitor passes every file by
- * (wb_io_full, writeback_range) until one ends.  It made the I/O itself
+ * meanwhile, as for any write-back in flight.
+ *
+ * At most WB_IO_MAX I/Os so at once (a thread each), and at most
+ * WB_IO_OWNER_MAX of them for the files of one owner (the backing file's
+ * st_uid when upcd looked it up): past the first a visitor passes every
+ * file by, past the second every file of that owner (wb_io_full,
+ * writeback_range), until one of them ends.  It made the I/O itself
  * before, and the next file whose inode lock a client held stopped it
  * there, with every other file's write-back (upcd(8), BUGS): a client
- * holding 65 files' locks stopped them all.  UPC_DEBUG=wb-io-few makes the
- * bound 2, for a test.
+ * holding 65 files' locks stopped them all; then (2deab19) a client holding
+ * 64 of its own files' locks, one user's files, left every user's dirty
+ * pages unwritten.  Now that takes the files of four owners.  The owner is
+ * the file's, not the client's: the daemon cannot tell which process holds
+ * an inode lock, and a client can hold the lock of a file it may write,
+ * whoever owns it, as it can write the file itself.  UPC_DEBUG=wb-io-few
+ * makes the bounds 3 and 2, for a test.
  */
 #define WB_IO_WAIT_MS	1000
 #define WB_IO_MAX	64
+#define WB_IO_OWNER_MAX	(WB_IO_MAX / 4)
+
+_Static_assert(WB_OWNER_SLOTS >= WB_IO_MAX, "a slot for the owner of every I/O thread's file");
 
 static unsigned int wb_io_max(const struct upc_cache *c)
 {
-	return __builtin_expect(c->debug & UPC_DBG_WB_IO_FEW, 0) ? 2 : WB_IO_MAX;
+	return __builtin_expect(c->debug & UPC_DBG_WB_IO_FEW, 0) ? 3 : WB_IO_MAX;
 }
 
-/* Are all the visitors' I/O threads taken (WB_IO_MAX)?  Then a visitor passes a file by. */
-bool wb_io_full(struct upc_cache *c)
+static unsigned int wb_io_owner_max(const struct upc_cache *c)
 {
-	return atomic_load(&c->wb_io_running) >= wb_io_max(c);
+	return __builtin_expect(c->debug & UPC_DBG_WB_IO_FEW, 0) ? 2 : WB_IO_OWNER_MAX;
+}
+
+/*
+ * Count an I/O thread for @uid's files: the slot it takes in
+ * cache->wb_owners, -1 when none is left (visitors racing past WB_IO_MAX:
+ * the I/O goes uncounted for its owner, as the race lets it past the bound).
+ */
+static int wb_io_owner_get(struct upc_cache *c, uid_t uid)
+{
+	int slot = -1;
+
+	pthread_mutex_lock(&c->wb_lock);
+	for (int i = 0; i < WB_OWNER_SLOTS; i++)
+		if (c->wb_owners[i].n && c->wb_owners[i].uid == uid) {
+			slot = i;
+			break;
+		} else if (!c->wb_owners[i].n && slot < 0) {
+			slot = i;
+		}
+	if (slot >= 0) {
+		c->wb_owners[slot].uid = uid;
+		c->wb_owners[slot].n++;
+	}
+	pthread_mutex_unlock(&c->wb_lock);
+	return slot;
+}
+
+static void wb_io_owner_put(struct upc_cache *c, int slot)
+{
+	if (slot < 0)
+		return;
+	pthread_mutex_lock(&c->wb_lock);
+	c->wb_owners[slot].n--;
+	pthread_mutex_unlock(&c->wb_lock);
+}
+
+/*
+ * Are all the visitors' I/O threads taken (WB_IO_MAX), or all those of
+ * @f's owner (WB_IO_OWNER_MAX)?  Then a visitor passes @f by.  Caller may
+ * hold f->lock (cache->wb_lock nests inside it).
+ */
+bool wb_io_full(struct upc_cache *c, const struct upc_file *f)
+{
+	unsigned int n = 0;
+
+	if (atomic_load(&c->wb_io_running) >= wb_io_max(c))
+		return true;
+	if (!atomic_load(&c->wb_io_running))
+		return false;
+	pthread_mutex_lock(&c->wb_lock);
+	for (int i = 0; i < WB_OWNER_SLOTS; i++)
+		if (c->wb_owners[i].n && c->wb_owners[i].uid == f->owner) {
+			n = c->wb_owners[i].n;
+			break;
+		}
+	pthread_mutex_unlock(&c->wb_lock);
+	return n >= wb_io_owner_max(c);
 }
 
 struct wb_io {
 	struct upc_file *f;
 	struct wb_done d;
 	struct wb_io *next;	/* wb_pool's queue */
+	int owner_slot;		/* cache->wb_owners (wb_io_owner_get) */
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	bool done;		/* the I/O completed: the visitor completes it ... */
@@ -141,6 +210,7 @@ static void wb_io_run(struct wb_io *j)
 {
 	struct upc_file *f = j->f;
 	struct upc_cache *c = f->cache;
+	int slot = j->owner_slot;	/* @j may be the visitor's, and freed, once done */
 	bool left;
 
 	wb_submit(f, j->d.ios, j->d.nios);
@@ -166,6 +236,7 @@ static void wb_io_run(struct wb_io *j)
 		wb_io_free(j);
 	}
 	file_put(f);
+	wb_io_owner_put(c, slot);
 	atomic_fetch_sub(&c->wb_io_running, 1);
 }
 
@@ -277,7 +348,7 @@ void wb_pool_stop(struct upc_cache *c)
  * Run @d's I/O in a thread of its own, and wait for it WB_IO_WAIT_MS at
  * most: 0 when it completed (the results are in @d->ios), -EBUSY when the
  * thread goes on with it and completes it (it owns @d's arrays then).  All
- * threads taken since the visitor looked (wb_io_full; two visitors at
+ * threads (or all its owner's) taken since the visitor looked (wb_io_full; two visitors at
  * once): queued all the same, for the first thread that ends, and left
  * after the same wait (review: done here, it could wait for good).  No
  * thread at all, no memory: the I/O is done here.  Caller holds a
@@ -288,12 +359,15 @@ int wb_io_offload(struct upc_file *f, const struct wb_done *d)
 	struct upc_cache *c = f->cache;
 	struct wb_io *j = NULL;
 	struct timespec ts;
+	int slot;
 	bool left;
 
 	atomic_fetch_add(&c->wb_io_running, 1);
+	slot = wb_io_owner_get(c, f->owner);
 	if (!(j = calloc(1, sizeof(*j))))
 		goto inline_io;
 	j->f = f;
+	j->owner_slot = slot;
 	j->d = *d;
 	pthread_mutex_init(&j->lock, NULL);
 	pthread_cond_init(&j->cond, NULL);
@@ -319,6 +393,7 @@ int wb_io_offload(struct upc_file *f, const struct wb_done *d)
 inline_io:
 	if (j)
 		wb_io_free(j);
+	wb_io_owner_put(c, slot);
 	atomic_fetch_sub(&c->wb_io_running, 1);
 	wb_submit(f, d->ios, d->nios);
 	return 0;

@@ -465,13 +465,13 @@ int writeback_range(struct upc_file *f, uint64_t first, uint64_t last, int how, 
 		wb_finish_parked(f);	/* (file_lock_visit ends them itself) */
 	} else if (file_lock_visit(f) != 0) {
 		return -EBUSY;
-	} else if (atomic_load(&f->wb_io_stuck) || (c->serving && wb_io_full(c))) {
+	} else if (atomic_load(&f->wb_io_stuck) || (c->serving && wb_io_full(c, f))) {
 		/*
 		 * A visitor passes by a file whose last visitor's I/O still waits
 		 * (wb_io_offload), and every file while all the I/O threads are
-		 * taken (by I/Os that wait, most likely: a visitor's I/O keeps a
-		 * thread only a second otherwise), rather than do the I/O itself
-		 * and wait in it (wbpark.c).
+		 * taken, or all those of the file's owner (by I/Os that wait, most
+		 * likely: a visitor's I/O keeps a thread only a second otherwise),
+		 * rather than do the I/O itself and wait in it (wbpark.c).
 		 */
 		pthread_mutex_unlock(&f->lock);
 		return -EBUSY;
