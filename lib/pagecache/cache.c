@@ -1613,7 +1613,6 @@ static int file_get_how(struct upc_cache *c, int fd, bool create, const struct a
 	struct upc_file *f;
 	struct stat st;
 	void *wh = NULL;
-	bool writable;
 	int ret = 0;
 
 	ret = sys_fstat_id(fd, &st);	/* not the timestamps: see there */
@@ -1621,7 +1620,6 @@ static int file_get_how(struct upc_cache *c, int fd, bool create, const struct a
 		return ret;
 	if (!S_ISREG(st.st_mode))
 		return -ENODEV;
-	writable = (fcntl(fd, F_GETFL) & O_ACCMODE) == O_RDWR;
 
 	/* Unused files past the bound go (written back if dirty) before this one may take descriptors. */
 	file_reap(c, false);
@@ -1701,7 +1699,8 @@ out:
 		return ret;
 
 	pthread_mutex_lock(&f->lock);
-	if (writable && !f->store_writable) {
+	/* The access mode asked for only while the store's handle is read-only: not on every upc_pread/upc_pwrite. */
+	if (!f->store_writable && (sys_fd_flags(fd) & O_ACCMODE) == O_RDWR) {
 		ret = c->store->ops->open(c->store, fd, 0, &wh);
 		if (ret == 0) {
 			void *old = f->store_h;

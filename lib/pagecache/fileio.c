@@ -179,12 +179,18 @@ void upc_once_release(struct upc_once *o)
  * through a descriptor it cannot read (-EACCES, as upc_map).  A read needs a
  * readable @fd (-EBADF, as read(2)).  ACC_ANY (fsync, invalidate): any
  * descriptor of a file the cache holds; one it does not hold yet must be
- * readable (-EACCES, as upc_map).
+ * readable (-EACCES, as upc_map).  *@flp (if not NULL): @fd's file status
+ * flags, as F_GETFL answered (upc_pwrite's O_DSYNC, which F_SETFL cannot
+ * change after open(2)).
  */
-static int fileio_get(struct upc_cache *c, int fd, enum access acc, int rdonly_err, struct upc_file **fp)
+static int fileio_get(struct upc_cache *c, int fd, enum access acc, int rdonly_err, struct upc_file **fp,
+		      int *flp)
 {
 	int fl = sys_fd_flags(fd);
 	int ret;
+
+	if (flp)
+		*flp = fl;
 
 	/* O_PATH: no I/O, as read(2) says; the store would open the file again with more (upcd(8)) */
 	if (fl < 0 || (fl & O_PATH))
@@ -243,7 +249,7 @@ UPC_API ssize_t upc_pread(struct upc_cache *c, int fd, void *buf, size_t len, of
 	len = min_t(size_t, len, MAX_RW);
 	if ((uint64_t)off + len > (uint64_t)INT64_MAX)
 		return -EINVAL;
-	err = fileio_get(c, fd, ACC_READ, -EBADF, &f);
+	err = fileio_get(c, fd, ACC_READ, -EBADF, &f, NULL);
 	if (err < 0)
 		return err;
 	if (!len)
@@ -487,7 +493,7 @@ UPC_API ssize_t upc_pwrite(struct upc_cache *c, int fd, const void *buf, size_t 
 	len = min_t(size_t, len, MAX_RW);
 	if ((uint64_t)off + len > (uint64_t)INT64_MAX)
 		return -EFBIG;
-	err = fileio_get(c, fd, ACC_WRITE, -EBADF, &f);
+	err = fileio_get(c, fd, ACC_WRITE, -EBADF, &f, &fl);
 	if (err < 0)
 		return err;
 	if (!len)
@@ -639,9 +645,9 @@ UPC_API ssize_t upc_pwrite(struct upc_cache *c, int fd, const void *buf, size_t 
 	 * An O_DSYNC or O_SYNC descriptor: the kernel's generic_write_sync().
 	 * What was written is written back and made durable before the call
 	 * returns; if that fails, the call fails (the bytes stay cached and
-	 * dirty, and are written again later).
+	 * dirty, and are written again later).  The flags are those
+	 * fileio_get() read: F_SETFL cannot change O_DSYNC or O_SYNC.
 	 */
-	fl = sys_fd_flags(fd);
 	if (done && fl >= 0 && (fl & O_DSYNC)) {
 		err = writeback_range(f, (uint64_t)off >> UPC_PAGE_SHIFT, ((uint64_t)off + done - 1) >> UPC_PAGE_SHIFT,
 				      WB_SYNC | ((fl & O_SYNC) == O_SYNC ? WB_FSYNC : 0), NULL);
@@ -836,7 +842,7 @@ UPC_API int upc_ftruncate(struct upc_cache *c, int fd, off_t length)
 
 	if (!c || length < 0)
 		return -EINVAL;
-	ret = fileio_get(c, fd, ACC_WRITE, -EINVAL, &f);
+	ret = fileio_get(c, fd, ACC_WRITE, -EINVAL, &f, NULL);
 	if (ret < 0)
 		return ret;
 	pthread_mutex_lock(&f->lock);
@@ -971,7 +977,7 @@ UPC_API int upc_fallocate(struct upc_cache *c, int fd, int mode, off_t off, off_
 		return -EOPNOTSUPP;
 	if (off > INT64_MAX - len)
 		return -EFBIG;
-	ret = fileio_get(c, fd, ACC_WRITE, -EBADF, &f);
+	ret = fileio_get(c, fd, ACC_WRITE, -EBADF, &f, NULL);
 	if (ret < 0)
 		return ret;
 	if (mode == 0) {
@@ -1031,7 +1037,7 @@ static int file_sync(struct upc_cache *c, int fd, int how)
 
 	if (!c)
 		return -EINVAL;
-	ret = fileio_get(c, fd, ACC_ANY, 0, &f);
+	ret = fileio_get(c, fd, ACC_ANY, 0, &f, NULL);
 	if (ret < 0)
 		return ret;
 	err = writeback_range(f, 0, UINT64_MAX, WB_SYNC | how, &held);
@@ -1077,7 +1083,7 @@ UPC_API int upc_invalidate(struct upc_cache *c, int fd, off_t off, off_t len)
 
 	if (!c || off < 0 || len < 0)
 		return -EINVAL;
-	ret = fileio_get(c, fd, ACC_ANY, 0, &f);
+	ret = fileio_get(c, fd, ACC_ANY, 0, &f, NULL);
 	if (ret < 0)
 		return ret;
 	first = (uint64_t)off >> UPC_PAGE_SHIFT;
