@@ -41,7 +41,7 @@
 #define CLIENT_PENDING_MAX	16	/* maps between their two halves, per client */
 #define CLIENT_MAPS_MAX		65536	/* mappings, per client */
 #define CALL_TIMEOUT_MS		10000	/* a client that does not answer a call is dropped */
-#define CLIENTS_PER_USER	64	/* --max-clients-per-user's default: connections of one uid */
+#define CLIENTS_PER_USER	64	/* --max-clients-per-user's default: connections of one user */
 #define REFUSING_MAX		16	/* connections being refused at once; more are closed unanswered */
 #define REFUSE_TIMEOUT_MS	2000	/* a refused connection's first request, waited for so long */
 
@@ -58,6 +58,7 @@ struct pending_map {
 struct client {
 	int sock, pidfd;
 	struct ucred cred;		/* SO_PEERCRED at connect */
+	uid_t account;			/* the user it counts as (client_account) */
 	struct upc_mm *mm;		/* after attach */
 	bool hello;
 	bool broken;			/* a protocol error in a call: disconnect after the request */
@@ -433,6 +434,69 @@ static int uffd_features_shown(int fd, uint64_t *feat)
 		return -1;
 	*feat = f;
 	return 0;
+}
+
+/* ------------------------------------------------------------ the user behind a client */
+
+/*
+ * The user a client counts as, for what one user may not take from the
+ * others: its connections (--max-clients-per-user) and the write-back
+ * I/O threads of the files it writes (wbpark.c).  Its uid, unless it runs
+ * in a user namespace that a user made: any user may make one, and map
+ * into it the subordinate uids /etc/subuid gives it (newuidmap(1); 65536
+ * by default), and each would count as a user of its own: every per-user
+ * limit 65536 times over.  The kernel charges a namespace's processes to
+ * its creator as well, at every level up to its own (kernel/ucount.c,
+ * inc_ucount); the daemon counts such a client as the owner of the
+ * outermost namespace between it and the daemon's that root did not make
+ * (NS_GET_OWNER_UID answers as seen from the daemon's namespace).  In one
+ * that root made (a container's), root chose the mapping: each of its
+ * uids counts on its own, unless a user made a namespace inside it.
+ * Where the walk cannot see (a namespace outside the daemon's, or no
+ * nsfs), the uid; the namespace is the peer's (SO_PEERPIDFD, 6.5; its
+ * PIDFD_GET_USER_NAMESPACE, 6.11), else that of the pid SO_PEERCRED gave
+ * (/proc/<pid>/ns/user: the process may have exited and its pid been
+ * reused, and the client counts as that process's user then).
+ */
+static uid_t client_account(int sock, const struct ucred *cred)
+{
+	uid_t acct = cred->uid, owner;
+	socklen_t sl = sizeof(int);
+	struct stat own, st;
+	int pidfd = -1, ns = -1;
+	char path[64];
+
+	if (stat("/proc/self/ns/user", &own) < 0)
+		return acct;
+	if (getsockopt(sock, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &sl) == 0 && pidfd >= 0) {
+		ns = ioctl(pidfd, PIDFD_GET_USER_NAMESPACE, 0);
+		close(pidfd);
+	}
+	if (ns < 0) {
+		snprintf(path, sizeof(path), "/proc/%d/ns/user", (int)cred->pid);
+		ns = open(path, O_RDONLY | O_CLOEXEC);
+	}
+	/* 32 levels: the kernel's bound on nested user namespaces */
+	for (int depth = 0; ns >= 0 && depth <= 32; depth++) {
+		int parent;
+
+		if (fstat(ns, &st) < 0)
+			break;
+		if (st.st_dev == own.st_dev && st.st_ino == own.st_ino) {
+			close(ns);
+			return acct;	/* reached the daemon's namespace */
+		}
+		if (ioctl(ns, NS_GET_OWNER_UID, &owner) < 0)
+			break;
+		if (owner != 0)
+			acct = owner;	/* the outermost non-root owner so far */
+		parent = ioctl(ns, NS_GET_PARENT, 0);
+		close(ns);
+		ns = parent;
+	}
+	if (ns >= 0)
+		close(ns);
+	return cred->uid;	/* not below the daemon's namespace, as far as it can see */
 }
 
 /* ------------------------------------------------------------ the administrator */
@@ -1079,6 +1143,7 @@ static void *client_main(void *arg)
 	struct client *cl = arg;
 	char *data = cl->refuse ? NULL : malloc(UPC_PROTO_MAX_DATA);
 
+	upc_current_account = cl->account;	/* what it writes counts against its user (wbpark.c) */
 	if (cl->refuse)
 		client_refuse(cl);
 	for (; data;) {
@@ -1208,6 +1273,7 @@ static void client_new(int sock)
 	cl->call_msg = malloc(sizeof(*cl->call_msg));
 	if (!cl->msg || !cl->call_msg || getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cl->cred, &sl) < 0)
 		goto fail;
+	cl->account = client_account(sock, &cl->cred);
 	pthread_mutex_lock(&d.lock);
 	/*
 	 * A daemon not run as root serves its own user, and root, only.  Its
@@ -1230,7 +1296,7 @@ static void client_new(int sock)
 		unsigned int same = 0;
 
 		for (struct client *o = d.clients; o; o = o->next)
-			same += o->cred.uid == cl->cred.uid && !o->refuse;
+			same += o->account == cl->account && !o->refuse && !is_admin(o);
 		if (same >= d.max_per_user)
 			cl->refuse = -EUSERS;
 	}
@@ -1248,6 +1314,9 @@ static void client_new(int sock)
 	d.nclients++;
 	pthread_mutex_unlock(&d.lock);
 	/* Before the thread starts: it frees @cl when the client goes. */
+	if (cl->account != cl->cred.uid)
+		logf("client %d (uid %u): counted as user %u, whose user namespace it runs in", cl->cred.pid,
+		     cl->cred.uid, cl->account);
 	logf("client %d (uid %u) connected%s", cl->cred.pid, cl->cred.uid,
 	     cl->refuse == -EUSERS ? ", refused: its user's connections are at --max-clients-per-user" :
 	     cl->refuse ? ", refused: another user's, and this daemon is not root's" : "");
@@ -1411,7 +1480,7 @@ static void usage(FILE *to)
 		"  --socket PATH                listen there (default: as clients find it)\n"
 		"  --mem-limit SIZE             cached bytes at most, all clients together (K, M, G)\n"
 		"  --group NAME, --mode OCTAL   the socket's group and mode (0600; 0660 with a group)\n"
-		"  --max-clients-per-user N     connections of one uid, root and upcd's own user\n"
+		"  --max-clients-per-user N     connections of one user, root and upcd's own user\n"
 		"                               not counted (default %u; 0: no limit)\n"
 		"  --max-pinned-per-client SIZE what one client's upc_pin may hold (K, M, G;\n"
 		"                               default a quarter of the memory limit)\n"

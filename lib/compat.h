@@ -103,4 +103,18 @@ struct pm_scan_arg {
 #define F_OFD_SETLKW		38
 #endif
 
+/* A client's user namespace, without a race with its pid (upcd.c, client_account) */
+#ifndef SO_PEERPIDFD
+#define SO_PEERPIDFD		77	/* 6.5 */
+#endif
+#ifndef PIDFD_GET_USER_NAMESPACE
+#define PIDFD_GET_USER_NAMESPACE	_IO(0xFF, 9)	/* 6.11 */
+#endif
+#ifndef NS_GET_PARENT
+#define NS_GET_PARENT		_IO(0xb7, 0x2)	/* 4.9 */
+#endif
+#ifndef NS_GET_OWNER_UID
+#define NS_GET_OWNER_UID	_IO(0xb7, 0x4)	/* 4.11 */
+#endif
+
 #endif /* UPC_COMPAT_H */

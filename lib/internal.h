@@ -264,7 +264,8 @@ struct orphan;
 
 struct wb_done;
 struct wb_pool;
-#define WB_OWNER_SLOTS	72	/* wbpark.c: WB_IO_MAX, and a few visitors racing past it */
+#define WB_IO_MAX		64	/* upcd: visitors' I/O threads (wbpark.c) */
+#define WB_ACCOUNT_SLOTS	WB_IO_MAX	/* ... an account each at most */
 
 struct upc_file {
 	struct upc_cache *cache;
@@ -272,7 +273,12 @@ struct upc_file {
 	struct upc_file **pprev;	/* ... the pointer to this file there */
 	dev_t dev;
 	ino_t ino;
-	uid_t owner;			/* the backing file's owner when it was looked up (wbpark.c) */
+	/*
+	 * upcd: the account (upc_current_account) of the client that last
+	 * mapped the file writable or wrote it with a call: its write-back
+	 * I/O threads count against that account (wbpark.c).
+	 */
+	_Atomic uid_t wb_account;
 	_Atomic int refs;		/* mappings + in-flight users: atomic, so that no one
 				 * takes cache->lock under file->lock to change it */
 	/* cache->lock: */
@@ -573,8 +579,9 @@ struct upc_cache {
 	_Atomic bool dying;		/* upc_cache_destroy() frees every file itself */
 	_Atomic unsigned int wb_io_running;	/* upcd: visitors' write I/Os given to a thread (wbpark.c) */
 	struct wb_pool *wb_pool;	/* ... and the threads (wb_pool_queue), made under @wb_lock */
-	/* ... and how many of them each owner's files have (wb_io_owner_get), under @wb_lock */
-	struct wb_owner { uid_t uid; unsigned int n; } wb_owners[WB_OWNER_SLOTS];
+	/* ... and how many of them each account's files have (wb_io_account_get), under @wb_lock */
+	struct wb_account { uid_t uid; unsigned int n; } wb_accounts[WB_ACCOUNT_SLOTS];
+	bool wb_per_account;		/* upcd run as root, serving many users: the bound an account holds */
 
 	struct upc_mm self;		/* embedded mode: this process */
 	struct upc_mm *children;	/* forked children served by this cache (fork.c) */
@@ -847,6 +854,13 @@ __upc_hidden bool uffd_reads_nowait(int uffd);
 #define MM_CALL_MADVISE		3
 #define RELAY_LIFT_TAG		0x75706c66	/* si_errno of upcd's "zap your poison markers" (sigbus.c) */
 #define MM_CALL_PLACEHOLD	4	/* an anonymous PROT_NONE placeholder over the range */
+/*
+ * upcd: the account of the client whose requests this thread serves (upcd.c,
+ * client_account), or UPC_ACCOUNT_NONE; what file_account() records.
+ */
+#define UPC_ACCOUNT_NONE	((uid_t)-1)
+extern __thread uid_t upc_current_account __upc_hidden;
+__upc_hidden void file_account(struct upc_file *f);
 /* fileio.c: the client request being served by this thread, if it changes a file (struct upc_once) */
 extern __thread struct upc_once *upc_once_cur __upc_hidden;
 __upc_hidden void upc_once_release(struct upc_once *o);
@@ -948,8 +962,10 @@ __upc_hidden int wb_complete(struct upc_file *f, const struct wb_done *d);
 __upc_hidden void wb_submit(struct upc_file *f, struct upc_io *ios, size_t nios);
 /* wbpark.c */
 __upc_hidden int wb_park(struct upc_file *f, const struct wb_done *d);
-__upc_hidden int wb_io_offload(struct upc_file *f, const struct wb_done *d);
-__upc_hidden bool wb_io_full(struct upc_cache *c, const struct upc_file *f);
+struct wb_ticket { int slot; };	/* a visitor's place for an I/O thread (wbpark.c), -1: none */
+__upc_hidden bool wb_io_reserve(struct upc_cache *c, struct upc_file *f, struct wb_ticket *t);
+__upc_hidden void wb_io_release(struct upc_cache *c, struct wb_ticket *t);
+__upc_hidden int wb_io_offload(struct upc_file *f, const struct wb_done *d, struct wb_ticket *t);
 __upc_hidden void wb_wait(struct upc_file *f);
 __upc_hidden bool wb_finish_parked(struct upc_file *f);
 __upc_hidden void wb_pool_stop(struct upc_cache *c);
@@ -1030,7 +1046,7 @@ __upc_hidden uint64_t store_cluster_gap(struct upc_store *s);
 #define UPC_DBG_VISIT_PAUSE	0x8u	/* tests only: a visitor's write-back waits 1.5 s after its I/O */
 #define UPC_DBG_DROP_PAUSE	0x10u	/* tests only: upcd's punch of clean pages waits 1.5 s after its last look */
 #define UPC_DBG_GROW_PAUSE	0x20u	/* tests only: a write past end of file waits 1.5 s before it grows the store */
-#define UPC_DBG_WB_IO_FEW	0x40u	/* tests only: upcd's visitors have 3 I/O threads, 2 an owner (wbpark.c) */
+#define UPC_DBG_WB_IO_FEW	0x40u	/* tests only: upcd's visitors have 3 I/O threads, 2 an account (wbpark.c) */
 #define UPC_BT_SIGNAL		(SIGRTMIN + 7)
 struct upc_shm_bt;
 __upc_hidden unsigned int debug_from_env(void);

@@ -196,8 +196,8 @@ int sys_fstat(int fd, struct stat *st)
 }
 
 /*
- * The identity, type, links, owner and size of @fd's file (st_dev, st_ino,
- * st_mode, st_nlink, st_uid, st_size; the rest zero), without asking for its timestamps.  Since
+ * The identity, type, links and size of @fd's file (st_dev, st_ino,
+ * st_mode, st_nlink, st_size; the rest zero), without asking for its timestamps.  Since
  * multigrain timestamps (Linux 6.13; ext4, xfs, btrfs, tmpfs), a stat that
  * returns the ctime flags the inode so that its next change takes a
  * fine-grained time: every write then changes mtime and dirties the inode,
@@ -212,7 +212,7 @@ int sys_fstat(int fd, struct stat *st)
  */
 int sys_fstat_id(int fd, struct stat *st)
 {
-	const unsigned int want = STATX_TYPE | STATX_MODE | STATX_INO | STATX_SIZE | STATX_NLINK | STATX_UID;
+	const unsigned int want = STATX_TYPE | STATX_MODE | STATX_INO | STATX_SIZE | STATX_NLINK;
 	struct statx sx;
 
 	if (statx(fd, "", AT_EMPTY_PATH | AT_STATX_SYNC_AS_STAT, want, &sx) < 0)
@@ -224,7 +224,6 @@ int sys_fstat_id(int fd, struct stat *st)
 	st->st_ino = sx.stx_ino;
 	st->st_mode = sx.stx_mode;
 	st->st_nlink = sx.stx_nlink;
-	st->st_uid = sx.stx_uid;	/* the file's owner: upcd bounds its I/O threads by it (wbpark.c) */
 	st->st_size = (off_t)sx.stx_size;
 	return 0;
 }

@@ -14,6 +14,7 @@
 
 #include <linux/userfaultfd.h>
 #include <poll.h>
+#include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -596,6 +597,113 @@ Test(upcd_admin, connections_past_a_users_limit_get_eusers, .timeout = 60)
 		close(s[i]);
 	upcd_stop();
 	free(m);
+}
+
+/*
+ * Connections from a user namespace, each as another uid of it (seteuid
+ * before each connect(2): SO_PEERCRED takes the euid): their HELLO results
+ * in @res.  The namespace is made by @maker (root, or a user), and maps
+ * its uids 0-7 to 300000-300007, as newuidmap(1) maps a user's
+ * subordinate uids.  Returns 0, or 1 if this kernel or user cannot make
+ * one (*@why says why).
+ */
+#define NS_BASE	300000
+
+static int hello_from_userns(uid_t maker, long res[3], char *why, size_t whylen)
+{
+	int up[2], down[2], rpipe[2], status;
+	char map[64], path[64], x;
+	pid_t pid;
+	int ret = 0;
+
+	cr_assert_eq(pipe(up), 0);
+	cr_assert_eq(pipe(down), 0);
+	cr_assert_eq(pipe(rpipe), 0);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		struct upc_msg *m = malloc(sizeof(*m));
+		long r[3] = { 1, 1, 1 };
+		int err = 0, s[3];
+
+		if ((maker && (setgroups(0, NULL) || setresgid(maker, maker, maker) ||
+			       setresuid(maker, maker, maker))) || unshare(CLONE_NEWUSER))
+			err = errno;
+		if (write(up[1], &err, sizeof(err)) != (ssize_t)sizeof(err) || err ||
+		    read(down[0], &x, 1) != 1 || setresgid(0, 0, 0) || setresuid(0, 0, 0))
+			_exit(2);
+		for (int k = 0; k < 3; k++) {
+			if (seteuid((uid_t)k + 1) < 0)
+				_exit(3);
+			s[k] = raw_connect();
+			r[k] = s[k] < 0 ? 1 : raw_hello(s[k], m);	/* 1: no connection */
+			if (seteuid(0) < 0)
+				_exit(3);
+		}
+		_exit(write(rpipe[1], r, sizeof(r)) == (ssize_t)sizeof(r) ? 0 : 4);	/* the three held open */
+	}
+	close(up[1]);
+	close(down[0]);
+	close(rpipe[1]);
+	{
+		int err = -1;
+
+		if (read(up[0], &err, sizeof(err)) != (ssize_t)sizeof(err) || err) {
+			snprintf(why, whylen, "no user namespace made by uid %u here: %s", (unsigned int)maker,
+				 err > 0 ? strerror(err) : "the child failed");
+			ret = 1;
+			goto out;
+		}
+	}
+	for (int i = 0; i < 2; i++) {
+		int fd;
+
+		snprintf(path, sizeof(path), "/proc/%d/%s", (int)pid, i ? "gid_map" : "uid_map");
+		snprintf(map, sizeof(map), "0 %d 8\n", NS_BASE);
+		fd = open(path, O_WRONLY);
+		cr_assert_geq(fd, 0, "%s: %s", path, strerror(errno));
+		cr_assert_eq(write(fd, map, strlen(map)), (ssize_t)strlen(map), "%s: %s", path, strerror(errno));
+		close(fd);
+	}
+	cr_assert_eq(write(down[1], "g", 1), 1);
+	cr_assert_eq(read(rpipe[0], res, 3 * sizeof(long)), (ssize_t)(3 * sizeof(long)));
+out:
+	close(up[0]);
+	close(down[1]);
+	close(rpipe[0]);
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_assert(ret || (WIFEXITED(status) && WEXITSTATUS(status) == 0), "the namespace's child: status %#x", status);
+	return ret;
+}
+
+/*
+ * A user may make a user namespace and map its subordinate uids into it
+ * (65536 of them, /etc/subuid), and each of them was a user of its own to
+ * the daemon: --max-clients-per-user 2 let 2 connections in for each.
+ * They count as the user who made the namespace now (upcd.c,
+ * client_account; the kernel charges them to that user too, ucounts): the
+ * third is refused.  In a namespace root made (a container's), root chose
+ * the uids: each counts on its own, and all three are served.
+ */
+Test(upcd_admin, connections_from_a_users_namespace_count_as_that_user, .timeout = 60)
+{
+	char why[256];
+	long res[3];
+
+	if (geteuid() != 0)
+		cr_skip_test("needs root, to map uids into a namespace another user made");
+	upcd_start("--max-clients-per-user", "2");
+	if (hello_from_userns(NOBODY, res, why, sizeof(why)))
+		cr_skip_test("%s", why);
+	cr_assert_eq(res[0], 0, "the first: %ld", res[0]);
+	cr_assert_eq(res[1], 0, "the second: %ld", res[1]);
+	cr_assert_eq(res[2], -EUSERS, "the third connection of the user's namespace: %ld, not -EUSERS", res[2]);
+	/* (the three are closed with the child: the daemon sees them go on its own time) */
+	if (hello_from_userns(0, res, why, sizeof(why)))
+		cr_skip_test("%s", why);
+	for (int k = 0; k < 3; k++)
+		cr_assert_eq(res[k], 0, "connection %d of root's namespace: %ld", k, res[k]);
+	upcd_stop();
 }
 
 /* ------------------------------------------------------------ a daemon that is not root */

@@ -285,6 +285,8 @@ int remote_map_prepare(struct upc_cache *c, int fd, uint64_t offset, uint64_t le
 	ret = file_get(c, fd, &f);
 	if (ret < 0)
 		return ret;
+	if (acc & PROT_WRITE)
+		file_account(f);	/* its write-back counts against this client's user (wbpark.c) */
 	pthread_mutex_lock(&f->lock);
 	ret = file_memfd_span(f, offset + len);
 	pthread_mutex_unlock(&f->lock);
@@ -381,6 +383,8 @@ int remote_adopt(struct upc_mm *mm, int fd, int memfd, int statefd, uintptr_t ad
 	ret = file_adopt_wait(c, fd, memfd, statefd, &f);
 	if (ret < 0)
 		return ret;
+	if (acc & PROT_WRITE)
+		file_account(f);
 	pthread_mutex_lock(&f->lock);
 	ret = file_memfd_span(f, (pgoff << UPC_PAGE_SHIFT) + len);
 	if (ret == 0) {
@@ -541,6 +545,7 @@ int cache_serve(struct upc_cache *c)
 	if (ret < 0)
 		return ret;
 	c->serving = true;
+	c->wb_per_account = geteuid() == 0;	/* serving many users (wbpark.c): a daemon not root's serves one */
 	{
 		struct timespec ts;
 

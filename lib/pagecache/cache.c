@@ -1094,7 +1094,7 @@ static int file_new(struct upc_cache *c, int fd, const struct stat *st, const st
 	f->cache = c;
 	f->dev = st->st_dev;
 	f->ino = st->st_ino;
-	f->owner = st->st_uid;
+	f->wb_account = UPC_ACCOUNT_NONE;
 	f->memfd = f->statefd = -1;
 	pthread_mutex_init(&f->lock, NULL);
 	pthread_mutex_init(&f->io_lock, NULL);

@@ -206,6 +206,8 @@ static int fileio_get(struct upc_cache *c, int fd, enum access acc, int rdonly_e
 			file_put(*fp);
 			ret = -EACCES;
 		}
+		if (ret == 0)
+			file_account(*fp);
 		return ret == -ENOENT ? -EACCES : ret;
 	}
 	ret = file_get(c, fd, fp);
@@ -213,6 +215,8 @@ static int fileio_get(struct upc_cache *c, int fd, enum access acc, int rdonly_e
 		file_put(*fp);
 		ret = -EBADF;
 	}
+	if (ret == 0 && acc == ACC_WRITE)
+		file_account(*fp);	/* upcd: its write-back counts against this client's user (wbpark.c) */
 	return ret;
 }
 

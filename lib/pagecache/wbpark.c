@@ -16,6 +16,19 @@
 #include <time.h>
 
 /*
+ * upcd: the account of the client whose requests this thread serves
+ * (upcd.c sets it in each client's thread), and what it is charged for:
+ * the write-back I/O of a file it maps writable or writes (below).
+ */
+__thread uid_t upc_current_account = UPC_ACCOUNT_NONE;
+
+void file_account(struct upc_file *f)
+{
+	if (f->cache->serving && upc_current_account != UPC_ACCOUNT_NONE)
+		atomic_store_explicit(&f->wb_account, upc_current_account, memory_order_relaxed);
+}
+
+/*
  * Write-back parked (WB_VISIT): a visitor of every file, back from the I/O
  * of a file whose lock it cannot take again within VISIT_LOCK_MS, does not
  * wait for it: a client of upcd can make a thread hold that lock as long as
@@ -100,99 +113,93 @@ void wb_wait(struct upc_file *f)
  * by until it has (upc_file @wb_io_stuck).  Its pages stay PG_WRITEBACK
  * meanwhile, as for any write-back in flight.
  *
- * At most WB_IO_MAX I/Os so at once (a thread each), and at most
- * WB_IO_OWNER_MAX of them for the files of one owner (the backing file's
- * st_uid when upcd looked it up): past the first a visitor passes every
- * file by, past the second every file of that owner (wb_io_full,
- * writeback_range), until one of them ends.  It made the I/O itself
- * before, and the next file whose inode lock a client held stopped it
- * there, with every other file's write-back (upcd(8), BUGS): a client
- * holding 65 files' locks stopped them all; then (2deab19) a client holding
- * 64 of its own files' locks, one user's files, left every user's dirty
- * pages unwritten.  Now that takes the files of four owners.  The owner is
- * the file's, not the client's: the daemon cannot tell which process holds
- * an inode lock, and a client can hold the lock of a file it may write,
- * whoever owns it, as it can write the file itself.  UPC_DEBUG=wb-io-few
- * makes the bounds 3 and 2, for a test.
+ * At most WB_IO_MAX I/Os so at once (a thread each), and, in a daemon
+ * run as root (which serves many users), at most WB_IO_ACCOUNT_MAX of them
+ * for the files of one account (struct upc_file @wb_account: the client
+ * that last mapped the file writable or wrote it, counted as the user
+ * behind it, upcd.c, client_account).  A visitor takes its place before it
+ * cleans a page (wb_io_reserve, writeback_range); with none left it passes
+ * the file by, until an I/O of that account, or any, ends.  It made the
+ * I/O itself before, and the next file whose inode lock a client held
+ * stopped it there, with every other file's write-back (upcd(8), BUGS): a
+ * client holding 65 files' locks stopped them all; then (2deab19) one user
+ * holding 64 files' locks, of files it made, left every user's dirty pages
+ * unwritten; now that takes four users.  The account is the writer's, not
+ * the file owner's, as cgroup writeback charges an inode to the cgroup
+ * that dirties it (fs/fs-writeback.c, inode_switch_wbs), not to its
+ * owner: a user can make files owned by any of its subordinate uids, and
+ * a FUSE file it serves has the owner it says (review of 67c4692).  A
+ * client that may write another user's file can still hold its lock after
+ * that user wrote it last, and use that user's places.
+ * UPC_DEBUG=wb-io-few makes the bounds 3 and 2 (and the second holds in a
+ * daemon not run as root too), for a test.
  */
 #define WB_IO_WAIT_MS	1000
-#define WB_IO_MAX	64
-#define WB_IO_OWNER_MAX	(WB_IO_MAX / 4)
-
-_Static_assert(WB_OWNER_SLOTS >= WB_IO_MAX, "a slot for the owner of every I/O thread's file");
+#define WB_IO_ACCOUNT_MAX	(WB_IO_MAX / 4)
 
 static unsigned int wb_io_max(const struct upc_cache *c)
 {
 	return __builtin_expect(c->debug & UPC_DBG_WB_IO_FEW, 0) ? 3 : WB_IO_MAX;
 }
 
-static unsigned int wb_io_owner_max(const struct upc_cache *c)
+static unsigned int wb_io_account_max(const struct upc_cache *c)
 {
-	return __builtin_expect(c->debug & UPC_DBG_WB_IO_FEW, 0) ? 2 : WB_IO_OWNER_MAX;
+	if (__builtin_expect(c->debug & UPC_DBG_WB_IO_FEW, 0))
+		return 2;
+	return c->wb_per_account ? WB_IO_ACCOUNT_MAX : WB_IO_MAX;
 }
 
 /*
- * Count an I/O thread for @uid's files: the slot it takes in
- * cache->wb_owners, -1 when none is left (visitors racing past WB_IO_MAX:
- * the I/O goes uncounted for its owner, as the race lets it past the bound).
+ * Take a place for a visitor's I/O of @f (wb_io_offload): one of
+ * WB_IO_MAX, and one of its account's.  false: none left, @f is passed
+ * by.  Caller holds f->lock (cache->wb_lock nests inside it); the place
+ * goes with wb_io_release(), or to the I/O's thread.
  */
-static int wb_io_owner_get(struct upc_cache *c, uid_t uid)
+bool wb_io_reserve(struct upc_cache *c, struct upc_file *f, struct wb_ticket *t)
 {
+	uid_t acct = atomic_load_explicit(&f->wb_account, memory_order_relaxed);
 	int slot = -1;
 
+	t->slot = -1;
 	pthread_mutex_lock(&c->wb_lock);
-	for (int i = 0; i < WB_OWNER_SLOTS; i++)
-		if (c->wb_owners[i].n && c->wb_owners[i].uid == uid) {
+	if (atomic_load(&c->wb_io_running) >= wb_io_max(c))
+		goto full;
+	for (int i = 0; i < WB_ACCOUNT_SLOTS; i++)
+		if (c->wb_accounts[i].n && c->wb_accounts[i].uid == acct) {
 			slot = i;
 			break;
-		} else if (!c->wb_owners[i].n && slot < 0) {
+		} else if (!c->wb_accounts[i].n && slot < 0) {
 			slot = i;
 		}
-	if (slot >= 0) {
-		c->wb_owners[slot].uid = uid;
-		c->wb_owners[slot].n++;
-	}
+	/* (a free slot is there: no more places are taken than WB_ACCOUNT_SLOTS) */
+	if (slot < 0 || (c->wb_accounts[slot].n && c->wb_accounts[slot].n >= wb_io_account_max(c)))
+		goto full;
+	c->wb_accounts[slot].uid = acct;
+	c->wb_accounts[slot].n++;
+	atomic_fetch_add(&c->wb_io_running, 1);
+	t->slot = slot;
+full:
 	pthread_mutex_unlock(&c->wb_lock);
-	return slot;
+	return t->slot >= 0;
 }
 
-static void wb_io_owner_put(struct upc_cache *c, int slot)
+/* Give back the place of @t, if it holds one (and no I/O took it). */
+void wb_io_release(struct upc_cache *c, struct wb_ticket *t)
 {
-	if (slot < 0)
+	if (t->slot < 0)
 		return;
 	pthread_mutex_lock(&c->wb_lock);
-	c->wb_owners[slot].n--;
+	c->wb_accounts[t->slot].n--;
+	atomic_fetch_sub(&c->wb_io_running, 1);
 	pthread_mutex_unlock(&c->wb_lock);
-}
-
-/*
- * Are all the visitors' I/O threads taken (WB_IO_MAX), or all those of
- * @f's owner (WB_IO_OWNER_MAX)?  Then a visitor passes @f by.  Caller may
- * hold f->lock (cache->wb_lock nests inside it).
- */
-bool wb_io_full(struct upc_cache *c, const struct upc_file *f)
-{
-	unsigned int n = 0;
-
-	if (atomic_load(&c->wb_io_running) >= wb_io_max(c))
-		return true;
-	if (!atomic_load(&c->wb_io_running))
-		return false;
-	pthread_mutex_lock(&c->wb_lock);
-	for (int i = 0; i < WB_OWNER_SLOTS; i++)
-		if (c->wb_owners[i].n && c->wb_owners[i].uid == f->owner) {
-			n = c->wb_owners[i].n;
-			break;
-		}
-	pthread_mutex_unlock(&c->wb_lock);
-	return n >= wb_io_owner_max(c);
+	t->slot = -1;
 }
 
 struct wb_io {
 	struct upc_file *f;
 	struct wb_done d;
 	struct wb_io *next;	/* wb_pool's queue */
-	int owner_slot;		/* cache->wb_owners (wb_io_owner_get) */
+	struct wb_ticket t;	/* its place (wb_io_reserve) */
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	bool done;		/* the I/O completed: the visitor completes it ... */
@@ -210,7 +217,7 @@ static void wb_io_run(struct wb_io *j)
 {
 	struct upc_file *f = j->f;
 	struct upc_cache *c = f->cache;
-	int slot = j->owner_slot;	/* @j may be the visitor's, and freed, once done */
+	struct wb_ticket t = j->t;	/* @j may be the visitor's, and freed, once done */
 	bool left;
 
 	wb_submit(f, j->d.ios, j->d.nios);
@@ -236,8 +243,7 @@ static void wb_io_run(struct wb_io *j)
 		wb_io_free(j);
 	}
 	file_put(f);
-	wb_io_owner_put(c, slot);
-	atomic_fetch_sub(&c->wb_io_running, 1);
+	wb_io_release(c, &t);
 }
 
 /*
@@ -347,27 +353,22 @@ void wb_pool_stop(struct upc_cache *c)
 /*
  * Run @d's I/O in a thread of its own, and wait for it WB_IO_WAIT_MS at
  * most: 0 when it completed (the results are in @d->ios), -EBUSY when the
- * thread goes on with it and completes it (it owns @d's arrays then).  All
- * threads (or all its owner's) taken since the visitor looked (wb_io_full; two visitors at
- * once): queued all the same, for the first thread that ends, and left
- * after the same wait (review: done here, it could wait for good).  No
- * thread at all, no memory: the I/O is done here.  Caller holds a
- * reference to @f, not its lock.
+ * thread goes on with it and completes it (it owns @d's arrays then).  The
+ * place @t (wb_io_reserve) goes with it: a thread is there for it, or
+ * about to be idle.  No thread at all, no memory: the I/O is done here.
+ * Caller holds a reference to @f, not its lock.
  */
-int wb_io_offload(struct upc_file *f, const struct wb_done *d)
+int wb_io_offload(struct upc_file *f, const struct wb_done *d, struct wb_ticket *t)
 {
 	struct upc_cache *c = f->cache;
 	struct wb_io *j = NULL;
 	struct timespec ts;
-	int slot;
 	bool left;
 
-	atomic_fetch_add(&c->wb_io_running, 1);
-	slot = wb_io_owner_get(c, f->owner);
 	if (!(j = calloc(1, sizeof(*j))))
 		goto inline_io;
 	j->f = f;
-	j->owner_slot = slot;
+	j->t = *t;
 	j->d = *d;
 	pthread_mutex_init(&j->lock, NULL);
 	pthread_cond_init(&j->cond, NULL);
@@ -376,6 +377,7 @@ int wb_io_offload(struct upc_file *f, const struct wb_done *d)
 		file_put(f);
 		goto inline_io;
 	}
+	t->slot = -1;	/* the thread's now */
 	deadline_ms(&ts, WB_IO_WAIT_MS);
 	pthread_mutex_lock(&j->lock);
 	while (!j->done && pthread_cond_timedwait(&j->cond, &j->lock, &ts) != ETIMEDOUT)
@@ -393,9 +395,7 @@ int wb_io_offload(struct upc_file *f, const struct wb_done *d)
 inline_io:
 	if (j)
 		wb_io_free(j);
-	wb_io_owner_put(c, slot);
-	atomic_fetch_sub(&c->wb_io_running, 1);
+	wb_io_release(c, t);
 	wb_submit(f, d->ios, d->nios);
 	return 0;
 }
-

@@ -455,6 +455,7 @@ int writeback_range(struct upc_file *f, uint64_t first, uint64_t last, int how, 
 	struct run *runs = NULL, *prot = NULL, *spans = NULL, *gaps = NULL;
 	struct upc_io *ios = NULL;
 	struct wb_done d;
+	struct wb_ticket t = { -1 };
 	size_t nr = 0, cap = 0, nios = 0, nprot = 0, pcap = 0, nspans = 0, ngaps = 0;
 	uint64_t held0 = heldp ? *heldp : 0, gap;
 	uint32_t now;
@@ -465,13 +466,15 @@ int writeback_range(struct upc_file *f, uint64_t first, uint64_t last, int how, 
 		wb_finish_parked(f);	/* (file_lock_visit ends them itself) */
 	} else if (file_lock_visit(f) != 0) {
 		return -EBUSY;
-	} else if (atomic_load(&f->wb_io_stuck) || (c->serving && wb_io_full(c, f))) {
+	} else if (atomic_load(&f->wb_io_stuck) || (c->serving && !wb_io_reserve(c, f, &t))) {
 		/*
 		 * A visitor passes by a file whose last visitor's I/O still waits
 		 * (wb_io_offload), and every file while all the I/O threads are
-		 * taken, or all those of the file's owner (by I/Os that wait, most
-		 * likely: a visitor's I/O keeps a thread only a second otherwise),
-		 * rather than do the I/O itself and wait in it (wbpark.c).
+		 * taken, or all those of the file's account (by I/Os that wait,
+		 * most likely: a visitor's I/O keeps a thread only a second
+		 * otherwise), rather than do the I/O itself and wait in it
+		 * (wbpark.c).  The place it took (@t) is given back at the end,
+		 * unless its I/O took it.
 		 */
 		pthread_mutex_unlock(&f->lock);
 		return -EBUSY;
@@ -489,6 +492,7 @@ again:
 			/* A visitor waits for no file (its write-back may wait for a lock a client holds). */
 			if (how & WB_VISIT) {
 				pthread_mutex_unlock(&f->lock);
+				wb_io_release(c, &t);
 				return -EBUSY;
 			}
 			wb_wait(f);
@@ -504,6 +508,7 @@ again:
 	if ((how & WB_SYNC) && store_busy_in(f, first, last)) {
 		if (how & WB_VISIT) {
 			pthread_mutex_unlock(&f->lock);
+			wb_io_release(c, &t);
 			return -EBUSY;
 		}
 		while (store_busy_in(f, first, last))
@@ -574,8 +579,10 @@ again:
 			ret = 0;
 			if (!(how & WB_VISIT))
 				pthread_mutex_lock(&f->lock);
-			else if (file_lock_visit(f) != 0)
+			else if (file_lock_visit(f) != 0) {
+				wb_io_release(c, &t);
 				return -EBUSY;	/* nothing cleaned yet: passed by (wb_park) */
+			}
 			goto again;
 		}
 		if (ret < 0) {
@@ -623,7 +630,7 @@ again:
 				UPC_TRACE(wb_submit, f, ios[k].off, ios[k].len);
 		if (!(how & WB_VISIT) || !c->serving)
 			wb_submit(f, ios, nios);
-		else if (wb_io_offload(f, &d) == -EBUSY)
+		else if (wb_io_offload(f, &d, &t) == -EBUSY)
 			goto handed;	/* to the I/O thread */
 	}
 
@@ -645,6 +652,7 @@ again:
 	ret = wb_complete(f, &d);
 out_unlock:
 	pthread_mutex_unlock(&f->lock);
+	wb_io_release(c, &t);	/* no I/O took the visitor's place */
 	if (spans != runs)
 		free(spans);
 	free(gaps);
@@ -667,6 +675,7 @@ out_unlock:
 	return ret;
 handed:
 	/* The runs, gaps and I/Os are the I/O thread's or the parked record's now: passed by. */
+	wb_io_release(c, &t);
 	if (spans != runs)
 		free(spans);
 	free(prot);
