@@ -451,52 +451,90 @@ static int uffd_features_shown(int fd, uint64_t *feat)
  * outermost namespace between it and the daemon's that root did not make
  * (NS_GET_OWNER_UID answers as seen from the daemon's namespace).  In one
  * that root made (a container's), root chose the mapping: each of its
- * uids counts on its own, unless a user made a namespace inside it.
- * Where the walk cannot see (a namespace outside the daemon's, or no
- * nsfs), the uid; the namespace is the peer's (SO_PEERPIDFD, 6.5; its
- * PIDFD_GET_USER_NAMESPACE, 6.11), else that of the pid SO_PEERCRED gave
- * (/proc/<pid>/ns/user: the process may have exited and its pid been
- * reused, and the client counts as that process's user then).
+ * uids counts on its own, unless a user made a namespace inside it.  A
+ * client in no namespace below the daemon's (the daemon runs in a
+ * container, the client outside it) counts as its uid as the daemon sees
+ * it.
+ *
+ * It fails closed: a client whose namespace cannot be read is refused
+ * (the negative errno), not counted as its uid, which a process of a
+ * user's namespace could otherwise arrange by connecting and exiting
+ * before the daemon accepts (review of 762ae79).  The namespace is the
+ * peer's, through its pidfd: the socket's (SO_PEERPIDFD, 6.5), asked with
+ * PIDFD_GET_USER_NAMESPACE (6.11), or else /proc/<pid>/ns/user with the
+ * pidfd checked alive after it (the pid could have been reused between);
+ * before 6.5, a pidfd_open(2) of the pid SO_PEERCRED gave, which a reused
+ * pid fools.
  */
-static uid_t client_account(int sock, const struct ucred *cred)
+static int client_account(int sock, const struct ucred *cred, uid_t *acctp)
 {
 	uid_t acct = cred->uid, owner;
 	socklen_t sl = sizeof(int);
 	struct stat own, st;
-	int pidfd = -1, ns = -1;
+	int pidfd = -1, ns = -1, ret = 0;
 	char path[64];
 
+	*acctp = cred->uid;
 	if (stat("/proc/self/ns/user", &own) < 0)
-		return acct;
-	if (getsockopt(sock, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &sl) == 0 && pidfd >= 0) {
-		ns = ioctl(pidfd, PIDFD_GET_USER_NAMESPACE, 0);
-		close(pidfd);
+		return -errno;
+	if (getsockopt(sock, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &sl) < 0 || pidfd < 0) {
+		if (errno != ENOPROTOOPT)
+			return -errno;
+		pidfd = (int)syscall(SYS_pidfd_open, cred->pid, 0);
+		if (pidfd < 0)
+			return -errno;
 	}
-	if (ns < 0) {
+	ns = ioctl(pidfd, PIDFD_GET_USER_NAMESPACE, 0);
+	if (ns < 0 && (errno == ENOTTY || errno == EINVAL)) {
 		snprintf(path, sizeof(path), "/proc/%d/ns/user", (int)cred->pid);
 		ns = open(path, O_RDONLY | O_CLOEXEC);
+		if (ns >= 0 && syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) < 0) {
+			ret = -errno;	/* gone: the namespace may be another process's */
+			goto out;
+		}
+	}
+	if (ns < 0) {
+		ret = -errno;
+		goto out;
 	}
 	/* 32 levels: the kernel's bound on nested user namespaces */
-	for (int depth = 0; ns >= 0 && depth <= 32; depth++) {
+	for (int depth = 0;; depth++) {
 		int parent;
 
-		if (fstat(ns, &st) < 0)
-			break;
-		if (st.st_dev == own.st_dev && st.st_ino == own.st_ino) {
-			close(ns);
-			return acct;	/* reached the daemon's namespace */
+		if (depth > 32) {
+			ret = -ELOOP;
+			goto out;
 		}
-		if (ioctl(ns, NS_GET_OWNER_UID, &owner) < 0)
-			break;
+		if (fstat(ns, &st) < 0) {
+			ret = -errno;
+			goto out;
+		}
+		if (st.st_dev == own.st_dev && st.st_ino == own.st_ino)
+			break;	/* reached the daemon's namespace */
+		if (ioctl(ns, NS_GET_OWNER_UID, &owner) < 0) {
+			ret = -errno;
+			goto out;
+		}
 		if (owner != 0)
 			acct = owner;	/* the outermost non-root owner so far */
 		parent = ioctl(ns, NS_GET_PARENT, 0);
+		if (parent < 0) {
+			if (errno != EPERM) {
+				ret = -errno;
+				goto out;
+			}
+			acct = cred->uid;	/* the parent is above the daemon's: not below it */
+			break;
+		}
 		close(ns);
 		ns = parent;
 	}
+	*acctp = acct;
+out:
 	if (ns >= 0)
 		close(ns);
-	return cred->uid;	/* not below the daemon's namespace, as far as it can see */
+	close(pidfd);
+	return ret;
 }
 
 /* ------------------------------------------------------------ the administrator */
@@ -1264,6 +1302,7 @@ static void client_new(int sock)
 	struct client *cl = calloc(1, sizeof(*cl));
 	socklen_t sl = sizeof(cl->cred);
 	pthread_attr_t at;
+	int account_err;
 
 	if (!cl)
 		goto fail;
@@ -1273,7 +1312,7 @@ static void client_new(int sock)
 	cl->call_msg = malloc(sizeof(*cl->call_msg));
 	if (!cl->msg || !cl->call_msg || getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cl->cred, &sl) < 0)
 		goto fail;
-	cl->account = client_account(sock, &cl->cred);
+	account_err = client_account(sock, &cl->cred, &cl->account);
 	pthread_mutex_lock(&d.lock);
 	/*
 	 * A daemon not run as root serves its own user, and root, only.  Its
@@ -1287,6 +1326,8 @@ static void client_new(int sock)
 	 */
 	if (d.euid != 0 && cl->cred.uid != d.euid && cl->cred.uid != 0) {
 		cl->refuse = -EACCES;
+	} else if (account_err && !is_admin(cl)) {
+		cl->refuse = account_err;	/* client_account: closed, not counted as its uid */
 	} else if (!is_admin(cl) && d.max_per_user) {
 		/*
 		 * Connections per user (--max-clients-per-user): one user cannot
@@ -1319,6 +1360,7 @@ static void client_new(int sock)
 		     cl->cred.uid, cl->account);
 	logf("client %d (uid %u) connected%s", cl->cred.pid, cl->cred.uid,
 	     cl->refuse == -EUSERS ? ", refused: its user's connections are at --max-clients-per-user" :
+	     cl->refuse && cl->refuse == account_err ? ", refused: its user namespace cannot be read" :
 	     cl->refuse ? ", refused: another user's, and this daemon is not root's" : "");
 	pthread_attr_init(&at);
 	pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);

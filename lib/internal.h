@@ -579,7 +579,7 @@ struct upc_cache {
 	_Atomic bool dying;		/* upc_cache_destroy() frees every file itself */
 	_Atomic unsigned int wb_io_running;	/* upcd: visitors' write I/Os given to a thread (wbpark.c) */
 	struct wb_pool *wb_pool;	/* ... and the threads (wb_pool_queue), made under @wb_lock */
-	/* ... and how many of them each account's files have (wb_io_account_get), under @wb_lock */
+	/* ... and how many of them each account's files have (wb_io_reserve), under @wb_lock */
 	struct wb_account { uid_t uid; unsigned int n; } wb_accounts[WB_ACCOUNT_SLOTS];
 	bool wb_per_account;		/* upcd run as root, serving many users: the bound an account holds */
 

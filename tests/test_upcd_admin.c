@@ -623,20 +623,24 @@ static int hello_from_userns(uid_t maker, long res[3], char *why, size_t whylen)
 	cr_assert_geq(pid, 0);
 	if (pid == 0) {
 		struct upc_msg *m = malloc(sizeof(*m));
-		long r[3] = { 1, 1, 1 };
+		long r[4] = { 0, 1, 1, 1 };	/* an errno that kept it from trying, then the three */
 		int err = 0, s[3];
 
 		if ((maker && (setgroups(0, NULL) || setresgid(maker, maker, maker) ||
 			       setresuid(maker, maker, maker))) || unshare(CLONE_NEWUSER))
 			err = errno;
-		if (write(up[1], &err, sizeof(err)) != (ssize_t)sizeof(err) || err ||
-		    read(down[0], &x, 1) != 1 || setresgid(0, 0, 0) || setresuid(0, 0, 0))
+		if (write(up[1], &err, sizeof(err)) != (ssize_t)sizeof(err) || err || read(down[0], &x, 1) != 1)
 			_exit(2);
+		/* no capability in it (a kernel or LSM that restricts unprivileged namespaces): said, skipped */
+		if (setresgid(0, 0, 0) || setresuid(0, 0, 0)) {
+			r[0] = errno;
+			_exit(write(rpipe[1], r, sizeof(r)) == (ssize_t)sizeof(r) ? 0 : 4);
+		}
 		for (int k = 0; k < 3; k++) {
 			if (seteuid((uid_t)k + 1) < 0)
 				_exit(3);
 			s[k] = raw_connect();
-			r[k] = s[k] < 0 ? 1 : raw_hello(s[k], m);	/* 1: no connection */
+			r[k + 1] = s[k] < 0 ? 1 : raw_hello(s[k], m);	/* 1: no connection */
 			if (seteuid(0) < 0)
 				_exit(3);
 		}
@@ -666,7 +670,17 @@ static int hello_from_userns(uid_t maker, long res[3], char *why, size_t whylen)
 		close(fd);
 	}
 	cr_assert_eq(write(down[1], "g", 1), 1);
-	cr_assert_eq(read(rpipe[0], res, 3 * sizeof(long)), (ssize_t)(3 * sizeof(long)));
+	{
+		long r[4];
+
+		cr_assert_eq(read(rpipe[0], r, sizeof(r)), (ssize_t)sizeof(r), "the namespace's child said nothing");
+		if (r[0]) {
+			snprintf(why, whylen, "no uid of its own in a user namespace made by uid %u here: %s",
+				 (unsigned int)maker, strerror((int)r[0]));
+			ret = 1;
+		}
+		memcpy(res, r + 1, 3 * sizeof(long));
+	}
 out:
 	close(up[0]);
 	close(down[1]);
@@ -704,6 +718,50 @@ Test(upcd_admin, connections_from_a_users_namespace_count_as_that_user, .timeout
 	for (int k = 0; k < 3; k++)
 		cr_assert_eq(res[k], 0, "connection %d of root's namespace: %ld", k, res[k]);
 	upcd_stop();
+}
+
+/*
+ * A connection whose process is gone before the daemon accepted it: its
+ * user namespace cannot be read, and it is refused, not counted as its
+ * uid (which a process of a user's namespace could arrange, and count as a
+ * user of its own: review of 762ae79).  The daemon is stopped while a
+ * child of another user connects a socket of ours and exits, and is reaped.
+ */
+Test(upcd_admin, a_connection_whose_process_is_gone_is_refused, .timeout = 60)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct upc_msg *m = malloc(sizeof(*m));
+	int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0), status;
+	long ret;
+	pid_t pid;
+
+	if (geteuid() != 0)
+		cr_skip_test("needs root, to connect as another user");
+	cr_assert_geq(s, 0);
+	upcd_start(NULL, NULL);
+	strcpy(sa.sun_path, sock_path);
+	cr_assert_eq(kill(upcd_pid, SIGSTOP), 0);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0)
+		_exit(setgroups(0, NULL) || setresgid(NOBODY, NOBODY, NOBODY) || setresuid(NOBODY, NOBODY, NOBODY) ||
+		      connect(s, (struct sockaddr *)&sa, sizeof(sa)) < 0);
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child did not connect: status %#x", status);
+	cr_assert_eq(kill(upcd_pid, SIGCONT), 0);
+	ret = raw_hello(s, m);
+	cr_assert_lt(ret, 0, "a connection whose process is gone was served (%ld)", ret);
+	cr_assert_neq(ret, -EUSERS);
+	ret = upc_msg_recv(s, m, UPC_FROM_DAEMON);
+	cr_assert_eq(ret, -ECONNRESET, "the refused connection was not closed: %ld", ret);
+	close(s);
+	/* and a connection of a process that is there is served */
+	s = raw_connect();
+	cr_assert_geq(s, 0);
+	cr_assert_eq(raw_hello(s, m), 0);
+	close(s);
+	upcd_stop();
+	free(m);
 }
 
 /* ------------------------------------------------------------ a daemon that is not root */

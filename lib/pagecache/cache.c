@@ -1613,7 +1613,7 @@ static int file_get_how(struct upc_cache *c, int fd, bool create, const struct a
 	struct upc_file *f;
 	struct stat st;
 	void *wh = NULL;
-	int ret = 0;
+	int ret = 0, fdfl;
 
 	ret = sys_fstat_id(fd, &st);	/* not the timestamps: see there */
 	if (ret < 0)
@@ -1700,7 +1700,7 @@ out:
 
 	pthread_mutex_lock(&f->lock);
 	/* The access mode asked for only while the store's handle is read-only: not on every upc_pread/upc_pwrite. */
-	if (!f->store_writable && (sys_fd_flags(fd) & O_ACCMODE) == O_RDWR) {
+	if (!f->store_writable && (fdfl = sys_fd_flags(fd)) >= 0 && (fdfl & O_ACCMODE) == O_RDWR) {
 		ret = c->store->ops->open(c->store, fd, 0, &wh);
 		if (ret == 0) {
 			void *old = f->store_h;

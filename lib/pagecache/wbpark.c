@@ -256,7 +256,7 @@ struct wb_pool {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	struct wb_io *head, **tail;
-	unsigned int threads, idle;
+	unsigned int threads, idle, queued;
 	bool stop;
 };
 
@@ -279,6 +279,7 @@ static void *wb_worker_main(void *arg)
 		p->head = j->next;
 		if (!p->head)
 			p->tail = &p->head;
+		p->queued--;
 		pthread_mutex_unlock(&p->lock);
 		wb_io_run(j);
 		pthread_mutex_lock(&p->lock);
@@ -289,7 +290,13 @@ static void *wb_worker_main(void *arg)
 	return NULL;
 }
 
-/* Queue @j for an I/O thread, starting one if none is idle.  false: no thread for it (none could start). */
+/*
+ * Queue @j for an I/O thread, starting one unless an idle one is there for
+ * every job queued (@idle is counted down only by the worker that wakes:
+ * two jobs queued in a row both saw one idle thread, and the second waited
+ * behind the first, which may wait for good; review of 762ae79).  false:
+ * no thread for it (none could start).
+ */
 static bool wb_pool_queue(struct upc_cache *c, struct wb_io *j)
 {
 	struct wb_pool *p;
@@ -307,7 +314,7 @@ static bool wb_pool_queue(struct upc_cache *c, struct wb_io *j)
 	if (!p)
 		return false;
 	pthread_mutex_lock(&p->lock);
-	if (!p->idle && p->threads < wb_io_max(c)) {
+	if (p->queued + 1 > p->idle && p->threads < wb_io_max(c)) {
 		pthread_attr_t attr;
 		pthread_t t;
 
@@ -325,6 +332,7 @@ static bool wb_pool_queue(struct upc_cache *c, struct wb_io *j)
 		j->next = NULL;
 		*p->tail = j;
 		p->tail = &j->next;
+		p->queued++;
 		pthread_cond_signal(&p->cond);
 	}
 	pthread_mutex_unlock(&p->lock);
@@ -354,8 +362,9 @@ void wb_pool_stop(struct upc_cache *c)
  * Run @d's I/O in a thread of its own, and wait for it WB_IO_WAIT_MS at
  * most: 0 when it completed (the results are in @d->ios), -EBUSY when the
  * thread goes on with it and completes it (it owns @d's arrays then).  The
- * place @t (wb_io_reserve) goes with it: a thread is there for it, or
- * about to be idle.  No thread at all, no memory: the I/O is done here.
+ * place @t (wb_io_reserve) goes with it: there are no more jobs than
+ * places, nor threads, so a thread is there for it, or about to be idle
+ * (wb_pool_queue).  No thread at all, no memory: the I/O is done here.
  * Caller holds a reference to @f, not its lock.
  */
 int wb_io_offload(struct upc_file *f, const struct wb_done *d, struct wb_ticket *t)
