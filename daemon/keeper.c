@@ -676,7 +676,7 @@ static void *adopt_main(void *arg)
 
 /*
  * Adopt what keeper_takeover() handed over.  The memfds join the cache's
- * orphan list at once (cache.c, cache_add_kept), so that the first lookup
+ * orphan list at once (adopt.c, cache_add_kept), so that the first lookup
  * of such a file adopts them, whoever makes it; a thread of its own then
  * adopts the rest one by one, each maybe waiting for the clients that
  * serve themselves on the file (file_adopt_lockwait), while this daemon

@@ -1673,7 +1673,7 @@ int main(int argc, char **argv)
 		return 1;
 	/*
 	 * Descriptors: two memfds a file, a pidfd per process holding an
-	 * earlier daemon's memfds (cache.c, cache_find_orphans), three per
+	 * earlier daemon's memfds (adopt.c, cache_find_orphans), three per
 	 * client.  The soft limit (1024, run by hand) is raised to the hard
 	 * one, as upcd.service's LimitNOFILE does.
 	 */

@@ -176,7 +176,7 @@ struct upc_state_hdr {
 	 * Clients' mappings of the file that may write (map.c, rmap_add):
 	 * what a daemon that died left here says whether a client's PTEs may
 	 * have held writes the table does not know (asynchronous tracking:
-	 * cache.c, file_adopt_pages).  Set to 0 by the adopting daemon.
+	 * adopt.c, file_adopt_pages).  Set to 0 by the adopting daemon.
 	 */
 	_Atomic uint32_t wmaps;
 	uint32_t pad;
@@ -226,7 +226,7 @@ struct upc_once {
  * serves itself writes a byte at UPC_JOURNAL_OFF + the page's offset in the
  * data memfd before it lets a page be written, as the daemon sets PG_DIRTY
  * before it lifts a protection; the next daemon takes those pages as dirty
- * (cache.c, file_adopt_journal), also those of a client that died in
+ * (adopt.c, file_adopt_journal), also those of a client that died in
  * between, and punches the journal.  Far past any page a file can have
  * (the staging mapping bounds a file far below it).
  */
@@ -588,7 +588,7 @@ struct upc_cache {
 	struct upc_mm *remotes;		/* upcd's clients (remote.c), under @lock */
 	bool serving;			/* upcd's cache: memfds are handed to clients (remote.c) */
 	/*
-	 * upcd: every file this daemon has held (cache.c, file_adopt): a
+	 * upcd: every file this daemon has held (adopt.c, file_adopt): a
 	 * memfd of one of them handed back later is stale, never adopted.
 	 * Under @lock; 16 bytes a file, for the daemon's life.
 	 */
@@ -602,7 +602,7 @@ struct upc_cache {
 	 */
 	struct file_new_entry { dev_t dev; ino_t ino; struct file_new_entry *next; } *making, *adopting;
 	pthread_cond_t new_cond;
-	struct orphan *orphans;		/* upcd: earlier daemons' memfds held by processes (cache.c) */
+	struct orphan *orphans;		/* upcd: earlier daemons' memfds held by processes (adopt.c) */
 	size_t norphans;
 	uint64_t orphans_until;		/* now_ms(): after it the orphans are forgotten */
 	uint64_t born;			/* upcd: when it started, ns since the epoch (struct upc_state_hdr) */
@@ -766,6 +766,27 @@ __upc_hidden void file_drop_pages(struct upc_file *f, uint64_t first, uint64_t e
 __upc_hidden void file_unpin_all(struct upc_file *f);
 __upc_hidden void stats_counters(struct upc_cache *c, struct upc_stats *st);
 __upc_hidden int file_get(struct upc_cache *c, int fd, struct upc_file **fp);
+/* cache.c, for adopt.c: a lookup, or the making of a file, that adopts an earlier daemon's memfds */
+/* Where chunk @ci of the page table lives in a serving cache's state memfd. */
+static inline off_t chunk_off(uint64_t ci)
+{
+	return (off_t)((ci + 1) << UPC_PAGE_SHIFT);
+}
+__upc_hidden struct upc_page *chunk_map(struct upc_file *f, uint64_t ci);
+struct adopt_fds {
+	int memfd, statefd;
+	bool force;		/* take them without the takeover lock: waited long enough */
+};
+__upc_hidden int file_get_how(struct upc_cache *c, int fd, bool create, const struct adopt_fds *adopt,
+			      struct upc_file **fp);
+__upc_hidden bool file_id_listed(const struct file_new_entry *l, const struct stat *st);
+__upc_hidden void file_id_unlist(struct upc_cache *c, struct file_new_entry **lp, struct file_new_entry *e);
+/* adopt.c: upcd after a restart */
+__upc_hidden int adopt_fd(int fd, const char *kind, const struct stat *st);
+__upc_hidden int file_adopt_journal(struct upc_file *f);
+__upc_hidden int file_adopt_pages(struct upc_file *f, bool wmapped);
+__upc_hidden int orphan_lookup(struct upc_cache *c, int fd, struct upc_file **fp);
+__upc_hidden void orphans_free(struct upc_cache *c);
 __upc_hidden int file_adopt_wait(struct upc_cache *c, int fd, int memfd, int statefd, struct upc_file **fp);
 __upc_hidden void cache_find_orphans(struct upc_cache *c);
 __upc_hidden int cache_add_kept(struct upc_cache *c, int fd, int memfd, int statefd);

@@ -2835,7 +2835,7 @@ Test(shared, with_no_daemon_a_client_keeps_its_contracts_and_an_exit_loses_nothi
  * the dead one still serves itself on the old one (review of 36c145e: the
  * new client's msync was undone by the old one's hand-back, and the old
  * one's mapping refused).  It adopts the old memfd from the process that
- * holds it (cache.c, cache_find_orphans), after that client handed it back:
+ * holds it (adopt.c, cache_find_orphans), after that client handed it back:
  * the new client sees the old one's write, and each keeps the other's.
  */
 Test(shared, a_new_client_after_a_restart_shares_the_memfd_the_old_ones_serve_themselves, .timeout = 90)
@@ -3389,7 +3389,7 @@ static void kept_pages_written(int afd, int bfd)
  * memfds.  A new daemon takes them from the keeper and writes them back
  * unasked.  Both tracking modes: under asynchronous tracking the table
  * does not know the second file's page is dirty, and the kept memfd's
- * pages are all written back (cache.c, file_adopt_pages).
+ * pages are all written back (adopt.c, file_adopt_pages).
  */
 Test(shared, a_killed_daemons_dirty_pages_outlive_every_client_in_its_keeper, .timeout = 90)
 {

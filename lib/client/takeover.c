@@ -48,9 +48,9 @@
  *  2. A restarted daemon adopts a file only under its write lock: only
  *     when every client that took it over has handed it back, so nothing
  *     a client writes meanwhile can be dropped by the adoption (which
- *     keeps only the page table's dirty pages: cache.c, file_adopt_pages)
+ *     keeps only the page table's dirty pages: adopt.c, file_adopt_pages)
  *     nor called clean under a writable PTE the daemon does not know (I1).
- *     It waits for the lock (cache.c, file_adopt_wait), the clients
+ *     It waits for the lock (adopt.c, file_adopt_wait), the clients
  *     notice the daemon within 100 ms and hand back; after 10 s it takes
  *     the file without the lock (a stopped client, or one holding the
  *     lock on purpose, must not stop every other client of the file).  A
