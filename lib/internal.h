@@ -286,6 +286,7 @@ struct upc_file {
 	bool unused;			/* on cache->unused: no mapping since its last use */
 	bool evict;			/* release as soon as unused and clean (unlinked, or
 					 * past the bound and being written back) */
+	uint64_t nlink_at;		/* now_ms() when its unlink was last looked for (cache.c) */
 
 	int memfd;
 	uint64_t memfd_len;		/* the memfd's length when not fenced: >= @base_len and

@@ -29,10 +29,15 @@
  * when it lets go.  An unused file is released:
  *
  *   - when its backing file has been unlinked (st_nlink 0, through the
- *     store's optional stat op): at once when its last reference goes, or
- *     at the reaper's next pass (the reclaim thread, about every second) if
- *     the unlink came later.  Dirty, it is written back first (another
- *     process may still have the file open), then released;
+ *     store's optional stat op): when its last reference goes, or at the
+ *     reaper's next pass (the reclaim thread, about every second) if the
+ *     unlink came later.  The last reference asks at most once a second a
+ *     file (NLINK_LOOK_MS): every upc_pread() or upc_pwrite() of a file
+ *     nobody maps is a last reference, and the stat(2), under
+ *     cache->lock, cost each a system call.  Dirty, it is written back
+ *     first (another process may still have the file open), then released.
+ *     (Never a question of identity: the store's descriptor keeps the
+ *     inode, so no other file gets its number while it is cached.);
  *   - when it has nothing cached: reclaim or upc_drop() evicted its last
  *     page (their reference is the last one), or it never cached any;
  *   - when it is the least recently used one past the bound: at most
@@ -1063,8 +1068,11 @@ static bool file_unlinked(struct upc_file *f)
 {
 	struct stat st;
 
+	f->nlink_at = now_ms();
 	return store_stat(f->cache->store, f->store_h, &st) == 0 && st.st_nlink == 0;
 }
+
+#define NLINK_LOOK_MS	1000	/* file_idle: the unlink of a file a last reference looks for */
 
 static void lru_add(struct upc_cache *c, struct upc_file *f)
 {
@@ -1136,7 +1144,7 @@ static bool file_idle(struct upc_cache *c, struct upc_file *f, struct upc_file *
 	uint64_t cached;
 	bool clean = file_clean(f, &cached);
 
-	if (!f->evict && file_unlinked(f))
+	if (!f->evict && now_ms() - f->nlink_at >= NLINK_LOOK_MS && file_unlinked(f))
 		f->evict = true;
 	if (clean && (f->evict || !cached)) {
 		file_unlist(c, f, deadp);
