@@ -6238,18 +6238,24 @@ static void *held_admin_main(void *arg)
 	return NULL;
 }
 
-/* Does the file @fd say @byte at @off within 10 s (written back by someone else meanwhile)? */
-static bool held_reaches_file(int fd, off_t off, unsigned char byte)
+/* Does the file @fd say @byte at @off within @ms (written back by someone else meanwhile)? */
+static bool held_byte_seen(int fd, off_t off, unsigned char byte, int ms)
 {
 	unsigned char b = 0;
 
-	for (int i = 0; i < 1000; i++) {
+	for (int i = 0; i <= ms / 10; i++) {
 		cr_assert_eq(pread(fd, &b, 1, off), 1);
 		if (b == byte)
 			return true;
 		usleep(10000);
 	}
 	return false;
+}
+
+/* ... within 10 s */
+static bool held_reaches_file(int fd, off_t off, unsigned char byte)
+{
+	return held_byte_seen(fd, off, byte, 10000);
 }
 
 Test(shared, a_client_holding_its_memfds_lock_and_truncating_stalls_no_other_file, .timeout = 120)
@@ -7008,15 +7014,7 @@ static long writer_as_run(struct writer_as *w)
 /* Is the byte at @off of @fd still not @byte after @ms? */
 static bool held_stays_off_file(int fd, off_t off, unsigned char byte, int ms)
 {
-	unsigned char b = 0;
-
-	for (int i = 0; i <= ms / 10; i++) {
-		cr_assert_eq(pread(fd, &b, 1, off), 1);
-		if (b == byte)
-			return false;
-		usleep(10000);
-	}
-	return true;
+	return !held_byte_seen(fd, off, byte, ms);
 }
 
 Test(shared, a_writer_passes_by_the_files_whose_users_io_threads_or_all_wait, .timeout = 120)
