@@ -29,7 +29,7 @@
  * The new daemon adopts every file so handed over (keeper_adopt), not only
  * when a process asks for it, because nobody may ever ask: then the reaper
  * writes the dirty pages back, as it writes back every unused dirty file.
- * The adoption is the one a client's hand-back takes (cache.c,
+ * The adoption is the one a client's hand-back takes (adopt.c,
  * file_adopt_wait, through the orphan list): it waits for the clients that
  * serve themselves, and marks dirty what the page table and the journal
  * say is dirty.
@@ -91,7 +91,7 @@ static bool adopt_stop;			/* keeper_adopt_wait: the daemon exits */
 
 /*
  * How long the files adopted from a keeper are held: as long as the
- * earlier daemons' memfds are listed for their clients (cache.c,
+ * earlier daemons' memfds are listed for their clients (adopt.c,
  * ORPHANS_TTL_MS).  Let go at once, a clean file was released, and the
  * hand-back of a client that maps it was refused as a memfd of a file
  * this daemon had let go (-ESTALE: review of 70969e6, a clean mapping

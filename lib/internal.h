@@ -245,7 +245,7 @@ struct upc_once {
 
 /*
  * Where page @pgoff's descriptor is in a page-table memfd: after the header
- * page, chunk after chunk, one page each (cache.c, chunk_off), so the
+ * page, chunk after chunk, one page each (chunk_off, below), so the
  * descriptors of consecutive pages are consecutive.
  */
 static inline off_t pt_entry_off(uint64_t pgoff)
@@ -578,7 +578,7 @@ struct upc_cache {
 	uint32_t nr_unused, max_unused;
 	int released_err;		/* an unreported write-back error of a released file */
 	_Atomic bool dying;		/* upc_cache_destroy() frees every file itself */
-	_Atomic unsigned int wb_io_running;	/* upcd: visitors' write I/Os given to a thread (wbpark.c) */
+	_Atomic unsigned int wb_io_running;	/* upcd: visitors' places for an I/O thread, taken (wbpark.c) */
 	struct wb_pool *wb_pool;	/* ... and the threads (wb_pool_queue), made under @wb_lock */
 	/* ... and how many of them each account's files have (wb_io_reserve), under @wb_lock */
 	struct wb_account { uid_t uid; unsigned int n; } wb_accounts[WB_ACCOUNT_SLOTS];
@@ -774,6 +774,7 @@ static inline off_t chunk_off(uint64_t ci)
 	return (off_t)((ci + 1) << UPC_PAGE_SHIFT);
 }
 __upc_hidden struct upc_page *chunk_map(struct upc_file *f, uint64_t ci);
+/* What file_adopt() hands file_new(): an earlier daemon's memfds, and whether to wait for their lock. */
 struct adopt_fds {
 	int memfd, statefd;
 	bool force;		/* take them without the takeover lock: waited long enough */

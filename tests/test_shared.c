@@ -3975,7 +3975,7 @@ Test(shared, a_clients_pins_survive_a_daemon_restart, .timeout = 90)
 
 		/*
 		 * Under asynchronous tracking a file clients mapped writable
-		 * comes back with every cached page dirty (cache.c,
+		 * comes back with every cached page dirty (adopt.c,
 		 * file_adopt_pages: wmaps), so all four pinned pages count.
 		 */
 		if (track_flags())

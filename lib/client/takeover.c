@@ -55,7 +55,7 @@
  *     the file without the lock (a stopped client, or one holding the
  *     lock on purpose, must not stop every other client of the file).  A
  *     new daemon also adopts the old memfds of a file a new client asks
- *     for, from whichever process holds them (cache.c,
+ *     for, from whichever process holds them (adopt.c,
  *     cache_find_orphans), so the file never gets a second memfd beside
  *     clients that still serve themselves on the first.
  *  3. Handing back (takeover_end) is the kernel's order for dirty PTEs
@@ -80,7 +80,7 @@
  *     memfd, which every client that may write the file can write (the
  *     page table is read-only for clients), through a mapping (journal_mark:
  *     no RLIMIT_FSIZE applies to a store); the next daemon takes every
- *     page the journal names and the memfd holds as dirty (cache.c,
+ *     page the journal names and the memfd holds as dirty (adopt.c,
  *     file_adopt_journal), under its lock, then clears the journal.  The
  *     order is the daemon's own: PG_DIRTY before the protection goes.  A
  *     client that may write the file can write any of its pages anyway,

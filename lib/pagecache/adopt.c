@@ -16,11 +16,11 @@
  * such a file gets the old memfd, not a second one beside it.
  *
  * Adopting a memfd (file_new, cache.c, with these): check that it is the
- * daemon's own (adopt_fd), read the pages the journal names as written by
- * clients that served themselves (file_adopt_journal), and rebuild the
- * cached and dirty state from what the memfd holds (file_adopt_pages).
- * Only a serving cache (upcd) has any of this; an embedded cache never
- * calls it.
+ * daemon's own (adopt_fd), mark dirty the pages the journal names as
+ * written by clients that served themselves (file_adopt_journal), and
+ * rebuild the cached and dirty state from what the memfd holds
+ * (file_adopt_pages).  Only a serving cache (upcd) adopts; in an embedded
+ * cache orphan_lookup() answers "not such a file" at once.
  */
 #include "internal.h"
 
@@ -277,13 +277,6 @@ int file_adopt_pages(struct upc_file *f, bool wmapped)
 	}
 	return 0;
 }
-
-/*
- * A new file of the cache.  @adopt, when not NULL, is the data memfd and
- * page-table memfd of an earlier daemon, which a client passed back
- * (file_adopt): the cache takes them over with what they hold.
- */
-/* What file_adopt() hands file_new(): an earlier daemon's memfds, and whether to wait for their lock. */
 
 /* ------------------------------------------------------------ an earlier daemon's memfds */
 

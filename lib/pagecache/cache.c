@@ -36,8 +36,8 @@
  *     nobody maps is a last reference, and the stat(2), under
  *     cache->lock, cost each a system call.  Dirty, it is written back
  *     first (another process may still have the file open), then released.
- *     (Never a question of identity: the store's descriptor keeps the
- *     inode, so no other file gets its number while it is cached.);
+ *     (Not a question of identity: the file store's descriptor keeps the
+ *     inode, so no other file gets its number while it is cached);
  *   - when it has nothing cached: reclaim or upc_drop() evicted its last
  *     page (their reference is the last one), or it never cached any;
  *   - when it is the least recently used one past the bound: at most
@@ -61,7 +61,6 @@
 #include "internal.h"
 #include "usdt.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -822,6 +821,11 @@ static void memfd_journal_span(struct upc_file *f)
 		pr_warn("the takeover journal cannot be mapped: %s\n", strerror(-ret));
 }
 
+/*
+ * A new file of the cache.  @adopt, when not NULL, is the data memfd and
+ * page-table memfd of an earlier daemon, which a client passed back
+ * (file_adopt): the cache takes them over with what they hold (adopt.c).
+ */
 static int file_new(struct upc_cache *c, int fd, const struct stat *st, const struct adopt_fds *adopt,
 		    struct upc_file **fp)
 {
