@@ -264,7 +264,7 @@ struct orphan;
 
 struct wb_done;
 struct wb_pool;
-#define WB_IO_MAX		64	/* upcd: visitors' I/O threads (wbpark.c) */
+#define WB_IO_MAX		256	/* upcd: visitors' I/O threads (wbpark.c) */
 #define WB_ACCOUNT_SLOTS	WB_IO_MAX	/* ... an account each at most */
 
 struct upc_file {

@@ -6994,7 +6994,7 @@ static long writer_as_run(struct writer_as *w)
 /*
  * The background writer gives each visited file's write I/O to a thread
  * of its own and waits for it a second (wbpark.c, wb_io_offload); at most
- * 64 I/Os so, and 16 for the files one user writes.  Past them it made
+ * 256 I/Os so, and 16 for the files one user writes.  Past them it made
  * the I/O itself, and the next file whose inode lock a client held stopped
  * it there for good, and every other file's write-back with it (upcd(8),
  * BUGS, until writeback.c passed every file by then); and then one user

@@ -124,7 +124,9 @@ void wb_wait(struct upc_file *f)
  * stopped it there, with every other file's write-back (upcd(8), BUGS): a
  * client holding 65 files' locks stopped them all; then (2deab19) one user
  * holding 64 files' locks, of files it made, left every user's dirty pages
- * unwritten; now that takes four users.  The account is the writer's, not
+ * unwritten; now that takes sixteen users (WB_IO_MAX was 64 until the
+ * bound a user: a thread that waits costs its stack's few pages, and the
+ * file store's ring only up to its 64: store.c).  The account is the writer's, not
  * the file owner's, as cgroup writeback charges an inode to the cgroup
  * that dirties it (fs/fs-writeback.c, inode_switch_wbs), not to its
  * owner: a user can make files owned by any of its subordinate uids, and
@@ -135,7 +137,7 @@ void wb_wait(struct upc_file *f)
  * daemon not run as root too), for a test.
  */
 #define WB_IO_WAIT_MS	1000
-#define WB_IO_ACCOUNT_MAX	(WB_IO_MAX / 4)
+#define WB_IO_ACCOUNT_MAX	16
 
 static unsigned int wb_io_max(const struct upc_cache *c)
 {
