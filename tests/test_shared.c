@@ -2133,7 +2133,7 @@ static bool pte_present(const volatile void *p)
 }
 
 /*
- * The client's side of the reclaim channel (client.c, zap_serve): it zaps
+ * The client's side of the reclaim channel (connect.c, zap_serve): it zaps
  * only where it maps, writable, the memfd and the file page a range names.
  * The daemon's look may be older than an unmap and a new mmap at the
  * address: anything may be there now, another memfd, another page of it,
@@ -3286,7 +3286,7 @@ static pid_t write_and_stay(struct nd_shared *sh, const char *path)
  * Meanwhile the socket takes connections nobody answers, as a dying
  * daemon's does for a while after its clients' connections hung up, and
  * systemd's does while it restarts the service: a client hands back only
- * to a daemon that answers (client.c, reconnect; it handed back on a
+ * to a daemon that answers (connect.c, reconnect; it handed back on a
  * connect, and wrote y's page early: twice in the CI runs of 2026-12-04
  * and 05, in the ASan build).
  */
@@ -3317,7 +3317,7 @@ static void kill_daemon_then(pid_t y, int afd, int bfd)
  * -ENOTCONN after $UPC_RECONNECT, and its mappings go on being served
  * (synchronous tracking: it serves itself).  The watcher waited for the
  * hello's answer for ever holding the client's lock, and every call with
- * it (client.c, reconnect: HELLO_WAIT_MS).
+ * it (connect.c, reconnect: HELLO_WAIT_MS).
  */
 struct stats_call {
 	struct upc_cache *c;

@@ -1,13 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * client.h - what a process that is a client of upcd keeps of its own
- * (client.c) and serves itself while no daemon runs (takeover.c).  Only
- * those two files see it.
+ * (client.c), its connection to the daemon (connect.c) and what it serves
+ * itself while no daemon runs (takeover.c).  Only those three files see it.
  */
 #ifndef UPC_CLIENT_H
 #define UPC_CLIENT_H
 
 #include "internal.h"
+#include "proto.h"
 
 /*
  * A file this process maps through the daemon, held as the kernel's VMAs
@@ -131,5 +132,25 @@ extern __thread bool takeover_bypass __attribute__((visibility("hidden")));
 __upc_hidden void cmaps_cut(struct upc_client *cl, uintptr_t start, uintptr_t end);
 __upc_hidden struct crange *cmaps_at(struct upc_client *cl, uintptr_t addr);
 __upc_hidden void cfile_put(struct cfile **list, struct cfile *cf);
+
+/* A reply to a request (client.c, xfer): its arguments, data and descriptors. */
+struct creply {
+	uint64_t args[UPC_PROTO_MAX_ARGS];
+	unsigned int argc;
+	void *data;			/* where the reply's data goes */
+	size_t dcap, dlen;
+	int fd, fd2;
+	uint64_t gen;			/* the connection that replied (request_fds) */
+};
+
+/* client.c, for connect.c */
+__upc_hidden void cmaps_revoke(struct upc_client *cl);
+__upc_hidden bool conn_lost(long ret);
+__upc_hidden long xfer(struct upc_client *cl, int sock, uint16_t type, const uint64_t *args, unsigned int argc,
+		       const void *data, size_t dlen, const int *fds, unsigned int nfds, struct creply *rep);
+__upc_hidden long pins_replay(struct upc_client *cl, int sock, uint64_t gen);
+/* connect.c: the connection to upcd, and again after it died */
+__upc_hidden long client_connect(struct upc_client *cl);
+__upc_hidden long adopt_one(struct upc_client *cl, int sock, struct crange *rp, uint64_t gen);
 
 #endif

@@ -5,7 +5,7 @@
  * When upcd dies (kill -9, a crash) or stops (SIGTERM), its pages stay in
  * the memfds and their page table in the page-table memfds, and every
  * client holds descriptors of both for each file it maps (client.h, struct
- * cfile).  Until a daemon is back and adopts them (client.c, reconnect()),
+ * cfile).  Until a daemon is back and adopts them (connect.c, reconnect()),
  * each client serves the faults of its own mappings itself, on the same
  * memfds, so that its threads carry on instead of waiting in the kernel:
  *

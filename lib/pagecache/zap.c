@@ -12,7 +12,7 @@
  * between the dirty check and the punch that nobody sees.  So the reclaim
  * thread (reclaim.c, shrink_file) asks each such client, through the
  * reclaim channel the client handed it (upcd.c, struct zapchan;
- * client.c, zap_serve), to zap its own PTEs of the victims, then collects
+ * connect.c, zap_serve), to zap its own PTEs of the victims, then collects
  * what the zapped PTEs recorded (track.c) before it looks at dirty again.
  * A client that cannot be asked, or did not answer in time, keeps what it
  * maps cached (map_held), and its faults map dirty from then on (struct
