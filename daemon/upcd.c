@@ -1812,7 +1812,7 @@ int main(int argc, char **argv)
 	 * their page tables stay as they are in the clients that map them:
 	 * what is mapped stays readable, a fault waits in the client's
 	 * userfaultfd, and the next daemon adopts them, clean
-	 * (remote_adopt(); the client reconnects: client.c).
+	 * (remote_adopt(); the client reconnects: connect.c).
 	 */
 	systemd_notify("STOPPING=1");
 	logf("stopping");

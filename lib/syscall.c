@@ -367,7 +367,7 @@ int pagemap_writable_runs(int pagemap_fd, uintptr_t start, uint64_t npages,
 /*
  * A SOCK_SEQPACKET connection to the Unix socket at @path: the descriptor,
  * or -errno (-ENAMETOOLONG for a path that does not fit).  A client to
- * upcd (client.c), a daemon to an earlier daemon's keeper (daemon/keeper.c).
+ * upcd (connect.c), a daemon to an earlier daemon's keeper (daemon/keeper.c).
  */
 int sys_seqpacket_connect(const char *path)
 {

@@ -857,7 +857,7 @@ static int raw_attach(int s, struct upc_msg *m)
 	if (uffd < 0)
 		return -ENOSYS;		/* no userfaultfd for this user: the caller skips */
 	{
-		/* without fork events, which need CAP_SYS_PTRACE (as the library does: client.c) */
+		/* without fork events, which need CAP_SYS_PTRACE (as the library does: connect.c) */
 		struct uffdio_api api = { .api = UFFD_API, .features = m->args[2] & ~(uint64_t)UFFD_FEATURE_EVENT_FORK };
 
 		if (ioctl(uffd, UFFDIO_API, &api) < 0) {

@@ -22,7 +22,7 @@
  * what its parent had (below, "fork").
  *
  * If the daemon goes away (a hang-up on the socket, seen by the watcher
- * thread, connect.c: it was killed, crashed or stopped), nothing of the cache is lost
+ * thread: it was killed, crashed or stopped), nothing of the cache is lost
  * with it: its pages are in the memfds, and their page table - which pages
  * are cached, which dirty - is in a memfd of its own (cache.c, chunk_alloc),
  * and this process holds both for every file it maps (struct cfile).  So
@@ -37,7 +37,8 @@
  * tracking), an access that needs a fault waits in the kernel, and if no
  * daemon comes back in time, every mapping of this cache is made
  * inaccessible: an access gets SIGSEGV, never a page of zeros for the
- * file's data.
+ * file's data.  The connection, the watcher and the hand-back are
+ * connect.c's; the requests, the mappings and fork are here.
  */
 #include "internal.h"
 #include "client.h"
@@ -418,7 +419,7 @@ static long xfer_seq(struct upc_client *cl, int sock, uint64_t seq, uint16_t typ
 
 /* xfer_seq() numbered with the next number */
 long xfer(struct upc_client *cl, int sock, uint16_t type, const uint64_t *args, unsigned int argc,
-		 const void *data, size_t dlen, const int *fds, unsigned int nfds, struct creply *rep)
+	  const void *data, size_t dlen, const int *fds, unsigned int nfds, struct creply *rep)
 {
 	return xfer_seq(cl, sock, seq_next(cl), type, args, argc, data, dlen, fds, nfds, rep);
 }
@@ -779,7 +780,6 @@ static long request(struct upc_client *cl, uint16_t type, const uint64_t *args, 
 }
 
 /* ------------------------------------------------------------ create, destroy */
-
 
 static pthread_mutex_t clients_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct upc_client *clients;

@@ -535,7 +535,7 @@ void file_unfence(struct upc_file *f)
  * child or a client may still map it): truncated, so that an access gets
  * SIGBUS, or, for a memfd sealed against shrinking (upcd's, file_new),
  * punched whole, which frees the pages as well: a client has made its
- * mappings inaccessible before it lets go of its userfaultfd (client.c),
+ * mappings inaccessible before it lets go of its userfaultfd (connect.c),
  * so no access reads the holes as data.
  */
 void file_memfd_empty(struct upc_file *f)
