@@ -321,6 +321,12 @@ static inline __attribute__((format(printf, 1, 2))) void nobody_msg(const char *
 } while (0)
 #define nobody_skip(...) do { nobody_msg(__VA_ARGS__); _exit(77); } while (0)
 
+/* A forked child of root becomes @uid, its group too, with no other group: 0, or -1 and errno. */
+static inline int become_uid(uid_t uid)
+{
+	return setgroups(0, NULL) || setresgid(uid, uid, uid) || setresuid(uid, uid, uid) ? -1 : 0;
+}
+
 /* Returns the child's wait status; its message is in @msg. */
 static inline int run_as_nobody(int (*fn)(void *), void *arg, char *msg, size_t msglen)
 {
@@ -337,8 +343,7 @@ static inline int run_as_nobody(int (*fn)(void *), void *arg, char *msg, size_t 
 	if (pid == 0) {
 		close(pfd[0]);
 		*nobody_fd() = pfd[1];
-		if (setgroups(0, NULL) || setresgid(NOBODY, NOBODY, NOBODY) ||
-		    setresuid(NOBODY, NOBODY, NOBODY)) {
+		if (become_uid(NOBODY) < 0) {
 			nobody_msg("cannot drop to uid %d: %s", NOBODY, strerror(errno));
 			_exit(1);
 		}

@@ -8,7 +8,6 @@
 #include "internal.h"	/* the page table's layout: pt_entry_off(), struct upc_page */
 
 #include <dirent.h>
-#include <grp.h>
 #include <inttypes.h>
 #include <linux/falloc.h>
 #include <linux/io_uring.h>
@@ -6958,8 +6957,7 @@ static void writer_as_start(struct writer_as *w, uid_t uid, const char *path, of
 
 		close(go[1]);
 		close(done[0]);
-		if (read(go[0], &x, 1) == 1 && !setgroups(0, NULL) && !setresgid(uid, uid, uid) &&
-		    !setresuid(uid, uid, uid)) {
+		if (read(go[0], &x, 1) == 1 && become_uid(uid) == 0) {
 			UPC_OPTS(upc_cache_opts, o, .flags = UPC_CACHE_SHARED, .socket = sock_path);
 
 			prctl(PR_SET_DUMPABLE, 1);	/* its pagemap its own (run_as_nobody) */

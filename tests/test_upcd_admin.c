@@ -39,8 +39,7 @@ static void upcd_start(const char *a1, const char *a2)
 	upcd_pid = fork();
 	cr_assert_geq(upcd_pid, 0);
 	if (upcd_pid == 0) {
-		if (upcd_uid && (setgroups(0, NULL) || setresgid(upcd_uid, upcd_uid, upcd_uid) ||
-				 setresuid(upcd_uid, upcd_uid, upcd_uid))) {
+		if (upcd_uid && become_uid(upcd_uid) < 0) {
 			fprintf(stderr, "cannot drop to uid %u: %s\n", (unsigned int)upcd_uid, strerror(errno));
 			_exit(126);
 		}
@@ -626,8 +625,7 @@ static int hello_from_userns(uid_t maker, long res[3], char *why, size_t whylen)
 		long r[4] = { 0, 1, 1, 1 };	/* an errno that kept it from trying, then the three */
 		int err = 0, s[3];
 
-		if ((maker && (setgroups(0, NULL) || setresgid(maker, maker, maker) ||
-			       setresuid(maker, maker, maker))) || unshare(CLONE_NEWUSER))
+		if ((maker && become_uid(maker) < 0) || unshare(CLONE_NEWUSER))
 			err = errno;
 		if (write(up[1], &err, sizeof(err)) != (ssize_t)sizeof(err) || err || read(down[0], &x, 1) != 1)
 			_exit(2);
@@ -744,8 +742,7 @@ Test(upcd_admin, a_connection_whose_process_is_gone_is_refused, .timeout = 60)
 	pid = fork();
 	cr_assert_geq(pid, 0);
 	if (pid == 0)
-		_exit(setgroups(0, NULL) || setresgid(NOBODY, NOBODY, NOBODY) || setresuid(NOBODY, NOBODY, NOBODY) ||
-		      connect(s, (struct sockaddr *)&sa, sizeof(sa)) < 0);
+		_exit(become_uid(NOBODY) < 0 || connect(s, (struct sockaddr *)&sa, sizeof(sa)) < 0);
 	cr_assert_eq(waitpid(pid, &status, 0), pid);
 	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child did not connect: status %#x", status);
 	cr_assert_eq(kill(upcd_pid, SIGCONT), 0);
@@ -781,8 +778,7 @@ static long hello_as(uid_t uid)
 		long r = 1;
 		int s;
 
-		if (!setgroups(0, NULL) && !setresgid(uid, uid, uid) && !setresuid(uid, uid, uid) && m &&
-		    (s = raw_connect()) >= 0)
+		if (become_uid(uid) == 0 && m && (s = raw_connect()) >= 0)
 			r = raw_hello(s, m);
 		_exit(write(pfd[1], &r, sizeof(r)) == (ssize_t)sizeof(r) ? 0 : 1);
 	}
