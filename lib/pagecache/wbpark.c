@@ -116,8 +116,9 @@ void wb_wait(struct upc_file *f)
  * At most WB_IO_MAX I/Os so at once (a thread each), and, in a daemon
  * run as root (which serves many users), at most WB_IO_ACCOUNT_MAX of them
  * for the files of one account (struct upc_file @wb_account: the client
- * that last mapped the file writable or wrote it, counted as the user
- * behind it, upcd.c, client_account).  A visitor takes its place before it
+ * that last mapped the file through a descriptor open for writing, or
+ * wrote it with a call, counted as the user behind it: upcd.c,
+ * client_account).  A visitor takes its place before it
  * cleans a page (wb_io_reserve, writeback_range); with none left it passes
  * the file by, until an I/O of that account, or any, ends.  It made the
  * I/O itself before, and the next file whose inode lock a client held
@@ -126,11 +127,11 @@ void wb_wait(struct upc_file *f)
  * holding 64 files' locks, of files it made, left every user's dirty pages
  * unwritten; now that takes sixteen users (WB_IO_MAX was 64 until the
  * bound a user: a thread that waits costs its stack's few pages, and the
- * file store's ring only up to its 64: store.c).  The account is the writer's, not
- * the file owner's, as cgroup writeback charges an inode to the cgroup
- * that dirties it (fs/fs-writeback.c, inode_switch_wbs), not to its
- * owner: a user can make files owned by any of its subordinate uids, and
- * a FUSE file it serves has the owner it says (review of 67c4692).  A
+ * file store's ring only up to its 64: store.c).  The account is the
+ * writer's, not the file owner's, as cgroup writeback charges an inode to
+ * the cgroup that dirties it (fs/fs-writeback.c, inode_switch_wbs), not to
+ * its owner: a user can make files owned by any of its subordinate uids,
+ * and a FUSE file it serves has the owner it says (review of 67c4692).  A
  * client that may write another user's file can still hold its lock after
  * that user wrote it last, and use that user's places.
  * UPC_DEBUG=wb-io-few makes the bounds 3 and 2 (and the second holds in a
@@ -174,7 +175,7 @@ bool wb_io_reserve(struct upc_cache *c, struct upc_file *f, struct wb_ticket *t)
 			slot = i;
 		}
 	/* (a free slot is there: no more places are taken than WB_ACCOUNT_SLOTS) */
-	if (slot < 0 || (c->wb_accounts[slot].n && c->wb_accounts[slot].n >= wb_io_account_max(c)))
+	if (slot < 0 || c->wb_accounts[slot].n >= wb_io_account_max(c))
 		goto full;
 	c->wb_accounts[slot].uid = acct;
 	c->wb_accounts[slot].n++;
