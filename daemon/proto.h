@@ -152,10 +152,10 @@ struct upc_client_info {
 
 /* upc_client_info.reclaim: may the daemon evict what the client maps writable (--async)? */
 enum {
-	UPC_RECLAIM_NONE,		/* no channel (synchronous tracking needs none): kept if --async */
+	UPC_RECLAIM_NONE,		/* no channel (synchronous tracking needs none): as HELD if --async */
 	UPC_RECLAIM_OK,			/* asked, and answers */
 	UPC_RECLAIM_RESTING,		/* answered slowly or with an error: not asked for a while */
-	UPC_RECLAIM_HELD,		/* did not answer: kept for the rest of the connection */
+	UPC_RECLAIM_HELD,		/* did not answer: evicted from under it for the rest of the connection */
 };
 
 #define UPC_CLIENTS_PER_MSG	(UPC_PROTO_MAX_DATA / sizeof(struct upc_client_info))

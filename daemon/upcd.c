@@ -179,7 +179,7 @@ struct zapchan {
 
 static void zapchan_dead(struct zapchan *zc, const char *why)
 {
-	logf("client %d: %s: what it maps stays cached from now on", zc->pid, why);
+	logf("client %d: %s: what it maps is evicted from under it from now on", zc->pid, why);
 	zc->dead = true;
 	atomic_store(&zc->z.quiet_until, UINT64_MAX);
 }

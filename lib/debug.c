@@ -174,6 +174,12 @@ unsigned int debug_from_env(void)
 			flags |= UPC_DBG_DROP_PAUSE;
 		else if (!strcmp(tok, "grow-pause"))
 			flags |= UPC_DBG_GROW_PAUSE;
+		else if (!strcmp(tok, "capture-pause"))
+			flags |= UPC_DBG_CAPTURE_PAUSE;
+		else if (!strcmp(tok, "capture-fail"))
+			flags |= UPC_DBG_CAPTURE_FAIL;
+		else if (!strcmp(tok, "no-zaps"))
+			flags |= UPC_DBG_NO_ZAPS;
 		else if (!strcmp(tok, "wb-io-few"))
 			flags |= UPC_DBG_WB_IO_FEW;
 		else

@@ -500,7 +500,7 @@ struct upc_mm {
  * hidden in a page that is dirty already.  A zap the client did not answer
  * stays counted as long as the mm lives.  The client is not asked again
  * before @quiet_until (now_ms(); UINT64_MAX: never), and what it maps
- * meanwhile stays cached (zap.c, map_held).
+ * meanwhile is taken from under it (zap.c, map_held; capture.c).
  */
 #define UPC_ZAP_MAX_CLIENTS	64	/* clients asked at once (zap_elsewhere) */
 #define UPC_ZAP_MAX_RANGES	2730	/* ranges in one zap: (UPC_PROTO_MAX_DATA - 16) / 24 */
@@ -555,6 +555,7 @@ struct upc_counters {
 	_Atomic uint64_t wb_errors, read_errors, pages_evicted;
 	_Atomic uint64_t ra_hits;	/* faults that continued the previous readahead window */
 	_Atomic uint64_t wb_gap_pages;	/* clean pages written between dirty runs (writeback.c) */
+	_Atomic uint64_t evictions_undone;	/* pages written during their eviction, put back (capture.c) */
 };
 
 struct upc_cache {
@@ -1025,12 +1026,24 @@ __upc_hidden int zap_elsewhere(struct upc_file *f, const struct run *victims, si
 			       const uint8_t *elsewhere, bool visit);
 __upc_hidden void zap_settle(struct upc_file *f);
 __upc_hidden void zap_settle_all(struct upc_cache *c);
-__upc_hidden uint64_t reclaim_runs(struct upc_file *f, struct run *runs, size_t nr, bool unlocked);
+__upc_hidden uint64_t reclaim_runs(struct upc_file *f, struct run *runs, size_t nr, const struct run *held,
+				   size_t nh, bool unlocked);
+/* capture.c: victims taken from under clients that do not zap */
+struct capture;
+__upc_hidden struct capture *capture_start(struct upc_file *f, const struct run *held, size_t nh);
+__upc_hidden bool capture_take(struct capture *cap, struct upc_file *f, uint64_t pgoff);
+__upc_hidden bool capture_any(const struct capture *cap);
+__upc_hidden void capture_sealed(struct capture *cap);
+__upc_hidden void capture_settle(struct upc_file *f, struct capture *cap, bool failed);
+__upc_hidden void capture_free(struct capture *cap);
 __upc_hidden int unmap_elsewhere(struct upc_file *f, struct run **runs, size_t *nr, bool visit);
 /* punch.c */
 __upc_hidden int punch_start(struct upc_cache *c);
 __upc_hidden void punch_stop(struct upc_cache *c);
-__upc_hidden int punch_queue(struct upc_file *f, struct run *runs, size_t nr, uint64_t pages);
+__upc_hidden int punch_queue(struct upc_file *f, struct run *runs, size_t nr, uint64_t pages,
+			     struct capture *cap);
+__upc_hidden void punch_reap(struct upc_file *f);
+__upc_hidden bool punch_wait_captured(struct upc_file *f, uint64_t first, uint64_t last);
 __upc_hidden bool punch_pending(struct upc_file *f);
 __upc_hidden bool punch_busy(struct upc_file *f, uint64_t first, uint64_t last);
 __upc_hidden bool punch_wait(struct upc_file *f, uint64_t first, uint64_t last, const bool *stop);
@@ -1070,6 +1083,9 @@ __upc_hidden uint64_t store_cluster_gap(struct upc_store *s);
 #define UPC_DBG_DROP_PAUSE	0x10u	/* tests only: upcd's punch of clean pages waits 1.5 s after its last look */
 #define UPC_DBG_GROW_PAUSE	0x20u	/* tests only: a write past end of file waits 1.5 s before it grows the store */
 #define UPC_DBG_WB_IO_FEW	0x40u	/* tests only: upcd's visitors have 3 I/O threads, 2 an account (wbpark.c) */
+#define UPC_DBG_CAPTURE_PAUSE	0x80u	/* tests only: an eviction that took pages (capture.c) waits 1.5 s before its punch */
+#define UPC_DBG_CAPTURE_FAIL	0x100u	/* tests only: a page written during its eviction cannot be put back (capture.c) */
+#define UPC_DBG_NO_ZAPS		0x200u	/* tests only: a shared cache hands upcd no reclaim channel (connect.c) */
 #define UPC_BT_SIGNAL		(SIGRTMIN + 7)
 struct upc_shm_bt;
 __upc_hidden unsigned int debug_from_env(void);

@@ -61,15 +61,18 @@ static long handshake(struct upc_client *cl, int sock, struct creply *rep)
 }
 
 /*
- * Under asynchronous tracking the daemon can evict a page this process
- * maps writable only once this process zapped its own PTEs of it (a write
- * through a clean PTE does not trap: upcd(8), "Memory"); it asks through a
+ * Under asynchronous tracking the daemon evicts a page this process maps
+ * writable once this process zapped its own PTEs of it (a write through a
+ * clean PTE does not trap: upcd(8), "Memory"), or else by taking it from
+ * under this process, at the cost of a copy of the page; it asks through a
  * socket pair whose other end it is handed here (on @sock), by every daemon
  * that says it takes one, once this process's mappings are its own again
  * (after a reconnect's adoption: until then the watcher, which answers,
  * is busy reconnecting).  The old connection's end goes.  Best effort:
- * without a channel the daemon keeps what this process maps, and a failure
- * here fails nothing else (but a lost connection, which the caller sees).
+ * without a channel the daemon takes what this process maps from under it
+ * (capture.c: a copy of each page, and every fault maps dirty), and a
+ * failure here fails nothing else (but a lost connection, which the caller
+ * sees).
  */
 static long reclaim_channel(struct upc_client *cl, int sock)
 {
@@ -80,11 +83,11 @@ static long reclaim_channel(struct upc_client *cl, int sock)
 		close(cl->zap_sock);
 		cl->zap_sock = -1;
 	}
-	if (cl->track_mode != UPC_TRACK_ASYNC || !(cl->daemon_flags & UPC_DAEMON_F_RECLAIM))
+	if (cl->track_mode != UPC_TRACK_ASYNC || !(cl->daemon_flags & UPC_DAEMON_F_RECLAIM) || cl->no_zaps)
 		return 0;
 	if ((!cl->zap_msg && !(cl->zap_msg = malloc(sizeof(*cl->zap_msg)))) ||
 	    socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
-		pr_warn("no reclaim channel (%s): upcd keeps what this process maps\n", strerror(errno));
+		pr_warn("no reclaim channel (%s): upcd evicts what this process maps without its help\n", strerror(errno));
 		return 0;
 	}
 	ret = xfer(cl, sock, UPC_MSG_RECLAIM, NULL, 0, NULL, 0, &sv[1], 1, NULL);
@@ -93,7 +96,7 @@ static long reclaim_channel(struct upc_client *cl, int sock)
 		close(sv[0]);
 		if (conn_lost(ret))
 			return ret;
-		pr_warn("upcd refused a reclaim channel (%s): it keeps what this process maps\n",
+		pr_warn("upcd refused a reclaim channel (%s): it evicts what this process maps without its help\n",
 			upc_strerror((int)ret));
 		return 0;
 	}

@@ -1060,6 +1060,7 @@ static bool file_clean(struct upc_file *f, uint64_t *cachedp)
 
 	pthread_mutex_lock(&f->lock);
 	wb_finish_parked(f);	/* a parked write-back (wbpark.c) is not one in flight */
+	punch_reap(f);		/* an eviction's page put back dirty (capture.c) is not clean */
 	clean = !f->nr_dirty && !f->nr_writeback && !f->nr_pinned;
 	if (cachedp)
 		*cachedp = f->nr_cached;
@@ -1835,7 +1836,7 @@ void stats_counters(struct upc_cache *c, struct upc_stats *st)
 	C(faults_missing); C(faults_wp); C(faults_minor);
 	C(fill_ios); C(pages_filled); C(ra_pages); C(ra_max_window);
 	C(wp_calls); C(wb_ios); C(pages_written); C(bytes_written); C(syncs);
-	C(wb_errors); C(read_errors); C(pages_evicted); C(wb_gap_pages);
+	C(wb_errors); C(read_errors); C(pages_evicted); C(wb_gap_pages); C(evictions_undone);
 #undef C
 	st->meta_bytes = atomic_load(&c->meta_bytes);
 	st->reclaim_passes = c->rc_passes;

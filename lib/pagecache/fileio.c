@@ -804,7 +804,7 @@ void file_drop_pages(struct upc_file *f, uint64_t first, uint64_t end)
 			pages += page_uptodate(f, p);
 		}
 		/* Out of the page table, still counted cached until the chain completes (reclaim_runs). */
-		if (punch_queue(f, chain, 1, pages) == 0) {
+		if (punch_queue(f, chain, 1, pages, NULL) == 0) {
 			pages_remove(f, first, end);
 			atomic_fetch_add(&f->cache->nr_cached, pages);
 			protect_runs(f, chain, 1);	/* the markers before the punch, as reclaim_runs puts them */
@@ -1124,7 +1124,7 @@ UPC_API int upc_invalidate(struct upc_cache *c, int fd, off_t off, off_t len)
 		 */
 		unmap_elsewhere(f, &runs, &nr, false);
 		if (nr)
-			reclaim_runs(f, runs, nr, true);
+			reclaim_runs(f, runs, nr, NULL, 0, true);
 		for (uint64_t p = first; !busy && p <= last; p++) {
 			if (!f->chunks[p >> PT_CHUNK_SHIFT]) {
 				p |= PT_CHUNK_PAGES - 1;

@@ -96,6 +96,7 @@ struct punch {
 	struct punch *next;		/* punch_ctl->queue */
 	int err;			/* the first punch that failed (punch thread) */
 	_Atomic size_t left;		/* completions to come: 0 once done */
+	struct capture *cap;		/* pages taken from under clients that do not zap (capture.c) */
 };
 
 struct punch_ctl {
@@ -109,13 +110,21 @@ struct punch_ctl {
 	pthread_t thread;
 };
 
-/* The chain of @f, if done: freed.  Caller holds f->lock. */
-static void punch_reap(struct upc_file *f)
+/*
+ * The chain of @f, if done: what it took from under clients that do not
+ * zap is settled (capture.c: a page written meanwhile goes back, dirty),
+ * and the record freed.  Every path that looks at the chain comes here
+ * first (punch_busy, punch_pending), and so do the visitors, write-back and
+ * the test for a clean file (file_lock_visit, writeback_range, file_clean).
+ * Caller holds f->lock.
+ */
+void punch_reap(struct upc_file *f)
 {
 	struct punch *p = f->punch;
 
 	if (p && atomic_load_explicit(&p->left, memory_order_acquire) == 0) {
 		f->punch = NULL;
+		capture_settle(f, p->cap, p->err != 0);
 		free(p->runs);
 		free(p);
 	}
@@ -125,10 +134,14 @@ static void punch_reap(struct upc_file *f)
  * At file_free: a chain still listed is done (its reference kept the file
  * until the punch thread let go of it), or the cache is being destroyed
  * after its punch thread ended.  An abandoned one frees no file at all.
+ * A done chain's capture was settled before: a file goes only once clean
+ * (file_clean reaps), and at destruction after its write-back (which
+ * reaps); what is left is one never punched, whose pages are in the memfd.
  */
 void punch_free(struct upc_file *f)
 {
 	if (f->punch) {
+		capture_free(f->punch->cap);
 		free(f->punch->runs);
 		free(f->punch);
 		f->punch = NULL;
@@ -145,8 +158,10 @@ int file_lock_visit(struct upc_file *f)
 {
 	int ret = mutex_lock_ms(&f->lock, f->cache->serving ? VISIT_LOCK_MS : 0);
 
-	if (ret == 0)
+	if (ret == 0) {
 		wb_finish_parked(f);	/* a visitor's write-back that could not end here (wb_park) */
+		punch_reap(f);
+	}
 	return ret;
 }
 
@@ -165,6 +180,24 @@ void punch_settle(struct upc_file *f)
 {
 	if (f->cache->punch)
 		punch_wait(f, 0, UINT64_MAX, NULL);
+}
+
+/*
+ * A sync of [first, last] (writeback_range, not a visitor's): wait for a
+ * chain that took pages there from under clients that do not zap
+ * (capture.c).  A write such a client made between the chain's last look
+ * and its punch is in the punched page, out of the page table, until the
+ * chain is done and reaped: an msync or fsync that did not wait for it
+ * returned with that write not written (review of capture.c).  A chain of
+ * other pages is not waited for: no mapping could write them.  Returns
+ * false, still waiting, if the cache is going.  Caller holds f->lock.
+ */
+bool punch_wait_captured(struct upc_file *f, uint64_t first, uint64_t last)
+{
+	punch_reap(f);
+	if (!f->punch || !f->punch->cap)
+		return true;
+	return punch_wait(f, first, last, NULL);
 }
 
 /* Does a punch in flight take a page of [first, last]?  Caller holds f->lock. */
@@ -228,6 +261,8 @@ static void punch_complete(struct upc_cache *c, struct punch_ctl *pc, struct pun
 	atomic_fetch_sub(&c->nr_cached, pages);
 	locked = mutex_lock_ms(&f->lock, 2) == 0;
 	atomic_store_explicit(&p->left, 0, memory_order_release);	/* @p is the lock holder's from here */
+	if (locked && p->cap)
+		punch_reap(f);	/* a write the capture caught goes back at once (capture.c) */
 	pthread_cond_broadcast(&f->wb_cond);
 	if (locked)
 		pthread_mutex_unlock(&f->lock);
@@ -384,10 +419,11 @@ void punch_stop(struct upc_cache *c)
 
 /*
  * Queue the punches of @runs (its pages out of the page table, counted
- * cached) as one chain.  Takes @runs on success.  Caller holds f->lock,
- * and f->punch is NULL.
+ * cached) as one chain, with @cap, the pages of it taken from under
+ * clients that do not zap (capture.c), or NULL.  Takes @runs and @cap on
+ * success.  Caller holds f->lock, and f->punch is NULL.
  */
-int punch_queue(struct upc_file *f, struct run *runs, size_t nr, uint64_t pages)
+int punch_queue(struct upc_file *f, struct run *runs, size_t nr, uint64_t pages, struct capture *cap)
 {
 	struct punch_ctl *pc = f->cache->punch;
 	struct punch *p = malloc(sizeof(*p));
@@ -395,7 +431,8 @@ int punch_queue(struct upc_file *f, struct run *runs, size_t nr, uint64_t pages)
 
 	if (!p)
 		return -ENOMEM;
-	*p = (struct punch){ .f = f, .runs = runs, .nr = nr, .pages = pages, .t0 = now_ms() };
+	capture_sealed(cap);
+	*p = (struct punch){ .f = f, .runs = runs, .nr = nr, .pages = pages, .t0 = now_ms(), .cap = cap };
 	atomic_init(&p->left, nr);
 	file_hold(f);	/* the chain's: let go by the punch thread, once it is done */
 	atomic_fetch_add(&pc->inflight, 1);
@@ -451,7 +488,7 @@ bool punch_stray(struct upc_file *f, uint64_t pgoff, const bool *stop)
 		r = malloc(sizeof(*r));
 		if (r) {
 			*r = (struct run){ pgoff, 1 };
-			if (punch_queue(f, r, 1, 0) == 0)	/* counted cached by no one */
+			if (punch_queue(f, r, 1, 0, NULL) == 0)	/* counted cached by no one */
 				return true;
 			free(r);
 		}

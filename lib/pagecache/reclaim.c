@@ -57,8 +57,8 @@ static bool reclaimable(const struct upc_page *pg)
  * clients; a forked child's mm has no pagemap here, and is not sampled).
  * In @others, ELSEWHERE_W marks a page a client maps writable under
  * asynchronous tracking, whose PTE that client must zap before a punch
- * (zap_elsewhere), and ELSEWHERE_HELD one where it cannot be asked to
- * (map_held).
+ * (zap_elsewhere), and ELSEWHERE_HELD one a client maps so that cannot be
+ * asked to (map_held): only capture.c takes such a page.
  */
 struct presence {
 	uint64_t first;
@@ -99,7 +99,7 @@ static void presence_scan(struct upc_file *f, uint64_t first, uint64_t n, uint8_
 			continue;
 		pothers.val = ELSEWHERE;
 		if (!mine && m->mm->remote && m->wp && f->cache->track_mode == UPC_TRACK_ASYNC)
-			pothers.val |= map_held(m) ? ELSEWHERE_W | ELSEWHERE_HELD : ELSEWHERE_W;
+			pothers.val |= map_held(m) ? ELSEWHERE_HELD : ELSEWHERE_W;
 		if (pagemap_walk_map(m, first, first + n - 1, &present_pages, mark_present, mine ? &pown : &pothers) < 0 &&
 		    !mine && f->cache->track_mode == UPC_TRACK_ASYNC)
 			for (uint64_t i = s; i < e; i++)
@@ -154,30 +154,60 @@ void teardown_runs(struct upc_file *f, const struct run *runs, size_t nr, bool s
 	}
 }
 
+/* Is @p in @held (sorted), from run *@k on?  Moves *@k past the runs before @p. */
+static bool in_runs(const struct run *held, size_t nh, size_t *k, uint64_t p)
+{
+	while (*k < nh && held[*k].start + held[*k].n <= p)
+		(*k)++;
+	return *k < nh && held[*k].start <= p;
+}
+
 /*
  * Free clean victims: tear down, re-check, punch, re-protect.  Returns the
  * pages freed.  With @unlocked (the reclaim thread of a serving cache) the
  * punches complete without file->lock (punch.c), and the pages are counted
- * cached until they do.  Caller holds f->lock.
+ * cached until they do.  The victims in @held (sorted, a subset of @runs)
+ * are mapped writable by clients that do not zap (shrink_file): they go
+ * only as capture.c takes them, and only with @unlocked.  Caller holds
+ * f->lock.
  */
-uint64_t reclaim_runs(struct upc_file *f, struct run *runs, size_t nr, bool unlocked)
+uint64_t reclaim_runs(struct upc_file *f, struct run *runs, size_t nr, const struct run *held, size_t nh,
+		      bool unlocked)
 {
 	struct upc_cache *c = f->cache;
+	struct capture *capt = NULL;
 	struct run *ok = NULL;
-	size_t nok = 0, cap = 0;
+	size_t nok = 0, cap = 0, k = 0;
 	uint64_t freed = 0;
 
+	/* Copied before the last look (capture.c, step 1). */
+	if (nh && unlocked && c->punch && !f->punch)
+		capt = capture_start(f, held, nh);
 	/* I2: tear every mapping down first; the written state moves to the page. */
 	teardown_runs(f, runs, nr, true);
-	/* I3: then re-check; a page dirty, pinned or in flight now is kept. */
+	/*
+	 * I3: then re-check; a page dirty, pinned or in flight now is kept, and
+	 * so is one a client that does not zap maps, unless it is taken
+	 * (capture.c, step 2).
+	 */
 	for (size_t i = 0; i < nr; i++)
 		for (uint64_t p = runs[i].start; p < runs[i].start + runs[i].n; p++) {
 			struct upc_page *pg = pt_lookup(f, p);
 
-			if (pg && reclaimable(pg) && !(pg->flags & PG_DIRTY))
-				if (runs_add(&ok, &nok, &cap, p) < 0)
-					goto out;
+			if (!pg || !reclaimable(pg) || (pg->flags & PG_DIRTY))
+				continue;
+			if (in_runs(held, nh, &k, p) && !capture_take(capt, f, p))
+				continue;
+			if (runs_add(&ok, &nok, &cap, p) < 0)
+				goto out;
 		}
+	if (!capture_any(capt)) {
+		capture_free(capt);
+		capt = NULL;
+	}
+	/* UPC_DEBUG=capture-pause, tests only: a held client's write between the last look and the punch. */
+	if (__builtin_expect(c->debug & UPC_DBG_CAPTURE_PAUSE, 0) && capt)
+		usleep(1500000);
 	/* UPC_DEBUG=drop-pause, tests only: a client's write between this last look and the punch. */
 	if (__builtin_expect(c->debug & UPC_DBG_DROP_PAUSE, 0) && c->serving && nok)
 		usleep(1500000);
@@ -185,7 +215,7 @@ uint64_t reclaim_runs(struct upc_file *f, struct run *runs, size_t nr, bool unlo
 		for (size_t i = 0; i < nok; i++)
 			freed += ok[i].n;
 		/* Out of the page table, still counted cached: queued first, as nothing can fail after. */
-		if (punch_queue(f, ok, nok, freed) < 0) {
+		if (punch_queue(f, ok, nok, freed, capt) < 0) {
 			freed = 0;	/* no memory for the record: the victims stay cached this time */
 			goto out;
 		}
@@ -200,9 +230,12 @@ uint64_t reclaim_runs(struct upc_file *f, struct run *runs, size_t nr, bool unlo
 		 * than after it: this process's PTEs were torn down above, and
 		 * no fault maps these pages again before the chain completes
 		 * (handle_fault waits for it).  A client's PTE that still maps
-		 * one (synchronous tracking only: shrink_file) is
-		 * write-protected, as every clean page's is: a write traps and
-		 * waits too; the punch zaps it, leaving a marker.
+		 * one (synchronous tracking, shrink_file) is write-protected,
+		 * as every clean page's is: a write traps and waits too; the
+		 * punch zaps it, leaving a marker.  Under asynchronous tracking
+		 * only a client that does not zap still maps one, and a write
+		 * of it before the punch is caught in the page @capt holds
+		 * (capture.c).
 		 */
 		protect_runs(f, ok, nok);
 		atomic_fetch_add(&c->st.pages_evicted, freed);
@@ -229,6 +262,7 @@ uint64_t reclaim_runs(struct upc_file *f, struct run *runs, size_t nr, bool unlo
 	protect_runs(f, ok, nok);
 	atomic_fetch_add(&c->st.pages_evicted, freed);
 out:
+	capture_free(capt);	/* (none here: taken only where the chain takes it) */
 	free(ok);
 	return freed;
 }
@@ -326,7 +360,8 @@ int unmap_elsewhere(struct upc_file *f, struct run **runs, size_t *nr, bool visi
 		presence_scan(f, first, n, present, elsewhere);
 		for (size_t j = 0; j < ns; j++)
 			for (uint64_t p = sub[j].start; p < sub[j].start + sub[j].n; p++)
-				if (!(elsewhere[p - first] & ELSEWHERE_W) && runs_add(&keep, &nk, &kcap, p) < 0)
+				if (!(elsewhere[p - first] & (ELSEWHERE_W | ELSEWHERE_HELD)) &&
+				    runs_add(&keep, &nk, &kcap, p) < 0)
 					goto nomem;
 	}
 	free(*runs);
@@ -346,8 +381,8 @@ nomem:
  */
 static uint64_t shrink_file(struct upc_file *f, uint64_t active_target, bool *wrapped)
 {
-	struct run *zap = NULL, *victims = NULL, *dirty = NULL;
-	size_t nzap = 0, zcap = 0, nv = 0, vcap = 0, nd = 0, dcap = 0;
+	struct run *zap = NULL, *victims = NULL, *dirty = NULL, *held = NULL;
+	size_t nzap = 0, zcap = 0, nv = 0, vcap = 0, nd = 0, dcap = 0, nh = 0, hcap = 0;
 	uint8_t present[SCAN_BATCH], elsewhere[SCAN_BATCH];
 	uint64_t first, n, freed = 0;
 	bool stuck, async = f->cache->track_mode == UPC_TRACK_ASYNC;
@@ -388,12 +423,8 @@ static uint64_t shrink_file(struct upc_file *f, uint64_t active_target, bool *wr
 	 * be lost to a punch after the dirty check (I3): the client zaps its
 	 * own PTEs first, and the written state they held is collected
 	 * (zap_elsewhere).  A page a client maps that cannot be asked so
-	 * (map_held) is kept, as if in use.
+	 * (map_held) is taken from under it (capture.c).
 	 */
-	if (async)
-		for (uint64_t i = 0; i < n; i++)
-			present[i] |= elsewhere[i] & ELSEWHERE_HELD;
-
 	for (uint64_t i = 0; i < n; i++) {
 		struct upc_page *pg = pt_lookup(f, first + i);
 
@@ -454,10 +485,13 @@ static uint64_t shrink_file(struct upc_file *f, uint64_t active_target, bool *wr
 		 * meanwhile) stays; one that is not cannot be mapped there
 		 * again before the punch without file->lock (every fault of a
 		 * writable mapping needs it: MINOR faults, track.c).  What
-		 * read-only mappings map, the punch tears down.
+		 * read-only mappings map, the punch tears down.  What only
+		 * clients that cannot be asked map goes as capture.c takes
+		 * it (@held).
 		 */
 		struct run *gone = NULL;
 		size_t ng = 0, gcap = 0;
+		bool nomem = false;
 		int asked = zap_elsewhere(f, victims, nv, first, elsewhere, true);
 
 		if (asked < 0) {
@@ -468,18 +502,23 @@ static uint64_t shrink_file(struct upc_file *f, uint64_t active_target, bool *wr
 		}
 		if (asked)
 			presence_scan(f, first, n, present, elsewhere);
-		for (size_t i = 0; i < nv; i++)
-			for (uint64_t p = victims[i].start; p < victims[i].start + victims[i].n; p++)
-				if (!(elsewhere[p - first] & ELSEWHERE_W) && runs_add(&gone, &ng, &gcap, p) < 0)
-					goto nomem;
-nomem:
+		for (size_t i = 0; i < nv && !nomem; i++)
+			for (uint64_t p = victims[i].start; p < victims[i].start + victims[i].n && !nomem; p++) {
+				uint8_t e = elsewhere[p - first];
+
+				if (!(e & ELSEWHERE_W))
+					nomem = runs_add(&gone, &ng, &gcap, p) < 0 ||
+						((e & ELSEWHERE_HELD) && runs_add(&held, &nh, &hcap, p) < 0);
+			}
+		if (nomem)
+			ng = nh = 0;	/* nothing goes this time */
 		free(victims);
 		victims = gone;
 		nv = ng;
 		stuck = f->punch != NULL;	/* the lock was let go: a chain may have been queued */
 	}
 	if (nv && !stuck)
-		freed = reclaim_runs(f, victims, nv, true);
+		freed = reclaim_runs(f, victims, nv, held, nh, true);
 out:
 	pthread_mutex_unlock(&f->lock);
 	/* (a file whose lock is taken meanwhile by a thread waiting for its memfd: passed by, WB_VISIT) */
@@ -488,6 +527,7 @@ out:
 	free(zap);
 	free(victims);
 	free(dirty);
+	free(held);
 	return freed;
 }
 
@@ -568,7 +608,7 @@ static void *reclaim_main(void *arg)
 		pthread_mutex_unlock(&c->rc_lock);
 		freed = shrink_cache(c);
 		file_reap(c, true);
-		zap_settle_all(c);	/* not only under the limit: held clients keep the cache over it */
+		zap_settle_all(c);	/* not only under the limit: their clients' faults map dirty until then */
 		publish_tick(c);
 		pthread_mutex_lock(&c->rc_lock);
 		pthread_cond_broadcast(&c->rc_done);
@@ -784,7 +824,7 @@ int file_drop(struct upc_file *f, unsigned int flags, uint64_t *dropped)
 		free(runs);
 		return -EBUSY;	/* passed by: the lock is let go */
 	}
-	*dropped += reclaim_runs(f, runs, nr, true);
+	*dropped += reclaim_runs(f, runs, nr, NULL, 0, true);
 	if (!visit)
 		punch_settle(f);	/* the punch, without the lock; a visitor does not wait for it */
 	pthread_mutex_unlock(&f->lock);

@@ -14,9 +14,9 @@
  * reclaim channel the client handed it (upcd.c, struct zapchan;
  * connect.c, zap_serve), to zap its own PTEs of the victims, then collects
  * what the zapped PTEs recorded (track.c) before it looks at dirty again.
- * A client that cannot be asked, or did not answer in time, keeps what it
- * maps cached (map_held), and its faults map dirty from then on (struct
- * upc_zapper, internal.h).
+ * A client that cannot be asked, or did not answer in time (map_held), has
+ * what it maps taken from under it instead (capture.c), and its faults map
+ * dirty from then on (struct upc_zapper, internal.h).
  */
 #include "internal.h"
 
@@ -27,12 +27,13 @@
 #define ZAP_TIMEOUT_MS	1000	/* the clients' answers to one pass's zaps, in all (zap_elsewhere) */
 
 /*
- * Does mapping @m, a client's, hold its pages in the cache?  Under
+ * Is mapping @m, a client's, one whose pages cannot go by a zap?  Under
  * asynchronous tracking a write through a clean PTE does not trap, so a
- * page a client maps writable can go only after that client zapped its
- * PTEs itself (zap_elsewhere), through its reclaim channel: a client
- * without one, or that once did not answer a zap (struct upc_zapper),
- * holds them, as does one not to be asked again yet (slow to answer).
+ * page a client maps writable goes after that client zapped its PTEs
+ * itself (zap_elsewhere), through its reclaim channel: a client without
+ * one, or that once did not answer a zap (struct upc_zapper), cannot be
+ * asked, nor can one not to be asked again yet (slow to answer), and their
+ * pages are taken from under them (capture.c).
  * Under synchronous tracking a write to a clean page traps and waits for
  * the punch, which tears the PTE down (try_to_unmap); a read-only mapping
  * cannot write at all.  Called by the reclaim thread between its zaps:
@@ -132,8 +133,8 @@ void zap_settle_all(struct upc_cache *c)
  * of the file); their faults map meanwhile as struct upc_zapper says,
  * until the written state of what they zapped is collected here, under the
  * lock again.  The answers get ZAP_TIMEOUT_MS in all; a client that does
- * not answer in time keeps its pages where they are, from then on
- * (map_held).  f->lock is held on entry.  Returns 0 if no client was asked
+ * not answer in time is not asked again (map_held), and its pages are
+ * taken from under it from then on (capture.c).  f->lock is held on entry.  Returns 0 if no client was asked
  * (the lock was held throughout), 1 if some were (the lock was let go, and
  * is held again), or -1 if it could not be taken again within
  * ZAP_TIMEOUT_MS (file_lock_visit, again and again: a truncation waiting
