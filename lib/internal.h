@@ -674,6 +674,7 @@ struct upc_cache {
 	_Atomic uint64_t meta_bytes;	/* page-table bytes allocated */
 
 	unsigned int debug;		/* UPC_DBG_*: $UPC_DEBUG at creation (debug.c) */
+	_Atomic bool capture_paused;	/* UPC_DBG_CAPTURE_PAUSE: paused once (reclaim.c) */
 	struct upc_pub *pub;		/* live statistics for upcctl (publish.c), or NULL */
 	struct upc_client *client;	/* UPC_CACHE_SHARED: everything above is upcd's (client.c) */
 };
@@ -1033,6 +1034,8 @@ struct capture;
 __upc_hidden struct capture *capture_start(struct upc_file *f, const struct run *held, size_t nh);
 __upc_hidden bool capture_take(struct capture *cap, struct upc_file *f, uint64_t pgoff);
 __upc_hidden bool capture_any(const struct capture *cap);
+__upc_hidden bool capture_spoiled(const struct capture *cap);
+__upc_hidden bool capture_overlaps(const struct capture *cap, uint64_t first, uint64_t last);
 __upc_hidden void capture_sealed(struct capture *cap);
 __upc_hidden void capture_settle(struct upc_file *f, struct capture *cap, bool failed);
 __upc_hidden void capture_free(struct capture *cap);
@@ -1043,7 +1046,9 @@ __upc_hidden void punch_stop(struct upc_cache *c);
 __upc_hidden int punch_queue(struct upc_file *f, struct run *runs, size_t nr, uint64_t pages,
 			     struct capture *cap);
 __upc_hidden void punch_reap(struct upc_file *f);
+__upc_hidden bool punch_captured_busy(struct upc_file *f, uint64_t first, uint64_t last);
 __upc_hidden bool punch_wait_captured(struct upc_file *f, uint64_t first, uint64_t last);
+__upc_hidden bool punch_abandons_capture(struct upc_file *f);
 __upc_hidden bool punch_pending(struct upc_file *f);
 __upc_hidden bool punch_busy(struct upc_file *f, uint64_t first, uint64_t last);
 __upc_hidden bool punch_wait(struct upc_file *f, uint64_t first, uint64_t last, const bool *stop);
@@ -1083,7 +1088,7 @@ __upc_hidden uint64_t store_cluster_gap(struct upc_store *s);
 #define UPC_DBG_DROP_PAUSE	0x10u	/* tests only: upcd's punch of clean pages waits 1.5 s after its last look */
 #define UPC_DBG_GROW_PAUSE	0x20u	/* tests only: a write past end of file waits 1.5 s before it grows the store */
 #define UPC_DBG_WB_IO_FEW	0x40u	/* tests only: upcd's visitors have 3 I/O threads, 2 an account (wbpark.c) */
-#define UPC_DBG_CAPTURE_PAUSE	0x80u	/* tests only: an eviction that took pages (capture.c) waits 1.5 s before its punch */
+#define UPC_DBG_CAPTURE_PAUSE	0x80u	/* tests only: the first eviction that takes pages (capture.c) waits 1.5 s before its punch */
 #define UPC_DBG_CAPTURE_FAIL	0x100u	/* tests only: a page written during its eviction cannot be put back (capture.c) */
 #define UPC_DBG_NO_ZAPS		0x200u	/* tests only: a shared cache hands upcd no reclaim channel (connect.c) */
 #define UPC_BT_SIGNAL		(SIGRTMIN + 7)

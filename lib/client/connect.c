@@ -70,9 +70,8 @@ static long handshake(struct upc_client *cl, int sock, struct creply *rep)
  * (after a reconnect's adoption: until then the watcher, which answers,
  * is busy reconnecting).  The old connection's end goes.  Best effort:
  * without a channel the daemon takes what this process maps from under it
- * (capture.c: a copy of each page, and every fault maps dirty), and a
- * failure here fails nothing else (but a lost connection, which the caller
- * sees).
+ * (capture.c: a copy of each page), and a failure here fails nothing else
+ * (but a lost connection, which the caller sees).
  */
 static long reclaim_channel(struct upc_client *cl, int sock)
 {

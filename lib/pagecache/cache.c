@@ -1781,6 +1781,25 @@ UPC_API int upc_cache_destroy(struct upc_cache *c)
 		if (err && !ret)
 			ret = err;
 	}
+	/*
+	 * A punch left stuck at its memfd's lock (punch_stop) that took pages
+	 * from under a client that does not zap (capture.c): what that client
+	 * wrote in them before the punch is not in the page table the next
+	 * daemon adopts.  Said, as a write-back error would be.
+	 */
+	for (f = c->punch_abandoned ? c->files : NULL; f; f = f->next) {
+		bool lost;
+
+		pthread_mutex_lock(&f->lock);	/* (the punch thread may end the chain meanwhile) */
+		lost = punch_abandons_capture(f);
+		pthread_mutex_unlock(&f->lock);
+		if (lost) {
+			pr_warn("file %lu: an eviction still waits for its memfd's lock: what a client wrote "
+				"in its pages meanwhile may be lost\n", (unsigned long)f->ino);
+			if (!ret)
+				ret = -EIO;
+		}
+	}
 	/* The I/O threads of visitors' write-backs (wbpark.c): their I/Os are done (above); they end now. */
 	wb_pool_stop(c);
 	/*

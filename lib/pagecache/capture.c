@@ -70,7 +70,7 @@ struct capture {
 	uint64_t *pgoff;	/* [n], ascending */
 	uint8_t *state;		/* [n]: CAP_* */
 	char *before;		/* [n] pages: each before the last look */
-	bool broken;		/* a splice failed part way: nothing more is taken */
+	bool spoiled;		/* the pipe holds what must not be punched around (capture_take) */
 };
 
 #define CAP_INPIPE	0x1	/* spliced into the pipe, in this order */
@@ -96,35 +96,38 @@ static void kpf_open(void)
 #define PM_PFN_MASK		((1ULL << 55) - 1)
 
 /*
- * Is file page @pgoff, which the pipe now holds a reference to, a page of
- * its own (a small folio)?  A punch of part of a large folio does not free
- * that part: the kernel zeroes it in place, then splits the folio, and a
- * split fails while anything else holds a reference - the pipe's, always
- * (truncate_inode_partial_folio).  The pipe would then read zeros, taken
- * for a write, and the client's page would be zeroed under it.  The
- * memfds' folios are small unless the machine's shmem_enabled says
- * otherwise, or a process that maps one asks (MADV_COLLAPSE collapses a
- * memfd's page cache even where it then fails with EINVAL: checked on
- * Linux 6.18).  Once the pipe holds the page, no collapse can take it (it
- * needs every reference accounted for), so a look now holds until the
- * punch.  The look needs the page's PFN, which pagemap shows to
- * CAP_SYS_ADMIN only.  Caller holds f->lock.
+ * The PFN of file page @pgoff if it is a page of its own (a small folio),
+ * else 0.  A punch of part of a large folio does not free that part: the
+ * kernel zeroes it in place, then splits the folio, and a split fails
+ * while anything else holds a reference - the pipe's, always
+ * (truncate_inode_partial_folio).  Read back from the pipe, the zeros
+ * would be taken for a write and put back as the page's data; and every
+ * other page of that folio the chain punches would be left zeroed in the
+ * memfd, out of the page table, where a fill takes it (EEXIST) for the
+ * store's data (helper-63's and helper-64's reviews; both checked on Linux
+ * 6.18).  The memfds' folios are small unless the machine's shmem_enabled
+ * says otherwise, or a process that maps one asks (MADV_COLLAPSE collapses
+ * a memfd's page cache even where it then fails with EINVAL).  Once the
+ * pipe holds a page, no collapse can take it (a collapse needs every
+ * reference accounted for).  The look needs the page's PFN, which pagemap
+ * shows to CAP_SYS_ADMIN only.  Caller holds f->lock.
  */
-static bool page_small(struct upc_file *f, uint64_t pgoff)
+static uint64_t page_small(struct upc_file *f, uint64_t pgoff)
 {
 	volatile const char *a = f->base + (pgoff << UPC_PAGE_SHIFT);
 	uint64_t ent = 0, flags = 0;
 	int pm = f->cache->self.pagemap_fd;
 
 	if (kpf_fd < 0 || pm < 0)
-		return false;
-	(void)*a;	/* mapped in the staging mapping (the page is in the memfd: no fault to serve) */
+		return 0;
+	(void)*a;	/* mapped in the staging mapping (a page punched behind the cache reads as zeros: remote.c) */
 	if (pread(pm, &ent, sizeof(ent), (off_t)((uintptr_t)a >> UPC_PAGE_SHIFT) * (off_t)sizeof(ent)) != sizeof(ent) ||
 	    !(ent >> 63) || !(ent & PM_PFN_MASK))
-		return false;
-	if (pread(kpf_fd, &flags, sizeof(flags), (off_t)(ent & PM_PFN_MASK) * (off_t)sizeof(flags)) != sizeof(flags))
-		return false;
-	return !(flags & ((1ULL << KPF_COMPOUND_HEAD) | (1ULL << KPF_COMPOUND_TAIL)));
+		return 0;
+	if (pread(kpf_fd, &flags, sizeof(flags), (off_t)(ent & PM_PFN_MASK) * (off_t)sizeof(flags)) != sizeof(flags) ||
+	    (flags & ((1ULL << KPF_COMPOUND_HEAD) | (1ULL << KPF_COMPOUND_TAIL))))
+		return 0;
+	return ent & PM_PFN_MASK;
 }
 
 void capture_free(struct capture *cap)
@@ -194,35 +197,57 @@ fail:
 /*
  * Step 2: @pgoff was found clean at the last look; splice it into the pipe.
  * false: it was not copied before the look, it is part of a large folio,
- * or the pipe is full or failed, and the page stays cached.  Called in
- * ascending order.  Caller holds f->lock.
+ * or the pipe is full or failed, and the page stays cached.  The page is
+ * looked at before the splice and again after (page_small): if what the
+ * pipe then holds is not that small page (a collapse in between), or only
+ * part of a page, the capture is spoiled (capture_spoiled): its reference
+ * must not be held over any punch.  Called in ascending order.  Caller
+ * holds f->lock.
  */
 bool capture_take(struct capture *cap, struct upc_file *f, uint64_t pgoff)
 {
+	uint64_t pfn;
 	size_t done = 0;
 
-	if (!cap || cap->broken)
+	if (!cap || cap->spoiled)
 		return false;
 	while (cap->cur < cap->n && cap->pgoff[cap->cur] < pgoff)
 		cap->cur++;
-	if (cap->cur == cap->n || cap->pgoff[cap->cur] != pgoff || !cap->room)
+	if (cap->cur == cap->n || cap->pgoff[cap->cur] != pgoff || !cap->room || !(pfn = page_small(f, pgoff)))
 		return false;
 	while (done < UPC_PAGE_SIZE) {
 		off_t off = (off_t)(pgoff << UPC_PAGE_SHIFT) + (off_t)done;
 		ssize_t r = splice(f->memfd, &off, cap->pipe[1], NULL, UPC_PAGE_SIZE - done, SPLICE_F_NONBLOCK);
 
 		if (r <= 0) {
-			cap->broken = done > 0;	/* part of a page in the pipe: the ones after it would not line up */
+			cap->spoiled = done > 0;	/* part of a page in the pipe */
 			return false;
 		}
 		done += (size_t)r;
 	}
 	cap->room--;
-	cap->state[cap->cur] = CAP_INPIPE;	/* read back and passed over if not taken */
-	if (!page_small(f, pgoff))
+	cap->state[cap->cur] = CAP_INPIPE;
+	if (page_small(f, pgoff) != pfn) {
+		cap->spoiled = true;
 		return false;
+	}
 	cap->state[cap->cur] |= CAP_TAKEN;
 	return true;
+}
+
+/* Does the pipe hold anything but whole small pages that are taken?  Then nothing of it may be punched. */
+bool capture_spoiled(const struct capture *cap)
+{
+	return cap && cap->spoiled;
+}
+
+/* Does the capture take a page of [first, last]?  (punch_captured_busy) */
+bool capture_overlaps(const struct capture *cap, uint64_t first, uint64_t last)
+{
+	for (size_t i = 0; cap && i < cap->n; i++)
+		if ((cap->state[i] & CAP_TAKEN) && cap->pgoff[i] >= first && cap->pgoff[i] <= last)
+			return true;
+	return false;
 }
 
 /* Were any pages taken?  If not, the caller frees it: there is nothing to settle. */
@@ -253,12 +278,15 @@ static bool pipe_page(int fd, char *buf)
 
 /*
  * A page written between the last look and the punch (@dirty): back into
- * the memfd and the page table, dirty.  If the punch left a page there (it
- * failed), that page is the one written, and it is taken back as it is.
- * A page of a chain that failed is taken back whether written or not
- * (!@dirty: clean), as the client may still map it.  Caller holds f->lock.
+ * the memfd and the page table, dirty.  A page of a chain that failed
+ * (@failed) is taken back whether written or not (!@dirty: clean), as
+ * the client may still map it: if it is still there, as it is (what the
+ * pipe read is that page, which the client may have written since).  A
+ * page there after a punch that succeeded is one a client wrote into the
+ * hole with write(2), which is not the cache's (punch_stray): the page
+ * read back goes over it.  Caller holds f->lock.
  */
-static int capture_restore(struct upc_file *f, uint64_t pgoff, const char *page, bool dirty)
+static int capture_restore(struct upc_file *f, uint64_t pgoff, const char *page, bool dirty, bool failed)
 {
 	struct upc_page *pg;
 	size_t skipped;
@@ -275,12 +303,13 @@ static int capture_restore(struct upc_file *f, uint64_t pgoff, const char *page,
 		r = staging_insert(f, pgoff, 1, page, &skipped);
 		if (r < 0)
 			return (int)r;
-		if (skipped)	/* there already: the punch failed, or a client's write(2) made one */
+		if (skipped && !failed)
 			memcpy(f->base + (pgoff << UPC_PAGE_SHIFT), page, UPC_PAGE_SIZE);
 		page_add(f, pgoff, pg);
 	} else {
-		/* (cannot be: nothing fills a page while the chain is in flight; kept safe all the same) */
-		memcpy(f->base + (pgoff << UPC_PAGE_SHIFT), page, UPC_PAGE_SIZE);
+		/* Cannot be: nothing fills a page of a chain in flight.  Said, not hidden. */
+		pr_warn("page %" PRIu64 " was filled while its eviction was in flight\n", pgoff);
+		return dirty ? -EEXIST : 0;
 	}
 	if (dirty) {
 		trace_dirty(f, pg, pgoff, 0, 0);
@@ -318,11 +347,11 @@ void capture_settle(struct upc_file *f, struct capture *cap, bool failed)
 			break;
 		}
 		if (!(cap->state[i] & CAP_TAKEN))
-			continue;	/* not punched: a page of a large folio (page_small) */
+			continue;	/* (none: a capture with such a page is spoiled, and never settled) */
 		written = memcmp(page, cap->before + (i << UPC_PAGE_SHIFT), UPC_PAGE_SIZE) != 0;
 		if (!written && !failed)
 			continue;
-		err = capture_restore(f, cap->pgoff[i], page, written);
+		err = capture_restore(f, cap->pgoff[i], page, written, failed);
 		if (err && written) {
 			pr_warn("page %" PRIu64 ", written during its eviction, could not be put back: %s\n",
 				cap->pgoff[i], upc_strerror(err));

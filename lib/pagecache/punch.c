@@ -183,21 +183,42 @@ void punch_settle(struct upc_file *f)
 }
 
 /*
- * A sync of [first, last] (writeback_range, not a visitor's): wait for a
- * chain that took pages there from under clients that do not zap
- * (capture.c).  A write such a client made between the chain's last look
- * and its punch is in the punched page, out of the page table, until the
- * chain is done and reaped: an msync or fsync that did not wait for it
- * returned with that write not written (review of capture.c).  A chain of
- * other pages is not waited for: no mapping could write them.  Returns
- * false, still waiting, if the cache is going.  Caller holds f->lock.
+ * Does a chain in flight hold a page of [first, last] it took from under a
+ * client that does not zap (capture.c)?  A write such a client made
+ * between the chain's last look and its punch is in that page, out of the
+ * page table, until the chain is done and reaped: a sync of the range must
+ * wait for it (punch_wait_captured), or, a visitor's, come back to it
+ * (writeback_range: an msync or fsync, or upcd's sync, that did not
+ * returned with that write not written: helper-63's and helper-64's
+ * reviews).  The chain's other pages no mapping could write.  Caller holds
+ * f->lock.
  */
-bool punch_wait_captured(struct upc_file *f, uint64_t first, uint64_t last)
+bool punch_captured_busy(struct upc_file *f, uint64_t first, uint64_t last)
 {
 	punch_reap(f);
-	if (!f->punch || !f->punch->cap)
-		return true;
-	return punch_wait(f, first, last, NULL);
+	return f->punch && capture_overlaps(f->punch->cap, first, last);
+}
+
+/* Wait for that (above).  false, still waiting, if the cache is going.  Caller holds f->lock. */
+bool punch_wait_captured(struct upc_file *f, uint64_t first, uint64_t last)
+{
+	while (punch_captured_busy(f, first, last)) {
+		if (atomic_load(&f->cache->dying) || atomic_load(&f->cache->quitting))
+			return false;
+		cond_wait_ms(&f->wb_cond, &f->lock, 5);
+	}
+	return true;
+}
+
+/*
+ * At destruction, after the punch thread was left running (punch_stop):
+ * does @f's chain, still stuck, hold pages taken from under clients, whose
+ * writes in the window it would lose?  (upc_cache_destroy says so.)
+ * Caller holds f->lock.
+ */
+bool punch_abandons_capture(struct upc_file *f)
+{
+	return f->punch && f->punch->cap && atomic_load(&f->punch->left);
 }
 
 /* Does a punch in flight take a page of [first, last]?  Caller holds f->lock. */

@@ -188,25 +188,34 @@ uint64_t reclaim_runs(struct upc_file *f, struct run *runs, size_t nr, const str
 	/*
 	 * I3: then re-check; a page dirty, pinned or in flight now is kept, and
 	 * so is one a client that does not zap maps, unless it is taken
-	 * (capture.c, step 2).
+	 * (capture.c, step 2).  A capture spoiled on the way (a large folio
+	 * in its pipe) is let go, and the look made again without it.
 	 */
-	for (size_t i = 0; i < nr; i++)
-		for (uint64_t p = runs[i].start; p < runs[i].start + runs[i].n; p++) {
-			struct upc_page *pg = pt_lookup(f, p);
+	for (int pass = 0; pass < 2; pass++) {
+		nok = 0;
+		k = 0;
+		for (size_t i = 0; i < nr; i++)
+			for (uint64_t p = runs[i].start; p < runs[i].start + runs[i].n; p++) {
+				struct upc_page *pg = pt_lookup(f, p);
 
-			if (!pg || !reclaimable(pg) || (pg->flags & PG_DIRTY))
-				continue;
-			if (in_runs(held, nh, &k, p) && !capture_take(capt, f, p))
-				continue;
-			if (runs_add(&ok, &nok, &cap, p) < 0)
-				goto out;
-		}
+				if (!pg || !reclaimable(pg) || (pg->flags & PG_DIRTY))
+					continue;
+				if (in_runs(held, nh, &k, p) && !capture_take(capt, f, p))
+					continue;
+				if (runs_add(&ok, &nok, &cap, p) < 0)
+					goto out;
+			}
+		if (!capture_spoiled(capt))
+			break;
+		capture_free(capt);
+		capt = NULL;
+	}
 	if (!capture_any(capt)) {
 		capture_free(capt);
 		capt = NULL;
 	}
-	/* UPC_DEBUG=capture-pause, tests only: a held client's write between the last look and the punch. */
-	if (__builtin_expect(c->debug & UPC_DBG_CAPTURE_PAUSE, 0) && capt)
+	/* UPC_DEBUG=capture-pause, tests only, once: a held client's write between the last look and the punch. */
+	if (__builtin_expect(c->debug & UPC_DBG_CAPTURE_PAUSE, 0) && capt && !atomic_exchange(&c->capture_paused, true))
 		usleep(1500000);
 	/* UPC_DEBUG=drop-pause, tests only: a client's write between this last look and the punch. */
 	if (__builtin_expect(c->debug & UPC_DBG_DROP_PAUSE, 0) && c->serving && nok)

@@ -467,6 +467,10 @@ int writeback_range(struct upc_file *f, uint64_t first, uint64_t last, int how, 
 		punch_wait_captured(f, first, last);	/* a page an eviction puts back is written too (capture.c) */
 	} else if (file_lock_visit(f) != 0) {
 		return -EBUSY;
+	} else if ((how & WB_SYNC) && punch_captured_busy(f, first, last)) {
+		/* A sync's first pass (upcd's, files_walk) comes back to it, and then waits. */
+		pthread_mutex_unlock(&f->lock);
+		return -EBUSY;
 	} else if (atomic_load(&f->wb_io_stuck) || (c->serving && !wb_io_reserve(c, f, &t))) {
 		/*
 		 * A visitor passes by a file whose last visitor's I/O still waits
