@@ -1791,6 +1791,7 @@ UPC_API int upc_cache_destroy(struct upc_cache *c)
 		bool lost;
 
 		pthread_mutex_lock(&f->lock);	/* (the punch thread may end the chain meanwhile) */
+		punch_reap(f);	/* one that ended meanwhile puts its pages back, for the next daemon (helper-65) */
 		lost = punch_abandons_capture(f);
 		pthread_mutex_unlock(&f->lock);
 		if (lost) {

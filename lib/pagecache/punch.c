@@ -199,10 +199,18 @@ bool punch_captured_busy(struct upc_file *f, uint64_t first, uint64_t last)
 	return f->punch && capture_overlaps(f->punch->cap, first, last);
 }
 
-/* Wait for that (above).  false, still waiting, if the cache is going.  Caller holds f->lock. */
+/*
+ * Wait for that (above): for the chain in flight when called, not for the
+ * ones queued after (a write made before the call is found dirty by their
+ * last look, and is not in them).  false, still waiting, if the cache is
+ * going.  Caller holds f->lock.
+ */
 bool punch_wait_captured(struct upc_file *f, uint64_t first, uint64_t last)
 {
-	while (punch_captured_busy(f, first, last)) {
+	const struct punch *p0 = NULL;
+
+	while (punch_captured_busy(f, first, last) && (!p0 || f->punch == p0)) {
+		p0 = f->punch;	/* (a later chain at the same address is only waited for too) */
 		if (atomic_load(&f->cache->dying) || atomic_load(&f->cache->quitting))
 			return false;
 		cond_wait_ms(&f->wb_cond, &f->lock, 5);

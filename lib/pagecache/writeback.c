@@ -464,7 +464,10 @@ int writeback_range(struct upc_file *f, uint64_t first, uint64_t last, int how, 
 	if (!(how & WB_VISIT)) {
 		pthread_mutex_lock(&f->lock);
 		wb_finish_parked(f);	/* (file_lock_visit ends them itself) */
-		punch_wait_captured(f, first, last);	/* a page an eviction puts back is written too (capture.c) */
+		if (how & WB_SYNC)
+			punch_wait_captured(f, first, last);	/* a page an eviction puts back is written too (capture.c) */
+		else
+			punch_reap(f);
 	} else if (file_lock_visit(f) != 0) {
 		return -EBUSY;
 	} else if ((how & WB_SYNC) && punch_captured_busy(f, first, last)) {
