@@ -35,9 +35,14 @@
 /*
  * Walk file pages [first, last] of @f in mapping @m (this process's, a
  * forked child's with a pagemap, an upcd client's), through PAGEMAP_SCAN
- * as @tmpl asks, calling @fn for every page it reports.  One scan may stop
- * early (a full vector): the walk goes on from walk_end.  Returns 0, or
- * the first scan's error.  Caller holds f->lock.
+ * as @tmpl asks, calling @fn for every page it reports.  A scan that asks
+ * for swap-type entries of file pages (PAGE_IS_SWAPPED and PAGE_IS_FILE
+ * in its return mask: a PTE being migrated, reclaim.c, presence_scan)
+ * gets no other swap-type entry (a uffd-wp marker, which names no page):
+ * PAGEMAP_SCAN itself cannot ask for "present, or swapped and a file's",
+ * and two scans would miss a migration that starts between them.  One
+ * scan may stop early (a full vector): the walk goes on from walk_end.
+ * Returns 0, or the first scan's error.  Caller holds f->lock.
  */
 static int walk_map(struct upc_map *m, uint64_t first, uint64_t last, const struct pm_scan_arg *tmpl,
 		    void (*fn)(struct upc_file *f, uint64_t pgoff, void *arg), void *arg)
@@ -66,9 +71,15 @@ static int walk_map(struct upc_map *m, uint64_t first, uint64_t last, const stru
 			atomic_fetch_add(&c->st.wp_calls, 1);
 		if (got < 0)
 			return -errno;
-		for (long i = 0; i < got; i++)
+		for (long i = 0; i < got; i++) {
+			uint64_t cat = regs[i].categories;
+
+			if ((tmpl->return_mask & PAGE_IS_SWAPPED) && (tmpl->return_mask & PAGE_IS_FILE) &&
+			    (cat & (PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_FILE)) == PAGE_IS_SWAPPED)
+				continue;
 			for (uintptr_t a = regs[i].start; a < regs[i].end; a += UPC_PAGE_SIZE)
 				fn(m->file, m->pgoff + ((a - m->start) >> UPC_PAGE_SHIFT), arg);
+		}
 		if (scan.walk_end <= start || scan.walk_end >= end)
 			break;
 		start = scan.walk_end;
