@@ -675,6 +675,7 @@ struct upc_cache {
 
 	unsigned int debug;		/* UPC_DBG_*: $UPC_DEBUG at creation (debug.c) */
 	_Atomic bool capture_paused;	/* UPC_DBG_CAPTURE_PAUSE: paused once (reclaim.c) */
+	_Atomic bool capture_unsettled;	/* a chain with a capture ended unreaped (punch.c, punch_settle_all) */
 	struct upc_pub *pub;		/* live statistics for upcctl (publish.c), or NULL */
 	struct upc_client *client;	/* UPC_CACHE_SHARED: everything above is upcd's (client.c) */
 };
@@ -1049,6 +1050,7 @@ __upc_hidden void punch_reap(struct upc_file *f);
 __upc_hidden bool punch_captured_busy(struct upc_file *f, uint64_t first, uint64_t last);
 __upc_hidden bool punch_wait_captured(struct upc_file *f, uint64_t first, uint64_t last);
 __upc_hidden bool punch_abandons_capture(struct upc_file *f);
+__upc_hidden void punch_settle_all(struct upc_cache *c);
 __upc_hidden bool punch_pending(struct upc_file *f);
 __upc_hidden bool punch_busy(struct upc_file *f, uint64_t first, uint64_t last);
 __upc_hidden bool punch_wait(struct upc_file *f, uint64_t first, uint64_t last, const bool *stop);

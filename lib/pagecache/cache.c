@@ -1791,12 +1791,20 @@ UPC_API int upc_cache_destroy(struct upc_cache *c)
 		bool lost;
 
 		pthread_mutex_lock(&f->lock);	/* (the punch thread may end the chain meanwhile) */
-		punch_reap(f);	/* one that ended meanwhile puts its pages back, for the next daemon (helper-65) */
+		punch_reap(f);	/* one that ended meanwhile puts its pages back (helper-65) ... */
 		lost = punch_abandons_capture(f);
+		if (!lost && f->nr_dirty) {
+			/* ... and they are written back here, as the others were (helper-66) */
+			pthread_mutex_unlock(&f->lock);
+			writeback_range(f, 0, UINT64_MAX, WB_SYNC, NULL);
+			pthread_mutex_lock(&f->lock);
+			lost = f->nr_dirty != 0;
+		}
 		pthread_mutex_unlock(&f->lock);
 		if (lost) {
-			pr_warn("file %lu: an eviction still waits for its memfd's lock: what a client wrote "
-				"in its pages meanwhile may be lost\n", (unsigned long)f->ino);
+			pr_warn("file %lu: what a client wrote in pages an eviction took from under it may be lost "
+				"(the punch still waits for the memfd's lock, or their write-back failed)\n",
+				(unsigned long)f->ino);
 			if (!ret)
 				ret = -EIO;
 		}

@@ -219,6 +219,44 @@ bool punch_wait_captured(struct upc_file *f, uint64_t first, uint64_t last)
 }
 
 /*
+ * The reclaim thread, at its tick (every second, and woken by
+ * punch_complete): the chains with captures that ended while their file's
+ * lock was busy are reaped, so that a write they caught goes back into the
+ * page table (and the journal a next daemon adopts) within a second, not at
+ * whatever next looks at the file (helper-66's review).  A file whose
+ * lock is still not free in 20 ms is tried again at the next tick.
+ */
+void punch_settle_all(struct upc_cache *c)
+{
+	struct upc_file **fs;
+	size_t n = 0, max;
+
+	if (!atomic_exchange(&c->capture_unsettled, false))
+		return;
+	pthread_mutex_lock(&c->lock);
+	max = c->nr_files;
+	fs = calloc(max ? max : 1, sizeof(*fs));
+	for (struct upc_file *f = c->files; fs && f && n < max; f = f->next)
+		if (f->punch) {	/* (a hint, read without the file's lock: the visit below looks again) */
+			file_hold(f);
+			fs[n++] = f;
+		}
+	pthread_mutex_unlock(&c->lock);
+	if (!fs) {
+		atomic_store(&c->capture_unsettled, true);
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (file_lock_visit(fs[i]) == 0)	/* (which reaps) */
+			pthread_mutex_unlock(&fs[i]->lock);
+		else
+			atomic_store(&c->capture_unsettled, true);
+		file_put(fs[i]);
+	}
+	free(fs);
+}
+
+/*
  * At destruction, after the punch thread was left running (punch_stop):
  * does @f's chain, still stuck, hold pages taken from under clients, whose
  * writes in the window it would lose?  (upc_cache_destroy says so.)
@@ -290,8 +328,12 @@ static void punch_complete(struct upc_cache *c, struct punch_ctl *pc, struct pun
 	atomic_fetch_sub(&c->nr_cached, pages);
 	locked = mutex_lock_ms(&f->lock, 2) == 0;
 	atomic_store_explicit(&p->left, 0, memory_order_release);	/* @p is the lock holder's from here */
-	if (locked && p->cap)
+	if (locked && p->cap) {
 		punch_reap(f);	/* a write the capture caught goes back at once (capture.c) */
+	} else if (p->cap) {
+		atomic_store(&c->capture_unsettled, true);	/* or within a second (punch_settle_all) */
+		reclaim_wake(c);
+	}
 	pthread_cond_broadcast(&f->wb_cond);
 	if (locked)
 		pthread_mutex_unlock(&f->lock);

@@ -465,7 +465,7 @@ static uint64_t shrink_file(struct upc_file *f, uint64_t active_target, bool *wr
 			}
 			continue;
 		}
-		/* Not one a client holds (above): a write there is not seen. */
+		/* Not one a client that cannot be asked maps: a write there is not seen (capture.c takes it). */
 		if ((pg->flags & PG_LAZYFREE) && !(pg->flags & PG_DIRTY) && !(elsewhere[i] & ELSEWHERE_HELD)) {
 			runs_add(&victims, &nv, &vcap, first + i);
 			continue;
@@ -625,6 +625,7 @@ static void *reclaim_main(void *arg)
 			file_reap(c, true);
 			files_unfence_stale(c);
 			zap_settle_all(c);
+			punch_settle_all(c);
 			publish_tick(c);
 			pthread_mutex_lock(&c->rc_lock);
 			continue;
@@ -634,6 +635,7 @@ static void *reclaim_main(void *arg)
 		freed = shrink_cache(c);
 		file_reap(c, true);
 		zap_settle_all(c);	/* not only under the limit: their clients' faults map dirty until then */
+		punch_settle_all(c);
 		publish_tick(c);
 		pthread_mutex_lock(&c->rc_lock);
 		pthread_cond_broadcast(&c->rc_done);

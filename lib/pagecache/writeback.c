@@ -464,10 +464,13 @@ int writeback_range(struct upc_file *f, uint64_t first, uint64_t last, int how, 
 	if (!(how & WB_VISIT)) {
 		pthread_mutex_lock(&f->lock);
 		wb_finish_parked(f);	/* (file_lock_visit ends them itself) */
-		if (how & WB_SYNC)
-			punch_wait_captured(f, first, last);	/* a page an eviction puts back is written too (capture.c) */
-		else
+		if (!(how & WB_SYNC)) {
 			punch_reap(f);
+		} else if (!punch_wait_captured(f, first, last)) {
+			/* upcd stops with a write an eviction caught still out of the page table: said (helper-66) */
+			pthread_mutex_unlock(&f->lock);
+			return -EIO;
+		}
 	} else if (file_lock_visit(f) != 0) {
 		return -EBUSY;
 	} else if ((how & WB_SYNC) && punch_captured_busy(f, first, last)) {
