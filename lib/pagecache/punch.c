@@ -237,7 +237,7 @@ void punch_settle_all(struct upc_cache *c)
 	max = c->nr_files;
 	fs = calloc(max ? max : 1, sizeof(*fs));
 	for (struct upc_file *f = c->files; fs && f && n < max; f = f->next)
-		if (f->punch) {	/* (a hint, read without the file's lock: the visit below looks again) */
+		if (__atomic_load_n(&f->punch, __ATOMIC_RELAXED)) {	/* (a hint: the visit below looks again) */
 			file_hold(f);
 			fs[n++] = f;
 		}
@@ -305,6 +305,7 @@ bool punch_wait(struct upc_file *f, uint64_t first, uint64_t last, const bool *s
 static void punch_complete(struct upc_cache *c, struct punch_ctl *pc, struct punch *p, int res)
 {
 	struct upc_file *f = p->f;
+	bool captured = p->cap != NULL;	/* (@p may be freed by a lock holder once done, below) */
 	uint64_t pages = p->pages, first = p->runs[0].start;
 	bool locked;
 
@@ -328,9 +329,9 @@ static void punch_complete(struct upc_cache *c, struct punch_ctl *pc, struct pun
 	atomic_fetch_sub(&c->nr_cached, pages);
 	locked = mutex_lock_ms(&f->lock, 2) == 0;
 	atomic_store_explicit(&p->left, 0, memory_order_release);	/* @p is the lock holder's from here */
-	if (locked && p->cap) {
+	if (locked && captured) {
 		punch_reap(f);	/* a write the capture caught goes back at once (capture.c) */
-	} else if (p->cap) {
+	} else if (captured) {
 		atomic_store(&c->capture_unsettled, true);	/* or within a second (punch_settle_all) */
 		reclaim_wake(c);
 	}

@@ -459,7 +459,7 @@ int writeback_range(struct upc_file *f, uint64_t first, uint64_t last, int how, 
 	size_t nr = 0, cap = 0, nios = 0, nprot = 0, pcap = 0, nspans = 0, ngaps = 0;
 	uint64_t held0 = heldp ? *heldp : 0, gap;
 	uint32_t now;
-	int ret = 0, err;
+	int ret = 0, err, lost = 0;
 
 	if (!(how & WB_VISIT)) {
 		pthread_mutex_lock(&f->lock);
@@ -467,9 +467,14 @@ int writeback_range(struct upc_file *f, uint64_t first, uint64_t last, int how, 
 		if (!(how & WB_SYNC)) {
 			punch_reap(f);
 		} else if (!punch_wait_captured(f, first, last)) {
-			/* upcd stops with a write an eviction caught still out of the page table: said (helper-66) */
-			pthread_mutex_unlock(&f->lock);
-			return -EIO;
+			/*
+			 * upcd stops with a write an eviction caught still out
+			 * of the page table: said, as a write-back error, and
+			 * the rest of the range written all the same (helper-66,
+			 * helper-67).
+			 */
+			errseq_set(f, -EIO);
+			lost = -EIO;
 		}
 	} else if (file_lock_visit(f) != 0) {
 		return -EBUSY;
@@ -683,7 +688,7 @@ out_unlock:
 				ret = err;
 		}
 	}
-	return ret;
+	return ret ? ret : lost;
 handed:
 	/* The runs, gaps and I/Os are the I/O thread's or the parked record's now: passed by. */
 	wb_io_release(c, &t);
