@@ -152,6 +152,18 @@ void __upc_trace_file_release(struct upc_file *f)
 }
 #undef F
 
+/* $UPC_DEBUG's words (upcache(7), UPC_DEBUG) */
+static const struct {
+	const char *name;
+	unsigned int flag;
+} debug_words[] = {
+	{ "break-i1", UPC_DBG_BREAK_I1 },		{ "dirty-backtrace", UPC_DBG_DIRTY_BT },
+	{ "stop-at-call", UPC_DBG_STOP_AT_CALL },	{ "visit-pause", UPC_DBG_VISIT_PAUSE },
+	{ "drop-pause", UPC_DBG_DROP_PAUSE },		{ "grow-pause", UPC_DBG_GROW_PAUSE },
+	{ "capture-pause", UPC_DBG_CAPTURE_PAUSE },	{ "capture-fail", UPC_DBG_CAPTURE_FAIL },
+	{ "no-zaps", UPC_DBG_NO_ZAPS },		{ "wb-io-few", UPC_DBG_WB_IO_FEW },
+};
+
 unsigned int debug_from_env(void)
 {
 	const char *e = getenv("UPC_DEBUG");
@@ -162,26 +174,12 @@ unsigned int debug_from_env(void)
 		return 0;
 	snprintf(buf, sizeof(buf), "%s", e);
 	for (tok = strtok_r(buf, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save)) {
-		if (!strcmp(tok, "break-i1"))
-			flags |= UPC_DBG_BREAK_I1;
-		else if (!strcmp(tok, "dirty-backtrace"))
-			flags |= UPC_DBG_DIRTY_BT;
-		else if (!strcmp(tok, "stop-at-call"))
-			flags |= UPC_DBG_STOP_AT_CALL;
-		else if (!strcmp(tok, "visit-pause"))
-			flags |= UPC_DBG_VISIT_PAUSE;
-		else if (!strcmp(tok, "drop-pause"))
-			flags |= UPC_DBG_DROP_PAUSE;
-		else if (!strcmp(tok, "grow-pause"))
-			flags |= UPC_DBG_GROW_PAUSE;
-		else if (!strcmp(tok, "capture-pause"))
-			flags |= UPC_DBG_CAPTURE_PAUSE;
-		else if (!strcmp(tok, "capture-fail"))
-			flags |= UPC_DBG_CAPTURE_FAIL;
-		else if (!strcmp(tok, "no-zaps"))
-			flags |= UPC_DBG_NO_ZAPS;
-		else if (!strcmp(tok, "wb-io-few"))
-			flags |= UPC_DBG_WB_IO_FEW;
+		size_t i;
+
+		for (i = 0; i < ARRAY_SIZE(debug_words) && strcmp(tok, debug_words[i].name); i++)
+			;
+		if (i < ARRAY_SIZE(debug_words))
+			flags |= debug_words[i].flag;
 		else
 			pr_warn("UPC_DEBUG: unknown option \"%s\" ignored\n", tok);
 	}

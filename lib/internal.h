@@ -801,6 +801,8 @@ __upc_hidden void file_set_size(struct upc_file *f, off_t size);
 __upc_hidden void file_put(struct upc_file *f);
 __upc_hidden void file_reap(struct upc_cache *c, bool all);
 __upc_hidden int files_walk(struct upc_cache *c, int (*fn)(struct upc_file *f, bool visit, void *arg), void *arg);
+__upc_hidden size_t files_visit(struct upc_cache *c, bool (*want)(const struct upc_file *f),
+				void (*fn)(struct upc_file *f));
 
 /* Another reference: the caller holds one, or cache->lock with @f on cache->files. */
 static inline void file_hold(struct upc_file *f)
@@ -1034,7 +1036,6 @@ __upc_hidden uint64_t reclaim_runs(struct upc_file *f, struct run *runs, size_t 
 struct capture;
 __upc_hidden struct capture *capture_start(struct upc_file *f, const struct run *held, size_t nh);
 __upc_hidden bool capture_take(struct capture *cap, struct upc_file *f, uint64_t pgoff);
-__upc_hidden bool capture_any(const struct capture *cap);
 __upc_hidden bool capture_spoiled(const struct capture *cap);
 __upc_hidden bool capture_overlaps(const struct capture *cap, uint64_t first, uint64_t last);
 __upc_hidden void capture_sealed(struct capture *cap);

@@ -1261,6 +1261,45 @@ int files_walk(struct upc_cache *c, int (*fn)(struct upc_file *f, bool visit, vo
 }
 
 /*
+ * The reclaim thread's visit of the files @want picks (looked at under
+ * cache->lock without the file's lock: a hint), each under its lock as the
+ * clock hand takes it (file_lock_visit, which also ends parked write-backs
+ * and reaps done punch chains), with @fn called then if it is not NULL.
+ * Returns how many of them were passed by: a lock not free in time, or no
+ * memory for the list.  (zap_settle_all, punch_settle_all)
+ */
+size_t files_visit(struct upc_cache *c, bool (*want)(const struct upc_file *f), void (*fn)(struct upc_file *f))
+{
+	struct upc_file **fs;
+	size_t n = 0, missed = 0;
+
+	pthread_mutex_lock(&c->lock);
+	fs = calloc(c->nr_files ? c->nr_files : 1, sizeof(*fs));
+	for (struct upc_file *f = c->files; f; f = f->next)
+		if (want(f)) {
+			if (fs) {
+				file_hold(f);
+				fs[n++] = f;
+			} else {
+				missed++;
+			}
+		}
+	pthread_mutex_unlock(&c->lock);
+	for (size_t i = 0; i < n; i++) {
+		if (file_lock_visit(fs[i]) == 0) {
+			if (fn)
+				fn(fs[i]);
+			pthread_mutex_unlock(&fs[i]->lock);
+		} else {
+			missed++;
+		}
+		file_put(fs[i]);
+	}
+	free(fs);
+	return missed;
+}
+
+/*
  * The reaper.  From file_get(), before a new file takes descriptors: the
  * unused files past the bound go, the dirty ones written back here first.
  * From the reclaim thread (@all), about every second and when woken: also

@@ -241,20 +241,11 @@ bool capture_spoiled(const struct capture *cap)
 	return cap && cap->spoiled;
 }
 
-/* Does the capture take a page of [first, last]?  (punch_captured_busy) */
+/* Does the capture take a page of [first, last]?  (punch_captured_busy; reclaim_runs: any at all) */
 bool capture_overlaps(const struct capture *cap, uint64_t first, uint64_t last)
 {
 	for (size_t i = 0; cap && i < cap->n; i++)
 		if ((cap->state[i] & CAP_TAKEN) && cap->pgoff[i] >= first && cap->pgoff[i] <= last)
-			return true;
-	return false;
-}
-
-/* Were any pages taken?  If not, the caller frees it: there is nothing to settle. */
-bool capture_any(const struct capture *cap)
-{
-	for (size_t i = 0; cap && i < cap->n; i++)
-		if (cap->state[i] & CAP_TAKEN)
 			return true;
 	return false;
 }

@@ -226,34 +226,16 @@ bool punch_wait_captured(struct upc_file *f, uint64_t first, uint64_t last)
  * whatever next looks at the file (helper-66's review).  A file whose
  * lock is still not free in 20 ms is tried again at the next tick.
  */
+static bool punch_listed(const struct upc_file *f)
+{
+	return __atomic_load_n(&f->punch, __ATOMIC_RELAXED) != NULL;	/* (a hint: the visit looks again) */
+}
+
 void punch_settle_all(struct upc_cache *c)
 {
-	struct upc_file **fs;
-	size_t n = 0, max;
-
-	if (!atomic_exchange(&c->capture_unsettled, false))
-		return;
-	pthread_mutex_lock(&c->lock);
-	max = c->nr_files;
-	fs = calloc(max ? max : 1, sizeof(*fs));
-	for (struct upc_file *f = c->files; fs && f && n < max; f = f->next)
-		if (__atomic_load_n(&f->punch, __ATOMIC_RELAXED)) {	/* (a hint: the visit below looks again) */
-			file_hold(f);
-			fs[n++] = f;
-		}
-	pthread_mutex_unlock(&c->lock);
-	if (!fs) {
+	/* the visit reaps (file_lock_visit) */
+	if (atomic_exchange(&c->capture_unsettled, false) && files_visit(c, punch_listed, NULL))
 		atomic_store(&c->capture_unsettled, true);
-		return;
-	}
-	for (size_t i = 0; i < n; i++) {
-		if (file_lock_visit(fs[i]) == 0)	/* (which reaps) */
-			pthread_mutex_unlock(&fs[i]->lock);
-		else
-			atomic_store(&c->capture_unsettled, true);
-		file_put(fs[i]);
-	}
-	free(fs);
 }
 
 /*

@@ -226,7 +226,7 @@ uint64_t reclaim_runs(struct upc_file *f, struct run *runs, size_t nr, const str
 		capture_free(capt);
 		capt = NULL;
 	}
-	if (!capture_any(capt)) {
+	if (!capture_overlaps(capt, 0, UINT64_MAX)) {	/* nothing taken: nothing to settle */
 		capture_free(capt);
 		capt = NULL;
 	}

@@ -90,30 +90,15 @@ void zap_settle(struct upc_file *f)
  * time, and their clients' faults map dirty and their pages are held
  * meanwhile).  A file whose lock is still not free in 20 ms waits.
  */
+static bool zap_pending(const struct upc_file *f)
+{
+	return f->nzap_pend != 0;
+}
+
 void zap_settle_all(struct upc_cache *c)
 {
-	unsigned int max = atomic_load(&c->nr_zap_pend);
-	struct upc_file **fs;
-	size_t n = 0;
-
-	if (!max)
-		return;
-	fs = calloc(max, sizeof(*fs));
-	pthread_mutex_lock(&c->lock);
-	for (struct upc_file *f = c->files; fs && f && n < max; f = f->next)
-		if (f->nzap_pend) {
-			file_hold(f);
-			fs[n++] = f;
-		}
-	pthread_mutex_unlock(&c->lock);
-	for (size_t i = 0; i < n; i++) {
-		if (file_lock_visit(fs[i]) == 0) {
-			zap_settle(fs[i]);
-			pthread_mutex_unlock(&fs[i]->lock);
-		}
-		file_put(fs[i]);
-	}
-	free(fs);
+	if (atomic_load(&c->nr_zap_pend))
+		files_visit(c, zap_pending, zap_settle);
 }
 
 /*
