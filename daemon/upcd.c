@@ -155,49 +155,119 @@ broken:
  * The daemon's end of a client's reclaim channel (struct upc_zapper,
  * zap.c: zap_elsewhere).  The reclaim thread asks, once a client a pass,
  * and so do drops and invalidations (reclaim.c, unmap_elsewhere), one
- * asker at a time (cache->zap_lock); the client answers with the zap's
- * seq.  A client that does
- * not answer in time, answers with anything else, closes the channel or
- * exits may zap later, or never: the channel is @dead, and the zap stays
- * counted in z.inflight for as long as the mm lives (its faults map as
- * struct upc_zapper says, and it is not asked again).  One that answers,
- * but slowly, is not asked again for ZAP_QUIET_MS: it would hold up every
- * reclaim pass.
+ * asker at a time (cache->zap_lock), and never a client whose zap is
+ * still @pending; the client answers with the zap's seq.  A client that
+ * does not answer in time (expired: zap.c), answers with anything else,
+ * closes the channel or exits may zap later, or never: the channel is
+ * @dead, and the zap stays counted in z.inflight for as long as the mm
+ * lives (its faults map as struct upc_zapper says, and it is not asked
+ * again).  One that answers, but slowly, is not asked again for
+ * ZAP_QUIET_MS: it would hold up every reclaim pass.
+ *
+ * A wait holds up the reclaim of every file (the reclaim thread's, or a
+ * drop's, which holds cache->zap_lock), and a user may open connection
+ * after connection that do not answer (up to --max-clients-per-user at
+ * once, any number in turn): so once one of a user's clients did not
+ * answer a wait in time (slow, then, if it answers at all: it rests), or
+ * broke its channel, that user's clients are waited for ZAP_SUSPECT_MS
+ * only, for ZAP_QUIET_MS after the last such miss (zap_suspect): one that
+ * answers later is read at a tick of the reclaim thread (zap.c,
+ * zap_late_poll).
  */
 #define ZAP_SLOW_MS	100
 #define ZAP_QUIET_MS	10000
+#define ZAP_SUSPECT_MS	10	/* the wait for a client of such a user (a zap takes ~1 ms) */
+#define ZAP_SUSPECTS	64	/* users remembered at once: the oldest goes */
 
 struct zapchan {
 	struct upc_zapper z;
 	int fd, pidfd;
 	pid_t pid;
+	uid_t account;		/* the user it counts as (client_account) */
 	uint64_t seq;
 	uint64_t asked_at;
-	bool dead;
+	_Atomic bool dead;
+	_Atomic bool pending;	/* asked, its answer not read yet */
+	bool waited;		/* the pending zap was waited for (the answer's time says something) */
 	struct upc_msg *msg;
 };
 
-static void zapchan_dead(struct zapchan *zc, const char *why)
+static struct {
+	pthread_mutex_t lock;
+	struct {
+		uid_t uid;
+		uint64_t until;
+	} u[ZAP_SUSPECTS];
+} zap_suspects = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+/* To be waited for briefly: a client of a user another client of which let a zap go unanswered lately. */
+static bool zap_suspect(uid_t uid)
 {
+	uint64_t now = now_ms();
+	bool r = false;
+
+	pthread_mutex_lock(&zap_suspects.lock);
+	for (size_t i = 0; i < ZAP_SUSPECTS && !r; i++)
+		r = zap_suspects.u[i].uid == uid && zap_suspects.u[i].until > now;
+	pthread_mutex_unlock(&zap_suspects.lock);
+	return r;
+}
+
+static void zap_suspect_add(uid_t uid)
+{
+	size_t k = 0;
+
+	pthread_mutex_lock(&zap_suspects.lock);
+	for (size_t i = 0; i < ZAP_SUSPECTS; i++) {
+		if (zap_suspects.u[i].uid == uid || zap_suspects.u[i].until < zap_suspects.u[k].until)
+			k = i;
+		if (zap_suspects.u[i].uid == uid)
+			break;
+	}
+	zap_suspects.u[k].uid = uid;
+	zap_suspects.u[k].until = now_ms() + ZAP_QUIET_MS;
+	pthread_mutex_unlock(&zap_suspects.lock);
+}
+
+/*
+ * @suspect: the client broke its channel (not an exit, not a close), or
+ * filled it.  A close or an exit is one too where it ends a zap asked more
+ * than ZAP_SUSPECT_MS before: a client that lets each wait run nearly out,
+ * then closes, would be waited for in full connection after connection.
+ */
+static void zapchan_dead(struct zapchan *zc, const char *why, bool suspect)
+{
+	if (atomic_load(&zc->pending) && now_ms() - zc->asked_at > ZAP_SUSPECT_MS)
+		suspect = true;
 	logf("client %d: %s: what it maps is evicted from under it from now on", zc->pid, why);
-	zc->dead = true;
+	atomic_store(&zc->dead, true);
+	atomic_store(&zc->pending, false);
 	atomic_store(&zc->z.quiet_until, UINT64_MAX);
+	if (suspect)
+		zap_suspect_add(zc->account);
 }
 
 static int client_zap_ask(struct upc_zapper *z, uint64_t dev, uint64_t ino, const uint64_t *triples, size_t n)
 {
 	struct zapchan *zc = (struct zapchan *)z;
 	uint64_t args[2] = { dev, ino };
+	int r;
 
-	if (zc->dead || !n || n > UPC_ZAP_MAX_RANGES)
+	/* one zap at a time: the answer to a pending one would not match the next seq */
+	if (atomic_load(&zc->dead) || atomic_load(&zc->pending) || !n || n > UPC_ZAP_MAX_RANGES)
 		return -EAGAIN;
 	/* never blocking: a client that does not read its channel is not waited for */
-	if (upc_msg_send_flags(zc->fd, UPC_MSG_ZAP, ++zc->seq, args, 2, triples, n * UPC_ZAP_TRIPLE, NULL, 0,
-			       MSG_DONTWAIT) < 0) {
-		zapchan_dead(zc, "its reclaim channel takes no more");
+	r = upc_msg_send_flags(zc->fd, UPC_MSG_ZAP, ++zc->seq, args, 2, triples, n * UPC_ZAP_TRIPLE, NULL, 0,
+			       MSG_DONTWAIT);
+	if (r < 0) {
+		/* full: a client that does not read it; closed: one that exited, often */
+		zapchan_dead(zc, r == -EPIPE || r == -ECONNRESET ? "its reclaim channel is closed" :
+				 "its reclaim channel takes no more", r != -EPIPE && r != -ECONNRESET);
 		return -EAGAIN;
 	}
 	zc->asked_at = now_ms();
+	zc->waited = false;
+	atomic_store(&zc->pending, true);
 	return 0;
 }
 
@@ -206,11 +276,17 @@ static int client_zap_answer(struct zapchan *zc)
 {
 	int r;
 
-	if (upc_msg_recv(zc->fd, zc->msg, UPC_FROM_CLIENT) < 0)
+	r = upc_msg_recv(zc->fd, zc->msg, UPC_FROM_CLIENT);
+	if (r == -ECONNRESET) {
+		zapchan_dead(zc, "its reclaim channel is closed", false);	/* an exit, often */
+		return -EPIPE;
+	}
+	if (r < 0)
 		goto broken;
 	upc_msg_close_fds(zc->msg);
 	if (zc->msg->h.type != UPC_MSG_ZAP_DONE || zc->msg->h.seq != zc->seq)
 		goto broken;
+	atomic_store(&zc->pending, false);
 	r = (int)(int64_t)zc->msg->args[0];
 	/* the client's own error, never one that would read as "no answer" */
 	if (r > 0 || r < -4095 || r == -ETIMEDOUT || r == -EPIPE)
@@ -219,39 +295,53 @@ static int client_zap_answer(struct zapchan *zc)
 	 * Slow, or failing (an mlock'd mapping cannot be zapped: EINVAL): not
 	 * asked again for a while, rather than at every pass.  Not for
 	 * -ESTALE: a range the client unmapped since the daemon looked, which
-	 * is no fault of its own (the rest was zapped).
+	 * is no fault of its own (the rest was zapped).  Slow only as seen by
+	 * a wait: an answer read at a later look came some time before it.
 	 */
-	if (now_ms() - zc->asked_at > ZAP_SLOW_MS || (r < 0 && r != -ESTALE)) {
-		logf("client %d: answered a zap in %" PRIu64 " ms (%d): not asked again for %u s", zc->pid,
+	if ((zc->waited && now_ms() - zc->asked_at > ZAP_SLOW_MS) || (r < 0 && r != -ESTALE)) {
+		logf("client %d: answered a zap in %" PRIu64 " ms or less (%d): not asked again for %u s", zc->pid,
 		     now_ms() - zc->asked_at, r, ZAP_QUIET_MS / 1000);
 		atomic_store(&zc->z.quiet_until, now_ms() + ZAP_QUIET_MS);
 	}
 	return r;
 broken:
-	zapchan_dead(zc, "its reclaim channel is broken");
+	zapchan_dead(zc, "its reclaim channel is broken", true);
 	return -EPIPE;
 }
 
 /*
  * Every channel at once: one client that does not answer delays the
  * others' answers, it does not lose them; one last look at the deadline
- * reads those that came meanwhile.  At most UPC_ZAP_MAX_CLIENTS (the
- * caller asks no more at once).
+ * reads those that came meanwhile, from the clients waited for briefly
+ * too (zap_suspect: ZAP_SUSPECT_MS at most).  At most UPC_ZAP_MAX_CLIENTS
+ * (the caller asks no more at once).  A client not answered is left
+ * pending (1), and its user is waited for briefly from then on.
  */
 static void client_zap_wait(struct upc_zapper **zs, int *rets, size_t n, unsigned int timeout_ms)
 {
-	uint64_t deadline = now_ms() + timeout_ms;
 	struct pollfd pfd[2 * UPC_ZAP_MAX_CLIENTS];
-	size_t left = n;
+	uint64_t until[UPC_ZAP_MAX_CLIENTS], start = now_ms();
 	bool last = false;
 
 	for (size_t i = 0; i < n; i++)
 		rets[i] = 1;	/* not answered yet */
-	while (left && !last && n <= UPC_ZAP_MAX_CLIENTS) {
-		uint64_t now = now_ms();
+	if (n > UPC_ZAP_MAX_CLIENTS)
+		return;	/* (never: the callers ask no more at once) */
+	for (size_t i = 0; i < n; i++) {
+		struct zapchan *zc = (struct zapchan *)zs[i];
+		bool brief = timeout_ms > ZAP_SUSPECT_MS && zap_suspect(zc->account);
+
+		until[i] = start + (brief ? ZAP_SUSPECT_MS : timeout_ms);
+		zc->waited |= timeout_ms != 0;
+	}
+	while (n && !last) {
+		uint64_t now = now_ms(), next = now;
 		int r;
 
-		last = now >= deadline;
+		for (size_t i = 0; i < n; i++)
+			if (rets[i] == 1 && until[i] > next)
+				next = until[i];	/* the latest deadline of those not answered */
+		last = next <= now;
 		for (size_t i = 0; i < n; i++) {
 			struct zapchan *zc = (struct zapchan *)zs[i];
 
@@ -259,7 +349,7 @@ static void client_zap_wait(struct upc_zapper **zs, int *rets, size_t n, unsigne
 			pfd[2 * i] = (struct pollfd){ .fd = rets[i] == 1 ? zc->fd : -1, .events = POLLIN };
 			pfd[2 * i + 1] = (struct pollfd){ .fd = rets[i] == 1 ? zc->pidfd : -1, .events = POLLIN };
 		}
-		r = poll(pfd, 2 * n, last ? 0 : (int)(deadline - now));
+		r = poll(pfd, 2 * n, last ? 0 : (int)(next - now));
 		if (r < 0 && errno == EINTR) {
 			last = false;
 			continue;
@@ -272,19 +362,32 @@ static void client_zap_wait(struct upc_zapper **zs, int *rets, size_t n, unsigne
 			if (rets[i] != 1 || !(pfd[2 * i].revents | pfd[2 * i + 1].revents))
 				continue;
 			if (pfd[2 * i].revents & POLLIN) {
-				rets[i] = client_zap_answer(zc);
+				rets[i] = client_zap_answer(zc);	/* (an answer before an exit is read) */
 			} else {
-				zapchan_dead(zc, pfd[2 * i + 1].revents ? "it exited" : "its reclaim channel is closed");
+				zapchan_dead(zc, pfd[2 * i + 1].revents ? "it exited" : "its reclaim channel is closed",
+					     false);
 				rets[i] = -EPIPE;
 			}
-			left--;
 		}
 	}
+	/*
+	 * Not answered in a wait (a look at a late zap is no wait): resting
+	 * (upcctl daemon clients) until it is given up on or rests its time,
+	 * and its user waited for briefly from now on.
+	 */
 	for (size_t i = 0; i < n; i++)
-		if (rets[i] == 1) {
-			zapchan_dead((struct zapchan *)zs[i], "no answer to a zap in time");
-			rets[i] = -ETIMEDOUT;
+		if (rets[i] == 1 && timeout_ms) {
+			atomic_store(&zs[i]->quiet_until, now_ms() + ZAP_QUIET_MS);
+			zap_suspect_add(((struct zapchan *)zs[i])->account);
 		}
+}
+
+/* No answer in time (zap.c): given up on, and its user waited for briefly a while (above). */
+static void client_zap_expire(struct upc_zapper *z)
+{
+	struct zapchan *zc = (struct zapchan *)z;
+
+	zapchan_dead(zc, "no answer to a zap in time", true);
 }
 
 static void client_zap_release(struct upc_zapper *z)
@@ -338,9 +441,11 @@ static int serve_reclaim(struct client *cl, int fd)
 		return ret;
 	}
 	zc->pid = cl->cred.pid;
+	zc->account = cl->account;
 	atomic_init(&zc->z.refs, 1);
 	zc->z.ask = client_zap_ask;
 	zc->z.wait = client_zap_wait;
+	zc->z.expire = client_zap_expire;
 	zc->z.release = client_zap_release;
 	ret = remote_zapper_set(cl->mm, &zc->z);
 	if (ret < 0)

@@ -477,6 +477,7 @@ struct upc_stats {
 	uint64_t reclaim_passes;	/* rounds of the reclaim thread */
 	uint64_t wb_gap_pages;		/* clean pages written with dirty ones around them */
 	uint64_t evictions_undone;	/* upcd --async: pages written during their eviction, put back */
+	uint64_t zap_wait_ms;		/* upcd --async: the reclaim thread's waits for clients' zaps, ms */
 };
 
 /*

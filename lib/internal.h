@@ -31,6 +31,7 @@
  *         punch_ctl->lock            (upcd: evictions queued for the punch thread)
  *   cache->zap_lock                  (upcd: clients' reclaim channels, one zap at a
  *                                     time; taken with no other lock held: zap.c)
+ *   cache->zap_late_lock             (a leaf: zaps answered late, zap.c)
  *
  * file->io_lock (the kernel's i_rwsem for writers) is taken before file->lock,
  * by upc_pwrite, upc_ftruncate and upc_fallocate, and held across a
@@ -518,12 +519,28 @@ struct upc_zapper {
 	/*
 	 * Wait up to @timeout_ms in all for the answers of the @n zappers @zs
 	 * (of this kind, each asked once): @rets[i] is the client's answer (0,
-	 * or its negative errno), or -ETIMEDOUT or -EPIPE if it did not
-	 * answer (it may zap later).  Sets @quiet_until of a client that did
-	 * not answer, or answered slowly.
+	 * or its negative errno), -EPIPE if it cannot answer any more (it may
+	 * zap later), or 1 if it has not answered yet: its zap is still
+	 * asked, and a later wait (timeout 0: a look) or @expire ends it.  A
+	 * client the daemon has reason to doubt (one of a user another of
+	 * whose clients did not answer lately) is waited for briefly.  Sets
+	 * @quiet_until of a client waited for in full that answered slowly,
+	 * or not at all.
 	 */
 	void (*wait)(struct upc_zapper **zs, int *rets, size_t n, unsigned int timeout_ms);
+	/* Gives up on the client's unanswered zap: it is not asked again (quiet_until UINT64_MAX). */
+	void (*expire)(struct upc_zapper *z);
 	void (*release)(struct upc_zapper *z);	/* the last reference went */
+	/*
+	 * A zap not answered within its wait (zap.c, zap_late_add), while it
+	 * is in cache->zap_late: file pages [late_lo, late_hi] of @late_file,
+	 * to collect once it is answered; given up at @late_until.
+	 * @late_ret: 1 until answered.  The reclaim thread's, once added.
+	 */
+	struct upc_zapper *late_next;
+	struct upc_file *late_file;
+	uint64_t late_lo, late_hi, late_until;
+	int late_ret;
 };
 
 static inline struct upc_zapper *zapper_get(struct upc_zapper *z)
@@ -556,6 +573,7 @@ struct upc_counters {
 	_Atomic uint64_t ra_hits;	/* faults that continued the previous readahead window */
 	_Atomic uint64_t wb_gap_pages;	/* clean pages written between dirty runs (writeback.c) */
 	_Atomic uint64_t evictions_undone;	/* pages written during their eviction, put back (capture.c) */
+	_Atomic uint64_t zap_wait_ms;	/* the reclaim thread's waits for clients' zaps (zap.c) */
 };
 
 struct upc_cache {
@@ -636,6 +654,8 @@ struct upc_cache {
 	/* memory: cached pages, watermarks, the reclaim thread (kswapd) */
 	_Atomic uint64_t nr_cached;
 	_Atomic unsigned int nr_zap_pend;	/* files with zaps to collect (zap.c, zap_pend_add) */
+	pthread_mutex_t zap_late_lock;
+	struct upc_zapper *zap_late;	/* zaps not answered in their wait (zap.c, zap_late_add) */
 	pthread_mutex_t zap_lock;	/* clients' reclaim channels: one zap at a time (zap_elsewhere) */
 	_Atomic uint64_t ra_reading;	/* pages readahead workers are reading (fill_run) */
 	_Atomic uint64_t nr_active;	/* replacement: pages in the active list */
@@ -1030,6 +1050,8 @@ __upc_hidden int zap_elsewhere(struct upc_file *f, const struct run *victims, si
 			       const uint8_t *elsewhere, bool visit);
 __upc_hidden void zap_settle(struct upc_file *f);
 __upc_hidden void zap_settle_all(struct upc_cache *c);
+__upc_hidden bool zap_late_poll(struct upc_cache *c);
+__upc_hidden void zap_late_release(struct upc_cache *c);
 __upc_hidden uint64_t reclaim_runs(struct upc_file *f, struct run *runs, size_t nr, const struct run *held,
 				   size_t nh, bool unlocked);
 /* capture.c: victims taken from under clients that do not zap */

@@ -174,7 +174,7 @@ void upcctl_json_str(const char *s)
 	X(faults_missing) X(faults_wp) X(faults_minor) X(fill_ios) X(pages_filled) X(ra_pages) \
 	X(ra_max_window) X(wp_calls) X(wb_ios) X(pages_written) X(bytes_written) X(syncs) \
 	X(wb_errors) X(read_errors) X(pages_evicted) X(meta_bytes) X(reclaim_passes) \
-	X(wb_gap_pages) X(evictions_undone)
+	X(wb_gap_pages) X(evictions_undone) X(zap_wait_ms)
 
 /* ,"name":value for every counter of @st, under its upc_stats(3) name */
 void upcctl_stats_json_fields(const struct upc_stats *st)
@@ -213,10 +213,10 @@ void upcctl_stats_text(const struct upc_stats *st, int64_t ra_hits, const char *
 	       " clean gap pages among them), %" PRIu64 " write-protect calls, %" PRIu64 " fdatasync\n",
 	       (uint64_t)st->pages_written, (uint64_t)st->wb_ios, (uint64_t)st->bytes_written,
 	       (uint64_t)st->wb_gap_pages, (uint64_t)st->wp_calls, (uint64_t)st->syncs);
-	printf("  reclaim    %" PRIu64 " pages evicted (%" PRIu64 " undone), %" PRIu64 " passes; metadata %" PRIu64
-	       " bytes\n",
+	printf("  reclaim    %" PRIu64 " pages evicted (%" PRIu64 " undone), %" PRIu64 " passes, %" PRIu64
+	       " ms waiting for zaps; metadata %" PRIu64 " bytes\n",
 	       (uint64_t)st->pages_evicted, (uint64_t)st->evictions_undone, (uint64_t)st->reclaim_passes,
-	       (uint64_t)st->meta_bytes);
+	       (uint64_t)st->zap_wait_ms, (uint64_t)st->meta_bytes);
 	printf("  errors     write-back %" PRIu64 ", read %" PRIu64 "\n", (uint64_t)st->wb_errors,
 	       (uint64_t)st->read_errors);
 }

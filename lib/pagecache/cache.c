@@ -1681,6 +1681,7 @@ UPC_API int upc_cache_create(const struct upc_cache_opts *opts, struct upc_cache
 	pthread_mutex_init(&c->wb_lock, NULL);
 	pthread_cond_init(&c->wb_cond, NULL);
 	pthread_mutex_init(&c->zap_lock, NULL);
+	pthread_mutex_init(&c->zap_late_lock, NULL);
 
 	/*
 	 * Client userfaultfds: write-protect on shmem, with PTE markers on
@@ -1885,6 +1886,7 @@ UPC_API int upc_cache_destroy(struct upc_cache *c)
 	pthread_cond_destroy(&c->new_cond);
 	pthread_mutex_destroy(&c->wb_lock);
 	pthread_mutex_destroy(&c->zap_lock);
+	pthread_mutex_destroy(&c->zap_late_lock);
 	pthread_cond_destroy(&c->wb_cond);
 	free(c->held);
 	orphans_free(c);
@@ -1904,6 +1906,7 @@ void stats_counters(struct upc_cache *c, struct upc_stats *st)
 	C(fill_ios); C(pages_filled); C(ra_pages); C(ra_max_window);
 	C(wp_calls); C(wb_ios); C(pages_written); C(bytes_written); C(syncs);
 	C(wb_errors); C(read_errors); C(pages_evicted); C(wb_gap_pages); C(evictions_undone);
+	C(zap_wait_ms);
 #undef C
 	st->meta_bytes = atomic_load(&c->meta_bytes);
 	st->reclaim_passes = c->rc_passes;

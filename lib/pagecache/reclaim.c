@@ -596,6 +596,7 @@ static uint64_t shrink_cache(struct upc_cache *c)
 			}
 			/* The last reference to an unused file with nothing left cached releases it. */
 			file_put(f);
+			zap_late_poll(c);	/* their clients' faults map dirty until then */
 		}
 		idle_rounds = freed ? 0 : idle_rounds + 1;
 		total += freed;
@@ -611,11 +612,13 @@ static void *reclaim_main(void *arg)
 {
 	struct upc_cache *c = arg;
 	uint64_t freed;
+	bool late = false;
 
 	pthread_mutex_lock(&c->rc_lock);
 	while (!c->rc_stop) {
 		if (!c->rc_kick && atomic_load(&c->nr_cached) <= c->high_pages) {
-			cond_wait_ms(&c->rc_cond, &c->rc_lock, 1000);
+			/* every 100 ms while zaps are late: their clients' faults map dirty until read */
+			cond_wait_ms(&c->rc_cond, &c->rc_lock, late ? 100 : 1000);
 			/*
 			 * At least every second: release unused files that were
 			 * unlinked or are past the bound (cache.c), and refresh
@@ -624,6 +627,7 @@ static void *reclaim_main(void *arg)
 			pthread_mutex_unlock(&c->rc_lock);
 			file_reap(c, true);
 			files_unfence_stale(c);
+			late = zap_late_poll(c);
 			zap_settle_all(c);
 			punch_settle_all(c);
 			publish_tick(c);
@@ -634,6 +638,7 @@ static void *reclaim_main(void *arg)
 		pthread_mutex_unlock(&c->rc_lock);
 		freed = shrink_cache(c);
 		file_reap(c, true);
+		late = zap_late_poll(c);
 		zap_settle_all(c);	/* not only under the limit: their clients' faults map dirty until then */
 		punch_settle_all(c);
 		publish_tick(c);
@@ -707,14 +712,17 @@ int reclaim_start(struct upc_cache *c)
 
 void reclaim_stop(struct upc_cache *c)
 {
-	if (!c->rc_running)
+	if (!c->rc_running) {
+		zap_late_release(c);	/* (a drop's, in a cache with no reclaim thread) */
 		return;
+	}
 	pthread_mutex_lock(&c->rc_lock);
 	c->rc_stop = true;
 	pthread_cond_signal(&c->rc_cond);
 	pthread_mutex_unlock(&c->rc_lock);
 	pthread_join(c->rc_thread, NULL);
 	c->rc_running = false;
+	zap_late_release(c);
 	punch_stop(c);
 }
 

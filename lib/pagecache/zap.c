@@ -24,7 +24,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#define ZAP_TIMEOUT_MS	1000	/* the clients' answers to one pass's zaps, in all (zap_elsewhere) */
+#define ZAP_TIMEOUT_MS	1000	/* a zap's answer, after which the client is given up on */
+#define ZAP_PASS_MS	100	/* a reclaim pass's wait for the answers, in all, and for the lock after */
 
 /*
  * Is mapping @m, a client's, one whose pages cannot go by a zap?  Under
@@ -85,7 +86,8 @@ void zap_settle(struct upc_file *f)
 
 /*
  * The files with zaps to collect, at every tick of the reclaim thread
- * (every second) and after every round of the clock, whether or not the
+ * (every second, or 100 ms while zaps are late: zap_late_poll) and after
+ * every round of the clock, whether or not the
  * cache is over its limit (the clock may not come back to them for a long
  * time, and their clients' faults map dirty and their pages are held
  * meanwhile).  A file whose lock is still not free in 20 ms waits.
@@ -99,6 +101,125 @@ void zap_settle_all(struct upc_cache *c)
 {
 	if (atomic_load(&c->nr_zap_pend))
 		files_visit(c, zap_pending, zap_settle);
+}
+
+/*
+ * A zap of file pages [lo, hi] of @f asked of @z and not answered within
+ * its wait (zap_elsewhere): the asker's reference to @z goes to
+ * cache->zap_late, with one to @f, until zap_late_poll() reads the answer
+ * or gives the client up on at @until.  Meanwhile @z stays counted in
+ * flight (its faults map dirty, its victims are taken from under it:
+ * map_held).  Any thread, with or without f->lock.
+ */
+static void zap_late_add(struct upc_file *f, struct upc_zapper *z, uint64_t lo, uint64_t hi, uint64_t until)
+{
+	struct upc_cache *c = f->cache;
+
+	file_hold(f);
+	z->late_file = f;
+	z->late_lo = lo;
+	z->late_hi = hi;
+	z->late_until = until;
+	z->late_ret = 1;
+	pthread_mutex_lock(&c->zap_late_lock);
+	z->late_next = c->zap_late;
+	c->zap_late = z;
+	pthread_mutex_unlock(&c->zap_late_lock);
+}
+
+/*
+ * The late zaps (zap_late_add), at every tick of the reclaim thread (every
+ * 100 ms while there are some: a drop that adds one wakes it) and between
+ * its visits: one look at every channel still unanswered, if
+ * cache->zap_lock is free (a drop that waits for its own zaps holds it:
+ * the reclaim thread does not wait for it; without a look, a zap is given
+ * up on ZAP_TIMEOUT_MS later).  An
+ * answered zap's range goes to its file's zaps to collect (zap_settle,
+ * under the file's lock, at the file's next visit or the tick, before the
+ * client's faults map clean again): no file lock is taken here.  One
+ * still unanswered at its deadline is given up on, and stays counted in
+ * flight for good (struct upc_zapper).  Returns whether any is left.  The
+ * reclaim thread's.
+ */
+bool zap_late_poll(struct upc_cache *c)
+{
+	struct upc_zapper *late, *keep = NULL, **tail = &keep;
+	bool looked = false, left;
+
+	pthread_mutex_lock(&c->zap_late_lock);
+	late = c->zap_late;
+	c->zap_late = NULL;
+	pthread_mutex_unlock(&c->zap_late_lock);
+	if (!late)
+		return false;
+	if (pthread_mutex_trylock(&c->zap_lock) == 0) {
+		for (struct upc_zapper *z = late; z;) {
+			struct upc_zapper *zs[UPC_ZAP_MAX_CLIENTS];
+			int rets[UPC_ZAP_MAX_CLIENTS];
+			size_t n = 0;
+
+			for (; z && n < UPC_ZAP_MAX_CLIENTS; z = z->late_next)
+				zs[n++] = z;
+			zs[0]->wait(zs, rets, n, 0);
+			for (size_t j = 0; j < n; j++)
+				zs[j]->late_ret = rets[j];
+		}
+		pthread_mutex_unlock(&c->zap_lock);
+		looked = true;
+	}
+	while (late) {
+		struct upc_zapper *z = late;
+		struct upc_file *f = z->late_file;
+
+		late = z->late_next;
+		/* (without a look, ZAP_TIMEOUT_MS on: drops may keep zap_lock taken for good) */
+		if (z->late_ret == 1 && now_ms() >= z->late_until + (looked ? 0 : ZAP_TIMEOUT_MS)) {
+			z->expire(z);
+			z->late_ret = -EPIPE;
+		}
+		if (z->late_ret == 1) {
+			*tail = z;
+			tail = &z->late_next;
+			continue;
+		}
+		z->late_file = NULL;
+		if (z->late_ret == -EPIPE) {
+			zapper_put(z);	/* given up on, or gone: counted in flight for good */
+		} else {
+			/* answered: the reclaim thread's list, added to as in zap_elsewhere (@f is held) */
+			f->zap_pend_lo = min_t(uint64_t, f->nzap_pend ? f->zap_pend_lo : UINT64_MAX, z->late_lo);
+			f->zap_pend_hi = max_t(uint64_t, f->nzap_pend ? f->zap_pend_hi : 0, z->late_hi);
+			if (zap_pend_add(f, z) < 0) {
+				atomic_store(&z->quiet_until, UINT64_MAX);	/* never collected: held for good */
+				zapper_put(z);
+			}
+		}
+		file_put(f);
+	}
+	*tail = NULL;
+	pthread_mutex_lock(&c->zap_late_lock);
+	*tail = c->zap_late;	/* after the ones added meanwhile */
+	c->zap_late = keep;
+	left = keep != NULL;
+	pthread_mutex_unlock(&c->zap_late_lock);
+	return left;
+}
+
+/* The late zaps left when the reclaim thread has stopped: dropped, their clients held. */
+void zap_late_release(struct upc_cache *c)
+{
+	struct upc_zapper *z = c->zap_late;
+
+	c->zap_late = NULL;
+	while (z) {
+		struct upc_zapper *next = z->late_next;
+		struct upc_file *f = z->late_file;
+
+		z->late_file = NULL;
+		zapper_put(z);
+		file_put(f);
+		z = next;
+	}
 }
 
 /*
@@ -117,23 +238,36 @@ void zap_settle_all(struct upc_cache *c)
  * file->lock (a stopped or hostile one must not stall every other client
  * of the file); their faults map meanwhile as struct upc_zapper says,
  * until the written state of what they zapped is collected here, under the
- * lock again.  The answers get ZAP_TIMEOUT_MS in all; a client that does
- * not answer in time is not asked again (map_held), and its pages are
- * taken from under it from then on (capture.c).  f->lock is held on entry.  Returns 0 if no client was asked
- * (the lock was held throughout), 1 if some were (the lock was let go, and
- * is held again), or -1 if it could not be taken again within
- * ZAP_TIMEOUT_MS (file_lock_visit, again and again: a truncation waiting
- * for a memfd's inode lock holds it): the pass ends there, and what was
- * zapped is collected at the file's next visit (zap_settle); those
- * clients' faults map dirty until then.
+ * lock again.  A client that does not answer within ZAP_TIMEOUT_MS is
+ * given up on: not asked again (map_held), and its pages are taken from
+ * under it from then on (capture.c).  f->lock is held on entry.  Returns 0
+ * if no client was asked (the lock was held throughout), 1 if some were
+ * (the lock was let go, and is held again), or -1 if it could not be taken
+ * again within ZAP_PASS_MS (file_lock_visit, again and again: a truncation
+ * waiting for a memfd's inode lock holds it): the pass ends there, and
+ * what was zapped is collected at the file's next visit (zap_settle);
+ * those clients' faults map dirty until then.
  *
- * The reclaim thread's (@visit), and a drop's or an invalidation's
- * (reclaim.c, unmap_elsewhere), which waits for the lock as long as it
- * takes and collects what its zaps recorded at once: it never leaves any
- * to zap_settle, whose list stays the reclaim thread's alone.  A client's
- * channel takes one zap at a time (upcd.c, struct zapchan): the asks and
- * the wait for their answers are made under cache->zap_lock, which is
- * taken with no other lock held.
+ * The reclaim thread's (@visit) waits ZAP_PASS_MS at most for zap_lock
+ * (a drop holds it while it waits for its own zaps), then ZAP_PASS_MS for
+ * the answers (both counted in upc_stats.zap_wait_ms), and briefly only
+ * for the clients of a user another client of which kept a wait waiting
+ * lately (upcd.c, client_zap_wait): the reclaim of every file waits
+ * meanwhile, so a user that opens connection after connection that do not
+ * answer must not make it wait a second for each (as it did).  A drop's
+ * or an invalidation's (reclaim.c, unmap_elsewhere) waits for zap_lock as
+ * long as it takes, ZAP_PASS_MS for the answers as well, then for the
+ * lock as long as it takes, and collects what its zaps recorded at once.
+ * A zap not answered within
+ * its wait stays asked, its client held (map_held, its faults map dirty):
+ * its answer is read at a later tick of the reclaim thread, and what it
+ * zapped collected at the file's next visit or tick (zap_late_poll,
+ * zap_settle), or the client is given up on at ZAP_TIMEOUT_MS.  A victim
+ * such a client still maps at the look after goes as capture.c takes it
+ * (a drop keeps it), as one of a client given up on.  A client's channel
+ * takes one zap at a time (upcd.c, struct zapchan): the asks and the wait
+ * for their answers are made under cache->zap_lock, which is taken with no
+ * other lock held.
  */
 int zap_elsewhere(struct upc_file *f, const struct run *victims, size_t nv, uint64_t first,
 		  const uint8_t *elsewhere, bool visit)
@@ -146,9 +280,9 @@ int zap_elsewhere(struct upc_file *f, const struct run *victims, size_t nv, uint
 	struct upc_zapper *zs[UPC_ZAP_MAX_CLIENTS];
 	int rets[UPC_ZAP_MAX_CLIENTS];
 	size_t nreq = 0, nasked = 0;
-	uint64_t deadline;
+	uint64_t deadline, start, asked_at, lo, hi;
 	struct stat st;
-	bool locked;
+	bool locked, woken = false;
 
 	if (fstat(f->memfd, &st) < 0)
 		return 0;
@@ -214,43 +348,75 @@ int zap_elsewhere(struct upc_file *f, const struct run *victims, size_t nv, uint
 	if (!nreq)
 		return 0;
 	pthread_mutex_unlock(&f->lock);
-	pthread_mutex_lock(&f->cache->zap_lock);
-	for (size_t i = 0; i < nreq; i++) {
-		if (reqs[i].z->ask(reqs[i].z, (uint64_t)st.st_dev, (uint64_t)st.st_ino, reqs[i].triples, reqs[i].n) == 0) {
-			zs[nasked++] = reqs[i].z;
-			continue;
+	start = now_ms();
+	/*
+	 * A drop or an invalidation waits for zap_lock as long as it takes; the
+	 * reclaim thread ZAP_PASS_MS at most, as a drop holds it while it
+	 * waits for its own zaps, and every file's reclaim would wait with it.
+	 */
+	if (mutex_lock_ms(&f->cache->zap_lock, visit ? ZAP_PASS_MS : 0) == 0) {
+		for (size_t i = 0; i < nreq; i++) {
+			if (reqs[i].z->ask(reqs[i].z, (uint64_t)st.st_dev, (uint64_t)st.st_ino, reqs[i].triples,
+					   reqs[i].n) == 0) {
+				zs[nasked++] = reqs[i].z;
+				continue;
+			}
+			atomic_fetch_sub(&reqs[i].z->inflight, 1);	/* not asked: nothing will be zapped */
+			zapper_put(reqs[i].z);
 		}
-		atomic_fetch_sub(&reqs[i].z->inflight, 1);	/* not asked: nothing will be zapped */
-		zapper_put(reqs[i].z);
+		asked_at = now_ms();
+		if (nasked)
+			zs[0]->wait(zs, rets, nasked, ZAP_PASS_MS);
+		pthread_mutex_unlock(&f->cache->zap_lock);
+	} else {
+		/* a drop holds it, waiting for its own zaps: this pass asks no one */
+		asked_at = now_ms();
+		for (size_t i = 0; i < nreq; i++) {
+			atomic_fetch_sub(&reqs[i].z->inflight, 1);
+			zapper_put(reqs[i].z);
+		}
 	}
-	if (nasked)
-		zs[0]->wait(zs, rets, nasked, ZAP_TIMEOUT_MS);
-	pthread_mutex_unlock(&f->cache->zap_lock);
+	if (visit)
+		atomic_fetch_add(&f->cache->st.zap_wait_ms, now_ms() - start);
 	for (size_t i = 0; i < nreq; i++)
 		free(reqs[i].triples);	/* sent (ask copies them) */
+	lo = victims[0].start;
+	hi = victims[nv - 1].start + victims[nv - 1].n - 1;
 	if (!visit) {
 		pthread_mutex_lock(&f->lock);
 		/* what the zaps emptied, collected before their clients' faults map clean again */
-		track_collect(f, victims[0].start, victims[nv - 1].start + victims[nv - 1].n - 1);
+		track_collect(f, lo, hi);
 		for (size_t i = 0; i < nasked; i++) {
-			if (rets[i] != -ETIMEDOUT && rets[i] != -EPIPE)
+			if (rets[i] == 1) {
+				/* read, and what it zaps collected, by the reclaim thread (zap_late_poll) */
+				zap_late_add(f, zs[i], lo, hi, asked_at + ZAP_TIMEOUT_MS);
+				if (!woken && f->cache->rc_running) {
+					reclaim_wake(f->cache);	/* to read it within 100 ms; rc_lock is a leaf */
+					woken = true;
+				}
+				continue;
+			}
+			if (rets[i] != -EPIPE)
 				atomic_fetch_sub(&zs[i]->inflight, 1);	/* else counted in flight for good */
 			zapper_put(zs[i]);
 		}
 		return 1;
 	}
-	deadline = now_ms() + ZAP_TIMEOUT_MS;
+	deadline = now_ms() + ZAP_PASS_MS;
 	while (!(locked = file_lock_visit(f) == 0) && now_ms() < deadline)
 		;
 	for (size_t i = 0; i < nasked; i++) {
-		if (rets[i] == -ETIMEDOUT || rets[i] == -EPIPE) {
+		if (rets[i] == -EPIPE) {
 			zapper_put(zs[i]);	/* counted in flight for good (struct upc_zapper) */
 			continue;
 		}
+		if (rets[i] == 1) {
+			zap_late_add(f, zs[i], lo, hi, asked_at + ZAP_TIMEOUT_MS);
+			continue;
+		}
 		/* answered: collected below, or at the file's next visit (zap_settle) */
-		f->zap_pend_lo = min_t(uint64_t, f->nzap_pend ? f->zap_pend_lo : UINT64_MAX, victims[0].start);
-		f->zap_pend_hi = max_t(uint64_t, f->nzap_pend ? f->zap_pend_hi : 0,
-				       victims[nv - 1].start + victims[nv - 1].n - 1);
+		f->zap_pend_lo = min_t(uint64_t, f->nzap_pend ? f->zap_pend_lo : UINT64_MAX, lo);
+		f->zap_pend_hi = max_t(uint64_t, f->nzap_pend ? f->zap_pend_hi : 0, hi);
 		if (zap_pend_add(f, zs[i]) < 0) {
 			atomic_store(&zs[i]->quiet_until, UINT64_MAX);	/* never collected: held for good */
 			zapper_put(zs[i]);
