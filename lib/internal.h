@@ -1116,6 +1116,7 @@ __upc_hidden uint64_t store_cluster_gap(struct upc_store *s);
 #define UPC_DBG_CAPTURE_PAUSE	0x80u	/* tests only: the first eviction that takes pages (capture.c) waits 1.5 s before its punch */
 #define UPC_DBG_CAPTURE_FAIL	0x100u	/* tests only: a page written during its eviction cannot be put back (capture.c) */
 #define UPC_DBG_NO_ZAPS		0x200u	/* tests only: a shared cache hands upcd no reclaim channel (connect.c) */
+#define UPC_DBG_SLOW_ZAPS	0x400u	/* tests only: a shared cache answers each zap 150-450 ms late (connect.c) */
 #define UPC_BT_SIGNAL		(SIGRTMIN + 7)
 struct upc_shm_bt;
 __upc_hidden unsigned int debug_from_env(void);

@@ -821,6 +821,7 @@ int client_create(const struct upc_cache_opts *o, struct upc_cache **cachep)
 	c->flags = o->flags;
 	cl->stop_at_call = debug_from_env() & UPC_DBG_STOP_AT_CALL;
 	cl->no_zaps = debug_from_env() & UPC_DBG_NO_ZAPS;
+	cl->slow_zaps = debug_from_env() & UPC_DBG_SLOW_ZAPS;
 	cl->sock = cl->uffd = cl->watch_efd = cl->zap_sock = -1;
 	seq_random(cl);		/* where this client's request numbers start (seq_next) */
 	cl->cache_flags = o->flags;

@@ -71,6 +71,7 @@ struct upc_client {
 	bool call_unmapped;		/* the request in flight had this process munmap (answer_call) */
 	bool stop_at_call;		/* UPC_DEBUG=stop-at-call (debug.c): tests only */
 	bool no_zaps;			/* UPC_DEBUG=no-zaps (debug.c): tests only */
+	bool slow_zaps;			/* UPC_DEBUG=slow-zaps (debug.c): tests only */
 	struct upc_msg *msg;
 	/* this process's mappings of the cache, for the daemon's death */
 	pthread_mutex_t maps_lock;

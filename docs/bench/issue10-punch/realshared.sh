@@ -1,9 +1,11 @@
 #!/bin/bash
 # fio (mmap engine, crc32c verify; write, read-verify, randrw: 2 jobs x 64 MiB) and
 # LMDB (tests/clients/lmdb-work -w, 2 x 300 transactions) under upcache-run --shared,
-# upcd --mem-limit=8M, each step given 120 s.  B=<build tree> MODES="sync async nozaps".
+# upcd --mem-limit=8M, each step given 120 s.  B=<build tree> MODES="sync async nozaps slowzaps".
 # nozaps: --async, with clients that hand upcd no reclaim channel (UPC_DEBUG=no-zaps), so that
 # every page they map writable is evicted from under them (lib/pagecache/capture.c).
+# slowzaps: --async, with clients that answer each zap 150-450 ms late (UPC_DEBUG=slow-zaps), after
+# upcd stopped waiting for them: their answers are read late (lib/pagecache/zap.c, zap_late_poll).
 # Needs tests/clients/lmdb-work built (make check).  Runs of 2026-12-04 and -05: see the issue notes.
 # fio (mmap engine, crc32c verify) and LMDB (writemap) under upcache-run --shared,
 # upcd with an 8 MiB limit, files 8x that; both tracking modes.
@@ -12,7 +14,8 @@ for mode in ${MODES:-sync async nozaps}; do
   D=$(mktemp -d /tmp/rs.XXXXXX); chmod 0711 $D
   extra=""; [ $mode != sync ] && extra="--async"
   cenv=""; [ $mode = nozaps ] && cenv="env UPC_DEBUG=no-zaps"
-  $B/daemon/upcd --foreground --socket $D/s --mode 0666 --mem-limit=8M $extra 2>$D/upcd.log &
+  [ $mode = slowzaps ] && cenv="env UPC_DEBUG=slow-zaps"
+  $B/daemon/upcd --foreground --verbose --socket $D/s --mode 0666 --mem-limit=8M $extra 2>$D/upcd.log &
   up=$!
   for i in $(seq 100); do [ -S $D/s ] && break; sleep 0.05; done
   R="$cenv $B/preload/upcache-run --shared --socket=$D/s"
@@ -34,5 +37,6 @@ for mode in ${MODES:-sync async nozaps}; do
   st="$st$($B/tools/upcctl daemon stats --socket $D/s | grep -E "^ *reclaim" | sed 's/  */ /g')"
   echo "$mode lmdb ok=$lok in $(( $(date +%s) - t1 )) s size=$(du -sh $D/l | cut -f1) after: $st"
   kill -TERM $up; wait $up; echo "$mode upcd exit $?"
+  echo "$mode upcd log: $(grep -c 'answered a zap' $D/upcd.log) slow answers, $(grep -c 'no answer to a zap' $D/upcd.log) given up"
   rm -rf $D
 done
