@@ -174,7 +174,7 @@ broken:
  * answers later is read at a tick of the reclaim thread (zap.c,
  * zap_late_poll).
  */
-#define ZAP_SLOW_MS	100
+#define ZAP_SLOW_MS	50	/* under a wait's 100 ms (zap.c, ZAP_PASS_MS): one just in time rests too */
 #define ZAP_QUIET_MS	10000
 #define ZAP_SUSPECT_MS	10	/* the wait for a client of such a user (a zap takes ~1 ms) */
 #define ZAP_SUSPECTS	64	/* users remembered at once: the oldest goes */
@@ -188,7 +188,7 @@ struct zapchan {
 	uint64_t asked_at;
 	_Atomic bool dead;
 	_Atomic bool pending;	/* asked, its answer not read yet */
-	bool waited;		/* the pending zap was waited for (the answer's time says something) */
+	bool waited;		/* the pending zap was waited for (every one is, before any look at it) */
 	struct upc_msg *msg;
 };
 
@@ -253,8 +253,8 @@ static int client_zap_ask(struct upc_zapper *z, uint64_t dev, uint64_t ino, cons
 	uint64_t args[2] = { dev, ino };
 	int r;
 
-	/* one zap at a time: the answer to a pending one would not match the next seq */
-	if (atomic_load(&zc->dead) || atomic_load(&zc->pending) || !n || n > UPC_ZAP_MAX_RANGES)
+	/* one zap at a time: the answer to a pending one would not match the next seq (pending first: expire) */
+	if (atomic_load(&zc->pending) || atomic_load(&zc->dead) || !n || n > UPC_ZAP_MAX_RANGES)
 		return -EAGAIN;
 	/* never blocking: a client that does not read its channel is not waited for */
 	r = upc_msg_send_flags(zc->fd, UPC_MSG_ZAP, ++zc->seq, args, 2, triples, n * UPC_ZAP_TRIPLE, NULL, 0,
@@ -295,13 +295,18 @@ static int client_zap_answer(struct zapchan *zc)
 	 * Slow, or failing (an mlock'd mapping cannot be zapped: EINVAL): not
 	 * asked again for a while, rather than at every pass.  Not for
 	 * -ESTALE: a range the client unmapped since the daemon looked, which
-	 * is no fault of its own (the rest was zapped).  Slow only as seen by
-	 * a wait: an answer read at a later look came some time before it.
+	 * is no fault of its own (the rest was zapped).  An answer read at a
+	 * look after its wait rests the client from then on (it rested from
+	 * the wait's end already).  A slow one also has its user waited for
+	 * briefly (above): one just in time, connection after connection,
+	 * would hold up every pass.
 	 */
 	if ((zc->waited && now_ms() - zc->asked_at > ZAP_SLOW_MS) || (r < 0 && r != -ESTALE)) {
 		logf("client %d: answered a zap in %" PRIu64 " ms or less (%d): not asked again for %u s", zc->pid,
 		     now_ms() - zc->asked_at, r, ZAP_QUIET_MS / 1000);
 		atomic_store(&zc->z.quiet_until, now_ms() + ZAP_QUIET_MS);
+		if (r >= 0 || r == -ESTALE)
+			zap_suspect_add(zc->account);
 	}
 	return r;
 broken:

@@ -32,6 +32,8 @@
  *   cache->zap_lock                  (upcd: clients' reclaim channels, one zap at a
  *                                     time; taken with no other lock held: zap.c)
  *   cache->zap_late_lock             (a leaf: zaps answered late, zap.c)
+ *   cache->rc_lock                   (a leaf: the reclaim thread's wake-ups; taken
+ *                                     under file->lock too, reclaim_kick, reclaim_late)
  *
  * file->io_lock (the kernel's i_rwsem for writers) is taken before file->lock,
  * by upc_pwrite, upc_ftruncate and upc_fallocate, and held across a
@@ -524,8 +526,7 @@ struct upc_zapper {
 	 * asked, and a later wait (timeout 0: a look) or @expire ends it.  A
 	 * client the daemon has reason to doubt (one of a user another of
 	 * whose clients did not answer lately) is waited for briefly.  Sets
-	 * @quiet_until of a client waited for in full that answered slowly,
-	 * or not at all.
+	 * @quiet_until of a client that answered slowly, or not within a wait.
 	 */
 	void (*wait)(struct upc_zapper **zs, int *rets, size_t n, unsigned int timeout_ms);
 	/* Gives up on the client's unanswered zap: it is not asked again (quiet_until UINT64_MAX). */
@@ -664,6 +665,7 @@ struct upc_cache {
 	struct upc_file *clock_file;	/* reclaim visits files round-robin */
 	pthread_t rc_thread;
 	bool rc_running, rc_stop, rc_kick;
+	bool rc_late;			/* a drop left a late zap (zap.c): tick in 100 ms (reclaim_late) */
 	pthread_mutex_t rc_lock;
 	pthread_cond_t rc_cond;		/* wakes the reclaim thread */
 	pthread_cond_t rc_done;		/* reclaim made progress */
@@ -1034,6 +1036,7 @@ __upc_hidden void reclaim_stop(struct upc_cache *c);
 __upc_hidden void reclaim_kick(struct upc_cache *c);
 __upc_hidden void reclaim_throttle(struct upc_cache *c);
 __upc_hidden void reclaim_wake(struct upc_cache *c);
+__upc_hidden void reclaim_late(struct upc_cache *c);
 __upc_hidden void teardown_runs(struct upc_file *f, const struct run *runs, size_t nr, bool staging);
 /*
  * zap.c: upcd's clients' PTEs of victims.  What reclaim.c's presence_scan()

@@ -618,7 +618,8 @@ static void *reclaim_main(void *arg)
 	while (!c->rc_stop) {
 		if (!c->rc_kick && atomic_load(&c->nr_cached) <= c->high_pages) {
 			/* every 100 ms while zaps are late: their clients' faults map dirty until read */
-			cond_wait_ms(&c->rc_cond, &c->rc_lock, late ? 100 : 1000);
+			cond_wait_ms(&c->rc_cond, &c->rc_lock, late || c->rc_late ? 100 : 1000);
+			c->rc_late = false;
 			/*
 			 * At least every second: release unused files that were
 			 * unlinked or are past the bound (cache.c), and refresh
@@ -657,7 +658,20 @@ static void *reclaim_main(void *arg)
 	return NULL;
 }
 
-/* Wake the reclaim thread for a pass of the unused-file reaper only (cache.c). */
+/*
+ * A drop or an invalidation left a late zap (zap.c, zap_late_add): the
+ * reclaim thread's next tick is within 100 ms, whether it waits now or
+ * not (a wake-up alone is lost on a thread that is not waiting yet).
+ */
+void reclaim_late(struct upc_cache *c)
+{
+	pthread_mutex_lock(&c->rc_lock);
+	c->rc_late = true;
+	pthread_cond_signal(&c->rc_cond);
+	pthread_mutex_unlock(&c->rc_lock);
+}
+
+/* Wake the reclaim thread for a tick: the unused-file reaper (cache.c) and the rest of it. */
 void reclaim_wake(struct upc_cache *c)
 {
 	pthread_mutex_lock(&c->rc_lock);

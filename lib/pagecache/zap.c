@@ -25,7 +25,7 @@
 #include <sys/stat.h>
 
 #define ZAP_TIMEOUT_MS	1000	/* a zap's answer, after which the client is given up on */
-#define ZAP_PASS_MS	100	/* a reclaim pass's wait for the answers, in all, and for the lock after */
+#define ZAP_PASS_MS	100	/* a pass's wait for its turn (zap_lock), for the answers, and for the file's lock after */
 
 /*
  * Is mapping @m, a client's, one whose pages cannot go by a zap?  Under
@@ -391,7 +391,7 @@ int zap_elsewhere(struct upc_file *f, const struct run *victims, size_t nv, uint
 				/* read, and what it zaps collected, by the reclaim thread (zap_late_poll) */
 				zap_late_add(f, zs[i], lo, hi, asked_at + ZAP_TIMEOUT_MS);
 				if (!woken && f->cache->rc_running) {
-					reclaim_wake(f->cache);	/* to read it within 100 ms; rc_lock is a leaf */
+					reclaim_late(f->cache);	/* to read it within 100 ms; rc_lock is a leaf */
 					woken = true;
 				}
 				continue;
