@@ -6062,6 +6062,46 @@ static pid_t reader_start(int fd, size_t size, _Atomic int *stop)
 }
 
 /*
+ * The writer of the late-zap cases, forked: a client that maps @wsize
+ * bytes of @wpath writable and clean ('a', map_write_clean()), says it is
+ * ready, and at sh->step 1 (its zap asked, and not waited for any more:
+ * its watcher is stopped) writes 'b' at offset 4 of every page, through
+ * clean PTEs that do not trap; at step 3 (its watcher runs again) it waits
+ * until the late zap has emptied the first page's PTE (12 if it never
+ * does), reads every page (faults map them again) and msyncs (11), then
+ * ends its cache (13).
+ */
+static pid_t late_writer_start(struct nd_shared *sh, const char *wpath, size_t wsize)
+{
+	pid_t w = fork_child();
+
+	cr_assert_geq(w, 0);
+	if (w == 0) {
+		struct upc_cache *wc = shared_cache();
+		volatile unsigned char *p = map_write_clean(wc, wpath, 0, wsize, 'a');
+
+		atomic_store(&sh->ready, 1);
+		while (atomic_load(&sh->step) < 1)
+			usleep(1000);
+		for (size_t off = 0; off < wsize; off += PAGE)
+			p[off + 4] = 'b';
+		atomic_store(&sh->step, 2);
+		while (atomic_load(&sh->step) < 3)
+			usleep(1000);
+		for (int i = 0; i < 5000 && pte_present(p); i++)
+			usleep(1000);
+		if (pte_present(p))
+			_exit(12);
+		for (size_t off = 0; off < wsize; off += PAGE)
+			(void)p[off + 5];
+		if (upc_msync(wc, (void *)p, wsize, UPC_MS_SYNC))
+			_exit(11);
+		_exit(upc_cache_destroy(wc) ? 13 : 0);
+	}
+	return w;
+}
+
+/*
  * A zap made late, after the daemon stopped waiting for it (--async): only
  * the client's watcher thread is stopped (ptrace), so the client itself
  * writes on - through clean, write-protected PTEs, which a write does not
@@ -6087,31 +6127,7 @@ Test(shared, a_zap_made_late_loses_no_write, .timeout = 120)
 	wfd = tmpfile_pattern(wsize, wpath);
 	rfd = tmpfile_pattern(rsize, rpath);
 	upcd_start("--mem-limit=4M");
-	w = fork_child();
-	cr_assert_geq(w, 0);
-	if (w == 0) {
-		struct upc_cache *wc = shared_cache();
-		volatile unsigned char *p = map_write_clean(wc, wpath, 0, wsize, 'a');
-
-		atomic_store(&sh->ready, 1);
-		while (atomic_load(&sh->step) < 1)	/* the zap has timed out */
-			usleep(1000);
-		for (size_t off = 0; off < wsize; off += PAGE)
-			p[off + 4] = 'b';
-		atomic_store(&sh->step, 2);
-		while (atomic_load(&sh->step) < 3)	/* the watcher runs again */
-			usleep(1000);
-		/* until the late zap has emptied the PTEs */
-		for (int i = 0; i < 5000 && pte_present(p); i++)
-			usleep(1000);
-		if (pte_present(p))
-			_exit(12);
-		for (size_t off = 0; off < wsize; off += PAGE)
-			(void)p[off + 5];
-		if (upc_msync(wc, (void *)p, wsize, UPC_MS_SYNC))
-			_exit(11);
-		_exit(upc_cache_destroy(wc) ? 13 : 0);
-	}
+	w = late_writer_start(sh, wpath, wsize);
 	watcher = watcher_stop(w, &sh->ready);
 	/* eviction: the writer is asked to zap, and does not answer (its watcher is stopped) */
 	c = shared_cache();
@@ -6169,26 +6185,7 @@ Test(shared, a_zap_answered_after_its_pass_is_collected_and_loses_no_write, .tim
 	wfd = tmpfile_pattern(wsize, wpath);
 	rfd = tmpfile_pattern(rsize, rpath);
 	upcd_start("--mem-limit=4M");
-	w = fork_child();
-	cr_assert_geq(w, 0);
-	if (w == 0) {
-		struct upc_cache *wc = shared_cache();
-		volatile unsigned char *p = map_write_clean(wc, wpath, 0, wsize, 'a');
-
-		atomic_store(&sh->ready, 1);
-		while (atomic_load(&sh->step) < 1)	/* asked, and the pass is over */
-			usleep(1000);
-		for (size_t off = 0; off < wsize; off += PAGE)
-			p[off + 4] = 'b';
-		atomic_store(&sh->step, 2);
-		while (atomic_load(&sh->step) < 3)	/* zapped, and the answer read */
-			usleep(1000);
-		for (size_t off = 0; off < wsize; off += PAGE)
-			(void)p[off + 5];
-		if (upc_msync(wc, (void *)p, wsize, UPC_MS_SYNC))
-			_exit(11);
-		_exit(upc_cache_destroy(wc) ? 13 : 0);
-	}
+	w = late_writer_start(sh, wpath, wsize);
 	watcher = watcher_stop(w, &sh->ready);
 	/* eviction, until the writer is asked to zap and the pass stops waiting (resting) */
 	c = shared_cache();
