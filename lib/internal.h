@@ -1116,7 +1116,7 @@ __upc_hidden uint64_t store_cluster_gap(struct upc_store *s);
 #define UPC_DBG_DROP_PAUSE	0x10u	/* tests only: upcd's punch of clean pages waits 1.5 s after its last look */
 #define UPC_DBG_GROW_PAUSE	0x20u	/* tests only: a write past end of file waits 1.5 s before it grows the store */
 #define UPC_DBG_WB_IO_FEW	0x40u	/* tests only: upcd's visitors have 3 I/O threads, 2 an account (wbpark.c) */
-#define UPC_DBG_CAPTURE_PAUSE	0x80u	/* tests only: the first eviction that takes pages (capture.c) waits 1.5 s before its punch */
+#define UPC_DBG_CAPTURE_PAUSE	0x80u	/* tests only: the first eviction that takes pages of a client that does not answer (capture.c) waits 1.5 s before its punch */
 #define UPC_DBG_CAPTURE_FAIL	0x100u	/* tests only: a page written during its eviction cannot be put back (capture.c) */
 #define UPC_DBG_NO_ZAPS		0x200u	/* tests only: a shared cache hands upcd no reclaim channel (connect.c) */
 #define UPC_DBG_SLOW_ZAPS	0x400u	/* tests only: a shared cache answers each zap 150-450 ms late (connect.c) */

@@ -171,6 +171,23 @@ void teardown_runs(struct upc_file *f, const struct run *runs, size_t nr, bool s
 }
 
 /* Is @p in @held (sorted), from run *@k on?  Moves *@k past the runs before @p. */
+/*
+ * Does a client that does not answer map @f writable: one with no reclaim
+ * channel, a zap unanswered, or given up on (zap.c), not one only resting
+ * after a slow answer?  f->lock held.  (UPC_DEBUG=capture-pause)
+ */
+static bool held_unanswered(struct upc_file *f)
+{
+	for (struct upc_map *m = f->rmap; m; m = m->f_next) {
+		struct upc_zapper *z = m->mm->remote && m->wp ? atomic_load(&m->mm->zapper) : NULL;
+
+		if (m->mm->remote && m->wp &&
+		    (!z || atomic_load(&z->inflight) || atomic_load(&z->quiet_until) == UINT64_MAX))
+			return true;
+	}
+	return false;
+}
+
 static bool in_runs(const struct run *held, size_t nh, size_t *k, uint64_t p)
 {
 	while (*k < nh && held[*k].start + held[*k].n <= p)
@@ -230,8 +247,14 @@ uint64_t reclaim_runs(struct upc_file *f, struct run *runs, size_t nr, const str
 		capture_free(capt);
 		capt = NULL;
 	}
-	/* UPC_DEBUG=capture-pause, tests only, once: a held client's write between the last look and the punch. */
-	if (__builtin_expect(c->debug & UPC_DBG_CAPTURE_PAUSE, 0) && capt && !atomic_exchange(&c->capture_paused, true))
+	/*
+	 * UPC_DEBUG=capture-pause, tests only, once: a write between the last
+	 * look and the punch by a client that does not answer (not one
+	 * resting a while after a slow answer, which a loaded machine may make
+	 * of any client).
+	 */
+	if (__builtin_expect(c->debug & UPC_DBG_CAPTURE_PAUSE, 0) && capt && held_unanswered(f) &&
+	    !atomic_exchange(&c->capture_paused, true))
 		usleep(1500000);
 	/* UPC_DEBUG=drop-pause, tests only: a client's write between this last look and the punch. */
 	if (__builtin_expect(c->debug & UPC_DBG_DROP_PAUSE, 0) && c->serving && nok)
