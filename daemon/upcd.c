@@ -188,7 +188,6 @@ struct zapchan {
 	uint64_t asked_at;
 	_Atomic bool dead;
 	_Atomic bool pending;	/* asked, its answer not read yet */
-	bool waited;		/* the pending zap was waited for (every one is, before any look at it) */
 	struct upc_msg *msg;
 };
 
@@ -266,7 +265,6 @@ static int client_zap_ask(struct upc_zapper *z, uint64_t dev, uint64_t ino, cons
 		return -EAGAIN;
 	}
 	zc->asked_at = now_ms();
-	zc->waited = false;
 	atomic_store(&zc->pending, true);
 	return 0;
 }
@@ -301,7 +299,7 @@ static int client_zap_answer(struct zapchan *zc)
 	 * briefly (above): one just in time, connection after connection,
 	 * would hold up every pass.
 	 */
-	if ((zc->waited && now_ms() - zc->asked_at > ZAP_SLOW_MS) || (r < 0 && r != -ESTALE)) {
+	if (now_ms() - zc->asked_at > ZAP_SLOW_MS || (r < 0 && r != -ESTALE)) {
 		logf("client %d: answered a zap in %" PRIu64 " ms or less (%d): not asked again for %u s", zc->pid,
 		     now_ms() - zc->asked_at, r, ZAP_QUIET_MS / 1000);
 		atomic_store(&zc->z.quiet_until, now_ms() + ZAP_QUIET_MS);
@@ -337,7 +335,6 @@ static void client_zap_wait(struct upc_zapper **zs, int *rets, size_t n, unsigne
 		bool brief = timeout_ms > ZAP_SUSPECT_MS && zap_suspect(zc->account);
 
 		until[i] = start + (brief ? ZAP_SUSPECT_MS : timeout_ms);
-		zc->waited |= timeout_ms != 0;
 	}
 	while (n && !last) {
 		uint64_t now = now_ms(), next = now;

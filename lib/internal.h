@@ -1049,6 +1049,7 @@ __upc_hidden void teardown_runs(struct upc_file *f, const struct run *runs, size
 #define ELSEWHERE_W	0x2
 #define ELSEWHERE_HELD	0x4
 __upc_hidden bool map_held(struct upc_map *m);
+__upc_hidden bool map_unanswered(struct upc_map *m);
 __upc_hidden int zap_elsewhere(struct upc_file *f, const struct run *victims, size_t nv, uint64_t first,
 			       const uint8_t *elsewhere, bool visit);
 __upc_hidden void zap_settle(struct upc_file *f);

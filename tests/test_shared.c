@@ -6101,6 +6101,67 @@ static pid_t late_writer_start(struct nd_shared *sh, const char *wpath, size_t w
 	return w;
 }
 
+/* The late-zap cases: their writer (late_writer_start), its file, a reader's, and the daemon. */
+struct late_case {
+	struct nd_shared *sh;
+	size_t wsize, rsize;
+	char wpath[64], rpath[64];
+	int wfd, rfd;
+	pid_t w, watcher;
+	struct upc_cache *c;
+};
+
+/* upcd with a 4 MiB limit, the writer of @wsize bytes ready with its watcher stopped, a cache to read with. */
+static void late_case_start(struct late_case *lc, size_t wsize)
+{
+	lc->sh = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	cr_assert(lc->sh != MAP_FAILED);
+	if (!track_flags())
+		cr_skip_test("no zaps under synchronous tracking: a punch tears a client's PTEs down");
+	lc->wsize = wsize;
+	lc->rsize = 32u << 20;
+	lc->wfd = tmpfile_pattern(wsize, lc->wpath);
+	lc->rfd = tmpfile_pattern(lc->rsize, lc->rpath);
+	upcd_start("--mem-limit=4M");
+	lc->w = late_writer_start(lc->sh, lc->wpath, wsize);
+	lc->watcher = watcher_stop(lc->w, &lc->sh->ready);
+	lc->c = shared_cache();
+}
+
+/* The writer writes through its clean PTEs (step 1, 2), then its watcher runs again. */
+static void late_case_writes(struct late_case *lc)
+{
+	atomic_store(&lc->sh->step, 1);
+	for (int i = 0; i < 5000 && atomic_load(&lc->sh->step) < 2; i++)
+		usleep(1000);
+	cr_assert_eq(atomic_load(&lc->sh->step), 2);
+	cr_assert_eq(ptrace(PTRACE_DETACH, lc->watcher, NULL, NULL), 0);
+}
+
+/* The writer reads its pages again, msyncs and exits (step 3): every write of it is in the file. */
+static void late_case_written(struct late_case *lc, const char *how)
+{
+	uint64_t bad;
+	int status;
+
+	atomic_store(&lc->sh->step, 3);
+	cr_assert_eq(waitpid(lc->w, &status, 0), lc->w);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		  "the writer: status %#x (12: the late zap was never made)", status);
+	bad = writers_bytes_wrong(lc->wfd, lc->wsize, lc->wsize);
+	cr_assert_eq(bad, 0, "%" PRIu64 " bytes of the writer's file wrong after %s", bad, how);
+}
+
+static void late_case_end(struct late_case *lc)
+{
+	upc_cache_destroy(lc->c);
+	close(lc->wfd);
+	close(lc->rfd);
+	unlink(lc->wpath);
+	unlink(lc->rpath);
+	upcd_stop();
+}
+
 /*
  * A zap made late, after the daemon stopped waiting for it (--async): only
  * the client's watcher thread is stopped (ptrace), so the client itself
@@ -6113,46 +6174,20 @@ static pid_t late_writer_start(struct nd_shared *sh, const char *wpath, size_t w
  */
 Test(shared, a_zap_made_late_loses_no_write, .timeout = 120)
 {
-	const size_t wsize = 1u << 20, rsize = 32u << 20;
-	struct nd_shared *sh = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	char wpath[64], rpath[64];
-	int wfd, rfd, status;
-	struct upc_cache *c;
+	struct late_case lc;
 	uint64_t bad = 0;
-	pid_t w, watcher;
+	int state;
 
-	cr_assert(sh != MAP_FAILED);
-	if (!track_flags())
-		cr_skip_test("no zaps under synchronous tracking: a punch tears a client's PTEs down");
-	wfd = tmpfile_pattern(wsize, wpath);
-	rfd = tmpfile_pattern(rsize, rpath);
-	upcd_start("--mem-limit=4M");
-	w = late_writer_start(sh, wpath, wsize);
-	watcher = watcher_stop(w, &sh->ready);
+	late_case_start(&lc, 1u << 20);
 	/* eviction: the writer is asked to zap, and does not answer (its watcher is stopped) */
-	c = shared_cache();
 	for (int round = 0; round < 2; round++)
-		bad += held_read_all(c, rfd, rsize);
+		bad += held_read_all(lc.c, lc.rfd, lc.rsize);
 	cr_assert_eq(bad, 0);
-	status = client_reclaim_state_becomes(w, UPC_RECLAIM_HELD);
-	cr_assert_eq(status, UPC_RECLAIM_HELD, "the test's premise: the writer's zap timed out (%d)", status);
-	atomic_store(&sh->step, 1);
-	for (int i = 0; i < 5000 && atomic_load(&sh->step) < 2; i++)
-		usleep(1000);
-	cr_assert_eq(atomic_load(&sh->step), 2);
-	cr_assert_eq(ptrace(PTRACE_DETACH, watcher, NULL, NULL), 0);
-	atomic_store(&sh->step, 3);
-	cr_assert_eq(waitpid(w, &status, 0), w);
-	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-		  "the writer: status %#x (12: the late zap was never made)", status);
-	bad = writers_bytes_wrong(wfd, wsize, wsize);
-	cr_assert_eq(bad, 0, "%" PRIu64 " bytes of the writer's file wrong after a late zap", bad);
-	upc_cache_destroy(c);
-	close(wfd);
-	close(rfd);
-	unlink(wpath);
-	unlink(rpath);
-	upcd_stop();
+	state = client_reclaim_state_becomes(lc.w, UPC_RECLAIM_HELD);
+	cr_assert_eq(state, UPC_RECLAIM_HELD, "the test's premise: the writer's zap timed out (%d)", state);
+	late_case_writes(&lc);
+	late_case_written(&lc, "a late zap");
+	late_case_end(&lc);
 }
 
 /*
@@ -6170,49 +6205,30 @@ Test(shared, a_zap_made_late_loses_no_write, .timeout = 120)
  */
 Test(shared, a_zap_answered_after_its_pass_is_collected_and_loses_no_write, .timeout = 120)
 {
-	const size_t wsize = 2u << 20, rsize = 32u << 20, chunk = 1u << 20;
-	struct nd_shared *sh = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	const size_t chunk = 1u << 20;
 	static unsigned char buf[1u << 20];
-	char wpath[64], rpath[64];
-	int wfd, rfd, status, state = -1;
-	struct upc_cache *c;
+	struct late_case lc;
 	uint64_t bad = 0, t0, detached;
-	pid_t w, watcher;
+	int state = -1;
 
-	cr_assert(sh != MAP_FAILED);
-	if (!track_flags())
-		cr_skip_test("no zaps under synchronous tracking: a punch tears a client's PTEs down");
-	wfd = tmpfile_pattern(wsize, wpath);
-	rfd = tmpfile_pattern(rsize, rpath);
-	upcd_start("--mem-limit=4M");
-	w = late_writer_start(sh, wpath, wsize);
-	watcher = watcher_stop(w, &sh->ready);
+	late_case_start(&lc, 2u << 20);
 	/* eviction, until the writer is asked to zap and the pass stops waiting (resting) */
-	c = shared_cache();
 	for (int round = 0; round < 3 && state != UPC_RECLAIM_RESTING; round++)
-		for (size_t off = 0; off < rsize && state != UPC_RECLAIM_RESTING; off += chunk) {
-			cr_assert_eq(upc_pread(c, rfd, buf, chunk, (off_t)off), (ssize_t)chunk);
+		for (size_t off = 0; off < lc.rsize && state != UPC_RECLAIM_RESTING; off += chunk) {
+			cr_assert_eq(upc_pread(lc.c, lc.rfd, buf, chunk, (off_t)off), (ssize_t)chunk);
 			for (size_t i = 0; i < chunk; i += PAGE / 2)
 				bad += buf[i] != pat(off + i);
-			state = client_reclaim_state(w);
+			state = client_reclaim_state(lc.w);
 		}
 	cr_assert_eq(bad, 0);
 	cr_assert_eq(state, UPC_RECLAIM_RESTING, "the test's premise: the writer's zap was late (%d)", state);
 	t0 = mono_ms();
-	atomic_store(&sh->step, 1);
-	for (int i = 0; i < 5000 && atomic_load(&sh->step) < 2; i++)
-		usleep(1000);
-	cr_assert_eq(atomic_load(&sh->step), 2);
-	cr_assert_eq(ptrace(PTRACE_DETACH, watcher, NULL, NULL), 0);
+	late_case_writes(&lc);
 	detached = mono_ms() - t0;
 	/* the zap, a tick (100 ms) to read its answer: past the 1 s a client gets before it is given up on */
 	usleep(1200000);
-	state = client_reclaim_state(w);
-	atomic_store(&sh->step, 3);
-	cr_assert_eq(waitpid(w, &status, 0), w);
-	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the writer: status %#x", status);
-	bad = writers_bytes_wrong(wfd, wsize, wsize);
-	cr_assert_eq(bad, 0, "%" PRIu64 " bytes of the writer's file wrong after a zap answered late", bad);
+	state = client_reclaim_state(lc.w);
+	late_case_written(&lc, "a zap answered late");
 	/*
 	 * Not given up on: resting (from the pass's end) is all the state
 	 * says; that its zap was collected the bytes above say.  (Given up on
@@ -6220,22 +6236,12 @@ Test(shared, a_zap_answered_after_its_pass_is_collected_and_loses_no_write, .tim
 	 * slow machine.)
 	 */
 	if (state == UPC_RECLAIM_HELD && detached > 700) {
-		upc_cache_destroy(c);
-		close(wfd);
-		close(rfd);
-		unlink(wpath);
-		unlink(rpath);
-		upcd_stop();
+		late_case_end(&lc);
 		cr_skip_test("the watcher ran %" PRIu64 " ms after the pass: its zap was not late but given up on",
 			     detached);
 	}
 	cr_assert_eq(state, UPC_RECLAIM_RESTING, "the writer's late answer was not read (%d)", state);
-	upc_cache_destroy(c);
-	close(wfd);
-	close(rfd);
-	unlink(wpath);
-	unlink(rpath);
-	upcd_stop();
+	late_case_end(&lc);
 }
 
 /* Is upcd's reclaim thread @tid asleep (capture-pause's usleep; it waits on futexes and polls otherwise)? */

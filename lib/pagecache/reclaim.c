@@ -171,20 +171,12 @@ void teardown_runs(struct upc_file *f, const struct run *runs, size_t nr, bool s
 }
 
 /* Is @p in @held (sorted), from run *@k on?  Moves *@k past the runs before @p. */
-/*
- * Does a client that does not answer map @f writable: one with no reclaim
- * channel, a zap unanswered, or given up on (zap.c), not one only resting
- * after a slow answer?  f->lock held.  (UPC_DEBUG=capture-pause)
- */
+/* Does a client that does not answer map @f writable (map_unanswered)?  f->lock held.  (UPC_DEBUG=capture-pause) */
 static bool held_unanswered(struct upc_file *f)
 {
-	for (struct upc_map *m = f->rmap; m; m = m->f_next) {
-		struct upc_zapper *z = m->mm->remote && m->wp ? atomic_load(&m->mm->zapper) : NULL;
-
-		if (m->mm->remote && m->wp &&
-		    (!z || atomic_load(&z->inflight) || atomic_load(&z->quiet_until) == UINT64_MAX))
+	for (struct upc_map *m = f->rmap; m; m = m->f_next)
+		if (map_unanswered(m))
 			return true;
-	}
 	return false;
 }
 

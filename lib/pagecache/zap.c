@@ -40,14 +40,32 @@
  * cannot write at all.  Called by the reclaim thread between its zaps:
  * @inflight is the unanswered ones'.
  */
-bool map_held(struct upc_map *m)
+static bool held(struct upc_map *m, bool resting)
 {
 	struct upc_zapper *z;
+	uint64_t quiet;
 
 	if (!m->mm->remote || !m->wp || m->file->cache->track_mode != UPC_TRACK_ASYNC)
 		return false;
 	z = atomic_load(&m->mm->zapper);
-	return !z || atomic_load(&z->inflight) || now_ms() < atomic_load(&z->quiet_until);
+	if (!z || atomic_load(&z->inflight))
+		return true;
+	quiet = atomic_load(&z->quiet_until);
+	return quiet == UINT64_MAX || (resting && now_ms() < quiet);
+}
+
+bool map_held(struct upc_map *m)
+{
+	return held(m, true);
+}
+
+/*
+ * The same, but not for a client only resting a while after a slow answer:
+ * one with no reclaim channel, a zap unanswered, or given up on.
+ */
+bool map_unanswered(struct upc_map *m)
+{
+	return held(m, false);
 }
 
 /*
@@ -57,17 +75,22 @@ bool map_held(struct upc_map *m)
  * collects file pages [zap_pend_lo, zap_pend_hi].  The reclaim thread's
  * only, and file_free()'s once no mapping of the file is left.
  */
-static int zap_pend_add(struct upc_file *f, struct upc_zapper *z)
+static void zap_pend_add(struct upc_file *f, struct upc_zapper *z, uint64_t lo, uint64_t hi)
 {
-	struct upc_zapper **n = realloc(f->zap_pend, (f->nzap_pend + 1) * sizeof(*n));
+	struct upc_zapper **n;
 
-	if (!n)
-		return -ENOMEM;
+	f->zap_pend_lo = min_t(uint64_t, f->nzap_pend ? f->zap_pend_lo : UINT64_MAX, lo);
+	f->zap_pend_hi = max_t(uint64_t, f->nzap_pend ? f->zap_pend_hi : 0, hi);
+	n = realloc(f->zap_pend, (f->nzap_pend + 1) * sizeof(*n));
+	if (!n) {
+		atomic_store(&z->quiet_until, UINT64_MAX);	/* never collected: held for good */
+		zapper_put(z);
+		return;
+	}
 	f->zap_pend = n;
 	if (!f->nzap_pend)
 		atomic_fetch_add(&f->cache->nr_zap_pend, 1);
 	f->zap_pend[f->nzap_pend++] = z;
-	return 0;
 }
 
 /* The collection zap_pend_add() put off.  Caller holds f->lock. */
@@ -187,12 +210,7 @@ bool zap_late_poll(struct upc_cache *c)
 			zapper_put(z);	/* given up on, or gone: counted in flight for good */
 		} else {
 			/* answered: the reclaim thread's list, added to as in zap_elsewhere (@f is held) */
-			f->zap_pend_lo = min_t(uint64_t, f->nzap_pend ? f->zap_pend_lo : UINT64_MAX, z->late_lo);
-			f->zap_pend_hi = max_t(uint64_t, f->nzap_pend ? f->zap_pend_hi : 0, z->late_hi);
-			if (zap_pend_add(f, z) < 0) {
-				atomic_store(&z->quiet_until, UINT64_MAX);	/* never collected: held for good */
-				zapper_put(z);
-			}
+			zap_pend_add(f, z, z->late_lo, z->late_hi);
 		}
 		file_put(f);
 	}
@@ -282,7 +300,7 @@ int zap_elsewhere(struct upc_file *f, const struct run *victims, size_t nv, uint
 	size_t nreq = 0, nasked = 0;
 	uint64_t deadline, start, asked_at, lo, hi;
 	struct stat st;
-	bool locked, woken = false;
+	bool locked, turn, woken = false;
 
 	if (fstat(f->memfd, &st) < 0)
 		return 0;
@@ -354,28 +372,22 @@ int zap_elsewhere(struct upc_file *f, const struct run *victims, size_t nv, uint
 	 * reclaim thread ZAP_PASS_MS at most, as a drop holds it while it
 	 * waits for its own zaps, and every file's reclaim would wait with it.
 	 */
-	if (mutex_lock_ms(&f->cache->zap_lock, visit ? ZAP_PASS_MS : 0) == 0) {
-		for (size_t i = 0; i < nreq; i++) {
-			if (reqs[i].z->ask(reqs[i].z, (uint64_t)st.st_dev, (uint64_t)st.st_ino, reqs[i].triples,
+	turn = mutex_lock_ms(&f->cache->zap_lock, visit ? ZAP_PASS_MS : 0) == 0;
+	for (size_t i = 0; i < nreq; i++) {
+		/* (no turn: a drop holds it, waiting for its own zaps, and this pass asks no one) */
+		if (turn && reqs[i].z->ask(reqs[i].z, (uint64_t)st.st_dev, (uint64_t)st.st_ino, reqs[i].triples,
 					   reqs[i].n) == 0) {
-				zs[nasked++] = reqs[i].z;
-				continue;
-			}
-			atomic_fetch_sub(&reqs[i].z->inflight, 1);	/* not asked: nothing will be zapped */
-			zapper_put(reqs[i].z);
+			zs[nasked++] = reqs[i].z;
+			continue;
 		}
-		asked_at = now_ms();
-		if (nasked)
-			zs[0]->wait(zs, rets, nasked, ZAP_PASS_MS);
-		pthread_mutex_unlock(&f->cache->zap_lock);
-	} else {
-		/* a drop holds it, waiting for its own zaps: this pass asks no one */
-		asked_at = now_ms();
-		for (size_t i = 0; i < nreq; i++) {
-			atomic_fetch_sub(&reqs[i].z->inflight, 1);
-			zapper_put(reqs[i].z);
-		}
+		atomic_fetch_sub(&reqs[i].z->inflight, 1);	/* not asked: nothing will be zapped */
+		zapper_put(reqs[i].z);
 	}
+	asked_at = now_ms();
+	if (nasked)
+		zs[0]->wait(zs, rets, nasked, ZAP_PASS_MS);
+	if (turn)
+		pthread_mutex_unlock(&f->cache->zap_lock);
 	if (visit)
 		atomic_fetch_add(&f->cache->st.zap_wait_ms, now_ms() - start);
 	for (size_t i = 0; i < nreq; i++)
@@ -415,12 +427,7 @@ int zap_elsewhere(struct upc_file *f, const struct run *victims, size_t nv, uint
 			continue;
 		}
 		/* answered: collected below, or at the file's next visit (zap_settle) */
-		f->zap_pend_lo = min_t(uint64_t, f->nzap_pend ? f->zap_pend_lo : UINT64_MAX, lo);
-		f->zap_pend_hi = max_t(uint64_t, f->nzap_pend ? f->zap_pend_hi : 0, hi);
-		if (zap_pend_add(f, zs[i]) < 0) {
-			atomic_store(&zs[i]->quiet_until, UINT64_MAX);	/* never collected: held for good */
-			zapper_put(zs[i]);
-		}
+		zap_pend_add(f, zs[i], lo, hi);
 	}
 	if (locked)
 		zap_settle(f);
