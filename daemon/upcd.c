@@ -20,6 +20,7 @@
 #define _GNU_SOURCE
 #include "internal.h"
 #include "keeper.h"
+#include "placement.h"
 #include "proto.h"
 
 #include <fcntl.h>
@@ -102,6 +103,7 @@ static struct {
 	 */
 	bool own_uffd_nowait;		/* read with RWF_NOWAIT (fault.c, uffd_reads_nowait) */
 	bool own_uffd_shows_init;	/* fdinfo shows UFFD_SHOWN_INITIALIZED */
+	struct placement place;		/* where clients' fault handlers run (placement.c) */
 } d = { .lock = PTHREAD_MUTEX_INITIALIZER, .gone = PTHREAD_COND_INITIALIZER, .stop_pipe = { -1, -1 } };
 
 #define logf(fmt, ...) do { if (d.verbose) fprintf(stderr, "upcd: " fmt "\n", ##__VA_ARGS__); } while (0)
@@ -1172,11 +1174,13 @@ static long serve_admin(struct client *cl, struct upc_msg *m, uint64_t *rargs, u
 		pthread_mutex_lock(&d.lock);
 		n = snprintf(data, UPC_PROTO_MAX_DATA,
 			     "pid %d\nclients %u\nrequests %lu\ndisconnected-for-errors %lu\nadopted-mappings %lu\n"
-			     "tracking %s\nmem-limit %lu\ncached %lu\ndirty %lu\nfiles %u\n",
+			     "tracking %s\nmem-limit %lu\ncached %lu\ndirty %lu\nfiles %u\nfault-handlers ",
 			     getpid(), d.nclients, (unsigned long)d.served, (unsigned long)d.dropped,
 			     (unsigned long)d.adopted,
 			     st.track_mode == UPC_TRACK_ASYNC ? "async" : "sync", (unsigned long)st.mem_limit,
 			     (unsigned long)st.pages_cached, (unsigned long)st.pages_dirty, st.nr_files);
+		n += placement_describe(&d.place, (char *)data + n, (int)UPC_PROTO_MAX_DATA - n);
+		n += snprintf((char *)data + n, UPC_PROTO_MAX_DATA - n, "\n");
 		/* other users' processes are the administrator's to see (CLIENTS too) */
 		for (struct client *o = d.clients; o && n < (int)UPC_PROTO_MAX_DATA - 128; o = o->next)
 			if (!o->refuse && (is_admin(cl) || o->cred.uid == cl->cred.uid))
@@ -1622,7 +1626,7 @@ static void usage(FILE *to)
 		"usage: upcd [--foreground] [--socket PATH] [--mem-limit SIZE] [--async]\n"
 		"            [--group NAME] [--mode OCTAL] [--max-clients-per-user N]\n"
 		"            [--max-pinned-per-client SIZE] [--keeper-socket PATH] [--fd-store]\n"
-		"            [--verbose]\n"
+		"            [--fault-handlers auto|per-cpu|one] [--verbose]\n"
 		"Holds one page cache for every process that creates its cache with\n"
 		"UPC_CACHE_SHARED.  See upcd(8).\n"
 		"  --foreground                 do not detach\n"
@@ -1638,6 +1642,9 @@ static void usage(FILE *to)
 		"                               \"none\": no keeper)\n"
 		"  --fd-store                   keep the files in systemd's file descriptor\n"
 		"                               store too (FileDescriptorStoreMax=)\n"
+		"  --fault-handlers HOW         a client's: one pinned to each CPU (per-cpu),\n"
+		"                               one unpinned (one), or the cheaper of the two,\n"
+		"                               measured at start (auto, the default)\n"
 		"  --verbose                    log clients and errors to standard error\n",
 		CLIENTS_PER_USER);
 }
@@ -1656,6 +1663,7 @@ int main(int argc, char **argv)
 		{ "max-pinned-per-client", required_argument, NULL, 'P' },
 		{ "keeper-socket", required_argument, NULL, 'K' },
 		{ "fd-store", no_argument, NULL, 'S' },
+		{ "fault-handlers", required_argument, NULL, 'F' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
@@ -1676,7 +1684,7 @@ int main(int argc, char **argv)
 		return keeper_run(argv[2]);
 	d.max_per_user = CLIENTS_PER_USER;
 	d.euid = geteuid();
-	while ((opt = getopt_long(argc, argv, "fs:m:ag:M:vU:P:K:Sh", lo, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "fs:m:ag:M:vU:P:K:SF:h", lo, NULL)) != -1) {
 		switch (opt) {
 		case 'f': foreground = true; break;
 		case 's': path = optarg; break;
@@ -1722,6 +1730,12 @@ int main(int argc, char **argv)
 			kpath = optarg;
 			break;
 		case 'S': fd_store = true; break;
+		case 'F':
+			if (placement_parse(optarg, &d.place.mode) < 0) {
+				fprintf(stderr, "upcd: bad --fault-handlers (auto, per-cpu or one): %s\n", optarg);
+				return 2;
+			}
+			break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -1792,10 +1806,34 @@ int main(int argc, char **argv)
 			setrlimit(RLIMIT_NOFILE, &rl);
 		}
 	}
+	/*
+	 * Before the engine's threads: the probe forks.  After the socket
+	 * listens: a client connecting meanwhile waits in its backlog.  A
+	 * SIGTERM meanwhile is taken after it.
+	 */
+	if (d.place.mode == PLACE_AUTO) {
+		sigset_t term, old;
+
+		sigemptyset(&term);
+		sigaddset(&term, SIGTERM);
+		sigaddset(&term, SIGINT);
+		sigprocmask(SIG_BLOCK, &term, &old);
+		placement_probe(&d.place);
+		sigprocmask(SIG_SETMASK, &old, NULL);
+	} else {
+		d.place.one = d.place.mode == PLACE_ONE;
+	}
 	ret = upc_cache_create(&o, &d.c);
 	if (ret < 0) {
 		fprintf(stderr, "upcd: cannot create the cache: %s\n", upc_strerror(ret));
 		return 1;
+	}
+	d.c->remote_one_handler = d.place.one;
+	{
+		char how[160];
+
+		placement_describe(&d.place, how, sizeof(how));
+		logf("fault handlers: %s", how);
 	}
 	ret = cache_serve(d.c);
 	if (ret < 0) {

@@ -431,6 +431,8 @@ struct upc_handler {
 	char *bounce;			/* its fill buffer, ra_max pages */
 	uintptr_t fault_exact;		/* the address of the fault being handled, not rounded */
 	uintptr_t last_spurious;	/* the last MISSING fault on a page thought cached */
+	unsigned int linger_us;		/* looks for the next fault that long before sleeping (handler_main) */
+	uint64_t last_fault_us;		/* now_us() when it last handled a fault, with @linger_us */
 	/*
 	 * Messages read and not yet handled: q[qhead, qtail).  Preallocated,
 	 * so that reading never allocates.
@@ -608,6 +610,7 @@ struct upc_cache {
 	struct upc_mm *children;	/* forked children served by this cache (fork.c) */
 	struct upc_mm *remotes;		/* upcd's clients (remote.c), under @lock */
 	bool serving;			/* upcd's cache: memfds are handed to clients (remote.c) */
+	bool remote_one_handler;	/* upcd: one unpinned fault handler a client (remote_attach) */
 	/*
 	 * upcd: every file this daemon has held (adopt.c, file_adopt): a
 	 * memfd of one of them handed back later is stale, never adopted.
@@ -1121,6 +1124,7 @@ __upc_hidden uint64_t store_cluster_gap(struct upc_store *s);
 #define UPC_DBG_CAPTURE_FAIL	0x100u	/* tests only: a page written during its eviction cannot be put back (capture.c) */
 #define UPC_DBG_NO_ZAPS		0x200u	/* tests only: a shared cache hands upcd no reclaim channel (connect.c) */
 #define UPC_DBG_SLOW_ZAPS	0x400u	/* tests only: a shared cache answers each zap 150-450 ms late (connect.c) */
+#define UPC_DBG_PROBE_FAIL	0x800u	/* tests only: upcd's probe of where to run fault handlers fails (placement.c) */
 #define UPC_BT_SIGNAL		(SIGRTMIN + 7)
 struct upc_shm_bt;
 __upc_hidden unsigned int debug_from_env(void);

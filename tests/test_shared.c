@@ -105,6 +105,19 @@ static pid_t fork_child(void)
 	return pid;
 }
 
+/*
+ * Where the suite's daemons serve their clients' faults: not upcd's
+ * default (auto), which measures at start and so chooses by the load of
+ * the cases running beside, but each placement in one of the suite's two
+ * runs, the same every time: one unpinned handler a client in the
+ * synchronous run, one a CPU in the asynchronous one.  Cases that need
+ * one say so in their extra argument.
+ */
+static const char *fault_handlers_arg(void)
+{
+	return track_flags() ? "--fault-handlers=per-cpu" : "--fault-handlers=one";
+}
+
 /* The next upcd_spawn()'s descriptor limit, soft and hard (0: the test's). */
 static rlim_t spawn_nofile;
 
@@ -125,13 +138,21 @@ static void upcd_spawn(const char *extra)
 			if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
 				_exit(126);
 		}
-		/* the suite's async run: the daemon tracks for its clients (tests/run-async) */
-		if (track_flags())
-			execl(bin, "upcd", "--foreground", "--socket", sock_path, "--mode", "0666", "--verbose",
-			      "--async", extra ? extra : NULL, (char *)NULL);
-		else
-			execl(bin, "upcd", "--foreground", "--socket", sock_path, "--mode", "0666", "--verbose",
-			      extra ? extra : NULL, (char *)NULL);
+		{
+			char *argv[16] = { "upcd", "--foreground", "--socket", sock_path, "--mode", "0666", "--verbose" };
+			int argc = 7;
+
+			/* the suite's async run: the daemon tracks for its clients (tests/run-async) */
+			if (track_flags())
+				argv[argc++] = "--async";
+			if (!extra || !strstr(extra, "--fault-handlers"))
+				argv[argc++] = (char *)fault_handlers_arg();
+			if (extra)
+				argv[argc++] = (char *)extra;
+			argv[argc] = NULL;
+			unsetenv("UPC_FAULT_HANDLERS");	/* the library's knob would be the daemon's too */
+			execv(bin, argv);
+		}
 		fprintf(stderr, "exec %s: %s\n", bin, strerror(errno));
 		_exit(127);
 	}
@@ -226,7 +247,7 @@ Test(shared, no_daemon_is_a_clear_error)
  * each checks every other's data through its own mapping; the file has
  * it all after one of them msyncs.
  */
-static void processes_share_one_cache(unsigned int nproc)
+static void processes_share_one_cache(unsigned int nproc, const char *upcd_extra)
 {
 	const size_t size = 64 * PAGE;
 	char path[64];
@@ -234,7 +255,7 @@ static void processes_share_one_cache(unsigned int nproc)
 	pid_t pids[8];
 	unsigned char *buf = malloc(size);
 
-	upcd_start(NULL);
+	upcd_start(upcd_extra);
 	cr_assert_eq(pipe(ready), 0);
 	cr_assert_eq(pipe(go), 0);
 	for (unsigned int k = 0; k < nproc; k++) {
@@ -292,12 +313,126 @@ static void processes_share_one_cache(unsigned int nproc)
 
 Test(shared, two_processes_see_each_others_writes, .timeout = 60)
 {
-	processes_share_one_cache(2);
+	processes_share_one_cache(2, NULL);
 }
 
 Test(shared, four_processes_see_each_others_writes, .timeout = 60)
 {
-	processes_share_one_cache(4);
+	processes_share_one_cache(4, NULL);
+}
+
+/*
+ * The same with each placement of a client's fault handlers that upcd
+ * chooses between at start (daemon/placement.c): whichever it chose
+ * above, both serve.
+ */
+Test(shared, two_processes_see_each_others_writes_with_one_fault_handler_each, .timeout = 60)
+{
+	processes_share_one_cache(2, "--fault-handlers=one");
+}
+
+Test(shared, two_processes_see_each_others_writes_with_a_fault_handler_on_each_cpu, .timeout = 60)
+{
+	processes_share_one_cache(2, "--fault-handlers=per-cpu");
+}
+
+/* upcd's threads named @prefix (exactly, or followed by '/' and a CPU) */
+static unsigned int upcd_threads(const char *prefix, bool pinned)
+{
+	char path[320], comm[32];
+	unsigned int n = 0;
+	struct dirent *e;
+	DIR *dir;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)upcd_pid);
+	dir = opendir(path);
+	cr_assert(dir, "%s: %s", path, strerror(errno));
+	while ((e = readdir(dir))) {
+		FILE *f;
+
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/task/%s/comm", (int)upcd_pid, e->d_name);
+		f = fopen(path, "r");
+		if (!f)
+			continue;	/* a thread that ended meanwhile */
+		if (fgets(comm, sizeof(comm), f)) {
+			size_t len = strlen(prefix);
+
+			comm[strcspn(comm, "\n")] = '\0';
+			if (!strncmp(comm, prefix, len) && (pinned ? comm[len] == '/' : comm[len] == '\0'))
+				n++;
+		}
+		fclose(f);
+	}
+	closedir(dir);
+	return n;
+}
+
+/*
+ * --fault-handlers=one gives a client one unpinned handler thread in upcd
+ * ("upc-fault"), per-cpu one pinned to each CPU of the daemon's mask, at
+ * most 8 ("upc-fault/N", as the embedded cache's own); the status says
+ * which, and with auto (measured at start) what it chose, which the
+ * client gets.  Counted beside the daemon's own engine's handlers, before
+ * and after the client's first fault.
+ */
+Test(shared, a_clients_fault_handlers_are_placed_as_upcd_was_told, .timeout = 60)
+{
+	static const char *const how[] = { "one", "per-cpu", "auto" };
+	cpu_set_t set;
+	unsigned int ncpu;
+
+	cr_assert_eq(sched_getaffinity(0, sizeof(set), &set), 0);
+	ncpu = (unsigned int)CPU_COUNT(&set);
+	for (unsigned int k = 0; k < 3; k++) {
+		char extra[64], want[96], path[64];
+		bool one;
+		unsigned int pinned0, unpinned0, pinned1, unpinned1;
+		struct upc_cache *c;
+		int fd = tmpfile_pattern(16 * PAGE, path);
+		volatile unsigned char *p;
+
+		snprintf(extra, sizeof(extra), "--fault-handlers=%s", how[k]);
+		if (k)
+			sock_dir_fini();
+		upcd_start(extra);
+		if (k < 2) {
+			snprintf(want, sizeof(want), "\nfault-handlers %s (%s)\n", how[k], extra);
+			cr_assert(strstr(upcd_status(), want), "no \"%s\" in upcd's status:\n%s", want + 1,
+				  upcd_status());
+			one = k == 0;
+		} else {
+			/* what it measured chose: the clients get that */
+			one = strstr(upcd_status(), "\nfault-handlers one (auto: ");
+			cr_assert(one || strstr(upcd_status(), "\nfault-handlers per-cpu (auto: "), "%s",
+				  upcd_status());
+		}
+		pinned0 = upcd_threads("upc-fault", true);
+		unpinned0 = upcd_threads("upc-fault", false);
+		c = shared_cache();
+		cr_assert_eq(upc_map(c, fd, 0, 16 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
+		p[3 * PAGE] = 0x77;	/* a fault upcd serves */
+		cr_assert_eq(p[3 * PAGE], 0x77);
+		pinned1 = upcd_threads("upc-fault", true);
+		unpinned1 = upcd_threads("upc-fault", false);
+		if (one || ncpu < 2) {
+			cr_expect_eq(unpinned1 - unpinned0, 1, "%s: %u unpinned handlers for the client", extra,
+				     unpinned1 - unpinned0);
+			cr_expect_eq(pinned1, pinned0, "%s: %u pinned handlers for the client", extra,
+				     pinned1 - pinned0);
+		} else {
+			cr_expect_eq(pinned1 - pinned0, ncpu < 8 ? ncpu : 8, "%s: %u pinned handlers for the "
+				     "client on %u CPUs", extra, pinned1 - pinned0, ncpu);
+			cr_expect_eq(unpinned1, unpinned0, "%s: %u unpinned handlers for the client", extra,
+				     unpinned1 - unpinned0);
+		}
+		cr_assert_eq(upc_unmap(c, (void *)p, 16 * PAGE), 0);
+		upc_cache_destroy(c);
+		upcd_stop();
+		unlink(path);
+		close(fd);
+	}
 }
 
 Test(shared, a_pwrite_by_one_process_is_seen_through_anothers_mapping, .timeout = 60)
@@ -5077,7 +5212,9 @@ static void fs_spawn(const struct fake_store *st, unsigned int how, const char *
 				argv[argc++] = "--fd-store";
 			if (track_flags())
 				argv[argc++] = "--async";
+			argv[argc++] = (char *)fault_handlers_arg();
 			argv[argc] = NULL;
+			unsetenv("UPC_FAULT_HANDLERS");
 			execv(bin, argv);
 		}
 		fprintf(stderr, "exec %s: %s\n", bin, strerror(errno));

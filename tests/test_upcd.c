@@ -143,6 +143,7 @@ static void start_upcd(int lsock, pid_t listen_pid, const char *const *args)
 		/* the test's process dies (a failed case): so does the daemon */
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		unsetenv("UPC_SOCKET");
+		unsetenv("UPC_FAULT_HANDLERS");	/* the library's knob would be the daemon's too */
 		unsetenv("LISTEN_FDS");
 		unsetenv("LISTEN_PID");
 		if (lsock >= 0) {
@@ -554,4 +555,81 @@ Test(upcd, keeper_socket_option)
 	cr_assert(!exists("k.sock") && !exists("upcd.sock.keeper") && !exists("none"),
 		  "a keeper with --keeper-socket none");
 	stop_upcd();
+}
+
+/*
+ * --fault-handlers: "auto" (the default) measures both placements of a
+ * client's fault handlers at start and says what it measured and chose,
+ * one unpinned handler only where it cost under 80 % of one a CPU
+ * (daemon/placement.c, PLACE_MARGIN), or why it measured nothing; "one"
+ * and "per-cpu" are taken as told; anything else is refused before the
+ * daemon serves (exit status 2).
+ */
+Test(upcd, fault_handlers_option)
+{
+	const char *args[] = { "--socket", NULL, NULL, NULL };
+	char path[300], *text, *line;
+	double one_us, per_cpu_us;
+	int st;
+
+	require_upcache();
+	snprintf(path, sizeof(path), "%s/upcd.sock", t.dir);
+	args[1] = path;
+	notify_socket();
+	start_upcd(-1, 0, args);
+	expect_notify("READY=1");
+	text = expect_status("upcd.sock", t.pid);
+	line = strstr(text, "\nfault-handlers ");
+	cr_assert(line, "no fault-handlers line in the status:\n%s", text);
+	line++;
+	line[strcspn(line, "\n")] = '\0';
+	if (sscanf(line, "fault-handlers %*s (auto: a fault and a first write %lf us with one unpinned handler, "
+		   "%lf us with one a CPU)", &one_us, &per_cpu_us) == 2) {
+		cr_expect(one_us > 0 && per_cpu_us > 0, "%s", line);
+		/* one unless it cost over 1.25 times as much (placement.c), to the 0.1 us printed */
+		if (one_us < 1.25 * per_cpu_us - 0.2)
+			cr_expect(!strncmp(line, "fault-handlers one (", 20), "%s", line);
+		else if (one_us > 1.25 * per_cpu_us + 0.2)
+			cr_expect(!strncmp(line, "fault-handlers per-cpu (", 24), "%s", line);
+	} else {
+		cpu_set_t set;
+
+		/* measured wherever there are two CPUs (any user has a userfaultfd: UFFD_USER_MODE_ONLY) */
+		cr_assert_eq(sched_getaffinity(0, sizeof(set), &set), 0);
+		cr_expect(CPU_COUNT(&set) < 2 || getenv("UPC_FAULT_HANDLERS"), "upcd measured nothing: %s", line);
+		cr_expect(!strncmp(line, "fault-handlers one (auto: ", 26), "%s", line);
+	}
+	free(text);
+	stop_upcd();
+	expect_notify("STOPPING=1");
+
+	args[2] = "--fault-handlers=one";
+	start_upcd(-1, 0, args);
+	expect_notify("READY=1");
+	text = expect_status("upcd.sock", t.pid);
+	cr_expect(strstr(text, "\nfault-handlers one (--fault-handlers=one)\n"), "%s", text);
+	free(text);
+	stop_upcd();
+	expect_notify("STOPPING=1");
+
+	/* a probe that fails: the embedded cache's placement, and why */
+	args[2] = NULL;
+	setenv("UPC_DEBUG", "probe-fail", 1);
+	start_upcd(-1, 0, args);
+	unsetenv("UPC_DEBUG");
+	expect_notify("READY=1");
+	text = expect_status("upcd.sock", t.pid);
+	cr_expect(strstr(text, "\nfault-handlers per-cpu (auto: no userfaultfd for the probe)\n") ||
+		  strstr(text, "\nfault-handlers one (auto: one CPU: one handler a CPU is one handler)\n"), "%s",
+		  text);
+	free(text);
+	stop_upcd();
+	expect_notify("STOPPING=1");
+
+	args[2] = "--fault-handlers=sideways";
+	start_upcd(-1, 0, args);
+	cr_assert_eq(waitpid(t.pid, &st, 0), t.pid);
+	t.pid = -1;
+	cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 2, "upcd --fault-handlers=sideways: status %#x", st);
+	cr_expect(!exists("upcd.sock"), "a refused option left a socket");
 }

@@ -9,11 +9,15 @@
  * that a fill is a buffered read of memory):
  *   missing   served MISSING faults, one page each (UPC_ADV_RANDOM), random order
  *   wp        the first write to each of those cached pages (a write-protect trap)
- * each with its floor: the same faults served by bare userfaultfd handlers,
- * one pinned to each CPU, threads of the faulting process (what the
- * embedded cache is) or processes of their own (what upcd is), whose
- * cross/same ratio is what a daemon's round trip costs on this machine
- * beyond a thread's, before any library code (floor_pass);
+ * each with its floor: the same faults served by bare userfaultfd handlers
+ * (floor_pass), before any library code: one pinned to each CPU, threads
+ * of the faulting process (what the embedded cache is) or processes of
+ * their own (what upcd --fault-handlers=per-cpu is); and one unpinned
+ * process that looks for the next fault 50 us before it sleeps (what upcd
+ * --fault-handlers=one is).  Each process floor over the thread floor is
+ * what a daemon's round trip costs on this machine beyond a thread's,
+ * placed so; the quotient divides by the floor of the placement upcd
+ * chose (upcctl daemon status, printed first);
  * and in shared mode only:
  *   second    a second process scanning the file the first one cached:
  *             its faults, and the store reads it caused (none expected)
@@ -52,6 +56,29 @@
 #define PAGE 4096UL
 
 static char sock[108];
+static pid_t upcd_pid;			/* the daemon serving now */
+static double upcd_cpu_us, upcd_faults;	/* its CPU time during the shared passes' faults, and theirs */
+
+/* us of CPU @pid has used, all its threads (utime + stime), or -1 */
+static double cpu_us(pid_t pid)
+{
+	char path[64], buf[1024], *p;
+	unsigned long long ut, st;
+	FILE *f;
+	size_t n;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	f = fopen(path, "r");
+	if (!f)
+		return -1;
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	p = strrchr(buf, ')');	/* the name may hold spaces */
+	if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+		return -1;
+	return (double)(ut + st) * 1e6 / (double)sysconf(_SC_CLK_TCK);
+}
 
 static double now_us(void)
 {
@@ -113,7 +140,15 @@ static void pass(bool shared, int fd, size_t npages, const uint32_t *perm, doubl
 		fprintf(stderr, "map\n");
 		exit(1);
 	}
-	touch_pages(p, npages, perm, miss, wp);
+	{
+		double before = shared ? cpu_us(upcd_pid) : -1;
+
+		touch_pages(p, npages, perm, miss, wp);
+		if (before >= 0) {
+			upcd_cpu_us += cpu_us(upcd_pid) - before;
+			upcd_faults += 2.0 * (double)npages;
+		}
+	}
 	/* the daemon keeps what a client cached: write it back and drop it for the next pass */
 	upc_msync(c, (void *)p, npages * PAGE, UPC_MS_SYNC);
 	upc_unmap(c, (void *)p, npages * PAGE);
@@ -134,6 +169,7 @@ static void pass(bool shared, int fd, size_t npages, const uint32_t *perm, doubl
  */
 struct fhandler {
 	int uffd, src_fd, stop_fd, cpu;
+	unsigned int linger_us;		/* looks for the next fault that long before it sleeps */
 	uintptr_t base;
 	pthread_t th;
 };
@@ -143,13 +179,31 @@ static void fh_loop(struct fhandler *h)
 	struct pollfd pfd[2] = { { .fd = h->uffd, .events = POLLIN }, { .fd = h->stop_fd, .events = POLLIN } };
 	char *page = aligned_alloc(PAGE, PAGE);
 	struct uffd_msg msgs[16];
+	double last = 0;
 	cpu_set_t set;
 
-	CPU_ZERO(&set);
-	CPU_SET(h->cpu, &set);
-	sched_setaffinity(0, sizeof(set), &set);
-	while (page && poll(pfd, 2, -1) >= 0 && !pfd[1].revents) {
-		ssize_t n = read(h->uffd, msgs, sizeof(msgs));
+	if (h->cpu >= 0) {
+		CPU_ZERO(&set);
+		CPU_SET(h->cpu, &set);
+		sched_setaffinity(0, sizeof(set), &set);
+	}
+	while (page) {
+		ssize_t n;
+
+		if (h->linger_us && now_us() - last < h->linger_us) {
+			/* as upcd's one handler (lib/mm/fault.c, handler_main) */
+			n = read(h->uffd, msgs, sizeof(msgs));
+			if (n <= 0) {
+				sched_yield();
+				continue;
+			}
+		} else {
+			if (poll(pfd, 2, -1) < 0 || pfd[1].revents)
+				break;
+			n = read(h->uffd, msgs, sizeof(msgs));
+		}
+		if (n > 0 && h->linger_us)
+			last = now_us();
 
 		for (ssize_t i = 0; i < n / (ssize_t)sizeof(msgs[0]); i++) {
 			uintptr_t addr = (uintptr_t)msgs[i].arg.pagefault.address & ~(PAGE - 1);
@@ -179,15 +233,21 @@ static void *fh_thread(void *arg)
 	return NULL;
 }
 
+/* Where a floor pass's handlers run. */
+enum floor_how {
+	FLOOR_THREADS,		/* threads of this process, one pinned to each CPU: the embedded cache */
+	FLOOR_PROCESSES,	/* processes of their own, one pinned to each CPU: upcd --fault-handlers=per-cpu */
+	FLOOR_ONE_PROCESS,	/* one unpinned process, lingering 50 us: upcd --fault-handlers=one */
+};
+
 /*
  * One floor pass: MISSING faults on a memfd mapping registered MISSING|WP,
  * in the random order of the library's passes, then the first write to
- * each page, served by a handler pinned to each CPU of the affinity mask
- * (both the engine and upcd place theirs so): threads of this process
- * (@cross false) or processes of their own.  us a page into *@miss, *@wp;
- * false where the kernel cannot (no write-protection of shmem).
+ * each page, served by handlers placed as @how says.  us a page into
+ * *@miss, *@wp; false where the kernel cannot (no write-protection of
+ * shmem).
  */
-static bool floor_pass(bool cross, int fd, size_t npages, const uint32_t *perm, double *miss, double *wp)
+static bool floor_pass(enum floor_how how, int fd, size_t npages, const uint32_t *perm, double *miss, double *wp)
 {
 	struct uffdio_api api = { .api = UFFD_API,
 				  .features = UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_WP_HUGETLBFS_SHMEM };
@@ -197,7 +257,7 @@ static bool floor_pass(bool cross, int fd, size_t npages, const uint32_t *perm, 
 	pid_t pids[16];
 	cpu_set_t set;
 	volatile unsigned char *p;
-	bool ok = false;
+	bool ok = false, cross = how != FLOOR_THREADS;
 
 	*miss = *wp = NAN;	/* printed as such where the floor could not be measured */
 
@@ -218,9 +278,15 @@ static bool floor_pass(bool cross, int fd, size_t npages, const uint32_t *perm, 
 	for (int i = 0; i < CPU_SETSIZE && ncpu < 16; i++)
 		if (CPU_ISSET(i, &set))
 			cpus[ncpu++] = i;
+	if (how == FLOOR_ONE_PROCESS) {
+		ncpu = 1;
+		cpus[0] = -1;
+	}
 	for (int i = 0; i < ncpu; i++) {
 		h[i] = (struct fhandler){ .uffd = uffd, .src_fd = fd, .stop_fd = stop[0], .cpu = cpus[i],
-					  .base = (uintptr_t)p };
+					  .base = (uintptr_t)p,
+					  /* lib/mm/remote.c, REMOTE_LINGER_US */
+					  .linger_us = how == FLOOR_ONE_PROCESS ? 50 : 0 };
 		if (cross) {
 			pids[i] = fork();
 			if (pids[i] == 0) {
@@ -276,7 +342,11 @@ static long rss_kib(pid_t pid, const char *key)
 	return v;
 }
 
-static pid_t spawn_upcd(const char *upcd)
+/*
+ * upcd, started; with @ready, once it serves (after its start-up probe of
+ * where to run fault handlers, which the bench's own work would disturb).
+ */
+static pid_t spawn_upcd(const char *upcd, bool ready)
 {
 	pid_t d = fork();
 
@@ -288,7 +358,41 @@ static pid_t spawn_upcd(const char *upcd)
 	}
 	for (int i = 0; i < 500 && access(sock, F_OK); i++)
 		usleep(1000);
+	if (ready)
+		upc_cache_destroy(cache(true));
 	return d;
+}
+
+/*
+ * What upcd says of its fault handlers (upcctl daemon status, beside this
+ * program), as a comment line; true if it serves with one handler a client.
+ */
+static bool print_placement(const char *who)
+{
+	bool one = false;
+	char exe[512], cmd[1024], line[512];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	char *slash;
+	FILE *f;
+
+	if (n <= 0)
+		return false;
+	exe[n] = '\0';
+	slash = strrchr(exe, '/');
+	if (!slash)
+		return false;
+	*slash = '\0';
+	snprintf(cmd, sizeof(cmd), "'%s/upcctl' daemon status --socket '%s' 2>/dev/null", exe, sock);
+	f = popen(cmd, "r");
+	if (!f)
+		return false;
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, "fault-handlers ", 15)) {
+			printf("# %s fault handlers: %s", who, line + 15);
+			one = !strncmp(line + 15, "one ", 4);
+		}
+	pclose(f);
+	return one;
 }
 
 int main(int argc, char **argv)
@@ -318,7 +422,7 @@ int main(int argc, char **argv)
 	if (!mkdtemp(sdir))
 		return 1;
 	snprintf(sock, sizeof(sock), "%s/s", sdir);
-	d = spawn_upcd(upcd);
+	d = upcd_pid = spawn_upcd(upcd, true);
 	snprintf(path, sizeof(path), "%s/upc-bench-shared.XXXXXX", dir);
 	fd = mkstemp(path);
 	if (fd < 0)
@@ -346,29 +450,40 @@ int main(int argc, char **argv)
 	}
 
 	double em_all[100];
+	bool one_handler;
 
 	printf("# upc-bench-shared: %d MiB file in %s (in the kernel's page cache), %d repetitions\n", mib, dir, reps);
+	one_handler = print_placement("upcd's");
 	printf("# rep  missing: embedded shared ratio | floor thread process ratio   "
 	       "wp: embedded shared ratio | floor thread process ratio   (us a page)\n");
 	{
 		double rm[100], rw[100], em[100], sm[100], ew[100], sw[100];
 		double fm[100], fw[100], tm[100], pm[100], tw[100], pw[100], km[100], kw[100];
+		double om[100], ow[100], gm[100], gw[100];
 		bool floor_ok = true;
 
 		for (int r = 0; r < reps; r++) {
 			bool order = r % 2;
 
-			/* library passes and floor passes alternate, each pair in turn */
+			/* library passes and floor passes alternate, each pair in turn; the third floor first or last */
+			if (order)
+				floor_ok &= floor_pass(FLOOR_ONE_PROCESS, fd, npages, perm, &om[r], &ow[r]);
 			pass(order, fd, npages, perm, order ? &sm[r] : &em[r], order ? &sw[r] : &ew[r]);
-			floor_ok &= floor_pass(order, fd, npages, perm, order ? &pm[r] : &tm[r], order ? &pw[r] : &tw[r]);
+			floor_ok &= floor_pass(order ? FLOOR_PROCESSES : FLOOR_THREADS, fd, npages, perm,
+					       order ? &pm[r] : &tm[r], order ? &pw[r] : &tw[r]);
 			pass(!order, fd, npages, perm, !order ? &sm[r] : &em[r], !order ? &sw[r] : &ew[r]);
-			floor_ok &= floor_pass(!order, fd, npages, perm, !order ? &pm[r] : &tm[r], !order ? &pw[r] : &tw[r]);
+			floor_ok &= floor_pass(!order ? FLOOR_PROCESSES : FLOOR_THREADS, fd, npages, perm,
+					       !order ? &pm[r] : &tm[r], !order ? &pw[r] : &tw[r]);
+			if (!order)
+				floor_ok &= floor_pass(FLOOR_ONE_PROCESS, fd, npages, perm, &om[r], &ow[r]);
+			gm[r] = om[r] / tm[r];
+			gw[r] = ow[r] / tw[r];
 			rm[r] = sm[r] / em[r];
 			rw[r] = sw[r] / ew[r];
 			fm[r] = pm[r] / tm[r];
 			fw[r] = pw[r] / tw[r];
-			km[r] = rm[r] / fm[r];
-			kw[r] = rw[r] / fw[r];
+			km[r] = rm[r] / (one_handler ? gm[r] : fm[r]);
+			kw[r] = rw[r] / (one_handler ? gw[r] : fw[r]);
 			printf("%5d  %8.2f %8.2f %5.2f | %6.2f %6.2f %5.2f   %8.2f %8.2f %5.2f | %6.2f %6.2f %5.2f\n", r,
 			       em[r], sm[r], rm[r], tm[r], pm[r], fm[r], ew[r], sw[r], rw[r], tw[r], pw[r], fw[r]);
 		}
@@ -377,12 +492,20 @@ int main(int argc, char **argv)
 		if (floor_ok) {
 			printf("median ratio of the floor, handler process/handler thread: MISSING fault %.2f, "
 			       "first write %.2f\n", median(fm, reps), median(fw, reps));
-			printf("median of each repetition's shared/embedded over its floor's process/thread: "
-			       "MISSING fault %.2f, first write %.2f\n", median(km, reps), median(kw, reps));
+			printf("median ratio of the floor, one unpinned handler process/handler thread: MISSING fault "
+			       "%.2f (%.2f us), first write %.2f (%.2f us)\n", median(gm, reps), median(om, reps),
+			       median(gw, reps), median(ow, reps));
+			printf("median of each repetition's shared/embedded over its floor's (%s): "
+			       "MISSING fault %.2f, first write %.2f\n",
+			       one_handler ? "one unpinned handler process/thread" : "process/thread",
+			       median(km, reps), median(kw, reps));
 		} else {
 			printf("floor: not measured (no userfaultfd write-protection of shmem here)\n");
 		}
 		memcpy(em_all, em, sizeof(em));
+		if (upcd_faults > 0)
+			printf("upcd's CPU time during the shared passes' faults: %.2f us a fault (all its threads; "
+			       "the faulting thread's own time is not in it)\n", upcd_cpu_us / upcd_faults);
 	}
 
 	/* A second process scans what the first one cached. */
@@ -503,7 +626,7 @@ int main(int argc, char **argv)
 		if (write(go[1], &t0, sizeof(t0)) != sizeof(t0) || read(up[0], res, 2 * sizeof(res[0])) != 2 * sizeof(res[0]))
 			return 1;
 		t0 = now_us();
-		d = spawn_upcd(upcd);
+		d = spawn_upcd(upcd, false);
 		if (write(go[1], &t0, sizeof(t0)) != sizeof(t0) ||
 		    read(up[0], res + 2, 3 * sizeof(res[0])) != 3 * sizeof(res[0]))
 			return 1;
@@ -512,8 +635,10 @@ int main(int argc, char **argv)
 		printf("daemon killed, no daemon: the client serves a MISSING fault itself in %.2f us (%.2fx the embedded "
 		       "cache's %.2f us), msyncs its %zu dirty pages at %.2f us a page\n",
 		       res[0], res[0] / em_med, em_med, half, res[1]);
-		printf("new daemon: the client's next call served %.1f ms after it was started, the adopted dirty "
-		       "pages written back in %.1f ms more\n", res[2] / 1000, res[3] / 1000);
+		printf("new daemon: the client's next call served %.1f ms after it was started (with its probe of "
+		       "where to serve faults, if it ran one), the adopted dirty pages written back in %.1f ms more\n",
+		       res[2] / 1000, res[3] / 1000);
+		print_placement("the new upcd's");
 	}
 
 	/* The daemon's cost per idle client: its own memory (RssAnon), not the shared memfds'. */

@@ -1188,12 +1188,29 @@ static void *handler_main(void *arg)
 			fork_stash_take(h);
 		if (h->qhead < h->qtail) {
 			msg = h->q[h->qhead++];
-			if (msg.event == UFFD_EVENT_PAGEFAULT)
+			if (msg.event == UFFD_EVENT_PAGEFAULT) {
 				handle_fault(h, &msg);
+				if (h->linger_us)
+					h->last_fault_us = now_us();
+			}
 			else if (msg.event == UFFD_EVENT_FORK)
 				fork_event(mm, &msg);
 			if (mm->dead)
 				break;
+			continue;
+		}
+		/*
+		 * A thread that faults page after page faults again a few
+		 * microseconds after it is woken: a handler that is not on the
+		 * faulting CPU (one unpinned handler, upcd --fault-handlers:
+		 * daemon/placement.c) looks again for a while, yielding the
+		 * CPU, before it sleeps in poll(2), and so saves a wake-up of
+		 * itself on a halted CPU each time (as a client serving itself
+		 * does: takeover.c, TAKEOVER_SPIN_US).  A stop waits for it.
+		 */
+		if (h->linger_us && now_us() - h->last_fault_us < h->linger_us) {
+			if (!handler_read_msgs(h, batch))
+				sched_yield();
 			continue;
 		}
 		r = poll(pfd, 2, mm->is_child ? 1000 : -1);

@@ -124,13 +124,24 @@ int mm_call_file(struct upc_file *f, struct upc_mm *mm, int op, uintptr_t addr, 
 /*
  * A client attaches its address space: its userfaultfd (opened with
  * exactly cache->uffd_features, which the client learned at hello), its
- * pagemap and its pid.  The fds become the mm's.  Fault handlers as the
- * process's own mm has them, one pinned to each CPU, all reading the
- * client's userfaultfd: with a single unpinned handler a fault cost
- * 7.4x an embedded one and a first write 14x (BENCHMARKS.md, issue 10:
- * the handler slept on a halted vCPU), with these 1.00x and 1.18x.
- * Threads cost: one a CPU a client.
+ * pagemap and its pid.  The fds become the mm's.  Its fault handlers are
+ * placed as upcd chose at start (daemon/placement.c, --fault-handlers):
+ * as the process's own mm has them, one pinned to each CPU, all reading
+ * the client's userfaultfd, or one unpinned (@c->remote_one_handler).
+ * Which is cheaper depends on the machine, both ways: one unpinned
+ * handler cost 7.4x an embedded fault on one (it slept on a halted vCPU),
+ * one a CPU 2.3x on another (a switch to another process on the
+ * faulting CPU: BENCHMARKS.md, issue 10).  Threads cost: one a CPU a
+ * client, or one.  The one handler looks for the client's next fault for
+ * REMOTE_LINGER_US after each before it sleeps (fault.c, handler_main):
+ * the next fault of a thread that faults page after page comes 10-20 us
+ * after it is woken, and a handler that slept must be woken on its CPU,
+ * halted meanwhile (upc-bench-shared, one unpinned handler: a MISSING
+ * fault 1.38x the embedded cache's without, 1.04x with 50 us).  During a
+ * run of faults it costs no more CPU than one a CPU does (34 us of the
+ * daemon's a fault, against 45); after the run's last fault, 50 us.
  */
+#define REMOTE_LINGER_US	50
 int remote_attach(struct upc_cache *c, int uffd, int pagemap_fd, pid_t pid,
 		  int (*call)(struct upc_mm *, int, uintptr_t, size_t, int), void *call_arg,
 		  struct upc_mm **mmp)
@@ -157,7 +168,10 @@ int remote_attach(struct upc_cache *c, int uffd, int pagemap_fd, pid_t pid,
 	{
 		int cpus[CPU_SETSIZE];
 
-		ret = mm_handlers_alloc(mm, fault_handlers_wanted(cpus, CPU_SETSIZE), cpus);
+		ret = mm_handlers_alloc(mm, c->remote_one_handler ? 1 : fault_handlers_wanted(cpus, CPU_SETSIZE),
+					cpus);
+		if (ret == 0 && c->remote_one_handler)
+			mm->h[0].linger_us = REMOTE_LINGER_US;
 	}
 	if (ret < 0)
 		goto err;

@@ -6,13 +6,14 @@
 # every page they map writable is evicted from under them (lib/pagecache/capture.c).
 # slowzaps: --async, with clients that answer each zap 150-450 ms late (UPC_DEBUG=slow-zaps), after
 # upcd stopped waiting for them: their answers are read late (lib/pagecache/zap.c, zap_late_poll).
+# UPCD_ARGS: more options for upcd (--fault-handlers=per-cpu, say).
 # Needs tests/clients/lmdb-work built (make check).  Runs of 2026-12-04 and -05: see the issue notes.
 # fio (mmap engine, crc32c verify) and LMDB (writemap) under upcache-run --shared,
 # upcd with an 8 MiB limit, files 8x that; both tracking modes.
 B=${B:-/work/main}
 for mode in ${MODES:-sync async nozaps}; do
   D=$(mktemp -d /tmp/rs.XXXXXX); chmod 0711 $D
-  extra=""; [ $mode != sync ] && extra="--async"
+  extra="${UPCD_ARGS:-}"; [ $mode != sync ] && extra="$extra --async"
   cenv=""; [ $mode = nozaps ] && cenv="env UPC_DEBUG=no-zaps"
   [ $mode = slowzaps ] && cenv="env UPC_DEBUG=slow-zaps"
   $B/daemon/upcd --foreground --verbose --socket $D/s --mode 0666 --mem-limit=8M $extra 2>$D/upcd.log &
