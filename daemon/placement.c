@@ -24,10 +24,10 @@
  *     other CPU both took 28 (a throwaway program, not in the tree).  With
  *     one unpinned handler the scheduler keeps the handler and the
  *     faulting thread apart, and upcd's faults cost 1.28x-1.38x (MISSING)
- *     and 1.20x-1.27x (first write) the embedded cache's, against 2.2x and
- *     2.1x with a handler on each CPU; with the handler looking for the
- *     next fault 50 us before it sleeps (remote.c, REMOTE_LINGER_US),
- *     about 1.0x and 0.9x (upc-bench-shared).
+ *     and 1.20x-1.27x (first write) the embedded cache's, against 2.13x
+ *     and 2.16x with a handler on each CPU; with the handler looking for
+ *     the next fault 50 us before it sleeps (remote.c, REMOTE_LINGER_US),
+ *     0.89x and 0.82x (upc-bench-shared).
  *
  * So with --fault-handlers=auto (the default) upcd measures both at start,
  * as the kernel's raid6 code picks its algorithm at boot: a child process

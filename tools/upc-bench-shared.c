@@ -202,8 +202,6 @@ static void fh_loop(struct fhandler *h)
 				break;
 			n = read(h->uffd, msgs, sizeof(msgs));
 		}
-		if (n > 0 && h->linger_us)
-			last = now_us();
 
 		for (ssize_t i = 0; i < n / (ssize_t)sizeof(msgs[0]); i++) {
 			uintptr_t addr = (uintptr_t)msgs[i].arg.pagefault.address & ~(PAGE - 1);
@@ -222,6 +220,8 @@ static void fh_loop(struct fhandler *h)
 				if (ioctl(h->uffd, UFFDIO_COPY, &c) < 0 && errno == EEXIST)
 					ioctl(h->uffd, UFFDIO_WAKE, &r);
 			}
+			if (h->linger_us)
+				last = now_us();	/* after the fault, as the library's */
 		}
 	}
 	free(page);

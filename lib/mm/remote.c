@@ -137,9 +137,9 @@ int mm_call_file(struct upc_file *f, struct upc_mm *mm, int op, uintptr_t addr, 
  * the next fault of a thread that faults page after page comes 10-20 us
  * after it is woken, and a handler that slept must be woken on its CPU,
  * halted meanwhile (upc-bench-shared, one unpinned handler: a MISSING
- * fault 1.38x the embedded cache's without, 1.04x with 50 us).  During a
- * run of faults it costs no more CPU than one a CPU does (34 us of the
- * daemon's a fault, against 45); after the run's last fault, 50 us.
+ * fault 1.38x the embedded cache's without, 0.89x with 50 us).  During a
+ * run of faults it costs no more CPU than one a CPU does (29.9 us of the
+ * daemon's a fault, against 35.2); after the run's last fault, 50 us.
  */
 #define REMOTE_LINGER_US	50
 int remote_attach(struct upc_cache *c, int uffd, int pagemap_fd, pid_t pid,
