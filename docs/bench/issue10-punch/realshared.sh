@@ -38,6 +38,6 @@ for mode in ${MODES:-sync async nozaps}; do
   st="$st$($B/tools/upcctl daemon stats --socket $D/s | grep -E "^ *reclaim" | sed 's/  */ /g')"
   echo "$mode lmdb ok=$lok in $(( $(date +%s) - t1 )) s size=$(du -sh $D/l | cut -f1) after: $st"
   kill -TERM $up; wait $up; echo "$mode upcd exit $?"
-  echo "$mode upcd log: $(grep -c 'answered a zap' $D/upcd.log) slow answers, $(grep -c 'no answer to a zap' $D/upcd.log) given up"
+  echo "$mode upcd log: $(grep -c 'answered a zap' $D/upcd.log) slow answers, $(grep -c 'no answer to a zap' $D/upcd.log) given up; $(grep -m1 'fault handlers' $D/upcd.log)"
   rm -rf $D
 done
