@@ -147,26 +147,9 @@ static void slot_del(struct slot *s)
 
 static int store_send(const char *text, int fd, bool wait)
 {
-	char cbuf[CMSG_SPACE(sizeof(int))] = { 0 };
-	struct iovec iov = { .iov_base = (void *)text, .iov_len = strlen(text) };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-	ssize_t r;
+	ssize_t r = sys_send_fds(store_sock, text, strlen(text), &fd, fd >= 0, wait ? 0 : MSG_DONTWAIT);
 
-	if (fd >= 0) {
-		struct cmsghdr *cm;
-
-		mh.msg_control = cbuf;
-		mh.msg_controllen = sizeof(cbuf);
-		cm = CMSG_FIRSTHDR(&mh);
-		cm->cmsg_level = SOL_SOCKET;
-		cm->cmsg_type = SCM_RIGHTS;
-		cm->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(cm), &fd, sizeof(int));
-	}
-	do
-		r = sendmsg(store_sock, &mh, MSG_NOSIGNAL | (wait ? 0 : MSG_DONTWAIT));
-	while (r < 0 && errno == EINTR);
-	return r < 0 ? -errno : 0;
+	return r < 0 ? (int)r : 0;
 }
 
 static int store_put(int kind, uint64_t key, int fd)

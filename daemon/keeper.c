@@ -101,26 +101,9 @@ static bool adopt_stop;			/* keeper_adopt_wait: the daemon exits */
 
 static int send_fds(int s, const struct keep_msg *m, const int *fds, unsigned int nfds, int flags)
 {
-	char cbuf[CMSG_SPACE(3 * sizeof(int))] = { 0 };
-	struct iovec iov = { .iov_base = (void *)m, .iov_len = sizeof(*m) };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-	ssize_t r;
+	ssize_t r = sys_send_fds(s, m, sizeof(*m), fds, nfds, flags);
 
-	if (nfds) {
-		struct cmsghdr *cm;
-
-		mh.msg_control = cbuf;
-		mh.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
-		cm = CMSG_FIRSTHDR(&mh);
-		cm->cmsg_level = SOL_SOCKET;
-		cm->cmsg_type = SCM_RIGHTS;
-		cm->cmsg_len = CMSG_LEN(nfds * sizeof(int));
-		memcpy(CMSG_DATA(cm), fds, nfds * sizeof(int));
-	}
-	do		/* a signal of the daemon's (a hand-over failed with EINTR in CI at 2745538) */
-		r = sendmsg(s, &mh, MSG_NOSIGNAL | flags);
-	while (r < 0 && errno == EINTR);
-	return r == (ssize_t)sizeof(*m) ? 0 : -errno;
+	return r == (ssize_t)sizeof(*m) ? 0 : r < 0 ? (int)r : -EIO;
 }
 
 /* One message, with exactly its descriptors (3 for FILE and ENTRY, else none): else -EPROTO. */

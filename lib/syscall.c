@@ -175,6 +175,38 @@ int sys_fd_reopen(int fd, int flags)
 	return nfd;
 }
 
+/*
+ * sendmsg(2) of @len bytes from @buf with @nfds descriptors (SCM_RIGHTS,
+ * at most SYS_SEND_FDS_MAX), again after EINTR (a signal of the daemon's
+ * failed a keeper's hand-over in CI at 2745538), MSG_NOSIGNAL added to
+ * @flags: the bytes sent, or -errno.
+ */
+ssize_t sys_send_fds(int s, const void *buf, size_t len, const int *fds, unsigned int nfds, int flags)
+{
+	char cbuf[CMSG_SPACE(SYS_SEND_FDS_MAX * sizeof(int))] = { 0 };
+	struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+	ssize_t r;
+
+	if (nfds > SYS_SEND_FDS_MAX)
+		return -EINVAL;
+	if (nfds) {
+		struct cmsghdr *cm;
+
+		mh.msg_control = cbuf;
+		mh.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
+		cm = CMSG_FIRSTHDR(&mh);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(nfds * sizeof(int));
+		memcpy(CMSG_DATA(cm), fds, nfds * sizeof(int));
+	}
+	do
+		r = sendmsg(s, &mh, MSG_NOSIGNAL | flags);
+	while (r < 0 && errno == EINTR);
+	return r < 0 ? -errno : r;
+}
+
 int sys_fd_dup(int fd)
 {
 	int nfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);

@@ -341,6 +341,14 @@ Test(upcd, socket_activation_other_pid)
 	cr_expect(!exists("own.sock"), "upcd left its own socket behind");
 }
 
+/* upcd --foreground with @args (a --socket of upcd.sock in the case's directory), once it serves: its status */
+static char *start_upcd_status(const char *const *args)
+{
+	start_upcd(-1, 0, args);
+	expect_notify("READY=1");
+	return expect_status("upcd.sock", t.pid);
+}
+
 /* upcd --foreground --socket PATH, as upcctl's test and a shell start it. */
 Test(upcd, own_socket)
 {
@@ -351,9 +359,7 @@ Test(upcd, own_socket)
 	snprintf(path, sizeof(path), "%s/upcd.sock", t.dir);
 	args[1] = path;
 	notify_socket();
-	start_upcd(-1, 0, args);
-	expect_notify("READY=1");
-	free(expect_status("upcd.sock", t.pid));
+	free(start_upcd_status(args));
 	stop_upcd();
 	cr_expect(!exists("upcd.sock"), "upcd left its socket behind");
 }
@@ -576,9 +582,7 @@ Test(upcd, fault_handlers_option)
 	snprintf(path, sizeof(path), "%s/upcd.sock", t.dir);
 	args[1] = path;
 	notify_socket();
-	start_upcd(-1, 0, args);
-	expect_notify("READY=1");
-	text = expect_status("upcd.sock", t.pid);
+	text = start_upcd_status(args);
 	line = strstr(text, "\nfault-handlers ");
 	cr_assert(line, "no fault-handlers line in the status:\n%s", text);
 	line++;
@@ -604,9 +608,7 @@ Test(upcd, fault_handlers_option)
 	expect_notify("STOPPING=1");
 
 	args[2] = "--fault-handlers=one";
-	start_upcd(-1, 0, args);
-	expect_notify("READY=1");
-	text = expect_status("upcd.sock", t.pid);
+	text = start_upcd_status(args);
 	cr_expect(strstr(text, "\nfault-handlers one (--fault-handlers=one)\n"), "%s", text);
 	free(text);
 	stop_upcd();
@@ -615,10 +617,8 @@ Test(upcd, fault_handlers_option)
 	/* a probe that fails: the embedded cache's placement, and why */
 	args[2] = NULL;
 	setenv("UPC_DEBUG", "probe-fail", 1);
-	start_upcd(-1, 0, args);
+	text = start_upcd_status(args);
 	unsetenv("UPC_DEBUG");
-	expect_notify("READY=1");
-	text = expect_status("upcd.sock", t.pid);
 	cr_expect(strstr(text, "\nfault-handlers per-cpu (auto: no userfaultfd for the probe)\n") ||
 		  strstr(text, "\nfault-handlers one (auto: one CPU: one handler a CPU is one handler)\n"), "%s",
 		  text);
