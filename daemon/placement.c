@@ -78,7 +78,7 @@
 
 #define PLACE_PAGES	32	/* faulted a round, each read then written */
 #define PLACE_ROUNDS	16	/* ABBA ABBA ...: eight a placement */
-#define PLACE_MARGIN	2.0	/* one handler a CPU only where one unpinned costs twice as much */
+#define PLACE_MARGIN	2.0	/* one handler a CPU only where one unpinned costs over twice as much */
 #define PLACE_WAIT_MS	1000	/* a round (~3 ms idle) that takes longer is not a measurement */
 
 int placement_parse(const char *s, enum placement_mode *mode)

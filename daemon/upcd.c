@@ -1643,8 +1643,9 @@ static void usage(FILE *to)
 		"  --fd-store                   keep the files in systemd's file descriptor\n"
 		"                               store too (FileDescriptorStoreMax=)\n"
 		"  --fault-handlers HOW         a client's: one pinned to each CPU (per-cpu),\n"
-		"                               one unpinned (one), or the cheaper of the two,\n"
-		"                               measured at start (auto, the default)\n"
+		"                               one unpinned (one), or, measured at start, one\n"
+		"                               unless it costs over twice as much (auto, the\n"
+		"                               default)\n"
 		"  --verbose                    log clients and errors to standard error\n",
 		CLIENTS_PER_USER);
 }

@@ -183,7 +183,10 @@ int sys_fd_reopen(int fd, int flags)
  */
 ssize_t sys_send_fds(int s, const void *buf, size_t len, const int *fds, unsigned int nfds, int flags)
 {
-	char cbuf[CMSG_SPACE(SYS_SEND_FDS_MAX * sizeof(int))] = { 0 };
+	union {		/* aligned for struct cmsghdr (review of 175ecf2) */
+		struct cmsghdr align;
+		char buf[CMSG_SPACE(SYS_SEND_FDS_MAX * sizeof(int))];
+	} cbuf = { 0 };
 	struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
 	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
 	ssize_t r;
@@ -193,7 +196,7 @@ ssize_t sys_send_fds(int s, const void *buf, size_t len, const int *fds, unsigne
 	if (nfds) {
 		struct cmsghdr *cm;
 
-		mh.msg_control = cbuf;
+		mh.msg_control = cbuf.buf;
 		mh.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
 		cm = CMSG_FIRSTHDR(&mh);
 		cm->cmsg_level = SOL_SOCKET;
