@@ -109,33 +109,12 @@ static int send_fds(int s, const struct keep_msg *m, const int *fds, unsigned in
 /* One message, with exactly its descriptors (3 for FILE and ENTRY, else none): else -EPROTO. */
 static int recv_fds(int s, struct keep_msg *m, int *fds)
 {
-	char cbuf[CMSG_SPACE(4 * sizeof(int))];
-	struct iovec iov = { .iov_base = m, .iov_len = sizeof(*m) };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf) };
-	unsigned int n = 0;
-	ssize_t r;
+	unsigned int n;
+	ssize_t r = sys_recv_fds(s, m, sizeof(*m), fds, 3, &n);
 
-	do
-		r = recvmsg(s, &mh, MSG_CMSG_CLOEXEC);
-	while (r < 0 && errno == EINTR);
 	if (r < 0)
-		return -errno;
-	if (r == 0)
-		return -ECONNRESET;
-	for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm))
-		if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
-			unsigned int k = (unsigned int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-			int got[4];
-
-			memcpy(got, CMSG_DATA(cm), k * sizeof(int));
-			for (unsigned int i = 0; i < k; i++)
-				if (n < 3)
-					fds[n++] = got[i];
-				else
-					close(got[i]);
-		}
-	if (r != (ssize_t)sizeof(*m) || (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) ||
-	    n != ((m->op == KEEP_FILE || m->op == KEEP_ENTRY) ? 3u : 0u)) {
+		return (int)r;
+	if (r != (ssize_t)sizeof(*m) || n != ((m->op == KEEP_FILE || m->op == KEEP_ENTRY) ? 3u : 0u)) {
 		for (unsigned int i = 0; i < n; i++)
 			close(fds[i]);
 		return -EPROTO;

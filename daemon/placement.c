@@ -302,12 +302,9 @@ void placement_probe(struct placement *p)
 	double one[PLACE_ROUNDS / 2], per_cpu[PLACE_ROUNDS / 2];
 	unsigned int none = 0, nper = 0;
 	int cpus[1], sv[2], uffd = -1, status;
+	unsigned int nfd = 0;
 	cpu_set_t set;
 	struct child_hello hello;
-	char cbuf[CMSG_SPACE(sizeof(int))];
-	struct iovec iov = { .iov_base = &hello, .iov_len = sizeof(hello) };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf) };
-	struct cmsghdr *cm;
 	struct pollfd pfd;
 	pid_t pid, parent = getpid();
 
@@ -344,15 +341,12 @@ void placement_probe(struct placement *p)
 	}
 	close(sv[1]);
 	pfd = (struct pollfd){ .fd = sv[0], .events = POLLIN };
-	if (poll(&pfd, 1, PLACE_WAIT_MS) <= 0 || recvmsg(sv[0], &mh, MSG_CMSG_CLOEXEC) != (ssize_t)sizeof(hello)) {
+	if (poll(&pfd, 1, PLACE_WAIT_MS) <= 0 ||
+	    sys_recv_fds(sv[0], &hello, sizeof(hello), &uffd, 1, &nfd) != (ssize_t)sizeof(hello)) {
 		p->why = "the probe's process did not answer";
 		goto out;
 	}
-	cm = CMSG_FIRSTHDR(&mh);
-	if (cm && cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS &&
-	    cm->cmsg_len == CMSG_LEN(sizeof(int)))
-		memcpy(&uffd, CMSG_DATA(cm), sizeof(int));
-	if (hello.err < 0 || uffd < 0) {
+	if (hello.err < 0 || !nfd) {
 		p->why = "no userfaultfd for the probe";
 		goto out;
 	}

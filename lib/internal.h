@@ -730,8 +730,9 @@ __upc_hidden int sys_uffd_poison(int uffd, uintptr_t start, size_t len);
 __upc_hidden long sys_uffd_continue(int uffd, uintptr_t start, size_t len, bool wp, bool wake);
 __upc_hidden int sys_fd_reopen(int fd, int flags);
 __upc_hidden int sys_fd_dup(int fd);
-#define SYS_SEND_FDS_MAX	4
+#define SYS_MSG_FDS_MAX	4
 __upc_hidden ssize_t sys_send_fds(int s, const void *buf, size_t len, const int *fds, unsigned int nfds, int flags);
+__upc_hidden ssize_t sys_recv_fds(int s, void *buf, size_t len, int *fds, unsigned int max, unsigned int *nfds);
 __upc_hidden int sys_fd_flags(int fd);
 struct stat;
 __upc_hidden int sys_fstat(int fd, struct stat *st);

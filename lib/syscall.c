@@ -177,7 +177,7 @@ int sys_fd_reopen(int fd, int flags)
 
 /*
  * sendmsg(2) of @len bytes from @buf with @nfds descriptors (SCM_RIGHTS,
- * at most SYS_SEND_FDS_MAX), again after EINTR (a signal of the daemon's
+ * at most SYS_MSG_FDS_MAX), again after EINTR (a signal of the daemon's
  * failed a keeper's hand-over in CI at 2745538), MSG_NOSIGNAL added to
  * @flags: the bytes sent, or -errno.
  */
@@ -185,13 +185,13 @@ ssize_t sys_send_fds(int s, const void *buf, size_t len, const int *fds, unsigne
 {
 	union {		/* aligned for struct cmsghdr (review of 175ecf2) */
 		struct cmsghdr align;
-		char buf[CMSG_SPACE(SYS_SEND_FDS_MAX * sizeof(int))];
+		char buf[CMSG_SPACE(SYS_MSG_FDS_MAX * sizeof(int))];
 	} cbuf = { 0 };
 	struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
 	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
 	ssize_t r;
 
-	if (nfds > SYS_SEND_FDS_MAX)
+	if (nfds > SYS_MSG_FDS_MAX)
 		return -EINVAL;
 	if (nfds) {
 		struct cmsghdr *cm;
@@ -208,6 +208,57 @@ ssize_t sys_send_fds(int s, const void *buf, size_t len, const int *fds, unsigne
 		r = sendmsg(s, &mh, MSG_NOSIGNAL | flags);
 	while (r < 0 && errno == EINTR);
 	return r < 0 ? -errno : r;
+}
+
+/*
+ * recvmsg(2) of one message of at most @len bytes into @buf, with up to
+ * @max descriptors (SCM_RIGHTS, MSG_CMSG_CLOEXEC; at most SYS_MSG_FDS_MAX)
+ * into @fds and their number into *@nfds, again after EINTR; descriptors
+ * past @max are closed.  The bytes read; -ECONNRESET at end of file;
+ * -EPROTO for a message or a control part cut short (its descriptors
+ * closed, and -1 in @fds; *@nfds 0); or -errno.
+ */
+ssize_t sys_recv_fds(int s, void *buf, size_t len, int *fds, unsigned int max, unsigned int *nfds)
+{
+	union {
+		struct cmsghdr align;
+		char buf[CMSG_SPACE(SYS_MSG_FDS_MAX * sizeof(int))];
+	} cbuf;
+	struct iovec iov = { .iov_base = buf, .iov_len = len };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf.buf,
+			     .msg_controllen = sizeof(cbuf.buf) };
+	unsigned int n = 0;
+	ssize_t r;
+
+	*nfds = 0;
+	do
+		r = recvmsg(s, &mh, MSG_CMSG_CLOEXEC);
+	while (r < 0 && errno == EINTR);
+	if (r < 0)
+		return -errno;
+	if (r == 0)
+		return -ECONNRESET;
+	for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm))
+		if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
+			unsigned int k = (unsigned int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+			int got[SYS_MSG_FDS_MAX];
+
+			memcpy(got, CMSG_DATA(cm), k * sizeof(int));
+			for (unsigned int i = 0; i < k; i++)
+				if (n < max)
+					fds[n++] = got[i];
+				else
+					close(got[i]);
+		}
+	if (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) {
+		for (unsigned int i = 0; i < n; i++) {
+			close(fds[i]);
+			fds[i] = -1;
+		}
+		return -EPROTO;
+	}
+	*nfds = n;
+	return r;
 }
 
 int sys_fd_dup(int fd)

@@ -623,6 +623,22 @@ static uint64_t shrink_cache(struct upc_cache *c)
 	return total;
 }
 
+/*
+ * What every tick of the reclaim thread and every pass end with: the late
+ * zaps looked at, what zaps and punches left to settle settled (not only
+ * under the limit: their clients' faults map dirty until then), upcctl's
+ * view refreshed.  Returns whether zaps are still late (zap_late_poll).
+ */
+static bool reclaim_settle(struct upc_cache *c)
+{
+	bool late = zap_late_poll(c);
+
+	zap_settle_all(c);
+	punch_settle_all(c);
+	publish_tick(c);
+	return late;
+}
+
 static void *reclaim_main(void *arg)
 {
 	struct upc_cache *c = arg;
@@ -643,10 +659,7 @@ static void *reclaim_main(void *arg)
 			pthread_mutex_unlock(&c->rc_lock);
 			file_reap(c, true);
 			files_unfence_stale(c);
-			late = zap_late_poll(c);
-			zap_settle_all(c);
-			punch_settle_all(c);
-			publish_tick(c);
+			late = reclaim_settle(c);
 			pthread_mutex_lock(&c->rc_lock);
 			continue;
 		}
@@ -654,10 +667,7 @@ static void *reclaim_main(void *arg)
 		pthread_mutex_unlock(&c->rc_lock);
 		freed = shrink_cache(c);
 		file_reap(c, true);
-		late = zap_late_poll(c);
-		zap_settle_all(c);	/* not only under the limit: their clients' faults map dirty until then */
-		punch_settle_all(c);
-		publish_tick(c);
+		late = reclaim_settle(c);
 		pthread_mutex_lock(&c->rc_lock);
 		pthread_cond_broadcast(&c->rc_done);
 		/*
