@@ -41,6 +41,7 @@
 
 #define CLIENT_PENDING_MAX	16	/* maps between their two halves, per client */
 #define CLIENT_MAPS_MAX		65536	/* mappings, per client */
+#define USER_MAPS_MAX		(4 * CLIENT_MAPS_MAX)	/* ... and per user, its clients together */
 #define CALL_TIMEOUT_MS		10000	/* a client that does not answer a call is dropped */
 #define CLIENTS_PER_USER	64	/* --max-clients-per-user's default: connections of one user */
 #define REFUSING_MAX		16	/* connections being refused at once; more are closed unanswered */
@@ -694,6 +695,47 @@ static int check_file(int fd)
 	return S_ISREG(st.st_mode) ? 0 : -EINVAL;
 }
 
+static uint64_t client_pinned(const struct client *cl)
+{
+	return __atomic_load_n(&cl->pinned, __ATOMIC_RELAXED);
+}
+
+static uint64_t client_nmaps(const struct client *cl)
+{
+	return cl->mm ? __atomic_load_n(&cl->mm->nmaps, __ATOMIC_RELAXED) : 0;
+}
+
+/*
+ * What the clients of @cl's user hold together (@what of each), the
+ * administrator's not counted (0): limits a user's clients share, so that
+ * a user does not take --max-clients-per-user times a client's from the
+ * others (review of 417d8da: 64 connections of one user pinned the cache
+ * whole, and mapped 4 million mappings).  Checked
+ * before the request, without holding anything after: two clients of one
+ * user asking at once may pass it by one request each.
+ */
+static uint64_t user_total(const struct client *cl, uint64_t (*what)(const struct client *))
+{
+	uint64_t n = 0;
+
+	if (is_admin(cl))
+		return 0;
+	pthread_mutex_lock(&d.lock);
+	for (const struct client *o = d.clients; o; o = o->next)
+		if (o->account == cl->account && !o->refuse && !is_admin(o))
+			n += what(o);
+	pthread_mutex_unlock(&d.lock);
+	return n;
+}
+
+/* CLIENT_MAPS_MAX, or USER_MAPS_MAX (@user); 8 and 12 under UPC_DEBUG=maps-few, for a test */
+static size_t maps_max(bool user)
+{
+	if (__builtin_expect(d.c->debug & UPC_DBG_MAPS_FEW, 0))
+		return user ? 12 : 8;
+	return user ? USER_MAPS_MAX : CLIENT_MAPS_MAX;
+}
+
 static int req_map(struct client *cl, struct upc_msg *m, uint64_t *rargs, int *rfd)
 {
 	struct upc_file *f;
@@ -709,7 +751,7 @@ static int req_map(struct client *cl, struct upc_msg *m, uint64_t *rargs, int *r
 		return -EAGAIN;
 	if (m->args[2] > INT32_MAX)
 		return -EINVAL;
-	if (cl->mm->nmaps >= CLIENT_MAPS_MAX)
+	if (cl->mm->nmaps >= maps_max(false) || user_total(cl, client_nmaps) >= maps_max(true))
 		return -ENOMEM;
 	ret = remote_map_prepare(d.c, m->fds[0], m->args[0], m->args[1], (int)m->args[2], &f, &memfd,
 				 &statefd, &maxprot);
@@ -740,7 +782,8 @@ static int req_adopt(struct client *cl, struct upc_msg *m)
 		return ret;
 	if (m->args[3] > INT32_MAX || m->args[1] > SIZE_MAX)
 		return -EINVAL;
-	if (cl->mm->nmaps >= CLIENT_MAPS_MAX)
+	/* (not its user's bound: a mapping made before a restart is not refused after it) */
+	if (cl->mm->nmaps >= maps_max(false))
 		return -ENOMEM;
 	ret = remote_adopt(cl->mm, m->fds[0], m->fds[1], m->fds[2], (uintptr_t)m->args[0], (size_t)m->args[1],
 			   m->args[2], (int)m->args[3]);
@@ -826,7 +869,7 @@ static int int_arg(uint64_t v, int *out)
 static int req_pin(struct client *cl, void *addr, size_t len, unsigned int flags)
 {
 	uintptr_t start, end;
-	uint64_t pages = 0;
+	uint64_t pages = 0, user;
 	int ret;
 
 	if (range_args(d.c, addr, len, &start, &end) == 0) {
@@ -834,6 +877,12 @@ static int req_pin(struct client *cl, void *addr, size_t len, unsigned int flags
 		if (pages > d.max_pinned || cl->pinned > d.max_pinned - pages) {
 			logf("client %d: pin of %lu pages past its limit (%lu pinned, limit %lu)", cl->cred.pid,
 			     (unsigned long)pages, (unsigned long)cl->pinned, (unsigned long)d.max_pinned);
+			return -ENOMEM;
+		}
+		user = user_total(cl, client_pinned);
+		if (user > d.max_pinned - pages) {
+			logf("client %d: pin of %lu pages past its user's limit (%lu pinned, limit %lu)", cl->cred.pid,
+			     (unsigned long)pages, (unsigned long)user, (unsigned long)d.max_pinned);
 			return -ENOMEM;
 		}
 	}

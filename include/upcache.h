@@ -478,6 +478,7 @@ struct upc_stats {
 	uint64_t wb_gap_pages;		/* clean pages written with dirty ones around them */
 	uint64_t evictions_undone;	/* upcd --async: pages written during their eviction, put back */
 	uint64_t zap_wait_ms;		/* upcd --async: the reclaim thread's waits for clients' zaps, ms */
+	uint64_t dirty_wait_ms;		/* upcd: writers' waits at their user's dirty limit, ms */
 };
 
 /*

@@ -163,6 +163,7 @@ static const struct {
 	{ "capture-pause", UPC_DBG_CAPTURE_PAUSE },	{ "capture-fail", UPC_DBG_CAPTURE_FAIL },
 	{ "no-zaps", UPC_DBG_NO_ZAPS },		{ "wb-io-few", UPC_DBG_WB_IO_FEW },
 	{ "slow-zaps", UPC_DBG_SLOW_ZAPS },		{ "probe-fail", UPC_DBG_PROBE_FAIL },
+	{ "maps-few", UPC_DBG_MAPS_FEW },
 };
 
 unsigned int debug_from_env(void)

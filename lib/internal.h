@@ -122,6 +122,7 @@
  * 2, two alternating runs.
  */
 #define RA_WORKERS		2
+#define RA_QUEUE_MAX		256	/* readahead windows queued at most (control.c, ra_queue) */
 #define RA_AHEAD		4
 #define UPC_EXPIRE_DEFAULT_MS	30000u
 #define UPC_INTERVAL_DEFAULT_MS	5000u
@@ -269,6 +270,7 @@ struct wb_done;
 struct wb_pool;
 #define WB_IO_MAX		256	/* upcd: visitors' I/O threads (wbpark.c) */
 #define WB_ACCOUNT_SLOTS	WB_IO_MAX	/* ... an account each at most */
+#define DIRTY_ACCT_SLOTS	256	/* upcd: accounts with dirty pages counted apart (dirtylimit.c) */
 
 struct upc_file {
 	struct upc_cache *cache;
@@ -282,6 +284,10 @@ struct upc_file {
 	 * I/O threads count against that account (wbpark.c).
 	 */
 	_Atomic uid_t wb_account;
+	/* upcd: the account its dirty and write-back pages are charged to (dirtylimit.c), under @lock */
+	struct dirty_acct *dacct;
+	uid_t dacct_uid;
+	uint64_t charged;
 	_Atomic int refs;		/* mappings + in-flight users: atomic, so that no one
 				 * takes cache->lock under file->lock to change it */
 	/* cache->lock: */
@@ -405,6 +411,7 @@ struct upc_map {
 	uint32_t wp_win;		/* dirty-ahead: last window, pages */
 	int maxprot;			/* what the fd allows: PROT_READ[|PROT_WRITE] */
 	bool wp;			/* registered for write-protect (writable mappings) */
+	_Atomic uint64_t dirty_looked;	/* upcd --async: now_ms() of its last count for the dirty limit (dirtylimit.c) */
 	uint64_t wp_end;		/* file page: [pgoff, wp_end) was write-protected whole
 					 * (markers); the rest follows end of file (map_wp_extend) */
 	uint64_t poison_lo, poison_hi;	/* a client's: file pages [lo, hi) may hold poison markers,
@@ -577,6 +584,7 @@ struct upc_counters {
 	_Atomic uint64_t wb_gap_pages;	/* clean pages written between dirty runs (writeback.c) */
 	_Atomic uint64_t evictions_undone;	/* pages written during their eviction, put back (capture.c) */
 	_Atomic uint64_t zap_wait_ms;	/* the reclaim thread's waits for clients' zaps (zap.c) */
+	_Atomic uint64_t dirty_wait_ms;	/* dirtiers' waits for their account's write-back (dirtylimit.c) */
 };
 
 struct upc_cache {
@@ -605,6 +613,16 @@ struct upc_cache {
 	/* ... and how many of them each account's files have (wb_io_reserve), under @wb_lock */
 	struct wb_account { uid_t uid; unsigned int n; } wb_accounts[WB_ACCOUNT_SLOTS];
 	bool wb_per_account;		/* upcd run as root, serving many users: the bound an account holds */
+	/* upcd: the pages each account's files hold dirty or under write-back (dirtylimit.c) */
+	pthread_mutex_t dirty_lock;	/* the slots' uid and files; a leaf, under file->lock */
+	pthread_cond_t dirty_cond;	/* pages written: dirtiers look again */
+	_Atomic unsigned int dirty_waiters;
+	_Atomic int64_t dirty_total;
+	struct dirty_acct {
+		uid_t uid;
+		unsigned int files;	/* files charged to it: the slot is free at 0 */
+		_Atomic int64_t pages;
+	} dirty_accts[DIRTY_ACCT_SLOTS], dirty_rest;
 
 	struct upc_mm self;		/* embedded mode: this process */
 	struct upc_mm *children;	/* forked children served by this cache (fork.c) */
@@ -688,10 +706,12 @@ struct upc_cache {
 	pthread_cond_t ra_cond;
 	struct ra_work *ra_queue;
 	uint64_t ra_queued, ra_done;
+	unsigned int ra_len;		/* windows on @ra_queue */
 
 	/* background writer */
 	pthread_t wb_thread;
 	bool wb_running, wb_stop, wb_kick;
+	bool wb_all;			/* the next pass writes all of the files of accounts past their share (dirtylimit.c) */
 	pthread_mutex_t wb_lock;
 	pthread_cond_t wb_cond;
 
@@ -761,6 +781,15 @@ __upc_hidden struct upc_page *pt_get(struct upc_file *f, uint64_t pgoff);
 __upc_hidden struct upc_page *pt_lookup(struct upc_file *f, uint64_t pgoff);
 __upc_hidden uint32_t cache_ticks(struct upc_cache *c);
 __upc_hidden void page_set_dirty(struct upc_file *f, struct upc_page *pg);
+/* dirtylimit.c: upcd's dirty limit an account */
+__upc_hidden void dirty_account(struct upc_file *f);
+__upc_hidden void dirty_wake(struct upc_cache *c);
+__upc_hidden bool dirty_exceeded(struct upc_file *f, uid_t *uidp);
+__upc_hidden bool dirty_pressed(struct upc_file *f);
+__upc_hidden void dirty_collect(struct upc_map *m);
+__upc_hidden bool dirty_wait(struct upc_cache *c, uid_t uid, const bool *stop);
+__upc_hidden void dirty_balance(struct upc_file *f);
+__upc_hidden void dirty_release(struct upc_file *f);
 
 /* Is a truncation or hole punch changing the store's file in [first, last]?  Caller holds f->lock. */
 static inline bool store_busy_in(const struct upc_file *f, uint64_t first, uint64_t last)
@@ -1029,6 +1058,7 @@ __upc_hidden uint32_t errseq_sample(struct upc_file *f);
 __upc_hidden int bgwb_start(struct upc_cache *c);
 __upc_hidden void bgwb_stop(struct upc_cache *c);
 __upc_hidden void bgwb_kick(struct upc_cache *c);
+__upc_hidden void bgwb_kick_all(struct upc_cache *c);
 
 /* reclaim.c */
 struct run {
@@ -1090,7 +1120,9 @@ __upc_hidden bool punch_wait(struct upc_file *f, uint64_t first, uint64_t last, 
 __upc_hidden void punch_free(struct upc_file *f);
 __upc_hidden void punch_settle(struct upc_file *f);
 __upc_hidden bool punch_stray(struct upc_file *f, uint64_t pgoff, const bool *stop);
+#define VISIT_LOCK_MS	20	/* file_lock_visit(), and a walk's in all (file_lock_walk) */
 __upc_hidden int file_lock_visit(struct upc_file *f);
+__upc_hidden int file_lock_walk(struct upc_file *f, unsigned int *budget_ms);
 __upc_hidden int dontneed_piece(struct upc_map *m, uintptr_t s, uintptr_t e, uint64_t first,
 				uint64_t last);
 
@@ -1128,6 +1160,7 @@ __upc_hidden uint64_t store_cluster_gap(struct upc_store *s);
 #define UPC_DBG_NO_ZAPS		0x200u	/* tests only: a shared cache hands upcd no reclaim channel (connect.c) */
 #define UPC_DBG_SLOW_ZAPS	0x400u	/* tests only: a shared cache answers each zap 150-450 ms late (connect.c) */
 #define UPC_DBG_PROBE_FAIL	0x800u	/* tests only: upcd's probe of where to run fault handlers fails (placement.c) */
+#define UPC_DBG_MAPS_FEW	0x1000u	/* tests only: upcd's limit of mappings a client, and a user's clients, is 8 */
 #define UPC_BT_SIGNAL		(SIGRTMIN + 7)
 struct upc_shm_bt;
 __upc_hidden unsigned int debug_from_env(void);

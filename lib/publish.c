@@ -176,6 +176,7 @@ void publish_refresh(struct upc_cache *c)
 	struct upc_shm_bt raw[UPC_SHM_BTS];
 	unsigned int nf = 0, nall = 0, nbt;
 	struct upc_stats st = { .sz = sizeof(st) };
+	unsigned int budget = VISIT_LOCK_MS;
 	struct upc_file *head;
 
 	if (!p)
@@ -193,7 +194,7 @@ void publish_refresh(struct upc_cache *c)
 		struct upc_shm_file fs = { .dev = f->dev, .ino = f->ino };
 
 		/* Not for ever, cache->lock held: as upc_stats() (cache.c); the file is left out. */
-		if (file_lock_visit(f) != 0)
+		if (file_lock_walk(f, &budget) != 0)
 			continue;
 		fs.size = (uint64_t)f->size;
 		fs.cached = f->nr_cached;

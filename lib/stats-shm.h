@@ -19,7 +19,8 @@
 #define UPC_SHM_DIR		"/dev/shm"
 #define UPC_SHM_PREFIX		"upcache."
 #define UPC_SHM_MAGIC		0x31304d4853435055ULL	/* "UPCSHM01" */
-#define UPC_SHM_VERSION		4	/* 2: struct upc_stats has wb_gap_pages; 3: evictions_undone; 4: zap_wait_ms */
+#define UPC_SHM_VERSION		5	/* 2: struct upc_stats has wb_gap_pages; 3: evictions_undone; 4: zap_wait_ms;
+					 * 5: dirty_wait_ms */
 #define UPC_SHM_FILES		64	/* files listed, the most cached first */
 #define UPC_SHM_BTS		32	/* dirty backtraces listed, newest first */
 #define UPC_BT_FRAMES		16

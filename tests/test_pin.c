@@ -86,6 +86,41 @@ Test(pin, pins_nest_and_hold_until_the_last_unpin, .timeout = 60)
 	close(fd);
 }
 
+/*
+ * A page's pin count is 16 bits: its 65536th pin is refused (-ENOMEM), and
+ * pins nothing of its range.  It wrapped to 0 before, and the page counted
+ * as pinned by none while 65536 pins held it (and its write-back, for a
+ * UPC_PIN_NOWRITEBACK one).
+ */
+Test(pin, a_page_pinned_65535_times_is_pinned_no_more, .timeout = 120)
+{
+	struct upc_cache *c = cache_new(UPC_CACHE_NO_BGWB);
+	struct upc_stats st = { .sz = sizeof(st) };
+	int fd = tmpfile_pattern(4 * PAGE, NULL);
+	unsigned char *p;
+
+	cr_assert_eq(upc_map(c, fd, 0, 4 * PAGE, PROT_READ | PROT_WRITE, 0, (void **)&p), 0);
+	for (unsigned int i = 0; i < UINT16_MAX; i++)
+		cr_assert_eq(upc_pin(c, p, PAGE, UPC_PIN_NOWRITEBACK), 0, "pin %u", i);
+	cr_assert_eq(upc_pin(c, p, 2 * PAGE, UPC_PIN_NOWRITEBACK), -ENOMEM);
+	cr_assert_eq(upc_pin(c, p + PAGE, PAGE, 0), 0, "the refused pin left the next page pinned");
+	cr_assert_eq(upc_unpin(c, p + PAGE, PAGE), 0);
+	cr_assert_eq(upc_unpin(c, p + PAGE, PAGE), -EINVAL, "the refused pin pinned the next page");
+	cr_assert_eq(upc_stats(c, &st), 0);
+	cr_assert_eq(st.pages_pinned, 1);
+	p[0] = 1;
+	for (unsigned int i = 1; i < UINT16_MAX; i++)
+		cr_assert_eq(upc_unpin(c, p, PAGE), 0, "unpin %u", i);
+	cr_assert_eq(upc_msync(c, p, PAGE, UPC_MS_SYNC), 1, "held back by the last pin");
+	cr_assert_eq(upc_unpin(c, p, PAGE), 0);
+	cr_assert_eq(upc_msync(c, p, PAGE, UPC_MS_SYNC), 0);
+	cr_assert_eq(upc_unpin(c, p, PAGE), -EINVAL, "not pinned any more");
+	cr_assert_eq(upc_stats(c, &st), 0);
+	cr_assert_eq(st.pages_pinned, 0);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	close(fd);
+}
+
 Test(pin, bad_input_and_busy, .timeout = 60)
 {
 	struct upc_cache *c = cache_new(0);

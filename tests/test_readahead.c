@@ -2,6 +2,8 @@
 /* Readahead: a sequential scan is served with few, large reads. */
 #include "helpers.h"
 
+#include <inttypes.h>
+
 Test(readahead, sequential_scan_grows_the_window, .timeout = 60)
 {
 	const size_t size = 16 << 20, npages = size / PAGE;
@@ -447,5 +449,47 @@ Test(readahead, a_write_to_a_page_read_ahead_into_the_mapping_is_written_back, .
 	cr_assert_geq(stats_of(c).pages_written, n);
 	cr_assert_eq(upc_cache_destroy(c), 0);
 	close(rfd);
+	close(fd);
+}
+
+/*
+ * The readahead queue holds RA_QUEUE_MAX (256) windows at most: past them a
+ * UPC_ADV_WILLNEED is a hint not taken (0, nothing queued).  Both workers
+ * here wait a second in a read; 400 more windows are asked for meanwhile,
+ * and no more than 256 of them are read ahead after.  Unbounded, the queue
+ * took them all, and in upcd, where a client's file can keep the workers
+ * as long as it likes (a FUSE file it serves), it grew for good.
+ */
+Test(readahead, a_full_queue_takes_no_more_windows, .timeout = 60)
+{
+	const size_t size = 512 * PAGE;
+	struct upc_store *store;
+	struct upc_cache *c;
+	uint64_t ra = 0, was;
+	int fd = tmpfile_pattern(size, NULL);
+	unsigned char *p;
+
+	require_upcache();
+	cr_assert_eq(upc_store_inject_create(NULL, &store), 0);
+	cr_assert_eq(upc_store_inject_add(store, UPC_IO_READ, 0, 2 * PAGE, UPC_INJECT_DELAY, 1000000, 2), 0);
+	UPC_OPTS(upc_cache_opts, o, .store = store, .flags = UPC_CACHE_NO_BGWB);
+	c = cache_new_opts(&o);
+	cr_assert_eq(upc_map(c, fd, 0, size, PROT_READ, 0, (void **)&p), 0);
+	cr_assert_eq(upc_advise(c, p, PAGE, UPC_ADV_WILLNEED), 0);
+	cr_assert_eq(upc_advise(c, p + PAGE, PAGE, UPC_ADV_WILLNEED), 0);
+	usleep(200 * 1000);	/* each worker in its read of a second */
+	for (size_t i = 10; i < 410; i++)
+		cr_assert_eq(upc_advise(c, p + i * PAGE, PAGE, UPC_ADV_WILLNEED), 0, "window %zu", i);
+	do {
+		was = ra;
+		usleep(1500 * 1000);
+		ra = stats_of(c).ra_pages;
+	} while (ra != was);
+	cr_assert_leq(ra, 2 + 256, "%" PRIu64 " pages read ahead: the queue took more than 256 windows", ra);
+	cr_assert_geq(ra, 2 + 200, "%" PRIu64 " pages read ahead", ra);
+	for (size_t i = 0; i < size; i += PAGE)
+		cr_assert_eq(p[i + 5], pat(i + 5), "offset %zu", i);
+	cr_assert_eq(upc_cache_destroy(c), 0);
+	cr_assert_eq(upc_store_destroy(store), 0);
 	close(fd);
 }

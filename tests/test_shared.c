@@ -7391,6 +7391,172 @@ Test(shared, a_client_holding_a_files_inode_lock_stalls_no_other_files_io, .time
 }
 
 /*
+ * A client that may write a file can keep its write-back from ending as
+ * long as it likes (it holds the file's inode lock: held_lock on the file
+ * itself) and dirty the file's pages meanwhile: they filled the cache past
+ * its hard margin, where reclaim cannot evict them, and every fault of
+ * every client of the daemon then waited 200 ms in reclaim_throttle()
+ * (upcd(8), BUGS, until dirtylimit.c).  Now its writes wait once its user
+ * holds its share of dirty pages (half the limit, alone), and another user
+ * reads a file twice the limit through a mapping and writes one with
+ * upc_pwrite(), against a sixteenth of the limit; once the lock is let go
+ * the writer goes on, and every page it wrote reaches the file.
+ */
+struct dirtier {
+	volatile unsigned char *p;
+	size_t pages;
+	_Atomic size_t done;
+};
+
+static void *dirtier_main(void *arg)
+{
+	struct dirtier *d = arg;
+
+	for (size_t i = 0; i < d->pages; i++) {
+		d->p[i * PAGE + 1] = 'w';
+		atomic_store(&d->done, i + 1);
+	}
+	return NULL;
+}
+
+struct other_user {
+	int zfd, yfd, wfd;
+	size_t zsize, ysize, wsize;
+	bool async;
+};
+
+/*
+ * As uid nobody: read all of Z through a mapping; hold 100 pages of W
+ * written and pinned with UPC_PIN_NOWRITEBACK (more than its share of 64
+ * while the other user holds its own: pinned pages are the pin limit's,
+ * and counted here they held this user's writes for good); write all of Y
+ * with upc_pwrite, and sync it; let W go.
+ */
+static int other_user_main(void *arg)
+{
+	struct other_user *o = arg;
+	static unsigned char buf[64 * PAGE];
+	volatile unsigned char *zp, *wp;
+	struct upc_cache *c;
+	uint64_t bad = 0;
+	int ret;
+
+	UPC_OPTS(upc_cache_opts, opts, .flags = UPC_CACHE_SHARED, .socket = sock_path);
+	ret = upc_cache_create(&opts, &c);
+	nobody_check(ret == 0, "upc_cache_create: %s", upc_strerror(ret));
+	ret = upc_map(c, o->zfd, 0, o->zsize, PROT_READ, 0, (void **)&zp);
+	if (ret == -ENOSYS || ret == -EPERM)
+		nobody_skip("no userfaultfd for this user: %s", upc_strerror(ret));
+	nobody_check(ret == 0, "map: %s", upc_strerror(ret));
+	for (size_t i = 0; i < o->zsize; i += PAGE)
+		bad += zp[i + 9] != pat(i + 9);
+	nobody_check(bad == 0, "%" PRIu64 " pages of Z read wrong", bad);
+	nobody_check(upc_map(c, o->wfd, 0, o->wsize, PROT_READ | PROT_WRITE, 0, (void **)&wp) == 0, "map W");
+	/*
+	 * Not under asynchronous tracking, where the other user's writes go
+	 * past its share (above) and the cache stays past its limit: a pin
+	 * there can find a page reclaimed between its fault and its look, 8
+	 * times over, and fail (-EFAULT, upc_pin(3)).
+	 */
+	if (!o->async) {
+		ret = upc_pin(c, (void *)wp, o->wsize, UPC_PIN_NOWRITEBACK);
+		nobody_check(ret == 0, "pin W: %s", upc_strerror(ret));
+	}
+	for (size_t i = 0; i < o->wsize; i += PAGE)
+		wp[i] = 'p';
+	memset(buf, 'y', sizeof(buf));
+	for (size_t off = 0; off < o->ysize; off += sizeof(buf))
+		nobody_check(upc_pwrite(c, o->yfd, buf, sizeof(buf), (off_t)off) == (ssize_t)sizeof(buf),
+			     "upc_pwrite of Y at %zu", off);
+	ret = upc_fsync(c, o->yfd);
+	nobody_check(ret == 0, "upc_fsync: %s", upc_strerror(ret));
+	nobody_check(o->async || upc_unpin(c, (void *)wp, o->wsize) == 0, "unpin W");
+	ret = upc_msync(c, (void *)wp, o->wsize, UPC_MS_SYNC);
+	nobody_check(ret == 0, "msync of W: %s", upc_strerror(ret));
+	nobody_check(upc_unmap(c, (void *)wp, o->wsize) == 0, "unmap W");
+	nobody_check(upc_unmap(c, (void *)zp, o->zsize) == 0, "unmap");
+	nobody_check(upc_cache_destroy(c) == 0, "destroy");
+	return 0;
+}
+
+Test(shared, a_user_whose_write_back_is_held_dirties_no_more_than_its_share, .timeout = 120)
+{
+	const size_t limit = 4u << 20, xsize = 2048 * PAGE, share = limit / 2 / PAGE;
+	struct other_user o = { .zsize = 2 * limit, .ysize = 1u << 20, .wsize = 100 * PAGE, .async = track_flags() != 0 };
+	struct dirtier d = { .pages = xsize / PAGE };
+	struct upc_stats st = { .sz = sizeof(st) };
+	struct held h = { 0 };
+	char xpath[64], msg[512];
+	size_t seen;
+	pthread_t t;
+	int xfd = tmpfile_pattern(xsize, NULL), memfd, status;
+	unsigned char b;
+	struct upc_cache *c;
+
+	snprintf(xpath, sizeof(xpath), "/proc/self/fd/%d", xfd);	/* no name: see the case above */
+	o.zfd = tmpfile_pattern(o.zsize, NULL);
+	o.yfd = tmpfile_pattern(o.ysize, NULL);
+	o.wfd = tmpfile_pattern(o.wsize, NULL);
+	cr_assert_eq(fchmod(o.zfd, 0644), 0);
+	cr_assert_eq(fchown(o.yfd, NOBODY, NOBODY), 0);
+	cr_assert_eq(fchown(o.wfd, NOBODY, NOBODY), 0);
+	held_start(&h);
+	c = shared_cache();
+	cr_assert_eq(upc_map(c, xfd, 0, xsize, PROT_READ | PROT_WRITE, 0, (void **)&d.p), 0);
+	held_map(&h, xpath, xsize);
+	memfd = h.hw.memfd;
+	h.hw.memfd = h.rw;	/* the file's own inode lock */
+	held_lock(&h, (off_t)xsize);
+
+	/* The writer dirties X until its user's share, and waits there. */
+	cr_assert_eq(pthread_create(&t, NULL, dirtier_main, &d), 0);
+	do {
+		seen = atomic_load(&d.done);
+		usleep(1000 * 1000);
+	} while (atomic_load(&d.done) != seen);
+	cr_assert_lt(seen, d.pages, "a writer dirtied all %zu pages of a file whose write-back is held", d.pages);
+	cr_assert_eq(upc_stats(c, &st), 0);
+	/*
+	 * Under asynchronous tracking a page written is counted when a scan
+	 * finds it (reclaim's, write-back's), and the writer goes past its
+	 * share by what it maps meanwhile (upcd(8), BUGS): within the
+	 * limit and its hard margin (limit + limit/8 + readahead's 256), where
+	 * reclaim_throttle() would hold every client.
+	 */
+	cr_assert_leq(st.pages_dirty + st.pages_writeback, track_flags() ? limit / PAGE * 9 / 8 + 255 : share + 64,
+		      "%" PRIu64 " + %" PRIu64 " pages dirty and under write-back, a user's share %zu",
+		      st.pages_dirty, st.pages_writeback, share);
+	cr_assert_gt(st.dirty_wait_ms, 0);
+
+	/* Another user reads and writes meanwhile, past the limit. */
+	status = run_as_nobody(other_user_main, &o, msg, sizeof(msg));
+	nobody_report(status, msg);
+	cr_assert_eq(pread(o.yfd, &b, 1, (off_t)o.ysize - 1), 1);
+	cr_assert_eq(b, 'y');
+	cr_assert_eq(pread(o.wfd, &b, 1, o.wsize - PAGE), 1);
+	cr_assert_eq(b, 'p');
+	cr_assert_eq(atomic_load(&d.done), seen, "the writer went on while the lock was held");
+
+	/* Let go: the writer ends, and all it wrote reaches X. */
+	held_let_go(&h);
+	h.hw.memfd = memfd;
+	cr_assert_eq(pthread_join(t, NULL), 0);
+	cr_assert_eq(upc_msync(c, (void *)d.p, xsize, UPC_MS_SYNC), 0);
+	for (size_t i = 0; i < d.pages; i++) {
+		cr_assert_eq(pread(xfd, &b, 1, (off_t)(i * PAGE + 1)), 1);
+		cr_assert_eq(b, 'w', "page %zu of X", i);
+	}
+	cr_assert_eq(upc_unmap(c, (void *)d.p, xsize), 0);
+	upc_cache_destroy(c);
+	held_fini(&h);
+	close(xfd);
+	close(o.zfd);
+	close(o.yfd);
+	close(o.wfd);
+	upcd_stop();
+}
+
+/*
  * A change of the store's file that the kernel makes under the file's
  * inode lock: a truncation, a hole punch.  A client that may write the
  * file can hold that lock (held_lock on the file itself), and the daemon

@@ -496,6 +496,102 @@ Test(upcd_admin, pins_past_a_clients_limit_get_enomem_and_pin_nothing, .timeout 
 }
 
 /*
+ * As nobody, two clients of one user: --max-pinned-per-client bounds what
+ * they pin together too (review of 417d8da: each of a user's 64
+ * connections pinned its own quarter of the cache, and the user the whole
+ * of it), and pages one gives back the other may pin.  Root, the
+ * administrator, is not counted so (above).
+ */
+static int user_pins(void *argp)
+{
+	UPC_OPTS(upc_cache_opts, o, .flags = UPC_CACHE_SHARED, .socket = sock_path);
+	int fd = *(int *)argp, ret;
+	struct upc_cache *c1, *c2;
+	char *p1, *p2;
+
+	nobody_check(upc_cache_create(&o, &c1) == 0 && upc_cache_create(&o, &c2) == 0, "upc_cache_create");
+	ret = upc_map(c1, fd, 0, 8 * PAGE, PROT_READ, 0, (void **)&p1);
+	if (ret == -ENOSYS || ret == -EPERM)
+		nobody_skip("no userfaultfd for this user: %s", upc_strerror(ret));
+	nobody_check(ret == 0, "map: %s", upc_strerror(ret));
+	nobody_check(upc_map(c2, fd, 0, 8 * PAGE, PROT_READ, 0, (void **)&p2) == 0, "the second client's map");
+	nobody_check(upc_pin(c1, p1, 3 * PAGE, 0) == 0, "the first client's 3 pages");
+	ret = upc_pin(c2, p2 + 3 * PAGE, 2 * PAGE, 0);
+	nobody_check(ret == -ENOMEM, "the second client's 2 pages, past its user's 4: %s", upc_strerror(ret));
+	nobody_check(upc_pin(c2, p2 + 3 * PAGE, PAGE, 0) == 0, "the second client's fourth page");
+	ret = upc_pin(c1, p1 + 4 * PAGE, PAGE, 0);
+	nobody_check(ret == -ENOMEM, "a fifth page: %s", upc_strerror(ret));
+	nobody_check(upc_unpin(c1, p1, 3 * PAGE) == 0, "unpin");
+	nobody_check(upc_pin(c2, p2 + 4 * PAGE, 3 * PAGE, 0) == 0, "the pages the first client gave back");
+	nobody_check(upc_unpin(c2, p2 + 3 * PAGE, 4 * PAGE) == 0, "the second client's unpin");
+	nobody_check(upc_unmap(c1, p1, 8 * PAGE) == 0 && upc_unmap(c2, p2, 8 * PAGE) == 0, "unmap");
+	nobody_check(upc_cache_destroy(c1) == 0 && upc_cache_destroy(c2) == 0, "upc_cache_destroy");
+	return 0;
+}
+
+Test(upcd_admin, a_users_clients_pin_no_more_together_than_one_may, .timeout = 60)
+{
+	int fd = tmpfile_pattern(8 * PAGE, NULL), status;
+	char msg[512];
+
+	upcd_start("--max-pinned-per-client", "16K");	/* 4 pages */
+	status = run_as_nobody(user_pins, &fd, msg, sizeof(msg));
+	nobody_report(status, msg);
+	cr_assert_eq(daemon_stats().pages_pinned, 0);
+	upcd_stop();
+	close(fd);
+}
+
+/*
+ * The same for mappings: a client maps 65536 at most, and a user's clients
+ * together four times as many (review of 417d8da: 64 connections of one
+ * user held 4 million mappings, each costing the daemon's reclaim a look at
+ * the client's page table a visit).  UPC_DEBUG=maps-few makes it 8 and 12.
+ */
+static int user_maps(void *argp)
+{
+	UPC_OPTS(upc_cache_opts, o, .flags = UPC_CACHE_SHARED, .socket = sock_path);
+	int fd = *(int *)argp, ret;
+	struct upc_cache *c1, *c2;
+	void *p1[9], *p2[5];
+
+	nobody_check(upc_cache_create(&o, &c1) == 0 && upc_cache_create(&o, &c2) == 0, "upc_cache_create");
+	for (int i = 0; i < 8; i++) {
+		ret = upc_map(c1, fd, (off_t)i * PAGE, PAGE, PROT_READ, 0, &p1[i]);
+		if (ret == -ENOSYS || ret == -EPERM)
+			nobody_skip("no userfaultfd for this user: %s", upc_strerror(ret));
+		nobody_check(ret == 0, "the first client's map %d: %s", i, upc_strerror(ret));
+	}
+	ret = upc_map(c1, fd, 0, PAGE, PROT_READ, 0, &p1[8]);
+	nobody_check(ret == -ENOMEM, "a client's ninth mapping: %s", upc_strerror(ret));
+	for (int i = 0; i < 4; i++)
+		nobody_check(upc_map(c2, fd, (off_t)i * PAGE, PAGE, PROT_READ, 0, &p2[i]) == 0,
+			     "the second client's map %d", i);
+	ret = upc_map(c2, fd, 4 * PAGE, PAGE, PROT_READ, 0, &p2[4]);
+	nobody_check(ret == -ENOMEM, "the user's thirteenth mapping: %s", upc_strerror(ret));
+	nobody_check(upc_unmap(c1, p1[7], PAGE) == 0, "unmap");
+	ret = upc_map(c2, fd, 4 * PAGE, PAGE, PROT_READ, 0, &p2[4]);
+	nobody_check(ret == 0, "the mapping given back: %s", upc_strerror(ret));
+	nobody_check(*(volatile char *)p2[4] == (char)pat(4 * PAGE), "read through it");
+	nobody_check(upc_cache_destroy(c1) == 0 && upc_cache_destroy(c2) == 0, "upc_cache_destroy");
+	return 0;
+}
+
+Test(upcd_admin, a_users_clients_map_no_more_together_than_one_may, .timeout = 60)
+{
+	int fd = tmpfile_pattern(8 * PAGE, NULL), status;
+	char msg[512];
+
+	cr_assert_eq(setenv("UPC_DEBUG", "maps-few", 1), 0);
+	upcd_start(NULL, NULL);
+	cr_assert_eq(unsetenv("UPC_DEBUG"), 0);
+	status = run_as_nobody(user_maps, &fd, msg, sizeof(msg));
+	nobody_report(status, msg);
+	upcd_stop();
+	close(fd);
+}
+
+/*
  * As nobody, with --max-clients-per-user 2: two connections are served,
  * the third gets -EUSERS at its first request and a hang-up; once one of
  * the two is closed a new one is served.

@@ -174,7 +174,7 @@ void upcctl_json_str(const char *s)
 	X(faults_missing) X(faults_wp) X(faults_minor) X(fill_ios) X(pages_filled) X(ra_pages) \
 	X(ra_max_window) X(wp_calls) X(wb_ios) X(pages_written) X(bytes_written) X(syncs) \
 	X(wb_errors) X(read_errors) X(pages_evicted) X(meta_bytes) X(reclaim_passes) \
-	X(wb_gap_pages) X(evictions_undone) X(zap_wait_ms)
+	X(wb_gap_pages) X(evictions_undone) X(zap_wait_ms) X(dirty_wait_ms)
 
 /* ,"name":value for every counter of @st, under its upc_stats(3) name */
 void upcctl_stats_json_fields(const struct upc_stats *st)
@@ -217,8 +217,9 @@ void upcctl_stats_text(const struct upc_stats *st, int64_t ra_hits, const char *
 	       " ms waiting for zaps; metadata %" PRIu64 " bytes\n",
 	       (uint64_t)st->pages_evicted, (uint64_t)st->evictions_undone, (uint64_t)st->reclaim_passes,
 	       (uint64_t)st->zap_wait_ms, (uint64_t)st->meta_bytes);
-	printf("  errors     write-back %" PRIu64 ", read %" PRIu64 "\n", (uint64_t)st->wb_errors,
-	       (uint64_t)st->read_errors);
+	printf("  errors     write-back %" PRIu64 ", read %" PRIu64 "; writers waited %" PRIu64
+	       " ms at their dirty limit\n",
+	       (uint64_t)st->wb_errors, (uint64_t)st->read_errors, (uint64_t)st->dirty_wait_ms);
 }
 
 static void print_json(const struct snap *v, int n, uint64_t now)

@@ -945,6 +945,18 @@ static void handle_wp(struct upc_handler *h, struct upc_map *m, uintptr_t addr, 
 	UPC_TRACE(fault_done, f, pgoff, UPC_FAULT_WP, (long)n);
 }
 
+/*
+ * May this fault dirty a page?  A write; and under asynchronous tracking
+ * any fault of a writable mapping, whose clean pages are mapped writable
+ * (track.c) and written without a fault.
+ */
+static bool fault_may_dirty(const struct upc_cache *c, const struct upc_map *m, uint64_t flags)
+{
+	if (c->track_mode == UPC_TRACK_ASYNC)
+		return m->prot & PROT_WRITE;
+	return flags & (UFFD_PAGEFAULT_FLAG_WP | UFFD_PAGEFAULT_FLAG_WRITE);
+}
+
 static void handle_fault(struct upc_handler *h, const struct uffd_msg *msg)
 {
 	struct upc_mm *mm = h->mm;
@@ -953,11 +965,27 @@ static void handle_fault(struct upc_handler *h, const struct uffd_msg *msg)
 	h->fault_exact = (uintptr_t)msg->arg.pagefault.address;	/* for a SIGBUS's si_addr */
 	uint64_t flags = msg->arg.pagefault.flags;
 	struct upc_map *m;
+	uid_t acct;
 
 	if (!(flags & UFFD_PAGEFAULT_FLAG_WP))
 		reclaim_throttle(mm->cache);
 	pthread_rwlock_rdlock(&mm->lock);
 	m = mm_find(mm, addr);
+	/*
+	 * upcd: a fault that may dirty a page of a file whose user holds its
+	 * share of dirty pages waits for their write-back, holding nothing
+	 * (dirtylimit.c, the kernel's balance_dirty_pages()).
+	 */
+	while (m && fault_may_dirty(mm->cache, m, flags) && (dirty_collect(m), dirty_exceeded(m->file, &acct))) {
+		bool waited;
+
+		pthread_rwlock_unlock(&mm->lock);
+		waited = dirty_wait(mm->cache, acct, &mm->stopping);
+		pthread_rwlock_rdlock(&mm->lock);
+		m = mm_find(mm, addr);
+		if (!waited)
+			break;
+	}
 	if (!m) {
 		/* Unmapped while the fault was queued. */
 		pthread_rwlock_unlock(&mm->lock);

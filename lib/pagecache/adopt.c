@@ -275,6 +275,7 @@ int file_adopt_pages(struct upc_file *f, bool wmapped)
 			p = q + UPC_PAGE_SIZE;
 		}
 	}
+	dirty_account(f);	/* (to UPC_ACCOUNT_NONE until a client maps it writable) */
 	return 0;
 }
 

@@ -169,6 +169,7 @@ void page_set_dirty(struct upc_file *f, struct upc_page *pg)
 	pg->flags |= PG_DIRTY;
 	pg->dirtied = cache_ticks(f->cache);
 	f->nr_dirty++;
+	dirty_account(f);	/* upcd: against its account's dirty limit (dirtylimit.c) */
 }
 
 /* The page is now in the memfd with the store's data.  Caller holds f->lock. */
@@ -226,6 +227,7 @@ void file_unpin_all(struct upc_file *f)
 		f->nr_pinned--;
 		atomic_fetch_sub(&f->cache->nr_pinned, 1);
 	}
+	dirty_account(f);
 	pthread_mutex_unlock(&f->lock);
 }
 
@@ -748,6 +750,7 @@ static void file_free(struct upc_file *f)
 	UPC_TRACE(file_release, f);
 	punch_free(f);
 	wb_finish_parked(f);	/* no other holder is left: ended as under the lock (wbpark.c) */
+	dirty_release(f);
 	/* zaps of mappings that are all gone now: nothing of them is left to collect */
 	for (size_t i = 0; i < f->nzap_pend; i++) {
 		atomic_fetch_sub(&f->zap_pend[i]->inflight, 1);
@@ -1680,6 +1683,8 @@ UPC_API int upc_cache_create(const struct upc_cache_opts *opts, struct upc_cache
 	pthread_cond_init(&c->new_cond, NULL);
 	pthread_mutex_init(&c->wb_lock, NULL);
 	pthread_cond_init(&c->wb_cond, NULL);
+	pthread_mutex_init(&c->dirty_lock, NULL);
+	pthread_cond_init(&c->dirty_cond, NULL);
 	pthread_mutex_init(&c->zap_lock, NULL);
 	pthread_mutex_init(&c->zap_late_lock, NULL);
 
@@ -1888,6 +1893,8 @@ UPC_API int upc_cache_destroy(struct upc_cache *c)
 	pthread_mutex_destroy(&c->zap_lock);
 	pthread_mutex_destroy(&c->zap_late_lock);
 	pthread_cond_destroy(&c->wb_cond);
+	pthread_mutex_destroy(&c->dirty_lock);
+	pthread_cond_destroy(&c->dirty_cond);
 	free(c->held);
 	orphans_free(c);
 	if (!c->punch_abandoned)
@@ -1906,7 +1913,7 @@ void stats_counters(struct upc_cache *c, struct upc_stats *st)
 	C(fill_ios); C(pages_filled); C(ra_pages); C(ra_max_window);
 	C(wp_calls); C(wb_ios); C(pages_written); C(bytes_written); C(syncs);
 	C(wb_errors); C(read_errors); C(pages_evicted); C(wb_gap_pages); C(evictions_undone);
-	C(zap_wait_ms);
+	C(zap_wait_ms); C(dirty_wait_ms);
 #undef C
 	st->meta_bytes = atomic_load(&c->meta_bytes);
 	st->reclaim_passes = c->rc_passes;
@@ -1915,6 +1922,7 @@ void stats_counters(struct upc_cache *c, struct upc_stats *st)
 UPC_API int upc_stats(struct upc_cache *c, struct upc_stats *out)
 {
 	struct upc_stats st = { .sz = sizeof(st) };
+	unsigned int budget = VISIT_LOCK_MS;
 	struct upc_file *f;
 
 	if (!c || !out || out->sz < offsetof(struct upc_stats, mem_limit))
@@ -1931,9 +1939,9 @@ UPC_API int upc_stats(struct upc_cache *c, struct upc_stats *out)
 		/*
 		 * upcd: not for ever, with cache->lock held, for a file whose
 		 * lock a thread holds while it waits for the memfd's inode lock,
-		 * which a client can hold (punch.c, file_lock_visit): its pages go uncounted.
+		 * which a client can hold (punch.c, file_lock_walk): its pages go uncounted.
 		 */
-		if (file_lock_visit(f) != 0)
+		if (file_lock_walk(f, &budget) != 0)
 			continue;
 		track_collect_all(f);	/* async: count what was written since the last look */
 		st.pages_cached += f->nr_cached;

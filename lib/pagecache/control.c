@@ -86,6 +86,7 @@ static void unpin_pages_n(struct upc_file *f, uint64_t first, uint64_t last, uin
 		}
 		pg->flags &= ~(PG_NOWB | PG_PINWRITE);
 	}
+	dirty_account(f);	/* upcd: pinned pages are not its account's (dirtylimit.c) */
 	pthread_cond_broadcast(&f->wb_cond);
 }
 
@@ -473,6 +474,21 @@ UPC_API int upc_pin(struct upc_cache *c, void *addr, size_t length, unsigned int
 			all = true;
 			for (uint64_t p = first; p <= last && all; p++)
 				all = page_uptodate(f, p);
+			/*
+			 * A page's pin count is 16 bits: pinned UINT16_MAX times
+			 * it is pinned no more, -ENOMEM, as the kernel's
+			 * try_grab_folio() refuses a reference count that would
+			 * overflow.  It wrapped to 0 before: the page's pins were
+			 * counted as none, and a UPC_PIN_NOWRITEBACK one held its
+			 * write-back for good, anyone's (upcd(8), BUGS; review of
+			 * 417d8da: a client with a read-only descriptor could).
+			 */
+			for (uint64_t p = first; p <= last && all; p++)
+				if (pt_lookup(f, p)->pincount == UINT16_MAX) {
+					all = false;
+					ret = -ENOMEM;
+					tries = 8;
+				}
 			if (all)
 				for (uint64_t p = first; p <= last; p++) {
 					struct upc_page *pg = pt_lookup(f, p);
@@ -489,6 +505,8 @@ UPC_API int upc_pin(struct upc_cache *c, void *addr, size_t length, unsigned int
 						page_set_dirty(f, pg);
 					}
 				}
+			if (all)
+				dirty_account(f);	/* upcd: pinned pages are not its account's (dirtylimit.c) */
 			/*
 			 * Filled by hand: map the pages now that they are pinned,
 			 * and for a write pin make them writable - after they were
@@ -914,6 +932,7 @@ static void *ra_main(void *arg)
 			continue;
 		}
 		c->ra_queue = w->next;
+		c->ra_len--;
 		pthread_mutex_unlock(&c->ra_lock);
 		/* Best effort: a page it could not read is read again by its fault. */
 		if (buf != MAP_FAILED)
@@ -964,6 +983,15 @@ static bool ra_range_cached(struct upc_file *f, uint64_t first, uint64_t last)
  * at 3584 pages against a hard margin of 2816 (test_eviction's hot-set
  * case counted them as hot pages read again).  The kernel has no such
  * queue: page_cache_async_ra() submits its reads at once.
+ *
+ * At most RA_QUEUE_MAX windows wait: past them the window is not queued,
+ * -EAGAIN (readahead is a hint; the fault that gets there reads it).  In
+ * upcd the workers are every client's, and a read of a file can wait as
+ * long as a client likes (a FUSE file it serves; XFS's reads behind a
+ * write holding the inode lock, wbpark.c): a client that asked for such a
+ * file's windows again and again (UPC_ADV_WILLNEED) grew the queue without
+ * bound, a file reference and an allocation each, and every queueing walked
+ * it (review of 417d8da).
  */
 int ra_queue(struct upc_cache *c, struct upc_file *f, uint64_t first, uint64_t last, const struct upc_map *m)
 {
@@ -1019,8 +1047,16 @@ int ra_queue(struct upc_cache *c, struct upc_file *f, uint64_t first, uint64_t l
 		file_put(f);	/* not the last reference: the caller holds one */
 		free(stale);
 		c->ra_done++;
+		c->ra_len--;
+	}
+	if (c->ra_len >= RA_QUEUE_MAX) {
+		pthread_mutex_unlock(&c->ra_lock);
+		file_put(f);
+		free(w);
+		return -EAGAIN;
 	}
 	*pp = w;
+	c->ra_len++;
 	c->ra_queued++;
 	pthread_cond_broadcast(&c->ra_cond);
 	pthread_mutex_unlock(&c->ra_lock);
@@ -1042,6 +1078,7 @@ void ra_stop(struct upc_cache *c)
 		file_put(w->file);	/* the cache is being destroyed: just a decrement */
 		free(w);
 	}
+	c->ra_len = 0;
 	c->ra_running = 0;
 }
 
@@ -1084,6 +1121,10 @@ UPC_API int upc_advise(struct upc_cache *c, void *addr, size_t length, int advic
 			pthread_mutex_lock(&m->file->lock);
 			ret = ra_queue(c, m->file, first, last, NULL);	/* read, not mapped: madvise(2)'s WILLNEED */
 			pthread_mutex_unlock(&m->file->lock);
+			if (ret == -EAGAIN) {
+				ret = 0;	/* the queue is full: a hint not taken, as madvise(2)'s */
+				break;
+			}
 			if (ret < 0)
 				break;
 		}
@@ -1166,6 +1207,7 @@ UPC_API int upc_advise(struct upc_cache *c, void *addr, size_t length, int advic
 					}
 					pg->flags |= PG_LAZYFREE;
 				}
+			dirty_account(f);
 			pthread_mutex_unlock(&f->lock);
 			if (ret < 0)
 				break;

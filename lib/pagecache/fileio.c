@@ -553,6 +553,7 @@ UPC_API ssize_t upc_pwrite(struct upc_cache *c, int fd, const void *buf, size_t 
 
 		/* Outside the lock: the caller's buffer may be a mapping (the top of this file). */
 		memcpy(data + (pos - base), (const char *)buf + done, end - pos);
+		dirty_balance(f);	/* upcd: its user's dirty limit (dirtylimit.c) */
 		reclaim_throttle(c);
 		pthread_mutex_lock(&f->lock);
 		/* Past the end the cache knows: the file may have grown behind its back, and the edges read what is there. */
@@ -792,6 +793,7 @@ void file_drop_pages(struct upc_file *f, uint64_t first, uint64_t end)
 			UPC_TRACE(clean, f, p, 1, UPC_CLEAN_TRUNCATE);
 		}
 	}
+	dirty_account(f);
 	if (f->cache->punch && !f->punch && (chain = malloc(sizeof(*chain)))) {
 		uint64_t pages = 0;
 

@@ -85,7 +85,6 @@
 #define PUNCH_RING	1024	/* > the runs of one eviction (SCAN_BATCH pages) */
 #define PUNCH_WORKERS	64	/* io-wq workers: memfds whose locks can be waited for at once */
 #define PUNCH_STUCK_MS	100	/* a chain this old: the file is passed by, not waited for */
-#define VISIT_LOCK_MS	20	/* file_lock_visit() */
 
 struct punch {
 	struct upc_file *f;
@@ -160,6 +159,38 @@ int file_lock_visit(struct upc_file *f)
 
 	if (ret == 0) {
 		wb_finish_parked(f);	/* a visitor's write-back that could not end here (wb_park) */
+		punch_reap(f);
+	}
+	return ret;
+}
+
+/*
+ * file_lock_visit() for a walk of every file with cache->lock held
+ * (statistics: upc_stats, publish.c): in upcd the walk waits VISIT_LOCK_MS
+ * in all, *@budget_ms what is left of it, and only tries the locks of the
+ * files after.  A client holding K files' locks (a held inode lock, above)
+ * held cache->lock K times 20 ms a walk, and with it every client's map,
+ * read, write and connection (review of 417d8da).  0, or -ETIMEDOUT.
+ */
+int file_lock_walk(struct upc_file *f, unsigned int *budget_ms)
+{
+	uint64_t t0;
+	int ret;
+
+	if (!f->cache->serving)
+		return file_lock_visit(f);
+	if (!*budget_ms) {
+		if (pthread_mutex_trylock(&f->lock))
+			return -ETIMEDOUT;
+		wb_finish_parked(f);
+		punch_reap(f);
+		return 0;
+	}
+	t0 = now_ms();
+	ret = mutex_lock_ms(&f->lock, *budget_ms);
+	*budget_ms -= (unsigned int)min_t(uint64_t, now_ms() - t0, *budget_ms);
+	if (ret == 0) {
+		wb_finish_parked(f);
 		punch_reap(f);
 	}
 	return ret;

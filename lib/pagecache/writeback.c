@@ -166,6 +166,7 @@ static int cluster_runs(struct upc_file *f, const struct run *runs, size_t nr, u
 		for (uint64_t p = end; p < runs[i].start; p++)
 			pt_lookup(f, p)->flags |= PG_WRITEBACK;
 		f->nr_writeback += runs[i].start - end;
+		dirty_account(f);
 		UPC_TRACE(clean, f, end, runs[i].start - end, UPC_CLEAN_GAP);
 		s->n = runs[i].start + runs[i].n - s->start;
 	}
@@ -347,6 +348,7 @@ static void clean_runs(struct upc_file *f, const struct run *runs, size_t nr)
 		if (runs[i].start + runs[i].n > from)
 			UPC_TRACE(clean, f, from, runs[i].start + runs[i].n - from, UPC_CLEAN_WRITEBACK);
 	}
+	dirty_account(f);	/* (a write-pinned page is dirty and under write-back: counted once more) */
 }
 
 /* Is a page of [first, last] under write-back?  Caller holds f->lock. */
@@ -424,6 +426,7 @@ int wb_complete(struct upc_file *f, const struct wb_done *d)
 	}
 	if (ret < 0)
 		errseq_set(f, ret);
+	dirty_account(f);
 	pthread_cond_broadcast(&f->wb_cond);
 	return ret;
 }
@@ -783,6 +786,8 @@ static void *bgwb_main(void *arg)
 	struct upc_cache *c = arg;
 	struct upc_file **files = NULL;
 	size_t nf, cap = 0;
+	const int how = WB_EXPIRED | WB_NOWAIT | WB_VISIT;
+	bool all;
 
 	pthread_mutex_lock(&c->wb_lock);
 	while (!c->wb_stop) {
@@ -792,6 +797,8 @@ static void *bgwb_main(void *arg)
 		if (c->wb_stop)
 			break;
 		c->wb_kick = false;
+		all = c->wb_all;
+		c->wb_all = false;
 		pthread_mutex_unlock(&c->wb_lock);
 
 		/*
@@ -822,7 +829,9 @@ static void *bgwb_main(void *arg)
 		 * write-back of every other file.
 		 */
 		for (size_t i = 0; i < nf; i++) {
-			writeback_range(files[i], 0, UINT64_MAX, WB_EXPIRED | WB_NOWAIT | WB_VISIT, NULL);
+			/* a dirtier waits for its account (dirtylimit.c): all of that account's files, not every user's */
+			writeback_range(files[i], 0, UINT64_MAX,
+					(all && dirty_pressed(files[i])) ? how & ~WB_EXPIRED : how, NULL);
 			file_put(files[i]);
 		}
 
@@ -848,6 +857,16 @@ void bgwb_kick(struct upc_cache *c)
 {
 	pthread_mutex_lock(&c->wb_lock);
 	c->wb_kick = true;
+	pthread_cond_signal(&c->wb_cond);
+	pthread_mutex_unlock(&c->wb_lock);
+}
+
+/* A dirtier waits for its account's pages (dirtylimit.c): the next pass writes every dirty page of such accounts' files. */
+void bgwb_kick_all(struct upc_cache *c)
+{
+	pthread_mutex_lock(&c->wb_lock);
+	c->wb_kick = true;
+	c->wb_all = true;
 	pthread_cond_signal(&c->wb_cond);
 	pthread_mutex_unlock(&c->wb_lock);
 }

@@ -35,7 +35,7 @@ for mode in ${MODES:-sync async nozaps}; do
   timeout 120 $R $B/tests/clients/lmdb-work -n 300 -b 60 -w -m1T $D/l >$D/l2 2>&1 || lok=0
   mdb_stat -a $D/l >/dev/null 2>&1 || lok=0
   st=$($B/tools/upcctl daemon status --socket $D/s | grep -E "^cached" | tr '\n' ' ')
-  st="$st$($B/tools/upcctl daemon stats --socket $D/s | grep -E "^ *reclaim" | sed 's/  */ /g')"
+  st="$st$($B/tools/upcctl daemon stats --socket $D/s | grep -E "^ *(reclaim|errors)" | sed 's/  */ /g' | tr '\n' ' ')"
   echo "$mode lmdb ok=$lok in $(( $(date +%s) - t1 )) s size=$(du -sh $D/l | cut -f1) after: $st"
   kill -TERM $up; wait $up; echo "$mode upcd exit $?"
   echo "$mode upcd log: $(grep -c 'answered a zap' $D/upcd.log) slow answers, $(grep -c 'no answer to a zap' $D/upcd.log) given up; $(grep -m1 'fault handlers' $D/upcd.log)"
