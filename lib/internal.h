@@ -34,6 +34,8 @@
  *   cache->zap_late_lock             (a leaf: zaps answered late, zap.c)
  *   cache->rc_lock                   (a leaf: the reclaim thread's wake-ups; taken
  *                                     under file->lock too, reclaim_kick, reclaim_late)
+ *   cache->dirty_lock                (a leaf: upcd's accounts of dirty pages; taken
+ *                                     under file->lock and mm->lock too, dirtylimit.c)
  *
  * file->io_lock (the kernel's i_rwsem for writers) is taken before file->lock,
  * by upc_pwrite, upc_ftruncate and upc_fallocate, and held across a
@@ -446,6 +448,12 @@ struct upc_handler {
 	 */
 	struct uffd_msg *q;
 	unsigned int qhead, qtail;
+	/* upcd: faults put aside at the dirty limit (fault.c, defer_retry), allocated at the first */
+	struct upc_deferred *deferred;
+	unsigned int ndeferred;
+	bool retrying;
+	uint64_t defer_look;		/* now_ms() of the next look at them */
+	uint64_t defer_kick;		/* ... and of the next kick of the background writer */
 };
 
 /* Pins an mm holds (control.c, "Whose pins"): file pages [first, last], each pinned @count times. */
@@ -467,6 +475,8 @@ struct upc_mm {
 	unsigned int nh;
 	int stop_efd;			/* "look at your flags": @stopping, the fork stash */
 	bool stopping;
+	/* upcd: the range of a call of the daemon's its client runs (mm_call): no dirty wait there */
+	_Atomic uintptr_t call_lo, call_hi;
 	_Atomic bool uffd_plain_read;	/* @uffd refused RWF_NOWAIT: read(2) (fault.c) */
 	/* The pins it took, sorted by (file, first), disjoint (control.c); @pin_lock */
 	pthread_mutex_t pin_lock;
@@ -784,10 +794,10 @@ __upc_hidden void page_set_dirty(struct upc_file *f, struct upc_page *pg);
 /* dirtylimit.c: upcd's dirty limit an account */
 __upc_hidden void dirty_account(struct upc_file *f);
 __upc_hidden void dirty_wake(struct upc_cache *c);
-__upc_hidden bool dirty_exceeded(struct upc_file *f, uid_t *uidp);
+__upc_hidden struct dirty_acct *dirty_exceeded(struct upc_file *f);
 __upc_hidden bool dirty_pressed(struct upc_file *f);
 __upc_hidden void dirty_collect(struct upc_map *m);
-__upc_hidden bool dirty_wait(struct upc_cache *c, uid_t uid, const bool *stop);
+__upc_hidden bool dirty_wait(struct upc_cache *c, const struct dirty_acct *a, const bool *stop);
 __upc_hidden void dirty_balance(struct upc_file *f);
 __upc_hidden void dirty_release(struct upc_file *f);
 
@@ -1160,7 +1170,7 @@ __upc_hidden uint64_t store_cluster_gap(struct upc_store *s);
 #define UPC_DBG_NO_ZAPS		0x200u	/* tests only: a shared cache hands upcd no reclaim channel (connect.c) */
 #define UPC_DBG_SLOW_ZAPS	0x400u	/* tests only: a shared cache answers each zap 150-450 ms late (connect.c) */
 #define UPC_DBG_PROBE_FAIL	0x800u	/* tests only: upcd's probe of where to run fault handlers fails (placement.c) */
-#define UPC_DBG_MAPS_FEW	0x1000u	/* tests only: upcd's limit of mappings a client, and a user's clients, is 8 */
+#define UPC_DBG_MAPS_FEW	0x1000u	/* tests only: upcd's limit of mappings is 8 a client, 12 a user (upcd.c) */
 #define UPC_BT_SIGNAL		(SIGRTMIN + 7)
 struct upc_shm_bt;
 __upc_hidden unsigned int debug_from_env(void);

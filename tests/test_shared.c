@@ -7528,6 +7528,16 @@ Test(shared, a_user_whose_write_back_is_held_dirties_no_more_than_its_share, .ti
 		      st.pages_dirty, st.pages_writeback, share);
 	cr_assert_gt(st.dirty_wait_ms, 0);
 
+	/*
+	 * A write pin of a page of X not written yet: its populate's fault
+	 * does not wait at the limit (the daemon's call gives it 10 s, and the
+	 * connection was lost after them), and is served while the writer's
+	 * fault waits (in the synchronous run, by the client's one handler:
+	 * the waiting fault is put aside), which still waits (below).
+	 */
+	cr_assert_eq(upc_pin(c, (void *)(d.p + xsize - PAGE), PAGE, UPC_PIN_WRITE), 0);
+	cr_assert_eq(upc_unpin(c, (void *)(d.p + xsize - PAGE), PAGE), 0);
+
 	/* Another user reads and writes meanwhile, past the limit. */
 	status = run_as_nobody(other_user_main, &o, msg, sizeof(msg));
 	nobody_report(status, msg);

@@ -946,18 +946,52 @@ static void handle_wp(struct upc_handler *h, struct upc_map *m, uintptr_t addr, 
 }
 
 /*
+ * upcd: faults put aside at the dirty limit (handle_fault), their threads
+ * asleep, looked at again every DEFER_LOOK_MS by their handler, between
+ * the client's other faults.  DEFER_MAX a handler: a client's threads
+ * blocked so at once, past which a fault waits in the handler.
+ */
+#define DEFER_MAX	64
+#define DEFER_LOOK_MS	10
+#define DEFER_KICK_MS	100	/* the background writer kicked so often while some wait */
+
+struct upc_deferred {
+	struct uffd_msg msg;
+	uint64_t since;		/* now_ms() when it was put aside */
+};
+
+/* May @h put the fault it handles aside?  Not once its mm or the daemon stops: then it is served. */
+static bool defer_room(struct upc_handler *h)
+{
+	struct upc_mm *mm = h->mm;
+
+	if (__atomic_load_n(&mm->stopping, __ATOMIC_RELAXED) || atomic_load(&mm->cache->dying) ||
+	    atomic_load(&mm->cache->quitting))
+		return false;
+	if (h->retrying)
+		return true;	/* (it keeps its place) */
+	if (!h->deferred && !(h->deferred = calloc(DEFER_MAX, sizeof(*h->deferred))))
+		return false;
+	return h->ndeferred < DEFER_MAX;
+}
+
+/*
  * May this fault dirty a page?  A write; and under asynchronous tracking
  * any fault of a writable mapping, whose clean pages are mapped writable
  * (track.c) and written without a fault.
  */
-static bool fault_may_dirty(const struct upc_cache *c, const struct upc_map *m, uint64_t flags)
+static bool fault_may_dirty(const struct upc_cache *c, const struct upc_map *m, uintptr_t addr, uint64_t flags)
 {
+	uintptr_t lo = atomic_load(&m->mm->call_lo);
+
+	if (lo && addr >= lo && addr < atomic_load(&m->mm->call_hi))
+		return false;	/* a pin's populate, which has its own bounds (remote.c, mm_call) */
 	if (c->track_mode == UPC_TRACK_ASYNC)
 		return m->prot & PROT_WRITE;
 	return flags & (UFFD_PAGEFAULT_FLAG_WP | UFFD_PAGEFAULT_FLAG_WRITE);
 }
 
-static void handle_fault(struct upc_handler *h, const struct uffd_msg *msg)
+static bool handle_fault(struct upc_handler *h, const struct uffd_msg *msg)
 {
 	struct upc_mm *mm = h->mm;
 	uintptr_t addr = (uintptr_t)msg->arg.pagefault.address & UPC_PAGE_MASK;
@@ -965,20 +999,31 @@ static void handle_fault(struct upc_handler *h, const struct uffd_msg *msg)
 	h->fault_exact = (uintptr_t)msg->arg.pagefault.address;	/* for a SIGBUS's si_addr */
 	uint64_t flags = msg->arg.pagefault.flags;
 	struct upc_map *m;
-	uid_t acct;
+	const struct dirty_acct *acct;
 
-	if (!(flags & UFFD_PAGEFAULT_FLAG_WP))
+	if (!(flags & UFFD_PAGEFAULT_FLAG_WP) && !h->retrying)	/* (a fault put aside was throttled once) */
 		reclaim_throttle(mm->cache);
 	pthread_rwlock_rdlock(&mm->lock);
 	m = mm_find(mm, addr);
 	/*
 	 * upcd: a fault that may dirty a page of a file whose user holds its
-	 * share of dirty pages waits for their write-back, holding nothing
-	 * (dirtylimit.c, the kernel's balance_dirty_pages()).
+	 * share of dirty pages waits for their write-back (dirtylimit.c, the
+	 * kernel's balance_dirty_pages()): put aside, its thread left asleep,
+	 * while the handler serves the client's other faults (handler_main,
+	 * defer_retry); a client with one handler had every fault wait behind
+	 * it, a pin's populate too, whose call then timed out (review of
+	 * 0665774).  Waited for here, holding nothing, where it cannot be put
+	 * aside (DEFER_MAX of them are already, or no memory).
 	 */
-	while (m && fault_may_dirty(mm->cache, m, flags) && (dirty_collect(m), dirty_exceeded(m->file, &acct))) {
+	while (m && fault_may_dirty(mm->cache, m, addr, flags) && (dirty_collect(m), (acct = dirty_exceeded(m->file)))) {
 		bool waited;
 
+		if (defer_room(h)) {
+			pthread_rwlock_unlock(&mm->lock);
+			if (!h->retrying)
+				bgwb_kick_all(mm->cache);	/* (and every DIRTY_KICK_MS from defer_retry) */
+			return true;
+		}
 		pthread_rwlock_unlock(&mm->lock);
 		waited = dirty_wait(mm->cache, acct, &mm->stopping);
 		pthread_rwlock_rdlock(&mm->lock);
@@ -990,7 +1035,7 @@ static void handle_fault(struct upc_handler *h, const struct uffd_msg *msg)
 		/* Unmapped while the fault was queued. */
 		pthread_rwlock_unlock(&mm->lock);
 		sys_uffd_wake(mm->uffd, addr, UPC_PAGE_SIZE);
-		return;
+		return false;
 	}
 	atomic_fetch_add_explicit(&mm->nr_faults, 1, memory_order_relaxed);	/* upcctl daemon clients */
 	pthread_mutex_lock(&m->file->lock);
@@ -1006,7 +1051,7 @@ static void handle_fault(struct upc_handler *h, const struct uffd_msg *msg)
 		if (!punch_wait(m->file, pgoff, pgoff, &mm->stopping)) {
 			pthread_mutex_unlock(&m->file->lock);
 			pthread_rwlock_unlock(&mm->lock);
-			return;
+			return false;
 		}
 	}
 	/*
@@ -1025,6 +1070,7 @@ static void handle_fault(struct upc_handler *h, const struct uffd_msg *msg)
 			       msg->arg.pagefault.feat.ptid);
 	pthread_mutex_unlock(&m->file->lock);
 	pthread_rwlock_unlock(&mm->lock);
+	return false;
 }
 
 /*
@@ -1195,6 +1241,61 @@ unsigned int fault_handlers_wanted(int *cpus, unsigned int max)
  * handler busy with a slow fill does not hold faults that others could
  * take.  Faults of one file are serialized by its lock, as before.
  */
+/*
+ * A fault handle_fault() put aside: kept, to be looked at again
+ * (defer_retry).  One a page: a thread put aside faults again when a
+ * signal interrupts its wait (handle_userfault() sleeps interruptibly),
+ * and the first entry would stay beside the second, counted as waiting,
+ * taking a place; serving one entry of a page wakes every thread that
+ * waits on it (review of the first version).
+ */
+static void defer_add(struct upc_handler *h, const struct uffd_msg *msg)
+{
+	uintptr_t page = (uintptr_t)msg->arg.pagefault.address & UPC_PAGE_MASK;
+	unsigned int i;
+
+	if (!h->ndeferred)
+		h->defer_look = now_ms() + DEFER_LOOK_MS;
+	for (i = 0; i < h->ndeferred; i++)
+		if (((uintptr_t)h->deferred[i].msg.arg.pagefault.address & UPC_PAGE_MASK) == page)
+			break;
+	if (i < h->ndeferred) {
+		h->deferred[i].msg = *msg;	/* (the latest flags: a write after a read) */
+		return;
+	}
+	h->deferred[h->ndeferred++] = (struct upc_deferred){ .msg = *msg, .since = now_ms() };
+}
+
+/*
+ * Look at the faults put aside again: each is served once its file's user
+ * is under its share (or its mm stops); the others stay aside.  Their
+ * waits are counted in upc_stats dirty_wait_ms.
+ */
+static void defer_retry(struct upc_handler *h)
+{
+	struct upc_cache *c = h->mm->cache;
+
+	h->retrying = true;
+	for (unsigned int i = 0; i < h->ndeferred;) {
+		uint64_t now = now_ms();
+
+		/* (counted as it goes: a wait that never ends shows too) */
+		atomic_fetch_add(&c->st.dirty_wait_ms, now - h->deferred[i].since);
+		h->deferred[i].since = now;
+		if (handle_fault(h, &h->deferred[i].msg)) {
+			i++;
+			continue;
+		}
+		h->deferred[i] = h->deferred[--h->ndeferred];
+	}
+	h->retrying = false;
+	h->defer_look = now_ms() + DEFER_LOOK_MS;
+	if (h->ndeferred && h->defer_look >= h->defer_kick) {
+		bgwb_kick_all(c);	/* the writer writes those users' files while they wait (dirtylimit.c) */
+		h->defer_kick = h->defer_look + DEFER_KICK_MS;
+	}
+}
+
 static void *handler_main(void *arg)
 {
 	struct upc_handler *h = arg;
@@ -1210,14 +1311,17 @@ static void *handler_main(void *arg)
 	for (;;) {
 		struct uffd_msg msg;
 		uint64_t v;
-		int r;
+		int r, timeout;
 
 		if (mm == &mm->cache->self && atomic_load(&mm->cache->nstash))
 			fork_stash_take(h);
+		if (h->ndeferred && now_ms() >= h->defer_look)
+			defer_retry(h);
 		if (h->qhead < h->qtail) {
 			msg = h->q[h->qhead++];
 			if (msg.event == UFFD_EVENT_PAGEFAULT) {
-				handle_fault(h, &msg);
+				if (handle_fault(h, &msg))
+					defer_add(h, &msg);
 				if (h->linger_us)
 					h->last_fault_us = now_us();
 			} else if (msg.event == UFFD_EVENT_FORK) {
@@ -1247,7 +1351,13 @@ static void *handler_main(void *arg)
 				sched_yield();
 			continue;
 		}
-		r = poll(pfd, 2, mm->is_child ? 1000 : -1);
+		timeout = mm->is_child ? 1000 : -1;
+		if (h->ndeferred) {
+			uint64_t now = now_ms();
+
+			timeout = h->defer_look > now ? (int)min_t(uint64_t, h->defer_look - now, DEFER_LOOK_MS) : 0;
+		}
+		r = poll(pfd, 2, timeout);
 		if (r < 0) {
 			if (errno == EINTR)
 				continue;
@@ -1294,6 +1404,15 @@ static void *handler_main(void *arg)
 	for (; h->qhead < h->qtail; h->qhead++)
 		if (h->q[h->qhead].event == UFFD_EVENT_FORK)
 			fork_event_drop(mm, &h->q[h->qhead]);
+	/*
+	 * Faults put aside: woken, to fault again, as those left in @q are
+	 * not: the client that serves itself after a stop wakes its whole
+	 * range anyway (takeover.c), and one that is gone needs nothing.
+	 */
+	for (unsigned int i = 0; i < h->ndeferred; i++)
+		sys_uffd_wake(mm->uffd, (uintptr_t)h->deferred[i].msg.arg.pagefault.address & UPC_PAGE_MASK,
+			      UPC_PAGE_SIZE);
+	h->ndeferred = 0;
 	return NULL;
 }
 

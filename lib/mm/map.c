@@ -79,6 +79,7 @@ static void mm_handlers_free(struct upc_mm *mm)
 			munmap(mm->h[i].bounce, (size_t)mm->cache->ra_max * UPC_PAGE_SIZE);
 		if (mm->h[i].q)
 			munmap(mm->h[i].q, UFFD_QUEUE * sizeof(*mm->h[i].q));
+		free(mm->h[i].deferred);
 	}
 	free(mm->h);
 	mm->h = NULL;

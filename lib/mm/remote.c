@@ -78,7 +78,26 @@ int mm_call(struct upc_mm *mm, int op, uintptr_t addr, size_t len, int arg)
 	if (mm->remote) {
 		if (!mm->call || !mm->in_call || !pthread_equal(mm->call_thread, pthread_self()))
 			return -EOPNOTSUPP;
-		return mm->call(mm, op, addr, len, arg);
+		/*
+		 * The faults a pin's populate makes in its range do not wait
+		 * at the dirty limit (dirtylimit.c): the call is given 10 s,
+		 * and a user whose write-back is held longer lost its
+		 * connection.  Only there, and only for a populate: the
+		 * client's faults elsewhere wait as ever (review: a writer
+		 * beside a pin went past the limit), what a pin dirties is the
+		 * pin limit's, and a DONTNEED the client answers late would
+		 * have let it write a whole mapping unbounded (review of the
+		 * next version).  @call_lo is set last and cleared first
+		 * (fault_may_dirty).
+		 */
+		if (op != MM_CALL_MADVISE || (arg != MADV_POPULATE_READ && arg != MADV_POPULATE_WRITE))
+			return mm->call(mm, op, addr, len, arg);
+		atomic_store(&mm->call_hi, addr + len);
+		atomic_store(&mm->call_lo, addr);
+		r = mm->call(mm, op, addr, len, arg);
+		atomic_store(&mm->call_lo, 0);
+		atomic_store(&mm->call_hi, 0);
+		return r;
 	}
 	switch (op) {
 	case MM_CALL_MUNMAP:

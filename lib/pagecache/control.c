@@ -985,7 +985,7 @@ static bool ra_range_cached(struct upc_file *f, uint64_t first, uint64_t last)
  * queue: page_cache_async_ra() submits its reads at once.
  *
  * At most RA_QUEUE_MAX windows wait: past them the window is not queued,
- * -EAGAIN (readahead is a hint; the fault that gets there reads it).  In
+ * -ENOSPC (readahead is a hint; the fault that gets there reads it).  In
  * upcd the workers are every client's, and a read of a file can wait as
  * long as a client likes (a FUSE file it serves; XFS's reads behind a
  * write holding the inode lock, wbpark.c): a client that asked for such a
@@ -1053,7 +1053,7 @@ int ra_queue(struct upc_cache *c, struct upc_file *f, uint64_t first, uint64_t l
 		pthread_mutex_unlock(&c->ra_lock);
 		file_put(f);
 		free(w);
-		return -EAGAIN;
+		return -ENOSPC;
 	}
 	*pp = w;
 	c->ra_len++;
@@ -1121,7 +1121,7 @@ UPC_API int upc_advise(struct upc_cache *c, void *addr, size_t length, int advic
 			pthread_mutex_lock(&m->file->lock);
 			ret = ra_queue(c, m->file, first, last, NULL);	/* read, not mapped: madvise(2)'s WILLNEED */
 			pthread_mutex_unlock(&m->file->lock);
-			if (ret == -EAGAIN) {
+			if (ret == -ENOSPC) {
 				ret = 0;	/* the queue is full: a hint not taken, as madvise(2)'s */
 				break;
 			}

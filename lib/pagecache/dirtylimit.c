@@ -82,10 +82,10 @@ static struct dirty_acct *acct_slot(struct upc_cache *c, uid_t uid, bool find)
 		if (!a->files && !free_slot)
 			free_slot = a;
 	}
-	if (!free_slot || (find && c->dirty_rest.files))
-		return &c->dirty_rest;	/* (an account without a slot is in the shared one, or holds nothing) */
+	if (!free_slot)
+		return &c->dirty_rest;
 	if (find)
-		return NULL;
+		return NULL;	/* (or its file is in the shared slot: dirty_exceeded looks there) */
 	free_slot->uid = uid;
 	return free_slot;
 }
@@ -106,6 +106,28 @@ static uint64_t file_held(const struct upc_file *f)
 }
 
 /*
+ * @f lets go of its account, and of what it was charged: it holds nothing
+ * now, or moves to another account, or leaves the cache (file_free: a
+ * write-back that failed at the end leaves pages dirty).  Caller holds
+ * f->lock, or is the file's last holder.
+ */
+void dirty_release(struct upc_file *f)
+{
+	struct upc_cache *c = f->cache;
+
+	if (!f->dacct)
+		return;
+	pthread_mutex_lock(&c->dirty_lock);
+	atomic_fetch_sub(&f->dacct->pages, f->charged);
+	atomic_fetch_sub(&c->dirty_total, f->charged);
+	f->dacct->files--;
+	pthread_mutex_unlock(&c->dirty_lock);
+	__atomic_store_n(&f->dacct, NULL, __ATOMIC_RELEASE);
+	f->charged = 0;
+	dirty_wake(c);
+}
+
+/*
  * @f's pages dirty or under write-back (or pinned) changed: charge them to
  * its account.  They move whole to the file's account of the moment when
  * they grow (the dirtier's, as cgroup write-back charges an inode to the
@@ -122,16 +144,8 @@ void dirty_account(struct upc_file *f)
 	if (!c->serving || held == f->charged)
 		return;
 	uid = atomic_load_explicit(&f->wb_account, memory_order_relaxed);
-	if (f->dacct && (!held || (held > f->charged && f->dacct_uid != uid))) {
-		pthread_mutex_lock(&c->dirty_lock);
-		atomic_fetch_sub(&f->dacct->pages, f->charged);
-		atomic_fetch_sub(&c->dirty_total, f->charged);
-		f->dacct->files--;
-		pthread_mutex_unlock(&c->dirty_lock);
-		__atomic_store_n(&f->dacct, NULL, __ATOMIC_RELEASE);
-		f->charged = 0;
-		dirty_wake(c);
-	}
+	if (f->dacct && (!held || (held > f->charged && f->dacct_uid != uid)))
+		dirty_release(f);
 	if (!held)
 		return;
 	if (!f->dacct) {
@@ -169,43 +183,43 @@ void dirty_wake(struct upc_cache *c)
 /* Does the account of slot @a (NULL: one that holds nothing) hold its share, or more? */
 static bool acct_over(struct upc_cache *c, const struct dirty_acct *a)
 {
-	uint64_t total, mine, share, floor = dirty_floor(c);
+	uint64_t total, mine, others, share, floor = dirty_floor(c);
 
 	if (!a)
 		return false;
 	total = (uint64_t)atomic_load(&c->dirty_total);
 	mine = (uint64_t)atomic_load(&a->pages);
+	others = total > mine ? total - mine : 0;	/* (the two are not changed at once) */
 	share = c->limit_pages / 2;
-	share = total - mine < share ? share - (total - mine) : 0;
+	share = others < share ? share - others : 0;
 	return mine >= max_t(uint64_t, share, floor);
 }
 
 /*
- * Must a dirtier of @f wait?  Its account (*@uidp) holds its share or more
- * (the top of this file).  Without a lock once the cache holds a sixteenth
- * of its limit dirty, and then through the file's own slot where it is its
- * account's, else dirty_lock, briefly.  @f is held (a mapping of it, or a
- * reference).
+ * Must a dirtier of @f wait?  The slot of its account if that holds its
+ * share or more (the top of this file), else NULL.  Without a lock but
+ * once the cache holds a sixteenth of its limit dirty, and then through
+ * the file's own slot where it is its account's, else dirty_lock, briefly.
+ * @f is held (a mapping of it, or a reference).
  */
-bool dirty_exceeded(struct upc_file *f, uid_t *uidp)
+struct dirty_acct *dirty_exceeded(struct upc_file *f)
 {
 	struct upc_cache *c = f->cache;
 	struct dirty_acct *a;
-	bool over;
 	uid_t uid;
 
 	if (!c->serving || !c->limit_pages ||
 	    (uint64_t)atomic_load_explicit(&c->dirty_total, memory_order_relaxed) < dirty_floor(c))
-		return false;
+		return NULL;
 	uid = atomic_load_explicit(&f->wb_account, memory_order_relaxed);
-	*uidp = uid;
 	a = __atomic_load_n(&f->dacct, __ATOMIC_ACQUIRE);
-	if (a && __atomic_load_n(&f->dacct_uid, __ATOMIC_RELAXED) == uid)
-		return acct_over(c, a);	/* (a slot given to another account meanwhile: one look wrong) */
-	pthread_mutex_lock(&c->dirty_lock);
-	over = acct_over(c, acct_slot(c, uid, true));
-	pthread_mutex_unlock(&c->dirty_lock);
-	return over;
+	if (!a || __atomic_load_n(&f->dacct_uid, __ATOMIC_RELAXED) != uid) {
+		pthread_mutex_lock(&c->dirty_lock);
+		a = acct_slot(c, uid, true);
+		pthread_mutex_unlock(&c->dirty_lock);
+	}
+	/* (a slot given to another account meanwhile: one look wrong, one wait of DIRTY_WAIT_MS at most) */
+	return acct_over(c, a) ? a : NULL;
 }
 
 /* Is the account of @f past its share?  The background writer writes all of the file then (bgwb_main). */
@@ -217,15 +231,15 @@ bool dirty_pressed(struct upc_file *f)
 }
 
 /*
- * Wait once, DIRTY_WAIT_MS at most, for the pages of account @uid to be
- * written, if it still holds its share; the caller looks again
+ * Wait once, DIRTY_WAIT_MS at most, for the pages of the account of slot
+ * @a to be written, if it still holds its share; the caller looks again
  * (dirty_exceeded), holding nothing meanwhile.  The background writer
  * writes every dirty page of the files of accounts past their share
  * meanwhile (bgwb_kick_all).  Returns false if it is not to wait: the
  * cache or the daemon stops, or *@stop (the client's address space stops)
  * is set.
  */
-bool dirty_wait(struct upc_cache *c, uid_t uid, const bool *stop)
+bool dirty_wait(struct upc_cache *c, const struct dirty_acct *a, const bool *stop)
 {
 	uint64_t t0;
 
@@ -235,7 +249,7 @@ bool dirty_wait(struct upc_cache *c, uid_t uid, const bool *stop)
 	bgwb_kick_all(c);
 	pthread_mutex_lock(&c->dirty_lock);
 	atomic_fetch_add(&c->dirty_waiters, 1);
-	if (acct_over(c, acct_slot(c, uid, true)))
+	if (acct_over(c, a))
 		cond_wait_ms(&c->dirty_cond, &c->dirty_lock, DIRTY_WAIT_MS);
 	atomic_fetch_sub(&c->dirty_waiters, 1);
 	pthread_mutex_unlock(&c->dirty_lock);
@@ -250,9 +264,10 @@ bool dirty_wait(struct upc_cache *c, uid_t uid, const bool *stop)
  * by all it mapped before such a scan (a test measured 1265 pages against
  * a share of 512, under a 4 MiB limit), and the cache past its limit with
  * pages that could not be written, where a pin of another user's could not
- * hold its pages against reclaim.  So while the cache is past its limit, a
- * fault of a writable mapping first counts what that mapping has written,
- * once every DIRTY_LOOK_MS a mapping (a scan of its cached pages' PTEs).
+ * hold its pages against reclaim.  So while the cache is past its limit
+ * and holds a sixteenth of it dirty, a fault of a writable mapping first
+ * counts what that mapping has written, once every DIRTY_LOOK_MS a mapping
+ * (a scan of its cached pages' PTEs, under the file's lock).
  * Caller holds mm->lock, not f->lock.
  */
 #define DIRTY_LOOK_MS	10
@@ -264,7 +279,8 @@ void dirty_collect(struct upc_map *m)
 	uint64_t now;
 
 	if (!c->serving || c->track_mode != UPC_TRACK_ASYNC || !(m->prot & PROT_WRITE) ||
-	    atomic_load_explicit(&c->nr_cached, memory_order_relaxed) < c->limit_pages)
+	    atomic_load_explicit(&c->nr_cached, memory_order_relaxed) < c->limit_pages ||
+	    (uint64_t)atomic_load_explicit(&c->dirty_total, memory_order_relaxed) < dirty_floor(c))
 		return;
 	now = now_ms();
 	if (now - atomic_load_explicit(&m->dirty_looked, memory_order_relaxed) < DIRTY_LOOK_MS)
@@ -277,31 +293,16 @@ void dirty_collect(struct upc_map *m)
 
 /*
  * A upc_pwrite() that dirties @f: wait while its account holds its share.
- * No lock held.  A stop of the daemon ends the wait; a client's death
- * does not (its thread serves this call), and the call goes on once its
- * user's pages are written.
+ * Holding f->io_lock, as the kernel's balance_dirty_pages() is called
+ * with i_rwsem held: the file's next upc_pwrite(), truncation or hole
+ * punch waits behind it, whoever makes it.  A stop of the daemon ends the
+ * wait; a client's death does not (its thread serves this call), and the
+ * call goes on once its user's pages are written.
  */
 void dirty_balance(struct upc_file *f)
 {
-	uid_t uid;
+	const struct dirty_acct *a;
 
-	while (dirty_exceeded(f, &uid) && dirty_wait(f->cache, uid, NULL))
+	while ((a = dirty_exceeded(f)) && dirty_wait(f->cache, a, NULL))
 		;
-}
-
-/* A file leaves the cache: its charge with it (a write-back that failed at the end leaves pages dirty). */
-void dirty_release(struct upc_file *f)
-{
-	struct upc_cache *c = f->cache;
-
-	if (!f->dacct)
-		return;
-	pthread_mutex_lock(&c->dirty_lock);
-	atomic_fetch_sub(&f->dacct->pages, f->charged);
-	atomic_fetch_sub(&c->dirty_total, f->charged);
-	f->dacct->files--;
-	pthread_mutex_unlock(&c->dirty_lock);
-	__atomic_store_n(&f->dacct, NULL, __ATOMIC_RELEASE);
-	f->charged = 0;
-	dirty_wake(c);
 }
