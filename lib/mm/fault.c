@@ -1231,17 +1231,6 @@ unsigned int fault_handlers_wanted(int *cpus, unsigned int max)
 }
 
 /*
- * A handler: wait for messages, read them into its queue, handle them in
- * order.  While the process forks, a second reader (fork.c) reads too, so
- * that the fork event the kernel waits for is read even if every handler is
- * blocked (on malloc, which glibc's fork holds); what it read joins the
- * queue of the first handler to look, after the fork.  With several
- * handlers each reads one message at a time, so that a fault is handled by
- * the handler that woke first - the one on the faulting CPU - and one
- * handler busy with a slow fill does not hold faults that others could
- * take.  Faults of one file are serialized by its lock, as before.
- */
-/*
  * A fault handle_fault() put aside: kept, to be looked at again
  * (defer_retry).  One a page: a thread put aside faults again when a
  * signal interrupts its wait (handle_userfault() sleeps interruptibly),
@@ -1296,6 +1285,19 @@ static void defer_retry(struct upc_handler *h)
 	}
 }
 
+/*
+ * A handler: wait for messages, read them into its queue, handle them in
+ * order.  While the process forks, a second reader (fork.c) reads too, so
+ * that the fork event the kernel waits for is read even if every handler is
+ * blocked (on malloc, which glibc's fork holds); what it read joins the
+ * queue of the first handler to look, after the fork.  With several
+ * handlers each reads one message at a time, so that a fault is handled by
+ * the handler that woke first - the one on the faulting CPU - and one
+ * handler busy with a slow fill does not hold faults that others could
+ * take.  Faults of one file are serialized by its lock, as before.  In
+ * upcd a fault at its user's dirty limit is put aside and handled later,
+ * out of order (defer_add, defer_retry).
+ */
 static void *handler_main(void *arg)
 {
 	struct upc_handler *h = arg;
