@@ -1019,9 +1019,14 @@ static bool handle_fault(struct upc_handler *h, const struct uffd_msg *msg)
 		bool waited;
 
 		if (defer_room(h)) {
+			uint64_t now = now_ms();
+
 			pthread_rwlock_unlock(&mm->lock);
-			if (!h->retrying)
-				bgwb_kick_all(mm->cache);	/* (and every DIRTY_KICK_MS from defer_retry) */
+			/* the writer writes that user's files (dirtylimit.c), every DEFER_KICK_MS at most */
+			if (!h->retrying && now >= h->defer_kick) {
+				bgwb_kick_all(mm->cache);
+				h->defer_kick = now + DEFER_KICK_MS;
+			}
 			return true;
 		}
 		pthread_rwlock_unlock(&mm->lock);
@@ -1281,7 +1286,7 @@ static void defer_retry(struct upc_handler *h)
 	h->defer_look = now_ms() + DEFER_LOOK_MS;
 	if (h->ndeferred && h->defer_look >= h->defer_kick) {
 		bgwb_kick_all(c);	/* the writer writes those users' files while they wait (dirtylimit.c) */
-		h->defer_kick = h->defer_look + DEFER_KICK_MS;
+		h->defer_kick = h->defer_look - DEFER_LOOK_MS + DEFER_KICK_MS;
 	}
 }
 
