@@ -982,8 +982,11 @@ static bool defer_room(struct upc_handler *h)
  */
 static bool fault_may_dirty(const struct upc_cache *c, const struct upc_map *m, uintptr_t addr, uint64_t flags)
 {
-	uintptr_t lo = atomic_load(&m->mm->call_lo);
+	uintptr_t lo;
 
+	if (!c->serving)
+		return false;	/* an embedded cache has no dirty limit: its fault path as before */
+	lo = atomic_load(&m->mm->call_lo);
 	if (lo && addr >= lo && addr < atomic_load(&m->mm->call_hi))
 		return false;	/* a pin's populate, which has its own bounds (remote.c, mm_call) */
 	if (c->track_mode == UPC_TRACK_ASYNC)

@@ -153,15 +153,18 @@ void punch_free(struct upc_file *f)
  * it waits for the memfd's inode lock, which a client can hold (above);
  * the caller then passes the file by.  0, or -ETIMEDOUT.
  */
-int file_lock_visit(struct upc_file *f)
+static int file_visit_locked(struct upc_file *f, int ret)
 {
-	int ret = mutex_lock_ms(&f->lock, f->cache->serving ? VISIT_LOCK_MS : 0);
-
 	if (ret == 0) {
 		wb_finish_parked(f);	/* a visitor's write-back that could not end here (wb_park) */
 		punch_reap(f);
 	}
 	return ret;
+}
+
+int file_lock_visit(struct upc_file *f)
+{
+	return file_visit_locked(f, mutex_lock_ms(&f->lock, f->cache->serving ? VISIT_LOCK_MS : 0));
 }
 
 /*
@@ -179,21 +182,12 @@ int file_lock_walk(struct upc_file *f, unsigned int *budget_ms)
 
 	if (!f->cache->serving)
 		return file_lock_visit(f);
-	if (!*budget_ms) {
-		if (pthread_mutex_trylock(&f->lock))
-			return -ETIMEDOUT;
-		wb_finish_parked(f);
-		punch_reap(f);
-		return 0;
-	}
+	if (!*budget_ms)
+		return file_visit_locked(f, pthread_mutex_trylock(&f->lock) ? -ETIMEDOUT : 0);
 	t0 = now_ms();
 	ret = mutex_lock_ms(&f->lock, *budget_ms);
 	*budget_ms -= (unsigned int)min_t(uint64_t, now_ms() - t0, *budget_ms);
-	if (ret == 0) {
-		wb_finish_parked(f);
-		punch_reap(f);
-	}
-	return ret;
+	return file_visit_locked(f, ret);
 }
 
 /*

@@ -853,22 +853,24 @@ int bgwb_start(struct upc_cache *c)
 	return 0;
 }
 
-void bgwb_kick(struct upc_cache *c)
+static void bgwb_wake(struct upc_cache *c, bool all)
 {
 	pthread_mutex_lock(&c->wb_lock);
 	c->wb_kick = true;
+	c->wb_all |= all;
 	pthread_cond_signal(&c->wb_cond);
 	pthread_mutex_unlock(&c->wb_lock);
+}
+
+void bgwb_kick(struct upc_cache *c)
+{
+	bgwb_wake(c, false);
 }
 
 /* A dirtier waits for its account's pages (dirtylimit.c): the next pass writes every dirty page of such accounts' files. */
 void bgwb_kick_all(struct upc_cache *c)
 {
-	pthread_mutex_lock(&c->wb_lock);
-	c->wb_kick = true;
-	c->wb_all = true;
-	pthread_cond_signal(&c->wb_cond);
-	pthread_mutex_unlock(&c->wb_lock);
+	bgwb_wake(c, true);
 }
 
 void bgwb_stop(struct upc_cache *c)
